@@ -1,0 +1,1 @@
+"""Self-hostable security event tracking for Python web apps."""

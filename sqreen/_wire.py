@@ -1,0 +1,141 @@
+"""The wire form of events, as the collector receives them.
+
+The SDK builds these dictionaries on its flusher thread (:mod:`sqreen._queue`); the collector
+checks each one with :func:`parse_event`, which applies the same rules as :func:`sqreen.track`
+(:mod:`sqreen._event`) so that neither side accepts what the other would refuse. Anything
+the SDK itself adds (the request snapshot) is bounded here too, since a client is not trusted.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final, TypedDict
+
+from ._event import (
+    LIMITS,
+    InvalidEvent,
+    parse_timestamp,
+    validate_name,
+    validate_properties,
+    validate_target,
+    validate_user,
+)
+
+__all__ = ["WireEvent", "WireRequest", "parse_envelope", "parse_event"]
+
+MAX_REQUEST_BYTES: Final = 256 * 1024
+REQUEST_STR_FIELDS: Final = ("ip", "user_agent", "path", "route", "method")
+
+
+class WireRequest(TypedDict, total=False):
+    ip: str | None
+    user_agent: str | None
+    path: str | None
+    route: str | None
+    method: str | None
+    params: dict[str, Any]
+    body: dict[str, Any] | None
+
+
+class WireEvent(TypedDict):
+    id: str
+    name: str
+    timestamp: str
+    properties: dict[str, Any]
+    user: dict[str, str] | None
+    target: dict[str, str] | None
+    request: WireRequest | None
+
+
+def _request(value: object) -> WireRequest | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidEvent("request", "type", "must be an object or null")
+    out: WireRequest = {}
+    for key in REQUEST_STR_FIELDS:
+        v = value.get(key)
+        if v is not None and (not isinstance(v, str) or len(v) > LIMITS.request_field_max):
+            raise InvalidEvent(
+                f"request.{key}",
+                "value",
+                f"must be a string of at most {LIMITS.request_field_max} characters or null",
+            )
+        out[key] = v  # type: ignore[literal-required]
+    params = value.get("params", {})
+    if not isinstance(params, dict):
+        raise InvalidEvent("request.params", "type", "must be an object")
+    out["params"] = params
+    body = value.get("body")
+    if body is not None and (
+        not isinstance(body, dict)
+        or not isinstance(body.get("content"), str)
+        or not isinstance(body.get("truncated", False), bool)
+    ):
+        raise InvalidEvent(
+            "request.body", "type", "must be null or {'content': str, 'truncated': bool}"
+        )
+    out["body"] = body
+    unknown = set(value) - set(REQUEST_STR_FIELDS) - {"params", "body"}
+    if unknown:
+        raise InvalidEvent("request", "keys", f"unknown keys {sorted(map(str, unknown))[:5]}")
+    size = len(json.dumps(out, separators=(",", ":")))
+    if size > MAX_REQUEST_BYTES:
+        raise InvalidEvent("request", "too_large", f"{size} bytes, at most {MAX_REQUEST_BYTES}")
+    return out
+
+
+def parse_event(obj: object) -> WireEvent:
+    """Validate one event of a batch; raise :class:`InvalidEvent` naming the field."""
+    if not isinstance(obj, dict):
+        raise InvalidEvent("event", "type", f"must be an object, not {type(obj).__name__}")
+    unknown = set(obj) - set(WireEvent.__annotations__)
+    if unknown:
+        raise InvalidEvent("event", "keys", f"unknown keys {sorted(map(str, unknown))[:5]}")
+    event_id = obj.get("id")
+    if not isinstance(event_id, str) or not 1 <= len(event_id) <= LIMITS.id_max:
+        raise InvalidEvent("id", "type", f"must be a string of 1 to {LIMITS.id_max} characters")
+    properties, _ = validate_properties(obj.get("properties") or {})
+    if len(json.dumps([properties, obj.get("user"), obj.get("target")])) > LIMITS.max_event_bytes:
+        raise InvalidEvent(
+            "event", "event_too_large", f"an event is at most {LIMITS.max_event_bytes} bytes"
+        )
+    return {
+        "id": event_id,
+        "name": validate_name(obj.get("name")),
+        "timestamp": parse_timestamp(obj.get("timestamp"))
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z"),
+        "properties": properties,
+        "user": validate_user(obj.get("user"), "user"),
+        "target": validate_target(obj.get("target")),
+        "request": _request(obj.get("request")),
+    }
+
+
+def parse_envelope(obj: object) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+    """Split a batch into (sdk, app, raw events); raise :class:`InvalidEvent` when malformed.
+
+    The events themselves are checked one by one with :func:`parse_event`, so that a mixed
+    batch keeps its valid events.
+    """
+    if not isinstance(obj, dict):
+        raise InvalidEvent("body", "type", "must be a JSON object")
+    sdk = obj.get("sdk") or {}
+    app = obj.get("app") or {}
+    events = obj.get("events")
+    if not isinstance(sdk, dict):
+        raise InvalidEvent("sdk", "type", "must be an object")
+    if not isinstance(app, dict):
+        raise InvalidEvent("app", "type", "must be an object")
+    for field, d in (("sdk", sdk), ("app", app)):
+        for k, v in d.items():
+            if not isinstance(v, str | int | None) or (isinstance(v, str) and len(v) > 256):
+                raise InvalidEvent(f"{field}.{k}", "value", "must be a short string or an integer")
+    if not isinstance(events, list):
+        raise InvalidEvent("events", "type", "must be a list")
+    if len(events) > LIMITS.max_batch_events:
+        raise InvalidEvent(
+            "events", "too_many", f"{len(events)} events, at most {LIMITS.max_batch_events} a batch"
+        )
+    return sdk, app, events
