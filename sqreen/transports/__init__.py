@@ -1,0 +1,59 @@
+"""Transports: where batches of events go (HTTP, a JSON-lines file, memory)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .base import Reply, Transport
+from .file import FileTransport
+from .http import HTTPTransport
+from .memory import MemoryTransport
+
+__all__ = [
+    "FileTransport",
+    "HTTPTransport",
+    "MemoryTransport",
+    "Reply",
+    "Transport",
+    "from_config",
+]
+
+logger = logging.getLogger("sqreen")
+
+DEFAULT_FILE = "sqreen-events.jsonl"
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def from_config(transport: Any, endpoint: str | None, token: str | None) -> Transport:
+    """Build the transport from ``init(transport=..., endpoint=..., token=...)``."""
+    if transport is not None and not isinstance(transport, str):
+        if not isinstance(transport, Transport):
+            raise TypeError(
+                "transport must be a URL string or an object with send(), heartbeat(), "
+                f"close() and after_fork(), not {type(transport).__name__}"
+            )
+        return transport
+    url = transport or endpoint
+    if url is None:
+        logger.warning(
+            "sqreen: no endpoint configured: events go to ./%s "
+            "(set SQREEN_ENDPOINT or init(endpoint=...) to send them to a collector)",
+            DEFAULT_FILE,
+        )
+        return FileTransport(DEFAULT_FILE)
+    if url == "memory:":
+        return MemoryTransport()
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return FileTransport(unquote(parts.path))
+    if parts.scheme in ("http", "https"):
+        if parts.scheme == "http" and parts.hostname not in _LOCAL_HOSTS:
+            logger.warning(
+                "sqreen: sending events to %s over plain HTTP: use https:// for any "
+                "collector that is not on this machine",
+                parts.hostname,
+            )
+        return HTTPTransport(url, token)
+    raise ValueError(f"transport must be http(s)://, file:///path.jsonl or memory:, not {url!r}")

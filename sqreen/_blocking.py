@@ -1,0 +1,157 @@
+"""The blocklist: users and IPs the collector asked every SDK to refuse.
+
+The collector sends the *full* set of actions in force with every reply, versioned, so an
+unblock propagates like a block and every worker converges. Each action is checked before it
+is applied: a block that would cover a whole provider (an IPv4 prefix wider than /16, IPv6
+wider than /48), one with an empty user (which would match everybody) or one that covers a
+trusted proxy (which would lock out every client behind it) is refused and logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+from typing import Any
+
+from ._client_ip import TrustedProxies
+
+__all__ = ["Blocked", "Blocklist"]
+
+logger = logging.getLogger("sqreen")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Blocked(BaseException):
+    """The current user or client IP is blocked.
+
+    It derives from :class:`BaseException`, like :class:`KeyboardInterrupt`, so that a
+    handler's ``except Exception:`` cannot swallow it: the middleware turns it into a 403.
+    """
+
+    def __init__(
+        self,
+        user: dict[str, str] | None = None,
+        ip: str | None = None,
+        reason: str | None = None,
+        action_id: str | None = None,
+    ) -> None:
+        what = f"user {user}" if user else f"IP {ip}"
+        super().__init__(f"{what} is blocked" + (f": {reason}" if reason else ""))
+        self.user = user
+        self.ip = ip
+        self.reason = reason
+        self.action_id = action_id
+
+
+class Blocklist:
+    """Active blocks, replaced whole by each action set; read lock-free on the request path."""
+
+    def __init__(self, trusted: TrustedProxies) -> None:
+        self._trusted = trusted
+        self._lock = threading.Lock()
+        self.version = -1
+        # (identifiers, deadline or None, reason, id); replaced, never mutated.
+        self._users: tuple[tuple[dict[str, str], float | None, str | None, str], ...] = ()
+        self._nets: tuple[tuple[Network, float | None, str | None, str], ...] = ()
+
+    @property
+    def has_ips(self) -> bool:
+        return bool(self._nets)
+
+    @property
+    def has_users(self) -> bool:
+        return bool(self._users)
+
+    def apply(self, actions: Any) -> None:
+        """Replace the blocks with a reply's action set (ignored unless its version changed)."""
+        if not isinstance(actions, dict):
+            return
+        version = actions.get("version")
+        items = actions.get("items")
+        if not isinstance(version, int) or not isinstance(items, list):
+            logger.warning("sqreen: ignoring a malformed action set")
+            return
+        with self._lock:
+            if version == self.version:
+                return
+            now = time.monotonic()
+            users = []
+            nets = []
+            for item in items:
+                parsed = self._parse(item, now)
+                if parsed is None:
+                    continue
+                kind, target, deadline, reason, action_id = parsed
+                if kind == "user":
+                    users.append((target, deadline, reason, action_id))
+                else:
+                    nets.append((target, deadline, reason, action_id))
+            self._users = tuple(users)  # type: ignore[arg-type]
+            self._nets = tuple(nets)  # type: ignore[arg-type]
+            self.version = version
+
+    def _parse(
+        self, item: Any, now: float
+    ) -> tuple[str, Any, float | None, str | None, str] | None:
+        if not isinstance(item, dict):
+            return None
+        expires_in = item.get("expires_in")
+        if expires_in is not None and (not isinstance(expires_in, int | float) or expires_in <= 0):
+            return None
+        deadline = None if expires_in is None else now + float(expires_in)
+        reason = item.get("reason") if isinstance(item.get("reason"), str) else None
+        action_id = str(item.get("id", ""))
+        if item.get("type") == "block_user":
+            user = item.get("user")
+            if (
+                not isinstance(user, dict)
+                or not user
+                or not all(isinstance(k, str) and isinstance(v, str) for k, v in user.items())
+            ):
+                logger.warning("sqreen: refusing block %s: it needs a non-empty user", action_id)
+                return None
+            return "user", dict(user), deadline, reason, action_id
+        if item.get("type") == "block_ip":
+            try:
+                net = ipaddress.ip_network(str(item.get("ip")), strict=False)
+            except ValueError:
+                logger.warning("sqreen: refusing block %s: invalid network", action_id)
+                return None
+            if net.prefixlen < (16 if net.version == 4 else 48):
+                logger.warning("sqreen: refusing block %s: %s is too wide", action_id, net)
+                return None
+            if any(net.overlaps(proxy) for proxy in self._trusted.networks):  # type: ignore[arg-type]
+                logger.warning(
+                    "sqreen: refusing block %s: %s covers a trusted proxy", action_id, net
+                )
+                return None
+            return "ip", net, deadline, reason, action_id
+        return None
+
+    def user_block(self, user: dict[str, str] | None) -> Blocked | None:
+        """The :class:`Blocked` for ``user`` when an active block matches every key of it."""
+        if not user or not self._users:
+            return None
+        now = time.monotonic()
+        for target, deadline, reason, action_id in self._users:
+            if (deadline is None or deadline > now) and all(
+                user.get(k) == v for k, v in target.items()
+            ):
+                return Blocked(user=user, reason=reason, action_id=action_id)
+        return None
+
+    def ip_block(self, ip: str | None) -> Blocked | None:
+        if not ip or not self._nets:
+            return None
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return None
+        now = time.monotonic()
+        for net, deadline, reason, action_id in self._nets:
+            if (deadline is None or deadline > now) and addr in net:
+                return Blocked(ip=ip, reason=reason, action_id=action_id)
+        return None

@@ -1,0 +1,282 @@
+"""The client: configuration, queue, transport and blocklist; the module functions delegate here.
+
+``track()`` on the caller's thread validates and copies its arguments, freezes a snapshot of
+the bound request, and appends to the queue: no I/O, no parsing, no id formatting. Bad input
+raises :class:`~sqreen.InvalidEvent` in strict mode and is otherwise logged once per (event
+name, rule), dropped and counted. Nothing else ever escapes ``track()``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from . import _context
+from ._blocking import Blocked, Blocklist
+from ._client_ip import resolve_client_ip
+from ._config import Config
+from ._event import (
+    InvalidEvent,
+    format_timestamp,
+    validate_name,
+    validate_properties,
+    validate_target,
+    validate_timestamp,
+    validate_user,
+)
+from ._queue import Event, Queue, new_id_prefix
+from ._request import snapshot_asgi, snapshot_wsgi
+from ._version import __version__
+from .transports import from_config
+
+__all__ = ["Client", "UserScope"]
+
+logger = logging.getLogger("sqreen")
+
+_SENTINEL_CTX: Any = object()
+
+
+class Client:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.transport = from_config(config.transport, config.endpoint, config.token)
+        self.blocklist = Blocklist(config.trusted)
+        self.queue = Queue(config, self.transport, self.blocklist, self._to_wire, self._envelope)
+        self.framework = config.framework
+        self._logged: set[tuple[str, str]] = set()
+        self._new_ids()
+
+    def _new_ids(self) -> None:
+        self._prefix = new_id_prefix()
+        self._seq = itertools.count(1)
+        self._pid = os.getpid()
+
+    def after_fork_in_child(self) -> None:
+        self._new_ids()
+        self.queue.after_fork_in_child()
+
+    # -- tracking ------------------------------------------------------------------------
+
+    def track(
+        self,
+        event_name: str,
+        properties: Mapping[str, Any] | None = None,
+        user_identifiers: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        collect_body: bool = False,
+        request: Any = _SENTINEL_CTX,
+        target: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Queue an event; return whether it was accepted (see :func:`sqreen.track`)."""
+        try:
+            name = validate_name(event_name)
+            props, size = validate_properties(properties)
+            user = validate_user(user_identifiers)
+            ts = validate_timestamp(timestamp) if timestamp is not None else time.time()
+            tgt = validate_target(target) if target is not None else None
+            if type(collect_body) is not bool:
+                raise InvalidEvent("collect_body", "type", "must be a bool")
+            ctx = _context._current.get() if request is _SENTINEL_CTX else None
+            if ctx is not None:
+                snapshot = ctx.snapshot()
+                if user is None:
+                    user = ctx.user
+            elif request is not _SENTINEL_CTX and request is not None:
+                snapshot = self._snapshot_of(request)
+            else:
+                snapshot = None
+        except InvalidEvent as exc:
+            return self._invalid(event_name, exc)
+        except Exception:
+            if self.config.strict:
+                raise
+            self.queue.internal_error("track")
+            return False
+        try:
+            event = Event(
+                next(self._seq), name, ts, props, user, tgt, snapshot, collect_body, size + 256
+            )
+            return self.queue.put(event, ctx is not None)
+        except Exception:
+            if self.config.strict:
+                raise
+            self.queue.internal_error("track")
+            return False
+
+    def _snapshot_of(self, request: Any) -> Any:
+        """Snapshot an explicit ``request=``: a RequestContext, a framework request, an environ or a scope."""
+        if isinstance(request, _context.RequestContext):
+            return request.snapshot()
+        cfg = self.config
+        if isinstance(request, Mapping):
+            if request.get("type") in ("http", "websocket"):
+                return snapshot_asgi(request, cfg.forwarded_header_name, None, None)
+            if "REQUEST_METHOD" in request:
+                return snapshot_wsgi(request, cfg.forwarded_environ_key, None, None)
+        for attr, kind in (("environ", "wsgi"), ("META", "wsgi"), ("scope", "asgi")):
+            source = getattr(request, attr, None)
+            if isinstance(source, Mapping):
+                if kind == "wsgi":
+                    return snapshot_wsgi(source, cfg.forwarded_environ_key, None, None)
+                return snapshot_asgi(source, cfg.forwarded_header_name, None, None)
+        raise InvalidEvent(
+            "request",
+            "type",
+            "must be a WSGI environ, an ASGI scope, or a Flask, Django or Starlette request, "
+            f"not {type(request).__name__}",
+        )
+
+    def _invalid(self, event_name: object, exc: InvalidEvent) -> bool:
+        if self.config.strict:
+            raise exc
+        self.queue.count_invalid()
+        key = (str(event_name)[:128], exc.rule)
+        if key not in self._logged and len(self._logged) < 10_000:
+            self._logged.add(key)
+            logger.warning("sqreen: event %r dropped: %s", str(event_name)[:128], exc)
+        return False
+
+    # -- users -----------------------------------------------------------------------------
+
+    def identify(
+        self,
+        user_identifiers: Mapping[str, Any],
+        traits: Mapping[str, Any] | None = None,
+        ctx: Any = _SENTINEL_CTX,
+    ) -> None:
+        if ctx is _SENTINEL_CTX:
+            ctx = _context._current.get()
+        try:
+            user = validate_user(user_identifiers)
+            if user is None:
+                raise InvalidEvent(
+                    "user_identifiers", "empty", "identify() needs at least one identifier"
+                )
+            trait_copy = validate_properties(traits)[0] if traits is not None else None
+        except InvalidEvent as exc:
+            self._invalid("identify", exc)
+            return
+        if ctx is None:
+            return
+        ctx.user = user
+        ctx.traits = trait_copy
+        blocked = self.blocklist.user_block(user)
+        if blocked is not None:
+            raise blocked
+
+    def auth_track(
+        self, success: bool, user_identifiers: Mapping[str, Any], ctx: Any = _SENTINEL_CTX
+    ) -> bool:
+        if type(success) is not bool:
+            return self._invalid("auth_track", InvalidEvent("success", "type", "must be a bool"))
+        name = "auth.login.success" if success else "auth.login.failure"
+        accepted = self.track(name, None, user_identifiers, request=ctx)
+        if success and accepted:
+            self.identify(user_identifiers, None, ctx)
+        return accepted
+
+    def signup_track(self, user_identifiers: Mapping[str, Any], ctx: Any = _SENTINEL_CTX) -> bool:
+        accepted = self.track("auth.signup", None, user_identifiers, request=ctx)
+        if accepted:
+            self.identify(user_identifiers, None, ctx)
+        return accepted
+
+    def for_user(self, user_identifiers: Mapping[str, Any], ctx: Any = _SENTINEL_CTX) -> UserScope:
+        return UserScope(self, user_identifiers, ctx)
+
+    def is_blocked(
+        self, user_identifiers: Mapping[str, Any] | None = None, ip: str | None = None
+    ) -> bool:
+        user = validate_user(user_identifiers) if user_identifiers else None
+        return (
+            self.blocklist.user_block(user) is not None or self.blocklist.ip_block(ip) is not None
+        )
+
+    def check_ip(self, ctx: _context.RequestContext) -> Blocked | None:
+        """For middlewares: the :class:`Blocked` for this request's client IP, if any."""
+        if not self.blocklist.has_ips:
+            return None
+        return self.blocklist.ip_block(ctx.client_ip())
+
+    def resolve_ip(self, peer_and_header: tuple[str | None, str | None]) -> str | None:
+        peer, header = peer_and_header
+        return resolve_client_ip(peer, header, self.config.trusted, self.config.client_ip_header)
+
+    # -- delivery --------------------------------------------------------------------------
+
+    def _to_wire(self, event: Event) -> dict[str, Any]:
+        cfg = self.config
+        request = event.request
+        return {
+            "id": f"{self._prefix}-{event.seq:x}",
+            "name": event.name,
+            "timestamp": format_timestamp(event.ts),
+            "properties": cfg.scrubber.scrub(event.properties) if event.properties else {},
+            "user": event.user,
+            "target": event.target,
+            "request": request.to_wire(cfg, event.collect_body) if request is not None else None,
+        }
+
+    def _envelope(self) -> dict[str, Any]:
+        return {
+            "sdk": {"name": "sqreen-sdk-python", "version": __version__},
+            "app": {
+                "name": self.config.app_name or _default_app_name(),
+                "host": _HOST,
+                "pid": os.getpid(),
+                "framework": self.framework,
+            },
+        }
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        return self.queue.flush(timeout)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        return self.queue.shutdown(self.config.shutdown_timeout if timeout is None else timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return self.queue.stats()
+
+
+class UserScope:
+    """Events tracked for one user, without binding them (Go's ``ForUser()``)."""
+
+    __slots__ = ("_client", "_ctx", "_user")
+
+    def __init__(self, client: Client, user_identifiers: Mapping[str, Any], ctx: Any) -> None:
+        self._client = client
+        self._user = user_identifiers
+        self._ctx = ctx
+
+    def track(
+        self,
+        event_name: str,
+        properties: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        collect_body: bool = False,
+        target: Mapping[str, Any] | None = None,
+    ) -> bool:
+        return self._client.track(
+            event_name, properties, self._user, timestamp, collect_body, self._ctx, target
+        )
+
+
+_HOST = socket.gethostname()
+
+
+def _default_app_name() -> str:
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "") or "python"
+    return os.path.splitext(os.path.basename(path))[0] or "python"
+
+
+_lock = threading.Lock()

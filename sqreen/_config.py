@@ -1,0 +1,147 @@
+"""Configuration: ``init()`` keywords > framework config > ``SQREEN_*`` environment > defaults.
+
+Every option of :func:`sqreen.init` is also read from ``SQREEN_<NAME>`` (``SQREEN_TOKEN``,
+``SQREEN_TRUSTED_PROXIES=10.0.0.0/8,192.168.0.0/16``...). Values are checked here, once, so
+that a typo fails at start-up with the option's name rather than at the first event.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from typing import Any
+
+from ._client_ip import TrustedProxies
+from ._scrub import Scrubber
+
+__all__ = ["Config", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """An option has a wrong type or value; the message names it."""
+
+
+@dataclass(frozen=True)
+class Config:
+    token: str | None = None
+    endpoint: str | None = None
+    app_name: str | None = None
+    strict: bool = False
+    flush_interval: float = 5.0
+    batch_size: int = 500
+    max_batch_bytes: int = 1024 * 1024
+    heartbeat_interval: float = 60.0
+    max_queue_size: int = 10_000
+    max_queue_bytes: int = 16 * 1024 * 1024
+    max_retry_age: float = 3600.0
+    shutdown_timeout: float = 2.0
+    #: CIDRs of the proxies in front of the app; ``None`` trusts loopback only.
+    trusted_proxies: tuple[str, ...] | None = None
+    client_ip_header: str = "X-Forwarded-For"
+    #: Keys scrubbed *in addition to* the defaults.
+    scrub_keys: tuple[str, ...] = ()
+    #: Regular expressions whose matches are scrubbed from string values.
+    scrub_values: tuple[str, ...] = ()
+    max_body_size: int = 64 * 1024
+    transport: Any = None
+    framework: str | None = field(default=None, compare=False)
+
+    @classmethod
+    def resolve(
+        cls,
+        explicit: Mapping[str, Any],
+        framework: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Config:
+        names = {f.name for f in fields(cls)}
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in names - {"framework"}:
+            raw = environ.get(f"SQREEN_{name.upper()}")
+            if raw is not None and raw != "":
+                values[name] = _from_env(name, raw)
+        for source in (framework or {}), explicit:
+            for key, value in source.items():
+                key = key.lower()
+                if key.startswith("sqreen_"):
+                    key = key[7:]
+                if key not in names:
+                    raise ConfigError(f"unknown option {key!r}; known: {', '.join(sorted(names))}")
+                values[key] = value
+        return cls(**_checked(values))
+
+    @cached_property
+    def scrubber(self) -> Scrubber:
+        return Scrubber(self.scrub_keys, self.scrub_values)
+
+    @cached_property
+    def trusted(self) -> TrustedProxies:
+        return TrustedProxies(self.trusted_proxies)
+
+    @cached_property
+    def forwarded_environ_key(self) -> str:
+        return "HTTP_" + self.client_ip_header.upper().replace("-", "_")
+
+    @cached_property
+    def forwarded_header_name(self) -> bytes:
+        return self.client_ip_header.lower().encode("latin-1")
+
+
+_FLOATS = {"flush_interval", "heartbeat_interval", "max_retry_age", "shutdown_timeout"}
+_INTS = {"batch_size", "max_batch_bytes", "max_queue_size", "max_queue_bytes", "max_body_size"}
+_LISTS = {"trusted_proxies", "scrub_keys", "scrub_values"}
+
+
+def _from_env(name: str, raw: str) -> Any:
+    if name == "strict":
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if name in _LISTS:
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw
+
+
+def _checked(values: dict[str, Any]) -> dict[str, Any]:
+    for name, value in list(values.items()):
+        if name in _FLOATS:
+            values[name] = _number(name, value, float)
+        elif name in _INTS:
+            values[name] = _number(name, value, int)
+        elif name in _LISTS:
+            if value is None and name == "trusted_proxies":
+                continue
+            if isinstance(value, str) or not isinstance(value, Iterable):
+                raise ConfigError(f"{name} must be a list of strings, not {type(value).__name__}")
+            items = tuple(value)
+            if not all(isinstance(item, str) for item in items):
+                raise ConfigError(f"{name} must be a list of strings")
+            values[name] = items
+        elif name == "strict":
+            values[name] = bool(value)
+        elif name in {"token", "endpoint", "app_name", "client_ip_header"}:
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{name} must be a string, not {type(value).__name__}")
+    endpoint = values.get("endpoint")
+    if endpoint and not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"endpoint must be an http:// or https:// URL, not {endpoint!r}")
+    if values.get("batch_size", 1) > 1000:
+        raise ConfigError("batch_size must be at most 1000 (the collector's limit)")
+    try:
+        TrustedProxies(values.get("trusted_proxies"))
+        Scrubber(values.get("scrub_keys", ()), values.get("scrub_values", ()))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return values
+
+
+def _number(name: str, value: Any, kind: type[int] | type[float]) -> int | float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be a number, not bool")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"{name} must be positive, not {value!r}")
+    return number

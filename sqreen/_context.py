@@ -1,0 +1,143 @@
+"""The request context: one object per request, in one :class:`~contextvars.ContextVar`.
+
+A middleware creates a :class:`RequestContext` from the WSGI environ or ASGI scope, binds it
+with :func:`bind` and resets it with the token in ``finally``. The context object is also the
+per-request handle users see as ``request.sqreen`` (Flask, Django) or
+``request.state.sqreen`` (Starlette, FastAPI): it holds the object itself, not a ContextVar
+lookup, and :meth:`identify` mutates it in place, so copied contexts (Starlette's thread pool,
+asyncio tasks, asgiref) all see the user.
+
+Creating and binding one costs a few attribute stores: nothing is parsed until an event is
+tracked, and then only a frozen snapshot is taken (:mod:`sqreen._request`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextvars import ContextVar, Token
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._request import BodySource, RequestSnapshot, RouteGetter, snapshot_asgi, snapshot_wsgi
+
+if TYPE_CHECKING:
+    from ._client import Client, UserScope
+
+__all__ = ["RequestContext", "bind", "current", "reset"]
+
+_current: ContextVar[RequestContext | None] = ContextVar("sqreen_request", default=None)
+
+
+class RequestContext:
+    """What sqreen knows of the request being served, and the handle to track within it."""
+
+    __slots__ = ("_client", "_ip", "_kind", "_source", "body", "route", "traits", "user")
+
+    def __init__(
+        self,
+        client: Client,
+        kind: Literal["wsgi", "asgi"],
+        source: Mapping[str, Any],
+        body: BodySource | None = None,
+        route: RouteGetter | None = None,
+    ) -> None:
+        self._client = client
+        self._kind = kind
+        self._source = source
+        self._ip: str | None | bool = False  # False: not resolved yet
+        #: What the app has read of the body: the tee, or a framework's own cache.
+        self.body = body
+        #: Returns ``(route template, path parameters)``; integrations set it.
+        self.route = route
+        #: Identifiers bound by :meth:`identify`.
+        self.user: dict[str, str] | None = None
+        self.traits: dict[str, Any] | None = None
+
+    # -- for middlewares ---------------------------------------------------------------
+
+    def snapshot(self) -> RequestSnapshot:
+        """Freeze what an event needs of the request; keeps no reference to it."""
+        cfg = self._client.config
+        if self._kind == "wsgi":
+            return snapshot_wsgi(self._source, cfg.forwarded_environ_key, self.route, self.body)
+        return snapshot_asgi(self._source, cfg.forwarded_header_name, self.route, self.body)
+
+    def client_ip(self) -> str | None:
+        """Resolve the client IP now (for IP blocking); cached for the request."""
+        if self._ip is False:
+            self._ip = self._client.resolve_ip(self.snapshot_for_ip())
+        return self._ip  # type: ignore[return-value]
+
+    def snapshot_for_ip(self) -> tuple[str | None, str | None]:
+        cfg = self._client.config
+        if self._kind == "wsgi":
+            value = self._source.get(cfg.forwarded_environ_key)
+            return self._source.get("REMOTE_ADDR"), value
+        forwarded: bytes | None = None
+        for name, v in self._source.get("headers", ()):
+            if name == cfg.forwarded_header_name:
+                forwarded = v if forwarded is None else forwarded + b"," + v
+        client = self._source.get("client")
+        return (client[0] if client else None), (
+            forwarded.decode("latin-1") if forwarded is not None else None
+        )
+
+    # -- the handle ----------------------------------------------------------------------
+
+    def track(
+        self,
+        event_name: str,
+        properties: Mapping[str, Any] | None = None,
+        user_identifiers: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        collect_body: bool = False,
+        target: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Track an event within this request; see :func:`sqreen.track`."""
+        return self._client.track(
+            event_name,
+            properties,
+            user_identifiers,
+            timestamp,
+            collect_body,
+            self,
+            target,
+        )
+
+    def identify(
+        self, user_identifiers: Mapping[str, Any], traits: Mapping[str, Any] | None = None
+    ) -> None:
+        """Bind a user to this request; raise :class:`sqreen.Blocked` if they are blocked."""
+        self._client.identify(user_identifiers, traits, self)
+
+    def auth_track(self, success: bool, **user_identifiers: Any) -> bool:
+        """Track a login attempt; see :func:`sqreen.auth_track`."""
+        return self._client.auth_track(success, user_identifiers, self)
+
+    def signup_track(self, **user_identifiers: Any) -> bool:
+        """Track a sign-up; see :func:`sqreen.signup_track`."""
+        return self._client.signup_track(user_identifiers, self)
+
+    def for_user(self, user_identifiers: Mapping[str, Any]) -> UserScope:
+        """Track events for a given user without binding them; see :func:`sqreen.for_user`."""
+        return self._client.for_user(user_identifiers, self)
+
+    def is_blocked(self, user_identifiers: Mapping[str, Any] | None = None) -> bool:
+        """Whether this request's client IP, or the given (or bound) user, is blocked."""
+        return self._client.is_blocked(user_identifiers or self.user, self.client_ip())
+
+    def __repr__(self) -> str:
+        return f"<sqreen.RequestContext {self._kind} user={self.user!r}>"
+
+
+def current() -> RequestContext | None:
+    """The context bound to the running request, if any."""
+    return _current.get()
+
+
+def bind(ctx: RequestContext) -> Token[RequestContext | None]:
+    return _current.set(ctx)
+
+
+def reset(token: Token[RequestContext | None]) -> None:
+    _current.reset(token)

@@ -1,0 +1,274 @@
+"""The frozen request snapshot an event carries, and its lazy parsing.
+
+:func:`snapshot_wsgi` and :func:`snapshot_asgi` run on the caller's thread inside ``track()``:
+they copy a handful of strings (or header bytes) and the *references* to the body chunks the
+app has read so far, and keep no reference to the environ or scope. Everything else (decoding,
+parsing the query string and the body, resolving the client IP, scrubbing) happens in
+:meth:`RequestSnapshot.to_wire` on the flusher thread, with the standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qsl
+
+from ._client_ip import resolve_client_ip, should_warn_untrusted_private, warn_untrusted_proxy_once
+from ._wire import WireRequest
+
+if TYPE_CHECKING:
+    from ._config import Config
+
+__all__ = ["BodySource", "RequestSnapshot", "snapshot_asgi", "snapshot_wsgi"]
+
+MAX_PARAMS = 64
+MAX_PARAM_VALUE = 4096
+MAX_PARAM_DEPTH = 4
+TRUNCATED = "[truncated]"
+
+#: ``(route template, path parameters)`` of the matched route, when the framework knows them.
+RouteGetter = Callable[[], tuple[str | None, Mapping[str, Any] | None]]
+
+
+class BodySource(Protocol):
+    """What the app has read of its request body so far (the tee, or a framework's cache)."""
+
+    def capture(self) -> tuple[tuple[bytes, ...], bool]:
+        """Return the chunks read so far (capped) and whether the body went past the cap."""
+        ...
+
+
+class RequestSnapshot:
+    __slots__ = (
+        "body_chunks",
+        "body_truncated",
+        "content_type",
+        "forwarded",
+        "method",
+        "path",
+        "path_params",
+        "peer",
+        "query",
+        "raw_path_bytes",
+        "route",
+        "user_agent",
+    )
+
+    def __init__(
+        self,
+        method: str | None,
+        path: str,
+        query: str | bytes,
+        peer: str | None,
+        user_agent: str | bytes | None,
+        forwarded: str | bytes | None,
+        content_type: str | bytes | None,
+        route: str | None = None,
+        path_params: Mapping[str, Any] | None = None,
+        body_chunks: tuple[bytes, ...] = (),
+        body_truncated: bool = False,
+        raw_path_bytes: bool = False,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.peer = peer
+        self.user_agent = user_agent
+        self.forwarded = forwarded
+        self.content_type = content_type
+        self.route = route
+        self.path_params = dict(path_params) if path_params else None
+        self.body_chunks = body_chunks
+        self.body_truncated = body_truncated
+        # WSGI paths are bytes decoded as latin-1 (PEP 3333); re-decode them as UTF-8 later.
+        self.raw_path_bytes = raw_path_bytes
+
+    def to_wire(self, config: Config, collect_body: bool) -> WireRequest:
+        """Build the request part of an event: runs on the flusher thread."""
+        scrubber = config.scrubber
+        forwarded = _text(self.forwarded)
+        ip = resolve_client_ip(self.peer, forwarded, config.trusted, config.client_ip_header)
+        if forwarded and should_warn_untrusted_private(self.peer, forwarded, config.trusted):
+            warn_untrusted_proxy_once(self.peer or "?", config.client_ip_header)
+        path = self.path
+        if self.raw_path_bytes:
+            path = path.encode("latin-1", "replace").decode("utf-8", "replace")
+        content_type = (_text(self.content_type) or "").lower()
+        body = b"".join(self.body_chunks) if self.body_chunks else b""
+        params: dict[str, Any] = {}
+        _merge(params, _parse_qs(_text(self.query) or ""), "query")
+        if body:
+            _merge(params, _parse_body(body, content_type, self.body_truncated), "body")
+        wire: WireRequest = {
+            "ip": ip,
+            "user_agent": _clip(_text(self.user_agent)),
+            "path": _clip(scrubber.scrub_path(path, self.path_params)),
+            "route": _clip(self.route),
+            "method": self.method,
+            "params": scrubber.scrub(params),
+            "body": None,
+        }
+        if collect_body and body:
+            text = body.decode("utf-8", "replace")
+            wire["body"] = {
+                "content": scrubber.scrub_text_body(text, content_type),
+                "truncated": self.body_truncated,
+            }
+        return wire
+
+
+def _text(value: str | bytes | None) -> str | None:
+    if value is None or type(value) is str:
+        return value  # type: ignore[return-value]
+    return value.decode("latin-1")  # type: ignore[union-attr]
+
+
+def _clip(value: str | None, limit: int = 2048) -> str | None:
+    return value if value is None or len(value) <= limit else value[:limit]
+
+
+def _bounded(value: Any, depth: int = 0) -> Any:
+    """Bound a parsed JSON body: depth, sizes and key counts, so hostile input stays small."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_PARAM_VALUE else value[:MAX_PARAM_VALUE] + TRUNCATED
+    if isinstance(value, dict):
+        if depth >= MAX_PARAM_DEPTH:
+            return TRUNCATED
+        items = list(value.items())[:MAX_PARAMS]
+        return {str(k)[:128]: _bounded(v, depth + 1) for k, v in items}
+    if isinstance(value, list):
+        if depth >= MAX_PARAM_DEPTH:
+            return TRUNCATED
+        return [_bounded(v, depth + 1) for v in value[:MAX_PARAMS]]
+    return value
+
+
+def _parse_qs(qs: str) -> dict[str, Any]:
+    if not qs:
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in parse_qsl(qs, keep_blank_values=True, max_num_fields=None)[: MAX_PARAMS * 4]:
+        key = key[:128]
+        value = value[:MAX_PARAM_VALUE]
+        if key in out:
+            prev = out[key]
+            if isinstance(prev, list):
+                if len(prev) < MAX_PARAMS:
+                    prev.append(value)
+            else:
+                out[key] = [prev, value]
+        elif len(out) < MAX_PARAMS:
+            out[key] = value
+    return out
+
+
+def _parse_body(body: bytes, content_type: str, truncated: bool) -> dict[str, Any]:
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        return _parse_qs(body.decode("latin-1" if _not_utf8(body) else "utf-8"))
+    if content_type.startswith("application/json") or content_type.endswith("+json"):
+        if truncated:
+            return {}
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return {}
+        return _bounded(parsed) if isinstance(parsed, dict) else {}  # type: ignore[no-any-return]
+    if content_type.startswith("multipart/form-data"):
+        return dict.fromkeys(_multipart_names(body, content_type)[:MAX_PARAMS], "[multipart]")
+    return {}
+
+
+def _not_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _multipart_names(body: bytes, content_type: str) -> list[str]:
+    """Field names of a multipart body, never their values (files, passwords)."""
+    names: list[str] = []
+    marker = b'form-data; name="'
+    start = 0
+    while len(names) < MAX_PARAMS:
+        i = body.find(marker, start)
+        if i < 0:
+            break
+        j = body.find(b'"', i + len(marker))
+        if j < 0:
+            break
+        names.append(body[i + len(marker) : j].decode("utf-8", "replace")[:128])
+        start = j
+    return names
+
+
+def _merge(into: dict[str, Any], params: dict[str, Any], _origin: str) -> None:
+    for key, value in params.items():
+        if key not in into and len(into) < MAX_PARAMS:
+            into[key] = value
+
+
+def snapshot_wsgi(
+    environ: Mapping[str, Any],
+    forwarded_key: str,
+    route: RouteGetter | None,
+    body: BodySource | None,
+) -> RequestSnapshot:
+    """Freeze what an event needs of a WSGI environ (or a Django ``META``)."""
+    template, path_params = route() if route is not None else (None, None)
+    chunks, truncated = body.capture() if body is not None else ((), False)
+    return RequestSnapshot(
+        environ.get("REQUEST_METHOD"),
+        environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+        environ.get("QUERY_STRING", ""),
+        environ.get("REMOTE_ADDR"),
+        environ.get("HTTP_USER_AGENT"),
+        environ.get(forwarded_key),
+        environ.get("CONTENT_TYPE"),
+        template,
+        path_params,
+        chunks,
+        truncated,
+        raw_path_bytes=True,
+    )
+
+
+def snapshot_asgi(
+    scope: Mapping[str, Any],
+    forwarded_name: bytes,
+    route: RouteGetter | None,
+    body: BodySource | None,
+) -> RequestSnapshot:
+    """Freeze what an event needs of an ASGI HTTP scope."""
+    user_agent = forwarded = content_type = None
+    for name, value in scope.get("headers", ()):
+        if name == b"user-agent":
+            user_agent = value
+        elif name == forwarded_name:
+            # Several header lines of the same name form one list (RFC 9110, 5.3).
+            forwarded = value if forwarded is None else forwarded + b"," + value
+        elif name == b"content-type":
+            content_type = value
+    if route is not None:
+        template, path_params = route()
+    else:
+        r = scope.get("route")
+        template = getattr(r, "path", None) if r is not None else None
+        path_params = scope.get("path_params")
+    client = scope.get("client")
+    chunks, truncated = body.capture() if body is not None else ((), False)
+    return RequestSnapshot(
+        scope.get("method"),
+        scope.get("path", ""),
+        scope.get("query_string", b""),
+        client[0] if client else None,
+        user_agent,
+        forwarded,
+        content_type,
+        template,
+        path_params,
+        chunks,
+        truncated,
+    )

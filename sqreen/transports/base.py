@@ -1,0 +1,48 @@
+"""The transport seam: how a batch of events leaves the process.
+
+A transport gets the envelope and the events already serialised (one JSON document each) by
+the flusher thread, and answers with a :class:`Reply` that tells the queue what to do next.
+It is only ever called from one thread at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+__all__ = ["Reply", "Transport"]
+
+Outcome = Literal["ok", "retry", "split", "drop"]
+
+
+@dataclass(slots=True)
+class Reply:
+    #: ``ok``: delivered; ``retry``: try again later; ``split``: too large, halve the batch;
+    #: ``drop``: refused for good (a 4xx other than 408, 413, 429).
+    outcome: Outcome
+    #: Seconds to wait before retrying, when the receiver said (``Retry-After``).
+    retry_after: float | None = None
+    #: The action set of the reply, if any.
+    actions: Any = None
+    #: Indexes of events the receiver rejected as invalid.
+    rejected: list[int] = field(default_factory=list)
+    detail: str = ""
+
+
+@runtime_checkable
+class Transport(Protocol):
+    def send(
+        self, envelope: dict[str, Any], events: list[bytes], timeout: float | None = None
+    ) -> Reply:
+        """Deliver ``events`` (each a serialised JSON object) with the batch ``envelope``."""
+        ...
+
+    def heartbeat(self, payload: dict[str, Any]) -> Reply:
+        """Send queue statistics; the reply may carry actions."""
+        ...
+
+    def close(self) -> None: ...
+
+    def after_fork(self) -> None:
+        """Drop anything shared with the parent process (connections, descriptors)."""
+        ...
