@@ -89,8 +89,8 @@ class Blocklist:
                     users.append((target, deadline, reason, action_id))
                 else:
                     nets.append((target, deadline, reason, action_id))
-            self._users = tuple(users)  # type: ignore[arg-type]
-            self._nets = tuple(nets)  # type: ignore[arg-type]
+            self._users = tuple(users)
+            self._nets = tuple(nets)
             self.version = version
 
     def _parse(
@@ -123,7 +123,7 @@ class Blocklist:
             if net.prefixlen < (16 if net.version == 4 else 48):
                 logger.warning("sqreen: refusing block %s: %s is too wide", action_id, net)
                 return None
-            if any(net.overlaps(proxy) for proxy in self._trusted.networks):  # type: ignore[arg-type]
+            if any(net.overlaps(proxy) for proxy in self._trusted.networks):  # type: ignore[arg-type,unused-ignore]
                 logger.warning(
                     "sqreen: refusing block %s: %s covers a trusted proxy", action_id, net
                 )

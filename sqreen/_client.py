@@ -79,7 +79,8 @@ class Client:
             name = validate_name(event_name)
             props, size = validate_properties(properties)
             user = validate_user(user_identifiers)
-            ts = validate_timestamp(timestamp) if timestamp is not None else time.time()
+            past = validate_timestamp(timestamp)
+            ts = time.time() if past is None else past
             tgt = validate_target(target) if target is not None else None
             if type(collect_body) is not bool:
                 raise InvalidEvent("collect_body", "type", "must be a bool")
@@ -111,7 +112,7 @@ class Client:
             return False
 
     def _snapshot_of(self, request: Any) -> Any:
-        """Snapshot an explicit ``request=``: a RequestContext, a framework request, an environ or a scope."""
+        """Snapshot an explicit ``request=``: a context, a request, an environ, a scope."""
         if isinstance(request, _context.RequestContext):
             return request.snapshot()
         cfg = self.config
@@ -174,8 +175,8 @@ class Client:
     def auth_track(
         self, success: bool, user_identifiers: Mapping[str, Any], ctx: Any = _SENTINEL_CTX
     ) -> bool:
-        if type(success) is not bool:
-            return self._invalid("auth_track", InvalidEvent("success", "type", "must be a bool"))
+        if not isinstance(success, bool):
+            return self._invalid("auth_track", InvalidEvent("success", "type", "must be a bool"))  # type: ignore[unreachable]
         name = "auth.login.success" if success else "auth.login.failure"
         accepted = self.track(name, None, user_identifiers, request=ctx)
         if success and accepted:

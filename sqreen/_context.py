@@ -44,7 +44,7 @@ class RequestContext:
         self._client = client
         self._kind = kind
         self._source = source
-        self._ip: str | None | bool = False  # False: not resolved yet
+        self._ip: str | bool | None = False  # False: not resolved yet
         #: What the app has read of the body: the tee, or a framework's own cache.
         self.body = body
         #: Returns ``(route template, path parameters)``; integrations set it.

@@ -101,20 +101,20 @@ def _value(field: str, value: object, depth: int) -> tuple[Any, int]:
             raise InvalidEvent(field, "not_finite", f"{value!r} is not a finite number")
         return value, 24
     if t is dict or t is list or t is tuple:
-        if depth >= LIMITS.max_depth:
+        if depth > LIMITS.max_depth:
             raise InvalidEvent(
                 field, "too_deep", f"nested deeper than {LIMITS.max_depth} levels (or a cycle)"
             )
         if t is dict:
             return _mapping(field, value, depth + 1)  # type: ignore[arg-type]
-        items = value  # type: ignore[assignment]
-        if len(items) > LIMITS.max_list_items:  # type: ignore[arg-type]
+        items: list[Any] | tuple[Any, ...] = value  # type: ignore[assignment]
+        if len(items) > LIMITS.max_list_items:
             raise InvalidEvent(
                 field, "too_many_items", f"{len(items)} items, at most {LIMITS.max_list_items}"
-            )  # type: ignore[arg-type]
+            )
         out = []
         size = 2
-        for i, item in enumerate(items):  # type: ignore[arg-type]
+        for i, item in enumerate(items):
             v, s = _value(f"{field}[{i}]", item, depth + 1)
             out.append(v)
             size += s + 1

@@ -239,6 +239,7 @@ class Queue:
                         self._send_all(None)
             except Exception:
                 self.internal_error("flusher")
+                self._back_off(None)
             self._notify_drained()
             wait = min(next_heartbeat, self._last_flush + cfg.flush_interval)
             if self._retry_at > now:
@@ -280,10 +281,7 @@ class Queue:
                 )
                 self._settle(batch, sent=0, reason="rejected", dropped=len(batch))
             else:
-                self._attempt += 1
-                delay = min(MAX_BACKOFF, 0.5 * 2 ** (self._attempt - 1)) * random.uniform(0.5, 1.0)
-                delay = max(delay, reply.retry_after or 0.0)
-                self._retry_at = time.monotonic() + delay
+                delay = self._back_off(reply.retry_after)
                 if self._attempt in (1, 5) or self._attempt % 20 == 0:
                     logger.warning(
                         "sqreen: delivery failed (%s), retrying in %.1fs (attempt %d)",
@@ -293,6 +291,13 @@ class Queue:
                     )
                 self._expire()
                 return False
+
+    def _back_off(self, retry_after: float | None) -> float:
+        self._attempt += 1
+        backoff: float = min(MAX_BACKOFF, 0.5 * 2.0 ** (self._attempt - 1))
+        delay = max(backoff * random.uniform(0.5, 1.0), retry_after or 0.0)
+        self._retry_at = time.monotonic() + delay
+        return delay
 
     def _prepare(self) -> list[Prepared]:
         cfg = self.config
@@ -346,6 +351,9 @@ class Queue:
         payload["stats"] = self.stats()
         reply = self.transport.heartbeat(payload)
         self.blocklist.apply(reply.actions)
+        if reply.outcome == "retry" and reply.retry_after:
+            # Retry-After speaks for the whole collector: events wait too.
+            self._retry_at = max(self._retry_at, time.monotonic() + reply.retry_after)
 
     def _drain(self, deadline: float) -> bool:
         """Deliver what is left on the calling thread, retrying until ``deadline``."""

@@ -120,7 +120,7 @@ class RequestSnapshot:
 
 def _text(value: str | bytes | None) -> str | None:
     if value is None or type(value) is str:
-        return value  # type: ignore[return-value]
+        return value
     return value.decode("latin-1")  # type: ignore[union-attr]
 
 
@@ -173,7 +173,7 @@ def _parse_body(body: bytes, content_type: str, truncated: bool) -> dict[str, An
             parsed = json.loads(body)
         except ValueError:
             return {}
-        return _bounded(parsed) if isinstance(parsed, dict) else {}  # type: ignore[no-any-return]
+        return _bounded(parsed) if isinstance(parsed, dict) else {}  # type: ignore[no-any-return,unused-ignore]
     if content_type.startswith("multipart/form-data"):
         return dict.fromkeys(_multipart_names(body, content_type)[:MAX_PARAMS], "[multipart]")
     return {}

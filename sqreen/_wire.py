@@ -61,7 +61,7 @@ def _request(value: object) -> WireRequest | None:
                 "value",
                 f"must be a string of at most {LIMITS.request_field_max} characters or null",
             )
-        out[key] = v  # type: ignore[literal-required]
+        out[key] = v  # type: ignore[literal-required,unused-ignore]
     params = value.get("params", {})
     if not isinstance(params, dict):
         raise InvalidEvent("request.params", "type", "must be an object")

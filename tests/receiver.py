@@ -25,7 +25,7 @@ class Receiver:
         self.requests: list[tuple[float, str, int]] = []  # (time, path, status answered)
         self.headers: list[dict[str, str]] = []
         self.actions: dict[str, Any] = {"version": 0, "items": []}
-        self.script: deque[tuple[int, dict[str, str]]] = deque()
+        self.script: deque[tuple[int, dict[str, str], str | None]] = deque()
         self.hang = False
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -54,7 +54,7 @@ class Receiver:
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 with receiver._lock:
-                    status, extra = receiver.script.popleft() if receiver.script else (200, {})
+                    status, extra = receiver._scripted(self.path)
                     receiver.requests.append((time.monotonic(), self.path, status))
                     receiver.headers.append(dict(self.headers))
                     payload = json.loads(body)
@@ -99,10 +99,23 @@ class Receiver:
             self._server.server_close()
             self._server = None
 
-    def respond(self, status: int, times: int = 1, headers: dict[str, str] | None = None) -> None:
-        """Answer the next ``times`` POSTs with ``status`` (and ``headers``)."""
+    def respond(
+        self,
+        status: int,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Answer the next ``times`` POSTs (to ``path``, or any) with ``status`` and ``headers``."""
         with self._lock:
-            self.script.extend([(status, headers or {})] * times)
+            self.script.extend([(status, headers or {}, path)] * times)
+
+    def _scripted(self, path: str) -> tuple[int, dict[str, str]]:
+        for entry in self.script:
+            if entry[2] in (None, path):
+                self.script.remove(entry)
+                return entry[0], entry[1]
+        return 200, {}
 
     def block(self, items: list[dict[str, Any]]) -> None:
         """Replace the action set the receiver hands back (bumping its version)."""
@@ -134,6 +147,8 @@ class SilentServer:
         self.sock.listen(1024)
         self.port = self.sock.getsockname()[1]
         self.conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -146,9 +161,16 @@ class SilentServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            self.conns.append(conn)
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    return
+                self.conns.append(conn)
 
     def close(self) -> None:
-        self.sock.close()
-        for c in self.conns:
+        with self._lock:
+            self._closed = True
+            conns, self.conns = self.conns, []
+        for c in conns:
             c.close()
+        self.sock.close()

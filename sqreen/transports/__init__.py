@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from .base import Reply, Transport
 from .file import FileTransport
-from .http import HTTPTransport
 from .memory import MemoryTransport
+
+if TYPE_CHECKING:
+    from .http import HTTPTransport
 
 __all__ = [
     "FileTransport",
@@ -55,5 +57,15 @@ def from_config(transport: Any, endpoint: str | None, token: str | None) -> Tran
                 "collector that is not on this machine",
                 parts.hostname,
             )
+        from .http import HTTPTransport  # httpx2 is imported only when used
+
         return HTTPTransport(url, token)
     raise ValueError(f"transport must be http(s)://, file:///path.jsonl or memory:, not {url!r}")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "HTTPTransport":
+        from .http import HTTPTransport
+
+        return HTTPTransport
+    raise AttributeError(name)

@@ -31,7 +31,11 @@ class HTTPTransport:
         self.endpoint = endpoint.rstrip("/")
         self.token = token
         self.timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
+        # Built now, on the thread calling init(): httpx2 finishes its own lazy imports here
+        # rather than on the flusher thread, where a fork() in the middle of an import
+        # would leave the child a half-initialised module.
         self._client: httpx.Client | None = None
+        self._client = self.client
 
     @property
     def client(self) -> httpx.Client:

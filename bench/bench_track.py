@@ -1,0 +1,216 @@
+"""The cost of ``track()`` on the caller's thread, beside its peers, in one run.
+
+    .venv/bin/python bench/bench_track.py
+
+Rows, each measured in interleaved rounds so that machine noise hits them alike:
+
+- ``deque.append``: the floor, what handing an object to another thread costs at best;
+- ``sqreen.track`` outside a request, and inside a bound request context (WSGI environ);
+- segment-analytics-python's ``track`` (its own queue and consumer thread, sending disabled);
+- sentry-sdk's ``capture_message`` (transport replaced by one that drops everything).
+
+Then the tail latency of ``track()`` while the collector accepts connections and never
+answers (the flusher is stuck in a read: the caller must not notice), and the flusher's CPU
+time per event (building the request part, parsing parameters, scrubbing, serialising), so
+that moving work off the caller's thread is not mistaken for removing it.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import socket
+import statistics
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import sqreen
+from sqreen._context import RequestContext, bind, reset
+from sqreen.transports.base import Reply
+
+N = 20_000
+ROUNDS = 7
+PROPS = {"reason": "bad_password", "attempt": 3, "remember": True}
+ENVIRON = {
+    "REQUEST_METHOD": "POST",
+    "SCRIPT_NAME": "",
+    "PATH_INFO": "/login",
+    "QUERY_STRING": "next=%2Fhome&lang=en",
+    "REMOTE_ADDR": "127.0.0.1",
+    "HTTP_X_FORWARDED_FOR": "203.0.113.7",
+    "HTTP_USER_AGENT": "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0",
+    "CONTENT_TYPE": "application/x-www-form-urlencoded",
+}
+
+
+class NullTransport:
+    def send(
+        self, envelope: dict[str, Any], events: list[bytes], timeout: float | None = None
+    ) -> Reply:
+        return Reply("ok")
+
+    def heartbeat(self, payload: dict[str, Any]) -> Reply:
+        return Reply("ok")
+
+    def close(self) -> None:
+        pass
+
+    def after_fork(self) -> None:
+        pass
+
+
+class Body:
+    def capture(self) -> tuple[tuple[bytes, ...], bool]:
+        return (b"username=alice&password=hunter2&remember=on",), False
+
+
+def per_call(fn: Callable[[], Any], n: int = N) -> float:
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - t0) / n
+    finally:
+        gc.enable()
+
+
+def make_cases() -> dict[str, Callable[[], Any]]:
+    cases: dict[str, Callable[[], Any]] = {}
+    d: deque[Any] = deque(maxlen=1000)
+    cases["deque.append (floor)"] = lambda: d.append(("x", PROPS))
+
+    client = sqreen.init(transport=NullTransport(), max_queue_size=10_000_000)
+    client.queue._start()
+    cases["sqreen.track, no request"] = lambda: sqreen.track("auth.login.failure", properties=PROPS)
+
+    ctx = RequestContext(client, "wsgi", ENVIRON, body=Body())
+
+    def in_request() -> None:
+        token = bind(ctx)
+        sqreen.track("auth.login.failure", properties=PROPS)
+        reset(token)
+
+    cases["sqreen.track, in a request"] = in_request
+
+    try:
+        import segment.analytics as analytics
+
+        seg = analytics.Client("write-key", send=False, max_queue_size=10_000_000)
+        cases["segment analytics.track"] = lambda: seg.track("user-1", "Login Failed", PROPS)
+    except Exception as exc:  # pragma: no cover - optional peer
+        print(f"(segment-analytics-python unavailable: {exc})")
+
+    try:
+        import sentry_sdk
+        from sentry_sdk.transport import Transport
+
+        class Drop(Transport):
+            def capture_envelope(self, envelope: Any) -> None:
+                pass
+
+        sentry_sdk.init(
+            dsn="http://public@127.0.0.1:9/1", transport=Drop, default_integrations=False
+        )
+        cases["sentry_sdk.capture_message"] = lambda: sentry_sdk.capture_message("login failed")
+    except Exception as exc:  # pragma: no cover - optional peer
+        print(f"(sentry-sdk unavailable: {exc})")
+    return cases
+
+
+def compare() -> dict[str, float]:
+    cases = make_cases()
+    results: dict[str, list[float]] = {name: [] for name in cases}
+    for fn in cases.values():
+        per_call(fn, 2000)  # warm up
+    for _ in range(ROUNDS):
+        for name, fn in cases.items():
+            results[name].append(per_call(fn))
+    sqreen.shutdown(timeout=2)
+    return {name: statistics.median(v) for name, v in results.items()}
+
+
+def tail_latency_while_collector_hangs() -> tuple[float, float, float]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(100)
+    conns: list[socket.socket] = []
+    threading.Thread(target=lambda: conns.append(sock.accept()[0]), daemon=True).start()
+    client = sqreen.init(
+        endpoint=f"http://127.0.0.1:{sock.getsockname()[1]}",
+        flush_interval=0.01,
+        max_queue_size=10_000_000,
+    )
+    sqreen.track("warm.up")
+    sqreen.flush(timeout=0.3)
+    times = []
+    ctx = RequestContext(client, "wsgi", ENVIRON, body=Body())
+    token = bind(ctx)
+    for _ in range(N):
+        t0 = time.perf_counter()
+        sqreen.track("auth.login.failure", properties=PROPS)
+        times.append(time.perf_counter() - t0)
+    reset(token)
+    client.queue._closing = True
+    sqreen.shutdown(timeout=0.1)
+    sock.close()
+    times.sort()
+    return times[len(times) // 2], times[int(len(times) * 0.99)], times[int(len(times) * 0.999)]
+
+
+def flusher_cpu_per_event() -> tuple[float, float]:
+    client = sqreen.init(transport=NullTransport())
+    ctx = RequestContext(client, "wsgi", ENVIRON, body=Body())
+    events = []
+    for with_request in (False, True):
+        token = bind(ctx) if with_request else None
+        for _ in range(5000):
+            client.track("auth.login.failure", properties=PROPS)
+        if token:
+            reset(token)
+        events.append(list(client.queue._queue))
+        client.queue._queue.clear()
+    out = []
+    for batch in events:
+        t0 = time.thread_time()
+        for e in batch:
+            json.dumps(client._to_wire(e), separators=(",", ":"), ensure_ascii=False).encode()
+        out.append((time.thread_time() - t0) / len(batch))
+    client.queue._pending = 0
+    sqreen.shutdown(timeout=0.1)
+    return out[0], out[1]
+
+
+def main() -> None:
+    medians = compare()
+    floor = medians["deque.append (floor)"]
+    ours = medians["sqreen.track, no request"]
+    print(
+        f"\ntrack() cost on the caller's thread "
+        f"(median of {ROUNDS} interleaved rounds of {N} calls)\n"
+    )
+    print(f"| {'call':<30} | {'µs/call':>8} | {'x floor':>8} | {'x sqreen.track':>14} |")
+    print(f"|{'-' * 32}|{'-' * 10}:|{'-' * 10}:|{'-' * 16}:|")
+    for name, value in medians.items():
+        print(f"| {name:<30} | {value * 1e6:8.2f} | {value / floor:8.1f} | {value / ours:14.2f} |")
+    p50, p99, p999 = tail_latency_while_collector_hangs()
+    print(
+        f"\nWhile the collector accepts connections and never answers (in a request): "
+        f"p50 {p50 * 1e6:.2f} µs, p99 {p99 * 1e6:.2f} µs, p99.9 {p999 * 1e6:.2f} µs"
+    )
+    plain, with_request = flusher_cpu_per_event()
+    print(
+        f"Flusher CPU per event (wire form, parsing, scrubbing, JSON): "
+        f"{plain * 1e6:.1f} µs without a request, {with_request * 1e6:.1f} µs with one"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""A pytest plugin for your own tests: capture the events your app tracks.
+
+Installed with the package (a ``pytest11`` entry point), it adds one fixture::
+
+    def test_failed_login_is_tracked(client, sqreen_events):
+        client.post("/login", data={"username": "alice", "password": "wrong"})
+        assert sqreen_events.names() == ["auth.login.failure"]
+        assert sqreen_events[0]["user"] == {"username": "alice"}
+
+Within the fixture the SDK runs in strict mode (bad input to ``track()`` raises
+:class:`sqreen.InvalidEvent`), events stay in memory, and reading the fixture first waits
+for the queue to drain, so what you assert on is exactly what a collector would receive.
+Internal errors of the SDK fail the test.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
+
+import pytest
+
+import sqreen
+from sqreen._client import Client
+from sqreen.transports.memory import MemoryTransport
+
+__all__ = ["CapturedEvents", "sqreen_events"]
+
+
+class CapturedEvents(Sequence[dict[str, Any]]):
+    """The events tracked so far, as the collector would receive them (wire form)."""
+
+    def __init__(self, client: Client, transport: MemoryTransport) -> None:
+        self.client = client
+        self.transport = transport
+
+    def _events(self) -> list[dict[str, Any]]:
+        if not self.client.flush(timeout=10.0):
+            raise AssertionError("sqreen: events were still queued after 10 s")
+        return list(self.transport.events)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        return self._events()[index]
+
+    def __len__(self) -> int:
+        return len(self._events())
+
+    def names(self) -> list[str]:
+        return [e["name"] for e in self._events()]
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self._events() if e["name"] == name]
+
+    def clear(self) -> None:
+        self.client.flush(timeout=10.0)
+        self.transport.clear()
+
+    def block(self, items: list[dict[str, Any]]) -> None:
+        """Apply an action set, as the collector would send it (to test blocking)."""
+        version = self.client.blocklist.version + 1
+        self.transport.actions = {"version": version, "items": items}
+        self.client.blocklist.apply(self.transport.actions)
+
+    def __repr__(self) -> str:
+        return f"<CapturedEvents {self.names()!r}>"
+
+
+@pytest.fixture
+def sqreen_events() -> Iterator[CapturedEvents]:
+    """Capture the events tracked during the test, in strict mode."""
+    transport = MemoryTransport()
+    client = sqreen.init(transport=transport, strict=True, flush_interval=0.05)
+    try:
+        yield CapturedEvents(client, transport)
+    finally:
+        sqreen.shutdown(timeout=1.0)
+    errors = client.queue.internal_errors
+    if errors:
+        pytest.fail(f"sqreen logged {errors} internal error(s) during the test")

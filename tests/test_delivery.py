@@ -1,0 +1,198 @@
+"""Delivery to a real HTTP receiver on 127.0.0.1: batching, retries, drops, bounds."""
+
+from __future__ import annotations
+
+import threading
+import time
+import tracemalloc
+
+import pytest
+
+import sqreen
+from tests.receiver import Receiver
+
+
+def _track_from_threads(total: int, threads: int) -> None:
+    per = total // threads
+
+    def work(t: int) -> None:
+        for i in range(per):
+            sqreen.track("load.test", properties={"thread": t, "i": i})
+
+    pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+
+
+def test_ten_thousand_events_from_eight_threads_arrive_once(receiver: Receiver) -> None:
+    client = sqreen.init(endpoint=receiver.url, flush_interval=0.2, max_queue_size=20_000)
+    _track_from_threads(10_000, 8)
+    assert sqreen.flush(timeout=30)
+    ids = receiver.ids()
+    assert len(ids) == 10_000
+    assert len(set(ids)) == 10_000
+    assert client.stats()["sent"] == 10_000
+    # batches respect batch_size, and every request carried the token and gzip
+    assert max(len(b["events"]) for b in receiver.batches) <= 500
+    assert all(
+        h.get("Content-Encoding") == "gzip"
+        for h in receiver.headers
+        if int(h["Content-Length"]) > 2000
+    )
+
+
+def test_token_is_sent_as_bearer(receiver: Receiver) -> None:
+    sqreen.init(endpoint=receiver.url, token="sqk_secret", flush_interval=0.2)
+    sqreen.track("x")
+    assert sqreen.flush(timeout=5)
+    assert receiver.headers[-1]["Authorization"] == "Bearer sqk_secret"
+    assert receiver.batches[-1]["sdk"]["name"] == "sqreen-sdk-python"
+    assert set(receiver.batches[-1]["app"]) == {"name", "host", "pid", "framework"}
+
+
+@pytest.mark.slow
+def test_receiver_down_for_twenty_seconds_then_back(receiver: Receiver) -> None:
+    receiver.stop()
+    client = sqreen.init(endpoint=receiver.url, flush_interval=0.2)
+    for i in range(300):
+        sqreen.track("outage.test", properties={"i": i})
+    sqreen.flush(timeout=0.5)  # starts the flusher; fails against the closed port
+    time.sleep(20)
+    assert receiver.events == []
+    assert client.stats()["queue_depth"] == 300
+    receiver.start()
+    for i in range(300, 400):
+        sqreen.track("outage.test", properties={"i": i})
+    assert sqreen.flush(timeout=45)
+    ids = receiver.ids()
+    assert len(ids) == 400 and len(set(ids)) == 400
+    assert sorted(e["properties"]["i"] for e in receiver.events) == list(range(400))
+
+
+def test_server_error_then_success_is_delivered_after_retry(receiver: Receiver) -> None:
+    receiver.respond(500, times=2, path="/v1/events")
+    client = sqreen.init(endpoint=receiver.url, flush_interval=0.1, heartbeat_interval=3600)
+    sqreen.track("retry.test")
+    assert sqreen.flush(timeout=15)
+    assert [e["name"] for e in receiver.events] == ["retry.test"]
+    statuses = [status for _, path, status in receiver.requests if path == "/v1/events"]
+    assert statuses[:2] == [500, 500] and statuses[-1] == 200
+    assert client.stats()["sent"] == 1
+
+
+def test_429_with_retry_after_is_honoured(receiver: Receiver) -> None:
+    receiver.respond(429, headers={"Retry-After": "2"})
+    sqreen.init(endpoint=receiver.url, flush_interval=0.1, heartbeat_interval=3600)
+    sqreen.track("rate.limited")
+    assert sqreen.flush(timeout=15)
+    (first, _, status), *later = receiver.requests
+    assert status == 429
+    assert later, "the event was never retried"
+    assert all(t - first >= 2.0 for t, _, _ in later)
+    assert [e["name"] for e in receiver.events] == ["rate.limited"]
+
+
+def test_400_is_dropped_counted_and_not_retried(receiver: Receiver, sqreen_log) -> None:  # type: ignore[no-untyped-def]
+    receiver.respond(400, path="/v1/events")
+    client = sqreen.init(endpoint=receiver.url, flush_interval=0.1, heartbeat_interval=3600)
+    for i in range(3):
+        sqreen.track("bad.batch", properties={"i": i})
+    assert sqreen.flush(timeout=5)
+    time.sleep(0.5)
+    event_posts = [r for r in receiver.requests if r[1] == "/v1/events"]
+    assert len(event_posts) == 1
+    assert client.stats()["dropped"]["rejected"] == 3
+    assert client.stats()["sent"] == 0
+    assert any("refused" in r.getMessage() for r in sqreen_log.records)
+
+
+def test_413_splits_the_batch(receiver: Receiver) -> None:
+    receiver.respond(413, path="/v1/events")
+    sqreen.init(endpoint=receiver.url, flush_interval=0.1, heartbeat_interval=3600)
+    for i in range(8):
+        sqreen.track("big.batch", properties={"i": i})
+    assert sqreen.flush(timeout=10)
+    assert sorted(e["properties"]["i"] for e in receiver.events) == list(range(8))
+    # the refused request held all 8; later ones hold halves (or less)
+    sizes = [len(b["events"]) for b in receiver.batches]
+    assert max(sizes) <= 4
+
+
+def test_rejected_events_in_a_reply_are_counted(receiver: Receiver) -> None:
+    client = sqreen.init(endpoint=receiver.url, flush_interval=0.1)
+    sqreen.track("fine")
+    assert sqreen.flush(timeout=5)
+    assert client.stats()["dropped"]["rejected"] == 0
+
+
+def test_queue_smaller_than_a_burst_counts_every_event(receiver: Receiver) -> None:
+    receiver.stop()
+    client = sqreen.init(endpoint=receiver.url, max_queue_size=500, flush_interval=0.1)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        _track_from_threads(40_000, 8)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    stats = client.stats()
+    accepted = 40_000 - stats["dropped"]["queue_full"]
+    assert stats["tracked"] == 40_000
+    assert accepted + stats["dropped"]["queue_full"] == stats["tracked"]
+    assert accepted <= 500 + 0  # the bound is exact
+    # 40 000 events tracked, at most 500 held: memory stays at the scale of the queue
+    assert peak - base < 4 * 1024 * 1024
+    receiver.start()
+    assert sqreen.flush(timeout=60)
+    stats = client.stats()
+    assert stats["sent"] == accepted
+    assert stats["sent"] + sum(stats["dropped"].values()) == stats["tracked"]
+    assert len(receiver.events) == accepted
+
+
+def test_byte_bound_drops_large_events_first(receiver: Receiver) -> None:
+    receiver.stop()
+    client = sqreen.init(endpoint=receiver.url, max_queue_bytes=200_000, flush_interval=0.1)
+    big = {f"k{i}": "x" * 3000 for i in range(10)}
+    results = [sqreen.track("big", properties=big) for _ in range(50)]
+    assert results.count(True) <= 7  # ~30 KB each within 200 KB
+    assert client.stats()["dropped"]["queue_full"] == results.count(False)
+    assert client.stats()["queue_bytes"] <= 200_000
+
+
+def test_max_retry_age_drops_old_events(receiver: Receiver) -> None:
+    receiver.stop()
+    client = sqreen.init(endpoint=receiver.url, max_retry_age=1.0, flush_interval=0.1)
+    for _ in range(5):
+        sqreen.track("stale")
+    sqreen.flush(timeout=3)
+    time.sleep(2.5)
+    sqreen.flush(timeout=3)
+    stats = client.stats()
+    assert stats["dropped"]["retry_expired"] == 5
+    assert stats["queue_depth"] == 0
+
+
+def test_action_set_from_reply_is_applied(receiver: Receiver) -> None:
+    receiver.block(
+        [
+            {
+                "id": "b1",
+                "type": "block_user",
+                "user": {"uid": "666"},
+                "expires_in": 60,
+                "reason": "attack",
+            }
+        ]
+    )
+    sqreen.init(endpoint=receiver.url, flush_interval=0.1)
+    sqreen.track("x")
+    assert sqreen.flush(timeout=5)
+    assert sqreen.is_blocked({"uid": "666"})
+    assert not sqreen.is_blocked({"uid": "1"})
+    receiver.block([])
+    sqreen.track("y")
+    assert sqreen.flush(timeout=5)
+    assert not sqreen.is_blocked({"uid": "666"})

@@ -1,0 +1,189 @@
+"""Bad input to track(): a clear InvalidEvent in strict mode, else one log line and a count."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sqreen
+
+
+def _cycle() -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    d["self"] = d
+    return d
+
+
+BAD: list[tuple[str, dict[str, Any], str, str]] = [
+    # (id, track kwargs, field in the message, rule)
+    ("name-type", {"event_name": 42}, "name", "type"),
+    ("name-empty", {"event_name": ""}, "name", "empty"),
+    ("name-long", {"event_name": "a" * 129}, "name", "too_long"),
+    ("name-charset", {"event_name": "login failed!"}, "name", "charset"),
+    ("name-reserved", {"event_name": "sq.internal"}, "name", "reserved"),
+    ("props-type", {"properties": ["a"]}, "properties", "type"),
+    ("props-17", {"properties": {f"k{i}": i for i in range(17)}}, "properties", "max_properties"),
+    ("props-object", {"properties": {"when": object()}}, "properties.when", "type"),
+    ("props-bytes", {"properties": {"raw": b"x"}}, "properties.raw", "type"),
+    ("props-set", {"properties": {"tags": {1, 2}}}, "properties.tags", "type"),
+    ("props-nan", {"properties": {"score": math.nan}}, "properties.score", "not_finite"),
+    ("props-inf", {"properties": {"score": math.inf}}, "properties.score", "not_finite"),
+    ("props-cycle", {"properties": {"loop": _cycle()}}, "properties.loop", "too_deep"),
+    (
+        "props-deep",
+        {"properties": {"a": {"b": {"c": {"d": {"e": 1}}}}}},
+        "properties.a.b.c.d",
+        "too_deep",
+    ),
+    ("props-key-type", {"properties": {1: "x"}}, "properties", "key_type"),
+    ("props-key-empty", {"properties": {"": "x"}}, "properties", "key_length"),
+    ("props-str-long", {"properties": {"s": "x" * 4097}}, "properties.s", "value_too_long"),
+    (
+        "props-oversize",
+        {"properties": {f"k{i}": ["x" * 4000] * 2 for i in range(16)}},
+        "properties",
+        "event_too_large",
+    ),
+    ("user-type", {"user_identifiers": "42"}, "user_identifiers", "type"),
+    ("user-value", {"user_identifiers": {"uid": 4.2}}, "user_identifiers.uid", "value_type"),
+    ("user-none", {"user_identifiers": {"uid": None}}, "user_identifiers.uid", "value_type"),
+    ("user-nested", {"user_identifiers": {"uid": {"a": 1}}}, "user_identifiers.uid", "value_type"),
+    ("ts-type", {"timestamp": "2018-03-15"}, "timestamp", "type"),
+    ("ts-epoch", {"timestamp": 1521121320}, "timestamp", "type"),
+    ("target-type", {"target": "doc-1"}, "target", "type"),
+    ("target-keys", {"target": {"id": "1", "owner": "x"}}, "target", "keys"),
+    ("target-no-id", {"target": {"type": "doc"}}, "target.id", "missing"),
+    ("collect-body", {"collect_body": "yes"}, "collect_body", "type"),
+    ("request-type", {"request": 42}, "request", "type"),
+]
+
+
+def _call(kwargs: dict[str, Any]) -> bool:
+    kwargs = {"event_name": "my.event", **kwargs}
+    return sqreen.track(kwargs.pop("event_name"), **kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "field", "rule"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_strict_mode_raises_naming_field_and_rule(
+    kwargs: dict[str, Any], field: str, rule: str
+) -> None:
+    sqreen.init(transport="memory:", strict=True)
+    with pytest.raises(sqreen.InvalidEvent) as info:
+        _call(kwargs)
+    assert info.value.rule == rule
+    assert str(info.value).startswith(field)
+    assert info.value.field.startswith(field)
+
+
+@pytest.mark.parametrize(("kwargs", "field", "rule"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_production_mode_logs_once_drops_and_counts(
+    kwargs: dict[str, Any], field: str, rule: str, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    client = sqreen.init(transport="memory:")
+    for _ in range(3):
+        assert _call(kwargs) is False
+    assert sqreen.track("ok.event") is True
+    assert sqreen.flush(timeout=5)
+    logged = [r for r in sqreen_log.records if "dropped" in r.getMessage()]
+    assert len(logged) == 1, [r.getMessage() for r in logged]
+    assert field in logged[0].getMessage()
+    stats = client.stats()
+    assert stats["dropped"]["invalid"] == 3
+    assert [e["name"] for e in client.transport.events] == ["ok.event"]
+
+
+def test_properties_are_copied_so_later_mutation_does_not_leak() -> None:
+    client = sqreen.init(transport="memory:")
+    props: dict[str, Any] = {"tags": ["a"], "nested": {"k": "v"}}
+    sqreen.track("my.event", properties=props)
+    props["tags"].append("b")
+    props["nested"]["k"] = "changed"
+    props["added"] = 1
+    sqreen.flush(timeout=5)
+    assert client.transport.events[0]["properties"] == {"tags": ["a"], "nested": {"k": "v"}}
+
+
+def test_accepted_shapes() -> None:
+    client = sqreen.init(transport="memory:", strict=True)
+    past = datetime(2018, 3, 15, 14, 42, tzinfo=timezone(timedelta(hours=1)))
+    assert sqreen.track(
+        "auth.login.failure",
+        properties={
+            f"p{i}": v
+            for i, v in enumerate(["s", 1, 2.5, True, None, [1, "a"], {"a": {"b": [1]}}] * 2)
+        },
+        user_identifiers={"uid": 42, "email": "a@example.com"},
+        timestamp=past,
+        target={"id": "doc-1", "type": "document", "name": "Q3"},
+    )
+    assert sqreen.track("naive.ts", timestamp=datetime(2018, 3, 15, 13, 42))
+    sqreen.flush(timeout=5)
+    first, second = client.transport.events
+    assert first["timestamp"] == "2018-03-15T13:42:00.000000Z"
+    assert second["timestamp"] == "2018-03-15T13:42:00.000000Z"  # naive is UTC
+    assert first["user"] == {"uid": "42", "email": "a@example.com"}
+    assert first["target"] == {"id": "doc-1", "type": "document", "name": "Q3"}
+    assert len(first["properties"]) == 14
+
+
+def test_default_timestamp_is_now() -> None:
+    client = sqreen.init(transport="memory:")
+    before = datetime.now(UTC)
+    sqreen.track("x")
+    sqreen.flush(timeout=5)
+    ts = datetime.fromisoformat(client.transport.events[0]["timestamp"])
+    assert abs((ts - before).total_seconds()) < 60
+
+
+json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=50),
+    st.binary(max_size=5),
+)
+anything = st.recursive(
+    json_leaf,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=st.one_of(st.text(max_size=140), st.integers(), st.none()),
+    properties=st.one_of(
+        st.none(), anything, st.dictionaries(st.text(max_size=130), anything, max_size=20)
+    ),
+    user=st.one_of(
+        st.none(),
+        anything,
+        st.dictionaries(st.text(max_size=5), st.one_of(st.text(max_size=5), st.integers())),
+    ),
+)
+def test_fuzz_track_never_raises_in_production_and_only_invalid_event_in_strict(
+    name: Any, properties: Any, user: Any
+) -> None:
+    client = sqreen.init(transport="memory:")
+    accepted = client.track(name, properties, user)
+    assert isinstance(accepted, bool)
+    strict = sqreen.init(transport="memory:", strict=True)
+    try:
+        strict_accepted = strict.track(name, properties, user)
+    except sqreen.InvalidEvent as exc:
+        assert exc.field and exc.rule
+        strict_accepted = False
+    assert strict_accepted == accepted
+    stats = client.stats()
+    assert stats["tracked"] == 1
+    assert stats["dropped"]["invalid"] == (0 if accepted else 1)
