@@ -1,0 +1,177 @@
+"""The Django middleware, sync and async capable.
+
+For each request it binds a :class:`sqreen._context.RequestContext` (also ``request.sqreen``),
+refuses a blocked client IP with a 403 before the view runs, and turns :class:`sqreen.Blocked`
+into a 403: Django's own exception handling (``process_exception``, the 500 page) only catches
+:class:`Exception`, so this is done in ``__call__``, which is why the middleware goes first.
+
+What it reads of the request: ``request.META`` under WSGI (the environ itself), and the ASGI
+scope under ASGI (``META`` there holds the path already decoded, where an environ holds it as
+latin-1). The body is what Django itself read: its ``_stream`` is wrapped in the same passive,
+capped tee as ``wsgi.input`` (Django parses multipart bodies from that stream without keeping
+them, so this is the only way to see their field names), and ``request._body`` is used when
+something read the body before the middleware. The route is ``resolver_match.route`` with a
+leading ``/``, read when an event is tracked, and the path parameters its ``kwargs``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import Token
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpResponse
+
+import sqreen
+
+from ..._client import Client
+from ..._context import RequestContext, _current
+from ...middleware._common import find_blocked, forbidden, internal_error
+from ...middleware._tee import WSGIInputTee
+from .checks import check_middleware
+
+__all__ = ["SqreenMiddleware"]
+
+logger = logging.getLogger("sqreen")
+
+_checked = False
+Entered = tuple[Client, RequestContext, Token[RequestContext | None]]
+
+
+class SqreenMiddleware:
+    """Put it first in ``settings.MIDDLEWARE``; options come from ``settings.SQREEN``."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        self.get_response = get_response
+        self._is_async = iscoroutinefunction(get_response)
+        if self._is_async:
+            markcoroutinefunction(self)
+        config = getattr(settings, "SQREEN", None) or {}
+        if not isinstance(config, Mapping):
+            raise ImproperlyConfigured(
+                f"settings.SQREEN must be a dict of sqreen.init() options, "
+                f"not {type(config).__name__}"
+            )
+        sqreen._framework_init(config, "django")
+        _warn_once()
+
+    def __call__(self, request: Any) -> Any:
+        if self._is_async:
+            return self.__acall__(request)
+        entered = _enter(request)
+        if entered is None:
+            return self.get_response(request)
+        client, ctx, token = entered
+        try:
+            refused = _check_ip(client, ctx, request)
+            if refused is not None:
+                return refused
+            return self.get_response(request)
+        except BaseException as exc:
+            if find_blocked(exc) is None:
+                raise
+            return _forbidden(request)
+        finally:
+            _current.reset(token)
+
+    async def __acall__(self, request: Any) -> Any:
+        get_response: Callable[[Any], Awaitable[Any]] = self.get_response
+        entered = _enter(request)
+        if entered is None:
+            return await get_response(request)
+        client, ctx, token = entered
+        try:
+            refused = _check_ip(client, ctx, request)
+            if refused is not None:
+                return refused
+            return await get_response(request)
+        except BaseException as exc:
+            if find_blocked(exc) is None:
+                raise
+            return _forbidden(request)
+        finally:
+            _current.reset(token)
+
+
+def _enter(request: Any) -> Entered | None:
+    client = None
+    try:
+        client = sqreen.get_client()
+        source = _DjangoRequest(request, client.config.max_body_size)
+        scope = getattr(request, "scope", None)  # an ASGIRequest
+        if isinstance(scope, Mapping):
+            ctx = RequestContext(client, "asgi", scope, source, source.route)
+        else:
+            ctx = RequestContext(client, "wsgi", request.META, source, source.route)
+        request.sqreen = ctx
+        return client, ctx, _current.set(ctx)
+    except Exception:
+        internal_error(client, "the Django middleware")
+        return None
+
+
+def _check_ip(client: Client, ctx: RequestContext, request: Any) -> HttpResponse | None:
+    try:
+        blocked = client.check_ip(ctx)
+    except Exception:
+        internal_error(client, "the IP check")
+        return None
+    return None if blocked is None else _forbidden(request)
+
+
+def _forbidden(request: Any) -> HttpResponse:
+    body, content_type = forbidden(request.META.get("HTTP_ACCEPT"))
+    response = HttpResponse(body, status=403, content_type=content_type)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class _DjangoRequest:
+    """The body Django read (a :class:`sqreen._request.BodySource`) and the resolved route."""
+
+    __slots__ = ("_cap", "_request", "_tee")
+
+    def __init__(self, request: Any, cap: int) -> None:
+        self._request = request
+        self._cap = cap
+        self._tee: WSGIInputTee | None = None
+        attrs = request.__dict__
+        stream = attrs.get("_stream")
+        if stream is not None and "_body" not in attrs and not getattr(request, "_read_started", 0):
+            self._tee = request._stream = WSGIInputTee(stream, cap)
+
+    def capture(self) -> tuple[tuple[bytes, ...], bool]:
+        if self._tee is not None:
+            chunks, truncated = self._tee.capture()
+            if chunks or truncated:
+                return chunks, truncated
+        body = self._request.__dict__.get("_body")
+        if not body:
+            return (), False
+        if len(body) <= self._cap:
+            return (body,), False
+        return (body[: self._cap],), True
+
+    def route(self) -> tuple[str | None, Mapping[str, Any] | None]:
+        match = getattr(self._request, "resolver_match", None)
+        if match is None or match.route is None:
+            return None, None
+        return "/" + match.route, match.kwargs or None
+
+
+def _warn_once() -> None:
+    """The system check's findings, also in the log: ``manage.py check`` only runs it when
+    the app is in ``INSTALLED_APPS``."""
+    global _checked
+    if _checked:
+        return
+    _checked = True
+    for message in check_middleware():
+        logger.warning("sqreen: %s (%s). %s", message.msg, message.id, message.hint or "")

@@ -1,0 +1,74 @@
+"""The system check: the middleware must be the first in ``settings.MIDDLEWARE``.
+
+A middleware above it runs outside the request's context (its ``sqreen.track()`` carries no
+request), and it would see :class:`sqreen.Blocked` go through it as an exception, where
+Django's own handling only catches :class:`Exception`: the 403 is answered by the middleware,
+so it must be the outermost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+from django.utils.module_loading import import_string
+
+__all__ = ["MIDDLEWARE_PATH", "check_middleware"]
+
+MIDDLEWARE_PATH = "sqreen.integrations.django.SqreenMiddleware"
+
+
+def _is_ours(path: str) -> bool:
+    if path == MIDDLEWARE_PATH:
+        return True
+    from ._middleware import SqreenMiddleware
+
+    try:
+        cls = import_string(path)
+    except ImportError:
+        return False
+    return isinstance(cls, type) and issubclass(cls, SqreenMiddleware)
+
+
+def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``sqreen.E001``: ``SQREEN`` is not a dict; ``sqreen.W001``: the middleware is not
+    first; ``sqreen.W002``: it is missing."""
+    messages: list[Any] = []
+    config = getattr(settings, "SQREEN", None)
+    if config is not None and not isinstance(config, Mapping):
+        messages.append(
+            checks.Error(
+                f"settings.SQREEN must be a dict of sqreen.init() options, "
+                f"not {type(config).__name__}",
+                id="sqreen.E001",
+            )
+        )
+    middleware = [str(m) for m in getattr(settings, "MIDDLEWARE", None) or ()]
+    ours = [i for i, path in enumerate(middleware) if _is_ours(path)]
+    if not ours:
+        messages.append(
+            checks.Warning(
+                f"{MIDDLEWARE_PATH} is not in settings.MIDDLEWARE: nothing is tracked with "
+                "its request and no block is enforced",
+                hint=f'Add "{MIDDLEWARE_PATH}" at the top of settings.MIDDLEWARE.',
+                id="sqreen.W002",
+            )
+        )
+    elif ours[0] != 0:
+        messages.append(
+            checks.Warning(
+                f"{MIDDLEWARE_PATH} should be the first in settings.MIDDLEWARE",
+                hint=(
+                    f"{middleware[0]} runs outside the request's sqreen context, and a 403 for "
+                    "a blocked user or IP must be answered by the outermost middleware: move "
+                    "it to the top."
+                ),
+                id="sqreen.W001",
+            )
+        )
+    return messages
+
+
+checks.register(check_middleware, "sqreen")

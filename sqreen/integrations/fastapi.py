@@ -1,0 +1,48 @@
+"""FastAPI integration: the middleware, and the handle as a dependency.
+
+::
+
+    from fastapi import FastAPI
+    from sqreen.integrations.fastapi import Sqreen, SqreenMiddleware
+
+    app = FastAPI()
+    app.add_middleware(SqreenMiddleware)        # options as keywords, else SQREEN_* env
+
+    @app.post("/login")
+    def login(form: LoginForm, sqreen: Sqreen):  # or request.state.sqreen
+        sqreen.auth_track(check(form), username=form.username)
+
+``Sqreen`` is ``Annotated[SqreenHandle, Depends(sqreen_handle)]``; spell it
+``handle: SqreenHandle = Depends(sqreen_handle)`` if you prefer. Events carry the route
+template FastAPI matched (``/items/{item_id}``) and its path parameters. Sync endpoints run in
+the thread pool with a copy of the request's context, and background tasks run before the
+middleware returns: both see the user ``identify()`` bound, since the handle is one object.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+try:
+    from fastapi import Depends
+except ImportError as exc:  # pragma: no cover - exercised without FastAPI installed
+    raise ImportError(
+        "sqreen.integrations.fastapi needs FastAPI: install with pip install 'sqreen-sdk[fastapi]'"
+    ) from exc
+
+from . import starlette as _starlette
+from .starlette import SqreenHandle, sqreen_handle
+
+__all__ = ["Sqreen", "SqreenHandle", "SqreenMiddleware", "sqreen_handle"]
+
+
+class SqreenMiddleware(_starlette.SqreenMiddleware):
+    """The ASGI middleware; keywords are :func:`sqreen.init` options."""
+
+    framework = "fastapi"
+
+
+#: Declare it as a parameter to get the request's handle: ``def view(sqreen: Sqreen)``.
+Sqreen = Annotated[SqreenHandle, Depends(sqreen_handle)]

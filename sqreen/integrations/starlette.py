@@ -1,0 +1,91 @@
+"""Starlette integration: ``app.add_middleware(SqreenMiddleware)``, then ``request.state.sqreen``.
+
+::
+
+    from starlette.applications import Starlette
+    from sqreen.integrations.starlette import SqreenMiddleware
+
+    app = Starlette(routes=[...])
+    app.add_middleware(SqreenMiddleware)        # options as keywords, else SQREEN_* env
+
+    async def login(request):
+        request.state.sqreen.auth_track(True, username="alice")
+
+:class:`SqreenMiddleware` is :class:`~sqreen.middleware.asgi.SqreenASGIMiddleware` configured
+from its keyword arguments (unless :func:`sqreen.init` was called) and told how to find the
+route template: FastAPI puts the matched route in ``scope["route"]``; plain Starlette does
+not, so when an event is tracked the template is found again by matching the app's routes
+(``Mount`` prefixes included). See :mod:`sqreen.integrations.fastapi` for FastAPI's
+dependency.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute, Match, Mount
+
+import sqreen
+
+from .._context import RequestContext
+from ..middleware.asgi import ASGIApp, Scope, SqreenASGIMiddleware
+
+__all__ = ["SqreenHandle", "SqreenMiddleware", "sqreen_handle"]
+
+#: The per-request handle: ``track``, ``identify``, ``auth_track``, ``signup_track``,
+#: ``for_user``, ``is_blocked``.
+SqreenHandle = RequestContext
+
+
+class SqreenMiddleware(SqreenASGIMiddleware):
+    """The ASGI middleware for Starlette and FastAPI; keywords are :func:`sqreen.init` options."""
+
+    framework = "starlette"
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        super().__init__(app, route=_route)
+        sqreen._framework_init(options, self.framework)
+
+
+def sqreen_handle(request: HTTPConnection) -> SqreenHandle:
+    """The request's handle (``request.state.sqreen``); a FastAPI dependency too."""
+    handle = request.scope.get("state", {}).get("sqreen")
+    if handle is None:
+        raise RuntimeError(
+            "no sqreen handle on this request: add the middleware first, "
+            "app.add_middleware(SqreenMiddleware)"
+        )
+    return handle  # type: ignore[no-any-return]
+
+
+def _route(scope: Scope) -> tuple[str | None, Mapping[str, Any] | None]:
+    path_params = scope.get("path_params")
+    route = scope.get("route")  # FastAPI
+    if route is not None:
+        return getattr(route, "path", None), path_params
+    router = scope.get("router")
+    if router is None:
+        return None, path_params
+    # Match from the top again: the routers have moved root_path along the mounts they entered.
+    top = {**scope, "root_path": scope.get("app_root_path", scope.get("root_path", ""))}
+    return _template(getattr(router, "routes", ()), top, "", 0), path_params
+
+
+def _template(routes: Iterable[BaseRoute], scope: Scope, prefix: str, depth: int) -> str | None:
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is not Match.FULL:
+            continue
+        path = getattr(route, "path", None)
+        if not isinstance(path, str):
+            return None
+        if isinstance(route, Mount):
+            if depth >= 8:
+                return None
+            return _template(route.routes, {**scope, **child}, prefix + path, depth + 1)
+        return prefix + path
+    return None

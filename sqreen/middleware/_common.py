@@ -1,0 +1,93 @@
+"""What the WSGI and ASGI middlewares and the framework integrations share.
+
+The 403 page (HTML or JSON by ``Accept``), finding :class:`sqreen.Blocked` inside exception
+groups, the exception that aborts a response already under way, and the guard that turns an
+internal error into a log line and a count instead of a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from .._blocking import Blocked
+
+if TYPE_CHECKING:
+    from .._client import Client
+
+__all__ = [
+    "ResponseAborted",
+    "find_blocked",
+    "forbidden",
+    "internal_error",
+]
+
+logger = logging.getLogger("sqreen")
+
+# The page says nothing of why: the reason of a block is for the operator, not the client.
+_HTML = (
+    b"<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>403 Forbidden</title>"
+    b"</head>\n<body><h1>403 Forbidden</h1><p>This request was refused.</p></body></html>\n"
+)
+_JSON = b'{"error":"forbidden","detail":"This request was refused."}'
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+class ResponseAborted(Exception):
+    """A blocked user was identified after the response had started.
+
+    The status line is gone, so the middleware can no longer answer 403: it raises this to the
+    server instead, which drops the connection, and the client never sees a complete response.
+    """
+
+
+def find_blocked(exc: BaseException) -> Blocked | None:
+    """``exc`` itself, or the first :class:`Blocked` inside (nested) exception groups."""
+    if isinstance(exc, Blocked):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = find_blocked(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _quality(accept: str, wanted: tuple[str, ...]) -> float:
+    best = 0.0
+    for item in accept.split(",")[:32]:
+        media, _, params = item.partition(";")
+        media = media.strip().lower()
+        if media not in wanted and not (wanted is _JSON_TYPES and media.endswith("+json")):
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        best = max(best, q)
+    return best
+
+
+_JSON_TYPES = ("application/json",)
+
+
+def forbidden(accept: str | bytes | None) -> tuple[bytes, str]:
+    """The body and content type of the 403: JSON when ``Accept`` prefers it to HTML."""
+    if accept:
+        if isinstance(accept, bytes):
+            accept = accept.decode("latin-1")
+        if _quality(accept, _JSON_TYPES) > _quality(accept, _HTML_TYPES):
+            return _JSON, "application/json"
+    return _HTML, "text/html; charset=utf-8"
+
+
+def internal_error(client: Client | None, where: str) -> None:
+    """Log (with the traceback) and count a bug of ours; call it from an ``except`` block."""
+    if client is not None:
+        client.queue.internal_error(where)
+    else:
+        logger.exception("sqreen: internal error in %s", where)

@@ -1,0 +1,150 @@
+"""The ASGI middleware: binds each HTTP request to sqreen and enforces blocks.
+
+::
+
+    from sqreen.middleware.asgi import SqreenASGIMiddleware
+
+    app = SqreenASGIMiddleware(app)
+    # in a handler:
+    scope["state"]["sqreen"].track("my.event", properties={"foo": "bar"})
+
+Pure ASGI (Starlette's ``BaseHTTPMiddleware`` would run the app in another task and lose the
+context). For ``http`` scopes it binds a :class:`sqreen._context.RequestContext`, stores it in
+a per-request copy of ``scope["state"]`` (a server may hand every request the same lifespan
+state dict, and one request's handle must never be another's), wraps ``receive`` in a passive
+tee capped at ``max_body_size``, and refuses a blocked client IP with a 403 before the app
+runs. :class:`sqreen.Blocked` raised by the app, also inside a ``BaseExceptionGroup`` (anyio
+task groups), becomes a 403 while the response has not started, and aborts it after. The
+``lifespan`` scope passes through; events still queued are flushed before the app's
+``lifespan.shutdown.complete`` reaches the server. Other scopes (``websocket``) pass through.
+
+Errors of ours are logged on the ``sqreen`` logger and counted, never turned into a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+
+import sqreen
+
+from .._context import RequestContext, _current
+from ._common import ResponseAborted, find_blocked, forbidden, internal_error
+from ._tee import ASGIReceiveTee
+
+__all__ = ["RouteOf", "SqreenASGIMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+#: Called with the scope when an event is tracked: ``(route template, path parameters)``.
+RouteOf = Callable[[Scope], tuple[str | None, Mapping[str, Any] | None]]
+
+_SHUTDOWN_DONE = ("lifespan.shutdown.complete", "lifespan.shutdown.failed")
+
+
+class SqreenASGIMiddleware:
+    """Wrap an ASGI app; ``route(scope)`` returns the matched route template and path
+    parameters (by default ``scope["route"].path``, which FastAPI sets, and
+    ``scope["path_params"]``)."""
+
+    def __init__(self, app: ASGIApp, route: RouteOf | None = None) -> None:
+        self.app = app
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self.app(scope, receive, _FlushOnShutdown(send))
+        else:
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = None
+        try:
+            client = sqreen.get_client()
+            tee = ASGIReceiveTee(receive, client.config.max_body_size)
+            route = None if self.route is None else partial(self.route, scope)
+            ctx = RequestContext(client, "asgi", scope, tee, route)
+            state = scope.get("state")
+            scope["state"] = {**state, "sqreen": ctx} if state else {"sqreen": ctx}
+            token = _current.set(ctx)
+        except Exception:
+            internal_error(client, "the ASGI middleware")
+            await self.app(scope, receive, send)
+            return
+
+        started = False
+
+        async def send_tracking_start(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            try:
+                blocked = client.check_ip(ctx)
+            except Exception:
+                internal_error(client, "the IP check")
+                blocked = None
+            if blocked is not None:
+                await _refuse(scope, send)
+                return
+            await self.app(scope, tee.receive, send_tracking_start)
+        except BaseException as exc:
+            blocked = find_blocked(exc)
+            if blocked is None:
+                raise
+            if started:
+                raise ResponseAborted(str(blocked)) from blocked
+            await _refuse(scope, send)
+        finally:
+            _current.reset(token)
+
+
+async def _refuse(scope: Scope, send: Send) -> None:
+    accept = None
+    for name, value in scope.get("headers", ()):
+        if name == b"accept":
+            accept = value
+            break
+    body, content_type = forbidden(accept)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 403,
+            "headers": [
+                (b"content-type", content_type.encode("latin-1")),
+                (b"content-length", str(len(body)).encode("latin-1")),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class _FlushOnShutdown:
+    """The lifespan ``send``: deliver what is queued before the server is told it may exit."""
+
+    __slots__ = ("_send",)
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+
+    async def __call__(self, message: Message) -> None:
+        if message.get("type") in _SHUTDOWN_DONE:
+            client = sqreen._client  # never create one just to flush nothing
+            if client is not None:
+                try:
+                    await anyio.to_thread.run_sync(client.flush, client.config.shutdown_timeout)
+                except Exception:
+                    internal_error(client, "the flush at lifespan shutdown")
+        await self._send(message)

@@ -1,0 +1,162 @@
+"""The WSGI middleware: binds each request to sqreen and enforces blocks.
+
+::
+
+    from sqreen.middleware.wsgi import SqreenWSGIMiddleware
+
+    app = SqreenWSGIMiddleware(app)
+    # in a handler:
+    environ["sqreen"].track("my.event", properties={"foo": "bar"})
+
+For each request it binds a :class:`sqreen._context.RequestContext` (also ``environ["sqreen"]``,
+the per-request handle), wraps ``wsgi.input`` in a passive tee capped at ``max_body_size``,
+refuses a blocked client IP with a 403 before the app runs, and turns :class:`sqreen.Blocked`
+raised by the app (``identify()`` of a blocked user) into a 403. The context stays bound until
+the server closes the response iterable, so code that runs while the body streams still sees
+it; a response that is a list or the server's ``wsgi.file_wrapper`` runs no more app code, so
+the context is released at once and the object handed back untouched (``sendfile`` still works).
+
+Errors of ours are logged on the ``sqreen`` logger and counted, never turned into a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
+from typing import Any
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+from .. import get_client
+from .._blocking import Blocked
+from .._context import RequestContext, _current
+from ._common import ResponseAborted, find_blocked, forbidden, internal_error
+from ._tee import WSGIInputTee
+
+__all__ = ["RouteOf", "SqreenWSGIMiddleware"]
+
+#: Called with the environ when an event is tracked: ``(route template, path parameters)``.
+RouteOf = Callable[[WSGIEnvironment], tuple[str | None, Mapping[str, Any] | None]]
+
+
+class SqreenWSGIMiddleware:
+    """Wrap a WSGI app; ``route(environ)`` returns the matched route template and path
+    parameters (frameworks know them; a bare WSGI app has none)."""
+
+    def __init__(self, app: WSGIApplication, route: RouteOf | None = None) -> None:
+        self.app = app
+        self.route = route
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        client = None
+        try:
+            client = get_client()
+            stream = environ.get("wsgi.input")
+            tee = None
+            if stream is not None:
+                tee = environ["wsgi.input"] = WSGIInputTee(stream, client.config.max_body_size)
+            route = None if self.route is None else partial(self.route, environ)
+            ctx = environ["sqreen"] = RequestContext(client, "wsgi", environ, tee, route)
+            token = _current.set(ctx)
+        except Exception:
+            internal_error(client, "the WSGI middleware")
+            return self.app(environ, start_response)
+
+        try:
+            blocked = client.check_ip(ctx)
+        except Exception:
+            internal_error(client, "the IP check")
+            blocked = None
+        if blocked is not None:
+            _current.reset(token)
+            return _refuse(environ, start_response, blocked)
+
+        try:
+            result = self.app(environ, start_response)
+        except BaseException as exc:
+            _current.reset(token)
+            blocked = find_blocked(exc)
+            if blocked is None:
+                raise
+            return _refuse(environ, start_response, blocked, exc)
+
+        wrapper = environ.get("wsgi.file_wrapper")
+        if type(result) is list or (isinstance(wrapper, type) and isinstance(result, wrapper)):
+            _current.reset(token)  # no app code left to run while it is sent
+            return result
+        return _Response(result, token, environ, start_response)
+
+
+def _refuse(
+    environ: WSGIEnvironment,
+    start_response: StartResponse,
+    blocked: Blocked,
+    exc: BaseException | None = None,
+) -> list[bytes]:
+    body, content_type = forbidden(environ.get("HTTP_ACCEPT"))
+    headers = [
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"),
+    ]
+    try:
+        start_response("403 Forbidden", headers)
+    except Exception:
+        # The app had called start_response already: a second call must carry exc_info, and
+        # is allowed as long as no header was sent.
+        if exc is None or exc.__traceback__ is None:
+            raise ResponseAborted(str(blocked)) from blocked
+        try:
+            start_response("403 Forbidden", headers, (type(exc), exc, exc.__traceback__))
+        except BaseException:
+            raise ResponseAborted(str(blocked)) from blocked
+    return [body]
+
+
+class _Response:
+    """The app's response iterable; releases the request context when the server closes it."""
+
+    __slots__ = ("_environ", "_result", "_start_response", "_token")
+
+    def __init__(
+        self,
+        result: Iterable[bytes],
+        token: Any,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+    ) -> None:
+        self._result = result
+        self._token = token
+        self._environ = environ
+        self._start_response = start_response
+
+    def __iter__(self) -> Iterator[bytes]:
+        sent = False
+        try:
+            for chunk in self._result:
+                if chunk:
+                    sent = True
+                yield chunk
+        except BaseException as exc:
+            blocked = find_blocked(exc)
+            if blocked is None:
+                raise
+            if sent:
+                raise ResponseAborted(str(blocked)) from blocked
+            # Nothing was sent yet: the headers can still be replaced by a 403.
+            yield from _refuse(self._environ, self._start_response, blocked, exc)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        except BaseException as exc:
+            blocked = find_blocked(exc)
+            if blocked is None:
+                raise
+            raise ResponseAborted(str(blocked)) from blocked
+        finally:
+            try:
+                _current.reset(self._token)
+            except (RuntimeError, ValueError):
+                pass  # closed twice, or from another context (where ours is not bound)
