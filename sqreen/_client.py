@@ -84,7 +84,12 @@ class Client:
             tgt = validate_target(target) if target is not None else None
             if type(collect_body) is not bool:
                 raise InvalidEvent("collect_body", "type", "must be a bool")
-            ctx = _context._current.get() if request is _SENTINEL_CTX else None
+            if request is _SENTINEL_CTX:
+                ctx = _context._current.get()
+            elif type(request) is _context.RequestContext:
+                ctx = request  # the per-request handle: its user too, not only its snapshot
+            else:
+                ctx = None
             if ctx is not None:
                 snapshot = ctx.snapshot()
                 if user is None:
