@@ -110,9 +110,13 @@ class RequestSnapshot:
             "body": None,
         }
         if collect_body and body:
-            text = body.decode("utf-8", "replace")
+            if content_type.startswith("multipart/"):
+                # Field names only: the values are files and passwords.
+                text = "[multipart: " + ", ".join(_multipart_names(body, content_type)) + "]"
+            else:
+                text = scrubber.scrub_text_body(body.decode("utf-8", "replace"), content_type)
             wire["body"] = {
-                "content": scrubber.scrub_text_body(text, content_type),
+                "content": text,
                 "truncated": self.body_truncated,
             }
         return wire
