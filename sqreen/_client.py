@@ -41,6 +41,8 @@ __all__ = ["Client", "UserScope"]
 logger = logging.getLogger("sqreen")
 
 _SENTINEL_CTX: Any = object()
+_current_request = _context._current.get
+_now = time.time
 
 
 class Client:
@@ -78,14 +80,13 @@ class Client:
         try:
             name = validate_name(event_name)
             props, size = validate_properties(properties)
-            user = validate_user(user_identifiers)
-            past = validate_timestamp(timestamp)
-            ts = time.time() if past is None else past
+            user = validate_user(user_identifiers) if user_identifiers is not None else None
+            ts = validate_timestamp(timestamp) if timestamp is not None else _now()
             tgt = validate_target(target) if target is not None else None
-            if type(collect_body) is not bool:
+            if collect_body is not False and collect_body is not True:
                 raise InvalidEvent("collect_body", "type", "must be a bool")
             if request is _SENTINEL_CTX:
-                ctx = _context._current.get()
+                ctx = _current_request()
             elif type(request) is _context.RequestContext:
                 ctx = request  # the per-request handle: its user too, not only its snapshot
             else:

@@ -132,20 +132,34 @@ def _value(field: str, value: object, depth: int) -> tuple[Any, int]:
     )
 
 
+_KEY_MAX: Final = LIMITS.key_max
+_STR_MAX: Final = LIMITS.str_value_max
+
+
 def _mapping(field: str, value: dict[Any, Any], depth: int) -> tuple[dict[str, Any], int]:
+    # The hot loop of track(): str and int values, the common case, are checked inline and
+    # the field name for an error message is only built when there is an error.
     out: dict[str, Any] = {}
     size = 2
     for k, v in value.items():
-        if type(k) is not str:
+        if type(k) is not str or not 0 < len(k) <= _KEY_MAX:
+            if type(k) is not str:
+                raise InvalidEvent(
+                    f"{field}.{k!r}", "key_type", f"keys must be str, not {type(k).__name__}"
+                )
             raise InvalidEvent(
-                f"{field}.{k!r}", "key_type", f"keys must be str, not {type(k).__name__}"
+                f"{field}.{k[:40]}", "key_length", f"keys must be 1 to {_KEY_MAX} characters"
             )
-        if not k or len(k) > LIMITS.key_max:
-            raise InvalidEvent(
-                f"{field}.{k[:40]}", "key_length", f"keys must be 1 to {LIMITS.key_max} characters"
-            )
-        out[k], s = _value(f"{field}.{k}", v, depth)
-        size += len(k) + s + 4
+        t = type(v)
+        if t is str and len(v) <= _STR_MAX:
+            out[k] = v
+            size += len(k) + len(v) + 6
+        elif t is int or t is bool or v is None:
+            out[k] = v
+            size += len(k) + 12
+        else:
+            out[k], s = _value(f"{field}.{k}", v, depth)
+            size += len(k) + s + 4
     return out, size
 
 
@@ -206,10 +220,8 @@ def validate_user(user: object, field: str = "user_identifiers") -> dict[str, st
     return out or None
 
 
-def validate_timestamp(timestamp: object) -> float | None:
+def validate_timestamp(timestamp: object) -> float:
     """Return the POSIX time of ``timestamp``; a naive datetime is taken as UTC."""
-    if timestamp is None:
-        return None
     if not isinstance(timestamp, datetime):
         raise InvalidEvent(
             "timestamp", "type", f"must be a datetime, not {type(timestamp).__name__}"
