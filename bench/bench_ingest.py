@@ -1,0 +1,208 @@
+"""Ingest throughput of the collector: events per second into SQLite and PostgreSQL.
+
+Method
+------
+For each back end, a real ``sqreen serve`` subprocess (uvicorn, one process, access log off)
+on 127.0.0.1 and a fresh database; PostgreSQL is a throwaway cluster started like the tests do
+(``tests/_postgres.py``) and is skipped when not installed. Before the clock starts, every
+batch is built and gzipped the way the SDK sends them: 500 realistic events each (a login
+failure with four properties, two user identifiers and a request snapshot: about 480 bytes of
+JSON an event, 240 KB a batch), each with its own id. Then ``--senders`` threads, each with its
+own httpx2 client (keep-alive), post the batches as fast as the collector answers. The figure
+is events stored / wall time from the first request to the last reply, and the database is
+counted afterwards to check that every event was stored once. The senders share the machine
+with the collector (2 cores here), as an app server on the same host would.
+
+Run: ``.venv/bin/python bench/bench_ingest.py [--events 100000] [--senders 4]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqreen.server.auth import hash_token, new_token  # noqa: E402
+from sqreen.server.storage import open_storage  # noqa: E402
+
+BATCH = 500
+
+
+def event(n: int, run: str) -> dict[str, object]:
+    return {
+        "id": f"{run}-{n:010d}",
+        "name": "auth.login.failure",
+        "timestamp": "2026-11-22T10:00:00.123456Z",
+        "properties": {"reason": "bad_password", "attempt": n % 7, "plan": "pro", "mfa": False},
+        "user": {"uid": str(n % 5000), "email": f"user{n % 5000}@example.com"},
+        "target": None,
+        "request": {
+            "ip": f"203.0.113.{n % 250}",
+            "user_agent": "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+            "path": "/login",
+            "route": "/login",
+            "method": "POST",
+            "params": {"username": f"user{n % 5000}", "password": "[redacted]"},
+            "body": None,
+        },
+    }
+
+
+def batches(total: int, run: str) -> list[bytes]:
+    app = {"name": "bench", "host": socket.gethostname(), "pid": os.getpid(), "framework": "none"}
+    out = []
+    for start in range(0, total, BATCH):
+        body = {
+            "sdk": {"name": "sqreen-python", "version": "bench"},
+            "app": app,
+            "events": [event(n, run) for n in range(start, min(total, start + BATCH))],
+        }
+        out.append(gzip.compress(json.dumps(body, separators=(",", ":")).encode(), 6))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def collector(db: str) -> Iterator[tuple[str, str]]:
+    """A ``sqreen serve`` subprocess on ``db``; yields (endpoint, token)."""
+    token = new_token()
+    storage = open_storage(db)
+    storage.create_key("bench", hash_token(token))
+    storage.close()
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sqreen.server",
+            "serve",
+            "--db",
+            db,
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(endpoint + "/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the collector did not start") from None
+                time.sleep(0.1)
+        yield endpoint, token
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def send_all(endpoint: str, token: str, bodies: list[bytes], senders: int) -> float:
+    """Post every body from ``senders`` threads; return the wall time."""
+    queue = list(reversed(bodies))
+    lock = threading.Lock()
+    errors: list[str] = []
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/json",
+        "Content-Encoding": "gzip",
+    }
+
+    def work() -> None:
+        with httpx.Client(headers=headers, timeout=60) as client:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    body = queue.pop()
+                reply = client.post(endpoint + "/v1/events", content=body)
+                if reply.status_code != 200 or reply.json()["rejected"]:
+                    errors.append(f"{reply.status_code} {reply.text[:200]}")
+
+    threads = [threading.Thread(target=work) for _ in range(senders)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed batches, first: {errors[0]}")
+    return elapsed
+
+
+def run(db: str, label: str, total: int, senders: int) -> tuple[str, int, float]:
+    bodies = batches(total, f"{label}-{os.getpid()}")
+    with collector(db) as (endpoint, token):
+        send_all(endpoint, token, batches(BATCH * senders, f"warmup-{label}"), senders)
+        elapsed = send_all(endpoint, token, bodies, senders)
+    storage = open_storage(db)
+    stored = storage.count_events()
+    storage.close()
+    expected = total + BATCH * senders
+    if stored != expected:
+        raise RuntimeError(f"{label}: {stored} events stored, expected {expected}")
+    return label, total, elapsed
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[str | None]:
+    from tests import _postgres
+
+    bin_dir = _postgres.find_pg_bin()
+    if bin_dir is None:
+        yield None
+        return
+    with _postgres.cluster(bin_dir) as dsn:
+        yield _postgres.fresh_database(dsn)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--only", choices=["sqlite", "postgres"])
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.only in (None, "sqlite"):
+            rows.append(run(str(Path(tmp) / "bench.db"), "sqlite", args.events, args.senders))
+        if args.only in (None, "postgres"):
+            with postgres() as dsn:
+                if dsn is None:
+                    print("PostgreSQL not installed: skipped", file=sys.stderr)
+                else:
+                    rows.append(run(dsn, "postgresql", args.events, args.senders))
+    print(f"\n{'back end':<12} {'events':>9} {'senders':>8} {'seconds':>8} {'events/s':>10}")
+    for label, total, elapsed in rows:
+        print(f"{label:<12} {total:>9} {args.senders:>8} {elapsed:>8.2f} {total / elapsed:>10.0f}")
+
+
+if __name__ == "__main__":
+    main()

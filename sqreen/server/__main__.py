@@ -1,0 +1,5 @@
+"""``python -m sqreen.server`` is ``sqreen``."""
+
+from .cli import main
+
+main()

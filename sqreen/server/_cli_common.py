@@ -1,0 +1,69 @@
+"""What every ``sqreen`` command shares: the ``--db`` option, opening storage, parsing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+
+from .blocks import InvalidBlock, parse_duration, parse_pairs
+from .storage import Storage, open_storage
+
+__all__ = ["db_option", "opened", "pairs", "parse_when", "when"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_DB = "sqreen.db"
+
+
+def db_option(f: F) -> F:
+    return click.option(
+        "--db",
+        envvar="SQREEN_DB",
+        default=DEFAULT_DB,
+        show_default=True,
+        help="A SQLite file, or a postgresql:// URL (env: SQREEN_DB).",
+    )(f)
+
+
+@contextmanager
+def opened(db: str) -> Iterator[Storage]:
+    try:
+        storage = open_storage(db)
+    except (RuntimeError, ImportError) as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        yield storage
+    finally:
+        storage.close()
+
+
+def pairs(values: Iterable[str], option: str) -> tuple[tuple[str, str], ...]:
+    try:
+        return tuple(parse_pairs(values, option).items())
+    except InvalidBlock as exc:
+        raise click.BadParameter(str(exc).partition(": ")[2], param_hint=option) from None
+
+
+def parse_when(value: str, option: str) -> datetime:
+    """``1h`` (that long ago) or an ISO 8601 time (naive is UTC)."""
+    try:
+        return datetime.now(UTC) - parse_duration(value)
+    except InvalidBlock:
+        pass
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither a duration (30m, 2h, 7d) nor an ISO 8601 time",
+            param_hint=option,
+        ) from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def when(dt: datetime | None) -> str:
+    """A time for a terminal: UTC, to the second."""
+    return "-" if dt is None else dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")

@@ -1,0 +1,106 @@
+"""``sqreen events`` (tail and filter in a terminal) and ``sqreen import``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from ._cli_common import db_option, opened, pairs, parse_when, when
+from .importer import import_lines
+from .storage import EventFilter, StoredEvent
+
+__all__ = ["events", "import_"]
+
+MAX_BAD_SHOWN = 50
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _line(e: StoredEvent) -> str:
+    user = ",".join(f"{k}={v}" for k, v in (e.user or {}).items()) or "-"
+    props = " ".join(f"{k}={_short(v)}" for k, v in e.properties.items())
+    return f"{when(e.timestamp)}  {e.name:<28} user={user:<16} ip={e.ip or '-':<15} {props}"
+
+
+@click.command()
+@click.option("--name", help="Only events with this name.")
+@click.option("--user", "users", multiple=True, metavar="KEY=VALUE", help="User identifier.")
+@click.option("--prop", "props", multiple=True, metavar="KEY=VALUE", help="Property value.")
+@click.option("--ip", help="Client IP address.")
+@click.option("--app", help="Application name.")
+@click.option("--since", metavar="WHEN", help="30m, 2h, 7d ago, or an ISO 8601 time.")
+@click.option("--until", metavar="WHEN", help="Same forms as --since.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events (Ctrl-C stops).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@click.option("--interval", default=1.0, hidden=True, type=click.FloatRange(0.05, 60))
+@db_option
+def events(
+    name: str | None,
+    users: tuple[str, ...],
+    props: tuple[str, ...],
+    ip: str | None,
+    app: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    follow: bool,
+    as_json: bool,
+    interval: float,
+    db: str,
+) -> None:
+    """Print the latest events (oldest first), filtered; --follow to tail."""
+    filters = EventFilter(
+        name=name,
+        users=pairs(users, "--user"),
+        properties=pairs(props, "--prop"),
+        ip=ip,
+        app=app,
+        since=parse_when(since, "--since") if since else None,
+        until=parse_when(until, "--until") if until else None,
+    )
+
+    def show(found: list[StoredEvent]) -> None:
+        for e in reversed(found):
+            click.echo(json.dumps(e.to_json()) if as_json else _line(e))
+
+    with opened(db) as storage:
+        found = storage.query_events(filters, limit=limit)
+        show(found)
+        last = found[0].seq if found else 0
+        while follow:
+            time.sleep(interval)
+            found = storage.query_events(filters, after_seq=last, limit=1000)
+            show(found)
+            last = found[0].seq if found else last
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--app", help="Application name to record with the events.")
+@db_option
+def import_(file: str, app: str | None, db: str) -> None:
+    """Load past events from a JSON-lines FILE (one event a line; idempotent)."""
+    with opened(db) as storage, open(file, "rb") as lines:
+        with click.progressbar(
+            length=os.path.getsize(file), label="importing", file=sys.stderr
+        ) as bar:
+            report = import_lines(storage, lines, app=app, progress=lambda n: bar.update(n))
+    click.echo(
+        f"{report.lines} lines: {report.stored} events stored, {report.duplicates} already "
+        f"stored, {len(report.bad)} bad"
+    )
+    for number, error in report.bad[:MAX_BAD_SHOWN]:
+        click.echo(f"{file}:{number}: {error}", err=True)
+    if len(report.bad) > MAX_BAD_SHOWN:
+        click.echo(f"... and {len(report.bad) - MAX_BAD_SHOWN} more bad lines", err=True)
+    if report.bad:
+        raise SystemExit(1)

@@ -1,0 +1,193 @@
+"""The collector's web application: a Starlette app over one :class:`~.storage.Storage`.
+
+``create_app(storage)`` builds it; ``sqreen serve`` runs it on uvicorn. Every route but
+``/healthz`` needs an API key. Storage calls block, so they run in the thread pool and never
+on the event loop. Extra routes (the Event Explorer, mounted later) come in ``routes``.
+
+Routes:
+
+- ``POST /v1/events``: a batch from an SDK; the reply counts what was stored and carries the
+  action set.
+- ``POST /v1/heartbeat``: an SDK process's stats; the reply carries the action set.
+- ``GET /v1/actions``: the action set alone.
+- ``GET /v1/blocks`` (``?all=1`` to include lifted and expired ones), ``POST /v1/blocks``,
+  ``DELETE /v1/blocks/{id}``: blocks by hand, for the explorer and the playbooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from .auth import CACHE_TTL, KeyChecker
+from .blocks import (
+    InvalidBlock,
+    parse_duration,
+    validate_network,
+    validate_reason,
+    validate_user_spec,
+)
+from .errors import EXCEPTION_HANDLERS, ApiError
+from .ingest import MAX_BODY_BYTES, heartbeat, ingest, parse_json, read_body
+from .storage import ApiKey, Block, Storage
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("sqreen.server")
+
+PURGE_EVERY = 3600.0
+
+
+async def authenticate(request: Request) -> ApiKey:
+    """The API key of this request, or a 401."""
+    checker: KeyChecker = request.app.state.keys
+    header = request.headers.get("authorization")
+    key = checker.cached(header)
+    return key if key is not None else await run_in_threadpool(checker.check, header)
+
+
+async def events_endpoint(request: Request) -> JSONResponse:
+    await authenticate(request)
+    body = await read_body(request, request.app.state.max_body_bytes)
+    return JSONResponse(await run_in_threadpool(ingest, request.app.state.storage, body))
+
+
+async def heartbeat_endpoint(request: Request) -> JSONResponse:
+    await authenticate(request)
+    body = await read_body(request, request.app.state.max_body_bytes)
+    return JSONResponse(await run_in_threadpool(heartbeat, request.app.state.storage, body))
+
+
+async def actions_endpoint(request: Request) -> JSONResponse:
+    await authenticate(request)
+    actions = await run_in_threadpool(request.app.state.storage.action_set)
+    return JSONResponse({"actions": actions.to_json()})
+
+
+async def list_blocks_endpoint(request: Request) -> JSONResponse:
+    await authenticate(request)
+    storage: Storage = request.app.state.storage
+    include = request.query_params.get("all", "") in ("1", "true", "yes")
+    blocks = await run_in_threadpool(lambda: storage.list_blocks(include_inactive=include))
+    actions = await run_in_threadpool(storage.action_set)
+    now = datetime.now(UTC)
+    return JSONResponse({"version": actions.version, "blocks": [b.to_json(now) for b in blocks]})
+
+
+def _new_block(storage: Storage, spec: Any, created_by: str) -> Block:
+    if not isinstance(spec, dict):
+        raise InvalidBlock("body", "must be a JSON object")
+    unknown = set(spec) - {"type", "user", "ip", "duration", "reason"}
+    if unknown:
+        raise InvalidBlock("body", f"unknown keys {sorted(unknown)[:5]}")
+    duration = spec.get("duration")
+    kwargs: dict[str, Any] = {
+        "duration": None if duration is None else parse_duration(duration),
+        "reason": validate_reason(spec.get("reason")),
+        "created_by": created_by,
+    }
+    kind = spec.get("type")
+    if kind == "block_user":
+        return storage.create_block(
+            "block_user", user=validate_user_spec(spec.get("user")), **kwargs
+        )
+    if kind == "block_ip":
+        return storage.create_block("block_ip", ip=validate_network(spec.get("ip")), **kwargs)
+    raise InvalidBlock("type", "must be 'block_user' or 'block_ip'")
+
+
+async def create_block_endpoint(request: Request) -> JSONResponse:
+    key = await authenticate(request)
+    spec = parse_json(await read_body(request, 64 * 1024))
+    try:
+        block = await run_in_threadpool(
+            _new_block, request.app.state.storage, spec, f"api-key:{key.id}:{key.name}"
+        )
+    except InvalidBlock as exc:
+        raise ApiError(400, str(exc), field=exc.field) from None
+    return JSONResponse(block.to_json(datetime.now(UTC)), status_code=201)
+
+
+async def delete_block_endpoint(request: Request) -> JSONResponse:
+    key = await authenticate(request)
+    raw = request.path_params["block_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(404, "no such block")
+    storage: Storage = request.app.state.storage
+    block = await run_in_threadpool(storage.lift_block, int(raw), f"api-key:{key.id}:{key.name}")
+    if block is None:
+        raise ApiError(404, "no active block with this id")
+    return JSONResponse(block.to_json(datetime.now(UTC)))
+
+
+async def health_endpoint(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+API_ROUTES: Sequence[BaseRoute] = (
+    Route("/v1/events", events_endpoint, methods=["POST"]),
+    Route("/v1/heartbeat", heartbeat_endpoint, methods=["POST"]),
+    Route("/v1/actions", actions_endpoint, methods=["GET"]),
+    Route("/v1/blocks", list_blocks_endpoint, methods=["GET"]),
+    Route("/v1/blocks", create_block_endpoint, methods=["POST"]),
+    Route("/v1/blocks/{block_id}", delete_block_endpoint, methods=["DELETE"]),
+    Route("/healthz", health_endpoint, methods=["GET"]),
+)
+
+
+async def _purge_forever(storage: Storage, days: float, every: float) -> None:
+    while True:
+        try:
+            purged = await run_in_threadpool(storage.purge_older_than, days)
+            if purged:
+                logger.info("sqreen: purged %d events older than %g days", purged, days)
+        except Exception:
+            logger.exception("sqreen: purging old events failed")
+        await asyncio.sleep(every)
+
+
+def create_app(
+    storage: Storage,
+    *,
+    routes: Sequence[BaseRoute] = (),
+    max_body_bytes: int = MAX_BODY_BYTES,
+    key_cache_ttl: float = CACHE_TTL,
+    retention_days: float | None = None,
+    purge_every: float = PURGE_EVERY,
+) -> Starlette:
+    """The collector app. ``routes`` are added after the API's (the explorer mounts there);
+    with ``retention_days``, events older than that are purged every ``purge_every`` seconds.
+    The caller owns ``storage`` and closes it."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = None
+        if retention_days is not None:
+            task = asyncio.create_task(_purge_forever(storage, retention_days, purge_every))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = Starlette(
+        routes=[*API_ROUTES, *routes],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.storage = storage
+    app.state.keys = KeyChecker(storage, key_cache_ttl)
+    app.state.max_body_bytes = max_body_bytes
+    return app

@@ -1,0 +1,133 @@
+"""The ``sqreen`` command: the collector and its administration.
+
+Every command takes ``--db`` (a SQLite file, ``./sqreen.db`` by default, or a
+``postgresql://`` URL; env ``SQREEN_DB``) and works while ``sqreen serve`` runs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import click
+
+from ._cli_blocks import block, blocks, unblock
+from ._cli_common import db_option, opened, when
+from ._cli_events import events, import_
+from .auth import hash_token, new_token
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """sqreen: the self-hosted collector of sqreen-sdk events."""
+
+
+@main.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--retention-days",
+    default=90.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Delete events older than this (hourly); 0 keeps everything.",
+)
+@click.option("--access-log/--no-access-log", default=True, show_default=True)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+def serve(
+    db: str, host: str, port: int, retention_days: float, access_log: bool, log_level: str
+) -> None:
+    """Run the collector (SDKs send to http://HOST:PORT)."""
+    import uvicorn
+
+    from .app import create_app
+
+    with opened(db) as storage:
+        if not any(k.revoked_at is None for k in storage.list_keys()):
+            click.echo("no API key yet: create one with `sqreen keys create`", err=True)
+        if not _is_loopback(host):
+            click.echo(
+                f"listening on {host}: put HTTPS (a reverse proxy) in front of the collector",
+                err=True,
+            )
+        app = create_app(storage, retention_days=retention_days or None)
+        logging.getLogger("sqreen").setLevel(log_level.upper())
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=access_log,
+            server_header=False,
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@main.group()
+def keys() -> None:
+    """API keys: SDKs and API clients send one as a bearer token."""
+
+
+@keys.command("create")
+@click.option("--name", default="default", show_default=True, help="What the key is for.")
+@db_option
+def keys_create(name: str, db: str) -> None:
+    """Create a key and print its token (shown only this once)."""
+    token = new_token()
+    with opened(db) as storage:
+        key = storage.create_key(name, hash_token(token))
+    click.echo(f"created key #{key.id} ({name}); its token, shown only now:", err=True)
+    click.echo(token)
+
+
+@keys.command("list")
+@db_option
+def keys_list(db: str) -> None:
+    """List keys (tokens are not stored, only their hashes)."""
+    with opened(db) as storage:
+        found = storage.list_keys()
+    for k in found:
+        state = f"revoked {when(k.revoked_at)}" if k.revoked_at else "active"
+        click.echo(f"#{k.id}  {k.name:<24} created {when(k.created_at)}  {state}")
+
+
+@keys.command("revoke")
+@click.argument("key_id", type=int)
+@db_option
+def keys_revoke(key_id: int, db: str) -> None:
+    """Revoke key KEY_ID (effective within seconds, also in a running collector)."""
+    with opened(db) as storage:
+        if not storage.revoke_key(key_id):
+            raise click.ClickException(f"no active key #{key_id}")
+    click.echo(f"revoked key #{key_id}")
+
+
+@main.command()
+@click.option("--days", default=90.0, show_default=True, type=click.FloatRange(min=0))
+@db_option
+def purge(days: float, db: str) -> None:
+    """Delete events older than --days (by their own time)."""
+    with opened(db) as storage:
+        count = storage.purge_older_than(days)
+    click.echo(f"deleted {count} events older than {days:g} days")
+
+
+main.add_command(block)
+main.add_command(unblock)
+main.add_command(blocks)
+main.add_command(events)
+main.add_command(import_)

@@ -1,0 +1,57 @@
+"""Errors the collector's API answers with: always JSON, ``{"error": ..., "field"?: ...}``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+__all__ = ["EXCEPTION_HANDLERS", "ApiError"]
+
+
+class ApiError(Exception):
+    """A client error to answer with ``status`` and a JSON body naming the problem."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.headers = dict(headers or {})
+
+    def response(self) -> JSONResponse:
+        body: dict[str, str] = {"error": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return ApiError(exc.status_code, exc.detail, headers=exc.headers).response()
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    # Starlette logs the exception after this; the client (an SDK) retries on 5xx.
+    return ApiError(500, "internal error: the collector logged it").response()
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: _api_error,
+    HTTPException: _http_error,
+    Exception: _internal_error,
+}

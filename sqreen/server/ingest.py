@@ -1,0 +1,168 @@
+"""Reading what SDKs send: bounded bodies, bounded gzip, JSON, the SDK's own validation.
+
+Bodies are bounded twice: by ``Content-Length`` before reading, and by counting the bytes as
+they stream in (a chunked body has no length). Gzip is inflated with a bound too, so a small
+bomb cannot become a large allocation. Events are checked with :func:`sqreen._wire.parse_event`
+(the rules :func:`sqreen.track` applies), one by one: a mixed batch keeps its valid events and
+reports the others by index.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from typing import Any, Final
+
+from starlette.requests import Request
+
+from .._event import InvalidEvent
+from .._wire import WireEvent, parse_envelope, parse_event
+from .errors import ApiError
+from .storage import Heartbeat, Storage
+
+__all__ = ["MAX_BODY_BYTES", "heartbeat", "ingest", "read_body"]
+
+logger = logging.getLogger("sqreen.server")
+
+MAX_BODY_BYTES: Final = 10 * 1024 * 1024
+MAX_STATS: Final = 32
+MAX_PID: Final = 2**31
+
+
+async def read_body(request: Request, max_bytes: int = MAX_BODY_BYTES) -> bytes:
+    """The request's JSON body, inflated if gzipped, never more than ``max_bytes``."""
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media != "application/json":
+        raise ApiError(415, "the body must be JSON (Content-Type: application/json)")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise ApiError(415, f"unsupported Content-Encoding {encoding[:32]!r}: use gzip or none")
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise ApiError(400, "invalid Content-Length")
+        if int(length) > max_bytes:
+            raise _too_large(max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    return gunzip(body, max_bytes) if encoding == "gzip" else body
+
+
+def _too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, f"the body is over {max_bytes} bytes: send smaller batches")
+
+
+def gunzip(data: bytes, max_bytes: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(data, max_bytes)
+    except zlib.error as exc:
+        raise ApiError(400, f"invalid gzip body: {exc}") from None
+    if inflater.unconsumed_tail or (len(out) == max_bytes and not inflater.eof):
+        raise ApiError(413, f"the body inflates to over {max_bytes} bytes: send smaller batches")
+    if not inflater.eof:
+        raise ApiError(400, "invalid gzip body: truncated")
+    if inflater.unused_data:
+        raise ApiError(400, "invalid gzip body: data after the end of the stream")
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body, parse_constant=_no_constants)
+    except RecursionError:
+        raise ApiError(400, "malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, huge integers...
+        raise ApiError(400, f"malformed JSON: {exc}") from None
+
+
+def _envelope(obj: object) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+    try:
+        return parse_envelope(obj)
+    except InvalidEvent as exc:
+        raise ApiError(400, str(exc), field=exc.field) from None
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def ingest(storage: Storage, body: bytes) -> dict[str, Any]:
+    """Validate and store one batch (blocking); the JSON reply of ``POST /v1/events``."""
+    _, app, raw_events = _envelope(parse_json(body))
+    events: list[WireEvent] = []
+    rejected: list[dict[str, Any]] = []
+    for index, raw in enumerate(raw_events):
+        try:
+            events.append(parse_event(raw))
+        except InvalidEvent as exc:
+            rejected.append({"index": index, "error": str(exc)})
+        except Exception:  # a validation bug must not make the SDK retry this batch forever
+            logger.exception("sqreen: unexpected error validating event %d", index)
+            rejected.append({"index": index, "error": "event: could not be validated"})
+    accepted, duplicates = storage.insert_events(
+        events, app=_text(app.get("name")), host=_text(app.get("host"))
+    )
+    return {
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "rejected": rejected,
+        "actions": storage.action_set().to_json(),
+    }
+
+
+def _counter(field: str, value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise ApiError(400, "must be a non-negative integer", field=field)
+    return value
+
+
+def _stats(stats: object) -> dict[str, Any]:
+    if not isinstance(stats, dict) or len(stats) > MAX_STATS:
+        raise ApiError(400, f"must be an object of at most {MAX_STATS} counters", field="stats")
+    out: dict[str, Any] = {}
+    for key, value in stats.items():
+        field = f"stats.{key[:64]}"
+        if len(key) > 64:
+            raise ApiError(400, "names are at most 64 characters", field=field)
+        if isinstance(value, dict):
+            if len(value) > MAX_STATS or any(len(k) > 64 for k in value):
+                raise ApiError(400, f"at most {MAX_STATS} short names", field=field)
+            out[key] = {k: _counter(f"{field}.{k}", v) for k, v in value.items()}
+        else:
+            out[key] = _counter(field, value)
+    return out
+
+
+def heartbeat(storage: Storage, body: bytes) -> dict[str, Any]:
+    """Store one SDK process's stats (blocking); the JSON reply of ``POST /v1/heartbeat``."""
+    obj = parse_json(body)
+    if not isinstance(obj, dict):
+        raise ApiError(400, "must be a JSON object", field="body")
+    sdk, app, _ = _envelope({"sdk": obj.get("sdk"), "app": obj.get("app"), "events": []})
+    pid = app.get("pid") or 0
+    if type(pid) is not int or not 0 <= pid < MAX_PID:
+        raise ApiError(400, "must be a process id", field="app.pid")
+    storage.record_heartbeat(
+        Heartbeat(
+            app=_text(app.get("name")) or "",
+            host=_text(app.get("host")) or "",
+            pid=pid,
+            framework=_text(app.get("framework")),
+            sdk_name=_text(sdk.get("name")),
+            sdk_version=_text(sdk.get("version")),
+            stats=_stats(obj.get("stats", {})),
+        )
+    )
+    return {"actions": storage.action_set().to_json()}

@@ -1,0 +1,121 @@
+"""PostgreSQL storage: several collector processes against one database.
+
+psycopg 3, synchronous connections in a small pool (the collector calls storage from its
+thread pool). Everything that must be consistent across processes lives in the database: the
+unique event id (``ON CONFLICT (id) DO NOTHING`` waits for a concurrent insert of the same id
+and then skips it, so an event is stored once whichever process gets it), the action version
+counter (a row lock), and migrations (an advisory lock, so processes starting together do not
+race to create the schema). A batch's rows are inserted in id order, so that two processes
+inserting overlapping batches take their row locks in the same order and cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Final
+
+from ._schema import migrations
+from ._sql import Cursor, SqlStorage
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["PostgresStorage"]
+
+MAX_IDLE: Final = 8
+#: pg_advisory_xact_lock key for migrations ("sqreen" in ASCII).
+MIGRATION_LOCK: Final = 0x737172_65656E
+
+
+def _q(sql: str) -> str:
+    """The shared SQL's ``?`` placeholders in psycopg's spelling (the SQL has no ``%``)."""
+    return sql.replace("?", "%s")
+
+
+class _PgCursor:
+    """A psycopg cursor that speaks the shared SQL's placeholders."""
+
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self._cur = cur
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> _PgCursor:
+        self._cur.execute(_q(sql), params)
+        return self
+
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]], /) -> _PgCursor:
+        self._cur.executemany(_q(sql), params)
+        return self
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cur.fetchall()
+
+
+class PostgresStorage(SqlStorage):
+    MIGRATIONS = migrations("postgresql")
+
+    def __init__(self, dsn: str) -> None:
+        try:
+            import psycopg
+        except ImportError:  # pragma: no cover - an extra of the collector
+            raise ImportError(
+                "PostgreSQL storage needs psycopg: pip install 'sqreen-sdk[server]'"
+            ) from None
+        self._psycopg = psycopg
+        self.dsn = dsn
+        self._lock = threading.Lock()
+        self._idle: list[psycopg.Connection[Any]] = []
+        try:
+            self.migrate()
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise RuntimeError(f"cannot connect to PostgreSQL: {exc}".strip()) from None
+        except BaseException:
+            self.close()
+            raise
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None or conn.closed:
+            conn = self._psycopg.connect(self.dsn, autocommit=True)
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                keep = not conn.closed and not conn.broken and len(self._idle) < MAX_IDLE
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Cursor]:
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield _PgCursor(cur)
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._connection() as conn:
+            return conn.execute(_q(sql), params).fetchall()
+
+    def _lock_schema(self, cur: Cursor) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+
+    def _insert_events(self, cur: Cursor, records: list[list[Any]]) -> list[tuple[int, str]]:
+        records.sort(key=lambda record: str(record[0]))  # one lock order for all processes
+        return super()._insert_events(cur, records)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()

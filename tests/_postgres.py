@@ -1,0 +1,157 @@
+"""A throwaway PostgreSQL cluster for the test session, and fresh databases in it.
+
+Use from a conftest.py::
+
+    from tests._postgres import postgres_dsn, fresh_database  # noqa: F401 (fixtures)
+
+``postgres_dsn`` (session scope) runs ``initdb`` and ``pg_ctl`` from Debian's
+``/usr/lib/postgresql/*/bin`` (or ``$PATH``) once per session, on a free port of 127.0.0.1,
+with trust authentication, no fsync and its socket in its own temporary directory, and yields
+a DSN of its ``postgres`` database. ``initdb`` refuses to run as root, so as root the cluster
+runs as the unprivileged ``nobody`` (through ``runuser``; no login shell needed). Without
+PostgreSQL the tests that use it skip, saying what to install, unless ``CI`` is set: there a
+missing database is a failure, not a silent skip.
+
+``fresh_database(dsn)`` (a function, also behind the ``postgres_db`` fixture) creates an empty
+database in that cluster and returns its DSN, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+__all__ = ["cluster", "find_pg_bin", "fresh_database", "postgres_db", "postgres_dsn"]
+
+UNPRIVILEGED_USER = "nobody"
+_counter = itertools.count(1)
+
+
+def find_pg_bin() -> Path | None:
+    """The directory holding initdb and pg_ctl (newest Debian version first), or None."""
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: (
+            int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
+        ),
+        reverse=True,
+    )
+    found = candidates[0] if candidates else shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_cluster_user(argv: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return argv
+    return ["runuser", "-u", UNPRIVILEGED_USER, "--", *argv]
+
+
+def _run(argv: list[str], what: str) -> None:
+    proc = subprocess.run(
+        _as_cluster_user(argv), capture_output=True, text=True, timeout=60, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed ({proc.returncode}): {proc.stderr or proc.stdout}")
+
+
+@contextlib.contextmanager
+def cluster(bin_dir: Path) -> Iterator[str]:
+    """Run a throwaway cluster with the binaries of ``bin_dir``; yield its DSN."""
+    root = Path(tempfile.mkdtemp(prefix="sqreen-pg-"))
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(UNPRIVILEGED_USER)
+        os.chown(root, user.pw_uid, user.pw_gid)
+    root.chmod(0o700)
+    data, port = root / "data", _free_port()
+    try:
+        _run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            "initdb",
+        )
+        options = (
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        _run(
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(root / "log"),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
+            "pg_ctl start",
+        )
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            _run(
+                [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                "pg_ctl stop",
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """The DSN of a throwaway cluster's ``postgres`` database, for the whole session."""
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        reason = "PostgreSQL is not installed (Debian: apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI is set, so this is a failure")
+        pytest.skip(reason)
+    with cluster(bin_dir) as dsn:
+        yield dsn
+
+
+def fresh_database(dsn: str) -> str:
+    """Create an empty database in the cluster of ``dsn``; return its DSN."""
+    import psycopg
+
+    name = f"t{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return dsn.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture
+def postgres_db(postgres_dsn: str) -> str:
+    """The DSN of a new, empty database for one test."""
+    return fresh_database(postgres_dsn)

@@ -1,0 +1,225 @@
+"""Fixtures of the collector's tests: storage on both back ends, a live collector, events."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+import uvicorn
+
+from sqreen.server.app import create_app
+from sqreen.server.auth import hash_token, new_token
+from sqreen.server.storage import Storage, open_storage
+from tests._postgres import postgres_db, postgres_dsn  # noqa: F401 (fixtures)
+
+_ids = itertools.count(1)
+
+
+def wire_event(**overrides: Any) -> dict[str, Any]:
+    """A valid wire event with a fresh id."""
+    event: dict[str, Any] = {
+        "id": f"ev-{next(_ids):08d}",
+        "name": "auth.login.failure",
+        "timestamp": "2026-11-22T10:00:00.000000Z",
+        "properties": {"reason": "bad_password", "attempt": 2},
+        "user": {"uid": "42"},
+        "target": None,
+        "request": {
+            "ip": "203.0.113.7",
+            "user_agent": "curl/8.0",
+            "path": "/login",
+            "route": "/login",
+            "method": "POST",
+            "params": {"username": "alice"},
+            "body": None,
+        },
+    }
+    event.update(overrides)
+    return event
+
+
+def envelope(events: list[Any], **app: Any) -> dict[str, Any]:
+    return {
+        "sdk": {"name": "sqreen-python", "version": "test"},
+        "app": {"name": "shop", "host": "web1", "pid": 1234, "framework": "flask", **app},
+        "events": events,
+    }
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database of each back end (PostgreSQL: a new database in the session cluster)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "sqreen.db")
+    return str(request.getfixturevalue("postgres_db"))
+
+
+@pytest.fixture
+def storage(db_url: str) -> Iterator[Storage]:
+    s = open_storage(db_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_storage(tmp_path: Path) -> Iterator[Storage]:
+    s = open_storage(str(tmp_path / "sqreen.db"))
+    yield s
+    s.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Collector:
+    url: str
+    token: str
+    storage: Storage
+    client: httpx.Client
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
+        if body is not None:
+            kwargs["json"] = body
+        return self.client.post(self.url + path, **kwargs)
+
+    def new_key(self, name: str = "test") -> tuple[int, str]:
+        token = new_token()
+        return self.storage.create_key(name, hash_token(token)).id, token
+
+
+class ThreadedServer:
+    """A uvicorn server for an ASGI app in a thread of the test process."""
+
+    def __init__(self, app: Any) -> None:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", ws="none", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def collector(sqlite_storage: Storage) -> Iterator[Collector]:
+    """The collector on a real uvicorn on 127.0.0.1, with an API key (cached 0.2 s)."""
+    token = new_token()
+    sqlite_storage.create_key("test", hash_token(token))
+    app = create_app(sqlite_storage, key_cache_ttl=0.2)
+    with (
+        ThreadedServer(app) as url,
+        httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client,
+    ):
+        yield Collector(url, token, sqlite_storage, client)
+
+
+SQREEN = [sys.executable, "-m", "sqreen.server"]
+
+
+class ServeProcess:
+    """``sqreen serve`` as a subprocess on a chosen port."""
+
+    def __init__(self, db: str, port: int | None = None, *extra: str) -> None:
+        self.db = db
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServeProcess:
+        self.proc = subprocess.Popen(
+            [
+                *SQREEN,
+                "serve",
+                "--db",
+                self.db,
+                "--port",
+                str(self.port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                *self.extra,
+            ],
+        )
+        wait_until_up(self.url, self.proc)
+        return self
+
+    def kill(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"sqreen serve exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError("sqreen serve did not start")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., ServeProcess]]:
+    """Start ``sqreen serve`` subprocesses; all are stopped at the end of the test."""
+    started: list[ServeProcess] = []
+
+    def start(db: str, port: int | None = None, *extra: str) -> ServeProcess:
+        proc = ServeProcess(db, port, *extra).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def add_key(db: str, name: str = "test") -> str:
+    token = new_token()
+    s = open_storage(db)
+    try:
+        s.create_key(name, hash_token(token))
+    finally:
+        s.close()
+    return token

@@ -1,0 +1,261 @@
+"""The storage suite: every test runs on SQLite and on PostgreSQL, with the same assertions."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sqreen._wire import parse_event
+from sqreen.server.storage import EventFilter, Heartbeat, Storage, open_storage
+from sqreen.server.storage.base import to_us
+
+from .conftest import wire_event
+
+
+def stored(*events: dict[str, object]) -> list:
+    return [parse_event(e) for e in events]
+
+
+def ids(found: list) -> list[str]:
+    return [e.id for e in found]
+
+
+def test_insert_counts_duplicates_by_id(storage: Storage) -> None:
+    a, b = wire_event(), wire_event()
+    assert storage.insert_events(stored(a, b), app="shop", host="web1") == (2, 0)
+    # A retried batch, and a batch repeating an id within itself.
+    assert storage.insert_events(stored(a, b)) == (0, 2)
+    c = wire_event()
+    assert storage.insert_events(stored(c, c, a)) == (1, 2)
+    assert storage.count_events() == 3
+    assert storage.insert_events([]) == (0, 0)
+
+
+def test_event_round_trip(storage: Storage) -> None:
+    e = wire_event(
+        timestamp="2026-01-02T03:04:05.123456+02:00",
+        properties={"n": 1, "f": 1.5, "ok": True, "none": None, "nested": {"a": [1, "b"]}},
+        user={"uid": "7", "email": "a@example.com"},
+        target={"id": "doc-1", "type": "document"},
+    )
+    storage.insert_events(stored(e), app="shop", host="web1")
+    got = storage.get_event(e["id"])
+    assert got is not None
+    assert got.name == "auth.login.failure"
+    assert got.timestamp == datetime(2026, 1, 2, 1, 4, 5, 123456, tzinfo=UTC)
+    assert got.properties == e["properties"]
+    assert got.user == e["user"]
+    assert got.target == e["target"]
+    assert got.request == parse_event(e)["request"]
+    assert (got.app, got.host, got.ip) == ("shop", "web1", "203.0.113.7")
+    assert got.to_json()["timestamp"] == "2026-01-02T01:04:05.123456Z"
+    assert storage.get_event("nope") is None
+
+
+def test_hostile_text_is_stored_verbatim_and_filterable(storage: Storage) -> None:
+    nasty = "x'); DROP TABLE events; -- \" ? %s $1 \\ \u2603 \U0001f600"
+    e = wire_event(
+        properties={nasty: nasty, "nul": "a\x00b", "lone": "\ud800"},
+        user={nasty: nasty},
+        target={"id": nasty},
+    )
+    e["request"]["ip"] = nasty
+    e["request"]["params"] = {nasty: [nasty]}
+    assert storage.insert_events(stored(e), app=nasty, host="\ud800\x00") == (1, 0)
+    got = storage.get_event(e["id"])
+    assert got is not None
+    assert got.properties == {nasty: nasty, "nul": "a\x00b", "lone": "\ud800"}
+    assert got.user == {nasty: nasty}
+    assert got.request is not None and got.request["params"] == {nasty: [nasty]}
+    assert ids(storage.query_events(EventFilter(properties=((nasty, nasty),)))) == [e["id"]]
+    assert ids(storage.query_events(EventFilter(users=((nasty, nasty),)))) == [e["id"]]
+    assert ids(storage.query_events(EventFilter(properties=(("nul", "a\x00b"),)))) == [e["id"]]
+    assert ids(storage.query_events(EventFilter(ip=nasty, app=nasty))) == [e["id"]]
+    assert storage.count_by(f"properties.{nasty}") == [(nasty, 1)]
+    assert storage.count_events() == 1  # the table is still there
+
+
+def test_query_filters_and_paging(storage: Storage) -> None:
+    events = []
+    for i in range(30):
+        events.append(
+            wire_event(
+                name="auth.login.success" if i % 3 == 0 else "auth.login.failure",
+                timestamp=f"2026-01-01T00:{i:02d}:00Z",
+                properties={"attempt": i % 5, "plan": "pro" if i % 2 else "free", "ok": i < 10},
+                user={"uid": str(i % 4)},
+            )
+        )
+        events[-1]["request"]["ip"] = f"198.51.100.{i % 3}"
+    storage.insert_events(stored(*events), app="shop")
+    newest_first = [e["id"] for e in reversed(events)]
+    assert ids(storage.query_events(limit=5)) == newest_first[:5]
+
+    page1 = storage.query_events(limit=10)
+    page2 = storage.query_events(before_seq=page1[-1].seq, limit=10)
+    assert ids(page1 + page2) == newest_first[:20]
+    assert ids(storage.query_events(after_seq=page1[1].seq)) == newest_first[:1]
+
+    def expect(f: EventFilter, keep: object) -> None:
+        want = [e["id"] for e in reversed(events) if keep(e)]  # type: ignore[operator]
+        assert ids(storage.query_events(f, limit=100)) == want
+        assert storage.count_events(f) == len(want)
+
+    expect(EventFilter(name="auth.login.success"), lambda e: e["name"] == "auth.login.success")
+    expect(EventFilter(users=(("uid", "1"),)), lambda e: e["user"]["uid"] == "1")
+    expect(EventFilter(properties=(("attempt", "3"),)), lambda e: e["properties"]["attempt"] == 3)
+    expect(EventFilter(properties=(("ok", "true"),)), lambda e: e["properties"]["ok"])
+    expect(
+        EventFilter(users=(("uid", "2"),), properties=(("plan", "free"),)),
+        lambda e: e["user"]["uid"] == "2" and e["properties"]["plan"] == "free",
+    )
+    expect(EventFilter(ip="198.51.100.2"), lambda e: e["request"]["ip"] == "198.51.100.2")
+    expect(
+        EventFilter(
+            since=datetime(2026, 1, 1, 0, 10, tzinfo=UTC),
+            until=datetime(2026, 1, 1, 0, 20, tzinfo=UTC),
+            name="auth.login.failure",
+        ),
+        lambda e: "00:10" <= e["timestamp"][11:16] < "00:20" and e["name"].endswith("failure"),
+    )
+    expect(EventFilter(app="other"), lambda e: False)
+    # Paging inside a property filter.
+    f = EventFilter(properties=(("plan", "pro"),))
+    first = storage.query_events(f, limit=4)
+    rest = storage.query_events(f, before_seq=first[-1].seq, limit=100)
+    assert len(first) == 4 and len(first) + len(rest) == 15
+    assert not set(ids(first)) & set(ids(rest))
+
+
+def test_count_by_and_histogram(storage: Storage) -> None:
+    events = [
+        wire_event(
+            timestamp=f"2026-01-01T00:{i:02d}:30Z",
+            user={"uid": "a" if i < 6 else "b"},
+            properties={"plan": "pro" if i % 2 else "free"},
+        )
+        for i in range(10)
+    ]
+    storage.insert_events(stored(*events), app="shop")
+    assert storage.count_by("user.uid") == [("a", 6), ("b", 4)]
+    assert storage.count_by("properties.plan") == [("free", 5), ("pro", 5)]
+    assert storage.count_by("name") == [("auth.login.failure", 10)]
+    assert storage.count_by("ip", EventFilter(users=(("uid", "b"),))) == [("203.0.113.7", 4)]
+    assert storage.count_by("user.uid", limit=1) == [("a", 6)]
+    with pytest.raises(ValueError, match="cannot count by"):
+        storage.count_by("id; DROP TABLE events")
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    hist = storage.histogram(
+        EventFilter(since=start, until=start + timedelta(minutes=10)), buckets=5
+    )
+    assert [t for t, _ in hist] == [start + timedelta(minutes=2 * i) for i in range(5)]
+    assert [n for _, n in hist] == [2, 2, 2, 2, 2]
+    assert sum(n for _, n in storage.histogram(EventFilter(users=(("uid", "a"),)))) == 6
+
+
+def test_purge_older_than(storage: Storage) -> None:
+    old = wire_event(timestamp="2000-01-01T00:00:00Z", properties={"k": "v"})
+    new = wire_event(timestamp=datetime.now(UTC).isoformat(), properties={"k": "v"})
+    storage.insert_events(stored(old, new))
+    assert storage.purge_older_than(30) == 1
+    assert ids(storage.query_events()) == [new["id"]]
+    assert storage.count_by("properties.k") == [("v", 1)]
+    assert storage.purge_older_than(30) == 0
+
+
+def test_api_keys(storage: Storage) -> None:
+    key = storage.create_key("ci", "a" * 64)
+    found = storage.key_by_hash("a" * 64)
+    assert found is not None and found[0].id == key.id and found[1] == "a" * 64
+    assert storage.key_by_hash("b" * 64) is None
+    assert storage.revoke_key(key.id)
+    assert not storage.revoke_key(key.id)
+    assert storage.key_by_hash("a" * 64) is None
+    (listed,) = storage.list_keys()
+    assert listed.name == "ci" and listed.revoked_at is not None
+
+
+def test_blocks_and_the_versioned_action_set(storage: Storage) -> None:
+    assert storage.action_set().to_json() == {"version": 0, "items": []}
+    user = storage.create_block(
+        "block_user", user={"uid": "42"}, duration=timedelta(hours=1), reason="brute force"
+    )
+    ip = storage.create_block("block_ip", ip="203.0.113.0/24", created_by="cli")
+    actions = storage.action_set().to_json()
+    assert actions["version"] == 2
+    assert actions["items"][0] == {
+        "id": str(user.id),
+        "type": "block_user",
+        "user": {"uid": "42"},
+        "expires_in": pytest.approx(3600, abs=5),
+        "reason": "brute force",
+    }
+    assert actions["items"][1] == {
+        "id": str(ip.id),
+        "type": "block_ip",
+        "ip": "203.0.113.0/24",
+        "expires_in": None,
+        "reason": "",
+    }
+    lifted = storage.lift_block(user.id, "admin")
+    assert lifted is not None and lifted.lifted_by == "admin"
+    assert storage.lift_block(user.id) is None  # already lifted: no new version
+    actions = storage.action_set().to_json()
+    assert actions["version"] == 3 and [i["id"] for i in actions["items"]] == [str(ip.id)]
+    assert [b.id for b in storage.list_blocks()] == [ip.id]
+    assert [b.id for b in storage.list_blocks(include_inactive=True)] == [ip.id, user.id]
+
+
+def test_expired_blocks_leave_the_action_set(storage: Storage) -> None:
+    block = storage.create_block("block_user", user={"uid": "1"}, duration=timedelta(seconds=0.3))
+    assert [i["id"] for i in storage.action_set().to_json()["items"]] == [str(block.id)]
+    time.sleep(0.4)
+    assert storage.action_set().to_json() == {"version": 1, "items": []}
+    assert storage.list_blocks() == []
+    assert storage.lift_block(block.id) is None
+
+
+def test_heartbeats_keep_the_latest_per_process(storage: Storage) -> None:
+    hb = Heartbeat("shop", "web1", 10, "flask", "sqreen-python", "1.0", {"queue_depth": 3})
+    storage.record_heartbeat(hb)
+    storage.record_heartbeat(Heartbeat("shop", "web1", 11, None, None, None, {}))
+    storage.record_heartbeat(
+        Heartbeat("shop", "web1", 10, "flask", "sqreen-python", "1.1", {"queue_depth": 0})
+    )
+    agents = {a.pid: a for a in storage.agents()}
+    assert set(agents) == {10, 11}
+    assert agents[10].sdk_version == "1.1" and agents[10].stats == {"queue_depth": 0}
+    assert agents[10].last_seen >= agents[10].first_seen
+
+
+def test_settings(storage: Storage) -> None:
+    assert storage.get_setting("admin_password") is None
+    storage.set_setting("admin_password", "hash1")
+    storage.set_setting("admin_password", "hash2")
+    assert storage.get_setting("admin_password") == "hash2"
+
+
+def test_reopening_keeps_data_and_schema(storage: Storage, db_url: str) -> None:
+    storage.insert_events(stored(wire_event()))
+    again = open_storage(db_url)
+    try:
+        assert again.count_events() == 1
+        assert again.migrate() == len(again.MIGRATIONS)  # type: ignore[attr-defined]
+    finally:
+        again.close()
+
+
+def test_refuses_a_newer_schema(storage: Storage, db_url: str) -> None:
+    with storage._write() as cur:  # type: ignore[attr-defined]
+        cur.execute("UPDATE schema_version SET version = 999")
+    with pytest.raises(RuntimeError, match="newer than this sqreen"):
+        open_storage(db_url)
+
+
+def test_times_are_exact_microseconds() -> None:
+    t = datetime(2026, 1, 1, 0, 0, 0, 123457, tzinfo=UTC)
+    assert to_us(t) == 1767225600123457
+    assert to_us(t.replace(tzinfo=None)) == to_us(t)
