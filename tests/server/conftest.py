@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from sqreen.server.app import create_app
-from sqreen.server.auth import hash_token, new_token
+from sqreen.server.auth import KeyChecker, hash_token, new_token
 from sqreen.server.storage import Storage, open_storage
 from tests._postgres import postgres_db, postgres_dsn  # noqa: F401 (fixtures)
 
@@ -126,16 +126,27 @@ class ThreadedServer:
         self.thread.join(10)
 
 
+@pytest.fixture(scope="module")
+def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
+    """One collector app on a real uvicorn for a test module; ``collector`` gives each test
+    its own storage in it (starting a server per test would cost more than the tests)."""
+    first = open_storage(str(tmp_path_factory.mktemp("collector") / "sqreen.db"))
+    app = create_app(first)
+    with ThreadedServer(app) as url:
+        yield app, url
+    first.close()
+
+
 @pytest.fixture
-def collector(sqlite_storage: Storage) -> Iterator[Collector]:
-    """The collector on a real uvicorn on 127.0.0.1, with an API key (cached 0.2 s)."""
+def collector(live_app: tuple[Any, str], sqlite_storage: Storage) -> Iterator[Collector]:
+    """The collector on a real uvicorn on 127.0.0.1, on a fresh database with an API key
+    (valid keys cached 0.2 s)."""
+    app, url = live_app
     token = new_token()
     sqlite_storage.create_key("test", hash_token(token))
-    app = create_app(sqlite_storage, key_cache_ttl=0.2)
-    with (
-        ThreadedServer(app) as url,
-        httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client,
-    ):
+    app.state.storage = sqlite_storage
+    app.state.keys = KeyChecker(sqlite_storage, ttl=0.2)
+    with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
         yield Collector(url, token, sqlite_storage, client)
 
 
@@ -145,7 +156,10 @@ SQREEN = [sys.executable, "-m", "sqreen.server"]
 class ServeProcess:
     """``sqreen serve`` as a subprocess on a chosen port."""
 
-    def __init__(self, db: str, port: int | None = None, *extra: str) -> None:
+    def __init__(
+        self, db: str, port: int | None = None, *extra: str, command: list[str] = SQREEN
+    ) -> None:
+        self.command = command
         self.db = db
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -205,8 +219,10 @@ def serve() -> Iterator[Callable[..., ServeProcess]]:
     """Start ``sqreen serve`` subprocesses; all are stopped at the end of the test."""
     started: list[ServeProcess] = []
 
-    def start(db: str, port: int | None = None, *extra: str) -> ServeProcess:
-        proc = ServeProcess(db, port, *extra).start()
+    def start(
+        db: str, port: int | None = None, *extra: str, command: list[str] = SQREEN
+    ) -> ServeProcess:
+        proc = ServeProcess(db, port, *extra, command=command).start()
         started.append(proc)
         return proc
 

@@ -199,14 +199,16 @@ class SqlStorage:
             out.append(("event_props", clean(k), index_value(v) or ""))
         return out
 
-    def query_events(
+    def _newest(
         self,
-        filters: EventFilter = NO_FILTER,
-        *,
+        filters: EventFilter,
+        columns: str,
+        limit: int,
         before_seq: int | None = None,
         after_seq: int | None = None,
-        limit: int = 50,
-    ) -> list[StoredEvent]:
+    ) -> tuple[str, list[Any]]:
+        """SQL selecting ``columns`` (of ``events e``) of the newest ``limit`` matching events,
+        newest first, and its parameters."""
         side = self._side_filters(filters)
         # The most selective path for a page: walk one side table's (key, value, seq) index
         # backwards when there is a key/value filter, else events by seq.
@@ -227,11 +229,28 @@ class SqlStorage:
             conds.append(f"{order} > ?")
             params.append(after_seq)
         where = f"WHERE {' AND '.join(conds)}" if conds else ""
-        rows = self._read(
-            f"SELECT {SELECT_EVENT} FROM {source} {where} ORDER BY {order} DESC LIMIT ?",
-            [*params, max(0, limit)],
-        )
-        return [event_from_row(r) for r in rows]
+        sql = f"SELECT {columns} FROM {source} {where} ORDER BY {order} DESC LIMIT ?"
+        return sql, [*params, max(0, limit)]
+
+    def query_events(
+        self,
+        filters: EventFilter = NO_FILTER,
+        *,
+        before_seq: int | None = None,
+        after_seq: int | None = None,
+        limit: int = 50,
+    ) -> list[StoredEvent]:
+        sql, params = self._newest(filters, SELECT_EVENT, limit, before_seq, after_seq)
+        return [event_from_row(r) for r in self._read(sql, params)]
+
+    def span(
+        self, filters: EventFilter = NO_FILTER, *, newest: int
+    ) -> tuple[int, datetime | None, datetime | None]:
+        sample, params = self._newest(filters, "e.ts AS ts", newest)
+        count, oldest, latest = self._read(
+            f"SELECT count(*), min(m.ts), max(m.ts) FROM ({sample}) m", params
+        )[0]
+        return int(count), _opt_time(oldest), _opt_time(latest)
 
     def get_event(self, event_id: str) -> StoredEvent | None:
         rows = self._read(f"SELECT {SELECT_EVENT} FROM events e WHERE e.id = ?", [clean(event_id)])
@@ -243,7 +262,12 @@ class SqlStorage:
         return int(self._read(f"SELECT count(*) FROM events e {where}", params)[0][0])
 
     def count_by(
-        self, field: str, filters: EventFilter = NO_FILTER, limit: int = 10
+        self,
+        field: str,
+        filters: EventFilter = NO_FILTER,
+        limit: int = 10,
+        *,
+        newest: int | None = None,
     ) -> list[tuple[str | None, int]]:
         conds, params = self._where(filters)
         prefix, _, key = field.partition(".")
@@ -257,6 +281,14 @@ class SqlStorage:
                 f"cannot count by {field!r}: use name, ip, app, host, user.<key> "
                 "or properties.<key>"
             )
+        if newest is not None and field in GROUP_COLUMNS:
+            # Count over the newest matching events only, walked as a page is: bounded.
+            sample, params = self._newest(filters, f"{column} AS v", newest)
+            column, source, conds = "m.v", f"({sample}) m", []
+        elif newest is not None:
+            sample, params = self._newest(filters, "e.seq AS seq", newest)
+            source = f"({sample}) m JOIN {SIDE_TABLES[prefix]} g ON g.seq = m.seq"
+            conds, params = ["g.key = ?"], [*params, clean(key)]
         where = f"WHERE {' AND '.join(conds)}" if conds else ""
         rows = self._read(
             f"SELECT {column}, count(*) FROM {source} {where} GROUP BY {column} "
@@ -266,22 +298,31 @@ class SqlStorage:
         return [(r[0], int(r[1])) for r in rows]
 
     def histogram(
-        self, filters: EventFilter = NO_FILTER, buckets: int = 60
+        self, filters: EventFilter = NO_FILTER, buckets: int = 60, *, newest: int | None = None
     ) -> list[tuple[datetime, int]]:
         buckets = max(1, buckets)
         until = to_us(filters.until or _now())
         if filters.since is not None:
             since = to_us(filters.since)
         else:
-            conds, params = self._where(filters)
-            where = f"WHERE {' AND '.join(conds)}" if conds else ""
-            oldest = self._read(f"SELECT min(e.ts) FROM events e {where}", params)[0][0]
+            if newest is None:
+                conds, params = self._where(filters)
+                where = f"WHERE {' AND '.join(conds)}" if conds else ""
+                oldest = self._read(f"SELECT min(e.ts) FROM events e {where}", params)[0][0]
+            else:
+                found = self.span(filters, newest=newest)[1]
+                oldest = None if found is None else to_us(found)
             since = until - 3_600_000_000 if oldest is None else min(oldest, until - 1)
         width = max(1, -(-(until - since) // buckets))
-        conds, params = self._where(filters)
+        if newest is None:
+            conds, params = self._where(filters)
+            source = "events e"
+        else:
+            sample, params = self._newest(filters, "e.ts AS ts", newest)
+            conds, source = [], f"({sample}) e"
         conds += ["e.ts >= ?", "e.ts < ?"]
         rows = self._read(
-            "SELECT (e.ts - ?) / CAST(? AS BIGINT), count(*) FROM events e "
+            f"SELECT (e.ts - ?) / CAST(? AS BIGINT), count(*) FROM {source} "
             f"WHERE {' AND '.join(conds)} GROUP BY 1",
             [since, width, *params, since, until],
         )
@@ -472,6 +513,15 @@ class SqlStorage:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    def add_setting(self, key: str, value: str) -> str:
+        with self._write() as cur:
+            cur.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, value),
+            )
+            row = cur.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return str(row[0])
 
 
 def _opt_time(us: int | None) -> datetime | None:

@@ -230,21 +230,38 @@ class Storage(Protocol):
     def count_events(self, filters: EventFilter = NO_FILTER) -> int: ...
 
     def count_by(
-        self, field: str, filters: EventFilter = NO_FILTER, limit: int = 10
+        self,
+        field: str,
+        filters: EventFilter = NO_FILTER,
+        limit: int = 10,
+        *,
+        newest: int | None = None,
     ) -> list[tuple[str | None, int]]:
         """The most frequent values of ``field`` among matching events, most frequent first.
 
         ``field`` is ``name``, ``ip``, ``app``, ``host``, ``user.<key>`` or
-        ``properties.<key>``; anything else raises :class:`ValueError`.
+        ``properties.<key>``; anything else raises :class:`ValueError`. With ``newest``, only
+        the newest ``newest`` matching events (by ``seq``) are counted: a bounded cost.
         """
         ...
 
     def histogram(
-        self, filters: EventFilter = NO_FILTER, buckets: int = 60
+        self, filters: EventFilter = NO_FILTER, buckets: int = 60, *, newest: int | None = None
     ) -> list[tuple[datetime, int]]:
         """Counts of matching events in ``buckets`` equal slices of [since, until).
 
         ``until`` defaults to now; ``since`` to the oldest matching event (or an hour ago).
+        With ``newest``, only the newest ``newest`` matching events (by ``seq``) are counted.
+        """
+        ...
+
+    def span(
+        self, filters: EventFilter = NO_FILTER, *, newest: int
+    ) -> tuple[int, datetime | None, datetime | None]:
+        """(how many, oldest time, newest time) of the newest ``newest`` matching events (by
+        ``seq``): what a bounded :meth:`histogram` or :meth:`count_by` covers.
+
+        .. versionadded:: 0.1 (for the Event Explorer)
         """
         ...
 
@@ -295,3 +312,8 @@ class Storage(Protocol):
     def get_setting(self, key: str) -> str | None: ...
 
     def set_setting(self, key: str, value: str) -> None: ...
+
+    def add_setting(self, key: str, value: str) -> str:
+        """Store ``value`` unless ``key`` already has one; return the value stored (the first
+        writer wins, also between processes)."""
+        ...

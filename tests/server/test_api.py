@@ -1,0 +1,308 @@
+"""The collector's HTTP API on a real uvicorn server, through httpx2."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from collections.abc import Iterator
+
+import httpx2 as httpx
+import pytest
+
+from sqreen.server.storage import EventFilter
+
+from .conftest import Collector, envelope, wire_event
+
+JSON = {"Content-Type": "application/json"}
+
+
+def test_ingest_stores_events_and_replies_with_actions(collector: Collector) -> None:
+    events = [wire_event(), wire_event(user={"uid": "7"})]
+    reply = collector.post("/v1/events", envelope(events))
+    assert reply.status_code == 200
+    assert reply.json() == {
+        "accepted": 2,
+        "duplicates": 0,
+        "rejected": [],
+        "actions": {"version": 0, "items": []},
+    }
+    stored = collector.storage.query_events()
+    assert {e.id for e in stored} == {e["id"] for e in events}
+    assert {(e.app, e.host) for e in stored} == {("shop", "web1")}
+    assert stored[0].request is not None and stored[0].request["path"] == "/login"
+
+
+def test_gzip_body(collector: Collector) -> None:
+    body = gzip.compress(json.dumps(envelope([wire_event()])).encode())
+    reply = collector.post("/v1/events", content=body, headers={**JSON, "Content-Encoding": "gzip"})
+    assert reply.status_code == 200 and reply.json()["accepted"] == 1
+
+
+def test_duplicates_are_ignored_and_counted(collector: Collector) -> None:
+    events = [wire_event(), wire_event()]
+    assert collector.post("/v1/events", envelope(events)).json()["accepted"] == 2
+    again = collector.post("/v1/events", envelope([*events, wire_event()])).json()
+    assert (again["accepted"], again["duplicates"]) == (1, 2)
+    assert collector.storage.count_events() == 3
+
+
+def test_mixed_batch_keeps_the_valid_events(collector: Collector) -> None:
+    good = [wire_event(), wire_event()]
+    bad_name = wire_event(name="sq.reserved")
+    bad_props = wire_event(properties={"n": [[[[1]]]]})
+    reply = collector.post(
+        "/v1/events", envelope([good[0], bad_name, "not an event", good[1], bad_props])
+    )
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["accepted"] == 2
+    assert [r["index"] for r in body["rejected"]] == [1, 2, 4]
+    assert body["rejected"][0]["error"].startswith("name:")
+    assert body["rejected"][1]["error"].startswith("event:")
+    assert body["rejected"][2]["error"].startswith("properties.n")
+    assert {e.id for e in collector.storage.query_events()} == {e["id"] for e in good}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b"{not json", 400, None),
+        (b'{"events": [NaN]}', 400, None),
+        (b"[" * 100_000 + b"]" * 100_000, 400, None),
+        (b"\xff\xfe\x00", 400, None),
+        (b"[]", 400, "body"),
+        (b'{"events": {}}', 400, "events"),
+        (b'{"events": [], "app": "shop"}', 400, "app"),
+        (b'{"events": [], "sdk": {"name": ["x"]}}', 400, "sdk.name"),
+        (json.dumps({"events": [wire_event()] * 1001}).encode(), 400, "events"),
+    ],
+    ids=[
+        "malformed",
+        "nan",
+        "deep",
+        "binary",
+        "array",
+        "events-type",
+        "app-type",
+        "sdk-value",
+        "too-many",
+    ],
+)
+def test_bad_bodies_are_400_and_store_nothing(
+    collector: Collector, body: bytes, status: int, field: str | None
+) -> None:
+    reply = collector.post("/v1/events", content=body, headers=JSON)
+    assert reply.status_code == status
+    error = reply.json()
+    assert error["error"]
+    assert error.get("field") == field
+    if field is None:
+        assert error["error"].startswith("malformed JSON")
+    assert collector.storage.count_events() == 0
+
+
+def test_not_json_is_415(collector: Collector) -> None:
+    body = json.dumps(envelope([wire_event()])).encode()
+    for headers in ({"Content-Type": "text/plain"}, {}, {**JSON, "Content-Encoding": "br"}):
+        reply = collector.post("/v1/events", content=body, headers=headers)
+        assert reply.status_code == 415 and "error" in reply.json()
+    assert collector.storage.count_events() == 0
+
+
+def test_a_20_mb_body_is_413(collector: Collector) -> None:
+    big = json.dumps(envelope([wire_event(properties={"p": "x" * 4000})] * 1)).encode()
+    body = big[:-3] + b" " * (20 * 1024 * 1024) + big[-3:]
+    reply = collector.post("/v1/events", content=body, headers=JSON)
+    assert reply.status_code == 413
+    assert "over" in reply.json()["error"]
+
+
+def test_a_streamed_body_without_length_is_bounded(collector: Collector) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"events": ['
+        for _ in range(12 * 1024):
+            yield b" " * 1024
+
+    try:
+        reply = collector.post("/v1/events", content=chunks(), headers=JSON)
+    except httpx.HTTPError:  # the server may close before the client finishes sending
+        pass
+    else:
+        assert reply.status_code == 413
+    assert collector.storage.count_events() == 0
+
+
+def test_a_gzip_bomb_is_413(collector: Collector) -> None:
+    bomb = gzip.compress(b'{"events": [' + b" " * (16 * 1024 * 1024) + b"]}", 9)
+    assert len(bomb) < 40_000
+    reply = collector.post("/v1/events", content=bomb, headers={**JSON, "Content-Encoding": "gzip"})
+    assert reply.status_code == 413
+    assert "inflates" in reply.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "body", [b"not gzip at all", gzip.compress(b'{"events": []}')[:-4], gzip.compress(b"{}") + b"x"]
+)
+def test_broken_gzip_is_400(collector: Collector, body: bytes) -> None:
+    reply = collector.post("/v1/events", content=body, headers={**JSON, "Content-Encoding": "gzip"})
+    assert reply.status_code == 400 and "gzip" in reply.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Basic dXNlcjpwYXNz", "Bearer sqk_wrong", "Bearer " + "x" * 5000],
+)
+def test_missing_or_invalid_key_is_401(collector: Collector, authorization: str | None) -> None:
+    headers = dict(JSON)
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    reply = httpx.post(
+        collector.url + "/v1/events",
+        content=json.dumps(envelope([wire_event()])),
+        headers=headers,
+    )
+    assert reply.status_code == 401
+    assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+    assert reply.json()["error"]
+    assert collector.storage.count_events() == 0
+
+
+def test_a_revoked_key_stops_working(collector: Collector) -> None:
+    key_id, token = collector.new_key("to-revoke")
+    headers = {"Authorization": f"Bearer {token}"}
+    body = envelope([wire_event()])
+    assert httpx.post(collector.url + "/v1/events", json=body, headers=headers).status_code == 200
+    assert collector.storage.revoke_key(key_id)
+    time.sleep(0.25)  # the test app caches valid keys for 0.2 s
+    reply = httpx.post(collector.url + "/v1/events", json=envelope([wire_event()]), headers=headers)
+    assert reply.status_code == 401
+    assert collector.storage.count_events() == 1
+
+
+def test_sql_metacharacters_everywhere_are_stored_verbatim(collector: Collector) -> None:
+    evil = "'; DROP TABLE events; --\"`\\ OR 1=1 /* %s ? $1"
+    event = wire_event(
+        id="id-'; DROP TABLE events; --",
+        name="x'--:;".replace(";", "").replace("'", ""),  # names allow only [A-Za-z0-9._:-]
+        properties={evil: evil, "k": evil},
+        user={evil: evil},
+        target={"id": evil, "type": evil, "name": evil},
+    )
+    event["request"].update(path=evil, user_agent=evil, ip=evil, params={evil: evil})
+    reply = collector.post("/v1/events", envelope([event], name=evil, host=evil))
+    assert reply.status_code == 200 and reply.json()["accepted"] == 1
+    stored = collector.storage.get_event(event["id"])
+    assert stored is not None
+    assert stored.properties == {evil: evil, "k": evil}
+    assert stored.user == {evil: evil}
+    assert stored.target == {"id": evil, "type": evil, "name": evil}
+    assert stored.app == evil and stored.ip == evil
+    assert stored.request is not None and stored.request["params"] == {evil: evil}
+    found = collector.storage.query_events(EventFilter(users=((evil, evil),), app=evil))
+    assert [e.id for e in found] == [event["id"]]
+
+
+def test_heartbeat_is_stored_and_replies_with_actions(collector: Collector) -> None:
+    stats = {
+        "queue_depth": 3,
+        "queue_bytes": 1200,
+        "sent": 10,
+        "tracked": 13,
+        "dropped": {"queue_full": 0, "invalid": 1, "retry_expired": 0, "rejected": 0},
+    }
+    body = {"sdk": {"name": "sqreen-python", "version": "0.1"}, "app": envelope([])["app"]}
+    reply = collector.post("/v1/heartbeat", {**body, "stats": stats})
+    assert reply.status_code == 200
+    assert reply.json() == {"actions": {"version": 0, "items": []}}
+    (agent,) = collector.storage.agents()
+    assert (agent.app, agent.host, agent.pid, agent.framework) == ("shop", "web1", 1234, "flask")
+    assert (agent.sdk_name, agent.sdk_version) == ("sqreen-python", "0.1")
+    assert agent.stats == stats
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"stats": {"queue_depth": -1}}, "stats.queue_depth"),
+        ({"stats": {"dropped": {"x": "many"}}}, "stats.dropped.x"),
+        ({"stats": []}, "stats"),
+        ({"app": {"pid": "12"}}, "app.pid"),
+        ({"app": {"name": {"x": 1}}}, "app.name"),
+    ],
+)
+def test_bad_heartbeats_are_400(collector: Collector, body: dict, field: str) -> None:
+    reply = collector.post("/v1/heartbeat", body)
+    assert reply.status_code == 400 and reply.json()["field"] == field
+    assert collector.storage.agents() == []
+
+
+def test_blocks_api_and_action_versions(collector: Collector) -> None:
+    reply = collector.post(
+        "/v1/blocks",
+        {"type": "block_user", "user": {"uid": "42"}, "duration": "1h", "reason": "brute force"},
+    )
+    assert reply.status_code == 201
+    user_block = reply.json()
+    assert user_block["user"] == {"uid": "42"} and user_block["active"]
+    assert 3590 < user_block["expires_in"] <= 3600
+    ip_block = collector.post(
+        "/v1/blocks", {"type": "block_ip", "ip": "203.0.113.77/24", "duration": 60}
+    ).json()
+    assert ip_block["ip"] == "203.0.113.0/24"
+
+    listed = collector.client.get(collector.url + "/v1/blocks").json()
+    assert listed["version"] == 2
+    assert [b["id"] for b in listed["blocks"]] == [ip_block["id"], user_block["id"]]
+    actions = collector.post("/v1/events", envelope([wire_event()])).json()["actions"]
+    assert actions["version"] == 2
+    assert {i["type"] for i in actions["items"]} == {"block_user", "block_ip"}
+
+    deleted = collector.client.delete(f"{collector.url}/v1/blocks/{user_block['id']}")
+    assert deleted.status_code == 200 and deleted.json()["lifted_by"].startswith("api-key:")
+    again = collector.client.delete(f"{collector.url}/v1/blocks/{user_block['id']}")
+    assert again.status_code == 404
+    assert collector.client.delete(collector.url + "/v1/blocks/abc").status_code == 404
+    actions = collector.client.get(collector.url + "/v1/actions").json()["actions"]
+    assert actions["version"] == 3 and [i["id"] for i in actions["items"]] == [ip_block["id"]]
+    everything = collector.client.get(collector.url + "/v1/blocks?all=1").json()["blocks"]
+    assert len(everything) == 2
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"type": "block_user", "user": {}}, "user"),
+        ({"type": "block_user", "user": {"uid": ["42"]}}, "user.uid"),
+        ({"type": "block_user"}, "user"),
+        ({"type": "block_ip", "ip": "10.0.0.0/8"}, "ip"),
+        ({"type": "block_ip", "ip": "2001:db8::/32"}, "ip"),
+        ({"type": "block_ip", "ip": "not an ip"}, "ip"),
+        ({"type": "block_ip", "ip": "1.2.3.4", "duration": "forever"}, "duration"),
+        ({"type": "block_ip", "ip": "1.2.3.4", "duration": -5}, "duration"),
+        ({"type": "block_everyone"}, "type"),
+        ({"type": "block_ip", "ip": "1.2.3.4", "extra": 1}, "body"),
+        ([], "body"),
+    ],
+)
+def test_invalid_blocks_are_400(collector: Collector, spec: object, field: str) -> None:
+    reply = collector.post("/v1/blocks", spec)
+    assert reply.status_code == 400
+    assert reply.json()["field"] == field
+    assert collector.storage.list_blocks(include_inactive=True) == []
+
+
+def test_expired_blocks_leave_the_action_set(collector: Collector) -> None:
+    collector.post("/v1/blocks", {"type": "block_ip", "ip": "192.0.2.1", "duration": 0.5})
+    assert len(collector.client.get(collector.url + "/v1/actions").json()["actions"]["items"]) == 1
+    time.sleep(0.6)
+    actions = collector.client.get(collector.url + "/v1/actions").json()["actions"]
+    assert actions == {"version": 1, "items": []}
+
+
+def test_unknown_routes_and_methods_answer_json(collector: Collector) -> None:
+    missing = collector.client.get(collector.url + "/nope")
+    assert missing.status_code == 404 and missing.json()["error"]
+    wrong = collector.client.get(collector.url + "/v1/events")
+    assert wrong.status_code == 405 and wrong.json()["error"]
+    assert httpx.get(collector.url + "/healthz").json() == {"status": "ok"}

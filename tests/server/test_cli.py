@@ -1,0 +1,234 @@
+"""The ``sqreen`` command, through click's CliRunner and as a real console script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from sqreen._wire import parse_event
+from sqreen.server.cli import main
+from sqreen.server.storage import open_storage
+
+from .conftest import ServeProcess, envelope, wire_event
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "cli.db")
+
+
+def run(*args: str, ok: bool = True) -> Result:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def test_keys_create_list_revoke(db: str) -> None:
+    created = run("keys", "create", "--name", "ci", "--db", db)
+    token = created.stdout.strip()
+    assert token.startswith("sqk_") and len(token) > 40
+    assert "shown only now" in created.stderr
+    storage = open_storage(db)
+    try:
+        assert token not in Path(db).read_bytes().decode("latin-1")  # only its hash is stored
+        (key,) = storage.list_keys()
+        assert key.name == "ci"
+    finally:
+        storage.close()
+    listed = run("keys", "list", "--db", db).output
+    assert "#1" in listed and "ci" in listed and "active" in listed
+    assert "revoked key #1" in run("keys", "revoke", "1", "--db", db).output
+    assert "revoked" in run("keys", "list", "--db", db).output
+    again = run("keys", "revoke", "1", "--db", db, ok=False)
+    assert again.exit_code == 1 and "no active key #1" in again.output
+
+
+def test_db_defaults_to_sqreen_db_env(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SQREEN_DB", db)
+    run("keys", "create")
+    assert Path(db).exists()
+
+
+def test_block_unblock_and_blocks(db: str) -> None:
+    out = run(
+        "block",
+        "user",
+        "uid=42",
+        "email=a@example.com",
+        "--for",
+        "1h",
+        "--reason",
+        "brute force",
+        "--db",
+        db,
+    ).output
+    assert out.startswith("blocked #1 user uid=42 email=a@example.com until ")
+    assert "brute force" in out
+    assert (
+        "blocked #2 ip 203.0.113.0/24"
+        in run("block", "ip", "203.0.113.7/24", "--for", "30m", "--db", db).output
+    )
+    assert "until lifted" in run("block", "ip", "2001:db8::1", "--db", db).output
+
+    storage = open_storage(db)
+    try:
+        actions = storage.action_set().to_json()
+        assert actions["version"] == 3
+        assert actions["items"][0]["user"] == {"uid": "42", "email": "a@example.com"}
+        assert actions["items"][0]["expires_in"] == pytest.approx(3600, abs=10)
+        assert actions["items"][2]["ip"] == "2001:db8::1/128"
+    finally:
+        storage.close()
+
+    listing = run("blocks", "--db", db).output
+    assert "version 3: 3 active" in listing
+    assert (
+        "unblocked #1" in run("unblock", "user", "uid=42", "email=a@example.com", "--db", db).output
+    )
+    assert "unblocked #2" in run("unblock", "ip", "203.0.113.0/24", "--db", db).output
+    assert "unblocked #3" in run("unblock", "3", "--db", db).output
+    assert "no active block" in run("unblock", "3", "--db", db, ok=False).output
+    assert "version 6: 0 active" in run("blocks", "--db", db).output
+    assert len(run("blocks", "--all", "--json", "--db", db).output.splitlines()) == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["block", "user", "uid"], "not key=value"),
+        (["block", "user", "uid=42", "--for", "soon"], "not a duration"),
+        (["block", "user", "uid=42", "--for", "0s"], "must be positive"),
+        (["block", "ip", "10.0.0.0/8"], "too wide"),
+        (["block", "ip", "2001:db8::/32"], "too wide"),
+        (["block", "ip", "example.com"], "not an IP address"),
+        (["unblock", "nonsense"], "unblock takes"),
+        (["events", "--since", "yesterday"], "neither a duration"),
+        (["events", "--user", "uid"], "not key=value"),
+        (["keys", "revoke", "abc"], "not a valid integer"),
+    ],
+)
+def test_bad_input_is_a_clear_error(db: str, args: list[str], message: str) -> None:
+    result = run(*args, "--db", db, ok=False)
+    assert result.exit_code == 2
+    assert message in result.output
+    storage = open_storage(db)
+    try:
+        assert storage.list_blocks(include_inactive=True) == []
+    finally:
+        storage.close()
+
+
+def test_events_filters_and_json(db: str) -> None:
+    storage = open_storage(db)
+    try:
+        storage.insert_events(
+            [
+                parse_event(wire_event(name="auth.login.success", user={"uid": "1"})),
+                parse_event(wire_event(user={"uid": "2"}, properties={"plan": "pro"})),
+                parse_event(wire_event(user={"uid": "2"}, timestamp="2000-01-01T00:00:00Z")),
+            ],
+            app="shop",
+        )
+    finally:
+        storage.close()
+    all_lines = run("events", "--db", db).output.splitlines()
+    assert len(all_lines) == 3
+    assert "auth.login.success" in all_lines[0]  # oldest first, like a tail
+    assert len(run("events", "--user", "uid=2", "--db", db).output.splitlines()) == 2
+    assert len(run("events", "--prop", "plan=pro", "--db", db).output.splitlines()) == 1
+    assert len(run("events", "--name", "auth.login.success", "--db", db).output.splitlines()) == 1
+    recent = run("events", "--since", "3650d", "--db", db).output.splitlines()
+    assert len(recent) == 2
+    limited = run("events", "--limit", "1", "--json", "--db", db).output.splitlines()
+    assert json.loads(limited[0])["user"] == {"uid": "2"}
+    since = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    assert run("events", "--until", since, "--db", db).output.count("\n") == 1
+
+
+def test_import_reports_bad_lines_and_is_idempotent(db: str, tmp_path: Path) -> None:
+    good = [wire_event(), wire_event()]
+    no_id = wire_event(timestamp="2026-01-01T00:00:00Z")
+    del no_id["id"]
+    lines = [
+        json.dumps(good[0]),
+        "{broken",
+        "",
+        json.dumps(no_id),
+        json.dumps(wire_event(name="bad name!")),
+        json.dumps(good[1]),
+    ]
+    file = tmp_path / "events.jsonl"
+    file.write_text("\n".join(lines) + "\n")
+    first = run("import", str(file), "--app", "legacy", "--db", db, ok=False)
+    assert first.exit_code == 1
+    assert "6 lines: 3 events stored, 0 already stored, 2 bad" in first.stdout
+    assert f"{file}:2: line: malformed JSON" in first.stderr
+    assert f"{file}:5: name:" in first.stderr
+    second = run("import", str(file), "--db", db, ok=False)
+    assert "0 events stored, 3 already stored, 2 bad" in second.stdout
+    storage = open_storage(db)
+    try:
+        assert storage.count_events() == 3
+        assert {e.app for e in storage.query_events()} == {"legacy"}
+    finally:
+        storage.close()
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text(json.dumps(wire_event()) + "\n")
+    assert "1 events stored" in run("import", str(clean), "--db", db).stdout
+
+
+def test_purge(db: str) -> None:
+    storage = open_storage(db)
+    try:
+        storage.insert_events(
+            [
+                parse_event(wire_event(timestamp="2000-01-01T00:00:00Z")),
+                parse_event(wire_event(timestamp=datetime.now(UTC).isoformat())),
+            ]
+        )
+    finally:
+        storage.close()
+    assert "deleted 1 events older than 30 days" in run("purge", "--days", "30", "--db", db).output
+
+
+def test_an_unopenable_database_is_a_clear_error(tmp_path: Path) -> None:
+    result = run("blocks", "--db", str(tmp_path / "missing" / "dir" / "x.db"), ok=False)
+    assert result.exit_code == 1 and "cannot open the SQLite database" in result.output
+    result = run("blocks", "--db", "postgresql://nobody@127.0.0.1:1/none", ok=False)
+    assert result.exit_code == 1 and "cannot connect to PostgreSQL" in result.output
+
+
+@pytest.mark.slow
+def test_console_script_serves_and_blocks(
+    tmp_path: Path, serve: Callable[..., ServeProcess]
+) -> None:
+    """The installed ``sqreen`` script: create a key, serve, ingest, block from another
+    process while serving, and see the block in the next reply."""
+    script = shutil.which("sqreen", path=str(Path(sys.executable).parent))
+    assert script, "the sqreen console script is not installed (pip install -e .)"
+    db = str(tmp_path / "served.db")
+
+    def sqreen(*args: str) -> str:
+        proc = subprocess.run([script, *args, "--db", db], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    token = sqreen("keys", "create").strip()
+    server = serve(db, command=[script])
+    headers = {"Authorization": f"Bearer {token}"}
+    reply = httpx.post(server.url + "/v1/events", json=envelope([wire_event()]), headers=headers)
+    assert reply.json()["accepted"] == 1 and reply.json()["actions"]["version"] == 0
+    sqreen("block", "user", "uid=42", "--for", "1h")
+    reply = httpx.post(server.url + "/v1/events", json=envelope([]), headers=headers)
+    assert [i["user"] for i in reply.json()["actions"]["items"]] == [{"uid": "42"}]
+    assert "auth.login.failure" in sqreen("events")
