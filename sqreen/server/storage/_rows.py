@@ -9,7 +9,7 @@ must stay small. JSON columns need no cleaning: :data:`dumps` escapes everything
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 from ..._event import parse_timestamp
@@ -32,7 +32,31 @@ INDEXED_VALUE_MAX: Final = 200
 #: A ``request.ip`` longer than this is no address; it is kept in ``request_json`` only.
 IP_MAX: Final = 64
 
-dumps = json.JSONEncoder(separators=(",", ":")).encode
+_encoder = json.JSONEncoder(separators=(",", ":"))
+
+
+def _c_dumps() -> Callable[[Any], str] | None:
+    """``json.dumps`` without its per-call setup: the C encoder, made once (3x faster on the
+    small dicts of an event, measured). No cycle check: the values come from ``json.loads``."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return None
+    encode = make(
+        None,
+        _encoder.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        True,
+    )
+    return lambda value: "".join(encode(value, 0))
+
+
+#: Compact, ASCII-only JSON (so that any text survives both databases' text columns).
+dumps: Callable[[Any], str] = _c_dumps() or _encoder.encode
 
 #: The columns :func:`event_record` fills, in order (``seq`` is assigned by the database).
 EVENT_COLUMNS: Final = (
@@ -87,11 +111,16 @@ def dumped(record: list[Any]) -> list[Any]:
     return [*record[:7], *(None if v is None else dumps(v) for v in record[7:])]
 
 
+def _plain(text: str) -> bool:
+    """True when :func:`clean` would leave ``text`` as it is (the common, cheap case)."""
+    return text.isascii() and "\x00" not in text
+
+
 def index_value(value: object) -> str | None:
     """The text a top-level property value is indexed (and filtered) under, or None when the
     value is not indexed (floats, None, lists, dicts)."""
     if type(value) is str:
-        return clean(value, INDEXED_VALUE_MAX)
+        return value[:INDEXED_VALUE_MAX] if _plain(value) else clean(value, INDEXED_VALUE_MAX)
     if value is True:
         return "true"
     if value is False:
@@ -111,10 +140,16 @@ def index_rows(
         for key, value in event["properties"].items():
             text = index_value(value)
             if text is not None:
-                props.append((seq, clean(key), text))
+                props.append((seq, key if _plain(key) else clean(key), text))
         if event["user"]:
             for key, value in event["user"].items():
-                users.append((seq, clean(key), clean(value)))
+                users.append(
+                    (
+                        seq,
+                        key if _plain(key) else clean(key),
+                        value if _plain(value) else clean(value),
+                    )
+                )
     return props, users
 
 

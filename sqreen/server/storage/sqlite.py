@@ -16,57 +16,22 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
-from ._rows import EVENT_COLUMNS, dumps
+from ._rows import EVENT_COLUMNS, dumped, dumps
 from ._schema import migrations
-from ._sql import Cursor, SqlStorage
+from ._sql import INSERT_CHUNK, Cursor, SqlStorage, placeholders
 
 __all__ = ["SQLiteStorage"]
 
 BUSY_TIMEOUT: Final = 10.0
 MAX_IDLE_READERS: Final = 8
-
-
-# Bulk writes: a batch travels as one JSON array that SQLite expands with json_each, so that
-# each statement is one call into SQLite. The sqlite3 module releases the GIL around every
-# step of every row of an executemany() and must win it back after each, which under
-# concurrent requests makes the writer wait behind the threads parsing the next batches; one
-# long call runs beside them instead (measured: twice the ingest rate on 2 cores).
-_KNOWN = (
+_KNOWN: Final = (
     "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'events'), "
     "(SELECT json_group_array(id) FROM events WHERE id IN (SELECT value FROM json_each(?)))"
-)
-_INSERT_EVENTS = (
-    f"INSERT INTO events (seq, {', '.join(EVENT_COLUMNS)}) "
-    f"SELECT {', '.join(f'value ->> {i}' for i in range(len(EVENT_COLUMNS) + 1))} "
-    "FROM json_each(?) WHERE true ON CONFLICT (id) DO NOTHING"
 )
 
 
 class SQLiteStorage(SqlStorage):
     MIGRATIONS = migrations("sqlite")
-
-    def _insert_events(self, cur: Cursor, records: list[list[Any]]) -> list[tuple[int, str]]:
-        # One writer: what is stored and the next seq cannot change before the commit.
-        last, known = cur.execute(_KNOWN, (dumps([r[0] for r in records]),)).fetchone()
-        stored = set(json.loads(known))
-        seq = last or 0
-        rows = []
-        for record in records:
-            if record[0] not in stored:
-                seq += 1
-                rows.append([seq, *record])
-        if rows:
-            cur.execute(_INSERT_EVENTS, (dumps(rows),))
-            if cur.rowcount != len(rows):
-                raise RuntimeError("events changed during an insert transaction")
-        return [(row[0], row[1]) for row in rows]
-
-    def _insert_index(self, cur: Cursor, table: str, rows: list[tuple[int, str, str]]) -> None:
-        cur.execute(
-            f"INSERT INTO {table} (seq, key, value) "
-            "SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
-            (dumps(rows),),
-        )
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -80,6 +45,30 @@ class SQLiteStorage(SqlStorage):
         except BaseException:
             self.close()
             raise
+
+    def _insert_events(self, cur: Cursor, records: list[list[Any]]) -> list[tuple[int, str]]:
+        # One writer: the stored ids and the last seq cannot change before the commit, so the
+        # new events and their seqs are known up front (no RETURNING, which the sqlite3 module
+        # would fetch row by row).
+        last, known = cur.execute(_KNOWN, (dumps([r[0] for r in records]),)).fetchone()
+        stored = set(json.loads(known))
+        seq = last or 0
+        rows = []
+        for record in records:
+            if record[0] not in stored:
+                seq += 1
+                rows.append([seq, *dumped(record)])
+        columns = ", ".join(("seq", *EVENT_COLUMNS))
+        for i in range(0, len(rows), INSERT_CHUNK):
+            chunk = rows[i : i + INSERT_CHUNK]
+            cur.execute(
+                f"INSERT INTO events ({columns}) VALUES "
+                f"{placeholders(len(chunk), len(EVENT_COLUMNS) + 1)} ON CONFLICT (id) DO NOTHING",
+                [v for row in chunk for v in row],
+            )
+            if cur.rowcount != len(chunk):
+                raise RuntimeError("events were stored by another writer during a transaction")
+        return [(row[0], row[1]) for row in rows]
 
     def _connect(self) -> sqlite3.Connection:
         try:
