@@ -164,10 +164,17 @@ def create_app(
     key_cache_ttl: float = CACHE_TTL,
     retention_days: float | None = None,
     purge_every: float = PURGE_EVERY,
+    explorer: bool = True,
 ) -> Starlette:
     """The collector app. ``routes`` are added after the API's (the explorer mounts there);
     with ``retention_days``, events older than that are purged every ``purge_every`` seconds.
     The caller owns ``storage`` and closes it."""
+    if explorer:
+        # The Event Explorer (sqreen/server/explorer) at /explorer, and / leading there: its
+        # own login, session cookie and CSRF checks; the /v1 API keeps its bearer tokens.
+        from .explorer import explorer_routes
+
+        routes = [*routes, *explorer_routes(storage)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@ from ._cli_blocks import block, blocks, unblock
 from ._cli_common import db_option, opened, when
 from ._cli_events import events, import_
 from .auth import hash_token, new_token
+from .explorer._cli import admin_password, explorer_startup
 
 __all__ = ["main"]
 
@@ -58,6 +59,7 @@ def serve(
                 f"listening on {host}: put HTTPS (a reverse proxy) in front of the collector",
                 err=True,
             )
+        explorer_startup(storage, f"http://{host}:{port}")
         app = create_app(storage, retention_days=retention_days or None)
         logging.getLogger("sqreen").setLevel(log_level.upper())
         uvicorn.run(
@@ -131,3 +133,4 @@ main.add_command(unblock)
 main.add_command(blocks)
 main.add_command(events)
 main.add_command(import_)
+main.add_command(admin_password)

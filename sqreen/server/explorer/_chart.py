@@ -64,14 +64,17 @@ class Chart:
     view_height: int = VIEW_HEIGHT
 
 
-def bucketing(since: datetime, until: datetime) -> tuple[datetime, int, str]:
-    """(aligned start, number of buckets, width's name) covering [since, until)."""
+def bucketing(
+    since: datetime, until: datetime, align: bool
+) -> tuple[datetime, int, timedelta, str]:
+    """(start, number of buckets, bucket width, its name) covering [since, until); with
+    ``align``, the start is moved back to a multiple of the width."""
     span = max(1.0, (until - since).total_seconds())
     seconds, per = next(((s, n) for s, n in WIDTHS if span / s <= MAX_BARS), WIDTHS[-1])
     step = seconds * 1_000_000
-    start = to_us(since) // step * step
+    start = to_us(since) // step * step if align else to_us(since)
     count = max(1, -(-(to_us(until) - start) // step))
-    return from_us(start), min(count, MAX_BARS + 1), per
+    return from_us(start), count, timedelta(seconds=seconds), per
 
 
 def draw(
@@ -112,7 +115,3 @@ def draw(
 
 def _iso(dt: datetime) -> str:
     return dt.replace(tzinfo=None).isoformat(timespec="seconds")
-
-
-def bucket_width(per: str) -> timedelta:
-    return timedelta(seconds=next(s for s, n in WIDTHS if n == per))

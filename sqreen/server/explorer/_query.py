@@ -67,16 +67,20 @@ class Query:
         kind, _, key = self.group.partition(":")
         return f"{KEYED_GROUPS[kind]}.{key}" if key else GROUPS[kind]
 
-    def url(self, path: str, drop: Iterable[tuple[str, str] | str] = (), **set_: str) -> str:
+    def url(
+        self,
+        path: str,
+        *,
+        drop: Iterable[tuple[str, str] | str] = (),
+        add: Iterable[tuple[str, str]] = (),
+        **set_: str,
+    ) -> str:
         """``path`` with this view's parameters, less ``drop`` (names, or (name, value)
-        pairs), with ``set_`` replacing parameters of those names."""
-        dropped = set(drop)
-        kept = [
-            (k, v)
-            for k, v in self.params
-            if k not in dropped and (k, v) not in dropped and k not in set_
-        ]
+        pairs), plus ``add``, with ``set_`` replacing the parameters of those names."""
+        dropped = set(drop) | set(set_)
+        kept = [(k, v) for k, v in self.params if k not in dropped and (k, v) not in dropped]
         kept += [(k, v) for k, v in set_.items() if v]
+        kept += [pair for pair in add if pair not in kept]
         kept.sort(key=lambda kv: VIEW_PARAMS.index(kv[0]) if kv[0] in VIEW_PARAMS else 99)
         return f"{path}?{urlencode(kept)}" if kept else path
 

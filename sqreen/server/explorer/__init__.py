@@ -1,0 +1,156 @@
+"""The Event Explorer: the collector's web pages for watching events and managing blocks.
+
+Mounted by :func:`sqreen.server.app.create_app` at ``/explorer``::
+
+    /explorer/events          newest first, filters in the URL, histogram, group counts
+    /explorer/events/{id}     one event: request, user, properties, target, raw JSON
+    /explorer/blocks          active blocks; block a user or an IP; unblock
+    /explorer/agents          SDK processes: heartbeats, queue depth, drops
+    /explorer/api/events      the same filters as JSON (``after=<seq>`` for live updates)
+    /explorer/login, /explorer/logout, /explorer/static/...
+
+Server-rendered (Jinja2, autoescaped), usable without JavaScript; one small script polls
+the API to add new events to the list. Every page and the API need a login with the admin
+password (``sqreen admin-password``, or ``SQREEN_ADMIN_PASSWORD`` when ``sqreen serve``
+starts): with none set nobody can log in. Sessions are signed cookies (``HttpOnly``,
+``SameSite``, ``Secure`` over HTTPS) that expire after :data:`SESSION_HOURS`; every form
+carries a CSRF token. The ingest API (``/v1/*``) keeps its own bearer-token auth.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Final, Literal
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
+
+from ..storage import Storage
+from ._admin import agents_page, block_create, block_lift, blocks_page, login, login_page, logout
+from ._events import event_api, event_page, events_page
+from ._forms import CsrfError, FormTooLarge, LoginThrottle
+from ._guard import RequireLogin, SecurityHeaders, Sessions, route_path
+from ._render import render
+from ._secrets import PasswordCache, apply_env_password, session_secret, set_admin_password
+
+__all__ = [
+    "SESSION_HOURS",
+    "apply_env_password",
+    "create_explorer",
+    "explorer_routes",
+    "set_admin_password",
+]
+
+logger = logging.getLogger("sqreen.server")
+
+PREFIX: Final = "/explorer"
+SESSION_HOURS: Final = 12.0
+#: An SDK process is stale after three missed heartbeats (they come every 60 s by default).
+STALE_AFTER: Final = 180.0
+STATIC: Final = Path(__file__).parent / "static"
+
+
+async def _home(request: Request) -> Response:
+    return RedirectResponse(str(request.scope.get("root_path", "")) + "/events", status_code=303)
+
+
+ROUTES: Final[list[BaseRoute]] = [
+    Route("/", _home, methods=["GET"]),
+    Route("/login", login_page, methods=["GET"]),
+    Route("/login", login, methods=["POST"]),
+    Route("/logout", logout, methods=["POST"]),
+    Route("/events", events_page, methods=["GET"]),
+    Route("/events/{event_id:path}", event_page, methods=["GET"]),
+    Route("/blocks", blocks_page, methods=["GET"]),
+    Route("/blocks", block_create, methods=["POST"]),
+    Route("/blocks/{block_id}/unblock", block_lift, methods=["POST"]),
+    Route("/agents", agents_page, methods=["GET"]),
+    Route("/api/events", event_api, methods=["GET"]),
+    Mount("/static", StaticFiles(directory=STATIC), name="static"),
+]
+
+
+def _error_page(request: Request, status: int, message: str) -> Response:
+    if route_path(request.scope).startswith("/api/"):
+        return JSONResponse({"error": message}, status_code=status)
+    return render(request, "error.html", {"status": status, "message": message}, status)
+
+
+async def _csrf_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CsrfError)
+    return _error_page(request, 403, f"Refused: {exc.reason}.")
+
+
+async def _too_large(request: Request, exc: Exception) -> Response:
+    return _error_page(request, 413, "Refused: the form is too large.")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _error_page(request, exc.status_code, str(exc.detail))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    logger.error("sqreen: explorer error on %s", request.url.path, exc_info=exc)
+    return _error_page(request, 500, "Internal error: the collector logged it.")
+
+
+def create_explorer(
+    storage: Storage,
+    *,
+    path: str = PREFIX,
+    https_only: bool | None = None,
+    same_site: Literal["lax", "strict"] = "lax",
+    session_hours: float = SESSION_HOURS,
+    stale_after: float = STALE_AFTER,
+) -> ASGIApp:
+    """The explorer as an ASGI app to mount at ``path`` (for its cookie's path).
+
+    ``https_only``: mark the session cookie ``Secure`` always (True), never (False), or when
+    the request came over HTTPS (None). Reads (or creates) the session key in ``storage``.
+    """
+    secret = session_secret(storage)
+    passwords = PasswordCache(storage, secret)
+    max_age = int(session_hours * 3600)
+    app = Starlette(
+        routes=ROUTES,
+        exception_handlers={
+            CsrfError: _csrf_error,
+            FormTooLarge: _too_large,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
+    app.state.storage = storage
+    app.state.passwords = passwords
+    app.state.throttle = LoginThrottle()
+    app.state.stale_after = stale_after
+    guarded = RequireLogin(app, passwords, max_age)
+    sessions = Sessions(
+        guarded,
+        secret,
+        path=path,
+        max_age=max_age,
+        same_site=same_site,
+        https_only=https_only,
+    )
+    return SecurityHeaders(sessions)
+
+
+def explorer_routes(storage: Storage, **options: object) -> list[BaseRoute]:
+    """The routes to add to the collector: the explorer at ``/explorer`` and ``/`` leading
+    there. ``options`` are :func:`create_explorer`'s."""
+    app = create_explorer(storage, path=PREFIX, **options)  # type: ignore[arg-type]
+
+    async def root(request: Request) -> Response:
+        return RedirectResponse(PREFIX + "/", status_code=303)
+
+    return [Route("/", root, methods=["GET"]), Mount(PREFIX, app=app)]

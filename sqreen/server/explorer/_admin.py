@@ -1,0 +1,246 @@
+"""Logging in and out, the blocks page and the agents page.
+
+Blocks are validated by :mod:`sqreen.server.blocks`, the rules the CLI and the API apply (and
+every SDK enforces), and recorded as created by ``explorer:admin``. Each form posts back and
+redirects (post/redirect/get), so reloading a page never repeats an action.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from ..blocks import (
+    InvalidBlock,
+    parse_duration,
+    parse_pairs,
+    validate_network,
+    validate_reason,
+    validate_user_spec,
+)
+from ..storage import Agent, Block, Storage
+from ._forms import Form, LoginThrottle, csrf_token, form_endpoint, safe_next
+from ._render import render
+from ._secrets import PASSWORD_SETTING, PasswordCache, password_version, verify_password
+
+__all__ = ["agents_page", "block_create", "blocks_page", "login", "login_page", "logout"]
+
+CREATED_BY: Final = "explorer:admin"
+DURATIONS: Final = (("15m", "15 minutes"), ("1h", "1 hour"), ("1d", "1 day"), ("7d", "7 days"))
+FOREVER: Final = "forever"
+RECENT_ENDED: Final = 20
+
+
+def _base(request: Request) -> str:
+    return str(request.scope.get("root_path", ""))
+
+
+def _redirect(request: Request, path: str) -> RedirectResponse:
+    return RedirectResponse(_base(request) + path, status_code=303)
+
+
+def _field(form: Form, name: str) -> str:
+    return form.get(name, [""])[0]
+
+
+# -- login ------------------------------------------------------------------------------
+
+
+async def login_page(request: Request) -> Response:
+    nxt = safe_next(request.query_params.get("next"))
+    if request.session.get("user") == "admin":
+        return _redirect(request, nxt)
+    storage: Storage = request.app.state.storage
+    configured = await run_in_threadpool(storage.get_setting, PASSWORD_SETTING) is not None
+    return render(request, "login.html", {"next": nxt, "configured": configured})
+
+
+@form_endpoint
+async def login(request: Request, form: Form) -> Response:
+    storage: Storage = request.app.state.storage
+    throttle: LoginThrottle = request.app.state.throttle
+    passwords: PasswordCache = request.app.state.passwords
+    client = request.client.host if request.client else "unknown"
+    nxt = safe_next(_field(form, "next"))
+    context: dict[str, Any] = {"next": nxt, "configured": True}
+    wait = throttle.retry_after(client)
+    if wait:
+        context["errors"] = [f"Too many failed logins: try again in {int(wait // 60) + 1} min."]
+        return render(request, "login.html", context, status_code=429)
+    stored = await run_in_threadpool(storage.get_setting, PASSWORD_SETTING)
+    if stored is None:
+        context["configured"] = False
+        return render(request, "login.html", context, status_code=403)
+    password = _field(form, "password")
+    if not await run_in_threadpool(verify_password, password, stored):
+        throttle.failed(client)
+        context["errors"] = ["Wrong password."]
+        return render(request, "login.html", context, status_code=401)
+    throttle.succeeded(client)
+    session = request.session
+    session.clear()  # a new session: nothing from before the login carries over
+    session.update(
+        user="admin",
+        login_at=int(time.time()),
+        pwv=password_version(passwords.secret, stored),
+    )
+    csrf_token(session)
+    return _redirect(request, nxt)
+
+
+@form_endpoint
+async def logout(request: Request, form: Form) -> Response:
+    request.session.clear()
+    return _redirect(request, "/login")
+
+
+# -- blocks -----------------------------------------------------------------------------
+
+
+@dataclass
+class BlockForm:
+    """The block form's fields, as typed (shown back after an error)."""
+
+    kind: str = "user"
+    user: str = ""
+    ip: str = ""
+    duration: str = "1h"
+    custom: str = ""
+    reason: str = ""
+
+
+def _block_form(request: Request) -> BlockForm:
+    """The form prefilled from the URL (the event page links ``?user=uid%3D42`` or ``?ip=``)."""
+    params = request.query_params
+    users = [u[:300] for u in params.getlist("user")[:16]]
+    ip = params.get("ip", "")[:64]
+    reason = params.get("reason", "")[:512]
+    return BlockForm(
+        kind="ip" if ip and not users else "user", user="\n".join(users), ip=ip, reason=reason
+    )
+
+
+async def blocks_page(request: Request) -> Response:
+    return await _blocks(request, _block_form(request), [])
+
+
+async def _blocks(
+    request: Request, form: BlockForm, errors: list[str], status: int = 200
+) -> Response:
+    storage: Storage = request.app.state.storage
+    now = datetime.now(UTC)
+    every = await run_in_threadpool(lambda: storage.list_blocks(include_inactive=True))
+    active = [b for b in every if b.is_active(now)]
+    ended = [b for b in every if not b.is_active(now)][:RECENT_ENDED]
+    context = {
+        "nav": "blocks",
+        "active": active,
+        "ended": ended,
+        "form": form,
+        "errors": errors,
+        "durations": DURATIONS,
+        "now": now,
+    }
+    return render(request, "blocks.html", context, status_code=status)
+
+
+def _create(storage: Storage, form: BlockForm) -> Block:
+    """Validate with the collector's block rules and store (blocking)."""
+    choice = form.custom.strip() or form.duration
+    duration: timedelta | None = None if choice == FOREVER else parse_duration(choice)
+    reason = validate_reason(form.reason.strip())
+    if form.kind == "user":
+        lines = [line.strip() for line in form.user.replace(",", "\n").splitlines()]
+        user = validate_user_spec(parse_pairs([line for line in lines if line], "user"))
+        return storage.create_block(
+            "block_user", user=user, duration=duration, reason=reason, created_by=CREATED_BY
+        )
+    if form.kind == "ip":
+        ip = validate_network(form.ip.strip())
+        return storage.create_block(
+            "block_ip", ip=ip, duration=duration, reason=reason, created_by=CREATED_BY
+        )
+    raise InvalidBlock("kind", "choose a user or an IP to block")
+
+
+@form_endpoint
+async def block_create(request: Request, form: Form) -> Response:
+    fields = BlockForm(**{k: _field(form, k) for k in BlockForm.__dataclass_fields__})
+    try:
+        block = await run_in_threadpool(_create, request.app.state.storage, fields)
+    except InvalidBlock as exc:
+        return await _blocks(request, fields, [str(exc)], status=400)
+    request.session["flash"] = f"Block #{block.id} created: SDKs apply it within seconds."
+    return _redirect(request, "/blocks")
+
+
+@form_endpoint
+async def block_lift(request: Request, form: Form) -> Response:
+    raw = request.path_params["block_id"]
+    storage: Storage = request.app.state.storage
+    lifted = None
+    if raw.isdigit() and len(raw) <= 18:
+        lifted = await run_in_threadpool(storage.lift_block, int(raw), CREATED_BY)
+    request.session["flash"] = (
+        f"Block #{lifted.id} lifted." if lifted else f"No active block #{raw[:20]} to lift."
+    )
+    return _redirect(request, "/blocks")
+
+
+# -- agents -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    agent: Agent
+    age: float
+    stale: bool
+    queue_depth: int | None
+    dropped: dict[str, int]
+    dropped_total: int
+    internal_errors: int
+
+
+def agent_row(agent: Agent, now: datetime, stale_after: float) -> AgentRow:
+    stats = agent.stats
+    dropped = stats.get("dropped")
+    drops = (
+        {str(k): v for k, v in dropped.items() if isinstance(v, int) and v > 0}
+        if isinstance(dropped, dict)
+        else {}
+    )
+    depth = stats.get("queue_depth")
+    errors = stats.get("internal_errors")
+    age = (now - agent.last_seen).total_seconds()
+    return AgentRow(
+        agent=agent,
+        age=age,
+        stale=age > stale_after,
+        queue_depth=depth if isinstance(depth, int) else None,
+        dropped=drops,
+        dropped_total=sum(drops.values()),
+        internal_errors=errors if isinstance(errors, int) else 0,
+    )
+
+
+async def agents_page(request: Request) -> Response:
+    storage: Storage = request.app.state.storage
+    stale_after: float = request.app.state.stale_after
+    now = datetime.now(UTC)
+    agents = await run_in_threadpool(storage.agents)
+    rows = [agent_row(a, now, stale_after) for a in agents]
+    context = {
+        "nav": "agents",
+        "rows": rows,
+        "now": now,
+        "stale_after": stale_after,
+        "live": sum(not r.stale for r in rows),
+        "dropping": sum(r.dropped_total > 0 for r in rows),
+    }
+    return render(request, "agents.html", context)

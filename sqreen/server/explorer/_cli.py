@@ -1,0 +1,53 @@
+"""``sqreen admin-password``, and what ``sqreen serve`` says about the explorer at start."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .._cli_common import db_option, opened
+from ..storage import Storage
+from ._secrets import PASSWORD_SETTING, apply_env_password, set_admin_password
+
+__all__ = ["admin_password", "explorer_startup"]
+
+
+@click.command("admin-password")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+)
+@db_option
+def admin_password(password_stdin: bool, db: str) -> None:
+    """Set the Event Explorer's admin password (stored hashed with scrypt).
+
+    Every session opened with the previous password ends. The environment variable
+    SQREEN_ADMIN_PASSWORD, when `sqreen serve` starts, does the same.
+    """
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Admin password", hide_input=True, confirmation_prompt=True)
+    with opened(db) as storage:
+        try:
+            set_admin_password(storage, password)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo("admin password set: log in to the Event Explorer at /explorer/", err=True)
+
+
+def explorer_startup(storage: Storage, url: str) -> None:
+    """Apply ``SQREEN_ADMIN_PASSWORD`` and say where the explorer is (or how to unlock it)."""
+    try:
+        changed = apply_env_password(storage)
+    except ValueError as exc:
+        raise click.ClickException(f"SQREEN_ADMIN_PASSWORD: {exc}") from None
+    if changed:
+        click.echo("admin password set from SQREEN_ADMIN_PASSWORD", err=True)
+    if storage.get_setting(PASSWORD_SETTING) is None:
+        click.echo(
+            "no admin password yet: set one with `sqreen admin-password` to use the Event Explorer",
+            err=True,
+        )
+    else:
+        click.echo(f"Event Explorer: {url}/explorer/", err=True)

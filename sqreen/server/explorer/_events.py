@@ -1,0 +1,180 @@
+"""The events pages: the filtered list with its histogram and group counts, one event's
+detail, and the JSON query API the live update polls.
+
+Cost is bounded whatever the filter and however many events are stored: the list is one
+keyset page (``seq`` descending, ``before=`` for older pages) walked down an index, and the
+histogram and the group counts cover at most the newest :data:`SAMPLE` matching events (the
+page says so when that bound is reached), never a scan of the whole table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from ..storage import Storage, StoredEvent
+from ._chart import Chart, bucketing, draw
+from ._query import Query, QueryError, parse_query
+from ._render import pairs, render, summary, when
+
+__all__ = ["event_api", "event_page", "events_page"]
+
+PAGE_SIZE: Final = 50
+#: Histogram and group counts look at no more than this many (newest) matching events.
+SAMPLE: Final = 10_000
+GROUP_LIMIT: Final = 25
+MAX_ID: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    value: str | None
+    count: int
+    href: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventsView:
+    events: list[StoredEvent]
+    older: str | None
+    chart: Chart | None
+    sampled: int
+    bounded: bool
+    groups: list[Group] | None
+
+
+def load(storage: Storage, query: Query, path: str, now: datetime) -> EventsView:
+    """Everything the events page shows (blocking: runs in the thread pool); ``path`` is the
+    page's URL path, for its links."""
+    f = query.filters
+    events = storage.query_events(f, before_seq=query.before, limit=PAGE_SIZE + 1)
+    older = None
+    if len(events) > PAGE_SIZE:
+        events = events[:PAGE_SIZE]
+        older = query.url(path, before=str(events[-1].seq))
+    sampled, oldest, newest = storage.span(f, newest=SAMPLE)
+    bounded = sampled >= SAMPLE
+    chart = None
+    if oldest is not None and newest is not None:
+        # The chart covers the filter's range, or what the sample reaches when it is bounded.
+        since = f.since if f.since is not None and not bounded else oldest
+        until = f.until or max(now, newest + timedelta(microseconds=1))
+        start, buckets, step, per = bucketing(since, until, align=f.since is None)
+        end = f.until or start + step * buckets
+        points = storage.histogram(replace(f, since=start, until=end), buckets, newest=SAMPLE)
+        chart = draw(points, end, per, lambda **kw: query.url(path, drop=["before"], **kw))
+    groups = None
+    if query.group_field is not None:
+        counted = storage.count_by(query.group_field, f, GROUP_LIMIT, newest=SAMPLE)
+        groups = [Group(v, n, _group_href(query, path, v)) for v, n in counted]
+    return EventsView(events, older, chart, sampled, bounded, groups)
+
+
+def _group_href(query: Query, path: str, value: str | None) -> str | None:
+    """The view narrowed to one group's value (no longer grouped)."""
+    if value is None or query.group is None:
+        return None
+    kind, _, key = query.group.partition(":")
+    if key:
+        return query.url(path, drop=["group", "before"], add=[(kind, f"{key}={value}")])
+    return query.url(path, drop=["group", "before", kind], add=[(kind, value)])
+
+
+def _parse(request: Request, *, api: bool = False) -> tuple[Query, list[QueryError]]:
+    return parse_query(request.query_params.multi_items(), datetime.now(UTC), api=api)
+
+
+async def events_page(request: Request) -> Response:
+    query, errors = _parse(request)
+    canonical = query.url(request.url.path)
+    if not errors and request.url.query and canonical != _path_qs(request):
+        # Blank form fields and repeated parameters: one canonical, shareable URL.
+        return RedirectResponse(canonical, status_code=303)
+    context: dict[str, Any] = {"query": query, "nav": "events", "SAMPLE": SAMPLE}
+    if errors:
+        context.update(errors=errors, view=None)
+        return render(request, "events.html", context, status_code=400)
+    storage: Storage = request.app.state.storage
+    view = await run_in_threadpool(load, storage, query, request.url.path, datetime.now(UTC))
+    live = query.filter_only().url(request.scope.get("root_path", "") + "/api/events")
+    context.update(view=view, live=live if query.before is None else None)
+    return render(request, "events.html", context)
+
+
+def _path_qs(request: Request) -> str:
+    query = request.url.query
+    return request.url.path + ("?" + query if query else "")
+
+
+def event_url(base: str, event: StoredEvent) -> str:
+    return f"{base}/events/{quote(event.id, safe='')}"
+
+
+def display(base: str, event: StoredEvent) -> dict[str, Any]:
+    """What a row of the events table shows, for the live update to build the same row."""
+    return {
+        "url": event_url(base, event),
+        "time": when(event.timestamp),
+        "user": pairs(event.user, 40),
+        "summary": summary(event.properties),
+    }
+
+
+async def event_api(request: Request) -> JSONResponse:
+    """``GET /api/events``: the same filters as the page, JSON; ``after=<seq>`` for newer
+    events, ``before=<seq>`` for older ones, ``limit`` up to 500."""
+    query, errors = _parse(request, api=True)
+    if errors:
+        first = errors[0]
+        return JSONResponse(
+            {"error": str(first), "field": first.field, "errors": [str(e) for e in errors]},
+            status_code=400,
+        )
+    storage: Storage = request.app.state.storage
+    events = await run_in_threadpool(
+        lambda: storage.query_events(
+            query.filters, before_seq=query.before, after_seq=query.after, limit=query.limit
+        )
+    )
+    base = request.scope.get("root_path", "")
+    return JSONResponse(
+        {
+            "events": [{**e.to_json(), "ip": e.ip, "display": display(base, e)} for e in events],
+            "newest_seq": events[0].seq if events else query.after,
+            "older": (
+                query.url(base + "/api/events", drop=["after"], before=str(events[-1].seq))
+                if len(events) == query.limit
+                else None
+            ),
+        }
+    )
+
+
+async def event_page(request: Request) -> Response:
+    event_id = request.path_params["event_id"]
+    if len(event_id) > MAX_ID:
+        raise HTTPException(404, "no such event")
+    storage: Storage = request.app.state.storage
+    event = await run_in_threadpool(storage.get_event, event_id)
+    if event is None:
+        raise HTTPException(404, "no such event")
+    block_user = (
+        "?" + "&".join(f"user={quote(f'{k}={v}', safe='')}" for k, v in event.user.items())
+        if event.user
+        else None
+    )
+    context = {
+        "event": event,
+        "raw": event.to_json(),
+        "nav": "events",
+        "block_user": block_user,
+        "block_ip": "?ip=" + quote(event.ip, safe="") if event.ip else None,
+    }
+    return render(request, "event.html", context)

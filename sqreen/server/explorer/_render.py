@@ -1,0 +1,107 @@
+"""Templates: Jinja2 with autoescaping on for every template, and the filters pages share.
+
+Autoescaping is on by default, not only for ``.html``: whatever an event carries (a property
+holding ``<script>``, a user agent, a block reason) is text on the page. Templates never use
+``|safe``; numbers inside the SVG histogram are formatted here.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from ._forms import csrf_token
+
+__all__ = ["ago", "pairs", "render", "short", "when"]
+
+TEMPLATES: Final = Path(__file__).parent / "templates"
+SUMMARY_CHARS: Final = 140
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def when(dt: datetime | None) -> str:
+    """A time for the page: UTC, to the second."""
+    return "-" if dt is None else dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def iso(dt: datetime | None) -> str:
+    return "" if dt is None else dt.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def ago(dt: datetime | None, now: datetime | None = None) -> str:
+    """``12 s ago``, ``5 min ago``, ``3 h ago``, ``2 d ago``."""
+    if dt is None:
+        return "never"
+    seconds = ((now or datetime.now(UTC)) - dt).total_seconds()
+    if seconds < 0:
+        return "in the future"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"
+
+
+def short(value: object, width: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def pairs(mapping: dict[str, Any] | None, width: int = 60) -> str:
+    """``uid=42 email=a@b.c``, each value shortened."""
+    return " ".join(f"{k}={short(v, width)}" for k, v in (mapping or {}).items())
+
+
+def summary(properties: dict[str, Any]) -> str:
+    return short(pairs(properties, 40), SUMMARY_CHARS)
+
+
+def pretty(value: object) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+
+
+def number(value: int) -> str:
+    return f"{value:,}"
+
+
+_env.filters.update(
+    when=when,
+    iso=iso,
+    ago=ago,
+    short=short,
+    pairs=pairs,
+    pretty=pretty,
+    number=number,
+    summary=summary,
+)
+
+
+def render(
+    request: Request, template: str, context: dict[str, Any], status_code: int = 200
+) -> HTMLResponse:
+    """``template`` rendered with ``context`` plus what every page uses: ``base`` (the
+    explorer's URL path), ``csrf`` (the session's token), ``flash`` (a one-time message)."""
+    session = request.session
+    page = {
+        "base": request.scope.get("root_path", ""),
+        "csrf": csrf_token(session),
+        "logged_in": session.get("user") == "admin",
+        "flash": session.pop("flash", None) if "flash" in session else None,
+        "nav": "",
+        "errors": [],
+        **context,
+    }
+    html = _env.get_template(template).render(page)
+    return HTMLResponse(html, status_code=status_code)

@@ -1,0 +1,77 @@
+// Live update of the events list: poll the JSON API for events newer than the newest row
+// and prepend them. Rows are built with textContent only (event data is never parsed as
+// HTML). Without JavaScript the page works the same, minus the live rows.
+(function () {
+  "use strict";
+  var table = document.getElementById("events");
+  if (!table || !table.dataset.api) return;
+  var body = table.tBodies[0];
+  var status = document.getElementById("live");
+  var after = table.dataset.after || "0";
+  var every = 3000, maxRows = 500, failures = 0;
+
+  function link(href, text) {
+    var a = document.createElement("a");
+    a.setAttribute("href", href.charAt(0) === "/" ? href : "#");
+    a.textContent = text;
+    return a;
+  }
+
+  function cell(row, child, className) {
+    var td = row.insertCell(-1);
+    if (className) td.className = className;
+    if (typeof child === "string") td.textContent = child;
+    else if (child) td.appendChild(child);
+    return td;
+  }
+
+  function row(event) {
+    var tr = document.createElement("tr");
+    tr.className = "new";
+    cell(tr, link(event.display.url, event.display.time), "time");
+    cell(tr, event.name);
+    cell(tr, event.display.user);
+    cell(tr, event.ip || "");
+    cell(tr, event.display.summary, "props");
+    return tr;
+  }
+
+  function show(text) { if (status) status.textContent = text; }
+
+  function poll() {
+    if (document.hidden) { schedule(); return; }
+    var sep = table.dataset.api.indexOf("?") < 0 ? "?" : "&";
+    fetch(table.dataset.api + sep + "after=" + encodeURIComponent(after), {
+      credentials: "same-origin",
+      headers: { "Accept": "application/json" }
+    }).then(function (response) {
+      if (response.status === 401) { show("Logged out: reload the page."); throw null; }
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      return response.json();
+    }).then(function (data) {
+      failures = 0;
+      var events = data.events || [];
+      if (events.length) {
+        var empty = body.querySelector("tr.empty");
+        if (empty) empty.remove();
+        for (var i = events.length - 1; i >= 0; i--) body.insertBefore(row(events[i]), body.firstChild);
+        while (body.rows.length > maxRows) body.deleteRow(-1);
+        after = String(data.newest_seq);
+        show(events.length + " new event" + (events.length > 1 ? "s" : "") + " · live");
+      } else {
+        show("live");
+      }
+      schedule();
+    }).catch(function (error) {
+      if (error === null) return;  // logged out: stop polling
+      failures += 1;
+      show("live update paused (" + failures + " failed)");
+      schedule();
+    });
+  }
+
+  function schedule() { window.setTimeout(poll, every * Math.min(10, 1 + failures)); }
+
+  show("live");
+  schedule();
+})();
