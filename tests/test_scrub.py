@@ -1,0 +1,574 @@
+"""Scrubbing: secrets never leave the process, harmless neighbours stay readable."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from typing import Any
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from sqreen._scrub import (
+    DEFAULT_SENSITIVE_KEYS,
+    MAX_DEPTH,
+    NEVER_COLLECTED_HEADERS,
+    REDACTED,
+    Scrubber,
+    is_card_number,
+)
+
+S = Scrubber()
+
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"
+    ".eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ"
+    ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+)
+CARDS = [
+    "4111 1111 1111 1111",  # Visa
+    "4111-1111-1111-1111",
+    "4111111111111111",
+    "5500-0000-0000-0004",  # Mastercard
+    "5555 5555 5555 4444",
+    "2223003122003222",  # Mastercard 2-series
+    "378282246310005",  # American Express
+    "3782 822463 10005",
+    "6011111111111117",  # Discover
+    "3530111333300000",  # JCB
+    "30569309025904",  # Diners Club
+    "6200000000000005",  # UnionPay
+    "4222222222222",  # Visa, 13 digits
+]
+HARMLESS_VALUES = [
+    "1732270000000",  # a millisecond timestamp
+    "1732270000000123",  # a microsecond timestamp
+    "4000123456",  # an order id
+    "ORD-2023-0001",
+    "123e4567-e89b-12d3-a456-426614174000",  # a UUID
+    "+1 (415) 555-0100",  # a phone number: not a secret (not scrubbed on purpose)
+    "+44 20 7946 0958",
+    "2024-01-01 2024-01-02",
+    "4111 1111 1111 1112",  # a Visa prefix failing Luhn
+    "1234567890123456",  # Luhn-valid? no issuer starts with 1
+    "0000 0000 0000 0000",
+    "bearers of good news",
+    "https://example.com/path?q=1",
+    "tokenizer",
+    "203.0.113.9",
+]
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+SENSITIVE = [
+    "password",
+    "user_password",
+    "passwordConfirm",
+    "new-password",
+    "newpassword",
+    "Password2",
+    "pwd",
+    "pass",
+    "auth_token",
+    "authToken",
+    "access_token",
+    "accesstoken",
+    "refresh-token",
+    "tokens",
+    "X-Api-Key",
+    "api_key",
+    "apiKey",
+    "APIKey",
+    "api.keys",
+    "client_secret",
+    "clientSecret",
+    "sessionid",
+    "session_id",
+    "sessionId",
+    "JSESSIONID",
+    "csrfmiddlewaretoken",
+    "csrf_token",
+    "XSRF-TOKEN",
+    "card_number",
+    "cardNumber",
+    "credit_card",
+    "cvv",
+    "cvv2",
+    "otp_code",
+    "pin",
+    "ssn",
+    "iban",
+    "private_key",
+    "privateKey",
+    "jwt",
+    "bearer",
+    "credentials",
+    "X-Amz-Credential",
+    "X-Amz-Signature",
+    "passphrase",
+    "authorization",
+    "cookie",
+    "user[password]",
+    "data.auth",
+    "session_count",  # accepted over-scrubbing: contains the token "session"
+]
+NOT_SENSITIVE = [
+    "discard_reason",
+    "cardinality",
+    "classname",
+    "class_name",
+    "author",
+    "authority",
+    "passage",
+    "compass",
+    "bypass",
+    "passes",
+    "pinned",
+    "spinner",
+    "opinion",
+    "order_id",
+    "username",
+    "email",
+    "user_id",
+    "tokenizer",
+    "timestamp",
+    "first_name",
+    "next",
+    "remember",
+    "",
+]
+
+
+@pytest.mark.parametrize("key", SENSITIVE)
+def test_sensitive_keys(key: str) -> None:
+    assert S.is_sensitive_key(key)
+    assert S.is_sensitive_key(key)  # cached answer
+
+
+@pytest.mark.parametrize("key", NOT_SENSITIVE)
+def test_harmless_keys(key: str) -> None:
+    assert not S.is_sensitive_key(key)
+
+
+def test_default_list_is_the_designed_one() -> None:
+    designed = (
+        "password passwd pwd pass passphrase secret token jwt bearer auth authorization apikey "
+        "cookie session sessionid csrf xsrf signature otp pin cvv cvc ssn iban cardnumber "
+        "creditcard privatekey credentials"
+    ).split()
+    assert set(designed) <= DEFAULT_SENSITIVE_KEYS
+    assert set(designed) ^ DEFAULT_SENSITIVE_KEYS == {"totp", "credential"}
+    assert NEVER_COLLECTED_HEADERS == {
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+        "x-api-key",
+    }
+
+
+def test_extra_keys_add_to_the_defaults_never_replace_them() -> None:
+    s = Scrubber(["ssn_last4", "mother_maiden_name", "X-Internal"])
+    for key in ("motherMaidenName", "mother-maiden-name", "user_mother_maiden_name"):
+        assert s.is_sensitive_key(key), key
+    assert s.is_sensitive_key("ssn_last4") and s.is_sensitive_key("x_internal")
+    assert s.is_sensitive_key("password") and s.is_sensitive_key("api_key")
+    assert not s.is_sensitive_key("mother") and not s.is_sensitive_key("maiden_voyage")
+    assert not S.is_sensitive_key("mother_maiden_name")
+
+
+def test_key_cache_is_bounded() -> None:
+    s = Scrubber()
+    for i in range(10_000):
+        s.is_sensitive_key(f"field_{i}")
+    s.is_sensitive_key("x" * 10_000)
+    assert len(s._cache) <= 4096
+    assert s.is_sensitive_key("password") and not s.is_sensitive_key("field_1")
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        ({"extra_keys": [1]}, "scrub_keys: 1"),
+        ({"extra_keys": ["--"]}, "scrub_keys: '--'"),
+        ({"extra_keys": "password"}, "scrub_keys must be a list"),
+        ({"value_patterns": ["("]}, r"scrub_values: '\('"),
+        ({"value_patterns": ["a*"]}, "matches the empty string"),
+        ({"value_patterns": [b"x"]}, "bytes"),
+        ({"value_patterns": "x+"}, "scrub_values must be a list"),
+    ],
+)
+def test_bad_configuration_names_the_entry(args: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        Scrubber(**args)
+
+
+# -- values ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("card", CARDS)
+@pytest.mark.parametrize("template", ["{}", "card: {}.", "x{}y", "ref 12 {} end", "n°{}-ok"])
+def test_card_numbers_are_removed_only_the_card_part(card: str, template: str) -> None:
+    text = template.format(card)
+    out = S.scrub_value(text)
+    assert out == template.format(REDACTED)
+
+
+@pytest.mark.parametrize("value", HARMLESS_VALUES)
+def test_harmless_values_survive(value: str) -> None:
+    assert S.scrub_value(value) == value
+    assert S.scrub({"value": value, "list": [value]}) == {"value": value, "list": [value]}
+
+
+def test_card_next_to_digits_is_not_a_card() -> None:
+    # Digit boundaries: "04111111111111111" is a 17-digit number, not a card.
+    assert S.scrub_value("04111111111111111") == "04111111111111111"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Bearer abc.DEF-123_~+/==", f"Bearer {REDACTED}"),
+        ("Authorization: bearer abc123", f"Authorization: bearer {REDACTED}"),
+        ("BEARER:abc123 tail", f"BEARER {REDACTED} tail"),
+        (f"token {JWT} tail", f"token {REDACTED} tail"),
+        (f"/verify?t={JWT}&x=1", f"/verify?t={REDACTED}&x=1"),
+        (f"Bearer {JWT}", f"Bearer {REDACTED}"),
+        ("postgres://app:hunter2@db:5432/x", f"postgres://app:{REDACTED}@db:5432/x"),
+        ("https://example.com:8080/a@b", "https://example.com:8080/a@b"),
+    ],
+)
+def test_bearer_tokens_jwts_and_url_passwords(value: str, expected: str) -> None:
+    assert S.scrub_value(value) == expected
+
+
+def test_value_patterns_add_to_the_builtin_ones() -> None:
+    s = Scrubber(value_patterns=[r"ORD-\d{4}-\d{4}", re.compile(r"(?i)secret-\w+")])
+    assert s.scrub_value("order ORD-2023-0001 / SECRET-x1 / 4111111111111111") == (
+        f"order {REDACTED} / {REDACTED} / {REDACTED}"
+    )
+
+
+def test_integer_card_numbers_are_removed() -> None:
+    data = {"card": 4111111111111111, "amount": 4000123456, "ts": 1732270000000, "ok": True}
+    assert S.scrub(data) == {
+        "card": REDACTED,
+        "amount": 4000123456,
+        "ts": 1732270000000,
+        "ok": True,
+    }
+
+
+def test_luhn_and_issuers() -> None:
+    assert all(is_card_number(re.sub(r"\D", "", card)) for card in CARDS)
+    assert not is_card_number("4111111111111112")
+    assert not is_card_number("1111111111111117")
+    assert not is_card_number("37828224631000")  # Amex is 15 digits
+
+
+# -- structures -----------------------------------------------------------------------------
+
+SECRETS = [
+    "hunter2-query",
+    "hunter2-form",
+    "hunter2-json",
+    "pwd-value-9",
+    "tok-abc-123",
+    "deep-secret-42",
+    "key-in-list-7",
+    "sess-xyz",
+    "4111 1111 1111 1111",
+    "5500-0000-0000-0004",
+    "378282246310005",
+    "6011111111111117",
+    JWT,
+    "opaque-bearer-value",
+]
+
+
+def _corpus() -> dict[str, Any]:
+    return {
+        "query": {"password": "hunter2-query", "next": "/home", "discard_reason": "dup"},
+        "form": [("pwd", "pwd-value-9"), ("username", "alice")],
+        "body": {
+            "user": {
+                "profile": {"auth_token": "tok-abc-123", "author": "Ann", "cardinality": 3},
+                "settings": [{"client_secret": "deep-secret-42"}, {"api_key": ["key-in-list-7"]}],
+            },
+            "sessionId": {"nested": "sess-xyz"},
+            "note": "paid with 4111 1111 1111 1111, then 5500-0000-0000-0004",
+            "cards": ["378282246310005", "x 6011111111111117 y"],
+            "headers": {"X-Forwarded": f"Bearer {JWT}", "Via": "Bearer opaque-bearer-value"},
+        },
+        "harmless": {
+            "classname": "Foo",
+            "timestamp_ms": "1732270000000",
+            "order_id": "4000123456",
+            "ref": "ORD-2023-0001",
+            "uuid": "123e4567-e89b-12d3-a456-426614174000",
+            "phone": "+1 415 555 0100",
+        },
+    }
+
+
+def test_corpus_secrets_never_appear_and_neighbours_survive() -> None:
+    data = _corpus()
+    before = copy.deepcopy(data)
+    result = S.scrub(data)
+    dumped = json.dumps(result)
+    for secret in SECRETS:
+        assert secret not in dumped, secret
+    assert data == before  # the input is not mutated
+    assert result["harmless"] == data["harmless"]
+    assert result["query"] == {"password": REDACTED, "next": "/home", "discard_reason": "dup"}
+    assert result["form"] == [("pwd", REDACTED), ("username", "alice")]
+    assert result["body"]["user"]["profile"] == {
+        "auth_token": REDACTED,
+        "author": "Ann",
+        "cardinality": 3,
+    }
+    assert result["body"]["sessionId"] == REDACTED  # a dict under a sensitive key
+    assert result["body"]["user"]["settings"] == [
+        {"client_secret": REDACTED},
+        {"api_key": REDACTED},
+    ]
+    assert result["body"]["note"] == f"paid with {REDACTED}, then {REDACTED}"
+
+
+def test_query_like_pairs() -> None:
+    pairs = [("pwd", "pwd-value-9"), ("tag", "a"), ("tag", "4111111111111111"), (JWT, "")]
+    assert S.scrub_query_like(pairs) == [
+        ("pwd", REDACTED),
+        ("tag", "a"),
+        ("tag", REDACTED),
+        (REDACTED, ""),
+    ]
+
+
+def test_containers_keep_their_shape_and_other_values() -> None:
+    marker = object()
+    data = {"t": (1, "4111111111111111"), 3: "x", "o": marker, "f": 1.5, "n": None}
+    assert S.scrub(data) == {"t": (1, REDACTED), 3: "x", "o": marker, "f": 1.5, "n": None}
+    pairs = [("password", {"a": 1}), ("x", "4111111111111111"), ("a", "b", "c")]
+    assert S.scrub(pairs) == [("password", REDACTED), ("x", REDACTED), ("a", "b", "c")]
+
+
+def test_depth_is_bounded() -> None:
+    deep: Any = "leaf"
+    for _ in range(200):
+        deep = {"a": [deep]}
+    result = S.scrub(deep)
+    node = result
+    for _ in range(MAX_DEPTH // 2):
+        node = node["a"][0]
+    assert node == REDACTED
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    assert json.dumps(S.scrub(cycle)).count(REDACTED) == 1
+
+
+# -- bodies ---------------------------------------------------------------------------------
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize(
+    ("text", "content_type", "secret", "kept"),
+    [
+        (
+            '{"user": "alice", "password": "hunter2-json"}',
+            "application/json",
+            "hunter2-json",
+            "alice",
+        ),
+        (
+            '{"user": "alice", "password": "hunter2-json"}',
+            "application/json; charset=utf-8",
+            "hunter2-json",
+            "alice",
+        ),
+        (
+            '{"a": {"b": {"pwd": "hunter2-json"}}}',
+            "application/vnd.api+json",
+            "hunter2-json",
+            '"a"',
+        ),
+        ('{"password": "hunter2-json"}', FORM, "hunter2", ""),
+        ('[{"token": "tok-abc-123"}]', None, "tok-abc-123", "[{"),
+        ("user=alice&password=hunter2-form", FORM, "hunter2", "alice"),
+        ("user=alice&password=hunter2-fo", FORM, "hunter2", "alice"),  # cut
+        ("card=4111+1111+1111+1111", FORM, "1111", "card="),
+        # Cut at max_body_size: not JSON any more.
+        ('{"user": "alice", "password": "hunter2-json', "application/json", "hunter2", "alice"),
+        (
+            '{"user": "alice", "password": "hunter2-json", "n',
+            "application/json",
+            "hunter2",
+            "alice",
+        ),
+        ("{'password': 'hunter2-py', 'user': 'alice'}", "text/plain", "hunter2", "alice"),
+        ("password=hunter2-text user=alice", "text/plain", "hunter2", "alice"),
+        ("auth_token: tok-abc-123\nuser: alice", None, "tok-abc-123", "alice"),
+        (f"log in with {JWT} please", "text/plain", JWT, "please"),
+        (
+            '--b\r\nContent-Disposition: form-data; name="password"\r\n\r\nhunter2-mp\r\n'
+            '--b\r\nContent-Disposition: form-data; name="user"\r\n\r\nalice\r\n--b--\r\n',
+            "multipart/form-data; boundary=b",
+            "hunter2-mp",
+            "alice",
+        ),
+        (
+            '--b\r\nContent-Disposition: form-data; filename="a.txt"; name="pwd"\r\n'
+            "Content-Type: text/plain\r\n\r\nhunter2-mp",
+            "multipart/form-data; boundary=b",
+            "hunter2-mp",
+            "a.txt",
+        ),
+    ],
+)
+def test_text_bodies(text: str, content_type: str | None, secret: str, kept: str) -> None:
+    out = S.scrub_text_body(text, content_type)
+    assert secret not in out
+    assert kept in out
+    assert S.scrub_text_body(out, content_type) == out
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "{", "[" * 100_000, '{"a": 1e999999}', "\x00\xff", "%zz=%", "a=" + "9" * 5000, "]]"],
+)
+@pytest.mark.parametrize(
+    "content_type", [None, "application/json", "application/x-www-form-urlencoded", "multipart/x"]
+)
+def test_malformed_bodies_never_raise(text: str, content_type: str | None) -> None:
+    assert isinstance(S.scrub_text_body(text, content_type), str)
+
+
+def test_json_bodies_stay_utf8_encodable() -> None:
+    out = S.scrub_text_body('{"a": "\\ud800", "b": "caf\u00e9", "password": "x"}', None)
+    assert json.loads(out) == {"a": "\ud800", "b": "caf\u00e9", "password": REDACTED}
+    out.encode("utf-8")
+    assert S.scrub_text_body('{"b": "caf\u00e9"}', "application/json") == '{"b": "caf\u00e9"}'
+
+
+def test_form_body_keeps_harmless_pairs_readable() -> None:
+    out = S.scrub_text_body(
+        "next=%2Fhome&tag=a&tag=b&password=x", "application/x-www-form-urlencoded"
+    )
+    assert out == "next=%2Fhome&tag=a&tag=b&password=[redacted]"
+
+
+# -- paths ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "expected"),
+    [
+        ("/reset/abc123", {"token": "abc123"}, f"/reset/{REDACTED}"),
+        (
+            "/reset/abc123/confirm",
+            {"token": "abc123", "step": "confirm"},
+            f"/reset/{REDACTED}/confirm",
+        ),
+        ("/reset/a%20b%2Fc", {"token": "a b/c"}, f"/reset/{REDACTED}"),
+        ("/reset/a%2fb", {"token": "a/b"}, f"/reset/{REDACTED}"),
+        ("/reset/caf%C3%A9", {"token": "café"}, f"/reset/{REDACTED}"),
+        ("/files/a/b/c.txt", {"secret": "a/b/c.txt"}, f"/files/{REDACTED}"),
+        ("/dl/abc123.json", {"token": "abc123"}, f"/dl/{REDACTED}.json"),
+        ("/v12/pin/12", {"pin": 12}, f"/v12/pin/{REDACTED}"),
+        ("/users/42", {"user_id": 42}, "/users/42"),
+        ("/users/42", None, "/users/42"),
+        ("/reset/x", {"token": None}, "/reset/x"),
+        ("/reset/x", {"token": ""}, "/reset/x"),
+        (f"/verify/{JWT}/ok", None, f"/verify/{REDACTED}/ok"),
+        ("/cards/4111%201111%201111%201111", None, f"/cards/{REDACTED}"),
+        ("/cards/4111111111111111/charge", {}, f"/cards/{REDACTED}/charge"),
+        ("/a%20b/c", None, "/a%20b/c"),
+    ],
+)
+def test_scrub_path(path: str, params: dict[str, Any] | None, expected: str) -> None:
+    assert S.scrub_path(path, params) == expected
+
+
+# -- properties -----------------------------------------------------------------------------
+
+JSON_LIKE = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.sampled_from([*CARDS, JWT, "Bearer x", *HARMLESS_VALUES]),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(
+            st.text(max_size=12) | st.sampled_from(SENSITIVE + NOT_SENSITIVE), children, max_size=5
+        )
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=JSON_LIKE)
+def test_scrub_never_raises_and_is_idempotent(data: Any) -> None:
+    once = S.scrub(data)
+    assert S.scrub(once) == once
+    json.dumps(once)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(max_size=200)
+    | st.lists(
+        st.sampled_from(["4111", " ", "-", "1", "eyJabcde", ".", "bearer", "://u:p@"]), max_size=30
+    ).map("".join)
+)
+def test_scrub_value_is_idempotent(text: str) -> None:
+    once = S.scrub_value(text)
+    assert S.scrub_value(once) == once
+
+
+def _visa(body: str) -> str:
+    digits = "4" + body
+    for check in "0123456789":
+        if is_card_number(digits + check):
+            return digits + check
+    raise AssertionError("unreachable")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    prefix=st.text(max_size=40),
+    body=st.text(alphabet="0123456789", min_size=14, max_size=14),
+    style=st.sampled_from(["", " ", "-"]),
+    suffix=st.text(max_size=40),
+)
+def test_a_visa_number_anywhere_in_text_is_removed(
+    prefix: str, body: str, style: str, suffix: str
+) -> None:
+    assume(prefix[-1:] not in set("0123456789") and suffix[:1] not in set("0123456789"))
+    card = _visa(body)
+    formatted = style.join(card[i : i + 4] for i in range(0, 16, 4))
+    out = S.scrub_value(prefix + formatted + suffix)
+    assert formatted not in out
+    assert card not in re.sub(r"[ -]", "", out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    text=st.text(max_size=300),
+    content_type=st.sampled_from(
+        [
+            None,
+            "application/json",
+            "application/x-www-form-urlencoded",
+            "text/plain",
+            "multipart/form-data",
+        ]
+    ),
+)
+def test_scrub_text_body_never_raises(text: str, content_type: str | None) -> None:
+    assert isinstance(S.scrub_text_body(text, content_type), str)
