@@ -35,8 +35,8 @@ except ImportError as exc:  # pragma: no cover - exercised without Flask install
         "sqreen.integrations.flask needs Flask: install with pip install 'sqreen-sdk[flask]'"
     ) from exc
 
-import sqreen
 
+from ..middleware._common import framework_init
 from ..middleware.wsgi import SqreenWSGIMiddleware
 
 __all__ = ["Sqreen"]
@@ -51,7 +51,7 @@ class Sqreen:
 
     def init_app(self, app: flask.Flask) -> None:
         settings = {k: v for k, v in app.config.items() if k.startswith("SQREEN_")}
-        sqreen._framework_init(settings, "flask")
+        framework_init(settings, "flask")
         if "sqreen" in app.extensions:  # already wrapped
             return
         app.extensions["sqreen"] = self
@@ -60,8 +60,9 @@ class Sqreen:
 
 
 def _expose_handle() -> None:
-    request = flask.request
-    request.sqreen = request.environ.get("sqreen")  # type: ignore[attr-defined]
+    # Resolve the proxy once: each attribute access through it costs a context lookup.
+    request = flask.request._get_current_object()  # type: ignore[attr-defined]
+    request.sqreen = request.environ.get("sqreen")
 
 
 def _route(environ: Any) -> tuple[str | None, Mapping[str, Any] | None]:

@@ -29,9 +29,8 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, Match, Mount
 
-import sqreen
-
 from .._context import RequestContext
+from ..middleware._common import framework_init
 from ..middleware.asgi import ASGIApp, Scope, SqreenASGIMiddleware
 
 __all__ = ["SqreenHandle", "SqreenMiddleware", "sqreen_handle"]
@@ -48,7 +47,7 @@ class SqreenMiddleware(SqreenASGIMiddleware):
 
     def __init__(self, app: ASGIApp, **options: Any) -> None:
         super().__init__(app, route=_route)
-        sqreen._framework_init(options, self.framework)
+        framework_init(options, self.framework)
 
 
 def sqreen_handle(request: HTTPConnection) -> SqreenHandle:

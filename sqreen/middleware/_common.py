@@ -8,7 +8,11 @@ internal error into a log line and a count instead of a 500.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import sqreen
 
 from .._blocking import Blocked
 
@@ -19,7 +23,9 @@ __all__ = [
     "ResponseAborted",
     "find_blocked",
     "forbidden",
+    "framework_init",
     "internal_error",
+    "start_flusher",
 ]
 
 logger = logging.getLogger("sqreen")
@@ -91,3 +97,41 @@ def internal_error(client: Client | None, where: str) -> None:
         client.queue.internal_error(where)
     else:
         logger.exception("sqreen: internal error in %s", where)
+
+
+_last_init: tuple[Client, str, dict[str, Any]] | None = None
+_init_lock = threading.Lock()
+
+
+def framework_init(settings: Mapping[str, Any], framework: str) -> Client:
+    """:func:`sqreen._framework_init`, once per distinct settings.
+
+    Integrations run this when an app is set up, which a test suite does many times (Django's
+    test ``Client`` loads the middleware anew each time, app factories build an app per
+    test): the client in use is kept, with its queue and the blocks it holds, while the
+    settings are the same.
+    """
+    global _last_init
+    settings = dict(settings)
+    with _init_lock:
+        last = _last_init
+        if (
+            last is not None
+            and last[0] is sqreen._client
+            and last[1] == framework
+            and last[2] == settings
+        ):
+            return last[0]
+        client = sqreen._framework_init(settings, framework)
+        _last_init = (client, framework, settings)
+        return client
+
+
+def start_flusher(client: Client) -> None:
+    """Start the flusher thread with the first request a process serves.
+
+    The flusher also fetches the action set (heartbeats), and it otherwise starts with the
+    first ``track()``: a worker whose app only calls ``identify()`` would never learn of a
+    block. A preload master serves no request, so it still starts no thread.
+    """
+    client.queue._start()

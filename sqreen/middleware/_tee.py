@@ -18,13 +18,12 @@ Message = MutableMapping[str, Any]
 
 
 class _Capped:
-    __slots__ = ("_cap", "_chunks", "_room", "_truncated")
+    __slots__ = ("_chunks", "_room", "_truncated")
 
-    def __init__(self, cap: int) -> None:
-        self._cap = cap
-        self._room = cap
-        self._chunks: list[bytes] = []
-        self._truncated = False
+    # Subclasses set the three slots in their own __init__ (one call less per request).
+    _chunks: list[bytes]
+    _room: int
+    _truncated: bool
 
     def _keep(self, data: bytes) -> None:
         if not data:
@@ -50,8 +49,10 @@ class WSGIInputTee(_Capped):
     __slots__ = ("_stream",)
 
     def __init__(self, stream: Any, cap: int) -> None:
-        super().__init__(cap)
         self._stream = stream
+        self._chunks = []
+        self._room = cap
+        self._truncated = False
 
     def read(self, *args: Any, **kwargs: Any) -> bytes:
         data: bytes = self._stream.read(*args, **kwargs)
@@ -101,8 +102,10 @@ class ASGIReceiveTee(_Capped):
     __slots__ = ("_receive",)
 
     def __init__(self, receive: Callable[[], Awaitable[Message]], cap: int) -> None:
-        super().__init__(cap)
         self._receive = receive
+        self._chunks = []
+        self._room = cap
+        self._truncated = False
 
     async def receive(self) -> Message:
         message = await self._receive()

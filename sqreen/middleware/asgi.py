@@ -32,7 +32,7 @@ import anyio.to_thread
 import sqreen
 
 from .._context import RequestContext, _current
-from ._common import ResponseAborted, find_blocked, forbidden, internal_error
+from ._common import ResponseAborted, find_blocked, forbidden, internal_error, start_flusher
 from ._tee import ASGIReceiveTee
 
 __all__ = ["RouteOf", "SqreenASGIMiddleware"]
@@ -70,6 +70,8 @@ class SqreenASGIMiddleware:
         client = None
         try:
             client = sqreen.get_client()
+            if client.queue._thread is None:
+                start_flusher(client)
             tee = ASGIReceiveTee(receive, client.config.max_body_size)
             route = None if self.route is None else partial(self.route, scope)
             ctx = RequestContext(client, "asgi", scope, tee, route)

@@ -29,7 +29,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from .. import get_client
 from .._blocking import Blocked
 from .._context import RequestContext, _current
-from ._common import ResponseAborted, find_blocked, forbidden, internal_error
+from ._common import ResponseAborted, find_blocked, forbidden, internal_error, start_flusher
 from ._tee import WSGIInputTee
 
 __all__ = ["RouteOf", "SqreenWSGIMiddleware"]
@@ -50,6 +50,8 @@ class SqreenWSGIMiddleware:
         client = None
         try:
             client = get_client()
+            if client.queue._thread is None:
+                start_flusher(client)
             stream = environ.get("wsgi.input")
             tee = None
             if stream is not None:
@@ -61,19 +63,20 @@ class SqreenWSGIMiddleware:
             internal_error(client, "the WSGI middleware")
             return self.app(environ, start_response)
 
-        try:
-            blocked = client.check_ip(ctx)
-        except Exception:
-            internal_error(client, "the IP check")
-            blocked = None
-        if blocked is not None:
-            _current.reset(token)
-            return _refuse(environ, start_response, blocked)
+        if client.blocklist.has_ips:
+            try:
+                blocked = client.check_ip(ctx)
+            except Exception:
+                internal_error(client, "the IP check")
+                blocked = None
+            if blocked is not None:
+                _release(environ, token)
+                return _refuse(environ, start_response, blocked)
 
         try:
             result = self.app(environ, start_response)
         except BaseException as exc:
-            _current.reset(token)
+            _release(environ, token)
             blocked = find_blocked(exc)
             if blocked is None:
                 raise
@@ -81,9 +84,18 @@ class SqreenWSGIMiddleware:
 
         wrapper = environ.get("wsgi.file_wrapper")
         if type(result) is list or (isinstance(wrapper, type) and isinstance(result, wrapper)):
-            _current.reset(token)  # no app code left to run while it is sent
+            _release(environ, token)  # no app code left to run while it is sent
             return result
         return _Response(result, token, environ, start_response)
+
+
+def _release(environ: WSGIEnvironment, token: Any) -> None:
+    try:
+        _current.reset(token)
+    except (RuntimeError, ValueError):
+        pass  # released twice, or from another context (where ours is not bound)
+    # environ -> handle -> environ: break the cycle so that refcounting frees the request.
+    environ.pop("sqreen", None)
 
 
 def _refuse(
@@ -156,7 +168,4 @@ class _Response:
                 raise
             raise ResponseAborted(str(blocked)) from blocked
         finally:
-            try:
-                _current.reset(self._token)
-            except (RuntimeError, ValueError):
-                pass  # closed twice, or from another context (where ours is not bound)
+            _release(self._environ, self._token)

@@ -30,7 +30,13 @@ import sqreen
 
 from ..._client import Client
 from ..._context import RequestContext, _current
-from ...middleware._common import find_blocked, forbidden, internal_error
+from ...middleware._common import (
+    find_blocked,
+    forbidden,
+    framework_init,
+    internal_error,
+    start_flusher,
+)
 from ...middleware._tee import WSGIInputTee
 from .checks import check_middleware
 
@@ -59,7 +65,7 @@ class SqreenMiddleware:
                 f"settings.SQREEN must be a dict of sqreen.init() options, "
                 f"not {type(config).__name__}"
             )
-        sqreen._framework_init(config, "django")
+        framework_init(config, "django")
         _warn_once()
 
     def __call__(self, request: Any) -> Any:
@@ -104,6 +110,8 @@ def _enter(request: Any) -> Entered | None:
     client = None
     try:
         client = sqreen.get_client()
+        if client.queue._thread is None:
+            start_flusher(client)
         source = _DjangoRequest(request, client.config.max_body_size)
         scope = getattr(request, "scope", None)  # an ASGIRequest
         if isinstance(scope, Mapping):
