@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from ._client_ip import TrustedProxies
-from ._scrub import Scrubber
+from ._scrub import NEVER_COLLECTED_HEADERS, Scrubber
 
 __all__ = ["Config", "ConfigError"]
 
@@ -37,7 +37,7 @@ class Config:
     max_queue_bytes: int = 16 * 1024 * 1024
     max_retry_age: float = 3600.0
     shutdown_timeout: float = 2.0
-    #: CIDRs of the proxies in front of the app; ``None`` trusts loopback only.
+    #: CIDRs of the proxies in front of the app; ``None`` trusts loopback and Unix sockets.
     trusted_proxies: tuple[str, ...] | None = None
     client_ip_header: str = "X-Forwarded-For"
     #: Keys scrubbed *in addition to* the defaults.
@@ -122,6 +122,9 @@ def _checked(values: dict[str, Any]) -> dict[str, Any]:
         elif name in {"token", "endpoint", "app_name", "client_ip_header"}:
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{name} must be a string, not {type(value).__name__}")
+    header = values.get("client_ip_header")
+    if header is not None and header.lower() in NEVER_COLLECTED_HEADERS:
+        raise ConfigError(f"client_ip_header cannot be {header!r}: that header is never read")
     endpoint = values.get("endpoint")
     if endpoint and not endpoint.startswith(("http://", "https://")):
         raise ConfigError(f"endpoint must be an http:// or https:// URL, not {endpoint!r}")

@@ -311,7 +311,7 @@ class Queue:
             try:
                 data = json.dumps(
                     self._to_wire(event), separators=(",", ":"), ensure_ascii=False
-                ).encode()
+                ).encode("utf-8", "replace")  # a lone surrogate from a client's JSON: "?"
             except Exception:
                 self.internal_error(f"serialising event {event.name!r}")
                 self._settle([Prepared(b"", event.enqueued, event.size)], 0, "invalid", 1)

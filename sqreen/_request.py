@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
 
-from ._client_ip import resolve_client_ip, should_warn_untrusted_private, warn_untrusted_proxy_once
+from ._client_ip import maybe_warn_untrusted_proxy, resolve_client_ip
 from ._wire import WireRequest
 
 if TYPE_CHECKING:
@@ -89,8 +89,7 @@ class RequestSnapshot:
         scrubber = config.scrubber
         forwarded = _text(self.forwarded)
         ip = resolve_client_ip(self.peer, forwarded, config.trusted, config.client_ip_header)
-        if forwarded and should_warn_untrusted_private(self.peer, forwarded, config.trusted):
-            warn_untrusted_proxy_once(self.peer or "?", config.client_ip_header)
+        maybe_warn_untrusted_proxy(self.peer, forwarded, config.trusted, config.client_ip_header)
         path = self.path
         if self.raw_path_bytes:
             path = path.encode("latin-1", "replace").decode("utf-8", "replace")

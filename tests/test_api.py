@@ -75,6 +75,7 @@ def test_environment_lists_and_booleans() -> None:
         ({"trusted_proxies": ["not-a-cidr"]}, "not-a-cidr"),
         ({"scrub_keys": [1]}, "scrub_keys"),
         ({"flush_intervall": 1}, "flush_intervall"),
+        ({"client_ip_header": "Authorization"}, "client_ip_header"),
     ],
 )
 def test_bad_options_name_the_field(options: dict[str, object], field: str) -> None:
