@@ -1,0 +1,251 @@
+"""The generic ASGI middleware, around plain ASGI apps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+import sqreen
+from sqreen._context import current
+from sqreen.middleware._common import ResponseAborted
+from sqreen.middleware.asgi import SqreenASGIMiddleware
+from sqreen.testing import CapturedEvents
+
+Message = dict[str, Any]
+App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+def http_scope(
+    path: str = "/", headers: list[tuple[bytes, bytes]] | None = None, **extra: Any
+) -> dict[str, Any]:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers or [],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    scope.update(extra)
+    return scope
+
+
+async def call(
+    app: App, scope: dict[str, Any], body: list[bytes] | None = None
+) -> tuple[int | None, dict[bytes, bytes], bytes]:
+    incoming: list[Message] = [
+        {"type": "http.request", "body": chunk, "more_body": i < len(body or [b""]) - 1}
+        for i, chunk in enumerate(body or [b""])
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        if incoming:
+            return incoming.pop(0)
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = next((m for m in sent if m["type"] == "http.response.start"), None)
+    body_out = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return (
+        start["status"] if start else None,
+        dict(start["headers"]) if start else {},
+        body_out,
+    )
+
+
+async def ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_binds_the_request_and_stores_the_handle_in_its_own_state(
+    sqreen_events: CapturedEvents,
+) -> None:
+    shared_state = {"db": "pool"}
+    seen: list[Any] = []
+    barrier = asyncio.Barrier(2) if hasattr(asyncio, "Barrier") else None
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        handle = scope["state"]["sqreen"]
+        assert scope["state"]["db"] == "pool"
+        assert barrier is not None
+        await barrier.wait()  # both requests in flight at once
+        seen.append((handle, current(), scope["path"]))
+        handle.track("hello")
+        await ok(scope, receive, send)
+
+    async def main() -> None:
+        mw = SqreenASGIMiddleware(app)
+        await asyncio.gather(
+            call(mw, http_scope("/one", state=shared_state)),
+            call(mw, http_scope("/two", state=shared_state)),
+        )
+
+    asyncio.run(main())
+    assert shared_state == {"db": "pool"}  # the server's dict is never written to
+    assert len({id(h) for h, _, _ in seen}) == 2
+    assert all(h is c for h, c, _ in seen)
+    assert sorted(e["request"]["path"] for e in sqreen_events) == ["/one", "/two"]
+    assert current() is None
+
+
+def test_the_receive_tee_feeds_the_parameters(sqreen_events: CapturedEvents) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scope["state"]["sqreen"].track("before")
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        scope["state"]["sqreen"].track("after", collect_body=True)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    payload = json.dumps({"token": "abc", "page": 2}).encode()
+    scope = http_scope("/p", headers=[(b"content-type", b"application/json")])
+    status, _, body = asyncio.run(
+        call(SqreenASGIMiddleware(app), scope, [payload[:5], payload[5:]])
+    )
+    assert (status, body) == (200, payload)
+    before, after = sqreen_events
+    assert before["request"]["params"] == {}
+    assert after["request"]["params"] == {"token": "[redacted]", "page": 2}
+
+
+def test_lifespan_passes_through_and_flushes_on_shutdown(sqreen_events: CapturedEvents) -> None:
+    client = sqreen.init(transport="memory:", flush_interval=3600)
+    transport: Any = client.transport
+    delivered_at_shutdown: list[int] = []
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            with anyio.fail_after(5):
+                # An event queued while serving, not yet due (flush_interval is an hour).
+                async def request_app(scope: Any, receive: Any, send: Any) -> None:
+                    sqreen.track("served")
+                    await ok(scope, receive, send)
+
+                await call(SqreenASGIMiddleware(request_app), http_scope())
+        if message["type"] == "lifespan.shutdown.complete":
+            delivered_at_shutdown.append(len(transport.events))
+
+    asyncio.run(SqreenASGIMiddleware(app)({"type": "lifespan", "asgi": {}}, receive, send))
+    assert delivered_at_shutdown == [1]
+
+
+def blocked_user_app(status_first: bool) -> App:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if status_first:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            scope["state"]["sqreen"].identify({"uid": "mallory"})
+        except Exception:
+            pass
+        await ok(scope, receive, send)
+
+    return app
+
+
+def test_a_blocked_user_gets_a_403_before_the_response_starts(
+    sqreen_events: CapturedEvents,
+) -> None:
+    sqreen_events.block([{"id": "b1", "type": "block_user", "user": {"uid": "mallory"}}])
+    scope = http_scope(headers=[(b"accept", b"application/json")])
+    status, headers, body = asyncio.run(call(SqreenASGIMiddleware(blocked_user_app(False)), scope))
+    assert status == 403
+    assert headers[b"content-type"] == b"application/json"
+    assert json.loads(body) == {"error": "forbidden", "detail": "This request was refused."}
+    assert current() is None
+
+
+def test_blocked_after_the_response_started_aborts_it(sqreen_events: CapturedEvents) -> None:
+    sqreen_events.block([{"id": "b1", "type": "block_user", "user": {"uid": "mallory"}}])
+    with pytest.raises(ResponseAborted) as info:
+        asyncio.run(call(SqreenASGIMiddleware(blocked_user_app(True)), http_scope()))
+    assert isinstance(info.value.__cause__, sqreen.Blocked)
+
+
+def test_blocked_inside_a_task_group(sqreen_events: CapturedEvents) -> None:
+    sqreen_events.block([{"id": "b1", "type": "block_user", "user": {"uid": "mallory"}}])
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def child() -> None:
+            scope["state"]["sqreen"].identify({"uid": "mallory"})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(child)
+        await ok(scope, receive, send)
+
+    status, headers, body = asyncio.run(call(SqreenASGIMiddleware(app), http_scope()))
+    assert status == 403 and headers[b"content-type"].startswith(b"text/html")
+
+
+def test_a_blocked_ip_is_refused_before_the_app_runs(sqreen_events: CapturedEvents) -> None:
+    calls: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        calls.append(scope["path"])
+        await ok(scope, receive, send)
+
+    sqreen_events.block([{"id": "i1", "type": "block_ip", "ip": "203.0.113.0/24"}])
+    mw = SqreenASGIMiddleware(app)
+    blocked = http_scope("/b", headers=[(b"x-forwarded-for", b"203.0.113.9")])
+    allowed = http_scope("/a", headers=[(b"x-forwarded-for", b"198.51.100.1")])
+    assert asyncio.run(call(mw, blocked))[0] == 403
+    assert asyncio.run(call(mw, allowed))[0] == 200
+    assert calls == ["/a"]
+
+
+def test_websockets_pass_through(sqreen_events: CapturedEvents) -> None:
+    seen: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append((scope["type"], scope.get("state"), current()))
+
+    asyncio.run(SqreenASGIMiddleware(app)({"type": "websocket"}, None, None))
+    assert seen == [("websocket", None, None)]
+
+
+def test_an_internal_error_is_logged_not_served(
+    sqreen_events: CapturedEvents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqreen.middleware.asgi as asgi
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("bug in sqreen")
+
+    monkeypatch.setattr(asgi, "ASGIReceiveTee", broken)
+    assert asyncio.run(call(SqreenASGIMiddleware(ok), http_scope()))[0] == 200
+    assert sqreen_events.client.stats()["internal_errors"] == 1
+    sqreen_events.client.queue.internal_errors = 0  # expected here
