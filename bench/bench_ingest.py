@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx2 as httpx
@@ -83,8 +83,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def collector(db: str) -> Iterator[tuple[str, str]]:
-    """A ``sqreen serve`` subprocess on ``db``; yields (endpoint, token)."""
+def collector(db: str, workers: int = 1) -> Iterator[tuple[str, str, int]]:
+    """A ``sqreen serve`` subprocess on ``db``; yields (endpoint, token, its pid)."""
     token = new_token()
     storage = open_storage(db)
     storage.create_key("bench", hash_token(token))
@@ -101,6 +101,8 @@ def collector(db: str) -> Iterator[tuple[str, str]]:
             "--port",
             str(port),
             "--no-access-log",
+            "--workers",
+            str(workers),
             "--log-level",
             "warning",
         ],
@@ -117,7 +119,7 @@ def collector(db: str) -> Iterator[tuple[str, str]]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("the collector did not start") from None
                 time.sleep(0.1)
-        yield endpoint, token
+        yield endpoint, token, proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -157,22 +159,47 @@ def send_all(endpoint: str, token: str, bodies: list[bytes], senders: int) -> fl
     return elapsed
 
 
-def run(db: str, label: str, total: int, senders: int) -> tuple[str, int, float]:
-    bodies = batches(total, f"{label}-{os.getpid()}")
-    with collector(db) as (endpoint, token):
-        send_all(endpoint, token, batches(BATCH * senders, f"warmup-{label}"), senders)
-        elapsed = send_all(endpoint, token, bodies, senders)
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by process ``pid`` and its children (Linux /proc)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def run(db: str, label: str, workers: int, args: argparse.Namespace) -> dict[str, object]:
+    bodies = batches(args.events, f"{label}-{workers}-{os.getpid()}")
+    warmup = batches(BATCH * args.senders, f"warmup-{label}-{workers}")
+    load = os.getloadavg()[0]
+    with collector(db, workers) as (endpoint, token, pid):
+        send_all(endpoint, token, warmup, args.senders)
+        cpu = tree_cpu(pid)
+        elapsed = send_all(endpoint, token, bodies, args.senders)
+        cpu = tree_cpu(pid) - cpu
     storage = open_storage(db)
     stored = storage.count_events()
     storage.close()
-    expected = total + BATCH * senders
-    if stored != expected:
-        raise RuntimeError(f"{label}: {stored} events stored, expected {expected}")
-    return label, total, elapsed
+    if stored != args.events + len(warmup) * BATCH:
+        raise RuntimeError(f"{label}: {stored} events stored, expected more")
+    return {
+        "back end": label,
+        "workers": workers,
+        "events": args.events,
+        "seconds": f"{elapsed:.2f}",
+        "events/s": f"{args.events / elapsed:.0f}",
+        "server CPU us/event": f"{cpu / args.events * 1e6:.0f}",
+        "load before": f"{load:.2f}",
+    }
 
 
 @contextlib.contextmanager
-def postgres() -> Iterator[str | None]:
+def postgres() -> Iterator[Callable[[], str] | None]:
+    """A throwaway cluster (as the tests start it); yields a maker of fresh databases."""
     from tests import _postgres
 
     bin_dir = _postgres.find_pg_bin()
@@ -180,28 +207,35 @@ def postgres() -> Iterator[str | None]:
         yield None
         return
     with _postgres.cluster(bin_dir) as dsn:
-        yield _postgres.fresh_database(dsn)
+        yield lambda: _postgres.fresh_database(dsn)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--only", choices=["sqlite", "postgres"])
     args = parser.parse_args()
+    counts = [int(w) for w in args.workers.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "sqlite"):
-            rows.append(run(str(Path(tmp) / "bench.db"), "sqlite", args.events, args.senders))
+            for w in counts:
+                rows.append(run(str(Path(tmp) / f"bench-{w}.db"), "sqlite", w, args))
         if args.only in (None, "postgres"):
-            with postgres() as dsn:
-                if dsn is None:
+            with postgres() as fresh:
+                if fresh is None:
                     print("PostgreSQL not installed: skipped", file=sys.stderr)
-                else:
-                    rows.append(run(dsn, "postgresql", args.events, args.senders))
-    print(f"\n{'back end':<12} {'events':>9} {'senders':>8} {'seconds':>8} {'events/s':>10}")
-    for label, total, elapsed in rows:
-        print(f"{label:<12} {total:>9} {args.senders:>8} {elapsed:>8.2f} {total / elapsed:>10.0f}")
+                for w in counts if fresh else ():
+                    rows.append(run(fresh(), "postgresql", w, args))
+    print(
+        f"\nbatches of {BATCH} gzipped events, {args.senders} concurrent senders, {os.cpu_count()} CPUs"
+    )
+    columns = list(rows[0]) if rows else []
+    print("  ".join(f"{c:>10}" for c in columns))
+    for row in rows:
+        print("  ".join(f"{row[c]!s:>10}" for c in columns))
 
 
 if __name__ == "__main__":

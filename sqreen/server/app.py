@@ -165,10 +165,11 @@ def create_app(
     retention_days: float | None = None,
     purge_every: float = PURGE_EVERY,
     explorer: bool = True,
+    owns_storage: bool = False,
 ) -> Starlette:
     """The collector app. ``routes`` are added after the API's (the explorer mounts there);
     with ``retention_days``, events older than that are purged every ``purge_every`` seconds.
-    The caller owns ``storage`` and closes it."""
+    The caller closes ``storage``, unless ``owns_storage``: then the app's shutdown does."""
     if explorer:
         # The Event Explorer (sqreen/server/explorer) at /explorer, and / leading there: its
         # own login, session cookie and CSRF checks; the /v1 API keeps its bearer tokens.
@@ -188,6 +189,8 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if owns_storage:
+                storage.close()
 
     app = Starlette(
         routes=[*API_ROUTES, *routes],

@@ -6,10 +6,15 @@ Every command takes ``--db`` (a SQLite file, ``./sqreen.db`` by default, or a
 
 from __future__ import annotations
 
+import gc
 import ipaddress
+import json
 import logging
+import os
+from typing import Any
 
 import click
+from starlette.applications import Starlette
 
 from ._cli_blocks import block, blocks, unblock
 from ._cli_common import db_option, opened, when
@@ -36,6 +41,14 @@ def main() -> None:
     type=click.FloatRange(min=0),
     help="Delete events older than this (hourly); 0 keeps everything.",
 )
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes serving the API (SQLite serialises their writes; PostgreSQL runs them "
+    "in parallel).",
+)
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @click.option(
     "--log-level",
@@ -44,7 +57,13 @@ def main() -> None:
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
 def serve(
-    db: str, host: str, port: int, retention_days: float, access_log: bool, log_level: str
+    db: str,
+    host: str,
+    port: int,
+    retention_days: float,
+    workers: int,
+    access_log: bool,
+    log_level: str,
 ) -> None:
     """Run the collector (SDKs send to http://HOST:PORT)."""
     import uvicorn
@@ -60,16 +79,38 @@ def serve(
                 err=True,
             )
         explorer_startup(storage, f"http://{host}:{port}")
-        app = create_app(storage, retention_days=retention_days or None)
         logging.getLogger("sqreen").setLevel(log_level.upper())
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            log_level=log_level,
-            access_log=access_log,
-            server_header=False,
-        )
+        options: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "log_level": log_level,
+            "access_log": access_log,
+            "server_header": False,
+        }
+        if workers == 1:
+            app = create_app(storage, retention_days=retention_days or None)
+            gc.freeze()  # what startup built lives on: keep the collector's scans off it (-3% CPU)
+            uvicorn.run(app, **options)
+            return
+    # Several processes: each opens its own storage (see worker_app).
+    os.environ[WORKER_ENV] = json.dumps({"db": db, "retention_days": retention_days or None})
+    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
+
+
+WORKER_ENV = "SQREEN_SERVE_WORKER"
+
+
+def worker_app() -> Starlette:
+    """The app of one ``sqreen serve --workers N`` process (a uvicorn factory)."""
+    from .app import create_app
+    from .storage import open_storage
+
+    config = json.loads(os.environ[WORKER_ENV])
+    app = create_app(
+        open_storage(config["db"]), retention_days=config["retention_days"], owns_storage=True
+    )
+    gc.freeze()
+    return app
 
 
 def _is_loopback(host: str) -> bool:

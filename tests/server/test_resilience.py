@@ -17,25 +17,21 @@ from sqreen.server.storage import EventFilter, open_storage
 from .conftest import ServeProcess, add_key, envelope, free_port, wire_event
 
 
-@pytest.mark.slow
-@pytest.mark.postgres
-def test_two_collectors_on_one_postgres_lose_and_duplicate_nothing(
-    postgres_db: str, serve: Callable[..., ServeProcess]
-) -> None:
-    """Four senders post every batch to both collectors at once (as an SDK retrying through a
-    load balancer might): each event is stored once, and the replies count it once."""
-    token = add_key(postgres_db)
-    servers = [serve(postgres_db), serve(postgres_db)]
+def send_every_batch_twice(db: str, urls: list[str]) -> None:
+    """Four senders post every batch to two collectors (or twice to one) at once, as an SDK
+    retrying through a load balancer might: each event is stored once, and the replies count
+    it once."""
+    token = add_key(db)
     batches = [[wire_event(properties={"n": b * 100 + i}) for i in range(100)] for b in range(24)]
     accepted: list[int] = []
     duplicates: list[int] = []
     errors: list[str] = []
 
-    def send(server: ServeProcess, mine: list[list[dict[str, object]]], reverse: bool) -> None:
+    def send(url: str, mine: list[list[dict[str, object]]], reverse: bool) -> None:
         with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
             for batch in mine:
                 events = list(reversed(batch)) if reverse else batch
-                reply = client.post(server.url + "/v1/events", json=envelope(events))
+                reply = client.post(url + "/v1/events", json=envelope(events))
                 if reply.status_code != 200:
                     errors.append(reply.text)
                     continue
@@ -43,7 +39,7 @@ def test_two_collectors_on_one_postgres_lose_and_duplicate_nothing(
                 duplicates.append(reply.json()["duplicates"])
 
     threads = [
-        threading.Thread(target=send, args=(servers[s], batches[half::2], s == 1))
+        threading.Thread(target=send, args=(urls[s], batches[half::2], s == 1))
         for half in (0, 1)
         for s in (0, 1)
     ]
@@ -54,13 +50,31 @@ def test_two_collectors_on_one_postgres_lose_and_duplicate_nothing(
     assert errors == []
     total = sum(len(b) for b in batches)
     assert sum(accepted) == total and sum(duplicates) == total
-    storage = open_storage(postgres_db)
+    storage = open_storage(db)
     try:
         assert storage.count_events() == total
         numbers = [e.properties["n"] for e in storage.query_events(limit=total + 1)]
         assert sorted(numbers) == list(range(total))
+        assert storage.count_by("user.uid") == [("42", total)]
     finally:
         storage.close()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_collectors_on_one_postgres_lose_and_duplicate_nothing(
+    postgres_db: str, serve: Callable[..., ServeProcess]
+) -> None:
+    send_every_batch_twice(postgres_db, [serve(postgres_db).url, serve(postgres_db).url])
+
+
+@pytest.mark.slow
+def test_several_workers_on_one_sqlite_file_lose_and_duplicate_nothing(
+    tmp_path: Path, serve: Callable[..., ServeProcess]
+) -> None:
+    db = str(tmp_path / "workers.db")
+    url = serve(db, None, "--workers", "2").url
+    send_every_batch_twice(db, [url, url])
 
 
 @pytest.mark.slow

@@ -10,11 +10,17 @@ Reads use a small pool of other connections.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
+    fcntl = None  # type: ignore[assignment]
 
 from ._rows import EVENT_COLUMNS, dumped, dumps
 from ._schema import migrations
@@ -36,11 +42,14 @@ class SQLiteStorage(SqlStorage):
     def __init__(self, path: str) -> None:
         self.path = path
         self._write_lock = threading.Lock()
+        self._process_lock: int | None = None
         self._pool_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._writer = self._connect()
         try:
             self._writer.execute("PRAGMA journal_mode=WAL")
+            if fcntl is not None and path not in ("", ":memory:"):
+                self._process_lock = os.open(f"{path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
             self.migrate()
         except BaseException:
             self.close()
@@ -82,7 +91,7 @@ class SQLiteStorage(SqlStorage):
 
     @contextmanager
     def _write(self) -> Iterator[Cursor]:
-        with self._write_lock:
+        with self._write_lock, self._between_processes():
             cur = self._writer.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
@@ -94,6 +103,23 @@ class SQLiteStorage(SqlStorage):
                 raise
             finally:
                 cur.close()
+
+    @contextmanager
+    def _between_processes(self) -> Iterator[None]:
+        """Queue for the write lock across processes (``serve --workers``, the CLI).
+
+        ``BEGIN IMMEDIATE`` alone is correct, but a writer finding the database locked polls
+        it from SQLite's busy handler, sleeping 1, 2, 5, 10... ms in between: an ``flock`` on a
+        side file wakes the next writer as soon as the lock is free instead.
+        """
+        if self._process_lock is None or fcntl is None:
+            yield
+            return
+        fcntl.flock(self._process_lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._process_lock, fcntl.LOCK_UN)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._pool_lock:
@@ -117,3 +143,6 @@ class SQLiteStorage(SqlStorage):
             conn.close()
         with self._write_lock:
             self._writer.close()
+            if self._process_lock is not None:
+                os.close(self._process_lock)
+                self._process_lock = None
