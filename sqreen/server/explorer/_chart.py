@@ -70,7 +70,9 @@ def bucketing(
     """(start, number of buckets, bucket width, its name) covering [since, until); with
     ``align``, the start is moved back to a multiple of the width."""
     span = max(1.0, (until - since).total_seconds())
-    seconds, per = next(((s, n) for s, n in WIDTHS if span / s <= MAX_BARS), WIDTHS[-1])
+    # (A range typed as "1h" is a hair longer than an hour by the time it is drawn.)
+    fits = ((s, n) for s, n in WIDTHS if span / s <= MAX_BARS * 1.01)
+    seconds, per = next(fits, WIDTHS[-1])
     step = seconds * 1_000_000
     start = to_us(since) // step * step if align else to_us(since)
     count = max(1, -(-(to_us(until) - start) // step))

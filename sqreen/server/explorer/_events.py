@@ -68,7 +68,7 @@ def load(storage: Storage, query: Query, path: str, now: datetime) -> EventsView
         until = f.until or max(now, newest + timedelta(microseconds=1))
         start, buckets, step, per = bucketing(since, until, align=f.since is None)
         end = f.until or start + step * buckets
-        points = storage.histogram(replace(f, since=start, until=end), buckets, newest=SAMPLE)
+        points = storage.histogram(f, buckets, newest=SAMPLE, start=start, end=end)
         chart = draw(points, end, per, lambda **kw: query.url(path, drop=["before"], **kw))
     groups = None
     if query.group_field is not None:

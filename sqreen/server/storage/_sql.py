@@ -8,6 +8,7 @@ from what a client sent. The only identifiers interpolated come from fixed table
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -219,9 +220,12 @@ class SqlStorage:
         limit: int,
         before_seq: int | None = None,
         after_seq: int | None = None,
+        sample: bool = False,
     ) -> tuple[str, list[Any]]:
-        """SQL selecting ``columns`` (of ``events e``) of the newest ``limit`` matching events,
-        newest first, and its parameters."""
+        """SQL selecting ``columns`` (of ``events e``; ``{seq}`` names the seq column of the
+        index walked) of the newest ``limit`` matching events, newest first, and its
+        parameters. A ``sample`` of a filter on time alone is the newest by time instead
+        (read backwards from the time index, no sort)."""
         side = self._side_filters(filters)
         # The most selective path for a page: walk one side table's (key, value, seq) index
         # backwards when there is a key/value filter, else events by seq.
@@ -229,13 +233,21 @@ class SqlStorage:
             table, key, value = side[0]
             conds, params = self._where(filters, skip_side=0)
             source = f"{table} d JOIN events e ON e.seq = d.seq"
+            if not conds:
+                # Walk the side table's index alone, and look up in events only what is asked
+                # for, only for the rows the LIMIT keeps (a join would let PostgreSQL pick a
+                # hash join over every event).
+                source = f"{table} d"
+                columns = _EVENT_COLUMN.sub(_lookup_column, columns.replace("e.seq", "d.seq"))
             conds = ["d.key = ?", "d.value = ?", *conds]
             params = [key, value, *params]
             order, sort = "d.seq", ""
         else:
             source, order = "events e", "e.seq"
-            by_time = filters.since is not None or filters.until is not None
-            if by_time and filters.name is None and filters.ip is None and filters.app is None:
+            if sample and self._time_only(filters):
+                conds, params = self._where(filters)
+                order, sort = "e.ts", ""
+            elif self._time_only(filters):
                 walk = self._walk_by_seq(filters, limit)
                 conds, params = self._where(filters, time_index=not walk)
                 # Sorting what the time index finds: keep the planner off the seq order.
@@ -250,8 +262,21 @@ class SqlStorage:
             conds.append(f"{order} > ?")
             params.append(after_seq)
         where = f"WHERE {' AND '.join(conds)}" if conds else ""
+        columns = columns.replace("{seq}", "e.seq" if order == "e.ts" else order)
         sql = f"SELECT {columns} FROM {source} {where} ORDER BY {sort}{order} DESC LIMIT ?"
         return sql, [*params, max(0, limit)]
+
+    @staticmethod
+    def _time_only(f: EventFilter) -> bool:
+        """Whether a filter is on time alone (with no other index to walk)."""
+        by_time = f.since is not None or f.until is not None
+        return (
+            by_time
+            and f.name is None
+            and f.ip is None
+            and f.app is None
+            and not (f.users or f.properties)
+        )
 
     def _walk_by_seq(self, f: EventFilter, limit: int) -> bool:
         """For a filter on time alone: whether walking down the events by ``seq`` (checking
@@ -298,10 +323,18 @@ class SqlStorage:
     def span(
         self, filters: EventFilter = NO_FILTER, *, newest: int
     ) -> tuple[int, datetime | None, datetime | None]:
-        sample, params = self._newest(filters, "e.ts AS ts", newest)
-        count, oldest, latest = self._read(
-            f"SELECT count(*), min(m.ts), max(m.ts) FROM ({sample}) m", params
-        )[0]
+        if self._time_only(filters):
+            sample, params = self._newest(filters, "e.ts AS ts", newest, sample=True)
+            sql = f"SELECT count(*), min(m.ts), max(m.ts) FROM ({sample}) m"
+        else:
+            # Seqs only (index-only walks), then the times of the two ends: two lookups.
+            sample, params = self._newest(filters, "{seq} AS seq", newest, sample=True)
+            at = "(SELECT ts FROM events WHERE seq = x.{})"
+            sql = (
+                f"SELECT x.n, {at.format('lo')}, {at.format('hi')} FROM (SELECT count(*) AS n, "
+                f"min(m.seq) AS lo, max(m.seq) AS hi FROM ({sample}) m) x"
+            )
+        count, oldest, latest = self._read(sql, params)[0]
         return int(count), _opt_time(oldest), _opt_time(latest)
 
     def get_event(self, event_id: str) -> StoredEvent | None:
@@ -335,14 +368,18 @@ class SqlStorage:
             )
         if newest is not None and field in GROUP_COLUMNS:
             # Count over the newest matching events only, walked as a page is: bounded.
-            sample, params = self._newest(filters, f"{column} AS v", newest)
+            sample, params = self._newest(filters, f"{column} AS v", newest, sample=True)
             column, source, conds = "m.v", f"({sample}) m", []
         elif newest is not None:
-            # CROSS JOIN: SQLite then looks each sampled event up in the side table's primary
-            # key, instead of walking every row of that key (PostgreSQL plans it either way).
-            sample, params = self._newest(filters, "e.seq AS seq", newest)
-            source = f"({sample}) m CROSS JOIN {SIDE_TABLES[prefix]} g"
-            conds, params = ["g.seq = m.seq", "g.key = ?"], [*params, clean(key)]
+            # A correlated subquery inside the sample (whose LIMIT keeps PostgreSQL from
+            # repeating it): one primary-key lookup a sampled event in both databases, never a
+            # read of every row of that key.
+            lookup = (
+                f"SELECT g.value FROM {SIDE_TABLES[prefix]} g WHERE g.seq = {{seq}} AND g.key = ?"
+            )
+            sample, params = self._newest(filters, f"({lookup}) AS v", newest, sample=True)
+            column, source = "m.v", f"({sample}) m"
+            conds, params = ["m.v IS NOT NULL"], [clean(key), *params]
         where = f"WHERE {' AND '.join(conds)}" if conds else ""
         rows = self._read(
             f"SELECT {column}, count(*) FROM {source} {where} GROUP BY {column} "
@@ -352,12 +389,19 @@ class SqlStorage:
         return [(r[0], int(r[1])) for r in rows]
 
     def histogram(
-        self, filters: EventFilter = NO_FILTER, buckets: int = 60, *, newest: int | None = None
+        self,
+        filters: EventFilter = NO_FILTER,
+        buckets: int = 60,
+        *,
+        newest: int | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
     ) -> list[tuple[datetime, int]]:
         buckets = max(1, buckets)
-        until = to_us(filters.until or _now())
-        if filters.since is not None:
-            since = to_us(filters.since)
+        until = to_us(end or filters.until or _now())
+        first = start or filters.since
+        if first is not None:
+            since = to_us(first)
         else:
             if newest is None:
                 conds, params = self._where(filters)
@@ -372,7 +416,7 @@ class SqlStorage:
             conds, params = self._where(filters)
             source = "events e"
         else:
-            sample, params = self._newest(filters, "e.ts AS ts", newest)
+            sample, params = self._newest(filters, "e.ts AS ts", newest, sample=True)
             conds, source = [], f"({sample}) e"
         conds += ["e.ts >= ?", "e.ts < ?"]
         rows = self._read(
@@ -576,6 +620,13 @@ class SqlStorage:
             )
             row = cur.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
         return str(row[0])
+
+
+_EVENT_COLUMN: Final = re.compile(r"\be\.(\w+)")
+
+
+def _lookup_column(match: re.Match[str]) -> str:
+    return f"(SELECT x.{match[1]} FROM events x WHERE x.seq = d.seq)"
 
 
 def _opt_time(us: int | None) -> datetime | None:

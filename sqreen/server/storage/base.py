@@ -246,20 +246,29 @@ class Storage(Protocol):
         ...
 
     def histogram(
-        self, filters: EventFilter = NO_FILTER, buckets: int = 60, *, newest: int | None = None
+        self,
+        filters: EventFilter = NO_FILTER,
+        buckets: int = 60,
+        *,
+        newest: int | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
     ) -> list[tuple[datetime, int]]:
-        """Counts of matching events in ``buckets`` equal slices of [since, until).
+        """Counts of matching events in ``buckets`` equal slices of [start, end).
 
-        ``until`` defaults to now; ``since`` to the oldest matching event (or an hour ago).
-        With ``newest``, only the newest ``newest`` matching events (by ``seq``) are counted.
+        ``start`` and ``end`` default to the filter's ``since`` and ``until``; ``end`` then to
+        now, ``start`` to the oldest matching event (or an hour before ``end``). Events outside
+        [start, end) are not counted. With ``newest``, only the newest ``newest`` matching
+        events (by ``seq``; by time for a filter on time alone) are counted.
         """
         ...
 
     def span(
         self, filters: EventFilter = NO_FILTER, *, newest: int
     ) -> tuple[int, datetime | None, datetime | None]:
-        """(how many, oldest time, newest time) of the newest ``newest`` matching events (by
-        ``seq``): what a bounded :meth:`histogram` or :meth:`count_by` covers.
+        """How many of the newest ``newest`` matching events there are (what a bounded
+        :meth:`histogram` or :meth:`count_by` covers), and the times of the oldest and the
+        newest of them by ``seq`` (by time too, when events are stored in time order).
 
         .. versionadded:: 0.1 (for the Event Explorer)
         """
