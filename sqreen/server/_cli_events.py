@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ._cli_common import db_option, opened, pairs, parse_when, when
-from .importer import import_lines
+from .importer import import_lines, read_lines
 from .storage import EventFilter, StoredEvent
 
 __all__ = ["events", "import_"]
@@ -93,7 +93,9 @@ def import_(file: str, app: str | None, db: str) -> None:
         with click.progressbar(
             length=os.path.getsize(file), label="importing", file=sys.stderr
         ) as bar:
-            report = import_lines(storage, lines, app=app, progress=lambda n: bar.update(n))
+            report = import_lines(
+                storage, read_lines(lines), app=app, progress=lambda n: bar.update(n)
+            )
     click.echo(
         f"{report.lines} lines: {report.stored} events stored, {report.duplicates} already "
         f"stored, {len(report.bad)} bad"

@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import BinaryIO, Final
 
 from .._event import InvalidEvent
 from .._wire import WireEvent, parse_event
 from .storage import Storage
 
-__all__ = ["ImportReport", "import_lines"]
+__all__ = ["ImportReport", "import_lines", "read_lines"]
 
 MAX_LINE_BYTES: Final = 1024 * 1024
 BATCH: Final = 500
+
+
+def read_lines(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """The lines of ``stream``, a line longer than ``limit`` cut there (and then refused by
+    :func:`import_lines`) instead of read whole into memory."""
+    while line := stream.readline(limit + 1):
+        if len(line) > limit and not line.endswith(b"\n"):
+            while (rest := stream.readline(limit)) and not rest.endswith(b"\n"):
+                pass
+        yield line
 
 
 @dataclass

@@ -6,13 +6,16 @@ import gzip
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx2 as httpx
 import pytest
 
-from sqreen.server.storage import EventFilter
+from sqreen._wire import parse_event
+from sqreen.server.app import create_app
+from sqreen.server.storage import EventFilter, Storage
 
-from .conftest import Collector, envelope, wire_event
+from .conftest import Collector, ThreadedServer, envelope, wire_event
 
 JSON = {"Content-Type": "application/json"}
 
@@ -306,3 +309,15 @@ def test_unknown_routes_and_methods_answer_json(collector: Collector) -> None:
     wrong = collector.client.get(collector.url + "/v1/events")
     assert wrong.status_code == 405 and wrong.json()["error"]
     assert httpx.get(collector.url + "/healthz").json() == {"status": "ok"}
+
+
+def test_the_app_purges_old_events_when_retention_is_set(sqlite_storage: Storage) -> None:
+    old = parse_event(wire_event(timestamp="2001-01-01T00:00:00Z"))
+    new = parse_event(wire_event(timestamp=datetime.now(UTC).isoformat()))
+    sqlite_storage.insert_events([old, new])
+    app = create_app(sqlite_storage, retention_days=30, purge_every=0.05, explorer=False)
+    with ThreadedServer(app):
+        deadline = time.monotonic() + 10
+        while sqlite_storage.count_events() > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert [e.id for e in sqlite_storage.query_events()] == [new["id"]]

@@ -18,7 +18,7 @@ from sqreen._wire import parse_event
 from sqreen.server.cli import main
 from sqreen.server.storage import open_storage
 
-from .conftest import ServeProcess, envelope, wire_event
+from .conftest import SQREEN, ServeProcess, envelope, wire_event
 
 
 @pytest.fixture
@@ -232,3 +232,32 @@ def test_console_script_serves_and_blocks(
     reply = httpx.post(server.url + "/v1/events", json=envelope([]), headers=headers)
     assert [i["user"] for i in reply.json()["actions"]["items"]] == [{"uid": "42"}]
     assert "auth.login.failure" in sqreen("events")
+
+
+def test_import_refuses_an_overlong_line_without_reading_it_whole(db: str, tmp_path: Path) -> None:
+    file = tmp_path / "long.jsonl"
+    good = json.dumps(wire_event())
+    file.write_bytes(b'{"id": "' + b"x" * (2 * 1024 * 1024) + b'"}\n' + good.encode() + b"\n")
+    result = run("import", str(file), "--db", db, ok=False)
+    assert result.exit_code == 1
+    assert "1 events stored" in result.stdout
+    assert f"{file}:1: line: over 1048576 bytes" in result.stderr
+
+
+@pytest.mark.slow
+def test_events_follow_prints_new_events(db: str) -> None:
+    storage = open_storage(db)
+    storage.insert_events([parse_event(wire_event(name="before.follow"))])
+    with subprocess.Popen(
+        [*SQREEN, "events", "--follow", "--interval", "0.05", "--db", db],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert "before.follow" in proc.stdout.readline()
+            storage.insert_events([parse_event(wire_event(name="after.follow"))])
+            assert "after.follow" in proc.stdout.readline()
+        finally:
+            proc.terminate()
+            storage.close()

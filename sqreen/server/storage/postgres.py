@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresStorage"]
 
-MAX_IDLE: Final = 8
+#: Connections a collector process opens at most (PostgreSQL allows 100 by default, and
+#: several collectors share them); requests beyond wait for a free one.
+MAX_CONNECTIONS: Final = 10
 #: pg_advisory_xact_lock key for migrations ("sqreen" in ASCII).
 MIGRATION_LOCK: Final = 0x737172_65656E
 
@@ -72,6 +74,7 @@ class PostgresStorage(SqlStorage):
         self._psycopg = psycopg
         self.dsn = dsn
         self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._idle: list[psycopg.Connection[Any]] = []
         try:
             self.migrate()
@@ -84,19 +87,19 @@ class PostgresStorage(SqlStorage):
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None or conn.closed:
-            conn = self._psycopg.connect(self.dsn, autocommit=True)
-        try:
-            yield conn
-        finally:
+        with self._slots:
             with self._lock:
-                keep = not conn.closed and not conn.broken and len(self._idle) < MAX_IDLE
-                if keep:
-                    self._idle.append(conn)
-            if not keep:
-                conn.close()
+                conn = self._idle.pop() if self._idle else None
+            if conn is None or conn.closed:
+                conn = self._psycopg.connect(self.dsn, autocommit=True)
+            try:
+                yield conn
+            finally:
+                if conn.closed or conn.broken:
+                    conn.close()
+                else:
+                    with self._lock:
+                        self._idle.append(conn)
 
     @contextmanager
     def _write(self) -> Iterator[Cursor]:
