@@ -109,18 +109,15 @@ def framework_init(settings: Mapping[str, Any], framework: str) -> Client:
     Integrations run this when an app is set up, which a test suite does many times (Django's
     test ``Client`` loads the middleware anew each time, app factories build an app per
     test): the client in use is kept, with its queue and the blocks it holds, while the
-    settings are the same.
+    settings are the same or the new app brings none.
     """
     global _last_init
     settings = dict(settings)
     with _init_lock:
         last = _last_init
-        if (
-            last is not None
-            and last[0] is sqreen._client
-            and last[1] == framework
-            and last[2] == settings
-        ):
+        # An app without settings of its own (a second app, a helper app built in a request)
+        # keeps the client in use: replacing it would drop what requests in flight track.
+        if last is not None and last[0] is sqreen._client and (not settings or last[2] == settings):
             return last[0]
         client = sqreen._framework_init(settings, framework)
         _last_init = (client, framework, settings)

@@ -11,10 +11,11 @@
 For each request it binds a :class:`sqreen._context.RequestContext` (also ``environ["sqreen"]``,
 the per-request handle), wraps ``wsgi.input`` in a passive tee capped at ``max_body_size``,
 refuses a blocked client IP with a 403 before the app runs, and turns :class:`sqreen.Blocked`
-raised by the app (``identify()`` of a blocked user) into a 403. The context stays bound until
-the server closes the response iterable, so code that runs while the body streams still sees
-it; a response that is a list or the server's ``wsgi.file_wrapper`` runs no more app code, so
-the context is released at once and the object handed back untouched (``sendfile`` still works).
+raised by the app (``identify()`` of a blocked user) into a 403. The context stays bound while
+the response body is produced (code that runs while it streams still sees it), until the last
+chunk is out or the server closes the iterable; a response that is a list or the server's
+``wsgi.file_wrapper`` runs no more app code, so the context is released at once and the object
+handed back untouched (``sendfile`` still works).
 
 Errors of ours are logged on the ``sqreen`` logger and counted, never turned into a 500.
 """
@@ -156,6 +157,9 @@ class _Response:
                 raise ResponseAborted(str(blocked)) from blocked
             # Nothing was sent yet: the headers can still be replaced by a 403.
             yield from _refuse(self._environ, self._start_response, blocked, exc)
+        # The whole body is out. A server calls close() next; a test client may never do it
+        # (werkzeug's leaves that to the test), which must not leave this request bound.
+        _release(self._environ, self._token)
 
     def close(self) -> None:
         try:

@@ -207,7 +207,7 @@ def test_blocked_inside_a_task_group(sqreen_events: CapturedEvents) -> None:
             tg.start_soon(child)
         await ok(scope, receive, send)
 
-    status, headers, body = asyncio.run(call(SqreenASGIMiddleware(app), http_scope()))
+    status, headers, _ = asyncio.run(call(SqreenASGIMiddleware(app), http_scope()))
     assert status == 403 and headers[b"content-type"].startswith(b"text/html")
 
 

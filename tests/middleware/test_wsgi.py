@@ -105,9 +105,22 @@ def test_the_context_stays_bound_while_the_body_streams(sqreen_events: CapturedE
 
     status, _, body = Server(SqreenWSGIMiddleware(app))()
     assert (status, body) == (200, b"ab")
-    assert during[0] is not None and during[1] is during[0]  # bound until close() returns
+    assert during[0] is not None  # bound while the body is produced
+    assert during[1] is None  # released once the last chunk is out
     assert Body.closed and current() is None
     assert sqreen_events[0]["request"]["path"] == "/"
+
+
+def test_a_client_that_never_closes_leaves_nothing_bound(sqreen_events: CapturedEvents) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        yield b"body"
+
+    environ = EnvironBuilder().get_environ()
+    result = SqreenWSGIMiddleware(app)(environ, lambda *a: None)
+    assert current() is not None
+    assert list(result) == [b"body"]  # werkzeug's test client reads, and leaves close() to you
+    assert current() is None and "sqreen" not in environ
 
 
 def test_the_file_wrapper_is_handed_back_untouched(sqreen_events: CapturedEvents) -> None:
@@ -142,7 +155,7 @@ def test_the_app_reads_its_body_through_the_tee(sqreen_events: CapturedEvents) -
         return [data]
 
     payload = json.dumps({"password": "hunter2", "name": "bob"}).encode()
-    status, _, body = Server(SqreenWSGIMiddleware(app))(
+    _, _, body = Server(SqreenWSGIMiddleware(app))(
         method="POST", data=payload, content_type="application/json"
     )
     assert body == payload
