@@ -30,6 +30,8 @@ PAGE_SIZE: Final = 50
 #: Histogram and group counts look at no more than this many (newest) matching events.
 SAMPLE: Final = 10_000
 GROUP_LIMIT: Final = 25
+#: The histogram spans at least this much when no ``since`` is given.
+MIN_RANGE: Final = timedelta(hours=1)
 MAX_ID: Final = 256
 
 
@@ -66,6 +68,8 @@ def load(storage: Storage, query: Query, path: str, now: datetime) -> EventsView
         # The chart covers the filter's range, or what the sample reaches when it is bounded.
         since = f.since if f.since is not None and not bounded else oldest
         until = f.until or max(now, newest + timedelta(microseconds=1))
+        if f.since is None and not bounded:
+            since = min(since, until - MIN_RANGE)  # a few fresh events: the last hour
         start, buckets, step, per = bucketing(since, until, align=f.since is None)
         end = f.until or start + step * buckets
         points = storage.histogram(f, buckets, newest=SAMPLE, start=start, end=end)

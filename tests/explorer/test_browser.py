@@ -1,0 +1,315 @@
+"""The Event Explorer in a real headless Chromium, against real servers.
+
+``sqreen serve`` and a FastAPI shop instrumented with the SDK run as subprocesses on
+127.0.0.1 (the shop's SDK sends to the collector with a key from ``sqreen keys create``); the
+admin password is set with ``sqreen admin-password``. Playwright drives Debian's ``chromium``.
+Screenshots of the main views land in ``test-artifacts/explorer/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+
+from tests.server.conftest import SQREEN, ServeProcess, free_port
+
+pytest.importorskip("fastapi")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "test-artifacts" / "explorer"
+PASSWORD = "browser-test-password"
+XSS = "<script>alert(1)</script>"
+ATTACKER = "198.51.100.66"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(found):
+        reason = "Debian's chromium is not installed (apt-get install chromium; make test does)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI is set, so this is a failure")
+        pytest.skip(reason)
+    return found
+
+
+def cli(*args: str, stdin: str | None = None) -> str:
+    proc = subprocess.run(
+        [*SQREEN, *args], input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{url}: the server exited with {proc.returncode}"
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise AssertionError(f"{url} did not come up")
+
+
+def eventually(check: Callable[[], bool], timeout: float = 15, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    """(collector URL, shop URL, database) on real servers."""
+    db = str(tmp_path_factory.mktemp("explorer-browser") / "sqreen.db")
+    token = cli("keys", "create", "--name", "shop", "--db", db).strip()
+    cli("admin-password", "--password-stdin", "--db", db, stdin=PASSWORD + "\n")
+    collector = ServeProcess(db).start()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
+    env.update(
+        SQREEN_ENDPOINT=collector.url,
+        SQREEN_TOKEN=token,
+        SQREEN_APP_NAME="shop",
+        SQREEN_FLUSH_INTERVAL="0.2",
+        SQREEN_HEARTBEAT_INTERVAL="0.5",
+    )
+    shop = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.explorer.shop_app:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-proxy-headers",  # the SDK resolves the client IP itself
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    shop_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(shop_url + "/", shop)
+        yield collector.url, shop_url, db
+    finally:
+        shop.terminate()
+        shop.wait(10)
+        collector.stop()
+
+
+def as_ip(ip: str, **headers: str) -> dict[str, str]:
+    # The test stands in front of the shop as a loopback proxy would: the SDK trusts it.
+    return {"X-Forwarded-For": ip, "User-Agent": "browser-test/1.0", **headers}
+
+
+def login_at_shop(shop: str, user: str, password: str, ip: str) -> httpx.Response:
+    return httpx.post(
+        shop + "/login", json={"username": user, "password": password}, headers=as_ip(ip)
+    )
+
+
+@pytest.fixture(scope="module")
+def traffic(servers: tuple[str, str, str]) -> None:
+    """What the shop tracked moments before the browser looks: a password-guessing attack on
+    alice from one IP, good logins, and exports (one with a script as its report name)."""
+    collector, shop, db = servers
+    for guess in ("123456", "password", "qwerty", "letmein", "dragon"):
+        assert login_at_shop(shop, "alice", guess, ATTACKER).status_code == 401
+    assert login_at_shop(shop, "bob", "hunter2hunter2", "192.0.2.10").status_code == 200
+    assert login_at_shop(shop, "alice", "correct horse", "192.0.2.20").status_code == 200
+    for report in ("q3-revenue", XSS):
+        reply = httpx.post(
+            shop + "/export",
+            json={"report": report},
+            headers=as_ip("192.0.2.20", **{"X-User": "alice"}),
+        )
+        assert reply.status_code == 200
+    from sqreen.server.storage import open_storage
+
+    storage = open_storage(db)
+    try:
+        eventually(lambda: len(storage.query_events(limit=20)) == 9, what="9 events stored")
+    finally:
+        storage.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = chromium()
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context; any dialog (alert, confirm...) fails the test."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    dialogs: list[str] = []
+    page = context.new_page()
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
+    assert dialogs == [], f"a dialog opened: {dialogs}"
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page: Any, collector: str) -> None:
+    page.goto(collector + "/explorer/")
+    assert "/explorer/login" in page.url
+    page.fill("#password", PASSWORD)
+    page.click("button:has-text('Log in')")
+    page.wait_for_url(re.compile(r".*/explorer/events$"))
+
+
+def row_names(page: Any) -> list[str]:
+    return [t.strip() for t in page.locator("#events tbody tr td:nth-child(2)").all_inner_texts()]
+
+
+def test_walkthrough(servers: tuple[str, str, str], traffic: None, page: Any) -> None:
+    collector, shop, _ = servers
+    page.goto(collector + "/explorer/events")
+    assert "/explorer/login" in page.url
+    shot(page, "login")
+    log_in(page, collector)
+
+    # The events the shop tracked moments ago, newest first.
+    names = row_names(page)
+    assert names[:2] == ["report.exported", "report.exported"]
+    assert names.count("auth.login.failure") == 5 and "auth.login.success" in names
+    # The script is text in its cell: no dialog opens (the page fixture checks).
+    assert page.locator("#events td.props", has_text=XSS).count() == 1
+    assert page.locator("figure.histogram svg rect.bar").count() >= 1
+    shot(page, "events")
+
+    # Filter by event name, then by a property (both kept in the URL).
+    page.fill("input[name=name]", "auth.login.failure")
+    page.click("button:has-text('Apply')")
+    page.wait_for_url(re.compile(r".*name=auth\.login\.failure"))
+    assert row_names(page) == ["auth.login.failure"] * 5
+    page.fill("input[name=name]", "")
+    page.fill("input[name=prop]", f"report={XSS}")
+    page.click("button:has-text('Apply')")
+    page.wait_for_url(re.compile(r".*prop=report"))
+    assert row_names(page) == ["report.exported"]
+    assert page.locator(".chips li", has_text=XSS).count() == 1
+    shot(page, "events-filtered")
+
+    # Group by IP: the attacker stands out.
+    page.goto(collector + "/explorer/events")
+    page.click(".groupby a:has-text('IP')")
+    page.wait_for_url(re.compile(r".*group=ip"))
+    first = page.locator(".groups tbody tr").first
+    assert first.locator("td").nth(0).inner_text() == ATTACKER
+    assert first.locator("td").nth(1).inner_text() == "5"
+    shot(page, "group-by-ip")
+
+    # One event's detail: request, user, properties, raw JSON.
+    first.locator("a").click()
+    page.wait_for_url(re.compile(r".*ip=198\.51\.100\.66$"))
+    page.locator("#events td.time a").first.click()
+    page.wait_for_url(re.compile(r".*/explorer/events/[^?]+$"))
+    assert page.locator("h1").inner_text() == "auth.login.failure"
+    assert "/login" in page.locator("table.kv").last.inner_text()
+    assert '"username": "alice"' in page.locator("pre.raw").inner_text()
+    shot(page, "event-detail")
+
+    # Block alice from the page: the shop refuses her, even with her password.
+    page.click("text=Block this user…")
+    page.wait_for_url(re.compile(r".*/explorer/blocks\?user=username%3Dalice"))
+    assert page.locator("textarea[name=user]").input_value() == "username=alice"
+    page.select_option("select[name=duration]", "1h")
+    page.fill("input[name=reason]", f"password guessing from {ATTACKER}")
+    page.click("button:has-text('Block')")
+    assert "Block #1 created" in page.locator(".flash").inner_text()
+    assert "username=alice" in page.locator("table.blocks").first.inner_text()
+    shot(page, "blocks")
+    eventually(
+        lambda: login_at_shop(shop, "alice", "correct horse", "192.0.2.20").status_code == 403,
+        what="the shop to refuse alice",
+    )
+    assert login_at_shop(shop, "bob", "hunter2hunter2", "192.0.2.10").status_code == 200
+
+    # New events appear without a reload.
+    page.goto(collector + "/explorer/events?name=auth.login.failure")
+    before = page.locator("#events tbody tr").count()
+    login_at_shop(shop, "bob", "wrong", "203.0.113.99")
+    page.locator("#events tbody tr.new").first.wait_for(timeout=15_000)
+    assert page.locator("#events tbody tr").count() == before + 1
+    assert "203.0.113.99" in page.locator("#events tbody tr").first.inner_text()
+
+    # The shop's SDK process is there, heartbeats flowing, nothing dropped.
+    page.click("nav >> text=Agents")
+    agents = page.locator("table.agents tbody tr")
+    assert agents.count() == 1
+    assert re.search(r"shop\s+127\.0\.0\.1|shop", agents.inner_text())
+    assert "fastapi" in agents.inner_text() and "none" in agents.inner_text()  # no drops
+    assert "1 SDK process reported: 1 sending heartbeats" in page.locator(".summary").inner_text()
+    shot(page, "agents")
+
+    # Unblock, then log out: every page leads back to the login.
+    page.goto(collector + "/explorer/blocks")
+    page.click("button:has-text('Unblock')")
+    assert "Block #1 lifted." in page.locator(".flash").inner_text()
+    page.click("button:has-text('Log out')")
+    page.wait_for_url(re.compile(r".*/explorer/login$"))
+    page.goto(collector + "/explorer/blocks")
+    assert "/explorer/login" in page.url
+
+
+def test_works_without_javascript(
+    servers: tuple[str, str, str], traffic: None, browser: Any
+) -> None:
+    collector, _, _ = servers
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        log_in(page, collector)
+        page.fill("input[name=user]", "username=alice")
+        page.click("button:has-text('Apply')")
+        page.wait_for_url(re.compile(r".*user=username%3Dalice"))
+        names = row_names(page)
+        assert names and set(names) <= {
+            "auth.login.failure",
+            "auth.login.success",
+            "report.exported",
+        }
+        assert page.locator("#live").inner_text() == ""  # no live update without JS
+        page.click(".groupby a:has-text('name')")
+        assert page.locator(".groups tbody tr").count() >= 2
+    finally:
+        context.close()
