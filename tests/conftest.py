@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 import sqreen
+from sqreen import _context
 from tests.receiver import Receiver
 
 pytest_plugins = ["pytester"]
@@ -19,8 +20,10 @@ def _isolated_sqreen(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if key.startswith("SQREEN_"):
             monkeypatch.delenv(key)
     sqreen.shutdown(timeout=0.5)
+    _context._current.set(None)  # a test that failed half-way may have left a request bound
     clients_before = set(sqreen._clients)
     yield
+    _context._current.set(None)
     clients = [c for c in sqreen._clients if c not in clients_before]
     sqreen.shutdown(timeout=0.5)
     for client in clients:
