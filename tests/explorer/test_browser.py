@@ -138,7 +138,7 @@ def login_at_shop(shop: str, user: str, password: str, ip: str) -> httpx.Respons
 def traffic(servers: tuple[str, str, str]) -> None:
     """What the shop tracked moments before the browser looks: a password-guessing attack on
     alice from one IP, good logins, and exports (one with a script as its report name)."""
-    collector, shop, db = servers
+    _, shop, db = servers
     for guess in ("123456", "password", "qwerty", "letmein", "dragon"):
         assert login_at_shop(shop, "alice", guess, ATTACKER).status_code == 401
     assert login_at_shop(shop, "bob", "hunter2hunter2", "192.0.2.10").status_code == 200

@@ -1,0 +1,128 @@
+"""The query plans behind the events page use indexes, on both back ends.
+
+Each single filter's page (list, histogram sample, group counts) is loaded on a small
+database while every statement is recorded, then each statement is explained: no full scan of
+a table, and the filter's own index used. SQLite plans without statistics, so its plans here
+are its plans at a million events; PostgreSQL is asked with sequential scans discouraged
+(``enable_seqscan = off``), which shows that an index path exists. The timings at scale are
+``bench/bench_explorer.py``'s job.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sqreen.server.explorer._events import load
+from sqreen.server.explorer._query import parse_query
+from sqreen.server.storage import Storage, open_storage
+
+from .conftest import wire_event
+
+NOW = datetime.now(UTC)
+#: A filter; the index every statement must use (None: a walk down the newest events by
+#: seq, stopped by a LIMIT); and the side table some statement must look up by primary key.
+FILTERS: dict[str, tuple[list[tuple[str, str]], str | None, str | None]] = {
+    "newest": ([], None, None),
+    "name": ([("name", "auth.login.failure")], "events_name", None),
+    "user": ([("user", "uid=3")], "event_users_kv", None),
+    "ip": ([("ip", "203.0.113.7")], "events_ip", None),
+    "property": ([("prop", "reason=bad_password")], "event_props_kv", None),
+    "time range": ([("since", "9d"), ("until", "7d")], "events_ts", None),
+    "group by ip": ([("group", "ip")], None, None),
+    "group by user": ([("group", "user:uid")], None, "event_users"),
+    "group by property": (
+        [("name", "auth.login.failure"), ("group", "prop:reason")],
+        "events_name",
+        "event_props",
+    ),
+}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def filled(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    url = str(tmp_path / "plans.db")
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_db")
+    storage = open_storage(url)
+    events = [
+        wire_event(
+            timestamp=(NOW - timedelta(hours=i)).isoformat().replace("+00:00", "Z"),
+            user={"uid": str(i % 7)},
+        )
+        for i in range(400)
+    ]
+    storage.insert_events(events)  # type: ignore[arg-type]
+    yield storage
+    storage.close()
+
+
+def statements(storage: Storage, args: list[tuple[str, str]]) -> list[tuple[str, list[Any]]]:
+    """The SQL the events page runs for ``args``."""
+    seen: list[tuple[str, list[Any]]] = []
+    read = storage._read  # type: ignore[attr-defined]
+
+    def recording(sql: str, params: Any = ()) -> Any:
+        seen.append((sql, list(params)))
+        return read(sql, params)
+
+    storage._read = recording  # type: ignore[attr-defined]
+    try:
+        query, errors = parse_query(args, NOW)
+        assert not errors
+        load(storage, query, "/explorer/events", NOW)
+    finally:
+        del storage._read  # type: ignore[attr-defined]
+    return [(sql, p) for sql, p in seen if "ORDER BY ts LIMIT 1" not in sql]  # cost probes
+
+
+def plan(storage: Storage, sql: str, params: list[Any]) -> list[str]:
+    if hasattr(storage, "_connect"):  # SQLite
+        conn = storage._connect()
+        try:
+            return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+        finally:
+            conn.close()
+    with storage._connection() as conn:  # type: ignore[attr-defined]
+        conn.execute("SET enable_seqscan = off")
+        try:
+            rows = conn.execute("EXPLAIN " + sql.replace("?", "%s"), params).fetchall()
+        finally:
+            conn.execute("RESET enable_seqscan")
+    return [row[0] for row in rows]
+
+
+def full_scans(lines: list[str]) -> list[str]:
+    """Plan lines reading a whole table (not a subquery's rows, not an index)."""
+    out = [line for line in lines if "Seq Scan" in line]
+    for line in lines:
+        found = re.fullmatch(r"SCAN (\w+)", line.strip())
+        if found and f"CO-ROUTINE {found[1]}" not in lines and found[1] not in ("m", "x", "s"):
+            out.append(line)
+    return out
+
+
+@pytest.mark.parametrize("label", list(FILTERS))
+def test_each_filter_reads_through_an_index(filled: Storage, label: str) -> None:
+    args, index, lookup = FILTERS[label]
+    found = statements(filled, args)
+    assert len(found) >= 3  # the page, the span of the sample, the histogram
+    plans = []
+    for sql, params in found:
+        lines = plan(filled, sql, params)
+        text = "\n".join(lines)
+        plans.append(text)
+        if index is None:
+            assert "LIMIT" in sql, text  # bounded
+        else:
+            assert not full_scans(lines), f"{label}: full scan in\n{sql}\n{text}"
+            assert index in text, f"{label}: {index} unused in\n{sql}\n{text}"
+    if lookup is not None:
+        # SQLite: "SEARCH g USING PRIMARY KEY (seq=? AND key=?)"; PostgreSQL: "<table>_pkey".
+        by_key = re.compile(rf"{lookup}_pkey|SEARCH g USING PRIMARY KEY \(seq=\? AND key=\?\)")
+        assert any(by_key.search(text) for text in plans), "\n\n".join(plans)
