@@ -21,7 +21,6 @@ import json
 import os
 import random
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -123,6 +122,37 @@ def generate(path: Path, count: int, seed: int = 7) -> None:
     tmp.rename(path)
 
 
+@contextmanager
+def postgres(dsn: str | None) -> Iterator[str]:
+    """The database at ``dsn``, or a fresh one in a throwaway cluster (tests/_postgres.py)."""
+    if dsn:
+        yield dsn
+        return
+    from tests._postgres import cluster, find_pg_bin, fresh_database
+
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        sys.exit("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    with cluster(bin_dir) as server:
+        yield fresh_database(server)
+
+
+def load_once_pg(db: str, data: Path) -> None:
+    """``sqreen import`` into an empty database, then VACUUM ANALYZE (as autovacuum would)."""
+    import psycopg
+
+    from sqreen.server.storage import open_storage
+
+    open_storage(db).close()  # the schema
+    with psycopg.connect(db, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM (SELECT 1 FROM events LIMIT 1) x").fetchone()
+        if not row or not row[0]:
+            started = time.perf_counter()
+            sqreen("import", str(data), "--app", "bench", db=db, stdout=subprocess.DEVNULL)
+            print(f"  imported in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        conn.execute("VACUUM ANALYZE")
+
+
 def sqreen(*args: str, db: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sqreen.server", *args, "--db", db],
@@ -147,7 +177,7 @@ def load(db: str, data: Path, marker: Path) -> None:
 def serving(db: str) -> Iterator[str]:
     """``sqreen serve`` on ``db`` (bench_ingest's), the admin password set from the env."""
     os.environ["SQREEN_ADMIN_PASSWORD"] = PASSWORD
-    with collector(db) as (endpoint, _):
+    with collector(db) as (endpoint, *_):
         yield endpoint
 
 
@@ -190,6 +220,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".benchmarks" / "explorer")
+    parser.add_argument(
+        "--pg-dsn", help="an existing PostgreSQL database (default: a throwaway cluster)"
+    )
     args = parser.parse_args()
     args.workdir.mkdir(exist_ok=True)
     data = args.workdir / f"events-{args.events}.jsonl"
@@ -206,18 +239,9 @@ def main() -> None:
         with serving(db) as base:
             results["SQLite"] = time_filters(base, args.runs)
     if args.backend in ("postgres", "both"):
-        from tests._postgres import cluster, find_pg_bin, fresh_database
-
-        bin_dir = find_pg_bin()
-        if bin_dir is None:
-            sys.exit("PostgreSQL is not installed (Debian: apt-get install postgresql)")
         print("PostgreSQL:", file=sys.stderr)
-        with cluster(bin_dir) as dsn:
-            db = fresh_database(dsn)
-            load(db, data, args.workdir / "unused-marker")
-            (args.workdir / "unused-marker").unlink()
-            sqreen("purge", "--days", "3650", db=db, stdout=subprocess.DEVNULL)
-            subprocess.run(["psql", db, "-qc", "VACUUM ANALYZE"], check=False)
+        with postgres(args.pg_dsn) as db:
+            load_once_pg(db, data)
             with serving(db) as base:
                 results["PostgreSQL"] = time_filters(base, args.runs)
 
@@ -229,8 +253,7 @@ def main() -> None:
     for label, _ in FILTERS:
         cells = [f"{results[b][label][0]:.1f} | {results[b][label][1]:.1f}" for b in backends]
         print(f"| {label} | " + " | ".join(cells) + " |")
-    if shutil.which("nproc"):
-        print(f"\n({os.cpu_count()} CPUs; {sys.version.split()[0]})")
+    print(f"\n({os.cpu_count()} CPUs, Python {sys.version.split()[0]})")
 
 
 if __name__ == "__main__":
