@@ -1,0 +1,90 @@
+"""Setting the admin password: ``sqreen admin-password`` and ``SQREEN_ADMIN_PASSWORD``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sqreen.server.cli import main
+from sqreen.server.explorer import apply_env_password
+from sqreen.server.explorer._secrets import PASSWORD_SETTING, verify_password
+from sqreen.server.storage import Storage, open_storage
+
+
+def stored(db: str) -> str | None:
+    storage = open_storage(db)
+    try:
+        return storage.get_setting(PASSWORD_SETTING)
+    finally:
+        storage.close()
+
+
+def test_admin_password_from_stdin(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    result = CliRunner().invoke(
+        main, ["admin-password", "--password-stdin", "--db", db], input="a fine password\n"
+    )
+    assert result.exit_code == 0, result.output
+    hashed = stored(db)
+    assert hashed is not None and hashed.startswith("scrypt$")
+    assert "a fine password" not in hashed
+    assert verify_password("a fine password", hashed)
+
+
+def test_admin_password_prompts_twice(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    mismatch = CliRunner().invoke(
+        main, ["admin-password", "--db", db], input="first password\nsecond password\n" * 3
+    )
+    assert mismatch.exit_code != 0 and stored(db) is None
+    ok = CliRunner().invoke(
+        main, ["admin-password", "--db", db], input="same password\nsame password\n"
+    )
+    assert ok.exit_code == 0, ok.output
+    assert verify_password("same password", stored(db))
+
+
+def test_admin_password_refuses_a_short_one(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    result = CliRunner().invoke(
+        main, ["admin-password", "--password-stdin", "--db", db], input="short\n"
+    )
+    assert result.exit_code == 1
+    assert "at least 8 characters" in result.output
+    assert stored(db) is None
+
+
+def test_the_environment_sets_the_password_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage: Storage = open_storage(str(tmp_path / "s.db"))
+    try:
+        assert not apply_env_password(storage)  # not set: nothing happens
+        monkeypatch.setenv("SQREEN_ADMIN_PASSWORD", "from the environment")
+        assert apply_env_password(storage)
+        first = storage.get_setting(PASSWORD_SETTING)
+        # The same password at the next start: not re-hashed, so sessions survive restarts.
+        assert not apply_env_password(storage)
+        assert storage.get_setting(PASSWORD_SETTING) == first
+        monkeypatch.setenv("SQREEN_ADMIN_PASSWORD", "another from the environment")
+        assert apply_env_password(storage)
+        assert verify_password(
+            "another from the environment", storage.get_setting(PASSWORD_SETTING)
+        )
+        monkeypatch.setenv("SQREEN_ADMIN_PASSWORD", "short")
+        with pytest.raises(ValueError, match="at least 8"):
+            apply_env_password(storage)
+    finally:
+        storage.close()
+
+
+def test_serve_refuses_a_short_password_from_the_environment(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["serve", "--db", str(tmp_path / "s.db"), "--port", "0"],
+        env={"SQREEN_ADMIN_PASSWORD": "short"},
+    )
+    assert result.exit_code == 1
+    assert "SQREEN_ADMIN_PASSWORD: the admin password must be at least 8" in result.output
