@@ -13,10 +13,10 @@
 
 :class:`SqreenMiddleware` is :class:`~sqreen.middleware.asgi.SqreenASGIMiddleware` configured
 from its keyword arguments (unless :func:`sqreen.init` was called) and told how to find the
-route template: FastAPI puts the matched route in ``scope["route"]``; plain Starlette does
-not, so when an event is tracked the template is found again by matching the app's routes
-(``Mount`` prefixes included). See :mod:`sqreen.integrations.fastapi` for FastAPI's
-dependency.
+route template: ``scope["route"]`` is the route that matched, whose path is whole unless it
+sits inside a ``Mount``; then, when an event is tracked, the template is found again by
+matching the app's routes from the top, mount prefixes included. See
+:mod:`sqreen.integrations.fastapi` for FastAPI's dependency.
 
 .. versionadded:: 0.1
 """
@@ -63,14 +63,13 @@ def sqreen_handle(request: HTTPConnection) -> SqreenHandle:
 
 def _route(scope: Scope) -> tuple[str | None, Mapping[str, Any] | None]:
     path_params = scope.get("path_params")
-    route = scope.get("route")  # FastAPI
-    if route is not None:
-        return getattr(route, "path", None), path_params
-    router = scope.get("router")
-    if router is None:
-        return None, path_params
-    # Match from the top again: the routers have moved root_path along the mounts they entered.
-    top = {**scope, "root_path": scope.get("app_root_path", scope.get("root_path", ""))}
+    route = scope.get("route")  # the innermost route that matched
+    router = scope.get("router")  # the outermost router
+    if "app_root_path" not in scope or router is None:  # no Mount entered: the path is whole
+        return (getattr(route, "path", None) if route is not None else None), path_params
+    # Inside mounts the route's path is relative: match from the top again (the mounts have
+    # moved root_path along, to the concrete prefix, where the template is wanted).
+    top = {**scope, "root_path": scope["app_root_path"]}
     return _template(getattr(router, "routes", ()), top, "", 0), path_params
 
 

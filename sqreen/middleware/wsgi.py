@@ -33,7 +33,7 @@ from .._context import RequestContext, _current
 from ._common import ResponseAborted, find_blocked, forbidden, internal_error, start_flusher
 from ._tee import WSGIInputTee
 
-__all__ = ["RouteOf", "SqreenWSGIMiddleware"]
+__all__ = ["RouteOf", "SqreenWSGIMiddleware", "release"]
 
 #: Called with the environ when an event is tracked: ``(route template, path parameters)``.
 RouteOf = Callable[[WSGIEnvironment], tuple[str | None, Mapping[str, Any] | None]]
@@ -59,7 +59,7 @@ class SqreenWSGIMiddleware:
                 tee = environ["wsgi.input"] = WSGIInputTee(stream, client.config.max_body_size)
             route = None if self.route is None else partial(self.route, environ)
             ctx = environ["sqreen"] = RequestContext(client, "wsgi", environ, tee, route)
-            token = _current.set(ctx)
+            environ["sqreen.token"] = _current.set(ctx)
         except Exception:
             internal_error(client, "the WSGI middleware")
             return self.app(environ, start_response)
@@ -71,13 +71,13 @@ class SqreenWSGIMiddleware:
                 internal_error(client, "the IP check")
                 blocked = None
             if blocked is not None:
-                _release(environ, token)
+                release(environ)
                 return _refuse(environ, start_response, blocked)
 
         try:
             result = self.app(environ, start_response)
         except BaseException as exc:
-            _release(environ, token)
+            release(environ)
             blocked = find_blocked(exc)
             if blocked is None:
                 raise
@@ -85,18 +85,26 @@ class SqreenWSGIMiddleware:
 
         wrapper = environ.get("wsgi.file_wrapper")
         if type(result) is list or (isinstance(wrapper, type) and isinstance(result, wrapper)):
-            _release(environ, token)  # no app code left to run while it is sent
+            release(environ)  # no app code left to run while it is sent
             return result
-        return _Response(result, token, environ, start_response)
+        return _Response(result, environ, start_response)
 
 
-def _release(environ: WSGIEnvironment, token: Any) -> None:
-    try:
-        _current.reset(token)
-    except (RuntimeError, ValueError):
-        pass  # released twice, or from another context (where ours is not bound)
+def release(environ: WSGIEnvironment) -> None:
+    """Unbind the request now; later calls do nothing.
+
+    The middleware calls it once the response is done. An integration calls it where its
+    framework ends the request (Flask: ``teardown_request``), since a test client may never
+    close the response iterable.
+    """
+    token = environ.pop("sqreen.token", None)
     # environ -> handle -> environ: break the cycle so that refcounting frees the request.
     environ.pop("sqreen", None)
+    if token is not None:
+        try:
+            _current.reset(token)
+        except ValueError:
+            pass  # released from another context, where ours is not bound
 
 
 def _refuse(
@@ -128,17 +136,15 @@ def _refuse(
 class _Response:
     """The app's response iterable; releases the request context when the server closes it."""
 
-    __slots__ = ("_environ", "_result", "_start_response", "_token")
+    __slots__ = ("_environ", "_result", "_start_response")
 
     def __init__(
         self,
         result: Iterable[bytes],
-        token: Any,
         environ: WSGIEnvironment,
         start_response: StartResponse,
     ) -> None:
         self._result = result
-        self._token = token
         self._environ = environ
         self._start_response = start_response
 
@@ -159,7 +165,7 @@ class _Response:
             yield from _refuse(self._environ, self._start_response, blocked, exc)
         # The whole body is out. A server calls close() next; a test client may never do it
         # (werkzeug's leaves that to the test), which must not leave this request bound.
-        _release(self._environ, self._token)
+        release(self._environ)
 
     def close(self) -> None:
         try:
@@ -172,4 +178,4 @@ class _Response:
                 raise
             raise ResponseAborted(str(blocked)) from blocked
         finally:
-            _release(self._environ, self._token)
+            release(self._environ)

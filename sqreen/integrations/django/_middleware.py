@@ -5,19 +5,20 @@ refuses a blocked client IP with a 403 before the view runs, and turns :class:`s
 into a 403: Django's own exception handling (``process_exception``, the 500 page) only catches
 :class:`Exception`, so this is done in ``__call__``, which is why the middleware goes first.
 
-What it reads of the request: ``request.META`` under WSGI (the environ itself), and the ASGI
-scope under ASGI (``META`` there holds the path already decoded, where an environ holds it as
-latin-1). The body is what Django itself read: its ``_stream`` is wrapped in the same passive,
-capped tee as ``wsgi.input`` (Django parses multipart bodies from that stream without keeping
-them, so this is the only way to see their field names), and ``request._body`` is used when
-something read the body before the middleware. The route is ``resolver_match.route`` with a
-leading ``/``, read when an event is tracked, and the path parameters its ``kwargs``.
+What it reads of the request: ``request.META``, under WSGI and ASGI alike, except the path:
+Django rewrites ``PATH_INFO`` there to the decoded path, where the snapshot expects the
+environ's latin-1 form, so that one is given from ``request.path_info``. The body is what
+Django itself read: its ``_stream`` is wrapped in the same passive, capped tee as
+``wsgi.input`` (Django parses multipart bodies from that stream without keeping them, so this
+is the only way to see their field names), and ``request._body`` is used when something read
+the body before the middleware. The route is ``resolver_match.route`` with a leading ``/``,
+read when an event is tracked, and the path parameters its ``kwargs``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import Token
 from typing import Any
 
@@ -113,11 +114,7 @@ def _enter(request: Any) -> Entered | None:
         if client.queue._thread is None:
             start_flusher(client)
         source = _DjangoRequest(request, client.config.max_body_size)
-        scope = getattr(request, "scope", None)  # an ASGIRequest
-        if isinstance(scope, Mapping):
-            ctx = RequestContext(client, "asgi", scope, source, source.route)
-        else:
-            ctx = RequestContext(client, "wsgi", request.META, source, source.route)
+        ctx = RequestContext(client, "wsgi", source, source, source.route)
         request.sqreen = ctx
         return client, ctx, _current.set(ctx)
     except Exception:
@@ -141,8 +138,9 @@ def _forbidden(request: Any) -> HttpResponse:
     return response
 
 
-class _DjangoRequest:
-    """The body Django read (a :class:`sqreen._request.BodySource`) and the resolved route."""
+class _DjangoRequest(Mapping[str, Any]):
+    """``META`` with the path in its WSGI form, the body Django read (a
+    :class:`sqreen._request.BodySource`) and the resolved route."""
 
     __slots__ = ("_cap", "_request", "_tee")
 
@@ -154,6 +152,25 @@ class _DjangoRequest:
         stream = attrs.get("_stream")
         if stream is not None and "_body" not in attrs and not getattr(request, "_read_started", 0):
             self._tee = request._stream = WSGIInputTee(stream, cap)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == "PATH_INFO":
+            return _wsgi_str(self._request.path_info)
+        if key == "SCRIPT_NAME":
+            return _wsgi_str(self._request.META.get("SCRIPT_NAME") or "")
+        return self._request.META.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._request.META)
+
+    def __len__(self) -> int:
+        return len(self._request.META)
 
     def capture(self) -> tuple[tuple[bytes, ...], bool]:
         if self._tee is not None:
@@ -172,6 +189,14 @@ class _DjangoRequest:
         if match is None or match.route is None:
             return None, None
         return "/" + match.route, match.kwargs or None
+
+
+_MISSING: Any = object()
+
+
+def _wsgi_str(text: str) -> str:
+    """A decoded path in the environ's form (UTF-8 bytes as latin-1), as the snapshot expects."""
+    return text.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
 def _warn_once() -> None:

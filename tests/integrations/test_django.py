@@ -1,0 +1,106 @@
+"""What is particular to the Django middleware (the shared scenarios are in test_scenarios.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import pytest
+
+pytest.importorskip("django")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integrations.apps.django_site.settings")
+
+import django
+
+django.setup()
+
+from django.core import checks  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+from django.http import HttpResponse  # noqa: E402
+from django.test import AsyncClient, Client, RequestFactory, override_settings  # noqa: E402
+
+import sqreen  # noqa: E402
+from sqreen.integrations.django import SqreenMiddleware, check_middleware  # noqa: E402
+from sqreen.testing import CapturedEvents  # noqa: E402
+from tests.receiver import Receiver  # noqa: E402
+
+OURS = "sqreen.integrations.django.SqreenMiddleware"
+SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
+
+
+def ids(messages: list[Any]) -> list[str]:
+    return [m.id for m in messages]
+
+
+def test_the_system_check() -> None:
+    assert ids(check_middleware()) == []
+    with override_settings(MIDDLEWARE=[SESSION, OURS]):
+        assert ids(check_middleware()) == ["sqreen.W001"]
+        assert "sqreen.W001" in ids(checks.run_checks())  # registered with Django
+    with override_settings(MIDDLEWARE=[SESSION]):
+        assert ids(check_middleware()) == ["sqreen.W002"]
+    with override_settings(SQREEN=["endpoint"]):
+        assert ids(check_middleware()) == ["sqreen.E001"]
+
+
+def test_a_wrong_sqreen_setting_fails_at_start() -> None:
+    with override_settings(SQREEN="http://127.0.0.1:8000"), pytest.raises(ImproperlyConfigured):
+        SqreenMiddleware(lambda request: HttpResponse())
+    with (
+        override_settings(SQREEN={"endpont": "x"}),
+        pytest.raises(sqreen.ConfigError, match="endpont"),
+    ):
+        SqreenMiddleware(lambda request: HttpResponse())
+
+
+def test_configured_from_settings(receiver: Receiver) -> None:
+    with override_settings(SQREEN={"endpoint": receiver.url, "app_name": "django-settings"}):
+        Client().get("/identify?uid=u1&marker=settings")
+    assert sqreen.flush(5.0)
+    assert [e["name"] for e in receiver.events] == ["identified"]
+    assert receiver.batches[0]["app"]["framework"] == "django"
+    assert receiver.batches[0]["app"]["name"] == "django-settings"
+
+
+def test_async_views_under_asgi(sqreen_events: CapturedEvents) -> None:
+    async def main() -> None:
+        response = await AsyncClient().get("/async/7", headers={"User-Agent": "async-ua"})
+        assert response.json() == {"item": 7}
+        sqreen_events.block([{"id": "b", "type": "block_user", "user": {"uid": "async-9"}}])
+        assert (await AsyncClient().get("/async/9")).status_code == 403
+
+    asyncio.run(main())
+    (event,) = sqreen_events
+    assert event["user"] == {"uid": "async-7"}
+    assert event["request"]["route"] == "/async/<int:item>"
+    assert event["request"]["user_agent"] == "async-ua"
+
+
+@pytest.mark.parametrize("interface", ["wsgi", "asgi"])
+def test_non_ascii_paths(sqreen_events: CapturedEvents, interface: str) -> None:
+    path = "/echo/caf%C3%A9-%E2%82%AC"
+    if interface == "wsgi":
+        name = Client().get(path).json()["name"]
+    else:
+        name = asyncio.run(AsyncClient().get(path)).json()["name"]
+    (event,) = sqreen_events
+    # The event's path is the one Django decoded (its AsyncClient decodes it as latin-1).
+    assert event["request"]["path"] == f"/echo/{name}"
+    if interface == "wsgi":
+        assert name == "café-€"
+
+
+def test_a_body_read_before_the_middleware(sqreen_events: CapturedEvents) -> None:
+    request = RequestFactory().post(
+        "/form", "username=bob&password=secret", content_type="application/x-www-form-urlencoded"
+    )
+    assert request.body  # read (and cached by Django) before the middleware runs
+
+    def view(request: Any) -> HttpResponse:
+        request.sqreen.track("late")
+        return HttpResponse("ok")
+
+    assert SqreenMiddleware(view)(request).content == b"ok"
+    (event,) = sqreen_events
+    assert event["request"]["params"] == {"username": "bob", "password": "[redacted]"}
