@@ -72,7 +72,10 @@ def bucketing(
     span = max(1.0, (until - since).total_seconds())
     # (A range typed as "1h" is a hair longer than an hour by the time it is drawn.)
     fits = ((s, n) for s, n in WIDTHS if span / s <= MAX_BARS * 1.01)
-    seconds, per = next(fits, WIDTHS[-1])
+    seconds, per = next(fits, (0, ""))
+    if not seconds:  # years: whole days a bar
+        days = -(-int(span) // (MAX_BARS * 86400))
+        seconds, per = days * 86400, f"{days} days"
     step = seconds * 1_000_000
     start = to_us(since) // step * step if align else to_us(since)
     count = max(1, -(-(to_us(until) - start) // step))

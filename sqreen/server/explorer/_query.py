@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 from urllib.parse import urlencode
 
@@ -32,6 +32,8 @@ MAX_TEXT: Final = 256
 MAX_WHEN: Final = 64
 MAX_SEQ_DIGITS: Final = 18
 MAX_LIMIT: Final = 500
+EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(9000, 1, 1, tzinfo=UTC)
 #: ``group=`` values without a key, and the storage field each one counts.
 GROUPS: Final = {"name": "name", "ip": "ip", "app": "app"}
 #: ``group=user:<key>`` / ``group=prop:<key>`` prefixes, and the storage field prefix.
@@ -113,11 +115,26 @@ def parse_when(field: str, value: str, now: datetime) -> datetime:
         pass
     try:
         when = datetime.fromisoformat(value.strip())
+        when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
     except ValueError:
         raise QueryError(
             field, f"{value[:40]!r} is neither a duration (30m, 2h, 7d) nor an ISO 8601 time"
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    except OverflowError:
+        when = EARLIEST - timedelta(days=1)
+    if not EARLIEST <= when <= LATEST:
+        raise QueryError(field, "must be between 1970 and 9000")
+    return when
+
+
+def _ip(value: str) -> str:
+    """The address as the SDK records it (IPv4-mapped IPv6 unmapped)."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise QueryError("ip", f"{value[:40]!r} is not an IP address") from None
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
 
 
 def _seq(field: str, value: str) -> int:
@@ -162,10 +179,7 @@ def parse_query(
                     raise QueryError(name, "may contain only letters, digits and '._:-'")
                 fields["name"] = value
             elif name == "ip":
-                try:
-                    fields["ip"] = value = str(ipaddress.ip_address(_text(name, value, 64)))
-                except ValueError:
-                    raise QueryError(name, f"{value[:40]!r} is not an IP address") from None
+                fields["ip"] = value = _ip(_text(name, value, 64))
             elif name == "app":
                 fields["app"] = _text(name, value)
             elif name in ("user", "prop"):
