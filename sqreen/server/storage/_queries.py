@@ -1,8 +1,10 @@
 """Reading events back: pages, counts, histograms; the SQL both back ends share.
 
-Every read walks one index down from the newest events and stops at a ``LIMIT``: a page (keyset
-on ``seq``), or a bounded *sample* (the newest N matching events) for the Event Explorer's
-histogram and group counts. Which index is walked is decided here, not left to the planner,
+A page (keyset on ``seq``) and a bounded *sample* (the newest N matching events, for the Event
+Explorer's histogram and group counts, ``newest=N``) walk one index down from the newest events
+and stop at a ``LIMIT``; only the unbounded counts (``count_events``, and ``count_by`` or
+``histogram`` without ``newest``) read every match. Which index is walked is decided here, not
+left to the planner,
 because SQLite plans without statistics and PostgreSQL's cost model prefers hash joins over
 millions of rows to thousands of index lookups:
 
