@@ -21,7 +21,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from tests.server.conftest import SQREEN, ServeProcess, free_port
+from tests.server.conftest import SQREEN, free_port
 
 pytest.importorskip("fastapi")
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -57,7 +57,13 @@ def chromium() -> str:
 
 def cli(*args: str, stdin: str | None = None) -> str:
     proc = subprocess.run(
-        [*SQREEN, *args], input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT
+        [*SQREEN, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=clean_env(),
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -82,45 +88,49 @@ def eventually(check: Callable[[], bool], timeout: float = 15, what: str = "") -
         time.sleep(0.1)
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without the runner's own SQREEN_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
+    return {**env, **extra}
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
     """(collector URL, shop URL, database) on real servers."""
     db = str(tmp_path_factory.mktemp("explorer-browser") / "sqreen.db")
     token = cli("keys", "create", "--name", "shop", "--db", db).strip()
     cli("admin-password", "--password-stdin", "--db", db, stdin=PASSWORD + "\n")
-    collector = ServeProcess(db).start()
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
-    env.update(
-        SQREEN_ENDPOINT=collector.url,
+    collector_port, shop_port = free_port(), free_port()
+    collector_url = f"http://127.0.0.1:{collector_port}"
+    shop_url = f"http://127.0.0.1:{shop_port}"
+    serve = [*SQREEN, "serve", "--db", db, "--port", str(collector_port), "--no-access-log"]
+    shop_env = clean_env(
+        SQREEN_ENDPOINT=collector_url,
         SQREEN_TOKEN=token,
         SQREEN_APP_NAME="shop",
         SQREEN_FLUSH_INTERVAL="0.2",
         SQREEN_HEARTBEAT_INTERVAL="0.5",
     )
-    shop = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "tests.explorer.shop_app:app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-proxy-headers",  # the SDK resolves the client IP itself
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    shop_url = f"http://127.0.0.1:{port}"
+    uvicorn = [sys.executable, "-m", "uvicorn", "tests.explorer.shop_app:app"]
+    uvicorn += ["--port", str(shop_port), "--log-level", "warning"]
+    uvicorn += ["--no-proxy-headers"]  # the SDK resolves the client IP itself
+    started = []
     try:
-        wait_up(shop_url + "/", shop)
-        yield collector.url, shop_url, db
+        for argv, env, url in (
+            (serve, clean_env(), collector_url + "/healthz"),
+            (uvicorn, shop_env, shop_url + "/"),
+        ):
+            started.append(subprocess.Popen(argv, cwd=ROOT, env=env))
+            wait_up(url, started[-1])
+        yield collector_url, shop_url, db
     finally:
-        shop.terminate()
-        shop.wait(10)
-        collector.stop()
+        for proc in reversed(started):
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
 
 
 def as_ip(ip: str, **headers: str) -> dict[str, str]:
