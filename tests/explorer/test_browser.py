@@ -1,9 +1,10 @@
 """The Event Explorer in a real headless Chromium, against real servers.
 
-``sqreen serve`` and a FastAPI shop instrumented with the SDK run as subprocesses on
-127.0.0.1 (the shop's SDK sends to the collector with a key from ``sqreen keys create``); the
-admin password is set with ``sqreen admin-password``. Playwright drives Debian's ``chromium``.
-Screenshots of the main views land in ``test-artifacts/explorer/``.
+``sqreen serve`` and the project's FastAPI example (``examples/fastapi_app.py``, "the shop"
+below) run as subprocesses on 127.0.0.1; the example's SDK sends to the collector with a key
+from ``sqreen keys create``, and the admin password is set with ``sqreen admin-password``.
+Playwright drives Debian's ``chromium``. Screenshots of the main views land in
+``test-artifacts/explorer/``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-artifacts" / "explorer"
 PASSWORD = "browser-test-password"
 XSS = "<script>alert(1)</script>"
+USERS = {"alice": "correct horse", "bob": "hunter2hunter2"}
 ATTACKER = "198.51.100.66"
 CHROMIUM_ARGS = [
     "--headless",
@@ -111,7 +113,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         SQREEN_FLUSH_INTERVAL="0.2",
         SQREEN_HEARTBEAT_INTERVAL="0.5",
     )
-    uvicorn = [sys.executable, "-m", "uvicorn", "tests.explorer.shop_app:app"]
+    uvicorn = [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app"]
     uvicorn += ["--port", str(shop_port), "--log-level", "warning"]
     uvicorn += ["--no-proxy-headers"]  # the SDK resolves the client IP itself
     started = []
@@ -146,25 +148,33 @@ def login_at_shop(shop: str, user: str, password: str, ip: str) -> httpx.Respons
 
 @pytest.fixture(scope="module")
 def traffic(servers: tuple[str, str, str]) -> None:
-    """What the shop tracked moments before the browser looks: a password-guessing attack on
-    alice from one IP, good logins, and exports (one with a script as its report name)."""
+    """What the example app tracked moments before the browser looks: two sign-ups, a
+    password-guessing attack on alice from one IP, good logins, and exports (one asking for a
+    script as its format)."""
     _, shop, db = servers
+    for user, password in USERS.items():
+        reply = httpx.post(
+            shop + "/signup",
+            json={"username": user, "password": password},
+            headers=as_ip("192.0.2.10"),
+        )
+        assert reply.status_code == 201
     for guess in ("123456", "password", "qwerty", "letmein", "dragon"):
         assert login_at_shop(shop, "alice", guess, ATTACKER).status_code == 401
-    assert login_at_shop(shop, "bob", "hunter2hunter2", "192.0.2.10").status_code == 200
-    assert login_at_shop(shop, "alice", "correct horse", "192.0.2.20").status_code == 200
-    for report in ("q3-revenue", XSS):
+    assert login_at_shop(shop, "bob", USERS["bob"], "192.0.2.10").status_code == 200
+    assert login_at_shop(shop, "alice", USERS["alice"], "192.0.2.20").status_code == 200
+    for form in ("csv", XSS):
         reply = httpx.post(
             shop + "/export",
-            json={"report": report},
+            json={"report": "q3-revenue", "format": form},
             headers=as_ip("192.0.2.20", **{"X-User": "alice"}),
         )
-        assert reply.status_code == 200
+        assert reply.status_code == 202
     from sqreen.server.storage import open_storage
 
     storage = open_storage(db)
     try:
-        eventually(lambda: len(storage.query_events(limit=20)) == 9, what="9 events stored")
+        eventually(lambda: len(storage.query_events(limit=20)) == 11, what="11 events stored")
     finally:
         storage.close()
 
@@ -219,7 +229,8 @@ def test_walkthrough(servers: tuple[str, str, str], traffic: None, page: Any) ->
 
     # The events the shop tracked moments ago, newest first.
     names = row_names(page)
-    assert names[:2] == ["report.exported", "report.exported"]
+    assert names[:2] == ["data.export.requested", "data.export.requested"]
+    assert names[-2:] == ["auth.signup", "auth.signup"]
     assert names.count("auth.login.failure") == 5 and "auth.login.success" in names
     # The script is text in its cell: no dialog opens (the page fixture checks).
     assert page.locator("#events td.props", has_text=XSS).count() == 1
@@ -232,10 +243,10 @@ def test_walkthrough(servers: tuple[str, str, str], traffic: None, page: Any) ->
     page.wait_for_url(re.compile(r".*name=auth\.login\.failure"))
     assert row_names(page) == ["auth.login.failure"] * 5
     page.fill("input[name=name]", "")
-    page.fill("input[name=prop]", f"report={XSS}")
+    page.fill("input[name=prop]", f"format={XSS}")
     page.click("button:has-text('Apply')")
-    page.wait_for_url(re.compile(r".*prop=report"))
-    assert row_names(page) == ["report.exported"]
+    page.wait_for_url(re.compile(r".*prop=format"))
+    assert row_names(page) == ["data.export.requested"]
     assert page.locator(".chips li", has_text=XSS).count() == 1
     shot(page, "events-filtered")
 
@@ -269,10 +280,10 @@ def test_walkthrough(servers: tuple[str, str, str], traffic: None, page: Any) ->
     assert "username=alice" in page.locator("table.blocks").first.inner_text()
     shot(page, "blocks")
     eventually(
-        lambda: login_at_shop(shop, "alice", "correct horse", "192.0.2.20").status_code == 403,
+        lambda: login_at_shop(shop, "alice", USERS["alice"], "192.0.2.20").status_code == 403,
         what="the shop to refuse alice",
     )
-    assert login_at_shop(shop, "bob", "hunter2hunter2", "192.0.2.10").status_code == 200
+    assert login_at_shop(shop, "bob", USERS["bob"], "192.0.2.10").status_code == 200
 
     # New events appear without a reload.
     page.goto(collector + "/explorer/events?name=auth.login.failure")
@@ -316,7 +327,8 @@ def test_works_without_javascript(
         assert names and set(names) <= {
             "auth.login.failure",
             "auth.login.success",
-            "report.exported",
+            "data.export.requested",
+            "auth.signup",
         }
         assert page.locator("#live").inner_text() == ""  # no live update without JS
         page.click(".groupby a:has-text('name')")
