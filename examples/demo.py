@@ -35,10 +35,16 @@ STUFFERS = ["198.51.100.7", "198.51.100.23", "192.0.2.41", "192.0.2.99"]
 USERS = {"alice": "correct horse battery", "bob": "hunter2hunter2", "carol": "s3cure-passw0rd"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(preferred: int) -> int:
+    """``preferred`` when it is free (stable URLs to open), else any free port."""
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise SystemExit("demo: no free port on 127.0.0.1")
 
 
 def sqreen_cli(*args: str) -> str:
@@ -87,10 +93,16 @@ def traffic(app: str) -> dict[str, int]:
             return {"X-Forwarded-For": ip, "User-Agent": "sqreen-demo/1.0"}
 
         for user, password in USERS.items():
-            r = c.post("/signup", json={"username": user, "password": password}, headers=as_ip("192.0.2.10"))
+            r = c.post(
+                "/signup",
+                json={"username": user, "password": password},
+                headers=as_ip("192.0.2.10"),
+            )
             counts["signups"] += r.status_code < 400
         for user, password in USERS.items():
-            r = c.post("/login", json={"username": user, "password": password}, headers=as_ip("192.0.2.10"))
+            r = c.post(
+                "/login", json={"username": user, "password": password}, headers=as_ip("192.0.2.10")
+            )
             counts["logins_ok"] += r.status_code < 400
             r = c.post(
                 "/export",
@@ -98,13 +110,26 @@ def traffic(app: str) -> dict[str, int]:
                 headers={**as_ip("192.0.2.10"), "X-User": user},
             )
             counts["custom"] += r.status_code < 400
-        for guess in ["123456", "password", "qwerty", "letmein", "alice2024", "dragon", "monkey", "iloveyou"]:
+        for guess in [
+            "123456",
+            "password",
+            "qwerty",
+            "letmein",
+            "alice2024",
+            "dragon",
+            "monkey",
+            "iloveyou",
+        ]:
             c.post("/login", json={"username": "alice", "password": guess}, headers=as_ip(ATTACKER))
             counts["logins_failed"] += 1
         rng = random.Random(7)
         for i in range(12):
             ip = rng.choice(STUFFERS)
-            c.post("/login", json={"username": f"user{i}@example.com", "password": "Summer2024!"}, headers=as_ip(ip))
+            c.post(
+                "/login",
+                json={"username": f"user{i}@example.com", "password": "Summer2024!"},
+                headers=as_ip(ip),
+            )
             counts["logins_failed"] += 1
     return counts
 
@@ -117,7 +142,7 @@ def main() -> None:
     shutil.rmtree(DATA, ignore_errors=True)
     DATA.mkdir()
     token = sqreen_cli("keys", "create", "--name", "demo-app").splitlines()[0]
-    collector_port, app_port = free_port(), free_port()
+    collector_port, app_port = free_port(8000), free_port(8001)
     collector = f"http://127.0.0.1:{collector_port}"
     app = f"http://127.0.0.1:{app_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
@@ -136,7 +161,14 @@ def main() -> None:
     }
     print(f"demo: collector on {collector} (SQLite: {DATA / 'sqreen.db'}), app on {app}")
     serve = [str(BIN / "sqreen"), "serve", "--port", str(collector_port), "--no-access-log"]
-    uvicorn = [str(BIN / "uvicorn"), "examples.fastapi_app:app", "--port", str(app_port), "--log-level", "warning"]
+    uvicorn = [
+        str(BIN / "uvicorn"),
+        "examples.fastapi_app:app",
+        "--port",
+        str(app_port),
+        "--log-level",
+        "warning",
+    ]
     with (
         process(serve, env, DATA / "collector.log"),
         process(uvicorn, app_env, DATA / "app.log"),
@@ -149,24 +181,39 @@ def main() -> None:
             f"{counts['logins_failed']} failed logins (one IP guessing alice's password, "
             f"four IPs stuffing credentials), {counts['custom']} report exports"
         )
-        sqreen_cli("block", "ip", f"{ATTACKER}/32", "--for", "1h", "--reason", "password guessing on alice")
+        sqreen_cli(
+            "block", "ip", f"{ATTACKER}/32", "--for", "1h", "--reason", "password guessing on alice"
+        )
         print(f"demo: blocked {ATTACKER} for 1 h; waiting for the app to receive the block...")
         status = 0
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            r = httpx.post(app + "/login", json={"username": "alice", "password": "x"}, headers={"X-Forwarded-For": ATTACKER})
+            r = httpx.post(
+                app + "/login",
+                json={"username": "alice", "password": "x"},
+                headers={"X-Forwarded-For": ATTACKER},
+            )
             status = r.status_code
             if status == 403:
                 break
             time.sleep(0.5)
-        print(f"demo: the attacker's next login answered {status}" + (" (refused)" if status == 403 else ""))
-        ok = httpx.post(app + "/login", json={"username": "bob", "password": USERS["bob"]}, headers={"X-Forwarded-For": "192.0.2.10"})
+        print(
+            f"demo: the attacker's next login answered {status}"
+            + (" (refused)" if status == 403 else "")
+        )
+        ok = httpx.post(
+            app + "/login",
+            json={"username": "bob", "password": USERS["bob"]},
+            headers={"X-Forwarded-For": "192.0.2.10"},
+        )
         print(f"demo: bob, from another IP, still logs in: {ok.status_code}")
         time.sleep(1.5)  # one flush interval: the last events reach the collector
         print("\nWhat the collector stored (sqreen events --limit 12):\n")
         print(sqreen_cli("events", "--limit", "12"))
         print("\nWhere to look:")
-        print(f"  Event Explorer  {collector}/explorer/  (password: {env['SQREEN_ADMIN_PASSWORD']})")
+        print(
+            f"  Event Explorer  {collector}/explorer/  (password: {env['SQREEN_ADMIN_PASSWORD']})"
+        )
         print(f"  The app         {app}/docs")
         print(f"  Terminal        .venv/bin/sqreen events --db {DATA / 'sqreen.db'} --follow")
         print(f"  Blocks          .venv/bin/sqreen blocks --db {DATA / 'sqreen.db'}")
