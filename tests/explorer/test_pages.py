@@ -148,7 +148,7 @@ def test_histogram(client: TestClient, traffic: Storage) -> None:
     bars = re.findall(r'<a href="([^"]*)"><rect class="bar"[^>]*><title>([^<]*)</title>', svg)
     assert len(bars) == 9  # one event a minute
     href, title = bars[0]
-    assert title.endswith(": 1 events")
+    assert title.endswith(": 1 event")
     assert "since=" in href and "until=" in href  # a bar zooms into its minute
     zoomed = client.get(html.unescape(href))
     assert zoomed.status_code == 200 and len(rows(zoomed.text)) == 1

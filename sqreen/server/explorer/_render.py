@@ -76,6 +76,11 @@ def number(value: int) -> str:
     return f"{value:,}"
 
 
+def events(count: int) -> str:
+    """``1 event``, ``1,204 events``."""
+    return f"{count:,} event" + ("" if count == 1 else "s")
+
+
 _env.filters.update(
     when=when,
     iso=iso,
@@ -84,6 +89,7 @@ _env.filters.update(
     pairs=pairs,
     pretty=pretty,
     number=number,
+    events=events,
     summary=summary,
 )
 
