@@ -223,3 +223,37 @@ def test_verify_password_rejects_malformed_hashes() -> None:
         assert not _secrets.verify_password("a good password", bad)
     with pytest.raises(ValueError, match="at least 8"):
         _secrets.check_new_password("short")
+
+
+@pytest.mark.parametrize(
+    ("env", "base_url", "flags"),
+    [
+        ({"SQREEN_SECURE_COOKIE": "1"}, "http://testserver", ["; secure", "samesite=lax"]),
+        ({"SQREEN_SECURE_COOKIE": "0"}, "https://testserver", ["samesite=lax"]),
+        ({"SQREEN_COOKIE_SAMESITE": "strict"}, "http://testserver", ["samesite=strict"]),
+    ],
+)
+def test_cookie_options_from_the_environment(
+    storage: Storage,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    base_url: str,
+    flags: list[str],
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    set_admin_password(storage, PASSWORD)
+    with TestClient(make_client(storage).app, base_url=base_url) as client:
+        # The login page's session (its CSRF token): a Secure cookie never comes back over
+        # plain HTTP, which is why Secure follows the request's scheme by default.
+        cookie = client.get("/explorer/login").headers["set-cookie"].lower()
+    assert all(flag in cookie for flag in flags)
+    assert ("; secure" in cookie) == ("; secure" in flags)
+
+
+def test_bad_cookie_options_stop_the_collector_at_start(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SQREEN_COOKIE_SAMESITE", "none")
+    with pytest.raises(ValueError, match="lax or strict"):
+        make_client(storage)

@@ -22,6 +22,7 @@ carries a CSRF token. The ingest API (``/v1/*``) keeps its own bearer-token auth
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Final, Literal
 
@@ -44,6 +45,7 @@ from ._secrets import PasswordCache, apply_env_password, session_secret, set_adm
 __all__ = [
     "SESSION_HOURS",
     "apply_env_password",
+    "cookie_options",
     "create_explorer",
     "explorer_routes",
     "set_admin_password",
@@ -145,9 +147,26 @@ def create_explorer(
     return SecurityHeaders(sessions)
 
 
+def cookie_options() -> dict[str, object]:
+    """:func:`create_explorer`'s cookie options from the environment:
+    ``SQREEN_SECURE_COOKIE`` (``1``: always ``Secure``; ``0``: never; unset: over HTTPS) and
+    ``SQREEN_COOKIE_SAMESITE`` (``lax``, the default, or ``strict``). ValueError if invalid."""
+    secure = os.environ.get("SQREEN_SECURE_COOKIE", "").strip().lower()
+    same_site = os.environ.get("SQREEN_COOKIE_SAMESITE", "lax").strip().lower()
+    if secure not in ("", "1", "0", "true", "false"):
+        raise ValueError("SQREEN_SECURE_COOKIE must be 1 or 0 (unset: Secure over HTTPS)")
+    if same_site not in ("lax", "strict"):
+        raise ValueError("SQREEN_COOKIE_SAMESITE must be lax or strict")
+    return {
+        "https_only": None if not secure else secure in ("1", "true"),
+        "same_site": same_site,
+    }
+
+
 def explorer_routes(storage: Storage, **options: object) -> list[BaseRoute]:
     """The routes to add to the collector: the explorer at ``/explorer`` and ``/`` leading
-    there. ``options`` are :func:`create_explorer`'s."""
+    there. ``options`` are :func:`create_explorer`'s (by default, :func:`cookie_options`)."""
+    options = {**cookie_options(), **options}
     app = create_explorer(storage, path=PREFIX, **options)  # type: ignore[arg-type]
 
     async def root(request: Request) -> Response:

@@ -8,6 +8,7 @@ import click
 
 from .._cli_common import db_option, opened
 from ..storage import Storage
+from . import cookie_options
 from ._secrets import PASSWORD_SETTING, apply_env_password, set_admin_password
 
 __all__ = ["admin_password", "explorer_startup"]
@@ -38,6 +39,10 @@ def admin_password(password_stdin: bool, db: str) -> None:
 
 def explorer_startup(storage: Storage, url: str) -> None:
     """Apply ``SQREEN_ADMIN_PASSWORD`` and say where the explorer is (or how to unlock it)."""
+    try:
+        cookie_options()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         changed = apply_env_password(storage)
     except ValueError as exc:
