@@ -14,6 +14,7 @@ import logging
 import zlib
 from typing import Any, Final
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from .._event import InvalidEvent
@@ -52,7 +53,9 @@ async def read_body(request: Request, max_bytes: int = MAX_BODY_BYTES) -> bytes:
             raise _too_large(max_bytes)
         chunks.append(chunk)
     body = b"".join(chunks)
-    return gunzip(body, max_bytes) if encoding == "gzip" else body
+    if encoding == "gzip":  # up to max_bytes of inflating: not on the event loop
+        return await run_in_threadpool(gunzip, body, max_bytes)
+    return body
 
 
 def _too_large(max_bytes: int) -> ApiError:
@@ -91,7 +94,9 @@ def _envelope(obj: object) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
     try:
         return parse_envelope(obj)
     except InvalidEvent as exc:
-        raise ApiError(400, str(exc), field=exc.field) from None
+        # Too many events is a size problem: 413 makes an SDK split the batch, not drop it.
+        status = 413 if exc.rule == "too_many" else 400
+        raise ApiError(status, str(exc), field=exc.field) from None
 
 
 def _text(value: object) -> str | None:

@@ -78,7 +78,7 @@ def test_mixed_batch_keeps_the_valid_events(collector: Collector) -> None:
         (b'{"events": {}}', 400, "events"),
         (b'{"events": [], "app": "shop"}', 400, "app"),
         (b'{"events": [], "sdk": {"name": ["x"]}}', 400, "sdk.name"),
-        (json.dumps({"events": [wire_event()] * 1001}).encode(), 400, "events"),
+        (json.dumps({"events": [wire_event()] * 1001}).encode(), 413, "events"),
     ],
     ids=[
         "malformed",
