@@ -426,8 +426,16 @@ def maybe_warn_untrusted_proxy(
 ) -> None:
     """:func:`should_warn_untrusted_private` then :func:`warn_untrusted_proxy_once`; free once
     the warning has been logged."""
-    if not _warned.is_set() and should_warn_untrusted_private(peer, header_value, trusted):
-        warn_untrusted_proxy_once(peer or "a Unix socket", header)
+    if _warned.is_set() or not should_warn_untrusted_private(peer, header_value, trusted):
+        return
+    # A server that already applied the header (uvicorn's proxy_headers, werkzeug's
+    # ProxyFix) hands us one of its hops as the peer: nothing is misconfigured then.
+    peer_ip = normalize_ip(peer) if peer else None
+    if peer_ip is not None and header_value is not None:
+        kind = header.lower().replace("_", "-")
+        if any(normalize_ip(hop) == peer_ip for hop in _hops(header_value, kind) if hop):
+            return
+    warn_untrusted_proxy_once(peer or "a Unix socket", header)
 
 
 def _reset_warning() -> None:

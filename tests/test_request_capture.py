@@ -77,6 +77,18 @@ def test_client_ip_is_not_spoofable(
     assert delivered(client)[0]["request"]["ip"] == expected
 
 
+def test_no_warning_when_the_server_already_applied_the_header(
+    sqreen_log: pytest.LogCaptureFixture,
+) -> None:
+    # uvicorn (proxy_headers) rewrites scope["client"] to the forwarded address and leaves
+    # the header in place: the peer we see is one of its hops, here a private one.
+    _client_ip._reset_warning()
+    client = sqreen.init(transport="memory:")
+    track_in(client, environ(REMOTE_ADDR="192.168.1.20", HTTP_X_FORWARDED_FOR="192.168.1.20"))
+    assert delivered(client)[0]["request"]["ip"] == "192.168.1.20"
+    assert not [r for r in sqreen_log.records if "trusted" in r.getMessage().lower()]
+
+
 def test_configured_forwarded_header() -> None:
     client = sqreen.init(transport="memory:", client_ip_header="Forwarded")
     env = environ(
