@@ -230,7 +230,8 @@ def main() -> None:
                 for w in counts if fresh else ():
                     rows.append(run(fresh(), "postgresql", w, args))
     print(
-        f"\nbatches of {BATCH} gzipped events, {args.senders} concurrent senders, {os.cpu_count()} CPUs"
+        f"\nbatches of {BATCH} gzipped events, {args.senders} concurrent senders, "
+        f"{os.cpu_count()} CPUs"
     )
     columns = list(rows[0]) if rows else []
     print("  ".join(f"{c:>10}" for c in columns))
