@@ -15,10 +15,9 @@
 
 ``init_app`` configures the SDK from ``app.config["SQREEN_*"]`` (unless :func:`sqreen.init`
 was called), wraps ``app.wsgi_app`` in :class:`~sqreen.middleware.wsgi.SqreenWSGIMiddleware`
-(so blocks are enforced before Flask even builds its request) and registers, first among the
-app's ``before_request`` functions, one that sets ``request.sqreen`` from
-``environ["sqreen"]``: no ``Request`` subclass to conflict with the app's own, and async views
-see the same object. The request is unbound in ``teardown_request``, where Flask ends it.
+(so blocks are enforced before Flask even builds its request), and gives the app's request
+class a ``sqreen`` attribute that reads ``environ["sqreen"]``: no ``Request`` subclass to
+conflict with the app's own, no hook to run per request, and async views see the same object.
 Events carry the matched rule (``/users/<int:id>``) and ``view_args``.
 
 .. versionadded:: 0.1
@@ -38,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - exercised without Flask install
 
 
 from ..middleware._common import framework_init
-from ..middleware.wsgi import SqreenWSGIMiddleware, release
+from ..middleware.wsgi import SqreenWSGIMiddleware
 
 __all__ = ["Sqreen"]
 
@@ -57,20 +56,24 @@ class Sqreen:
             return
         app.extensions["sqreen"] = self
         app.wsgi_app = SqreenWSGIMiddleware(app.wsgi_app, route=_route)  # type: ignore[method-assign]
-        app.before_request_funcs.setdefault(None, []).insert(0, _expose_handle)
-        app.teardown_request(_end_request)
+        if not hasattr(app.request_class, "sqreen"):
+            app.request_class.sqreen = _HANDLE  # type: ignore[attr-defined]
 
 
-def _expose_handle() -> None:
-    # Resolve the proxy once: each attribute access through it costs a context lookup.
-    request = flask.request._get_current_object()  # type: ignore[attr-defined]
-    request.sqreen = request.environ.get("sqreen")
+class _Handle:
+    """``request.sqreen``: the handle the middleware put in the environ (None without it).
+
+    A non-data descriptor on the request class: nothing to do per request until a view reads
+    it, and a view may still assign ``request.sqreen`` itself.
+    """
+
+    def __get__(self, request: Any, owner: Any = None) -> Any:
+        if request is None:
+            return self
+        return request.environ.get("sqreen")
 
 
-def _end_request(exc: BaseException | None) -> None:
-    # Flask's request ends here (after the stream, with stream_with_context), and a test
-    # client that never closes the response would otherwise leave it bound.
-    release(flask.request._get_current_object().environ)  # type: ignore[attr-defined]
+_HANDLE = _Handle()
 
 
 def _route(environ: Any) -> tuple[str | None, Mapping[str, Any] | None]:

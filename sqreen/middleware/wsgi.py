@@ -9,13 +9,15 @@
     environ["sqreen"].track("my.event", properties={"foo": "bar"})
 
 For each request it binds a :class:`sqreen._context.RequestContext` (also ``environ["sqreen"]``,
-the per-request handle), wraps ``wsgi.input`` in a passive tee capped at ``max_body_size``,
-refuses a blocked client IP with a 403 before the app runs, and turns :class:`sqreen.Blocked`
-raised by the app (``identify()`` of a blocked user) into a 403. The context stays bound while
-the response body is produced (code that runs while it streams still sees it), until the last
-chunk is out or the server closes the iterable; a response that is a list or the server's
-``wsgi.file_wrapper`` runs no more app code, so the context is released at once and the object
-handed back untouched (``sendfile`` still works).
+the per-request handle), wraps ``wsgi.input`` in a passive tee capped at ``max_body_size`` when
+the request has a body, refuses a blocked client IP with a 403 before the app runs, and turns
+:class:`sqreen.Blocked` raised by the app (``identify()`` of a blocked user) into a 403.
+
+The context stays bound while the response body is produced (code that runs while it streams
+still sees it), until the last chunk is out, its iteration is dropped, or the server closes the
+iterable. A response that is a list or the server's ``wsgi.file_wrapper`` runs no more app
+code: the context is released at once and the object handed back untouched (``sendfile``
+still works).
 
 Errors of ours are logged on the ``sqreen`` logger and counted, never turned into a 500.
 """
@@ -53,10 +55,13 @@ class SqreenWSGIMiddleware:
             client = get_client()
             if client.queue._thread is None:
                 start_flusher(client)
-            stream = environ.get("wsgi.input")
             tee = None
-            if stream is not None:
-                tee = environ["wsgi.input"] = WSGIInputTee(stream, client.config.max_body_size)
+            length = environ.get("CONTENT_LENGTH")
+            if (length and length != "0") or "HTTP_TRANSFER_ENCODING" in environ:
+                stream = environ.get("wsgi.input")  # a body to tee; else nothing to capture
+                if stream is not None:
+                    tee = WSGIInputTee(stream, client.config.max_body_size)
+                    environ["wsgi.input"] = tee
             route = None if self.route is None else partial(self.route, environ)
             ctx = environ["sqreen"] = RequestContext(client, "wsgi", environ, tee, route)
             environ["sqreen.token"] = _current.set(ctx)
@@ -163,9 +168,11 @@ class _Response:
                 raise ResponseAborted(str(blocked)) from blocked
             # Nothing was sent yet: the headers can still be replaced by a 403.
             yield from _refuse(self._environ, self._start_response, blocked, exc)
-        # The whole body is out. A server calls close() next; a test client may never do it
-        # (werkzeug's leaves that to the test), which must not leave this request bound.
-        release(self._environ)
+        finally:
+            # The body is out, or its iteration was dropped. A server calls close() next; a
+            # test client may never do it (werkzeug's leaves that to the test, and reads the
+            # body only if asked): this must not leave the request bound.
+            release(self._environ)
 
     def close(self) -> None:
         try:

@@ -9,6 +9,7 @@ import pytest
 flask = pytest.importorskip("flask")
 
 import sqreen  # noqa: E402
+import sqreen._context  # noqa: E402
 from sqreen.integrations.flask import Sqreen  # noqa: E402
 from sqreen.middleware.wsgi import SqreenWSGIMiddleware  # noqa: E402
 from sqreen.testing import CapturedEvents  # noqa: E402
@@ -92,3 +93,16 @@ def test_init_takes_precedence_over_app_config(sqreen_events: CapturedEvents) ->
     app = make_app(SQREEN_ENDPOINT="http://127.0.0.1:9")
     Sqreen(app)
     assert sqreen._client is sqreen_events.client  # init() was called: it stays in use
+
+
+def test_a_response_dropped_unread_is_released(sqreen_events: CapturedEvents) -> None:
+    app = make_app()
+    Sqreen(app)
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    client = app.test_client()
+    assert client.get("/").status_code == 200  # werkzeug leaves reading and closing to the test
+    assert sqreen._context.current() is None

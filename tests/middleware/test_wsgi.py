@@ -167,7 +167,7 @@ def test_the_app_reads_its_body_through_the_tee(sqreen_events: CapturedEvents) -
 
 
 def test_a_request_without_wsgi_input(sqreen_events: CapturedEvents) -> None:
-    environ = EnvironBuilder().get_environ()
+    environ = EnvironBuilder(method="POST", data=b"x").get_environ()
     del environ["wsgi.input"]
     result = SqreenWSGIMiddleware(hello)(environ, lambda *a: None)
     assert list(result) == [b"hello"]
@@ -287,7 +287,7 @@ def test_an_internal_error_is_logged_not_served(
 
     monkeypatch.setattr(wsgi, "WSGIInputTee", broken)
     caplog.set_level(logging.ERROR, logger="sqreen")
-    status, _, body = Server(SqreenWSGIMiddleware(hello_without_handle))()
+    status, _, body = Server(SqreenWSGIMiddleware(hello_without_handle))(method="POST", data=b"x")
     assert (status, body) == (200, b"plain")
     assert "bug in sqreen" in caplog.text
     client = sqreen_events.client
