@@ -18,9 +18,11 @@ from .._blocking import Blocked
 
 if TYPE_CHECKING:
     from .._client import Client
+    from .._context import RequestContext
 
 __all__ = [
     "ResponseAborted",
+    "blocked_ip",
     "find_blocked",
     "forbidden",
     "framework_init",
@@ -132,3 +134,12 @@ def start_flusher(client: Client) -> None:
     block. A preload master serves no request, so it still starts no thread.
     """
     client.queue._start()
+
+
+def blocked_ip(client: Client, ctx: RequestContext) -> Blocked | None:
+    """The :class:`Blocked` for the request's client IP; None (and a count) on an error of ours."""
+    try:
+        return client.check_ip(ctx)
+    except Exception:
+        internal_error(client, "the IP check")
+        return None

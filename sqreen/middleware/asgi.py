@@ -32,7 +32,14 @@ import anyio.to_thread
 import sqreen
 
 from .._context import RequestContext, _current
-from ._common import ResponseAborted, find_blocked, forbidden, internal_error, start_flusher
+from ._common import (
+    ResponseAborted,
+    blocked_ip,
+    find_blocked,
+    forbidden,
+    internal_error,
+    start_flusher,
+)
 from ._tee import ASGIReceiveTee
 
 __all__ = ["RouteOf", "SqreenASGIMiddleware"]
@@ -92,11 +99,7 @@ class SqreenASGIMiddleware:
             await send(message)
 
         try:
-            try:
-                blocked = client.check_ip(ctx)
-            except Exception:
-                internal_error(client, "the IP check")
-                blocked = None
+            blocked = blocked_ip(client, ctx)
             if blocked is not None:
                 await _refuse(scope, send)
                 return

@@ -32,7 +32,14 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from .. import get_client
 from .._blocking import Blocked
 from .._context import RequestContext, _current
-from ._common import ResponseAborted, find_blocked, forbidden, internal_error, start_flusher
+from ._common import (
+    ResponseAborted,
+    blocked_ip,
+    find_blocked,
+    forbidden,
+    internal_error,
+    start_flusher,
+)
 from ._tee import WSGIInputTee
 
 __all__ = ["RouteOf", "SqreenWSGIMiddleware", "release"]
@@ -70,11 +77,7 @@ class SqreenWSGIMiddleware:
             return self.app(environ, start_response)
 
         if client.blocklist.has_ips:
-            try:
-                blocked = client.check_ip(ctx)
-            except Exception:
-                internal_error(client, "the IP check")
-                blocked = None
+            blocked = blocked_ip(client, ctx)
             if blocked is not None:
                 release(environ)
                 return _refuse(environ, start_response, blocked)

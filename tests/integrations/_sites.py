@@ -8,6 +8,7 @@ sites, so each runs unchanged against Flask, Django (WSGI and ASGI) and FastAPI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -130,7 +131,36 @@ class Site:
 # -- test clients --------------------------------------------------------------------------
 
 
-class FlaskClient(Site):
+class _ClientSite(Site):
+    """A framework's test client, in this process, with a twin app served without sqreen."""
+
+    def call(
+        self, twin: bool, method: str, path: str, body: bytes, headers: Any, source: str
+    ) -> Response:
+        raise NotImplementedError
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: Any = None,
+        source: str = "127.0.0.1",
+    ) -> Response:
+        return self.call(False, method, path, body, headers, source)
+
+    def bare(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: Any = None,
+        source: str = "127.0.0.1",
+    ) -> Response:
+        return self.call(True, method, path, body, headers, source)
+
+
+class FlaskClient(_ClientSite):
     framework = "flask"
     concurrency = "threads"
 
@@ -138,82 +168,45 @@ class FlaskClient(Site):
         super().__init__(name, receiver)
         from .apps.flask_app import create_app
 
-        self.app = create_app()
-        self.twin = create_app(with_sqreen=False)
+        self.apps = {False: create_app(), True: create_app(with_sqreen=False)}
 
-    def _call(
-        self, app: Any, method: str, path: str, body: bytes, headers: Any, source: str
+    def call(
+        self, twin: bool, method: str, path: str, body: bytes, headers: Any, source: str
     ) -> Response:
-        response = app.test_client().open(
-            path,
-            method=method,
-            data=body,
-            headers=headers or {},
-            environ_base={"REMOTE_ADDR": source},
+        response = (
+            self.apps[twin]
+            .test_client()
+            .open(
+                path,
+                method=method,
+                data=body,
+                headers=headers or {},
+                environ_base={"REMOTE_ADDR": source},
+            )
         )
         return Response(response.status_code, response.get_data(), dict(response.headers))
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes = b"",
-        headers: Any = None,
-        source: str = "127.0.0.1",
-    ) -> Response:
-        return self._call(self.app, method, path, body, headers, source)
 
-    def bare(
-        self,
-        method: str,
-        path: str,
-        body: bytes = b"",
-        headers: Any = None,
-        source: str = "127.0.0.1",
-    ) -> Response:
-        return self._call(self.twin, method, path, body, headers, source)
-
-
-class DjangoClient(Site):
+class DjangoClient(_ClientSite):
     framework = "django"
     concurrency = "threads"
 
-    def _call(self, method: str, path: str, body: bytes, headers: Any, source: str) -> Response:
-        from django.test import Client
+    def call(
+        self, twin: bool, method: str, path: str, body: bytes, headers: Any, source: str
+    ) -> Response:
+        from django.test import Client, override_settings
 
         headers = dict(headers or {})
         content_type = headers.pop("Content-Type", "application/octet-stream")
-        response = Client().generic(
-            method, path, data=body, content_type=content_type, headers=headers, REMOTE_ADDR=source
-        )
+        with override_settings(MIDDLEWARE=[]) if twin else contextlib.nullcontext():
+            response = Client().generic(
+                method, path, body, content_type, headers=headers, REMOTE_ADDR=source
+            )
         content = b"".join(response) if response.streaming else response.content
         return Response(response.status_code, content, dict(response.items()))
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes = b"",
-        headers: Any = None,
-        source: str = "127.0.0.1",
-    ) -> Response:
-        return self._call(method, path, body, headers, source)
 
-    def bare(
-        self,
-        method: str,
-        path: str,
-        body: bytes = b"",
-        headers: Any = None,
-        source: str = "127.0.0.1",
-    ) -> Response:
-        from django.test import override_settings
-
-        with override_settings(MIDDLEWARE=[]):
-            return self._call(method, path, body, headers, source)
-
-
-class FastAPIClient(Site):
+class FastAPIClient(_ClientSite):
     framework = "fastapi"
     concurrency = "tasks"
     max_query = 60_000  # httpx2 refuses longer URLs
@@ -223,37 +216,17 @@ class FastAPIClient(Site):
         from .apps.fastapi_app import create_app
 
         self.app = create_app()
-        self.twin = create_app(with_sqreen=False)
+        self.apps = {False: self.app, True: create_app(with_sqreen=False)}
 
-    def _call(
-        self, app: Any, method: str, path: str, body: bytes, headers: Any, source: str
+    def call(
+        self, twin: bool, method: str, path: str, body: bytes, headers: Any, source: str
     ) -> Response:
         from starlette.testclient import TestClient
 
-        client = TestClient(app, client=(source, 50000), raise_server_exceptions=False)
+        client = TestClient(self.apps[twin], client=(source, 50000), raise_server_exceptions=False)
         raw = {k: v.encode("latin-1") for k, v in (headers or {}).items()}  # as a server would
         response = client.request(method, path, content=body, headers=raw)
         return Response(response.status_code, response.content, dict(response.headers))
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes = b"",
-        headers: Any = None,
-        source: str = "127.0.0.1",
-    ) -> Response:
-        return self._call(self.app, method, path, body, headers, source)
-
-    def bare(
-        self,
-        method: str,
-        path: str,
-        body: bytes = b"",
-        headers: Any = None,
-        source: str = "127.0.0.1",
-    ) -> Response:
-        return self._call(self.twin, method, path, body, headers, source)
 
     def concurrent(self, paths: list[str]) -> list[Response]:
         import httpx2

@@ -32,6 +32,7 @@ import sqreen
 from ..._client import Client
 from ..._context import RequestContext, _current
 from ...middleware._common import (
+    blocked_ip,
     find_blocked,
     forbidden,
     framework_init,
@@ -123,12 +124,7 @@ def _enter(request: Any) -> Entered | None:
 
 
 def _check_ip(client: Client, ctx: RequestContext, request: Any) -> HttpResponse | None:
-    try:
-        blocked = client.check_ip(ctx)
-    except Exception:
-        internal_error(client, "the IP check")
-        return None
-    return None if blocked is None else _forbidden(request)
+    return None if blocked_ip(client, ctx) is None else _forbidden(request)
 
 
 def _forbidden(request: Any) -> HttpResponse:
