@@ -11,7 +11,10 @@ JSON an event, 240 KB a batch), each with its own id. Then ``--senders`` threads
 own httpx2 client (keep-alive), post the batches as fast as the collector answers. The figure
 is events stored / wall time from the first request to the last reply, and the database is
 counted afterwards to check that every event was stored once. The senders share the machine
-with the collector (2 cores here), as an app server on the same host would.
+with the collector (2 cores here), as an app server on the same host would. CPU seconds are
+read from /proc during the timed part: the collector's processes (uvicorn's supervisor and
+each worker), the senders, and everything else on the machine ("other": PostgreSQL's own
+processes, and anything else running, which makes a figure unreliable when it is large).
 
 Run: ``.venv/bin/python bench/bench_ingest.py [--events 100000] [--senders 4]``.
 """
@@ -159,28 +162,38 @@ def send_all(endpoint: str, token: str, bodies: list[bytes], senders: int) -> fl
     return elapsed
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by process ``pid`` and its children (Linux /proc)."""
-    total = 0.0
+def tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds used so far by process ``pid`` and each of its children (Linux /proc)."""
+    out = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if stat.parent.name == str(pid) or fields[1] == str(pid):
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+            out[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf(
+                "SC_CLK_TCK"
+            )
+    return out
+
+
+def machine_busy() -> float:
+    """CPU seconds all processes of the machine have used (from /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def run(db: str, label: str, workers: int, args: argparse.Namespace) -> dict[str, object]:
     bodies = batches(args.events, f"{label}-{workers}-{os.getpid()}")
     warmup = batches(BATCH * args.senders, f"warmup-{label}-{workers}")
-    load = os.getloadavg()[0]
     with collector(db, workers) as (endpoint, token, pid):
         send_all(endpoint, token, warmup, args.senders)
-        cpu = tree_cpu(pid)
+        before, busy, mine = tree_cpu(pid), machine_busy(), time.process_time()
         elapsed = send_all(endpoint, token, bodies, args.senders)
-        cpu = tree_cpu(pid) - cpu
+        after, busy, mine = tree_cpu(pid), machine_busy() - busy, time.process_time() - mine
+    per_process = {p: after[p] - before.get(p, 0.0) for p in after}
+    cpu = sum(per_process.values())
     storage = open_storage(db)
     stored = storage.count_events()
     storage.close()
@@ -193,7 +206,9 @@ def run(db: str, label: str, workers: int, args: argparse.Namespace) -> dict[str
         "seconds": f"{elapsed:.2f}",
         "events/s": f"{args.events / elapsed:.0f}",
         "server CPU us/event": f"{cpu / args.events * 1e6:.0f}",
-        "load before": f"{load:.2f}",
+        "server CPU by process s": "/".join(f"{v:.1f}" for v in sorted(per_process.values())),
+        "senders CPU s": f"{mine:.1f}",
+        "other CPU s": f"{max(0.0, busy - cpu - mine):.1f}",
     }
 
 
