@@ -106,3 +106,26 @@ def test_a_response_dropped_unread_is_released(sqreen_events: CapturedEvents) ->
     client = app.test_client()
     assert client.get("/").status_code == 200  # werkzeug leaves reading and closing to the test
     assert sqreen._context.current() is None
+
+
+def test_the_whole_handle(sqreen_events: CapturedEvents) -> None:
+    app = make_app()
+    Sqreen(app)
+    sqreen_events.block([{"id": "b", "type": "block_user", "user": {"uid": "mallory"}}])
+
+    @app.post("/act")
+    def act() -> Any:
+        handle = flask.request.sqreen
+        handle.signup_track(uid="new")
+        handle.for_user({"uid": "admin"}).track("admin.action", target={"id": "7", "type": "x"})
+        handle.track("after.signup")
+        return {
+            "mallory": handle.is_blocked({"uid": "mallory"}),
+            "me": handle.is_blocked(),
+        }
+
+    assert app.test_client().post("/act").json == {"mallory": True, "me": False}
+    signup, admin, after = sqreen_events
+    assert signup["name"] == "auth.signup" and signup["user"] == {"uid": "new"}
+    assert admin["user"] == {"uid": "admin"} and admin["request"]["path"] == "/act"
+    assert after["user"] == {"uid": "new"}  # signup_track identified the new user
