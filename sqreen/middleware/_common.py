@@ -101,7 +101,7 @@ def internal_error(client: Client | None, where: str) -> None:
         logger.exception("sqreen: internal error in %s", where)
 
 
-_last_init: tuple[Client, str, dict[str, Any]] | None = None
+_last_init: tuple[Client, dict[str, Any]] | None = None
 _init_lock = threading.Lock()
 
 
@@ -119,10 +119,10 @@ def framework_init(settings: Mapping[str, Any], framework: str) -> Client:
         last = _last_init
         # An app without settings of its own (a second app, a helper app built in a request)
         # keeps the client in use: replacing it would drop what requests in flight track.
-        if last is not None and last[0] is sqreen._client and (not settings or last[2] == settings):
+        if last is not None and last[0] is sqreen._client and (not settings or last[1] == settings):
             return last[0]
         client = sqreen._framework_init(settings, framework)
-        _last_init = (client, framework, settings)
+        _last_init = (client, settings)
         return client
 
 

@@ -99,10 +99,11 @@ class SqreenASGIMiddleware:
             await send(message)
 
         try:
-            blocked = blocked_ip(client, ctx)
-            if blocked is not None:
-                await _refuse(scope, send)
-                return
+            if client.blocklist.has_ips:
+                blocked = blocked_ip(client, ctx)
+                if blocked is not None:
+                    await _refuse(scope, send)
+                    return
             await self.app(scope, tee.receive, send_tracking_start)
         except BaseException as exc:
             blocked = find_blocked(exc)

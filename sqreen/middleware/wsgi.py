@@ -42,7 +42,7 @@ from ._common import (
 )
 from ._tee import WSGIInputTee
 
-__all__ = ["RouteOf", "SqreenWSGIMiddleware", "release"]
+__all__ = ["RouteOf", "SqreenWSGIMiddleware"]
 
 #: Called with the environ when an event is tracked: ``(route template, path parameters)``.
 RouteOf = Callable[[WSGIEnvironment], tuple[str | None, Mapping[str, Any] | None]]
@@ -79,13 +79,13 @@ class SqreenWSGIMiddleware:
         if client.blocklist.has_ips:
             blocked = blocked_ip(client, ctx)
             if blocked is not None:
-                release(environ)
+                _release(environ)
                 return _refuse(environ, start_response, blocked)
 
         try:
             result = self.app(environ, start_response)
         except BaseException as exc:
-            release(environ)
+            _release(environ)
             blocked = find_blocked(exc)
             if blocked is None:
                 raise
@@ -93,18 +93,13 @@ class SqreenWSGIMiddleware:
 
         wrapper = environ.get("wsgi.file_wrapper")
         if type(result) is list or (isinstance(wrapper, type) and isinstance(result, wrapper)):
-            release(environ)  # no app code left to run while it is sent
+            _release(environ)  # no app code left to run while it is sent
             return result
         return _Response(result, environ, start_response)
 
 
-def release(environ: WSGIEnvironment) -> None:
-    """Unbind the request now; later calls do nothing.
-
-    The middleware calls it once the response is done. An integration calls it where its
-    framework ends the request (Flask: ``teardown_request``), since a test client may never
-    close the response iterable.
-    """
+def _release(environ: WSGIEnvironment) -> None:
+    """Unbind the request now; later calls do nothing."""
     token = environ.pop("sqreen.token", None)
     # environ -> handle -> environ: break the cycle so that refcounting frees the request.
     environ.pop("sqreen", None)
@@ -142,7 +137,8 @@ def _refuse(
 
 
 class _Response:
-    """The app's response iterable; releases the request context when the server closes it."""
+    """The app's response iterable: releases the request once the body is out, its iteration
+    is dropped, or the server closes it; a 403 or an abort for a late ``Blocked``."""
 
     __slots__ = ("_environ", "_result", "_start_response")
 
@@ -175,7 +171,7 @@ class _Response:
             # The body is out, or its iteration was dropped. A server calls close() next; a
             # test client may never do it (werkzeug's leaves that to the test, and reads the
             # body only if asked): this must not leave the request bound.
-            release(self._environ)
+            _release(self._environ)
 
     def close(self) -> None:
         try:
@@ -188,4 +184,4 @@ class _Response:
                 raise
             raise ResponseAborted(str(blocked)) from blocked
         finally:
-            release(self._environ)
+            _release(self._environ)
