@@ -28,8 +28,13 @@ def test_insert_counts_duplicates_by_id(storage: Storage) -> None:
     # A retried batch, and a batch repeating an id within itself.
     assert storage.insert_events(stored(a, b)) == (0, 2)
     c = wire_event()
-    assert storage.insert_events(stored(c, c, a)) == (1, 2)
-    assert storage.count_events() == 3
+    d = wire_event(user={"uid": "7"})
+    assert storage.insert_events(stored(a, c, c, d, b)) == (2, 3)
+    assert storage.count_events() == 4
+    # The side tables hold the stored events' rows once each, under the right seq.
+    assert storage.count_by("user.uid") == [("42", 3), ("7", 1)]
+    assert storage.count_by("properties.reason") == [("bad_password", 4)]
+    assert [e.id for e in storage.query_events(EventFilter(users=(("uid", "7"),)))] == [d["id"]]
     assert storage.insert_events([]) == (0, 0)
 
 

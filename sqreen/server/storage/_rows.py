@@ -130,25 +130,23 @@ def index_value(value: object) -> str | None:
     return None
 
 
-def index_rows(
-    inserted: Iterable[tuple[int, WireEvent]],
-) -> tuple[list[tuple[int, str, str]], list[tuple[int, str, str]]]:
-    """The (seq, key, value) rows of ``event_props`` and ``event_users`` for stored events."""
-    props: list[tuple[int, str, str]] = []
-    users: list[tuple[int, str, str]] = []
-    for seq, event in inserted:
+def index_rows(events: Iterable[WireEvent]) -> tuple[list[Any], list[Any]]:
+    """The rows of ``event_props`` and ``event_users`` for ``events``, flattened
+    (``position, key, value, position, key, value...``, ready for a multi-row INSERT once each
+    position, the event's index in ``events``, is replaced by its seq)."""
+    props: list[Any] = []
+    users: list[Any] = []
+    for position, event in enumerate(events):
         for key, value in event["properties"].items():
             text = index_value(value)
             if text is not None:
-                props.append((seq, key if _plain(key) else clean(key), text))
+                props += (position, key if _plain(key) else clean(key), text)
         if event["user"]:
             for key, value in event["user"].items():
-                users.append(
-                    (
-                        seq,
-                        key if _plain(key) else clean(key),
-                        value if _plain(value) else clean(value),
-                    )
+                users += (
+                    position,
+                    key if _plain(key) else clean(key),
+                    value if _plain(value) else clean(value),
                 )
     return props, users
 

@@ -111,29 +111,29 @@ class SqlStorage(EventQueries):
 
     # -- events -------------------------------------------------------------------------
 
-    def _insert_events(self, cur: Cursor, records: list[list[Any]]) -> list[tuple[int, str]]:
-        """Insert event records (ids unique among them), skipping ids already stored;
-        return (seq, id) of those inserted."""
-        out: list[tuple[int, str]] = []
+    def _insert_events(self, cur: Cursor, rows: list[list[Any]]) -> list[int | None]:
+        """Insert serialised event rows (:data:`EVENT_COLUMNS`, ids unique among them),
+        skipping ids already stored; return each row's seq, or None for those skipped."""
+        seqs: dict[str, int] = {}
         columns = ", ".join(EVENT_COLUMNS)
-        for i in range(0, len(records), INSERT_CHUNK):
-            chunk = records[i : i + INSERT_CHUNK]
+        for i in range(0, len(rows), INSERT_CHUNK):
+            chunk = rows[i : i + INSERT_CHUNK]
             cur.execute(
                 f"INSERT INTO events ({columns}) VALUES "
                 f"{placeholders(len(chunk), len(EVENT_COLUMNS))} "
                 "ON CONFLICT (id) DO NOTHING RETURNING seq, id",
-                [v for record in chunk for v in dumped(record)],
-            )
-            out.extend(cur.fetchall())
-        return out
-
-    def _insert_index(self, cur: Cursor, table: str, rows: list[tuple[int, str, str]]) -> None:
-        """Insert (seq, key, value) rows into ``event_props`` or ``event_users``."""
-        for i in range(0, len(rows), INDEX_CHUNK):
-            chunk = rows[i : i + INDEX_CHUNK]
-            cur.execute(
-                f"INSERT INTO {table} (seq, key, value) VALUES {placeholders(len(chunk), 3)}",
                 [v for row in chunk for v in row],
+            )
+            seqs.update((id_, seq) for seq, id_ in cur.fetchall())
+        return [seqs.get(row[0]) for row in rows]
+
+    def _insert_index(self, cur: Cursor, table: str, flat: list[Any]) -> None:
+        """Insert (seq, key, value) rows, flattened, into ``event_props`` or ``event_users``."""
+        for i in range(0, len(flat), 3 * INDEX_CHUNK):
+            chunk = flat[i : i + 3 * INDEX_CHUNK]
+            cur.execute(
+                f"INSERT INTO {table} (seq, key, value) VALUES {placeholders(len(chunk) // 3, 3)}",
+                chunk,
             )
 
     def insert_events(
@@ -147,23 +147,31 @@ class SqlStorage(EventQueries):
         received = to_us(received_at or _now())
         app = None if app is None else clean(app)
         host = None if host is None else clean(host)
-        records: dict[str, list[Any]] = {}
-        wire: dict[str, WireEvent] = {}
+        unique: dict[str, tuple[list[Any], WireEvent]] = {}
         for event in events:
             record = event_record(event, app, host, received)
-            if record[0] not in records:
-                records[record[0]] = record
-                wire[record[0]] = event
-        if not records:
+            unique.setdefault(record[0], (record, event))
+        if not unique:
             return 0, len(events)
+        # Everything Python can prepare is done before the write lock, which other threads
+        # (and, with ``serve --workers``, other processes) wait for: only SQL runs under it.
+        rows = [dumped(record) for record, _ in unique.values()]
+        sides = index_rows(event for _, event in unique.values())
         with self._write() as cur:
-            inserted = self._insert_events(cur, list(records.values()))
-            props, users = index_rows((seq, wire[id_]) for seq, id_ in inserted)
-            if props:
-                self._insert_index(cur, "event_props", props)
-            if users:
-                self._insert_index(cur, "event_users", users)
-        return len(inserted), len(events) - len(inserted)
+            seqs = self._insert_events(cur, rows)
+            for table, flat in zip(("event_props", "event_users"), sides, strict=True):
+                if None in seqs:  # duplicates: drop their rows
+                    flat = [
+                        v
+                        for i in range(0, len(flat), 3)
+                        if seqs[flat[i]] is not None
+                        for v in (flat[i], flat[i + 1], flat[i + 2])
+                    ]
+                flat[0::3] = [seqs[position] for position in flat[0::3]]
+                if flat:
+                    self._insert_index(cur, table, flat)
+        stored = len(seqs) - seqs.count(None)
+        return stored, len(events) - stored
 
     def purge_older_than(self, days: float) -> int:
         cutoff = to_us(_now() - timedelta(days=days))

@@ -113,9 +113,10 @@ class PostgresStorage(SqlStorage):
     def _lock_schema(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
 
-    def _insert_events(self, cur: Cursor, records: list[list[Any]]) -> list[tuple[int, str]]:
-        records.sort(key=lambda record: str(record[0]))  # one lock order for all processes
-        return super()._insert_events(cur, records)
+    def _insert_events(self, cur: Cursor, rows: list[list[Any]]) -> list[int | None]:
+        by_id = sorted(rows, key=lambda row: str(row[0]))  # one lock order for all processes
+        seqs = dict(zip((row[0] for row in by_id), super()._insert_events(cur, by_id), strict=True))
+        return [seqs[row[0]] for row in rows]
 
     def close(self) -> None:
         with self._lock:

