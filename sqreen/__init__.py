@@ -48,7 +48,7 @@ __all__ = [
     "track",
 ]
 
-_client: Client | None = None
+_active: Client | None = None
 _explicit = False
 _lock = threading.Lock()
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
@@ -75,10 +75,10 @@ def init(**options: Any) -> Client:
 
 
 def _install(config: Config) -> Client:
-    global _client
+    global _active
     client = Client(config)
     with _lock:
-        previous, _client = _client, client
+        previous, _active = _active, client
         _clients.add(client)
     if previous is not None:
         previous.shutdown(timeout=min(1.0, previous.config.shutdown_timeout))
@@ -87,7 +87,7 @@ def _install(config: Config) -> Client:
 
 def _framework_init(settings: Mapping[str, Any], framework: str) -> Client:
     """For integrations: init from the framework's config unless ``init()`` was called."""
-    client = _client
+    client = _active
     if client is None or not _explicit:
         client = _install(Config.resolve({}, settings))
     if client.framework is None:
@@ -97,10 +97,10 @@ def _framework_init(settings: Mapping[str, Any], framework: str) -> Client:
 
 def get_client() -> Client:
     """The client in use, configured from the environment on first use."""
-    client = _client
+    client = _active
     if client is None:
         with _lock:
-            client = _client
+            client = _active
         if client is None:
             client = _install(Config.resolve({}))
     return client
@@ -126,7 +126,7 @@ def track(
 
     Never blocks and never raises, except :class:`InvalidEvent` in strict mode.
     """
-    client = _client or get_client()
+    client = _active or get_client()
     if request is None:
         return client.track(
             event_name, properties, user_identifiers, timestamp, collect_body, target=target
@@ -142,40 +142,40 @@ def identify(user_identifiers: Mapping[str, Any], traits: Mapping[str, Any] | No
     Raises :class:`Blocked` when the user is blocked, only inside a request a middleware has
     bound (the middleware answers 403). Outside a request it does nothing; see :func:`is_blocked`.
     """
-    (_client or get_client()).identify(user_identifiers, traits)
+    (_active or get_client()).identify(user_identifiers, traits)
 
 
 def auth_track(success: bool, **user_identifiers: Any) -> bool:
     """Track a login: ``auth.login.success`` (and identify, may raise :class:`Blocked`) or
     ``auth.login.failure`` (never identifies, never raises)."""
-    return (_client or get_client()).auth_track(success, user_identifiers)
+    return (_active or get_client()).auth_track(success, user_identifiers)
 
 
 def signup_track(**user_identifiers: Any) -> bool:
     """Track a sign-up (``auth.signup``) and identify the new user."""
-    return (_client or get_client()).signup_track(user_identifiers)
+    return (_active or get_client()).signup_track(user_identifiers)
 
 
 def for_user(user_identifiers: Mapping[str, Any]) -> UserScope:
     """Track events for a user without binding them: ``sqreen.for_user(u).track("x")``."""
-    return (_client or get_client()).for_user(user_identifiers)
+    return (_active or get_client()).for_user(user_identifiers)
 
 
 def is_blocked(user_identifiers: Mapping[str, Any] | None = None, ip: str | None = None) -> bool:
     """Whether the collector currently blocks this user (or IP)."""
-    return (_client or get_client()).is_blocked(user_identifiers, ip)
+    return (_active or get_client()).is_blocked(user_identifiers, ip)
 
 
 def flush(timeout: float = 5.0) -> bool:
     """Deliver everything queued so far; return False if ``timeout`` passed first."""
-    return (_client or get_client()).flush(timeout)
+    return (_active or get_client()).flush(timeout)
 
 
 def shutdown(timeout: float | None = None) -> bool:
     """Deliver what is left (within ``shutdown_timeout``) and stop. Runs at exit by itself."""
-    global _client, _explicit
+    global _active, _explicit
     with _lock:
-        client, _client = _client, None
+        client, _active = _active, None
         _explicit = False
     return client.shutdown(timeout) if client is not None else True
 

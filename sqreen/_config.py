@@ -97,6 +97,8 @@ _LISTS = {"trusted_proxies", "scrub_keys", "scrub_values"}
 def _from_env(name: str, raw: str) -> Any:
     if name == "strict":
         return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if name == "trusted_proxies" and raw.strip().lower() == "none":
+        return []  # trust nobody, not even loopback
     if name in _LISTS:
         return [item.strip() for item in raw.split(",") if item.strip()]
     return raw

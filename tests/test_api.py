@@ -49,6 +49,20 @@ def test_precedence_init_over_framework_over_environment() -> None:
     assert c.flush_interval == 7.0
 
 
+def test_submodules_are_not_shadowed() -> None:
+    import types
+
+    import sqreen._client as module
+
+    assert isinstance(module, types.ModuleType)
+    sqreen.init(transport="memory:")
+    assert isinstance(sqreen._client, types.ModuleType)
+
+
+def test_environment_can_trust_no_proxy() -> None:
+    assert Config.resolve({}, environ={"SQREEN_TRUSTED_PROXIES": "none"}).trusted_proxies == ()
+
+
 def test_environment_lists_and_booleans() -> None:
     env = {
         "SQREEN_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.0.0/16",

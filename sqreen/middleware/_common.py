@@ -119,7 +119,7 @@ def framework_init(settings: Mapping[str, Any], framework: str) -> Client:
         last = _last_init
         # An app without settings of its own (a second app, a helper app built in a request)
         # keeps the client in use: replacing it would drop what requests in flight track.
-        if last is not None and last[0] is sqreen._client and (not settings or last[1] == settings):
+        if last is not None and last[0] is sqreen._active and (not settings or last[1] == settings):
             return last[0]
         client = sqreen._framework_init(settings, framework)
         _last_init = (client, settings)

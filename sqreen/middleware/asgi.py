@@ -147,7 +147,7 @@ class _FlushOnShutdown:
 
     async def __call__(self, message: Message) -> None:
         if message.get("type") in _SHUTDOWN_DONE:
-            client = sqreen._client  # never create one just to flush nothing
+            client = sqreen._active  # never create one just to flush nothing
             if client is not None:
                 try:
                     await anyio.to_thread.run_sync(client.flush, client.config.shutdown_timeout)

@@ -120,7 +120,7 @@ class Site:
 
     def internal_errors(self) -> int:
         if self.in_process:
-            return sqreen._client.stats()["internal_errors"] if sqreen._client else 0
+            return sqreen._active.stats()["internal_errors"] if sqreen._active else 0
         stats = [h.get("stats", {}) for h in self.receiver.heartbeats]
         return max((s.get("internal_errors", 0) for s in stats), default=0)
 

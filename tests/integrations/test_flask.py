@@ -92,7 +92,7 @@ def test_an_unknown_config_key_is_named() -> None:
 def test_init_takes_precedence_over_app_config(sqreen_events: CapturedEvents) -> None:
     app = make_app(SQREEN_ENDPOINT="http://127.0.0.1:9")
     Sqreen(app)
-    assert sqreen._client is sqreen_events.client  # init() was called: it stays in use
+    assert sqreen._active is sqreen_events.client  # init() was called: it stays in use
 
 
 def test_a_response_dropped_unread_is_released(sqreen_events: CapturedEvents) -> None:
