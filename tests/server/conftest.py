@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,12 +13,12 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-import uvicorn
 
 from sqreen.server.app import create_app
 from sqreen.server.auth import KeyChecker, hash_token, new_token
 from sqreen.server.storage import Storage, open_storage
 from tests._postgres import postgres_db, postgres_dsn  # noqa: F401 (fixtures)
+from tests.integrations._servers import UvicornThread, free_port
 
 _ids = itertools.count(1)
 
@@ -78,12 +76,6 @@ def sqlite_storage(tmp_path: Path) -> Iterator[Storage]:
     s.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Collector:
     url: str
@@ -101,39 +93,15 @@ class Collector:
         return self.storage.create_key(name, hash_token(token)).id, token
 
 
-class ThreadedServer:
-    """A uvicorn server for an ASGI app in a thread of the test process."""
-
-    def __init__(self, app: Any) -> None:
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_level="warning", ws="none", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
     """One collector app on a real uvicorn for a test module; ``collector`` gives each test
     its own storage in it (starting a server per test would cost more than the tests)."""
     first = open_storage(str(tmp_path_factory.mktemp("collector") / "sqreen.db"))
     app = create_app(first)
-    with ThreadedServer(app) as url:
-        yield app, url
+    server = UvicornThread(app, lifespan="on")
+    yield app, server.url
+    server.stop()
     first.close()
 
 

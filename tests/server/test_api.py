@@ -14,8 +14,9 @@ import pytest
 from sqreen._wire import parse_event
 from sqreen.server.app import create_app
 from sqreen.server.storage import EventFilter, Storage
+from tests.integrations._servers import UvicornThread
 
-from .conftest import Collector, ThreadedServer, envelope, wire_event
+from .conftest import Collector, envelope, wire_event
 
 JSON = {"Content-Type": "application/json"}
 
@@ -316,8 +317,11 @@ def test_the_app_purges_old_events_when_retention_is_set(sqlite_storage: Storage
     new = parse_event(wire_event(timestamp=datetime.now(UTC).isoformat()))
     sqlite_storage.insert_events([old, new])
     app = create_app(sqlite_storage, retention_days=30, purge_every=0.05, explorer=False)
-    with ThreadedServer(app):
+    server = UvicornThread(app, lifespan="on")
+    try:
         deadline = time.monotonic() + 10
         while sqlite_storage.count_events() > 1 and time.monotonic() < deadline:
             time.sleep(0.05)
+    finally:
+        server.stop()
     assert [e.id for e in sqlite_storage.query_events()] == [new["id"]]
