@@ -1,10 +1,12 @@
-"""SQLite storage: the default, one file, one collector process.
+"""SQLite storage: the default, one file, on one machine.
 
 WAL mode, so readers never wait for the writer; ``synchronous=NORMAL``, so a commit survives
-the collector being killed (the WAL is in the OS's hands), though not a power cut. Writes go
-through one connection behind one lock, each in ``BEGIN IMMEDIATE`` (taking the write lock up
-front, with a busy timeout, so the CLI can block a user while ``sqreen serve`` ingests).
-Reads use a small pool of other connections.
+the collector being killed (the WAL is in the OS's hands), though not a power cut. There is
+one writer at a time: in a process, one connection behind one lock; between processes
+(``sqreen serve --workers N``, the CLI while the collector runs), ``BEGIN IMMEDIATE`` takes
+SQLite's write lock up front, and an ``flock`` queues the writers for it. Everything that must
+not change under a writer (the ids already stored, the next seq) is read inside that
+transaction. Reads use a small pool of other connections.
 """
 
 from __future__ import annotations
