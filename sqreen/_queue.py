@@ -19,7 +19,6 @@ parent still owns, and delivers, what it had queued).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -28,6 +27,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from ._json import dumps_utf8
 
 if TYPE_CHECKING:
     from ._blocking import Blocklist
@@ -309,9 +310,8 @@ class Queue:
                     break
                 event = self._queue.popleft()
             try:
-                data = json.dumps(
-                    self._to_wire(event), separators=(",", ":"), ensure_ascii=False
-                ).encode("utf-8", "replace")  # a lone surrogate from a client's JSON: "?"
+                # A lone surrogate (from a client's JSON) is encoded as "?".
+                data = dumps_utf8(self._to_wire(event)).encode("utf-8", "replace")
             except Exception:
                 self.internal_error(f"serialising event {event.name!r}")
                 self._settle([Prepared(b"", event.enqueued, event.size)], 0, "invalid", 1)

@@ -8,7 +8,6 @@ the SDK itself adds (the request snapshot) is bounded here too, since a client i
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final, TypedDict
 
 from ._event import (
@@ -20,6 +19,7 @@ from ._event import (
     validate_target,
     validate_user,
 )
+from ._json import dumps_utf8
 
 __all__ = ["WireEvent", "WireRequest", "parse_envelope", "parse_event"]
 
@@ -45,6 +45,10 @@ class WireEvent(TypedDict):
     user: dict[str, str] | None
     target: dict[str, str] | None
     request: WireRequest | None
+
+
+_EVENT_KEYS: Final = frozenset(WireEvent.__annotations__)
+_REQUEST_KEYS: Final = frozenset(WireRequest.__annotations__)
 
 
 def _request(value: object) -> WireRequest | None:
@@ -76,10 +80,10 @@ def _request(value: object) -> WireRequest | None:
             "request.body", "type", "must be null or {'content': str, 'truncated': bool}"
         )
     out["body"] = body
-    unknown = set(value) - set(REQUEST_STR_FIELDS) - {"params", "body"}
-    if unknown:
+    if not _REQUEST_KEYS.issuperset(value):
+        unknown = set(value) - _REQUEST_KEYS
         raise InvalidEvent("request", "keys", f"unknown keys {sorted(map(str, unknown))[:5]}")
-    size = len(json.dumps(out, separators=(",", ":")))
+    size = len(dumps_utf8(out))
     if size > MAX_REQUEST_BYTES:
         raise InvalidEvent("request", "too_large", f"{size} bytes, at most {MAX_REQUEST_BYTES}")
     return out
@@ -89,16 +93,19 @@ def parse_event(obj: object) -> WireEvent:
     """Validate one event of a batch; raise :class:`InvalidEvent` naming the field."""
     if not isinstance(obj, dict):
         raise InvalidEvent("event", "type", f"must be an object, not {type(obj).__name__}")
-    unknown = set(obj) - set(WireEvent.__annotations__)
-    if unknown:
+    if not _EVENT_KEYS.issuperset(obj):
+        unknown = set(obj) - _EVENT_KEYS
         raise InvalidEvent("event", "keys", f"unknown keys {sorted(map(str, unknown))[:5]}")
     event_id = obj.get("id")
     if not isinstance(event_id, str) or not 1 <= len(event_id) <= LIMITS.id_max:
         raise InvalidEvent("id", "type", f"must be a string of 1 to {LIMITS.id_max} characters")
     properties, _ = validate_properties(obj.get("properties") or {})
-    if len(json.dumps([properties, obj.get("user"), obj.get("target")])) > LIMITS.max_event_bytes:
+    # Sizes are counted in characters of compact JSON, as the SDK's estimate counts them.
+    if len(dumps_utf8([properties, obj.get("user"), obj.get("target")])) > LIMITS.max_event_bytes:
         raise InvalidEvent(
-            "event", "event_too_large", f"an event is at most {LIMITS.max_event_bytes} bytes"
+            "event",
+            "event_too_large",
+            f"an event is at most {LIMITS.max_event_bytes} characters of JSON",
         )
     return {
         "id": event_id,

@@ -187,3 +187,24 @@ def test_fuzz_track_never_raises_in_production_and_only_invalid_event_in_strict(
     stats = client.stats()
     assert stats["tracked"] == 1
     assert stats["dropped"]["invalid"] == (0 if accepted else 1)
+
+
+def test_the_collector_stores_what_track_accepts_at_the_size_limit() -> None:
+    """Sizes are counted in characters on both sides: non-ASCII text is not penalised by
+    the collector for its escaped form (a 6x blow-up that once made it refuse such events)."""
+    from sqreen._wire import parse_event
+
+    client = sqreen.init(transport="memory:", strict=True)
+    big = {f"k{i:02}": "é" * 3950 for i in range(16)}  # about 63 500 characters
+    assert client.track("big.event", properties=big)
+    with pytest.raises(sqreen.InvalidEvent) as exc:
+        client.track("big.event", properties={k: "é" * 4096 for k in big})
+    assert exc.value.rule == "event_too_large"
+    assert client.flush()
+    sent = client.transport.events  # type: ignore[attr-defined]
+    assert [e["properties"] for e in sent] == [big]
+    assert parse_event(sent[0])["properties"] == big
+    over = {**sent[0], "properties": {k: "é" * 4096 for k in big}}  # 65 700 characters
+    with pytest.raises(sqreen.InvalidEvent) as exc:
+        parse_event(over)
+    assert (exc.value.field, exc.value.rule) == ("properties", "event_too_large")
