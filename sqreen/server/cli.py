@@ -107,7 +107,10 @@ def worker_app() -> Starlette:
 
     config = json.loads(os.environ[WORKER_ENV])
     app = create_app(
-        open_storage(config["db"]), retention_days=config["retention_days"], owns_storage=True
+        open_storage(config["db"]),
+        retention_days=config["retention_days"],
+        owns_storage=True,
+        rebalance=True,
     )
     gc.freeze()
     return app

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx2 as httpx
 import pytest
 
 from sqreen._wire import parse_event
 from sqreen.server.app import create_app
+from sqreen.server.auth import KeyChecker, hash_token, new_token
 from sqreen.server.storage import EventFilter, Storage
 from tests.integrations._servers import UvicornThread
 
@@ -325,3 +328,39 @@ def test_the_app_purges_old_events_when_retention_is_set(sqlite_storage: Storage
     finally:
         server.stop()
     assert [e.id for e in sqlite_storage.query_events()] == [new["id"]]
+
+
+@pytest.mark.parametrize("rebalance", [True, False])
+def test_a_worker_with_a_backlog_asks_senders_to_reconnect(
+    live_app: tuple[Any, str], sqlite_storage: Storage, rebalance: bool
+) -> None:
+    """With ``rebalance`` (one of ``serve --workers N``), a reply sent while other bodies wait
+    in this process says ``Connection: close``; every event is still stored exactly once."""
+    app, url = live_app
+    token = new_token()
+    sqlite_storage.create_key("test", hash_token(token))
+    app.state.storage = sqlite_storage
+    app.state.keys = KeyChecker(sqlite_storage, ttl=5)
+    app.state.rebalance = rebalance
+    batches = [[wire_event() for _ in range(1000)] for _ in range(6)]
+    barrier = threading.Barrier(len(batches))
+    replies: list[httpx.Response] = []
+
+    def send(events: list[dict[str, Any]]) -> None:
+        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+            barrier.wait()
+            replies.append(client.post(url + "/v1/events", json=envelope(events)))
+
+    try:
+        threads = [threading.Thread(target=send, args=(b,)) for b in batches]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        app.state.rebalance = False
+    assert [r.status_code for r in replies] == [200] * 6
+    assert sum(r.json()["accepted"] for r in replies) == 6000
+    assert sqlite_storage.count_events() == 6000
+    closes = [r.headers.get("connection") for r in replies].count("close")
+    assert closes >= 1 if rebalance else closes == 0
