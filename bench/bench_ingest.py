@@ -2,21 +2,22 @@
 
 Method
 ------
-For each back end, a real ``sqreen serve`` subprocess (uvicorn, one process, access log off)
-on 127.0.0.1 and a fresh database; PostgreSQL is a throwaway cluster started like the tests do
-(``tests/_postgres.py``) and is skipped when not installed. Before the clock starts, every
-batch is built and gzipped the way the SDK sends them: 500 realistic events each (a login
-failure with four properties, two user identifiers and a request snapshot: about 480 bytes of
-JSON an event, 240 KB a batch), each with its own id. Then ``--senders`` threads, each with its
-own httpx2 client (keep-alive), post the batches as fast as the collector answers. The figure
-is events stored / wall time from the first request to the last reply, and the database is
-counted afterwards to check that every event was stored once. The senders share the machine
-with the collector (2 cores here), as an app server on the same host would. CPU seconds are
-read from /proc during the timed part: the collector's processes (uvicorn's supervisor and
-each worker), the senders, and everything else on the machine ("other": PostgreSQL's own
-processes, and anything else running, which makes a figure unreliable when it is large).
+For each back end and each ``--workers`` count, a real ``sqreen serve --workers N`` subprocess
+(uvicorn, access log off) on 127.0.0.1 and a fresh database; PostgreSQL is a throwaway cluster
+started like the tests do (``tests/_postgres.py``) and is skipped when not installed. Before
+the clock starts, every batch is built and gzipped the way the SDK sends them: 500 realistic
+events each (a login failure with four properties, two user identifiers and a request snapshot:
+about 480 bytes of JSON an event, 240 KB a batch), each with its own id. Then ``--senders``
+threads, each with its own httpx2 client (keep-alive), post the batches as fast as the
+collector answers. The figure is events stored / wall time from the first request to the last
+reply, and the database is counted afterwards to check that every event was stored once. The
+senders share the machine with the collector (2 cores here), as an app server on the same host
+would. CPU seconds are read from /proc during the timed part: the collector's processes
+(uvicorn's supervisor and each worker), the senders, and everything else on the machine
+("other": PostgreSQL's own processes, and anything else running, which makes a figure
+unreliable when it is large).
 
-Run: ``.venv/bin/python bench/bench_ingest.py [--events 100000] [--senders 4]``.
+Run: ``.venv/bin/python bench/bench_ingest.py [--events 100000] [--senders 8] [--workers 1,2]``.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ def postgres() -> Iterator[Callable[[], str] | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--only", choices=["sqlite", "postgres"])
     args = parser.parse_args()

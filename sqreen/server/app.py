@@ -1,8 +1,10 @@
 """The collector's web application: a Starlette app over one :class:`~.storage.Storage`.
 
 ``create_app(storage)`` builds it; ``sqreen serve`` runs it on uvicorn. Every route but
-``/healthz`` needs an API key. Storage calls block, so they run in the thread pool and never
-on the event loop. Extra routes (the Event Explorer, mounted later) come in ``routes``.
+``/healthz`` needs an API key; the blocks API needs an ``admin`` one (an SDK's ``ingest`` key
+sits on every app server: it must not be able to lift the blocks that stop an attacker).
+Storage calls block, so they run in the thread pool and never on the event loop. Extra
+routes (the Event Explorer, mounted later) come in ``routes``.
 
 Routes:
 
@@ -53,12 +55,21 @@ INGEST_CONCURRENCY = 1
 REBALANCE_BACKLOG = 1
 
 
-async def authenticate(request: Request) -> ApiKey:
-    """The API key of this request, or a 401."""
+async def authenticate(request: Request, *, admin: bool = False) -> ApiKey:
+    """The API key of this request, or a 401; with ``admin``, a 403 for an ingest key."""
     checker: KeyChecker = request.app.state.keys
     header = request.headers.get("authorization")
     key = checker.cached(header)
-    return key if key is not None else await run_in_threadpool(checker.check, header)
+    if key is None:
+        key = await run_in_threadpool(checker.check, header)
+    if admin and key.scope != "admin":
+        raise ApiError(
+            403,
+            f"key #{key.id} may send events only: this needs a key made with "
+            "`sqreen keys create --scope admin`",
+            headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
+        )
+    return key
 
 
 async def events_endpoint(request: Request) -> JSONResponse:
@@ -115,7 +126,7 @@ async def actions_endpoint(request: Request) -> JSONResponse:
 
 
 async def list_blocks_endpoint(request: Request) -> JSONResponse:
-    await authenticate(request)
+    await authenticate(request, admin=True)
     storage: Storage = request.app.state.storage
     include = request.query_params.get("all", "") in ("1", "true", "yes")
     blocks = await run_in_threadpool(lambda: storage.list_blocks(include_inactive=include))
@@ -147,7 +158,7 @@ def _new_block(storage: Storage, spec: Any, created_by: str) -> Block:
 
 
 async def create_block_endpoint(request: Request) -> JSONResponse:
-    key = await authenticate(request)
+    key = await authenticate(request, admin=True)
     spec = parse_json(await read_body(request, 64 * 1024))
     try:
         block = await run_in_threadpool(
@@ -159,7 +170,7 @@ async def create_block_endpoint(request: Request) -> JSONResponse:
 
 
 async def delete_block_endpoint(request: Request) -> JSONResponse:
-    key = await authenticate(request)
+    key = await authenticate(request, admin=True)
     raw = request.path_params["block_id"]
     if not raw.isdigit() or len(raw) > 18:
         raise ApiError(404, "no such block")

@@ -21,6 +21,7 @@ from ._cli_common import db_option, opened, when
 from ._cli_events import events, import_
 from .auth import hash_token, new_token
 from .explorer._cli import admin_password, explorer_startup
+from .storage import KEY_SCOPES, KeyScope
 
 __all__ = ["main"]
 
@@ -130,13 +131,21 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--name", default="default", show_default=True, help="What the key is for.")
+@click.option(
+    "--scope",
+    type=click.Choice(KEY_SCOPES),
+    default="ingest",
+    show_default=True,
+    help="ingest: what an SDK needs (events, heartbeats, the action set); "
+    "admin: the blocks API (/v1/blocks) too.",
+)
 @db_option
-def keys_create(name: str, db: str) -> None:
+def keys_create(name: str, scope: KeyScope, db: str) -> None:
     """Create a key and print its token (shown only this once)."""
     token = new_token()
     with opened(db) as storage:
-        key = storage.create_key(name, hash_token(token))
-    click.echo(f"created key #{key.id} ({name}); its token, shown only now:", err=True)
+        key = storage.create_key(name, hash_token(token), scope)
+    click.echo(f"created {scope} key #{key.id} ({name}); its token, shown only now:", err=True)
     click.echo(token)
 
 
@@ -148,7 +157,7 @@ def keys_list(db: str) -> None:
         found = storage.list_keys()
     for k in found:
         state = f"revoked {when(k.revoked_at)}" if k.revoked_at else "active"
-        click.echo(f"#{k.id}  {k.name:<24} created {when(k.created_at)}  {state}")
+        click.echo(f"#{k.id}  {k.name:<24} {k.scope:<6}  created {when(k.created_at)}  {state}")
 
 
 @keys.command("revoke")

@@ -16,7 +16,7 @@ import pytest
 
 from sqreen.server.app import create_app
 from sqreen.server.auth import KeyChecker, hash_token, new_token
-from sqreen.server.storage import Storage, open_storage
+from sqreen.server.storage import KeyScope, Storage, open_storage
 from tests._postgres import postgres_db, postgres_dsn  # noqa: F401 (fixtures)
 from tests.integrations._servers import UvicornThread, free_port
 
@@ -81,16 +81,19 @@ class Collector:
     url: str
     token: str
     storage: Storage
-    client: httpx.Client
+    client: httpx.Client  # with an ingest key, as an SDK has
+    admin: httpx.Client  # with an admin key
 
-    def post(self, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
+    def post(
+        self, path: str, body: Any = None, *, admin: bool = False, **kwargs: Any
+    ) -> httpx.Response:
         if body is not None:
             kwargs["json"] = body
-        return self.client.post(self.url + path, **kwargs)
+        return (self.admin if admin else self.client).post(self.url + path, **kwargs)
 
-    def new_key(self, name: str = "test") -> tuple[int, str]:
+    def new_key(self, name: str = "test", scope: KeyScope = "ingest") -> tuple[int, str]:
         token = new_token()
-        return self.storage.create_key(name, hash_token(token)).id, token
+        return self.storage.create_key(name, hash_token(token), scope).id, token
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +113,16 @@ def collector(live_app: tuple[Any, str], sqlite_storage: Storage) -> Iterator[Co
     """The collector on a real uvicorn on 127.0.0.1, on a fresh database with an API key
     (valid keys cached 0.2 s)."""
     app, url = live_app
-    token = new_token()
+    token, admin_token = new_token(), new_token()
     sqlite_storage.create_key("test", hash_token(token))
+    sqlite_storage.create_key("admin", hash_token(admin_token), "admin")
     app.state.storage = sqlite_storage
     app.state.keys = KeyChecker(sqlite_storage, ttl=0.2)
-    with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
-        yield Collector(url, token, sqlite_storage, client)
+    with (
+        httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client,
+        httpx.Client(headers={"Authorization": f"Bearer {admin_token}"}, timeout=30) as admin,
+    ):
+        yield Collector(url, token, sqlite_storage, client, admin)
 
 
 SQREEN = [sys.executable, "-m", "sqreen.server"]

@@ -248,32 +248,57 @@ def test_blocks_api_and_action_versions(collector: Collector) -> None:
     reply = collector.post(
         "/v1/blocks",
         {"type": "block_user", "user": {"uid": "42"}, "duration": "1h", "reason": "brute force"},
+        admin=True,
     )
     assert reply.status_code == 201
     user_block = reply.json()
     assert user_block["user"] == {"uid": "42"} and user_block["active"]
     assert 3590 < user_block["expires_in"] <= 3600
     ip_block = collector.post(
-        "/v1/blocks", {"type": "block_ip", "ip": "203.0.113.77/24", "duration": 60}
+        "/v1/blocks", {"type": "block_ip", "ip": "203.0.113.77/24", "duration": 60}, admin=True
     ).json()
     assert ip_block["ip"] == "203.0.113.0/24"
 
-    listed = collector.client.get(collector.url + "/v1/blocks").json()
+    listed = collector.admin.get(collector.url + "/v1/blocks").json()
     assert listed["version"] == 2
     assert [b["id"] for b in listed["blocks"]] == [ip_block["id"], user_block["id"]]
     actions = collector.post("/v1/events", envelope([wire_event()])).json()["actions"]
     assert actions["version"] == 2
     assert {i["type"] for i in actions["items"]} == {"block_user", "block_ip"}
 
-    deleted = collector.client.delete(f"{collector.url}/v1/blocks/{user_block['id']}")
+    deleted = collector.admin.delete(f"{collector.url}/v1/blocks/{user_block['id']}")
     assert deleted.status_code == 200 and deleted.json()["lifted_by"].startswith("api-key:")
-    again = collector.client.delete(f"{collector.url}/v1/blocks/{user_block['id']}")
+    again = collector.admin.delete(f"{collector.url}/v1/blocks/{user_block['id']}")
     assert again.status_code == 404
-    assert collector.client.delete(collector.url + "/v1/blocks/abc").status_code == 404
+    assert collector.admin.delete(collector.url + "/v1/blocks/abc").status_code == 404
     actions = collector.client.get(collector.url + "/v1/actions").json()["actions"]
     assert actions["version"] == 3 and [i["id"] for i in actions["items"]] == [ip_block["id"]]
-    everything = collector.client.get(collector.url + "/v1/blocks?all=1").json()["blocks"]
+    everything = collector.admin.get(collector.url + "/v1/blocks?all=1").json()["blocks"]
     assert len(everything) == 2
+
+
+def test_an_ingest_key_cannot_touch_blocks(collector: Collector) -> None:
+    """The SDK's key sits on every app server: if one leaks, it must not lift the block that
+    stops the attacker, nor block the app's users, nor list what is blocked."""
+    block = collector.post(
+        "/v1/blocks", {"type": "block_ip", "ip": "203.0.113.7", "duration": "1h"}, admin=True
+    ).json()
+    attempts = [
+        collector.client.get(collector.url + "/v1/blocks"),
+        collector.post("/v1/blocks", {"type": "block_user", "user": {"uid": "1"}}),
+        collector.client.delete(f"{collector.url}/v1/blocks/{block['id']}"),
+    ]
+    for reply in attempts:
+        assert reply.status_code == 403
+        assert "--scope admin" in reply.json()["error"]
+        assert reply.headers["www-authenticate"] == 'Bearer error="insufficient_scope"'
+    (kept,) = collector.storage.list_blocks(include_inactive=True)
+    assert kept.id == int(block["id"]) and kept.lifted_at is None
+    # ... while it still does all an SDK needs.
+    assert collector.post("/v1/events", envelope([wire_event()])).json()["accepted"] == 1
+    assert collector.client.get(collector.url + "/v1/actions").json()["actions"]["version"] == 1
+    # An admin key is a superset: it may send events too.
+    assert collector.post("/v1/events", envelope([wire_event()]), admin=True).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -293,14 +318,16 @@ def test_blocks_api_and_action_versions(collector: Collector) -> None:
     ],
 )
 def test_invalid_blocks_are_400(collector: Collector, spec: object, field: str) -> None:
-    reply = collector.post("/v1/blocks", spec)
+    reply = collector.post("/v1/blocks", spec, admin=True)
     assert reply.status_code == 400
     assert reply.json()["field"] == field
     assert collector.storage.list_blocks(include_inactive=True) == []
 
 
 def test_expired_blocks_leave_the_action_set(collector: Collector) -> None:
-    collector.post("/v1/blocks", {"type": "block_ip", "ip": "192.0.2.1", "duration": 0.5})
+    collector.post(
+        "/v1/blocks", {"type": "block_ip", "ip": "192.0.2.1", "duration": 0.5}, admin=True
+    )
     assert len(collector.client.get(collector.url + "/v1/actions").json()["actions"]["items"]) == 1
     time.sleep(0.6)
     actions = collector.client.get(collector.url + "/v1/actions").json()["actions"]

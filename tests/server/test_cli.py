@@ -42,11 +42,16 @@ def test_keys_create_list_revoke(db: str) -> None:
     try:
         assert token not in Path(db).read_bytes().decode("latin-1")  # only its hash is stored
         (key,) = storage.list_keys()
-        assert key.name == "ci"
+        assert key.name == "ci" and key.scope == "ingest"
     finally:
         storage.close()
-    listed = run("keys", "list", "--db", db).output
-    assert "#1" in listed and "ci" in listed and "active" in listed
+    admin = run("keys", "create", "--name", "ops", "--scope", "admin", "--db", db)
+    assert "created admin key #2 (ops)" in admin.stderr
+    listed = run("keys", "list", "--db", db).output.splitlines()
+    assert listed[0].split()[:3] == ["#1", "ci", "ingest"] and "active" in listed[0]
+    assert listed[1].split()[:3] == ["#2", "ops", "admin"]
+    wrong = run("keys", "create", "--scope", "root", "--db", db, ok=False)
+    assert wrong.exit_code == 2 and "'root' is not one of 'ingest', 'admin'" in wrong.output
     assert "revoked key #1" in run("keys", "revoke", "1", "--db", db).output
     assert "revoked" in run("keys", "list", "--db", db).output
     again = run("keys", "revoke", "1", "--db", db, ok=False)

@@ -181,6 +181,17 @@ def test_api_keys(storage: Storage) -> None:
     assert storage.key_by_hash("a" * 64) is None
     (listed,) = storage.list_keys()
     assert listed.name == "ci" and listed.revoked_at is not None
+    assert key.scope == listed.scope == "ingest"
+
+
+def test_api_key_scopes(storage: Storage) -> None:
+    admin = storage.create_key("ops", "c" * 64, "admin")
+    found = storage.key_by_hash("c" * 64)
+    assert found is not None and found[0].scope == admin.scope == "admin"
+    assert [k.scope for k in storage.list_keys()] == ["admin"]
+    with pytest.raises(ValueError, match="scope must be one of ingest, admin"):
+        storage.create_key("x", "d" * 64, "root")  # type: ignore[arg-type]
+    assert len(storage.list_keys()) == 1
 
 
 def test_blocks_and_the_versioned_action_set(storage: Storage) -> None:
@@ -251,6 +262,28 @@ def test_reopening_keeps_data_and_schema(storage: Storage, db_url: str) -> None:
         assert again.migrate() == len(again.MIGRATIONS)  # type: ignore[attr-defined]
     finally:
         again.close()
+
+
+def test_upgrading_from_schema_2_makes_existing_keys_ingest_keys(db_url: str) -> None:
+    from sqreen.server.storage.postgres import PostgresStorage
+    from sqreen.server.storage.sqlite import SQLiteStorage
+
+    current = PostgresStorage if db_url.startswith("postgres") else SQLiteStorage
+    old_schema = type("OldSchema", (current,), {"MIGRATIONS": current.MIGRATIONS[:2]})
+    old = old_schema(db_url.removeprefix("sqlite://"))
+    assert old.migrate() == 2
+    with old._write() as cur:
+        cur.execute(
+            "INSERT INTO api_keys (name, token_hash, created_at) VALUES (?, ?, ?)",
+            ("before", "e" * 64, 0),
+        )
+    old.close()
+    upgraded = open_storage(db_url)
+    try:
+        found = upgraded.key_by_hash("e" * 64)
+        assert found is not None and (found[0].name, found[0].scope) == ("before", "ingest")
+    finally:
+        upgraded.close()
 
 
 def test_refuses_a_newer_schema(storage: Storage, db_url: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import (
+    KEY_SCOPES,
     ActionSet,
     Agent,
     ApiKey,
@@ -10,11 +11,13 @@ from .base import (
     BlockType,
     EventFilter,
     Heartbeat,
+    KeyScope,
     Storage,
     StoredEvent,
 )
 
 __all__ = [
+    "KEY_SCOPES",
     "ActionSet",
     "Agent",
     "ApiKey",
@@ -22,6 +25,7 @@ __all__ = [
     "BlockType",
     "EventFilter",
     "Heartbeat",
+    "KeyScope",
     "Storage",
     "StoredEvent",
     "open_storage",

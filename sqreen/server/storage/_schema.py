@@ -105,6 +105,12 @@ _MIGRATIONS: Final = (
         "DROP INDEX events_ts",
         "CREATE INDEX events_ts ON events (ts{ts_seq})",
     ),
+    # 3: what a key may do. 'ingest' (the SDKs' keys, on every app server): send events and
+    # heartbeats, read the action set. 'admin': the blocks API too.
+    (
+        "ALTER TABLE api_keys ADD COLUMN scope TEXT NOT NULL DEFAULT 'ingest' "
+        "CHECK (scope IN ('ingest', 'admin'))",
+    ),
 )
 
 

@@ -23,12 +23,14 @@ from ._rows import (
     index_rows,
 )
 from .base import (
+    KEY_SCOPES,
     ActionSet,
     Agent,
     ApiKey,
     Block,
     BlockType,
     Heartbeat,
+    KeyScope,
     from_us,
     to_us,
 )
@@ -193,30 +195,41 @@ class SqlStorage(EventQueries):
 
     # -- API keys -----------------------------------------------------------------------
 
-    def create_key(self, name: str, token_hash: str) -> ApiKey:
+    def create_key(self, name: str, token_hash: str, scope: KeyScope = "ingest") -> ApiKey:
+        if scope not in KEY_SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(KEY_SCOPES)}, not {scope!r}")
         created = to_us(_now())
         with self._write() as cur:
             row = cur.execute(
-                "INSERT INTO api_keys (name, token_hash, created_at) VALUES (?, ?, ?) RETURNING id",
-                (name, token_hash, created),
+                "INSERT INTO api_keys (name, token_hash, created_at, scope) "
+                "VALUES (?, ?, ?, ?) RETURNING id",
+                (name, token_hash, created, scope),
             ).fetchone()
-        return ApiKey(id=row[0], name=name, created_at=from_us(created))
+        return ApiKey(id=row[0], name=name, created_at=from_us(created), scope=scope)
 
     def key_by_hash(self, token_hash: str) -> tuple[ApiKey, str] | None:
         rows = self._read(
-            "SELECT id, name, created_at, token_hash FROM api_keys "
+            "SELECT id, name, created_at, scope, token_hash FROM api_keys "
             "WHERE token_hash = ? AND revoked_at IS NULL",
             [token_hash],
         )
         if not rows:
             return None
-        id_, name, created, stored = rows[0]
-        return ApiKey(id=id_, name=name, created_at=from_us(created)), stored
+        id_, name, created, scope, stored = rows[0]
+        return ApiKey(id=id_, name=name, created_at=from_us(created), scope=scope), stored
 
     def list_keys(self) -> list[ApiKey]:
-        rows = self._read("SELECT id, name, created_at, revoked_at FROM api_keys ORDER BY id")
+        rows = self._read(
+            "SELECT id, name, created_at, revoked_at, scope FROM api_keys ORDER BY id"
+        )
         return [
-            ApiKey(id=r[0], name=r[1], created_at=from_us(r[2]), revoked_at=_opt_time(r[3]))
+            ApiKey(
+                id=r[0],
+                name=r[1],
+                created_at=from_us(r[2]),
+                revoked_at=_opt_time(r[3]),
+                scope=r[4],
+            )
             for r in rows
         ]
 

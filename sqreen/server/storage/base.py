@@ -19,6 +19,7 @@ from typing import Any, Final, Literal, Protocol
 from ..._wire import WireEvent
 
 __all__ = [
+    "KEY_SCOPES",
     "NO_FILTER",
     "ActionSet",
     "Agent",
@@ -27,6 +28,7 @@ __all__ = [
     "BlockType",
     "EventFilter",
     "Heartbeat",
+    "KeyScope",
     "Storage",
     "StoredEvent",
     "from_us",
@@ -37,6 +39,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
 BlockType = Literal["block_user", "block_ip"]
+KeyScope = Literal["ingest", "admin"]
+KEY_SCOPES: Final = ("ingest", "admin")
 
 
 def to_us(dt: datetime) -> int:
@@ -112,6 +116,8 @@ class ApiKey:
     name: str
     created_at: datetime
     revoked_at: datetime | None = None
+    #: "ingest" (events, heartbeats, the action set) or "admin" (the blocks API too).
+    scope: KeyScope = "ingest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +285,7 @@ class Storage(Protocol):
         ...
 
     # API keys: only SHA-256 hashes (hex) are stored.
-    def create_key(self, name: str, token_hash: str) -> ApiKey: ...
+    def create_key(self, name: str, token_hash: str, scope: KeyScope = "ingest") -> ApiKey: ...
 
     def key_by_hash(self, token_hash: str) -> tuple[ApiKey, str] | None:
         """The active (not revoked) key with this hash, and the stored hash itself."""
