@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 
 import click
 
-from .blocks import InvalidBlock, parse_duration, parse_pairs
+from . import blocks
+from .blocks import InvalidBlock, parse_pairs
 from .storage import Storage, open_storage
 
 __all__ = ["db_option", "opened", "pairs", "parse_when", "when"]
@@ -51,17 +52,9 @@ def pairs(values: Iterable[str], option: str) -> tuple[tuple[str, str], ...]:
 def parse_when(value: str, option: str) -> datetime:
     """``1h`` (that long ago) or an ISO 8601 time (naive is UTC)."""
     try:
-        return datetime.now(UTC) - parse_duration(value)
-    except InvalidBlock:
-        pass
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is neither a duration (30m, 2h, 7d) nor an ISO 8601 time",
-            param_hint=option,
-        ) from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        return blocks.parse_when(value, datetime.now(UTC), option)
+    except InvalidBlock as exc:
+        raise click.BadParameter(str(exc).partition(": ")[2], param_hint=option) from None
 
 
 def when(dt: datetime | None) -> str:

@@ -3,7 +3,8 @@
 The rules mirror what every SDK enforces on the action set it receives (an SDK refuses a
 block it considers dangerous, so the collector refuses it first, with a clear message): a user
 block names a non-empty set of identifiers, checked with the SDK's own identifier rules; an IP
-block is a network no wider than a /16 (IPv4) or a /48 (IPv6), host bits cleared.
+block is a network no wider than a /16 (IPv4) or a /48 (IPv6), host bits cleared. The
+durations and times that blocks take are read here too, for the CLI and the explorer alike.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from .._event import InvalidEvent, validate_user
@@ -20,6 +21,7 @@ __all__ = [
     "InvalidBlock",
     "parse_duration",
     "parse_pairs",
+    "parse_when",
     "validate_network",
     "validate_reason",
     "validate_user_spec",
@@ -28,6 +30,9 @@ __all__ = [
 MIN_PREFIX: Final = {4: 16, 6: 48}
 MAX_REASON: Final = 512
 MAX_DURATION: Final = timedelta(days=3650)
+#: The times :func:`parse_when` accepts (what both databases store, with room to spare).
+EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(9000, 1, 1, tzinfo=UTC)
 _DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -51,6 +56,26 @@ def parse_duration(value: object, field: str = "duration") -> timedelta:
     if not 0 < seconds <= MAX_DURATION.total_seconds():
         raise InvalidBlock(field, "must be positive and at most 3650 days")
     return timedelta(seconds=seconds)
+
+
+def parse_when(value: str, now: datetime, field: str) -> datetime:
+    """``15m``/``2h``/``7d`` (that long before ``now``) or an ISO 8601 time (naive is UTC)."""
+    try:
+        return now - parse_duration(value, field)
+    except InvalidBlock:
+        pass
+    try:
+        when = datetime.fromisoformat(value.strip())
+        when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    except ValueError:
+        raise InvalidBlock(
+            field, f"{value[:40]!r} is neither a duration (30m, 2h, 7d) nor an ISO 8601 time"
+        ) from None
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        when = EARLIEST - timedelta(days=1)
+    if not EARLIEST <= when <= LATEST:
+        raise InvalidBlock(field, "must be between 1970 and 9000")
+    return when
 
 
 def parse_pairs(pairs: Iterable[str], field: str) -> dict[str, str]:

@@ -118,6 +118,8 @@ def test_block_unblock_and_blocks(db: str) -> None:
         (["block", "ip", "example.com"], "not an IP address"),
         (["unblock", "nonsense"], "unblock takes"),
         (["events", "--since", "yesterday"], "neither a duration"),
+        (["events", "--since", "0001-01-01T00:00:00+05:00"], "between 1970 and 9000"),
+        (["events", "--until", "9999-12-31T23:59:59-23:00"], "between 1970 and 9000"),
         (["events", "--user", "uid"], "not key=value"),
         (["keys", "revoke", "abc"], "not a valid integer"),
     ],

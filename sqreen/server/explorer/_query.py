@@ -14,12 +14,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import urlencode
 
 from ..._event import LIMITS, NAME_RE
-from ..blocks import InvalidBlock, parse_duration
+from .. import blocks
+from ..blocks import InvalidBlock
 from ..storage import EventFilter
 
 __all__ = ["GROUPS", "Query", "QueryError", "parse_query"]
@@ -32,8 +33,6 @@ MAX_TEXT: Final = 256
 MAX_WHEN: Final = 64
 MAX_SEQ_DIGITS: Final = 18
 MAX_LIMIT: Final = 500
-EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST: Final = datetime(9000, 1, 1, tzinfo=UTC)
 #: ``group=`` values without a key, and the storage field each one counts.
 GROUPS: Final = {"name": "name", "ip": "ip", "app": "app"}
 #: ``group=user:<key>`` / ``group=prop:<key>`` prefixes, and the storage field prefix.
@@ -110,21 +109,9 @@ def parse_when(field: str, value: str, now: datetime) -> datetime:
     """``15m``/``2h``/``7d`` (that long before ``now``) or an ISO 8601 time (naive is UTC)."""
     _text(field, value, MAX_WHEN)
     try:
-        return now - parse_duration(value)
-    except InvalidBlock:
-        pass
-    try:
-        when = datetime.fromisoformat(value.strip())
-        when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
-    except ValueError:
-        raise QueryError(
-            field, f"{value[:40]!r} is neither a duration (30m, 2h, 7d) nor an ISO 8601 time"
-        ) from None
-    except OverflowError:
-        when = EARLIEST - timedelta(days=1)
-    if not EARLIEST <= when <= LATEST:
-        raise QueryError(field, "must be between 1970 and 9000")
-    return when
+        return blocks.parse_when(value, now, field)
+    except InvalidBlock as exc:
+        raise QueryError(field, str(exc).partition(": ")[2]) from None
 
 
 def _ip(value: str) -> str:
