@@ -242,6 +242,16 @@ class Client:
             },
         }
 
+    def start(self) -> None:
+        """Start the flusher thread now, if it is not running (the middlewares call this with
+        every request; it costs an attribute check once the thread runs).
+
+        The thread otherwise starts with the first ``track()``, but it also fetches the action
+        set (heartbeats): a worker whose app only calls ``identify()`` would never learn of a
+        block. A preload master serves no request, so it still starts no thread.
+        """
+        self.queue.start()
+
     def flush(self, timeout: float = 5.0) -> bool:
         return self.queue.flush(timeout)
 

@@ -172,9 +172,12 @@ class Queue:
                 and now - self._deferred_since < self.config.flush_interval
             ):
                 return
-        self._start()
+        self.start()
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the flusher thread unless it runs already (cheap then: no lock taken)."""
+        if self._thread is not None:
+            return
         with self._lock:
             if self._thread is not None or self._closing:
                 return
@@ -186,7 +189,7 @@ class Queue:
         deadline = time.monotonic() + timeout
         if self._thread is None or not self._thread.is_alive():
             if self._thread is None:
-                self._start()
+                self.start()
             if self._thread is None:  # closing: deliver inline
                 return self._drain(deadline)
         with self._drained:

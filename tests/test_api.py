@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import sqreen
@@ -127,3 +129,21 @@ def test_plain_http_to_a_remote_host_warns(sqreen_log) -> None:  # type: ignore[
     sqreen_log.clear()
     sqreen.init(endpoint="http://127.0.0.1:8000")
     assert not any("plain HTTP" in r.getMessage() for r in sqreen_log.records)
+
+
+def test_start_runs_the_flusher_which_fetches_the_action_set() -> None:
+    """What the middlewares call with each request: idempotent, and without a track() the
+    thread still asks the collector for the blocks in force."""
+    client = sqreen.init(transport="memory:")
+    transport = client.transport
+    transport.actions = {"version": 1, "items": []}  # type: ignore[attr-defined]
+    assert client.queue._thread is None
+    client.start()
+    thread = client.queue._thread
+    client.start()
+    assert thread is not None and thread.is_alive() and client.queue._thread is thread
+    deadline = time.monotonic() + 10
+    while not transport.heartbeats and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.01)
+    assert transport.heartbeats  # type: ignore[attr-defined]
+    assert client.stats()["tracked"] == 0

@@ -27,7 +27,6 @@ __all__ = [
     "forbidden",
     "framework_init",
     "internal_error",
-    "start_flusher",
 ]
 
 logger = logging.getLogger("sqreen")
@@ -124,16 +123,6 @@ def framework_init(settings: Mapping[str, Any], framework: str) -> Client:
         client = sqreen._framework_init(settings, framework)
         _last_init = (client, settings)
         return client
-
-
-def start_flusher(client: Client) -> None:
-    """Start the flusher thread with the first request a process serves.
-
-    The flusher also fetches the action set (heartbeats), and it otherwise starts with the
-    first ``track()``: a worker whose app only calls ``identify()`` would never learn of a
-    block. A preload master serves no request, so it still starts no thread.
-    """
-    client.queue._start()
 
 
 def blocked_ip(client: Client, ctx: RequestContext) -> Blocked | None:

@@ -38,7 +38,6 @@ from ._common import (
     find_blocked,
     forbidden,
     internal_error,
-    start_flusher,
 )
 from ._tee import ASGIReceiveTee
 
@@ -77,8 +76,7 @@ class SqreenASGIMiddleware:
         client = None
         try:
             client = sqreen.get_client()
-            if client.queue._thread is None:
-                start_flusher(client)
+            client.start()  # with the first request: see Client.start
             tee = ASGIReceiveTee(receive, client.config.max_body_size)
             route = None if self.route is None else partial(self.route, scope)
             ctx = RequestContext(client, "asgi", scope, tee, route)

@@ -38,7 +38,6 @@ from ._common import (
     find_blocked,
     forbidden,
     internal_error,
-    start_flusher,
 )
 from ._tee import WSGIInputTee
 
@@ -60,8 +59,7 @@ class SqreenWSGIMiddleware:
         client = None
         try:
             client = get_client()
-            if client.queue._thread is None:
-                start_flusher(client)
+            client.start()  # with the first request: see Client.start
             tee = None
             length = environ.get("CONTENT_LENGTH")
             if (length and length != "0") or "HTTP_TRANSFER_ENCODING" in environ:

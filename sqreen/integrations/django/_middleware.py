@@ -37,7 +37,6 @@ from ...middleware._common import (
     forbidden,
     framework_init,
     internal_error,
-    start_flusher,
 )
 from ...middleware._tee import WSGIInputTee
 from .checks import check_middleware
@@ -112,8 +111,7 @@ def _enter(request: Any) -> Entered | None:
     client = None
     try:
         client = sqreen.get_client()
-        if client.queue._thread is None:
-            start_flusher(client)
+        client.start()  # with the first request: see Client.start
         source = _DjangoRequest(request, client.config.max_body_size)
         ctx = RequestContext(client, "wsgi", source, source, source.route)
         request.sqreen = ctx
