@@ -217,18 +217,18 @@ def create_app(
     purge_every: float = PURGE_EVERY,
     explorer: bool = True,
     owns_storage: bool = False,
-    rebalance: bool = False,
+    workers: int = 1,
 ) -> Starlette:
     """The collector app. ``routes`` are added after the API's (the explorer mounts there);
     with ``retention_days``, events older than that are purged every ``purge_every`` seconds.
     The caller closes ``storage``, unless ``owns_storage``: then the app's shutdown does.
-    ``rebalance``: one of several worker processes on one port (see :func:`_rebalance`)."""
+    ``workers``: how many processes serve the port (see :func:`_rebalance`)."""
     if explorer:
         # The Event Explorer (sqreen/server/explorer) at /explorer, and / leading there: its
         # own login, session cookie and CSRF checks; the /v1 API keeps its bearer tokens.
         from .explorer import explorer_routes
 
-        routes = [*routes, *explorer_routes(storage)]
+        routes = [*routes, *explorer_routes(storage, workers=workers)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -253,5 +253,5 @@ def create_app(
     app.state.storage = storage
     app.state.keys = KeyChecker(storage, key_cache_ttl)
     app.state.max_body_bytes = max_body_bytes
-    app.state.rebalance = rebalance
+    app.state.rebalance = workers > 1
     return app

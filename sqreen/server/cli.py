@@ -94,7 +94,9 @@ def serve(
             uvicorn.run(app, **options)
             return
     # Several processes: each opens its own storage (see worker_app).
-    os.environ[WORKER_ENV] = json.dumps({"db": db, "retention_days": retention_days or None})
+    os.environ[WORKER_ENV] = json.dumps(
+        {"db": db, "retention_days": retention_days or None, "workers": workers}
+    )
     uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
 
 
@@ -111,7 +113,7 @@ def worker_app() -> Starlette:
         open_storage(config["db"]),
         retention_days=config["retention_days"],
         owns_storage=True,
-        rebalance=True,
+        workers=config["workers"],
     )
     gc.freeze()
     return app

@@ -12,7 +12,10 @@ import httpx2 as httpx
 import pytest
 
 import sqreen
+from sqreen.server.explorer import set_admin_password
+from sqreen.server.explorer._forms import LoginThrottle
 from sqreen.server.storage import EventFilter, open_storage
+from tests.explorer.conftest import PASSWORD, login
 
 from .conftest import ServeProcess, add_key, envelope, free_port, wire_event
 
@@ -130,3 +133,25 @@ def test_sigkill_mid_stream_then_restart_stores_every_event_once(
         storage.close()
     stats = client.stats()
     assert stats["sent"] == total and sum(stats["dropped"].values()) == 0
+
+
+@pytest.mark.slow
+def test_failed_logins_across_workers_stay_within_one_limit(
+    tmp_path: Path, serve: Callable[..., ServeProcess]
+) -> None:
+    """Each worker throttles in memory; together they allow no more than one process would,
+    wherever the kernel sends each attempt (every attempt here comes on a new connection)."""
+    db = str(tmp_path / "login.db")
+    storage = open_storage(db)
+    try:
+        set_admin_password(storage, PASSWORD)
+    finally:
+        storage.close()
+    url = serve(db, None, "--workers", "2").url
+    statuses = []
+    for _ in range(24):
+        with httpx.Client(base_url=url) as client:
+            statuses.append(login(client, "not the password", check=False).status_code)  # type: ignore[arg-type]
+    assert set(statuses) == {401, 429}
+    assert statuses.count(401) <= LoginThrottle.LIMIT
+    assert statuses[-4:] == [429] * 4

@@ -113,11 +113,14 @@ def create_explorer(
     same_site: Literal["lax", "strict"] = "lax",
     session_hours: float = SESSION_HOURS,
     stale_after: float = STALE_AFTER,
+    workers: int = 1,
 ) -> ASGIApp:
     """The explorer as an ASGI app to mount at ``path`` (for its cookie's path).
 
     ``https_only``: mark the session cookie ``Secure`` always (True), never (False), or when
     the request came over HTTPS (None). Reads (or creates) the session key in ``storage``.
+    ``workers``: how many processes serve it; each throttles failed logins in memory, so each
+    allows its share of the limit and an attacker gets no more tries from ``--workers``.
     """
     secret = session_secret(storage)
     passwords = PasswordCache(storage, secret)
@@ -133,7 +136,7 @@ def create_explorer(
     )
     app.state.storage = storage
     app.state.passwords = passwords
-    app.state.throttle = LoginThrottle()
+    app.state.throttle = LoginThrottle.shared_by(workers)
     app.state.stale_after = stale_after
     guarded = RequireLogin(app, passwords, max_age)
     sessions = Sessions(

@@ -139,12 +139,22 @@ class LoginThrottle:
     first). Each attempt also costs the server a scrypt hash, about 0.1 s.
     """
 
-    def __init__(self, limit: int = 10, window: float = 900.0, max_clients: int = 10_000) -> None:
+    LIMIT = 10
+
+    def __init__(
+        self, limit: int = LIMIT, window: float = 900.0, max_clients: int = 10_000
+    ) -> None:
         self.limit = limit
         self.window = window
         self.max_clients = max_clients
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
         self._lock = threading.Lock()
+
+    @classmethod
+    def shared_by(cls, workers: int) -> LoginThrottle:
+        """The throttle of one of ``workers`` processes: together they allow about
+        :attr:`LIMIT` failures, wherever the attempts land (at least 2 each)."""
+        return cls(limit=max(2, -(-cls.LIMIT // max(1, workers))))
 
     def retry_after(self, client: str) -> float:
         """Seconds before ``client`` may try again (0: now)."""
