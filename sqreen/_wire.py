@@ -8,7 +8,7 @@ the SDK itself adds (the request snapshot) is bounded here too, since a client i
 
 from __future__ import annotations
 
-from typing import Any, Final, TypedDict
+from typing import Any, Final, TypedDict, cast
 
 from ._event import (
     LIMITS,
@@ -21,7 +21,7 @@ from ._event import (
 )
 from ._json import dumps_utf8
 
-__all__ = ["WireEvent", "WireRequest", "parse_envelope", "parse_event"]
+__all__ = ["WireEvent", "WireRequest", "parse_envelope", "parse_event", "parse_sender"]
 
 MAX_REQUEST_BYTES: Final = 256 * 1024
 REQUEST_STR_FIELDS: Final = ("ip", "user_agent", "path", "route", "method")
@@ -120,17 +120,13 @@ def parse_event(obj: object) -> WireEvent:
     }
 
 
-def parse_envelope(obj: object) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
-    """Split a batch into (sdk, app, raw events); raise :class:`InvalidEvent` when malformed.
-
-    The events themselves are checked one by one with :func:`parse_event`, so that a mixed
-    batch keeps its valid events.
-    """
+def parse_sender(obj: object) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``sdk`` and ``app`` objects of a batch or a heartbeat: short strings and integers.
+    Raise :class:`InvalidEvent` when malformed."""
     if not isinstance(obj, dict):
         raise InvalidEvent("body", "type", "must be a JSON object")
     sdk = obj.get("sdk") or {}
     app = obj.get("app") or {}
-    events = obj.get("events")
     if not isinstance(sdk, dict):
         raise InvalidEvent("sdk", "type", "must be an object")
     if not isinstance(app, dict):
@@ -139,6 +135,17 @@ def parse_envelope(obj: object) -> tuple[dict[str, Any], dict[str, Any], list[An
         for k, v in d.items():
             if not isinstance(v, str | int | None) or (isinstance(v, str) and len(v) > 256):
                 raise InvalidEvent(f"{field}.{k}", "value", "must be a short string or an integer")
+    return sdk, app
+
+
+def parse_envelope(obj: object) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+    """Split a batch into (sdk, app, raw events); raise :class:`InvalidEvent` when malformed.
+
+    The events themselves are checked one by one with :func:`parse_event`, so that a mixed
+    batch keeps its valid events.
+    """
+    sdk, app = parse_sender(obj)
+    events = cast(dict[str, Any], obj).get("events")  # a dict: parse_sender checked
     if not isinstance(events, list):
         raise InvalidEvent("events", "type", "must be a list")
     if len(events) > LIMITS.max_batch_events:

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from .._event import InvalidEvent
-from .._wire import WireEvent, parse_envelope, parse_event
+from .._wire import WireEvent, parse_envelope, parse_event, parse_sender
 from .errors import ApiError
 from .storage import Heartbeat, Storage
 
@@ -153,9 +153,10 @@ def _stats(stats: object) -> dict[str, Any]:
 def heartbeat(storage: Storage, body: bytes) -> dict[str, Any]:
     """Store one SDK process's stats (blocking); the JSON reply of ``POST /v1/heartbeat``."""
     obj = parse_json(body)
-    if not isinstance(obj, dict):
-        raise ApiError(400, "must be a JSON object", field="body")
-    sdk, app, _ = _envelope({"sdk": obj.get("sdk"), "app": obj.get("app"), "events": []})
+    try:
+        sdk, app = parse_sender(obj)
+    except InvalidEvent as exc:
+        raise ApiError(400, str(exc), field=exc.field) from None
     pid = app.get("pid") or 0
     if type(pid) is not int or not 0 <= pid < MAX_PID:
         raise ApiError(400, "must be a process id", field="app.pid")

