@@ -12,7 +12,7 @@ import click
 
 from ._cli_common import db_option, opened, pairs, parse_when, when
 from .importer import import_lines, read_lines
-from .storage import EventFilter, StoredEvent
+from .storage import EventFilter, Storage, StoredEvent
 
 __all__ = ["events", "import_"]
 
@@ -78,9 +78,26 @@ def events(
         last = found[0].seq if found else 0
         while follow:
             time.sleep(interval)
-            found = storage.query_events(filters, after_seq=last, limit=1000)
+            found = newer(storage, filters, last)
             show(found)
             last = found[0].seq if found else last
+
+
+#: Events read at once by ``--follow``; more arrive in a second on a busy collector.
+FOLLOW_PAGE = 1000
+
+
+def newer(storage: Storage, filters: EventFilter, last: int) -> list[StoredEvent]:
+    """Every matching event stored after seq ``last``, newest first (a page is newest first,
+    so more than a page is read page by page, back down to ``last``)."""
+    found: list[StoredEvent] = []
+    before = None
+    while True:
+        page = storage.query_events(filters, after_seq=last, before_seq=before, limit=FOLLOW_PAGE)
+        found += page
+        if len(page) < FOLLOW_PAGE:
+            return found
+        before = page[-1].seq
 
 
 @click.command("import")

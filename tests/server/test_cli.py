@@ -15,8 +15,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from sqreen._wire import parse_event
+from sqreen.server import _cli_events
 from sqreen.server.cli import main
-from sqreen.server.storage import open_storage
+from sqreen.server.storage import EventFilter, Storage, open_storage
 
 from .conftest import SQREEN, ServeProcess, envelope, wire_event
 
@@ -268,3 +269,18 @@ def test_events_follow_prints_new_events(db: str) -> None:
         finally:
             proc.terminate()
             storage.close()
+
+
+def test_follow_reads_every_event_stored_since_its_last_look(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More events than a page between two looks: all of them, none twice (a page of the
+    storage is the newest events first, so the oldest of a burst once went missing)."""
+    monkeypatch.setattr(_cli_events, "FOLLOW_PAGE", 10)
+    storage.insert_events([parse_event(wire_event(name="seen.before"))])
+    (last,) = storage.query_events()
+    burst = [parse_event(wire_event(name="in.burst")) for _ in range(35)]
+    storage.insert_events(burst)
+    found = _cli_events.newer(storage, EventFilter(), last.seq)
+    assert [e.id for e in reversed(found)] == [e["id"] for e in burst]
+    assert _cli_events.newer(storage, EventFilter(name="seen.before"), last.seq) == []
