@@ -6,6 +6,8 @@ import json
 import os
 import sys
 import time
+from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -75,16 +77,33 @@ def events(
     with opened(db) as storage:
         found = storage.query_events(filters, limit=limit)
         show(found)
-        last = found[0].seq if found else 0
-        while follow:
-            time.sleep(interval)
-            found = newer(storage, filters, last)
-            show(found)
-            last = found[0].seq if found else last
+        if follow:
+            for more in tail(storage, filters, found[0].seq if found else 0, interval):
+                show(more)
 
 
 #: Events read at once by ``--follow``; more arrive in a second on a busy collector.
 FOLLOW_PAGE = 1000
+#: How many earlier looks ``--follow`` reads again. With several collectors on PostgreSQL a
+#: batch can commit after a later batch that took higher seqs (by milliseconds); a look
+#: that only asked for seqs above the last one seen would skip it for good.
+LOOKBACK = 2
+
+
+def tail(
+    storage: Storage, filters: EventFilter, last: int, interval: float
+) -> Iterator[list[StoredEvent]]:
+    """Every ``interval`` seconds, the matching events not yet yielded that were stored
+    after seq ``last`` (newest first), each once, late commits included."""
+    floors = deque([last], maxlen=LOOKBACK + 1)
+    seen: set[int] = set()
+    while True:
+        time.sleep(interval)
+        found = [e for e in newer(storage, filters, floors[0]) if e.seq not in seen]
+        seen.update(e.seq for e in found)
+        floors.append(max(floors[-1], found[0].seq if found else 0))
+        seen = {seq for seq in seen if seq > floors[0]}
+        yield found
 
 
 def newer(storage: Storage, filters: EventFilter, last: int) -> list[StoredEvent]:

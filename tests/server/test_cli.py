@@ -18,6 +18,7 @@ from sqreen._wire import parse_event
 from sqreen.server import _cli_events
 from sqreen.server.cli import main
 from sqreen.server.storage import EventFilter, Storage, open_storage
+from sqreen.server.storage._rows import dumped, event_record
 
 from .conftest import SQREEN, ServeProcess, envelope, wire_event
 
@@ -284,3 +285,28 @@ def test_follow_reads_every_event_stored_since_its_last_look(
     found = _cli_events.newer(storage, EventFilter(), last.seq)
     assert [e.id for e in reversed(found)] == [e["id"] for e in burst]
     assert _cli_events.newer(storage, EventFilter(name="seen.before"), last.seq) == []
+
+
+@pytest.mark.postgres
+def test_follow_prints_a_batch_committed_after_a_later_one(postgres_db: str) -> None:
+    """Two collectors on one PostgreSQL database: batch A takes its seqs, batch B takes higher
+    ones and commits first, a look shows B; when A commits, the next look shows A, and
+    nothing is shown twice. (On SQLite, with one writer at a time, seqs commit in order.)"""
+    storage, other = open_storage(postgres_db), open_storage(postgres_db)
+    try:
+        looks = _cli_events.tail(storage, EventFilter(), 0, interval=0)
+        assert next(looks) == []
+        a = dumped(event_record(parse_event(wire_event(name="batch.a")), None, None, 0))
+        with other._write() as cur:  # type: ignore[attr-defined]
+            other._insert_events(cur, [a])  # type: ignore[attr-defined]
+            storage.insert_events([parse_event(wire_event(name="batch.b"))])
+            assert [e.name for e in next(looks)] == ["batch.b"]
+        assert [e.name for e in next(looks)] == ["batch.a"]
+        assert next(looks) == []
+        storage.insert_events([parse_event(wire_event(name="batch.c"))])
+        assert [e.name for e in next(looks)] == ["batch.c"]
+        assert next(looks) == [] and next(looks) == []
+        assert [e.name for e in storage.query_events()] == ["batch.c", "batch.b", "batch.a"]
+    finally:
+        other.close()
+        storage.close()
