@@ -305,13 +305,15 @@ class Queue:
 
     def _prepare(self) -> list[Prepared]:
         cfg = self.config
+        # The events of a batch are taken under one acquisition of the lock that put() takes
+        # too. Taken one by one, the two threads fell into a convoy while the flusher was busy
+        # (each blocked on the lock the other held while waiting for the GIL): track() in a
+        # request then took 40-90 us instead of 4.
+        with self._lock:
+            events = [self._queue.popleft() for _ in range(min(cfg.batch_size, len(self._queue)))]
         batch: list[Prepared] = []
         total = 0
-        while len(batch) < cfg.batch_size:
-            with self._lock:
-                if not self._queue:
-                    break
-                event = self._queue.popleft()
+        for i, event in enumerate(events):
             try:
                 # A lone surrogate (from a client's JSON) is encoded as "?".
                 data = dumps_utf8(self._to_wire(event)).encode("utf-8", "replace")
@@ -322,6 +324,8 @@ class Queue:
             batch.append(Prepared(data, event.enqueued, event.size))
             total += len(data) + 1
             if total >= cfg.max_batch_bytes - 70_000:  # room for one more event of any size
+                with self._lock:  # the rest waits for the next batch, in its order
+                    self._queue.extendleft(reversed(events[i + 1 :]))
                 break
         return batch
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import tracemalloc
@@ -160,6 +161,50 @@ def test_byte_bound_drops_large_events_first(receiver: Receiver) -> None:
     assert results.count(True) <= 7  # ~30 KB each within 200 KB
     assert client.stats()["dropped"]["queue_full"] == results.count(False)
     assert client.stats()["queue_bytes"] <= 200_000
+
+
+def test_max_batch_bytes_cuts_batches_and_keeps_the_order(receiver: Receiver) -> None:
+    client = sqreen.init(endpoint=receiver.url, max_batch_bytes=200_000, flush_interval=0.1)
+    big = {f"k{i}": "x" * 3000 for i in range(10)}  # about 30 KB an event
+    for i in range(12):
+        assert sqreen.track("big", properties={**big, "i": i})
+    assert sqreen.flush(timeout=10)
+    sizes = [len(json.dumps(b["events"])) for b in receiver.batches]
+    assert len(sizes) >= 3 and max(sizes) <= 200_000
+    assert [e["properties"]["i"] for e in receiver.events] == list(range(12))
+    assert client.stats()["sent"] == 12
+
+
+class _CountingLock:
+    """A lock that counts its acquisitions."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.acquired = 0
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+        self.acquired += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_the_flusher_takes_the_callers_lock_once_a_batch() -> None:
+    """put() and the flusher share one lock. Taken once an event by the flusher, the two
+    threads fell into a convoy (each blocked on the lock the other held while waiting for
+    the GIL): track() in a request took 40-90 us instead of 4 while the flusher was busy."""
+    client = sqreen.init(transport="memory:")
+    client.queue.start = lambda: None  # type: ignore[method-assign]  # this test prepares
+    for i in range(1200):
+        client.track("many", properties={"i": i})
+    counting = _CountingLock()
+    client.queue._lock = counting  # type: ignore[assignment]
+    batches = [client.queue._prepare() for _ in range(3)]
+    assert [len(b) for b in batches] == [500, 500, 200]
+    assert counting.acquired == 3
+    sent = [json.loads(p.data)["properties"]["i"] for b in batches for p in b]
+    assert sent == list(range(1200))
 
 
 def test_max_retry_age_drops_old_events(receiver: Receiver) -> None:
