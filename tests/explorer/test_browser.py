@@ -292,6 +292,10 @@ def test_walkthrough(servers: tuple[str, str, str], traffic: None, page: Any) ->
     page.locator("#events tbody tr.new").first.wait_for(timeout=15_000)
     assert page.locator("#events tbody tr").count() == before + 1
     assert "203.0.113.99" in page.locator("#events tbody tr").first.inner_text()
+    # Later polls ask again from two polls back (late commits): still shown once.
+    page.locator("#live", has_text=re.compile("^live$")).wait_for(timeout=15_000)
+    page.wait_for_timeout(3500)
+    assert page.locator("#events tbody tr").count() == before + 1
 
     # The shop's SDK process is there, heartbeats flowing, nothing dropped.
     page.click("nav >> text=Agents")

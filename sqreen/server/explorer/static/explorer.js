@@ -1,13 +1,17 @@
 // Live update of the events list: poll the JSON API for events newer than the newest row
 // and prepend them. Rows are built with textContent only (event data is never parsed as
 // HTML). Without JavaScript the page works the same, minus the live rows.
+//
+// Each poll asks again from the newest seq of two polls before: with several collectors on
+// PostgreSQL, an event can commit after a newer one, and asking only for seqs above the
+// newest shown would skip it. `seen` keeps an event from being shown twice.
 (function () {
   "use strict";
   var table = document.getElementById("events");
   if (!table || !table.dataset.api) return;
   var body = table.tBodies[0];
   var status = document.getElementById("live");
-  var after = table.dataset.after || "0";
+  var floors = [Number(table.dataset.after || "0")], lookback = 2, seen = {};
   var every = 3000, maxRows = 500, failures = 0;
 
   function link(href, text) {
@@ -41,7 +45,7 @@
   function poll() {
     if (document.hidden) { schedule(); return; }
     var sep = table.dataset.api.indexOf("?") < 0 ? "?" : "&";
-    fetch(table.dataset.api + sep + "after=" + encodeURIComponent(after), {
+    fetch(table.dataset.api + sep + "after=" + encodeURIComponent(String(floors[0])), {
       credentials: "same-origin",
       headers: { "Accept": "application/json" }
     }).then(function (response) {
@@ -50,17 +54,25 @@
       return response.json();
     }).then(function (data) {
       failures = 0;
-      var events = data.events || [];
+      var events = [], i;
+      for (i = 0; i < (data.events || []).length; i++) {
+        if (!seen[data.events[i].seq]) events.push(data.events[i]);
+      }
       if (events.length) {
         var empty = body.querySelector("tr.empty");
         if (empty) empty.remove();
-        for (var i = events.length - 1; i >= 0; i--) body.insertBefore(row(events[i]), body.firstChild);
+        for (i = events.length - 1; i >= 0; i--) {
+          seen[events[i].seq] = true;
+          body.insertBefore(row(events[i]), body.firstChild);
+        }
         while (body.rows.length > maxRows) body.deleteRow(-1);
-        after = String(data.newest_seq);
         show(events.length + " new event" + (events.length > 1 ? "s" : "") + " · live");
       } else {
         show("live");
       }
+      floors.push(Math.max(floors[floors.length - 1], Number(data.newest_seq) || 0));
+      if (floors.length > lookback + 1) floors.shift();
+      for (var seq in seen) if (Number(seq) <= floors[0]) delete seen[seq];
       schedule();
     }).catch(function (error) {
       if (error === null) return;  // logged out: stop polling
