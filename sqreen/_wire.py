@@ -85,7 +85,9 @@ def _request(value: object) -> WireRequest | None:
         raise InvalidEvent("request", "keys", f"unknown keys {sorted(map(str, unknown))[:5]}")
     size = len(dumps_utf8(out))
     if size > MAX_REQUEST_BYTES:
-        raise InvalidEvent("request", "too_large", f"{size} bytes, at most {MAX_REQUEST_BYTES}")
+        raise InvalidEvent(
+            "request", "too_large", f"{size} characters of JSON, at most {MAX_REQUEST_BYTES}"
+        )
     return out
 
 

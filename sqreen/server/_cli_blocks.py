@@ -34,7 +34,7 @@ def _duration(value: str | None) -> timedelta | None:
     try:
         return parse_duration(value)
     except InvalidBlock as exc:
-        raise click.BadParameter(str(exc).partition(": ")[2], param_hint="--for") from None
+        raise click.BadParameter(exc.message, param_hint="--for") from None
 
 
 def _describe(b: Block) -> str:
@@ -88,7 +88,7 @@ def block_ip(network: str, for_: str | None, reason: str, db: str) -> None:
         cidr = validate_network(network)
         why = validate_reason(reason)
     except InvalidBlock as exc:
-        raise click.BadParameter(str(exc).partition(": ")[2], param_hint="NETWORK") from None
+        raise click.BadParameter(exc.message, param_hint="NETWORK") from None
     duration = _duration(for_)
     with opened(db) as storage:
         b = storage.create_block(
@@ -107,7 +107,7 @@ def _matching(storage: Storage, target: tuple[str, ...]) -> list[Block]:
         try:
             cidr = validate_network(rest[0])
         except InvalidBlock as exc:
-            raise click.BadParameter(str(exc).partition(": ")[2], param_hint="NETWORK") from None
+            raise click.BadParameter(exc.message, param_hint="NETWORK") from None
         return [b for b in active if b.type == "block_ip" and b.ip == cidr]
     if all(t.isdigit() for t in target):
         wanted = {int(t) for t in target}

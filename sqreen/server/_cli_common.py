@@ -46,7 +46,7 @@ def pairs(values: Iterable[str], option: str) -> tuple[tuple[str, str], ...]:
     try:
         return tuple(parse_pairs(values, option).items())
     except InvalidBlock as exc:
-        raise click.BadParameter(str(exc).partition(": ")[2], param_hint=option) from None
+        raise click.BadParameter(exc.message, param_hint=option) from None
 
 
 def parse_when(value: str, option: str) -> datetime:
@@ -54,7 +54,7 @@ def parse_when(value: str, option: str) -> datetime:
     try:
         return blocks.parse_when(value, datetime.now(UTC), option)
     except InvalidBlock as exc:
-        raise click.BadParameter(str(exc).partition(": ")[2], param_hint=option) from None
+        raise click.BadParameter(exc.message, param_hint=option) from None
 
 
 def when(dt: datetime | None) -> str:

@@ -43,6 +43,7 @@ class InvalidBlock(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.message = message
 
 
 def parse_duration(value: object, field: str = "duration") -> timedelta:

@@ -111,7 +111,7 @@ def parse_when(field: str, value: str, now: datetime) -> datetime:
     try:
         return blocks.parse_when(value, now, field)
     except InvalidBlock as exc:
-        raise QueryError(field, str(exc).partition(": ")[2]) from None
+        raise QueryError(field, exc.message) from None
 
 
 def _ip(value: str) -> str:
