@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,18 @@ from tests.integrations._servers import UvicornThread, free_port
 _ids = itertools.count(1)
 
 
+def recent(**ago: float) -> str:
+    """A wire timestamp `ago` before now (default: one minute), so no test ages with the calendar."""
+    delta = timedelta(**ago) if ago else timedelta(minutes=1)
+    return (datetime.now(UTC) - delta).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def wire_event(**overrides: Any) -> dict[str, Any]:
     """A valid wire event with a fresh id."""
     event: dict[str, Any] = {
         "id": f"ev-{next(_ids):08d}",
         "name": "auth.login.failure",
-        "timestamp": "2026-11-22T10:00:00.000000Z",
+        "timestamp": recent(),
         "properties": {"reason": "bad_password", "attempt": 2},
         "user": {"uid": "42"},
         "target": None,
