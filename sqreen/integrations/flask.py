@@ -16,7 +16,7 @@
 ``init_app`` configures the SDK from ``app.config["SQREEN_*"]`` (unless :func:`sqreen.init`
 was called), wraps ``app.wsgi_app`` in :class:`~sqreen.middleware.wsgi.SqreenWSGIMiddleware`
 (so blocks are enforced before Flask even builds its request), and gives the app's request
-class a ``sqreen`` attribute that reads ``environ["sqreen"]``: no ``Request`` subclass to
+class a ``sqreen`` attribute that reads ``environ["sqreen.context"]``: no ``Request`` subclass to
 conflict with the app's own, no hook to run per request, and async views see the same object.
 Events carry the matched rule (``/users/<int:id>``) and ``view_args``.
 
@@ -37,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - exercised without Flask install
 
 
 from ..middleware._common import framework_init
-from ..middleware.wsgi import SqreenWSGIMiddleware
+from ..middleware.wsgi import ENVIRON_KEY, SqreenWSGIMiddleware
 
 __all__ = ["Sqreen"]
 
@@ -70,7 +70,7 @@ class _Handle:
     def __get__(self, request: Any, owner: Any = None) -> Any:
         if request is None:
             return self
-        return request.environ.get("sqreen")
+        return request.environ.get(ENVIRON_KEY)
 
 
 _HANDLE = _Handle()

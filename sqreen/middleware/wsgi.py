@@ -6,18 +6,22 @@
 
     app = SqreenWSGIMiddleware(app)
     # in a handler:
-    environ["sqreen"].track("my.event", properties={"foo": "bar"})
+    environ["sqreen.context"].track("my.event", properties={"foo": "bar"})
 
-For each request it binds a :class:`sqreen._context.RequestContext` (also ``environ["sqreen"]``,
-the per-request handle), wraps ``wsgi.input`` in a passive tee capped at ``max_body_size`` when
-the request has a body, refuses a blocked client IP with a 403 before the app runs, and turns
-:class:`sqreen.Blocked` raised by the app (``identify()`` of a blocked user) into a 403.
+For each request it binds a :class:`sqreen._context.RequestContext` (also
+``environ["sqreen.context"]``, the per-request handle), wraps ``wsgi.input`` in a passive tee
+capped at ``max_body_size`` when the request has a body, refuses a blocked client IP with a 403
+before the app runs, and turns :class:`sqreen.Blocked` raised by the app (``identify()`` of a
+blocked user) into a 403.
 
-The context stays bound while the response body is produced (code that runs while it streams
-still sees it), until the last chunk is out, its iteration is dropped, or the server closes the
-iterable. A response that is a list or the server's ``wsgi.file_wrapper`` runs no more app
-code: the context is released at once and the object handed back untouched (``sendfile``
-still works).
+The request is bound while the app is called and again around each ``next()`` of the app's
+response iterator, each time set and reset in the same frame. It is never left bound between
+two calls: a client that never reads or closes a response (werkzeug's test client leaves that
+to the test) cannot leak one request's context into the next, and no ``ContextVar.reset`` ever
+runs from ``close()``, a finalizer or another frame (CPython 3.11 crashed when a reset ran from
+a finalizer inside a garbage collection). A response that is a list or the server's
+``wsgi.file_wrapper`` runs no more app code: it is handed back untouched (``sendfile`` still
+works).
 
 Errors of ours are logged on the ``sqreen`` logger and counted, never turned into a 500.
 """
@@ -41,7 +45,11 @@ from ._common import (
 )
 from ._tee import WSGIInputTee
 
-__all__ = ["RouteOf", "SqreenWSGIMiddleware"]
+__all__ = ["ENVIRON_KEY", "RouteOf", "SqreenWSGIMiddleware"]
+
+#: Where the per-request handle lives in the environ (a dotted key: PEP 3333 keeps undotted
+#: names for CGI variables, which are strings).
+ENVIRON_KEY = "sqreen.context"
 
 #: Called with the environ when an event is tracked: ``(route template, path parameters)``.
 RouteOf = Callable[[WSGIEnvironment], tuple[str | None, Mapping[str, Any] | None]]
@@ -68,44 +76,36 @@ class SqreenWSGIMiddleware:
                     tee = WSGIInputTee(stream, client.config.max_body_size)
                     environ["wsgi.input"] = tee
             route = None if self.route is None else partial(self.route, environ)
-            ctx = environ["sqreen"] = RequestContext(client, "wsgi", environ, tee, route)
-            environ["sqreen.token"] = _current.set(ctx)
+            ctx = environ[ENVIRON_KEY] = RequestContext(client, "wsgi", environ, tee, route)
         except Exception:
             internal_error(client, "the WSGI middleware")
             return self.app(environ, start_response)
 
-        if client.blocklist.has_ips:
-            blocked = blocked_ip(client, ctx)
-            if blocked is not None:
-                _release(environ)
-                return _refuse(environ, start_response, blocked)
-
+        token = _current.set(ctx)
         try:
-            result = self.app(environ, start_response)
-        except BaseException as exc:
-            _release(environ)
-            blocked = find_blocked(exc)
-            if blocked is None:
-                raise
-            return _refuse(environ, start_response, blocked, exc)
+            if client.blocklist.has_ips:
+                blocked = blocked_ip(client, ctx)
+                if blocked is not None:
+                    environ.pop(ENVIRON_KEY, None)
+                    return _refuse(environ, start_response, blocked)
+            try:
+                result = self.app(environ, start_response)
+            except BaseException as exc:
+                environ.pop(ENVIRON_KEY, None)
+                blocked = find_blocked(exc)
+                if blocked is None:
+                    raise
+                return _refuse(environ, start_response, blocked, exc)
+        finally:
+            _current.reset(token)
 
         wrapper = environ.get("wsgi.file_wrapper")
         if type(result) is list or (isinstance(wrapper, type) and isinstance(result, wrapper)):
-            _release(environ)  # no app code left to run while it is sent
+            # No app code left to run while it is sent. environ -> handle -> environ: break
+            # the cycle so that reference counting frees the request.
+            environ.pop(ENVIRON_KEY, None)
             return result
-        return _Response(result, environ, start_response)
-
-
-def _release(environ: WSGIEnvironment) -> None:
-    """Unbind the request now; later calls do nothing."""
-    token = environ.pop("sqreen.token", None)
-    # environ -> handle -> environ: break the cycle so that refcounting frees the request.
-    environ.pop("sqreen", None)
-    if token is not None:
-        try:
-            _current.reset(token)
-        except ValueError:
-            pass  # released from another context, where ours is not bound
+        return _Response(result, ctx, environ, start_response)
 
 
 def _refuse(
@@ -135,51 +135,93 @@ def _refuse(
 
 
 class _Response:
-    """The app's response iterable: releases the request once the body is out, its iteration
-    is dropped, or the server closes it; a 403 or an abort for a late ``Blocked``."""
+    """The app's response iterable, bound to its request around each chunk it produces.
 
-    __slots__ = ("_environ", "_result", "_start_response")
+    It is its own iterator: each ``next()`` binds the request, asks the app's iterator for a
+    chunk and unbinds it, in one frame. ``Blocked`` from the app while no chunk was sent
+    becomes a 403 (the headers can still be replaced), and aborts the response after.
+    Exhausting or closing it only drops references.
+    """
+
+    __slots__ = ("_ctx", "_environ", "_iterator", "_refusal", "_result", "_sent", "_start")
 
     def __init__(
         self,
         result: Iterable[bytes],
+        ctx: RequestContext,
         environ: WSGIEnvironment,
         start_response: StartResponse,
     ) -> None:
-        self._result = result
-        self._environ = environ
-        self._start_response = start_response
+        self._result: Iterable[bytes] | None = result
+        self._ctx: RequestContext | None = ctx
+        self._environ: WSGIEnvironment | None = environ
+        self._start: StartResponse | None = start_response
+        self._iterator: Iterator[bytes] | None = None
+        self._refusal: list[bytes] | None = None
+        self._sent = False
 
     def __iter__(self) -> Iterator[bytes]:
-        sent = False
+        return self
+
+    def __next__(self) -> bytes:
+        if self._refusal is not None:
+            if self._refusal:
+                return self._refusal.pop()
+            raise StopIteration
+        ctx = self._ctx
+        if ctx is None:  # exhausted or closed
+            raise StopIteration
+        token = _current.set(ctx)
         try:
-            for chunk in self._result:
-                if chunk:
-                    sent = True
-                yield chunk
+            iterator = self._iterator
+            if iterator is None:
+                iterator = self._iterator = iter(self._result)  # type: ignore[arg-type]
+            chunk = next(iterator)
+        except StopIteration:
+            self._drop()
+            raise
         except BaseException as exc:
             blocked = find_blocked(exc)
             if blocked is None:
+                self._drop()
                 raise
-            if sent:
-                raise ResponseAborted(str(blocked)) from blocked
-            # Nothing was sent yet: the headers can still be replaced by a 403.
-            yield from _refuse(self._environ, self._start_response, blocked, exc)
+            return self._refuse_late(blocked, exc)
         finally:
-            # The body is out, or its iteration was dropped. A server calls close() next; a
-            # test client may never do it (werkzeug's leaves that to the test, and reads the
-            # body only if asked): this must not leave the request bound.
-            _release(self._environ)
+            _current.reset(token)
+        if chunk:
+            self._sent = True
+        return chunk
+
+    def _refuse_late(self, blocked: Blocked, exc: BaseException) -> bytes:
+        environ, start = self._environ, self._start
+        self._drop()
+        if self._sent or environ is None or start is None:
+            raise ResponseAborted(str(blocked)) from blocked
+        # Nothing was sent yet: the headers can still be replaced by a 403.
+        self._refusal = _refuse(environ, start, blocked, exc)
+        return self._refusal.pop()
+
+    def _drop(self) -> None:
+        """Forget the request: no reset here, the binding never outlives a call."""
+        environ = self._environ
+        if environ is not None:
+            environ.pop(ENVIRON_KEY, None)  # environ -> handle -> environ
+        self._ctx = self._environ = self._start = None
+        self._iterator = None
 
     def close(self) -> None:
+        result = self._result
+        self._result = None
+        self._drop()
+        if result is None:
+            return
+        close = getattr(result, "close", None)
+        if close is None:
+            return
         try:
-            close = getattr(self._result, "close", None)
-            if close is not None:
-                close()
+            close()
         except BaseException as exc:
             blocked = find_blocked(exc)
             if blocked is None:
                 raise
             raise ResponseAborted(str(blocked)) from blocked
-        finally:
-            _release(self._environ)

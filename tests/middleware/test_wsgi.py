@@ -56,7 +56,7 @@ class Server:
 
 
 def hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-    environ["sqreen"].track("hello", properties={"n": 1})
+    environ["sqreen.context"].track("hello", properties={"n": 1})
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello"]
 
@@ -65,7 +65,7 @@ def test_binds_the_request_and_exposes_the_handle(sqreen_events: CapturedEvents)
     seen: list[Any] = []
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        seen.append((environ["sqreen"], current()))
+        seen.append((environ["sqreen.context"], current()))
         sqreen.track("module.level")
         return hello(environ, start_response)
 
@@ -75,7 +75,7 @@ def test_binds_the_request_and_exposes_the_handle(sqreen_events: CapturedEvents)
     handle, bound = seen[0]
     assert handle is bound and handle is not None
     assert current() is None  # released once the response is done
-    assert "sqreen" not in server.environ  # no environ <-> handle cycle left behind
+    assert "sqreen.context" not in server.environ  # no environ <-> handle cycle left behind
     assert sqreen_events.names() == ["module.level", "hello"]
     request = sqreen_events[1]["request"]
     assert request["path"] == "/a/b" and request["method"] == "GET"
@@ -118,9 +118,9 @@ def test_a_client_that_never_closes_leaves_nothing_bound(sqreen_events: Captured
 
     environ = EnvironBuilder().get_environ()
     result = SqreenWSGIMiddleware(app)(environ, lambda *a: None)
-    assert current() is not None
+    assert current() is None  # unbound as soon as the app returns, body unread
     assert list(result) == [b"body"]  # werkzeug's test client reads, and leaves close() to you
-    assert current() is None and "sqreen" not in environ
+    assert current() is None and "sqreen.context" not in environ
 
 
 def test_the_file_wrapper_is_handed_back_untouched(sqreen_events: CapturedEvents) -> None:
@@ -148,9 +148,9 @@ def test_the_file_wrapper_is_handed_back_untouched(sqreen_events: CapturedEvents
 
 def test_the_app_reads_its_body_through_the_tee(sqreen_events: CapturedEvents) -> None:
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        environ["sqreen"].track("before")  # nothing read yet
+        environ["sqreen.context"].track("before")  # nothing read yet
         data = environ["wsgi.input"].read()
-        environ["sqreen"].track("after", collect_body=True)
+        environ["sqreen.context"].track("after", collect_body=True)
         start_response("200 OK", [])
         return [data]
 
@@ -176,7 +176,7 @@ def test_a_request_without_wsgi_input(sqreen_events: CapturedEvents) -> None:
 
 def blocked_user_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     try:
-        environ["sqreen"].identify({"uid": "mallory"})
+        environ["sqreen.context"].identify({"uid": "mallory"})
     except Exception:  # the app's own catch-all cannot swallow it
         pass
     start_response("200 OK", [])
@@ -215,7 +215,7 @@ def test_blocked_inside_an_exception_group(sqreen_events: CapturedEvents) -> Non
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         try:
-            environ["sqreen"].identify({"uid": "mallory"})
+            environ["sqreen.context"].identify({"uid": "mallory"})
         except BaseException as exc:
             raise BaseExceptionGroup("task group", [ValueError("x"), exc]) from None
         return []
@@ -229,7 +229,7 @@ def test_blocked_after_start_response_but_before_the_body(sqreen_events: Capture
     def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
         yield b""
-        environ["sqreen"].identify({"uid": "mallory"})
+        environ["sqreen.context"].identify({"uid": "mallory"})
         yield b"secret"
 
     status, _, body = Server(SqreenWSGIMiddleware(app))()
@@ -242,7 +242,7 @@ def test_blocked_once_the_body_started_aborts_the_response(sqreen_events: Captur
     def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
         start_response("200 OK", [])
         yield b"first"
-        environ["sqreen"].identify({"uid": "mallory"})
+        environ["sqreen.context"].identify({"uid": "mallory"})
         yield b"secret"
 
     with pytest.raises(ResponseAborted) as info:

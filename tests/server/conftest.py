@@ -25,7 +25,7 @@ _ids = itertools.count(1)
 
 
 def recent(**ago: float) -> str:
-    """A wire timestamp `ago` before now (default: one minute), so no test ages with the calendar."""
+    """A wire timestamp `ago` before now (default one minute): no test ages with the calendar."""
     delta = timedelta(**ago) if ago else timedelta(minutes=1)
     return (datetime.now(UTC) - delta).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

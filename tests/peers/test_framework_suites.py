@@ -1,0 +1,30 @@
+"""Frameworks' own test suites, run with and without sqreen injected (scripts/peers/run.py).
+
+The source distribution of the installed version is fetched from the package index once and
+kept in ``.venv/peers/``; the comparison itself runs offline after that.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_flasks_own_suite_sees_no_difference() -> None:
+    pytest.importorskip("flask")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "peers" / "run.py"), "flask"],
+        capture_output=True,
+        text=True,
+        timeout=590,
+    )
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "injected: " in proc.stdout and "requests: " in proc.stdout
