@@ -261,8 +261,14 @@ def validate_target(target: object) -> dict[str, str] | None:
     return out
 
 
-def format_timestamp(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def format_timestamp(when: float | datetime) -> str:
+    """The wire form of a time: ISO 8601 in UTC to the microsecond, ``Z`` for the zone (a POSIX
+    time or an aware datetime; the one formatter of the SDK and the collector)."""
+    if not isinstance(when, datetime):
+        when = datetime.fromtimestamp(when, UTC)
+    elif when.utcoffset():
+        when = when.astimezone(UTC)
+    return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def parse_timestamp(value: object, field: str = "timestamp") -> datetime:

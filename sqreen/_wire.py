@@ -13,6 +13,7 @@ from typing import Any, Final, TypedDict, cast
 from ._event import (
     LIMITS,
     InvalidEvent,
+    format_timestamp,
     parse_timestamp,
     validate_name,
     validate_properties,
@@ -112,9 +113,7 @@ def parse_event(obj: object) -> WireEvent:
     return {
         "id": event_id,
         "name": validate_name(obj.get("name")),
-        "timestamp": parse_timestamp(obj.get("timestamp"))
-        .isoformat(timespec="microseconds")
-        .replace("+00:00", "Z"),
+        "timestamp": format_timestamp(parse_timestamp(obj.get("timestamp"))),
         "properties": properties,
         "user": validate_user(obj.get("user"), "user"),
         "target": validate_target(obj.get("target")),

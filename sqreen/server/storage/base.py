@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, Protocol
 
+from ..._event import format_timestamp
 from ..._wire import WireEvent
 
 __all__ = [
@@ -99,8 +100,8 @@ class StoredEvent:
             "seq": self.seq,
             "id": self.id,
             "name": self.name,
-            "timestamp": _iso(self.timestamp),
-            "received_at": _iso(self.received_at),
+            "timestamp": format_timestamp(self.timestamp),
+            "received_at": format_timestamp(self.received_at),
             "app": self.app,
             "host": self.host,
             "properties": self.properties,
@@ -154,10 +155,10 @@ class Block:
     def to_json(self, now: datetime) -> dict[str, Any]:
         return {
             **self.action(now),
-            "created_at": _iso(self.created_at),
-            "expires_at": _iso(self.expires_at) if self.expires_at else None,
+            "created_at": format_timestamp(self.created_at),
+            "expires_at": format_timestamp(self.expires_at) if self.expires_at else None,
             "created_by": self.created_by,
-            "lifted_at": _iso(self.lifted_at) if self.lifted_at else None,
+            "lifted_at": format_timestamp(self.lifted_at) if self.lifted_at else None,
             "lifted_by": self.lifted_by,
             "active": self.is_active(now),
         }
@@ -192,10 +193,6 @@ class Agent(Heartbeat):
 
     first_seen: datetime
     last_seen: datetime
-
-
-def _iso(dt: datetime) -> str:
-    return dt.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class Storage(Protocol):
