@@ -31,8 +31,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import sqreen
-from sqreen._context import RequestContext, bind, reset
-from sqreen._json import dumps_utf8
+from sqreen._context import RequestContext, current_request
 from sqreen.transports.base import Reply
 
 N = 20_000
@@ -113,9 +112,9 @@ def make_cases() -> dict[str, Callable[[], Any]]:
     ctx = RequestContext(client, "wsgi", ENVIRON, body=Body())
 
     def in_request() -> None:
-        token = bind(ctx)
+        token = current_request.set(ctx)
         sqreen.track("auth.login.failure", properties=PROPS)
-        reset(token)
+        current_request.reset(token)
 
     cases["sqreen.track, in a request"] = in_request
 
@@ -153,7 +152,7 @@ def compare() -> dict[str, tuple[float, float, float]]:
     for _ in range(ROUNDS):
         for name, fn in cases.items():
             results[name].extend(per_call(fn))
-    dropped = sqreen.get_client().stats()["dropped"]
+    dropped = sqreen._hub.get_client().stats()["dropped"]
     if any(dropped.values()):  # then some calls took the cheaper drop path
         print(f"warning: sqreen dropped events during the run: {dropped}")
     sqreen.shutdown(timeout=2)
@@ -183,13 +182,13 @@ def tail_latency_while_collector_hangs() -> tuple[float, float, float]:
     sqreen.flush(timeout=0.3)
     times = []
     ctx = RequestContext(client, "wsgi", ENVIRON, body=Body())
-    token = bind(ctx)
+    token = current_request.set(ctx)
     for _ in range(N):
         t0 = time.perf_counter()
         sqreen.track("auth.login.failure", properties=PROPS)
         times.append(time.perf_counter() - t0)
-    reset(token)
-    client.queue._closing = True
+    current_request.reset(token)
+    client.queue._closing = True  # the hanging send is not waited for
     sqreen.shutdown(timeout=0.1)
     sock.close()
     times.sort()
@@ -201,18 +200,18 @@ def flusher_cpu_per_event() -> tuple[float, float]:
     ctx = RequestContext(client, "wsgi", ENVIRON, body=Body())
     events = []
     for with_request in (False, True):
-        token = bind(ctx) if with_request else None
+        token = current_request.set(ctx) if with_request else None
         for _ in range(5000):
             client.track("auth.login.failure", properties=PROPS)
         if token:
-            reset(token)
+            current_request.reset(token)
         events.append(list(client.queue._queue))
         client.queue._queue.clear()
     out = []
     for batch in events:
         t0 = time.thread_time()
         for e in batch:
-            dumps_utf8(client._to_wire(e)).encode("utf-8", "replace")
+            client._encode(e)
         out.append((time.thread_time() - t0) / len(batch))
     client.queue._pending = 0
     sqreen.shutdown(timeout=0.1)

@@ -13,11 +13,12 @@ import ipaddress
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from ._client_ip import TrustedProxies
 
-__all__ = ["Blocked", "Blocklist"]
+__all__ = ["Blocked", "Blocklist", "IPBlock", "UserBlock"]
 
 logger = logging.getLogger("sqreen")
 
@@ -46,24 +47,39 @@ class Blocked(BaseException):
         self.action_id = action_id
 
 
+class UserBlock(NamedTuple):
+    """A user block in force: every key/value of ``user`` must be in the identifiers."""
+
+    user: dict[str, str]
+    deadline: float | None  # on the blocklist's clock; None: until lifted
+    reason: str | None
+    action_id: str
+
+
+class IPBlock(NamedTuple):
+    network: Network
+    deadline: float | None
+    reason: str | None
+    action_id: str
+
+
 class Blocklist:
     """Active blocks, replaced whole by each action set; read lock-free on the request path."""
 
-    def __init__(self, trusted: TrustedProxies) -> None:
+    def __init__(
+        self, trusted: TrustedProxies, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._trusted = trusted
+        self._clock = clock
         self._lock = threading.Lock()
         self.version = -1
-        # (identifiers, deadline or None, reason, id); replaced, never mutated.
-        self._users: tuple[tuple[dict[str, str], float | None, str | None, str], ...] = ()
-        self._nets: tuple[tuple[Network, float | None, str | None, str], ...] = ()
+        # Replaced, never mutated.
+        self._users: tuple[UserBlock, ...] = ()
+        self._nets: tuple[IPBlock, ...] = ()
 
     @property
     def has_ips(self) -> bool:
         return bool(self._nets)
-
-    @property
-    def has_users(self) -> bool:
-        return bool(self._users)
 
     def apply(self, actions: Any) -> None:
         """Replace the blocks with a reply's action set (ignored unless its version changed)."""
@@ -77,25 +93,20 @@ class Blocklist:
         with self._lock:
             if version == self.version:
                 return
-            now = time.monotonic()
-            users = []
-            nets = []
+            now = self._clock()
+            users: list[UserBlock] = []
+            nets: list[IPBlock] = []
             for item in items:
                 parsed = self._parse(item, now)
-                if parsed is None:
-                    continue
-                kind, target, deadline, reason, action_id = parsed
-                if kind == "user":
-                    users.append((target, deadline, reason, action_id))
-                else:
-                    nets.append((target, deadline, reason, action_id))
+                if isinstance(parsed, UserBlock):
+                    users.append(parsed)
+                elif parsed is not None:
+                    nets.append(parsed)
             self._users = tuple(users)
             self._nets = tuple(nets)
             self.version = version
 
-    def _parse(
-        self, item: Any, now: float
-    ) -> tuple[str, Any, float | None, str | None, str] | None:
+    def _parse(self, item: Any, now: float) -> UserBlock | IPBlock | None:
         if not isinstance(item, dict):
             return None
         expires_in = item.get("expires_in")
@@ -113,7 +124,7 @@ class Blocklist:
             ):
                 logger.warning("sqreen: refusing block %s: it needs a non-empty user", action_id)
                 return None
-            return "user", dict(user), deadline, reason, action_id
+            return UserBlock(dict(user), deadline, reason, action_id)
         if item.get("type") == "block_ip":
             try:
                 net = ipaddress.ip_network(str(item.get("ip")), strict=False)
@@ -128,19 +139,19 @@ class Blocklist:
                     "sqreen: refusing block %s: %s covers a trusted proxy", action_id, net
                 )
                 return None
-            return "ip", net, deadline, reason, action_id
+            return IPBlock(net, deadline, reason, action_id)
         return None
 
     def user_block(self, user: dict[str, str] | None) -> Blocked | None:
         """The :class:`Blocked` for ``user`` when an active block matches every key of it."""
         if not user or not self._users:
             return None
-        now = time.monotonic()
-        for target, deadline, reason, action_id in self._users:
-            if (deadline is None or deadline > now) and all(
-                user.get(k) == v for k, v in target.items()
+        now = self._clock()
+        for block in self._users:
+            if (block.deadline is None or block.deadline > now) and all(
+                user.get(k) == v for k, v in block.user.items()
             ):
-                return Blocked(user=user, reason=reason, action_id=action_id)
+                return Blocked(user=user, reason=block.reason, action_id=block.action_id)
         return None
 
     def ip_block(self, ip: str | None) -> Blocked | None:
@@ -150,8 +161,8 @@ class Blocklist:
             addr = ipaddress.ip_address(ip)
         except ValueError:
             return None
-        now = time.monotonic()
-        for net, deadline, reason, action_id in self._nets:
-            if (deadline is None or deadline > now) and addr in net:
-                return Blocked(ip=ip, reason=reason, action_id=action_id)
+        now = self._clock()
+        for block in self._nets:
+            if (block.deadline is None or block.deadline > now) and addr in block.network:
+                return Blocked(ip=ip, reason=block.reason, action_id=block.action_id)
         return None

@@ -12,28 +12,30 @@ import itertools
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from . import _context
 from ._blocking import Blocked, Blocklist
 from ._client_ip import resolve_client_ip
 from ._config import Config
+from ._context import RequestContext, current_request
+from ._errors import Guard, InternalErrors
 from ._event import (
     InvalidEvent,
-    format_timestamp,
+    QueuedEvent,
     validate_name,
     validate_properties,
     validate_target,
     validate_timestamp,
     validate_user,
 )
-from ._queue import Event, Queue, new_id_prefix
+from ._json import dumps_utf8
+from ._queue import Queue, new_id_prefix
 from ._request import snapshot_asgi, snapshot_wsgi
 from ._version import __version__
+from ._wire import encode_event
 from .transports import from_config
 
 __all__ = ["Client", "UserScope"]
@@ -41,18 +43,27 @@ __all__ = ["Client", "UserScope"]
 logger = logging.getLogger("sqreen")
 
 _SENTINEL_CTX: Any = object()
-_current_request = _context._current.get
+_current_request = current_request.get
 _now = time.time
 
 
 class Client:
+    """Configuration, queue, transport and blocklist: what :func:`sqreen.init` returns.
+
+    .. versionadded:: 0.1
+    """
+
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.errors = InternalErrors()
         self.transport = from_config(config.transport, config.endpoint, config.token)
         self.blocklist = Blocklist(config.trusted)
-        self.queue = Queue(config, self.transport, self.blocklist, self._to_wire, self._envelope)
+        self.queue = Queue(
+            config, self.transport, self.blocklist, self._encode, self._envelope, self.errors
+        )
         self.framework = config.framework
         self._logged: set[tuple[str, str]] = set()
+        self._track_guard = self.errors.guard("track", reraise=config.strict)
         self._new_ids()
 
     def _new_ids(self) -> None:
@@ -77,49 +88,44 @@ class Client:
         target: Mapping[str, Any] | None = None,
     ) -> bool:
         """Queue an event; return whether it was accepted (see :func:`sqreen.track`)."""
-        try:
-            name = validate_name(event_name)
-            props, size = validate_properties(properties)
-            user = validate_user(user_identifiers) if user_identifiers is not None else None
-            ts = validate_timestamp(timestamp) if timestamp is not None else _now()
-            tgt = validate_target(target) if target is not None else None
-            if collect_body is not False and collect_body is not True:
-                raise InvalidEvent("collect_body", "type", "must be a bool")
-            if request is _SENTINEL_CTX:
-                ctx = _current_request()
-            elif type(request) is _context.RequestContext:
-                ctx = request  # the per-request handle: its user too, not only its snapshot
+        invalid: InvalidEvent | None = None
+        with self._track_guard:
+            try:
+                name = validate_name(event_name)
+                props, size = validate_properties(properties)
+                user = validate_user(user_identifiers) if user_identifiers is not None else None
+                ts = validate_timestamp(timestamp) if timestamp is not None else _now()
+                tgt = validate_target(target) if target is not None else None
+                if collect_body is not False and collect_body is not True:
+                    raise InvalidEvent("collect_body", "type", "must be a bool")
+                if request is _SENTINEL_CTX:
+                    ctx = _current_request()
+                elif type(request) is RequestContext:
+                    ctx = request  # the per-request handle: its user too, not only its snapshot
+                else:
+                    ctx = None
+                if ctx is not None:
+                    snapshot = ctx.snapshot()
+                    if user is None:
+                        user = ctx.user
+                elif request is not _SENTINEL_CTX and request is not None:
+                    snapshot = self._snapshot_of(request)
+                else:
+                    snapshot = None
+            except InvalidEvent as exc:
+                invalid = exc
             else:
-                ctx = None
-            if ctx is not None:
-                snapshot = ctx.snapshot()
-                if user is None:
-                    user = ctx.user
-            elif request is not _SENTINEL_CTX and request is not None:
-                snapshot = self._snapshot_of(request)
-            else:
-                snapshot = None
-        except InvalidEvent as exc:
-            return self._invalid(event_name, exc)
-        except Exception:
-            if self.config.strict:
-                raise
-            self.queue.internal_error("track")
-            return False
-        try:
-            event = Event(
-                next(self._seq), name, ts, props, user, tgt, snapshot, collect_body, size + 256
-            )
-            return self.queue.put(event, ctx is not None)
-        except Exception:
-            if self.config.strict:
-                raise
-            self.queue.internal_error("track")
-            return False
+                event = QueuedEvent(
+                    next(self._seq), name, ts, props, user, tgt, snapshot, collect_body, size + 256
+                )
+                return self.queue.put(event, ctx is not None)
+        if invalid is not None:  # outside the guard: in strict mode it raises, as it should
+            return self._invalid(event_name, invalid)
+        return False
 
     def _snapshot_of(self, request: Any) -> Any:
         """Snapshot an explicit ``request=``: a context, a request, an environ, a scope."""
-        if isinstance(request, _context.RequestContext):
+        if isinstance(request, RequestContext):
             return request.snapshot()
         cfg = self.config
         if isinstance(request, Mapping):
@@ -159,7 +165,7 @@ class Client:
         ctx: Any = _SENTINEL_CTX,
     ) -> None:
         if ctx is _SENTINEL_CTX:
-            ctx = _context._current.get()
+            ctx = _current_request()
         try:
             user = validate_user(user_identifiers)
             if user is None:
@@ -206,7 +212,7 @@ class Client:
             self.blocklist.user_block(user) is not None or self.blocklist.ip_block(ip) is not None
         )
 
-    def check_ip(self, ctx: _context.RequestContext) -> Blocked | None:
+    def check_ip(self, ctx: RequestContext) -> Blocked | None:
         """For middlewares: the :class:`Blocked` for this request's client IP, if any."""
         if not self.blocklist.has_ips:
             return None
@@ -218,18 +224,11 @@ class Client:
 
     # -- delivery --------------------------------------------------------------------------
 
-    def _to_wire(self, event: Event) -> dict[str, Any]:
-        cfg = self.config
-        request = event.request
-        return {
-            "id": f"{self._prefix}-{event.seq:x}",
-            "name": event.name,
-            "timestamp": format_timestamp(event.ts),
-            "properties": cfg.scrubber.scrub(event.properties) if event.properties else {},
-            "user": event.user,
-            "target": event.target,
-            "request": request.to_wire(cfg, event.collect_body) if request is not None else None,
-        }
+    def _encode(self, event: QueuedEvent) -> bytes:
+        """One event's wire form as UTF-8 JSON (on the flusher thread)."""
+        wire = encode_event(event, f"{self._prefix}-{event.seq:x}", self.config)
+        # A lone surrogate (from a client's JSON) is encoded as "?".
+        return dumps_utf8(wire).encode("utf-8", "replace")
 
     def _envelope(self) -> dict[str, Any]:
         return {
@@ -251,6 +250,20 @@ class Client:
         block. A preload master serves no request, so it still starts no thread.
         """
         self.queue.start()
+
+    def guard(self, where: str) -> Guard:
+        """``with client.guard("where"):`` logs and counts an error of ours instead of raising
+        it (see :mod:`sqreen._errors`)."""
+        return self.errors.guard(where)
+
+    @property
+    def internal_errors(self) -> int:
+        return self.errors.count
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`shutdown` was called."""
+        return self.queue.closing
 
     def flush(self, timeout: float = 5.0) -> bool:
         return self.queue.flush(timeout)
@@ -294,6 +307,3 @@ def _default_app_name() -> str:
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "") or "python"
     return os.path.splitext(os.path.basename(path))[0] or "python"
-
-
-_lock = threading.Lock()

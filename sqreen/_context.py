@@ -1,8 +1,9 @@
 """The request context: one object per request, in one :class:`~contextvars.ContextVar`.
 
 A middleware creates a :class:`RequestContext` from the WSGI environ or ASGI scope, binds it
-with :func:`bind` and resets it with the token in ``finally``. The context object is also the
-per-request handle users see as ``request.sqreen`` (Flask, Django) or
+in :data:`current_request` and resets it with the token in a ``finally`` of the same frame.
+The context object is also the per-request handle users see as ``request.sqreen`` (Flask,
+Django) or
 ``request.state.sqreen`` (Starlette, FastAPI): it holds the object itself, not a ContextVar
 lookup, and :meth:`identify` mutates it in place, so copied contexts (Starlette's thread pool,
 asyncio tasks, asgiref) all see the user.
@@ -14,7 +15,7 @@ tracked, and then only a frozen snapshot is taken (:mod:`sqreen._request`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,13 +24,19 @@ from ._request import BodySource, RequestSnapshot, RouteGetter, snapshot_asgi, s
 if TYPE_CHECKING:
     from ._client import Client, UserScope
 
-__all__ = ["RequestContext", "bind", "current", "reset"]
+__all__ = ["RequestContext", "current", "current_request"]
 
-_current: ContextVar[RequestContext | None] = ContextVar("sqreen_request", default=None)
+#: The request being served, bound by a middleware: ``token = current_request.set(ctx)``,
+#: then ``current_request.reset(token)`` in a ``finally`` of the same frame.
+current_request: ContextVar[RequestContext | None] = ContextVar("sqreen_request", default=None)
 
 
 class RequestContext:
-    """What sqreen knows of the request being served, and the handle to track within it."""
+    """What sqreen knows of the request being served, and the handle to track within it:
+    ``request.sqreen`` (Flask, Django), ``request.state.sqreen`` (Starlette, FastAPI).
+
+    .. versionadded:: 0.1
+    """
 
     __slots__ = ("_client", "_ip", "_kind", "_source", "body", "route", "traits", "user")
 
@@ -132,12 +139,4 @@ class RequestContext:
 
 def current() -> RequestContext | None:
     """The context bound to the running request, if any."""
-    return _current.get()
-
-
-def bind(ctx: RequestContext) -> Token[RequestContext | None]:
-    return _current.set(ctx)
-
-
-def reset(token: Token[RequestContext | None]) -> None:
-    _current.reset(token)
+    return current_request.get()

@@ -15,9 +15,12 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-__all__ = ["LIMITS", "InvalidEvent", "Limits"]
+if TYPE_CHECKING:
+    from ._request import RequestSnapshot
+
+__all__ = ["LIMITS", "InvalidEvent", "Limits", "QueuedEvent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,49 @@ class InvalidEvent(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.rule = rule
+
+
+class QueuedEvent:
+    """An event between ``track()`` and its wire form: validated and copied on the caller's
+    thread, encoded on the flusher's (:func:`sqreen._wire.encode_event`)."""
+
+    __slots__ = (
+        "collect_body",
+        "enqueued",
+        "name",
+        "properties",
+        "request",
+        "seq",
+        "size",
+        "target",
+        "ts",
+        "user",
+    )
+
+    def __init__(
+        self,
+        seq: int,
+        name: str,
+        ts: float,
+        properties: dict[str, Any],
+        user: dict[str, str] | None,
+        target: dict[str, str] | None,
+        request: RequestSnapshot | None,
+        collect_body: bool,
+        size: int,
+    ) -> None:
+        self.seq = seq
+        self.name = name
+        self.ts = ts
+        self.properties = properties
+        self.user = user
+        self.target = target
+        self.request = request
+        self.collect_body = collect_body
+        #: Bytes counted against ``max_queue_bytes`` while it waits.
+        self.size = size
+        #: When it was queued (the queue's clock): ``max_retry_age`` counts from here.
+        self.enqueued = 0.0
 
 
 _valid_names: set[str] = set()

@@ -28,60 +28,25 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._json import dumps_utf8
+from ._errors import InternalErrors
 
 if TYPE_CHECKING:
     from ._blocking import Blocklist
     from ._config import Config
-    from ._request import RequestSnapshot
+    from ._event import QueuedEvent
     from .transports import Transport
 
-__all__ = ["Event", "Queue"]
+__all__ = ["Clock", "Queue"]
+
+#: The queue's time source (``time.monotonic``), and its random jitter in [a, b]
+#: (``random.uniform``): tests substitute both to run retries and expiry without waiting.
+Clock = Callable[[], float]
+Jitter = Callable[[float, float], float]
 
 logger = logging.getLogger("sqreen")
 
 MAX_BACKOFF = 30.0
 DROP_REASONS = ("queue_full", "invalid", "retry_expired", "rejected")
-
-
-class Event:
-    """An event between ``track()`` and its delivery; built on the caller's thread."""
-
-    __slots__ = (
-        "collect_body",
-        "enqueued",
-        "name",
-        "properties",
-        "request",
-        "seq",
-        "size",
-        "target",
-        "ts",
-        "user",
-    )
-
-    def __init__(
-        self,
-        seq: int,
-        name: str,
-        ts: float,
-        properties: dict[str, Any],
-        user: dict[str, str] | None,
-        target: dict[str, str] | None,
-        request: RequestSnapshot | None,
-        collect_body: bool,
-        size: int,
-    ) -> None:
-        self.seq = seq
-        self.name = name
-        self.ts = ts
-        self.properties = properties
-        self.user = user
-        self.target = target
-        self.request = request
-        self.collect_body = collect_body
-        self.size = size
-        self.enqueued = 0.0
 
 
 class Prepared:
@@ -94,19 +59,30 @@ class Prepared:
 
 
 class Queue:
+    """The bounded queue and its flusher. ``encode`` turns an event into its JSON bytes (on
+    the flusher thread); ``envelope`` gives the batch's ``sdk`` and ``app`` objects."""
+
     def __init__(
         self,
         config: Config,
         transport: Transport,
         blocklist: Blocklist,
-        to_wire: Callable[[Event], dict[str, Any]],
+        encode: Callable[[QueuedEvent], bytes],
         envelope: Callable[[], dict[str, Any]],
+        errors: InternalErrors | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        jitter: Jitter = random.uniform,
     ) -> None:
         self.config = config
         self.transport = transport
         self.blocklist = blocklist
-        self._to_wire = to_wire
+        self.errors = InternalErrors() if errors is None else errors
+        self._encode = encode
         self._envelope = envelope
+        self._clock = clock
+        self._jitter = jitter
+        self._flusher_guard = self.errors.guard("the flusher")
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -114,7 +90,7 @@ class Queue:
         self._send_lock = threading.Lock()
         self._wake = threading.Event()
         self._drained = threading.Condition(threading.Lock())
-        self._queue: deque[Event] = deque()
+        self._queue: deque[QueuedEvent] = deque()
         self._ready: deque[list[Prepared]] = deque()  # prepared batches, oldest first
         self._pending = 0  # events queued or in a prepared batch
         self._pending_bytes = 0
@@ -124,11 +100,16 @@ class Queue:
         self._flush_requested = False
         self._attempt = 0
         self._retry_at = 0.0
-        self._last_flush = time.monotonic()
+        self._last_flush = self._clock()
+        self._next_heartbeat = self._last_flush  # fetch the action set at once
         self.tracked = 0
         self.sent = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
-        self.internal_errors = 0
+
+    @property
+    def closing(self) -> bool:
+        """Whether :meth:`shutdown` has begun: no thread starts any more."""
+        return self._closing
 
     def after_fork_in_child(self) -> None:
         """Start afresh in a forked child: the parent keeps its events and its thread."""
@@ -137,7 +118,7 @@ class Queue:
 
     # -- the caller's side -----------------------------------------------------------------
 
-    def put(self, event: Event, in_request: bool) -> bool:
+    def put(self, event: QueuedEvent, in_request: bool) -> bool:
         cfg = self.config
         with self._lock:
             self.tracked += 1
@@ -149,7 +130,7 @@ class Queue:
                 return False
             self._pending += 1
             self._pending_bytes += event.size
-            event.enqueued = time.monotonic()
+            event.enqueued = self._clock()
             self._queue.append(event)
             queued = len(self._queue)
         if self._thread is None:
@@ -186,7 +167,7 @@ class Queue:
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far is delivered or dropped; False on timeout."""
-        deadline = time.monotonic() + timeout
+        deadline = self._clock() + timeout
         if self._thread is None or not self._thread.is_alive():
             if self._thread is None:
                 self.start()
@@ -196,7 +177,7 @@ class Queue:
             self._flush_requested = True
             self._wake.set()
             while self._pending:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self._clock()
                 if remaining <= 0:
                     return False
                 self._drained.wait(min(remaining, 0.05))
@@ -206,13 +187,13 @@ class Queue:
 
     def shutdown(self, timeout: float) -> bool:
         """Stop the thread and deliver what is left on the calling thread, within ``timeout``."""
-        deadline = time.monotonic() + timeout
+        deadline = self._clock() + timeout
         with self._lock:
             self._closing = True
             thread = self._thread
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
-            thread.join(max(0.0, deadline - time.monotonic()))
+            thread.join(max(0.0, deadline - self._clock()))
         delivered = self._drain(deadline)
         if self._pending:
             logger.warning("sqreen: %d events not delivered at shutdown", self._pending)
@@ -222,34 +203,40 @@ class Queue:
     # -- the flusher's side ----------------------------------------------------------------
 
     def _run(self) -> None:
-        cfg = self.config
-        next_heartbeat = time.monotonic()  # fetch the action set at once
         while not self._closing:
-            now = time.monotonic()
-            try:
-                if now >= next_heartbeat:
-                    next_heartbeat = now + cfg.heartbeat_interval
-                    if now >= self._retry_at:
-                        self._heartbeat()
-                due = (
-                    self._flush_requested
-                    or len(self._queue) >= cfg.batch_size
-                    or now - self._last_flush >= cfg.flush_interval
-                )
-                if due and now >= self._retry_at:
-                    self._flush_requested = False
-                    self._last_flush = now
-                    with self._send_lock:
-                        self._send_all(None)
-            except Exception:
-                self.internal_error("flusher")
-                self._back_off(None)
-            self._notify_drained()
-            wait = min(next_heartbeat, self._last_flush + cfg.flush_interval)
-            if self._retry_at > now:
-                wait = max(wait, self._retry_at)
-            self._wake.wait(max(0.0, wait - time.monotonic()))
+            wake_at = self.step()
+            self._wake.wait(max(0.0, wake_at - self._clock()))
             self._wake.clear()
+
+    def step(self) -> float:
+        """One round of the flusher: a heartbeat when due, the batches when due (and no retry
+        is pending); return when the next round is due. The thread calls it in a loop; tests
+        call it directly with a fake clock."""
+        cfg = self.config
+        now = self._clock()
+        errors = self.errors.count
+        with self._flusher_guard:
+            if now >= self._next_heartbeat:
+                self._next_heartbeat = now + cfg.heartbeat_interval
+                if now >= self._retry_at:
+                    self._heartbeat()
+            due = (
+                self._flush_requested
+                or len(self._queue) >= cfg.batch_size
+                or now - self._last_flush >= cfg.flush_interval
+            )
+            if due and now >= self._retry_at:
+                self._flush_requested = False
+                self._last_flush = now
+                with self._send_lock:
+                    self._send_all(None)
+        if self.errors.count != errors:  # a bug of ours: do not spin on it
+            self._back_off(None)
+        self._notify_drained()
+        wake_at = min(self._next_heartbeat, self._last_flush + cfg.flush_interval)
+        if self._retry_at > now:
+            wake_at = max(wake_at, self._retry_at)
+        return wake_at
 
     def _notify_drained(self) -> None:
         with self._drained:
@@ -264,7 +251,7 @@ class Queue:
                     return True
                 self._ready.append(batch)
             batch = self._ready[0]
-            timeout = None if deadline is None else deadline - time.monotonic()
+            timeout = None if deadline is None else deadline - self._clock()
             if timeout is not None and timeout <= 0:
                 return False
             reply = self.transport.send(self._envelope(), [p.data for p in batch], timeout)
@@ -299,8 +286,8 @@ class Queue:
     def _back_off(self, retry_after: float | None) -> float:
         self._attempt += 1
         backoff: float = min(MAX_BACKOFF, 0.5 * 2.0 ** (self._attempt - 1))
-        delay = max(backoff * random.uniform(0.5, 1.0), retry_after or 0.0)
-        self._retry_at = time.monotonic() + delay
+        delay = max(backoff * self._jitter(0.5, 1.0), retry_after or 0.0)
+        self._retry_at = self._clock() + delay
         return delay
 
     def _prepare(self) -> list[Prepared]:
@@ -315,10 +302,9 @@ class Queue:
         total = 0
         for i, event in enumerate(events):
             try:
-                # A lone surrogate (from a client's JSON) is encoded as "?".
-                data = dumps_utf8(self._to_wire(event)).encode("utf-8", "replace")
+                data = self._encode(event)
             except Exception:
-                self.internal_error(f"serialising event {event.name!r}")
+                self.errors.record(f"encoding event {event.name!r}")
                 self._settle([Prepared(b"", event.enqueued, event.size)], 0, "invalid", 1)
                 continue
             batch.append(Prepared(data, event.enqueued, event.size))
@@ -331,7 +317,7 @@ class Queue:
 
     def _expire(self) -> None:
         """Drop events that have waited longer than ``max_retry_age`` since they were queued."""
-        limit = time.monotonic() - self.config.max_retry_age
+        limit = self._clock() - self.config.max_retry_age
         for batch in list(self._ready):
             old = [p for p in batch if p.enqueued < limit]
             if old:
@@ -360,20 +346,19 @@ class Queue:
         self.blocklist.apply(reply.actions)
         if reply.outcome == "retry" and reply.retry_after:
             # Retry-After speaks for the whole collector: events wait too.
-            self._retry_at = max(self._retry_at, time.monotonic() + reply.retry_after)
+            self._retry_at = max(self._retry_at, self._clock() + reply.retry_after)
 
     def _drain(self, deadline: float) -> bool:
         """Deliver what is left on the calling thread, retrying until ``deadline``."""
-        if not self._send_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        if not self._send_lock.acquire(timeout=max(0.0, deadline - self._clock())):
             return False
         try:
-            while self._pending and time.monotonic() < deadline:
-                if self._send_all(deadline):
-                    break
-                time.sleep(max(0.0, min(self._retry_at, deadline) - time.monotonic()))
-            return not self._pending
-        except Exception:
-            self.internal_error("shutdown")
+            with self.errors.guard("the delivery at shutdown"):
+                while self._pending and self._clock() < deadline:
+                    if self._send_all(deadline):
+                        break
+                    time.sleep(max(0.0, min(self._retry_at, deadline) - self._clock()))
+                return not self._pending
             return False
         finally:
             self._send_lock.release()
@@ -386,12 +371,8 @@ class Queue:
                 "tracked": self.tracked,
                 "sent": self.sent,
                 "dropped": dict(self.dropped),
-                "internal_errors": self.internal_errors,
+                "internal_errors": self.errors.count,
             }
-
-    def internal_error(self, where: str) -> None:
-        self.internal_errors += 1
-        logger.exception("sqreen: internal error in %s", where)
 
 
 def new_id_prefix() -> str:

@@ -3,24 +3,25 @@
 :func:`snapshot_wsgi` and :func:`snapshot_asgi` run on the caller's thread inside ``track()``:
 they copy a handful of strings (or header bytes) and the *references* to the body chunks the
 app has read so far, and keep no reference to the environ or scope. Everything else (decoding,
-parsing the query string and the body, resolving the client IP, scrubbing) happens in
-:meth:`RequestSnapshot.to_wire` on the flusher thread, with the standard library only.
+parsing the query string and the body) happens on the flusher thread, when
+:func:`sqreen._wire.encode_request` builds the wire form, with the standard library only.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
-from ._client_ip import maybe_warn_untrusted_proxy, resolve_client_ip
-from ._wire import WireRequest
-
-if TYPE_CHECKING:
-    from ._config import Config
-
-__all__ = ["BodySource", "RequestSnapshot", "snapshot_asgi", "snapshot_wsgi"]
+__all__ = [
+    "BodySource",
+    "RequestSnapshot",
+    "multipart_names",
+    "snapshot_asgi",
+    "snapshot_wsgi",
+    "text",
+]
 
 MAX_PARAMS = 64
 MAX_PARAM_VALUE = 4096
@@ -84,51 +85,31 @@ class RequestSnapshot:
         # WSGI paths are bytes decoded as latin-1 (PEP 3333); re-decode them as UTF-8 later.
         self.raw_path_bytes = raw_path_bytes
 
-    def to_wire(self, config: Config, collect_body: bool) -> WireRequest:
-        """Build the request part of an event: runs on the flusher thread."""
-        scrubber = config.scrubber
-        forwarded = _text(self.forwarded)
-        ip = resolve_client_ip(self.peer, forwarded, config.trusted, config.client_ip_header)
-        maybe_warn_untrusted_proxy(self.peer, forwarded, config.trusted, config.client_ip_header)
-        path = self.path
+    def decoded_path(self) -> str:
         if self.raw_path_bytes:
-            path = path.encode("latin-1", "replace").decode("utf-8", "replace")
-        content_type = (_text(self.content_type) or "").lower()
-        body = b"".join(self.body_chunks) if self.body_chunks else b""
-        params: dict[str, Any] = {}
-        _merge(params, _parse_qs(_text(self.query) or ""), "query")
+            return self.path.encode("latin-1", "replace").decode("utf-8", "replace")
+        return self.path
+
+    def media_type(self) -> str:
+        return (text(self.content_type) or "").lower()
+
+    def body(self) -> bytes:
+        return b"".join(self.body_chunks) if self.body_chunks else b""
+
+    def params(self, body: bytes, content_type: str) -> dict[str, Any]:
+        """The query string and the form or JSON body as one dict, bounded, not scrubbed."""
+        params = _parse_qs(text(self.query) or "")
         if body:
-            _merge(params, _parse_body(body, content_type, self.body_truncated), "body")
-        wire: WireRequest = {
-            "ip": ip,
-            "user_agent": _clip(_text(self.user_agent)),
-            "path": _clip(scrubber.scrub_path(path, self.path_params)),
-            "route": _clip(self.route),
-            "method": self.method,
-            "params": scrubber.scrub(params),
-            "body": None,
-        }
-        if collect_body and body:
-            if content_type.startswith("multipart/"):
-                # Field names only: the values are files and passwords.
-                text = "[multipart: " + ", ".join(_multipart_names(body, content_type)) + "]"
-            else:
-                text = scrubber.scrub_text_body(body.decode("utf-8", "replace"), content_type)
-            wire["body"] = {
-                "content": text,
-                "truncated": self.body_truncated,
-            }
-        return wire
+            for key, value in _parse_body(body, content_type, self.body_truncated).items():
+                if key not in params and len(params) < MAX_PARAMS:
+                    params[key] = value
+        return params
 
 
-def _text(value: str | bytes | None) -> str | None:
+def text(value: str | bytes | None) -> str | None:
     if value is None or type(value) is str:
         return value
     return value.decode("latin-1")  # type: ignore[union-attr]
-
-
-def _clip(value: str | None, limit: int = 2048) -> str | None:
-    return value if value is None or len(value) <= limit else value[:limit]
 
 
 def _bounded(value: Any, depth: int = 0) -> Any:
@@ -178,7 +159,7 @@ def _parse_body(body: bytes, content_type: str, truncated: bool) -> dict[str, An
             return {}
         return _bounded(parsed) if isinstance(parsed, dict) else {}  # type: ignore[no-any-return,unused-ignore]
     if content_type.startswith("multipart/form-data"):
-        return dict.fromkeys(_multipart_names(body, content_type)[:MAX_PARAMS], "[multipart]")
+        return dict.fromkeys(multipart_names(body, content_type)[:MAX_PARAMS], "[multipart]")
     return {}
 
 
@@ -190,7 +171,7 @@ def _not_utf8(data: bytes) -> bool:
     return False
 
 
-def _multipart_names(body: bytes, content_type: str) -> list[str]:
+def multipart_names(body: bytes, content_type: str) -> list[str]:
     """Field names of a multipart body, never their values (files, passwords)."""
     names: list[str] = []
     marker = b'form-data; name="'
@@ -205,12 +186,6 @@ def _multipart_names(body: bytes, content_type: str) -> list[str]:
         names.append(body[i + len(marker) : j].decode("utf-8", "replace")[:128])
         start = j
     return names
-
-
-def _merge(into: dict[str, Any], params: dict[str, Any], _origin: str) -> None:
-    for key, value in params.items():
-        if key not in into and len(into) < MAX_PARAMS:
-            into[key] = value
 
 
 def snapshot_wsgi(

@@ -1,18 +1,21 @@
-"""The wire form of events, as the collector receives them.
+"""The wire form of events: built by the SDK, checked by the collector, in one place.
 
-The SDK builds these dictionaries on its flusher thread (:mod:`sqreen._queue`); the collector
-checks each one with :func:`parse_event`, which applies the same rules as :func:`sqreen.track`
-(:mod:`sqreen._event`) so that neither side accepts what the other would refuse. Anything
-the SDK itself adds (the request snapshot) is bounded here too, since a client is not trusted.
+The SDK encodes each queued event on its flusher thread with :func:`encode_event` (resolving
+the client IP, parsing and scrubbing the request's parameters); the collector checks each one
+with :func:`parse_event`, which applies the same rules as :func:`sqreen.track`
+(:mod:`sqreen._event`) so that neither side accepts what the other would refuse. Anything the
+SDK itself adds (the request snapshot) is bounded here too, since a client is not trusted.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Final, TypedDict, cast
 
+from ._client_ip import maybe_warn_untrusted_proxy, resolve_client_ip
 from ._event import (
     LIMITS,
     InvalidEvent,
+    QueuedEvent,
     format_timestamp,
     parse_timestamp,
     validate_name,
@@ -21,10 +24,25 @@ from ._event import (
     validate_user,
 )
 from ._json import dumps_utf8
+from ._request import multipart_names, text
 
-__all__ = ["WireEvent", "WireRequest", "parse_envelope", "parse_event", "parse_sender"]
+if TYPE_CHECKING:
+    from ._config import Config
+    from ._request import RequestSnapshot
+
+__all__ = [
+    "WireEvent",
+    "WireRequest",
+    "encode_event",
+    "encode_request",
+    "parse_envelope",
+    "parse_event",
+    "parse_sender",
+]
 
 MAX_REQUEST_BYTES: Final = 256 * 1024
+#: Request strings the SDK sends (user agent, path, route) are clipped to this many characters.
+CLIP: Final = 2048
 REQUEST_STR_FIELDS: Final = ("ip", "user_agent", "path", "route", "method")
 
 
@@ -46,6 +64,52 @@ class WireEvent(TypedDict):
     user: dict[str, str] | None
     target: dict[str, str] | None
     request: WireRequest | None
+
+
+def encode_event(event: QueuedEvent, event_id: str, config: Config) -> WireEvent:
+    """The wire form of a queued event (on the flusher thread): properties scrubbed, the
+    request's IP resolved and its parameters parsed and scrubbed."""
+    request = event.request
+    return {
+        "id": event_id,
+        "name": event.name,
+        "timestamp": format_timestamp(event.ts),
+        "properties": config.scrubber.scrub(event.properties) if event.properties else {},
+        "user": event.user,
+        "target": event.target,
+        "request": None if request is None else encode_request(request, config, event.collect_body),
+    }
+
+
+def encode_request(snapshot: RequestSnapshot, config: Config, collect_body: bool) -> WireRequest:
+    """The request part of an event, from its frozen snapshot."""
+    scrubber = config.scrubber
+    forwarded = text(snapshot.forwarded)
+    ip = resolve_client_ip(snapshot.peer, forwarded, config.trusted, config.client_ip_header)
+    maybe_warn_untrusted_proxy(snapshot.peer, forwarded, config.trusted, config.client_ip_header)
+    content_type = snapshot.media_type()
+    body = snapshot.body()
+    wire: WireRequest = {
+        "ip": ip,
+        "user_agent": _clip(text(snapshot.user_agent)),
+        "path": _clip(scrubber.scrub_path(snapshot.decoded_path(), snapshot.path_params)),
+        "route": _clip(snapshot.route),
+        "method": snapshot.method,
+        "params": scrubber.scrub(snapshot.params(body, content_type)),
+        "body": None,
+    }
+    if collect_body and body:
+        if content_type.startswith("multipart/"):
+            # Field names only: the values are files and passwords.
+            content = "[multipart: " + ", ".join(multipart_names(body, content_type)) + "]"
+        else:
+            content = scrubber.scrub_text_body(body.decode("utf-8", "replace"), content_type)
+        wire["body"] = {"content": content, "truncated": snapshot.body_truncated}
+    return wire
+
+
+def _clip(value: str | None) -> str | None:
+    return value if value is None or len(value) <= CLIP else value[:CLIP]
 
 
 _EVENT_KEYS: Final = frozenset(WireEvent.__annotations__)

@@ -80,6 +80,6 @@ def sqreen_events() -> Iterator[CapturedEvents]:
         yield CapturedEvents(client, transport)
     finally:
         sqreen.shutdown(timeout=1.0)
-    errors = client.queue.internal_errors
+    errors = client.internal_errors
     if errors:
         pytest.fail(f"sqreen logged {errors} internal error(s) during the test")

@@ -7,10 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 import sqreen
-from sqreen import _context
+from sqreen import _context, _hub
 from tests.receiver import Receiver
-
-pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(autouse=True)
@@ -20,16 +18,16 @@ def _isolated_sqreen(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if key.startswith("SQREEN_"):
             monkeypatch.delenv(key)
     sqreen.shutdown(timeout=0.5)
-    _context._current.set(None)  # a test that failed half-way may have left a request bound
-    clients_before = set(sqreen._clients)
+    _context.current_request.set(None)  # a test that failed half-way may have left a request bound
+    clients_before = set(_hub._clients)
     yield
-    _context._current.set(None)
-    clients = [c for c in sqreen._clients if c not in clients_before]
+    _context.current_request.set(None)
+    clients = [c for c in _hub._clients if c not in clients_before]
     sqreen.shutdown(timeout=0.5)
     for client in clients:
-        if not client.queue._closing:
+        if not client.closed:
             client.shutdown(timeout=0.5)
-    errors = sum(c.queue.internal_errors for c in clients)
+    errors = sum(c.internal_errors for c in clients)
     assert errors == 0, f"sqreen logged {errors} internal error(s): see the log output"
 
 

@@ -1,31 +1,57 @@
 from __future__ import annotations
+import __future__
 
 import time
+import types
 
 import pytest
 
 import sqreen
 from sqreen._config import Config, ConfigError
 
+PUBLIC_API = [
+    "Blocked",
+    "Client",
+    "ConfigError",
+    "InvalidEvent",
+    "RequestContext",
+    "UserScope",
+    "__version__",
+    "auth_track",
+    "flush",
+    "for_user",
+    "identify",
+    "init",
+    "is_blocked",
+    "shutdown",
+    "signup_track",
+    "track",
+]
+
 
 def test_public_api_is_pinned() -> None:
-    assert sorted(sqreen.__all__) == sorted(
-        [
-            "Blocked",
-            "InvalidEvent",
-            "auth_track",
-            "flush",
-            "for_user",
-            "identify",
-            "init",
-            "is_blocked",
-            "shutdown",
-            "signup_track",
-            "track",
-        ]
+    assert sqreen.__all__ == PUBLIC_API
+
+
+def test_all_names_of_the_module_are_exported() -> None:
+    """Like httpx's test_exported_members: the namespace of ``sqreen`` is its API, nothing
+    more (submodules aside), so ``__all__`` cannot drift from what users can reach."""
+    public = sorted(
+        name
+        for name, value in vars(sqreen).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and value is not __future__.annotations  # a compiler directive, not a name
     )
+    assert public == sorted(n for n in sqreen.__all__ if not n.startswith("_"))
+
+
+def test_exported_classes_show_their_public_path() -> None:
     for name in sqreen.__all__:
-        assert getattr(sqreen, name) is not None
+        value = getattr(sqreen, name)
+        if isinstance(value, type):
+            assert value.__module__ == "sqreen", name
+    assert "sqreen.Blocked" in repr(sqreen.Blocked)
 
 
 def test_exception_tree() -> None:

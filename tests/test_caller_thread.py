@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import sqreen
-from sqreen._context import RequestContext, bind, reset
+from sqreen._context import RequestContext, current_request
 from tests.receiver import SilentServer
 
 _watch = threading.local()
@@ -64,14 +64,14 @@ def test_track_does_no_io_while_the_collector_hangs(
             t0 = time.perf_counter()
             sqreen.track("auth.login.failure", properties={"attempt": i, "reason": "bad password"})
             durations.append(time.perf_counter() - t0)
-        token = bind(ctx)
+        token = current_request.set(ctx)
         try:
             for i in range(5_000):
                 t0 = time.perf_counter()
                 sqreen.track("auth.login.failure", properties={"attempt": i})
                 durations.append(time.perf_counter() - t0)
         finally:
-            reset(token)
+            current_request.reset(token)
     finally:
         _watch.on = False
     assert _seen == []

@@ -84,10 +84,10 @@ def test_preload_master_starts_no_thread(receiver: Receiver) -> None:
         for w in range(2):
             pid = os.fork()
             if pid == 0:                          # a worker: serves a request and tracks
-                from sqreen._context import RequestContext, bind
-                client = sqreen.get_client()
+                from sqreen._context import RequestContext, current_request
+                client = sqreen._hub.get_client()
                 env = {"REQUEST_METHOD": "GET", "REMOTE_ADDR": "127.0.0.1"}
-                bind(RequestContext(client, "wsgi", env))
+                current_request.set(RequestContext(client, "wsgi", env))
                 sqreen.track("worker.request", properties={"w": w})
                 sqreen.flush(timeout=10)
                 os._exit(0)

@@ -10,7 +10,7 @@ import pytest
 
 import sqreen
 from sqreen import _client_ip
-from sqreen._context import RequestContext, bind, reset
+from sqreen._context import RequestContext, current_request
 from tests.receiver import Receiver
 
 
@@ -41,11 +41,11 @@ def environ(**extra: Any) -> dict[str, Any]:
 def track_in(
     client: sqreen._client.Client, env: dict[str, Any], body: Body | None = None, **kw: Any
 ) -> None:
-    token = bind(RequestContext(client, "wsgi", env, body=body))
+    token = current_request.set(RequestContext(client, "wsgi", env, body=body))
     try:
         sqreen.track("auth.login.failure", **kw)
     finally:
-        reset(token)
+        current_request.reset(token)
 
 
 def delivered(client: sqreen._client.Client) -> list[dict[str, Any]]:
@@ -161,7 +161,7 @@ def test_collect_body_attaches_the_scrubbed_body_with_its_truncation_flag() -> N
 
 def test_identify_binds_the_user_and_track_overrides_it() -> None:
     client = sqreen.init(transport="memory:")
-    token = bind(RequestContext(client, "wsgi", environ()))
+    token = current_request.set(RequestContext(client, "wsgi", environ()))
     try:
         sqreen.identify({"uid": "42"}, traits={"plan": "pro"})
         sqreen.track("a")
@@ -169,7 +169,7 @@ def test_identify_binds_the_user_and_track_overrides_it() -> None:
         sqreen.for_user({"uid": "9"}).track("c")
         sqreen.track("d")
     finally:
-        reset(token)
+        current_request.reset(token)
     sqreen.track("outside")
     users = {e["name"]: e["user"] for e in delivered(client)}
     assert users == {
@@ -184,7 +184,7 @@ def test_identify_binds_the_user_and_track_overrides_it() -> None:
 def test_auth_and_signup_helpers() -> None:
     client = sqreen.init(transport="memory:")
     ctx = RequestContext(client, "wsgi", environ())
-    token = bind(ctx)
+    token = current_request.set(ctx)
     try:
         assert sqreen.auth_track(False, uid="13")
         assert ctx.user is None  # a failure never identifies
@@ -193,7 +193,7 @@ def test_auth_and_signup_helpers() -> None:
         assert sqreen.signup_track(uid="43", email="new@example.com")
         assert ctx.user == {"uid": "43", "email": "new@example.com"}
     finally:
-        reset(token)
+        current_request.reset(token)
     names = [(e["name"], e["user"]) for e in delivered(client)]
     assert names == [
         ("auth.login.failure", {"uid": "13"}),
@@ -213,7 +213,7 @@ def test_blocked_user_raises_only_inside_a_request() -> None:
     sqreen.identify({"uid": "666"})  # outside a request: nothing to refuse
     assert sqreen.auth_track(False, uid="666")  # a failure never raises
     assert sqreen.is_blocked({"uid": "666"})
-    token = bind(RequestContext(client, "wsgi", environ()))
+    token = current_request.set(RequestContext(client, "wsgi", environ()))
     try:
         with pytest.raises(sqreen.Blocked):
             try:
@@ -222,7 +222,7 @@ def test_blocked_user_raises_only_inside_a_request() -> None:
                 pytest.fail("Blocked was caught by except Exception")
         sqreen.identify({"uid": "1"})  # other users unaffected
     finally:
-        reset(token)
+        current_request.reset(token)
 
 
 def test_explicit_request_argument_accepts_environ_scope_and_framework_requests() -> None:

@@ -61,13 +61,13 @@ def pytest_runtest_teardown(item: Any) -> None:
 
 
 def pytest_sessionfinish(session: Any) -> None:
-    client = sqreen._active
+    client = sqreen._hub.active
     events: list[dict[str, Any]] = []
     internal_errors = 0
     if client is not None:
         client.flush(30.0)
         events = list(getattr(client.transport, "events", []))
-        internal_errors = client.queue.internal_errors
+        internal_errors = client.internal_errors
     wrong_event = [
         (e["properties"]["seq"], e["request"] and e["request"]["path"])
         for e in events

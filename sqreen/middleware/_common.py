@@ -1,20 +1,19 @@
 """What the WSGI and ASGI middlewares and the framework integrations share.
 
 The 403 page (HTML or JSON by ``Accept``), finding :class:`sqreen.Blocked` inside exception
-groups, the exception that aborts a response already under way, and the guard that turns an
-internal error into a log line and a count instead of a 500.
+groups, the exception that aborts a response already under way, the IP check, and the guard
+that turns an internal error into a log line and a count instead of a 500
+(:mod:`sqreen._errors`). ``framework_init`` is :func:`sqreen._hub.framework_init`.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import sqreen
-
+from .. import _hub
 from .._blocking import Blocked
+from .._errors import Guard, InternalErrors
+from .._hub import framework_init
 
 if TYPE_CHECKING:
     from .._client import Client
@@ -26,10 +25,8 @@ __all__ = [
     "find_blocked",
     "forbidden",
     "framework_init",
-    "internal_error",
+    "guard",
 ]
-
-logger = logging.getLogger("sqreen")
 
 # The page says nothing of why: the reason of a block is for the operator, not the client.
 _HTML = (
@@ -92,43 +89,19 @@ def forbidden(accept: str | bytes | None) -> tuple[bytes, str]:
     return _HTML, "text/html; charset=utf-8"
 
 
-def internal_error(client: Client | None, where: str) -> None:
-    """Log (with the traceback) and count a bug of ours; call it from an ``except`` block."""
-    if client is not None:
-        client.queue.internal_error(where)
-    else:
-        logger.exception("sqreen: internal error in %s", where)
-
-
-_last_init: tuple[Client, dict[str, Any]] | None = None
-_init_lock = threading.Lock()
-
-
-def framework_init(settings: Mapping[str, Any], framework: str) -> Client:
-    """:func:`sqreen._framework_init`, once per distinct settings.
-
-    Integrations run this when an app is set up, which a test suite does many times (Django's
-    test ``Client`` loads the middleware anew each time, app factories build an app per
-    test): the client in use is kept, with its queue and the blocks it holds, while the
-    settings are the same or the new app brings none.
-    """
-    global _last_init
-    settings = dict(settings)
-    with _init_lock:
-        last = _last_init
-        # An app without settings of its own (a second app, a helper app built in a request)
-        # keeps the client in use: replacing it would drop what requests in flight track.
-        if last is not None and last[0] is sqreen._active and (not settings or last[1] == settings):
-            return last[0]
-        client = sqreen._framework_init(settings, framework)
-        _last_init = (client, settings)
-        return client
-
-
 def blocked_ip(client: Client, ctx: RequestContext) -> Blocked | None:
     """The :class:`Blocked` for the request's client IP; None (and a count) on an error of ours."""
-    try:
+    with client.guard("the IP check"):
         return client.check_ip(ctx)
-    except Exception:
-        internal_error(client, "the IP check")
-        return None
+    return None
+
+
+def _active_errors() -> InternalErrors | None:
+    client = _hub.active
+    return None if client is None else client.errors
+
+
+def guard(where: str) -> Guard:
+    """A guard for a middleware: errors are counted on the client in use, and only logged when
+    no client could be made (a wrong ``SQREEN_*`` setting). Make it once, use it per request."""
+    return Guard(_active_errors, where)

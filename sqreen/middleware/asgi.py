@@ -29,19 +29,20 @@ from typing import Any
 
 import anyio.to_thread
 
-import sqreen
-
-from .._context import RequestContext, _current
+from .. import _hub
+from .._context import RequestContext, current_request
 from ._common import (
     ResponseAborted,
     blocked_ip,
     find_blocked,
     forbidden,
-    internal_error,
+    guard,
 )
 from ._tee import ASGIReceiveTee
 
 __all__ = ["RouteOf", "SqreenASGIMiddleware"]
+
+_GUARD = guard("the ASGI middleware")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -73,20 +74,19 @@ class SqreenASGIMiddleware:
             await self.app(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        client = None
-        try:
-            client = sqreen.get_client()
+        client = ctx = None
+        with _GUARD:
+            client = _hub.get_client()
             client.start()  # with the first request: see Client.start
             tee = ASGIReceiveTee(receive, client.config.max_body_size)
             route = None if self.route is None else partial(self.route, scope)
             ctx = RequestContext(client, "asgi", scope, tee, route)
             state = scope.get("state")
             scope["state"] = {**state, "sqreen": ctx} if state else {"sqreen": ctx}
-            token = _current.set(ctx)
-        except Exception:
-            internal_error(client, "the ASGI middleware")
+        if ctx is None or client is None:  # an error of ours, logged: serve without us
             await self.app(scope, receive, send)
             return
+        token = current_request.set(ctx)
 
         started = False
 
@@ -111,7 +111,7 @@ class SqreenASGIMiddleware:
                 raise ResponseAborted(str(blocked)) from blocked
             await _refuse(scope, send)
         finally:
-            _current.reset(token)
+            current_request.reset(token)
 
 
 async def _refuse(scope: Scope, send: Send) -> None:
@@ -145,10 +145,8 @@ class _FlushOnShutdown:
 
     async def __call__(self, message: Message) -> None:
         if message.get("type") in _SHUTDOWN_DONE:
-            client = sqreen._active  # never create one just to flush nothing
+            client = _hub.active  # never create one just to flush nothing
             if client is not None:
-                try:
+                with client.guard("the flush at lifespan shutdown"):
                     await anyio.to_thread.run_sync(client.flush, client.config.shutdown_timeout)
-                except Exception:
-                    internal_error(client, "the flush at lifespan shutdown")
         await self._send(message)

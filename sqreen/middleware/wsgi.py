@@ -33,19 +33,21 @@ from functools import partial
 from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from .. import get_client
 from .._blocking import Blocked
-from .._context import RequestContext, _current
+from .._context import RequestContext, current_request
+from .._hub import get_client
 from ._common import (
     ResponseAborted,
     blocked_ip,
     find_blocked,
     forbidden,
-    internal_error,
+    guard,
 )
 from ._tee import WSGIInputTee
 
 __all__ = ["ENVIRON_KEY", "RouteOf", "SqreenWSGIMiddleware"]
+
+_GUARD = guard("the WSGI middleware")
 
 #: Where the per-request handle lives in the environ (a dotted key: PEP 3333 keeps undotted
 #: names for CGI variables, which are strings).
@@ -64,8 +66,8 @@ class SqreenWSGIMiddleware:
         self.route = route
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        client = None
-        try:
+        client = ctx = None
+        with _GUARD:
             client = get_client()
             client.start()  # with the first request: see Client.start
             tee = None
@@ -77,11 +79,10 @@ class SqreenWSGIMiddleware:
                     environ["wsgi.input"] = tee
             route = None if self.route is None else partial(self.route, environ)
             ctx = environ[ENVIRON_KEY] = RequestContext(client, "wsgi", environ, tee, route)
-        except Exception:
-            internal_error(client, "the WSGI middleware")
+        if ctx is None or client is None:  # an error of ours, logged: serve without us
             return self.app(environ, start_response)
 
-        token = _current.set(ctx)
+        token = current_request.set(ctx)
         try:
             if client.blocklist.has_ips:
                 blocked = blocked_ip(client, ctx)
@@ -97,7 +98,7 @@ class SqreenWSGIMiddleware:
                     raise
                 return _refuse(environ, start_response, blocked, exc)
         finally:
-            _current.reset(token)
+            current_request.reset(token)
 
         wrapper = environ.get("wsgi.file_wrapper")
         if type(result) is list or (isinstance(wrapper, type) and isinstance(result, wrapper)):
@@ -171,7 +172,7 @@ class _Response:
         ctx = self._ctx
         if ctx is None:  # exhausted or closed
             raise StopIteration
-        token = _current.set(ctx)
+        token = current_request.set(ctx)
         try:
             iterator = self._iterator
             if iterator is None:
@@ -187,7 +188,7 @@ class _Response:
                 raise
             return self._refuse_late(blocked, exc)
         finally:
-            _current.reset(token)
+            current_request.reset(token)
         if chunk:
             self._sent = True
         return chunk

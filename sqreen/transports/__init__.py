@@ -1,4 +1,4 @@
-"""Transports: where batches of events go (HTTP, a JSON-lines file, memory)."""
+"""Transports: where batches of events go (HTTP, a JSON-lines file, memory, a script)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from urllib.parse import unquote, urlsplit
 from .base import Reply, Transport
 from .file import FileTransport
 from .memory import MemoryTransport
+from .scripted import ScriptedTransport, replies
 
 if TYPE_CHECKING:
     from .http import HTTPTransport
@@ -18,8 +19,10 @@ __all__ = [
     "HTTPTransport",
     "MemoryTransport",
     "Reply",
+    "ScriptedTransport",
     "Transport",
     "from_config",
+    "replies",
 ]
 
 logger = logging.getLogger("sqreen")

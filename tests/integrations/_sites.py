@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import sqreen
+from sqreen import _hub
 from tests.receiver import Receiver
 
 from ._servers import Gunicorn, Response, UvicornThread, http_request, raw_request
@@ -120,7 +121,7 @@ class Site:
 
     def internal_errors(self) -> int:
         if self.in_process:
-            return sqreen._active.stats()["internal_errors"] if sqreen._active else 0
+            return _hub.active.internal_errors if _hub.active else 0
         stats = [h.get("stats", {}) for h in self.receiver.heartbeats]
         return max((s.get("internal_errors", 0) for s in stats), default=0)
 

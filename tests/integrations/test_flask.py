@@ -9,7 +9,7 @@ import pytest
 flask = pytest.importorskip("flask")
 
 import sqreen  # noqa: E402
-import sqreen._context  # noqa: E402
+import sqreen._hub  # noqa: E402
 from sqreen.integrations.flask import Sqreen  # noqa: E402
 from sqreen.middleware.wsgi import SqreenWSGIMiddleware  # noqa: E402
 from sqreen.testing import CapturedEvents  # noqa: E402
@@ -92,7 +92,7 @@ def test_an_unknown_config_key_is_named() -> None:
 def test_init_takes_precedence_over_app_config(sqreen_events: CapturedEvents) -> None:
     app = make_app(SQREEN_ENDPOINT="http://127.0.0.1:9")
     Sqreen(app)
-    assert sqreen._active is sqreen_events.client  # init() was called: it stays in use
+    assert sqreen._hub.active is sqreen_events.client  # init() was called: it stays in use
 
 
 def test_a_response_dropped_unread_is_released(sqreen_events: CapturedEvents) -> None:

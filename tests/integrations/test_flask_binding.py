@@ -149,7 +149,7 @@ CRASH_LOOP = textwrap.dedent(
         if i % 1000 == 0:
             gc.collect()
     sqreen.flush(30)
-    events = sqreen._active.transport.events
+    events = sqreen._hub.active.transport.events
     bad = sum(1 for e in events if e["request"]["path"] != "/" + e["properties"]["n"])
     print(len(events), bad, wrong, current() is None)
     """

@@ -27,21 +27,22 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse
 
-import sqreen
-
 from ..._client import Client
-from ..._context import RequestContext, _current
+from ..._context import RequestContext, current_request
+from ..._hub import get_client
 from ...middleware._common import (
     blocked_ip,
     find_blocked,
     forbidden,
     framework_init,
-    internal_error,
+    guard,
 )
 from ...middleware._tee import WSGIInputTee
 from .checks import check_middleware
 
 __all__ = ["SqreenMiddleware"]
+
+_GUARD = guard("the Django middleware")
 
 logger = logging.getLogger("sqreen")
 
@@ -86,7 +87,7 @@ class SqreenMiddleware:
                 raise
             return _forbidden(request)
         finally:
-            _current.reset(token)
+            current_request.reset(token)
 
     async def __acall__(self, request: Any) -> Any:
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
@@ -104,21 +105,19 @@ class SqreenMiddleware:
                 raise
             return _forbidden(request)
         finally:
-            _current.reset(token)
+            current_request.reset(token)
 
 
 def _enter(request: Any) -> Entered | None:
     client = None
-    try:
-        client = sqreen.get_client()
+    with _GUARD:
+        client = get_client()
         client.start()  # with the first request: see Client.start
         source = _DjangoRequest(request, client.config.max_body_size)
         ctx = RequestContext(client, "wsgi", source, source, source.route)
         request.sqreen = ctx
-        return client, ctx, _current.set(ctx)
-    except Exception:
-        internal_error(client, "the Django middleware")
-        return None
+        return client, ctx, current_request.set(ctx)
+    return None
 
 
 def _check_ip(client: Client, ctx: RequestContext, request: Any) -> HttpResponse | None:

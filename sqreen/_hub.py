@@ -1,0 +1,107 @@
+"""The process-wide client: which one is in use, how it is made, and its fork and exit hooks.
+
+:mod:`sqreen` (the public functions), the middlewares and the framework integrations all
+reach the client through here; nothing else keeps one. A client is made on first use from
+the environment (``SQREEN_*``), by :func:`sqreen.init` with explicit options, or by a
+framework integration from the framework's own configuration unless ``init()`` was called.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from ._client import Client
+from ._config import Config
+
+__all__ = ["active", "framework_init", "get_client", "init", "shutdown"]
+
+#: The client in use, or None before the first one is made (read it, never assign it).
+active: Client | None = None
+_explicit = False  # made by init(): framework settings do not replace it
+_lock = threading.Lock()
+_framework_lock = threading.Lock()  # taken before _lock, never after
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+_last_framework_init: tuple[Client, dict[str, Any]] | None = None
+
+
+def init(options: Mapping[str, Any]) -> Client:
+    """:func:`sqreen.init`: a new client from ``options`` > ``SQREEN_*`` > defaults."""
+    global _explicit
+    client = _install(Config.resolve(options))
+    _explicit = True
+    return client
+
+
+def _install(config: Config) -> Client:
+    global active
+    client = Client(config)
+    with _lock:
+        previous, active = active, client
+        _clients.add(client)
+    if previous is not None:
+        previous.shutdown(timeout=min(1.0, previous.config.shutdown_timeout))
+    return client
+
+
+def get_client() -> Client:
+    """The client in use, configured from the environment on first use."""
+    client = active
+    if client is None:
+        with _lock:
+            client = active
+        if client is None:
+            client = _install(Config.resolve({}))
+    return client
+
+
+def framework_init(settings: Mapping[str, Any], framework: str) -> Client:
+    """For integrations: the client for an app's settings, unless ``init()`` was called.
+
+    Integrations run this when an app is set up, which a test suite does many times (Django's
+    test ``Client`` loads the middleware anew each time, app factories build an app per
+    test): the client in use is kept, with its queue and the blocks it holds, while the
+    settings are the same or the new app brings none (a second app, a helper app built in a
+    request: replacing the client would drop what requests in flight track).
+    """
+    global _last_framework_init
+    settings = dict(settings)
+    with _framework_lock:
+        last = _last_framework_init
+        if last is not None and last[0] is active and (not settings or last[1] == settings):
+            return last[0]
+        client = active
+        if client is None or not _explicit:
+            client = _install(Config.resolve({}, settings))
+        if client.framework is None:
+            client.framework = framework
+        _last_framework_init = (client, settings)
+        return client
+
+
+def shutdown(timeout: float | None) -> bool:
+    """:func:`sqreen.shutdown`: stop the client in use; the next use makes a new one."""
+    global active, _explicit
+    with _lock:
+        client, active = active, None
+        _explicit = False
+    return client.shutdown(timeout) if client is not None else True
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_clients):
+        client.after_fork_in_child()
+
+
+def _at_exit() -> None:
+    for client in list(_clients):
+        if not client.closed:
+            client.shutdown()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)

@@ -1,0 +1,270 @@
+"""The queue's delivery logic on a scripted transport and a fake clock: no thread, no sleep.
+
+Each test drives the flusher by hand with :meth:`Queue.step`, the round the flusher thread
+runs in a loop, and moves the clock itself. The real-receiver tests (test_delivery.py) are
+the end-to-end layer above these.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from sqreen._blocking import Blocklist
+from sqreen._config import Config
+from sqreen._event import QueuedEvent
+from sqreen._queue import MAX_BACKOFF, Queue
+from sqreen.transports import Reply, ScriptedTransport, replies
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def encode(event: QueuedEvent) -> bytes:
+    return json.dumps({"id": str(event.seq), "name": event.name}).encode()
+
+
+def make(
+    *script: Reply, handler: Any = None, **options: Any
+) -> tuple[Queue, ScriptedTransport, Clock]:
+    options.setdefault("heartbeat_interval", 3600)
+    config = Config.resolve(options, environ={})
+    clock = Clock()
+    transport = ScriptedTransport(handler or replies(*script))
+    blocklist = Blocklist(config.trusted, clock)
+    queue = Queue(
+        config,
+        transport,
+        blocklist,
+        encode,
+        lambda: {"sdk": {}, "app": {}},
+        clock=clock,
+        jitter=lambda low, high: high,  # the longest wait of each range: deterministic
+    )
+    queue.start = lambda: None  # type: ignore[method-assign]  # the test is the flusher
+    return queue, transport, clock
+
+
+def put(queue: Queue, n: int, name: str = "e", size: int = 300) -> None:
+    for i in range(n):
+        assert queue.put(QueuedEvent(i, name, 0.0, {}, None, None, None, False, size), True)
+
+
+def event_posts(transport: ScriptedTransport) -> int:
+    return sum(call.kind == "events" for call in transport.calls)
+
+
+def test_the_first_round_fetches_the_action_set_then_waits_for_the_interval() -> None:
+    queue, transport, clock = make(flush_interval=5)
+    wake = queue.step()
+    assert [c.kind for c in transport.calls] == ["heartbeat"]
+    assert wake == clock.now + 5
+    put(queue, 3)
+    clock.advance(4.9)
+    queue.step()
+    assert event_posts(transport) == 0  # not due yet
+    clock.advance(0.1)
+    queue.step()
+    assert [len(b) for b in transport.batches()] == [3]
+    assert queue.stats()["sent"] == 3 and queue.stats()["queue_depth"] == 0
+
+
+def test_a_full_batch_is_sent_without_waiting_for_the_interval() -> None:
+    queue, transport, _ = make(batch_size=10, flush_interval=5)
+    queue.step()
+    put(queue, 25)
+    queue.step()
+    assert [len(b) for b in transport.batches()] == [10, 10, 5]
+
+
+def test_server_errors_back_off_exponentially_up_to_the_cap() -> None:
+    queue, transport, clock = make(
+        handler=lambda call: Reply("retry", detail="HTTP 503"), flush_interval=0.1
+    )
+    queue.step()
+    put(queue, 1)
+    queue._flush_requested = True
+    delays = []
+    for _ in range(10):
+        before = event_posts(transport)
+        wake = queue.step()
+        assert event_posts(transport) == before + 1
+        delays.append(wake - clock.now)
+        clock.advance(delays[-1] - 0.01)
+        queue.step()  # just before the retry is due: nothing is sent
+        assert event_posts(transport) == before + 1
+        clock.advance(0.01)
+        queue._flush_requested = True
+    assert delays[:7] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, MAX_BACKOFF]
+    assert max(delays) == MAX_BACKOFF
+    assert queue.stats()["queue_depth"] == 1  # still waiting, not dropped
+
+
+def test_retries_come_no_faster_than_the_flush_interval() -> None:
+    queue, _transport, clock = make(Reply("ok"), Reply("retry"), flush_interval=5)
+    queue.step()
+    put(queue, 1)
+    clock.advance(5)
+    wake = queue.step()  # fails; the 0.5 s backoff is shorter than the interval
+    assert wake - clock.now == 5.0
+
+
+def test_retry_after_is_honoured_for_events_and_heartbeats() -> None:
+    queue, transport, clock = make(Reply("retry", retry_after=7.0), flush_interval=1)
+    queue.step()  # the heartbeat is answered with Retry-After 7
+    put(queue, 1)
+    clock.advance(6.9)
+    queue.step()
+    assert event_posts(transport) == 0  # the collector asked everybody to wait
+    clock.advance(0.1)
+    queue.step()
+    assert event_posts(transport) == 1
+
+
+def test_a_retried_batch_arrives_whole_and_once() -> None:
+    queue, transport, clock = make(Reply("ok"), Reply("retry"), Reply("retry"), flush_interval=1)
+    queue.step()
+    put(queue, 4)
+    for _ in range(6):
+        clock.advance(2)
+        queue.step()
+    assert [len(b) for b in transport.batches()] == [4, 4, 4]
+    assert queue.stats()["sent"] == 4
+
+
+def test_413_halves_the_batch_until_it_fits() -> None:
+    def handler(call: Any) -> Reply:
+        return Reply("split") if len(call.events) > 2 else Reply("ok")
+
+    queue, transport, clock = make(handler=handler, flush_interval=1)
+    queue.step()
+    put(queue, 8)
+    clock.advance(1)
+    queue.step()
+    assert [len(b) for b in transport.batches()] == [8, 4, 2, 2, 4, 2, 2]
+    delivered = [e["id"] for b in transport.batches() if len(b) <= 2 for e in b]
+    assert delivered == [str(i) for i in range(8)]  # in order, each once
+    assert queue.stats()["sent"] == 8
+
+
+def test_a_single_event_still_too_large_is_dropped_and_counted() -> None:
+    queue, _transport, clock = make(handler=lambda call: Reply("split"), flush_interval=1)
+    queue.step()
+    put(queue, 2)
+    clock.advance(1)
+    queue.step()
+    stats = queue.stats()
+    assert stats["dropped"]["rejected"] == 2 and stats["queue_depth"] == 0
+
+
+def test_400_is_dropped_counted_logged_and_not_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="sqreen")
+    queue, transport, clock = make(Reply("ok"), Reply("drop", detail="HTTP 400: bad"))
+    queue.step()
+    put(queue, 3)
+    for _ in range(5):
+        clock.advance(10)
+        queue.step()
+    assert event_posts(transport) == 1
+    assert queue.stats()["dropped"]["rejected"] == 3 and queue.stats()["sent"] == 0
+    assert any("refused" in r.getMessage() and "HTTP 400" in r.getMessage() for r in caplog.records)
+
+
+def test_events_the_reply_rejects_are_counted_each_once() -> None:
+    queue, _transport, clock = make(Reply("ok"), Reply("ok", rejected=[1, 1, 3]))
+    queue.step()
+    put(queue, 5)
+    clock.advance(5)
+    queue.step()
+    stats = queue.stats()
+    assert (stats["sent"], stats["dropped"]["rejected"]) == (3, 2)
+
+
+def test_max_retry_age_counts_from_enqueue() -> None:
+    queue, _transport, clock = make(
+        handler=lambda call: Reply("retry") if call.kind == "events" else Reply("ok"),
+        max_retry_age=60,
+        flush_interval=1,
+    )
+    queue.step()
+    put(queue, 3)
+    clock.advance(30)
+    put(queue, 2)  # queued 30 s later: expire 30 s later
+    for _ in range(8):
+        clock.advance(5)
+        queue._flush_requested = True
+        queue.step()
+    assert queue.stats()["dropped"]["retry_expired"] == 3
+    assert queue.stats()["queue_depth"] == 2
+    clock.advance(40)
+    queue._flush_requested = True
+    queue.step()
+    assert queue.stats()["dropped"]["retry_expired"] == 5
+    assert queue.stats()["queue_depth"] == 0 and queue.stats()["queue_bytes"] == 0
+
+
+def test_bounds_count_every_event_tracked() -> None:
+    queue, _, _ = make(max_queue_size=10, max_queue_bytes=2000)
+    results = [
+        queue.put(QueuedEvent(i, "e", 0.0, {}, None, None, None, False, 300), True)
+        for i in range(12)
+    ]
+    stats = queue.stats()
+    assert results.count(True) == 6  # 6 x 300 bytes fit in 2000, the 7th does not
+    assert stats["dropped"]["queue_full"] == 6 and stats["tracked"] == 12
+
+
+def test_heartbeats_carry_the_stats_and_their_actions_are_applied() -> None:
+    actions = {"version": 3, "items": [{"id": "1", "type": "block_user", "user": {"uid": "6"}}]}
+    queue, transport, clock = make(Reply("ok", actions=actions), heartbeat_interval=60)
+    queue.step()
+    assert queue.blocklist.user_block({"uid": "6"}) is not None
+    assert transport.calls[0].payload["stats"]["tracked"] == 0
+    clock.advance(59)
+    queue.step()
+    assert len(transport.calls) == 1
+    clock.advance(1)
+    queue.step()
+    assert [c.kind for c in transport.calls] == ["heartbeat", "heartbeat"]
+
+
+def test_block_expiry_follows_the_clock() -> None:
+    actions = {
+        "version": 1,
+        "items": [{"id": "1", "type": "block_ip", "ip": "203.0.113.0/24", "expires_in": 30}],
+    }
+    queue, _, clock = make(Reply("ok", actions=actions))
+    queue.step()
+    assert queue.blocklist.ip_block("203.0.113.9") is not None
+    clock.advance(29.9)
+    assert queue.blocklist.ip_block("203.0.113.9") is not None
+    clock.advance(0.1)
+    assert queue.blocklist.ip_block("203.0.113.9") is None
+
+
+def test_an_error_of_ours_in_a_round_is_counted_and_backed_off() -> None:
+    def broken(event: QueuedEvent) -> bytes:
+        raise RuntimeError("bug")
+
+    queue, _transport, clock = make(flush_interval=1)
+    queue._encode = broken  # type: ignore[method-assign]
+    queue.step()
+    put(queue, 2)
+    clock.advance(1)
+    queue.step()
+    stats = queue.stats()
+    assert stats["internal_errors"] == 2 and stats["dropped"]["invalid"] == 2
+    queue.errors.count = 0  # expected here

@@ -1,0 +1,130 @@
+"""The wire form: what the SDK encodes, the collector's parse_event accepts unchanged."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, reject, settings
+from hypothesis import strategies as st
+
+import sqreen
+from sqreen._config import Config
+from sqreen._event import InvalidEvent, QueuedEvent, validate_properties
+from sqreen._request import snapshot_wsgi
+from sqreen._wire import encode_event, parse_event
+
+CONFIG = Config.resolve({}, environ={})
+
+names = st.from_regex(r"[a-z][a-z0-9._:-]{0,40}", fullmatch=True).filter(
+    lambda n: not n.startswith("sq.")
+)
+text = st.text(max_size=60)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**53), 2**53),
+    st.floats(allow_nan=False, allow_infinity=False),
+    text,
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.text(min_size=1, max_size=10), inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+properties = st.dictionaries(st.text(min_size=1, max_size=20), values, max_size=16)
+users = st.none() | st.dictionaries(
+    st.text(min_size=1, max_size=20), st.text(min_size=1, max_size=40), min_size=1, max_size=4
+)
+targets = st.none() | st.fixed_dictionaries(
+    {"id": st.text(min_size=1, max_size=30)},
+    optional={"type": st.text(min_size=1, max_size=20), "name": st.text(min_size=1, max_size=20)},
+)
+
+
+@st.composite
+def snapshots(draw: Any) -> Any:
+    if draw(st.booleans()):
+        return None
+    body = draw(st.binary(max_size=300) | st.just(b'{"user": "a", "password": "x"}'))
+    environ = {
+        "REQUEST_METHOD": draw(st.sampled_from(["GET", "POST", "PUT"])),
+        "PATH_INFO": draw(st.text(max_size=40)).encode("utf-8", "replace").decode("latin-1"),
+        "QUERY_STRING": draw(st.text(max_size=60)),
+        "REMOTE_ADDR": draw(st.sampled_from(["127.0.0.1", "203.0.113.7", "::1", "junk"])),
+        "HTTP_USER_AGENT": draw(text),
+        "HTTP_X_FORWARDED_FOR": draw(st.sampled_from(["", "198.51.100.1", "a, b, 10.0.0.1"])),
+        "CONTENT_TYPE": draw(
+            st.sampled_from(
+                ["", "application/json", "application/x-www-form-urlencoded", "multipart/form-data"]
+            )
+        ),
+    }
+
+    class Body:
+        def capture(self) -> tuple[tuple[bytes, ...], bool]:
+            return (body,), False
+
+    return snapshot_wsgi(environ, "HTTP_X_FORWARDED_FOR", None, Body())
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=names,
+    props=properties,
+    user=users,
+    target=targets,
+    snapshot=snapshots(),
+    ts=st.floats(0, 2**33),
+    collect_body=st.booleans(),
+)
+def test_parse_event_accepts_what_encode_event_builds(
+    name: str, props: Any, user: Any, target: Any, snapshot: Any, ts: float, collect_body: bool
+) -> None:
+    try:
+        copied, size = validate_properties(props)
+    except InvalidEvent:
+        reject()  # track() would have refused it: not a wire event
+    event = QueuedEvent(1, name, ts, copied, user, target, snapshot, collect_body, size)
+    wire = encode_event(event, "p-1", CONFIG)
+    sent = json.loads(json.dumps(wire))  # what crosses the network
+    parsed = parse_event(sent)
+    assert parsed["id"] == "p-1" and parsed["name"] == name
+    assert parsed["timestamp"] == wire["timestamp"]
+    assert parsed["properties"] == sent["properties"]
+    assert parsed["user"] == user and parsed["target"] == target
+    assert parsed["request"] == sent["request"]
+
+
+def test_the_encoded_request_is_scrubbed_and_resolved() -> None:
+    client = sqreen.init(transport="memory:", trusted_proxies=["10.0.0.0/8"])
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/login",
+        "QUERY_STRING": "next=/home&token=abc",
+        "REMOTE_ADDR": "10.0.0.2",
+        "HTTP_X_FORWARDED_FOR": "198.51.100.9",
+        "CONTENT_TYPE": "application/x-www-form-urlencoded",
+    }
+
+    class Body:
+        def capture(self) -> tuple[tuple[bytes, ...], bool]:
+            return (b"username=alice&password=hunter2",), False
+
+    snapshot = snapshot_wsgi(environ, "HTTP_X_FORWARDED_FOR", None, Body())
+    event = QueuedEvent(1, "auth.login.failure", 0.0, {}, None, None, snapshot, True, 0)
+    wire = encode_event(event, "x-1", client.config)
+    request = wire["request"]
+    assert request is not None
+    assert request["ip"] == "198.51.100.9"
+    assert request["params"] == {
+        "next": "/home",
+        "token": "[redacted]",
+        "username": "alice",
+        "password": "[redacted]",
+    }
+    assert request["body"] is not None and "hunter2" not in request["body"]["content"]
+    assert wire["timestamp"] == "1970-01-01T00:00:00.000000Z"
