@@ -51,6 +51,7 @@ __all__ = [
     "is_blocked",
     "shutdown",
     "signup_track",
+    "start",
     "track",
 ]
 
@@ -80,6 +81,9 @@ def init(**options: Any) -> Client:
 
 def track(
     event_name: str,
+    /,
+    options: Mapping[str, Any] | None = None,
+    *,
     properties: Mapping[str, Any] | None = None,
     user_identifiers: Mapping[str, Any] | None = None,
     timestamp: datetime | None = None,
@@ -89,23 +93,46 @@ def track(
 ) -> bool:
     """Track a security event; return whether it was queued.
 
-    ``properties``: at most 16 custom dimensions (str, int, float, bool, None, and lists or
-    dicts of those nested at most 3 deep). ``user_identifiers``: who did it, overriding the
-    user bound by :func:`identify` for this event only. ``timestamp``: when it happened, to
-    import past events (a naive datetime is UTC). ``collect_body``: attach the request body
-    the app read (capped, scrubbed). ``request``: the request, when no middleware bound one.
+    Two spellings, one meaning::
+
+        sqreen.track("app.login", {"properties": {"foo": "bar"}, "user_identifiers": {"uid": 42}})
+        sqreen.track("app.login", properties={"foo": "bar"}, user_identifiers={"uid": 42})
+
+    The first is Sqreen's own (an options dict, as its agents took it; an unknown key is
+    skipped with a warning). ``properties``: custom dimensions, at most 16 (more: the first 16
+    by sorted key are kept), JSON values, with ``datetime``, ``date``, ``UUID``, ``Decimal``,
+    ``Enum`` and ``bytes`` converted. ``user_identifiers``: who did it, overriding the user
+    bound by :func:`identify` for this event only. ``timestamp``: when it happened, to import
+    past events (a naive datetime is UTC). ``collect_body``: attach the request body the app
+    read (capped, scrubbed). ``request``: the request, when no middleware bound one.
     ``target``: what was acted upon, ``{"id", "type", "name"}``.
 
-    Never blocks and never raises, except :class:`InvalidEvent` in strict mode.
+    Never blocks and never raises: what it had to fix is logged once per (event name, rule).
+    In strict mode (``strict=True``, the pytest plugin) a fix that loses something raises
+    :class:`InvalidEvent` naming the field and the rule.
     """
     client = _hub.active or _hub.get_client()
     if request is None:
         return client.track(
-            event_name, properties, user_identifiers, timestamp, collect_body, target=target
+            event_name,
+            options,
+            properties,
+            user_identifiers,
+            timestamp,
+            collect_body,
+            target=target,
         )
     return client.track(
-        event_name, properties, user_identifiers, timestamp, collect_body, request, target
+        event_name, options, properties, user_identifiers, timestamp, collect_body, request, target
     )
+
+
+def start() -> Client:
+    """Start the SDK from the environment (``SQREEN_*``), as Sqreen's agent's first line did
+    (``import sqreen; sqreen.start()``). Idempotent: the client in use is kept."""
+    client = _hub.get_client()
+    client.start()
+    return client
 
 
 def identify(user_identifiers: Mapping[str, Any], traits: Mapping[str, Any] | None = None) -> None:
@@ -117,9 +144,9 @@ def identify(user_identifiers: Mapping[str, Any], traits: Mapping[str, Any] | No
     (_hub.active or _hub.get_client()).identify(user_identifiers, traits)
 
 
-def auth_track(success: bool, **user_identifiers: Any) -> bool:
+def auth_track(success: object, **user_identifiers: Any) -> bool:
     """Track a login: ``auth.login.success`` (and identify, may raise :class:`Blocked`) or
-    ``auth.login.failure`` (never identifies, never raises)."""
+    ``auth.login.failure`` (never identifies, never raises); ``success`` by its truth value."""
     return (_hub.active or _hub.get_client()).auth_track(success, user_identifiers)
 
 

@@ -77,6 +77,11 @@ class Blocklist:
         self._users: tuple[UserBlock, ...] = ()
         self._nets: tuple[IPBlock, ...] = ()
 
+    def after_fork_in_child(self) -> None:
+        """A new lock: the parent's may have been held by a thread the child does not have.
+        The blocks themselves are kept (they are in force in the child too)."""
+        self._lock = threading.Lock()
+
     @property
     def has_ips(self) -> bool:
         return bool(self._nets)

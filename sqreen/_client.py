@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from ._blocking import Blocked, Blocklist
-from ._client_ip import resolve_client_ip
+from ._client_ip import normalize_ip, resolve_client_ip
 from ._config import Config
 from ._context import RequestContext, current_request
 from ._errors import Guard, InternalErrors
@@ -32,11 +32,13 @@ from ._event import (
     validate_user,
 )
 from ._json import dumps_utf8
+from ._options import OPTION_KEYS, merge_options
 from ._queue import Queue, new_id_prefix
 from ._request import snapshot_asgi, snapshot_wsgi
+from ._values import note
 from ._version import __version__
-from ._wire import encode_event
-from .transports import from_config
+from ._wire import IDENTIFY, encode_event
+from .transports import NullTransport, from_config
 
 __all__ = ["Client", "UserScope"]
 
@@ -45,6 +47,14 @@ logger = logging.getLogger("sqreen")
 _SENTINEL_CTX: Any = object()
 _current_request = current_request.get
 _now = time.time
+_monotonic = time.monotonic
+#: The defaults of track()'s keyword arguments, by option name (see :mod:`sqreen._options`).
+_DEFAULTS: dict[str, Any] = dict.fromkeys(OPTION_KEYS)
+_DEFAULTS["collect_body"] = False
+_DEFAULTS["request"] = _SENTINEL_CTX
+#: A user's unchanged traits are sent again after this many seconds (their "last seen").
+TRAITS_RESEND = 600.0
+TRAITS_CACHE = 4096
 
 
 class Client:
@@ -56,13 +66,23 @@ class Client:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.errors = InternalErrors()
-        self.transport = from_config(config.transport, config.endpoint, config.token)
+        #: ``disable=True`` (``SQREEN_DISABLE=1``): no thread, no file, nothing sent;
+        #: ``track()`` returns False and the middlewares pass requests through.
+        self.disabled = config.disable
+        self.transport = (
+            NullTransport()
+            if config.disable
+            else from_config(config.transport, config.endpoint, config.token)
+        )
         self.blocklist = Blocklist(config.trusted)
         self.queue = Queue(
             config, self.transport, self.blocklist, self._encode, self._envelope, self.errors
         )
         self.framework = config.framework
+        #: The handle every request gets when disabled: its methods do nothing.
+        self.disabled_context = RequestContext(self, "wsgi", {})
         self._logged: set[tuple[str, str]] = set()
+        self._traits_sent: dict[tuple[Any, str], float] = {}
         self._track_guard = self.errors.guard("track", reraise=config.strict)
         self._new_ids()
 
@@ -71,8 +91,15 @@ class Client:
         self._seq = itertools.count(1)
         self._pid = os.getpid()
 
+    def before_fork(self) -> None:
+        self.queue.before_fork()
+
+    def after_fork_in_parent(self) -> None:
+        self.queue.after_fork_in_parent()
+
     def after_fork_in_child(self) -> None:
         self._new_ids()
+        self.blocklist.after_fork_in_child()
         self.queue.after_fork_in_child()
 
     # -- tracking ------------------------------------------------------------------------
@@ -80,24 +107,48 @@ class Client:
     def track(
         self,
         event_name: str,
+        options: Mapping[str, Any] | None = None,
         properties: Mapping[str, Any] | None = None,
         user_identifiers: Mapping[str, Any] | None = None,
         timestamp: datetime | None = None,
-        collect_body: bool = False,
+        collect_body: object = False,
         request: Any = _SENTINEL_CTX,
         target: Mapping[str, Any] | None = None,
     ) -> bool:
         """Queue an event; return whether it was accepted (see :func:`sqreen.track`)."""
+        if self.disabled:
+            return False
+        notes: list[InvalidEvent] | None = None if self.config.strict else []
         invalid: InvalidEvent | None = None
         with self._track_guard:
             try:
-                name = validate_name(event_name)
-                props, size = validate_properties(properties)
-                user = validate_user(user_identifiers) if user_identifiers is not None else None
-                ts = validate_timestamp(timestamp) if timestamp is not None else _now()
-                tgt = validate_target(target) if target is not None else None
-                if collect_body is not False and collect_body is not True:
-                    raise InvalidEvent("collect_body", "type", "must be a bool")
+                if options is not None:
+                    merged = merge_options(
+                        options,
+                        {
+                            "properties": properties,
+                            "user_identifiers": user_identifiers,
+                            "timestamp": timestamp,
+                            "collect_body": collect_body,
+                            "request": request,
+                            "target": target,
+                        },
+                        _DEFAULTS,
+                        notes,
+                    )
+                    properties, user_identifiers = merged["properties"], merged["user_identifiers"]
+                    timestamp, collect_body = merged["timestamp"], merged["collect_body"]
+                    request, target = merged["request"], merged["target"]
+                name = validate_name(event_name, notes)
+                props, size = validate_properties(properties, notes)
+                user = (
+                    None
+                    if user_identifiers is None
+                    else validate_user(user_identifiers, "user_identifiers", notes)
+                )
+                ts = None if timestamp is None else validate_timestamp(timestamp, notes)
+                tgt = None if target is None else validate_target(target, notes)
+                body = collect_body is True or (collect_body is not False and bool(collect_body))
                 if request is _SENTINEL_CTX:
                     ctx = _current_request()
                 elif type(request) is RequestContext:
@@ -109,21 +160,31 @@ class Client:
                     if user is None:
                         user = ctx.user
                 elif request is not _SENTINEL_CTX and request is not None:
-                    snapshot = self._snapshot_of(request)
+                    snapshot = self._snapshot_of(request, notes)
                 else:
                     snapshot = None
             except InvalidEvent as exc:
                 invalid = exc
             else:
                 event = QueuedEvent(
-                    next(self._seq), name, ts, props, user, tgt, snapshot, collect_body, size + 256
+                    next(self._seq),
+                    name,
+                    _now() if ts is None else ts,
+                    props,
+                    user,
+                    tgt,
+                    snapshot,
+                    body,
+                    size + 256,
                 )
-                return self.queue.put(event, ctx is not None)
+                if notes:
+                    self._noted(name, notes)
+                return self.queue.put(event, adjusted=bool(notes))
         if invalid is not None:  # outside the guard: in strict mode it raises, as it should
             return self._invalid(event_name, invalid)
         return False
 
-    def _snapshot_of(self, request: Any) -> Any:
+    def _snapshot_of(self, request: Any, notes: list[InvalidEvent] | None) -> Any:
         """Snapshot an explicit ``request=``: a context, a request, an environ, a scope."""
         if isinstance(request, RequestContext):
             return request.snapshot()
@@ -139,21 +200,30 @@ class Client:
                 if kind == "wsgi":
                     return snapshot_wsgi(source, cfg.forwarded_environ_key, None, None)
                 return snapshot_asgi(source, cfg.forwarded_header_name, None, None)
-        raise InvalidEvent(
+        note(
+            notes,
             "request",
             "type",
             "must be a WSGI environ, an ASGI scope, or a Flask, Django or Starlette request, "
             f"not {type(request).__name__}",
         )
+        return None
+
+    def _log_once(self, event_name: object, problem: InvalidEvent, what: str) -> None:
+        key = (str(event_name)[:128], problem.rule)
+        if key not in self._logged and len(self._logged) < 10_000:
+            self._logged.add(key)
+            logger.warning("sqreen: event %r %s: %s", key[0], what, problem)
+
+    def _noted(self, event_name: str, notes: list[InvalidEvent]) -> None:
+        for problem in notes:
+            self._log_once(event_name, problem, "kept, adjusted")
 
     def _invalid(self, event_name: object, exc: InvalidEvent) -> bool:
         if self.config.strict:
             raise exc
         self.queue.count_invalid()
-        key = (str(event_name)[:128], exc.rule)
-        if key not in self._logged and len(self._logged) < 10_000:
-            self._logged.add(key)
-            logger.warning("sqreen: event %r dropped: %s", str(event_name)[:128], exc)
+        self._log_once(event_name, exc, "dropped")
         return False
 
     # -- users -----------------------------------------------------------------------------
@@ -164,41 +234,68 @@ class Client:
         traits: Mapping[str, Any] | None = None,
         ctx: Any = _SENTINEL_CTX,
     ) -> None:
+        """Bind the user to the request (always, whatever the traits hold), send the traits
+        when they changed, and raise :class:`Blocked` if the user is blocked. In strict mode,
+        a lossy fix of the identifiers or traits raises after that."""
+        if self.disabled:
+            return
         if ctx is _SENTINEL_CTX:
             ctx = _current_request()
-        try:
-            user = validate_user(user_identifiers)
-            if user is None:
-                raise InvalidEvent(
-                    "user_identifiers", "empty", "identify() needs at least one identifier"
-                )
-            trait_copy = validate_properties(traits)[0] if traits is not None else None
-        except InvalidEvent as exc:
-            self._invalid("identify", exc)
+        notes: list[InvalidEvent] = []
+        user = None
+        with self.errors.guard("identify"):
+            user = validate_user(user_identifiers, "user_identifiers", notes)
+            if user is not None:
+                trait_copy = validate_properties(traits, notes)[0] if traits else None
+                if ctx is not None:
+                    ctx.user = user
+                    ctx.traits = trait_copy
+                if trait_copy:
+                    self._send_traits(user, trait_copy)
+                if notes and not self.config.strict:
+                    self._noted("identify", notes)
+        if user is None:
+            problem = notes[0] if notes else None
+            self._invalid(
+                "identify",
+                problem
+                or InvalidEvent("user_identifiers", "empty", "identify() needs an identifier"),
+            )
             return
-        if ctx is None:
-            return
-        ctx.user = user
-        ctx.traits = trait_copy
-        blocked = self.blocklist.user_block(user)
+        blocked = self.blocklist.user_block(user) if ctx is not None else None
         if blocked is not None:
             raise blocked
+        if notes and self.config.strict:
+            raise notes[0]
+
+    def _send_traits(self, user: dict[str, str], traits: dict[str, Any]) -> None:
+        """Queue the user's traits (``sq.identify``) unless the same were sent recently."""
+        key = (tuple(sorted(user.items())), repr(traits))
+        now = _monotonic()
+        sent = self._traits_sent.get(key)
+        if sent is not None and now - sent < TRAITS_RESEND:
+            return
+        if len(self._traits_sent) >= TRAITS_CACHE:
+            self._traits_sent.clear()
+        self._traits_sent[key] = now
+        event = QueuedEvent(next(self._seq), IDENTIFY, _now(), traits, user, None, None, False, 512)
+        self.queue.put(event)
 
     def auth_track(
-        self, success: bool, user_identifiers: Mapping[str, Any], ctx: Any = _SENTINEL_CTX
+        self, success: object, user_identifiers: Mapping[str, Any], ctx: Any = _SENTINEL_CTX
     ) -> bool:
-        if not isinstance(success, bool):
-            return self._invalid("auth_track", InvalidEvent("success", "type", "must be a bool"))  # type: ignore[unreachable]
+        """A login attempt; ``success`` by its truth value, as Sqreen's agent took it."""
+        with self.errors.guard("auth_track"):
+            success = success is True or (success is not False and bool(success))
         name = "auth.login.success" if success else "auth.login.failure"
-        accepted = self.track(name, None, user_identifiers, request=ctx)
-        if success and accepted:
+        accepted = self.track(name, None, None, user_identifiers, request=ctx)
+        if success:
             self.identify(user_identifiers, None, ctx)
         return accepted
 
     def signup_track(self, user_identifiers: Mapping[str, Any], ctx: Any = _SENTINEL_CTX) -> bool:
-        accepted = self.track("auth.signup", None, user_identifiers, request=ctx)
-        if accepted:
-            self.identify(user_identifiers, None, ctx)
+        accepted = self.track("auth.signup", None, None, user_identifiers, request=ctx)
+        self.identify(user_identifiers, None, ctx)
         return accepted
 
     def for_user(self, user_identifiers: Mapping[str, Any], ctx: Any = _SENTINEL_CTX) -> UserScope:
@@ -207,9 +304,13 @@ class Client:
     def is_blocked(
         self, user_identifiers: Mapping[str, Any] | None = None, ip: str | None = None
     ) -> bool:
-        user = validate_user(user_identifiers) if user_identifiers else None
+        """Whether the user (identifiers) or the IP is blocked; the IP is read like the
+        middleware reads a peer (``::ffff:203.0.113.7``, ``203.0.113.7:443``)."""
+        user = validate_user(user_identifiers, "user_identifiers", []) if user_identifiers else None
+        address = normalize_ip(ip) if isinstance(ip, str) else None
         return (
-            self.blocklist.user_block(user) is not None or self.blocklist.ip_block(ip) is not None
+            self.blocklist.user_block(user) is not None
+            or self.blocklist.ip_block(address) is not None
         )
 
     def check_ip(self, ctx: RequestContext) -> Blocked | None:
@@ -249,7 +350,8 @@ class Client:
         set (heartbeats): a worker whose app only calls ``identify()`` would never learn of a
         block. A preload master serves no request, so it still starts no thread.
         """
-        self.queue.start()
+        if not self.disabled:
+            self.queue.start()
 
     def guard(self, where: str) -> Guard:
         """``with client.guard("where"):`` logs and counts an error of ours instead of raising
@@ -266,7 +368,7 @@ class Client:
         return self.queue.closing
 
     def flush(self, timeout: float = 5.0) -> bool:
-        return self.queue.flush(timeout)
+        return True if self.disabled else self.queue.flush(timeout)
 
     def shutdown(self, timeout: float | None = None) -> bool:
         return self.queue.shutdown(self.config.shutdown_timeout if timeout is None else timeout)
@@ -276,7 +378,10 @@ class Client:
 
 
 class UserScope:
-    """Events tracked for one user, without binding them (Go's ``ForUser()``)."""
+    """Events tracked for one user, without binding them (Go's ``ForUser()``).
+
+    .. versionadded:: 0.1
+    """
 
     __slots__ = ("_client", "_ctx", "_user")
 
@@ -288,13 +393,24 @@ class UserScope:
     def track(
         self,
         event_name: str,
+        /,
+        options: Mapping[str, Any] | None = None,
+        *,
         properties: Mapping[str, Any] | None = None,
         timestamp: datetime | None = None,
         collect_body: bool = False,
         target: Mapping[str, Any] | None = None,
     ) -> bool:
+        """Track an event for this user; see :func:`sqreen.track`."""
         return self._client.track(
-            event_name, properties, self._user, timestamp, collect_body, self._ctx, target
+            event_name,
+            options,
+            properties,
+            self._user,
+            timestamp,
+            collect_body,
+            self._ctx,
+            target,
         )
 
 

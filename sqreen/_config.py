@@ -46,6 +46,8 @@ class Config:
     scrub_values: tuple[str, ...] = ()
     max_body_size: int = 64 * 1024
     transport: Any = None
+    #: Track nothing: no thread, no file, no request overhead beyond a pass-through.
+    disable: bool = False
     framework: str | None = field(default=None, compare=False)
 
     @classmethod
@@ -60,6 +62,8 @@ class Config:
         values: dict[str, Any] = {}
         for name in names - {"framework"}:
             raw = environ.get(f"SQREEN_{name.upper()}")
+            if raw is None or raw == "":
+                raw = environ.get(_ENV_ALIASES.get(name, ""))  # Sqreen's agent's spelling
             if raw is not None and raw != "":
                 values[name] = _from_env(name, raw)
         for source in (framework or {}), explicit:
@@ -89,13 +93,16 @@ class Config:
         return self.client_ip_header.lower().encode("latin-1")
 
 
+#: Variables of Sqreen's Python agent, read when ours are not set.
+_ENV_ALIASES = {"client_ip_header": "SQREEN_IP_HEADER"}
+_BOOLS = {"strict", "disable"}
 _FLOATS = {"flush_interval", "heartbeat_interval", "max_retry_age", "shutdown_timeout"}
 _INTS = {"batch_size", "max_batch_bytes", "max_queue_size", "max_queue_bytes", "max_body_size"}
 _LISTS = {"trusted_proxies", "scrub_keys", "scrub_values"}
 
 
 def _from_env(name: str, raw: str) -> Any:
-    if name == "strict":
+    if name in _BOOLS:
         return raw.strip().lower() in {"1", "true", "yes", "on"}
     if name == "trusted_proxies" and raw.strip().lower() == "none":
         return []  # trust nobody, not even loopback
@@ -119,7 +126,7 @@ def _checked(values: dict[str, Any]) -> dict[str, Any]:
             if not all(isinstance(item, str) for item in items):
                 raise ConfigError(f"{name} must be a list of strings")
             values[name] = items
-        elif name == "strict":
+        elif name in _BOOLS:
             values[name] = bool(value)
         elif name in {"token", "endpoint", "app_name", "client_ip_header"}:
             if value is not None and not isinstance(value, str):

@@ -94,6 +94,9 @@ class RequestContext:
     def track(
         self,
         event_name: str,
+        /,
+        options: Mapping[str, Any] | None = None,
+        *,
         properties: Mapping[str, Any] | None = None,
         user_identifiers: Mapping[str, Any] | None = None,
         timestamp: datetime | None = None,
@@ -103,6 +106,7 @@ class RequestContext:
         """Track an event within this request; see :func:`sqreen.track`."""
         return self._client.track(
             event_name,
+            options,
             properties,
             user_identifiers,
             timestamp,
@@ -117,7 +121,7 @@ class RequestContext:
         """Bind a user to this request; raise :class:`sqreen.Blocked` if they are blocked."""
         self._client.identify(user_identifiers, traits, self)
 
-    def auth_track(self, success: bool, **user_identifiers: Any) -> bool:
+    def auth_track(self, success: object, **user_identifiers: Any) -> bool:
         """Track a login attempt; see :func:`sqreen.auth_track`."""
         return self._client.auth_track(success, user_identifiers, self)
 

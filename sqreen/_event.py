@@ -1,64 +1,66 @@
-"""Events: the limits, the validation rules and the wire form.
+"""Events: the validation rules, the queued record and the timestamp's wire form.
 
 This module is shared by the SDK and the collector, so that an event the SDK accepts is an
 event the collector stores, and the reverse. One table of limits, :data:`LIMITS`, drives both.
 
+Every validator takes ``notes``: a list in production mode, where what can be kept is kept
+(converted, truncated, the offending part dropped) and each fix is noted for one log line per
+(event name, rule); ``None`` in strict mode and in the collector, where a lossy fix raises
+:class:`InvalidEvent` naming the field and the rule. Lossless conversions (a user id that is
+an int, a ``UUID`` property) are made in both modes. Only what leaves nothing to record drops
+an event: a name that is not a string, is empty, or starts with ``sq.``.
+
 Validation runs on the caller's thread and is the only real work :func:`sqreen.track` does
 there, so it is written for speed: names already seen valid are cached, property values are
 walked once (which also copies them) and the serialised size is bounded by an estimate that
-the flusher thread checks exactly.
+the collector checks exactly.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
+from enum import Enum
 from typing import TYPE_CHECKING, Any, Final
+from uuid import UUID
+
+from ._limits import LIMITS, InvalidEvent, Limits
+from ._values import TRUNCATED, note, validate_mapping
 
 if TYPE_CHECKING:
     from ._request import RequestSnapshot
 
-__all__ = ["LIMITS", "InvalidEvent", "Limits", "QueuedEvent"]
+__all__ = [
+    "LIMITS",
+    "NAME_RE",
+    "InvalidEvent",
+    "Limits",
+    "QueuedEvent",
+    "format_timestamp",
+    "parse_timestamp",
+    "validate_name",
+    "validate_properties",
+    "validate_target",
+    "validate_timestamp",
+    "validate_user",
+]
 
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    name_max: int = 128
-    max_properties: int = 16
-    key_max: int = 128
-    str_value_max: int = 4096
-    max_depth: int = 3
-    max_list_items: int = 256
-    max_event_bytes: int = 64 * 1024
-    max_identifiers: int = 16
-    identifier_max: int = 256
-    target_field_max: int = 256
-    id_max: int = 64
-    request_field_max: int = 8 * 1024
-    max_batch_events: int = 1000
-
-
-LIMITS: Final = Limits()
-
-NAME_RE: Final = re.compile(r"[A-Za-z0-9._:\-]+")
+#: What a name may not hold: control characters, lone surrogates (no encoding can write
+#: them) and the bidirectional overrides that would let a name disguise itself on a screen.
+_FORBIDDEN: Final = "\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069"
+#: A valid name: any other characters (spaces, ``/``, non-ASCII: "User Signed Up").
+NAME_RE: Final = re.compile(f"[^{_FORBIDDEN}]+")
+_FORBIDDEN_RE: Final = re.compile(f"[{_FORBIDDEN}]")
 RESERVED_PREFIX: Final = "sq."
 TARGET_KEYS: Final = frozenset({"id", "type", "name"})
+#: The times an event may carry (what both databases store, with room to spare).
+EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(9000, 1, 1, tzinfo=UTC)
+_REPLACEMENT: Final = "\ufffd"
 
-
-class InvalidEvent(ValueError):
-    """An event broke one of the rules of :data:`LIMITS`.
-
-    ``field`` names what was wrong (``"name"``, ``"properties.foo"``, ``"timestamp"``...) and
-    ``rule`` is a short stable identifier of the rule (``"too_long"``, ``"max_properties"``...),
-    used to log each (event name, rule) pair once.
-    """
-
-    def __init__(self, field: str, rule: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.rule = rule
+Notes = list[InvalidEvent] | None
 
 
 class QueuedEvent:
@@ -105,205 +107,206 @@ class QueuedEvent:
 
 
 _valid_names: set[str] = set()
-_SCALARS: Final = (str, int, float, bool, type(None))
 
 
-def validate_name(name: object) -> str:
+def validate_name(name: object, notes: Notes = None) -> str:
+    """The event's name. Any text of 1 to 255 characters without control characters;
+    ``sq.`` is reserved. In production a name too long is cut and forbidden characters are
+    replaced; a name that is not a string, is empty or reserved drops the event."""
     if type(name) is str and name in _valid_names:
         return name
     if not isinstance(name, str):
         raise InvalidEvent("name", "type", f"must be a str, not {type(name).__name__}")
+    name = str(name)
     if not name:
         raise InvalidEvent("name", "empty", "must not be empty")
-    if len(name) > LIMITS.name_max:
-        raise InvalidEvent(
-            "name", "too_long", f"is {len(name)} characters, at most {LIMITS.name_max}"
-        )
-    if not NAME_RE.fullmatch(name):
-        raise InvalidEvent("name", "charset", "may contain only letters, digits and '._:-'")
     if name.startswith(RESERVED_PREFIX):
         raise InvalidEvent(
             "name", "reserved", f"names starting with {RESERVED_PREFIX!r} are reserved"
         )
+    if len(name) > LIMITS.name_max:
+        note(notes, "name", "too_long", f"is {len(name)} characters, at most {LIMITS.name_max}")
+        name = name[: LIMITS.name_max]
+    if not NAME_RE.fullmatch(name):
+        note(notes, "name", "charset", "control characters, lone surrogates and bidi overrides")
+        return _FORBIDDEN_RE.sub(_REPLACEMENT, name)
     if len(_valid_names) < 10_000:
         _valid_names.add(name)
     return name
 
 
-def _value(field: str, value: object, depth: int) -> tuple[Any, int]:
-    """Validate and copy one property value; return it with an estimate of its JSON size."""
-    t = type(value)
-    if t is str:
-        n = len(value)  # type: ignore[arg-type]
-        if n > LIMITS.str_value_max:
-            raise InvalidEvent(
-                field, "value_too_long", f"string of {n} characters, at most {LIMITS.str_value_max}"
-            )
-        return value, n + 2
-    if t is int or t is bool or value is None:
-        return value, 8
-    if t is float:
-        if not math.isfinite(value):  # type: ignore[arg-type]
-            raise InvalidEvent(field, "not_finite", f"{value!r} is not a finite number")
-        return value, 24
-    if t is dict or t is list or t is tuple:
-        if depth > LIMITS.max_depth:
-            raise InvalidEvent(
-                field, "too_deep", f"nested deeper than {LIMITS.max_depth} levels (or a cycle)"
-            )
-        if t is dict:
-            return _mapping(field, value, depth + 1)  # type: ignore[arg-type]
-        items: list[Any] | tuple[Any, ...] = value  # type: ignore[assignment]
-        if len(items) > LIMITS.max_list_items:
-            raise InvalidEvent(
-                field, "too_many_items", f"{len(items)} items, at most {LIMITS.max_list_items}"
-            )
-        out = []
-        size = 2
-        for i, item in enumerate(items):
-            v, s = _value(f"{field}[{i}]", item, depth + 1)
-            out.append(v)
-            size += s + 1
-        return out, size
-    if isinstance(value, _SCALARS):  # subclasses: str/int/float enums, numpy-free ints...
-        if isinstance(value, bool):
-            return bool(value), 8
-        if isinstance(value, int):
-            return int(value), 24
-        if isinstance(value, float):
-            return _value(field, float(value), depth)
-        return _value(field, str(value), depth)
-    raise InvalidEvent(
-        field, "type", f"{t.__name__} is not JSON: use str, int, float, bool, None, list or dict"
-    )
+def validate_properties(properties: object, notes: Notes = None) -> tuple[dict[str, Any], int]:
+    """A validated deep copy of ``properties`` and an estimate of its JSON size.
 
-
-_KEY_MAX: Final = LIMITS.key_max
-_STR_MAX: Final = LIMITS.str_value_max
-
-
-def _mapping(field: str, value: dict[Any, Any], depth: int) -> tuple[dict[str, Any], int]:
-    # The hot loop of track(): str and int values, the common case, are checked inline and
-    # the field name for an error message is only built when there is an error.
-    out: dict[str, Any] = {}
-    size = 2
-    for k, v in value.items():
-        if type(k) is not str or not 0 < len(k) <= _KEY_MAX:
-            if type(k) is not str:
-                raise InvalidEvent(
-                    f"{field}.{k!r}", "key_type", f"keys must be str, not {type(k).__name__}"
-                )
-            raise InvalidEvent(
-                f"{field}.{k[:40]}", "key_length", f"keys must be 1 to {_KEY_MAX} characters"
-            )
-        t = type(v)
-        if t is str and len(v) <= _STR_MAX:
-            out[k] = v
-            size += len(k) + len(v) + 6
-        elif t is int or t is bool or v is None:
-            out[k] = v
-            size += len(k) + 12
-        else:
-            out[k], s = _value(f"{field}.{k}", v, depth)
-            size += len(k) + s + 4
-    return out, size
-
-
-def validate_properties(properties: object) -> tuple[dict[str, Any], int]:
-    """Return a validated deep copy of ``properties`` and an estimate of its JSON size."""
+    More than 16 properties: the first 16 by sorted key are kept (as Sqreen's agent did). An
+    event over 64 KiB keeps its properties in that order while they fit."""
     if properties is None:
         return {}, 2
-    if not isinstance(properties, dict):
-        raise InvalidEvent("properties", "type", f"must be a dict, not {type(properties).__name__}")
+    if not isinstance(properties, Mapping):
+        note(notes, "properties", "type", f"must be a dict, not {type(properties).__name__}")
+        return {}, 2
     if len(properties) > LIMITS.max_properties:
-        raise InvalidEvent(
+        note(
+            notes,
             "properties",
             "max_properties",
-            f"{len(properties)} properties, at most {LIMITS.max_properties}",
+            f"{len(properties)} properties, at most {LIMITS.max_properties}: "
+            f"the first {LIMITS.max_properties} by sorted key are kept",
         )
-    props, size = _mapping("properties", properties, 1)
+        ordered = sorted(properties.items(), key=lambda item: str(item[0]))
+        properties = dict(ordered[: LIMITS.max_properties])
+    elif type(properties) is not dict:
+        properties = dict(properties)
+    props, size = validate_mapping("properties", properties, 1, notes)
     if size > LIMITS.max_event_bytes:
-        raise InvalidEvent(
+        note(
+            notes,
             "properties",
             "event_too_large",
             f"about {size} bytes, an event is at most {LIMITS.max_event_bytes}",
         )
+        props, size = _fit(props)
     return props, size
 
 
-def validate_user(user: object, field: str = "user_identifiers") -> dict[str, str] | None:
+def _fit(props: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The properties, in sorted key order, while they fit; the others marked."""
+    budget = LIMITS.max_event_bytes - 2
+    out: dict[str, Any] = {}
+    for key in sorted(props):
+        single, size = validate_mapping("properties", {key: props[key]}, 1, [])
+        if size - 2 <= budget:
+            out[key] = single[key]
+            budget -= size - 2
+        else:
+            out[key] = TRUNCATED
+            budget -= len(key) + len(TRUNCATED) + 6
+    return out, LIMITS.max_event_bytes - budget
+
+
+_ID_TYPES: Final = (str, int, float, Decimal, UUID)
+
+
+def _identifier(field: str, value: object, notes: Notes) -> str | None:
+    """An identifier value as text (any scalar), or None to drop it."""
+    if type(value) is str:
+        text = value
+    elif isinstance(value, Enum):
+        return _identifier(field, value.value, notes)
+    elif isinstance(value, _ID_TYPES):  # bool is an int: "True"
+        text = str(value)
+    else:
+        note(
+            notes,
+            field,
+            "value_type",
+            f"values must be text or numbers, not {type(value).__name__}",
+        )
+        return None
+    if not text:
+        note(
+            notes, field, "value_length", f"values must be 1 to {LIMITS.identifier_max} characters"
+        )
+        return None
+    if len(text) > LIMITS.identifier_max:
+        note(
+            notes, field, "value_length", f"values must be 1 to {LIMITS.identifier_max} characters"
+        )
+        return text[: LIMITS.identifier_max]
+    return text
+
+
+def validate_user(
+    user: object, field: str = "user_identifiers", notes: Notes = None
+) -> dict[str, str] | None:
+    """Identifiers as a flat dict of text (ids of any scalar type are written as text)."""
     if user is None:
         return None
-    if not isinstance(user, dict):
-        raise InvalidEvent(field, "type", f"must be a dict of str, not {type(user).__name__}")
-    if len(user) > LIMITS.max_identifiers:
-        raise InvalidEvent(
-            field, "too_many", f"{len(user)} identifiers, at most {LIMITS.max_identifiers}"
+    if not isinstance(user, Mapping):
+        note(notes, field, "type", f"must be a dict, not {type(user).__name__}")
+        return None
+    items = list(user.items())
+    if len(items) > LIMITS.max_identifiers:
+        note(
+            notes, field, "too_many", f"{len(items)} identifiers, at most {LIMITS.max_identifiers}"
         )
+        items = sorted(items, key=lambda item: str(item[0]))[: LIMITS.max_identifiers]
     out: dict[str, str] = {}
-    for k, v in user.items():
-        if type(k) is not str or not k or len(k) > LIMITS.key_max:
-            raise InvalidEvent(
-                f"{field}.{k!r}",
+    for k, v in items:
+        if not isinstance(k, str) or not k or len(k) > LIMITS.key_max:
+            note(
+                notes,
+                f"{field}.{k!r}"[:200],
                 "key_type",
                 f"keys must be str of 1 to {LIMITS.key_max} characters",
             )
-        if type(v) is str:
-            s = v
-        elif type(v) is int:
-            s = str(v)
-        else:
-            raise InvalidEvent(
-                f"{field}.{k}", "value_type", f"values must be str (or int), not {type(v).__name__}"
-            )
-        if not s or len(s) > LIMITS.identifier_max:
-            raise InvalidEvent(
-                f"{field}.{k}",
-                "value_length",
-                f"values must be 1 to {LIMITS.identifier_max} characters",
-            )
-        out[k] = s
+            continue
+        text = _identifier(f"{field}.{k}", v, notes)
+        if text is not None:
+            out[str(k)] = text
     return out or None
 
 
-def validate_timestamp(timestamp: object) -> float:
-    """Return the POSIX time of ``timestamp``; a naive datetime is taken as UTC."""
+def validate_timestamp(timestamp: object, notes: Notes = None) -> float | None:
+    """The POSIX time of ``timestamp`` (a naive datetime is UTC); None when it cannot be used
+    (production: the event then takes the current time)."""
     if not isinstance(timestamp, datetime):
-        raise InvalidEvent(
-            "timestamp", "type", f"must be a datetime, not {type(timestamp).__name__}"
-        )
+        note(notes, "timestamp", "type", f"must be a datetime, not {type(timestamp).__name__}")
+        return None
     if timestamp.tzinfo is None:
         timestamp = timestamp.replace(tzinfo=UTC)
+    try:
+        in_range = EARLIEST <= timestamp <= LATEST
+    except OverflowError:  # year 1 with a positive offset
+        in_range = False
+    if not in_range:
+        note(notes, "timestamp", "range", "must be between 1970 and 9000")
+        return None
     return timestamp.timestamp()
 
 
-def validate_target(target: object) -> dict[str, str] | None:
+def validate_target(target: object, notes: Notes = None) -> dict[str, str] | None:
+    """``{"id", "type", "name"}`` (LiteSOC's target): text values, an ``id`` required."""
     if target is None:
         return None
-    if not isinstance(target, dict):
-        raise InvalidEvent(
+    if not isinstance(target, Mapping):
+        note(
+            notes,
             "target",
             "type",
             f"must be a dict with 'id', 'type' and 'name', not {type(target).__name__}",
         )
+        return None
     extra = set(target) - TARGET_KEYS
     if extra:
-        raise InvalidEvent(
-            "target", "keys", f"unknown keys {sorted(map(str, extra))}; allowed: id, type, name"
+        note(
+            notes,
+            "target",
+            "keys",
+            f"unknown keys {sorted(map(str, extra))[:5]}; allowed: id, type, name",
         )
     if "id" not in target:
-        raise InvalidEvent("target.id", "missing", "a target needs an 'id'")
+        note(notes, "target.id", "missing", "a target needs an 'id'")
+        return None
     out: dict[str, str] = {}
-    for k, v in target.items():
-        if type(v) is int:
-            v = str(v)
-        if type(v) is not str or not v or len(v) > LIMITS.target_field_max:
-            raise InvalidEvent(
+    for k in ("id", "type", "name"):
+        if k not in target:
+            continue
+        v = target[k]
+        text = v if type(v) is str else (str(v) if isinstance(v, _ID_TYPES) else None)
+        if text is None or not text or len(text) > LIMITS.target_field_max:
+            note(
+                notes,
                 f"target.{k}",
                 "value",
                 f"must be a str of 1 to {LIMITS.target_field_max} characters",
             )
-        out[k] = v
+            if not text:
+                if k == "id":
+                    return None
+                continue
+            text = text[: LIMITS.target_field_max]
+        out[k] = text
     return out
 
 

@@ -92,9 +92,33 @@ def shutdown(timeout: float | None) -> bool:
     return client.shutdown(timeout) if client is not None else True
 
 
+_forking: list[Client] = []
+
+
+def _before_fork() -> None:
+    """Take every lock of the SDK, in their order, so that none is held half-way by another
+    thread when the child is made (the child releases them; see :mod:`sqreen._queue`)."""
+    _framework_lock.acquire()
+    _lock.acquire()
+    _forking[:] = list(_clients)
+    for client in _forking:
+        client.before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for client in reversed(_forking):
+        client.after_fork_in_parent()
+    _forking.clear()
+    _lock.release()
+    _framework_lock.release()
+
+
 def _after_fork_in_child() -> None:
-    for client in list(_clients):
+    for client in reversed(_forking):
         client.after_fork_in_child()
+    _forking.clear()
+    _lock.release()
+    _framework_lock.release()
 
 
 def _at_exit() -> None:
@@ -103,5 +127,9 @@ def _at_exit() -> None:
             client.shutdown()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 atexit.register(_at_exit)

@@ -8,13 +8,12 @@ comes back. Memory is bounded by ``max_queue_size`` events and ``max_queue_bytes
 the batch being retried); past either bound the *new* event is dropped and counted, so that
 ``sent + dropped == tracked`` always holds.
 
-The thread starts lazily on the first ``put()``, never at import or in ``init()``. A put made
-on the main thread outside any request (what a ``gunicorn --preload`` master does while it
-imports the app) defers the start until a put inside a request, a full batch, a put made one
-``flush_interval`` after the first waiting event, ``flush()``, or exit: such a master never
-starts a thread that its forked workers would inherit half-way through a send. After
-``fork()`` the child starts afresh: new locks, an empty queue, a new connection pool (the
-parent still owns, and delivers, what it had queued).
+The thread starts lazily on the first ``put()`` (or with the first request a middleware
+sees), never at import or in ``init()``, from any thread: an event tracked by a cron job,
+a Celery task or a management command leaves within one ``flush_interval``. ``fork()`` is
+safe at any moment: the queue's lock is held across it (``os.register_at_fork``), and the
+child starts afresh with new locks, an empty queue and a new connection pool, while the
+parent keeps, and delivers, what it had queued: every event is delivered once.
 """
 
 from __future__ import annotations
@@ -95,7 +94,6 @@ class Queue:
         self._pending = 0  # events queued or in a prepared batch
         self._pending_bytes = 0
         self._thread: threading.Thread | None = None
-        self._deferred_since: float | None = None
         self._closing = False
         self._flush_requested = False
         self._attempt = 0
@@ -103,6 +101,7 @@ class Queue:
         self._last_flush = self._clock()
         self._next_heartbeat = self._last_flush  # fetch the action set at once
         self.tracked = 0
+        self.adjusted = 0
         self.sent = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
 
@@ -111,17 +110,30 @@ class Queue:
         """Whether :meth:`shutdown` has begun: no thread starts any more."""
         return self._closing
 
+    def before_fork(self) -> None:
+        """Hold the queue's lock across ``fork()`` (see :mod:`sqreen._hub`): no other thread
+        is then half-way through a ``put()`` or a batch when the child is made."""
+        self._lock.acquire()
+
+    def after_fork_in_parent(self) -> None:
+        self._lock.release()
+
     def after_fork_in_child(self) -> None:
-        """Start afresh in a forked child: the parent keeps its events and its thread."""
+        """Start afresh in a forked child: the parent keeps its events and its thread (and
+        delivers them); the child's locks, queue and connections are new."""
+        self._lock.release()
         self._reset_state()
         self.transport.after_fork()
 
     # -- the caller's side -----------------------------------------------------------------
 
-    def put(self, event: QueuedEvent, in_request: bool) -> bool:
+    def put(self, event: QueuedEvent, adjusted: bool = False) -> bool:
+        """Queue ``event`` (``adjusted``: validation had to fix something, counted)."""
         cfg = self.config
         with self._lock:
             self.tracked += 1
+            if adjusted:
+                self.adjusted += 1
             if (
                 self._pending >= cfg.max_queue_size
                 or self._pending_bytes + event.size > cfg.max_queue_bytes
@@ -134,7 +146,7 @@ class Queue:
             self._queue.append(event)
             queued = len(self._queue)
         if self._thread is None:
-            self._maybe_start(in_request, event.enqueued)
+            self.start()
         elif queued >= cfg.batch_size and not self._wake.is_set():
             self._wake.set()
         return True
@@ -143,17 +155,6 @@ class Queue:
         with self._lock:
             self.tracked += 1
             self.dropped["invalid"] += 1
-
-    def _maybe_start(self, in_request: bool, now: float) -> None:
-        if not in_request and threading.current_thread() is threading.main_thread():
-            if self._deferred_since is None:
-                self._deferred_since = now
-            if (
-                len(self._queue) < self.config.batch_size
-                and now - self._deferred_since < self.config.flush_interval
-            ):
-                return
-        self.start()
 
     def start(self) -> None:
         """Start the flusher thread unless it runs already (cheap then: no lock taken)."""
@@ -369,6 +370,7 @@ class Queue:
                 "queue_depth": self._pending,
                 "queue_bytes": self._pending_bytes,
                 "tracked": self.tracked,
+                "adjusted": self.adjusted,
                 "sent": self.sent,
                 "dropped": dict(self.dropped),
                 "internal_errors": self.errors.count,

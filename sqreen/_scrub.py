@@ -21,6 +21,13 @@ parameters inside the path. Two independent nets, because either alone misses th
   ``scrub_values`` regular expressions. Only the matching part is replaced. An integer that
   is a card number is replaced too.
 
+An event's own **properties** are the app's chosen words, read by filters and playbooks:
+they are scrubbed by value (the same net) and by *whole keys that name a secret*, never by a
+word inside a longer key (:func:`is_secret_property`): ``password``, ``new_password``,
+``password_confirmation``, ``api_key``, ``access_token`` and ``card_number`` are redacted,
+``auth_method``, ``token_type``, ``failed_password_attempts``, ``otp_method`` and
+``session_length`` are kept.
+
 ``user_identifiers`` are not scrubbed: they are who the event is about.
 """
 
@@ -28,13 +35,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlencode
 
-__all__ = ["DEFAULT_SENSITIVE_KEYS", "MAX_DEPTH", "NEVER_COLLECTED_HEADERS", "REDACTED", "Scrubber"]
+from ._secrets import CANDIDATE, REDACTED, is_card_int, scrub_secrets
 
-REDACTED: Final = "[redacted]"
+__all__ = [
+    "DEFAULT_SENSITIVE_KEYS",
+    "MAX_DEPTH",
+    "NEVER_COLLECTED_HEADERS",
+    "REDACTED",
+    "SECRET_PROPERTY_KEYS",
+    "Scrubber",
+]
+
 
 DEFAULT_SENSITIVE_KEYS: Final = frozenset(
     {
@@ -71,6 +86,36 @@ DEFAULT_SENSITIVE_KEYS: Final = frozenset(
     }
 )
 
+#: What an event property may be named when it holds a secret: tokens joined, spelling
+#: aside (``api_key``, ``apiKey``, ``API-KEY`` are ``apikey``). The key names a secret when
+#: it ends with one of these, qualifiers aside (see :data:`SECRET_QUALIFIERS`).
+SECRET_PROPERTY_KEYS: Final = frozenset(
+    {
+        # passwords, in a few languages and abbreviations
+        "password", "passwd", "pwd", "pw", "pswd", "pass", "passphrase", "passcode",
+        "passwort", "contrasena", "contraseña", "motdepasse", "senha",
+        # tokens and keys
+        "secret", "clientsecret", "apisecret", "secretkey", "apikey", "accesskey",
+        "accesskeyid", "privatekey", "signingkey", "encryptionkey", "token", "accesstoken",
+        "refreshtoken", "idtoken", "authtoken", "sessiontoken", "bearertoken", "csrftoken",
+        "xsrftoken", "jwt", "bearer", "authorization", "cookie", "sessionid", "sessid",
+        "credential", "credentials", "signature", "mnemonic", "seedphrase",
+        # one-time codes
+        "otp", "totp", "pin", "mfacode", "otpcode", "twofactorcode", "verificationcode",
+        "recoverycode", "backupcode", "securitycode", "authcode",
+        # cards, banks, identity numbers
+        "cardnumber", "creditcard", "ccnumber", "cardno", "pan", "cvv", "cvv2", "cvc",
+        "cvc2", "csc", "cardcode", "iban", "ssn",
+    }
+)  # fmt: skip
+#: Words that may follow a secret's name and keep it a secret.
+SECRET_QUALIFIERS: Final = frozenset(
+    {
+        "confirm", "confirmation", "again", "repeat", "new", "old", "current", "hash",
+        "hashed", "digest", "encrypted", "plain", "plaintext", "raw", "value", "1", "2",
+    }
+)  # fmt: skip
+
 #: Request headers never collected, whatever the options: they are credentials.
 NEVER_COLLECTED_HEADERS: Final = frozenset(
     {"authorization", "cookie", "proxy-authorization", "x-api-key"}
@@ -87,15 +132,6 @@ _SUFFIXES: Final = ("token", "secret", "apikey", "privatekey", "sessionid", "ses
 _MAX_JOINED: Final = 4
 _CACHE_MAX: Final = 4096
 _CACHED_KEY_MAX: Final = 128
-
-# Anything the value scrubbers could match; most strings fail this one C-level search.
-_CANDIDATE: Final = re.compile(r"[0-9](?:[ -]?[0-9]){12}|eyJ|bearer|://", re.IGNORECASE)
-# A maximal run of digits with single spaces or dashes between them, at least 13 digits.
-_DIGIT_RUN: Final = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,}")
-_DIGIT_GROUP: Final = re.compile(r"[0-9]+")
-_JWT: Final = re.compile(r"eyJ[A-Za-z0-9_-]{5,}(?:\.[A-Za-z0-9_-]*){2,4}")
-_BEARER: Final = re.compile(r"\b(bearer)(?:\s*[:=]\s*|\s+)[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
-_URL_PASSWORD: Final = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*):[^/\s@]+@")
 # ``key=value`` / ``"key": "value"`` in text that is not parseable: truncated JSON, text/plain.
 _KEY_VALUE: Final = re.compile(
     r"""(["']?)([A-Za-z_][\w.\-]{0,63})\1(\s*[:=]\s*)("(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s&;,}]+)"""
@@ -106,95 +142,6 @@ _MULTIPART_PART: Final = re.compile(
     r"(?:[^\r\n]+\r?\n)*\r?\n)(.*?)(?=\r?\n--|\Z)",
     re.IGNORECASE | re.DOTALL,
 )
-# Windows tried per string before failing closed (every remaining run redacted).
-_CARD_BUDGET: Final = 2048
-
-# Issuer prefixes: (prefix length, lowest, highest, card lengths). Issuers whose numbers start
-# with 1 (UATP) are left out on purpose: millisecond timestamps start with 1 until 2033.
-_ANY: Final = frozenset(range(13, 20))
-_ISSUERS: Final = (
-    (1, 4, 4, frozenset({13, 16, 19})),  # Visa
-    (2, 51, 55, frozenset({16})),  # Mastercard
-    (4, 2221, 2720, frozenset({16})),  # Mastercard 2-series
-    (4, 2200, 2204, frozenset(range(16, 20))),  # Mir
-    (2, 34, 34, frozenset({15})),  # American Express
-    (2, 37, 37, frozenset({15})),  # American Express
-    (3, 300, 305, frozenset(range(14, 20))),  # Diners Club
-    (4, 3095, 3095, frozenset(range(14, 20))),  # Diners Club
-    (2, 36, 36, frozenset(range(14, 20))),  # Diners Club
-    (2, 38, 39, frozenset(range(14, 20))),  # Diners Club
-    (4, 3528, 3589, frozenset(range(16, 20))),  # JCB (and RuPay 353, 356)
-    (2, 50, 50, _ANY),  # Maestro (and Verve 506099-506198)
-    (2, 56, 69, _ANY),  # Maestro, Discover 6011/644-649/65, UnionPay 62, RuPay 60
-    (2, 81, 82, frozenset(range(16, 20))),  # UnionPay 81, RuPay 81-82
-    (4, 9792, 9792, frozenset({16})),  # Troy
-)
-_DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
-_MIN_CARD: Final = 10**12
-_MAX_CARD: Final = 10**19
-
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, char in enumerate(reversed(digits)):
-        value = ord(char) - 48
-        total += _DOUBLED[value] if i & 1 else value
-    return total % 10 == 0
-
-
-def is_card_number(digits: str) -> bool:
-    """Whether ``digits`` (digits only) has a card's length, an issuer prefix and Luhn."""
-    n = len(digits)
-    for size, low, high, lengths in _ISSUERS:
-        if n in lengths and low <= int(digits[:size]) <= high:
-            return _luhn(digits)
-    return False
-
-
-def _card_spans(run: str, budget: list[int]) -> list[tuple[int, int]]:
-    """The spans of ``run`` (digits and single separators) that are card numbers.
-
-    Every window of whole groups holding 13 to 19 digits is tried, so a card next to other
-    numbers (``"ref 12 4111 1111 1111 1111"``) is found. Past the budget, fail closed.
-    """
-    groups = [m.span() for m in _DIGIT_GROUP.finditer(run)]
-    if len(groups) == 1:
-        return [(0, len(run))] if len(run) <= 19 and is_card_number(run) else []
-    spans: list[tuple[int, int]] = []
-    for i, (start, _) in enumerate(groups):
-        digits = ""
-        for j in range(i, len(groups)):
-            digits += run[groups[j][0] : groups[j][1]]
-            if len(digits) > 19:
-                break
-            if len(digits) < 13:
-                continue
-            budget[0] -= 1
-            if budget[0] < 0:
-                return [(0, len(run))]
-            if is_card_number(digits):
-                end = groups[j][1]
-                if spans and start <= spans[-1][1]:
-                    spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
-                else:
-                    spans.append((start, end))
-    return spans
-
-
-def _scrub_cards(text: str) -> str:
-    out: list[str] = []
-    pos = 0
-    budget = [_CARD_BUDGET]
-    for match in _DIGIT_RUN.finditer(text):
-        base = match.start()
-        for start, end in _card_spans(match.group(), budget):
-            out.append(text[pos : base + start])
-            out.append(REDACTED)
-            pos = base + end
-    if not out:
-        return text
-    out.append(text[pos:])
-    return "".join(out)
 
 
 def _normalized_key(key: str) -> str:
@@ -255,6 +202,8 @@ class Scrubber:
             patterns.append(compiled)
         self.value_patterns: tuple[re.Pattern[str], ...] = tuple(patterns)
         self._cache: dict[str, bool] = {}
+        self._property_cache: dict[str, bool] = {}
+        self._property_keys = SECRET_PROPERTY_KEYS | extra
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -269,6 +218,26 @@ class Scrubber:
                 self._cache.clear()
             self._cache[key] = sensitive
         return sensitive
+
+    def is_secret_property(self, key: str) -> bool:
+        """Whether a property named ``key`` holds a secret: the key ends with a name of
+        :data:`SECRET_PROPERTY_KEYS` (or of ``scrub_keys``), after dropping qualifiers such
+        as ``confirmation`` or ``hash``; a secret's name followed by another word
+        (``token_type``) is not one."""
+        cached = self._property_cache.get(key)
+        if cached is None:
+            tokens = [t.lower() for t in _TOKEN_RE.findall(key)]
+            while len(tokens) > 1 and tokens[-1] in SECRET_QUALIFIERS:
+                tokens.pop()
+            joined = "".join(tokens)
+            cached = joined in self._property_keys or any(
+                "".join(tokens[-n:]) in self._property_keys for n in range(1, min(4, len(tokens)))
+            )
+            if len(key) <= _CACHED_KEY_MAX:
+                if len(self._property_cache) >= _CACHE_MAX:
+                    self._property_cache.clear()
+                self._property_cache[key] = cached
+        return cached
 
     def _classify(self, key: str) -> bool:
         tokens = [t.lower() for t in _TOKEN_RE.findall(key)]
@@ -292,15 +261,7 @@ class Scrubber:
     def scrub_value(self, value: str) -> str:
         """``value`` with card numbers, bearer tokens, JWTs, URL passwords and the configured
         patterns replaced by :data:`REDACTED`; the rest of the string is kept."""
-        if _CANDIDATE.search(value):
-            # JWTs first (a card number found inside one would split it), then cards (before
-            # "Bearer", whose token would otherwise stop at the first space of a card).
-            if "eyJ" in value:
-                value = _JWT.sub(REDACTED, value)
-            value = _scrub_cards(value)
-            value = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", value)
-            if "://" in value:
-                value = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", value)
+        value = scrub_secrets(value)
         for pattern in self.value_patterns:
             value = pattern.sub(REDACTED, value)
         return value
@@ -311,24 +272,29 @@ class Scrubber:
         through :meth:`scrub_value`, and so does an integer that is a card number (JSON bodies
         send them as numbers). A 2-tuple starting with a string is a ``(key, value)`` pair (as
         :func:`~urllib.parse.parse_qsl` gives). The input is never mutated."""
-        return self._scrub(obj, 0)
+        return self._scrub(obj, 0, self.is_sensitive_key)
 
-    def _scrub(self, obj: Any, depth: int) -> Any:
+    def scrub_properties(self, properties: dict[str, Any]) -> dict[str, Any]:
+        """An event's own properties, scrubbed by value and by whole secret keys only (see
+        :meth:`is_secret_property`)."""
+        return self._scrub(properties, 0, self.is_secret_property)  # type: ignore[no-any-return]
+
+    def _scrub(self, obj: Any, depth: int, sensitive: Callable[[str], bool]) -> Any:
         if isinstance(obj, str):
             return self.scrub_value(obj)
         if type(obj) is int:  # {"card": 4111111111111111} in a JSON body
-            return REDACTED if _MIN_CARD <= obj < _MAX_CARD and is_card_number(str(obj)) else obj
+            return REDACTED if is_card_int(obj) else obj
         if isinstance(obj, Mapping):
             if depth >= MAX_DEPTH:
                 return REDACTED
             out: dict[Any, Any] = {}
             for key, item in obj.items():
                 if isinstance(key, str):
-                    if self.is_sensitive_key(key):
+                    if sensitive(key):
                         out[self.scrub_value(key)] = REDACTED
                         continue
                     key = self.scrub_value(key)
-                out[key] = self._scrub(item, depth + 1)
+                out[key] = self._scrub(item, depth + 1, sensitive)
             return out
         if isinstance(obj, list | tuple):
             if depth >= MAX_DEPTH:
@@ -336,10 +302,10 @@ class Scrubber:
             if type(obj) is tuple and len(obj) == 2 and isinstance(obj[0], str):
                 # A (key, value) pair, as from parse_qsl() or MultiDict.items(multi=True).
                 key = self.scrub_value(obj[0])
-                if self.is_sensitive_key(obj[0]):
+                if sensitive(obj[0]):
                     return (key, REDACTED)
-                return (key, self._scrub(obj[1], depth + 1))
-            items = [self._scrub(item, depth + 1) for item in obj]
+                return (key, self._scrub(obj[1], depth + 1, sensitive))
+            items = [self._scrub(item, depth + 1, sensitive) for item in obj]
             return items if isinstance(obj, list) else tuple(items)
         return obj
 
@@ -412,7 +378,7 @@ class Scrubber:
                 text = value if isinstance(value, str) else str(value)
                 if text:
                     path = _redact_param(path, text)
-        if not _CANDIDATE.search(path) and "%" not in path and not self.value_patterns:
+        if not CANDIDATE.search(path) and "%" not in path and not self.value_patterns:
             return path
         segments = path.split("/")
         for i, segment in enumerate(segments):

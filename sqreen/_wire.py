@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ._request import RequestSnapshot
 
 __all__ = [
+    "IDENTIFY",
     "WireEvent",
     "WireRequest",
     "encode_event",
@@ -40,6 +41,9 @@ __all__ = [
     "parse_sender",
 ]
 
+#: The record ``identify()`` sends with a user's traits (in ``properties``): stored on the
+#: user, not as an event. The only name under the reserved ``sq.`` prefix.
+IDENTIFY: Final = "sq.identify"
 MAX_REQUEST_BYTES: Final = 256 * 1024
 #: Request strings the SDK sends (user agent, path, route) are clipped to this many characters.
 CLIP: Final = 2048
@@ -74,7 +78,9 @@ def encode_event(event: QueuedEvent, event_id: str, config: Config) -> WireEvent
         "id": event_id,
         "name": event.name,
         "timestamp": format_timestamp(event.ts),
-        "properties": config.scrubber.scrub(event.properties) if event.properties else {},
+        "properties": config.scrubber.scrub_properties(event.properties)
+        if event.properties
+        else {},
         "user": event.user,
         "target": event.target,
         "request": None if request is None else encode_request(request, config, event.collect_body),
@@ -176,13 +182,22 @@ def parse_event(obj: object) -> WireEvent:
         )
     return {
         "id": event_id,
-        "name": validate_name(obj.get("name")),
+        "name": _name(obj),
         "timestamp": format_timestamp(parse_timestamp(obj.get("timestamp"))),
         "properties": properties,
         "user": validate_user(obj.get("user"), "user"),
         "target": validate_target(obj.get("target")),
         "request": _request(obj.get("request")),
     }
+
+
+def _name(obj: dict[str, Any]) -> str:
+    name = obj.get("name")
+    if name == IDENTIFY:
+        if not obj.get("user"):
+            raise InvalidEvent("user", "missing", f"{IDENTIFY} needs the user it identifies")
+        return IDENTIFY
+    return validate_name(name)
 
 
 def parse_sender(obj: object) -> tuple[dict[str, Any], dict[str, Any]]:

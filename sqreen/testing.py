@@ -24,22 +24,35 @@ import pytest
 
 import sqreen
 from sqreen._client import Client
+from sqreen._wire import IDENTIFY
 from sqreen.transports.memory import MemoryTransport
 
 __all__ = ["CapturedEvents", "sqreen_events"]
 
 
 class CapturedEvents(Sequence[dict[str, Any]]):
-    """The events tracked so far, as the collector would receive them (wire form)."""
+    """The events tracked so far, as the collector would receive them (wire form); the traits
+    that :func:`sqreen.identify` sends are in :meth:`identities`."""
 
     def __init__(self, client: Client, transport: MemoryTransport) -> None:
         self.client = client
         self.transport = transport
 
-    def _events(self) -> list[dict[str, Any]]:
+    def _delivered(self) -> list[dict[str, Any]]:
         if not self.client.flush(timeout=10.0):
             raise AssertionError("sqreen: events were still queued after 10 s")
         return list(self.transport.events)
+
+    def _events(self) -> list[dict[str, Any]]:
+        return [e for e in self._delivered() if e["name"] != IDENTIFY]
+
+    def identities(self) -> list[dict[str, Any]]:
+        """What :func:`sqreen.identify` sent of users' traits: ``{"user", "traits"}`` each."""
+        return [
+            {"user": e["user"], "traits": e["properties"]}
+            for e in self._delivered()
+            if e["name"] == IDENTIFY
+        ]
 
     @overload
     def __getitem__(self, index: int) -> dict[str, Any]: ...

@@ -25,6 +25,7 @@ PUBLIC_API = [
     "is_blocked",
     "shutdown",
     "signup_track",
+    "start",
     "track",
 ]
 

@@ -1,4 +1,4 @@
-"""Processes: delivery at exit, fork safety, and no thread in a pre-fork master."""
+"""Processes: delivery at exit, fork safety, events from a main thread that keeps running."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -73,34 +74,84 @@ def test_fork_delivers_every_event_exactly_once(receiver: Receiver) -> None:
     assert sorted(after) == ["child"] * 50 + ["parent"] * 50
 
 
-def test_preload_master_starts_no_thread(receiver: Receiver) -> None:
+def test_preload_master_and_its_workers_deliver_every_event_once(receiver: Receiver) -> None:
+    """A gunicorn --preload master tracks while it imports the app, its flusher runs, and a
+    thread of it keeps tracking while it forks: every worker starts with no lock held (each
+    tracks and flushes within its timeout) and every event arrives once."""
     proc = _run(
         """
-        import os, threading, time, sqreen
-        sqreen.init(endpoint=URL, flush_interval=0.5)
+        import os, threading, sqreen
+        sqreen.init(endpoint=URL, flush_interval=0.05)
         sqreen.track("master.boot")              # what an app does at import, in the master
-        assert threading.active_count() == 1, threading.enumerate()
+        stop = threading.Event()
+        def busy():
+            n = 0
+            while not stop.is_set():
+                for _ in range(50):                # bursts: the lock is often held at fork
+                    sqreen.track("master.busy", properties={"n": n})
+                    n += 1
+                stop.wait(0.001)
+        t = threading.Thread(target=busy)
+        t.start()
         pids = []
-        for w in range(2):
+        for w in range(8):
             pid = os.fork()
             if pid == 0:                          # a worker: serves a request and tracks
+                import signal
+                signal.alarm(20)                  # a lock held across fork would hang here
                 from sqreen._context import RequestContext, current_request
                 client = sqreen._hub.get_client()
                 env = {"REQUEST_METHOD": "GET", "REMOTE_ADDR": "127.0.0.1"}
                 current_request.set(RequestContext(client, "wsgi", env))
                 sqreen.track("worker.request", properties={"w": w})
-                sqreen.flush(timeout=10)
-                os._exit(0)
+                ok = sqreen.flush(timeout=10)
+                os._exit(0 if ok else 3)
             pids.append(pid)
-        for pid in pids:
-            os.waitpid(pid, 0)
-        time.sleep(0.6)
-        assert threading.active_count() == 1, threading.enumerate()
-        print("threads-ok")
+        codes = [os.waitpid(pid, 0)[1] for pid in pids]
+        stop.set()
+        t.join()
+        assert codes == [0] * 8, codes
+        assert sqreen.flush(timeout=30)
+        stats = sqreen._hub.active.stats()
+        assert stats["dropped"]["queue_full"] == 0, stats
+        print("busy", stats["sent"] - 1)
         """.replace("URL", repr(receiver.url))
     )
     assert proc.returncode == 0, proc.stderr
-    assert "threads-ok" in proc.stdout
-    names = sorted(e["name"] for e in receiver.events)
-    # the master's own event is delivered at its exit, the workers' by their threads
-    assert names == ["master.boot", "worker.request", "worker.request"]
+    ids = receiver.ids()
+    assert len(ids) == len(set(ids)), "an event was delivered twice"
+    names = [e["name"] for e in receiver.events]
+    assert names.count("master.boot") == 1
+    assert sorted(
+        e["properties"]["w"] for e in receiver.events if e["name"] == "worker.request"
+    ) == (list(range(8)))
+    busy = int(proc.stdout.split()[-1])
+    assert names.count("master.busy") == busy > 0
+
+
+def test_an_event_from_the_main_thread_leaves_within_the_flush_interval(
+    receiver: Receiver,
+) -> None:
+    """A cron job, a Celery solo worker, a management command: tracked outside any request on
+    the main thread, then the process keeps running."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
+    env["PYTHONPATH"] = ROOT
+    code = """
+        import time, sqreen
+        sqreen.init(endpoint=URL, flush_interval=0.2)
+        sqreen.track("cron.run")
+        print("tracked", flush=True)
+        time.sleep(60)
+        """.replace("URL", repr(receiver.url))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "tracked\n"
+        deadline = time.monotonic() + 0.2 + 1.0
+        while not receiver.events and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [e["name"] for e in receiver.events] == ["cron.run"]
+    finally:
+        proc.kill()
+        proc.communicate()

@@ -58,7 +58,7 @@ def make(
 
 def put(queue: Queue, n: int, name: str = "e", size: int = 300) -> None:
     for i in range(n):
-        assert queue.put(QueuedEvent(i, name, 0.0, {}, None, None, None, False, size), True)
+        assert queue.put(QueuedEvent(i, name, 0.0, {}, None, None, None, False, size))
 
 
 def event_posts(transport: ScriptedTransport) -> int:
@@ -219,8 +219,7 @@ def test_max_retry_age_counts_from_enqueue() -> None:
 def test_bounds_count_every_event_tracked() -> None:
     queue, _, _ = make(max_queue_size=10, max_queue_bytes=2000)
     results = [
-        queue.put(QueuedEvent(i, "e", 0.0, {}, None, None, None, False, 300), True)
-        for i in range(12)
+        queue.put(QueuedEvent(i, "e", 0.0, {}, None, None, None, False, 300)) for i in range(12)
     ]
     stats = queue.stats()
     assert results.count(True) == 6  # 6 x 300 bytes fit in 2000, the 7th does not

@@ -17,8 +17,8 @@ from sqreen._scrub import (
     NEVER_COLLECTED_HEADERS,
     REDACTED,
     Scrubber,
-    is_card_number,
 )
+from sqreen._secrets import is_card_number
 
 S = Scrubber()
 

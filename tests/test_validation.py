@@ -19,20 +19,27 @@ def _cycle() -> dict[str, Any]:
     return d
 
 
-BAD: list[tuple[str, dict[str, Any], str, str]] = [
-    # (id, track kwargs, field in the message, rule)
+# (id, track kwargs, field in the message, rule): nothing to record, the event is dropped.
+DROPPED: list[tuple[str, dict[str, Any], str, str]] = [
     ("name-type", {"event_name": 42}, "name", "type"),
+    ("name-none", {"event_name": None}, "name", "type"),
     ("name-empty", {"event_name": ""}, "name", "empty"),
-    ("name-long", {"event_name": "a" * 129}, "name", "too_long"),
-    ("name-charset", {"event_name": "login failed!"}, "name", "charset"),
     ("name-reserved", {"event_name": "sq.internal"}, "name", "reserved"),
+]
+
+# Kept in production with the offending part fixed (and one log line); strict mode raises.
+FIXED: list[tuple[str, dict[str, Any], str, str]] = [
+    ("name-long", {"event_name": "a" * 256}, "name", "too_long"),
+    ("name-control", {"event_name": "login\x00failed"}, "name", "charset"),
+    ("name-bidi", {"event_name": "login\u202efailed"}, "name", "charset"),
+    ("name-surrogate", {"event_name": "login\ud800"}, "name", "charset"),
     ("props-type", {"properties": ["a"]}, "properties", "type"),
     ("props-17", {"properties": {f"k{i}": i for i in range(17)}}, "properties", "max_properties"),
     ("props-object", {"properties": {"when": object()}}, "properties.when", "type"),
-    ("props-bytes", {"properties": {"raw": b"x"}}, "properties.raw", "type"),
-    ("props-set", {"properties": {"tags": {1, 2}}}, "properties.tags", "type"),
+    ("props-bytes", {"properties": {"raw": b"\xff\xfe"}}, "properties.raw", "bytes_not_utf8"),
     ("props-nan", {"properties": {"score": math.nan}}, "properties.score", "not_finite"),
     ("props-inf", {"properties": {"score": math.inf}}, "properties.score", "not_finite"),
+    ("props-huge-int", {"properties": {"n": 10**40}}, "properties.n", "int_too_large"),
     ("props-cycle", {"properties": {"loop": _cycle()}}, "properties.loop", "too_deep"),
     (
         "props-deep",
@@ -40,8 +47,10 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "properties.a.b.c.d",
         "too_deep",
     ),
-    ("props-key-type", {"properties": {1: "x"}}, "properties", "key_type"),
+    ("props-list-long", {"properties": {"l": list(range(300))}}, "properties.l", "too_many_items"),
+    ("props-key-type", {"properties": {(1, 2): "x"}}, "properties", "key_type"),
     ("props-key-empty", {"properties": {"": "x"}}, "properties", "key_length"),
+    ("props-key-long", {"properties": {"k" * 200: "x"}}, "properties", "key_length"),
     ("props-str-long", {"properties": {"s": "x" * 4097}}, "properties.s", "value_too_long"),
     (
         "props-oversize",
@@ -50,25 +59,42 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "event_too_large",
     ),
     ("user-type", {"user_identifiers": "42"}, "user_identifiers", "type"),
-    ("user-value", {"user_identifiers": {"uid": 4.2}}, "user_identifiers.uid", "value_type"),
     ("user-none", {"user_identifiers": {"uid": None}}, "user_identifiers.uid", "value_type"),
     ("user-nested", {"user_identifiers": {"uid": {"a": 1}}}, "user_identifiers.uid", "value_type"),
+    ("user-empty", {"user_identifiers": {"uid": ""}}, "user_identifiers.uid", "value_length"),
     ("ts-type", {"timestamp": "2018-03-15"}, "timestamp", "type"),
     ("ts-epoch", {"timestamp": 1521121320}, "timestamp", "type"),
+    ("ts-range", {"timestamp": datetime(1969, 12, 31, tzinfo=UTC)}, "timestamp", "range"),
+    ("ts-far", {"timestamp": datetime(9999, 1, 1)}, "timestamp", "range"),
     ("target-type", {"target": "doc-1"}, "target", "type"),
     ("target-keys", {"target": {"id": "1", "owner": "x"}}, "target", "keys"),
     ("target-no-id", {"target": {"type": "doc"}}, "target.id", "missing"),
-    ("collect-body", {"collect_body": "yes"}, "collect_body", "type"),
     ("request-type", {"request": 42}, "request", "type"),
+    ("options-type", {"options": ["properties"]}, "options", "type"),
+    ("options-key", {"options": {"propertys": {}}}, "options", "unknown_key"),
+]
+
+# Lossless conversions: the same event in both modes, nothing logged.
+CONVERTED: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    # (id, track kwargs, expected subset of the wire event)
+    ("props-set", {"properties": {"tags": {2, 1}}}, {"properties": {"tags": [1, 2]}}),
+    ("props-bytes-utf8", {"properties": {"raw": b"x"}}, {"properties": {"raw": "x"}}),
+    ("props-int-key", {"properties": {1: "x"}}, {"properties": {"1": "x"}}),
+    ("user-float", {"user_identifiers": {"uid": 4.2}}, {"user": {"uid": "4.2"}}),
+    ("collect-body", {"collect_body": "yes"}, {}),
 ]
 
 
 def _call(kwargs: dict[str, Any]) -> bool:
     kwargs = {"event_name": "my.event", **kwargs}
-    return sqreen.track(kwargs.pop("event_name"), **kwargs)
+    return sqreen.track(kwargs.pop("event_name"), kwargs.pop("options", None), **kwargs)
 
 
-@pytest.mark.parametrize(("kwargs", "field", "rule"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+@pytest.mark.parametrize(
+    ("kwargs", "field", "rule"),
+    [b[1:] for b in DROPPED + FIXED],
+    ids=[b[0] for b in DROPPED + FIXED],
+)
 def test_strict_mode_raises_naming_field_and_rule(
     kwargs: dict[str, Any], field: str, rule: str
 ) -> None:
@@ -80,8 +106,10 @@ def test_strict_mode_raises_naming_field_and_rule(
     assert info.value.field.startswith(field)
 
 
-@pytest.mark.parametrize(("kwargs", "field", "rule"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_production_mode_logs_once_drops_and_counts(
+@pytest.mark.parametrize(
+    ("kwargs", "field", "rule"), [b[1:] for b in DROPPED], ids=[b[0] for b in DROPPED]
+)
+def test_production_mode_drops_what_it_cannot_name_logs_once_and_counts(
     kwargs: dict[str, Any], field: str, rule: str, sqreen_log: pytest.LogCaptureFixture
 ) -> None:
     client = sqreen.init(transport="memory:")
@@ -95,6 +123,44 @@ def test_production_mode_logs_once_drops_and_counts(
     stats = client.stats()
     assert stats["dropped"]["invalid"] == 3
     assert [e["name"] for e in client.transport.events] == ["ok.event"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "rule"), [b[1:] for b in FIXED], ids=[b[0] for b in FIXED]
+)
+def test_production_mode_keeps_the_event_logs_once_and_counts(
+    kwargs: dict[str, Any], field: str, rule: str, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    client = sqreen.init(transport="memory:")
+    for _ in range(3):
+        assert _call(kwargs) is True
+    assert sqreen.flush(timeout=5)
+    logged = [r for r in sqreen_log.records if "kept, adjusted" in r.getMessage()]
+    assert len(logged) == 1, [r.getMessage() for r in logged]
+    assert field in logged[0].getMessage()
+    stats = client.stats()
+    assert stats["adjusted"] == 3 and stats["sent"] == 3
+    assert stats["dropped"]["invalid"] == 0
+    from sqreen._wire import parse_event
+
+    for event in client.transport.events:  # what was kept is what the collector accepts
+        parse_event(event)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"), [c[1:] for c in CONVERTED], ids=[c[0] for c in CONVERTED]
+)
+@pytest.mark.parametrize("strict", [False, True])
+def test_lossless_conversions_in_both_modes(
+    kwargs: dict[str, Any], expected: dict[str, Any], strict: bool
+) -> None:
+    client = sqreen.init(transport="memory:", strict=strict)
+    assert _call(kwargs) is True
+    assert sqreen.flush(timeout=5)
+    (event,) = client.transport.events
+    for key, value in expected.items():
+        assert event[key] == value
+    assert client.stats()["adjusted"] == 0
 
 
 def test_properties_are_copied_so_later_mutation_does_not_leak() -> None:
@@ -161,7 +227,7 @@ anything = st.recursive(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    name=st.one_of(st.text(max_size=140), st.integers(), st.none()),
+    name=st.one_of(st.text(max_size=300), st.integers(), st.none()),
     properties=st.one_of(
         st.none(), anything, st.dictionaries(st.text(max_size=130), anything, max_size=20)
     ),
@@ -175,15 +241,21 @@ def test_fuzz_track_never_raises_in_production_and_only_invalid_event_in_strict(
     name: Any, properties: Any, user: Any
 ) -> None:
     client = sqreen.init(transport="memory:")
-    accepted = client.track(name, properties, user)
+    accepted = client.track(name, None, properties, user)
     assert isinstance(accepted, bool)
+    # Production drops an event only when its name leaves nothing to record.
+    assert accepted == (isinstance(name, str) and bool(name) and not name.startswith("sq."))
     strict = sqreen.init(transport="memory:", strict=True)
     try:
-        strict_accepted = strict.track(name, properties, user)
+        strict_accepted = strict.track(name, None, properties, user)
     except sqreen.InvalidEvent as exc:
         assert exc.field and exc.rule
         strict_accepted = False
-    assert strict_accepted == accepted
+    if strict_accepted:  # then nothing needed fixing, and production sent the same
+        assert accepted
+        assert client.flush(5) and strict.flush(5)
+        mine, theirs = client.transport.events[0], strict.transport.events[0]
+        assert (mine["properties"], mine["user"]) == (theirs["properties"], theirs["user"])
     stats = client.stats()
     assert stats["tracked"] == 1
     assert stats["dropped"]["invalid"] == (0 if accepted else 1)

@@ -77,13 +77,15 @@ class SqreenASGIMiddleware:
         client = ctx = None
         with _GUARD:
             client = _hub.get_client()
-            client.start()  # with the first request: see Client.start
-            tee = ASGIReceiveTee(receive, client.config.max_body_size)
-            route = None if self.route is None else partial(self.route, scope)
-            ctx = RequestContext(client, "asgi", scope, tee, route)
-            state = scope.get("state")
-            scope["state"] = {**state, "sqreen": ctx} if state else {"sqreen": ctx}
-        if ctx is None or client is None:  # an error of ours, logged: serve without us
+            if client.disabled:  # SQREEN_DISABLE: a pass-through with a handle that does nothing
+                _store(scope, client.disabled_context)
+            else:
+                client.start()  # with the first request: see Client.start
+                tee = ASGIReceiveTee(receive, client.config.max_body_size)
+                route = None if self.route is None else partial(self.route, scope)
+                ctx = RequestContext(client, "asgi", scope, tee, route)
+                _store(scope, ctx)
+        if ctx is None or client is None:  # disabled, or an error of ours (logged)
             await self.app(scope, receive, send)
             return
         token = current_request.set(ctx)
@@ -112,6 +114,13 @@ class SqreenASGIMiddleware:
             await _refuse(scope, send)
         finally:
             current_request.reset(token)
+
+
+def _store(scope: Scope, handle: RequestContext) -> None:
+    """``scope["state"]["sqreen"]``, in a copy of the state: a server may hand every request
+    the same lifespan state dict, and one request's handle must never be another's."""
+    state = scope.get("state")
+    scope["state"] = {**state, "sqreen": handle} if state else {"sqreen": handle}
 
 
 async def _refuse(scope: Scope, send: Send) -> None:

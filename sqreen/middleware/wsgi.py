@@ -69,17 +69,20 @@ class SqreenWSGIMiddleware:
         client = ctx = None
         with _GUARD:
             client = get_client()
-            client.start()  # with the first request: see Client.start
-            tee = None
-            length = environ.get("CONTENT_LENGTH")
-            if (length and length != "0") or "HTTP_TRANSFER_ENCODING" in environ:
-                stream = environ.get("wsgi.input")  # a body to tee; else nothing to capture
-                if stream is not None:
-                    tee = WSGIInputTee(stream, client.config.max_body_size)
-                    environ["wsgi.input"] = tee
-            route = None if self.route is None else partial(self.route, environ)
-            ctx = environ[ENVIRON_KEY] = RequestContext(client, "wsgi", environ, tee, route)
-        if ctx is None or client is None:  # an error of ours, logged: serve without us
+            if client.disabled:  # SQREEN_DISABLE: a pass-through with a handle that does nothing
+                environ[ENVIRON_KEY] = client.disabled_context
+            else:
+                client.start()  # with the first request: see Client.start
+                tee = None
+                length = environ.get("CONTENT_LENGTH")
+                if (length and length != "0") or "HTTP_TRANSFER_ENCODING" in environ:
+                    stream = environ.get("wsgi.input")  # a body to tee; else nothing to capture
+                    if stream is not None:
+                        tee = WSGIInputTee(stream, client.config.max_body_size)
+                        environ["wsgi.input"] = tee
+                route = None if self.route is None else partial(self.route, environ)
+                ctx = environ[ENVIRON_KEY] = RequestContext(client, "wsgi", environ, tee, route)
+        if ctx is None or client is None:  # disabled, or an error of ours (logged)
             return self.app(environ, start_response)
 
         token = current_request.set(ctx)

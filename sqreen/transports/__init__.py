@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from .base import Reply, Transport
+from .base import NullTransport, Reply, Transport
 from .file import FileTransport
 from .memory import MemoryTransport
 from .scripted import ScriptedTransport, replies
@@ -18,6 +18,7 @@ __all__ = [
     "FileTransport",
     "HTTPTransport",
     "MemoryTransport",
+    "NullTransport",
     "Reply",
     "ScriptedTransport",
     "Transport",

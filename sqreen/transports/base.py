@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-__all__ = ["Reply", "Transport"]
+__all__ = ["NullTransport", "Reply", "Transport"]
 
 Outcome = Literal["ok", "retry", "split", "drop"]
 
@@ -46,3 +46,21 @@ class Transport(Protocol):
     def after_fork(self) -> None:
         """Drop anything shared with the parent process (connections, descriptors)."""
         ...
+
+
+class NullTransport:
+    """Sends nothing: the transport of a disabled client (``SQREEN_DISABLE=1``)."""
+
+    def send(
+        self, envelope: dict[str, Any], events: list[bytes], timeout: float | None = None
+    ) -> Reply:
+        return Reply("ok")
+
+    def heartbeat(self, payload: dict[str, Any]) -> Reply:
+        return Reply("ok")
+
+    def close(self) -> None:
+        pass
+
+    def after_fork(self) -> None:
+        pass

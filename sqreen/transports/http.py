@@ -7,6 +7,7 @@ since sending the same bytes again cannot succeed.
 
 from __future__ import annotations
 
+import encodings.idna  # noqa: F401  (see below)
 import json
 import logging
 import zlib
@@ -33,7 +34,10 @@ class HTTPTransport:
         self.timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
         # Built now, on the thread calling init(): httpx2 finishes its own lazy imports here
         # rather than on the flusher thread, where a fork() in the middle of an import
-        # would leave the child a half-initialised module.
+        # would leave the child a half-initialised module. The same goes for the "idna"
+        # codec, which socket.getaddrinfo() imports on first use (a child forked while the
+        # flusher was importing it failed every connection with "unknown encoding: idna"):
+        # it is imported with this module.
         self._client: httpx.Client | None = None
         self._client = self.client
 

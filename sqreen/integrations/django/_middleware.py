@@ -109,15 +109,18 @@ class SqreenMiddleware:
 
 
 def _enter(request: Any) -> Entered | None:
-    client = None
+    entered = None
     with _GUARD:
         client = get_client()
-        client.start()  # with the first request: see Client.start
-        source = _DjangoRequest(request, client.config.max_body_size)
-        ctx = RequestContext(client, "wsgi", source, source, source.route)
-        request.sqreen = ctx
-        return client, ctx, current_request.set(ctx)
-    return None
+        if client.disabled:  # SQREEN_DISABLE: a pass-through with a handle that does nothing
+            request.sqreen = client.disabled_context
+        else:
+            client.start()  # with the first request: see Client.start
+            source = _DjangoRequest(request, client.config.max_body_size)
+            ctx = RequestContext(client, "wsgi", source, source, source.route)
+            request.sqreen = ctx
+            entered = client, ctx, current_request.set(ctx)
+    return entered
 
 
 def _check_ip(client: Client, ctx: RequestContext, request: Any) -> HttpResponse | None:

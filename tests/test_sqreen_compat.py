@@ -1,0 +1,245 @@
+"""Code written for Sqreen's Python agent (1.27) works unchanged, stored as the agent stored it.
+
+Written from the agent's documented API (../shared/reference of the project: ``sqreen.start``,
+``sqreen.track(event, options)``, ``identify``, ``auth_track``, ``signup_track``) and the
+Sqreen guides' examples. Each call runs in production mode and in strict mode: what the agent
+kept is stored the same in both; what had to be cut (a string over 4 KiB, a 17th property) is
+kept and logged in production, and raises :class:`sqreen.InvalidEvent` in strict mode.
+"""
+
+from __future__ import annotations
+
+import decimal
+import enum
+import uuid
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+import sqreen
+from sqreen._context import RequestContext, current_request
+
+
+def delivered(client: sqreen.Client) -> list[dict[str, Any]]:
+    assert client.flush(timeout=10)
+    return [e for e in client.transport.events if e["name"] != "sq.identify"]  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["production", "strict"])
+def client(request: pytest.FixtureRequest) -> sqreen.Client:
+    return sqreen.init(transport="memory:", strict=request.param == "strict")
+
+
+class Role(str, enum.Enum):  # noqa: UP042 (the pre-3.11 spelling, whose str() is "Role.ADMIN")
+    ADMIN = "admin"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+def test_the_documented_options_dict(client: sqreen.Client) -> None:
+    assert sqreen.track(
+        "app.login", {"properties": {"foo": "bar"}, "user_identifiers": {"uid": 42}}
+    )
+    (event,) = delivered(client)
+    assert event["name"] == "app.login"
+    assert event["properties"] == {"foo": "bar"}
+    assert event["user"] == {"uid": "42"}
+
+
+def test_options_as_a_keyword_and_a_past_timestamp_inside(client: sqreen.Client) -> None:
+    when = datetime(2018, 3, 15, 14, 42, tzinfo=timezone(timedelta(hours=1)))  # the guide's
+    assert sqreen.track("import.past", options={"properties": {"foo": "bar"}, "timestamp": when})
+    assert sqreen.track("naive.past", {"timestamp": datetime(2018, 3, 15, 13, 42)})
+    first, second = delivered(client)
+    assert first["timestamp"] == second["timestamp"] == "2018-03-15T13:42:00.000000Z"
+    assert first["properties"] == {"foo": "bar"}
+
+
+def test_every_key_of_the_options_dict(client: sqreen.Client) -> None:
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/pay", "REMOTE_ADDR": "203.0.113.9"}
+    assert sqreen.track(
+        "payment.refused",
+        {
+            "properties": {"amount": 12},
+            "user_identifiers": {"email": "a@example.com"},
+            "timestamp": datetime(2020, 1, 1, tzinfo=UTC),
+            "collect_body": False,
+            "request": environ,
+            "target": {"id": "order-7", "type": "order"},
+        },
+    )
+    (event,) = delivered(client)
+    assert event["request"]["path"] == "/pay" and event["request"]["ip"] == "203.0.113.9"
+    assert event["target"] == {"id": "order-7", "type": "order"}
+    assert event["timestamp"].startswith("2020-01-01T00:00:00")
+
+
+def test_names_sqreen_accepted(client: sqreen.Client) -> None:
+    names = ["User Signed Up", "billing/plan changed", "connexion.réussie", "注册", "a" * 255]
+    for name in names:
+        assert sqreen.track(name)
+    assert [e["name"] for e in delivered(client)] == names
+
+
+def test_reserved_and_non_text_names_record_nothing(client: sqreen.Client) -> None:
+    for bad in ("sq.internal", 42, ""):
+        if client.config.strict:
+            with pytest.raises(sqreen.InvalidEvent):
+                sqreen.track(bad)  # type: ignore[arg-type]
+        else:
+            assert sqreen.track(bad) is False  # type: ignore[arg-type]
+    assert delivered(client) == []
+
+
+def test_values_the_agents_json_encoder_wrote(client: sqreen.Client) -> None:
+    props = {
+        "at": datetime(2021, 5, 4, 3, 2, 1, tzinfo=UTC),
+        "on": date(2021, 5, 4),
+        "id": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "amount": decimal.Decimal("19.90"),
+        "role": Role.ADMIN,
+        "level": Level.HIGH,
+        "raw": b"caf\xc3\xa9",
+        "tags": ("a", "b"),
+    }
+    assert sqreen.track("typed.values", properties=props)
+    (event,) = delivered(client)
+    assert event["properties"] == {
+        "at": "2021-05-04T03:02:01+00:00",
+        "on": "2021-05-04",
+        "id": "12345678-1234-5678-1234-567812345678",
+        "amount": "19.90",
+        "role": "admin",
+        "level": 3,
+        "raw": "café",
+        "tags": ["a", "b"],
+    }
+
+
+def test_more_than_16_properties_keep_the_first_16_sorted_keys(client: sqreen.Client) -> None:
+    props = {f"p{i:02d}": i for i in range(20, 0, -1)}
+    if client.config.strict:
+        with pytest.raises(sqreen.InvalidEvent) as info:
+            sqreen.track("many", {"properties": props})
+        assert (info.value.field, info.value.rule) == ("properties", "max_properties")
+        return
+    assert sqreen.track("many", {"properties": props})
+    (event,) = delivered(client)
+    assert list(event["properties"]) == [f"p{i:02d}" for i in range(1, 17)]
+
+
+def test_a_long_string_is_truncated_not_dropped(client: sqreen.Client) -> None:
+    if client.config.strict:
+        with pytest.raises(sqreen.InvalidEvent) as info:
+            sqreen.track("long", properties={"note": "x" * 5000})
+        assert (info.value.field, info.value.rule) == ("properties.note", "value_too_long")
+        return
+    assert sqreen.track("long", properties={"note": "x" * 5000})
+    (event,) = delivered(client)
+    note = event["properties"]["note"]
+    assert len(note) == 4096 and note.endswith("[truncated]")
+
+
+def test_an_unknown_option_is_skipped_with_a_warning(
+    client: sqreen.Client, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    options = {"properties": {"a": 1}, "user": {"uid": 1}}
+    if client.config.strict:
+        with pytest.raises(sqreen.InvalidEvent) as info:
+            sqreen.track("x", options)
+        assert info.value.rule == "unknown_key"
+        return
+    assert sqreen.track("x", options)
+    (event,) = delivered(client)
+    assert event["properties"] == {"a": 1} and event["user"] is None
+    assert any("'user'" in r.getMessage() for r in sqreen_log.records)
+
+
+def test_truthy_flags_and_identifiers_of_any_scalar_type(client: sqreen.Client) -> None:
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/login", "REMOTE_ADDR": "127.0.0.1"}
+    token = current_request.set(RequestContext(client, "wsgi", environ))
+    try:
+        assert sqreen.auth_track(1, user_id=42)
+        assert sqreen.auth_track(0, user_id=uuid.UUID(int=7))
+        assert sqreen.track("x", {"collect_body": 1, "user_identifiers": {"score": 1.5}})
+        assert sqreen.signup_track(email="foobar@example.com")
+    finally:
+        current_request.reset(token)
+    events = delivered(client)
+    assert [(e["name"], e["user"]) for e in events] == [
+        ("auth.login.success", {"user_id": "42"}),
+        ("auth.login.failure", {"user_id": "00000000-0000-0000-0000-000000000007"}),
+        ("x", {"score": "1.5"}),
+        ("auth.signup", {"email": "foobar@example.com"}),
+    ]
+
+
+def test_the_guides_auth_track_calls(client: sqreen.Client) -> None:
+    assert sqreen.auth_track(True, email="foobar@example.com")
+    assert sqreen.auth_track(False, user_id=42)
+    assert [(e["name"], e["user"]) for e in delivered(client)] == [
+        ("auth.login.success", {"email": "foobar@example.com"}),
+        ("auth.login.failure", {"user_id": "42"}),
+    ]
+
+
+def test_identify_binds_whatever_its_traits_hold(client: sqreen.Client) -> None:
+    ctx = RequestContext(client, "wsgi", {"REQUEST_METHOD": "GET", "REMOTE_ADDR": "127.0.0.1"})
+    token = current_request.set(ctx)
+    try:
+        traits = {"joined": datetime(2020, 1, 1, tzinfo=UTC), "plan": "pro"}
+        sqreen.identify({"uid": "7"}, traits=traits)
+        assert ctx.user == {"uid": "7"}
+        sqreen.track("after.identify")
+    finally:
+        current_request.reset(token)
+    (event,) = delivered(client)
+    assert event["user"] == {"uid": "7"}
+    records = [e for e in client.transport.events if e["name"] == "sq.identify"]  # type: ignore[attr-defined]
+    assert [(r["user"], r["properties"]) for r in records] == [
+        ({"uid": "7"}, {"joined": "2020-01-01T00:00:00+00:00", "plan": "pro"})
+    ]
+
+
+def test_start_is_the_agents_first_line_and_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SQREEN_TRANSPORT", "memory:")
+    monkeypatch.setenv("SQREEN_APP_NAME", "legacy")
+    first = sqreen.start()
+    assert sqreen.start() is first
+    assert first.config.app_name == "legacy"
+    assert sqreen.track("after.start")
+    assert [e["name"] for e in delivered(first)] == ["after.start"]
+
+
+def test_the_agents_ip_header_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SQREEN_IP_HEADER", "X-Real-IP")
+    client = sqreen.init(transport="memory:")
+    assert client.config.client_ip_header == "X-Real-IP"
+
+
+def test_properties_keep_their_names_secrets_go(client: sqreen.Client) -> None:
+    props = {
+        "auth_method": "password",
+        "failed_password_attempts": 3,
+        "token_type": "refresh",
+        "otp_method": "sms",
+        "session_length": 120,
+        "password": "hunter2",
+        "api_key": "k-123",
+        "note": "card 4111 1111 1111 1111",
+    }
+    assert sqreen.track("login.detail", properties=props)
+    (event,) = delivered(client)
+    assert event["properties"] == {
+        "auth_method": "password",
+        "failed_password_attempts": 3,
+        "token_type": "refresh",
+        "otp_method": "sms",
+        "session_length": 120,
+        "password": "[redacted]",
+        "api_key": "[redacted]",
+        "note": "card [redacted]",
+    }
