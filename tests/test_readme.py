@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-import sqreen
 from sqreen.testing import CapturedEvents
 from tests.receiver import Receiver
 
