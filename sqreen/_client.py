@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from ._actions import ActionPoller
 from ._blocking import Blocked, Blocklist
 from ._client_ip import normalize_ip, resolve_client_ip
 from ._config import Config
@@ -34,6 +35,7 @@ from ._event import (
 from ._json import dumps_utf8
 from ._options import OPTION_KEYS, merge_options
 from ._queue import Queue, new_id_prefix
+from ._refusals import Refusals
 from ._request import snapshot_asgi, snapshot_wsgi
 from ._values import note
 from ._version import __version__
@@ -54,6 +56,8 @@ _DEFAULTS["collect_body"] = False
 _DEFAULTS["request"] = _SENTINEL_CTX
 #: A user's unchanged traits are sent again after this many seconds (their "last seen").
 TRAITS_RESEND = 600.0
+#: LiteSOC's name for a request refused because of a block.
+REFUSAL_EVENT = "security.blocked"
 TRAITS_CACHE = 4096
 
 
@@ -76,8 +80,22 @@ class Client:
         )
         self.blocklist = Blocklist(config.trusted)
         self.queue = Queue(
-            config, self.transport, self.blocklist, self._encode, self._envelope, self.errors
+            config,
+            self.transport,
+            self.blocklist,
+            self._encode,
+            self._envelope,
+            self.errors,
+            on_start=self._started,
+            report=self.stats,
         )
+        poll = getattr(self.transport, "poll_actions", None)
+        self.poller = (
+            None
+            if poll is None or config.disable
+            else ActionPoller(poll, self.blocklist, self.queue.apply_actions, self.errors)
+        )
+        self.refusals = Refusals()
         self.framework = config.framework
         #: The handle every request gets when disabled: its methods do nothing.
         self.disabled_context = RequestContext(self, "wsgi", {})
@@ -100,6 +118,9 @@ class Client:
     def after_fork_in_child(self) -> None:
         self._new_ids()
         self.blocklist.after_fork_in_child()
+        self.refusals.after_fork_in_child()
+        if self.poller is not None:
+            self.poller.after_fork_in_child()
         self.queue.after_fork_in_child()
 
     # -- tracking ------------------------------------------------------------------------
@@ -340,7 +361,28 @@ class Client:
                 "pid": os.getpid(),
                 "framework": self.framework,
             },
+            # The collector answers "unchanged" rather than the whole set when it is this one.
+            "actions": {"version": self.blocklist.version},
         }
+
+    def refused(self, blocked: Blocked, ctx: RequestContext | None) -> None:
+        """For middlewares: a request was refused (or aborted) because of ``blocked``: count
+        it, and now and then record a ``security.blocked`` event standing for the refusals
+        since the last one."""
+        action_id = blocked.action_id or ""
+        count = self.refusals.count(action_id)
+        if count:
+            self.track(
+                REFUSAL_EVENT,
+                None,
+                {"block_id": action_id, "kind": "user" if blocked.user else "ip", "count": count},
+                blocked.user,
+                request=ctx if ctx is not None else None,
+            )
+
+    def _started(self) -> None:
+        if self.poller is not None:
+            self.poller.start()
 
     def start(self) -> None:
         """Start the flusher thread now, if it is not running (the middlewares call this with
@@ -371,10 +413,16 @@ class Client:
         return True if self.disabled else self.queue.flush(timeout)
 
     def shutdown(self, timeout: float | None = None) -> bool:
+        if self.poller is not None:
+            self.poller.stop()
         return self.queue.shutdown(self.config.shutdown_timeout if timeout is None else timeout)
 
     def stats(self) -> dict[str, Any]:
-        return self.queue.stats()
+        stats = self.queue.stats()
+        refused = self.refusals.report()
+        if refused:
+            stats["refused"] = refused
+        return stats
 
 
 class UserScope:

@@ -62,6 +62,10 @@ class RequestContext:
 
     # -- for middlewares ---------------------------------------------------------------
 
+    @property
+    def client(self) -> Client:
+        return self._client
+
     def snapshot(self) -> RequestSnapshot:
         """Freeze what an event needs of the request; keeps no reference to it."""
         cfg = self._client.config

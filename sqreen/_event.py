@@ -59,6 +59,8 @@ TARGET_KEYS: Final = frozenset({"id", "type", "name"})
 EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST: Final = datetime(9000, 1, 1, tzinfo=UTC)
 _REPLACEMENT: Final = "\ufffd"
+_MAX_PROPERTIES: Final = LIMITS.max_properties
+_MAX_EVENT_BYTES: Final = LIMITS.max_event_bytes
 
 Notes = list[InvalidEvent] | None
 
@@ -142,10 +144,10 @@ def validate_properties(properties: object, notes: Notes = None) -> tuple[dict[s
     event over 64 KiB keeps its properties in that order while they fit."""
     if properties is None:
         return {}, 2
-    if not isinstance(properties, Mapping):
+    if type(properties) is not dict and not isinstance(properties, Mapping):
         note(notes, "properties", "type", f"must be a dict, not {type(properties).__name__}")
         return {}, 2
-    if len(properties) > LIMITS.max_properties:
+    if len(properties) > _MAX_PROPERTIES:
         note(
             notes,
             "properties",
@@ -158,7 +160,7 @@ def validate_properties(properties: object, notes: Notes = None) -> tuple[dict[s
     elif type(properties) is not dict:
         properties = dict(properties)
     props, size = validate_mapping("properties", properties, 1, notes)
-    if size > LIMITS.max_event_bytes:
+    if size > _MAX_EVENT_BYTES:
         note(
             notes,
             "properties",
@@ -222,7 +224,7 @@ def validate_user(
     """Identifiers as a flat dict of text (ids of any scalar type are written as text)."""
     if user is None:
         return None
-    if not isinstance(user, Mapping):
+    if type(user) is not dict and not isinstance(user, Mapping):
         note(notes, field, "type", f"must be a dict, not {type(user).__name__}")
         return None
     items = list(user.items())

@@ -45,6 +45,8 @@ Jitter = Callable[[float, float], float]
 logger = logging.getLogger("sqreen")
 
 MAX_BACKOFF = 30.0
+#: How long a watched event waits for others to share its batch.
+URGENT_DELAY = 0.1
 DROP_REASONS = ("queue_full", "invalid", "retry_expired", "rejected")
 
 
@@ -72,6 +74,8 @@ class Queue:
         *,
         clock: Clock = time.monotonic,
         jitter: Jitter = random.uniform,
+        on_start: Callable[[], None] | None = None,
+        report: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
         self.transport = transport
@@ -79,8 +83,12 @@ class Queue:
         self.errors = InternalErrors() if errors is None else errors
         self._encode = encode
         self._envelope = envelope
+        #: Event names the collector's enforcing playbooks read: sent within URGENT_DELAY.
+        self.watched: frozenset[str] = frozenset()
         self._clock = clock
         self._jitter = jitter
+        self._on_start = on_start
+        self._report = report  # what a heartbeat reports (default: the queue's stats)
         self._flusher_guard = self.errors.guard("the flusher")
         self._reset_state()
 
@@ -94,6 +102,7 @@ class Queue:
         self._pending = 0  # events queued or in a prepared batch
         self._pending_bytes = 0
         self._thread: threading.Thread | None = None
+        self._urgent_at: float | None = None  # a watched event waits until then, at most
         self._closing = False
         self._flush_requested = False
         self._attempt = 0
@@ -145,6 +154,11 @@ class Queue:
             event.enqueued = self._clock()
             self._queue.append(event)
             queued = len(self._queue)
+        if event.name in self.watched and self._urgent_at is None:
+            # A playbook waits for it: leave within URGENT_DELAY (what arrives meanwhile
+            # goes in the same batch), not on the flush interval.
+            self._urgent_at = event.enqueued + URGENT_DELAY
+            self._wake.set()
         if self._thread is None:
             self.start()
         elif queued >= cfg.batch_size and not self._wake.is_set():
@@ -165,6 +179,8 @@ class Queue:
                 return
             self._thread = threading.Thread(target=self._run, name="sqreen-flusher", daemon=True)
             self._thread.start()
+        if self._on_start is not None:
+            self._on_start()
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far is delivered or dropped; False on timeout."""
@@ -221,13 +237,16 @@ class Queue:
                 self._next_heartbeat = now + cfg.heartbeat_interval
                 if now >= self._retry_at:
                     self._heartbeat()
+            urgent = self._urgent_at is not None and now >= self._urgent_at
             due = (
                 self._flush_requested
+                or urgent
                 or len(self._queue) >= cfg.batch_size
                 or now - self._last_flush >= cfg.flush_interval
             )
             if due and now >= self._retry_at:
                 self._flush_requested = False
+                self._urgent_at = None
                 self._last_flush = now
                 with self._send_lock:
                     self._send_all(None)
@@ -235,6 +254,8 @@ class Queue:
             self._back_off(None)
         self._notify_drained()
         wake_at = min(self._next_heartbeat, self._last_flush + cfg.flush_interval)
+        if self._urgent_at is not None:
+            wake_at = min(wake_at, self._urgent_at)
         if self._retry_at > now:
             wake_at = max(wake_at, self._retry_at)
         return wake_at
@@ -256,7 +277,7 @@ class Queue:
             if timeout is not None and timeout <= 0:
                 return False
             reply = self.transport.send(self._envelope(), [p.data for p in batch], timeout)
-            self.blocklist.apply(reply.actions)
+            self.apply_actions(reply.actions)
             if reply.outcome == "ok":
                 self._ready.popleft()
                 self._attempt = 0
@@ -340,11 +361,20 @@ class Queue:
             self.sent += sent
             self.dropped[reason] += dropped
 
+    def apply_actions(self, actions: Any) -> None:
+        """An action set from the collector: the blocks, and the event names to send at
+        once (``watch``); a reply saying ``unchanged`` keeps both."""
+        self.blocklist.apply(actions)
+        if isinstance(actions, dict) and not actions.get("unchanged"):
+            watch = actions.get("watch")
+            names = watch if isinstance(watch, list) else ()
+            self.watched = frozenset(n for n in names[:256] if isinstance(n, str))
+
     def _heartbeat(self) -> None:
         payload = self._envelope()
-        payload["stats"] = self.stats()
+        payload["stats"] = self.stats() if self._report is None else self._report()
         reply = self.transport.heartbeat(payload)
-        self.blocklist.apply(reply.actions)
+        self.apply_actions(reply.actions)
         if reply.outcome == "retry" and reply.retry_after:
             # Retry-After speaks for the whole collector: events wait too.
             self._retry_at = max(self._retry_at, self._clock() + reply.retry_after)

@@ -267,3 +267,42 @@ def test_an_error_of_ours_in_a_round_is_counted_and_backed_off() -> None:
     stats = queue.stats()
     assert stats["internal_errors"] == 2 and stats["dropped"]["invalid"] == 2
     queue.errors.count = 0  # expected here
+
+
+def test_a_watched_event_leaves_within_a_tenth_of_a_second() -> None:
+    actions = {"version": 2, "items": [], "watch": ["auth.login.failure"]}
+    queue, transport, clock = make(Reply("ok", actions=actions), flush_interval=5)
+    queue.step()
+    assert queue.watched == {"auth.login.failure"}
+    put(queue, 2, name="page.view")
+    clock.advance(0.05)
+    put(queue, 1, name="auth.login.failure")
+    clock.advance(0.05)
+    put(queue, 1, name="auth.login.failure")  # joins the same batch
+    queue.step()
+    assert event_posts(transport) == 0  # 0.05 s after the first watched one
+    clock.advance(0.051)
+    queue.step()
+    assert [len(b) for b in transport.batches()] == [4]  # everything queued goes along
+    put(queue, 1, name="page.view")
+    clock.advance(1)
+    queue.step()
+    assert event_posts(transport) == 1  # others wait for the interval
+
+
+def test_an_unchanged_action_set_keeps_blocks_and_watch_list() -> None:
+    actions = {
+        "version": 3,
+        "items": [{"id": "9", "type": "block_ip", "ip": "203.0.113.0/24"}],
+        "watch": ["auth.signup"],
+    }
+    queue, _, clock = make(
+        Reply("ok", actions=actions),
+        Reply("ok", actions={"version": 3, "unchanged": True}),
+        heartbeat_interval=1,
+    )
+    queue.step()
+    clock.advance(1)
+    queue.step()
+    assert queue.blocklist.ip_block("203.0.113.5") is not None
+    assert queue.watched == {"auth.signup"}

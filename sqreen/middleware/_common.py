@@ -26,6 +26,7 @@ __all__ = [
     "forbidden",
     "framework_init",
     "guard",
+    "refused",
 ]
 
 # The page says nothing of why: the reason of a block is for the operator, not the client.
@@ -94,6 +95,12 @@ def blocked_ip(client: Client, ctx: RequestContext) -> Blocked | None:
     with client.guard("the IP check"):
         return client.check_ip(ctx)
     return None
+
+
+def refused(client: Client, ctx: RequestContext | None, blocked: Blocked) -> None:
+    """Count a refusal (see :meth:`sqreen.Client.refused`); never fails the 403."""
+    with client.guard("counting a refusal"):
+        client.refused(blocked, ctx)
 
 
 def _active_errors() -> InternalErrors | None:

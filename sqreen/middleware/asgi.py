@@ -37,6 +37,7 @@ from ._common import (
     find_blocked,
     forbidden,
     guard,
+    refused,
 )
 from ._tee import ASGIReceiveTee
 
@@ -102,6 +103,7 @@ class SqreenASGIMiddleware:
             if client.blocklist.has_ips:
                 blocked = blocked_ip(client, ctx)
                 if blocked is not None:
+                    refused(client, ctx, blocked)
                     await _refuse(scope, send)
                     return
             await self.app(scope, tee.receive, send_tracking_start)
@@ -109,6 +111,7 @@ class SqreenASGIMiddleware:
             blocked = find_blocked(exc)
             if blocked is None:
                 raise
+            refused(client, ctx, blocked)
             if started:
                 raise ResponseAborted(str(blocked)) from blocked
             await _refuse(scope, send)

@@ -42,6 +42,7 @@ from ._common import (
     find_blocked,
     forbidden,
     guard,
+    refused,
 )
 from ._tee import WSGIInputTee
 
@@ -90,6 +91,7 @@ class SqreenWSGIMiddleware:
             if client.blocklist.has_ips:
                 blocked = blocked_ip(client, ctx)
                 if blocked is not None:
+                    refused(client, ctx, blocked)
                     environ.pop(ENVIRON_KEY, None)
                     return _refuse(environ, start_response, blocked)
             try:
@@ -99,6 +101,7 @@ class SqreenWSGIMiddleware:
                 blocked = find_blocked(exc)
                 if blocked is None:
                     raise
+                refused(client, ctx, blocked)
                 return _refuse(environ, start_response, blocked, exc)
         finally:
             current_request.reset(token)
@@ -197,7 +200,9 @@ class _Response:
         return chunk
 
     def _refuse_late(self, blocked: Blocked, exc: BaseException) -> bytes:
-        environ, start = self._environ, self._start
+        environ, start, ctx = self._environ, self._start, self._ctx
+        if ctx is not None:
+            refused(ctx.client, ctx, blocked)
         self._drop()
         if self._sent or environ is None or start is None:
             raise ResponseAborted(str(blocked)) from blocked

@@ -10,6 +10,7 @@ from __future__ import annotations
 import encodings.idna  # noqa: F401  (see below)
 import json
 import logging
+import threading
 import zlib
 from email.utils import parsedate_to_datetime
 from time import time
@@ -39,16 +40,24 @@ class HTTPTransport:
         # flusher was importing it failed every connection with "unknown encoding: idna"):
         # it is imported with this module.
         self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
         self._client = self.client
 
     @property
     def client(self) -> httpx.Client:
-        if self._client is None:
-            headers = {"User-Agent": f"sqreen-sdk-python/{__version__}"}
-            if self.token:
-                headers["Authorization"] = f"Bearer {self.token}"
-            self._client = httpx.Client(headers=headers, timeout=self.timeout, trust_env=False)
-        return self._client
+        """One client (a pool of connections) for the flusher and the action long-poll."""
+        client = self._client
+        if client is None:
+            with self._lock:
+                client = self._client
+                if client is None:
+                    headers = {"User-Agent": f"sqreen-sdk-python/{__version__}"}
+                    if self.token:
+                        headers["Authorization"] = f"Bearer {self.token}"
+                    client = self._client = httpx.Client(
+                        headers=headers, timeout=self.timeout, trust_env=False
+                    )
+        return client
 
     def send(
         self, envelope: dict[str, Any], events: list[bytes], timeout: float | None = None
@@ -59,6 +68,19 @@ class HTTPTransport:
 
     def heartbeat(self, payload: dict[str, Any]) -> Reply:
         return self._post("/v1/heartbeat", json.dumps(payload, separators=(",", ":")).encode())
+
+    def poll_actions(self, version: int, wait: float) -> Reply:
+        """The action set, as soon as its version differs from ``version``, or after ``wait``
+        seconds (``{"version": n, "unchanged": true}``): a long-poll."""
+        try:
+            response = self.client.get(
+                self.endpoint + "/v1/actions",
+                params={"version": str(version), "wait": f"{wait:g}"},
+                timeout=httpx.Timeout(wait + 10.0, connect=5.0),
+            )
+        except httpx.HTTPError as exc:
+            return Reply("retry", detail=f"{type(exc).__name__}: {exc}")
+        return self._reply(response)
 
     def _post(self, path: str, body: bytes, timeout: float | None = None) -> Reply:
         headers = {"Content-Type": "application/json"}
@@ -74,6 +96,9 @@ class HTTPTransport:
             )
         except httpx.HTTPError as exc:
             return Reply("retry", detail=f"{type(exc).__name__}: {exc}")
+        return self._reply(response)
+
+    def _reply(self, response: httpx.Response) -> Reply:
         status = response.status_code
         if 200 <= status < 300:
             try:
@@ -103,6 +128,7 @@ class HTTPTransport:
     def after_fork(self) -> None:
         # The parent's connections must not be shared: forget them without closing them.
         self._client = None
+        self._lock = threading.Lock()
 
 
 def _gzip(data: bytes) -> bytes:

@@ -32,9 +32,9 @@ __all__ = ["Call", "ScriptedTransport", "replies"]
 
 @dataclass(slots=True)
 class Call:
-    """One call the queue made: a batch (``events``) or a ``heartbeat``."""
+    """One call made: a batch (``events``), a ``heartbeat`` or an ``actions`` long-poll."""
 
-    kind: Literal["events", "heartbeat"]
+    kind: Literal["events", "heartbeat", "actions"]
     #: The batch's envelope, or the heartbeat's payload.
     payload: dict[str, Any]
     #: The batch's events, decoded.
@@ -77,6 +77,10 @@ class ScriptedTransport:
 
     def heartbeat(self, payload: dict[str, Any]) -> Reply:
         return self._answer(Call("heartbeat", payload))
+
+    def poll_actions(self, version: int, wait: float) -> Reply:
+        """The action long-poll (``payload``: the version held and the wait)."""
+        return self._answer(Call("actions", {"version": version, "wait": wait}, timeout=wait))
 
     def batches(self) -> list[list[dict[str, Any]]]:
         """The events of each batch sent, in order."""

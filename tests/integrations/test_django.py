@@ -71,7 +71,11 @@ def test_async_views_under_asgi(sqreen_events: CapturedEvents) -> None:
         assert (await AsyncClient().get("/async/9")).status_code == 403
 
     asyncio.run(main())
-    (event,) = sqreen_events
+    event, refusal = sqreen_events
+    assert (refusal["name"], refusal["properties"]) == (
+        "security.blocked",
+        {"block_id": "b", "kind": "user", "count": 1},
+    )
     assert event["user"] == {"uid": "async-7"}
     assert event["request"]["route"] == "/async/<int:item>"
     assert event["request"]["user_agent"] == "async-ua"

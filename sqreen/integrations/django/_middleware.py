@@ -36,6 +36,7 @@ from ...middleware._common import (
     forbidden,
     framework_init,
     guard,
+    refused,
 )
 from ...middleware._tee import WSGIInputTee
 from .checks import check_middleware
@@ -78,13 +79,15 @@ class SqreenMiddleware:
             return self.get_response(request)
         client, ctx, token = entered
         try:
-            refused = _check_ip(client, ctx, request)
-            if refused is not None:
-                return refused
+            refusal = _check_ip(client, ctx, request)
+            if refusal is not None:
+                return refusal
             return self.get_response(request)
         except BaseException as exc:
-            if find_blocked(exc) is None:
+            blocked = find_blocked(exc)
+            if blocked is None:
                 raise
+            refused(client, ctx, blocked)
             return _forbidden(request)
         finally:
             current_request.reset(token)
@@ -96,13 +99,15 @@ class SqreenMiddleware:
             return await get_response(request)
         client, ctx, token = entered
         try:
-            refused = _check_ip(client, ctx, request)
-            if refused is not None:
-                return refused
+            refusal = _check_ip(client, ctx, request)
+            if refusal is not None:
+                return refusal
             return await get_response(request)
         except BaseException as exc:
-            if find_blocked(exc) is None:
+            blocked = find_blocked(exc)
+            if blocked is None:
                 raise
+            refused(client, ctx, blocked)
             return _forbidden(request)
         finally:
             current_request.reset(token)
@@ -124,7 +129,11 @@ def _enter(request: Any) -> Entered | None:
 
 
 def _check_ip(client: Client, ctx: RequestContext, request: Any) -> HttpResponse | None:
-    return None if blocked_ip(client, ctx) is None else _forbidden(request)
+    blocked = blocked_ip(client, ctx)
+    if blocked is None:
+        return None
+    refused(client, ctx, blocked)
+    return _forbidden(request)
 
 
 def _forbidden(request: Any) -> HttpResponse:

@@ -1,0 +1,94 @@
+"""The action long-poll: blocks and unblocks reach the SDK within a second, traffic or not.
+
+Batches and heartbeats carry the action set in their replies, but a process that tracks
+nothing (its clients are refused: a refused request tracks nothing) would learn of an
+unblock only with its next heartbeat, a minute later. This thread asks the collector for the
+action set with the version it holds (``GET /v1/actions?version=n&wait=30``); the collector
+answers as soon as its version differs (a block, an unblock, by hand or by a playbook), or
+after the wait with ``{"unchanged": true}``, and the thread asks again. A collector that does
+not answer is retried with a backoff (1 s doubling, at most 30 s). No work on the request
+path: the blocklist is replaced whole, and readers take no lock.
+
+Only a transport with ``poll_actions(version, wait)`` (HTTP) has one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from ._blocking import Blocklist
+from ._errors import InternalErrors
+from .transports.base import Reply
+
+__all__ = ["ActionPoller"]
+
+logger = logging.getLogger("sqreen")
+
+WAIT: Final = 30.0
+MAX_BACKOFF: Final = 30.0
+
+
+class ActionPoller:
+    def __init__(
+        self,
+        poll: Callable[[int, float], Reply],
+        blocklist: Blocklist,
+        on_actions: Callable[[Any], None],
+        errors: InternalErrors,
+        wait: float = WAIT,
+    ) -> None:
+        self._poll = poll
+        self._blocklist = blocklist
+        self._on_actions = on_actions
+        self._errors = errors
+        self._wait = wait
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._guard = errors.guard("the action long-poll")
+
+    def start(self) -> None:
+        if self._thread is not None or self._stop.is_set():
+            return
+        with self._lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name="sqreen-actions", daemon=True
+                )
+                self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def after_fork_in_child(self) -> None:
+        self._thread = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            reply = None
+            version = self._blocklist.version
+            started = time.monotonic()
+            with self._guard:
+                reply = self._poll(version, self._wait)
+                if reply.outcome == "ok":
+                    self._on_actions(reply.actions)
+            if reply is not None and reply.outcome == "ok":
+                failures = 0
+                if self._blocklist.version == version and time.monotonic() - started < 1.0:
+                    # Nothing new, at once: a collector that does not hold the request (an
+                    # older one). Ask at the pace of a heartbeat instead of in a loop.
+                    self._stop.wait(self._wait)
+                continue
+            failures += 1
+            delay = min(MAX_BACKOFF, 2.0 ** (failures - 1))
+            if reply is not None and reply.retry_after:
+                delay = max(delay, min(reply.retry_after, MAX_BACKOFF * 10))
+            self._stop.wait(delay * random.uniform(0.5, 1.0))

@@ -1,0 +1,33 @@
+"""Playbooks: the collector turns events into blocks and alerts by itself.
+
+A playbook file (TOML, :mod:`._config`) lists detections: which events, grouped how, how
+many in what window, and what to do (block the IP, block the user, or alert). The collector
+evaluates them on every ingested batch (:mod:`._engine`, state in the database so that every
+process agrees), and ``sqreen playbooks test`` replays them over stored history.
+"""
+
+from __future__ import annotations
+
+from ._config import After, Playbook, PlaybookError, PlaybookSet, load_playbooks, parse_playbooks
+from ._engine import Engine, Firing, StreamKey, WindowState, is_exempt
+from ._fields import EventView, FieldPath, parse_field, user_key
+from ._templates import TEMPLATES
+
+__all__ = [
+    "TEMPLATES",
+    "After",
+    "Engine",
+    "EventView",
+    "FieldPath",
+    "Firing",
+    "Playbook",
+    "PlaybookError",
+    "PlaybookSet",
+    "StreamKey",
+    "WindowState",
+    "is_exempt",
+    "load_playbooks",
+    "parse_field",
+    "parse_playbooks",
+    "user_key",
+]

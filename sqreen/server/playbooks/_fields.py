@@ -1,0 +1,108 @@
+"""The fields a playbook reads from an event: in ``where``, ``group_by`` and ``distinct``.
+
+``name``, ``ip``, ``app``, ``user`` (all the identifiers together), ``user.<key>``,
+``properties.<key>``, ``request.<field>`` (``path``, ``route``, ``method``,
+``user_agent``) and ``ip.<field>`` (what IP intelligence added: ``country``, ``kind``,
+``asn``, ``score``). Values are compared as text, as the storage indexes them: a string as
+it is, an integer in decimal, a boolean as ``true`` or ``false``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
+
+__all__ = ["EventView", "FieldPath", "parse_field", "user_key"]
+
+REQUEST_FIELDS: Final = frozenset({"path", "route", "method", "user_agent"})
+IP_FIELDS: Final = frozenset({"country", "kind", "asn", "score", "provider"})
+KINDS: Final = ("name", "ip", "app", "user", "properties", "request", "ip_info")
+
+
+class EventView(NamedTuple):
+    """What playbooks see of a stored event."""
+
+    seq: int
+    name: str
+    ts_us: int  # the event's own time, never later than its receipt
+    ip: str | None
+    user: Mapping[str, str] | None
+    properties: Mapping[str, Any]
+    request: Mapping[str, Any] | None
+    app: str | None = None
+    ip_info: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FieldPath:
+    kind: str  # one of KINDS
+    key: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "ip_info":
+            return f"ip.{self.key}"
+        return self.kind if self.key is None else f"{self.kind}.{self.key}"
+
+    def read(self, event: EventView) -> str | None:
+        """This field of ``event`` as text, or None when the event has none."""
+        kind = self.kind
+        if kind == "ip":
+            return event.ip
+        if kind == "name":
+            return event.name
+        if kind == "user":
+            user = event.user
+            if not user:
+                return None
+            return user_key(user) if self.key is None else user.get(self.key)
+        if kind == "properties":
+            return _text(event.properties.get(self.key)) if self.key else None
+        if kind == "request":
+            return _text((event.request or {}).get(self.key)) if self.key else None
+        if kind == "app":
+            return event.app
+        return _text((event.ip_info or {}).get(self.key)) if self.key else None
+
+
+def user_key(user: Mapping[str, str]) -> str:
+    """All of a user's identifiers as one text (the group of ``group_by = "user"``)."""
+    return json.dumps(dict(sorted(user.items())), separators=(",", ":"), ensure_ascii=False)
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def parse_field(value: object) -> FieldPath:
+    """``"ip"``, ``"user.email"``, ``"properties.reason"``... as a :class:`FieldPath`;
+    :class:`ValueError` naming what is accepted otherwise."""
+    if not isinstance(value, str) or not value or len(value) > 140:
+        raise ValueError("must be a field name such as ip, user, user.<key>, properties.<key>")
+    head, dot, key = value.partition(".")
+    if not dot:
+        if head in ("name", "ip", "app", "user"):
+            return FieldPath(head)
+    elif key:
+        if head in ("user", "properties"):
+            return FieldPath(head, key)
+        if head == "request" and key in REQUEST_FIELDS:
+            return FieldPath(head, key)
+        if head == "ip" and key in IP_FIELDS:
+            return FieldPath("ip_info", key)
+    raise ValueError(
+        f"{value[:60]!r} is not a field: use name, ip, app, user, user.<key>, "
+        f"properties.<key>, request.{{{','.join(sorted(REQUEST_FIELDS))}}} or "
+        f"ip.{{{','.join(sorted(IP_FIELDS))}}}"
+    )

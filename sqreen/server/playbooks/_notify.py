@@ -1,0 +1,153 @@
+"""Webhooks: each alert posted as JSON to the playbook's ``notify`` URLs, signed.
+
+Off the ingest path: :meth:`Notifier.submit` only appends to a bounded queue (a full queue
+drops and counts, never waits), and one thread per collector process posts, with a timeout
+and a few retries (network errors, 408, 429 and 5xx; backing off 1, 2, 4 s). A dead or slow
+webhook therefore never slows or fails an ingest reply.
+
+Each post carries ``X-Sqreen-Signature: t=<unix time>,v1=<hex>``, where ``v1`` is
+HMAC-SHA256 of ``"<t>.<body>"`` under the file's ``webhook_secret`` (or
+``SQREEN_WEBHOOK_SECRET``): the receiver recomputes it, compares in constant time and
+refuses an old ``t`` (:func:`verify_signature` does both).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import httpx2 as httpx
+
+__all__ = ["Notifier", "sign", "verify_signature"]
+
+logger = logging.getLogger("sqreen.server")
+
+SIGNATURE_HEADER: Final = "X-Sqreen-Signature"
+MAX_PENDING: Final = 1000
+TRIES: Final = 4
+TIMEOUT: Final = 5.0
+TOLERANCE: Final = 300.0
+
+
+def sign(secret: str, body: bytes, at: int) -> str:
+    """The signature header's value for ``body`` posted at unix time ``at``."""
+    mac = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={at},v1={mac}"
+
+
+def verify_signature(
+    secret: str, body: bytes, header: str, now: float | None = None, tolerance: float = TOLERANCE
+) -> bool:
+    """For receivers: whether ``header`` signs ``body`` under ``secret``, recently."""
+    parts = dict(p.partition("=")[::2] for p in header.split(","))
+    try:
+        at = int(parts.get("t", ""))
+    except ValueError:
+        return False
+    if abs((time.time() if now is None else now) - at) > tolerance:
+        return False
+    expected = sign(secret, body, at).partition("v1=")[2]
+    return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+class Notifier:
+    """Posts alerts in the background; ``secret`` signs them (unsigned without one)."""
+
+    def __init__(
+        self,
+        secret: str | None = None,
+        *,
+        timeout: float = TIMEOUT,
+        tries: int = TRIES,
+        backoff: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.secret = secret
+        self.timeout = timeout
+        self.tries = tries
+        self.backoff = backoff
+        self._sleep = sleep
+        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(MAX_PENDING)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+
+    def submit(self, urls: tuple[str, ...], payload: Mapping[str, Any]) -> None:
+        """Queue ``payload`` for each URL; never blocks (a full queue drops, counted)."""
+        if not urls:
+            return
+        body = json.dumps(payload, separators=(",", ":"), default=str).encode()
+        self._start()
+        for url in urls:
+            try:
+                self._queue.put_nowait((url, body))
+            except queue.Full:
+                self.dropped += 1
+                logger.warning("sqreen: webhook queue full, alert not posted to %s", url)
+
+    def _start(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="sqreen-webhooks", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=self.timeout, trust_env=False) as client:
+            while True:
+                item = self._queue.get()
+                try:
+                    if item is None:
+                        return
+                    self._post(client, *item)
+                finally:
+                    self._queue.task_done()
+
+    def _post(self, client: httpx.Client, url: str, body: bytes) -> None:
+        headers = {"Content-Type": "application/json", "User-Agent": "sqreen-collector"}
+        for attempt in range(self.tries):
+            if self.secret:
+                headers[SIGNATURE_HEADER] = sign(self.secret, body, int(time.time()))
+            try:
+                response = client.post(url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                outcome = f"{type(exc).__name__}: {exc}"
+            else:
+                if 200 <= response.status_code < 300:
+                    self.sent += 1
+                    return
+                outcome = f"HTTP {response.status_code}"
+                if response.status_code not in (408, 429) and response.status_code < 500:
+                    break  # the receiver refused this body: sending it again will not help
+            if attempt + 1 < self.tries:
+                self._sleep(self.backoff * 2**attempt)
+        self.failed += 1
+        logger.warning("sqreen: webhook %s failed: %s", url, outcome)
+
+    def join(self, timeout: float) -> bool:
+        """Wait until what is queued was posted (or gave up); False if ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def close(self) -> None:
+        if self._thread is not None:
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                pass

@@ -1,0 +1,87 @@
+"""The built-in playbooks: what ``sqreen playbooks init`` writes out, with their sources.
+
+Thresholds follow what the systems this project replaces ship by default (django-axes:
+5 failures locks out; Sqreen's and Castle's brute-force and credential-stuffing scenarios;
+OWASP's Credential Stuffing and Authentication cheat sheets), set so that a user who mistypes
+a password a few times is never blocked.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["TEMPLATES"]
+
+TEMPLATES: Final = '''\
+# sqreen playbooks: the collector turns events into blocks and alerts by itself.
+# Load with `sqreen serve --playbooks playbooks.toml` (or SQREEN_PLAYBOOKS); it is re-read on
+# SIGHUP and when the file changes. Try a change on stored history first:
+#   sqreen playbooks test playbooks.toml --since 7d
+# Set mode = "monitor" to record alerts without blocking anyone.
+
+# webhook_secret = "change-me"   # signs notify posts: X-Sqreen-Signature: sha256=<hmac>
+
+[[playbook]]
+id = "brute-force-ip"
+description = "One IP failing logins quickly (django-axes locks out at 5 failures)."
+events = ["auth.login.failure"]
+group_by = "ip"
+threshold = 5
+window = "5m"
+action = "block_ip"
+duration = "1h"
+# notify = ["https://hooks.example.com/sqreen"]
+
+[[playbook]]
+id = "brute-force-account"
+description = """One account failing many logins, from anywhere: an alert, not a block \
+(blocking the account would lock its owner out: the attack's goal if it is a denial)."""
+events = ["auth.login.failure"]
+group_by = "user"
+threshold = 10
+window = "1h"
+action = "alert"
+
+[[playbook]]
+id = "credential-stuffing"
+description = "One IP trying many different accounts (leaked credential lists; OWASP)."
+events = ["auth.login.failure"]
+group_by = "ip"
+distinct = "user"
+threshold = 15
+window = "15m"
+action = "block_ip"
+duration = "6h"
+
+[[playbook]]
+id = "password-spray"
+description = "One IP trying a few passwords on many accounts, at most 2 tries each."
+events = ["auth.login.failure"]
+group_by = "ip"
+distinct = "user"
+max_per_value = 2
+threshold = 10
+window = "1h"
+action = "block_ip"
+duration = "6h"
+
+[[playbook]]
+id = "account-takeover"
+description = "A successful login after 10 or more failures on the account in 10 minutes."
+events = ["auth.login.success"]
+after = { events = ["auth.login.failure"], threshold = 10 }
+group_by = "user"
+threshold = 1
+window = "10m"
+action = "alert"
+
+[[playbook]]
+id = "signup-abuse"
+description = "Five or more sign-ups from one IP in 10 minutes (fake accounts)."
+events = ["auth.signup"]
+group_by = "ip"
+threshold = 5
+window = "10m"
+action = "block_ip"
+duration = "1h"
+'''

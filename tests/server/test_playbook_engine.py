@@ -1,0 +1,212 @@
+"""Playbooks without a database: the file's checks, and the engine's windows on a clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sqreen.server.playbooks import (
+    TEMPLATES,
+    Engine,
+    EventView,
+    PlaybookError,
+    is_exempt,
+    parse_playbooks,
+)
+from sqreen.server.playbooks._memory import MemoryWindows
+
+S = 1_000_000  # a second in µs
+T0 = 1_800_000_000 * S
+
+
+class Feed:
+    """Events through the templates, on a clock the test moves."""
+
+    def __init__(self, text: str = TEMPLATES) -> None:
+        self.windows = MemoryWindows(Engine(parse_playbooks(text)), is_exempt)
+        self.now = T0
+        self.seq = 0
+        self.fired: list[tuple[str, str, int, int]] = []  # playbook, key, count, at seq
+
+    def send(self, name: str, ip: str | None = "203.0.113.9", ago: float = 0, **user: Any) -> None:
+        self.seq += 1
+        event = EventView(
+            seq=self.seq,
+            name=name,
+            ts_us=self.now - int(ago * S),
+            ip=ip,
+            user={k: str(v) for k, v in user.items()} or None,
+            properties={},
+            request={"path": "/login"},
+        )
+        for f in self.windows.run([event], self.now):
+            self.fired.append((f.playbook.id, f.key, f.total, self.seq))
+
+    def wait(self, seconds: float) -> None:
+        self.now += int(seconds * S)
+
+
+def test_brute_force_fires_at_the_fifth_failure_and_once() -> None:
+    feed = Feed()
+    for _ in range(4):
+        feed.send("auth.login.failure", uid="1")
+    assert not [f for f in feed.fired if f[0] == "brute-force-ip"]
+    feed.send("auth.login.failure", uid="1")
+    assert [f for f in feed.fired if f[0] == "brute-force-ip"] == [
+        ("brute-force-ip", "203.0.113.9", 5, 5)
+    ]
+    for _ in range(20):
+        feed.send("auth.login.failure", uid="1")
+    assert len([f for f in feed.fired if f[0] == "brute-force-ip"]) == 1  # quiet while blocked
+
+
+def test_failures_spread_over_the_window_do_not_fire() -> None:
+    feed = Feed()
+    for _ in range(12):
+        feed.send("auth.login.failure", uid="1")
+        feed.wait(76)  # four in any five minutes, never five
+    assert not [f for f in feed.fired if f[0] == "brute-force-ip"]
+
+
+def test_an_import_of_past_events_fires_nothing() -> None:
+    feed = Feed()
+    for i in range(50):
+        feed.send("auth.login.failure", ago=3600 * 24, uid=str(i))
+    assert feed.fired == []
+
+
+def test_credential_stuffing_counts_distinct_users() -> None:
+    feed = Feed()
+    for i in range(14):
+        feed.send("auth.login.failure", ip="198.51.100.7", uid=str(i))
+        feed.wait(30)
+    fired = {f[0] for f in feed.fired}
+    assert "credential-stuffing" not in fired
+    feed.send("auth.login.failure", ip="198.51.100.7", uid="14")
+    assert ("credential-stuffing", "198.51.100.7", 15, 15) in feed.fired
+
+
+def test_password_spray_counts_users_tried_at_most_twice() -> None:
+    feed = Feed()
+    for _ in range(3):  # a user tried three times does not count
+        feed.send("auth.login.failure", ip="192.0.2.50", email="many@example.com")
+        feed.wait(70)
+    for i in range(9):  # nine users, two tries each, slowly
+        for _ in range(2):
+            feed.send("auth.login.failure", ip="192.0.2.50", email=f"u{i}@example.com")
+            feed.wait(70)
+    assert "password-spray" not in {f[0] for f in feed.fired}
+    feed.send("auth.login.failure", ip="192.0.2.50", email="u9@example.com")
+    assert "password-spray" in {f[0] for f in feed.fired}
+
+
+def test_account_takeover_is_a_success_after_failures() -> None:
+    feed = Feed()
+    for _ in range(10):
+        feed.send("auth.login.failure", ip=None, uid="victim")
+        feed.wait(30)
+    feed.send("auth.login.success", ip=None, uid="victim")
+    assert [f[:3] for f in feed.fired if f[0] == "account-takeover"] == [
+        ("account-takeover", '{"uid":"victim"}', 10)
+    ]
+    other = Feed()
+    for _ in range(10):
+        other.send("auth.login.failure", ip=None, uid="victim")
+        other.wait(120)  # twenty minutes of failures: the last ten minutes hold five
+    other.send("auth.login.success", ip=None, uid="victim")
+    assert "account-takeover" not in {f[0] for f in other.fired}
+
+
+def test_loopback_and_exempt_ranges_are_never_blocked() -> None:
+    text = TEMPLATES.replace(
+        'id = "brute-force-ip"', 'id = "brute-force-ip"\nexempt_ips = ["10.0.0.0/8"]', 1
+    )
+    feed = Feed(text)
+    for ip in ("127.0.0.1", "::1", "10.1.2.3"):
+        for _ in range(10):
+            feed.send("auth.login.failure", ip=ip, uid="1")
+    assert not [f for f in feed.fired if f[0] == "brute-force-ip"]
+
+
+def test_the_window_slides() -> None:
+    feed = Feed()
+    for _ in range(4):
+        feed.send("auth.signup", ip="203.0.113.77", uid="x")
+    feed.wait(601)
+    feed.send("auth.signup", ip="203.0.113.77", uid="x")
+    assert "signup-abuse" not in {f[0] for f in feed.fired}
+    for _ in range(4):
+        feed.send("auth.signup", ip="203.0.113.77", uid="x")
+    assert "signup-abuse" in {f[0] for f in feed.fired}
+
+
+BASE = """[[playbook]]
+id = 'a'
+events = ['x']
+group_by = 'ip'
+threshold = 1
+window = '1m'
+action = 'alert'
+"""
+
+
+def variant(**changes: str) -> str:
+    """BASE with lines replaced (``key="value"``) or added (a key BASE does not have)."""
+    lines = BASE.splitlines()
+    for key, value in changes.items():
+        for n, line in enumerate(lines):
+            if line.startswith(f"{key} ="):
+                lines[n] = f"{key} = {value}"
+                break
+        else:
+            lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
+BAD = [
+    ("unknown field", variant(colour="'red'"), 8, "colour: unknown field"),
+    ("bad duration", variant(window="'soon'"), 6, "window:"),
+    ("threshold 0", variant(threshold="0"), 5, "threshold: must be an integer"),
+    ("unknown action", variant(action="'nuke'"), 7, "action: 'nuke'"),
+    ("not toml", "[[playbook]]\nid = 'a\n", 2, "not valid TOML"),
+    ("missing field", "[[playbook]]\nid = 'a'\nevents = ['x']\n", 1, "group_by: missing"),
+    ("duplicate id", BASE + BASE, 9, "used twice"),
+    (
+        "block_ip on users",
+        variant(group_by="'user'", action="'block_ip'", duration="'1h'"),
+        4,
+        "group_by: block_ip",
+    ),
+    ("unknown top key", "colour = 'red'\n", 1, "unknown key 'colour'"),
+    ("bad field", variant(group_by="'password'"), 4, "group_by: 'password' is not a field"),
+    ("bad notify", variant(notify="['ftp://x']"), 8, "notify:"),
+    (
+        "huge duration",
+        variant(action="'block_ip'", duration="'" + "9" * 400 + "s'"),
+        8,
+        "duration:",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "reason"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_a_bad_file_names_its_line_and_reason(text: str, line: int, reason: str) -> None:
+    with pytest.raises(PlaybookError) as info:
+        parse_playbooks(text, "pb.toml")
+    assert info.value.line == line, str(info.value)
+    assert reason in str(info.value)
+    assert str(info.value).startswith(f"pb.toml:{line}: ")
+
+
+def test_the_templates_load_and_what_sdks_send_at_once() -> None:
+    playbooks = parse_playbooks(TEMPLATES)
+    assert [p.id for p in playbooks.playbooks] == [
+        "brute-force-ip",
+        "brute-force-account",
+        "credential-stuffing",
+        "password-spray",
+        "account-takeover",
+        "signup-abuse",
+    ]
+    assert playbooks.watched() == {"auth.login.failure", "auth.signup"}

@@ -1,0 +1,117 @@
+"""Blocks reach the SDK fast: the action long-poll, and the refusals an SDK reports."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import sqreen
+from sqreen._actions import ActionPoller
+from sqreen._blocking import Blocked, Blocklist
+from sqreen._client_ip import TrustedProxies
+from sqreen._errors import InternalErrors
+from sqreen._refusals import SAMPLE_EVERY, Refusals
+from sqreen.middleware.wsgi import SqreenWSGIMiddleware
+from sqreen.testing import CapturedEvents
+from sqreen.transports import Reply, ScriptedTransport
+
+
+def _set(version: int, *ips: str) -> dict[str, Any]:
+    items = [{"id": str(n), "type": "block_ip", "ip": ip} for n, ip in enumerate(ips)]
+    return {"version": version, "items": items}
+
+
+def test_the_long_poll_applies_each_new_set_and_asks_again_with_its_version() -> None:
+    blocklist = Blocklist(TrustedProxies(None))
+    asked: list[int] = []
+    answers = [_set(1, "203.0.113.9"), _set(2)]
+    done = threading.Event()
+
+    def poll(version: int, wait: float) -> Reply:
+        asked.append(version)
+        if not answers:
+            done.set()
+            time.sleep(0.05)
+            return Reply("ok", actions={"version": version, "unchanged": True})
+        time.sleep(0.01 if len(asked) > 1 else 0)
+        return Reply("ok", actions=answers.pop(0))
+
+    seen: list[bool] = []
+
+    def apply(actions: Any) -> None:
+        blocklist.apply(actions)
+        seen.append(blocklist.ip_block("203.0.113.9") is not None)
+
+    poller = ActionPoller(poll, blocklist, apply, InternalErrors(), wait=5)
+    poller.start()
+    assert done.wait(5)
+    poller.stop()
+    assert asked[:3] == [-1, 1, 2]
+    assert seen[:2] == [True, False]  # the block, then its lifting
+
+
+def test_a_collector_that_does_not_hold_the_poll_is_not_hammered() -> None:
+    blocklist = Blocklist(TrustedProxies(None))
+    blocklist.apply(_set(4))
+    calls: list[float] = []
+
+    def poll(version: int, wait: float) -> Reply:
+        calls.append(time.monotonic())
+        return Reply("ok", actions=_set(4))  # at once, nothing new: an older collector
+
+    poller = ActionPoller(poll, blocklist, blocklist.apply, InternalErrors(), wait=0.3)
+    poller.start()
+    time.sleep(1.0)
+    poller.stop()
+    assert 2 <= len(calls) <= 5  # about one a wait, not thousands
+
+
+def test_the_client_polls_through_a_transport_that_can() -> None:
+    transport = ScriptedTransport(
+        lambda call: (
+            Reply("ok", actions=_set(7, "198.51.100.0/24"))
+            if call.kind == "actions" and call.payload["version"] != 7
+            else Reply("ok", actions={"version": 7, "unchanged": True})
+        )
+    )
+    client = sqreen.init(transport=transport, heartbeat_interval=3600)
+    client.start()
+    deadline = time.monotonic() + 5
+    while not sqreen.is_blocked(ip="198.51.100.20") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sqreen.is_blocked(ip="198.51.100.20")
+    assert sqreen.is_blocked(ip="::ffff:198.51.100.20") and sqreen.is_blocked(
+        ip="198.51.100.20:443"
+    )
+
+
+def test_refusals_are_counted_and_sampled() -> None:
+    now = [0.0]
+    refusals = Refusals(lambda: now[0])
+    assert refusals.count("7") == 1  # the first refusal is reported at once
+    assert [refusals.count("7") for _ in range(5)] == [0] * 5
+    now[0] += SAMPLE_EVERY
+    assert refusals.count("7") == 6  # the next event stands for the five in between too
+    assert refusals.report() == {"7": 7}
+
+
+def test_a_refused_request_is_reported_in_an_event_and_the_heartbeat(
+    sqreen_events: CapturedEvents,
+) -> None:
+    sqreen_events.block([{"id": "42", "type": "block_ip", "ip": "203.0.113.0/24"}])
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    wrapped = SqreenWSGIMiddleware(app)
+    for _ in range(30):
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/x", "REMOTE_ADDR": "203.0.113.8"}
+        list(wrapped(environ, lambda *a: None))
+    (event,) = sqreen_events
+    assert event["name"] == "security.blocked"
+    assert event["properties"] == {"block_id": "42", "kind": "ip", "count": 1}
+    assert event["request"]["ip"] == "203.0.113.8" and event["request"]["path"] == "/x"
+    assert sqreen_events.client.stats()["refused"] == {"42": 30}
+    assert isinstance(Blocked(ip="x"), BaseException)
