@@ -51,6 +51,7 @@ class ActionPoller:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._guard = errors.guard("the action long-poll")
+        self._random = random.Random()  # not the app's global generator
 
     def start(self) -> None:
         if self._thread is not None or self._stop.is_set():
@@ -91,4 +92,4 @@ class ActionPoller:
             delay = min(MAX_BACKOFF, 2.0 ** (failures - 1))
             if reply is not None and reply.retry_after:
                 delay = max(delay, min(reply.retry_after, MAX_BACKOFF * 10))
-            self._stop.wait(delay * random.uniform(0.5, 1.0))
+            self._stop.wait(delay * self._random.uniform(0.5, 1.0))

@@ -196,7 +196,7 @@ class Client:
                     tgt,
                     snapshot,
                     body,
-                    size + 256,
+                    size + 256 + (snapshot.weight if snapshot is not None else 0),
                 )
                 if notes:
                     self._noted(name, notes)

@@ -37,16 +37,20 @@ if TYPE_CHECKING:
 
 __all__ = ["Clock", "Queue"]
 
-#: The queue's time source (``time.monotonic``), and its random jitter in [a, b]
-#: (``random.uniform``): tests substitute both to run retries and expiry without waiting.
+#: The queue's time source (``time.monotonic``), and its random jitter in [a, b] (uniform,
+#: from a generator of its own): tests substitute both to run retries and expiry at once.
 Clock = Callable[[], float]
 Jitter = Callable[[float, float], float]
 
 logger = logging.getLogger("sqreen")
 
 MAX_BACKOFF = 30.0
+#: The longest a ``Retry-After`` holds the queue (a day asked is five minutes obeyed).
+MAX_RETRY_AFTER = 300.0
 #: How long a watched event waits for others to share its batch.
 URGENT_DELAY = 0.1
+#: The longest the flusher sleeps at once (it wakes earlier when there is work).
+MAX_WAIT = 60.0
 DROP_REASONS = ("queue_full", "invalid", "retry_expired", "rejected")
 
 
@@ -73,7 +77,7 @@ class Queue:
         errors: InternalErrors | None = None,
         *,
         clock: Clock = time.monotonic,
-        jitter: Jitter = random.uniform,
+        jitter: Jitter | None = None,
         on_start: Callable[[], None] | None = None,
         report: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
@@ -86,7 +90,8 @@ class Queue:
         #: Event names the collector's enforcing playbooks read: sent within URGENT_DELAY.
         self.watched: frozenset[str] = frozenset()
         self._clock = clock
-        self._jitter = jitter
+        # A generator of its own: the app's global random state is the app's.
+        self._jitter = random.Random().uniform if jitter is None else jitter
         self._on_start = on_start
         self._report = report  # what a heartbeat reports (default: the queue's stats)
         self._flusher_guard = self.errors.guard("the flusher")
@@ -109,6 +114,7 @@ class Queue:
         self._retry_at = 0.0
         self._last_flush = self._clock()
         self._next_heartbeat = self._last_flush  # fetch the action set at once
+        self._rejections: set[str] = set()
         self.tracked = 0
         self.adjusted = 0
         self.sent = 0
@@ -220,10 +226,16 @@ class Queue:
     # -- the flusher's side ----------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._closing:
-            wake_at = self.step()
-            self._wake.wait(max(0.0, wake_at - self._clock()))
-            self._wake.clear()
+        try:
+            while not self._closing:
+                wake_at = self.step()
+                with self._flusher_guard:
+                    self._wake.wait(min(MAX_WAIT, max(0.0, wake_at - self._clock())))
+                self._wake.clear()
+        finally:
+            # Whatever ended the loop, the next put() (or request) starts a new flusher.
+            if not self._closing and self._thread is threading.current_thread():
+                self._thread = None
 
     def step(self) -> float:
         """One round of the flusher: a heartbeat when due, the batches when due (and no retry
@@ -282,6 +294,8 @@ class Queue:
                 self._ready.popleft()
                 self._attempt = 0
                 rejected = len(set(reply.rejected))
+                if rejected:
+                    self._log_rejected(reply.errors)
                 self._settle(batch, sent=len(batch) - rejected, reason="rejected", dropped=rejected)
             elif reply.outcome == "split" and len(batch) > 1:
                 self._ready.popleft()
@@ -305,10 +319,18 @@ class Queue:
                 self._expire()
                 return False
 
+    def _log_rejected(self, errors: list[str]) -> None:
+        """Once per reason (its field and rule, as the collector worded them)."""
+        for error in errors:
+            reason = error.partition(":")[0][:80]
+            if reason not in self._rejections and len(self._rejections) < 256:
+                self._rejections.add(reason)
+                logger.error("sqreen: the collector rejected an event: %s", error)
+
     def _back_off(self, retry_after: float | None) -> float:
         self._attempt += 1
-        backoff: float = min(MAX_BACKOFF, 0.5 * 2.0 ** (self._attempt - 1))
-        delay = max(backoff * self._jitter(0.5, 1.0), retry_after or 0.0)
+        backoff: float = min(MAX_BACKOFF, 0.5 * 2.0 ** min(self._attempt - 1, 16))
+        delay = max(backoff * self._jitter(0.5, 1.0), min(retry_after or 0.0, MAX_RETRY_AFTER))
         self._retry_at = self._clock() + delay
         return delay
 
@@ -377,7 +399,8 @@ class Queue:
         self.apply_actions(reply.actions)
         if reply.outcome == "retry" and reply.retry_after:
             # Retry-After speaks for the whole collector: events wait too.
-            self._retry_at = max(self._retry_at, self._clock() + reply.retry_after)
+            wait = min(reply.retry_after, MAX_RETRY_AFTER)
+            self._retry_at = max(self._retry_at, self._clock() + wait)
 
     def _drain(self, deadline: float) -> bool:
         """Deliver what is left on the calling thread, retrying until ``deadline``."""

@@ -54,6 +54,7 @@ class RequestSnapshot:
         "raw_path_bytes",
         "route",
         "user_agent",
+        "weight",
     )
 
     def __init__(
@@ -84,6 +85,16 @@ class RequestSnapshot:
         self.body_truncated = body_truncated
         # WSGI paths are bytes decoded as latin-1 (PEP 3333); re-decode them as UTF-8 later.
         self.raw_path_bytes = raw_path_bytes
+        #: What it holds, in bytes (about): counted against ``max_queue_bytes`` while its
+        #: event waits, body chunks included.
+        self.weight = (
+            sum(map(len, body_chunks))
+            + len(path)
+            + len(query)
+            + (len(user_agent) if user_agent else 0)
+            + (len(forwarded) if forwarded else 0)
+            + 256
+        )
 
     def decoded_path(self) -> str:
         if self.raw_path_bytes:

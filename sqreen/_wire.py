@@ -25,6 +25,7 @@ from ._event import (
 )
 from ._json import dumps_utf8
 from ._request import multipart_names, text
+from ._values import TRUNCATED
 
 if TYPE_CHECKING:
     from ._config import Config
@@ -111,7 +112,41 @@ def encode_request(snapshot: RequestSnapshot, config: Config, collect_body: bool
         else:
             content = scrubber.scrub_text_body(body.decode("utf-8", "replace"), content_type)
         wire["body"] = {"content": content, "truncated": snapshot.body_truncated}
+    # Text escapes in JSON up to six times its length (a control byte is \u0001): a request
+    # that might not fit is measured, and cut down field by field, never dropped.
+    if (len(body) + len(text(snapshot.query) or "")) * 6 + _FIXED_PART > MAX_REQUEST_BYTES:
+        _fit(wire)
     return wire
+
+
+#: What the other fields of a request take at most in JSON (clipped to CLIP, escaped).
+_FIXED_PART: Final = 4 * CLIP * 6 + 1024
+
+
+def _fit(wire: WireRequest) -> None:
+    """Cut ``wire`` until its JSON is at most MAX_REQUEST_BYTES characters: the largest
+    parameters first (each replaced by a note of its size, the others kept), then the body
+    (cut, ``truncated`` set)."""
+    size = len(dumps_utf8(wire))
+    if size <= MAX_REQUEST_BYTES:
+        return
+    params = dict(wire.get("params", {}))
+    sizes = sorted(((len(dumps_utf8(v)), k) for k, v in params.items()), reverse=True)
+    for value_size, key in sizes:
+        if size <= MAX_REQUEST_BYTES:
+            break
+        params[key] = f"{TRUNCATED} {value_size} characters of JSON"
+        size -= value_size - len(params[key]) - 2
+    wire["params"] = params
+    body = wire.get("body")
+    if body is None:
+        return
+    content = body["content"]
+    while content and len(dumps_utf8(wire)) > MAX_REQUEST_BYTES:
+        # Each character cut saves one to six: cut by the excess, and again if needed.
+        excess = len(dumps_utf8(wire)) - MAX_REQUEST_BYTES
+        content = content[: max(0, len(content) - max(excess, 1024))]
+        wire["body"] = {"content": content + TRUNCATED, "truncated": True}
 
 
 def _clip(value: str | None) -> str | None:

@@ -25,8 +25,9 @@ class Receiver:
         self.requests: list[tuple[float, str, int]] = []  # (time, path, status answered)
         self.headers: list[dict[str, str]] = []
         self.actions: dict[str, Any] = {"version": 0, "items": []}
-        self.script: deque[tuple[int, dict[str, str], str | None]] = deque()
+        self.script: deque[tuple[int, dict[str, str], str | None, bytes | None]] = deque()
         self.hang = False
+        self.polls = 0
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
@@ -54,7 +55,7 @@ class Receiver:
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 with receiver._lock:
-                    status, extra = receiver._scripted(self.path)
+                    status, extra, raw = receiver._scripted(self.path)
                     receiver.requests.append((time.monotonic(), self.path, status))
                     receiver.headers.append(dict(self.headers))
                     payload = json.loads(body)
@@ -74,7 +75,7 @@ class Receiver:
                     else:
                         reply = {"error": f"scripted {status}"}
                     receiver._cond.notify_all()
-                data = json.dumps(reply).encode()
+                data = raw if raw is not None else json.dumps(reply).encode()
                 self.send_response(status)
                 for k, v in extra.items():
                     self.send_header(k, v)
@@ -83,7 +84,37 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(data)
 
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+            def do_GET(self) -> None:
+                """The action long-poll: at once if the version differs, else on a change
+                or after ``wait`` seconds."""
+                from urllib.parse import parse_qs, urlsplit
+
+                query = parse_qs(urlsplit(self.path).query)
+                version = int(query.get("version", ["-1"])[0])
+                wait = min(float(query.get("wait", ["0"])[0]), 30.0)
+                deadline = time.monotonic() + wait
+                with receiver._cond:
+                    receiver.polls += 1
+                    while receiver.actions["version"] == version:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        receiver._cond.wait(min(left, 0.05))
+                    actions = receiver.actions
+                if actions["version"] == version:
+                    actions = {"version": version, "unchanged": True}
+                data = json.dumps({"actions": actions}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that hung up mid-reply (a long-poll at shutdown): not news
+
+        server = Server(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
         server.allow_reuse_address = True
         self.port = server.server_address[1]
@@ -105,22 +136,27 @@ class Receiver:
         times: int = 1,
         headers: dict[str, str] | None = None,
         path: str | None = None,
+        body: bytes | None = None,
     ) -> None:
-        """Answer the next ``times`` POSTs (to ``path``, or any) with ``status`` and ``headers``."""
+        """Answer the next ``times`` POSTs (to ``path``, or any) with ``status``, ``headers``
+        and ``body`` (a JSON reply of its own making by default)."""
         with self._lock:
-            self.script.extend([(status, headers or {}, path)] * times)
+            self.script.extend([(status, headers or {}, path, body)] * times)
 
-    def _scripted(self, path: str) -> tuple[int, dict[str, str]]:
+    def _scripted(self, path: str) -> tuple[int, dict[str, str], bytes | None]:
         for entry in self.script:
             if entry[2] in (None, path):
                 self.script.remove(entry)
-                return entry[0], entry[1]
-        return 200, {}
+                return entry[0], entry[1], entry[3]
+        return 200, {}, None
 
-    def block(self, items: list[dict[str, Any]]) -> None:
+    def block(self, items: list[dict[str, Any]], watch: list[str] | None = None) -> None:
         """Replace the action set the receiver hands back (bumping its version)."""
         with self._lock:
             self.actions = {"version": self.actions["version"] + 1, "items": items}
+            if watch is not None:
+                self.actions["watch"] = watch
+            self._cond.notify_all()
 
     def wait_for(
         self, count: int, timeout: float = 10.0, name: str | None = None

@@ -18,7 +18,7 @@ Outcome = Literal["ok", "retry", "split", "drop"]
 @dataclass(slots=True)
 class Reply:
     #: ``ok``: delivered; ``retry``: try again later; ``split``: too large, halve the batch;
-    #: ``drop``: refused for good (a 4xx other than 408, 413, 429).
+    #: ``drop``: refused for good (400, 422: sending the same bytes again cannot succeed).
     outcome: Outcome
     #: Seconds to wait before retrying, when the receiver said (``Retry-After``).
     retry_after: float | None = None
@@ -27,6 +27,8 @@ class Reply:
     #: Indexes of events the receiver rejected as invalid.
     rejected: list[int] = field(default_factory=list)
     detail: str = ""
+    #: Why they were rejected (the receiver's words), for the log.
+    errors: list[str] = field(default_factory=list)
 
 
 @runtime_checkable

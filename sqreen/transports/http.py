@@ -1,8 +1,10 @@
 """The HTTP transport: batches to the collector with httpx2, gzip and a bearer token.
 
-Status codes map to what the queue does next: 2xx delivered; 408, 429 and 5xx (and network
-errors) retried, honouring ``Retry-After``; 413 split; any other 4xx dropped and counted,
-since sending the same bytes again cannot succeed.
+Status codes map to what the queue does next: 2xx delivered; 413 split; 400 and 422 dropped
+and counted, since sending the same bytes again cannot succeed; everything else retried with
+backoff, honouring ``Retry-After`` up to five minutes: network errors, 408, 429 and 5xx, and
+what a misconfigured endpoint or key answers (a redirect, 401, 403, 404), so that fixing the
+configuration loses nothing queued meanwhile. Replies are read up to 8 MiB.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ __all__ = ["HTTPTransport"]
 logger = logging.getLogger("sqreen")
 
 GZIP_MIN_BYTES = 1024
+#: The longest wait a ``Retry-After`` may impose (a collector asking for a day is obeyed for
+#: five minutes, then asked again).
+MAX_RETRY_AFTER = 300.0
+#: A reply larger than this is not read (an action set of 10 000 blocks is under 1 MiB).
+MAX_REPLY_BYTES = 8 * 1024 * 1024
 
 
 class HTTPTransport:
@@ -33,6 +40,11 @@ class HTTPTransport:
         self.endpoint = endpoint.rstrip("/")
         self.token = token
         self.timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
+        # httpx2 logs every request at INFO: in an app that logs at INFO that is a line per
+        # flush. Quiet unless the app set a level for it.
+        quiet = logging.getLogger("httpx2")
+        if quiet.level == logging.NOTSET:
+            quiet.setLevel(logging.WARNING)
         # Built now, on the thread calling init(): httpx2 finishes its own lazy imports here
         # rather than on the flusher thread, where a fork() in the middle of an import
         # would leave the child a half-initialised module. The same goes for the "idna"
@@ -72,53 +84,35 @@ class HTTPTransport:
     def poll_actions(self, version: int, wait: float) -> Reply:
         """The action set, as soon as its version differs from ``version``, or after ``wait``
         seconds (``{"version": n, "unchanged": true}``): a long-poll."""
-        try:
-            response = self.client.get(
-                self.endpoint + "/v1/actions",
-                params={"version": str(version), "wait": f"{wait:g}"},
-                timeout=httpx.Timeout(wait + 10.0, connect=5.0),
-            )
-        except httpx.HTTPError as exc:
-            return Reply("retry", detail=f"{type(exc).__name__}: {exc}")
-        return self._reply(response)
+        params = {"version": str(version), "wait": f"{wait:g}"}
+        timeout = httpx.Timeout(wait + 10.0, connect=5.0)
+        return self._call("GET", "/v1/actions", params=params, timeout=timeout)
 
     def _post(self, path: str, body: bytes, timeout: float | None = None) -> Reply:
         headers = {"Content-Type": "application/json"}
         if len(body) >= GZIP_MIN_BYTES:
             body = _gzip(body)
             headers["Content-Encoding"] = "gzip"
+        limit = self.timeout if timeout is None else httpx.Timeout(max(timeout, 0.05))
+        return self._call("POST", path, content=body, headers=headers, timeout=limit)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Reply:
         try:
-            response = self.client.post(
-                self.endpoint + path,
-                content=body,
-                headers=headers,
-                timeout=self.timeout if timeout is None else httpx.Timeout(max(timeout, 0.05)),
-            )
+            with self.client.stream(method, self.endpoint + path, **kwargs) as response:
+                status = response.status_code
+                body = _read_bounded(response) if 200 <= status < 300 else response.read()[:2000]
         except httpx.HTTPError as exc:
             return Reply("retry", detail=f"{type(exc).__name__}: {exc}")
-        return self._reply(response)
-
-    def _reply(self, response: httpx.Response) -> Reply:
-        status = response.status_code
         if 200 <= status < 300:
-            try:
-                data = response.json()
-            except ValueError:
-                data = {}
-            if not isinstance(data, dict):
-                data = {}
-            rejected = [
-                r["index"]
-                for r in data.get("rejected") or ()
-                if isinstance(r, dict) and isinstance(r.get("index"), int)
-            ]
-            return Reply("ok", actions=data.get("actions"), rejected=rejected)
-        detail = f"HTTP {status}: {response.text[:200]}"
-        if status in (408, 429) or status >= 500:
-            return Reply("retry", retry_after=_retry_after(response), detail=detail)
+            return _ok(body)
+        detail = f"HTTP {status} from {path}: {body[:200].decode('utf-8', 'replace')}"
         if status == 413:
             return Reply("split", detail=detail)
-        return Reply("drop", detail=detail)
+        if status in (400, 422):
+            return Reply("drop", detail=detail)
+        # 5xx, 408, 429; and what a misconfigured endpoint or key answers (a redirect, 401,
+        # 403, 404): kept and retried with backoff, logged, until max_retry_age.
+        return Reply("retry", retry_after=_retry_after(response), detail=detail)
 
     def close(self) -> None:
         if self._client is not None:
@@ -136,15 +130,54 @@ def _gzip(data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
+def _read_bounded(response: httpx.Response) -> bytes:
+    chunks = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_REPLY_BYTES:
+            logger.warning("sqreen: a reply of over %d bytes was not read", MAX_REPLY_BYTES)
+            return b""
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _ok(body: bytes) -> Reply:
+    try:
+        data = json.loads(body) if body else {}
+    except (ValueError, RecursionError):  # not JSON, or nested past any sense
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    rejected = data.get("rejected")
+    return Reply(
+        "ok",
+        actions=data.get("actions"),
+        rejected=[
+            r["index"]
+            for r in (rejected if isinstance(rejected, list) else ())
+            if isinstance(r, dict) and type(r.get("index")) is int
+        ],
+        errors=[
+            str(r.get("error"))[:200]
+            for r in (rejected if isinstance(rejected, list) else ())
+            if isinstance(r, dict)
+        ],
+    )
+
+
 def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (a number or an HTTP date), at most MAX_RETRY_AFTER."""
     value = response.headers.get("Retry-After")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time())
-    except (TypeError, ValueError):
-        return None
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time()
+        except (TypeError, ValueError, OverflowError):
+            return None
+    if not seconds > 0:  # also NaN
+        return 0.0
+    return min(seconds, MAX_RETRY_AFTER)

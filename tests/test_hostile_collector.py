@@ -1,0 +1,157 @@
+"""What a collector (or whatever answers in its place) sends back cannot break the SDK:
+huge or deep replies, absurd Retry-After, redirects and 404s; padded requests still fit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import sqreen
+from sqreen._config import Config
+from sqreen._event import QueuedEvent
+from sqreen._json import dumps_utf8
+from sqreen._request import snapshot_wsgi
+from sqreen._wire import MAX_REQUEST_BYTES, encode_event, parse_event
+from sqreen.transports import Reply
+from tests.receiver import Receiver
+from tests.test_queue import make, put
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_retry_after_of_a_lifetime_holds_five_minutes_then_delivery_resumes() -> None:
+    queue, transport, clock = make(Reply("ok"), Reply("retry", retry_after=1e10), flush_interval=1)
+    queue.step()
+    put(queue, 3)
+    clock.advance(1)
+    wake = queue.step()  # the collector asks for 300 years
+    assert wake - clock.now <= 300
+    clock.advance(299)
+    queue.step()
+    assert len(transport.batches()) == 1  # still waiting
+    clock.advance(2)
+    queue.step()
+    assert [len(b) for b in transport.batches()] == [3, 3] and queue.stats()["sent"] == 3
+
+
+def test_the_real_flusher_survives_a_retry_after_of_1e10(receiver: Receiver) -> None:
+    receiver.respond(503, headers={"Retry-After": "1e10"}, path="/v1/events")
+    client = sqreen.init(endpoint=receiver.url, flush_interval=0.05, heartbeat_interval=3600)
+    sqreen.track("first")
+    deadline = time.monotonic() + 5
+    while not receiver.requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    thread = client.queue._thread
+    assert thread is not None and thread.is_alive()
+    assert 0 < client.queue._retry_at - time.monotonic() <= 300
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 401, 403, 404])
+def test_a_misconfigured_endpoint_keeps_events_and_retries(receiver: Receiver, status: int) -> None:
+    receiver.respond(status, path="/v1/events", headers={"Location": "http://example.com/"})
+    client = sqreen.init(endpoint=receiver.url, flush_interval=0.05, heartbeat_interval=3600)
+    sqreen.track("kept")
+    assert sqreen.flush(timeout=10)
+    assert [e["name"] for e in receiver.events] == ["kept"]
+    assert client.stats()["dropped"]["rejected"] == 0
+
+
+def test_a_huge_or_deep_reply_is_not_read_whole(receiver: Receiver) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    huge = b'{"actions": {"version": 5, "items": [' + b'{"id": "1"},' * 900_000 + b"{}]}}"
+    receiver.respond(200, path="/v1/events", body=deep)
+    receiver.respond(200, path="/v1/events", body=huge)
+    client = sqreen.init(endpoint=receiver.url, flush_interval=0.05, heartbeat_interval=3600)
+    for name in ("a", "b", "c"):
+        sqreen.track(name)
+        assert sqreen.flush(timeout=10)
+    assert client.stats()["sent"] == 3 and client.internal_errors == 0
+    assert client.blocklist.version != 5  # the 10 MB reply was not applied
+
+
+def _padded_snapshot(body: bytes, content_type: str) -> object:
+    class Body:
+        def capture(self) -> tuple[tuple[bytes, ...], bool]:
+            return (body,), False
+
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/login",
+        "REMOTE_ADDR": "198.51.100.4",
+        "CONTENT_TYPE": content_type,
+    }
+    return snapshot_wsgi(environ, "HTTP_X_FORWARDED_FOR", None, Body())
+
+
+@pytest.mark.parametrize("collect_body", [False, True])
+def test_a_padded_login_still_fits_and_keeps_its_username(collect_body: bool) -> None:
+    pad = "".join(f"&pad{i}=" + "\x01" * 4096 for i in range(15))
+    body = f"username=alice&password=hunter2{pad}".encode()
+    config = Config.resolve({"max_body_size": 1 << 20}, environ={})
+    snapshot = _padded_snapshot(body, "application/x-www-form-urlencoded")
+    event = QueuedEvent(1, "auth.login.failure", time.time(), {}, {"username": "alice"}, None,
+                        snapshot, collect_body, 0)  # fmt: skip
+    wire = json.loads(dumps_utf8(encode_event(event, "x-1", config)))
+    parsed = parse_event(wire)  # the collector's own check: no longer refused
+    request = parsed["request"]
+    assert request is not None
+    assert len(dumps_utf8(request)) <= MAX_REQUEST_BYTES
+    assert request["params"]["username"] == "alice"
+    assert request["params"]["password"] == "[redacted]"
+    assert any(str(v).startswith("[truncated]") for v in request["params"].values())
+    assert "hunter2" not in json.dumps(wire)
+
+
+FLOOD = """
+import os, resource, sqreen
+from sqreen.middleware.wsgi import SqreenWSGIMiddleware
+sqreen.init(endpoint="http://127.0.0.1:9", flush_interval=0.05, heartbeat_interval=3600)
+def app(environ, start_response):
+    environ["wsgi.input"].read()
+    sqreen.track("upload")
+    start_response("200 OK", [])
+    return [b"ok"]
+wrapped = SqreenWSGIMiddleware(app)
+body = os.urandom(32 * 1024).hex().encode()  # 64 KB
+import io
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def request():  # a new 64 KB body object each time, as a server reads it from its socket
+    return {"REQUEST_METHOD": "POST", "REMOTE_ADDR": "127.0.0.1",
+            "CONTENT_LENGTH": str(len(body) + 1), "CONTENT_TYPE": "application/octet-stream",
+            "wsgi.input": io.BytesIO(body + b" ")}
+for i in range(1000):  # warm up
+    list(wrapped(request(), lambda *a: None))
+before = rss()
+for i in range(11000):
+    list(wrapped(request(), lambda *a: None))
+stats = sqreen._hub.active.stats()
+print(rss() - before, stats["queue_bytes"], stats["dropped"]["queue_full"])
+os._exit(0)
+"""
+
+
+@pytest.mark.slow
+def test_the_byte_bound_is_the_memory_bound_with_the_collector_down() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FLOOD)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    grown, queued, dropped = map(int, proc.stdout.split())
+    assert queued <= 16 * 1024 * 1024 and dropped > 0
+    assert grown < 16 * 1024 * 1024 + 48 * 1024 * 1024, f"RSS grew by {grown >> 20} MiB"
