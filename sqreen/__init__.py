@@ -24,9 +24,9 @@ import typing
 
 from . import _hub
 from ._blocking import Blocked
-from ._client import Client, UserScope
+from ._client import Client
 from ._config import ConfigError
-from ._context import RequestContext
+from ._context import RequestContext, UserScope
 from ._event import InvalidEvent
 from ._version import __version__
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import socket
 import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from ._actions import ActionPoller
+from ._app import envelope, spool_of
 from ._blocking import Blocked, Blocklist
 from ._client_ip import normalize_ip, resolve_client_ip
 from ._config import Config
-from ._context import RequestContext, current_request
+from ._context import RequestContext, UserScope, current_request
 from ._errors import Guard, InternalErrors
 from ._event import (
     InvalidEvent,
@@ -36,13 +36,12 @@ from ._json import dumps_utf8
 from ._options import OPTION_KEYS, merge_options
 from ._queue import Queue, new_id_prefix
 from ._refusals import Refusals
-from ._request import snapshot_asgi, snapshot_wsgi
-from ._values import note
-from ._version import __version__
+from ._request import snapshot_of
+from ._spool import restored_actions
 from ._wire import IDENTIFY, encode_event
 from .transports import NullTransport, from_config
 
-__all__ = ["Client", "UserScope"]
+__all__ = ["Client"]
 
 logger = logging.getLogger("sqreen")
 
@@ -79,6 +78,8 @@ class Client:
             else from_config(config.transport, config.endpoint, config.token)
         )
         self.blocklist = Blocklist(config.trusted)
+        self._new_ids()
+        self.spool = None if config.disable else spool_of(config, self.transport, self._prefix)
         self.queue = Queue(
             config,
             self.transport,
@@ -88,7 +89,10 @@ class Client:
             self.errors,
             on_start=self._started,
             report=self.stats,
+            spool=self.spool,
         )
+        if self.spool is not None:
+            self._restore_actions(self.spool.load_actions())
         poll = getattr(self.transport, "poll_actions", None)
         self.poller = (
             None
@@ -102,7 +106,6 @@ class Client:
         self._logged: set[tuple[str, str]] = set()
         self._traits_sent: dict[tuple[Any, str], float] = {}
         self._track_guard = self.errors.guard("track", reraise=config.strict)
-        self._new_ids()
 
     def _new_ids(self) -> None:
         self._prefix = new_id_prefix()
@@ -117,6 +120,8 @@ class Client:
 
     def after_fork_in_child(self) -> None:
         self._new_ids()
+        if self.spool is not None:
+            self.spool.after_fork_in_child(self._prefix)
         self.blocklist.after_fork_in_child()
         self.refusals.after_fork_in_child()
         if self.poller is not None:
@@ -172,7 +177,7 @@ class Client:
                 body = collect_body is True or (collect_body is not False and bool(collect_body))
                 if request is _SENTINEL_CTX:
                     ctx = _current_request()
-                elif type(request) is RequestContext:
+                elif isinstance(request, RequestContext):
                     ctx = request  # the per-request handle: its user too, not only its snapshot
                 else:
                     ctx = None
@@ -181,7 +186,7 @@ class Client:
                     if user is None:
                         user = ctx.user
                 elif request is not _SENTINEL_CTX and request is not None:
-                    snapshot = self._snapshot_of(request, notes)
+                    snapshot = snapshot_of(request, self.config, notes)
                 else:
                     snapshot = None
             except InvalidEvent as exc:
@@ -204,31 +209,6 @@ class Client:
         if invalid is not None:  # outside the guard: in strict mode it raises, as it should
             return self._invalid(event_name, invalid)
         return False
-
-    def _snapshot_of(self, request: Any, notes: list[InvalidEvent] | None) -> Any:
-        """Snapshot an explicit ``request=``: a context, a request, an environ, a scope."""
-        if isinstance(request, RequestContext):
-            return request.snapshot()
-        cfg = self.config
-        if isinstance(request, Mapping):
-            if request.get("type") in ("http", "websocket"):
-                return snapshot_asgi(request, cfg.forwarded_header_name, None, None)
-            if "REQUEST_METHOD" in request:
-                return snapshot_wsgi(request, cfg.forwarded_environ_key, None, None)
-        for attr, kind in (("environ", "wsgi"), ("META", "wsgi"), ("scope", "asgi")):
-            source = getattr(request, attr, None)
-            if isinstance(source, Mapping):
-                if kind == "wsgi":
-                    return snapshot_wsgi(source, cfg.forwarded_environ_key, None, None)
-                return snapshot_asgi(source, cfg.forwarded_header_name, None, None)
-        note(
-            notes,
-            "request",
-            "type",
-            "must be a WSGI environ, an ASGI scope, or a Flask, Django or Starlette request, "
-            f"not {type(request).__name__}",
-        )
-        return None
 
     def _log_once(self, event_name: object, problem: InvalidEvent, what: str) -> None:
         key = (str(event_name)[:128], problem.rule)
@@ -353,17 +333,7 @@ class Client:
         return dumps_utf8(wire).encode("utf-8", "replace")
 
     def _envelope(self) -> dict[str, Any]:
-        return {
-            "sdk": {"name": "sqreen-sdk-python", "version": __version__},
-            "app": {
-                "name": self.config.app_name or _default_app_name(),
-                "host": _HOST,
-                "pid": os.getpid(),
-                "framework": self.framework,
-            },
-            # The collector answers "unchanged" rather than the whole set when it is this one.
-            "actions": {"version": self.blocklist.version},
-        }
+        return envelope(self.config, self.framework, self.blocklist.version)
 
     def refused(self, blocked: Blocked, ctx: RequestContext | None) -> None:
         """For middlewares: a request was refused (or aborted) because of ``blocked``: count
@@ -384,6 +354,12 @@ class Client:
         if self.poller is not None:
             self.poller.start()
 
+    def _restore_actions(self, saved: Any) -> None:
+        with self.errors.guard("restoring the action set"):
+            actions = restored_actions(saved, time.time())
+            if actions is not None:
+                self.queue.apply_actions(actions)
+
     def start(self) -> None:
         """Start the flusher thread now, if it is not running (the middlewares call this with
         every request; it costs an attribute check once the thread runs).
@@ -392,8 +368,14 @@ class Client:
         set (heartbeats): a worker whose app only calls ``identify()`` would never learn of a
         block. A preload master serves no request, so it still starts no thread.
         """
-        if not self.disabled:
-            self.queue.start()
+        if self.disabled:
+            return
+        self.queue.start()
+        wait = self.config.block_on_start_timeout
+        if wait and not self.queue.first_actions.is_set():
+            # Once per process: the first request waits (bounded) for the blocks in force.
+            self.queue.first_actions.wait(wait)
+            self.queue.first_actions.set()
 
     def guard(self, where: str) -> Guard:
         """``with client.guard("where"):`` logs and counts an error of ours instead of raising
@@ -423,51 +405,3 @@ class Client:
         if refused:
             stats["refused"] = refused
         return stats
-
-
-class UserScope:
-    """Events tracked for one user, without binding them (Go's ``ForUser()``).
-
-    .. versionadded:: 0.1
-    """
-
-    __slots__ = ("_client", "_ctx", "_user")
-
-    def __init__(self, client: Client, user_identifiers: Mapping[str, Any], ctx: Any) -> None:
-        self._client = client
-        self._user = user_identifiers
-        self._ctx = ctx
-
-    def track(
-        self,
-        event_name: str,
-        /,
-        options: Mapping[str, Any] | None = None,
-        *,
-        properties: Mapping[str, Any] | None = None,
-        timestamp: datetime | None = None,
-        collect_body: bool = False,
-        target: Mapping[str, Any] | None = None,
-    ) -> bool:
-        """Track an event for this user; see :func:`sqreen.track`."""
-        return self._client.track(
-            event_name,
-            options,
-            properties,
-            self._user,
-            timestamp,
-            collect_body,
-            self._ctx,
-            target,
-        )
-
-
-_HOST = socket.gethostname()
-
-
-def _default_app_name() -> str:
-    import sys
-
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "") or "python"
-    return os.path.splitext(os.path.basename(path))[0] or "python"

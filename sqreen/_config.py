@@ -7,6 +7,7 @@ that a typo fails at start-up with the option's name rather than at the first ev
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -48,6 +49,11 @@ class Config:
     transport: Any = None
     #: Track nothing: no thread, no file, no request overhead beyond a pass-through.
     disable: bool = False
+    #: Where undelivered batches and the last action set are kept across restarts: True (a
+    #: directory per app under the temporary directory), a path, or False (nowhere).
+    spool: bool | str = True
+    #: At the first request, wait up to this long for the first action set (0: do not wait).
+    block_on_start_timeout: float = 0.0
     framework: str | None = field(default=None, compare=False)
 
     @classmethod
@@ -104,6 +110,11 @@ _LISTS = {"trusted_proxies", "scrub_keys", "scrub_values"}
 def _from_env(name: str, raw: str) -> Any:
     if name in _BOOLS:
         return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if name == "spool":
+        word = raw.strip().lower()
+        if word in {"0", "false", "no", "off"}:
+            return False
+        return True if word in {"1", "true", "yes", "on"} else raw.strip()
     if name == "trusted_proxies" and raw.strip().lower() == "none":
         return []  # trust nobody, not even loopback
     if name in _LISTS:
@@ -128,6 +139,15 @@ def _checked(values: dict[str, Any]) -> dict[str, Any]:
             values[name] = items
         elif name in _BOOLS:
             values[name] = bool(value)
+        elif name == "spool":
+            if not isinstance(value, bool | str | os.PathLike) or value == "":
+                raise ConfigError("spool must be True, False or a directory path")
+            values[name] = os.fspath(value) if isinstance(value, os.PathLike) else value
+        elif name == "block_on_start_timeout":
+            number = _number(name, value, float, zero=True)
+            if number > 60:
+                raise ConfigError("block_on_start_timeout must be at most 60 seconds")
+            values[name] = number
         elif name in {"token", "endpoint", "app_name", "client_ip_header"}:
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{name} must be a string, not {type(value).__name__}")
@@ -147,13 +167,17 @@ def _checked(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _number(name: str, value: Any, kind: type[int] | type[float]) -> int | float:
+def _number(
+    name: str, value: Any, kind: type[int] | type[float], zero: bool = False
+) -> int | float:
     if isinstance(value, bool):
         raise ConfigError(f"{name} must be a number, not bool")
     try:
         number = kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{name} must be a number, not {value!r}") from None
-    if number <= 0:
-        raise ConfigError(f"{name} must be positive, not {value!r}")
+    if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
+        raise ConfigError(
+            f"{name} must be {'positive or 0' if zero else 'positive'}, not {value!r}"
+        )
     return number

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from ._request import BodySource, RequestSnapshot, RouteGetter, snapshot_asgi, snapshot_wsgi
 
 if TYPE_CHECKING:
-    from ._client import Client, UserScope
+    from ._client import Client
 
-__all__ = ["RequestContext", "current", "current_request"]
+__all__ = ["RequestContext", "UserScope", "current", "current_request"]
 
 #: The request being served, bound by a middleware: ``token = current_request.set(ctx)``,
 #: then ``current_request.reset(token)`` in a ``finally`` of the same frame.
@@ -148,3 +148,40 @@ class RequestContext:
 def current() -> RequestContext | None:
     """The context bound to the running request, if any."""
     return current_request.get()
+
+
+class UserScope:
+    """Events tracked for one user, without binding them (Go's ``ForUser()``).
+
+    .. versionadded:: 0.1
+    """
+
+    __slots__ = ("_client", "_ctx", "_user")
+
+    def __init__(self, client: Client, user_identifiers: Mapping[str, Any], ctx: Any) -> None:
+        self._client = client
+        self._user = user_identifiers
+        self._ctx = ctx
+
+    def track(
+        self,
+        event_name: str,
+        /,
+        options: Mapping[str, Any] | None = None,
+        *,
+        properties: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        collect_body: bool = False,
+        target: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Track an event for this user; see :func:`sqreen.track`."""
+        return self._client.track(
+            event_name,
+            options,
+            properties,
+            self._user,
+            timestamp,
+            collect_body,
+            self._ctx,
+            target,
+        )

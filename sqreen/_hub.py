@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import threading
 import weakref
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ def init(options: Mapping[str, Any]) -> Client:
 def _install(config: Config) -> Client:
     global active
     client = Client(config)
+    _exit_hooks()
     with _lock:
         previous, active = active, client
         _clients.add(client)
@@ -125,6 +127,48 @@ def _at_exit() -> None:
     for client in list(_clients):
         if not client.closed:
             client.shutdown()
+
+
+_hooked_pid = 0
+
+
+def _exit_hooks() -> None:
+    """Deliver at exit where ``atexit`` does not run, once per process.
+
+    - Workers made by ``multiprocessing`` (granian's, hypercorn's...) end in ``os._exit``:
+      their exit runs ``multiprocessing``'s finalizers instead of ``atexit``, so one is
+      registered too.
+    - A process whose SIGTERM is the default dies without any cleanup (``flask run``,
+      waitress, wsgiref, a hypercorn worker; systemd stops with SIGTERM): a handler is
+      installed there, and only there (a server's own handler is never replaced). It
+      delivers on another thread, so that the interrupted main thread holds no lock it
+      needs, then dies of SIGTERM as it would have.
+    """
+    global _hooked_pid
+    if _hooked_pid == os.getpid():
+        return
+    _hooked_pid = os.getpid()
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, _at_exit, exitpriority=100)
+    if threading.current_thread() is threading.main_thread():
+        try:
+            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, _on_sigterm)
+        except (ValueError, OSError):  # not the main interpreter, or no such signal
+            pass
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM: die at once
+
+    def deliver_then_die() -> None:
+        try:
+            _at_exit()
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=deliver_then_die, name="sqreen-sigterm", daemon=True).start()
 
 
 os.register_at_fork(

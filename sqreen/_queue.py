@@ -27,12 +27,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._delivery import Batch, Delivery
 from ._errors import InternalErrors
 
 if TYPE_CHECKING:
     from ._blocking import Blocklist
     from ._config import Config
     from ._event import QueuedEvent
+    from ._spool import Spool
     from .transports import Transport
 
 __all__ = ["Clock", "Queue"]
@@ -44,9 +46,6 @@ Jitter = Callable[[float, float], float]
 
 logger = logging.getLogger("sqreen")
 
-MAX_BACKOFF = 30.0
-#: The longest a ``Retry-After`` holds the queue (a day asked is five minutes obeyed).
-MAX_RETRY_AFTER = 300.0
 #: How long a watched event waits for others to share its batch.
 URGENT_DELAY = 0.1
 #: The longest the flusher sleeps at once (it wakes earlier when there is work).
@@ -54,16 +53,7 @@ MAX_WAIT = 60.0
 DROP_REASONS = ("queue_full", "invalid", "retry_expired", "rejected")
 
 
-class Prepared:
-    __slots__ = ("data", "enqueued", "size")
-
-    def __init__(self, data: bytes, enqueued: float, size: int) -> None:
-        self.data = data
-        self.enqueued = enqueued
-        self.size = size
-
-
-class Queue:
+class Queue(Delivery):
     """The bounded queue and its flusher. ``encode`` turns an event into its JSON bytes (on
     the flusher thread); ``envelope`` gives the batch's ``sdk`` and ``app`` objects."""
 
@@ -80,6 +70,7 @@ class Queue:
         jitter: Jitter | None = None,
         on_start: Callable[[], None] | None = None,
         report: Callable[[], dict[str, Any]] | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.config = config
         self.transport = transport
@@ -89,11 +80,14 @@ class Queue:
         self._envelope = envelope
         #: Event names the collector's enforcing playbooks read: sent within URGENT_DELAY.
         self.watched: frozenset[str] = frozenset()
+        #: Set once an action set arrived (from the collector, or the spool at start).
+        self.first_actions = threading.Event()
         self._clock = clock
         # A generator of its own: the app's global random state is the app's.
         self._jitter = random.Random().uniform if jitter is None else jitter
         self._on_start = on_start
         self._report = report  # what a heartbeat reports (default: the queue's stats)
+        self.spool = spool
         self._flusher_guard = self.errors.guard("the flusher")
         self._reset_state()
 
@@ -103,7 +97,7 @@ class Queue:
         self._wake = threading.Event()
         self._drained = threading.Condition(threading.Lock())
         self._queue: deque[QueuedEvent] = deque()
-        self._ready: deque[list[Prepared]] = deque()  # prepared batches, oldest first
+        self._ready: deque[Batch] = deque()  # prepared batches, oldest first
         self._pending = 0  # events queued or in a prepared batch
         self._pending_bytes = 0
         self._thread: threading.Thread | None = None
@@ -114,8 +108,10 @@ class Queue:
         self._retry_at = 0.0
         self._last_flush = self._clock()
         self._next_heartbeat = self._last_flush  # fetch the action set at once
+        self._recovering = True  # the first round takes over what dead processes spooled
         self._rejections: set[str] = set()
         self.tracked = 0
+        self.recovered = 0
         self.adjusted = 0
         self.sent = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
@@ -218,12 +214,20 @@ class Queue:
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - self._clock()))
         delivered = self._drain(deadline)
+        if self._clock() < deadline:  # the last stats: short-lived processes show up too
+            with self.errors.guard("the last heartbeat"):
+                self._heartbeat()
         if self._pending:
-            logger.warning("sqreen: %d events not delivered at shutdown", self._pending)
+            kept = self._spool_the_rest()
+            logger.warning(
+                "sqreen: %d events not delivered at shutdown%s",
+                self._pending,
+                f"; {kept} kept in {self.spool.directory} for the next process"
+                if kept and self.spool is not None
+                else "",
+            )
         self.transport.close()
         return delivered
-
-    # -- the flusher's side ----------------------------------------------------------------
 
     def _run(self) -> None:
         try:
@@ -245,6 +249,9 @@ class Queue:
         now = self._clock()
         errors = self.errors.count
         with self._flusher_guard:
+            if self._recovering:
+                self._recovering = False
+                self._recover()
             if now >= self._next_heartbeat:
                 self._next_heartbeat = now + cfg.heartbeat_interval
                 if now >= self._retry_at:
@@ -276,132 +283,6 @@ class Queue:
         with self._drained:
             self._drained.notify_all()
 
-    def _send_all(self, deadline: float | None) -> bool:
-        """Send prepared and queued events until empty, a retry is due, or the deadline."""
-        while True:
-            if not self._ready:
-                batch = self._prepare()
-                if not batch:
-                    return True
-                self._ready.append(batch)
-            batch = self._ready[0]
-            timeout = None if deadline is None else deadline - self._clock()
-            if timeout is not None and timeout <= 0:
-                return False
-            reply = self.transport.send(self._envelope(), [p.data for p in batch], timeout)
-            self.apply_actions(reply.actions)
-            if reply.outcome == "ok":
-                self._ready.popleft()
-                self._attempt = 0
-                rejected = len(set(reply.rejected))
-                if rejected:
-                    self._log_rejected(reply.errors)
-                self._settle(batch, sent=len(batch) - rejected, reason="rejected", dropped=rejected)
-            elif reply.outcome == "split" and len(batch) > 1:
-                self._ready.popleft()
-                half = len(batch) // 2
-                self._ready.extendleft([batch[half:], batch[:half]])
-            elif reply.outcome in ("drop", "split"):
-                self._ready.popleft()
-                logger.error(
-                    "sqreen: %d events refused by the receiver: %s", len(batch), reply.detail
-                )
-                self._settle(batch, sent=0, reason="rejected", dropped=len(batch))
-            else:
-                delay = self._back_off(reply.retry_after)
-                if self._attempt in (1, 5) or self._attempt % 20 == 0:
-                    logger.warning(
-                        "sqreen: delivery failed (%s), retrying in %.1fs (attempt %d)",
-                        reply.detail,
-                        delay,
-                        self._attempt,
-                    )
-                self._expire()
-                return False
-
-    def _log_rejected(self, errors: list[str]) -> None:
-        """Once per reason (its field and rule, as the collector worded them)."""
-        for error in errors:
-            reason = error.partition(":")[0][:80]
-            if reason not in self._rejections and len(self._rejections) < 256:
-                self._rejections.add(reason)
-                logger.error("sqreen: the collector rejected an event: %s", error)
-
-    def _back_off(self, retry_after: float | None) -> float:
-        self._attempt += 1
-        backoff: float = min(MAX_BACKOFF, 0.5 * 2.0 ** min(self._attempt - 1, 16))
-        delay = max(backoff * self._jitter(0.5, 1.0), min(retry_after or 0.0, MAX_RETRY_AFTER))
-        self._retry_at = self._clock() + delay
-        return delay
-
-    def _prepare(self) -> list[Prepared]:
-        cfg = self.config
-        # The events of a batch are taken under one acquisition of the lock that put() takes
-        # too. Taken one by one, the two threads fell into a convoy while the flusher was busy
-        # (each blocked on the lock the other held while waiting for the GIL): track() in a
-        # request then took 40-90 us instead of 4.
-        with self._lock:
-            events = [self._queue.popleft() for _ in range(min(cfg.batch_size, len(self._queue)))]
-        batch: list[Prepared] = []
-        total = 0
-        for i, event in enumerate(events):
-            try:
-                data = self._encode(event)
-            except Exception:
-                self.errors.record(f"encoding event {event.name!r}")
-                self._settle([Prepared(b"", event.enqueued, event.size)], 0, "invalid", 1)
-                continue
-            batch.append(Prepared(data, event.enqueued, event.size))
-            total += len(data) + 1
-            if total >= cfg.max_batch_bytes - 70_000:  # room for one more event of any size
-                with self._lock:  # the rest waits for the next batch, in its order
-                    self._queue.extendleft(reversed(events[i + 1 :]))
-                break
-        return batch
-
-    def _expire(self) -> None:
-        """Drop events that have waited longer than ``max_retry_age`` since they were queued."""
-        limit = self._clock() - self.config.max_retry_age
-        for batch in list(self._ready):
-            old = [p for p in batch if p.enqueued < limit]
-            if old:
-                batch[:] = [p for p in batch if p.enqueued >= limit]
-                self._settle(old, 0, "retry_expired", len(old))
-                if not batch:
-                    self._ready.remove(batch)
-        with self._lock:
-            while self._queue and self._queue[0].enqueued < limit:
-                event = self._queue.popleft()
-                self._pending -= 1
-                self._pending_bytes -= event.size
-                self.dropped["retry_expired"] += 1
-
-    def _settle(self, batch: list[Prepared], sent: int, reason: str, dropped: int) -> None:
-        with self._lock:
-            self._pending -= len(batch)
-            self._pending_bytes -= sum(p.size for p in batch)
-            self.sent += sent
-            self.dropped[reason] += dropped
-
-    def apply_actions(self, actions: Any) -> None:
-        """An action set from the collector: the blocks, and the event names to send at
-        once (``watch``); a reply saying ``unchanged`` keeps both."""
-        self.blocklist.apply(actions)
-        if isinstance(actions, dict) and not actions.get("unchanged"):
-            watch = actions.get("watch")
-            names = watch if isinstance(watch, list) else ()
-            self.watched = frozenset(n for n in names[:256] if isinstance(n, str))
-
-    def _heartbeat(self) -> None:
-        payload = self._envelope()
-        payload["stats"] = self.stats() if self._report is None else self._report()
-        reply = self.transport.heartbeat(payload)
-        self.apply_actions(reply.actions)
-        if reply.outcome == "retry" and reply.retry_after:
-            # Retry-After speaks for the whole collector: events wait too.
-            wait = min(reply.retry_after, MAX_RETRY_AFTER)
-            self._retry_at = max(self._retry_at, self._clock() + wait)
-
     def _drain(self, deadline: float) -> bool:
         """Deliver what is left on the calling thread, retrying until ``deadline``."""
         if not self._send_lock.acquire(timeout=max(0.0, deadline - self._clock())):
@@ -423,6 +304,7 @@ class Queue:
                 "queue_depth": self._pending,
                 "queue_bytes": self._pending_bytes,
                 "tracked": self.tracked,
+                "recovered": self.recovered,
                 "adjusted": self.adjusted,
                 "sent": self.sent,
                 "dropped": dict(self.dropped),

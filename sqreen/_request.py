@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
+
+from ._limits import InvalidEvent
+from ._values import note
+
+if TYPE_CHECKING:
+    from ._config import Config
 
 __all__ = [
     "BodySource",
     "RequestSnapshot",
     "multipart_names",
     "snapshot_asgi",
+    "snapshot_of",
     "snapshot_wsgi",
     "text",
 ]
@@ -261,3 +268,27 @@ def snapshot_asgi(
         chunks,
         truncated,
     )
+
+
+def snapshot_of(request: Any, config: Config, notes: list[InvalidEvent] | None) -> Any:
+    """Snapshot an explicit ``request=``: a WSGI environ, an ASGI scope, or a Flask, Django
+    or Starlette request; None (noted) for anything else."""
+    if isinstance(request, Mapping):
+        if request.get("type") in ("http", "websocket"):
+            return snapshot_asgi(request, config.forwarded_header_name, None, None)
+        if "REQUEST_METHOD" in request:
+            return snapshot_wsgi(request, config.forwarded_environ_key, None, None)
+    for attr, kind in (("environ", "wsgi"), ("META", "wsgi"), ("scope", "asgi")):
+        source = getattr(request, attr, None)
+        if isinstance(source, Mapping):
+            if kind == "wsgi":
+                return snapshot_wsgi(source, config.forwarded_environ_key, None, None)
+            return snapshot_asgi(source, config.forwarded_header_name, None, None)
+    note(
+        notes,
+        "request",
+        "type",
+        "must be a WSGI environ, an ASGI scope, or a Flask, Django or Starlette request, "
+        f"not {type(request).__name__}",
+    )
+    return None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -12,11 +13,19 @@ from tests.receiver import Receiver
 
 
 @pytest.fixture(autouse=True)
-def _isolated_sqreen(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each test starts with no client and no SQREEN_* settings, and fails on internal errors."""
+def _isolated_sqreen(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Each test starts with no client and no SQREEN_* settings, and fails on internal errors.
+
+    Its temporary directory is its own (TMPDIR, for the subprocesses it starts too), so that
+    spools (undelivered batches and action sets kept per app name) never cross tests."""
     for key in list(os.environ):
         if key.startswith("SQREEN_"):
             monkeypatch.delenv(key)
+    tmp = str(tmp_path_factory.mktemp("tmpdir"))
+    monkeypatch.setenv("TMPDIR", tmp)
+    monkeypatch.setattr(tempfile, "tempdir", tmp)
     sqreen.shutdown(timeout=0.5)
     _context.current_request.set(None)  # a test that failed half-way may have left a request bound
     clients_before = set(_hub._clients)

@@ -15,8 +15,9 @@ import pytest
 
 from sqreen._blocking import Blocklist
 from sqreen._config import Config
+from sqreen._delivery import MAX_BACKOFF
 from sqreen._event import QueuedEvent
-from sqreen._queue import MAX_BACKOFF, Queue
+from sqreen._queue import Queue
 from sqreen.transports import Reply, ScriptedTransport, replies
 
 

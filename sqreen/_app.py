@@ -1,0 +1,52 @@
+"""Who this process is, for the collector: the app's name, the host, the envelope of its
+batches and heartbeats, and where its spool lives."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Any
+
+from ._config import Config
+from ._spool import Spool, default_directory
+from ._version import __version__
+
+__all__ = ["app_name", "envelope", "spool_of"]
+
+HOST = socket.gethostname()
+
+
+def app_name(config: Config) -> str:
+    """``app_name``, else the name of the script that runs (``gunicorn``, ``manage``...)."""
+    if config.app_name:
+        return config.app_name
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "") or "python"
+    return os.path.splitext(os.path.basename(path))[0] or "python"
+
+
+def envelope(config: Config, framework: str | None, actions_version: int) -> dict[str, Any]:
+    return {
+        "sdk": {"name": "sqreen-sdk-python", "version": __version__},
+        "app": {
+            "name": app_name(config),
+            "host": HOST,
+            "pid": os.getpid(),
+            "framework": framework,
+        },
+        # The collector answers "unchanged" rather than the whole set when it is this one.
+        "actions": {"version": actions_version},
+    }
+
+
+def spool_of(config: Config, transport: Any, prefix: str) -> Spool | None:
+    """The spool: a directory given, or by default one per app for a transport to a
+    collector (one with the action long-poll); memory and file transports need none."""
+    if config.spool is False:
+        return None
+    if config.spool is True:
+        if getattr(transport, "poll_actions", None) is None:
+            return None
+        return Spool(default_directory(app_name(config)), prefix)
+    return Spool(config.spool, prefix)

@@ -1,0 +1,184 @@
+"""What outlives a process: undelivered events (the spool), the blocks in force, and the
+last delivery when a server stops it with SIGTERM or ends its worker with os._exit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import sqreen
+from sqreen._spool import Spool
+from tests.receiver import Receiver
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
+    env.update(PYTHONPATH=str(ROOT), SQREEN_APP_NAME="restart-test", **extra)
+    return env
+
+
+def _start(code: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_line(proc: subprocess.Popen[str], expected: str, timeout: float = 30) -> None:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.strip() == expected:
+            return
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"no {expected!r}: {proc.communicate()[1][-2000:]}")
+
+
+def test_events_spooled_by_a_killed_process_are_sent_by_the_next(receiver: Receiver) -> None:
+    url = receiver.url
+    receiver.stop()  # the collector is down while the first process runs
+    first = _start(
+        """
+        import glob, os, tempfile, time, sqreen
+        client = sqreen.init(flush_interval=0.05)
+        for i in range(20):
+            sqreen.track("before.crash", properties={"i": i})
+        def spooled():
+            files = glob.glob(os.path.join(str(client.spool.directory), "*.batch"))
+            return sum(open(f, "rb").read().count(b"\\n") for f in files)
+        while spooled() < 20:
+            time.sleep(0.02)
+        print("spooled", flush=True)
+        time.sleep(60)
+        """,
+        SQREEN_ENDPOINT=url,
+    )
+    _wait_line(first, "spooled")
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    receiver.start()
+    second = subprocess.run(
+        [sys.executable, "-c", "import sqreen, time; sqreen.init(); sqreen.track('next.process');"
+         " time.sleep(1); print(sqreen.flush(10))"],
+        env=_env(SQREEN_ENDPOINT=receiver.url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert second.stdout.strip() == "True", second.stderr
+    names = sorted(e["name"] for e in receiver.events)
+    assert names == ["before.crash"] * 20 + ["next.process"]
+    assert sorted(e["properties"].get("i") for e in receiver.events if "i" in e["properties"]) == (
+        list(range(20))
+    )
+
+
+def test_a_restarted_worker_refuses_a_blocked_ip_before_reaching_the_collector(
+    receiver: Receiver,
+) -> None:
+    receiver.block([{"id": "7", "type": "block_ip", "ip": "203.0.113.0/24", "expires_in": 600}])
+    first = _start(
+        """
+        import sqreen, time
+        client = sqreen.init(flush_interval=0.05)
+        client.start()
+        while not sqreen.is_blocked(ip="203.0.113.5"):
+            time.sleep(0.02)
+        print("blocked", flush=True)
+        time.sleep(60)
+        """,
+        SQREEN_ENDPOINT=receiver.url,
+    )
+    _wait_line(first, "blocked")
+    first.kill()
+    first.communicate()
+    receiver.stop()  # the collector is down when the worker comes back
+    second = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(
+            """
+            from sqreen.middleware.wsgi import SqreenWSGIMiddleware
+            def app(environ, start_response):
+                start_response("200 OK", [])
+                return [b"served"]
+            wrapped = SqreenWSGIMiddleware(app)
+            statuses = []
+            for ip in ("203.0.113.5", "198.51.100.1"):
+                environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REMOTE_ADDR": ip}
+                list(wrapped(environ, lambda status, headers, *a: statuses.append(status)))
+            print(statuses)
+            """)],
+        env=_env(SQREEN_ENDPOINT=receiver.url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert second.stdout.strip() == "['403 Forbidden', '200 OK']", second.stderr
+
+
+def test_sigterm_delivers_what_is_queued_and_still_dies_of_it(receiver: Receiver) -> None:
+    proc = _start(
+        """
+        import sqreen, time
+        sqreen.init(flush_interval=3600, heartbeat_interval=3600)
+        for i in range(50):
+            sqreen.track("before.sigterm", properties={"i": i})
+        print("tracked", flush=True)
+        time.sleep(60)
+        """,
+        SQREEN_ENDPOINT=receiver.url,
+    )
+    _wait_line(proc, "tracked")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGTERM
+    assert len(receiver.wait_for(50, name="before.sigterm")) == 50
+    assert receiver.heartbeats and receiver.heartbeats[-1]["stats"]["sent"] >= 50  # the last one
+
+
+def test_a_multiprocessing_worker_ending_in_os_exit_delivers(receiver: Receiver) -> None:
+    code = """
+        import multiprocessing, sqreen
+        def worker():
+            sqreen.init(flush_interval=3600)
+            for i in range(10):
+                sqreen.track("in.worker", properties={"i": i})
+        if __name__ == "__main__":
+            p = multiprocessing.get_context("fork").Process(target=worker)
+            p.start(); p.join()
+            print(p.exitcode)
+        """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=_env(SQREEN_ENDPOINT=receiver.url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.stdout.strip() == "0", proc.stderr
+    assert len(receiver.wait_for(10, name="in.worker")) == 10
+
+
+def test_the_spool_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sqreen._spool.MAX_SPOOL_BYTES", 10_000)
+    spool = Spool(tmp_path, "p")
+    for _ in range(20):
+        spool.write([b"x" * 990])
+    assert sum(p.stat().st_size for p in tmp_path.glob("*.batch")) <= 10_000
+    assert spool.dropped == 10
+    assert sqreen is not None
