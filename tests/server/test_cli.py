@@ -18,7 +18,7 @@ from sqreen._wire import parse_event
 from sqreen.server import _cli_events
 from sqreen.server.cli import main
 from sqreen.server.storage import EventFilter, Storage, open_storage
-from sqreen.server.storage._rows import dumped, event_record
+from sqreen.server.storage._rows import event_record
 
 from .conftest import SQREEN, ServeProcess, envelope, wire_event
 
@@ -296,7 +296,7 @@ def test_follow_prints_a_batch_committed_after_a_later_one(postgres_db: str) -> 
     try:
         looks = _cli_events.tail(storage, EventFilter(), 0, interval=0)
         assert next(looks) == []
-        a = dumped(event_record(parse_event(wire_event(name="batch.a")), None, None, 0))
+        a = event_record(parse_event(wire_event(name="batch.a")), None, None, 0)
         with other._write() as cur:  # type: ignore[attr-defined]
             other._insert_events(cur, [a])  # type: ignore[attr-defined]
             storage.insert_events([parse_event(wire_event(name="batch.b"))])

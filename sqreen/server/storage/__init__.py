@@ -14,6 +14,7 @@ from .base import (
     KeyScope,
     Storage,
     StoredEvent,
+    StoredKey,
 )
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "KeyScope",
     "Storage",
     "StoredEvent",
+    "StoredKey",
     "open_storage",
 ]
 

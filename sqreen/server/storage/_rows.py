@@ -10,22 +10,33 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final
+from datetime import datetime
+from typing import Any, Final, NamedTuple
 
 from ..._event import parse_timestamp
 from ..._json import dumps_ascii
 from ..._wire import WireEvent
-from .base import StoredEvent, from_us, to_us
+from .base import Agent, ApiKey, Block, StoredEvent, from_us, to_us
 
 __all__ = [
+    "AGENT_COLUMNS",
+    "BLOCK_COLUMNS",
     "EVENT_COLUMNS",
+    "KEY_COLUMNS",
+    "AgentRow",
+    "BlockRow",
+    "EventRecord",
+    "KeyRow",
+    "agent_from_row",
+    "block_from_row",
     "clean",
-    "dumped",
     "dumps",
     "event_from_row",
     "event_record",
     "index_rows",
     "index_value",
+    "key_from_row",
+    "opt_time",
 ]
 
 #: Property values are indexed on this many characters (filters compare the same prefix).
@@ -36,20 +47,74 @@ IP_MAX: Final = 64
 #: Compact, ASCII-only JSON (so that any text survives both databases' text columns).
 dumps: Callable[[Any], str] = dumps_ascii
 
-#: The columns :func:`event_record` fills, in order (``seq`` is assigned by the database).
-EVENT_COLUMNS: Final = (
-    "id",
-    "name",
-    "ts",
-    "received_at",
-    "app",
-    "host",
-    "ip",
-    "user_json",
-    "properties_json",
-    "target_json",
-    "request_json",
-)
+
+class EventRecord(NamedTuple):
+    """An event row as inserted: every column but ``seq`` (which the database assigns), in
+    order, the ``*_json`` ones serialised (``None`` stays NULL)."""
+
+    id: str
+    name: str
+    ts: int
+    received_at: int
+    app: str | None
+    host: str | None
+    ip: str | None
+    user_json: str | None
+    properties_json: str
+    target_json: str | None
+    request_json: str | None
+
+
+#: The columns :func:`event_record` fills, in order.
+EVENT_COLUMNS: Final = EventRecord._fields
+
+
+class BlockRow(NamedTuple):
+    """A row of ``blocks``, as :data:`BLOCK_COLUMNS` selects it."""
+
+    id: int
+    type: str
+    user_json: str | None
+    ip: str | None
+    reason: str
+    created_at: int
+    expires_at: int | None
+    created_by: str
+    lifted_at: int | None
+    lifted_by: str | None
+
+
+BLOCK_COLUMNS: Final = ", ".join(BlockRow._fields)
+
+
+class KeyRow(NamedTuple):
+    """A row of ``api_keys``, as :data:`KEY_COLUMNS` selects it (never the token's hash)."""
+
+    id: int
+    name: str
+    created_at: int
+    revoked_at: int | None
+    scope: str
+
+
+KEY_COLUMNS: Final = ", ".join(KeyRow._fields)
+
+
+class AgentRow(NamedTuple):
+    """A row of ``agents``, as :data:`AGENT_COLUMNS` selects it."""
+
+    app: str
+    host: str
+    pid: int
+    framework: str | None
+    sdk_name: str | None
+    sdk_version: str | None
+    stats_json: str
+    first_seen: int
+    last_seen: int
+
+
+AGENT_COLUMNS: Final = ", ".join(AgentRow._fields)
 
 
 def clean(text: str, limit: int | None = None) -> str:
@@ -64,12 +129,12 @@ def clean(text: str, limit: int | None = None) -> str:
 
 def event_record(
     event: WireEvent, app: str | None, host: str | None, received_us: int
-) -> list[Any]:
-    """The values of :data:`EVENT_COLUMNS` for ``event``; the ``*_json`` ones are still
-    Python values (each back end serialises them its own way)."""
+) -> EventRecord:
+    """The row of ``event`` (``app`` and ``host`` already :func:`clean`)."""
     request = event["request"]
     ip = request.get("ip") if request else None
-    return [
+    # Positional: a keyword call of a NamedTuple costs twice as much, on the ingest path.
+    return EventRecord(
         clean(event["id"]),
         event["name"],
         to_us(parse_timestamp(event["timestamp"])),
@@ -77,16 +142,15 @@ def event_record(
         app,
         host,
         None if ip is None or len(ip) > IP_MAX else clean(ip),
-        event["user"],
-        event["properties"],
-        event["target"],
-        request,
-    ]
+        _dumps(event["user"]),
+        dumps(event["properties"]),
+        _dumps(event["target"]),
+        _dumps(request),
+    )
 
 
-def dumped(record: list[Any]) -> list[Any]:
-    """``record`` with its JSON columns serialised (``None`` stays NULL)."""
-    return [*record[:7], *(None if v is None else dumps(v) for v in record[7:])]
+def _dumps(value: Any) -> str | None:
+    return None if value is None else dumps(value)
 
 
 def _plain(text: str) -> bool:
@@ -131,18 +195,66 @@ def index_rows(events: Iterable[WireEvent]) -> tuple[list[Any], list[Any]]:
 
 def event_from_row(row: Sequence[Any]) -> StoredEvent:
     """A row of ``seq`` followed by :data:`EVENT_COLUMNS` as a :class:`StoredEvent`."""
-    seq, id_, name, ts, received, app, host, ip, user, props, target, request = row
+    seq, *columns = row
+    r = EventRecord._make(columns)
     return StoredEvent(
         seq=seq,
-        id=id_,
-        name=name,
-        timestamp=from_us(ts),
-        received_at=from_us(received),
-        app=app,
-        host=host,
-        ip=ip,
-        user=None if user is None else json.loads(user),
-        properties=json.loads(props),
-        target=None if target is None else json.loads(target),
-        request=None if request is None else json.loads(request),
+        id=r.id,
+        name=r.name,
+        timestamp=from_us(r.ts),
+        received_at=from_us(r.received_at),
+        app=r.app,
+        host=r.host,
+        ip=r.ip,
+        user=_loads(r.user_json),
+        properties=json.loads(r.properties_json),
+        target=_loads(r.target_json),
+        request=_loads(r.request_json),
+    )
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def opt_time(us: int | None) -> datetime | None:
+    return None if us is None else from_us(us)
+
+
+def block_from_row(row: BlockRow) -> Block:
+    return Block(
+        id=row.id,
+        type=row.type,  # type: ignore[arg-type]  # the table's CHECK allows only BlockType
+        user=_loads(row.user_json),
+        ip=row.ip,
+        reason=row.reason,
+        created_at=from_us(row.created_at),
+        expires_at=opt_time(row.expires_at),
+        created_by=row.created_by,
+        lifted_at=opt_time(row.lifted_at),
+        lifted_by=row.lifted_by,
+    )
+
+
+def key_from_row(row: KeyRow) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        name=row.name,
+        created_at=from_us(row.created_at),
+        revoked_at=opt_time(row.revoked_at),
+        scope=row.scope,  # type: ignore[arg-type]  # the table's CHECK allows only KeyScope
+    )
+
+
+def agent_from_row(row: AgentRow) -> Agent:
+    return Agent(
+        app=row.app,
+        host=row.host,
+        pid=row.pid,
+        framework=row.framework,
+        sdk_name=row.sdk_name,
+        sdk_version=row.sdk_version,
+        stats=json.loads(row.stats_json),
+        first_seen=from_us(row.first_seen),
+        last_seen=from_us(row.last_seen),
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 from ..._event import format_timestamp
 from ..._wire import WireEvent
@@ -32,6 +32,7 @@ __all__ = [
     "KeyScope",
     "Storage",
     "StoredEvent",
+    "StoredKey",
     "from_us",
     "to_us",
 ]
@@ -119,6 +120,13 @@ class ApiKey:
     revoked_at: datetime | None = None
     #: "ingest" (events, heartbeats, the action set) or "admin" (the blocks API too).
     scope: KeyScope = "ingest"
+
+
+class StoredKey(NamedTuple):
+    """An active key found by its hash, and the hash as stored (to compare in constant time)."""
+
+    key: ApiKey
+    token_hash: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +292,7 @@ class Storage(Protocol):
     # API keys: only SHA-256 hashes (hex) are stored.
     def create_key(self, name: str, token_hash: str, scope: KeyScope = "ingest") -> ApiKey: ...
 
-    def key_by_hash(self, token_hash: str) -> tuple[ApiKey, str] | None:
+    def key_by_hash(self, token_hash: str) -> StoredKey | None:
         """The active (not revoked) key with this hash, and the stored hash itself."""
         ...
 

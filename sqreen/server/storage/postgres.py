@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
+from ._rows import EventRecord
 from ._schema import migrations
 from ._sql import Cursor, SqlStorage
 
@@ -113,10 +114,10 @@ class PostgresStorage(SqlStorage):
     def _lock_schema(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
 
-    def _insert_events(self, cur: Cursor, rows: list[list[Any]]) -> list[int | None]:
-        by_id = sorted(rows, key=lambda row: str(row[0]))  # one lock order for all processes
-        seqs = dict(zip((row[0] for row in by_id), super()._insert_events(cur, by_id), strict=True))
-        return [seqs[row[0]] for row in rows]
+    def _insert_events(self, cur: Cursor, rows: list[EventRecord]) -> list[int | None]:
+        by_id = sorted(rows, key=lambda row: row.id)  # one lock order for all processes
+        seqs = dict(zip((row.id for row in by_id), super()._insert_events(cur, by_id), strict=True))
+        return [seqs[row.id] for row in rows]
 
     def close(self) -> None:
         with self._lock:
