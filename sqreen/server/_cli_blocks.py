@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import click
 
@@ -141,8 +141,8 @@ def blocks(all_: bool, as_json: bool, db: str) -> None:
     """List the blocks in force (the action set every SDK receives)."""
     with opened(db) as storage:
         found = storage.list_blocks(include_inactive=all_)
-        version = storage.action_set().version
-    now = datetime.now(UTC)
+        actions = storage.action_set()
+    version, now = actions.version, actions.now
     if as_json:
         for b in found:
             click.echo(json.dumps(b.to_json(now)))

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -131,8 +130,9 @@ async def list_blocks_endpoint(request: Request) -> JSONResponse:
     include = request.query_params.get("all", "") in ("1", "true", "yes")
     blocks = await run_in_threadpool(lambda: storage.list_blocks(include_inactive=include))
     actions = await run_in_threadpool(storage.action_set)
-    now = datetime.now(UTC)
-    return JSONResponse({"version": actions.version, "blocks": [b.to_json(now) for b in blocks]})
+    return JSONResponse(
+        {"version": actions.version, "blocks": [b.to_json(actions.now) for b in blocks]}
+    )
 
 
 def _new_block(storage: Storage, spec: Any, created_by: str) -> Block:
@@ -166,7 +166,7 @@ async def create_block_endpoint(request: Request) -> JSONResponse:
         )
     except InvalidBlock as exc:
         raise ApiError(400, str(exc), field=exc.field) from None
-    return JSONResponse(block.to_json(datetime.now(UTC)), status_code=201)
+    return JSONResponse(block.to_json(block.created_at), status_code=201)
 
 
 async def delete_block_endpoint(request: Request) -> JSONResponse:
@@ -178,7 +178,7 @@ async def delete_block_endpoint(request: Request) -> JSONResponse:
     block = await run_in_threadpool(storage.lift_block, int(raw), f"api-key:{key.id}:{key.name}")
     if block is None:
         raise ApiError(404, "no active block with this id")
-    return JSONResponse(block.to_json(datetime.now(UTC)))
+    return JSONResponse(block.to_json(storage.now()))
 
 
 async def health_endpoint(request: Request) -> JSONResponse:

@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from sqreen.server.explorer import _admin
 from sqreen.server.storage import EventFilter, Heartbeat, Storage
 
-from .conftest import csrf_of, wire_event
+from .conftest import Clock, csrf_of, wire_event
 
 XSS = "<script>alert(1)</script>"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -363,17 +362,11 @@ def test_agents(client: TestClient, storage: Storage) -> None:
 
 
 def test_agents_without_heartbeats_for_a_while_are_stale(
-    client: TestClient, storage: Storage, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, storage: Storage, clock: Clock
 ) -> None:
     storage.record_heartbeat(Heartbeat("shop", "web1", 1, None, None, None, {}))
     assert 'class="stale"' not in client.get("/explorer/agents").text
-
-    class FourMinutesLater(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Any:
-            return datetime.now(tz) + timedelta(minutes=4)
-
-    monkeypatch.setattr(_admin, "datetime", FourMinutesLater)
+    clock.advance(minutes=4)
     page = client.get("/explorer/agents").text
     assert '<strong class="bad">stale</strong>' in page and 'class="stale"' in page
     assert "4 min ago" in page

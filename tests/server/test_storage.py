@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +10,7 @@ from sqreen._wire import parse_event
 from sqreen.server.storage import EventFilter, Heartbeat, Storage, open_storage
 from sqreen.server.storage.base import to_us
 
-from .conftest import wire_event
+from .conftest import Clock, recent, wire_event
 
 
 def stored(*events: dict[str, object]) -> list:
@@ -225,13 +224,44 @@ def test_blocks_and_the_versioned_action_set(storage: Storage) -> None:
     assert [b.id for b in storage.list_blocks(include_inactive=True)] == [ip.id, user.id]
 
 
-def test_expired_blocks_leave_the_action_set(storage: Storage) -> None:
-    block = storage.create_block("block_user", user={"uid": "1"}, duration=timedelta(seconds=0.3))
-    assert [i["id"] for i in storage.action_set().to_json()["items"]] == [str(block.id)]
-    time.sleep(0.4)
+def test_expired_blocks_leave_the_action_set(storage: Storage, clock: Clock) -> None:
+    block = storage.create_block("block_user", user={"uid": "1"}, duration=timedelta(hours=1))
+    assert block.expires_at == block.created_at + timedelta(hours=1)
+    clock.advance(minutes=59)
+    actions = storage.action_set().to_json()
+    assert [i["id"] for i in actions["items"]] == [str(block.id)]
+    assert actions["items"][0]["expires_in"] == pytest.approx(60, abs=1)
+    clock.advance(minutes=1, seconds=1)
     assert storage.action_set().to_json() == {"version": 1, "items": []}
     assert storage.list_blocks() == []
     assert storage.lift_block(block.id) is None
+    (ended,) = storage.list_blocks(include_inactive=True)
+    assert ended.lifted_at is None and not ended.is_active(storage.now())
+
+
+def test_the_clock_stamps_every_write(storage: Storage, clock: Clock) -> None:
+    """received_at, key and block times and heartbeats come from the storage's clock."""
+    clock.advance(days=400)
+    start = storage.now()
+    assert start - datetime.now(UTC) > timedelta(days=399)
+    storage.insert_events(stored(wire_event()))
+    (event,) = storage.query_events()
+    assert event.received_at >= start
+    assert storage.create_key("k", "f" * 64).created_at >= start
+    assert storage.create_block("block_ip", ip="192.0.2.1").created_at >= start
+    storage.record_heartbeat(Heartbeat("shop", "web1", 1, None, None, None, {}))
+    (agent,) = storage.agents()
+    assert agent.first_seen >= start and agent.last_seen >= start
+    assert storage.action_set().now >= start
+
+
+def test_retention_follows_the_clock(storage: Storage, clock: Clock) -> None:
+    young = wire_event(timestamp=recent(days=1), properties={"k": "v"})
+    storage.insert_events(stored(young))
+    assert storage.purge_older_than(30) == 0
+    clock.advance(days=30)
+    assert storage.purge_older_than(30) == 1
+    assert storage.count_events() == 0 and storage.count_by("properties.k") == []
 
 
 def test_heartbeats_keep_the_latest_per_process(storage: Storage) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from starlette.concurrency import run_in_threadpool
@@ -134,7 +134,7 @@ async def _blocks(
     request: Request, form: BlockForm, errors: list[str], status: int = 200
 ) -> Response:
     storage: Storage = request.app.state.storage
-    now = datetime.now(UTC)
+    now = storage.now()
     every = await run_in_threadpool(lambda: storage.list_blocks(include_inactive=True))
     active = [b for b in every if b.is_active(now)]
     ended = [b for b in every if not b.is_active(now)][:RECENT_ENDED]
@@ -232,7 +232,7 @@ def agent_row(agent: Agent, now: datetime, stale_after: float) -> AgentRow:
 async def agents_page(request: Request) -> Response:
     storage: Storage = request.app.state.storage
     stale_after: float = request.app.state.stale_after
-    now = datetime.now(UTC)
+    now = storage.now()
     agents = await run_in_threadpool(storage.agents)
     rows = [agent_row(a, now, stale_after) for a in agents]
     context = {

@@ -9,12 +9,14 @@ from .base import (
     ApiKey,
     Block,
     BlockType,
+    Clock,
     EventFilter,
     Heartbeat,
     KeyScope,
     Storage,
     StoredEvent,
     StoredKey,
+    utc_now,
 )
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "ApiKey",
     "Block",
     "BlockType",
+    "Clock",
     "EventFilter",
     "Heartbeat",
     "KeyScope",
@@ -31,18 +34,21 @@ __all__ = [
     "StoredEvent",
     "StoredKey",
     "open_storage",
+    "utc_now",
 ]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_storage(db: str) -> Storage:
+def open_storage(db: str, *, clock: Clock = utc_now) -> Storage:
     """Open (creating and migrating as needed) the database ``db``: a ``postgresql://`` URL,
-    or the path of a SQLite file (``sqlite:///path`` also works)."""
+    or the path of a SQLite file (``sqlite:///path`` also works). ``clock`` is the time every
+    write is stamped with and expiry and retention are measured against (tests pass their
+    own, so that nothing waits for real time)."""
     if db.startswith(POSTGRES_SCHEMES):
         from .postgres import PostgresStorage
 
-        return PostgresStorage(db)
+        return PostgresStorage(db, clock=clock)
     from .sqlite import SQLiteStorage
 
-    return SQLiteStorage(db.removeprefix("sqlite://"))
+    return SQLiteStorage(db.removeprefix("sqlite://"), clock=clock)

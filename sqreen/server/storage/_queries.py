@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from ._rows import EVENT_COLUMNS, clean, event_from_row, index_value
@@ -46,6 +46,10 @@ class EventQueries:
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one query outside any write transaction and fetch all its rows."""
+        raise NotImplementedError
+
+    def now(self) -> datetime:
+        """The time by the storage's clock."""
         raise NotImplementedError
 
     def _read_as(
@@ -284,7 +288,7 @@ class EventQueries:
         end: datetime | None = None,
     ) -> list[tuple[datetime, int]]:
         buckets = max(1, buckets)
-        until = to_us(end or filters.until or datetime.now(UTC))
+        until = to_us(end or filters.until or self.now())
         first = start or filters.since
         if first is not None:
             since = to_us(first)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 from ..._wire import WireEvent
@@ -38,11 +38,13 @@ from .base import (
     ApiKey,
     Block,
     BlockType,
+    Clock,
     Heartbeat,
     KeyScope,
     StoredKey,
     from_us,
     to_us,
+    utc_now,
 )
 
 __all__ = ["Cursor", "SqlStorage"]
@@ -70,10 +72,6 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def placeholders(rows: int, columns: int) -> str:
     one = "(" + ", ".join("?" * columns) + ")"
     return ", ".join([one] * rows)
@@ -85,6 +83,12 @@ class SqlStorage(EventQueries):
 
     #: Ordered schema migrations: each a list of statements; index + 1 is its version.
     MIGRATIONS: Sequence[Sequence[str]] = ()
+
+    def __init__(self, clock: Clock = utc_now) -> None:
+        self._clock = clock
+
+    def now(self) -> datetime:
+        return self._clock()
 
     def _write(self) -> AbstractContextManager[Cursor]:
         """A cursor inside a write transaction, committed when the block exits cleanly."""
@@ -153,7 +157,7 @@ class SqlStorage(EventQueries):
         host: str | None = None,
         received_at: datetime | None = None,
     ) -> tuple[int, int]:
-        received = to_us(received_at or _now())
+        received = to_us(received_at or self.now())
         app = None if app is None else clean(app)
         host = None if host is None else clean(host)
         unique: dict[str, tuple[EventRecord, WireEvent]] = {}
@@ -183,7 +187,7 @@ class SqlStorage(EventQueries):
         return stored, len(events) - stored
 
     def purge_older_than(self, days: float) -> int:
-        cutoff = to_us(_now() - timedelta(days=days))
+        cutoff = to_us(self.now() - timedelta(days=days))
         total = 0
         while True:
             with self._write() as cur:
@@ -205,7 +209,7 @@ class SqlStorage(EventQueries):
     def create_key(self, name: str, token_hash: str, scope: KeyScope = "ingest") -> ApiKey:
         if scope not in KEY_SCOPES:
             raise ValueError(f"scope must be one of {', '.join(KEY_SCOPES)}, not {scope!r}")
-        created = to_us(_now())
+        created = to_us(self.now())
         with self._write() as cur:
             (key_id,) = cur.execute(
                 "INSERT INTO api_keys (name, token_hash, created_at, scope) "
@@ -230,7 +234,7 @@ class SqlStorage(EventQueries):
         with self._write() as cur:
             cur.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (to_us(_now()), key_id),
+                (to_us(self.now()), key_id),
             )
             return cur.rowcount > 0
 
@@ -246,7 +250,7 @@ class SqlStorage(EventQueries):
         reason: str = "",
         created_by: str = "",
     ) -> Block:
-        now = _now()
+        now = self.now()
         expires = None if duration is None else to_us(now + duration)
         with self._write() as cur:
             row = cur.execute(
@@ -266,7 +270,7 @@ class SqlStorage(EventQueries):
         return block_from_row(BlockRow._make(row))
 
     def lift_block(self, block_id: int, lifted_by: str = "") -> Block | None:
-        now = to_us(_now())
+        now = to_us(self.now())
         with self._write() as cur:
             row = cur.execute(
                 "UPDATE blocks SET lifted_at = ?, lifted_by = ? WHERE id = ? "
@@ -292,12 +296,12 @@ class SqlStorage(EventQueries):
                 BlockRow._make,
                 f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE lifted_at IS NULL "
                 "AND (expires_at IS NULL OR expires_at > ?) ORDER BY id DESC",
-                [to_us(_now())],
+                [to_us(self.now())],
             )
         return [block_from_row(r) for r in rows]
 
     def action_set(self) -> ActionSet:
-        now = _now()
+        now = self.now()
         # One statement, so the version and the items come from the same snapshot.
         rows = self._read(
             f"SELECT c.value, {', '.join('b.' + c for c in BLOCK_COLUMNS.split(', '))} "
@@ -315,7 +319,7 @@ class SqlStorage(EventQueries):
     # -- agents and settings ------------------------------------------------------------
 
     def record_heartbeat(self, heartbeat: Heartbeat) -> None:
-        h, now = heartbeat, to_us(_now())
+        h, now = heartbeat, to_us(self.now())
         with self._write() as cur:
             cur.execute(
                 "INSERT INTO agents (app, host, pid, framework, sdk_name, sdk_version, "

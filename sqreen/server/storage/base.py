@@ -11,7 +11,7 @@ ranges, histograms and paging are exact and written once (:mod:`._sql`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple, Protocol
@@ -27,6 +27,7 @@ __all__ = [
     "ApiKey",
     "Block",
     "BlockType",
+    "Clock",
     "EventFilter",
     "Heartbeat",
     "KeyScope",
@@ -35,6 +36,7 @@ __all__ = [
     "StoredKey",
     "from_us",
     "to_us",
+    "utc_now",
 ]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -43,6 +45,15 @@ _US = timedelta(microseconds=1)
 BlockType = Literal["block_user", "block_ip"]
 KeyScope = Literal["ingest", "admin"]
 KEY_SCOPES: Final = ("ingest", "admin")
+
+
+#: What storage reads the time from (``received_at``, block expiry, retention, heartbeats).
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The default :data:`Clock`: the system's, in UTC."""
+    return datetime.now(UTC)
 
 
 def to_us(dt: datetime) -> int:
@@ -208,6 +219,11 @@ class Storage(Protocol):
     each write is one transaction, committed when the method returns."""
 
     def close(self) -> None: ...
+
+    def now(self) -> datetime:
+        """The time by this storage's :data:`Clock`: what it stamps writes with and measures
+        expiry and retention against."""
+        ...
 
     # Events.
     def insert_events(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ._rows import EventRecord
 from ._schema import migrations
 from ._sql import Cursor, SqlStorage
+from .base import Clock, utc_now
 
 if TYPE_CHECKING:
     import psycopg
@@ -65,7 +66,8 @@ class _PgCursor:
 class PostgresStorage(SqlStorage):
     MIGRATIONS = migrations("postgresql")
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, clock: Clock = utc_now) -> None:
+        super().__init__(clock)
         try:
             import psycopg
         except ImportError:  # pragma: no cover - an extra of the collector

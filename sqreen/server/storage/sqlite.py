@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
 from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import migrations
 from ._sql import INSERT_CHUNK, Cursor, SqlStorage, placeholders
+from .base import Clock, utc_now
 
 __all__ = ["SQLiteStorage"]
 
@@ -43,7 +44,8 @@ _KNOWN: Final = (
 class SQLiteStorage(SqlStorage):
     MIGRATIONS = migrations("sqlite")
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, clock: Clock = utc_now) -> None:
+        super().__init__(clock)
         self.path = path
         self._write_lock = threading.Lock()
         self._process_lock: int | None = None
