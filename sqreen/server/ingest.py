@@ -116,12 +116,10 @@ def ingest(storage: Storage, body: bytes) -> dict[str, Any]:
         except Exception:  # a validation bug must not make the SDK retry this batch forever
             logger.exception("sqreen: unexpected error validating event %d", index)
             rejected.append({"index": index, "error": "event: could not be validated"})
-    accepted, duplicates = storage.insert_events(
-        events, app=_text(app.get("name")), host=_text(app.get("host"))
-    )
+    result = storage.insert_events(events, app=_text(app.get("name")), host=_text(app.get("host")))
     return {
-        "accepted": accepted,
-        "duplicates": duplicates,
+        "accepted": result.stored,
+        "duplicates": result.duplicates,
         "rejected": rejected,
         "actions": storage.action_set().to_json(),
     }

@@ -37,8 +37,8 @@ def request_from(ip: str, **fields: Any) -> dict[str, Any]:
 
 
 def store(storage: Storage, *events: dict[str, Any], app: str = "shop") -> None:
-    stored, _ = storage.insert_events(events, app=app, host="web1")  # type: ignore[arg-type]
-    assert stored == len(events)
+    result = storage.insert_events(events, app=app, host="web1")  # type: ignore[arg-type]
+    assert result.stored == len(events)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from sqreen._wire import parse_event
 from sqreen.server import _cli_events
 from sqreen.server.cli import main
-from sqreen.server.storage import EventFilter, Storage, open_storage
+from sqreen.server.storage import EventFilter, Follower, Storage, follow, newer, open_storage
 from sqreen.server.storage._rows import event_record
 
 from .conftest import SQREEN, ServeProcess, envelope, wire_event
@@ -277,14 +277,17 @@ def test_follow_reads_every_event_stored_since_its_last_look(
 ) -> None:
     """More events than a page between two looks: all of them, none twice (a page of the
     storage is the newest events first, so the oldest of a burst once went missing)."""
-    monkeypatch.setattr(_cli_events, "FOLLOW_PAGE", 10)
+    monkeypatch.setattr(follow, "PAGE", 10)
     storage.insert_events([parse_event(wire_event(name="seen.before"))])
     (last,) = storage.query_events()
     burst = [parse_event(wire_event(name="in.burst")) for _ in range(35)]
     storage.insert_events(burst)
-    found = _cli_events.newer(storage, EventFilter(), last.seq)
+    found = newer(storage, EventFilter(), last.seq)
     assert [e.id for e in reversed(found)] == [e["id"] for e in burst]
-    assert _cli_events.newer(storage, EventFilter(name="seen.before"), last.seq) == []
+    assert newer(storage, EventFilter(name="seen.before"), last.seq) == []
+    follower = Follower(storage, last=last.seq)
+    assert [e.id for e in reversed(follower.poll())] == [e["id"] for e in burst]
+    assert follower.poll() == [] and follower.last == found[0].seq
 
 
 @pytest.mark.postgres
@@ -294,7 +297,7 @@ def test_follow_prints_a_batch_committed_after_a_later_one(postgres_db: str) -> 
     nothing is shown twice. (On SQLite, with one writer at a time, seqs commit in order.)"""
     storage, other = open_storage(postgres_db), open_storage(postgres_db)
     try:
-        looks = _cli_events.tail(storage, EventFilter(), 0, interval=0)
+        looks = _cli_events.tail(Follower(storage), interval=0)
         assert next(looks) == []
         a = event_record(parse_event(wire_event(name="batch.a")), None, None, 0)
         with other._write() as cur:  # type: ignore[attr-defined]

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sqreen._wire import parse_event
-from sqreen.server.storage import EventFilter, Heartbeat, Storage, open_storage
-from sqreen.server.storage.base import to_us
+from sqreen.server.storage import EventFilter, Heartbeat, InsertResult, Storage, open_storage
+from sqreen.server.storage.model import to_us
 
 from .conftest import Clock, recent, wire_event
 
@@ -21,20 +21,45 @@ def ids(found: list) -> list[str]:
     return [e.id for e in found]
 
 
+def counts(result: InsertResult) -> tuple[int, int]:
+    return result.stored, result.duplicates
+
+
 def test_insert_counts_duplicates_by_id(storage: Storage) -> None:
     a, b = wire_event(), wire_event()
-    assert storage.insert_events(stored(a, b), app="shop", host="web1") == (2, 0)
+    first = storage.insert_events(stored(a, b), app="shop", host="web1")
+    assert counts(first) == (2, 0)
     # A retried batch, and a batch repeating an id within itself.
-    assert storage.insert_events(stored(a, b)) == (0, 2)
+    assert counts(storage.insert_events(stored(a, b))) == (0, 2)
     c = wire_event()
     d = wire_event(user={"uid": "7"})
-    assert storage.insert_events(stored(a, c, c, d, b)) == (2, 3)
+    assert counts(storage.insert_events(stored(a, c, c, d, b))) == (2, 3)
     assert storage.count_events() == 4
     # The side tables hold the stored events' rows once each, under the right seq.
     assert storage.count_by("user.uid") == [("42", 3), ("7", 1)]
     assert storage.count_by("properties.reason") == [("bad_password", 4)]
     assert [e.id for e in storage.query_events(EventFilter(users=(("uid", "7"),)))] == [d["id"]]
-    assert storage.insert_events([]) == (0, 0)
+    assert counts(storage.insert_events([])) == (0, 0)
+
+
+def test_insert_reports_the_seq_of_each_new_event(storage: Storage) -> None:
+    """Aligned with the input: the seq each new event was stored under, None for every
+    duplicate (stored before, or repeated earlier in the same call)."""
+    a, b, c = wire_event(), wire_event(), wire_event()
+    first = storage.insert_events(stored(a, b))
+    seq_a, seq_b = first.seqs
+    assert seq_a is not None and seq_b is not None and seq_a < seq_b
+    again = storage.insert_events(stored(b, c, c, a))
+    seq_c = again.seqs[1]
+    assert again.seqs == (None, seq_c, None, None) and seq_c is not None and seq_c > seq_b
+    assert {e.id: e.seq for e in storage.query_events()} == {
+        a["id"]: seq_a,
+        b["id"]: seq_b,
+        c["id"]: seq_c,
+    }
+    assert again.new(["b", "c", "c again", "a"]) == [(seq_c, "c")]
+    assert again.received_at == storage.query_events(limit=1)[0].received_at
+    assert storage.insert_events(stored()).seqs == ()
 
 
 def test_event_round_trip(storage: Storage) -> None:
@@ -67,7 +92,7 @@ def test_hostile_text_is_stored_verbatim_and_filterable(storage: Storage) -> Non
     )
     e["request"]["ip"] = nasty
     e["request"]["params"] = {nasty: [nasty]}
-    assert storage.insert_events(stored(e), app=nasty, host="\ud800\x00") == (1, 0)
+    assert counts(storage.insert_events(stored(e), app=nasty, host="\ud800\x00")) == (1, 0)
     got = storage.get_event(e["id"])
     assert got is not None
     assert got.properties == {nasty: nasty, "nul": "a\x00b", "lone": "\ud800"}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from ..storage.base import from_us, to_us
+from ..storage.model import from_us, to_us
 
 __all__ = ["Bar", "Chart", "bucketing", "draw"]
 

@@ -1,9 +1,13 @@
-"""Storage back ends of the collector, chosen by the ``--db`` URL."""
+"""Storage of the collector: the protocols (:mod:`.base`), the values (:mod:`.model`), the
+back ends chosen by the ``--db`` URL, and the follow reader (:mod:`.follow`)."""
 
 from __future__ import annotations
 
-from .base import (
+from .base import ControlStore, EventStore, Storage
+from .follow import Follower, newer
+from .model import (
     KEY_SCOPES,
+    NO_FILTER,
     ActionSet,
     Agent,
     ApiKey,
@@ -12,8 +16,8 @@ from .base import (
     Clock,
     EventFilter,
     Heartbeat,
+    InsertResult,
     KeyScope,
-    Storage,
     StoredEvent,
     StoredKey,
     utc_now,
@@ -21,18 +25,24 @@ from .base import (
 
 __all__ = [
     "KEY_SCOPES",
+    "NO_FILTER",
     "ActionSet",
     "Agent",
     "ApiKey",
     "Block",
     "BlockType",
     "Clock",
+    "ControlStore",
     "EventFilter",
+    "EventStore",
+    "Follower",
     "Heartbeat",
+    "InsertResult",
     "KeyScope",
     "Storage",
     "StoredEvent",
     "StoredKey",
+    "newer",
     "open_storage",
     "utc_now",
 ]

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from ._rows import EVENT_COLUMNS, clean, event_from_row, index_value
-from .base import NO_FILTER, EventFilter, StoredEvent, from_us, to_us
+from .model import NO_FILTER, EventFilter, StoredEvent, from_us, to_us
 
 __all__ = ["EventQueries"]
 

@@ -16,7 +16,7 @@ from typing import Any, Final, NamedTuple
 from ..._event import parse_timestamp
 from ..._json import dumps_ascii
 from ..._wire import WireEvent
-from .base import Agent, ApiKey, Block, StoredEvent, from_us, to_us
+from .model import Agent, ApiKey, Block, StoredEvent, from_us, to_us
 
 __all__ = [
     "AGENT_COLUMNS",

@@ -31,7 +31,7 @@ from ._rows import (
     index_rows,
     key_from_row,
 )
-from .base import (
+from .model import (
     KEY_SCOPES,
     ActionSet,
     Agent,
@@ -40,6 +40,7 @@ from .base import (
     BlockType,
     Clock,
     Heartbeat,
+    InsertResult,
     KeyScope,
     StoredKey,
     from_us,
@@ -156,16 +157,18 @@ class SqlStorage(EventQueries):
         app: str | None = None,
         host: str | None = None,
         received_at: datetime | None = None,
-    ) -> tuple[int, int]:
+    ) -> InsertResult:
         received = to_us(received_at or self.now())
         app = None if app is None else clean(app)
         host = None if host is None else clean(host)
+        ids: list[str] = []
         unique: dict[str, tuple[EventRecord, WireEvent]] = {}
         for event in events:
             record = event_record(event, app, host, received)
+            ids.append(record.id)
             unique.setdefault(record.id, (record, event))
         if not unique:
-            return 0, len(events)
+            return InsertResult(0, 0, (), from_us(received))
         # Everything Python can prepare is done before the write lock, which other threads
         # (and, with ``serve --workers``, other processes) wait for: only SQL runs under it.
         rows = [record for record, _ in unique.values()]
@@ -183,8 +186,11 @@ class SqlStorage(EventQueries):
                 flat[0::3] = [seqs[position] for position in flat[0::3]]
                 if flat:
                     self._insert_index(cur, table, flat)
+        # Aligned with the input: a seq for the first of each id stored, None for the rest.
+        by_id = dict(zip(unique, seqs, strict=True))
+        aligned = tuple(by_id.pop(id_, None) for id_ in ids)
         stored = len(seqs) - seqs.count(None)
-        return stored, len(events) - stored
+        return InsertResult(stored, len(events) - stored, aligned, from_us(received))
 
     def purge_older_than(self, days: float) -> int:
         cutoff = to_us(self.now() - timedelta(days=days))

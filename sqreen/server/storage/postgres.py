@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ._rows import EventRecord
 from ._schema import migrations
 from ._sql import Cursor, SqlStorage
-from .base import Clock, utc_now
+from .model import Clock, utc_now
 
 if TYPE_CHECKING:
     import psycopg

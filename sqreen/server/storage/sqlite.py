@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
 from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import migrations
 from ._sql import INSERT_CHUNK, Cursor, SqlStorage, placeholders
-from .base import Clock, utc_now
+from .model import Clock, utc_now
 
 __all__ = ["SQLiteStorage"]
 
