@@ -32,16 +32,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from .auth import CACHE_TTL, KeyChecker
-from .blocks import (
-    InvalidBlock,
-    parse_duration,
-    validate_network,
-    validate_reason,
-    validate_user_spec,
-)
+from .blocks import BlockService, InvalidBlock, block_from_json, parse_block_id
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .ingest import MAX_BODY_BYTES, heartbeat, ingest, parse_json, read_body
-from .storage import ApiKey, Block, Storage
+from .storage import ApiKey, Storage
 
 __all__ = ["create_app"]
 
@@ -135,50 +129,32 @@ async def list_blocks_endpoint(request: Request) -> JSONResponse:
     )
 
 
-def _new_block(storage: Storage, spec: Any, created_by: str) -> Block:
-    if not isinstance(spec, dict):
-        raise InvalidBlock("body", "must be a JSON object")
-    unknown = set(spec) - {"type", "user", "ip", "duration", "reason"}
-    if unknown:
-        raise InvalidBlock("body", f"unknown keys {sorted(unknown)[:5]}")
-    duration = spec.get("duration")
-    kwargs: dict[str, Any] = {
-        "duration": None if duration is None else parse_duration(duration),
-        "reason": validate_reason(spec.get("reason")),
-        "created_by": created_by,
-    }
-    kind = spec.get("type")
-    if kind == "block_user":
-        return storage.create_block(
-            "block_user", user=validate_user_spec(spec.get("user")), **kwargs
-        )
-    if kind == "block_ip":
-        return storage.create_block("block_ip", ip=validate_network(spec.get("ip")), **kwargs)
-    raise InvalidBlock("type", "must be 'block_user' or 'block_ip'")
-
-
 async def create_block_endpoint(request: Request) -> JSONResponse:
     key = await authenticate(request, admin=True)
-    spec = parse_json(await read_body(request, 64 * 1024))
+    body = parse_json(await read_body(request, 64 * 1024))
     try:
-        block = await run_in_threadpool(
-            _new_block, request.app.state.storage, spec, f"api-key:{key.id}:{key.name}"
-        )
+        wanted = block_from_json(body)
     except InvalidBlock as exc:
         raise ApiError(400, str(exc), field=exc.field) from None
+    blocks: BlockService = request.app.state.blocks
+    block = await run_in_threadpool(
+        lambda: blocks.create(wanted, created_by=f"api-key:{key.id}:{key.name}")
+    )
     return JSONResponse(block.to_json(block.created_at), status_code=201)
 
 
 async def delete_block_endpoint(request: Request) -> JSONResponse:
     key = await authenticate(request, admin=True)
-    raw = request.path_params["block_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    block_id = parse_block_id(request.path_params["block_id"])
+    if block_id is None:
         raise ApiError(404, "no such block")
-    storage: Storage = request.app.state.storage
-    block = await run_in_threadpool(storage.lift_block, int(raw), f"api-key:{key.id}:{key.name}")
+    blocks: BlockService = request.app.state.blocks
+    block = await run_in_threadpool(
+        lambda: blocks.lift(block_id, lifted_by=f"api-key:{key.id}:{key.name}")
+    )
     if block is None:
         raise ApiError(404, "no active block with this id")
-    return JSONResponse(block.to_json(storage.now()))
+    return JSONResponse(block.to_json(blocks.store.now()))
 
 
 async def health_endpoint(request: Request) -> JSONResponse:
@@ -223,12 +199,13 @@ def create_app(
     with ``retention_days``, events older than that are purged every ``purge_every`` seconds.
     The caller closes ``storage``, unless ``owns_storage``: then the app's shutdown does.
     ``workers``: how many processes serve the port (see :func:`_rebalance`)."""
+    blocks = BlockService(storage)
     if explorer:
         # The Event Explorer (sqreen/server/explorer) at /explorer, and / leading there: its
         # own login, session cookie and CSRF checks; the /v1 API keeps its bearer tokens.
         from .explorer import explorer_routes
 
-        routes = [*routes, *explorer_routes(storage, workers=workers)]
+        routes = [*routes, *explorer_routes(storage, workers=workers, blocks=blocks)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -251,6 +228,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.storage = storage
+    app.state.blocks = blocks
     app.state.keys = KeyChecker(storage, key_cache_ttl)
     app.state.max_body_bytes = max_body_bytes
     app.state.rebalance = workers > 1

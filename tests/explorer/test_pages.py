@@ -323,6 +323,7 @@ def test_blocks_created_listed_and_lifted_from_the_page(
         ({"kind": "user", "user": "uid"}, "user: 'uid' is not key=value"),
         ({"kind": "ip", "ip": "10.0.0.0/8"}, "ip: /8 is too wide"),
         ({"kind": "ip", "ip": "nope"}, "ip: 'nope' is not an IP address"),
+        ({"kind": "ip", "ip": "127.0.0.53"}, "ip: 127.0.0.53/32 covers loopback (127.0.0.0/8)"),
         ({"kind": "ip", "ip": "1.2.3.4", "custom": "soon"}, "duration: 'soon' is not a duration"),
         ({"kind": "ip", "ip": "1.2.3.4", "reason": "r" * 600}, "reason: must be a string"),
         ({"kind": "else"}, "kind: choose a user or an IP"),

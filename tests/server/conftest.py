@@ -17,7 +17,7 @@ import pytest
 
 from sqreen._event import format_timestamp
 from sqreen.server.app import create_app
-from sqreen.server.auth import KeyChecker, hash_token, new_token
+from sqreen.server.auth import hash_token, new_token
 from sqreen.server.storage import KeyScope, Storage, open_storage
 from tests._postgres import postgres_db, postgres_dsn  # noqa: F401 (fixtures)
 from tests.integrations._servers import UvicornThread, free_port
@@ -124,30 +124,36 @@ class Collector:
         return self.storage.create_key(name, hash_token(token), scope).id, token
 
 
+class Switch:
+    """An ASGI app passing every request to the app a test set: one uvicorn server serves a
+    whole test module (starting one per test would cost more than the tests)."""
+
+    app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
 @pytest.fixture(scope="module")
-def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
-    """One collector app on a real uvicorn for a test module; ``collector`` gives each test
-    its own storage in it (starting a server per test would cost more than the tests)."""
-    first = open_storage(str(tmp_path_factory.mktemp("collector") / "sqreen.db"))
-    app = create_app(first)
-    server = UvicornThread(app, lifespan="on")
-    yield app, server.url
+def live_app() -> Iterator[tuple[Switch, str]]:
+    """A real uvicorn on 127.0.0.1 for a test module, serving the app each test sets."""
+    switch = Switch()
+    server = UvicornThread(switch, lifespan="off")
+    yield switch, server.url
     server.stop()
-    first.close()
 
 
 @pytest.fixture
 def collector(
-    live_app: tuple[Any, str], sqlite_storage: Storage, clock: Clock
+    live_app: tuple[Switch, str], sqlite_storage: Storage, clock: Clock
 ) -> Iterator[Collector]:
-    """The collector on a real uvicorn on 127.0.0.1, on a fresh database with an API key
-    (valid keys cached 0.2 s)."""
-    app, url = live_app
+    """The collector (``create_app``) on a real uvicorn on 127.0.0.1, on a fresh database
+    with an ingest key and an admin key (valid keys cached 0.2 s)."""
+    switch, url = live_app
     token, admin_token = new_token(), new_token()
     sqlite_storage.create_key("test", hash_token(token))
     sqlite_storage.create_key("admin", hash_token(admin_token), "admin")
-    app.state.storage = sqlite_storage
-    app.state.keys = KeyChecker(sqlite_storage, ttl=0.2)
+    switch.app = create_app(sqlite_storage, key_cache_ttl=0.2)
     with (
         httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client,
         httpx.Client(headers={"Authorization": f"Bearer {admin_token}"}, timeout=30) as admin,

@@ -118,6 +118,14 @@ def test_block_unblock_and_blocks(db: str) -> None:
         (["block", "ip", "10.0.0.0/8"], "too wide"),
         (["block", "ip", "2001:db8::/32"], "too wide"),
         (["block", "ip", "example.com"], "not an IP address"),
+        (["block", "ip", "127.0.0.1/32"], "covers loopback (127.0.0.0/8): every SDK trusts"),
+        (["block", "ip", "1.2.3.4", "--reason", "x" * 513], "at most 512 characters"),
+        (["block", "user", "uid="], "IDENTIFIERS: user.uid: values must be 1 to"),
+        (
+            ["block", "ip", "1.2.3.4", "--for", "-1h"],
+            "Invalid value for --for: '-1h' is not a duration",
+        ),
+        (["unblock", "ip", "nonsense"], "not an IP address"),
         (["unblock", "nonsense"], "unblock takes"),
         (["events", "--since", "yesterday"], "neither a duration"),
         (["events", "--since", "0001-01-01T00:00:00+05:00"], "between 1970 and 9000"),
@@ -135,6 +143,18 @@ def test_bad_input_is_a_clear_error(db: str, args: list[str], message: str) -> N
         assert storage.list_blocks(include_inactive=True) == []
     finally:
         storage.close()
+
+
+def test_a_loopback_block_made_before_the_rule_can_still_be_lifted(db: str) -> None:
+    storage = open_storage(db)
+    try:
+        old = storage.create_block("block_ip", ip="127.0.0.1/32")
+    finally:
+        storage.close()
+    assert (
+        f"unblocked #{old.id} ip 127.0.0.1/32"
+        in run("unblock", "ip", "127.0.0.1", "--db", db).output
+    )
 
 
 def test_events_filters_and_json(db: str) -> None:
