@@ -8,8 +8,8 @@ routes (the Event Explorer, mounted later) come in ``routes``.
 
 Routes:
 
-- ``POST /v1/events``: a batch from an SDK; the reply counts what was stored and carries the
-  action set.
+- ``POST /v1/events``: a batch from an SDK, through the ingest pipeline (:mod:`.pipeline`);
+  the reply counts what was stored and carries the action set.
 - ``POST /v1/heartbeat``: an SDK process's stats; the reply carries the action set.
 - ``GET /v1/actions``: the action set alone.
 - ``GET /v1/blocks`` (``?all=1`` to include lifted and expired ones), ``POST /v1/blocks``,
@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -34,7 +35,8 @@ from starlette.routing import BaseRoute, Route
 from .auth import CACHE_TTL, KeyChecker
 from .blocks import BlockService, InvalidBlock, block_from_json, parse_block_id
 from .errors import EXCEPTION_HANDLERS, ApiError
-from .ingest import MAX_BODY_BYTES, heartbeat, ingest, parse_json, read_body
+from .ingest import MAX_BODY_BYTES, heartbeat, parse_json, read_body
+from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .storage import ApiKey, Storage
 
 __all__ = ["create_app"]
@@ -68,20 +70,22 @@ async def authenticate(request: Request, *, admin: bool = False) -> ApiKey:
 async def events_endpoint(request: Request) -> JSONResponse:
     await authenticate(request)
     body = await read_body(request, request.app.state.max_body_bytes)
-    reply = await _one_at_a_time(request, ingest, body)
+    reply = await _one_at_a_time(request, request.app.state.pipeline, body)
     return JSONResponse(reply, headers=_rebalance(request))
 
 
 async def heartbeat_endpoint(request: Request) -> JSONResponse:
     await authenticate(request)
     body = await read_body(request, request.app.state.max_body_bytes)
-    return JSONResponse(await _one_at_a_time(request, heartbeat, body))
+    storage: Storage = request.app.state.storage
+    return JSONResponse(await _one_at_a_time(request, partial(heartbeat, storage), body))
 
 
 async def _one_at_a_time(
-    request: Request, handle: Callable[[Storage, bytes], dict[str, Any]], body: bytes
+    request: Request, handle: Callable[[bytes], dict[str, Any]], body: bytes
 ) -> dict[str, Any]:
-    """Run ``handle`` (parse, validate, store) in a thread, one body at a time per process.
+    """Run ``handle`` (the ingest pipeline, or a heartbeat) in a thread, one body at a time
+    per process.
 
     The work is Python, bound by the GIL: several bodies at once in one process go no faster,
     and a thread coming back from the database with the write lock held would wait for the
@@ -93,7 +97,7 @@ async def _one_at_a_time(
     limiter = getattr(state, "ingest_limiter", None)
     if limiter is None:  # made here, in the event loop it belongs to
         limiter = state.ingest_limiter = anyio.CapacityLimiter(INGEST_CONCURRENCY)
-    return await anyio.to_thread.run_sync(handle, state.storage, body, limiter=limiter)
+    return await anyio.to_thread.run_sync(handle, body, limiter=limiter)
 
 
 def _rebalance(request: Request) -> dict[str, str] | None:
@@ -194,11 +198,14 @@ def create_app(
     explorer: bool = True,
     owns_storage: bool = False,
     workers: int = 1,
+    enrichers: Sequence[Enricher] = (),
+    hooks: Sequence[AfterStoreHook] = (),
 ) -> Starlette:
     """The collector app. ``routes`` are added after the API's (the explorer mounts there);
     with ``retention_days``, events older than that are purged every ``purge_every`` seconds.
     The caller closes ``storage``, unless ``owns_storage``: then the app's shutdown does.
-    ``workers``: how many processes serve the port (see :func:`_rebalance`)."""
+    ``workers``: how many processes serve the port (see :func:`_rebalance`). ``enrichers``
+    and ``hooks`` plug into the ingest pipeline (:mod:`.pipeline`)."""
     blocks = BlockService(storage)
     if explorer:
         # The Event Explorer (sqreen/server/explorer) at /explorer, and / leading there: its
@@ -229,6 +236,7 @@ def create_app(
     )
     app.state.storage = storage
     app.state.blocks = blocks
+    app.state.pipeline = IngestPipeline(storage, enrichers=enrichers, hooks=hooks)
     app.state.keys = KeyChecker(storage, key_cache_ttl)
     app.state.max_body_bytes = max_body_bytes
     app.state.rebalance = workers > 1

@@ -62,6 +62,15 @@ def test_insert_reports_the_seq_of_each_new_event(storage: Storage) -> None:
     assert storage.insert_events(stored()).seqs == ()
 
 
+def test_enrichment_is_stored_with_each_event(storage: Storage) -> None:
+    a, b = wire_event(), wire_event()
+    storage.insert_events(stored(a, b), enrichment=[{"asn": 64500, "geo": {"cc": "FR"}}, {}])
+    got = {e.id: e.enrichment for e in storage.query_events()}
+    assert got == {a["id"]: {"asn": 64500, "geo": {"cc": "FR"}}, b["id"]: {}}
+    with pytest.raises(ValueError):  # one dict an event, or none at all
+        storage.insert_events(stored(wire_event(), wire_event()), enrichment=[{}])
+
+
 def test_event_round_trip(storage: Storage) -> None:
     e = wire_event(
         timestamp="2026-01-02T03:04:05.123456+02:00",
@@ -332,11 +341,18 @@ def test_upgrading_from_schema_2_makes_existing_keys_ingest_keys(db_url: str) ->
             "INSERT INTO api_keys (name, token_hash, created_at) VALUES (?, ?, ?)",
             ("before", "e" * 64, 0),
         )
+        cur.execute(
+            "INSERT INTO events (id, name, ts, received_at, properties_json) "
+            "VALUES (?, ?, ?, ?, ?)",
+            ("old-event", "auth.signup", 0, 0, "{}"),
+        )
     old.close()
     upgraded = open_storage(db_url)
     try:
         found = upgraded.key_by_hash("e" * 64)
-        assert found is not None and (found[0].name, found[0].scope) == ("before", "ingest")
+        assert found is not None and (found.key.name, found.key.scope) == ("before", "ingest")
+        event = upgraded.get_event("old-event")
+        assert event is not None and event.enrichment == {}
     finally:
         upgraded.close()
 

@@ -3,6 +3,7 @@ back ends chosen by the ``--db`` URL, and the follow reader (:mod:`.follow`)."""
 
 from __future__ import annotations
 
+from ._rows import new_events
 from .base import ControlStore, EventStore, Storage
 from .follow import Follower, newer
 from .model import (
@@ -42,6 +43,7 @@ __all__ = [
     "Storage",
     "StoredEvent",
     "StoredKey",
+    "new_events",
     "newer",
     "open_storage",
     "utc_now",

@@ -8,9 +8,10 @@ from what a client sent. The only identifiers interpolated come from fixed table
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
+from itertools import repeat
 from typing import Any, Final, Protocol
 
 from ..._wire import WireEvent
@@ -157,14 +158,16 @@ class SqlStorage(EventQueries):
         app: str | None = None,
         host: str | None = None,
         received_at: datetime | None = None,
+        enrichment: Sequence[Mapping[str, Any]] | None = None,
     ) -> InsertResult:
         received = to_us(received_at or self.now())
         app = None if app is None else clean(app)
         host = None if host is None else clean(host)
+        extras = repeat(None) if enrichment is None else enrichment
         ids: list[str] = []
         unique: dict[str, tuple[EventRecord, WireEvent]] = {}
-        for event in events:
-            record = event_record(event, app, host, received)
+        for event, extra in zip(events, extras, strict=enrichment is not None):
+            record = event_record(event, app, host, received, extra)
             ids.append(record.id)
             unique.setdefault(record.id, (record, event))
         if not unique:

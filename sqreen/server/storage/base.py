@@ -20,9 +20,9 @@ Both read the time from the storage's :data:`~.model.Clock` (:meth:`Clocked.now`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..._wire import WireEvent
 from .model import (
@@ -77,9 +77,14 @@ class EventStore(Clocked, Protocol):
         app: str | None = None,
         host: str | None = None,
         received_at: datetime | None = None,
+        enrichment: Sequence[Mapping[str, Any]] | None = None,
     ) -> InsertResult:
-        """Store validated events (``sqreen._wire.parse_event``) in one transaction;
-        ``received_at`` defaults to :meth:`now`."""
+        """Store validated events (``sqreen._wire.parse_event``) in one transaction.
+
+        ``received_at`` defaults to :meth:`now`. ``enrichment``, aligned with ``events``, holds
+        the fields the ingest pipeline's enrichers added to each (JSON values, stored with the
+        event: :attr:`~.model.StoredEvent.enrichment`).
+        """
         ...
 
     def query_events(

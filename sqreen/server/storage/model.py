@@ -8,7 +8,7 @@ so that ranges, histograms and paging are exact.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple, TypeVar
 
@@ -102,10 +102,13 @@ class StoredEvent:
     properties: dict[str, Any]
     target: dict[str, str] | None
     request: dict[str, Any] | None
+    #: The fields the ingest pipeline's enrichers added (IP intelligence...); empty without.
+    enrichment: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The event as a JSON-ready dict: the wire event plus what the collector added."""
-        return {
+        """The event as a JSON-ready dict: the wire event plus what the collector added
+        (``enrichment`` only when an enricher added something)."""
+        out = {
             "seq": self.seq,
             "id": self.id,
             "name": self.name,
@@ -118,6 +121,9 @@ class StoredEvent:
             "target": self.target,
             "request": self.request,
         }
+        if self.enrichment:
+            out["enrichment"] = self.enrichment
+        return out
 
 
 @dataclass(frozen=True, slots=True)
