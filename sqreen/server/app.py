@@ -37,7 +37,7 @@ from .blocks import BlockService, InvalidBlock, block_from_json, parse_block_id
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .ingest import MAX_BODY_BYTES, heartbeat, parse_json, read_body
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
-from .storage import ApiKey, Storage
+from .storage import ApiKey, EventStore, Storage
 
 __all__ = ["create_app"]
 
@@ -176,7 +176,7 @@ API_ROUTES: Sequence[BaseRoute] = (
 )
 
 
-async def _purge_forever(storage: Storage, days: float, every: float) -> None:
+async def _purge_forever(storage: EventStore, days: float, every: float) -> None:
     while True:
         try:
             purged = await run_in_threadpool(storage.purge_older_than, days)

@@ -17,7 +17,7 @@ import time
 from typing import Final, NamedTuple
 
 from .errors import ApiError
-from .storage import ApiKey, Storage
+from .storage import ApiKey, ControlStore
 
 __all__ = ["TOKEN_PREFIX", "KeyChecker", "hash_token", "new_token"]
 
@@ -48,7 +48,7 @@ class _Cached(NamedTuple):
 class KeyChecker:
     """Authenticates ``Authorization: Bearer`` headers against the key table (blocking)."""
 
-    def __init__(self, storage: Storage, ttl: float = CACHE_TTL) -> None:
+    def __init__(self, storage: ControlStore, ttl: float = CACHE_TTL) -> None:
         self.storage = storage
         self.ttl = ttl
         self._cache: dict[str, _Cached] = {}

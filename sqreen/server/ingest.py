@@ -19,7 +19,7 @@ from starlette.requests import Request
 from .._event import InvalidEvent
 from .._wire import parse_sender
 from .errors import ApiError
-from .storage import Heartbeat, Storage
+from .storage import ControlStore, Heartbeat
 
 __all__ = ["MAX_BODY_BYTES", "heartbeat", "parse_json", "read_body", "text"]
 
@@ -117,7 +117,7 @@ def _stats(stats: object) -> dict[str, Any]:
     return out
 
 
-def heartbeat(storage: Storage, body: bytes) -> dict[str, Any]:
+def heartbeat(storage: ControlStore, body: bytes) -> dict[str, Any]:
     """Store one SDK process's stats (blocking); the JSON reply of ``POST /v1/heartbeat``."""
     obj = parse_json(body)
     try:
