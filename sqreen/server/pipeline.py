@@ -16,8 +16,8 @@ it on a worker thread, one body at a time per process (see ``app._one_at_a_time`
    last, already carries it.
 
 An enricher or a hook that raises is logged and skipped: the events are stored (without what
-a failed enricher did not add) and the SDK gets its reply, so that a bug there never makes an
-SDK retry, or drop, a batch.
+a failed enricher did not add; without any enrichment when what was added is not JSON) and
+the SDK gets its reply, so that a bug there never makes an SDK retry, or drop, a batch.
 """
 
 from __future__ import annotations
@@ -127,12 +127,18 @@ class IngestPipeline:
                 logger.exception("sqreen: enricher %r failed; events stored without it", enricher)
 
     def store(self, batch: Batch) -> InsertResult:
-        return self.storage.insert_events(
-            batch.events,
-            app=batch.app,
-            host=batch.host,
-            enrichment=batch.enrichment or None,
-        )
+        try:
+            return self.storage.insert_events(
+                batch.events, app=batch.app, host=batch.host, enrichment=batch.enrichment or None
+            )
+        except (TypeError, ValueError):
+            if not batch.enrichment:
+                raise
+            # What enrichers added cannot be stored (not JSON, or not one dict an event): it
+            # fails before the transaction begins; the events themselves must not be lost.
+            logger.exception("sqreen: enrichment not storable; events stored without it")
+            batch.enrichment = []
+            return self.storage.insert_events(batch.events, app=batch.app, host=batch.host)
 
     def after_store(self, batch: Batch, result: InsertResult) -> None:
         if not self.hooks or not result.stored:

@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -104,6 +105,27 @@ def test_a_failing_enricher_or_hook_never_fails_the_batch(
     messages = [r.getMessage() for r in caplog.records]
     assert any("enricher" in m and "broken_enricher" in m for m in messages)
     assert any("after-store hook" in m and "broken_hook" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda batch: batch.enrichment[0].update(when=datetime.now(UTC)),  # not JSON
+        lambda batch: batch.enrichment.pop(),  # no longer one dict an event
+    ],
+    ids=["not-json", "misaligned"],
+)
+def test_enrichment_that_cannot_be_stored_is_dropped_not_the_events(
+    storage: Storage, caplog: pytest.LogCaptureFixture, bad: Any
+) -> None:
+    hook = Recorder()
+    pipeline = IngestPipeline(storage, enrichers=[country, bad], hooks=[hook])
+    with caplog.at_level(logging.ERROR, "sqreen.server"):
+        reply = pipeline(body(a := wire_event(), b := wire_event()))
+    assert reply["accepted"] == 2
+    assert [e.enrichment for e in storage.query_events()] == [{}, {}]
+    assert [[e.id for e in call] for call in hook.calls] == [[a["id"], b["id"]]]
+    assert any("enrichment not storable" in r.getMessage() for r in caplog.records)
 
 
 def test_hooks_run_after_the_commit_outside_the_write_lock(db_url: str, storage: Storage) -> None:
