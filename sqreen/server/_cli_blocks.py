@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import getpass
 import json
-from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 import click
 
 from ._cli_common import db_option, opened, pairs, when
 from .blocks import (
+    BlockService,
     InvalidBlock,
-    parse_duration,
-    validate_network,
-    validate_reason,
-    validate_user_spec,
+    block_request,
+    parse_block_id,
+    parse_network,
 )
 from .storage import Block, Storage
 
@@ -28,13 +28,20 @@ def _by() -> str:
         return "cli"
 
 
-def _duration(value: str | None) -> timedelta | None:
-    if value is None:
-        return None
+#: The command-line spelling of each field a block can be refused for.
+_PARAMS: Final = {"ip": "NETWORK", "duration": "--for", "reason": "--reason"}
+
+
+def _create(db: str, type: str, **fields: Any) -> Block:
+    """Validate and create a block; a refusal is a usage error naming the field."""
     try:
-        return parse_duration(value)
+        wanted = block_request(type, **fields)
     except InvalidBlock as exc:
-        raise click.BadParameter(exc.message, param_hint="--for") from None
+        hint = _PARAMS.get(exc.field)  # else an identifier: say which one
+        message = exc.message if hint else str(exc)
+        raise click.BadParameter(message, param_hint=hint or "IDENTIFIERS") from None
+    with opened(db) as storage:
+        return BlockService(storage).create(wanted, created_by=_by())
 
 
 def _describe(b: Block) -> str:
@@ -64,16 +71,8 @@ def block() -> None:
 @db_option
 def block_user(identifiers: tuple[str, ...], for_: str | None, reason: str, db: str) -> None:
     """Block the user whose identifiers include all IDENTIFIERS (uid=42 email=a@b.c)."""
-    try:
-        user = validate_user_spec(dict(pairs(identifiers, "IDENTIFIERS")))
-        why = validate_reason(reason)
-    except InvalidBlock as exc:
-        raise click.BadParameter(str(exc), param_hint="IDENTIFIERS") from None
-    duration = _duration(for_)
-    with opened(db) as storage:
-        b = storage.create_block(
-            "block_user", user=user, duration=duration, reason=why, created_by=_by()
-        )
+    user = dict(pairs(identifiers, "IDENTIFIERS"))
+    b = _create(db, "block_user", user=user, duration=for_, reason=reason)
     click.echo(f"blocked {_describe(b)}")
 
 
@@ -83,17 +82,9 @@ def block_user(identifiers: tuple[str, ...], for_: str | None, reason: str, db: 
 @reason_option
 @db_option
 def block_ip(network: str, for_: str | None, reason: str, db: str) -> None:
-    """Block an IP address or a network (CIDR, at most /16 for IPv4, /48 for IPv6)."""
-    try:
-        cidr = validate_network(network)
-        why = validate_reason(reason)
-    except InvalidBlock as exc:
-        raise click.BadParameter(exc.message, param_hint="NETWORK") from None
-    duration = _duration(for_)
-    with opened(db) as storage:
-        b = storage.create_block(
-            "block_ip", ip=cidr, duration=duration, reason=why, created_by=_by()
-        )
+    """Block an IP address or a network (CIDR, at most /16 for IPv4, /48 for IPv6; never
+    loopback, which every SDK trusts as a proxy)."""
+    b = _create(db, "block_ip", ip=network, duration=for_, reason=reason)
     click.echo(f"blocked {_describe(b)}")
 
 
@@ -105,13 +96,13 @@ def _matching(storage: Storage, target: tuple[str, ...]) -> list[Block]:
         return [b for b in active if b.type == "block_user" and b.user == user]
     if kind == "ip" and len(rest) == 1:
         try:
-            cidr = validate_network(rest[0])
+            cidr = str(parse_network(rest[0]))
         except InvalidBlock as exc:
             raise click.BadParameter(exc.message, param_hint="NETWORK") from None
         return [b for b in active if b.type == "block_ip" and b.ip == cidr]
-    if all(t.isdigit() for t in target):
-        wanted = {int(t) for t in target}
-        return [b for b in active if b.id in wanted]
+    ids = {parse_block_id(t) for t in target}
+    if None not in ids:
+        return [b for b in active if b.id in ids]
     raise click.UsageError("unblock takes block ids, 'user KEY=VALUE...' or 'ip NETWORK'")
 
 
@@ -122,10 +113,11 @@ def unblock(target: tuple[str, ...], db: str) -> None:
     """Lift blocks: by id (sqreen unblock 3), by user (unblock user uid=42), by network
     (unblock ip 203.0.113.0/24)."""
     with opened(db) as storage:
+        blocks = BlockService(storage)
         found = [
             lifted
             for b in _matching(storage, target)
-            if (lifted := storage.lift_block(b.id, _by())) is not None
+            if (lifted := blocks.lift(b.id, lifted_by=_by())) is not None
         ]
     if not found:
         raise click.ClickException("no active block matches")
@@ -141,8 +133,8 @@ def blocks(all_: bool, as_json: bool, db: str) -> None:
     """List the blocks in force (the action set every SDK receives)."""
     with opened(db) as storage:
         found = storage.list_blocks(include_inactive=all_)
-        version = storage.action_set().version
-    now = datetime.now(UTC)
+        actions = storage.action_set()
+    version, now = actions.version, actions.now
     if as_json:
         for b in found:
             click.echo(json.dumps(b.to_json(now)))

@@ -11,6 +11,7 @@ import click
 
 from . import blocks
 from .blocks import InvalidBlock, parse_pairs
+from .explorer._render import when  # one way to show a time to people: the pages' and ours
 from .storage import Storage, open_storage
 
 __all__ = ["db_option", "opened", "pairs", "parse_when", "when"]
@@ -55,8 +56,3 @@ def parse_when(value: str, option: str) -> datetime:
         return blocks.parse_when(value, datetime.now(UTC), option)
     except InvalidBlock as exc:
         raise click.BadParameter(exc.message, param_hint=option) from None
-
-
-def when(dt: datetime | None) -> str:
-    """A time for a terminal: UTC, to the second."""
-    return "-" if dt is None else dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")

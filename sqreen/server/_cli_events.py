@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import time
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +13,7 @@ import click
 
 from ._cli_common import db_option, opened, pairs, parse_when, when
 from .importer import import_lines, read_lines
-from .storage import EventFilter, Storage, StoredEvent
+from .storage import EventFilter, Follower, StoredEvent
 
 __all__ = ["events", "import_"]
 
@@ -78,45 +77,16 @@ def events(
         found = storage.query_events(filters, limit=limit)
         show(found)
         if follow:
-            for more in tail(storage, filters, found[0].seq if found else 0, interval):
+            follower = Follower(storage, filters, last=found[0].seq if found else 0)
+            for more in tail(follower, interval):
                 show(more)
 
 
-#: Events read at once by ``--follow``; more arrive in a second on a busy collector.
-FOLLOW_PAGE = 1000
-#: How many earlier looks ``--follow`` reads again. With several collectors on PostgreSQL a
-#: batch can commit after a later batch that took higher seqs (by milliseconds); a look
-#: that only asked for seqs above the last one seen would skip it for good.
-LOOKBACK = 2
-
-
-def tail(
-    storage: Storage, filters: EventFilter, last: int, interval: float
-) -> Iterator[list[StoredEvent]]:
-    """Every ``interval`` seconds, the matching events not yet yielded that were stored
-    after seq ``last`` (newest first), each once, late commits included."""
-    floors = deque([last], maxlen=LOOKBACK + 1)
-    seen: set[int] = set()
+def tail(follower: Follower, interval: float) -> Iterator[list[StoredEvent]]:
+    """Every ``interval`` seconds, what ``follower`` has not shown yet (newest first)."""
     while True:
         time.sleep(interval)
-        found = [e for e in newer(storage, filters, floors[0]) if e.seq not in seen]
-        seen.update(e.seq for e in found)
-        floors.append(max(floors[-1], found[0].seq if found else 0))
-        seen = {seq for seq in seen if seq > floors[0]}
-        yield found
-
-
-def newer(storage: Storage, filters: EventFilter, last: int) -> list[StoredEvent]:
-    """Every matching event stored after seq ``last``, newest first (a page is newest first,
-    so more than a page is read page by page, back down to ``last``)."""
-    found: list[StoredEvent] = []
-    before = None
-    while True:
-        page = storage.query_events(filters, after_seq=last, before_seq=before, limit=FOLLOW_PAGE)
-        found += page
-        if len(page) < FOLLOW_PAGE:
-            return found
-        before = page[-1].seq
+        yield follower.poll()
 
 
 @click.command("import")

@@ -8,8 +8,8 @@ routes (the Event Explorer, mounted later) come in ``routes``.
 
 Routes:
 
-- ``POST /v1/events``: a batch from an SDK; the reply counts what was stored and carries the
-  action set.
+- ``POST /v1/events``: a batch from an SDK, through the ingest pipeline (:mod:`.pipeline`);
+  the reply counts what was stored and carries the action set.
 - ``POST /v1/heartbeat``: an SDK process's stats; the reply carries the action set.
 - ``GET /v1/actions``: the action set alone.
 - ``GET /v1/blocks`` (``?all=1`` to include lifted and expired ones), ``POST /v1/blocks``,
@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import anyio
@@ -33,16 +33,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from .auth import CACHE_TTL, KeyChecker
-from .blocks import (
-    InvalidBlock,
-    parse_duration,
-    validate_network,
-    validate_reason,
-    validate_user_spec,
-)
+from .blocks import BlockService, InvalidBlock, block_from_json, parse_block_id
 from .errors import EXCEPTION_HANDLERS, ApiError
-from .ingest import MAX_BODY_BYTES, heartbeat, ingest, parse_json, read_body
-from .storage import ApiKey, Block, Storage
+from .ingest import MAX_BODY_BYTES, heartbeat, parse_json, read_body
+from .pipeline import AfterStoreHook, Enricher, IngestPipeline
+from .storage import ApiKey, EventStore, Storage
 
 __all__ = ["create_app"]
 
@@ -75,20 +70,22 @@ async def authenticate(request: Request, *, admin: bool = False) -> ApiKey:
 async def events_endpoint(request: Request) -> JSONResponse:
     await authenticate(request)
     body = await read_body(request, request.app.state.max_body_bytes)
-    reply = await _one_at_a_time(request, ingest, body)
+    reply = await _one_at_a_time(request, request.app.state.pipeline, body)
     return JSONResponse(reply, headers=_rebalance(request))
 
 
 async def heartbeat_endpoint(request: Request) -> JSONResponse:
     await authenticate(request)
     body = await read_body(request, request.app.state.max_body_bytes)
-    return JSONResponse(await _one_at_a_time(request, heartbeat, body))
+    storage: Storage = request.app.state.storage
+    return JSONResponse(await _one_at_a_time(request, partial(heartbeat, storage), body))
 
 
 async def _one_at_a_time(
-    request: Request, handle: Callable[[Storage, bytes], dict[str, Any]], body: bytes
+    request: Request, handle: Callable[[bytes], dict[str, Any]], body: bytes
 ) -> dict[str, Any]:
-    """Run ``handle`` (parse, validate, store) in a thread, one body at a time per process.
+    """Run ``handle`` (the ingest pipeline, or a heartbeat) in a thread, one body at a time
+    per process.
 
     The work is Python, bound by the GIL: several bodies at once in one process go no faster,
     and a thread coming back from the database with the write lock held would wait for the
@@ -100,7 +97,7 @@ async def _one_at_a_time(
     limiter = getattr(state, "ingest_limiter", None)
     if limiter is None:  # made here, in the event loop it belongs to
         limiter = state.ingest_limiter = anyio.CapacityLimiter(INGEST_CONCURRENCY)
-    return await anyio.to_thread.run_sync(handle, state.storage, body, limiter=limiter)
+    return await anyio.to_thread.run_sync(handle, body, limiter=limiter)
 
 
 def _rebalance(request: Request) -> dict[str, str] | None:
@@ -131,54 +128,37 @@ async def list_blocks_endpoint(request: Request) -> JSONResponse:
     include = request.query_params.get("all", "") in ("1", "true", "yes")
     blocks = await run_in_threadpool(lambda: storage.list_blocks(include_inactive=include))
     actions = await run_in_threadpool(storage.action_set)
-    now = datetime.now(UTC)
-    return JSONResponse({"version": actions.version, "blocks": [b.to_json(now) for b in blocks]})
-
-
-def _new_block(storage: Storage, spec: Any, created_by: str) -> Block:
-    if not isinstance(spec, dict):
-        raise InvalidBlock("body", "must be a JSON object")
-    unknown = set(spec) - {"type", "user", "ip", "duration", "reason"}
-    if unknown:
-        raise InvalidBlock("body", f"unknown keys {sorted(unknown)[:5]}")
-    duration = spec.get("duration")
-    kwargs: dict[str, Any] = {
-        "duration": None if duration is None else parse_duration(duration),
-        "reason": validate_reason(spec.get("reason")),
-        "created_by": created_by,
-    }
-    kind = spec.get("type")
-    if kind == "block_user":
-        return storage.create_block(
-            "block_user", user=validate_user_spec(spec.get("user")), **kwargs
-        )
-    if kind == "block_ip":
-        return storage.create_block("block_ip", ip=validate_network(spec.get("ip")), **kwargs)
-    raise InvalidBlock("type", "must be 'block_user' or 'block_ip'")
+    return JSONResponse(
+        {"version": actions.version, "blocks": [b.to_json(actions.now) for b in blocks]}
+    )
 
 
 async def create_block_endpoint(request: Request) -> JSONResponse:
     key = await authenticate(request, admin=True)
-    spec = parse_json(await read_body(request, 64 * 1024))
+    body = parse_json(await read_body(request, 64 * 1024))
     try:
-        block = await run_in_threadpool(
-            _new_block, request.app.state.storage, spec, f"api-key:{key.id}:{key.name}"
-        )
+        wanted = block_from_json(body)
     except InvalidBlock as exc:
         raise ApiError(400, str(exc), field=exc.field) from None
-    return JSONResponse(block.to_json(datetime.now(UTC)), status_code=201)
+    blocks: BlockService = request.app.state.blocks
+    block = await run_in_threadpool(
+        lambda: blocks.create(wanted, created_by=f"api-key:{key.id}:{key.name}")
+    )
+    return JSONResponse(block.to_json(block.created_at), status_code=201)
 
 
 async def delete_block_endpoint(request: Request) -> JSONResponse:
     key = await authenticate(request, admin=True)
-    raw = request.path_params["block_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    block_id = parse_block_id(request.path_params["block_id"])
+    if block_id is None:
         raise ApiError(404, "no such block")
-    storage: Storage = request.app.state.storage
-    block = await run_in_threadpool(storage.lift_block, int(raw), f"api-key:{key.id}:{key.name}")
+    blocks: BlockService = request.app.state.blocks
+    block = await run_in_threadpool(
+        lambda: blocks.lift(block_id, lifted_by=f"api-key:{key.id}:{key.name}")
+    )
     if block is None:
         raise ApiError(404, "no active block with this id")
-    return JSONResponse(block.to_json(datetime.now(UTC)))
+    return JSONResponse(block.to_json(blocks.store.now()))
 
 
 async def health_endpoint(request: Request) -> JSONResponse:
@@ -196,7 +176,7 @@ API_ROUTES: Sequence[BaseRoute] = (
 )
 
 
-async def _purge_forever(storage: Storage, days: float, every: float) -> None:
+async def _purge_forever(storage: EventStore, days: float, every: float) -> None:
     while True:
         try:
             purged = await run_in_threadpool(storage.purge_older_than, days)
@@ -218,17 +198,21 @@ def create_app(
     explorer: bool = True,
     owns_storage: bool = False,
     workers: int = 1,
+    enrichers: Sequence[Enricher] = (),
+    hooks: Sequence[AfterStoreHook] = (),
 ) -> Starlette:
     """The collector app. ``routes`` are added after the API's (the explorer mounts there);
     with ``retention_days``, events older than that are purged every ``purge_every`` seconds.
     The caller closes ``storage``, unless ``owns_storage``: then the app's shutdown does.
-    ``workers``: how many processes serve the port (see :func:`_rebalance`)."""
+    ``workers``: how many processes serve the port (see :func:`_rebalance`). ``enrichers``
+    and ``hooks`` plug into the ingest pipeline (:mod:`.pipeline`)."""
+    blocks = BlockService(storage)
     if explorer:
         # The Event Explorer (sqreen/server/explorer) at /explorer, and / leading there: its
         # own login, session cookie and CSRF checks; the /v1 API keeps its bearer tokens.
         from .explorer import explorer_routes
 
-        routes = [*routes, *explorer_routes(storage, workers=workers)]
+        routes = [*routes, *explorer_routes(storage, workers=workers, blocks=blocks)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -251,6 +235,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.storage = storage
+    app.state.blocks = blocks
+    app.state.pipeline = IngestPipeline(storage, enrichers=enrichers, hooks=hooks)
     app.state.keys = KeyChecker(storage, key_cache_ttl)
     app.state.max_body_bytes = max_body_bytes
     app.state.rebalance = workers > 1

@@ -14,10 +14,10 @@ import hmac
 import secrets
 import threading
 import time
-from typing import Final
+from typing import Final, NamedTuple
 
 from .errors import ApiError
-from .storage import ApiKey, Storage
+from .storage import ApiKey, ControlStore
 
 __all__ = ["TOKEN_PREFIX", "KeyChecker", "hash_token", "new_token"]
 
@@ -40,13 +40,18 @@ def _unauthorized(message: str, error: str | None = None) -> ApiError:
     return ApiError(401, message, headers={"WWW-Authenticate": challenge})
 
 
+class _Cached(NamedTuple):
+    key: ApiKey
+    until: float  # time.monotonic()
+
+
 class KeyChecker:
     """Authenticates ``Authorization: Bearer`` headers against the key table (blocking)."""
 
-    def __init__(self, storage: Storage, ttl: float = CACHE_TTL) -> None:
+    def __init__(self, storage: ControlStore, ttl: float = CACHE_TTL) -> None:
         self.storage = storage
         self.ttl = ttl
-        self._cache: dict[str, tuple[ApiKey, float]] = {}
+        self._cache: dict[str, _Cached] = {}
         self._lock = threading.Lock()
 
     def cached(self, authorization: str | None) -> ApiKey | None:
@@ -54,23 +59,23 @@ class KeyChecker:
         token = self._token(authorization)
         with self._lock:
             hit = self._cache.get(hash_token(token))
-        return hit[0] if hit and hit[1] > time.monotonic() else None
+        return hit.key if hit and hit.until > time.monotonic() else None
 
     def check(self, authorization: str | None) -> ApiKey:
         """The active key for this header; raise a 401 :class:`ApiError` otherwise."""
         digest = hash_token(self._token(authorization))
         with self._lock:
             hit = self._cache.get(digest)
-        if hit and hit[1] > time.monotonic():
-            return hit[0]
+        if hit and hit.until > time.monotonic():
+            return hit.key
         found = self.storage.key_by_hash(digest)
-        if found is None or not hmac.compare_digest(found[1], digest):
+        if found is None or not hmac.compare_digest(found.token_hash, digest):
             raise _unauthorized("invalid or revoked API key", "invalid_token")
         with self._lock:
             if len(self._cache) >= MAX_CACHED:
                 self._cache.clear()
-            self._cache[digest] = (found[0], time.monotonic() + self.ttl)
-        return found[0]
+            self._cache[digest] = _Cached(found.key, time.monotonic() + self.ttl)
+        return found.key
 
     @staticmethod
     def _token(authorization: str | None) -> str:

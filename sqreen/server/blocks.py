@@ -1,30 +1,47 @@
-"""Validating blocks before they are stored: who or what, for how long, and why.
+"""Blocks: the one service that validates, creates and lifts them.
 
-The rules mirror what every SDK enforces on the action set it receives (an SDK refuses a
-block it considers dangerous, so the collector refuses it first, with a clear message): a user
-block names a non-empty set of identifiers, checked with the SDK's own identifier rules; an IP
-block is a network no wider than a /16 (IPv4) or a /48 (IPv6), host bits cleared. The
-durations and times that blocks take are read here too, for the CLI and the explorer alike.
+Blocks come from the JSON API, the explorer's form, the CLI and playbooks; each turns its own
+input into a :class:`BlockRequest` with :func:`block_request` (or :func:`user_block` /
+:func:`ip_block`) and hands it to :class:`BlockService`, and only maps :class:`InvalidBlock`
+(which names the field) to its own kind of error.
+
+The rules mirror what every SDK enforces on the action set it receives: an SDK refuses a
+block it considers dangerous, so the collector refuses it first, with a clear message, rather
+than report "blocked" for a block nobody enforces. A user block names a non-empty set of
+identifiers, checked with the SDK's own identifier rules; an IP block is a network no wider
+than a /16 (IPv4) or a /48 (IPv6), host bits cleared, that covers no loopback address (every
+SDK trusts loopback as a proxy by default, and refuses a block that would lock out every
+client behind one). The durations and times that blocks take are read here too, for the CLI
+and the explorer alike.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from .._client_ip import DEFAULT_TRUSTED_PROXIES
 from .._event import InvalidEvent, validate_user
+from .storage import Block, BlockType, ControlStore
 
 __all__ = [
+    "BlockRequest",
+    "BlockService",
+    "Duration",
     "InvalidBlock",
+    "block_from_json",
+    "block_request",
+    "ip_block",
+    "parse_block_id",
     "parse_duration",
+    "parse_network",
     "parse_pairs",
     "parse_when",
-    "validate_network",
-    "validate_reason",
-    "validate_user_spec",
+    "user_block",
 ]
 
 MIN_PREFIX: Final = {4: 16, 6: 48}
@@ -35,6 +52,18 @@ EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST: Final = datetime(9000, 1, 1, tzinfo=UTC)
 _DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The networks every SDK trusts as proxies with its default settings (the non-IP entry is
+#: Unix sockets); an SDK refuses a block that overlaps one of them.
+LOOPBACK: Final = tuple(
+    ipaddress.ip_network(proxy) for proxy in DEFAULT_TRUSTED_PROXIES if proxy != "unix"
+)
+#: The keys of a block in JSON (see :func:`block_from_json`).
+JSON_KEYS: Final = frozenset({"type", "user", "ip", "duration", "reason"})
+#: A block id as text: digits, within a 64-bit integer.
+_BLOCK_ID_RE: Final = re.compile(r"[0-9]{1,18}")
+
+#: How long a block lasts: a timedelta, seconds, or text like ``15m``, ``1h``, ``7d``.
+Duration = timedelta | int | float | str
 
 
 class InvalidBlock(ValueError):
@@ -47,8 +76,11 @@ class InvalidBlock(ValueError):
 
 
 def parse_duration(value: object, field: str = "duration") -> timedelta:
-    """``30s``, ``15m``, ``1h``, ``7d``, ``2w`` (or a number of seconds) as a timedelta."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    """``30s``, ``15m``, ``1h``, ``7d``, ``2w`` (or a number of seconds, or a timedelta) as a
+    timedelta."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION_RE.fullmatch(value.strip().lower())):
         seconds = float(m[1]) * _UNITS[m[2]]
@@ -91,23 +123,31 @@ def parse_pairs(pairs: Iterable[str], field: str) -> dict[str, str]:
 
 
 def validate_user_spec(user: object) -> dict[str, str]:
+    if isinstance(user, Mapping) and not isinstance(user, dict):
+        user = dict(user)
     try:
         checked = validate_user(user, "user")
     except InvalidEvent as exc:
-        raise InvalidBlock(exc.field, str(exc).partition(": ")[2]) from None
+        raise InvalidBlock(exc.field, str(exc).removeprefix(f"{exc.field}: ")) from None
     if not checked:
         raise InvalidBlock("user", "a user block needs at least one identifier, e.g. uid=42")
     return checked
 
 
-def validate_network(value: object) -> str:
-    """The normalised CIDR of an IP block (``203.0.113.7/24`` -> ``203.0.113.0/24``)."""
+def parse_network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``value`` as a network, host bits cleared (``203.0.113.7/24`` -> ``203.0.113.0/24``),
+    without the rules of a new block: also what finds an existing one."""
     if not isinstance(value, str) or len(value) > 64:
         raise InvalidBlock("ip", "must be an IP address or a CIDR network")
     try:
-        network = ipaddress.ip_network(value.strip(), strict=False)
+        return ipaddress.ip_network(value.strip(), strict=False)
     except ValueError:
         raise InvalidBlock("ip", f"{value!r} is not an IP address or a CIDR network") from None
+
+
+def validate_network(value: object) -> str:
+    """The normalised CIDR of a new IP block, which every SDK would enforce."""
+    network = parse_network(value)
     if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped:
         raise InvalidBlock("ip", "write IPv4-mapped addresses as IPv4")
     least = MIN_PREFIX[network.version]
@@ -117,6 +157,13 @@ def validate_network(value: object) -> str:
             f"/{network.prefixlen} is too wide: IPv{network.version} blocks are /{least} or "
             "narrower",
         )
+    for loopback in LOOPBACK:
+        if network.version == loopback.version and network.overlaps(loopback):
+            raise InvalidBlock(
+                "ip",
+                f"{network} covers loopback ({loopback}): every SDK trusts loopback as a "
+                "proxy by default and refuses such a block, so it would never be enforced",
+            )
     return str(network)
 
 
@@ -126,3 +173,113 @@ def validate_reason(value: Any) -> str:
     if not isinstance(value, str) or len(value) > MAX_REASON:
         raise InvalidBlock("reason", f"must be a string of at most {MAX_REASON} characters")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRequest:
+    """A validated block, ready for :meth:`BlockService.create`: who or what (``user`` for a
+    ``block_user``, ``ip``, a normalised CIDR, for a ``block_ip``), for how long (None: until
+    lifted) and why. Made by :func:`block_request`, :func:`user_block` or :func:`ip_block`."""
+
+    type: BlockType
+    user: dict[str, str] | None = None
+    ip: str | None = None
+    duration: timedelta | None = None
+    reason: str = ""
+
+
+def block_request(
+    type: object,
+    *,
+    user: object = None,
+    ip: object = None,
+    duration: object = None,
+    reason: object = None,
+) -> BlockRequest:
+    """Validate a block from any input (typed values, a JSON body, form text already split):
+    ``type`` is ``block_user`` (with ``user``) or ``block_ip`` (with ``ip``). Raises
+    :class:`InvalidBlock` naming the field at fault."""
+    span = None if duration is None else parse_duration(duration)
+    why = validate_reason(reason)
+    if type == "block_user":
+        return BlockRequest("block_user", user=validate_user_spec(user), duration=span, reason=why)
+    if type == "block_ip":
+        return BlockRequest("block_ip", ip=validate_network(ip), duration=span, reason=why)
+    raise InvalidBlock("type", "must be 'block_user' or 'block_ip'")
+
+
+def block_from_json(obj: object) -> BlockRequest:
+    """A block as JSON spells it (``POST /v1/blocks``): an object with ``type``, ``user`` or
+    ``ip``, and optionally ``duration`` (seconds or ``1h``) and ``reason``."""
+    if not isinstance(obj, dict):
+        raise InvalidBlock("body", "must be a JSON object")
+    unknown = set(obj) - JSON_KEYS
+    if unknown:
+        raise InvalidBlock("body", f"unknown keys {sorted(unknown)[:5]}")
+    return block_request(
+        obj.get("type"),
+        user=obj.get("user"),
+        ip=obj.get("ip"),
+        duration=obj.get("duration"),
+        reason=obj.get("reason"),
+    )
+
+
+def user_block(
+    user: Mapping[str, str], *, duration: Duration | None = None, reason: str = ""
+) -> BlockRequest:
+    """A validated block of the user whose identifiers include all of ``user``."""
+    return block_request("block_user", user=user, duration=duration, reason=reason)
+
+
+def ip_block(network: str, *, duration: Duration | None = None, reason: str = "") -> BlockRequest:
+    """A validated block of an address or a network (``203.0.113.7``, ``2001:db8::/48``)."""
+    return block_request("block_ip", ip=network, duration=duration, reason=reason)
+
+
+def parse_block_id(text: str) -> int | None:
+    """The block id written in ``text`` (a URL segment, a CLI argument), or None when it is
+    not one (then no block has it)."""
+    return int(text) if _BLOCK_ID_RE.fullmatch(text) else None
+
+
+class BlockService:
+    """Creating and lifting blocks, for every caller: the JSON API, the explorer, the CLI,
+    and playbooks::
+
+        blocks.create(user_block({"uid": "42"}, duration=timedelta(minutes=15),
+                                 reason="10 failed logins"), created_by="playbook:7")
+
+    Each method is one transaction of the control store, which bumps the action set's version
+    with it: every SDK receives the change in its next reply. Blocking: call it from a thread
+    in async code.
+    """
+
+    def __init__(self, store: ControlStore) -> None:
+        self.store = store
+
+    def create(self, request: BlockRequest, *, created_by: str) -> Block:
+        """Store a block; ``created_by`` says who (``cli:alice``, ``api-key:3:ops``,
+        ``explorer:admin``, ``playbook:7``). The request is checked again (a few
+        microseconds), so that even one built by hand cannot store a block SDKs refuse."""
+        if not created_by:
+            raise ValueError("created_by: say who creates the block, e.g. 'playbook:7'")
+        request = block_request(
+            request.type,
+            user=request.user,
+            ip=request.ip,
+            duration=request.duration,
+            reason=request.reason,
+        )
+        return self.store.create_block(
+            request.type,
+            user=request.user,
+            ip=request.ip,
+            duration=request.duration,
+            reason=request.reason,
+            created_by=created_by,
+        )
+
+    def lift(self, block_id: int, *, lifted_by: str) -> Block | None:
+        """Lift an active block; None when no active block has this id."""
+        return self.store.lift_block(block_id, lifted_by)

@@ -15,7 +15,7 @@ from typing import BinaryIO, Final
 
 from .._event import InvalidEvent
 from .._wire import WireEvent, parse_event
-from .storage import Storage
+from .storage import EventStore
 
 __all__ = ["ImportReport", "import_lines", "read_lines"]
 
@@ -57,7 +57,7 @@ def _event(line: bytes) -> WireEvent:
 
 
 def import_lines(
-    storage: Storage,
+    storage: EventStore,
     lines: Iterable[bytes],
     *,
     app: str | None = None,
@@ -69,9 +69,9 @@ def import_lines(
     batch: list[WireEvent] = []
 
     def flush() -> None:
-        stored, duplicates = storage.insert_events(batch, app=app)
-        report.stored += stored
-        report.duplicates += duplicates
+        result = storage.insert_events(batch, app=app)
+        report.stored += result.stored
+        report.duplicates += result.duplicates
         batch.clear()
 
     for number, line in enumerate(lines, 1):

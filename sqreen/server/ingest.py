@@ -1,10 +1,9 @@
-"""Reading what SDKs send: bounded bodies, bounded gzip, JSON, the SDK's own validation.
+"""Reading what SDKs send: bounded bodies, bounded gzip, JSON; heartbeats.
 
 Bodies are bounded twice: by ``Content-Length`` before reading, and by counting the bytes as
 they stream in (a chunked body has no length). Gzip is inflated with a bound too, so a small
-bomb cannot become a large allocation. Events are checked with :func:`sqreen._wire.parse_event`
-(the rules :func:`sqreen.track` applies), one by one: a mixed batch keeps its valid events and
-reports the others by index.
+bomb cannot become a large allocation. A batch of events then goes through the ingest
+pipeline (:mod:`.pipeline`); a heartbeat is stored here.
 """
 
 from __future__ import annotations
@@ -18,11 +17,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from .._event import InvalidEvent
-from .._wire import WireEvent, parse_envelope, parse_event, parse_sender
+from .._wire import parse_sender
 from .errors import ApiError
-from .storage import Heartbeat, Storage
+from .storage import ControlStore, Heartbeat
 
-__all__ = ["MAX_BODY_BYTES", "heartbeat", "ingest", "read_body"]
+__all__ = ["MAX_BODY_BYTES", "heartbeat", "parse_json", "read_body", "text"]
 
 logger = logging.getLogger("sqreen.server")
 
@@ -90,41 +89,9 @@ def parse_json(body: bytes) -> Any:
         raise ApiError(400, f"malformed JSON: {exc}") from None
 
 
-def _envelope(obj: object) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
-    try:
-        return parse_envelope(obj)
-    except InvalidEvent as exc:
-        # Too many events is a size problem: 413 makes an SDK split the batch, not drop it.
-        status = 413 if exc.rule == "too_many" else 400
-        raise ApiError(status, str(exc), field=exc.field) from None
-
-
-def _text(value: object) -> str | None:
+def text(value: object) -> str | None:
+    """An optional sender field (``app.name``, ``sdk.version``...) as text."""
     return None if value is None else str(value)
-
-
-def ingest(storage: Storage, body: bytes) -> dict[str, Any]:
-    """Validate and store one batch (blocking); the JSON reply of ``POST /v1/events``."""
-    _, app, raw_events = _envelope(parse_json(body))
-    events: list[WireEvent] = []
-    rejected: list[dict[str, Any]] = []
-    for index, raw in enumerate(raw_events):
-        try:
-            events.append(parse_event(raw))
-        except InvalidEvent as exc:
-            rejected.append({"index": index, "error": str(exc)})
-        except Exception:  # a validation bug must not make the SDK retry this batch forever
-            logger.exception("sqreen: unexpected error validating event %d", index)
-            rejected.append({"index": index, "error": "event: could not be validated"})
-    accepted, duplicates = storage.insert_events(
-        events, app=_text(app.get("name")), host=_text(app.get("host"))
-    )
-    return {
-        "accepted": accepted,
-        "duplicates": duplicates,
-        "rejected": rejected,
-        "actions": storage.action_set().to_json(),
-    }
 
 
 def _counter(field: str, value: object) -> int:
@@ -150,7 +117,7 @@ def _stats(stats: object) -> dict[str, Any]:
     return out
 
 
-def heartbeat(storage: Storage, body: bytes) -> dict[str, Any]:
+def heartbeat(storage: ControlStore, body: bytes) -> dict[str, Any]:
     """Store one SDK process's stats (blocking); the JSON reply of ``POST /v1/heartbeat``."""
     obj = parse_json(body)
     try:
@@ -162,12 +129,12 @@ def heartbeat(storage: Storage, body: bytes) -> dict[str, Any]:
         raise ApiError(400, "must be a process id", field="app.pid")
     storage.record_heartbeat(
         Heartbeat(
-            app=_text(app.get("name")) or "",
-            host=_text(app.get("host")) or "",
+            app=text(app.get("name")) or "",
+            host=text(app.get("host")) or "",
             pid=pid,
-            framework=_text(app.get("framework")),
-            sdk_name=_text(sdk.get("name")),
-            sdk_version=_text(sdk.get("version")),
+            framework=text(app.get("framework")),
+            sdk_name=text(sdk.get("name")),
+            sdk_version=text(sdk.get("version")),
             stats=_stats(obj.get("stats", {})),
         )
     )

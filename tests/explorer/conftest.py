@@ -15,9 +15,9 @@ from sqreen.server.app import create_app
 from sqreen.server.explorer import _secrets, set_admin_password
 from sqreen.server.storage import Storage, open_storage
 from tests._postgres import postgres_db, postgres_dsn  # noqa: F401 (fixtures)
-from tests.server.conftest import wire_event
+from tests.server.conftest import Clock, wire_event
 
-__all__ = ["PASSWORD", "csrf_of", "login", "wire_event"]
+__all__ = ["PASSWORD", "Clock", "csrf_of", "login", "wire_event"]
 
 PASSWORD = "correct horse battery"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -30,8 +30,13 @@ def _cheap_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def storage(tmp_path: Path) -> Iterator[Storage]:
-    s = open_storage(str(tmp_path / "sqreen.db"))
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def storage(tmp_path: Path, clock: Clock) -> Iterator[Storage]:
+    s = open_storage(str(tmp_path / "sqreen.db"), clock=clock)
     yield s
     s.close()
 

@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from sqreen.server.explorer import _admin
 from sqreen.server.storage import EventFilter, Heartbeat, Storage
 
-from .conftest import csrf_of, wire_event
+from .conftest import Clock, csrf_of, wire_event
 
 XSS = "<script>alert(1)</script>"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -38,8 +37,8 @@ def request_from(ip: str, **fields: Any) -> dict[str, Any]:
 
 
 def store(storage: Storage, *events: dict[str, Any], app: str = "shop") -> None:
-    stored, _ = storage.insert_events(events, app=app, host="web1")  # type: ignore[arg-type]
-    assert stored == len(events)
+    result = storage.insert_events(events, app=app, host="web1")  # type: ignore[arg-type]
+    assert result.stored == len(events)
 
 
 @pytest.fixture
@@ -324,6 +323,7 @@ def test_blocks_created_listed_and_lifted_from_the_page(
         ({"kind": "user", "user": "uid"}, "user: 'uid' is not key=value"),
         ({"kind": "ip", "ip": "10.0.0.0/8"}, "ip: /8 is too wide"),
         ({"kind": "ip", "ip": "nope"}, "ip: 'nope' is not an IP address"),
+        ({"kind": "ip", "ip": "127.0.0.53"}, "ip: 127.0.0.53/32 covers loopback (127.0.0.0/8)"),
         ({"kind": "ip", "ip": "1.2.3.4", "custom": "soon"}, "duration: 'soon' is not a duration"),
         ({"kind": "ip", "ip": "1.2.3.4", "reason": "r" * 600}, "reason: must be a string"),
         ({"kind": "else"}, "kind: choose a user or an IP"),
@@ -363,17 +363,11 @@ def test_agents(client: TestClient, storage: Storage) -> None:
 
 
 def test_agents_without_heartbeats_for_a_while_are_stale(
-    client: TestClient, storage: Storage, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, storage: Storage, clock: Clock
 ) -> None:
     storage.record_heartbeat(Heartbeat("shop", "web1", 1, None, None, None, {}))
     assert 'class="stale"' not in client.get("/explorer/agents").text
-
-    class FourMinutesLater(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Any:
-            return datetime.now(tz) + timedelta(minutes=4)
-
-    monkeypatch.setattr(_admin, "datetime", FourMinutesLater)
+    clock.advance(minutes=4)
     page = client.get("/explorer/agents").text
     assert '<strong class="bad">stale</strong>' in page and 'class="stale"' in page
     assert "4 min ago" in page

@@ -95,6 +95,15 @@ def test_buckets_are_round_and_few(span: timedelta, per: str, bars: int) -> None
     assert start + step * count >= NOW
 
 
+def test_unaligned_buckets_start_on_a_whole_second() -> None:
+    """A bar links to its bucket to the second: the events of the link are those it counts
+    (``since=1h`` is an hour before a now with microseconds)."""
+    since = NOW - timedelta(hours=1, microseconds=250_000)
+    start, count, step, per = bucketing(since, NOW, align=False)
+    assert per == "minute" and start == NOW - timedelta(hours=1, seconds=1)
+    assert start + step * count >= NOW
+
+
 def test_aligned_buckets_start_on_a_multiple_of_their_width() -> None:
     start, count, step, per = bucketing(NOW - timedelta(hours=2, minutes=7), NOW, align=True)
     assert per == "5 minutes" and start == datetime(2026, 11, 22, 8, 20, tzinfo=UTC)

@@ -15,8 +15,9 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
+from sqreen._event import format_timestamp
 from sqreen.server.app import create_app
-from sqreen.server.auth import KeyChecker, hash_token, new_token
+from sqreen.server.auth import hash_token, new_token
 from sqreen.server.storage import KeyScope, Storage, open_storage
 from tests._postgres import postgres_db, postgres_dsn  # noqa: F401 (fixtures)
 from tests.integrations._servers import UvicornThread, free_port
@@ -27,7 +28,26 @@ _ids = itertools.count(1)
 def recent(**ago: float) -> str:
     """A wire timestamp `ago` before now (default one minute): no test ages with the calendar."""
     delta = timedelta(**ago) if ago else timedelta(minutes=1)
-    return (datetime.now(UTC) - delta).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_timestamp(datetime.now(UTC) - delta)
+
+
+class Clock:
+    """A storage clock that keeps the real time, moved forward on demand: expiry and retention
+    are tested without sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, **delta: float) -> None:
+        self.offset += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
 
 
 def wire_event(**overrides: Any) -> dict[str, Any]:
@@ -70,15 +90,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def storage(db_url: str) -> Iterator[Storage]:
-    s = open_storage(db_url)
+def storage(db_url: str, clock: Clock) -> Iterator[Storage]:
+    s = open_storage(db_url, clock=clock)
     yield s
     s.close()
 
 
 @pytest.fixture
-def sqlite_storage(tmp_path: Path) -> Iterator[Storage]:
-    s = open_storage(str(tmp_path / "sqreen.db"))
+def sqlite_storage(tmp_path: Path, clock: Clock) -> Iterator[Storage]:
+    s = open_storage(str(tmp_path / "sqreen.db"), clock=clock)
     yield s
     s.close()
 
@@ -90,6 +110,7 @@ class Collector:
     storage: Storage
     client: httpx.Client  # with an ingest key, as an SDK has
     admin: httpx.Client  # with an admin key
+    clock: Clock  # the storage's
 
     def post(
         self, path: str, body: Any = None, *, admin: bool = False, **kwargs: Any
@@ -103,33 +124,41 @@ class Collector:
         return self.storage.create_key(name, hash_token(token), scope).id, token
 
 
+class Switch:
+    """An ASGI app passing every request to the app a test set: one uvicorn server serves a
+    whole test module (starting one per test would cost more than the tests)."""
+
+    app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
 @pytest.fixture(scope="module")
-def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
-    """One collector app on a real uvicorn for a test module; ``collector`` gives each test
-    its own storage in it (starting a server per test would cost more than the tests)."""
-    first = open_storage(str(tmp_path_factory.mktemp("collector") / "sqreen.db"))
-    app = create_app(first)
-    server = UvicornThread(app, lifespan="on")
-    yield app, server.url
+def live_app() -> Iterator[tuple[Switch, str]]:
+    """A real uvicorn on 127.0.0.1 for a test module, serving the app each test sets."""
+    switch = Switch()
+    server = UvicornThread(switch, lifespan="off")
+    yield switch, server.url
     server.stop()
-    first.close()
 
 
 @pytest.fixture
-def collector(live_app: tuple[Any, str], sqlite_storage: Storage) -> Iterator[Collector]:
-    """The collector on a real uvicorn on 127.0.0.1, on a fresh database with an API key
-    (valid keys cached 0.2 s)."""
-    app, url = live_app
+def collector(
+    live_app: tuple[Switch, str], sqlite_storage: Storage, clock: Clock
+) -> Iterator[Collector]:
+    """The collector (``create_app``) on a real uvicorn on 127.0.0.1, on a fresh database
+    with an ingest key and an admin key (valid keys cached 0.2 s)."""
+    switch, url = live_app
     token, admin_token = new_token(), new_token()
     sqlite_storage.create_key("test", hash_token(token))
     sqlite_storage.create_key("admin", hash_token(admin_token), "admin")
-    app.state.storage = sqlite_storage
-    app.state.keys = KeyChecker(sqlite_storage, ttl=0.2)
+    switch.app = create_app(sqlite_storage, key_cache_ttl=0.2)
     with (
         httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client,
         httpx.Client(headers={"Authorization": f"Bearer {admin_token}"}, timeout=30) as admin,
     ):
-        yield Collector(url, token, sqlite_storage, client, admin)
+        yield Collector(url, token, sqlite_storage, client, admin, clock)
 
 
 SQREEN = [sys.executable, "-m", "sqreen.server"]

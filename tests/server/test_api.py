@@ -15,11 +15,11 @@ import pytest
 
 from sqreen._wire import parse_event
 from sqreen.server.app import create_app
-from sqreen.server.auth import KeyChecker, hash_token, new_token
+from sqreen.server.auth import hash_token, new_token
 from sqreen.server.storage import EventFilter, Storage
 from tests.integrations._servers import UvicornThread
 
-from .conftest import Collector, envelope, wire_event
+from .conftest import Collector, Switch, envelope, wire_event
 
 JSON = {"Content-Type": "application/json"}
 
@@ -310,6 +310,7 @@ def test_an_ingest_key_cannot_touch_blocks(collector: Collector) -> None:
         ({"type": "block_ip", "ip": "10.0.0.0/8"}, "ip"),
         ({"type": "block_ip", "ip": "2001:db8::/32"}, "ip"),
         ({"type": "block_ip", "ip": "not an ip"}, "ip"),
+        ({"type": "block_ip", "ip": "127.0.0.1"}, "ip"),
         ({"type": "block_ip", "ip": "1.2.3.4", "duration": "forever"}, "duration"),
         ({"type": "block_ip", "ip": "1.2.3.4", "duration": -5}, "duration"),
         ({"type": "block_everyone"}, "type"),
@@ -324,14 +325,28 @@ def test_invalid_blocks_are_400(collector: Collector, spec: object, field: str) 
     assert collector.storage.list_blocks(include_inactive=True) == []
 
 
+def test_a_loopback_block_is_refused_with_the_reason(collector: Collector) -> None:
+    reply = collector.post("/v1/blocks", {"type": "block_ip", "ip": "::1"}, admin=True)
+    assert reply.status_code == 400
+    assert reply.json() == {
+        "error": "ip: ::1/128 covers loopback (::1/128): every SDK trusts loopback as a proxy "
+        "by default and refuses such a block, so it would never be enforced",
+        "field": "ip",
+    }
+
+
 def test_expired_blocks_leave_the_action_set(collector: Collector) -> None:
     collector.post(
-        "/v1/blocks", {"type": "block_ip", "ip": "192.0.2.1", "duration": 0.5}, admin=True
+        "/v1/blocks", {"type": "block_ip", "ip": "192.0.2.1", "duration": "10m"}, admin=True
     )
-    assert len(collector.client.get(collector.url + "/v1/actions").json()["actions"]["items"]) == 1
-    time.sleep(0.6)
+    collector.clock.advance(minutes=9)
+    (item,) = collector.client.get(collector.url + "/v1/actions").json()["actions"]["items"]
+    assert item["expires_in"] == pytest.approx(60, abs=1)
+    collector.clock.advance(minutes=1)
     actions = collector.client.get(collector.url + "/v1/actions").json()["actions"]
     assert actions == {"version": 1, "items": []}
+    (ended,) = collector.admin.get(collector.url + "/v1/blocks?all=1").json()["blocks"]
+    assert not ended["active"] and ended["lifted_at"] is None
 
 
 def test_unknown_routes_and_methods_answer_json(collector: Collector) -> None:
@@ -359,16 +374,14 @@ def test_the_app_purges_old_events_when_retention_is_set(sqlite_storage: Storage
 
 @pytest.mark.parametrize("rebalance", [True, False])
 def test_a_worker_with_a_backlog_asks_senders_to_reconnect(
-    live_app: tuple[Any, str], sqlite_storage: Storage, rebalance: bool
+    live_app: tuple[Switch, str], sqlite_storage: Storage, rebalance: bool
 ) -> None:
     """With ``rebalance`` (one of ``serve --workers N``), a reply sent while other bodies wait
     in this process says ``Connection: close``; every event is still stored exactly once."""
-    app, url = live_app
+    switch, url = live_app
     token = new_token()
     sqlite_storage.create_key("test", hash_token(token))
-    app.state.storage = sqlite_storage
-    app.state.keys = KeyChecker(sqlite_storage, ttl=5)
-    app.state.rebalance = rebalance
+    switch.app = create_app(sqlite_storage, key_cache_ttl=5, workers=2 if rebalance else 1)
     batches = [[wire_event() for _ in range(1000)] for _ in range(6)]
     barrier = threading.Barrier(len(batches))
     replies: list[httpx.Response] = []
@@ -378,14 +391,11 @@ def test_a_worker_with_a_backlog_asks_senders_to_reconnect(
             barrier.wait()
             replies.append(client.post(url + "/v1/events", json=envelope(events)))
 
-    try:
-        threads = [threading.Thread(target=send, args=(b,)) for b in batches]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        app.state.rebalance = False
+    threads = [threading.Thread(target=send, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     assert [r.status_code for r in replies] == [200] * 6
     assert sum(r.json()["accepted"] for r in replies) == 6000
     assert sqlite_storage.count_events() == 6000

@@ -17,8 +17,8 @@ from click.testing import CliRunner, Result
 from sqreen._wire import parse_event
 from sqreen.server import _cli_events
 from sqreen.server.cli import main
-from sqreen.server.storage import EventFilter, Storage, open_storage
-from sqreen.server.storage._rows import dumped, event_record
+from sqreen.server.storage import EventFilter, Follower, Storage, follow, newer, open_storage
+from sqreen.server.storage._rows import event_record
 
 from .conftest import SQREEN, ServeProcess, envelope, wire_event
 
@@ -118,6 +118,14 @@ def test_block_unblock_and_blocks(db: str) -> None:
         (["block", "ip", "10.0.0.0/8"], "too wide"),
         (["block", "ip", "2001:db8::/32"], "too wide"),
         (["block", "ip", "example.com"], "not an IP address"),
+        (["block", "ip", "127.0.0.1/32"], "covers loopback (127.0.0.0/8): every SDK trusts"),
+        (["block", "ip", "1.2.3.4", "--reason", "x" * 513], "at most 512 characters"),
+        (["block", "user", "uid="], "IDENTIFIERS: user.uid: values must be 1 to"),
+        (
+            ["block", "ip", "1.2.3.4", "--for", "-1h"],
+            "Invalid value for --for: '-1h' is not a duration",
+        ),
+        (["unblock", "ip", "nonsense"], "not an IP address"),
         (["unblock", "nonsense"], "unblock takes"),
         (["events", "--since", "yesterday"], "neither a duration"),
         (["events", "--since", "0001-01-01T00:00:00+05:00"], "between 1970 and 9000"),
@@ -135,6 +143,18 @@ def test_bad_input_is_a_clear_error(db: str, args: list[str], message: str) -> N
         assert storage.list_blocks(include_inactive=True) == []
     finally:
         storage.close()
+
+
+def test_a_loopback_block_made_before_the_rule_can_still_be_lifted(db: str) -> None:
+    storage = open_storage(db)
+    try:
+        old = storage.create_block("block_ip", ip="127.0.0.1/32")
+    finally:
+        storage.close()
+    assert (
+        f"unblocked #{old.id} ip 127.0.0.1/32"
+        in run("unblock", "ip", "127.0.0.1", "--db", db).output
+    )
 
 
 def test_events_filters_and_json(db: str) -> None:
@@ -277,14 +297,17 @@ def test_follow_reads_every_event_stored_since_its_last_look(
 ) -> None:
     """More events than a page between two looks: all of them, none twice (a page of the
     storage is the newest events first, so the oldest of a burst once went missing)."""
-    monkeypatch.setattr(_cli_events, "FOLLOW_PAGE", 10)
+    monkeypatch.setattr(follow, "PAGE", 10)
     storage.insert_events([parse_event(wire_event(name="seen.before"))])
     (last,) = storage.query_events()
     burst = [parse_event(wire_event(name="in.burst")) for _ in range(35)]
     storage.insert_events(burst)
-    found = _cli_events.newer(storage, EventFilter(), last.seq)
+    found = newer(storage, EventFilter(), last.seq)
     assert [e.id for e in reversed(found)] == [e["id"] for e in burst]
-    assert _cli_events.newer(storage, EventFilter(name="seen.before"), last.seq) == []
+    assert newer(storage, EventFilter(name="seen.before"), last.seq) == []
+    follower = Follower(storage, last=last.seq)
+    assert [e.id for e in reversed(follower.poll())] == [e["id"] for e in burst]
+    assert follower.poll() == [] and follower.last == found[0].seq
 
 
 @pytest.mark.postgres
@@ -294,9 +317,9 @@ def test_follow_prints_a_batch_committed_after_a_later_one(postgres_db: str) -> 
     nothing is shown twice. (On SQLite, with one writer at a time, seqs commit in order.)"""
     storage, other = open_storage(postgres_db), open_storage(postgres_db)
     try:
-        looks = _cli_events.tail(storage, EventFilter(), 0, interval=0)
+        looks = _cli_events.tail(Follower(storage), interval=0)
         assert next(looks) == []
-        a = dumped(event_record(parse_event(wire_event(name="batch.a")), None, None, 0))
+        a = event_record(parse_event(wire_event(name="batch.a")), None, None, 0)
         with other._write() as cur:  # type: ignore[attr-defined]
             other._insert_events(cur, [a])  # type: ignore[attr-defined]
             storage.insert_events([parse_event(wire_event(name="batch.b"))])

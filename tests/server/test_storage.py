@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from sqreen._wire import parse_event
-from sqreen.server.storage import EventFilter, Heartbeat, Storage, open_storage
-from sqreen.server.storage.base import to_us
+from sqreen.server.storage import EventFilter, Heartbeat, InsertResult, Storage, open_storage
+from sqreen.server.storage.model import to_us
 
-from .conftest import wire_event
+from .conftest import Clock, recent, wire_event
 
 
 def stored(*events: dict[str, object]) -> list:
@@ -22,20 +21,54 @@ def ids(found: list) -> list[str]:
     return [e.id for e in found]
 
 
+def counts(result: InsertResult) -> tuple[int, int]:
+    return result.stored, result.duplicates
+
+
 def test_insert_counts_duplicates_by_id(storage: Storage) -> None:
     a, b = wire_event(), wire_event()
-    assert storage.insert_events(stored(a, b), app="shop", host="web1") == (2, 0)
+    first = storage.insert_events(stored(a, b), app="shop", host="web1")
+    assert counts(first) == (2, 0)
     # A retried batch, and a batch repeating an id within itself.
-    assert storage.insert_events(stored(a, b)) == (0, 2)
+    assert counts(storage.insert_events(stored(a, b))) == (0, 2)
     c = wire_event()
     d = wire_event(user={"uid": "7"})
-    assert storage.insert_events(stored(a, c, c, d, b)) == (2, 3)
+    assert counts(storage.insert_events(stored(a, c, c, d, b))) == (2, 3)
     assert storage.count_events() == 4
     # The side tables hold the stored events' rows once each, under the right seq.
     assert storage.count_by("user.uid") == [("42", 3), ("7", 1)]
     assert storage.count_by("properties.reason") == [("bad_password", 4)]
     assert [e.id for e in storage.query_events(EventFilter(users=(("uid", "7"),)))] == [d["id"]]
-    assert storage.insert_events([]) == (0, 0)
+    assert counts(storage.insert_events([])) == (0, 0)
+
+
+def test_insert_reports_the_seq_of_each_new_event(storage: Storage) -> None:
+    """Aligned with the input: the seq each new event was stored under, None for every
+    duplicate (stored before, or repeated earlier in the same call)."""
+    a, b, c = wire_event(), wire_event(), wire_event()
+    first = storage.insert_events(stored(a, b))
+    seq_a, seq_b = first.seqs
+    assert seq_a is not None and seq_b is not None and seq_a < seq_b
+    again = storage.insert_events(stored(b, c, c, a))
+    seq_c = again.seqs[1]
+    assert again.seqs == (None, seq_c, None, None) and seq_c is not None and seq_c > seq_b
+    assert {e.id: e.seq for e in storage.query_events()} == {
+        a["id"]: seq_a,
+        b["id"]: seq_b,
+        c["id"]: seq_c,
+    }
+    assert again.new(["b", "c", "c again", "a"]) == [(seq_c, "c")]
+    assert again.received_at == storage.query_events(limit=1)[0].received_at
+    assert storage.insert_events(stored()).seqs == ()
+
+
+def test_enrichment_is_stored_with_each_event(storage: Storage) -> None:
+    a, b = wire_event(), wire_event()
+    storage.insert_events(stored(a, b), enrichment=[{"asn": 64500, "geo": {"cc": "FR"}}, {}])
+    got = {e.id: e.enrichment for e in storage.query_events()}
+    assert got == {a["id"]: {"asn": 64500, "geo": {"cc": "FR"}}, b["id"]: {}}
+    with pytest.raises(ValueError):  # one dict an event, or none at all
+        storage.insert_events(stored(wire_event(), wire_event()), enrichment=[{}])
 
 
 def test_event_round_trip(storage: Storage) -> None:
@@ -68,7 +101,7 @@ def test_hostile_text_is_stored_verbatim_and_filterable(storage: Storage) -> Non
     )
     e["request"]["ip"] = nasty
     e["request"]["params"] = {nasty: [nasty]}
-    assert storage.insert_events(stored(e), app=nasty, host="\ud800\x00") == (1, 0)
+    assert counts(storage.insert_events(stored(e), app=nasty, host="\ud800\x00")) == (1, 0)
     got = storage.get_event(e["id"])
     assert got is not None
     assert got.properties == {nasty: nasty, "nul": "a\x00b", "lone": "\ud800"}
@@ -225,13 +258,44 @@ def test_blocks_and_the_versioned_action_set(storage: Storage) -> None:
     assert [b.id for b in storage.list_blocks(include_inactive=True)] == [ip.id, user.id]
 
 
-def test_expired_blocks_leave_the_action_set(storage: Storage) -> None:
-    block = storage.create_block("block_user", user={"uid": "1"}, duration=timedelta(seconds=0.3))
-    assert [i["id"] for i in storage.action_set().to_json()["items"]] == [str(block.id)]
-    time.sleep(0.4)
+def test_expired_blocks_leave_the_action_set(storage: Storage, clock: Clock) -> None:
+    block = storage.create_block("block_user", user={"uid": "1"}, duration=timedelta(hours=1))
+    assert block.expires_at == block.created_at + timedelta(hours=1)
+    clock.advance(minutes=59)
+    actions = storage.action_set().to_json()
+    assert [i["id"] for i in actions["items"]] == [str(block.id)]
+    assert actions["items"][0]["expires_in"] == pytest.approx(60, abs=1)
+    clock.advance(minutes=1, seconds=1)
     assert storage.action_set().to_json() == {"version": 1, "items": []}
     assert storage.list_blocks() == []
     assert storage.lift_block(block.id) is None
+    (ended,) = storage.list_blocks(include_inactive=True)
+    assert ended.lifted_at is None and not ended.is_active(storage.now())
+
+
+def test_the_clock_stamps_every_write(storage: Storage, clock: Clock) -> None:
+    """received_at, key and block times and heartbeats come from the storage's clock."""
+    clock.advance(days=400)
+    start = storage.now()
+    assert start - datetime.now(UTC) > timedelta(days=399)
+    storage.insert_events(stored(wire_event()))
+    (event,) = storage.query_events()
+    assert event.received_at >= start
+    assert storage.create_key("k", "f" * 64).created_at >= start
+    assert storage.create_block("block_ip", ip="192.0.2.1").created_at >= start
+    storage.record_heartbeat(Heartbeat("shop", "web1", 1, None, None, None, {}))
+    (agent,) = storage.agents()
+    assert agent.first_seen >= start and agent.last_seen >= start
+    assert storage.action_set().now >= start
+
+
+def test_retention_follows_the_clock(storage: Storage, clock: Clock) -> None:
+    young = wire_event(timestamp=recent(days=1), properties={"k": "v"})
+    storage.insert_events(stored(young))
+    assert storage.purge_older_than(30) == 0
+    clock.advance(days=30)
+    assert storage.purge_older_than(30) == 1
+    assert storage.count_events() == 0 and storage.count_by("properties.k") == []
 
 
 def test_heartbeats_keep_the_latest_per_process(storage: Storage) -> None:
@@ -277,11 +341,18 @@ def test_upgrading_from_schema_2_makes_existing_keys_ingest_keys(db_url: str) ->
             "INSERT INTO api_keys (name, token_hash, created_at) VALUES (?, ?, ?)",
             ("before", "e" * 64, 0),
         )
+        cur.execute(
+            "INSERT INTO events (id, name, ts, received_at, properties_json) "
+            "VALUES (?, ?, ?, ?, ?)",
+            ("old-event", "auth.signup", 0, 0, "{}"),
+        )
     old.close()
     upgraded = open_storage(db_url)
     try:
         found = upgraded.key_by_hash("e" * 64)
-        assert found is not None and (found[0].name, found[0].scope) == ("before", "ingest")
+        assert found is not None and (found.key.name, found.key.scope) == ("before", "ingest")
+        event = upgraded.get_event("old-event")
+        assert event is not None and event.enrichment == {}
     finally:
         upgraded.close()
 

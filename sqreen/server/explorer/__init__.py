@@ -34,6 +34,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from ..blocks import BlockService
 from ..storage import Storage
 from ._admin import agents_page, block_create, block_lift, blocks_page, login, login_page, logout
 from ._events import event_api, event_page, events_page
@@ -114,6 +115,7 @@ def create_explorer(
     session_hours: float = SESSION_HOURS,
     stale_after: float = STALE_AFTER,
     workers: int = 1,
+    blocks: BlockService | None = None,
 ) -> ASGIApp:
     """The explorer as an ASGI app to mount at ``path`` (for its cookie's path).
 
@@ -121,6 +123,7 @@ def create_explorer(
     the request came over HTTPS (None). Reads (or creates) the session key in ``storage``.
     ``workers``: how many processes serve it; each throttles failed logins in memory, so each
     allows its share of the limit and an attacker gets no more tries from ``--workers``.
+    ``blocks``: the block service of the collector (by default, one over ``storage``).
     """
     secret = session_secret(storage)
     passwords = PasswordCache(storage, secret)
@@ -135,6 +138,7 @@ def create_explorer(
         },
     )
     app.state.storage = storage
+    app.state.blocks = blocks or BlockService(storage)
     app.state.passwords = passwords
     app.state.throttle = LoginThrottle.shared_by(workers)
     app.state.stale_after = stale_after

@@ -1,7 +1,8 @@
 """Logging in and out, the blocks page and the agents page.
 
-Blocks are validated by :mod:`sqreen.server.blocks`, the rules the CLI and the API apply (and
-every SDK enforces), and recorded as created by ``explorer:admin``. Each form posts back and
+Blocks are validated and created by :mod:`sqreen.server.blocks` (the service the CLI, the API
+and playbooks use, with the rules every SDK enforces), recorded as created by
+``explorer:admin``. Each form posts back and
 redirects (post/redirect/get), so reloading a page never repeats an action.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Final
 
 from starlette.concurrency import run_in_threadpool
@@ -17,14 +18,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..blocks import (
+    BlockRequest,
+    BlockService,
     InvalidBlock,
-    parse_duration,
+    block_request,
+    parse_block_id,
     parse_pairs,
-    validate_network,
-    validate_reason,
-    validate_user_spec,
 )
-from ..storage import Agent, Block, Storage
+from ..storage import Agent, Storage
 from ._forms import Form, LoginThrottle, csrf_token, form_endpoint, safe_next
 from ._render import render
 from ._secrets import PASSWORD_SETTING, PasswordCache, password_version, verify_password
@@ -134,7 +135,7 @@ async def _blocks(
     request: Request, form: BlockForm, errors: list[str], status: int = 200
 ) -> Response:
     storage: Storage = request.app.state.storage
-    now = datetime.now(UTC)
+    now = storage.now()
     every = await run_in_threadpool(lambda: storage.list_blocks(include_inactive=True))
     active = [b for b in every if b.is_active(now)]
     ended = [b for b in every if not b.is_active(now)][:RECENT_ENDED]
@@ -150,32 +151,29 @@ async def _blocks(
     return render(request, "blocks.html", context, status_code=status)
 
 
-def _create(storage: Storage, form: BlockForm) -> Block:
-    """Validate with the collector's block rules and store (blocking)."""
+def _request(form: BlockForm) -> BlockRequest:
+    """The block the form asks for (:class:`InvalidBlock` naming the field at fault)."""
     choice = form.custom.strip() or form.duration
-    duration: timedelta | None = None if choice == FOREVER else parse_duration(choice)
-    reason = validate_reason(form.reason.strip())
+    duration = None if choice == FOREVER else choice
+    reason = form.reason.strip()
     if form.kind == "user":
         lines = [line.strip() for line in form.user.replace(",", "\n").splitlines()]
-        user = validate_user_spec(parse_pairs([line for line in lines if line], "user"))
-        return storage.create_block(
-            "block_user", user=user, duration=duration, reason=reason, created_by=CREATED_BY
-        )
+        user = parse_pairs([line for line in lines if line], "user")
+        return block_request("block_user", user=user, duration=duration, reason=reason)
     if form.kind == "ip":
-        ip = validate_network(form.ip.strip())
-        return storage.create_block(
-            "block_ip", ip=ip, duration=duration, reason=reason, created_by=CREATED_BY
-        )
+        return block_request("block_ip", ip=form.ip.strip(), duration=duration, reason=reason)
     raise InvalidBlock("kind", "choose a user or an IP to block")
 
 
 @form_endpoint
 async def block_create(request: Request, form: Form) -> Response:
     fields = BlockForm(**{k: _field(form, k) for k in BlockForm.__dataclass_fields__})
+    blocks: BlockService = request.app.state.blocks
     try:
-        block = await run_in_threadpool(_create, request.app.state.storage, fields)
+        wanted = _request(fields)
     except InvalidBlock as exc:
         return await _blocks(request, fields, [str(exc)], status=400)
+    block = await run_in_threadpool(lambda: blocks.create(wanted, created_by=CREATED_BY))
     request.session["flash"] = f"Block #{block.id} created: SDKs apply it within seconds."
     return _redirect(request, "/blocks")
 
@@ -183,10 +181,11 @@ async def block_create(request: Request, form: Form) -> Response:
 @form_endpoint
 async def block_lift(request: Request, form: Form) -> Response:
     raw = request.path_params["block_id"]
-    storage: Storage = request.app.state.storage
+    blocks: BlockService = request.app.state.blocks
+    block_id = parse_block_id(raw)
     lifted = None
-    if raw.isdigit() and len(raw) <= 18:
-        lifted = await run_in_threadpool(storage.lift_block, int(raw), CREATED_BY)
+    if block_id is not None:
+        lifted = await run_in_threadpool(lambda: blocks.lift(block_id, lifted_by=CREATED_BY))
     request.session["flash"] = (
         f"Block #{lifted.id} lifted." if lifted else f"No active block #{raw[:20]} to lift."
     )
@@ -232,7 +231,7 @@ def agent_row(agent: Agent, now: datetime, stale_after: float) -> AgentRow:
 async def agents_page(request: Request) -> Response:
     storage: Storage = request.app.state.storage
     stale_after: float = request.app.state.stale_after
-    now = datetime.now(UTC)
+    now = storage.now()
     agents = await run_in_threadpool(storage.agents)
     rows = [agent_row(a, now, stale_after) for a in agents]
     context = {

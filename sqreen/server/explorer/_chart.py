@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from ..storage.base import from_us, to_us
+from ..storage.model import from_us, to_us
 
 __all__ = ["Bar", "Chart", "bucketing", "draw"]
 
@@ -68,7 +68,7 @@ def bucketing(
     since: datetime, until: datetime, align: bool
 ) -> tuple[datetime, int, timedelta, str]:
     """(start, number of buckets, bucket width, its name) covering [since, until); with
-    ``align``, the start is moved back to a multiple of the width."""
+    ``align``, the start is moved back to a multiple of the width, else to a whole second."""
     span = max(1.0, (until - since).total_seconds())
     # (A range typed as "1h" is a hair longer than an hour by the time it is drawn.)
     fits = ((s, n) for s, n in WIDTHS if span / s <= MAX_BARS * 1.01)
@@ -77,7 +77,10 @@ def bucketing(
         days = -(-int(span) // (MAX_BARS * 86400))
         seconds, per = days * 86400, f"{days} days"
     step = seconds * 1_000_000
-    start = to_us(since) // step * step if align else to_us(since)
+    # Unaligned, buckets still start on a whole second: each bar links to its bucket with
+    # times to the second, and must show the very events the bar counts.
+    unit = step if align else 1_000_000
+    start = to_us(since) // unit * unit
     count = max(1, -(-(to_us(until) - start) // step))
     return from_us(start), count, timedelta(seconds=seconds), per
 

@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Final
 
-from ..storage import Storage
+from ..storage import ControlStore
 
 __all__ = [
     "PASSWORD_SETTING",
@@ -96,12 +96,12 @@ def verify_password(password: str, stored: str | None) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-def set_admin_password(storage: Storage, password: str) -> None:
+def set_admin_password(storage: ControlStore, password: str) -> None:
     """Hash and store the admin password (ValueError when it is too short or too long)."""
     storage.set_setting(PASSWORD_SETTING, hash_password(check_new_password(password)))
 
 
-def apply_env_password(storage: Storage) -> bool:
+def apply_env_password(storage: ControlStore) -> bool:
     """Set the password from ``SQREEN_ADMIN_PASSWORD`` unless it is already the stored one
     (re-hashing on every start would end every session); return whether it was set."""
     password = os.environ.get("SQREEN_ADMIN_PASSWORD")
@@ -111,7 +111,7 @@ def apply_env_password(storage: Storage) -> bool:
     return True
 
 
-def session_secret(storage: Storage) -> str:
+def session_secret(storage: ControlStore) -> str:
     """``SQREEN_SECRET_KEY``, else the key kept in the settings (created the first time)."""
     from_env = os.environ.get("SQREEN_SECRET_KEY")
     if from_env:
@@ -132,7 +132,7 @@ class PasswordCache:
     """The current password version, re-read from storage at most every ``ttl`` seconds, so
     a password set from the CLI (another process) ends old sessions within that time."""
 
-    def __init__(self, storage: Storage, secret: str, ttl: float = 2.0) -> None:
+    def __init__(self, storage: ControlStore, secret: str, ttl: float = 2.0) -> None:
         self.storage = storage
         self.secret = secret
         self.ttl = ttl

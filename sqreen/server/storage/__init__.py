@@ -1,46 +1,66 @@
-"""Storage back ends of the collector, chosen by the ``--db`` URL."""
+"""Storage of the collector: the protocols (:mod:`.base`), the values (:mod:`.model`), the
+back ends chosen by the ``--db`` URL, and the follow reader (:mod:`.follow`)."""
 
 from __future__ import annotations
 
-from .base import (
+from ._rows import new_events
+from .base import ControlStore, EventStore, Storage
+from .follow import Follower, newer
+from .model import (
     KEY_SCOPES,
+    NO_FILTER,
     ActionSet,
     Agent,
     ApiKey,
     Block,
     BlockType,
+    Clock,
     EventFilter,
     Heartbeat,
+    InsertResult,
     KeyScope,
-    Storage,
     StoredEvent,
+    StoredKey,
+    utc_now,
 )
 
 __all__ = [
     "KEY_SCOPES",
+    "NO_FILTER",
     "ActionSet",
     "Agent",
     "ApiKey",
     "Block",
     "BlockType",
+    "Clock",
+    "ControlStore",
     "EventFilter",
+    "EventStore",
+    "Follower",
     "Heartbeat",
+    "InsertResult",
     "KeyScope",
     "Storage",
     "StoredEvent",
+    "StoredKey",
+    "new_events",
+    "newer",
     "open_storage",
+    "utc_now",
 ]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_storage(db: str) -> Storage:
+def open_storage(db: str, *, clock: Clock = utc_now) -> Storage:
     """Open (creating and migrating as needed) the database ``db``: a ``postgresql://`` URL,
-    or the path of a SQLite file (``sqlite:///path`` also works)."""
+    or the path of a SQLite file (``sqlite:///path`` also works). ``clock`` is the time every
+    write is stamped with and expiry and retention are measured against (tests pass their
+    own, so that nothing waits for real time)."""
     if db.startswith(POSTGRES_SCHEMES):
         from .postgres import PostgresStorage
 
-        return PostgresStorage(db)
+        return PostgresStorage(db, clock=clock)
     from .sqlite import SQLiteStorage
 
-    return SQLiteStorage(db.removeprefix("sqlite://"))
+    return SQLiteStorage(db.removeprefix("sqlite://"), clock=clock)

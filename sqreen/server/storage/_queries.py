@@ -22,12 +22,12 @@ tables below.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, Final, TypeVar
 
 from ._rows import EVENT_COLUMNS, clean, event_from_row, index_value
-from .base import NO_FILTER, EventFilter, StoredEvent, from_us, to_us
+from .model import NO_FILTER, EventFilter, StoredEvent, from_us, to_us
 
 __all__ = ["EventQueries"]
 
@@ -38,6 +38,8 @@ GROUP_COLUMNS: Final = {"name": "e.name", "ip": "e.ip", "app": "e.app", "host": 
 SIDE_TABLES: Final = {"user": "event_users", "properties": "event_props"}
 _EVENT_COLUMN: Final = re.compile(r"\be\.(\w+)")
 
+R = TypeVar("R")
+
 
 class EventQueries:
     """The event reads of :class:`~._sql.SqlStorage`."""
@@ -45,6 +47,26 @@ class EventQueries:
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one query outside any write transaction and fetch all its rows."""
         raise NotImplementedError
+
+    def now(self) -> datetime:
+        """The time by the storage's clock."""
+        raise NotImplementedError
+
+    def _read_as(
+        self, make: Callable[[Iterable[Any]], R], sql: str, params: Sequence[Any] = ()
+    ) -> list[R]:
+        """The rows of a query as named rows (``make`` is a row type's ``_make``)."""
+        return [make(row) for row in self._read(sql, params)]
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...]:
+        """The one row of a query that always returns one (an aggregate)."""
+        (row,) = self._read(sql, params)
+        return tuple(row)
+
+    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The one value of a query that always returns one row of one column."""
+        (value,) = self._one(sql, params)
+        return value
 
     def _where(
         self, f: EventFilter, skip_side: int = -1, time_index: bool = True
@@ -157,13 +179,13 @@ class EventQueries:
         in time order), with two index lookups: no planner statistics needed.
         """
         first = "(SELECT seq FROM events WHERE ts >= ? ORDER BY ts LIMIT 1)"
-        top, low, high = self._read(
+        top, low, high = self._one(
             f"SELECT (SELECT max(seq) FROM events), {first}, {first}",
             [
                 -(2**62) if f.since is None else to_us(f.since),
                 2**62 if f.until is None else to_us(f.until),
             ],
-        )[0]
+        )
         if top is None:
             return True
         low = top + 1 if low is None else low
@@ -202,17 +224,17 @@ class EventQueries:
                 f"SELECT x.n, {at.format('lo')}, {at.format('hi')} FROM (SELECT count(*) AS n, "
                 f"min(m.seq) AS lo, max(m.seq) AS hi FROM ({sample}) m) x"
             )
-        count, oldest, latest = self._read(sql, params)[0]
+        count, oldest, latest = self._one(sql, params)
         return int(count), _time(oldest), _time(latest)
 
     def get_event(self, event_id: str) -> StoredEvent | None:
         rows = self._read(f"SELECT {SELECT_EVENT} FROM events e WHERE e.id = ?", [clean(event_id)])
-        return event_from_row(rows[0]) if rows else None
+        return next(map(event_from_row, rows), None)
 
     def count_events(self, filters: EventFilter = NO_FILTER) -> int:
         conds, params = self._where(filters)
         where = f"WHERE {' AND '.join(conds)}" if conds else ""
-        return int(self._read(f"SELECT count(*) FROM events e {where}", params)[0][0])
+        return int(self._scalar(f"SELECT count(*) FROM events e {where}", params))
 
     def count_by(
         self,
@@ -254,7 +276,7 @@ class EventQueries:
             f"ORDER BY count(*) DESC, {column} IS NULL, {column} LIMIT ?",
             [*params, max(0, limit)],
         )
-        return [(r[0], int(r[1])) for r in rows]
+        return [(value, int(n)) for value, n in rows]
 
     def histogram(
         self,
@@ -266,7 +288,7 @@ class EventQueries:
         end: datetime | None = None,
     ) -> list[tuple[datetime, int]]:
         buckets = max(1, buckets)
-        until = to_us(end or filters.until or datetime.now(UTC))
+        until = to_us(end or filters.until or self.now())
         first = start or filters.since
         if first is not None:
             since = to_us(first)
@@ -274,9 +296,9 @@ class EventQueries:
             if newest is None:
                 conds, params = self._where(filters)
                 where = f"WHERE {' AND '.join(conds)}" if conds else ""
-                oldest = self._read(f"SELECT min(e.ts) FROM events e {where}", params)[0][0]
+                oldest = self._scalar(f"SELECT min(e.ts) FROM events e {where}", params)
             else:
-                found = self.span(filters, newest=newest)[1]
+                _, found, _ = self.span(filters, newest=newest)
                 oldest = None if found is None else to_us(found)
             since = until - 3_600_000_000 if oldest is None else min(oldest, until - 1)
         width = max(1, -(-(until - since) // buckets))

@@ -111,6 +111,8 @@ _MIGRATIONS: Final = (
         "ALTER TABLE api_keys ADD COLUMN scope TEXT NOT NULL DEFAULT 'ingest' "
         "CHECK (scope IN ('ingest', 'admin'))",
     ),
+    # 4: what the ingest pipeline's enrichers add to an event (JSON; NULL without).
+    ("ALTER TABLE events ADD COLUMN enrichment_json TEXT",),
 )
 
 

@@ -8,38 +8,49 @@ from what a client sent. The only identifiers interpolated come from fixed table
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from itertools import repeat
 from typing import Any, Final, Protocol
 
 from ..._wire import WireEvent
 from ._queries import EventQueries
 from ._rows import (
+    AGENT_COLUMNS,
+    BLOCK_COLUMNS,
     EVENT_COLUMNS,
+    KEY_COLUMNS,
+    AgentRow,
+    BlockRow,
+    EventRecord,
+    KeyRow,
+    agent_from_row,
+    block_from_row,
     clean,
-    dumped,
     event_record,
     index_rows,
+    key_from_row,
 )
-from .base import (
+from .model import (
     KEY_SCOPES,
     ActionSet,
     Agent,
     ApiKey,
     Block,
     BlockType,
+    Clock,
     Heartbeat,
+    InsertResult,
     KeyScope,
+    StoredKey,
     from_us,
     to_us,
+    utc_now,
 )
 
 __all__ = ["Cursor", "SqlStorage"]
 
-BLOCK_COLUMNS: Final = (
-    "id, type, user_json, ip, reason, created_at, expires_at, created_by, lifted_at, lifted_by"
-)
 PURGE_CHUNK: Final = 5000
 # Rows a statement: multi-row VALUES bind every parameter in C and run as one step, which is
 # cheaper than executemany() in both drivers; the chunks stay under SQLite's 32766 and
@@ -63,10 +74,6 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def placeholders(rows: int, columns: int) -> str:
     one = "(" + ", ".join("?" * columns) + ")"
     return ", ".join([one] * rows)
@@ -78,6 +85,12 @@ class SqlStorage(EventQueries):
 
     #: Ordered schema migrations: each a list of statements; index + 1 is its version.
     MIGRATIONS: Sequence[Sequence[str]] = ()
+
+    def __init__(self, clock: Clock = utc_now) -> None:
+        self._clock = clock
+
+    def now(self) -> datetime:
+        return self._clock()
 
     def _write(self) -> AbstractContextManager[Cursor]:
         """A cursor inside a write transaction, committed when the block exits cleanly."""
@@ -99,7 +112,7 @@ class SqlStorage(EventQueries):
             row = cur.execute("SELECT version FROM schema_version").fetchone()
             if row is None:
                 cur.execute("INSERT INTO schema_version (version) VALUES (0)")
-            current = row[0] if row else 0
+            (current,) = row or (0,)
             if current > len(self.MIGRATIONS):
                 raise RuntimeError(
                     f"the database schema is version {current}, newer than this sqreen "
@@ -113,9 +126,9 @@ class SqlStorage(EventQueries):
 
     # -- events -------------------------------------------------------------------------
 
-    def _insert_events(self, cur: Cursor, rows: list[list[Any]]) -> list[int | None]:
-        """Insert serialised event rows (:data:`EVENT_COLUMNS`, ids unique among them),
-        skipping ids already stored; return each row's seq, or None for those skipped."""
+    def _insert_events(self, cur: Cursor, rows: list[EventRecord]) -> list[int | None]:
+        """Insert serialised event rows (ids unique among them), skipping ids already
+        stored; return each row's seq, or None for those skipped."""
         seqs: dict[str, int] = {}
         columns = ", ".join(EVENT_COLUMNS)
         for i in range(0, len(rows), INSERT_CHUNK):
@@ -127,7 +140,7 @@ class SqlStorage(EventQueries):
                 [v for row in chunk for v in row],
             )
             seqs.update((id_, seq) for seq, id_ in cur.fetchall())
-        return [seqs.get(row[0]) for row in rows]
+        return [seqs.get(row.id) for row in rows]
 
     def _insert_index(self, cur: Cursor, table: str, flat: list[Any]) -> None:
         """Insert (seq, key, value) rows, flattened, into ``event_props`` or ``event_users``."""
@@ -145,19 +158,23 @@ class SqlStorage(EventQueries):
         app: str | None = None,
         host: str | None = None,
         received_at: datetime | None = None,
-    ) -> tuple[int, int]:
-        received = to_us(received_at or _now())
+        enrichment: Sequence[Mapping[str, Any]] | None = None,
+    ) -> InsertResult:
+        received = to_us(received_at or self.now())
         app = None if app is None else clean(app)
         host = None if host is None else clean(host)
-        unique: dict[str, tuple[list[Any], WireEvent]] = {}
-        for event in events:
-            record = event_record(event, app, host, received)
-            unique.setdefault(record[0], (record, event))
+        extras = repeat(None) if enrichment is None else enrichment
+        ids: list[str] = []
+        unique: dict[str, tuple[EventRecord, WireEvent]] = {}
+        for event, extra in zip(events, extras, strict=enrichment is not None):
+            record = event_record(event, app, host, received, extra)
+            ids.append(record.id)
+            unique.setdefault(record.id, (record, event))
         if not unique:
-            return 0, len(events)
+            return InsertResult(0, 0, (), from_us(received))
         # Everything Python can prepare is done before the write lock, which other threads
         # (and, with ``serve --workers``, other processes) wait for: only SQL runs under it.
-        rows = [dumped(record) for record, _ in unique.values()]
+        rows = [record for record, _ in unique.values()]
         sides = index_rows(event for _, event in unique.values())
         with self._write() as cur:
             seqs = self._insert_events(cur, rows)
@@ -172,17 +189,20 @@ class SqlStorage(EventQueries):
                 flat[0::3] = [seqs[position] for position in flat[0::3]]
                 if flat:
                     self._insert_index(cur, table, flat)
+        # Aligned with the input: a seq for the first of each id stored, None for the rest.
+        by_id = dict(zip(unique, seqs, strict=True))
+        aligned = tuple(by_id.pop(id_, None) for id_ in ids)
         stored = len(seqs) - seqs.count(None)
-        return stored, len(events) - stored
+        return InsertResult(stored, len(events) - stored, aligned, from_us(received))
 
     def purge_older_than(self, days: float) -> int:
-        cutoff = to_us(_now() - timedelta(days=days))
+        cutoff = to_us(self.now() - timedelta(days=days))
         total = 0
         while True:
             with self._write() as cur:
                 seqs = [
-                    r[0]
-                    for r in cur.execute(
+                    seq
+                    for (seq,) in cur.execute(
                         "SELECT seq FROM events WHERE ts < ? LIMIT ?", (cutoff, PURGE_CHUNK)
                     ).fetchall()
                 ]
@@ -198,46 +218,32 @@ class SqlStorage(EventQueries):
     def create_key(self, name: str, token_hash: str, scope: KeyScope = "ingest") -> ApiKey:
         if scope not in KEY_SCOPES:
             raise ValueError(f"scope must be one of {', '.join(KEY_SCOPES)}, not {scope!r}")
-        created = to_us(_now())
+        created = to_us(self.now())
         with self._write() as cur:
-            row = cur.execute(
+            (key_id,) = cur.execute(
                 "INSERT INTO api_keys (name, token_hash, created_at, scope) "
                 "VALUES (?, ?, ?, ?) RETURNING id",
                 (name, token_hash, created, scope),
             ).fetchone()
-        return ApiKey(id=row[0], name=name, created_at=from_us(created), scope=scope)
+        return ApiKey(id=key_id, name=name, created_at=from_us(created), scope=scope)
 
-    def key_by_hash(self, token_hash: str) -> tuple[ApiKey, str] | None:
+    def key_by_hash(self, token_hash: str) -> StoredKey | None:
         rows = self._read(
-            "SELECT id, name, created_at, scope, token_hash FROM api_keys "
+            f"SELECT token_hash, {KEY_COLUMNS} FROM api_keys "
             "WHERE token_hash = ? AND revoked_at IS NULL",
             [token_hash],
         )
-        if not rows:
-            return None
-        id_, name, created, scope, stored = rows[0]
-        return ApiKey(id=id_, name=name, created_at=from_us(created), scope=scope), stored
+        return next((StoredKey(key_from_row(KeyRow._make(k)), h) for h, *k in rows), None)
 
     def list_keys(self) -> list[ApiKey]:
-        rows = self._read(
-            "SELECT id, name, created_at, revoked_at, scope FROM api_keys ORDER BY id"
-        )
-        return [
-            ApiKey(
-                id=r[0],
-                name=r[1],
-                created_at=from_us(r[2]),
-                revoked_at=_opt_time(r[3]),
-                scope=r[4],
-            )
-            for r in rows
-        ]
+        rows = self._read_as(KeyRow._make, f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id")
+        return [key_from_row(r) for r in rows]
 
     def revoke_key(self, key_id: int) -> bool:
         with self._write() as cur:
             cur.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (to_us(_now()), key_id),
+                (to_us(self.now()), key_id),
             )
             return cur.rowcount > 0
 
@@ -253,7 +259,7 @@ class SqlStorage(EventQueries):
         reason: str = "",
         created_by: str = "",
     ) -> Block:
-        now = _now()
+        now = self.now()
         expires = None if duration is None else to_us(now + duration)
         with self._write() as cur:
             row = cur.execute(
@@ -270,10 +276,10 @@ class SqlStorage(EventQueries):
                 ),
             ).fetchone()
             self._bump_actions(cur)
-        return _block(row)
+        return block_from_row(BlockRow._make(row))
 
     def lift_block(self, block_id: int, lifted_by: str = "") -> Block | None:
-        now = to_us(_now())
+        now = to_us(self.now())
         with self._write() as cur:
             row = cur.execute(
                 "UPDATE blocks SET lifted_at = ?, lifted_by = ? WHERE id = ? "
@@ -283,7 +289,7 @@ class SqlStorage(EventQueries):
             ).fetchone()
             if row is not None:
                 self._bump_actions(cur)
-        return None if row is None else _block(row)
+        return None if row is None else block_from_row(BlockRow._make(row))
 
     @staticmethod
     def _bump_actions(cur: Cursor) -> None:
@@ -291,17 +297,20 @@ class SqlStorage(EventQueries):
 
     def list_blocks(self, *, include_inactive: bool = False) -> list[Block]:
         if include_inactive:
-            rows = self._read(f"SELECT {BLOCK_COLUMNS} FROM blocks ORDER BY id DESC")
+            rows = self._read_as(
+                BlockRow._make, f"SELECT {BLOCK_COLUMNS} FROM blocks ORDER BY id DESC"
+            )
         else:
-            rows = self._read(
+            rows = self._read_as(
+                BlockRow._make,
                 f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE lifted_at IS NULL "
                 "AND (expires_at IS NULL OR expires_at > ?) ORDER BY id DESC",
-                [to_us(_now())],
+                [to_us(self.now())],
             )
-        return [_block(r) for r in rows]
+        return [block_from_row(r) for r in rows]
 
     def action_set(self) -> ActionSet:
-        now = _now()
+        now = self.now()
         # One statement, so the version and the items come from the same snapshot.
         rows = self._read(
             f"SELECT c.value, {', '.join('b.' + c for c in BLOCK_COLUMNS.split(', '))} "
@@ -310,13 +319,16 @@ class SqlStorage(EventQueries):
             "ORDER BY b.id",
             [to_us(now)],
         )
-        blocks = tuple(_block(r[1:]) for r in rows if r[1] is not None)
-        return ActionSet(version=int(rows[0][0]) if rows else 0, blocks=blocks, now=now)
+        version = next((int(value) for value, *_ in rows), 0)
+        found = (BlockRow._make(columns) for _, *columns in rows)
+        # (With no block active, the LEFT JOIN's one row has NULL block columns.)
+        blocks = tuple(block_from_row(b) for b in found if b.id is not None)
+        return ActionSet(version=version, blocks=blocks, now=now)
 
     # -- agents and settings ------------------------------------------------------------
 
     def record_heartbeat(self, heartbeat: Heartbeat) -> None:
-        h, now = heartbeat, to_us(_now())
+        h, now = heartbeat, to_us(self.now())
         with self._write() as cur:
             cur.execute(
                 "INSERT INTO agents (app, host, pid, framework, sdk_name, sdk_version, "
@@ -338,28 +350,15 @@ class SqlStorage(EventQueries):
             )
 
     def agents(self) -> list[Agent]:
-        rows = self._read(
-            "SELECT app, host, pid, framework, sdk_name, sdk_version, stats_json, first_seen, "
-            "last_seen FROM agents ORDER BY last_seen DESC, app, host, pid"
+        rows = self._read_as(
+            AgentRow._make,
+            f"SELECT {AGENT_COLUMNS} FROM agents ORDER BY last_seen DESC, app, host, pid",
         )
-        return [
-            Agent(
-                app=r[0],
-                host=r[1],
-                pid=r[2],
-                framework=r[3],
-                sdk_name=r[4],
-                sdk_version=r[5],
-                stats=json.loads(r[6]),
-                first_seen=from_us(r[7]),
-                last_seen=from_us(r[8]),
-            )
-            for r in rows
-        ]
+        return [agent_from_row(r) for r in rows]
 
     def get_setting(self, key: str) -> str | None:
         rows = self._read("SELECT value FROM settings WHERE key = ?", [key])
-        return rows[0][0] if rows else None
+        return next((str(value) for (value,) in rows), None)
 
     def set_setting(self, key: str, value: str) -> None:
         with self._write() as cur:
@@ -375,25 +374,5 @@ class SqlStorage(EventQueries):
                 "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
                 (key, value),
             )
-            row = cur.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-        return str(row[0])
-
-
-def _opt_time(us: int | None) -> datetime | None:
-    return None if us is None else from_us(us)
-
-
-def _block(row: Sequence[Any]) -> Block:
-    id_, type_, user, ip, reason, created, expires, by, lifted, lifted_by = row
-    return Block(
-        id=id_,
-        type=type_,
-        user=None if user is None else json.loads(user),
-        ip=ip,
-        reason=reason,
-        created_at=from_us(created),
-        expires_at=_opt_time(expires),
-        created_by=by,
-        lifted_at=_opt_time(lifted),
-        lifted_by=lifted_by,
-    )
+            (stored,) = cur.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return str(stored)

@@ -1,207 +1,75 @@
-"""The storage seam of the collector: one small :class:`Storage` protocol, two back ends.
+"""The storage seam of the collector: an event store and a control store, two back ends.
 
-:mod:`.sqlite` (the default, one collector process) and :mod:`.postgres` (several collector
-processes on one database) behave the same; one test suite runs against both. Everything the
-collector, the CLI and the Event Explorer read or write goes through this protocol, in plain
-values (dataclasses, datetimes in UTC), never through SQL.
+:class:`Storage` is both on one database: :mod:`.sqlite` (the default) and :mod:`.postgres`
+(several collector processes on one database) implement it with the same SQL, and one test
+suite (``tests/server/test_storage.py``) runs against both. Everything the collector, the CLI
+and the Event Explorer read or write goes through these protocols, in plain values
+(:mod:`.model`), never through SQL. Every method blocks (call it from a thread, never the
+event loop) and is thread-safe.
 
-Times are stored as integer microseconds since the epoch (UTC) in both back ends, so that
-ranges, histograms and paging are exact and written once (:mod:`._sql`).
+The two halves promise different things, and code that needs only one takes only that one:
+
+- the :class:`EventStore` is append-only and large (millions of events): ingest writes it,
+  the explorer, ``sqreen events`` and playbooks read it;
+- the :class:`ControlStore` holds small tables changed by hand or by playbooks (API keys,
+  blocks and the versioned action set every SDK receives, SDK processes, settings), one
+  transaction a method.
+
+Both read the time from the storage's :data:`~.model.Clock` (:meth:`Clocked.now`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal, Protocol
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from ..._event import format_timestamp
 from ..._wire import WireEvent
+from .model import (
+    NO_FILTER,
+    ActionSet,
+    Agent,
+    ApiKey,
+    Block,
+    BlockType,
+    EventFilter,
+    Heartbeat,
+    InsertResult,
+    KeyScope,
+    StoredEvent,
+    StoredKey,
+)
 
-__all__ = [
-    "KEY_SCOPES",
-    "NO_FILTER",
-    "ActionSet",
-    "Agent",
-    "ApiKey",
-    "Block",
-    "BlockType",
-    "EventFilter",
-    "Heartbeat",
-    "KeyScope",
-    "Storage",
-    "StoredEvent",
-    "from_us",
-    "to_us",
-]
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-
-BlockType = Literal["block_user", "block_ip"]
-KeyScope = Literal["ingest", "admin"]
-KEY_SCOPES: Final = ("ingest", "admin")
+__all__ = ["Clocked", "ControlStore", "EventStore", "Storage"]
 
 
-def to_us(dt: datetime) -> int:
-    """Exact microseconds since the epoch (a naive datetime is UTC)."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return (dt - EPOCH) // _US
+class Clocked(Protocol):
+    def now(self) -> datetime:
+        """The time by this storage's clock: what it stamps writes with and measures expiry
+        and retention against (``datetime.now(UTC)`` unless a test gave another)."""
+        ...
 
 
-def from_us(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
+class EventStore(Clocked, Protocol):
+    """Events: append-only, deduplicated, committed before the sender is answered.
 
+    What it guarantees:
 
-@dataclass(frozen=True, slots=True)
-class EventFilter:
-    """What to select. Every given criterion must hold (AND).
-
-    ``users`` and ``properties`` are (key, value) pairs: ``("uid", "42")`` matches events whose
-    user identifiers have ``uid == "42"``; a property pair matches a top-level property whose
-    value, as text, equals the given one (str as is, int in decimal, bool ``true``/``false``;
-    values are indexed on their first :data:`~._sql.INDEXED_VALUE_MAX` characters).
-    ``since`` is inclusive, ``until`` exclusive, both on the event's own time.
+    - **Append-only.** A stored event never changes; it leaves only through
+      :meth:`purge_older_than` (retention).
+    - **Deduplicated by id.** An event whose ``id`` is already stored, by any call of any
+      process, or repeated earlier in the same call, is not stored again; the result says
+      which events were new, so that a retried batch counts (and triggers) nothing twice.
+    - **Durable on return.** :meth:`insert_events` is one transaction, committed before it
+      returns: the collector replies to an SDK only after that.
+    - **seq.** Each stored event gets a unique positive ``seq``, increasing in commit order
+      within one process (and across processes on SQLite, one writer at a time). On
+      PostgreSQL with several collector processes, a lower seq can commit after a higher
+      one (by the length of a transaction): a reader that follows new events must read again
+      a little below its last seq (:class:`~.follow.Follower` does).
+    - **Reads see committed events only**, newest (highest seq) first where they are ordered.
     """
 
-    name: str | None = None
-    users: tuple[tuple[str, str], ...] = ()
-    properties: tuple[tuple[str, str], ...] = ()
-    ip: str | None = None
-    app: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-
-
-#: The filter that selects every event.
-NO_FILTER: Final = EventFilter()
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    seq: int
-    id: str
-    name: str
-    timestamp: datetime
-    received_at: datetime
-    app: str | None
-    host: str | None
-    ip: str | None
-    user: dict[str, str] | None
-    properties: dict[str, Any]
-    target: dict[str, str] | None
-    request: dict[str, Any] | None
-
-    def to_json(self) -> dict[str, Any]:
-        """The event as a JSON-ready dict: the wire event plus what the collector added."""
-        return {
-            "seq": self.seq,
-            "id": self.id,
-            "name": self.name,
-            "timestamp": format_timestamp(self.timestamp),
-            "received_at": format_timestamp(self.received_at),
-            "app": self.app,
-            "host": self.host,
-            "properties": self.properties,
-            "user": self.user,
-            "target": self.target,
-            "request": self.request,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    id: int
-    name: str
-    created_at: datetime
-    revoked_at: datetime | None = None
-    #: "ingest" (events, heartbeats, the action set) or "admin" (the blocks API too).
-    scope: KeyScope = "ingest"
-
-
-@dataclass(frozen=True, slots=True)
-class Block:
-    id: int
-    type: BlockType
-    user: dict[str, str] | None
-    ip: str | None
-    reason: str
-    created_at: datetime
-    expires_at: datetime | None
-    created_by: str
-    lifted_at: datetime | None = None
-    lifted_by: str | None = None
-
-    def is_active(self, now: datetime) -> bool:
-        return self.lifted_at is None and (self.expires_at is None or self.expires_at > now)
-
-    def action(self, now: datetime) -> dict[str, Any]:
-        """This block as an item of the action set the SDKs receive."""
-        item: dict[str, Any] = {"id": str(self.id), "type": self.type}
-        if self.type == "block_user":
-            item["user"] = self.user
-        else:
-            item["ip"] = self.ip
-        item["expires_in"] = (
-            None
-            if self.expires_at is None
-            else round(max(0.0, (self.expires_at - now).total_seconds()), 3)
-        )
-        item["reason"] = self.reason
-        return item
-
-    def to_json(self, now: datetime) -> dict[str, Any]:
-        return {
-            **self.action(now),
-            "created_at": format_timestamp(self.created_at),
-            "expires_at": format_timestamp(self.expires_at) if self.expires_at else None,
-            "created_by": self.created_by,
-            "lifted_at": format_timestamp(self.lifted_at) if self.lifted_at else None,
-            "lifted_by": self.lifted_by,
-            "active": self.is_active(now),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class ActionSet:
-    """The blocks in force at ``now`` and the version of the set they belong to."""
-
-    version: int
-    blocks: tuple[Block, ...]
-    now: datetime
-
-    def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "items": [b.action(self.now) for b in self.blocks]}
-
-
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    app: str
-    host: str
-    pid: int
-    framework: str | None
-    sdk_name: str | None
-    sdk_version: str | None
-    stats: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Agent(Heartbeat):
-    """The latest heartbeat of one SDK process."""
-
-    first_seen: datetime
-    last_seen: datetime
-
-
-class Storage(Protocol):
-    """What the collector needs from a database. Every method is blocking and thread-safe;
-    each write is one transaction, committed when the method returns."""
-
-    def close(self) -> None: ...
-
-    # Events.
     def insert_events(
         self,
         events: Sequence[WireEvent],
@@ -209,11 +77,13 @@ class Storage(Protocol):
         app: str | None = None,
         host: str | None = None,
         received_at: datetime | None = None,
-    ) -> tuple[int, int]:
-        """Store validated events in one transaction; return (stored, duplicates).
+        enrichment: Sequence[Mapping[str, Any]] | None = None,
+    ) -> InsertResult:
+        """Store validated events (``sqreen._wire.parse_event``) in one transaction.
 
-        An event whose ``id`` is already stored (or repeated in ``events``) is a duplicate and
-        is not stored again.
+        ``received_at`` defaults to :meth:`now`. ``enrichment``, aligned with ``events``, holds
+        the fields the ingest pipeline's enrichers added to each (JSON values, stored with the
+        event: :attr:`~.model.StoredEvent.enrichment`).
         """
         ...
 
@@ -278,13 +148,32 @@ class Storage(Protocol):
         ...
 
     def purge_older_than(self, days: float) -> int:
-        """Delete events whose own time is more than ``days`` old; return how many."""
+        """Delete events whose own time is more than ``days`` before :meth:`now`; return how
+        many (in chunks of transactions: a purge never holds the write lock for long)."""
         ...
 
-    # API keys: only SHA-256 hashes (hex) are stored.
+
+class ControlStore(Clocked, Protocol):
+    """API keys, blocks and the action set, SDK processes, settings: small and transactional.
+
+    What it guarantees:
+
+    - **One transaction a method**, committed when it returns; a reader never sees half of
+      a change.
+    - **The action set is versioned in the same transaction** as the block change it
+      versions: :meth:`create_block` and :meth:`lift_block` bump the version with their own
+      write, so an SDK that has a version has every change up to it. :meth:`action_set`
+      reads the version and the items in one statement (one snapshot). Expiry needs no bump:
+      the items carry ``expires_in``, measured from :meth:`now`.
+    - **Only hashes of API keys** are stored (SHA-256, hex).
+    - Blocks arrive validated: create them through :class:`sqreen.server.blocks.BlockService`,
+      which applies the rules every SDK enforces.
+    """
+
+    # API keys.
     def create_key(self, name: str, token_hash: str, scope: KeyScope = "ingest") -> ApiKey: ...
 
-    def key_by_hash(self, token_hash: str) -> tuple[ApiKey, str] | None:
+    def key_by_hash(self, token_hash: str) -> StoredKey | None:
         """The active (not revoked) key with this hash, and the stored hash itself."""
         ...
 
@@ -303,15 +192,18 @@ class Storage(Protocol):
         reason: str = "",
         created_by: str = "",
     ) -> Block:
-        """Store a block (already validated, see :mod:`sqreen.server.blocks`) and bump the
-        action version in the same transaction."""
+        """Store a block (already validated) expiring ``duration`` after :meth:`now` (never,
+        for None), and bump the action version in the same transaction."""
         ...
 
     def lift_block(self, block_id: int, lifted_by: str = "") -> Block | None:
         """Lift an active block (bumping the action version); None if there is none."""
         ...
 
-    def list_blocks(self, *, include_inactive: bool = False) -> list[Block]: ...
+    def list_blocks(self, *, include_inactive: bool = False) -> list[Block]:
+        """Blocks in force at :meth:`now` (with ``include_inactive``, lifted and expired ones
+        too), newest first."""
+        ...
 
     def action_set(self) -> ActionSet: ...
 
@@ -329,3 +221,9 @@ class Storage(Protocol):
         """Store ``value`` unless ``key`` already has one; return the value stored (the first
         writer wins, also between processes)."""
         ...
+
+
+class Storage(EventStore, ControlStore, Protocol):
+    """Both stores on one database: what :func:`~sqreen.server.storage.open_storage` opens."""
+
+    def close(self) -> None: ...

@@ -16,8 +16,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
+from ._rows import EventRecord
 from ._schema import migrations
 from ._sql import Cursor, SqlStorage
+from .model import Clock, utc_now
 
 if TYPE_CHECKING:
     import psycopg
@@ -64,7 +66,8 @@ class _PgCursor:
 class PostgresStorage(SqlStorage):
     MIGRATIONS = migrations("postgresql")
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, clock: Clock = utc_now) -> None:
+        super().__init__(clock)
         try:
             import psycopg
         except ImportError:  # pragma: no cover - an extra of the collector
@@ -113,10 +116,10 @@ class PostgresStorage(SqlStorage):
     def _lock_schema(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
 
-    def _insert_events(self, cur: Cursor, rows: list[list[Any]]) -> list[int | None]:
-        by_id = sorted(rows, key=lambda row: str(row[0]))  # one lock order for all processes
-        seqs = dict(zip((row[0] for row in by_id), super()._insert_events(cur, by_id), strict=True))
-        return [seqs[row[0]] for row in rows]
+    def _insert_events(self, cur: Cursor, rows: list[EventRecord]) -> list[int | None]:
+        by_id = sorted(rows, key=lambda row: row.id)  # one lock order for all processes
+        seqs = dict(zip((row.id for row in by_id), super()._insert_events(cur, by_id), strict=True))
+        return [seqs[row.id] for row in rows]
 
     def close(self) -> None:
         with self._lock:

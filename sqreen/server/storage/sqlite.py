@@ -24,9 +24,10 @@ try:
 except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
     fcntl = None  # type: ignore[assignment]
 
-from ._rows import EVENT_COLUMNS, dumps
+from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import migrations
 from ._sql import INSERT_CHUNK, Cursor, SqlStorage, placeholders
+from .model import Clock, utc_now
 
 __all__ = ["SQLiteStorage"]
 
@@ -43,7 +44,8 @@ _KNOWN: Final = (
 class SQLiteStorage(SqlStorage):
     MIGRATIONS = migrations("sqlite")
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, clock: Clock = utc_now) -> None:
+        super().__init__(clock)
         self.path = path
         self._write_lock = threading.Lock()
         self._process_lock: int | None = None
@@ -64,17 +66,17 @@ class SQLiteStorage(SqlStorage):
             self.close()
             raise
 
-    def _insert_events(self, cur: Cursor, rows: list[list[Any]]) -> list[int | None]:
+    def _insert_events(self, cur: Cursor, rows: list[EventRecord]) -> list[int | None]:
         # Under BEGIN IMMEDIATE nobody else writes: the stored ids and the last seq cannot
         # change before the commit, so the seqs are assigned here (no RETURNING, which the
         # sqlite3 module would fetch row by row).
-        last, known = cur.execute(_KNOWN, (dumps([row[0] for row in rows]),)).fetchone()
+        last, known = cur.execute(_KNOWN, (dumps([row.id for row in rows]),)).fetchone()
         stored = set(json.loads(known))
         seq = last or 0
         seqs: list[int | None] = []
         new: list[Any] = []
         for row in rows:
-            if row[0] in stored:
+            if row.id in stored:
                 seqs.append(None)
             else:
                 seq += 1

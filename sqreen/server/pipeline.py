@@ -1,0 +1,157 @@
+"""The ingest pipeline: parse -> enrich -> store -> after-store hooks, then the reply.
+
+``create_app`` builds one :class:`IngestPipeline` and runs each ``POST /v1/events`` body through
+it on a worker thread, one body at a time per process (see ``app._one_at_a_time``):
+
+1. **parse**: the envelope, then each event with :func:`sqreen._wire.parse_event`, the SDK's
+   own rules; a mixed batch keeps its valid events and lists the others by index.
+2. **enrich**: each :class:`Enricher` in turn may add fields to each valid event
+   (:attr:`Batch.enrichment`); they are stored with it. Local data only, never a network
+   call: enrichers delay the reply and the next body of this process.
+3. **store**: one transaction, committed before anything else happens
+   (:meth:`~.storage.EventStore.insert_events`), which says which events were new.
+4. **after-store hooks**: each :class:`AfterStoreHook` is told about exactly the events this
+   body newly stored, with their seq, after the commit and outside the write lock (never the
+   duplicates of a retried batch). A playbook hook may create a block: the reply, built
+   last, already carries it.
+
+An enricher or a hook that raises is logged and skipped: the events are stored (without what
+a failed enricher did not add; without any enrichment when what was added is not JSON) and
+the SDK gets its reply, so that a bug there never makes an SDK retry, or drop, a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .._event import InvalidEvent
+from .._wire import WireEvent, parse_envelope, parse_event
+from .errors import ApiError
+from .ingest import parse_json, text
+from .storage import InsertResult, Storage, StoredEvent, new_events
+
+__all__ = ["AfterStoreHook", "Batch", "Enricher", "IngestPipeline"]
+
+logger = logging.getLogger("sqreen.server")
+
+
+@dataclass(slots=True)
+class Batch:
+    """The valid events of one body on their way to storage, and what the reply reports.
+
+    ``enrichment`` is aligned with ``events``: one dict an event, for enrichers to add
+    JSON-ready fields to (``batch.enrichment[i]["geo"] = {...}``); stored with the event.
+    """
+
+    app: str | None
+    host: str | None
+    events: list[WireEvent]
+    enrichment: list[dict[str, Any]]
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[tuple[WireEvent, dict[str, Any]]]:
+        """Each event with its enrichment dict."""
+        return zip(self.events, self.enrichment, strict=True)
+
+
+class Enricher(Protocol):
+    """Adds fields to the parsed events of a batch before they are stored."""
+
+    def __call__(self, batch: Batch) -> None: ...
+
+
+class AfterStoreHook(Protocol):
+    """Told about the events one batch newly stored (never duplicates), in the order sent,
+    each with its ``seq``, after they were committed. Called only when there are some."""
+
+    def __call__(self, events: Sequence[StoredEvent]) -> None: ...
+
+
+class IngestPipeline:
+    """Parse, enrich, store and announce one batch (blocking; see the module's docstring)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        enrichers: Sequence[Enricher] = (),
+        hooks: Sequence[AfterStoreHook] = (),
+    ) -> None:
+        self.storage = storage
+        self.enrichers = tuple(enrichers)
+        self.hooks = tuple(hooks)
+
+    def __call__(self, body: bytes) -> dict[str, Any]:
+        """The JSON reply of ``POST /v1/events`` for ``body`` (an :class:`ApiError` for a
+        body that is not a batch)."""
+        batch = self.parse(body)
+        self.enrich(batch)
+        result = self.store(batch)
+        self.after_store(batch, result)
+        return {
+            "accepted": result.stored,
+            "duplicates": result.duplicates,
+            "rejected": batch.rejected,
+            "actions": self.storage.action_set().to_json(),
+        }
+
+    def parse(self, body: bytes) -> Batch:
+        try:
+            _, app, raw_events = parse_envelope(parse_json(body))
+        except InvalidEvent as exc:
+            # Too many events is a size problem: 413 makes an SDK split the batch, not drop it.
+            status = 413 if exc.rule == "too_many" else 400
+            raise ApiError(status, str(exc), field=exc.field) from None
+        batch = Batch(text(app.get("name")), text(app.get("host")), [], [])
+        for index, raw in enumerate(raw_events):
+            try:
+                batch.events.append(parse_event(raw))
+            except InvalidEvent as exc:
+                batch.rejected.append({"index": index, "error": str(exc)})
+            except Exception:  # a validation bug must not make the SDK retry this batch forever
+                logger.exception("sqreen: unexpected error validating event %d", index)
+                batch.rejected.append({"index": index, "error": "event: could not be validated"})
+        return batch
+
+    def enrich(self, batch: Batch) -> None:
+        if not self.enrichers or not batch.events:
+            return
+        batch.enrichment = [{} for _ in batch.events]
+        for enricher in self.enrichers:
+            try:
+                enricher(batch)
+            except Exception:
+                logger.exception("sqreen: enricher %r failed; events stored without it", enricher)
+
+    def store(self, batch: Batch) -> InsertResult:
+        try:
+            return self.storage.insert_events(
+                batch.events, app=batch.app, host=batch.host, enrichment=batch.enrichment or None
+            )
+        except (TypeError, ValueError):
+            if not batch.enrichment:
+                raise
+            # What enrichers added cannot be stored (not JSON, or not one dict an event): it
+            # fails before the transaction begins; the events themselves must not be lost.
+            logger.exception("sqreen: enrichment not storable; events stored without it")
+            batch.enrichment = []
+            return self.storage.insert_events(batch.events, app=batch.app, host=batch.host)
+
+    def after_store(self, batch: Batch, result: InsertResult) -> None:
+        if not self.hooks or not result.stored:
+            return
+        new = new_events(
+            batch.events,
+            result,
+            app=batch.app,
+            host=batch.host,
+            enrichment=batch.enrichment or None,
+        )
+        for hook in self.hooks:
+            try:
+                hook(new)
+            except Exception:
+                logger.exception("sqreen: after-store hook %r failed", hook)

@@ -1,0 +1,237 @@
+"""The values storage speaks in: filters, stored events, keys, blocks, the action set, agents.
+
+Plain frozen dataclasses (and named tuples), datetimes in UTC; no SQL. Times are stored as
+integer microseconds since the epoch (UTC) in both back ends (:func:`to_us`, :func:`from_us`),
+so that ranges, histograms and paging are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal, NamedTuple, TypeVar
+
+from ..._event import format_timestamp
+
+__all__ = [
+    "KEY_SCOPES",
+    "NO_FILTER",
+    "ActionSet",
+    "Agent",
+    "ApiKey",
+    "Block",
+    "BlockType",
+    "Clock",
+    "EventFilter",
+    "Heartbeat",
+    "InsertResult",
+    "KeyScope",
+    "StoredEvent",
+    "StoredKey",
+    "from_us",
+    "to_us",
+    "utc_now",
+]
+
+T = TypeVar("T")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+BlockType = Literal["block_user", "block_ip"]
+KeyScope = Literal["ingest", "admin"]
+KEY_SCOPES: Final = ("ingest", "admin")
+
+
+#: What storage reads the time from (``received_at``, block expiry, retention, heartbeats).
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The default :data:`Clock`: the system's, in UTC."""
+    return datetime.now(UTC)
+
+
+def to_us(dt: datetime) -> int:
+    """Exact microseconds since the epoch (a naive datetime is UTC)."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - EPOCH) // _US
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """What to select. Every given criterion must hold (AND).
+
+    ``users`` and ``properties`` are (key, value) pairs: ``("uid", "42")`` matches events whose
+    user identifiers have ``uid == "42"``; a property pair matches a top-level property whose
+    value, as text, equals the given one (str as is, int in decimal, bool ``true``/``false``;
+    values are indexed on their first :data:`~._sql.INDEXED_VALUE_MAX` characters).
+    ``since`` is inclusive, ``until`` exclusive, both on the event's own time.
+    """
+
+    name: str | None = None
+    users: tuple[tuple[str, str], ...] = ()
+    properties: tuple[tuple[str, str], ...] = ()
+    ip: str | None = None
+    app: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+#: The filter that selects every event.
+NO_FILTER: Final = EventFilter()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    seq: int
+    id: str
+    name: str
+    timestamp: datetime
+    received_at: datetime
+    app: str | None
+    host: str | None
+    ip: str | None
+    user: dict[str, str] | None
+    properties: dict[str, Any]
+    target: dict[str, str] | None
+    request: dict[str, Any] | None
+    #: The fields the ingest pipeline's enrichers added (IP intelligence...); empty without.
+    enrichment: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as a JSON-ready dict: the wire event plus what the collector added
+        (``enrichment`` only when an enricher added something)."""
+        out = {
+            "seq": self.seq,
+            "id": self.id,
+            "name": self.name,
+            "timestamp": format_timestamp(self.timestamp),
+            "received_at": format_timestamp(self.received_at),
+            "app": self.app,
+            "host": self.host,
+            "properties": self.properties,
+            "user": self.user,
+            "target": self.target,
+            "request": self.request,
+        }
+        if self.enrichment:
+            out["enrichment"] = self.enrichment
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class InsertResult:
+    """What one :meth:`~.base.EventStore.insert_events` call stored.
+
+    ``seqs`` is aligned with the events given: the seq of each event this call stored, None
+    for a duplicate (an id stored before, by any call or process, or repeated earlier in the
+    same call). ``received_at`` is the time the events were stamped with.
+    """
+
+    stored: int
+    duplicates: int
+    seqs: tuple[int | None, ...]
+    received_at: datetime
+
+    def new(self, items: Sequence[T]) -> list[tuple[int, T]]:
+        """``(seq, item)`` for each item (aligned with the events given) stored by this call,
+        in input order: what an after-store hook is told about."""
+        return [(seq, item) for seq, item in zip(self.seqs, items, strict=True) if seq is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: int
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+    #: "ingest" (events, heartbeats, the action set) or "admin" (the blocks API too).
+    scope: KeyScope = "ingest"
+
+
+class StoredKey(NamedTuple):
+    """An active key found by its hash, and the hash as stored (to compare in constant time)."""
+
+    key: ApiKey
+    token_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    id: int
+    type: BlockType
+    user: dict[str, str] | None
+    ip: str | None
+    reason: str
+    created_at: datetime
+    expires_at: datetime | None
+    created_by: str
+    lifted_at: datetime | None = None
+    lifted_by: str | None = None
+
+    def is_active(self, now: datetime) -> bool:
+        return self.lifted_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def action(self, now: datetime) -> dict[str, Any]:
+        """This block as an item of the action set the SDKs receive."""
+        item: dict[str, Any] = {"id": str(self.id), "type": self.type}
+        if self.type == "block_user":
+            item["user"] = self.user
+        else:
+            item["ip"] = self.ip
+        item["expires_in"] = (
+            None
+            if self.expires_at is None
+            else round(max(0.0, (self.expires_at - now).total_seconds()), 3)
+        )
+        item["reason"] = self.reason
+        return item
+
+    def to_json(self, now: datetime) -> dict[str, Any]:
+        return {
+            **self.action(now),
+            "created_at": format_timestamp(self.created_at),
+            "expires_at": format_timestamp(self.expires_at) if self.expires_at else None,
+            "created_by": self.created_by,
+            "lifted_at": format_timestamp(self.lifted_at) if self.lifted_at else None,
+            "lifted_by": self.lifted_by,
+            "active": self.is_active(now),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSet:
+    """The blocks in force at ``now`` and the version of the set they belong to."""
+
+    version: int
+    blocks: tuple[Block, ...]
+    now: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "items": [b.action(self.now) for b in self.blocks]}
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    app: str
+    host: str
+    pid: int
+    framework: str | None
+    sdk_name: str | None
+    sdk_version: str | None
+    stats: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Agent(Heartbeat):
+    """The latest heartbeat of one SDK process."""
+
+    first_seen: datetime
+    last_seen: datetime
