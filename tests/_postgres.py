@@ -37,6 +37,8 @@ __all__ = ["cluster", "find_pg_bin", "fresh_database", "postgres_db", "postgres_
 UNPRIVILEGED_USER = "nobody"
 _counter = itertools.count(1)
 
+SYSTEM_TMP = tempfile.gettempdir()  # read at import, before any test moves TMPDIR
+
 
 def find_pg_bin() -> Path | None:
     """The directory holding initdb and pg_ctl (newest Debian version first), or None."""
@@ -74,7 +76,9 @@ def _run(argv: list[str], what: str) -> None:
 @contextlib.contextmanager
 def cluster(bin_dir: Path) -> Iterator[str]:
     """Run a throwaway cluster with the binaries of ``bin_dir``; yield its DSN."""
-    root = Path(tempfile.mkdtemp(prefix="sqreen-pg-"))
+    # In the system's temporary directory, not a test's own (TMPDIR is per test, and its
+    # parent is root's alone: the unprivileged postgres user could not reach the cluster).
+    root = Path(tempfile.mkdtemp(prefix="sqreen-pg-", dir=SYSTEM_TMP))
     if os.geteuid() == 0:
         user = pwd.getpwnam(UNPRIVILEGED_USER)
         os.chown(root, user.pw_uid, user.pw_gid)

@@ -163,7 +163,7 @@ def parse_query(
         try:
             if name == "name":
                 if not NAME_RE.fullmatch(_text(name, value, LIMITS.name_max)):
-                    raise QueryError(name, "may contain only letters, digits and '._:-'")
+                    raise QueryError(name, "may not contain control characters")
                 fields["name"] = value
             elif name == "ip":
                 fields["ip"] = value = _ip(_text(name, value, 64))
