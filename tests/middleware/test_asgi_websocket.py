@@ -7,9 +7,15 @@ it gets a close with code 1008 in answer to ``websocket.connect``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
+
+pytest.importorskip(
+    "starlette", reason="Starlette is an extra: pip install 'sqreen-sdk[starlette]'"
+)
+
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.testclient import TestClient, WebSocketDenialResponse
@@ -112,8 +118,6 @@ def test_without_the_extension_a_blocked_ip_is_closed_with_1008(
 
 
 def test_a_client_gone_before_connect_gets_nothing(sqreen_events: CapturedEvents) -> None:
-    import asyncio
-
     sqreen_events.block([{"id": "i1", "type": "block_ip", "ip": "203.0.113.0/24"}])
     sent: list[dict[str, Any]] = []
 
