@@ -5,6 +5,12 @@ unblock propagates like a block and every worker converges. Each action is check
 is applied: a block that would cover a whole provider (an IPv4 prefix wider than /16, IPv6
 wider than /48), one with an empty user (which would match everybody) or one that covers a
 trusted proxy (which would lock out every client behind it) is refused and logged.
+
+The blocks are indexed, because the IP check runs on every request and a linear scan of
+10 000 blocks cost 5.4 ms per request (``identify()``: 7.8 ms): IP networks by prefix
+length, then by their network number (one dict lookup per prefix length present), users by
+each ``(key, value)`` they hold, so that a lookup touches only the blocks that share an
+identifier with the user. ``bench/bench_blocking.py`` measures both against a linear scan.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ import ipaddress
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from socket import AF_INET, AF_INET6, inet_pton
 from typing import Any, NamedTuple
 
-from ._client_ip import TrustedProxies
+from ._client_ip import TrustedProxies, normalize_ip
 
 __all__ = ["Blocked", "Blocklist", "IPBlock", "UserBlock"]
 
@@ -63,19 +71,76 @@ class IPBlock(NamedTuple):
     action_id: str
 
 
+class _Entry(NamedTuple):
+    """A block in the index: its place in the action set (the first match in the set's order
+    answers, as a scan would), and for a user block its pairs with values folded."""
+
+    position: int
+    block: UserBlock | IPBlock
+    folded: tuple[tuple[str, str], ...] = ()
+
+
+# Per IP version: (prefix length, {network number: entries}) for each prefix length present.
+_Networks = tuple[tuple[int, dict[int, list[_Entry]]], ...]
+
+
+class _Index(NamedTuple):
+    """The blocks in force, indexed. Built whole by :meth:`Blocklist.apply`, never mutated."""
+
+    users: dict[tuple[str, str], list[_Entry]]
+    v4: _Networks
+    v6: _Networks
+    has_ips: bool
+
+
+_EMPTY = _Index({}, (), (), False)
+_BITS = {4: 32, 6: 128}
+_MIN_PREFIX = {4: 16, 6: 48}
+
+
+def _fold(value: str) -> str:
+    return value.strip().casefold()
+
+
+@lru_cache(maxsize=4096)
+def _address(ip: str) -> tuple[int, int] | None:
+    """``(version, integer)`` of the address in ``ip`` (read as :func:`normalize_ip` does)."""
+    text = normalize_ip(ip)
+    if text is None:
+        return None
+    address = ipaddress.ip_address(text)
+    return address.version, int(address)
+
+
 class Blocklist:
-    """Active blocks, replaced whole by each action set; read lock-free on the request path."""
+    """Active blocks, replaced whole by each action set; read lock-free on the request path.
+
+    A user block matches identifiers that hold every key of the block with the same value,
+    values compared trimmed and case-folded on both sides: a block on
+    ``{"email": "alice@example.com"}`` matches ``{"email": " Alice@Example.com ", "uid": "7"}``
+    (keys are compared as they are). An IP block matches the addresses of its network. Each
+    block holds until its own deadline (``expires_in`` from when the set was applied, on
+    ``clock``). When several blocks match, the first in the action set answers.
+
+    Lookups cost one dict lookup per identifier of the user, or per prefix length present
+    in the blocks of the address's version, whatever the number of blocks.
+    """
 
     def __init__(
         self, trusted: TrustedProxies, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._trusted = trusted
+        # (version, first, last address) of each trusted proxy network.
+        self._trusted = tuple(
+            (net.version, int(net.network_address), int(net.broadcast_address))
+            for net in trusted.networks
+        )
         self._clock = clock
         self._lock = threading.Lock()
         self.version = -1
-        # Replaced, never mutated.
-        self._users: tuple[UserBlock, ...] = ()
-        self._nets: tuple[IPBlock, ...] = ()
+        self._index = _EMPTY  # replaced, never mutated
+        # The networks of the last action set by their text (None: refused), so that a new
+        # version, which repeats the others, parses and checks only what it adds.
+        self._networks: dict[str, Network | None] = {}
 
     def after_fork_in_child(self) -> None:
         """A new lock: the parent's may have been held by a thread the child does not have.
@@ -84,7 +149,7 @@ class Blocklist:
 
     @property
     def has_ips(self) -> bool:
-        return bool(self._nets)
+        return self._index.has_ips
 
     def apply(self, actions: Any) -> None:
         """Replace the blocks with a reply's action set (ignored unless its version changed)."""
@@ -99,19 +164,13 @@ class Blocklist:
             if version == self.version:
                 return
             now = self._clock()
-            users: list[UserBlock] = []
-            nets: list[IPBlock] = []
-            for item in items:
-                parsed = self._parse(item, now)
-                if isinstance(parsed, UserBlock):
-                    users.append(parsed)
-                elif parsed is not None:
-                    nets.append(parsed)
-            self._users = tuple(users)
-            self._nets = tuple(nets)
+            known, self._networks = self._networks, {}
+            self._index = _build(filter(None, (self._parse(item, now, known) for item in items)))
             self.version = version
 
-    def _parse(self, item: Any, now: float) -> UserBlock | IPBlock | None:
+    def _parse(
+        self, item: Any, now: float, known: dict[str, Network | None]
+    ) -> UserBlock | IPBlock | None:
         if not isinstance(item, dict):
             return None
         expires_in = item.get("expires_in")
@@ -131,43 +190,124 @@ class Blocklist:
                 return None
             return UserBlock(dict(user), deadline, reason, action_id)
         if item.get("type") == "block_ip":
-            try:
-                net = ipaddress.ip_network(str(item.get("ip")), strict=False)
-            except ValueError:
-                logger.warning("sqreen: refusing block %s: invalid network", action_id)
-                return None
-            if net.prefixlen < (16 if net.version == 4 else 48):
-                logger.warning("sqreen: refusing block %s: %s is too wide", action_id, net)
-                return None
-            if any(net.overlaps(proxy) for proxy in self._trusted.networks):  # type: ignore[arg-type,unused-ignore]
-                logger.warning(
-                    "sqreen: refusing block %s: %s covers a trusted proxy", action_id, net
-                )
-                return None
-            return IPBlock(net, deadline, reason, action_id)
+            text = str(item.get("ip"))
+            net = known[text] if text in known else self._network(text, action_id)
+            self._networks[text] = net
+            return None if net is None else IPBlock(net, deadline, reason, action_id)
         return None
+
+    def _network(self, text: str, action_id: str) -> Network | None:
+        """The network of a ``block_ip`` action, or None (logged) when it is refused."""
+        net = _parse_network(text)
+        if net is None:
+            logger.warning("sqreen: refusing block %s: invalid network", action_id)
+            return None
+        version, prefix = net.version, net.prefixlen
+        if prefix < _MIN_PREFIX[version]:
+            logger.warning("sqreen: refusing block %s: %s is too wide", action_id, net)
+            return None
+        first = int(net.network_address)
+        last = first | ((1 << (_BITS[version] - prefix)) - 1)
+        if any(v == version and lo <= last and first <= hi for v, lo, hi in self._trusted):
+            logger.warning("sqreen: refusing block %s: %s covers a trusted proxy", action_id, net)
+            return None
+        return net
 
     def user_block(self, user: dict[str, str] | None) -> Blocked | None:
         """The :class:`Blocked` for ``user`` when an active block matches every key of it."""
-        if not user or not self._users:
+        index = self._index
+        if not user or not index.users:
             return None
-        now = self._clock()
-        for block in self._users:
-            if (block.deadline is None or block.deadline > now) and all(
-                user.get(k) == v for k, v in block.user.items()
-            ):
-                return Blocked(user=user, reason=block.reason, action_id=block.action_id)
-        return None
+        folded = {k: _fold(str(v)) for k, v in user.items()}
+        found = _first_active(
+            (index.users.get(pair, ()) for pair in folded.items()),
+            self._clock(),
+            lambda entry: all(folded.get(k) == v for k, v in entry.folded),
+        )
+        if found is None:
+            return None
+        return Blocked(user=user, reason=found.reason, action_id=found.action_id)
 
     def ip_block(self, ip: str | None) -> Blocked | None:
-        if not ip or not self._nets:
+        """The :class:`Blocked` for the address ``ip`` when an active block covers it."""
+        index = self._index
+        if not ip or not index.has_ips:
             return None
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
+        parsed = _address(ip)
+        if parsed is None:
             return None
-        now = self._clock()
-        for block in self._nets:
-            if (block.deadline is None or block.deadline > now) and addr in block.network:
-                return Blocked(ip=ip, reason=block.reason, action_id=block.action_id)
+        version, value = parsed
+        host_bits = _BITS[version]
+        networks = index.v4 if version == 4 else index.v6
+        found = _first_active(
+            (table.get(value >> (host_bits - prefix), ()) for prefix, table in networks),
+            self._clock(),
+        )
+        if found is None:
+            return None
+        return Blocked(ip=ip, reason=found.reason, action_id=found.action_id)
+
+
+def _parse_network(text: str) -> Network | None:
+    """The network of ``"203.0.113.0/24"``, ``"2001:db8::/48"`` or an address alone (host
+    bits cleared); None for anything else. ``::ffff:203.0.113.0/120`` is
+    ``203.0.113.0/24``: addresses are unmapped, so blocks are too.
+
+    ``inet_pton`` and an integer, not :func:`ipaddress.ip_network` (which tries IPv4 first, and
+    whose failure costs as much again): 10 000 blocks are parsed in a third of the time.
+    """
+    host, slash, length = text.partition("/")
+    v6 = ":" in host
+    bits = 128 if v6 else 32
+    try:
+        number = int.from_bytes(inet_pton(AF_INET6 if v6 else AF_INET, host), "big")
+    except (OSError, ValueError):  # garbage; ValueError: a NUL character
         return None
+    if not slash:
+        prefix = bits
+    elif length.isascii() and length.isdigit() and int(length) <= bits:
+        prefix = int(length)
+    else:
+        return None
+    number &= ~((1 << (bits - prefix)) - 1)
+    if v6 and prefix >= 96 and number >> 32 == 0xFFFF:
+        return ipaddress.IPv4Network((number & 0xFFFFFFFF, prefix - 96))
+    return (ipaddress.IPv6Network if v6 else ipaddress.IPv4Network)((number, prefix))
+
+
+def _build(blocks: Iterable[UserBlock | IPBlock]) -> _Index:
+    users: dict[tuple[str, str], list[_Entry]] = {}
+    networks: dict[int, dict[int, dict[int, list[_Entry]]]] = {4: {}, 6: {}}
+    for position, block in enumerate(blocks):
+        if isinstance(block, UserBlock):
+            folded = tuple((k, _fold(v)) for k, v in block.user.items())
+            # Under one of its pairs: a user who lacks it cannot match the block anyway.
+            users.setdefault(min(folded), []).append(_Entry(position, block, folded))
+        else:
+            net = block.network
+            tables = networks[net.version]
+            number = int(net.network_address) >> (_BITS[net.version] - net.prefixlen)
+            tables.setdefault(net.prefixlen, {}).setdefault(number, []).append(
+                _Entry(position, block)
+            )
+    v4, v6 = (tuple(sorted(networks[v].items(), reverse=True)) for v in (4, 6))
+    return _Index(users, v4, v6, bool(v4 or v6))
+
+
+def _first_active(
+    candidates: Iterable[Iterable[_Entry]],
+    now: float,
+    matches: Callable[[_Entry], bool] | None = None,
+) -> UserBlock | IPBlock | None:
+    """The block, among ``candidates`` (lists in action-set order), that comes first in the
+    action set, has not expired and ``matches``."""
+    best: _Entry | None = None
+    for entries in candidates:
+        for entry in entries:
+            if best is not None and entry.position >= best.position:
+                break
+            deadline = entry.block.deadline
+            if (deadline is None or deadline > now) and (matches is None or matches(entry)):
+                best = entry
+                break
+    return None if best is None else best.block

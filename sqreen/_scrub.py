@@ -6,20 +6,26 @@ parameters inside the path. Two independent nets, because either alone misses th
 * **Keys.** A value whose key is sensitive is replaced by :data:`REDACTED`, whatever its type
   (a nested dict or list included). Keys are split into tokens on ``_``, ``-``, ``.``,
   whitespace, camelCase and digits (``passwordConfirm2`` is ``password``, ``confirm``,
-  ``2``); a key is sensitive when a token, or up to four adjacent tokens joined
-  (``api`` + ``key``), is in :data:`DEFAULT_SENSITIVE_KEYS` or the ``scrub_keys`` added to
-  them. Matching whole tokens is what keeps ``author``, ``cardinality``, ``classname`` and
-  ``discard_reason`` readable. Two narrow extensions catch glued spellings: a token that
-  *contains* ``password``/``passwd``/``passphrase``/``csrf``/``xsrf`` (Django's
-  ``csrfmiddlewaretoken``, ``newpassword``) or *ends with* ``token``, ``secret``, ``apikey``,
-  ``privatekey``, ``sessionid``, ``sessid`` or ``cardnumber`` (``accesstoken``,
+  ``2``), case aside; a key is sensitive when a token, or up to four adjacent tokens joined
+  (``api`` + ``key``, ``mot`` + ``de`` + ``passe``), is in :data:`DEFAULT_SENSITIVE_KEYS`,
+  in :data:`SECRET_PROPERTY_KEYS` (a secret's whole name is a sensitive token too) or in
+  the ``scrub_keys`` added to them. Matching whole tokens is what keeps ``author``,
+  ``cardinality``, ``classname``, ``pwned_count`` and ``discard_reason`` readable. Two
+  narrow extensions catch glued spellings: a token that *contains* ``password``,
+  ``passwd``, ``passwort``, ``passphrase``, ``csrf`` or ``xsrf`` (Django's
+  ``csrfmiddlewaretoken``, ``newpassword``) or *ends with* ``token``, ``secret``,
+  ``apikey``, ``privatekey``, ``sessionid``, ``sessid`` or ``cardnumber`` (``accesstoken``,
   ``JSESSIONID``; ``tokenizer`` does not end with ``token``). A plural (``tokens``) counts.
-  Over-scrubbing is the accepted failure: ``session_count`` and ``max_tokens`` are redacted.
-* **Values.** Every string is searched for card numbers (13 to 19 digits, single spaces or
-  dashes between groups, no digit right before or after, a known issuer prefix and length,
-  Luhn-valid), ``Bearer <token>``, JWTs, passwords in URLs (``scheme://user:pass@``) and the
-  ``scrub_values`` regular expressions. Only the matching part is replaced. An integer that
-  is a card number is replaced too.
+  Over-scrubbing is the accepted failure: ``session_count``, ``otp_method`` and
+  ``max_tokens`` are redacted in request data.
+* **Names given as values.** ``{"name": "password", "value": ...}`` (or ``key``, ``field``),
+  its flattened forms (``f[0][name]=password&f[0][value]=...``, ``f.0.name``) and pairs
+  (``["password", ...]``, ``("password", ...)``) have the value redacted when the name is
+  a sensitive key under the rule in use.
+* **Values.** Every string is searched for secrets by their form (:mod:`sqreen._secrets`:
+  card numbers, ``Bearer``/``Basic`` credentials, JWTs, cloud and SaaS tokens, PEM private
+  keys, passwords in URLs) and for the ``scrub_values`` regular expressions. Only the
+  matching part is replaced. An integer that is a card number is replaced too.
 
 An event's own **properties** are the app's chosen words, read by filters and playbooks:
 they are scrubbed by value (the same net) and by *whole keys that name a secret*, never by a
@@ -35,7 +41,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlencode
 
@@ -127,9 +133,18 @@ MAX_DEPTH: Final = 32
 
 # Words: "HTTPRequest" is "HTTP" + "Request"; digits apart; other letters (no case) as runs.
 _TOKEN_RE: Final = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+|[^\W\d_A-Za-z]+")
-_CONTAINS: Final = ("password", "passwd", "passphrase", "csrf", "xsrf")
+_CONTAINS: Final = ("password", "passwd", "passwort", "passphrase", "csrf", "xsrf")
 _SUFFIXES: Final = ("token", "secret", "apikey", "privatekey", "sessionid", "sessid", "cardnumber")
 _MAX_JOINED: Final = 4
+# A secret's name given as a value: {"name": "password", "value": ...} (also "key", "field"),
+# and flattened forms: fields[0][name]=password&fields[0][value]=..., fields.0.name.
+_LABELS: Final = ("name", "key", "field")
+_LABEL_SUFFIXES: Final = tuple(
+    (f"{open_}{label}{close}", f"{open_}value{close}")
+    for label in _LABELS
+    for open_, close in (("[", "]"), (".", ""))
+)
+_LABEL_ENDINGS: Final = _LABELS + tuple(f"{label}]" for label in _LABELS)
 _CACHE_MAX: Final = 4096
 _CACHED_KEY_MAX: Final = 128
 # ``key=value`` / ``"key": "value"`` in text that is not parseable: truncated JSON, text/plain.
@@ -186,7 +201,8 @@ class Scrubber:
                 raise ValueError(f"scrub_keys: {key!r} is not a key (it needs letters or digits)")
             extra.add(normalized)
         self.extra_keys: frozenset[str] = frozenset(extra)
-        self._keys = DEFAULT_SENSITIVE_KEYS | extra
+        # Every whole name of a secret is a sensitive token too (mfa_code, mot_de_passe).
+        self._keys = DEFAULT_SENSITIVE_KEYS | SECRET_PROPERTY_KEYS | extra
         patterns: list[re.Pattern[str]] = []
         for pattern in value_patterns:
             try:
@@ -259,8 +275,8 @@ class Scrubber:
     # -- values -----------------------------------------------------------------------------
 
     def scrub_value(self, value: str) -> str:
-        """``value`` with card numbers, bearer tokens, JWTs, URL passwords and the configured
-        patterns replaced by :data:`REDACTED`; the rest of the string is kept."""
+        """``value`` with the secrets found by their form (:mod:`sqreen._secrets`) and the
+        configured patterns replaced by :data:`REDACTED`; the rest of the string is kept."""
         value = scrub_secrets(value)
         for pattern in self.value_patterns:
             value = pattern.sub(REDACTED, value)
@@ -270,8 +286,10 @@ class Scrubber:
         """A scrubbed copy of ``obj`` (dicts, lists, tuples, strings; other values as they
         are). Values under sensitive keys become :data:`REDACTED`; string keys and values go
         through :meth:`scrub_value`, and so does an integer that is a card number (JSON bodies
-        send them as numbers). A 2-tuple starting with a string is a ``(key, value)`` pair (as
-        :func:`~urllib.parse.parse_qsl` gives). The input is never mutated."""
+        send them as numbers). A 2-tuple or 2-list starting with a string is a ``(key, value)``
+        pair (as :func:`~urllib.parse.parse_qsl` gives, or ``[["password", "..."]]`` in JSON),
+        and ``{"name": "password", "value": "..."}`` names its value. The input is never
+        mutated."""
         return self._scrub(obj, 0, self.is_sensitive_key)
 
     def scrub_properties(self, properties: dict[str, Any]) -> dict[str, Any]:
@@ -288,31 +306,43 @@ class Scrubber:
             if depth >= MAX_DEPTH:
                 return REDACTED
             out: dict[Any, Any] = {}
+            named: list[str] = []
             for key, item in obj.items():
                 if isinstance(key, str):
                     if sensitive(key):
                         out[self.scrub_value(key)] = REDACTED
                         continue
+                    value_key = _named_secret(key, item, obj, sensitive)
+                    if value_key is not None:
+                        named.append(value_key)
                     key = self.scrub_value(key)
                 out[key] = self._scrub(item, depth + 1, sensitive)
+            for value_key in named:  # {"name": "password", "value": ...}, in either order
+                out[self.scrub_value(value_key)] = REDACTED
             return out
         if isinstance(obj, list | tuple):
             if depth >= MAX_DEPTH:
                 return REDACTED
-            if type(obj) is tuple and len(obj) == 2 and isinstance(obj[0], str):
-                # A (key, value) pair, as from parse_qsl() or MultiDict.items(multi=True).
+            if len(obj) == 2 and isinstance(obj[0], str) and type(obj) in (tuple, list):
+                # A (key, value) pair: from parse_qsl() or MultiDict.items(multi=True), or
+                # [["password", "..."]] in JSON.
                 key = self.scrub_value(obj[0])
-                if sensitive(obj[0]):
-                    return (key, REDACTED)
-                return (key, self._scrub(obj[1], depth + 1, sensitive))
+                value = REDACTED if sensitive(obj[0]) else self._scrub(obj[1], depth + 1, sensitive)
+                return (key, value) if type(obj) is tuple else [key, value]
             items = [self._scrub(item, depth + 1, sensitive) for item in obj]
             return items if isinstance(obj, list) else tuple(items)
         return obj
 
     def scrub_query_like(self, pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """Scrubbed ``(key, value)`` pairs, as from :func:`urllib.parse.parse_qsl`."""
+        pairs = list(pairs)
+        keys = {k for k, _ in pairs}
+        named = {_named_secret(k, v, keys, self.is_sensitive_key) for k, v in pairs}
         return [
-            (self.scrub_value(k), REDACTED if self.is_sensitive_key(k) else self.scrub_value(v))
+            (
+                self.scrub_value(k),
+                REDACTED if self.is_sensitive_key(k) or k in named else self.scrub_value(v),
+            )
             for k, v in pairs
         ]
 
@@ -387,6 +417,26 @@ class Scrubber:
             if scrubbed != decoded:
                 segments[i] = scrubbed
         return "/".join(segments)
+
+
+def _named_secret(
+    key: str, item: Any, keys: Container[Any], sensitive: Callable[[str], bool]
+) -> str | None:
+    """The key of the value that ``key: item`` names as a secret, when ``keys`` holds it:
+    ``value`` for ``"name": "password"`` (or ``key``, ``field``), ``f[0][value]`` for
+    ``f[0][name]=password``, ``f.0.value`` for ``f.0.name``."""
+    if type(item) is not str or not key.endswith(_LABEL_ENDINGS):
+        return None
+    if key in _LABELS:
+        sibling = "value"
+    else:
+        for suffix, value_suffix in _LABEL_SUFFIXES:
+            if key.endswith(suffix):
+                sibling = key[: -len(suffix)] + value_suffix
+                break
+        else:
+            return None
+    return sibling if sibling in keys and sensitive(item) else None
 
 
 def _redact_param(path: str, value: str) -> str:

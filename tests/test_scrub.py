@@ -19,6 +19,7 @@ from sqreen._scrub import (
     Scrubber,
 )
 from sqreen._secrets import is_card_number
+from tests.test_scrub_corpus import FULLWIDTH, NEIGHBOUR_KEYS, SECRET_KEYS
 
 S = Scrubber()
 
@@ -58,6 +59,31 @@ HARMLESS_VALUES = [
     "https://example.com/path?q=1",
     "tokenizer",
     "203.0.113.9",
+    "203.0.113.9 198.51.100.7 45.33.32.156",  # dots and spaces: never one card
+    "5.123456789012345",  # decimals: a dot between two groups is not a card's
+    "0.30000000000000004",
+    "2024/01/01 2024/01/02",
+    "415.555.0100",
+    "4111.1111.1111.1112",
+    "4111 1111 1111 1112".translate(FULLWIDTH),  # fullwidth, failing Luhn
+    "Basic plan",  # not base64 of user:password
+    "basic_plan",
+    "Basic Tool",
+    "Asia/Tokyo",
+    "AKIA docs",
+    "sk_live",
+    "xoxo",
+    "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----",
+]
+#: Cards as typed with other separators or digits (not in CARDS: Luhn is checked on ASCII).
+OTHER_CARDS = [
+    "4111.1111.1111.1111",
+    "4111/1111/1111/1111",
+    "3782.822463.10005",
+    "4111 1111 1111 1111".translate(FULLWIDTH),
+    "4111111111111111".translate(FULLWIDTH),
+    "5500-0000-0000-0004".translate(FULLWIDTH),
+    "4111\u00a01111\u00a01111\u00a01111",
 ]
 
 
@@ -114,6 +140,11 @@ SENSITIVE = [
     "user[password]",
     "data.auth",
     "session_count",  # accepted over-scrubbing: contains the token "session"
+    *SECRET_KEYS,  # the corpus's: mfa_code, mot_de_passe, PassWord...
+    "user_pw",
+    "AWS_ACCESS_KEY_ID",
+    "neuesPasswort",
+    "CONTRASEÑA",
 ]
 NOT_SENSITIVE = [
     "discard_reason",
@@ -138,6 +169,9 @@ NOT_SENSITIVE = [
     "first_name",
     "next",
     "remember",
+    *NEIGHBOUR_KEYS,  # the corpus's: pwned_count, api_version, basic_plan...
+    "country_code",
+    "verification_status",
     "",
 ]
 
@@ -216,6 +250,18 @@ def test_card_numbers_are_removed_only_the_card_part(card: str, template: str) -
     assert out == template.format(REDACTED)
 
 
+@pytest.mark.parametrize("card", OTHER_CARDS)
+@pytest.mark.parametrize("template", ["{}", "card: {}.", "x{}y", "ref 12 {} end", "n°{}-ok"])
+def test_cards_with_dots_slashes_or_fullwidth_digits(card: str, template: str) -> None:
+    assert S.scrub_value(template.format(card)) == template.format(REDACTED)
+
+
+def test_dot_and_slash_cards_need_groups_of_one_separator() -> None:
+    for text in ("4111.1111 1111.1111", "4111.1111/1111.1111", "41.11111111.111111"):
+        assert S.scrub_value(text) == text
+    assert S.scrub_value("4111 1111-1111 1111") == REDACTED  # spaces and dashes mix, as before
+
+
 @pytest.mark.parametrize("value", HARMLESS_VALUES)
 def test_harmless_values_survive(value: str) -> None:
     assert S.scrub_value(value) == value
@@ -241,6 +287,38 @@ def test_card_next_to_digits_is_not_a_card() -> None:
     ],
 )
 def test_bearer_tokens_jwts_and_url_passwords(value: str, expected: str) -> None:
+    assert S.scrub_value(value) == expected
+
+
+GHP = "ghp_" + "A1b2C3d4" * 4 + "E5f6"
+AWS = "AKIA" + "IOSFODNN7EXAMPLE"
+PEM = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBk\n-----END EC PRIVATE KEY-----"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (f"key {AWS} ok", f"key {REDACTED} ok"),
+        ("ASIA" + "Y34FZKBOKMUTVV7A", REDACTED),
+        (f"{AWS}X", f"{AWS}X"),  # 17 characters: not a key id
+        (f"x{AWS}", f"x{AWS}"),
+        (f"token={GHP}&x=1", f"token={REDACTED}&x=1"),
+        (f"my_{GHP}", f"my_{REDACTED}"),
+        ("github_pat_" + "11ABCDEFG0_" + "x" * 40, REDACTED),
+        ("sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc", REDACTED),
+        ("rk_test_" + "4eC39HqLyjWDarjtT1zdp7dc.", f"{REDACTED}."),
+        ("whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", REDACTED),
+        ("xoxb-" + "123456789012-1234567890123-AbCdEf", REDACTED),
+        ("xapp-" + "1-A0123456789-0123456789012-abcdef", REDACTED),
+        (f"a\n{PEM}\nb", f"a\n{REDACTED}\nb"),
+        ("x -----BEGIN PRIVATE KEY-----\nMIIEvQIBADAN", f"x {REDACTED}"),  # cut: to the end
+        ("Authorization: Basic dXNlcjpodW50ZXIy", f"Authorization: Basic {REDACTED}"),
+        ("basic=dXNlcjpodW50ZXIy.", f"basic {REDACTED}."),
+        ("Basic dXNlcjpodW50ZXIy==", f"Basic {REDACTED}"),  # padding is not checked
+        ("Basic dXNlcg==", "Basic dXNlcg=="),  # "user": no password
+    ],
+)
+def test_tokens_by_their_form(value: str, expected: str) -> None:
     assert S.scrub_value(value) == expected
 
 
@@ -335,6 +413,41 @@ def test_corpus_secrets_never_appear_and_neighbours_survive() -> None:
         {"api_key": REDACTED},
     ]
     assert result["body"]["note"] == f"paid with {REDACTED}, then {REDACTED}"
+
+
+def test_secret_names_given_as_values() -> None:
+    data = {
+        "fields": [
+            {"value": "hunter2", "name": "password"},  # either order
+            {"key": "api_key", "value": {"nested": 1}},
+            {"field": "otp_method", "value": "sms"},
+            {"name": "theme", "value": "dark"},
+            {"name": "password"},
+        ],
+        "pairs": [["password", "hunter2"], ["theme", "dark"], ("pwd", "x")],
+        "f[0][name]": "pw",
+        "f[0][value]": "hunter2",
+        "f.1.name": "theme",
+        "f.1.value": "dark",
+    }
+    assert S.scrub(data) == {
+        "fields": [
+            {"value": REDACTED, "name": "password"},
+            {"key": "api_key", "value": REDACTED},
+            {"field": "otp_method", "value": REDACTED},  # the strict rule, in request data
+            {"name": "theme", "value": "dark"},
+            {"name": "password"},
+        ],
+        "pairs": [["password", REDACTED], ["theme", "dark"], ("pwd", REDACTED)],
+        "f[0][name]": "pw",
+        "f[0][value]": REDACTED,
+        "f.1.name": "theme",
+        "f.1.value": "dark",
+    }
+    props = S.scrub_properties({"fields": [{"field": "otp_method", "value": "sms"}]})
+    assert props == {"fields": [{"field": "otp_method", "value": "sms"}]}  # the lenient rule
+    pairs = [("f[0][name]", "password"), ("f[0][value]", "hunter2"), ("f[0][note]", "x")]
+    assert S.scrub_query_like(pairs) == [*pairs[:1], ("f[0][value]", REDACTED), pairs[2]]
 
 
 def test_query_like_pairs() -> None:
@@ -523,7 +636,28 @@ def test_scrub_never_raises_and_is_idempotent(data: Any) -> None:
 @given(
     text=st.text(max_size=200)
     | st.lists(
-        st.sampled_from(["4111", " ", "-", "1", "eyJabcde", ".", "bearer", "://u:p@"]), max_size=30
+        st.sampled_from(
+            [
+                "4111",
+                " ",
+                "-",
+                "1",
+                "4".translate(FULLWIDTH),
+                "/",
+                "eyJabcde",
+                ".",
+                "bearer",
+                "://u:p@",
+                "Basic ",
+                "dXNlcjpw",
+                "ghp_",
+                "A" * 8,
+                "AKIA",
+                "-----BEGIN PRIVATE KEY-----",
+                "\n",
+            ]
+        ),
+        max_size=30,
     ).map("".join)
 )
 def test_scrub_value_is_idempotent(text: str) -> None:
@@ -543,18 +677,19 @@ def _visa(body: str) -> str:
 @given(
     prefix=st.text(max_size=40),
     body=st.text(alphabet="0123456789", min_size=14, max_size=14),
-    style=st.sampled_from(["", " ", "-"]),
+    style=st.sampled_from(["", " ", "-", ".", "/", "\u3000"]),
     suffix=st.text(max_size=40),
 )
 def test_a_visa_number_anywhere_in_text_is_removed(
     prefix: str, body: str, style: str, suffix: str
 ) -> None:
-    assume(prefix[-1:] not in set("0123456789") and suffix[:1] not in set("0123456789"))
+    # A digit right before or after (fullwidth ones too) makes it a longer number.
+    assume(not prefix[-1:].isdecimal() and not suffix[:1].isdecimal())
     card = _visa(body)
     formatted = style.join(card[i : i + 4] for i in range(0, 16, 4))
     out = S.scrub_value(prefix + formatted + suffix)
     assert formatted not in out
-    assert card not in re.sub(r"[ -]", "", out)
+    assert card not in re.sub(r"[ ./\u3000-]", "", out)
 
 
 @settings(max_examples=200, deadline=None)

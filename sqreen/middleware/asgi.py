@@ -16,7 +16,11 @@ tee capped at ``max_body_size``, and refuses a blocked client IP with a 403 befo
 runs. :class:`sqreen.Blocked` raised by the app, also inside a ``BaseExceptionGroup`` (anyio
 task groups), becomes a 403 while the response has not started, and aborts it after. The
 ``lifespan`` scope passes through; events still queued are flushed before the app's
-``lifespan.shutdown.complete`` reaches the server. Other scopes (``websocket``) pass through.
+``lifespan.shutdown.complete`` reaches the server. A ``websocket`` scope from a blocked client
+IP is refused before the app runs: a 403 when the server offers the websocket denial response
+extension, else a close with code 1008 (policy violation) in answer to ``websocket.connect``,
+which servers send as a 403 to the handshake. No request is bound for a websocket (its
+events are tracked without request data). Other scopes pass through.
 
 Errors of ours are logged on the ``sqreen`` logger and counted, never turned into a 500.
 """
@@ -71,8 +75,24 @@ class SqreenASGIMiddleware:
             await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self.app(scope, receive, _FlushOnShutdown(send))
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        blocked = None
+        with _GUARD:
+            client = _hub.get_client()
+            if not client.disabled:
+                client.start()  # as for a request: the flusher fetches the action set
+                if client.blocklist.has_ips:
+                    # Unbound: only to resolve the client IP as for a request.
+                    blocked = blocked_ip(client, RequestContext(client, "asgi", scope))
+        if blocked is None:
+            await self.app(scope, receive, send)
+        else:
+            await _refuse_websocket(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = ctx = None
@@ -126,7 +146,8 @@ def _store(scope: Scope, handle: RequestContext) -> None:
     scope["state"] = {**state, "sqreen": handle} if state else {"sqreen": handle}
 
 
-async def _refuse(scope: Scope, send: Send) -> None:
+async def _refuse(scope: Scope, send: Send, prefix: str = "http.") -> None:
+    """Answer 403 (``prefix``: ``websocket.http.`` for a websocket's denial response)."""
     accept = None
     for name, value in scope.get("headers", ()):
         if name == b"accept":
@@ -135,7 +156,7 @@ async def _refuse(scope: Scope, send: Send) -> None:
     body, content_type = forbidden(accept)
     await send(
         {
-            "type": "http.response.start",
+            "type": f"{prefix}response.start",
             "status": 403,
             "headers": [
                 (b"content-type", content_type.encode("latin-1")),
@@ -144,7 +165,18 @@ async def _refuse(scope: Scope, send: Send) -> None:
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": f"{prefix}response.body", "body": body})
+
+
+async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """Refuse the handshake: the app never runs, so the refusal answers its first message."""
+    message = await receive()
+    if message["type"] != "websocket.connect":  # the client left already
+        return
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        await _refuse(scope, send, "websocket.http.")
+    else:
+        await send({"type": "websocket.close", "code": 1008})
 
 
 class _FlushOnShutdown:
