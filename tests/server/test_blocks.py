@@ -74,7 +74,7 @@ def test_requests_are_validated_before_anything_is_stored(blocks: BlockService) 
     ("kwargs", "field", "message"),
     [
         ({"type": "block_user", "user": {"uid": ""}}, "user.uid", "values must be 1 to"),
-        ({"type": "block_user", "user": {"uid": 4.2}}, "user.uid", "values must be str"),
+        ({"type": "block_user", "user": {"uid": [4]}}, "user.uid", "values must be text"),
         ({"type": "block_user", "user": "uid=42"}, "user", "must be a dict"),
         ({"type": "block_ip", "ip": "2001:db8::/47"}, "ip", "/47 is too wide"),
         ({"type": "block_ip", "ip": "::ffff:192.0.2.1"}, "ip", "write IPv4-mapped"),

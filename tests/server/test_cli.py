@@ -193,7 +193,7 @@ def test_import_reports_bad_lines_and_is_idempotent(db: str, tmp_path: Path) -> 
         "{broken",
         "",
         json.dumps(no_id),
-        json.dumps(wire_event(name="bad name!")),
+        json.dumps(wire_event(name="bad\x00name")),
         json.dumps(good[1]),
     ]
     file = tmp_path / "events.jsonl"
