@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -12,7 +13,7 @@ import click
 from . import blocks
 from .blocks import InvalidBlock, parse_pairs
 from .explorer._render import when  # one way to show a time to people: the pages' and ours
-from .storage import Storage, open_storage
+from .storage import POSTGRES_SCHEMES, Storage, open_storage
 
 __all__ = ["db_option", "opened", "pairs", "parse_when", "when"]
 
@@ -32,7 +33,15 @@ def db_option(f: F) -> F:
 
 
 @contextmanager
-def opened(db: str) -> Iterator[Storage]:
+def opened(db: str, *, create: bool = True) -> Iterator[Storage]:
+    """The storage at ``db``; a read-only command (``create=False``) never creates one, and
+    says where it looked."""
+    if not create and not db.startswith(POSTGRES_SCHEMES):
+        path = Path(db.removeprefix("sqlite://"))
+        if not path.is_file():
+            raise click.ClickException(
+                f"no database at {path.resolve()} (give --db, or set SQREEN_DB)"
+            )
     try:
         storage = open_storage(db)
     except (RuntimeError, ImportError) as exc:

@@ -32,11 +32,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from .actions import MAX_WAIT, ActionFeed
 from .auth import CACHE_TTL, KeyChecker
 from .blocks import BlockService, InvalidBlock, block_from_json, parse_block_id
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .ingest import MAX_BODY_BYTES, heartbeat, parse_json, read_body
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
+from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
 from .storage import ApiKey, EventStore, Storage
 
 __all__ = ["create_app"]
@@ -77,8 +79,9 @@ async def events_endpoint(request: Request) -> JSONResponse:
 async def heartbeat_endpoint(request: Request) -> JSONResponse:
     await authenticate(request)
     body = await read_body(request, request.app.state.max_body_bytes)
-    storage: Storage = request.app.state.storage
-    return JSONResponse(await _one_at_a_time(request, partial(heartbeat, storage), body))
+    state = request.app.state
+    handle = partial(heartbeat, state.storage, state.actions.reply)
+    return JSONResponse(await _one_at_a_time(request, handle, body))
 
 
 async def _one_at_a_time(
@@ -117,9 +120,29 @@ def _rebalance(request: Request) -> dict[str, str] | None:
 
 
 async def actions_endpoint(request: Request) -> JSONResponse:
+    """The action set; with ``version=n`` (the SDK's), ``unchanged`` when it is current, and
+    with ``wait=s`` too, a long-poll: the answer comes when the set changes, or after ``s``
+    seconds (at most 60)."""
     await authenticate(request)
-    actions = await run_in_threadpool(request.app.state.storage.action_set)
-    return JSONResponse({"actions": actions.to_json()})
+    feed: ActionFeed = request.app.state.actions
+    known = _int_param(request, "version")
+    wait = _int_param(request, "wait", 0, int(MAX_WAIT))
+    if known is None or not wait:
+        return JSONResponse({"actions": await run_in_threadpool(feed.reply, known)})
+    return JSONResponse({"actions": await feed.wait(known, wait)})
+
+
+def _int_param(request: Request, name: str, low: int = -1, high: int = 2**62) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(float(raw)) if len(raw) < 32 else None
+    except (ValueError, OverflowError):
+        value = None
+    if value is None or not low <= value <= high:
+        raise ApiError(400, f"must be an integer from {low} to {high}", field=name)
+    return value
 
 
 async def list_blocks_endpoint(request: Request) -> JSONResponse:
@@ -200,13 +223,21 @@ def create_app(
     workers: int = 1,
     enrichers: Sequence[Enricher] = (),
     hooks: Sequence[AfterStoreHook] = (),
+    playbooks: PlaybookSource | None = None,
+    notifier: Notifier | None = None,
 ) -> Starlette:
     """The collector app. ``routes`` are added after the API's (the explorer mounts there);
     with ``retention_days``, events older than that are purged every ``purge_every`` seconds.
     The caller closes ``storage``, unless ``owns_storage``: then the app's shutdown does.
     ``workers``: how many processes serve the port (see :func:`_rebalance`). ``enrichers``
-    and ``hooks`` plug into the ingest pipeline (:mod:`.pipeline`)."""
+    and ``hooks`` plug into the ingest pipeline (:mod:`.pipeline`); ``playbooks`` adds the
+    playbooks' hook (webhooks posted by ``notifier``, or one made for them)."""
     blocks = BlockService(storage)
+    source = playbooks or PlaybookSource()
+    feed = ActionFeed(storage, source.watched)
+    if playbooks is not None:
+        notifier = notifier or Notifier(source.playbooks.webhook_secret or webhook_secret())
+        hooks = [*hooks, PlaybookRunner(storage, source, notifier, on_block=feed.changed)]
     if explorer:
         # The Event Explorer (sqreen/server/explorer) at /explorer, and / leading there: its
         # own login, session cookie and CSRF checks; the /v1 API keeps its bearer tokens.
@@ -226,6 +257,9 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await feed.close()
+            if notifier is not None:
+                notifier.close()
             if owns_storage:
                 storage.close()
 
@@ -236,7 +270,12 @@ def create_app(
     )
     app.state.storage = storage
     app.state.blocks = blocks
-    app.state.pipeline = IngestPipeline(storage, enrichers=enrichers, hooks=hooks)
+    app.state.pipeline = IngestPipeline(
+        storage, enrichers=enrichers, hooks=hooks, actions=feed.reply
+    )
+    app.state.actions = feed
+    app.state.playbooks = source
+    app.state.notifier = notifier
     app.state.keys = KeyChecker(storage, key_cache_ttl)
     app.state.max_body_bytes = max_body_bytes
     app.state.rebalance = workers > 1

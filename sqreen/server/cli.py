@@ -11,6 +11,8 @@ import ipaddress
 import json
 import logging
 import os
+import signal
+import threading
 from typing import Any
 
 import click
@@ -19,8 +21,10 @@ from starlette.applications import Starlette
 from ._cli_blocks import block, blocks, unblock
 from ._cli_common import db_option, opened, when
 from ._cli_events import events, import_
+from ._cli_playbooks import alerts, playbooks
 from .auth import hash_token, new_token
 from .explorer._cli import admin_password, explorer_startup
+from .playbooks import PlaybookError, PlaybookSource
 from .storage import KEY_SCOPES, KeyScope
 
 __all__ = ["main"]
@@ -50,6 +54,14 @@ def main() -> None:
     help="Processes serving the API (SQLite serialises their writes; PostgreSQL runs them "
     "in parallel).",
 )
+@click.option(
+    "--playbooks",
+    "playbooks_file",
+    envvar="SQREEN_PLAYBOOKS",
+    type=click.Path(dir_okay=False),
+    help="A playbook file (TOML; see `sqreen playbooks init`), re-read when it changes and "
+    "on SIGHUP (env: SQREEN_PLAYBOOKS).",
+)
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @click.option(
     "--log-level",
@@ -63,6 +75,7 @@ def serve(
     port: int,
     retention_days: float,
     workers: int,
+    playbooks_file: str | None,
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -71,6 +84,7 @@ def serve(
 
     from .app import create_app
 
+    source = _playbook_source(playbooks_file)  # a bad file stops here, with its line
     with opened(db) as storage:
         if not any(k.revoked_at is None for k in storage.list_keys()):
             click.echo("no API key yet: create one with `sqreen keys create`", err=True)
@@ -89,13 +103,19 @@ def serve(
             "server_header": False,
         }
         if workers == 1:
-            app = create_app(storage, retention_days=retention_days or None)
+            app = create_app(storage, retention_days=retention_days or None, playbooks=source)
+            _reload_on_sighup(source)
             gc.freeze()  # what startup built lives on: keep the collector's scans off it (-3% CPU)
             uvicorn.run(app, **options)
             return
     # Several processes: each opens its own storage (see worker_app).
     os.environ[WORKER_ENV] = json.dumps(
-        {"db": db, "retention_days": retention_days or None, "workers": workers}
+        {
+            "db": db,
+            "retention_days": retention_days or None,
+            "workers": workers,
+            "playbooks": playbooks_file,
+        }
     )
     uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
 
@@ -109,14 +129,38 @@ def worker_app() -> Starlette:
     from .storage import open_storage
 
     config = json.loads(os.environ[WORKER_ENV])
+    source = _playbook_source(config.get("playbooks"))
     app = create_app(
         open_storage(config["db"]),
         retention_days=config["retention_days"],
         owns_storage=True,
         workers=config["workers"],
+        playbooks=source,
     )
+    _reload_on_sighup(source)
     gc.freeze()
     return app
+
+
+def _playbook_source(path: str | None) -> PlaybookSource | None:
+    if path is None:
+        return None
+    try:
+        return PlaybookSource(path)
+    except PlaybookError as exc:
+        raise click.ClickException(f"playbooks not loaded: {exc}") from None
+
+
+def _reload_on_sighup(source: PlaybookSource | None) -> None:
+    """SIGHUP re-reads the playbooks (where SIGHUP would otherwise end the process)."""
+    if source is None or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+
+        def reload(signum: int, frame: object) -> None:
+            source.reload_requested = True
+
+        signal.signal(signal.SIGHUP, reload)
 
 
 def _is_loopback(host: str) -> bool:
@@ -189,3 +233,5 @@ main.add_command(blocks)
 main.add_command(events)
 main.add_command(import_)
 main.add_command(admin_password)
+main.add_command(playbooks)
+main.add_command(alerts)

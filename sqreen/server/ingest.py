@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
+from collections.abc import Callable
 from typing import Any, Final
 
 from starlette.concurrency import run_in_threadpool
@@ -21,7 +22,14 @@ from .._wire import parse_sender
 from .errors import ApiError
 from .storage import ControlStore, Heartbeat
 
-__all__ = ["MAX_BODY_BYTES", "heartbeat", "parse_json", "read_body", "text"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "heartbeat",
+    "known_version",
+    "parse_json",
+    "read_body",
+    "text",
+]
 
 logger = logging.getLogger("sqreen.server")
 
@@ -117,8 +125,11 @@ def _stats(stats: object) -> dict[str, Any]:
     return out
 
 
-def heartbeat(storage: ControlStore, body: bytes) -> dict[str, Any]:
-    """Store one SDK process's stats (blocking); the JSON reply of ``POST /v1/heartbeat``."""
+def heartbeat(
+    storage: ControlStore, actions: Callable[[object], dict[str, Any]], body: bytes
+) -> dict[str, Any]:
+    """Store one SDK process's stats (blocking); the JSON reply of ``POST /v1/heartbeat``
+    (``actions`` makes its action set from the version the SDK holds)."""
     obj = parse_json(body)
     try:
         sdk, app = parse_sender(obj)
@@ -138,4 +149,11 @@ def heartbeat(storage: ControlStore, body: bytes) -> dict[str, Any]:
             stats=_stats(obj.get("stats", {})),
         )
     )
-    return {"actions": storage.action_set().to_json()}
+    return {"actions": actions(known_version(obj))}
+
+
+def known_version(obj: object) -> int | None:
+    """The action set version a batch or heartbeat says its SDK holds (``actions.version``)."""
+    held = obj.get("actions") if isinstance(obj, dict) else None
+    version = held.get("version") if isinstance(held, dict) else None
+    return version if type(version) is int else None

@@ -23,14 +23,14 @@ the SDK gets its reply, so that a bug there never makes an SDK retry, or drop, a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .._event import InvalidEvent
 from .._wire import WireEvent, parse_envelope, parse_event
 from .errors import ApiError
-from .ingest import parse_json, text
+from .ingest import known_version, parse_json, text
 from .storage import InsertResult, Storage, StoredEvent, new_events
 
 __all__ = ["AfterStoreHook", "Batch", "Enricher", "IngestPipeline"]
@@ -51,6 +51,8 @@ class Batch:
     events: list[WireEvent]
     enrichment: list[dict[str, Any]]
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    #: The action set version the sending SDK holds (its reply says "unchanged" if current).
+    known: int | None = None
 
     def __iter__(self) -> Iterator[tuple[WireEvent, dict[str, Any]]]:
         """Each event with its enrichment dict."""
@@ -79,10 +81,13 @@ class IngestPipeline:
         *,
         enrichers: Sequence[Enricher] = (),
         hooks: Sequence[AfterStoreHook] = (),
+        actions: Callable[[object], dict[str, Any]] | None = None,
     ) -> None:
         self.storage = storage
         self.enrichers = tuple(enrichers)
         self.hooks = tuple(hooks)
+        #: The reply's action set, from the version the SDK holds (default: the whole set).
+        self.actions = actions or (lambda known: self.storage.action_set().to_json())
 
     def __call__(self, body: bytes) -> dict[str, Any]:
         """The JSON reply of ``POST /v1/events`` for ``body`` (an :class:`ApiError` for a
@@ -95,17 +100,19 @@ class IngestPipeline:
             "accepted": result.stored,
             "duplicates": result.duplicates,
             "rejected": batch.rejected,
-            "actions": self.storage.action_set().to_json(),
+            "actions": self.actions(batch.known),
         }
 
     def parse(self, body: bytes) -> Batch:
+        obj = parse_json(body)
         try:
-            _, app, raw_events = parse_envelope(parse_json(body))
+            _, app, raw_events = parse_envelope(obj)
         except InvalidEvent as exc:
             # Too many events is a size problem: 413 makes an SDK split the batch, not drop it.
             status = 413 if exc.rule == "too_many" else 400
             raise ApiError(status, str(exc), field=exc.field) from None
         batch = Batch(text(app.get("name")), text(app.get("host")), [], [])
+        batch.known = known_version(obj)
         for index, raw in enumerate(raw_events):
             try:
                 batch.events.append(parse_event(raw))

@@ -32,7 +32,7 @@ def test_ingest_stores_events_and_replies_with_actions(collector: Collector) -> 
         "accepted": 2,
         "duplicates": 0,
         "rejected": [],
-        "actions": {"version": 0, "items": []},
+        "actions": {"version": 0, "items": [], "watch": []},
     }
     stored = collector.storage.query_events()
     assert {e.id for e in stored} == {e["id"] for e in events}
@@ -221,7 +221,7 @@ def test_heartbeat_is_stored_and_replies_with_actions(collector: Collector) -> N
     body = {"sdk": {"name": "sqreen-python", "version": "0.1"}, "app": envelope([])["app"]}
     reply = collector.post("/v1/heartbeat", {**body, "stats": stats})
     assert reply.status_code == 200
-    assert reply.json() == {"actions": {"version": 0, "items": []}}
+    assert reply.json() == {"actions": {"version": 0, "items": [], "watch": []}}
     (agent,) = collector.storage.agents()
     assert (agent.app, agent.host, agent.pid, agent.framework) == ("shop", "web1", 1234, "flask")
     assert (agent.sdk_name, agent.sdk_version) == ("sqreen-python", "0.1")
@@ -344,7 +344,7 @@ def test_expired_blocks_leave_the_action_set(collector: Collector) -> None:
     assert item["expires_in"] == pytest.approx(60, abs=1)
     collector.clock.advance(minutes=1)
     actions = collector.client.get(collector.url + "/v1/actions").json()["actions"]
-    assert actions == {"version": 1, "items": []}
+    assert actions == {"version": 1, "items": [], "watch": []}
     (ended,) = collector.admin.get(collector.url + "/v1/blocks?all=1").json()["blocks"]
     assert not ended["active"] and ended["lifted_at"] is None
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from ._config import After, Playbook, PlaybookError, PlaybookSet, load_playbooks, parse_playbooks
 from ._engine import Engine, Firing, StreamKey, WindowState, is_exempt
 from ._fields import EventView, FieldPath, parse_field, user_key
+from ._notify import Notifier, sign, verify_signature, webhook_secret
+from ._runner import PlaybookRunner, PlaybookSource, event_view
 from ._templates import TEMPLATES
 
 __all__ = [
@@ -20,14 +22,21 @@ __all__ = [
     "EventView",
     "FieldPath",
     "Firing",
+    "Notifier",
     "Playbook",
     "PlaybookError",
+    "PlaybookRunner",
     "PlaybookSet",
+    "PlaybookSource",
     "StreamKey",
     "WindowState",
+    "event_view",
     "is_exempt",
     "load_playbooks",
     "parse_field",
     "parse_playbooks",
+    "sign",
     "user_key",
+    "verify_signature",
+    "webhook_secret",
 ]

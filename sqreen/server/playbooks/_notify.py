@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any, Final
 
 import httpx2 as httpx
 
-__all__ = ["Notifier", "sign", "verify_signature"]
+__all__ = ["Notifier", "sign", "verify_signature", "webhook_secret"]
 
 logger = logging.getLogger("sqreen.server")
 
@@ -34,6 +35,11 @@ MAX_PENDING: Final = 1000
 TRIES: Final = 4
 TIMEOUT: Final = 5.0
 TOLERANCE: Final = 300.0
+
+
+def webhook_secret() -> str | None:
+    """``SQREEN_WEBHOOK_SECRET``, when the playbook file names no ``webhook_secret``."""
+    return os.environ.get("SQREEN_WEBHOOK_SECRET") or None
 
 
 def sign(secret: str, body: bytes, at: int) -> str:

@@ -193,6 +193,20 @@ class EventQueries:
         in_range, newer = max(0, high - low), top + 1 - high
         return bool(in_range >= 2 * limit and newer < in_range)
 
+    def scan_events(
+        self, filters: EventFilter = NO_FILTER, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[StoredEvent]:
+        """Matching events stored after ``after_seq``, oldest (lowest seq) first: a walk over
+        everything, page by page (the backtest's)."""
+        conds, params = self._where(filters)
+        conds.append("e.seq > ?")
+        rows = self._read(
+            f"SELECT {SELECT_EVENT} FROM events e WHERE {' AND '.join(conds)} "
+            "ORDER BY e.seq LIMIT ?",
+            [*params, after_seq, max(0, limit)],
+        )
+        return [event_from_row(r) for r in rows]
+
     def query_events(
         self,
         filters: EventFilter = NO_FILTER,

@@ -113,6 +113,38 @@ _MIGRATIONS: Final = (
     ),
     # 4: what the ingest pipeline's enrichers add to an event (JSON; NULL without).
     ("ALTER TABLE events ADD COLUMN enrichment_json TEXT",),
+    # 5: playbooks. The window of each group key of each stream (recent hits and until when
+    # each playbook is quiet for it, JSON), read and written under a row lock; the alerts
+    # they raise, each linked to the block it created, if any.
+    (
+        """CREATE TABLE playbook_windows (
+            stream TEXT NOT NULL,
+            key TEXT NOT NULL,
+            state TEXT NOT NULL,
+            updated_at {int} NOT NULL,
+            PRIMARY KEY (stream, key)
+        ){side}""",
+        "CREATE INDEX playbook_windows_updated ON playbook_windows (updated_at)",
+        """CREATE TABLE alerts (
+            id {id},
+            playbook TEXT NOT NULL,
+            group_by TEXT NOT NULL,
+            group_key TEXT NOT NULL,
+            total {int} NOT NULL,
+            first_at {int} NOT NULL,
+            last_at {int} NOT NULL,
+            first_seq {int} NOT NULL,
+            last_seq {int} NOT NULL,
+            seqs_json TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            action TEXT NOT NULL,
+            block_id {int},
+            summary TEXT NOT NULL DEFAULT '',
+            created_at {int} NOT NULL
+        )""",
+        "CREATE INDEX alerts_playbook ON alerts (playbook, id)",
+        "CREATE INDEX alerts_block ON alerts (block_id)",
+    ),
 )
 
 

@@ -15,6 +15,7 @@ from itertools import repeat
 from typing import Any, Final, Protocol
 
 from ..._wire import WireEvent
+from ._playbooks import PlaybookQueries
 from ._queries import EventQueries
 from ._rows import (
     AGENT_COLUMNS,
@@ -79,7 +80,7 @@ def placeholders(rows: int, columns: int) -> str:
     return ", ".join([one] * rows)
 
 
-class SqlStorage(EventQueries):
+class SqlStorage(EventQueries, PlaybookQueries):
     """The :class:`~.base.Storage` implementation, less connections and migrations (event
     queries in :class:`~._queries.EventQueries`)."""
 
@@ -308,6 +309,9 @@ class SqlStorage(EventQueries):
                 [to_us(self.now())],
             )
         return [block_from_row(r) for r in rows]
+
+    def action_version(self) -> int:
+        return int(self._scalar("SELECT value FROM counters WHERE name = 'actions'"))
 
     def action_set(self) -> ActionSet:
         now = self.now()

@@ -20,7 +20,7 @@ Both read the time from the storage's :data:`~.model.Clock` (:meth:`Clocked.now`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ from .model import (
     NO_FILTER,
     ActionSet,
     Agent,
+    Alert,
     ApiKey,
     Block,
     BlockType,
@@ -38,6 +39,7 @@ from .model import (
     KeyScope,
     StoredEvent,
     StoredKey,
+    WindowWrite,
 )
 
 __all__ = ["Clocked", "ControlStore", "EventStore", "Storage"]
@@ -96,6 +98,12 @@ class EventStore(Clocked, Protocol):
         limit: int = 50,
     ) -> list[StoredEvent]:
         """Matching events, newest (highest ``seq``) first; page with ``before_seq``."""
+        ...
+
+    def scan_events(
+        self, filters: EventFilter = NO_FILTER, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[StoredEvent]:
+        """Matching events stored after ``after_seq``, oldest first (a walk, page by page)."""
         ...
 
     def get_event(self, event_id: str) -> StoredEvent | None: ...
@@ -206,6 +214,36 @@ class ControlStore(Clocked, Protocol):
         ...
 
     def action_set(self) -> ActionSet: ...
+
+    def action_version(self) -> int:
+        """The action set's version alone (cheap: long-polls read it several times a
+        second)."""
+        ...
+
+    # Playbooks: windows held under row locks, the alerts they raise and their blocks.
+    def update_windows(
+        self,
+        keys: Sequence[tuple[str, str]],
+        apply: Callable[[dict[tuple[str, str], str]], WindowWrite],
+    ) -> list[Alert]:
+        """In one transaction: hold the window rows of ``keys`` (so that processes counting
+        the same key take turns), give their states (JSON text; absent when new) to
+        ``apply``, and store what it returns: the new states, the alerts, and each alert's
+        block (created, or an active block on the same network or user extended), bumping
+        the action version. Return the alerts stored."""
+        ...
+
+    def list_alerts(
+        self, *, playbook: str | None = None, before_id: int | None = None, limit: int = 50
+    ) -> list[Alert]: ...
+
+    def get_alert(self, alert_id: int) -> Alert | None: ...
+
+    def alert_counts(self) -> dict[str, tuple[int, datetime | None]]:
+        """Per playbook: how many alerts, and when the last one was."""
+        ...
+
+    def purge_windows(self, older_than: datetime) -> int: ...
 
     # SDK processes.
     def record_heartbeat(self, heartbeat: Heartbeat) -> None: ...

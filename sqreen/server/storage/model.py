@@ -7,7 +7,7 @@ so that ranges, histograms and paging are exact.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple, TypeVar
@@ -19,16 +19,20 @@ __all__ = [
     "NO_FILTER",
     "ActionSet",
     "Agent",
+    "Alert",
     "ApiKey",
     "Block",
+    "BlockSpec",
     "BlockType",
     "Clock",
     "EventFilter",
     "Heartbeat",
     "InsertResult",
     "KeyScope",
+    "NewAlert",
     "StoredEvent",
     "StoredKey",
+    "WindowWrite",
     "from_us",
     "to_us",
     "utc_now",
@@ -235,3 +239,84 @@ class Agent(Heartbeat):
 
     first_seen: datetime
     last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BlockSpec:
+    """A block a playbook asks for (already validated: :mod:`sqreen.server.blocks`)."""
+
+    type: BlockType
+    user: dict[str, str] | None
+    ip: str | None
+    duration: timedelta | None
+    reason: str
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewAlert:
+    """An alert to store, with the block to create (or extend) with it."""
+
+    playbook: str
+    group_by: str
+    group_key: str
+    total: int
+    first_at: datetime
+    last_at: datetime
+    first_seq: int
+    last_seq: int
+    seqs: tuple[int, ...]
+    mode: str
+    action: str
+    summary: str
+    block: BlockSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A playbook that fired for a group key; ``block_id`` is the block it created or
+    extended (None for an alert alone, or in monitor mode)."""
+
+    id: int
+    playbook: str
+    group_by: str
+    group_key: str
+    total: int
+    first_at: datetime
+    last_at: datetime
+    first_seq: int
+    last_seq: int
+    seqs: tuple[int, ...]
+    mode: str
+    action: str
+    block_id: int | None
+    summary: str
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "playbook": self.playbook,
+            "group_by": self.group_by,
+            "group_key": self.group_key,
+            "count": self.total,
+            "first_event_at": format_timestamp(self.first_at),
+            "last_event_at": format_timestamp(self.last_at),
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "events": list(self.seqs),
+            "mode": self.mode,
+            "action": self.action,
+            "block_id": self.block_id,
+            "summary": self.summary,
+            "created_at": format_timestamp(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WindowWrite:
+    """What playbooks decided under the windows' row locks: the new states (JSON text, by
+    (stream, key)) and the alerts to store in the same transaction."""
+
+    states: Mapping[tuple[str, str], str]
+    alerts: Sequence[NewAlert] = ()

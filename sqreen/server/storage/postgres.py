@@ -16,10 +16,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
+from ._playbooks import WINDOW_CHUNK
 from ._rows import EventRecord
 from ._schema import migrations
 from ._sql import Cursor, SqlStorage
-from .model import Clock, utc_now
+from .model import Clock, to_us, utc_now
 
 if TYPE_CHECKING:
     import psycopg
@@ -112,6 +113,25 @@ class PostgresStorage(SqlStorage):
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._connection() as conn:
             return conn.execute(_q(sql), params).fetchall()
+
+    def _lock_windows(self, cur: Cursor, keys: Sequence[tuple[str, str]]) -> None:
+        # Rows created if missing (a concurrent insert of the same key waits for this one),
+        # then locked; always in key order, so that two processes cannot deadlock.
+        now = to_us(self.now())
+        for i in range(0, len(keys), WINDOW_CHUNK):
+            chunk = keys[i : i + WINDOW_CHUNK]
+            cur.execute(
+                "INSERT INTO playbook_windows (stream, key, state, updated_at) VALUES "
+                + ", ".join(["(?, ?, '', ?)"] * len(chunk))
+                + " ON CONFLICT (stream, key) DO NOTHING",
+                [v for stream, key in chunk for v in (stream, key, now)],
+            )
+            cur.execute(
+                "SELECT 1 FROM playbook_windows WHERE "
+                + " OR ".join(["(stream = ? AND key = ?)"] * len(chunk))
+                + " ORDER BY stream, key FOR UPDATE",
+                [v for k in chunk for v in k],
+            )
 
     def _lock_schema(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))

@@ -62,6 +62,9 @@ class SQLiteStorage(SqlStorage):
             if fcntl is not None and path not in ("", ":memory:"):
                 self._process_lock = os.open(f"{path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
             self.migrate()
+        except sqlite3.DatabaseError as exc:  # "file is not a database", a locked file...
+            self.close()
+            raise RuntimeError(f"cannot use {path!r} as a SQLite database: {exc}") from None
         except BaseException:
             self.close()
             raise

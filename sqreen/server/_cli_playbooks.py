@@ -1,0 +1,114 @@
+"""``sqreen playbooks`` (init, check, test: a backtest on stored events) and ``sqreen alerts``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ._cli_common import db_option, opened, parse_when, when
+from .playbooks import TEMPLATES, Engine, PlaybookError, is_exempt, load_playbooks
+from .playbooks._memory import MemoryWindows
+from .playbooks._runner import alerts_for, event_view
+from .storage import Alert, EventFilter, Storage
+
+__all__ = ["alerts", "playbooks"]
+
+PAGE = 2000
+
+
+@click.group()
+def playbooks() -> None:
+    """Playbooks: detections that block or alert by themselves (see `init`)."""
+
+
+@playbooks.command("init")
+def playbooks_init() -> None:
+    """Print the built-in playbooks (sqreen playbooks init > playbooks.toml)."""
+    click.echo(TEMPLATES, nl=False)
+
+
+@playbooks.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def playbooks_check(file: str) -> None:
+    """Check a playbook file; print what it holds."""
+    try:
+        loaded = load_playbooks(file)
+    except PlaybookError as exc:
+        raise click.ClickException(str(exc)) from None
+    for p in loaded.playbooks:
+        what = "alert" if p.action == "alert" else f"{p.action} for {p.duration}"
+        click.echo(f"{p.id:<24} {p.mode:<8} {','.join(p.events):<32} by {p.group_by}: {what}")
+    click.echo(f"{len(loaded.playbooks)} playbooks; SDKs send at once: "
+               f"{', '.join(sorted(loaded.watched())) or 'nothing'}")  # fmt: skip
+
+
+@playbooks.command("test")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--since", default="7d", show_default=True, help="30m, 2h, 7d ago, or ISO time.")
+@click.option("--until", help="Same forms as --since (default: now).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@db_option
+def playbooks_test(file: str, since: str, until: str | None, as_json: bool, db: str) -> None:
+    """Replay stored events through the playbooks of FILE: print which group keys they would
+    have alerted on or blocked, and when. Creates nothing."""
+    try:
+        engine = Engine(load_playbooks(file))
+    except PlaybookError as exc:
+        raise click.ClickException(str(exc)) from None
+    filters = EventFilter(
+        since=parse_when(since, "--since"),
+        until=parse_when(until, "--until") if until else None,
+    )
+    with opened(db, create=False) as storage:
+        found = backtest(storage, engine, filters)
+    for alert in found:
+        if as_json:
+            click.echo(json.dumps(alert.to_json()))
+        else:
+            click.echo(f"{when(alert.created_at)}  {_verb(alert):<13} {alert.summary}")
+    if not as_json:
+        click.echo(f"{len(found)} alerts would have been raised", err=True)
+
+
+def backtest(storage: Storage, engine: Engine, filters: EventFilter) -> list[Alert]:
+    """The alerts the playbooks would have raised over the events ``filters`` select, each
+    evaluated at the time the event happened."""
+    windows = MemoryWindows(engine, is_exempt)
+    firings = []
+    after = 0
+    while True:
+        page = storage.scan_events(filters, after_seq=after, limit=PAGE)
+        if not page:
+            break
+        after = page[-1].seq
+        for event in sorted(page, key=lambda e: (e.timestamp, e.seq)):
+            view = event_view(event)
+            firings += windows.run([view], view.ts_us)
+    return alerts_for(firings)
+
+
+def _verb(alert: Alert) -> str:
+    if alert.action == "alert":
+        return "alert"
+    if alert.mode == "monitor":
+        return "monitor"
+    return "block ip" if alert.action == "block_ip" else "block user"
+
+
+@click.command()
+@click.option("--playbook", help="Only this playbook's alerts.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@db_option
+def alerts(playbook: str | None, limit: int, as_json: bool, db: str) -> None:
+    """List the alerts playbooks raised, newest first."""
+    with opened(db, create=False) as storage:
+        found = storage.list_alerts(playbook=playbook, limit=limit)
+    for alert in found:
+        if as_json:
+            click.echo(json.dumps(alert.to_json()))
+            continue
+        block = f" block #{alert.block_id}" if alert.block_id else ""
+        mode = " (monitor)" if alert.mode == "monitor" else ""
+        click.echo(f"#{alert.id}  {when(alert.created_at)}  {alert.summary}{block}{mode}")

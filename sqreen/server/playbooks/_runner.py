@@ -1,0 +1,240 @@
+"""Playbooks in the collector: the file they come from, and the hook that runs them.
+
+:class:`PlaybookSource` holds the playbooks of a file, re-read when it changes (checked at
+most once a second, when a batch arrives) and on SIGHUP; a file that does not hold on a
+reload is logged and the previous set kept. :class:`PlaybookRunner` is the ingest pipeline's
+after-store hook: for the events a batch newly stored, it plans the windows they touch,
+lets the storage hold those rows while the engine decides, stores the alerts and blocks,
+and then (outside the ingest's transaction) posts the webhooks and wakes the action
+long-polls.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+from ..blocks import InvalidBlock, ip_block, user_block
+from ..storage import (
+    Alert,
+    BlockSpec,
+    ControlStore,
+    NewAlert,
+    StoredEvent,
+    WindowWrite,
+)
+from ..storage.model import from_us, to_us
+from ._config import Playbook, PlaybookError, PlaybookSet, load_playbooks
+from ._engine import Engine, Firing, StreamKey, WindowState, is_exempt
+from ._fields import EventView
+from ._notify import Notifier
+
+__all__ = ["PlaybookRunner", "PlaybookSource", "event_view"]
+
+logger = logging.getLogger("sqreen.server")
+
+CHECK_EVERY: Final = 1.0
+
+
+class PlaybookSource:
+    """The playbooks in force, from a file (or none)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self._stamp: tuple[int, int] | None = None
+        self.reload_requested = False
+        self.playbooks = PlaybookSet()
+        self.engine = Engine(self.playbooks)
+        if self.path is not None:
+            self._load(first=True)
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)  # type: ignore[arg-type]
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def _load(self, first: bool = False) -> None:
+        assert self.path is not None
+        stamp = self._file_stamp()
+        try:
+            playbooks = load_playbooks(self.path)
+        except PlaybookError:
+            if first:
+                raise
+            logger.exception("sqreen: playbooks not reloaded; the previous ones stay in force")
+            self._stamp = stamp  # not again until it changes again
+            return
+        self.playbooks, self.engine, self._stamp = playbooks, Engine(playbooks), stamp
+        if not first:
+            logger.info("sqreen: %d playbooks loaded from %s", len(playbooks.playbooks), self.path)
+
+    def current(self) -> Engine:
+        """The engine of the playbooks in force (the file re-read if it changed)."""
+        if self.path is None:
+            return self.engine
+        now = time.monotonic()
+        if self.reload_requested or now - self._checked >= CHECK_EVERY:
+            with self._lock:
+                self._checked = now
+                if self.reload_requested or self._file_stamp() != self._stamp:
+                    self.reload_requested = False
+                    self._load()
+        return self.engine
+
+    def watched(self) -> frozenset[str]:
+        """The event names SDKs should send at once: what enforcing playbooks read."""
+        return self.current().playbooks.watched()
+
+
+def event_view(event: StoredEvent) -> EventView:
+    """What playbooks read of a stored event; its time is never later than its receipt (a
+    skewed SDK clock cannot hold a window open)."""
+    ts = min(to_us(event.timestamp), to_us(event.received_at))
+    return EventView(
+        seq=event.seq,
+        name=event.name,
+        ts_us=ts,
+        ip=event.ip,
+        user=event.user,
+        properties=event.properties,
+        request=event.request,
+        app=event.app,
+        ip_info=event.enrichment.get("ip_info") if event.enrichment else None,
+    )
+
+
+class PlaybookRunner:
+    """The after-store hook that evaluates the playbooks of ``source``."""
+
+    def __init__(
+        self,
+        store: ControlStore,
+        source: PlaybookSource,
+        notifier: Notifier | None = None,
+        on_block: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.source = source
+        self.notifier = notifier
+        self.on_block = on_block
+
+    def __call__(self, events: Sequence[StoredEvent]) -> None:
+        engine = self.source.current()
+        if engine.empty:
+            return
+        now_us = to_us(self.store.now())
+        plan = engine.plan([event_view(e) for e in events], now_us)
+        keys = engine.keys(plan)
+        if not keys:
+            return
+
+        def decide(raw: dict[StreamKey, str]) -> WindowWrite:
+            states = {key: WindowState.from_json(text) for key, text in raw.items()}
+            new, firings = engine.apply(plan, states, now_us, is_exempt)
+            alerts = [alert for f in firings if (alert := new_alert(f)) is not None]
+            return WindowWrite({key: s.to_json() for key, s in new.items()}, alerts)
+
+        stored = self.store.update_windows(keys, decide)
+        if not stored:
+            return
+        if self.on_block is not None and any(a.block_id is not None for a in stored):
+            self.on_block()
+        by_id = {p.id: p for p in engine.playbooks.playbooks}
+        for alert in stored:
+            playbook = by_id.get(alert.playbook)
+            logger.warning("sqreen: playbook alert #%d: %s", alert.id, alert.summary)
+            if playbook is not None and playbook.notify and self.notifier is not None:
+                self.notifier.submit(playbook.notify, {"alert": alert.to_json()})
+
+
+def new_alert(firing: Firing) -> NewAlert | None:
+    """The alert of a firing, with the block its playbook asks for."""
+    p = firing.playbook
+    what = "/".join(p.after.events if p.after else p.events)
+    counted = "distinct " + str(p.distinct) + " with " if p.distinct else ""
+    summary = (
+        f"{p.id}: {counted}{firing.total} {what} in {_span(p.window.total_seconds())} "
+        f"for {p.group_by}={firing.key}"
+    )[:1000]
+    block = _block(p, firing.key, summary) if p.blocks else None
+    return NewAlert(
+        playbook=p.id,
+        group_by=str(p.group_by),
+        group_key=firing.key,
+        total=firing.total,
+        first_at=from_us(firing.first_us),
+        last_at=from_us(firing.last_us),
+        first_seq=firing.first_seq,
+        last_seq=firing.last_seq,
+        seqs=firing.seqs,
+        mode=p.mode,
+        action=p.action,
+        summary=summary,
+        block=block,
+    )
+
+
+def _block(p: Playbook, key: str, reason: str) -> BlockSpec | None:
+    try:
+        if p.action == "block_ip":
+            request = ip_block(key, duration=p.duration, reason=reason[:512])
+        else:
+            user = json.loads(key) if p.group_by.key is None else {p.group_by.key: key}
+            request = user_block(user, duration=p.duration, reason=reason[:512])
+    except (InvalidBlock, ValueError) as exc:
+        logger.warning("sqreen: playbook %s: no block for %s: %s", p.id, key[:100], exc)
+        return None
+    return BlockSpec(
+        type=request.type,
+        user=request.user,
+        ip=request.ip,
+        duration=request.duration,
+        reason=request.reason,
+        created_by=f"playbook:{p.id}",
+    )
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def alerts_for(firings: Sequence[Firing]) -> list[Alert]:
+    """For the backtest: the alerts firings would have stored (no id, no block)."""
+    out = []
+    for n, f in enumerate(firings, 1):
+        alert = new_alert(f)
+        if alert is None:
+            continue
+        out.append(
+            Alert(
+                id=n,
+                playbook=alert.playbook,
+                group_by=alert.group_by,
+                group_key=alert.group_key,
+                total=alert.total,
+                first_at=alert.first_at,
+                last_at=alert.last_at,
+                first_seq=alert.first_seq,
+                last_seq=alert.last_seq,
+                seqs=alert.seqs,
+                mode=alert.mode,
+                action=alert.action,
+                block_id=None,
+                summary=alert.summary,
+                created_at=alert.last_at,
+            )
+        )
+    return out

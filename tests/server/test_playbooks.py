@@ -1,0 +1,218 @@
+"""Playbooks in the collector: windows in the database, alerts, blocks, the long-poll."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+from click.testing import CliRunner
+
+from sqreen.server.app import create_app
+from sqreen.server.auth import hash_token, new_token
+from sqreen.server.cli import main
+from sqreen.server.playbooks import TEMPLATES, PlaybookSource
+from sqreen.server.storage import BlockSpec, NewAlert, Storage, WindowWrite, open_storage
+
+from .conftest import Collector, ServeProcess, envelope, recent, wire_event
+
+
+def failure(ip: str, uid: str, **overrides: Any) -> dict[str, Any]:
+    event = wire_event(user={"uid": uid}, **overrides)
+    event["request"] = {**event["request"], "ip": ip}
+    return event
+
+
+def playbook_file(tmp_path: Path, text: str = TEMPLATES) -> Path:
+    path = tmp_path / "playbooks.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def armed(collector: Collector, live_app: Any, tmp_path: Path) -> Collector:
+    """The collector of the ``collector`` fixture, with the built-in playbooks enforced."""
+    switch, _ = live_app
+    source = PlaybookSource(playbook_file(tmp_path))
+    switch.app = create_app(collector.storage, key_cache_ttl=0.2, playbooks=source)
+    return collector
+
+
+def test_update_windows_stores_states_alerts_and_one_block_a_target(storage: Storage) -> None:
+    now = storage.now()
+    spec = BlockSpec("block_ip", None, "203.0.113.9/32", timedelta(hours=1), "r", "playbook:x")
+
+    def alert(n: int, block: BlockSpec | None) -> NewAlert:
+        return NewAlert("x", "ip", "203.0.113.9", n, now, now, n, n, (n,), "enforce", "block_ip",
+                        f"alert {n}", block)  # fmt: skip
+
+    key = ("s", "203.0.113.9")
+    first = storage.update_windows([key], lambda states: WindowWrite({key: "{}"}, [alert(1, spec)]))
+    seen: list[dict[Any, str]] = []
+
+    def again(states: dict[Any, str]) -> WindowWrite:
+        seen.append(dict(states))
+        longer = BlockSpec("block_ip", None, "203.0.113.9/32", timedelta(hours=6), "r", "p:y")
+        return WindowWrite({("s", "203.0.113.9"): '{"h":[]}'}, [alert(2, longer), alert(3, None)])
+
+    second = storage.update_windows([("s", "203.0.113.9")], again)
+    assert seen == [{("s", "203.0.113.9"): "{}"}]
+    assert first[0].block_id == second[0].block_id  # the active block, extended
+    assert second[1].block_id is None
+    (block,) = storage.list_blocks()
+    assert block.created_by == "playbook:x"
+    assert block.expires_at is not None and block.expires_at - now > timedelta(hours=5)
+    assert [a.summary for a in storage.list_alerts()] == ["alert 3", "alert 2", "alert 1"]
+    assert storage.alert_counts()["x"][0] == 3
+
+
+def test_brute_force_blocks_the_ip_at_the_fifth_failure(armed: Collector) -> None:
+    replies = []
+    for i in range(5):
+        reply = armed.post("/v1/events", envelope([failure("198.51.100.23", f"u{i % 2}")]))
+        replies.append(reply.json())
+    blocked = [
+        any(item.get("ip") == "198.51.100.23/32" for item in r["actions"]["items"]) for r in replies
+    ]
+    assert blocked == [False, False, False, False, True]  # the crossing batch's own reply
+    assert "auth.login.failure" in replies[-1]["actions"]["watch"]
+    (alert,) = armed.storage.list_alerts(playbook="brute-force-ip")
+    assert alert.total == 5 and alert.block_id is not None
+    (block,) = [b for b in armed.storage.list_blocks() if b.id == alert.block_id]
+    assert block.created_by == "playbook:brute-force-ip"
+
+
+def test_a_retried_batch_counts_once(armed: Collector) -> None:
+    batch = envelope([failure("198.51.100.24", "a"), failure("198.51.100.24", "b")])
+    for _ in range(4):  # the same two events, sent four times: two failures, not eight
+        armed.post("/v1/events", batch)
+    assert armed.storage.list_alerts() == []
+
+
+def test_past_events_block_nobody_and_the_backtest_reports_them(
+    armed: Collector, tmp_path: Path
+) -> None:
+    past = [
+        failure("192.0.2.77", f"victim{i}", timestamp=recent(days=3, seconds=-i)) for i in range(40)
+    ]
+    reply = armed.post("/v1/events", envelope(past)).json()
+    assert reply["accepted"] == 40 and reply["actions"]["items"] == []
+    assert armed.storage.list_alerts() == []
+    db = armed.storage.path  # type: ignore[attr-defined]
+    result = CliRunner().invoke(
+        main, ["playbooks", "test", str(playbook_file(tmp_path)), "--since", "7d", "--db", db]
+    )
+    assert result.exit_code == 0, result.output
+    assert "brute-force-ip" in result.output and "192.0.2.77" in result.output
+    assert "credential-stuffing" in result.output
+
+
+def test_monitor_mode_records_the_alert_and_blocks_nobody(
+    collector: Collector, live_app: Any, tmp_path: Path
+) -> None:
+    text = TEMPLATES.replace('action = "block_ip"\nduration = "1h"', 'action = "block_ip"\n'
+                             'duration = "1h"\nmode = "monitor"', 1)  # fmt: skip
+    switch, _ = live_app
+    source = PlaybookSource(playbook_file(tmp_path, text))
+    switch.app = create_app(collector.storage, key_cache_ttl=0.2, playbooks=source)
+    for i in range(6):
+        collector.post("/v1/events", envelope([failure("198.51.100.40", str(i % 2))]))
+    (alert,) = collector.storage.list_alerts(playbook="brute-force-ip")
+    assert alert.mode == "monitor" and alert.block_id is None
+    assert collector.storage.list_blocks() == []
+
+
+def test_the_long_poll_answers_when_a_block_is_made(armed: Collector) -> None:
+    version = armed.client.get(armed.url + "/v1/actions").json()["actions"]["version"]
+    results: list[tuple[float, Any]] = []
+
+    def poll() -> None:
+        start = time.monotonic()
+        reply = armed.client.get(
+            armed.url + "/v1/actions", params={"version": version, "wait": 20}, timeout=30
+        )
+        results.append((time.monotonic() - start, reply.json()["actions"]))
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    time.sleep(0.5)
+    armed.post("/v1/blocks", {"type": "block_ip", "ip": "203.0.113.50"}, admin=True)
+    thread.join(10)
+    (elapsed, actions) = results[0]
+    assert elapsed < 2.0 and actions["version"] == version + 1
+    assert [item["ip"] for item in actions["items"]] == ["203.0.113.50/32"]
+    unchanged = armed.client.get(
+        armed.url + "/v1/actions", params={"version": version + 1, "wait": 1}
+    ).json()
+    assert unchanged == {"actions": {"version": version + 1, "unchanged": True}}
+
+
+def test_a_bad_playbook_file_stops_serve_with_its_line(tmp_path: Path) -> None:
+    path = playbook_file(tmp_path, TEMPLATES.replace("threshold = 5", "threshold = 0", 1))
+    result = CliRunner().invoke(
+        main, ["serve", "--db", str(tmp_path / "x.db"), "--playbooks", str(path)]
+    )
+    assert result.exit_code != 0
+    assert f"{path}:" in result.output and "threshold: must be an integer" in result.output
+
+
+def test_a_bad_reload_keeps_the_playbooks_in_force(tmp_path: Path, caplog: Any) -> None:
+    path = playbook_file(tmp_path)
+    source = PlaybookSource(path)
+    assert len(source.current().playbooks.playbooks) == 6
+    path.write_text(TEMPLATES + "\nthis is not toml\n")
+    source.reload_requested = True
+    assert len(source.current().playbooks.playbooks) == 6
+    assert any("not reloaded" in r.getMessage() for r in caplog.records)
+    path.write_text(
+        TEMPLATES.split("[[playbook]]", 2)[0]
+        + "[[playbook]]"
+        + TEMPLATES.split("[[playbook]]", 2)[1]
+    )
+    source.reload_requested = True
+    assert [p.id for p in source.current().playbooks.playbooks] == ["brute-force-ip"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_two_collectors_count_one_window(
+    backend: str, tmp_path: Path, serve: Callable[..., ServeProcess], request: Any
+) -> None:
+    """Five failures spread over two collector processes on one database (two `serve` on one
+    SQLite file, as `--workers 2` runs; two collectors on one PostgreSQL) block at the fifth,
+    once."""
+    db = (
+        str(tmp_path / "w.db")
+        if backend == "sqlite"
+        else str(request.getfixturevalue("postgres_db"))
+    )
+    storage = open_storage(db)
+    token = new_token()
+    storage.create_key("k", hash_token(token))
+    storage.close()
+    path = str(playbook_file(tmp_path))
+    collectors = [serve(db, None, "--playbooks", path) for _ in range(2)]
+    blocked_at = []
+    for i in range(1, 9):
+        reply = httpx.post(
+            collectors[i % 2].url + "/v1/events",
+            json=envelope([failure("198.51.100.99", f"w{i}")]),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        if any(it.get("ip") == "198.51.100.99/32" for it in reply.json()["actions"]["items"]):
+            blocked_at.append(i)
+    assert blocked_at[0] == 5
+    storage = open_storage(db)
+    try:
+        assert len(storage.list_alerts(playbook="brute-force-ip")) == 1
+        assert len(storage.list_blocks()) == 1
+    finally:
+        storage.close()
