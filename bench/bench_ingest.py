@@ -41,7 +41,9 @@ import httpx2 as httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sqreen._event import format_timestamp  # noqa: E402
 from sqreen.server.auth import hash_token, new_token  # noqa: E402
+from sqreen.server.playbooks import TEMPLATES  # noqa: E402
 from sqreen.server.storage import open_storage  # noqa: E402
 
 BATCH = 500
@@ -51,7 +53,8 @@ def event(n: int, run: str) -> dict[str, object]:
     return {
         "id": f"{run}-{n:010d}",
         "name": "auth.login.failure",
-        "timestamp": "2026-11-22T10:00:00.123456Z",
+        # Now: a playbook counts only events within its window.
+        "timestamp": format_timestamp(time.time()),
         "properties": {"reason": "bad_password", "attempt": n % 7, "plan": "pro", "mfa": False},
         "user": {"uid": str(n % 5000), "email": f"user{n % 5000}@example.com"},
         "target": None,
@@ -87,8 +90,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def collector(db: str, workers: int = 1) -> Iterator[tuple[str, str, int]]:
-    """A ``sqreen serve`` subprocess on ``db``; yields (endpoint, token, its pid)."""
+def collector(
+    db: str, workers: int = 1, playbooks: str | None = None
+) -> Iterator[tuple[str, str, int]]:
+    """A ``sqreen serve`` subprocess on ``db`` (with the playbook file ``playbooks``); yields
+    (endpoint, token, its pid)."""
     token = new_token()
     storage = open_storage(db)
     storage.create_key("bench", hash_token(token))
@@ -108,7 +114,8 @@ def collector(db: str, workers: int = 1) -> Iterator[tuple[str, str, int]]:
             "--workers",
             str(workers),
             "--log-level",
-            "warning",
+            "error",
+            *(["--playbooks", playbooks] if playbooks else []),
         ],
         cwd=ROOT,
     )
@@ -185,10 +192,12 @@ def machine_busy() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def run(db: str, label: str, workers: int, args: argparse.Namespace) -> dict[str, object]:
+def run(
+    db: str, label: str, workers: int, args: argparse.Namespace, playbooks: str | None = None
+) -> dict[str, object]:
     bodies = batches(args.events, f"{label}-{workers}-{os.getpid()}")
     warmup = batches(BATCH * args.senders, f"warmup-{label}-{workers}")
-    with collector(db, workers) as (endpoint, token, pid):
+    with collector(db, workers, playbooks) as (endpoint, token, pid):
         send_all(endpoint, token, warmup, args.senders)
         before, busy, mine = tree_cpu(pid), machine_busy(), time.process_time()
         elapsed = send_all(endpoint, token, bodies, args.senders)
@@ -202,6 +211,7 @@ def run(db: str, label: str, workers: int, args: argparse.Namespace) -> dict[str
         raise RuntimeError(f"{label}: {stored} events stored, expected more")
     return {
         "back end": label,
+        "playbooks": "templates" if playbooks else "none",
         "workers": workers,
         "events": args.events,
         "seconds": f"{elapsed:.2f}",
@@ -232,19 +242,31 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--only", choices=["sqlite", "postgres"])
+    parser.add_argument(
+        "--playbooks",
+        default="none",
+        help="none, templates, or both (the six built-in playbooks enforced, or not, "
+        "interleaved in one run)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="repeat each case, interleaved")
     args = parser.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
+    modes = {"none": [False], "templates": [True], "both": [False, True]}[args.playbooks]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "playbooks.toml"
+        path.write_text(TEMPLATES)
+        cases = [(w, m) for _ in range(args.rounds) for w in counts for m in modes]
         if args.only in (None, "sqlite"):
-            for w in counts:
-                rows.append(run(str(Path(tmp) / f"bench-{w}.db"), "sqlite", w, args))
+            for n, (w, armed) in enumerate(cases):
+                db = str(Path(tmp) / f"bench-{n}.db")
+                rows.append(run(db, "sqlite", w, args, str(path) if armed else None))
         if args.only in (None, "postgres"):
             with postgres() as fresh:
                 if fresh is None:
                     print("PostgreSQL not installed: skipped", file=sys.stderr)
-                for w in counts if fresh else ():
-                    rows.append(run(fresh(), "postgresql", w, args))
+                for w, armed in cases if fresh else ():
+                    rows.append(run(fresh(), "postgresql", w, args, str(path) if armed else None))
     print(
         f"\nbatches of {BATCH} gzipped events, {args.senders} concurrent senders, "
         f"{os.cpu_count()} CPUs"

@@ -129,7 +129,12 @@ async def actions_endpoint(request: Request) -> JSONResponse:
     wait = _int_param(request, "wait", 0, int(MAX_WAIT))
     if known is None or not wait:
         return JSONResponse({"actions": await run_in_threadpool(feed.reply, known)})
-    return JSONResponse({"actions": await feed.wait(known, wait)})
+    try:
+        actions = await feed.wait(known, wait)
+    except asyncio.CancelledError:
+        # The server is stopping and cuts what it still holds: answer, the SDK asks again.
+        actions = {"version": known, "unchanged": True}
+    return JSONResponse({"actions": actions})
 
 
 def _int_param(request: Request, name: str, low: int = -1, high: int = 2**62) -> int | None:

@@ -101,6 +101,9 @@ def serve(
             "log_level": log_level,
             "access_log": access_log,
             "server_header": False,
+            # Action long-polls are held up to a minute: at a stop, those still held are cut
+            # after a few seconds (SDKs ask again) rather than waited for.
+            "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
         }
         if workers == 1:
             app = create_app(storage, retention_days=retention_days or None, playbooks=source)
@@ -121,6 +124,7 @@ def serve(
 
 
 WORKER_ENV = "SQREEN_SERVE_WORKER"
+GRACEFUL_SHUTDOWN = 3
 
 
 def worker_app() -> Starlette:

@@ -25,8 +25,9 @@ import ipaddress
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
+from ..._json import dumps_ascii
 from ._config import Playbook, PlaybookSet
 from ._fields import EventView, FieldPath
 
@@ -41,23 +42,27 @@ LOOPBACK: Final = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::
 StreamKey = tuple[str, str]
 
 
+#: A hit: [time in µs, seq, [distinct values...]] (lists: they are stored as JSON as they are).
+Hit = list[Any]
+
+
 @dataclass(slots=True)
 class WindowState:
-    """The window of one group key in one stream: hits (time in µs, seq, distinct values),
-    oldest first, and until when each playbook is quiet for this key (µs)."""
+    """The window of one group key in one stream: hits, oldest first, and until when each
+    playbook is quiet for this key (µs)."""
 
-    hits: list[tuple[int, int, tuple[str | None, ...]]] = field(default_factory=list)
+    hits: list[Hit] = field(default_factory=list)
     quiet: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"h": self.hits, "q": self.quiet}, separators=(",", ":"))
+        return dumps_ascii({"h": self.hits, "q": self.quiet})
 
     @classmethod
     def from_json(cls, text: str | None) -> WindowState:
         if not text:
             return cls()
         data = json.loads(text)
-        return cls([(h[0], h[1], tuple(h[2])) for h in data.get("h", ())], dict(data.get("q", {})))
+        return cls(data.get("h", []), data.get("q", {}))
 
 
 class Firing(NamedTuple):
@@ -90,13 +95,14 @@ class _Rule(NamedTuple):
     stream: _Stream
     triggers: frozenset[str]  # event names that make it check (its own, not ``after``'s)
     field_index: int | None  # where its distinct value is in a hit
+    window_us: int
 
 
 class Plan(NamedTuple):
     """What a batch does: the hits to record per key, and the rules to check per key."""
 
-    hits: dict[StreamKey, list[tuple[int, int, tuple[str | None, ...]]]]
-    checks: dict[StreamKey, list[tuple[_Rule, int]]]  # rule, and the seq that triggered it
+    hits: dict[StreamKey, list[Hit]]
+    checks: dict[StreamKey, list[_Rule]]
 
 
 def _depth(playbook: Playbook) -> int:
@@ -122,7 +128,8 @@ class Engine:
             fed_by = frozenset(p.after.events if p.after else p.events)
             groups.setdefault(_signature(fed_by, p), []).append((p, fed_by))
         self._rules: list[_Rule] = []
-        self._streams: list[_Stream] = []
+        self._streams: dict[str, _Stream] = {}
+        self._readers: dict[str, list[_Rule]] = {}  # the rules that read a stream
         for n, (signature, members) in enumerate(sorted(groups.items())):
             fields = tuple(dict.fromkeys(p.distinct for p, _ in members if p.distinct))
             first = members[0][0]
@@ -132,56 +139,75 @@ class Engine:
                 where=first.where,
                 group_by=first.group_by,
                 fields=fields,
-                window_us=max(int(p.window.total_seconds() * _US) for p, _ in members),
+                window_us=max(_us(p) for p, _ in members),
                 depth=min(MAX_DEPTH, max(_depth(p) for p, _ in members)),
             )
-            self._streams.append(stream)
+            self._streams[stream.id] = stream
             for p, _ in members:
                 index = fields.index(p.distinct) if p.distinct else None
-                self._rules.append(_Rule(p, stream, frozenset(p.events), index))
-        self._by_event: dict[str, list[_Stream]] = {}
-        for stream in self._streams:
+                rule = _Rule(p, stream, frozenset(p.events), index, _us(p))
+                self._rules.append(rule)
+                self._readers.setdefault(stream.id, []).append(rule)
+        # For each event name: the streams it feeds, each with the rules it triggers there
+        # (same key), and the rules it triggers on a stream it does not feed (``after``).
+        self._feeds: dict[str, list[tuple[_Stream, list[_Rule]]]] = {}
+        self._triggers: dict[str, list[_Rule]] = {}
+        for stream in self._streams.values():
             for name in stream.events:
-                self._by_event.setdefault(name, []).append(stream)
-        self._rules_by_event: dict[str, list[_Rule]] = {}
+                same = [r for r in self._readers[stream.id] if name in r.triggers]
+                self._feeds.setdefault(name, []).append((stream, same))
         for rule in self._rules:
-            for name in rule.triggers:
-                self._rules_by_event.setdefault(name, []).append(rule)
+            for name in rule.triggers - rule.stream.events:
+                self._triggers.setdefault(name, []).append(rule)
 
     @property
     def empty(self) -> bool:
         return not self._rules
 
-    def plan(self, events: Sequence[EventView], now_us: int) -> Plan:
-        """The hits and checks of newly stored ``events`` (their order is kept)."""
-        hits: dict[StreamKey, list[tuple[int, int, tuple[str | None, ...]]]] = {}
-        checks: dict[StreamKey, list[tuple[_Rule, int]]] = {}
+    def plan(
+        self,
+        events: Sequence[EventView],
+        now_us: int,
+        skip: Callable[[StreamKey], bool] | None = None,
+    ) -> Plan:
+        """The hits and checks of newly stored ``events`` (their order is kept); ``skip``
+        leaves out keys known to be quiet for every rule that reads them."""
+        hits: dict[StreamKey, list[Hit]] = {}
+        checks: dict[StreamKey, list[_Rule]] = {}
         for event in events:
-            streams = self._by_event.get(event.name)
-            rules = self._rules_by_event.get(event.name)
-            if not streams and not rules:
+            name = event.name
+            feeds = self._feeds.get(name)
+            triggers = self._triggers.get(name)
+            if feeds is None and triggers is None:
                 continue
-            for stream in streams or ():
-                if event.ts_us < now_us - stream.window_us or not _matches(stream.where, event):
+            for stream, rules in feeds or ():
+                if event.ts_us < now_us - stream.window_us:
+                    continue
+                if stream.where and not _matches(stream.where, event):
                     continue
                 key = stream.group_by.read(event)
-                if key is None:
+                if key is None or (skip is not None and skip((stream.id, key))):
                     continue
-                values = tuple(f.read(event) for f in stream.fields)
-                hits.setdefault((stream.id, key), []).append((event.ts_us, event.seq, values))
-            for rule in rules or ():
+                values = [f.read(event) for f in stream.fields]
+                found = hits.get((stream.id, key))
+                if found is None:
+                    found = hits[(stream.id, key)] = []
+                found.append([event.ts_us, event.seq, values])
+                for rule in rules:
+                    if event.ts_us >= now_us - rule.window_us:
+                        checks.setdefault((stream.id, key), []).append(rule)
+            for rule in triggers or ():
                 p = rule.playbook
-                window_us = int(p.window.total_seconds() * _US)
-                if event.ts_us < now_us - window_us or not _matches(p.where, event):
+                if event.ts_us < now_us - rule.window_us or not _matches(p.where, event):
                     continue
                 key = p.group_by.read(event)
-                if key is not None:
-                    checks.setdefault((rule.stream.id, key), []).append((rule, event.seq))
+                if key is not None and not (skip is not None and skip((rule.stream.id, key))):
+                    checks.setdefault((rule.stream.id, key), []).append(rule)
         return Plan(hits, checks)
 
     def keys(self, plan: Plan) -> list[StreamKey]:
         """Every row the plan touches, in one order (rows are locked in it: no deadlock)."""
-        return sorted(set(plan.hits) | set(plan.checks))
+        return sorted(plan.hits.keys() | plan.checks.keys())
 
     def apply(
         self,
@@ -192,29 +218,30 @@ class Engine:
     ) -> tuple[dict[StreamKey, WindowState], list[Firing]]:
         """New states for the plan's keys, and what fired (each playbook at most once per
         key, and never while the key is quiet for it)."""
-        streams = {s.id: s for s in self._streams}
         out: dict[StreamKey, WindowState] = {}
         firings: list[Firing] = []
         for key in self.keys(plan):
-            stream = streams.get(key[0])
+            stream = self._streams.get(key[0])
             if stream is None:
                 continue
             state = states.get(key) or WindowState()
-            state = WindowState(list(state.hits), dict(state.quiet))
             horizon = now_us - stream.window_us
-            new = plan.hits.get(key, [])
-            merged = sorted([h for h in state.hits if h[0] >= horizon] + new)
-            state.hits = merged[-stream.depth :]
-            state.quiet = {pid: until for pid, until in state.quiet.items() if until > now_us}
-            for rule, _ in _dedupe(plan.checks.get(key, [])):
+            new = plan.hits.get(key)
+            kept = [h for h in state.hits if h[0] >= horizon]
+            if new:
+                kept += new
+                kept.sort()
+            quiet = {pid: until for pid, until in state.quiet.items() if until > now_us}
+            state = WindowState(kept[-stream.depth :], quiet)
+            for rule in {r.playbook.id: r for r in plan.checks.get(key, ())}.values():
                 p = rule.playbook
-                if state.quiet.get(p.id, 0) > now_us:
+                if quiet.get(p.id, 0) > now_us:
                     continue
                 fired = _evaluate(rule, state.hits, now_us)
                 if fired is None or (exempt is not None and exempt(p, key[1])):
                     continue
                 count, counted = fired
-                state.quiet[p.id] = now_us + int(p.quiet_for.total_seconds() * _US)
+                quiet[p.id] = now_us + int(p.quiet_for.total_seconds() * _US)
                 firings.append(
                     Firing(
                         p,
@@ -230,25 +257,30 @@ class Engine:
             out[key] = state
         return out, firings
 
-
-def _dedupe(checks: list[tuple[_Rule, int]]) -> list[tuple[_Rule, int]]:
-    seen: dict[str, tuple[_Rule, int]] = {}
-    for rule, seq in checks:
-        seen.setdefault(rule.playbook.id, (rule, seq))
-    return list(seen.values())
+    def quiet_until(self, key: StreamKey, state: WindowState) -> int:
+        """Until when (µs) ``key`` needs no hit recorded: every rule reading its stream is
+        quiet until then and beyond its window (hits made before would be gone by then);
+        0 when some rule is listening."""
+        until = None
+        for rule in self._readers.get(key[0], ()):
+            quiet = state.quiet.get(rule.playbook.id, 0) - rule.window_us
+            until = quiet if until is None else min(until, quiet)
+        return max(0, until or 0)
 
 
 def _matches(where: tuple[tuple[FieldPath, frozenset[str]], ...], event: EventView) -> bool:
     return all(path.read(event) in wanted for path, wanted in where)
 
 
-Hit = tuple[int, int, tuple[str | None, ...]]
+def _us(p: Playbook) -> int:
+    return int(p.window.total_seconds() * _US)
 
 
 def _evaluate(rule: _Rule, hits: list[Hit], now_us: int) -> tuple[int, list[Hit]] | None:
     """(count, the hits counted) when the rule's playbook fires now, else None."""
     p = rule.playbook
-    recent = [h for h in hits if h[0] >= now_us - int(p.window.total_seconds() * _US)]
+    since = now_us - rule.window_us
+    recent = hits if hits and hits[0][0] >= since else [h for h in hits if h[0] >= since]
     if p.after is not None:
         return (len(recent), recent) if len(recent) >= p.after.threshold else None
     if rule.field_index is None:

@@ -9,10 +9,11 @@ it is, an integer in decimal, a boolean as ``true`` or ``false``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
+
+from ..._json import dumps_utf8
 
 __all__ = ["EventView", "FieldPath", "parse_field", "user_key"]
 
@@ -33,6 +34,8 @@ class EventView(NamedTuple):
     request: Mapping[str, Any] | None
     app: str | None = None
     ip_info: Mapping[str, Any] | None = None
+    #: :func:`user_key` of ``user``, made once (several playbooks group by it).
+    user_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,9 @@ class FieldPath:
             user = event.user
             if not user:
                 return None
-            return user_key(user) if self.key is None else user.get(self.key)
+            if self.key is not None:
+                return user.get(self.key)
+            return event.user_key if event.user_key is not None else user_key(user)
         if kind == "properties":
             return _text(event.properties.get(self.key)) if self.key else None
         if kind == "request":
@@ -68,7 +73,7 @@ class FieldPath:
 
 def user_key(user: Mapping[str, str]) -> str:
     """All of a user's identifiers as one text (the group of ``group_by = "user"``)."""
-    return json.dumps(dict(sorted(user.items())), separators=(",", ":"), ensure_ascii=False)
+    return dumps_utf8(dict(sorted(user.items())))
 
 
 def _text(value: object) -> str | None:

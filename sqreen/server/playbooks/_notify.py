@@ -1,9 +1,9 @@
 """Webhooks: each alert posted as JSON to the playbook's ``notify`` URLs, signed.
 
 Off the ingest path: :meth:`Notifier.submit` only appends to a bounded queue (a full queue
-drops and counts, never waits), and one thread per collector process posts, with a timeout
-and a few retries (network errors, 408, 429 and 5xx; backing off 1, 2, 4 s). A dead or slow
-webhook therefore never slows or fails an ingest reply.
+drops and counts, never waits), and a thread per webhook URL posts, with a timeout and a
+few retries (network errors, 408, 429 and 5xx; backing off 1, 2, 4 s). A dead or slow
+webhook therefore never slows or fails an ingest reply, nor delays the other webhooks.
 
 Each post carries ``X-Sqreen-Signature: t=<unix time>,v1=<hex>``, where ``v1`` is
 HMAC-SHA256 of ``"<t>.<body>"`` under the file's ``webhook_secret`` (or
@@ -80,8 +80,7 @@ class Notifier:
         self.tries = tries
         self.backoff = backoff
         self._sleep = sleep
-        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(MAX_PENDING)
-        self._thread: threading.Thread | None = None
+        self._lanes: dict[str, queue.Queue[bytes | None]] = {}
         self._lock = threading.Lock()
         self.sent = 0
         self.failed = 0
@@ -92,34 +91,35 @@ class Notifier:
         if not urls:
             return
         body = json.dumps(payload, separators=(",", ":"), default=str).encode()
-        self._start()
         for url in urls:
             try:
-                self._queue.put_nowait((url, body))
+                self._lane(url).put_nowait(body)
             except queue.Full:
                 self.dropped += 1
                 logger.warning("sqreen: webhook queue full, alert not posted to %s", url)
 
-    def _start(self) -> None:
-        if self._thread is not None:
-            return
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="sqreen-webhooks", daemon=True
-                )
-                self._thread.start()
+    def _lane(self, url: str) -> queue.Queue[bytes | None]:
+        lane = self._lanes.get(url)
+        if lane is None:
+            with self._lock:
+                lane = self._lanes.get(url)
+                if lane is None:
+                    lane = self._lanes[url] = queue.Queue(MAX_PENDING)
+                    threading.Thread(
+                        target=self._run, args=(url, lane), name="sqreen-webhook", daemon=True
+                    ).start()
+        return lane
 
-    def _run(self) -> None:
+    def _run(self, url: str, lane: queue.Queue[bytes | None]) -> None:
         with httpx.Client(timeout=self.timeout, trust_env=False) as client:
             while True:
-                item = self._queue.get()
+                body = lane.get()
                 try:
-                    if item is None:
+                    if body is None:
                         return
-                    self._post(client, *item)
+                    self._post(client, url, body)
                 finally:
-                    self._queue.task_done()
+                    lane.task_done()
 
     def _post(self, client: httpx.Client, url: str, body: bytes) -> None:
         headers = {"Content-Type": "application/json", "User-Agent": "sqreen-collector"}
@@ -145,15 +145,15 @@ class Notifier:
     def join(self, timeout: float) -> bool:
         """Wait until what is queued was posted (or gave up); False if ``timeout`` passed."""
         deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
+        while any(lane.unfinished_tasks for lane in list(self._lanes.values())):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.01)
         return True
 
     def close(self) -> None:
-        if self._thread is not None:
+        for lane in list(self._lanes.values()):
             try:
-                self._queue.put_nowait(None)
+                lane.put_nowait(None)
             except queue.Full:
                 pass

@@ -32,7 +32,7 @@ from ..storage import (
 from ..storage.model import from_us, to_us
 from ._config import Playbook, PlaybookError, PlaybookSet, load_playbooks
 from ._engine import Engine, Firing, StreamKey, WindowState, is_exempt
-from ._fields import EventView
+from ._fields import EventView, user_key
 from ._notify import Notifier
 
 __all__ = ["PlaybookRunner", "PlaybookSource", "event_view"]
@@ -40,6 +40,7 @@ __all__ = ["PlaybookRunner", "PlaybookSource", "event_view"]
 logger = logging.getLogger("sqreen.server")
 
 CHECK_EVERY: Final = 1.0
+MAX_QUIET: Final = 100_000
 
 
 class PlaybookSource:
@@ -110,6 +111,7 @@ def event_view(event: StoredEvent) -> EventView:
         request=event.request,
         app=event.app,
         ip_info=event.enrichment.get("ip_info") if event.enrichment else None,
+        user_key=user_key(event.user) if event.user else None,
     )
 
 
@@ -127,13 +129,23 @@ class PlaybookRunner:
         self.source = source
         self.notifier = notifier
         self.on_block = on_block
+        # Keys every reader of whose stream is quiet (an IP blocked for an hour): until when
+        # (µs), no hit of theirs can matter. Quiet only lengthens, so a process may skip them
+        # on its own knowledge; a new playbook set starts afresh.
+        self._quiet: dict[StreamKey, int] = {}
+        self._engine: Engine | None = None
 
     def __call__(self, events: Sequence[StoredEvent]) -> None:
         engine = self.source.current()
+        if engine is not self._engine:
+            self._engine, self._quiet = engine, {}
         if engine.empty:
             return
         now_us = to_us(self.store.now())
-        plan = engine.plan([event_view(e) for e in events], now_us)
+        quiet = self._quiet
+        plan = engine.plan(
+            [event_view(e) for e in events], now_us, lambda key: quiet.get(key, 0) > now_us
+        )
         keys = engine.keys(plan)
         if not keys:
             return
@@ -142,9 +154,15 @@ class PlaybookRunner:
             states = {key: WindowState.from_json(text) for key, text in raw.items()}
             new, firings = engine.apply(plan, states, now_us, is_exempt)
             alerts = [alert for f in firings if (alert := new_alert(f)) is not None]
+            for key, state in new.items():
+                until = engine.quiet_until(key, state)
+                if until > now_us:
+                    quiet[key] = until
             return WindowWrite({key: s.to_json() for key, s in new.items()}, alerts)
 
         stored = self.store.update_windows(keys, decide)
+        if len(quiet) > MAX_QUIET:
+            self._quiet = {k: u for k, u in quiet.items() if u > now_us}
         if not stored:
             return
         if self.on_block is not None and any(a.block_id is not None for a in stored):

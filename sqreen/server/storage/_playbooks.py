@@ -22,7 +22,7 @@ from .model import Alert, BlockSpec, NewAlert, WindowWrite, from_us, to_us
 if TYPE_CHECKING:
     from ._sql import Cursor
 
-__all__ = ["ALERT_COLUMNS", "AlertRow", "PlaybookQueries"]
+__all__ = ["ALERT_COLUMNS", "WINDOW_CHUNK", "AlertRow", "PlaybookQueries", "by_stream"]
 
 #: Keys a statement, when reading or writing windows (parameters stay under both limits).
 WINDOW_CHUNK: Final = 400
@@ -50,6 +50,16 @@ class AlertRow(NamedTuple):
     block_id: int | None
     summary: str
     created_at: int
+
+
+def by_stream(keys: Sequence[WindowKey]) -> list[tuple[str, list[str]]]:
+    """Sorted keys as (stream, its keys), at most WINDOW_CHUNK keys a part."""
+    parts: list[tuple[str, list[str]]] = []
+    for stream, key in keys:
+        if not parts or parts[-1][0] != stream or len(parts[-1][1]) >= WINDOW_CHUNK:
+            parts.append((stream, []))
+        parts[-1][1].append(key)
+    return parts
 
 
 def _user(user_json: str | None) -> Any:
@@ -109,14 +119,13 @@ class PlaybookQueries:
         with self._write() as cur:
             self._lock_windows(cur, keys)
             states: dict[WindowKey, str] = {}
-            for i in range(0, len(keys), WINDOW_CHUNK):
-                chunk = keys[i : i + WINDOW_CHUNK]
+            for stream, chunk in by_stream(keys):
                 rows = cur.execute(
-                    "SELECT stream, key, state FROM playbook_windows WHERE "
-                    + " OR ".join(["(stream = ? AND key = ?)"] * len(chunk)),
-                    [v for k in chunk for v in k],
+                    "SELECT key, state FROM playbook_windows WHERE stream = ? AND key IN "
+                    f"({', '.join('?' * len(chunk))})",
+                    [stream, *chunk],
                 ).fetchall()
-                states.update(((stream, key), state) for stream, key, state in rows)
+                states.update(((stream, key), state) for key, state in rows)
             write = apply(states)
             now = to_us(self.now())
             items = sorted(write.states.items())

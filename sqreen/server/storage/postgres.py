@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
-from ._playbooks import WINDOW_CHUNK
+from ._playbooks import by_stream
 from ._rows import EventRecord
 from ._schema import migrations
 from ._sql import Cursor, SqlStorage
@@ -118,19 +118,17 @@ class PostgresStorage(SqlStorage):
         # Rows created if missing (a concurrent insert of the same key waits for this one),
         # then locked; always in key order, so that two processes cannot deadlock.
         now = to_us(self.now())
-        for i in range(0, len(keys), WINDOW_CHUNK):
-            chunk = keys[i : i + WINDOW_CHUNK]
+        for stream, chunk in by_stream(keys):
             cur.execute(
                 "INSERT INTO playbook_windows (stream, key, state, updated_at) VALUES "
                 + ", ".join(["(?, ?, '', ?)"] * len(chunk))
                 + " ON CONFLICT (stream, key) DO NOTHING",
-                [v for stream, key in chunk for v in (stream, key, now)],
+                [v for key in chunk for v in (stream, key, now)],
             )
             cur.execute(
-                "SELECT 1 FROM playbook_windows WHERE "
-                + " OR ".join(["(stream = ? AND key = ?)"] * len(chunk))
-                + " ORDER BY stream, key FOR UPDATE",
-                [v for k in chunk for v in k],
+                "SELECT 1 FROM playbook_windows WHERE stream = ? AND key IN "
+                f"({', '.join('?' * len(chunk))}) ORDER BY key FOR UPDATE",
+                [stream, *chunk],
             )
 
     def _lock_schema(self, cur: Cursor) -> None:
