@@ -67,7 +67,12 @@ class Enricher(Protocol):
 
 class AfterStoreHook(Protocol):
     """Told about the events one batch newly stored (never duplicates), in the order sent,
-    each with its ``seq``, after they were committed. Called only when there are some."""
+    each with its ``seq``, after they were committed. Called only when there are some.
+
+    A hook with a ``stored_batch(batch, result)`` method is called that way instead: the
+    parsed batch and its :class:`~.storage.InsertResult` (``result.new(...)`` pairs the new
+    events with their seqs), without the cost of building :class:`~.storage.StoredEvent`
+    values (the playbooks' hook reads the wire events directly)."""
 
     def __call__(self, events: Sequence[StoredEvent]) -> None: ...
 
@@ -150,15 +155,21 @@ class IngestPipeline:
     def after_store(self, batch: Batch, result: InsertResult) -> None:
         if not self.hooks or not result.stored:
             return
-        new = new_events(
-            batch.events,
-            result,
-            app=batch.app,
-            host=batch.host,
-            enrichment=batch.enrichment or None,
-        )
+        new: list[StoredEvent] | None = None
         for hook in self.hooks:
             try:
+                stored_batch = getattr(hook, "stored_batch", None)
+                if stored_batch is not None:
+                    stored_batch(batch, result)
+                    continue
+                if new is None:
+                    new = new_events(
+                        batch.events,
+                        result,
+                        app=batch.app,
+                        host=batch.host,
+                        enrichment=batch.enrichment or None,
+                    )
                 hook(new)
             except Exception:
                 logger.exception("sqreen: after-store hook %r failed", hook)

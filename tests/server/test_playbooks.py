@@ -43,8 +43,11 @@ def armed(collector: Collector, live_app: Any, tmp_path: Path) -> Collector:
     return collector
 
 
-def test_update_windows_stores_states_alerts_and_one_block_a_target(storage: Storage) -> None:
+def test_update_windows_counts_in_sql_and_stores_alerts_and_one_block_a_target(
+    storage: Storage,
+) -> None:
     now = storage.now()
+    now_us = int(now.timestamp() * 1_000_000)
     spec = BlockSpec("block_ip", None, "203.0.113.9/32", timedelta(hours=1), "r", "playbook:x")
 
     def alert(n: int, block: BlockSpec | None) -> NewAlert:
@@ -52,16 +55,33 @@ def test_update_windows_stores_states_alerts_and_one_block_a_target(storage: Sto
                         f"alert {n}", block)  # fmt: skip
 
     key = ("s", "203.0.113.9")
-    first = storage.update_windows([key], lambda states: WindowWrite({key: "{}"}, [alert(1, spec)]))
-    seen: list[dict[Any, str]] = []
+    other = ("s", "198.51.100.1")
+    hits = [("s", "203.0.113.9", now_us - i, i, f"u{i % 2}") for i in range(5)]
+    hits.append(("s", "198.51.100.1", now_us, 99, "u9"))
+    seen: list[Any] = []
 
-    def again(states: dict[Any, str]) -> WindowWrite:
-        seen.append(dict(states))
-        longer = BlockSpec("block_ip", None, "203.0.113.9/32", timedelta(hours=6), "r", "p:y")
-        return WindowWrite({("s", "203.0.113.9"): '{"h":[]}'}, [alert(2, longer), alert(3, None)])
+    def probes(quiet: dict[Any, int]) -> list[Any]:
+        return [
+            ("s", "203.0.113.9", now_us - 10, 5, False),  # 5 hits: a candidate
+            ("s", "198.51.100.1", now_us - 10, 5, False),  # 1 hit: not
+            ("s", "203.0.113.9", now_us - 10, 3, True),  # 2 distinct values: not
+        ]
 
-    second = storage.update_windows([("s", "203.0.113.9")], again)
-    assert seen == [{("s", "203.0.113.9"): "{}"}]
+    def decide(found: dict[Any, Any], quiet: dict[Any, int]) -> WindowWrite:
+        seen.append((found, quiet))
+        return WindowWrite({("x", "203.0.113.9"): now_us + 10**9}, [alert(1, spec)])
+
+    first = storage.update_windows([other, key], hits, probes, decide)
+    ((found, quiet),) = seen
+    assert list(found) == [key] and quiet == {}
+    assert [seq for _, seq, _ in found[key]] == [4, 3, 2, 1, 0]  # oldest first
+    longer = BlockSpec("block_ip", None, "203.0.113.9/32", timedelta(hours=6), "r", "p:y")
+    second = storage.update_windows(
+        [key],
+        [],
+        lambda quiet: [],
+        lambda found, quiet: WindowWrite({}, [alert(2, longer), alert(3, None)]),
+    )
     assert first[0].block_id == second[0].block_id  # the active block, extended
     assert second[1].block_id is None
     (block,) = storage.list_blocks()
@@ -69,6 +89,10 @@ def test_update_windows_stores_states_alerts_and_one_block_a_target(storage: Sto
     assert block.expires_at is not None and block.expires_at - now > timedelta(hours=5)
     assert [a.summary for a in storage.list_alerts()] == ["alert 3", "alert 2", "alert 1"]
     assert storage.alert_counts()["x"][0] == 3
+    storage.update_windows(
+        [key], [], lambda quiet: seen.append(quiet) or [], lambda f, q: WindowWrite({})
+    )
+    assert seen[-1] == {("x", "203.0.113.9"): now_us + 10**9}  # quiet times are read back
 
 
 def test_brute_force_blocks_the_ip_at_the_fifth_failure(armed: Collector) -> None:

@@ -9,7 +9,7 @@ process agrees), and ``sqreen playbooks test`` replays them over stored history.
 from __future__ import annotations
 
 from ._config import After, Playbook, PlaybookError, PlaybookSet, load_playbooks, parse_playbooks
-from ._engine import Engine, Firing, StreamKey, WindowState, is_exempt
+from ._engine import Engine, Firing, Hit, HitRow, Probe, StreamKey, evaluate, is_exempt
 from ._fields import EventView, FieldPath, parse_field, user_key
 from ._notify import Notifier, sign, verify_signature, webhook_secret
 from ._runner import PlaybookRunner, PlaybookSource, event_view
@@ -22,14 +22,17 @@ __all__ = [
     "EventView",
     "FieldPath",
     "Firing",
+    "Hit",
+    "HitRow",
     "Notifier",
     "Playbook",
     "PlaybookError",
     "PlaybookRunner",
     "PlaybookSet",
     "PlaybookSource",
+    "Probe",
     "StreamKey",
-    "WindowState",
+    "evaluate",
     "event_view",
     "is_exempt",
     "load_playbooks",

@@ -1,68 +1,86 @@
 """Evaluating playbooks over newly stored events: windows, thresholds, firings.
 
-Playbooks that read the same events, grouped the same way, share one **stream**: for each
-group key (an IP, a user), the recent hits (the event's time, its seq, and the values that
-``distinct`` fields need), newest last, bounded in time by the longest window and in length
-by what the deepest playbook needs. A stream's state also records, per playbook, until when
-the key is quiet (one alert per key while its block lasts, or its cooldown).
+Playbooks that read the same events, filtered and grouped the same way (and counting the
+same ``distinct`` field, if any), share one **stream**: each event it reads is one **hit**
+(its time, its seq, its distinct value) under its group key (an IP, a user). Hits live in
+the database (the collector's :meth:`update_windows`), so that every process counts the same
+windows, or in memory (the backtest).
 
-The engine is pure: :meth:`Engine.plan` turns a batch of events into the keys it touches,
-and :meth:`Engine.apply` turns those keys' states into new states and :class:`Firing`
-values. The caller runs ``apply`` inside one transaction that holds the keys' rows (the
-storage's ``update_windows``), so that several collector processes counting the same key
-take turns and a threshold crossed by events split over two processes fires once, at the
-crossing event. The same engine runs over an in-memory store for the backtest.
+A batch goes through in three steps, all pure here:
 
-Exact where it matters: a count (``threshold`` events in the window) keeps exactly the
-``threshold`` most recent hits; distinct counts keep up to ``4 x threshold + 64`` of them.
+1. :meth:`Engine.plan`: the hits the new events make, and the rules they ask to check.
+2. :meth:`Engine.probes`: for each key and rule checked, how many hits (or distinct values)
+   since when could make it fire. The store answers with the hits of the keys that reach
+   that many, a necessary condition counted in SQL: most keys are far from any threshold and
+   cost no Python work.
+3. :meth:`Engine.decide`: for those keys, the exact rule (:func:`evaluate`) and the firings,
+   each playbook at most once per key while the key is quiet for it (its block lasts, or its
+   cooldown). The store writes the firings' alerts and blocks and the quiet times in the
+   same transaction, which holds the keys (two processes counting one key take turns, so a
+   threshold crossed by events split over two processes fires once, at the crossing event).
+
 Only events stored by this batch count, and an event whose own time is older than a window
 counts for nothing (an import of past events never blocks anyone).
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from dataclasses import dataclass
+from typing import Final, NamedTuple
 
-from ..._json import dumps_ascii
 from ._config import Playbook, PlaybookSet
 from ._fields import EventView, FieldPath
 
-__all__ = ["Engine", "Firing", "StreamKey", "WindowState"]
+__all__ = [
+    "Engine",
+    "Firing",
+    "Hit",
+    "HitRow",
+    "Probe",
+    "StreamKey",
+    "evaluate",
+    "is_exempt",
+]
 
-MAX_DEPTH: Final = 4096
 _US: Final = 1_000_000
 #: Exempt from every playbook: the collector's own machine and the proxies in front of apps.
 LOOPBACK: Final = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
-#: (stream id, group key): one row of window state.
+#: (stream id, group key).
 StreamKey = tuple[str, str]
+#: (playbook id, group key): what is quiet.
+QuietKey = tuple[str, str]
 
 
-#: A hit: [time in µs, seq, [distinct values...]] (lists: they are stored as JSON as they are).
-Hit = list[Any]
+class Hit(NamedTuple):
+    ts: int  # µs
+    seq: int
+    value: str | None  # the stream's distinct field, if it counts one
 
 
-@dataclass(slots=True)
-class WindowState:
-    """The window of one group key in one stream: hits, oldest first, and until when each
-    playbook is quiet for this key (µs)."""
+class HitRow(NamedTuple):
+    """A hit as stored: which stream and key it belongs to."""
 
-    hits: list[Hit] = field(default_factory=list)
-    quiet: dict[str, int] = field(default_factory=dict)
+    stream: str
+    key: str
+    ts: int
+    seq: int
+    value: str | None
 
-    def to_json(self) -> str:
-        return dumps_ascii({"h": self.hits, "q": self.quiet})
 
-    @classmethod
-    def from_json(cls, text: str | None) -> WindowState:
-        if not text:
-            return cls()
-        data = json.loads(text)
-        return cls(data.get("h", []), data.get("q", {}))
+class Probe(NamedTuple):
+    """Ask the store for the hits of ``key`` in ``stream`` since ``since`` when they number at
+    least ``need`` (distinct values, when ``distinct``)."""
+
+    stream: str
+    key: str
+    since: int
+    need: int
+    distinct: bool
 
 
 class Firing(NamedTuple):
@@ -85,37 +103,33 @@ class _Stream:
     events: frozenset[str]
     where: tuple[tuple[FieldPath, frozenset[str]], ...]
     group_by: FieldPath
-    fields: tuple[FieldPath, ...]  # the distinct fields its playbooks read
+    distinct: FieldPath | None
     window_us: int
-    depth: int
 
 
 class _Rule(NamedTuple):
     playbook: Playbook
     stream: _Stream
     triggers: frozenset[str]  # event names that make it check (its own, not ``after``'s)
-    field_index: int | None  # where its distinct value is in a hit
     window_us: int
+    need: int  # the threshold (``after``'s for a sequence)
 
 
 class Plan(NamedTuple):
-    """What a batch does: the hits to record per key, and the rules to check per key."""
+    """What a batch does: the hits to record, and the rules to check per key."""
 
-    hits: dict[StreamKey, list[Hit]]
+    hits: list[HitRow]
     checks: dict[StreamKey, list[_Rule]]
 
 
-def _depth(playbook: Playbook) -> int:
-    if playbook.after is not None:
-        return playbook.after.threshold
-    if playbook.distinct is not None:
-        return 4 * playbook.threshold + 64
-    return playbook.threshold
+def _us(p: Playbook) -> int:
+    return int(p.window.total_seconds() * _US)
 
 
 def _signature(events: Iterable[str], p: Playbook) -> str:
     where = sorted((str(f), sorted(v)) for f, v in p.where)
-    return json.dumps([sorted(events), where, str(p.group_by)], separators=(",", ":"))
+    distinct = None if p.distinct is None else str(p.distinct)
+    return json.dumps([sorted(events), where, str(p.group_by), distinct], separators=(",", ":"))
 
 
 class Engine:
@@ -130,22 +144,22 @@ class Engine:
         self._rules: list[_Rule] = []
         self._streams: dict[str, _Stream] = {}
         self._readers: dict[str, list[_Rule]] = {}  # the rules that read a stream
-        for n, (signature, members) in enumerate(sorted(groups.items())):
-            fields = tuple(dict.fromkeys(p.distinct for p, _ in members if p.distinct))
+        for signature, members in sorted(groups.items()):
             first = members[0][0]
             stream = _Stream(
-                id=f"s{n}:{signature}"[:255],
+                # Short (every stored hit holds it), stable while the playbook file says the
+                # same thing of this stream.
+                id="s" + hashlib.sha256(signature.encode()).hexdigest()[:15],
                 events=members[0][1],
                 where=first.where,
                 group_by=first.group_by,
-                fields=fields,
+                distinct=first.distinct,
                 window_us=max(_us(p) for p, _ in members),
-                depth=min(MAX_DEPTH, max(_depth(p) for p, _ in members)),
             )
             self._streams[stream.id] = stream
             for p, _ in members:
-                index = fields.index(p.distinct) if p.distinct else None
-                rule = _Rule(p, stream, frozenset(p.events), index, _us(p))
+                need = p.after.threshold if p.after else p.threshold
+                rule = _Rule(p, stream, frozenset(p.events), _us(p), need)
                 self._rules.append(rule)
                 self._readers.setdefault(stream.id, []).append(rule)
         # For each event name: the streams it feeds, each with the rules it triggers there
@@ -159,6 +173,7 @@ class Engine:
         for rule in self._rules:
             for name in rule.triggers - rule.stream.events:
                 self._triggers.setdefault(name, []).append(rule)
+        self.max_window_us = max((s.window_us for s in self._streams.values()), default=0)
 
     @property
     def empty(self) -> bool:
@@ -170,9 +185,9 @@ class Engine:
         now_us: int,
         skip: Callable[[StreamKey], bool] | None = None,
     ) -> Plan:
-        """The hits and checks of newly stored ``events`` (their order is kept); ``skip``
-        leaves out keys known to be quiet for every rule that reads them."""
-        hits: dict[StreamKey, list[Hit]] = {}
+        """The hits and checks of newly stored ``events``; ``skip`` leaves out keys known to
+        be quiet for every rule that reads them."""
+        hits: list[HitRow] = []
         checks: dict[StreamKey, list[_Rule]] = {}
         for event in events:
             name = event.name
@@ -188,11 +203,8 @@ class Engine:
                 key = stream.group_by.read(event)
                 if key is None or (skip is not None and skip((stream.id, key))):
                     continue
-                values = [f.read(event) for f in stream.fields]
-                found = hits.get((stream.id, key))
-                if found is None:
-                    found = hits[(stream.id, key)] = []
-                found.append([event.ts_us, event.seq, values])
+                value = None if stream.distinct is None else stream.distinct.read(event)
+                hits.append(HitRow(stream.id, key, event.ts_us, event.seq, value))
                 for rule in rules:
                     if event.ts_us >= now_us - rule.window_us:
                         checks.setdefault((stream.id, key), []).append(rule)
@@ -206,65 +218,67 @@ class Engine:
         return Plan(hits, checks)
 
     def keys(self, plan: Plan) -> list[StreamKey]:
-        """Every row the plan touches, in one order (rows are locked in it: no deadlock)."""
-        return sorted(plan.hits.keys() | plan.checks.keys())
+        """Every key the plan touches, in one order (they are locked in it: no deadlock)."""
+        return sorted({(h.stream, h.key) for h in plan.hits} | plan.checks.keys())
 
-    def apply(
+    def probes(self, plan: Plan, now_us: int, quiet: Mapping[QuietKey, int]) -> list[Probe]:
+        """What to ask the store for the rules the plan checks (not those quiet now)."""
+        out = set()
+        for (stream, key), rules in plan.checks.items():
+            for rule in rules:
+                if quiet.get((rule.playbook.id, key), 0) <= now_us:
+                    distinct = rule.playbook.distinct is not None
+                    out.add(Probe(stream, key, now_us - rule.window_us, rule.need, distinct))
+        return sorted(out)
+
+    def decide(
         self,
         plan: Plan,
-        states: Mapping[StreamKey, WindowState],
+        hits: Mapping[StreamKey, Sequence[Hit]],
+        quiet: Mapping[QuietKey, int],
         now_us: int,
         exempt: Callable[[Playbook, str], bool] | None = None,
-    ) -> tuple[dict[StreamKey, WindowState], list[Firing]]:
-        """New states for the plan's keys, and what fired (each playbook at most once per
-        key, and never while the key is quiet for it)."""
-        out: dict[StreamKey, WindowState] = {}
+    ) -> tuple[list[Firing], dict[QuietKey, int]]:
+        """What fires, given the hits of the keys whose probes found enough (the others
+        cannot fire), and until when each fired playbook is quiet for its key."""
         firings: list[Firing] = []
-        for key in self.keys(plan):
-            stream = self._streams.get(key[0])
-            if stream is None:
+        quieted: dict[QuietKey, int] = {}
+        for stream_key, rules in sorted(plan.checks.items()):
+            found = hits.get(stream_key)
+            if not found:
                 continue
-            state = states.get(key) or WindowState()
-            horizon = now_us - stream.window_us
-            new = plan.hits.get(key)
-            kept = [h for h in state.hits if h[0] >= horizon]
-            if new:
-                kept += new
-                kept.sort()
-            quiet = {pid: until for pid, until in state.quiet.items() if until > now_us}
-            state = WindowState(kept[-stream.depth :], quiet)
-            for rule in {r.playbook.id: r for r in plan.checks.get(key, ())}.values():
+            key = stream_key[1]
+            for rule in {r.playbook.id: r for r in rules}.values():
                 p = rule.playbook
-                if quiet.get(p.id, 0) > now_us:
+                if max(quiet.get((p.id, key), 0), quieted.get((p.id, key), 0)) > now_us:
                     continue
-                fired = _evaluate(rule, state.hits, now_us)
-                if fired is None or (exempt is not None and exempt(p, key[1])):
+                fired = evaluate(p, found, now_us)
+                if fired is None or (exempt is not None and exempt(p, key)):
                     continue
-                count, counted = fired
-                quiet[p.id] = now_us + int(p.quiet_for.total_seconds() * _US)
+                total, counted = fired
+                quieted[(p.id, key)] = now_us + int(p.quiet_for.total_seconds() * _US)
                 firings.append(
                     Firing(
                         p,
-                        key[1],
-                        count,
-                        counted[0][0],
-                        counted[-1][0],
-                        counted[0][1],
-                        counted[-1][1],
-                        tuple(h[1] for h in counted),
+                        key,
+                        total,
+                        counted[0].ts,
+                        counted[-1].ts,
+                        counted[0].seq,
+                        counted[-1].seq,
+                        tuple(h.seq for h in counted),
                     )
                 )
-            out[key] = state
-        return out, firings
+        return firings, quieted
 
-    def quiet_until(self, key: StreamKey, state: WindowState) -> int:
+    def quiet_until(self, key: StreamKey, quiet: Mapping[QuietKey, int]) -> int:
         """Until when (µs) ``key`` needs no hit recorded: every rule reading its stream is
         quiet until then and beyond its window (hits made before would be gone by then);
         0 when some rule is listening."""
         until = None
         for rule in self._readers.get(key[0], ()):
-            quiet = state.quiet.get(rule.playbook.id, 0) - rule.window_us
-            until = quiet if until is None else min(until, quiet)
+            rest = quiet.get((rule.playbook.id, key[1]), 0) - rule.window_us
+            until = rest if until is None else min(until, rest)
         return max(0, until or 0)
 
 
@@ -272,24 +286,18 @@ def _matches(where: tuple[tuple[FieldPath, frozenset[str]], ...], event: EventVi
     return all(path.read(event) in wanted for path, wanted in where)
 
 
-def _us(p: Playbook) -> int:
-    return int(p.window.total_seconds() * _US)
-
-
-def _evaluate(rule: _Rule, hits: list[Hit], now_us: int) -> tuple[int, list[Hit]] | None:
-    """(count, the hits counted) when the rule's playbook fires now, else None."""
-    p = rule.playbook
-    since = now_us - rule.window_us
-    recent = hits if hits and hits[0][0] >= since else [h for h in hits if h[0] >= since]
+def evaluate(p: Playbook, hits: Sequence[Hit], now_us: int) -> tuple[int, list[Hit]] | None:
+    """(count, the hits counted) when ``p`` fires now on these hits of one key, else None."""
+    since = now_us - _us(p)
+    recent = [h for h in hits if h.ts >= since]
     if p.after is not None:
         return (len(recent), recent) if len(recent) >= p.after.threshold else None
-    if rule.field_index is None:
+    if p.distinct is None:
         return (len(recent), recent) if len(recent) >= p.threshold else None
     by_value: dict[str, list[Hit]] = {}
     for hit in recent:
-        value = hit[2][rule.field_index]
-        if value is not None:
-            by_value.setdefault(value, []).append(hit)
+        if hit.value is not None:
+            by_value.setdefault(hit.value, []).append(hit)
     if p.max_per_value is not None:
         by_value = {v: hs for v, hs in by_value.items() if len(hs) <= p.max_per_value}
     if len(by_value) < p.threshold:
@@ -317,7 +325,5 @@ def is_exempt(playbook: Playbook, key: str) -> bool:
                 return False
         else:
             user = {playbook.group_by.key: key}
-        return any(
-            all(user.get(k) == v for k, v in exempt.items()) for exempt in playbook.exempt_users
-        )
+        return any(all(user.get(k) == v for k, v in e.items()) for e in playbook.exempt_users)
     return False

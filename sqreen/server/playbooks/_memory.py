@@ -1,29 +1,37 @@
-"""Window state in memory: the backtest's store (the collector's is the database)."""
+"""Hits and quiet times in memory: the backtest's store (the collector's is the database)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ._engine import Engine, Firing, StreamKey, WindowState
+from ._engine import Engine, Firing, Hit, StreamKey
 from ._fields import EventView
 
 __all__ = ["MemoryWindows"]
 
 
 class MemoryWindows:
-    """Runs an :class:`Engine` over batches of events, keeping the windows in a dict."""
+    """Runs an :class:`Engine` over batches of events, keeping hits in a dict."""
 
     def __init__(self, engine: Engine, exempt: Callable[..., bool] | None = None) -> None:
         self.engine = engine
         self.exempt = exempt
-        self.states: dict[StreamKey, WindowState] = {}
+        self.hits: dict[StreamKey, list[Hit]] = {}
+        self.quiet: dict[tuple[str, str], int] = {}
 
     def run(self, events: Sequence[EventView], now_us: int) -> list[Firing]:
-        plan = self.engine.plan(events, now_us)
-        keys = self.engine.keys(plan)
-        if not keys:
-            return []
-        current = {key: self.states[key] for key in keys if key in self.states}
-        states, firings = self.engine.apply(plan, current, now_us, self.exempt)
-        self.states.update(states)
+        engine = self.engine
+        plan = engine.plan(events, now_us)
+        for row in plan.hits:
+            found = self.hits.setdefault((row.stream, row.key), [])
+            found.append(Hit(row.ts, row.seq, row.value))
+        horizon = now_us - engine.max_window_us
+        for key in plan.checks:
+            kept = self.hits.get(key)
+            if kept and kept[0].ts < horizon:
+                self.hits[key] = [h for h in kept if h.ts >= horizon]
+        wanted = {(p.stream, p.key) for p in engine.probes(plan, now_us, self.quiet)}
+        fetched = {key: sorted(self.hits.get(key, ())) for key in wanted}
+        firings, quieted = engine.decide(plan, fetched, self.quiet, now_us, self.exempt)
+        self.quiet.update(quieted)
         return firings

@@ -16,26 +16,32 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
+from ..._wire import WireEvent
 from ..blocks import InvalidBlock, ip_block, user_block
 from ..storage import (
     Alert,
     BlockSpec,
     ControlStore,
+    InsertResult,
     NewAlert,
     StoredEvent,
     WindowWrite,
 )
 from ..storage.model import from_us, to_us
 from ._config import Playbook, PlaybookError, PlaybookSet, load_playbooks
-from ._engine import Engine, Firing, StreamKey, WindowState, is_exempt
+from ._engine import Engine, Firing, Hit, StreamKey, is_exempt
 from ._fields import EventView, user_key
 from ._notify import Notifier
 
-__all__ = ["PlaybookRunner", "PlaybookSource", "event_view"]
+if TYPE_CHECKING:
+    from ..pipeline import Batch
+
+__all__ = ["PlaybookRunner", "PlaybookSource", "event_view", "wire_view"]
 
 logger = logging.getLogger("sqreen.server")
 
@@ -115,6 +121,31 @@ def event_view(event: StoredEvent) -> EventView:
     )
 
 
+def wire_view(
+    seq: int,
+    event: WireEvent,
+    enrichment: Mapping[str, Any] | None,
+    received_us: int,
+    app: str | None,
+) -> EventView:
+    """:func:`event_view` of an event as parsed from the wire (what the pipeline holds)."""
+    request = event["request"]
+    user = event["user"]
+    ip = request.get("ip") if request else None
+    return EventView(
+        seq=seq,
+        name=event["name"],
+        ts_us=min(to_us(datetime.fromisoformat(event["timestamp"])), received_us),
+        ip=None if ip is None or len(ip) > 64 else ip,
+        user=user,
+        properties=event["properties"],
+        request=request,
+        app=app,
+        ip_info=enrichment.get("ip_info") if enrichment else None,
+        user_key=user_key(user) if user else None,
+    )
+
+
 class PlaybookRunner:
     """The after-store hook that evaluates the playbooks of ``source``."""
 
@@ -136,6 +167,18 @@ class PlaybookRunner:
         self._engine: Engine | None = None
 
     def __call__(self, events: Sequence[StoredEvent]) -> None:
+        self._run(lambda: [event_view(e) for e in events])
+
+    def stored_batch(self, batch: Batch, result: InsertResult) -> None:
+        """The pipeline's cheaper call: the wire events of the batch, and their seqs."""
+        received = to_us(result.received_at)
+        extras: list[dict[str, Any]] = batch.enrichment or [{} for _ in batch.events]
+        pairs = list(zip(batch.events, extras, strict=True))
+        self._run(
+            lambda: [wire_view(seq, e, x, received, batch.app) for seq, (e, x) in result.new(pairs)]
+        )
+
+    def _run(self, views: Callable[[], list[EventView]]) -> None:
         engine = self.source.current()
         if engine is not self._engine:
             self._engine, self._quiet = engine, {}
@@ -143,24 +186,29 @@ class PlaybookRunner:
             return
         now_us = to_us(self.store.now())
         quiet = self._quiet
-        plan = engine.plan(
-            [event_view(e) for e in events], now_us, lambda key: quiet.get(key, 0) > now_us
-        )
+        plan = engine.plan(views(), now_us, lambda key: quiet.get(key, 0) > now_us)
         keys = engine.keys(plan)
         if not keys:
             return
 
-        def decide(raw: dict[StreamKey, str]) -> WindowWrite:
-            states = {key: WindowState.from_json(text) for key, text in raw.items()}
-            new, firings = engine.apply(plan, states, now_us, is_exempt)
-            alerts = [alert for f in firings if (alert := new_alert(f)) is not None]
-            for key, state in new.items():
-                until = engine.quiet_until(key, state)
+        def probes(quiet_now: dict[tuple[str, str], int]) -> list[Any]:
+            return engine.probes(plan, now_us, quiet_now)
+
+        def decide(
+            found: dict[StreamKey, list[tuple[int, int, str | None]]],
+            quiet_now: dict[tuple[str, str], int],
+        ) -> WindowWrite:
+            hits = {key: [Hit._make(h) for h in rows] for key, rows in found.items()}
+            firings, quieted = engine.decide(plan, hits, quiet_now, now_us, is_exempt)
+            merged = {**quiet_now, **quieted}
+            for key in keys:  # what no hit of can matter for a while: skipped from now on
+                until = engine.quiet_until(key, merged)
                 if until > now_us:
                     quiet[key] = until
-            return WindowWrite({key: s.to_json() for key, s in new.items()}, alerts)
+            alerts = [alert for f in firings if (alert := new_alert(f)) is not None]
+            return WindowWrite(quieted, alerts)
 
-        stored = self.store.update_windows(keys, decide)
+        stored = self.store.update_windows(keys, plan.hits, probes, decide)
         if len(quiet) > MAX_QUIET:
             self._quiet = {k: u for k, u in quiet.items() if u > now_us}
         if not stored:

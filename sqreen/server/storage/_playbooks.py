@@ -1,12 +1,12 @@
-"""The playbooks' share of storage: windows under row locks, alerts, and their blocks.
+"""The playbooks' share of storage: hits counted in windows, quiet times, alerts, blocks.
 
 :meth:`PlaybookQueries.update_windows` is the one place where playbooks write. In one
-transaction it locks the window rows of the keys a batch touched (SQLite: the transaction is
-the only writer; PostgreSQL: the rows are created if missing, then locked in key order, so
-two processes take turns on a key and never deadlock), hands their states to the engine, and
-writes back what it decided: the new states, the alerts, and the blocks. A block asked for a
-network or a user that an active block already covers extends that one rather than adding a
-second.
+transaction it holds the keys a batch touched (SQLite: the transaction is the only writer;
+PostgreSQL: advisory locks taken in key order, so two processes take turns on a key and
+never deadlock), stores the batch's hits, counts in SQL which keys have enough of them to
+fire (most have not: they cost no Python work), hands the hits of the others to the engine,
+and writes back what it decided: quiet times, alerts and blocks. A block asked for a network
+or a user that an active block already covers extends that one rather than adding a second.
 """
 
 from __future__ import annotations
@@ -26,12 +26,23 @@ __all__ = ["ALERT_COLUMNS", "WINDOW_CHUNK", "AlertRow", "PlaybookQueries", "by_s
 
 #: Keys a statement, when reading or writing windows (parameters stay under both limits).
 WINDOW_CHUNK: Final = 400
+#: Hits a statement (five parameters each).
+HIT_CHUNK: Final = 2000
+#: The most recent hits a key's rules are evaluated on (a key with more, in a window, has
+#: long fired whatever counts them, unless a rule keeps almost firing: then it is an
+#: approximation on its latest hits).
+FETCH_MAX: Final = 4096
 ALERT_COLUMNS: Final = (
     "id, playbook, group_by, group_key, total, first_at, last_at, first_seq, last_seq, "
     "seqs_json, mode, action, block_id, summary, created_at"
 )
 
 WindowKey = tuple[str, str]
+QuietKey = tuple[str, str]  # (playbook id, group key)
+#: A hit as stored: (stream, key, time µs, seq, distinct value).
+HitValues = tuple[str, str, int, int, str | None]
+#: A probe: (stream, key, since µs, how many, distinct values?).
+ProbeValues = tuple[str, str, int, int, bool]
 
 
 class AlertRow(NamedTuple):
@@ -103,42 +114,93 @@ class PlaybookQueries:
         raise NotImplementedError
 
     def _lock_windows(self, cur: Cursor, keys: Sequence[WindowKey]) -> None:
-        """Hold the rows of ``keys`` for the transaction (a dialect's business: nothing to do
-        where the transaction is the only writer, as in SQLite)."""
+        """Hold ``keys`` for the transaction (a dialect's business: nothing to do where the
+        transaction is the only writer, as in SQLite)."""
 
     def update_windows(
         self,
         keys: Sequence[WindowKey],
-        apply: Callable[[dict[WindowKey, str]], WindowWrite],
+        hits: Sequence[HitValues],
+        probes: Callable[[dict[QuietKey, int]], Sequence[ProbeValues]],
+        decide: Callable[
+            [dict[WindowKey, list[tuple[int, int, str | None]]], dict[QuietKey, int]], WindowWrite
+        ],
     ) -> list[Alert]:
-        """Run ``apply`` on the current states of ``keys`` (JSON text; absent when new) with
-        their rows held, and store what it returns, in one transaction."""
-        keys = sorted(set(keys))
+        """In one transaction, with ``keys`` held: store ``hits``; read until when each
+        playbook is quiet for these keys; ask ``probes`` what could fire; count, in SQL, which
+        keys have enough hits for it; give the hits of those keys to ``decide`` (oldest first,
+        at most FETCH_MAX a key); and store what it returns (quiet times, alerts, blocks)."""
         if not keys:
             return []
         with self._write() as cur:
             self._lock_windows(cur, keys)
-            states: dict[WindowKey, str] = {}
-            for stream, chunk in by_stream(keys):
-                rows = cur.execute(
-                    "SELECT key, state FROM playbook_windows WHERE stream = ? AND key IN "
-                    f"({', '.join('?' * len(chunk))})",
-                    [stream, *chunk],
-                ).fetchall()
-                states.update(((stream, key), state) for key, state in rows)
-            write = apply(states)
-            now = to_us(self.now())
-            items = sorted(write.states.items())
-            for i in range(0, len(items), WINDOW_CHUNK):
-                rows = items[i : i + WINDOW_CHUNK]
+            for i in range(0, len(hits), HIT_CHUNK):
+                chunk = hits[i : i + HIT_CHUNK]
                 cur.execute(
-                    "INSERT INTO playbook_windows (stream, key, state, updated_at) VALUES "
-                    + ", ".join(["(?, ?, ?, ?)"] * len(rows))
-                    + " ON CONFLICT (stream, key) DO UPDATE SET state = excluded.state, "
-                    "updated_at = excluded.updated_at",
-                    [v for (stream, key), state in rows for v in (stream, key, state, now)],
+                    "INSERT INTO playbook_hits (stream, key, ts, seq, value) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+                    + " ON CONFLICT (stream, key, ts, seq) DO NOTHING",
+                    [v for row in chunk for v in row],
+                )
+            now = to_us(self.now())
+            quiet: dict[QuietKey, int] = {}
+            group_keys = sorted({key for _, key in keys})
+            for i in range(0, len(group_keys), WINDOW_CHUNK):
+                names = group_keys[i : i + WINDOW_CHUNK]
+                rows = cur.execute(
+                    "SELECT playbook, key, until_at FROM playbook_quiet WHERE until_at > ? "
+                    f"AND key IN ({', '.join('?' * len(names))})",
+                    [now, *names],
+                ).fetchall()
+                quiet.update(((p, k), until) for p, k, until in rows)
+            fetched = self._fetch(cur, self._candidates(cur, probes(quiet)))
+            write = decide(fetched, quiet)
+            items = sorted(write.quiet.items())
+            for i in range(0, len(items), WINDOW_CHUNK):
+                part = items[i : i + WINDOW_CHUNK]
+                cur.execute(
+                    "INSERT INTO playbook_quiet (playbook, key, until_at) VALUES "
+                    + ", ".join(["(?, ?, ?)"] * len(part))
+                    + " ON CONFLICT (playbook, key) DO UPDATE SET until_at = excluded.until_at",
+                    [v for (playbook, key), until in part for v in (playbook, key, until)],
                 )
             return [self._store_alert(cur, alert, now) for alert in write.alerts]
+
+    @staticmethod
+    def _candidates(cur: Cursor, probes: Sequence[ProbeValues]) -> dict[WindowKey, int]:
+        """The keys whose hits reach a probe's count: (stream, key) -> the earliest time
+        needed."""
+        groups: dict[tuple[str, int, int, bool], list[str]] = {}
+        for stream, key, since, need, distinct in probes:
+            groups.setdefault((stream, since, need, distinct), []).append(key)
+        found: dict[WindowKey, int] = {}
+        for (stream, since, need, distinct), group in sorted(groups.items()):
+            counted = "count(DISTINCT value)" if distinct else "count(*)"
+            for i in range(0, len(group), WINDOW_CHUNK):
+                chunk = group[i : i + WINDOW_CHUNK]
+                rows = cur.execute(
+                    "SELECT key FROM playbook_hits WHERE stream = ? AND ts >= ? "
+                    f"AND key IN ({', '.join('?' * len(chunk))}) "
+                    f"GROUP BY key HAVING {counted} >= ?",
+                    [stream, since, *chunk, need],
+                ).fetchall()
+                for (key,) in rows:
+                    found[(stream, key)] = min(since, found.get((stream, key), since))
+        return found
+
+    @staticmethod
+    def _fetch(
+        cur: Cursor, wanted: dict[WindowKey, int]
+    ) -> dict[WindowKey, list[tuple[int, int, str | None]]]:
+        out: dict[WindowKey, list[tuple[int, int, str | None]]] = {}
+        for (stream, key), since in sorted(wanted.items()):
+            rows = cur.execute(
+                "SELECT ts, seq, value FROM playbook_hits WHERE stream = ? AND key = ? "
+                "AND ts >= ? ORDER BY ts DESC, seq DESC LIMIT ?",
+                [stream, key, since, FETCH_MAX],
+            ).fetchall()
+            out[(stream, key)] = [(ts, seq, value) for ts, seq, value in reversed(rows)]
+        return out
 
     def _store_alert(self, cur: Cursor, alert: NewAlert, now: int) -> Alert:
         block_id = None if alert.block is None else self._block_for(cur, alert.block, now)
@@ -235,7 +297,11 @@ class PlaybookQueries:
         return {p: (int(n), None if last is None else from_us(last)) for p, n, last in rows}
 
     def purge_windows(self, older_than: datetime) -> int:
-        """Forget windows untouched since ``older_than`` (longer ago than any window)."""
+        """Forget hits older than ``older_than`` (longer ago than any window) and quiet times
+        that ended."""
+        cutoff = to_us(older_than)
         with self._write() as cur:
-            cur.execute("DELETE FROM playbook_windows WHERE updated_at < ?", (to_us(older_than),))
-            return cur.rowcount
+            cur.execute("DELETE FROM playbook_hits WHERE ts < ?", (cutoff,))
+            purged = cur.rowcount
+            cur.execute("DELETE FROM playbook_quiet WHERE until_at < ?", (to_us(self.now()),))
+        return purged

@@ -113,18 +113,25 @@ _MIGRATIONS: Final = (
     ),
     # 4: what the ingest pipeline's enrichers add to an event (JSON; NULL without).
     ("ALTER TABLE events ADD COLUMN enrichment_json TEXT",),
-    # 5: playbooks. The window of each group key of each stream (recent hits and until when
-    # each playbook is quiet for it, JSON), read and written under a row lock; the alerts
-    # they raise, each linked to the block it created, if any.
+    # 5: playbooks. Each event a playbook reads is a hit of its stream under its group key
+    # (counted by key and time: the windows); until when a playbook is quiet for a key (one
+    # alert while its block lasts); the alerts, each linked to the block it made, if any.
     (
-        """CREATE TABLE playbook_windows (
+        """CREATE TABLE playbook_hits (
             stream TEXT NOT NULL,
             key TEXT NOT NULL,
-            state TEXT NOT NULL,
-            updated_at {int} NOT NULL,
-            PRIMARY KEY (stream, key)
+            ts {int} NOT NULL,
+            seq {int} NOT NULL,
+            value TEXT,
+            PRIMARY KEY (stream, key, ts, seq)
         ){side}""",
-        "CREATE INDEX playbook_windows_updated ON playbook_windows (updated_at)",
+        "CREATE INDEX playbook_hits_ts ON playbook_hits (ts)",
+        """CREATE TABLE playbook_quiet (
+            playbook TEXT NOT NULL,
+            key TEXT NOT NULL,
+            until_at {int} NOT NULL,
+            PRIMARY KEY (playbook, key)
+        ){side}""",
         """CREATE TABLE alerts (
             id {id},
             playbook TEXT NOT NULL,

@@ -224,13 +224,20 @@ class ControlStore(Clocked, Protocol):
     def update_windows(
         self,
         keys: Sequence[tuple[str, str]],
-        apply: Callable[[dict[tuple[str, str], str]], WindowWrite],
+        hits: Sequence[tuple[str, str, int, int, str | None]],
+        probes: Callable[[dict[tuple[str, str], int]], Sequence[tuple[str, str, int, int, bool]]],
+        decide: Callable[
+            [dict[tuple[str, str], list[tuple[int, int, str | None]]], dict[tuple[str, str], int]],
+            WindowWrite,
+        ],
     ) -> list[Alert]:
-        """In one transaction: hold the window rows of ``keys`` (so that processes counting
-        the same key take turns), give their states (JSON text; absent when new) to
-        ``apply``, and store what it returns: the new states, the alerts, and each alert's
-        block (created, or an active block on the same network or user extended), bumping
-        the action version. Return the alerts stored."""
+        """In one transaction, with ``keys`` ((stream, key), sorted) held so that processes
+        counting the same key take turns: store ``hits`` ((stream, key, time µs, seq, value));
+        read until when each (playbook, key) is quiet; ask ``probes`` which counts could fire
+        ((stream, key, since µs, how many, distinct?)); give ``decide`` the hits of the keys
+        that reach them; store its quiet times, alerts and each alert's block (created, or an
+        active block on the same network or user extended, bumping the action version).
+        Return the alerts stored."""
         ...
 
     def list_alerts(

@@ -315,8 +315,8 @@ class Alert:
 
 @dataclass(frozen=True, slots=True)
 class WindowWrite:
-    """What playbooks decided under the windows' row locks: the new states (JSON text, by
-    (stream, key)) and the alerts to store in the same transaction."""
+    """What playbooks decided while their keys were held: until when each (playbook, key)
+    is now quiet (µs), and the alerts to store in the same transaction."""
 
-    states: Mapping[tuple[str, str], str]
+    quiet: Mapping[tuple[str, str], int]
     alerts: Sequence[NewAlert] = ()

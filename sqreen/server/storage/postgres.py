@@ -16,11 +16,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
-from ._playbooks import by_stream
 from ._rows import EventRecord
 from ._schema import migrations
 from ._sql import Cursor, SqlStorage
-from .model import Clock, to_us, utc_now
+from .model import Clock, utc_now
 
 if TYPE_CHECKING:
     import psycopg
@@ -115,21 +114,13 @@ class PostgresStorage(SqlStorage):
             return conn.execute(_q(sql), params).fetchall()
 
     def _lock_windows(self, cur: Cursor, keys: Sequence[tuple[str, str]]) -> None:
-        # Rows created if missing (a concurrent insert of the same key waits for this one),
-        # then locked; always in key order, so that two processes cannot deadlock.
-        now = to_us(self.now())
-        for stream, chunk in by_stream(keys):
-            cur.execute(
-                "INSERT INTO playbook_windows (stream, key, state, updated_at) VALUES "
-                + ", ".join(["(?, ?, '', ?)"] * len(chunk))
-                + " ON CONFLICT (stream, key) DO NOTHING",
-                [v for key in chunk for v in (stream, key, now)],
-            )
-            cur.execute(
-                "SELECT 1 FROM playbook_windows WHERE stream = ? AND key IN "
-                f"({', '.join('?' * len(chunk))}) ORDER BY key FOR UPDATE",
-                [stream, *chunk],
-            )
+        # One transaction-scoped advisory lock a key (a 64-bit hash of stream and key), taken
+        # in key order: two processes counting one key take turns, and cannot deadlock.
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
+            "FROM unnest(?::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
+            [[f"{stream}\x1f{key}" for stream, key in keys]],
+        )
 
     def _lock_schema(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
