@@ -248,7 +248,8 @@ def create_app(
         # own login, session cookie and CSRF checks; the /v1 API keeps its bearer tokens.
         from .explorer import explorer_routes
 
-        routes = [*routes, *explorer_routes(storage, workers=workers, blocks=blocks)]
+        pages = explorer_routes(storage, workers=workers, blocks=blocks, playbooks=source)
+        routes = [*routes, *pages]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

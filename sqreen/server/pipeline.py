@@ -10,6 +10,10 @@ it on a worker thread, one body at a time per process (see ``app._one_at_a_time`
    call: enrichers delay the reply and the next body of this process.
 3. **store**: one transaction, committed before anything else happens
    (:meth:`~.storage.EventStore.insert_events`), which says which events were new.
+   ``sq.identify`` records (``identify(user, traits=...)``) are **not stored as events**:
+   parse sets them apart and their traits go to the user's row
+   (:meth:`~.storage.ControlStore.record_traits`, a second transaction, idempotent), never to
+   enrichers or hooks; the reply counts them as accepted.
 4. **after-store hooks**: each :class:`AfterStoreHook` is told about exactly the events this
    body newly stored, with their seq, after the commit and outside the write lock (never the
    duplicates of a retried batch). A playbook hook may create a block: the reply, built
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .._event import InvalidEvent
-from .._wire import WireEvent, parse_envelope, parse_event
+from .._wire import IDENTIFY, WireEvent, parse_envelope, parse_event
 from .errors import ApiError
 from .ingest import known_version, parse_json, text
 from .storage import InsertResult, Storage, StoredEvent, new_events
@@ -51,6 +55,8 @@ class Batch:
     events: list[WireEvent]
     enrichment: list[dict[str, Any]]
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    #: The ``sq.identify`` records (a user's traits), kept out of ``events``.
+    identities: list[WireEvent] = field(default_factory=list)
     #: The action set version the sending SDK holds (its reply says "unchanged" if current).
     known: int | None = None
 
@@ -102,7 +108,7 @@ class IngestPipeline:
         result = self.store(batch)
         self.after_store(batch, result)
         return {
-            "accepted": result.stored,
+            "accepted": result.stored + len(batch.identities),
             "duplicates": result.duplicates,
             "rejected": batch.rejected,
             "actions": self.actions(batch.known),
@@ -120,12 +126,14 @@ class IngestPipeline:
         batch.known = known_version(obj)
         for index, raw in enumerate(raw_events):
             try:
-                batch.events.append(parse_event(raw))
+                event = parse_event(raw)
             except InvalidEvent as exc:
                 batch.rejected.append({"index": index, "error": str(exc)})
             except Exception:  # a validation bug must not make the SDK retry this batch forever
                 logger.exception("sqreen: unexpected error validating event %d", index)
                 batch.rejected.append({"index": index, "error": "event: could not be validated"})
+            else:
+                (batch.identities if event["name"] == IDENTIFY else batch.events).append(event)
         return batch
 
     def enrich(self, batch: Batch) -> None:
@@ -139,6 +147,12 @@ class IngestPipeline:
                 logger.exception("sqreen: enricher %r failed; events stored without it", enricher)
 
     def store(self, batch: Batch) -> InsertResult:
+        result = self._insert(batch)
+        if batch.identities:
+            self.storage.record_traits(batch.identities)
+        return result
+
+    def _insert(self, batch: Batch) -> InsertResult:
         try:
             return self.storage.insert_events(
                 batch.events, app=batch.app, host=batch.host, enrichment=batch.enrichment or None

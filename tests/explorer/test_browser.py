@@ -3,6 +3,8 @@
 ``sqreen serve`` and the project's FastAPI example (``examples/fastapi_app.py``, "the shop"
 below) run as subprocesses on 127.0.0.1; the example's SDK sends to the collector with a key
 from ``sqreen keys create``, and the admin password is set with ``sqreen admin-password``.
+The collector runs one playbook (:data:`PLAYBOOK`, in monitor mode: it raises an alert on the
+password-guessing attack and blocks nobody, so the blocks below are the page's own).
 Playwright drives Debian's ``chromium``. Screenshots of the main views land in
 ``test-artifacts/explorer/``.
 """
@@ -35,6 +37,18 @@ PASSWORD = "browser-test-password"
 XSS = "<script>alert(1)</script>"
 USERS = {"alice": "correct horse", "bob": "hunter2hunter2"}
 ATTACKER = "198.51.100.66"
+PLAYBOOK = f"""\
+[[playbook]]
+id = "brute-force-ip"
+description = "One IP failing logins quickly {XSS}"
+events = ["auth.login.failure"]
+group_by = "ip"
+threshold = 5
+window = "5m"
+action = "block_ip"
+duration = "1h"
+mode = "monitor"
+"""
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -99,13 +113,16 @@ def clean_env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
     """(collector URL, shop URL, database) on real servers."""
-    db = str(tmp_path_factory.mktemp("explorer-browser") / "sqreen.db")
+    folder = tmp_path_factory.mktemp("explorer-browser")
+    db = str(folder / "sqreen.db")
+    (folder / "playbooks.toml").write_text(PLAYBOOK)
     token = cli("keys", "create", "--name", "shop", "--db", db).strip()
     cli("admin-password", "--password-stdin", "--db", db, stdin=PASSWORD + "\n")
     collector_port, shop_port = free_port(), free_port()
     collector_url = f"http://127.0.0.1:{collector_port}"
     shop_url = f"http://127.0.0.1:{shop_port}"
     serve = [*SQREEN, "serve", "--db", db, "--port", str(collector_port), "--no-access-log"]
+    serve += ["--playbooks", str(folder / "playbooks.toml")]
     shop_env = clean_env(
         SQREEN_ENDPOINT=collector_url,
         SQREEN_TOKEN=token,
@@ -306,8 +323,17 @@ def test_walkthrough(servers: tuple[str, str, str], traffic: None, page: Any) ->
     assert "1 SDK process reported: 1 sending heartbeats" in page.locator(".summary").inner_text()
     shot(page, "agents")
 
+    # The block says who made it, and how often it refused alice: the SDK's heartbeats
+    # count every refusal, its sampled security.blocked events stand for them.
+    def hits() -> list[str]:
+        page.goto(collector + "/explorer/blocks")
+        return page.locator("#block-1 td.num").all_inner_texts()
+
+    eventually(lambda: "0" not in hits(), what="the block's refusals on the blocks page")
+    assert "by explorer" in page.locator("#block-1").inner_text()
+    shot(page, "blocks-hits")
+
     # Unblock, then log out: every page leads back to the login.
-    page.goto(collector + "/explorer/blocks")
     page.click("button:has-text('Unblock')")
     assert "Block #1 lifted." in page.locator(".flash").inner_text()
     page.click("button:has-text('Log out')")
@@ -333,9 +359,46 @@ def test_works_without_javascript(
             "auth.login.success",
             "data.export.requested",
             "auth.signup",
+            "security.blocked",  # her refused login, when the walkthrough ran first
         }
         assert page.locator("#live").inner_text() == ""  # no live update without JS
         page.click(".groupby a:has-text('name')")
         assert page.locator(".groups tbody tr").count() >= 2
     finally:
         context.close()
+
+
+def test_alerts_and_playbooks(servers: tuple[str, str, str], traffic: None, page: Any) -> None:
+    collector, _, _ = servers
+    log_in(page, collector)
+
+    # The attack raised an alert (monitor mode: no block); it leads to its events.
+    page.click("nav >> text=Alerts")
+    page.wait_for_url(re.compile(r".*/explorer/alerts$"))
+    row = page.locator("table.alerts tbody tr").first
+    cells = [t.strip() for t in row.locator("td").all_inner_texts()]
+    assert cells[1] == "brute-force-ip" and cells[2] == f"ip {ATTACKER}"
+    assert cells[3] == "5" and cells[5].startswith("monitor") and cells[6] == "none"
+    shot(page, "alerts")
+    row.locator("td.time a").click()
+    page.wait_for_url(re.compile(r".*/explorer/alerts/\d+$"))
+    events = page.locator("#alert-events tbody tr")
+    assert events.count() == 5
+    assert set(events.locator("td:nth-child(2)").all_inner_texts()) == {"auth.login.failure"}
+    shot(page, "alert")
+    page.click(f"a:has-text('{ATTACKER}')")
+    page.wait_for_url(re.compile(r".*/explorer/events\?ip=198\.51\.100\.66$"))
+    assert row_names(page).count("auth.login.failure") == 5
+    page.go_back()
+    events.first.locator("a").click()
+    page.wait_for_url(re.compile(r".*/explorer/events/[^?]+$"))
+    assert page.locator("h1").inner_text() == "auth.login.failure"
+
+    # The playbook in force, its description as text (no dialog), its alert counted.
+    page.click("nav >> text=Playbooks")
+    section = page.locator("#playbook-brute-force-ip")
+    assert XSS in section.inner_text() and "5 events within 5 min" in section.inner_text()
+    shot(page, "playbooks")
+    section.locator("a:has-text('1 alert')").click()
+    page.wait_for_url(re.compile(r".*/explorer/alerts\?playbook=brute-force-ip$"))
+    assert page.locator("table.alerts tbody tr").count() == 1

@@ -1,4 +1,5 @@
-"""The query plans behind the events page use indexes, on both back ends.
+"""The query plans behind the events page (and the reads of the alerts, playbooks and blocks
+pages and of a user's traits) use indexes, on both back ends.
 
 Each single filter's page (list, histogram sample, group counts) is loaded on a small
 database while every statement is recorded, then each statement is explained: no full scan of
@@ -20,7 +21,7 @@ import pytest
 
 from sqreen.server.explorer._events import load
 from sqreen.server.explorer._query import parse_query
-from sqreen.server.storage import Storage, open_storage
+from sqreen.server.storage import EventFilter, Storage, open_storage
 
 from .conftest import wire_event
 
@@ -62,22 +63,32 @@ def filled(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
     storage.close()
 
 
-def statements(storage: Storage, args: list[tuple[str, str]]) -> list[tuple[str, list[Any]]]:
-    """The SQL the events page runs for ``args``."""
+def recorded(storage: Storage, read: Any) -> list[tuple[str, list[Any]]]:
+    """The SQL ``read(storage)`` runs."""
     seen: list[tuple[str, list[Any]]] = []
-    read = storage._read  # type: ignore[attr-defined]
+    original = storage._read  # type: ignore[attr-defined]
 
     def recording(sql: str, params: Any = ()) -> Any:
         seen.append((sql, list(params)))
-        return read(sql, params)
+        return original(sql, params)
 
     storage._read = recording  # type: ignore[attr-defined]
     try:
-        query, errors = parse_query(args, NOW)
-        assert not errors
-        load(storage, query, "/explorer/events", NOW)
+        read(storage)
     finally:
         del storage._read  # type: ignore[attr-defined]
+    return seen
+
+
+def statements(storage: Storage, args: list[tuple[str, str]]) -> list[tuple[str, list[Any]]]:
+    """The SQL the events page runs for ``args``."""
+
+    def page(s: Storage) -> None:
+        query, errors = parse_query(args, NOW)
+        assert not errors
+        load(s, query, "/explorer/events", NOW)
+
+    seen = recorded(storage, page)
     return [(sql, p) for sql, p in seen if "ORDER BY ts LIMIT 1" not in sql]  # cost probes
 
 
@@ -126,3 +137,34 @@ def test_each_filter_reads_through_an_index(filled: Storage, label: str) -> None
         # SQLite: "SEARCH g USING PRIMARY KEY (seq=? AND key=?)"; PostgreSQL: "<table>_pkey".
         by_key = re.compile(rf"{lookup}_pkey|SEARCH g USING PRIMARY KEY \(seq=\? AND key=\?\)")
         assert any(by_key.search(text) for text in plans), "\n\n".join(plans)
+
+
+#: The reads of the alerts, playbooks and blocks pages and of a user's traits; the index
+#: each must use.
+READS: dict[str, tuple[Any, str]] = {
+    "an alert's events": (lambda s: s.events_by_seq([3, 5, 8]), r"events_pkey|PRIMARY KEY"),
+    "a playbook's alerts": (
+        lambda s: s.list_alerts(playbook="brute-force-ip", before_id=10),
+        "alerts_playbook",
+    ),
+    "an alert's block": (lambda s: s.blocks_by_id([1, 2]), r"blocks_pkey|PRIMARY KEY"),
+    "a user's traits": (lambda s: s.get_user({"uid": "3"}), r"users_pkey|sqlite_autoindex_users"),
+    "blocks' refusal events": (
+        lambda s: s.count_by(
+            "properties.block_id", EventFilter(name="security.blocked"), 10_000, newest=10_000
+        ),
+        "events_name",
+    ),
+}
+
+
+@pytest.mark.parametrize("label", list(READS))
+def test_the_alert_and_user_reads_use_their_indexes(filled: Storage, label: str) -> None:
+    read, index = READS[label]
+    found = recorded(filled, read)
+    assert found
+    for sql, params in found:
+        lines = plan(filled, sql, params)
+        text = "\n".join(lines)
+        assert not full_scans(lines), f"{label}: full scan in\n{sql}\n{text}"
+        assert re.search(index, text), f"{label}: {index} unused in\n{sql}\n{text}"

@@ -3,8 +3,11 @@
 Mounted by :func:`sqreen.server.app.create_app` at ``/explorer``::
 
     /explorer/events          newest first, filters in the URL, histogram, group counts
-    /explorer/events/{id}     one event: request, user, properties, target, raw JSON
-    /explorer/blocks          active blocks; block a user or an IP; unblock
+    /explorer/events/{id}     one event: request, user and their traits, properties, raw JSON
+    /explorer/alerts          what playbooks raised, newest first (?playbook=, ?before=)
+    /explorer/alerts/{id}     one alert and the events behind it
+    /explorer/playbooks       the playbooks in force, with their alert counts
+    /explorer/blocks          blocks, who made them and their hits; block a user or an IP
     /explorer/agents          SDK processes: heartbeats, queue depth, drops
     /explorer/api/events      the same filters as JSON (``after=<seq>`` for live updates)
     /explorer/login, /explorer/logout, /explorer/static/...
@@ -35,8 +38,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from ..blocks import BlockService
+from ..playbooks import PlaybookSource
 from ..storage import Storage
 from ._admin import agents_page, block_create, block_lift, blocks_page, login, login_page, logout
+from ._alerts import alert_page, alerts_page, playbooks_page
 from ._events import event_api, event_page, events_page
 from ._forms import CsrfError, FormTooLarge, LoginThrottle
 from ._guard import RequireLogin, SecurityHeaders, Sessions, route_path
@@ -72,6 +77,9 @@ ROUTES: Final[list[BaseRoute]] = [
     Route("/logout", logout, methods=["POST"]),
     Route("/events", events_page, methods=["GET"]),
     Route("/events/{event_id:path}", event_page, methods=["GET"]),
+    Route("/alerts", alerts_page, methods=["GET"]),
+    Route("/alerts/{alert_id}", alert_page, methods=["GET"]),
+    Route("/playbooks", playbooks_page, methods=["GET"]),
     Route("/blocks", blocks_page, methods=["GET"]),
     Route("/blocks", block_create, methods=["POST"]),
     Route("/blocks/{block_id}/unblock", block_lift, methods=["POST"]),
@@ -116,6 +124,7 @@ def create_explorer(
     stale_after: float = STALE_AFTER,
     workers: int = 1,
     blocks: BlockService | None = None,
+    playbooks: PlaybookSource | None = None,
 ) -> ASGIApp:
     """The explorer as an ASGI app to mount at ``path`` (for its cookie's path).
 
@@ -124,6 +133,8 @@ def create_explorer(
     ``workers``: how many processes serve it; each throttles failed logins in memory, so each
     allows its share of the limit and an attacker gets no more tries from ``--workers``.
     ``blocks``: the block service of the collector (by default, one over ``storage``).
+    ``playbooks``: the collector's playbook file (by default, none: the playbooks page says
+    how to load one).
     """
     secret = session_secret(storage)
     passwords = PasswordCache(storage, secret)
@@ -139,6 +150,7 @@ def create_explorer(
     )
     app.state.storage = storage
     app.state.blocks = blocks or BlockService(storage)
+    app.state.playbooks = playbooks or PlaybookSource()
     app.state.passwords = passwords
     app.state.throttle = LoginThrottle.shared_by(workers)
     app.state.stale_after = stale_after

@@ -3,7 +3,10 @@
 Blocks are validated and created by :mod:`sqreen.server.blocks` (the service the CLI, the API
 and playbooks use, with the rules every SDK enforces), recorded as created by
 ``explorer:admin``. Each form posts back and
-redirects (post/redirect/get), so reloading a page never repeats an action.
+redirects (post/redirect/get), so reloading a page never repeats an action. The blocks page
+says who made each block (a playbook links to it) and how often it refused a request
+(:class:`Hits`: the SDKs' heartbeats, and a bounded sample of their ``security.blocked``
+events).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from ..blocks import (
     parse_block_id,
     parse_pairs,
 )
-from ..storage import Agent, Storage
+from ..storage import Agent, Block, EventFilter, Storage
+from ._events import SAMPLE
 from ._forms import Form, LoginThrottle, csrf_token, form_endpoint, safe_next
 from ._render import render
 from ._secrets import PASSWORD_SETTING, PasswordCache, password_version, verify_password
@@ -36,6 +40,8 @@ CREATED_BY: Final = "explorer:admin"
 DURATIONS: Final = (("15m", "15 minutes"), ("1h", "1 hour"), ("1d", "1 day"), ("7d", "7 days"))
 FOREVER: Final = "forever"
 RECENT_ENDED: Final = 20
+#: The events SDKs record when a block refuses a request (``block_id`` in their properties).
+REFUSALS: Final = EventFilter(name="security.blocked")
 
 
 def _base(request: Request) -> str:
@@ -131,18 +137,67 @@ async def blocks_page(request: Request) -> Response:
     return await _blocks(request, _block_form(request), [])
 
 
+@dataclass(frozen=True, slots=True)
+class Hits:
+    """How often each block (by id, as text) refused a request.
+
+    ``refused``: the totals in the last heartbeat of each SDK process seen within
+    ``stale_after`` (``live`` of them), each counted since that process started: a process
+    gone takes its count with it. ``sampled``: the ``security.blocked`` events SDKs recorded
+    (one every 20 s at most per block and process, standing for the refusals since the last),
+    counted over the newest :data:`SAMPLE` of them (``sample_size``, since ``since``), as
+    the events page counts groups.
+    """
+
+    refused: dict[str, int]
+    live: int
+    sampled: dict[str, int]
+    sample_size: int
+    since: datetime | None
+
+    @property
+    def bounded(self) -> bool:
+        return self.sample_size >= SAMPLE
+
+
+def hits(storage: Storage, now: datetime, stale_after: float) -> Hits:
+    """Blocking: every block's :class:`Hits`, from one read of the agents and two bounded
+    reads of the events."""
+    refused: dict[str, int] = {}
+    live = 0
+    for agent in storage.agents():
+        if (now - agent.last_seen).total_seconds() > stale_after:
+            continue
+        live += 1
+        counts = agent.stats.get("refused")
+        for block_id, n in counts.items() if isinstance(counts, dict) else ():
+            if type(n) is int and n > 0:
+                refused[str(block_id)] = refused.get(str(block_id), 0) + n
+    sampled = storage.count_by("properties.block_id", REFUSALS, SAMPLE, newest=SAMPLE)
+    size, since, _ = storage.span(REFUSALS, newest=SAMPLE)
+    return Hits(refused, live, {v: n for v, n in sampled if v is not None}, size, since)
+
+
 async def _blocks(
     request: Request, form: BlockForm, errors: list[str], status: int = 200
 ) -> Response:
     storage: Storage = request.app.state.storage
+    stale_after: float = request.app.state.stale_after
     now = storage.now()
-    every = await run_in_threadpool(lambda: storage.list_blocks(include_inactive=True))
+
+    def load() -> tuple[list[Block], Hits]:
+        return storage.list_blocks(include_inactive=True), hits(storage, now, stale_after)
+
+    every, found = await run_in_threadpool(load)
     active = [b for b in every if b.is_active(now)]
     ended = [b for b in every if not b.is_active(now)][:RECENT_ENDED]
     context = {
         "nav": "blocks",
         "active": active,
         "ended": ended,
+        "hits": found,
+        "SAMPLE": SAMPLE,
+        "stale_after": stale_after,
         "form": form,
         "errors": errors,
         "durations": DURATIONS,

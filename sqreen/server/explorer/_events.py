@@ -1,5 +1,6 @@
 """The events pages: the filtered list with its histogram and group counts, one event's
-detail, and the JSON query API the live update polls.
+detail (with its user's latest traits, from ``identify(user, traits=...)``), and the JSON
+query API the live update polls.
 
 Cost is bounded whatever the filter and however many events are stored: the list is one
 keyset page (``seq`` descending, ``before=`` for older pages) walked down an index, and the
@@ -169,6 +170,7 @@ async def event_page(request: Request) -> Response:
     event = await run_in_threadpool(storage.get_event, event_id)
     if event is None:
         raise HTTPException(404, "no such event")
+    traits = await run_in_threadpool(storage.get_user, event.user) if event.user else None
     block_user = (
         "?" + "&".join(f"user={quote(f'{k}={v}', safe='')}" for k, v in event.user.items())
         if event.user
@@ -176,6 +178,7 @@ async def event_page(request: Request) -> Response:
     )
     context = {
         "event": event,
+        "traits": traits,
         "raw": event.to_json(),
         "nav": "events",
         "block_user": block_user,

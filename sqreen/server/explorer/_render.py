@@ -8,7 +8,7 @@ holding ``<script>``, a user agent, a block reason) is text on the page. Templat
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -81,6 +81,41 @@ def events(count: int) -> str:
     return f"{count:,} event" + ("" if count == 1 else "s")
 
 
+def actor(who: str | None) -> str:
+    """Who created (or lifted) a block, for people: ``playbook: brute-force-ip``,
+    ``CLI (alice)``, ``explorer``, ``API key #3 (ops)``; anything else as stored."""
+    kind, _, rest = (who or "").partition(":")
+    if kind == "playbook" and rest:
+        return f"playbook: {rest}"
+    if kind == "cli":
+        return f"CLI ({rest})" if rest else "CLI"
+    if kind == "explorer":
+        return "explorer"
+    if kind == "api-key" and rest:
+        key_id, _, name = rest.partition(":")
+        return f"API key #{key_id} ({name})" if name else f"API key #{key_id}"
+    return who or "-"
+
+
+def playbook_of(who: str | None) -> str | None:
+    """The playbook id in a ``created_by`` of ``playbook:<id>``, else None."""
+    kind, _, rest = (who or "").partition(":")
+    return rest if kind == "playbook" and rest else None
+
+
+def span(delta: timedelta | None) -> str:
+    """A duration for people: ``90 s``, ``5 min``, ``1 h 30 min``, ``2 d``; None: ``-``."""
+    if delta is None:
+        return "-"
+    seconds = int(delta.total_seconds())
+    parts: list[str] = []
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min"), (1, "s")):
+        if seconds >= size or (size == 1 and not parts):
+            parts.append(f"{seconds // size} {unit}")
+            seconds %= size
+    return " ".join(parts[:2])
+
+
 _env.filters.update(
     when=when,
     iso=iso,
@@ -91,6 +126,9 @@ _env.filters.update(
     number=number,
     events=events,
     summary=summary,
+    actor=actor,
+    playbook_of=playbook_of,
+    span=span,
 )
 
 

@@ -24,6 +24,7 @@ from .model import (
     NewAlert,
     StoredEvent,
     StoredKey,
+    UserTraits,
     WindowWrite,
     utc_now,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "Storage",
     "StoredEvent",
     "StoredKey",
+    "UserTraits",
     "WindowWrite",
     "new_events",
     "newer",

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from ._parts import SqlPart
 from .model import Alert, BlockSpec, NewAlert, WindowWrite, from_us, to_us
 
 if TYPE_CHECKING:
@@ -97,17 +97,8 @@ def alert_from_row(row: AlertRow) -> Alert:
     )
 
 
-class PlaybookQueries:
+class PlaybookQueries(SqlPart):
     """Mixed into :class:`~._sql.SqlStorage`."""
-
-    def now(self) -> datetime:
-        raise NotImplementedError
-
-    def _write(self) -> AbstractContextManager[Cursor]:
-        raise NotImplementedError
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        raise NotImplementedError
 
     @staticmethod
     def _bump_actions(cur: Cursor) -> None:

@@ -22,14 +22,14 @@ tables below.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from ._rows import EVENT_COLUMNS, clean, event_from_row, index_value
 from .model import NO_FILTER, EventFilter, StoredEvent, from_us, to_us
 
-__all__ = ["EventQueries"]
+__all__ = ["MAX_IDS", "EventQueries", "id_list"]
 
 SELECT_EVENT: Final = "e.seq, " + ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
 #: The plain columns :meth:`EventQueries.count_by` may group on (user input never names one).
@@ -37,6 +37,8 @@ GROUP_COLUMNS: Final = {"name": "e.name", "ip": "e.ip", "app": "e.app", "host": 
 #: The key/value side tables, by the prefix of a field name.
 SIDE_TABLES: Final = {"user": "event_users", "properties": "event_props"}
 _EVENT_COLUMN: Final = re.compile(r"\be\.(\w+)")
+#: Ids (or seqs) one read of rows by id may ask for.
+MAX_IDS: Final = 1000
 
 R = TypeVar("R")
 
@@ -245,6 +247,17 @@ class EventQueries:
         rows = self._read(f"SELECT {SELECT_EVENT} FROM events e WHERE e.id = ?", [clean(event_id)])
         return next(map(event_from_row, rows), None)
 
+    def events_by_seq(self, seqs: Collection[int]) -> list[StoredEvent]:
+        """The stored events of these seqs (at most :data:`MAX_IDS`), oldest first; those no
+        longer stored (retention) are missing. One primary-key lookup each."""
+        wanted, marks = id_list(seqs, "seqs")
+        if not wanted:
+            return []
+        rows = self._read(
+            f"SELECT {SELECT_EVENT} FROM events e WHERE e.seq IN ({marks}) ORDER BY e.seq", wanted
+        )
+        return [event_from_row(r) for r in rows]
+
     def count_events(self, filters: EventFilter = NO_FILTER) -> int:
         conds, params = self._where(filters)
         where = f"WHERE {' AND '.join(conds)}" if conds else ""
@@ -332,6 +345,15 @@ class EventQueries:
         for bucket, n in rows:
             counts[min(int(bucket), buckets - 1)] += int(n)
         return [(from_us(since + i * width), n) for i, n in counts.items()]
+
+
+def id_list(ids: Collection[int], what: str) -> tuple[list[int], str]:
+    """``ids`` sorted without repeats, and their placeholders for ``IN (...)``;
+    :class:`ValueError` beyond :data:`MAX_IDS` (a read by id is always bounded)."""
+    wanted = sorted(set(ids))
+    if len(wanted) > MAX_IDS:
+        raise ValueError(f"{len(wanted)} {what}, at most {MAX_IDS}")
+    return wanted, ", ".join("?" * len(wanted))
 
 
 def _lookup_column(match: re.Match[str]) -> str:

@@ -152,6 +152,17 @@ _MIGRATIONS: Final = (
         "CREATE INDEX alerts_playbook ON alerts (playbook, id)",
         "CREATE INDEX alerts_block ON alerts (block_id)",
     ),
+    # 6: users' traits, from identify(user, traits=...): one row a user, keyed by the
+    # canonical JSON of their sorted identifiers (storage/_users.py); the latest traits
+    # (JSON), and the times of the first and the last sq.identify record.
+    (
+        """CREATE TABLE users (
+            key TEXT PRIMARY KEY,
+            traits_json TEXT NOT NULL,
+            first_seen {int} NOT NULL,
+            last_seen {int} NOT NULL
+        )""",
+    ),
 )
 
 

@@ -8,7 +8,7 @@ from what a client sent. The only identifiers interpolated come from fixed table
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from itertools import repeat
@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 
 from ..._wire import WireEvent
 from ._playbooks import PlaybookQueries
-from ._queries import EventQueries
+from ._queries import EventQueries, id_list
 from ._rows import (
     AGENT_COLUMNS,
     BLOCK_COLUMNS,
@@ -33,6 +33,7 @@ from ._rows import (
     index_rows,
     key_from_row,
 )
+from ._users import UserQueries
 from .model import (
     KEY_SCOPES,
     ActionSet,
@@ -80,9 +81,10 @@ def placeholders(rows: int, columns: int) -> str:
     return ", ".join([one] * rows)
 
 
-class SqlStorage(EventQueries, PlaybookQueries):
+class SqlStorage(EventQueries, PlaybookQueries, UserQueries):
     """The :class:`~.base.Storage` implementation, less connections and migrations (event
-    queries in :class:`~._queries.EventQueries`)."""
+    queries in :class:`~._queries.EventQueries`, playbooks' in
+    :class:`~._playbooks.PlaybookQueries`, users' traits in :class:`~._users.UserQueries`)."""
 
     #: Ordered schema migrations: each a list of statements; index + 1 is its version.
     MIGRATIONS: Sequence[Sequence[str]] = ()
@@ -309,6 +311,17 @@ class SqlStorage(EventQueries, PlaybookQueries):
                 [to_us(self.now())],
             )
         return [block_from_row(r) for r in rows]
+
+    def blocks_by_id(self, ids: Collection[int]) -> dict[int, Block]:
+        """The blocks of these ids (at most :data:`~._queries.MAX_IDS`; active or not),
+        by id."""
+        wanted, marks = id_list(ids, "block ids")
+        if not wanted:
+            return {}
+        rows = self._read_as(
+            BlockRow._make, f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE id IN ({marks})", wanted
+        )
+        return {r.id: block_from_row(r) for r in rows}
 
     def action_version(self) -> int:
         return int(self._scalar("SELECT value FROM counters WHERE name = 'actions'"))

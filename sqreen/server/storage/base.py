@@ -20,7 +20,7 @@ Both read the time from the storage's :data:`~.model.Clock` (:meth:`Clocked.now`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -39,6 +39,7 @@ from .model import (
     KeyScope,
     StoredEvent,
     StoredKey,
+    UserTraits,
     WindowWrite,
 )
 
@@ -107,6 +108,14 @@ class EventStore(Clocked, Protocol):
         ...
 
     def get_event(self, event_id: str) -> StoredEvent | None: ...
+
+    def events_by_seq(self, seqs: Collection[int]) -> list[StoredEvent]:
+        """The stored events of these seqs (at most 1000: :class:`ValueError` beyond), oldest
+        first; a seq no longer stored (retention) is missing from the list.
+
+        .. versionadded:: 0.1 (for the alerts of playbooks)
+        """
+        ...
 
     def count_events(self, filters: EventFilter = NO_FILTER) -> int: ...
 
@@ -213,6 +222,10 @@ class ControlStore(Clocked, Protocol):
         too), newest first."""
         ...
 
+    def blocks_by_id(self, ids: Collection[int]) -> dict[int, Block]:
+        """The blocks of these ids (at most 1000), active or not, by id."""
+        ...
+
     def action_set(self) -> ActionSet: ...
 
     def action_version(self) -> int:
@@ -251,6 +264,18 @@ class ControlStore(Clocked, Protocol):
         ...
 
     def purge_windows(self, older_than: datetime) -> int: ...
+
+    # Users' traits (identify(user, traits=...)).
+    def record_traits(self, records: Sequence[WireEvent]) -> int:
+        """Store the traits of ``sq.identify`` records (``user``, traits in ``properties``)
+        in one transaction, one row a user: the latest record's traits (by its own time, never
+        later than :meth:`now`) unless newer ones are stored, the first time seen kept, the
+        last moved forward. Return how many users were written."""
+        ...
+
+    def get_user(self, user: Mapping[str, str]) -> UserTraits | None:
+        """The traits last recorded for exactly these identifiers."""
+        ...
 
     # SDK processes.
     def record_heartbeat(self, heartbeat: Heartbeat) -> None: ...

@@ -32,6 +32,7 @@ __all__ = [
     "NewAlert",
     "StoredEvent",
     "StoredKey",
+    "UserTraits",
     "WindowWrite",
     "from_us",
     "to_us",
@@ -320,3 +321,18 @@ class WindowWrite:
 
     quiet: Mapping[tuple[str, str], int]
     alerts: Sequence[NewAlert] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UserTraits:
+    """What ``identify(user, traits=...)`` said last of a user: the latest traits, and the
+    times of the first and the last ``sq.identify`` record (each record's own time, never
+    later than its receipt).
+
+    .. versionadded:: 0.1
+    """
+
+    user: dict[str, str]
+    traits: dict[str, Any]
+    first_seen: datetime
+    last_seen: datetime
