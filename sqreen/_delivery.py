@@ -237,9 +237,11 @@ class Delivery:
         """An action set from the collector: the blocks, and the event names to send at
         once (``watch``); a reply saying ``unchanged`` keeps both. A new set is also kept
         in the spool, for the next process of the app to enforce from its first request."""
+        if isinstance(actions, dict) and actions.get("unchanged"):
+            return
         version = self.blocklist.version
         self.blocklist.apply(actions)
-        if isinstance(actions, dict) and not actions.get("unchanged"):
+        if isinstance(actions, dict):
             watch = actions.get("watch")
             names = watch if isinstance(watch, list) else ()
             self.watched = frozenset(n for n in names[:256] if isinstance(n, str))

@@ -6,6 +6,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 import sqreen
 from sqreen._actions import ActionPoller
 from sqreen._blocking import Blocked, Blocklist
@@ -67,12 +69,13 @@ def test_a_collector_that_does_not_hold_the_poll_is_not_hammered() -> None:
     assert 2 <= len(calls) <= 5  # about one a wait, not thousands
 
 
-def test_the_client_polls_through_a_transport_that_can() -> None:
+def test_the_client_polls_through_a_transport_that_can(caplog: pytest.LogCaptureFixture) -> None:
+    polls = threading.Semaphore(0)
     transport = ScriptedTransport(
         lambda call: (
             Reply("ok", actions=_set(7, "198.51.100.0/24"))
             if call.kind == "actions" and call.payload["version"] != 7
-            else Reply("ok", actions={"version": 7, "unchanged": True})
+            else polls.release() or Reply("ok", actions={"version": 7, "unchanged": True})
         )
     )
     client = sqreen.init(transport=transport, heartbeat_interval=3600)
@@ -84,6 +87,9 @@ def test_the_client_polls_through_a_transport_that_can() -> None:
     assert sqreen.is_blocked(ip="::ffff:198.51.100.20") and sqreen.is_blocked(
         ip="198.51.100.20:443"
     )
+    assert polls.acquire(timeout=5)  # an "unchanged" reply keeps the set, quietly
+    assert sqreen.is_blocked(ip="198.51.100.20")
+    assert not [r for r in caplog.records if r.name.startswith("sqreen")]
 
 
 def test_refusals_are_counted_and_sampled() -> None:

@@ -105,6 +105,7 @@ def import_(file: str, app: str | None, db: str) -> None:
     click.echo(
         f"{report.lines} lines: {report.stored} events stored, {report.duplicates} already "
         f"stored, {len(report.bad)} bad"
+        + (f", {report.traits} users' traits set" if report.traits else "")
     )
     for number, error in report.bad[:MAX_BAD_SHOWN]:
         click.echo(f"{file}:{number}: {error}", err=True)

@@ -2,7 +2,9 @@
 
 Each line is one wire event, checked with the SDK's rules. A line without an ``id`` gets one
 derived from its content, so importing the same file twice stores nothing the second time. Bad
-lines are reported with their line numbers; good ones are stored in batches.
+lines are reported with their line numbers; good ones are stored in batches. ``sq.identify``
+records (``identify(user, traits=...)``) set their users' traits, as at ingest, and are not
+stored as events.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 
 from .._event import InvalidEvent
-from .._wire import WireEvent, parse_event
-from .storage import EventStore
+from .._wire import IDENTIFY, WireEvent, parse_event
+from .storage import Storage
 
 __all__ = ["ImportReport", "import_lines", "read_lines"]
 
@@ -38,6 +40,7 @@ class ImportReport:
     lines: int = 0
     stored: int = 0
     duplicates: int = 0
+    traits: int = 0  # sq.identify records read (their users' traits)
     bad: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -57,7 +60,7 @@ def _event(line: bytes) -> WireEvent:
 
 
 def import_lines(
-    storage: EventStore,
+    storage: Storage,
     lines: Iterable[bytes],
     *,
     app: str | None = None,
@@ -67,12 +70,17 @@ def import_lines(
     """Validate and store ``lines`` (blank ones skipped); ``progress`` gets each line's size."""
     report = ImportReport()
     batch: list[WireEvent] = []
+    identities: list[WireEvent] = []
 
     def flush() -> None:
         result = storage.insert_events(batch, app=app)
         report.stored += result.stored
         report.duplicates += result.duplicates
         batch.clear()
+        if identities:
+            storage.record_traits(identities)
+            report.traits += len(identities)
+            identities.clear()
 
     for number, line in enumerate(lines, 1):
         report.lines = number
@@ -81,12 +89,13 @@ def import_lines(
         if not line.strip():
             continue
         try:
-            batch.append(_event(line))
+            event = _event(line)
         except InvalidEvent as exc:
             report.bad.append((number, str(exc)))
             continue
-        if len(batch) >= batch_size:
+        (identities if event["name"] == IDENTIFY else batch).append(event)
+        if len(batch) + len(identities) >= batch_size:
             flush()
-    if batch:
+    if batch or identities:
         flush()
     return report

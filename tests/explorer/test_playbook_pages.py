@@ -83,7 +83,9 @@ def raise_alert(
         block=block,
     )
     stream = ("test", key)
-    (alert,) = storage.update_windows([stream], lambda _: WindowWrite({stream: "{}"}, [new]))
+    (alert,) = storage.update_windows(
+        [stream], [], lambda quiet: [], lambda found, quiet: WindowWrite({}, [new])
+    )
     return alert
 
 

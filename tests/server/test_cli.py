@@ -14,6 +14,7 @@ import httpx2 as httpx
 import pytest
 from click.testing import CliRunner, Result
 
+import sqreen
 from sqreen._wire import parse_event
 from sqreen.server import _cli_events
 from sqreen.server.cli import main
@@ -214,6 +215,28 @@ def test_import_reports_bad_lines_and_is_idempotent(db: str, tmp_path: Path) -> 
     clean = tmp_path / "clean.jsonl"
     clean.write_text(json.dumps(wire_event()) + "\n")
     assert "1 events stored" in run("import", str(clean), "--db", db).stdout
+
+
+def test_import_of_the_file_transport_sets_traits_and_stores_events(
+    db: str, tmp_path: Path
+) -> None:
+    from sqreen.transports.file import FileTransport
+
+    file = tmp_path / "sdk.jsonl"
+    sqreen.init(transport=FileTransport(file), flush_interval=0.01)
+    sqreen.identify({"uid": "7"}, traits={"plan": "pro"})
+    sqreen.track("auth.login.success", user_identifiers={"uid": "7"})
+    sqreen.shutdown()
+    assert file.read_text().count("\n") == 2
+    result = run("import", str(file), "--db", db)
+    assert "2 lines: 1 events stored, 0 already stored, 0 bad, 1 users' traits set" in result.stdout
+    storage = open_storage(db)
+    try:
+        assert [e.name for e in storage.query_events()] == ["auth.login.success"]
+        traits = storage.get_user({"uid": "7"})
+        assert traits is not None and traits.traits == {"plan": "pro"}
+    finally:
+        storage.close()
 
 
 def test_purge(db: str) -> None:
