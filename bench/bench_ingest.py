@@ -6,8 +6,10 @@ For each back end and each ``--workers`` count, a real ``sqreen serve --workers 
 (uvicorn, access log off) on 127.0.0.1 and a fresh database; PostgreSQL is a throwaway cluster
 started like the tests do (``tests/_postgres.py``) and is skipped when not installed. Before
 the clock starts, every batch is built and gzipped the way the SDK sends them: 500 realistic
-events each (a login failure with four properties, two user identifiers and a request snapshot:
-about 480 bytes of JSON an event, 240 KB a batch), each with its own id. Then ``--senders``
+events each (with ``--mix attack``, the default, login failures from 250 IPs against 5000
+users; with ``--mix typical``, an app's own events, logins and sign-ups: see ``TYPICAL``;
+each with four properties, two user identifiers and a request snapshot: about 480 bytes of
+JSON an event, 240 KB a batch), each with its own id. Then ``--senders``
 threads, each with its own httpx2 client (keep-alive), post the batches as fast as the
 collector answers. The figure is events stored / wall time from the first request to the last
 reply, and the database is counted afterwards to check that every event was stored once. The
@@ -35,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Final
 
 import httpx2 as httpx
 
@@ -49,17 +52,32 @@ from sqreen.server.storage import open_storage  # noqa: E402
 BATCH = 500
 
 
-def event(n: int, run: str) -> dict[str, object]:
+#: ``--mix typical``: of every 100 events, what each is (an app's own events most of the
+#: time; logins, mostly good; a few sign-ups). Attack traffic (``--mix attack``) is all login
+#: failures, which five of the six templates read.
+TYPICAL: Final = (
+    ["order.created"] * 20
+    + ["cart.updated"] * 25
+    + ["profile.updated"] * 15
+    + ["auth.login.success"] * 30
+    + ["auth.login.failure"] * 8
+    + ["auth.signup"] * 2
+)
+
+
+def event(n: int, run: str, mix: str = "attack") -> dict[str, object]:
+    name = "auth.login.failure" if mix == "attack" else TYPICAL[n % len(TYPICAL)]
+    ip = f"203.0.113.{n % 250}" if mix == "attack" else f"10.{n % 7}.{n % 113}.{n % 241}"
     return {
         "id": f"{run}-{n:010d}",
-        "name": "auth.login.failure",
+        "name": name,
         # Now: a playbook counts only events within its window.
         "timestamp": format_timestamp(time.time()),
         "properties": {"reason": "bad_password", "attempt": n % 7, "plan": "pro", "mfa": False},
         "user": {"uid": str(n % 5000), "email": f"user{n % 5000}@example.com"},
         "target": None,
         "request": {
-            "ip": f"203.0.113.{n % 250}",
+            "ip": ip,
             "user_agent": "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
             "path": "/login",
             "route": "/login",
@@ -70,14 +88,14 @@ def event(n: int, run: str) -> dict[str, object]:
     }
 
 
-def batches(total: int, run: str) -> list[bytes]:
+def batches(total: int, run: str, mix: str = "attack") -> list[bytes]:
     app = {"name": "bench", "host": socket.gethostname(), "pid": os.getpid(), "framework": "none"}
     out = []
     for start in range(0, total, BATCH):
         body = {
             "sdk": {"name": "sqreen-python", "version": "bench"},
             "app": app,
-            "events": [event(n, run) for n in range(start, min(total, start + BATCH))],
+            "events": [event(n, run, mix) for n in range(start, min(total, start + BATCH))],
         }
         out.append(gzip.compress(json.dumps(body, separators=(",", ":")).encode(), 6))
     return out
@@ -195,8 +213,8 @@ def machine_busy() -> float:
 def run(
     db: str, label: str, workers: int, args: argparse.Namespace, playbooks: str | None = None
 ) -> dict[str, object]:
-    bodies = batches(args.events, f"{label}-{workers}-{os.getpid()}")
-    warmup = batches(BATCH * args.senders, f"warmup-{label}-{workers}")
+    bodies = batches(args.events, f"{label}-{workers}-{os.getpid()}", args.mix)
+    warmup = batches(BATCH * args.senders, f"warmup-{label}-{workers}", args.mix)
     with collector(db, workers, playbooks) as (endpoint, token, pid):
         send_all(endpoint, token, warmup, args.senders)
         before, busy, mine = tree_cpu(pid), machine_busy(), time.process_time()
@@ -212,6 +230,7 @@ def run(
     return {
         "back end": label,
         "playbooks": "templates" if playbooks else "none",
+        "mix": args.mix,
         "workers": workers,
         "events": args.events,
         "seconds": f"{elapsed:.2f}",
@@ -249,6 +268,13 @@ def main() -> None:
         "interleaved in one run)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="repeat each case, interleaved")
+    parser.add_argument(
+        "--mix",
+        choices=["attack", "typical"],
+        default="attack",
+        help="attack: every event a login failure (the playbooks' worst case); typical: an "
+        "app's events, logins and sign-ups (see TYPICAL)",
+    )
     args = parser.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
     modes = {"none": [False], "templates": [True], "both": [False, True]}[args.playbooks]

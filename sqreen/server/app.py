@@ -39,13 +39,15 @@ from .errors import EXCEPTION_HANDLERS, ApiError
 from .ingest import MAX_BODY_BYTES, heartbeat, parse_json, read_body
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
-from .storage import ApiKey, EventStore, Storage
+from .storage import ApiKey, Storage
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger("sqreen.server")
 
 PURGE_EVERY = 3600.0
+#: How often playbook hits that no window reads any more are deleted (seconds).
+PURGE_HITS_EVERY = 60.0
 #: Bodies parsed and stored at once by one process (see _one_at_a_time).
 INGEST_CONCURRENCY = 1
 #: Bodies waiting in one worker past which a sender is asked to reconnect (see _rebalance).
@@ -204,15 +206,16 @@ API_ROUTES: Sequence[BaseRoute] = (
 )
 
 
-async def _purge_forever(storage: EventStore, days: float, every: float) -> None:
+async def _every(seconds: float, job: Callable[[], int], done: str) -> None:
+    """Run ``job`` in a thread every ``seconds``; log ``done`` with what it returns."""
     while True:
         try:
-            purged = await run_in_threadpool(storage.purge_older_than, days)
-            if purged:
-                logger.info("sqreen: purged %d events older than %g days", purged, days)
+            count = await run_in_threadpool(job)
+            if count:
+                logger.info(done, count)
         except Exception:
-            logger.exception("sqreen: purging old events failed")
-        await asyncio.sleep(every)
+            logger.exception("sqreen: periodic job %r failed", job)
+        await asyncio.sleep(seconds)
 
 
 def create_app(
@@ -240,9 +243,21 @@ def create_app(
     blocks = BlockService(storage)
     source = playbooks or PlaybookSource()
     feed = ActionFeed(storage, source.watched)
+    jobs: list[tuple[float, Callable[[], int], str]] = []
+    if retention_days is not None:
+        days = retention_days
+        jobs.append(
+            (
+                purge_every,
+                lambda: storage.purge_older_than(days),
+                f"sqreen: purged %d events older than {days:g} days",
+            )
+        )
     if playbooks is not None:
         notifier = notifier or Notifier(source.playbooks.webhook_secret or webhook_secret())
-        hooks = [*hooks, PlaybookRunner(storage, source, notifier, on_block=feed.changed)]
+        runner = PlaybookRunner(storage, source, notifier, on_block=feed.changed)
+        hooks = [*hooks, runner]
+        jobs.append((PURGE_HITS_EVERY, runner.purge, "sqreen: purged %d playbook hits"))
     if explorer:
         # The Event Explorer (sqreen/server/explorer) at /explorer, and / leading there: its
         # own login, session cookie and CSRF checks; the /v1 API keeps its bearer tokens.
@@ -253,13 +268,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = None
-        if retention_days is not None:
-            task = asyncio.create_task(_purge_forever(storage, retention_days, purge_every))
+        tasks = [asyncio.create_task(_every(*job)) for job in jobs]
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -13,11 +15,20 @@ import httpx2 as httpx
 import pytest
 from click.testing import CliRunner
 
+from sqreen._event import format_timestamp
 from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
 from sqreen.server.cli import main
-from sqreen.server.playbooks import TEMPLATES, PlaybookSource
-from sqreen.server.storage import BlockSpec, NewAlert, Storage, WindowWrite, open_storage
+from sqreen.server.pipeline import IngestPipeline
+from sqreen.server.playbooks import TEMPLATES, PlaybookRunner, PlaybookSource
+from sqreen.server.storage import (
+    BlockSpec,
+    NewAlert,
+    Storage,
+    WindowWrite,
+    _playbooks,
+    open_storage,
+)
 
 from .conftest import Collector, ServeProcess, envelope, recent, wire_event
 
@@ -116,6 +127,51 @@ def test_a_retried_batch_counts_once(armed: Collector) -> None:
     for _ in range(4):  # the same two events, sent four times: two failures, not eight
         armed.post("/v1/events", batch)
     assert armed.storage.list_alerts() == []
+
+
+def test_hits_no_window_reads_are_purged_in_chunks_and_counting_goes_on(
+    storage: Storage, clock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_playbooks, "PURGE_CHUNK", 4)
+    runner = PlaybookRunner(storage, PlaybookSource(playbook_file(tmp_path)))
+    pipeline = IngestPipeline(storage, hooks=[runner])
+
+    def send(ip: str, n: int) -> None:
+        at = format_timestamp(clock())  # the storage clock's now, moved below
+        events = [failure(ip, f"u{i}", timestamp=at) for i in range(n)]
+        pipeline(json.dumps(envelope(events)).encode())
+
+    send("198.51.100.1", 3)
+    assert runner.purge() == 0  # every hit is still in some window
+    clock.advance(hours=3)  # beyond the longest template window (1 h) and the margin
+    purged = runner.purge()
+    assert purged >= 3 * 2  # 3 events, each a hit in two streams (by IP, by user): 2 chunks
+    assert runner.purge() == 0
+    send("198.51.100.1", 4)  # the old hits are gone: 4 new failures do not make 5
+    assert storage.list_alerts() == []
+    send("198.51.100.1", 1)
+    assert [a.playbook for a in storage.list_alerts()] == ["brute-force-ip"]
+
+
+def test_window_statements_use_their_indexes(sqlite_storage: Storage, tmp_path: Path) -> None:
+    """Every statement on the playbook tables reads through an index (SQLite plans without
+    statistics: what it plans here it plans with millions of hits)."""
+    runner = PlaybookRunner(sqlite_storage, PlaybookSource(playbook_file(tmp_path)))
+    pipeline = IngestPipeline(sqlite_storage, hooks=[runner])
+    seen: list[str] = []
+    writer = sqlite_storage._writer  # type: ignore[attr-defined]
+    writer.set_trace_callback(seen.append)
+    try:
+        events = [failure(f"198.51.100.{i % 3}", f"u{i % 4}") for i in range(12)]
+        pipeline(json.dumps(envelope(events)).encode())
+        runner.purge()
+    finally:
+        writer.set_trace_callback(None)
+    statements = {sql for sql in seen if "playbook_" in sql and not sql.startswith("INSERT")}
+    assert any("count(" in sql for sql in statements) and any("DELETE" in sql for sql in statements)
+    for sql in statements:
+        plan = " / ".join(row[3] for row in writer.execute("EXPLAIN QUERY PLAN " + sql))
+        assert not re.search(r"\bSCAN playbook_\w+\b(?! USING)", plan), (sql, plan)
 
 
 def test_past_events_block_nobody_and_the_backtest_reports_them(

@@ -1,7 +1,7 @@
 """Evaluating playbooks over newly stored events: windows, thresholds, firings.
 
 Playbooks that read the same events, filtered and grouped the same way (and counting the
-same ``distinct`` field, if any), share one **stream**: each event it reads is one **hit**
+same ``distinct`` field, or none), share one **stream**: each event it reads is one **hit**
 (its time, its seq, its distinct value) under its group key (an IP, a user). Hits live in
 the database (the collector's :meth:`update_windows`), so that every process counts the same
 windows, or in memory (the backtest).
@@ -128,8 +128,22 @@ def _us(p: Playbook) -> int:
 
 def _signature(events: Iterable[str], p: Playbook) -> str:
     where = sorted((str(f), sorted(v)) for f, v in p.where)
-    distinct = None if p.distinct is None else str(p.distinct)
-    return json.dumps([sorted(events), where, str(p.group_by), distinct], separators=(",", ":"))
+    return json.dumps([sorted(events), where, str(p.group_by)], separators=(",", ":"))
+
+
+def _by_distinct(
+    members: list[tuple[Playbook, frozenset[str]]],
+) -> dict[str | None, list[tuple[Playbook, frozenset[str]]]]:
+    """Split playbooks that read the same events the same way by the field they count
+    distinct values of; those that count events (no ``distinct``) join the first such
+    stream, as its values cost them nothing."""
+    fields = sorted({str(p.distinct) for p, _ in members if p.distinct is not None})
+    split: dict[str | None, list[tuple[Playbook, frozenset[str]]]] = {}
+    for member in members:
+        distinct = member[0].distinct
+        field = str(distinct) if distinct is not None else (fields[0] if fields else None)
+        split.setdefault(field, []).append(member)
+    return split
 
 
 class Engine:
@@ -144,8 +158,14 @@ class Engine:
         self._rules: list[_Rule] = []
         self._streams: dict[str, _Stream] = {}
         self._readers: dict[str, list[_Rule]] = {}  # the rules that read a stream
-        for signature, members in sorted(groups.items()):
+        streams = [
+            (json.dumps([signature, field]), members)
+            for signature, group in groups.items()
+            for field, members in _by_distinct(group).items()
+        ]
+        for signature, members in sorted(streams):
             first = members[0][0]
+            distinct = next((p.distinct for p, _ in members if p.distinct is not None), None)
             stream = _Stream(
                 # Short (every stored hit holds it), stable while the playbook file says the
                 # same thing of this stream.
@@ -153,7 +173,7 @@ class Engine:
                 events=members[0][1],
                 where=first.where,
                 group_by=first.group_by,
-                distinct=first.distinct,
+                distinct=distinct,
                 window_us=max(_us(p) for p, _ in members),
             )
             self._streams[stream.id] = stream
@@ -174,6 +194,8 @@ class Engine:
             for name in rule.triggers - rule.stream.events:
                 self._triggers.setdefault(name, []).append(rule)
         self.max_window_us = max((s.window_us for s in self._streams.values()), default=0)
+        #: Every event name some playbook reads: the others need no look at all.
+        self.names = frozenset(self._feeds) | frozenset(self._triggers)
 
     @property
     def empty(self) -> bool:

@@ -47,6 +47,8 @@ logger = logging.getLogger("sqreen.server")
 
 CHECK_EVERY: Final = 1.0
 MAX_QUIET: Final = 100_000
+#: Hits are kept this long past the longest window (µs) before :meth:`PlaybookRunner.purge`.
+PURGE_MARGIN_US: Final = 60 * 1_000_000
 
 
 class PlaybookSource:
@@ -166,19 +168,33 @@ class PlaybookRunner:
         self._quiet: dict[StreamKey, int] = {}
         self._engine: Engine | None = None
 
+    def purge(self) -> int:
+        """Delete the hits no window reads any more, and ended quiet times (the collector
+        calls this every minute, off the ingest path). Return how many hits went."""
+        engine = self.source.current()
+        oldest = to_us(self.store.now()) - engine.max_window_us - PURGE_MARGIN_US
+        return self.store.purge_windows(from_us(oldest))
+
     def __call__(self, events: Sequence[StoredEvent]) -> None:
-        self._run(lambda: [event_view(e) for e in events])
+        self._run(lambda names: [event_view(e) for e in events if e.name in names])
 
     def stored_batch(self, batch: Batch, result: InsertResult) -> None:
         """The pipeline's cheaper call: the wire events of the batch, and their seqs."""
         received = to_us(result.received_at)
         extras: list[dict[str, Any]] = batch.enrichment or [{} for _ in batch.events]
         pairs = list(zip(batch.events, extras, strict=True))
-        self._run(
-            lambda: [wire_view(seq, e, x, received, batch.app) for seq, (e, x) in result.new(pairs)]
-        )
 
-    def _run(self, views: Callable[[], list[EventView]]) -> None:
+        def views(names: frozenset[str]) -> list[EventView]:
+            return [
+                wire_view(seq, e, x, received, batch.app)
+                for seq, (e, x) in result.new(pairs)
+                if e["name"] in names
+            ]
+
+        self._run(views)
+
+    def _run(self, views: Callable[[frozenset[str]], list[EventView]]) -> None:
+        """Evaluate the events ``views`` gives (those of the names asked) on the playbooks."""
         engine = self.source.current()
         if engine is not self._engine:
             self._engine, self._quiet = engine, {}
@@ -186,7 +202,7 @@ class PlaybookRunner:
             return
         now_us = to_us(self.store.now())
         quiet = self._quiet
-        plan = engine.plan(views(), now_us, lambda key: quiet.get(key, 0) > now_us)
+        plan = engine.plan(views(engine.names), now_us, lambda key: quiet.get(key, 0) > now_us)
         keys = engine.keys(plan)
         if not keys:
             return

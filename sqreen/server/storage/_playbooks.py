@@ -32,6 +32,8 @@ HIT_CHUNK: Final = 2000
 #: long fired whatever counts them, unless a rule keeps almost firing: then it is an
 #: approximation on its latest hits).
 FETCH_MAX: Final = 4096
+#: Old hits deleted a transaction at most (ingest writes between two).
+PURGE_CHUNK: Final = 20_000
 ALERT_COLUMNS: Final = (
     "id, playbook, group_by, group_key, total, first_at, last_at, first_seq, last_seq, "
     "seqs_json, mode, action, block_id, summary, created_at"
@@ -291,8 +293,18 @@ class PlaybookQueries(SqlPart):
         """Forget hits older than ``older_than`` (longer ago than any window) and quiet times
         that ended."""
         cutoff = to_us(older_than)
+        purged = 0
+        while True:  # in chunks: ingest writes in between
+            with self._write() as cur:
+                cur.execute(
+                    "DELETE FROM playbook_hits WHERE (stream, key, ts, seq) IN ("
+                    " SELECT stream, key, ts, seq FROM playbook_hits WHERE ts < ? LIMIT ?)",
+                    (cutoff, PURGE_CHUNK),
+                )
+                deleted = max(cur.rowcount, 0)
+            purged += deleted
+            if deleted < PURGE_CHUNK:
+                break
         with self._write() as cur:
-            cur.execute("DELETE FROM playbook_hits WHERE ts < ?", (cutoff,))
-            purged = cur.rowcount
             cur.execute("DELETE FROM playbook_quiet WHERE until_at < ?", (to_us(self.now()),))
         return purged

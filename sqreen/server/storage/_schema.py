@@ -130,8 +130,9 @@ _MIGRATIONS: Final = (
             playbook TEXT NOT NULL,
             key TEXT NOT NULL,
             until_at {int} NOT NULL,
-            PRIMARY KEY (playbook, key)
+            PRIMARY KEY (key, playbook)
         ){side}""",
+        "CREATE INDEX playbook_quiet_until ON playbook_quiet (until_at)",
         """CREATE TABLE alerts (
             id {id},
             playbook TEXT NOT NULL,
