@@ -68,6 +68,8 @@ class SqreenASGIMiddleware:
     def __init__(self, app: ASGIApp, route: RouteOf | None = None) -> None:
         self.app = app
         self.route = route
+        with _GUARD:
+            _hub.exit_hooks()  # now, on the main thread: see sqreen._hub.exit_hooks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

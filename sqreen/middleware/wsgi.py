@@ -35,7 +35,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from .._blocking import Blocked
 from .._context import RequestContext, current_request
-from .._hub import get_client
+from .._hub import exit_hooks, get_client
 from ._common import (
     ResponseAborted,
     blocked_ip,
@@ -65,6 +65,8 @@ class SqreenWSGIMiddleware:
     def __init__(self, app: WSGIApplication, route: RouteOf | None = None) -> None:
         self.app = app
         self.route = route
+        with _GUARD:
+            exit_hooks()  # now, on the main thread: see sqreen._hub.exit_hooks
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         client = ctx = None
