@@ -50,6 +50,7 @@ class RequestContext:
         "_client",
         "_ip",
         "_kind",
+        "_peer",
         "_receive",
         "_source",
         "body",
@@ -72,6 +73,7 @@ class RequestContext:
         self._source = source
         #: The server's own ASGI ``receive``: it may know the connection's address.
         self._receive = receive
+        self._peer: tuple[str | None, bool] | None = None  # asgi_peer(), once a request
         self._ip: str | bool | None = False  # False: not resolved yet
         #: What the app has read of the body: the tee, or a framework's own cache.
         self.body = body
@@ -93,7 +95,7 @@ class RequestContext:
         if self._kind == "wsgi":
             return snapshot_wsgi(self._source, cfg.forwarded_environ_key, self.route, self.body)
         return snapshot_asgi(
-            self._source, cfg.forwarded_header_name, self.route, self.body, self._receive
+            self._source, cfg.forwarded_header_name, self.route, self.body, self._asgi_peer()
         )
 
     def client_ip(self) -> str | None:
@@ -112,8 +114,15 @@ class RequestContext:
         for name, v in self._source.get("headers", ()):
             if name == cfg.forwarded_header_name:
                 forwarded = v if forwarded is None else forwarded + b"," + v
-        peer, rewritten = asgi_peer(self._source, self._receive)
+        peer, rewritten = self._asgi_peer()
         return peer, forwarded.decode("latin-1") if forwarded is not None else None, rewritten
+
+    def _asgi_peer(self) -> tuple[str | None, bool]:
+        peer = self._peer
+        if peer is None:
+            peer = self._peer = asgi_peer(self._source, self._receive)
+            self._receive = None
+        return peer
 
     # -- the handle ----------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from types import MethodType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -237,8 +238,11 @@ def asgi_peer(scope: Mapping[str, Any], receive: object = None) -> tuple[str | N
     connection has: ``rewritten`` is then True, and the caller does not take that hop for
     the peer (:func:`sqreen._client_ip.resolve_client_ip`).
     """
-    transport = getattr(getattr(receive, "__self__", None), "transport", None)
-    get_extra_info = getattr(transport, "get_extra_info", None)
+    # Looked up without raising (AttributeError costs more than the rest): a bound method, an
+    # instance dict, a transport in it.
+    attrs = getattr(receive.__self__, "__dict__", None) if type(receive) is MethodType else None
+    transport = attrs.get("transport") if attrs else None
+    get_extra_info = getattr(transport, "get_extra_info", None) if transport is not None else None
     if get_extra_info is not None:
         try:
             peername = get_extra_info("peername")
@@ -285,10 +289,10 @@ def snapshot_asgi(
     forwarded_name: bytes,
     route: RouteGetter | None,
     body: BodySource | None,
-    receive: object = None,
+    peer: tuple[str | None, bool] | None = None,
 ) -> RequestSnapshot:
-    """Freeze what an event needs of an ASGI HTTP scope (``receive``, the server's own, may
-    tell the connection's address: :func:`asgi_peer`)."""
+    """Freeze what an event needs of an ASGI HTTP scope; ``peer`` is :func:`asgi_peer`'s
+    answer when the caller has it (the middleware's context looks it up once a request)."""
     user_agent = forwarded = content_type = None
     for name, value in scope.get("headers", ()):
         if name == b"user-agent":
@@ -304,13 +308,13 @@ def snapshot_asgi(
         r = scope.get("route")
         template = getattr(r, "path", None) if r is not None else None
         path_params = scope.get("path_params")
-    peer, rewritten = asgi_peer(scope, receive)
+    address, rewritten = asgi_peer(scope) if peer is None else peer
     chunks, truncated = body.capture() if body is not None else ((), False)
     return RequestSnapshot(
         scope.get("method"),
         scope.get("path", ""),
         scope.get("query_string", b""),
-        peer,
+        address,
         user_agent,
         forwarded,
         content_type,
