@@ -320,9 +320,10 @@ class Client:
             return None
         return self.blocklist.ip_block(ctx.client_ip())
 
-    def resolve_ip(self, peer_and_header: tuple[str | None, str | None]) -> str | None:
-        peer, header = peer_and_header
-        return resolve_client_ip(peer, header, self.config.trusted, self.config.client_ip_header)
+    def resolve_ip(self, peer_header_rewritten: tuple[str | None, str | None, bool]) -> str | None:
+        peer, header, rewritten = peer_header_rewritten
+        config = self.config
+        return resolve_client_ip(peer, header, config.trusted, config.client_ip_header, rewritten)
 
     # -- delivery --------------------------------------------------------------------------
 

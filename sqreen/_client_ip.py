@@ -323,6 +323,7 @@ def resolve_client_ip(
     header_value: str | None,
     trusted: TrustedProxies,
     header: str = "x-forwarded-for",
+    rewritten: bool = False,
 ) -> str | None:
     """The client IP of a request whose connection came from ``peer``.
 
@@ -342,12 +343,22 @@ def resolve_client_ip(
     comma-separated list (several header lines joined with ``,`` included); ``forwarded``, the
     ``for=`` parameters of RFC 7239 (quoted, IPv6 in brackets, optional port); ``x-real-ip``, a
     single address. Configure only a header that your proxies always set or append to.
+
+    ``rewritten``: the server already replaced the peer with a hop of a forwarded header and
+    kept no trace of the connection (:func:`sqreen._request.asgi_peer`). It did so because it
+    trusted the connection as a proxy, so the header is walked as from a trusted proxy; the
+    server's pick itself is not believed (daphne, and uvicorn with ``*``, take the left-most
+    hop, which the client writes), only used when the header is missing.
     """
-    if peer:
+    if rewritten:
+        if not header_value:
+            return normalize_ip(peer) if peer else None
+        nearest: str | None = None
+    elif peer:
         parsed = _parse(peer)
         if parsed is None or not trusted._has(parsed):
             return None if parsed is None else parsed[2]
-        nearest: str | None = parsed[2]
+        nearest = parsed[2]
     elif trusted.trusts_unix_socket:
         nearest = None
     else:

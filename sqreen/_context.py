@@ -19,7 +19,15 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._request import BodySource, RequestSnapshot, RouteGetter, snapshot_asgi, snapshot_wsgi
+from ._request import (
+    BodySource,
+    RequestSnapshot,
+    RouteGetter,
+    asgi_peer,
+    snapshot_asgi,
+    snapshot_wsgi,
+    wsgi_peer,
+)
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -38,7 +46,18 @@ class RequestContext:
     .. versionadded:: 0.1
     """
 
-    __slots__ = ("_client", "_ip", "_kind", "_source", "body", "route", "traits", "user")
+    __slots__ = (
+        "_client",
+        "_ip",
+        "_kind",
+        "_peer",
+        "_receive",
+        "_source",
+        "body",
+        "route",
+        "traits",
+        "user",
+    )
 
     def __init__(
         self,
@@ -47,10 +66,14 @@ class RequestContext:
         source: Mapping[str, Any],
         body: BodySource | None = None,
         route: RouteGetter | None = None,
+        receive: object = None,
     ) -> None:
         self._client = client
         self._kind = kind
         self._source = source
+        #: The server's own ASGI ``receive``: it may know the connection's address.
+        self._receive = receive
+        self._peer: tuple[str | None, bool] | None = None  # asgi_peer(), once a request
         self._ip: str | bool | None = False  # False: not resolved yet
         #: What the app has read of the body: the tee, or a framework's own cache.
         self.body = body
@@ -71,7 +94,9 @@ class RequestContext:
         cfg = self._client.config
         if self._kind == "wsgi":
             return snapshot_wsgi(self._source, cfg.forwarded_environ_key, self.route, self.body)
-        return snapshot_asgi(self._source, cfg.forwarded_header_name, self.route, self.body)
+        return snapshot_asgi(
+            self._source, cfg.forwarded_header_name, self.route, self.body, self._asgi_peer()
+        )
 
     def client_ip(self) -> str | None:
         """Resolve the client IP now (for IP blocking); cached for the request."""
@@ -79,19 +104,25 @@ class RequestContext:
             self._ip = self._client.resolve_ip(self.snapshot_for_ip())
         return self._ip  # type: ignore[return-value]
 
-    def snapshot_for_ip(self) -> tuple[str | None, str | None]:
+    def snapshot_for_ip(self) -> tuple[str | None, str | None, bool]:
+        """``(peer, forwarded header, peer rewritten)``: what the client IP is resolved from."""
         cfg = self._client.config
         if self._kind == "wsgi":
             value = self._source.get(cfg.forwarded_environ_key)
-            return self._source.get("REMOTE_ADDR"), value
+            return wsgi_peer(self._source), value, False
         forwarded: bytes | None = None
         for name, v in self._source.get("headers", ()):
             if name == cfg.forwarded_header_name:
                 forwarded = v if forwarded is None else forwarded + b"," + v
-        client = self._source.get("client")
-        return (client[0] if client else None), (
-            forwarded.decode("latin-1") if forwarded is not None else None
-        )
+        peer, rewritten = self._asgi_peer()
+        return peer, forwarded.decode("latin-1") if forwarded is not None else None, rewritten
+
+    def _asgi_peer(self) -> tuple[str | None, bool]:
+        peer = self._peer
+        if peer is None:
+            peer = self._peer = asgi_peer(self._source, self._receive)
+            self._receive = None
+        return peer
 
     # -- the handle ----------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any
 from ._client import Client
 from ._config import Config
 
-__all__ = ["active", "framework_init", "get_client", "init", "shutdown"]
+__all__ = ["active", "exit_hooks", "framework_init", "get_client", "init", "shutdown"]
 
 #: The client in use, or None before the first one is made (read it, never assign it).
 active: Client | None = None
@@ -41,7 +41,7 @@ def init(options: Mapping[str, Any]) -> Client:
 def _install(config: Config) -> Client:
     global active
     client = Client(config)
-    _exit_hooks()
+    exit_hooks()
     with _lock:
         previous, active = active, client
         _clients.add(client)
@@ -116,6 +116,8 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _exit_lock
+    _exit_lock = threading.RLock()  # another thread may have held it in the parent
     for client in reversed(_forking):
         client.after_fork_in_child()
     _forking.clear()
@@ -123,35 +125,48 @@ def _after_fork_in_child() -> None:
     _framework_lock.release()
 
 
+#: One delivery at exit at a time, and the others wait for it: a SIGTERM handler's thread may
+#: be delivering while the main thread exits normally (uvicorn re-raises SIGTERM into the
+#: handler it found, then returns), and an exit that found the clients closing and went on
+#: would end the process in the middle of that delivery.
+_exit_lock = threading.RLock()
+
+
 def _at_exit() -> None:
-    for client in list(_clients):
-        if not client.closed:
-            client.shutdown()
+    with _exit_lock:
+        for client in list(_clients):
+            if not client.closed:
+                client.shutdown()
 
 
-_hooked_pid = 0
+_finalizer_pid = 0  # the process whose multiprocessing finalizer is registered
+_signal_pid = 0  # the process whose SIGTERM disposition was looked at, on its main thread
 
 
-def _exit_hooks() -> None:
-    """Deliver at exit where ``atexit`` does not run, once per process.
+def exit_hooks() -> None:
+    """Deliver at exit where ``atexit`` does not run; cheap to call again.
 
     - Workers made by ``multiprocessing`` (granian's, hypercorn's...) end in ``os._exit``:
       their exit runs ``multiprocessing``'s finalizers instead of ``atexit``, so one is
-      registered too.
+      registered too, once per process.
     - A process whose SIGTERM is the default dies without any cleanup (``flask run``,
       waitress, wsgiref, a hypercorn worker; systemd stops with SIGTERM): a handler is
       installed there, and only there (a server's own handler is never replaced). It
       delivers on another thread, so that the interrupted main thread holds no lock it
-      needs, then dies of SIGTERM as it would have.
+      needs, then dies of SIGTERM as it would have. Python only lets the main thread set a
+      handler, and WSGI servers (waitress, hypercorn serving WSGI) make the client on the
+      thread of the first request: so the middlewares call this when they are built, which
+      is when the app is imported, on the main thread.
     """
-    global _hooked_pid
-    if _hooked_pid == os.getpid():
-        return
-    _hooked_pid = os.getpid()
-    import multiprocessing.util
+    global _finalizer_pid, _signal_pid
+    pid = os.getpid()
+    if _finalizer_pid != pid:
+        _finalizer_pid = pid
+        import multiprocessing.util
 
-    multiprocessing.util.Finalize(None, _at_exit, exitpriority=100)
-    if threading.current_thread() is threading.main_thread():
+        multiprocessing.util.Finalize(None, _at_exit, exitpriority=100)
+    if _signal_pid != pid and threading.current_thread() is threading.main_thread():
+        _signal_pid = pid
         try:
             if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
                 signal.signal(signal.SIGTERM, _on_sigterm)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from types import MethodType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -23,11 +24,13 @@ if TYPE_CHECKING:
 __all__ = [
     "BodySource",
     "RequestSnapshot",
+    "asgi_peer",
     "multipart_names",
     "snapshot_asgi",
     "snapshot_of",
     "snapshot_wsgi",
     "text",
+    "wsgi_peer",
 ]
 
 MAX_PARAMS = 64
@@ -57,6 +60,7 @@ class RequestSnapshot:
         "path",
         "path_params",
         "peer",
+        "peer_rewritten",
         "query",
         "raw_path_bytes",
         "route",
@@ -78,11 +82,15 @@ class RequestSnapshot:
         body_chunks: tuple[bytes, ...] = (),
         body_truncated: bool = False,
         raw_path_bytes: bool = False,
+        peer_rewritten: bool = False,
     ) -> None:
         self.method = method
         self.path = path
         self.query = query
         self.peer = peer
+        #: The server replaced the peer with a hop of a forwarded header and kept no trace of
+        #: the connection (see :func:`asgi_peer`).
+        self.peer_rewritten = peer_rewritten
         self.user_agent = user_agent
         self.forwarded = forwarded
         self.content_type = content_type
@@ -206,6 +214,51 @@ def multipart_names(body: bytes, content_type: str) -> list[str]:
     return names
 
 
+def wsgi_peer(environ: Mapping[str, Any]) -> str | None:
+    """The address of the connection a WSGI request came on: ``REMOTE_ADDR``, or the one
+    werkzeug's ``ProxyFix`` replaced (it keeps it in ``werkzeug.proxy_fix.orig``)."""
+    orig = environ.get("werkzeug.proxy_fix.orig")
+    if type(orig) is dict and "REMOTE_ADDR" in orig:
+        addr = orig["REMOTE_ADDR"]
+        return addr if isinstance(addr, str) else None
+    return environ.get("REMOTE_ADDR")
+
+
+def asgi_peer(scope: Mapping[str, Any], receive: object = None) -> tuple[str | None, bool]:
+    """The address of the connection an ASGI request came on, and whether it is only what a
+    forwarded header said (``(peer, rewritten)``).
+
+    ``scope["client"]`` is not always the connection's address. uvicorn (and gunicorn's
+    uvicorn worker) replaces it with a hop of ``X-Forwarded-For`` when the connection comes
+    from one of its ``forwarded_allow_ips`` (127.0.0.1 by default, anyone with ``*``, and
+    then the left-most hop, which the client writes), but ``receive`` is a method of the
+    object holding the connection's asyncio transport, whose ``peername`` is the real one:
+    it is used whenever it is there. hypercorn's ``ProxyFixMiddleware`` and daphne's
+    ``--proxy-headers`` keep no trace of the connection; they set the port to 0, which no
+    connection has: ``rewritten`` is then True, and the caller does not take that hop for
+    the peer (:func:`sqreen._client_ip.resolve_client_ip`).
+    """
+    # Looked up without raising (AttributeError costs more than the rest): a bound method, an
+    # instance dict, a transport in it.
+    attrs = getattr(receive.__self__, "__dict__", None) if type(receive) is MethodType else None
+    transport = attrs.get("transport") if attrs else None
+    get_extra_info = getattr(transport, "get_extra_info", None) if transport is not None else None
+    if get_extra_info is not None:
+        try:
+            peername = get_extra_info("peername")
+        except Exception:  # not an asyncio transport after all
+            peername = None
+        if type(peername) is tuple and peername and isinstance(peername[0], str):
+            return peername[0], False
+        if peername == "":  # a Unix socket
+            return None, False
+    client = scope.get("client")
+    if not client:
+        return None, False
+    port = client[1] if len(client) > 1 else None
+    return client[0], port == 0 or port == "0"
+
+
 def snapshot_wsgi(
     environ: Mapping[str, Any],
     forwarded_key: str,
@@ -219,7 +272,7 @@ def snapshot_wsgi(
         environ.get("REQUEST_METHOD"),
         environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
         environ.get("QUERY_STRING", ""),
-        environ.get("REMOTE_ADDR"),
+        wsgi_peer(environ),
         environ.get("HTTP_USER_AGENT"),
         environ.get(forwarded_key),
         environ.get("CONTENT_TYPE"),
@@ -236,8 +289,10 @@ def snapshot_asgi(
     forwarded_name: bytes,
     route: RouteGetter | None,
     body: BodySource | None,
+    peer: tuple[str | None, bool] | None = None,
 ) -> RequestSnapshot:
-    """Freeze what an event needs of an ASGI HTTP scope."""
+    """Freeze what an event needs of an ASGI HTTP scope; ``peer`` is :func:`asgi_peer`'s
+    answer when the caller has it (the middleware's context looks it up once a request)."""
     user_agent = forwarded = content_type = None
     for name, value in scope.get("headers", ()):
         if name == b"user-agent":
@@ -253,13 +308,13 @@ def snapshot_asgi(
         r = scope.get("route")
         template = getattr(r, "path", None) if r is not None else None
         path_params = scope.get("path_params")
-    client = scope.get("client")
+    address, rewritten = asgi_peer(scope) if peer is None else peer
     chunks, truncated = body.capture() if body is not None else ((), False)
     return RequestSnapshot(
         scope.get("method"),
         scope.get("path", ""),
         scope.get("query_string", b""),
-        client[0] if client else None,
+        address,
         user_agent,
         forwarded,
         content_type,
@@ -267,6 +322,7 @@ def snapshot_asgi(
         path_params,
         chunks,
         truncated,
+        peer_rewritten=rewritten,
     )
 
 

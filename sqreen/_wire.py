@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, TypedDict, cast
 
-from ._client_ip import maybe_warn_untrusted_proxy, resolve_client_ip
+from ._client_ip import resolve_client_ip
 from ._event import (
     LIMITS,
     InvalidEvent,
@@ -23,6 +23,7 @@ from ._event import (
     validate_target,
     validate_user,
 )
+from ._ip_warnings import watch_peer
 from ._json import dumps_utf8
 from ._request import multipart_names, text
 from ._values import TRUNCATED
@@ -92,8 +93,9 @@ def encode_request(snapshot: RequestSnapshot, config: Config, collect_body: bool
     """The request part of an event, from its frozen snapshot."""
     scrubber = config.scrubber
     forwarded = text(snapshot.forwarded)
-    ip = resolve_client_ip(snapshot.peer, forwarded, config.trusted, config.client_ip_header)
-    maybe_warn_untrusted_proxy(snapshot.peer, forwarded, config.trusted, config.client_ip_header)
+    peer, rewritten, header = snapshot.peer, snapshot.peer_rewritten, config.client_ip_header
+    ip = resolve_client_ip(peer, forwarded, config.trusted, header, rewritten)
+    watch_peer(peer, forwarded, config.trusted, header, rewritten)
     content_type = snapshot.media_type()
     body = snapshot.body()
     wire: WireRequest = {

@@ -68,6 +68,8 @@ class SqreenASGIMiddleware:
     def __init__(self, app: ASGIApp, route: RouteOf | None = None) -> None:
         self.app = app
         self.route = route
+        with _GUARD:
+            _hub.exit_hooks()  # now, on the main thread: see sqreen._hub.exit_hooks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -88,7 +90,8 @@ class SqreenASGIMiddleware:
                 client.start()  # as for a request: the flusher fetches the action set
                 if client.blocklist.has_ips:
                     # Unbound: only to resolve the client IP as for a request.
-                    blocked = blocked_ip(client, RequestContext(client, "asgi", scope))
+                    ctx = RequestContext(client, "asgi", scope, receive=receive)
+                    blocked = blocked_ip(client, ctx)
         if blocked is None:
             await self.app(scope, receive, send)
         else:
@@ -104,7 +107,7 @@ class SqreenASGIMiddleware:
                 client.start()  # with the first request: see Client.start
                 tee = ASGIReceiveTee(receive, client.config.max_body_size)
                 route = None if self.route is None else partial(self.route, scope)
-                ctx = RequestContext(client, "asgi", scope, tee, route)
+                ctx = RequestContext(client, "asgi", scope, tee, route, receive)
                 _store(scope, ctx)
         if ctx is None or client is None:  # disabled, or an error of ours (logged)
             await self.app(scope, receive, send)

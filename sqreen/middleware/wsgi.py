@@ -35,7 +35,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from .._blocking import Blocked
 from .._context import RequestContext, current_request
-from .._hub import get_client
+from .._hub import exit_hooks, get_client
 from ._common import (
     ResponseAborted,
     blocked_ip,
@@ -65,6 +65,8 @@ class SqreenWSGIMiddleware:
     def __init__(self, app: WSGIApplication, route: RouteOf | None = None) -> None:
         self.app = app
         self.route = route
+        with _GUARD:
+            exit_hooks()  # now, on the main thread: see sqreen._hub.exit_hooks
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         client = ctx = None
@@ -127,15 +129,20 @@ def _refuse(
         ("Content-Length", str(len(body))),
         ("Cache-Control", "no-store"),
     ]
-    try:
+    tb = None if exc is None else exc.__traceback__
+    if exc is None or tb is None:  # the app never ran (an exception it raised has a traceback)
         start_response("403 Forbidden", headers)
-    except Exception:
-        # The app had called start_response already: a second call must carry exc_info, and
-        # is allowed as long as no header was sent.
-        if exc is None or exc.__traceback__ is None:
-            raise ResponseAborted(str(blocked)) from blocked
+        return [body]
+    # The app raised: it may have called start_response already, and then a second call
+    # without exc_info is a fatal error (PEP 3333); with it, the server replaces the headers
+    # it holds, or re-raises the exception when it has sent them.
+    try:
+        start_response("403 Forbidden", headers, (type(exc), exc, tb))
+    except BaseException:
+        # Sent already; or werkzeug's test client, which re-raises any exc_info and has no
+        # headers to protect: a plain call is what it takes (a server refuses it).
         try:
-            start_response("403 Forbidden", headers, (type(exc), exc, exc.__traceback__))
+            start_response("403 Forbidden", headers)
         except BaseException:
             raise ResponseAborted(str(blocked)) from blocked
     return [body]

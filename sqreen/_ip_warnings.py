@@ -1,0 +1,122 @@
+"""Warnings about how the server and its proxies hand the client's address to the app.
+
+A wrong setting here is silent: every event carries an address, only not the client's, and
+an IP block never matches. So :func:`watch_peer` looks at each event's peer and forwarded
+header (on the flusher thread, where the client IP is resolved) and logs, once per process:
+
+* a forwarded header from an untrusted private peer (a Docker or Kubernetes proxy that is
+  not in ``trusted_proxies``: :func:`sqreen._client_ip.maybe_warn_untrusted_proxy`);
+* a server that replaced the peer with a hop of a forwarded header and kept no trace of the
+  connection (hypercorn's ``ProxyFixMiddleware``, daphne's ``--proxy-headers``);
+* events that all came from a trusted proxy without the forwarded header, past
+  :data:`SILENT_PROXY_EVENTS` of them: a proxy that does not send it (nginx without
+  ``proxy_set_header``), or a server that removes it (waitress drops ``X-Forwarded-For``
+  unless told to trust the proxy). Every client is then the proxy. A single event with the
+  header, or from an untrusted peer, settles it for good: nothing is counted after.
+
+Each check costs a few comparisons per event until it is settled, nothing after.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Final
+
+from ._client_ip import TrustedProxies, maybe_warn_untrusted_proxy, normalize_ip
+
+__all__ = ["SILENT_PROXY_EVENTS", "watch_peer"]
+
+logger = logging.getLogger("sqreen")
+
+#: Events from a trusted proxy without the forwarded header before the warning: enough that
+#: a health check or two from the proxy's host do not count as "every request".
+SILENT_PROXY_EVENTS: Final = 20
+
+
+class _Watch:
+    """What has been seen so far in this process (touched by the flusher thread only; the
+    lock only keeps two warnings from being logged twice)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.silent = 0  # events from a trusted proxy without the header, in a row
+        self.silent_settled = False  # warned, or a header (or an untrusted peer) was seen
+        self.rewritten_warned = False
+
+
+_watch = _Watch()
+
+
+def watch_peer(
+    peer: str | None,
+    header_value: str | None,
+    trusted: TrustedProxies,
+    header: str,
+    rewritten: bool,
+) -> None:
+    """Log what one event's peer and forwarded header say of the set-up, once each."""
+    if rewritten:
+        if not _watch.rewritten_warned:
+            _warn_rewritten(peer, header)
+        return
+    maybe_warn_untrusted_proxy(peer, header_value, trusted, header)
+    if _watch.silent_settled:
+        return
+    if (header_value and header_value.strip()) or not _is_trusted(peer, trusted):
+        _watch.silent_settled = True
+        return
+    _watch.silent += 1
+    if _watch.silent >= SILENT_PROXY_EVENTS:
+        _warn_silent(peer, header)
+
+
+def _is_trusted(peer: str | None, trusted: TrustedProxies) -> bool:
+    if not peer:
+        return trusted.trusts_unix_socket
+    return peer in trusted
+
+
+def _warn_silent(peer: str | None, header: str) -> None:
+    with _watch.lock:
+        if _watch.silent_settled:
+            return
+        _watch.silent_settled = True
+    where = normalize_ip(peer) if peer else "a Unix socket"
+    logger.warning(
+        "sqreen: the first %d events all came from %s, a trusted proxy, without a %s header: "
+        "every client is recorded as the proxy, and no IP block can match a client. If a "
+        "proxy is in front of this app, make it send the client's address (nginx: "
+        'proxy_set_header X-Real-IP $remote_addr; with client_ip_header="X-Real-IP"); '
+        "waitress removes X-Forwarded-For unless told to trust the proxy. See the README's "
+        "table of servers. (With clients on this machine, in development, ignore this.)",
+        SILENT_PROXY_EVENTS,
+        where,
+        header,
+    )
+
+
+def _warn_rewritten(peer: str | None, header: str) -> None:
+    with _watch.lock:
+        if _watch.rewritten_warned:
+            return
+        _watch.rewritten_warned = True
+    logger.warning(
+        "sqreen: the server replaced the address of the connection with %s, taken from a "
+        "forwarded header, and keeps no trace of the connection (hypercorn's "
+        "ProxyFixMiddleware, daphne --proxy-headers): sqreen reads the %s header itself as "
+        "if a trusted proxy sent it, and never takes the server's pick for the client. Turn "
+        "the server's proxy headers off and list your proxies in trusted_proxies (see the "
+        "README's table of servers).",
+        peer,
+        header,
+    )
+
+
+def _reset() -> None:
+    """For tests: forget what was seen and warned."""
+    with _watch.lock:
+        _watch.reset()

@@ -1,0 +1,130 @@
+"""A real server in a subprocess on 127.0.0.1, with sqreen pointed at a receiver.
+
+Each server runs in a session of its own, so that a test can signal its main process, its
+workers, or all of them at once (``group``: what systemd's default ``KillMode=control-group``
+does on ``systemctl stop``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from tests.integrations._servers import ROOT, free_port, http_request, wait_for_port
+from tests.receiver import Receiver
+
+__all__ = ["Served", "get_json"]
+
+
+class Served:
+    """``argv`` (``{port}`` is replaced) served on a free port; ``SQREEN_*`` from ``env``."""
+
+    def __init__(
+        self, argv: list[str], receiver: Receiver | None, env: dict[str, str] | None = None
+    ) -> None:
+        self.port = free_port()
+        self.log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)
+        full_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("SQREEN_") and k != "FORWARDED_ALLOW_IPS"
+        }
+        full_env["PYTHONPATH"] = ROOT
+        full_env["SQREEN_SHUTDOWN_TIMEOUT"] = "5"
+        if receiver is not None:
+            full_env["SQREEN_ENDPOINT"] = receiver.url
+        full_env.update(env or {})
+        argv = [sys.executable if a == "python" else a.format(port=self.port) for a in argv]
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=full_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_foreground_signals,
+        )
+        if not wait_for_port(self.port, 30, self.proc):
+            self.kill()
+            raise RuntimeError(f"{argv} did not start:\n{self.output()}")
+
+    def get(
+        self, path: str, headers: dict[str, str] | None = None, source: str = "127.0.0.1"
+    ) -> Any:
+        return get_json(self.port, path, headers, source)
+
+    def ready(self) -> bool:
+        """Whether a worker answers ``/ping`` (which tracks nothing)."""
+        try:
+            return isinstance(self.get("/ping"), dict)
+        except OSError:
+            return False
+
+    def stop(self, sig: int, target: str = "main", workers: set[int] = frozenset()) -> int:
+        """Send ``sig`` to the main process, to ``workers`` or to the whole ``group``; return
+        the exit status (the negative signal number when it died of one)."""
+        if target == "group":
+            os.killpg(self.proc.pid, sig)
+        elif target == "workers":
+            for pid in workers:
+                os.kill(pid, sig)
+        else:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            status = _signal_status(self.proc.pid)
+            self.kill()
+            raise AssertionError(f"the server did not stop ({status}):\n{self.output()}") from None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+        self.log.close()
+
+    def output(self) -> str:
+        with open(self.log.name, errors="replace") as f:
+            return f.read()
+
+
+def _foreground_signals() -> None:
+    """In the child: SIGINT and SIGQUIT as a shell gives a foreground job (a shell without job
+    control starts background ones with both ignored, and so would the server be)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
+def _signal_status(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return " ".join(line.strip() for line in f if line.startswith(("SigBlk", "SigIgn")))
+    except OSError:
+        return "no status"
+
+
+def get_json(
+    port: int, path: str, headers: dict[str, str] | None = None, source: str = "127.0.0.1"
+) -> Any:
+    response = http_request(port, "GET", path, headers=headers, source=source)
+    if response.status != 200:
+        return response.status
+    return json.loads(response.body)
+
+
+def wait_until(check: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return bool(check())

@@ -1,0 +1,124 @@
+"""Events tracked just before a real server stops are delivered, once, however it is stopped.
+
+Each server runs in a subprocess with ``SQREEN_FLUSH_INTERVAL=3600``, so that nothing leaves
+before the stop: what arrives was delivered by the stop itself (a SIGTERM handler, the
+``multiprocessing`` finalizer of a worker that ends in ``os._exit``, ``atexit``, or the ASGI
+middleware at lifespan shutdown; see ``docs/architecture.md``, "fork and exit").
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+
+import pytest
+
+from tests.receiver import Receiver
+
+from ._harness import Served, wait_until
+
+pytestmark = pytest.mark.slow
+
+REQUESTS = 4
+QUIET = {"SQREEN_FLUSH_INTERVAL": "3600", "SQREEN_HEARTBEAT_INTERVAL": "3600"}
+
+GRANIAN = [
+    *("python", "-m", "granian", "--host", "127.0.0.1", "--port", "{port}"),
+    *("--workers", "1", "--log-level", "warning"),
+]
+HYPERCORN = ["python", "-m", "hypercorn", "--bind", "127.0.0.1:{port}", "--workers", "1"]
+ASGI, WSGI = "tests.servers.apps:asgi_app", "tests.servers.apps:wsgi_app"
+
+SERVERS = {
+    # granian's workers are multiprocessing processes: they end in os._exit.
+    "granian-asgi": [*GRANIAN, "--interface", "asgi", ASGI],
+    "granian-asginl": [*GRANIAN, "--interface", "asginl", ASGI],  # no lifespan flush first
+    "granian-wsgi": [*GRANIAN, "--interface", "wsgi", "--blocking-threads", "2", WSGI],
+    # A hypercorn worker keeps SIGTERM's default: its master stops it through an event.
+    "hypercorn-asgi": [*HYPERCORN, ASGI],
+    # WSGI on hypercorn: the client is made on a thread, where no signal handler can be set.
+    "hypercorn-wsgi": [*HYPERCORN, WSGI],
+    "waitress": ["python", "-m", "waitress", "--host", "127.0.0.1", "--port", "{port}", WSGI],
+    # uvicorn re-raises SIGTERM into the handler it found once it has shut down, then returns;
+    # without lifespan, no flush comes first.
+    "uvicorn-no-lifespan": [
+        *("python", "-m", "uvicorn", "--port", "{port}", "--log-level", "warning"),
+        *("--lifespan", "off", ASGI),
+    ],
+    "flask-run": [
+        *("python", "-m", "flask", "--app", "tests.servers.flask_app"),
+        *("run", "--port", "{port}"),
+    ],
+}
+
+#: How each server is stopped: (signal, to whom). "group" is systemd's default: every process
+#: of the service at once; SIGINT is Ctrl-C.
+HOW = {
+    "granian-asgi": [(signal.SIGTERM, "group"), (signal.SIGINT, "main")],
+    "granian-asginl": [(signal.SIGTERM, "main")],
+    # (SIGINT to the whole group sometimes hangs granian's WSGI mode, sqreen or not.)
+    "granian-wsgi": [(signal.SIGTERM, "main"), (signal.SIGTERM, "group")],
+    "hypercorn-asgi": [(signal.SIGTERM, "group"), (signal.SIGTERM, "workers")],
+    "hypercorn-wsgi": [(signal.SIGTERM, "group"), (signal.SIGTERM, "workers")],
+    "waitress": [(signal.SIGTERM, "main"), (signal.SIGINT, "main")],
+    "uvicorn-no-lifespan": [(signal.SIGTERM, "main")],
+    "flask-run": [(signal.SIGTERM, "main"), (signal.SIGINT, "main")],
+}
+STOPS = [(name, sig, target) for name, stops in HOW.items() for sig, target in stops]
+
+
+def _track(server: Served, first: int) -> tuple[list[int], set[int]]:
+    numbers = list(range(first, first + REQUESTS))
+    pids = set()
+    for n in numbers:
+        answer = server.get(f"/track?n={n}")
+        assert isinstance(answer, dict), f"status {answer}:\n{server.output()}"
+        pids.add(answer["pid"])
+    return numbers, pids
+
+
+def _delivered_once(receiver: Receiver, numbers: list[int], server: Served) -> None:
+    def arrived() -> list[int]:
+        return [e["properties"]["n"] for e in receiver.events if e["name"] == "server.event"]
+
+    wait_until(lambda: len(arrived()) >= len(numbers), timeout=5)
+    counts = Counter(arrived())
+    assert sorted(counts) == numbers, f"delivered {dict(counts)}\n{server.output()}"
+    assert set(counts.values()) == {1}, f"delivered twice: {dict(counts)}"
+    ids = receiver.ids()
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize(
+    ("name", "sig", "target"),
+    STOPS,
+    ids=[f"{name}-{signal.Signals(sig).name}-{target}" for name, sig, target in STOPS],
+)
+def test_events_tracked_before_a_stop_are_delivered_once(
+    receiver: Receiver, name: str, sig: int, target: str
+) -> None:
+    server = Served(SERVERS[name], receiver, QUIET)
+    try:
+        numbers, pids = _track(server, 0)
+        assert receiver.wait_for(1, timeout=0.3) == [], "an event left before the stop"
+        server.stop(sig, target, pids)
+        _delivered_once(receiver, numbers, server)
+    finally:
+        server.kill()
+
+
+def test_granian_reload_delivers_what_the_old_workers_tracked(receiver: Receiver) -> None:
+    """SIGHUP: granian starts new workers and stops the old ones (a graceful stop that the
+    server survives); what the old ones tracked arrives without waiting for the next stop."""
+    server = Served([*SERVERS["granian-wsgi"], "--respawn-interval", "0.1"], receiver, QUIET)
+    try:
+        numbers, old = _track(server, 0)
+        server.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: len(receiver.events) >= REQUESTS, timeout=15), server.output()
+        assert wait_until(server.ready), "no worker after the reload"  # granian has a gap
+        more, new = _track(server, REQUESTS)
+        assert not new & old, "the reload kept a worker"
+        server.stop(signal.SIGTERM)
+        _delivered_once(receiver, numbers + more, server)
+    finally:
+        server.kill()
