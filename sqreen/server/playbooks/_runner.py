@@ -217,9 +217,9 @@ class PlaybookRunner:
             hits = {key: [Hit._make(h) for h in rows] for key, rows in found.items()}
             firings, quieted = engine.decide(plan, hits, quiet_now, now_us, is_exempt)
             merged = {**quiet_now, **quieted}
+            some_quiet = {key for _, key in merged}
             for key in keys:  # what no hit of can matter for a while: skipped from now on
-                until = engine.quiet_until(key, merged)
-                if until > now_us:
+                if key[1] in some_quiet and (until := engine.quiet_until(key, merged)) > now_us:
                     quiet[key] = until
             alerts = [alert for f in firings if (alert := new_alert(f)) is not None]
             return WindowWrite(quieted, alerts)
