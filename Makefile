@@ -15,7 +15,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,flask,django,fastapi,server]'
 	touch $(STAMP)
 
-# Debian packages the tests drive for real: PostgreSQL and headless Chromium.
+# Debian packages the tests drive for real: PostgreSQL, headless Chromium and nginx.
 system-deps:
 	@sh scripts/system-deps.sh
 

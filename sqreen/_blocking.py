@@ -138,9 +138,12 @@ class Blocklist:
         self._lock = threading.Lock()
         self.version = -1
         self._index = _EMPTY  # replaced, never mutated
-        # The networks of the last action set by their text (None: refused), so that a new
-        # version, which repeats the others, parses and checks only what it adds.
-        self._networks: dict[str, Network | None] = {}
+        # The networks of the last action set by their text (a text: why it was refused), so
+        # that a new version, which repeats the others, parses and checks only what it adds.
+        self._networks: dict[str, Network | str] = {}
+        #: The blocks of the set in force that this process refuses: id -> why (reported in
+        #: the heartbeat, so that the collector can show a block nobody enforces).
+        self.refused: dict[str, str] = {}
 
     def after_fork_in_child(self) -> None:
         """A new lock: the parent's may have been held by a thread the child does not have.
@@ -165,11 +168,15 @@ class Blocklist:
                 return
             now = self._clock()
             known, self._networks = self._networks, {}
-            self._index = _build(filter(None, (self._parse(item, now, known) for item in items)))
+            refused: dict[str, str] = {}
+            self._index = _build(
+                filter(None, (self._parse(item, now, known, refused) for item in items))
+            )
+            self.refused = refused
             self.version = version
 
     def _parse(
-        self, item: Any, now: float, known: dict[str, Network | None]
+        self, item: Any, now: float, known: dict[str, Network | str], refused: dict[str, str]
     ) -> UserBlock | IPBlock | None:
         if not isinstance(item, dict):
             return None
@@ -187,31 +194,36 @@ class Blocklist:
                 or not all(isinstance(k, str) and isinstance(v, str) for k, v in user.items())
             ):
                 logger.warning("sqreen: refusing block %s: it needs a non-empty user", action_id)
+                refused[action_id] = "it needs a non-empty user"
                 return None
             return UserBlock(dict(user), deadline, reason, action_id)
         if item.get("type") == "block_ip":
             text = str(item.get("ip"))
             net = known[text] if text in known else self._network(text, action_id)
             self._networks[text] = net
-            return None if net is None else IPBlock(net, deadline, reason, action_id)
+            if isinstance(net, str):
+                refused[action_id] = net
+                return None
+            return IPBlock(net, deadline, reason, action_id)
         return None
 
-    def _network(self, text: str, action_id: str) -> Network | None:
-        """The network of a ``block_ip`` action, or None (logged) when it is refused."""
+    def _network(self, text: str, action_id: str) -> Network | str:
+        """The network of a ``block_ip`` action, or why it is refused (logged)."""
         net = _parse_network(text)
         if net is None:
-            logger.warning("sqreen: refusing block %s: invalid network", action_id)
-            return None
-        version, prefix = net.version, net.prefixlen
-        if prefix < _MIN_PREFIX[version]:
-            logger.warning("sqreen: refusing block %s: %s is too wide", action_id, net)
-            return None
-        first = int(net.network_address)
-        last = first | ((1 << (_BITS[version] - prefix)) - 1)
-        if any(v == version and lo <= last and first <= hi for v, lo, hi in self._trusted):
-            logger.warning("sqreen: refusing block %s: %s covers a trusted proxy", action_id, net)
-            return None
-        return net
+            why = "invalid network"
+        elif net.prefixlen < _MIN_PREFIX[net.version]:
+            why = f"{net} is too wide"
+        else:
+            first = int(net.network_address)
+            last = first | ((1 << (_BITS[net.version] - net.prefixlen)) - 1)
+            if not any(
+                v == net.version and lo <= last and first <= hi for v, lo, hi in self._trusted
+            ):
+                return net
+            why = f"{net} covers a trusted proxy"
+        logger.warning("sqreen: refusing block %s: %s", action_id, why)
+        return why
 
     def user_block(self, user: dict[str, str] | None) -> Blocked | None:
         """The :class:`Blocked` for ``user`` when an active block matches every key of it."""

@@ -35,7 +35,7 @@ from ._event import (
 from ._json import dumps_utf8
 from ._options import OPTION_KEYS, merge_options
 from ._queue import Queue, new_id_prefix
-from ._refusals import Refusals
+from ._refusals import MAX_REPORTED, Refusals
 from ._request import snapshot_of
 from ._spool import restored_actions
 from ._wire import IDENTIFY, encode_event
@@ -405,4 +405,6 @@ class Client:
         refused = self.refusals.report()
         if refused:
             stats["refused"] = refused
+        if self.blocklist.refused:  # blocks this process does not enforce, and why
+            stats["refused_blocks"] = dict(list(self.blocklist.refused.items())[:MAX_REPORTED])
         return stats

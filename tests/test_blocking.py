@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import sqreen
 from sqreen._blocking import Blocked, Blocklist, IPBlock, UserBlock
 from sqreen._client_ip import TrustedProxies
+from sqreen.transports import Reply, ScriptedTransport
 
 
 class Clock:
@@ -299,3 +302,39 @@ def test_refusals_are_logged_once_per_network(sqreen_log: pytest.LogCaptureFixtu
     b.apply({"version": 2, "items": [ip("10.0.0.0/8", id="wide")]})
     records = [r for r in sqreen_log.records if r.levelno == logging.WARNING]
     assert len(records) == 1 and "too wide" in records[0].getMessage()
+
+
+def test_refused_blocks_are_kept_with_their_reason_and_reported_in_the_heartbeat() -> None:
+    items = [
+        ip("10.0.0.0/8", id="wide"),
+        ip("127.0.0.1", id="proxy"),
+        ip("not an ip", id="junk"),
+        {"id": "nobody", "type": "block_user", "user": {}},
+        ip("203.0.113.7", id="fine"),
+    ]
+    b = blocklist(items)
+    assert b.refused == {
+        "wide": "10.0.0.0/8 is too wide",
+        "proxy": "127.0.0.1/32 covers a trusted proxy",
+        "junk": "invalid network",
+        "nobody": "it needs a non-empty user",
+    }
+    b.apply({"version": 2, "items": items[1:]})  # a new version: the known networks reused
+    assert set(b.refused) == {"proxy", "junk", "nobody"}
+    b.apply({"version": 3, "items": [items[-1]]})
+    assert b.refused == {} and b.ip_block("203.0.113.7") is not None
+
+    beats: list[dict[str, Any]] = []
+    transport = ScriptedTransport(
+        lambda call: (
+            (beats.append(call.payload) if call.kind == "heartbeat" else None)
+            or Reply("ok", actions={"version": 1, "items": items})
+        )
+    )
+    client = sqreen.init(transport=transport, heartbeat_interval=0.05)
+    client.start()
+    deadline = time.monotonic() + 5
+    while not any("refused_blocks" in b["stats"] for b in beats) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    reported = next(b["stats"]["refused_blocks"] for b in beats if "refused_blocks" in b["stats"])
+    assert reported["proxy"] == "127.0.0.1/32 covers a trusted proxy" and "fine" not in reported

@@ -8,6 +8,7 @@ import html
 import json
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -341,6 +342,19 @@ def test_blocks_say_who_made_them_and_how_often_they_refused(
 
     reply = client.get("/explorer/blocks", headers={"accept": "text/html"})
     assert reply.status_code == 200
+
+
+def test_a_block_some_sdks_refuse_to_enforce_says_so(client: TestClient, storage: Storage) -> None:
+    block = storage.create_block("block_ip", ip="10.1.2.3", created_by="cli:alice")
+    why = {str(block.id): "10.1.2.3/32 covers a trusted proxy <script>alert(1)</script>"}
+    for pid in (1, 2):
+        beat = Heartbeat("shop", "web1", pid, "flask", "sqreen-python", "0.1", {})
+        storage.record_heartbeat(replace(beat, stats={"refused_blocks": why}))
+    storage.record_heartbeat(heartbeat(3, {}))  # one that enforces it
+    page = client.get("/explorer/blocks").text
+    (row,) = table_rows(page, "blocks")
+    assert "Not enforced by 2 SDK processes: 10.1.2.3/32 covers a trusted proxy" in row
+    assert "<script>alert" not in page and "&lt;script&gt;" in row
 
 
 def heartbeat(pid: int, refused: dict[str, Any]) -> Heartbeat:

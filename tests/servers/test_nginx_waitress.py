@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from sqreen._ip_warnings import SILENT_PROXY_EVENTS
-from tests.integrations._servers import free_port, wait_for_port
+from tests.integrations._servers import ROOT, free_port, wait_for_port
 from tests.receiver import Receiver
 
 from ._harness import Served, get_json, wait_until
@@ -54,19 +54,20 @@ http {{
 {servers}
 }}
 """
-# The README's block, as written there.
-SERVER = """\
-    server {{
-        listen 127.0.0.1:{listen};
-        location / {{
-            proxy_pass http://127.0.0.1:{upstream};
-            proxy_set_header Host $host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-        }}
-    }}
-"""
+
+
+def readme_location() -> str:
+    """The README's nginx ``location`` block, as written there."""
+    text = (Path(ROOT) / "README.md").read_text()
+    block = text.split("```nginx\n", 1)[1].split("```", 1)[0]
+    assert "proxy_pass http://127.0.0.1:8000;" in block
+    return block
+
+
+def server_block(listen: int, upstream: int) -> str:
+    """A ``server`` on ``listen`` around the README's block, proxying to ``upstream``."""
+    location = readme_location().replace("127.0.0.1:8000", f"127.0.0.1:{upstream}")
+    return f"    server {{\n        listen 127.0.0.1:{listen};\n{location}    }}\n"
 
 
 class Nginx:
@@ -75,10 +76,7 @@ class Nginx:
     def __init__(self, upstreams: list[int], directory: Path) -> None:
         assert NGINX is not None
         self.ports = {upstream: free_port() for upstream in upstreams}
-        servers = "".join(
-            SERVER.format(listen=listen, upstream=upstream)
-            for upstream, listen in self.ports.items()
-        )
+        servers = "".join(server_block(listen, upstream) for upstream, listen in self.ports.items())
         conf = directory / "nginx.conf"
         conf.write_text(CONFIG.format(dir=directory, servers=servers))
         self.log = open(directory / "nginx.log", "w+")

@@ -12,7 +12,7 @@ events).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
@@ -146,7 +146,8 @@ class Hits:
     gone takes its count with it. ``sampled``: the ``security.blocked`` events SDKs recorded
     (one every 20 s at most per block and process, standing for the refusals since the last),
     counted over the newest :data:`SAMPLE` of them (``sample_size``, since ``since``), as
-    the events page counts groups.
+    the events page counts groups. ``not_enforced``: the blocks some live SDK processes refuse
+    to enforce (a network covering their trusted proxy, too wide...): how many, and why.
     """
 
     refused: dict[str, int]
@@ -154,6 +155,7 @@ class Hits:
     sampled: dict[str, int]
     sample_size: int
     since: datetime | None
+    not_enforced: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def bounded(self) -> bool:
@@ -164,6 +166,7 @@ def hits(storage: Storage, now: datetime, stale_after: float) -> Hits:
     """Blocking: every block's :class:`Hits`, from one read of the agents and two bounded
     reads of the events."""
     refused: dict[str, int] = {}
+    not_enforced: dict[str, tuple[int, str]] = {}
     live = 0
     for agent in storage.agents():
         if (now - agent.last_seen).total_seconds() > stale_after:
@@ -173,9 +176,14 @@ def hits(storage: Storage, now: datetime, stale_after: float) -> Hits:
         for block_id, n in counts.items() if isinstance(counts, dict) else ():
             if type(n) is int and n > 0:
                 refused[str(block_id)] = refused.get(str(block_id), 0) + n
+        why = agent.stats.get("refused_blocks")
+        for block_id, reason in why.items() if isinstance(why, dict) else ():
+            count, _ = not_enforced.get(str(block_id), (0, ""))
+            not_enforced[str(block_id)] = (count + 1, str(reason)[:200])
     sampled = storage.count_by("properties.block_id", REFUSALS, SAMPLE, newest=SAMPLE)
     size, since, _ = storage.span(REFUSALS, newest=SAMPLE)
-    return Hits(refused, live, {v: n for v, n in sampled if v is not None}, size, since)
+    sampled_by_id = {v: n for v, n in sampled if v is not None}
+    return Hits(refused, live, sampled_by_id, size, since, not_enforced)
 
 
 async def _blocks(

@@ -19,7 +19,7 @@ TEMPLATES: Final = '''\
 #   sqreen playbooks test playbooks.toml --since 7d
 # Set mode = "monitor" to record alerts without blocking anyone.
 
-# webhook_secret = "change-me"   # signs notify posts: X-Sqreen-Signature: sha256=<hmac>
+# webhook_secret = "change-me"   # signs notify posts: X-Sqreen-Signature: t=<time>,v1=<hmac>
 
 [[playbook]]
 id = "brute-force-ip"
