@@ -298,25 +298,6 @@ def alerts_for(firings: Sequence[Firing]) -> list[Alert]:
     out = []
     for n, f in enumerate(firings, 1):
         alert = new_alert(f)
-        if alert is None:
-            continue
-        out.append(
-            Alert(
-                id=n,
-                playbook=alert.playbook,
-                group_by=alert.group_by,
-                group_key=alert.group_key,
-                total=alert.total,
-                first_at=alert.first_at,
-                last_at=alert.last_at,
-                first_seq=alert.first_seq,
-                last_seq=alert.last_seq,
-                seqs=alert.seqs,
-                mode=alert.mode,
-                action=alert.action,
-                block_id=None,
-                summary=alert.summary,
-                created_at=alert.last_at,
-            )
-        )
+        if alert is not None:
+            out.append(alert.stored(n, None, alert.last_at))
     return out

@@ -11,7 +11,26 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._sql import Cursor
 
-__all__ = ["SqlPart"]
+__all__ = ["SqlPart", "insert_rows", "placeholders"]
+
+
+def placeholders(rows: int, columns: int) -> str:
+    """``(?, ?), (?, ?)``: the VALUES of a multi-row insert."""
+    one = "(" + ", ".join("?" * columns) + ")"
+    return ", ".join([one] * rows)
+
+
+def insert_rows(
+    cur: Cursor, head: str, rows: Sequence[Sequence[Any]], tail: str = "", chunk: int = 500
+) -> None:
+    """``head VALUES (...), (...) tail`` for ``rows``, at most ``chunk`` rows a statement
+    (parameters stay under SQLite's and PostgreSQL's limits)."""
+    for i in range(0, len(rows), chunk):
+        part = rows[i : i + chunk]
+        cur.execute(
+            f"{head} VALUES {placeholders(len(part), len(part[0]))}{tail}",
+            [v for row in part for v in row],
+        )
 
 
 class SqlPart:

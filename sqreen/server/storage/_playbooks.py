@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from ._parts import SqlPart
+from ._parts import SqlPart, insert_rows
 from .model import Alert, BlockSpec, NewAlert, WindowWrite, from_us, to_us
 
 if TYPE_CHECKING:
@@ -127,14 +127,13 @@ class PlaybookQueries(SqlPart):
             return []
         with self._write() as cur:
             self._lock_windows(cur, keys)
-            for i in range(0, len(hits), HIT_CHUNK):
-                chunk = hits[i : i + HIT_CHUNK]
-                cur.execute(
-                    "INSERT INTO playbook_hits (stream, key, ts, seq, value) VALUES "
-                    + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
-                    + " ON CONFLICT (stream, key, ts, seq) DO NOTHING",
-                    [v for row in chunk for v in row],
-                )
+            insert_rows(
+                cur,
+                "INSERT INTO playbook_hits (stream, key, ts, seq, value)",
+                hits,
+                " ON CONFLICT (stream, key, ts, seq) DO NOTHING",
+                HIT_CHUNK,
+            )
             now = to_us(self.now())
             quiet: dict[QuietKey, int] = {}
             group_keys = sorted({key for _, key in keys})
@@ -148,15 +147,13 @@ class PlaybookQueries(SqlPart):
                 quiet.update(((p, k), until) for p, k, until in rows)
             fetched = self._fetch(cur, self._candidates(cur, probes(quiet)))
             write = decide(fetched, quiet)
-            items = sorted(write.quiet.items())
-            for i in range(0, len(items), WINDOW_CHUNK):
-                part = items[i : i + WINDOW_CHUNK]
-                cur.execute(
-                    "INSERT INTO playbook_quiet (playbook, key, until_at) VALUES "
-                    + ", ".join(["(?, ?, ?)"] * len(part))
-                    + " ON CONFLICT (playbook, key) DO UPDATE SET until_at = excluded.until_at",
-                    [v for (playbook, key), until in part for v in (playbook, key, until)],
-                )
+            insert_rows(
+                cur,
+                "INSERT INTO playbook_quiet (playbook, key, until_at)",
+                [(p, key, until) for (p, key), until in sorted(write.quiet.items())],
+                " ON CONFLICT (playbook, key) DO UPDATE SET until_at = excluded.until_at",
+                WINDOW_CHUNK,
+            )
             return [self._store_alert(cur, alert, now) for alert in write.alerts]
 
     @staticmethod

@@ -15,6 +15,7 @@ from itertools import repeat
 from typing import Any, Final, Protocol
 
 from ..._wire import WireEvent
+from ._parts import placeholders
 from ._playbooks import PlaybookQueries
 from ._queries import EventQueries, id_list
 from ._rows import (
@@ -74,11 +75,6 @@ class Cursor(Protocol):
     def fetchone(self) -> Any: ...
 
     def fetchall(self) -> list[Any]: ...
-
-
-def placeholders(rows: int, columns: int) -> str:
-    one = "(" + ", ".join("?" * columns) + ")"
-    return ", ".join([one] * rows)
 
 
 class SqlStorage(EventQueries, PlaybookQueries, UserQueries):

@@ -16,7 +16,7 @@ from typing import Final, NamedTuple
 
 from ..._event import parse_timestamp
 from ..._wire import WireEvent
-from ._parts import SqlPart
+from ._parts import SqlPart, insert_rows
 from ._rows import dumps
 from .model import UserTraits, from_us, to_us
 
@@ -83,14 +83,13 @@ class UserQueries(SqlPart):
         if not rows:
             return 0
         with self._write() as cur:
-            for i in range(0, len(rows), USER_CHUNK):
-                chunk = rows[i : i + USER_CHUNK]
-                cur.execute(
-                    "INSERT INTO users (key, traits_json, first_seen, last_seen) VALUES "
-                    + ", ".join(["(?, ?, ?, ?)"] * len(chunk))
-                    + _UPSERT,
-                    [v for row in chunk for v in row],
-                )
+            insert_rows(
+                cur,
+                "INSERT INTO users (key, traits_json, first_seen, last_seen)",
+                rows,
+                _UPSERT,
+                USER_CHUNK,
+            )
         return len(rows)
 
     def get_user(self, user: Mapping[str, str]) -> UserTraits | None:

@@ -272,6 +272,26 @@ class NewAlert:
     summary: str
     block: BlockSpec | None = None
 
+    def stored(self, id: int, block_id: int | None, created_at: datetime) -> Alert:
+        """This alert as stored under ``id`` (with the block made for it, if any)."""
+        return Alert(
+            id=id,
+            playbook=self.playbook,
+            group_by=self.group_by,
+            group_key=self.group_key,
+            total=self.total,
+            first_at=self.first_at,
+            last_at=self.last_at,
+            first_seq=self.first_seq,
+            last_seq=self.last_seq,
+            seqs=self.seqs,
+            mode=self.mode,
+            action=self.action,
+            block_id=block_id,
+            summary=self.summary,
+            created_at=created_at,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Alert:

@@ -24,9 +24,10 @@ try:
 except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
     fcntl = None  # type: ignore[assignment]
 
+from ._parts import placeholders
 from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import migrations
-from ._sql import INSERT_CHUNK, Cursor, SqlStorage, placeholders
+from ._sql import INSERT_CHUNK, Cursor, SqlStorage
 from .model import Clock, utc_now
 
 __all__ = ["SQLiteStorage"]
