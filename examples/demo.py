@@ -2,10 +2,12 @@
 
 1. ``sqreen serve`` on a SQLite file in ``./demo-data/``, and an API key for the app;
 2. the FastAPI example app on uvicorn, sending to that collector;
-3. traffic: sign-ups, logins that succeed, a password-guessing attack from one IP, a
-   credential-stuffing run over several IPs, custom events;
-4. ``sqreen block ip`` on the attacker, and its next request refused with a 403;
-5. what happened, and where to look; Ctrl-C stops both servers cleanly.
+3. traffic: sign-ups, logins that succeed, custom events, a credential-stuffing run over
+   several IPs;
+4. a password-guessing attack from one IP, stopped by the collector's built-in playbooks
+   (``sqreen serve --playbooks``): refused with a 403 right after its 5th failure;
+5. ``sqreen block ip`` by hand on another IP, refused within about a second;
+6. what happened, and where to look; Ctrl-C stops both servers cleanly, once.
 
 Run ``python -m examples.demo --no-wait`` to exit after the summary instead of waiting.
 """
@@ -15,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import random
 import shutil
 import signal
 import socket
@@ -29,7 +30,8 @@ import httpx2 as httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-DATA = ROOT / "demo-data"
+#: Where the demo keeps its database, playbooks and logs (``DEMO_DATA`` to move it).
+DATA = Path(os.environ.get("DEMO_DATA", ROOT / "demo-data"))
 ATTACKER = "203.0.113.66"
 STUFFERS = ["198.51.100.7", "198.51.100.23", "192.0.2.41", "192.0.2.99"]
 USERS = {"alice": "correct horse battery", "bob": "hunter2hunter2", "carol": "s3cure-passw0rd"}
@@ -39,6 +41,7 @@ def free_port(preferred: int) -> int:
     """``preferred`` when it is free (stable URLs to open), else any free port."""
     for port in (preferred, 0):
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
@@ -47,9 +50,9 @@ def free_port(preferred: int) -> int:
     raise SystemExit("demo: no free port on 127.0.0.1")
 
 
-def sqreen_cli(*args: str) -> str:
+def sqreen_cli(*args: str, db: bool = True) -> str:
     out = subprocess.run(
-        [str(BIN / "sqreen"), *args, "--db", str(DATA / "sqreen.db")],
+        [str(BIN / "sqreen"), *args, *(["--db", str(DATA / "sqreen.db")] if db else [])],
         capture_output=True,
         text=True,
         check=True,
@@ -71,7 +74,16 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
 @contextlib.contextmanager
 def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        # Its own session: Ctrl-C in the terminal reaches the demo alone, which then stops
+        # each server once (a second SIGINT would cut uvicorn's graceful shutdown short).
+        proc = subprocess.Popen(
+            args,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
     try:
         yield proc
     finally:
@@ -110,21 +122,8 @@ def traffic(app: str) -> dict[str, int]:
                 headers={**as_ip("192.0.2.10"), "X-User": user},
             )
             counts["custom"] += r.status_code < 400
-        for guess in [
-            "123456",
-            "password",
-            "qwerty",
-            "letmein",
-            "alice2024",
-            "dragon",
-            "monkey",
-            "iloveyou",
-        ]:
-            c.post("/login", json={"username": "alice", "password": guess}, headers=as_ip(ATTACKER))
-            counts["logins_failed"] += 1
-        rng = random.Random(7)
         for i in range(12):
-            ip = rng.choice(STUFFERS)
+            ip = STUFFERS[i % len(STUFFERS)]  # three each: under any playbook's threshold
             c.post(
                 "/login",
                 json={"username": f"user{i}@example.com", "password": "Summer2024!"},
@@ -132,6 +131,34 @@ def traffic(app: str) -> dict[str, int]:
             )
             counts["logins_failed"] += 1
     return counts
+
+
+def login(app: str, ip: str, user: str, password: str) -> int:
+    body = {"username": user, "password": password}
+    return httpx.post(app + "/login", json=body, headers={"X-Forwarded-For": ip}).status_code
+
+
+def until_refused(app: str, ip: str, since: float, limit: float = 15.0) -> float | None:
+    """Seconds from ``since`` to the first 403 for ``ip`` (a login every 50 ms), or None."""
+    while time.monotonic() - since < limit:
+        sent = time.monotonic()
+        if login(app, ip, "alice", "guess") == 403:
+            return sent - since
+        time.sleep(0.05)
+    return None
+
+
+def guess(app: str) -> tuple[int, float | None]:
+    """The attacker guesses alice's password until refused: how many guesses it made before
+    its 5th failure (brute-force-ip's threshold), and how long after it the first 403 came
+    (it keeps guessing every 50 ms meanwhile)."""
+    guesses = ["123456", "password", "qwerty", "letmein", "alice2024"]
+    for n, password in enumerate(guesses, 1):
+        status = login(app, ATTACKER, "alice", password)
+        if status == 403:
+            return n - 1, None
+    fifth = time.monotonic()
+    return len(guesses), until_refused(app, ATTACKER, fifth)
 
 
 def main() -> None:
@@ -160,7 +187,11 @@ def main() -> None:
         "SQREEN_HEARTBEAT_INTERVAL": "1",
     }
     print(f"demo: collector on {collector} (SQLite: {DATA / 'sqreen.db'}), app on {app}")
-    serve = [str(BIN / "sqreen"), "serve", "--port", str(collector_port), "--no-access-log"]
+    (DATA / "playbooks.toml").write_text(sqreen_cli("playbooks", "init", db=False) + "\n")
+    serve = [
+        *[str(BIN / "sqreen"), "serve", "--port", str(collector_port), "--no-access-log"],
+        *["--playbooks", str(DATA / "playbooks.toml")],
+    ]
     uvicorn = [
         str(BIN / "uvicorn"),
         "examples.fastapi_app:app",
@@ -178,28 +209,31 @@ def main() -> None:
         counts = traffic(app)
         print(
             f"demo: {counts['signups']} sign-ups, {counts['logins_ok']} logins, "
-            f"{counts['logins_failed']} failed logins (one IP guessing alice's password, "
-            f"four IPs stuffing credentials), {counts['custom']} report exports"
+            f"{counts['custom']} report exports, {counts['logins_failed']} failed logins from "
+            "four IPs stuffing credentials"
         )
-        sqreen_cli(
-            "block", "ip", f"{ATTACKER}/32", "--for", "1h", "--reason", "password guessing on alice"
-        )
-        print(f"demo: blocked {ATTACKER} for 1 h; waiting for the app to receive the block...")
-        status = 0
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            r = httpx.post(
-                app + "/login",
-                json={"username": "alice", "password": "x"},
-                headers={"X-Forwarded-For": ATTACKER},
-            )
-            status = r.status_code
-            if status == 403:
-                break
-            time.sleep(0.5)
+        guessed, delay = guess(app)
         print(
-            f"demo: the attacker's next login answered {status}"
-            + (" (refused)" if status == 403 else "")
+            f"demo: {ATTACKER} guessed alice's password {guessed} times (401); "
+            + (
+                f"{delay:.2f} s after its 5th failure it was refused (403): the built-in "
+                "playbook brute-force-ip blocked it for 1 h"
+                if delay is not None
+                else "it was never refused: see demo-data/collector.log"
+            )
+        )
+        started = time.monotonic()
+        sqreen_cli(
+            "block", "ip", f"{STUFFERS[0]}/32", "--for", "1h", "--reason", "credential stuffing"
+        )
+        refused = until_refused(app, STUFFERS[0], started)
+        print(
+            f"demo: blocked {STUFFERS[0]} by hand with sqreen block ip: "
+            + (
+                f"refused {refused:.2f} s after the command started (its start-up included)"
+                if refused is not None
+                else "never refused"
+            )
         )
         ok = httpx.post(
             app + "/login",
@@ -210,10 +244,14 @@ def main() -> None:
         time.sleep(1.5)  # one flush interval: the last events reach the collector
         print("\nWhat the collector stored (sqreen events --limit 12):\n")
         print(sqreen_cli("events", "--limit", "12"))
+        print("\nWhat the playbooks raised (sqreen alerts):\n")
+        print(sqreen_cli("alerts"))
         print("\nWhere to look:")
         print(
             f"  Event Explorer  {collector}/explorer/  (password: {env['SQREEN_ADMIN_PASSWORD']})"
         )
+        print(f"  Alerts          {collector}/explorer/alerts")
+        print(f"  The playbooks   {DATA / 'playbooks.toml'} (sqreen playbooks init)")
         print(f"  The app         {app}/docs")
         print(f"  Terminal        .venv/bin/sqreen events --db {DATA / 'sqreen.db'} --follow")
         print(f"  Blocks          .venv/bin/sqreen blocks --db {DATA / 'sqreen.db'}")

@@ -1,0 +1,58 @@
+"""``make demo`` as a newcomer runs it: the attacker stopped by a playbook, a block by hand,
+and Ctrl-C in the terminal (SIGINT to the whole process group) stopping everything once,
+without a traceback in any log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from tests.integrations._servers import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_demo_stops_the_attacker_and_ctrl_c_stops_it_once(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
+    env["DEMO_DATA"] = str(tmp_path / "demo-data")
+    out = tmp_path / "demo.out"
+    with out.open("wb") as sink:
+        # A session of its own, as a terminal gives a job: SIGINT goes to the whole group.
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "examples.demo"],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while b"press Ctrl-C" not in out.read_bytes():
+            assert demo.poll() is None, out.read_text()
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.2)
+        os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C
+        assert demo.wait(30) == 0, out.read_text()
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    text = out.read_text()
+    assert "it was refused (403): the built-in playbook brute-force-ip blocked it" in text
+    assert "blocked 198.51.100.7 by hand with sqreen block ip: refused" in text
+    assert "bob, from another IP, still logs in: 200" in text
+    assert "brute-force-ip: " in text.split("sqreen alerts")[1]  # the alert, listed
+    assert text.rstrip().endswith("demo: stopped")
+    for log in ("app.log", "collector.log"):
+        content = (tmp_path / "demo-data" / log).read_text()
+        assert "Traceback" not in content, content[-3000:]
