@@ -47,10 +47,10 @@ def _create(db: str, type: str, **fields: Any) -> Block:
 def _describe(b: Block) -> str:
     who = " ".join(f"{k}={v}" for k, v in (b.user or {}).items()) if b.user else str(b.ip)
     until = "until lifted" if b.expires_at is None else f"until {when(b.expires_at)}"
-    state = f" (lifted {when(b.lifted_at)})" if b.lifted_at else ""
+    state = f" (lifted {when(b.lifted_at)} by {b.lifted_by})" if b.lifted_at else ""
     reason = f" reason: {b.reason}" if b.reason else ""
     kind = "user" if b.type == "block_user" else "ip"
-    return f"#{b.id} {kind} {who} {until}{state}{reason}"
+    return f"#{b.id} {kind} {who} {until} by {b.created_by}{state}{reason}"
 
 
 for_option = click.option(

@@ -100,6 +100,7 @@ def test_block_unblock_and_blocks(db: str) -> None:
 
     listing = run("blocks", "--db", db).output
     assert "version 3: 3 active" in listing
+    assert " by cli:" in listing.splitlines()[1]  # who made it
     assert (
         "unblocked #1" in run("unblock", "user", "uid=42", "email=a@example.com", "--db", db).output
     )
@@ -107,6 +108,7 @@ def test_block_unblock_and_blocks(db: str) -> None:
     assert "unblocked #3" in run("unblock", "3", "--db", db).output
     assert "no active block" in run("unblock", "3", "--db", db, ok=False).output
     assert "version 6: 0 active" in run("blocks", "--db", db).output
+    assert "(lifted " in run("blocks", "--all", "--db", db).output.splitlines()[1]
     assert len(run("blocks", "--all", "--json", "--db", db).output.splitlines()) == 3
 
 
