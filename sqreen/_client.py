@@ -38,6 +38,7 @@ from ._queue import Queue, new_id_prefix
 from ._refusals import MAX_REPORTED, Refusals
 from ._request import snapshot_of
 from ._spool import restored_actions
+from ._text import utf8_text
 from ._wire import IDENTIFY, encode_event
 from .transports import NullTransport, from_config
 
@@ -330,8 +331,11 @@ class Client:
     def _encode(self, event: QueuedEvent) -> bytes:
         """One event's wire form as UTF-8 JSON (on the flusher thread)."""
         wire = encode_event(event, f"{self._prefix}-{event.seq:x}", self.config)
-        # A lone surrogate (from a client's JSON) is encoded as "?".
-        return dumps_utf8(wire).encode("utf-8", "replace")
+        data = dumps_utf8(wire)
+        try:
+            return data.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (from a client's JSON): U+FFFD
+            return utf8_text(data).encode("utf-8")
 
     def _envelope(self) -> dict[str, Any]:
         return envelope(self.config, self.framework, self.blocklist.version)

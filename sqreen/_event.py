@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
 from ._limits import LIMITS, InvalidEvent, Limits
+from ._text import CONTROLS, REPLACEMENT, SURROGATES, utf8_text
 from ._values import TRUNCATED, note, validate_mapping
 
 if TYPE_CHECKING:
@@ -38,7 +39,9 @@ __all__ = [
     "InvalidEvent",
     "Limits",
     "QueuedEvent",
+    "bounded",
     "format_timestamp",
+    "in_range",
     "parse_timestamp",
     "validate_name",
     "validate_properties",
@@ -49,16 +52,17 @@ __all__ = [
 
 #: What a name may not hold: control characters, lone surrogates (no encoding can write
 #: them) and the bidirectional overrides that would let a name disguise itself on a screen.
-_FORBIDDEN: Final = "\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069"
+_FORBIDDEN: Final = CONTROLS + SURROGATES
 #: A valid name: any other characters (spaces, ``/``, non-ASCII: "User Signed Up").
 NAME_RE: Final = re.compile(f"[^{_FORBIDDEN}]+")
 _FORBIDDEN_RE: Final = re.compile(f"[{_FORBIDDEN}]")
 RESERVED_PREFIX: Final = "sq."
 TARGET_KEYS: Final = frozenset({"id", "type", "name"})
-#: The times an event may carry (what both databases store, with room to spare).
+#: The times an event may carry (what both databases store, with room to spare, and what
+#: every reader can compute with: a histogram's buckets, the explorer's and the CLI's times).
 EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST: Final = datetime(9000, 1, 1, tzinfo=UTC)
-_REPLACEMENT: Final = "\ufffd"
+_RANGE: Final = "must be between 1970 and 9000"
 _MAX_PROPERTIES: Final = LIMITS.max_properties
 _MAX_EVENT_BYTES: Final = LIMITS.max_event_bytes
 
@@ -131,7 +135,7 @@ def validate_name(name: object, notes: Notes = None) -> str:
         name = name[: LIMITS.name_max]
     if not NAME_RE.fullmatch(name):
         note(notes, "name", "charset", "control characters, lone surrogates and bidi overrides")
-        return _FORBIDDEN_RE.sub(_REPLACEMENT, name)
+        return _FORBIDDEN_RE.sub(REPLACEMENT, name)
     if len(_valid_names) < 10_000:
         _valid_names.add(name)
     return name
@@ -192,11 +196,11 @@ _ID_TYPES: Final = (str, int, float, Decimal, UUID)
 def _identifier(field: str, value: object, notes: Notes) -> str | None:
     """An identifier value as text (any scalar), or None to drop it."""
     if type(value) is str:
-        text = value
+        text = utf8_text(value)
     elif isinstance(value, Enum):
         return _identifier(field, value.value, notes)
     elif isinstance(value, _ID_TYPES):  # bool is an int: "True"
-        text = str(value)
+        text = utf8_text(str(value))
     else:
         note(
             notes,
@@ -245,7 +249,7 @@ def validate_user(
             continue
         text = _identifier(f"{field}.{k}", v, notes)
         if text is not None:
-            out[str(k)] = text
+            out[utf8_text(str(k))] = text
     return out or None
 
 
@@ -257,14 +261,18 @@ def validate_timestamp(timestamp: object, notes: Notes = None) -> float | None:
         return None
     if timestamp.tzinfo is None:
         timestamp = timestamp.replace(tzinfo=UTC)
-    try:
-        in_range = EARLIEST <= timestamp <= LATEST
-    except OverflowError:  # year 1 with a positive offset
-        in_range = False
-    if not in_range:
-        note(notes, "timestamp", "range", "must be between 1970 and 9000")
+    if not in_range(timestamp):
+        note(notes, "timestamp", "range", _RANGE)
         return None
     return timestamp.timestamp()
+
+
+def in_range(when: datetime) -> bool:
+    """Whether the aware datetime ``when`` is within [:data:`EARLIEST`, :data:`LATEST`]."""
+    try:
+        return EARLIEST <= when <= LATEST
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        return False
 
 
 def validate_target(target: object, notes: Notes = None) -> dict[str, str] | None:
@@ -295,7 +303,7 @@ def validate_target(target: object, notes: Notes = None) -> dict[str, str] | Non
         if k not in target:
             continue
         v = target[k]
-        text = v if type(v) is str else (str(v) if isinstance(v, _ID_TYPES) else None)
+        text = utf8_text(v) if type(v) is str else (str(v) if isinstance(v, _ID_TYPES) else None)
         if text is None or not text or len(text) > LIMITS.target_field_max:
             note(
                 notes,
@@ -323,6 +331,10 @@ def format_timestamp(when: float | datetime) -> str:
 
 
 def parse_timestamp(value: object, field: str = "timestamp") -> datetime:
+    """The time of a wire timestamp (ISO 8601; naive is UTC), in UTC, brought within 1970 to
+    9000 (:func:`bounded`). A time outside them is not refused: the event it stamps (a failed
+    login among them) is stored and counted, at the nearest time every reader can compute
+    with; a time later than its receipt is then moved to its receipt by the collector."""
     if not isinstance(value, str) or len(value) > 64:
         raise InvalidEvent(field, "type", "must be an ISO 8601 string")
     try:
@@ -331,4 +343,13 @@ def parse_timestamp(value: object, field: str = "timestamp") -> datetime:
         raise InvalidEvent(field, "format", f"{value[:64]!r} is not ISO 8601") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    return bounded(dt)
+
+
+def bounded(when: datetime) -> datetime:
+    """The aware datetime ``when`` in UTC, or the nearer of :data:`EARLIEST` and
+    :data:`LATEST` when it is outside them (year 9999 as 9000, year 1 as 1970)."""
+    try:
+        return min(max(when, EARLIEST), LATEST).astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        return EARLIEST if when.year < EARLIEST.year else LATEST

@@ -12,6 +12,12 @@ that are UTF-8 as text, tuples and sets as lists, subclasses of ``str``/``int``/
 the base type. Lossy fixes: a string over 4 KiB truncated with a marker, bytes that are not
 UTF-8 decoded with replacement characters, NaN and infinities as ``None``, containers deeper
 than three levels or longer than 256 items cut, any other object as its text.
+
+One lossy fix is made in both modes and noted in neither: each lone surrogate (what
+``json.loads`` makes of ``"\\ud800"``, and no encoding can write) becomes U+FFFD
+(:func:`~._text.utf8_text`), in keys and values alike. The collector must store such an event,
+not refuse it: an attacker's own username would otherwise keep their failed logins out of
+every count.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any, Final
 from uuid import UUID
 
 from ._limits import LIMITS, InvalidEvent
+from ._text import utf8_text
 
 __all__ = ["TRUNCATED", "note", "validate_mapping", "validate_value"]
 
@@ -58,7 +65,7 @@ def validate_value(
         if n > _STR_MAX:
             value = _truncated(notes, field, value)  # type: ignore[arg-type]
             n = _STR_MAX
-        return value, n + 2
+        return utf8_text(value), n + 2  # type: ignore[arg-type]
     if t is int:
         if value.bit_length() > _INT_BITS:  # type: ignore[attr-defined]
             # Far past what JSON readers keep exactly (and text of over 4300 digits cannot
@@ -170,6 +177,7 @@ def _key(field: str, raw: object, notes: list[InvalidEvent] | None) -> str | Non
     if not key:
         note(notes, field, "key_length", f"keys must be 1 to {_KEY_MAX} characters")
         return None
+    key = utf8_text(key)
     if len(key) > _KEY_MAX:
         note(notes, f"{field}.{key[:40]}", "key_length", f"keys must be 1 to {_KEY_MAX} characters")
         return key[:_KEY_MAX]
@@ -180,17 +188,18 @@ def validate_mapping(
     field: str, value: dict[Any, Any], depth: int, notes: list[InvalidEvent] | None
 ) -> tuple[dict[str, Any], int]:
     """A validated copy of a dict of properties (any depth) and an estimate of its size."""
-    # The hot loop of track(): str and int values under str keys, the common case, are checked
-    # inline, and the field name of a message is only built when there is something to say.
+    # The hot loop of track(): ASCII str and int values under ASCII str keys, the common case,
+    # are checked inline, and the field name of a message is only built when there is
+    # something to say (``isascii`` reads a flag of the string).
     out: dict[str, Any] = {}
     size = 2
     for k, v in value.items():
-        if type(k) is not str or not 0 < len(k) <= _KEY_MAX:
+        if type(k) is not str or not 0 < len(k) <= _KEY_MAX or not k.isascii():
             k = _key(field, k, notes)
             if k is None:
                 continue
         t = type(v)
-        if t is str and len(v) <= _STR_MAX:
+        if t is str and len(v) <= _STR_MAX and v.isascii():
             out[k] = v
             size += len(k) + len(v) + 6
         elif t is bool or v is None or (t is int and v.bit_length() <= _INT_BITS):

@@ -9,6 +9,7 @@ SDK itself adds (the request snapshot) is bounded here too, since a client is no
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Final, TypedDict, cast
 
 from ._client_ip import resolve_client_ip
@@ -26,6 +27,7 @@ from ._event import (
 from ._ip_warnings import watch_peer
 from ._json import dumps_utf8
 from ._request import multipart_names, text
+from ._text import utf8_text
 from ._values import TRUNCATED
 
 if TYPE_CHECKING:
@@ -151,6 +153,17 @@ def _fit(wire: WireRequest) -> None:
         wire["body"] = {"content": content + TRUNCATED, "truncated": True}
 
 
+def _fit_received(wire: WireRequest) -> None:
+    """:func:`_fit` for a request the collector received: then, if it is still too large
+    (thousands of small parameters, which notes of their sizes do not make smaller), its
+    parameters as one note of how many there were. The event is kept, with what it said."""
+    _fit(wire)
+    size = len(dumps_utf8(wire))
+    if size > MAX_REQUEST_BYTES:
+        count = len(wire.get("params", {}))
+        wire["params"] = {TRUNCATED: f"{count} parameters, {size} characters of JSON"}
+
+
 def _clip(value: str | None) -> str | None:
     return value if value is None or len(value) <= CLIP else value[:CLIP]
 
@@ -167,12 +180,12 @@ def _request(value: object) -> WireRequest | None:
     out: WireRequest = {}
     for key in REQUEST_STR_FIELDS:
         v = value.get(key)
-        if v is not None and (not isinstance(v, str) or len(v) > LIMITS.request_field_max):
-            raise InvalidEvent(
-                f"request.{key}",
-                "value",
-                f"must be a string of at most {LIMITS.request_field_max} characters or null",
-            )
+        if v is not None and not isinstance(v, str):
+            raise InvalidEvent(f"request.{key}", "value", "must be a string or null")
+        if v is not None and len(v) > LIMITS.request_field_max:
+            # Too long is not malformed: cut, as the SDK clips it (an attacker's user agent
+            # must not keep their event out).
+            v = v[: LIMITS.request_field_max]
         out[key] = v  # type: ignore[literal-required,unused-ignore]
     params = value.get("params", {})
     if not isinstance(params, dict):
@@ -191,11 +204,17 @@ def _request(value: object) -> WireRequest | None:
     if not _REQUEST_KEYS.issuperset(value):
         unknown = set(value) - _REQUEST_KEYS
         raise InvalidEvent("request", "keys", f"unknown keys {sorted(map(str, unknown))[:5]}")
-    size = len(dumps_utf8(out))
-    if size > MAX_REQUEST_BYTES:
-        raise InvalidEvent(
-            "request", "too_large", f"{size} characters of JSON, at most {MAX_REQUEST_BYTES}"
-        )
+    dumped = dumps_utf8(out)
+    if len(dumped) > MAX_REQUEST_BYTES:
+        # The last resort, as the SDK's own: the largest parts cut, the event kept.
+        _fit_received(out)
+        dumped = dumps_utf8(out)
+    if not dumped.isascii():
+        # Lone surrogates, anywhere in it (the parameters are any JSON), as U+FFFD: replaced
+        # in its JSON, where they can only be characters of strings, and read back.
+        fixed = utf8_text(dumped)
+        if fixed is not dumped:
+            return cast(WireRequest, json.loads(fixed))
     return out
 
 

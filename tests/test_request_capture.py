@@ -11,6 +11,7 @@ import pytest
 import sqreen
 from sqreen import _client_ip
 from sqreen._context import RequestContext, current_request
+from sqreen._wire import parse_event
 from tests.receiver import Receiver
 
 
@@ -345,6 +346,26 @@ def test_a_lone_surrogate_in_a_json_body_does_not_lose_the_event() -> None:
     (event,) = delivered(client)
     assert event["request"]["params"]["username"] == "alice"
     assert client.stats()["dropped"]["invalid"] == 0
+
+
+def test_lone_surrogates_are_delivered_as_u_fffd() -> None:
+    """Text no encoding can write becomes U+FFFD, as the collector's parse_event makes it:
+    in strict mode too, and in the request the SDK adds (a JSON body's "\\ud800")."""
+    client = sqreen.init(transport="memory:", strict=True)
+    body = b'{"username": "\\ud800", "n\\udfff": ["\\udbff"]}'
+    track_in(
+        client,
+        environ(CONTENT_TYPE="application/json", HTTP_USER_AGENT="curl/8"),
+        Body(body),
+        properties={"k\ud800": "a\udfffb", "nested": {"l": ["\udbff"]}},
+        user_identifiers={"uid": "4\ud8002"},
+        collect_body=True,
+    )
+    (event,) = delivered(client)
+    assert event["properties"] == {"k\ufffd": "a\ufffdb", "nested": {"l": ["\ufffd"]}}
+    assert event["user"] == {"uid": "4\ufffd2"}
+    assert event["request"]["params"] == {"username": "\ufffd", "n\ufffd": ["\ufffd"]}
+    assert parse_event(event) == event  # the collector stores it as sent
 
 
 def test_invalid_event_log_line_does_not_echo_values(sqreen_log: pytest.LogCaptureFixture) -> None:

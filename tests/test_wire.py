@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
@@ -12,7 +13,7 @@ import sqreen
 from sqreen._config import Config
 from sqreen._event import InvalidEvent, QueuedEvent, validate_properties
 from sqreen._request import snapshot_wsgi
-from sqreen._wire import encode_event, parse_event
+from sqreen._wire import MAX_REQUEST_BYTES, encode_event, parse_event
 
 CONFIG = Config.resolve({}, environ={})
 
@@ -128,3 +129,70 @@ def test_the_encoded_request_is_scrubbed_and_resolved() -> None:
     }
     assert request["body"] is not None and "hunter2" not in request["body"]["content"]
     assert wire["timestamp"] == "1970-01-01T00:00:00.000000Z"
+
+
+def test_times_no_reader_can_use_are_brought_within_1970_to_9000() -> None:
+    """One range, 1970 to 9000. track() in strict mode refuses a time outside it (in
+    production the event takes the current time); the collector stores the event at the
+    nearest time within it, offsets that overflow a datetime included (never an unexpected
+    error: the collector logged a traceback for each, or refused the event)."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqreen._event import validate_timestamp
+
+    for sent, when, stored in (
+        ("9999-12-31T23:59:59Z", datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), "9000"),
+        ("0001-01-01T00:00:00Z", datetime(1, 1, 1, tzinfo=UTC), "1970"),
+        ("1969-12-31T23:59:59Z", datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC), "1970"),
+        ("9000-01-01T00:00:00.000001Z", datetime(9000, 1, 1, 0, 0, 0, 1, tzinfo=UTC), "9000"),
+        (
+            "0001-01-01T00:00:00+01:00",
+            datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))),
+            "1970",
+        ),
+        (
+            "9999-12-31T23:59:59-01:00",
+            datetime(9999, 12, 31, tzinfo=timezone(-timedelta(hours=1))),
+            "9000",
+        ),
+    ):
+        with pytest.raises(InvalidEvent) as sdk:
+            validate_timestamp(when)
+        assert str(sdk.value) == "timestamp: must be between 1970 and 9000"
+        parsed = parse_event({"id": "x", "name": "n", "timestamp": sent})
+        assert parsed["timestamp"] == f"{stored}-01-01T00:00:00.000000Z", sent
+    for sent, kept in (
+        ("1970-01-01T00:00:00Z", "1970-01-01T00:00:00.000000Z"),
+        ("9000-01-01T00:00:00Z", "9000-01-01T00:00:00.000000Z"),
+        ("2026-01-01T00:00:00+14:00", "2025-12-31T10:00:00.000000Z"),
+    ):
+        assert parse_event({"id": "x", "name": "n", "timestamp": sent})["timestamp"] == kept
+
+
+def test_an_over_long_request_is_cut_not_refused() -> None:
+    """What the collector receives is cut as the SDK cuts its own request: a string field to
+    8 KiB, the largest parameters and then the body to fit 256 KiB, and as a last resort the
+    parameters as one note; the event is kept, with every other part as sent."""
+    long = {
+        "ip": "203.0.113.7",
+        "user_agent": "A" * 10_000,
+        "path": "/" + "p" * 9000,
+        "method": "POST",
+        "params": {"username": "alice", "huge": "h" * 300_000},
+        "body": {"content": "x" * 100_000, "truncated": False},
+    }
+    request = parse_event({"id": "x", "name": "n", "timestamp": "2026-01-01T00:00:00Z",
+                           "request": long})["request"]  # fmt: skip
+    assert request is not None
+    assert len(json.dumps(request)) <= MAX_REQUEST_BYTES
+    assert (request["ip"], request["method"]) == ("203.0.113.7", "POST")
+    assert request["user_agent"] == "A" * 8192 and request["path"] == "/" + "p" * 8191
+    assert request["params"]["username"] == "alice"
+    assert request["params"]["huge"].startswith("[truncated] 300002 characters")
+    assert request["body"] == {"content": "x" * 100_000, "truncated": False}  # it fits now
+
+    many = {"params": {f"p{i}": i for i in range(40_000)}, "body": None}
+    request = parse_event({"id": "x", "name": "n", "timestamp": "2026-01-01T00:00:00Z",
+                           "request": many})["request"]  # fmt: skip
+    assert request is not None and list(request["params"]) == ["[truncated]"]
+    assert request["params"]["[truncated]"].startswith("40000 parameters, ")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import getpass
-import json
 from typing import Any, Final
 
 import click
 
-from ._cli_common import db_option, opened, pairs, when
+from .._text import visible
+from ._cli_common import db_option, json_line, opened, pairs, when
 from .blocks import (
     BlockService,
     InvalidBlock,
@@ -50,7 +50,8 @@ def _describe(b: Block) -> str:
     state = f" (lifted {when(b.lifted_at)} by {b.lifted_by})" if b.lifted_at else ""
     reason = f" reason: {b.reason}" if b.reason else ""
     kind = "user" if b.type == "block_user" else "ip"
-    return f"#{b.id} {kind} {who} {until} by {b.created_by}{state}{reason}"
+    # A playbook's block names the user an event named: printed with controls written out.
+    return visible(f"#{b.id} {kind} {who} {until} by {b.created_by}{state}{reason}")
 
 
 for_option = click.option(
@@ -137,7 +138,7 @@ def blocks(all_: bool, as_json: bool, db: str) -> None:
     version, now = actions.version, actions.now
     if as_json:
         for b in found:
-            click.echo(json.dumps(b.to_json(now)))
+            click.echo(json_line(b.to_json(now)))
         return
     click.echo(f"action set version {version}: {sum(b.is_active(now) for b in found)} active")
     for b in found:

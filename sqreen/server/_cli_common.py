@@ -1,7 +1,9 @@
-"""What every ``sqreen`` command shares: the ``--db`` option, opening storage, parsing."""
+"""What every ``sqreen`` command shares: the ``--db`` option, opening storage, parsing, and
+printing what SDKs sent (which an attacker holding an ingest key writes) to a terminal."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,7 +17,7 @@ from .blocks import InvalidBlock, parse_pairs
 from .explorer._render import when  # one way to show a time to people: the pages' and ours
 from .storage import POSTGRES_SCHEMES, Storage, open_storage
 
-__all__ = ["db_option", "opened", "pairs", "parse_when", "when"]
+__all__ = ["db_option", "json_line", "opened", "pairs", "parse_when", "when"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,6 +59,12 @@ def pairs(values: Iterable[str], option: str) -> tuple[tuple[str, str], ...]:
         return tuple(parse_pairs(values, option).items())
     except InvalidBlock as exc:
         raise click.BadParameter(exc.message, param_hint=option) from None
+
+
+def json_line(value: Any) -> str:
+    """``value`` as one line of ASCII JSON: every control character escaped (JSON leaves DEL
+    as it is), so that printing it can never act on the terminal; the data stays exact."""
+    return json.dumps(value).replace("\x7f", "\\u007f")
 
 
 def parse_when(value: str, option: str) -> datetime:

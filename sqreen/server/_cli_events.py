@@ -1,4 +1,9 @@
-"""``sqreen events`` (tail and filter in a terminal) and ``sqreen import``."""
+"""``sqreen events`` (tail and filter in a terminal) and ``sqreen import``.
+
+What events carry is written by whoever holds an ingest key: each line is printed with its
+control characters written out (``\x1b``, ``\r``, ``\u202e``), so that a username cannot
+erase lines or draw a forged one on the operator's terminal; ``--json`` escapes them too.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from typing import Any
 
 import click
 
-from ._cli_common import db_option, opened, pairs, parse_when, when
+from .._text import visible
+from ._cli_common import db_option, json_line, opened, pairs, parse_when, when
 from .importer import import_lines, read_lines
 from .storage import EventFilter, Follower, StoredEvent
 
@@ -28,7 +34,8 @@ def _short(value: Any, width: int = 40) -> str:
 def _line(e: StoredEvent) -> str:
     user = ",".join(f"{k}={v}" for k, v in (e.user or {}).items()) or "-"
     props = " ".join(f"{k}={_short(v)}" for k, v in e.properties.items())
-    return f"{when(e.timestamp)}  {e.name:<28} user={user:<16} ip={e.ip or '-':<15} {props}"
+    line = f"{when(e.timestamp)}  {e.name:<28} user={user:<16} ip={e.ip or '-':<15} {props}"
+    return visible(line)
 
 
 @click.command()
@@ -71,7 +78,7 @@ def events(
 
     def show(found: list[StoredEvent]) -> None:
         for e in reversed(found):
-            click.echo(json.dumps(e.to_json()) if as_json else _line(e))
+            click.echo(json_line(e.to_json()) if as_json else _line(e))
 
     with opened(db) as storage:
         found = storage.query_events(filters, limit=limit)

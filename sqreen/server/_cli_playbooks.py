@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from ._cli_common import db_option, opened, parse_when, when
+from .._text import visible
+from ._cli_common import db_option, json_line, opened, parse_when, when
 from .playbooks import TEMPLATES, Engine, PlaybookError, is_exempt, load_playbooks
 from .playbooks._memory import MemoryWindows
 from .playbooks._runner import alerts_for, event_view
@@ -64,9 +63,9 @@ def playbooks_test(file: str, since: str, until: str | None, as_json: bool, db: 
         found = backtest(storage, engine, filters)
     for alert in found:
         if as_json:
-            click.echo(json.dumps(alert.to_json()))
+            click.echo(json_line(alert.to_json()))
         else:
-            click.echo(f"{when(alert.created_at)}  {_verb(alert):<13} {alert.summary}")
+            click.echo(visible(f"{when(alert.created_at)}  {_verb(alert):<13} {alert.summary}"))
     if not as_json:
         click.echo(f"{len(found)} alerts would have been raised", err=True)
 
@@ -107,8 +106,9 @@ def alerts(playbook: str | None, limit: int, as_json: bool, db: str) -> None:
         found = storage.list_alerts(playbook=playbook, limit=limit)
     for alert in found:
         if as_json:
-            click.echo(json.dumps(alert.to_json()))
+            click.echo(json_line(alert.to_json()))
             continue
         block = f" block #{alert.block_id}" if alert.block_id else ""
         mode = " (monitor)" if alert.mode == "monitor" else ""
-        click.echo(f"#{alert.id}  {when(alert.created_at)}  {alert.summary}{block}{mode}")
+        # The summary names the group key: an IP or a user an event named.
+        click.echo(visible(f"#{alert.id}  {when(alert.created_at)}  {alert.summary}{block}{mode}"))

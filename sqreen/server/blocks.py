@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from .._client_ip import DEFAULT_TRUSTED_PROXIES
-from .._event import InvalidEvent, validate_user
+from .._event import InvalidEvent, in_range, validate_user
 from .storage import Block, BlockType, ControlStore
 
 __all__ = [
@@ -47,9 +47,6 @@ __all__ = [
 MIN_PREFIX: Final = {4: 16, 6: 48}
 MAX_REASON: Final = 512
 MAX_DURATION: Final = timedelta(days=3650)
-#: The times :func:`parse_when` accepts (what both databases store, with room to spare).
-EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST: Final = datetime(9000, 1, 1, tzinfo=UTC)
 _DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 #: The networks every SDK trusts as proxies with its default settings (the non-IP entry is
@@ -99,16 +96,15 @@ def parse_when(value: str, now: datetime, field: str) -> datetime:
         pass
     try:
         when = datetime.fromisoformat(value.strip())
-        when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
     except ValueError:
         raise InvalidBlock(
             field, f"{value[:40]!r} is neither a duration (30m, 2h, 7d) nor an ISO 8601 time"
         ) from None
-    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
-        when = EARLIEST - timedelta(days=1)
-    if not EARLIEST <= when <= LATEST:
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    # The times an event may carry: every time the explorer and the CLI compare with is one.
+    if not in_range(when):
         raise InvalidBlock(field, "must be between 1970 and 9000")
-    return when
+    return when.astimezone(UTC)
 
 
 def parse_pairs(pairs: Iterable[str], field: str) -> dict[str, str]:

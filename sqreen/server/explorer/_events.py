@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from ..storage import Storage, StoredEvent
 from ._chart import Chart, bucketing, draw
 from ._query import Query, QueryError, parse_query
-from ._render import pairs, render, summary, when
+from ._render import pairs, render, shown, summary, when
 
 __all__ = ["event_api", "event_page", "events_page"]
 
@@ -123,12 +123,13 @@ def event_url(base: str, event: StoredEvent) -> str:
 
 
 def display(base: str, event: StoredEvent) -> dict[str, Any]:
-    """What a row of the events table shows, for the live update to build the same row."""
+    """What a row of the events table shows, for the live update to build the same row
+    (with the text's control characters written out, as the page writes them)."""
     return {
         "url": event_url(base, event),
         "time": when(event.timestamp),
-        "user": pairs(event.user, 40),
-        "summary": summary(event.properties),
+        "user": shown(pairs(event.user, 40)),
+        "summary": shown(summary(event.properties)),
     }
 
 

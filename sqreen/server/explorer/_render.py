@@ -2,7 +2,9 @@
 
 Autoescaping is on by default, not only for ``.html``: whatever an event carries (a property
 holding ``<script>``, a user agent, a block reason) is text on the page. Templates never use
-``|safe``; numbers inside the SVG histogram are formatted here.
+``|safe``; numbers inside the SVG histogram are formatted here. Every text a template writes
+also has its control characters written out (:func:`shown`): a bidirectional override in a
+username would otherwise reorder what the page shows after it.
 """
 
 from __future__ import annotations
@@ -16,12 +18,22 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from ..._text import visible
 from ._forms import csrf_token
 
-__all__ = ["ago", "pairs", "render", "short", "when"]
+__all__ = ["ago", "pairs", "render", "short", "shown", "when"]
 
 TEMPLATES: Final = Path(__file__).parent / "templates"
 SUMMARY_CHARS: Final = 140
+
+
+def shown(value: object) -> object:
+    """What a template writes for ``value`` (every ``{{ ... }}``): text with its control
+    characters, bidirectional controls and lone surrogates written out (``\\x1b``,
+    ``\\u202e``), newlines and tabs kept (preformatted JSON); markup (a macro's output, already
+    made of such text) and other values as they are."""
+    return visible(value, lines=True) if type(value) is str else value
+
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -29,6 +41,7 @@ _env = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    finalize=shown,
 )
 
 

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from ..._text import visible
 from ..._wire import WireEvent
 from ..blocks import InvalidBlock, ip_block, user_block
 from ..storage import (
@@ -234,7 +235,8 @@ class PlaybookRunner:
         by_id = {p.id: p for p in engine.playbooks.playbooks}
         for alert in stored:
             playbook = by_id.get(alert.playbook)
-            logger.warning("sqreen: playbook alert #%d: %s", alert.id, alert.summary)
+            # The summary names the group key, which an event named: no terminal escapes.
+            logger.warning("sqreen: playbook alert #%d: %s", alert.id, visible(alert.summary))
             if playbook is not None and playbook.notify and self.notifier is not None:
                 self.notifier.submit(playbook.notify, {"alert": alert.to_json()})
 
@@ -274,7 +276,7 @@ def _block(p: Playbook, key: str, reason: str) -> BlockSpec | None:
             user = json.loads(key) if p.group_by.key is None else {p.group_by.key: key}
             request = user_block(user, duration=p.duration, reason=reason[:512])
     except (InvalidBlock, ValueError) as exc:
-        logger.warning("sqreen: playbook %s: no block for %s: %s", p.id, key[:100], exc)
+        logger.warning("sqreen: playbook %s: no block for %s: %s", p.id, visible(key[:100]), exc)
         return None
     return BlockSpec(
         type=request.type,

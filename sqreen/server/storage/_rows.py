@@ -4,6 +4,12 @@ Shared by both back ends so that they store the same bytes. Text that lands in a
 column is cleaned first: PostgreSQL refuses NUL characters in text, neither driver can encode
 a lone surrogate (which ``json.loads`` happily produces from ``"\\ud800"``), and an index entry
 must stay small. JSON columns need no cleaning: :data:`dumps` escapes everything non-ASCII.
+
+Rows are read defensively, since a row may be older than the rules that now keep such values
+out (or written by an older collector sharing the database): JSON holding an escaped lone
+surrogate reads as U+FFFD (:func:`loads`), an event's time is never later than its receipt
+(the rule :func:`event_us` applies when storing) and every time is within 1970 to 9000
+(:func:`~.model.from_us`).
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from datetime import datetime
 from typing import Any, Final, NamedTuple
 
 from ..._event import parse_timestamp
-from ..._json import dumps_ascii
+from ..._json import dumps_ascii, dumps_utf8
+from ..._text import utf8_text
 from ..._wire import WireEvent
 from .model import Agent, ApiKey, Block, InsertResult, StoredEvent, from_us, to_us
 
@@ -33,9 +40,11 @@ __all__ = [
     "dumps",
     "event_from_row",
     "event_record",
+    "event_us",
     "index_rows",
     "index_value",
     "key_from_row",
+    "loads",
     "new_event",
     "new_events",
     "opt_time",
@@ -124,8 +133,7 @@ AGENT_COLUMNS: Final = ", ".join(AgentRow._fields)
 def clean(text: str, limit: int | None = None) -> str:
     """``text`` made storable in an indexed text column of either database, deterministically
     (so that an event id cleaned twice still deduplicates)."""
-    if not text.isascii():
-        text = text.encode("utf-8", "replace").decode("utf-8")
+    text = utf8_text(text)
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
     return text if limit is None else text[:limit]
@@ -148,7 +156,7 @@ def event_record(
         (
             clean(event["id"]),
             event["name"],
-            to_us(parse_timestamp(event["timestamp"])),
+            event_us(event, received_us),
             received_us,
             app,
             host,
@@ -176,7 +184,7 @@ def new_event(
         seq=seq,
         id=clean(event["id"]),
         name=event["name"],
-        timestamp=from_us(to_us(parse_timestamp(event["timestamp"]))),
+        timestamp=from_us(event_us(event, to_us(received_at))),
         received_at=received_at,
         app=app,
         host=host,
@@ -208,6 +216,13 @@ def new_events(
         new_event(seq, event, app, host, result.received_at, extra)
         for seq, (event, extra) in result.new(list(zip(events, extras, strict=True)))
     ]
+
+
+def event_us(event: WireEvent, received_us: int) -> int:
+    """The time ``event`` is stored under: its own, unless later than its receipt (a clock
+    ahead, or a time that would keep it out of every recent view and from retention): then
+    the time it was received."""
+    return min(to_us(parse_timestamp(event["timestamp"])), received_us)
 
 
 def _ip(request: Mapping[str, Any] | None) -> str | None:
@@ -264,21 +279,37 @@ def event_from_row(row: Sequence[Any]) -> StoredEvent:
         seq=seq,
         id=r.id,
         name=r.name,
-        timestamp=from_us(r.ts),
+        timestamp=from_us(min(r.ts, r.received_at)),
         received_at=from_us(r.received_at),
         app=r.app,
         host=r.host,
         ip=r.ip,
         user=_loads(r.user_json),
-        properties=json.loads(r.properties_json),
+        properties=loads(r.properties_json),
         target=_loads(r.target_json),
         request=_loads(r.request_json),
         enrichment=_loads(r.enrichment_json) or {},
     )
 
 
+def loads(text: str) -> Any:
+    """The value of a JSON column, with each lone surrogate as U+FFFD.
+
+    Columns hold ASCII JSON, so a lone surrogate is stored escaped (``\\ud800``, which rows
+    stored before ingest replaced them can hold): only JSON with such an escape is looked at
+    again, through its text, where a surrogate can only be a character of a string.
+    """
+    value = json.loads(text)
+    if "\\ud" in text or "\\uD" in text:
+        dumped = dumps_utf8(value)
+        fixed = utf8_text(dumped)
+        if fixed is not dumped:
+            return json.loads(fixed)
+    return value
+
+
 def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+    return None if text is None else loads(text)
 
 
 def opt_time(us: int | None) -> datetime | None:
@@ -318,7 +349,7 @@ def agent_from_row(row: AgentRow) -> Agent:
         framework=row.framework,
         sdk_name=row.sdk_name,
         sdk_version=row.sdk_version,
-        stats=json.loads(row.stats_json),
+        stats=loads(row.stats_json),
         first_seen=from_us(row.first_seen),
         last_seen=from_us(row.last_seen),
     )

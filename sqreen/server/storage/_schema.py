@@ -164,6 +164,17 @@ _MIGRATIONS: Final = (
             last_seen {int} NOT NULL
         )""",
     ),
+    # 7: times as ingest now stores them. Rows stored before may carry any time (year 9999
+    # stayed out of every recent view and from retention, year 1 broke the histogram): a time
+    # later than the event's receipt becomes its receipt, one before 1970 becomes 1970.
+    # (Lone surrogates need no repair: JSON columns hold them escaped, in ASCII, which both
+    # databases store and `_rows.loads` reads as U+FFFD; indexed columns never held them.)
+    (
+        "UPDATE events SET ts = received_at WHERE ts > received_at",
+        "UPDATE events SET ts = 0 WHERE ts < 0",
+        "UPDATE users SET first_seen = 0 WHERE first_seen < 0",
+        "UPDATE users SET last_seen = 0 WHERE last_seen < 0",
+    ),
 )
 
 

@@ -10,14 +10,12 @@ not stored as events; the explorer's event page reads it.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from typing import Final, NamedTuple
 
-from ..._event import parse_timestamp
 from ..._wire import WireEvent
 from ._parts import SqlPart, insert_rows
-from ._rows import dumps
+from ._rows import dumps, event_us, loads
 from .model import UserTraits, from_us, to_us
 
 __all__ = ["UserQueries", "UserRow", "user_key"]
@@ -70,7 +68,7 @@ class UserQueries(SqlPart):
         for record in records:
             if not record["user"]:
                 continue
-            seen = min(to_us(parse_timestamp(record["timestamp"])), received)
+            seen = event_us(record, received)
             key = user_key(record["user"])
             known = latest.get(key)
             if known is None or seen >= known.last_seen:
@@ -101,7 +99,7 @@ class UserQueries(SqlPart):
         for row in map(UserRow._make, found):
             return UserTraits(
                 user=dict(user),
-                traits=json.loads(row.traits_json),
+                traits=loads(row.traits_json),
                 first_seen=from_us(row.first_seen),
                 last_seen=from_us(row.last_seen),
             )

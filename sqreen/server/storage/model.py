@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple, TypeVar
 
-from ..._event import format_timestamp
+from ..._event import EARLIEST, LATEST, format_timestamp
 
 __all__ = [
     "KEY_SCOPES",
@@ -43,6 +43,8 @@ T = TypeVar("T")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
+_MIN_US: Final = (EARLIEST - EPOCH) // _US
+_MAX_US: Final = (LATEST - EPOCH) // _US
 
 BlockType = Literal["block_user", "block_ip"]
 KeyScope = Literal["ingest", "admin"]
@@ -66,7 +68,10 @@ def to_us(dt: datetime) -> int:
 
 
 def from_us(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
+    """The time of ``us`` microseconds since the epoch, brought within the times an event may
+    carry (1970 to 9000): a time stored before they were checked (year 1, year 9999) reads
+    as one every reader can compute with, never as an OverflowError."""
+    return EPOCH + timedelta(microseconds=min(max(us, _MIN_US), _MAX_US))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,56 @@
+"""Text that every store can hold and every screen can show.
+
+Shared by the SDK and the collector. :func:`utf8_text` makes text encodable: ``json.loads``
+turns ``"\\ud800"`` into a lone surrogate, which no encoding can write (SQLite's and
+PostgreSQL's drivers refuse it, a UTF-8 page or terminal cannot print it), so each one is
+replaced by U+FFFD, as a UTF-8 decoder replaces a broken byte. :func:`visible` writes out the
+characters that would act on a screen instead of being shown (terminal escapes, a carriage
+return, bidirectional overrides that reorder what follows) as ``\\x1b``, ``\\r``, ``\\u202e``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = ["CONTROLS", "REPLACEMENT", "SURROGATES", "utf8_text", "visible"]
+
+#: DEL, C1 controls, and the bidirectional embeddings, overrides and isolates.
+_NOT_C0: Final = "\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+#: C0 controls and the above (a regular expression class, without its brackets).
+CONTROLS: Final = "\x00-\x1f" + _NOT_C0
+#: UTF-16 surrogates: in a Python string, only ever lone (no encoding can write them).
+SURROGATES: Final = "\ud800-\udfff"
+REPLACEMENT: Final = "\ufffd"
+
+_SURROGATE_RE: Final = re.compile(f"[{SURROGATES}]")
+_SHOWN_RE: Final = re.compile(f"[{CONTROLS}{SURROGATES}]")
+#: The same but tabs and newlines.
+_SHOWN_BUT_LINES_RE: Final = re.compile(f"[\x00-\x08\x0b-\x1f{_NOT_C0}{SURROGATES}]")
+_NAMED: Final = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def utf8_text(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (``text`` itself when it has
+    none: ASCII text, the common case, costs one flag test)."""
+    if text.isascii() or _SURROGATE_RE.search(text) is None:
+        return text
+    return _SURROGATE_RE.sub(REPLACEMENT, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match[0]
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str, *, lines: bool = False) -> str:
+    """``text`` with every control character, bidirectional control and lone surrogate
+    written out (``\\x1b``, ``\\r``, ``\\u202e``, ``\\ud800``), as ``repr`` writes them. With
+    ``lines``, tabs and newlines are kept (a page's preformatted JSON)."""
+    if text.isascii() and text.isprintable():
+        return text
+    return (_SHOWN_BUT_LINES_RE if lines else _SHOWN_RE).sub(_escape, text)
