@@ -58,7 +58,10 @@ __all__ = [
     "trusted_proxies",
 ]
 
-#: Passwords hashed at once by one process, and attempts waiting for them at most.
+#: Passwords hashed at once by one process, and attempts waiting for them at most. One
+#: thread: a check is ~0.1 s of CPU and a 32 MiB buffer, and the collector's host may have 2
+#: cores, one of which ingest keeps; 8 waiting is under a second for a legitimate login queued
+#: behind a flood (`bench/bench_login_flood.py`: 150 at once, ingest's slowest reply 0.3 s).
 HASH_THREADS: Final = 1
 HASH_WAITING: Final = 8
 #: How often one process deletes the attempts that left the window (seconds).
