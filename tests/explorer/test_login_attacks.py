@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import httpx2 as httpx
 import pytest
 from starlette.testclient import TestClient
 
 from sqreen.server.explorer import _secrets, set_admin_password
+from sqreen.server.explorer._cli import explorer_startup
 from sqreen.server.explorer._guard import COOKIE
 from sqreen.server.storage import Storage, open_storage
 from tests.server.conftest import ServeProcess, add_key, serve
@@ -198,3 +200,13 @@ def test_a_new_password_ends_every_session_at_once(storage: Storage, client: Tes
         for session in (client, copied, second):
             assert session.get("/explorer/events", follow_redirects=False).status_code == 303
             assert session.get("/explorer/api/events").status_code == 401
+
+
+def test_a_bad_trusted_proxy_stops_the_collector_at_start(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SQREEN_EXPLORER_TRUSTED_PROXIES", "10.0.0.0/8, proxy.local")
+    with pytest.raises(click.ClickException) as raised:
+        explorer_startup(storage, "http://127.0.0.1:8000")
+    assert "SQREEN_EXPLORER_TRUSTED_PROXIES" in raised.value.message
+    assert "proxy.local" in raised.value.message
