@@ -263,7 +263,7 @@ def create_app(
         # own login, session cookie and CSRF checks; the /v1 API keeps its bearer tokens.
         from .explorer import explorer_routes
 
-        pages = explorer_routes(storage, workers=workers, blocks=blocks, playbooks=source)
+        pages = explorer_routes(storage, blocks=blocks, playbooks=source)
         routes = [*routes, *pages]
 
     @contextlib.asynccontextmanager

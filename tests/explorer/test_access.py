@@ -146,7 +146,7 @@ def test_a_new_password_ends_the_sessions_opened_with_the_old_one(
 ) -> None:
     cookie = client.cookies.get(COOKIE)
     set_admin_password(storage, "a brand new password")
-    with make_client(storage) as other:  # a fresh app: no cached password
+    with make_client(storage) as other:  # another process's app on the same database
         other.cookies.set(COOKIE, cookie, path="/explorer")
         assert other.get("/explorer/events", follow_redirects=False).status_code == 303
 

@@ -13,7 +13,7 @@ import pytest
 
 import sqreen
 from sqreen.server.explorer import set_admin_password
-from sqreen.server.explorer._forms import LoginThrottle
+from sqreen.server.explorer._login import LoginThrottle
 from sqreen.server.storage import EventFilter, open_storage
 from tests.explorer.conftest import PASSWORD, login
 
@@ -139,8 +139,8 @@ def test_sigkill_mid_stream_then_restart_stores_every_event_once(
 def test_failed_logins_across_workers_stay_within_one_limit(
     tmp_path: Path, serve: Callable[..., ServeProcess]
 ) -> None:
-    """Each worker throttles in memory; together they allow no more than one process would,
-    wherever the kernel sends each attempt (every attempt here comes on a new connection)."""
+    """The workers count attempts in the database: together they allow no more than one
+    process would, wherever the kernel sends each attempt (each comes on a new connection)."""
     db = str(tmp_path / "login.db")
     storage = open_storage(db)
     try:

@@ -16,8 +16,11 @@ Server-rendered (Jinja2, autoescaped), usable without JavaScript; one small scri
 the API to add new events to the list. Every page and the API need a login with the admin
 password (``sqreen admin-password``, or ``SQREEN_ADMIN_PASSWORD`` when ``sqreen serve``
 starts): with none set nobody can log in. Sessions are signed cookies (``HttpOnly``,
-``SameSite``, ``Secure`` over HTTPS) that expire after :data:`SESSION_HOURS`; every form
-carries a CSRF token. The ingest API (``/v1/*``) keeps its own bearer-token auth.
+``SameSite``, ``Secure`` over HTTPS) naming a session the storage holds until logout, a new
+password, or :data:`SESSION_HOURS`; every form carries a CSRF token. Failed logins are
+throttled per client address in the storage, across collector processes, and passwords are
+hashed a few at a time per process (:mod:`._login`). The ingest API (``/v1/*``) keeps its own
+bearer-token auth.
 
 .. versionadded:: 0.1
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Final, Literal
 
@@ -37,16 +41,18 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from ..._client_ip import TrustedProxies
 from ..blocks import BlockService
 from ..playbooks import PlaybookSource
 from ..storage import Storage
-from ._admin import agents_page, block_create, block_lift, blocks_page, login, login_page, logout
+from ._admin import agents_page, block_create, block_lift, blocks_page
 from ._alerts import alert_page, alerts_page, playbooks_page
 from ._events import event_api, event_page, events_page
-from ._forms import CsrfError, FormTooLarge, LoginThrottle
+from ._forms import CsrfError, FormTooLarge
 from ._guard import RequireLogin, SecurityHeaders, Sessions, route_path
+from ._login import HASHER, LoginThrottle, login, login_page, logout, trusted_proxies
 from ._render import render
-from ._secrets import PasswordCache, apply_env_password, session_secret, set_admin_password
+from ._secrets import apply_env_password, session_secret, set_admin_password
 
 __all__ = [
     "SESSION_HOURS",
@@ -54,6 +60,7 @@ __all__ = [
     "cookie_options",
     "create_explorer",
     "explorer_routes",
+    "proxy_options",
     "set_admin_password",
 ]
 
@@ -122,7 +129,7 @@ def create_explorer(
     same_site: Literal["lax", "strict"] = "lax",
     session_hours: float = SESSION_HOURS,
     stale_after: float = STALE_AFTER,
-    workers: int = 1,
+    trusted_proxies: Iterable[str] = (),
     blocks: BlockService | None = None,
     playbooks: PlaybookSource | None = None,
 ) -> ASGIApp:
@@ -130,14 +137,16 @@ def create_explorer(
 
     ``https_only``: mark the session cookie ``Secure`` always (True), never (False), or when
     the request came over HTTPS (None). Reads (or creates) the session key in ``storage``.
-    ``workers``: how many processes serve it; each throttles failed logins in memory, so each
-    allows its share of the limit and an attacker gets no more tries from ``--workers``.
+    ``trusted_proxies``: the proxies (CIDRs, ``unix``) whose ``X-Forwarded-For`` names the
+    client the login throttle counts against; by default none, and the client is the
+    connection's address (:func:`._login.client_key`). The throttle counts in ``storage``, so
+    it holds across every process serving the explorer.
     ``blocks``: the block service of the collector (by default, one over ``storage``).
     ``playbooks``: the collector's playbook file (by default, none: the playbooks page says
     how to load one).
     """
     secret = session_secret(storage)
-    passwords = PasswordCache(storage, secret)
+    proxies = _trusted(trusted_proxies)
     max_age = int(session_hours * 3600)
     app = Starlette(
         routes=ROUTES,
@@ -151,10 +160,12 @@ def create_explorer(
     app.state.storage = storage
     app.state.blocks = blocks or BlockService(storage)
     app.state.playbooks = playbooks or PlaybookSource()
-    app.state.passwords = passwords
-    app.state.throttle = LoginThrottle.shared_by(workers)
+    app.state.throttle = LoginThrottle(storage)
+    app.state.hasher = HASHER
+    app.state.trusted_proxies = proxies
+    app.state.max_age = max_age
     app.state.stale_after = stale_after
-    guarded = RequireLogin(app, passwords, max_age)
+    guarded = RequireLogin(app, storage, max_age)
     sessions = Sessions(
         guarded,
         secret,
@@ -182,10 +193,30 @@ def cookie_options() -> dict[str, object]:
     }
 
 
+PROXIES_ENV: Final = "SQREEN_EXPLORER_TRUSTED_PROXIES"
+
+
+def _trusted(entries: Iterable[str]) -> TrustedProxies:
+    try:
+        return trusted_proxies(entries)
+    except ValueError as exc:
+        raise ValueError(f"{PROXIES_ENV}: {exc}") from None
+
+
+def proxy_options() -> dict[str, object]:
+    """:func:`create_explorer`'s ``trusted_proxies`` from ``SQREEN_EXPLORER_TRUSTED_PROXIES``
+    (comma-separated CIDRs, ``unix`` for a Unix socket; unset: none). ValueError if invalid."""
+    raw = os.environ.get(PROXIES_ENV, "")
+    entries = [entry.strip() for entry in raw.split(",") if entry.strip()]
+    _trusted(entries)
+    return {"trusted_proxies": entries}
+
+
 def explorer_routes(storage: Storage, **options: object) -> list[BaseRoute]:
     """The routes to add to the collector: the explorer at ``/explorer`` and ``/`` leading
-    there. ``options`` are :func:`create_explorer`'s (by default, :func:`cookie_options`)."""
-    options = {**cookie_options(), **options}
+    there. ``options`` are :func:`create_explorer`'s (by default, :func:`cookie_options` and
+    :func:`proxy_options`)."""
+    options = {**cookie_options(), **proxy_options(), **options}
     app = create_explorer(storage, path=PREFIX, **options)  # type: ignore[arg-type]
 
     async def root(request: Request) -> Response:

@@ -1,4 +1,4 @@
-"""Logging in and out, the blocks page and the agents page.
+"""The blocks page and the agents page.
 
 Blocks are validated and created by :mod:`sqreen.server.blocks` (the service the CLI, the API
 and playbooks use, with the rules every SDK enforces), recorded as created by
@@ -11,10 +11,9 @@ events).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -30,11 +29,10 @@ from ..blocks import (
 )
 from ..storage import Agent, Block, EventFilter, Storage
 from ._events import SAMPLE
-from ._forms import Form, LoginThrottle, csrf_token, form_endpoint, safe_next
+from ._forms import Form, form_endpoint
 from ._render import render
-from ._secrets import PASSWORD_SETTING, PasswordCache, password_version, verify_password
 
-__all__ = ["agents_page", "block_create", "blocks_page", "login", "login_page", "logout"]
+__all__ = ["agents_page", "block_create", "block_lift", "blocks_page"]
 
 CREATED_BY: Final = "explorer:admin"
 DURATIONS: Final = (("15m", "15 minutes"), ("1h", "1 hour"), ("1d", "1 day"), ("7d", "7 days"))
@@ -54,57 +52,6 @@ def _redirect(request: Request, path: str) -> RedirectResponse:
 
 def _field(form: Form, name: str) -> str:
     return form.get(name, [""])[0]
-
-
-# -- login ------------------------------------------------------------------------------
-
-
-async def login_page(request: Request) -> Response:
-    nxt = safe_next(request.query_params.get("next"))
-    if request.session.get("user") == "admin":
-        return _redirect(request, nxt)
-    storage: Storage = request.app.state.storage
-    configured = await run_in_threadpool(storage.get_setting, PASSWORD_SETTING) is not None
-    return render(request, "login.html", {"next": nxt, "configured": configured})
-
-
-@form_endpoint
-async def login(request: Request, form: Form) -> Response:
-    storage: Storage = request.app.state.storage
-    throttle: LoginThrottle = request.app.state.throttle
-    passwords: PasswordCache = request.app.state.passwords
-    client = request.client.host if request.client else "unknown"
-    nxt = safe_next(_field(form, "next"))
-    context: dict[str, Any] = {"next": nxt, "configured": True}
-    wait = throttle.retry_after(client)
-    if wait:
-        context["errors"] = [f"Too many failed logins: try again in {int(wait // 60) + 1} min."]
-        return render(request, "login.html", context, status_code=429)
-    stored = await run_in_threadpool(storage.get_setting, PASSWORD_SETTING)
-    if stored is None:
-        context["configured"] = False
-        return render(request, "login.html", context, status_code=403)
-    password = _field(form, "password")
-    if not await run_in_threadpool(verify_password, password, stored):
-        throttle.failed(client)
-        context["errors"] = ["Wrong password."]
-        return render(request, "login.html", context, status_code=401)
-    throttle.succeeded(client)
-    session = request.session
-    session.clear()  # a new session: nothing from before the login carries over
-    session.update(
-        user="admin",
-        login_at=int(time.time()),
-        pwv=password_version(passwords.secret, stored),
-    )
-    csrf_token(session)
-    return _redirect(request, nxt)
-
-
-@form_endpoint
-async def logout(request: Request, form: Form) -> Response:
-    request.session.clear()
-    return _redirect(request, "/login")
 
 
 # -- blocks -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import click
 
 from .._cli_common import db_option, opened
 from ..storage import Storage
-from . import cookie_options
+from . import cookie_options, proxy_options
 from ._secrets import PASSWORD_SETTING, apply_env_password, set_admin_password
 
 __all__ = ["admin_password", "explorer_startup"]
@@ -41,6 +41,7 @@ def explorer_startup(storage: Storage, url: str) -> None:
     """Apply ``SQREEN_ADMIN_PASSWORD`` and say where the explorer is (or how to unlock it)."""
     try:
         cookie_options()
+        proxy_options()
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     try:

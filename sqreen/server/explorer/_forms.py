@@ -1,4 +1,4 @@
-"""Posted forms: bounded reading, CSRF checks, and the failed-login throttle.
+"""Posted forms: bounded reading and CSRF checks.
 
 Every POST route of the explorer is declared through :func:`form_endpoint`, which reads the
 form (URL-encoded, at most :data:`MAX_FORM_BYTES`, with the standard library: the explorer's
@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
@@ -26,7 +23,6 @@ from starlette.responses import Response
 
 __all__ = [
     "CsrfError",
-    "LoginThrottle",
     "csrf_token",
     "form_endpoint",
     "safe_next",
@@ -129,53 +125,3 @@ def safe_next(value: str | None) -> str:
     ):
         return "/events"
     return value
-
-
-class LoginThrottle:
-    """Failed logins per client IP: after :attr:`limit` failures within :attr:`window`
-    seconds, that IP may not try again until the oldest failure leaves the window.
-
-    In memory (per process), bounded to :attr:`max_clients` addresses (the oldest forgotten
-    first). Each attempt also costs the server a scrypt hash, about 0.1 s.
-    """
-
-    LIMIT = 10
-
-    def __init__(
-        self, limit: int = LIMIT, window: float = 900.0, max_clients: int = 10_000
-    ) -> None:
-        self.limit = limit
-        self.window = window
-        self.max_clients = max_clients
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @classmethod
-    def shared_by(cls, workers: int) -> LoginThrottle:
-        """The throttle of one of ``workers`` processes: together they allow about
-        :attr:`LIMIT` failures, wherever the attempts land (at least 2 each)."""
-        return cls(limit=max(2, -(-cls.LIMIT // max(1, workers))))
-
-    def retry_after(self, client: str) -> float:
-        """Seconds before ``client`` may try again (0: now)."""
-        now = time.monotonic()
-        with self._lock:
-            recent = [t for t in self._failures.get(client, ()) if now - t < self.window]
-            if recent:
-                self._failures[client] = recent
-            else:
-                self._failures.pop(client, None)
-        if len(recent) < self.limit:
-            return 0.0
-        return max(1.0, self.window - (now - recent[0]))
-
-    def failed(self, client: str) -> None:
-        with self._lock:
-            self._failures.setdefault(client, []).append(time.monotonic())
-            self._failures.move_to_end(client)
-            while len(self._failures) > self.max_clients:
-                self._failures.popitem(last=False)
-
-    def succeeded(self, client: str) -> None:
-        with self._lock:
-            self._failures.pop(client, None)

@@ -11,8 +11,9 @@ Three pure ASGI middlewares, outermost first:
   request came over HTTPS, so that a collector behind a TLS proxy that sets
   ``X-Forwarded-Proto`` gets Secure cookies without configuration).
 - :class:`RequireLogin`: every path but the login page and the static files needs a logged-in
-  session, else pages redirect to the login and the JSON API answers 401. A session expires
-  after ``max_age`` and ends when the admin password changes.
+  session, else pages redirect to the login and the JSON API answers 401. A session is valid
+  while the storage holds it (:mod:`._secrets`: logging out or a new admin password ends it,
+  copies of its cookie included) and for ``max_age`` at most.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._secrets import PasswordCache, password_version
+from ..storage import ControlStore
+from ._secrets import session_hash
 
 __all__ = ["RequireLogin", "SecurityHeaders", "Sessions", "route_path"]
 
@@ -110,9 +112,9 @@ class Sessions:
 class RequireLogin:
     """Lets through only logged-in sessions (and the public paths)."""
 
-    def __init__(self, app: ASGIApp, passwords: PasswordCache, max_age: int) -> None:
+    def __init__(self, app: ASGIApp, storage: ControlStore, max_age: int) -> None:
         self.app = app
-        self.passwords = passwords
+        self.storage = storage
         self.max_age = max_age
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -128,7 +130,7 @@ class RequireLogin:
             await self.app(scope, receive, send)
             return
         if session.get("user"):
-            session.clear()  # expired, or opened with an old password
+            session.clear()  # expired, logged out, or opened with an old password
         root = scope.get("root_path", "")
         if path.startswith("/api/"):
             response: JSONResponse | RedirectResponse = JSONResponse(
@@ -147,9 +149,7 @@ class RequireLogin:
         login_at = session.get("login_at")
         if not isinstance(login_at, int | float) or not 0 <= time.time() - login_at < self.max_age:
             return False
-        stored, fresh = self.passwords.cached()
-        if not fresh:
-            stored = await run_in_threadpool(self.passwords.load)
-        return stored is not None and session.get("pwv") == password_version(
-            self.passwords.secret, stored
-        )
+        token = session.get("sid")
+        if not isinstance(token, str) or not token:
+            return False
+        return await run_in_threadpool(self.storage.session_active, session_hash(token))

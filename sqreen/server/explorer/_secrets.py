@@ -9,8 +9,9 @@ The session key signs the session cookie. It comes from ``SQREEN_SECRET_KEY`` or
 once and kept in the settings, so that a restart does not log everyone out and several
 collector processes on one PostgreSQL database accept each other's cookies.
 
-A session remembers a *password version* (an HMAC of the stored hash under the session key):
-setting a new password therefore ends every session opened with the old one.
+A session is a random token in the (signed) cookie, valid while the storage holds its SHA-256
+(:func:`new_session`): logging out deletes it, so a copy of the cookie is refused too, and
+setting a new password deletes them all in the same transaction.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import threading
-import time
 from typing import Final
 
 from ..storage import ControlStore
@@ -29,8 +28,9 @@ from ..storage import ControlStore
 __all__ = [
     "PASSWORD_SETTING",
     "SECRET_SETTING",
-    "PasswordCache",
     "hash_password",
+    "new_session",
+    "session_hash",
     "session_secret",
     "set_admin_password",
     "verify_password",
@@ -97,8 +97,10 @@ def verify_password(password: str, stored: str | None) -> bool:
 
 
 def set_admin_password(storage: ControlStore, password: str) -> None:
-    """Hash and store the admin password (ValueError when it is too short or too long)."""
-    storage.set_setting(PASSWORD_SETTING, hash_password(check_new_password(password)))
+    """Hash and store the admin password (ValueError when it is too short or too long), and
+    end every session of the explorer, in one transaction."""
+    stored = hash_password(check_new_password(password))
+    storage.set_setting_ending_sessions(PASSWORD_SETTING, stored)
 
 
 def apply_env_password(storage: ControlStore) -> bool:
@@ -121,38 +123,11 @@ def session_secret(storage: ControlStore) -> str:
     return storage.add_setting(SECRET_SETTING, secrets.token_urlsafe(32))
 
 
-def password_version(secret: str, stored: str | None) -> str:
-    """What a session remembers of the password it was opened with."""
-    key = secret.encode("utf-8", "surrogatepass")
-    mac = hmac.new(key, (stored or "").encode("ascii", "replace"), hashlib.sha256)
-    return mac.hexdigest()[:24]
+def new_session() -> tuple[str, str]:
+    """A new session's token (for the cookie) and what the storage keeps of it."""
+    token = secrets.token_urlsafe(32)
+    return token, session_hash(token)
 
 
-class PasswordCache:
-    """The current password version, re-read from storage at most every ``ttl`` seconds, so
-    a password set from the CLI (another process) ends old sessions within that time."""
-
-    def __init__(self, storage: ControlStore, secret: str, ttl: float = 2.0) -> None:
-        self.storage = storage
-        self.secret = secret
-        self.ttl = ttl
-        self._lock = threading.Lock()
-        self._value: tuple[str | None, float] | None = None
-
-    def cached(self) -> tuple[str | None, bool]:
-        """(stored hash, fresh) without I/O; call :meth:`load` when not fresh."""
-        with self._lock:
-            value = self._value
-        if value is None:
-            return None, False
-        return value[0], value[1] > time.monotonic()
-
-    def load(self) -> str | None:
-        stored = self.storage.get_setting(PASSWORD_SETTING)
-        with self._lock:
-            self._value = (stored, time.monotonic() + self.ttl)
-        return stored
-
-    def forget(self) -> None:
-        with self._lock:
-            self._value = None
+def session_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()

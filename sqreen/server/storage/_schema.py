@@ -175,6 +175,28 @@ _MIGRATIONS: Final = (
         "UPDATE users SET first_seen = 0 WHERE first_seen < 0",
         "UPDATE users SET last_seen = 0 WHERE last_seen < 0",
     ),
+    # 8: reserved for the migration of another branch of issue 14 (empty here; at its
+    # merge, that one takes this place).
+    (),
+    # 9: the Event Explorer's logins (storage/_logins.py). One row a login attempt a client
+    # was allowed, reserved before its password is hashed (the throttle counts them by key
+    # and time, in every collector process); the sessions logins opened, by the SHA-256 of
+    # their token (logging out deletes one, a new admin password deletes them all).
+    (
+        """CREATE TABLE login_failures (
+            id {id},
+            key TEXT NOT NULL,
+            at {int} NOT NULL
+        )""",
+        "CREATE INDEX login_failures_key ON login_failures (key, at)",
+        "CREATE INDEX login_failures_at ON login_failures (at)",
+        """CREATE TABLE explorer_sessions (
+            id TEXT PRIMARY KEY,
+            created_at {int} NOT NULL,
+            expires_at {int} NOT NULL
+        )""",
+        "CREATE INDEX explorer_sessions_expires ON explorer_sessions (expires_at)",
+    ),
 )
 
 

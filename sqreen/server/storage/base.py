@@ -171,7 +171,8 @@ class EventStore(Clocked, Protocol):
 
 
 class ControlStore(Clocked, Protocol):
-    """API keys, blocks and the action set, SDK processes, settings: small and transactional.
+    """API keys, blocks and the action set, SDK processes, settings, the explorer's logins and
+    sessions: small and transactional.
 
     What it guarantees:
 
@@ -290,6 +291,38 @@ class ControlStore(Clocked, Protocol):
     def add_setting(self, key: str, value: str) -> str:
         """Store ``value`` unless ``key`` already has one; return the value stored (the first
         writer wins, also between processes)."""
+        ...
+
+    # The Event Explorer's logins and sessions.
+    def reserve_login(self, key: str, limit: int, window: float) -> float:
+        """Count a login attempt of client ``key`` unless it made ``limit`` of them in the
+        last ``window`` seconds: 0.0 if counted, else the seconds until the oldest leaves the
+        window (at least 1). Atomic, also between processes: racing attempts are counted one
+        after the other."""
+        ...
+
+    def clear_login_failures(self, key: str) -> None:
+        """Forget the attempts of ``key`` (it logged in)."""
+        ...
+
+    def purge_login_failures(self, window: float) -> int:
+        """Delete the attempts older than ``window`` seconds; return how many."""
+        ...
+
+    def open_session(self, token_hash: str, max_age: float, setting: str, expected: str) -> bool:
+        """Store a session valid ``max_age`` seconds, if the setting ``setting`` (the admin
+        password's hash) still holds ``expected``, the hash the login checked; whether it did.
+        Expired sessions are deleted meanwhile."""
+        ...
+
+    def session_active(self, token_hash: str) -> bool:
+        """Whether the session is stored and not expired."""
+        ...
+
+    def end_session(self, token_hash: str) -> None: ...
+
+    def set_setting_ending_sessions(self, key: str, value: str) -> None:
+        """:meth:`set_setting` and end every session, in one transaction (a new password)."""
         ...
 
 

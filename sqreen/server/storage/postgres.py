@@ -122,6 +122,9 @@ class PostgresStorage(SqlStorage):
             [[f"{stream}\x1f{key}" for stream, key in keys]],
         )
 
+    def _hold(self, cur: Cursor, name: str) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (name,))
+
     def _lock_schema(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
 
