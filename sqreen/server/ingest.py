@@ -126,10 +126,15 @@ def _stats(stats: object) -> dict[str, Any]:
 
 
 def heartbeat(
-    storage: ControlStore, actions: Callable[[object], dict[str, Any]], body: bytes
+    storage: ControlStore,
+    actions: Callable[[object], dict[str, Any]],
+    body: bytes,
+    *,
+    key_id: int = 0,
 ) -> dict[str, Any]:
-    """Store one SDK process's stats (blocking); the JSON reply of ``POST /v1/heartbeat``
-    (``actions`` makes its action set from the version the SDK holds)."""
+    """Store one SDK process's stats, under the API key it came with (blocking); the JSON
+    reply of ``POST /v1/heartbeat`` (``actions`` makes its action set from the version the
+    SDK holds)."""
     obj = parse_json(body)
     try:
         sdk, app = parse_sender(obj)
@@ -147,6 +152,7 @@ def heartbeat(
             sdk_name=text(sdk.get("name")),
             sdk_version=text(sdk.get("version")),
             stats=_stats(obj.get("stats", {})),
+            key_id=key_id,
         )
     )
     return {"actions": actions(known_version(obj))}

@@ -25,10 +25,11 @@ from ..blocks import (
     BlockService,
     InvalidBlock,
     block_request,
+    block_warnings,
     parse_block_id,
     parse_pairs,
 )
-from ..storage import Agent, Block, EventFilter, Storage
+from ..storage import AGENT_TTL, Agent, Block, EventFilter, Storage
 from ._events import SAMPLE
 from ._forms import Form, LoginThrottle, csrf_token, form_endpoint, safe_next
 from ._render import render
@@ -236,8 +237,14 @@ async def block_create(request: Request, form: Form) -> Response:
         wanted = _request(fields)
     except InvalidBlock as exc:
         return await _blocks(request, fields, [str(exc)], status=400)
-    block = await run_in_threadpool(lambda: blocks.create(wanted, created_by=CREATED_BY))
-    request.session["flash"] = f"Block #{block.id} created: SDKs apply it within seconds."
+    placed = await run_in_threadpool(lambda: blocks.apply(wanted, created_by=CREATED_BY))
+    block = placed.block
+    said = {
+        "created": f"Block #{block.id} created: SDKs apply it within seconds.",
+        "extended": f"Already blocked by #{block.id}: extended to the duration asked.",
+        "kept": f"Already blocked by #{block.id}, for at least as long: unchanged.",
+    }[placed.outcome]
+    request.session["flash"] = " Warning: ".join([said, *block_warnings(wanted)])
     return _redirect(request, "/blocks")
 
 
@@ -303,6 +310,7 @@ async def agents_page(request: Request) -> Response:
         "now": now,
         "stale_after": stale_after,
         "live": sum(not r.stale for r in rows),
+        "ttl_days": AGENT_TTL.days,
         "dropping": sum(r.dropped_total > 0 for r in rows),
     }
     return render(request, "agents.html", context)
