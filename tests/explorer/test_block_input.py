@@ -69,3 +69,38 @@ def test_the_agents_page_shows_the_key_of_each_process(
     assert "<td>#3</td>" in page and "<td>#4</td>" in page
     assert page.count("web1 / 7") == 2
     assert "forgotten after 7 days without a heartbeat" in page
+
+
+def test_the_agents_page_shows_the_blocks_each_process_refuses(
+    client: TestClient, storage: Storage
+) -> None:
+    why = {"12": "10.0.0.7/32 covers a trusted proxy <b>", "3": "10.0.0.0/8 is too wide"}
+    storage.record_heartbeat(
+        Heartbeat("shop", "web1", 7, "flask", "sqreen-python", "0.1", {"refused_blocks": why})
+    )
+    storage.record_heartbeat(Heartbeat("shop", "web2", 8, "flask", "sqreen-python", "0.1", {}))
+    page = client.get("/explorer/agents").text
+    assert '<strong class="bad">1</strong> refusing blocks.' in page
+    rows = page.split("<tr")[2:]
+    (refusing,) = (row for row in rows if "web1 / 7" in row)
+    (enforcing,) = (row for row in rows if "web2 / 8" in row)
+    # By block id, numerically; each reason escaped.
+    items = re.findall(r"<li>(.*?)</li>", refusing.split("</ul>")[-2])
+    assert [re.sub(r"<[^>]+>", "", html.unescape(i)) for i in items] == [
+        "#3: 10.0.0.0/8 is too wide",
+        "#12: 10.0.0.7/32 covers a trusted proxy ",
+    ]
+    assert "&lt;b&gt;" in refusing
+    assert "none</td>\n    </tr>" in enforcing
+
+
+def test_the_form_warns_of_private_networks(client: TestClient, storage: Storage) -> None:
+    page = client.get("/explorer/blocks").text
+    assert "Loopback is refused: every SDK trusts it as a proxy." in page
+    assert "A private network (10/8, 172.16/12, 192.168/16, fc00::/7...)" in page
+    token = csrf_of(client, "/explorer/blocks")
+    form = {"csrf_token": token, "kind": "ip", "ip": "10.1.2.0/24", "duration": "1h"}
+    flash = client.post("/explorer/blocks", data=form).text
+    assert "Block #1 created: SDKs apply it within seconds. Warning: 10.1.2.0/24 is in " in flash
+    public = client.post("/explorer/blocks", data={**form, "ip": "203.0.113.0/24"}).text
+    assert "Block #2 created" in public and "Warning" not in public.split('class="flash"')[1][:300]

@@ -5,6 +5,7 @@ and once as the installed console script."""
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from sqreen._wire import parse_event
 from sqreen.server.cli import main
 from sqreen.server.storage import open_storage
 
-from .conftest import wire_event
+from .conftest import Collector, wire_event
 
 
 @pytest.fixture
@@ -128,6 +129,43 @@ def test_a_block_asked_again_extends_the_active_one_and_says_so(db: str) -> None
     assert other_user.output.startswith("blocked #3 user uid=42 ")
     listing = run("blocks", "--db", db).output
     assert "version 5: 3 active" in listing  # created, extended twice, created twice
+
+
+@pytest.mark.parametrize(
+    ("network", "internal"),
+    [
+        ("10.1.2.3", "10.0.0.0/8"),
+        ("172.20.0.0/16", "172.16.0.0/12"),
+        ("192.168.1.0/24", "192.168.0.0/16"),
+        ("100.64.0.9", "100.64.0.0/10"),
+        ("fd00:1::/48", "fc00::/7"),
+    ],
+)
+def test_a_block_on_a_private_network_is_placed_with_a_warning(
+    db: str, network: str, internal: str
+) -> None:
+    result = CliRunner().invoke(main, ["block", "ip", network, "--db", db])
+    assert result.exit_code == 0 and result.stdout.startswith("blocked #1 ip ")
+    assert result.stderr.startswith(f"warning: {ipaddress.ip_network(network)} is in {internal}, ")
+    assert "an SDK that trusts a proxy there refuses this block" in result.stderr
+
+
+def test_public_networks_and_users_are_blocked_without_a_word(db: str) -> None:
+    for args in (["ip", "203.0.113.0/24"], ["ip", "2001:db8::/48"], ["user", "uid=10"]):
+        result = CliRunner().invoke(main, ["block", *args, "--db", db])
+        assert result.exit_code == 0 and result.stderr == "", result.stderr
+
+
+def test_the_blocks_api_warns_too(collector: Collector) -> None:
+    reply = collector.post("/v1/blocks", {"type": "block_ip", "ip": "10.9.0.0/16"}, admin=True)
+    assert reply.status_code == 201 and reply.json()["outcome"] == "created"
+    (warning,) = reply.json()["warnings"]
+    assert warning.startswith("10.9.0.0/16 is in 10.0.0.0/8, where proxies")
+    again = collector.post("/v1/blocks", {"type": "block_ip", "ip": "10.9.0.0/16"}, admin=True)
+    assert again.status_code == 200 and again.json()["outcome"] == "kept"
+    assert again.json()["id"] == reply.json()["id"]
+    public = collector.post("/v1/blocks", {"type": "block_ip", "ip": "192.0.2.1"}, admin=True)
+    assert public.status_code == 201 and public.json()["warnings"] == []
 
 
 @pytest.mark.parametrize(

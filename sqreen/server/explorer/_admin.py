@@ -274,6 +274,9 @@ class AgentRow:
     dropped: dict[str, int]
     dropped_total: int
     internal_errors: int
+    #: The blocks this process refuses to enforce (by id, as text), each with why: what
+    #: the blocks page counts as "Not enforced", process by process.
+    refused_blocks: dict[str, str] = field(default_factory=dict)
 
 
 def agent_row(agent: Agent, now: datetime, stale_after: float) -> AgentRow:
@@ -287,6 +290,12 @@ def agent_row(agent: Agent, now: datetime, stale_after: float) -> AgentRow:
     depth = stats.get("queue_depth")
     errors = stats.get("internal_errors")
     age = (now - agent.last_seen).total_seconds()
+    why = stats.get("refused_blocks")
+    refused = (
+        {str(k): str(v)[:200] for k, v in sorted(why.items(), key=_by_id)}
+        if isinstance(why, dict)
+        else {}
+    )
     return AgentRow(
         agent=agent,
         age=age,
@@ -295,7 +304,14 @@ def agent_row(agent: Agent, now: datetime, stale_after: float) -> AgentRow:
         dropped=drops,
         dropped_total=sum(drops.values()),
         internal_errors=errors if isinstance(errors, int) else 0,
+        refused_blocks=refused,
     )
+
+
+def _by_id(item: tuple[object, object]) -> tuple[int, str]:
+    """Block ids in numeric order (an id that is no number, last)."""
+    text = str(item[0])
+    return (int(text), "") if parse_block_id(text) is not None else (2**63, text)
 
 
 async def agents_page(request: Request) -> Response:
@@ -312,5 +328,6 @@ async def agents_page(request: Request) -> Response:
         "live": sum(not r.stale for r in rows),
         "ttl_days": AGENT_TTL.days,
         "dropping": sum(r.dropped_total > 0 for r in rows),
+        "refusing": sum(bool(r.refused_blocks) for r in rows),
     }
     return render(request, "agents.html", context)
