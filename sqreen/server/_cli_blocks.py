@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+from collections.abc import Callable
 from typing import Any, Final
 
 import click
@@ -13,10 +14,11 @@ from .blocks import (
     BlockService,
     InvalidBlock,
     block_request,
+    block_warnings,
     parse_block_id,
     parse_network,
 )
-from .storage import Block, Storage
+from .storage import Block, PlacedBlock
 
 __all__ = ["block", "blocks", "unblock"]
 
@@ -32,8 +34,10 @@ def _by() -> str:
 _PARAMS: Final = {"ip": "NETWORK", "duration": "--for", "reason": "--reason"}
 
 
-def _create(db: str, type: str, **fields: Any) -> Block:
-    """Validate and create a block; a refusal is a usage error naming the field."""
+def _create(db: str, type: str, **fields: Any) -> None:
+    """Validate and place a block (a new one, or the active one on the same target extended),
+    and say what it did, with a warning on stderr for a block that SDKs may not enforce as
+    meant; a refusal is a usage error naming the field."""
     try:
         wanted = block_request(type, **fields)
     except InvalidBlock as exc:
@@ -41,7 +45,20 @@ def _create(db: str, type: str, **fields: Any) -> Block:
         message = exc.message if hint else str(exc)
         raise click.BadParameter(message, param_hint=hint or "IDENTIFIERS") from None
     with opened(db) as storage:
-        return BlockService(storage).create(wanted, created_by=_by())
+        placed = BlockService(storage).apply(wanted, created_by=_by())
+    click.echo(_placed(placed))
+    for warning in block_warnings(wanted):
+        click.echo(f"warning: {warning}", err=True)
+
+
+def _placed(placed: PlacedBlock) -> str:
+    """What placing a block did, for people."""
+    b = placed.block
+    if placed.outcome == "created":
+        return f"blocked {_describe(b)}"
+    if placed.outcome == "extended":
+        return f"already blocked: extended {_describe(b)}"
+    return f"already blocked, for at least as long: kept {_describe(b)}"
 
 
 def _describe(b: Block) -> str:
@@ -73,8 +90,7 @@ def block() -> None:
 def block_user(identifiers: tuple[str, ...], for_: str | None, reason: str, db: str) -> None:
     """Block the user whose identifiers include all IDENTIFIERS (uid=42 email=a@b.c)."""
     user = dict(pairs(identifiers, "IDENTIFIERS"))
-    b = _create(db, "block_user", user=user, duration=for_, reason=reason)
-    click.echo(f"blocked {_describe(b)}")
+    _create(db, "block_user", user=user, duration=for_, reason=reason)
 
 
 @block.command("ip")
@@ -84,26 +100,26 @@ def block_user(identifiers: tuple[str, ...], for_: str | None, reason: str, db: 
 @db_option
 def block_ip(network: str, for_: str | None, reason: str, db: str) -> None:
     """Block an IP address or a network (CIDR, at most /16 for IPv4, /48 for IPv6; never
-    loopback, which every SDK trusts as a proxy)."""
-    b = _create(db, "block_ip", ip=network, duration=for_, reason=reason)
-    click.echo(f"blocked {_describe(b)}")
+    loopback, which every SDK trusts as a proxy). A private network, where proxies usually
+    are, is blocked with a warning."""
+    _create(db, "block_ip", ip=network, duration=for_, reason=reason)
 
 
-def _matching(storage: Storage, target: tuple[str, ...]) -> list[Block]:
+def _selector(target: tuple[str, ...]) -> Callable[[Block], bool]:
+    """Which blocks ``unblock TARGET`` means (read before any database is opened)."""
     kind, rest = target[0], target[1:]
-    active = storage.list_blocks()
     if kind == "user" and rest:
         user = dict(pairs(rest, "IDENTIFIERS"))
-        return [b for b in active if b.type == "block_user" and b.user == user]
+        return lambda b: b.type == "block_user" and b.user == user
     if kind == "ip" and len(rest) == 1:
         try:
             cidr = str(parse_network(rest[0]))
         except InvalidBlock as exc:
             raise click.BadParameter(exc.message, param_hint="NETWORK") from None
-        return [b for b in active if b.type == "block_ip" and b.ip == cidr]
+        return lambda b: b.type == "block_ip" and b.ip == cidr
     ids = {parse_block_id(t) for t in target}
     if None not in ids:
-        return [b for b in active if b.id in ids]
+        return lambda b: b.id in ids
     raise click.UsageError("unblock takes block ids, 'user KEY=VALUE...' or 'ip NETWORK'")
 
 
@@ -113,12 +129,13 @@ def _matching(storage: Storage, target: tuple[str, ...]) -> list[Block]:
 def unblock(target: tuple[str, ...], db: str) -> None:
     """Lift blocks: by id (sqreen unblock 3), by user (unblock user uid=42), by network
     (unblock ip 203.0.113.0/24)."""
-    with opened(db) as storage:
+    matches = _selector(target)
+    with opened(db, create=False) as storage:
         blocks = BlockService(storage)
         found = [
             lifted
-            for b in _matching(storage, target)
-            if (lifted := blocks.lift(b.id, lifted_by=_by())) is not None
+            for b in storage.list_blocks()
+            if matches(b) and (lifted := blocks.lift(b.id, lifted_by=_by())) is not None
         ]
     if not found:
         raise click.ClickException("no active block matches")
@@ -132,7 +149,7 @@ def unblock(target: tuple[str, ...], db: str) -> None:
 @db_option
 def blocks(all_: bool, as_json: bool, db: str) -> None:
     """List the blocks in force (the action set every SDK receives)."""
-    with opened(db) as storage:
+    with opened(db, create=False) as storage:
         found = storage.list_blocks(include_inactive=all_)
         actions = storage.action_set()
     version, now = actions.version, actions.now

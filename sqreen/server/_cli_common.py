@@ -42,7 +42,8 @@ def opened(db: str, *, create: bool = True) -> Iterator[Storage]:
         path = Path(db.removeprefix("sqlite://"))
         if not path.is_file():
             raise click.ClickException(
-                f"no database at {path.resolve()} (give --db, or set SQREEN_DB)"
+                f"cannot open the SQLite database {str(path.resolve())!r}: no such file "
+                "(give --db, or set SQREEN_DB)"
             )
     try:
         storage = open_storage(db)

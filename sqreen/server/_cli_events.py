@@ -7,6 +7,7 @@ erase lines or draw a forged one on the operator's terminal; ``--json`` escapes 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ import click
 from .._text import visible
 from ._cli_common import db_option, json_line, opened, pairs, parse_when, when
 from .importer import import_lines, read_lines
-from .storage import EventFilter, Follower, StoredEvent
+from .storage import MAX_IPS, EventFilter, Follower, StoredEvent
 
 __all__ = ["events", "import_"]
 
@@ -42,7 +43,11 @@ def _line(e: StoredEvent) -> str:
 @click.option("--name", help="Only events with this name.")
 @click.option("--user", "users", multiple=True, metavar="KEY=VALUE", help="User identifier.")
 @click.option("--prop", "props", multiple=True, metavar="KEY=VALUE", help="Property value.")
-@click.option("--ip", help="Client IP address.")
+@click.option(
+    "--ip",
+    metavar="IP|CIDR",
+    help=f"Client IP address, or a network of at most {MAX_IPS} addresses (203.0.113.0/24).",
+)
 @click.option("--app", help="Application name.")
 @click.option("--since", metavar="WHEN", help="30m, 2h, 7d ago, or an ISO 8601 time.")
 @click.option("--until", metavar="WHEN", help="Same forms as --since.")
@@ -66,11 +71,13 @@ def events(
     db: str,
 ) -> None:
     """Print the latest events (oldest first), filtered; --follow to tail."""
+    address, network = ip_filter(ip) if ip is not None else (None, ())
     filters = EventFilter(
         name=name,
         users=pairs(users, "--user"),
         properties=pairs(props, "--prop"),
-        ip=ip,
+        ip=address,
+        ips=network,
         app=app,
         since=parse_when(since, "--since") if since else None,
         until=parse_when(until, "--until") if until else None,
@@ -80,13 +87,36 @@ def events(
         for e in reversed(found):
             click.echo(json_line(e.to_json()) if as_json else _line(e))
 
-    with opened(db) as storage:
+    with opened(db, create=False) as storage:
         found = storage.query_events(filters, limit=limit)
         show(found)
         if follow:
             follower = Follower(storage, filters, last=found[0].seq if found else 0)
             for more in tail(follower, interval):
                 show(more)
+
+
+def ip_filter(value: str) -> tuple[str | None, tuple[str, ...]]:
+    """``--ip``: an address (as SDKs record it: canonical, IPv4-mapped IPv6 unmapped), or a
+    network's addresses. Events are indexed by exact address, so a network is looked up as
+    the list of its addresses, and one wider than :data:`MAX_IPS` (an IPv4 /24, an IPv6
+    /120) is refused rather than scanned for."""
+    try:
+        network = ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value[:40]!r} is not an IP address or a CIDR network", param_hint="--ip"
+        ) from None
+    if network.num_addresses > MAX_IPS:
+        raise click.BadParameter(
+            f"{network} holds {network.num_addresses} addresses: events are indexed by exact "
+            f"address, so a network is at most {MAX_IPS} of them (an IPv4 /24, an IPv6 /120)",
+            param_hint="--ip",
+        )
+    addresses = tuple(
+        str(a.ipv4_mapped or a) if isinstance(a, ipaddress.IPv6Address) else str(a) for a in network
+    )
+    return (addresses[0], ()) if "/" not in value else (None, addresses)
 
 
 def tail(follower: Follower, interval: float) -> Iterator[list[StoredEvent]]:

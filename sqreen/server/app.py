@@ -13,7 +13,10 @@ Routes:
 - ``POST /v1/heartbeat``: an SDK process's stats; the reply carries the action set.
 - ``GET /v1/actions``: the action set alone.
 - ``GET /v1/blocks`` (``?all=1`` to include lifted and expired ones), ``POST /v1/blocks``,
-  ``DELETE /v1/blocks/{id}``: blocks by hand, for the explorer and the playbooks.
+  ``DELETE /v1/blocks/{id}``: blocks by hand, for the explorer and the playbooks. A POST on
+  a target an active block covers answers that block (200, ``"outcome": "extended"`` or
+  ``"kept"``) instead of adding another (201, ``"created"``); ``"warnings"`` lists what may
+  keep SDKs from enforcing it as meant (a private network, where proxies usually are).
 """
 
 from __future__ import annotations
@@ -34,12 +37,18 @@ from starlette.routing import BaseRoute, Route
 
 from .actions import MAX_WAIT, ActionFeed
 from .auth import CACHE_TTL, KeyChecker
-from .blocks import BlockService, InvalidBlock, block_from_json, parse_block_id
+from .blocks import (
+    BlockService,
+    InvalidBlock,
+    block_from_json,
+    block_warnings,
+    parse_block_id,
+)
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .ingest import MAX_BODY_BYTES, heartbeat, parse_json, read_body
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
-from .storage import ApiKey, Storage
+from .storage import AGENT_TTL, ApiKey, Storage
 
 __all__ = ["create_app"]
 
@@ -72,17 +81,18 @@ async def authenticate(request: Request, *, admin: bool = False) -> ApiKey:
 
 
 async def events_endpoint(request: Request) -> JSONResponse:
-    await authenticate(request)
+    key = await authenticate(request)
     body = await read_body(request, request.app.state.max_body_bytes)
-    reply = await _one_at_a_time(request, request.app.state.pipeline, body)
+    handle = partial(request.app.state.pipeline, key_id=key.id)
+    reply = await _one_at_a_time(request, handle, body)
     return JSONResponse(reply, headers=_rebalance(request))
 
 
 async def heartbeat_endpoint(request: Request) -> JSONResponse:
-    await authenticate(request)
+    key = await authenticate(request)
     body = await read_body(request, request.app.state.max_body_bytes)
     state = request.app.state
-    handle = partial(heartbeat, state.storage, state.actions.reply)
+    handle = partial(heartbeat, state.storage, state.actions.reply, key_id=key.id)
     return JSONResponse(await _one_at_a_time(request, handle, body))
 
 
@@ -171,10 +181,15 @@ async def create_block_endpoint(request: Request) -> JSONResponse:
     except InvalidBlock as exc:
         raise ApiError(400, str(exc), field=exc.field) from None
     blocks: BlockService = request.app.state.blocks
-    block = await run_in_threadpool(
-        lambda: blocks.create(wanted, created_by=f"api-key:{key.id}:{key.name}")
+    placed = await run_in_threadpool(
+        lambda: blocks.apply(wanted, created_by=f"api-key:{key.id}:{key.name}")
     )
-    return JSONResponse(block.to_json(block.created_at), status_code=201)
+    # 201 for a new block; 200 for the active block on the same target, extended or kept.
+    created = placed.outcome == "created"
+    block = placed.block
+    now = block.created_at if created else blocks.store.now()
+    body = {**block.to_json(now), "outcome": placed.outcome, "warnings": block_warnings(wanted)}
+    return JSONResponse(body, status_code=201 if created else 200)
 
 
 async def delete_block_endpoint(request: Request) -> JSONResponse:
@@ -235,7 +250,8 @@ def create_app(
     notifier: Notifier | None = None,
 ) -> Starlette:
     """The collector app. ``routes`` are added after the API's (the explorer mounts there);
-    with ``retention_days``, events older than that are purged every ``purge_every`` seconds.
+    with ``retention_days``, events received longer ago than that are purged every
+    ``purge_every`` seconds (and SDK processes silent for :data:`~.storage.AGENT_TTL`, always).
     The caller closes ``storage``, unless ``owns_storage``: then the app's shutdown does.
     ``workers``: how many processes serve the port (see :func:`_rebalance`). ``enrichers``
     and ``hooks`` plug into the ingest pipeline (:mod:`.pipeline`); ``playbooks`` adds the
@@ -243,14 +259,20 @@ def create_app(
     blocks = BlockService(storage)
     source = playbooks or PlaybookSource()
     feed = ActionFeed(storage, source.watched)
-    jobs: list[tuple[float, Callable[[], int], str]] = []
+    jobs: list[tuple[float, Callable[[], int], str]] = [
+        (
+            purge_every,
+            storage.purge_agents,
+            f"sqreen: forgot %d SDK processes silent for over {AGENT_TTL.days} days",
+        )
+    ]
     if retention_days is not None:
         days = retention_days
         jobs.append(
             (
                 purge_every,
                 lambda: storage.purge_older_than(days),
-                f"sqreen: purged %d events older than {days:g} days",
+                f"sqreen: purged %d events received over {days:g} days ago",
             )
         )
     if playbooks is not None:

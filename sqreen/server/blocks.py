@@ -11,14 +11,23 @@ than report "blocked" for a block nobody enforces. A user block names a non-empt
 identifiers, checked with the SDK's own identifier rules; an IP block is a network no wider
 than a /16 (IPv4) or a /48 (IPv6), host bits cleared, that covers no loopback address (every
 SDK trusts loopback as a proxy by default, and refuses a block that would lock out every
-client behind one). The durations and times that blocks take are read here too, for the CLI
-and the explorer alike.
+client behind one). A duration is from 1 second to 3650 days, written in a few digits; a
+reason is one line of at most 512 characters, without control characters (it is printed in
+terminals and pages, and PostgreSQL refuses NUL). The durations and times that blocks take
+are read here too, for the CLI and the explorer alike.
+
+A block on a target that an active block already covers (the same network, the same
+identifiers) extends that block instead of adding a second one: :meth:`BlockService.apply`
+says which it did (``created``, ``extended`` or ``kept``), in storage's one piece of code
+that places blocks for playbooks too.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,15 +35,17 @@ from typing import Any, Final
 
 from .._client_ip import DEFAULT_TRUSTED_PROXIES
 from .._event import InvalidEvent, in_range, validate_user
-from .storage import Block, BlockType, ControlStore
+from .storage import Block, BlockSpec, BlockType, ControlStore, PlacedBlock
 
 __all__ = [
     "BlockRequest",
     "BlockService",
     "Duration",
     "InvalidBlock",
+    "PlacedBlock",
     "block_from_json",
     "block_request",
+    "block_warnings",
     "ip_block",
     "parse_block_id",
     "parse_duration",
@@ -46,13 +57,37 @@ __all__ = [
 
 MIN_PREFIX: Final = {4: 16, 6: 48}
 MAX_REASON: Final = 512
+MIN_DURATION: Final = timedelta(seconds=1)
 MAX_DURATION: Final = timedelta(days=3650)
-_DURATION_RE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+#: Characters in the number of a duration written as text (``3650d`` is 4, ``0.5s`` 3).
+MAX_DURATION_DIGITS: Final = 12
+_DURATION_RE: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhdw])")
+#: What a reason may not hold: control characters (NUL, escapes, newlines...), lone
+#: surrogates (no database can store them), line and paragraph separators, and the
+#: bidirectional controls that make text read otherwise than it is.
+_UNPRINTABLE: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_BIDI: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 #: The networks every SDK trusts as proxies with its default settings (the non-IP entry is
 #: Unix sockets); an SDK refuses a block that overlaps one of them.
 LOOPBACK: Final = tuple(
     ipaddress.ip_network(proxy) for proxy in DEFAULT_TRUSTED_PROXIES if proxy != "unix"
+)
+#: Where proxies and load balancers usually are (private, carrier-grade NAT and link-local
+#: networks, as the SDK's untrusted-proxy warning reads them): no SDK trusts them by default,
+#: but one configured to (``SQREEN_TRUSTED_PROXIES=10.0.0.0/8``) refuses a block covering
+#: them, and one behind an untrusted proxy there sees that proxy as every client.
+INTERNAL_NETWORKS: Final = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "fc00::/7",
+        "fe80::/10",
+    )
 )
 #: The keys of a block in JSON (see :func:`block_from_json`).
 JSON_KEYS: Final = frozenset({"type", "user", "ip", "duration", "reason"})
@@ -74,18 +109,29 @@ class InvalidBlock(ValueError):
 
 def parse_duration(value: object, field: str = "duration") -> timedelta:
     """``30s``, ``15m``, ``1h``, ``7d``, ``2w`` (or a number of seconds, or a timedelta) as a
-    timedelta."""
+    timedelta, from :data:`MIN_DURATION` to :data:`MAX_DURATION`."""
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        # Bounded before any conversion: a 400-digit integer is no float.
+        seconds = float(value) if abs(value) < 10**MAX_DURATION_DIGITS else math.inf
+    elif isinstance(value, float):
+        seconds = value if math.isfinite(value) else math.inf
     elif isinstance(value, str) and (m := _DURATION_RE.fullmatch(value.strip().lower())):
+        if len(m[1]) > MAX_DURATION_DIGITS:
+            raise InvalidBlock(field, f"at most {MAX_DURATION_DIGITS} digits, like 30s or 7d")
         seconds = float(m[1]) * _UNITS[m[2]]
     else:
-        raise InvalidBlock(field, f"{str(value)[:40]!r} is not a duration like 30s, 15m, 1h or 7d")
-    if not 0 < seconds <= MAX_DURATION.total_seconds():
-        raise InvalidBlock(field, "must be positive and at most 3650 days")
+        raise InvalidBlock(field, f"{_shown(value)} is not a duration like 30s, 15m, 1h or 7d")
+    if not MIN_DURATION.total_seconds() <= seconds <= MAX_DURATION.total_seconds():
+        raise InvalidBlock(field, "must be positive and at most 3650 days (1 second at least)")
     return timedelta(seconds=seconds)
+
+
+def _shown(value: object) -> str:
+    """A value, shortened, to name in an error message."""
+    text = value if isinstance(value, str) else str(value)
+    return repr(text[:40] + ("…" if len(text) > 40 else ""))
 
 
 def parse_when(value: str, now: datetime, field: str) -> datetime:
@@ -108,12 +154,24 @@ def parse_when(value: str, now: datetime, field: str) -> datetime:
 
 
 def parse_pairs(pairs: Iterable[str], field: str) -> dict[str, str]:
-    """``["uid=42", "email=a@b.c"]`` as a dict (the CLI's spelling of identifiers)."""
+    """``["uid=42", "email=a@b.c"]`` as a dict (the CLI's spelling of identifiers, and the
+    explorer form's). A key given twice, or spaces around the ``=`` (``uid = 42`` would be
+    the key ``"uid "``, which no event has), are refused rather than guessed at."""
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidBlock(field, f"{pair[:40]!r} is not key=value")
+        if key != key.strip() or value != value.strip():
+            raise InvalidBlock(
+                field,
+                f"{pair[:40]!r} has spaces around '=' or at its ends: write "
+                f"{(key.strip() + '=' + value.strip())[:40]}",
+            )
+        if key in out:
+            raise InvalidBlock(
+                field, f"{key[:40]!r} is given twice: each key takes one value (key=value)"
+            )
         out[key] = value
     return out
 
@@ -163,11 +221,36 @@ def validate_network(value: object) -> str:
     return str(network)
 
 
+def block_warnings(request: BlockRequest) -> list[str]:
+    """What to tell whoever places this (valid) block before they rely on it: an IP block on
+    a private, carrier-grade NAT or link-local network (:data:`INTERNAL_NETWORKS`) may be
+    refused by the SDKs that trust a proxy there (the explorer's blocks and agents pages then
+    say so), or, where a proxy there is not trusted, refuse every client behind it."""
+    if request.ip is None:
+        return []
+    network = ipaddress.ip_network(request.ip)
+    for internal in INTERNAL_NETWORKS:
+        if network.version == internal.version and network.overlaps(internal):
+            return [
+                f"{network} is in {internal}, where proxies and load balancers usually are: "
+                "an SDK that trusts a proxy there refuses this block (the explorer's blocks "
+                "and agents pages say which), and one behind a proxy there that it does not "
+                "trust sees that proxy as every client, and would refuse them all"
+            ]
+    return []
+
+
 def validate_reason(value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, str) or len(value) > MAX_REASON:
         raise InvalidBlock("reason", f"must be a string of at most {MAX_REASON} characters")
+    for char in value:
+        if char in _BIDI or unicodedata.category(char) in _UNPRINTABLE:
+            raise InvalidBlock(
+                "reason",
+                f"must be one line of text: U+{ord(char):04X} (a control character) is not allowed",
+            )
     return value
 
 
@@ -254,10 +337,13 @@ class BlockService:
     def __init__(self, store: ControlStore) -> None:
         self.store = store
 
-    def create(self, request: BlockRequest, *, created_by: str) -> Block:
-        """Store a block; ``created_by`` says who (``cli:alice``, ``api-key:3:ops``,
-        ``explorer:admin``, ``playbook:7``). The request is checked again (a few
-        microseconds), so that even one built by hand cannot store a block SDKs refuse."""
+    def apply(self, request: BlockRequest, *, created_by: str) -> PlacedBlock:
+        """Place a block; ``created_by`` says who (``cli:alice``, ``api-key:3:ops``,
+        ``explorer:admin``, ``playbook:7``). When an active block already covers the same
+        network or user, that block is extended to last as long as asked (``extended``), or
+        kept as it is when it already does (``kept``); else a new one is ``created``. The
+        request is checked again (a few microseconds), so that even one built by hand cannot
+        store a block SDKs refuse."""
         if not created_by:
             raise ValueError("created_by: say who creates the block, e.g. 'playbook:7'")
         request = block_request(
@@ -267,14 +353,14 @@ class BlockService:
             duration=request.duration,
             reason=request.reason,
         )
-        return self.store.create_block(
-            request.type,
-            user=request.user,
-            ip=request.ip,
-            duration=request.duration,
-            reason=request.reason,
-            created_by=created_by,
+        spec = BlockSpec(
+            request.type, request.user, request.ip, request.duration, request.reason, created_by
         )
+        return self.store.place_block(spec)
+
+    def create(self, request: BlockRequest, *, created_by: str) -> Block:
+        """:meth:`apply`, for a caller that needs only the block in force."""
+        return self.apply(request, created_by=created_by).block
 
     def lift(self, block_id: int, *, lifted_by: str) -> Block | None:
         """Lift an active block; None when no active block has this id."""

@@ -18,6 +18,7 @@ from typing import Any
 import click
 from starlette.applications import Starlette
 
+from .._version import __version__
 from ._cli_blocks import block, blocks, unblock
 from ._cli_common import db_option, opened, when
 from ._cli_events import events, import_
@@ -25,12 +26,13 @@ from ._cli_playbooks import alerts, playbooks
 from .auth import hash_token, new_token
 from .explorer._cli import admin_password, explorer_startup
 from .playbooks import PlaybookError, PlaybookSource
-from .storage import KEY_SCOPES, KeyScope
+from .storage import AGENT_TTL, KEY_SCOPES, KeyScope
 
 __all__ = ["main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", message="sqreen (sqreen-sdk) %(version)s")
 def main() -> None:
     """sqreen: the self-hosted collector of sqreen-sdk events."""
 
@@ -44,7 +46,8 @@ def main() -> None:
     default=90.0,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="Delete events older than this (hourly); 0 keeps everything.",
+    help="Delete events received more than this many days ago (hourly; by their receipt, "
+    "not their own time); 0 keeps everything.",
 )
 @click.option(
     "--workers",
@@ -203,7 +206,7 @@ def keys_create(name: str, scope: KeyScope, db: str) -> None:
 @db_option
 def keys_list(db: str) -> None:
     """List keys (tokens are not stored, only their hashes)."""
-    with opened(db) as storage:
+    with opened(db, create=False) as storage:
         found = storage.list_keys()
     for k in found:
         state = f"revoked {when(k.revoked_at)}" if k.revoked_at else "active"
@@ -215,7 +218,7 @@ def keys_list(db: str) -> None:
 @db_option
 def keys_revoke(key_id: int, db: str) -> None:
     """Revoke key KEY_ID (effective within seconds, also in a running collector)."""
-    with opened(db) as storage:
+    with opened(db, create=False) as storage:
         if not storage.revoke_key(key_id):
             raise click.ClickException(f"no active key #{key_id}")
     click.echo(f"revoked key #{key_id}")
@@ -225,10 +228,14 @@ def keys_revoke(key_id: int, db: str) -> None:
 @click.option("--days", default=90.0, show_default=True, type=click.FloatRange(min=0))
 @db_option
 def purge(days: float, db: str) -> None:
-    """Delete events older than --days (by their own time)."""
-    with opened(db) as storage:
+    """Delete events received more than --days ago (by their receipt, not their own time,
+    which an SDK's clock sets), and SDK processes silent for a week."""
+    with opened(db, create=False) as storage:
         count = storage.purge_older_than(days)
-    click.echo(f"deleted {count} events older than {days:g} days")
+        agents = storage.purge_agents()
+    click.echo(f"deleted {count} events older than {days:g} days (received before then)")
+    if agents:
+        click.echo(f"forgot {agents} SDK processes silent for over {AGENT_TTL.days} days")
 
 
 main.add_command(block)

@@ -35,6 +35,10 @@ logger = logging.getLogger("sqreen.server")
 
 MAX_BODY_BYTES: Final = 10 * 1024 * 1024
 MAX_STATS: Final = 32
+#: The stats that are not counters: the blocks an SDK process refuses to enforce, each with
+#: why (``{"7": "10.0.0.0/8 is too wide"}``), a reason cut to this many characters.
+TEXT_STATS: Final = frozenset({"refused_blocks"})
+MAX_STAT_TEXT: Final = 200
 MAX_PID: Final = 2**31
 
 
@@ -108,6 +112,12 @@ def _counter(field: str, value: object) -> int:
     return value
 
 
+def _reason(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ApiError(400, "must be a string", field=field)
+    return value[:MAX_STAT_TEXT]
+
+
 def _stats(stats: object) -> dict[str, Any]:
     if not isinstance(stats, dict) or len(stats) > MAX_STATS:
         raise ApiError(400, f"must be an object of at most {MAX_STATS} counters", field="stats")
@@ -119,17 +129,25 @@ def _stats(stats: object) -> dict[str, Any]:
         if isinstance(value, dict):
             if len(value) > MAX_STATS or any(len(k) > 64 for k in value):
                 raise ApiError(400, f"at most {MAX_STATS} short names", field=field)
-            out[key] = {k: _counter(f"{field}.{k}", v) for k, v in value.items()}
+            # A process refusing a block says so in every heartbeat: refusing its reasons (as
+            # not counters) answered each of them 400, and the agents page never heard.
+            check = _reason if key in TEXT_STATS else _counter
+            out[key] = {k: check(f"{field}.{k}", v) for k, v in value.items()}
         else:
             out[key] = _counter(field, value)
     return out
 
 
 def heartbeat(
-    storage: ControlStore, actions: Callable[[object], dict[str, Any]], body: bytes
+    storage: ControlStore,
+    actions: Callable[[object], dict[str, Any]],
+    body: bytes,
+    *,
+    key_id: int = 0,
 ) -> dict[str, Any]:
-    """Store one SDK process's stats (blocking); the JSON reply of ``POST /v1/heartbeat``
-    (``actions`` makes its action set from the version the SDK holds)."""
+    """Store one SDK process's stats, under the API key it came with (blocking); the JSON
+    reply of ``POST /v1/heartbeat`` (``actions`` makes its action set from the version the
+    SDK holds)."""
     obj = parse_json(body)
     try:
         sdk, app = parse_sender(obj)
@@ -147,6 +165,7 @@ def heartbeat(
             sdk_name=text(sdk.get("name")),
             sdk_version=text(sdk.get("version")),
             stats=_stats(obj.get("stats", {})),
+            key_id=key_id,
         )
     )
     return {"actions": actions(known_version(obj))}

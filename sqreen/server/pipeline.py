@@ -9,7 +9,8 @@ it on a worker thread, one body at a time per process (see ``app._one_at_a_time`
    (:attr:`Batch.enrichment`); they are stored with it. Local data only, never a network
    call: enrichers delay the reply and the next body of this process.
 3. **store**: one transaction, committed before anything else happens
-   (:meth:`~.storage.EventStore.insert_events`), which says which events were new.
+   (:meth:`~.storage.EventStore.insert_events`), which says which events were new (ids are
+   deduplicated among the events of the API key the body came with).
    ``sq.identify`` records (``identify(user, traits=...)``) are **not stored as events**:
    parse sets them apart and their traits go to the user's row
    (:meth:`~.storage.ControlStore.record_traits`, a second transaction, idempotent), never to
@@ -59,6 +60,8 @@ class Batch:
     identities: list[WireEvent] = field(default_factory=list)
     #: The action set version the sending SDK holds (its reply says "unchanged" if current).
     known: int | None = None
+    #: The API key the body came with: its events' ids are deduplicated among that key's.
+    key_id: int = 0
 
     def __iter__(self) -> Iterator[tuple[WireEvent, dict[str, Any]]]:
         """Each event with its enrichment dict."""
@@ -100,10 +103,11 @@ class IngestPipeline:
         #: The reply's action set, from the version the SDK holds (default: the whole set).
         self.actions = actions or (lambda known: self.storage.action_set().to_json())
 
-    def __call__(self, body: bytes) -> dict[str, Any]:
-        """The JSON reply of ``POST /v1/events`` for ``body`` (an :class:`ApiError` for a
-        body that is not a batch)."""
+    def __call__(self, body: bytes, *, key_id: int = 0) -> dict[str, Any]:
+        """The JSON reply of ``POST /v1/events`` for ``body``, sent with API key ``key_id``
+        (an :class:`ApiError` for a body that is not a batch)."""
         batch = self.parse(body)
+        batch.key_id = key_id
         self.enrich(batch)
         result = self.store(batch)
         self.after_store(batch, result)
@@ -155,7 +159,11 @@ class IngestPipeline:
     def _insert(self, batch: Batch) -> InsertResult:
         try:
             return self.storage.insert_events(
-                batch.events, app=batch.app, host=batch.host, enrichment=batch.enrichment or None
+                batch.events,
+                app=batch.app,
+                host=batch.host,
+                enrichment=batch.enrichment or None,
+                key_id=batch.key_id,
             )
         except (TypeError, ValueError):
             if not batch.enrichment:
@@ -164,7 +172,9 @@ class IngestPipeline:
             # fails before the transaction begins; the events themselves must not be lost.
             logger.exception("sqreen: enrichment not storable; events stored without it")
             batch.enrichment = []
-            return self.storage.insert_events(batch.events, app=batch.app, host=batch.host)
+            return self.storage.insert_events(
+                batch.events, app=batch.app, host=batch.host, key_id=batch.key_id
+            )
 
     def after_store(self, batch: Batch, result: InsertResult) -> None:
         if not self.hooks or not result.stored:
@@ -183,6 +193,7 @@ class IngestPipeline:
                         app=batch.app,
                         host=batch.host,
                         enrichment=batch.enrichment or None,
+                        key_id=batch.key_id,
                     )
                 hook(new)
             except Exception:

@@ -282,7 +282,7 @@ def test_walkthrough(servers: tuple[str, str, str], traffic: None, page: Any) ->
     first.locator("a").click()
     page.wait_for_url(re.compile(r".*ip=198\.51\.100\.66$"))
     page.locator("#events td.time a").first.click()
-    page.wait_for_url(re.compile(r".*/explorer/events/[^?]+$"))
+    page.wait_for_url(re.compile(r".*/explorer/events/[^?]+\?seq=[0-9]+$"))
     assert page.locator("h1").inner_text() == "auth.login.failure"
     assert "/login" in page.locator("table.kv").last.inner_text()
     assert '"username": "alice"' in page.locator("pre.raw").inner_text()
@@ -393,7 +393,7 @@ def test_alerts_and_playbooks(servers: tuple[str, str, str], traffic: None, page
     assert row_names(page).count("auth.login.failure") == 5
     page.go_back()
     events.first.locator("a").click()
-    page.wait_for_url(re.compile(r".*/explorer/events/[^?]+$"))
+    page.wait_for_url(re.compile(r".*/explorer/events/[^?]+\?seq=[0-9]+$"))
     assert page.locator("h1").inner_text() == "auth.login.failure"
 
     # The playbook in force, its description as text (no dialog), its alert counted.

@@ -210,7 +210,7 @@ def test_the_api_polls_for_newer_events(client: TestClient, traffic: Storage) ->
     new = client.get(f"/explorer/api/events?after={newest}&name=auth.login.failure").json()
     assert [e["seq"] for e in new["events"]] == [10]
     event = new["events"][0]
-    assert event["display"]["url"] == f"/explorer/events/{event['id']}"
+    assert event["display"]["url"] == f"/explorer/events/{event['id']}?seq={event['seq']}"
     assert event["display"]["user"] == "uid=42" and event["ip"] == "203.0.113.7"
     assert client.get("/explorer/api/events?limit=501").status_code == 400
 

@@ -228,7 +228,7 @@ def test_an_alert_and_the_events_behind_it(client: TestClient, storage: Storage)
     assert [e.seq for e in events] == seqs  # oldest first
     assert len(rows) == 3  # the three still stored
     for row, event in zip(rows, events, strict=True):
-        assert f'href="/explorer/events/{event.id}"' in row and ATTACKER in row
+        assert f'href="/explorer/events/{event.id}?seq={event.seq}"' in row and ATTACKER in row
     assert "192.0.2.1" not in body and other
 
     for path in ("/explorer/alerts/12345", "/explorer/alerts/x", "/explorer/alerts/" + "9" * 30):

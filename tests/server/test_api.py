@@ -360,7 +360,8 @@ def test_unknown_routes_and_methods_answer_json(collector: Collector) -> None:
 def test_the_app_purges_old_events_when_retention_is_set(sqlite_storage: Storage) -> None:
     old = parse_event(wire_event(timestamp="2001-01-01T00:00:00Z"))
     new = parse_event(wire_event(timestamp=datetime.now(UTC).isoformat()))
-    sqlite_storage.insert_events([old, new])
+    sqlite_storage.insert_events([old], received_at=datetime(2001, 1, 1, 0, 0, 1, tzinfo=UTC))
+    sqlite_storage.insert_events([new])
     app = create_app(sqlite_storage, retention_days=30, purge_every=0.05, explorer=False)
     server = UvicornThread(app, lifespan="on")
     try:

@@ -245,11 +245,10 @@ def test_purge(db: str) -> None:
     storage = open_storage(db)
     try:
         storage.insert_events(
-            [
-                parse_event(wire_event(timestamp="2000-01-01T00:00:00Z")),
-                parse_event(wire_event(timestamp=datetime.now(UTC).isoformat())),
-            ]
+            [parse_event(wire_event(timestamp="2000-01-01T00:00:00Z"))],
+            received_at=datetime(2000, 1, 1, 0, 0, 1, tzinfo=UTC),
         )
+        storage.insert_events([parse_event(wire_event(timestamp=datetime.now(UTC).isoformat()))])
     finally:
         storage.close()
     assert "deleted 1 events older than 30 days" in run("purge", "--days", "30", "--db", db).output

@@ -197,9 +197,11 @@ def test_count_by_and_histogram(storage: Storage) -> None:
 
 
 def test_purge_older_than(storage: Storage) -> None:
+    """By the time an event was received (its own time is the SDK's clock's)."""
     old = wire_event(timestamp="2000-01-01T00:00:00Z", properties={"k": "v"})
     new = wire_event(timestamp=datetime.now(UTC).isoformat(), properties={"k": "v"})
-    storage.insert_events(stored(old, new))
+    storage.insert_events(stored(old), received_at=datetime(2000, 1, 1, 0, 0, 1, tzinfo=UTC))
+    storage.insert_events(stored(new))
     assert storage.purge_older_than(30) == 1
     assert ids(storage.query_events()) == [new["id"]]
     assert storage.count_by("properties.k") == [("v", 1)]

@@ -24,10 +24,11 @@ from ..blocks import (
     BlockService,
     InvalidBlock,
     block_request,
+    block_warnings,
     parse_block_id,
     parse_pairs,
 )
-from ..storage import Agent, Block, EventFilter, Storage
+from ..storage import AGENT_TTL, Agent, Block, EventFilter, Storage
 from ._events import SAMPLE
 from ._forms import Form, form_endpoint
 from ._render import render
@@ -183,8 +184,14 @@ async def block_create(request: Request, form: Form) -> Response:
         wanted = _request(fields)
     except InvalidBlock as exc:
         return await _blocks(request, fields, [str(exc)], status=400)
-    block = await run_in_threadpool(lambda: blocks.create(wanted, created_by=CREATED_BY))
-    request.session["flash"] = f"Block #{block.id} created: SDKs apply it within seconds."
+    placed = await run_in_threadpool(lambda: blocks.apply(wanted, created_by=CREATED_BY))
+    block = placed.block
+    said = {
+        "created": f"Block #{block.id} created: SDKs apply it within seconds.",
+        "extended": f"Already blocked by #{block.id}: extended to the duration asked.",
+        "kept": f"Already blocked by #{block.id}, for at least as long: unchanged.",
+    }[placed.outcome]
+    request.session["flash"] = " Warning: ".join([said, *block_warnings(wanted)])
     return _redirect(request, "/blocks")
 
 
@@ -214,6 +221,9 @@ class AgentRow:
     dropped: dict[str, int]
     dropped_total: int
     internal_errors: int
+    #: The blocks this process refuses to enforce (by id, as text), each with why: what
+    #: the blocks page counts as "Not enforced", process by process.
+    refused_blocks: dict[str, str] = field(default_factory=dict)
 
 
 def agent_row(agent: Agent, now: datetime, stale_after: float) -> AgentRow:
@@ -227,6 +237,12 @@ def agent_row(agent: Agent, now: datetime, stale_after: float) -> AgentRow:
     depth = stats.get("queue_depth")
     errors = stats.get("internal_errors")
     age = (now - agent.last_seen).total_seconds()
+    why = stats.get("refused_blocks")
+    refused = (
+        {str(k): str(v)[:200] for k, v in sorted(why.items(), key=_by_id)}
+        if isinstance(why, dict)
+        else {}
+    )
     return AgentRow(
         agent=agent,
         age=age,
@@ -235,7 +251,14 @@ def agent_row(agent: Agent, now: datetime, stale_after: float) -> AgentRow:
         dropped=drops,
         dropped_total=sum(drops.values()),
         internal_errors=errors if isinstance(errors, int) else 0,
+        refused_blocks=refused,
     )
+
+
+def _by_id(item: tuple[object, object]) -> tuple[int, str]:
+    """Block ids in numeric order (an id that is no number, last)."""
+    text = str(item[0])
+    return (int(text), "") if parse_block_id(text) is not None else (2**63, text)
 
 
 async def agents_page(request: Request) -> Response:
@@ -250,6 +273,8 @@ async def agents_page(request: Request) -> Response:
         "now": now,
         "stale_after": stale_after,
         "live": sum(not r.stale for r in rows),
+        "ttl_days": AGENT_TTL.days,
         "dropping": sum(r.dropped_total > 0 for r in rows),
+        "refusing": sum(bool(r.refused_blocks) for r in rows),
     }
     return render(request, "agents.html", context)

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ..storage import Storage, StoredEvent
 from ._chart import Chart, bucketing, draw
-from ._query import Query, QueryError, parse_query
+from ._query import MAX_SEQ_DIGITS, Query, QueryError, parse_query
 from ._render import pairs, render, shown, summary, when
 
 __all__ = ["event_api", "event_page", "events_page"]
@@ -119,7 +119,9 @@ def _path_qs(request: Request) -> str:
 
 
 def event_url(base: str, event: StoredEvent) -> str:
-    return f"{base}/events/{quote(event.id, safe='')}"
+    """The event's page: by id and seq (ids are unique per API key, so two keys may have sent
+    the same one)."""
+    return f"{base}/events/{quote(event.id, safe='')}?seq={event.seq}"
 
 
 def display(base: str, event: StoredEvent) -> dict[str, Any]:
@@ -167,8 +169,13 @@ async def event_page(request: Request) -> Response:
     event_id = request.path_params["event_id"]
     if len(event_id) > MAX_ID:
         raise HTTPException(404, "no such event")
+    raw_seq = request.query_params.get("seq", "")
+    digits = raw_seq.isascii() and raw_seq.isdigit() and len(raw_seq) <= MAX_SEQ_DIGITS
+    if raw_seq and not digits:
+        raise HTTPException(404, "no such event")
+    seq = int(raw_seq) if raw_seq else None
     storage: Storage = request.app.state.storage
-    event = await run_in_threadpool(storage.get_event, event_id)
+    event = await run_in_threadpool(lambda: storage.get_event(event_id, seq=seq))
     if event is None:
         raise HTTPException(404, "no such event")
     traits = await run_in_threadpool(storage.get_user, event.user) if event.user else None

@@ -7,13 +7,17 @@ from ._rows import new_events
 from .base import ControlStore, EventStore, Storage
 from .follow import Follower, newer
 from .model import (
+    AGENT_TTL,
     KEY_SCOPES,
+    MAX_AGENTS_PER_KEY,
+    MAX_IPS,
     NO_FILTER,
     ActionSet,
     Agent,
     Alert,
     ApiKey,
     Block,
+    BlockOutcome,
     BlockSpec,
     BlockType,
     Clock,
@@ -22,6 +26,7 @@ from .model import (
     InsertResult,
     KeyScope,
     NewAlert,
+    PlacedBlock,
     StoredEvent,
     StoredKey,
     UserTraits,
@@ -30,7 +35,10 @@ from .model import (
 )
 
 __all__ = [
+    "AGENT_TTL",
     "KEY_SCOPES",
+    "MAX_AGENTS_PER_KEY",
+    "MAX_IPS",
     "NO_FILTER",
     "POSTGRES_SCHEMES",
     "ActionSet",
@@ -38,6 +46,7 @@ __all__ = [
     "Alert",
     "ApiKey",
     "Block",
+    "BlockOutcome",
     "BlockSpec",
     "BlockType",
     "Clock",
@@ -49,6 +58,7 @@ __all__ = [
     "InsertResult",
     "KeyScope",
     "NewAlert",
+    "PlacedBlock",
     "Storage",
     "StoredEvent",
     "StoredKey",

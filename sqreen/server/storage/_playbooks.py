@@ -6,7 +6,8 @@ PostgreSQL: advisory locks taken in key order, so two processes take turns on a 
 never deadlock), stores the batch's hits, counts in SQL which keys have enough of them to
 fire (most have not: they cost no Python work), hands the hits of the others to the engine,
 and writes back what it decided: quiet times, alerts and blocks. A block asked for a network
-or a user that an active block already covers extends that one rather than adding a second.
+or a user that an active block already covers extends that one rather than adding a second
+(:meth:`~._blocks.BlockQueries._block_for`, as for a block made by hand).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from ._parts import SqlPart, insert_rows
-from .model import Alert, BlockSpec, NewAlert, WindowWrite, from_us, to_us
+from ._blocks import BlockQueries
+from ._parts import insert_rows
+from .model import Alert, NewAlert, WindowWrite, from_us, to_us
 
 if TYPE_CHECKING:
     from ._sql import Cursor
@@ -75,10 +77,6 @@ def by_stream(keys: Sequence[WindowKey]) -> list[tuple[str, list[str]]]:
     return parts
 
 
-def _user(user_json: str | None) -> Any:
-    return None if user_json is None else json.loads(user_json)
-
-
 def alert_from_row(row: AlertRow) -> Alert:
     return Alert(
         id=row.id,
@@ -99,12 +97,8 @@ def alert_from_row(row: AlertRow) -> Alert:
     )
 
 
-class PlaybookQueries(SqlPart):
+class PlaybookQueries(BlockQueries):
     """Mixed into :class:`~._sql.SqlStorage`."""
-
-    @staticmethod
-    def _bump_actions(cur: Cursor) -> None:
-        raise NotImplementedError
 
     def _lock_windows(self, cur: Cursor, keys: Sequence[WindowKey]) -> None:
         """Hold ``keys`` for the transaction (a dialect's business: nothing to do where the
@@ -193,7 +187,7 @@ class PlaybookQueries(SqlPart):
         return out
 
     def _store_alert(self, cur: Cursor, alert: NewAlert, now: int) -> Alert:
-        block_id = None if alert.block is None else self._block_for(cur, alert.block, now)
+        block_id = None if alert.block is None else self._block_for(cur, alert.block, now)[0].id
         (row,) = cur.execute(
             "INSERT INTO alerts (playbook, group_by, group_key, total, first_at, last_at, "
             "first_seq, last_seq, seqs_json, mode, action, block_id, summary, created_at) "
@@ -216,41 +210,6 @@ class PlaybookQueries(SqlPart):
             ),
         ).fetchall()
         return alert_from_row(AlertRow._make(row))
-
-    def _block_for(self, cur: Cursor, spec: BlockSpec, now: int) -> int:
-        """The id of a new block for ``spec``, or of the active block that already covers
-        the same network or user (its expiry extended when ``spec`` lasts longer)."""
-        expires = None if spec.duration is None else now + int(spec.duration.total_seconds() * 1e6)
-        active = cur.execute(
-            "SELECT id, ip, user_json, expires_at FROM blocks WHERE type = ? "
-            "AND lifted_at IS NULL AND (expires_at IS NULL OR expires_at > ?) "
-            + ("AND ip = ? " if spec.type == "block_ip" else "")
-            + "ORDER BY id",
-            (spec.type, now, spec.ip) if spec.type == "block_ip" else (spec.type, now),
-        ).fetchall()
-        for block_id, ip, user_json, current in active:
-            same = ip == spec.ip if spec.type == "block_ip" else _user(user_json) == spec.user
-            if not same:
-                continue
-            if current is not None and (expires is None or expires > current):
-                cur.execute("UPDATE blocks SET expires_at = ? WHERE id = ?", (expires, block_id))
-                self._bump_actions(cur)
-            return int(block_id)
-        (new_id,) = cur.execute(
-            "INSERT INTO blocks (type, user_json, ip, reason, created_at, expires_at, "
-            "created_by) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (
-                spec.type,
-                None if spec.user is None else json.dumps(spec.user),
-                spec.ip,
-                spec.reason,
-                now,
-                expires,
-                spec.created_by,
-            ),
-        ).fetchone()
-        self._bump_actions(cur)
-        return int(new_id)
 
     def list_alerts(
         self,

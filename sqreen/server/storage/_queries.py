@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from ._rows import EVENT_COLUMNS, clean, event_from_row, index_value
-from .model import NO_FILTER, EventFilter, StoredEvent, from_us, to_us
+from .model import MAX_IPS, NO_FILTER, EventFilter, StoredEvent, from_us, to_us
 
 __all__ = ["MAX_IDS", "EventQueries", "id_list"]
 
@@ -82,6 +82,12 @@ class EventQueries:
             if value is not None:
                 conds.append(f"{column} = ?")
                 params.append(clean(value))
+        if f.ips:
+            wanted = sorted({clean(ip) for ip in f.ips})
+            if len(wanted) > MAX_IPS:
+                raise ValueError(f"{len(wanted)} addresses, at most {MAX_IPS}")
+            conds.append(f"e.ip IN ({', '.join('?' * len(wanted))})")
+            params += wanted
         ts = "e.ts" if time_index else "+e.ts"
         if f.since is not None:
             conds.append(f"{ts} >= ?")
@@ -166,6 +172,7 @@ class EventQueries:
             by_time
             and f.name is None
             and f.ip is None
+            and not f.ips
             and f.app is None
             and not (f.users or f.properties)
         )
@@ -243,8 +250,14 @@ class EventQueries:
         count, oldest, latest = self._one(sql, params)
         return int(count), _time(oldest), _time(latest)
 
-    def get_event(self, event_id: str) -> StoredEvent | None:
-        rows = self._read(f"SELECT {SELECT_EVENT} FROM events e WHERE e.id = ?", [clean(event_id)])
+    def get_event(self, event_id: str, *, seq: int | None = None) -> StoredEvent | None:
+        """The event of this id: ids are unique per key, so the first stored of them, or the
+        one of ``seq``."""
+        at, params = ("", []) if seq is None else (" AND e.seq = ?", [seq])
+        rows = self._read(
+            f"SELECT {SELECT_EVENT} FROM events e WHERE e.id = ?{at} ORDER BY e.seq LIMIT 1",
+            [clean(event_id), *params],
+        )
         return next(map(event_from_row, rows), None)
 
     def events_by_seq(self, seqs: Collection[int]) -> list[StoredEvent]:

@@ -75,6 +75,7 @@ class EventRecord(NamedTuple):
     target_json: str | None
     request_json: str | None
     enrichment_json: str | None
+    key_id: int
 
 
 #: The columns :func:`event_record` fills, in order.
@@ -116,6 +117,7 @@ KEY_COLUMNS: Final = ", ".join(KeyRow._fields)
 class AgentRow(NamedTuple):
     """A row of ``agents``, as :data:`AGENT_COLUMNS` selects it."""
 
+    key_id: int
     app: str
     host: str
     pid: int
@@ -145,8 +147,10 @@ def event_record(
     host: str | None,
     received_us: int,
     enrichment: Mapping[str, Any] | None = None,
+    key_id: int = 0,
 ) -> EventRecord:
-    """The row of ``event`` (``app`` and ``host`` already :func:`clean`)."""
+    """The row of ``event`` sent with API key ``key_id`` (``app`` and ``host`` already
+    :func:`clean`)."""
     request = event["request"]
     user, target = event["user"], event["target"]
     # tuple.__new__ with the values in field order: EventRecord(...) runs a Python-level
@@ -166,6 +170,7 @@ def event_record(
             None if target is None else dumps(target),
             None if request is None else dumps(request),
             dumps(enrichment) if enrichment else None,
+            key_id,
         ),
     )
 
@@ -177,6 +182,7 @@ def new_event(
     host: str | None,
     received_at: datetime,
     enrichment: Mapping[str, Any] | None = None,
+    key_id: int = 0,
 ) -> StoredEvent:
     """The :class:`StoredEvent` that reading back ``event``, just stored under ``seq``, would
     give, without reading it (``app`` and ``host`` already :func:`clean`)."""
@@ -194,6 +200,7 @@ def new_event(
         target=event["target"],
         request=None if event["request"] is None else dict(event["request"]),
         enrichment=dict(enrichment or {}),
+        key_id=key_id,
     )
 
 
@@ -204,16 +211,17 @@ def new_events(
     app: str | None = None,
     host: str | None = None,
     enrichment: Sequence[Mapping[str, Any]] | None = None,
+    key_id: int = 0,
 ) -> list[StoredEvent]:
-    """The events that ``result`` (of ``insert_events(events, app=, host=, enrichment=)``)
-    reports newly stored, in input order, as reading them back would give them."""
+    """The events that ``result`` (of ``insert_events(events, app=, host=, enrichment=,
+    key_id=)``) reports newly stored, in input order, as reading them back would give them."""
     app = None if app is None else clean(app)
     host = None if host is None else clean(host)
     extras: Sequence[Mapping[str, Any] | None] = (
         [None] * len(events) if enrichment is None else enrichment
     )
     return [
-        new_event(seq, event, app, host, result.received_at, extra)
+        new_event(seq, event, app, host, result.received_at, extra, key_id)
         for seq, (event, extra) in result.new(list(zip(events, extras, strict=True)))
     ]
 
@@ -289,6 +297,7 @@ def event_from_row(row: Sequence[Any]) -> StoredEvent:
         target=_loads(r.target_json),
         request=_loads(r.request_json),
         enrichment=_loads(r.enrichment_json) or {},
+        key_id=r.key_id,
     )
 
 
@@ -352,4 +361,5 @@ def agent_from_row(row: AgentRow) -> Agent:
         stats=loads(row.stats_json),
         first_seen=from_us(row.first_seen),
         last_seen=from_us(row.last_seen),
+        key_id=row.key_id,
     )

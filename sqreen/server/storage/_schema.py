@@ -2,15 +2,20 @@
 
 Each migration is a list of statements; its position + 1 is the schema version it brings the
 database to (recorded in ``schema_version``). Append new migrations, never edit applied ones.
-The dialects differ only in the words substituted below. Times are integer microseconds since
-the epoch, UTC; ``seq`` orders events as they were stored (keyset paging, newest first).
+The dialects differ in the words substituted below and, where SQLite cannot alter a
+constraint in place, in a migration written for each (a dict by dialect: SQLite copies the
+table into a new one). Times are integer microseconds since the epoch, UTC; ``seq`` orders
+events as they were stored (keyset paging, newest first).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Final, Literal
 
 __all__ = ["migrations"]
+
+Dialect = Literal["sqlite", "postgresql"]
 
 _WORDS: Final = {
     "sqlite": {
@@ -28,7 +33,16 @@ _WORDS: Final = {
     },
 }
 
-_MIGRATIONS: Final = (
+#: The columns migration 8 copies on SQLite (every column of the tables it rebuilds).
+_EVENT_COPY: Final = (
+    "seq, id, name, ts, received_at, app, host, ip, user_json, properties_json, target_json, "
+    "request_json, enrichment_json"
+)
+_AGENT_COPY: Final = (
+    "app, host, pid, framework, sdk_name, sdk_version, stats_json, first_seen, last_seen"
+)
+
+_MIGRATIONS: Final[Sequence[Sequence[str] | Mapping[Dialect, Sequence[str]]]] = (
     (
         """CREATE TABLE events (
             seq {id},
@@ -175,9 +189,70 @@ _MIGRATIONS: Final = (
         "UPDATE users SET first_seen = 0 WHERE first_seen < 0",
         "UPDATE users SET last_seen = 0 WHERE last_seen < 0",
     ),
-    # 8: reserved for the migration of another branch of issue 14 (empty here; at its
-    # merge, that one takes this place).
-    (),
+    # 8: provenance and receipt. An event id is unique per API key (``key_id``; 0: no key, as
+    # for imports and the events stored before this migration), so that one key cannot
+    # pre-empt another's ids; retention reads the receipt time (``events_received``); an
+    # SDK process is one row per key (a key cannot overwrite another's), and processes
+    # silent for days are deleted (``agents_seen``). SQLite cannot drop the inline UNIQUE
+    # nor change a primary key: it copies both tables, seqs and the AUTOINCREMENT counter
+    # kept (a purged seq is never given again).
+    {
+        "sqlite": (
+            """CREATE TABLE events_v8 (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL,
+                name TEXT NOT NULL,
+                ts INTEGER NOT NULL,
+                received_at INTEGER NOT NULL,
+                app TEXT,
+                host TEXT,
+                ip TEXT,
+                user_json TEXT,
+                properties_json TEXT NOT NULL,
+                target_json TEXT,
+                request_json TEXT,
+                enrichment_json TEXT,
+                key_id INTEGER NOT NULL DEFAULT 0
+            )""",
+            "INSERT INTO sqlite_sequence (name, seq) "
+            "SELECT 'events_v8', seq FROM sqlite_sequence WHERE name = 'events'",
+            f"INSERT INTO events_v8 ({_EVENT_COPY}) SELECT {_EVENT_COPY} FROM events",
+            "DROP TABLE events",
+            "ALTER TABLE events_v8 RENAME TO events",
+            "CREATE UNIQUE INDEX events_id ON events (id, key_id)",
+            "CREATE INDEX events_name ON events (name, seq, ts)",
+            "CREATE INDEX events_ip ON events (ip, seq, ts)",
+            "CREATE INDEX events_ts ON events (ts)",
+            "CREATE INDEX events_received ON events (received_at)",
+            """CREATE TABLE agents_v8 (
+                key_id INTEGER NOT NULL DEFAULT 0,
+                app TEXT NOT NULL,
+                host TEXT NOT NULL,
+                pid INTEGER NOT NULL,
+                framework TEXT,
+                sdk_name TEXT,
+                sdk_version TEXT,
+                stats_json TEXT NOT NULL,
+                first_seen INTEGER NOT NULL,
+                last_seen INTEGER NOT NULL,
+                PRIMARY KEY (key_id, app, host, pid)
+            )""",
+            f"INSERT INTO agents_v8 ({_AGENT_COPY}) SELECT {_AGENT_COPY} FROM agents",
+            "DROP TABLE agents",
+            "ALTER TABLE agents_v8 RENAME TO agents",
+            "CREATE INDEX agents_seen ON agents (last_seen)",
+        ),
+        "postgresql": (
+            "ALTER TABLE events ADD COLUMN key_id BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE events DROP CONSTRAINT events_id_key",
+            "CREATE UNIQUE INDEX events_id ON events (id, key_id)",
+            "CREATE INDEX events_received ON events (received_at)",
+            "ALTER TABLE agents ADD COLUMN key_id BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE agents DROP CONSTRAINT agents_pkey",
+            "ALTER TABLE agents ADD PRIMARY KEY (key_id, app, host, pid)",
+            "CREATE INDEX agents_seen ON agents (last_seen)",
+        ),
+    },
     # 9: the Event Explorer's logins (storage/_logins.py). One row a login attempt a client
     # was allowed, reserved before its password is hashed (the throttle counts them by key
     # and time, in every collector process); the sessions logins opened, by the SHA-256 of
@@ -200,6 +275,9 @@ _MIGRATIONS: Final = (
 )
 
 
-def migrations(dialect: Literal["sqlite", "postgresql"]) -> tuple[tuple[str, ...], ...]:
+def migrations(dialect: Dialect) -> tuple[tuple[str, ...], ...]:
     words = _WORDS[dialect]
-    return tuple(tuple(s.format(**words) for s in m) for m in _MIGRATIONS)
+    return tuple(
+        tuple(m[dialect]) if isinstance(m, Mapping) else tuple(s.format(**words) for s in m)
+        for m in _MIGRATIONS
+    )

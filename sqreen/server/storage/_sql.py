@@ -8,7 +8,7 @@ from what a client sent. The only identifiers interpolated come from fixed table
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from itertools import repeat
@@ -18,18 +18,15 @@ from ..._wire import WireEvent
 from ._logins import LoginQueries
 from ._parts import placeholders
 from ._playbooks import PlaybookQueries
-from ._queries import EventQueries, id_list
+from ._queries import EventQueries
 from ._rows import (
     AGENT_COLUMNS,
-    BLOCK_COLUMNS,
     EVENT_COLUMNS,
     KEY_COLUMNS,
     AgentRow,
-    BlockRow,
     EventRecord,
     KeyRow,
     agent_from_row,
-    block_from_row,
     clean,
     event_record,
     index_rows,
@@ -37,12 +34,11 @@ from ._rows import (
 )
 from ._users import UserQueries
 from .model import (
+    AGENT_TTL,
     KEY_SCOPES,
-    ActionSet,
+    MAX_AGENTS_PER_KEY,
     Agent,
     ApiKey,
-    Block,
-    BlockType,
     Clock,
     Heartbeat,
     InsertResult,
@@ -81,8 +77,9 @@ class Cursor(Protocol):
 class SqlStorage(EventQueries, PlaybookQueries, UserQueries, LoginQueries):
     """The :class:`~.base.Storage` implementation, less connections and migrations (event
     queries in :class:`~._queries.EventQueries`, playbooks' in
-    :class:`~._playbooks.PlaybookQueries`, users' traits in :class:`~._users.UserQueries`,
-    the explorer's logins and sessions in :class:`~._logins.LoginQueries`)."""
+    :class:`~._playbooks.PlaybookQueries` over the blocks' :class:`~._blocks.BlockQueries`,
+    users' traits in :class:`~._users.UserQueries`, the explorer's logins and sessions in
+    :class:`~._logins.LoginQueries`)."""
 
     #: Ordered schema migrations: each a list of statements; index + 1 is its version.
     MIGRATIONS: Sequence[Sequence[str]] = ()
@@ -128,8 +125,8 @@ class SqlStorage(EventQueries, PlaybookQueries, UserQueries, LoginQueries):
     # -- events -------------------------------------------------------------------------
 
     def _insert_events(self, cur: Cursor, rows: list[EventRecord]) -> list[int | None]:
-        """Insert serialised event rows (ids unique among them), skipping ids already
-        stored; return each row's seq, or None for those skipped."""
+        """Insert serialised event rows (of one key, ids unique among them), skipping ids
+        already stored under that key; return each row's seq, or None for those skipped."""
         seqs: dict[str, int] = {}
         columns = ", ".join(EVENT_COLUMNS)
         for i in range(0, len(rows), INSERT_CHUNK):
@@ -137,7 +134,7 @@ class SqlStorage(EventQueries, PlaybookQueries, UserQueries, LoginQueries):
             cur.execute(
                 f"INSERT INTO events ({columns}) VALUES "
                 f"{placeholders(len(chunk), len(EVENT_COLUMNS))} "
-                "ON CONFLICT (id) DO NOTHING RETURNING seq, id",
+                "ON CONFLICT (id, key_id) DO NOTHING RETURNING seq, id",
                 [v for row in chunk for v in row],
             )
             seqs.update((id_, seq) for seq, id_ in cur.fetchall())
@@ -160,6 +157,7 @@ class SqlStorage(EventQueries, PlaybookQueries, UserQueries, LoginQueries):
         host: str | None = None,
         received_at: datetime | None = None,
         enrichment: Sequence[Mapping[str, Any]] | None = None,
+        key_id: int = 0,
     ) -> InsertResult:
         received = to_us(received_at or self.now())
         app = None if app is None else clean(app)
@@ -168,7 +166,7 @@ class SqlStorage(EventQueries, PlaybookQueries, UserQueries, LoginQueries):
         ids: list[str] = []
         unique: dict[str, tuple[EventRecord, WireEvent]] = {}
         for event, extra in zip(events, extras, strict=enrichment is not None):
-            record = event_record(event, app, host, received, extra)
+            record = event_record(event, app, host, received, extra, key_id)
             ids.append(record.id)
             unique.setdefault(record.id, (record, event))
         if not unique:
@@ -197,6 +195,8 @@ class SqlStorage(EventQueries, PlaybookQueries, UserQueries, LoginQueries):
         return InsertResult(stored, len(events) - stored, aligned, from_us(received))
 
     def purge_older_than(self, days: float) -> int:
+        """Delete the events received more than ``days`` ago (by their receipt, never their
+        own time, which a skewed SDK clock sets: see :meth:`~.base.EventStore.purge_older_than`)."""
         cutoff = to_us(self.now() - timedelta(days=days))
         total = 0
         while True:
@@ -204,7 +204,8 @@ class SqlStorage(EventQueries, PlaybookQueries, UserQueries, LoginQueries):
                 seqs = [
                     seq
                     for (seq,) in cur.execute(
-                        "SELECT seq FROM events WHERE ts < ? LIMIT ?", (cutoff, PURGE_CHUNK)
+                        "SELECT seq FROM events WHERE received_at < ? LIMIT ?",
+                        (cutoff, PURGE_CHUNK),
                     ).fetchall()
                 ]
                 if not seqs:
@@ -248,110 +249,20 @@ class SqlStorage(EventQueries, PlaybookQueries, UserQueries, LoginQueries):
             )
             return cur.rowcount > 0
 
-    # -- blocks -------------------------------------------------------------------------
-
-    def create_block(
-        self,
-        type: BlockType,
-        *,
-        user: dict[str, str] | None = None,
-        ip: str | None = None,
-        duration: timedelta | None = None,
-        reason: str = "",
-        created_by: str = "",
-    ) -> Block:
-        now = self.now()
-        expires = None if duration is None else to_us(now + duration)
-        with self._write() as cur:
-            row = cur.execute(
-                "INSERT INTO blocks (type, user_json, ip, reason, created_at, expires_at, "
-                f"created_by) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {BLOCK_COLUMNS}",
-                (
-                    type,
-                    None if user is None else json.dumps(user),
-                    ip,
-                    reason,
-                    to_us(now),
-                    expires,
-                    created_by,
-                ),
-            ).fetchone()
-            self._bump_actions(cur)
-        return block_from_row(BlockRow._make(row))
-
-    def lift_block(self, block_id: int, lifted_by: str = "") -> Block | None:
-        now = to_us(self.now())
-        with self._write() as cur:
-            row = cur.execute(
-                "UPDATE blocks SET lifted_at = ?, lifted_by = ? WHERE id = ? "
-                "AND lifted_at IS NULL AND (expires_at IS NULL OR expires_at > ?) "
-                f"RETURNING {BLOCK_COLUMNS}",
-                (now, lifted_by, block_id, now),
-            ).fetchone()
-            if row is not None:
-                self._bump_actions(cur)
-        return None if row is None else block_from_row(BlockRow._make(row))
-
-    @staticmethod
-    def _bump_actions(cur: Cursor) -> None:
-        cur.execute("UPDATE counters SET value = value + 1 WHERE name = 'actions'")
-
-    def list_blocks(self, *, include_inactive: bool = False) -> list[Block]:
-        if include_inactive:
-            rows = self._read_as(
-                BlockRow._make, f"SELECT {BLOCK_COLUMNS} FROM blocks ORDER BY id DESC"
-            )
-        else:
-            rows = self._read_as(
-                BlockRow._make,
-                f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE lifted_at IS NULL "
-                "AND (expires_at IS NULL OR expires_at > ?) ORDER BY id DESC",
-                [to_us(self.now())],
-            )
-        return [block_from_row(r) for r in rows]
-
-    def blocks_by_id(self, ids: Collection[int]) -> dict[int, Block]:
-        """The blocks of these ids (at most :data:`~._queries.MAX_IDS`; active or not),
-        by id."""
-        wanted, marks = id_list(ids, "block ids")
-        if not wanted:
-            return {}
-        rows = self._read_as(
-            BlockRow._make, f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE id IN ({marks})", wanted
-        )
-        return {r.id: block_from_row(r) for r in rows}
-
-    def action_version(self) -> int:
-        return int(self._scalar("SELECT value FROM counters WHERE name = 'actions'"))
-
-    def action_set(self) -> ActionSet:
-        now = self.now()
-        # One statement, so the version and the items come from the same snapshot.
-        rows = self._read(
-            f"SELECT c.value, {', '.join('b.' + c for c in BLOCK_COLUMNS.split(', '))} "
-            "FROM counters c LEFT JOIN blocks b ON b.lifted_at IS NULL "
-            "AND (b.expires_at IS NULL OR b.expires_at > ?) WHERE c.name = 'actions' "
-            "ORDER BY b.id",
-            [to_us(now)],
-        )
-        version = next((int(value) for value, *_ in rows), 0)
-        found = (BlockRow._make(columns) for _, *columns in rows)
-        # (With no block active, the LEFT JOIN's one row has NULL block columns.)
-        blocks = tuple(block_from_row(b) for b in found if b.id is not None)
-        return ActionSet(version=version, blocks=blocks, now=now)
-
     # -- agents and settings ------------------------------------------------------------
 
     def record_heartbeat(self, heartbeat: Heartbeat) -> None:
         h, now = heartbeat, to_us(self.now())
         with self._write() as cur:
-            cur.execute(
-                "INSERT INTO agents (app, host, pid, framework, sdk_name, sdk_version, "
-                "stats_json, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (app, host, pid) DO UPDATE SET framework = excluded.framework, "
-                "sdk_name = excluded.sdk_name, sdk_version = excluded.sdk_version, "
-                "stats_json = excluded.stats_json, last_seen = excluded.last_seen",
+            (first_seen,) = cur.execute(
+                "INSERT INTO agents (key_id, app, host, pid, framework, sdk_name, sdk_version, "
+                "stats_json, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (key_id, app, host, pid) DO UPDATE SET "
+                "framework = excluded.framework, sdk_name = excluded.sdk_name, "
+                "sdk_version = excluded.sdk_version, stats_json = excluded.stats_json, "
+                "last_seen = excluded.last_seen RETURNING first_seen",
                 (
+                    h.key_id,
                     clean(h.app),
                     clean(h.host),
                     h.pid,
@@ -362,14 +273,42 @@ class SqlStorage(EventQueries, PlaybookQueries, UserQueries, LoginQueries):
                     now,
                     now,
                 ),
-            )
+            ).fetchone()
+            if first_seen == now:  # a new row: the key may now have one too many
+                self._evict_agents(cur, h.key_id)
+
+    @staticmethod
+    def _evict_agents(cur: Cursor, key_id: int) -> None:
+        """Delete the least recently seen processes of a key beyond
+        :data:`~.model.MAX_AGENTS_PER_KEY` (a key making up processes fills its own share
+        of the table, never more, and never touches another key's)."""
+        (count,) = cur.execute("SELECT count(*) FROM agents WHERE key_id = ?", (key_id,)).fetchone()
+        if count <= MAX_AGENTS_PER_KEY:
+            return
+        oldest = cur.execute(
+            "SELECT app, host, pid FROM agents WHERE key_id = ? "
+            "ORDER BY last_seen, app, host, pid LIMIT ?",
+            (key_id, count - MAX_AGENTS_PER_KEY),
+        ).fetchall()
+        cur.executemany(
+            "DELETE FROM agents WHERE key_id = ? AND app = ? AND host = ? AND pid = ?",
+            [(key_id, app, host, pid) for app, host, pid in oldest],
+        )
 
     def agents(self) -> list[Agent]:
         rows = self._read_as(
             AgentRow._make,
-            f"SELECT {AGENT_COLUMNS} FROM agents ORDER BY last_seen DESC, app, host, pid",
+            f"SELECT {AGENT_COLUMNS} FROM agents WHERE last_seen >= ? "
+            "ORDER BY last_seen DESC, key_id, app, host, pid",
+            [to_us(self.now() - AGENT_TTL)],
         )
         return [agent_from_row(r) for r in rows]
+
+    def purge_agents(self) -> int:
+        cutoff = to_us(self.now() - AGENT_TTL)
+        with self._write() as cur:
+            cur.execute("DELETE FROM agents WHERE last_seen < ?", (cutoff,))
+            return max(cur.rowcount, 0)
 
     def get_setting(self, key: str) -> str | None:
         rows = self._read("SELECT value FROM settings WHERE key = ?", [key])

@@ -32,11 +32,13 @@ from .model import (
     Alert,
     ApiKey,
     Block,
+    BlockSpec,
     BlockType,
     EventFilter,
     Heartbeat,
     InsertResult,
     KeyScope,
+    PlacedBlock,
     StoredEvent,
     StoredKey,
     UserTraits,
@@ -59,10 +61,12 @@ class EventStore(Clocked, Protocol):
     What it guarantees:
 
     - **Append-only.** A stored event never changes; it leaves only through
-      :meth:`purge_older_than` (retention).
-    - **Deduplicated by id.** An event whose ``id`` is already stored, by any call of any
-      process, or repeated earlier in the same call, is not stored again; the result says
-      which events were new, so that a retried batch counts (and triggers) nothing twice.
+      :meth:`purge_older_than` (retention, by the time it was received).
+    - **Deduplicated by id, per API key.** An event whose ``id`` is already stored under the
+      same key (``key_id``), by any call of any process, or repeated earlier in the same
+      call, is not stored again; the result says which events were new, so that a retried
+      batch counts (and triggers) nothing twice. The same id sent with another key is
+      another event: a key cannot pre-empt (and so suppress) the events of another.
     - **Durable on return.** :meth:`insert_events` is one transaction, committed before it
       returns: the collector replies to an SDK only after that.
     - **seq.** Each stored event gets a unique positive ``seq``, increasing in commit order
@@ -81,8 +85,10 @@ class EventStore(Clocked, Protocol):
         host: str | None = None,
         received_at: datetime | None = None,
         enrichment: Sequence[Mapping[str, Any]] | None = None,
+        key_id: int = 0,
     ) -> InsertResult:
-        """Store validated events (``sqreen._wire.parse_event``) in one transaction.
+        """Store validated events (``sqreen._wire.parse_event``) sent with API key ``key_id``
+        (0: none, as for an import) in one transaction.
 
         ``received_at`` defaults to :meth:`now`. ``enrichment``, aligned with ``events``, holds
         the fields the ingest pipeline's enrichers added to each (JSON values, stored with the
@@ -107,7 +113,10 @@ class EventStore(Clocked, Protocol):
         """Matching events stored after ``after_seq``, oldest first (a walk, page by page)."""
         ...
 
-    def get_event(self, event_id: str) -> StoredEvent | None: ...
+    def get_event(self, event_id: str, *, seq: int | None = None) -> StoredEvent | None:
+        """The event of this id (ids are unique per key: the first stored of them, or the
+        one of ``seq``)."""
+        ...
 
     def events_by_seq(self, seqs: Collection[int]) -> list[StoredEvent]:
         """The stored events of these seqs (at most 1000: :class:`ValueError` beyond), oldest
@@ -165,8 +174,10 @@ class EventStore(Clocked, Protocol):
         ...
 
     def purge_older_than(self, days: float) -> int:
-        """Delete events whose own time is more than ``days`` before :meth:`now`; return how
-        many (in chunks of transactions: a purge never holds the write lock for long)."""
+        """Delete events received (``received_at``) more than ``days`` before :meth:`now`;
+        return how many (in chunks of transactions: a purge never holds the write lock for
+        long). Never by the event's own time: an SDK with its clock years behind would see
+        its events, acknowledged a moment before, purged at the next run."""
         ...
 
 
@@ -200,6 +211,14 @@ class ControlStore(Clocked, Protocol):
     def revoke_key(self, key_id: int) -> bool: ...
 
     # Blocks and the action set.
+    def place_block(self, spec: BlockSpec) -> PlacedBlock:
+        """Place a block (already validated), in one transaction: a new one expiring
+        ``spec.duration`` after :meth:`now` (never, for None), or, when an active block
+        covers the same network or user, that block, its expiry extended if ``spec`` lasts
+        longer (``extended``; else ``kept`` as it is). The action version is bumped with
+        any change."""
+        ...
+
     def create_block(
         self,
         type: BlockType,
@@ -210,8 +229,7 @@ class ControlStore(Clocked, Protocol):
         reason: str = "",
         created_by: str = "",
     ) -> Block:
-        """Store a block (already validated) expiring ``duration`` after :meth:`now` (never,
-        for None), and bump the action version in the same transaction."""
+        """:meth:`place_block` with these fields; the block in force on that target."""
         ...
 
     def lift_block(self, block_id: int, lifted_by: str = "") -> Block | None:
@@ -279,9 +297,19 @@ class ControlStore(Clocked, Protocol):
         ...
 
     # SDK processes.
-    def record_heartbeat(self, heartbeat: Heartbeat) -> None: ...
+    def record_heartbeat(self, heartbeat: Heartbeat) -> None:
+        """Store an SDK process's latest heartbeat: one row per (key, app, host, pid), so a
+        key never overwrites another's; beyond :data:`~.model.MAX_AGENTS_PER_KEY` processes
+        of one key, its least recently seen are deleted."""
+        ...
 
-    def agents(self) -> list[Agent]: ...
+    def agents(self) -> list[Agent]:
+        """The SDK processes heard from within :data:`~.model.AGENT_TTL`, latest first."""
+        ...
+
+    def purge_agents(self) -> int:
+        """Delete the SDK processes silent for over :data:`~.model.AGENT_TTL`; how many."""
+        ...
 
     # Small settings (the explorer's admin password hash...).
     def get_setting(self, key: str) -> str | None: ...

@@ -15,13 +15,17 @@ from typing import Any, Final, Literal, NamedTuple, TypeVar
 from ..._event import EARLIEST, LATEST, format_timestamp
 
 __all__ = [
+    "AGENT_TTL",
     "KEY_SCOPES",
+    "MAX_AGENTS_PER_KEY",
+    "MAX_IPS",
     "NO_FILTER",
     "ActionSet",
     "Agent",
     "Alert",
     "ApiKey",
     "Block",
+    "BlockOutcome",
     "BlockSpec",
     "BlockType",
     "Clock",
@@ -30,6 +34,7 @@ __all__ = [
     "InsertResult",
     "KeyScope",
     "NewAlert",
+    "PlacedBlock",
     "StoredEvent",
     "StoredKey",
     "UserTraits",
@@ -47,9 +52,18 @@ _MIN_US: Final = (EARLIEST - EPOCH) // _US
 _MAX_US: Final = (LATEST - EPOCH) // _US
 
 BlockType = Literal["block_user", "block_ip"]
+#: What placing a block did: stored a new one, extended the active block on the same target
+#: (now lasting as long as asked), or kept it as it was (it already lasts at least as long).
+BlockOutcome = Literal["created", "extended", "kept"]
 KeyScope = Literal["ingest", "admin"]
 KEY_SCOPES: Final = ("ingest", "admin")
 
+
+#: An SDK process silent (no heartbeat) for longer is forgotten: no longer listed, deleted.
+AGENT_TTL: Final = timedelta(days=7)
+#: SDK processes remembered per API key at most (the least recently seen are forgotten
+#: first): the agents table stays bounded whatever a key sends.
+MAX_AGENTS_PER_KEY: Final = 10_000
 
 #: What storage reads the time from (``received_at``, block expiry, retention, heartbeats).
 Clock = Callable[[], datetime]
@@ -82,17 +96,23 @@ class EventFilter:
     user identifiers have ``uid == "42"``; a property pair matches a top-level property whose
     value, as text, equals the given one (str as is, int in decimal, bool ``true``/``false``;
     values are indexed on their first :data:`~._sql.INDEXED_VALUE_MAX` characters).
-    ``since`` is inclusive, ``until`` exclusive, both on the event's own time.
+    ``since`` is inclusive, ``until`` exclusive, both on the event's own time. ``ips``: any
+    of these addresses, as the SDKs record them (what a small network expands to; at most
+    :data:`MAX_IPS`).
     """
 
     name: str | None = None
     users: tuple[tuple[str, str], ...] = ()
     properties: tuple[tuple[str, str], ...] = ()
     ip: str | None = None
+    ips: tuple[str, ...] = ()
     app: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
+
+#: The addresses an :class:`EventFilter` may list in ``ips`` (an IPv4 /24).
+MAX_IPS: Final = 256
 
 #: The filter that selects every event.
 NO_FILTER: Final = EventFilter()
@@ -114,6 +134,9 @@ class StoredEvent:
     request: dict[str, Any] | None
     #: The fields the ingest pipeline's enrichers added (IP intelligence...); empty without.
     enrichment: dict[str, Any] = field(default_factory=dict)
+    #: The API key that sent it (0: none, as for an import, or stored before keys were
+    #: recorded). Ids are unique per key.
+    key_id: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The event as a JSON-ready dict: the wire event plus what the collector added
@@ -141,8 +164,9 @@ class InsertResult:
     """What one :meth:`~.base.EventStore.insert_events` call stored.
 
     ``seqs`` is aligned with the events given: the seq of each event this call stored, None
-    for a duplicate (an id stored before, by any call or process, or repeated earlier in the
-    same call). ``received_at`` is the time the events were stamped with.
+    for a duplicate (an id stored before under the same key, by any call or process, or
+    repeated earlier in the same call). ``received_at`` is the time the events were stamped
+    with.
     """
 
     stored: int
@@ -230,6 +254,9 @@ class ActionSet:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
+    """What an SDK process says of itself; ``key_id`` is the API key it was sent with (an
+    SDK process is one row per key: a key cannot overwrite another's)."""
+
     app: str
     host: str
     pid: int
@@ -237,6 +264,7 @@ class Heartbeat:
     sdk_name: str | None
     sdk_version: str | None
     stats: dict[str, Any]
+    key_id: int = field(default=0, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,8 +276,18 @@ class Agent(Heartbeat):
 
 
 @dataclass(frozen=True, slots=True)
+class PlacedBlock:
+    """A block placed (:meth:`~.base.ControlStore.place_block`): the block now in force on
+    that target, and whether it was ``created``, ``extended`` or ``kept``."""
+
+    block: Block
+    outcome: BlockOutcome
+
+
+@dataclass(frozen=True, slots=True)
 class BlockSpec:
-    """A block a playbook asks for (already validated: :mod:`sqreen.server.blocks`)."""
+    """A block to place (already validated: :mod:`sqreen.server.blocks`): a playbook's, or
+    the one :class:`~sqreen.server.blocks.BlockService` makes of a request."""
 
     type: BlockType
     user: dict[str, str] | None

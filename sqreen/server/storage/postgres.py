@@ -2,11 +2,12 @@
 
 psycopg 3, synchronous connections in a small pool (the collector calls storage from its
 thread pool). Everything that must be consistent across processes lives in the database: the
-unique event id (``ON CONFLICT (id) DO NOTHING`` waits for a concurrent insert of the same id
-and then skips it, so an event is stored once whichever process gets it), the action version
-counter (a row lock), and migrations (an advisory lock, so processes starting together do not
-race to create the schema). A batch's rows are inserted in id order, so that two processes
-inserting overlapping batches take their row locks in the same order and cannot deadlock.
+unique event id of a key (``ON CONFLICT (id, key_id) DO NOTHING`` waits for a concurrent
+insert of the same id and then skips it, so an event is stored once whichever process gets
+it), the action version counter (a row lock), and migrations (an advisory lock, so processes
+starting together do not race to create the schema). A batch's rows are inserted in id order,
+so that two processes inserting overlapping batches take their row locks in the same order
+and cannot deadlock.
 """
 
 from __future__ import annotations

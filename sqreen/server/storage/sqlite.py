@@ -38,7 +38,8 @@ MAX_IDLE_READERS: Final = 8
 CHECKPOINT_EVERY: Final = 8
 _KNOWN: Final = (
     "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'events'), "
-    "(SELECT json_group_array(id) FROM events WHERE id IN (SELECT value FROM json_each(?)))"
+    "(SELECT json_group_array(id) FROM events "
+    "WHERE key_id = ? AND id IN (SELECT value FROM json_each(?)))"
 )
 
 
@@ -73,8 +74,9 @@ class SQLiteStorage(SqlStorage):
     def _insert_events(self, cur: Cursor, rows: list[EventRecord]) -> list[int | None]:
         # Under BEGIN IMMEDIATE nobody else writes: the stored ids and the last seq cannot
         # change before the commit, so the seqs are assigned here (no RETURNING, which the
-        # sqlite3 module would fetch row by row).
-        last, known = cur.execute(_KNOWN, (dumps([row.id for row in rows]),)).fetchone()
+        # sqlite3 module would fetch row by row). The rows are of one key.
+        (key_id,) = {row.key_id for row in rows}
+        last, known = cur.execute(_KNOWN, (key_id, dumps([row.id for row in rows]))).fetchone()
         stored = set(json.loads(known))
         seq = last or 0
         seqs: list[int | None] = []
@@ -93,7 +95,7 @@ class SQLiteStorage(SqlStorage):
             chunk = new[i : i + width * INSERT_CHUNK]
             cur.execute(
                 f"INSERT INTO events ({columns}) VALUES "
-                f"{placeholders(len(chunk) // width, width)} ON CONFLICT (id) DO NOTHING",
+                f"{placeholders(len(chunk) // width, width)} ON CONFLICT (id, key_id) DO NOTHING",
                 chunk,
             )
             if cur.rowcount != len(chunk) // width:
@@ -107,7 +109,11 @@ class SQLiteStorage(SqlStorage):
             )
         except sqlite3.OperationalError as exc:
             raise RuntimeError(f"cannot open the SQLite database {self.path!r}: {exc}") from None
-        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as exc:  # "file is not a database" (a file sqlite3 opens)
+            conn.close()
+            raise RuntimeError(f"cannot use {self.path!r} as a SQLite database: {exc}") from None
         return conn
 
     @contextmanager

@@ -1,0 +1,81 @@
+"""Retention by the time an event was received, never by its own time (which the sending
+SDK's clock sets): on SQLite and PostgreSQL, in storage, the CLI and the running collector."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from sqreen._wire import parse_event
+from sqreen.server.app import create_app
+from sqreen.server.cli import main
+from sqreen.server.storage import EventFilter, Storage, open_storage
+from tests.integrations._servers import UvicornThread
+
+from .conftest import Clock, recent, wire_event
+
+SKEWED = "2001-01-01T00:00:00Z"  # an SDK whose clock is decades behind
+
+
+def test_a_skewed_clock_event_is_kept_and_an_old_received_one_purged(
+    storage: Storage, clock: Clock
+) -> None:
+    on_time = wire_event(timestamp=recent(), properties={"k": "received long ago"})
+    storage.insert_events([parse_event(on_time)])
+    clock.advance(days=31)
+    skewed = wire_event(timestamp=SKEWED, properties={"k": "just received"})
+    result = storage.insert_events([parse_event(skewed)])
+    assert result.stored == 1  # acknowledged to the SDK: it must not vanish at the next purge
+    assert storage.purge_older_than(30) == 1
+    assert [e.id for e in storage.query_events()] == [skewed["id"]]
+    assert storage.count_by("properties.k") == [("just received", 1)]
+    assert storage.count_events(EventFilter(until=datetime(2002, 1, 1, tzinfo=UTC))) == 1
+    clock.advance(days=29)
+    assert storage.purge_older_than(30) == 0
+    clock.advance(days=1, seconds=1)
+    assert storage.purge_older_than(30) == 1 and storage.count_events() == 0
+
+
+def test_a_restarted_collector_keeps_what_it_just_acknowledged(sqlite_storage: Storage) -> None:
+    """The collector purges at start: a batch of a skewed SDK, stored a moment before, stays
+    (the issue: 23 200 acknowledged events lost at a restart)."""
+    skewed = [parse_event(wire_event(timestamp=SKEWED)) for _ in range(50)]
+    assert sqlite_storage.insert_events(skewed).stored == 50
+    old = parse_event(wire_event(timestamp=recent()))
+    sqlite_storage.insert_events([old], received_at=datetime.now(UTC) - timedelta(days=31))
+    app = create_app(sqlite_storage, retention_days=30, purge_every=0.05, explorer=False)
+    server = UvicornThread(app, lifespan="on")
+    try:
+        deadline = time.monotonic() + 10
+        while sqlite_storage.count_events() > 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # a few more purges
+    finally:
+        server.stop()
+    assert sqlite_storage.count_events() == 50
+    assert sqlite_storage.get_event(old["id"]) is None
+
+
+def test_sqreen_purge_goes_by_receipt(tmp_path: Path) -> None:
+    db = str(tmp_path / "purge.db")
+    storage = open_storage(db)
+    try:
+        skewed = wire_event(timestamp=SKEWED)
+        storage.insert_events([parse_event(skewed)])
+        storage.insert_events(
+            [parse_event(wire_event(timestamp=recent()))],
+            received_at=datetime.now(UTC) - timedelta(days=40),
+        )
+    finally:
+        storage.close()
+    result = CliRunner().invoke(main, ["purge", "--days", "30", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "deleted 1 events older than 30 days (received before then)" in result.output
+    storage = open_storage(db)
+    try:
+        assert [e.id for e in storage.query_events()] == [skewed["id"]]
+    finally:
+        storage.close()
