@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["CONTROLS", "REPLACEMENT", "SURROGATES", "utf8_text", "visible"]
+__all__ = ["CONTROLS", "REPLACEMENT", "SURROGATES", "first_hidden", "utf8_text", "visible"]
 
-#: DEL, C1 controls, and the bidirectional embeddings, overrides and isolates.
-_NOT_C0: Final = "\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+#: DEL, C1 controls, the bidirectional marks, embeddings, overrides and isolates, and the
+#: line and paragraph separators (a new line where none shows).
+_NOT_C0: Final = "\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
 #: C0 controls and the above (a regular expression class, without its brackets).
 CONTROLS: Final = "\x00-\x1f" + _NOT_C0
 #: UTF-16 surrogates: in a Python string, only ever lone (no encoding can write them).
@@ -54,3 +55,10 @@ def visible(text: str, *, lines: bool = False) -> str:
     if text.isascii() and text.isprintable():
         return text
     return (_SHOWN_BUT_LINES_RE if lines else _SHOWN_RE).sub(_escape, text)
+
+
+def first_hidden(text: str) -> str | None:
+    """The first character of ``text`` that :func:`visible` would write out, if any (what a
+    one-line text that people read, such as a block's reason, may not hold)."""
+    match = None if text.isascii() and text.isprintable() else _SHOWN_RE.search(text)
+    return None if match is None else match[0]

@@ -27,7 +27,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +34,7 @@ from typing import Any, Final
 
 from .._client_ip import DEFAULT_TRUSTED_PROXIES
 from .._event import InvalidEvent, in_range, validate_user
+from .._text import first_hidden
 from .storage import Block, BlockSpec, BlockType, ControlStore, PlacedBlock
 
 __all__ = [
@@ -62,11 +62,6 @@ MAX_DURATION: Final = timedelta(days=3650)
 #: Characters in the number of a duration written as text (``3650d`` is 4, ``0.5s`` 3).
 MAX_DURATION_DIGITS: Final = 12
 _DURATION_RE: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhdw])")
-#: What a reason may not hold: control characters (NUL, escapes, newlines...), lone
-#: surrogates (no database can store them), line and paragraph separators, and the
-#: bidirectional controls that make text read otherwise than it is.
-_UNPRINTABLE: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
-_BIDI: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 #: The networks every SDK trusts as proxies with its default settings (the non-IP entry is
 #: Unix sockets); an SDK refuses a block that overlaps one of them.
@@ -245,12 +240,14 @@ def validate_reason(value: Any) -> str:
         return ""
     if not isinstance(value, str) or len(value) > MAX_REASON:
         raise InvalidBlock("reason", f"must be a string of at most {MAX_REASON} characters")
-    for char in value:
-        if char in _BIDI or unicodedata.category(char) in _UNPRINTABLE:
-            raise InvalidBlock(
-                "reason",
-                f"must be one line of text: U+{ord(char):04X} (a control character) is not allowed",
-            )
+    # Control characters (NUL, escapes, newlines...), lone surrogates (no database can store
+    # them), line separators and the bidirectional controls that make text read otherwise.
+    char = first_hidden(value)
+    if char is not None:
+        raise InvalidBlock(
+            "reason",
+            f"must be one line of text: U+{ord(char):04X} (a control character) is not allowed",
+        )
     return value
 
 

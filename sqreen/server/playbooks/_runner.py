@@ -269,6 +269,8 @@ def new_alert(firing: Firing) -> NewAlert | None:
 
 
 def _block(p: Playbook, key: str, reason: str) -> BlockSpec | None:
+    # The reason names the key an event sent: a block's reason is one line, shown as is.
+    reason = visible(reason)
     try:
         if p.action == "block_ip":
             request = ip_block(key, duration=p.duration, reason=reason[:512])
