@@ -68,7 +68,8 @@ class LoginQueries(SqlPart):
         with self._write() as cur:
             self._hold(cur, SESSIONS_LOCK)
             row = cur.execute("SELECT value FROM settings WHERE key = ?", (setting,)).fetchone()
-            if row is None or row[0] != expected:
+            (value,) = row if row is not None else (None,)
+            if value != expected:
                 return False
             cur.execute("DELETE FROM explorer_sessions WHERE expires_at <= ?", (now,))
             cur.execute(
