@@ -10,6 +10,8 @@ import click
 
 from ._cli_common import db_option, opened, pairs, when
 from .blocks import (
+    MAX_ACTIVE_BLOCKS,
+    BlockLimitReached,
     BlockService,
     InvalidBlock,
     block_request,
@@ -18,7 +20,7 @@ from .blocks import (
 )
 from .storage import Block, Storage
 
-__all__ = ["block", "blocks", "unblock"]
+__all__ = ["block", "blocks", "max_blocks_option", "unblock"]
 
 
 def _by() -> str:
@@ -32,7 +34,7 @@ def _by() -> str:
 _PARAMS: Final = {"ip": "NETWORK", "duration": "--for", "reason": "--reason"}
 
 
-def _create(db: str, type: str, **fields: Any) -> Block:
+def _create(db: str, type: str, max_blocks: int, **fields: Any) -> Block:
     """Validate and create a block; a refusal is a usage error naming the field."""
     try:
         wanted = block_request(type, **fields)
@@ -41,7 +43,10 @@ def _create(db: str, type: str, **fields: Any) -> Block:
         message = exc.message if hint else str(exc)
         raise click.BadParameter(message, param_hint=hint or "IDENTIFIERS") from None
     with opened(db) as storage:
-        return BlockService(storage).create(wanted, created_by=_by())
+        try:
+            return BlockService(storage, max_blocks).create(wanted, created_by=_by())
+        except BlockLimitReached as exc:
+            raise click.ClickException(exc.message) from None
 
 
 def _describe(b: Block) -> str:
@@ -57,6 +62,15 @@ for_option = click.option(
     "--for", "for_", metavar="DURATION", help="How long: 30s, 15m, 1h, 7d (default: until lifted)."
 )
 reason_option = click.option("--reason", default="", help="Why (shown to operators).")
+max_blocks_option = click.option(
+    "--max-blocks",
+    envvar="SQREEN_MAX_BLOCKS",
+    default=MAX_ACTIVE_BLOCKS,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Blocks in force at once, at most: past it a new block is refused, and playbooks "
+    "alert without blocking (env: SQREEN_MAX_BLOCKS; every SDK holds them all).",
+)
 
 
 @click.group()
@@ -68,11 +82,14 @@ def block() -> None:
 @click.argument("identifiers", nargs=-1, required=True)
 @for_option
 @reason_option
+@max_blocks_option
 @db_option
-def block_user(identifiers: tuple[str, ...], for_: str | None, reason: str, db: str) -> None:
+def block_user(
+    identifiers: tuple[str, ...], for_: str | None, reason: str, max_blocks: int, db: str
+) -> None:
     """Block the user whose identifiers include all IDENTIFIERS (uid=42 email=a@b.c)."""
     user = dict(pairs(identifiers, "IDENTIFIERS"))
-    b = _create(db, "block_user", user=user, duration=for_, reason=reason)
+    b = _create(db, "block_user", max_blocks, user=user, duration=for_, reason=reason)
     click.echo(f"blocked {_describe(b)}")
 
 
@@ -80,11 +97,12 @@ def block_user(identifiers: tuple[str, ...], for_: str | None, reason: str, db: 
 @click.argument("network")
 @for_option
 @reason_option
+@max_blocks_option
 @db_option
-def block_ip(network: str, for_: str | None, reason: str, db: str) -> None:
+def block_ip(network: str, for_: str | None, reason: str, max_blocks: int, db: str) -> None:
     """Block an IP address or a network (CIDR, at most /16 for IPv4, /48 for IPv6; never
     loopback, which every SDK trusts as a proxy)."""
-    b = _create(db, "block_ip", ip=network, duration=for_, reason=reason)
+    b = _create(db, "block_ip", max_blocks, ip=network, duration=for_, reason=reason)
     click.echo(f"blocked {_describe(b)}")
 
 

@@ -17,7 +17,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ._parts import SqlPart, insert_rows
-from .model import Alert, BlockSpec, NewAlert, WindowWrite, from_us, to_us
+from ._rows import BlockRow
+from .model import Alert, BlockSpec, BlockType, NewAlert, TooManyBlocks, WindowWrite, from_us, to_us
 
 if TYPE_CHECKING:
     from ._sql import Cursor
@@ -102,8 +103,25 @@ def alert_from_row(row: AlertRow) -> Alert:
 class PlaybookQueries(SqlPart):
     """Mixed into :class:`~._sql.SqlStorage`."""
 
+    def _bump_actions(self, cur: Cursor) -> int:
+        raise NotImplementedError
+
     @staticmethod
-    def _bump_actions(cur: Cursor) -> None:
+    def _check_cap(cur: Cursor, now: int, max_active: int | None) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _insert_block(
+        cur: Cursor,
+        version: int,
+        type: BlockType,
+        user: dict[str, str] | None,
+        ip: str | None,
+        reason: str,
+        now: int,
+        expires: int | None,
+        created_by: str,
+    ) -> BlockRow:
         raise NotImplementedError
 
     def _lock_windows(self, cur: Cursor, keys: Sequence[WindowKey]) -> None:
@@ -217,9 +235,10 @@ class PlaybookQueries(SqlPart):
         ).fetchall()
         return alert_from_row(AlertRow._make(row))
 
-    def _block_for(self, cur: Cursor, spec: BlockSpec, now: int) -> int:
+    def _block_for(self, cur: Cursor, spec: BlockSpec, now: int) -> int | None:
         """The id of a new block for ``spec``, or of the active block that already covers
-        the same network or user (its expiry extended when ``spec`` lasts longer)."""
+        the same network or user (its expiry extended when ``spec`` lasts longer); None when
+        a new one would pass ``spec.max_active``."""
         expires = None if spec.duration is None else now + int(spec.duration.total_seconds() * 1e6)
         active = cur.execute(
             "SELECT id, ip, user_json, expires_at FROM blocks WHERE type = ? "
@@ -233,24 +252,32 @@ class PlaybookQueries(SqlPart):
             if not same:
                 continue
             if current is not None and (expires is None or expires > current):
-                cur.execute("UPDATE blocks SET expires_at = ? WHERE id = ?", (expires, block_id))
-                self._bump_actions(cur)
+                version = self._bump_actions(cur)
+                cur.execute(
+                    "UPDATE blocks SET expires_at = ?, changed_in = ? WHERE id = ?",
+                    (expires, version, block_id),
+                )
             return int(block_id)
-        (new_id,) = cur.execute(
-            "INSERT INTO blocks (type, user_json, ip, reason, created_at, expires_at, "
-            "created_by) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (
-                spec.type,
-                None if spec.user is None else json.dumps(spec.user),
-                spec.ip,
-                spec.reason,
-                now,
-                expires,
-                spec.created_by,
-            ),
-        ).fetchone()
-        self._bump_actions(cur)
-        return int(new_id)
+        try:
+            # Before the version is taken, so that at the cap no SDK is woken for nothing;
+            # again after it, under its lock (PostgreSQL: another writer may have made one).
+            self._check_cap(cur, now, spec.max_active)
+            version = self._bump_actions(cur)
+            self._check_cap(cur, now, spec.max_active)
+        except TooManyBlocks:
+            return None
+        row = self._insert_block(
+            cur,
+            version,
+            spec.type,
+            spec.user,
+            spec.ip,
+            spec.reason,
+            now,
+            expires,
+            spec.created_by,
+        )
+        return int(row.id)
 
     def list_alerts(
         self,

@@ -8,27 +8,25 @@ from what a client sent. The only identifiers interpolated come from fixed table
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from itertools import repeat
 from typing import Any, Final, Protocol
 
 from ..._wire import WireEvent
+from ._blocks import BlockQueries
 from ._parts import placeholders
 from ._playbooks import PlaybookQueries
-from ._queries import EventQueries, id_list
+from ._queries import EventQueries
 from ._rows import (
     AGENT_COLUMNS,
-    BLOCK_COLUMNS,
     EVENT_COLUMNS,
     KEY_COLUMNS,
     AgentRow,
-    BlockRow,
     EventRecord,
     KeyRow,
     agent_from_row,
-    block_from_row,
     clean,
     event_record,
     index_rows,
@@ -37,11 +35,8 @@ from ._rows import (
 from ._users import UserQueries
 from .model import (
     KEY_SCOPES,
-    ActionSet,
     Agent,
     ApiKey,
-    Block,
-    BlockType,
     Clock,
     Heartbeat,
     InsertResult,
@@ -77,9 +72,10 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
-class SqlStorage(EventQueries, PlaybookQueries, UserQueries):
+class SqlStorage(BlockQueries, EventQueries, PlaybookQueries, UserQueries):
     """The :class:`~.base.Storage` implementation, less connections and migrations (event
-    queries in :class:`~._queries.EventQueries`, playbooks' in
+    queries in :class:`~._queries.EventQueries`, blocks' and the action set's in
+    :class:`~._blocks.BlockQueries`, playbooks' in
     :class:`~._playbooks.PlaybookQueries`, users' traits in :class:`~._users.UserQueries`)."""
 
     #: Ordered schema migrations: each a list of statements; index + 1 is its version.
@@ -245,98 +241,6 @@ class SqlStorage(EventQueries, PlaybookQueries, UserQueries):
                 (to_us(self.now()), key_id),
             )
             return cur.rowcount > 0
-
-    # -- blocks -------------------------------------------------------------------------
-
-    def create_block(
-        self,
-        type: BlockType,
-        *,
-        user: dict[str, str] | None = None,
-        ip: str | None = None,
-        duration: timedelta | None = None,
-        reason: str = "",
-        created_by: str = "",
-    ) -> Block:
-        now = self.now()
-        expires = None if duration is None else to_us(now + duration)
-        with self._write() as cur:
-            row = cur.execute(
-                "INSERT INTO blocks (type, user_json, ip, reason, created_at, expires_at, "
-                f"created_by) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {BLOCK_COLUMNS}",
-                (
-                    type,
-                    None if user is None else json.dumps(user),
-                    ip,
-                    reason,
-                    to_us(now),
-                    expires,
-                    created_by,
-                ),
-            ).fetchone()
-            self._bump_actions(cur)
-        return block_from_row(BlockRow._make(row))
-
-    def lift_block(self, block_id: int, lifted_by: str = "") -> Block | None:
-        now = to_us(self.now())
-        with self._write() as cur:
-            row = cur.execute(
-                "UPDATE blocks SET lifted_at = ?, lifted_by = ? WHERE id = ? "
-                "AND lifted_at IS NULL AND (expires_at IS NULL OR expires_at > ?) "
-                f"RETURNING {BLOCK_COLUMNS}",
-                (now, lifted_by, block_id, now),
-            ).fetchone()
-            if row is not None:
-                self._bump_actions(cur)
-        return None if row is None else block_from_row(BlockRow._make(row))
-
-    @staticmethod
-    def _bump_actions(cur: Cursor) -> None:
-        cur.execute("UPDATE counters SET value = value + 1 WHERE name = 'actions'")
-
-    def list_blocks(self, *, include_inactive: bool = False) -> list[Block]:
-        if include_inactive:
-            rows = self._read_as(
-                BlockRow._make, f"SELECT {BLOCK_COLUMNS} FROM blocks ORDER BY id DESC"
-            )
-        else:
-            rows = self._read_as(
-                BlockRow._make,
-                f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE lifted_at IS NULL "
-                "AND (expires_at IS NULL OR expires_at > ?) ORDER BY id DESC",
-                [to_us(self.now())],
-            )
-        return [block_from_row(r) for r in rows]
-
-    def blocks_by_id(self, ids: Collection[int]) -> dict[int, Block]:
-        """The blocks of these ids (at most :data:`~._queries.MAX_IDS`; active or not),
-        by id."""
-        wanted, marks = id_list(ids, "block ids")
-        if not wanted:
-            return {}
-        rows = self._read_as(
-            BlockRow._make, f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE id IN ({marks})", wanted
-        )
-        return {r.id: block_from_row(r) for r in rows}
-
-    def action_version(self) -> int:
-        return int(self._scalar("SELECT value FROM counters WHERE name = 'actions'"))
-
-    def action_set(self) -> ActionSet:
-        now = self.now()
-        # One statement, so the version and the items come from the same snapshot.
-        rows = self._read(
-            f"SELECT c.value, {', '.join('b.' + c for c in BLOCK_COLUMNS.split(', '))} "
-            "FROM counters c LEFT JOIN blocks b ON b.lifted_at IS NULL "
-            "AND (b.expires_at IS NULL OR b.expires_at > ?) WHERE c.name = 'actions' "
-            "ORDER BY b.id",
-            [to_us(now)],
-        )
-        version = next((int(value) for value, *_ in rows), 0)
-        found = (BlockRow._make(columns) for _, *columns in rows)
-        # (With no block active, the LEFT JOIN's one row has NULL block columns.)
-        blocks = tuple(block_from_row(b) for b in found if b.id is not None)
-        return ActionSet(version=version, blocks=blocks, now=now)
 
     # -- agents and settings ------------------------------------------------------------
 
