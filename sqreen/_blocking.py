@@ -191,14 +191,10 @@ class Blocklist:
             self.version = version
 
     def _apply_diff(self, diff: dict[str, Any]) -> None:
-        version, since = diff.get("version"), diff.get("since")
-        add, remove = diff.get("add"), diff.get("remove")
-        if not (
-            isinstance(version, int)
-            and isinstance(since, int)
-            and isinstance(add, list)
-            and isinstance(remove, list)
-        ):
+        fields: list[Any] = [diff.get(k) for k in ("version", "since", "add", "remove")]
+        version, since, add, remove = fields
+        shapes = ((version, int), (since, int), (add, list), (remove, list))
+        if not all(isinstance(value, kind) for value, kind in shapes):
             logger.warning("sqreen: ignoring a malformed action set")
             return
         with self._lock:

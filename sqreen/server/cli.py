@@ -164,6 +164,9 @@ def serve(
             # websocket upgrade, which would take a connection out of the guard.
             "http": PROTOCOL,
             "ws": "none",
+            # The guard logs an accept out of descriptors through asyncio's exception
+            # handler; uvloop (picked by uvicorn when installed) reports those its own way.
+            "loop": "asyncio",
             "timeout_keep_alive": timeout_keep_alive,
         }
         if workers == 1:
