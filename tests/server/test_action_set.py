@@ -18,7 +18,7 @@ import pytest
 from sqreen._blocking import Blocklist
 from sqreen._client_ip import TrustedProxies
 from sqreen.server.blocks import BlockService, ip_block, user_block
-from sqreen.server.storage import Storage, open_storage
+from sqreen.server.storage import BlockSpec, NewAlert, Storage, WindowWrite, open_storage
 
 from .conftest import Collector, ServeProcess, add_key, envelope, wire_event
 
@@ -239,3 +239,35 @@ def _until(check: Callable[[], bool], attempts: int = 50) -> None:
         if check():
             return
     raise AssertionError("never")
+
+
+def test_what_changed_since_a_version_on_both_databases(storage: Storage) -> None:
+    """Each change stamps its block with the version it took (made, extended by a playbook,
+    lifted): what changed since version n is those blocks, as of now, with the version."""
+    service = BlockService(storage)
+    start = storage.action_version()
+    short = service.create(ip_block("192.0.2.1", duration=timedelta(minutes=5)), created_by="t")
+    kept = service.create(user_block({"uid": "7"}, duration=600), created_by="t")
+    middle = storage.action_version()
+    assert middle == start + 2
+    assert service.lift(short.id, lifted_by="t") is not None
+    now = storage.now()
+    spec = BlockSpec("block_user", {"uid": "7"}, None, timedelta(hours=1), "r", "playbook:x")
+    alert = NewAlert("x", "user", "uid=7", 5, now, now, 5, 5, (1,), "enforce", "block_user",
+                     "s", spec)  # fmt: skip
+    (stored,) = storage.update_windows(
+        [("s", "uid=7")], [], lambda quiet: [], lambda found, quiet: WindowWrite({}, [alert])
+    )
+    assert stored.block_id == kept.id  # the same user: extended to an hour, not a new block
+
+    changes = storage.action_changes(middle)
+    assert changes.version == middle + 2 and changes.since == middle
+    assert [(b.id, b.changed_in) for b in changes.blocks] == [
+        (short.id, middle + 1),
+        (kept.id, middle + 2),
+    ]
+    lifted, extended = changes.blocks
+    assert lifted.lifted_at is not None
+    assert extended.expires_at is not None and extended.expires_at > now + timedelta(minutes=50)
+    assert [b.id for b in storage.action_changes(start).blocks] == [short.id, kept.id]
+    assert storage.action_changes(middle + 2).blocks == ()
