@@ -35,8 +35,9 @@ def envelope(config: Config, framework: str | None, actions_version: int) -> dic
             "pid": os.getpid(),
             "framework": framework,
         },
-        # The collector answers "unchanged" rather than the whole set when it is this one.
-        "actions": {"version": actions_version},
+        # The collector answers "unchanged" rather than the whole set when it is this one,
+        # and what changed since (a diff: Blocklist.apply) when it is an older one.
+        "actions": {"version": actions_version, "diff": True},
     }
 
 

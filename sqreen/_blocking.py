@@ -144,6 +144,10 @@ class Blocklist:
         #: The blocks of the set in force that this process refuses: id -> why (reported in
         #: the heartbeat, so that the collector can show a block nobody enforces).
         self.refused: dict[str, str] = {}
+        # The set in force by id, in its order (what a diff applies to), and the items of the
+        # refused ones as received (for snapshot()).
+        self._blocks: dict[str, UserBlock | IPBlock] = {}
+        self._refused_items: dict[str, dict[str, Any]] = {}
 
     def after_fork_in_child(self) -> None:
         """A new lock: the parent's may have been held by a thread the child does not have.
@@ -155,8 +159,14 @@ class Blocklist:
         return self._index.has_ips
 
     def apply(self, actions: Any) -> None:
-        """Replace the blocks with a reply's action set (ignored unless its version changed)."""
+        """Replace the blocks with a reply's action set (ignored unless its version changed),
+        or change them by a diff (``since``, ``add``, ``remove``: applied only to the set of
+        version ``since``; else ignored, and the next request says which version this
+        process holds)."""
         if not isinstance(actions, dict):
+            return
+        if "since" in actions:
+            self._apply_diff(actions)
             return
         version = actions.get("version")
         items = actions.get("items")
@@ -169,11 +179,73 @@ class Blocklist:
             now = self._clock()
             known, self._networks = self._networks, {}
             refused: dict[str, str] = {}
-            self._index = _build(
-                filter(None, (self._parse(item, now, known, refused) for item in items))
-            )
+            blocks = [b for item in items if (b := self._parse(item, now, known, refused))]
+            self._index = _build(blocks)
+            self._blocks = {b.action_id: b for b in blocks}
+            self._refused_items = {
+                str(item["id"]): item
+                for item in items
+                if isinstance(item, dict) and str(item.get("id", "")) in refused
+            }
             self.refused = refused
             self.version = version
+
+    def _apply_diff(self, diff: dict[str, Any]) -> None:
+        fields: list[Any] = [diff.get(k) for k in ("version", "since", "add", "remove")]
+        version, since, add, remove = fields
+        shapes = ((version, int), (since, int), (add, list), (remove, list))
+        if not all(isinstance(value, kind) for value, kind in shapes):
+            logger.warning("sqreen: ignoring a malformed action set")
+            return
+        with self._lock:
+            if version == self.version or since != self.version:
+                return
+            now = self._clock()
+            blocks = {
+                k: b for k, b in self._blocks.items() if b.deadline is None or b.deadline > now
+            }
+            refused, items = dict(self.refused), dict(self._refused_items)
+            for gone in remove:
+                for held in (blocks, refused, items):
+                    held.pop(str(gone), None)
+            known = self._networks
+            for item in add:  # (a block changed keeps its place: the first match answers)
+                action_id = str(item.get("id", "")) if isinstance(item, dict) else ""
+                refused.pop(action_id, None)
+                items.pop(action_id, None)
+                block = self._parse(item, now, known, refused)
+                if block is not None:
+                    blocks[action_id] = block
+                    continue
+                blocks.pop(action_id, None)
+                if action_id in refused:
+                    items[action_id] = item
+            if len(known) > 2 * len(blocks) + 64:  # (networks of blocks long gone)
+                self._networks = {
+                    str(b.network): b.network for b in blocks.values() if isinstance(b, IPBlock)
+                }
+            self._index = _build(blocks.values())
+            self._blocks, self.refused, self._refused_items = blocks, refused, items
+            self.version = version
+
+    def snapshot(self) -> dict[str, Any]:
+        """The set in force as a whole action set (``expires_in`` from now), as the spool
+        keeps it for the next process."""
+        with self._lock:
+            now = self._clock()
+            items = []
+            for b in self._blocks.values():
+                if b.deadline is not None and b.deadline <= now:
+                    continue
+                item: dict[str, Any] = {"id": b.action_id}
+                if isinstance(b, UserBlock):
+                    item.update(type="block_user", user=b.user)
+                else:
+                    item.update(type="block_ip", ip=str(b.network))
+                item["expires_in"] = None if b.deadline is None else b.deadline - now
+                item["reason"] = b.reason
+                items.append(item)
+            return {"version": self.version, "items": items + list(self._refused_items.values())}
 
     def _parse(
         self, item: Any, now: float, known: dict[str, Network | str], refused: dict[str, str]

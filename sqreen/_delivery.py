@@ -234,9 +234,10 @@ class Delivery:
             self.dropped[reason] += dropped
 
     def apply_actions(self, actions: Any) -> None:
-        """An action set from the collector: the blocks, and the event names to send at
-        once (``watch``); a reply saying ``unchanged`` keeps both. A new set is also kept
-        in the spool, for the next process of the app to enforce from its first request."""
+        """An action set from the collector (or a diff of it): the blocks, and the event
+        names to send at once (``watch``); a reply saying ``unchanged`` keeps both. A new
+        set is also kept in the spool, for the next process of the app to enforce from its
+        first request (as a whole set: a diff is of no use to the next process)."""
         if isinstance(actions, dict) and actions.get("unchanged"):
             return
         version = self.blocklist.version
@@ -246,7 +247,10 @@ class Delivery:
             names = watch if isinstance(watch, list) else ()
             self.watched = frozenset(n for n in names[:256] if isinstance(n, str))
             if self.spool is not None and self.blocklist.version != version:
-                self.spool.save_actions({"saved_at": time.time(), "actions": actions})
+                whole = actions if "items" in actions else self.blocklist.snapshot()
+                if whole is not actions:
+                    whole["watch"] = sorted(self.watched)
+                self.spool.save_actions({"saved_at": time.time(), "actions": whole})
         if self.blocklist.version >= 0:
             self.first_actions.set()
 

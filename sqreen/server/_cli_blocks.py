@@ -11,6 +11,8 @@ import click
 from .._text import visible
 from ._cli_common import db_option, json_line, opened, pairs, when
 from .blocks import (
+    MAX_ACTIVE_BLOCKS,
+    BlockLimitReached,
     BlockService,
     InvalidBlock,
     block_request,
@@ -20,7 +22,7 @@ from .blocks import (
 )
 from .storage import Block, PlacedBlock
 
-__all__ = ["block", "blocks", "unblock"]
+__all__ = ["block", "blocks", "max_blocks_option", "unblock"]
 
 
 def _by() -> str:
@@ -34,7 +36,7 @@ def _by() -> str:
 _PARAMS: Final = {"ip": "NETWORK", "duration": "--for", "reason": "--reason"}
 
 
-def _create(db: str, type: str, **fields: Any) -> None:
+def _create(db: str, type: str, max_blocks: int, **fields: Any) -> None:
     """Validate and place a block (a new one, or the active one on the same target extended),
     and say what it did, with a warning on stderr for a block that SDKs may not enforce as
     meant; a refusal is a usage error naming the field."""
@@ -45,7 +47,10 @@ def _create(db: str, type: str, **fields: Any) -> None:
         message = exc.message if hint else str(exc)
         raise click.BadParameter(message, param_hint=hint or "IDENTIFIERS") from None
     with opened(db) as storage:
-        placed = BlockService(storage).apply(wanted, created_by=_by())
+        try:
+            placed = BlockService(storage, max_blocks).apply(wanted, created_by=_by())
+        except BlockLimitReached as exc:
+            raise click.ClickException(exc.message) from None
     click.echo(_placed(placed))
     for warning in block_warnings(wanted):
         click.echo(f"warning: {warning}", err=True)
@@ -75,6 +80,15 @@ for_option = click.option(
     "--for", "for_", metavar="DURATION", help="How long: 30s, 15m, 1h, 7d (default: until lifted)."
 )
 reason_option = click.option("--reason", default="", help="Why (shown to operators).")
+max_blocks_option = click.option(
+    "--max-blocks",
+    envvar="SQREEN_MAX_BLOCKS",
+    default=MAX_ACTIVE_BLOCKS,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Blocks in force at once, at most: past it a new block is refused, and playbooks "
+    "alert without blocking (env: SQREEN_MAX_BLOCKS; every SDK holds them all).",
+)
 
 
 @click.group()
@@ -86,23 +100,27 @@ def block() -> None:
 @click.argument("identifiers", nargs=-1, required=True)
 @for_option
 @reason_option
+@max_blocks_option
 @db_option
-def block_user(identifiers: tuple[str, ...], for_: str | None, reason: str, db: str) -> None:
+def block_user(
+    identifiers: tuple[str, ...], for_: str | None, reason: str, max_blocks: int, db: str
+) -> None:
     """Block the user whose identifiers include all IDENTIFIERS (uid=42 email=a@b.c)."""
     user = dict(pairs(identifiers, "IDENTIFIERS"))
-    _create(db, "block_user", user=user, duration=for_, reason=reason)
+    _create(db, "block_user", max_blocks, user=user, duration=for_, reason=reason)
 
 
 @block.command("ip")
 @click.argument("network")
 @for_option
 @reason_option
+@max_blocks_option
 @db_option
-def block_ip(network: str, for_: str | None, reason: str, db: str) -> None:
+def block_ip(network: str, for_: str | None, reason: str, max_blocks: int, db: str) -> None:
     """Block an IP address or a network (CIDR, at most /16 for IPv4, /48 for IPv6; never
     loopback, which every SDK trusts as a proxy). A private network, where proxies usually
     are, is blocked with a warning."""
-    _create(db, "block_ip", ip=network, duration=for_, reason=reason)
+    _create(db, "block_ip", max_blocks, ip=network, duration=for_, reason=reason)
 
 
 def _selector(target: tuple[str, ...]) -> Callable[[Block], bool]:

@@ -9,9 +9,10 @@ routes (the Event Explorer, mounted later) come in ``routes``.
 Routes:
 
 - ``POST /v1/events``: a batch from an SDK, through the ingest pipeline (:mod:`.pipeline`);
-  the reply counts what was stored and carries the action set.
+  the reply counts what was stored and carries the action set (:mod:`.action_cache`: what
+  the SDK needs by the version it holds).
 - ``POST /v1/heartbeat``: an SDK process's stats; the reply carries the action set.
-- ``GET /v1/actions``: the action set alone.
+- ``GET /v1/actions``: the action set alone, or a long-poll for its next change.
 - ``GET /v1/blocks`` (``?all=1`` to include lifted and expired ones), ``POST /v1/blocks``,
   ``DELETE /v1/blocks/{id}``: blocks by hand, for the explorer and the playbooks. A POST on
   a target an active block covers answers that block (200, ``"outcome": "extended"`` or
@@ -23,29 +24,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .actions import MAX_WAIT, ActionFeed
+from .action_cache import unchanged
+from .actions import MAX_POLLS_PER_KEY, MAX_WAIT, POLL_AGAIN, ActionFeed, TooManyPolls
 from .auth import CACHE_TTL, KeyChecker
 from .blocks import (
+    MAX_ACTIVE_BLOCKS,
+    BlockLimitReached,
     BlockService,
     InvalidBlock,
     block_from_json,
     block_warnings,
     parse_block_id,
 )
-from .errors import EXCEPTION_HANDLERS, ApiError
-from .ingest import MAX_BODY_BYTES, heartbeat, parse_json, read_body
+from .errors import EXCEPTION_HANDLERS, ApiError, QuietDisconnects
+from .ingest import MAX_BODY_BYTES, Held, heartbeat, parse_json, read_body
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
 from .storage import AGENT_TTL, ApiKey, Storage
@@ -61,6 +67,8 @@ PURGE_HITS_EVERY = 60.0
 INGEST_CONCURRENCY = 1
 #: Bodies waiting in one worker past which a sender is asked to reconnect (see _rebalance).
 REBALANCE_BACKLOG = 1
+
+T = TypeVar("T")
 
 
 async def authenticate(request: Request, *, admin: bool = False) -> ApiKey:
@@ -80,25 +88,40 @@ async def authenticate(request: Request, *, admin: bool = False) -> ApiKey:
     return key
 
 
-async def events_endpoint(request: Request) -> JSONResponse:
+async def events_endpoint(request: Request) -> Response:
     key = await authenticate(request)
     body = await read_body(request, request.app.state.max_body_bytes)
-    handle = partial(request.app.state.pipeline, key_id=key.id)
-    reply = await _one_at_a_time(request, handle, body)
-    return JSONResponse(reply, headers=_rebalance(request))
+    pipeline: IngestPipeline = request.app.state.pipeline
+    reply, held = await _one_at_a_time(request, partial(pipeline.ingest, key_id=key.id), body)
+    return await _with_actions(request, reply, held, _rebalance(request))
 
 
-async def heartbeat_endpoint(request: Request) -> JSONResponse:
+async def heartbeat_endpoint(request: Request) -> Response:
     key = await authenticate(request)
     body = await read_body(request, request.app.state.max_body_bytes)
-    state = request.app.state
-    handle = partial(heartbeat, state.storage, state.actions.reply, key_id=key.id)
-    return JSONResponse(await _one_at_a_time(request, handle, body))
+    handle = partial(heartbeat, request.app.state.storage, key_id=key.id)
+    held = await _one_at_a_time(request, handle, body)
+    return await _with_actions(request, {}, held)
 
 
-async def _one_at_a_time(
-    request: Request, handle: Callable[[bytes], dict[str, Any]], body: bytes
-) -> dict[str, Any]:
+async def _with_actions(
+    request: Request, reply: dict[str, Any], held: Held, headers: dict[str, str] | None = None
+) -> Response:
+    """``reply`` with the ``actions`` the SDK needs, made outside the ingest slot (in a
+    worker thread: one read of the version, the set itself only when it changed) and
+    written in as encoded (the whole set is encoded once, not once a reply)."""
+    feed: ActionFeed = request.app.state.actions
+    actions = await run_in_threadpool(feed.encoded, held.version, held.diff)
+    return _json(reply, actions, headers)
+
+
+def _json(reply: dict[str, Any], actions: bytes, headers: dict[str, str] | None = None) -> Response:
+    head = json.dumps(reply, ensure_ascii=False, separators=(",", ":")).encode()
+    body = (head[:-1] + b"," if reply else b"{") + b'"actions":' + actions + b"}"
+    return Response(body, media_type="application/json", headers=headers)
+
+
+async def _one_at_a_time(request: Request, handle: Callable[[bytes], T], body: bytes) -> T:
     """Run ``handle`` (the ingest pipeline, or a heartbeat) in a thread, one body at a time
     per process.
 
@@ -131,22 +154,26 @@ def _rebalance(request: Request) -> dict[str, str] | None:
     return None
 
 
-async def actions_endpoint(request: Request) -> JSONResponse:
-    """The action set; with ``version=n`` (the SDK's), ``unchanged`` when it is current, and
-    with ``wait=s`` too, a long-poll: the answer comes when the set changes, or after ``s``
-    seconds (at most 60)."""
-    await authenticate(request)
+async def actions_endpoint(request: Request) -> Response:
+    """The action set; with ``version=n`` (the SDK's), ``unchanged`` when it is current (a
+    diff with ``diff=1``, when smaller), and with ``wait=s`` too, a long-poll: the answer
+    comes when the set changes, or after ``s`` seconds (at most 60). A key holding too many
+    long-polls in this process has the next ones refused, 429 (see :mod:`.actions`)."""
+    key = await authenticate(request)
     feed: ActionFeed = request.app.state.actions
     known = _int_param(request, "version")
     wait = _int_param(request, "wait", 0, int(MAX_WAIT))
+    diff = request.query_params.get("diff") in ("1", "true")
     if known is None or not wait:
-        return JSONResponse({"actions": await run_in_threadpool(feed.reply, known)})
+        return _json({}, await run_in_threadpool(feed.encoded, known, diff))
     try:
-        actions = await feed.wait(known, wait)
+        actions = await feed.wait(known, wait, diff=diff, key=key.id)
+    except TooManyPolls as exc:
+        raise ApiError(429, str(exc), headers={"Retry-After": str(int(POLL_AGAIN))}) from None
     except asyncio.CancelledError:
         # The server is stopping and cuts what it still holds: answer, the SDK asks again.
-        actions = {"version": known, "unchanged": True}
-    return JSONResponse({"actions": actions})
+        actions = unchanged(known)
+    return _json({}, actions)
 
 
 def _int_param(request: Request, name: str, low: int = -1, high: int = 2**62) -> int | None:
@@ -181,9 +208,12 @@ async def create_block_endpoint(request: Request) -> JSONResponse:
     except InvalidBlock as exc:
         raise ApiError(400, str(exc), field=exc.field) from None
     blocks: BlockService = request.app.state.blocks
-    placed = await run_in_threadpool(
-        lambda: blocks.apply(wanted, created_by=f"api-key:{key.id}:{key.name}")
-    )
+    try:
+        placed = await run_in_threadpool(
+            lambda: blocks.apply(wanted, created_by=f"api-key:{key.id}:{key.name}")
+        )
+    except BlockLimitReached as exc:
+        raise ApiError(409, str(exc), field=exc.field) from None
     # 201 for a new block; 200 for the active block on the same target, extended or kept.
     created = placed.outcome == "created"
     block = placed.block
@@ -248,6 +278,8 @@ def create_app(
     hooks: Sequence[AfterStoreHook] = (),
     playbooks: PlaybookSource | None = None,
     notifier: Notifier | None = None,
+    max_blocks: int | None = MAX_ACTIVE_BLOCKS,
+    max_polls_per_key: int = MAX_POLLS_PER_KEY,
 ) -> Starlette:
     """The collector app. ``routes`` are added after the API's (the explorer mounts there);
     with ``retention_days``, events received longer ago than that are purged every
@@ -255,10 +287,12 @@ def create_app(
     The caller closes ``storage``, unless ``owns_storage``: then the app's shutdown does.
     ``workers``: how many processes serve the port (see :func:`_rebalance`). ``enrichers``
     and ``hooks`` plug into the ingest pipeline (:mod:`.pipeline`); ``playbooks`` adds the
-    playbooks' hook (webhooks posted by ``notifier``, or one made for them)."""
-    blocks = BlockService(storage)
+    playbooks' hook (webhooks posted by ``notifier``, or one made for them). At most
+    ``max_blocks`` blocks are in force at once (None: no limit), and an API key holds at
+    most ``max_polls_per_key`` action long-polls at once (see :mod:`.actions`)."""
+    blocks = BlockService(storage, max_blocks)
     source = playbooks or PlaybookSource()
-    feed = ActionFeed(storage, source.watched)
+    feed = ActionFeed(storage, source.watched, max_polls_per_key=max_polls_per_key)
     jobs: list[tuple[float, Callable[[], int], str]] = [
         (
             purge_every,
@@ -277,7 +311,9 @@ def create_app(
         )
     if playbooks is not None:
         notifier = notifier or Notifier(source.playbooks.webhook_secret or webhook_secret())
-        runner = PlaybookRunner(storage, source, notifier, on_block=feed.changed)
+        runner = PlaybookRunner(
+            storage, source, notifier, on_block=feed.changed, max_blocks=max_blocks
+        )
         hooks = [*hooks, runner]
         jobs.append((PURGE_HITS_EVERY, runner.purge, "sqreen: purged %d playbook hits"))
     if explorer:
@@ -307,6 +343,7 @@ def create_app(
     app = Starlette(
         routes=[*API_ROUTES, *routes],
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[Middleware(QuietDisconnects)],
         lifespan=lifespan,
     )
     app.state.storage = storage

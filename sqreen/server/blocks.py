@@ -35,9 +35,11 @@ from typing import Any, Final
 from .._client_ip import DEFAULT_TRUSTED_PROXIES
 from .._event import InvalidEvent, in_range, validate_user
 from .._text import first_hidden
-from .storage import Block, BlockSpec, BlockType, ControlStore, PlacedBlock
+from .storage import Block, BlockSpec, BlockType, ControlStore, PlacedBlock, TooManyBlocks
 
 __all__ = [
+    "MAX_ACTIVE_BLOCKS",
+    "BlockLimitReached",
     "BlockRequest",
     "BlockService",
     "Duration",
@@ -55,6 +57,10 @@ __all__ = [
     "user_block",
 ]
 
+#: The most blocks in force at once, by default (``sqreen serve --max-blocks``, env
+#: ``SQREEN_MAX_BLOCKS``): every SDK process holds them all, and a new one receives them all
+#: in its first reply (about 150 bytes a block as playbooks word them: 1.5 MB for 10 000).
+MAX_ACTIVE_BLOCKS: Final = 10_000
 MIN_PREFIX: Final = {4: 16, 6: 48}
 MAX_REASON: Final = 512
 MIN_DURATION: Final = timedelta(seconds=1)
@@ -100,6 +106,18 @@ class InvalidBlock(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class BlockLimitReached(InvalidBlock):
+    """A new block refused because ``limit`` blocks are in force already."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            "blocks",
+            f"{limit} blocks are in force, the most this collector allows (--max-blocks, "
+            "env SQREEN_MAX_BLOCKS): lift some, or wait for some to expire",
+        )
+        self.limit = limit
 
 
 def parse_duration(value: object, field: str = "duration") -> timedelta:
@@ -329,10 +347,15 @@ class BlockService:
     Each method is one transaction of the control store, which bumps the action set's version
     with it: every SDK receives the change in its next reply. Blocking: call it from a thread
     in async code.
+
+    At most ``max_active`` blocks are in force at once (None: no limit): past it,
+    :meth:`create` raises :class:`BlockLimitReached` (an :class:`InvalidBlock` naming the
+    limit), and playbooks store their alert without a block.
     """
 
-    def __init__(self, store: ControlStore) -> None:
+    def __init__(self, store: ControlStore, max_active: int | None = MAX_ACTIVE_BLOCKS) -> None:
         self.store = store
+        self.max_active = max_active
 
     def apply(self, request: BlockRequest, *, created_by: str) -> PlacedBlock:
         """Place a block; ``created_by`` says who (``cli:alice``, ``api-key:3:ops``,
@@ -351,9 +374,18 @@ class BlockService:
             reason=request.reason,
         )
         spec = BlockSpec(
-            request.type, request.user, request.ip, request.duration, request.reason, created_by
+            request.type,
+            request.user,
+            request.ip,
+            request.duration,
+            request.reason,
+            created_by,
+            self.max_active,
         )
-        return self.store.place_block(spec)
+        try:
+            return self.store.place_block(spec)
+        except TooManyBlocks as exc:
+            raise BlockLimitReached(exc.limit) from None
 
     def create(self, request: BlockRequest, *, created_by: str) -> Block:
         """:meth:`apply`, for a caller that needs only the block in force."""

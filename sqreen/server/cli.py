@@ -19,11 +19,13 @@ import click
 from starlette.applications import Starlette
 
 from .._version import __version__
-from ._cli_blocks import block, blocks, unblock
+from ._cli_blocks import block, blocks, max_blocks_option, unblock
 from ._cli_common import db_option, opened, when
 from ._cli_events import events, import_
 from ._cli_playbooks import alerts, playbooks
+from .actions import MAX_POLLS_PER_KEY
 from .auth import hash_token, new_token
+from .connections import PROTOCOL, ConnectionLimits, fit_to_open_files
 from .explorer._cli import admin_password, explorer_startup
 from .playbooks import PlaybookError, PlaybookSource
 from .storage import AGENT_TTL, KEY_SCOPES, KeyScope
@@ -65,6 +67,45 @@ def main() -> None:
     help="A playbook file (TOML; see `sqreen playbooks init`), re-read when it changes and "
     "on SIGHUP (env: SQREEN_PLAYBOOKS).",
 )
+@click.option(
+    "--max-connections",
+    default=ConnectionLimits.max_connections,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Open connections per process, at most (lowered to fit the open-file limit); past "
+    "it, the connection idle longest is closed.",
+)
+@click.option(
+    "--timeout-keep-alive",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 3600),
+    help="Seconds an idle keep-alive connection is kept.",
+)
+@click.option(
+    "--header-timeout",
+    default=ConnectionLimits.header_timeout,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds a connection has to send a request's headers (after connecting, or "
+    "after its previous response).",
+)
+@click.option(
+    "--body-timeout",
+    default=ConnectionLimits.body_timeout,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds a request has to send its body, after its headers.",
+)
+@click.option(
+    "--max-polls-per-key",
+    default=MAX_POLLS_PER_KEY,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Action long-polls one API key may hold at once per process; more are answered at "
+    "once (their SDKs ask again 30 s later).",
+)
+@max_blocks_option
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @click.option(
     "--log-level",
@@ -79,6 +120,12 @@ def serve(
     retention_days: float,
     workers: int,
     playbooks_file: str | None,
+    max_connections: int,
+    timeout_keep_alive: int,
+    header_timeout: float,
+    body_timeout: float,
+    max_polls_per_key: int,
+    max_blocks: int,
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -88,6 +135,15 @@ def serve(
     from .app import create_app
 
     source = _playbook_source(playbooks_file)  # a bad file stops here, with its line
+    fitted = fit_to_open_files(max_connections)
+    if fitted < max_connections:
+        click.echo(
+            f"--max-connections lowered to {fitted}: the open-file limit (ulimit -n) leaves "
+            "no room for more",
+            err=True,
+        )
+    ConnectionLimits(fitted, header_timeout, body_timeout).export()  # for every process
+    limits = {"max_blocks": max_blocks, "max_polls_per_key": max_polls_per_key}
     with opened(db) as storage:
         if not any(k.revoked_at is None for k in storage.list_keys()):
             click.echo("no API key yet: create one with `sqreen keys create`", err=True)
@@ -107,9 +163,23 @@ def serve(
             # Action long-polls are held up to a minute: at a stop, those still held are cut
             # after a few seconds (SDKs ask again) rather than waited for.
             "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
+            # Connections bounded in number and time (sqreen/server/connections.py); no
+            # websocket upgrade, which would take a connection out of the guard.
+            "http": PROTOCOL,
+            "ws": "none",
+            # The guard logs an accept out of descriptors through asyncio's exception
+            # handler; uvloop (picked by uvicorn when installed) reports those its own way.
+            "loop": "asyncio",
+            "timeout_keep_alive": timeout_keep_alive,
         }
         if workers == 1:
-            app = create_app(storage, retention_days=retention_days or None, playbooks=source)
+            app = create_app(
+                storage,
+                retention_days=retention_days or None,
+                playbooks=source,
+                max_blocks=max_blocks,
+                max_polls_per_key=max_polls_per_key,
+            )
             _reload_on_sighup(source)
             gc.freeze()  # what startup built lives on: keep the collector's scans off it (-3% CPU)
             uvicorn.run(app, **options)
@@ -121,6 +191,7 @@ def serve(
             "retention_days": retention_days or None,
             "workers": workers,
             "playbooks": playbooks_file,
+            **limits,
         }
     )
     uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
@@ -143,6 +214,8 @@ def worker_app() -> Starlette:
         owns_storage=True,
         workers=config["workers"],
         playbooks=source,
+        max_blocks=config["max_blocks"],
+        max_polls_per_key=config["max_polls_per_key"],
     )
     _reload_on_sighup(source)
     gc.freeze()

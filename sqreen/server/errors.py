@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["EXCEPTION_HANDLERS", "ApiError"]
+__all__ = ["EXCEPTION_HANDLERS", "ApiError", "QuietDisconnects"]
 
 
 class ApiError(Exception):
@@ -55,3 +56,20 @@ EXCEPTION_HANDLERS = {
     HTTPException: _http_error,
     Exception: _internal_error,
 }
+
+
+class QuietDisconnects:
+    """An ASGI layer that lets a request whose client went away mid-body end quietly.
+
+    Reading the body then raises ``ClientDisconnect``: a client that hung up, or one cut by
+    ``sqreen serve``'s body timeout. There is nobody left to answer, and nothing went wrong
+    here: without this, each one logged a traceback (one per hostile connection)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except ClientDisconnect:
+            pass

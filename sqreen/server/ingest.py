@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -24,7 +23,9 @@ from .storage import ControlStore, Heartbeat
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "Held",
     "heartbeat",
+    "held_actions",
     "known_version",
     "parse_json",
     "read_body",
@@ -138,16 +139,17 @@ def _stats(stats: object) -> dict[str, Any]:
     return out
 
 
-def heartbeat(
-    storage: ControlStore,
-    actions: Callable[[object], dict[str, Any]],
-    body: bytes,
-    *,
-    key_id: int = 0,
-) -> dict[str, Any]:
-    """Store one SDK process's stats, under the API key it came with (blocking); the JSON
-    reply of ``POST /v1/heartbeat`` (``actions`` makes its action set from the version the
-    SDK holds)."""
+class Held(NamedTuple):
+    """The action set an SDK says it holds (``"actions": {"version": n, "diff": true}`` in
+    a batch or a heartbeat): its version (None: none said), and whether it takes a diff."""
+
+    version: int | None
+    diff: bool
+
+
+def heartbeat(storage: ControlStore, body: bytes, *, key_id: int = 0) -> Held:
+    """Store one SDK process's stats, under the API key it came with (blocking); what its
+    reply's action set is made from."""
     obj = parse_json(body)
     try:
         sdk, app = parse_sender(obj)
@@ -168,11 +170,18 @@ def heartbeat(
             key_id=key_id,
         )
     )
-    return {"actions": actions(known_version(obj))}
+    return held_actions(obj)
 
 
 def known_version(obj: object) -> int | None:
     """The action set version a batch or heartbeat says its SDK holds (``actions.version``)."""
+    return held_actions(obj).version
+
+
+def held_actions(obj: object) -> Held:
+    """What a batch or a heartbeat says of the action set its SDK holds."""
     held = obj.get("actions") if isinstance(obj, dict) else None
-    version = held.get("version") if isinstance(held, dict) else None
-    return version if type(version) is int else None
+    if not isinstance(held, dict):
+        return Held(None, False)
+    version = held.get("version")
+    return Held(version if type(version) is int else None, held.get("diff") is True)

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from .._event import InvalidEvent
 from .._wire import IDENTIFY, WireEvent, parse_envelope, parse_event
 from .errors import ApiError
-from .ingest import known_version, parse_json, text
+from .ingest import Held, held_actions, parse_json, text
 from .storage import InsertResult, Storage, StoredEvent, new_events
 
 __all__ = ["AfterStoreHook", "Batch", "Enricher", "IngestPipeline"]
@@ -62,6 +62,8 @@ class Batch:
     known: int | None = None
     #: The API key the body came with: its events' ids are deduplicated among that key's.
     key_id: int = 0
+    #: Whether the sending SDK takes a diff of the action set.
+    diff: bool = False
 
     def __iter__(self) -> Iterator[tuple[WireEvent, dict[str, Any]]]:
         """Each event with its enrichment dict."""
@@ -106,17 +108,26 @@ class IngestPipeline:
     def __call__(self, body: bytes, *, key_id: int = 0) -> dict[str, Any]:
         """The JSON reply of ``POST /v1/events`` for ``body``, sent with API key ``key_id``
         (an :class:`ApiError` for a body that is not a batch)."""
+        reply, held = self.ingest(body, key_id=key_id)
+        reply["actions"] = self.actions(held.version)
+        return reply
+
+    def ingest(self, body: bytes, *, key_id: int = 0) -> tuple[dict[str, Any], Held]:
+        """The reply of ``POST /v1/events`` for ``body`` but its action set, and what the
+        SDK says it holds of that: the collector adds it outside the one-body-at-a-time slot
+        (read last, after the hooks: a block a playbook just made is in it). Its events'
+        ids are deduplicated among those of API key ``key_id``."""
         batch = self.parse(body)
         batch.key_id = key_id
         self.enrich(batch)
         result = self.store(batch)
         self.after_store(batch, result)
-        return {
+        reply = {
             "accepted": result.stored + len(batch.identities),
             "duplicates": result.duplicates,
             "rejected": batch.rejected,
-            "actions": self.actions(batch.known),
         }
+        return reply, Held(batch.known, batch.diff)
 
     def parse(self, body: bytes) -> Batch:
         obj = parse_json(body)
@@ -127,7 +138,7 @@ class IngestPipeline:
             status = 413 if exc.rule == "too_many" else 400
             raise ApiError(status, str(exc), field=exc.field) from None
         batch = Batch(text(app.get("name")), text(app.get("host")), [], [])
-        batch.known = known_version(obj)
+        batch.known, batch.diff = held_actions(obj)
         for index, raw in enumerate(raw_events):
             try:
                 event = parse_event(raw)

@@ -82,9 +82,10 @@ class HTTPTransport:
         return self._post("/v1/heartbeat", json.dumps(payload, separators=(",", ":")).encode())
 
     def poll_actions(self, version: int, wait: float) -> Reply:
-        """The action set, as soon as its version differs from ``version``, or after ``wait``
-        seconds (``{"version": n, "unchanged": true}``): a long-poll."""
-        params = {"version": str(version), "wait": f"{wait:g}"}
+        """The action set (or what changed in it since ``version``: a diff), as soon as its
+        version differs from ``version``, or after ``wait`` seconds (``{"version": n,
+        "unchanged": true}``): a long-poll."""
+        params = {"version": str(version), "wait": f"{wait:g}", "diff": "1"}
         timeout = httpx.Timeout(wait + 10.0, connect=5.0)
         return self._call("GET", "/v1/actions", params=params, timeout=timeout)
 

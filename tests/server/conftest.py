@@ -165,33 +165,50 @@ SQREEN = [sys.executable, "-m", "sqreen.server"]
 
 
 class ServeProcess:
-    """``sqreen serve`` as a subprocess on a chosen port."""
+    """``sqreen serve`` as a subprocess on a chosen port (its output to ``log``, if given;
+    ``preexec_fn`` runs in the child before it starts, e.g. to lower its limits)."""
 
     def __init__(
-        self, db: str, port: int | None = None, *extra: str, command: list[str] = SQREEN
+        self,
+        db: str,
+        port: int | None = None,
+        *extra: str,
+        command: list[str] = SQREEN,
+        log: Path | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.command = command
         self.db = db
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra = extra
+        self.log = log
+        self.preexec_fn = preexec_fn
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServeProcess:
-        self.proc = subprocess.Popen(
-            [
-                *SQREEN,
-                "serve",
-                "--db",
-                self.db,
-                "--port",
-                str(self.port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                *self.extra,
-            ],
-        )
+        out = None if self.log is None else self.log.open("ab")
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    *SQREEN,
+                    "serve",
+                    "--db",
+                    self.db,
+                    "--port",
+                    str(self.port),
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                    *self.extra,
+                ],
+                stdout=out,
+                stderr=out,
+                preexec_fn=self.preexec_fn,
+            )
+        finally:
+            if out is not None:
+                out.close()
         wait_until_up(self.url, self.proc)
         return self
 
@@ -231,9 +248,9 @@ def serve() -> Iterator[Callable[..., ServeProcess]]:
     started: list[ServeProcess] = []
 
     def start(
-        db: str, port: int | None = None, *extra: str, command: list[str] = SQREEN
+        db: str, port: int | None = None, *extra: str, command: list[str] = SQREEN, **kw: Any
     ) -> ServeProcess:
-        proc = ServeProcess(db, port, *extra, command=command).start()
+        proc = ServeProcess(db, port, *extra, command=command, **kw).start()
         started.append(proc)
         return proc
 

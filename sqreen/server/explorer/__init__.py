@@ -35,7 +35,7 @@ from typing import Final, Literal
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -116,6 +116,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error_page(request, exc.status_code, str(exc.detail))
 
 
+async def _gone(request: Request, exc: Exception) -> Response:
+    # The client hung up mid-form (or sqreen serve's body timeout cut it): nobody to answer,
+    # nothing to log.
+    return Response(status_code=400)
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     logger.error("sqreen: explorer error on %s", request.url.path, exc_info=exc)
     return _error_page(request, 500, "Internal error: the collector logged it.")
@@ -151,6 +157,7 @@ def create_explorer(
     app = Starlette(
         routes=ROUTES,
         exception_handlers={
+            ClientDisconnect: _gone,
             CsrfError: _csrf_error,
             FormTooLarge: _too_large,
             HTTPException: _http_error,

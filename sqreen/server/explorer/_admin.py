@@ -182,9 +182,9 @@ async def block_create(request: Request, form: Form) -> Response:
     blocks: BlockService = request.app.state.blocks
     try:
         wanted = _request(fields)
-    except InvalidBlock as exc:
+        placed = await run_in_threadpool(lambda: blocks.apply(wanted, created_by=CREATED_BY))
+    except InvalidBlock as exc:  # (a BlockLimitReached too: as many blocks as allowed)
         return await _blocks(request, fields, [str(exc)], status=400)
-    placed = await run_in_threadpool(lambda: blocks.apply(wanted, created_by=CREATED_BY))
     block = placed.block
     said = {
         "created": f"Block #{block.id} created: SDKs apply it within seconds.",

@@ -47,6 +47,8 @@ __all__ = ["PlaybookRunner", "PlaybookSource", "event_view", "wire_view"]
 logger = logging.getLogger("sqreen.server")
 
 CHECK_EVERY: Final = 1.0
+#: Alerts made without their block are logged at most this often (seconds).
+LOG_EVERY: Final = 60.0
 MAX_QUIET: Final = 100_000
 #: Hits are kept this long past the longest window (µs) before :meth:`PlaybookRunner.purge`.
 PURGE_MARGIN_US: Final = 60 * 1_000_000
@@ -158,11 +160,16 @@ class PlaybookRunner:
         source: PlaybookSource,
         notifier: Notifier | None = None,
         on_block: Callable[[], None] | None = None,
+        max_blocks: int | None = None,
     ) -> None:
         self.store = store
         self.source = source
         self.notifier = notifier
         self.on_block = on_block
+        #: Blocks in force past which an alert is stored without its block (see blocks.py).
+        self.max_blocks = max_blocks
+        self._unblocked = 0  # alerts stored without their block since the last line on it
+        self._unblocked_logged = -LOG_EVERY
         # Keys every reader of whose stream is quiet (an IP blocked for an hour): until when
         # (µs), no hit of theirs can matter. Quiet only lengthens, so a process may skip them
         # on its own knowledge; a new playbook set starts afresh.
@@ -208,6 +215,8 @@ class PlaybookRunner:
         if not keys:
             return
 
+        wanted: set[tuple[str, str]] = set()  # (playbook, key) of the alerts asking a block
+
         def probes(quiet_now: dict[tuple[str, str], int]) -> list[Any]:
             return engine.probes(plan, now_us, quiet_now)
 
@@ -222,7 +231,8 @@ class PlaybookRunner:
             for key in keys:  # what no hit of can matter for a while: skipped from now on
                 if key[1] in some_quiet and (until := engine.quiet_until(key, merged)) > now_us:
                     quiet[key] = until
-            alerts = [alert for f in firings if (alert := new_alert(f)) is not None]
+            alerts = [a for f in firings if (a := new_alert(f, self.max_blocks)) is not None]
+            wanted.update((a.playbook, a.group_key) for a in alerts if a.block is not None)
             return WindowWrite(quieted, alerts)
 
         stored = self.store.update_windows(keys, plan.hits, probes, decide)
@@ -232,6 +242,9 @@ class PlaybookRunner:
             return
         if self.on_block is not None and any(a.block_id is not None for a in stored):
             self.on_block()
+        refused = [a for a in stored if a.block_id is None and (a.playbook, a.group_key) in wanted]
+        if refused:
+            self._log_unblocked(refused)
         by_id = {p.id: p for p in engine.playbooks.playbooks}
         for alert in stored:
             playbook = by_id.get(alert.playbook)
@@ -240,9 +253,27 @@ class PlaybookRunner:
             if playbook is not None and playbook.notify and self.notifier is not None:
                 self.notifier.submit(playbook.notify, {"alert": alert.to_json()})
 
+    def _log_unblocked(self, alerts: list[Alert]) -> None:
+        """Alerts whose block was not made (as many blocks as allowed are in force): the
+        playbooks carry on, alerting; said once a minute."""
+        self._unblocked += len(alerts)
+        now = time.monotonic()
+        if now - self._unblocked_logged < LOG_EVERY:
+            return
+        logger.error(
+            "sqreen: %d playbook alerts (the last: #%d, %s) made no block: %s blocks are in "
+            "force, the most allowed (--max-blocks); the playbooks go on alerting",
+            self._unblocked,
+            alerts[-1].id,
+            alerts[-1].playbook,
+            self.max_blocks,
+        )
+        self._unblocked, self._unblocked_logged = 0, now
 
-def new_alert(firing: Firing) -> NewAlert | None:
-    """The alert of a firing, with the block its playbook asks for."""
+
+def new_alert(firing: Firing, max_blocks: int | None = None) -> NewAlert | None:
+    """The alert of a firing, with the block its playbook asks for (made only while fewer
+    than ``max_blocks`` are in force)."""
     p = firing.playbook
     what = "/".join(p.after.events if p.after else p.events)
     counted = "distinct " + str(p.distinct) + " with " if p.distinct else ""
@@ -250,7 +281,7 @@ def new_alert(firing: Firing) -> NewAlert | None:
         f"{p.id}: {counted}{firing.total} {what} in {_span(p.window.total_seconds())} "
         f"for {p.group_by}={firing.key}"
     )[:1000]
-    block = _block(p, firing.key, summary) if p.blocks else None
+    block = _block(p, firing.key, summary, max_blocks) if p.blocks else None
     return NewAlert(
         playbook=p.id,
         group_by=str(p.group_by),
@@ -268,7 +299,7 @@ def new_alert(firing: Firing) -> NewAlert | None:
     )
 
 
-def _block(p: Playbook, key: str, reason: str) -> BlockSpec | None:
+def _block(p: Playbook, key: str, reason: str, max_blocks: int | None) -> BlockSpec | None:
     # The reason names the key an event sent: a block's reason is one line, shown as is.
     reason = visible(reason)
     try:
@@ -287,6 +318,7 @@ def _block(p: Playbook, key: str, reason: str) -> BlockSpec | None:
         duration=request.duration,
         reason=request.reason,
         created_by=f"playbook:{p.id}",
+        max_active=max_blocks,
     )
 
 

@@ -1,10 +1,19 @@
-"""Blocks and the versioned action set: the SQL both back ends share.
+"""Blocks and the action set: what every SDK enforces, versioned.
+
+Every change to the set (a block made, extended or lifted) bumps the ``actions`` counter
+*first* in its transaction, and stamps the row it changes with the new version
+(``changed_in``). On PostgreSQL the counter's row lock then queues concurrent changes, so
+versions commit in order and a reader that sees version n sees every change up to n; SQLite
+has one writer anyway. What changed after version n is the rows with ``changed_in > n``, one
+read of an index (:meth:`BlockQueries.action_changes`): the collector keeps the set in memory
+and sends an SDK only what changed since the version it holds (``server/action_cache.py``).
+Blocks in force are counted under the same lock, so a cap on them holds whatever runs at once.
 
 One piece of code places a block, whoever asks (:meth:`BlockQueries.place_block` for the
 block service, the CLI, the API and the explorer; a playbook's alert in the same transaction
-as its windows): a block on a network or a user that an active block already covers extends
-that one (when asked to last longer) rather than adding a second, and says which it did.
-Every change bumps the action set's version in its own transaction.
+as its windows, :meth:`BlockQueries._block_for`): a block on a network or a user that an
+active block already covers extends that one (when asked to last longer) rather than adding
+a second, and says which it did.
 """
 
 from __future__ import annotations
@@ -12,18 +21,20 @@ from __future__ import annotations
 import json
 from collections.abc import Collection
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ._parts import SqlPart
 from ._queries import id_list
 from ._rows import BLOCK_COLUMNS, BlockRow, block_from_row
 from .model import (
+    ActionChanges,
     ActionSet,
     Block,
     BlockOutcome,
     BlockSpec,
     BlockType,
     PlacedBlock,
+    TooManyBlocks,
     to_us,
 )
 
@@ -31,6 +42,24 @@ if TYPE_CHECKING:
     from ._sql import Cursor
 
 __all__ = ["BlockQueries"]
+
+#: A block in force at a time (the one parameter), on ``blocks`` as ``b``.
+_ACTIVE: Final = "b.lifted_at IS NULL AND (b.expires_at IS NULL OR b.expires_at > ?)"
+_B_COLUMNS: Final = ", ".join("b." + c for c in BlockRow._fields)
+#: The blocks in force at a time (the one parameter), as two searches of the
+#: ``blocks_active`` index (its entries with no expiry, then those expiring later): written
+#: with OR, SQLite reads the whole index, every block ever made and never lifted.
+_IN_FORCE: Final = (
+    "SELECT {columns} FROM blocks b WHERE b.lifted_at IS NULL AND b.expires_at IS NULL "
+    "UNION ALL SELECT {columns} FROM blocks b WHERE b.lifted_at IS NULL "
+    "AND b.expires_at > ?"
+)
+#: The version (first column; the other columns NULL), then the rows of ``{rows}``, in one
+#: statement: one snapshot, on both databases.
+_VERSIONED: Final = (
+    "SELECT value, " + ", ".join(["NULL"] * len(BlockRow._fields)) + " FROM counters "
+    "WHERE name = 'actions' UNION ALL {rows}"
+)
 
 
 def _user(user_json: str | None) -> Any:
@@ -41,23 +70,61 @@ class BlockQueries(SqlPart):
     """Mixed into :class:`~._sql.SqlStorage` (and the base of the playbooks' part, whose
     alerts place their blocks with :meth:`_block_for`)."""
 
-    def _read_as_blocks(self, sql: str, params: list[Any] | None = None) -> list[Block]:
-        return [block_from_row(BlockRow._make(r)) for r in self._read(sql, params or [])]
+    def _bump_actions(self, cur: Cursor) -> int:
+        """Take the next version of the action set (first in a transaction: see above)."""
+        (version,) = cur.execute(
+            "UPDATE counters SET value = value + 1 WHERE name = 'actions' RETURNING value"
+        ).fetchone()
+        return int(version)
 
     @staticmethod
-    def _bump_actions(cur: Cursor) -> None:
-        cur.execute("UPDATE counters SET value = value + 1 WHERE name = 'actions'")
+    def _check_cap(cur: Cursor, now: int, max_active: int | None) -> None:
+        """Raise :class:`TooManyBlocks` when ``max_active`` blocks are in force at ``now``."""
+        if max_active is None:
+            return
+        (active,) = cur.execute(f"SELECT count(*) FROM blocks b WHERE {_ACTIVE}", (now,)).fetchone()
+        if active >= max_active:
+            raise TooManyBlocks(max_active)
+
+    @staticmethod
+    def _insert_block(
+        cur: Cursor,
+        version: int,
+        type: BlockType,
+        user: dict[str, str] | None,
+        ip: str | None,
+        reason: str,
+        now: int,
+        expires: int | None,
+        created_by: str,
+    ) -> BlockRow:
+        row = cur.execute(
+            "INSERT INTO blocks (type, user_json, ip, reason, created_at, expires_at, "
+            f"created_by, changed_in) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {BLOCK_COLUMNS}",
+            (
+                type,
+                None if user is None else json.dumps(user),
+                ip,
+                reason,
+                now,
+                expires,
+                created_by,
+                version,
+            ),
+        ).fetchone()
+        return BlockRow._make(row)
 
     def _block_for(self, cur: Cursor, spec: BlockSpec, now: int) -> tuple[BlockRow, BlockOutcome]:
         """Place ``spec`` inside the write transaction of ``cur``: a new block, or the active
         block that already covers the same network or user, its expiry extended when
-        ``spec`` lasts longer (its reason and author kept)."""
+        ``spec`` lasts longer (its reason and author kept). Raises :class:`TooManyBlocks`
+        when a new one would pass ``spec.max_active`` (the caller's transaction rolls back
+        or, for a playbook, stores its alert without a block)."""
         expires = None if spec.duration is None else now + int(spec.duration.total_seconds() * 1e6)
         active = cur.execute(
-            f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE type = ? "
-            "AND lifted_at IS NULL AND (expires_at IS NULL OR expires_at > ?) "
-            + ("AND ip = ? " if spec.type == "block_ip" else "")
-            + "ORDER BY id",
+            f"SELECT {_B_COLUMNS} FROM blocks b WHERE b.type = ? AND {_ACTIVE} "
+            + ("AND b.ip = ? " if spec.type == "block_ip" else "")
+            + "ORDER BY b.id",
             (spec.type, now, spec.ip) if spec.type == "block_ip" else (spec.type, now),
         ).fetchall()
         for found in map(BlockRow._make, active):
@@ -66,27 +133,30 @@ class BlockQueries(SqlPart):
             current = found.expires_at
             if current is None or (expires is not None and expires <= current):
                 return found, "kept"
+            version = self._bump_actions(cur)
             row = cur.execute(
-                f"UPDATE blocks SET expires_at = ? WHERE id = ? RETURNING {BLOCK_COLUMNS}",
-                (expires, found.id),
+                "UPDATE blocks SET expires_at = ?, changed_in = ? WHERE id = ? "
+                f"RETURNING {BLOCK_COLUMNS}",
+                (expires, version, found.id),
             ).fetchone()
-            self._bump_actions(cur)
             return BlockRow._make(row), "extended"
-        row = cur.execute(
-            "INSERT INTO blocks (type, user_json, ip, reason, created_at, expires_at, "
-            f"created_by) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {BLOCK_COLUMNS}",
-            (
-                spec.type,
-                None if spec.user is None else json.dumps(spec.user),
-                spec.ip,
-                spec.reason,
-                now,
-                expires,
-                spec.created_by,
-            ),
-        ).fetchone()
-        self._bump_actions(cur)
-        return BlockRow._make(row), "created"
+        # Before the version is taken, so that at the cap no SDK is woken for nothing; again
+        # after it, under its lock (PostgreSQL: another writer may have made one meanwhile).
+        self._check_cap(cur, now, spec.max_active)
+        version = self._bump_actions(cur)
+        self._check_cap(cur, now, spec.max_active)
+        row = self._insert_block(
+            cur,
+            version,
+            spec.type,
+            spec.user,
+            spec.ip,
+            spec.reason,
+            now,
+            expires,
+            spec.created_by,
+        )
+        return row, "created"
 
     def place_block(self, spec: BlockSpec) -> PlacedBlock:
         with self._write() as cur:
@@ -102,31 +172,35 @@ class BlockQueries(SqlPart):
         duration: timedelta | None = None,
         reason: str = "",
         created_by: str = "",
+        max_active: int | None = None,
     ) -> Block:
-        spec = BlockSpec(type, user, ip, duration, reason, created_by)
+        spec = BlockSpec(type, user, ip, duration, reason, created_by, max_active)
         return self.place_block(spec).block
 
     def lift_block(self, block_id: int, lifted_by: str = "") -> Block | None:
         now = to_us(self.now())
+        if not self._read(
+            f"SELECT b.id FROM blocks b WHERE b.id = ? AND {_ACTIVE}", [block_id, now]
+        ):
+            return None  # (no version taken for nothing)
         with self._write() as cur:
+            version = self._bump_actions(cur)
             row = cur.execute(
-                "UPDATE blocks SET lifted_at = ?, lifted_by = ? WHERE id = ? "
+                "UPDATE blocks SET lifted_at = ?, lifted_by = ?, changed_in = ? WHERE id = ? "
                 "AND lifted_at IS NULL AND (expires_at IS NULL OR expires_at > ?) "
                 f"RETURNING {BLOCK_COLUMNS}",
-                (now, lifted_by, block_id, now),
+                (now, lifted_by, version, block_id, now),
             ).fetchone()
-            if row is not None:
-                self._bump_actions(cur)
         return None if row is None else block_from_row(BlockRow._make(row))
+
+    def _blocks(self, sql: str, params: list[Any]) -> list[Block]:
+        return [block_from_row(BlockRow._make(r)) for r in self._read(sql, params)]
 
     def list_blocks(self, *, include_inactive: bool = False) -> list[Block]:
         if include_inactive:
-            return self._read_as_blocks(f"SELECT {BLOCK_COLUMNS} FROM blocks ORDER BY id DESC")
-        return self._read_as_blocks(
-            f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE lifted_at IS NULL "
-            "AND (expires_at IS NULL OR expires_at > ?) ORDER BY id DESC",
-            [to_us(self.now())],
-        )
+            return self._blocks(f"SELECT {BLOCK_COLUMNS} FROM blocks ORDER BY id DESC", [])
+        found = self._blocks(_IN_FORCE.format(columns=_B_COLUMNS), [to_us(self.now())])
+        return sorted(found, key=lambda b: b.id, reverse=True)
 
     def blocks_by_id(self, ids: Collection[int]) -> dict[int, Block]:
         """The blocks of these ids (at most :data:`~._queries.MAX_IDS`; active or not),
@@ -134,27 +208,34 @@ class BlockQueries(SqlPart):
         wanted, marks = id_list(ids, "block ids")
         if not wanted:
             return {}
-        found = self._read_as_blocks(
-            f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE id IN ({marks})", wanted
-        )
+        found = self._blocks(f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE id IN ({marks})", wanted)
         return {b.id: b for b in found}
 
     def action_version(self) -> int:
         ((value,),) = self._read("SELECT value FROM counters WHERE name = 'actions'")
         return int(value)
 
+    def _versioned(self, rows: str, params: list[Any]) -> tuple[int, list[Block]]:
+        """The version and the blocks the query ``rows`` selects (by id), in one snapshot."""
+        version = 0
+        blocks = []
+        for value, *columns in self._read(_VERSIONED.format(rows=rows), params):
+            if value is None:
+                blocks.append(block_from_row(BlockRow._make(columns)))
+            else:
+                version = int(value)
+        return version, sorted(blocks, key=lambda b: b.id)
+
     def action_set(self) -> ActionSet:
         now = self.now()
-        # One statement, so the version and the items come from the same snapshot.
-        rows = self._read(
-            f"SELECT c.value, {', '.join('b.' + c for c in BLOCK_COLUMNS.split(', '))} "
-            "FROM counters c LEFT JOIN blocks b ON b.lifted_at IS NULL "
-            "AND (b.expires_at IS NULL OR b.expires_at > ?) WHERE c.name = 'actions' "
-            "ORDER BY b.id",
-            [to_us(now)],
-        )
-        version = next((int(value) for value, *_ in rows), 0)
-        found = (BlockRow._make(columns) for _, *columns in rows)
-        # (With no block active, the LEFT JOIN's one row has NULL block columns.)
-        blocks = tuple(block_from_row(b) for b in found if b.id is not None)
-        return ActionSet(version=version, blocks=blocks, now=now)
+        columns = "NULL, " + _B_COLUMNS
+        version, blocks = self._versioned(_IN_FORCE.format(columns=columns), [to_us(now)])
+        return ActionSet(version=version, blocks=tuple(blocks), now=now)
+
+    def action_changes(self, since: int) -> ActionChanges:
+        """Every block made, extended or lifted after version ``since``, as of the current
+        version (active or not: the caller sorts them out by ``now``)."""
+        now = self.now()
+        rows = f"SELECT NULL, {_B_COLUMNS} FROM blocks b WHERE b.changed_in > ?"
+        version, blocks = self._versioned(rows, [since])
+        return ActionChanges(since=since, version=version, blocks=tuple(blocks), now=now)

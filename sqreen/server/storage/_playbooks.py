@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ._blocks import BlockQueries
 from ._parts import insert_rows
-from .model import Alert, NewAlert, WindowWrite, from_us, to_us
+from .model import Alert, NewAlert, TooManyBlocks, WindowWrite, from_us, to_us
 
 if TYPE_CHECKING:
     from ._sql import Cursor
@@ -187,7 +187,12 @@ class PlaybookQueries(BlockQueries):
         return out
 
     def _store_alert(self, cur: Cursor, alert: NewAlert, now: int) -> Alert:
-        block_id = None if alert.block is None else self._block_for(cur, alert.block, now)[0].id
+        block_id = None
+        if alert.block is not None:
+            try:
+                block_id = self._block_for(cur, alert.block, now)[0].id
+            except TooManyBlocks:
+                pass  # at the cap (``max_active``): the alert is stored without its block
         (row,) = cur.execute(
             "INSERT INTO alerts (playbook, group_by, group_key, total, first_at, last_at, "
             "first_seq, last_seq, seqs_json, mode, action, block_id, summary, created_at) "

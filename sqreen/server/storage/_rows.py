@@ -96,6 +96,7 @@ class BlockRow(NamedTuple):
     created_by: str
     lifted_at: int | None
     lifted_by: str | None
+    changed_in: int
 
 
 BLOCK_COLUMNS: Final = ", ".join(BlockRow._fields)
@@ -337,6 +338,7 @@ def block_from_row(row: BlockRow) -> Block:
         created_by=row.created_by,
         lifted_at=opt_time(row.lifted_at),
         lifted_by=row.lifted_by,
+        changed_in=row.changed_in,
     )
 
 

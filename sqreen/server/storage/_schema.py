@@ -272,6 +272,15 @@ _MIGRATIONS: Final[Sequence[Sequence[str] | Mapping[Dialect, Sequence[str]]]] = 
         )""",
         "CREATE INDEX explorer_sessions_expires ON explorer_sessions (expires_at)",
     ),
+    # 10: the version of the action set that last changed each block (made, extended or
+    # lifted it), so that what changed since version n is one indexed read
+    # (storage/_blocks.py), and the blocks in force are found (and counted, for the cap)
+    # without reading every block ever made.
+    (
+        "ALTER TABLE blocks ADD COLUMN changed_in {int} NOT NULL DEFAULT 0",
+        "CREATE INDEX blocks_changed ON blocks (changed_in)",
+        "CREATE INDEX blocks_active ON blocks (expires_at) WHERE lifted_at IS NULL",
+    ),
 )
 
 

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from ..._wire import WireEvent
 from .model import (
     NO_FILTER,
+    ActionChanges,
     ActionSet,
     Agent,
     Alert,
@@ -191,9 +192,11 @@ class ControlStore(Clocked, Protocol):
       a change.
     - **The action set is versioned in the same transaction** as the block change it
       versions: :meth:`create_block` and :meth:`lift_block` bump the version with their own
-      write, so an SDK that has a version has every change up to it. :meth:`action_set`
-      reads the version and the items in one statement (one snapshot). Expiry needs no bump:
-      the items carry ``expires_in``, measured from :meth:`now`.
+      write (taken first: concurrent changes then commit in version order), so an SDK that
+      has a version has every change up to it, and each changed block records that version
+      (``changed_in``). :meth:`action_set` and :meth:`action_changes` read the version and
+      the items in one statement (one snapshot). Expiry needs no bump: the items carry
+      ``expires_in``, measured from :meth:`now`.
     - **Only hashes of API keys** are stored (SHA-256, hex).
     - Blocks arrive validated: create them through :class:`sqreen.server.blocks.BlockService`,
       which applies the rules every SDK enforces.
@@ -228,8 +231,11 @@ class ControlStore(Clocked, Protocol):
         duration: timedelta | None = None,
         reason: str = "",
         created_by: str = "",
+        max_active: int | None = None,
     ) -> Block:
-        """:meth:`place_block` with these fields; the block in force on that target."""
+        """:meth:`place_block` with these fields; the block in force on that target. Raise
+        :class:`~.model.TooManyBlocks` instead of making a new one when ``max_active``
+        blocks are in force."""
         ...
 
     def lift_block(self, block_id: int, lifted_by: str = "") -> Block | None:
@@ -246,6 +252,12 @@ class ControlStore(Clocked, Protocol):
         ...
 
     def action_set(self) -> ActionSet: ...
+
+    def action_changes(self, since: int) -> ActionChanges:
+        """The blocks made, extended or lifted after version ``since`` (each block's
+        ``changed_in`` is the version of its last change), with the current version, in one
+        snapshot: cheap, whatever the number of blocks."""
+        ...
 
     def action_version(self) -> int:
         """The action set's version alone (cheap: long-polls read it several times a

@@ -20,6 +20,7 @@ __all__ = [
     "MAX_AGENTS_PER_KEY",
     "MAX_IPS",
     "NO_FILTER",
+    "ActionChanges",
     "ActionSet",
     "Agent",
     "Alert",
@@ -37,6 +38,7 @@ __all__ = [
     "PlacedBlock",
     "StoredEvent",
     "StoredKey",
+    "TooManyBlocks",
     "UserTraits",
     "WindowWrite",
     "from_us",
@@ -209,6 +211,9 @@ class Block:
     created_by: str
     lifted_at: datetime | None = None
     lifted_by: str | None = None
+    #: The action set version that last changed this block (made, extended or lifted it);
+    #: 0 for a change made before the column existed.
+    changed_in: int = 0
 
     def is_active(self, now: datetime) -> bool:
         return self.lifted_at is None and (self.expires_at is None or self.expires_at > now)
@@ -250,6 +255,25 @@ class ActionSet:
 
     def to_json(self) -> dict[str, Any]:
         return {"version": self.version, "items": [b.action(self.now) for b in self.blocks]}
+
+
+@dataclass(frozen=True, slots=True)
+class ActionChanges:
+    """What changed in the action set after version ``since``, as of ``version``: each block
+    made, extended or lifted since (active or not at ``now``), by id."""
+
+    since: int
+    version: int
+    blocks: tuple[Block, ...]
+    now: datetime
+
+
+class TooManyBlocks(Exception):
+    """A block refused because ``limit`` blocks are already in force."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} blocks are in force, the most allowed")
+        self.limit = limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +319,9 @@ class BlockSpec:
     duration: timedelta | None
     reason: str
     created_by: str
+    #: Made only while fewer blocks than this are in force (None: no limit); else the alert
+    #: is stored without a block.
+    max_active: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

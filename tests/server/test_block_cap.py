@@ -1,0 +1,111 @@
+"""The cap on blocks in force (``--max-blocks``): every SDK process holds them all, so past
+it a new block is refused with a message naming the cap, by the API, the CLI and the block
+service (on both databases, whatever runs at once), and playbooks alert without blocking."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from sqreen.server.app import create_app
+from sqreen.server.blocks import BlockLimitReached, BlockService, ip_block, user_block
+from sqreen.server.cli import main
+from sqreen.server.playbooks import TEMPLATES, PlaybookSource
+from sqreen.server.storage import Storage, open_storage
+
+from .conftest import Clock, Collector, envelope, wire_event
+
+
+def test_past_the_cap_a_new_block_is_refused_until_one_ends(storage: Storage, clock: Clock) -> None:
+    service = BlockService(storage, max_active=2)
+    short = service.create(ip_block("192.0.2.1", duration=timedelta(minutes=5)), created_by="t")
+    kept = service.create(user_block({"uid": "7"}), created_by="t")
+    version = storage.action_version()
+    with pytest.raises(BlockLimitReached) as refused:
+        service.create(ip_block("192.0.2.2"), created_by="t")
+    assert refused.value.field == "blocks"
+    assert "2 blocks are in force, the most this collector allows (--max-blocks" in str(
+        refused.value
+    )
+    assert storage.action_version() == version  # no SDK woken for nothing
+    assert [b.id for b in storage.list_blocks()] == [kept.id, short.id]
+
+    clock.advance(minutes=6)  # the short one expired: room for one
+    third = service.create(ip_block("192.0.2.2"), created_by="t")
+    with pytest.raises(BlockLimitReached):
+        service.create(ip_block("192.0.2.3"), created_by="t")
+    assert service.lift(kept.id, lifted_by="t") is not None
+    service.create(ip_block("192.0.2.3"), created_by="t")
+    assert {b.ip for b in storage.list_blocks()} == {third.ip, "192.0.2.3/32"}
+
+
+def test_blocks_made_at_once_stop_at_the_cap(storage: Storage) -> None:
+    """Eight writers racing for the last three places (PostgreSQL: eight connections)."""
+    service = BlockService(storage, max_active=10)
+    for n in range(7):
+        service.create(ip_block(f"192.0.2.{n}"), created_by="t")
+    outcomes: list[str] = []
+    start = threading.Barrier(8)
+
+    def make(n: int) -> None:
+        start.wait()
+        try:
+            service.create(ip_block(f"198.51.100.{n}"), created_by="t")
+            outcomes.append("made")
+        except BlockLimitReached:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=make, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["made"] * 3 + ["refused"] * 5
+    assert len(storage.list_blocks()) == 10
+
+
+def test_the_api_the_cli_and_the_playbooks_at_the_cap(
+    collector: Collector, live_app: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    switch, _ = live_app
+    (tmp_path / "playbooks.toml").write_text(TEMPLATES)
+    source = PlaybookSource(tmp_path / "playbooks.toml")
+    switch.app = create_app(collector.storage, key_cache_ttl=0.2, playbooks=source, max_blocks=2)
+    made = collector.post("/v1/blocks", {"type": "block_ip", "ip": "192.0.2.1"}, admin=True)
+    assert made.status_code == 201
+    db = str(tmp_path / "sqreen.db")  # (the collector fixture's database)
+    cli = CliRunner().invoke(main, ["block", "ip", "192.0.2.2", "--max-blocks", "2", "--db", db])
+    assert cli.exit_code == 0, cli.output
+
+    refused = collector.post("/v1/blocks", {"type": "block_ip", "ip": "192.0.2.3"}, admin=True)
+    assert refused.status_code == 409
+    assert refused.json()["field"] == "blocks"
+    assert "2 blocks are in force" in refused.json()["error"]
+    cli = CliRunner().invoke(main, ["block", "ip", "192.0.2.3", "--max-blocks", "2", "--db", db])
+    assert cli.exit_code == 1
+    assert "2 blocks are in force, the most this collector allows" in cli.output
+
+    with caplog.at_level(logging.ERROR, "sqreen.server"):
+        for attacker in ("198.51.100.23", "198.51.100.24"):
+            for i in range(5):
+                event = wire_event(name="auth.login.failure", user={"uid": f"u{i}"})
+                event["request"] = {**event["request"], "ip": attacker}
+                assert collector.post("/v1/events", envelope([event])).status_code == 200
+    alerts = collector.storage.list_alerts(playbook="brute-force-ip")
+    assert len(alerts) == 2 and all(a.block_id is None for a in alerts)
+    (line,) = [r.getMessage() for r in caplog.records if "made no block" in r.getMessage()]
+    assert "--max-blocks" in line
+    assert len(collector.storage.list_blocks()) == 2
+    storage = open_storage(db)  # a lifted block makes room again, for people and playbooks
+    try:
+        BlockService(storage).lift(made.json()["id"], lifted_by="t")
+    finally:
+        storage.close()
+    again = collector.post("/v1/blocks", {"type": "block_ip", "ip": "192.0.2.3"}, admin=True)
+    assert again.status_code == 201
