@@ -37,6 +37,7 @@ from .auth import CACHE_TTL, KeyChecker
 from .blocks import BlockService, InvalidBlock, block_from_json, parse_block_id
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .ingest import MAX_BODY_BYTES, heartbeat, parse_json, read_body
+from .intel import IpIntel, Reputation
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
 from .storage import ApiKey, Storage
@@ -192,7 +193,12 @@ async def delete_block_endpoint(request: Request) -> JSONResponse:
 
 
 async def health_endpoint(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+    """``{"status": "ok"}``; with ``?verbose=1``, also the IP intelligence data in use and
+    its versions (file names and build dates, never paths)."""
+    intel: IpIntel | None = request.app.state.ip_intel
+    if intel is None or request.query_params.get("verbose") not in ("1", "true", "yes"):
+        return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "ok", "ip_intel": intel.sources()})
 
 
 API_ROUTES: Sequence[BaseRoute] = (
@@ -229,7 +235,8 @@ def create_app(
     explorer: bool = True,
     owns_storage: bool = False,
     workers: int = 1,
-    enrichers: Sequence[Enricher] = (),
+    enrichers: Sequence[Enricher] | None = None,
+    ip_intel: IpIntel | None = None,
     hooks: Sequence[AfterStoreHook] = (),
     playbooks: PlaybookSource | None = None,
     notifier: Notifier | None = None,
@@ -238,9 +245,17 @@ def create_app(
     with ``retention_days``, events older than that are purged every ``purge_every`` seconds.
     The caller closes ``storage``, unless ``owns_storage``: then the app's shutdown does.
     ``workers``: how many processes serve the port (see :func:`_rebalance`). ``enrichers``
-    and ``hooks`` plug into the ingest pipeline (:mod:`.pipeline`); ``playbooks`` adds the
-    playbooks' hook (webhooks posted by ``notifier``, or one made for them)."""
+    and ``hooks`` plug into the ingest pipeline (:mod:`.pipeline`); by default the one
+    enricher is IP intelligence (``ip_intel``, else one with no ``.mmdb`` file), and a list
+    given replaces it (include it to keep it). ``playbooks`` adds the playbooks' hook
+    (webhooks posted by ``notifier``, or one made for them)."""
     blocks = BlockService(storage)
+    if enrichers is None:
+        if ip_intel is None:
+            ip_intel = IpIntel(reputation=Reputation(storage))
+        enrichers = [ip_intel]
+    else:
+        ip_intel = next((e for e in enrichers if isinstance(e, IpIntel)), None)
     source = playbooks or PlaybookSource()
     feed = ActionFeed(storage, source.watched)
     jobs: list[tuple[float, Callable[[], int], str]] = []
@@ -263,7 +278,9 @@ def create_app(
         # own login, session cookie and CSRF checks; the /v1 API keeps its bearer tokens.
         from .explorer import explorer_routes
 
-        pages = explorer_routes(storage, workers=workers, blocks=blocks, playbooks=source)
+        pages = explorer_routes(
+            storage, workers=workers, blocks=blocks, playbooks=source, ip_intel=ip_intel
+        )
         routes = [*routes, *pages]
 
     @contextlib.asynccontextmanager
@@ -289,6 +306,7 @@ def create_app(
     )
     app.state.storage = storage
     app.state.blocks = blocks
+    app.state.ip_intel = ip_intel
     app.state.pipeline = IngestPipeline(
         storage, enrichers=enrichers, hooks=hooks, actions=feed.reply
     )

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import click
@@ -24,8 +25,9 @@ from ._cli_events import events, import_
 from ._cli_playbooks import alerts, playbooks
 from .auth import hash_token, new_token
 from .explorer._cli import admin_password, explorer_startup
+from .intel import GeoIpError, IpIntel, Reputation
 from .playbooks import PlaybookError, PlaybookSource
-from .storage import KEY_SCOPES, KeyScope
+from .storage import KEY_SCOPES, KeyScope, Storage
 
 __all__ = ["main"]
 
@@ -62,6 +64,15 @@ def main() -> None:
     help="A playbook file (TOML; see `sqreen playbooks init`), re-read when it changes and "
     "on SIGHUP (env: SQREEN_PLAYBOOKS).",
 )
+@click.option(
+    "--geoip-db",
+    "geoip_dbs",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A MaxMind-format .mmdb file (GeoLite2 City or ASN, DB-IP Lite, IPinfo Lite): city, "
+    "coordinates and ASN for each event's address. Repeat for several; for each field, the "
+    "first file that has it wins.",
+)
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @click.option(
     "--log-level",
@@ -76,6 +87,7 @@ def serve(
     retention_days: float,
     workers: int,
     playbooks_file: str | None,
+    geoip_dbs: tuple[str, ...],
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -85,6 +97,7 @@ def serve(
     from .app import create_app
 
     source = _playbook_source(playbooks_file)  # a bad file stops here, with its line
+    _ip_intel(geoip_dbs).close()  # and so does a bad --geoip-db, before anything starts
     with opened(db) as storage:
         if not any(k.revoked_at is None for k in storage.list_keys()):
             click.echo("no API key yet: create one with `sqreen keys create`", err=True)
@@ -106,7 +119,12 @@ def serve(
             "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
         }
         if workers == 1:
-            app = create_app(storage, retention_days=retention_days or None, playbooks=source)
+            app = create_app(
+                storage,
+                retention_days=retention_days or None,
+                playbooks=source,
+                ip_intel=_ip_intel(geoip_dbs, storage),
+            )
             _reload_on_sighup(source)
             gc.freeze()  # what startup built lives on: keep the collector's scans off it (-3% CPU)
             uvicorn.run(app, **options)
@@ -118,6 +136,7 @@ def serve(
             "retention_days": retention_days or None,
             "workers": workers,
             "playbooks": playbooks_file,
+            "geoip": list(geoip_dbs),
         }
     )
     uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
@@ -134,12 +153,14 @@ def worker_app() -> Starlette:
 
     config = json.loads(os.environ[WORKER_ENV])
     source = _playbook_source(config.get("playbooks"))
+    storage = open_storage(config["db"])
     app = create_app(
-        open_storage(config["db"]),
+        storage,
         retention_days=config["retention_days"],
         owns_storage=True,
         workers=config["workers"],
         playbooks=source,
+        ip_intel=_ip_intel(config.get("geoip", ()), storage),
     )
     _reload_on_sighup(source)
     gc.freeze()
@@ -153,6 +174,18 @@ def _playbook_source(path: str | None) -> PlaybookSource | None:
         return PlaybookSource(path)
     except PlaybookError as exc:
         raise click.ClickException(f"playbooks not loaded: {exc}") from None
+
+
+def _ip_intel(paths: Iterable[str], storage: Storage | None = None) -> IpIntel:
+    """IP intelligence with the ``--geoip-db`` files; a file that cannot be used stops the
+    command with its path and the reason."""
+    try:
+        intel = IpIntel.open(paths)
+    except GeoIpError as exc:
+        raise click.ClickException(f"--geoip-db {exc}") from None
+    if storage is not None:
+        intel.reputation = Reputation(storage)
+    return intel
 
 
 def _reload_on_sighup(source: PlaybookSource | None) -> None:

@@ -38,6 +38,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from ..blocks import BlockService
+from ..intel import IpIntel
 from ..playbooks import PlaybookSource
 from ..storage import Storage
 from ._admin import agents_page, block_create, block_lift, blocks_page, login, login_page, logout
@@ -125,6 +126,7 @@ def create_explorer(
     workers: int = 1,
     blocks: BlockService | None = None,
     playbooks: PlaybookSource | None = None,
+    ip_intel: IpIntel | None = None,
 ) -> ASGIApp:
     """The explorer as an ASGI app to mount at ``path`` (for its cookie's path).
 
@@ -134,7 +136,8 @@ def create_explorer(
     allows its share of the limit and an attacker gets no more tries from ``--workers``.
     ``blocks``: the block service of the collector (by default, one over ``storage``).
     ``playbooks``: the collector's playbook file (by default, none: the playbooks page says
-    how to load one).
+    how to load one). ``ip_intel``: the collector's IP intelligence (its data sources are
+    listed on the agents page).
     """
     secret = session_secret(storage)
     passwords = PasswordCache(storage, secret)
@@ -151,6 +154,7 @@ def create_explorer(
     app.state.storage = storage
     app.state.blocks = blocks or BlockService(storage)
     app.state.playbooks = playbooks or PlaybookSource()
+    app.state.ip_intel = ip_intel
     app.state.passwords = passwords
     app.state.throttle = LoginThrottle.shared_by(workers)
     app.state.stale_after = stale_after

@@ -304,5 +304,6 @@ async def agents_page(request: Request) -> Response:
         "stale_after": stale_after,
         "live": sum(not r.stale for r in rows),
         "dropping": sum(r.dropped_total > 0 for r in rows),
+        "intel": intel.sources() if (intel := request.app.state.ip_intel) else None,
     }
     return render(request, "agents.html", context)

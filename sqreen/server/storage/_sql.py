@@ -15,6 +15,7 @@ from itertools import repeat
 from typing import Any, Final, Protocol
 
 from ..._wire import WireEvent
+from ._intel import IntelQueries
 from ._parts import placeholders
 from ._playbooks import PlaybookQueries
 from ._queries import EventQueries, id_list
@@ -77,10 +78,11 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
-class SqlStorage(EventQueries, PlaybookQueries, UserQueries):
+class SqlStorage(EventQueries, PlaybookQueries, UserQueries, IntelQueries):
     """The :class:`~.base.Storage` implementation, less connections and migrations (event
     queries in :class:`~._queries.EventQueries`, playbooks' in
-    :class:`~._playbooks.PlaybookQueries`, users' traits in :class:`~._users.UserQueries`)."""
+    :class:`~._playbooks.PlaybookQueries`, users' traits in :class:`~._users.UserQueries`,
+    IP intelligence's in :class:`~._intel.IntelQueries`)."""
 
     #: Ordered schema migrations: each a list of statements; index + 1 is its version.
     MIGRATIONS: Sequence[Sequence[str]] = ()

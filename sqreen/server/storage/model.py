@@ -111,8 +111,9 @@ class StoredEvent:
     enrichment: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The event as a JSON-ready dict: the wire event plus what the collector added
-        (``enrichment`` only when an enricher added something)."""
+        """The event as a JSON-ready dict: the wire event plus what the collector added:
+        ``ip_info`` (IP intelligence, when the event had an address) and ``enrichment``
+        (what other enrichers added), each only when there is something."""
         out = {
             "seq": self.seq,
             "id": self.id,
@@ -127,7 +128,12 @@ class StoredEvent:
             "request": self.request,
         }
         if self.enrichment:
-            out["enrichment"] = self.enrichment
+            ip_info = self.enrichment.get("ip_info")
+            if ip_info is not None:
+                out["ip_info"] = ip_info
+            rest = {k: v for k, v in self.enrichment.items() if k != "ip_info"}
+            if rest:
+                out["enrichment"] = rest
         return out
 
 
