@@ -37,7 +37,7 @@ from .auth import CACHE_TTL, KeyChecker
 from .blocks import BlockService, InvalidBlock, block_from_json, parse_block_id
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .ingest import MAX_BODY_BYTES, heartbeat, parse_json, read_body
-from .intel import IpIntel, Reputation
+from .intel import DEFAULT_MAX_SPEED, ImpossibleTravel, IpIntel, Reputation
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
 from .storage import ApiKey, Storage
@@ -237,6 +237,7 @@ def create_app(
     workers: int = 1,
     enrichers: Sequence[Enricher] | None = None,
     ip_intel: IpIntel | None = None,
+    travel_speed: float | None = DEFAULT_MAX_SPEED,
     hooks: Sequence[AfterStoreHook] = (),
     playbooks: PlaybookSource | None = None,
     notifier: Notifier | None = None,
@@ -245,15 +246,18 @@ def create_app(
     with ``retention_days``, events older than that are purged every ``purge_every`` seconds.
     The caller closes ``storage``, unless ``owns_storage``: then the app's shutdown does.
     ``workers``: how many processes serve the port (see :func:`_rebalance`). ``enrichers``
-    and ``hooks`` plug into the ingest pipeline (:mod:`.pipeline`); by default the one
-    enricher is IP intelligence (``ip_intel``, else one with no ``.mmdb`` file), and a list
-    given replaces it (include it to keep it). ``playbooks`` adds the playbooks' hook
+    and ``hooks`` plug into the ingest pipeline (:mod:`.pipeline`); by default the enrichers
+    are IP intelligence (``ip_intel``, else one with no ``.mmdb`` file) and impossible travel
+    above ``travel_speed`` km/h (None: off), and a list given replaces them (include them to
+    keep them). ``playbooks`` adds the playbooks' hook
     (webhooks posted by ``notifier``, or one made for them)."""
     blocks = BlockService(storage)
     if enrichers is None:
         if ip_intel is None:
             ip_intel = IpIntel(reputation=Reputation(storage))
         enrichers = [ip_intel]
+        if travel_speed is not None:
+            enrichers.append(ImpossibleTravel(storage, max_speed=travel_speed))
     else:
         ip_intel = next((e for e in enrichers if isinstance(e, IpIntel)), None)
     source = playbooks or PlaybookSource()

@@ -25,7 +25,7 @@ from ._cli_events import events, import_
 from ._cli_playbooks import alerts, playbooks
 from .auth import hash_token, new_token
 from .explorer._cli import admin_password, explorer_startup
-from .intel import GeoIpError, IpIntel, Reputation
+from .intel import DEFAULT_MAX_SPEED, GeoIpError, IpIntel, Reputation
 from .playbooks import PlaybookError, PlaybookSource
 from .storage import KEY_SCOPES, KeyScope, Storage
 
@@ -73,6 +73,15 @@ def main() -> None:
     "coordinates and ASN for each event's address. Repeat for several; for each field, the "
     "first file that has it wins.",
 )
+@click.option(
+    "--travel-speed",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_MAX_SPEED,
+    show_default=True,
+    help="Impossible travel: two successful logins of a user whose places (from --geoip-db) "
+    "are further apart than this speed in km/h allows add a security.impossible_travel event. "
+    "0 turns it off.",
+)
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @click.option(
     "--log-level",
@@ -88,6 +97,7 @@ def serve(
     workers: int,
     playbooks_file: str | None,
     geoip_dbs: tuple[str, ...],
+    travel_speed: float,
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -124,6 +134,7 @@ def serve(
                 retention_days=retention_days or None,
                 playbooks=source,
                 ip_intel=_ip_intel(geoip_dbs, storage),
+                travel_speed=travel_speed or None,
             )
             _reload_on_sighup(source)
             gc.freeze()  # what startup built lives on: keep the collector's scans off it (-3% CPU)
@@ -137,6 +148,7 @@ def serve(
             "workers": workers,
             "playbooks": playbooks_file,
             "geoip": list(geoip_dbs),
+            "travel_speed": travel_speed or None,
         }
     )
     uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
@@ -161,6 +173,7 @@ def worker_app() -> Starlette:
         workers=config["workers"],
         playbooks=source,
         ip_intel=_ip_intel(config.get("geoip", ()), storage),
+        travel_speed=config.get("travel_speed"),
     )
     _reload_on_sighup(source)
     gc.freeze()

@@ -7,7 +7,9 @@ it on a worker thread, one body at a time per process (see ``app._one_at_a_time`
    own rules; a mixed batch keeps its valid events and lists the others by index.
 2. **enrich**: each :class:`Enricher` in turn may add fields to each valid event
    (:attr:`Batch.enrichment`); they are stored with it. Local data only, never a network
-   call: enrichers delay the reply and the next body of this process.
+   call: enrichers delay the reply and the next body of this process. An enricher may also
+   add an event it derived from the batch (:meth:`Batch.add_derived`: impossible travel),
+   stored and announced with the others but not counted in the SDK's reply.
 3. **store**: one transaction, committed before anything else happens
    (:meth:`~.storage.EventStore.insert_events`), which says which events were new.
    ``sq.identify`` records (``identify(user, traits=...)``) are **not stored as events**:
@@ -59,10 +61,20 @@ class Batch:
     identities: list[WireEvent] = field(default_factory=list)
     #: The action set version the sending SDK holds (its reply says "unchanged" if current).
     known: int | None = None
+    #: How many events at the end of ``events`` an enricher derived (:meth:`add_derived`):
+    #: stored and announced like the others, but not counted in the SDK's reply.
+    derived: int = 0
 
     def __iter__(self) -> Iterator[tuple[WireEvent, dict[str, Any]]]:
         """Each event with its enrichment dict."""
         return zip(self.events, self.enrichment, strict=True)
+
+    def add_derived(self, event: WireEvent, fields: dict[str, Any]) -> None:
+        """Append an event the collector made from the batch (``security.impossible_travel``),
+        with its enrichment: enrichers after this one see it too."""
+        self.events.append(event)
+        self.enrichment.append(fields)
+        self.derived += 1
 
 
 class Enricher(Protocol):
@@ -107,9 +119,11 @@ class IngestPipeline:
         self.enrich(batch)
         result = self.store(batch)
         self.after_store(batch, result)
+        sent = result.seqs[: len(result.seqs) - batch.derived]
+        duplicates = sent.count(None)
         return {
-            "accepted": result.stored + len(batch.identities),
-            "duplicates": result.duplicates,
+            "accepted": len(sent) - duplicates + len(batch.identities),
+            "duplicates": duplicates,
             "rejected": batch.rejected,
             "actions": self.actions(batch.known),
         }

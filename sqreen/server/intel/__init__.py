@@ -4,7 +4,8 @@ every event's address, from local data only (never a network call).
 :class:`IpIntel` is the ingest pipeline's enricher (``create_app`` adds it by default;
 ``sqreen serve --geoip-db PATH`` gives it ``.mmdb`` files); it stores ``ip_info`` in each
 event's enrichment, which every read of the event shows as its ``ip_info``. The score is in
-:mod:`._score`, the sources in :mod:`._sources` and :mod:`._geoip`.
+:mod:`._score`, the sources in :mod:`._sources` and :mod:`._geoip`; impossible travel (an
+enricher after it, which adds ``security.impossible_travel`` events) in :mod:`._travel`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from ._enricher import IP_INFO_KEYS, IpIntel
 from ._geoip import GeoIpDatabase, GeoIpError, open_geoip, read_record
 from ._score import KIND_POINTS, REASONS, Reputation, ReputationSource, threat_score
 from ._sources import Countries, NetworkKinds
+from ._travel import DEFAULT_MAX_SPEED, IMPOSSIBLE_TRAVEL, ImpossibleTravel, Place, travel_speed
 
 __all__ = [
+    "DEFAULT_MAX_SPEED",
+    "IMPOSSIBLE_TRAVEL",
     "IP_INFO_KEYS",
     "KIND_POINTS",
     "REASONS",
@@ -23,8 +27,10 @@ __all__ = [
     "Countries",
     "GeoIpDatabase",
     "GeoIpError",
+    "ImpossibleTravel",
     "IpIntel",
     "NetworkKinds",
+    "Place",
     "Reputation",
     "ReputationSource",
     "SpecialKind",
@@ -33,4 +39,5 @@ __all__ = [
     "read_record",
     "special_kind",
     "threat_score",
+    "travel_speed",
 ]
