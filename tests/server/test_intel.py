@@ -22,7 +22,7 @@ from sqreen.server.cli import main
 from sqreen.server.explorer import set_admin_password
 from sqreen.server.intel import GeoIpError, IpIntel, Reputation, open_geoip
 from sqreen.server.pipeline import IngestPipeline
-from sqreen.server.storage import Storage, open_storage
+from sqreen.server.storage import NO_FILTER, EventFilter, Storage, open_storage
 from tests.explorer.conftest import login
 from tests.mmdb import write_mmdb
 
@@ -288,3 +288,30 @@ def test_the_explorer_api_and_detail_show_ip_info(tmp_path: Path) -> None:
             assert "&#34;kind&#34;: &#34;tor&#34;" in detail or '"kind": "tor"' in detail
     finally:
         storage.close()
+
+
+def test_the_storage_filters_and_counts_on_country_kind_and_asn(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """On both back ends: ``EventFilter(country=, kind=, asn=)`` and ``count_by("ip.country")``
+    read what was stored with each event; events without an address have none."""
+    intel = IpIntel.open([str(asn_db(tmp_path / "asn.mmdb"))])
+    pipeline = IngestPipeline(storage, enrichers=[intel])
+    ips = ["185.220.101.1"] * 3 + ["8.8.8.8"] * 2 + ["81.2.69.160", "10.0.0.1"]
+    events = [wire_event(request={**wire_event()["request"], "ip": ip}) for ip in ips]
+    events.append(wire_event(request=None))
+    pipeline(json.dumps(envelope(events)).encode())
+
+    def ips_of(**f: str) -> list[str | None]:
+        return sorted(e.ip or "" for e in storage.query_events(EventFilter(**f), limit=100))
+
+    assert ips_of(country="DE") == ["185.220.101.1"] * 3
+    assert ips_of(kind="hosting") == ["8.8.8.8"] * 2
+    assert ips_of(kind="private") == ["10.0.0.1"]
+    assert ips_of(asn="20712") == ["81.2.69.160"]
+    assert ips_of(country="US", kind="tor") == []
+    by_country = dict(storage.count_by("ip.country", NO_FILTER, 10))
+    assert by_country == {"DE": 3, "US": 2, None: 2, "GB": 1}
+    by_kind = dict(storage.count_by("ip.kind", NO_FILTER, 10, newest=100))
+    assert by_kind == {"tor": 3, "hosting": 2, "private": 1, None: 2}
+    assert storage.count_events(EventFilter(country="DE", name="auth.login.failure")) == 3

@@ -129,7 +129,19 @@ def display(base: str, event: StoredEvent) -> dict[str, Any]:
         "time": when(event.timestamp),
         "user": pairs(event.user, 40),
         "summary": summary(event.properties),
+        "network": network(event),
     }
+
+
+def network(event: StoredEvent) -> str:
+    """The row's network cell as text: country, network kind, threat score (if above 0)."""
+    info = event.enrichment.get("ip_info") if event.enrichment else None
+    if not isinstance(info, dict):
+        return ""
+    parts = [str(info[k]) for k in ("country", "kind") if info.get(k)]
+    if info.get("score"):
+        parts.append(str(info["score"]))
+    return " ".join(parts)
 
 
 async def event_api(request: Request) -> JSONResponse:

@@ -136,11 +136,12 @@ class ImpossibleTravel:
     def _stored(
         self, key: tuple[tuple[str, str], ...], at: datetime, event_id: str
     ) -> Place | None:
-        rows = self.store.query_events(EventFilter(name=LOGIN, users=key, until=at), limit=1)
-        if not rows or rows[0].id == event_id:
+        found = self.store.query_events(EventFilter(name=LOGIN, users=key, until=at), limit=1)
+        previous = next(iter(found), None)
+        if previous is None or previous.id == event_id:
             return None
-        row = rows[0]
-        return place(row.timestamp, row.ip, row.enrichment.get("ip_info"), row.id)
+        info = previous.enrichment.get("ip_info")
+        return place(previous.timestamp, previous.ip, info, previous.id)
 
     def _alert(
         self,

@@ -33,7 +33,15 @@ __all__ = ["MAX_IDS", "EventQueries", "id_list"]
 
 SELECT_EVENT: Final = "e.seq, " + ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
 #: The plain columns :meth:`EventQueries.count_by` may group on (user input never names one).
-GROUP_COLUMNS: Final = {"name": "e.name", "ip": "e.ip", "app": "e.app", "host": "e.host"}
+GROUP_COLUMNS: Final = {
+    "name": "e.name",
+    "ip": "e.ip",
+    "app": "e.app",
+    "host": "e.host",
+    "ip.country": "e.ip_country",
+    "ip.kind": "e.ip_kind",
+    "ip.asn": "e.ip_asn",
+}
 #: The key/value side tables, by the prefix of a field name.
 SIDE_TABLES: Final = {"user": "event_users", "properties": "event_props"}
 _EVENT_COLUMN: Final = re.compile(r"\be\.(\w+)")
@@ -78,7 +86,14 @@ class EventQueries:
         written so that no database uses the time index for them (``+e.ts``)."""
         conds: list[str] = []
         params: list[Any] = []
-        for column, value in (("e.name", f.name), ("e.ip", f.ip), ("e.app", f.app)):
+        for column, value in (
+            ("e.name", f.name),
+            ("e.ip", f.ip),
+            ("e.app", f.app),
+            ("e.ip_country", f.country),
+            ("e.ip_kind", f.kind),
+            ("e.ip_asn", f.asn),
+        ):
             if value is not None:
                 conds.append(f"{column} = ?")
                 params.append(clean(value))
@@ -280,8 +295,8 @@ class EventQueries:
             conds, params = ["g.key = ?", *conds], [clean(key), *params]
         else:
             raise ValueError(
-                f"cannot count by {field!r}: use name, ip, app, host, user.<key> "
-                "or properties.<key>"
+                f"cannot count by {field!r}: use name, ip, app, host, ip.country, ip.kind, "
+                "ip.asn, user.<key> or properties.<key>"
             )
         if newest is not None and field in GROUP_COLUMNS:
             # Count over the newest matching events only, walked as a page is: bounded.

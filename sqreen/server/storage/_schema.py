@@ -164,6 +164,21 @@ _MIGRATIONS: Final = (
             last_seen {int} NOT NULL
         )""",
     ),
+    # 7 to 10: reserved for migrations of other branches (empty here; at the merge, theirs
+    # take these places, and this file's 11 stays 11).
+    (),
+    (),
+    (),
+    (),
+    # 11: IP intelligence's fields the explorer filters and groups on, copied out of
+    # enrichment_json at insert (NULL for events stored before, or without an address). No
+    # index: a filter on them walks the newest events by seq, as a name filter does, and an
+    # index each would cost every insert for filters an admin runs now and then.
+    (
+        "ALTER TABLE events ADD COLUMN ip_country TEXT",
+        "ALTER TABLE events ADD COLUMN ip_kind TEXT",
+        "ALTER TABLE events ADD COLUMN ip_asn TEXT",
+    ),
 )
 
 

@@ -87,6 +87,11 @@ class EventFilter:
     app: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    #: IP intelligence's fields as stored with the event (``ip_info``): country code,
+    #: network kind (``tor``, ``hosting``, ``private``...), ASN in decimal.
+    country: str | None = None
+    kind: str | None = None
+    asn: str | None = None
 
 
 #: The filter that selects every event.

@@ -36,6 +36,7 @@
     cell(tr, event.name);
     cell(tr, event.display.user);
     cell(tr, event.ip || "");
+    cell(tr, event.display.network || "", "network");
     cell(tr, event.display.summary, "props");
     return tr;
   }
