@@ -4,7 +4,9 @@
 it on a worker thread, one body at a time per process (see ``app._one_at_a_time``):
 
 1. **parse**: the envelope, then each event with :func:`sqreen._wire.parse_event`, the SDK's
-   own rules; a mixed batch keeps its valid events and lists the others by index.
+   own rules; a mixed batch keeps its valid events and lists the others by index. A name in
+   :data:`sqreen.events.ALIASES` (``AUTH_LOGIN_SUCCESS``, ``login.success``...) is stored as
+   its standard name.
 2. **enrich**: each :class:`Enricher` in turn may add fields to each valid event
    (:attr:`Batch.enrichment`); they are stored with it. Local data only, never a network
    call: enrichers delay the reply and the next body of this process. An enricher may also
@@ -35,6 +37,7 @@ from typing import Any, Protocol
 
 from .._event import InvalidEvent
 from .._wire import IDENTIFY, WireEvent, parse_envelope, parse_event
+from ..events import ALIASES
 from .errors import ApiError
 from .ingest import known_version, parse_json, text
 from .storage import InsertResult, Storage, StoredEvent, new_events
@@ -147,6 +150,8 @@ class IngestPipeline:
                 logger.exception("sqreen: unexpected error validating event %d", index)
                 batch.rejected.append({"index": index, "error": "event: could not be validated"})
             else:
+                if event["name"] in ALIASES:  # LiteSOC's other spellings: one name stored
+                    event["name"] = ALIASES[event["name"]]
                 (batch.identities if event["name"] == IDENTIFY else batch.events).append(event)
         return batch
 

@@ -114,6 +114,15 @@ def test_country_kind_and_score_on_rows_detail_filters_and_groups(
     kinds = {r.locator("td").first.inner_text() for r in page.locator(".groups tbody tr").all()}
     assert {"tor", "hosting"} <= kinds
 
+    # Severity, from each name: on every row, and a filter.
+    page.goto(collector + "/explorer/events")
+    levels = [t.strip() for t in page.locator("#events tbody td.severity").all_inner_texts()]
+    assert sorted(levels) == ["info"] + ["warning"] * 5
+    page.select_option("select[name=severity]", "info")
+    page.click("button:has-text('Apply')")
+    page.wait_for_url(re.compile(r".*severity=info"))
+    assert network_cells(page) == ["GB"]
+
     # The detail: city, coordinates and accuracy from the .mmdb.
     page.goto(collector + "/explorer/events?country=GB")
     page.locator("#events tbody td.time a").first.click()
@@ -121,6 +130,7 @@ def test_country_kind_and_score_on_rows_detail_filters_and_groups(
     detail = page.locator("#ip-info").inner_text()
     assert "GB" in detail and "London" in detail and "51.5142" in detail and "10 km" in detail
     assert "threat score 0" in detail
+    assert page.locator("#severity").inner_text() == "info"
     shot(page, "event-network")
     page.goto(collector + "/explorer/events?kind=tor")
     page.locator("#events tbody td.time a").first.click()

@@ -315,3 +315,30 @@ def test_the_storage_filters_and_counts_on_country_kind_and_asn(
     by_kind = dict(storage.count_by("ip.kind", NO_FILTER, 10, newest=100))
     assert by_kind == {"tor": 3, "hosting": 2, "private": 1, None: 2}
     assert storage.count_events(EventFilter(country="DE", name="auth.login.failure")) == 3
+
+
+def test_litesoc_spellings_are_stored_under_the_standard_name_and_filter_by_severity(
+    storage: Storage,
+) -> None:
+    """On both back ends: ``AUTH_LOGIN_FAILURE`` and ``login.failure`` are stored as
+    ``auth.login.failure``; ``EventFilter(severity=)`` selects by the name's severity."""
+    sent = ["AUTH_LOGIN_FAILURE", "login.failure", "security.suspicious.activity"]
+    sent += ["order.created", "auth.login.success"]
+    events = [wire_event(name=name) for name in sent]
+    IngestPipeline(storage)(json.dumps(envelope(events)).encode())
+    stored = {e.id: e.name for e in storage.query_events(limit=10)}
+    assert [stored[e["id"]] for e in events] == [
+        "auth.login.failure",
+        "auth.login.failure",
+        "security.suspicious.activity",
+        "order.created",
+        "auth.login.success",
+    ]
+
+    def names(level: str) -> list[str]:
+        return sorted(e.name for e in storage.query_events(EventFilter(severity=level)))
+
+    assert names("critical") == ["security.suspicious.activity"]
+    assert names("warning") == ["auth.login.failure"] * 2
+    assert names("info") == ["auth.login.success", "order.created"]
+    assert storage.count_events(EventFilter(severity="warning")) == 2

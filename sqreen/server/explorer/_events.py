@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from ...events import severity
 from ..storage import Storage, StoredEvent
 from ._chart import Chart, bucketing, draw
 from ._query import Query, QueryError, parse_query
@@ -130,6 +131,7 @@ def display(base: str, event: StoredEvent) -> dict[str, Any]:
         "user": pairs(event.user, 40),
         "summary": summary(event.properties),
         "network": network(event),
+        "severity": severity(event.name),
     }
 
 

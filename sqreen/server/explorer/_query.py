@@ -22,6 +22,7 @@ from typing import Final
 from urllib.parse import urlencode
 
 from ..._event import LIMITS, NAME_RE
+from ...events import SEVERITIES
 from .. import blocks
 from ..blocks import InvalidBlock
 from ..storage import EventFilter
@@ -30,7 +31,7 @@ __all__ = ["GROUPS", "Query", "QueryError", "parse_query"]
 
 #: Parameters of a view, in the order links spell them.
 FILTER_PARAMS: Final = (
-    "name", "user", "ip", "prop", "app", "country", "kind", "asn", "since", "until",
+    "name", "severity", "user", "ip", "prop", "app", "country", "kind", "asn", "since", "until",
 )  # fmt: skip
 VIEW_PARAMS: Final = (*FILTER_PARAMS, "group", "before")
 MAX_PAIRS: Final = 4
@@ -184,6 +185,11 @@ def parse_query(
                 fields["ip"] = value = _ip(_text(name, value, 64))
             elif name == "app":
                 fields["app"] = _text(name, value)
+            elif name == "severity":
+                value = value.lower()
+                if value not in SEVERITIES:
+                    raise QueryError(name, f"must be one of {', '.join(SEVERITIES)}")
+                fields[name] = value
             elif name == "country":
                 value = value.upper()
                 if not _COUNTRY.fullmatch(value):
@@ -237,6 +243,7 @@ def parse_query(
         properties=tuple(props),
         ip=_opt(fields, "ip"),
         app=_opt(fields, "app"),
+        severity=_opt(fields, "severity"),
         country=_opt(fields, "country"),
         kind=_opt(fields, "kind"),
         asn=_opt(fields, "asn"),

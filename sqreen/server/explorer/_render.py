@@ -16,6 +16,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from ...events import severity
 from ._forms import csrf_token
 
 __all__ = ["ago", "pairs", "render", "short", "when"]
@@ -129,6 +130,7 @@ _env.filters.update(
     actor=actor,
     playbook_of=playbook_of,
     span=span,
+    severity=severity,
 )
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
+from ...events import STANDARD_EVENTS
 from ._rows import EVENT_COLUMNS, clean, event_from_row, index_value
 from .model import NO_FILTER, EventFilter, StoredEvent, from_us, to_us
 
@@ -49,6 +50,14 @@ _EVENT_COLUMN: Final = re.compile(r"\be\.(\w+)")
 MAX_IDS: Final = 1000
 
 R = TypeVar("R")
+
+
+def severity_names(level: str) -> list[str]:
+    """The standard names of severity ``level``; for ``info``, those of every other level
+    (an info event is one whose name is none of them)."""
+    if level == "info":
+        return sorted(n for n, e in STANDARD_EVENTS.items() if e.severity != "info")
+    return sorted(n for n, e in STANDARD_EVENTS.items() if e.severity == level)
 
 
 class EventQueries:
@@ -97,6 +106,12 @@ class EventQueries:
             if value is not None:
                 conds.append(f"{column} = ?")
                 params.append(clean(value))
+        if f.severity is not None:
+            # Names of other severities are few and fixed; names of the app's own are info.
+            names = severity_names(f.severity)
+            marks = ", ".join("?" * len(names))
+            conds.append(f"e.name {'NOT IN' if f.severity == 'info' else 'IN'} ({marks})")
+            params += names
         ts = "e.ts" if time_index else "+e.ts"
         if f.since is not None:
             conds.append(f"{ts} >= ?")

@@ -92,6 +92,9 @@ class EventFilter:
     country: str | None = None
     kind: str | None = None
     asn: str | None = None
+    #: ``info``, ``warning`` or ``critical``: the severity of the event's name
+    #: (:func:`sqreen.events.severity`; names that are not standard are ``info``).
+    severity: str | None = None
 
 
 #: The filter that selects every event.

@@ -38,6 +38,7 @@
     cell(tr, event.ip || "");
     cell(tr, event.display.network || "", "network");
     cell(tr, event.display.summary, "props");
+    cell(tr, event.display.severity || "", "severity");
     return tr;
   }
 
