@@ -17,7 +17,7 @@ from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
 from sqreen.server.intel import IMPOSSIBLE_TRAVEL, ImpossibleTravel, IpIntel
 from sqreen.server.pipeline import IngestPipeline
-from sqreen.server.playbooks import PlaybookSource
+from sqreen.server.playbooks import PlaybookError, PlaybookSource, parse_playbooks
 from sqreen.server.storage import EventFilter, Storage
 from tests.mmdb import write_mmdb
 
@@ -181,3 +181,43 @@ def test_travel_speed_none_turns_it_off(storage: Storage, city_mmdb: str) -> Non
     assert travels(storage) == []
     with pytest.raises(ValueError, match="above 0"):
         ImpossibleTravel(storage, max_speed=0)
+
+
+def test_playbooks_match_ip_country_kind_and_score_and_group_by_country(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """``where`` on what IP intelligence stored: a Tor exit is blocked at its first failure,
+    Google's cloud only alerted (score 25, under 50); failures counted per country."""
+    rules = tmp_path / "playbooks.toml"
+    rules.write_text(
+        '[[playbook]]\nid = "anonymous-failure"\nevents = ["auth.login.failure"]\n'
+        'where = { "ip.kind" = ["tor", "vpn"], "ip.score" = { at_least = 50 } }\n'
+        'group_by = "ip"\nthreshold = 1\nwindow = "1h"\naction = "block_ip"\nduration = "1h"\n'
+        "\n"
+        '[[playbook]]\nid = "us-failures"\nevents = ["auth.login.failure"]\n'
+        'where = { "ip.country" = "US" }\n'
+        'group_by = "ip.country"\nthreshold = 2\nwindow = "1h"\naction = "alert"\n'
+    )
+    token = new_token()
+    storage.create_key("sdk", hash_token(token))
+    app = create_app(storage, playbooks=PlaybookSource(rules))
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    sent = [
+        login("185.220.101.1", now, name="auth.login.failure"),
+        login("8.8.8.8", now, name="auth.login.failure"),
+        login("8.8.4.4", now, name="auth.login.failure"),
+    ]
+    with TestClient(app) as client:
+        reply = client.post(
+            "/v1/events", json=envelope(sent), headers={"Authorization": f"Bearer {token}"}
+        ).json()
+    (block,) = reply["actions"]["items"]
+    assert block["ip"] == "185.220.101.1/32"
+    alerts = {a.playbook: a for a in storage.list_alerts()}
+    assert set(alerts) == {"anonymous-failure", "us-failures"}
+    assert (alerts["us-failures"].group_key, alerts["us-failures"].total) == ("US", 2)
+    with pytest.raises(PlaybookError, match="at_least"):
+        parse_playbooks(
+            '[[playbook]]\nid = "x"\nevents = ["a"]\nwhere = { "ip.score" = { above = 5 } }\n'
+            'group_by = "ip"\nthreshold = 1\nwindow = "1h"\naction = "alert"\n'
+        )
