@@ -113,7 +113,10 @@ def test_special_addresses_are_labelled_and_looked_up_nowhere(
 def test_an_address_no_data_covers_has_unknown_enrichment() -> None:
     """2d00::/8 is inside the global unicast block but allocated to no registry yet."""
     assert IpIntel().info("2d00::1") == {"score": 0, "reasons": []}
-    for not_an_address in ("", "1", "0x7f.1", " 8.8.8.8", "8.8.8.8\x00", "example.com", None, 7):
+    for not_an_address in (
+        *("", "1", "0x7f.1", " 8.8.8.8", "8.8.8.8\x00", "example.com", None, 7),
+        *("010.1.1.1", "1.1.1.01", "1.1.1", "1.1.1.1.1", "256.1.1.1", "::ffff:1.1.1.01"),
+    ):
         assert IpIntel().info(not_an_address) is None
 
 

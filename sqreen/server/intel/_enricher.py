@@ -45,6 +45,7 @@ IP_INFO_KEYS: Final = (
     "reasons",
 )
 CACHE_SIZE: Final = 65_536
+_MISSING: Final[Any] = object()
 #: What a file gives, taken together from the first file that has the group's first field
 #: (a radius from one file never goes with coordinates from another).
 _GEO_GROUPS: Final = (
@@ -104,9 +105,8 @@ class IpIntel:
         """``ip_info`` for the text ``ip``, or None when it is no address."""
         if not isinstance(ip, str):
             return None
-        if ip in self._cache:
-            found = self._cache[ip]
-        else:
+        found = self._cache.get(ip, _MISSING)
+        if found is _MISSING:
             found = self._lookup(ip)
             if len(self._cache) >= self.cache_size:
                 self._cache.clear()
@@ -114,11 +114,14 @@ class IpIntel:
         if found is None:
             return None
         address, known = found
-        blocked = alerted = False
-        if self.reputation is not None:
-            blocked, alerted = self.reputation.check(address)
-        score, reasons = threat_score(known.get("kind"), blocked, alerted)
-        return {**known, "score": score, "reasons": reasons}
+        # The kind's score is in the cache; the collector's memory adds to it (rarely).
+        reputation = self.reputation
+        if reputation is not None and reputation.holds_any:
+            blocked, alerted = reputation.check(address)
+            if blocked or alerted:
+                score, reasons = threat_score(known.get("kind"), blocked, alerted)
+                return {**known, "score": score, "reasons": reasons}
+        return {**known, "reasons": known["reasons"].copy()}  # a list each event owns
 
     def _lookup(self, ip: str) -> tuple[Address, dict[str, Any]] | None:
         address = parse_address(ip)
@@ -126,14 +129,18 @@ class IpIntel:
             return None
         special = special_kind(address)
         if special is not None:
-            return address, {"kind": special}
+            return address, {"kind": special, "score": 0, "reasons": []}
         out: dict[str, Any] = {}
         as_org = None
         for db in self.geoip:
             got = db.lookup(address.text, address.version)
+            if not got:
+                continue
             for group in _GEO_GROUPS:
                 if group[0] in got and group[0] not in out:
-                    out.update((key, got[key]) for key in group if key in got)
+                    for key in group:
+                        if key in got:
+                            out[key] = got[key]
             as_org = as_org or got.get("as_org")
         if "country" not in out:
             country = self.countries(address)
@@ -144,7 +151,8 @@ class IpIntel:
             out["kind"], out["provider"] = kind
         elif as_org:
             out["provider"] = as_org
-        return address, {k: out[k] for k in IP_INFO_KEYS if k in out}
+        out["score"], out["reasons"] = threat_score(kind[0] if kind else None, False, False)
+        return address, out
 
     def sources(self) -> dict[str, Any]:
         """The data in use and its versions (``/healthz``, the explorer's agents page)."""

@@ -110,6 +110,11 @@ class Reputation:
         self._networks = _networks(blocks)
         self._alerted = frozenset(_addresses(alerts))
 
+    @property
+    def holds_any(self) -> bool:
+        """Whether any recent block or alert is known (most of the time, none is)."""
+        return bool(self._networks or self._alerted)
+
     def check(self, address: Address) -> tuple[bool, bool]:
         """(blocked recently, alerted recently) for ``address``."""
         blocked = False
