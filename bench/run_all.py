@@ -23,6 +23,7 @@ RUNS: list[tuple[str, list[str]]] = [
                          "--mix", "typical", "--only", "sqlite"]),
     ("bench_time_to_block.py", ["--attackers", "10", "--by-hand", "5"]),
     ("bench_explorer.py", ["--events", "200000"]),
+    ("bench_enrich.py", ["--events", "20000", "--repeat", "3"]),
 ]  # fmt: skip
 
 

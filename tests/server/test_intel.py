@@ -288,6 +288,8 @@ def test_the_explorer_api_and_detail_show_ip_info(tmp_path: Path) -> None:
             assert row["ip_info"]["kind"] == "tor"
             assert row["ip_info"]["country"] == "DE"
             detail = client.get(f"/explorer/events/{event['id']}").text
+            agents = client.get("/explorer/agents").text
+            assert "IP intelligence data" in agents and "iptocc" in agents
             assert "&#34;kind&#34;: &#34;tor&#34;" in detail or '"kind": "tor"' in detail
     finally:
         storage.close()
@@ -345,3 +347,17 @@ def test_litesoc_spellings_are_stored_under_the_standard_name_and_filter_by_seve
     assert names("warning") == ["auth.login.failure"] * 2
     assert names("info") == ["auth.login.success", "order.created"]
     assert storage.count_events(EventFilter(severity="warning")) == 2
+
+
+def test_sqreen_import_stores_ip_info_and_standard_names(tmp_path: Path) -> None:
+    db = str(tmp_path / "import.db")
+    lines = tmp_path / "events.jsonl"
+    event = wire_event(name="AUTH_LOGIN_FAILURE")
+    event["request"] = {**event["request"], "ip": "185.220.101.1"}
+    lines.write_text(json.dumps(event) + "\n")
+    result = CliRunner().invoke(main, ["import", str(lines), "--db", db])
+    assert result.exit_code == 0, result.output
+    out = CliRunner().invoke(main, ["events", "--json", "--db", db]).output
+    (stored,) = map(json.loads, out.splitlines())
+    assert stored["name"] == "auth.login.failure"
+    assert (stored["ip_info"]["country"], stored["ip_info"]["kind"]) == ("DE", "tor")
