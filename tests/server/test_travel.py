@@ -221,3 +221,25 @@ def test_playbooks_match_ip_country_kind_and_score_and_group_by_country(
             '[[playbook]]\nid = "x"\nevents = ["a"]\nwhere = { "ip.score" = { above = 5 } }\n'
             'group_by = "ip"\nthreshold = 1\nwindow = "1h"\naction = "alert"\n'
         )
+
+
+def test_without_coordinates_no_login_costs_a_query(storage: Storage) -> None:
+    """With no City ``.mmdb`` (the default), no login has a place: impossible travel never
+    reads the storage on the ingest path."""
+
+    class CountedReads:
+        queries = 0
+
+        def query_events(self, *args: Any, **kwargs: Any) -> Any:
+            self.queries += 1
+            return storage.query_events(*args, **kwargs)
+
+    reads = CountedReads()
+    pipeline = IngestPipeline(
+        storage,
+        enrichers=[IpIntel(), ImpossibleTravel(reads)],  # type: ignore[arg-type]
+    )
+    start = datetime.now(UTC) - timedelta(hours=1)
+    reply = pipeline(body(login(LONDON_IP, start), login(SYDNEY_IP, start + timedelta(minutes=5))))
+    assert reply["accepted"] == 2 and travels(storage) == []
+    assert reads.queries == 0

@@ -121,11 +121,14 @@ class ImpossibleTravel:
             key = tuple(sorted(user.items()))
             at = parse_timestamp(event["timestamp"])
             here = place(at, (event["request"] or {}).get("ip"), fields.get("ip_info"), event["id"])
+            if here is None:  # cannot alert (and without a City .mmdb, no login can): no query
+                last[key] = None
+                continue
             before = last[key] if key in last else self._stored(key, at, event["id"])
             if before is not None and before.at > at:  # the batch is not in time order
                 before = None
             last[key] = here
-            if here is None or before is None:
+            if before is None:
                 continue
             km, hours, speed = travel_speed(before, here)
             if speed > self.max_speed:
