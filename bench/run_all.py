@@ -25,6 +25,7 @@ RUNS: list[tuple[str, list[str]]] = [
     ("bench_actions.py", ["--repeat", "50", "--seconds", "3"]),
     ("bench_explorer.py", ["--events", "200000"]),
     ("bench_login_flood.py", []),
+    ("bench_enrich.py", ["--events", "20000", "--repeat", "3"]),
 ]  # fmt: skip
 
 

@@ -20,6 +20,7 @@ import click
 from .._text import visible
 from ._cli_common import db_option, json_line, opened, pairs, parse_when, when
 from .importer import import_lines, read_lines
+from .intel import IpIntel
 from .storage import MAX_IPS, EventFilter, Follower, StoredEvent
 
 __all__ = ["events", "import_"]
@@ -137,7 +138,11 @@ def import_(file: str, app: str | None, db: str) -> None:
             length=os.path.getsize(file), label="importing", file=sys.stderr
         ) as bar:
             report = import_lines(
-                storage, read_lines(lines), app=app, progress=lambda n: bar.update(n)
+                storage,
+                read_lines(lines),
+                app=app,
+                progress=lambda n: bar.update(n),
+                intel=IpIntel(),  # country and kind; no .mmdb here
             )
     click.echo(
         f"{report.lines} lines: {report.stored} events stored, {report.duplicates} already "

@@ -52,6 +52,7 @@ from .blocks import (
 )
 from .errors import EXCEPTION_HANDLERS, ApiError, QuietDisconnects
 from .ingest import MAX_BODY_BYTES, Held, heartbeat, parse_json, read_body
+from .intel import DEFAULT_MAX_SPEED, ImpossibleTravel, IpIntel, Reputation
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
 from .storage import AGENT_TTL, ApiKey, Storage
@@ -237,7 +238,12 @@ async def delete_block_endpoint(request: Request) -> JSONResponse:
 
 
 async def health_endpoint(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+    """``{"status": "ok"}``; with ``?verbose=1``, also the IP intelligence data in use and
+    its versions (file names and build dates, never paths)."""
+    intel: IpIntel | None = request.app.state.ip_intel
+    if intel is None or request.query_params.get("verbose") not in ("1", "true", "yes"):
+        return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "ok", "ip_intel": intel.sources()})
 
 
 API_ROUTES: Sequence[BaseRoute] = (
@@ -274,7 +280,9 @@ def create_app(
     explorer: bool = True,
     owns_storage: bool = False,
     workers: int = 1,
-    enrichers: Sequence[Enricher] = (),
+    enrichers: Sequence[Enricher] | None = None,
+    ip_intel: IpIntel | None = None,
+    travel_speed: float | None = DEFAULT_MAX_SPEED,
     hooks: Sequence[AfterStoreHook] = (),
     playbooks: PlaybookSource | None = None,
     notifier: Notifier | None = None,
@@ -286,11 +294,22 @@ def create_app(
     ``purge_every`` seconds (and SDK processes silent for :data:`~.storage.AGENT_TTL`, always).
     The caller closes ``storage``, unless ``owns_storage``: then the app's shutdown does.
     ``workers``: how many processes serve the port (see :func:`_rebalance`). ``enrichers``
-    and ``hooks`` plug into the ingest pipeline (:mod:`.pipeline`); ``playbooks`` adds the
-    playbooks' hook (webhooks posted by ``notifier``, or one made for them). At most
-    ``max_blocks`` blocks are in force at once (None: no limit), and an API key holds at
-    most ``max_polls_per_key`` action long-polls at once (see :mod:`.actions`)."""
+    and ``hooks`` plug into the ingest pipeline (:mod:`.pipeline`); by default the enrichers
+    are IP intelligence (``ip_intel``, else one with no ``.mmdb`` file) and impossible travel
+    above ``travel_speed`` km/h (None: off), and a list given replaces them (include them to
+    keep them). ``playbooks`` adds the playbooks' hook (webhooks posted by ``notifier``, or
+    one made for them). At most ``max_blocks`` blocks are in force at once (None: no limit),
+    and an API key holds at most ``max_polls_per_key`` action long-polls at once (see
+    :mod:`.actions`)."""
     blocks = BlockService(storage, max_blocks)
+    if enrichers is None:
+        if ip_intel is None:
+            ip_intel = IpIntel(reputation=Reputation(storage))
+        enrichers = [ip_intel]
+        if travel_speed is not None:
+            enrichers.append(ImpossibleTravel(storage, max_speed=travel_speed))
+    else:
+        ip_intel = next((e for e in enrichers if isinstance(e, IpIntel)), None)
     source = playbooks or PlaybookSource()
     feed = ActionFeed(storage, source.watched, max_polls_per_key=max_polls_per_key)
     jobs: list[tuple[float, Callable[[], int], str]] = [
@@ -321,7 +340,7 @@ def create_app(
         # own login, session cookie and CSRF checks; the /v1 API keeps its bearer tokens.
         from .explorer import explorer_routes
 
-        pages = explorer_routes(storage, blocks=blocks, playbooks=source)
+        pages = explorer_routes(storage, blocks=blocks, playbooks=source, ip_intel=ip_intel)
         routes = [*routes, *pages]
 
     @contextlib.asynccontextmanager
@@ -348,6 +367,7 @@ def create_app(
     )
     app.state.storage = storage
     app.state.blocks = blocks
+    app.state.ip_intel = ip_intel
     app.state.pipeline = IngestPipeline(
         storage, enrichers=enrichers, hooks=hooks, actions=feed.reply
     )

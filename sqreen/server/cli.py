@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import click
@@ -27,8 +28,9 @@ from .actions import MAX_POLLS_PER_KEY
 from .auth import hash_token, new_token
 from .connections import PROTOCOL, ConnectionLimits, fit_to_open_files
 from .explorer._cli import admin_password, explorer_startup
+from .intel import DEFAULT_MAX_SPEED, GeoIpError, IpIntel, Reputation
 from .playbooks import PlaybookError, PlaybookSource
-from .storage import AGENT_TTL, KEY_SCOPES, KeyScope
+from .storage import AGENT_TTL, KEY_SCOPES, KeyScope, Storage
 
 __all__ = ["main"]
 
@@ -106,6 +108,24 @@ def main() -> None:
     "once (their SDKs ask again 30 s later).",
 )
 @max_blocks_option
+@click.option(
+    "--geoip-db",
+    "geoip_dbs",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A MaxMind-format .mmdb file (GeoLite2 City or ASN, DB-IP Lite, IPinfo Lite): city, "
+    "coordinates and ASN for each event's address. Repeat for several; for each field, the "
+    "first file that has it wins.",
+)
+@click.option(
+    "--travel-speed",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_MAX_SPEED,
+    show_default=True,
+    help="Impossible travel: two successful logins of a user whose places (from --geoip-db) "
+    "are further apart than this speed in km/h allows add a security.impossible_travel event. "
+    "0 turns it off.",
+)
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @click.option(
     "--log-level",
@@ -126,6 +146,8 @@ def serve(
     body_timeout: float,
     max_polls_per_key: int,
     max_blocks: int,
+    geoip_dbs: tuple[str, ...],
+    travel_speed: float,
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -144,6 +166,7 @@ def serve(
         )
     ConnectionLimits(fitted, header_timeout, body_timeout).export()  # for every process
     limits = {"max_blocks": max_blocks, "max_polls_per_key": max_polls_per_key}
+    _ip_intel(geoip_dbs).close()  # and so does a bad --geoip-db, before anything starts
     with opened(db) as storage:
         if not any(k.revoked_at is None for k in storage.list_keys()):
             click.echo("no API key yet: create one with `sqreen keys create`", err=True)
@@ -179,6 +202,8 @@ def serve(
                 playbooks=source,
                 max_blocks=max_blocks,
                 max_polls_per_key=max_polls_per_key,
+                ip_intel=_ip_intel(geoip_dbs, storage),
+                travel_speed=travel_speed or None,
             )
             _reload_on_sighup(source)
             gc.freeze()  # what startup built lives on: keep the collector's scans off it (-3% CPU)
@@ -192,6 +217,8 @@ def serve(
             "workers": workers,
             "playbooks": playbooks_file,
             **limits,
+            "geoip": list(geoip_dbs),
+            "travel_speed": travel_speed or None,
         }
     )
     uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
@@ -208,14 +235,17 @@ def worker_app() -> Starlette:
 
     config = json.loads(os.environ[WORKER_ENV])
     source = _playbook_source(config.get("playbooks"))
+    storage = open_storage(config["db"])
     app = create_app(
-        open_storage(config["db"]),
+        storage,
         retention_days=config["retention_days"],
         owns_storage=True,
         workers=config["workers"],
         playbooks=source,
         max_blocks=config["max_blocks"],
         max_polls_per_key=config["max_polls_per_key"],
+        ip_intel=_ip_intel(config.get("geoip", ()), storage),
+        travel_speed=config.get("travel_speed"),
     )
     _reload_on_sighup(source)
     gc.freeze()
@@ -229,6 +259,18 @@ def _playbook_source(path: str | None) -> PlaybookSource | None:
         return PlaybookSource(path)
     except PlaybookError as exc:
         raise click.ClickException(f"playbooks not loaded: {exc}") from None
+
+
+def _ip_intel(paths: Iterable[str], storage: Storage | None = None) -> IpIntel:
+    """IP intelligence with the ``--geoip-db`` files; a file that cannot be used stops the
+    command with its path and the reason."""
+    try:
+        intel = IpIntel.open(paths)
+    except GeoIpError as exc:
+        raise click.ClickException(f"--geoip-db {exc}") from None
+    if storage is not None:
+        intel.reputation = Reputation(storage)
+    return intel
 
 
 def _reload_on_sighup(source: PlaybookSource | None) -> None:

@@ -4,7 +4,9 @@ Each line is one wire event, checked with the SDK's rules. A line without an ``i
 derived from its content, so importing the same file twice stores nothing the second time. Bad
 lines are reported with their line numbers; good ones are stored in batches. ``sq.identify``
 records (``identify(user, traits=...)``) set their users' traits, as at ingest, and are not
-stored as events.
+stored as events. As at ingest too, LiteSOC's other spellings of a name are stored as the
+standard name, and each event is stored with ``ip_info`` when an ``intel`` is given (the
+``sqreen import`` command gives one: today's data, for events of the past).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import BinaryIO, Final
 
 from .._event import InvalidEvent
 from .._wire import IDENTIFY, WireEvent, parse_event
+from ..events import ALIASES
+from .intel import IpIntel
 from .storage import Storage
 
 __all__ = ["ImportReport", "import_lines", "read_lines"]
@@ -66,6 +70,7 @@ def import_lines(
     app: str | None = None,
     batch_size: int = BATCH,
     progress: Callable[[int], None] | None = None,
+    intel: IpIntel | None = None,
 ) -> ImportReport:
     """Validate and store ``lines`` (blank ones skipped); ``progress`` gets each line's size."""
     report = ImportReport()
@@ -73,7 +78,13 @@ def import_lines(
     identities: list[WireEvent] = []
 
     def flush() -> None:
-        result = storage.insert_events(batch, app=app)
+        enrichment = None
+        if intel is not None:
+            enrichment = []
+            for event in batch:
+                info = intel.info((event["request"] or {}).get("ip"))
+                enrichment.append({"ip_info": info} if info is not None else {})
+        result = storage.insert_events(batch, app=app, enrichment=enrichment)
         report.stored += result.stored
         report.duplicates += result.duplicates
         batch.clear()
@@ -93,6 +104,8 @@ def import_lines(
         except InvalidEvent as exc:
             report.bad.append((number, str(exc)))
             continue
+        if event["name"] in ALIASES:
+            event["name"] = ALIASES[event["name"]]
         (identities if event["name"] == IDENTIFY else batch).append(event)
         if len(batch) + len(identities) >= batch_size:
             flush()

@@ -4,10 +4,14 @@
 it on a worker thread, one body at a time per process (see ``app._one_at_a_time``):
 
 1. **parse**: the envelope, then each event with :func:`sqreen._wire.parse_event`, the SDK's
-   own rules; a mixed batch keeps its valid events and lists the others by index.
+   own rules; a mixed batch keeps its valid events and lists the others by index. A name in
+   :data:`sqreen.events.ALIASES` (``AUTH_LOGIN_SUCCESS``, ``login.success``...) is stored as
+   its standard name.
 2. **enrich**: each :class:`Enricher` in turn may add fields to each valid event
    (:attr:`Batch.enrichment`); they are stored with it. Local data only, never a network
-   call: enrichers delay the reply and the next body of this process.
+   call: enrichers delay the reply and the next body of this process. An enricher may also
+   add an event it derived from the batch (:meth:`Batch.add_derived`: impossible travel),
+   stored and announced with the others but not counted in the SDK's reply.
 3. **store**: one transaction, committed before anything else happens
    (:meth:`~.storage.EventStore.insert_events`), which says which events were new (ids are
    deduplicated among the events of the API key the body came with).
@@ -34,6 +38,7 @@ from typing import Any, Protocol
 
 from .._event import InvalidEvent
 from .._wire import IDENTIFY, WireEvent, parse_envelope, parse_event
+from ..events import ALIASES
 from .errors import ApiError
 from .ingest import Held, held_actions, parse_json, text
 from .storage import InsertResult, Storage, StoredEvent, new_events
@@ -64,10 +69,20 @@ class Batch:
     key_id: int = 0
     #: Whether the sending SDK takes a diff of the action set.
     diff: bool = False
+    #: How many events at the end of ``events`` an enricher derived (:meth:`add_derived`):
+    #: stored and announced like the others, but not counted in the SDK's reply.
+    derived: int = 0
 
     def __iter__(self) -> Iterator[tuple[WireEvent, dict[str, Any]]]:
         """Each event with its enrichment dict."""
         return zip(self.events, self.enrichment, strict=True)
+
+    def add_derived(self, event: WireEvent, fields: dict[str, Any]) -> None:
+        """Append an event the collector made from the batch (``security.impossible_travel``),
+        with its enrichment: enrichers after this one see it too."""
+        self.events.append(event)
+        self.enrichment.append(fields)
+        self.derived += 1
 
 
 class Enricher(Protocol):
@@ -122,9 +137,11 @@ class IngestPipeline:
         self.enrich(batch)
         result = self.store(batch)
         self.after_store(batch, result)
+        sent = result.seqs[: len(result.seqs) - batch.derived]
+        duplicates = sent.count(None)
         reply = {
-            "accepted": result.stored + len(batch.identities),
-            "duplicates": result.duplicates,
+            "accepted": len(sent) - duplicates + len(batch.identities),
+            "duplicates": duplicates,
             "rejected": batch.rejected,
         }
         return reply, Held(batch.known, batch.diff)
@@ -148,6 +165,8 @@ class IngestPipeline:
                 logger.exception("sqreen: unexpected error validating event %d", index)
                 batch.rejected.append({"index": index, "error": "event: could not be validated"})
             else:
+                if event["name"] in ALIASES:  # LiteSOC's other spellings: one name stored
+                    event["name"] = ALIASES[event["name"]]
                 (batch.identities if event["name"] == IDENTIFY else batch.events).append(event)
         return batch
 

@@ -62,7 +62,10 @@ def test_ipv4_mapped_addresses_are_unmapped_as_the_sdk_records_them() -> None:
         ("since=1900-01-01", "since: must be between 1970 and 9000"),
         ("until=0001-01-01T00:00:00%2B01:00", "until: must be between 1970 and 9000"),
         ("since=2026-11-22T12:00&until=2026-11-22T11:00", "until: must be later than since"),
-        ("group=user:", "group: must be name, ip, app, user:<key> or prop:<key>"),
+        (
+            "group=user:",
+            "group: must be name, ip, app, country, kind, asn, user:<key> or prop:<key>",
+        ),
         ("limit=0", None),  # the page ignores the API's limit
     ],
 )

@@ -43,6 +43,7 @@ from starlette.types import ASGIApp
 
 from ..._client_ip import TrustedProxies
 from ..blocks import BlockService
+from ..intel import IpIntel
 from ..playbooks import PlaybookSource
 from ..storage import Storage
 from ._admin import agents_page, block_create, block_lift, blocks_page
@@ -138,6 +139,7 @@ def create_explorer(
     trusted_proxies: Iterable[str] = (),
     blocks: BlockService | None = None,
     playbooks: PlaybookSource | None = None,
+    ip_intel: IpIntel | None = None,
 ) -> ASGIApp:
     """The explorer as an ASGI app to mount at ``path`` (for its cookie's path).
 
@@ -149,7 +151,8 @@ def create_explorer(
     it holds across every process serving the explorer.
     ``blocks``: the block service of the collector (by default, one over ``storage``).
     ``playbooks``: the collector's playbook file (by default, none: the playbooks page says
-    how to load one).
+    how to load one). ``ip_intel``: the collector's IP intelligence (its data sources are
+    listed on the agents page).
     """
     secret = session_secret(storage)
     proxies = _trusted(trusted_proxies)
@@ -171,6 +174,7 @@ def create_explorer(
     app.state.hasher = HASHER
     app.state.trusted_proxies = proxies
     app.state.max_age = max_age
+    app.state.ip_intel = ip_intel
     app.state.stale_after = stale_after
     guarded = RequireLogin(app, storage, max_age)
     sessions = Sessions(

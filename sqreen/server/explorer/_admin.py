@@ -276,5 +276,6 @@ async def agents_page(request: Request) -> Response:
         "ttl_days": AGENT_TTL.days,
         "dropping": sum(r.dropped_total > 0 for r in rows),
         "refusing": sum(bool(r.refused_blocks) for r in rows),
+        "intel": intel.sources() if (intel := request.app.state.ip_intel) else None,
     }
     return render(request, "agents.html", context)

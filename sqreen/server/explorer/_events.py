@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from ...events import severity
 from ..storage import Storage, StoredEvent
 from ._chart import Chart, bucketing, draw
 from ._query import MAX_SEQ_DIGITS, Query, QueryError, parse_query
@@ -132,7 +133,20 @@ def display(base: str, event: StoredEvent) -> dict[str, Any]:
         "time": when(event.timestamp),
         "user": shown(pairs(event.user, 40)),
         "summary": shown(summary(event.properties)),
+        "network": network(event),
+        "severity": severity(event.name),
     }
+
+
+def network(event: StoredEvent) -> str:
+    """The row's network cell as text: country, network kind, threat score (if above 0)."""
+    info = event.enrichment.get("ip_info") if event.enrichment else None
+    if not isinstance(info, dict):
+        return ""
+    parts = [str(info[k]) for k in ("country", "kind") if info.get(k)]
+    if info.get("score"):
+        parts.append(str(info["score"]))
+    return " ".join(parts)
 
 
 async def event_api(request: Request) -> JSONResponse:

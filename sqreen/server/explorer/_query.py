@@ -2,8 +2,10 @@
 
 Every filter lives in the query string, so that a view can be bookmarked and shared:
 ``/explorer/events?name=auth.login.failure&user=uid%3D42&ip=203.0.113.7&prop=reason%3Dlocked
-&since=1h&until=2026-11-22T10:00&group=ip&before=1234``. ``since``/``until`` keep their raw
-spelling (``1h`` stays "the last hour" when the link is opened tomorrow).
+&country=DE&kind=tor&asn=15169&since=1h&until=2026-11-22T10:00&group=ip&before=1234``
+(``country``, ``kind`` and ``asn``: IP intelligence's, as stored with each event).
+``since``/``until`` keep their raw spelling (``1h`` stays "the last hour" when the link is
+opened tomorrow).
 
 Bad input never reaches the database: each parameter is checked (length, shape) and a
 :class:`QueryError` names the parameter and says what is expected.
@@ -12,6 +14,7 @@ Bad input never reaches the database: each parameter is checked (length, shape) 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -19,6 +22,7 @@ from typing import Final
 from urllib.parse import urlencode
 
 from ..._event import LIMITS, NAME_RE
+from ...events import SEVERITIES
 from .. import blocks
 from ..blocks import InvalidBlock
 from ..storage import EventFilter
@@ -26,7 +30,9 @@ from ..storage import EventFilter
 __all__ = ["GROUPS", "Query", "QueryError", "parse_query"]
 
 #: Parameters of a view, in the order links spell them.
-FILTER_PARAMS: Final = ("name", "user", "ip", "prop", "app", "since", "until")
+FILTER_PARAMS: Final = (
+    "name", "severity", "user", "ip", "prop", "app", "country", "kind", "asn", "since", "until",
+)  # fmt: skip
 VIEW_PARAMS: Final = (*FILTER_PARAMS, "group", "before")
 MAX_PAIRS: Final = 4
 MAX_TEXT: Final = 256
@@ -34,7 +40,17 @@ MAX_WHEN: Final = 64
 MAX_SEQ_DIGITS: Final = 18
 MAX_LIMIT: Final = 500
 #: ``group=`` values without a key, and the storage field each one counts.
-GROUPS: Final = {"name": "name", "ip": "ip", "app": "app"}
+GROUPS: Final = {
+    "name": "name",
+    "ip": "ip",
+    "app": "app",
+    "country": "ip.country",
+    "kind": "ip.kind",
+    "asn": "ip.asn",
+}
+_COUNTRY: Final = re.compile(r"[A-Z]{2}")
+_KIND: Final = re.compile(r"[a-z]{2,16}")
+_ASN: Final = re.compile(r"(?:AS)?([0-9]{1,10})")
 #: ``group=user:<key>`` / ``group=prop:<key>`` prefixes, and the storage field prefix.
 KEYED_GROUPS: Final = {"user": "user", "prop": "properties"}
 
@@ -136,7 +152,7 @@ def _group(value: str) -> str:
         return kind
     if sep and kind in KEYED_GROUPS and key.strip():
         return f"{kind}:{_text('group', key.strip(), LIMITS.key_max)}"
-    raise QueryError("group", "must be name, ip, app, user:<key> or prop:<key>")
+    raise QueryError("group", "must be name, ip, app, country, kind, asn, user:<key> or prop:<key>")
 
 
 def parse_query(
@@ -169,6 +185,26 @@ def parse_query(
                 fields["ip"] = value = _ip(_text(name, value, 64))
             elif name == "app":
                 fields["app"] = _text(name, value)
+            elif name == "severity":
+                value = value.lower()
+                if value not in SEVERITIES:
+                    raise QueryError(name, f"must be one of {', '.join(SEVERITIES)}")
+                fields[name] = value
+            elif name == "country":
+                value = value.upper()
+                if not _COUNTRY.fullmatch(value):
+                    raise QueryError(name, "must be a two-letter country code (e.g. DE)")
+                fields[name] = value
+            elif name == "kind":
+                value = value.lower()
+                if not _KIND.fullmatch(value):
+                    raise QueryError(name, "must be a network kind (tor, vpn, hosting...)")
+                fields[name] = value
+            elif name == "asn":
+                found_asn = _ASN.fullmatch(value.upper())
+                if not found_asn:
+                    raise QueryError(name, "must be an AS number (e.g. 15169 or AS15169)")
+                fields[name] = value = str(int(found_asn[1]))
             elif name in ("user", "prop"):
                 found = users if name == "user" else props
                 if len(found) >= MAX_PAIRS:
@@ -207,6 +243,10 @@ def parse_query(
         properties=tuple(props),
         ip=_opt(fields, "ip"),
         app=_opt(fields, "app"),
+        severity=_opt(fields, "severity"),
+        country=_opt(fields, "country"),
+        kind=_opt(fields, "kind"),
+        asn=_opt(fields, "asn"),
         since=since if isinstance(since, datetime) else None,
         until=until if isinstance(until, datetime) else None,
     )

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from ..._text import visible
+from ...events import severity
 from ._forms import csrf_token
 
 __all__ = ["ago", "pairs", "render", "short", "shown", "when"]
@@ -142,6 +143,7 @@ _env.filters.update(
     actor=actor,
     playbook_of=playbook_of,
     span=span,
+    severity=severity,
 )
 
 

@@ -5,7 +5,8 @@
     [[playbook]]
     id = "brute-force-ip"                 # stable, unique
     events = ["auth.login.failure"]       # one or more event names
-    where = { "request.path" = "/login" } # optional: equality (a list: any of)
+    where = { "request.path" = "/login" } # optional: equality (a list: any of), or for a
+                                          # number { at_least = n }: "ip.score" = { at_least = 60 }
     group_by = "ip"                       # ip, user, user.<key>, properties.<key>, ...
     threshold = 5                         # matching events in the window ...
     # distinct = "user"                   # ... or distinct values of a field (stuffing)
@@ -33,7 +34,7 @@ from urllib.parse import urlsplit
 
 from ..._event import InvalidEvent, validate_name, validate_user
 from ..blocks import InvalidBlock, parse_duration
-from ._fields import FieldPath, parse_field
+from ._fields import AtLeast, FieldPath, parse_field
 
 __all__ = [
     "After",
@@ -342,8 +343,18 @@ def _where(table: dict[str, Any]) -> tuple[tuple[FieldPath, frozenset[str]], ...
         values = wanted if isinstance(wanted, list) else [wanted]
         if not values or len(values) > MAX_VALUES:
             raise _FieldError("where", f"{name}: 1 to {MAX_VALUES} values")
-        texts = set()
+        texts: set[str] = set()
         for value in values:
+            if isinstance(value, dict):  # { at_least = 60 }: a lower bound, for numbers
+                bound = value.get("at_least")
+                if (
+                    set(value) != {"at_least"}
+                    or not isinstance(bound, int | float)
+                    or isinstance(bound, bool)
+                ):
+                    raise _FieldError("where", f"{name}: a table must be {{ at_least = <number> }}")
+                texts.add(AtLeast(bound))
+                continue
             text = _as_text(value)
             if text is None:
                 raise _FieldError("where", f"{name}: {value!r} is not a string, number or bool")

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from ._config import Playbook, PlaybookSet
-from ._fields import EventView, FieldPath
+from ._fields import EventView, FieldPath, matches
 
 __all__ = [
     "Engine",
@@ -220,7 +220,7 @@ class Engine:
             for stream, rules in feeds or ():
                 if event.ts_us < now_us - stream.window_us:
                     continue
-                if stream.where and not _matches(stream.where, event):
+                if stream.where and not matches(stream.where, event):
                     continue
                 key = stream.group_by.read(event)
                 if key is None or (skip is not None and skip((stream.id, key))):
@@ -232,7 +232,7 @@ class Engine:
                         checks.setdefault((stream.id, key), []).append(rule)
             for rule in triggers or ():
                 p = rule.playbook
-                if event.ts_us < now_us - rule.window_us or not _matches(p.where, event):
+                if event.ts_us < now_us - rule.window_us or not matches(p.where, event):
                     continue
                 key = p.group_by.read(event)
                 if key is not None and not (skip is not None and skip((rule.stream.id, key))):
@@ -302,10 +302,6 @@ class Engine:
             rest = quiet.get((rule.playbook.id, key[1]), 0) - rule.window_us
             until = rest if until is None else min(until, rest)
         return max(0, until or 0)
-
-
-def _matches(where: tuple[tuple[FieldPath, frozenset[str]], ...], event: EventView) -> bool:
-    return all(path.read(event) in wanted for path, wanted in where)
 
 
 def evaluate(p: Playbook, hits: Sequence[Hit], now_us: int) -> tuple[int, list[Hit]] | None:

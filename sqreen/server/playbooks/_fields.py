@@ -15,7 +15,7 @@ from typing import Any, Final, NamedTuple
 
 from ..._json import dumps_utf8
 
-__all__ = ["EventView", "FieldPath", "parse_field", "user_key"]
+__all__ = ["AtLeast", "EventView", "FieldPath", "matches", "parse_field", "user_key"]
 
 REQUEST_FIELDS: Final = frozenset({"path", "route", "method", "user_agent"})
 IP_FIELDS: Final = frozenset({"country", "kind", "asn", "score", "provider"})
@@ -111,3 +111,35 @@ def parse_field(value: object) -> FieldPath:
         f"properties.<key>, request.{{{','.join(sorted(REQUEST_FIELDS))}}} or "
         f"ip.{{{','.join(sorted(IP_FIELDS))}}}"
     )
+
+
+class AtLeast(str):
+    """A ``where`` value that is a lower bound (``"ip.score" = { at_least = 60 }``): a number
+    field matches when it is at least :attr:`bound`. Its text, ``>=60``, keeps two playbooks
+    with ``= 60`` and ``at_least = 60`` from sharing a stream (streams are keyed by text)."""
+
+    bound: float
+
+    def __new__(cls, bound: float) -> AtLeast:
+        text = f">={int(bound) if float(bound).is_integer() else bound}"
+        made = super().__new__(cls, text)
+        made.bound = float(bound)
+        return made
+
+    def holds(self, value: str) -> bool:
+        try:
+            return float(value) >= self.bound
+        except ValueError:
+            return False
+
+
+def matches(where: tuple[tuple[FieldPath, frozenset[str]], ...], event: EventView) -> bool:
+    """Whether ``event`` has, for each field of ``where``, one of its values (or a number at
+    least an :class:`AtLeast` bound among them)."""
+    for path, wanted in where:
+        value = path.read(event)
+        if value in wanted:
+            continue
+        if value is None or not any(isinstance(w, AtLeast) and w.holds(value) for w in wanted):
+            return False
+    return True

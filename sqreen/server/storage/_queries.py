@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
+from ...events import STANDARD_EVENTS
 from ._rows import EVENT_COLUMNS, clean, event_from_row, index_value
 from .model import MAX_IPS, NO_FILTER, EventFilter, StoredEvent, from_us, to_us
 
@@ -33,7 +34,15 @@ __all__ = ["MAX_IDS", "EventQueries", "id_list"]
 
 SELECT_EVENT: Final = "e.seq, " + ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
 #: The plain columns :meth:`EventQueries.count_by` may group on (user input never names one).
-GROUP_COLUMNS: Final = {"name": "e.name", "ip": "e.ip", "app": "e.app", "host": "e.host"}
+GROUP_COLUMNS: Final = {
+    "name": "e.name",
+    "ip": "e.ip",
+    "app": "e.app",
+    "host": "e.host",
+    "ip.country": "e.ip_country",
+    "ip.kind": "e.ip_kind",
+    "ip.asn": "e.ip_asn",
+}
 #: The key/value side tables, by the prefix of a field name.
 SIDE_TABLES: Final = {"user": "event_users", "properties": "event_props"}
 _EVENT_COLUMN: Final = re.compile(r"\be\.(\w+)")
@@ -41,6 +50,14 @@ _EVENT_COLUMN: Final = re.compile(r"\be\.(\w+)")
 MAX_IDS: Final = 1000
 
 R = TypeVar("R")
+
+
+def severity_names(level: str) -> list[str]:
+    """The standard names of severity ``level``; for ``info``, those of every other level
+    (an info event is one whose name is none of them)."""
+    if level == "info":
+        return sorted(n for n, e in STANDARD_EVENTS.items() if e.severity != "info")
+    return sorted(n for n, e in STANDARD_EVENTS.items() if e.severity == level)
 
 
 class EventQueries:
@@ -78,7 +95,14 @@ class EventQueries:
         written so that no database uses the time index for them (``+e.ts``)."""
         conds: list[str] = []
         params: list[Any] = []
-        for column, value in (("e.name", f.name), ("e.ip", f.ip), ("e.app", f.app)):
+        for column, value in (
+            ("e.name", f.name),
+            ("e.ip", f.ip),
+            ("e.app", f.app),
+            ("e.ip_country", f.country),
+            ("e.ip_kind", f.kind),
+            ("e.ip_asn", f.asn),
+        ):
             if value is not None:
                 conds.append(f"{column} = ?")
                 params.append(clean(value))
@@ -88,6 +112,12 @@ class EventQueries:
                 raise ValueError(f"{len(wanted)} addresses, at most {MAX_IPS}")
             conds.append(f"e.ip IN ({', '.join('?' * len(wanted))})")
             params += wanted
+        if f.severity is not None:
+            # Names of other severities are few and fixed; names of the app's own are info.
+            names = severity_names(f.severity)
+            marks = ", ".join("?" * len(names))
+            conds.append(f"e.name {'NOT IN' if f.severity == 'info' else 'IN'} ({marks})")
+            params += names
         ts = "e.ts" if time_index else "+e.ts"
         if f.since is not None:
             conds.append(f"{ts} >= ?")
@@ -293,8 +323,8 @@ class EventQueries:
             conds, params = ["g.key = ?", *conds], [clean(key), *params]
         else:
             raise ValueError(
-                f"cannot count by {field!r}: use name, ip, app, host, user.<key> "
-                "or properties.<key>"
+                f"cannot count by {field!r}: use name, ip, app, host, ip.country, ip.kind, "
+                "ip.asn, user.<key> or properties.<key>"
             )
         if newest is not None and field in GROUP_COLUMNS:
             # Count over the newest matching events only, walked as a page is: bounded.

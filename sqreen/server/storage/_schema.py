@@ -281,6 +281,15 @@ _MIGRATIONS: Final[Sequence[Sequence[str] | Mapping[Dialect, Sequence[str]]]] = 
         "CREATE INDEX blocks_changed ON blocks (changed_in)",
         "CREATE INDEX blocks_active ON blocks (expires_at) WHERE lifted_at IS NULL",
     ),
+    # 11: IP intelligence's fields the explorer filters and groups on, copied out of
+    # enrichment_json at insert (NULL for events stored before, or without an address). No
+    # index: a filter on them walks the newest events by seq, as a name filter does, and an
+    # index each would cost every insert for filters an admin runs now and then.
+    (
+        "ALTER TABLE events ADD COLUMN ip_country TEXT",
+        "ALTER TABLE events ADD COLUMN ip_kind TEXT",
+        "ALTER TABLE events ADD COLUMN ip_asn TEXT",
+    ),
 )
 
 

@@ -308,6 +308,17 @@ class ControlStore(Clocked, Protocol):
         """The traits last recorded for exactly these identifiers."""
         ...
 
+    # IP intelligence: what the collector itself knows of addresses (the threat score).
+    def recent_ip_blocks(self, since: datetime, limit: int) -> list[str]:
+        """The networks of IP blocks made since ``since``, active or not, among the newest
+        ``limit`` blocks (IP intelligence's ``blocked_recently``)."""
+        ...
+
+    def recent_alert_ips(self, since: datetime, limit: int) -> list[str]:
+        """The IPs that playbooks grouped by IP alerted on since ``since``, among the newest
+        ``limit`` alerts (IP intelligence's ``playbook_alert``)."""
+        ...
+
     # SDK processes.
     def record_heartbeat(self, heartbeat: Heartbeat) -> None:
         """Store an SDK process's latest heartbeat: one row per (key, app, host, pid), so a

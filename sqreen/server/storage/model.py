@@ -111,6 +111,14 @@ class EventFilter:
     app: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    #: IP intelligence's fields as stored with the event (``ip_info``): country code,
+    #: network kind (``tor``, ``hosting``, ``private``...), ASN in decimal.
+    country: str | None = None
+    kind: str | None = None
+    asn: str | None = None
+    #: ``info``, ``warning`` or ``critical``: the severity of the event's name
+    #: (:func:`sqreen.events.severity`; names that are not standard are ``info``).
+    severity: str | None = None
 
 
 #: The addresses an :class:`EventFilter` may list in ``ips`` (an IPv4 /24).
@@ -141,8 +149,9 @@ class StoredEvent:
     key_id: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        """The event as a JSON-ready dict: the wire event plus what the collector added
-        (``enrichment`` only when an enricher added something)."""
+        """The event as a JSON-ready dict: the wire event plus what the collector added:
+        ``ip_info`` (IP intelligence, when the event had an address) and ``enrichment``
+        (what other enrichers added), each only when there is something."""
         out = {
             "seq": self.seq,
             "id": self.id,
@@ -157,7 +166,12 @@ class StoredEvent:
             "request": self.request,
         }
         if self.enrichment:
-            out["enrichment"] = self.enrichment
+            ip_info = self.enrichment.get("ip_info")
+            if ip_info is not None:
+                out["ip_info"] = ip_info
+            rest = {k: v for k, v in self.enrichment.items() if k != "ip_info"}
+            if rest:
+                out["enrichment"] = rest
         return out
 
 

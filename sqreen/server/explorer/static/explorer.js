@@ -36,7 +36,9 @@
     cell(tr, event.name);
     cell(tr, event.display.user);
     cell(tr, event.ip || "");
+    cell(tr, event.display.network || "", "network");
     cell(tr, event.display.summary, "props");
+    cell(tr, event.display.severity || "", "severity");
     return tr;
   }
 

@@ -1,0 +1,127 @@
+"""Reading an event's IP address, and telling the addresses no data file should be asked
+about (private, loopback, reserved) from public ones.
+
+The address comes from an SDK, so from whoever holds an ingest key: any string of up to a
+few KiB. Only text that ``inet_pton`` reads as an address goes further (no name resolution,
+no leniency: ``1``, ``0x7f.1``, `` 8.8.8.8`` and ``8.8.8.8\\x00`` are no addresses); an IPv6
+zone (``fe80::1%eth0``) is dropped, an IPv4-mapped IPv6 address is its IPv4 address (as the
+SDK records it). Special ranges are looked up in sorted tables (one ``bisect``), not with
+:mod:`ipaddress`, whose parsing and ``is_global`` cost more than the whole enrichment.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import socket
+from typing import Final, Literal, NamedTuple
+
+__all__ = ["Address", "SpecialKind", "parse_address", "special_kind"]
+
+#: Longer text is no address (the storage's ``ip`` column stops there too).
+MAX_LENGTH: Final = 64
+
+SpecialKind = Literal["private", "loopback", "reserved"]
+
+#: IANA's special-purpose ranges, as this collector labels them: ``private`` for networks of
+#: one organisation (RFC 1918, carrier-grade NAT, link-local, unique local), ``loopback``,
+#: and ``reserved`` for everything else that is not routed on the internet (documentation,
+#: benchmarking, multicast, the future-use block, unspecified). None of them is looked up.
+_V4: Final[tuple[tuple[str, SpecialKind], ...]] = (
+    ("0.0.0.0/8", "reserved"),
+    ("10.0.0.0/8", "private"),
+    ("100.64.0.0/10", "private"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "private"),
+    ("172.16.0.0/12", "private"),
+    ("192.0.0.0/24", "reserved"),
+    ("192.0.2.0/24", "reserved"),
+    ("192.88.99.0/24", "reserved"),
+    ("192.168.0.0/16", "private"),
+    ("198.18.0.0/15", "reserved"),
+    ("198.51.100.0/24", "reserved"),
+    ("203.0.113.0/24", "reserved"),
+    ("224.0.0.0/3", "reserved"),  # multicast, then 240/4 and the broadcast address
+)
+_V6: Final[tuple[tuple[str, SpecialKind], ...]] = (
+    ("::/128", "reserved"),
+    ("::1/128", "loopback"),
+    ("::/3", "reserved"),  # below 2000::/3, the only block allocated for global unicast
+    ("2001::/23", "reserved"),  # IETF protocol assignments (Teredo, ORCHID, benchmarking)
+    ("2001:db8::/32", "reserved"),  # documentation
+    ("2002::/16", "reserved"),  # 6to4 (deprecated): the address of some IPv4 host, inside
+    ("3fff::/20", "reserved"),  # documentation (RFC 9637)
+    ("4000::/2", "reserved"),  # above 2000::/3: unallocated, then ULA, link-local, multicast
+    ("8000::/1", "reserved"),
+    ("fc00::/7", "private"),
+    ("fe80::/10", "private"),
+)
+
+
+class _Table:
+    """Ranges of one IP version, flattened so that the narrowest containing range wins."""
+
+    def __init__(self, ranges: tuple[tuple[str, SpecialKind], ...]) -> None:
+        # Paint from the widest range to the narrowest, on a list of disjoint intervals.
+        cuts: list[tuple[int, int, SpecialKind]] = []
+        networks = [(ipaddress.ip_network(cidr), kind) for cidr, kind in ranges]
+        for net, kind in sorted(networks, key=lambda entry: entry[0].prefixlen):
+            lo, hi = int(net.network_address), int(net.broadcast_address)
+            kept = []
+            for a, b, k in cuts:
+                if b < lo or a > hi:
+                    kept.append((a, b, k))
+                    continue
+                if a < lo:
+                    kept.append((a, lo - 1, k))
+                if b > hi:
+                    kept.append((hi + 1, b, k))
+            cuts = sorted([*kept, (lo, hi, kind)])
+        self.starts = [a for a, _, _ in cuts]
+        self.ends = [b for _, b, _ in cuts]
+        self.kinds = [k for _, _, k in cuts]
+
+    def find(self, value: int) -> SpecialKind | None:
+        i = bisect.bisect_right(self.starts, value) - 1
+        return self.kinds[i] if i >= 0 and value <= self.ends[i] else None
+
+
+_TABLES: Final = {4: _Table(_V4), 6: _Table(_V6)}
+
+
+class Address(NamedTuple):
+    """A parsed address: its version, its value as an integer and its canonical text."""
+
+    version: int
+    value: int
+    text: str
+
+
+def parse_address(raw: object) -> Address | None:
+    """The address ``raw`` spells, or None for anything that is not exactly one."""
+    if not isinstance(raw, str) or not 2 <= len(raw) <= MAX_LENGTH or not raw.isascii():
+        return None
+    if ":" not in raw:
+        try:
+            packed = socket.inet_pton(socket.AF_INET, raw)
+        except (OSError, ValueError):  # ValueError: an embedded NUL
+            return None
+        # inet_pton takes exactly four decimal parts without leading zeros (no "010.1.1.1",
+        # tested): the text is already canonical, and inet_ntop would cost a third of this.
+        return Address(4, int.from_bytes(packed, "big"), raw)
+    text = raw.partition("%")[0]  # an IPv6 zone says which interface, not which host
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, text)
+    except (OSError, ValueError):
+        return None
+    value = int.from_bytes(packed, "big")
+    if value >> 32 == 0xFFFF:  # ::ffff:a.b.c.d
+        v4 = value & 0xFFFFFFFF
+        return Address(4, v4, socket.inet_ntop(socket.AF_INET, v4.to_bytes(4, "big")))
+    return Address(6, value, socket.inet_ntop(socket.AF_INET6, packed))
+
+
+def special_kind(address: Address) -> SpecialKind | None:
+    """``private``, ``loopback`` or ``reserved`` for an address no data file is asked about;
+    None for a public one."""
+    return _TABLES[address.version].find(address.value)

@@ -1,0 +1,170 @@
+"""MaxMind-format (``.mmdb``) files the user points to: city, coordinates, ASN.
+
+``sqreen serve --geoip-db PATH`` (repeated) opens each file once, at start, with
+``maxminddb``'s C extension (memory-mapped; a lookup is a walk down the file's tree and the
+decoding of one record). The layouts read as they are:
+
+- GeoLite2-City / GeoIP2-City and DB-IP City Lite: ``city.names.en``, ``country.iso_code``,
+  ``location.latitude``, ``location.longitude``, ``location.accuracy_radius`` (GeoLite2 only);
+- GeoLite2-ASN and DB-IP ASN Lite: ``autonomous_system_number``,
+  ``autonomous_system_organization``;
+- IPinfo Lite: ``country_code``, ``asn`` (``"AS13335"``), ``as_name``.
+
+A file's records are checked as they are read: a field of the wrong type or out of range is
+left out, text is cut to :data:`MAX_TEXT` characters, so that a strange file gives less
+information, never a broken event. A file that is missing, unreadable or not a MaxMind DB is
+refused at start (:class:`GeoIpError`, with the path and the reason).
+
+Replace a file by renaming a new one over it (as ``geoipupdate`` does), never by writing into
+it: the collector maps the file it opened and keeps reading that one until it restarts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import maxminddb
+
+__all__ = ["GeoIpDatabase", "GeoIpError", "open_geoip"]
+
+MAX_TEXT: Final = 128
+MAX_RADIUS_KM: Final = 20_000
+_COUNTRY: Final = re.compile(r"[A-Z]{2}")
+_ASN_TEXT: Final = re.compile(r"(?:AS)?(\d{1,10})")
+#: Addresses looked up once when a file is opened (the search tree walked to its leaves).
+PROBES: Final = ("1.1.1.1", "81.2.69.160", "2001:4860:4860::8888")
+
+
+class GeoIpError(ValueError):
+    """A ``--geoip-db`` file that cannot be used: the message names it and says why."""
+
+
+class GeoIpDatabase:
+    """One opened ``.mmdb`` file."""
+
+    def __init__(self, path: str | os.PathLike[str], reader: Any) -> None:
+        self.path = Path(path)
+        self._reader = reader
+        meta = reader.metadata()
+        self.database_type = str(meta.database_type)[:MAX_TEXT]
+        self.build_epoch = int(meta.build_epoch)
+        self.ip_version = int(meta.ip_version)
+        #: Whether lookups run in C (``maxminddb``'s extension) or in its pure-Python reader.
+        self.in_c = type(reader).__module__ == "maxminddb.extension"
+
+    def lookup(self, address: str, version: int) -> dict[str, Any]:
+        """The fields this file has for ``address`` (canonical text): any of ``country``,
+        ``city``, ``latitude``, ``longitude``, ``accuracy_radius``, ``asn``, ``as_org``."""
+        if version == 6 and self.ip_version == 4:
+            return {}
+        try:
+            record = self._reader.get(address)
+        except (ValueError, maxminddb.InvalidDatabaseError, TypeError):
+            return {}
+        return read_record(record) if isinstance(record, dict) else {}
+
+    def describe(self) -> dict[str, Any]:
+        """What the agents page and ``/healthz`` say of this file (its name, not its path)."""
+        return {
+            "file": self.path.name,
+            "type": self.database_type,
+            "built": datetime.fromtimestamp(self.build_epoch, UTC).date().isoformat(),
+            "reader": "C extension" if self.in_c else "pure Python (slow)",
+        }
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def open_geoip(path: str | os.PathLike[str]) -> GeoIpDatabase:
+    """Open ``path`` as a MaxMind DB file, or raise :class:`GeoIpError` saying why not."""
+    where = str(path)
+    try:
+        with open(path, "rb") as f:
+            if not f.read(1):
+                raise GeoIpError(f"{where}: the file is empty, not a MaxMind DB (.mmdb) file")
+    except IsADirectoryError:
+        raise GeoIpError(f"{where}: a directory, not a MaxMind DB (.mmdb) file") from None
+    except FileNotFoundError:
+        raise GeoIpError(f"{where}: no such file") from None
+    except OSError as exc:
+        raise GeoIpError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        reader = maxminddb.open_database(where, maxminddb.MODE_AUTO)
+    except (maxminddb.InvalidDatabaseError, ValueError, OSError, RuntimeError) as exc:
+        detail = str(exc).replace(f"({where})", "").replace(where, "").strip()
+        if not detail or "valid MaxMind DB" in detail:  # says no more than we do
+            detail = ""
+        raise GeoIpError(
+            f"{where}: not a MaxMind DB (.mmdb) file" + (f" ({detail[:200]})" if detail else "")
+        ) from None
+    try:
+        db = GeoIpDatabase(path, reader)
+    except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+        reader.close()
+        raise GeoIpError(f"{where}: unreadable MaxMind DB metadata ({exc})") from None
+    # A file cut short or overwritten in place still has its metadata at the end: a few
+    # lookups find out now rather than on every event.
+    for probe in PROBES if db.ip_version == 6 else PROBES[:2]:
+        try:
+            reader.get(probe)
+        except maxminddb.InvalidDatabaseError as exc:
+            reader.close()
+            detail = str(exc).rpartition(". ")[2]
+            raise GeoIpError(f"{where}: a corrupt MaxMind DB file ({detail})") from None
+        except ValueError:
+            pass
+    return db
+
+
+def read_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of one record, checked (see the module's docstring for the layouts)."""
+    out: dict[str, Any] = {}
+    country = _get(record, "country", "iso_code")
+    if country is None:
+        country = record.get("country_code")  # IPinfo Lite
+    if isinstance(country, str) and _COUNTRY.fullmatch(country):
+        out["country"] = country
+    city = _get(record, "city", "names", "en")
+    if isinstance(city, str) and city.strip():
+        out["city"] = city.strip()[:MAX_TEXT]
+    location = record.get("location")
+    if isinstance(location, dict):
+        lat, lon = _number(location.get("latitude")), _number(location.get("longitude"))
+        if lat is not None and lon is not None and abs(lat) <= 90 and abs(lon) <= 180:
+            out["latitude"], out["longitude"] = round(lat, 4), round(lon, 4)
+            radius = location.get("accuracy_radius")
+            if type(radius) is int and 0 <= radius <= MAX_RADIUS_KM:
+                out["accuracy_radius"] = radius
+    asn = record.get("autonomous_system_number")
+    if asn is None and isinstance(record.get("asn"), str):  # IPinfo Lite: "AS13335"
+        found = _ASN_TEXT.fullmatch(record["asn"])
+        asn = int(found[1]) if found else None
+    if type(asn) is int and 0 < asn < 2**32:
+        out["asn"] = asn
+    org = record.get("autonomous_system_organization", record.get("as_name"))
+    if isinstance(org, str) and org.strip():
+        out["as_org"] = org.strip()[:MAX_TEXT]
+    return out
+
+
+def _get(record: Mapping[str, Any], *keys: str) -> object:
+    value: object = record
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _number(value: object) -> float | None:
+    if type(value) not in (int, float):
+        return None
+    number = float(value)  # type: ignore[arg-type]
+    return number if math.isfinite(number) else None

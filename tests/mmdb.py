@@ -1,0 +1,152 @@
+"""A small MaxMind DB (``.mmdb``) writer, for tests and benchmarks: the format as the spec
+describes it (a binary search tree of 24-bit records, a data section, the metadata), enough
+for files that the real reader (``maxminddb``'s C extension) opens and answers from.
+
+``write_mmdb(path, {"81.2.69.0/24": {"city": {"names": {"en": "London"}}, ...}})`` writes an
+IPv6 tree (IPv4 networks sit under ``::/96``, as in GeoLite2 and DB-IP files). Networks may
+not overlap. Values: dicts (maps), lists, str, int (uint32 when >= 0), float (double), bool.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from pathlib import Path
+from typing import Any
+
+METADATA_MARKER = b"\xab\xcd\xefMaxMind.com"
+
+
+class Typed(int):
+    """An unsigned integer written as a given type (the metadata's fields have fixed ones)."""
+
+    type = 6
+    width = 4
+
+
+class U16(Typed):
+    type, width = 5, 2
+
+
+class U32(Typed):
+    type, width = 6, 4
+
+
+class U64(Typed):
+    type, width = 9, 8
+
+
+def _control(type_: int, size: int) -> bytes:
+    if size < 29:
+        head, extra = size, b""
+    elif size < 29 + 256:
+        head, extra = 29, bytes([size - 29])
+    elif size < 285 + 65536:
+        head, extra = 30, (size - 285).to_bytes(2, "big")
+    else:
+        head, extra = 31, (size - 65821).to_bytes(3, "big")
+    if type_ <= 7:
+        return bytes([(type_ << 5) | head]) + extra
+    return bytes([head, type_ - 7]) + extra
+
+
+def encode(value: Any) -> bytes:
+    """One value in the data section's encoding."""
+    if isinstance(value, bool):
+        return _control(14, int(value))
+    if isinstance(value, str):
+        raw = value.encode("utf-8")
+        return _control(2, len(raw)) + raw
+    if isinstance(value, float):
+        return _control(3, 8) + struct.pack(">d", value)
+    if isinstance(value, Typed):
+        raw = int(value).to_bytes(value.width, "big").lstrip(b"\x00")
+        return _control(value.type, len(raw)) + raw
+    if isinstance(value, int):
+        if value < 0:
+            return _control(8, 4) + struct.pack(">i", value)
+        raw = value.to_bytes((value.bit_length() + 7) // 8, "big") if value else b""
+        if value < 2**16:
+            return _control(5, len(raw)) + raw
+        if value < 2**32:
+            return _control(6, len(raw)) + raw
+        return _control(9, len(raw)) + raw
+    if isinstance(value, bytes):
+        return _control(4, len(value)) + value
+    if isinstance(value, dict):
+        out = _control(7, len(value))
+        for k, v in value.items():
+            out += encode(str(k)) + encode(v)
+        return out
+    if isinstance(value, list | tuple):
+        return _control(11, len(value)) + b"".join(encode(v) for v in value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def write_mmdb(
+    path: str | Path,
+    networks: dict[str, Any],
+    *,
+    database_type: str = "Test-City",
+    build_epoch: int = 1_700_000_000,
+) -> Path:
+    """Write ``networks`` (CIDR -> record) as a MaxMind DB file at ``path``."""
+    data = b""
+    offsets: dict[bytes, int] = {}
+    # Each node: [left, right]; an entry is ("node", index), ("data", offset) or None.
+    nodes: list[list[tuple[str, int] | None]] = [[None, None]]
+    for cidr, record in networks.items():
+        net = ipaddress.ip_network(cidr, strict=False)
+        if net.version == 4:
+            bits = 96 + net.prefixlen
+            value = int(net.network_address)
+        else:
+            bits = net.prefixlen
+            value = int(net.network_address)
+        key = encode(record)
+        if key not in offsets:
+            offsets[key] = len(data)
+            data += key
+        offset = offsets[key]
+        node = 0
+        for depth in range(bits):
+            bit = (value >> (127 - depth)) & 1 if net.version == 6 else _v4_bit(value, depth)
+            if depth == bits - 1:
+                nodes[node][bit] = ("data", offset)
+                break
+            entry = nodes[node][bit]
+            if entry is None:
+                nodes.append([None, None])
+                entry = nodes[node][bit] = ("node", len(nodes) - 1)
+            assert entry[0] == "node", f"{cidr} overlaps another network"
+            node = entry[1]
+    count = len(nodes)
+
+    def record(entry: tuple[str, int] | None) -> int:
+        if entry is None:
+            return count
+        kind, n = entry
+        return n if kind == "node" else count + 16 + n
+
+    tree = b"".join(
+        record(left).to_bytes(3, "big") + record(right).to_bytes(3, "big") for left, right in nodes
+    )
+    metadata = {
+        "node_count": U32(count),
+        "record_size": U16(24),
+        "ip_version": U16(6),
+        "database_type": database_type,
+        "languages": ["en"],
+        "binary_format_major_version": U16(2),
+        "binary_format_minor_version": U16(0),
+        "build_epoch": U64(build_epoch),
+        "description": {"en": "a test database"},
+    }
+    target = Path(path)
+    target.write_bytes(tree + b"\x00" * 16 + data + METADATA_MARKER + encode(metadata))
+    return target
+
+
+def _v4_bit(value: int, depth: int) -> int:
+    """Bit ``depth`` of an IPv4 address placed at ``::a.b.c.d`` (96 zero bits first)."""
+    return 0 if depth < 96 else (value >> (127 - depth)) & 1

@@ -1,0 +1,363 @@
+"""IP intelligence at ingest: real data from the installed packages (``iptocc``,
+``iporigin``), ``.mmdb`` files the tests write themselves, read by ``maxminddb``'s C
+extension, and ``ip_info`` in every read of an event."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+from click.testing import CliRunner
+from starlette.testclient import TestClient
+
+from sqreen.server.app import create_app
+from sqreen.server.auth import hash_token, new_token
+from sqreen.server.blocks import BlockService, ip_block
+from sqreen.server.cli import main
+from sqreen.server.explorer import set_admin_password
+from sqreen.server.intel import GeoIpError, IpIntel, Reputation, open_geoip
+from sqreen.server.pipeline import IngestPipeline
+from sqreen.server.storage import NO_FILTER, EventFilter, Storage, open_storage
+from tests.explorer.conftest import login
+from tests.mmdb import write_mmdb
+
+from .conftest import ServeProcess, add_key, envelope, wire_event
+
+LONDON = {
+    "city": {"names": {"en": "London"}},
+    "country": {"iso_code": "GB"},
+    "location": {"latitude": 51.5142, "longitude": -0.0931, "accuracy_radius": 10},
+}
+SYDNEY = {
+    "city": {"names": {"en": "Sydney"}},
+    "country": {"iso_code": "AU"},
+    "location": {"latitude": -33.8688, "longitude": 151.2093, "accuracy_radius": 20},
+}
+
+
+def city_db(path: Path) -> Path:
+    return write_mmdb(
+        path, {"81.2.69.0/24": LONDON, "1.128.0.0/16": SYDNEY}, database_type="GeoLite2-City"
+    )
+
+
+def asn_db(path: Path) -> Path:
+    return write_mmdb(
+        path,
+        {
+            "81.2.69.0/24": {
+                "autonomous_system_number": 20712,
+                "autonomous_system_organization": "Andrews & Arnold Ltd",
+            }
+        },
+        database_type="GeoLite2-ASN",
+    )
+
+
+@pytest.mark.parametrize(
+    ("ip", "expected"),
+    [
+        # A public resolver's range: Google's published feed says hosting.
+        ("8.8.8.8", {"country": "US", "kind": "hosting", "provider": "Google"}),
+        ("2001:4860:4860::8888", {"country": "US", "kind": "hosting", "provider": "Google"}),
+        # A Tor exit from the list iporigin ships.
+        ("185.220.101.1", {"country": "DE", "kind": "tor", "provider": "Tor"}),
+        # An IPv4-mapped IPv6 address is its IPv4 address.
+        ("::ffff:8.8.8.8", {"country": "US", "kind": "hosting", "provider": "Google"}),
+        # Registered in Great Britain, in no range list: a country and nothing else.
+        ("81.2.69.160", {"country": "GB"}),
+    ],
+)
+def test_known_addresses_resolve_through_the_installed_data(
+    ip: str, expected: dict[str, Any]
+) -> None:
+    info = IpIntel().info(ip)
+    assert info is not None
+    assert {k: v for k, v in info.items() if k not in ("score", "reasons")} == expected
+
+
+@pytest.mark.parametrize(
+    ("ip", "kind"),
+    [
+        ("198.51.100.66", "reserved"),  # documentation (TEST-NET-2)
+        ("203.0.113.7", "reserved"),
+        ("2001:db8::1", "reserved"),
+        ("224.0.0.1", "reserved"),
+        ("10.1.2.3", "private"),
+        ("192.168.0.1", "private"),
+        ("fe80::1%eth0", "private"),
+        ("fd00::1", "private"),
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+    ],
+)
+def test_special_addresses_are_labelled_and_looked_up_nowhere(
+    ip: str, kind: str, tmp_path: Path
+) -> None:
+    class Nowhere:
+        def __call__(self, address: Any) -> Any:
+            raise AssertionError(f"{address} looked up")
+
+        def describe(self) -> None:
+            return None
+
+    intel = IpIntel(countries=Nowhere(), kinds=Nowhere())  # type: ignore[arg-type]
+    assert intel.info(ip) == {"kind": kind, "score": 0, "reasons": []}
+
+
+def test_an_address_no_data_covers_has_unknown_enrichment() -> None:
+    """2d00::/8 is inside the global unicast block but allocated to no registry yet."""
+    assert IpIntel().info("2d00::1") == {"score": 0, "reasons": []}
+    for not_an_address in (
+        *("", "1", "0x7f.1", " 8.8.8.8", "8.8.8.8\x00", "example.com", None, 7),
+        *("010.1.1.1", "1.1.1.01", "1.1.1", "1.1.1.1.1", "256.1.1.1", "::ffff:1.1.1.01"),
+    ):
+        assert IpIntel().info(not_an_address) is None
+
+
+def test_the_threat_score_adds_the_kind_and_the_collectors_own_memory(storage: Storage) -> None:
+    """Tor scores 60; an IP block made this week over the address adds 30, on both back ends
+    (the storage's reads of recent blocks)."""
+    intel = IpIntel(reputation=Reputation(storage))
+    assert intel.info("185.220.101.1") == {
+        "country": "DE",
+        "kind": "tor",
+        "provider": "Tor",
+        "score": 60,
+        "reasons": ["tor"],
+    }
+    BlockService(storage).create(ip_block("185.220.101.0/24"), created_by="admin")
+    intel = IpIntel(reputation=Reputation(storage))
+    intel.reputation.refresh()  # type: ignore[union-attr]
+    info = intel.info("185.220.101.1")
+    assert info is not None
+    assert (info["score"], info["reasons"]) == (90, ["tor", "blocked_recently"])
+    assert intel.info("185.220.102.1") != info  # outside the block
+
+
+def test_a_self_written_mmdb_gives_city_coordinates_and_asn(tmp_path: Path) -> None:
+    city, asn = city_db(tmp_path / "city.mmdb"), asn_db(tmp_path / "asn.mmdb")
+    intel = IpIntel.open([str(city), str(asn)])
+    try:
+        assert all(db.in_c for db in intel.geoip)  # maxminddb's C extension reads them
+        assert intel.info("81.2.69.160") == {
+            "country": "GB",
+            "provider": "Andrews & Arnold Ltd",
+            "city": "London",
+            "latitude": 51.5142,
+            "longitude": -0.0931,
+            "accuracy_radius": 10,
+            "asn": 20712,
+            "score": 0,
+            "reasons": [],
+        }
+        # Not in the files: the packages still answer.
+        info = intel.info("8.8.8.8")
+        assert info is not None and "city" not in info and info["kind"] == "hosting"
+        files = intel.sources()["geoip"]
+        assert [f["file"] for f in files] == ["city.mmdb", "asn.mmdb"]
+        assert files[0]["type"] == "GeoLite2-City"
+    finally:
+        intel.close()
+
+
+def _bad_files(tmp_path: Path) -> list[tuple[str, str]]:
+    (tmp_path / "empty.mmdb").write_bytes(b"")
+    (tmp_path / "text.mmdb").write_text("country,ip\nGB,81.2.69.160\n")
+    good = city_db(tmp_path / "good.mmdb").read_bytes()
+    (tmp_path / "cut.mmdb").write_bytes(good[:20] + good[-200:])
+    (tmp_path / "dir.mmdb").mkdir()
+    return [
+        (str(tmp_path / "missing.mmdb"), "no such file"),
+        (str(tmp_path / "empty.mmdb"), "the file is empty"),
+        (str(tmp_path / "text.mmdb"), "not a MaxMind DB (.mmdb) file"),
+        (str(tmp_path / "cut.mmdb"), "MaxMind DB"),
+        (str(tmp_path / "dir.mmdb"), "directory"),
+    ]
+
+
+def test_a_bad_geoip_db_stops_serve_at_start_with_a_clear_message(tmp_path: Path) -> None:
+    db = str(tmp_path / "sqreen.db")
+    add_key(db)
+    good = str(city_db(tmp_path / "ok.mmdb"))
+    for path, reason in _bad_files(tmp_path):
+        with pytest.raises(GeoIpError, match=re.escape(reason)):
+            open_geoip(path)
+        result = CliRunner().invoke(
+            main, ["serve", "--db", db, "--geoip-db", good, "--geoip-db", path]
+        )
+        assert result.exit_code != 0, result.output  # 2 where click checks it first
+        assert "--geoip-db" in result.output and path in result.output
+        assert reason in result.output
+        assert "Traceback" not in result.output
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() == 0, reason="root reads anything")
+def test_an_unreadable_geoip_db_is_refused(tmp_path: Path) -> None:
+    path = city_db(tmp_path / "locked.mmdb")
+    path.chmod(0)
+    with pytest.raises(GeoIpError, match="cannot read it"):
+        open_geoip(path)
+
+
+@pytest.mark.slow
+def test_serve_enriches_each_stored_event_and_every_read_shows_ip_info(
+    tmp_path: Path, serve: Any
+) -> None:
+    """``sqreen serve --geoip-db`` (a real process): events stored with ``ip_info``, shown by
+    ``sqreen events --json``; the files' versions in ``/healthz?verbose=1``."""
+    db = str(tmp_path / "sqreen.db")
+    token = add_key(db)
+    city = city_db(tmp_path / "city.mmdb")
+    proc: ServeProcess = serve(db, None, "--geoip-db", str(city))
+    ips = ["81.2.69.160", "185.220.101.1", "10.0.0.8", "2d00::1", "not-an-ip"]
+    events = [wire_event(request={**wire_event()["request"], "ip": ip}) for ip in ips]
+    reply = httpx.post(
+        proc.url + "/v1/events",
+        json=envelope(events),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["accepted"] == len(ips)  # stored, with what is known
+    health = httpx.get(proc.url + "/healthz?verbose=1").json()
+    assert health["ip_intel"]["geoip"][0]["file"] == "city.mmdb"
+    assert health["ip_intel"]["country"]["package"] == "iptocc"
+    assert httpx.get(proc.url + "/healthz").json() == {"status": "ok"}
+    proc.stop()
+
+    out = CliRunner().invoke(main, ["events", "--json", "--db", db])
+    assert out.exit_code == 0, out.output
+    by_ip = {e["request"]["ip"]: e for e in map(json.loads, out.output.splitlines())}
+    assert by_ip["81.2.69.160"]["ip_info"] == {
+        "country": "GB",
+        "city": "London",
+        "latitude": 51.5142,
+        "longitude": -0.0931,
+        "accuracy_radius": 10,
+        "score": 0,
+        "reasons": [],
+    }
+    assert by_ip["185.220.101.1"]["ip_info"]["kind"] == "tor"
+    assert by_ip["10.0.0.8"]["ip_info"] == {"kind": "private", "score": 0, "reasons": []}
+    assert by_ip["2d00::1"]["ip_info"] == {"score": 0, "reasons": []}
+    assert "ip_info" not in by_ip["not-an-ip"]  # no address: nothing to say
+    assert all("enrichment" not in e for e in by_ip.values())
+
+
+def test_enrichment_is_stored_so_a_data_update_does_not_rewrite_history(
+    storage: Storage,
+) -> None:
+    """What an event was labelled with when it arrived is what it reads as later, whatever
+    the data says now."""
+
+    class Renamed(IpIntel):
+        def _lookup(self, ip: str) -> Any:
+            found = super()._lookup(ip)
+            return found and (found[0], {**found[1], "country": "FR"})
+
+    event = wire_event(request={**wire_event()["request"], "ip": "8.8.8.8"})
+    IngestPipeline(storage, enrichers=[IpIntel()])(json.dumps(envelope([event])).encode())
+    stored = storage.get_event(event["id"])
+    assert stored is not None and stored.to_json()["ip_info"]["country"] == "US"
+    Renamed().info("8.8.8.8")  # a newer data set, same process
+    again = storage.get_event(event["id"])
+    assert again is not None and again.to_json()["ip_info"]["country"] == "US"
+
+
+def test_the_explorer_api_and_detail_show_ip_info(tmp_path: Path) -> None:
+    storage = open_storage(str(tmp_path / "sqreen.db"))
+    try:
+        token = new_token()
+        storage.create_key("sdk", hash_token(token))
+        set_admin_password(storage, "correct horse battery")
+        with TestClient(create_app(storage), base_url="http://testserver") as client:
+            event = wire_event(request={**wire_event()["request"], "ip": "185.220.101.1"})
+            reply = client.post(
+                "/v1/events",
+                json=envelope([event]),
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert reply.status_code == 200
+            login(client, "correct horse battery")
+            (row,) = client.get("/explorer/api/events").json()["events"]
+            assert row["ip_info"]["kind"] == "tor"
+            assert row["ip_info"]["country"] == "DE"
+            detail = client.get(f"/explorer/events/{event['id']}").text
+            agents = client.get("/explorer/agents").text
+            assert "IP intelligence data" in agents and "iptocc" in agents
+            assert "&#34;kind&#34;: &#34;tor&#34;" in detail or '"kind": "tor"' in detail
+    finally:
+        storage.close()
+
+
+def test_the_storage_filters_and_counts_on_country_kind_and_asn(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """On both back ends: ``EventFilter(country=, kind=, asn=)`` and ``count_by("ip.country")``
+    read what was stored with each event; events without an address have none."""
+    intel = IpIntel.open([str(asn_db(tmp_path / "asn.mmdb"))])
+    pipeline = IngestPipeline(storage, enrichers=[intel])
+    ips = ["185.220.101.1"] * 3 + ["8.8.8.8"] * 2 + ["81.2.69.160", "10.0.0.1"]
+    events = [wire_event(request={**wire_event()["request"], "ip": ip}) for ip in ips]
+    events.append(wire_event(request=None))
+    pipeline(json.dumps(envelope(events)).encode())
+
+    def ips_of(**f: str) -> list[str | None]:
+        return sorted(e.ip or "" for e in storage.query_events(EventFilter(**f), limit=100))
+
+    assert ips_of(country="DE") == ["185.220.101.1"] * 3
+    assert ips_of(kind="hosting") == ["8.8.8.8"] * 2
+    assert ips_of(kind="private") == ["10.0.0.1"]
+    assert ips_of(asn="20712") == ["81.2.69.160"]
+    assert ips_of(country="US", kind="tor") == []
+    by_country = dict(storage.count_by("ip.country", NO_FILTER, 10))
+    assert by_country == {"DE": 3, "US": 2, None: 2, "GB": 1}
+    by_kind = dict(storage.count_by("ip.kind", NO_FILTER, 10, newest=100))
+    assert by_kind == {"tor": 3, "hosting": 2, "private": 1, None: 2}
+    assert storage.count_events(EventFilter(country="DE", name="auth.login.failure")) == 3
+
+
+def test_litesoc_spellings_are_stored_under_the_standard_name_and_filter_by_severity(
+    storage: Storage,
+) -> None:
+    """On both back ends: ``AUTH_LOGIN_FAILURE`` and ``login.failure`` are stored as
+    ``auth.login.failure``; ``EventFilter(severity=)`` selects by the name's severity."""
+    sent = ["AUTH_LOGIN_FAILURE", "login.failure", "security.suspicious.activity"]
+    sent += ["order.created", "auth.login.success"]
+    events = [wire_event(name=name) for name in sent]
+    IngestPipeline(storage)(json.dumps(envelope(events)).encode())
+    stored = {e.id: e.name for e in storage.query_events(limit=10)}
+    assert [stored[e["id"]] for e in events] == [
+        "auth.login.failure",
+        "auth.login.failure",
+        "security.suspicious.activity",
+        "order.created",
+        "auth.login.success",
+    ]
+
+    def names(level: str) -> list[str]:
+        return sorted(e.name for e in storage.query_events(EventFilter(severity=level)))
+
+    assert names("critical") == ["security.suspicious.activity"]
+    assert names("warning") == ["auth.login.failure"] * 2
+    assert names("info") == ["auth.login.success", "order.created"]
+    assert storage.count_events(EventFilter(severity="warning")) == 2
+
+
+def test_sqreen_import_stores_ip_info_and_standard_names(tmp_path: Path) -> None:
+    db = str(tmp_path / "import.db")
+    lines = tmp_path / "events.jsonl"
+    event = wire_event(name="AUTH_LOGIN_FAILURE")
+    event["request"] = {**event["request"], "ip": "185.220.101.1"}
+    lines.write_text(json.dumps(event) + "\n")
+    result = CliRunner().invoke(main, ["import", str(lines), "--db", db])
+    assert result.exit_code == 0, result.output
+    out = CliRunner().invoke(main, ["events", "--json", "--db", db]).output
+    (stored,) = map(json.loads, out.splitlines())
+    assert stored["name"] == "auth.login.failure"
+    assert (stored["ip_info"]["country"], stored["ip_info"]["kind"]) == ("DE", "tor")

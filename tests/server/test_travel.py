@@ -1,0 +1,245 @@
+"""Impossible travel: a user's consecutive successful logins too far apart for the time
+between them add one ``security.impossible_travel`` event, which playbooks act on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from sqreen._event import format_timestamp
+from sqreen.server.app import create_app
+from sqreen.server.auth import hash_token, new_token
+from sqreen.server.intel import IMPOSSIBLE_TRAVEL, ImpossibleTravel, IpIntel
+from sqreen.server.pipeline import IngestPipeline
+from sqreen.server.playbooks import PlaybookError, PlaybookSource, parse_playbooks
+from sqreen.server.storage import EventFilter, Storage
+from tests.mmdb import write_mmdb
+
+from .conftest import envelope, wire_event
+
+LONDON_IP, SYDNEY_IP, PARIS_IP = "81.2.69.160", "1.128.0.9", "2.3.4.5"
+VPN_IP = "104.28.28.1"  # Apple Private Relay in iporigin's shipped ranges
+COUNTRY_ONLY_IP = "8.8.4.4"  # not in the .mmdb: only a country (and hosting)
+
+
+def city(name: str, lat: float, lon: float, radius: int, country: str) -> dict[str, Any]:
+    return {
+        "city": {"names": {"en": name}},
+        "country": {"iso_code": country},
+        "location": {"latitude": lat, "longitude": lon, "accuracy_radius": radius},
+    }
+
+
+@pytest.fixture(scope="module")
+def city_mmdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    path = tmp_path_factory.mktemp("geo") / "city.mmdb"
+    write_mmdb(
+        path,
+        {
+            "81.2.69.0/24": city("London", 51.5142, -0.0931, 10, "GB"),
+            "1.128.0.0/16": city("Sydney", -33.8688, 151.2093, 20, "AU"),
+            "2.3.4.0/24": city("Paris", 48.8566, 2.3522, 20, "FR"),
+            # The VPN exit sits in New York: far from both, and still never counted.
+            "104.28.28.0/24": city("New York", 40.7128, -74.006, 5, "US"),
+        },
+        database_type="GeoLite2-City",
+    )
+    yield str(path)
+
+
+def login(
+    ip: str, at: datetime, uid: str = "42", name: str = "auth.login.success"
+) -> dict[str, Any]:
+    event = wire_event(name=name, user={"uid": uid}, timestamp=format_timestamp(at), properties={})
+    event["request"] = {**event["request"], "ip": ip}
+    return event
+
+
+def body(*events: Any) -> bytes:
+    return json.dumps(envelope(list(events))).encode()
+
+
+@pytest.fixture
+def pipeline(storage: Storage, city_mmdb: str) -> IngestPipeline:
+    return IngestPipeline(storage, enrichers=[IpIntel.open([city_mmdb]), ImpossibleTravel(storage)])
+
+
+def travels(storage: Storage) -> list[Any]:
+    return storage.query_events(EventFilter(name=IMPOSSIBLE_TRAVEL), limit=100)
+
+
+def test_far_apart_minutes_apart_raises_one_alert_with_both_places_and_the_speed(
+    storage: Storage, pipeline: IngestPipeline
+) -> None:
+    """London, then Sydney 30 minutes later (17 000 km): one alert, in separate batches (the
+    earlier login read back from storage) and stored once when the batch is retried."""
+    start = datetime.now(UTC) - timedelta(hours=1)
+    first = login(LONDON_IP, start)
+    second = login(SYDNEY_IP, start + timedelta(minutes=30))
+    pipeline(body(first))
+    reply = pipeline(body(second))
+    assert (reply["accepted"], reply["duplicates"]) == (1, 0)  # the SDK sent one event
+    (alert,) = travels(storage)
+    assert alert.user == {"uid": "42"}
+    assert alert.ip == SYDNEY_IP
+    props = alert.properties
+    assert (props["from_ip"], props["to_ip"]) == (LONDON_IP, SYDNEY_IP)
+    assert (props["from_city"], props["to_city"]) == ("London", "Sydney")
+    assert (props["from_country"], props["to_country"]) == ("GB", "AU")
+    assert (props["from_latitude"], props["to_longitude"]) == (51.5142, 151.2093)
+    assert 16_900 < props["distance_km"] < 17_000  # less both accuracy radii
+    assert props["minutes"] == 30.0
+    assert props["speed_kmh"] == pytest.approx(props["distance_km"] * 2, abs=2)
+    assert (props["from_event"], props["to_event"]) == (first["id"], second["id"])
+    assert alert.to_json()["ip_info"]["city"] == "Sydney"
+    retried = pipeline(body(second))
+    assert (retried["accepted"], retried["duplicates"]) == (0, 1)
+    assert len(travels(storage)) == 1
+
+
+def test_the_same_pair_hours_apart_raises_nothing(
+    storage: Storage, pipeline: IngestPipeline
+) -> None:
+    """London then Paris (340 km) 30 minutes apart is 680 km/h: a fast train and a plane,
+    possible. London then Sydney 24 hours apart is a long flight. Neither alerts."""
+    start = datetime.now(UTC) - timedelta(days=2)
+    pipeline(body(login(LONDON_IP, start), login(PARIS_IP, start + timedelta(minutes=30))))
+    pipeline(body(login(SYDNEY_IP, start + timedelta(hours=24, minutes=30))))
+    assert travels(storage) == []
+    assert len(storage.query_events(EventFilter(name="auth.login.success"))) == 3
+
+
+@pytest.mark.parametrize("vpn_first", [True, False])
+def test_a_vpn_address_on_either_side_raises_nothing(
+    storage: Storage, pipeline: IngestPipeline, vpn_first: bool
+) -> None:
+    start = datetime.now(UTC) - timedelta(hours=1)
+    pair = [VPN_IP, SYDNEY_IP] if vpn_first else [SYDNEY_IP, VPN_IP]
+    pipeline(body(login(pair[0], start), login(pair[1], start + timedelta(minutes=5))))
+    stored = storage.query_events(EventFilter(name="auth.login.success"))
+    assert {e.ip: e.enrichment["ip_info"].get("kind") for e in stored}[VPN_IP] == "vpn"
+    assert travels(storage) == []
+
+
+def test_a_country_alone_other_users_and_failures_raise_nothing(
+    storage: Storage, pipeline: IngestPipeline
+) -> None:
+    start = datetime.now(UTC) - timedelta(hours=1)
+    pipeline(
+        body(
+            login(COUNTRY_ONLY_IP, start),
+            login(SYDNEY_IP, start + timedelta(minutes=1)),  # previous: country only
+            login(LONDON_IP, start + timedelta(minutes=2), uid="7"),  # another user
+            login(LONDON_IP, start + timedelta(minutes=3), name="auth.login.failure"),
+        )
+    )
+    assert travels(storage) == []
+
+
+def test_a_playbook_blocks_the_user_on_impossible_travel(
+    storage: Storage, city_mmdb: str, tmp_path: Path
+) -> None:
+    """Through the collector (``POST /v1/events``): the alert event reaches the playbooks,
+    which block the user; the SDK's reply already carries the block."""
+    rules = tmp_path / "playbooks.toml"
+    rules.write_text(
+        '[[playbook]]\nid = "impossible-travel"\nevents = ["security.impossible_travel"]\n'
+        'group_by = "user"\nthreshold = 1\nwindow = "1h"\naction = "block_user"\n'
+        'duration = "1h"\n'
+    )
+    token = new_token()
+    storage.create_key("sdk", hash_token(token))
+    app = create_app(storage, ip_intel=IpIntel.open([city_mmdb]), playbooks=PlaybookSource(rules))
+    start = datetime.now(UTC) - timedelta(minutes=20)
+    with TestClient(app) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        client.post("/v1/events", json=envelope([login(LONDON_IP, start)]), headers=headers)
+        reply = client.post(
+            "/v1/events",
+            json=envelope([login(SYDNEY_IP, start + timedelta(minutes=10))]),
+            headers=headers,
+        ).json()
+    assert reply["accepted"] == 1
+    (block,) = reply["actions"]["items"]
+    assert block["user"] == {"uid": "42"}, block
+    (alert,) = storage.list_alerts()
+    assert alert.playbook == "impossible-travel"
+
+
+def test_travel_speed_none_turns_it_off(storage: Storage, city_mmdb: str) -> None:
+    app = create_app(storage, ip_intel=IpIntel.open([city_mmdb]), travel_speed=None)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    app.state.pipeline(
+        body(login(LONDON_IP, start), login(SYDNEY_IP, start + timedelta(minutes=9)))
+    )
+    assert travels(storage) == []
+    with pytest.raises(ValueError, match="above 0"):
+        ImpossibleTravel(storage, max_speed=0)
+
+
+def test_playbooks_match_ip_country_kind_and_score_and_group_by_country(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """``where`` on what IP intelligence stored: a Tor exit is blocked at its first failure,
+    Google's cloud only alerted (score 25, under 50); failures counted per country."""
+    rules = tmp_path / "playbooks.toml"
+    rules.write_text(
+        '[[playbook]]\nid = "anonymous-failure"\nevents = ["auth.login.failure"]\n'
+        'where = { "ip.kind" = ["tor", "vpn"], "ip.score" = { at_least = 50 } }\n'
+        'group_by = "ip"\nthreshold = 1\nwindow = "1h"\naction = "block_ip"\nduration = "1h"\n'
+        "\n"
+        '[[playbook]]\nid = "us-failures"\nevents = ["auth.login.failure"]\n'
+        'where = { "ip.country" = "US" }\n'
+        'group_by = "ip.country"\nthreshold = 2\nwindow = "1h"\naction = "alert"\n'
+    )
+    token = new_token()
+    storage.create_key("sdk", hash_token(token))
+    app = create_app(storage, playbooks=PlaybookSource(rules))
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    sent = [
+        login("185.220.101.1", now, name="auth.login.failure"),
+        login("8.8.8.8", now, name="auth.login.failure"),
+        login("8.8.4.4", now, name="auth.login.failure"),
+    ]
+    with TestClient(app) as client:
+        reply = client.post(
+            "/v1/events", json=envelope(sent), headers={"Authorization": f"Bearer {token}"}
+        ).json()
+    (block,) = reply["actions"]["items"]
+    assert block["ip"] == "185.220.101.1/32"
+    alerts = {a.playbook: a for a in storage.list_alerts()}
+    assert set(alerts) == {"anonymous-failure", "us-failures"}
+    assert (alerts["us-failures"].group_key, alerts["us-failures"].total) == ("US", 2)
+    with pytest.raises(PlaybookError, match="at_least"):
+        parse_playbooks(
+            '[[playbook]]\nid = "x"\nevents = ["a"]\nwhere = { "ip.score" = { above = 5 } }\n'
+            'group_by = "ip"\nthreshold = 1\nwindow = "1h"\naction = "alert"\n'
+        )
+
+
+def test_without_coordinates_no_login_costs_a_query(storage: Storage) -> None:
+    """With no City ``.mmdb`` (the default), no login has a place: impossible travel never
+    reads the storage on the ingest path."""
+
+    class CountedReads:
+        queries = 0
+
+        def query_events(self, *args: Any, **kwargs: Any) -> Any:
+            self.queries += 1
+            return storage.query_events(*args, **kwargs)
+
+    reads = CountedReads()
+    pipeline = IngestPipeline(
+        storage,
+        enrichers=[IpIntel(), ImpossibleTravel(reads)],  # type: ignore[arg-type]
+    )
+    start = datetime.now(UTC) - timedelta(hours=1)
+    reply = pipeline(body(login(LONDON_IP, start), login(SYDNEY_IP, start + timedelta(minutes=5))))
+    assert reply["accepted"] == 2 and travels(storage) == []
+    assert reads.queries == 0
