@@ -126,7 +126,7 @@ def test_country_kind_and_score_on_rows_detail_filters_and_groups(
     # The detail: city, coordinates and accuracy from the .mmdb.
     page.goto(collector + "/explorer/events?country=GB")
     page.locator("#events tbody td.time a").first.click()
-    page.wait_for_url(re.compile(r".*/explorer/events/[^?]+$"))
+    page.wait_for_url(re.compile(r".*/explorer/events/[^?]+\?seq=[0-9]+$"))
     detail = page.locator("#ip-info").inner_text()
     assert "GB" in detail and "London" in detail and "51.5142" in detail and "10 km" in detail
     assert "threat score 0" in detail
