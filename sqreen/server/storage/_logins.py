@@ -38,10 +38,12 @@ class LoginQueries(SqlPart):
         to do where the transaction is the only writer, as in SQLite)."""
 
     def reserve_login(self, key: str, limit: int, window: float) -> float:
-        now = to_us(self.now())
         span = int(window * _US)
         with self._write() as cur:
             self._hold(cur, "sqreen.login\x1f" + key)
+            # Read once the key is held: a time read before could be older than the attempts
+            # stored while this one waited (and the wait told longer than the window).
+            now = to_us(self.now())
             count, oldest = cur.execute(
                 "SELECT count(*), min(at) FROM login_failures WHERE key = ? AND at > ?",
                 (key, now - span),
