@@ -277,6 +277,22 @@ def test_expired_blocks_leave_the_action_set(storage: Storage, clock: Clock) -> 
     assert ended.lifted_at is None and not ended.is_active(storage.now())
 
 
+def test_ended_blocks_are_the_latest_lifted_or_expired(storage: Storage, clock: Clock) -> None:
+    """The explorer's blocks page reads the latest ended blocks, not every block ever made."""
+    hour = timedelta(hours=1)
+    made = [storage.create_block("block_ip", ip=f"192.0.2.{n}", duration=hour) for n in range(6)]
+    forever = storage.create_block("block_user", user={"uid": "1"})
+    assert storage.ended_blocks(10) == []
+    storage.lift_block(made[1].id, "cli:test")
+    storage.lift_block(made[4].id, "cli:test")
+    assert [b.id for b in storage.ended_blocks(10)] == [made[4].id, made[1].id]
+    clock.advance(hours=1, seconds=1)  # every timed block has expired; the other stays
+    ended = storage.ended_blocks(3)
+    assert [b.id for b in ended] == [made[5].id, made[4].id, made[3].id]
+    assert forever.id not in {b.id for b in storage.ended_blocks(100)}
+    assert [b.id for b in storage.list_blocks()] == [forever.id]
+
+
 def test_the_clock_stamps_every_write(storage: Storage, clock: Clock) -> None:
     """received_at, key and block times and heartbeats come from the storage's clock."""
     clock.advance(days=400)

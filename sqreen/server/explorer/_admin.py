@@ -141,12 +141,13 @@ async def _blocks(
     stale_after: float = request.app.state.stale_after
     now = storage.now()
 
-    def load() -> tuple[list[Block], Hits]:
-        return storage.list_blocks(include_inactive=True), hits(storage, now, stale_after)
+    def load() -> tuple[list[Block], list[Block], Hits]:
+        # The blocks in force (at most --max-blocks) and the latest ended, not every block
+        # ever made.
+        active = [b for b in storage.list_blocks() if b.is_active(now)]
+        return active, storage.ended_blocks(RECENT_ENDED), hits(storage, now, stale_after)
 
-    every, found = await run_in_threadpool(load)
-    active = [b for b in every if b.is_active(now)]
-    ended = [b for b in every if not b.is_active(now)][:RECENT_ENDED]
+    active, ended, found = await run_in_threadpool(load)
     context = {
         "nav": "blocks",
         "active": active,

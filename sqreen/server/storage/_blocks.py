@@ -202,6 +202,15 @@ class BlockQueries(SqlPart):
         found = self._blocks(_IN_FORCE.format(columns=_B_COLUMNS), [to_us(self.now())])
         return sorted(found, key=lambda b: b.id, reverse=True)
 
+    def ended_blocks(self, limit: int) -> list[Block]:
+        # Newest first down the primary key: most blocks ever made have ended, so the walk
+        # stops after about ``limit`` rows whatever the table holds.
+        return self._blocks(
+            f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE lifted_at IS NOT NULL "
+            "OR (expires_at IS NOT NULL AND expires_at <= ?) ORDER BY id DESC LIMIT ?",
+            [to_us(self.now()), limit],
+        )
+
     def blocks_by_id(self, ids: Collection[int]) -> dict[int, Block]:
         """The blocks of these ids (at most :data:`~._queries.MAX_IDS`; active or not),
         by id."""

@@ -247,6 +247,11 @@ class ControlStore(Clocked, Protocol):
         too), newest first."""
         ...
 
+    def ended_blocks(self, limit: int) -> list[Block]:
+        """The ``limit`` newest blocks lifted or expired by :meth:`now`, newest first (the
+        table keeps every block ever made: playbooks make one an attacker)."""
+        ...
+
     def blocks_by_id(self, ids: Collection[int]) -> dict[int, Block]:
         """The blocks of these ids (at most 1000), active or not, by id."""
         ...
