@@ -70,6 +70,38 @@ def test_blocks_made_at_once_stop_at_the_cap(storage: Storage) -> None:
     assert len(storage.list_blocks()) == 10
 
 
+def test_identical_blocks_made_at_once_are_one_block(storage: Storage) -> None:
+    """Eight writers placing the same blocks at once (PostgreSQL: eight connections; 30
+    identical POST /v1/blocks at once made two blocks of one user): one block each, the
+    others extend it or keep it."""
+    service = BlockService(storage)
+    outcomes: list[str] = []
+    start = threading.Barrier(8)
+    started = storage.now()
+
+    def make(n: int) -> None:
+        start.wait()
+        for request in (
+            user_block({"email": "racer@example.com"}, duration=timedelta(minutes=10 + n)),
+            ip_block("203.0.113.9", duration=timedelta(minutes=10 + n)),
+        ):
+            outcomes.append(service.apply(request, created_by="t").outcome)
+
+    threads = [threading.Thread(target=make, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    active = storage.list_blocks()
+    assert sorted((b.type, b.ip or "") for b in active) == [
+        ("block_ip", "203.0.113.9/32"),
+        ("block_user", ""),
+    ]
+    assert outcomes.count("created") == 2
+    longest = started + timedelta(minutes=17)
+    assert all(b.expires_at and b.expires_at >= longest for b in active)  # the longest one won
+
+
 def test_the_api_the_cli_and_the_playbooks_at_the_cap(
     collector: Collector, live_app: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

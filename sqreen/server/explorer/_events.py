@@ -24,7 +24,7 @@ from ...events import severity
 from ..storage import Storage, StoredEvent
 from ._chart import Chart, bucketing, draw
 from ._query import MAX_SEQ_DIGITS, Query, QueryError, parse_query
-from ._render import pairs, render, shown, summary, when
+from ._render import event_url, pairs, render, shown, summary, when
 
 __all__ = ["event_api", "event_page", "events_page"]
 
@@ -119,17 +119,11 @@ def _path_qs(request: Request) -> str:
     return request.url.path + ("?" + query if query else "")
 
 
-def event_url(base: str, event: StoredEvent) -> str:
-    """The event's page: by id and seq (ids are unique per API key, so two keys may have sent
-    the same one)."""
-    return f"{base}/events/{quote(event.id, safe='')}?seq={event.seq}"
-
-
 def display(base: str, event: StoredEvent) -> dict[str, Any]:
     """What a row of the events table shows, for the live update to build the same row
     (with the text's control characters written out, as the page writes them)."""
     return {
-        "url": event_url(base, event),
+        "url": event_url(event, base),
         "time": when(event.timestamp),
         "user": shown(pairs(event.user, 40)),
         "summary": shown(summary(event.properties)),
@@ -180,7 +174,8 @@ async def event_api(request: Request) -> JSONResponse:
 
 
 async def event_page(request: Request) -> Response:
-    event_id = request.path_params["event_id"]
+    # ``/events/?id=..``: the ids a path segment cannot carry (see _render.event_url).
+    event_id = request.path_params["event_id"] or request.query_params.get("id", "")
     if len(event_id) > MAX_ID:
         raise HTTPException(404, "no such event")
     raw_seq = request.query_params.get("seq", "")

@@ -13,6 +13,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote
 
 import jinja2
 from starlette.requests import Request
@@ -22,7 +23,7 @@ from ..._text import visible
 from ...events import severity
 from ._forms import csrf_token
 
-__all__ = ["ago", "pairs", "render", "short", "shown", "when"]
+__all__ = ["ago", "event_url", "pairs", "render", "short", "shown", "when"]
 
 TEMPLATES: Final = Path(__file__).parent / "templates"
 SUMMARY_CHARS: Final = 140
@@ -80,6 +81,18 @@ def pairs(mapping: dict[str, Any] | None, width: int = 60) -> str:
 
 def summary(properties: dict[str, Any]) -> str:
     return short(pairs(properties, 40), SUMMARY_CHARS)
+
+
+def event_url(event: Any, base: str) -> str:
+    """The page of ``event`` (a :class:`StoredEvent`) under the explorer's ``base``: by id and
+    seq (ids are unique per API key, so two keys may have sent the same one). The id is one
+    path segment (``/`` encoded too), except ``.`` and ``..``: a browser removes such a
+    segment before it asks (an event with id ``..`` linked to the list), so these go in the
+    query."""
+    quoted = quote(event.id, safe="")
+    if quoted in (".", ".."):
+        return f"{base}/events/?id={quoted}&seq={event.seq}"
+    return f"{base}/events/{quoted}?seq={event.seq}"
 
 
 def pretty(value: object) -> str:
@@ -144,6 +157,7 @@ _env.filters.update(
     playbook_of=playbook_of,
     span=span,
     severity=severity,
+    event_url=event_url,
 )
 
 

@@ -121,6 +121,42 @@ class BlockQueries(SqlPart):
         when a new one would pass ``spec.max_active`` (the caller's transaction rolls back
         or, for a playbook, stores its alert without a block)."""
         expires = None if spec.duration is None else now + int(spec.duration.total_seconds() * 1e6)
+        found = self._covering(cur, spec, now)
+        if found is not None and _lasts(found, expires):
+            return found, "kept"
+        if found is None:
+            # Before the version is taken, so that at the cap no SDK is woken for nothing.
+            self._check_cap(cur, now, spec.max_active)
+        # Then read again under the version's lock: on PostgreSQL another writer may have
+        # placed or extended the same block meanwhile (30 identical requests at once made
+        # two blocks, and an extension read before another could shorten it).
+        version = self._bump_actions(cur)
+        found = self._covering(cur, spec, now)
+        if found is None:
+            self._check_cap(cur, now, spec.max_active)
+            row = self._insert_block(
+                cur,
+                version,
+                spec.type,
+                spec.user,
+                spec.ip,
+                spec.reason,
+                now,
+                expires,
+                spec.created_by,
+            )
+            return row, "created"
+        if _lasts(found, expires):
+            return found, "kept"  # (the version taken is left unused: no row has it)
+        row = cur.execute(
+            "UPDATE blocks SET expires_at = ?, changed_in = ? WHERE id = ? "
+            f"RETURNING {BLOCK_COLUMNS}",
+            (expires, version, found.id),
+        ).fetchone()
+        return BlockRow._make(row), "extended"
+
+    def _covering(self, cur: Cursor, spec: BlockSpec, now: int) -> BlockRow | None:
+        """The active block on the same network or user as ``spec``, if any."""
         active = cur.execute(
             f"SELECT {_B_COLUMNS} FROM blocks b WHERE b.type = ? AND {_ACTIVE} "
             + ("AND b.ip = ? " if spec.type == "block_ip" else "")
@@ -128,35 +164,9 @@ class BlockQueries(SqlPart):
             (spec.type, now, spec.ip) if spec.type == "block_ip" else (spec.type, now),
         ).fetchall()
         for found in map(BlockRow._make, active):
-            if spec.type == "block_user" and _user(found.user_json) != spec.user:
-                continue  # (an IP block was found by its network already)
-            current = found.expires_at
-            if current is None or (expires is not None and expires <= current):
-                return found, "kept"
-            version = self._bump_actions(cur)
-            row = cur.execute(
-                "UPDATE blocks SET expires_at = ?, changed_in = ? WHERE id = ? "
-                f"RETURNING {BLOCK_COLUMNS}",
-                (expires, version, found.id),
-            ).fetchone()
-            return BlockRow._make(row), "extended"
-        # Before the version is taken, so that at the cap no SDK is woken for nothing; again
-        # after it, under its lock (PostgreSQL: another writer may have made one meanwhile).
-        self._check_cap(cur, now, spec.max_active)
-        version = self._bump_actions(cur)
-        self._check_cap(cur, now, spec.max_active)
-        row = self._insert_block(
-            cur,
-            version,
-            spec.type,
-            spec.user,
-            spec.ip,
-            spec.reason,
-            now,
-            expires,
-            spec.created_by,
-        )
-        return row, "created"
+            if spec.type == "block_ip" or _user(found.user_json) == spec.user:
+                return found  # (an IP block was found by its network already)
+        return None
 
     def place_block(self, spec: BlockSpec) -> PlacedBlock:
         with self._write() as cur:
@@ -248,3 +258,8 @@ class BlockQueries(SqlPart):
         rows = f"SELECT NULL, {_B_COLUMNS} FROM blocks b WHERE b.changed_in > ?"
         version, blocks = self._versioned(rows, [since])
         return ActionChanges(since=since, version=version, blocks=tuple(blocks), now=now)
+
+
+def _lasts(found: BlockRow, expires: int | None) -> bool:
+    """Whether block ``found`` lasts at least until ``expires`` (None: until lifted)."""
+    return found.expires_at is None or (expires is not None and expires <= found.expires_at)
