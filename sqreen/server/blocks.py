@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
+from unicodedata import category
 
 from .._client_ip import DEFAULT_TRUSTED_PROXIES
 from .._event import InvalidEvent, in_range, validate_user
@@ -68,6 +69,13 @@ MAX_DURATION: Final = timedelta(days=3650)
 #: Characters in the number of a duration written as text (``3650d`` is 4, ``0.5s`` 3).
 MAX_DURATION_DIGITS: Final = 12
 _DURATION_RE: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhdw])")
+#: What :func:`~sqreen._text.first_hidden` finds, by Unicode category, for error messages.
+_KINDS: Final = {
+    "Cs": "an unpaired surrogate",
+    "Cf": "a bidirectional control",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+}
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 #: The networks every SDK trusts as proxies with its default settings (the non-IP entry is
 #: Unix sockets); an SDK refuses a block that overlaps one of them.
@@ -262,9 +270,9 @@ def validate_reason(value: Any) -> str:
     # them), line separators and the bidirectional controls that make text read otherwise.
     char = first_hidden(value)
     if char is not None:
+        kind = _KINDS.get(category(char), "a control character")
         raise InvalidBlock(
-            "reason",
-            f"must be one line of text: U+{ord(char):04X} (a control character) is not allowed",
+            "reason", f"must be one line of text: U+{ord(char):04X} ({kind}) is not allowed"
         )
     return value
 

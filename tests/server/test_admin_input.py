@@ -111,6 +111,8 @@ def test_the_blocks_api_answers_400_naming_the_field(
         (["--for", "\u0661h"], "Invalid value for --for:"),
         (["--reason", "\x1b[2Jall clear"], "Invalid value for --reason: must be one line"),
         (["--reason", "a\tb"], "U+0009 (a control character)"),
+        (["--reason", "evil\u202e"], "U+202E (a bidirectional control)"),
+        (["--reason", "one\u2028two"], "U+2028 (a line separator)"),
     ],
 )
 def test_the_cli_refuses_hostile_blocks_with_exit_2(
