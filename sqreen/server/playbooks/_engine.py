@@ -113,13 +113,27 @@ class _Rule(NamedTuple):
     triggers: frozenset[str]  # event names that make it check (its own, not ``after``'s)
     window_us: int
     need: int  # the threshold (``after``'s for a sequence)
+    distinct: bool  # counts distinct values
+    id: str  # the playbook's
 
 
 class Plan(NamedTuple):
-    """What a batch does: the hits to record, and the rules to check per key."""
+    """What a batch does: the hits to record, and the rules to check per key (each once)."""
 
     hits: list[HitRow]
-    checks: dict[StreamKey, list[_Rule]]
+    checks: dict[StreamKey, tuple[_Rule, ...]]
+
+
+def _check(
+    checks: dict[StreamKey, tuple[_Rule, ...]], key: StreamKey, rules: tuple[_Rule, ...]
+) -> None:
+    """Add ``rules`` to those checked for ``key``. The tuples are the engine's own, shared by
+    every event of one name (almost always the same one again: an identity test)."""
+    old = checks.get(key)
+    if old is None:
+        checks[key] = rules
+    elif old is not rules:
+        checks[key] = old + tuple(r for r in rules if all(r is not o for o in old))
 
 
 def _us(p: Playbook) -> int:
@@ -179,20 +193,25 @@ class Engine:
             self._streams[stream.id] = stream
             for p, _ in members:
                 need = p.after.threshold if p.after else p.threshold
-                rule = _Rule(p, stream, frozenset(p.events), _us(p), need)
+                rule = _Rule(
+                    p, stream, frozenset(p.events), _us(p), need, p.distinct is not None, p.id
+                )
                 self._rules.append(rule)
                 self._readers.setdefault(stream.id, []).append(rule)
         # For each event name: the streams it feeds, each with the rules it triggers there
         # (same key), and the rules it triggers on a stream it does not feed (``after``).
-        self._feeds: dict[str, list[tuple[_Stream, list[_Rule]]]] = {}
-        self._triggers: dict[str, list[_Rule]] = {}
+        # Each with the shortest window of those rules: an event newer than that (almost
+        # every one) checks them all, with no test per rule.
+        self._feeds: dict[str, list[tuple[_Stream, tuple[_Rule, ...], int]]] = {}
+        self._triggers: dict[str, list[tuple[_Rule, tuple[_Rule, ...]]]] = {}
         for stream in self._streams.values():
             for name in stream.events:
-                same = [r for r in self._readers[stream.id] if name in r.triggers]
-                self._feeds.setdefault(name, []).append((stream, same))
+                same = tuple(r for r in self._readers[stream.id] if name in r.triggers)
+                shortest = min((r.window_us for r in same), default=0)
+                self._feeds.setdefault(name, []).append((stream, same, shortest))
         for rule in self._rules:
             for name in rule.triggers - rule.stream.events:
-                self._triggers.setdefault(name, []).append(rule)
+                self._triggers.setdefault(name, []).append((rule, (rule,)))
         self.max_window_us = max((s.window_us for s in self._streams.values()), default=0)
         #: Every event name some playbook reads: the others need no look at all.
         self.names = frozenset(self._feeds) | frozenset(self._triggers)
@@ -210,33 +229,41 @@ class Engine:
         """The hits and checks of newly stored ``events``; ``skip`` leaves out keys known to
         be quiet for every rule that reads them."""
         hits: list[HitRow] = []
-        checks: dict[StreamKey, list[_Rule]] = {}
+        checks: dict[StreamKey, tuple[_Rule, ...]] = {}
+        feeds_of, triggers_of = self._feeds, self._triggers
         for event in events:
             name = event.name
-            feeds = self._feeds.get(name)
-            triggers = self._triggers.get(name)
+            feeds = feeds_of.get(name)
+            triggers = triggers_of.get(name)
             if feeds is None and triggers is None:
                 continue
-            for stream, rules in feeds or ():
-                if event.ts_us < now_us - stream.window_us:
+            ts = event.ts_us
+            for stream, rules, shortest in feeds or ():
+                if ts < now_us - stream.window_us:
                     continue
                 if stream.where and not matches(stream.where, event):
                     continue
                 key = stream.group_by.read(event)
-                if key is None or (skip is not None and skip((stream.id, key))):
+                if key is None:
+                    continue
+                stream_key = (stream.id, key)
+                if skip is not None and skip(stream_key):
                     continue
                 value = None if stream.distinct is None else stream.distinct.read(event)
-                hits.append(HitRow(stream.id, key, event.ts_us, event.seq, value))
-                for rule in rules:
-                    if event.ts_us >= now_us - rule.window_us:
-                        checks.setdefault((stream.id, key), []).append(rule)
-            for rule in triggers or ():
+                hits.append(HitRow(stream.id, key, ts, event.seq, value))
+                if ts < now_us - shortest:
+                    rules = tuple(r for r in rules if ts >= now_us - r.window_us)
+                if rules:
+                    _check(checks, stream_key, rules)
+            for rule, alone in triggers or ():
                 p = rule.playbook
-                if event.ts_us < now_us - rule.window_us or not matches(p.where, event):
+                if ts < now_us - rule.window_us or not matches(p.where, event):
                     continue
                 key = p.group_by.read(event)
-                if key is not None and not (skip is not None and skip((rule.stream.id, key))):
-                    checks.setdefault((rule.stream.id, key), []).append(rule)
+                if key is not None:
+                    stream_key = (rule.stream.id, key)
+                    if skip is None or not skip(stream_key):
+                        _check(checks, stream_key, alone)
         return Plan(hits, checks)
 
     def keys(self, plan: Plan) -> list[StreamKey]:
@@ -248,10 +275,9 @@ class Engine:
         out = set()
         for (stream, key), rules in plan.checks.items():
             for rule in rules:
-                if quiet.get((rule.playbook.id, key), 0) <= now_us:
-                    distinct = rule.playbook.distinct is not None
-                    out.add(Probe(stream, key, now_us - rule.window_us, rule.need, distinct))
-        return sorted(out)
+                if not quiet or quiet.get((rule.id, key), 0) <= now_us:
+                    out.add((stream, key, now_us - rule.window_us, rule.need, rule.distinct))
+        return [Probe._make(p) for p in out]
 
     def decide(
         self,

@@ -36,7 +36,7 @@ from ..storage import (
 from ..storage.model import from_us, to_us
 from ._config import Playbook, PlaybookError, PlaybookSet, load_playbooks
 from ._engine import Engine, Firing, Hit, StreamKey, is_exempt
-from ._fields import EventView, user_key
+from ._fields import EventView
 from ._notify import Notifier
 
 if TYPE_CHECKING:
@@ -122,7 +122,6 @@ def event_view(event: StoredEvent) -> EventView:
         request=event.request,
         app=event.app,
         ip_info=event.enrichment.get("ip_info") if event.enrichment else None,
-        user_key=user_key(event.user) if event.user else None,
     )
 
 
@@ -147,7 +146,6 @@ def wire_view(
         request=request,
         app=app,
         ip_info=enrichment.get("ip_info") if enrichment else None,
-        user_key=user_key(user) if user else None,
     )
 
 
@@ -210,7 +208,8 @@ class PlaybookRunner:
             return
         now_us = to_us(self.store.now())
         quiet = self._quiet
-        plan = engine.plan(views(engine.names), now_us, lambda key: quiet.get(key, 0) > now_us)
+        skip = (lambda key: quiet.get(key, 0) > now_us) if quiet else None
+        plan = engine.plan(views(engine.names), now_us, skip)
         keys = engine.keys(plan)
         if not keys:
             return
