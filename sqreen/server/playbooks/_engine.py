@@ -279,6 +279,12 @@ class Engine:
                     out.add((stream, key, now_us - rule.window_us, rule.need, rule.distinct))
         return [Probe._make(p) for p in out]
 
+    def listening(
+        self, plan: Plan, key: StreamKey, quiet: Mapping[QuietKey, int], now_us: int
+    ) -> bool:
+        """Whether some rule the plan checks on ``key`` is not quiet now."""
+        return any(quiet.get((r.id, key[1]), 0) <= now_us for r in plan.checks.get(key, ()))
+
     def decide(
         self,
         plan: Plan,

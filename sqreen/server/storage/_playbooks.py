@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ._blocks import BlockQueries
-from ._parts import insert_rows
+from ._parts import insert_rows, placeholders
 from .model import Alert, NewAlert, TooManyBlocks, WindowWrite, from_us, to_us
 
 if TYPE_CHECKING:
@@ -34,6 +35,10 @@ HIT_CHUNK: Final = 2000
 #: long fired whatever counts them, unless a rule keeps almost firing: then it is an
 #: approximation on its latest hits).
 FETCH_MAX: Final = 4096
+#: Alerts a statement (14 parameters each).
+ALERT_CHUNK: Final = 50
+#: The seqs an alert keeps of the events behind it (the newest).
+SEQS_KEPT: Final = 100
 #: Old hits deleted a transaction at most (ingest writes between two).
 PURGE_CHUNK: Final = 20_000
 ALERT_COLUMNS: Final = (
@@ -108,15 +113,18 @@ class PlaybookQueries(BlockQueries):
         self,
         keys: Sequence[WindowKey],
         hits: Sequence[HitValues],
-        probes: Callable[[dict[QuietKey, int]], Sequence[ProbeValues]],
+        probes: Sequence[ProbeValues],
         decide: Callable[
             [dict[WindowKey, list[tuple[int, int, str | None]]], dict[QuietKey, int]], WindowWrite
         ],
+        wanted: Callable[[WindowKey, dict[QuietKey, int]], bool] | None = None,
     ) -> list[Alert]:
-        """In one transaction, with ``keys`` held: store ``hits``; read until when each
-        playbook is quiet for these keys; ask ``probes`` what could fire; count, in SQL, which
-        keys have enough hits for it; give the hits of those keys to ``decide`` (oldest first,
-        at most FETCH_MAX a key); and store what it returns (quiet times, alerts, blocks)."""
+        """In one transaction, with ``keys`` held: store ``hits``; count, in SQL, which keys
+        have enough hits for one of ``probes``; read until when each playbook is quiet for
+        those keys (the others cannot fire: their quiet times do not matter); keep those
+        still ``wanted`` now that their quiet times are known; give their hits to ``decide``
+        (oldest first, at most FETCH_MAX a key) with the quiet times read; and store what it
+        returns (quiet times, alerts, blocks)."""
         if not keys:
             return []
         with self._write() as cur:
@@ -129,18 +137,11 @@ class PlaybookQueries(BlockQueries):
                 HIT_CHUNK,
             )
             now = to_us(self.now())
-            quiet: dict[QuietKey, int] = {}
-            group_keys = sorted({key for _, key in keys})
-            for i in range(0, len(group_keys), WINDOW_CHUNK):
-                names = group_keys[i : i + WINDOW_CHUNK]
-                rows = cur.execute(
-                    "SELECT playbook, key, until_at FROM playbook_quiet WHERE until_at > ? "
-                    f"AND key IN ({', '.join('?' * len(names))})",
-                    [now, *names],
-                ).fetchall()
-                quiet.update(((p, k), until) for p, k, until in rows)
-            fetched = self._fetch(cur, self._candidates(cur, probes(quiet)))
-            write = decide(fetched, quiet)
+            candidates = self._candidates(cur, probes)
+            quiet = self._quiet(cur, sorted({key for _, key in candidates}), now)
+            if wanted is not None:
+                candidates = {k: since for k, since in candidates.items() if wanted(k, quiet)}
+            write = decide(self._fetch(cur, candidates), quiet)
             insert_rows(
                 cur,
                 "INSERT INTO playbook_quiet (playbook, key, until_at)",
@@ -148,7 +149,21 @@ class PlaybookQueries(BlockQueries):
                 " ON CONFLICT (playbook, key) DO UPDATE SET until_at = excluded.until_at",
                 WINDOW_CHUNK,
             )
-            return [self._store_alert(cur, alert, now) for alert in write.alerts]
+            return self._store_alerts(cur, write.alerts, now)
+
+    @staticmethod
+    def _quiet(cur: Cursor, group_keys: Sequence[str], now: int) -> dict[QuietKey, int]:
+        """Until when each playbook is quiet for these group keys (those quiet now)."""
+        quiet: dict[QuietKey, int] = {}
+        for i in range(0, len(group_keys), WINDOW_CHUNK):
+            names = group_keys[i : i + WINDOW_CHUNK]
+            rows = cur.execute(
+                "SELECT playbook, key, until_at FROM playbook_quiet WHERE until_at > ? "
+                f"AND key IN ({', '.join('?' * len(names))})",
+                [now, *names],
+            ).fetchall()
+            quiet.update(((p, k), until) for p, k, until in rows)
+        return quiet
 
     @staticmethod
     def _candidates(cur: Cursor, probes: Sequence[ProbeValues]) -> dict[WindowKey, int]:
@@ -186,17 +201,19 @@ class PlaybookQueries(BlockQueries):
             out[(stream, key)] = [(ts, seq, value) for ts, seq, value in reversed(rows)]
         return out
 
-    def _store_alert(self, cur: Cursor, alert: NewAlert, now: int) -> Alert:
-        block_id = None
-        if alert.block is not None:
-            try:
-                block_id = self._block_for(cur, alert.block, now)[0].id
-            except TooManyBlocks:
-                pass  # at the cap (``max_active``): the alert is stored without its block
-        (row,) = cur.execute(
-            "INSERT INTO alerts (playbook, group_by, group_key, total, first_at, last_at, "
-            "first_seq, last_seq, seqs_json, mode, action, block_id, summary, created_at) "
-            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {ALERT_COLUMNS}",
+    def _store_alerts(self, cur: Cursor, alerts: Sequence[NewAlert], now: int) -> list[Alert]:
+        """Store ``alerts`` (each block first, then the alerts in one statement a chunk: an
+        attack on thousands of accounts crosses a threshold for hundreds of them at once)."""
+        block_ids: list[int | None] = []
+        for alert in alerts:
+            block_id = None
+            if alert.block is not None:
+                try:
+                    block_id = self._block_for(cur, alert.block, now)[0].id
+                except TooManyBlocks:
+                    pass  # at the cap (``max_active``): the alert is stored without its block
+            block_ids.append(block_id)
+        rows = [
             (
                 alert.playbook,
                 alert.group_by,
@@ -206,15 +223,31 @@ class PlaybookQueries(BlockQueries):
                 to_us(alert.last_at),
                 alert.first_seq,
                 alert.last_seq,
-                json.dumps(list(alert.seqs[-100:])),
+                json.dumps(list(alert.seqs[-SEQS_KEPT:])),
                 alert.mode,
                 alert.action,
                 block_id,
                 alert.summary,
                 now,
-            ),
-        ).fetchall()
-        return alert_from_row(AlertRow._make(row))
+            )
+            for alert, block_id in zip(alerts, block_ids, strict=True)
+        ]
+        ids: list[int] = []
+        for i in range(0, len(rows), ALERT_CHUNK):
+            part = rows[i : i + ALERT_CHUNK]
+            found = cur.execute(
+                "INSERT INTO alerts (playbook, group_by, group_key, total, first_at, last_at, "
+                "first_seq, last_seq, seqs_json, mode, action, block_id, summary, created_at) "
+                f"VALUES {placeholders(len(part), 14)} RETURNING id",
+                [v for row in part for v in row],
+            ).fetchall()
+            # Ids are given in the order of the rows; RETURNING's own order is unspecified.
+            ids.extend(sorted(int(id_) for (id_,) in found))
+        created = from_us(now)
+        return [
+            replace(alert.stored(id_, block_id, created), seqs=alert.seqs[-SEQS_KEPT:])
+            for alert, block_id, id_ in zip(alerts, block_ids, ids, strict=True)
+        ]
 
     def list_alerts(
         self,
