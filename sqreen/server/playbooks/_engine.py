@@ -117,6 +117,18 @@ class _Rule(NamedTuple):
     id: str  # the playbook's
 
 
+class _Feed(NamedTuple):
+    """What an event of one name does to one stream: a hit, and the rules it checks."""
+
+    stream: str  # its id
+    window_us: int
+    where: tuple[tuple[FieldPath, frozenset[str]], ...]
+    read_key: Callable[[EventView], str | None]
+    read_value: Callable[[EventView], str | None] | None
+    rules: tuple[_Rule, ...]
+    shortest: int  # the rules' shortest window (µs)
+
+
 class Plan(NamedTuple):
     """What a batch does: the hits to record, and the rules to check per key (each once)."""
 
@@ -202,13 +214,23 @@ class Engine:
         # (same key), and the rules it triggers on a stream it does not feed (``after``).
         # Each with the shortest window of those rules: an event newer than that (almost
         # every one) checks them all, with no test per rule.
-        self._feeds: dict[str, list[tuple[_Stream, tuple[_Rule, ...], int]]] = {}
+        # The stream's parts are spelled out (and its fields' readers made once): this loop
+        # runs for every event some playbook reads.
+        self._feeds: dict[str, list[_Feed]] = {}
         self._triggers: dict[str, list[tuple[_Rule, tuple[_Rule, ...]]]] = {}
         for stream in self._streams.values():
             for name in stream.events:
                 same = tuple(r for r in self._readers[stream.id] if name in r.triggers)
-                shortest = min((r.window_us for r in same), default=0)
-                self._feeds.setdefault(name, []).append((stream, same, shortest))
+                feed = _Feed(
+                    stream.id,
+                    stream.window_us,
+                    stream.where,
+                    stream.group_by.reader(),
+                    None if stream.distinct is None else stream.distinct.reader(),
+                    same,
+                    min((r.window_us for r in same), default=0),
+                )
+                self._feeds.setdefault(name, []).append(feed)
         for rule in self._rules:
             for name in rule.triggers - rule.stream.events:
                 self._triggers.setdefault(name, []).append((rule, (rule,)))
@@ -231,6 +253,7 @@ class Engine:
         hits: list[HitRow] = []
         checks: dict[StreamKey, tuple[_Rule, ...]] = {}
         feeds_of, triggers_of = self._feeds, self._triggers
+        new_tuple = tuple.__new__  # a HitRow without NamedTuple's slower constructor
         for event in events:
             name = event.name
             feeds = feeds_of.get(name)
@@ -238,20 +261,19 @@ class Engine:
             if feeds is None and triggers is None:
                 continue
             ts = event.ts_us
-            for stream, rules, shortest in feeds or ():
-                if ts < now_us - stream.window_us:
+            age = now_us - ts
+            for stream, window_us, where, read_key, read_value, rules, shortest in feeds or ():
+                if age > window_us or (where and not matches(where, event)):
                     continue
-                if stream.where and not matches(stream.where, event):
-                    continue
-                key = stream.group_by.read(event)
+                key = read_key(event)
                 if key is None:
                     continue
-                stream_key = (stream.id, key)
+                stream_key = (stream, key)
                 if skip is not None and skip(stream_key):
                     continue
-                value = None if stream.distinct is None else stream.distinct.read(event)
-                hits.append(HitRow(stream.id, key, ts, event.seq, value))
-                if ts < now_us - shortest:
+                value = None if read_value is None else read_value(event)
+                hits.append(new_tuple(HitRow, (stream, key, ts, event.seq, value)))
+                if age > shortest:
                     rules = tuple(r for r in rules if ts >= now_us - r.window_us)
                 if rules:
                     _check(checks, stream_key, rules)
