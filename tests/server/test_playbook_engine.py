@@ -10,10 +10,13 @@ from sqreen.server.playbooks import (
     TEMPLATES,
     Engine,
     EventView,
+    HitRow,
     PlaybookError,
+    Probe,
     is_exempt,
     parse_playbooks,
 )
+from sqreen.server.playbooks._bounds import Bounds
 from sqreen.server.playbooks._memory import MemoryWindows
 
 S = 1_000_000  # a second in µs
@@ -210,3 +213,26 @@ def test_the_templates_load_and_what_sdks_send_at_once() -> None:
         "signup-abuse",
     ]
     assert playbooks.watched() == {"auth.login.failure", "auth.signup"}
+
+
+def test_bounds_leave_out_only_probes_that_cannot_reach_their_count() -> None:
+    """A count remembered plus the hits added since bounds the count from above: a probe
+    below it is left out; anything that could break the bound forgets it."""
+    window, now = 300 * S, T0
+    probe = Probe("s", "k", now - window, 5, False)
+    hit = HitRow("s", "k", now, 1, None)
+    bounds = Bounds()
+    assert bounds.probes([probe], [hit], now, fresh=False) == [probe]  # nothing known
+    bounds.counted({probe: 3})
+    later = probe._replace(since=now + S - window)
+    assert bounds.probes([later], [hit], now + S, fresh=True) == []  # 3 + 1 < 5
+    assert bounds.probes([later], [hit], now + S, fresh=True) == [later]  # 3 + 2 reaches 5
+    bounds.counted({later: 4})  # the window moved on: counted again, lower
+    again = probe._replace(since=now + 2 * S - window)
+    assert bounds.probes([again], [], now + 2 * S, fresh=False) == [again]  # someone wrote
+    bounds.counted({again: 1})
+    back = probe._replace(since=now + S - window)
+    assert bounds.probes([back], [], now + S, fresh=True) == [back]  # the clock went back
+    bounds.counted({back: 1})
+    other = Probe("s", "k", now + S - 60 * S, 2, True)  # a rule of another window: unknown
+    assert bounds.probes([other], [], now + S, fresh=True) == [other]

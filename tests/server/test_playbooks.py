@@ -113,6 +113,46 @@ def test_update_windows_counts_in_sql_and_stores_alerts_and_one_block_a_target(
     assert seen[-1] == ({}, {("x", "203.0.113.9"): now_us + 10**9})
 
 
+def test_update_windows_says_when_nobody_else_wrote(storage: Storage, db_url: str) -> None:
+    """``probes`` is told the windows are as its owner left them only while no other
+    connection wrote (SQLite's data_version; PostgreSQL: never), and ``counted`` gets every
+    probe's count, below its threshold or not."""
+    now_us = int(storage.now().timestamp() * 1_000_000)
+    key = ("s", "203.0.113.9")
+    probe = ("s", "203.0.113.9", now_us - 10, 5, False)
+    fresh: list[bool] = []
+    counts: list[Any] = []
+
+    def write(owner: object, n: int) -> None:
+        hits = [("s", "203.0.113.9", now_us - n, n, None)]
+        storage.update_windows(
+            [key],
+            hits,
+            lambda ok: fresh.append(ok) or [probe],
+            lambda found, quiet: WindowWrite({}),
+            owner=owner,
+            counted=counts.append,
+        )
+
+    me, other = object(), object()
+    write(me, 1)
+    write(me, 2)
+    write(other, 3)  # another runner on the same connection
+    write(me, 4)
+    write(me, 5)
+    elsewhere = open_storage(db_url)  # another connection (another worker) writes
+    try:
+        elsewhere.update_windows(
+            [key], [("s", "203.0.113.9", now_us, 6, None)], [], lambda f, q: WindowWrite({})
+        )
+    finally:
+        elsewhere.close()
+    write(me, 7)
+    sqlite = not db_url.startswith("postgres")
+    assert fresh == [False, sqlite, False, False, sqlite, False]
+    assert [c[probe] for c in counts] == [1, 2, 3, 4, 5, 7]
+
+
 def test_brute_force_blocks_the_ip_at_the_fifth_failure(armed: Collector) -> None:
     replies = []
     for i in range(5):

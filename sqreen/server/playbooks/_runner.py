@@ -34,8 +34,9 @@ from ..storage import (
     WindowWrite,
 )
 from ..storage.model import EPOCH, from_us, to_us
+from ._bounds import Bounds
 from ._config import Playbook, PlaybookError, PlaybookSet, load_playbooks
-from ._engine import Engine, Firing, Hit, StreamKey, is_exempt
+from ._engine import Engine, Firing, Hit, Probe, StreamKey, is_exempt
 from ._fields import EventView
 from ._notify import Notifier
 
@@ -183,6 +184,7 @@ class PlaybookRunner:
         #: Until when each (playbook, group key) is quiet, as far as this process has read
         #: or written (so that it does not probe what cannot fire).
         self._known: dict[tuple[str, str], int] = {}
+        self._bounds = Bounds()
         self._engine: Engine | None = None
 
     def purge(self) -> int:
@@ -215,6 +217,7 @@ class PlaybookRunner:
         engine = self.source.current()
         if engine is not self._engine:
             self._engine, self._quiet, self._known = engine, {}, {}
+            self._bounds = Bounds()
         if engine.empty:
             return
         now_us = to_us(self.store.now())
@@ -245,8 +248,14 @@ class PlaybookRunner:
 
         # Rules this process knows to be quiet for a key are not probed: quiet only ever
         # lengthens, so its own knowledge is safe to act on.
-        probes = engine.probes(plan, now_us, known)
-        stored = self.store.update_windows(keys, plan.hits, probes, decide, listening)
+        bounds = self._bounds
+
+        def probes(fresh: bool) -> list[Probe]:
+            return bounds.probes(engine.probes(plan, now_us, known), plan.hits, now_us, fresh)
+
+        stored = self.store.update_windows(
+            keys, plan.hits, probes, decide, listening, owner=self, counted=bounds.counted
+        )
         known.update(learned)
         changed = {key for _, key in learned}
         for key in keys:  # what no hit of can matter for a while: skipped from now on

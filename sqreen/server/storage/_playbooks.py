@@ -105,30 +105,49 @@ def alert_from_row(row: AlertRow) -> Alert:
 class PlaybookQueries(BlockQueries):
     """Mixed into :class:`~._sql.SqlStorage`."""
 
+    #: What :meth:`_windows_version` said at the last :meth:`update_windows`, and for whom.
+    _windows_seen: tuple[object, object] | None = None
+
     def _lock_windows(self, cur: Cursor, keys: Sequence[WindowKey]) -> None:
         """Hold ``keys`` for the transaction (a dialect's business: nothing to do where the
         transaction is the only writer, as in SQLite)."""
+
+    def _windows_version(self, cur: Cursor) -> object | None:
+        """A value that changes whenever another connection commits, read inside the
+        transaction (a dialect's business; None where there is none, as on PostgreSQL:
+        there every batch counts its keys in SQL)."""
+        return None
 
     def update_windows(
         self,
         keys: Sequence[WindowKey],
         hits: Sequence[HitValues],
-        probes: Sequence[ProbeValues],
+        probes: Sequence[ProbeValues] | Callable[[bool], Sequence[ProbeValues]],
         decide: Callable[
             [dict[WindowKey, list[tuple[int, int, str | None]]], dict[QuietKey, int]], WindowWrite
         ],
         wanted: Callable[[WindowKey, dict[QuietKey, int]], bool] | None = None,
+        *,
+        owner: object = None,
+        counted: Callable[[dict[ProbeValues, int]], None] | None = None,
     ) -> list[Alert]:
         """In one transaction, with ``keys`` held: store ``hits``; count, in SQL, which keys
         have enough hits for one of ``probes``; read until when each playbook is quiet for
         those keys (the others cannot fire: their quiet times do not matter); keep those
         still ``wanted`` now that their quiet times are known; give their hits to ``decide``
         (oldest first, at most FETCH_MAX a key) with the quiet times read; and store what it
-        returns (quiet times, alerts, blocks)."""
+        returns (quiet times, alerts, blocks).
+
+        ``probes`` may be a function, told whether the windows are as ``owner`` left them
+        at its previous call (nobody else wrote since: what it remembers of them holds);
+        ``counted`` is told each probe's count."""
         if not keys:
             return []
         with self._write() as cur:
             self._lock_windows(cur, keys)
+            version = self._windows_version(cur)
+            fresh = version is not None and self._windows_seen == (version, owner)
+            self._windows_seen = None if owner is None else (version, owner)
             insert_rows(
                 cur,
                 "INSERT INTO playbook_hits (stream, key, ts, seq, value)",
@@ -137,7 +156,13 @@ class PlaybookQueries(BlockQueries):
                 HIT_CHUNK,
             )
             now = to_us(self.now())
-            candidates = self._candidates(cur, probes)
+            counts = self._counts(cur, probes(fresh) if callable(probes) else probes)
+            if counted is not None:
+                counted(counts)
+            candidates: dict[WindowKey, int] = {}
+            for (stream, key, since, need, _), n in counts.items():
+                if n >= need:
+                    candidates[(stream, key)] = min(since, candidates.get((stream, key), since))
             quiet = self._quiet(cur, sorted({key for _, key in candidates}), now)
             if wanted is not None:
                 candidates = {k: since for k, since in candidates.items() if wanted(k, quiet)}
@@ -166,26 +191,26 @@ class PlaybookQueries(BlockQueries):
         return quiet
 
     @staticmethod
-    def _candidates(cur: Cursor, probes: Sequence[ProbeValues]) -> dict[WindowKey, int]:
-        """The keys whose hits reach a probe's count: (stream, key) -> the earliest time
-        needed."""
-        groups: dict[tuple[str, int, int, bool], list[str]] = {}
-        for stream, key, since, need, distinct in probes:
-            groups.setdefault((stream, since, need, distinct), []).append(key)
-        found: dict[WindowKey, int] = {}
-        for (stream, since, need, distinct), group in sorted(groups.items()):
+    def _counts(cur: Cursor, probes: Sequence[ProbeValues]) -> dict[ProbeValues, int]:
+        """How many hits (or distinct values) each probe's key has since its time: one
+        statement for the keys of a stream and a time (``GROUP BY key``, over the primary
+        key's range of each)."""
+        groups: dict[tuple[str, int, bool], list[str]] = {}
+        for stream, key, since, _, distinct in probes:
+            groups.setdefault((stream, since, distinct), []).append(key)
+        counts: dict[tuple[str, str, int, bool], int] = {}
+        for (stream, since, distinct), group in sorted(groups.items()):
             counted = "count(DISTINCT value)" if distinct else "count(*)"
-            for i in range(0, len(group), WINDOW_CHUNK):
-                chunk = group[i : i + WINDOW_CHUNK]
+            keys = sorted(set(group))
+            for i in range(0, len(keys), WINDOW_CHUNK):
+                chunk = keys[i : i + WINDOW_CHUNK]
                 rows = cur.execute(
-                    "SELECT key FROM playbook_hits WHERE stream = ? AND ts >= ? "
-                    f"AND key IN ({', '.join('?' * len(chunk))}) "
-                    f"GROUP BY key HAVING {counted} >= ?",
-                    [stream, since, *chunk, need],
+                    f"SELECT key, {counted} FROM playbook_hits WHERE stream = ? AND ts >= ? "
+                    f"AND key IN ({', '.join('?' * len(chunk))}) GROUP BY key",
+                    [stream, since, *chunk],
                 ).fetchall()
-                for (key,) in rows:
-                    found[(stream, key)] = min(since, found.get((stream, key), since))
-        return found
+                counts.update(((stream, key, since, distinct), int(n)) for key, n in rows)
+        return {p: counts.get((p[0], p[1], p[2], p[4]), 0) for p in probes}
 
     @staticmethod
     def _fetch(

@@ -102,6 +102,11 @@ class SQLiteStorage(SqlStorage):
                 raise RuntimeError("events were stored by another writer during a transaction")
         return seqs
 
+    def _windows_version(self, cur: Cursor) -> object | None:
+        # Changes when another connection (another worker, another collector, the CLI)
+        # commits: until then what this process remembers of the windows holds.
+        return cur.execute("PRAGMA data_version").fetchone()[0]  # type: ignore[no-any-return]
+
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
