@@ -10,7 +10,6 @@ from sqreen.server.playbooks import (
     TEMPLATES,
     Engine,
     EventView,
-    HitRow,
     PlaybookError,
     Probe,
     is_exempt,
@@ -218,21 +217,24 @@ def test_the_templates_load_and_what_sdks_send_at_once() -> None:
 def test_bounds_leave_out_only_probes_that_cannot_reach_their_count() -> None:
     """A count remembered plus the hits added since bounds the count from above: a probe
     below it is left out; anything that could break the bound forgets it."""
-    window, now = 300 * S, T0
-    probe = Probe("s", "k", now - window, 5, False)
-    hit = HitRow("s", "k", now, 1, None)
+    engine = Engine(parse_playbooks(TEMPLATES))
     bounds = Bounds()
-    assert bounds.probes([probe], [hit], now, fresh=False) == [probe]  # nothing known
-    bounds.counted({probe: 3})
-    later = probe._replace(since=now + S - window)
-    assert bounds.probes([later], [hit], now + S, fresh=True) == []  # 3 + 1 < 5
-    assert bounds.probes([later], [hit], now + S, fresh=True) == [later]  # 3 + 2 reaches 5
-    bounds.counted({later: 4})  # the window moved on: counted again, lower
-    again = probe._replace(since=now + 2 * S - window)
-    assert bounds.probes([again], [], now + 2 * S, fresh=False) == [again]  # someone wrote
-    bounds.counted({again: 1})
-    back = probe._replace(since=now + S - window)
-    assert bounds.probes([back], [], now + S, fresh=True) == [back]  # the clock went back
-    bounds.counted({back: 1})
-    other = Probe("s", "k", now + S - 60 * S, 2, True)  # a rule of another window: unknown
-    assert bounds.probes([other], [], now + S, fresh=True) == [other]
+
+    def probes(at: int, fresh: bool, hits: int = 1) -> list[Probe]:
+        view = EventView(at, "auth.signup", at, "203.0.113.9", None, {}, {})
+        plan = engine.plan([view] * hits, at)
+        bounds.advance(plan.hits, at, fresh)
+        return engine.probes(plan, at, {}, bounds.known)
+
+    (probe,) = probes(T0, fresh=False)  # signup-abuse: 5 in 10 minutes; nothing known yet
+    bounds.counted({probe: 2})
+    assert probes(T0 + S, fresh=True) == []  # at most 2 + 1 < 5: left out
+    (probe,) = probes(T0 + 2 * S, fresh=True, hits=2)  # 3 + 2: could be 5
+    bounds.counted({probe: 1})  # the window moved on: counted again, lower
+    assert probes(T0 + 3 * S, fresh=True) == []
+    (probe,) = probes(T0 + 4 * S, fresh=False)  # someone else wrote
+    bounds.counted({probe: 1})
+    (probe,) = probes(T0 + 3 * S, fresh=True)  # the clock went back
+    bounds.counted({probe: 1})
+    assert probes(T0 + 5 * S, fresh=True, hits=2) == []
+    assert probes(T0 + 6 * S, fresh=True, hits=2) != []

@@ -292,13 +292,25 @@ class Engine:
         """Every key the plan touches, in one order (they are locked in it: no deadlock)."""
         return sorted({(h.stream, h.key) for h in plan.hits} | plan.checks.keys())
 
-    def probes(self, plan: Plan, now_us: int, quiet: Mapping[QuietKey, int]) -> list[Probe]:
-        """What to ask the store for the rules the plan checks (not those quiet now)."""
+    def probes(
+        self,
+        plan: Plan,
+        now_us: int,
+        quiet: Mapping[QuietKey, int],
+        bounds: Mapping[StreamKey, Mapping[tuple[int, bool], int]] | None = None,
+    ) -> list[Probe]:
+        """What to ask the store for the rules the plan checks: not those quiet now, nor
+        those whose count in their window is known to be below their threshold (``bounds``:
+        per key, (window µs, distinct?) -> at most that many)."""
         out = set()
         for (stream, key), rules in plan.checks.items():
+            known = bounds.get((stream, key)) if bounds else None
             for rule in rules:
-                if not quiet or quiet.get((rule.id, key), 0) <= now_us:
-                    out.add((stream, key, now_us - rule.window_us, rule.need, rule.distinct))
+                if quiet and quiet.get((rule.id, key), 0) > now_us:
+                    continue
+                if known and known.get((rule.window_us, rule.distinct), rule.need) < rule.need:
+                    continue
+                out.add((stream, key, now_us - rule.window_us, rule.need, rule.distinct))
         return [Probe._make(p) for p in out]
 
     def listening(

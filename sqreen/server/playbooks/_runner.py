@@ -251,7 +251,8 @@ class PlaybookRunner:
         bounds = self._bounds
 
         def probes(fresh: bool) -> list[Probe]:
-            return bounds.probes(engine.probes(plan, now_us, known), plan.hits, now_us, fresh)
+            bounds.advance(plan.hits, now_us, fresh)
+            return engine.probes(plan, now_us, known, bounds.known)
 
         stored = self.store.update_windows(
             keys, plan.hits, probes, decide, listening, owner=self, counted=bounds.counted

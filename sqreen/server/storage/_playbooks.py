@@ -31,6 +31,10 @@ __all__ = ["ALERT_COLUMNS", "WINDOW_CHUNK", "AlertRow", "PlaybookQueries", "by_s
 WINDOW_CHUNK: Final = 400
 #: Hits a statement (five parameters each).
 HIT_CHUNK: Final = 2000
+INSERT_HIT: Final = "INSERT INTO playbook_hits (stream, key, ts, seq, value)"
+#: The sizes IN lists are padded to (repeating their last item): a handful of statement
+#: texts, prepared once each and then found in the driver's statement cache.
+IN_SIZES: Final = (1, 4, 16, 64, 128, 256, WINDOW_CHUNK)
 #: The most recent hits a key's rules are evaluated on (a key with more, in a window, has
 #: long fired whatever counts them, unless a rule keeps almost firing: then it is an
 #: approximation on its latest hits).
@@ -82,6 +86,12 @@ def by_stream(keys: Sequence[WindowKey]) -> list[tuple[str, list[str]]]:
     return parts
 
 
+def padded(items: Sequence[str]) -> list[str]:
+    """``items`` (at most WINDOW_CHUNK), their last repeated up to the next of IN_SIZES."""
+    size = next(n for n in IN_SIZES if n >= len(items))
+    return [*items, *[items[-1]] * (size - len(items))]
+
+
 def alert_from_row(row: AlertRow) -> Alert:
     return Alert(
         id=row.id,
@@ -111,6 +121,12 @@ class PlaybookQueries(BlockQueries):
     def _lock_windows(self, cur: Cursor, keys: Sequence[WindowKey]) -> None:
         """Hold ``keys`` for the transaction (a dialect's business: nothing to do where the
         transaction is the only writer, as in SQLite)."""
+
+    def _insert_hits(self, cur: Cursor, hits: Sequence[HitValues]) -> None:
+        """Store ``hits``, a multi-row statement a chunk (a dialect may do better)."""
+        insert_rows(
+            cur, INSERT_HIT, hits, " ON CONFLICT (stream, key, ts, seq) DO NOTHING", HIT_CHUNK
+        )
 
     def _windows_version(self, cur: Cursor) -> object | None:
         """A value that changes whenever another connection commits, read inside the
@@ -148,13 +164,7 @@ class PlaybookQueries(BlockQueries):
             version = self._windows_version(cur)
             fresh = version is not None and self._windows_seen == (version, owner)
             self._windows_seen = None if owner is None else (version, owner)
-            insert_rows(
-                cur,
-                "INSERT INTO playbook_hits (stream, key, ts, seq, value)",
-                hits,
-                " ON CONFLICT (stream, key, ts, seq) DO NOTHING",
-                HIT_CHUNK,
-            )
+            self._insert_hits(cur, hits)
             now = to_us(self.now())
             counts = self._counts(cur, probes(fresh) if callable(probes) else probes)
             if counted is not None:
@@ -181,7 +191,7 @@ class PlaybookQueries(BlockQueries):
         """Until when each playbook is quiet for these group keys (those quiet now)."""
         quiet: dict[QuietKey, int] = {}
         for i in range(0, len(group_keys), WINDOW_CHUNK):
-            names = group_keys[i : i + WINDOW_CHUNK]
+            names = padded(group_keys[i : i + WINDOW_CHUNK])
             rows = cur.execute(
                 "SELECT playbook, key, until_at FROM playbook_quiet WHERE until_at > ? "
                 f"AND key IN ({', '.join('?' * len(names))})",
@@ -203,7 +213,7 @@ class PlaybookQueries(BlockQueries):
             counted = "count(DISTINCT value)" if distinct else "count(*)"
             keys = sorted(set(group))
             for i in range(0, len(keys), WINDOW_CHUNK):
-                chunk = keys[i : i + WINDOW_CHUNK]
+                chunk = padded(keys[i : i + WINDOW_CHUNK])
                 rows = cur.execute(
                     f"SELECT key, {counted} FROM playbook_hits WHERE stream = ? AND ts >= ? "
                     f"AND key IN ({', '.join('?' * len(chunk))}) GROUP BY key",
