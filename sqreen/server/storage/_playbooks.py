@@ -203,23 +203,39 @@ class PlaybookQueries(BlockQueries):
     @staticmethod
     def _counts(cur: Cursor, probes: Sequence[ProbeValues]) -> dict[ProbeValues, int]:
         """How many hits (or distinct values) each probe's key has since its time: one
-        statement for the keys of a stream and a time (``GROUP BY key``, over the primary
-        key's range of each)."""
-        groups: dict[tuple[str, int, bool], list[str]] = {}
+        statement for the keys of a stream (``GROUP BY key``, over the primary key's range of
+        each), a column for each window and way of counting its rules ask for."""
+        by_stream: dict[str, tuple[set[str], set[tuple[int, bool]]]] = {}
         for stream, key, since, _, distinct in probes:
-            groups.setdefault((stream, since, distinct), []).append(key)
+            keys, columns = by_stream.setdefault(stream, (set(), set()))
+            keys.add(key)
+            columns.add((since, distinct))
         counts: dict[tuple[str, str, int, bool], int] = {}
-        for (stream, since, distinct), group in sorted(groups.items()):
-            counted = "count(DISTINCT value)" if distinct else "count(*)"
-            keys = sorted(set(group))
-            for i in range(0, len(keys), WINDOW_CHUNK):
-                chunk = padded(keys[i : i + WINDOW_CHUNK])
+        for stream, (keys, columns) in sorted(by_stream.items()):
+            asked = sorted(columns)
+            oldest = asked[0][0]
+            select = ", ".join(
+                ("count(DISTINCT value)" if distinct else "count(*)")
+                if since == oldest
+                else (
+                    "count(DISTINCT CASE WHEN ts >= ? THEN value END)"
+                    if distinct
+                    else "sum(CASE WHEN ts >= ? THEN 1 ELSE 0 END)"
+                )
+                for since, distinct in asked
+            )
+            times = [since for since, _ in asked if since != oldest]
+            ordered = sorted(keys)
+            for i in range(0, len(ordered), WINDOW_CHUNK):
+                chunk = padded(ordered[i : i + WINDOW_CHUNK])
                 rows = cur.execute(
-                    f"SELECT key, {counted} FROM playbook_hits WHERE stream = ? AND ts >= ? "
+                    f"SELECT key, {select} FROM playbook_hits WHERE stream = ? AND ts >= ? "
                     f"AND key IN ({', '.join('?' * len(chunk))}) GROUP BY key",
-                    [stream, since, *chunk],
+                    [*times, stream, oldest, *chunk],
                 ).fetchall()
-                counts.update(((stream, key, since, distinct), int(n)) for key, n in rows)
+                for key, *found in rows:
+                    for (since, distinct), n in zip(asked, found, strict=True):
+                        counts[(stream, key, since, distinct)] = int(n)
         return {p: counts.get((p[0], p[1], p[2], p[4]), 0) for p in probes}
 
     @staticmethod
