@@ -84,9 +84,7 @@ def raise_alert(
         block=block,
     )
     stream = ("test", key)
-    (alert,) = storage.update_windows(
-        [stream], [], lambda quiet: [], lambda found, quiet: WindowWrite({}, [new])
-    )
+    (alert,) = storage.update_windows([stream], [], [], lambda found, quiet: WindowWrite({}, [new]))
     return alert
 
 

@@ -263,7 +263,7 @@ def test_what_changed_since_a_version_on_both_databases(storage: Storage) -> Non
     alert = NewAlert("x", "user", "uid=7", 5, now, now, 5, 5, (1,), "enforce", "block_user",
                      "s", spec)  # fmt: skip
     (stored,) = storage.update_windows(
-        [("s", "uid=7")], [], lambda quiet: [], lambda found, quiet: WindowWrite({}, [alert])
+        [("s", "uid=7")], [], [], lambda found, quiet: WindowWrite({}, [alert])
     )
     assert stored.block_id == kept.id  # the same user: extended to an hour, not a new block
 

@@ -11,9 +11,11 @@ from sqreen.server.playbooks import (
     Engine,
     EventView,
     PlaybookError,
+    Probe,
     is_exempt,
     parse_playbooks,
 )
+from sqreen.server.playbooks._bounds import Bounds
 from sqreen.server.playbooks._memory import MemoryWindows
 
 S = 1_000_000  # a second in µs
@@ -210,3 +212,29 @@ def test_the_templates_load_and_what_sdks_send_at_once() -> None:
         "signup-abuse",
     ]
     assert playbooks.watched() == {"auth.login.failure", "auth.signup"}
+
+
+def test_bounds_leave_out_only_probes_that_cannot_reach_their_count() -> None:
+    """A count remembered plus the hits added since bounds the count from above: a probe
+    below it is left out; anything that could break the bound forgets it."""
+    engine = Engine(parse_playbooks(TEMPLATES))
+    bounds = Bounds()
+
+    def probes(at: int, fresh: bool, hits: int = 1) -> list[Probe]:
+        view = EventView(at, "auth.signup", at, "203.0.113.9", None, {}, {})
+        plan = engine.plan([view] * hits, at)
+        bounds.advance(plan.hits, at, fresh)
+        return engine.probes(plan, at, {}, bounds.known)
+
+    (probe,) = probes(T0, fresh=False)  # signup-abuse: 5 in 10 minutes; nothing known yet
+    bounds.counted({probe: 2})
+    assert probes(T0 + S, fresh=True) == []  # at most 2 + 1 < 5: left out
+    (probe,) = probes(T0 + 2 * S, fresh=True, hits=2)  # 3 + 2: could be 5
+    bounds.counted({probe: 1})  # the window moved on: counted again, lower
+    assert probes(T0 + 3 * S, fresh=True) == []
+    (probe,) = probes(T0 + 4 * S, fresh=False)  # someone else wrote
+    bounds.counted({probe: 1})
+    (probe,) = probes(T0 + 3 * S, fresh=True)  # the clock went back
+    bounds.counted({probe: 1})
+    assert probes(T0 + 5 * S, fresh=True, hits=2) == []
+    assert probes(T0 + 6 * S, fresh=True, hits=2) != []

@@ -71,12 +71,11 @@ def test_update_windows_counts_in_sql_and_stores_alerts_and_one_block_a_target(
     hits.append(("s", "198.51.100.1", now_us, 99, "u9"))
     seen: list[Any] = []
 
-    def probes(quiet: dict[Any, int]) -> list[Any]:
-        return [
-            ("s", "203.0.113.9", now_us - 10, 5, False),  # 5 hits: a candidate
-            ("s", "198.51.100.1", now_us - 10, 5, False),  # 1 hit: not
-            ("s", "203.0.113.9", now_us - 10, 3, True),  # 2 distinct values: not
-        ]
+    probes = [
+        ("s", "203.0.113.9", now_us - 10, 5, False),  # 5 hits: a candidate
+        ("s", "198.51.100.1", now_us - 10, 5, False),  # 1 hit: not
+        ("s", "203.0.113.9", now_us - 10, 3, True),  # 2 distinct values: not
+    ]
 
     def decide(found: dict[Any, Any], quiet: dict[Any, int]) -> WindowWrite:
         seen.append((found, quiet))
@@ -90,7 +89,7 @@ def test_update_windows_counts_in_sql_and_stores_alerts_and_one_block_a_target(
     second = storage.update_windows(
         [key],
         [],
-        lambda quiet: [],
+        [],
         lambda found, quiet: WindowWrite({}, [alert(2, longer), alert(3, None)]),
     )
     assert first[0].block_id == second[0].block_id  # the active block, extended
@@ -100,10 +99,58 @@ def test_update_windows_counts_in_sql_and_stores_alerts_and_one_block_a_target(
     assert block.expires_at is not None and block.expires_at - now > timedelta(hours=5)
     assert [a.summary for a in storage.list_alerts()] == ["alert 3", "alert 2", "alert 1"]
     assert storage.alert_counts()["x"][0] == 3
-    storage.update_windows(
-        [key], [], lambda quiet: seen.append(quiet) or [], lambda f, q: WindowWrite({})
-    )
-    assert seen[-1] == {("x", "203.0.113.9"): now_us + 10**9}  # quiet times are read back
+
+    def read_back(found: dict[Any, Any], quiet: dict[Any, int]) -> WindowWrite:
+        seen.append((found, quiet))
+        return WindowWrite({})
+
+    # Quiet times are read back for the keys that could fire; a key every rule of which is
+    # quiet (``wanted`` says so) is not fetched.
+    storage.update_windows([key], [], probes[:1], read_back, lambda k, quiet: True)
+    assert list(seen[-1][0]) == [key]
+    assert seen[-1][1] == {("x", "203.0.113.9"): now_us + 10**9}
+    storage.update_windows([key], [], probes[:1], read_back, lambda k, quiet: not quiet)
+    assert seen[-1] == ({}, {("x", "203.0.113.9"): now_us + 10**9})
+
+
+def test_update_windows_says_when_nobody_else_wrote(storage: Storage, db_url: str) -> None:
+    """``probes`` is told the windows are as its owner left them only while no other
+    connection wrote (SQLite's data_version; PostgreSQL: never), and ``counted`` gets every
+    probe's count, below its threshold or not."""
+    now_us = int(storage.now().timestamp() * 1_000_000)
+    key = ("s", "203.0.113.9")
+    probe = ("s", "203.0.113.9", now_us - 10, 5, False)
+    fresh: list[bool] = []
+    counts: list[Any] = []
+
+    def write(owner: object, n: int) -> None:
+        hits = [("s", "203.0.113.9", now_us - n, n, None)]
+        storage.update_windows(
+            [key],
+            hits,
+            lambda ok: fresh.append(ok) or [probe],
+            lambda found, quiet: WindowWrite({}),
+            owner=owner,
+            counted=counts.append,
+        )
+
+    me, other = object(), object()
+    write(me, 1)
+    write(me, 2)
+    write(other, 3)  # another runner on the same connection
+    write(me, 4)
+    write(me, 5)
+    elsewhere = open_storage(db_url)  # another connection (another worker) writes
+    try:
+        elsewhere.update_windows(
+            [key], [("s", "203.0.113.9", now_us, 6, None)], [], lambda f, q: WindowWrite({})
+        )
+    finally:
+        elsewhere.close()
+    write(me, 7)
+    sqlite = not db_url.startswith("postgres")
+    assert fresh == [False, sqlite, False, False, sqlite, False]
+    assert [c[probe] for c in counts] == [1, 2, 3, 4, 5, 7]
 
 
 def test_brute_force_blocks_the_ip_at_the_fifth_failure(armed: Collector) -> None:

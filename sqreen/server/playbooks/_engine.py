@@ -113,13 +113,39 @@ class _Rule(NamedTuple):
     triggers: frozenset[str]  # event names that make it check (its own, not ``after``'s)
     window_us: int
     need: int  # the threshold (``after``'s for a sequence)
+    distinct: bool  # counts distinct values
+    id: str  # the playbook's
+
+
+class _Feed(NamedTuple):
+    """What an event of one name does to one stream: a hit, and the rules it checks."""
+
+    stream: str  # its id
+    window_us: int
+    where: tuple[tuple[FieldPath, frozenset[str]], ...]
+    read_key: Callable[[EventView], str | None]
+    read_value: Callable[[EventView], str | None] | None
+    rules: tuple[_Rule, ...]
+    shortest: int  # the rules' shortest window (µs)
 
 
 class Plan(NamedTuple):
-    """What a batch does: the hits to record, and the rules to check per key."""
+    """What a batch does: the hits to record, and the rules to check per key (each once)."""
 
     hits: list[HitRow]
-    checks: dict[StreamKey, list[_Rule]]
+    checks: dict[StreamKey, tuple[_Rule, ...]]
+
+
+def _check(
+    checks: dict[StreamKey, tuple[_Rule, ...]], key: StreamKey, rules: tuple[_Rule, ...]
+) -> None:
+    """Add ``rules`` to those checked for ``key``. The tuples are the engine's own, shared by
+    every event of one name (almost always the same one again: an identity test)."""
+    old = checks.get(key)
+    if old is None:
+        checks[key] = rules
+    elif old is not rules:
+        checks[key] = old + tuple(r for r in rules if all(r is not o for o in old))
 
 
 def _us(p: Playbook) -> int:
@@ -179,20 +205,35 @@ class Engine:
             self._streams[stream.id] = stream
             for p, _ in members:
                 need = p.after.threshold if p.after else p.threshold
-                rule = _Rule(p, stream, frozenset(p.events), _us(p), need)
+                rule = _Rule(
+                    p, stream, frozenset(p.events), _us(p), need, p.distinct is not None, p.id
+                )
                 self._rules.append(rule)
                 self._readers.setdefault(stream.id, []).append(rule)
         # For each event name: the streams it feeds, each with the rules it triggers there
         # (same key), and the rules it triggers on a stream it does not feed (``after``).
-        self._feeds: dict[str, list[tuple[_Stream, list[_Rule]]]] = {}
-        self._triggers: dict[str, list[_Rule]] = {}
+        # Each with the shortest window of those rules: an event newer than that (almost
+        # every one) checks them all, with no test per rule.
+        # The stream's parts are spelled out (and its fields' readers made once): this loop
+        # runs for every event some playbook reads.
+        self._feeds: dict[str, list[_Feed]] = {}
+        self._triggers: dict[str, list[tuple[_Rule, tuple[_Rule, ...]]]] = {}
         for stream in self._streams.values():
             for name in stream.events:
-                same = [r for r in self._readers[stream.id] if name in r.triggers]
-                self._feeds.setdefault(name, []).append((stream, same))
+                same = tuple(r for r in self._readers[stream.id] if name in r.triggers)
+                feed = _Feed(
+                    stream.id,
+                    stream.window_us,
+                    stream.where,
+                    stream.group_by.reader(),
+                    None if stream.distinct is None else stream.distinct.reader(),
+                    same,
+                    min((r.window_us for r in same), default=0),
+                )
+                self._feeds.setdefault(name, []).append(feed)
         for rule in self._rules:
             for name in rule.triggers - rule.stream.events:
-                self._triggers.setdefault(name, []).append(rule)
+                self._triggers.setdefault(name, []).append((rule, (rule,)))
         self.max_window_us = max((s.window_us for s in self._streams.values()), default=0)
         #: Every event name some playbook reads: the others need no look at all.
         self.names = frozenset(self._feeds) | frozenset(self._triggers)
@@ -210,48 +251,73 @@ class Engine:
         """The hits and checks of newly stored ``events``; ``skip`` leaves out keys known to
         be quiet for every rule that reads them."""
         hits: list[HitRow] = []
-        checks: dict[StreamKey, list[_Rule]] = {}
+        checks: dict[StreamKey, tuple[_Rule, ...]] = {}
+        feeds_of, triggers_of = self._feeds, self._triggers
+        new_tuple = tuple.__new__  # a HitRow without NamedTuple's slower constructor
         for event in events:
             name = event.name
-            feeds = self._feeds.get(name)
-            triggers = self._triggers.get(name)
+            feeds = feeds_of.get(name)
+            triggers = triggers_of.get(name)
             if feeds is None and triggers is None:
                 continue
-            for stream, rules in feeds or ():
-                if event.ts_us < now_us - stream.window_us:
+            ts = event.ts_us
+            age = now_us - ts
+            for stream, window_us, where, read_key, read_value, rules, shortest in feeds or ():
+                if age > window_us or (where and not matches(where, event)):
                     continue
-                if stream.where and not matches(stream.where, event):
+                key = read_key(event)
+                if key is None:
                     continue
-                key = stream.group_by.read(event)
-                if key is None or (skip is not None and skip((stream.id, key))):
+                stream_key = (stream, key)
+                if skip is not None and skip(stream_key):
                     continue
-                value = None if stream.distinct is None else stream.distinct.read(event)
-                hits.append(HitRow(stream.id, key, event.ts_us, event.seq, value))
-                for rule in rules:
-                    if event.ts_us >= now_us - rule.window_us:
-                        checks.setdefault((stream.id, key), []).append(rule)
-            for rule in triggers or ():
+                value = None if read_value is None else read_value(event)
+                hits.append(new_tuple(HitRow, (stream, key, ts, event.seq, value)))
+                if age > shortest:
+                    rules = tuple(r for r in rules if ts >= now_us - r.window_us)
+                if rules:
+                    _check(checks, stream_key, rules)
+            for rule, alone in triggers or ():
                 p = rule.playbook
-                if event.ts_us < now_us - rule.window_us or not matches(p.where, event):
+                if ts < now_us - rule.window_us or not matches(p.where, event):
                     continue
                 key = p.group_by.read(event)
-                if key is not None and not (skip is not None and skip((rule.stream.id, key))):
-                    checks.setdefault((rule.stream.id, key), []).append(rule)
+                if key is not None:
+                    stream_key = (rule.stream.id, key)
+                    if skip is None or not skip(stream_key):
+                        _check(checks, stream_key, alone)
         return Plan(hits, checks)
 
     def keys(self, plan: Plan) -> list[StreamKey]:
         """Every key the plan touches, in one order (they are locked in it: no deadlock)."""
         return sorted({(h.stream, h.key) for h in plan.hits} | plan.checks.keys())
 
-    def probes(self, plan: Plan, now_us: int, quiet: Mapping[QuietKey, int]) -> list[Probe]:
-        """What to ask the store for the rules the plan checks (not those quiet now)."""
+    def probes(
+        self,
+        plan: Plan,
+        now_us: int,
+        quiet: Mapping[QuietKey, int],
+        bounds: Mapping[StreamKey, Mapping[tuple[int, bool], int]] | None = None,
+    ) -> list[Probe]:
+        """What to ask the store for the rules the plan checks: not those quiet now, nor
+        those whose count in their window is known to be below their threshold (``bounds``:
+        per key, (window µs, distinct?) -> at most that many)."""
         out = set()
         for (stream, key), rules in plan.checks.items():
+            known = bounds.get((stream, key)) if bounds else None
             for rule in rules:
-                if quiet.get((rule.playbook.id, key), 0) <= now_us:
-                    distinct = rule.playbook.distinct is not None
-                    out.add(Probe(stream, key, now_us - rule.window_us, rule.need, distinct))
-        return sorted(out)
+                if quiet and quiet.get((rule.id, key), 0) > now_us:
+                    continue
+                if known and known.get((rule.window_us, rule.distinct), rule.need) < rule.need:
+                    continue
+                out.add((stream, key, now_us - rule.window_us, rule.need, rule.distinct))
+        return [Probe._make(p) for p in out]
+
+    def listening(
+        self, plan: Plan, key: StreamKey, quiet: Mapping[QuietKey, int], now_us: int
+    ) -> bool:
+        """Whether some rule the plan checks on ``key`` is not quiet now."""
+        return any(quiet.get((r.id, key[1]), 0) <= now_us for r in plan.checks.get(key, ()))
 
     def decide(
         self,

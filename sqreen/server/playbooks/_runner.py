@@ -33,10 +33,11 @@ from ..storage import (
     StoredEvent,
     WindowWrite,
 )
-from ..storage.model import from_us, to_us
+from ..storage.model import EPOCH, from_us, to_us
+from ._bounds import Bounds
 from ._config import Playbook, PlaybookError, PlaybookSet, load_playbooks
-from ._engine import Engine, Firing, Hit, StreamKey, is_exempt
-from ._fields import EventView, user_key
+from ._engine import Engine, Firing, Hit, Probe, StreamKey, is_exempt
+from ._fields import EventView
 from ._notify import Notifier
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ __all__ = ["PlaybookRunner", "PlaybookSource", "event_view", "wire_view"]
 
 logger = logging.getLogger("sqreen.server")
 
+_new_tuple = tuple.__new__
 CHECK_EVERY: Final = 1.0
 #: Alerts made without their block are logged at most this often (seconds).
 LOG_EVERY: Final = 60.0
@@ -122,7 +124,6 @@ def event_view(event: StoredEvent) -> EventView:
         request=event.request,
         app=event.app,
         ip_info=event.enrichment.get("ip_info") if event.enrichment else None,
-        user_key=user_key(event.user) if event.user else None,
     )
 
 
@@ -135,19 +136,25 @@ def wire_view(
 ) -> EventView:
     """:func:`event_view` of an event as parsed from the wire (what the pipeline holds)."""
     request = event["request"]
-    user = event["user"]
     ip = request.get("ip") if request else None
-    return EventView(
-        seq=seq,
-        name=event["name"],
-        ts_us=min(to_us(datetime.fromisoformat(event["timestamp"])), received_us),
-        ip=None if ip is None or len(ip) > 64 else ip,
-        user=user,
-        properties=event["properties"],
-        request=request,
-        app=app,
-        ip_info=enrichment.get("ip_info") if enrichment else None,
-        user_key=user_key(user) if user else None,
+    at = datetime.fromisoformat(event["timestamp"]) - EPOCH  # aware: the wire's rules
+    ts = (at.days * 86_400 + at.seconds) * 1_000_000 + at.microseconds
+    # tuple.__new__: the view of every event a playbook reads, without NamedTuple's slower
+    # keyword-taking constructor.
+    return _new_tuple(
+        EventView,
+        (
+            seq,
+            event["name"],
+            min(ts, received_us),
+            None if ip is None or len(ip) > 64 else ip,
+            event["user"],
+            event["properties"],
+            request,
+            app,
+            enrichment.get("ip_info") if enrichment else None,
+            None,
+        ),
     )
 
 
@@ -174,6 +181,10 @@ class PlaybookRunner:
         # (µs), no hit of theirs can matter. Quiet only lengthens, so a process may skip them
         # on its own knowledge; a new playbook set starts afresh.
         self._quiet: dict[StreamKey, int] = {}
+        #: Until when each (playbook, group key) is quiet, as far as this process has read
+        #: or written (so that it does not probe what cannot fire).
+        self._known: dict[tuple[str, str], int] = {}
+        self._bounds = Bounds()
         self._engine: Engine | None = None
 
     def purge(self) -> int:
@@ -189,14 +200,14 @@ class PlaybookRunner:
     def stored_batch(self, batch: Batch, result: InsertResult) -> None:
         """The pipeline's cheaper call: the wire events of the batch, and their seqs."""
         received = to_us(result.received_at)
-        extras: list[dict[str, Any]] = batch.enrichment or [{} for _ in batch.events]
-        pairs = list(zip(batch.events, extras, strict=True))
+        extras: Sequence[Mapping[str, Any]] = batch.enrichment or [{}] * len(batch.events)
 
         def views(names: frozenset[str]) -> list[EventView]:
+            # Only the new events of the names asked; most of a typical batch is neither.
             return [
                 wire_view(seq, e, x, received, batch.app)
-                for seq, (e, x) in result.new(pairs)
-                if e["name"] in names
+                for seq, e, x in zip(result.seqs, batch.events, extras, strict=True)
+                if seq is not None and e["name"] in names
             ]
 
         self._run(views)
@@ -205,20 +216,23 @@ class PlaybookRunner:
         """Evaluate the events ``views`` gives (those of the names asked) on the playbooks."""
         engine = self.source.current()
         if engine is not self._engine:
-            self._engine, self._quiet = engine, {}
+            self._engine, self._quiet, self._known = engine, {}, {}
+            self._bounds = Bounds()
         if engine.empty:
             return
         now_us = to_us(self.store.now())
-        quiet = self._quiet
-        plan = engine.plan(views(engine.names), now_us, lambda key: quiet.get(key, 0) > now_us)
+        quiet, known = self._quiet, self._known
+        skip = (lambda key: quiet.get(key, 0) > now_us) if quiet else None
+        plan = engine.plan(views(engine.names), now_us, skip)
         keys = engine.keys(plan)
         if not keys:
             return
 
         wanted: set[tuple[str, str]] = set()  # (playbook, key) of the alerts asking a block
+        learned: dict[tuple[str, str], int] = {}  # quiet times read or set, once committed
 
-        def probes(quiet_now: dict[tuple[str, str], int]) -> list[Any]:
-            return engine.probes(plan, now_us, quiet_now)
+        def listening(key: StreamKey, quiet_now: dict[tuple[str, str], int]) -> bool:
+            return engine.listening(plan, key, quiet_now, now_us)
 
         def decide(
             found: dict[StreamKey, list[tuple[int, int, str | None]]],
@@ -226,16 +240,30 @@ class PlaybookRunner:
         ) -> WindowWrite:
             hits = {key: [Hit._make(h) for h in rows] for key, rows in found.items()}
             firings, quieted = engine.decide(plan, hits, quiet_now, now_us, is_exempt)
-            merged = {**quiet_now, **quieted}
-            some_quiet = {key for _, key in merged}
-            for key in keys:  # what no hit of can matter for a while: skipped from now on
-                if key[1] in some_quiet and (until := engine.quiet_until(key, merged)) > now_us:
-                    quiet[key] = until
+            learned.update(quiet_now)
+            learned.update(quieted)
             alerts = [a for f in firings if (a := new_alert(f, self.max_blocks)) is not None]
             wanted.update((a.playbook, a.group_key) for a in alerts if a.block is not None)
             return WindowWrite(quieted, alerts)
 
-        stored = self.store.update_windows(keys, plan.hits, probes, decide)
+        # Rules this process knows to be quiet for a key are not probed: quiet only ever
+        # lengthens, so its own knowledge is safe to act on.
+        bounds = self._bounds
+
+        def probes(fresh: bool) -> list[Probe]:
+            bounds.advance(plan.hits, now_us, fresh)
+            return engine.probes(plan, now_us, known, bounds.known)
+
+        stored = self.store.update_windows(
+            keys, plan.hits, probes, decide, listening, owner=self, counted=bounds.counted
+        )
+        known.update(learned)
+        changed = {key for _, key in learned}
+        for key in keys:  # what no hit of can matter for a while: skipped from now on
+            if key[1] in changed and (until := engine.quiet_until(key, known)) > now_us:
+                quiet[key] = until
+        if len(known) > MAX_QUIET:
+            self._known = {k: u for k, u in known.items() if u > now_us}
         if len(quiet) > MAX_QUIET:
             self._quiet = {k: u for k, u in quiet.items() if u > now_us}
         if not stored:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ._blocks import BlockQueries
-from ._parts import insert_rows
+from ._parts import insert_rows, placeholders
 from .model import Alert, NewAlert, TooManyBlocks, WindowWrite, from_us, to_us
 
 if TYPE_CHECKING:
@@ -30,10 +31,18 @@ __all__ = ["ALERT_COLUMNS", "WINDOW_CHUNK", "AlertRow", "PlaybookQueries", "by_s
 WINDOW_CHUNK: Final = 400
 #: Hits a statement (five parameters each).
 HIT_CHUNK: Final = 2000
+INSERT_HIT: Final = "INSERT INTO playbook_hits (stream, key, ts, seq, value)"
+#: The sizes IN lists are padded to (repeating their last item): a handful of statement
+#: texts, prepared once each and then found in the driver's statement cache.
+IN_SIZES: Final = (1, 4, 16, 64, 128, 256, WINDOW_CHUNK)
 #: The most recent hits a key's rules are evaluated on (a key with more, in a window, has
 #: long fired whatever counts them, unless a rule keeps almost firing: then it is an
 #: approximation on its latest hits).
 FETCH_MAX: Final = 4096
+#: Alerts a statement (14 parameters each).
+ALERT_CHUNK: Final = 50
+#: The seqs an alert keeps of the events behind it (the newest).
+SEQS_KEPT: Final = 100
 #: Old hits deleted a transaction at most (ingest writes between two).
 PURGE_CHUNK: Final = 20_000
 ALERT_COLUMNS: Final = (
@@ -77,6 +86,12 @@ def by_stream(keys: Sequence[WindowKey]) -> list[tuple[str, list[str]]]:
     return parts
 
 
+def padded(items: Sequence[str]) -> list[str]:
+    """``items`` (at most WINDOW_CHUNK), their last repeated up to the next of IN_SIZES."""
+    size = next(n for n in IN_SIZES if n >= len(items))
+    return [*items, *[items[-1]] * (size - len(items))]
+
+
 def alert_from_row(row: AlertRow) -> Alert:
     return Alert(
         id=row.id,
@@ -100,47 +115,68 @@ def alert_from_row(row: AlertRow) -> Alert:
 class PlaybookQueries(BlockQueries):
     """Mixed into :class:`~._sql.SqlStorage`."""
 
+    #: What :meth:`_windows_version` said at the last :meth:`update_windows`, and for whom.
+    _windows_seen: tuple[object, object] | None = None
+
     def _lock_windows(self, cur: Cursor, keys: Sequence[WindowKey]) -> None:
         """Hold ``keys`` for the transaction (a dialect's business: nothing to do where the
         transaction is the only writer, as in SQLite)."""
+
+    def _insert_hits(self, cur: Cursor, hits: Sequence[HitValues]) -> None:
+        """Store ``hits``, a multi-row statement a chunk (a dialect may do better)."""
+        insert_rows(
+            cur, INSERT_HIT, hits, " ON CONFLICT (stream, key, ts, seq) DO NOTHING", HIT_CHUNK
+        )
+
+    def _windows_version(self, cur: Cursor) -> object | None:
+        """A value that changes whenever another connection commits, read inside the
+        transaction (a dialect's business; None where there is none, as on PostgreSQL:
+        there every batch counts its keys in SQL)."""
+        return None
 
     def update_windows(
         self,
         keys: Sequence[WindowKey],
         hits: Sequence[HitValues],
-        probes: Callable[[dict[QuietKey, int]], Sequence[ProbeValues]],
+        probes: Sequence[ProbeValues] | Callable[[bool], Sequence[ProbeValues]],
         decide: Callable[
             [dict[WindowKey, list[tuple[int, int, str | None]]], dict[QuietKey, int]], WindowWrite
         ],
+        wanted: Callable[[WindowKey, dict[QuietKey, int]], bool] | None = None,
+        *,
+        owner: object = None,
+        counted: Callable[[dict[ProbeValues, int]], None] | None = None,
     ) -> list[Alert]:
-        """In one transaction, with ``keys`` held: store ``hits``; read until when each
-        playbook is quiet for these keys; ask ``probes`` what could fire; count, in SQL, which
-        keys have enough hits for it; give the hits of those keys to ``decide`` (oldest first,
-        at most FETCH_MAX a key); and store what it returns (quiet times, alerts, blocks)."""
+        """In one transaction, with ``keys`` held: store ``hits``; count, in SQL, which keys
+        have enough hits for one of ``probes``; read until when each playbook is quiet for
+        those keys (the others cannot fire: their quiet times do not matter); keep those
+        still ``wanted`` now that their quiet times are known; give their hits to ``decide``
+        (oldest first, at most FETCH_MAX a key) with the quiet times read; and store what it
+        returns (quiet times, alerts, blocks).
+
+        ``probes`` may be a function, told whether the windows are as ``owner`` left them
+        at its previous call (nobody else wrote since: what it remembers of them holds);
+        ``counted`` is told each probe's count."""
         if not keys:
             return []
         with self._write() as cur:
             self._lock_windows(cur, keys)
-            insert_rows(
-                cur,
-                "INSERT INTO playbook_hits (stream, key, ts, seq, value)",
-                hits,
-                " ON CONFLICT (stream, key, ts, seq) DO NOTHING",
-                HIT_CHUNK,
-            )
+            version = self._windows_version(cur)
+            fresh = version is not None and self._windows_seen == (version, owner)
+            self._windows_seen = None if owner is None else (version, owner)
+            self._insert_hits(cur, hits)
             now = to_us(self.now())
-            quiet: dict[QuietKey, int] = {}
-            group_keys = sorted({key for _, key in keys})
-            for i in range(0, len(group_keys), WINDOW_CHUNK):
-                names = group_keys[i : i + WINDOW_CHUNK]
-                rows = cur.execute(
-                    "SELECT playbook, key, until_at FROM playbook_quiet WHERE until_at > ? "
-                    f"AND key IN ({', '.join('?' * len(names))})",
-                    [now, *names],
-                ).fetchall()
-                quiet.update(((p, k), until) for p, k, until in rows)
-            fetched = self._fetch(cur, self._candidates(cur, probes(quiet)))
-            write = decide(fetched, quiet)
+            counts = self._counts(cur, probes(fresh) if callable(probes) else probes)
+            if counted is not None:
+                counted(counts)
+            candidates: dict[WindowKey, int] = {}
+            for (stream, key, since, need, _), n in counts.items():
+                if n >= need:
+                    candidates[(stream, key)] = min(since, candidates.get((stream, key), since))
+            quiet = self._quiet(cur, sorted({key for _, key in candidates}), now)
+            if wanted is not None:
+                candidates = {k: since for k, since in candidates.items() if wanted(k, quiet)}
+            write = decide(self._fetch(cur, candidates), quiet)
             insert_rows(
                 cur,
                 "INSERT INTO playbook_quiet (playbook, key, until_at)",
@@ -148,29 +184,59 @@ class PlaybookQueries(BlockQueries):
                 " ON CONFLICT (playbook, key) DO UPDATE SET until_at = excluded.until_at",
                 WINDOW_CHUNK,
             )
-            return [self._store_alert(cur, alert, now) for alert in write.alerts]
+            return self._store_alerts(cur, write.alerts, now)
 
     @staticmethod
-    def _candidates(cur: Cursor, probes: Sequence[ProbeValues]) -> dict[WindowKey, int]:
-        """The keys whose hits reach a probe's count: (stream, key) -> the earliest time
-        needed."""
-        groups: dict[tuple[str, int, int, bool], list[str]] = {}
-        for stream, key, since, need, distinct in probes:
-            groups.setdefault((stream, since, need, distinct), []).append(key)
-        found: dict[WindowKey, int] = {}
-        for (stream, since, need, distinct), group in sorted(groups.items()):
-            counted = "count(DISTINCT value)" if distinct else "count(*)"
-            for i in range(0, len(group), WINDOW_CHUNK):
-                chunk = group[i : i + WINDOW_CHUNK]
+    def _quiet(cur: Cursor, group_keys: Sequence[str], now: int) -> dict[QuietKey, int]:
+        """Until when each playbook is quiet for these group keys (those quiet now)."""
+        quiet: dict[QuietKey, int] = {}
+        for i in range(0, len(group_keys), WINDOW_CHUNK):
+            names = padded(group_keys[i : i + WINDOW_CHUNK])
+            rows = cur.execute(
+                "SELECT playbook, key, until_at FROM playbook_quiet WHERE until_at > ? "
+                f"AND key IN ({', '.join('?' * len(names))})",
+                [now, *names],
+            ).fetchall()
+            quiet.update(((p, k), until) for p, k, until in rows)
+        return quiet
+
+    @staticmethod
+    def _counts(cur: Cursor, probes: Sequence[ProbeValues]) -> dict[ProbeValues, int]:
+        """How many hits (or distinct values) each probe's key has since its time: one
+        statement for the keys of a stream (``GROUP BY key``, over the primary key's range of
+        each), a column for each window and way of counting its rules ask for."""
+        by_stream: dict[str, tuple[set[str], set[tuple[int, bool]]]] = {}
+        for stream, key, since, _, distinct in probes:
+            keys, columns = by_stream.setdefault(stream, (set(), set()))
+            keys.add(key)
+            columns.add((since, distinct))
+        counts: dict[tuple[str, str, int, bool], int] = {}
+        for stream, (keys, columns) in sorted(by_stream.items()):
+            asked = sorted(columns)
+            oldest = asked[0][0]
+            select = ", ".join(
+                ("count(DISTINCT value)" if distinct else "count(*)")
+                if since == oldest
+                else (
+                    "count(DISTINCT CASE WHEN ts >= ? THEN value END)"
+                    if distinct
+                    else "sum(CASE WHEN ts >= ? THEN 1 ELSE 0 END)"
+                )
+                for since, distinct in asked
+            )
+            times = [since for since, _ in asked if since != oldest]
+            ordered = sorted(keys)
+            for i in range(0, len(ordered), WINDOW_CHUNK):
+                chunk = padded(ordered[i : i + WINDOW_CHUNK])
                 rows = cur.execute(
-                    "SELECT key FROM playbook_hits WHERE stream = ? AND ts >= ? "
-                    f"AND key IN ({', '.join('?' * len(chunk))}) "
-                    f"GROUP BY key HAVING {counted} >= ?",
-                    [stream, since, *chunk, need],
+                    f"SELECT key, {select} FROM playbook_hits WHERE stream = ? AND ts >= ? "
+                    f"AND key IN ({', '.join('?' * len(chunk))}) GROUP BY key",
+                    [*times, stream, oldest, *chunk],
                 ).fetchall()
-                for (key,) in rows:
-                    found[(stream, key)] = min(since, found.get((stream, key), since))
-        return found
+                for key, *found in rows:
+                    for (since, distinct), n in zip(asked, found, strict=True):
+                        counts[(stream, key, since, distinct)] = int(n)
+        return {p: counts.get((p[0], p[1], p[2], p[4]), 0) for p in probes}
 
     @staticmethod
     def _fetch(
@@ -186,17 +252,19 @@ class PlaybookQueries(BlockQueries):
             out[(stream, key)] = [(ts, seq, value) for ts, seq, value in reversed(rows)]
         return out
 
-    def _store_alert(self, cur: Cursor, alert: NewAlert, now: int) -> Alert:
-        block_id = None
-        if alert.block is not None:
-            try:
-                block_id = self._block_for(cur, alert.block, now)[0].id
-            except TooManyBlocks:
-                pass  # at the cap (``max_active``): the alert is stored without its block
-        (row,) = cur.execute(
-            "INSERT INTO alerts (playbook, group_by, group_key, total, first_at, last_at, "
-            "first_seq, last_seq, seqs_json, mode, action, block_id, summary, created_at) "
-            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {ALERT_COLUMNS}",
+    def _store_alerts(self, cur: Cursor, alerts: Sequence[NewAlert], now: int) -> list[Alert]:
+        """Store ``alerts`` (each block first, then the alerts in one statement a chunk: an
+        attack on thousands of accounts crosses a threshold for hundreds of them at once)."""
+        block_ids: list[int | None] = []
+        for alert in alerts:
+            block_id = None
+            if alert.block is not None:
+                try:
+                    block_id = self._block_for(cur, alert.block, now)[0].id
+                except TooManyBlocks:
+                    pass  # at the cap (``max_active``): the alert is stored without its block
+            block_ids.append(block_id)
+        rows = [
             (
                 alert.playbook,
                 alert.group_by,
@@ -206,15 +274,31 @@ class PlaybookQueries(BlockQueries):
                 to_us(alert.last_at),
                 alert.first_seq,
                 alert.last_seq,
-                json.dumps(list(alert.seqs[-100:])),
+                json.dumps(list(alert.seqs[-SEQS_KEPT:])),
                 alert.mode,
                 alert.action,
                 block_id,
                 alert.summary,
                 now,
-            ),
-        ).fetchall()
-        return alert_from_row(AlertRow._make(row))
+            )
+            for alert, block_id in zip(alerts, block_ids, strict=True)
+        ]
+        ids: list[int] = []
+        for i in range(0, len(rows), ALERT_CHUNK):
+            part = rows[i : i + ALERT_CHUNK]
+            found = cur.execute(
+                "INSERT INTO alerts (playbook, group_by, group_key, total, first_at, last_at, "
+                "first_seq, last_seq, seqs_json, mode, action, block_id, summary, created_at) "
+                f"VALUES {placeholders(len(part), 14)} RETURNING id",
+                [v for row in part for v in row],
+            ).fetchall()
+            # Ids are given in the order of the rows; RETURNING's own order is unspecified.
+            ids.extend(sorted(int(id_) for (id_,) in found))
+        created = from_us(now)
+        return [
+            replace(alert.stored(id_, block_id, created), seqs=alert.seqs[-SEQS_KEPT:])
+            for alert, block_id, id_ in zip(alerts, block_ids, ids, strict=True)
+        ]
 
     def list_alerts(
         self,

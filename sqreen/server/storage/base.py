@@ -274,18 +274,26 @@ class ControlStore(Clocked, Protocol):
         self,
         keys: Sequence[tuple[str, str]],
         hits: Sequence[tuple[str, str, int, int, str | None]],
-        probes: Callable[[dict[tuple[str, str], int]], Sequence[tuple[str, str, int, int, bool]]],
+        probes: Sequence[tuple[str, str, int, int, bool]]
+        | Callable[[bool], Sequence[tuple[str, str, int, int, bool]]],
         decide: Callable[
             [dict[tuple[str, str], list[tuple[int, int, str | None]]], dict[tuple[str, str], int]],
             WindowWrite,
         ],
+        wanted: Callable[[tuple[str, str], dict[tuple[str, str], int]], bool] | None = None,
+        *,
+        owner: object = None,
+        counted: Callable[[dict[tuple[str, str, int, int, bool], int]], None] | None = None,
     ) -> list[Alert]:
         """In one transaction, with ``keys`` ((stream, key), sorted) held so that processes
         counting the same key take turns: store ``hits`` ((stream, key, time µs, seq, value));
-        read until when each (playbook, key) is quiet; ask ``probes`` which counts could fire
-        ((stream, key, since µs, how many, distinct?)); give ``decide`` the hits of the keys
-        that reach them; store its quiet times, alerts and each alert's block (created, or an
-        active block on the same network or user extended, bumping the action version).
+        find the keys whose hits reach one of ``probes`` ((stream, key, since µs, how many,
+        distinct?)); read until when each (playbook, key) is quiet for those keys; keep those
+        still ``wanted`` given that; give ``decide`` their hits and the quiet times; store its
+        quiet times, alerts and each alert's block (created, or an active block on the same
+        network or user extended, bumping the action version). ``probes`` may be a function
+        told whether nobody but ``owner`` wrote windows since its previous call; ``counted``
+        is told each probe's count.
         Return the alerts stored."""
         ...
 

@@ -102,6 +102,22 @@ class SQLiteStorage(SqlStorage):
                 raise RuntimeError("events were stored by another writer during a transaction")
         return seqs
 
+    def _insert_hits(
+        self, cur: Cursor, hits: Sequence[tuple[str, str, int, int, str | None]]
+    ) -> None:
+        # One prepared statement, run for each hit: a multi-row statement of a new length
+        # (a batch's hits vary) is parsed again, which costs more (bench_playbooks_ab.py).
+        cur.executemany(
+            "INSERT INTO playbook_hits (stream, key, ts, seq, value) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (stream, key, ts, seq) DO NOTHING",
+            hits,
+        )
+
+    def _windows_version(self, cur: Cursor) -> object | None:
+        # Changes when another connection (another worker, another collector, the CLI)
+        # commits: until then what this process remembers of the windows holds.
+        return cur.execute("PRAGMA data_version").fetchone()[0]  # type: ignore[no-any-return]
+
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
