@@ -29,7 +29,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +41,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# --against: a child measuring another revision's package (tests/mmdb.py stays this tree's).
+sys.path.insert(0, os.environ.get("SQREEN_BENCH_PACKAGE", str(ROOT)))
 
 from sqreen._event import format_timestamp  # noqa: E402
 from sqreen._wire import parse_event  # noqa: E402
@@ -49,6 +53,7 @@ from sqreen.server.storage import open_storage  # noqa: E402
 from tests.mmdb import write_mmdb  # noqa: E402
 
 BATCH = 500
+SETUPS = ("country + kind", "country + kind + 1 mmdb", "  + reputation (1000 blocks)")
 
 
 def public_addresses(count: int, rng: random.Random) -> list[str]:
@@ -136,12 +141,9 @@ def ingest_rate(make: Callable[[Any], list[Any]], bodies: list[bytes], tmp: Path
     return len(bodies) * BATCH / elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--networks", type=int, default=20_000)
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> dict[str, float]:
+    """Every figure of one run of this process's ``sqreen``, by name."""
+    out: dict[str, float] = {}
     rng = random.Random(15)
     cold = public_addresses(args.events, rng)
     warm_pool = cold[:250]
@@ -155,22 +157,16 @@ def main() -> None:
         for i in range(1000):
             service.create(ip_block(f"100.{i // 250 + 1}.{i % 250}.0/24"), created_by="bench")
         setups: list[tuple[str, IpIntel]] = [
-            ("country + kind", IpIntel()),
-            ("country + kind + 1 mmdb", IpIntel.open([mmdb])),
-            ("  + reputation (1000 blocks)", IpIntel.open([mmdb])),
+            (SETUPS[0], IpIntel()),
+            (SETUPS[1], IpIntel.open([mmdb])),
+            (SETUPS[2], IpIntel.open([mmdb])),
         ]
         setups[2][1].reputation = Reputation(storage)
-        print(f"IP intelligence per event ({args.events} events, best of {args.repeat})")
-        print(f"{'set-up':32} {'cold µs/event':>14} {'warm µs/event':>14}")
         for label, intel in setups:
-            c = per_event(intel, cold, args.repeat)
-            w = per_event(intel, warm, args.repeat)
-            print(f"{label:32} {c:14.2f} {w:14.2f}")
+            out[f"{label}/cold"] = per_event(intel, cold, args.repeat)
+            out[f"{label}/warm"] = per_event(intel, warm, args.repeat)
         storage.close()
 
-        print()
-        print(f"Ingest pipeline into SQLite ({args.events} events, best of {args.repeat})")
-        print(f"{'addresses':10} {'off ev/s':>10} {'on ev/s':>10} {'change':>8}")
         for label, ips in (("cold", cold), ("warm", warm)):
             bodies = []
             for start in range(0, args.events, BATCH):
@@ -186,9 +182,85 @@ def main() -> None:
                 on.append(
                     ingest_rate(lambda s: [IpIntel.open([mmdb], reputation=s)], bodies, tmp, n + 1)
                 )
-            best_off, best_on = max(off), max(on)
+            out[f"ingest/{label}/off"], out[f"ingest/{label}/on"] = max(off), max(on)
+    return out
+
+
+def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    """The tables, one column a variant (this tree, and ``--against``'s revision)."""
+    names = list(results)
+    print(f"IP intelligence per event ({args.events} events, best of {args.repeat}; µs/event)")
+    print(f"{'set-up':32}" + "".join(f" {f'{n} cold':>14} {f'{n} warm':>14}" for n in names))
+    for label in SETUPS:
+        cells = "".join(
+            f" {r[f'{label}/cold']:14.2f} {r[f'{label}/warm']:14.2f}" for r in results.values()
+        )
+        print(f"{label:32}{cells}")
+    print()
+    print(f"Ingest pipeline into SQLite ({args.events} events, best of {args.repeat})")
+    print(f"{'variant':10} {'addresses':10} {'off ev/s':>10} {'on ev/s':>10} {'change':>8}")
+    for name, r in results.items():
+        for label in ("cold", "warm"):
+            best_off, best_on = r[f"ingest/{label}/off"], r[f"ingest/{label}/on"]
             change = 100 * (best_on / best_off - 1)
-            print(f"{label:10} {best_off:10,.0f} {best_on:10,.0f} {change:+7.1f}%")
+            print(f"{name:10} {label:10} {best_off:10,.0f} {best_on:10,.0f} {change:+7.1f}%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--networks", type=int, default=20_000)
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also measure the sqreen package of git revision REV (e.g. main), alternating "
+        "runs of both in child processes, best of each",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="with --against: alternations of the two"
+    )
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a child
+    args = parser.parse_args()
+    if args.json:
+        print(json.dumps(measure(args)))
+        return
+    if not args.against:
+        report({"now": measure(args)}, args)
+        return
+    with tempfile.TemporaryDirectory() as tmpdir:
+        # REV's package, with this script and tests/mmdb.py (the bench is the same for both).
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", args.against, "sqreen"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmpdir], input=archive, check=True)
+        roots = {"now": str(ROOT), args.against: tmpdir}
+        results: dict[str, dict[str, float]] = {}
+        for _ in range(args.rounds):
+            for name, root in roots.items():
+                child = subprocess.run(
+                    [sys.executable, __file__, "--json", *child_args(args)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "SQREEN_BENCH_PACKAGE": root},
+                )
+                got = json.loads(child.stdout)
+                seen = results.setdefault(name, got)
+                for key, value in got.items():
+                    better = max if key.startswith("ingest/") else min
+                    seen[key] = better(seen[key], value)
+        report(results, args)
+
+
+def child_args(args: argparse.Namespace) -> list[str]:
+    return [
+        *("--events", str(args.events)),
+        *("--repeat", str(args.repeat)),
+        *("--networks", str(args.networks)),
+    ]
 
 
 if __name__ == "__main__":
