@@ -27,9 +27,9 @@ Run: ``.venv/bin/python bench/bench_enrich.py [--events 50000] [--repeat 3]``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import ipaddress
 import json
-import os
 import random
 import subprocess
 import sys
@@ -37,19 +37,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-# --against: a child measuring another revision's package (tests/mmdb.py stays this tree's).
-sys.path.insert(0, os.environ.get("SQREEN_BENCH_PACKAGE", str(ROOT)))
 
 from sqreen._event import format_timestamp  # noqa: E402
-from sqreen._wire import parse_event  # noqa: E402
-from sqreen.server.blocks import BlockService, ip_block  # noqa: E402
-from sqreen.server.intel import IpIntel, Reputation, parse_address, special_kind  # noqa: E402
-from sqreen.server.pipeline import Batch, IngestPipeline  # noqa: E402
-from sqreen.server.storage import open_storage  # noqa: E402
+from sqreen.server.intel import parse_address, special_kind  # noqa: E402
 from tests.mmdb import write_mmdb  # noqa: E402
 
 BATCH = 500
@@ -111,27 +106,48 @@ def city_file(path: Path, networks: int, rng: random.Random) -> Path:
     return write_mmdb(path, records, database_type="GeoLite2-City")
 
 
-def per_event(intel: IpIntel, ips: list[str], repeat: int) -> float:
-    """Best µs an event of ``intel`` over ``ips`` in batches (cache emptied before each run)."""
-    events = [parse_event(wire(n, ip)) for n, ip in enumerate(ips)]
-    best = float("inf")
-    for _ in range(repeat):
-        intel._cache.clear()
-        batches = [
-            Batch(None, None, events[i : i + BATCH], [{} for _ in events[i : i + BATCH]])
-            for i in range(0, len(events), BATCH)
-        ]
-        start = time.perf_counter()
-        for batch in batches:
-            intel(batch)
-        best = min(best, time.perf_counter() - start)
-    return best / len(events) * 1e6
+def package(name: str) -> SimpleNamespace:
+    """What the bench uses of the package ``name`` (``sqreen``, or another revision's)."""
+
+    def get(module: str, attr: str) -> Any:
+        return getattr(importlib.import_module(f"{name}.{module}"), attr)
+
+    return SimpleNamespace(
+        parse_event=get("_wire", "parse_event"),
+        BlockService=get("server.blocks", "BlockService"),
+        ip_block=get("server.blocks", "ip_block"),
+        IpIntel=get("server.intel", "IpIntel"),
+        Reputation=get("server.intel", "Reputation"),
+        Batch=get("server.pipeline", "Batch"),
+        IngestPipeline=get("server.pipeline", "IngestPipeline"),
+        open_storage=get("server.storage", "open_storage"),
+    )
 
 
-def ingest_rate(make: Callable[[Any], list[Any]], bodies: list[bytes], tmp: Path, n: int) -> float:
-    storage = open_storage(str(tmp / f"ingest-{n}.db"))
+def per_event(pkg: SimpleNamespace, intel: Any, ips: list[str]) -> float:
+    """µs an event of ``intel`` over ``ips`` in batches (cache emptied first)."""
+    events = [pkg.parse_event(wire(n, ip)) for n, ip in enumerate(ips)]
+    intel._cache.clear()
+    batches = [
+        pkg.Batch(None, None, events[i : i + BATCH], [{} for _ in events[i : i + BATCH]])
+        for i in range(0, len(events), BATCH)
+    ]
+    start = time.perf_counter()
+    for batch in batches:
+        intel(batch)
+    return (time.perf_counter() - start) / len(events) * 1e6
+
+
+def ingest_rate(
+    pkg: SimpleNamespace,
+    make: Callable[[Any], list[Any]],
+    bodies: list[bytes],
+    tmp: Path,
+    n: int,
+) -> float:
+    storage = pkg.open_storage(str(tmp / f"ingest-{n}.db"))
     try:
-        pipeline = IngestPipeline(storage, enrichers=make(storage))
+        pipeline = pkg.IngestPipeline(storage, enrichers=make(storage))
         start = time.perf_counter()
         for body in bodies:
             pipeline(body)
@@ -141,9 +157,13 @@ def ingest_rate(make: Callable[[Any], list[Any]], bodies: list[bytes], tmp: Path
     return len(bodies) * BATCH / elapsed
 
 
-def measure(args: argparse.Namespace) -> dict[str, float]:
-    """Every figure of one run of this process's ``sqreen``, by name."""
-    out: dict[str, float] = {}
+def measure(args: argparse.Namespace, variants: dict[str, SimpleNamespace]) -> dict[str, Any]:
+    """Every figure, by variant then name: each run alternates the variants, best kept."""
+    out: dict[str, dict[str, float]] = {name: {} for name in variants}
+
+    def keep(name: str, key: str, value: float, better: Callable[..., float]) -> None:
+        out[name][key] = better(out[name].get(key, value), value)
+
     rng = random.Random(15)
     cold = public_addresses(args.events, rng)
     warm_pool = cold[:250]
@@ -152,37 +172,49 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         mmdb = str(city_file(tmp / "city.mmdb", args.networks, rng))
-        storage = open_storage(str(tmp / "blocks.db"))
-        service = BlockService(storage)
-        for i in range(1000):
-            service.create(ip_block(f"100.{i // 250 + 1}.{i % 250}.0/24"), created_by="bench")
-        setups: list[tuple[str, IpIntel]] = [
-            (SETUPS[0], IpIntel()),
-            (SETUPS[1], IpIntel.open([mmdb])),
-            (SETUPS[2], IpIntel.open([mmdb])),
-        ]
-        setups[2][1].reputation = Reputation(storage)
-        for label, intel in setups:
-            out[f"{label}/cold"] = per_event(intel, cold, args.repeat)
-            out[f"{label}/warm"] = per_event(intel, warm, args.repeat)
-        storage.close()
+        setups: dict[str, list[tuple[str, Any]]] = {}
+        storages = []
+        for name, pkg in variants.items():
+            storage = pkg.open_storage(str(tmp / f"blocks-{name}.db"))
+            storages.append(storage)
+            service = pkg.BlockService(storage)
+            for i in range(1000):
+                block = pkg.ip_block(f"100.{i // 250 + 1}.{i % 250}.0/24")
+                service.create(block, created_by="bench")
+            with_reputation = pkg.IpIntel.open([mmdb])
+            with_reputation.reputation = pkg.Reputation(storage)
+            setups[name] = [
+                (SETUPS[0], pkg.IpIntel()),
+                (SETUPS[1], pkg.IpIntel.open([mmdb])),
+                (SETUPS[2], with_reputation),
+            ]
+        for _ in range(args.repeat):
+            for index, label in enumerate(SETUPS):
+                for temperature, ips in (("cold", cold), ("warm", warm)):
+                    for name, pkg in variants.items():
+                        got = per_event(pkg, setups[name][index][1], ips)
+                        keep(name, f"{label}/{temperature}", got, min)
+        for storage in storages:
+            storage.close()
 
+        n = 0
         for label, ips in (("cold", cold), ("warm", warm)):
             bodies = []
             for start in range(0, args.events, BATCH):
                 end = min(args.events, start + BATCH)
-                events = [wire(n, ips[n]) for n in range(start, end)]
+                events = [wire(i, ips[i]) for i in range(start, end)]
                 envelope = {"sdk": {"name": "sqreen-python", "version": "bench"}, "events": events}
                 bodies.append(json.dumps(envelope).encode())
-            off: list[float] = []
-            on: list[float] = []
-            for i in range(args.repeat):
-                n = 4 * i + (2 if label == "warm" else 0)
-                off.append(ingest_rate(lambda s: [], bodies, tmp, n))
-                on.append(
-                    ingest_rate(lambda s: [IpIntel.open([mmdb], reputation=s)], bodies, tmp, n + 1)
-                )
-            out[f"ingest/{label}/off"], out[f"ingest/{label}/on"] = max(off), max(on)
+            for _ in range(args.repeat):
+                for name, pkg in variants.items():
+
+                    def on(storage: Any, pkg: SimpleNamespace = pkg) -> list[Any]:
+                        return [pkg.IpIntel.open([mmdb], reputation=storage)]
+
+                    n += 2
+                    off = ingest_rate(pkg, lambda storage: [], bodies, tmp, n)
+                    keep(name, f"ingest/{label}/off", off, max)
+                    keep(name, f"ingest/{label}/on", ingest_rate(pkg, on, bodies, tmp, n + 1), max)
     return out
 
 
@@ -214,53 +246,24 @@ def main() -> None:
     parser.add_argument(
         "--against",
         metavar="REV",
-        help="also measure the sqreen package of git revision REV (e.g. main), alternating "
-        "runs of both in child processes, best of each",
+        help="also measure the sqreen package of git revision REV (e.g. main), loaded in this "
+        "process under another name, runs alternating between the two",
     )
-    parser.add_argument(
-        "--rounds", type=int, default=2, help="with --against: alternations of the two"
-    )
-    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
-    if args.json:
-        print(json.dumps(measure(args)))
-        return
-    if not args.against:
-        report({"now": measure(args)}, args)
-        return
+    variants = {"now": package("sqreen")}
     with tempfile.TemporaryDirectory() as tmpdir:
-        # REV's package, with this script and tests/mmdb.py (the bench is the same for both).
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", args.against, "sqreen"],
-            check=True,
-            capture_output=True,
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", tmpdir], input=archive, check=True)
-        roots = {"now": str(ROOT), args.against: tmpdir}
-        results: dict[str, dict[str, float]] = {}
-        for _ in range(args.rounds):
-            for name, root in roots.items():
-                child = subprocess.run(
-                    [sys.executable, __file__, "--json", *child_args(args)],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                    env={**os.environ, "SQREEN_BENCH_PACKAGE": root},
-                )
-                got = json.loads(child.stdout)
-                seen = results.setdefault(name, got)
-                for key, value in got.items():
-                    better = max if key.startswith("ingest/") else min
-                    seen[key] = better(seen[key], value)
-        report(results, args)
-
-
-def child_args(args: argparse.Namespace) -> list[str]:
-    return [
-        *("--events", str(args.events)),
-        *("--repeat", str(args.repeat)),
-        *("--networks", str(args.networks)),
-    ]
+        if args.against:
+            # REV's package, renamed: its modules import each other relatively, so both load.
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", args.against, "sqreen"],
+                check=True,
+                capture_output=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", tmpdir], input=archive, check=True)
+            Path(tmpdir, "sqreen").rename(Path(tmpdir, "sqreen_against"))
+            sys.path.insert(0, tmpdir)
+            variants[args.against] = package("sqreen_against")
+        report(measure(args, variants), args)
 
 
 if __name__ == "__main__":

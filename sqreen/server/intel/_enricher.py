@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from ..._json import encoded
+from ..._json import Encoded
 from ._address import Address, parse_address, special_kind
 from ._geoip import GeoIpDatabase, open_geoip
 from ._score import KIND_POINTS, Reputation, ReputationSource, threat_score
@@ -135,7 +135,8 @@ class IpIntel:
                 return {**known, "score": score, "reasons": reasons}
         # Each event's own copy (a later enricher may change it), with its own list, sharing
         # the JSON text its storage writes (encoded once an address, not once an event).
-        copy = encoded(known, entry)
+        copy = Encoded(known)
+        copy.memo = entry
         copy["reasons"] = known["reasons"].copy()
         return copy
 
