@@ -23,7 +23,10 @@ nodes, here up to 120, and decodes a record of the same shape).
 
 ``--against REV`` (e.g. ``main``) measures REV's ``sqreen`` package too, in the same process:
 ``git archive`` extracts it under another name (its modules import each other relatively),
-and every run above alternates between the two, so that both see the same machine load.
+and every run above alternates between the two (which goes first swaps at each repeat), so
+that both see the same machine load. Each timed run starts after a full ``gc.collect()``:
+without it, a run pays for the collection the run before it made due (seen as a warm run
+measured 2-3x slower, best of 5, when it came after the other variant's cold one).
 
 Run: ``.venv/bin/python bench/bench_enrich.py [--events 50000] [--repeat 3] [--against main]``.
 """
@@ -31,6 +34,7 @@ Run: ``.venv/bin/python bench/bench_enrich.py [--events 50000] [--repeat 3] [--a
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import ipaddress
 import json
@@ -136,6 +140,7 @@ def per_event(pkg: SimpleNamespace, intel: Any, ips: list[str]) -> float:
         pkg.Batch(None, None, events[i : i + BATCH], [{} for _ in events[i : i + BATCH]])
         for i in range(0, len(events), BATCH)
     ]
+    gc.collect()  # the run before (its events, the other variant's cache) is not this one's
     start = time.perf_counter()
     for batch in batches:
         intel(batch)
@@ -152,6 +157,7 @@ def ingest_rate(
     storage = pkg.open_storage(str(tmp / f"ingest-{n}.db"))
     try:
         pipeline = pkg.IngestPipeline(storage, enrichers=make(storage))
+        gc.collect()
         start = time.perf_counter()
         for body in bodies:
             pipeline(body)
@@ -192,10 +198,10 @@ def measure(args: argparse.Namespace, variants: dict[str, SimpleNamespace]) -> d
                 (SETUPS[1], pkg.IpIntel.open([mmdb])),
                 (SETUPS[2], with_reputation),
             ]
-        for _ in range(args.repeat):
+        for repeat in range(args.repeat):
             for index, label in enumerate(SETUPS):
                 for temperature, ips in (("cold", cold), ("warm", warm)):
-                    for name, pkg in variants.items():
+                    for name, pkg in ordered(variants, repeat):
                         got = per_event(pkg, setups[name][index][1], ips)
                         keep(name, f"{label}/{temperature}", got, min)
         for storage in storages:
@@ -209,8 +215,8 @@ def measure(args: argparse.Namespace, variants: dict[str, SimpleNamespace]) -> d
                 events = [wire(i, ips[i]) for i in range(start, end)]
                 envelope = {"sdk": {"name": "sqreen-python", "version": "bench"}, "events": events}
                 bodies.append(json.dumps(envelope).encode())
-            for _ in range(args.repeat):
-                for name, pkg in variants.items():
+            for repeat in range(args.repeat):
+                for name, pkg in ordered(variants, repeat):
 
                     def on(storage: Any, pkg: SimpleNamespace = pkg) -> list[Any]:
                         return [pkg.IpIntel.open([mmdb], reputation=storage)]
@@ -220,6 +226,12 @@ def measure(args: argparse.Namespace, variants: dict[str, SimpleNamespace]) -> d
                     keep(name, f"ingest/{label}/off", off, max)
                     keep(name, f"ingest/{label}/on", ingest_rate(pkg, on, bodies, tmp, n + 1), max)
     return out
+
+
+def ordered(variants: dict[str, SimpleNamespace], repeat: int) -> list[tuple[str, Any]]:
+    """The variants, in reverse order every other repeat (neither always runs first)."""
+    items = list(variants.items())
+    return items if repeat % 2 == 0 else items[::-1]
 
 
 def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:

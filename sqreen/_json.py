@@ -78,6 +78,13 @@ def encoded(source: dict[str, Any], memo: list[Any]) -> Encoded:
 
 def dumps_fields(fields: Mapping[str, Any]) -> str:
     """``dumps_ascii(fields)``, each :class:`Encoded` value written from its memo."""
+    if len(fields) == 1:  # the usual case (only IP intelligence): no loop, no join
+        ((key, value),) = fields.items()
+        if type(value) is Encoded and type(key) is str:
+            return "{" + _key(key) + ":" + value.json() + "}"
+        return dumps_ascii(fields)
+    if not any(type(value) is Encoded for value in fields.values()):
+        return dumps_ascii(fields)
     parts = []
     for key, value in fields.items():
         if type(key) is not str:
