@@ -13,8 +13,7 @@ from typing import Any
 import iporigin
 
 from sqreen._json import dumps_ascii, dumps_fields, encoded
-from sqreen.server.intel import IpIntel, NetworkKinds, parse_address
-from sqreen.server.intel._ranges import RangeIndex
+from sqreen.server.intel import IpIntel, NetworkKinds, RangeIndex, parse_address
 from sqreen.server.pipeline import Batch, IngestPipeline
 from sqreen.server.storage import Storage
 
