@@ -13,42 +13,50 @@ nodes, here up to 120, and decodes a record of the same shape).
    with ``Reputation`` over a real SQLite storage holding 1000 IP blocks). ``cold``: every
    address new (the cache never hits: the worst case, a scan from many addresses);
    ``warm``: 250 addresses repeated (an attack, or a busy app's regular users). The best of
-   ``--repeat`` runs, in µs an event.
+   ``--repeat`` runs, in µs an event (the garbage collector on, as in the collector: about
+   40 % of a cold event, measured, since each new address leaves objects in the cache).
 2. **Ingest on vs off**: the collector's :class:`IngestPipeline` (parse, enrich, store in
    SQLite, one transaction a batch) on the same pre-built 500-event bodies, with no enricher
-   and with IP intelligence (country + kind + one ``.mmdb``, cold addresses), alternated
-   ``--repeat`` times in one process on fresh databases; best of each; cold and warm
-   addresses as above. HTTP is left out: it costs the same in both and would only hide the
-   difference.
+   and with IP intelligence (country + kind + one ``.mmdb``), alternated ``--repeat`` times
+   in one process on fresh databases; best of each; cold and warm addresses as above. HTTP
+   is left out: it costs the same in both and would only hide the difference.
 
-Run: ``.venv/bin/python bench/bench_enrich.py [--events 50000] [--repeat 3]``.
+``--against REV`` (e.g. ``main``) measures REV's ``sqreen`` package too, in the same process:
+``git archive`` extracts it under another name (its modules import each other relatively),
+and every run above alternates between the two (which goes first swaps at each repeat), so
+that both see the same machine load. Each timed run starts after a full ``gc.collect()``:
+without it, a run pays for the collection the run before it made due (seen as a warm run
+measured 2-3x slower, best of 5, when it came after the other variant's cold one).
+
+Run: ``.venv/bin/python bench/bench_enrich.py [--events 50000] [--repeat 3] [--against main]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib
 import ipaddress
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sqreen._event import format_timestamp  # noqa: E402
-from sqreen._wire import parse_event  # noqa: E402
-from sqreen.server.blocks import BlockService, ip_block  # noqa: E402
-from sqreen.server.intel import IpIntel, Reputation, parse_address, special_kind  # noqa: E402
-from sqreen.server.pipeline import Batch, IngestPipeline  # noqa: E402
-from sqreen.server.storage import open_storage  # noqa: E402
+from sqreen.server.intel import parse_address, special_kind  # noqa: E402
 from tests.mmdb import write_mmdb  # noqa: E402
 
 BATCH = 500
+SETUPS = ("country + kind", "country + kind + 1 mmdb", "  + reputation (1000 blocks)")
 
 
 def public_addresses(count: int, rng: random.Random) -> list[str]:
@@ -106,27 +114,50 @@ def city_file(path: Path, networks: int, rng: random.Random) -> Path:
     return write_mmdb(path, records, database_type="GeoLite2-City")
 
 
-def per_event(intel: IpIntel, ips: list[str], repeat: int) -> float:
-    """Best µs an event of ``intel`` over ``ips`` in batches (cache emptied before each run)."""
-    events = [parse_event(wire(n, ip)) for n, ip in enumerate(ips)]
-    best = float("inf")
-    for _ in range(repeat):
-        intel._cache.clear()
-        batches = [
-            Batch(None, None, events[i : i + BATCH], [{} for _ in events[i : i + BATCH]])
-            for i in range(0, len(events), BATCH)
-        ]
-        start = time.perf_counter()
-        for batch in batches:
-            intel(batch)
-        best = min(best, time.perf_counter() - start)
-    return best / len(events) * 1e6
+def package(name: str) -> SimpleNamespace:
+    """What the bench uses of the package ``name`` (``sqreen``, or another revision's)."""
+
+    def get(module: str, attr: str) -> Any:
+        return getattr(importlib.import_module(f"{name}.{module}"), attr)
+
+    return SimpleNamespace(
+        parse_event=get("_wire", "parse_event"),
+        BlockService=get("server.blocks", "BlockService"),
+        ip_block=get("server.blocks", "ip_block"),
+        IpIntel=get("server.intel", "IpIntel"),
+        Reputation=get("server.intel", "Reputation"),
+        Batch=get("server.pipeline", "Batch"),
+        IngestPipeline=get("server.pipeline", "IngestPipeline"),
+        open_storage=get("server.storage", "open_storage"),
+    )
 
 
-def ingest_rate(make: Callable[[Any], list[Any]], bodies: list[bytes], tmp: Path, n: int) -> float:
-    storage = open_storage(str(tmp / f"ingest-{n}.db"))
+def per_event(pkg: SimpleNamespace, intel: Any, ips: list[str]) -> float:
+    """µs an event of ``intel`` over ``ips`` in batches (cache emptied first)."""
+    events = [pkg.parse_event(wire(n, ip)) for n, ip in enumerate(ips)]
+    intel._cache.clear()
+    batches = [
+        pkg.Batch(None, None, events[i : i + BATCH], [{} for _ in events[i : i + BATCH]])
+        for i in range(0, len(events), BATCH)
+    ]
+    gc.collect()  # the run before (its events, the other variant's cache) is not this one's
+    start = time.perf_counter()
+    for batch in batches:
+        intel(batch)
+    return (time.perf_counter() - start) / len(events) * 1e6
+
+
+def ingest_rate(
+    pkg: SimpleNamespace,
+    make: Callable[[Any], list[Any]],
+    bodies: list[bytes],
+    tmp: Path,
+    n: int,
+) -> float:
+    storage = pkg.open_storage(str(tmp / f"ingest-{n}.db"))
     try:
-        pipeline = IngestPipeline(storage, enrichers=make(storage))
+        pipeline = pkg.IngestPipeline(storage, enrichers=make(storage))
+        gc.collect()
         start = time.perf_counter()
         for body in bodies:
             pipeline(body)
@@ -136,12 +167,13 @@ def ingest_rate(make: Callable[[Any], list[Any]], bodies: list[bytes], tmp: Path
     return len(bodies) * BATCH / elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--networks", type=int, default=20_000)
-    args = parser.parse_args()
+def measure(args: argparse.Namespace, variants: dict[str, SimpleNamespace]) -> dict[str, Any]:
+    """Every figure, by variant then name: each run alternates the variants, best kept."""
+    out: dict[str, dict[str, float]] = {name: {} for name in variants}
+
+    def keep(name: str, key: str, value: float, better: Callable[..., float]) -> None:
+        out[name][key] = better(out[name].get(key, value), value)
+
     rng = random.Random(15)
     cold = public_addresses(args.events, rng)
     warm_pool = cold[:250]
@@ -150,45 +182,104 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         mmdb = str(city_file(tmp / "city.mmdb", args.networks, rng))
-        storage = open_storage(str(tmp / "blocks.db"))
-        service = BlockService(storage)
-        for i in range(1000):
-            service.create(ip_block(f"100.{i // 250 + 1}.{i % 250}.0/24"), created_by="bench")
-        setups: list[tuple[str, IpIntel]] = [
-            ("country + kind", IpIntel()),
-            ("country + kind + 1 mmdb", IpIntel.open([mmdb])),
-            ("  + reputation (1000 blocks)", IpIntel.open([mmdb])),
-        ]
-        setups[2][1].reputation = Reputation(storage)
-        print(f"IP intelligence per event ({args.events} events, best of {args.repeat})")
-        print(f"{'set-up':32} {'cold µs/event':>14} {'warm µs/event':>14}")
-        for label, intel in setups:
-            c = per_event(intel, cold, args.repeat)
-            w = per_event(intel, warm, args.repeat)
-            print(f"{label:32} {c:14.2f} {w:14.2f}")
-        storage.close()
+        setups: dict[str, list[tuple[str, Any]]] = {}
+        storages = []
+        for name, pkg in variants.items():
+            storage = pkg.open_storage(str(tmp / f"blocks-{name}.db"))
+            storages.append(storage)
+            service = pkg.BlockService(storage)
+            for i in range(1000):
+                block = pkg.ip_block(f"100.{i // 250 + 1}.{i % 250}.0/24")
+                service.create(block, created_by="bench")
+            with_reputation = pkg.IpIntel.open([mmdb])
+            with_reputation.reputation = pkg.Reputation(storage)
+            setups[name] = [
+                (SETUPS[0], pkg.IpIntel()),
+                (SETUPS[1], pkg.IpIntel.open([mmdb])),
+                (SETUPS[2], with_reputation),
+            ]
+        for repeat in range(args.repeat):
+            for index, label in enumerate(SETUPS):
+                for temperature, ips in (("cold", cold), ("warm", warm)):
+                    for name, pkg in ordered(variants, repeat):
+                        got = per_event(pkg, setups[name][index][1], ips)
+                        keep(name, f"{label}/{temperature}", got, min)
+        for storage in storages:
+            storage.close()
 
-        print()
-        print(f"Ingest pipeline into SQLite ({args.events} events, best of {args.repeat})")
-        print(f"{'addresses':10} {'off ev/s':>10} {'on ev/s':>10} {'change':>8}")
+        n = 0
         for label, ips in (("cold", cold), ("warm", warm)):
             bodies = []
             for start in range(0, args.events, BATCH):
                 end = min(args.events, start + BATCH)
-                events = [wire(n, ips[n]) for n in range(start, end)]
+                events = [wire(i, ips[i]) for i in range(start, end)]
                 envelope = {"sdk": {"name": "sqreen-python", "version": "bench"}, "events": events}
                 bodies.append(json.dumps(envelope).encode())
-            off: list[float] = []
-            on: list[float] = []
-            for i in range(args.repeat):
-                n = 4 * i + (2 if label == "warm" else 0)
-                off.append(ingest_rate(lambda s: [], bodies, tmp, n))
-                on.append(
-                    ingest_rate(lambda s: [IpIntel.open([mmdb], reputation=s)], bodies, tmp, n + 1)
-                )
-            best_off, best_on = max(off), max(on)
+            for repeat in range(args.repeat):
+                for name, pkg in ordered(variants, repeat):
+
+                    def on(storage: Any, pkg: SimpleNamespace = pkg) -> list[Any]:
+                        return [pkg.IpIntel.open([mmdb], reputation=storage)]
+
+                    n += 2
+                    off = ingest_rate(pkg, lambda storage: [], bodies, tmp, n)
+                    keep(name, f"ingest/{label}/off", off, max)
+                    keep(name, f"ingest/{label}/on", ingest_rate(pkg, on, bodies, tmp, n + 1), max)
+    return out
+
+
+def ordered(variants: dict[str, SimpleNamespace], repeat: int) -> list[tuple[str, Any]]:
+    """The variants, in reverse order every other repeat (neither always runs first)."""
+    items = list(variants.items())
+    return items if repeat % 2 == 0 else items[::-1]
+
+
+def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    """The tables, one column a variant (this tree, and ``--against``'s revision)."""
+    names = list(results)
+    print(f"IP intelligence per event ({args.events} events, best of {args.repeat}; µs/event)")
+    print(f"{'set-up':32}" + "".join(f" {f'{n} cold':>14} {f'{n} warm':>14}" for n in names))
+    for label in SETUPS:
+        cells = "".join(
+            f" {r[f'{label}/cold']:14.2f} {r[f'{label}/warm']:14.2f}" for r in results.values()
+        )
+        print(f"{label:32}{cells}")
+    print()
+    print(f"Ingest pipeline into SQLite ({args.events} events, best of {args.repeat})")
+    print(f"{'variant':10} {'addresses':10} {'off ev/s':>10} {'on ev/s':>10} {'change':>8}")
+    for name, r in results.items():
+        for label in ("cold", "warm"):
+            best_off, best_on = r[f"ingest/{label}/off"], r[f"ingest/{label}/on"]
             change = 100 * (best_on / best_off - 1)
-            print(f"{label:10} {best_off:10,.0f} {best_on:10,.0f} {change:+7.1f}%")
+            print(f"{name:10} {label:10} {best_off:10,.0f} {best_on:10,.0f} {change:+7.1f}%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--networks", type=int, default=20_000)
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also measure the sqreen package of git revision REV (e.g. main), loaded in this "
+        "process under another name, runs alternating between the two",
+    )
+    args = parser.parse_args()
+    variants = {"now": package("sqreen")}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        if args.against:
+            # REV's package, renamed: its modules import each other relatively, so both load.
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", args.against, "sqreen"],
+                check=True,
+                capture_output=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", tmpdir], input=archive, check=True)
+            Path(tmpdir, "sqreen").rename(Path(tmpdir, "sqreen_against"))
+            sys.path.insert(0, tmpdir)
+            variants[args.against] = package("sqreen_against")
+        report(measure(args, variants), args)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ validation, which copies and bounds their depth), so the cycle check is off.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["dumps_ascii", "dumps_utf8"]
+__all__ = ["Encoded", "dumps_ascii", "dumps_fields", "dumps_utf8", "encoded"]
 
 
 def _make(ensure_ascii: bool) -> Callable[[Any], str]:
@@ -38,3 +38,60 @@ def _make(ensure_ascii: bool) -> Callable[[Any], str]:
 dumps_ascii: Callable[[Any], str] = _make(ensure_ascii=True)
 #: The same with non-ASCII characters left as they are (smaller; encode to UTF-8 after).
 dumps_utf8: Callable[[Any], str] = _make(ensure_ascii=False)
+
+
+class Encoded(dict[str, Any]):
+    """A dict that comes with the compact ASCII JSON of an equal dict, encoded at most once
+    and shared by every copy: IP intelligence gives each event from one address its own such
+    copy of that address's ``ip_info``, and the storage writes the shared text instead of
+    encoding each copy again (:func:`dumps_fields`; measured: ~5.5 µs to encode a full
+    ``ip_info``, most of it the coordinates' float formatting).
+
+    ``memo`` is ``[source, text or None, ...]``: ``source`` is a dict no one else holds (never
+    changed), ``text`` its JSON once asked for. The text is used only while the copy still
+    equals ``source`` (one C-level comparison: a later enricher may have changed the copy),
+    else the copy is encoded as any dict. Equal values may differ in JSON only where JSON
+    cannot tell (``1`` and ``1.0``, key order)."""
+
+    __slots__ = ("memo",)
+
+    memo: list[Any]
+
+    def json(self) -> str:
+        """The compact ASCII JSON of this dict (as :data:`dumps_ascii` writes it)."""
+        memo = self.memo
+        if self != memo[0]:
+            return dumps_ascii(self)
+        if memo[1] is None:
+            memo[1] = dumps_ascii(memo[0])
+        text: str = memo[1]
+        return text
+
+
+def encoded(source: dict[str, Any], memo: list[Any]) -> Encoded:
+    """A copy of ``source`` sharing ``memo`` (``[source, None, ...]``, made once by the
+    caller)."""
+    copy = Encoded(source)
+    copy.memo = memo
+    return copy
+
+
+def dumps_fields(fields: Mapping[str, Any]) -> str:
+    """``dumps_ascii(fields)``, each :class:`Encoded` value written from its memo."""
+    if len(fields) == 1:  # the usual case (only IP intelligence): no loop, no join
+        ((key, value),) = fields.items()
+        if type(value) is Encoded and type(key) is str:
+            return "{" + _key(key) + ":" + value.json() + "}"
+        return dumps_ascii(fields)
+    if not any(type(value) is Encoded for value in fields.values()):
+        return dumps_ascii(fields)
+    parts = []
+    for key, value in fields.items():
+        if type(key) is not str:
+            return dumps_ascii(fields)  # let the encoder convert or refuse such keys
+        text = value.json() if type(value) is Encoded else dumps_ascii(value)
+        parts.append(f"{_key(key)}:{text}")
+    return "{" + ",".join(parts) + "}"
+
+
+_key: Callable[[str], str] = json.encoder.encode_basestring_ascii

@@ -197,12 +197,24 @@ def test_a_bad_geoip_db_stops_serve_at_start_with_a_clear_message(tmp_path: Path
         assert "Traceback" not in result.output
 
 
-@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() == 0, reason="root reads anything")
-def test_an_unreadable_geoip_db_is_refused(tmp_path: Path) -> None:
-    path = city_db(tmp_path / "locked.mmdb")
-    path.chmod(0)
+def test_an_unreadable_geoip_db_stops_serve_at_start(tmp_path: Path) -> None:
+    """A file that exists but cannot be read: without the permission, or, for root (who
+    reads anything), ``/proc/self/mem``, whose first page no process can read."""
+    if hasattr(os, "getuid") and os.getuid() != 0:
+        path = str(city_db(tmp_path / "locked.mmdb"))
+        os.chmod(path, 0)
+    elif Path("/proc/self/mem").exists():
+        path = "/proc/self/mem"
+    else:
+        pytest.skip("no unreadable file on this system")
     with pytest.raises(GeoIpError, match="cannot read it"):
         open_geoip(path)
+    db = str(tmp_path / "sqreen.db")
+    add_key(db)
+    result = CliRunner().invoke(main, ["serve", "--db", db, "--geoip-db", path])
+    assert result.exit_code != 0, result.output
+    assert "--geoip-db" in result.output and "cannot read it" in result.output
+    assert "Traceback" not in result.output
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from __future__ import annotations
 from ._address import Address, SpecialKind, parse_address, special_kind
 from ._enricher import IP_INFO_KEYS, IpIntel
 from ._geoip import GeoIpDatabase, GeoIpError, open_geoip, read_record
+from ._ranges import RangeIndex
 from ._score import KIND_POINTS, REASONS, Reputation, ReputationSource, threat_score
 from ._sources import Countries, NetworkKinds
 from ._travel import DEFAULT_MAX_SPEED, IMPOSSIBLE_TRAVEL, ImpossibleTravel, Place, travel_speed
@@ -31,6 +32,7 @@ __all__ = [
     "IpIntel",
     "NetworkKinds",
     "Place",
+    "RangeIndex",
     "Reputation",
     "ReputationSource",
     "SpecialKind",

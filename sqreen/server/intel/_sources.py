@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any, Final
 
-from ._address import Address
+from ._address import Address, parse_address
+from ._ranges import RangeIndex
 
 __all__ = ["Countries", "NetworkKinds"]
 
@@ -64,56 +65,69 @@ class Countries:
 class NetworkKinds:
     """Network kind and provider from ``iporigin``'s range table; absent when not installed.
 
-    The table is queried directly (one ``bisect`` on the address's integer) rather than
-    through ``iporigin.classify``, which parses the text again with :mod:`ipaddress`: 20 times
-    the cost. A probe at load checks that both agree; if a later ``iporigin`` changes its
-    table, ``classify`` is used instead.
+    The table is read once into a :class:`~._ranges.RangeIndex` per IP version, each range
+    labelled with its final answer (``(kind, provider)``, or None for a kind that says
+    nothing), rather than asked through ``iporigin.classify``, which parses the text again
+    with :mod:`ipaddress` (20 times the cost), or its table's ``find`` (a bisect over all
+    ranges: see :mod:`._ranges`). A probe at load checks that the index and ``classify``
+    agree; if a later ``iporigin`` changes its table, ``classify`` is used instead.
     """
 
-    PROBE: Final = "8.8.8.8"
+    PROBES: Final = ("8.8.8.8", "185.220.101.1", "2001:4860:4860::8888", "81.2.69.160")
 
     def __init__(self) -> None:
         self.version = _version("iporigin")
         self.built: str | None = None
-        self._find: Callable[[int, int], Any] | None = None
+        self._index: dict[int, RangeIndex[tuple[str, str] | None]] | None = None
         self._classify: Callable[[str], Any] | None = None
         if self.version is None:
             return
         # iporigin ships py.typed but no annotations: its modules are read as Any. Its table
-        # (``iporigin.core.dataset()``) is not in its ``__all__``, hence the probe below.
+        # (``iporigin.core.dataset()``) is not in its ``__all__``, hence the probes below.
         iporigin: Any = importlib.import_module("iporigin")
         core: Any = importlib.import_module("iporigin.core")
         table = core.dataset()  # loaded now, not on the first event
         self.built = datetime.fromtimestamp(int(table.built_at), UTC).date().isoformat()
-        find = getattr(table, "find", None)
-        expected = iporigin.classify(self.PROBE)
         try:
-            direct = find(int.from_bytes(bytes([8, 8, 8, 8]), "big"), 4) if find else None
+            self._index = _indexes(table)
+            agree = all(self._check(probe, iporigin.classify(probe)) for probe in self.PROBES)
         except Exception:  # an incompatible table: fall back to the public function
-            direct = None
-        if direct is not None and tuple(direct) == (expected.provider, expected.kind):
-            self._find = find
-        else:
+            agree = False
+        if not agree:
             logger.warning("sqreen: iporigin %s: using classify() (slower)", self.version)
+            self._index = None
             self._classify = iporigin.classify
+
+    def _check(self, probe: str, expected: Any) -> bool:
+        address = parse_address(probe)
+        assert address is not None
+        return self(address) == _answer(expected.provider, expected.kind)
 
     def __call__(self, address: Address) -> tuple[str, str] | None:
         """(kind, provider) of a public address in the table, or None."""
-        if self._find is not None:
-            found = self._find(address.value, address.version)
-            if found is None:
-                return None
-            provider, kind = found
-        elif self._classify is not None:
+        if self._index is not None:
+            return self._index[address.version].find(address.value)
+        if self._classify is not None:
             origin = self._classify(address.text)
-            provider, kind = origin.provider, origin.kind
-        else:
-            return None
-        if kind not in KINDS:
-            return None
-        return kind, str(provider)[:MAX_PROVIDER]
+            return _answer(origin.provider, origin.kind)
+        return None
 
     def describe(self) -> dict[str, Any] | None:
         if self.version is None:
             return None
         return {"package": "iporigin", "version": self.version, "data": f"built {self.built}"}
+
+
+def _answer(provider: object, kind: object) -> tuple[str, str] | None:
+    """What :class:`NetworkKinds` says of a range labelled ``(provider, kind)``."""
+    if kind not in KINDS:
+        return None
+    return str(kind), str(provider)[:MAX_PROVIDER]
+
+
+def _indexes(table: Any) -> dict[int, RangeIndex[tuple[str, str] | None]]:
+    answers = [_answer(provider, kind) for provider, kind in table.labels]
+    return {
+        4: RangeIndex(table.v4_starts, table.v4_ends, [answers[i] for i in table.v4_labels], 32),
+        6: RangeIndex(table.v6_starts, table.v6_ends, [answers[i] for i in table.v6_labels], 128),
+    }

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Final, NamedTuple
 
 from ..._event import parse_timestamp
-from ..._json import dumps_ascii, dumps_utf8
+from ..._json import dumps_ascii, dumps_fields, dumps_utf8
 from ..._text import utf8_text
 from ..._wire import WireEvent
 from .model import Agent, ApiKey, Block, InsertResult, StoredEvent, from_us, to_us
@@ -177,7 +177,7 @@ def event_record(
             dumps(event["properties"]),
             None if target is None else dumps(target),
             None if request is None else dumps(request),
-            dumps(enrichment) if enrichment else None,
+            dumps_fields(enrichment) if enrichment else None,  # ip_info: encoded once an IP
             key_id,
             _short(info.get("country")),
             _short(info.get("kind")),
