@@ -95,10 +95,13 @@ def test_a_restarted_worker_refuses_a_blocked_ip_before_reaching_the_collector(
     receiver.block([{"id": "7", "type": "block_ip", "ip": "203.0.113.0/24", "expires_in": 600}])
     first = _start(
         """
-        import sqreen, time
+        import os, sqreen, time
         client = sqreen.init(flush_interval=0.05)
         client.start()
-        while not sqreen.is_blocked(ip="203.0.113.5"):
+        # Enforced, and kept for the next process (the spool is written just after the set
+        # is applied: a kill in between, microseconds, would leave the previous set).
+        saved = os.path.join(str(client.spool.directory), "actions.json")
+        while not (sqreen.is_blocked(ip="203.0.113.5") and os.path.exists(saved)):
             time.sleep(0.02)
         print("blocked", flush=True)
         time.sleep(60)
