@@ -13,6 +13,8 @@ Routes:
   the SDK needs by the version it holds).
 - ``POST /v1/heartbeat``: an SDK process's stats; the reply carries the action set.
 - ``GET /v1/actions``: the action set alone, or a long-poll for its next change.
+- ``GET /livez`` (the process answers) and ``GET /readyz`` (a write and read back of the
+  database within 2 s, else 503 naming what failed): probes for load balancers, no key.
 - ``GET /v1/blocks`` (``?all=1`` to include lifted and expired ones), ``POST /v1/blocks``,
   ``DELETE /v1/blocks/{id}``: blocks by hand, for the explorer and the playbooks. A POST on
   a target an active block covers answers that block (200, ``"outcome": "extended"`` or
@@ -55,6 +57,7 @@ from .ingest import MAX_BODY_BYTES, Held, heartbeat, parse_json, read_body
 from .intel import DEFAULT_MAX_SPEED, ImpossibleTravel, IpIntel, Reputation
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
+from .probes import PROBE_ROUTES
 from .storage import AGENT_TTL, ApiKey, Storage
 
 __all__ = ["create_app"]
@@ -254,6 +257,7 @@ API_ROUTES: Sequence[BaseRoute] = (
     Route("/v1/blocks", create_block_endpoint, methods=["POST"]),
     Route("/v1/blocks/{block_id}", delete_block_endpoint, methods=["DELETE"]),
     Route("/healthz", health_endpoint, methods=["GET"]),
+    *PROBE_ROUTES,
 )
 
 

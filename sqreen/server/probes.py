@@ -1,0 +1,80 @@
+"""Probes for load balancers and orchestrators, no key needed: ``GET /livez`` (the process
+answers) and ``GET /readyz`` (the database takes a write and gives it back in time).
+
+A load balancer that checks ``/readyz`` stops sending batches to a collector whose database
+is gone or stuck, where ``/livez`` (and ``/healthz``) would still say ok; SDKs then retry on
+another collector, or keep their events queued and spooled until this one is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Final
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from .storage import Storage
+
+__all__ = ["PROBE_ROUTES", "READY_TIMEOUT"]
+
+logger = logging.getLogger("sqreen.server")
+
+#: How long ``/readyz`` waits for its round trip to the database (seconds).
+READY_TIMEOUT: Final = 2.0
+_READY_KEY: Final = "readyz"
+
+
+async def live_endpoint(request: Request) -> JSONResponse:
+    """The process answers (no key, no database): a liveness probe."""
+    return JSONResponse({"status": "live"})
+
+
+async def ready_endpoint(request: Request) -> JSONResponse:
+    """A write and a read back of the database within :data:`READY_TIMEOUT` (no key): a
+    readiness probe for load balancers. 503 names what failed (an exception's class, or the
+    timeout), never a path or a value."""
+    state = request.app.state
+    storage: Storage = state.storage
+    stamp = f"{time.time_ns()}:{os.getpid()}"
+    busy = getattr(state, "probe_busy", None)
+    if busy is None:
+        busy = state.probe_busy = threading.Lock()
+
+    def round_trip() -> bool:
+        try:
+            storage.set_setting(_READY_KEY, stamp)
+            return storage.get_setting(_READY_KEY) is not None
+        finally:
+            busy.release()
+
+    # One check at a time: a stuck database holds one thread (released when it returns),
+    # not one a probe, and the API's thread pool stays free.
+    if not busy.acquire(blocking=False):
+        reason = "database: the previous check has not returned"
+    else:
+        try:
+            with anyio.fail_after(READY_TIMEOUT):
+                ok = await anyio.to_thread.run_sync(round_trip, abandon_on_cancel=True)
+        except TimeoutError:
+            reason = f"database: no answer within {READY_TIMEOUT:g} s"
+        except Exception as exc:  # whatever the driver raises: the probe says not ready
+            reason = f"database: {type(exc).__name__}"
+        else:
+            if ok:
+                return JSONResponse({"status": "ready"})
+            reason = "database: a value written could not be read back"
+    logger.warning("sqreen: /readyz: %s", reason)
+    return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+
+
+PROBE_ROUTES: Final[Sequence[BaseRoute]] = (
+    Route("/livez", live_endpoint, methods=["GET"]),
+    Route("/readyz", ready_endpoint, methods=["GET"]),
+)
