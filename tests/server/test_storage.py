@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -388,3 +390,30 @@ def test_times_are_exact_microseconds() -> None:
     t = datetime(2026, 1, 1, 0, 0, 0, 123457, tzinfo=UTC)
     assert to_us(t) == 1767225600123457
     assert to_us(t.replace(tzinfo=None)) == to_us(t)
+
+
+@pytest.mark.postgres
+def test_a_postgres_connection_in_use_at_close_is_closed_as_it_returns(postgres_db: str) -> None:
+    """A request or job thread that outlives the app gives its connection back after
+    close(): it is closed then, not left open in a pool nobody closes."""
+    storage = open_storage(postgres_db)
+    started, finished = threading.Event(), threading.Event()
+    held: list[Any] = []
+
+    def slow_read() -> None:
+        with storage._connection() as conn:  # type: ignore[attr-defined]
+            held.append(conn)
+            started.set()
+            conn.execute("SELECT pg_sleep(0.3)")
+        finished.set()
+
+    thread = threading.Thread(target=slow_read)
+    thread.start()
+    assert started.wait(10)
+    storage.close()
+    thread.join(10)
+    assert finished.is_set()
+    (conn,) = held
+    assert conn.closed
+    assert storage.action_version() >= 0  # a straggler still gets an answer after close()
+    assert storage._idle == []  # type: ignore[attr-defined]

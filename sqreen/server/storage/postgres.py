@@ -80,6 +80,7 @@ class PostgresStorage(SqlStorage):
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._idle: list[psycopg.Connection[Any]] = []
+        self._closed = False
         try:
             self.migrate()
         except psycopg.OperationalError as exc:
@@ -99,11 +100,14 @@ class PostgresStorage(SqlStorage):
             try:
                 yield conn
             finally:
-                if conn.closed or conn.broken:
-                    conn.close()
-                else:
-                    with self._lock:
+                with self._lock:
+                    # A connection in use when close() ran (a request or a job thread that
+                    # outlived the app) is closed as it comes back, not kept open for no one.
+                    keep = not (conn.closed or conn.broken or self._closed)
+                    if keep:
                         self._idle.append(conn)
+                if not keep:
+                    conn.close()
 
     @contextmanager
     def _write(self) -> Iterator[Cursor]:
@@ -136,6 +140,7 @@ class PostgresStorage(SqlStorage):
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
