@@ -29,6 +29,11 @@ logger = logging.getLogger("sqreen.server")
 #: How long ``/readyz`` waits for its round trip to the database (seconds).
 READY_TIMEOUT: Final = 2.0
 _READY_KEY: Final = "readyz"
+_BUSY: Final = "database: the previous check has not returned"
+
+
+class _Busy(Exception):
+    """Another check holds the database's probe thread."""
 
 
 async def live_endpoint(request: Request) -> JSONResponse:
@@ -48,6 +53,10 @@ async def ready_endpoint(request: Request) -> JSONResponse:
         busy = state.probe_busy = threading.Lock()
 
     def round_trip() -> bool:
+        # The lock is taken in the thread, so that a check cancelled before its thread ran
+        # holds nothing.
+        if not busy.acquire(blocking=False):
+            raise _Busy
         try:
             storage.set_setting(_READY_KEY, stamp)
             return storage.get_setting(_READY_KEY) is not None
@@ -56,14 +65,16 @@ async def ready_endpoint(request: Request) -> JSONResponse:
 
     # One check at a time: a stuck database holds one thread (released when it returns),
     # not one a probe, and the API's thread pool stays free.
-    if not busy.acquire(blocking=False):
-        reason = "database: the previous check has not returned"
+    if busy.locked():
+        reason = _BUSY
     else:
         try:
             with anyio.fail_after(READY_TIMEOUT):
                 ok = await anyio.to_thread.run_sync(round_trip, abandon_on_cancel=True)
         except TimeoutError:
             reason = f"database: no answer within {READY_TIMEOUT:g} s"
+        except _Busy:
+            reason = _BUSY
         except Exception as exc:  # whatever the driver raises: the probe says not ready
             reason = f"database: {type(exc).__name__}"
         else:
