@@ -26,7 +26,6 @@ __all__ = [
     "Held",
     "heartbeat",
     "held_actions",
-    "known_version",
     "parse_json",
     "read_body",
     "text",
@@ -171,11 +170,6 @@ def heartbeat(storage: ControlStore, body: bytes, *, key_id: int = 0) -> Held:
         )
     )
     return held_actions(obj)
-
-
-def known_version(obj: object) -> int | None:
-    """The action set version a batch or heartbeat says its SDK holds (``actions.version``)."""
-    return held_actions(obj).version
 
 
 def held_actions(obj: object) -> Held:

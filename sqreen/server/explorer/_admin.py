@@ -144,8 +144,11 @@ async def _blocks(
     def load() -> tuple[list[Block], list[Block], Hits]:
         # The blocks in force (at most --max-blocks) and the latest ended, not every block
         # ever made.
-        active = [b for b in storage.list_blocks() if b.is_active(now)]
-        return active, storage.ended_blocks(RECENT_ENDED), hits(storage, now, stale_after)
+        return (
+            storage.list_blocks(),
+            storage.ended_blocks(RECENT_ENDED),
+            hits(storage, now, stale_after),
+        )
 
     active, ended, found = await run_in_threadpool(load)
     context = {
