@@ -11,7 +11,9 @@ import click
 from .._text import visible
 from ._cli_common import db_option, json_line, opened, pairs, when
 from .blocks import (
+    ENDED_LISTED,
     MAX_ACTIVE_BLOCKS,
+    MAX_ENDED_LISTED,
     BlockLimitReached,
     BlockService,
     InvalidBlock,
@@ -162,13 +164,20 @@ def unblock(target: tuple[str, ...], db: str) -> None:
 
 
 @click.command()
-@click.option("--all", "all_", is_flag=True, help="Include lifted and expired blocks.")
+@click.option("--all", "all_", is_flag=True, help="Include the newest lifted and expired blocks.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_ENDED_LISTED),
+    default=ENDED_LISTED,
+    show_default=True,
+    help="With --all: how many lifted and expired blocks, newest first.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
 @db_option
-def blocks(all_: bool, as_json: bool, db: str) -> None:
+def blocks(all_: bool, limit: int, as_json: bool, db: str) -> None:
     """List the blocks in force (the action set every SDK receives)."""
     with opened(db, create=False) as storage:
-        found = storage.list_blocks(include_inactive=all_)
+        found = storage.list_blocks(ended=limit if all_ else 0)
         actions = storage.action_set()
     version, now = actions.version, actions.now
     if as_json:

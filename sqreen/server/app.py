@@ -15,7 +15,8 @@ Routes:
 - ``GET /v1/actions``: the action set alone, or a long-poll for its next change.
 - ``GET /livez`` (the process answers) and ``GET /readyz`` (a write and read back of the
   database within 2 s, else 503 naming what failed): probes for load balancers, no key.
-- ``GET /v1/blocks`` (``?all=1`` to include lifted and expired ones), ``POST /v1/blocks``,
+- ``GET /v1/blocks`` (``?all=1`` to include the newest lifted and expired ones, ``limit=``
+  of them, 1000 by default), ``POST /v1/blocks``,
   ``DELETE /v1/blocks/{id}``: blocks by hand, for the explorer and the playbooks. A POST on
   a target an active block covers answers that block (200, ``"outcome": "extended"`` or
   ``"kept"``) instead of adding another (201, ``"created"``); ``"warnings"`` lists what may
@@ -44,7 +45,9 @@ from .action_cache import unchanged
 from .actions import MAX_POLLS_PER_KEY, MAX_WAIT, POLL_AGAIN, ActionFeed, TooManyPolls
 from .auth import CACHE_TTL, KeyChecker
 from .blocks import (
+    ENDED_LISTED,
     MAX_ACTIVE_BLOCKS,
+    MAX_ENDED_LISTED,
     BlockLimitReached,
     BlockService,
     InvalidBlock,
@@ -197,7 +200,8 @@ async def list_blocks_endpoint(request: Request) -> JSONResponse:
     await authenticate(request, admin=True)
     storage: Storage = request.app.state.storage
     include = request.query_params.get("all", "") in ("1", "true", "yes")
-    blocks = await run_in_threadpool(lambda: storage.list_blocks(include_inactive=include))
+    limit = _int_param(request, "limit", 1, MAX_ENDED_LISTED) or ENDED_LISTED
+    blocks = await run_in_threadpool(lambda: storage.list_blocks(ended=limit if include else 0))
     actions = await run_in_threadpool(storage.action_set)
     return JSONResponse(
         {"version": actions.version, "blocks": [b.to_json(actions.now) for b in blocks]}

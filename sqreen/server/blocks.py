@@ -39,7 +39,9 @@ from .._text import first_hidden
 from .storage import Block, BlockSpec, BlockType, ControlStore, PlacedBlock, TooManyBlocks
 
 __all__ = [
+    "ENDED_LISTED",
     "MAX_ACTIVE_BLOCKS",
+    "MAX_ENDED_LISTED",
     "BlockLimitReached",
     "BlockRequest",
     "BlockService",
@@ -62,6 +64,11 @@ __all__ = [
 #: ``SQREEN_MAX_BLOCKS``): every SDK process holds them all, and a new one receives them all
 #: in its first reply (about 150 bytes a block as playbooks word them: 1.5 MB for 10 000).
 MAX_ACTIVE_BLOCKS: Final = 10_000
+#: Lifted and expired blocks a listing adds to those in force (``GET /v1/blocks?all=1``,
+#: ``sqreen blocks --all``), by default and at most (``limit=``, ``--limit``): the table keeps
+#: every block ever made, one an attacker for a playbook.
+ENDED_LISTED: Final = 1000
+MAX_ENDED_LISTED: Final = 10_000
 MIN_PREFIX: Final = {4: 16, 6: 48}
 MAX_REASON: Final = 512
 MIN_DURATION: Final = timedelta(seconds=1)

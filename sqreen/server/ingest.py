@@ -106,9 +106,14 @@ def text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+#: The largest counter a heartbeat may report: 2**53 - 1, the largest integer a browser's
+#: JSON reads exactly (the agents page). A process counting past it has sent garbage.
+MAX_COUNTER = 2**53 - 1
+
+
 def _counter(field: str, value: object) -> int:
-    if type(value) is not int or value < 0:
-        raise ApiError(400, "must be a non-negative integer", field=field)
+    if type(value) is not int or not 0 <= value <= MAX_COUNTER:
+        raise ApiError(400, f"must be an integer from 0 to {MAX_COUNTER}", field=field)
     return value
 
 

@@ -73,7 +73,7 @@ def test_the_service_refuses_a_hand_built_request_on_both_back_ends(storage: Sto
     ):
         with pytest.raises(InvalidBlock):
             blocks.apply(request, created_by="playbook:1")
-    assert storage.list_blocks(include_inactive=True) == []
+    assert storage.list_blocks(ended=100) == []
 
 
 # -- the JSON API ----------------------------------------------------------------------
@@ -97,7 +97,7 @@ def test_the_blocks_api_answers_400_naming_the_field(
     assert reply.status_code == 400, reply.text
     field = "duration" if "duration" in body else "reason"
     assert reply.json()["field"] == field and reply.json()["error"].startswith(f"{field}: ")
-    assert collector.storage.list_blocks(include_inactive=True) == []
+    assert collector.storage.list_blocks(ended=100) == []
 
 
 # -- the CLI ---------------------------------------------------------------------------
@@ -126,6 +126,6 @@ def test_the_cli_refuses_hostile_blocks_with_exit_2(
     assert message in result.output
     storage = open_storage(db)
     try:
-        assert storage.list_blocks(include_inactive=True) == []
+        assert storage.list_blocks(ended=100) == []
     finally:
         storage.close()

@@ -238,6 +238,9 @@ def test_heartbeat_is_stored_and_replies_with_actions(collector: Collector) -> N
     ("body", "field"),
     [
         ({"stats": {"queue_depth": -1}}, "stats.queue_depth"),
+        ({"stats": {"sent": 10**30}}, "stats.sent"),
+        ({"stats": {"sent": 2**53}}, "stats.sent"),
+        ({"stats": {"dropped": {"full": 10**30}}}, "stats.dropped.full"),
         ({"stats": {"dropped": {"x": "many"}}}, "stats.dropped.x"),
         ({"stats": []}, "stats"),
         ({"app": {"pid": "12"}}, "app.pid"),
@@ -283,6 +286,24 @@ def test_blocks_api_and_action_versions(collector: Collector) -> None:
     assert len(everything) == 2
 
 
+def test_listing_ended_blocks_is_bounded(collector: Collector) -> None:
+    """The table keeps every block ever made (a playbook makes one an attacker): ``all=1``
+    adds the ``limit`` newest ended ones to those in force, never the whole table."""
+    made = [
+        collector.post("/v1/blocks", {"type": "block_ip", "ip": f"192.0.2.{n}"}, admin=True)
+        .json()["id"]
+        for n in range(5)
+    ]
+    for block_id in made[:4]:
+        assert collector.admin.delete(f"{collector.url}/v1/blocks/{block_id}").status_code == 200
+    listed = collector.admin.get(collector.url + "/v1/blocks?all=1&limit=2").json()["blocks"]
+    assert [b["id"] for b in listed] == [made[4], made[3], made[2]]  # in force, then 2 ended
+    assert len(collector.admin.get(collector.url + "/v1/blocks?all=1").json()["blocks"]) == 5
+    for bad in ("0", "10001", "many"):
+        reply = collector.admin.get(f"{collector.url}/v1/blocks?all=1&limit={bad}")
+        assert reply.status_code == 400 and reply.json()["field"] == "limit"
+
+
 def test_an_ingest_key_cannot_touch_blocks(collector: Collector) -> None:
     """The SDK's key sits on every app server: if one leaks, it must not lift the block that
     stops the attacker, nor block the app's users, nor list what is blocked."""
@@ -298,7 +319,7 @@ def test_an_ingest_key_cannot_touch_blocks(collector: Collector) -> None:
         assert reply.status_code == 403
         assert "--scope admin" in reply.json()["error"]
         assert reply.headers["www-authenticate"] == 'Bearer error="insufficient_scope"'
-    (kept,) = collector.storage.list_blocks(include_inactive=True)
+    (kept,) = collector.storage.list_blocks(ended=100)
     assert kept.id == int(block["id"]) and kept.lifted_at is None
     # ... while it still does all an SDK needs.
     assert collector.post("/v1/events", envelope([wire_event()])).json()["accepted"] == 1
@@ -328,7 +349,7 @@ def test_invalid_blocks_are_400(collector: Collector, spec: object, field: str) 
     reply = collector.post("/v1/blocks", spec, admin=True)
     assert reply.status_code == 400
     assert reply.json()["field"] == field
-    assert collector.storage.list_blocks(include_inactive=True) == []
+    assert collector.storage.list_blocks(ended=100) == []
 
 
 def test_a_loopback_block_is_refused_with_the_reason(collector: Collector) -> None:

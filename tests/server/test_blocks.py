@@ -67,7 +67,7 @@ def test_requests_are_validated_before_anything_is_stored(blocks: BlockService) 
         blocks.create(BlockRequest("block_ip", ip="0.0.0.0/0"), created_by="playbook:1")
     with pytest.raises(ValueError, match="created_by"):
         blocks.create(ip_block("192.0.2.1"), created_by="")
-    assert blocks.store.list_blocks(include_inactive=True) == []
+    assert blocks.store.list_blocks(ended=100) == []
 
 
 @pytest.mark.parametrize(

@@ -110,6 +110,9 @@ def test_block_unblock_and_blocks(db: str) -> None:
     assert "version 6: 0 active" in run("blocks", "--db", db).output
     assert "(lifted " in run("blocks", "--all", "--db", db).output.splitlines()[1]
     assert len(run("blocks", "--all", "--json", "--db", db).output.splitlines()) == 3
+    newest = run("blocks", "--all", "--limit", "2", "--json", "--db", db).output.splitlines()
+    assert [json.loads(line)["id"] for line in newest] == ["3", "2"]
+    assert "--limit" in run("blocks", "--all", "--limit", "0", "--db", db, ok=False).output
 
 
 @pytest.mark.parametrize(
@@ -143,7 +146,7 @@ def test_bad_input_is_a_clear_error(db: str, args: list[str], message: str) -> N
     assert message in result.output
     storage = open_storage(db)
     try:
-        assert storage.list_blocks(include_inactive=True) == []
+        assert storage.list_blocks(ended=100) == []
     finally:
         storage.close()
 

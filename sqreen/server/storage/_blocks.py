@@ -54,6 +54,13 @@ _IN_FORCE: Final = (
     "UNION ALL SELECT {columns} FROM blocks b WHERE b.lifted_at IS NULL "
     "AND b.expires_at > ?"
 )
+#: The newest blocks lifted or expired by ``?``, at most ``?``: newest first down the primary
+#: key; most blocks ever made have ended, so the walk stops after about that many rows
+#: whatever the table holds.
+_ENDED: Final = (
+    f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE lifted_at IS NOT NULL "
+    "OR (expires_at IS NOT NULL AND expires_at <= ?) ORDER BY id DESC LIMIT ?"
+)
 #: The version (first column; the other columns NULL), then the rows of ``{rows}``, in one
 #: statement: one snapshot, on both databases.
 _VERSIONED: Final = (
@@ -206,20 +213,17 @@ class BlockQueries(SqlPart):
     def _blocks(self, sql: str, params: list[Any]) -> list[Block]:
         return [block_from_row(BlockRow._make(r)) for r in self._read(sql, params)]
 
-    def list_blocks(self, *, include_inactive: bool = False) -> list[Block]:
-        if include_inactive:
-            return self._blocks(f"SELECT {BLOCK_COLUMNS} FROM blocks ORDER BY id DESC", [])
-        found = self._blocks(_IN_FORCE.format(columns=_B_COLUMNS), [to_us(self.now())])
-        return sorted(found, key=lambda b: b.id, reverse=True)
+    def list_blocks(self, *, ended: int = 0) -> list[Block]:
+        now = to_us(self.now())
+        found = {b.id: b for b in self._blocks(_IN_FORCE.format(columns=_B_COLUMNS), [now])}
+        if ended:
+            # Two reads, not one snapshot: a block lifted between them is in both, and the
+            # later row (ended) wins.
+            found.update((b.id, b) for b in self._blocks(_ENDED, [now, ended]))
+        return sorted(found.values(), key=lambda b: b.id, reverse=True)
 
     def ended_blocks(self, limit: int) -> list[Block]:
-        # Newest first down the primary key: most blocks ever made have ended, so the walk
-        # stops after about ``limit`` rows whatever the table holds.
-        return self._blocks(
-            f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE lifted_at IS NOT NULL "
-            "OR (expires_at IS NOT NULL AND expires_at <= ?) ORDER BY id DESC LIMIT ?",
-            [to_us(self.now()), limit],
-        )
+        return self._blocks(_ENDED, [to_us(self.now()), limit])
 
     def blocks_by_id(self, ids: Collection[int]) -> dict[int, Block]:
         """The blocks of these ids (at most :data:`~._queries.MAX_IDS`; active or not),

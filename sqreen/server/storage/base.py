@@ -242,9 +242,10 @@ class ControlStore(Clocked, Protocol):
         """Lift an active block (bumping the action version); None if there is none."""
         ...
 
-    def list_blocks(self, *, include_inactive: bool = False) -> list[Block]:
-        """Blocks in force at :meth:`now` (with ``include_inactive``, lifted and expired ones
-        too), newest first."""
+    def list_blocks(self, *, ended: int = 0) -> list[Block]:
+        """Blocks in force at :meth:`now` (at most ``--max-blocks``) and the ``ended``
+        newest lifted or expired ones, newest first. Never every block ever made: a
+        playbook makes one an attacker, and the table keeps them all."""
         ...
 
     def ended_blocks(self, limit: int) -> list[Block]:
