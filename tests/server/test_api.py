@@ -289,11 +289,8 @@ def test_blocks_api_and_action_versions(collector: Collector) -> None:
 def test_listing_ended_blocks_is_bounded(collector: Collector) -> None:
     """The table keeps every block ever made (a playbook makes one an attacker): ``all=1``
     adds the ``limit`` newest ended ones to those in force, never the whole table."""
-    made = [
-        collector.post("/v1/blocks", {"type": "block_ip", "ip": f"192.0.2.{n}"}, admin=True)
-        .json()["id"]
-        for n in range(5)
-    ]
+    specs = [{"type": "block_ip", "ip": f"192.0.2.{n}"} for n in range(5)]
+    made = [collector.post("/v1/blocks", spec, admin=True).json()["id"] for spec in specs]
     for block_id in made[:4]:
         assert collector.admin.delete(f"{collector.url}/v1/blocks/{block_id}").status_code == 200
     listed = collector.admin.get(collector.url + "/v1/blocks?all=1&limit=2").json()["blocks"]
