@@ -23,6 +23,7 @@ from .._version import __version__
 from ._cli_blocks import block, blocks, max_blocks_option, unblock
 from ._cli_common import db_option, opened, when
 from ._cli_events import events, import_
+from ._cli_export import export
 from ._cli_playbooks import alerts, playbooks
 from .actions import MAX_POLLS_PER_KEY
 from .auth import hash_token, new_token
@@ -358,6 +359,7 @@ main.add_command(unblock)
 main.add_command(blocks)
 main.add_command(events)
 main.add_command(import_)
+main.add_command(export)
 main.add_command(admin_password)
 main.add_command(playbooks)
 main.add_command(alerts)
