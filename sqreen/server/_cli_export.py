@@ -8,18 +8,31 @@ stderr, every page, so that stdout stays the file.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import get_args
+from typing import Any, Final, TypeVar, get_args
 
 import click
 
 from ._cli_common import db_option, json_line, opened, time_range, when_options
-from .export import FORMATS, Format, alert_pages, document, event_pages
+from .export import (
+    FORMATS,
+    Destination,
+    Format,
+    Forwarder,
+    alert_pages,
+    document,
+    event_pages,
+    parse_destination,
+)
 from .export.records import Kind
-from .storage import Alert, EventFilter, Storage, StoredEvent
+from .storage import POSTGRES_SCHEMES, Alert, EventFilter, Storage, StoredEvent
 
-__all__ = ["export", "export_lines"]
+__all__ = ["destination", "export", "export_lines", "export_options", "forwarder"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: Seconds an event is left to settle on PostgreSQL before it is forwarded (see forwarder).
+POSTGRES_SETTLE: Final = 2.0
 
 
 def export_lines(
@@ -72,3 +85,46 @@ def export(since: str | None, until: str | None, format_: Format, alerts: bool, 
             count += 1
     out.flush()
     click.echo(f"\r{count} {what} exported", err=True)
+
+
+def export_options(f: F) -> F:
+    """``sqreen serve``'s ``--export URL`` and ``--export-format``."""
+    f = click.option(
+        "--export-format",
+        envvar="SQREEN_EXPORT_FORMAT",
+        type=click.Choice(get_args(Format)),
+        default="ecs",
+        show_default=True,
+        help="The documents jsonl+ destinations receive (OTLP logs carry ECS attributes) "
+        "(env: SQREEN_EXPORT_FORMAT).",
+    )(f)
+    return click.option(
+        "--export",
+        "export_url",
+        envvar="SQREEN_EXPORT",
+        metavar="URL",
+        help="Forward every stored event and alert, at least once, to otlp+http(s)://HOST:PORT"
+        "/v1/logs (OpenTelemetry logs), jsonl+http(s)://HOST/PATH or jsonl+tcp://HOST:PORT "
+        "(JSON lines); resumes after a restart from a cursor in the database (env: "
+        "SQREEN_EXPORT). See docs/export.md.",
+    )(f)
+
+
+def destination(url: str | None, format: str) -> Destination | None:
+    """``--export``'s destination (None without one); a bad URL stops ``sqreen serve``."""
+    if url is None:
+        return None
+    try:
+        return parse_destination(url, format)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--export") from None
+
+
+def forwarder(storage: Storage, db: str, target: Destination | None) -> Forwarder | None:
+    """The forwarder of one collector process. On PostgreSQL a lower seq can commit after a
+    higher one: the forwarder sends events received 2 s ago and before (SQLite commits in
+    seq order, so it sends them at once)."""
+    if target is None:
+        return None
+    settle = POSTGRES_SETTLE if db.startswith(POSTGRES_SCHEMES) else 0.0
+    return Forwarder(storage, target, settle=settle)

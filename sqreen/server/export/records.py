@@ -53,6 +53,8 @@ def event_pages(
     """The matching events stored after seq ``after``, oldest first, a page at a time."""
     while found := storage.scan_events(filters, after_seq=after, limit=page):
         yield found
+        if len(found) < page:  # the last page: no need to ask for an empty one
+            return
         after = found[-1].seq
 
 
@@ -74,3 +76,5 @@ def alert_pages(
         ]
         if kept:
             yield kept
+        if len(found) < page:
+            return
