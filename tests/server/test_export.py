@@ -222,20 +222,23 @@ def test_sqreen_export_writes_the_range_in_each_format(tmp_path: Path) -> None:
     db = str(tmp_path / "sqreen.db")
     storage = open_storage(db)
     try:
-        store(storage, 3000)
+        store(storage, 1500)
         store(storage, 20, timestamp=recent(days=10))  # outside --since 7d
+        start = storage.now() - timedelta(days=7)
+        for format, key in (("ecs", "event"), ("jsonl", "name")):
+            docs = [json.loads(line) for _, line in export_lines(storage, format, since=start)]
+            assert len(docs) == 1500 and all(key in d for d in docs)
     finally:
         storage.close()
-    for format, key in (("ocsf", "class_uid"), ("ecs", "event"), ("jsonl", "name")):
-        done = subprocess.run(
-            [*SQREEN, "export", "--db", db, "--since", "7d", "--format", format],
-            capture_output=True,
-            check=True,
-            timeout=120,
-        )
-        docs = [json.loads(line) for line in done.stdout.splitlines()]
-        assert len(docs) == 3000 and all(key in d for d in docs)
-        assert b"3000 events exported" in done.stderr
+    done = subprocess.run(
+        [*SQREEN, "export", "--db", db, "--since", "7d", "--format", "ocsf"],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    docs = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(docs) == 1500 and {d["class_uid"] for d in docs} == {3002}
+    assert b"1500 events exported" in done.stderr
     none = subprocess.run(
         [*SQREEN, "export", "--db", db, "--alerts"], capture_output=True, check=True, timeout=60
     )
@@ -290,7 +293,6 @@ def test_one_forwarder_of_several_sends_each_record_once(storage: Storage) -> No
         assert export_lag(storage, destination.name).events == 0
         forwarders[0].close()  # whichever held the lease gives it up
         store(storage, 300)
-        forwarders[1].lease_ttl = 0.3  # (the one that held it is not back)
         wait_for(lambda: sum(len(s.records) for s in sinks) >= 1001)
     finally:
         for f in forwarders:
@@ -390,7 +392,7 @@ def test_serve_forwards_every_event_once_across_an_outage_and_a_restart(
     receiver.status = 200
     receiver.open()  # back: everything stored is sent, once
     wait_for(lambda: len(receiver.ids) >= len(sent), timeout=60)
-    time.sleep(1.5)  # (time for a duplicate to arrive, were one sent)
+    time.sleep(1)  # (time for a duplicate to arrive, were one sent)
     assert Counter(receiver.ids) == Counter(set(sent))
     storage = open_storage(db)
     try:
@@ -422,4 +424,4 @@ def test_alert_documents_round_trip(storage: Storage) -> None:
     (alert,) = storage.scan_alerts()
     assert isinstance(alert, Alert)
     assert ecs_alert(alert.to_json())["source"]["ip"] == "198.51.100.4"
-    assert storage.scan_alerts(after_id=alert.id) == [] and timedelta(0) == timedelta(0)
+    assert storage.scan_alerts(after_id=alert.id) == []
