@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -425,3 +426,52 @@ def test_alert_documents_round_trip(storage: Storage) -> None:
     assert isinstance(alert, Alert)
     assert ecs_alert(alert.to_json())["source"]["ip"] == "198.51.100.4"
     assert storage.scan_alerts(after_id=alert.id) == []
+
+
+def test_json_lines_over_tcp_and_http_carry_each_document(sqlite_storage: Storage) -> None:
+    """jsonl+tcp:// writes a document a line on one connection; jsonl+http:// POSTs them."""
+    store(sqlite_storage, 120)
+    lines: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as stream:
+            lines.extend(stream)
+
+    threading.Thread(target=accept, daemon=True).start()
+    posted: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            assert self.headers["Content-Type"] == "application/x-ndjson"
+            posted.extend(self.rfile.read(int(self.headers["Content-Length"])).splitlines())
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    port = listener.getsockname()[1]
+    targets = [
+        (parse_destination(f"jsonl+tcp://127.0.0.1:{port}", "ocsf"), lines),
+        (parse_destination(f"jsonl+http://127.0.0.1:{http.server_port}/in", "jsonl"), posted),
+    ]
+    try:
+        for destination, received in targets:
+            forwarder = Forwarder(sqlite_storage, destination, batch=50, interval=0.05)
+            forwarder.start()
+            try:
+                name = destination.name
+                wait_for(lambda: export_lag(sqlite_storage, name).events == 0)  # noqa: B023
+            finally:
+                forwarder.close()
+            wait_for(lambda: len(received) >= 120)  # noqa: B023 (waited for here)
+    finally:
+        http.shutdown()
+        http.server_close()
+        listener.close()
+    assert {json.loads(line)["class_uid"] for line in lines} == {3002} and len(lines) == 120
+    assert len({json.loads(line)["id"] for line in posted}) == len(posted) == 120
