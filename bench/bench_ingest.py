@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -109,10 +109,10 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def collector(
-    db: str, workers: int = 1, playbooks: str | None = None
+    db: str, workers: int = 1, playbooks: str | None = None, extra: Sequence[str] = ()
 ) -> Iterator[tuple[str, str, int]]:
-    """A ``sqreen serve`` subprocess on ``db`` (with the playbook file ``playbooks``); yields
-    (endpoint, token, its pid)."""
+    """A ``sqreen serve`` subprocess on ``db`` (with the playbook file ``playbooks``, and the
+    options ``extra``); yields (endpoint, token, its pid)."""
     token = new_token()
     storage = open_storage(db)
     storage.create_key("bench", hash_token(token))
@@ -134,6 +134,7 @@ def collector(
             "--log-level",
             "error",
             *(["--playbooks", playbooks] if playbooks else []),
+            *extra,
         ],
         cwd=ROOT,
     )

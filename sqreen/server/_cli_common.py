@@ -17,7 +17,16 @@ from .blocks import InvalidBlock, parse_pairs
 from .explorer._render import when  # one way to show a time to people: the pages' and ours
 from .storage import POSTGRES_SCHEMES, Storage, open_storage
 
-__all__ = ["db_option", "json_line", "opened", "pairs", "parse_when", "when"]
+__all__ = [
+    "db_option",
+    "json_line",
+    "opened",
+    "pairs",
+    "parse_when",
+    "time_range",
+    "when",
+    "when_options",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,6 +41,20 @@ def db_option(f: F) -> F:
         show_default=True,
         help="A SQLite file, or a postgresql:// URL (env: SQREEN_DB).",
     )(f)
+
+
+def when_options(f: F) -> F:
+    """``--since`` and ``--until``, as ``sqreen events`` and ``sqreen export`` take them."""
+    f = click.option("--until", metavar="WHEN", help="Same forms as --since.")(f)
+    return click.option("--since", metavar="WHEN", help="30m, 2h, 7d ago, or an ISO 8601 time.")(f)
+
+
+def time_range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """The times ``--since`` and ``--until`` name (None where not given)."""
+    return (
+        parse_when(since, "--since") if since else None,
+        parse_when(until, "--until") if until else None,
+    )
 
 
 @contextmanager

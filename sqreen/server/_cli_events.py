@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from .._text import visible
-from ._cli_common import db_option, json_line, opened, pairs, parse_when, when
+from ._cli_common import db_option, json_line, opened, pairs, time_range, when, when_options
 from .importer import import_lines, read_lines
 from .intel import IpIntel
 from .storage import MAX_IPS, EventFilter, Follower, StoredEvent
@@ -50,8 +50,7 @@ def _line(e: StoredEvent) -> str:
     help=f"Client IP address, or a network of at most {MAX_IPS} addresses (203.0.113.0/24).",
 )
 @click.option("--app", help="Application name.")
-@click.option("--since", metavar="WHEN", help="30m, 2h, 7d ago, or an ISO 8601 time.")
-@click.option("--until", metavar="WHEN", help="Same forms as --since.")
+@when_options
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events (Ctrl-C stops).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
@@ -73,6 +72,7 @@ def events(
 ) -> None:
     """Print the latest events (oldest first), filtered; --follow to tail."""
     address, network = ip_filter(ip) if ip is not None else (None, ())
+    start, end = time_range(since, until)
     filters = EventFilter(
         name=name,
         users=pairs(users, "--user"),
@@ -80,8 +80,8 @@ def events(
         ip=address,
         ips=network,
         app=app,
-        since=parse_when(since, "--since") if since else None,
-        until=parse_when(until, "--until") if until else None,
+        since=start,
+        until=end,
     )
 
     def show(found: list[StoredEvent]) -> None:

@@ -31,7 +31,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from starlette.applications import Starlette
@@ -62,6 +62,9 @@ from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
 from .probes import PROBE_ROUTES
 from .storage import AGENT_TTL, ApiKey, Storage
+
+if TYPE_CHECKING:  # imported by `sqreen serve --export` only (protobuf's import is not free)
+    from .export import Forwarder
 
 __all__ = ["create_app"]
 
@@ -296,6 +299,7 @@ def create_app(
     notifier: Notifier | None = None,
     max_blocks: int | None = MAX_ACTIVE_BLOCKS,
     max_polls_per_key: int = MAX_POLLS_PER_KEY,
+    forwarder: Forwarder | None = None,
 ) -> Starlette:
     """The collector app. ``routes`` are added after the API's (the explorer mounts there);
     with ``retention_days``, events received longer ago than that are purged every
@@ -308,7 +312,8 @@ def create_app(
     keep them). ``playbooks`` adds the playbooks' hook (webhooks posted by ``notifier``, or
     one made for them). At most ``max_blocks`` blocks are in force at once (None: no limit),
     and an API key holds at most ``max_polls_per_key`` action long-polls at once (see
-    :mod:`.actions`)."""
+    :mod:`.actions`). ``forwarder`` (``--export``) runs from startup to shutdown, off the
+    ingest path (:mod:`.export.forwarder`)."""
     blocks = BlockService(storage, max_blocks)
     if enrichers is None:
         if ip_intel is None:
@@ -354,9 +359,13 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(_every(*job)) for job in jobs]
+        if forwarder is not None:
+            forwarder.start()
         try:
             yield
         finally:
+            if forwarder is not None:
+                await run_in_threadpool(forwarder.close)
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -382,6 +391,7 @@ def create_app(
     app.state.actions = feed
     app.state.playbooks = source
     app.state.notifier = notifier
+    app.state.forwarder = forwarder
     app.state.keys = KeyChecker(storage, key_cache_ttl)
     app.state.max_body_bytes = max_body_bytes
     app.state.rebalance = workers > 1

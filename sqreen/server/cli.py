@@ -23,6 +23,7 @@ from .._version import __version__
 from ._cli_blocks import block, blocks, max_blocks_option, unblock
 from ._cli_common import db_option, opened, when
 from ._cli_events import events, import_
+from ._cli_export import destination, export, export_options, forwarder
 from ._cli_playbooks import alerts, playbooks
 from .actions import MAX_POLLS_PER_KEY
 from .auth import hash_token, new_token
@@ -126,6 +127,7 @@ def main() -> None:
     "are further apart than this speed in km/h allows add a security.impossible_travel event. "
     "0 turns it off.",
 )
+@export_options
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @click.option(
     "--log-level",
@@ -148,6 +150,8 @@ def serve(
     max_blocks: int,
     geoip_dbs: tuple[str, ...],
     travel_speed: float,
+    export_url: str | None,
+    export_format: str,
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -167,6 +171,7 @@ def serve(
     ConnectionLimits(fitted, header_timeout, body_timeout).export()  # for every process
     limits = {"max_blocks": max_blocks, "max_polls_per_key": max_polls_per_key}
     _ip_intel(geoip_dbs).close()  # and so does a bad --geoip-db, before anything starts
+    target = destination(export_url, export_format)  # and a bad --export
     with opened(db) as storage:
         if not any(k.revoked_at is None for k in storage.list_keys()):
             click.echo("no API key yet: create one with `sqreen keys create`", err=True)
@@ -204,6 +209,7 @@ def serve(
                 max_polls_per_key=max_polls_per_key,
                 ip_intel=_ip_intel(geoip_dbs, storage),
                 travel_speed=travel_speed or None,
+                forwarder=forwarder(storage, db, target),
             )
             _reload_on_sighup(source)
             gc.freeze()  # what startup built lives on: keep the collector's scans off it (-3% CPU)
@@ -219,6 +225,7 @@ def serve(
             **limits,
             "geoip": list(geoip_dbs),
             "travel_speed": travel_speed or None,
+            "export": [export_url, export_format] if export_url else None,
         }
     )
     uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
@@ -246,6 +253,7 @@ def worker_app() -> Starlette:
         max_polls_per_key=config["max_polls_per_key"],
         ip_intel=_ip_intel(config.get("geoip", ()), storage),
         travel_speed=config.get("travel_speed"),
+        forwarder=forwarder(storage, config["db"], destination(*config["export"] or (None, ""))),
     )
     _reload_on_sighup(source)
     gc.freeze()
@@ -358,6 +366,7 @@ main.add_command(unblock)
 main.add_command(blocks)
 main.add_command(events)
 main.add_command(import_)
+main.add_command(export)
 main.add_command(admin_password)
 main.add_command(playbooks)
 main.add_command(alerts)

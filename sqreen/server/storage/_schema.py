@@ -290,6 +290,15 @@ _MIGRATIONS: Final[Sequence[Sequence[str] | Mapping[Dialect, Sequence[str]]]] = 
         "ALTER TABLE events ADD COLUMN ip_kind TEXT",
         "ALTER TABLE events ADD COLUMN ip_asn TEXT",
     ),
+    # 12: the export forwarder's cursors and lease (storage/_export.py): per destination, the
+    # last event seq and alert id it acknowledged, and which collector process sends.
+    (
+        """CREATE TABLE export_cursors (
+            name TEXT PRIMARY KEY,
+            seq {int} NOT NULL,
+            updated_at {int} NOT NULL
+        )""",
+    ),
 )
 
 

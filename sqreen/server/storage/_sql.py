@@ -15,6 +15,7 @@ from itertools import repeat
 from typing import Any, Final, Protocol
 
 from ..._wire import WireEvent
+from ._export import ExportQueries
 from ._intel import IntelQueries
 from ._logins import LoginQueries
 from ._parts import placeholders
@@ -75,12 +76,15 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
-class SqlStorage(EventQueries, PlaybookQueries, UserQueries, LoginQueries, IntelQueries):
+class SqlStorage(
+    EventQueries, PlaybookQueries, UserQueries, LoginQueries, IntelQueries, ExportQueries
+):
     """The :class:`~.base.Storage` implementation, less connections and migrations (event
     queries in :class:`~._queries.EventQueries`, playbooks' in
     :class:`~._playbooks.PlaybookQueries` over the blocks' :class:`~._blocks.BlockQueries`,
     users' traits in :class:`~._users.UserQueries`, the explorer's logins and sessions in
-    :class:`~._logins.LoginQueries`, IP intelligence's in :class:`~._intel.IntelQueries`)."""
+    :class:`~._logins.LoginQueries`, IP intelligence's in :class:`~._intel.IntelQueries`,
+    the export forwarder's cursors and lease in :class:`~._export.ExportQueries`)."""
 
     #: Ordered schema migrations: each a list of statements; index + 1 is its version.
     MIGRATIONS: Sequence[Sequence[str]] = ()

@@ -333,6 +333,30 @@ class ControlStore(Clocked, Protocol):
         ``limit`` alerts (IP intelligence's ``playbook_alert``)."""
         ...
 
+    # Export (sqreen export, the forwarder of sqreen serve --export): alerts in id order,
+    # and the forwarder's cursors and lease (migration 12).
+    def scan_alerts(self, *, after_id: int = 0, limit: int = 1000) -> list[Alert]:
+        """Alerts stored after id ``after_id``, oldest first (at most 1000 a call)."""
+        ...
+
+    def last_alert_id(self) -> int: ...
+
+    def export_cursor(self, name: str) -> int:
+        """Cursor ``name``'s position: the last seq or alert id sent (0: none yet)."""
+        ...
+
+    def take_export_lease(self, name: str, holder: int, ttl: float) -> bool:
+        """Take or renew lease ``name`` for token ``holder`` unless another holder renewed
+        it within ``ttl`` seconds; whether ``holder`` holds it. Atomic between processes."""
+        ...
+
+    def release_export_lease(self, name: str, holder: int) -> None: ...
+
+    def move_export_cursor(self, lease: str, holder: int, name: str, seq: int) -> bool:
+        """Set cursor ``name`` to ``seq`` in one transaction with renewing ``lease``, only
+        while ``holder`` holds it; whether it did."""
+        ...
+
     # SDK processes.
     def record_heartbeat(self, heartbeat: Heartbeat) -> None:
         """Store an SDK process's latest heartbeat: one row per (key, app, host, pid), so a

@@ -1,0 +1,201 @@
+"""The live forwarder of ``sqreen serve --export URL``: stored events and alerts, sent in
+batches after a cursor kept in the database, at least once.
+
+A thread, off the ingest path: it reads what ingest committed (a read connection; on SQLite
+WAL readers never wait for the writer) and writes only its cursor, one small transaction a
+batch. An endpoint that is down costs ingest nothing: the thread waits, backing off from
+0.5 s to :data:`MAX_BACKOFF`, and sends the same batch again; the cursor moves only after
+the endpoint acknowledged, so a restart or an outage resends at most the batch in flight.
+
+One forwarder sends across ``--workers N``: every process runs one, and only the holder of
+the destination's lease (a row of ``export_cursors``, renewed every few seconds, given up
+at a clean stop, taken over :data:`LEASE_TTL` after a holder died) reads and sends.
+
+Commit order: on SQLite events commit in seq order (one writer), so the cursor never passes
+an event still being written. On PostgreSQL a lower seq can commit after a higher one (by
+the length of a transaction): the forwarder then sends only events received ``settle``
+seconds ago (2 s from ``sqreen serve``; an insert transaction takes milliseconds), and
+alerts made that long ago.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from itertools import takewhile
+from typing import Final
+
+from ..storage import Storage
+from .records import Kind
+from .sinks import Destination, Record, Sink, SinkError, open_sink
+
+__all__ = ["BATCH", "LEASE_TTL", "MAX_BACKOFF", "ExportLag", "Forwarder", "export_lag"]
+
+logger = logging.getLogger("sqreen.server")
+
+#: Records a request at most (an OTLP request of 500 events is ~400 kB).
+BATCH: Final = 500
+#: Seconds a lease holds without renewal; it is renewed every third of that.
+LEASE_TTL: Final = 15.0
+MAX_BACKOFF: Final = 30.0
+FIRST_BACKOFF: Final = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ExportLag:
+    """How far a destination is behind: events stored and alerts raised after its cursors
+    (seqs and ids are counted: an upper bound where retention or duplicates left gaps)."""
+
+    events: int
+    alerts: int
+
+
+def _names(destination: str) -> tuple[str, dict[Kind, str]]:
+    return f"lease {destination}", {
+        "event": f"events {destination}",
+        "alert": f"alerts {destination}",
+    }
+
+
+def export_lag(storage: Storage, destination: str) -> ExportLag:
+    """The lag of the forwarder to ``destination`` (:attr:`Destination.name`), from the
+    database: any process can ask, whichever holds the lease (for the metrics)."""
+    _, cursors = _names(destination)
+    newest = storage.query_events(limit=1)
+    last_seq = newest[0].seq if newest else 0
+    return ExportLag(
+        events=max(0, last_seq - storage.export_cursor(cursors["event"])),
+        alerts=max(0, storage.last_alert_id() - storage.export_cursor(cursors["alert"])),
+    )
+
+
+class Forwarder:
+    """Sends what ``storage`` holds to ``destination``, in a thread (:meth:`start`)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        destination: Destination,
+        *,
+        sink: Sink | None = None,
+        batch: int = BATCH,
+        interval: float = 1.0,
+        settle: float = 0.0,
+        lease_ttl: float = LEASE_TTL,
+        max_backoff: float = MAX_BACKOFF,
+    ) -> None:
+        self.storage = storage
+        self.destination = destination
+        self.sink = sink or open_sink(destination)
+        self.batch = batch
+        self.interval = interval
+        self.settle = timedelta(seconds=settle)
+        self.lease_ttl = lease_ttl
+        self.max_backoff = max_backoff
+        self.lease, self.cursors = _names(destination.name)
+        self.holder = secrets.randbelow(2**62) + 1
+        self.sent = 0
+        self.failures = 0
+        self._positions: dict[Kind, int] | None = None  # read when the lease is taken
+        self._renewed = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sqreen-export", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop (a batch in flight ends within the sink's timeout) and give the lease up."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        try:
+            if self._positions is not None:
+                self.storage.release_export_lease(self.lease, self.holder)
+        except Exception:
+            logger.exception("sqreen: export lease not released")
+        self.sink.close()
+
+    def lag(self) -> ExportLag:
+        return export_lag(self.storage, self.destination.name)
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while not self._stop.is_set():
+            try:
+                if not self._hold():
+                    self._stop.wait(self.lease_ttl / 3)
+                    continue
+                sent = self.step()
+                backoff = 0.0
+                if not sent:
+                    self._stop.wait(self.interval)
+            except SinkError as exc:
+                self.failures += 1
+                backoff = min(max(backoff * 2, FIRST_BACKOFF), self.max_backoff)
+                logger.warning(
+                    "sqreen: export to %s failed (%s); again in %.1f s",
+                    self.destination.name,
+                    exc,
+                    backoff,
+                )
+                self._stop.wait(backoff)
+            except Exception:  # the database: the next look may find it back
+                logger.exception("sqreen: export to %s", self.destination.name)
+                self._stop.wait(self.interval)
+
+    def _hold(self) -> bool:
+        """Whether this process holds the lease (renewed when a third of it has passed)."""
+        if self._positions is not None and time.monotonic() - self._renewed < self.lease_ttl / 3:
+            return True
+        if not self.storage.take_export_lease(self.lease, self.holder, self.lease_ttl):
+            self._positions = None
+            return False
+        self._renewed = time.monotonic()
+        if self._positions is None:
+            self._positions = {k: self.storage.export_cursor(n) for k, n in self.cursors.items()}
+        return True
+
+    def step(self) -> int:
+        """Send one batch of events and one of alerts, if there are any; how many were
+        sent (acknowledged, and the cursors moved)."""
+        assert self._positions is not None
+        cutoff = self.storage.now() - self.settle
+        # The oldest records up to the first one too recent: the cursor never passes one.
+        events = list(
+            takewhile(
+                lambda e: e.received_at <= cutoff,
+                self.storage.scan_events(after_seq=self._positions["event"], limit=self.batch),
+            )
+        )
+        alerts = list(
+            takewhile(
+                lambda a: a.created_at <= cutoff,
+                self.storage.scan_alerts(after_id=self._positions["alert"], limit=self.batch),
+            )
+        )
+        sent = 0
+        if events:
+            sent += self._send("event", [("event", e) for e in events], events[-1].seq)
+        if alerts:
+            sent += self._send("alert", [("alert", a) for a in alerts], alerts[-1].id)
+        return sent
+
+    def _send(self, kind: Kind, records: Sequence[Record], position: int) -> int:
+        assert self._positions is not None
+        self.sink.send(records)
+        if not self.storage.move_export_cursor(
+            self.lease, self.holder, self.cursors[kind], position
+        ):
+            self._positions = None  # another process took over: it resends from its cursor
+            raise SinkError("lease lost")
+        self._positions[kind] = position
+        self._renewed = time.monotonic()
+        self.sent += len(records)
+        return len(records)

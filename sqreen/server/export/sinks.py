@@ -1,0 +1,145 @@
+"""Where the forwarder sends: ``--export URL``, one syntax for three transports.
+
+- ``otlp+http://host:4318/v1/logs`` (or ``otlp+https://``): OpenTelemetry logs over
+  OTLP/HTTP (protobuf), one request a batch (:mod:`.otlp`);
+- ``jsonl+http://host/path`` (or ``jsonl+https://``): one POST a batch, a JSON document a
+  line (``application/x-ndjson``);
+- ``jsonl+tcp://host:port``: the same lines on a TCP connection (syslog-ng's or Vector's
+  ``tcp`` source, Logstash's ``json_lines`` codec).
+
+A batch is acknowledged by a 2xx answer over HTTP; over TCP only by the peer's kernel taking
+the bytes (the protocol has no answer): a receiver that crashes after reading may lose what
+it had not written, which HTTP cannot. Any failure raises :class:`SinkError`, and the
+forwarder sends the same batch again later.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+from urllib.parse import urlsplit
+
+import httpx2 as httpx
+
+from ..storage import Alert, StoredEvent
+from .otlp import CONTENT_TYPE, encode_logs
+from .records import FORMATS, Format, Kind, document
+
+__all__ = [
+    "SCHEMES",
+    "Destination",
+    "Record",
+    "Sink",
+    "SinkError",
+    "open_sink",
+    "parse_destination",
+]
+
+SCHEMES: Final = ("otlp+http", "otlp+https", "jsonl+http", "jsonl+https", "jsonl+tcp")
+TIMEOUT: Final = 10.0
+Record = tuple[Kind, StoredEvent | Alert]
+
+
+class SinkError(Exception):
+    """A batch was not acknowledged (the message says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    scheme: str
+    url: str  # what the transport connects to (http(s) URL, or host:port)
+    format: Format
+
+    @property
+    def name(self) -> str:
+        """The destination as cursors are named: the URL without credentials or query."""
+        return f"{self.scheme}://{self.url.split('://')[-1].rpartition('@')[2].split('?')[0]}"
+
+
+def parse_destination(value: str, format: str = "ecs") -> Destination:
+    """``--export``'s URL; :class:`ValueError` saying what is wrong."""
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise ValueError(f"{value[:60]!r}: the URL starts with one of {', '.join(SCHEMES)}")
+    if format not in FORMATS:
+        raise ValueError(f"format {format!r} is not one of {', '.join(FORMATS)}")
+    transport = scheme.partition("+")[2]
+    parts = urlsplit(f"{transport}://{rest}")
+    if not parts.hostname or (transport == "tcp" and parts.port is None):
+        raise ValueError(f"{value[:60]!r}: no host{' and port' if transport == 'tcp' else ''}")
+    url = f"{parts.hostname}:{parts.port}" if transport == "tcp" else f"{transport}://{rest}"
+    return Destination(scheme, url, format)
+
+
+class Sink(Protocol):
+    def send(self, records: Sequence[Record]) -> None:
+        """Deliver ``records``, or raise :class:`SinkError`."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class HttpSink:
+    """OTLP/HTTP or JSON lines POSTed: acknowledged by a 2xx answer."""
+
+    def __init__(self, destination: Destination) -> None:
+        self.destination = destination
+        self.otlp = destination.scheme.startswith("otlp")
+        self._client = httpx.Client(timeout=TIMEOUT, trust_env=False)
+
+    def body(self, records: Sequence[Record]) -> tuple[bytes, str]:
+        if self.otlp:
+            return encode_logs((k, document(k, r, "ecs")) for k, r in records), CONTENT_TYPE
+        return lines(records, self.destination.format), "application/x-ndjson"
+
+    def send(self, records: Sequence[Record]) -> None:
+        body, content_type = self.body(records)
+        headers = {"Content-Type": content_type, "User-Agent": "sqreen-collector"}
+        try:
+            response = self._client.post(self.destination.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise SinkError(f"{type(exc).__name__}: {exc}") from None
+        if not 200 <= response.status_code < 300:
+            raise SinkError(f"HTTP {response.status_code}")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class TcpSink:
+    """JSON lines on one TCP connection, opened again after an error."""
+
+    def __init__(self, destination: Destination) -> None:
+        self.destination = destination
+        self._socket: socket.socket | None = None
+
+    def send(self, records: Sequence[Record]) -> None:
+        host, _, port = self.destination.url.rpartition(":")
+        try:
+            if self._socket is None:
+                self._socket = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+            self._socket.sendall(lines(records, self.destination.format))
+        except OSError as exc:
+            self.close()
+            raise SinkError(f"{type(exc).__name__}: {exc}") from None
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+
+def lines(records: Sequence[Record], format: Format) -> bytes:
+    return b"".join(
+        json.dumps(document(k, r, format), separators=(",", ":")).encode() + b"\n"
+        for k, r in records
+    )
+
+
+def open_sink(destination: Destination) -> Sink:
+    if destination.scheme == "jsonl+tcp":
+        return TcpSink(destination)
+    return HttpSink(destination)

@@ -1,0 +1,477 @@
+"""Export: the ECS and OCSF mappings against docs/export.md's table, ``sqreen export``
+streaming, and the live forwarder (``sqreen serve --export``) to a local OTLP/HTTP receiver
+across a restart and an endpoint that is down for a while."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from sqreen._wire import parse_event
+from sqreen.server._cli_export import export_lines
+from sqreen.server.export import (
+    Forwarder,
+    ecs_alert,
+    ecs_event,
+    export_lag,
+    ocsf_alert,
+    ocsf_event,
+    parse_destination,
+)
+from sqreen.server.export.sinks import Record
+from sqreen.server.storage import Alert, NewAlert, Storage, StoredEvent, WindowWrite, open_storage
+
+from .conftest import SQREEN, ServeProcess, add_key, envelope, free_port, recent, wire_event
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "export.md"
+
+
+# -- the mapping, against the documented table ------------------------------------------
+
+
+def documented() -> dict[tuple[str, str], set[str]]:
+    """docs/export.md's field table: (format, record) -> fields."""
+    table: dict[tuple[str, str], set[str]] = {}
+    for line in DOC.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or cells[0] not in ("ecs", "ocsf"):
+            continue
+        field = re.fullmatch(r"`([^`]+)`", cells[2])
+        assert field, line
+        for record in cells[1].split(","):
+            table.setdefault((cells[0], record.strip()), set()).add(field.group(1))
+    return table
+
+
+def emitted(doc: Mapping[str, Any], fields: set[str], prefix: str = "") -> set[str]:
+    """The dotted paths of ``doc``'s leaves, stopping at documented objects."""
+    out: set[str] = set()
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and path not in fields:
+            out |= emitted(value, fields, path + ".")
+        else:
+            out.add(path)
+    return out
+
+
+def full_event(name: str, **overrides: Any) -> dict[str, Any]:
+    """A stored event's JSON with every field a mapping reads."""
+    doc = {
+        "seq": 7,
+        "id": "ev-1",
+        "name": name,
+        "timestamp": "2026-01-02T03:04:05.000006Z",
+        "received_at": "2026-01-02T03:04:06.000000Z",
+        "app": "shop",
+        "host": "web1",
+        "properties": {"reason": "bad_password", "nested": {"a": 1}},
+        "user": {"uid": "42", "username": "alice", "email": "alice@example.com"},
+        "target": {"type": "account", "id": "9"},
+        "request": {
+            "ip": "203.0.113.7",
+            "user_agent": "curl/8.0",
+            "path": "/login",
+            "route": "/login",
+            "method": "POST",
+        },
+        "ip_info": {
+            "country": "GB",
+            "kind": "hosting",
+            "provider": "Google",
+            "city": "London",
+            "latitude": 51.5,
+            "longitude": -0.09,
+            "accuracy_radius": 10,
+            "asn": 15169,
+            "score": 25,
+            "reasons": ["hosting"],
+        },
+        "enrichment": {"travel": {"km": 900}},
+    }
+    doc.update(overrides)
+    return doc
+
+
+def alert_json(group_by: str = "ip", group_key: str = "203.0.113.7") -> dict[str, Any]:
+    return {
+        "id": 3,
+        "playbook": "brute-force",
+        "group_by": group_by,
+        "group_key": group_key,
+        "count": 12,
+        "first_event_at": "2026-01-02T03:00:00.000000Z",
+        "last_event_at": "2026-01-02T03:04:00.000000Z",
+        "first_seq": 1,
+        "last_seq": 12,
+        "events": [12, 11],
+        "mode": "enforce",
+        "action": "block_ip",
+        "block_id": 5,
+        "summary": "12 failed logins from 203.0.113.7",
+        "created_at": "2026-01-02T03:04:01.000000Z",
+    }
+
+
+MINIMAL = {"user": None, "request": None, "target": None, "app": None, "host": None}
+BY_USER = alert_json("user", "username=alice")
+CASES: list[tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]] = [
+    ("ecs", "event", ecs_event, [full_event("auth.login.failure")]),
+    ("ecs", "alert", ecs_alert, [alert_json(), BY_USER]),
+    ("ocsf", "3002", ocsf_event, [full_event("auth.login.success")]),
+    ("ocsf", "6003", ocsf_event, [full_event("admin.user.created")]),
+    ("ocsf", "2004", ocsf_alert, [alert_json(), BY_USER]),
+]
+
+
+@pytest.mark.parametrize(("format", "record", "mapper", "docs"), CASES)
+def test_full_records_emit_exactly_the_documented_fields(
+    format: str, record: str, mapper: Callable[[dict[str, Any]], dict[str, Any]], docs: Any
+) -> None:
+    """Every field emitted is documented, and every documented field is emitted (by an
+    alert grouped by ip or one grouped by user)."""
+    fields = documented()[format, record]
+    assert set().union(*(emitted(mapper(doc), fields) for doc in docs)) == fields
+
+
+@pytest.mark.parametrize(
+    ("format", "record", "mapper", "doc"),
+    [
+        ("ecs", "event", ecs_event, full_event("auth.logout", **MINIMAL)),
+        ("ecs", "event", ecs_event, full_event("custom.thing", ip_info=None, enrichment=None)),
+        ("ecs", "alert", ecs_alert, BY_USER),
+        ("ocsf", "3002", ocsf_event, full_event("auth.logout", **MINIMAL)),
+        ("ocsf", "6003", ocsf_event, full_event("custom.thing", user={"x": "1"})),
+        ("ocsf", "2004", ocsf_alert, BY_USER),
+    ],
+)
+def test_a_sparse_record_emits_only_documented_fields(
+    format: str, record: str, mapper: Callable[[dict[str, Any]], dict[str, Any]], doc: Any
+) -> None:
+    fields = documented()[format, record]
+    assert emitted(mapper(doc), fields) <= fields
+
+
+def test_ocsf_classes_activities_and_statuses() -> None:
+    login = ocsf_event(full_event("auth.login.failure"))
+    assert (login["class_uid"], login["activity_id"], login["status_id"]) == (3002, 1, 2)
+    assert login["type_uid"] == 300201 and login["user"]["name"] == "alice"
+    logout = ocsf_event(full_event("auth.logout"))
+    assert (logout["class_uid"], logout["activity_id"], logout["type_uid"]) == (3002, 2, 300202)
+    deleted = ocsf_event(full_event("admin.user.deleted"))
+    assert (deleted["class_uid"], deleted["activity_id"]) == (6003, 4)
+    assert deleted["actor"]["user"]["uid"] == "42" and deleted["api"]["operation"] == (
+        "admin.user.deleted"
+    )
+    finding = ocsf_alert(alert_json())
+    assert (finding["class_uid"], finding["type_uid"], finding["action_id"]) == (2004, 200401, 2)
+    assert finding["time"] == 1767323041000  # 2026-01-02T03:04:01Z in ms
+    ecs = ecs_event(full_event("auth.login.success"))
+    assert ecs["event"]["outcome"] == "success" and ecs["event"]["category"] == ["authentication"]
+    assert ecs["source"]["geo"]["location"] == {"lat": 51.5, "lon": -0.09}
+
+
+# -- sqreen export -------------------------------------------------------------------------
+
+
+def store(storage: Storage, count: int, **overrides: Any) -> None:
+    for start in range(0, count, 500):
+        batch = [parse_event(wire_event(**overrides)) for _ in range(min(500, count - start))]
+        storage.insert_events(batch, app="shop", host="web1", key_id=1)
+
+
+class CountingStorage:
+    """A storage that counts the rows its scans return (the export's memory bound)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.pages: list[int] = []
+
+    def scan_events(self, *args: Any, **kwargs: Any) -> list[StoredEvent]:
+        found = self.storage.scan_events(*args, **kwargs)
+        self.pages.append(len(found))
+        return found
+
+
+def test_export_streams_page_by_page(sqlite_storage: Storage) -> None:
+    store(sqlite_storage, 2500)
+    spy = CountingStorage(sqlite_storage)
+    lines = export_lines(spy, "ecs")  # type: ignore[arg-type]
+    first = next(lines)
+    assert spy.pages == [1000]  # one page read for the first line, not the 2 500 events
+    rest = list(lines)
+    assert spy.pages == [1000, 1000, 500]
+    ids = [json.loads(line)["event"]["id"] for _, line in [first, *rest]]
+    assert len(ids) == len(set(ids)) == 2500
+
+
+def test_sqreen_export_writes_the_range_in_each_format(tmp_path: Path) -> None:
+    db = str(tmp_path / "sqreen.db")
+    storage = open_storage(db)
+    try:
+        store(storage, 1500)
+        store(storage, 20, timestamp=recent(days=10))  # outside --since 7d
+        start = storage.now() - timedelta(days=7)
+        for format, key in (("ecs", "event"), ("jsonl", "name")):
+            docs = [json.loads(line) for _, line in export_lines(storage, format, since=start)]
+            assert len(docs) == 1500 and all(key in d for d in docs)
+    finally:
+        storage.close()
+    done = subprocess.run(
+        [*SQREEN, "export", "--db", db, "--since", "7d", "--format", "ocsf"],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    docs = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(docs) == 1500 and {d["class_uid"] for d in docs} == {3002}
+    assert b"1500 events exported" in done.stderr
+    none = subprocess.run(
+        [*SQREEN, "export", "--db", db, "--alerts"], capture_output=True, check=True, timeout=60
+    )
+    assert none.stdout == b"" and b"0 alerts exported" in none.stderr
+
+
+# -- the forwarder -----------------------------------------------------------------------
+
+
+def raise_alert(storage: Storage, key: str) -> None:
+    now = storage.now()
+    now_us = int(now.timestamp() * 1_000_000)
+    alert = NewAlert("x", "ip", key, 1, now, now, 1, 1, (1,), "monitor", "alert", "one", None)
+    storage.update_windows(
+        [("s", key)],
+        [("s", key, now_us, 1, None)],
+        [("s", key, now_us - 10, 1, False)],
+        lambda found, quiet: WindowWrite({}, [alert]),
+    )
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def send(self, records: Sequence[Record]) -> None:
+        self.records += records
+
+    def close(self) -> None:
+        pass
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_one_forwarder_of_several_sends_each_record_once(storage: Storage) -> None:
+    """Two collector processes' forwarders on one database (``--workers 2``): the lease lets
+    one send; the other takes over when it stops, from the cursor."""
+    destination = parse_destination("otlp+http://127.0.0.1:9/v1/logs")
+    sinks = [RecordingSink(), RecordingSink()]
+    forwarders = [Forwarder(storage, destination, sink=s, interval=0.05, batch=300) for s in sinks]
+    store(storage, 700)
+    raise_alert(storage, "203.0.113.9")
+    for f in forwarders:
+        f.start()
+    try:
+        wait_for(lambda: sum(len(s.records) for s in sinks) >= 701)
+        assert export_lag(storage, destination.name).events == 0
+        forwarders[0].close()  # whichever held the lease gives it up
+        store(storage, 300)
+        wait_for(lambda: sum(len(s.records) for s in sinks) >= 1001)
+    finally:
+        for f in forwarders:
+            f.close()
+    sent = Counter(
+        (kind, r.seq if isinstance(r, StoredEvent) else r.id)
+        for s in sinks
+        for kind, r in s.records
+    )
+    assert len(sent) == 1001 and set(sent.values()) == {1}
+    assert {kind for kind, _ in sent} == {"event", "alert"}
+    assert export_lag(storage, destination.name).events == 0
+
+
+class Receiver:
+    """A local OTLP/HTTP logs endpoint: decodes each request with opentelemetry-proto and
+    keeps the ``event.id`` of every log; answers ``status`` (503 while "down"), and can be
+    closed and opened again on its port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.status = 200
+        self.ids: list[str] = []
+        self.refused = 0
+        self._server: ThreadingHTTPServer | None = None
+
+    def open(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if receiver.status == 200:
+                    request = ExportLogsServiceRequest.FromString(body)
+                    for resource in request.resource_logs:
+                        for scope in resource.scope_logs:
+                            for log in scope.log_records:
+                                attrs = {a.key: a.value for a in log.attributes}
+                                receiver.ids.append(attrs["event.id"].string_value)
+                else:
+                    receiver.refused += 1
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    r.open()
+    yield r
+    r.close()
+
+
+def test_serve_forwards_every_event_once_across_an_outage_and_a_restart(
+    tmp_path: Path, serve: Callable[..., ServeProcess], receiver: Receiver
+) -> None:
+    db = str(tmp_path / "sqreen.db")
+    token = add_key(db)
+    export = ("--export", f"otlp+http://127.0.0.1:{receiver.port}/v1/logs")
+    sent: list[str] = []
+
+    def post(url: str, count: int) -> None:
+        events = [wire_event() for _ in range(count)]
+        reply = httpx.post(
+            url + "/v1/events",
+            json=envelope(events),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert reply.status_code == 200, reply.text
+        sent.extend(e["id"] for e in events)
+
+    server = serve(db, None, *export)
+    post(server.url, 300)
+    wait_for(lambda: len(receiver.ids) >= 300)
+    receiver.status = 503  # the endpoint fails...
+    post(server.url, 200)
+    wait_for(lambda: receiver.refused >= 2)
+    server.stop()  # ...the collector restarts...
+    receiver.close()  # ...and the endpoint is gone meanwhile
+    server = serve(db, None, *export)
+    post(server.url, 200)
+    time.sleep(1)
+    receiver.status = 200
+    receiver.open()  # back: everything stored is sent, once
+    wait_for(lambda: len(receiver.ids) >= len(sent), timeout=60)
+    time.sleep(1)  # (time for a duplicate to arrive, were one sent)
+    assert Counter(receiver.ids) == Counter(set(sent))
+    storage = open_storage(db)
+    try:
+        lag = export_lag(storage, parse_destination(export[1]).name)
+    finally:
+        storage.close()
+    assert (lag.events, lag.alerts) == (0, 0)
+
+
+def test_a_bad_export_url_stops_serve(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*SQREEN, "serve", "--db", str(tmp_path / "x.db"), "--export", "http://host/v1/logs"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and b"otlp+http" in done.stderr
+
+
+def test_destination_names_leave_credentials_out() -> None:
+    d = parse_destination("jsonl+https://user:secret@siem.example:8443/in?token=x", "ocsf")
+    assert d.name == "jsonl+https://siem.example:8443/in" and d.format == "ocsf"
+    assert parse_destination("jsonl+tcp://10.0.0.1:5140").url == "10.0.0.1:5140"
+    with pytest.raises(ValueError):
+        parse_destination("jsonl+tcp://10.0.0.1")
+
+
+def test_alert_documents_round_trip(storage: Storage) -> None:
+    raise_alert(storage, "198.51.100.4")
+    (alert,) = storage.scan_alerts()
+    assert isinstance(alert, Alert)
+    assert ecs_alert(alert.to_json())["source"]["ip"] == "198.51.100.4"
+    assert storage.scan_alerts(after_id=alert.id) == []
+
+
+def test_json_lines_over_tcp_and_http_carry_each_document(sqlite_storage: Storage) -> None:
+    """jsonl+tcp:// writes a document a line on one connection; jsonl+http:// POSTs them."""
+    store(sqlite_storage, 120)
+    lines: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as stream:
+            lines.extend(stream)
+
+    threading.Thread(target=accept, daemon=True).start()
+    posted: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            assert self.headers["Content-Type"] == "application/x-ndjson"
+            posted.extend(self.rfile.read(int(self.headers["Content-Length"])).splitlines())
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    port = listener.getsockname()[1]
+    targets = [
+        (parse_destination(f"jsonl+tcp://127.0.0.1:{port}", "ocsf"), lines),
+        (parse_destination(f"jsonl+http://127.0.0.1:{http.server_port}/in", "jsonl"), posted),
+    ]
+    try:
+        for destination, received in targets:
+            forwarder = Forwarder(sqlite_storage, destination, batch=50, interval=0.05)
+            forwarder.start()
+            try:
+                name = destination.name
+                wait_for(lambda: export_lag(sqlite_storage, name).events == 0)  # noqa: B023
+            finally:
+                forwarder.close()
+            wait_for(lambda: len(received) >= 120)  # noqa: B023 (waited for here)
+    finally:
+        http.shutdown()
+        http.server_close()
+        listener.close()
+    assert {json.loads(line)["class_uid"] for line in lines} == {3002} and len(lines) == 120
+    assert len({json.loads(line)["id"] for line in posted}) == len(posted) == 120
