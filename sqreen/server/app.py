@@ -15,6 +15,8 @@ Routes:
 - ``GET /v1/actions``: the action set alone, or a long-poll for its next change.
 - ``GET /livez`` (the process answers) and ``GET /readyz`` (a write and read back of the
   database within 2 s, else 503 naming what failed): probes for load balancers, no key.
+- ``GET /metrics``: Prometheus' text format (:mod:`.metrics`), for an admin key or the
+  ``--metrics-token``.
 - ``GET /v1/blocks`` (``?all=1`` to include lifted and expired ones), ``POST /v1/blocks``,
   ``DELETE /v1/blocks/{id}``: blocks by hand, for the explorer and the playbooks. A POST on
   a target an active block covers answers that block (200, ``"outcome": "extended"`` or
@@ -28,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -42,7 +45,7 @@ from starlette.routing import BaseRoute, Route
 
 from .action_cache import unchanged
 from .actions import MAX_POLLS_PER_KEY, MAX_WAIT, POLL_AGAIN, ActionFeed, TooManyPolls
-from .auth import CACHE_TTL, KeyChecker
+from .auth import CACHE_TTL, KeyChecker, authenticate
 from .blocks import (
     MAX_ACTIVE_BLOCKS,
     BlockLimitReached,
@@ -55,10 +58,18 @@ from .blocks import (
 from .errors import EXCEPTION_HANDLERS, ApiError, QuietDisconnects
 from .ingest import MAX_BODY_BYTES, Held, heartbeat, parse_json, read_body
 from .intel import DEFAULT_MAX_SPEED, ImpossibleTravel, IpIntel, Reputation
+from .logs import RequestIds
+from .metrics import (
+    METRICS_ROUTES,
+    count_refusals,
+    count_rejected,
+    observe_batch,
+    worker_stopped,
+)
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
 from .probes import PROBE_ROUTES
-from .storage import AGENT_TTL, ApiKey, Storage
+from .storage import AGENT_TTL, Storage
 
 __all__ = ["create_app"]
 
@@ -75,36 +86,24 @@ REBALANCE_BACKLOG = 1
 T = TypeVar("T")
 
 
-async def authenticate(request: Request, *, admin: bool = False) -> ApiKey:
-    """The API key of this request, or a 401; with ``admin``, a 403 for an ingest key."""
-    checker: KeyChecker = request.app.state.keys
-    header = request.headers.get("authorization")
-    key = checker.cached(header)
-    if key is None:
-        key = await run_in_threadpool(checker.check, header)
-    if admin and key.scope != "admin":
-        raise ApiError(
-            403,
-            f"key #{key.id} may send events only: this needs a key made with "
-            "`sqreen keys create --scope admin`",
-            headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
-        )
-    return key
-
-
 async def events_endpoint(request: Request) -> Response:
     key = await authenticate(request)
-    body = await read_body(request, request.app.state.max_body_bytes)
     pipeline: IngestPipeline = request.app.state.pipeline
-    reply, held = await _one_at_a_time(request, partial(pipeline.ingest, key_id=key.id), body)
-    return await _with_actions(request, reply, held, _rebalance(request))
+    with count_refusals():
+        body = await read_body(request, request.app.state.max_body_bytes)
+        started = time.perf_counter()
+        reply, held = await _one_at_a_time(request, partial(pipeline.ingest, key_id=key.id), body)
+    response = await _with_actions(request, reply, held, _rebalance(request))
+    observe_batch(reply["accepted"], reply["duplicates"], time.perf_counter() - started)
+    return response
 
 
 async def heartbeat_endpoint(request: Request) -> Response:
     key = await authenticate(request)
-    body = await read_body(request, request.app.state.max_body_bytes)
     handle = partial(heartbeat, request.app.state.storage, key_id=key.id)
-    held = await _one_at_a_time(request, handle, body)
+    with count_refusals():
+        body = await read_body(request, request.app.state.max_body_bytes)
+        held = await _one_at_a_time(request, handle, body)
     return await _with_actions(request, {}, held)
 
 
@@ -258,6 +257,7 @@ API_ROUTES: Sequence[BaseRoute] = (
     Route("/v1/blocks/{block_id}", delete_block_endpoint, methods=["DELETE"]),
     Route("/healthz", health_endpoint, methods=["GET"]),
     *PROBE_ROUTES,
+    *METRICS_ROUTES,
 )
 
 
@@ -292,6 +292,7 @@ def create_app(
     notifier: Notifier | None = None,
     max_blocks: int | None = MAX_ACTIVE_BLOCKS,
     max_polls_per_key: int = MAX_POLLS_PER_KEY,
+    metrics_token: str | None = None,
 ) -> Starlette:
     """The collector app. ``routes`` are added after the API's (the explorer mounts there);
     with ``retention_days``, events received longer ago than that are purged every
@@ -304,7 +305,7 @@ def create_app(
     keep them). ``playbooks`` adds the playbooks' hook (webhooks posted by ``notifier``, or
     one made for them). At most ``max_blocks`` blocks are in force at once (None: no limit),
     and an API key holds at most ``max_polls_per_key`` action long-polls at once (see
-    :mod:`.actions`)."""
+    :mod:`.actions`). ``GET /metrics`` takes an admin key, or ``metrics_token``."""
     blocks = BlockService(storage, max_blocks)
     if enrichers is None:
         if ip_intel is None:
@@ -362,23 +363,25 @@ def create_app(
                 notifier.close()
             if owns_storage:
                 storage.close()
+            worker_stopped()
 
     app = Starlette(
         routes=[*API_ROUTES, *routes],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[Middleware(QuietDisconnects)],
+        middleware=[Middleware(RequestIds), Middleware(QuietDisconnects)],
         lifespan=lifespan,
     )
     app.state.storage = storage
     app.state.blocks = blocks
     app.state.ip_intel = ip_intel
     app.state.pipeline = IngestPipeline(
-        storage, enrichers=enrichers, hooks=hooks, actions=feed.reply
+        storage, enrichers=enrichers, hooks=hooks, actions=feed.reply, on_rejected=count_rejected
     )
     app.state.actions = feed
     app.state.playbooks = source
     app.state.notifier = notifier
     app.state.keys = KeyChecker(storage, key_cache_ttl)
     app.state.max_body_bytes = max_body_bytes
+    app.state.metrics_token = metrics_token
     app.state.rebalance = workers > 1
     return app
