@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sqreen.server.auth import hash_token, new_token
 from sqreen.server.ingest import MAX_BODY_BYTES
+from sqreen.server.playbooks import TEMPLATES
 from sqreen.server.storage import open_storage
 from tests.server.conftest import Collector, ServeProcess, envelope, wire_event
 
@@ -23,16 +24,8 @@ pytestmark = pytest.mark.slow
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
 METRICS_TOKEN = "metrics-" + "x" * 24
-PLAYBOOK = """
-[[playbook]]
-id = "brute-force-ip"
-events = ["auth.login.failure"]
-group_by = "ip"
-threshold = 5
-window = "5m"
-action = "block_ip"
-duration = "1h"
-"""
+#: The first template alone (brute-force-ip: 5 login failures of an IP in 5 min block it).
+PLAYBOOK = "[[playbook]]" + TEMPLATES.split("[[playbook]]")[1]
 BATCHES, PER_BATCH = 6, 10
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
