@@ -96,7 +96,7 @@ def main() -> None:
             ip = f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"
             storage.place_block(BlockSpec("block_ip", None, ip, None, "bench", "bench"))
         for i in range(args.agents):
-            storage.record_heartbeat(Heartbeat("app", f"host{i}", i, None, None, None, {}, 0))
+            storage.record_heartbeat(Heartbeat("app", f"host{i}", i, None, None, None, {}))
         times = []
         for _ in range(args.rounds):
             start = time.process_time()

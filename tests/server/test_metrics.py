@@ -7,6 +7,7 @@ import gzip
 import json
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,12 @@ import httpx2 as httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sqreen._wire import parse_event
 from sqreen.server.auth import hash_token, new_token
 from sqreen.server.ingest import MAX_BODY_BYTES
 from sqreen.server.playbooks import TEMPLATES
-from sqreen.server.storage import open_storage
-from tests.server.conftest import Collector, ServeProcess, envelope, wire_event
+from sqreen.server.storage import Storage, open_storage
+from tests.server.conftest import Clock, Collector, ServeProcess, envelope, wire_event
 
 pytestmark = pytest.mark.slow
 
@@ -193,3 +195,16 @@ def test_metrics_in_one_process_and_its_keys(collector: Collector) -> None:
     assert delta("sqreen_events_rejected_total", ("reason", "empty")) == 1
     assert delta("sqreen_ingest_batch_seconds_count") == 1
     assert after["sqreen_ingest_lag_seconds", ()] >= 0
+
+
+def test_the_database_size_and_its_newest_event(storage: Storage, clock: Clock) -> None:
+    """What the scrape-time gauges read, on both back ends."""
+    assert storage.newest_received_at() is None
+    empty = storage.database_bytes()
+    assert empty > 0
+    first = storage.insert_events([parse_event(wire_event())])
+    clock.advance(minutes=5)
+    last = storage.insert_events([parse_event(wire_event()) for _ in range(2000)])
+    assert last.received_at >= first.received_at + timedelta(minutes=5)
+    assert storage.newest_received_at() == last.received_at
+    assert storage.database_bytes() > empty
