@@ -309,8 +309,13 @@ def main() -> None:
         codes = [("tree", ROOT)]
         if args.compare:
             codes.append((args.compare, exported(args.compare, Path(tmp) / "compared")))
+        # Odd rounds run the codes in reverse order: neither always runs first after a pause.
         cases = [
-            (w, m, c) for _ in range(args.rounds) for w in counts for m in modes for c in codes
+            (w, m, c)
+            for r in range(args.rounds)
+            for w in counts
+            for m in modes
+            for c in (codes if r % 2 == 0 else codes[::-1])
         ]
         if args.only in (None, "sqlite"):
             for n, (w, armed, code) in enumerate(cases):
