@@ -42,6 +42,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from .action_cache import unchanged
 from .actions import MAX_POLLS_PER_KEY, MAX_WAIT, POLL_AGAIN, ActionFeed, TooManyPolls
@@ -273,6 +274,14 @@ async def _every(seconds: float, job: Callable[[], int], done: str) -> None:
         await asyncio.sleep(seconds)
 
 
+class _Collector(Starlette):
+    """Starlette with each request's id (:mod:`.logs`) given outside all else: Starlette
+    puts its error handler outermost, and a 500 it answers should carry the id too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestIds(super().build_middleware_stack())
+
+
 def create_app(
     storage: Storage,
     *,
@@ -365,10 +374,10 @@ def create_app(
                 storage.close()
             worker_stopped()
 
-    app = Starlette(
+    app = _Collector(
         routes=[*API_ROUTES, *routes],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[Middleware(RequestIds), Middleware(QuietDisconnects)],
+        middleware=[Middleware(QuietDisconnects)],
         lifespan=lifespan,
     )
     app.state.storage = storage

@@ -11,8 +11,14 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.testclient import TestClient
 
+from sqreen.server.app import create_app
 from sqreen.server.logs import REQUEST_ID, JsonFormatter
+from sqreen.server.storage import Storage
 from tests.server.conftest import ServeProcess, add_key, envelope, wire_event
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
@@ -57,6 +63,18 @@ def test_json_lines_with_request_ids(
     assert access["r-1"]["status"] == 401
     assert all(access[rid]["path"] == "/livez" for rid in replaced)
     assert "xxxxxxxxxx" not in text and 'q\\"uote' not in text and "a b" not in text
+
+
+def test_a_500_carries_the_request_id(sqlite_storage: Storage) -> None:
+    """Starlette answers a 500 outside its middleware: the id is given outside that."""
+
+    async def boom(request: Request) -> Response:
+        raise RuntimeError("boom")
+
+    app = create_app(sqlite_storage, routes=[Route("/boom", boom)], explorer=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        reply = client.get("/boom", headers={"X-Request-ID": "r-500"})
+    assert (reply.status_code, reply.headers["x-request-id"]) == (500, "r-500")
 
 
 def test_json_formatter_carries_the_request_id_and_the_traceback() -> None:
