@@ -19,7 +19,12 @@ would. CPU seconds are read from /proc during the timed part: the collector's pr
 ("other": PostgreSQL's own processes, and anything else running, which makes a figure
 unreliable when it is large).
 
-Run: ``.venv/bin/python bench/bench_ingest.py [--events 100000] [--senders 8] [--workers 1,2]``.
+With ``--compare REV``, every case runs twice a round, alternating: the collector of the
+working tree, and that of git revision ``REV`` (its files exported to a temporary directory
+and run from there): what a change costs, measured under the same load.
+
+Run: ``.venv/bin/python bench/bench_ingest.py [--events 100000] [--senders 8] [--workers 1,2]
+[--compare main --rounds 3]``.
 """
 
 from __future__ import annotations
@@ -109,10 +114,14 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def collector(
-    db: str, workers: int = 1, playbooks: str | None = None, extra: Sequence[str] = ()
+    db: str,
+    workers: int = 1,
+    playbooks: str | None = None,
+    extra: Sequence[str] = (),
+    root: Path = ROOT,
 ) -> Iterator[tuple[str, str, int]]:
     """A ``sqreen serve`` subprocess on ``db`` (with the playbook file ``playbooks``, and the
-    options ``extra``); yields (endpoint, token, its pid)."""
+    options ``extra``), of the code in ``root``; yields (endpoint, token, its pid)."""
     token = new_token()
     storage = open_storage(db)
     storage.create_key("bench", hash_token(token))
@@ -136,7 +145,7 @@ def collector(
             *(["--playbooks", playbooks] if playbooks else []),
             *extra,
         ],
-        cwd=ROOT,
+        cwd=root,  # python -m puts it first on the path
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
@@ -212,11 +221,16 @@ def machine_busy() -> float:
 
 
 def run(
-    db: str, label: str, workers: int, args: argparse.Namespace, playbooks: str | None = None
+    db: str,
+    label: str,
+    workers: int,
+    args: argparse.Namespace,
+    playbooks: str | None = None,
+    code: tuple[str, Path] = ("tree", ROOT),
 ) -> dict[str, object]:
     bodies = batches(args.events, f"{label}-{workers}-{os.getpid()}", args.mix)
     warmup = batches(BATCH * args.senders, f"warmup-{label}-{workers}", args.mix)
-    with collector(db, workers, playbooks) as (endpoint, token, pid):
+    with collector(db, workers, playbooks, root=code[1]) as (endpoint, token, pid):
         send_all(endpoint, token, warmup, args.senders)
         before, busy, mine = tree_cpu(pid), machine_busy(), time.process_time()
         elapsed = send_all(endpoint, token, bodies, args.senders)
@@ -229,6 +243,7 @@ def run(
     if stored != args.events + len(warmup) * BATCH:
         raise RuntimeError(f"{label}: {stored} events stored, expected more")
     return {
+        "code": code[0],
         "back end": label,
         "playbooks": "templates" if playbooks else "none",
         "mix": args.mix,
@@ -241,6 +256,16 @@ def run(
         "senders CPU s": f"{mine:.1f}",
         "other CPU s": f"{max(0.0, busy - cpu - mine):.1f}",
     }
+
+
+def exported(rev: str, into: Path) -> Path:
+    """The files of git revision ``rev`` of this repository, in ``into``."""
+    into.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", rev], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 @contextlib.contextmanager
@@ -270,6 +295,9 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=1, help="repeat each case, interleaved")
     parser.add_argument(
+        "--compare", metavar="REV", help="alternate each case with the collector of git REV"
+    )
+    parser.add_argument(
         "--mix",
         choices=["attack", "typical"],
         default="attack",
@@ -283,17 +311,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "playbooks.toml"
         path.write_text(TEMPLATES)
-        cases = [(w, m) for _ in range(args.rounds) for w in counts for m in modes]
+        codes = [("tree", ROOT)]
+        if args.compare:
+            codes.append((args.compare, exported(args.compare, Path(tmp) / "compared")))
+        # Odd rounds run the codes in reverse order: neither always runs first after a pause.
+        cases = [
+            (w, m, c)
+            for r in range(args.rounds)
+            for w in counts
+            for m in modes
+            for c in (codes if r % 2 == 0 else codes[::-1])
+        ]
         if args.only in (None, "sqlite"):
-            for n, (w, armed) in enumerate(cases):
+            for n, (w, armed, code) in enumerate(cases):
                 db = str(Path(tmp) / f"bench-{n}.db")
-                rows.append(run(db, "sqlite", w, args, str(path) if armed else None))
+                rows.append(run(db, "sqlite", w, args, str(path) if armed else None, code))
         if args.only in (None, "postgres"):
             with postgres() as fresh:
                 if fresh is None:
                     print("PostgreSQL not installed: skipped", file=sys.stderr)
-                for w, armed in cases if fresh else ():
-                    rows.append(run(fresh(), "postgresql", w, args, str(path) if armed else None))
+                for w, armed, code in cases if fresh else ():
+                    book = str(path) if armed else None
+                    rows.append(run(fresh(), "postgresql", w, args, book, code))
     print(
         f"\nbatches of {BATCH} gzipped events, {args.senders} concurrent senders, "
         f"{os.cpu_count()} CPUs"

@@ -15,6 +15,8 @@ Routes:
 - ``GET /v1/actions``: the action set alone, or a long-poll for its next change.
 - ``GET /livez`` (the process answers) and ``GET /readyz`` (a write and read back of the
   database within 2 s, else 503 naming what failed): probes for load balancers, no key.
+- ``GET /metrics``: Prometheus' text format (:mod:`.metrics`), for an admin key or the
+  ``--metrics-token``.
 - ``GET /v1/blocks`` (``?all=1`` to include the newest lifted and expired ones, ``limit=``
   of them, 1000 by default), ``POST /v1/blocks``,
   ``DELETE /v1/blocks/{id}``: blocks by hand, for the explorer and the playbooks. A POST on
@@ -29,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -40,10 +43,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from .action_cache import unchanged
 from .actions import MAX_POLLS_PER_KEY, MAX_WAIT, POLL_AGAIN, ActionFeed, TooManyPolls
-from .auth import CACHE_TTL, KeyChecker
+from .auth import CACHE_TTL, KeyChecker, authenticate
 from .blocks import (
     ENDED_LISTED,
     MAX_ACTIVE_BLOCKS,
@@ -58,10 +62,18 @@ from .blocks import (
 from .errors import EXCEPTION_HANDLERS, ApiError, QuietDisconnects
 from .ingest import MAX_BODY_BYTES, Held, heartbeat, parse_json, read_body
 from .intel import DEFAULT_MAX_SPEED, ImpossibleTravel, IpIntel, Reputation
+from .logs import RequestIds
+from .metrics import (
+    METRICS_ROUTES,
+    count_refusals,
+    count_rejected,
+    observe_batch,
+    worker_stopped,
+)
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
 from .probes import PROBE_ROUTES
-from .storage import AGENT_TTL, ApiKey, Storage
+from .storage import AGENT_TTL, Storage
 
 if TYPE_CHECKING:  # imported by `sqreen serve --export` only (protobuf's import is not free)
     from .export import Forwarder
@@ -81,36 +93,24 @@ REBALANCE_BACKLOG = 1
 T = TypeVar("T")
 
 
-async def authenticate(request: Request, *, admin: bool = False) -> ApiKey:
-    """The API key of this request, or a 401; with ``admin``, a 403 for an ingest key."""
-    checker: KeyChecker = request.app.state.keys
-    header = request.headers.get("authorization")
-    key = checker.cached(header)
-    if key is None:
-        key = await run_in_threadpool(checker.check, header)
-    if admin and key.scope != "admin":
-        raise ApiError(
-            403,
-            f"key #{key.id} may send events only: this needs a key made with "
-            "`sqreen keys create --scope admin`",
-            headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
-        )
-    return key
-
-
 async def events_endpoint(request: Request) -> Response:
     key = await authenticate(request)
-    body = await read_body(request, request.app.state.max_body_bytes)
     pipeline: IngestPipeline = request.app.state.pipeline
-    reply, held = await _one_at_a_time(request, partial(pipeline.ingest, key_id=key.id), body)
-    return await _with_actions(request, reply, held, _rebalance(request))
+    with count_refusals():
+        body = await read_body(request, request.app.state.max_body_bytes)
+        started = time.perf_counter()
+        reply, held = await _one_at_a_time(request, partial(pipeline.ingest, key_id=key.id), body)
+    response = await _with_actions(request, reply, held, _rebalance(request))
+    observe_batch(reply["accepted"], reply["duplicates"], time.perf_counter() - started)
+    return response
 
 
 async def heartbeat_endpoint(request: Request) -> Response:
     key = await authenticate(request)
-    body = await read_body(request, request.app.state.max_body_bytes)
     handle = partial(heartbeat, request.app.state.storage, key_id=key.id)
-    held = await _one_at_a_time(request, handle, body)
+    with count_refusals():
+        body = await read_body(request, request.app.state.max_body_bytes)
+        held = await _one_at_a_time(request, handle, body)
     return await _with_actions(request, {}, held)
 
 
@@ -265,6 +265,7 @@ API_ROUTES: Sequence[BaseRoute] = (
     Route("/v1/blocks/{block_id}", delete_block_endpoint, methods=["DELETE"]),
     Route("/healthz", health_endpoint, methods=["GET"]),
     *PROBE_ROUTES,
+    *METRICS_ROUTES,
 )
 
 
@@ -278,6 +279,14 @@ async def _every(seconds: float, job: Callable[[], int], done: str) -> None:
         except Exception:
             logger.exception("sqreen: periodic job %r failed", job)
         await asyncio.sleep(seconds)
+
+
+class _Collector(Starlette):
+    """Starlette with each request's id (:mod:`.logs`) given outside all else: Starlette
+    puts its error handler outermost, and a 500 it answers should carry the id too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestIds(super().build_middleware_stack())
 
 
 def create_app(
@@ -300,6 +309,7 @@ def create_app(
     max_blocks: int | None = MAX_ACTIVE_BLOCKS,
     max_polls_per_key: int = MAX_POLLS_PER_KEY,
     forwarder: Forwarder | None = None,
+    metrics_token: str | None = None,
 ) -> Starlette:
     """The collector app. ``routes`` are added after the API's (the explorer mounts there);
     with ``retention_days``, events received longer ago than that are purged every
@@ -313,7 +323,8 @@ def create_app(
     one made for them). At most ``max_blocks`` blocks are in force at once (None: no limit),
     and an API key holds at most ``max_polls_per_key`` action long-polls at once (see
     :mod:`.actions`). ``forwarder`` (``--export``) runs from startup to shutdown, off the
-    ingest path (:mod:`.export.forwarder`)."""
+    ingest path (:mod:`.export.forwarder`). ``GET /metrics`` takes an admin key, or
+    ``metrics_token``."""
     blocks = BlockService(storage, max_blocks)
     if enrichers is None:
         if ip_intel is None:
@@ -375,8 +386,9 @@ def create_app(
                 notifier.close()
             if owns_storage:
                 storage.close()
+            worker_stopped()
 
-    app = Starlette(
+    app = _Collector(
         routes=[*API_ROUTES, *routes],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[Middleware(QuietDisconnects)],
@@ -386,7 +398,7 @@ def create_app(
     app.state.blocks = blocks
     app.state.ip_intel = ip_intel
     app.state.pipeline = IngestPipeline(
-        storage, enrichers=enrichers, hooks=hooks, actions=feed.reply
+        storage, enrichers=enrichers, hooks=hooks, actions=feed.reply, on_rejected=count_rejected
     )
     app.state.actions = feed
     app.state.playbooks = source
@@ -394,5 +406,6 @@ def create_app(
     app.state.forwarder = forwarder
     app.state.keys = KeyChecker(storage, key_cache_ttl)
     app.state.max_body_bytes = max_body_bytes
+    app.state.metrics_token = metrics_token
     app.state.rebalance = workers > 1
     return app

@@ -16,10 +16,13 @@ import threading
 import time
 from typing import Final, NamedTuple
 
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
 from .errors import ApiError
 from .storage import ApiKey, ControlStore
 
-__all__ = ["TOKEN_PREFIX", "KeyChecker", "hash_token", "new_token"]
+__all__ = ["TOKEN_PREFIX", "KeyChecker", "authenticate", "hash_token", "new_token"]
 
 TOKEN_PREFIX: Final = "sqk_"
 CACHE_TTL: Final = 2.0
@@ -90,3 +93,20 @@ class KeyChecker:
         if len(token) > MAX_TOKEN_CHARS:
             raise _unauthorized("invalid or revoked API key", "invalid_token")
         return token
+
+
+async def authenticate(request: Request, *, admin: bool = False) -> ApiKey:
+    """The API key of this request, or a 401; with ``admin``, a 403 for an ingest key."""
+    checker: KeyChecker = request.app.state.keys
+    header = request.headers.get("authorization")
+    key = checker.cached(header)
+    if key is None:
+        key = await run_in_threadpool(checker.check, header)
+    if admin and key.scope != "admin":
+        raise ApiError(
+            403,
+            f"key #{key.id} may send events only: this needs a key made with "
+            "`sqreen keys create --scope admin`",
+            headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
+        )
+    return key

@@ -10,10 +10,12 @@ import gc
 import ipaddress
 import json
 import logging
+import logging.config
 import os
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import click
@@ -30,6 +32,7 @@ from .auth import hash_token, new_token
 from .connections import PROTOCOL, ConnectionLimits, fit_to_open_files
 from .explorer._cli import admin_password, explorer_startup
 from .intel import DEFAULT_MAX_SPEED, GeoIpError, IpIntel, Reputation
+from .logs import LOG_FORMATS, json_log_config
 from .playbooks import PlaybookError, PlaybookSource
 from .storage import AGENT_TTL, KEY_SCOPES, KeyScope, Storage
 
@@ -128,12 +131,26 @@ def main() -> None:
     "0 turns it off.",
 )
 @export_options
+@click.option(
+    "--metrics-token",
+    envvar="SQREEN_METRICS_TOKEN",
+    help="A bearer token for GET /metrics alone, for Prometheus (an admin key works too; "
+    "env: SQREEN_METRICS_TOKEN).",
+)
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @click.option(
     "--log-level",
     default="info",
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+@click.option(
+    "--log-format",
+    envvar="SQREEN_LOG_FORMAT",
+    default="text",
+    show_default=True,
+    type=click.Choice(LOG_FORMATS),
+    help="json: every log line one JSON object, with the request id (env: SQREEN_LOG_FORMAT).",
 )
 def serve(
     db: str,
@@ -152,21 +169,26 @@ def serve(
     travel_speed: float,
     export_url: str | None,
     export_format: str,
+    metrics_token: str | None,
     access_log: bool,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run the collector (SDKs send to http://HOST:PORT)."""
     import uvicorn
 
-    from .app import create_app
-
+    say: Callable[[str], object] = partial(click.echo, err=True)
+    log_config = None
+    if log_format == "json":  # what serve says at start is logged too, as JSON
+        log_config = json_log_config(log_level)
+        logging.config.dictConfig(log_config)
+        say = logging.getLogger("sqreen.server").warning
     source = _playbook_source(playbooks_file)  # a bad file stops here, with its line
     fitted = fit_to_open_files(max_connections)
     if fitted < max_connections:
-        click.echo(
+        say(
             f"--max-connections lowered to {fitted}: the open-file limit (ulimit -n) leaves "
-            "no room for more",
-            err=True,
+            "no room for more"
         )
     ConnectionLimits(fitted, header_timeout, body_timeout).export()  # for every process
     limits = {"max_blocks": max_blocks, "max_polls_per_key": max_polls_per_key}
@@ -174,13 +196,10 @@ def serve(
     target = destination(export_url, export_format)  # and a bad --export
     with opened(db) as storage:
         if not any(k.revoked_at is None for k in storage.list_keys()):
-            click.echo("no API key yet: create one with `sqreen keys create`", err=True)
+            say("no API key yet: create one with `sqreen keys create`")
         if not _is_loopback(host):
-            click.echo(
-                f"listening on {host}: put HTTPS (a reverse proxy) in front of the collector",
-                err=True,
-            )
-        explorer_startup(storage, f"http://{host}:{port}")
+            say(f"listening on {host}: put HTTPS (a reverse proxy) in front of the collector")
+        explorer_startup(storage, f"http://{host}:{port}", say)
         logging.getLogger("sqreen").setLevel(log_level.upper())
         options: dict[str, Any] = {
             "host": host,
@@ -200,7 +219,12 @@ def serve(
             "loop": "asyncio",
             "timeout_keep_alive": timeout_keep_alive,
         }
+        if log_config is not None:
+            options["log_config"] = log_config
         if workers == 1:
+            # One process: prometheus_client counts in memory (it is imported here, with app).
+            from .app import create_app
+
             app = create_app(
                 storage,
                 retention_days=retention_days or None,
@@ -210,6 +234,7 @@ def serve(
                 ip_intel=_ip_intel(geoip_dbs, storage),
                 travel_speed=travel_speed or None,
                 forwarder=forwarder(storage, db, target),
+                metrics_token=metrics_token,
             )
             _reload_on_sighup(source)
             gc.freeze()  # what startup built lives on: keep the collector's scans off it (-3% CPU)
@@ -226,9 +251,14 @@ def serve(
             "geoip": list(geoip_dbs),
             "travel_speed": travel_speed or None,
             "export": [export_url, export_format] if export_url else None,
+            "metrics_token": metrics_token,
         }
     )
-    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
+    # Several processes: their counters in files of one directory, summed at each scrape.
+    from .metrics import multiprocess_dir
+
+    with multiprocess_dir():
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
 
 
 WORKER_ENV = "SQREEN_SERVE_WORKER"
@@ -254,6 +284,7 @@ def worker_app() -> Starlette:
         ip_intel=_ip_intel(config.get("geoip", ()), storage),
         travel_speed=config.get("travel_speed"),
         forwarder=forwarder(storage, config["db"], destination(*config["export"] or (None, ""))),
+        metrics_token=config.get("metrics_token"),
     )
     _reload_on_sighup(source)
     gc.freeze()

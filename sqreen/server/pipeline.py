@@ -61,6 +61,8 @@ class Batch:
     events: list[WireEvent]
     enrichment: list[dict[str, Any]]
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    #: The rule each rejected event broke (``InvalidEvent.rule``), aligned with ``rejected``.
+    reasons: list[str] = field(default_factory=list)
     #: The ``sq.identify`` records (a user's traits), kept out of ``events``.
     identities: list[WireEvent] = field(default_factory=list)
     #: The action set version the sending SDK holds (its reply says "unchanged" if current).
@@ -113,8 +115,11 @@ class IngestPipeline:
         enrichers: Sequence[Enricher] = (),
         hooks: Sequence[AfterStoreHook] = (),
         actions: Callable[[object], dict[str, Any]] | None = None,
+        on_rejected: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         self.storage = storage
+        #: Told the rules broken by the events each batch rejected (the metrics count them).
+        self.on_rejected = on_rejected
         self.enrichers = tuple(enrichers)
         self.hooks = tuple(hooks)
         #: The reply's action set, from the version the SDK holds (default: the whole set).
@@ -137,6 +142,8 @@ class IngestPipeline:
         self.enrich(batch)
         result = self.store(batch)
         self.after_store(batch, result)
+        if batch.reasons and self.on_rejected is not None:
+            self.on_rejected(batch.reasons)
         sent = result.seqs[: len(result.seqs) - batch.derived]
         duplicates = sent.count(None)
         reply = {
@@ -161,9 +168,11 @@ class IngestPipeline:
                 event = parse_event(raw)
             except InvalidEvent as exc:
                 batch.rejected.append({"index": index, "error": str(exc)})
+                batch.reasons.append(exc.rule)
             except Exception:  # a validation bug must not make the SDK retry this batch forever
                 logger.exception("sqreen: unexpected error validating event %d", index)
                 batch.rejected.append({"index": index, "error": "event: could not be validated"})
+                batch.reasons.append("unexpected")
             else:
                 if event["name"] in ALIASES:  # LiteSOC's other spellings: one name stored
                     event["name"] = ALIASES[event["name"]]

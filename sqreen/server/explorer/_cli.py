@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from functools import partial
 
 import click
 
@@ -37,8 +39,12 @@ def admin_password(password_stdin: bool, db: str) -> None:
     click.echo("admin password set: log in to the Event Explorer at /explorer/", err=True)
 
 
-def explorer_startup(storage: Storage, url: str) -> None:
-    """Apply ``SQREEN_ADMIN_PASSWORD`` and say where the explorer is (or how to unlock it)."""
+_ECHO: Callable[[str], object] = partial(click.echo, err=True)
+
+
+def explorer_startup(storage: Storage, url: str, say: Callable[[str], object] = _ECHO) -> None:
+    """Apply ``SQREEN_ADMIN_PASSWORD`` and ``say`` where the explorer is (or how to unlock
+    it): on stderr, or a log line with ``--log-format json``."""
     try:
         cookie_options()
         proxy_options()
@@ -49,11 +55,8 @@ def explorer_startup(storage: Storage, url: str) -> None:
     except ValueError as exc:
         raise click.ClickException(f"SQREEN_ADMIN_PASSWORD: {exc}") from None
     if changed:
-        click.echo("admin password set from SQREEN_ADMIN_PASSWORD", err=True)
+        say("admin password set from SQREEN_ADMIN_PASSWORD")
     if storage.get_setting(PASSWORD_SETTING) is None:
-        click.echo(
-            "no admin password yet: set one with `sqreen admin-password` to use the Event Explorer",
-            err=True,
-        )
+        say("no admin password yet: set one with `sqreen admin-password` to use the Event Explorer")
     else:
-        click.echo(f"Event Explorer: {url}/explorer/", err=True)
+        say(f"Event Explorer: {url}/explorer/")

@@ -220,6 +220,11 @@ class SqlStorage(
                     cur.execute(f"DELETE FROM {table} WHERE seq IN ({marks})", seqs)
             total += len(seqs)
 
+    def newest_received_at(self) -> datetime | None:
+        # By the primary key: one row read, however many events there are.
+        rows = self._read("SELECT received_at FROM events ORDER BY seq DESC LIMIT 1")
+        return from_us(rows[0][0]) if rows else None
+
     # -- API keys -----------------------------------------------------------------------
 
     def create_key(self, name: str, token_hash: str, scope: KeyScope = "ingest") -> ApiKey:

@@ -418,4 +418,12 @@ class ControlStore(Clocked, Protocol):
 class Storage(EventStore, ControlStore, Protocol):
     """Both stores on one database: what :func:`~sqreen.server.storage.open_storage` opens."""
 
+    def database_bytes(self) -> int:
+        """The database's size on disk (SQLite: its file and WAL; PostgreSQL: the database)."""
+        ...
+
+    def newest_received_at(self) -> datetime | None:
+        """When the newest stored event (the highest seq) was received; None without any."""
+        ...
+
     def close(self) -> None: ...

@@ -138,6 +138,10 @@ class PostgresStorage(SqlStorage):
         seqs = dict(zip((row.id for row in by_id), super()._insert_events(cur, by_id), strict=True))
         return [seqs[row.id] for row in rows]
 
+    def database_bytes(self) -> int:
+        (size,), *_ = self._read("SELECT pg_database_size(current_database())")
+        return int(size)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

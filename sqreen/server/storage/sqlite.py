@@ -202,6 +202,13 @@ class SQLiteStorage(SqlStorage):
             if conn is not None:
                 conn.close()
 
+    def database_bytes(self) -> int:
+        sizes = [_file_size(self.path + suffix) for suffix in ("", "-wal")]
+        if not sizes[0]:  # in memory
+            (pages, size), *_ = self._read("SELECT * FROM pragma_page_count, pragma_page_size")
+            return int(pages) * int(size)
+        return sum(sizes)
+
     def close(self) -> None:
         with self._pool_lock:
             idle, self._idle = self._idle, []
@@ -212,3 +219,10 @@ class SQLiteStorage(SqlStorage):
             if self._process_lock is not None:
                 os.close(self._process_lock)
                 self._process_lock = None
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
