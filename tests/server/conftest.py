@@ -19,7 +19,7 @@ from sqreen._event import format_timestamp
 from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
 from sqreen.server.storage import KeyScope, Storage, open_storage
-from tests._postgres import postgres_db, postgres_dsn  # noqa: F401 (fixtures)
+from tests._postgres import postgres_cluster, postgres_db, postgres_dsn  # noqa: F401 (fixtures)
 from tests.integrations._servers import UvicornThread, free_port
 
 _ids = itertools.count(1)
