@@ -23,6 +23,7 @@ from .._version import __version__
 from ._cli_blocks import block, blocks, max_blocks_option, unblock
 from ._cli_common import db_option, opened, when
 from ._cli_events import events, import_
+from ._cli_https import https_options, https_settings
 from ._cli_playbooks import alerts, playbooks
 from .actions import MAX_POLLS_PER_KEY
 from .auth import hash_token, new_token
@@ -126,6 +127,7 @@ def main() -> None:
     "are further apart than this speed in km/h allows add a security.impossible_travel event. "
     "0 turns it off.",
 )
+@https_options
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @click.option(
     "--log-level",
@@ -148,15 +150,20 @@ def serve(
     max_blocks: int,
     geoip_dbs: tuple[str, ...],
     travel_speed: float,
+    ssl_certfile: str | None,
+    ssl_keyfile: str | None,
+    forwarded_allow_ips: str | None,
     access_log: bool,
     log_level: str,
 ) -> None:
-    """Run the collector (SDKs send to http://HOST:PORT)."""
+    """Run the collector (SDKs send to http://HOST:PORT, or https:// with --ssl-certfile)."""
     import uvicorn
 
     from .app import create_app
 
     source = _playbook_source(playbooks_file)  # a bad file stops here, with its line
+    https = https_settings(ssl_certfile, ssl_keyfile, forwarded_allow_ips)  # and bad TLS files
+    tls = "ssl_certfile" in https
     fitted = fit_to_open_files(max_connections)
     if fitted < max_connections:
         click.echo(
@@ -170,12 +177,13 @@ def serve(
     with opened(db) as storage:
         if not any(k.revoked_at is None for k in storage.list_keys()):
             click.echo("no API key yet: create one with `sqreen keys create`", err=True)
-        if not _is_loopback(host):
+        if not tls and not _is_loopback(host):
             click.echo(
-                f"listening on {host}: put HTTPS (a reverse proxy) in front of the collector",
+                f"listening on {host}: serve HTTPS (--ssl-certfile, or a reverse proxy in "
+                "front of the collector)",
                 err=True,
             )
-        explorer_startup(storage, f"http://{host}:{port}")
+        explorer_startup(storage, f"{'https' if tls else 'http'}://{host}:{port}")
         logging.getLogger("sqreen").setLevel(log_level.upper())
         options: dict[str, Any] = {
             "host": host,
@@ -194,6 +202,7 @@ def serve(
             # handler; uvloop (picked by uvicorn when installed) reports those its own way.
             "loop": "asyncio",
             "timeout_keep_alive": timeout_keep_alive,
+            **https,
         }
         if workers == 1:
             app = create_app(
