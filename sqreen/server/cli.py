@@ -20,6 +20,7 @@ import click
 from starlette.applications import Starlette
 
 from .._version import __version__
+from ._cli_backup import backup, restore
 from ._cli_blocks import block, blocks, max_blocks_option, unblock
 from ._cli_common import db_option, opened, when
 from ._cli_events import events, import_
@@ -370,3 +371,5 @@ main.add_command(import_)
 main.add_command(admin_password)
 main.add_command(playbooks)
 main.add_command(alerts)
+main.add_command(backup)
+main.add_command(restore)
