@@ -81,7 +81,7 @@ def _copy(
         raise SystemExit(2)
     try:
         return copy(source, target, force=force, step_pages=step_pages, progress=_reporter())
-    except BackupError as exc:
+    except (BackupError, OSError) as exc:  # OSError: the rename or a sync refused
         raise click.ClickException(str(exc)) from None
 
 

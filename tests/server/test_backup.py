@@ -158,3 +158,13 @@ def test_restore_refuses_a_damaged_backup_a_foreign_file_or_a_newer_schema(
     code, output = run("restore", str(foreign), "--db", target)
     assert code == 1 and "not a sqreen database" in output
     assert not Path(target).exists()
+
+
+def test_a_target_that_cannot_be_written_is_an_error_not_a_traceback(backed_up: Path) -> None:
+    nowhere = str(backed_up.parent / "missing" / "x.db")
+    for args in (
+        ("backup", nowhere, "--db", str(backed_up)),
+        ("restore", str(backed_up), "--db", nowhere),
+    ):
+        code, output = run(*args)
+        assert code == 1 and output.startswith(f"Error: cannot open '{nowhere}.tmp'"), output

@@ -128,7 +128,10 @@ def _refuse_existing(target: str, force: bool, first: str) -> None:
 
 @contextlib.contextmanager
 def _connect(path: str, *, uri: bool = False) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, uri=uri)
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, uri=uri)
+    except sqlite3.OperationalError as exc:  # no such directory, no permission
+        raise BackupError(f"cannot open {path!r}: {exc}") from None
     try:
         yield conn
     finally:
