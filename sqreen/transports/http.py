@@ -48,7 +48,7 @@ class HTTPTransport:
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.token = token
-        self.verify = trust(ca_bundle)
+        self.verify = trust(ca_bundle) if self.endpoint.startswith("https://") else True
         self.timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
         # httpx2 logs every request at INFO: in an app that logs at INFO that is a line per
         # flush. Quiet unless the app set a level for it.
@@ -146,6 +146,13 @@ def trust(ca_bundle: str | None) -> ssl.SSLContext | bool:
     them for a private CA expects every client of the machine to."""
     path = ca_bundle or os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")
     if not path:
+        return True
+    if not os.path.exists(path):  # ca_bundle is checked with the config: the environment's
+        logger.warning(
+            "sqreen: SSL_CERT_FILE or SSL_CERT_DIR names %r, which does not exist: "
+            "the system's CAs are used",
+            path,
+        )
         return True
     if os.path.isdir(path):
         return ssl.create_default_context(capath=path)

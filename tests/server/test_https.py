@@ -160,3 +160,13 @@ def test_forwarded_headers_are_believed_from_the_allowed_proxy_only(
 
     assert "; secure" in cookie_from(PROXY)
     assert "; secure" not in cookie_from("127.0.0.1")
+
+
+def test_a_stale_ssl_cert_file_is_warned_about_and_stops_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "gone.pem"))
+    HTTPTransport("http://127.0.0.1:1", None).close()  # plain HTTP never reads it
+    assert "SSL_CERT_FILE" not in caplog.text
+    assert HTTPTransport("https://127.0.0.1:1", None).verify is True  # the system's CAs
+    assert "does not exist: the system's CAs are used" in caplog.text
