@@ -26,6 +26,7 @@ RUNS: list[tuple[str, list[str]]] = [
     ("bench_explorer.py", ["--events", "200000"]),
     ("bench_login_flood.py", []),
     ("bench_enrich.py", ["--events", "20000", "--repeat", "3"]),
+    ("bench_backup.py", ["--events", "50000", "--rounds", "2", "--cap", "10"]),
 ]  # fmt: skip
 
 

@@ -64,7 +64,9 @@ def init(**options: Any) -> Client:
     ``max_queue_size`` (10 000), ``max_queue_bytes`` (16 MiB), ``max_retry_age`` (1 h),
     ``shutdown_timeout`` (2 s), ``trusted_proxies``, ``client_ip_header``
     (``X-Forwarded-For``), ``scrub_keys``, ``scrub_values``, ``max_body_size`` (64 KiB) and
-    ``transport`` (an object, ``http(s)://...``, ``file:///path.jsonl`` or ``memory:``).
+    ``transport`` (an object, ``http(s)://...``, ``file:///path.jsonl`` or ``memory:``) and
+    ``ca_bundle`` (the CAs of an ``https://`` collector: a PEM file or directory; else
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR``, else the system's).
     With no endpoint and no transport, events go to ``./sqreen-events.jsonl``.
 
     ``trusted_proxies``: the CIDRs of the proxies in front of the app, whose forwarded header

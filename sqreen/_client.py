@@ -76,7 +76,7 @@ class Client:
         self.transport = (
             NullTransport()
             if config.disable
-            else from_config(config.transport, config.endpoint, config.token)
+            else from_config(config.transport, config.endpoint, config.token, config.ca_bundle)
         )
         self.blocklist = Blocklist(config.trusted)
         self._new_ids()

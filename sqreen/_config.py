@@ -47,6 +47,11 @@ class Config:
     scrub_values: tuple[str, ...] = ()
     max_body_size: int = 64 * 1024
     transport: Any = None
+    #: The CAs an ``https://`` endpoint's certificate is checked against: a PEM file or a
+    #: directory of them (a private CA's, for a self-hosted collector). ``None``:
+    #: ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` when set (as OpenSSL and httpx read them), else
+    #: the system's store.
+    ca_bundle: str | None = None
     #: Track nothing: no thread, no file, no request overhead beyond a pass-through.
     disable: bool = False
     #: Where undelivered batches and the last action set are kept across restarts: True (a
@@ -143,6 +148,10 @@ def _checked(values: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, bool | str | os.PathLike) or value == "":
                 raise ConfigError("spool must be True, False or a directory path")
             values[name] = os.fspath(value) if isinstance(value, os.PathLike) else value
+        elif name == "ca_bundle" and value is not None:
+            if not isinstance(value, str | os.PathLike) or not os.path.exists(value):
+                raise ConfigError(f"ca_bundle must be a PEM file or a directory, not {value!r}")
+            values[name] = os.fspath(value)
         elif name == "block_on_start_timeout":
             number = _number(name, value, float, zero=True)
             if number > 60:

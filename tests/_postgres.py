@@ -2,12 +2,13 @@
 
 Use from a conftest.py::
 
-    from tests._postgres import postgres_dsn, fresh_database  # noqa: F401 (fixtures)
+    from tests._postgres import postgres_cluster, postgres_dsn, postgres_db  # noqa: F401
 
-``postgres_dsn`` (session scope) runs ``initdb`` and ``pg_ctl`` from Debian's
+``postgres_cluster`` (session scope) runs ``initdb`` and ``pg_ctl`` from Debian's
 ``/usr/lib/postgresql/*/bin`` (or ``$PATH``) once per session, on a free port of 127.0.0.1,
 with trust authentication, no fsync and its socket in its own temporary directory, and yields
-a DSN of its ``postgres`` database. ``initdb`` refuses to run as root, so as root the cluster
+a :class:`Cluster` (``stop()``/``start()`` for tests of a database restart); ``postgres_dsn``
+is the DSN of its ``postgres`` database. ``initdb`` refuses to run as root, so as root the cluster
 runs as the unprivileged ``nobody`` (through ``runuser``; no login shell needed). Without
 PostgreSQL the tests that use it skip, saying what to install, unless ``CI`` is set: there a
 missing database is a failure, not a silent skip.
@@ -28,11 +29,20 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-__all__ = ["cluster", "find_pg_bin", "fresh_database", "postgres_db", "postgres_dsn"]
+__all__ = [
+    "Cluster",
+    "cluster",
+    "find_pg_bin",
+    "fresh_database",
+    "postgres_cluster",
+    "postgres_db",
+    "postgres_dsn",
+]
 
 UNPRIVILEGED_USER = "nobody"
 _counter = itertools.count(1)
@@ -73,9 +83,35 @@ def _run(argv: list[str], what: str) -> None:
         raise RuntimeError(f"{what} failed ({proc.returncode}): {proc.stderr or proc.stdout}")
 
 
+@dataclass
+class Cluster:
+    """A running throwaway cluster: its DSN, and stop()/start() to take it down and bring it
+    back on the same port and data (as a restarted database server)."""
+
+    bin_dir: Path
+    data: Path
+    log: Path
+    options: str
+    dsn: str
+
+    def start(self) -> None:
+        pg_ctl = str(self.bin_dir / "pg_ctl")
+        _run(
+            [pg_ctl, "-D", str(self.data), "-l", str(self.log), "-o", self.options, "-w", "start"],
+            "pg_ctl start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """``fast`` ends every session (clients see their connections cut), as a restart does."""
+        _run(
+            [str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
+            "pg_ctl stop",
+        )
+
+
 @contextlib.contextmanager
-def cluster(bin_dir: Path) -> Iterator[str]:
-    """Run a throwaway cluster with the binaries of ``bin_dir``; yield its DSN."""
+def cluster(bin_dir: Path) -> Iterator[Cluster]:
+    """Run a throwaway cluster with the binaries of ``bin_dir``."""
     # In the system's temporary directory, not a test's own (TMPDIR is per test, and its
     # parent is root's alone: the unprivileged postgres user could not reach the cluster).
     root = Path(tempfile.mkdtemp(prefix="sqreen-pg-", dir=SYSTEM_TMP))
@@ -105,44 +141,35 @@ def cluster(bin_dir: Path) -> Iterator[str]:
             f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        _run(
-            [
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(root / "log"),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                "30",
-                "start",
-            ],
-            "pg_ctl start",
+        running = Cluster(
+            bin_dir, data, root / "log", options, f"postgresql://postgres@127.0.0.1:{port}/postgres"
         )
+        running.start()
         try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            yield running
         finally:
-            _run(
-                [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                "pg_ctl stop",
-            )
+            running.stop("immediate")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def postgres_dsn() -> Iterator[str]:
-    """The DSN of a throwaway cluster's ``postgres`` database, for the whole session."""
+def postgres_cluster() -> Iterator[Cluster]:
+    """The session's throwaway cluster (a test that stops it starts it again before it ends)."""
     bin_dir = find_pg_bin()
     if bin_dir is None:
         reason = "PostgreSQL is not installed (Debian: apt-get install postgresql)"
         if os.environ.get("CI"):
             pytest.fail(f"{reason}; CI is set, so this is a failure")
         pytest.skip(reason)
-    with cluster(bin_dir) as dsn:
-        yield dsn
+    with cluster(bin_dir) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(postgres_cluster: Cluster) -> str:
+    """The DSN of a throwaway cluster's ``postgres`` database, for the whole session."""
+    return postgres_cluster.dsn
 
 
 def fresh_database(dsn: str) -> str:

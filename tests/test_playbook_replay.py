@@ -31,7 +31,7 @@ pytest.importorskip("uvicorn")
 from sqreen.server.auth import hash_token, new_token
 from sqreen.server.playbooks import TEMPLATES, verify_signature
 from sqreen.server.storage import open_storage
-from tests._postgres import postgres_db, postgres_dsn  # noqa: F401 (fixtures)
+from tests._postgres import postgres_cluster, postgres_db, postgres_dsn  # noqa: F401 (fixtures)
 from tests.integrations._servers import ROOT, free_port, http_request, wait_for_port
 
 pytestmark = pytest.mark.slow

@@ -22,10 +22,12 @@ import click
 from starlette.applications import Starlette
 
 from .._version import __version__
+from ._cli_backup import backup, restore
 from ._cli_blocks import block, blocks, max_blocks_option, unblock
 from ._cli_common import db_option, opened, when
 from ._cli_events import events, import_
 from ._cli_export import destination, export, export_options, forwarder
+from ._cli_https import https_options, https_settings
 from ._cli_playbooks import alerts, playbooks
 from .actions import MAX_POLLS_PER_KEY
 from .auth import hash_token, new_token
@@ -137,6 +139,7 @@ def main() -> None:
     help="A bearer token for GET /metrics alone, for Prometheus (an admin key works too; "
     "env: SQREEN_METRICS_TOKEN).",
 )
+@https_options
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 @click.option(
     "--log-level",
@@ -170,11 +173,14 @@ def serve(
     export_url: str | None,
     export_format: str,
     metrics_token: str | None,
+    ssl_certfile: str | None,
+    ssl_keyfile: str | None,
+    forwarded_allow_ips: str | None,
     access_log: bool,
     log_level: str,
     log_format: str,
 ) -> None:
-    """Run the collector (SDKs send to http://HOST:PORT)."""
+    """Run the collector (SDKs send to http://HOST:PORT, or https:// with --ssl-certfile)."""
     import uvicorn
 
     say: Callable[[str], object] = partial(click.echo, err=True)
@@ -184,6 +190,8 @@ def serve(
         logging.config.dictConfig(log_config)
         say = logging.getLogger("sqreen.server").warning
     source = _playbook_source(playbooks_file)  # a bad file stops here, with its line
+    https = https_settings(ssl_certfile, ssl_keyfile, forwarded_allow_ips)  # and bad TLS files
+    tls = "ssl_certfile" in https
     fitted = fit_to_open_files(max_connections)
     if fitted < max_connections:
         say(
@@ -197,9 +205,12 @@ def serve(
     with opened(db) as storage:
         if not any(k.revoked_at is None for k in storage.list_keys()):
             say("no API key yet: create one with `sqreen keys create`")
-        if not _is_loopback(host):
-            say(f"listening on {host}: put HTTPS (a reverse proxy) in front of the collector")
-        explorer_startup(storage, f"http://{host}:{port}", say)
+        if not tls and not _is_loopback(host):
+            say(
+                f"listening on {host}: serve HTTPS (--ssl-certfile, or a reverse proxy in "
+                "front of the collector)"
+            )
+        explorer_startup(storage, f"{'https' if tls else 'http'}://{host}:{port}", say)
         logging.getLogger("sqreen").setLevel(log_level.upper())
         options: dict[str, Any] = {
             "host": host,
@@ -218,6 +229,7 @@ def serve(
             # handler; uvloop (picked by uvicorn when installed) reports those its own way.
             "loop": "asyncio",
             "timeout_keep_alive": timeout_keep_alive,
+            **https,
         }
         if log_config is not None:
             options["log_config"] = log_config
@@ -401,3 +413,5 @@ main.add_command(export)
 main.add_command(admin_password)
 main.add_command(playbooks)
 main.add_command(alerts)
+main.add_command(backup)
+main.add_command(restore)

@@ -32,8 +32,10 @@ DEFAULT_FILE = "sqreen-events.jsonl"
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
-def from_config(transport: Any, endpoint: str | None, token: str | None) -> Transport:
-    """Build the transport from ``init(transport=..., endpoint=..., token=...)``."""
+def from_config(
+    transport: Any, endpoint: str | None, token: str | None, ca_bundle: str | None = None
+) -> Transport:
+    """Build the transport from ``init(transport=..., endpoint=..., token=..., ca_bundle=...)``."""
     if transport is not None and not isinstance(transport, str):
         if not isinstance(transport, Transport):
             raise TypeError(
@@ -63,7 +65,7 @@ def from_config(transport: Any, endpoint: str | None, token: str | None) -> Tran
             )
         from .http import HTTPTransport  # httpx2 is imported only when used
 
-        return HTTPTransport(url, token)
+        return HTTPTransport(url, token, ca_bundle=ca_bundle)
     raise ValueError(f"transport must be http(s)://, file:///path.jsonl or memory:, not {url!r}")
 
 

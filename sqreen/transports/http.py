@@ -12,6 +12,8 @@ from __future__ import annotations
 import encodings.idna  # noqa: F401  (see below)
 import json
 import logging
+import os
+import ssl
 import threading
 import zlib
 from email.utils import parsedate_to_datetime
@@ -23,7 +25,7 @@ import httpx2 as httpx
 from .._version import __version__
 from .base import Reply
 
-__all__ = ["HTTPTransport"]
+__all__ = ["HTTPTransport", "trust"]
 
 logger = logging.getLogger("sqreen")
 
@@ -36,9 +38,17 @@ MAX_REPLY_BYTES = 8 * 1024 * 1024
 
 
 class HTTPTransport:
-    def __init__(self, endpoint: str, token: str | None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        token: str | None,
+        timeout: float = 10.0,
+        *,
+        ca_bundle: str | None = None,
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.token = token
+        self.verify = trust(ca_bundle) if self.endpoint.startswith("https://") else True
         self.timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
         # httpx2 logs every request at INFO: in an app that logs at INFO that is a line per
         # flush. Quiet unless the app set a level for it.
@@ -67,7 +77,7 @@ class HTTPTransport:
                     if self.token:
                         headers["Authorization"] = f"Bearer {self.token}"
                     client = self._client = httpx.Client(
-                        headers=headers, timeout=self.timeout, trust_env=False
+                        headers=headers, timeout=self.timeout, verify=self.verify, trust_env=False
                     )
         return client
 
@@ -124,6 +134,29 @@ class HTTPTransport:
         # The parent's connections must not be shared: forget them without closing them.
         self._client = None
         self._lock = threading.Lock()
+
+
+def trust(ca_bundle: str | None) -> ssl.SSLContext | bool:
+    """What an ``https://`` endpoint's certificate is checked against: ``ca_bundle``, else
+    ``SSL_CERT_FILE`` or ``SSL_CERT_DIR``, else the system's store (``True``).
+
+    The client ignores the environment (``trust_env=False``: no ``HTTP_PROXY`` or ``.netrc``
+    between an app and its collector), which in httpx2 also drops ``SSL_CERT_FILE``; these two
+    are read here, since OpenSSL, requests and httpx all honour them and an operator who set
+    them for a private CA expects every client of the machine to."""
+    path = ca_bundle or os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")
+    if not path:
+        return True
+    if not os.path.exists(path):  # ca_bundle is checked with the config: the environment's
+        logger.warning(
+            "sqreen: SSL_CERT_FILE or SSL_CERT_DIR names %r, which does not exist: "
+            "the system's CAs are used",
+            path,
+        )
+        return True
+    if os.path.isdir(path):
+        return ssl.create_default_context(capath=path)
+    return ssl.create_default_context(cafile=path)
 
 
 def _gzip(data: bytes) -> bytes:

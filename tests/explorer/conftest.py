@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from sqreen.server.app import create_app
 from sqreen.server.explorer import _secrets, set_admin_password
 from sqreen.server.storage import Storage, open_storage
-from tests._postgres import postgres_db, postgres_dsn  # noqa: F401 (fixtures)
+from tests._postgres import postgres_cluster, postgres_db, postgres_dsn  # noqa: F401 (fixtures)
 from tests.server.conftest import Clock, wire_event
 
 __all__ = ["PASSWORD", "Clock", "csrf_of", "login", "wire_event"]

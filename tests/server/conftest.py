@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import ssl
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from sqreen._event import format_timestamp
 from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
 from sqreen.server.storage import KeyScope, Storage, open_storage
-from tests._postgres import postgres_db, postgres_dsn  # noqa: F401 (fixtures)
+from tests._postgres import postgres_cluster, postgres_db, postgres_dsn  # noqa: F401 (fixtures)
 from tests.integrations._servers import UvicornThread, free_port
 
 _ids = itertools.count(1)
@@ -166,7 +167,8 @@ SQREEN = [sys.executable, "-m", "sqreen.server"]
 
 class ServeProcess:
     """``sqreen serve`` as a subprocess on a chosen port (its output to ``log``, if given;
-    ``preexec_fn`` runs in the child before it starts, e.g. to lower its limits)."""
+    ``preexec_fn`` runs in the child before it starts, e.g. to lower its limits; ``verify``,
+    the client's trust when it serves HTTPS)."""
 
     def __init__(
         self,
@@ -176,11 +178,13 @@ class ServeProcess:
         command: list[str] = SQREEN,
         log: Path | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
         self.command = command
         self.db = db
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if verify else 'http'}://127.0.0.1:{self.port}"
+        self.verify = verify
         self.extra = extra
         self.log = log
         self.preexec_fn = preexec_fn
@@ -209,7 +213,7 @@ class ServeProcess:
         finally:
             if out is not None:
                 out.close()
-        wait_until_up(self.url, self.proc)
+        wait_until_up(self.url, self.proc, verify=self.verify or True)
         return self
 
     def kill(self, sig: int) -> None:
@@ -227,11 +231,16 @@ class ServeProcess:
                 self.proc.wait(10)
 
 
-def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+def wait_until_up(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    timeout: float = 20,
+    verify: ssl.SSLContext | bool = True,
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+            if httpx.get(url + "/healthz", timeout=1, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

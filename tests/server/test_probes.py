@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import sqlite3
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2 as httpx
 import pytest
 
 from sqreen.server import probes
+from tests._postgres import Cluster
 
-from .conftest import Collector, ServeProcess
+from .conftest import Collector, ServeProcess, add_key, envelope, wire_event
 
 
 def test_both_answer_without_a_key_and_readyz_writes_to_the_database(
@@ -80,3 +86,88 @@ def test_a_real_serve_is_ready_on_its_database(
     collector = serve(str(tmp_path / "sqreen.db"), None)
     assert httpx.get(collector.url + "/livez").status_code == 200
     assert httpx.get(collector.url + "/readyz").json() == {"status": "ready"}
+
+
+def _poll(url: str, want: int, tries: int = 100) -> httpx.Response:
+    """The probe's reply once it is ``want`` (or the last one): a state change is seen by the
+    next probe, but a probe under way when it happened may still answer the old state."""
+    for _ in range(tries):
+        reply = httpx.get(url, timeout=10)
+        if reply.status_code == want:
+            break
+        time.sleep(0.05)
+    return reply
+
+
+@contextlib.contextmanager
+def unwritable(paths: list[Path]) -> Iterator[None]:
+    """Make ``paths`` unwritable for a process that has them open, which chmod cannot do:
+    permissions are checked at open(), and SQLite keeps its files open. The immutable flag
+    (``chattr +i``) is checked at each write, root's included (tests here and in CI may run as
+    root, where chmod stops nothing at all); setting it needs CAP_LINUX_IMMUTABLE and a file
+    system that has it (ext4, xfs, btrfs; not tmpfs or overlayfs), else the test skips. The
+    directory is made immutable too, so no journal or new file can be created beside them."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("needs root and chattr (the immutable flag) to make an open file unwritable")
+    done: list[Path] = []
+    try:
+        for path in paths:
+            proc = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+            if proc.returncode != 0:
+                pytest.skip(f"chattr +i failed here: {proc.stderr.decode().strip()}")
+            done.append(path)
+        # Check that writes really fail, through a descriptor opened before, as SQLite's.
+        with pytest.raises(PermissionError), paths[0].open("ab") as f:
+            f.write(b"x")
+        yield
+    finally:
+        for path in done:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_readyz_is_503_while_the_sqlite_file_is_unwritable_and_200_after(
+    tmp_path: Path, serve: Callable[..., ServeProcess]
+) -> None:
+    db = tmp_path / "data" / "sqreen.db"
+    db.parent.mkdir()
+    collector = serve(str(db), None)
+    assert httpx.get(collector.url + "/readyz").status_code == 200  # the WAL exists now
+    files = [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), db.parent]
+    with unwritable(files):
+        reply = _poll(collector.url + "/readyz", 503)
+        assert reply.status_code == 503
+        assert reply.json()["reason"].startswith("database: ")
+        assert httpx.get(collector.url + "/livez").status_code == 200
+    assert _poll(collector.url + "/readyz", 200).json() == {"status": "ready"}
+    assert httpx.get(collector.url + "/livez").status_code == 200
+
+
+@pytest.mark.postgres
+def test_readyz_follows_a_postgres_restart_and_the_pool_recovers_at_once(
+    postgres_cluster: Cluster, postgres_db: str, serve: Callable[..., ServeProcess]
+) -> None:
+    """PostgreSQL stopped: 503 while it is down, 200 when it is back; liveness throughout. The
+    collector's pool held several connections, all cut by the restart: the first requests after
+    it must not be served on them (a batch would fail, and be retried, for nothing)."""
+    token = add_key(postgres_db)
+    collector = serve(postgres_db, None)
+    sdk = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+    def post(n: int) -> int:
+        return sdk.post(collector.url + "/v1/events", json=envelope([wire_event()])).status_code
+
+    with sdk, ThreadPoolExecutor(4) as pool:
+        assert set(pool.map(post, range(16))) == {200}  # several pooled connections
+        assert httpx.get(collector.url + "/readyz").status_code == 200
+        postgres_cluster.stop()
+        try:
+            reply = httpx.get(collector.url + "/readyz", timeout=10)
+            assert reply.status_code == 503
+            assert reply.json()["reason"].startswith("database: ")
+            assert httpx.get(collector.url + "/livez").status_code == 200
+        finally:
+            postgres_cluster.start()
+        # Every request after the restart is served, the first ones included.
+        assert httpx.get(collector.url + "/readyz").json() == {"status": "ready"}
+        assert [post(0) for _ in range(8)] == [200] * 8
+        assert httpx.get(collector.url + "/livez").status_code == 200

@@ -12,6 +12,7 @@ and cannot deadlock.
 
 from __future__ import annotations
 
+import select
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -64,6 +65,27 @@ class _PgCursor:
         return self._cur.fetchall()
 
 
+def _usable(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle connection of the pool can take a request.
+
+    An idle connection has nothing to read: one that does was ended by the server (a restart
+    or a failover sends each session a FATAL message and closes it), and would fail the
+    request given it. psycopg only notices at the next use; a poll of the socket, without
+    waiting, notices now (4 µs measured on the loaded 2-core machine, against a query's
+    hundreds), so that after a database restart no request is served on a connection that
+    died with it (tests/server/test_probes.py). ``poll``, not ``select``: a collector with
+    thousands of connections has descriptors past select's 1024.
+    """
+    if conn.closed or conn.broken:
+        return False
+    poller = select.poll()
+    try:
+        poller.register(conn.fileno(), select.POLLIN)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
+
+
 class PostgresStorage(SqlStorage):
     MIGRATIONS = migrations("postgresql")
 
@@ -95,7 +117,10 @@ class PostgresStorage(SqlStorage):
         with self._slots:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
-            if conn is None or conn.closed:
+            if conn is not None and not _usable(conn):
+                conn.close()
+                conn = None
+            if conn is None:
                 conn = self._psycopg.connect(self.dsn, autocommit=True)
             try:
                 yield conn

@@ -1,0 +1,92 @@
+"""HTTPS in front of the collector: ``sqreen serve --ssl-certfile --ssl-keyfile`` (served by
+uvicorn itself, the files checked before anything starts, so that a wrong path or a key of
+another certificate stops the command with a sentence rather than every worker with a
+traceback), or ``--forwarded-allow-ips``, the proxies that terminate it, whose
+``X-Forwarded-Proto`` and ``X-Forwarded-For`` uvicorn believes."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+import click
+
+__all__ = ["https_options", "https_settings"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+#: (option, environment variable, help), in the order ``serve --help`` lists them.
+_OPTIONS: Final = (
+    (
+        "--ssl-certfile",
+        "SQREEN_SSL_CERTFILE",
+        "Serve HTTPS with this certificate (PEM, the chain after it); SDKs then send to "
+        "https://HOST:PORT",
+    ),
+    (
+        "--ssl-keyfile",
+        "SQREEN_SSL_KEYFILE",
+        "Its private key (PEM, not encrypted), unless the certificate file holds it",
+    ),
+    (
+        "--forwarded-allow-ips",
+        "FORWARDED_ALLOW_IPS",
+        "Proxies (addresses, CIDRs, comma-separated) whose X-Forwarded-Proto and "
+        "X-Forwarded-For are believed: the address of the proxy that terminates HTTPS, never "
+        "'*' (default: 127.0.0.1,::1)",
+    ),
+)
+
+
+def https_options(f: F) -> F:
+    for name, envvar, text in reversed(_OPTIONS):
+        kind = click.Path(dir_okay=False) if name.startswith("--ssl") else None
+        f = click.option(name, envvar=envvar, type=kind, help=f"{text} (env: {envvar})")(f)
+    return f
+
+
+def https_settings(
+    certfile: str | None, keyfile: str | None, forwarded_allow_ips: str | None
+) -> dict[str, str]:
+    """uvicorn's options for ``certfile`` and ``keyfile`` (none without a certificate), once
+    both are readable and load together (else a ``ClickException`` naming the option), and
+    for the proxies allowed to forward (uvicorn's default when not given)."""
+    settings = {} if forwarded_allow_ips is None else {"forwarded_allow_ips": forwarded_allow_ips}
+    if forwarded_allow_ips is not None and "*" in forwarded_allow_ips.split(","):
+        click.echo(
+            "--forwarded-allow-ips '*': any client can say it came over HTTPS, from any address",
+            err=True,
+        )
+    if certfile is None:
+        if keyfile is not None:
+            raise click.UsageError("--ssl-keyfile needs --ssl-certfile")
+        return settings
+    for option, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if path is None:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise click.ClickException(f"{option} {path}: {exc.strerror or exc}") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # An encrypted key would make OpenSSL ask for its password on the terminal: refuse.
+        context.load_cert_chain(certfile, keyfile, password=_no_password)
+    except (ssl.SSLError, ValueError) as exc:
+        raise click.ClickException(
+            f"--ssl-certfile {certfile}"
+            + (f" and --ssl-keyfile {keyfile}" if keyfile else "")
+            + f" do not make a certificate with its key ({exc}): give PEM files, the "
+            "certificate's own key, not encrypted"
+        ) from None
+    settings["ssl_certfile"] = certfile
+    if keyfile is not None:
+        settings["ssl_keyfile"] = keyfile
+    return settings
+
+
+def _no_password() -> bytes:
+    raise ValueError("the key is encrypted")
