@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
+from ._pgcopy import EventCopier
 from ._rows import EventRecord
 from ._schema import migrations
 from ._sql import Cursor, SqlStorage
@@ -43,6 +44,7 @@ class _PgCursor:
     """A psycopg cursor that speaks the shared SQL's placeholders."""
 
     def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self.raw = cur  # for COPY, which the shared SQL never uses
         self._cur = cur
 
     @property
@@ -81,6 +83,7 @@ class PostgresStorage(SqlStorage):
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._idle: list[psycopg.Connection[Any]] = []
         self._closed = False
+        self._copier = EventCopier()
         try:
             self.migrate()
         except psycopg.OperationalError as exc:
@@ -111,8 +114,13 @@ class PostgresStorage(SqlStorage):
 
     @contextmanager
     def _write(self) -> Iterator[Cursor]:
-        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-            yield _PgCursor(cur)
+        with self._connection() as conn:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    yield _PgCursor(cur)
+            except BaseException:
+                self._copier.forget(conn)
+                raise
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._connection() as conn:
@@ -134,9 +142,14 @@ class PostgresStorage(SqlStorage):
         cur.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
 
     def _insert_events(self, cur: Cursor, rows: list[EventRecord]) -> list[int | None]:
-        by_id = sorted(rows, key=lambda row: row.id)  # one lock order for all processes
-        seqs = dict(zip((row.id for row in by_id), super()._insert_events(cur, by_id), strict=True))
-        return [seqs[row.id] for row in rows]
+        # COPY through a staging table, inserted in id order (see _pgcopy.py).
+        assert isinstance(cur, _PgCursor)
+        seqs = self._copier.insert_events(cur.raw, rows)
+        return [seqs.get(row.id) for row in rows]
+
+    def _insert_index(self, cur: Cursor, table: str, flat: list[Any]) -> None:
+        assert isinstance(cur, _PgCursor)
+        self._copier.insert_side(cur.raw, table, flat)
 
     def close(self) -> None:
         with self._lock:
