@@ -119,6 +119,19 @@ def test_hostile_text_is_stored_verbatim_and_filterable(storage: Storage) -> Non
     assert storage.count_events() == 1  # the table is still there
 
 
+def test_tabs_line_ends_and_backslashes_in_indexed_text_are_kept(storage: Storage) -> None:
+    """Tabs, line ends and backslashes in indexed keys and values (COPY's text format on
+    PostgreSQL escapes them) are stored and filtered as sent, beside plain rows."""
+    special = "a\tb\nc\rd\\e\\.\\N"
+    e = wire_event(properties={special: special, "plain": "x"}, user={special: special})
+    plain = wire_event(properties={"plain": "\\"})
+    assert counts(storage.insert_events(stored(e, plain))) == (2, 0)
+    assert ids(storage.query_events(EventFilter(properties=((special, special),)))) == [e["id"]]
+    assert ids(storage.query_events(EventFilter(users=((special, special),)))) == [e["id"]]
+    assert storage.count_by(f"properties.{special}") == [(special, 1)]
+    assert storage.count_by("properties.plain") == [("\\", 1), ("x", 1)]
+
+
 def test_query_filters_and_paging(storage: Storage) -> None:
     events = []
     for i in range(30):
