@@ -7,7 +7,7 @@ insert of the same id and then skips it, so an event is stored once whichever pr
 it), the action version counter (a row lock), and migrations (an advisory lock, so processes
 starting together do not race to create the schema). A batch's rows are inserted in id order,
 so that two processes inserting overlapping batches take their row locks in the same order
-and cannot deadlock.
+and cannot deadlock; they go through COPY and a staging table (``_pgcopy.py``).
 """
 
 from __future__ import annotations
