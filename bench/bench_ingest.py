@@ -15,16 +15,19 @@ collector answers. The figure is events stored / wall time from the first reques
 reply, and the database is counted afterwards to check that every event was stored once. The
 senders share the machine with the collector (2 cores here), as an app server on the same host
 would. CPU seconds are read from /proc during the timed part: the collector's processes
-(uvicorn's supervisor and each worker), the senders, and everything else on the machine
-("other": PostgreSQL's own processes, and anything else running, which makes a figure
-unreliable when it is large).
+(uvicorn's supervisor and each worker), PostgreSQL's (the postmaster and its children:
+backends, WAL writer, checkpointer; when the cluster runs on this machine), the senders, and
+everything else on the machine ("other": anything else running, which makes a figure
+unreliable when it is large). ``--dsn`` uses a cluster of yours (a fresh database is made in
+it for each run) instead of a throwaway one started as the tests start theirs (fsync and
+synchronous commit off: see ``tests/_postgres.py``).
 
 With ``--compare REV``, every case runs twice a round, alternating: the collector of the
 working tree, and that of git revision ``REV`` (its files exported to a temporary directory
 and run from there): what a change costs, measured under the same load.
 
 Run: ``.venv/bin/python bench/bench_ingest.py [--events 100000] [--senders 8] [--workers 1,2]
-[--compare main --rounds 3]``.
+[--compare main --rounds 3] [--only postgres] [--dsn postgresql://...]``.
 """
 
 from __future__ import annotations
@@ -230,11 +233,14 @@ def run(
 ) -> dict[str, object]:
     bodies = batches(args.events, f"{label}-{workers}-{os.getpid()}", args.mix)
     warmup = batches(BATCH * args.senders, f"warmup-{label}-{workers}", args.mix)
+    postmaster = postmaster_pid(db) if label == "postgresql" else None
     with collector(db, workers, playbooks, root=code[1]) as (endpoint, token, pid):
         send_all(endpoint, token, warmup, args.senders)
+        pg = sum(tree_cpu(postmaster).values()) if postmaster else 0.0
         before, busy, mine = tree_cpu(pid), machine_busy(), time.process_time()
         elapsed = send_all(endpoint, token, bodies, args.senders)
         after, busy, mine = tree_cpu(pid), machine_busy() - busy, time.process_time() - mine
+        pg = sum(tree_cpu(postmaster).values()) - pg if postmaster else 0.0
     per_process = {p: after[p] - before.get(p, 0.0) for p in after}
     cpu = sum(per_process.values())
     storage = open_storage(db)
@@ -253,8 +259,9 @@ def run(
         "events/s": f"{args.events / elapsed:.0f}",
         "server CPU us/event": f"{cpu / args.events * 1e6:.0f}",
         "server CPU by process s": "/".join(f"{v:.1f}" for v in sorted(per_process.values())),
+        "PostgreSQL CPU us/event": f"{pg / args.events * 1e6:.0f}" if postmaster else "-",
         "senders CPU s": f"{mine:.1f}",
-        "other CPU s": f"{max(0.0, busy - cpu - mine):.1f}",
+        "other CPU s": f"{max(0.0, busy - cpu - pg - mine):.1f}",
     }
 
 
@@ -268,11 +275,29 @@ def exported(rev: str, into: Path) -> Path:
     return into
 
 
+def postmaster_pid(dsn: str) -> int | None:
+    """The pid of the postmaster serving ``dsn``, when it runs on this machine (the parent of
+    a backend); None otherwise."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        backend = conn.info.backend_pid
+    try:
+        parent = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return parent if Path(f"/proc/{parent}/cmdline").read_bytes().find(b"postgres") >= 0 else None
+
+
 @contextlib.contextmanager
-def postgres() -> Iterator[Callable[[], str] | None]:
-    """A throwaway cluster (as the tests start it); yields a maker of fresh databases."""
+def postgres(dsn: str | None = None) -> Iterator[Callable[[], str] | None]:
+    """A throwaway cluster (as the tests start it), or the cluster of ``dsn``; yields a maker
+    of fresh databases."""
     from tests import _postgres
 
+    if dsn:
+        yield lambda: _postgres.fresh_database(dsn)
+        return
     bin_dir = _postgres.find_pg_bin()
     if bin_dir is None:
         yield None
@@ -287,6 +312,7 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--only", choices=["sqlite", "postgres"])
+    parser.add_argument("--dsn", help="a PostgreSQL cluster of yours (default: a throwaway one)")
     parser.add_argument(
         "--playbooks",
         default="none",
@@ -327,7 +353,7 @@ def main() -> None:
                 db = str(Path(tmp) / f"bench-{n}.db")
                 rows.append(run(db, "sqlite", w, args, str(path) if armed else None, code))
         if args.only in (None, "postgres"):
-            with postgres() as fresh:
+            with postgres(args.dsn) as fresh:
                 if fresh is None:
                     print("PostgreSQL not installed: skipped", file=sys.stderr)
                 for w, armed, code in cases if fresh else ():

@@ -119,6 +119,19 @@ def test_hostile_text_is_stored_verbatim_and_filterable(storage: Storage) -> Non
     assert storage.count_events() == 1  # the table is still there
 
 
+def test_tabs_line_ends_and_backslashes_in_indexed_text_are_kept(storage: Storage) -> None:
+    """Tabs, line ends and backslashes in indexed keys and values (COPY's text format on
+    PostgreSQL escapes them) are stored and filtered as sent, beside plain rows."""
+    special = "a\tb\nc\rd\\e\\.\\N"
+    e = wire_event(properties={special: special, "plain": "x"}, user={special: special})
+    plain = wire_event(properties={"plain": "\\"})
+    assert counts(storage.insert_events(stored(e, plain))) == (2, 0)
+    assert ids(storage.query_events(EventFilter(properties=((special, special),)))) == [e["id"]]
+    assert ids(storage.query_events(EventFilter(users=((special, special),)))) == [e["id"]]
+    assert storage.count_by(f"properties.{special}") == [(special, 1)]
+    assert storage.count_by("properties.plain") == [("\\", 1), ("x", 1)]
+
+
 def test_query_filters_and_paging(storage: Storage) -> None:
     events = []
     for i in range(30):
@@ -417,3 +430,76 @@ def test_a_postgres_connection_in_use_at_close_is_closed_as_it_returns(postgres_
     assert conn.closed
     assert storage.action_version() >= 0  # a straggler still gets an answer after close()
     assert storage._idle == []  # type: ignore[attr-defined]
+
+
+def test_identical_batches_at_once_store_each_event_once(db_url: str) -> None:
+    """Two collectors (two storages), two threads each, insert the same batches at the same
+    moment (half of them in reverse order), as retries through a load balancer do: each event
+    is stored once with its side rows once, and exactly one insert reports it new."""
+    storages = [open_storage(db_url), open_storage(db_url)]
+    batches = [
+        stored(*(wire_event(properties={"n": b * 50 + i}) for i in range(50))) for b in range(8)
+    ]
+    barrier = threading.Barrier(4)
+    new: list[int] = []
+    errors: list[BaseException] = []
+
+    def insert(storage: Storage, reverse: bool) -> None:
+        try:
+            for batch in batches:
+                barrier.wait(30)
+                result = storage.insert_events(batch[::-1] if reverse else batch)
+                new.extend(seq for seq in result.seqs if seq is not None)
+        except BaseException as exc:  # reported below, with the test's own assertions
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [
+        threading.Thread(target=insert, args=(s, reverse))
+        for s in storages
+        for reverse in (False, True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert errors == []
+        total = sum(len(b) for b in batches)
+        assert len(new) == len(set(new)) == total
+        found = storages[0].query_events(limit=total + 1)
+        assert sorted(e.properties["n"] for e in found) == list(range(total))
+        assert sorted(e.seq for e in found) == sorted(new)
+        assert storages[0].count_by("user.uid") == [("42", total)]
+        assert storages[0].count_by("properties.n", limit=1) == [("0", 1)]
+    finally:
+        for s in storages:
+            s.close()
+
+
+@pytest.mark.postgres
+def test_postgres_inserts_again_after_a_failed_transaction(
+    postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first insert on a connection makes its staging table; when that transaction fails,
+    the table goes with it, and the next insert on the connection makes it again."""
+    from sqreen.server.storage.postgres import PostgresStorage
+
+    storage = open_storage(postgres_db)
+    assert isinstance(storage, PostgresStorage)
+    a, b = wire_event(), wire_event()
+
+    def fail(*args: object) -> None:
+        raise RuntimeError("the database went away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PostgresStorage, "_insert_index", fail)
+        with pytest.raises(RuntimeError):
+            storage.insert_events(stored(a))
+    try:
+        assert storage.count_events() == 0
+        assert counts(storage.insert_events(stored(a, b))) == (2, 0)
+        assert counts(storage.insert_events(stored(b))) == (0, 1)
+        assert storage.count_by("user.uid") == [("42", 2)]
+    finally:
+        storage.close()

@@ -7,7 +7,7 @@ insert of the same id and then skips it, so an event is stored once whichever pr
 it), the action version counter (a row lock), and migrations (an advisory lock, so processes
 starting together do not race to create the schema). A batch's rows are inserted in id order,
 so that two processes inserting overlapping batches take their row locks in the same order
-and cannot deadlock.
+and cannot deadlock; they go through COPY and a staging table (``_pgcopy.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
+from ._pgcopy import EventCopier
 from ._rows import EventRecord
 from ._schema import migrations
 from ._sql import Cursor, SqlStorage
@@ -44,6 +45,7 @@ class _PgCursor:
     """A psycopg cursor that speaks the shared SQL's placeholders."""
 
     def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self.raw = cur  # for COPY, which the shared SQL never uses
         self._cur = cur
 
     @property
@@ -103,6 +105,7 @@ class PostgresStorage(SqlStorage):
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._idle: list[psycopg.Connection[Any]] = []
         self._closed = False
+        self._copier = EventCopier()
         try:
             self.migrate()
         except psycopg.OperationalError as exc:
@@ -136,8 +139,13 @@ class PostgresStorage(SqlStorage):
 
     @contextmanager
     def _write(self) -> Iterator[Cursor]:
-        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-            yield _PgCursor(cur)
+        with self._connection() as conn:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    yield _PgCursor(cur)
+            except BaseException:
+                self._copier.forget(conn)
+                raise
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._connection() as conn:
@@ -159,9 +167,14 @@ class PostgresStorage(SqlStorage):
         cur.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
 
     def _insert_events(self, cur: Cursor, rows: list[EventRecord]) -> list[int | None]:
-        by_id = sorted(rows, key=lambda row: row.id)  # one lock order for all processes
-        seqs = dict(zip((row.id for row in by_id), super()._insert_events(cur, by_id), strict=True))
-        return [seqs[row.id] for row in rows]
+        # COPY through a staging table, inserted in id order (see _pgcopy.py).
+        assert isinstance(cur, _PgCursor)
+        seqs = self._copier.insert_events(cur.raw, rows)
+        return [seqs.get(row.id) for row in rows]
+
+    def _insert_index(self, cur: Cursor, table: str, flat: list[Any]) -> None:
+        assert isinstance(cur, _PgCursor)
+        self._copier.insert_side(cur.raw, table, flat)
 
     def database_bytes(self) -> int:
         (size,), *_ = self._read("SELECT pg_database_size(current_database())")
