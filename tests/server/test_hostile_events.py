@@ -190,6 +190,28 @@ def test_poisoned_events_through_ingest(explorer: Explorer, db_url: str, clock: 
     assert explorer.storage.count_events() == 0
 
 
+def test_keys_that_store_as_the_same_text_do_not_fail_the_batch(explorer: Explorer) -> None:
+    """NUL and a lone surrogate are both stored as U+FFFD: ``a\\x00``, ``a\\ud800`` and
+    ``a\\ufffd`` are three keys of one event and would be one key of its side table, unique
+    per event. The batch is stored (it was refused whole, then sent again forever), each
+    event whole, the first of the keys indexed."""
+    clash = wire_event(
+        id="clash",
+        properties={"a\x00": "first", "a" + LONE: "second", "a\ufffd": "third", "b": 1},
+        user={"uid\x00": "u1", "uid\ufffd": "u2"},
+    )
+    reply = explorer.ingest([clash, wire_event(id="after")])
+    assert reply["accepted"] == 2 and reply["rejected"] == []
+    stored = explorer.storage.get_event("clash")
+    # The event as sent, read back with U+FFFD for the surrogate (the later "a\ufffd" wins).
+    assert stored is not None
+    assert stored.properties == {"a\x00": "first", "a\ufffd": "third", "b": 1}
+    found = json.loads(explorer.get("/explorer/api/events?prop=a\ufffd=first"))["events"]
+    assert [e["id"] for e in found] == ["clash"]
+    found = json.loads(explorer.get("/explorer/api/events?user=uid\ufffd=u1"))["events"]
+    assert [e["id"] for e in found] == ["clash"]
+
+
 def test_terminal_escapes_are_printed_escaped(explorer: Explorer, db_url: str) -> None:
     explorer.ingest([e for e in hostile_events() if e["id"] == "forged"])
     for output in (events_cli(db_url), events_cli(db_url, "--json")):

@@ -15,7 +15,7 @@ surrogate reads as U+FFFD (:func:`loads`), an event's time is never later than i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
@@ -281,6 +281,23 @@ def index_value(value: object) -> str | None:
     return None
 
 
+def _stored_keys(mapping: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """The items of ``mapping``, each key made storable (:func:`clean`), and of the keys that
+    clean to the same text the first alone: ``"a\\x00"``, ``"a\\ud800"`` and ``"a\\ufffd"``
+    are three keys of an event and one in a side table, where a key is unique per event (the
+    second failed the whole batch, which its SDK then sent again, forever). Only keys that are
+    not plain (ASCII without NUL) can meet: a plain key is stored as it is, and cleaning
+    leaves a U+FFFD, not ASCII, in every key it changes."""
+    seen: set[str] = set()
+    for key, value in mapping.items():
+        if not _plain(key):
+            key = clean(key)
+            if key in seen:
+                continue
+            seen.add(key)
+        yield key, value
+
+
 def index_rows(events: Iterable[WireEvent]) -> tuple[list[Any], list[Any]]:
     """The rows of ``event_props`` and ``event_users`` for ``events``, flattened
     (``position, key, value, position, key, value...``, ready for a multi-row INSERT once each
@@ -288,17 +305,13 @@ def index_rows(events: Iterable[WireEvent]) -> tuple[list[Any], list[Any]]:
     props: list[Any] = []
     users: list[Any] = []
     for position, event in enumerate(events):
-        for key, value in event["properties"].items():
+        for key, value in _stored_keys(event["properties"]):
             text = index_value(value)
             if text is not None:
-                props += (position, key if _plain(key) else clean(key), text)
+                props += (position, key, text)
         if event["user"]:
-            for key, value in event["user"].items():
-                users += (
-                    position,
-                    key if _plain(key) else clean(key),
-                    value if _plain(value) else clean(value),
-                )
+            for key, value in _stored_keys(event["user"]):
+                users += (position, key, value if _plain(value) else clean(value))
     return props, users
 
 
