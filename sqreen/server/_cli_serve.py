@@ -1,0 +1,333 @@
+"""``sqreen serve``: the collector's processes, and what each is given at start.
+
+A bad playbook file, ``--geoip-db``, ``--export`` or TLS file stops the command before
+anything listens, with the option and the reason; ``--workers N`` processes each build their
+app from the options passed in :data:`WORKER_ENV` (:func:`worker_app`, a uvicorn factory).
+"""
+
+from __future__ import annotations
+
+import gc
+import ipaddress
+import json
+import logging
+import logging.config
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+import click
+from starlette.applications import Starlette
+
+from ._cli_blocks import max_blocks_option
+from ._cli_common import db_option, opened
+from ._cli_export import destination, export_options, forwarder
+from ._cli_https import https_options, https_settings
+from .actions import MAX_POLLS_PER_KEY
+from .connections import PROTOCOL, ConnectionLimits, fit_to_open_files
+from .explorer._cli import explorer_startup
+from .intel import DEFAULT_MAX_SPEED, GeoIpError, IpIntel, Reputation
+from .logs import LOG_FORMATS, json_log_config
+from .playbooks import PlaybookError, PlaybookSource
+from .storage import Storage
+
+__all__ = ["WORKER_ENV", "serve", "worker_app"]
+
+
+@click.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--retention-days",
+    default=90.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Delete events received more than this many days ago (hourly; by their receipt, "
+    "not their own time); 0 keeps everything.",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes serving the API (SQLite serialises their writes; PostgreSQL runs them "
+    "in parallel).",
+)
+@click.option(
+    "--playbooks",
+    "playbooks_file",
+    envvar="SQREEN_PLAYBOOKS",
+    type=click.Path(dir_okay=False),
+    help="A playbook file (TOML; see `sqreen playbooks init`), re-read when it changes and "
+    "on SIGHUP (env: SQREEN_PLAYBOOKS).",
+)
+@click.option(
+    "--max-connections",
+    default=ConnectionLimits.max_connections,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Open connections per process, at most (lowered to fit the open-file limit); past "
+    "it, the connection idle longest is closed.",
+)
+@click.option(
+    "--timeout-keep-alive",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 3600),
+    help="Seconds an idle keep-alive connection is kept.",
+)
+@click.option(
+    "--header-timeout",
+    default=ConnectionLimits.header_timeout,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds a connection has to send a request's headers (after connecting, or "
+    "after its previous response).",
+)
+@click.option(
+    "--body-timeout",
+    default=ConnectionLimits.body_timeout,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds a request has to send its body, after its headers.",
+)
+@click.option(
+    "--max-polls-per-key",
+    default=MAX_POLLS_PER_KEY,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Action long-polls one API key may hold at once per process; more are answered at "
+    "once (their SDKs ask again 30 s later).",
+)
+@max_blocks_option
+@click.option(
+    "--geoip-db",
+    "geoip_dbs",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A MaxMind-format .mmdb file (GeoLite2 City or ASN, DB-IP Lite, IPinfo Lite): city, "
+    "coordinates and ASN for each event's address. Repeat for several; for each field, the "
+    "first file that has it wins.",
+)
+@click.option(
+    "--travel-speed",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_MAX_SPEED,
+    show_default=True,
+    help="Impossible travel: two successful logins of a user whose places (from --geoip-db) "
+    "are further apart than this speed in km/h allows add a security.impossible_travel event. "
+    "0 turns it off.",
+)
+@export_options
+@click.option(
+    "--metrics-token",
+    envvar="SQREEN_METRICS_TOKEN",
+    help="A bearer token for GET /metrics alone, for Prometheus (an admin key works too; "
+    "env: SQREEN_METRICS_TOKEN).",
+)
+@https_options
+@click.option("--access-log/--no-access-log", default=True, show_default=True)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+@click.option(
+    "--log-format",
+    envvar="SQREEN_LOG_FORMAT",
+    default="text",
+    show_default=True,
+    type=click.Choice(LOG_FORMATS),
+    help="json: every log line one JSON object, with the request id (env: SQREEN_LOG_FORMAT).",
+)
+def serve(
+    db: str,
+    host: str,
+    port: int,
+    retention_days: float,
+    workers: int,
+    playbooks_file: str | None,
+    max_connections: int,
+    timeout_keep_alive: int,
+    header_timeout: float,
+    body_timeout: float,
+    max_polls_per_key: int,
+    max_blocks: int,
+    geoip_dbs: tuple[str, ...],
+    travel_speed: float,
+    export_url: str | None,
+    export_format: str,
+    metrics_token: str | None,
+    ssl_certfile: str | None,
+    ssl_keyfile: str | None,
+    forwarded_allow_ips: str | None,
+    access_log: bool,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Run the collector (SDKs send to http://HOST:PORT, or https:// with --ssl-certfile)."""
+    import uvicorn
+
+    say: Callable[[str], object] = partial(click.echo, err=True)
+    log_config = None
+    if log_format == "json":  # what serve says at start is logged too, as JSON
+        log_config = json_log_config(log_level)
+        logging.config.dictConfig(log_config)
+        say = logging.getLogger("sqreen.server").warning
+    source = _playbook_source(playbooks_file)  # a bad file stops here, with its line
+    https = https_settings(ssl_certfile, ssl_keyfile, forwarded_allow_ips)  # and bad TLS files
+    tls = "ssl_certfile" in https
+    fitted = fit_to_open_files(max_connections)
+    if fitted < max_connections:
+        say(
+            f"--max-connections lowered to {fitted}: the open-file limit (ulimit -n) leaves "
+            "no room for more"
+        )
+    ConnectionLimits(fitted, header_timeout, body_timeout).export()  # for every process
+    limits = {"max_blocks": max_blocks, "max_polls_per_key": max_polls_per_key}
+    _ip_intel(geoip_dbs).close()  # and so does a bad --geoip-db, before anything starts
+    target = destination(export_url, export_format)  # and a bad --export
+    with opened(db) as storage:
+        if not any(k.revoked_at is None for k in storage.list_keys()):
+            say("no API key yet: create one with `sqreen keys create`")
+        if not tls and not _is_loopback(host):
+            say(
+                f"listening on {host}: serve HTTPS (--ssl-certfile, or a reverse proxy in "
+                "front of the collector)"
+            )
+        explorer_startup(storage, f"{'https' if tls else 'http'}://{host}:{port}", say)
+        logging.getLogger("sqreen").setLevel(log_level.upper())
+        options: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "log_level": log_level,
+            "access_log": access_log,
+            "server_header": False,
+            # Action long-polls are held up to a minute: at a stop, those still held are cut
+            # after a few seconds (SDKs ask again) rather than waited for.
+            "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
+            # Connections bounded in number and time (sqreen/server/connections.py); no
+            # websocket upgrade, which would take a connection out of the guard.
+            "http": PROTOCOL,
+            "ws": "none",
+            # The guard logs an accept out of descriptors through asyncio's exception
+            # handler; uvloop (picked by uvicorn when installed) reports those its own way.
+            "loop": "asyncio",
+            "timeout_keep_alive": timeout_keep_alive,
+            **https,
+        }
+        if log_config is not None:
+            options["log_config"] = log_config
+        if workers == 1:
+            # One process: prometheus_client counts in memory (it is imported here, with app).
+            from .app import create_app
+
+            app = create_app(
+                storage,
+                retention_days=retention_days or None,
+                playbooks=source,
+                max_blocks=max_blocks,
+                max_polls_per_key=max_polls_per_key,
+                ip_intel=_ip_intel(geoip_dbs, storage),
+                travel_speed=travel_speed or None,
+                forwarder=forwarder(storage, db, target),
+                metrics_token=metrics_token,
+            )
+            _reload_on_sighup(source)
+            gc.freeze()  # what startup built lives on: keep the collector's scans off it (-3% CPU)
+            uvicorn.run(app, **options)
+            return
+    # Several processes: each opens its own storage (see worker_app).
+    os.environ[WORKER_ENV] = json.dumps(
+        {
+            "db": db,
+            "retention_days": retention_days or None,
+            "workers": workers,
+            "playbooks": playbooks_file,
+            **limits,
+            "geoip": list(geoip_dbs),
+            "travel_speed": travel_speed or None,
+            "export": [export_url, export_format] if export_url else None,
+            "metrics_token": metrics_token,
+        }
+    )
+    # Several processes: their counters in files of one directory, summed at each scrape.
+    from .metrics import multiprocess_dir
+
+    with multiprocess_dir():
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
+
+
+WORKER_ENV = "SQREEN_SERVE_WORKER"
+GRACEFUL_SHUTDOWN = 3
+
+
+def worker_app() -> Starlette:
+    """The app of one ``sqreen serve --workers N`` process (a uvicorn factory)."""
+    from .app import create_app
+    from .storage import open_storage
+
+    config = json.loads(os.environ[WORKER_ENV])
+    source = _playbook_source(config.get("playbooks"))
+    storage = open_storage(config["db"])
+    app = create_app(
+        storage,
+        retention_days=config["retention_days"],
+        owns_storage=True,
+        workers=config["workers"],
+        playbooks=source,
+        max_blocks=config["max_blocks"],
+        max_polls_per_key=config["max_polls_per_key"],
+        ip_intel=_ip_intel(config.get("geoip", ()), storage),
+        travel_speed=config.get("travel_speed"),
+        forwarder=forwarder(storage, config["db"], destination(*config["export"] or (None, ""))),
+        metrics_token=config.get("metrics_token"),
+    )
+    _reload_on_sighup(source)
+    gc.freeze()
+    return app
+
+
+def _playbook_source(path: str | None) -> PlaybookSource | None:
+    if path is None:
+        return None
+    try:
+        return PlaybookSource(path)
+    except PlaybookError as exc:
+        raise click.ClickException(f"playbooks not loaded: {exc}") from None
+
+
+def _ip_intel(paths: Iterable[str], storage: Storage | None = None) -> IpIntel:
+    """IP intelligence with the ``--geoip-db`` files; a file that cannot be used stops the
+    command with its path and the reason."""
+    try:
+        intel = IpIntel.open(paths)
+    except GeoIpError as exc:
+        raise click.ClickException(f"--geoip-db {exc}") from None
+    if storage is not None:
+        intel.reputation = Reputation(storage)
+    return intel
+
+
+def _reload_on_sighup(source: PlaybookSource | None) -> None:
+    """SIGHUP re-reads the playbooks (where SIGHUP would otherwise end the process)."""
+    if source is None or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+
+        def reload(signum: int, frame: object) -> None:
+            source.reload_requested = True
+
+        signal.signal(signal.SIGHUP, reload)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
