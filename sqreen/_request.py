@@ -13,9 +13,9 @@ import json
 from collections.abc import Callable, Mapping
 from types import MethodType
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qsl
 
 from ._limits import InvalidEvent
+from ._query import parse_pairs
 from ._values import note
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def _parse_qs(qs: str) -> dict[str, Any]:
     if not qs:
         return {}
     out: dict[str, Any] = {}
-    for key, value in parse_qsl(qs, keep_blank_values=True, max_num_fields=None)[: MAX_PARAMS * 4]:
+    for key, value in parse_pairs(qs, MAX_PARAMS * 4):
         key = key[:128]
         value = value[:MAX_PARAM_VALUE]
         if key in out:
@@ -175,7 +175,7 @@ def _parse_qs(qs: str) -> dict[str, Any]:
 
 def _parse_body(body: bytes, content_type: str, truncated: bool) -> dict[str, Any]:
     if content_type.startswith("application/x-www-form-urlencoded"):
-        return _parse_qs(body.decode("latin-1" if _not_utf8(body) else "utf-8"))
+        return _parse_qs(_form_text(body))
     if content_type.startswith("application/json") or content_type.endswith("+json"):
         if truncated:
             return {}
@@ -189,12 +189,12 @@ def _parse_body(body: bytes, content_type: str, truncated: bool) -> dict[str, An
     return {}
 
 
-def _not_utf8(data: bytes) -> bool:
+def _form_text(data: bytes) -> str:
+    """A form body as text: UTF-8, or latin-1 when it is not UTF-8 (decoded once)."""
     try:
-        data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        return True
-    return False
+        return data.decode("latin-1")
 
 
 def multipart_names(body: bytes, content_type: str) -> list[str]:

@@ -43,8 +43,9 @@ import json
 import re
 from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote, urlencode
+from urllib.parse import unquote
 
+from ._query import encode_pairs, parse_pairs
 from ._secrets import CANDIDATE, REDACTED, is_card_int, scrub_secrets
 
 __all__ = [
@@ -373,8 +374,7 @@ class Scrubber:
                     dumped = json.dumps(scrubbed)
                 return dumped
         if is_form:
-            pairs = parse_qsl(text, keep_blank_values=True, errors="replace")
-            return urlencode(self.scrub_query_like(pairs), safe="[]")
+            return encode_pairs(self.scrub_query_like(parse_pairs(text)))
         if ctype.startswith("multipart/"):
             text = _MULTIPART_PART.sub(self._multipart_part, text)
         return self.scrub_value(_KEY_VALUE.sub(self._key_value, text))
