@@ -177,6 +177,19 @@ def _encoded_pattern(value: str) -> re.Pattern[str]:
     return re.compile("".join(parts))
 
 
+_candidate: Final = CANDIDATE.search
+
+
+class _Rule:
+    """A key rule (strict for request data, lenient for properties) and its decided keys."""
+
+    __slots__ = ("plans", "sensitive")
+
+    def __init__(self, sensitive: Callable[[str], bool]) -> None:
+        self.sensitive = sensitive
+        self.plans: dict[str, tuple[bool, str, bool]] = {}
+
+
 class Scrubber:
     """Scrub secrets from request data and properties; build it once from the config.
 
@@ -220,6 +233,8 @@ class Scrubber:
         self.value_patterns: tuple[re.Pattern[str], ...] = tuple(patterns)
         self._cache: dict[str, bool] = {}
         self._property_cache: dict[str, bool] = {}
+        self._strict = _Rule(self.is_sensitive_key)
+        self._lenient = _Rule(self.is_secret_property)
         self._property_keys = SECRET_PROPERTY_KEYS | extra
 
     # -- keys -------------------------------------------------------------------------------
@@ -278,7 +293,8 @@ class Scrubber:
     def scrub_value(self, value: str) -> str:
         """``value`` with the secrets found by their form (:mod:`sqreen._secrets`) and the
         configured patterns replaced by :data:`REDACTED`; the rest of the string is kept."""
-        value = scrub_secrets(value)
+        if _candidate(value) is not None:  # most strings fail this one search
+            value = scrub_secrets(value)
         for pattern in self.value_patterns:
             value = pattern.sub(REDACTED, value)
         return value
@@ -291,60 +307,89 @@ class Scrubber:
         pair (as :func:`~urllib.parse.parse_qsl` gives, or ``[["password", "..."]]`` in JSON),
         and ``{"name": "password", "value": "..."}`` names its value. The input is never
         mutated."""
-        return self._scrub(obj, 0, self.is_sensitive_key)
+        return self._scrub(obj, 0, self._strict)
 
     def scrub_properties(self, properties: dict[str, Any]) -> dict[str, Any]:
         """An event's own properties, scrubbed by value and by whole secret keys only (see
         :meth:`is_secret_property`)."""
-        return self._scrub(properties, 0, self.is_secret_property)  # type: ignore[no-any-return]
+        return self._scrub(properties, 0, self._lenient)  # type: ignore[no-any-return]
 
-    def _scrub(self, obj: Any, depth: int, sensitive: Callable[[str], bool]) -> Any:
-        if isinstance(obj, str):
-            return self.scrub_value(obj)
-        if type(obj) is int:  # {"card": 4111111111111111} in a JSON body
+    def _plan(self, key: str, rule: _Rule) -> tuple[bool, str, bool]:
+        """What a dict key means under ``rule``, decided once (bounded cache): whether it is
+        sensitive, the key as written out (scrubbed), and whether it may name a secret given
+        as its value (``name``, ``f[0][key]``...). Keys repeat from event to event: the
+        decisions cost 2-3 µs a key, the lookup 0.1 (``bench/bench_flusher.py``)."""
+        plan = rule.plans.get(key)
+        if plan is None:
+            plan = (rule.sensitive(key), self.scrub_value(key), key.endswith(_LABEL_ENDINGS))
+            if len(key) <= _CACHED_KEY_MAX:
+                if len(rule.plans) >= _CACHE_MAX:
+                    rule.plans.clear()
+                rule.plans[key] = plan
+        return plan
+
+    def _scrub(self, obj: Any, depth: int, rule: _Rule) -> Any:
+        # The exact types first (what JSON and the SDK's validation give), by identity: the
+        # isinstance() checks against Mapping and unions below cost more than the work.
+        kind = type(obj)
+        if kind is str:
+            if self.value_patterns or _candidate(obj) is not None:
+                return self.scrub_value(obj)
+            return obj
+        if kind is bool or kind is float or obj is None:
+            return obj
+        if kind is int:  # {"card": 4111111111111111} in a JSON body
             return REDACTED if is_card_int(obj) else obj
-        if isinstance(obj, Mapping):
+        if kind is not dict and isinstance(obj, str):
+            return self.scrub_value(obj)
+        if kind is dict or isinstance(obj, Mapping):
             if depth >= MAX_DEPTH:
                 return REDACTED
             out: dict[Any, Any] = {}
             named: list[str] = []
             for key, item in obj.items():
                 if isinstance(key, str):
-                    if sensitive(key):
-                        out[self.scrub_value(key)] = REDACTED
+                    sensitive, written, labelled = self._plan(key, rule)
+                    if sensitive:
+                        out[written] = REDACTED
                         continue
-                    value_key = _named_secret(key, item, obj, sensitive)
-                    if value_key is not None:
-                        named.append(value_key)
-                    key = self.scrub_value(key)
-                out[key] = self._scrub(item, depth + 1, sensitive)
+                    if labelled:
+                        value_key = _named_secret(key, item, obj, rule.sensitive)
+                        if value_key is not None:
+                            named.append(value_key)
+                    key = written
+                out[key] = self._scrub(item, depth + 1, rule)
             for value_key in named:  # {"name": "password", "value": ...}, in either order
                 out[self.scrub_value(value_key)] = REDACTED
             return out
         if isinstance(obj, list | tuple):
             if depth >= MAX_DEPTH:
                 return REDACTED
-            if len(obj) == 2 and isinstance(obj[0], str) and type(obj) in (tuple, list):
+            if len(obj) == 2 and isinstance(obj[0], str) and kind in (tuple, list):
                 # A (key, value) pair: from parse_qsl() or MultiDict.items(multi=True), or
                 # [["password", "..."]] in JSON.
                 key = self.scrub_value(obj[0])
-                value = REDACTED if sensitive(obj[0]) else self._scrub(obj[1], depth + 1, sensitive)
-                return (key, value) if type(obj) is tuple else [key, value]
-            items = [self._scrub(item, depth + 1, sensitive) for item in obj]
+                value = REDACTED if rule.sensitive(obj[0]) else self._scrub(obj[1], depth + 1, rule)
+                return (key, value) if kind is tuple else [key, value]
+            items = [self._scrub(item, depth + 1, rule) for item in obj]
             return items if isinstance(obj, list) else tuple(items)
         return obj
 
     def scrub_query_like(self, pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """Scrubbed ``(key, value)`` pairs, as from :func:`urllib.parse.parse_qsl`."""
         pairs = list(pairs)
+        rule = self._strict
+        plans = [self._plan(k, rule) for k, _ in pairs]
         keys = {k for k, _ in pairs}
-        named = {_named_secret(k, v, keys, self.is_sensitive_key) for k, v in pairs}
+        named = {
+            _named_secret(k, v, keys, rule.sensitive)
+            for (k, v), (_, _, labelled) in zip(pairs, plans, strict=True)
+            if labelled
+        }
+        scrub = self.scrub_value
         return [
-            (
-                self.scrub_value(k),
-                REDACTED if self.is_sensitive_key(k) or k in named else self.scrub_value(v),
-            )
-            for k, v in pairs
+            (written, REDACTED if sensitive or k in named else scrub(v))
+            for (k, v), (sensitive, written, _) in zip(pairs, plans, strict=True)
         ]
 
     # -- bodies and paths -------------------------------------------------------------------
@@ -408,7 +453,7 @@ class Scrubber:
                 text = value if isinstance(value, str) else str(value)
                 if text:
                     path = _redact_param(path, text)
-        if not CANDIDATE.search(path) and "%" not in path and not self.value_patterns:
+        if _candidate(path) is None and "%" not in path and not self.value_patterns:
             return path
         segments = path.split("/")
         for i, segment in enumerate(segments):
