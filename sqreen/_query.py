@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Final
-from urllib.parse import quote_plus, unquote
+from urllib.parse import quote_plus, unquote, unquote_to_bytes
 
 __all__ = ["encode_pairs", "parse_pairs"]
 
@@ -35,12 +35,22 @@ def parse_pairs(qs: str, limit: int | None = None) -> list[tuple[str, str]]:
             continue
         name, _, value = part.partition("=")
         if "%" in part or "+" in part:
-            name = unquote(name.replace("+", " "))
-            value = unquote(value.replace("+", " "))
+            name = _unquote(name.replace("+", " "))
+            value = _unquote(value.replace("+", " "))
         append((name, value))
         if limit is not None and len(out) >= limit:
             break
     return out
+
+
+def _unquote(text: str) -> str:
+    """``unquote(text)``: for ASCII text (a query string as sent), the bytes it escapes
+    decoded at once, as ``unquote`` does after splitting the text into ASCII runs."""
+    if "%" not in text:
+        return text
+    if text.isascii():
+        return unquote_to_bytes(text).decode("utf-8", "replace")
+    return unquote(text)
 
 
 def encode_pairs(pairs: Iterable[tuple[str, str]]) -> str:

@@ -358,7 +358,10 @@ class Scrubber:
                         if value_key is not None:
                             named.append(value_key)
                     key = written
-                out[key] = self._scrub(item, depth + 1, rule)
+                if type(item) is str and not self.value_patterns:  # most values: no call
+                    out[key] = item if _candidate(item) is None else scrub_secrets(item)
+                else:
+                    out[key] = self._scrub(item, depth + 1, rule)
             for value_key in named:  # {"name": "password", "value": ...}, in either order
                 out[self.scrub_value(value_key)] = REDACTED
             return out
