@@ -19,20 +19,32 @@ the measure) over rounds of events, the stages interleaved round by round, media
 - ``track()`` on the caller's thread, for "caller + flusher".
 
 Then the bytes each queued event holds (tracemalloc, events queued and not yet sent).
+
+    .venv/bin/python bench/bench_flusher.py --compare REF
+
+runs the whole measure in alternate processes on the package as of git ``REF`` (extracted
+with ``git archive`` to a temporary directory) and as it is, three times each, and prints the
+medians side by side: on a shared machine, CPU time per event moves with the load, and only
+figures taken in alternation compare.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# --compare runs this script on an older tree of the package: its sqreen is imported first.
+sys.path.insert(0, os.environ.get("SQREEN_BENCH_ROOT") or sys.path[0])
 
 import sqreen
 from bench.bench_track import ENVIRON, PROPS, Body, NullTransport
@@ -45,6 +57,7 @@ from sqreen._request import text
 from sqreen._wire import encode_event
 from sqreen.transports.http import _gzip
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = 900  # below batch_size: the flusher thread never wakes for them
 ROUNDS = 9
 
@@ -94,6 +107,7 @@ def _stages(client: sqreen.Client, events: list[QueuedEvent]) -> dict[str, Calla
         params = snap.params(body, ctype)
         forwarded = text(snap.forwarded)
         trusted, header = config.trusted, config.client_ip_header
+        resolve = getattr(trusted, "client_ip", None)
 
         def accessors() -> None:
             for e in events:
@@ -105,7 +119,10 @@ def _stages(client: sqreen.Client, events: list[QueuedEvent]) -> dict[str, Calla
             for e in events:
                 r = e.request
                 assert r is not None
-                resolve_client_ip(r.peer, forwarded, trusted, header, r.peer_rewritten)
+                if resolve is None:  # before client IPs were remembered
+                    resolve_client_ip(r.peer, forwarded, trusted, header, r.peer_rewritten)
+                else:
+                    resolve(r.peer, forwarded, header, r.peer_rewritten)
                 watch_peer(r.peer, forwarded, trusted, header, r.peer_rewritten)
 
         def parse() -> None:
@@ -231,20 +248,34 @@ def caller_cpu() -> dict[str, float]:
     return {k: statistics.median(v) for k, v in out.items()}
 
 
+class _FreshBody:
+    """What the tee holds of one request's body: its own bytes, as a server reads them."""
+
+    def __init__(self, data: bytes) -> None:
+        self.chunks = (bytes(bytearray(data)),)
+
+    def capture(self) -> tuple[tuple[bytes, ...], bool]:
+        return self.chunks, False
+
+
 def bytes_per_queued_event() -> dict[str, float]:
-    """tracemalloc's growth per event queued (and not yet sent), for each kind. The body
-    chunks are the app's (the tee's) and shared: the event holds references to them."""
+    """tracemalloc's growth per event queued (and not yet sent), for each kind. Each request
+    has its own environ strings and body bytes, as a server makes them, so what the snapshot
+    keeps alive after the request is counted (shared objects would hide it)."""
     out = {}
     client = _quiet_client()
-    ctx = RequestContext(client, "wsgi", ENVIRON, body=Body())
-    for label, in_request, body in KINDS:
+    (body,), _ = Body().capture()
+    for label, in_request, collect in KINDS:
         gc.collect()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
-        token = current_request.set(ctx if in_request else None)
         for _ in range(N):
-            client.track("auth.login.failure", properties=PROPS, collect_body=body)
-        current_request.reset(token)
+            environ = {k: (v + ".")[:-1] for k, v in ENVIRON.items()}  # new strings
+            ctx = RequestContext(client, "wsgi", environ, body=_FreshBody(body))
+            token = current_request.set(ctx if in_request else None)
+            client.track("auth.login.failure", properties=PROPS, collect_body=collect)
+            current_request.reset(token)
+        del environ, ctx
         after = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
         assert len(_take(client)) == N, "the flusher took events during the count"
@@ -253,31 +284,66 @@ def bytes_per_queued_event() -> dict[str, float]:
     return out
 
 
-def main() -> None:
-    load = os.getloadavg()
-    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} CPUs")
+def measure() -> dict[str, dict[str, float]]:
     stages = flusher_stages()
-    print(f"\nFlusher CPU per event, µs (median of {ROUNDS} interleaved rounds of {N} events)\n")
-    labels = [label for label, _, _ in KINDS]
-    print("| stage | " + " | ".join(labels) + " |")
-    print("| --- |" + " ---: |" * len(labels))
-    for name in stages["in a request"]:
-        cells = [stages[label].get(name) for label in labels]
-        print(f"| {name} | " + " | ".join("" if c is None else f"{c:.2f}" for c in cells) + " |")
     caller = caller_cpu()
-    print("\nCaller + flusher, µs of CPU per event (track() + _encode + gzip share)\n")
-    print("| event | track() | flusher | total |")
-    print("| --- | ---: | ---: | ---: |")
-    for label in labels:
+    memory = bytes_per_queued_event()
+    for label, _, _ in KINDS:
+        stages[label]["track() (caller)"] = caller[label]
         flusher = (
             stages[label]["_encode (flusher, per event)"] + stages[label]["gzip (batch of 500)"]
         )
-        print(f"| {label} | {caller[label]:.2f} | {flusher:.2f} | {caller[label] + flusher:.2f} |")
-    memory = bytes_per_queued_event()
-    print("\nBytes per queued event (tracemalloc)\n")
-    for label, size in memory.items():
-        print(f"- {label}: {size:.0f} B")
-    sys.stdout.flush()
+        stages[label]["caller + flusher"] = caller[label] + flusher
+        stages[label]["bytes per queued event"] = memory[label]
+    return stages
+
+
+def _load() -> str:
+    load = os.getloadavg()
+    return f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} CPUs"
+
+
+def compare(ref: str, runs: int = 3) -> None:
+    with tempfile.TemporaryDirectory() as old:
+        archive = subprocess.run(
+            ["git", "-C", REPO, "archive", ref, "sqreen"], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
+        print(f"{_load()} at the start")
+        got: dict[str, list[dict[str, dict[str, float]]]] = {ref: [], "now": []}
+        for _ in range(runs):
+            for name, root in ((ref, old), ("now", "")):
+                env = {**os.environ, "SQREEN_BENCH_ROOT": root}
+                out = subprocess.run(
+                    [sys.executable, __file__, "--json"], env=env, capture_output=True, text=True
+                )
+                got[name].append(json.loads(out.stdout.splitlines()[-1]))
+        print(f"{_load()} at the end; medians of {runs} alternate runs each\n")
+        for label, _, _ in KINDS:
+            print(f"\n{label}\n\n| µs of CPU per event | {ref} | now | now / {ref} |")
+            print("| --- | ---: | ---: | ---: |")
+            for stage in got["now"][0][label]:
+                a = statistics.median(r[label][stage] for r in got[ref])
+                b = statistics.median(r[label][stage] for r in got["now"])
+                print(f"| {stage} | {a:.2f} | {b:.2f} | {b / a:.2f} |")
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--json"]:
+        print(json.dumps(measure()))
+        return
+    if sys.argv[1:2] == ["--compare"]:
+        compare(sys.argv[2])
+        return
+    print(_load())
+    results = measure()
+    labels = [label for label, _, _ in KINDS]
+    print(f"\nµs of CPU per event (median of {ROUNDS} interleaved rounds of {N} events)\n")
+    print("| stage | " + " | ".join(labels) + " |")
+    print("| --- |" + " ---: |" * len(labels))
+    for name in results["in a request"]:
+        cells = [results[label].get(name) for label in labels]
+        print(f"| {name} | " + " | ".join("" if c is None else f"{c:.2f}" for c in cells) + " |")
 
 
 if __name__ == "__main__":
