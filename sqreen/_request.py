@@ -115,6 +115,20 @@ class RequestSnapshot:
             + 256
         )
 
+    def share(self) -> None:
+        """Offer its repeatable strings for later snapshots to share (on the flusher)."""
+        for value in (
+            self.method,
+            self.peer,
+            self.user_agent,
+            self.forwarded,
+            self.content_type,
+        ):
+            if (type(value) is str or type(value) is bytes) and len(value) <= _SHARED_LEN:
+                if len(_SHARED) >= _SHARED_MAX:
+                    _SHARED.clear()
+                _SHARED.setdefault(value, value)
+
     def decoded_path(self) -> str:
         if self.raw_path_bytes:
             return self.path.encode("latin-1", "replace").decode("utf-8", "replace")
@@ -137,26 +151,15 @@ class RequestSnapshot:
 
 
 #: Request strings that repeat from request to request (methods, content types, user
-#: agents, peers, forwarded headers), one copy each: a queued event then refers to the shared
+#: agents, peers, forwarded headers), one copy each: a queued event refers to the shared
 #: copy, and the server's own copy is freed with its request. 1176 bytes a queued login event
-#: before, 790 after (``bench/bench_flusher.py``, tracemalloc). Bounded: cleared when full.
+#: before, 790 after (``bench/bench_flusher.py``, tracemalloc). The caller's thread only looks
+#: values up (one C call each); the flusher adds those it encodes (:meth:`RequestSnapshot.
+#: share`). Bounded: cleared when full.
 _SHARED: dict[Any, Any] = {}
 _SHARED_MAX = 1024
 _SHARED_LEN = 256
-
-
-def _share(value: Any) -> Any:
-    """The shared copy of ``value`` when it is a str or bytes; anything else as it is."""
-    if type(value) is not str and type(value) is not bytes:
-        return value
-    shared = _SHARED.get(value)
-    if shared is not None:
-        return shared
-    if len(value) <= _SHARED_LEN:
-        if len(_SHARED) >= _SHARED_MAX:
-            _SHARED.clear()
-        _SHARED[value] = value
-    return value
+_shared = _SHARED.get
 
 
 def text(value: str | bytes | None) -> str | None:
@@ -295,14 +298,22 @@ def snapshot_wsgi(
     """Freeze what an event needs of a WSGI environ (or a Django ``META``)."""
     template, path_params = route() if route is not None else (None, None)
     chunks, truncated = body.capture() if body is not None else ((), False)
+    method, peer = environ.get("REQUEST_METHOD"), wsgi_peer(environ)
+    agent, forwarded = environ.get("HTTP_USER_AGENT"), environ.get(forwarded_key)
+    content_type = environ.get("CONTENT_TYPE")
+    try:  # the shared copies (see _SHARED)
+        method, peer, agent = _shared(method, method), _shared(peer, peer), _shared(agent, agent)
+        forwarded, content_type = _shared(forwarded, forwarded), _shared(content_type, content_type)
+    except TypeError:  # an unhashable value: not from a server, kept as it is
+        pass
     return RequestSnapshot(
-        _share(environ.get("REQUEST_METHOD")),
+        method,
         environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
         environ.get("QUERY_STRING", ""),
-        _share(wsgi_peer(environ)),
-        _share(environ.get("HTTP_USER_AGENT")),
-        _share(environ.get(forwarded_key)),
-        _share(environ.get("CONTENT_TYPE")),
+        peer,
+        agent,
+        forwarded,
+        content_type,
         template,
         path_params,
         chunks,
@@ -337,14 +348,21 @@ def snapshot_asgi(
         path_params = scope.get("path_params")
     address, rewritten = asgi_peer(scope) if peer is None else peer
     chunks, truncated = body.capture() if body is not None else ((), False)
+    method = scope.get("method")
+    try:  # the shared copies (see _SHARED)
+        method, address = _shared(method, method), _shared(address, address)
+        user_agent, forwarded = _shared(user_agent, user_agent), _shared(forwarded, forwarded)
+        content_type = _shared(content_type, content_type)
+    except TypeError:  # an unhashable value: not from a server, kept as it is
+        pass
     return RequestSnapshot(
-        _share(scope.get("method")),
+        method,
         scope.get("path", ""),
         scope.get("query_string", b""),
-        _share(address),
-        _share(user_agent),
-        _share(forwarded),
-        _share(content_type),
+        address,
+        user_agent,
+        forwarded,
+        content_type,
         template,
         path_params,
         chunks,

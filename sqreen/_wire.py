@@ -119,6 +119,7 @@ def encode_request(snapshot: RequestSnapshot, config: Config, collect_body: bool
     # that might not fit is measured, and cut down field by field, never dropped.
     if (len(body) + len(text(snapshot.query) or "")) * 6 + _FIXED_PART > MAX_REQUEST_BYTES:
         _fit(wire)
+    snapshot.share()
     return wire
 
 

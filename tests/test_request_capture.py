@@ -378,9 +378,12 @@ def test_invalid_event_log_line_does_not_echo_values(sqreen_log: pytest.LogCaptu
 
 def test_queued_events_share_the_request_strings_that_repeat() -> None:
     """A queued event keeps one shared copy of the method, peer, user agent, forwarded
-    header and content type, not each request's own (memory per queued event)."""
+    header and content type, not each request's own (memory per queued event), once the
+    flusher has encoded an event that had them."""
     client = sqreen.init(transport="memory:")
     base = environ(HTTP_X_FORWARDED_FOR="203.0.113.7", CONTENT_TYPE="text/plain")
+    track_in(client, {k: (v + ".")[:-1] for k, v in base.items()})
+    assert len(delivered(client)) == 1
     first, second = (
         RequestContext(client, "wsgi", {k: (v + ".")[:-1] for k, v in base.items()}).snapshot()
         for _ in range(2)
