@@ -1,6 +1,7 @@
 """Real servers under load from another process: what one ``track()`` per request costs.
 
-    .venv/bin/python bench/bench_servers.py [--rounds 5] [--requests 2000] [--threads 4]
+    .venv/bin/python bench/bench_servers.py [--rounds 15] [--requests 600] [--threads 2]
+        [--compare REF]
 
 gunicorn's sync worker serving Flask and uvicorn serving FastAPI, on 127.0.0.1, one worker
 each, in three variants side by side (``bench/bench_middleware.py``'s apps): ``bare``;
@@ -11,7 +12,8 @@ keep-alive where the server keeps connections, gunicorn's sync worker closes eac
 fast as the server answers. The variants are measured in rounds, in a rotating order, and the
 median of the rounds is kept: requests per second, and the server's CPU per request from
 ``/proc/<pid>/stat`` (utime + stime of the server and its workers, the flusher thread
-included). ``wrk`` and ``oha`` are not installed here; the client is kept small so that it
+included). ``--compare REF`` runs the same servers on the package as of git ``REF`` too, all
+in the same rounds. ``wrk`` and ``oha`` are not installed here; the client is kept small so that it
 takes little of the two cores.
 """
 
@@ -23,6 +25,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -106,65 +109,98 @@ def _run_load(port: int, n: int, threads: int, keep_alive: bool) -> float:
     return float(out.stdout.strip())
 
 
-def servers(rounds: int, n: int, threads: int) -> dict[tuple[str, str], dict[str, float]]:
+def servers(
+    rounds: int, n: int, threads: int, trees: dict[str, str]
+) -> dict[tuple[str, str, str], dict[str, float]]:
+    """For each framework, tree (name -> package root, "" for this one) and variant: the
+    median requests/s and server CPU µs per request of the rounds."""
     results = {}
+    kinds = [(tree, v) for tree in trees for v in SERVER_VARIANTS]
     for framework in ("flask", "fastapi"):
-        running = {v: Server(framework, v) for v in SERVER_VARIANTS}
-        rps: dict[str, list[float]] = {v: [] for v in SERVER_VARIANTS}
-        cpu: dict[str, list[float]] = {v: [] for v in SERVER_VARIANTS}
+        running = {}
+        for tree, v in kinds:
+            os.environ["SQREEN_BENCH_ROOT"] = trees[tree]
+            running[(tree, v)] = Server(framework, v)
+        os.environ.pop("SQREEN_BENCH_ROOT", None)
+        rps: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
+        cpu: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
         try:
             for server in running.values():
                 _run_load(server.port, 300, threads, server.keep_alive)  # warm up
             for r in range(rounds):
-                order = SERVER_VARIANTS[r % 3 :] + SERVER_VARIANTS[: r % 3]
-                for v in order:
-                    server = running[v]
+                shift = r % len(kinds)
+                for kind in kinds[shift:] + kinds[:shift]:
+                    server = running[kind]
                     cpu0 = _tree_cpu_seconds(server.proc.pid)
                     wall = _run_load(server.port, n, threads, server.keep_alive)
                     time.sleep(0.3)  # the flusher's last events of the round
-                    cpu[v].append((_tree_cpu_seconds(server.proc.pid) - cpu0) / n)
-                    rps[v].append(n / wall)
+                    cpu[kind].append((_tree_cpu_seconds(server.proc.pid) - cpu0) / n)
+                    rps[kind].append(n / wall)
         finally:
             for server in running.values():
                 server.stop()
-        for v in SERVER_VARIANTS:
-            results[(framework, v)] = {
-                "rps": statistics.median(rps[v]),
-                "cpu_us": statistics.median(cpu[v]) * 1e6,
+        for tree, v in kinds:
+            # Against the same tree's middleware without a track and its bare app, round by
+            # round (paired: the load of the machine drifts between rounds, less within one).
+            plain, bare = rps[(tree, "sqreen")], cpu[(tree, "bare")]
+            results[(framework, tree, v)] = {
+                "rps": statistics.median(rps[(tree, v)]),
+                "cpu_us": statistics.median(cpu[(tree, v)]) * 1e6,
+                "vs_plain": statistics.median(
+                    a / b for a, b in zip(rps[(tree, v)], plain, strict=True)
+                ),
+                "added_us": statistics.median(
+                    a - b for a, b in zip(cpu[(tree, v)], bare, strict=True)
+                )
+                * 1e6,
             }
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compare", metavar="REF", help="also the package as of git REF")
     parser.add_argument("--load", nargs=4, type=int, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.load:
         port, n, threads, keep_alive = opts.load
         print(load(port, n, threads, bool(keep_alive)))
         return
-    start = os.getloadavg()
-    served = servers(opts.rounds, opts.requests, opts.threads)
-    end = os.getloadavg()
+    trees = {"now": ""}
+    with tempfile.TemporaryDirectory() as old:
+        if opts.compare:
+            archive = subprocess.run(
+                ["git", "-C", ROOT, "archive", opts.compare, "sqreen"],
+                check=True,
+                capture_output=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
+            trees = {opts.compare: old, "now": ""}
+        start = os.getloadavg()
+        served = servers(opts.rounds, opts.requests, opts.threads, trees)
+        end = os.getloadavg()
     print(
         f"Real servers on 127.0.0.1, {opts.threads} client threads in another process, "
         f"{opts.rounds} rotating rounds of {opts.requests} requests (medians); load average "
         f"{start[0]:.1f} at the start, {end[0]:.1f} at the end, {os.cpu_count()} CPUs\n"
     )
-    print("| server | variant | requests/s | vs no track | server CPU µs/request | added |")
-    print("|---|---|--:|--:|--:|--:|")
-    for (framework, variant), r in served.items():
-        bare = served[(framework, "bare")]
-        plain = served[(framework, "sqreen")]
+    print("| server | code | variant | requests/s | vs no track | server CPU µs/request | added |")
+    print("|---|---|---|--:|--:|--:|--:|")
+    for (framework, tree, variant), r in served.items():
         name = "gunicorn + Flask" if framework == "flask" else "uvicorn + FastAPI"
-        vs = f"{r['rps'] / plain['rps'] - 1:+.1%}" if variant == "sqreen + track" else ""
+        vs = f"{r['vs_plain'] - 1:+.1%}" if variant == "sqreen + track" else ""
         print(
-            f"| {name} | {variant} | {r['rps']:,.0f} | {vs} | {r['cpu_us']:.0f} | "
-            f"{r['cpu_us'] - bare['cpu_us']:+.0f} |"
+            f"| {name} | {tree} | {variant} | {r['rps']:,.0f} | {vs} | {r['cpu_us']:.0f} | "
+            f"{r['added_us']:+.0f} |"
         )
+    print(
+        "\nvs no track: the median over rounds of requests/s with a track / without one (the"
+        " same tree, the same round); added: the median over rounds of the server CPU per"
+        " request minus the bare app's."
+    )
 
 
 if __name__ == "__main__":
