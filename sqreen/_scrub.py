@@ -46,6 +46,16 @@ from typing import Any, Final
 from urllib.parse import unquote
 
 from ._query import encode_pairs, parse_pairs
+from ._secret_keys import (
+    CONTAINED,
+    DEFAULT_SENSITIVE_KEYS,
+    MAX_JOINED,
+    NEVER_COLLECTED_HEADERS,
+    SECRET_PROPERTY_KEYS,
+    SECRET_QUALIFIERS,
+    SUFFIXES,
+    TOKEN_RE,
+)
 from ._secrets import CANDIDATE, REDACTED, is_card_int, scrub_secrets
 
 __all__ = [
@@ -58,89 +68,14 @@ __all__ = [
 ]
 
 
-DEFAULT_SENSITIVE_KEYS: Final = frozenset(
-    {
-        "password",  # password, user_password, passwordConfirm, new-password
-        "passwd",  # the Unix spelling
-        "pwd",  # the usual abbreviation
-        "pass",  # pass, user_pass ("passage", "compass" are other tokens)
-        "passphrase",  # key and wallet passphrases
-        "secret",  # secret, client_secret, secret_key
-        "token",  # token, auth_token, access_token ("tokenizer" is another token)
-        "jwt",  # a JSON Web Token under its own name
-        "bearer",  # a bearer credential
-        "auth",  # auth, x-auth, auth_token ("author", "authority" are other tokens)
-        "authorization",  # the header's name used as a key
-        "apikey",  # apikey, api_key, apiKey, X-Api-Key (joined tokens)
-        "cookie",  # cookie, set_cookie
-        "session",  # session, session_key (also session_count: accepted over-scrub)
-        "sessionid",  # sessionid, session_id, sessionId
-        "csrf",  # csrf, csrf_token, csrfmiddlewaretoken (contained)
-        "xsrf",  # XSRF-TOKEN (Angular)
-        "signature",  # request and webhook signatures, X-Amz-Signature
-        "otp",  # one-time passwords: otp, otp_code
-        "totp",  # time-based one-time passwords
-        "pin",  # card and phone PINs ("pinned", "spinner", "opinion" are other tokens)
-        "cvv",  # card verification value (cvv, cvv2)
-        "cvc",  # card verification code (cvc, cvc2)
-        "ssn",  # US social security number
-        "iban",  # international bank account number
-        "cardnumber",  # card_number, cardNumber (joined tokens)
-        "creditcard",  # credit_card, creditCard (joined tokens)
-        "privatekey",  # private_key, privateKey (joined tokens)
-        "credential",  # credential, X-Amz-Credential
-        "credentials",  # credentials blobs
-    }
-)
-
-#: What an event property may be named when it holds a secret: tokens joined, spelling
-#: aside (``api_key``, ``apiKey``, ``API-KEY`` are ``apikey``). The key names a secret when
-#: it ends with one of these, qualifiers aside (see :data:`SECRET_QUALIFIERS`).
-SECRET_PROPERTY_KEYS: Final = frozenset(
-    {
-        # passwords, in a few languages and abbreviations
-        "password", "passwd", "pwd", "pw", "pswd", "pass", "passphrase", "passcode",
-        "passwort", "contrasena", "contraseña", "motdepasse", "senha",
-        # tokens and keys
-        "secret", "clientsecret", "apisecret", "secretkey", "apikey", "accesskey",
-        "accesskeyid", "privatekey", "signingkey", "encryptionkey", "token", "accesstoken",
-        "refreshtoken", "idtoken", "authtoken", "sessiontoken", "bearertoken", "csrftoken",
-        "xsrftoken", "jwt", "bearer", "authorization", "cookie", "sessionid", "sessid",
-        "credential", "credentials", "signature", "mnemonic", "seedphrase",
-        # one-time codes
-        "otp", "totp", "pin", "mfacode", "otpcode", "twofactorcode", "verificationcode",
-        "recoverycode", "backupcode", "securitycode", "authcode",
-        # cards, banks, identity numbers
-        "cardnumber", "creditcard", "ccnumber", "cardno", "pan", "cvv", "cvv2", "cvc",
-        "cvc2", "csc", "cardcode", "iban", "ssn",
-    }
-)  # fmt: skip
-#: Words that may follow a secret's name and keep it a secret.
-SECRET_QUALIFIERS: Final = frozenset(
-    {
-        "confirm", "confirmation", "again", "repeat", "new", "old", "current", "hash",
-        "hashed", "digest", "encrypted", "plain", "plaintext", "raw", "value", "1", "2",
-    }
-)  # fmt: skip
-
-#: Request headers never collected, whatever the options: they are credentials.
-NEVER_COLLECTED_HEADERS: Final = frozenset(
-    {"authorization", "cookie", "proxy-authorization", "x-api-key"}
-)
-
 #: Containers nested deeper than this are replaced by the marker: hostile JSON bodies cannot
 #: exhaust the stack, and a cycle ends there.
 MAX_DEPTH: Final = 32
 
-# Words: "HTTPRequest" is "HTTP" + "Request"; digits apart; other letters (no case) as runs.
-_TOKEN_RE: Final = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+|[^\W\d_A-Za-z]+")
-_CONTAINS: Final = ("password", "passwd", "passwort", "passphrase", "csrf", "xsrf")
-_SUFFIXES: Final = ("token", "secret", "apikey", "privatekey", "sessionid", "sessid", "cardnumber")
-_MAX_JOINED: Final = 4
 # A secret's name given as a value: {"name": "password", "value": ...} (also "key", "field"),
 # and flattened forms: fields[0][name]=password&fields[0][value]=..., fields.0.name.
 _LABELS: Final = ("name", "key", "field")
-_LABEL_SUFFIXES: Final = tuple(
+_LABELSUFFIXES: Final = tuple(
     (f"{open_}{label}{close}", f"{open_}value{close}")
     for label in _LABELS
     for open_, close in (("[", "]"), (".", ""))
@@ -161,7 +96,7 @@ _MULTIPART_PART: Final = re.compile(
 
 
 def _normalized_key(key: str) -> str:
-    return "".join(t.lower() for t in _TOKEN_RE.findall(key))
+    return "".join(t.lower() for t in TOKEN_RE.findall(key))
 
 
 def _encoded_pattern(value: str) -> re.Pattern[str]:
@@ -258,7 +193,7 @@ class Scrubber:
         (``token_type``) is not one."""
         cached = self._property_cache.get(key)
         if cached is None:
-            tokens = [t.lower() for t in _TOKEN_RE.findall(key)]
+            tokens = [t.lower() for t in TOKEN_RE.findall(key)]
             while len(tokens) > 1 and tokens[-1] in SECRET_QUALIFIERS:
                 tokens.pop()
             joined = "".join(tokens)
@@ -272,18 +207,18 @@ class Scrubber:
         return cached
 
     def _classify(self, key: str) -> bool:
-        tokens = [t.lower() for t in _TOKEN_RE.findall(key)]
+        tokens = [t.lower() for t in TOKEN_RE.findall(key)]
         keys = self._keys
         for i, token in enumerate(tokens):
-            if any(part in token for part in _CONTAINS):
+            if any(part in token for part in CONTAINED):
                 return True
             joined = ""
-            for following in tokens[i : i + _MAX_JOINED]:
+            for following in tokens[i : i + MAX_JOINED]:
                 joined += following
                 if (
                     joined in keys
                     or (joined[-1] == "s" and joined[:-1] in keys)
-                    or joined.endswith(_SUFFIXES)
+                    or joined.endswith(SUFFIXES)
                 ):
                     return True
         return bool(self.extra_keys) and "".join(tokens) in self.extra_keys
@@ -478,7 +413,7 @@ def _named_secret(
     if key in _LABELS:
         sibling = "value"
     else:
-        for suffix, value_suffix in _LABEL_SUFFIXES:
+        for suffix, value_suffix in _LABELSUFFIXES:
             if key.endswith(suffix):
                 sibling = key[: -len(suffix)] + value_suffix
                 break
