@@ -282,9 +282,11 @@ class Scrubber:
                 return REDACTED
             out: dict[Any, Any] = {}
             named: list[str] = []
+            plans, plain = rule.plans, not self.value_patterns
             for key, item in obj.items():
                 if isinstance(key, str):
-                    sensitive, written, labelled = self._plan(key, rule)
+                    plan = plans.get(key)
+                    sensitive, written, labelled = self._plan(key, rule) if plan is None else plan
                     if sensitive:
                         out[written] = REDACTED
                         continue
@@ -293,7 +295,7 @@ class Scrubber:
                         if value_key is not None:
                             named.append(value_key)
                     key = written
-                if type(item) is str and not self.value_patterns:  # most values: no call
+                if plain and type(item) is str:  # most values: no call
                     out[key] = item if _candidate(item) is None else scrub_secrets(item)
                 else:
                     out[key] = self._scrub(item, depth + 1, rule)
