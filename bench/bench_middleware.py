@@ -350,7 +350,9 @@ class Server:
 
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
-        env.update(BENCH_VARIANT=variant, PYTHONPATH=ROOT, SQREEN_TRANSPORT="file:///dev/null")
+        # SQREEN_BENCH_ROOT: an older tree of the package, imported first (bench_servers.py).
+        path = os.pathsep.join(filter(None, [os.environ.get("SQREEN_BENCH_ROOT"), ROOT]))
+        env.update(BENCH_VARIANT=variant, PYTHONPATH=path, SQREEN_TRANSPORT="file:///dev/null")
         bind = f"127.0.0.1:{self.port}"
         if framework == "flask":
             app = "bench.bench_middleware:flask_from_env()"

@@ -19,7 +19,7 @@ from typing import Any
 from ._actions import ActionPoller
 from ._app import envelope, spool_of
 from ._blocking import Blocked, Blocklist
-from ._client_ip import normalize_ip, resolve_client_ip
+from ._client_ip import normalize_ip
 from ._config import Config
 from ._context import RequestContext, UserScope, current_request
 from ._errors import Guard, InternalErrors
@@ -324,7 +324,7 @@ class Client:
     def resolve_ip(self, peer_header_rewritten: tuple[str | None, str | None, bool]) -> str | None:
         peer, header, rewritten = peer_header_rewritten
         config = self.config
-        return resolve_client_ip(peer, header, config.trusted, config.client_ip_header, rewritten)
+        return config.trusted.client_ip(peer, header, config.client_ip_header, rewritten)
 
     # -- delivery --------------------------------------------------------------------------
 

@@ -13,9 +13,9 @@ import json
 from collections.abc import Callable, Mapping
 from types import MethodType
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qsl
 
 from ._limits import InvalidEvent
+from ._query import parse_pairs
 from ._values import note
 
 if TYPE_CHECKING:
@@ -65,7 +65,6 @@ class RequestSnapshot:
         "raw_path_bytes",
         "route",
         "user_agent",
-        "weight",
     )
 
     def __init__(
@@ -100,16 +99,35 @@ class RequestSnapshot:
         self.body_truncated = body_truncated
         # WSGI paths are bytes decoded as latin-1 (PEP 3333); re-decode them as UTF-8 later.
         self.raw_path_bytes = raw_path_bytes
-        #: What it holds, in bytes (about): counted against ``max_queue_bytes`` while its
-        #: event waits, body chunks included.
-        self.weight = (
-            sum(map(len, body_chunks))
-            + len(path)
-            + len(query)
+
+    @property
+    def weight(self) -> int:
+        """What it holds, in bytes (about): counted against ``max_queue_bytes`` while its
+        event waits, body chunks included. (Computed, not kept: a slot and an int more per
+        queued event.)"""
+        user_agent, forwarded = self.user_agent, self.forwarded
+        return (
+            sum(map(len, self.body_chunks))
+            + len(self.path)
+            + len(self.query)
             + (len(user_agent) if user_agent else 0)
             + (len(forwarded) if forwarded else 0)
             + 256
         )
+
+    def share(self) -> None:
+        """Offer its repeatable strings for later snapshots to share (on the flusher)."""
+        for value in (
+            self.method,
+            self.peer,
+            self.user_agent,
+            self.forwarded,
+            self.content_type,
+        ):
+            if (type(value) is str or type(value) is bytes) and len(value) <= _SHARED_LEN:
+                if len(_SHARED) >= _SHARED_MAX:
+                    _SHARED.clear()
+                _SHARED.setdefault(value, value)
 
     def decoded_path(self) -> str:
         if self.raw_path_bytes:
@@ -130,6 +148,18 @@ class RequestSnapshot:
                 if key not in params and len(params) < MAX_PARAMS:
                     params[key] = value
         return params
+
+
+#: Request strings that repeat from request to request (methods, content types, user
+#: agents, peers, forwarded headers), one copy each: a queued event refers to the shared
+#: copy, and the server's own copy is freed with its request. 1176 bytes a queued login event
+#: before, 790 after (``bench/bench_flusher.py``, tracemalloc). The caller's thread only looks
+#: values up (one C call each); the flusher adds those it encodes (:meth:`RequestSnapshot.
+#: share`). Bounded: cleared when full.
+_SHARED: dict[Any, Any] = {}
+_SHARED_MAX = 1024
+_SHARED_LEN = 256
+_shared = _SHARED.get
 
 
 def text(value: str | bytes | None) -> str | None:
@@ -158,7 +188,7 @@ def _parse_qs(qs: str) -> dict[str, Any]:
     if not qs:
         return {}
     out: dict[str, Any] = {}
-    for key, value in parse_qsl(qs, keep_blank_values=True, max_num_fields=None)[: MAX_PARAMS * 4]:
+    for key, value in parse_pairs(qs, MAX_PARAMS * 4):
         key = key[:128]
         value = value[:MAX_PARAM_VALUE]
         if key in out:
@@ -175,7 +205,7 @@ def _parse_qs(qs: str) -> dict[str, Any]:
 
 def _parse_body(body: bytes, content_type: str, truncated: bool) -> dict[str, Any]:
     if content_type.startswith("application/x-www-form-urlencoded"):
-        return _parse_qs(body.decode("latin-1" if _not_utf8(body) else "utf-8"))
+        return _parse_qs(_form_text(body))
     if content_type.startswith("application/json") or content_type.endswith("+json"):
         if truncated:
             return {}
@@ -189,12 +219,12 @@ def _parse_body(body: bytes, content_type: str, truncated: bool) -> dict[str, An
     return {}
 
 
-def _not_utf8(data: bytes) -> bool:
+def _form_text(data: bytes) -> str:
+    """A form body as text: UTF-8, or latin-1 when it is not UTF-8 (decoded once)."""
     try:
-        data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        return True
-    return False
+        return data.decode("latin-1")
 
 
 def multipart_names(body: bytes, content_type: str) -> list[str]:
@@ -268,14 +298,22 @@ def snapshot_wsgi(
     """Freeze what an event needs of a WSGI environ (or a Django ``META``)."""
     template, path_params = route() if route is not None else (None, None)
     chunks, truncated = body.capture() if body is not None else ((), False)
+    method, peer = environ.get("REQUEST_METHOD"), wsgi_peer(environ)
+    agent, forwarded = environ.get("HTTP_USER_AGENT"), environ.get(forwarded_key)
+    content_type = environ.get("CONTENT_TYPE")
+    try:  # the shared copies (see _SHARED)
+        method, peer, agent = _shared(method, method), _shared(peer, peer), _shared(agent, agent)
+        forwarded, content_type = _shared(forwarded, forwarded), _shared(content_type, content_type)
+    except TypeError:  # an unhashable value: not from a server, kept as it is
+        pass
     return RequestSnapshot(
-        environ.get("REQUEST_METHOD"),
+        method,
         environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
         environ.get("QUERY_STRING", ""),
-        wsgi_peer(environ),
-        environ.get("HTTP_USER_AGENT"),
-        environ.get(forwarded_key),
-        environ.get("CONTENT_TYPE"),
+        peer,
+        agent,
+        forwarded,
+        content_type,
         template,
         path_params,
         chunks,
@@ -310,8 +348,15 @@ def snapshot_asgi(
         path_params = scope.get("path_params")
     address, rewritten = asgi_peer(scope) if peer is None else peer
     chunks, truncated = body.capture() if body is not None else ((), False)
+    method = scope.get("method")
+    try:  # the shared copies (see _SHARED)
+        method, address = _shared(method, method), _shared(address, address)
+        user_agent, forwarded = _shared(user_agent, user_agent), _shared(forwarded, forwarded)
+        content_type = _shared(content_type, content_type)
+    except TypeError:  # an unhashable value: not from a server, kept as it is
+        pass
     return RequestSnapshot(
-        scope.get("method"),
+        method,
         scope.get("path", ""),
         scope.get("query_string", b""),
         address,

@@ -43,8 +43,19 @@ import json
 import re
 from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote, urlencode
+from urllib.parse import unquote
 
+from ._query import encode_pairs, parse_pairs
+from ._secret_keys import (
+    CONTAINED,
+    DEFAULT_SENSITIVE_KEYS,
+    MAX_JOINED,
+    NEVER_COLLECTED_HEADERS,
+    SECRET_PROPERTY_KEYS,
+    SECRET_QUALIFIERS,
+    SUFFIXES,
+    TOKEN_RE,
+)
 from ._secrets import CANDIDATE, REDACTED, is_card_int, scrub_secrets
 
 __all__ = [
@@ -57,89 +68,14 @@ __all__ = [
 ]
 
 
-DEFAULT_SENSITIVE_KEYS: Final = frozenset(
-    {
-        "password",  # password, user_password, passwordConfirm, new-password
-        "passwd",  # the Unix spelling
-        "pwd",  # the usual abbreviation
-        "pass",  # pass, user_pass ("passage", "compass" are other tokens)
-        "passphrase",  # key and wallet passphrases
-        "secret",  # secret, client_secret, secret_key
-        "token",  # token, auth_token, access_token ("tokenizer" is another token)
-        "jwt",  # a JSON Web Token under its own name
-        "bearer",  # a bearer credential
-        "auth",  # auth, x-auth, auth_token ("author", "authority" are other tokens)
-        "authorization",  # the header's name used as a key
-        "apikey",  # apikey, api_key, apiKey, X-Api-Key (joined tokens)
-        "cookie",  # cookie, set_cookie
-        "session",  # session, session_key (also session_count: accepted over-scrub)
-        "sessionid",  # sessionid, session_id, sessionId
-        "csrf",  # csrf, csrf_token, csrfmiddlewaretoken (contained)
-        "xsrf",  # XSRF-TOKEN (Angular)
-        "signature",  # request and webhook signatures, X-Amz-Signature
-        "otp",  # one-time passwords: otp, otp_code
-        "totp",  # time-based one-time passwords
-        "pin",  # card and phone PINs ("pinned", "spinner", "opinion" are other tokens)
-        "cvv",  # card verification value (cvv, cvv2)
-        "cvc",  # card verification code (cvc, cvc2)
-        "ssn",  # US social security number
-        "iban",  # international bank account number
-        "cardnumber",  # card_number, cardNumber (joined tokens)
-        "creditcard",  # credit_card, creditCard (joined tokens)
-        "privatekey",  # private_key, privateKey (joined tokens)
-        "credential",  # credential, X-Amz-Credential
-        "credentials",  # credentials blobs
-    }
-)
-
-#: What an event property may be named when it holds a secret: tokens joined, spelling
-#: aside (``api_key``, ``apiKey``, ``API-KEY`` are ``apikey``). The key names a secret when
-#: it ends with one of these, qualifiers aside (see :data:`SECRET_QUALIFIERS`).
-SECRET_PROPERTY_KEYS: Final = frozenset(
-    {
-        # passwords, in a few languages and abbreviations
-        "password", "passwd", "pwd", "pw", "pswd", "pass", "passphrase", "passcode",
-        "passwort", "contrasena", "contraseña", "motdepasse", "senha",
-        # tokens and keys
-        "secret", "clientsecret", "apisecret", "secretkey", "apikey", "accesskey",
-        "accesskeyid", "privatekey", "signingkey", "encryptionkey", "token", "accesstoken",
-        "refreshtoken", "idtoken", "authtoken", "sessiontoken", "bearertoken", "csrftoken",
-        "xsrftoken", "jwt", "bearer", "authorization", "cookie", "sessionid", "sessid",
-        "credential", "credentials", "signature", "mnemonic", "seedphrase",
-        # one-time codes
-        "otp", "totp", "pin", "mfacode", "otpcode", "twofactorcode", "verificationcode",
-        "recoverycode", "backupcode", "securitycode", "authcode",
-        # cards, banks, identity numbers
-        "cardnumber", "creditcard", "ccnumber", "cardno", "pan", "cvv", "cvv2", "cvc",
-        "cvc2", "csc", "cardcode", "iban", "ssn",
-    }
-)  # fmt: skip
-#: Words that may follow a secret's name and keep it a secret.
-SECRET_QUALIFIERS: Final = frozenset(
-    {
-        "confirm", "confirmation", "again", "repeat", "new", "old", "current", "hash",
-        "hashed", "digest", "encrypted", "plain", "plaintext", "raw", "value", "1", "2",
-    }
-)  # fmt: skip
-
-#: Request headers never collected, whatever the options: they are credentials.
-NEVER_COLLECTED_HEADERS: Final = frozenset(
-    {"authorization", "cookie", "proxy-authorization", "x-api-key"}
-)
-
 #: Containers nested deeper than this are replaced by the marker: hostile JSON bodies cannot
 #: exhaust the stack, and a cycle ends there.
 MAX_DEPTH: Final = 32
 
-# Words: "HTTPRequest" is "HTTP" + "Request"; digits apart; other letters (no case) as runs.
-_TOKEN_RE: Final = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+|[^\W\d_A-Za-z]+")
-_CONTAINS: Final = ("password", "passwd", "passwort", "passphrase", "csrf", "xsrf")
-_SUFFIXES: Final = ("token", "secret", "apikey", "privatekey", "sessionid", "sessid", "cardnumber")
-_MAX_JOINED: Final = 4
 # A secret's name given as a value: {"name": "password", "value": ...} (also "key", "field"),
 # and flattened forms: fields[0][name]=password&fields[0][value]=..., fields.0.name.
 _LABELS: Final = ("name", "key", "field")
-_LABEL_SUFFIXES: Final = tuple(
+_LABELSUFFIXES: Final = tuple(
     (f"{open_}{label}{close}", f"{open_}value{close}")
     for label in _LABELS
     for open_, close in (("[", "]"), (".", ""))
@@ -160,7 +96,7 @@ _MULTIPART_PART: Final = re.compile(
 
 
 def _normalized_key(key: str) -> str:
-    return "".join(t.lower() for t in _TOKEN_RE.findall(key))
+    return "".join(t.lower() for t in TOKEN_RE.findall(key))
 
 
 def _encoded_pattern(value: str) -> re.Pattern[str]:
@@ -174,6 +110,19 @@ def _encoded_pattern(value: str) -> re.Pattern[str]:
             alternatives.append(r"\+")
         parts.append(f"(?:{'|'.join(alternatives)})")
     return re.compile("".join(parts))
+
+
+_candidate: Final = CANDIDATE.search
+
+
+class _Rule:
+    """A key rule (strict for request data, lenient for properties) and its decided keys."""
+
+    __slots__ = ("plans", "sensitive")
+
+    def __init__(self, sensitive: Callable[[str], bool]) -> None:
+        self.sensitive = sensitive
+        self.plans: dict[str, tuple[bool, str, bool]] = {}
 
 
 class Scrubber:
@@ -219,6 +168,8 @@ class Scrubber:
         self.value_patterns: tuple[re.Pattern[str], ...] = tuple(patterns)
         self._cache: dict[str, bool] = {}
         self._property_cache: dict[str, bool] = {}
+        self._strict = _Rule(self.is_sensitive_key)
+        self._lenient = _Rule(self.is_secret_property)
         self._property_keys = SECRET_PROPERTY_KEYS | extra
 
     # -- keys -------------------------------------------------------------------------------
@@ -242,7 +193,7 @@ class Scrubber:
         (``token_type``) is not one."""
         cached = self._property_cache.get(key)
         if cached is None:
-            tokens = [t.lower() for t in _TOKEN_RE.findall(key)]
+            tokens = [t.lower() for t in TOKEN_RE.findall(key)]
             while len(tokens) > 1 and tokens[-1] in SECRET_QUALIFIERS:
                 tokens.pop()
             joined = "".join(tokens)
@@ -256,18 +207,18 @@ class Scrubber:
         return cached
 
     def _classify(self, key: str) -> bool:
-        tokens = [t.lower() for t in _TOKEN_RE.findall(key)]
+        tokens = [t.lower() for t in TOKEN_RE.findall(key)]
         keys = self._keys
         for i, token in enumerate(tokens):
-            if any(part in token for part in _CONTAINS):
+            if any(part in token for part in CONTAINED):
                 return True
             joined = ""
-            for following in tokens[i : i + _MAX_JOINED]:
+            for following in tokens[i : i + MAX_JOINED]:
                 joined += following
                 if (
                     joined in keys
                     or (joined[-1] == "s" and joined[:-1] in keys)
-                    or joined.endswith(_SUFFIXES)
+                    or joined.endswith(SUFFIXES)
                 ):
                     return True
         return bool(self.extra_keys) and "".join(tokens) in self.extra_keys
@@ -277,7 +228,8 @@ class Scrubber:
     def scrub_value(self, value: str) -> str:
         """``value`` with the secrets found by their form (:mod:`sqreen._secrets`) and the
         configured patterns replaced by :data:`REDACTED`; the rest of the string is kept."""
-        value = scrub_secrets(value)
+        if _candidate(value) is not None:  # most strings fail this one search
+            value = scrub_secrets(value)
         for pattern in self.value_patterns:
             value = pattern.sub(REDACTED, value)
         return value
@@ -290,60 +242,94 @@ class Scrubber:
         pair (as :func:`~urllib.parse.parse_qsl` gives, or ``[["password", "..."]]`` in JSON),
         and ``{"name": "password", "value": "..."}`` names its value. The input is never
         mutated."""
-        return self._scrub(obj, 0, self.is_sensitive_key)
+        return self._scrub(obj, 0, self._strict)
 
     def scrub_properties(self, properties: dict[str, Any]) -> dict[str, Any]:
         """An event's own properties, scrubbed by value and by whole secret keys only (see
         :meth:`is_secret_property`)."""
-        return self._scrub(properties, 0, self.is_secret_property)  # type: ignore[no-any-return]
+        return self._scrub(properties, 0, self._lenient)  # type: ignore[no-any-return]
 
-    def _scrub(self, obj: Any, depth: int, sensitive: Callable[[str], bool]) -> Any:
-        if isinstance(obj, str):
-            return self.scrub_value(obj)
-        if type(obj) is int:  # {"card": 4111111111111111} in a JSON body
+    def _plan(self, key: str, rule: _Rule) -> tuple[bool, str, bool]:
+        """What a dict key means under ``rule``, decided once (bounded cache): whether it is
+        sensitive, the key as written out (scrubbed), and whether it may name a secret given
+        as its value (``name``, ``f[0][key]``...). Keys repeat from event to event: the
+        decisions cost 2-3 µs a key, the lookup 0.1 (``bench/bench_flusher.py``)."""
+        plan = rule.plans.get(key)
+        if plan is None:
+            plan = (rule.sensitive(key), self.scrub_value(key), key.endswith(_LABEL_ENDINGS))
+            if len(key) <= _CACHED_KEY_MAX:
+                if len(rule.plans) >= _CACHE_MAX:
+                    rule.plans.clear()
+                rule.plans[key] = plan
+        return plan
+
+    def _scrub(self, obj: Any, depth: int, rule: _Rule) -> Any:
+        # The exact types first (what JSON and the SDK's validation give), by identity: the
+        # isinstance() checks against Mapping and unions below cost more than the work.
+        kind = type(obj)
+        if kind is str:
+            if self.value_patterns or _candidate(obj) is not None:
+                return self.scrub_value(obj)
+            return obj
+        if kind is bool or kind is float or obj is None:
+            return obj
+        if kind is int:  # {"card": 4111111111111111} in a JSON body
             return REDACTED if is_card_int(obj) else obj
-        if isinstance(obj, Mapping):
+        if kind is not dict and isinstance(obj, str):
+            return self.scrub_value(obj)
+        if kind is dict or isinstance(obj, Mapping):
             if depth >= MAX_DEPTH:
                 return REDACTED
             out: dict[Any, Any] = {}
             named: list[str] = []
+            plans, plain = rule.plans, not self.value_patterns
             for key, item in obj.items():
                 if isinstance(key, str):
-                    if sensitive(key):
-                        out[self.scrub_value(key)] = REDACTED
+                    plan = plans.get(key)
+                    sensitive, written, labelled = self._plan(key, rule) if plan is None else plan
+                    if sensitive:
+                        out[written] = REDACTED
                         continue
-                    value_key = _named_secret(key, item, obj, sensitive)
-                    if value_key is not None:
-                        named.append(value_key)
-                    key = self.scrub_value(key)
-                out[key] = self._scrub(item, depth + 1, sensitive)
+                    if labelled:
+                        value_key = _named_secret(key, item, obj, rule.sensitive)
+                        if value_key is not None:
+                            named.append(value_key)
+                    key = written
+                if plain and type(item) is str:  # most values: no call
+                    out[key] = item if _candidate(item) is None else scrub_secrets(item)
+                else:
+                    out[key] = self._scrub(item, depth + 1, rule)
             for value_key in named:  # {"name": "password", "value": ...}, in either order
                 out[self.scrub_value(value_key)] = REDACTED
             return out
         if isinstance(obj, list | tuple):
             if depth >= MAX_DEPTH:
                 return REDACTED
-            if len(obj) == 2 and isinstance(obj[0], str) and type(obj) in (tuple, list):
+            if len(obj) == 2 and isinstance(obj[0], str) and kind in (tuple, list):
                 # A (key, value) pair: from parse_qsl() or MultiDict.items(multi=True), or
                 # [["password", "..."]] in JSON.
                 key = self.scrub_value(obj[0])
-                value = REDACTED if sensitive(obj[0]) else self._scrub(obj[1], depth + 1, sensitive)
-                return (key, value) if type(obj) is tuple else [key, value]
-            items = [self._scrub(item, depth + 1, sensitive) for item in obj]
+                value = REDACTED if rule.sensitive(obj[0]) else self._scrub(obj[1], depth + 1, rule)
+                return (key, value) if kind is tuple else [key, value]
+            items = [self._scrub(item, depth + 1, rule) for item in obj]
             return items if isinstance(obj, list) else tuple(items)
         return obj
 
     def scrub_query_like(self, pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """Scrubbed ``(key, value)`` pairs, as from :func:`urllib.parse.parse_qsl`."""
         pairs = list(pairs)
+        rule = self._strict
+        plans = [self._plan(k, rule) for k, _ in pairs]
         keys = {k for k, _ in pairs}
-        named = {_named_secret(k, v, keys, self.is_sensitive_key) for k, v in pairs}
+        named = {
+            _named_secret(k, v, keys, rule.sensitive)
+            for (k, v), (_, _, labelled) in zip(pairs, plans, strict=True)
+            if labelled
+        }
+        scrub = self.scrub_value
         return [
-            (
-                self.scrub_value(k),
-                REDACTED if self.is_sensitive_key(k) or k in named else self.scrub_value(v),
-            )
-            for k, v in pairs
+            (written, REDACTED if sensitive or k in named else scrub(v))
+            for (k, v), (sensitive, written, _) in zip(pairs, plans, strict=True)
         ]
 
     # -- bodies and paths -------------------------------------------------------------------
@@ -373,8 +359,7 @@ class Scrubber:
                     dumped = json.dumps(scrubbed)
                 return dumped
         if is_form:
-            pairs = parse_qsl(text, keep_blank_values=True, errors="replace")
-            return urlencode(self.scrub_query_like(pairs), safe="[]")
+            return encode_pairs(self.scrub_query_like(parse_pairs(text)))
         if ctype.startswith("multipart/"):
             text = _MULTIPART_PART.sub(self._multipart_part, text)
         return self.scrub_value(_KEY_VALUE.sub(self._key_value, text))
@@ -408,7 +393,7 @@ class Scrubber:
                 text = value if isinstance(value, str) else str(value)
                 if text:
                     path = _redact_param(path, text)
-        if not CANDIDATE.search(path) and "%" not in path and not self.value_patterns:
+        if _candidate(path) is None and "%" not in path and not self.value_patterns:
             return path
         segments = path.split("/")
         for i, segment in enumerate(segments):
@@ -430,7 +415,7 @@ def _named_secret(
     if key in _LABELS:
         sibling = "value"
     else:
-        for suffix, value_suffix in _LABEL_SUFFIXES:
+        for suffix, value_suffix in _LABELSUFFIXES:
             if key.endswith(suffix):
                 sibling = key[: -len(suffix)] + value_suffix
                 break

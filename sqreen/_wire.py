@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Final, TypedDict, cast
 
-from ._client_ip import resolve_client_ip
 from ._event import (
     LIMITS,
     InvalidEvent,
@@ -96,7 +95,7 @@ def encode_request(snapshot: RequestSnapshot, config: Config, collect_body: bool
     scrubber = config.scrubber
     forwarded = text(snapshot.forwarded)
     peer, rewritten, header = snapshot.peer, snapshot.peer_rewritten, config.client_ip_header
-    ip = resolve_client_ip(peer, forwarded, config.trusted, header, rewritten)
+    ip = config.trusted.client_ip(peer, forwarded, header, rewritten)
     watch_peer(peer, forwarded, config.trusted, header, rewritten)
     content_type = snapshot.media_type()
     body = snapshot.body()
@@ -120,6 +119,7 @@ def encode_request(snapshot: RequestSnapshot, config: Config, collect_body: bool
     # that might not fit is measured, and cut down field by field, never dropped.
     if (len(body) + len(text(snapshot.query) or "")) * 6 + _FIXED_PART > MAX_REQUEST_BYTES:
         _fit(wire)
+    snapshot.share()
     return wire
 
 

@@ -92,6 +92,8 @@ def test_x_forwarded_for(
 ) -> None:
     assert resolve_client_ip(peer, xff, trusted) == expected
     assert resolve_client_ip(peer, xff, trusted, "X-Forwarded-For") == expected
+    for _ in range(2):  # resolved, then remembered
+        assert trusted.client_ip(peer, xff, "x-forwarded-for", False) == expected
 
 
 def test_too_many_hops_stop_the_walk_at_a_trusted_hop() -> None:

@@ -374,3 +374,32 @@ def test_invalid_event_log_line_does_not_echo_values(sqreen_log: pytest.LogCaptu
     logs = "\n".join(r.getMessage() for r in sqreen_log.records)
     assert "xxxx" not in logs
     assert logging.getLogger("sqreen").name == "sqreen"
+
+
+def test_queued_events_share_the_request_strings_that_repeat() -> None:
+    """A queued event keeps one shared copy of the method, peer, user agent, forwarded
+    header and content type, not each request's own (memory per queued event), once the
+    flusher has encoded an event that had them."""
+    client = sqreen.init(transport="memory:")
+    base = environ(HTTP_X_FORWARDED_FOR="203.0.113.7", CONTENT_TYPE="text/plain")
+    track_in(client, {k: (v + ".")[:-1] for k, v in base.items()})
+    assert len(delivered(client)) == 1
+    first, second = (
+        RequestContext(client, "wsgi", {k: (v + ".")[:-1] for k, v in base.items()}).snapshot()
+        for _ in range(2)
+    )
+    for field in ("method", "peer", "user_agent", "forwarded", "content_type"):
+        assert getattr(first, field) == base_value(base, field)
+        assert getattr(first, field) is getattr(second, field), field
+
+
+def base_value(env: dict[str, Any], field: str) -> str:
+    keys = {
+        "method": "REQUEST_METHOD",
+        "peer": "REMOTE_ADDR",
+        "user_agent": "HTTP_USER_AGENT",
+        "forwarded": "HTTP_X_FORWARDED_FOR",
+        "content_type": "CONTENT_TYPE",
+    }
+    value: str = env[keys[field]]
+    return value

@@ -196,3 +196,21 @@ def test_an_over_long_request_is_cut_not_refused() -> None:
                            "request": many})["request"]  # fmt: skip
     assert request is not None and list(request["params"]) == ["[truncated]"]
     assert request["params"]["[truncated]"].startswith("40000 parameters, ")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ts=st.floats(0, 221_845_391_999.999)
+    | st.integers(0, 2**33).map(lambda s: s + 0.9999995)
+    | st.integers(0, 2**33).map(lambda s: s + 0.0000005)
+)
+def test_posix_times_are_formatted_as_datetime_formats_them(ts: float) -> None:
+    """The flusher's formatter of POSIX times (no datetime made, the second's text reused)
+    writes what datetime.fromtimestamp(...).isoformat() writes, its rounding included."""
+    from datetime import UTC, datetime
+
+    from sqreen._event import format_timestamp
+
+    expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
+    assert format_timestamp(ts) == expected.replace("+00:00", "Z")
+    assert format_timestamp(ts) == expected.replace("+00:00", "Z")  # from the second's text

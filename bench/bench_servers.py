@@ -1,0 +1,207 @@
+"""Real servers under load from another process: what one ``track()`` per request costs.
+
+    .venv/bin/python bench/bench_servers.py [--rounds 15] [--requests 600] [--threads 2]
+        [--compare REF]
+
+gunicorn's sync worker serving Flask and uvicorn serving FastAPI, on 127.0.0.1, one worker
+each, in three variants side by side (``bench/bench_middleware.py``'s apps): ``bare``;
+``sqreen`` (the middleware, no track); ``sqreen + track`` (one ``track()`` per request, the
+flusher writing every event to ``/dev/null`` through the file transport, so that its CPU is
+the server's). The requests come from a separate process (``--load``: threads on raw sockets,
+keep-alive where the server keeps connections, gunicorn's sync worker closes each one), as
+fast as the server answers. The variants are measured in rounds, in a rotating order, and the
+median of the rounds is kept: requests per second, and the server's CPU per request from
+``/proc/<pid>/stat`` (utime + stime of the server and its workers, the flusher thread
+included). ``--compare REF`` runs the same servers on the package as of git ``REF`` too, all
+in the same rounds. ``wrk`` and ``oha`` are not installed here; the client is kept small so that it
+takes little of the two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.bench_middleware import HEADERS, SERVER_VARIANTS, Server, _tree_cpu_seconds  # noqa: E402
+
+PATH = "/items/42?page=2&q=shoes"
+
+
+def _request(keep_alive: bool) -> bytes:
+    lines = [f"GET {PATH} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{k}: {v}" for k, v in HEADERS.items()]
+    lines.append("Connection: " + ("keep-alive" if keep_alive else "close"))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _read_response(sock: socket.socket, buffer: bytes) -> tuple[bool, bytes]:
+    """Read one response; return (whether the connection is still usable, bytes left over)."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return False, b""
+        buffer += chunk
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    length = None
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length is None:  # read until the server closes
+        while sock.recv(65536):
+            pass
+        return False, b""
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return False, b""
+        rest += chunk
+    return True, rest[length:]
+
+
+def load(port: int, n: int, threads: int, keep_alive: bool) -> float:
+    """Send n requests over ``threads`` connections; return the wall seconds taken."""
+    request = _request(keep_alive)
+    counts = [n // threads + (1 if i < n % threads else 0) for i in range(threads)]
+
+    def client(count: int) -> None:
+        sock: socket.socket | None = None
+        buffer = b""
+        for _ in range(count):
+            if sock is None:
+                sock = socket.create_connection(("127.0.0.1", port))
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                buffer = b""
+            sock.sendall(request)
+            usable, buffer = _read_response(sock, buffer)
+            if not (usable and keep_alive):
+                sock.close()
+                sock = None
+        if sock is not None:
+            sock.close()
+
+    workers = [threading.Thread(target=client, args=(c,)) for c in counts]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - t0
+
+
+def _run_load(port: int, n: int, threads: int, keep_alive: bool) -> float:
+    out = subprocess.run(
+        [sys.executable, __file__, "--load", str(port), str(n), str(threads), str(int(keep_alive))],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.strip())
+
+
+def servers(
+    rounds: int, n: int, threads: int, trees: dict[str, str]
+) -> dict[tuple[str, str, str], dict[str, float]]:
+    """For each framework, tree (name -> package root, "" for this one) and variant: the
+    median requests/s and server CPU µs per request of the rounds."""
+    results = {}
+    kinds = [(tree, v) for tree in trees for v in SERVER_VARIANTS]
+    for framework in ("flask", "fastapi"):
+        running = {}
+        for tree, v in kinds:
+            os.environ["SQREEN_BENCH_ROOT"] = trees[tree]
+            running[(tree, v)] = Server(framework, v)
+        os.environ.pop("SQREEN_BENCH_ROOT", None)
+        rps: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
+        cpu: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
+        try:
+            for server in running.values():
+                _run_load(server.port, 300, threads, server.keep_alive)  # warm up
+            for r in range(rounds):
+                shift = r % len(kinds)
+                for kind in kinds[shift:] + kinds[:shift]:
+                    server = running[kind]
+                    cpu0 = _tree_cpu_seconds(server.proc.pid)
+                    wall = _run_load(server.port, n, threads, server.keep_alive)
+                    time.sleep(0.3)  # the flusher's last events of the round
+                    cpu[kind].append((_tree_cpu_seconds(server.proc.pid) - cpu0) / n)
+                    rps[kind].append(n / wall)
+        finally:
+            for server in running.values():
+                server.stop()
+        for tree, v in kinds:
+            # Against the same tree's middleware without a track and its bare app, round by
+            # round (paired: the load of the machine drifts between rounds, less within one).
+            plain, bare = rps[(tree, "sqreen")], cpu[(tree, "bare")]
+            results[(framework, tree, v)] = {
+                "rps": statistics.median(rps[(tree, v)]),
+                "cpu_us": statistics.median(cpu[(tree, v)]) * 1e6,
+                "vs_plain": statistics.median(
+                    a / b for a, b in zip(rps[(tree, v)], plain, strict=True)
+                ),
+                "added_us": statistics.median(
+                    a - b for a, b in zip(cpu[(tree, v)], bare, strict=True)
+                )
+                * 1e6,
+            }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compare", metavar="REF", help="also the package as of git REF")
+    parser.add_argument("--load", nargs=4, type=int, help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.load:
+        port, n, threads, keep_alive = opts.load
+        print(load(port, n, threads, bool(keep_alive)))
+        return
+    trees = {"now": ""}
+    with tempfile.TemporaryDirectory() as old:
+        if opts.compare:
+            archive = subprocess.run(
+                ["git", "-C", ROOT, "archive", opts.compare, "sqreen"],
+                check=True,
+                capture_output=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
+            trees = {opts.compare: old, "now": ""}
+        start = os.getloadavg()
+        served = servers(opts.rounds, opts.requests, opts.threads, trees)
+        end = os.getloadavg()
+    print(
+        f"Real servers on 127.0.0.1, {opts.threads} client threads in another process, "
+        f"{opts.rounds} rotating rounds of {opts.requests} requests (medians); load average "
+        f"{start[0]:.1f} at the start, {end[0]:.1f} at the end, {os.cpu_count()} CPUs\n"
+    )
+    print("| server | code | variant | requests/s | vs no track | server CPU µs/request | added |")
+    print("|---|---|---|--:|--:|--:|--:|")
+    for (framework, tree, variant), r in served.items():
+        name = "gunicorn + Flask" if framework == "flask" else "uvicorn + FastAPI"
+        vs = f"{r['vs_plain'] - 1:+.1%}" if variant == "sqreen + track" else ""
+        print(
+            f"| {name} | {tree} | {variant} | {r['rps']:,.0f} | {vs} | {r['cpu_us']:.0f} | "
+            f"{r['added_us']:+.0f} |"
+        )
+    print(
+        "\nvs no track: the median over rounds of requests/s with a track / without one (the"
+        " same tree, the same round); added: the median over rounds of the server CPU per"
+        " request minus the bare app's."
+    )
+
+
+if __name__ == "__main__":
+    main()
