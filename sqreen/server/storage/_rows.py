@@ -23,6 +23,7 @@ from ..._event import parse_timestamp
 from ..._json import dumps_ascii, dumps_fields, dumps_utf8
 from ..._text import utf8_text
 from ..._wire import WireEvent
+from ..fastjson import dumps_ascii as dumps_event_part
 from .model import Agent, ApiKey, Block, InsertResult, StoredEvent, from_us, to_us
 
 __all__ = [
@@ -173,10 +174,10 @@ def event_record(
             app,
             host,
             _ip(request),
-            None if user is None else dumps(user),
-            dumps(event["properties"]),
-            None if target is None else dumps(target),
-            None if request is None else dumps(request),
+            None if user is None else dumps_event_part(user),
+            dumps_event_part(event["properties"]),
+            None if target is None else dumps_event_part(target),
+            None if request is None else dumps_event_part(request),
             dumps_fields(enrichment) if enrichment else None,  # ip_info: encoded once an IP
             key_id,
             _short(info.get("country")),
