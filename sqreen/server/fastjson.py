@@ -17,6 +17,8 @@ accepted, refused (and with which message) and stored stays what it was:
   output is encoded again by the standard encoder. Floats are written in their shortest form
   by both, but not always alike (``1e16`` for ``1e+16``): the same numbers when read back.
   Only for values that came out of JSON and were checked finite (an event's parts).
+- :func:`measure` stands in for :func:`sqreen._json.dumps_utf8` where the wire's checks
+  (:func:`sqreen._wire.parse_event`) measure an event's parts against their limits.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from typing import Any, Final
 import msgspec
 
 from .._json import dumps_ascii as _std_dumps_ascii
+from .._json import dumps_utf8 as _std_dumps_utf8
+from .._limits import LIMITS
+from .._wire import MAX_REQUEST_BYTES
 
-__all__ = ["dumps_ascii", "loads"]
+__all__ = ["dumps_ascii", "loads", "measure"]
 
 _decode: Final = msgspec.json.Decoder().decode
 _encode: Final = msgspec.json.Encoder().encode
@@ -54,3 +59,18 @@ def dumps_ascii(value: Any) -> str:
     if data.isascii():
         return data.decode("ascii")
     return _std_dumps_ascii(value)
+
+
+def measure(value: Any) -> str:
+    """``dumps_utf8(value)``, or the C encoder's text when it is ASCII and at most an eighth
+    of every limit it is measured against: then the standard text is ASCII too and under them
+    (the two differ only in how floats are written, at most 24 characters against at least
+    3: ``1e16`` for ``1e+16``, and escapes, at most 6 against 1), so every verdict is the
+    same. Anything else (not ASCII, lone surrogates, long) is encoded by the standard one."""
+    try:
+        data = _encode(value)
+    except _FAILS:
+        return _std_dumps_utf8(value)
+    if len(data) * 8 <= min(LIMITS.max_event_bytes, MAX_REQUEST_BYTES) and data.isascii():
+        return data.decode("ascii")
+    return _std_dumps_utf8(value)

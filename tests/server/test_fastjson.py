@@ -8,6 +8,8 @@ import json
 import pytest
 
 from sqreen._json import dumps_ascii as std_dumps_ascii
+from sqreen._json import dumps_utf8 as std_dumps_utf8
+from sqreen._wire import parse_event
 from sqreen.server import fastjson
 from sqreen.server.errors import ApiError
 from sqreen.server.ingest import parse_json
@@ -61,3 +63,36 @@ def test_dumps_ascii_is_ascii_json_of_the_same_value(value: object) -> None:
     assert repr(json.loads(text)) == repr(value)
     if "text" in value:  # type: ignore[operator]
         assert text == std_dumps_ascii(value)  # not ASCII in C: the standard encoder
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"ip": "10.0.0.1", "params": {"a": [1e16, 1e-7, 0.1, 100000.0]}},
+        [{"k": "é"}, None, None],  # not ASCII: the standard text
+        {"a": "\ud800"},  # a lone surrogate: the standard text
+        {"floats": [1e16] * 20_000},  # long: the standard text
+        {"floats": [1e16] * 2_000},
+    ],
+)
+def test_measure_gives_the_verdicts_of_dumps_utf8(value: object) -> None:
+    exact = std_dumps_utf8(value)
+    text = fastjson.measure(value)
+    assert text == exact or (text.isascii() and exact.isascii() and len(exact) < 8 * len(text))
+    if len(text) * 8 > 64 * 1024 or not exact.isascii():
+        assert text == exact
+
+
+def test_a_request_over_the_size_limit_by_its_floats_is_cut_as_before() -> None:
+    # Written by C, 5 characters a float (1e16): under the 256 KiB a request may take; by
+    # json, 6 (1e+16): over it, so its largest parameter is replaced by a note of its size.
+    raw = {
+        "id": "x",
+        "name": "signup",
+        "timestamp": "2026-01-01T00:00:00.000000Z",
+        "request": {"params": {"p": [1e16] * 48_000, "q": "kept"}},
+    }
+    event = parse_event(raw, fastjson.measure)
+    assert event == parse_event(raw)
+    assert event["request"] is not None and event["request"]["params"]["q"] == "kept"
+    assert str(event["request"]["params"]["p"]).endswith("characters of JSON")
