@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_ingest import BATCH, batches  # noqa: E402
+from bench_ingest import BATCH, batches, preload  # noqa: E402
 from revisions import getter, load_revision  # noqa: E402
 
 STAGES = ("gunzip", "parse", "store")
@@ -50,63 +50,6 @@ def package(name: str) -> SimpleNamespace:
         IngestPipeline=get("server.pipeline", "IngestPipeline"),
         open_storage=get("server.storage", "open_storage"),
     )
-
-
-def preload(pkg: SimpleNamespace, path: str, total: int, mix: str) -> None:
-    """``total`` events in the database at ``path``: one batch stored through the package's
-    own code, then copied in SQL (with new ids, seqs, times and addresses) until ``total``."""
-    storage = pkg.open_storage(path)
-    pipeline = pkg.IngestPipeline(storage)
-    pipeline.store(pipeline.parse(pkg.gunzip(batches(BATCH, "seed", mix)[0], 1 << 30)))
-    storage.close()
-    import sqlite3
-
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    columns = [r[1] for r in conn.execute("PRAGMA table_info(events)") if r[1] != "seq"]
-    # An id as an SDK process makes them (a random prefix a process, then a counter): here
-    # a prefix a copy of the seed batch.
-    changed = {
-        "id": "printf('%012x-%x', (o.n * 2654435761) % 281474976710656, e.seq)",
-        "ts": "e.ts - (o.n * 1000 + e.seq) * 1000",
-        "received_at": "e.received_at - (o.n * 1000 + e.seq) * 1000",
-        "ip": "'198.51.' || (abs(random()) % 256) || '.' || (abs(random()) % 256)",
-    }
-    select = ", ".join(changed.get(c, f"e.{c}") for c in columns)
-    sides = [
-        name
-        for (name,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE name IN ('event_props', 'event_users')"
-        )
-    ]
-    step = 0
-    start = time.perf_counter()
-    done = BATCH
-    while done < total:
-        # Copies of the seed events (seqs 1 to BATCH), ``rounds`` at a time, with their side
-        # rows (seqs are given in order: a copy's seed is its seq modulo BATCH).
-        rounds = max(1, min(200, (total - done) // BATCH))
-        conn.execute("BEGIN")
-        (base,) = conn.execute("SELECT max(seq) FROM events").fetchone()
-        conn.execute(
-            f"INSERT INTO events ({', '.join(columns)}) "
-            f"WITH RECURSIVE o(n) AS (SELECT {step + 1} UNION ALL SELECT n + 1 FROM o "
-            f"WHERE n < {step + rounds}) SELECT {select} FROM o, events e "
-            f"WHERE e.seq <= {BATCH} ORDER BY o.n, e.seq"
-        )
-        for table in sides:
-            conn.execute(
-                f"INSERT INTO {table} (seq, key, value) SELECT e.seq, p.key, p.value "
-                f"FROM events e JOIN {table} p ON p.seq = (e.seq - 1) % {BATCH} + 1 "
-                f"WHERE e.seq > {base}"
-            )
-        conn.execute("COMMIT")
-        step += rounds
-        done += rounds * BATCH
-        if step % 2000 == 0:
-            print(f"  preloaded {done} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
 
 
 def timed(pkg: SimpleNamespace, pipeline: Any, body: bytes) -> tuple[float, ...]:
@@ -141,7 +84,7 @@ def main() -> None:
                 path = str(Path(tmp, f"{name}-{grown}.db"))
                 if grown:
                     start = time.perf_counter()
-                    preload(pkg, path, args.preload, args.mix)
+                    preload(path, args.preload, args.mix, pkg)
                     print(
                         f"{name}: {args.preload} events preloaded in "
                         f"{time.perf_counter() - start:.0f} s",
