@@ -126,6 +126,16 @@ def preload(path: str, total: int, mix: str, pkg: SimpleNamespace | None = None)
     storage.close()
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA cache_size=-262144")
+    # The indexes are made again at the end, from sorted data: minutes for millions of rows,
+    # where inserting into them (random places, as ingest does) takes most of an hour.
+    indexes = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+        "AND tbl_name IN ('events', 'event_props', 'event_users')"
+    ).fetchall()
+    for name, _ in indexes:
+        conn.execute(f"DROP INDEX {name}")
     columns = [r[1] for r in conn.execute("PRAGMA table_info(events)") if r[1] != "seq"]
     # An id as an SDK process makes them (a random prefix a process, then a counter): here
     # a prefix a copy of the seed batch.
@@ -148,7 +158,7 @@ def preload(path: str, total: int, mix: str, pkg: SimpleNamespace | None = None)
     while done < total:
         # Copies of the seed events (seqs 1 to BATCH), ``rounds`` at a time, with their side
         # rows (seqs are given in order: a copy's seed is its seq modulo BATCH).
-        rounds = max(1, min(200, (total - done) // BATCH))
+        rounds = max(1, min(1000, (total - done) // BATCH))
         conn.execute("BEGIN")
         (base,) = conn.execute("SELECT max(seq) FROM events").fetchone()
         conn.execute(
@@ -168,6 +178,8 @@ def preload(path: str, total: int, mix: str, pkg: SimpleNamespace | None = None)
         done += rounds * BATCH
         if step % 2000 == 0:
             print(f"  preloaded {done} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    for _, sql in indexes:
+        conn.execute(sql)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
 
