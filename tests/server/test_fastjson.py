@@ -17,6 +17,7 @@ from sqreen.server.ingest import parse_json
 BODIES = [
     b'{"events": [{"id": "a", "n": 1.5, "big": 123456789012345678901234567890}]}',
     b'{"a": "\\ud800 lone"}',  # msgspec refuses lone surrogate escapes: json.loads does not
+    b'{"a": "\xed\xa0\x80"}',  # nor their UTF-8 bytes
     b'\xef\xbb\xbf{"bom": true}',
     b'{"a": 1, "a": 2}',
     b'{"a": "x\\u0000y", "b": "\\u00e9\xc3\xa9"}',
