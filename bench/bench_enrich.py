@@ -35,11 +35,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import ipaddress
 import json
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +52,9 @@ sys.path.insert(0, str(ROOT))
 from sqreen._event import format_timestamp  # noqa: E402
 from sqreen.server.intel import parse_address, special_kind  # noqa: E402
 from tests.mmdb import write_mmdb  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from revisions import getter, load_revision  # noqa: E402
 
 BATCH = 500
 SETUPS = ("country + kind", "country + kind + 1 mmdb", "  + reputation (1000 blocks)")
@@ -117,9 +118,7 @@ def city_file(path: Path, networks: int, rng: random.Random) -> Path:
 def package(name: str) -> SimpleNamespace:
     """What the bench uses of the package ``name`` (``sqreen``, or another revision's)."""
 
-    def get(module: str, attr: str) -> Any:
-        return getattr(importlib.import_module(f"{name}.{module}"), attr)
-
+    get = getter(name)
     return SimpleNamespace(
         parse_event=get("_wire", "parse_event"),
         BlockService=get("server.blocks", "BlockService"),
@@ -269,16 +268,7 @@ def main() -> None:
     variants = {"now": package("sqreen")}
     with tempfile.TemporaryDirectory() as tmpdir:
         if args.against:
-            # REV's package, renamed: its modules import each other relatively, so both load.
-            archive = subprocess.run(
-                ["git", "-C", str(ROOT), "archive", args.against, "sqreen"],
-                check=True,
-                capture_output=True,
-            ).stdout
-            subprocess.run(["tar", "-x", "-C", tmpdir], input=archive, check=True)
-            Path(tmpdir, "sqreen").rename(Path(tmpdir, "sqreen_against"))
-            sys.path.insert(0, tmpdir)
-            variants[args.against] = package("sqreen_against")
+            variants[args.against] = package(load_revision(args.against, tmpdir))
         report(measure(args, variants), args)
 
 

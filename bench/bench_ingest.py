@@ -26,8 +26,12 @@ With ``--compare REV``, every case runs twice a round, alternating: the collecto
 working tree, and that of git revision ``REV`` (its files exported to a temporary directory
 and run from there): what a change costs, measured under the same load.
 
+With ``--preload N`` each SQLite database holds N events before the collector starts (one
+batch stored by the collector's code, then copied in SQL with new ids, seqs, times and
+addresses: see :func:`preload`), to measure ingest into a grown database.
+
 Run: ``.venv/bin/python bench/bench_ingest.py [--events 100000] [--senders 8] [--workers 1,2]
-[--compare main --rounds 3] [--only postgres] [--dsn postgresql://...]``.
+[--compare main --rounds 3] [--only postgres] [--dsn postgresql://...] [--preload 5000000]``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import gzip
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -45,6 +50,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Final
 
 import httpx2 as httpx
@@ -107,6 +113,82 @@ def batches(total: int, run: str, mix: str = "attack") -> list[bytes]:
         }
         out.append(gzip.compress(json.dumps(body, separators=(",", ":")).encode(), 6))
     return out
+
+
+def preload(path: str, total: int, mix: str, pkg: SimpleNamespace | None = None) -> None:
+    """``total`` events in the database at ``path``: one batch stored through the package's
+    own code, then copied in SQL (with new ids, seqs, times and addresses) until ``total``.
+    ``pkg``: the package whose code and schema to use (``bench_ingest_cpu.package``; default
+    this tree's)."""
+    if pkg is None:
+        from sqreen.server.ingest import gunzip
+        from sqreen.server.pipeline import IngestPipeline
+
+        pkg = SimpleNamespace(
+            gunzip=gunzip, IngestPipeline=IngestPipeline, open_storage=open_storage
+        )
+    storage = pkg.open_storage(path)
+    pipeline = pkg.IngestPipeline(storage)
+    pipeline.store(pipeline.parse(pkg.gunzip(batches(BATCH, "seed", mix)[0], 1 << 30)))
+    storage.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA cache_size=-262144")
+    # The indexes are made again at the end, from sorted data: minutes for millions of rows,
+    # where inserting into them (random places, as ingest does) takes most of an hour.
+    indexes = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+        "AND tbl_name IN ('events', 'event_props', 'event_users')"
+    ).fetchall()
+    for name, _ in indexes:
+        conn.execute(f"DROP INDEX {name}")
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(events)") if r[1] != "seq"]
+    # An id as an SDK process makes them (a random prefix a process, then a counter): here
+    # a prefix a copy of the seed batch.
+    changed = {
+        "id": "printf('%012x-%x', (o.n * 2654435761) % 281474976710656, e.seq)",
+        "ts": "e.ts - (o.n * 1000 + e.seq) * 1000",
+        "received_at": "e.received_at - (o.n * 1000 + e.seq) * 1000",
+        "ip": "'198.51.' || (abs(random()) % 256) || '.' || (abs(random()) % 256)",
+    }
+    select = ", ".join(changed.get(c, f"e.{c}") for c in columns)
+    sides = [
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE name IN ('event_props', 'event_users')"
+        )
+    ]
+    step = 0
+    start = time.perf_counter()
+    done = BATCH
+    while done < total:
+        # Copies of the seed events (seqs 1 to BATCH), ``rounds`` at a time, with their side
+        # rows (seqs are given in order: a copy's seed is its seq modulo BATCH).
+        rounds = max(1, min(1000, (total - done) // BATCH))
+        conn.execute("BEGIN")
+        (base,) = conn.execute("SELECT max(seq) FROM events").fetchone()
+        conn.execute(
+            f"INSERT INTO events ({', '.join(columns)}) "
+            f"WITH RECURSIVE o(n) AS (SELECT {step + 1} UNION ALL SELECT n + 1 FROM o "
+            f"WHERE n < {step + rounds}) SELECT {select} FROM o, events e "
+            f"WHERE e.seq <= {BATCH} ORDER BY o.n, e.seq"
+        )
+        for table in sides:
+            conn.execute(
+                f"INSERT INTO {table} (seq, key, value) SELECT e.seq, p.key, p.value "
+                f"FROM events e JOIN {table} p ON p.seq = (e.seq - 1) % {BATCH} + 1 "
+                f"WHERE e.seq > {base}"
+            )
+        conn.execute("COMMIT")
+        step += rounds
+        done += rounds * BATCH
+        if step % 2000 == 0:
+            print(f"  preloaded {done} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    for _, sql in indexes:
+        conn.execute(sql)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
 
 
 def free_port() -> int:
@@ -231,6 +313,10 @@ def run(
     playbooks: str | None = None,
     code: tuple[str, Path] = ("tree", ROOT),
 ) -> dict[str, object]:
+    if args.preload and label == "sqlite":
+        start = time.perf_counter()
+        preload(db, args.preload, args.mix)
+        print(f"preloaded {args.preload} events in {time.perf_counter() - start:.0f} s")
     bodies = batches(args.events, f"{label}-{workers}-{os.getpid()}", args.mix)
     warmup = batches(BATCH * args.senders, f"warmup-{label}-{workers}", args.mix)
     postmaster = postmaster_pid(db) if label == "postgresql" else None
@@ -246,7 +332,7 @@ def run(
     storage = open_storage(db)
     stored = storage.count_events()
     storage.close()
-    if stored != args.events + len(warmup) * BATCH:
+    if stored != args.events + len(warmup) * BATCH + (args.preload if label == "sqlite" else 0):
         raise RuntimeError(f"{label}: {stored} events stored, expected more")
     return {
         "code": code[0],
@@ -254,6 +340,7 @@ def run(
         "playbooks": "templates" if playbooks else "none",
         "mix": args.mix,
         "workers": workers,
+        "preloaded": args.preload if label == "sqlite" else 0,
         "events": args.events,
         "seconds": f"{elapsed:.2f}",
         "events/s": f"{args.events / elapsed:.0f}",
@@ -313,6 +400,12 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--only", choices=["sqlite", "postgres"])
     parser.add_argument("--dsn", help="a PostgreSQL cluster of yours (default: a throwaway one)")
+    parser.add_argument(
+        "--preload",
+        type=int,
+        default=0,
+        help="SQLite: store N events first (directly, in SQL: minutes for millions), then measure",
+    )
     parser.add_argument(
         "--playbooks",
         default="none",

@@ -10,6 +10,7 @@ SDK itself adds (the request snapshot) is bounded here too, since a client is no
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypedDict, cast
 
 from ._event import (
@@ -17,7 +18,7 @@ from ._event import (
     InvalidEvent,
     QueuedEvent,
     format_timestamp,
-    parse_timestamp,
+    normal_timestamp,
     validate_name,
     validate_properties,
     validate_target,
@@ -172,7 +173,7 @@ _EVENT_KEYS: Final = frozenset(WireEvent.__annotations__)
 _REQUEST_KEYS: Final = frozenset(WireRequest.__annotations__)
 
 
-def _request(value: object) -> WireRequest | None:
+def _request(value: object, dumps: Callable[[Any], str] = dumps_utf8) -> WireRequest | None:
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -204,7 +205,7 @@ def _request(value: object) -> WireRequest | None:
     if not _REQUEST_KEYS.issuperset(value):
         unknown = set(value) - _REQUEST_KEYS
         raise InvalidEvent("request", "keys", f"unknown keys {sorted(map(str, unknown))[:5]}")
-    dumped = dumps_utf8(out)
+    dumped = dumps(out)
     if len(dumped) > MAX_REQUEST_BYTES:
         # The last resort, as the SDK's own: the largest parts cut, the event kept.
         _fit_received(out)
@@ -218,8 +219,13 @@ def _request(value: object) -> WireRequest | None:
     return out
 
 
-def parse_event(obj: object) -> WireEvent:
-    """Validate one event of a batch; raise :class:`InvalidEvent` naming the field."""
+def parse_event(obj: object, dumps: Callable[[Any], str] = dumps_utf8) -> WireEvent:
+    """Validate one event of a batch; raise :class:`InvalidEvent` naming the field.
+
+    ``dumps`` measures parts of the event in compact JSON: :func:`~._json.dumps_utf8`, or a
+    stand-in with the same verdicts (a text of the same length, or an ASCII text too short
+    for any limit when the value's JSON is ASCII: the collector's, in C).
+    """
     if not isinstance(obj, dict):
         raise InvalidEvent("event", "type", f"must be an object, not {type(obj).__name__}")
     if not _EVENT_KEYS.issuperset(obj):
@@ -230,7 +236,7 @@ def parse_event(obj: object) -> WireEvent:
         raise InvalidEvent("id", "type", f"must be a string of 1 to {LIMITS.id_max} characters")
     properties, _ = validate_properties(obj.get("properties") or {})
     # Sizes are counted in characters of compact JSON, as the SDK's estimate counts them.
-    if len(dumps_utf8([properties, obj.get("user"), obj.get("target")])) > LIMITS.max_event_bytes:
+    if len(dumps([properties, obj.get("user"), obj.get("target")])) > LIMITS.max_event_bytes:
         raise InvalidEvent(
             "event",
             "event_too_large",
@@ -239,11 +245,11 @@ def parse_event(obj: object) -> WireEvent:
     return {
         "id": event_id,
         "name": _name(obj),
-        "timestamp": format_timestamp(parse_timestamp(obj.get("timestamp"))),
+        "timestamp": normal_timestamp(obj.get("timestamp")),
         "properties": properties,
         "user": validate_user(obj.get("user"), "user"),
         "target": validate_target(obj.get("target")),
-        "request": _request(obj.get("request")),
+        "request": _request(obj.get("request"), dumps),
     }
 
 

@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from .._event import InvalidEvent
 from .._wire import parse_sender
+from . import fastjson
 from .errors import ApiError
 from .storage import ControlStore, Heartbeat
 
@@ -92,9 +93,14 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _std_loads(body: bytes) -> Any:
+    return json.loads(body, parse_constant=_no_constants)
+
+
 def parse_json(body: bytes) -> Any:
+    # In C; what C refuses is decoded again by json.loads, for its result or its error.
     try:
-        return json.loads(body, parse_constant=_no_constants)
+        return fastjson.loads(body, _std_loads)
     except RecursionError:
         raise ApiError(400, "malformed JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, huge integers...

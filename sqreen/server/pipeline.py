@@ -40,6 +40,7 @@ from .._event import InvalidEvent
 from .._wire import IDENTIFY, WireEvent, parse_envelope, parse_event
 from ..events import ALIASES
 from .errors import ApiError
+from .fastjson import measure
 from .ingest import Held, held_actions, parse_json, text
 from .storage import InsertResult, Storage, StoredEvent, new_events
 
@@ -165,7 +166,7 @@ class IngestPipeline:
         batch.known, batch.diff = held_actions(obj)
         for index, raw in enumerate(raw_events):
             try:
-                event = parse_event(raw)
+                event = parse_event(raw, measure)
             except InvalidEvent as exc:
                 batch.rejected.append({"index": index, "error": str(exc)})
                 batch.reasons.append(exc.rule)

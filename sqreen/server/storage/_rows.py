@@ -15,7 +15,7 @@ surrogate reads as U+FFFD (:func:`loads`), an event's time is never later than i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
@@ -23,6 +23,7 @@ from ..._event import parse_timestamp
 from ..._json import dumps_ascii, dumps_fields, dumps_utf8
 from ..._text import utf8_text
 from ..._wire import WireEvent
+from ..fastjson import dumps_ascii as dumps_event_part
 from .model import Agent, ApiKey, Block, InsertResult, StoredEvent, from_us, to_us
 
 __all__ = [
@@ -173,10 +174,10 @@ def event_record(
             app,
             host,
             _ip(request),
-            None if user is None else dumps(user),
-            dumps(event["properties"]),
-            None if target is None else dumps(target),
-            None if request is None else dumps(request),
+            None if user is None else dumps_event_part(user),
+            dumps_event_part(event["properties"]),
+            None if target is None else dumps_event_part(target),
+            None if request is None else dumps_event_part(request),
             dumps_fields(enrichment) if enrichment else None,  # ip_info: encoded once an IP
             key_id,
             _short(info.get("country")),
@@ -259,7 +260,9 @@ def event_us(event: WireEvent, received_us: int) -> int:
 def _ip(request: Mapping[str, Any] | None) -> str | None:
     """The ``ip`` column: the request's address, unless it is too long to be one."""
     ip = request.get("ip") if request else None
-    return None if ip is None or len(ip) > IP_MAX else clean(ip)
+    if ip is None or len(ip) > IP_MAX:
+        return None
+    return ip if _plain(ip) else clean(ip)
 
 
 def _plain(text: str) -> bool:
@@ -281,21 +284,23 @@ def index_value(value: object) -> str | None:
     return None
 
 
-def _stored_keys(mapping: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    """The items of ``mapping``, each key made storable (:func:`clean`), and of the keys that
-    clean to the same text the first alone: ``"a\\x00"``, ``"a\\ud800"`` and ``"a\\ufffd"``
-    are three keys of an event and one in a side table, where a key is unique per event (the
-    second failed the whole batch, which its SDK then sent again, forever). Only keys that are
-    not plain (ASCII without NUL) can meet: a plain key is stored as it is, and cleaning
-    leaves a U+FFFD, not ASCII, in every key it changes."""
-    seen: set[str] = set()
-    for key, value in mapping.items():
-        if not _plain(key):
-            key = clean(key)
-            if key in seen:
-                continue
-            seen.add(key)
-        yield key, value
+def _side_key(keys: dict[str, str], seen: set[str], key: str) -> str | None:
+    """``key`` as a side table stores it (:func:`clean`; ``keys`` holds the batch's keys
+    already cleaned, ``""`` for those stored as they are), or None when another key of the
+    same event (``seen``) stores as the same text: ``"a\\x00"``, ``"a\\ud800"`` and
+    ``"a\\ufffd"`` are three keys of an event and one in a side table, where a key is unique
+    per event (the second failed the whole batch, which its SDK then sent again, forever).
+    Only keys that are not plain (ASCII without NUL) can meet: a plain key is stored as it
+    is, and cleaning leaves a U+FFFD, not ASCII, in every key it changes."""
+    name = keys.get(key)
+    if name is None:
+        name = keys[key] = "" if _plain(key) else clean(key)
+    if not name:
+        return key
+    if name in seen:
+        return None
+    seen.add(name)
+    return name
 
 
 def index_rows(events: Iterable[WireEvent]) -> tuple[list[Any], list[Any]]:
@@ -304,14 +309,29 @@ def index_rows(events: Iterable[WireEvent]) -> tuple[list[Any], list[Any]]:
     position, the event's index in ``events``, is replaced by its seq)."""
     props: list[Any] = []
     users: list[Any] = []
+    # A batch's keys repeat: each is cleaned once. Values are :func:`index_value`'s, inlined.
+    keys: dict[str, str] = {}
     for position, event in enumerate(events):
-        for key, value in _stored_keys(event["properties"]):
-            text = index_value(value)
-            if text is not None:
-                props += (position, key, text)
+        seen: set[str] = set()
+        for key, value in event["properties"].items():
+            kind = type(value)
+            if kind is str:
+                if not (value.isascii() and "\x00" not in value):
+                    value = clean(value)
+                text = value[:INDEXED_VALUE_MAX]
+            elif kind is bool:
+                text = "true" if value else "false"
+            elif kind is int:
+                text = str(value)[:INDEXED_VALUE_MAX]
+            else:
+                continue
+            if (name := _side_key(keys, seen, key)) is not None:
+                props += (position, name, text)
         if event["user"]:
-            for key, value in _stored_keys(event["user"]):
-                users += (position, key, value if _plain(value) else clean(value))
+            seen = set()
+            for key, value in event["user"].items():
+                if (name := _side_key(keys, seen, key)) is not None:
+                    users += (position, name, value if _plain(value) else clean(value))
     return props, users
 
 

@@ -1,0 +1,119 @@
+"""The collector's CPU per stored event, by stage, in one process: fresh and grown databases.
+
+Method
+------
+The batches ``bench_ingest.py`` sends (500 events, gzipped as the SDK sends them, ``--mix``)
+go through the collector's own code, in this process, without HTTP: ``gunzip`` and the
+pipeline's ``parse`` (JSON, validation), then its ``store`` (rows, the events table and its
+indexes, the side tables, the commit and its share of checkpoints). Each stage is timed with
+``time.process_time`` (CPU, not wall: the machine is shared), each batch on its own; the
+figure is the median over the batches of CPU µs an event.
+
+Variants alternate batch by batch, so that they see the same load: this tree on a fresh
+SQLite database, and with ``--preload N`` this tree on a database already holding ``N``
+events (loaded directly in SQL from a copy of real rows, each with its own id, time and
+addresses: minutes, not hours); with ``--against REV`` (e.g. ``main``) REV's ``sqreen``
+package too, loaded under another name (``git archive``), on its own databases.
+
+Run: ``.venv/bin/python bench/bench_ingest_cpu.py [--events 100000] [--preload 5000000]
+[--against main]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_ingest import BATCH, batches, preload  # noqa: E402
+from revisions import getter, load_revision  # noqa: E402
+
+STAGES = ("gunzip", "parse", "store")
+
+
+def package(name: str) -> SimpleNamespace:
+    """What the bench uses of the package ``name`` (``sqreen``, or another revision's)."""
+
+    get = getter(name)
+    return SimpleNamespace(
+        gunzip=get("server.ingest", "gunzip"),
+        IngestPipeline=get("server.pipeline", "IngestPipeline"),
+        open_storage=get("server.storage", "open_storage"),
+    )
+
+
+def timed(pkg: SimpleNamespace, pipeline: Any, body: bytes) -> tuple[float, ...]:
+    """CPU seconds of each stage for one body."""
+    clock = time.process_time
+    t0 = clock()
+    raw = pkg.gunzip(body, 1 << 30)
+    t1 = clock()
+    batch = pipeline.parse(raw)
+    t2 = clock()
+    result = pipeline.store(batch)
+    t3 = clock()
+    if result.stored != len(batch.events):
+        raise RuntimeError(f"{result.stored} of {len(batch.events)} stored")
+    return t1 - t0, t2 - t1, t3 - t2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--preload", type=int, default=0, help="also a database of N events")
+    parser.add_argument("--against", metavar="REV", help="also REV's package (e.g. main)")
+    parser.add_argument("--mix", choices=["attack", "typical"], default="typical")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        packages = {"now": package("sqreen")}
+        if args.against:
+            packages[args.against] = package(load_revision(args.against, tmp))
+        variants: dict[str, tuple[SimpleNamespace, Any]] = {}
+        for name, pkg in packages.items():
+            for grown in (False, True) if args.preload else (False,):
+                path = str(Path(tmp, f"{name}-{grown}.db"))
+                if grown:
+                    start = time.perf_counter()
+                    preload(path, args.preload, args.mix, pkg)
+                    print(
+                        f"{name}: {args.preload} events preloaded in "
+                        f"{time.perf_counter() - start:.0f} s",
+                        file=sys.stderr,
+                    )
+                label = f"{name}, {args.preload} stored" if grown else f"{name}, fresh"
+                variants[label] = (pkg, pkg.IngestPipeline(pkg.open_storage(path)))
+        bodies = {
+            label: batches(args.events, label.replace(" ", ""), args.mix) for label in variants
+        }
+        times: dict[str, list[tuple[float, ...]]] = {label: [] for label in variants}
+        order = list(variants)
+        gc.collect()
+        for i in range(len(bodies[order[0]])):
+            for label in order if i % 2 == 0 else reversed(order):
+                pkg, pipeline = variants[label]
+                times[label].append(timed(pkg, pipeline, bodies[label][i]))
+        for _, pipeline in variants.values():
+            pipeline.storage.close()
+    print(
+        f"\nCPU µs per event, median of {len(bodies[order[0]])} batches of {BATCH} "
+        f"({args.mix} mix; variants alternated batch by batch)"
+    )
+    print(f"{'variant':28}" + "".join(f"{s:>9}" for s in (*STAGES, "total")))
+    for label, rows in times.items():
+        cells = [statistics.median(r[k] for r in rows) * 1e6 / BATCH for k in range(3)]
+        total = statistics.median(sum(r) for r in rows) * 1e6 / BATCH
+        print(f"{label:28}" + "".join(f"{c:9.1f}" for c in (*cells, total)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Another revision's ``sqreen`` package beside this tree's, in one process (``--against``).
+
+``git archive`` extracts REV's package under another name: its modules import each other
+relatively, so both load, and a bench can alternate between them run by run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+NAME = "sqreen_against"
+
+
+def load_revision(rev: str, tmpdir: str) -> str:
+    """Extract REV's package into ``tmpdir``, importable as :data:`NAME`; return that name."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "sqreen"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", tmpdir], input=archive, check=True)
+    Path(tmpdir, "sqreen").rename(Path(tmpdir, NAME))
+    sys.path.insert(0, tmpdir)
+    return NAME
+
+
+def getter(package: str) -> Callable[[str, str], Any]:
+    """``get(module, attr)``: the attribute of ``package.module``."""
+
+    def get(module: str, attr: str) -> Any:
+        return getattr(importlib.import_module(f"{package}.{module}"), attr)
+
+    return get
