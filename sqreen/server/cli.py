@@ -257,9 +257,8 @@ def worker_app() -> Starlette:
 #: that live until it is stored: at 700 each is walked by several young collections and
 #: promoted, and then walked again by full ones, along with the IP cache. Above a batch's
 #: allocations most of them are freed before a collection sees them. bench/bench_gc.py (one
-#: process, alternated, load 7-9 on 2 cores, CPU per event): cold addresses with IP
-#: intelligence 128 -> 113 µs, the attack mix with the six templates 181 -> 155 µs, ingest
-#: without either unchanged within the noise.
+#: process, alternated, two runs at load 7-9 on 2 cores, CPU per event): lower in 6 of 8
+#: variants, by 1.5 to 15 % (cold addresses with IP intelligence 128 -> 113 and 134 -> 125 µs).
 GC_GEN0: Final = 50_000
 
 
