@@ -257,8 +257,8 @@ def worker_app() -> Starlette:
 #: that live until it is stored: at 700 each is walked by several young collections and
 #: promoted, and then walked again by full ones, along with the IP cache. Above a batch's
 #: allocations most of them are freed before a collection sees them. bench/bench_gc.py (one
-#: process, alternated, two runs at load 7-9 on 2 cores, CPU per event): lower in 6 of 8
-#: variants, by 1.5 to 15 % (cold addresses with IP intelligence 128 -> 113 and 134 -> 125 µs).
+#: process, alternated, three runs at load 1-9 on 2 cores, CPU per event): lower in 9 of 12
+#: comparisons, by 1.5 to 15 % (cold addresses with IP intelligence 134 -> 125, 114 -> 108 µs).
 GC_GEN0: Final = 50_000
 
 
