@@ -360,3 +360,32 @@ def test_follow_prints_a_batch_committed_after_a_later_one(postgres_db: str) -> 
     finally:
         other.close()
         storage.close()
+
+
+def test_a_worker_collects_young_garbage_past_a_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collector process raises the youngest generation's threshold above what one batch
+    allocates (bench/bench_gc.py), and freezes what start-up built."""
+    import gc
+
+    from sqreen.server import _cli_serve as cli
+
+    before = gc.get_threshold()
+    config = {
+        "db": str(tmp_path / "gc.db"),
+        "retention_days": None,
+        "workers": 2,
+        "playbooks": None,
+        "max_blocks": 10_000,
+        "max_polls_per_key": 64,
+    }
+    monkeypatch.setenv(cli.WORKER_ENV, json.dumps(config))
+    try:
+        app = cli.worker_app()
+        app.state.storage.close()
+        assert gc.get_threshold()[0] == cli.GC_GEN0 > 20 * before[0]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -223,7 +223,7 @@ def test_bounds_leave_out_only_probes_that_cannot_reach_their_count() -> None:
     def probes(at: int, fresh: bool, hits: int = 1) -> list[Probe]:
         view = EventView(at, "auth.signup", at, "203.0.113.9", None, {}, {})
         plan = engine.plan([view] * hits, at)
-        bounds.advance(plan.hits, at, fresh)
+        bounds.advance(plan.counts, at, fresh)
         return engine.probes(plan, at, {}, bounds.known)
 
     (probe,) = probes(T0, fresh=False)  # signup-abuse: 5 in 10 minutes; nothing known yet

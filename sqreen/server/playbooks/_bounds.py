@@ -14,11 +14,10 @@ back, too many keys) forgets them all.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Final
 
-from ._engine import HitRow, StreamKey
+from ._engine import StreamKey
 
 __all__ = ["Bounds"]
 
@@ -41,16 +40,17 @@ class Bounds:
         """Per key, (window µs, distinct?) -> at most that many (for :meth:`Engine.probes`)."""
         return self._bounds
 
-    def advance(self, hits: Sequence[HitRow], now_us: int, fresh: bool) -> None:
-        """A batch stored ``hits`` (told in its transaction, after they were stored);
-        ``fresh``: nobody else wrote since this process's previous batch."""
+    def advance(self, added: Mapping[StreamKey, int], now_us: int, fresh: bool) -> None:
+        """A batch stored ``added`` hits per key (told in its transaction, after they were
+        stored: :attr:`~._engine.Plan.counts`); ``fresh``: nobody else wrote since this
+        process's previous batch."""
         bounds = self._bounds
         if not fresh or now_us < self._now or len(bounds) > MAX_KEYS:
             bounds.clear()
         self._now = now_us
         if not bounds:
             return
-        for key, n in Counter((h.stream, h.key) for h in hits).items():
+        for key, n in added.items():
             known = bounds.get(key)
             if known:
                 for rule in known:

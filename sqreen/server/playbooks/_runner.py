@@ -251,7 +251,7 @@ class PlaybookRunner:
         bounds = self._bounds
 
         def probes(fresh: bool) -> list[Probe]:
-            bounds.advance(plan.hits, now_us, fresh)
+            bounds.advance(plan.counts, now_us, fresh)
             return engine.probes(plan, now_us, known, bounds.known)
 
         stored = self.store.update_windows(
