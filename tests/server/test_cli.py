@@ -379,6 +379,7 @@ def test_a_worker_collects_young_garbage_past_a_batch(
         "playbooks": None,
         "max_blocks": 10_000,
         "max_polls_per_key": 64,
+        "export": None,
     }
     monkeypatch.setenv(cli.WORKER_ENV, json.dumps(config))
     try:
