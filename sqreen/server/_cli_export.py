@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, Final, TypeVar, get_args
+from typing import Any, TypeVar, get_args
 
 import click
 
@@ -26,13 +26,11 @@ from .export import (
     parse_destination,
 )
 from .export.records import Kind
-from .storage import POSTGRES_SCHEMES, Alert, EventFilter, Storage, StoredEvent
+from .storage import Alert, EventFilter, Storage, StoredEvent
 
 __all__ = ["destination", "export", "export_lines", "export_options", "forwarder"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-#: Seconds an event is left to settle on PostgreSQL before it is forwarded (see forwarder).
-POSTGRES_SETTLE: Final = 2.0
 
 
 def export_lines(
@@ -120,11 +118,6 @@ def destination(url: str | None, format: str) -> Destination | None:
         raise click.BadParameter(str(exc), param_hint="--export") from None
 
 
-def forwarder(storage: Storage, db: str, target: Destination | None) -> Forwarder | None:
-    """The forwarder of one collector process. On PostgreSQL a lower seq can commit after a
-    higher one: the forwarder sends events received 2 s ago and before (SQLite commits in
-    seq order, so it sends them at once)."""
-    if target is None:
-        return None
-    settle = POSTGRES_SETTLE if db.startswith(POSTGRES_SCHEMES) else 0.0
-    return Forwarder(storage, target, settle=settle)
+def forwarder(storage: Storage, target: Destination | None) -> Forwarder | None:
+    """The forwarder of one collector process (None without ``--export``)."""
+    return None if target is None else Forwarder(storage, target)

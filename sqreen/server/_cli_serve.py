@@ -235,7 +235,7 @@ def serve(
                 max_polls_per_key=max_polls_per_key,
                 ip_intel=_ip_intel(geoip_dbs, storage),
                 travel_speed=travel_speed or None,
-                forwarder=forwarder(storage, db, target),
+                forwarder=forwarder(storage, target),
                 metrics_token=metrics_token,
             )
             _reload_on_sighup(source)
@@ -285,7 +285,7 @@ def worker_app() -> Starlette:
         max_polls_per_key=config["max_polls_per_key"],
         ip_intel=_ip_intel(config.get("geoip", ()), storage),
         travel_speed=config.get("travel_speed"),
-        forwarder=forwarder(storage, config["db"], destination(*config["export"] or (None, ""))),
+        forwarder=forwarder(storage, destination(*config["export"] or (None, ""))),
         metrics_token=config.get("metrics_token"),
     )
     _reload_on_sighup(source)

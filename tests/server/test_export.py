@@ -34,6 +34,7 @@ from sqreen.server.export import (
 )
 from sqreen.server.export.sinks import Record
 from sqreen.server.storage import Alert, NewAlert, Storage, StoredEvent, WindowWrite, open_storage
+from sqreen.server.storage._rows import event_record
 
 from .conftest import SQREEN, ServeProcess, add_key, envelope, free_port, recent, wire_event
 
@@ -306,6 +307,38 @@ def test_one_forwarder_of_several_sends_each_record_once(storage: Storage) -> No
     assert len(sent) == 1001 and set(sent.values()) == {1}
     assert {kind for kind, _ in sent} == {"event", "alert"}
     assert export_lag(storage, destination.name).events == 0
+
+
+@pytest.mark.postgres
+def test_a_lower_seq_committed_late_is_sent_before_the_cursor_passes_it(
+    postgres_db: str,
+) -> None:
+    """Two collectors on one PostgreSQL: batch A takes its seq, batch B a higher one and
+    commits first. The forwarder waits for A (the export fence) instead of sending B and
+    moving its cursor past A, which it would then never send; then sends both, in order."""
+    storage, other = open_storage(postgres_db), open_storage(postgres_db)
+    sink = RecordingSink()
+    forwarder = Forwarder(
+        storage, parse_destination("otlp+http://127.0.0.1:9/v1/logs"), sink=sink, interval=0.02
+    )
+    a = event_record(parse_event(wire_event(name="batch.a")), None, None, 0)
+    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    try:
+        forwarder.start()
+        with other._write() as cur:  # type: ignore[attr-defined]
+            other._fence(cur)  # type: ignore[attr-defined]  # as insert_events does
+            other._insert_events(cur, [a])  # type: ignore[attr-defined]
+            storage.insert_events([parse_event(wire_event(name="batch.b"))])
+            wait_for(lambda: storage._read(waiting)[0][0] > 0)  # type: ignore[attr-defined]
+            assert sink.records == []
+        wait_for(lambda: len(sink.records) >= 2)
+        forwarder.close()
+        assert [r.name for _, r in sink.records] == ["batch.a", "batch.b"]  # type: ignore[union-attr]
+        assert export_lag(storage, forwarder.destination.name).events == 0
+    finally:
+        forwarder.close()
+        other.close()
+        storage.close()
 
 
 class Receiver:

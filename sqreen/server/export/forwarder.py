@@ -13,9 +13,9 @@ at a clean stop, taken over :data:`LEASE_TTL` after a holder died) reads and sen
 
 Commit order: on SQLite events commit in seq order (one writer), so the cursor never passes
 an event still being written. On PostgreSQL a lower seq can commit after a higher one (by
-the length of a transaction): the forwarder then sends only events received ``settle``
-seconds ago (2 s from ``sqreen serve``; an insert transaction takes milliseconds), and
-alerts made that long ago.
+the length of a transaction): when a page holds rows past the marks read last, the
+forwarder reads new ones (:meth:`~..storage.base.Storage.committed_marks`, which waits for
+the inserts in flight) and the page again, and sends only rows up to the marks.
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from itertools import takewhile
-from typing import Final
+from typing import Final, TypeVar
 
 from ..storage import Storage
 from .records import Kind
@@ -37,6 +36,8 @@ from .sinks import Destination, Record, Sink, SinkError, open_sink
 __all__ = ["BATCH", "LEASE_TTL", "MAX_BACKOFF", "ExportLag", "Forwarder", "export_lag"]
 
 logger = logging.getLogger("sqreen.server")
+
+R = TypeVar("R")
 
 #: Records a request at most (an OTLP request of 500 events is ~400 kB).
 BATCH: Final = 500
@@ -85,7 +86,6 @@ class Forwarder:
         sink: Sink | None = None,
         batch: int = BATCH,
         interval: float = 1.0,
-        settle: float = 0.0,
         lease_ttl: float = LEASE_TTL,
         max_backoff: float = MAX_BACKOFF,
     ) -> None:
@@ -94,7 +94,7 @@ class Forwarder:
         self.sink = sink or open_sink(destination)
         self.batch = batch
         self.interval = interval
-        self.settle = timedelta(seconds=settle)
+        self._marks = (0, 0)  # (event seq, alert id): every row up to them is committed
         self.lease_ttl = lease_ttl
         self.max_backoff = max_backoff
         self.lease, self.cursors = _names(destination.name)
@@ -166,19 +166,16 @@ class Forwarder:
         """Send one batch of events and one of alerts, if there are any; how many were
         sent (acknowledged, and the cursors moved)."""
         assert self._positions is not None
-        cutoff = self.storage.now() - self.settle
-        # The oldest records up to the first one too recent: the cursor never passes one.
-        events = list(
-            takewhile(
-                lambda e: e.received_at <= cutoff,
-                self.storage.scan_events(after_seq=self._positions["event"], limit=self.batch),
-            )
+        at = self._positions
+        events = self._upto(
+            0,
+            lambda: self.storage.scan_events(after_seq=at["event"], limit=self.batch),
+            lambda e: e.seq,
         )
-        alerts = list(
-            takewhile(
-                lambda a: a.created_at <= cutoff,
-                self.storage.scan_alerts(after_id=self._positions["alert"], limit=self.batch),
-            )
+        alerts = self._upto(
+            1,
+            lambda: self.storage.scan_alerts(after_id=at["alert"], limit=self.batch),
+            lambda a: a.id,
         )
         sent = 0
         if events:
@@ -186,6 +183,16 @@ class Forwarder:
         if alerts:
             sent += self._send("alert", [("alert", a) for a in alerts], alerts[-1].id)
         return sent
+
+    def _upto(self, mark: int, read: Callable[[], list[R]], key: Callable[[R], int]) -> list[R]:
+        """The page ``read`` gives, up to the marks (``mark``: 0 events, 1 alerts). A page
+        holding rows past the marks may have passed a row still being written: the marks
+        are read again (which waits for it), and then the page."""
+        page = read()
+        if page and key(page[-1]) > self._marks[mark]:
+            self._marks = self.storage.committed_marks()
+            page = read()
+        return list(takewhile(lambda r: key(r) <= self._marks[mark], page))
 
     def _send(self, kind: Kind, records: Sequence[Record], position: int) -> int:
         assert self._positions is not None

@@ -17,11 +17,15 @@ from ._parts import SqlPart
 from ._playbooks import ALERT_COLUMNS, AlertRow, alert_from_row
 from .model import Alert, to_us
 
-__all__ = ["ExportQueries"]
+__all__ = ["COMMITTED_MARKS", "ExportQueries"]
 
 _TAKE: Final = (
     "UPDATE export_cursors SET seq = ?, updated_at = ? "
     "WHERE name = ? AND (seq = ? OR updated_at < ?)"
+)
+
+COMMITTED_MARKS: Final = (
+    "SELECT (SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(id), 0) FROM alerts)"
 )
 
 
@@ -35,6 +39,17 @@ class ExportQueries(SqlPart):
             [after_id, max(0, min(limit, 1000))],
         )
         return [alert_from_row(AlertRow._make(r)) for r in rows]
+
+    def committed_marks(self) -> tuple[int, int]:
+        """The highest event seq and alert id at or below which every row is committed (or
+        never will be): a reader that has seen every row up to them misses none later.
+
+        Here the newest of each: on SQLite one writer at a time commits seqs in order. On
+        PostgreSQL a lower seq can commit after a higher one; there every transaction that
+        inserts events or alerts holds a shared lock (:meth:`_fence`) and this waits for
+        them with the exclusive one before it reads."""
+        (row,) = self._read(COMMITTED_MARKS)
+        return int(row[0]), int(row[1])
 
     def last_alert_id(self) -> int:
         (row,) = self._read("SELECT coalesce(max(id), 0) FROM alerts")

@@ -44,3 +44,8 @@ class SqlPart:
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         raise NotImplementedError
+
+    def _fence(self, cur: Cursor) -> None:
+        """Called in a transaction before it inserts events or alerts: see
+        :meth:`~._export.ExportQueries.committed_marks` (nothing to do where transactions
+        commit in the order of their seqs, as SQLite's one writer does)."""

@@ -284,6 +284,8 @@ class PlaybookQueries(BlockQueries):
             for alert, block_id in zip(alerts, block_ids, strict=True)
         ]
         ids: list[int] = []
+        if rows:
+            self._fence(cur)
         for i in range(0, len(rows), ALERT_CHUNK):
             part = rows[i : i + ALERT_CHUNK]
             found = cur.execute(

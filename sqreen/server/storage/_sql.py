@@ -181,6 +181,7 @@ class SqlStorage(
         rows = [record for record, _ in unique.values()]
         sides = index_rows(event for _, event in unique.values())
         with self._write() as cur:
+            self._fence(cur)
             seqs = self._insert_events(cur, rows)
             for table, flat in zip(("event_props", "event_users"), sides, strict=True):
                 if None in seqs:  # duplicates: drop their rows

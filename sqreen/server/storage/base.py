@@ -341,6 +341,13 @@ class ControlStore(Clocked, Protocol):
 
     def last_alert_id(self) -> int: ...
 
+    def committed_marks(self) -> tuple[int, int]:
+        """The highest event seq and alert id at or below which every row is committed (or
+        never will be): an export that has read every row up to them misses none later (on
+        PostgreSQL a lower seq can commit after a higher one: this waits for the
+        transactions in flight)."""
+        ...
+
     def export_cursor(self, name: str) -> int:
         """Cursor ``name``'s position: the last seq or alert id sent (0: none yet)."""
         ...

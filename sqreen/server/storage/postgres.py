@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
+from ._export import COMMITTED_MARKS
 from ._pgcopy import EventCopier
 from ._rows import EventRecord
 from ._schema import migrations
@@ -34,6 +35,11 @@ __all__ = ["PostgresStorage"]
 MAX_CONNECTIONS: Final = 10
 #: pg_advisory_xact_lock key for migrations ("sqreen" in ASCII).
 MIGRATION_LOCK: Final = 0x737172_65656E
+#: The export fence's advisory lock key ("sqrexp"): taken shared by every transaction that
+#: inserts events or alerts, exclusive by :meth:`PostgresStorage.committed_marks`.
+EXPORT_FENCE: Final = 0x737172_657870
+#: How long committed_marks waits for the transactions in flight (each takes milliseconds).
+FENCE_TIMEOUT: Final = "10s"
 
 
 def _q(sql: str) -> str:
@@ -162,6 +168,20 @@ class PostgresStorage(SqlStorage):
 
     def _hold(self, cur: Cursor, name: str) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (name,))
+
+    def _fence(self, cur: Cursor) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock_shared(?)", (EXPORT_FENCE,))
+
+    def committed_marks(self) -> tuple[int, int]:
+        # Once the exclusive lock is held, every transaction that took a seq or an alert id
+        # before has ended, and every later one takes a higher one: the newest rows read
+        # then (each statement reads what is committed at its start) are marks no row
+        # committed later can fall below. Ingest waits meanwhile, for one read.
+        with self._write() as cur:
+            cur.execute(f"SET LOCAL lock_timeout = '{FENCE_TIMEOUT}'")
+            cur.execute("SELECT pg_advisory_xact_lock(?)", (EXPORT_FENCE,))
+            row = cur.execute(COMMITTED_MARKS).fetchone()
+        return int(row[0]), int(row[1])
 
     def _lock_schema(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
