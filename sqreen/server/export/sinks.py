@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx2 as httpx
 
+from ...transports.http import trust
 from ..storage import Alert, StoredEvent
 from .otlp import CONTENT_TYPE, encode_logs
 from .records import FORMATS, Format, Kind, document
@@ -90,7 +91,9 @@ class HttpSink:
     def __init__(self, destination: Destination) -> None:
         self.destination = destination
         self.otlp = destination.scheme.startswith("otlp")
-        self._client = httpx.Client(timeout=TIMEOUT, trust_env=False)
+        # No proxy nor .netrc from the environment, but SSL_CERT_FILE/SSL_CERT_DIR for an
+        # endpoint of a private CA, as the SDK reads them (without, its CA could not be named).
+        self._client = httpx.Client(timeout=TIMEOUT, trust_env=False, verify=trust(None))
 
     def body(self, records: Sequence[Record]) -> tuple[bytes, str]:
         if self.otlp:

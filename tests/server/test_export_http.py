@@ -1,13 +1,16 @@
-"""The live forwarder against hostile or broken endpoints: a reply it must not read whole,
-an error text it must not log whole."""
+"""The live forwarder's HTTP sink against real endpoints: hostile or broken ones (a reply it
+must not read whole, an error text it must not log whole), and one behind a private CA."""
 
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+import trustme
 
 from sqreen.server.export import sinks
 from sqreen.server.export.sinks import SinkError, open_sink, parse_destination
@@ -17,13 +20,14 @@ Reply = Callable[[socket.socket], None]
 
 
 @pytest.fixture
-def endpoint() -> Iterator[Callable[[Reply], str]]:
-    """``start(reply)``: a local HTTP endpoint answering every request with ``reply``; its
-    URL. Connections are held open until the test ends."""
+def endpoint() -> Iterator[Callable[..., str]]:
+    """``start(reply, tls=None)``: a local HTTP endpoint (HTTPS with a ``tls`` context)
+    answering every request with ``reply``; its URL. Connections are held open until the
+    test ends."""
     done = threading.Event()
     listeners: list[socket.socket] = []
 
-    def start(reply: Reply) -> str:
+    def start(reply: Reply, tls: ssl.SSLContext | None = None) -> str:
         listener = socket.create_server(("127.0.0.1", 0))
         listeners.append(listener)
 
@@ -33,12 +37,20 @@ def endpoint() -> Iterator[Callable[[Reply], str]]:
                     conn, _ = listener.accept()
                 except OSError:
                     return
-                with conn:
+                try:
+                    if tls is not None:
+                        conn = tls.wrap_socket(conn, server_side=True)
                     head = b""
                     while b"\r\n\r\n" not in head:
                         head += conn.recv(65536)
+                    if tls is not None:  # a plain 204, over TLS
+                        conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
                     reply(conn)
                     done.wait(30)
+                except OSError:  # a handshake the client refused
+                    pass
+                finally:
+                    conn.close()
 
         threading.Thread(target=serve, daemon=True).start()
         return f"jsonl+http://127.0.0.1:{listener.getsockname()[1]}/in"
@@ -50,7 +62,7 @@ def endpoint() -> Iterator[Callable[[Reply], str]]:
 
 
 def test_a_2xx_is_acknowledged_without_reading_an_endless_body(
-    endpoint: Callable[[Reply], str], monkeypatch: pytest.MonkeyPatch
+    endpoint: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An endpoint that answers 200 and then a body without end: the batch is acknowledged
     by the status, and the body is not read (read whole, it filled the collector's memory;
@@ -67,7 +79,7 @@ def test_a_2xx_is_acknowledged_without_reading_an_endless_body(
         sink.close()
 
 
-def test_an_error_quoting_the_endpoint_is_logged_cut(endpoint: Callable[[Reply], str]) -> None:
+def test_an_error_quoting_the_endpoint_is_logged_cut(endpoint: Callable[..., str]) -> None:
     """A status line of garbage is an error whose text is cut, not kilobytes of the peer's
     bytes in the collector's log."""
 
@@ -82,3 +94,25 @@ def test_an_error_quoting_the_endpoint_is_logged_cut(endpoint: Callable[[Reply],
         sink.close()
     assert str(raised.value).startswith("RemoteProtocolError: ")
     assert len(str(raised.value)) < 300
+
+
+def test_an_https_endpoint_of_a_private_ca_named_by_ssl_cert_file(
+    endpoint: Callable[..., str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``SSL_CERT_FILE`` names the CA of an ``otlp+https://`` or ``jsonl+https://`` endpoint,
+    as it does for the SDK (the sink ignores the rest of the environment: no proxy)."""
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+
+    def over_tls(conn: socket.socket) -> None:
+        pass
+
+    url = endpoint(over_tls, tls=server).replace("jsonl+http://", "jsonl+https://")
+    sink = open_sink(parse_destination(url))
+    try:
+        sink.send([])  # the certificate checked against the CA: acknowledged
+    finally:
+        sink.close()
