@@ -116,3 +116,21 @@ def test_an_https_endpoint_of_a_private_ca_named_by_ssl_cert_file(
         sink.send([])  # the certificate checked against the CA: acknowledged
     finally:
         sink.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://alice:s3cret@siem.example/in",  # a scheme left out
+        "jsonl+tcp://alice:s3cret@siem.example",  # a port left out
+        "jsonl+tcp://siem.example/?token=s3cret",
+        "alice:s3cret@siem.example:9000",
+    ],
+)
+def test_a_bad_export_url_is_refused_without_its_secrets(url: str) -> None:
+    """The error ``sqreen serve`` prints for a mistyped ``--export`` (to a terminal, or a
+    service's journal) does not carry the URL's password or query."""
+    with pytest.raises(ValueError) as refused:
+        parse_destination(url)
+    assert "s3cret" not in str(refused.value)
+    assert "siem.example" in str(refused.value)

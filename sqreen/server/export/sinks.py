@@ -66,15 +66,25 @@ def parse_destination(value: str, format: str = "ecs") -> Destination:
     """``--export``'s URL; :class:`ValueError` saying what is wrong."""
     scheme, sep, rest = value.partition("://")
     if not sep or scheme not in SCHEMES:
-        raise ValueError(f"{value[:60]!r}: the URL starts with one of {', '.join(SCHEMES)}")
+        raise ValueError(f"{_shown(value)!r}: the URL starts with one of {', '.join(SCHEMES)}")
     if format not in FORMATS:
         raise ValueError(f"format {format!r} is not one of {', '.join(FORMATS)}")
     transport = scheme.partition("+")[2]
     parts = urlsplit(f"{transport}://{rest}")
     if not parts.hostname or (transport == "tcp" and parts.port is None):
-        raise ValueError(f"{value[:60]!r}: no host{' and port' if transport == 'tcp' else ''}")
+        raise ValueError(f"{_shown(value)!r}: no host{' and port' if transport == 'tcp' else ''}")
     url = f"{parts.hostname}:{parts.port}" if transport == "tcp" else f"{transport}://{rest}"
     return Destination(scheme, url, format)
+
+
+def _shown(url: str) -> str:
+    """``url`` for an error message, without what may be secret: its user and password
+    (``//user:password@``) and its query (``?token=``), which go to a terminal or a log."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    _, at, rest = rest.split("?")[0].rpartition("@")
+    return f"{scheme}{sep}{'***@' if at else ''}{rest}"[:80]
 
 
 class Sink(Protocol):
