@@ -92,7 +92,9 @@ class JsonFormatter(logging.Formatter):
             out["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
             out["exception"] = record.exc_text
-        return json.dumps(out, ensure_ascii=False, default=str)
+        # ASCII: a message quoting a client cannot end the line for a splitter that takes
+        # NEL or U+2028 for a line end, nor send escapes or a lone surrogate to a terminal.
+        return json.dumps(out, default=str)
 
 
 def json_log_config(level: str) -> dict[str, Any]:

@@ -8,8 +8,9 @@ Two kinds of metrics, so that ``sqreen serve --workers N`` reports one consisten
   ``PROMETHEUS_MULTIPROC_DIR`` (its multiprocess mode): a scrape answered by any worker sums
   the files of all, the dead ones' included, so no count is lost when a worker restarts.
 - **What the database holds** (active blocks, alerts, SDK processes, its size, the newest
-  event's age), read at scrape time by the one process answering: never counted twice,
-  never stale, and nothing to keep up to date on the ingest path.
+  event's age, how far ``--export``'s destination is behind), read at scrape time by the
+  one process answering: never counted twice, never stale, and nothing to keep up to date
+  on the ingest path.
 
 The route needs an admin key, or the ``--metrics-token`` (compared in constant time).
 """
@@ -45,6 +46,7 @@ from starlette.routing import BaseRoute, Route
 
 from .auth import authenticate
 from .errors import ApiError
+from .export import export_lag
 from .storage import Storage
 
 __all__ = [
@@ -117,8 +119,9 @@ def count_refusals() -> Iterator[None]:
 class DatabaseCollector:
     """The gauges read from the database at scrape time, by the process answering."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, export: str | None = None) -> None:
         self.storage = storage
+        self.export = export  # the forwarder's destination (its name), if any
 
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily("sqreen_database_up", "1 if the scrape could read the database.")
@@ -176,14 +179,26 @@ class DatabaseCollector:
                 "Seconds since the newest stored event was received (absent with no events).",
                 value=max(0.0, (now - newest).total_seconds()),
             )
+        if self.export is not None:
+            # From the cursors in the database: whichever worker holds the lease, any answers.
+            lag = export_lag(storage, self.export)
+            behind = GaugeMetricFamily(
+                "sqreen_export_lag_records",
+                "Events and alerts stored that --export's destination has not acknowledged.",
+                labels=["kind"],
+            )
+            behind.add_metric(["event"], lag.events)
+            behind.add_metric(["alert"], lag.alerts)
+            yield behind
 
 
 def _origin(created_by: str) -> str:
     return "playbook" if created_by.startswith("playbook:") else "hand"
 
 
-def render(storage: Storage) -> bytes:
-    """The text exposition: the counters (all workers' with several), then the gauges."""
+def render(storage: Storage, export: str | None = None) -> bytes:
+    """The text exposition: the counters (all workers' with several), then the gauges
+    (``export``: the forwarder's destination, whose lag is one of them)."""
     registry = CollectorRegistry()
     if MULTIPROCESS:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
@@ -191,7 +206,7 @@ def render(storage: Storage) -> bytes:
     else:
         counters = generate_latest(REGISTRY)
     database = CollectorRegistry()
-    database.register(DatabaseCollector(storage))
+    database.register(DatabaseCollector(storage, export))
     return counters + generate_latest(database)
 
 
@@ -210,7 +225,9 @@ async def metrics_endpoint(request: Request) -> Response:
     if not _token_matches(request.headers.get("authorization"), state.metrics_token):
         await authenticate(request, admin=True)
     started = time.perf_counter()
-    body = await run_in_threadpool(render, state.storage)
+    forwarder = getattr(state, "forwarder", None)
+    export = None if forwarder is None else forwarder.destination.name
+    body = await run_in_threadpool(render, state.storage, export)
     logger.debug("sqreen: /metrics rendered in %.1f ms", (time.perf_counter() - started) * 1e3)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -160,6 +160,19 @@ def test_restore_refuses_a_damaged_backup_a_foreign_file_or_a_newer_schema(
     assert not Path(target).exists()
 
 
+def test_a_backup_over_its_own_database_is_refused(backed_up: Path) -> None:
+    """``--force`` does not rename a copy over the database it copies (under a running
+    collector), by its path or by another name of the same file."""
+    db = backed_up.with_name("sqreen.db")
+    alias = backed_up.with_name("alias.db")
+    alias.symlink_to(db)
+    inode = db.stat().st_ino
+    for target in (db, alias):
+        code, output = run("backup", str(target), "--db", str(db), "--force")
+        assert code == 1 and "is the database itself" in output, output
+    assert db.stat().st_ino == inode
+
+
 def test_a_target_that_cannot_be_written_is_an_error_not_a_traceback(backed_up: Path) -> None:
     nowhere = str(backed_up.parent / "missing" / "x.db")
     for args in (

@@ -91,3 +91,16 @@ def test_json_formatter_carries_the_request_id_and_the_traceback() -> None:
     assert (line["level"], line["message"], line["request_id"]) == ("error", "failed 7", "abc")
     assert "ValueError: boom" in line["exception"]
     assert "request_id" not in json.loads(JsonFormatter().format(record))
+
+
+def test_a_json_line_stays_one_line_of_ascii_whatever_the_message() -> None:
+    """A message quoting a client (a request path, an endpoint's error) can hold what other
+    splitters take for a line end (NEL, U+2028, U+2029, a file separator), terminal escapes,
+    bidirectional overrides or a lone surrogate: the line is still one line, ASCII, and
+    gives the message back."""
+    message = "path /a\x85b\u2028c\u2029d\x1ce\x1b[2Jf\u202eg\ud800h é"
+    record = logging.LogRecord("sqreen", logging.WARNING, __file__, 1, "%s", (message,), None)
+    line = JsonFormatter().format(record)
+    assert line.isascii() and len(line.splitlines()) == 1
+    assert json.loads(line)["message"] == message
+    line.encode("utf-8")  # a lone surrogate written raw could not be

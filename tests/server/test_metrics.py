@@ -6,7 +6,8 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,21 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sqreen._wire import parse_event
+from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
+from sqreen.server.export import Forwarder, export_lag, parse_destination
+from sqreen.server.export.sinks import Record
 from sqreen.server.ingest import MAX_BODY_BYTES
 from sqreen.server.playbooks import TEMPLATES
 from sqreen.server.storage import Storage, open_storage
-from tests.server.conftest import Clock, Collector, ServeProcess, envelope, wire_event
+from tests.server.conftest import (
+    Clock,
+    Collector,
+    ServeProcess,
+    envelope,
+    free_port,
+    wire_event,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -112,8 +123,12 @@ def test_two_workers_report_exactly_the_traffic_sent(
     private.mkdir()
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     monkeypatch.setenv("TMPDIR", str(private))  # where serve makes its metrics directory
+    down = f"jsonl+tcp://127.0.0.1:{free_port()}"  # an export destination that is down
     proc = serve(
-        db, None, "--workers", "2", "--metrics-token", METRICS_TOKEN, "--playbooks", playbooks
+        db,
+        None,
+        *("--workers", "2", "--metrics-token", METRICS_TOKEN, "--playbooks", playbooks),
+        *("--export", down),
     )
     send_traffic(proc.url, ingest, admin)
 
@@ -145,6 +160,8 @@ def test_two_workers_report_exactly_the_traffic_sent(
     assert samples["sqreen_database_up", ()] == 1
     assert samples["sqreen_database_bytes", ()] > 0
     assert 0 <= samples["sqreen_ingest_lag_seconds", ()] < 600
+    assert samples["sqreen_export_lag_records", (("kind", "event"),)] >= BATCHES * PER_BATCH + 3
+    assert samples["sqreen_export_lag_records", (("kind", "alert"),)] == 1
 
     # Whichever worker answers, the same set (the scrape is the only traffic now).
     for _ in range(6):
@@ -208,3 +225,39 @@ def test_the_database_size_and_its_newest_event(storage: Storage, clock: Clock) 
     assert last.received_at >= first.received_at + timedelta(minutes=5)
     assert storage.newest_received_at() == last.received_at
     assert storage.database_bytes() > empty
+
+
+def test_the_export_lag_is_a_metric(
+    live_app: tuple[Any, str], sqlite_storage: Storage, clock: Clock
+) -> None:
+    """With ``--export``, how many events and alerts the destination has not acknowledged:
+    all of them while nothing was sent, none once the forwarder caught up."""
+    switch, url = live_app
+    admin = new_token()
+    sqlite_storage.create_key("admin", hash_token(admin), "admin")
+    sqlite_storage.insert_events([parse_event(wire_event()) for _ in range(7)])
+    sent: list[Record] = []
+
+    class Accepting:
+        def send(self, records: Sequence[Record]) -> None:
+            sent.extend(records)
+
+        def close(self) -> None:
+            pass
+
+    destination = parse_destination("jsonl+tcp://127.0.0.1:9")
+    forwarder = Forwarder(sqlite_storage, destination, sink=Accepting(), interval=0.05)
+    switch.app = create_app(sqlite_storage, forwarder=forwarder)  # its lifespan is not run
+    behind, _ = scrape(url, admin)
+    assert behind["sqreen_export_lag_records", (("kind", "event"),)] == 7
+    assert behind["sqreen_export_lag_records", (("kind", "alert"),)] == 0
+    forwarder.start()
+    try:
+        deadline = time.monotonic() + 30
+        while export_lag(sqlite_storage, destination.name).events and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        forwarder.close()
+    assert len(sent) == 7
+    caught_up, _ = scrape(url, admin)
+    assert caught_up["sqreen_export_lag_records", (("kind", "event"),)] == 0

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx2 as httpx
 
+from ...transports.http import trust
 from ..storage import Alert, StoredEvent
 from .otlp import CONTENT_TYPE, encode_logs
 from .records import FORMATS, Format, Kind, document
@@ -40,6 +41,8 @@ __all__ = [
 
 SCHEMES: Final = ("otlp+http", "otlp+https", "jsonl+http", "jsonl+https", "jsonl+tcp")
 TIMEOUT: Final = 10.0
+#: Characters of an error's text logged at most.
+ERROR_TEXT: Final = 200
 Record = tuple[Kind, StoredEvent | Alert]
 
 
@@ -63,15 +66,25 @@ def parse_destination(value: str, format: str = "ecs") -> Destination:
     """``--export``'s URL; :class:`ValueError` saying what is wrong."""
     scheme, sep, rest = value.partition("://")
     if not sep or scheme not in SCHEMES:
-        raise ValueError(f"{value[:60]!r}: the URL starts with one of {', '.join(SCHEMES)}")
+        raise ValueError(f"{_shown(value)!r}: the URL starts with one of {', '.join(SCHEMES)}")
     if format not in FORMATS:
         raise ValueError(f"format {format!r} is not one of {', '.join(FORMATS)}")
     transport = scheme.partition("+")[2]
     parts = urlsplit(f"{transport}://{rest}")
     if not parts.hostname or (transport == "tcp" and parts.port is None):
-        raise ValueError(f"{value[:60]!r}: no host{' and port' if transport == 'tcp' else ''}")
+        raise ValueError(f"{_shown(value)!r}: no host{' and port' if transport == 'tcp' else ''}")
     url = f"{parts.hostname}:{parts.port}" if transport == "tcp" else f"{transport}://{rest}"
     return Destination(scheme, url, format)
+
+
+def _shown(url: str) -> str:
+    """``url`` for an error message, without what may be secret: its user and password
+    (``//user:password@``) and its query (``?token=``), which go to a terminal or a log."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    _, at, rest = rest.split("?")[0].rpartition("@")
+    return f"{scheme}{sep}{'***@' if at else ''}{rest}"[:80]
 
 
 class Sink(Protocol):
@@ -88,7 +101,9 @@ class HttpSink:
     def __init__(self, destination: Destination) -> None:
         self.destination = destination
         self.otlp = destination.scheme.startswith("otlp")
-        self._client = httpx.Client(timeout=TIMEOUT, trust_env=False)
+        # No proxy nor .netrc from the environment, but SSL_CERT_FILE/SSL_CERT_DIR for an
+        # endpoint of a private CA, as the SDK reads them (without, its CA could not be named).
+        self._client = httpx.Client(timeout=TIMEOUT, trust_env=False, verify=trust(None))
 
     def body(self, records: Sequence[Record]) -> tuple[bytes, str]:
         if self.otlp:
@@ -99,11 +114,18 @@ class HttpSink:
         body, content_type = self.body(records)
         headers = {"Content-Type": content_type, "User-Agent": "sqreen-collector"}
         try:
-            response = self._client.post(self.destination.url, content=body, headers=headers)
+            # The status is the acknowledgement: the reply's body is never read. Read whole
+            # (``post``), an endpoint answering with an endless body took the collector to
+            # 4.7 GB of memory in 12 s; one stalling mid-body failed the batch at the read
+            # timeout, again and again. Closed unread, the connection is dropped, not reused.
+            with self._client.stream(
+                "POST", self.destination.url, content=body, headers=headers
+            ) as response:
+                status = response.status_code
         except httpx.HTTPError as exc:
-            raise SinkError(f"{type(exc).__name__}: {exc}") from None
-        if not 200 <= response.status_code < 300:
-            raise SinkError(f"HTTP {response.status_code}")
+            raise SinkError(_described(exc)) from None
+        if not 200 <= status < 300:
+            raise SinkError(f"HTTP {status}")
 
     def close(self) -> None:
         self._client.close()
@@ -124,12 +146,19 @@ class TcpSink:
             self._socket.sendall(lines(records, self.destination.format))
         except OSError as exc:
             self.close()
-            raise SinkError(f"{type(exc).__name__}: {exc}") from None
+            raise SinkError(_described(exc)) from None
 
     def close(self) -> None:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+
+
+def _described(exc: Exception) -> str:
+    """An error for the log: its class and the start of its text, which can quote what the
+    endpoint sent (an unparsable status line quotes kilobytes of the peer's bytes)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text[:ERROR_TEXT]}{'...' if len(text) > ERROR_TEXT else ''}"
 
 
 def lines(records: Sequence[Record], format: Format) -> bytes:

@@ -68,6 +68,10 @@ def backup_sqlite(
     if not os.path.isfile(source):
         raise BackupError(f"no SQLite database at {source!r}")
     _refuse_existing(target, force, "")
+    if os.path.exists(target) and os.path.samefile(source, target):
+        # With --force the copy was renamed over the live database: a collector running
+        # went on writing to the file unlinked under it, and its -wal lay beside another one.
+        raise BackupError(f"{target!r} is the database itself: back it up to another path")
     with _connect(source) as src, _new_file(target) as tmp:
         src.execute("BEGIN")  # the snapshot: held until the last page is copied
         try:
