@@ -48,17 +48,17 @@ class ExportQueries(SqlPart):
         PostgreSQL a lower seq can commit after a higher one; there every transaction that
         inserts events or alerts holds a shared lock (:meth:`_fence`) and this waits for
         them with the exclusive one before it reads."""
-        (row,) = self._read(COMMITTED_MARKS)
-        return int(row[0]), int(row[1])
+        ((events, alerts),) = self._read(COMMITTED_MARKS)
+        return int(events), int(alerts)
 
     def last_alert_id(self) -> int:
-        (row,) = self._read("SELECT coalesce(max(id), 0) FROM alerts")
-        return int(row[0])
+        ((last,),) = self._read("SELECT coalesce(max(id), 0) FROM alerts")
+        return int(last)
 
     def export_cursor(self, name: str) -> int:
         """The cursor's position (0 when it was never moved)."""
-        rows = self._read("SELECT seq FROM export_cursors WHERE name = ?", [name])
-        return int(rows[0][0]) if rows else 0
+        found = self._read("SELECT seq FROM export_cursors WHERE name = ?", [name])
+        return next((int(seq) for (seq,) in found), 0)
 
     def take_export_lease(self, name: str, holder: int, ttl: float) -> bool:
         """Take or renew lease ``name`` for ``holder`` (a random positive token) unless another

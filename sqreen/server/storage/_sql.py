@@ -223,8 +223,8 @@ class SqlStorage(
 
     def newest_received_at(self) -> datetime | None:
         # By the primary key: one row read, however many events there are.
-        rows = self._read("SELECT received_at FROM events ORDER BY seq DESC LIMIT 1")
-        return from_us(rows[0][0]) if rows else None
+        found = self._read("SELECT received_at FROM events ORDER BY seq DESC LIMIT 1")
+        return next((from_us(at) for (at,) in found), None)
 
     # -- API keys -----------------------------------------------------------------------
 

@@ -203,10 +203,11 @@ def _schema_version(conn: sqlite3.Connection, path: str) -> int:
         raise BackupError(f"{path!r} is not a sqreen database ({exc})") from None
     if row is None:
         raise BackupError(f"{path!r} is not a sqreen database (no schema version)")
-    return int(row[0])
+    (version,) = row
+    return int(version)
 
 
 def _check_integrity(conn: sqlite3.Connection, what: str) -> None:
-    problems = [row[0] for row in conn.execute("PRAGMA integrity_check(20)")]
+    problems = [problem for (problem,) in conn.execute("PRAGMA integrity_check(20)")]
     if problems != ["ok"]:
         raise BackupError(f"{what} fails PRAGMA integrity_check: {'; '.join(problems)}")

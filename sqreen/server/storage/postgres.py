@@ -180,8 +180,8 @@ class PostgresStorage(SqlStorage):
         with self._write() as cur:
             cur.execute(f"SET LOCAL lock_timeout = '{FENCE_TIMEOUT}'")
             cur.execute("SELECT pg_advisory_xact_lock(?)", (EXPORT_FENCE,))
-            row = cur.execute(COMMITTED_MARKS).fetchone()
-        return int(row[0]), int(row[1])
+            events, alerts = cur.execute(COMMITTED_MARKS).fetchone()
+        return int(events), int(alerts)
 
     def _lock_schema(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
