@@ -162,3 +162,48 @@ def test_the_json_spelling_refuses_other_shapes(body: object, message: str) -> N
 )
 def test_parse_block_id(text: str, expected: int | None) -> None:
     assert parse_block_id(text) == expected
+
+
+def test_blocks_made_before_migration_13_are_found_by_their_target(
+    db_url: str, clock: Clock
+) -> None:
+    """Placing a block looks the active one on its target up by an index (migration 13);
+    the blocks stored before have their target filled in, so the same block placed again
+    extends them rather than making a second."""
+    from sqreen.server.storage import open_storage
+    from sqreen.server.storage.postgres import PostgresStorage
+    from sqreen.server.storage.sqlite import SQLiteStorage
+
+    current = PostgresStorage if db_url.startswith("postgres") else SQLiteStorage
+    schema_12 = type("Schema12", (current,), {"MIGRATIONS": current.MIGRATIONS[:12]})
+    old = schema_12(db_url)
+    assert old.migrate() == 12
+    with old._write() as cur:
+        for type_, user_json, ip in (
+            ("block_ip", None, "203.0.113.0/24"),
+            ("block_user", '{"uid": "42"}', None),
+            ("block_user", '{"uid": "7", "email": "a@example.com"}', None),
+        ):
+            cur.execute(
+                "INSERT INTO blocks (type, user_json, ip, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (type_, user_json, ip, 0, None),
+            )
+    old.close()
+    storage = open_storage(db_url, clock=clock)
+    try:
+        service = BlockService(storage)
+        day = timedelta(days=1)
+        for wanted in (
+            ip_block("203.0.113.9/24", duration=day),
+            user_block({"uid": "42"}, duration=day),
+            user_block({"uid": "7", "email": "a@example.com"}, duration=day),
+        ):
+            assert service.apply(wanted, created_by="cli:test").outcome == "kept"
+        # Identifiers in another order are the same user: one block, new or old.
+        made = service.apply(user_block({"a": "1", "b": "2"}), created_by="cli:test")
+        again = service.apply(user_block({"b": "2", "a": "1"}), created_by="cli:test")
+        assert (made.outcome, again.outcome, again.block.id) == ("created", "kept", made.block.id)
+        assert len(storage.list_blocks()) == 4
+    finally:
+        storage.close()

@@ -299,6 +299,17 @@ _MIGRATIONS: Final[Sequence[Sequence[str] | Mapping[Dialect, Sequence[str]]]] = 
             updated_at {int} NOT NULL
         )""",
     ),
+    # 13: what a block is on, as one indexed text (``ip:<network>``, ``user:<identifiers as
+    # JSON, keys sorted>``), so that placing a block finds the active one on the same target
+    # by the index rather than by reading every active block (at 10 000 of them, 3 ms a
+    # block, twice, inside ingest's transaction when a playbook blocks). Blocks made before
+    # take their user JSON as it was written: keys in the order given.
+    (
+        "ALTER TABLE blocks ADD COLUMN target TEXT",
+        "UPDATE blocks SET target = CASE WHEN type = 'block_ip' THEN 'ip:' || ip "
+        "ELSE 'user:' || user_json END",
+        "CREATE INDEX blocks_target ON blocks (target) WHERE lifted_at IS NULL",
+    ),
 )
 
 
