@@ -108,6 +108,9 @@ class UvicornThread:
         options.setdefault("proxy_headers", False)
         options.setdefault("log_level", "warning")
         options.setdefault("ws", "none")
+        # At stop, a request still running (an SDK's action long-poll) is cut after a second
+        # rather than waited for: stop() waited its whole 10 s for one, module after module.
+        options.setdefault("timeout_graceful_shutdown", 1)
         config = uvicorn.Config(app, **options)
         self.server = uvicorn.Server(config)
         self.sock = socket.socket()
