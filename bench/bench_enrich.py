@@ -135,6 +135,7 @@ def per_event(pkg: SimpleNamespace, intel: Any, ips: list[str]) -> float:
     """µs an event of ``intel`` over ``ips`` in batches (cache emptied first)."""
     events = [pkg.parse_event(wire(n, ip)) for n, ip in enumerate(ips)]
     intel._cache.clear()
+    getattr(intel, "_shared", {}).clear()  # what addresses share (not in older revisions)
     batches = [
         pkg.Batch(None, None, events[i : i + BATCH], [{} for _ in events[i : i + BATCH]])
         for i in range(0, len(events), BATCH)
