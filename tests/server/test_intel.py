@@ -20,7 +20,7 @@ from sqreen.server.auth import hash_token, new_token
 from sqreen.server.blocks import BlockService, ip_block
 from sqreen.server.cli import main
 from sqreen.server.explorer import set_admin_password
-from sqreen.server.intel import GeoIpError, IpIntel, Reputation, open_geoip
+from sqreen.server.intel import Countries, GeoIpError, IpIntel, Reputation, open_geoip
 from sqreen.server.pipeline import IngestPipeline
 from sqreen.server.storage import NO_FILTER, EventFilter, Storage, open_storage
 from tests.explorer.conftest import login
@@ -267,16 +267,21 @@ def test_enrichment_is_stored_so_a_data_update_does_not_rewrite_history(
     """What an event was labelled with when it arrived is what it reads as later, whatever
     the data says now."""
 
-    class Renamed(IpIntel):
-        def _lookup(self, ip: str) -> Any:
-            found = super()._lookup(ip)
-            return found and (found[0], {**found[1], "country": "FR"})
+    class Renamed(Countries):  # a newer data set
+        def many(self, addresses: Any) -> list[str | None]:
+            return ["FR" for _ in addresses]
 
     event = wire_event(request={**wire_event()["request"], "ip": "8.8.8.8"})
     IngestPipeline(storage, enrichers=[IpIntel()])(json.dumps(envelope([event])).encode())
     stored = storage.get_event(event["id"])
     assert stored is not None and stored.to_json()["ip_info"]["country"] == "US"
-    Renamed().info("8.8.8.8")  # a newer data set, same process
+    assert IpIntel(countries=Renamed()).info("8.8.8.8") == {
+        "country": "FR",
+        "kind": "hosting",
+        "provider": "Google",
+        "score": 25,
+        "reasons": ["hosting"],
+    }
     again = storage.get_event(event["id"])
     assert again is not None and again.to_json()["ip_info"]["country"] == "US"
 

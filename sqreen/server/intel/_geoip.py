@@ -24,12 +24,14 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 import maxminddb
+
+from ._address import Address
 
 __all__ = ["GeoIpDatabase", "GeoIpError", "open_geoip"]
 
@@ -58,16 +60,22 @@ class GeoIpDatabase:
         #: Whether lookups run in C (``maxminddb``'s extension) or in its pure-Python reader.
         self.in_c = type(reader).__module__ == "maxminddb.extension"
 
-    def lookup(self, address: str, version: int) -> dict[str, Any]:
-        """The fields this file has for ``address`` (canonical text): any of ``country``,
-        ``city``, ``latitude``, ``longitude``, ``accuracy_radius``, ``asn``, ``as_org``."""
-        if version == 6 and self.ip_version == 4:
-            return {}
-        try:
-            record = self._reader.get(address)
-        except (ValueError, maxminddb.InvalidDatabaseError, TypeError):
-            return {}
-        return read_record(record) if isinstance(record, dict) else {}
+    def lookup_many(self, addresses: Sequence[Address]) -> list[dict[str, Any] | None]:
+        """The fields this file has for each of ``addresses`` (None: none): any of
+        ``country``, ``city``, ``latitude``, ``longitude``, ``accuracy_radius``, ``asn``,
+        ``as_org``. One loop for a batch's new addresses (a call a lookup was 0.5 µs of 1.5
+        on top of the reader's, with an address the file does not hold: measured)."""
+        get, v4_only = self._reader.get, self.ip_version == 4
+        out: list[dict[str, Any] | None] = []
+        for address in addresses:
+            record = None
+            if not (v4_only and address[0] == 6):
+                try:
+                    record = get(address[2])
+                except (ValueError, maxminddb.InvalidDatabaseError, TypeError):
+                    pass
+            out.append(read_record(record) or None if isinstance(record, dict) else None)
+        return out
 
     def describe(self) -> dict[str, Any]:
         """What the agents page and ``/healthz`` say of this file (its name, not its path)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any, Final
@@ -30,6 +30,7 @@ logger = logging.getLogger("sqreen.server")
 #: The kinds ``iporigin`` answers that mean something (``unknown`` is absence of evidence).
 KINDS: Final = frozenset({"hosting", "cdn", "vpn", "tor", "bot"})
 MAX_PROVIDER: Final = 128
+_MISSING: Final[Any] = object()
 
 
 def _version(package: str) -> str | None:
@@ -45,16 +46,37 @@ class Countries:
     def __init__(self) -> None:
         self.version = _version("iptocc")
         self._lookup: Callable[[str], str | None] | None = None
+        self._many: Callable[[list[str]], list[str | None]] | None = None
+        #: Each code iptocc answered, checked (a few hundred at most: the data's codes).
+        self._checked: dict[object, str | None] = {}
         if self.version is not None:
             from iptocc import country_code
 
             self._lookup = country_code
+            self._many = country_code
 
     def __call__(self, address: Address) -> str | None:
         if self._lookup is None:
             return None
-        code = self._lookup(address.text)
-        return code if isinstance(code, str) and len(code) == 2 and code.isupper() else None
+        return _country(self._lookup(address.text))
+
+    def many(self, addresses: Sequence[Address]) -> list[str | None]:
+        """The country of each of ``addresses``, in one call to ``iptocc`` (a batch's new
+        addresses: 0.3 -> 0.15 µs an address for the call alone, and one check of each code
+        it answers instead of one an address; measured)."""
+        lookup = self._many
+        if lookup is None:
+            return [None] * len(addresses)
+        checked = self._checked
+        out: list[str | None] = []
+        for code in lookup([address.text for address in addresses]):
+            known = checked.get(code, _MISSING)
+            if known is _MISSING:
+                known = _country(code)
+                if len(checked) < 1024:
+                    checked[code] = known
+            out.append(known)
+        return out
 
     def describe(self) -> dict[str, Any] | None:
         if self.version is None:
@@ -112,10 +134,27 @@ class NetworkKinds:
             return _answer(origin.provider, origin.kind)
         return None
 
+    def many(self, addresses: Sequence[Address]) -> list[tuple[str, str] | None]:
+        """What :meth:`__call__` says of each of ``addresses``, in one loop an IP version
+        (NetworkKinds.__call__ alone was half of a 1 µs lookup: measured)."""
+        index = self._index
+        if index is None:
+            return [self(address) for address in addresses]
+        v4 = index[4].find_many([address[1] for address in addresses if address[0] == 4])
+        if len(v4) == len(addresses):
+            return v4
+        v6 = iter(index[6].find_many([address[1] for address in addresses if address[0] == 6]))
+        found4 = iter(v4)
+        return [next(found4) if address[0] == 4 else next(v6) for address in addresses]
+
     def describe(self) -> dict[str, Any] | None:
         if self.version is None:
             return None
         return {"package": "iporigin", "version": self.version, "data": f"built {self.built}"}
+
+
+def _country(code: object) -> str | None:
+    return code if isinstance(code, str) and len(code) == 2 and code.isupper() else None
 
 
 def _answer(provider: object, kind: object) -> tuple[str, str] | None:

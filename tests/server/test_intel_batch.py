@@ -1,0 +1,140 @@
+"""IP intelligence looks a batch's new addresses up together and lets addresses with the same
+answer share one ``ip_info`` and its JSON: what each event stores must be what looking each
+address up on its own, field by field, says (the lookup as it was before), byte for byte."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from pathlib import Path
+from typing import Any
+
+import maxminddb
+import pytest
+
+from sqreen._json import dumps_ascii, dumps_fields
+from sqreen._wire import parse_event
+from sqreen.server.intel import (
+    Countries,
+    IpIntel,
+    NetworkKinds,
+    parse_address,
+    read_record,
+    special_kind,
+    threat_score,
+)
+from sqreen.server.pipeline import Batch
+from tests.mmdb import write_mmdb
+
+from .conftest import wire_event
+from .test_intel import LONDON, SYDNEY
+
+COUNTRIES, KINDS = Countries(), NetworkKinds()  # read once: the kinds' index takes a second
+GROUPS = (("country",), ("city",), ("latitude", "longitude", "accuracy_radius"), ("asn",))
+
+
+def corpus() -> list[Any]:
+    rng = random.Random(15)
+    ips: list[Any] = [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(400)]
+    ips += [str(ipaddress.IPv6Address((0x2A00 << 112) | rng.getrandbits(100))) for _ in range(60)]
+    ips += [f"185.220.101.{n}" for n in range(1, 40)]  # Tor exits
+    ips += [f"8.8.{n}.{n}" for n in range(40)] + ["2001:4860:4860::8888"]  # hosting
+    ips += ["81.2.69.160", "81.2.69.7", "1.128.3.4", "::ffff:81.2.69.160", "::ffff:8.8.8.8"]
+    ips += ["10.0.0.1", "192.168.1.1", "100.64.0.9", "fe80::1%eth0", "fc00::5"]  # private
+    ips += ["127.0.0.1", "::1", "198.51.100.66", "2001:db8::1", "224.0.0.1", "0.0.0.0"]
+    ips += ["2d00::1", "not-an-ip", "", "010.1.1.1", "1.1.1", None, 7]  # nothing, or no address
+    return ips + ips[::3]  # and again: some cached, some new in the same batch
+
+
+def expected(ip: object, files: list[Any]) -> dict[str, Any] | None:
+    """``ip_info`` of ``ip`` worked out alone, from each source in turn."""
+    address = parse_address(ip)
+    if address is None:
+        return None
+    special = special_kind(address)
+    if special is not None:
+        return {"kind": special, "score": 0, "reasons": []}
+    out: dict[str, Any] = {}
+    as_org = None
+    for reader in files:
+        record = reader.get(address.text)
+        got = read_record(record) if isinstance(record, dict) else {}
+        for group in GROUPS:
+            if group[0] in got and group[0] not in out:
+                out.update({key: got[key] for key in group if key in got})
+        as_org = as_org or got.get("as_org")
+    country = COUNTRIES(address)
+    if "country" not in out and country is not None:
+        out["country"] = country
+    kind = KINDS(address)
+    if kind is not None:
+        out["kind"], out["provider"] = kind
+    elif as_org:
+        out["provider"] = as_org
+    out["score"], out["reasons"] = threat_score(None if kind is None else kind[0], False, False)
+    return out
+
+
+def batch_of(ips: list[Any]) -> Batch:
+    """Parsed events from ``ips``, as the pipeline hands them to enrichers (any value as
+    the address: an SDK sends what it likes)."""
+    events = [parse_event(wire_event()) for _ in ips]
+    for event, ip in zip(events, ips, strict=True):
+        event["request"] = {**(event["request"] or {}), "ip": ip}
+    return Batch(None, None, events, [{} for _ in events])
+
+
+@pytest.mark.parametrize("files", [0, 1, 2])
+def test_each_event_stores_what_its_address_alone_says(tmp_path: Path, files: int) -> None:
+    city = write_mmdb(
+        tmp_path / "city.mmdb",
+        {"81.2.69.0/24": LONDON, "1.128.0.0/16": SYDNEY, "8.8.8.0/24": LONDON},
+        database_type="GeoLite2-City",
+    )
+    asn = write_mmdb(
+        tmp_path / "asn.mmdb",
+        {
+            "81.2.69.0/24": {
+                "autonomous_system_number": 20712,
+                "autonomous_system_organization": "AA",
+            },
+            "1.0.0.0/8": {"autonomous_system_number": 1, "autonomous_system_organization": "One"},
+        },
+        database_type="GeoLite2-ASN",
+    )
+    paths = [str(city), str(asn)][:files]
+    readers = [maxminddb.open_database(path) for path in paths]
+    intel = IpIntel.open(paths)
+    try:
+        ips = corpus()
+        for start in range(0, len(ips), 200):
+            chunk = ips[start : start + 200]
+            batch = batch_of(chunk)
+            intel(batch)
+            for ip, fields in zip(chunk, batch.enrichment, strict=True):
+                want = expected(ip, readers)
+                assert fields.get("ip_info") == want, ip
+                if want is not None:
+                    assert dumps_fields(fields) == dumps_ascii({"ip_info": want}), ip
+                    assert intel.info(ip) == want
+    finally:
+        intel.close()
+        for reader in readers:
+            reader.close()
+
+
+def test_an_event_whose_ip_info_a_later_enricher_changes_stores_its_own() -> None:
+    """Two addresses with the same answer share one ``ip_info`` and its JSON; an event whose
+    copy was changed stores the change, and the others do not."""
+    intel = IpIntel()
+    ips = ["185.220.101.1", "185.220.101.2", "185.220.101.3"]
+    batch = batch_of(ips)
+    intel(batch)
+    first, second, third = batch.enrichment
+    assert first == second == third
+    first["ip_info"]["provider"] = "changed"
+    second["ip_info"]["reasons"].append("mine")
+    assert '"provider":"changed"' in dumps_fields(first)
+    assert '"reasons":["tor","mine"]' in dumps_fields(second)
+    assert dumps_fields(third) == dumps_ascii({"ip_info": expected("185.220.101.3", [])})
+    assert intel.info("185.220.101.4") == expected("185.220.101.4", [])
