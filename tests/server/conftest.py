@@ -213,7 +213,11 @@ class ServeProcess:
         finally:
             if out is not None:
                 out.close()
-        wait_until_up(self.url, self.proc, verify=self.verify or True)
+        try:
+            wait_until_up(self.url, self.proc, verify=self.verify or True)
+        except BaseException:
+            self.stop()  # one that came up too late was left serving, test after test
+            raise
         return self
 
     def kill(self, sig: int) -> None:
