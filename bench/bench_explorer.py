@@ -134,7 +134,7 @@ def postgres(dsn: str | None) -> Iterator[str]:
     if bin_dir is None:
         sys.exit("PostgreSQL is not installed (Debian: apt-get install postgresql)")
     with cluster(bin_dir) as server:
-        yield fresh_database(server)
+        yield fresh_database(server.dsn)
 
 
 def load_once_pg(db: str, data: Path) -> None:

@@ -207,10 +207,19 @@ def collector(
 ) -> Iterator[tuple[str, str, int]]:
     """A ``sqreen serve`` subprocess on ``db`` (with the playbook file ``playbooks``, and the
     options ``extra``), of the code in ``root``; yields (endpoint, token, its pid)."""
-    token = new_token()
-    storage = open_storage(db)
-    storage.create_key("bench", hash_token(token))
-    storage.close()
+    if root == ROOT:
+        token = new_token()
+        storage = open_storage(db)
+        storage.create_key("bench", hash_token(token))
+        storage.close()
+    else:  # by that code's own CLI: its schema may be older than this tree's
+        token = subprocess.run(
+            [sys.executable, "-m", "sqreen.server", "keys", "create", "--db", db],
+            cwd=root,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -389,8 +398,8 @@ def postgres(dsn: str | None = None) -> Iterator[Callable[[], str] | None]:
     if bin_dir is None:
         yield None
         return
-    with _postgres.cluster(bin_dir) as dsn:
-        yield lambda: _postgres.fresh_database(dsn)
+    with _postgres.cluster(bin_dir) as server:
+        yield lambda: _postgres.fresh_database(server.dsn)
 
 
 def main() -> None:

@@ -67,7 +67,7 @@ def cluster(dsn: str | None) -> Iterator[str]:
     if bin_dir is None:
         raise SystemExit("PostgreSQL is not installed (Debian: apt-get install postgresql)")
     with _postgres.cluster(bin_dir) as made:
-        yield made
+        yield made.dsn
 
 
 def backend_ns(admin: Any, database: str) -> int:
