@@ -272,6 +272,14 @@ def serve() -> Iterator[Callable[..., ServeProcess]]:
         proc.stop()
 
 
+def wait_for(check: Callable[[], bool], timeout: float = 30) -> None:
+    """Return once ``check()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def add_key(db: str, name: str = "test") -> str:
     token = new_token()
     s = open_storage(db)

@@ -9,7 +9,6 @@ import re
 import socket
 import subprocess
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
@@ -36,7 +35,16 @@ from sqreen.server.export.sinks import Record
 from sqreen.server.storage import Alert, NewAlert, Storage, StoredEvent, WindowWrite, open_storage
 from sqreen.server.storage._rows import event_record
 
-from .conftest import SQREEN, ServeProcess, add_key, envelope, free_port, recent, wire_event
+from .conftest import (
+    SQREEN,
+    ServeProcess,
+    add_key,
+    envelope,
+    free_port,
+    recent,
+    wait_for,
+    wire_event,
+)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "export.md"
 
@@ -273,13 +281,6 @@ class RecordingSink:
         pass
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_one_forwarder_of_several_sends_each_record_once(storage: Storage) -> None:
     """Two collector processes' forwarders on one database (``--workers 2``): the lease lets
     one send; the other takes over when it stops, from the cursor."""
@@ -420,20 +421,26 @@ def test_serve_forwards_every_event_once_across_an_outage_and_a_restart(
     wait_for(lambda: receiver.refused >= 2)
     server.stop()  # ...the collector restarts...
     receiver.close()  # ...and the endpoint is gone meanwhile
-    server = serve(db, None, *export)
+    log = tmp_path / "restarted.log"
+    server = serve(db, None, *export, log=log)
     post(server.url, 200)
-    time.sleep(1)
+    wait_for(lambda: "failed" in log.read_text())  # it tried the closed port
     receiver.status = 200
     receiver.open()  # back: everything stored is sent, once
     wait_for(lambda: len(receiver.ids) >= len(sent), timeout=60)
-    time.sleep(1)  # (time for a duplicate to arrive, were one sent)
+
+    def lag() -> tuple[int, int]:
+        storage = open_storage(db)
+        try:
+            behind = export_lag(storage, parse_destination(export[1]).name)
+        finally:
+            storage.close()
+        return behind.events, behind.alerts
+
+    # The cursor moves only after the receiver has recorded a batch: once it has caught up,
+    # any duplicate has been recorded already.
+    wait_for(lambda: lag() == (0, 0))
     assert Counter(receiver.ids) == Counter(set(sent))
-    storage = open_storage(db)
-    try:
-        lag = export_lag(storage, parse_destination(export[1]).name)
-    finally:
-        storage.close()
-    assert (lag.events, lag.alerts) == (0, 0)
 
 
 def test_a_bad_export_url_stops_serve(tmp_path: Path) -> None:

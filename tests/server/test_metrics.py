@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +29,7 @@ from tests.server.conftest import (
     ServeProcess,
     envelope,
     free_port,
+    wait_for,
     wire_event,
 )
 
@@ -253,9 +253,7 @@ def test_the_export_lag_is_a_metric(
     assert behind["sqreen_export_lag_records", (("kind", "alert"),)] == 0
     forwarder.start()
     try:
-        deadline = time.monotonic() + 30
-        while export_lag(sqlite_storage, destination.name).events and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: export_lag(sqlite_storage, destination.name).events == 0)
     finally:
         forwarder.close()
     assert len(sent) == 7

@@ -73,11 +73,7 @@ def test_a_stuck_database_is_503_in_time_and_holds_one_thread(
         release.set()
     # Once the database answers again, so does the probe.
     monkeypatch.undo()
-    for _ in range(50):
-        if httpx.get(collector.url + "/readyz").status_code == 200:
-            break
-        time.sleep(0.05)
-    assert httpx.get(collector.url + "/readyz").json() == {"status": "ready"}
+    assert _poll(collector.url + "/readyz", 200).json() == {"status": "ready"}
 
 
 def test_a_real_serve_is_ready_on_its_database(
