@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from ._blocking import Blocklist
 from ._errors import InternalErrors
+from ._threads import start_thread
 from .transports.base import Reply
 
 __all__ = ["ActionPoller"]
@@ -58,10 +59,7 @@ class ActionPoller:
             return
         with self._lock:
             if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(
-                    target=self._run, name="sqreen-actions", daemon=True
-                )
-                self._thread.start()
+                self._thread = start_thread(self._run, "sqreen-actions")
 
     def stop(self) -> None:
         self._stop.set()

@@ -10,6 +10,7 @@ action sets that replies carry.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -254,10 +255,15 @@ class Delivery:
         if self.blocklist.version >= 0:
             self.first_actions.set()
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self, deadline: float | None = None) -> None:
+        """Send the stats; by ``deadline`` (the clock's) when given: the last one, at exit."""
         payload = self._envelope()
         payload["stats"] = self.stats() if self._report is None else self._report()
-        reply = self.transport.heartbeat(payload)
+        send = self.transport.heartbeat
+        if deadline is not None and "timeout" in inspect.signature(send).parameters:
+            reply = send(payload, timeout=max(0.0, deadline - self._clock()))
+        else:
+            reply = send(payload)
         self.apply_actions(reply.actions)
         if reply.outcome == "retry" and reply.retry_after:
             # Retry-After speaks for the whole collector: events wait too.

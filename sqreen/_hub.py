@@ -18,6 +18,7 @@ from typing import Any
 
 from ._client import Client
 from ._config import Config
+from ._threads import start_thread
 
 __all__ = ["active", "exit_hooks", "framework_init", "get_client", "init", "shutdown"]
 
@@ -183,7 +184,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
         finally:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    threading.Thread(target=deliver_then_die, name="sqreen-sigterm", daemon=True).start()
+    start_thread(deliver_then_die, "sqreen-sigterm")
 
 
 os.register_at_fork(

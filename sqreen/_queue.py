@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._delivery import Batch, Delivery
 from ._errors import InternalErrors
+from ._threads import start_thread
 
 if TYPE_CHECKING:
     from ._blocking import Blocklist
@@ -179,8 +180,7 @@ class Queue(Delivery):
         with self._lock:
             if self._thread is not None or self._closing:
                 return
-            self._thread = threading.Thread(target=self._run, name="sqreen-flusher", daemon=True)
-            self._thread.start()
+            self._thread = start_thread(self._run, "sqreen-flusher")
         if self._on_start is not None:
             self._on_start()
 
@@ -216,7 +216,7 @@ class Queue(Delivery):
         delivered = self._drain(deadline)
         if self._clock() < deadline:  # the last stats: short-lived processes show up too
             with self.errors.guard("the last heartbeat"):
-                self._heartbeat()
+                self._heartbeat(deadline)
         if self._pending:
             kept = self._spool_the_rest()
             logger.warning(

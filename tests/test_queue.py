@@ -307,3 +307,32 @@ def test_an_unchanged_action_set_keeps_blocks_and_watch_list() -> None:
     queue.step()
     assert queue.blocklist.ip_block("203.0.113.5") is not None
     assert queue.watched == {"auth.signup"}
+
+
+def test_the_last_heartbeat_at_shutdown_gets_only_the_time_left() -> None:
+    def slow(call: Any) -> Reply:
+        if call.kind == "events":
+            clock.advance(1.5)  # the delivery took most of the 2 s
+        return Reply("ok")
+
+    queue, transport, clock = make(handler=slow, shutdown_timeout=2)
+    put(queue, 3)
+    assert queue.shutdown(2.0)
+    last = transport.calls[-1]
+    assert last.kind == "heartbeat"
+    assert last.timeout is not None and 0 < last.timeout <= 0.5
+
+
+def test_a_transport_written_without_the_heartbeat_timeout_still_gets_its_last_heartbeat() -> None:
+    class OldTransport(ScriptedTransport):
+        def heartbeat(self, payload: dict[str, Any]) -> Reply:  # type: ignore[override]
+            return super().heartbeat(payload)
+
+    config = Config.resolve({"heartbeat_interval": 3600}, environ={})
+    transport = OldTransport(replies())
+    queue = Queue(config, transport, Blocklist(config.trusted, Clock()), encode, dict)
+    queue.start = lambda: None  # type: ignore[method-assign]
+    put(queue, 1)
+    assert queue.shutdown(2.0)
+    assert [c.kind for c in transport.calls] == ["events", "heartbeat"]
+    assert transport.calls[-1].timeout is None

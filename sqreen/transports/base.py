@@ -39,8 +39,10 @@ class Transport(Protocol):
         """Deliver ``events`` (each a serialised JSON object) with the batch ``envelope``."""
         ...
 
-    def heartbeat(self, payload: dict[str, Any]) -> Reply:
-        """Send queue statistics; the reply may carry actions."""
+    def heartbeat(self, payload: dict[str, Any], timeout: float | None = None) -> Reply:
+        """Send queue statistics; the reply may carry actions. ``timeout``: the seconds left
+        for the last one, at shutdown (a transport written without the parameter still
+        works: it is then not passed)."""
         ...
 
     def close(self) -> None: ...
@@ -58,7 +60,7 @@ class NullTransport:
     ) -> Reply:
         return Reply("ok")
 
-    def heartbeat(self, payload: dict[str, Any]) -> Reply:
+    def heartbeat(self, payload: dict[str, Any], timeout: float | None = None) -> Reply:
         return Reply("ok")
 
     def close(self) -> None:

@@ -36,7 +36,7 @@ class FileTransport:
             return Reply("retry", detail=f"{self.path}: {exc}")
         return Reply("ok")
 
-    def heartbeat(self, payload: dict[str, Any]) -> Reply:
+    def heartbeat(self, payload: dict[str, Any], timeout: float | None = None) -> Reply:
         return Reply("ok")
 
     def close(self) -> None:

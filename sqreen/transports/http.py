@@ -88,8 +88,9 @@ class HTTPTransport:
         body = head + b',"events":[' + b",".join(events) + b"]}"
         return self._post("/v1/events", body, timeout)
 
-    def heartbeat(self, payload: dict[str, Any]) -> Reply:
-        return self._post("/v1/heartbeat", json.dumps(payload, separators=(",", ":")).encode())
+    def heartbeat(self, payload: dict[str, Any], timeout: float | None = None) -> Reply:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        return self._post("/v1/heartbeat", body, timeout)
 
     def poll_actions(self, version: int, wait: float) -> Reply:
         """The action set (or what changed in it since ``version``: a diff), as soon as its

@@ -31,7 +31,7 @@ class MemoryTransport:
             self.events.extend(decoded)
         return Reply("ok", actions=self.actions)
 
-    def heartbeat(self, payload: dict[str, Any]) -> Reply:
+    def heartbeat(self, payload: dict[str, Any], timeout: float | None = None) -> Reply:
         with self._lock:
             self.heartbeats.append(payload)
         return Reply("ok", actions=self.actions)

@@ -75,8 +75,8 @@ class ScriptedTransport:
         decoded = [json.loads(e) for e in events]
         return self._answer(Call("events", envelope, decoded, timeout))
 
-    def heartbeat(self, payload: dict[str, Any]) -> Reply:
-        return self._answer(Call("heartbeat", payload))
+    def heartbeat(self, payload: dict[str, Any], timeout: float | None = None) -> Reply:
+        return self._answer(Call("heartbeat", payload, timeout=timeout))
 
     def poll_actions(self, version: int, wait: float) -> Reply:
         """The action long-poll (``payload``: the version held and the wait)."""

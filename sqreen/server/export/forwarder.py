@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from itertools import takewhile
 from typing import Final, TypeVar
 
+from ..._threads import start_thread
 from ..storage import Storage
 from .records import Kind
 from .sinks import Destination, Record, Sink, SinkError, open_sink
@@ -107,8 +108,7 @@ class Forwarder:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="sqreen-export", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._run, "sqreen-export")
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop (a batch in flight ends within the sink's timeout) and give the lease up."""

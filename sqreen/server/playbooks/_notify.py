@@ -26,6 +26,8 @@ from typing import Any, Final
 
 import httpx2 as httpx
 
+from ..._threads import start_thread
+
 __all__ = ["Notifier", "sign", "verify_signature", "webhook_secret"]
 
 logger = logging.getLogger("sqreen.server")
@@ -105,9 +107,7 @@ class Notifier:
                 lane = self._lanes.get(url)
                 if lane is None:
                     lane = self._lanes[url] = queue.Queue(MAX_PENDING)
-                    threading.Thread(
-                        target=self._run, args=(url, lane), name="sqreen-webhook", daemon=True
-                    ).start()
+                    start_thread(self._run, "sqreen-webhook", (url, lane))
         return lane
 
     def _run(self, url: str, lane: queue.Queue[bytes | None]) -> None:
