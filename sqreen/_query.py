@@ -30,6 +30,14 @@ def parse_pairs(qs: str, limit: int | None = None) -> list[tuple[str, str]]:
     if not qs:
         return out
     append = out.append
+    if "%" not in qs and "+" not in qs:  # nothing to decode (most forms): one test, not two a pair
+        for part in qs.split("&"):
+            if part:
+                name, _, value = part.partition("=")
+                append((name, value))
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
     for part in qs.split("&"):
         if not part:
             continue

@@ -45,6 +45,7 @@ from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import unquote
 
+from ._json import wire_float
 from ._query import encode_pairs, parse_pairs
 from ._secret_keys import (
     CONTAINED,
@@ -271,8 +272,10 @@ class Scrubber:
             if self.value_patterns or _candidate(obj) is not None:
                 return self.scrub_value(obj)
             return obj
-        if kind is bool or kind is float or obj is None:
+        if kind is bool or obj is None:
             return obj
+        if kind is float:  # as the C encoder writes it, or marked for the standard one
+            return wire_float(obj)
         if kind is int:  # {"card": 4111111111111111} in a JSON body
             return REDACTED if is_card_int(obj) else obj
         if kind is not dict and isinstance(obj, str):
