@@ -144,11 +144,7 @@ class RequestSnapshot:
         """The query string and the form or JSON body as one dict, bounded, not scrubbed."""
         params = _parse_qs(text(self.query) or "")
         if body:
-            form = _parse_body(body, content_type, self.body_truncated)
-            if len(params) + len(form) <= MAX_PARAMS and params.keys().isdisjoint(form):
-                params.update(form)  # what the loop below gives, in C
-                return params
-            for key, value in form.items():
+            for key, value in _parse_body(body, content_type, self.body_truncated).items():
                 if key not in params and len(params) < MAX_PARAMS:
                     params[key] = value
         return params
@@ -191,15 +187,8 @@ def _bounded(value: Any, depth: int = 0) -> Any:
 def _parse_qs(qs: str) -> dict[str, Any]:
     if not qs:
         return {}
-    pairs = parse_pairs(qs, MAX_PARAMS * 4)
-    if len(pairs) <= MAX_PARAMS and len(qs) <= MAX_PARAM_VALUE:
-        # Every value within its bound, and no key past its count: unless a key repeats or
-        # is too long, the loop below would give this, built in C.
-        flat: dict[str, Any] = dict(pairs)
-        if len(flat) == len(pairs) and max(map(len, flat), default=0) <= 128:
-            return flat
     out: dict[str, Any] = {}
-    for key, value in pairs:
+    for key, value in parse_pairs(qs, MAX_PARAMS * 4):
         key = key[:128]
         value = value[:MAX_PARAM_VALUE]
         if key in out:

@@ -81,8 +81,10 @@ _LABELSUFFIXES: Final = tuple(
     for label in _LABELS
     for open_, close in (("[", "]"), (".", ""))
 )
-_LABEL_ENDINGS: Final = _LABELS + tuple(f"{label}]" for label in _LABELS)
+_LABEL_ENDINGS: Final = tuple(suffix for suffix, _ in _LABELSUFFIXES)
 _CACHE_MAX: Final = 4096
+#: An integer below this is no card number (``is_card_int``: 13 digits at least).
+_NO_CARD_BELOW: Final = 10**12
 _CACHED_KEY_MAX: Final = 128
 # ``key=value`` / ``"key": "value"`` in text that is not parseable: truncated JSON, text/plain.
 _KEY_VALUE: Final = re.compile(
@@ -257,7 +259,10 @@ class Scrubber:
         decisions cost 2-3 µs a key, the lookup 0.1 (``bench/bench_flusher.py``)."""
         plan = rule.plans.get(key)
         if plan is None:
-            plan = (rule.sensitive(key), self.scrub_value(key), key.endswith(_LABEL_ENDINGS))
+            # Whether it may name a secret: exactly _LABELS or a suffix of _LABELSUFFIXES (not
+            # ``username``, which ends like one: no _named_secret call for it a dict).
+            labelled = key in _LABELS or key.endswith(_LABEL_ENDINGS)
+            plan = (rule.sensitive(key), self.scrub_value(key), labelled)
             if len(key) <= _CACHED_KEY_MAX:
                 if len(rule.plans) >= _CACHE_MAX:
                     rule.plans.clear()
@@ -298,8 +303,11 @@ class Scrubber:
                         if value_key is not None:
                             named.append(value_key)
                     key = written
-                if plain and type(item) is str:  # most values: no call
+                t = type(item)
+                if plain and t is str:  # most values: no call
                     out[key] = item if _candidate(item) is None else scrub_secrets(item)
+                elif t is bool or item is None or (t is int and item < _NO_CARD_BELOW):
+                    out[key] = item  # what _scrub gives them, without the call
                 else:
                     out[key] = self._scrub(item, depth + 1, rule)
             for value_key in named:  # {"name": "password", "value": ...}, in either order
@@ -413,7 +421,7 @@ def _named_secret(
     """The key of the value that ``key: item`` names as a secret, when ``keys`` holds it:
     ``value`` for ``"name": "password"`` (or ``key``, ``field``), ``f[0][value]`` for
     ``f[0][name]=password``, ``f.0.value`` for ``f.0.name``."""
-    if type(item) is not str or not key.endswith(_LABEL_ENDINGS):
+    if type(item) is not str or not (key in _LABELS or key.endswith(_LABEL_ENDINGS)):
         return None
     if key in _LABELS:
         sibling = "value"
