@@ -151,7 +151,9 @@ def wire_bytes(value: Any) -> bytes:
     strings, integers, ``true``/``false``/``null``, the floats :func:`wire_float` lets
     through, and every escape as the standard encoder does (``\\u001f``, ``\\n``;
     non-ASCII, DEL and U+2028 as they are), and refuses what it would write otherwise (lone
-    surrogates, :class:`ReprFloat`, any other type): then the standard encoder writes it.
+    surrogates, :class:`ReprFloat`): then the standard encoder writes the event. (It would
+    write some types the standard encoder refuses, ``bytes`` or ``datetime``: a wire dict
+    holds none, the SDK's validation converts them.)
     ``tests/test_wire_json.py`` holds the two equal over hostile values, and
     ``tests/test_wire_golden.py`` runs its corpus both ways."""
     encode = _encode_c

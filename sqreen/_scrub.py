@@ -239,12 +239,13 @@ class Scrubber:
 
     def scrub(self, obj: Any) -> Any:
         """A scrubbed copy of ``obj`` (dicts, lists, tuples, strings; other values as they
-        are). Values under sensitive keys become :data:`REDACTED`; string keys and values go
-        through :meth:`scrub_value`, and so does an integer that is a card number (JSON bodies
-        send them as numbers). A 2-tuple or 2-list starting with a string is a ``(key, value)``
-        pair (as :func:`~urllib.parse.parse_qsl` gives, or ``[["password", "..."]]`` in JSON),
-        and ``{"name": "password", "value": "..."}`` names its value. The input is never
-        mutated."""
+        are, but floats the C encoder writes otherwise, which come as an equal
+        :class:`~._json.ReprFloat`). Values under sensitive keys become :data:`REDACTED`;
+        string keys and values go through :meth:`scrub_value`, and so does an integer that is
+        a card number (JSON bodies send them as numbers). A 2-tuple or 2-list starting with a
+        string is a ``(key, value)`` pair (as :func:`~urllib.parse.parse_qsl` gives, or
+        ``[["password", "..."]]`` in JSON), and ``{"name": "password", "value": "..."}`` names
+        its value. The input is never mutated."""
         return self._scrub(obj, 0, self._strict)
 
     def scrub_properties(self, properties: dict[str, Any]) -> dict[str, Any]:
