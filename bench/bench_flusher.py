@@ -13,7 +13,8 @@ the measure) over rounds of events, the stages interleaved round by round, media
 - query and body parsing (``RequestSnapshot.params``);
 - scrubbing (parameters, path, body text, properties);
 - the whole wire dict (``encode_event``, all of the above);
-- JSON (``dumps_utf8`` and UTF-8 encoding of that dict);
+- JSON (``dumps_utf8`` and UTF-8 encoding of that dict; ``wire_bytes``, in C with the
+  ``speedups`` extra);
 - ``_encode`` (the flusher's call per event: wire dict and JSON);
 - gzip, per event of a batch of 500 (the HTTP transport's level 6);
 - ``track()`` on the caller's thread, for "caller + flusher".
@@ -25,7 +26,8 @@ Then the bytes each queued event holds (tracemalloc, events queued and not yet s
 runs the whole measure in alternate processes on the package as of git ``REF`` (extracted
 with ``git archive`` to a temporary directory) and as it is, three times each, and prints the
 medians side by side: on a shared machine, CPU time per event moves with the load, and only
-figures taken in alternation compare.
+figures taken in alternation compare. ``--compare pure`` compares this tree without the
+``speedups`` extra's C encoder (``SQREEN_NO_SPEEDUPS=1``) and with it.
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ from sqreen._context import RequestContext, current_request
 from sqreen._event import QueuedEvent
 from sqreen._ip_warnings import watch_peer
 from sqreen._json import dumps_utf8
+
+try:  # the wire's bytes, in C with the speedups extra (absent from older trees)
+    from sqreen._json import wire_bytes
+except ImportError:
+
+    def wire_bytes(value: Any) -> bytes:
+        return dumps_utf8(value).encode("utf-8")
+
+
 from sqreen._request import text
 from sqreen._wire import encode_event
 from sqreen.transports.http import _gzip
@@ -170,6 +181,10 @@ def _stages(client: sqreen.Client, events: list[QueuedEvent]) -> dict[str, Calla
         for w in wires:
             dumps_utf8(w).encode("utf-8")
 
+    def wire_json() -> None:
+        for w in wires:
+            wire_bytes(w)
+
     encode = client._encode
 
     def total() -> None:
@@ -187,6 +202,7 @@ def _stages(client: sqreen.Client, events: list[QueuedEvent]) -> dict[str, Calla
         "scrub properties": scrub_props,
         "wire dict (encode_event)": wire,
         "JSON (dumps + utf-8)": json_,
+        "JSON (wire_bytes)": wire_json,
         "_encode (flusher, per event)": total,
         "gzip (batch of 500)": gzip,
     }
@@ -306,16 +322,22 @@ def _load() -> str:
 
 
 def compare(ref: str, runs: int = 3) -> None:
+    """``ref`` is a git revision, or ``pure`` for this tree without the speedups extra
+    (``SQREEN_NO_SPEEDUPS=1``)."""
     with tempfile.TemporaryDirectory() as old:
-        archive = subprocess.run(
-            ["git", "-C", REPO, "archive", ref, "sqreen"], check=True, capture_output=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
+        if ref != "pure":
+            archive = subprocess.run(
+                ["git", "-C", REPO, "archive", ref, "sqreen"], check=True, capture_output=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
         print(f"{_load()} at the start")
         got: dict[str, list[dict[str, dict[str, float]]]] = {ref: [], "now": []}
         for _ in range(runs):
             for name, root in ((ref, old), ("now", "")):
                 env = {**os.environ, "SQREEN_BENCH_ROOT": root}
+                env.pop("SQREEN_NO_SPEEDUPS", None)
+                if name == "pure":
+                    env |= {"SQREEN_BENCH_ROOT": "", "SQREEN_NO_SPEEDUPS": "1"}
                 out = subprocess.run(
                     [sys.executable, __file__, "--json"], env=env, capture_output=True, text=True
                 )

@@ -32,13 +32,12 @@ from ._event import (
     validate_timestamp,
     validate_user,
 )
-from ._json import dumps_utf8
+from ._json import wire_bytes
 from ._options import OPTION_KEYS, merge_options
 from ._queue import Queue, new_id_prefix
 from ._refusals import MAX_REPORTED, Refusals
 from ._request import snapshot_of
 from ._spool import restored_actions
-from ._text import utf8_text
 from ._wire import IDENTIFY, encode_event
 from .transports import NullTransport, from_config
 
@@ -330,12 +329,7 @@ class Client:
 
     def _encode(self, event: QueuedEvent) -> bytes:
         """One event's wire form as UTF-8 JSON (on the flusher thread)."""
-        wire = encode_event(event, f"{self._prefix}-{event.seq:x}", self.config)
-        data = dumps_utf8(wire)
-        try:
-            return data.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate (from a client's JSON): U+FFFD
-            return utf8_text(data).encode("utf-8")
+        return wire_bytes(encode_event(event, f"{self._prefix}-{event.seq:x}", self.config))
 
     def _envelope(self) -> dict[str, Any]:
         return envelope(self.config, self.framework, self.blocklist.version)

@@ -9,10 +9,23 @@ validation, which copies and bounds their depth), so the cycle check is off.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Encoded", "dumps_ascii", "dumps_fields", "dumps_utf8", "encoded"]
+from ._text import utf8_text
+
+__all__ = [
+    "Encoded",
+    "ReprFloat",
+    "dumps_ascii",
+    "dumps_fields",
+    "dumps_utf8",
+    "encoded",
+    "use_speedups",
+    "wire_bytes",
+    "wire_float",
+]
 
 
 def _make(ensure_ascii: bool) -> Callable[[Any], str]:
@@ -95,3 +108,71 @@ def dumps_fields(fields: Mapping[str, Any]) -> str:
 
 
 _key: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+# -- the wire's bytes, in C when the ``speedups`` extra is installed -----------------------
+
+
+class ReprFloat(float):
+    """A float of an event that the C encoder would write otherwise than Python's ``repr``
+    (``1e16`` for ``1e+16``, ``0.00001`` for ``1e-05``, ``null`` for ``NaN``): the scrubber,
+    which every value of a wire dict goes through, gives such floats as this subclass, which
+    the standard encoder writes as any float and ``msgspec`` refuses, so that
+    :func:`wire_bytes` falls back for them. The others (0 and 1e-4 <= abs(x) < 1e16) are
+    written alike by both (``tests/test_wire_json.py``)."""
+
+    __slots__ = ()
+
+
+def wire_float(value: float) -> float:
+    """``value``, as a :class:`ReprFloat` where the C encoder would write it otherwise."""
+    if value == 0.0 or 1e-4 <= abs(value) < 1e16:
+        return value
+    return ReprFloat(value)
+
+
+try:  # the optional extra: pip install sqreen-sdk[speedups]
+    import msgspec
+
+    _C_ENCODE: Callable[[Any], bytes] | None = msgspec.json.Encoder().encode
+    _C_FAILS: tuple[type[BaseException], ...] = (msgspec.MsgspecError, TypeError, UnicodeError)
+except ImportError:  # pragma: no cover - the speedups extra not installed
+    _C_ENCODE, _C_FAILS = None, ()
+
+_encode_c = None if os.environ.get("SQREEN_NO_SPEEDUPS") else _C_ENCODE
+
+
+def wire_bytes(value: Any) -> bytes:
+    """``dumps_utf8(value)`` as UTF-8, lone surrogates written as U+FFFD: an event's bytes on
+    the wire. ``value`` is a wire dict: str keys; str, int, bool, None, lists, dicts, and
+    floats through :func:`wire_float` (the scrubber's).
+
+    With ``msgspec`` (the ``speedups`` extra) the bytes come from its C encoder: it writes
+    strings, integers, ``true``/``false``/``null``, the floats :func:`wire_float` lets
+    through, and every escape as the standard encoder does (``\\u001f``, ``\\n``;
+    non-ASCII, DEL and U+2028 as they are), and refuses what it would write otherwise (lone
+    surrogates, :class:`ReprFloat`): then the standard encoder writes the event. (It would
+    write some types the standard encoder refuses, ``bytes`` or ``datetime``: a wire dict
+    holds none, the SDK's validation converts them.)
+    ``tests/test_wire_json.py`` holds the two equal over hostile values, and
+    ``tests/test_wire_golden.py`` runs its corpus both ways."""
+    encode = _encode_c
+    if encode is not None:
+        try:
+            return encode(value)
+        except _C_FAILS:
+            pass
+    text = dumps_utf8(value)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (from a client's JSON): U+FFFD
+        return utf8_text(text).encode("utf-8")
+
+
+def use_speedups(enabled: bool) -> bool:
+    """Encode the wire in C (when ``msgspec`` is installed) or not; the previous setting. For
+    tests and benches, which run both ways (``SQREEN_NO_SPEEDUPS=1`` starts without)."""
+    global _encode_c
+    previous = _encode_c is not None
+    _encode_c = _C_ENCODE if enabled else None
+    return previous

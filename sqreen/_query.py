@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Final
-from urllib.parse import quote_plus, unquote, unquote_to_bytes
+from urllib.parse import quote_plus, unquote
 
 __all__ = ["encode_pairs", "parse_pairs"]
 
@@ -30,6 +30,14 @@ def parse_pairs(qs: str, limit: int | None = None) -> list[tuple[str, str]]:
     if not qs:
         return out
     append = out.append
+    if "%" not in qs and "+" not in qs:  # nothing to decode (most forms): one test, not two a pair
+        for part in qs.split("&"):
+            if part:
+                name, _, value = part.partition("=")
+                append((name, value))
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
     for part in qs.split("&"):
         if not part:
             continue
@@ -43,14 +51,35 @@ def parse_pairs(qs: str, limit: int | None = None) -> list[tuple[str, str]]:
     return out
 
 
+_HEX: Final = "0123456789abcdefABCDEF"
+#: Two hex digits (any case) -> the character of that code, as ``unquote_to_bytes`` reads them.
+_BYTE: Final = {a + b: chr(int(a + b, 16)) for a in _HEX for b in _HEX}
+
+
 def _unquote(text: str) -> str:
     """``unquote(text)``: for ASCII text (a query string as sent), the bytes it escapes
-    decoded at once, as ``unquote`` does after splitting the text into ASCII runs."""
+    decoded at once, as ``unquote`` does after splitting the text into ASCII runs.
+
+    ``unquote_to_bytes(text).decode("utf-8", "replace")`` with the bytes as the characters
+    of the same codes (latin-1), one table lookup an escape, and no encoding at all when
+    they are ASCII: 4.3 -> 1.9 µs for ``%2Fhome`` (load 7 on 2 cores)."""
     if "%" not in text:
         return text
-    if text.isascii():
-        return unquote_to_bytes(text).decode("utf-8", "replace")
-    return unquote(text)
+    if not text.isascii():
+        return unquote(text)
+    first, *rest = text.split("%")
+    out = [first]
+    append, byte = out.append, _BYTE.get
+    for item in rest:
+        char = byte(item[:2])
+        if char is None:  # not an escape: kept, as unquote_to_bytes keeps it
+            append("%")
+            append(item)
+        else:
+            append(char)
+            append(item[2:])
+    decoded = "".join(out)
+    return decoded if decoded.isascii() else decoded.encode("latin-1").decode("utf-8", "replace")
 
 
 def encode_pairs(pairs: Iterable[tuple[str, str]]) -> str:

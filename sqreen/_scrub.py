@@ -45,6 +45,7 @@ from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import unquote
 
+from ._json import wire_float
 from ._query import encode_pairs, parse_pairs
 from ._secret_keys import (
     CONTAINED,
@@ -80,8 +81,10 @@ _LABELSUFFIXES: Final = tuple(
     for label in _LABELS
     for open_, close in (("[", "]"), (".", ""))
 )
-_LABEL_ENDINGS: Final = _LABELS + tuple(f"{label}]" for label in _LABELS)
+_LABEL_ENDINGS: Final = tuple(suffix for suffix, _ in _LABELSUFFIXES)
 _CACHE_MAX: Final = 4096
+#: An integer below this is no card number (``is_card_int``: 13 digits at least).
+_NO_CARD_BELOW: Final = 10**12
 _CACHED_KEY_MAX: Final = 128
 # ``key=value`` / ``"key": "value"`` in text that is not parseable: truncated JSON, text/plain.
 _KEY_VALUE: Final = re.compile(
@@ -236,12 +239,13 @@ class Scrubber:
 
     def scrub(self, obj: Any) -> Any:
         """A scrubbed copy of ``obj`` (dicts, lists, tuples, strings; other values as they
-        are). Values under sensitive keys become :data:`REDACTED`; string keys and values go
-        through :meth:`scrub_value`, and so does an integer that is a card number (JSON bodies
-        send them as numbers). A 2-tuple or 2-list starting with a string is a ``(key, value)``
-        pair (as :func:`~urllib.parse.parse_qsl` gives, or ``[["password", "..."]]`` in JSON),
-        and ``{"name": "password", "value": "..."}`` names its value. The input is never
-        mutated."""
+        are, but floats the C encoder writes otherwise, which come as an equal
+        :class:`~._json.ReprFloat`). Values under sensitive keys become :data:`REDACTED`;
+        string keys and values go through :meth:`scrub_value`, and so does an integer that is
+        a card number (JSON bodies send them as numbers). A 2-tuple or 2-list starting with a
+        string is a ``(key, value)`` pair (as :func:`~urllib.parse.parse_qsl` gives, or
+        ``[["password", "..."]]`` in JSON), and ``{"name": "password", "value": "..."}`` names
+        its value. The input is never mutated."""
         return self._scrub(obj, 0, self._strict)
 
     def scrub_properties(self, properties: dict[str, Any]) -> dict[str, Any]:
@@ -256,7 +260,10 @@ class Scrubber:
         decisions cost 2-3 µs a key, the lookup 0.1 (``bench/bench_flusher.py``)."""
         plan = rule.plans.get(key)
         if plan is None:
-            plan = (rule.sensitive(key), self.scrub_value(key), key.endswith(_LABEL_ENDINGS))
+            # Whether it may name a secret: exactly _LABELS or a suffix of _LABELSUFFIXES (not
+            # ``username``, which ends like one: no _named_secret call for it a dict).
+            labelled = key in _LABELS or key.endswith(_LABEL_ENDINGS)
+            plan = (rule.sensitive(key), self.scrub_value(key), labelled)
             if len(key) <= _CACHED_KEY_MAX:
                 if len(rule.plans) >= _CACHE_MAX:
                     rule.plans.clear()
@@ -271,8 +278,10 @@ class Scrubber:
             if self.value_patterns or _candidate(obj) is not None:
                 return self.scrub_value(obj)
             return obj
-        if kind is bool or kind is float or obj is None:
+        if kind is bool or obj is None:
             return obj
+        if kind is float:  # as the C encoder writes it, or marked for the standard one
+            return wire_float(obj)
         if kind is int:  # {"card": 4111111111111111} in a JSON body
             return REDACTED if is_card_int(obj) else obj
         if kind is not dict and isinstance(obj, str):
@@ -295,8 +304,11 @@ class Scrubber:
                         if value_key is not None:
                             named.append(value_key)
                     key = written
-                if plain and type(item) is str:  # most values: no call
+                t = type(item)
+                if plain and t is str:  # most values: no call
                     out[key] = item if _candidate(item) is None else scrub_secrets(item)
+                elif t is bool or item is None or (t is int and item < _NO_CARD_BELOW):
+                    out[key] = item  # what _scrub gives them, without the call
                 else:
                     out[key] = self._scrub(item, depth + 1, rule)
             for value_key in named:  # {"name": "password", "value": ...}, in either order
@@ -410,7 +422,7 @@ def _named_secret(
     """The key of the value that ``key: item`` names as a secret, when ``keys`` holds it:
     ``value`` for ``"name": "password"`` (or ``key``, ``field``), ``f[0][value]`` for
     ``f[0][name]=password``, ``f.0.value`` for ``f.0.name``."""
-    if type(item) is not str or not key.endswith(_LABEL_ENDINGS):
+    if type(item) is not str or not (key in _LABELS or key.endswith(_LABEL_ENDINGS)):
         return None
     if key in _LABELS:
         sibling = "value"

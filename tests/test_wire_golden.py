@@ -28,6 +28,7 @@ import pytest
 
 import sqreen
 from sqreen._context import RequestContext, current_request
+from sqreen._json import use_speedups
 from sqreen.transports.base import NullTransport, Reply
 
 DATA = Path(__file__).parent / "data"
@@ -124,11 +125,19 @@ def encode_corpus(cases: list[dict[str, Any]], monkeypatch: Any) -> list[bytes]:
     return recorder.events
 
 
-def test_the_wire_form_is_unchanged_byte_for_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("speedups", [True, False], ids=["msgspec", "pure-python"])
+def test_the_wire_form_is_unchanged_byte_for_byte(
+    monkeypatch: pytest.MonkeyPatch, speedups: bool
+) -> None:
+    """The same bytes with the ``speedups`` extra's C encoder and without it."""
     cases = json.loads(CORPUS.read_text("utf-8"))
     golden = GOLDEN.read_bytes().split(b"\n")[:-1]
     assert len(golden) == len(cases)
-    encoded = encode_corpus(cases, monkeypatch)
+    previous = use_speedups(speedups)
+    try:
+        encoded = encode_corpus(cases, monkeypatch)
+    finally:
+        use_speedups(previous)
     for case, got, want in zip(cases, encoded, golden, strict=True):
         assert _line(got) == want, case["case"]
 
