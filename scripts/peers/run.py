@@ -107,7 +107,10 @@ def run_suite(
     label = "injected" if inject else "plain"
     junit = workdir / f"{label}.xml"
     report_file = workdir / f"{label}.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
+    # Not the outer run's pytest options either (PYTEST_ADDOPTS="-p plugin" broke the inner one).
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("SQREEN_") and k != "PYTEST_ADDOPTS"
+    }
     env["SQREEN_TRANSPORT"] = "memory:"
     env["SQREEN_PEER_REPORT"] = str(report_file)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT)])
