@@ -4,7 +4,10 @@
 # over CI's 10). Exit code 5 (no test collected) is a failure here: a run that tests nothing
 # must not pass.
 set -u
-.venv/bin/python -m pytest -n 2 "$@"
+# Whole files to each worker, in the order tests/conftest.py gives (its longest files first):
+# a file's module fixtures (servers, Chromium) start once, on one worker, and the run does
+# not end on one worker alone with a long test. (xdist's default sorts files by test count.)
+.venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder "$@"
 rc=$?
 if [ "$rc" = "5" ]; then
     echo "pytest collected no tests: failing" >&2

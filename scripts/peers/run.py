@@ -44,6 +44,8 @@ DISTRIBUTIONS = {"flask": "flask"}
 #: What the suite needs besides the framework at the installed version (its "tests" group;
 #: pytest below 9, whose internals Flask 3.1's test_cli imports).
 TEST_DEPS = {"flask": ["pytest>=8,<9", "asgiref", "greenlet", "python-dotenv"]}
+#: The project's own dependencies (pyproject's ``dependencies``), at the versions installed here.
+PROJECT_DEPS = ["httpx2", "anyio"]
 
 
 def fetch(name: str) -> Path:
@@ -78,19 +80,23 @@ def fetch(name: str) -> Path:
 
 def environment(name: str) -> Path:
     """A virtual environment of its own for the suite: the framework and its libraries at the
-    versions installed here, the suite's test tools, and this project (editable)."""
+    versions installed here, the suite's test tools, and this project's dependencies (the
+    project itself is imported from its source tree, on ``PYTHONPATH``).
+
+    Built without a pip of its own (this interpreter's pip installs into it, ``--python``) and
+    without installing the project: on a clean clone, under load, ``ensurepip`` took 21 s and
+    the editable install (an isolated hatchling build) 14 s, of the 97 s this took in all."""
     venv = CACHE / f"venv-{name}"
     python = venv / "bin" / "python"
     stamp = venv / ".installed"
-    pins = [f"{d}=={version(d)}" for d in (DISTRIBUTIONS[name], "werkzeug")]
+    pins = [f"{d}=={version(d)}" for d in (DISTRIBUTIONS[name], "werkzeug", *PROJECT_DEPS)]
     wanted = " ".join([*pins, *TEST_DEPS[name]])
     if stamp.exists() and stamp.read_text() == wanted:
         return python
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", *pins, *TEST_DEPS[name], "-e", str(ROOT)],
-        check=True,
-    )
+    venv_cmd = [sys.executable, "-m", "venv", "--clear", "--without-pip", str(venv)]
+    subprocess.run(venv_cmd, check=True)
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet"]
+    subprocess.run([*pip, *pins, *TEST_DEPS[name]], check=True)
     stamp.write_text(wanted)
     return python
 
@@ -101,7 +107,10 @@ def run_suite(
     label = "injected" if inject else "plain"
     junit = workdir / f"{label}.xml"
     report_file = workdir / f"{label}.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
+    # Not the outer run's pytest options either (PYTEST_ADDOPTS="-p plugin" broke the inner one).
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("SQREEN_") and k != "PYTEST_ADDOPTS"
+    }
     env["SQREEN_TRANSPORT"] = "memory:"
     env["SQREEN_PEER_REPORT"] = str(report_file)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT)])
@@ -117,6 +126,9 @@ def run_suite(
         "no:randomly",
         f"--junitxml={junit}",
         f"--basetemp={workdir / label}",
+        # The project's pytest11 entry point, which an installed project would load.
+        "-p",
+        "sqreen.testing",
     ]
     if inject:
         cmd += ["-p", inject]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -16,8 +17,11 @@ _started: dict[str, Site] = {}
 @pytest.fixture(scope="session")
 def _sites() -> Iterator[dict[str, Site]]:
     yield _started
-    for started in _started.values():
-        started.stop()
+    # All at once: each gunicorn lets its worker finish for up to its graceful timeout (the
+    # ASGI one took 3.3 s), and one after the other they made the 8-15 s teardown that
+    # xdist reports on the last test of a worker (tests/test_wire_time.py).
+    with ThreadPoolExecutor(max(len(_started), 1)) as pool:
+        list(pool.map(lambda started: started.stop(), _started.values()))
 
 
 @pytest.fixture(params=SITE_NAMES)
