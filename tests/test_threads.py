@@ -34,8 +34,9 @@ def test_the_flusher_and_the_action_poll_block_sigterm(receiver: Receiver) -> No
     try:
         client.track("probe")
         client.start()
-        threads = {t.name: t for t in threading.enumerate() if t.name.startswith("sqreen-")}
-        assert {"sqreen-flusher", "sqreen-actions"} <= set(threads)
+        ours = ("sqreen-flusher", "sqreen-actions")
+        threads = {t.name: t for t in threading.enumerate() if t.name in ours}
+        assert set(threads) == set(ours)
         for thread in threads.values():
             status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
             blocked = int(status.split("SigBlk:")[1].split()[0], 16)
