@@ -77,19 +77,20 @@ def encoded(source: dict[str, Any], memo: list[Any]) -> Encoded:
 
 
 def dumps_fields(fields: Mapping[str, Any]) -> str:
-    """``dumps_ascii(fields)``, each :class:`Encoded` value written from its memo."""
+    """``dumps_ascii(fields)``, each :class:`Encoded` value (or subclass: IP intelligence's
+    shared ``ip_info``) written by its :meth:`~Encoded.json`."""
     if len(fields) == 1:  # the usual case (only IP intelligence): no loop, no join
         ((key, value),) = fields.items()
-        if type(value) is Encoded and type(key) is str:
+        if isinstance(value, Encoded) and type(key) is str:
             return "{" + _key(key) + ":" + value.json() + "}"
         return dumps_ascii(fields)
-    if not any(type(value) is Encoded for value in fields.values()):
+    if not any(isinstance(value, Encoded) for value in fields.values()):
         return dumps_ascii(fields)
     parts = []
     for key, value in fields.items():
         if type(key) is not str:
             return dumps_ascii(fields)  # let the encoder convert or refuse such keys
-        text = value.json() if type(value) is Encoded else dumps_ascii(value)
+        text = value.json() if isinstance(value, Encoded) else dumps_ascii(value)
         parts.append(f"{_key(key)}:{text}")
     return "{" + ",".join(parts) + "}"
 

@@ -4,7 +4,9 @@ address up on its own, field by field, says (the lookup as it was before), byte 
 
 from __future__ import annotations
 
+import copy
 import ipaddress
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -123,18 +125,34 @@ def test_each_event_stores_what_its_address_alone_says(tmp_path: Path, files: in
             reader.close()
 
 
-def test_an_event_whose_ip_info_a_later_enricher_changes_stores_its_own() -> None:
-    """Two addresses with the same answer share one ``ip_info`` and its JSON; an event whose
-    copy was changed stores the change, and the others do not."""
+def test_events_share_one_ip_info_that_refuses_changes_and_one_replaced_stores_its_own() -> None:
+    """Addresses with the same answer share one ``ip_info`` (and its JSON): changing it in
+    place raises (it would change every other event's), a later enricher replaces it, and
+    only the event it replaced stores the change. A copy is a plain dict again."""
     intel = IpIntel()
     ips = ["185.220.101.1", "185.220.101.2", "185.220.101.3"]
     batch = batch_of(ips)
     intel(batch)
     first, second, third = batch.enrichment
-    assert first == second == third
-    first["ip_info"]["provider"] = "changed"
-    second["ip_info"]["reasons"].append("mine")
+    assert first["ip_info"] is second["ip_info"] is third["ip_info"]
+    info = first["ip_info"]
+    with pytest.raises(TypeError, match="shared"):
+        info["provider"] = "changed"
+    with pytest.raises(TypeError, match="shared"):
+        info.update(provider="changed")
+    with pytest.raises(TypeError, match="shared"):
+        info["reasons"].append("mine")
+    with pytest.raises(TypeError, match="shared"):
+        del info["kind"]
+    first["ip_info"] = {**info, "provider": "changed"}
+    second["ip_info"] = {**info, "reasons": [*info["reasons"], "mine"]}
     assert '"provider":"changed"' in dumps_fields(first)
     assert '"reasons":["tor","mine"]' in dumps_fields(second)
     assert dumps_fields(third) == dumps_ascii({"ip_info": expected("185.220.101.3", [])})
     assert intel.info("185.220.101.4") == expected("185.220.101.4", [])
+    for copied in (copy.deepcopy(info), pickle.loads(pickle.dumps(info))):
+        assert type(copied) is dict and copied == info
+        copied["provider"] = "mine"  # a plain dict, with a plain list
+        copied["reasons"].append("x")
+    assert copy.copy(info) == info and type(copy.copy(info)) is dict
+    assert dumps_fields(third) == dumps_ascii({"ip_info": expected("185.220.101.3", [])})
