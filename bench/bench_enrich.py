@@ -139,7 +139,8 @@ def per_event(pkg: SimpleNamespace, intel: Any, ips: list[str]) -> float:
     """µs an event of ``intel`` over ``ips`` in batches (cache emptied first)."""
     events = [pkg.parse_event(wire(n, ip)) for n, ip in enumerate(ips)]
     intel._cache.clear()
-    getattr(intel, "_shared", {}).clear()  # what addresses share (not in older revisions)
+    for memo in ("_shared", "_where"):  # what addresses share, their parsed addresses
+        getattr(intel, memo, {}).clear()  # (not in older revisions)
     batches = [
         pkg.Batch(None, None, events[i : i + BATCH], [{} for _ in events[i : i + BATCH]])
         for i in range(0, len(events), BATCH)

@@ -18,10 +18,10 @@ score is worked out for each event, since it depends on what the collector did s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from ._address import Address, parse_many
+from ._address import Parsed, parse_address, parse_many
 from ._geoip import GeoIpDatabase, open_geoip
 from ._info import IpInfo, Reasons
 from ._score import KIND_POINTS, Reputation, ReputationSource, threat_score
@@ -64,8 +64,6 @@ _GEO_GROUPS: Final = (
 )
 #: What the files say of an address (their fields, its AS organisation), None for nothing.
 _Placed = tuple[dict[str, Any], str | None] | None
-#: A cache entry: the address's shared ``ip_info`` and the address (for the reputation).
-_Entry = tuple[IpInfo, Address]
 
 
 def _merge(answers: Iterable[dict[str, Any] | None]) -> _Placed:
@@ -129,8 +127,10 @@ class IpIntel:
         self.countries = countries if countries is not None else Countries()
         self.kinds = kinds if kinds is not None else NetworkKinds()
         self.cache_size = cache_size
-        self._cache: dict[str, _Entry | None] = {}
+        self._cache: dict[str, IpInfo | None] = {}
         self._shared: dict[tuple[Any, ...], IpInfo] = {}
+        #: The parsed addresses, for :attr:`reputation` checks (only while it holds any).
+        self._where: dict[str, Parsed] = {}
 
     @classmethod
     def open(
@@ -170,20 +170,20 @@ class IpIntel:
                 if found is not None:
                     fields["ip_info"] = found
                 continue
-            entry = cache.get(ip, _MISSING)
-            if entry is _MISSING:
+            info = cache.get(ip, _MISSING)
+            if info is _MISSING:
                 waiting.append(ip)
                 waiting_fields.append(fields)
-            elif entry is not None:
-                fields["ip_info"] = entry[0] if scored is None else scored(entry)
+            elif info is not None:
+                fields["ip_info"] = info if scored is None else scored(ip, info)
         if not waiting:
             return
         # The batch's new addresses, each looked up once, all of them together.
-        entries = self._fill(dict.fromkeys(waiting))
+        self._fill(dict.fromkeys(waiting), scored is not None)
         for fields, ip in zip(waiting_fields, waiting, strict=True):
-            entry = entries[ip]
-            if entry is not None:
-                fields["ip_info"] = entry[0] if scored is None else scored(entry)
+            info = cache[ip]
+            if info is not None:
+                fields["ip_info"] = info if scored is None else scored(ip, info)
 
     def info(self, ip: object) -> dict[str, Any] | None:
         """``ip_info`` for the text ``ip``, or None when it is no address (shared: see
@@ -191,70 +191,79 @@ class IpIntel:
         if not isinstance(ip, str):
             return None
         ip = str(ip)
-        entry = self._cache.get(ip, _MISSING)
-        if entry is _MISSING:
-            entry = self._fill((ip,))[ip]
-        if entry is None:
-            return None
         reputation = self.reputation
-        return entry[0] if reputation is None or not reputation.holds_any else self._scored(entry)
+        scoring = reputation is not None and reputation.holds_any
+        if ip not in self._cache:
+            self._fill((ip,), scoring)
+        info = self._cache[ip]
+        if info is None or not scoring:
+            return info
+        return self._scored(ip, info)
 
-    def _scored(self, entry: _Entry) -> dict[str, Any]:
-        """The ``ip_info`` of ``entry`` with what the collector did lately to its address
-        (its own dict when that adds to the score: rarely)."""
-        info = entry[0]
+    def _scored(self, ip: str, info: IpInfo) -> dict[str, Any]:
+        """``info`` (of the address ``ip``) with what the collector did lately to that
+        address (its own dict when that adds to the score: rarely)."""
         assert self.reputation is not None
-        blocked, alerted = self.reputation.check(entry[1])
+        address = self._where.get(ip)
+        if address is None:  # looked up while the collector held no block nor alert
+            address = parse_address(ip)
+            assert address is not None  # it has an ip_info
+            self._where[ip] = address
+        blocked, alerted = self.reputation.check(address)
         if blocked or alerted:
             score, reasons = threat_score(info.get("kind"), blocked, alerted)
             return {**info, "score": score, "reasons": reasons}
         return info
 
-    def _fill(self, texts: Iterable[str]) -> dict[str, _Entry | None]:
-        """Look up ``texts`` (distinct, none cached), cache and return each one's entry
-        (None for no address). Each source is asked about all the public ones in one call
+    def _fill(self, texts: Collection[str], scoring: bool) -> None:
+        """Look up ``texts`` (distinct, none cached) and cache each one's ``ip_info`` (None
+        for no address), and when ``scoring`` (the collector holds recent blocks or alerts)
+        the parsed address too. Each source is asked about all the public ones in one call
         (a Python call an address and source was a third of a new address's cost:
         measured). Addresses no file placed share the ``ip_info`` of their country, kind
-        and provider (:meth:`_share`)."""
+        and provider (:meth:`_share`). An address costs the cache one entry: its text to a
+        shared object, or to its own ``ip_info`` when a file placed it (no container of its
+        own, for the garbage collector to walk, otherwise)."""
+        # Bounded as ever: dropped whole when full (a batch holds far fewer addresses).
+        cache = self._cache
+        if len(cache) + len(texts) > self.cache_size:
+            cache.clear()
+            self._shared.clear()
+            self._where.clear()
         public_texts, public, special, bad = parse_many(texts)
-        found: dict[str, _Entry | None] = dict.fromkeys(bad)
+        cache.update(dict.fromkeys(bad))
         share = self._share
-        for text, address, kind in special:
-            found[text] = (share((None, (kind, None), None)), address)
+        for text, _, kind in special:
+            cache[text] = share((None, (kind, None), None))
         if public:
             placed = self._geo(public)
             unplaced = (
                 public
                 if not self.geoip
                 else [
-                    a
-                    for a, got in zip(public, placed, strict=True)
+                    address
+                    for address, got in zip(public, placed, strict=True)
                     if got is None or "country" not in got[0]
                 ]
             )
             countries = iter(self.countries.many(unplaced) if unplaced else ())
             kinds = self.kinds.many(public)
             shared = self._shared
-            for text, address, got, network in zip(
-                public_texts, public, placed, kinds, strict=True
-            ):
+            for text, got, network in zip(public_texts, placed, kinds, strict=True):
                 if got is None:  # the usual case: no file has it
                     key: tuple[Any, ...] = (next(countries), network, None)
                 elif got[0]:  # a file placed it: its own ip_info
                     out = got[0]
                     country = next(countries) if "country" not in out else None
-                    found[text] = (_own(out, country, network, got[1]), address)
+                    cache[text] = _own(out, country, network, got[1])
                     continue
                 else:
                     key = (next(countries), network, got[1])
                 info = shared.get(key)
-                found[text] = (share(key) if info is None else info, address)
-        # Bounded as ever: dropped whole when full (a batch holds far fewer addresses).
-        if len(self._cache) + len(found) > self.cache_size:
-            self._cache.clear()
-            self._shared.clear()
-        self._cache.update(found)
-        return found
+                cache[text] = share(key) if info is None else info
+        if scoring:
+            self._where.update(zip(public_texts, public, strict=True))
+            self._where.update((text, address) for text, address, _ in special)
 
     def _share(self, key: tuple[Any, ...]) -> IpInfo:
         """The ``ip_info`` of every address no file placed with this ``(country, kind,
@@ -266,7 +275,7 @@ class IpIntel:
             shared = self._shared[key] = _own({}, *key)
         return shared
 
-    def _geo(self, addresses: Sequence[Address]) -> list[_Placed]:
+    def _geo(self, addresses: Sequence[Parsed]) -> list[_Placed]:
         """What the ``.mmdb`` files say of each of ``addresses`` (None: nothing)."""
         if not self.geoip:
             return [None] * len(addresses)
