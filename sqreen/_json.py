@@ -42,10 +42,11 @@ dumps_utf8: Callable[[Any], str] = _make(ensure_ascii=False)
 
 class Encoded(dict[str, Any]):
     """A dict that comes with the compact ASCII JSON of an equal dict, encoded at most once
-    and shared by every copy: IP intelligence gives each event from one address its own such
-    copy of that address's ``ip_info``, and the storage writes the shared text instead of
-    encoding each copy again (:func:`dumps_fields`; measured: ~5.5 µs to encode a full
-    ``ip_info``, most of it the coordinates' float formatting).
+    and shared by every copy: a copy for each event of one value, and the storage writes the
+    shared text instead of encoding each copy again (:func:`dumps_fields`; measured: ~5.5 µs
+    to encode a full ``ip_info``, most of it the coordinates' float formatting). A subclass
+    may give its text another way (IP intelligence's shared, immutable ``ip_info``, which
+    events hold without a copy, overrides :meth:`json`).
 
     ``memo`` is ``[source, text or None, ...]``: ``source`` is a dict no one else holds (never
     changed), ``text`` its JSON once asked for. The text is used only while the copy still

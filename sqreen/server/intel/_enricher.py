@@ -12,8 +12,11 @@ reserved addresses get that ``kind`` and are looked up nowhere. Sources, in orde
 ``--geoip-db`` files (country, city, coordinates, accuracy, ASN; for each field the first
 file that has it), ``iptocc`` for the country when no file gave one, ``iporigin`` for the
 kind and provider (else the ASN's organisation as the provider). See :mod:`._score` for the
-score. What data files say of an address is cached (bounded; dropped whole when full); the
-score is worked out for each event, since it depends on what the collector did since.
+score. What data files say of an address is cached (bounded; dropped whole when full), as an
+immutable ``ip_info`` shared by every event from that address, and from every address with
+the same answer when no file placed it (:mod:`._info`: an event holds it without a copy; to
+change it, replace it). While the collector holds recent blocks or alerts, the score is
+worked out for each event, since it depends on what the collector did since.
 """
 
 from __future__ import annotations
