@@ -55,10 +55,11 @@ dumps_utf8: Callable[[Any], str] = _make(ensure_ascii=False)
 
 class Encoded(dict[str, Any]):
     """A dict that comes with the compact ASCII JSON of an equal dict, encoded at most once
-    and shared by every copy: IP intelligence gives each event from one address its own such
-    copy of that address's ``ip_info``, and the storage writes the shared text instead of
-    encoding each copy again (:func:`dumps_fields`; measured: ~5.5 µs to encode a full
-    ``ip_info``, most of it the coordinates' float formatting).
+    and shared by every copy: a copy for each event of one value, and the storage writes the
+    shared text instead of encoding each copy again (:func:`dumps_fields`; measured: ~5.5 µs
+    to encode a full ``ip_info``, most of it the coordinates' float formatting). A subclass
+    may give its text another way (IP intelligence's shared, immutable ``ip_info``, which
+    events hold without a copy, overrides :meth:`json`).
 
     ``memo`` is ``[source, text or None, ...]``: ``source`` is a dict no one else holds (never
     changed), ``text`` its JSON once asked for. The text is used only while the copy still
@@ -90,19 +91,20 @@ def encoded(source: dict[str, Any], memo: list[Any]) -> Encoded:
 
 
 def dumps_fields(fields: Mapping[str, Any]) -> str:
-    """``dumps_ascii(fields)``, each :class:`Encoded` value written from its memo."""
+    """``dumps_ascii(fields)``, each :class:`Encoded` value (or subclass: IP intelligence's
+    shared ``ip_info``) written by its :meth:`~Encoded.json`."""
     if len(fields) == 1:  # the usual case (only IP intelligence): no loop, no join
         ((key, value),) = fields.items()
-        if type(value) is Encoded and type(key) is str:
+        if isinstance(value, Encoded) and type(key) is str:
             return "{" + _key(key) + ":" + value.json() + "}"
         return dumps_ascii(fields)
-    if not any(type(value) is Encoded for value in fields.values()):
+    if not any(isinstance(value, Encoded) for value in fields.values()):
         return dumps_ascii(fields)
     parts = []
     for key, value in fields.items():
         if type(key) is not str:
             return dumps_ascii(fields)  # let the encoder convert or refuse such keys
-        text = value.json() if type(value) is Encoded else dumps_ascii(value)
+        text = value.json() if isinstance(value, Encoded) else dumps_ascii(value)
         parts.append(f"{_key(key)}:{text}")
     return "{" + ",".join(parts) + "}"
 

@@ -4,8 +4,11 @@ address up on its own, field by field, says (the lookup as it was before), byte 
 
 from __future__ import annotations
 
+import copy
 import ipaddress
+import pickle
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,10 @@ from sqreen._json import dumps_ascii, dumps_fields
 from sqreen._wire import parse_event
 from sqreen.server.intel import (
     Countries,
+    GeoIpDatabase,
     IpIntel,
     NetworkKinds,
+    Reputation,
     parse_address,
     read_record,
     special_kind,
@@ -123,18 +128,103 @@ def test_each_event_stores_what_its_address_alone_says(tmp_path: Path, files: in
             reader.close()
 
 
-def test_an_event_whose_ip_info_a_later_enricher_changes_stores_its_own() -> None:
-    """Two addresses with the same answer share one ``ip_info`` and its JSON; an event whose
-    copy was changed stores the change, and the others do not."""
+def test_events_share_one_ip_info_that_refuses_changes_and_one_replaced_stores_its_own() -> None:
+    """Addresses with the same answer share one ``ip_info`` (and its JSON): changing it in
+    place raises (it would change every other event's), a later enricher replaces it, and
+    only the event it replaced stores the change. A copy is a plain dict again."""
     intel = IpIntel()
     ips = ["185.220.101.1", "185.220.101.2", "185.220.101.3"]
     batch = batch_of(ips)
     intel(batch)
     first, second, third = batch.enrichment
-    assert first == second == third
-    first["ip_info"]["provider"] = "changed"
-    second["ip_info"]["reasons"].append("mine")
+    assert first["ip_info"] is second["ip_info"] is third["ip_info"]
+    info = first["ip_info"]
+    with pytest.raises(TypeError, match="shared"):
+        info["provider"] = "changed"
+    with pytest.raises(TypeError, match="shared"):
+        info.update(provider="changed")
+    with pytest.raises(TypeError, match="shared"):
+        info["reasons"].append("mine")
+    with pytest.raises(TypeError, match="shared"):
+        del info["kind"]
+    first["ip_info"] = {**info, "provider": "changed"}
+    second["ip_info"] = {**info, "reasons": [*info["reasons"], "mine"]}
     assert '"provider":"changed"' in dumps_fields(first)
     assert '"reasons":["tor","mine"]' in dumps_fields(second)
     assert dumps_fields(third) == dumps_ascii({"ip_info": expected("185.220.101.3", [])})
     assert intel.info("185.220.101.4") == expected("185.220.101.4", [])
+    for copied in (copy.deepcopy(info), pickle.loads(pickle.dumps(info))):
+        assert type(copied) is dict and copied == info
+        copied["provider"] = "mine"  # a plain dict, with a plain list
+        copied["reasons"].append("x")
+    assert copy.copy(info) == info and type(copy.copy(info)) is dict
+    assert dumps_fields(third) == dumps_ascii({"ip_info": expected("185.220.101.3", [])})
+
+
+class _Reader:
+    """A reader as ``maxminddb``'s: an IPv4-only file, or one whose tree is corrupt under
+    one address (its lookup raises)."""
+
+    def __init__(self, ip_version: int) -> None:
+        self.ip_version = ip_version
+
+    def metadata(self) -> Any:
+        meta = {"database_type": "Test", "build_epoch": 0, "ip_version": self.ip_version}
+        return type("Meta", (), meta)
+
+    def get(self, text: str) -> Any:
+        if ":" in text and self.ip_version == 4:
+            raise ValueError("an IPv6 address in an IPv4-only database")
+        if text == "9.9.9.9":
+            raise maxminddb.InvalidDatabaseError("corrupt under this address")
+        return {"country": {"iso_code": "GB"}} if text.startswith("81.") else None
+
+
+@pytest.mark.parametrize("ip_version", [4, 6])
+def test_a_file_lookup_that_fails_for_one_address_answers_the_others(
+    tmp_path: Path, ip_version: int
+) -> None:
+    """An IPv6 address in an IPv4-only file, or a lookup that raises, is nothing from that
+    file; the batch's other addresses are still answered."""
+    db = GeoIpDatabase(tmp_path / "x.mmdb", _Reader(ip_version))
+    addresses = [parse_address(ip) for ip in ("81.2.69.160", "2a00::1", "9.9.9.9", "1.1.1.1")]
+    assert None not in addresses
+    got = db.lookup_many([a for a in addresses if a is not None])
+    assert got == [{"country": "GB"}, None, None, None]
+
+
+class _Memory:
+    """The collector's recent blocks and alerts (a ReputationSource), set by the test."""
+
+    def __init__(self) -> None:
+        self.blocks: list[str] = []
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def recent_ip_blocks(self, since: datetime, limit: int) -> list[str]:
+        return self.blocks
+
+    def recent_alert_ips(self, since: datetime, limit: int) -> list[str]:
+        return []
+
+
+def test_a_block_made_after_an_address_was_cached_scores_its_next_events() -> None:
+    """Addresses cached while the collector held no block are scored once one covers them
+    (and new addresses in the same batch too); the others keep their shared ip_info."""
+    memory = _Memory()
+    intel = IpIntel(reputation=Reputation(memory, every=0))
+    tor, other = "185.220.101.1", "185.220.101.2"
+    first = batch_of([tor, other])
+    intel(first)
+    assert [f["ip_info"]["score"] for f in first.enrichment] == [60, 60]
+    memory.blocks = ["185.220.101.1/32", "185.220.101.9/32"]
+    second = batch_of([tor, other, "185.220.101.9", "::ffff:185.220.101.9"])
+    intel(second)
+    scores = [(f["ip_info"]["score"], f["ip_info"]["reasons"]) for f in second.enrichment]
+    blocked = (90, ["tor", "blocked_recently"])
+    assert scores == [blocked, (60, ["tor"]), blocked, blocked]
+    assert second.enrichment[1]["ip_info"] is first.enrichment[1]["ip_info"]
+    assert dumps_fields(second.enrichment[0]) == dumps_ascii(
+        {"ip_info": {**expected(tor, []), "score": 90, "reasons": ["tor", "blocked_recently"]}}
+    )

@@ -1,6 +1,7 @@
 """IP intelligence's fast paths give what the plain ones give: the bucketed range index
 answers as ``iporigin`` itself, and ``ip_info`` is stored as its own JSON even when the text
-encoded once for its address no longer matches the event's copy."""
+encoded once for its address no longer matches the event's copy, or a later enricher
+replaced the shared one."""
 
 from __future__ import annotations
 
@@ -76,28 +77,35 @@ def test_an_encoded_copy_writes_the_shared_text_until_it_is_changed() -> None:
     assert json.loads(dumps_fields({"ip_info": a})) == {"ip_info": source}
 
 
-def test_a_later_enricher_changing_ip_info_is_stored_as_changed(
+def test_a_later_enricher_replacing_ip_info_is_stored_as_replaced(
     storage: Storage, tmp_path: Path
 ) -> None:
-    """Two events from one address share the text encoded for it; the one a later enricher
-    changed (in place, as a custom score would) is stored with the change, the other not."""
+    """Two events from one address share one ``ip_info`` and its text; the one whose
+    ``ip_info`` a later enricher replaced (as a custom score would) is stored with the
+    change, the other not. One that changes the shared ``ip_info`` in place fails (logged,
+    skipped) and changes no event's."""
 
     def rescore(batch: Batch) -> None:
         for event, fields in batch:
             if event["properties"].get("flag"):
-                fields["ip_info"]["score"] = 99
-                fields["ip_info"]["reasons"].append("custom")
+                info = fields["ip_info"]
+                fields["ip_info"] = {**info, "score": 99, "reasons": [*info["reasons"], "custom"]}
+
+    def in_place(batch: Batch) -> None:
+        for _, fields in batch:
+            fields["ip_info"]["score"] = 50
 
     intel = IpIntel.open([str(city_db(tmp_path / "city.mmdb"))])
     request = {**wire_event()["request"], "ip": "81.2.69.160"}
     plain = wire_event(request=request)
     flagged = wire_event(request=request, properties={"flag": True})
     body = json.dumps(envelope([plain, flagged])).encode()
-    IngestPipeline(storage, enrichers=[intel, rescore])(body)
+    IngestPipeline(storage, enrichers=[intel, in_place, rescore])(body)
     got_plain, got_flagged = storage.get_event(plain["id"]), storage.get_event(flagged["id"])
     assert got_plain is not None and got_flagged is not None
-    assert got_plain.to_json()["ip_info"]["reasons"] == []
-    assert got_plain.to_json()["ip_info"]["city"] == "London"
+    plain_info = got_plain.to_json()["ip_info"]
+    assert (plain_info["score"], plain_info["reasons"]) == (0, [])
+    assert plain_info["city"] == "London"
     flagged_info = got_flagged.to_json()["ip_info"]
     assert (flagged_info["score"], flagged_info["reasons"]) == (99, ["custom"])
     assert flagged_info["city"] == "London"

@@ -14,9 +14,10 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import socket
-from typing import Final, Literal, NamedTuple
+from collections.abc import Iterable
+from typing import Final, Literal, NamedTuple, TypeAlias
 
-__all__ = ["Address", "SpecialKind", "parse_address", "special_kind"]
+__all__ = ["Address", "Parsed", "SpecialKind", "parse_address", "parse_many", "special_kind"]
 
 #: Longer text is no address (the storage's ``ip`` column stops there too).
 MAX_LENGTH: Final = 64
@@ -106,6 +107,11 @@ class Address(NamedTuple):
     text: str
 
 
+#: An :class:`Address`, or the same values in a plain tuple, as :func:`parse_many` gives them
+#: (a batch's new addresses: ``tuple.__new__(Address, ...)`` is a call, 0.35 µs of a 1 µs
+#: IPv4 parse, measured; a tuple display is none). What reads them indexes them.
+Parsed: TypeAlias = tuple[int, int, str]
+
 #: ``Address(...)`` runs a Python-level ``__new__``: a quarter of a parse. This is the same
 #: tuple, built in C (as ``storage/_rows.py`` builds its rows).
 _new_address: Final = tuple.__new__
@@ -145,8 +151,49 @@ def parse_address(raw: object) -> Address | None:
     return _new_address(Address, (6, value, socket.inet_ntop(socket.AF_INET6, packed)))
 
 
-def special_kind(address: Address) -> SpecialKind | None:
+def special_kind(address: Parsed) -> SpecialKind | None:
     """``private``, ``loopback`` or ``reserved`` for an address no data file is asked about;
     None for a public one."""
     table, value = _TABLES[address[0]], address[1]
     return table.find(value) if table.touched[value >> table.shift] else None
+
+
+_V4_TOUCHED: Final = _TABLES[4].touched
+_V4_FIND: Final = _TABLES[4].find
+
+
+def parse_many(
+    texts: Iterable[str],
+) -> tuple[list[str], list[Parsed], list[tuple[str, Parsed, SpecialKind]], list[str]]:
+    """:func:`parse_address` and :func:`special_kind` of each of ``texts`` (a batch's new
+    addresses), in one loop: ``(texts of the public addresses, those addresses, (text,
+    address, kind) of the special ones, texts that are no address)``. IPv4 text is parsed
+    here, without a call an address (parsing was a quarter of a new address's cost, its
+    calls a third of that: measured)."""
+    public_texts: list[str] = []
+    public: list[Parsed] = []
+    special: list[tuple[str, Parsed, SpecialKind]] = []
+    bad: list[str] = []
+    pton, af_inet, from_bytes = _pton, _AF_INET, _from_bytes
+    touched, find = _V4_TOUCHED, _V4_FIND
+    for text in texts:
+        if ":" not in text:  # as parse_address does it
+            try:
+                value = from_bytes(pton(af_inet, text), "big")
+            except (OSError, ValueError):
+                bad.append(text)
+                continue
+            address: Parsed = (4, value, text)
+            kind = find(value) if touched[value >> 16] else None
+        else:
+            parsed = parse_address(text)
+            if parsed is None:
+                bad.append(text)
+                continue
+            address, kind = parsed, special_kind(parsed)
+        if kind is None:
+            public_texts.append(text)
+            public.append(address)
+        else:
+            special.append((text, address, kind))
+    return public_texts, public, special, bad

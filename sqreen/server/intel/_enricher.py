@@ -12,18 +12,21 @@ reserved addresses get that ``kind`` and are looked up nowhere. Sources, in orde
 ``--geoip-db`` files (country, city, coordinates, accuracy, ASN; for each field the first
 file that has it), ``iptocc`` for the country when no file gave one, ``iporigin`` for the
 kind and provider (else the ASN's organisation as the provider). See :mod:`._score` for the
-score. What data files say of an address is cached (bounded; dropped whole when full); the
-score is worked out for each event, since it depends on what the collector did since.
+score. What data files say of an address is cached (bounded; dropped whole when full), as an
+immutable ``ip_info`` shared by every event from that address, and from every address with
+the same answer when no file placed it (:mod:`._info`: an event holds it without a copy; to
+change it, replace it). While the collector holds recent blocks or alerts, the score is
+worked out for each event, since it depends on what the collector did since.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from ..._json import Encoded
-from ._address import Address, parse_address, special_kind
+from ._address import Parsed, parse_address, parse_many
 from ._geoip import GeoIpDatabase, open_geoip
+from ._info import IpInfo, Reasons
 from ._score import KIND_POINTS, Reputation, ReputationSource, threat_score
 from ._sources import Countries, NetworkKinds
 
@@ -46,10 +49,13 @@ IP_INFO_KEYS: Final = (
     "reasons",
 )
 CACHE_SIZE: Final = 65_536
-#: The score of each kind alone, its reasons list shared by every cached ``ip_info`` (never
-#: handed out: each event gets a copy), so an uncached lookup makes no list.
-_KIND_SCORES: Final = {kind: threat_score(kind, False, False) for kind in KIND_POINTS}
-_NO_REASONS: Final[list[str]] = []
+#: The score of each kind alone, its reasons shared by every ``ip_info`` of that kind
+#: (:class:`~._info.Reasons`: they refuse changes), so a lookup makes no list.
+_KIND_SCORES: Final = {
+    kind: (score, Reasons(reasons))
+    for kind, (score, reasons) in ((k, threat_score(k, False, False)) for k in KIND_POINTS)
+}
+_NO_REASONS: Final = Reasons()
 _MISSING: Final[Any] = object()
 #: What a file gives, taken together from the first file that has the group's first field
 #: (a radius from one file never goes with coordinates from another).
@@ -59,13 +65,11 @@ _GEO_GROUPS: Final = (
     ("latitude", "longitude", "accuracy_radius"),
     ("asn",),
 )
+#: What the files say of an address (their fields, its AS organisation), None for nothing.
+_Placed = tuple[dict[str, Any], str | None] | None
 
 
-#: What no file says (never changed: a file's answer is a new dict).
-_NOWHERE: Final[tuple[dict[str, Any], None]] = ({}, None)
-
-
-def _merge(answers: Iterable[dict[str, Any] | None]) -> tuple[dict[str, Any], str | None]:
+def _merge(answers: Iterable[dict[str, Any] | None]) -> _Placed:
     """What several files say of one address: for each group of fields, the first file's
     that has it; the provider, the first AS organisation."""
     out: dict[str, Any] = {}
@@ -83,7 +87,7 @@ def _merge(answers: Iterable[dict[str, Any] | None]) -> tuple[dict[str, Any], st
                     if key in got:
                         out[key] = got[key]
         as_org = as_org or got.get("as_org")
-    return out, as_org
+    return (out, as_org) if out or as_org else None
 
 
 def _own(
@@ -91,8 +95,8 @@ def _own(
     country: str | None,
     kind: tuple[str, str | None] | None,
     as_org: str | None,
-) -> list[Any]:
-    """The memo of ``out`` (what files said) completed with the country, kind and provider,
+) -> IpInfo:
+    """``out`` (what files said, or nothing) completed with the country, kind and provider,
     in the order every ``ip_info`` has its keys (its JSON is stored as it is)."""
     if country is not None:
         out["country"] = country
@@ -106,7 +110,7 @@ def _own(
     else:
         out["kind"], out["provider"] = kind
         out["score"], out["reasons"] = _KIND_SCORES.get(kind[0], (0, _NO_REASONS))
-    return [out, None]
+    return IpInfo(out)
 
 
 class IpIntel:
@@ -126,8 +130,10 @@ class IpIntel:
         self.countries = countries if countries is not None else Countries()
         self.kinds = kinds if kinds is not None else NetworkKinds()
         self.cache_size = cache_size
-        self._cache: dict[str, tuple[list[Any], Address] | None] = {}
-        self._shared: dict[tuple[Any, ...], list[Any]] = {}
+        self._cache: dict[str, IpInfo | None] = {}
+        self._shared: dict[tuple[Any, ...], IpInfo] = {}
+        #: The parsed addresses, for :attr:`reputation` checks (only while it holds any).
+        self._where: dict[str, Parsed] = {}
 
     @classmethod
     def open(
@@ -146,10 +152,17 @@ class IpIntel:
         return cls(opened, reputation=None if reputation is None else Reputation(reputation))
 
     def __call__(self, batch: Batch) -> None:
-        if self.reputation is not None:
-            self.reputation.refresh()
-        cache, give = self._cache, self._give
-        waiting: list[tuple[dict[str, Any], str]] = []  # events whose address is new
+        # Most of the time the collector has blocked or alerted on nothing lately: then each
+        # event holds its address's cached ip_info itself (no call, no copy an event).
+        reputation = self.reputation
+        scored = None
+        if reputation is not None:
+            reputation.refresh()
+            if reputation.holds_any:
+                scored = self._scored
+        cache = self._cache
+        waiting: list[str] = []  # the events' new addresses, and their enrichment dicts
+        waiting_fields: list[dict[str, Any]] = []
         for event, fields in batch:
             request = event["request"]
             if request is None:
@@ -160,111 +173,118 @@ class IpIntel:
                 if found is not None:
                     fields["ip_info"] = found
                 continue
-            entry = cache.get(ip, _MISSING)
-            if entry is _MISSING:
-                waiting.append((fields, ip))
-            elif entry is not None:
-                fields["ip_info"] = give(entry)
+            info = cache.get(ip, _MISSING)
+            if info is _MISSING:
+                waiting.append(ip)
+                waiting_fields.append(fields)
+            elif info is not None:
+                fields["ip_info"] = info if scored is None else scored(ip, info)
         if not waiting:
             return
         # The batch's new addresses, each looked up once, all of them together.
-        entries = self._fill(dict.fromkeys([ip for _, ip in waiting]))
-        for fields, ip in waiting:
-            entry = entries[ip]
-            if entry is not None:
-                fields["ip_info"] = give(entry)
+        self._fill(dict.fromkeys(waiting), scored is not None)
+        for fields, ip in zip(waiting_fields, waiting, strict=True):
+            info = cache[ip]
+            if info is not None:
+                fields["ip_info"] = info if scored is None else scored(ip, info)
 
     def info(self, ip: object) -> dict[str, Any] | None:
-        """``ip_info`` for the text ``ip``, or None when it is no address."""
+        """``ip_info`` for the text ``ip``, or None when it is no address (shared: see
+        :mod:`._info`)."""
         if not isinstance(ip, str):
             return None
         ip = str(ip)
-        entry = self._cache.get(ip, _MISSING)
-        if entry is _MISSING:
-            entry = self._fill((ip,))[ip]
-        return None if entry is None else self._give(entry)
-
-    def _give(self, entry: tuple[list[Any], Address]) -> dict[str, Any]:
-        """An event's ``ip_info`` from the cache's ``entry`` for its address."""
-        memo = entry[0]
-        known: dict[str, Any] = memo[0]
-        # The kind's score is in the cache; the collector's memory adds to it (rarely).
         reputation = self.reputation
-        if reputation is not None and reputation.holds_any:
-            blocked, alerted = reputation.check(entry[1])
-            if blocked or alerted:
-                score, reasons = threat_score(known.get("kind"), blocked, alerted)
-                return {**known, "score": score, "reasons": reasons}
-        # Each event's own copy (a later enricher may change it), with its own list, sharing
-        # the JSON text its storage writes (encoded once a memo, not once an event).
-        copy = Encoded(known)
-        copy.memo = memo
-        copy["reasons"] = known["reasons"].copy()
-        return copy
+        scoring = reputation is not None and reputation.holds_any
+        if ip not in self._cache:
+            self._fill((ip,), scoring)
+        info = self._cache[ip]
+        if info is None or not scoring:
+            return info
+        return self._scored(ip, info)
 
-    def _fill(self, texts: Iterable[str]) -> dict[str, tuple[list[Any], Address] | None]:
-        """Look up ``texts`` (distinct, none cached), cache and return each one's entry
-        (``(memo, address)``, or None for no address: see :meth:`_memo`). Each source is
-        asked about all the public ones in one call (a Python call an address and source
-        was a third of a new address's cost: measured)."""
-        found: dict[str, tuple[list[Any], Address] | None] = {}
-        public: list[str] = []
-        addresses: list[Address] = []
-        memo = self._memo
-        for text in texts:
-            address = parse_address(text)
-            if address is None:
-                found[text] = None
-                continue
-            special = special_kind(address)
-            if special is not None:
-                found[text] = (memo(None, (special, None), None), address)
-            else:
-                public.append(text)
-                addresses.append(address)
-        if addresses:
-            geo = self._geo(addresses)
-            unplaced = [
-                a for a, (out, _) in zip(addresses, geo, strict=True) if "country" not in out
-            ]
-            countries = iter(self.countries.many(unplaced) if unplaced else ())
-            kinds = self.kinds.many(addresses)
-            for text, address, (out, as_org), kind in zip(
-                public, addresses, geo, kinds, strict=True
-            ):
-                country = next(countries) if "country" not in out else None
-                if out:  # a file placed it: its own ip_info
-                    found[text] = (_own(out, country, kind, as_org), address)
-                else:
-                    found[text] = (memo(country, kind, as_org), address)
+    def _scored(self, ip: str, info: IpInfo) -> dict[str, Any]:
+        """``info`` (of the address ``ip``) with what the collector did lately to that
+        address (its own dict when that adds to the score: rarely)."""
+        assert self.reputation is not None
+        address = self._where.get(ip)
+        if address is None:  # looked up while the collector held no block nor alert
+            address = parse_address(ip)
+            assert address is not None  # it has an ip_info
+            self._where[ip] = address
+        blocked, alerted = self.reputation.check(address)
+        if blocked or alerted:
+            score, reasons = threat_score(info.get("kind"), blocked, alerted)
+            return {**info, "score": score, "reasons": reasons}
+        return info
+
+    def _fill(self, texts: Collection[str], scoring: bool) -> None:
+        """Look up ``texts`` (distinct, none cached) and cache each one's ``ip_info`` (None
+        for no address), and when ``scoring`` (the collector holds recent blocks or alerts)
+        the parsed address too. Each source is asked about all the public ones in one call
+        (a Python call an address and source was a third of a new address's cost:
+        measured). Addresses no file placed share the ``ip_info`` of their country, kind
+        and provider (:meth:`_share`). An address costs the cache one entry: its text to a
+        shared object, or to its own ``ip_info`` when a file placed it (no container of its
+        own, for the garbage collector to walk, otherwise)."""
         # Bounded as ever: dropped whole when full (a batch holds far fewer addresses).
-        if len(self._cache) + len(found) > self.cache_size:
-            self._cache.clear()
+        cache = self._cache
+        if len(cache) + len(texts) > self.cache_size:
+            cache.clear()
             self._shared.clear()
-        self._cache.update(found)
-        return found
+            self._where.clear()
+        public_texts, public, special, bad = parse_many(texts)
+        cache.update(dict.fromkeys(bad))
+        share = self._share
+        for text, _, kind in special:
+            cache[text] = share((None, (kind, None), None))
+        if public:
+            placed = self._geo(public)
+            unplaced = (
+                public
+                if not self.geoip
+                else [
+                    address
+                    for address, got in zip(public, placed, strict=True)
+                    if got is None or "country" not in got[0]
+                ]
+            )
+            countries = iter(self.countries.many(unplaced) if unplaced else ())
+            kinds = self.kinds.many(public)
+            shared = self._shared
+            for text, got, network in zip(public_texts, placed, kinds, strict=True):
+                if got is None:  # the usual case: no file has it
+                    key: tuple[Any, ...] = (next(countries), network, None)
+                elif got[0]:  # a file placed it: its own ip_info
+                    out = got[0]
+                    country = next(countries) if "country" not in out else None
+                    cache[text] = _own(out, country, network, got[1])
+                    continue
+                else:
+                    key = (next(countries), network, got[1])
+                info = shared.get(key)
+                cache[text] = share(key) if info is None else info
+        if scoring:
+            self._where.update(zip(public_texts, public, strict=True))
+            self._where.update((text, address) for text, address, _ in special)
 
-    def _memo(
-        self, country: str | None, kind: tuple[str, str | None] | None, as_org: str | None
-    ) -> list[Any]:
-        """The memo (``[ip_info, its JSON once the storage asks]``, :class:`Encoded`'s) of
-        every address no file placed with this country, kind and provider: one shared by
-        all of them, so a new address makes no dict, and the storage encodes the JSON once
-        for all (a scan's new addresses fall in a few hundred such groups). Cache entries
-        then hold one container each, not three (fewer for the garbage collector)."""
-        key = (country, kind, as_org)
+    def _share(self, key: tuple[Any, ...]) -> IpInfo:
+        """The ``ip_info`` of every address no file placed with this ``(country, kind,
+        provider)``: one for all of them, so a new address makes no dict, and the storage
+        encodes its JSON once for all (a scan's new addresses fall in a few hundred such
+        groups)."""
         shared = self._shared.get(key)
         if shared is None:
-            shared = self._shared[key] = _own({}, country, kind, as_org)
+            shared = self._shared[key] = _own({}, *key)
         return shared
 
-    def _geo(self, addresses: Sequence[Address]) -> list[tuple[dict[str, Any], str | None]]:
-        """What the ``.mmdb`` files say of each of ``addresses``, and its AS organisation."""
+    def _geo(self, addresses: Sequence[Parsed]) -> list[_Placed]:
+        """What the ``.mmdb`` files say of each of ``addresses`` (None: nothing)."""
         if not self.geoip:
-            return [_NOWHERE] * len(addresses)
+            return [None] * len(addresses)
         answers = [db.lookup_many(addresses) for db in self.geoip]
         if len(answers) == 1:  # the usual case
-            return [(got, got.pop("as_org", None)) if got else ({}, None) for got in answers[0]]
+            return [None if got is None else (got, got.pop("as_org", None)) for got in answers[0]]
         return [_merge(gots) for gots in zip(*answers, strict=True)]
 
     def sources(self) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
-from ._address import Address
+from ._address import Parsed
 
 __all__ = ["KIND_POINTS", "REASONS", "Reputation", "ReputationSource", "threat_score"]
 
@@ -115,15 +115,16 @@ class Reputation:
         """Whether any recent block or alert is known (most of the time, none is)."""
         return bool(self._networks or self._alerted)
 
-    def check(self, address: Address) -> tuple[bool, bool]:
+    def check(self, address: Parsed) -> tuple[bool, bool]:
         """(blocked recently, alerted recently) for ``address``."""
         blocked = False
-        bits = 32 if address.version == 4 else 128
+        of, value = address[0], address[1]
+        bits = 32 if of == 4 else 128
         for (version, length), numbers in self._networks.items():
-            if version == address.version and address.value >> (bits - length) in numbers:
+            if version == of and value >> (bits - length) in numbers:
                 blocked = True
                 break
-        return blocked, (address.version, address.value) in self._alerted
+        return blocked, (of, value) in self._alerted
 
 
 def _networks(texts: Sequence[str]) -> dict[tuple[int, int], set[int]]:
