@@ -111,6 +111,11 @@ class Receiver:
                 self.wfile.write(data)
 
         class Server(ThreadingHTTPServer):
+            # socketserver's listen backlog is 5: nine processes connecting at once (a forking
+            # master's workers) under load overflowed it, and a dropped SYN is sent again only
+            # after 1 s, then 3 s more. Servers listen with far more (uvicorn: 2048).
+            request_queue_size = 128
+
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a client that hung up mid-reply (a long-poll at shutdown): not news
 
