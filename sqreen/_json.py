@@ -21,7 +21,6 @@ __all__ = [
     "dumps_ascii",
     "dumps_fields",
     "dumps_utf8",
-    "encoded",
     "use_speedups",
     "wire_bytes",
     "wire_float",
@@ -54,40 +53,18 @@ dumps_utf8: Callable[[Any], str] = _make(ensure_ascii=False)
 
 
 class Encoded(dict[str, Any]):
-    """A dict that comes with the compact ASCII JSON of an equal dict, encoded at most once
-    and shared by every copy: a copy for each event of one value, and the storage writes the
-    shared text instead of encoding each copy again (:func:`dumps_fields`; measured: ~5.5 µs
-    to encode a full ``ip_info``, most of it the coordinates' float formatting). A subclass
-    may give its text another way (IP intelligence's shared, immutable ``ip_info``, which
-    events hold without a copy, overrides :meth:`json`).
+    """A dict that gives its own compact ASCII JSON (:meth:`json`, equal to what
+    :data:`dumps_ascii` writes for it), so that the storage writes a text encoded once
+    instead of encoding the dict again for each event that holds it (:func:`dumps_fields`;
+    measured: ~5.5 µs to encode a full ``ip_info``, most of it the coordinates' float
+    formatting). IP intelligence's shared, immutable ``ip_info`` is one: it encodes itself
+    once (``sqreen/server/intel/_info.py``)."""
 
-    ``memo`` is ``[source, text or None, ...]``: ``source`` is a dict no one else holds (never
-    changed), ``text`` its JSON once asked for. The text is used only while the copy still
-    equals ``source`` (one C-level comparison: a later enricher may have changed the copy),
-    else the copy is encoded as any dict. Equal values may differ in JSON only where JSON
-    cannot tell (``1`` and ``1.0``, key order)."""
-
-    __slots__ = ("memo",)
-
-    memo: list[Any]
+    __slots__ = ()
 
     def json(self) -> str:
-        """The compact ASCII JSON of this dict (as :data:`dumps_ascii` writes it)."""
-        memo = self.memo
-        if self != memo[0]:
-            return dumps_ascii(self)
-        if memo[1] is None:
-            memo[1] = dumps_ascii(memo[0])
-        text: str = memo[1]
-        return text
-
-
-def encoded(source: dict[str, Any], memo: list[Any]) -> Encoded:
-    """A copy of ``source`` sharing ``memo`` (``[source, None, ...]``, made once by the
-    caller)."""
-    copy = Encoded(source)
-    copy.memo = memo
-    return copy
+        """The compact ASCII JSON of this dict (subclasses keep it once made)."""
+        return dumps_ascii(self)
 
 
 def dumps_fields(fields: Mapping[str, Any]) -> str:

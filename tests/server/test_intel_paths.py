@@ -1,7 +1,6 @@
 """IP intelligence's fast paths give what the plain ones give: the bucketed range index
-answers as ``iporigin`` itself, and ``ip_info`` is stored as its own JSON even when the text
-encoded once for its address no longer matches the event's copy, or a later enricher
-replaced the shared one."""
+answers as ``iporigin`` itself, and ``ip_info`` is stored as its own JSON, the shared text of
+its address or, where a later enricher replaced it, the replacement's."""
 
 from __future__ import annotations
 
@@ -9,11 +8,10 @@ import json
 import random
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from typing import Any
 
 import iporigin
 
-from sqreen._json import dumps_ascii, dumps_fields, encoded
+from sqreen._json import Encoded, dumps_ascii, dumps_fields
 from sqreen.server.intel import IpIntel, NetworkKinds, RangeIndex, parse_address
 from sqreen.server.pipeline import Batch, IngestPipeline
 from sqreen.server.storage import Storage
@@ -63,18 +61,22 @@ def test_network_kinds_answer_as_iporigin_classify_at_every_range_edge() -> None
     assert checked > 10_000
 
 
-def test_an_encoded_copy_writes_the_shared_text_until_it_is_changed() -> None:
-    source: dict[str, Any] = {"country": "GB", "latitude": 51.5142, "score": 0, "reasons": []}
-    memo: list[Any] = [source, None]
-    a, b = encoded(source, memo), encoded(source, memo)
-    assert a.json() == dumps_ascii(source) and b.json() is a.json()  # encoded once
-    b["reasons"] = ["custom"]
-    assert json.loads(b.json()) == {**source, "reasons": ["custom"]}
-    assert json.loads(dumps_fields({"ip_info": b, "geo": [1.5]})) == {
-        "ip_info": {**source, "reasons": ["custom"]},
+def test_a_value_that_gives_its_own_json_is_written_with_it() -> None:
+    class Counted(Encoded):
+        calls = 0
+
+        def json(self) -> str:
+            Counted.calls += 1
+            return super().json()
+
+    info = Counted({"country": "GB", "latitude": 51.5142, "score": 0, "reasons": []})
+    assert json.loads(dumps_fields({"ip_info": info})) == {"ip_info": dict(info)}
+    assert json.loads(dumps_fields({"ip_info": info, "geo": [1.5]})) == {
+        "ip_info": dict(info),
         "geo": [1.5],
     }
-    assert json.loads(dumps_fields({"ip_info": a})) == {"ip_info": source}
+    assert dumps_fields({"ip_info": info}) == dumps_ascii({"ip_info": dict(info)})
+    assert Counted.calls == 3
 
 
 def test_a_later_enricher_replacing_ip_info_is_stored_as_replaced(
