@@ -8,7 +8,6 @@ import json
 import sqlite3
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +35,7 @@ class Ingest(threading.Thread):
         self.acknowledged: list[str] = []
         self.failures: list[str] = []
         self.stopped = threading.Event()
+        self.progress = threading.Condition()  # notified after each batch's reply
 
     def run(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -43,16 +43,19 @@ class Ingest(threading.Thread):
             while not self.stopped.is_set():
                 batch = [wire_event(properties={"pad": "x" * 500}) for _ in range(20)]
                 reply = client.post(self.url + "/v1/events", json=envelope(batch))
-                if reply.status_code == 200:
-                    self.acknowledged += [e["id"] for e in batch]
-                else:
-                    self.failures.append(f"{reply.status_code} {reply.text[:200]}")
+                with self.progress:
+                    if reply.status_code == 200:
+                        self.acknowledged += [e["id"] for e in batch]
+                    else:
+                        self.failures.append(f"{reply.status_code} {reply.text[:200]}")
+                    self.progress.notify_all()
 
     def wait_for(self, count: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.acknowledged) < count:
-            assert time.monotonic() < deadline and not self.failures, self.failures
-            time.sleep(0.05)
+        with self.progress:
+            done = self.progress.wait_for(
+                lambda: len(self.acknowledged) >= count or bool(self.failures), timeout
+            )
+        assert done and not self.failures, self.failures
 
 
 def test_a_backup_under_ingest_holds_every_acknowledged_event_and_restores(

@@ -8,7 +8,6 @@ import shutil
 import sqlite3
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from sqreen.server import probes
 from tests._postgres import Cluster
 
-from .conftest import Collector, ServeProcess, add_key, envelope, wire_event
+from .conftest import Collector, ServeProcess, add_key, envelope, wait_for, wire_event
 
 
 def test_both_answer_without_a_key_and_readyz_writes_to_the_database(
@@ -84,15 +83,18 @@ def test_a_real_serve_is_ready_on_its_database(
     assert httpx.get(collector.url + "/readyz").json() == {"status": "ready"}
 
 
-def _poll(url: str, want: int, tries: int = 100) -> httpx.Response:
+def _poll(url: str, want: int, timeout: float = 5) -> httpx.Response:
     """The probe's reply once it is ``want`` (or the last one): a state change is seen by the
     next probe, but a probe under way when it happened may still answer the old state."""
-    for _ in range(tries):
-        reply = httpx.get(url, timeout=10)
-        if reply.status_code == want:
-            break
-        time.sleep(0.05)
-    return reply
+    replies: list[httpx.Response] = []
+
+    def answered() -> bool:
+        replies.append(httpx.get(url, timeout=10))
+        return replies[-1].status_code == want
+
+    with contextlib.suppress(AssertionError):  # timed out: the caller's assert says what
+        wait_for(answered, timeout)
+    return replies[-1]
 
 
 @contextlib.contextmanager
