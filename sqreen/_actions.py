@@ -39,7 +39,7 @@ class ActionPoller:
         self,
         poll: Callable[[int, float], Reply],
         blocklist: Blocklist,
-        on_actions: Callable[[Any], None],
+        on_actions: Callable[[Any, int], None],
         errors: InternalErrors,
         wait: float = WAIT,
     ) -> None:
@@ -78,7 +78,7 @@ class ActionPoller:
             with self._guard:
                 reply = self._poll(version, self._wait)
                 if reply.outcome == "ok":
-                    self._on_actions(reply.actions)
+                    self._on_actions(reply.actions, version)
             if reply is not None and reply.outcome == "ok":
                 failures = 0
                 if self._blocklist.version == version and time.monotonic() - started < 1.0:

@@ -135,8 +135,9 @@ class Delivery:
             timeout = None if deadline is None else deadline - self._clock()
             if timeout is not None and timeout <= 0:
                 return False
+            held = self.blocklist.version
             reply = self.transport.send(self._envelope(), [p.data for p in batch], timeout)
-            self.apply_actions(reply.actions)
+            self.apply_actions(reply.actions, held)
             if reply.outcome != "retry":
                 self._unspool(batch)
             if reply.outcome == "ok":
@@ -234,12 +235,20 @@ class Delivery:
             self.sent += sent
             self.dropped[reason] += dropped
 
-    def apply_actions(self, actions: Any) -> None:
+    def apply_actions(self, actions: Any, held: int | None = None) -> None:
         """An action set from the collector (or a diff of it): the blocks, and the event
         names to send at once (``watch``); a reply saying ``unchanged`` keeps both. A new
         set is also kept in the spool, for the next process of the app to enforce from its
-        first request (as a whole set: a diff is of no use to the next process)."""
+        first request (as a whole set: a diff is of no use to the next process).
+
+        ``held``: the version this process held when it sent the request this reply answers.
+        If another reply changed the set meanwhile, this one may be the older of the two
+        (replies overtake each other: a batch's reply made before a block, read after the
+        long-poll brought the block, lifted it until the next poll), so it is left out; the
+        long-poll, which sends the version held, brings the newest at once."""
         if isinstance(actions, dict) and actions.get("unchanged"):
+            return
+        if held is not None and held != self.blocklist.version:
             return
         version = self.blocklist.version
         self.blocklist.apply(actions)
@@ -259,12 +268,12 @@ class Delivery:
         """Send the stats; by ``deadline`` (the clock's) when given: the last one, at exit."""
         payload = self._envelope()
         payload["stats"] = self.stats() if self._report is None else self._report()
-        send = self.transport.heartbeat
+        send, held = self.transport.heartbeat, self.blocklist.version
         if deadline is not None and "timeout" in inspect.signature(send).parameters:
             reply = send(payload, timeout=max(0.0, deadline - self._clock()))
         else:
             reply = send(payload)
-        self.apply_actions(reply.actions)
+        self.apply_actions(reply.actions, held)
         if reply.outcome == "retry" and reply.retry_after:
             # Retry-After speaks for the whole collector: events wait too.
             wait = min(reply.retry_after, MAX_RETRY_AFTER)

@@ -41,7 +41,7 @@ def test_the_long_poll_applies_each_new_set_and_asks_again_with_its_version() ->
 
     seen: list[bool] = []
 
-    def apply(actions: Any) -> None:
+    def apply(actions: Any, held: int) -> None:
         blocklist.apply(actions)
         seen.append(blocklist.ip_block("203.0.113.9") is not None)
 
@@ -62,7 +62,9 @@ def test_a_collector_that_does_not_hold_the_poll_is_not_hammered() -> None:
         calls.append(time.monotonic())
         return Reply("ok", actions=_set(4))  # at once, nothing new: an older collector
 
-    poller = ActionPoller(poll, blocklist, blocklist.apply, InternalErrors(), wait=0.3)
+    poller = ActionPoller(
+        poll, blocklist, lambda actions, held: blocklist.apply(actions), InternalErrors(), wait=0.3
+    )
     poller.start()
     time.sleep(1.0)
     poller.stop()

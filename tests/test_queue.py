@@ -336,3 +336,22 @@ def test_a_transport_written_without_the_heartbeat_timeout_still_gets_its_last_h
     assert queue.shutdown(2.0)
     assert [c.kind for c in transport.calls] == ["events", "heartbeat"]
     assert transport.calls[-1].timeout is None
+
+
+def test_a_reply_overtaken_by_a_newer_action_set_does_not_lift_its_blocks() -> None:
+    blocked = {"id": "1", "type": "block_ip", "ip": "203.0.113.9", "expires_in": 600}
+
+    def handler(call: Any) -> Reply:
+        if call.kind == "events":
+            # While the batch is out, the long-poll brings version 2 (the block); the batch's
+            # reply, made before it, arrives after it with version 1 (no block).
+            queue.apply_actions({"version": 2, "items": [blocked]}, queue.blocklist.version)
+            return Reply("ok", actions={"version": 1, "items": []})
+        return Reply("ok")
+
+    queue, _, clock = make(handler=handler, flush_interval=5)
+    put(queue, 1)
+    clock.advance(5)
+    queue.step()
+    assert queue.blocklist.version == 2
+    assert queue.blocklist.ip_block("203.0.113.9") is not None
