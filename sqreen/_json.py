@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from ._text import utf8_text
+
+_T = TypeVar("_T")
 
 __all__ = [
     "Encoded",
@@ -65,6 +67,12 @@ class Encoded(dict[str, Any]):
     def json(self) -> str:
         """The compact ASCII JSON of this dict (subclasses keep it once made)."""
         return dumps_ascii(self)
+
+    def derived(self, make: Callable[[Encoded], _T]) -> _T:
+        """``make(self)``: what a reader derives from this dict (the storage's columns).
+        An immutable subclass keeps the last one made, so that a value shared by many
+        events is derived once, not once an event."""
+        return make(self)
 
 
 def dumps_fields(fields: Mapping[str, Any]) -> str:

@@ -29,6 +29,7 @@ from sqreen.server.intel import (
     threat_score,
 )
 from sqreen.server.pipeline import Batch
+from sqreen.server.storage._rows import event_record
 from tests.mmdb import write_mmdb
 
 from .conftest import wire_event
@@ -122,6 +123,11 @@ def test_each_event_stores_what_its_address_alone_says(tmp_path: Path, files: in
                 if want is not None:
                     assert dumps_fields(fields) == dumps_ascii({"ip_info": want}), ip
                     assert intel.info(ip) == want
+                    # the row: its columns derived once a shared ip_info, as from a plain dict
+                    for _ in range(2):
+                        row = event_record(batch.events[0], None, None, 0, fields)
+                        plain = event_record(batch.events[0], None, None, 0, {"ip_info": want})
+                        assert row == plain, ip
     finally:
         intel.close()
         for reader in readers:
@@ -151,6 +157,12 @@ def test_events_share_one_ip_info_that_refuses_changes_and_one_replaced_stores_i
     second["ip_info"] = {**info, "reasons": [*info["reasons"], "mine"]}
     assert '"provider":"changed"' in dumps_fields(first)
     assert '"reasons":["tor","mine"]' in dumps_fields(second)
+    rows = [event_record(event, None, None, 0, f) for event, f in batch]  # third's: derived
+    assert [row.enrichment_json for row in rows] == [dumps_fields(f) for f in batch.enrichment]
+    assert [row.ip_kind for row in rows] == ["tor"] * 3
+    first["ip_info"] = {**info, "kind": "vpn"}
+    assert event_record(batch.events[0], None, None, 0, first).ip_kind == "vpn"
+    assert event_record(batch.events[2], None, None, 0, third).ip_kind == "tor"
     assert dumps_fields(third) == dumps_ascii({"ip_info": expected("185.220.101.3", [])})
     assert intel.info("185.220.101.4") == expected("185.220.101.4", [])
     for copied in (copy.deepcopy(info), pickle.loads(pickle.dumps(info))):
@@ -228,3 +240,16 @@ def test_a_block_made_after_an_address_was_cached_scores_its_next_events() -> No
     assert dumps_fields(second.enrichment[0]) == dumps_ascii(
         {"ip_info": {**expected(tor, []), "score": 90, "reasons": ["tor", "blocked_recently"]}}
     )
+
+
+def test_countries_keep_only_two_letter_codes_whatever_the_package_answers() -> None:
+    """What ``iptocc`` answers is checked once a code: a code seen before costs a lookup, and
+    anything that is no two-letter upper-case code (a later version's lower case, a number,
+    a list) is no country, the first time and after."""
+    countries = Countries()
+    answers = ["GB", None, "zz", 5, ["x"], "GB", "FRA"]
+    countries._many = lambda texts: answers[: len(texts)]  # type: ignore[method-assign]
+    texts = [f"192.0.2.{i}" for i in range(len(answers))]
+    for _ in range(2):
+        assert countries.many(texts) == ["GB", None, None, None, None, "GB", None]
+    assert countries.many(texts[:1]) == ["GB"]

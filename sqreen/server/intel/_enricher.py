@@ -240,11 +240,11 @@ class IpIntel:
             cache[text] = share((None, (kind, None), None))
         if public:
             placed = self._geo(public)
-            unplaced = (
-                public
+            unplaced = (  # their canonical texts (not "::ffff:a.b.c.d")
+                [address[2] for address in public]
                 if not self.geoip
                 else [
-                    address
+                    address[2]
                     for address, got in zip(public, placed, strict=True)
                     if got is None or "country" not in got[0]
                 ]

@@ -12,12 +12,14 @@ comparing a copy with its source first).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, NoReturn
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, TypeVar
 
 from ..._json import Encoded, dumps_ascii
 
 __all__ = ["IpInfo", "Reasons"]
+
+_T = TypeVar("_T")
 
 
 def _refuse(self: object, *args: object, **kwargs: object) -> NoReturn:
@@ -44,11 +46,12 @@ class IpInfo(Encoded):
     """An ``ip_info`` (a dict, equal to and encoded as the plain one) that refuses changes
     and encodes its JSON once. Its ``reasons`` should be a :class:`Reasons`."""
 
-    __slots__ = ("_text",)
+    __slots__ = ("_derived", "_text")
 
     def __init__(self, fields: Mapping[str, Any]) -> None:
         dict.update(self, fields)  # dict's own: this class's update refuses
         self._text: str | None = None
+        self._derived: tuple[Callable[..., Any], Any] | None = None
 
     def json(self) -> str:
         """The compact ASCII JSON of this dict (as :func:`~sqreen._json.dumps_ascii`)."""
@@ -56,6 +59,17 @@ class IpInfo(Encoded):
         if text is None:
             text = self._text = dumps_ascii(self)
         return text
+
+    def derived(self, make: Callable[[Encoded], _T]) -> _T:
+        """``make(self)``, kept for the next event from this address (one reader at a
+        time: the storage's row columns; another ``make`` replaces it)."""
+        kept = self._derived
+        if kept is not None and kept[0] is make:
+            value: _T = kept[1]
+            return value
+        value = make(self)
+        self._derived = (make, value)
+        return value
 
     def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:
         return dict, (dict(self),)  # a copy (copy.copy, pickle) is a plain, mutable dict

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Final, NamedTuple
 
 from ..._event import parse_timestamp
-from ..._json import dumps_ascii, dumps_fields, dumps_utf8
+from ..._json import Encoded, dumps_ascii, dumps_fields, dumps_utf8
 from ..._text import utf8_text
 from ..._wire import WireEvent
 from ..fastjson import dumps_ascii as dumps_event_part
@@ -159,9 +159,14 @@ def event_record(
     :func:`clean`)."""
     request = event["request"]
     user, target = event["user"], event["target"]
-    info = enrichment.get("ip_info") if enrichment else None
-    if not isinstance(info, Mapping):
-        info = _NO_INFO
+    if not enrichment:
+        enriched: tuple[str | None, ...] = _NOT_ENRICHED
+    else:
+        info = enrichment.get("ip_info")
+        if len(enrichment) == 1 and isinstance(info, Encoded):  # IP intelligence alone
+            enriched = info.derived(_ip_info_columns)  # once an ip_info, not an event
+        else:
+            enriched = _enrichment_columns(enrichment)
     # tuple.__new__ with the values in field order: EventRecord(...) runs a Python-level
     # __new__ that costs ~3 000 instructions an event on the ingest path (a list, 1 500).
     return _new_record(
@@ -178,16 +183,34 @@ def event_record(
             dumps_event_part(event["properties"]),
             None if target is None else dumps_event_part(target),
             None if request is None else dumps_event_part(request),
-            dumps_fields(enrichment) if enrichment else None,  # ip_info: encoded once an IP
+            enriched[0],
             key_id,
-            _short(info.get("country")),
-            _short(info.get("kind")),
-            _short(info.get("asn")),
+            enriched[1],
+            enriched[2],
+            enriched[3],
         ),
     )
 
 
-_NO_INFO: Final[Mapping[str, Any]] = {}
+#: ``(enrichment_json, ip_country, ip_kind, ip_asn)`` of an event without enrichment.
+_NOT_ENRICHED: Final[tuple[None, None, None, None]] = (None, None, None, None)
+
+
+def _enrichment_columns(enrichment: Mapping[str, Any]) -> tuple[str | None, ...]:
+    """``(enrichment_json, ip_country, ip_kind, ip_asn)`` of an event's enrichment."""
+    info = enrichment.get("ip_info")
+    if not isinstance(info, Mapping):
+        return (dumps_fields(enrichment), None, None, None)
+    country, kind, asn = info.get("country"), info.get("kind"), info.get("asn")
+    return (dumps_fields(enrichment), _short(country), _short(kind), _short(asn))
+
+
+def _ip_info_columns(info: Encoded) -> tuple[str | None, ...]:
+    """The same for an enrichment of ``{"ip_info": info}`` alone: derived once a shared
+    ``ip_info`` (what every event from its address, or its group of addresses, holds), not
+    once an event (about 1 µs an event of the JSON's wrapping and three cleaned columns,
+    measured)."""
+    return _enrichment_columns({"ip_info": info})
 
 
 def _short(value: object) -> str | None:
