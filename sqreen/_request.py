@@ -25,6 +25,7 @@ __all__ = [
     "BodySource",
     "RequestSnapshot",
     "asgi_peer",
+    "form_text",
     "multipart_names",
     "snapshot_asgi",
     "snapshot_of",
@@ -212,7 +213,7 @@ def _parse_qs(qs: str) -> dict[str, Any]:
 
 def _parse_body(body: bytes, content_type: str, truncated: bool) -> dict[str, Any]:
     if content_type.startswith("application/x-www-form-urlencoded"):
-        return _parse_qs(_form_text(body))
+        return _parse_qs(form_text(body))
     if content_type.startswith("application/json") or content_type.endswith("+json"):
         if truncated:
             return {}
@@ -226,7 +227,7 @@ def _parse_body(body: bytes, content_type: str, truncated: bool) -> dict[str, An
     return {}
 
 
-def _form_text(data: bytes) -> str:
+def form_text(data: bytes) -> str:
     """A form body as text: UTF-8, or latin-1 when it is not UTF-8 (decoded once)."""
     try:
         return data.decode("utf-8")

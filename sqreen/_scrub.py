@@ -172,6 +172,8 @@ class Scrubber:
         self._cache: dict[str, bool] = {}
         self._property_cache: dict[str, bool] = {}
         self._strict = _Rule(self.is_sensitive_key)
+        #: The decided keys of request data (:meth:`key_plan`), to look up before calling it.
+        self.request_plans: Mapping[str, tuple[bool, str, bool]] = self._strict.plans
         self._lenient = _Rule(self.is_secret_property)
         self._property_keys = SECRET_PROPERTY_KEYS | extra
 
@@ -252,6 +254,10 @@ class Scrubber:
         """An event's own properties, scrubbed by value and by whole secret keys only (see
         :meth:`is_secret_property`)."""
         return self._scrub(properties, 0, self._lenient)  # type: ignore[no-any-return]
+
+    def key_plan(self, key: str) -> tuple[bool, str, bool]:
+        """:meth:`_plan` of a key of request data; :attr:`request_plans` holds those decided."""
+        return self._plan(key, self._strict)
 
     def _plan(self, key: str, rule: _Rule) -> tuple[bool, str, bool]:
         """What a dict key means under ``rule``, decided once (bounded cache): whether it is

@@ -26,6 +26,7 @@ from ._event import (
 )
 from ._ip_warnings import watch_peer
 from ._json import dumps_utf8
+from ._params import scrubbed_params
 from ._request import multipart_names, text
 from ._text import utf8_text
 from ._values import TRUNCATED
@@ -106,7 +107,7 @@ def encode_request(snapshot: RequestSnapshot, config: Config, collect_body: bool
         "path": _clip(scrubber.scrub_path(snapshot.decoded_path(), snapshot.path_params)),
         "route": _clip(snapshot.route),
         "method": snapshot.method,
-        "params": scrubber.scrub(snapshot.params(body, content_type)),
+        "params": scrubbed_params(snapshot, scrubber, body, content_type),
         "body": None,
     }
     if collect_body and body:
