@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from ._query import unquote_part
-from ._request import MAX_PARAM_VALUE, MAX_PARAMS, form_text, text
+from ._request import MAX_PARAM_VALUE, MAX_PARAMS, form_text
 from ._secrets import CANDIDATE, REDACTED, scrub_secrets
 
 if TYPE_CHECKING:
@@ -37,56 +37,57 @@ def scrubbed_params(
     snapshot: RequestSnapshot, scrubber: Scrubber, body: bytes, content_type: str
 ) -> dict[str, Any]:
     """``scrubber.scrub(snapshot.params(body, content_type))``, in one pass when it can."""
-    query = snapshot.query
     form = body and content_type.startswith(_FORM)
     if not body or form:
-        out: dict[str, Any] | None = {}
-        qs = text(query)
-        if qs:
-            out = _scrubbed_pairs(qs, scrubber)
-        if form and out is not None:
-            fields = _scrubbed_pairs(form_text(body), scrubber)
-            if fields is None:
-                out = None
-            elif not out:
-                out = fields
-            else:
-                for key, value in fields.items():
-                    if key not in out and len(out) < MAX_PARAMS:
-                        out[key] = value
-        if out is not None:
-            return out
+        out: dict[str, Any] = {}
+        qs = snapshot.query
+        if not qs or _add_pairs(
+            out, qs if isinstance(qs, str) else qs.decode("latin-1"), scrubber, None
+        ):
+            # The form's keys that the query has are left out, as params() leaves them.
+            if not form or _add_pairs(out, form_text(body), scrubber, dict(out) if out else None):
+                return out
     return scrubber.scrub(snapshot.params(body, content_type))  # type: ignore[no-any-return]
 
 
-def _scrubbed_pairs(qs: str, scrubber: Scrubber) -> dict[str, Any] | None:
-    """The pairs of ``qs`` as ``_parse_qs`` keeps them, scrubbed as ``Scrubber.scrub`` scrubs
-    such a dict; None when that needs more than one pass (see the module's docstring)."""
-    out: dict[str, Any] = {}
+def _add_pairs(
+    out: dict[str, Any], qs: str, scrubber: Scrubber, query: dict[str, Any] | None
+) -> bool:
+    """Add the pairs of ``qs`` to ``out`` as ``params()`` keeps them, scrubbed as
+    ``Scrubber.scrub`` scrubs such a dict, and the keys of ``query`` (the query string's,
+    when ``qs`` is the form) left out; False when that needs the two steps (see the module's
+    docstring), ``out`` then half done."""
     known, plan = scrubber.request_plans.get, scrubber.key_plan
     scrub_value = None if not scrubber.value_patterns else scrubber.scrub_value
     decode = "%" in qs or "+" in qs
+    # No key past 128 characters, no value past 4096 and at most 64 keys in all from a short
+    # text (most queries and login forms): no length to check for each pair then. (A text
+    # of L characters holds at most (L + 1) / 2 pairs.)
+    long = len(qs) > _KEY_MAX - 1 - 2 * len(out)
     for part in qs.split("&"):
         if not part:
             continue
         key, _, value = part.partition("=")
-        if decode and ("%" in part or "+" in part):
-            key = unquote_part(key)
-            value = unquote_part(value)
-        if len(key) > _KEY_MAX:
-            key = key[:_KEY_MAX]
-        if key in out or len(out) >= MAX_PARAMS:
-            return None  # a list of values, or the bounds: the two steps
+        if decode:
+            if "%" in key or "+" in key:
+                key = unquote_part(key)
+            if "%" in value or "+" in value:
+                value = unquote_part(value)
+        if long:
+            if len(out) >= MAX_PARAMS:
+                return False  # past the bounds
+            key, value = key[:_KEY_MAX], value[:MAX_PARAM_VALUE]
+        if key in out:
+            if query is not None and key in query:
+                continue  # the query's
+            return False  # a list of values
         sensitive, written, labelled = known(key) or plan(key)
         if labelled or (written is not key and written != key):
-            return None
+            return False
         if sensitive:
             out[key] = REDACTED
+        elif scrub_value is not None:
+            out[key] = scrub_value(value)
         else:
-            if len(value) > MAX_PARAM_VALUE:
-                value = value[:MAX_PARAM_VALUE]
-            if scrub_value is not None:
-                out[key] = scrub_value(value)
-            else:
-                out[key] = value if _candidate(value) is None else scrub_secrets(value)
-    return out
+            out[key] = value if _candidate(value) is None else scrub_secrets(value)
+    return True

@@ -135,9 +135,10 @@ class RequestSnapshot:
         _last_offered = () if cleared else values
 
     def decoded_path(self) -> str:
-        if self.raw_path_bytes:
-            return self.path.encode("latin-1", "replace").decode("utf-8", "replace")
-        return self.path
+        path = self.path
+        if self.raw_path_bytes and not path.isascii():  # ASCII is the same in UTF-8
+            return path.encode("latin-1", "replace").decode("utf-8", "replace")
+        return path
 
     def media_type(self) -> str:
         return (text(self.content_type) or "").lower()

@@ -94,32 +94,43 @@ def encode_event(event: QueuedEvent, event_id: str, config: Config) -> WireEvent
 
 def encode_request(snapshot: RequestSnapshot, config: Config, collect_body: bool) -> WireRequest:
     """The request part of an event, from its frozen snapshot."""
-    scrubber = config.scrubber
-    forwarded = text(snapshot.forwarded)
-    peer, rewritten, header = snapshot.peer, snapshot.peer_rewritten, config.client_ip_header
-    ip = config.trusted.client_ip(peer, forwarded, header, rewritten)
-    watch_peer(peer, forwarded, config.trusted, header, rewritten)
+    # Written out for the flusher (every event tracked in a request comes here): the
+    # snapshot's strings decoded and clipped in place rather than through helpers.
+    scrubber, trusted, header = config.scrubber, config.trusted, config.client_ip_header
+    forwarded, agent, route = snapshot.forwarded, snapshot.user_agent, snapshot.route
+    if type(forwarded) is not str:
+        forwarded = text(forwarded)  # bytes from ASGI headers, or None
+    if type(agent) is not str:
+        agent = text(agent)
+    if agent is not None and len(agent) > CLIP:
+        agent = agent[:CLIP]
+    peer, rewritten = snapshot.peer, snapshot.peer_rewritten
+    watch_peer(peer, forwarded, trusted, header, rewritten)
     content_type = snapshot.media_type()
-    body = snapshot.body()
+    chunks = snapshot.body_chunks
+    body = b"".join(chunks) if chunks else b""
+    path = scrubber.scrub_path(snapshot.decoded_path(), snapshot.path_params)
     wire: WireRequest = {
-        "ip": ip,
-        "user_agent": _clip(text(snapshot.user_agent)),
-        "path": _clip(scrubber.scrub_path(snapshot.decoded_path(), snapshot.path_params)),
-        "route": _clip(snapshot.route),
+        "ip": trusted.client_ip(peer, forwarded, header, rewritten),
+        "user_agent": agent,
+        "path": path if len(path) <= CLIP else path[:CLIP],
+        "route": route if route is None or len(route) <= CLIP else route[:CLIP],
         "method": snapshot.method,
         "params": scrubbed_params(snapshot, scrubber, body, content_type),
         "body": None,
     }
-    if collect_body and body:
-        if content_type.startswith("multipart/"):
-            # Field names only: the values are files and passwords.
-            content = "[multipart: " + ", ".join(multipart_names(body, content_type)) + "]"
-        else:
-            content = scrubber.scrub_text_body(body.decode("utf-8", "replace"), content_type)
-        wire["body"] = {"content": content, "truncated": snapshot.body_truncated}
+    if body:
+        if collect_body:
+            if content_type.startswith("multipart/"):
+                # Field names only: the values are files and passwords.
+                content = "[multipart: " + ", ".join(multipart_names(body, content_type)) + "]"
+            else:
+                content = scrubber.scrub_text_body(body.decode("utf-8", "replace"), content_type)
+            wire["body"] = {"content": content, "truncated": snapshot.body_truncated}
     # Text escapes in JSON up to six times its length (a control byte is \u0001): a request
-    # that might not fit is measured, and cut down field by field, never dropped.
-    if (len(body) + len(text(snapshot.query) or "")) * 6 + _FIXED_PART > MAX_REQUEST_BYTES:
+    # that might not fit is measured, and cut down field by field, never dropped. (A query
+    # string as bytes is decoded as latin-1: as many characters as bytes.)
+    if (len(body) + len(snapshot.query)) * 6 + _FIXED_PART > MAX_REQUEST_BYTES:
         _fit(wire)
     snapshot.share()
     return wire
@@ -164,10 +175,6 @@ def _fit_received(wire: WireRequest) -> None:
     if size > MAX_REQUEST_BYTES:
         count = len(wire.get("params", {}))
         wire["params"] = {TRUNCATED: f"{count} parameters, {size} characters of JSON"}
-
-
-def _clip(value: str | None) -> str | None:
-    return value if value is None or len(value) <= CLIP else value[:CLIP]
 
 
 _EVENT_KEYS: Final = frozenset(WireEvent.__annotations__)
