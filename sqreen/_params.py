@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._query import unquote_part
 from ._request import MAX_PARAM_VALUE, MAX_PARAMS, form_text
+from ._scrub import ANY_KIND, KEEP
 from ._secrets import CANDIDATE, REDACTED, scrub_secrets
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def _add_pairs(
     ``Scrubber.scrub`` scrubs such a dict, and the keys of ``query`` (the query string's,
     when ``qs`` is the form) left out; False when that needs the two steps (see the module's
     docstring), ``out`` then half done."""
-    known, plan = scrubber.request_plans.get, scrubber.key_plan
+    known, decide = scrubber.key_kinds.get, scrubber.key_kind
     scrub_value = None if not scrubber.value_patterns else scrubber.scrub_value
     decode = "%" in qs or "+" in qs
     # No key past 128 characters, no value past 4096 and at most 64 keys in all from a short
@@ -81,10 +82,10 @@ def _add_pairs(
             if query is not None and key in query:
                 continue  # the query's
             return False  # a list of values
-        sensitive, written, labelled = known(key) or plan(key)
-        if labelled or (written is not key and written != key):
-            return False
-        if sensitive:
+        kind = known(key) or decide(key)
+        if kind != KEEP:
+            if kind == ANY_KIND:
+                return False
             out[key] = REDACTED
         elif scrub_value is not None:
             out[key] = scrub_value(value)

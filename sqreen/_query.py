@@ -52,24 +52,22 @@ def parse_pairs(qs: str, limit: int | None = None) -> list[tuple[str, str]]:
     return out
 
 
-def unquote_part(text: str) -> str:
-    """A key or a value of a query string as ``parse_qsl`` decodes it (``+`` and escapes)."""
-    return _unquote(text.replace("+", " "))
-
-
 _escape_decode: Final = codecs.escape_decode
 _HEX: Final = "0123456789abcdefABCDEF"
 #: Two hex digits (any case) -> the character of that code, as ``unquote_to_bytes`` reads them.
 _BYTE: Final = {a + b: chr(int(a + b, 16)) for a in _HEX for b in _HEX}
 
 
-def _unquote(text: str) -> str:
-    """``unquote(text)``: for ASCII text (a query string as sent), the bytes it escapes
+def unquote_part(text: str) -> str:
+    """A key or a value of a query string as ``parse_qsl`` decodes it: ``+`` as a space,
+    then ``unquote(text)``: for ASCII text (a query string as sent), the bytes it escapes
     decoded at once, as ``unquote`` does after splitting the text into ASCII runs.
 
     ``unquote_to_bytes(text).decode("utf-8", "replace")`` with the bytes as the characters
     of the same codes (latin-1), one table lookup an escape, and no encoding at all when
     they are ASCII: 4.3 -> 1.9 µs for ``%2Fhome`` (load 7 on 2 cores)."""
+    if "+" in text:
+        text = text.replace("+", " ")
     if "%" not in text:
         return text
     if not text.isascii():
