@@ -12,6 +12,8 @@ the measure) over rounds of events, the stages interleaved round by round, media
 - client-IP resolution (``resolve_client_ip`` and ``watch_peer``);
 - query and body parsing (``RequestSnapshot.params``);
 - scrubbing (parameters, path, body text, properties);
+- the parameters as ``encode_request`` gets them (:func:`sqreen._params.scrubbed_params`:
+  parsed and scrubbed in one pass when it can);
 - the whole wire dict (``encode_event``, all of the above);
 - JSON (``dumps_utf8`` and UTF-8 encoding of that dict; ``wire_bytes``, in C with the
   ``speedups`` extra);
@@ -146,6 +148,20 @@ def _stages(client: sqreen.Client, events: list[QueuedEvent]) -> dict[str, Calla
             for _ in events:
                 scrubber.scrub(params)
 
+        try:  # the one pass (absent from older trees)
+            from sqreen._params import scrubbed_params
+        except ImportError:
+            scrubbed_params = None
+
+        def one_pass() -> None:
+            for e in events:
+                r = e.request
+                assert r is not None
+                if scrubbed_params is None:
+                    scrubber.scrub(r.params(body, ctype))
+                else:
+                    scrubbed_params(r, scrubber, body, ctype)
+
         def scrub_path() -> None:
             for e in events:
                 r = e.request
@@ -163,6 +179,7 @@ def _stages(client: sqreen.Client, events: list[QueuedEvent]) -> dict[str, Calla
             "client IP": ip,
             "query + body parsing": parse,
             "scrub params": scrub_params,
+            "params, parsed + scrubbed (as encode_request)": one_pass,
             "scrub path": scrub_path,
             "scrub body text": scrub_body,
         }

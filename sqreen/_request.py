@@ -25,6 +25,7 @@ __all__ = [
     "BodySource",
     "RequestSnapshot",
     "asgi_peer",
+    "form_text",
     "multipart_names",
     "snapshot_asgi",
     "snapshot_of",
@@ -134,9 +135,10 @@ class RequestSnapshot:
         _last_offered = () if cleared else values
 
     def decoded_path(self) -> str:
-        if self.raw_path_bytes:
-            return self.path.encode("latin-1", "replace").decode("utf-8", "replace")
-        return self.path
+        path = self.path
+        if self.raw_path_bytes and not path.isascii():  # ASCII is the same in UTF-8
+            return path.encode("latin-1", "replace").decode("utf-8", "replace")
+        return path
 
     def media_type(self) -> str:
         return (text(self.content_type) or "").lower()
@@ -212,7 +214,7 @@ def _parse_qs(qs: str) -> dict[str, Any]:
 
 def _parse_body(body: bytes, content_type: str, truncated: bool) -> dict[str, Any]:
     if content_type.startswith("application/x-www-form-urlencoded"):
-        return _parse_qs(_form_text(body))
+        return _parse_qs(form_text(body))
     if content_type.startswith("application/json") or content_type.endswith("+json"):
         if truncated:
             return {}
@@ -226,7 +228,7 @@ def _parse_body(body: bytes, content_type: str, truncated: bool) -> dict[str, An
     return {}
 
 
-def _form_text(data: bytes) -> str:
+def form_text(data: bytes) -> str:
     """A form body as text: UTF-8, or latin-1 when it is not UTF-8 (decoded once)."""
     try:
         return data.decode("utf-8")

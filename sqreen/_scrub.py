@@ -60,9 +60,12 @@ from ._secret_keys import (
 from ._secrets import CANDIDATE, REDACTED, is_card_int, scrub_secrets
 
 __all__ = [
+    "ANY_KIND",
     "DEFAULT_SENSITIVE_KEYS",
+    "KEEP",
     "MAX_DEPTH",
     "NEVER_COLLECTED_HEADERS",
+    "REDACT",
     "REDACTED",
     "SECRET_PROPERTY_KEYS",
     "Scrubber",
@@ -83,6 +86,10 @@ _LABELSUFFIXES: Final = tuple(
 )
 _LABEL_ENDINGS: Final = tuple(suffix for suffix, _ in _LABELSUFFIXES)
 _CACHE_MAX: Final = 4096
+#: :meth:`Scrubber.key_kind`'s answers (all true, for ``kinds.get(key) or key_kind(key)``).
+KEEP: Final = 1
+REDACT: Final = 2
+ANY_KIND: Final = 3
 #: An integer below this is no card number (``is_card_int``: 13 digits at least).
 _NO_CARD_BELOW: Final = 10**12
 _CACHED_KEY_MAX: Final = 128
@@ -172,6 +179,8 @@ class Scrubber:
         self._cache: dict[str, bool] = {}
         self._property_cache: dict[str, bool] = {}
         self._strict = _Rule(self.is_sensitive_key)
+        #: The decided keys of request data (:meth:`key_kind`), to look up before calling it.
+        self.key_kinds: dict[str, int] = {}
         self._lenient = _Rule(self.is_secret_property)
         self._property_keys = SECRET_PROPERTY_KEYS | extra
 
@@ -252,6 +261,21 @@ class Scrubber:
         """An event's own properties, scrubbed by value and by whole secret keys only (see
         :meth:`is_secret_property`)."""
         return self._scrub(properties, 0, self._lenient)  # type: ignore[no-any-return]
+
+    def key_kind(self, key: str) -> int:
+        """What a key of request data asks of its value, in one number (:attr:`key_kinds`
+        holds those decided, bounded): :data:`KEEP` (scrub it by value), :data:`REDACT`, or
+        :data:`ANY_KIND` (a key :meth:`scrub` rewrites, or one that may name a secret given
+        as its value, ``name`` or ``f[0][key]``: what :meth:`scrub` does with the whole
+        dict). Keys repeat from request to request; one lookup, not a plan unpacked and
+        compared, per key (``sqreen/_params.py``)."""
+        sensitive, written, labelled = self._plan(key, self._strict)
+        kind = ANY_KIND if labelled or written != key else REDACT if sensitive else KEEP
+        if len(key) <= _CACHED_KEY_MAX:
+            if len(self.key_kinds) >= _CACHE_MAX:
+                self.key_kinds.clear()
+            self.key_kinds[key] = kind
+        return kind
 
     def _plan(self, key: str, rule: _Rule) -> tuple[bool, str, bool]:
         """What a dict key means under ``rule``, decided once (bounded cache): whether it is

@@ -12,7 +12,26 @@ from sqreen._query import encode_pairs, parse_pairs
 from sqreen._request import RequestSnapshot
 
 #: Characters that matter to a query string, and any other.
-PIECES = st.sampled_from(["&", "=", "+", "%", "%2", "%41", "%e9", "%C3%A9", "%ZZ", ";", "[", "]"])
+PIECES = st.sampled_from(
+    [
+        "&",
+        "=",
+        "+",
+        "%",
+        "%2",
+        "%41",
+        "%e9",
+        "%C3%A9",
+        "%ZZ",
+        ";",
+        "[",
+        "]",
+        "\\",
+        "\\x41",
+        "%5C",
+        "%C3",
+    ]
+)
 QUERIES = st.lists(PIECES | st.text(max_size=4), max_size=20).map("".join)
 
 

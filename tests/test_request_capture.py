@@ -91,6 +91,24 @@ def test_no_warning_when_the_server_already_applied_the_header(
     assert not [r for r in sqreen_log.records if "trusted" in r.getMessage().lower()]
 
 
+def test_each_client_watches_its_own_peers(sqreen_log: pytest.LogCaptureFixture) -> None:
+    # The flusher skips the peer checks for the same peer and header as the last event it
+    # watched: only with the same proxies. A new client, after the warning was reset, with
+    # an untrusted private peer that a first client had already seen, still warns.
+    def warnings() -> list[logging.LogRecord]:
+        return [r for r in sqreen_log.records if "TRUSTED_PROXIES" in r.getMessage()]
+
+    env = environ(REMOTE_ADDR="172.17.0.9", HTTP_X_FORWARDED_FOR="1.2.3.4")
+    for _ in range(2):
+        _client_ip._reset_warning()
+        sqreen_log.clear()
+        client = sqreen.init(transport="memory:")
+        for _ in range(2):
+            track_in(client, env)
+        assert len(delivered(client)) == 2
+        assert len(warnings()) == 1
+
+
 def test_configured_forwarded_header() -> None:
     client = sqreen.init(transport="memory:", client_ip_header="Forwarded")
     env = environ(
