@@ -238,3 +238,28 @@ def test_bounds_leave_out_only_probes_that_cannot_reach_their_count() -> None:
     bounds.counted({probe: 1})
     assert probes(T0 + 5 * S, fresh=True, hits=2) == []
     assert probes(T0 + 6 * S, fresh=True, hits=2) != []
+
+
+def test_a_key_first_met_is_not_probed_when_its_window_holds_only_hits_added_here() -> None:
+    """Once the store said how new its newest hit was (none: an empty table), a window
+    beginning after that holds only the hits this process added: a key first met with fewer
+    than a threshold is left out, one with as many is probed; anybody else writing, or an
+    older hit in the window, makes it counted again."""
+    engine = Engine(parse_playbooks(TEMPLATES))
+    bounds = Bounds()
+
+    def probes(at: int, fresh: bool, ip: str, hits: int = 1) -> list[Probe]:
+        view = EventView(at, "auth.signup", at, ip, None, {}, {})
+        plan = engine.plan([view] * hits, at)
+        bounds.advance(plan.counts, at, fresh)
+        return engine.probes(plan, at, {}, bounds.known, bounds.unseen)
+
+    assert probes(T0, fresh=False, ip="203.0.113.1") != []  # nothing said: counted
+    bounds.horizon(None)  # somebody else wrote, and the table holds no hit
+    assert probes(T0 + S, fresh=False, ip="203.0.113.2") == []  # 1 < 5: left out
+    assert probes(T0 + 2 * S, fresh=True, ip="203.0.113.3", hits=4) == []
+    assert probes(T0 + 3 * S, fresh=True, ip="203.0.113.3") != []  # 5 added: could be 5
+    bounds.horizon(T0 + 3 * S)  # somebody else wrote a hit as new as now
+    assert probes(T0 + 4 * S, fresh=False, ip="203.0.113.4") != []  # in signup-abuse's 10 min
+    assert probes(T0 + 11 * 60 * S, fresh=True, ip="203.0.113.5") == []  # beyond them
+    assert probes(T0 + 12 * 60 * S, fresh=False, ip="203.0.113.6") != []  # nothing said

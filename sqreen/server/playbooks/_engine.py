@@ -306,11 +306,14 @@ class Engine:
         now_us: int,
         quiet: Mapping[QuietKey, int],
         bounds: Mapping[StreamKey, Mapping[tuple[int, bool], int]] | None = None,
+        unseen: tuple[Mapping[StreamKey, int], int] | None = None,
     ) -> list[Probe]:
         """What to ask the store for the rules the plan checks: not those quiet now, nor
         those whose count in their window is known to be below their threshold (``bounds``:
-        per key, (window µs, distinct?) -> at most that many)."""
+        per key, (window µs, distinct?) -> at most that many; ``unseen``: hits per key, and
+        a time after which a window holds no other hit)."""
         out = set()
+        added, others = unseen if unseen is not None else ({}, 1 << 62)
         for stream_key, rules in plan.checks.items():
             key = stream_key[1]
             known = bounds.get(stream_key) if bounds else None
@@ -319,6 +322,9 @@ class Engine:
                     continue
                 # Most keys of an attack are known far below every threshold: no probe.
                 if known and known.get(rule.counts, rule.need) < rule.need:
+                    continue
+                # A key first met, in a window of only hits this process added: as many.
+                if now_us - rule.window_us > others and added.get(stream_key, 0) < rule.need:
                     continue
                 out.add((stream_key[0], key, now_us - rule.window_us, rule.need, rule.distinct))
         return [Probe._make(p) for p in out]

@@ -252,10 +252,17 @@ class PlaybookRunner:
 
         def probes(fresh: bool) -> list[Probe]:
             bounds.advance(plan.counts, now_us, fresh)
-            return engine.probes(plan, now_us, known, bounds.known)
+            return engine.probes(plan, now_us, known, bounds.known, bounds.unseen)
 
         stored = self.store.update_windows(
-            keys, plan.hits, probes, decide, listening, owner=self, counted=bounds.counted
+            keys,
+            plan.hits,
+            probes,
+            decide,
+            listening,
+            owner=self,
+            counted=bounds.counted,
+            horizon=bounds.horizon,
         )
         known.update(learned)
         changed = {key for _, key in learned}
