@@ -5,9 +5,9 @@ Method
 One process, two fresh SQLite databases, two ingest pipelines built as ``sqreen serve``
 builds them (IP intelligence enriching; the playbooks' hook on one only). The batches are
 those of ``bench_ingest.py`` (500 events each, ``--mix attack`` or ``typical``), parsed from
-JSON (no HTTP, no gzip). Each batch goes through both pipelines, the order swapped every
-batch, after ``--warmup`` batches that are not counted (the first firings, the first
-blocks). The figure is the CPU time of the calling thread per event (SQLite's work runs on
+JSON (no HTTP, no gzip). Each batch goes through both pipelines, in an order drawn at random
+(seeded) each batch, after ``--warmup`` batches that are not counted (the first firings, the
+first blocks). The figure is the CPU time of the calling thread per event (SQLite's work runs on
 it too), median and mean over the batches, and their ratios: the machine's noise hits both
 variants alike. The mean counts the batches where many keys fire at once (with ``--mix
 attack`` and 100 000 events, each of the 5000 users crosses ``brute-force-account``'s 10
@@ -27,6 +27,7 @@ import cProfile
 import json
 import logging
 import pstats
+import random
 import statistics
 import sys
 import tempfile
@@ -107,11 +108,14 @@ def main() -> None:
             armed.stored_batch = profiled
         costs: dict[str, list[float]] = {label: [] for label, _ in pipes}
         run = f"ab-{time.time_ns()}"
+        shuffle = random.Random(13).shuffle
         for n, body in enumerate(bodies(args.events + args.warmup * BATCH, run, args.mix)):
-            # Each batch through every pipeline, the order rotated (and reversed) each batch.
-            shift = n % len(pipes)
-            order = pipes[shift:] + pipes[:shift]
-            for label, pipe in order if n % 2 else reversed(order):
+            # Each batch through every pipeline, in an order drawn anew each batch (seeded):
+            # which runs after which matters (one's garbage is collected in the next), and
+            # a fixed rotation of four put each pipeline after the same others.
+            order = list(pipes)
+            shuffle(order)
+            for label, pipe in order:
                 start = time.thread_time()
                 pipe.ingest(body)
                 if n >= args.warmup:

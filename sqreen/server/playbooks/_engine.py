@@ -252,15 +252,16 @@ class Engine:
         self,
         events: Sequence[EventView],
         now_us: int,
-        skip: Callable[[StreamKey], bool] | None = None,
+        quiet: Mapping[StreamKey, int] | None = None,
     ) -> Plan:
-        """The hits and checks of newly stored ``events``; ``skip`` leaves out keys known to
-        be quiet for every rule that reads them."""
+        """The hits and checks of newly stored ``events``; ``quiet`` (key -> until when, µs)
+        leaves out keys known to be quiet for every rule that reads them."""
         hits: list[HitRow] = []
         checks: dict[StreamKey, tuple[_Rule, ...]] = {}
         counts: dict[StreamKey, int] = {}
         feeds_of, triggers_of = self._feeds, self._triggers
         new_tuple = tuple.__new__  # a HitRow without NamedTuple's slower constructor
+        skipped = (quiet or {}).get  # a lookup, not a call of the caller's, an event
         for event in events:
             name = event.name
             feeds = feeds_of.get(name)
@@ -276,7 +277,7 @@ class Engine:
                 if key is None:
                     continue
                 stream_key = (stream, key)
-                if skip is not None and skip(stream_key):
+                if skipped(stream_key, 0) > now_us:
                     continue
                 value = None if read_value is None else read_value(event)
                 hits.append(new_tuple(HitRow, (stream, key, ts, event.seq, value)))
@@ -292,13 +293,14 @@ class Engine:
                 key = p.group_by.read(event)
                 if key is not None:
                     stream_key = (rule.stream.id, key)
-                    if skip is None or not skip(stream_key):
+                    if skipped(stream_key, 0) <= now_us:
                         _check(checks, stream_key, alone)
         return Plan(hits, checks, counts)
 
     def keys(self, plan: Plan) -> list[StreamKey]:
-        """Every key the plan touches, in one order (they are locked in it: no deadlock)."""
-        return sorted(plan.counts.keys() | plan.checks.keys())
+        """Every key the plan touches (in no order: the store sorts them where it locks them;
+        sorting an attack's 500 keys a batch here cost 0.7 µs an event)."""
+        return list(plan.counts.keys() | plan.checks.keys())
 
     def probes(
         self,
@@ -347,10 +349,10 @@ class Engine:
         cannot fire), and until when each fired playbook is quiet for its key."""
         firings: list[Firing] = []
         quieted: dict[QuietKey, int] = {}
-        for stream_key, rules in sorted(plan.checks.items()):
-            found = hits.get(stream_key)
-            if not found:
-                continue
+        checks = plan.checks
+        # Only the keys whose hits were found (a few of the batch's hundreds), in key order.
+        for stream_key in sorted(k for k, found in hits.items() if found and k in checks):
+            rules, found = checks[stream_key], hits[stream_key]
             key = stream_key[1]
             for rule in {r.playbook.id: r for r in rules}.values():
                 p = rule.playbook

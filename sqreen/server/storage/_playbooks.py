@@ -163,7 +163,10 @@ class PlaybookQueries(BlockQueries):
         if not keys:
             return []
         with self._write() as cur:
-            self._lock_windows(cur, keys)
+            if type(self)._lock_windows is not PlaybookQueries._lock_windows:
+                # Taken in one order (two processes cannot deadlock); where there is nothing
+                # to take (SQLite: one writer) the keys are not sorted at all.
+                self._lock_windows(cur, sorted(keys))
             version = self._windows_version(cur)
             fresh = version is not None and self._windows_seen == (version, owner)
             self._windows_seen = None if owner is None else (version, owner)

@@ -287,7 +287,7 @@ class ControlStore(Clocked, Protocol):
         counted: Callable[[dict[tuple[str, str, int, int, bool], int]], None] | None = None,
         horizon: Callable[[int | None], None] | None = None,
     ) -> list[Alert]:
-        """In one transaction, with ``keys`` ((stream, key), sorted) held so that processes
+        """In one transaction, with ``keys`` ((stream, key), in any order) held so that processes
         counting the same key take turns: store ``hits`` ((stream, key, time µs, seq, value));
         find the keys whose hits reach one of ``probes`` ((stream, key, since µs, how many,
         distinct?)); read until when each (playbook, key) is quiet for those keys; keep those
