@@ -223,7 +223,9 @@ class Engine:
         # The stream's parts are spelled out (and its fields' readers made once): this loop
         # runs for every event some playbook reads.
         self._feeds: dict[str, list[_Feed]] = {}
-        self._triggers: dict[str, list[tuple[_Rule, tuple[_Rule, ...]]]] = {}
+        self._triggers: dict[
+            str, list[tuple[_Rule, tuple[_Rule, ...], Callable[[EventView], str | None]]]
+        ] = {}
         for stream in self._streams.values():
             for name in stream.events:
                 same = tuple(r for r in self._readers[stream.id] if name in r.triggers)
@@ -239,7 +241,8 @@ class Engine:
                 self._feeds.setdefault(name, []).append(feed)
         for rule in self._rules:
             for name in rule.triggers - rule.stream.events:
-                self._triggers.setdefault(name, []).append((rule, (rule,)))
+                reader = rule.playbook.group_by.reader()
+                self._triggers.setdefault(name, []).append((rule, (rule,), reader))
         self.max_window_us = max((s.window_us for s in self._streams.values()), default=0)
         #: Every event name some playbook reads: the others need no look at all.
         self.names = frozenset(self._feeds) | frozenset(self._triggers)
@@ -286,11 +289,11 @@ class Engine:
                     rules = tuple(r for r in rules if ts >= now_us - r.window_us)
                 if rules:
                     _check(checks, stream_key, rules)
-            for rule, alone in triggers or ():
-                p = rule.playbook
-                if ts < now_us - rule.window_us or not matches(p.where, event):
+            for rule, alone, read_group in triggers or ():
+                where = rule.playbook.where
+                if ts < now_us - rule.window_us or (where and not matches(where, event)):
                     continue
-                key = p.group_by.read(event)
+                key = read_group(event)
                 if key is not None:
                     stream_key = (rule.stream.id, key)
                     if skipped(stream_key, 0) <= now_us:
