@@ -14,7 +14,10 @@ attack`` and 100 000 events, each of the 5000 users crosses ``brute-force-accoun
 failures between the 45 000th event and the 50 000th); the median is the steady state.
 ``--profile`` prints a cProfile of the playbooks' hook alone. ``--against REV`` also builds
 the two pipelines from REV's package (``bench/revisions.py``) and alternates all four, so
-that a change's figures and REV's come from the same minutes of a noisy machine.
+that a change's figures and REV's come from the same minutes of a noisy machine. The
+``hook`` column is the playbooks' hook's own CPU per event (``stored_batch``), and
+``hook/none`` that over the pipeline without: steadier than ``extra``, which is the
+difference of two totals.
 
 Run: ``.venv/bin/python bench/bench_playbooks_ab.py [--mix attack] [--events 50000]
 [--against main]``.
@@ -75,6 +78,19 @@ def pipeline(package: str, db: str, playbooks: Path | None) -> tuple[Any, Any]:
     return make(storage, enrichers=enrichers, hooks=[runner]), runner
 
 
+def timed(call: Any, into: dict[str, float], rev: str) -> Any:
+    """``call``, adding the CPU time it takes to ``into[rev]``."""
+
+    def run(*args: Any) -> Any:
+        start = time.thread_time()
+        try:
+            return call(*args)
+        finally:
+            into[rev] += time.thread_time() - start
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=50_000)
@@ -92,12 +108,14 @@ def main() -> None:
         if args.against:
             packages[args.against] = load_revision(args.against, tmp)
         pipes: list[tuple[str, Any]] = []
+        runners: dict[str, Any] = {}
         for rev, package in packages.items():
             for label, playbooks in (("none", None), ("templates", path)):
                 pipe, runner = pipeline(package, str(Path(tmp) / f"{rev}-{label}.db"), playbooks)
                 pipes.append((f"{rev} {label}", pipe))
-                if rev == "now" and runner is not None:
-                    armed = runner
+                if runner is not None:
+                    runners[rev] = runner
+        armed = runners["now"]
         profile = cProfile.Profile() if args.profile else None
         if profile is not None:  # the hook alone, as the pipeline calls it
             inner = armed.stored_batch
@@ -107,6 +125,13 @@ def main() -> None:
 
             armed.stored_batch = profiled
         costs: dict[str, list[float]] = {label: [] for label, _ in pipes}
+        # The hook's own CPU, each batch: the part of "templates" that "none" has not, and
+        # steadier than the difference of two pipelines' totals (a few % apart between two
+        # "none" of the same code, run to run).
+        hook_cpu: dict[str, float] = {rev: 0.0 for rev in runners}
+        hooks: dict[str, list[float]] = {rev: [] for rev in runners}
+        for rev, runner in runners.items():
+            runner.stored_batch = timed(runner.stored_batch, hook_cpu, rev)
         run = f"ab-{time.time_ns()}"
         shuffle = random.Random(13).shuffle
         for n, body in enumerate(bodies(args.events + args.warmup * BATCH, run, args.mix)):
@@ -120,13 +145,22 @@ def main() -> None:
                 pipe.ingest(body)
                 if n >= args.warmup:
                     costs[label].append((time.thread_time() - start) / BATCH * 1e6)
+            for rev in runners:
+                if n >= args.warmup:
+                    hooks[rev].append(hook_cpu[rev] / BATCH * 1e6)
+                hook_cpu[rev] = 0.0
     batches = len(costs["now none"])
     print(f"\n--mix {args.mix}, {batches} batches of {BATCH} events, CPU µs/event:")
-    print(f"{'':>8}  {'':>6}  {'none':>10}  {'templates':>10}  {'extra':>8}")
+    head = ("none", 8), ("templates", 9), ("extra", 7), ("hook", 6), ("hook/none", 9)
+    print(f"{'':>8}  {'':>6}  " + "  ".join(f"{h:>{w}}" for h, w in head))
     for label, cost in (("median", statistics.median), ("mean", statistics.fmean)):
         for rev in packages:
             a, b = cost(costs[f"{rev} none"]), cost(costs[f"{rev} templates"])
-            print(f"{label:>8}  {rev:>6}  {a:>10.1f}  {b:>10.1f}  {(b / a - 1) * 100:>+7.1f}%")
+            h = cost(hooks[rev])
+            print(
+                f"{label:>8}  {rev:>6}  {a:>8.1f}  {b:>9.1f}  {(b / a - 1) * 100:>+6.1f}%"
+                f"  {h:>6.1f}  {h / a * 100:>+8.1f}%"
+            )
     if profile is not None:
         pstats.Stats(profile).sort_stats(args.sort).print_stats(35)
 
