@@ -5,16 +5,22 @@ Method
 One process, two fresh SQLite databases, two ingest pipelines built as ``sqreen serve``
 builds them (IP intelligence enriching; the playbooks' hook on one only). The batches are
 those of ``bench_ingest.py`` (500 events each, ``--mix attack`` or ``typical``), parsed from
-JSON (no HTTP, no gzip). Each batch goes through both pipelines, the order swapped every
-batch, after ``--warmup`` batches that are not counted (the first firings, the first
-blocks). The figure is the CPU time of the calling thread per event (SQLite's work runs on
+JSON (no HTTP, no gzip). Each batch goes through both pipelines, in an order drawn at random
+(seeded) each batch, after ``--warmup`` batches that are not counted (the first firings, the
+first blocks). The figure is the CPU time of the calling thread per event (SQLite's work runs on
 it too), median and mean over the batches, and their ratios: the machine's noise hits both
 variants alike. The mean counts the batches where many keys fire at once (with ``--mix
 attack`` and 100 000 events, each of the 5000 users crosses ``brute-force-account``'s 10
 failures between the 45 000th event and the 50 000th); the median is the steady state.
-``--profile`` prints a cProfile of the playbooks' hook alone.
+``--profile`` prints a cProfile of the playbooks' hook alone. ``--against REV`` also builds
+the two pipelines from REV's package (``bench/revisions.py``) and alternates all four, so
+that a change's figures and REV's come from the same minutes of a noisy machine. The
+``hook`` column is the playbooks' hook's own CPU per event (``stored_batch``), and
+``hook/none`` that over the pipeline without: steadier than ``extra``, which is the
+difference of two totals.
 
-Run: ``.venv/bin/python bench/bench_playbooks_ab.py [--mix attack] [--events 50000]``.
+Run: ``.venv/bin/python bench/bench_playbooks_ab.py [--mix attack] [--events 50000]
+[--against main]``.
 """
 
 from __future__ import annotations
@@ -24,22 +30,22 @@ import cProfile
 import json
 import logging
 import pstats
+import random
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_ingest import BATCH, event  # noqa: E402
+from revisions import getter, load_revision  # noqa: E402
 
-from sqreen.server.intel import IpIntel, Reputation  # noqa: E402
-from sqreen.server.pipeline import IngestPipeline  # noqa: E402
-from sqreen.server.playbooks import TEMPLATES, PlaybookRunner, PlaybookSource  # noqa: E402
-from sqreen.server.storage import open_storage  # noqa: E402
+from sqreen.server.playbooks import TEMPLATES  # noqa: E402
 
 
 def bodies(total: int, run: str, mix: str) -> list[bytes]:
@@ -57,13 +63,32 @@ def bodies(total: int, run: str, mix: str) -> list[bytes]:
     ]
 
 
-def pipeline(db: str, playbooks: Path | None) -> tuple[IngestPipeline, PlaybookRunner | None]:
-    storage = open_storage(db)
-    enrichers = [IpIntel(reputation=Reputation(storage))]
+def pipeline(package: str, db: str, playbooks: Path | None) -> tuple[Any, Any]:
+    """An ingest pipeline of ``package`` (``sqreen`` or another revision's), and its runner."""
+    get = getter(package)
+    storage = get("server.storage", "open_storage")(db)
+    enrichers = [
+        get("server.intel", "IpIntel")(reputation=get("server.intel", "Reputation")(storage))
+    ]
+    make = get("server.pipeline", "IngestPipeline")
     if playbooks is None:
-        return IngestPipeline(storage, enrichers=enrichers), None
-    runner = PlaybookRunner(storage, PlaybookSource(playbooks))
-    return IngestPipeline(storage, enrichers=enrichers, hooks=[runner]), runner
+        return make(storage, enrichers=enrichers), None
+    source = get("server.playbooks", "PlaybookSource")(playbooks)
+    runner = get("server.playbooks", "PlaybookRunner")(storage, source)
+    return make(storage, enrichers=enrichers, hooks=[runner]), runner
+
+
+def timed(call: Any, into: dict[str, float], rev: str) -> Any:
+    """``call``, adding the CPU time it takes to ``into[rev]``."""
+
+    def run(*args: Any) -> Any:
+        start = time.thread_time()
+        try:
+            return call(*args)
+        finally:
+            into[rev] += time.thread_time() - start
+
+    return run
 
 
 def main() -> None:
@@ -73,36 +98,69 @@ def main() -> None:
     parser.add_argument("--mix", choices=["attack", "typical"], default="attack")
     parser.add_argument("--profile", action="store_true", help="cProfile the playbooks' hook")
     parser.add_argument("--sort", default="cumulative", help="the profile's order")
+    parser.add_argument("--against", metavar="REV", help="also REV's package (e.g. main)")
     args = parser.parse_args()
     logging.getLogger("sqreen.server").setLevel(logging.ERROR)  # one line an alert
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "playbooks.toml"
         path.write_text(TEMPLATES)
-        plain, _ = pipeline(str(Path(tmp) / "none.db"), None)
-        armed, runner = pipeline(str(Path(tmp) / "templates.db"), path)
-        assert runner is not None
+        packages = {"now": "sqreen"}
+        if args.against:
+            packages[args.against] = load_revision(args.against, tmp)
+        pipes: list[tuple[str, Any]] = []
+        runners: dict[str, Any] = {}
+        for rev, package in packages.items():
+            for label, playbooks in (("none", None), ("templates", path)):
+                pipe, runner = pipeline(package, str(Path(tmp) / f"{rev}-{label}.db"), playbooks)
+                pipes.append((f"{rev} {label}", pipe))
+                if runner is not None:
+                    runners[rev] = runner
+        armed = runners["now"]
         profile = cProfile.Profile() if args.profile else None
         if profile is not None:  # the hook alone, as the pipeline calls it
-            inner = runner.stored_batch
+            inner = armed.stored_batch
 
             def profiled(batch: object, result: object) -> None:
                 profile.runcall(inner, batch, result)
 
-            runner.stored_batch = profiled  # type: ignore[method-assign,assignment]
-        costs: dict[str, list[float]] = {"none": [], "templates": []}
+            armed.stored_batch = profiled
+        costs: dict[str, list[float]] = {label: [] for label, _ in pipes}
+        # The hook's own CPU, each batch: the part of "templates" that "none" has not, and
+        # steadier than the difference of two pipelines' totals (a few % apart between two
+        # "none" of the same code, run to run).
+        hook_cpu: dict[str, float] = {rev: 0.0 for rev in runners}
+        hooks: dict[str, list[float]] = {rev: [] for rev in runners}
+        for rev, runner in runners.items():
+            runner.stored_batch = timed(runner.stored_batch, hook_cpu, rev)
         run = f"ab-{time.time_ns()}"
+        shuffle = random.Random(13).shuffle
         for n, body in enumerate(bodies(args.events + args.warmup * BATCH, run, args.mix)):
-            order = [("none", plain), ("templates", armed)]
-            for label, pipe in order if n % 2 else reversed(order):
+            # Each batch through every pipeline, in an order drawn anew each batch (seeded):
+            # which runs after which matters (one's garbage is collected in the next), and
+            # a fixed rotation of four put each pipeline after the same others.
+            order = list(pipes)
+            shuffle(order)
+            for label, pipe in order:
                 start = time.thread_time()
                 pipe.ingest(body)
                 if n >= args.warmup:
                     costs[label].append((time.thread_time() - start) / BATCH * 1e6)
-    print(f"\n--mix {args.mix}, {len(costs['none'])} batches of {BATCH} events, CPU µs/event:")
-    print(f"{'':>8}  {'none':>10}  {'templates':>10}  {'extra':>8}")
+            for rev in runners:
+                if n >= args.warmup:
+                    hooks[rev].append(hook_cpu[rev] / BATCH * 1e6)
+                hook_cpu[rev] = 0.0
+    batches = len(costs["now none"])
+    print(f"\n--mix {args.mix}, {batches} batches of {BATCH} events, CPU µs/event:")
+    head = ("none", 8), ("templates", 9), ("extra", 7), ("hook", 6), ("hook/none", 9)
+    print(f"{'':>8}  {'':>6}  " + "  ".join(f"{h:>{w}}" for h, w in head))
     for label, cost in (("median", statistics.median), ("mean", statistics.fmean)):
-        a, b = cost(costs["none"]), cost(costs["templates"])
-        print(f"{label:>8}  {a:>10.1f}  {b:>10.1f}  {(b / a - 1) * 100:>+7.1f}%")
+        for rev in packages:
+            a, b = cost(costs[f"{rev} none"]), cost(costs[f"{rev} templates"])
+            h = cost(hooks[rev])
+            print(
+                f"{label:>8}  {rev:>6}  {a:>8.1f}  {b:>9.1f}  {(b / a - 1) * 100:>+6.1f}%"
+                f"  {h:>6.1f}  {h / a * 100:>+8.1f}%"
+            )
     if profile is not None:
         pstats.Stats(profile).sort_stats(args.sort).print_stats(35)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Final
 
 import pytest
 
@@ -17,8 +18,11 @@ from sqreen.server.playbooks import (
 )
 from sqreen.server.playbooks._bounds import Bounds
 from sqreen.server.playbooks._memory import MemoryWindows
+from sqreen.server.playbooks._views import wire_us, wire_views
+from sqreen.server.storage.model import to_us
 
 S = 1_000_000  # a second in µs
+NAMES: Final = frozenset({"auth.login.failure"})
 T0 = 1_800_000_000 * S
 
 
@@ -238,3 +242,66 @@ def test_bounds_leave_out_only_probes_that_cannot_reach_their_count() -> None:
     bounds.counted({probe: 1})
     assert probes(T0 + 5 * S, fresh=True, hits=2) == []
     assert probes(T0 + 6 * S, fresh=True, hits=2) != []
+
+
+def test_a_key_first_met_is_not_probed_when_its_window_holds_only_hits_added_here() -> None:
+    """Once the store said how new its newest hit was (none: an empty table), a window
+    beginning after that holds only the hits this process added: a key first met with fewer
+    than a threshold is left out, one with as many is probed; anybody else writing, or an
+    older hit in the window, makes it counted again."""
+    engine = Engine(parse_playbooks(TEMPLATES))
+    bounds = Bounds()
+
+    def probes(at: int, fresh: bool, ip: str, hits: int = 1) -> list[Probe]:
+        view = EventView(at, "auth.signup", at, ip, None, {}, {})
+        plan = engine.plan([view] * hits, at)
+        bounds.advance(plan.counts, at, fresh)
+        return engine.probes(plan, at, {}, bounds.known, bounds.unseen)
+
+    assert probes(T0, fresh=False, ip="203.0.113.1") != []  # nothing said: counted
+    bounds.horizon(None)  # somebody else wrote, and the table holds no hit
+    assert probes(T0 + S, fresh=False, ip="203.0.113.2") == []  # 1 < 5: left out
+    assert probes(T0 + 2 * S, fresh=True, ip="203.0.113.3", hits=4) == []
+    assert probes(T0 + 3 * S, fresh=True, ip="203.0.113.3") != []  # 5 added: could be 5
+    bounds.horizon(T0 + 3 * S)  # somebody else wrote a hit as new as now
+    assert probes(T0 + 4 * S, fresh=False, ip="203.0.113.4") != []  # in signup-abuse's 10 min
+    assert probes(T0 + 11 * 60 * S, fresh=True, ip="203.0.113.5") == []  # beyond them
+    assert probes(T0 + 12 * 60 * S, fresh=False, ip="203.0.113.6") != []  # nothing said
+
+
+def test_wire_times_read_from_a_remembered_second_equal_the_parsed_ones() -> None:
+    """A batch's times are read as the second's µs (remembered) plus the fraction's digits:
+    the same µs as parsing each; other ISO forms are parsed."""
+    for text in (
+        "2026-12-02T09:38:44.000001Z",
+        "2026-12-02T09:38:44.999999Z",  # the same second, remembered
+        "1970-01-01T00:00:00.000000Z",
+        "2026-12-02T09:38:44+01:00",
+        "2026-12-02T09:38:44.5+00:00",
+        "2026-12-02T10:38:44.123456+01:00",  # 27 characters, not the wire's form
+    ):
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        assert wire_us(text) == to_us(parsed), text
+        assert wire_us(text) == to_us(parsed), text  # again, once remembered
+
+
+def test_wire_views_are_the_new_events_of_the_names_read_never_later_than_received() -> None:
+    def wire(name: str, at: str, ip: str | None) -> Any:
+        request = None if ip is None else {"ip": ip, "path": "/login"}
+        return {"name": name, "timestamp": at, "request": request, "user": {"id": "7"},
+                "properties": {}}  # fmt: skip
+
+    events = [
+        wire("auth.login.failure", "2026-12-02T09:38:44.000001Z", "203.0.113.9"),
+        wire("auth.login.failure", "2026-12-02T09:38:45.000000Z", None),  # not new
+        wire("app.page", "2026-12-02T09:38:45.000000Z", "203.0.113.9"),  # no playbook's
+        wire("auth.login.failure", "2030-01-01T00:00:00.000000Z", "x" * 65),  # skewed clock
+    ]
+    received = wire_us("2026-12-02T09:38:46.000000Z")
+    extra = [{"ip_info": {"country": "FR"}}, {}, {}, {}]
+    views = wire_views(events, [11, None, 13, 14], extra, received, "shop", NAMES)
+    assert [(v.seq, v.ts_us, v.ip, v.app) for v in views] == [
+        (11, received - 1_999_999, "203.0.113.9", "shop"),
+        (14, received, None, "shop"),  # an address too long to be one
+    ]
+    assert views[0].ip_info == {"country": "FR"} and views[1].ip_info is None

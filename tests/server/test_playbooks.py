@@ -209,13 +209,16 @@ def test_window_statements_use_their_indexes(sqlite_storage: Storage, tmp_path: 
     writer = sqlite_storage._writer  # type: ignore[attr-defined]
     writer.set_trace_callback(seen.append)
     try:
-        events = [failure(f"198.51.100.{i % 3}", f"u{i % 4}") for i in range(12)]
+        events = [
+            failure(f"198.51.100.{i % 3}", f"u{i % 4}") for i in range(18)
+        ]  # 6 an IP: counted
         pipeline(json.dumps(envelope(events)).encode())
         runner.purge()
     finally:
         writer.set_trace_callback(None)
     statements = {sql for sql in seen if "playbook_" in sql and not sql.startswith("INSERT")}
     assert any("count(" in sql for sql in statements) and any("DELETE" in sql for sql in statements)
+    assert any("max(ts)" in sql for sql in statements)
     for sql in statements:
         plan = " / ".join(row[3] for row in writer.execute("EXPLAIN QUERY PLAN " + sql))
         assert not re.search(r"\bSCAN playbook_\w+\b(?! USING)", plan), (sql, plan)

@@ -105,7 +105,13 @@ def _user_key_of(event: EventView) -> str | None:
     user = event.user
     if not user:
         return None
-    return event.user_key if event.user_key is not None else user_key(user)
+    if event.user_key is not None:
+        return event.user_key
+    try:  # the lookup of user_key inlined: this runs for every event a user stream reads
+        found = _USER_KEYS.get(tuple(user.items()))
+    except TypeError:
+        found = None
+    return found if found is not None else user_key(user)
 
 
 def _text(value: object) -> str | None:

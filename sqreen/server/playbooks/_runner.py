@@ -16,13 +16,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from ..._text import visible
-from ..._wire import WireEvent
 from ..blocks import InvalidBlock, ip_block, user_block
 from ..storage import (
     Alert,
@@ -33,21 +31,21 @@ from ..storage import (
     StoredEvent,
     WindowWrite,
 )
-from ..storage.model import EPOCH, from_us, to_us
+from ..storage.model import from_us, to_us
 from ._bounds import Bounds
 from ._config import Playbook, PlaybookError, PlaybookSet, load_playbooks
 from ._engine import Engine, Firing, Hit, Probe, StreamKey, is_exempt
 from ._fields import EventView
 from ._notify import Notifier
+from ._views import event_view, wire_views
 
 if TYPE_CHECKING:
     from ..pipeline import Batch
 
-__all__ = ["PlaybookRunner", "PlaybookSource", "event_view", "wire_view"]
+__all__ = ["PlaybookRunner", "PlaybookSource", "event_view"]
 
 logger = logging.getLogger("sqreen.server")
 
-_new_tuple = tuple.__new__
 CHECK_EVERY: Final = 1.0
 #: Alerts made without their block are logged at most this often (seconds).
 LOG_EVERY: Final = 60.0
@@ -110,54 +108,6 @@ class PlaybookSource:
         return self.current().playbooks.watched()
 
 
-def event_view(event: StoredEvent) -> EventView:
-    """What playbooks read of a stored event; its time is never later than its receipt (a
-    skewed SDK clock cannot hold a window open)."""
-    ts = min(to_us(event.timestamp), to_us(event.received_at))
-    return EventView(
-        seq=event.seq,
-        name=event.name,
-        ts_us=ts,
-        ip=event.ip,
-        user=event.user,
-        properties=event.properties,
-        request=event.request,
-        app=event.app,
-        ip_info=event.enrichment.get("ip_info") if event.enrichment else None,
-    )
-
-
-def wire_view(
-    seq: int,
-    event: WireEvent,
-    enrichment: Mapping[str, Any] | None,
-    received_us: int,
-    app: str | None,
-) -> EventView:
-    """:func:`event_view` of an event as parsed from the wire (what the pipeline holds)."""
-    request = event["request"]
-    ip = request.get("ip") if request else None
-    at = datetime.fromisoformat(event["timestamp"]) - EPOCH  # aware: the wire's rules
-    ts = (at.days * 86_400 + at.seconds) * 1_000_000 + at.microseconds
-    # tuple.__new__: the view of every event a playbook reads, without NamedTuple's slower
-    # keyword-taking constructor.
-    return _new_tuple(
-        EventView,
-        (
-            seq,
-            event["name"],
-            min(ts, received_us),
-            None if ip is None or len(ip) > 64 else ip,
-            event["user"],
-            event["properties"],
-            request,
-            app,
-            enrichment.get("ip_info") if enrichment else None,
-            None,
-        ),
-    )
-
-
 class PlaybookRunner:
     """The after-store hook that evaluates the playbooks of ``source``."""
 
@@ -200,17 +150,11 @@ class PlaybookRunner:
     def stored_batch(self, batch: Batch, result: InsertResult) -> None:
         """The pipeline's cheaper call: the wire events of the batch, and their seqs."""
         received = to_us(result.received_at)
-        extras: Sequence[Mapping[str, Any]] = batch.enrichment or [{}] * len(batch.events)
-
-        def views(names: frozenset[str]) -> list[EventView]:
-            # Only the new events of the names asked; most of a typical batch is neither.
-            return [
-                wire_view(seq, e, x, received, batch.app)
-                for seq, e, x in zip(result.seqs, batch.events, extras, strict=True)
-                if seq is not None and e["name"] in names
-            ]
-
-        self._run(views)
+        self._run(
+            lambda names: wire_views(
+                batch.events, result.seqs, batch.enrichment, received, batch.app, names
+            )
+        )
 
     def _run(self, views: Callable[[frozenset[str]], list[EventView]]) -> None:
         """Evaluate the events ``views`` gives (those of the names asked) on the playbooks."""
@@ -222,8 +166,7 @@ class PlaybookRunner:
             return
         now_us = to_us(self.store.now())
         quiet, known = self._quiet, self._known
-        skip = (lambda key: quiet.get(key, 0) > now_us) if quiet else None
-        plan = engine.plan(views(engine.names), now_us, skip)
+        plan = engine.plan(views(engine.names), now_us, quiet)
         keys = engine.keys(plan)
         if not keys:
             return
@@ -252,10 +195,17 @@ class PlaybookRunner:
 
         def probes(fresh: bool) -> list[Probe]:
             bounds.advance(plan.counts, now_us, fresh)
-            return engine.probes(plan, now_us, known, bounds.known)
+            return engine.probes(plan, now_us, known, bounds.known, bounds.unseen)
 
         stored = self.store.update_windows(
-            keys, plan.hits, probes, decide, listening, owner=self, counted=bounds.counted
+            keys,
+            plan.hits,
+            probes,
+            decide,
+            listening,
+            owner=self,
+            counted=bounds.counted,
+            horizon=bounds.horizon,
         )
         known.update(learned)
         changed = {key for _, key in learned}

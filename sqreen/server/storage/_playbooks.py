@@ -146,6 +146,7 @@ class PlaybookQueries(BlockQueries):
         *,
         owner: object = None,
         counted: Callable[[dict[ProbeValues, int]], None] | None = None,
+        horizon: Callable[[int | None], None] | None = None,
     ) -> list[Alert]:
         """In one transaction, with ``keys`` held: store ``hits``; count, in SQL, which keys
         have enough hits for one of ``probes``; read until when each playbook is quiet for
@@ -156,14 +157,22 @@ class PlaybookQueries(BlockQueries):
 
         ``probes`` may be a function, told whether the windows are as ``owner`` left them
         at its previous call (nobody else wrote since: what it remembers of them holds);
-        ``counted`` is told each probe's count."""
+        ``counted`` is told each probe's count; ``horizon``, when somebody else wrote (and
+        the dialect can tell), the time of the newest hit before ``hits`` (None: none): from
+        then on, while nobody else writes, the hits ``owner`` adds are all there are newer."""
         if not keys:
             return []
         with self._write() as cur:
-            self._lock_windows(cur, keys)
+            if type(self)._lock_windows is not PlaybookQueries._lock_windows:
+                # Taken in one order (two processes cannot deadlock); where there is nothing
+                # to take (SQLite: one writer) the keys are not sorted at all.
+                self._lock_windows(cur, sorted(keys))
             version = self._windows_version(cur)
             fresh = version is not None and self._windows_seen == (version, owner)
             self._windows_seen = None if owner is None else (version, owner)
+            if horizon is not None and version is not None and not fresh:
+                # The ts index's last entry: one seek.
+                horizon(cur.execute("SELECT max(ts) FROM playbook_hits").fetchone()[0])
             self._insert_hits(cur, hits)
             now = to_us(self.now())
             counts = self._counts(cur, probes(fresh) if callable(probes) else probes)

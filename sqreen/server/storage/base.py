@@ -285,8 +285,9 @@ class ControlStore(Clocked, Protocol):
         *,
         owner: object = None,
         counted: Callable[[dict[tuple[str, str, int, int, bool], int]], None] | None = None,
+        horizon: Callable[[int | None], None] | None = None,
     ) -> list[Alert]:
-        """In one transaction, with ``keys`` ((stream, key), sorted) held so that processes
+        """In one transaction, with ``keys`` ((stream, key), in any order) held so that processes
         counting the same key take turns: store ``hits`` ((stream, key, time µs, seq, value));
         find the keys whose hits reach one of ``probes`` ((stream, key, since µs, how many,
         distinct?)); read until when each (playbook, key) is quiet for those keys; keep those
@@ -294,7 +295,8 @@ class ControlStore(Clocked, Protocol):
         quiet times, alerts and each alert's block (created, or an active block on the same
         network or user extended, bumping the action version). ``probes`` may be a function
         told whether nobody but ``owner`` wrote windows since its previous call; ``counted``
-        is told each probe's count.
+        is told each probe's count; ``horizon``, when somebody else did (where the store can
+        tell), the time of the newest hit before ``hits`` (None: none).
         Return the alerts stored."""
         ...
 
