@@ -208,26 +208,22 @@ def test_params_as_before(
         _both(old, _query_as_sent(query, as_bytes), b"", ctype, scrub, collect)
 
 
-@FAST
-@given(
-    query_keys=st.sampled_from([0, 1, 2, 62, 63, 64, 65]),
-    repeats=st.integers(0, 262),
-    new_keys=st.integers(0, 3),
-    key_length=st.sampled_from([1, 127, 128, 129]),
-    glue=GLUE,
-    as_bytes=st.booleans(),
+BOUNDS = st.tuples(
+    st.sampled_from([0, 1, 2, 62, 63, 64, 65]),  # the query's keys
+    st.integers(0, 262),  # the form's pairs of them
+    st.integers(0, 3),  # then keys of the form's own
+    st.sampled_from([1, 127, 128, 129]),  # each this long
 )
+
+
+@FAST
+@given(case=BOUNDS, glue=GLUE, as_bytes=st.booleans())
 def test_bounds_as_before(
-    old: _Old,
-    query_keys: int,
-    repeats: int,
-    new_keys: int,
-    key_length: int,
-    glue: str,
-    as_bytes: bool,
+    old: _Old, case: tuple[int, int, int, int], glue: str, as_bytes: bool
 ) -> None:
     """The query's keys (up to 65, up to 129 characters), repeated by the form around 256
     pairs, then keys of its own: the bounds (64 keys, 256 pairs parsed, 128 characters)."""
+    query_keys, repeats, new_keys, key_length = case
     keys = [f"{i}".rjust(key_length, "k") for i in range(query_keys)]
     query = glue.join(f"{k}=q" for k in keys)
     form = [f"{keys[i % len(keys)]}=f" for i in range(repeats)] if keys else []
