@@ -334,16 +334,25 @@ def _ips(package: Any, configs: list[Any], events: list[tuple[Any, ...]]) -> lis
 
 
 @FAST
-@given(clients=CLIENTS, events=st.lists(EVENT, max_size=45), repeat=st.integers(0, 25))
+@given(
+    clients=CLIENTS,
+    silent=st.tuples(EVENT, st.integers(0, 22)),
+    events=st.lists(EVENT, max_size=45),
+    repeat=st.integers(0, 25),
+)
 def test_client_ip_and_warnings_as_before(
     old: _Old,
     clients: list[tuple[int, int]],
+    silent: tuple[tuple[Any, ...], int],
     events: list[tuple[Any, ...]],
     repeat: int,
 ) -> None:
     """A sequence of events from several clients' configs (peers alternating, headers
-    present, absent, blank or spoofed), the last event repeated (a batch from one proxy):
-    the same IPs, the same warnings in the same order, each once."""
+    present, absent, blank or spoofed), the first repeated (a proxy that may send no header,
+    20 events before its warning), the last repeated (a batch from one proxy): the same IPs,
+    the same warnings in the same order, each once."""
+    first, times = silent
+    events = [first] * times + events
     if events:
         events = events + [events[-1]] * repeat
     _reset(old)
