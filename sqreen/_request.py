@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 MAX_PARAMS = 64
+#: The pairs of a query string or form parsed at most (the rest is not read).
+MAX_PAIRS = MAX_PARAMS * 4
 MAX_PARAM_VALUE = 4096
 MAX_PARAM_DEPTH = 4
 TRUNCATED = "[truncated]"
@@ -197,7 +199,7 @@ def _parse_qs(qs: str) -> dict[str, Any]:
     if not qs:
         return {}
     out: dict[str, Any] = {}
-    for key, value in parse_pairs(qs, MAX_PARAMS * 4):
+    for key, value in parse_pairs(qs, MAX_PAIRS):
         key = key[:128]
         value = value[:MAX_PARAM_VALUE]
         if key in out:
