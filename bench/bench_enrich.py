@@ -6,7 +6,10 @@ Addresses: public IPv4 addresses drawn at random (seeded) outside the special ra
 ten an IPv6 address inside 2001::/16-2a0f::/16, one in ten from Google's and Tor's ranges
 (kind known). ``.mmdb``: a City-layout file written by ``tests/mmdb.py`` with ``--networks``
 /24 networks (real GeoLite2-City files are deeper trees: a lookup there walks up to 128
-nodes, here up to 120, and decodes a record of the same shape).
+nodes, here up to 120, and decodes a record of the same shape), which random addresses seldom
+fall in; and a *dense* one with a record for every public IPv4 address (one a /14: 14 272
+records), as a real City file places nearly every address: then each new address decodes a
+record, and its ``ip_info`` is its own (shared only by the addresses of the same record).
 
 1. **Per event**: :class:`IpIntel` called on batches of 500 parsed events, as the pipeline
    calls it, in three set-ups (country + kind; country + kind + one ``.mmdb``; and the latter
@@ -67,7 +70,14 @@ from revisions import getter, load_revision  # noqa: E402
 
 BATCH = 500
 STAGES = ("parse", "enrich", "store")
-SETUPS = ("country + kind", "country + kind + 1 mmdb", "  + reputation (1000 blocks)")
+SETUPS = (
+    "country + kind",
+    "country + kind + 1 mmdb",
+    "  + reputation (1000 blocks)",
+    "country + kind + 1 dense mmdb",
+)
+#: The enrichers of the ingest runs: none, the sparse ``.mmdb``, the dense one.
+INGEST = ("off", "on", "dense")
 
 
 def public_addresses(count: int, rng: random.Random) -> list[str]:
@@ -125,6 +135,28 @@ def city_file(path: Path, networks: int, rng: random.Random) -> Path:
     return write_mmdb(path, records, database_type="GeoLite2-City")
 
 
+def dense_city_file(path: Path, prefix: int, rng: random.Random) -> Path:
+    """A City-layout file with a record for every public IPv4 address: one for each /``prefix``
+    network of 1.0.0.0-223.255.255.255 (a real City file places nearly every address, and
+    its records repeat less: at /14, 14 272 records for the bench's 20 000 to 50 000 new
+    addresses)."""
+    step = 1 << (16 - prefix)
+    records = {
+        f"{a}.{b}.0.0/{prefix}": {
+            "city": {"names": {"en": f"City {a}-{b}"}},
+            "country": {"iso_code": "GB"},
+            "location": {
+                "latitude": round(rng.uniform(-60, 60), 4),
+                "longitude": round(rng.uniform(-180, 180), 4),
+                "accuracy_radius": rng.randrange(1, 500),
+            },
+        }
+        for a in range(1, 224)
+        for b in range(0, 256, step)
+    }
+    return write_mmdb(path, records, database_type="GeoLite2-City")
+
+
 def package(name: str) -> SimpleNamespace:
     """What the bench uses of the package ``name`` (``sqreen``, or another revision's)."""
 
@@ -179,18 +211,25 @@ def collector_gc() -> Iterator[None]:
 
 
 def ingest_interleaved(
-    variants: dict[str, SimpleNamespace], bodies: list[bytes], tmp: Path, mmdb: str, run: int
+    variants: dict[str, SimpleNamespace],
+    bodies: list[bytes],
+    tmp: Path,
+    files: dict[str, str],
+    run: int,
 ) -> dict[tuple[str, str], list[tuple[float, float, float]]]:
-    """Each variant's pipeline with IP intelligence off and on, each on a fresh database,
-    taking the same bodies batch by batch in turn (which goes first rotates each batch): CPU
-    µs an event of (parse, enrich, store) for each batch, by (variant, "off"/"on")."""
+    """Each variant's pipeline with IP intelligence off, on with the sparse ``.mmdb`` and on
+    with the dense one (``files`` by :data:`INGEST` name), each on a fresh database, taking
+    the same bodies batch by batch in turn (which goes first rotates each batch): CPU µs an
+    event of (parse, enrich, store) for each batch, by (variant, state)."""
     pipelines: dict[tuple[str, str], Any] = {}
     storages = []
     for name, pkg in variants.items():
-        for state in ("off", "on"):
+        for state in INGEST:
             storage = pkg.open_storage(str(tmp / f"ingest-{run}-{name}-{state}.db"))
             storages.append(storage)
-            enrichers = [pkg.IpIntel.open([mmdb], reputation=storage)] if state == "on" else []
+            enrichers = (
+                [pkg.IpIntel.open([files[state]], reputation=storage)] if state in files else []
+            )
             pipelines[(name, state)] = pkg.IngestPipeline(storage, enrichers=enrichers)
     out: dict[tuple[str, str], list[tuple[float, float, float]]] = {k: [] for k in pipelines}
     order = list(pipelines)
@@ -234,6 +273,7 @@ def measure(args: argparse.Namespace, variants: dict[str, SimpleNamespace]) -> d
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         mmdb = str(city_file(tmp / "city.mmdb", args.networks, rng))
+        dense = str(dense_city_file(tmp / "dense.mmdb", 14, rng))
         setups: dict[str, list[tuple[str, Any]]] = {}
         storages = []
         for name, pkg in variants.items():
@@ -249,6 +289,7 @@ def measure(args: argparse.Namespace, variants: dict[str, SimpleNamespace]) -> d
                 (SETUPS[0], pkg.IpIntel()),
                 (SETUPS[1], pkg.IpIntel.open([mmdb])),
                 (SETUPS[2], with_reputation),
+                (SETUPS[3], pkg.IpIntel.open([dense])),
             ]
         for repeat in range(args.repeat):
             for index, label in enumerate(SETUPS):
@@ -268,7 +309,8 @@ def measure(args: argparse.Namespace, variants: dict[str, SimpleNamespace]) -> d
                 bodies.append(json.dumps(envelope).encode())
             batches: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
             for repeat in range(args.repeat):
-                got = ingest_interleaved(variants, bodies, tmp, mmdb, repeat)
+                files = {"on": mmdb, "dense": dense}
+                got = ingest_interleaved(variants, bodies, tmp, files, repeat)
                 for key, rows in got.items():
                     batches.setdefault(key, []).extend(rows)
             for (name, state), rows in batches.items():
@@ -307,21 +349,23 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> No
     print(f"{'variant':8} {'addresses':9} {'enrich':6} {head} {'median':>7} {'mean':>7}")
     for name, r in results.items():
         for label in ("cold", "warm"):
-            for state in ("off", "on"):
+            for state in INGEST:
                 key = f"ingest/{label}/{state}"
                 stages = " ".join(f"{r[f'{key}/{stage}']:7.2f}" for stage in STAGES)
                 print(
                     f"{name:8} {label:9} {state:6} {stages} "
                     f"{r[f'{key}/median']:7.2f} {r[f'{key}/mean']:7.2f}"
                 )
-            off, on = f"ingest/{label}/off", f"ingest/{label}/on"
-            for how in ("median", "mean"):
-                extra = r[f"{on}/{how}"] - r[f"{off}/{how}"]
-                rate = 100 * (r[f"{off}/{how}"] / r[f"{on}/{how}"] - 1)
-                print(
-                    f"{name:8} {label:9} by the {how}: enrichment costs {extra:+.2f} µs an event,"
-                    f" events/s {rate:+.1f} %"
-                )
+            off = f"ingest/{label}/off"
+            for state in INGEST[1:]:
+                on = f"ingest/{label}/{state}"
+                for how in ("median", "mean"):
+                    extra = r[f"{on}/{how}"] - r[f"{off}/{how}"]
+                    rate = 100 * (r[f"{off}/{how}"] / r[f"{on}/{how}"] - 1)
+                    print(
+                        f"{name:8} {label:9} {state:6} by the {how}: enrichment costs"
+                        f" {extra:+.2f} µs an event, events/s {rate:+.1f} %"
+                    )
 
 
 def main() -> None:

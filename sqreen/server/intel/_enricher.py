@@ -255,10 +255,14 @@ class IpIntel:
             for text, got, network in zip(public_texts, placed, kinds, strict=True):
                 if got is None:  # the usual case: no file has it
                     key: tuple[Any, ...] = (next(countries), network, None)
-                elif got[0]:  # a file placed it: its own ip_info
+                elif got[0]:  # a file placed it: shared by the addresses of the same record
                     out = got[0]
                     country = next(countries) if "country" not in out else None
-                    cache[text] = _own(out, country, network, got[1])
+                    placed_key = (tuple(out.items()), country, network, got[1])
+                    info = shared.get(placed_key)
+                    if info is None:
+                        info = shared[placed_key] = _own(out, country, network, got[1])
+                    cache[text] = info
                     continue
                 else:
                     key = (next(countries), network, got[1])

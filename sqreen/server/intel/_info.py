@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
-from ..._json import Encoded, dumps_ascii
+from ..._json import Encoded
+from ..fastjson import dumps_ascii
 
 __all__ = ["IpInfo", "Reasons"]
 
