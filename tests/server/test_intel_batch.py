@@ -253,3 +253,27 @@ def test_countries_keep_only_two_letter_codes_whatever_the_package_answers() -> 
     for _ in range(2):
         assert countries.many(texts) == ["GB", None, None, None, None, "GB", None]
     assert countries.many(texts[:1]) == ["GB"]
+
+
+def test_addresses_a_file_places_with_the_same_record_share_one_ip_info(tmp_path: Path) -> None:
+    """Two addresses of one network of a City file (the same record, kind and provider)
+    hold one ``ip_info``, encoded once; another record, or the same record with another
+    kind (a Tor exit inside the network), has its own."""
+    city = write_mmdb(
+        tmp_path / "city.mmdb",
+        {"81.2.69.0/24": LONDON, "1.128.0.0/16": SYDNEY, "185.220.101.0/24": LONDON},
+        database_type="GeoLite2-City",
+    )
+    intel = IpIntel.open([str(city)])
+    try:
+        batch = batch_of(["81.2.69.1", "81.2.69.2", "1.128.0.1", "185.220.101.1"])
+        intel(batch)
+        london, again, sydney, tor = (fields["ip_info"] for fields in batch.enrichment)
+        assert london is again and london.get("city") == "London"
+        assert sydney is not london and sydney.get("city") == "Sydney"
+        assert tor is not london and tor.get("kind") == "tor" and tor.get("city") == "London"
+        later = batch_of(["81.2.69.3"])
+        intel(later)
+        assert later.enrichment[0]["ip_info"] is london
+    finally:
+        intel.close()
