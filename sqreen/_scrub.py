@@ -39,14 +39,12 @@ word inside a longer key (:func:`is_secret_property`): ``password``, ``new_passw
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, Final
-from urllib.parse import unquote
 
 from ._json import wire_float
-from ._query import encode_pairs, parse_pairs
+from ._scrub_text import BodyScrubbing
 from ._secret_keys import (
     CONTAINED,
     DEFAULT_SENSITIVE_KEYS,
@@ -93,33 +91,10 @@ ANY_KIND: Final = 3
 #: An integer below this is no card number (``is_card_int``: 13 digits at least).
 _NO_CARD_BELOW: Final = 10**12
 _CACHED_KEY_MAX: Final = 128
-# ``key=value`` / ``"key": "value"`` in text that is not parseable: truncated JSON, text/plain.
-_KEY_VALUE: Final = re.compile(
-    r"""(["']?)([A-Za-z_][\w.\-]{0,63})\1(\s*[:=]\s*)("(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s&;,}]+)"""
-)
-_JSON_START: Final = re.compile(r"\s*[\[{]")
-_MULTIPART_PART: Final = re.compile(
-    r"(content-disposition:[^\r\n]*?(?<![a-z])name=\"?([^\";\r\n]*)\"?[^\r\n]*\r?\n"
-    r"(?:[^\r\n]+\r?\n)*\r?\n)(.*?)(?=\r?\n--|\Z)",
-    re.IGNORECASE | re.DOTALL,
-)
 
 
 def _normalized_key(key: str) -> str:
     return "".join(t.lower() for t in TOKEN_RE.findall(key))
-
-
-def _encoded_pattern(value: str) -> re.Pattern[str]:
-    """A pattern matching ``value`` with any of its characters percent-encoded (or ``+``)."""
-    parts = []
-    for char in value:
-        alternatives = [re.escape(char)]
-        encoded = "".join(f"%{b:02X}" for b in char.encode("utf-8", "surrogatepass"))
-        alternatives.append(f"(?i:{encoded})")
-        if char == " ":
-            alternatives.append(r"\+")
-        parts.append(f"(?:{'|'.join(alternatives)})")
-    return re.compile("".join(parts))
 
 
 _candidate: Final = CANDIDATE.search
@@ -135,7 +110,7 @@ class _Rule:
         self.plans: dict[str, tuple[bool, str, bool]] = {}
 
 
-class Scrubber:
+class Scrubber(BodyScrubbing):
     """Scrub secrets from request data and properties; build it once from the config.
 
     ``extra_keys`` are added to :data:`DEFAULT_SENSITIVE_KEYS`, never replacing them; each is
@@ -368,77 +343,6 @@ class Scrubber:
             for (k, v), (sensitive, written, _) in zip(pairs, plans, strict=True)
         ]
 
-    # -- bodies and paths -------------------------------------------------------------------
-
-    def scrub_text_body(self, text: str, content_type: str | None) -> str:
-        """A raw body, scrubbed according to its content type; never raises on bad input.
-
-        JSON (by content type, or a form body that starts like JSON) is parsed, scrubbed and
-        dumped again; a urlencoded form is parsed, scrubbed and encoded again; a multipart
-        body has the content of its sensitive fields replaced. What does not parse (a body
-        cut at ``max_body_size``, ``text/plain``) has ``key=value`` and ``"key": "value"``
-        pairs with sensitive keys redacted, then :meth:`scrub_value` applied.
-        """
-        ctype = (content_type or "").partition(";")[0].strip().lower()
-        is_form = ctype == "application/x-www-form-urlencoded"
-        if ctype == "application/json" or ctype.endswith("+json") or _JSON_START.match(text):
-            try:
-                data = json.loads(text)
-            except (ValueError, RecursionError):
-                pass
-            else:
-                scrubbed = self.scrub(data)
-                dumped = json.dumps(scrubbed, ensure_ascii=False)
-                try:
-                    dumped.encode("utf-8")
-                except UnicodeEncodeError:  # a lone surrogate from a "\ud800" escape
-                    dumped = json.dumps(scrubbed)
-                return dumped
-        if is_form:
-            return encode_pairs(self.scrub_query_like(parse_pairs(text)))
-        if ctype.startswith("multipart/"):
-            text = _MULTIPART_PART.sub(self._multipart_part, text)
-        return self.scrub_value(_KEY_VALUE.sub(self._key_value, text))
-
-    def _key_value(self, match: re.Match[str]) -> str:
-        if not self.is_sensitive_key(match.group(2)):
-            return match.group(0)
-        value = match.group(4)
-        quote = value[0] if value[:1] in ("'", '"') else ""
-        key_quote, key, separator = match.group(1, 2, 3)
-        return f"{key_quote}{key}{key_quote}{separator}{quote}{REDACTED}{quote}"
-
-    def _multipart_part(self, match: re.Match[str]) -> str:
-        if self.is_sensitive_key(match.group(2)) and match.group(3):
-            return match.group(1) + REDACTED
-        return match.group(0)
-
-    def scrub_path(self, path: str, path_params: Mapping[str, Any] | None) -> str:
-        """``path`` with the values of sensitive route parameters redacted, and
-        :meth:`scrub_value` applied to each segment (a JWT or a card number in a path).
-
-        For ``/reset/<token>`` with ``token="abc123"``, ``/reset/abc123`` becomes
-        ``/reset/[redacted]``. The value is found raw or percent-encoded; whole segments are
-        preferred, a substring anywhere in the path (a ``<path:...>`` value, ``abc.json``) is
-        the fallback.
-        """
-        if path_params:
-            for key, value in path_params.items():
-                if value is None or not isinstance(key, str) or not self.is_sensitive_key(key):
-                    continue
-                text = value if isinstance(value, str) else str(value)
-                if text:
-                    path = _redact_param(path, text)
-        if _candidate(path) is None and "%" not in path and not self.value_patterns:
-            return path
-        segments = path.split("/")
-        for i, segment in enumerate(segments):
-            decoded = unquote(segment) if "%" in segment else segment
-            scrubbed = self.scrub_value(decoded)
-            if scrubbed != decoded:
-                segments[i] = scrubbed
-        return "/".join(segments)
-
 
 def _named_secret(
     key: str, item: Any, keys: Container[Any], sensitive: Callable[[str], bool]
@@ -458,16 +362,3 @@ def _named_secret(
         else:
             return None
     return sibling if sibling in keys and sensitive(item) else None
-
-
-def _redact_param(path: str, value: str) -> str:
-    if len(value) > 1024:
-        return path.replace(value, REDACTED)
-    pattern = _encoded_pattern(value)
-    segments = path.split("/")
-    found = False
-    for i, segment in enumerate(segments):
-        if segment and pattern.fullmatch(segment):
-            segments[i] = REDACTED
-            found = True
-    return "/".join(segments) if found else pattern.sub(REDACTED, path)
