@@ -106,6 +106,7 @@ class Layout:
     """A shape of the hits table: its DDL, how a hit is written, how counts and fetches read."""
 
     name = "(stream, key, ts, seq)"
+    page_size = 8192
     ddl = (
         "CREATE TABLE h (stream TEXT NOT NULL, key TEXT NOT NULL, ts INTEGER NOT NULL, "
         "seq INTEGER NOT NULL, value TEXT, PRIMARY KEY (stream, key, ts, seq)) WITHOUT ROWID",
@@ -194,16 +195,28 @@ class Appended(Layout):
     )
 
 
+class Paged(Layout):
+    """The schema's key in a file of smaller pages (a scattered hit dirties one page, which
+    the commit writes to the WAL and the checkpoint copies: a smaller page is less to write;
+    ``playbook_hits`` would need a database file of its own, ATTACHed, for this)."""
+
+    def __init__(self, page_size: int) -> None:
+        self.page_size = page_size
+        self.name = f"{Layout.name}, {page_size} B pages"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--mix", choices=["attack", "typical"], default="attack")
     parser.add_argument("--rate", type=float, default=5000.0, help="events a second")
     parser.add_argument("--buckets", default="1,4,16,64", help="bucket sizes, seconds")
+    parser.add_argument("--pages", default="", help="also the schema's key with these page sizes")
     args = parser.parse_args()
     logging.getLogger("sqreen.server").setLevel(logging.ERROR)
     layouts: list[Layout] = [Layout(), Appended()]
-    layouts += [Bucketed(int(b)) for b in args.buckets.split(",")]
+    layouts += [Bucketed(int(b)) for b in args.buckets.split(",") if b]
+    layouts += [Paged(int(size)) for size in args.pages.split(",") if size]
     with tempfile.TemporaryDirectory() as tmp:
         t = time.time()
         work = respread(record(args.events, args.mix, tmp), args.rate)
@@ -211,7 +224,7 @@ def main() -> None:
         conns = []
         for n, layout in enumerate(layouts):
             conn = sqlite3.connect(str(Path(tmp, f"{n}.db")), isolation_level=None)
-            conn.execute("PRAGMA page_size=8192")
+            conn.execute(f"PRAGMA page_size={layout.page_size}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
