@@ -31,6 +31,7 @@ import json
 import logging
 import pstats
 import random
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -99,6 +100,12 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the playbooks' hook")
     parser.add_argument("--sort", default="cumulative", help="the profile's order")
     parser.add_argument("--against", metavar="REV", help="also REV's package (e.g. main)")
+    parser.add_argument(
+        "--other-writer",
+        action="store_true",
+        help="another connection writes a hit before each batch, as a second worker "
+        "(--workers 2) or another collector would: every window is counted in SQL",
+    )
     args = parser.parse_args()
     logging.getLogger("sqreen.server").setLevel(logging.ERROR)  # one line an alert
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,12 +139,26 @@ def main() -> None:
         hooks: dict[str, list[float]] = {rev: [] for rev in runners}
         for rev, runner in runners.items():
             runner.stored_batch = timed(runner.stored_batch, hook_cpu, rev)
+        others = (
+            [
+                sqlite3.connect(str(Path(tmp) / f"{rev}-templates.db"), isolation_level=None)
+                for rev in packages
+            ]
+            if args.other_writer
+            else []
+        )
         run = f"ab-{time.time_ns()}"
         shuffle = random.Random(13).shuffle
         for n, body in enumerate(bodies(args.events + args.warmup * BATCH, run, args.mix)):
             # Each batch through every pipeline, in an order drawn anew each batch (seeded):
             # which runs after which matters (one's garbage is collected in the next), and
             # a fixed rotation of four put each pipeline after the same others.
+            for other in others:  # untimed: another process's write, in effect
+                other.execute(
+                    "INSERT INTO playbook_hits (stream, key, ts, seq, value) "
+                    "VALUES ('other-writer', ?, ?, ?, NULL)",
+                    ("x", time.time_ns() // 1000, n),
+                )
             order = list(pipes)
             shuffle(order)
             for label, pipe in order:
