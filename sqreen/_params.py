@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from ._query import unquote_part
-from ._request import MAX_PAIRS, MAX_PARAM_VALUE, MAX_PARAMS, form_text
+from ._request import MAX_PAIRS, MAX_PARAM_KEY, MAX_PARAM_VALUE, MAX_PARAMS, form_text
 from ._scrub import ANY_KIND, KEEP
 from ._secrets import CANDIDATE, REDACTED, scrub_secrets
 
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["scrubbed_params"]
 
 _FORM: Final = "application/x-www-form-urlencoded"
-_KEY_MAX: Final = 128
 _candidate: Final = CANDIDATE.search
 
 
@@ -66,7 +65,7 @@ def _add_pairs(
     # No key past 128 characters, no value past 4096 and at most 64 keys in all from a short
     # text (most queries and login forms): no length to check for each pair then. (A text
     # of L characters holds at most (L + 1) / 2 pairs.)
-    long = len(qs) > _KEY_MAX - 1 - 2 * len(out)
+    long = len(qs) > MAX_PARAM_KEY - 1 - 2 * len(out)
     pairs = 0
     for part in qs.split("&"):
         if not part:
@@ -83,7 +82,7 @@ def _add_pairs(
             # keys, which add none, then a new key that the two steps never read).
             if len(out) >= MAX_PARAMS or pairs > MAX_PAIRS:
                 return False
-            key, value = key[:_KEY_MAX], value[:MAX_PARAM_VALUE]
+            key, value = key[:MAX_PARAM_KEY], value[:MAX_PARAM_VALUE]
         if key in out:
             if query is not None and key in query:
                 continue  # the query's

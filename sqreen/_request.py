@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 MAX_PARAMS = 64
+#: A parameter's key is kept to this many characters.
+MAX_PARAM_KEY = 128
 #: The pairs of a query string or form parsed at most (the rest is not read).
 MAX_PAIRS = MAX_PARAMS * 4
 MAX_PARAM_VALUE = 4096
@@ -200,7 +202,7 @@ def _parse_qs(qs: str) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {}
     for key, value in parse_pairs(qs, MAX_PAIRS):
-        key = key[:128]
+        key = key[:MAX_PARAM_KEY]
         value = value[:MAX_PARAM_VALUE]
         if key in out:
             prev = out[key]

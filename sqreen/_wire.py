@@ -110,8 +110,7 @@ def encode_request(snapshot: RequestSnapshot, config: Config, collect_body: bool
     if key != last_key:
         ip = _client_ip(key)
     content_type = snapshot.media_type()
-    chunks = snapshot.body_chunks
-    body = b"".join(chunks) if chunks else b""
+    body = snapshot.body()
     path = scrubber.scrub_path(snapshot.decoded_path(), snapshot.path_params)
     wire: WireRequest = {
         "ip": ip,
@@ -122,14 +121,13 @@ def encode_request(snapshot: RequestSnapshot, config: Config, collect_body: bool
         "params": scrubbed_params(snapshot, scrubber, body, content_type),
         "body": None,
     }
-    if body:
-        if collect_body:
-            if content_type.startswith("multipart/"):
-                # Field names only: the values are files and passwords.
-                content = "[multipart: " + ", ".join(multipart_names(body, content_type)) + "]"
-            else:
-                content = scrubber.scrub_text_body(body.decode("utf-8", "replace"), content_type)
-            wire["body"] = {"content": content, "truncated": snapshot.body_truncated}
+    if collect_body and body:
+        if content_type.startswith("multipart/"):
+            # Field names only: the values are files and passwords.
+            content = "[multipart: " + ", ".join(multipart_names(body, content_type)) + "]"
+        else:
+            content = scrubber.scrub_text_body(body.decode("utf-8", "replace"), content_type)
+        wire["body"] = {"content": content, "truncated": snapshot.body_truncated}
     # Text escapes in JSON up to six times its length (a control byte is \u0001): a request
     # that might not fit is measured, and cut down field by field, never dropped. (A query
     # string as bytes is decoded as latin-1: as many characters as bytes.)

@@ -237,7 +237,7 @@ class IpIntel:
         cache.update(dict.fromkeys(bad))
         share = self._share
         for text, _, kind in special:
-            cache[text] = share((None, (kind, None), None))
+            cache[text] = share((None, (kind, None), None), None)
         if public:
             placed = self._geo(public)
             unplaced = (  # their canonical texts (not "::ffff:a.b.c.d")
@@ -253,33 +253,30 @@ class IpIntel:
             kinds = self.kinds.many(public)
             shared = self._shared
             for text, got, network in zip(public_texts, placed, kinds, strict=True):
+                out = None
                 if got is None:  # the usual case: no file has it
                     key: tuple[Any, ...] = (next(countries), network, None)
                 elif got[0]:  # a file placed it: shared by the addresses of the same record
                     out = got[0]
                     country = next(countries) if "country" not in out else None
-                    placed_key = (tuple(out.items()), country, network, got[1])
-                    info = shared.get(placed_key)
-                    if info is None:
-                        info = shared[placed_key] = _own(out, country, network, got[1])
-                    cache[text] = info
-                    continue
+                    key = (tuple(out.items()), country, network, got[1])
                 else:
                     key = (next(countries), network, got[1])
                 info = shared.get(key)
-                cache[text] = share(key) if info is None else info
+                cache[text] = share(key, out) if info is None else info
         if scoring:
             self._where.update(zip(public_texts, public, strict=True))
             self._where.update((text, address) for text, address, _ in special)
 
-    def _share(self, key: tuple[Any, ...]) -> IpInfo:
-        """The ``ip_info`` of every address no file placed with this ``(country, kind,
-        provider)``: one for all of them, so a new address makes no dict, and the storage
-        encodes its JSON once for all (a scan's new addresses fall in a few hundred such
-        groups)."""
+    def _share(self, key: tuple[Any, ...], out: dict[str, Any] | None) -> IpInfo:
+        """The ``ip_info`` of every address with this answer: ``key`` ends with ``(country,
+        kind, provider)``, after what a file placed the address with (``out``, its fields)
+        when one did. One for all of them, so a new address makes no dict, and the storage
+        encodes its JSON once for all (a scan's new addresses no file placed fall in a few
+        hundred such groups)."""
         shared = self._shared.get(key)
         if shared is None:
-            shared = self._shared[key] = _own({}, *key)
+            shared = self._shared[key] = _own({} if out is None else out, *key[-3:])
         return shared
 
     def _geo(self, addresses: Sequence[Parsed]) -> list[_Placed]:

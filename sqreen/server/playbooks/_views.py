@@ -31,20 +31,15 @@ _WIRE_LEN: Final = 27
 
 def wire_us(text: str) -> int:
     """µs since the epoch of a time in the wire's form (any other ISO text is parsed)."""
-    if len(text) == _WIRE_LEN and text[26] == "Z" and text[19] == ".":
+    wire = len(text) == _WIRE_LEN and text[19] == "." and text[26] == "Z"
+    if wire:
         base = _SECONDS.get(text[:19])
         if base is not None:  # the parser checked the digits (normal_timestamp)
             return base + int(text[20:26])
     at = datetime.fromisoformat(text) - EPOCH  # aware: the wire's rules
     us = (at.days * 86_400 + at.seconds) * 1_000_000 + at.microseconds
     fraction = text[20:26]
-    if (
-        len(text) == _WIRE_LEN
-        and text[19] == "."
-        and text[26] == "Z"
-        and fraction.isascii()
-        and fraction.isdigit()
-    ):
+    if wire and fraction.isascii() and fraction.isdigit():
         if len(_SECONDS) >= SECONDS_MAX:
             _SECONDS.clear()
         _SECONDS[text[:19]] = us - int(fraction)
