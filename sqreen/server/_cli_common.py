@@ -14,8 +14,8 @@ import click
 
 from . import blocks
 from .blocks import InvalidBlock, parse_pairs
-from .explorer._render import when  # one way to show a time to people: the pages' and ours
 from .storage import POSTGRES_SCHEMES, Storage, open_storage
+from .times import when  # one way to show a time to people: the pages' and ours
 
 __all__ = [
     "db_option",

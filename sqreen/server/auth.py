@@ -9,9 +9,7 @@ revoked from the CLI (another process) therefore stops working within that time.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 import threading
 import time
 from typing import Final, NamedTuple
@@ -21,21 +19,13 @@ from starlette.requests import Request
 
 from .errors import ApiError
 from .storage import ApiKey, ControlStore
+from .tokens import TOKEN_PREFIX, hash_token, new_token
 
 __all__ = ["TOKEN_PREFIX", "KeyChecker", "authenticate", "hash_token", "new_token"]
 
-TOKEN_PREFIX: Final = "sqk_"
 CACHE_TTL: Final = 2.0
 MAX_TOKEN_CHARS: Final = 256
 MAX_CACHED: Final = 1024
-
-
-def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _unauthorized(message: str, error: str | None = None) -> ApiError:

@@ -21,6 +21,7 @@ from starlette.responses import HTMLResponse
 
 from ..._text import visible
 from ...events import severity
+from ..times import when
 from ._forms import csrf_token
 
 __all__ = ["ago", "event_url", "pairs", "render", "short", "shown", "when"]
@@ -45,11 +46,6 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
     finalize=shown,
 )
-
-
-def when(dt: datetime | None) -> str:
-    """A time for the page: UTC, to the second."""
-    return "-" if dt is None else dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def iso(dt: datetime | None) -> str:

@@ -1,0 +1,24 @@
+"""``sqreen purge``: retention, by the time events were received."""
+
+from __future__ import annotations
+
+import click
+
+from ._cli_common import db_option, opened
+from .storage import AGENT_TTL
+
+__all__ = ["purge"]
+
+
+@click.command()
+@click.option("--days", default=90.0, show_default=True, type=click.FloatRange(min=0))
+@db_option
+def purge(days: float, db: str) -> None:
+    """Delete events received more than --days ago (by their receipt, not their own time,
+    which an SDK's clock sets), and SDK processes silent for a week."""
+    with opened(db, create=False) as storage:
+        count = storage.purge_older_than(days)
+        agents = storage.purge_agents()
+    click.echo(f"deleted {count} events older than {days:g} days (received before then)")
+    if agents:
+        click.echo(f"forgot {agents} SDK processes silent for over {AGENT_TTL.days} days")
