@@ -6,10 +6,13 @@ Addresses: public IPv4 addresses drawn at random (seeded) outside the special ra
 ten an IPv6 address inside 2001::/16-2a0f::/16, one in ten from Google's and Tor's ranges
 (kind known). ``.mmdb``: a City-layout file written by ``tests/mmdb.py`` with ``--networks``
 /24 networks (real GeoLite2-City files are deeper trees: a lookup there walks up to 128
-nodes, here up to 120, and decodes a record of the same shape), which random addresses seldom
-fall in; and a *dense* one with a record for every public IPv4 address (one a /14: 14 272
-records), as a real City file places nearly every address: then each new address decodes a
-record, and its ``ip_info`` is its own (shared only by the addresses of the same record).
+nodes, here up to 120), which random addresses seldom fall in; and a *dense* one
+(:func:`dense_city_file`) as a real City file is for lookups: every public IPv4 address
+placed, by networks of /16 to /20, 28-bit records, records shaped as GeoLite2-City's (names
+in eight languages, subdivisions, postal code: what the reader decodes is six times what a
+record of the five fields read would cost, measured), each network's record its city's
+(Zipf-weighted over 20 000 cities, three accuracy radii each): then a new address leads to a
+record read already, or to a new one to decode.
 
 1. **Per event**: :class:`IpIntel` called on batches of 500 parsed events, as the pipeline
    calls it, in three set-ups (country + kind; country + kind + one ``.mmdb``; and the latter
@@ -135,26 +138,61 @@ def city_file(path: Path, networks: int, rng: random.Random) -> Path:
     return write_mmdb(path, records, database_type="GeoLite2-City")
 
 
-def dense_city_file(path: Path, prefix: int, rng: random.Random) -> Path:
-    """A City-layout file with a record for every public IPv4 address: one for each /``prefix``
-    network of 1.0.0.0-223.255.255.255 (a real City file places nearly every address, and
-    its records repeat less: at /14, 14 272 records for the bench's 20 000 to 50 000 new
-    addresses)."""
-    step = 1 << (16 - prefix)
-    records = {
-        f"{a}.{b}.0.0/{prefix}": {
-            "city": {"names": {"en": f"City {a}-{b}"}},
-            "country": {"iso_code": "GB"},
-            "location": {
-                "latitude": round(rng.uniform(-60, 60), 4),
-                "longitude": round(rng.uniform(-180, 180), 4),
-                "accuracy_radius": rng.randrange(1, 500),
-            },
-        }
-        for a in range(1, 224)
-        for b in range(0, 256, step)
+#: The languages of a GeoLite2-City record's names.
+LANGUAGES = ("de", "en", "es", "fr", "ja", "pt-BR", "ru", "zh-CN")
+COUNTRIES = ("US", "CN", "DE", "GB", "FR", "BR", "IN", "JP", "RU", "NL", "CA", "KR", "IT", "ES")
+
+
+def city_record(city: int, radius: int, rng: random.Random) -> dict[str, Any]:
+    """A record shaped as GeoLite2-City's: every name in eight languages, the continent,
+    the country and the registered country, a subdivision, the postal code, the time zone
+    (about sixty objects for the reader to decode; the fields read are five of them)."""
+
+    def names(text: str) -> dict[str, str]:
+        return {language: f"{text} ({language})" for language in LANGUAGES}
+
+    country = COUNTRIES[city % len(COUNTRIES)]
+    named = {"geoname_id": 6_000_000 + city % len(COUNTRIES), "iso_code": country}
+    return {
+        "city": {"geoname_id": 2_000_000 + city, "names": names(f"City {city}")},
+        "continent": {"code": "EU", "geoname_id": 6255148, "names": names("Europe")},
+        "country": {**named, "names": names(f"Country {country}")},
+        "location": {
+            "accuracy_radius": radius,
+            "latitude": round(rng.uniform(-60, 60), 4),
+            "longitude": round(rng.uniform(-180, 180), 4),
+            "time_zone": "Europe/London",
+        },
+        "postal": {"code": f"{city % 100_000:05d}"},
+        "registered_country": {**named, "names": names(f"Country {country}")},
+        "subdivisions": [
+            {"geoname_id": 3_000_000 + city // 10, "iso_code": "S1", "names": names("Region")}
+        ],
     }
-    return write_mmdb(path, records, database_type="GeoLite2-City")
+
+
+def dense_city_file(path: Path, rng: random.Random, cities: int = 20_000) -> Path:
+    """A City file as a real one is, as far as lookups go: a record for every address of
+    1.0.0.0-223.255.255.255, in networks of /16 to /20 (356 000 networks: about what a
+    GeoLite2-City file has for IPv4, in number; its networks are smaller), 28-bit records as
+    GeoLite2-City's, and records shaped as its are (:func:`city_record`). A network's record
+    is its city's (of ``cities``, drawn with Zipf weights: a few large cities hold much of
+    the address space, as they do) with one of three accuracy radii: records are shared by
+    many networks, as cities share theirs."""
+    weights = [1 / (rank + 1) for rank in range(cities)]
+    records: dict[tuple[int, int], dict[str, Any]] = {}
+    networks: dict[str, dict[str, Any]] = {}
+    for a in range(1, 224):
+        for b in range(256):
+            split = rng.choice((0, 1, 2, 3, 4))
+            picks = rng.choices(range(cities), weights, k=1 << split)
+            for n, city in enumerate(picks):
+                radius = rng.choice((5, 50, 500))
+                record = records.get((city, radius))
+                if record is None:
+                    record = records[(city, radius)] = city_record(city, radius, rng)
+                networks[f"{a}.{b}.{n << (8 - split)}.0/{16 + split}"] = record
+    return write_mmdb(path, networks, database_type="GeoLite2-City", record_size=28)
 
 
 def package(name: str) -> SimpleNamespace:
@@ -179,6 +217,8 @@ def per_event(pkg: SimpleNamespace, intel: Any, ips: list[str]) -> float:
     intel._cache.clear()
     for memo in ("_shared", "_where"):  # what addresses share, their parsed addresses
         getattr(intel, memo, {}).clear()  # (not in older revisions)
+    for db in intel.geoip:  # what each file's records said (not in older revisions)
+        getattr(db, "_records", {}).clear()
     batches = [
         pkg.Batch(None, None, events[i : i + BATCH], [{} for _ in events[i : i + BATCH]])
         for i in range(0, len(events), BATCH)
@@ -273,7 +313,7 @@ def measure(args: argparse.Namespace, variants: dict[str, SimpleNamespace]) -> d
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         mmdb = str(city_file(tmp / "city.mmdb", args.networks, rng))
-        dense = str(dense_city_file(tmp / "dense.mmdb", 14, rng))
+        dense = str(dense_city_file(tmp / "dense.mmdb", rng))
         setups: dict[str, list[tuple[str, Any]]] = {}
         storages = []
         for name, pkg in variants.items():

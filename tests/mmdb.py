@@ -89,28 +89,42 @@ def write_mmdb(
     *,
     database_type: str = "Test-City",
     build_epoch: int = 1_700_000_000,
+    record_size: int = 24,
+    ip_version: int = 6,
 ) -> Path:
-    """Write ``networks`` (CIDR -> record) as a MaxMind DB file at ``path``."""
-    data = b""
+    """Write ``networks`` (CIDR -> record) as a MaxMind DB file at ``path``: a tree of
+    ``record_size`` bits (24, 28 or 32) records, of IPv6 (IPv4 under ``::/96``) or, with
+    ``ip_version=4``, IPv4 addresses only."""
+    data = bytearray()
     offsets: dict[bytes, int] = {}
+    encoded: dict[int, bytes] = {}
     # Each node: [left, right]; an entry is ("node", index), ("data", offset) or None.
     nodes: list[list[tuple[str, int] | None]] = [[None, None]]
     for cidr, record in networks.items():
         net = ipaddress.ip_network(cidr, strict=False)
-        if net.version == 4:
+        if net.version == 4 and ip_version == 4:
+            bits = net.prefixlen
+            value = int(net.network_address) << 96  # its bits where an IPv6 one's are
+        elif net.version == 4:
             bits = 96 + net.prefixlen
             value = int(net.network_address)
         else:
             bits = net.prefixlen
             value = int(net.network_address)
-        key = encode(record)
+        key = encoded.get(id(record))  # a record shared by many networks: encoded once
+        if key is None:
+            key = encoded[id(record)] = encode(record)
         if key not in offsets:
             offsets[key] = len(data)
             data += key
         offset = offsets[key]
         node = 0
         for depth in range(bits):
-            bit = (value >> (127 - depth)) & 1 if net.version == 6 else _v4_bit(value, depth)
+            bit = (
+                _v4_bit(value, depth)
+                if net.version == 4 and ip_version == 6
+                else (value >> (127 - depth)) & 1
+            )
             if depth == bits - 1:
                 nodes[node][bit] = ("data", offset)
                 break
@@ -128,13 +142,11 @@ def write_mmdb(
         kind, n = entry
         return n if kind == "node" else count + 16 + n
 
-    tree = b"".join(
-        record(left).to_bytes(3, "big") + record(right).to_bytes(3, "big") for left, right in nodes
-    )
+    tree = b"".join(_node(record(left), record(right), record_size) for left, right in nodes)
     metadata = {
         "node_count": U32(count),
-        "record_size": U16(24),
-        "ip_version": U16(6),
+        "record_size": U16(record_size),
+        "ip_version": U16(ip_version),
         "database_type": database_type,
         "languages": ["en"],
         "binary_format_major_version": U16(2),
@@ -143,8 +155,21 @@ def write_mmdb(
         "description": {"en": "a test database"},
     }
     target = Path(path)
-    target.write_bytes(tree + b"\x00" * 16 + data + METADATA_MARKER + encode(metadata))
+    target.write_bytes(tree + b"\x00" * 16 + bytes(data) + METADATA_MARKER + encode(metadata))
     return target
+
+
+def _node(left: int, right: int, record_size: int) -> bytes:
+    """One node of the tree: its two records, as the format packs records of that size."""
+    if record_size == 28:  # left's low 24 bits, both high nibbles in one byte, right's
+        middle = ((left >> 24) << 4) | (right >> 24)
+        return (
+            (left & 0xFFFFFF).to_bytes(3, "big")
+            + bytes([middle])
+            + (right & 0xFFFFFF).to_bytes(3, "big")
+        )
+    width = record_size // 8
+    return left.to_bytes(width, "big") + right.to_bytes(width, "big")
 
 
 def _v4_bit(value: int, depth: int) -> int:
