@@ -18,6 +18,10 @@
 A file that does not hold is refused whole, with the line and the reason
 (:class:`PlaybookError`): at start, ``sqreen serve`` stops; on a reload, the previous set is
 kept and the error logged.
+
+Here: the file read, its TOML parsed, each table's fields put together into a
+:class:`Playbook` (the rules between fields), and the line of an error found. Each field's
+own value is checked in :mod:`._values`.
 """
 
 from __future__ import annotations
@@ -30,11 +34,20 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
 
-from ..._event import InvalidEvent, validate_name, validate_user
-from ..blocks import InvalidBlock, parse_duration
-from ._fields import AtLeast, FieldPath, parse_field
+from ._fields import FieldPath
+from ._values import (
+    FieldError,
+    check_duration,
+    check_events,
+    check_exempt_ips,
+    check_exempt_users,
+    check_field,
+    check_int,
+    check_notify,
+    check_where,
+    required,
+)
 
 __all__ = [
     "After",
@@ -51,11 +64,6 @@ Mode = Literal["enforce", "monitor"]
 ACTIONS: Final = ("block_ip", "block_user", "alert")
 MODES: Final = ("enforce", "monitor")
 MAX_PLAYBOOKS: Final = 256
-MAX_EVENTS: Final = 32
-MAX_WHERE: Final = 16
-MAX_VALUES: Final = 256
-MAX_NOTIFY: Final = 8
-MAX_EXEMPT: Final = 1024
 MAX_THRESHOLD: Final = 1_000_000
 MAX_WINDOW: Final = timedelta(days=30)
 MAX_FILE_BYTES: Final = 1024 * 1024
@@ -196,7 +204,7 @@ def parse_playbooks(text: str, source: str = "playbooks.toml") -> PlaybookSet:
     for index, table in enumerate(raw):
         try:
             playbook = _playbook(table)
-        except _FieldError as exc:
+        except FieldError as exc:
             name = table.get("id") if isinstance(table, dict) else None
             label = f"playbook {name!r}" if isinstance(name, str) else f"playbook #{index + 1}"
             raise PlaybookError(f"{label}: {exc}", locate.field(index, exc.key), source) from None
@@ -218,57 +226,51 @@ def parse_playbooks(text: str, source: str = "playbooks.toml") -> PlaybookSet:
     )
 
 
-class _FieldError(Exception):
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-
-
 def _playbook(table: object) -> Playbook:
     if not isinstance(table, dict):
-        raise _FieldError("playbook", "must be a table")
+        raise FieldError("playbook", "must be a table")
     for key in table:
         if key not in _KEYS:
-            raise _FieldError(key, f"unknown field; known: {', '.join(sorted(_KEYS))}")
-    pid = _required(table, "id")
+            raise FieldError(key, f"unknown field; known: {', '.join(sorted(_KEYS))}")
+    pid = required(table, "id")
     if not isinstance(pid, str) or not _ID_RE.fullmatch(pid):
-        raise _FieldError("id", "letters, digits, '.', '_' and '-', at most 64")
-    events = _events(table, "events", _required(table, "events"))
-    group_by = _field(table, "group_by", _required(table, "group_by"))
-    threshold = _int(table, "threshold", _required(table, "threshold"), 1, MAX_THRESHOLD)
-    window = _duration("window", _required(table, "window"), MAX_WINDOW)
-    action = _required(table, "action")
+        raise FieldError("id", "letters, digits, '.', '_' and '-', at most 64")
+    events = check_events(table, "events", required(table, "events"))
+    group_by = check_field(table, "group_by", required(table, "group_by"))
+    threshold = check_int(table, "threshold", required(table, "threshold"), 1, MAX_THRESHOLD)
+    window = check_duration("window", required(table, "window"), MAX_WINDOW)
+    action = required(table, "action")
     if action not in ACTIONS:
-        raise _FieldError("action", f"{action!r} is not one of {', '.join(ACTIONS)}")
+        raise FieldError("action", f"{action!r} is not one of {', '.join(ACTIONS)}")
     mode = table.get("mode", "enforce")
     if mode not in MODES:
-        raise _FieldError("mode", f"{mode!r} is not one of {', '.join(MODES)}")
+        raise FieldError("mode", f"{mode!r} is not one of {', '.join(MODES)}")
     duration = None
     if action != "alert":
-        duration = _duration("duration", _required(table, "duration"), None)
+        duration = check_duration("duration", required(table, "duration"), None)
     elif "duration" in table:
-        raise _FieldError("duration", "an alert creates no block: remove it")
+        raise FieldError("duration", "an alert creates no block: remove it")
     if action == "block_ip" and group_by.kind != "ip":
-        raise _FieldError("group_by", 'block_ip blocks the group\'s IP: use group_by = "ip"')
+        raise FieldError("group_by", 'block_ip blocks the group\'s IP: use group_by = "ip"')
     if action == "block_user" and group_by.kind != "user":
-        raise _FieldError("group_by", 'block_user needs group_by = "user" or "user.<key>"')
+        raise FieldError("group_by", 'block_user needs group_by = "user" or "user.<key>"')
     distinct = None
     if "distinct" in table:
-        distinct = _field(table, "distinct", table["distinct"])
+        distinct = check_field(table, "distinct", table["distinct"])
         if distinct == group_by:
-            raise _FieldError("distinct", "must differ from group_by")
+            raise FieldError("distinct", "must differ from group_by")
     max_per_value = None
     if "max_per_value" in table:
         if distinct is None:
-            raise _FieldError("max_per_value", "counts each distinct value: set distinct too")
-        max_per_value = _int(table, "max_per_value", table["max_per_value"], 1, MAX_THRESHOLD)
+            raise FieldError("max_per_value", "counts each distinct value: set distinct too")
+        max_per_value = check_int(table, "max_per_value", table["max_per_value"], 1, MAX_THRESHOLD)
     after = _after(table) if "after" in table else None
     if after is not None and distinct is not None:
-        raise _FieldError("after", "cannot be combined with distinct")
-    cooldown = _duration("cooldown", table["cooldown"], None) if "cooldown" in table else None
+        raise FieldError("after", "cannot be combined with distinct")
+    cooldown = check_duration("cooldown", table["cooldown"], None) if "cooldown" in table else None
     description = table.get("description", "")
     if not isinstance(description, str) or len(description) > 1024:
-        raise _FieldError("description", "must be a string of at most 1024 characters")
+        raise FieldError("description", "must be a string of at most 1024 characters")
     return Playbook(
         id=pid,
         events=events,
@@ -278,151 +280,25 @@ def _playbook(table: object) -> Playbook:
         action=action,
         duration=duration,
         mode=mode,
-        where=_where(table),
+        where=check_where(table),
         distinct=distinct,
         max_per_value=max_per_value,
         after=after,
         cooldown=cooldown,
-        exempt_ips=_exempt_ips(table),
-        exempt_users=_exempt_users(table),
-        notify=_notify(table),
+        exempt_ips=check_exempt_ips(table),
+        exempt_users=check_exempt_users(table),
+        notify=check_notify(table),
         description=description,
     )
-
-
-def _required(table: dict[str, Any], key: str) -> Any:
-    if key not in table:
-        raise _FieldError(key, "missing")
-    return table[key]
-
-
-def _int(table: dict[str, Any], key: str, value: object, low: int, high: int) -> int:
-    if type(value) is not int or not low <= value <= high:
-        raise _FieldError(key, f"must be an integer from {low} to {high}, not {value!r}"[:200])
-    return value
-
-
-def _duration(key: str, value: object, most: timedelta | None) -> timedelta:
-    try:
-        duration = parse_duration(value, key)
-    except InvalidBlock as exc:
-        raise _FieldError(key, exc.message) from None
-    if most is not None and duration > most:
-        raise _FieldError(key, f"at most {most.days} days")
-    return duration
-
-
-def _events(table: dict[str, Any], key: str, value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value or len(value) > MAX_EVENTS:
-        raise _FieldError(key, f"must be a list of 1 to {MAX_EVENTS} event names")
-    names = []
-    for name in value:
-        try:
-            names.append(validate_name(name))
-        except InvalidEvent as exc:
-            raise _FieldError(key, f"{name!r}: {str(exc).partition(': ')[2]}"[:200]) from None
-    return tuple(dict.fromkeys(names))
-
-
-def _field(table: dict[str, Any], key: str, value: object) -> FieldPath:
-    try:
-        return parse_field(value)
-    except ValueError as exc:
-        raise _FieldError(key, str(exc)) from None
-
-
-def _where(table: dict[str, Any]) -> tuple[tuple[FieldPath, frozenset[str]], ...]:
-    where = table.get("where", {})
-    if not isinstance(where, dict) or len(where) > MAX_WHERE:
-        raise _FieldError("where", f"must be a table of at most {MAX_WHERE} fields")
-    out = []
-    for name, wanted in where.items():
-        path = _field(table, "where", name)
-        values = wanted if isinstance(wanted, list) else [wanted]
-        if not values or len(values) > MAX_VALUES:
-            raise _FieldError("where", f"{name}: 1 to {MAX_VALUES} values")
-        texts: set[str] = set()
-        for value in values:
-            if isinstance(value, dict):  # { at_least = 60 }: a lower bound, for numbers
-                bound = value.get("at_least")
-                if (
-                    set(value) != {"at_least"}
-                    or not isinstance(bound, int | float)
-                    or isinstance(bound, bool)
-                ):
-                    raise _FieldError("where", f"{name}: a table must be {{ at_least = <number> }}")
-                texts.add(AtLeast(bound))
-                continue
-            text = _as_text(value)
-            if text is None:
-                raise _FieldError("where", f"{name}: {value!r} is not a string, number or bool")
-            texts.add(text)
-        out.append((path, frozenset(texts)))
-    return tuple(out)
-
-
-def _as_text(value: object) -> str | None:
-    """A ``where`` value as the text events are compared in (as the storage indexes them)."""
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, str | int | float):
-        return str(value)
-    return None
 
 
 def _after(table: dict[str, Any]) -> After:
     after = table["after"]
     if not isinstance(after, dict) or set(after) - {"events", "threshold"}:
-        raise _FieldError("after", "must be { events = [...], threshold = n }")
-    events = _events(table, "after", _required(after, "events"))
-    threshold = _int(table, "after", _required(after, "threshold"), 1, MAX_THRESHOLD)
+        raise FieldError("after", "must be { events = [...], threshold = n }")
+    events = check_events(table, "after", required(after, "events"))
+    threshold = check_int(table, "after", required(after, "threshold"), 1, MAX_THRESHOLD)
     return After(events, threshold)
-
-
-def _exempt_ips(table: dict[str, Any]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    raw = table.get("exempt_ips", [])
-    if not isinstance(raw, list) or len(raw) > MAX_EXEMPT:
-        raise _FieldError("exempt_ips", f"must be a list of at most {MAX_EXEMPT} networks")
-    out = []
-    for entry in raw:
-        try:
-            out.append(ipaddress.ip_network(str(entry).strip(), strict=False))
-        except ValueError:
-            raise _FieldError("exempt_ips", f"{str(entry)[:60]!r} is not an IP or CIDR") from None
-    return tuple(out)
-
-
-def _exempt_users(table: dict[str, Any]) -> tuple[dict[str, str], ...]:
-    raw = table.get("exempt_users", [])
-    if not isinstance(raw, list) or len(raw) > MAX_EXEMPT:
-        raise _FieldError("exempt_users", f"must be a list of at most {MAX_EXEMPT} tables")
-    out = []
-    for entry in raw:
-        try:
-            user = validate_user(entry, "exempt_users")
-        except InvalidEvent as exc:
-            raise _FieldError("exempt_users", str(exc).partition(": ")[2]) from None
-        if not user:
-            raise _FieldError("exempt_users", "each entry names identifiers, e.g. { uid = '1' }")
-        out.append(user)
-    return tuple(out)
-
-
-def _notify(table: dict[str, Any]) -> tuple[str, ...]:
-    raw = table.get("notify", [])
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list) or len(raw) > MAX_NOTIFY:
-        raise _FieldError("notify", f"must be a list of at most {MAX_NOTIFY} URLs")
-    for url in raw:
-        parts = urlsplit(url) if isinstance(url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise _FieldError("notify", f"{str(url)[:80]!r} is not an http(s) URL")
-    return tuple(raw)
 
 
 _AT_LINE: Final = re.compile(r"\(at line (\d+), column \d+\)")

@@ -4,7 +4,8 @@ Playbooks that read the same events, filtered and grouped the same way (and coun
 same ``distinct`` field, or none), share one **stream**: each event it reads is one **hit**
 (its time, its seq, its distinct value) under its group key (an IP, a user). Hits live in
 the database (the collector's :meth:`update_windows`), so that every process counts the same
-windows, or in memory (the backtest).
+windows, or in memory (the backtest). The streams are made once a playbook set, in
+:mod:`._streams`; here, what a batch of events does to them.
 
 A batch goes through in three steps, all pure here:
 
@@ -25,15 +26,14 @@ counts for nothing (an import of past events never blocks anyone).
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, NamedTuple
 
 from ._config import Playbook, PlaybookSet
-from ._fields import EventView, FieldPath, matches
+from ._fields import EventView, matches
+from ._streams import US, Rule, group_streams, window_us_of
 
 __all__ = [
     "Engine",
@@ -46,7 +46,6 @@ __all__ = [
     "is_exempt",
 ]
 
-_US: Final = 1_000_000
 #: Exempt from every playbook: the collector's own machine and the proxies in front of apps.
 LOOPBACK: Final = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
@@ -97,44 +96,11 @@ class Firing(NamedTuple):
     seqs: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Stream:
-    id: str
-    events: frozenset[str]
-    where: tuple[tuple[FieldPath, frozenset[str]], ...]
-    group_by: FieldPath
-    distinct: FieldPath | None
-    window_us: int
-
-
-class _Rule(NamedTuple):
-    playbook: Playbook
-    stream: _Stream
-    triggers: frozenset[str]  # event names that make it check (its own, not ``after``'s)
-    window_us: int
-    need: int  # the threshold (``after``'s for a sequence)
-    distinct: bool  # counts distinct values
-    id: str  # the playbook's
-    counts: tuple[int, bool]  # (window_us, distinct): what its bound is remembered under
-
-
-class _Feed(NamedTuple):
-    """What an event of one name does to one stream: a hit, and the rules it checks."""
-
-    stream: str  # its id
-    window_us: int
-    where: tuple[tuple[FieldPath, frozenset[str]], ...]
-    read_key: Callable[[EventView], str | None]
-    read_value: Callable[[EventView], str | None] | None
-    rules: tuple[_Rule, ...]
-    shortest: int  # the rules' shortest window (µs)
-
-
 class Plan(NamedTuple):
     """What a batch does: the hits to record, and the rules to check per key (each once)."""
 
     hits: list[HitRow]
-    checks: dict[StreamKey, tuple[_Rule, ...]]
+    checks: dict[StreamKey, tuple[Rule, ...]]
     #: How many of ``hits`` each key has (counted as they are made: the bounds and the
     #: keys to hold read it, where a second pass over the hits cost ~2 µs an event under an
     #: attack, measured).
@@ -142,7 +108,7 @@ class Plan(NamedTuple):
 
 
 def _check(
-    checks: dict[StreamKey, tuple[_Rule, ...]], key: StreamKey, rules: tuple[_Rule, ...]
+    checks: dict[StreamKey, tuple[Rule, ...]], key: StreamKey, rules: tuple[Rule, ...]
 ) -> None:
     """Add ``rules`` to those checked for ``key``. The tuples are the engine's own, shared by
     every event of one name (almost always the same one again: an identity test)."""
@@ -153,96 +119,15 @@ def _check(
         checks[key] = old + tuple(r for r in rules if all(r is not o for o in old))
 
 
-def _us(p: Playbook) -> int:
-    return int(p.window.total_seconds() * _US)
-
-
-def _signature(events: Iterable[str], p: Playbook) -> str:
-    where = sorted((str(f), sorted(v)) for f, v in p.where)
-    return json.dumps([sorted(events), where, str(p.group_by)], separators=(",", ":"))
-
-
-def _by_distinct(
-    members: list[tuple[Playbook, frozenset[str]]],
-) -> dict[str | None, list[tuple[Playbook, frozenset[str]]]]:
-    """Split playbooks that read the same events the same way by the field they count
-    distinct values of; those that count events (no ``distinct``) join the first such
-    stream, as its values cost them nothing."""
-    fields = sorted({str(p.distinct) for p, _ in members if p.distinct is not None})
-    split: dict[str | None, list[tuple[Playbook, frozenset[str]]]] = {}
-    for member in members:
-        distinct = member[0].distinct
-        field = str(distinct) if distinct is not None else (fields[0] if fields else None)
-        split.setdefault(field, []).append(member)
-    return split
-
-
 class Engine:
     """The playbooks of one :class:`PlaybookSet`, grouped into streams."""
 
     def __init__(self, playbooks: PlaybookSet) -> None:
         self.playbooks = playbooks
-        groups: dict[str, list[tuple[Playbook, frozenset[str]]]] = {}
-        for p in playbooks.playbooks:
-            fed_by = frozenset(p.after.events if p.after else p.events)
-            groups.setdefault(_signature(fed_by, p), []).append((p, fed_by))
-        self._rules: list[_Rule] = []
-        self._streams: dict[str, _Stream] = {}
-        self._readers: dict[str, list[_Rule]] = {}  # the rules that read a stream
-        streams = [
-            (json.dumps([signature, field]), members)
-            for signature, group in groups.items()
-            for field, members in _by_distinct(group).items()
-        ]
-        for signature, members in sorted(streams):
-            first = members[0][0]
-            distinct = next((p.distinct for p, _ in members if p.distinct is not None), None)
-            stream = _Stream(
-                # Short (every stored hit holds it), stable while the playbook file says the
-                # same thing of this stream.
-                id="s" + hashlib.sha256(signature.encode()).hexdigest()[:15],
-                events=members[0][1],
-                where=first.where,
-                group_by=first.group_by,
-                distinct=distinct,
-                window_us=max(_us(p) for p, _ in members),
-            )
-            self._streams[stream.id] = stream
-            for p, _ in members:
-                need = p.after.threshold if p.after else p.threshold
-                by_value = p.distinct is not None
-                rule = _Rule(
-                    p, stream, frozenset(p.events), _us(p), need, by_value, p.id, (_us(p), by_value)
-                )
-                self._rules.append(rule)
-                self._readers.setdefault(stream.id, []).append(rule)
-        # For each event name: the streams it feeds, each with the rules it triggers there
-        # (same key), and the rules it triggers on a stream it does not feed (``after``).
-        # Each with the shortest window of those rules: an event newer than that (almost
-        # every one) checks them all, with no test per rule.
-        # The stream's parts are spelled out (and its fields' readers made once): this loop
-        # runs for every event some playbook reads.
-        self._feeds: dict[str, list[_Feed]] = {}
-        self._triggers: dict[
-            str, list[tuple[_Rule, tuple[_Rule, ...], Callable[[EventView], str | None]]]
-        ] = {}
-        for stream in self._streams.values():
-            for name in stream.events:
-                same = tuple(r for r in self._readers[stream.id] if name in r.triggers)
-                feed = _Feed(
-                    stream.id,
-                    stream.window_us,
-                    stream.where,
-                    stream.group_by.reader(),
-                    None if stream.distinct is None else stream.distinct.reader(),
-                    same,
-                    min((r.window_us for r in same), default=0),
-                )
-                self._feeds.setdefault(name, []).append(feed)
-        for rule in self._rules:
-            for name in rule.triggers - rule.stream.events:
-                reader = rule.playbook.group_by.reader()
-                self._triggers.setdefault(name, []).append((rule, (rule,), reader))
+        grouped = group_streams(playbooks)
+        self._rules, self._streams, self._readers = grouped.rules, grouped.streams, grouped.readers
+        # What each event name does: read by ``plan`` for every event.
+        self._feeds, self._triggers = grouped.feeds, grouped.triggers
         self.max_window_us = max((s.window_us for s in self._streams.values()), default=0)
         #: Every event name some playbook reads: the others need no look at all.
         self.names = frozenset(self._feeds) | frozenset(self._triggers)
@@ -260,7 +145,7 @@ class Engine:
         """The hits and checks of newly stored ``events``; ``quiet`` (key -> until when, µs)
         leaves out keys known to be quiet for every rule that reads them."""
         hits: list[HitRow] = []
-        checks: dict[StreamKey, tuple[_Rule, ...]] = {}
+        checks: dict[StreamKey, tuple[Rule, ...]] = {}
         counts: dict[StreamKey, int] = {}
         feeds_of, triggers_of = self._feeds, self._triggers
         new_tuple = tuple.__new__  # a HitRow without NamedTuple's slower constructor
@@ -365,7 +250,7 @@ class Engine:
                 if fired is None or (exempt is not None and exempt(p, key)):
                     continue
                 total, counted = fired
-                quieted[(p.id, key)] = now_us + int(p.quiet_for.total_seconds() * _US)
+                quieted[(p.id, key)] = now_us + int(p.quiet_for.total_seconds() * US)
                 firings.append(
                     Firing(
                         p,
@@ -393,7 +278,7 @@ class Engine:
 
 def evaluate(p: Playbook, hits: Sequence[Hit], now_us: int) -> tuple[int, list[Hit]] | None:
     """(count, the hits counted) when ``p`` fires now on these hits of one key, else None."""
-    since = now_us - _us(p)
+    since = now_us - window_us_of(p)
     recent = [h for h in hits if h.ts >= since]
     if p.after is not None:
         return (len(recent), recent) if len(recent) >= p.after.threshold else None

@@ -1,0 +1,169 @@
+"""One field of a ``[[playbook]]`` table checked into its value (:mod:`._config` puts them
+together into a :class:`~._config.Playbook`): integers in range, durations, event names,
+field paths, ``where`` clauses, exemptions and webhook URLs. Each refuses a value with a
+:class:`FieldError` naming the field, which the loader turns into an error with the line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import timedelta
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from ..._event import InvalidEvent, validate_name, validate_user
+from ..blocks import InvalidBlock, parse_duration
+from ._fields import AtLeast, FieldPath, parse_field
+
+__all__ = [
+    "FieldError",
+    "check_duration",
+    "check_events",
+    "check_exempt_ips",
+    "check_exempt_users",
+    "check_field",
+    "check_int",
+    "check_notify",
+    "check_where",
+    "required",
+]
+
+MAX_EVENTS: Final = 32
+MAX_WHERE: Final = 16
+MAX_VALUES: Final = 256
+MAX_NOTIFY: Final = 8
+MAX_EXEMPT: Final = 1024
+
+
+class FieldError(Exception):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def required(table: dict[str, Any], key: str) -> Any:
+    if key not in table:
+        raise FieldError(key, "missing")
+    return table[key]
+
+
+def check_int(table: dict[str, Any], key: str, value: object, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise FieldError(key, f"must be an integer from {low} to {high}, not {value!r}"[:200])
+    return value
+
+
+def check_duration(key: str, value: object, most: timedelta | None) -> timedelta:
+    try:
+        duration = parse_duration(value, key)
+    except InvalidBlock as exc:
+        raise FieldError(key, exc.message) from None
+    if most is not None and duration > most:
+        raise FieldError(key, f"at most {most.days} days")
+    return duration
+
+
+def check_events(table: dict[str, Any], key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or len(value) > MAX_EVENTS:
+        raise FieldError(key, f"must be a list of 1 to {MAX_EVENTS} event names")
+    names = []
+    for name in value:
+        try:
+            names.append(validate_name(name))
+        except InvalidEvent as exc:
+            raise FieldError(key, f"{name!r}: {str(exc).partition(': ')[2]}"[:200]) from None
+    return tuple(dict.fromkeys(names))
+
+
+def check_field(table: dict[str, Any], key: str, value: object) -> FieldPath:
+    try:
+        return parse_field(value)
+    except ValueError as exc:
+        raise FieldError(key, str(exc)) from None
+
+
+def check_where(table: dict[str, Any]) -> tuple[tuple[FieldPath, frozenset[str]], ...]:
+    where = table.get("where", {})
+    if not isinstance(where, dict) or len(where) > MAX_WHERE:
+        raise FieldError("where", f"must be a table of at most {MAX_WHERE} fields")
+    out = []
+    for name, wanted in where.items():
+        path = check_field(table, "where", name)
+        values = wanted if isinstance(wanted, list) else [wanted]
+        if not values or len(values) > MAX_VALUES:
+            raise FieldError("where", f"{name}: 1 to {MAX_VALUES} values")
+        texts: set[str] = set()
+        for value in values:
+            if isinstance(value, dict):  # { at_least = 60 }: a lower bound, for numbers
+                bound = value.get("at_least")
+                if (
+                    set(value) != {"at_least"}
+                    or not isinstance(bound, int | float)
+                    or isinstance(bound, bool)
+                ):
+                    raise FieldError("where", f"{name}: a table must be {{ at_least = <number> }}")
+                texts.add(AtLeast(bound))
+                continue
+            text = _as_text(value)
+            if text is None:
+                raise FieldError("where", f"{name}: {value!r} is not a string, number or bool")
+            texts.add(text)
+        out.append((path, frozenset(texts)))
+    return tuple(out)
+
+
+def _as_text(value: object) -> str | None:
+    """A ``where`` value as the text events are compared in (as the storage indexes them)."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    return None
+
+
+def check_exempt_ips(
+    table: dict[str, Any],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    raw = table.get("exempt_ips", [])
+    if not isinstance(raw, list) or len(raw) > MAX_EXEMPT:
+        raise FieldError("exempt_ips", f"must be a list of at most {MAX_EXEMPT} networks")
+    out = []
+    for entry in raw:
+        try:
+            out.append(ipaddress.ip_network(str(entry).strip(), strict=False))
+        except ValueError:
+            raise FieldError("exempt_ips", f"{str(entry)[:60]!r} is not an IP or CIDR") from None
+    return tuple(out)
+
+
+def check_exempt_users(table: dict[str, Any]) -> tuple[dict[str, str], ...]:
+    raw = table.get("exempt_users", [])
+    if not isinstance(raw, list) or len(raw) > MAX_EXEMPT:
+        raise FieldError("exempt_users", f"must be a list of at most {MAX_EXEMPT} tables")
+    out = []
+    for entry in raw:
+        try:
+            user = validate_user(entry, "exempt_users")
+        except InvalidEvent as exc:
+            raise FieldError("exempt_users", str(exc).partition(": ")[2]) from None
+        if not user:
+            raise FieldError("exempt_users", "each entry names identifiers, e.g. { uid = '1' }")
+        out.append(user)
+    return tuple(out)
+
+
+def check_notify(table: dict[str, Any]) -> tuple[str, ...]:
+    raw = table.get("notify", [])
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or len(raw) > MAX_NOTIFY:
+        raise FieldError("notify", f"must be a list of at most {MAX_NOTIFY} URLs")
+    for url in raw:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FieldError("notify", f"{str(url)[:80]!r} is not an http(s) URL")
+    return tuple(raw)
