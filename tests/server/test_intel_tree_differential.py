@@ -18,12 +18,13 @@ from hypothesis import strategies as st
 
 from sqreen.server.intel import (
     Countries,
+    GeoIpError,
     IpIntel,
     NetworkKinds,
     open_geoip,
     parse_address,
 )
-from tests.mmdb import write_mmdb
+from tests.mmdb import METADATA_MARKER, U16, U32, U64, encode, pack_node, write_mmdb
 
 from .test_intel_batch import batch_of
 
@@ -168,3 +169,126 @@ def test_a_file_renamed_over_while_the_reader_opens_it_is_not_walked(
         assert db.lookup_many(parsed) == [{"country": "FR"}, {"country": "GB"}, None]
     finally:
         db.close()
+
+
+GB, FR = {"country": {"iso_code": "GB"}}, {"country": {"iso_code": "FR"}}
+#: A node's record: a node (its index), "" none, "GB" or "FR" that record, ("+", n) the
+#: raw value node_count + n (16 is the data section's first byte).
+Record = int | str | tuple[str, int]
+
+
+def tree_file(
+    path: Path,
+    nodes: list[tuple[Record, Record]],
+    *,
+    record_size: int = 24,
+    ip_version: int = 4,
+    cut: str = "",
+) -> Path:
+    """A file with exactly these ``nodes`` (the root first), written byte by byte; ``cut``
+    ``"node"`` leaves the last node's bytes out, ``"FR"`` that record's."""
+    count = len(nodes)
+    data = encode(GB) + encode(FR)
+    at = {"GB": 0, "FR": len(encode(GB))}
+
+    def value(record: Record) -> int:
+        if isinstance(record, tuple):
+            return count + record[1]
+        if isinstance(record, str):
+            return count if not record else count + 16 + at[record]
+        return record
+
+    tree = b"".join(pack_node(value(left), value(right), record_size) for left, right in nodes)
+    metadata = {
+        "node_count": U32(count),
+        "record_size": U16(record_size),
+        "ip_version": U16(ip_version),
+        "database_type": "Hostile",
+        "languages": ["en"],
+        "binary_format_major_version": U16(2),
+        "binary_format_minor_version": U16(0),
+        "build_epoch": U64(1),
+        "description": {"en": "written to break the walk"},
+    }
+    if cut == "node":
+        tree = tree[: -record_size // 4]
+    elif cut == "FR":
+        data = data[: at["FR"]]
+    path.write_bytes(tree + b"\x00" * 16 + data + METADATA_MARKER + encode(metadata))
+    return path
+
+
+def chain(depth: int, side: int, end: Record) -> list[tuple[Record, Record]]:
+    """Nodes under the root's right half: a path ``depth`` nodes deep, each node's other
+    record GB, the last one's two records ``end`` (``side``: the path's turn, 0 or 1)."""
+    nodes: list[tuple[Record, Record]] = [("", 1)]
+    for n in range(1, depth + 1):
+        nxt: Record = n + 1 if n < depth else end
+        other: Record = "GB" if n < depth else end
+        nodes.append((nxt, other) if side == 0 else (other, nxt))
+    return nodes
+
+
+HOSTILE: dict[str, tuple[list[tuple[Record, Record]], dict[str, Any]]] = {
+    # the root's left half (where the open's probes go) sane, the right half broken
+    "right half loops on itself": ([("GB", 1), (1, "")], {}),
+    "right half leads back to the root": ([("GB", 1), (0, "FR")], {}),
+    "right half points past the data": ([("GB", 1), (("+", 10_000), "FR")], {}),
+    "right half points into the separator": ([("GB", 1), (("+", 3), "FR")], {}),
+    "right half points inside a record": ([("GB", 1), (("+", 17), "FR")], {}),
+    "28-bit record's high nibble past the data": (
+        [("GB", 1), (("+", 1 << 26), "FR")],
+        {"record_size": 28},
+    ),
+    "32-bit record past the data": ([("GB", 1), (("+", 2**32 - 10), "FR")], {"record_size": 32}),
+    "no record anywhere": ([("", 1), ("", "")], {}),
+    "no node at all": ([("", "")], {}),
+    "IPv6 tree whose ::/96 path loops": ([(0, "FR")], {"ip_version": 6}),
+    "IPv6 tree whose ::/96 path ends in a record": ([("GB", "")], {"ip_version": 6}),
+    # bytes missing, the metadata still at the end: the tree's last node, the FR record
+    "cut in the tree": ([("GB", 1), (2, "FR"), ("GB", "FR")], {"cut": "node"}),
+    "cut in the data": ([("GB", 1), ("FR", "FR")], {"cut": "FR"}),
+}
+for depth in (18, 19, 20, 21, 31, 32, 33):
+    for side in (0, 1):
+        HOSTILE[f"a path {depth} deep, turning {side}, ending in FR"] = (
+            chain(depth, side, "FR"),
+            {},
+        )
+    HOSTILE[f"a path {depth} deep ending in a loop"] = (chain(depth, 1, depth), {})
+    HOSTILE[f"a path {depth} deep ending in nothing"] = (chain(depth, 0, ""), {})
+
+
+@pytest.mark.parametrize(
+    ("name", "record_size"),
+    [(name, (24, 28, 32)[n % 3]) for n, name in enumerate(sorted(HOSTILE))],
+)
+def test_a_hostile_file_is_refused_or_answers_as_its_reader_does(
+    tmp_path: Path, name: str, record_size: int
+) -> None:
+    nodes, options = HOSTILE[name]
+    options = {"record_size": record_size, **options}
+    path = tree_file(tmp_path / "hostile.mmdb", nodes, **options)
+    try:
+        open_geoip(path).close()
+    except GeoIpError:
+        return  # refused at open, as documented: no other exception
+    texts = probes({"128.0.0.0/1": None, "0.0.0.0/1": None}, [])
+    texts += [str(ipaddress.IPv4Address(v)) for v in range(0x80000000, 2**32, 0x00FFF0F1)]
+    texts += [str(ipaddress.IPv4Address(2**32 - 1 - (1 << n))) for n in range(32)]
+    texts += [str(ipaddress.IPv4Address(2**31 + (1 << n))) for n in range(31)]
+    assert_same_answers(path, texts)
+
+
+def test_metadata_the_reader_cannot_decode_is_refused_at_open(tmp_path: Path) -> None:
+    """``maxminddb`` opens a file whose metadata map holds a value it cannot decode, and
+    raises on ``metadata()``: that is a :class:`GeoIpError` too, not an escape."""
+    path = write_mmdb(tmp_path / "city.mmdb", {"81.2.0.0/16": GB}, ip_version=4)
+    raw = path.read_bytes()
+    at = raw.rfind(METADATA_MARKER) + len(METADATA_MARKER)
+    size = raw[at] & 0x1F  # the map's control byte: its entry count, below 29
+    bad_value = bytes([0x00, 0x10])  # an extended type (7 + 16) that does not exist
+    raw = raw[:at] + bytes([(7 << 5) | (size + 1)]) + raw[at + 1 :] + encode("x") + bad_value
+    path.write_bytes(raw)
+    with pytest.raises(GeoIpError, match="unreadable MaxMind DB metadata"):
+        open_geoip(path)

@@ -181,9 +181,15 @@ def _open_reader(path: str | os.PathLike[str]) -> GeoIpDatabase:
         raise GeoIpError(
             f"{where}: not a MaxMind DB (.mmdb) file" + (f" ({detail[:200]})" if detail else "")
         ) from None
-    try:
+    try:  # the C reader decodes the metadata map here: InvalidDatabaseError when it cannot
         db = GeoIpDatabase(path, reader)
-    except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+    except (
+        AttributeError,
+        TypeError,
+        ValueError,
+        OverflowError,
+        maxminddb.InvalidDatabaseError,
+    ) as exc:
         reader.close()
         raise GeoIpError(f"{where}: unreadable MaxMind DB metadata ({exc})") from None
     # A file cut short or overwritten in place still has its metadata at the end: a few
