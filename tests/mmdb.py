@@ -142,7 +142,7 @@ def write_mmdb(
         kind, n = entry
         return n if kind == "node" else count + 16 + n
 
-    tree = b"".join(_node(record(left), record(right), record_size) for left, right in nodes)
+    tree = b"".join(pack_node(record(left), record(right), record_size) for left, right in nodes)
     metadata = {
         "node_count": U32(count),
         "record_size": U16(record_size),
@@ -159,7 +159,7 @@ def write_mmdb(
     return target
 
 
-def _node(left: int, right: int, record_size: int) -> bytes:
+def pack_node(left: int, right: int, record_size: int) -> bytes:
     """One node of the tree: its two records, as the format packs records of that size."""
     if record_size == 28:  # left's low 24 bits, both high nibbles in one byte, right's
         middle = ((left >> 24) << 4) | (right >> 24)

@@ -174,13 +174,17 @@ def test_a_file_replaced_under_the_reader_or_of_another_layout_has_no_tree(
     metadata = db._reader.metadata()
     replaced = tmp_path / "new.mmdb"
     write_mmdb(replaced, {"81.2.0.0/16": {"country": {"iso_code": "FR"}}}, build_epoch=2)
-    replaced.rename(path)  # as geoipupdate replaces it
-    assert open_tree(path, metadata) is None  # not the file the reader reads
+    with open(path, "rb") as first:  # the reader's file
+        replaced.rename(path)  # as geoipupdate replaces it
+        assert open_tree(first.fileno(), path, metadata) is None  # the path names another
+    with open(path, "rb") as next_file:  # named, but not the metadata the reader read
+        assert open_tree(next_file.fileno(), path, metadata) is None
     assert db.lookup_many([(4, 0x51024591, "81.2.69.145")]) == [{"country": "GB"}]
     db.close()
 
     (tmp_path / "text").write_text("not an mmdb at all")
-    assert open_tree(tmp_path / "text", metadata) is None
+    with open(tmp_path / "text", "rb") as text:
+        assert open_tree(text.fileno(), tmp_path / "text", metadata) is None
     with pytest.raises(ValueError, match="record size 26"):
         Ipv4Tree(b"\x00" * 64, 1, 26, 4)
     with pytest.raises(ValueError, match="shorter than its search tree"):

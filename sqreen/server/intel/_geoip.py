@@ -141,15 +141,37 @@ def open_geoip(path: str | os.PathLike[str]) -> GeoIpDatabase:
     """Open ``path`` as a MaxMind DB file, or raise :class:`GeoIpError` saying why not."""
     where = str(path)
     try:
-        with open(path, "rb") as f:
-            if not f.read(1):
-                raise GeoIpError(f"{where}: the file is empty, not a MaxMind DB (.mmdb) file")
+        # Held open while the reader opens the path: the tree walked for IPv4 lookups is
+        # this file's, once the path still names it (:func:`._mmdb_tree.open_tree`).
+        held = open(path, "rb")  # closed below, after the reader has opened the path
     except IsADirectoryError:
         raise GeoIpError(f"{where}: a directory, not a MaxMind DB (.mmdb) file") from None
     except FileNotFoundError:
         raise GeoIpError(f"{where}: no such file") from None
     except OSError as exc:
-        raise GeoIpError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+        raise _unreadable(where, exc) from None
+    with held:
+        try:
+            first = held.read(1)
+        except OSError as exc:
+            raise _unreadable(where, exc) from None
+        if not first:
+            raise GeoIpError(f"{where}: the file is empty, not a MaxMind DB (.mmdb) file")
+        db = _open_reader(path)
+        # After the probes: a corrupt file is refused without reading its tree (the table
+        # of a tree that loops takes a second and more to fill).
+        db._tree = open_tree(held.fileno(), where, db._reader.metadata())
+    return db
+
+
+def _unreadable(where: str, exc: OSError) -> GeoIpError:
+    return GeoIpError(f"{where}: cannot read it ({exc.strerror or exc})")
+
+
+def _open_reader(path: str | os.PathLike[str]) -> GeoIpDatabase:
+    """The file opened by ``maxminddb``'s reader, its metadata read and a few addresses
+    looked up (:class:`GeoIpError` when it is no usable MaxMind DB file)."""
+    where = str(path)
     try:
         reader = maxminddb.open_database(where, maxminddb.MODE_AUTO)
     except (maxminddb.InvalidDatabaseError, ValueError, OSError, RuntimeError) as exc:
@@ -159,13 +181,16 @@ def open_geoip(path: str | os.PathLike[str]) -> GeoIpDatabase:
         raise GeoIpError(
             f"{where}: not a MaxMind DB (.mmdb) file" + (f" ({detail[:200]})" if detail else "")
         ) from None
-    tree = open_tree(where, reader.metadata())
-    try:
-        db = GeoIpDatabase(path, reader, tree)
-    except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+    try:  # the C reader decodes the metadata map here: InvalidDatabaseError when it cannot
+        db = GeoIpDatabase(path, reader)
+    except (
+        AttributeError,
+        TypeError,
+        ValueError,
+        OverflowError,
+        maxminddb.InvalidDatabaseError,
+    ) as exc:
         reader.close()
-        if tree is not None:
-            tree.close()
         raise GeoIpError(f"{where}: unreadable MaxMind DB metadata ({exc})") from None
     # A file cut short or overwritten in place still has its metadata at the end: a few
     # lookups find out now rather than on every event.

@@ -148,13 +148,18 @@ def _reader(tree: bytes | mmap.mmap, record_size: int) -> Callable[[int, int], i
     return child
 
 
-def open_tree(path: str | os.PathLike[str], metadata: Any) -> Ipv4Tree | None:
-    """The tree of the file at ``path`` (mapped read-only), when it is the file ``metadata``
-    (the reader's) describes: None when it is not (replaced since the reader opened it), or
-    its layout is not one :class:`Ipv4Tree` reads."""
+def open_tree(fd: int, path: str | os.PathLike[str], metadata: Any) -> Ipv4Tree | None:
+    """The tree of the open file ``fd`` (mapped read-only), when it is the file the reader
+    reads: ``fd`` was opened before the reader opened ``path``, and ``path`` still names
+    it; None when it is not (renamed over meanwhile: a next file's metadata can be the
+    same as the first's, and record numbers from its tree lead the reader's lookups astray),
+    or its layout is not one :class:`Ipv4Tree` reads."""
     try:
-        with open(path, "rb") as f:
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        held, named = os.fstat(fd), os.stat(path)
+        # The same file: held open, its inode cannot have been freed and reused meanwhile.
+        if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+            return None
+        mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError):
         return None
     try:
