@@ -173,8 +173,8 @@ def city_record(city: int, radius: int, rng: random.Random) -> dict[str, Any]:
 
 def dense_city_file(path: Path, rng: random.Random, cities: int = 20_000) -> Path:
     """A City file as a real one is, as far as lookups go: a record for every address of
-    1.0.0.0-223.255.255.255, in networks of /16 to /20 (356 000 networks: about what a
-    GeoLite2-City file has for IPv4, in number; its networks are smaller), 28-bit records as
+    1.0.0.0-223.255.255.255, in networks of /16 to /20 (356 000 networks; a real City file
+    has more, smaller ones: a walk there takes a few more steps), 28-bit records as
     GeoLite2-City's, and records shaped as its are (:func:`city_record`). A network's record
     is its city's (of ``cities``, drawn with Zipf weights: a few large cities hold much of
     the address space, as they do) with one of three accuracy radii: records are shared by

@@ -15,12 +15,12 @@ a record not read yet.
 
 The first 20 levels under the IPv4 root are read when the file is opened, into a table of
 1 048 576 entries (8 MiB: one for each /20, the node at depth 20 or the record a shallower
-network leads to; 1.2 s for a file of 3.2 million IPv4 networks, about a real City file's
-count, on a loaded machine); a lookup walks only the levels below (a City file's IPv4
-networks are mostly /20 to /24: a few steps, each a slice of the map). Measured on that file,
-a walk was 1.2 µs where ``get()`` of a five-field record was 2.4 (a 16-level table: 4.6).
-Record sizes 24, 28 and 32 (the three the format allows),
-trees of IPv4 and IPv6 files (IPv4 under ``::/96``, as libmaxminddb looks them up). A tree
+network leads to; 1.2 s for a file of 3.2 million IPv4 networks of /16 to /24, of the order
+of a real City file's, on a loaded machine); a lookup walks only the levels below (a City
+file's IPv4 networks are mostly /20 to /24: a few steps, each a slice of the map). Measured
+on that file, a walk was 1.2 µs where ``get()`` of a five-field record was 2.4 (with a
+16-level table: 4.6). Record sizes 24, 28 and 32 (the three the format allows), trees of
+IPv4 and IPv6 files (IPv4 under ``::/96``, as libmaxminddb looks them up). A tree
 that does not end within 32 levels below the IPv4 root (a corrupt file) gives
 :data:`UNKNOWN` for that address: the caller asks the reader, which says what is wrong.
 """
