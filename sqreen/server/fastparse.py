@@ -23,8 +23,8 @@ Why these types and not the wire's rules over again:
   msgspec's JSON of the same values (the estimate counts an integer item of a list, ``1,``,
   25; the standard text writes a character in at most 6, a float in at most 24, where msgspec
   takes at least 1 and 3 bytes): parts of at most 1/25 of the limit in msgspec's bytes pass
-  both checks, larger ones are left to the usual path; a request of at most 1/8 of its limit
-  passes, a larger one is measured exactly.
+  both checks, larger ones are checked by the wire's own functions; a request of at most 1/8
+  of its limit passes, a larger one is measured exactly.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Annotated, Any, Final, NamedTuple, TypeAlias
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from .._event import LIMITS, InvalidEvent, normal_timestamp, validate_name
+from .._event import LIMITS, InvalidEvent, normal_timestamp, validate_name, validate_properties
 from .._wire import IDENTIFY, MAX_REQUEST_BYTES, WireEvent, WireRequest
 from ..events import ALIASES
 from .fastjson import measure
@@ -138,7 +138,10 @@ def _event(raw: _Event) -> WireEvent | None:
     user = raw.user or None
     target = None if raw.target is None else _target(raw.target)
     if len(_encode([properties, user, target])) > _SURE_PARTS:
-        return None
+        # Large: the wire's own checks, exact (the same values as it would be given).
+        properties, _ = validate_properties(properties)
+        if len(measure([properties, user, target])) > LIMITS.max_event_bytes:
+            return None
     name = raw.name
     if name == IDENTIFY:
         if not user:

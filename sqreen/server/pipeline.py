@@ -6,7 +6,8 @@ it on a worker thread, one body at a time per process (see ``app._one_at_a_time`
 1. **parse**: the envelope, then each event with :func:`sqreen._wire.parse_event`, the SDK's
    own rules; a mixed batch keeps its valid events and lists the others by index. A name in
    :data:`sqreen.events.ALIASES` (``AUTH_LOGIN_SUCCESS``, ``login.success``...) is stored as
-   its standard name.
+   its standard name. A body whose events are all valid takes a fast path in C
+   (:mod:`.fastparse`) with the same results.
 2. **enrich**: each :class:`Enricher` in turn may add fields to each valid event
    (:attr:`Batch.enrichment`); they are stored with it. Local data only, never a network
    call: enrichers delay the reply and the next body of this process. An enricher may also

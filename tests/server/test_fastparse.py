@@ -283,6 +283,9 @@ CHANGES: list[dict[str, Any]] = [
     {"properties": {"s": "v" * 4096}},
     {"properties": {"s": "v" * 4097}},
     {"properties": {"s": "\udfff"}},
+    {"properties": {f"k{i}": "v" * 3000 for i in range(10)}},  # large: the exact checks
+    # 16 000 characters by the estimate, 96 000 in JSON (each \x00 written \u0000)
+    {"properties": {f"k{i}": "\x00" * 1000 for i in range(16)}},
     {"properties": {"i": 2**63 - 1, "j": -(2**63)}},
     {"properties": {"i": 2**63}},
     {"properties": {"i": 2**64 - 1}},
