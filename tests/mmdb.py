@@ -1,10 +1,12 @@
 """A small MaxMind DB (``.mmdb``) writer, for tests and benchmarks: the format as the spec
-describes it (a binary search tree of 24-bit records, a data section, the metadata), enough
+describes it (a binary search tree of 24-, 28- or 32-bit records, a data section, the
+metadata), enough
 for files that the real reader (``maxminddb``'s C extension) opens and answers from.
 
 ``write_mmdb(path, {"81.2.69.0/24": {"city": {"names": {"en": "London"}}, ...}})`` writes an
-IPv6 tree (IPv4 networks sit under ``::/96``, as in GeoLite2 and DB-IP files). Networks may
-not overlap. Values: dicts (maps), lists, str, int (uint32 when >= 0), float (double), bool.
+IPv6 tree (IPv4 networks sit under ``::/96``, as in GeoLite2 and DB-IP files), or with
+``ip_version=4`` an IPv4 one (IPv4 networks only). Networks may not overlap. Values: dicts
+(maps), lists, str, int (uint32 when >= 0), float (double), bool.
 """
 
 from __future__ import annotations
