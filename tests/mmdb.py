@@ -1,7 +1,7 @@
 """A small MaxMind DB (``.mmdb``) writer, for tests and benchmarks: the format as the spec
 describes it (a binary search tree of 24-, 28- or 32-bit records, a data section, the
-metadata), enough
-for files that the real reader (``maxminddb``'s C extension) opens and answers from.
+metadata), enough for files that the real reader (``maxminddb``'s C extension) opens and
+answers from.
 
 ``write_mmdb(path, {"81.2.69.0/24": {"city": {"names": {"en": "London"}}, ...}})`` writes an
 IPv6 tree (IPv4 networks sit under ``::/96``, as in GeoLite2 and DB-IP files), or with
