@@ -56,14 +56,13 @@ class GeoIpError(ValueError):
 class GeoIpDatabase:
     """One opened ``.mmdb`` file."""
 
-    def __init__(
-        self, path: str | os.PathLike[str], reader: Any, tree: Ipv4Tree | None = None
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], reader: Any) -> None:
         self.path = Path(path)
         self._reader = reader
-        #: The file's tree for IPv4 lookups (:mod:`._mmdb_tree`), and what was read of each
-        #: record it leads to (record number -> fields, None for none).
-        self._tree = tree
+        #: The file's tree for IPv4 lookups (:mod:`._mmdb_tree`; :func:`open_geoip` sets it
+        #: once the file passed its probes), and what was read of each record it leads to
+        #: (record number -> fields, None for none).
+        self._tree: Ipv4Tree | None = None
         self._records: dict[int, dict[str, Any] | None] = {}
         meta = reader.metadata()
         self.database_type = str(meta.database_type)[:MAX_TEXT]
