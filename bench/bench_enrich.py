@@ -12,7 +12,9 @@ placed, by networks of /16 to /20, 28-bit records, records shaped as GeoLite2-Ci
 in eight languages, subdivisions, postal code: what the reader decodes is six times what a
 record of the five fields read would cost, measured), each network's record its city's
 (Zipf-weighted over 20 000 cities, three accuracy radii each): then a new address leads to a
-record read already, or to a new one to decode.
+record read already, or to a new one to decode. The dense file is written as MaxMind's
+writers write (keys, continents, countries, cities met before are pointers), and once more
+with every record in full, for the per-event figure.
 
 1. **Per event**: :class:`IpIntel` called on batches of 500 parsed events, as the pipeline
    calls it, in three set-ups (country + kind; country + kind + one ``.mmdb``; and the latter
@@ -78,6 +80,7 @@ SETUPS = (
     "country + kind + 1 mmdb",
     "  + reputation (1000 blocks)",
     "country + kind + 1 dense mmdb",
+    "  the same, written without pointers",
 )
 #: The enrichers of the ingest runs: none, the sparse ``.mmdb``, the dense one.
 INGEST = ("off", "on", "dense")
@@ -171,14 +174,18 @@ def city_record(city: int, radius: int, rng: random.Random) -> dict[str, Any]:
     }
 
 
-def dense_city_file(path: Path, rng: random.Random, cities: int = 20_000) -> Path:
+def dense_city_file(
+    path: Path, rng: random.Random, cities: int = 20_000, pointers: bool = True
+) -> Path:
     """A City file as a real one is, as far as lookups go: a record for every address of
     1.0.0.0-223.255.255.255, in networks of /16 to /20 (356 000 networks; a real City file
     has more, smaller ones: a walk there takes a few more steps), 28-bit records as
     GeoLite2-City's, and records shaped as its are (:func:`city_record`). A network's record
     is its city's (of ``cities``, drawn with Zipf weights: a few large cities hold much of
     the address space, as they do) with one of three accuracy radii: records are shared by
-    many networks, as cities share theirs."""
+    many networks, as cities share theirs. Written as MaxMind's writers write (a key or a
+    value met before is a pointer to it), or with ``pointers=False`` every record in full
+    (the most a record can cost to read)."""
     weights = [1 / (rank + 1) for rank in range(cities)]
     records: dict[tuple[int, int], dict[str, Any]] = {}
     networks: dict[str, dict[str, Any]] = {}
@@ -192,7 +199,9 @@ def dense_city_file(path: Path, rng: random.Random, cities: int = 20_000) -> Pat
                 if record is None:
                     record = records[(city, radius)] = city_record(city, radius, rng)
                 networks[f"{a}.{b}.{n << (8 - split)}.0/{16 + split}"] = record
-    return write_mmdb(path, networks, database_type="GeoLite2-City", record_size=28)
+    return write_mmdb(
+        path, networks, database_type="GeoLite2-City", record_size=28, pointers=pointers
+    )
 
 
 def package(name: str) -> SimpleNamespace:
@@ -313,7 +322,8 @@ def measure(args: argparse.Namespace, variants: dict[str, SimpleNamespace]) -> d
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         mmdb = str(city_file(tmp / "city.mmdb", args.networks, rng))
-        dense = str(dense_city_file(tmp / "dense.mmdb", rng))
+        dense = str(dense_city_file(tmp / "dense.mmdb", random.Random(16)))
+        full = str(dense_city_file(tmp / "full.mmdb", random.Random(16), pointers=False))
         setups: dict[str, list[tuple[str, Any]]] = {}
         storages = []
         for name, pkg in variants.items():
@@ -330,6 +340,7 @@ def measure(args: argparse.Namespace, variants: dict[str, SimpleNamespace]) -> d
                 (SETUPS[1], pkg.IpIntel.open([mmdb])),
                 (SETUPS[2], with_reputation),
                 (SETUPS[3], pkg.IpIntel.open([dense])),
+                (SETUPS[4], pkg.IpIntel.open([full])),
             ]
         for repeat in range(args.repeat):
             for index, label in enumerate(SETUPS):

@@ -7,6 +7,11 @@ answers from.
 IPv6 tree (IPv4 networks sit under ``::/96``, as in GeoLite2 and DB-IP files), or with
 ``ip_version=4`` an IPv4 one (IPv4 networks only). Networks may not overlap. Values: dicts
 (maps), lists, str, int (uint32 when >= 0), float (double), bool.
+
+With ``pointers=True`` the data section is written as MaxMind's writers write it: a map's
+key or value, or an array's item, already written elsewhere becomes a pointer to it when the
+pointer is shorter (so a GeoLite2 file's keys, continents, countries and cities are
+pointers); without, every record is written out in full.
 """
 
 from __future__ import annotations
@@ -85,6 +90,51 @@ def encode(value: Any) -> bytes:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
+def pointer(offset: int) -> bytes:
+    """A pointer to ``offset`` in the data section, in the fewest bytes the format allows."""
+    if offset < 2048:
+        return bytes([0x20 | (offset >> 8), offset & 0xFF])
+    if offset < 526_336:
+        rest = offset - 2048
+        return bytes([0x28 | (rest >> 16)]) + (rest & 0xFFFF).to_bytes(2, "big")
+    if offset < 134_744_064:
+        rest = offset - 526_336
+        return bytes([0x30 | (rest >> 24)]) + (rest & 0xFFFFFF).to_bytes(3, "big")
+    return b"\x38" + offset.to_bytes(4, "big")
+
+
+class _Shared:
+    """The data section of a file written with pointers: each value's first place."""
+
+    def __init__(self, data: bytearray) -> None:
+        self.data = data
+        self.seen: dict[bytes, tuple[int, int]] = {}  # its full encoding -> (offset, size)
+
+    def put(self, value: Any) -> None:
+        """Write ``value`` at the end, its children as pointers where they pay."""
+        if isinstance(value, dict):
+            self.data += _control(7, len(value))
+            for k, v in value.items():
+                self.child(str(k))
+                self.child(v)
+        elif isinstance(value, list | tuple):
+            self.data += _control(11, len(value))
+            for v in value:
+                self.child(v)
+        else:
+            self.data += encode(value)
+
+    def child(self, value: Any) -> None:
+        key = encode(value)
+        found = self.seen.get(key)
+        if found is not None and found[1] > len(pointer(found[0])):
+            self.data += pointer(found[0])
+            return
+        start = len(self.data)
+        self.put(value)
+        self.seen.setdefault(key, (start, len(self.data) - start))
+
+
 def write_mmdb(
     path: str | Path,
     networks: dict[str, Any],
@@ -93,13 +143,16 @@ def write_mmdb(
     build_epoch: int = 1_700_000_000,
     record_size: int = 24,
     ip_version: int = 6,
+    pointers: bool = False,
 ) -> Path:
     """Write ``networks`` (CIDR -> record) as a MaxMind DB file at ``path``: a tree of
     ``record_size`` bits (24, 28 or 32) records, of IPv6 (IPv4 under ``::/96``) or, with
-    ``ip_version=4``, IPv4 addresses only."""
+    ``ip_version=4``, IPv4 addresses only; with ``pointers``, values met before are
+    pointers (see the module)."""
     data = bytearray()
     offsets: dict[bytes, int] = {}
     encoded: dict[int, bytes] = {}
+    shared = _Shared(data) if pointers else None
     # Each node: [left, right]; an entry is ("node", index), ("data", offset) or None.
     nodes: list[list[tuple[str, int] | None]] = [[None, None]]
     for cidr, record in networks.items():
@@ -118,7 +171,10 @@ def write_mmdb(
             key = encoded[id(record)] = encode(record)
         if key not in offsets:
             offsets[key] = len(data)
-            data += key
+            if shared is None:
+                data += key
+            else:
+                shared.put(record)
         offset = offsets[key]
         node = 0
         for depth in range(bits):

@@ -198,3 +198,38 @@ def test_a_reader_without_a_tree_still_answers(tmp_path: Path) -> None:
     db = GeoIpDatabase(path, opened._reader)
     assert db.lookup_many([(4, 0x51024591, "81.2.69.145")]) == [{"country": "GB"}]
     opened.close()
+
+
+def test_a_file_written_with_pointers_reads_as_one_written_in_full(tmp_path: Path) -> None:
+    """``tests/mmdb.py``'s ``pointers=True`` (keys and values met before written as pointers,
+    as MaxMind's writers do): the reader gives the same records from a smaller file, and so
+    does the collector's lookup."""
+    city = {"names": {"de": "London", "en": "London"}}
+    gb = {"iso_code": "GB", "names": {"en": "United Kingdom"}}
+    placed = {
+        f"81.{n}.0.0/16": {
+            "city": city,
+            "country": gb,
+            "location": {"accuracy_radius": n, "latitude": 51.5, "longitude": -0.125},
+        }
+        for n in range(40)
+    }
+    full = write_mmdb(tmp_path / "full.mmdb", placed, record_size=28)
+    shared = write_mmdb(tmp_path / "shared.mmdb", placed, record_size=28, pointers=True)
+    assert shared.stat().st_size < full.stat().st_size * 0.6
+    texts = [f"81.{n}.1.1" for n in range(40)]
+    parsed = [a for a in map(parse_address, texts) if a is not None]
+    answers = []
+    for path in (full, shared):
+        db = open_geoip(path)
+        assert [db._reader.get(t) for t in texts] == list(placed.values())
+        answers.append(db.lookup_many(parsed))
+        db.close()
+    assert answers[0] == answers[1]
+    assert answers[1][7] == {
+        "city": "London",
+        "country": "GB",
+        "latitude": 51.5,
+        "longitude": -0.125,
+        "accuracy_radius": 7,
+    }

@@ -130,14 +130,18 @@ def assert_same_answers(path: Path, texts: list[str]) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(mmdb_files(), st.lists(st.integers(0, 2**32 - 1), max_size=20))
+@given(mmdb_files(), st.lists(st.integers(0, 2**32 - 1), max_size=20), st.booleans())
 def test_any_file_answers_as_its_reader_does(
-    file: tuple[dict[str, Any], int, int], extra: list[int]
+    file: tuple[dict[str, Any], int, int], extra: list[int], pointers: bool
 ) -> None:
     placed, record_size, ip_version = file
     with tempfile.TemporaryDirectory() as tmp:
         path = write_mmdb(
-            Path(tmp) / "random.mmdb", placed, record_size=record_size, ip_version=ip_version
+            Path(tmp) / "random.mmdb",
+            placed,
+            record_size=record_size,
+            ip_version=ip_version,
+            pointers=pointers,
         )
         assert_same_answers(path, probes(placed, extra))
 
