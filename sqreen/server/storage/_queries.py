@@ -27,7 +27,8 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from ...events import STANDARD_EVENTS
-from ._rows import EVENT_COLUMNS, clean, event_from_row, index_value
+from ._rows import EVENT_COLUMNS, clean, event_from_row
+from ._side_rows import index_value
 from .model import MAX_IPS, NO_FILTER, EventFilter, StoredEvent, from_us, to_us
 
 __all__ = ["MAX_IDS", "EventQueries", "id_list"]
