@@ -106,7 +106,7 @@ class EventFilter:
     ``users`` and ``properties`` are (key, value) pairs: ``("uid", "42")`` matches events whose
     user identifiers have ``uid == "42"``; a property pair matches a top-level property whose
     value, as text, equals the given one (str as is, int in decimal, bool ``true``/``false``;
-    values are indexed on their first :data:`~._sql.INDEXED_VALUE_MAX` characters).
+    values are indexed on their first :data:`~._side_rows.INDEXED_VALUE_MAX` characters).
     ``since`` is inclusive, ``until`` exclusive, both on the event's own time. ``ips``: any
     of these addresses, as the SDKs record them (what a small network expands to; at most
     :data:`MAX_IPS`).
