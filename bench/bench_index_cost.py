@@ -37,7 +37,8 @@ from sqreen.server.ingest import gunzip  # noqa: E402
 from sqreen.server.pipeline import IngestPipeline  # noqa: E402
 from sqreen.server.storage import open_storage  # noqa: E402
 from sqreen.server.storage._parts import placeholders  # noqa: E402
-from sqreen.server.storage._rows import EVENT_COLUMNS, event_record, index_rows  # noqa: E402
+from sqreen.server.storage._rows import EVENT_COLUMNS, event_record  # noqa: E402
+from sqreen.server.storage._side_rows import index_rows  # noqa: E402
 from sqreen.server.storage.sqlite import WRITER_CACHE_KIB  # noqa: E402
 
 SIDES = ("event_props", "event_users")

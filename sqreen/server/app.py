@@ -29,47 +29,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
-import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from .action_cache import unchanged
-from .actions import MAX_POLLS_PER_KEY, MAX_WAIT, POLL_AGAIN, ActionFeed, TooManyPolls
-from .auth import CACHE_TTL, KeyChecker, authenticate
-from .blocks import (
-    ENDED_LISTED,
-    MAX_ACTIVE_BLOCKS,
-    MAX_ENDED_LISTED,
-    BlockLimitReached,
-    BlockService,
-    InvalidBlock,
-    block_from_json,
-    block_warnings,
-    parse_block_id,
-)
-from .errors import EXCEPTION_HANDLERS, ApiError, QuietDisconnects
-from .ingest import MAX_BODY_BYTES, Held, heartbeat, parse_json, read_body
+from ._api_blocks import create_block_endpoint, delete_block_endpoint, list_blocks_endpoint
+from ._api_sdk import actions_endpoint, events_endpoint, heartbeat_endpoint
+from .actions import MAX_POLLS_PER_KEY, ActionFeed
+from .auth import CACHE_TTL, KeyChecker
+from .blocks import MAX_ACTIVE_BLOCKS, BlockService
+from .errors import EXCEPTION_HANDLERS, QuietDisconnects
+from .ingest import MAX_BODY_BYTES
 from .intel import DEFAULT_MAX_SPEED, ImpossibleTravel, IpIntel, Reputation
 from .logs import RequestIds
-from .metrics import (
-    METRICS_ROUTES,
-    count_refusals,
-    count_rejected,
-    observe_batch,
-    worker_stopped,
-)
+from .metrics import METRICS_ROUTES, count_rejected, worker_stopped
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
 from .probes import PROBE_ROUTES
@@ -85,166 +66,6 @@ logger = logging.getLogger("sqreen.server")
 PURGE_EVERY = 3600.0
 #: How often playbook hits that no window reads any more are deleted (seconds).
 PURGE_HITS_EVERY = 60.0
-#: Bodies parsed and stored at once by one process (see _one_at_a_time).
-INGEST_CONCURRENCY = 1
-#: Bodies waiting in one worker past which a sender is asked to reconnect (see _rebalance).
-REBALANCE_BACKLOG = 1
-
-T = TypeVar("T")
-
-
-async def events_endpoint(request: Request) -> Response:
-    key = await authenticate(request)
-    pipeline: IngestPipeline = request.app.state.pipeline
-    with count_refusals():
-        body = await read_body(request, request.app.state.max_body_bytes)
-        started = time.perf_counter()
-        reply, held = await _one_at_a_time(request, partial(pipeline.ingest, key_id=key.id), body)
-    response = await _with_actions(request, reply, held, _rebalance(request))
-    observe_batch(reply["accepted"], reply["duplicates"], time.perf_counter() - started)
-    return response
-
-
-async def heartbeat_endpoint(request: Request) -> Response:
-    key = await authenticate(request)
-    handle = partial(heartbeat, request.app.state.storage, key_id=key.id)
-    with count_refusals():
-        body = await read_body(request, request.app.state.max_body_bytes)
-        held = await _one_at_a_time(request, handle, body)
-    return await _with_actions(request, {}, held)
-
-
-async def _with_actions(
-    request: Request, reply: dict[str, Any], held: Held, headers: dict[str, str] | None = None
-) -> Response:
-    """``reply`` with the ``actions`` the SDK needs, made outside the ingest slot (in a
-    worker thread: one read of the version, the set itself only when it changed) and
-    written in as encoded (the whole set is encoded once, not once a reply)."""
-    feed: ActionFeed = request.app.state.actions
-    actions = await run_in_threadpool(feed.encoded, held.version, held.diff)
-    return _json(reply, actions, headers)
-
-
-def _json(reply: dict[str, Any], actions: bytes, headers: dict[str, str] | None = None) -> Response:
-    head = json.dumps(reply, ensure_ascii=False, separators=(",", ":")).encode()
-    body = (head[:-1] + b"," if reply else b"{") + b'"actions":' + actions + b"}"
-    return Response(body, media_type="application/json", headers=headers)
-
-
-async def _one_at_a_time(request: Request, handle: Callable[[bytes], T], body: bytes) -> T:
-    """Run ``handle`` (the ingest pipeline, or a heartbeat) in a thread, one body at a time
-    per process.
-
-    The work is Python, bound by the GIL: several bodies at once in one process go no faster,
-    and a thread coming back from the database with the write lock held would wait for the
-    GIL behind the threads parsing the next batches (up to 5 ms a statement), stretching the
-    lock other processes wait for. One at a time, with ``--workers`` for parallelism,
-    measured 14 000 -> 22 000 events/s with two workers on two cores, at less CPU an event.
-    """
-    state = request.app.state
-    limiter = getattr(state, "ingest_limiter", None)
-    if limiter is None:  # made here, in the event loop it belongs to
-        limiter = state.ingest_limiter = anyio.CapacityLimiter(INGEST_CONCURRENCY)
-    return await anyio.to_thread.run_sync(handle, body, limiter=limiter)
-
-
-def _rebalance(request: Request) -> dict[str, str] | None:
-    """``Connection: close`` when several workers share the port and this one has a backlog.
-
-    A keep-alive connection stays with the process that accepted it, so eight SDK
-    connections may well be six on one worker and two on the other: the first is the
-    bottleneck while the second idles. A sender told to reconnect lands on whichever worker
-    accepts first, usually the idler one, and a reconnect costs far less than the batch it
-    carries. Measured with two workers on two cores: 16 000 to 21 600 events/s from eight
-    senders without this, 22 000 to 24 700 with it; from four, 18 300 and 21 800.
-    """
-    state = request.app.state
-    if state.rebalance and state.ingest_limiter.statistics().tasks_waiting >= REBALANCE_BACKLOG:
-        return {"Connection": "close"}
-    return None
-
-
-async def actions_endpoint(request: Request) -> Response:
-    """The action set; with ``version=n`` (the SDK's), ``unchanged`` when it is current (a
-    diff with ``diff=1``, when smaller), and with ``wait=s`` too, a long-poll: the answer
-    comes when the set changes, or after ``s`` seconds (at most 60). A key holding too many
-    long-polls in this process has the next ones refused, 429 (see :mod:`.actions`)."""
-    key = await authenticate(request)
-    feed: ActionFeed = request.app.state.actions
-    known = _int_param(request, "version")
-    wait = _int_param(request, "wait", 0, int(MAX_WAIT))
-    diff = request.query_params.get("diff") in ("1", "true")
-    if known is None or not wait:
-        return _json({}, await run_in_threadpool(feed.encoded, known, diff))
-    try:
-        actions = await feed.wait(known, wait, diff=diff, key=key.id)
-    except TooManyPolls as exc:
-        raise ApiError(429, str(exc), headers={"Retry-After": str(int(POLL_AGAIN))}) from None
-    except asyncio.CancelledError:
-        # The server is stopping and cuts what it still holds: answer, the SDK asks again.
-        actions = unchanged(known)
-    return _json({}, actions)
-
-
-def _int_param(request: Request, name: str, low: int = -1, high: int = 2**62) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    try:
-        value = int(float(raw)) if len(raw) < 32 else None
-    except (ValueError, OverflowError):
-        value = None
-    if value is None or not low <= value <= high:
-        raise ApiError(400, f"must be an integer from {low} to {high}", field=name)
-    return value
-
-
-async def list_blocks_endpoint(request: Request) -> JSONResponse:
-    await authenticate(request, admin=True)
-    storage: Storage = request.app.state.storage
-    include = request.query_params.get("all", "") in ("1", "true", "yes")
-    limit = _int_param(request, "limit", 1, MAX_ENDED_LISTED) or ENDED_LISTED
-    blocks = await run_in_threadpool(lambda: storage.list_blocks(ended=limit if include else 0))
-    actions = await run_in_threadpool(storage.action_set)
-    return JSONResponse(
-        {"version": actions.version, "blocks": [b.to_json(actions.now) for b in blocks]}
-    )
-
-
-async def create_block_endpoint(request: Request) -> JSONResponse:
-    key = await authenticate(request, admin=True)
-    body = parse_json(await read_body(request, 64 * 1024))
-    try:
-        wanted = block_from_json(body)
-    except InvalidBlock as exc:
-        raise ApiError(400, str(exc), field=exc.field) from None
-    blocks: BlockService = request.app.state.blocks
-    try:
-        placed = await run_in_threadpool(
-            lambda: blocks.apply(wanted, created_by=f"api-key:{key.id}:{key.name}")
-        )
-    except BlockLimitReached as exc:
-        raise ApiError(409, str(exc), field=exc.field) from None
-    # 201 for a new block; 200 for the active block on the same target, extended or kept.
-    created = placed.outcome == "created"
-    block = placed.block
-    now = block.created_at if created else blocks.store.now()
-    body = {**block.to_json(now), "outcome": placed.outcome, "warnings": block_warnings(wanted)}
-    return JSONResponse(body, status_code=201 if created else 200)
-
-
-async def delete_block_endpoint(request: Request) -> JSONResponse:
-    key = await authenticate(request, admin=True)
-    block_id = parse_block_id(request.path_params["block_id"])
-    if block_id is None:
-        raise ApiError(404, "no such block")
-    blocks: BlockService = request.app.state.blocks
-    block = await run_in_threadpool(
-        lambda: blocks.lift(block_id, lifted_by=f"api-key:{key.id}:{key.name}")
-    )
-    if block is None:
-        raise ApiError(404, "no active block with this id")
-    return JSONResponse(block.to_json(blocks.store.now()))
 
 
 async def health_endpoint(request: Request) -> JSONResponse:

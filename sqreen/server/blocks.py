@@ -14,7 +14,7 @@ SDK trusts loopback as a proxy by default, and refuses a block that would lock o
 client behind one). A duration is from 1 second to 3650 days, written in a few digits; a
 reason is one line of at most 512 characters, without control characters (it is printed in
 terminals and pages, and PostgreSQL refuses NUL). The durations and times that blocks take
-are read here too, for the CLI and the explorer alike.
+are read in :mod:`._block_input` (imported from here), for the CLI and the explorer alike.
 
 A block on a target that an active block already covers (the same network, the same
 identifiers) extends that block instead of adding a second one: :meth:`BlockService.apply`
@@ -25,17 +25,17 @@ that places blocks for playbooks too.
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Final
 from unicodedata import category
 
 from .._client_ip import DEFAULT_TRUSTED_PROXIES
-from .._event import InvalidEvent, in_range, validate_user
+from .._event import InvalidEvent, validate_user
 from .._text import first_hidden
+from ._block_input import InvalidBlock, parse_duration, parse_pairs, parse_when
 from .storage import Block, BlockSpec, BlockType, ControlStore, PlacedBlock, TooManyBlocks
 
 __all__ = [
@@ -71,11 +71,6 @@ ENDED_LISTED: Final = 1000
 MAX_ENDED_LISTED: Final = 10_000
 MIN_PREFIX: Final = {4: 16, 6: 48}
 MAX_REASON: Final = 512
-MIN_DURATION: Final = timedelta(seconds=1)
-MAX_DURATION: Final = timedelta(days=3650)
-#: Characters in the number of a duration written as text (``3650d`` is 4, ``0.5s`` 3).
-MAX_DURATION_DIGITS: Final = 12
-_DURATION_RE: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhdw])")
 #: What :func:`~sqreen._text.first_hidden` finds, by Unicode category, for error messages.
 _KINDS: Final = {
     "Cs": "an unpaired surrogate",
@@ -83,7 +78,6 @@ _KINDS: Final = {
     "Zl": "a line separator",
     "Zp": "a paragraph separator",
 }
-_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 #: The networks every SDK trusts as proxies with its default settings (the non-IP entry is
 #: Unix sockets); an SDK refuses a block that overlaps one of them.
 LOOPBACK: Final = tuple(
@@ -114,15 +108,6 @@ _BLOCK_ID_RE: Final = re.compile(r"[0-9]{1,18}")
 Duration = timedelta | int | float | str
 
 
-class InvalidBlock(ValueError):
-    """A block that cannot be created; ``field`` names what was wrong."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
 class BlockLimitReached(InvalidBlock):
     """A new block refused because ``limit`` blocks are in force already."""
 
@@ -133,75 +118,6 @@ class BlockLimitReached(InvalidBlock):
             "env SQREEN_MAX_BLOCKS): lift some, or wait for some to expire",
         )
         self.limit = limit
-
-
-def parse_duration(value: object, field: str = "duration") -> timedelta:
-    """``30s``, ``15m``, ``1h``, ``7d``, ``2w`` (or a number of seconds, or a timedelta) as a
-    timedelta, from :data:`MIN_DURATION` to :data:`MAX_DURATION`."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int) and not isinstance(value, bool):
-        # Bounded before any conversion: a 400-digit integer is no float.
-        seconds = float(value) if abs(value) < 10**MAX_DURATION_DIGITS else math.inf
-    elif isinstance(value, float):
-        seconds = value if math.isfinite(value) else math.inf
-    elif isinstance(value, str) and (m := _DURATION_RE.fullmatch(value.strip().lower())):
-        if len(m[1]) > MAX_DURATION_DIGITS:
-            raise InvalidBlock(field, f"at most {MAX_DURATION_DIGITS} digits, like 30s or 7d")
-        seconds = float(m[1]) * _UNITS[m[2]]
-    else:
-        raise InvalidBlock(field, f"{_shown(value)} is not a duration like 30s, 15m, 1h or 7d")
-    if not MIN_DURATION.total_seconds() <= seconds <= MAX_DURATION.total_seconds():
-        raise InvalidBlock(field, "must be positive and at most 3650 days (1 second at least)")
-    return timedelta(seconds=seconds)
-
-
-def _shown(value: object) -> str:
-    """A value, shortened, to name in an error message."""
-    text = value if isinstance(value, str) else str(value)
-    return repr(text[:40] + ("…" if len(text) > 40 else ""))
-
-
-def parse_when(value: str, now: datetime, field: str) -> datetime:
-    """``15m``/``2h``/``7d`` (that long before ``now``) or an ISO 8601 time (naive is UTC)."""
-    try:
-        return now - parse_duration(value, field)
-    except InvalidBlock:
-        pass
-    try:
-        when = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise InvalidBlock(
-            field, f"{value[:40]!r} is neither a duration (30m, 2h, 7d) nor an ISO 8601 time"
-        ) from None
-    when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    # The times an event may carry: every time the explorer and the CLI compare with is one.
-    if not in_range(when):
-        raise InvalidBlock(field, "must be between 1970 and 9000")
-    return when.astimezone(UTC)
-
-
-def parse_pairs(pairs: Iterable[str], field: str) -> dict[str, str]:
-    """``["uid=42", "email=a@b.c"]`` as a dict (the CLI's spelling of identifiers, and the
-    explorer form's). A key given twice, or spaces around the ``=`` (``uid = 42`` would be
-    the key ``"uid "``, which no event has), are refused rather than guessed at."""
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidBlock(field, f"{pair[:40]!r} is not key=value")
-        if key != key.strip() or value != value.strip():
-            raise InvalidBlock(
-                field,
-                f"{pair[:40]!r} has spaces around '=' or at its ends: write "
-                f"{(key.strip() + '=' + value.strip())[:40]}",
-            )
-        if key in out:
-            raise InvalidBlock(
-                field, f"{key[:40]!r} is given twice: each key takes one value (key=value)"
-            )
-        out[key] = value
-    return out
 
 
 def validate_user_spec(user: object) -> dict[str, str]:

@@ -1,4 +1,6 @@
-"""Errors the collector's API answers with: always JSON, ``{"error": ..., "field"?: ...}``."""
+"""Errors the collector's API answers with: always JSON, ``{"error": ..., "field"?: ...}``;
+and :func:`int_param`, the integer query parameter read by several routes (a 400 naming it
+when it is not one)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["EXCEPTION_HANDLERS", "ApiError", "QuietDisconnects"]
+__all__ = ["EXCEPTION_HANDLERS", "ApiError", "QuietDisconnects", "int_param"]
 
 
 class ApiError(Exception):
@@ -73,3 +75,18 @@ class QuietDisconnects:
             await self.app(scope, receive, send)
         except ClientDisconnect:
             pass
+
+
+def int_param(request: Request, name: str, low: int = -1, high: int = 2**62) -> int | None:
+    """Query parameter ``name`` as an integer from ``low`` to ``high`` (None when absent),
+    or a 400 naming it."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(float(raw)) if len(raw) < 32 else None
+    except (ValueError, OverflowError):
+        value = None
+    if value is None or not low <= value <= high:
+        raise ApiError(400, f"must be an integer from {low} to {high}", field=name)
+    return value

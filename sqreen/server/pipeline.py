@@ -1,7 +1,7 @@
 """The ingest pipeline: parse -> enrich -> store -> after-store hooks, then the reply.
 
 ``create_app`` builds one :class:`IngestPipeline` and runs each ``POST /v1/events`` body through
-it on a worker thread, one body at a time per process (see ``app._one_at_a_time``):
+it on a worker thread, one body at a time per process (see ``_api_sdk._one_at_a_time``):
 
 1. **parse**: the envelope, then each event with :func:`sqreen._wire.parse_event`, the SDK's
    own rules; a mixed batch keeps its valid events and lists the others by index. A name in

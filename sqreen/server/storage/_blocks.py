@@ -23,9 +23,9 @@ from collections.abc import Collection, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from ._entity_rows import BLOCK_COLUMNS, BlockRow, block_from_row
 from ._parts import SqlPart
 from ._queries import id_list
-from ._rows import BLOCK_COLUMNS, BlockRow, block_from_row
 from .model import (
     ActionChanges,
     ActionSet,

@@ -1,4 +1,7 @@
-"""Turning validated wire events into database rows, and rows back into values.
+"""Turning validated wire events into event rows, and rows back into events.
+
+An event's side rows are built in :mod:`._side_rows`, the rows of blocks, keys and agents
+in :mod:`._entity_rows`.
 
 Shared by both back ends so that they store the same bytes. Text that lands in an indexed
 column is cleaned first: PostgreSQL refuses NUL characters in text, neither driver can encode
@@ -15,7 +18,7 @@ surrogate reads as U+FFFD (:func:`loads`), an event's time is never later than i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
@@ -24,35 +27,23 @@ from ..._json import Encoded, dumps_ascii, dumps_fields, dumps_utf8
 from ..._text import utf8_text
 from ..._wire import WireEvent
 from ..fastjson import dumps_ascii as dumps_event_part
-from .model import Agent, ApiKey, Block, InsertResult, StoredEvent, from_us, to_us
+from .model import InsertResult, StoredEvent, from_us, to_us
 
 __all__ = [
-    "AGENT_COLUMNS",
-    "BLOCK_COLUMNS",
     "EVENT_COLUMNS",
-    "KEY_COLUMNS",
-    "AgentRow",
-    "BlockRow",
     "EventRecord",
-    "KeyRow",
-    "agent_from_row",
-    "block_from_row",
     "clean",
     "dumps",
     "event_from_row",
     "event_record",
     "event_us",
-    "index_rows",
-    "index_value",
-    "key_from_row",
     "loads",
+    "loads_or_none",
     "new_event",
     "new_events",
-    "opt_time",
+    "plain",
 ]
 
-#: Property values are indexed on this many characters (filters compare the same prefix).
-INDEXED_VALUE_MAX: Final = 200
 #: A ``request.ip`` longer than this is no address; it is kept in ``request_json`` only.
 IP_MAX: Final = 64
 
@@ -86,56 +77,6 @@ class EventRecord(NamedTuple):
 #: The columns :func:`event_record` fills, in order.
 EVENT_COLUMNS: Final = EventRecord._fields
 _new_record: Final = tuple.__new__
-
-
-class BlockRow(NamedTuple):
-    """A row of ``blocks``, as :data:`BLOCK_COLUMNS` selects it."""
-
-    id: int
-    type: str
-    user_json: str | None
-    ip: str | None
-    reason: str
-    created_at: int
-    expires_at: int | None
-    created_by: str
-    lifted_at: int | None
-    lifted_by: str | None
-    changed_in: int
-
-
-BLOCK_COLUMNS: Final = ", ".join(BlockRow._fields)
-
-
-class KeyRow(NamedTuple):
-    """A row of ``api_keys``, as :data:`KEY_COLUMNS` selects it (never the token's hash)."""
-
-    id: int
-    name: str
-    created_at: int
-    revoked_at: int | None
-    scope: str
-
-
-KEY_COLUMNS: Final = ", ".join(KeyRow._fields)
-
-
-class AgentRow(NamedTuple):
-    """A row of ``agents``, as :data:`AGENT_COLUMNS` selects it."""
-
-    key_id: int
-    app: str
-    host: str
-    pid: int
-    framework: str | None
-    sdk_name: str | None
-    sdk_version: str | None
-    stats_json: str
-    first_seen: int
-    last_seen: int
-
-
-AGENT_COLUMNS: Final = ", ".join(AgentRow._fields)
 
 
 def clean(text: str, limit: int | None = None) -> str:
@@ -285,77 +226,12 @@ def _ip(request: Mapping[str, Any] | None) -> str | None:
     ip = request.get("ip") if request else None
     if ip is None or len(ip) > IP_MAX:
         return None
-    return ip if _plain(ip) else clean(ip)
+    return ip if plain(ip) else clean(ip)
 
 
-def _plain(text: str) -> bool:
+def plain(text: str) -> bool:
     """True when :func:`clean` would leave ``text`` as it is (the common, cheap case)."""
     return text.isascii() and "\x00" not in text
-
-
-def index_value(value: object) -> str | None:
-    """The text a top-level property value is indexed (and filtered) under, or None when the
-    value is not indexed (floats, None, lists, dicts)."""
-    if type(value) is str:
-        return value[:INDEXED_VALUE_MAX] if _plain(value) else clean(value, INDEXED_VALUE_MAX)
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if type(value) is int:
-        return str(value)[:INDEXED_VALUE_MAX]
-    return None
-
-
-def _side_key(keys: dict[str, str], seen: set[str], key: str) -> str | None:
-    """``key`` as a side table stores it (:func:`clean`; ``keys`` holds the batch's keys
-    already cleaned, ``""`` for those stored as they are), or None when another key of the
-    same event (``seen``) stores as the same text: ``"a\\x00"``, ``"a\\ud800"`` and
-    ``"a\\ufffd"`` are three keys of an event and one in a side table, where a key is unique
-    per event (the second failed the whole batch, which its SDK then sent again, forever).
-    Only keys that are not plain (ASCII without NUL) can meet: a plain key is stored as it
-    is, and cleaning leaves a U+FFFD, not ASCII, in every key it changes."""
-    name = keys.get(key)
-    if name is None:
-        name = keys[key] = "" if _plain(key) else clean(key)
-    if not name:
-        return key
-    if name in seen:
-        return None
-    seen.add(name)
-    return name
-
-
-def index_rows(events: Iterable[WireEvent]) -> tuple[list[Any], list[Any]]:
-    """The rows of ``event_props`` and ``event_users`` for ``events``, flattened
-    (``position, key, value, position, key, value...``, ready for a multi-row INSERT once each
-    position, the event's index in ``events``, is replaced by its seq)."""
-    props: list[Any] = []
-    users: list[Any] = []
-    # A batch's keys repeat: each is cleaned once. Values are :func:`index_value`'s, inlined.
-    keys: dict[str, str] = {}
-    for position, event in enumerate(events):
-        seen: set[str] = set()
-        for key, value in event["properties"].items():
-            kind = type(value)
-            if kind is str:
-                if not (value.isascii() and "\x00" not in value):
-                    value = clean(value)
-                text = value[:INDEXED_VALUE_MAX]
-            elif kind is bool:
-                text = "true" if value else "false"
-            elif kind is int:
-                text = str(value)[:INDEXED_VALUE_MAX]
-            else:
-                continue
-            if (name := _side_key(keys, seen, key)) is not None:
-                props += (position, name, text)
-        if event["user"]:
-            seen = set()
-            for key, value in event["user"].items():
-                if (name := _side_key(keys, seen, key)) is not None:
-                    users += (position, name, value if _plain(value) else clean(value))
-    return props, users
 
 
 def event_from_row(row: Sequence[Any]) -> StoredEvent:
@@ -371,11 +247,11 @@ def event_from_row(row: Sequence[Any]) -> StoredEvent:
         app=r.app,
         host=r.host,
         ip=r.ip,
-        user=_loads(r.user_json),
+        user=loads_or_none(r.user_json),
         properties=loads(r.properties_json),
-        target=_loads(r.target_json),
-        request=_loads(r.request_json),
-        enrichment=_loads(r.enrichment_json) or {},
+        target=loads_or_none(r.target_json),
+        request=loads_or_none(r.request_json),
+        enrichment=loads_or_none(r.enrichment_json) or {},
         key_id=r.key_id,
     )
 
@@ -396,50 +272,6 @@ def loads(text: str) -> Any:
     return value
 
 
-def _loads(text: str | None) -> Any:
+def loads_or_none(text: str | None) -> Any:
+    """:func:`loads` of a nullable JSON column (NULL reads as None)."""
     return None if text is None else loads(text)
-
-
-def opt_time(us: int | None) -> datetime | None:
-    return None if us is None else from_us(us)
-
-
-def block_from_row(row: BlockRow) -> Block:
-    return Block(
-        id=row.id,
-        type=row.type,  # type: ignore[arg-type]  # the table's CHECK allows only BlockType
-        user=_loads(row.user_json),
-        ip=row.ip,
-        reason=row.reason,
-        created_at=from_us(row.created_at),
-        expires_at=opt_time(row.expires_at),
-        created_by=row.created_by,
-        lifted_at=opt_time(row.lifted_at),
-        lifted_by=row.lifted_by,
-        changed_in=row.changed_in,
-    )
-
-
-def key_from_row(row: KeyRow) -> ApiKey:
-    return ApiKey(
-        id=row.id,
-        name=row.name,
-        created_at=from_us(row.created_at),
-        revoked_at=opt_time(row.revoked_at),
-        scope=row.scope,  # type: ignore[arg-type]  # the table's CHECK allows only KeyScope
-    )
-
-
-def agent_from_row(row: AgentRow) -> Agent:
-    return Agent(
-        app=row.app,
-        host=row.host,
-        pid=row.pid,
-        framework=row.framework,
-        sdk_name=row.sdk_name,
-        sdk_version=row.sdk_version,
-        stats=loads(row.stats_json),
-        first_seen=from_us(row.first_seen),
-        last_seen=from_us(row.last_seen),
-        key_id=row.key_id,
-    )

@@ -15,25 +15,15 @@ from itertools import repeat
 from typing import Any, Final, Protocol
 
 from ..._wire import WireEvent
+from ._entity_rows import AGENT_COLUMNS, KEY_COLUMNS, AgentRow, KeyRow, agent_from_row, key_from_row
 from ._export import ExportQueries
 from ._intel import IntelQueries
 from ._logins import LoginQueries
 from ._parts import placeholders
 from ._playbooks import PlaybookQueries
 from ._queries import EventQueries
-from ._rows import (
-    AGENT_COLUMNS,
-    EVENT_COLUMNS,
-    KEY_COLUMNS,
-    AgentRow,
-    EventRecord,
-    KeyRow,
-    agent_from_row,
-    clean,
-    event_record,
-    index_rows,
-    key_from_row,
-)
+from ._rows import EVENT_COLUMNS, EventRecord, clean, event_record
+from ._side_rows import index_rows
 from ._users import UserQueries
 from .model import (
     AGENT_TTL,
