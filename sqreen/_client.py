@@ -19,7 +19,6 @@ from typing import Any
 from ._actions import ActionPoller
 from ._app import envelope, spool_of
 from ._blocking import Blocked, Blocklist
-from ._client_ip import normalize_ip
 from ._config import Config
 from ._context import RequestContext, UserScope, current_request
 from ._errors import Guard, InternalErrors
@@ -32,6 +31,7 @@ from ._event import (
     validate_timestamp,
     validate_user,
 )
+from ._ip_syntax import normalize_ip
 from ._json import wire_bytes
 from ._options import OPTION_KEYS, merge_options
 from ._queue import Queue, new_id_prefix
