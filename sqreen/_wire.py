@@ -17,8 +17,6 @@ from ._event import (
     LIMITS,
     InvalidEvent,
     QueuedEvent,
-    format_timestamp,
-    normal_timestamp,
     validate_name,
     validate_properties,
     validate_target,
@@ -30,6 +28,7 @@ from ._params import scrubbed_params
 from ._request import multipart_names, text
 from ._text import utf8_text
 from ._values import TRUNCATED
+from ._wire_time import format_timestamp, normal_timestamp
 
 if TYPE_CHECKING:
     from ._config import Config

@@ -34,8 +34,9 @@ from typing import Any, Final
 from unicodedata import category
 
 from .._client_ip import DEFAULT_TRUSTED_PROXIES
-from .._event import InvalidEvent, in_range, validate_user
+from .._event import InvalidEvent, validate_user
 from .._text import first_hidden
+from .._wire_time import in_range
 from .storage import Block, BlockSpec, BlockType, ControlStore, PlacedBlock, TooManyBlocks
 
 __all__ = [

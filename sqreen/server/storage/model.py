@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple, TypeVar
 
-from ..._event import EARLIEST, LATEST, format_timestamp
+from ..._wire_time import EARLIEST, LATEST, format_timestamp
 
 __all__ = [
     "AGENT_TTL",
