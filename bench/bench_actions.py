@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_ingest import collector  # noqa: E402
-from sqreen._event import format_timestamp  # noqa: E402
+from sqreen._wire_time import format_timestamp  # noqa: E402
 from sqreen.server.blocks import BlockService, ip_block  # noqa: E402
 from sqreen.server.storage import open_storage  # noqa: E402
 

@@ -34,8 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqreen._event import format_timestamp  # noqa: E402
 from sqreen._wire import parse_event  # noqa: E402
+from sqreen._wire_time import format_timestamp  # noqa: E402
 from sqreen.server.storage import Storage, open_storage  # noqa: E402
 from sqreen.server.storage.backup import STEP_PAGES, backup_sqlite  # noqa: E402
 

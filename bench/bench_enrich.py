@@ -65,7 +65,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqreen._event import format_timestamp  # noqa: E402
+from sqreen._wire_time import format_timestamp  # noqa: E402
 from sqreen.server._cli_serve import GC_GEN0 as GC_YOUNG  # noqa: E402
 from sqreen.server.intel import parse_address, special_kind  # noqa: E402
 from tests.mmdb import write_mmdb  # noqa: E402

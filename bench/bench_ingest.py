@@ -58,7 +58,7 @@ import httpx2 as httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqreen._event import format_timestamp  # noqa: E402
+from sqreen._wire_time import format_timestamp  # noqa: E402
 from sqreen.server.auth import hash_token, new_token  # noqa: E402
 from sqreen.server.playbooks import TEMPLATES  # noqa: E402
 from sqreen.server.storage import open_storage  # noqa: E402

@@ -24,7 +24,8 @@ from functools import lru_cache
 from socket import AF_INET, AF_INET6, inet_pton
 from typing import Any, NamedTuple
 
-from ._client_ip import TrustedProxies, normalize_ip
+from ._client_ip import TrustedProxies
+from ._ip_syntax import normalize_ip
 
 __all__ = ["Blocked", "Blocklist", "IPBlock", "UserBlock"]
 

@@ -9,7 +9,6 @@ name, rule), dropped and counted. Nothing else ever escapes ``track()``.
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import time
 from collections.abc import Mapping
@@ -19,7 +18,6 @@ from typing import Any
 from ._actions import ActionPoller
 from ._app import envelope, spool_of
 from ._blocking import Blocked, Blocklist
-from ._client_ip import normalize_ip
 from ._config import Config
 from ._context import RequestContext, UserScope, current_request
 from ._errors import Guard, InternalErrors
@@ -32,32 +30,27 @@ from ._event import (
     validate_timestamp,
     validate_user,
 )
+from ._input_problems import InputProblems
+from ._ip_syntax import normalize_ip
 from ._json import wire_bytes
 from ._options import OPTION_KEYS, merge_options
 from ._queue import Queue, new_id_prefix
-from ._refusals import MAX_REPORTED, Refusals
+from ._refusals import MAX_REPORTED, REFUSAL_EVENT, Refusals
 from ._request import snapshot_of
 from ._spool import restored_actions
+from ._traits import SentTraits
 from ._wire import IDENTIFY, encode_event
 from .transports import NullTransport, from_config
 
 __all__ = ["Client"]
 
-logger = logging.getLogger("sqreen")
-
 _SENTINEL_CTX: Any = object()
 _current_request = current_request.get
 _now = time.time
-_monotonic = time.monotonic
 #: The defaults of track()'s keyword arguments, by option name (see :mod:`sqreen._options`).
 _DEFAULTS: dict[str, Any] = dict.fromkeys(OPTION_KEYS)
 _DEFAULTS["collect_body"] = False
 _DEFAULTS["request"] = _SENTINEL_CTX
-#: A user's unchanged traits are sent again after this many seconds (their "last seen").
-TRAITS_RESEND = 600.0
-#: LiteSOC's name for a request refused because of a block.
-REFUSAL_EVENT = "security.blocked"
-TRAITS_CACHE = 4096
 
 
 class Client:
@@ -103,8 +96,10 @@ class Client:
         self.framework = config.framework
         #: The handle every request gets when disabled: its methods do nothing.
         self.disabled_context = RequestContext(self, "wsgi", {})
-        self._logged: set[tuple[str, str]] = set()
-        self._traits_sent: dict[tuple[Any, str], float] = {}
+        # Bound once: track() looks up one attribute per bad event, as when they were methods.
+        problems = InputProblems(config.strict, self.queue.count_invalid)
+        self._noted, self._invalid = problems.noted, problems.invalid
+        self._traits_sent = SentTraits()
         self._track_guard = self.errors.guard("track", reraise=config.strict)
 
     def _new_ids(self) -> None:
@@ -210,23 +205,6 @@ class Client:
             return self._invalid(event_name, invalid)
         return False
 
-    def _log_once(self, event_name: object, problem: InvalidEvent, what: str) -> None:
-        key = (str(event_name)[:128], problem.rule)
-        if key not in self._logged and len(self._logged) < 10_000:
-            self._logged.add(key)
-            logger.warning("sqreen: event %r %s: %s", key[0], what, problem)
-
-    def _noted(self, event_name: str, notes: list[InvalidEvent]) -> None:
-        for problem in notes:
-            self._log_once(event_name, problem, "kept, adjusted")
-
-    def _invalid(self, event_name: object, exc: InvalidEvent) -> bool:
-        if self.config.strict:
-            raise exc
-        self.queue.count_invalid()
-        self._log_once(event_name, exc, "dropped")
-        return False
-
     # -- users -----------------------------------------------------------------------------
 
     def identify(
@@ -271,14 +249,8 @@ class Client:
 
     def _send_traits(self, user: dict[str, str], traits: dict[str, Any]) -> None:
         """Queue the user's traits (``sq.identify``) unless the same were sent recently."""
-        key = (tuple(sorted(user.items())), repr(traits))
-        now = _monotonic()
-        sent = self._traits_sent.get(key)
-        if sent is not None and now - sent < TRAITS_RESEND:
+        if not self._traits_sent.due(user, traits):
             return
-        if len(self._traits_sent) >= TRAITS_CACHE:
-            self._traits_sent.clear()
-        self._traits_sent[key] = now
         event = QueuedEvent(next(self._seq), IDENTIFY, _now(), traits, user, None, None, False, 512)
         self.queue.put(event)
 
@@ -338,16 +310,10 @@ class Client:
         """For middlewares: a request was refused (or aborted) because of ``blocked``: count
         it, and now and then record a ``security.blocked`` event standing for the refusals
         since the last one."""
-        action_id = blocked.action_id or ""
-        count = self.refusals.count(action_id)
-        if count:
-            self.track(
-                REFUSAL_EVENT,
-                None,
-                {"block_id": action_id, "kind": "user" if blocked.user else "ip", "count": count},
-                blocked.user,
-                request=ctx if ctx is not None else None,
-            )
+        properties = self.refusals.sample(blocked)
+        if properties is not None:
+            request = ctx if ctx is not None else None
+            self.track(REFUSAL_EVENT, None, properties, blocked.user, request=request)
 
     def _started(self) -> None:
         if self.poller is not None:

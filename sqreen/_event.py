@@ -1,4 +1,4 @@
-"""Events: the validation rules, the queued record and the timestamp's wire form.
+"""Events: the validation rules and the queued record.
 
 This module is shared by the SDK and the collector, so that an event the SDK accepts is an
 event the collector stores, and the reverse. One table of limits, :data:`LIMITS`, drives both.
@@ -14,13 +14,13 @@ Validation runs on the caller's thread and is the only real work :func:`sqreen.t
 there, so it is written for speed: names already seen valid are cached, property values are
 walked once (which also copies them) and the serialised size is bounded by an estimate that
 the collector checks exactly.
+
+The times events carry, their bounds and wire form, are :mod:`sqreen._wire_time`'s.
 """
 
 from __future__ import annotations
 
-import math
 import re
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -31,6 +31,7 @@ from uuid import UUID
 from ._limits import LIMITS, InvalidEvent, Limits
 from ._text import CONTROLS, REPLACEMENT, SURROGATES, utf8_text
 from ._values import TRUNCATED, note, validate_mapping
+from ._wire_time import in_range
 
 if TYPE_CHECKING:
     from ._request import RequestSnapshot
@@ -41,11 +42,6 @@ __all__ = [
     "InvalidEvent",
     "Limits",
     "QueuedEvent",
-    "bounded",
-    "format_timestamp",
-    "in_range",
-    "normal_timestamp",
-    "parse_timestamp",
     "validate_name",
     "validate_properties",
     "validate_target",
@@ -61,10 +57,6 @@ NAME_RE: Final = re.compile(f"[^{_FORBIDDEN}]+")
 _FORBIDDEN_RE: Final = re.compile(f"[{_FORBIDDEN}]")
 RESERVED_PREFIX: Final = "sq."
 TARGET_KEYS: Final = frozenset({"id", "type", "name"})
-#: The times an event may carry (what both databases store, with room to spare, and what
-#: every reader can compute with: a histogram's buckets, the explorer's and the CLI's times).
-EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST: Final = datetime(9000, 1, 1, tzinfo=UTC)
 _RANGE: Final = "must be between 1970 and 9000"
 _MAX_PROPERTIES: Final = LIMITS.max_properties
 _MAX_EVENT_BYTES: Final = LIMITS.max_event_bytes
@@ -270,14 +262,6 @@ def validate_timestamp(timestamp: object, notes: Notes = None) -> float | None:
     return timestamp.timestamp()
 
 
-def in_range(when: datetime) -> bool:
-    """Whether the aware datetime ``when`` is within [:data:`EARLIEST`, :data:`LATEST`]."""
-    try:
-        return EARLIEST <= when <= LATEST
-    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
-        return False
-
-
 def validate_target(target: object, notes: Notes = None) -> dict[str, str] | None:
     """``{"id", "type", "name"}`` (LiteSOC's target): text values, an ``id`` required."""
     if target is None:
@@ -321,101 +305,3 @@ def validate_target(target: object, notes: Notes = None) -> dict[str, str] | Non
             text = text[: LIMITS.target_field_max]
         out[k] = text
     return out
-
-
-#: What :func:`format_timestamp` writes, for a year of 1970 to 8999 (within the bounds).
-_WIRE_TIME: Final = re.compile(
-    r"(?:19[7-9][0-9]|[2-8][0-9]{3})-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
-)
-
-
-def normal_timestamp(value: object, field: str = "timestamp") -> str:
-    """``format_timestamp(parse_timestamp(value, field))``: ``value`` itself when it is in
-    wire form already (as an SDK sends it), checked, without formatting it again."""
-    if type(value) is str and _WIRE_TIME.fullmatch(value):
-        try:
-            datetime.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            return value
-    return format_timestamp(parse_timestamp(value, field))
-
-
-def format_timestamp(when: float | datetime) -> str:
-    """The wire form of a time: ISO 8601 in UTC to the microsecond, ``Z`` for the zone (a POSIX
-    time or an aware datetime; the one formatter of the SDK and the collector)."""
-    if type(when) is float:
-        return _format_posix(when)
-    if not isinstance(when, datetime):
-        when = datetime.fromtimestamp(when, UTC)
-    elif when.utcoffset():
-        when = when.astimezone(UTC)
-    return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-#: The last whole second :func:`_format_posix` wrote, and its text (one tuple: threads read
-#: and replace it whole).
-_last_second: tuple[float, str] = (-1.0, "")
-
-
-def _format_posix(ts: float) -> str:
-    """``datetime.fromtimestamp(ts, UTC)``'s ISO text, without making the datetime: the
-    microseconds rounded as it rounds them (half to even, carried into the second), and the
-    date and time of the second reused while events come from the same one. The flusher
-    formats one per event: 3.8 µs before, 1 after, on a loaded machine
-    (``tests/test_wire.py`` holds the two equal)."""
-    frac, whole = math.modf(ts)
-    micro = round(frac * 1e6)
-    if micro >= 1_000_000:
-        whole += 1.0
-        micro -= 1_000_000
-    elif micro < 0:
-        whole -= 1.0
-        micro += 1_000_000
-    second, text = _last_second
-    if second != whole:
-        t = time.gmtime(whole)
-        text = (
-            f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
-            f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-        )
-        _set_last_second(whole, text)
-    return f"{text}.{micro:06d}Z"
-
-
-def _set_last_second(whole: float, text: str) -> None:
-    global _last_second
-    _last_second = (whole, text)
-
-
-def parse_timestamp(value: object, field: str = "timestamp") -> datetime:
-    """The time of a wire timestamp (ISO 8601; naive is UTC), in UTC, brought within 1970 to
-    9000 (:func:`bounded`). A time outside them is not refused: the event it stamps (a failed
-    login among them) is stored and counted, at the nearest time every reader can compute
-    with; a time later than its receipt is then moved to its receipt by the collector."""
-    if type(value) is str and _WIRE_TIME.fullmatch(value):
-        # In wire form (what the SDK sends), of a year within the bounds: already in UTC and
-        # bounded (3.5 -> 1.2 µs a timestamp, twice an event in the collector).
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:  # February 30th...: refused below, with the message
-            pass
-    if not isinstance(value, str) or len(value) > 64:
-        raise InvalidEvent(field, "type", "must be an ISO 8601 string")
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidEvent(field, "format", f"{value[:64]!r} is not ISO 8601") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return bounded(dt)
-
-
-def bounded(when: datetime) -> datetime:
-    """The aware datetime ``when`` in UTC, or the nearer of :data:`EARLIEST` and
-    :data:`LATEST` when it is outside them (year 9999 as 9000, year 1 as 1970)."""
-    try:
-        return min(max(when, EARLIEST), LATEST).astimezone(UTC)
-    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
-        return EARLIEST if when.year < EARLIEST.year else LATEST

@@ -5,7 +5,7 @@ an IP block never matches. So :func:`watch_peer` looks at each event's peer and 
 header (on the flusher thread, where the client IP is resolved) and logs, once per process:
 
 * a forwarded header from an untrusted private peer (a Docker or Kubernetes proxy that is
-  not in ``trusted_proxies``: :func:`sqreen._client_ip.maybe_warn_untrusted_proxy`);
+  not in ``trusted_proxies``: :func:`maybe_warn_untrusted_proxy`);
 * a server that replaced the peer with a hop of a forwarded header and kept no trace of the
   connection (hypercorn's ``ProxyFixMiddleware``, daphne's ``--proxy-headers``);
 * events that all came from a trusted proxy without the forwarded header, past
@@ -19,19 +19,29 @@ Each check costs a few comparisons per event until it is settled, nothing after.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from typing import Final
 
-from ._client_ip import TrustedProxies, maybe_warn_untrusted_proxy, normalize_ip
+from ._client_ip import TrustedProxies
+from ._ip_syntax import Parsed, forwarded_hops, normalize_ip, parse_ip
 
-__all__ = ["SILENT_PROXY_EVENTS", "watch_peer"]
+__all__ = [
+    "SILENT_PROXY_EVENTS",
+    "maybe_warn_untrusted_proxy",
+    "should_warn_untrusted_private",
+    "warn_untrusted_proxy_once",
+    "watch_peer",
+]
 
 logger = logging.getLogger("sqreen")
 
 #: Events from a trusted proxy without the forwarded header before the warning: enough that
 #: a health check or two from the proxy's host do not count as "every request".
 SILENT_PROXY_EVENTS: Final = 20
+# 100.64.0.0/10 (carrier-grade NAT, also used by some Kubernetes networks) is not is_private.
+_SHARED_V4: Final = ipaddress.IPv4Network("100.64.0.0/10")
 
 
 class _Watch:
@@ -120,3 +130,82 @@ def _reset() -> None:
     """For tests: forget what was seen and warned."""
     with _watch.lock:
         _watch.reset()
+
+
+def _is_internal(parsed: Parsed) -> bool:
+    version, value, _ = parsed
+    addr = ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value)
+    return (
+        addr.is_private
+        or addr.is_loopback
+        or addr.is_link_local
+        or (version == 4 and addr in _SHARED_V4)
+    )
+
+
+def should_warn_untrusted_private(
+    peer: str | None, header_value: str | None, trusted: TrustedProxies
+) -> bool:
+    """Whether a forwarded header came from an untrusted peer that looks like a proxy.
+
+    True when ``header_value`` is not empty and the peer is an untrusted private, loopback,
+    link-local or carrier-grade-NAT address (a Docker or Kubernetes proxy, most likely), or
+    an untrusted Unix socket. The client IP recorded is then the proxy's, for every request;
+    the caller logs :func:`warn_untrusted_proxy_once`. ``is_private`` only *warns* here.
+    With ``trusted_proxies=[]`` (trust nobody, on purpose) it is always False.
+    """
+    if not header_value or not header_value.strip():
+        return False
+    if not trusted.networks and not trusted.trusts_unix_socket:
+        return False
+    if not peer:
+        return not trusted.trusts_unix_socket
+    parsed = parse_ip(peer)
+    return parsed is not None and not trusted.trusts_parsed(parsed) and _is_internal(parsed)
+
+
+_warn_lock = threading.Lock()
+_warned = threading.Event()
+
+
+def warn_untrusted_proxy_once(peer: str, header: str) -> None:
+    """Log, once per process, that ``peer`` sent ``header`` but is not a trusted proxy."""
+    if _warned.is_set():
+        return
+    with _warn_lock:
+        if _warned.is_set():
+            return
+        _warned.set()
+    logger.warning(
+        "sqreen: the %s header came from %s, which is not a trusted proxy, so the client IP "
+        "recorded is %s for every request. If the app runs behind a proxy or a load balancer "
+        "(Docker, Kubernetes), list it: SQREEN_TRUSTED_PROXIES=%s or "
+        'sqreen.init(trusted_proxies=["%s"]) (a CIDR such as "10.0.0.0/8" covers a network).',
+        header,
+        peer,
+        peer,
+        peer,
+        peer,
+    )
+
+
+def maybe_warn_untrusted_proxy(
+    peer: str | None, header_value: str | None, trusted: TrustedProxies, header: str
+) -> None:
+    """:func:`should_warn_untrusted_private` then :func:`warn_untrusted_proxy_once`; free once
+    the warning has been logged."""
+    if _warned.is_set() or not should_warn_untrusted_private(peer, header_value, trusted):
+        return
+    # A server that already applied the header (uvicorn's proxy_headers, werkzeug's
+    # ProxyFix) hands us one of its hops as the peer: nothing is misconfigured then.
+    peer_ip = normalize_ip(peer) if peer else None
+    if peer_ip is not None and header_value is not None:
+        kind = header.lower().replace("_", "-")
+        if any(normalize_ip(hop) == peer_ip for hop in forwarded_hops(header_value, kind) if hop):
+            return
+    warn_untrusted_proxy_once(peer or "a Unix socket", header)
+
+
+def _reset_warning() -> None:
+    """For tests: let :func:`warn_untrusted_proxy_once` log again."""
+    _warned.clear()

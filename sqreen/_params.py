@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from ._query import unquote_part
-from ._request import MAX_PAIRS, MAX_PARAM_KEY, MAX_PARAM_VALUE, MAX_PARAMS, form_text
+from ._request_params import MAX_PAIRS, MAX_PARAM_KEY, MAX_PARAM_VALUE, MAX_PARAMS, form_text
 from ._scrub import ANY_KIND, KEEP
 from ._secrets import CANDIDATE, REDACTED, scrub_secrets
 

@@ -11,9 +11,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-__all__ = ["MAX_REPORTED", "SAMPLE_EVERY", "Refusals"]
+if TYPE_CHECKING:
+    from ._blocking import Blocked
+
+__all__ = ["MAX_REPORTED", "REFUSAL_EVENT", "SAMPLE_EVERY", "Refusals"]
+
+#: LiteSOC's name for a request refused because of a block.
+REFUSAL_EVENT: Final = "security.blocked"
 
 SAMPLE_EVERY: Final = 20.0
 MAX_REPORTED: Final = 30
@@ -44,6 +50,15 @@ class Refusals:
             self._sampled_at[action_id] = now
             self._since_sample[action_id] = 0
             return pending
+
+    def sample(self, blocked: Blocked) -> dict[str, object] | None:
+        """Count a refusal by ``blocked``; the properties of the :data:`REFUSAL_EVENT` that
+        now stands for the refusals since the last one, or None (not yet)."""
+        action_id = blocked.action_id or ""
+        count = self.count(action_id)
+        if not count:
+            return None
+        return {"block_id": action_id, "kind": "user" if blocked.user else "ip", "count": count}
 
     def report(self) -> dict[str, int]:
         """The busiest blocks' totals, for the heartbeat."""

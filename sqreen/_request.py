@@ -1,21 +1,21 @@
-"""The frozen request snapshot an event carries, and its lazy parsing.
+"""The frozen request snapshot an event carries: what is copied on the caller's thread.
 
 :func:`snapshot_wsgi` and :func:`snapshot_asgi` run on the caller's thread inside ``track()``:
 they copy a handful of strings (or header bytes) and the *references* to the body chunks the
 app has read so far, and keep no reference to the environ or scope. Everything else (decoding,
-parsing the query string and the body) happens on the flusher thread, when
-:func:`sqreen._wire.encode_request` builds the wire form, with the standard library only.
+parsing the query string and the body, :mod:`sqreen._request_params`) happens on the flusher
+thread, when :func:`sqreen._wire.encode_request` builds the wire form, with the standard
+library only.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from types import MethodType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._limits import InvalidEvent
-from ._query import parse_pairs
+from ._request_params import MAX_PARAMS, parse_body, parse_query
 from ._values import note
 
 if TYPE_CHECKING:
@@ -25,23 +25,12 @@ __all__ = [
     "BodySource",
     "RequestSnapshot",
     "asgi_peer",
-    "form_text",
-    "multipart_names",
     "snapshot_asgi",
     "snapshot_of",
     "snapshot_wsgi",
     "text",
     "wsgi_peer",
 ]
-
-MAX_PARAMS = 64
-#: A parameter's key is kept to this many characters.
-MAX_PARAM_KEY = 128
-#: The pairs of a query string or form parsed at most (the rest is not read).
-MAX_PAIRS = MAX_PARAMS * 4
-MAX_PARAM_VALUE = 4096
-MAX_PARAM_DEPTH = 4
-TRUNCATED = "[truncated]"
 
 #: ``(route template, path parameters)`` of the matched route, when the framework knows them.
 RouteGetter = Callable[[], tuple[str | None, Mapping[str, Any] | None]]
@@ -152,9 +141,9 @@ class RequestSnapshot:
 
     def params(self, body: bytes, content_type: str) -> dict[str, Any]:
         """The query string and the form or JSON body as one dict, bounded, not scrubbed."""
-        params = _parse_qs(text(self.query) or "")
+        params = parse_query(text(self.query) or "")
         if body:
-            for key, value in _parse_body(body, content_type, self.body_truncated).items():
+            for key, value in parse_body(body, content_type, self.body_truncated).items():
                 if key not in params and len(params) < MAX_PARAMS:
                     params[key] = value
         return params
@@ -179,82 +168,6 @@ def text(value: str | bytes | None) -> str | None:
     if value is None or type(value) is str:
         return value
     return value.decode("latin-1")  # type: ignore[union-attr]
-
-
-def _bounded(value: Any, depth: int = 0) -> Any:
-    """Bound a parsed JSON body: depth, sizes and key counts, so hostile input stays small."""
-    if isinstance(value, str):
-        return value if len(value) <= MAX_PARAM_VALUE else value[:MAX_PARAM_VALUE] + TRUNCATED
-    if isinstance(value, dict):
-        if depth >= MAX_PARAM_DEPTH:
-            return TRUNCATED
-        items = list(value.items())[:MAX_PARAMS]
-        return {str(k)[:128]: _bounded(v, depth + 1) for k, v in items}
-    if isinstance(value, list):
-        if depth >= MAX_PARAM_DEPTH:
-            return TRUNCATED
-        return [_bounded(v, depth + 1) for v in value[:MAX_PARAMS]]
-    return value
-
-
-def _parse_qs(qs: str) -> dict[str, Any]:
-    if not qs:
-        return {}
-    out: dict[str, Any] = {}
-    for key, value in parse_pairs(qs, MAX_PAIRS):
-        key = key[:MAX_PARAM_KEY]
-        value = value[:MAX_PARAM_VALUE]
-        if key in out:
-            prev = out[key]
-            if isinstance(prev, list):
-                if len(prev) < MAX_PARAMS:
-                    prev.append(value)
-            else:
-                out[key] = [prev, value]
-        elif len(out) < MAX_PARAMS:
-            out[key] = value
-    return out
-
-
-def _parse_body(body: bytes, content_type: str, truncated: bool) -> dict[str, Any]:
-    if content_type.startswith("application/x-www-form-urlencoded"):
-        return _parse_qs(form_text(body))
-    if content_type.startswith("application/json") or content_type.endswith("+json"):
-        if truncated:
-            return {}
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            return {}
-        return _bounded(parsed) if isinstance(parsed, dict) else {}  # type: ignore[no-any-return,unused-ignore]
-    if content_type.startswith("multipart/form-data"):
-        return dict.fromkeys(multipart_names(body, content_type)[:MAX_PARAMS], "[multipart]")
-    return {}
-
-
-def form_text(data: bytes) -> str:
-    """A form body as text: UTF-8, or latin-1 when it is not UTF-8 (decoded once)."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
-
-
-def multipart_names(body: bytes, content_type: str) -> list[str]:
-    """Field names of a multipart body, never their values (files, passwords)."""
-    names: list[str] = []
-    marker = b'form-data; name="'
-    start = 0
-    while len(names) < MAX_PARAMS:
-        i = body.find(marker, start)
-        if i < 0:
-            break
-        j = body.find(b'"', i + len(marker))
-        if j < 0:
-            break
-        names.append(body[i + len(marker) : j].decode("utf-8", "replace")[:128])
-        start = j
-    return names
 
 
 def wsgi_peer(environ: Mapping[str, Any]) -> str | None:

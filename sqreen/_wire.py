@@ -17,8 +17,6 @@ from ._event import (
     LIMITS,
     InvalidEvent,
     QueuedEvent,
-    format_timestamp,
-    normal_timestamp,
     validate_name,
     validate_properties,
     validate_target,
@@ -27,9 +25,11 @@ from ._event import (
 from ._ip_warnings import watch_peer
 from ._json import dumps_utf8
 from ._params import scrubbed_params
-from ._request import multipart_names, text
+from ._request import text
+from ._request_params import multipart_names
 from ._text import utf8_text
 from ._values import TRUNCATED
+from ._wire_time import format_timestamp, normal_timestamp
 
 if TYPE_CHECKING:
     from ._config import Config

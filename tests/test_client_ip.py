@@ -11,13 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sqreen import _client_ip
-from sqreen._client_ip import (
-    TrustedProxies,
-    ip_in_networks,
+from sqreen import _ip_warnings
+from sqreen._client_ip import TrustedProxies, ip_in_networks, resolve_client_ip
+from sqreen._ip_syntax import normalize_ip
+from sqreen._ip_warnings import (
     maybe_warn_untrusted_proxy,
-    normalize_ip,
-    resolve_client_ip,
     should_warn_untrusted_private,
     warn_untrusted_proxy_once,
 )
@@ -278,7 +276,7 @@ def test_ip_in_networks() -> None:
 
 @pytest.fixture
 def fresh_warning(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    _client_ip._reset_warning()
+    _ip_warnings._reset_warning()
     caplog.set_level(logging.WARNING, logger="sqreen")
     yield caplog
 

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sqreen import _client_ip, _config, _ip_warnings, _request, _wire
+from sqreen import _config, _ip_warnings, _request, _wire
 from sqreen._query import unquote_part
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -305,9 +305,10 @@ def _recording() -> Iterator[_Records]:
 
 def _reset(old: _Old) -> None:
     """Both revisions' warnings not yet logged."""
-    for client_ip, ip_warnings in ((old.client_ip, old.ip_warnings), (_client_ip, _ip_warnings)):
-        client_ip._reset_warning()
-        ip_warnings._reset()
+    old.client_ip._reset_warning()  # the untrusted-proxy warning's, there before the split
+    old.ip_warnings._reset()
+    _ip_warnings._reset_warning()
+    _ip_warnings._reset()
 
 
 def _configs(module: ModuleType, choice: list[tuple[int, int]]) -> list[Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import sqreen
-from sqreen import _client_ip
+from sqreen import _ip_warnings
 from sqreen._context import RequestContext, current_request
 from sqreen._wire import parse_event
 from tests.receiver import Receiver
@@ -84,7 +84,7 @@ def test_no_warning_when_the_server_already_applied_the_header(
 ) -> None:
     # uvicorn (proxy_headers) rewrites scope["client"] to the forwarded address and leaves
     # the header in place: the peer we see is one of its hops, here a private one.
-    _client_ip._reset_warning()
+    _ip_warnings._reset_warning()
     client = sqreen.init(transport="memory:")
     track_in(client, environ(REMOTE_ADDR="192.168.1.20", HTTP_X_FORWARDED_FOR="192.168.1.20"))
     assert delivered(client)[0]["request"]["ip"] == "192.168.1.20"
@@ -100,7 +100,7 @@ def test_each_client_watches_its_own_peers(sqreen_log: pytest.LogCaptureFixture)
 
     env = environ(REMOTE_ADDR="172.17.0.9", HTTP_X_FORWARDED_FOR="1.2.3.4")
     for _ in range(2):
-        _client_ip._reset_warning()
+        _ip_warnings._reset_warning()
         sqreen_log.clear()
         client = sqreen.init(transport="memory:")
         for _ in range(2):
@@ -122,7 +122,7 @@ def test_configured_forwarded_header() -> None:
 def test_private_untrusted_peer_with_forwarded_header_warns_once(
     sqreen_log: pytest.LogCaptureFixture,
 ) -> None:
-    _client_ip._reset_warning()
+    _ip_warnings._reset_warning()
     client = sqreen.init(transport="memory:")
     for _ in range(3):
         track_in(client, environ(REMOTE_ADDR="172.17.0.1", HTTP_X_FORWARDED_FOR="1.2.3.4"))

@@ -209,7 +209,7 @@ def test_posix_times_are_formatted_as_datetime_formats_them(ts: float) -> None:
     writes what datetime.fromtimestamp(...).isoformat() writes, its rounding included."""
     from datetime import UTC, datetime
 
-    from sqreen._event import format_timestamp
+    from sqreen._wire_time import format_timestamp
 
     expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
     assert format_timestamp(ts) == expected.replace("+00:00", "Z")

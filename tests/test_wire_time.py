@@ -7,13 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sqreen._event import (
-    InvalidEvent,
-    bounded,
-    format_timestamp,
-    normal_timestamp,
-    parse_timestamp,
-)
+from sqreen._limits import InvalidEvent
+from sqreen._wire_time import bounded, format_timestamp, normal_timestamp, parse_timestamp
 
 WIRE = [
     "2026-12-02T04:11:01.251419Z",

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from .._event import in_range
+from .._wire_time import in_range
 
 __all__ = [
     "MAX_DURATION",

@@ -34,8 +34,9 @@ from typing import Annotated, Any, Final, NamedTuple, TypeAlias
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from .._event import LIMITS, InvalidEvent, normal_timestamp, validate_name, validate_properties
+from .._event import LIMITS, InvalidEvent, validate_name, validate_properties
 from .._wire import IDENTIFY, MAX_REQUEST_BYTES, WireEvent, WireRequest
+from .._wire_time import normal_timestamp
 from ..events import ALIASES
 from .fastjson import measure
 from .ingest import Held, held_actions, text

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sqreen._event import format_timestamp
+from sqreen._wire_time import format_timestamp
 from sqreen.server.pipeline import IngestPipeline
 from sqreen.server.storage import Storage, StoredEvent, open_storage
 from tests.server.conftest import db_url, envelope  # noqa: F401 (db_url: each back end)

@@ -16,7 +16,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from sqreen._event import format_timestamp
+from sqreen._wire_time import format_timestamp
 from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
 from sqreen.server.storage import KeyScope, Storage, open_storage

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sqreen._event import format_timestamp
 from sqreen._wire import IDENTIFY
+from sqreen._wire_time import format_timestamp
 from sqreen.server.errors import ApiError
 from sqreen.server.fastparse import parse_batch
 from sqreen.server.pipeline import IngestPipeline

@@ -15,7 +15,7 @@ import httpx2 as httpx
 import pytest
 from click.testing import CliRunner
 
-from sqreen._event import format_timestamp
+from sqreen._wire_time import format_timestamp
 from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
 from sqreen.server.cli import main

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from sqreen._event import format_timestamp
+from sqreen._wire_time import format_timestamp
 from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
 from sqreen.server.intel import IMPOSSIBLE_TRAVEL, ImpossibleTravel, IpIntel

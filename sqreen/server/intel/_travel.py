@@ -31,8 +31,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from ..._event import parse_timestamp
 from ..._wire import WireEvent, parse_event
+from ..._wire_time import parse_timestamp
 from ..storage import EventFilter, EventStore
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ _new_tuple = tuple.__new__
 #: of a datetime and a timedelta (2.8 -> ~1 µs an event with the view, loaded machine).
 _SECONDS: dict[str, int] = {}
 SECONDS_MAX: Final = 4096
-#: The length of the wire form, ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (``sqreen._event``'s
+#: The length of the wire form, ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (``sqreen._wire_time``'s
 #: ``format_timestamp``: the pipeline's parser gives every event's time in it).
 _WIRE_LEN: Final = 27
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple
 
-from ..._event import format_timestamp
+from ..._wire_time import format_timestamp
 
 __all__ = [
     "AGENT_TTL",

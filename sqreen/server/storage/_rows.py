@@ -22,10 +22,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
-from ..._event import parse_timestamp
 from ..._json import Encoded, dumps_ascii, dumps_fields, dumps_utf8
 from ..._text import utf8_text
 from ..._wire import WireEvent
+from ..._wire_time import parse_timestamp
 from ..fastjson import dumps_ascii as dumps_event_part
 from .model import InsertResult, StoredEvent, from_us, to_us
 

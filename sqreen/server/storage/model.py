@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
-from ..._event import EARLIEST, LATEST, format_timestamp
+from ..._wire_time import EARLIEST, LATEST, format_timestamp
 from ._control_values import (
     AGENT_TTL,
     KEY_SCOPES,

@@ -1,0 +1,54 @@
+"""Bad input to ``track()`` and ``identify()``: logged once per (event name, rule), counted,
+raised in strict mode.
+
+In production, a fix that keeps the event (a name cut, a property dropped) is logged as "kept,
+adjusted"; an event that cannot be kept is counted (the queue's ``invalid`` stat) and logged
+as "dropped". Each (event name, rule) is logged once, for at most 10 000 of them: an app that
+repeats a mistake on every request logs it once, not on every request. In strict mode the
+:class:`~sqreen.InvalidEvent` raises instead. Only these paths pay for it: an event without a
+problem never reaches this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Final
+
+from ._limits import InvalidEvent
+
+__all__ = ["InputProblems"]
+
+logger = logging.getLogger("sqreen")
+
+#: (event name, rule) pairs remembered as logged; past them nothing more is logged.
+_MAX_LOGGED: Final = 10_000
+
+
+class InputProblems:
+    """What one client logged of bad input, and what it does with more."""
+
+    def __init__(self, strict: bool, count_invalid: Callable[[], None]) -> None:
+        self._strict = strict
+        self._count_invalid = count_invalid
+        self._logged: set[tuple[str, str]] = set()
+
+    def _log_once(self, event_name: object, problem: InvalidEvent, what: str) -> None:
+        key = (str(event_name)[:128], problem.rule)
+        if key not in self._logged and len(self._logged) < _MAX_LOGGED:
+            self._logged.add(key)
+            logger.warning("sqreen: event %r %s: %s", key[0], what, problem)
+
+    def noted(self, event_name: str, notes: list[InvalidEvent]) -> None:
+        """The fixes made to an event that is kept (production mode)."""
+        for problem in notes:
+            self._log_once(event_name, problem, "kept, adjusted")
+
+    def invalid(self, event_name: object, exc: InvalidEvent) -> bool:
+        """An event that cannot be kept: ``exc`` raised in strict mode, else counted, logged
+        and False (what ``track()`` returns)."""
+        if self._strict:
+            raise exc
+        self._count_invalid()
+        self._log_once(event_name, exc, "dropped")
+        return False
