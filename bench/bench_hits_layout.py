@@ -19,6 +19,7 @@ Run: ``.venv/bin/python bench/bench_hits_layout.py [--events 100000] [--mix atta
 from __future__ import annotations
 
 import argparse
+import bisect
 import gc
 import json
 import logging
@@ -205,6 +206,66 @@ class Paged(Layout):
         self.name = f"{Layout.name}, {page_size} B pages"
 
 
+class Logged(Layout):
+    """Windows held in the process's memory, the database keeping a log of one row a batch
+    (its hits as one value: what a restart and the other processes would read), not a row a
+    hit: the design docs/architecture.md (*Playbooks*, cost) estimates. Counts and fetches
+    are answered from memory (per key: its hits' times in order, bisected), as a process
+    that is the only writer would; what reading the other writers' rows would cost is not
+    in it."""
+
+    name = "log: a row a batch, windows in memory"
+    ddl = ("CREATE TABLE h (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, hits BLOB NOT NULL)",)
+
+    def __init__(self) -> None:
+        import marshal
+
+        self._dumps = marshal.dumps
+        self._ts: dict[tuple[str, str], list[int]] = {}
+        self._rest: dict[tuple[str, str], list[tuple[int, str | None]]] = {}
+
+    def insert(self, conn: sqlite3.Connection, hits: list[Hit]) -> None:
+        conn.execute(
+            "INSERT INTO h (at, hits) VALUES (?, ?)",
+            (max((h[2] for h in hits), default=0), self._dumps(hits)),
+        )
+        ts_of, rest_of = self._ts, self._rest
+        for s, k, ts, seq, v in hits:
+            key = (s, k)
+            times = ts_of.get(key)
+            if times is None:
+                times = ts_of[key] = []
+                rest_of[key] = []
+            if times and ts < times[-1]:  # out of order: kept sorted
+                at = bisect.bisect_right(times, ts)
+                times.insert(at, ts)
+                rest_of[key].insert(at, (seq, v))
+            else:
+                times.append(ts)
+                rest_of[key].append((seq, v))
+
+    def counts(self, conn: sqlite3.Connection, probes: list[Probe], now: int) -> int:
+        n = 0
+        for s, k, since, _, distinct in probes:
+            times = self._ts.get((s, k))
+            if not times:
+                continue
+            at = bisect.bisect_left(times, since)
+            if distinct:
+                len({v for _, v in self._rest[(s, k)][at:]})
+            n += len(times) > at
+        return n
+
+    def fetch(self, conn: sqlite3.Connection, fetched: list[tuple[str, str, int]], now: int) -> int:
+        n = 0
+        for s, k, since in fetched:
+            times = self._ts.get((s, k), [])
+            at = max(bisect.bisect_left(times, since), len(times) - 4096)
+            rest = self._rest.get((s, k), [])
+            n += len([(t, *r) for t, r in zip(times[at:], rest[at:], strict=True)][::-1])
+        return n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -212,11 +273,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5000.0, help="events a second")
     parser.add_argument("--buckets", default="1,4,16,64", help="bucket sizes, seconds")
     parser.add_argument("--pages", default="", help="also the schema's key with these page sizes")
+    parser.add_argument("--log", action="store_true", help="also the log design (Logged)")
     args = parser.parse_args()
     logging.getLogger("sqreen.server").setLevel(logging.ERROR)
     layouts: list[Layout] = [Layout(), Appended()]
     layouts += [Bucketed(int(b)) for b in args.buckets.split(",") if b]
     layouts += [Paged(int(size)) for size in args.pages.split(",") if size]
+    if args.log:
+        layouts.append(Logged())
     with tempfile.TemporaryDirectory() as tmp:
         t = time.time()
         work = respread(record(args.events, args.mix, tmp), args.rate)
