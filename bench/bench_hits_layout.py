@@ -251,9 +251,9 @@ class Logged(Layout):
             if not times:
                 continue
             at = bisect.bisect_left(times, since)
-            if distinct:
-                len({v for _, v in self._rest[(s, k)][at:]})
-            n += len(times) > at
+            # What the SQL counts: the hits since ``since``, and their distinct values.
+            values = len({v for _, v in self._rest[(s, k)][at:]}) if distinct else 0
+            n += len(times) > at or values > 0
         return n
 
     def fetch(self, conn: sqlite3.Connection, fetched: list[tuple[str, str, int]], now: int) -> int:

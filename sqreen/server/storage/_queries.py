@@ -9,6 +9,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Final
 
+from ._entity_rows import opt_time
 from ._rows import EVENT_COLUMNS, clean, event_from_row
 from ._walks import EventWalks
 from .model import NO_FILTER, EventFilter, StoredEvent, from_us, to_us
@@ -81,7 +82,7 @@ class EventQueries(EventWalks):
                 f"min(m.seq) AS lo, max(m.seq) AS hi FROM ({sample}) m) x"
             )
         count, oldest, latest = self._one(sql, params)
-        return int(count), _time(oldest), _time(latest)
+        return int(count), opt_time(oldest), opt_time(latest)
 
     def get_event(self, event_id: str, *, seq: int | None = None) -> StoredEvent | None:
         """The event of this id: ids are unique per key, so the first stored of them, or the
@@ -200,7 +201,3 @@ def id_list(ids: Collection[int], what: str) -> tuple[list[int], str]:
     if len(wanted) > MAX_IDS:
         raise ValueError(f"{len(wanted)} {what}, at most {MAX_IDS}")
     return wanted, ", ".join("?" * len(wanted))
-
-
-def _time(us: int | None) -> datetime | None:
-    return None if us is None else from_us(us)
