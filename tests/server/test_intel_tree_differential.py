@@ -21,6 +21,7 @@ from sqreen.server.intel import (
     GeoIpError,
     IpIntel,
     NetworkKinds,
+    _mmdb_paths,
     open_geoip,
     parse_address,
 )
@@ -41,6 +42,10 @@ RECORDS: list[Any] = [
     [1, 2],
     {"country": {"iso_code": "gb"}, "city": "no names"},
 ]
+
+
+#: A layout read whole, and the known layouts read by path when ``maxminddb-rust`` is there.
+DATABASE_TYPES = ("Test-City", "GeoLite2-City", "GeoIP2-Country", "DBIP-ASN-Lite")
 
 
 def v4_as_v6(net: ipaddress.IPv4Network) -> ipaddress.IPv6Network:
@@ -130,10 +135,17 @@ def assert_same_answers(path: Path, texts: list[str]) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(mmdb_files(), st.lists(st.integers(0, 2**32 - 1), max_size=20), st.booleans())
+@given(
+    mmdb_files(),
+    st.lists(st.integers(0, 2**32 - 1), max_size=20),
+    st.booleans(),
+    st.sampled_from(DATABASE_TYPES),
+)
 def test_any_file_answers_as_its_reader_does(
-    file: tuple[dict[str, Any], int, int], extra: list[int], pointers: bool
+    file: tuple[dict[str, Any], int, int], extra: list[int], pointers: bool, database_type: str
 ) -> None:
+    """Files of a known layout (City, ASN) have the records the walk meets read by path
+    (``intel/_mmdb_paths``, with the ``speedups`` extra); the others decoded whole."""
     placed, record_size, ip_version = file
     with tempfile.TemporaryDirectory() as tmp:
         path = write_mmdb(
@@ -142,7 +154,13 @@ def test_any_file_answers_as_its_reader_does(
             record_size=record_size,
             ip_version=ip_version,
             pointers=pointers,
+            database_type=database_type,
         )
+        if _mmdb_paths.open_rust is not None:
+            db = open_geoip(path)
+            by_path = db._paths is not None
+            db.close()
+            assert by_path == (database_type != "Test-City" and db._tree is not None)
         assert_same_answers(path, probes(placed, extra))
 
 

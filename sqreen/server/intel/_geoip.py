@@ -32,6 +32,7 @@ from typing import Any, Final
 import maxminddb
 
 from ._address import Parsed
+from ._mmdb_paths import PathReader, layout_keys, open_paths
 from ._mmdb_tree import UNKNOWN, Ipv4Tree, open_tree
 
 __all__ = ["GeoIpDatabase", "GeoIpError", "open_geoip"]
@@ -64,10 +65,14 @@ class GeoIpDatabase:
         #: (record number -> fields, None for none).
         self._tree: Ipv4Tree | None = None
         self._records: dict[int, dict[str, Any] | None] = {}
+        #: The fields of a record not read yet, by path (:mod:`._mmdb_paths`; None: get()).
+        self._paths: PathReader | None = None
         meta = reader.metadata()
         self.database_type = str(meta.database_type)[:MAX_TEXT]
         self.build_epoch = int(meta.build_epoch)
         self.ip_version = int(meta.ip_version)
+        #: The record's keys read (a known layout, :func:`._mmdb_paths.layout_keys`; None: all).
+        self._keys = layout_keys(self.database_type)
         #: Whether lookups run in C (``maxminddb``'s extension) or in its pure-Python reader.
         self.in_c = type(reader).__module__ == "maxminddb.extension"
 
@@ -85,16 +90,18 @@ class GeoIpDatabase:
             records = [get(address[2]) for address in addresses]
         except (ValueError, maxminddb.InvalidDatabaseError, TypeError):
             return [self._one(address[2]) for address in addresses]
-        return [None if record is None else _fields(record) for record in records]
+        return [self._fields(record) for record in records]
 
     def _by_record(self, addresses: Sequence[Parsed]) -> list[dict[str, Any] | None]:
         """:meth:`lookup_many` through the tree: an IPv4 address's record is read once (a
-        copy of what was read, for each address: callers may change theirs); IPv6 ones and
-        those the walk cannot place are asked of the reader."""
+        copy of what was read, for each address: callers may change theirs), the batch's
+        new records together; IPv6 ones and those the walk cannot place are asked of the
+        reader."""
         assert self._tree is not None
         record, none = self._tree.record, self._tree.node_count
         records = self._records
-        out: list[dict[str, Any] | None] = []
+        out: list[Any] = []  # fields, None, or the number of a record read below
+        new: dict[int, str] = {}  # record number -> an address leading to it
         for address in addresses:
             if address[0] == 4:
                 number = record(address[1])
@@ -104,16 +111,35 @@ class GeoIpDatabase:
                 if number != UNKNOWN:
                     got = records.get(number, _MISSING)
                     if got is _MISSING:
-                        if len(records) >= RECORD_CACHE_SIZE:
-                            records.clear()
-                        got = records[number] = self._one(address[2])
-                    out.append(None if got is None else got.copy())
+                        new.setdefault(number, address[2])
+                        out.append(number)
+                    else:
+                        out.append(None if got is None else got.copy())
                     continue
             elif self.ip_version == 4:
                 out.append(None)
                 continue
             out.append(self._one(address[2]))
-        return out
+        if not new:
+            return out
+        if len(records) + len(new) > RECORD_CACHE_SIZE:
+            records.clear()
+        records.update(self._read_new(new))
+        return [
+            (None if (got := records[item]) is None else got.copy()) if type(item) is int else item
+            for item in out
+        ]
+
+    def _read_new(self, new: dict[int, str]) -> dict[int, dict[str, Any] | None]:
+        """The fields of records not read yet (number -> an address leading to it): by path
+        when the file's layout allows, else each decoded whole."""
+        if self._paths is not None:
+            found = self._paths.records(list(new.values()))
+            if found is not None:
+                return {
+                    number: read_record(got) or None for number, got in zip(new, found, strict=True)
+                }
+        return {number: self._one(text) for number, text in new.items()}
 
     def _one(self, text: str) -> dict[str, Any] | None:
         """What this file has for the address ``text`` (None: nothing, or an error)."""
@@ -121,7 +147,16 @@ class GeoIpDatabase:
             record = self._reader.get(text)
         except (ValueError, maxminddb.InvalidDatabaseError, TypeError):
             return None
-        return None if record is None else _fields(record)
+        return self._fields(record)
+
+    def _fields(self, record: object) -> dict[str, Any] | None:
+        """:func:`read_record` of a decoded record, of its layout's keys; None when it is no
+        map or gives no field."""
+        if not isinstance(record, dict):
+            return None
+        if self._keys is not None:
+            record = {key: record[key] for key in self._keys if key in record}
+        return read_record(record) or None
 
     def describe(self) -> dict[str, Any]:
         """What the agents page and ``/healthz`` say of this file (its name, not its path)."""
@@ -129,13 +164,16 @@ class GeoIpDatabase:
             "file": self.path.name,
             "type": self.database_type,
             "built": datetime.fromtimestamp(self.build_epoch, UTC).date().isoformat(),
-            "reader": "C extension" if self.in_c else "pure Python (slow)",
+            "reader": ("C extension" if self.in_c else "pure Python (slow)")
+            + (", fields by path (maxminddb-rust)" if self._paths is not None else ""),
         }
 
     def close(self) -> None:
         self._reader.close()
         if self._tree is not None:
             self._tree.close()
+        if self._paths is not None:
+            self._paths.close()
 
 
 def open_geoip(path: str | os.PathLike[str]) -> GeoIpDatabase:
@@ -162,6 +200,8 @@ def open_geoip(path: str | os.PathLike[str]) -> GeoIpDatabase:
         # After the probes: a corrupt file is refused without reading its tree (the table
         # of a tree that loops takes a second and more to fill).
         db._tree = open_tree(held.fileno(), where, db._reader.metadata())
+        if db._tree is not None:  # only records met through the tree are read by path
+            db._paths = open_paths(path, db._reader.metadata())
     return db
 
 
@@ -205,11 +245,6 @@ def _open_reader(path: str | os.PathLike[str]) -> GeoIpDatabase:
         except ValueError:
             pass
     return db
-
-
-def _fields(record: object) -> dict[str, Any] | None:
-    """:func:`read_record` of a record, None when it is no map or gives no field."""
-    return (read_record(record) or None) if isinstance(record, dict) else None
 
 
 def read_record(record: Mapping[str, Any]) -> dict[str, Any]:
