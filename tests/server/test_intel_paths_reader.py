@@ -208,20 +208,37 @@ def test_without_the_extra_get_reads_the_same(
         db.close()
 
 
-def test_a_file_renamed_over_is_not_read_by_path(tmp_path: Path) -> None:
-    """The path reader opens the path after the C reader did: when it finds another file
-    there (geoipupdate renamed the next one over it), it is not used, or the record numbers
-    the tree gives would be read from another file's addresses."""
+def test_a_file_renamed_over_is_not_read_by_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path reader opens the path after the C reader did. geoipupdate renames the next
+    file over it meanwhile, with the same metadata (a writer that pins its build time): the
+    path reader must not be used, or the record numbers of the tree (the first file's)
+    would be read from the next file's addresses."""
     path = city_file(tmp_path / "city.mmdb", pointers=True)
+    real = path.read_bytes()
+    # The same networks and metadata, every record of GB another country.
+    swapped = real.replace(b"\x42GB", b"\x42ZZ")
+    assert swapped != real and len(swapped) == len(real)
+    (tmp_path / "next.mmdb").write_bytes(swapped)
+    real_open = _mmdb_paths.open_rust
+    assert real_open is not None
+
+    def open_then_replaced(where: str) -> Any:
+        (tmp_path / "next.mmdb").replace(path)
+        return real_open(where)
+
+    monkeypatch.setattr(_mmdb_paths, "open_rust", open_then_replaced)
     db = open_geoip(path)
     try:
-        write_mmdb(
-            tmp_path / "next.mmdb",
-            {"1.0.0.0/8": {"country": {"iso_code": "FR"}}},
-            database_type="GeoLite2-City",
-            build_epoch=1_800_000_000,
-        ).replace(path)
-        assert open_paths(path, db._reader.metadata()) is None
-        assert open_paths(tmp_path / "missing.mmdb", db._reader.metadata()) is None
+        assert db._tree is not None and db._paths is None
+        assert all(a is None or a.get("country") != "ZZ" for a in answers(db, addresses(500, 3)))
     finally:
         db.close()
+    monkeypatch.setattr(_mmdb_paths, "open_rust", real_open)
+    first = open_geoip(path)
+    metadata = first._reader.metadata()
+    first.close()
+    with open(path, "rb") as held:  # and a path that names no file any more
+        path.unlink()
+        assert open_paths(path, metadata, held.fileno()) is None

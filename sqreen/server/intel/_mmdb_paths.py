@@ -120,10 +120,11 @@ def _city_record(country: object, city: object, location: object) -> dict[str, A
     return record
 
 
-def open_paths(path: str | os.PathLike[str], metadata: Any) -> PathReader | None:
+def open_paths(path: str | os.PathLike[str], metadata: Any, held: int) -> PathReader | None:
     """A :class:`PathReader` of ``path`` when ``maxminddb-rust`` is installed, the file's
-    layout is known, and the file it opens is the one ``metadata`` (the reader's) describes;
-    else None."""
+    layout is known, and the file it opens is the one the C reader and the tree read: the
+    open file ``held`` (opened before both), which ``path`` must still name once this reader
+    opened it, with the metadata ``metadata`` (the C reader's); else None."""
     if open_rust is None:
         return None
     paths = layout_paths(str(metadata.database_type))
@@ -134,11 +135,15 @@ def open_paths(path: str | os.PathLike[str], metadata: Any) -> PathReader | None
     except Exception:  # the C reader opened it: whatever this one says, get() reads it
         return None
     try:
+        kept, named = os.fstat(held), os.stat(path)
+        # Renamed over since: another file, whose metadata can be the same as the first's
+        # (a writer that pins its build time), and whose records the tree's numbers are not.
+        same = (kept.st_dev, kept.st_ino) == (named.st_dev, named.st_ino)
         found = reader.metadata()
-        same = all(getattr(found, name) == getattr(metadata, name) for name in _SAME)
+        same = same and all(getattr(found, name) == getattr(metadata, name) for name in _SAME)
     except Exception:
         same = False
-    if not same:  # renamed over since the reader opened it: not the file the tree walks
+    if not same:
         reader.close()
         return None
     return PathReader(reader, paths)
