@@ -93,15 +93,18 @@ class GeoIpDatabase:
         return [self._fields(record) for record in records]
 
     def _by_record(self, addresses: Sequence[Parsed]) -> list[dict[str, Any] | None]:
-        """:meth:`lookup_many` through the tree: an IPv4 address's record is read once (a
-        copy of what was read, for each address: callers may change theirs), the batch's
-        new records together; IPv6 ones and those the walk cannot place are asked of the
-        reader."""
+        """:meth:`lookup_many` through the tree: an IPv4 address's record is read once, the
+        batch's new records together; IPv6 addresses and those the walk cannot place are
+        read together too, each one (a copy of what was read for each address: callers may
+        change theirs)."""
         assert self._tree is not None
         record, none = self._tree.record, self._tree.node_count
         records = self._records
-        out: list[Any] = []  # fields, None, or the number of a record read below
+        # Each address's fields or None; or, read below, the number of a record not read yet
+        # or the address's text (IPv6, a walk that did not end).
+        out: list[Any] = []
         new: dict[int, str] = {}  # record number -> an address leading to it
+        alone: dict[str, None] = {}
         for address in addresses:
             if address[0] == 4:
                 number = record(address[1])
@@ -119,27 +122,35 @@ class GeoIpDatabase:
             elif self.ip_version == 4:
                 out.append(None)
                 continue
-            out.append(self._one(address[2]))
-        if not new:
+            alone[address[2]] = None
+            out.append(address[2])
+        if not new and not alone:
             return out
-        if len(records) + len(new) > RECORD_CACHE_SIZE:
-            records.clear()
-        records.update(self._read_new(new))
-        return [
-            (None if (got := records[item]) is None else got.copy()) if type(item) is int else item
-            for item in out
-        ]
+        if new:
+            if len(records) + len(new) > RECORD_CACHE_SIZE:
+                records.clear()
+            records.update(zip(new, self._read([*new.values()]), strict=True))
+        each = dict(zip(alone, self._read([*alone]), strict=True)) if alone else {}
+        done: list[dict[str, Any] | None] = []
+        for item in out:
+            if type(item) is int:
+                item = records[item]
+            elif type(item) is str:
+                item = each[item]
+            else:  # fields copied already, or None
+                done.append(item)
+                continue
+            done.append(None if item is None else item.copy())
+        return done
 
-    def _read_new(self, new: dict[int, str]) -> dict[int, dict[str, Any] | None]:
-        """The fields of records not read yet (number -> an address leading to it): by path
-        when the file's layout allows, else each decoded whole."""
+    def _read(self, texts: list[str]) -> list[dict[str, Any] | None]:
+        """The fields of the records of ``texts`` (addresses), together: by path when the
+        file's layout allows, else each decoded whole."""
         if self._paths is not None:
-            found = self._paths.records(list(new.values()))
+            found = self._paths.records(texts)
             if found is not None:
-                return {
-                    number: read_record(got) or None for number, got in zip(new, found, strict=True)
-                }
-        return {number: self._one(text) for number, text in new.items()}
+                return [read_record(got) or None for got in found]
+        return [self._one(text) for text in texts]
 
     def _one(self, text: str) -> dict[str, Any] | None:
         """What this file has for the address ``text`` (None: nothing, or an error)."""
