@@ -446,3 +446,20 @@ def test_map_keys_not_text_answer_as_get_does_and_do_not_crash(tmp_path: Path) -
         worker.close()
     print(seen)
     assert seen.count("same") + seen.count("raised") > len(seen) // 2, seen
+
+
+@pytest.mark.parametrize(
+    "database_type",
+    ["GeoLite2-" + "x" * 130 + "City", "GeoLite2-City " + "x" * 120 + "ASN"],
+)
+def test_a_long_database_type_is_one_layout_with_or_without_paths(
+    tmp_path: Path, database_type: str
+) -> None:
+    """The layout that decides the paths and the one that decides the keys read are that of
+    the same text: the database type whole, not as :attr:`GeoIpDatabase.database_type`
+    shows it (cut to 128 characters)."""
+    path = write_mmdb(
+        tmp_path / "long.mmdb", {"5.0.0.0/8": GOOD, "1.0.0.0/8": GOOD}, database_type=database_type
+    )
+    by_path, by_tree, by_get = three_ways(path, TEXTS, (100,))
+    assert by_path == by_tree == by_get

@@ -71,8 +71,9 @@ class GeoIpDatabase:
         self.database_type = str(meta.database_type)[:MAX_TEXT]
         self.build_epoch = int(meta.build_epoch)
         self.ip_version = int(meta.ip_version)
-        #: The record's keys read (a known layout, :func:`._mmdb_paths.layout_keys`; None: all).
-        self._keys = layout_keys(self.database_type)
+        #: The record's keys read (a known layout, :func:`._mmdb_paths.layout_keys`; None: all),
+        #: of the type whole, as :func:`._mmdb_paths.open_paths` reads it (not cut short).
+        self._keys = layout_keys(str(meta.database_type))
         #: Whether lookups run in C (``maxminddb``'s extension) or in its pure-Python reader.
         self.in_c = type(reader).__module__ == "maxminddb.extension"
 
