@@ -463,3 +463,42 @@ def test_a_long_database_type_is_one_layout_with_or_without_paths(
     )
     by_path, by_tree, by_get = three_ways(path, TEXTS, (100,))
     assert by_path == by_tree == by_get
+
+
+class CountingReader:
+    """The C reader, counting the addresses its ``get()`` was asked for."""
+
+    def __init__(self, reader: Any) -> None:
+        self._reader, self.asked = reader, []
+
+    def get(self, address: str) -> Any:
+        self.asked.append(address)
+        return self._reader.get(address)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+
+def test_a_record_reads_the_same_whatever_else_its_batch_holds(tmp_path: Path) -> None:
+    """A record the path reader cannot read (its city is not UTF-8) is decoded by ``get()``
+    alone: the others of its batch are still read by path, as they would be in any other
+    batch, so that what an address reads does not depend on the addresses looked up with
+    it. (Here the other record is damaged off its paths: ``get()`` refuses it, the path
+    reader reads its country.)"""
+    networks = {
+        "5.0.0.0/8": Raw(DIFFERENT["text not UTF-8 off the path"]),
+        "6.0.0.0/8": Raw(names_en(BAD_UTF8)),
+        "1.0.0.0/8": GOOD,
+    }
+    path = write_mmdb(tmp_path / "x.mmdb", networks, database_type="GeoLite2-City")
+    texts = ["5.1.1.1", "6.1.1.1", "1.1.1.1", "9.9.9.9"]
+    alone, together = open_geoip(path), open_geoip(path)
+    try:
+        want = [lookups(alone, [text], 1)[0] for text in texts]
+        assert want[0] == {"country": "GB"} and want[1] is None and want[2] is not None
+        counting = together._reader = CountingReader(together._reader)
+        assert lookups(together, texts, len(texts)) == want
+        assert counting.asked == ["6.1.1.1"]  # get() for the record it cannot read only
+    finally:
+        alone.close()
+        together.close()

@@ -133,14 +133,20 @@ class GeoIpDatabase:
 
     def _read_new(self, new: dict[int, str]) -> dict[int, dict[str, Any] | None]:
         """The fields of records not read yet (number -> an address leading to it): by path
-        when the file's layout allows, else each decoded whole."""
-        if self._paths is not None:
-            found = self._paths.records(list(new.values()))
-            if found is not None:
-                return {
-                    number: read_record(got) or None for number, got in zip(new, found, strict=True)
-                }
-        return {number: self._one(text) for number, text in new.items()}
+        when the file's layout allows, else each decoded whole. A record the path reader
+        cannot read is decoded whole alone, so that what a record reads does not depend on
+        the others of its batch (in a damaged file's batches only: each address read again)."""
+        paths = self._paths
+        if paths is None:
+            return {number: self._one(text) for number, text in new.items()}
+        texts = list(new.values())
+        found: Sequence[dict[str, Any] | None] | None = paths.records(texts)
+        if found is None:  # a record it cannot read: the others by path still, each alone
+            found = [None if (one := paths.records([text])) is None else one[0] for text in texts]
+        return {
+            number: self._one(text) if got is None else read_record(got) or None
+            for (number, text), got in zip(new.items(), found, strict=True)
+        }
 
     def _one(self, text: str) -> dict[str, Any] | None:
         """What this file has for the address ``text`` (None: nothing, or an error)."""

@@ -16,7 +16,12 @@ read for its layout's fields only, with or without this reader (:func:`layout_ke
 other file (IPinfo Lite, a file of one's own) is decoded whole, for every field
 :func:`~._geoip.read_record` knows. What the paths give is put back in the shape of a record
 and checked by the same :func:`~._geoip.read_record`, so a file reads the same either way
-(``tests/server/test_intel_paths_reader.py``, and the tree's differential test).
+(``tests/server/test_intel_paths_reader.py``, and the tree's differential test), but for a
+record damaged off the paths: ``get()`` refuses a record any of whose values it cannot
+decode (text that is not UTF-8, a pointer out of the file), and keeps the last of a key
+written twice, where the paths read what lies on their way, and a key's first
+(``tests/server/test_intel_paths_hostile.py``). A record the paths cannot read is decoded
+by ``get()``, alone: the others of its batch are read by path still.
 
 Without ``maxminddb-rust`` (``pip install 'sqreen-sdk[server]'`` alone, a platform it has no
 wheel for, or ``SQREEN_NO_SPEEDUPS=1``), or when it cannot read a file or a record,
@@ -88,7 +93,7 @@ class PathReader:
     def records(self, addresses: Sequence[str]) -> list[dict[str, Any]] | None:
         """For each address (text), a record holding only the fields read (empty: none);
         None when the file cannot be read so for one of them (a field's parent that is no
-        map, a damaged record): the caller then decodes them whole."""
+        map, a damaged record): the caller then asks for each alone."""
         many = self._reader.get_many_path
         try:
             columns = [many(addresses, path) for path in self._paths]
