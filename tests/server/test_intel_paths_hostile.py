@@ -469,7 +469,8 @@ class CountingReader:
     """The C reader, counting the addresses its ``get()`` was asked for."""
 
     def __init__(self, reader: Any) -> None:
-        self._reader, self.asked = reader, []
+        self._reader = reader
+        self.asked: list[str] = []
 
     def get(self, address: str) -> Any:
         self.asked.append(address)
@@ -502,3 +503,32 @@ def test_a_record_reads_the_same_whatever_else_its_batch_holds(tmp_path: Path) -
     finally:
         alone.close()
         together.close()
+
+
+def test_a_file_renamed_over_with_the_same_metadata_is_not_read_by_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path reader opens the path after the C reader and the tree did: a next file
+    renamed over it meanwhile, of the same tree and build time (its metadata the same),
+    is not read by path, or the tree's record numbers would be read from that file."""
+
+    def networks(iso_code: str) -> dict[str, Any]:
+        return {"1.0.0.0/8": GOOD, "5.0.0.0/8": {"country": {"iso_code": iso_code}}}
+
+    path = write_mmdb(tmp_path / "city.mmdb", networks("GB"), database_type="GeoLite2-City")
+    after = write_mmdb(tmp_path / "next.mmdb", networks("FR"), database_type="GeoLite2-City")
+    real = _mmdb_paths.open_rust
+    assert real is not None
+
+    def renamed_over_first(where: str) -> Any:
+        after.replace(path)
+        return real(where)
+
+    monkeypatch.setattr(_mmdb_paths, "open_rust", renamed_over_first)
+    db = open_geoip(path)
+    try:
+        assert db._tree is not None  # the first file's, as the C reader's
+        assert lookups(db, ["5.1.1.1"], 1) == [{"country": "GB"}]
+        assert db._paths is None
+    finally:
+        db.close()

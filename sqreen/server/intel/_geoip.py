@@ -208,7 +208,7 @@ def open_geoip(path: str | os.PathLike[str]) -> GeoIpDatabase:
         # of a tree that loops takes a second and more to fill).
         db._tree = open_tree(held.fileno(), where, db._reader.metadata())
         if db._tree is not None:  # only records met through the tree are read by path
-            db._paths = open_paths(path, db._reader.metadata())
+            db._paths = open_paths(path, db._reader.metadata(), held.fileno())
     return db
 
 

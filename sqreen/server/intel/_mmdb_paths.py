@@ -125,9 +125,13 @@ def _city_record(country: object, city: object, location: object) -> dict[str, A
     return record
 
 
-def open_paths(path: str | os.PathLike[str], metadata: Any) -> PathReader | None:
+def open_paths(
+    path: str | os.PathLike[str], metadata: Any, held: int | None = None
+) -> PathReader | None:
     """A :class:`PathReader` of ``path`` when ``maxminddb-rust`` is installed, the file's
-    layout is known, and the file it opens is the one ``metadata`` (the reader's) describes;
+    layout is known, and the file it opens is the one ``metadata`` (the reader's) describes
+    and, given ``held`` (the descriptor of the file the tree reads), that file: ``path``
+    still names it once opened (a file renamed over meanwhile can have the same metadata);
     else None."""
     if open_rust is None:
         return None
@@ -141,6 +145,9 @@ def open_paths(path: str | os.PathLike[str], metadata: Any) -> PathReader | None
     try:
         found = reader.metadata()
         same = all(getattr(found, name) == getattr(metadata, name) for name in _SAME)
+        if same and held is not None:
+            opened, named = os.fstat(held), os.stat(path)
+            same = (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)
     except Exception:
         same = False
     if not same:  # renamed over since the reader opened it: not the file the tree walks
