@@ -15,6 +15,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -530,5 +531,76 @@ def test_a_file_renamed_over_with_the_same_metadata_is_not_read_by_path(
         assert db._tree is not None  # the first file's, as the C reader's
         assert lookups(db, ["5.1.1.1"], 1) == [{"country": "GB"}]
         assert db._paths is None
+    finally:
+        db.close()
+
+
+#: A record ``get()`` decodes in any thread: its location 300 maps deep (under the format's
+#: limit of 512) past the coordinates, and last (a path to a key after it skips it, and
+#: ``maxminddb-rust`` refuses to skip a value so deep).
+DEEP_LOCATION = mapping(
+    ("country", GB),
+    ("city", mapping(("names", mapping(("en", "Deep"))))),
+    ("location", mapping(("latitude", 1.0), ("longitude", 2.0), ("z", nested(300)))),
+)
+SMALL_STACKS = """
+import json, sys, threading
+threading.stack_size(128 * 1024)  # what a thread has by default under musl (Alpine)
+from sqreen.server.intel import open_geoip, parse_address
+db = open_geoip(sys.argv[1])
+out = []
+thread = threading.Thread(target=lambda: out.append(db.lookup_many([parse_address("5.1.1.1")])))
+thread.start()
+thread.join()
+print(json.dumps(out[0]))
+"""
+
+
+@pytest.mark.slow
+def test_threads_of_small_stacks_do_not_crash_on_a_deep_record(tmp_path: Path) -> None:
+    """``maxminddb-rust`` decodes a value a level of its maps at about 0.8 KiB of stack
+    (measured: 512 levels took 400 KiB), where the C extension decoded them in 64 KiB: in
+    threads of 128 KiB (musl's default) a 300-level location crashed the process."""
+    path = hostile_file(tmp_path / "deep.mmdb", DEEP_LOCATION, "GeoLite2-City")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", SMALL_STACKS, str(path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+    want = {"country": "GB", "city": "Deep", "latitude": 1.0, "longitude": 2.0}
+    assert json.loads(done.stdout) == [want]
+
+
+@pytest.mark.parametrize("stacks", ["set small", "musl", "limit small", "glibc", "set large"])
+def test_the_path_reader_only_where_threads_have_the_stack_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stacks: str
+) -> None:
+    import resource
+
+    if stacks == "musl":  # no glibc: musl's threads have 128 KiB
+        monkeypatch.setattr(os, "confstr", lambda name: None)
+    elif stacks == "limit small":  # glibc's threads have the stack's resource limit
+        monkeypatch.setattr(resource, "getrlimit", lambda which: (512 * 1024, -1))
+    elif stacks == "glibc":
+        monkeypatch.setattr(os, "confstr", lambda name: "glibc 2.36")
+        monkeypatch.setattr(resource, "getrlimit", lambda which: (8 << 20, -1))
+    path = hostile_file(tmp_path / "x.mmdb", DEEP_LOCATION, "GeoLite2-City")
+    size = {"set small": 512 * 1024, "set large": 1 << 20}.get(stacks, 0)
+    before = threading.stack_size(size)
+    try:
+        db = open_geoip(path)
+    finally:
+        threading.stack_size(before)
+    try:
+        assert (db._paths is not None) == (stacks in ("glibc", "set large"))
+        assert lookups(db, ["5.1.1.1"], 1) == [
+            {"country": "GB", "city": "Deep", "latitude": 1.0, "longitude": 2.0}
+        ]
     finally:
         db.close()
