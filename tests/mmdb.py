@@ -11,7 +11,8 @@ IPv6 tree (IPv4 networks sit under ``::/96``, as in GeoLite2 and DB-IP files), o
 With ``pointers=True`` the data section is written as MaxMind's writers write it: a map's
 key or value, or an array's item, already written elsewhere becomes a pointer to it when the
 pointer is shorter (so a GeoLite2 file's keys, continents, countries and cities are
-pointers); without, every record is written out in full.
+pointers); without, every record is written out in full. A :class:`Raw` value is written
+as its bytes, for damaged files.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ class Typed(int):
 
     type = 6
     width = 4
+
+
+class Raw(bytes):
+    """Bytes written into the data section as they are, where a value goes: a damaged or
+    hostile value the encoder would not write (its offsets, for pointers, are the data
+    section's: a record met first starts at 0)."""
 
 
 class U16(Typed):
@@ -59,6 +66,8 @@ def _control(type_: int, size: int) -> bytes:
 
 def encode(value: Any) -> bytes:
     """One value in the data section's encoding."""
+    if isinstance(value, Raw):
+        return bytes(value)
     if isinstance(value, bool):
         return _control(14, int(value))
     if isinstance(value, str):

@@ -71,8 +71,9 @@ class GeoIpDatabase:
         self.database_type = str(meta.database_type)[:MAX_TEXT]
         self.build_epoch = int(meta.build_epoch)
         self.ip_version = int(meta.ip_version)
-        #: The record's keys read (a known layout, :func:`._mmdb_paths.layout_keys`; None: all).
-        self._keys = layout_keys(self.database_type)
+        #: The record's keys read (a known layout, :func:`._mmdb_paths.layout_keys`; None: all),
+        #: of the type whole, as :func:`._mmdb_paths.open_paths` reads it (not cut short).
+        self._keys = layout_keys(str(meta.database_type))
         #: Whether lookups run in C (``maxminddb``'s extension) or in its pure-Python reader.
         self.in_c = type(reader).__module__ == "maxminddb.extension"
 
@@ -145,12 +146,19 @@ class GeoIpDatabase:
 
     def _read(self, texts: list[str]) -> list[dict[str, Any] | None]:
         """The fields of the records of ``texts`` (addresses), together: by path when the
-        file's layout allows, else each decoded whole."""
-        if self._paths is not None:
-            found = self._paths.records(texts)
-            if found is not None:
-                return [read_record(got) or None for got in found]
-        return [self._one(text) for text in texts]
+        file's layout allows, else each decoded whole. A record the path reader cannot read
+        is decoded whole alone, so that what an address reads does not depend on the others
+        of its batch (in a damaged file's batches only: each address read again)."""
+        paths = self._paths
+        if paths is None:
+            return [self._one(text) for text in texts]
+        found: Sequence[dict[str, Any] | None] | None = paths.records(texts)
+        if found is None:  # a record it cannot read: the others by path still, each alone
+            found = [None if (one := paths.records([text])) is None else one[0] for text in texts]
+        return [
+            self._one(text) if got is None else read_record(got) or None
+            for text, got in zip(texts, found, strict=True)
+        ]
 
     def _one(self, text: str) -> dict[str, Any] | None:
         """What this file has for the address ``text`` (None: nothing, or an error)."""

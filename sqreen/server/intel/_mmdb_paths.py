@@ -16,16 +16,24 @@ read for its layout's fields only, with or without this reader (:func:`layout_ke
 other file (IPinfo Lite, a file of one's own) is decoded whole, for every field
 :func:`~._geoip.read_record` knows. What the paths give is put back in the shape of a record
 and checked by the same :func:`~._geoip.read_record`, so a file reads the same either way
-(``tests/server/test_intel_paths_reader.py``, and the tree's differential test).
+(``tests/server/test_intel_paths_reader.py``, and the tree's differential test), but for a
+record damaged off the paths: ``get()`` refuses a record any of whose values it cannot
+decode (text that is not UTF-8, a pointer out of the file), and keeps the last of a key
+written twice, where the paths read what lies on their way, and a key's first
+(``tests/server/test_intel_paths_hostile.py``). A record the paths cannot read is decoded
+by ``get()``, alone: the others of its batch are read by path still.
 
 Without ``maxminddb-rust`` (``pip install 'sqreen-sdk[server]'`` alone, a platform it has no
-wheel for, or ``SQREEN_NO_SPEEDUPS=1``), or when it cannot read a file or a record,
-``get()`` does the work, with the same results.
+wheel for, or ``SQREEN_NO_SPEEDUPS=1``), with threads of stacks under 1 MiB
+(:func:`thread_stacks_fit`: musl's, Alpine's, are 128 KiB), or when it cannot read a file or
+a record, ``get()`` does the work, with the same results.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -39,7 +47,7 @@ except ImportError:  # pragma: no cover - the speedups extra not installed
 #: What opens a file for path lookups (None: none is, get() reads every record); tests set it.
 open_rust = None if os.environ.get("SQREEN_NO_SPEEDUPS") else _OPEN
 
-__all__ = ["PathReader", "layout_keys", "layout_paths", "open_paths"]
+__all__ = ["PathReader", "layout_keys", "layout_paths", "open_paths", "thread_stacks_fit"]
 
 Path = tuple[str, ...]
 
@@ -56,6 +64,11 @@ ASN_PATHS: Final[tuple[Path, ...]] = (
 )
 _KNOWN_MAKERS: Final = ("GeoIP2-", "GeoLite2-", "DBIP-")
 _SAME: Final = ("node_count", "record_size", "ip_version", "build_epoch", "database_type")
+#: The stack a thread needs to read by path: ``maxminddb-rust`` decodes the maps of a value
+#: at about 0.8 KiB of stack a level (the format's 512 levels: 400 KiB, measured), where
+#: the C extension's ``get()`` decodes them in 64 KiB. In a thread of 128 KiB (musl's), a
+#: record whose location was 150 maps deep crashed the process.
+STACK_NEEDED: Final = 1 << 20
 
 
 def layout_paths(database_type: str) -> tuple[Path, ...] | None:
@@ -88,7 +101,7 @@ class PathReader:
     def records(self, addresses: Sequence[str]) -> list[dict[str, Any]] | None:
         """For each address (text), a record holding only the fields read (empty: none);
         None when the file cannot be read so for one of them (a field's parent that is no
-        map, a damaged record): the caller then decodes them whole."""
+        map, a damaged record): the caller then asks for each alone."""
         many = self._reader.get_many_path
         try:
             columns = [many(addresses, path) for path in self._paths]
@@ -120,12 +133,35 @@ def _city_record(country: object, city: object, location: object) -> dict[str, A
     return record
 
 
+def thread_stacks_fit() -> bool:
+    """Whether the threads started from now on (the server's, that look addresses up) have
+    :data:`STACK_NEEDED`: the size :func:`threading.stack_size` sets, else the platform's
+    (glibc: the stack's resource limit, 8 MiB as a rule; musl: 128 KiB; CPython's on macOS
+    and Windows: 16 and 2 MiB; others: not known, so no)."""
+    size = threading.stack_size()
+    if size:
+        return size >= STACK_NEEDED
+    if sys.platform in ("darwin", "win32"):
+        return True
+    try:
+        glibc = bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (ValueError, OSError):  # not glibc: musl (Alpine), or not Linux
+        glibc = False
+    if not glibc:
+        return False
+    import resource  # Unix only
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_STACK)
+    return soft == resource.RLIM_INFINITY or soft >= STACK_NEEDED
+
+
 def open_paths(path: str | os.PathLike[str], metadata: Any, held: int) -> PathReader | None:
-    """A :class:`PathReader` of ``path`` when ``maxminddb-rust`` is installed, the file's
-    layout is known, and the file it opens is the one the C reader and the tree read: the
-    open file ``held`` (opened before both), which ``path`` must still name once this reader
-    opened it, with the metadata ``metadata`` (the C reader's); else None."""
-    if open_rust is None:
+    """A :class:`PathReader` of ``path`` when ``maxminddb-rust`` is installed, threads have
+    the stack it needs (:func:`thread_stacks_fit`), the file's layout is known, and the file
+    it opens is the one the C reader and the tree read: the open file ``held`` (opened
+    before both), which ``path`` must still name once this reader opened it, with the
+    metadata ``metadata`` (the C reader's); else None."""
+    if open_rust is None or not thread_stacks_fit():
         return None
     paths = layout_paths(str(metadata.database_type))
     if paths is None:
