@@ -22,7 +22,14 @@ from typing import Any
 import maxminddb
 import pytest
 
-from sqreen.server.intel import GeoIpDatabase, _mmdb_paths, open_geoip, parse_address
+from sqreen.server.intel import (
+    GeoIpDatabase,
+    GeoIpError,
+    _geoip,
+    _mmdb_paths,
+    open_geoip,
+    parse_address,
+)
 from tests.mmdb import METADATA_MARKER, Raw, encode, pointer, write_mmdb
 from tests.mmdb import _control as control
 
@@ -604,3 +611,44 @@ def test_the_path_reader_only_where_threads_have_the_stack_it_needs(
         ]
     finally:
         db.close()
+
+
+# Before it fails, the C extension warns (PyUnicode_FromStringAndSize(NULL, size) is
+# deprecated): ignored, as Python's default filters ignore it in a server.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_record_the_c_reader_fails_on_with_a_system_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``maxminddb`` 3.2.0's C extension returns from ``get()`` with an exception set
+    (``SystemError``) on some damaged maps; here one key's length byte changed (``pt-BR``,
+    5 -> 21 bytes), found by the seeded damage above. The events of such addresses are
+    stored with no fields from the file, and a file whose probes meet such a record is
+    refused at start saying why: never the ``SystemError``."""
+    base = next(p for p, *_ in base_files(tmp_path) if p.name == "GeoLite2-City-False-32.mmdb")
+    data = base.read_bytes()
+    at = data.index(b"ICity 2 jaEpt-BR") + len(b"ICity 2 ja")
+    path = tmp_path / "damaged.mmdb"
+    path.write_bytes(data[:at] + b"\x55" + data[at + 1 :])
+    texts = [f"{1 + n // 30}.{n % 30}.7.9" for n in range(90)]
+    failing = []
+    with maxminddb.open_database(str(path)) as reader:
+        for text in texts:
+            try:
+                reader.get(text)
+            except SystemError:
+                failing.append(text)
+    assert failing  # the fault, as it is
+    db = open_geoip(path)  # its probes (1.1.1.1, 81.2.69.160) do not meet one
+    try:
+        by_path = dict(zip(texts, lookups(db, texts, 100), strict=True))
+        db._paths, db._records = None, {}
+        by_get = dict(zip(texts, lookups(db, texts, 100), strict=True))
+    finally:
+        db.close()
+    assert all(by_get[text] is None for text in failing)
+    # The damage lies off the paths (after "en" in the names): read by path, as documented.
+    assert all(by_path[text] is not None for text in failing)
+    assert all(by_path[text] == by_get[text] is not None for text in texts if text not in failing)
+    monkeypatch.setattr(_geoip, "PROBES", (failing[0], "81.2.69.160"))
+    with pytest.raises(GeoIpError, match=r"a corrupt MaxMind DB file \(a record the reader"):
+        open_geoip(path)

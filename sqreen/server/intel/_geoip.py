@@ -46,6 +46,10 @@ MAX_RADIUS_KM: Final = 20_000
 RECORD_CACHE_SIZE: Final = 65_536
 _MISSING: Final[Any] = object()
 _ASN_TEXT: Final = re.compile(r"(?:AS)?(\d{1,10})")
+#: What a damaged record makes ``maxminddb``'s ``get()`` raise: its own error, text that is
+#: not UTF-8 (ValueError), and SystemError (its C extension, 3.2.0, returns from ``get()``
+#: with an exception set on some damaged maps: a string's length byte changed, measured).
+RECORD_ERRORS: Final = (ValueError, maxminddb.InvalidDatabaseError, TypeError, SystemError)
 #: Addresses looked up once when a file is opened (the search tree walked to its leaves).
 PROBES: Final = ("1.1.1.1", "81.2.69.160", "2001:4860:4860::8888")
 
@@ -89,7 +93,7 @@ class GeoIpDatabase:
             return [None if address[0] == 6 else self._one(address[2]) for address in addresses]
         try:  # one comprehension (no call of ours an address): most addresses have no record
             records = [get(address[2]) for address in addresses]
-        except (ValueError, maxminddb.InvalidDatabaseError, TypeError):
+        except RECORD_ERRORS:
             return [self._one(address[2]) for address in addresses]
         return [self._fields(record) for record in records]
 
@@ -164,7 +168,7 @@ class GeoIpDatabase:
         """What this file has for the address ``text`` (None: nothing, or an error)."""
         try:
             record = self._reader.get(text)
-        except (ValueError, maxminddb.InvalidDatabaseError, TypeError):
+        except RECORD_ERRORS:
             return None
         return self._fields(record)
 
@@ -249,6 +253,7 @@ def _open_reader(path: str | os.PathLike[str]) -> GeoIpDatabase:
         ValueError,
         OverflowError,
         maxminddb.InvalidDatabaseError,
+        SystemError,
     ) as exc:
         reader.close()
         raise GeoIpError(f"{where}: unreadable MaxMind DB metadata ({exc})") from None
@@ -257,9 +262,13 @@ def _open_reader(path: str | os.PathLike[str]) -> GeoIpDatabase:
     for probe in PROBES if db.ip_version == 6 else PROBES[:2]:
         try:
             reader.get(probe)
-        except maxminddb.InvalidDatabaseError as exc:
+        except (maxminddb.InvalidDatabaseError, SystemError) as exc:
             db.close()
-            detail = str(exc).rpartition(". ")[2]
+            detail = (
+                str(exc).rpartition(". ")[2]
+                if isinstance(exc, maxminddb.InvalidDatabaseError)
+                else "a record the reader cannot decode"
+            )
             raise GeoIpError(f"{where}: a corrupt MaxMind DB file ({detail})") from None
         except ValueError:
             pass
