@@ -34,7 +34,7 @@ from tests.mmdb import METADATA_MARKER, Raw, encode, pointer, write_mmdb
 from tests.mmdb import _control as control
 
 pytestmark = pytest.mark.skipif(
-    _mmdb_paths.open_rust is None, reason="needs the speedups extra (maxminddb-rust)"
+    _mmdb_paths.open_rust is None, reason="needs the server-speedups extra (maxminddb-rust)"
 )
 
 ROOT = Path(__file__).resolve().parents[2]

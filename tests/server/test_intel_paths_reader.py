@@ -1,5 +1,5 @@
 """Records of a known layout read by path (``intel/_mmdb_paths``, ``maxminddb-rust`` of the
-``speedups`` extra): the same fields as ``get()`` gives, without decoding the record whole;
+``server-speedups`` extra): the same fields as ``get()`` gives, without decoding the record whole;
 ``get()`` whenever the path reader cannot say (a record of the wrong shape, no extra, a file
 renamed over), with the same answers."""
 
@@ -22,7 +22,7 @@ from sqreen.server.intel._mmdb_paths import (
 from tests.mmdb import write_mmdb
 
 pytestmark = pytest.mark.skipif(
-    _mmdb_paths.open_rust is None, reason="needs the speedups extra (maxminddb-rust)"
+    _mmdb_paths.open_rust is None, reason="needs the server-speedups extra (maxminddb-rust)"
 )
 
 LANGUAGES = ("de", "en", "es", "fr", "ja", "pt-BR", "ru", "zh-CN")

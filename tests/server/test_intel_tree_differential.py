@@ -145,7 +145,7 @@ def test_any_file_answers_as_its_reader_does(
     file: tuple[dict[str, Any], int, int], extra: list[int], pointers: bool, database_type: str
 ) -> None:
     """Files of a known layout (City, ASN) have the records the walk meets read by path
-    (``intel/_mmdb_paths``, with the ``speedups`` extra); the others decoded whole."""
+    (``intel/_mmdb_paths``, with the ``server-speedups`` extra); the others decoded whole."""
     placed, record_size, ip_version = file
     with tempfile.TemporaryDirectory() as tmp:
         path = write_mmdb(

@@ -1,5 +1,5 @@
 """The few fields the collector reads from a ``.mmdb`` record, read by path, without decoding
-the rest of the record (the ``speedups`` extra's ``maxminddb-rust``).
+the rest of the record (the ``server-speedups`` extra's ``maxminddb-rust``).
 
 ``maxminddb``'s ``get()`` decodes a whole record into Python objects: a GeoLite2-City record
 holds every name in eight languages, the continent, both countries, the subdivisions, the
@@ -37,11 +37,11 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-try:  # the optional extra: pip install sqreen-sdk[server,speedups]
+try:  # the optional extra: pip install sqreen-sdk[server,server-speedups]
     import maxminddb_rust
 
     _OPEN: Callable[[str], Any] | None = maxminddb_rust.open_database
-except ImportError:  # pragma: no cover - the speedups extra not installed
+except ImportError:  # pragma: no cover - the server-speedups extra not installed
     _OPEN = None
 
 #: What opens a file for path lookups (None: none is, get() reads every record); tests set it.
