@@ -37,6 +37,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from ._mmdb_tree import SAME_FILE, names_held
+
 try:  # the optional extra: pip install sqreen-sdk[server,server-speedups]
     import maxminddb_rust
 
@@ -63,7 +65,6 @@ ASN_PATHS: Final[tuple[Path, ...]] = (
     ("autonomous_system_organization",),
 )
 _KNOWN_MAKERS: Final = ("GeoIP2-", "GeoLite2-", "DBIP-")
-_SAME: Final = ("node_count", "record_size", "ip_version", "build_epoch", "database_type")
 #: The stack a thread needs to read by path: ``maxminddb-rust`` decodes the maps of a value
 #: at about 0.8 KiB of stack a level (the format's 512 levels: 400 KiB, measured), where
 #: the C extension's ``get()`` decodes them in 64 KiB. In a thread of 128 KiB (musl's), a
@@ -171,12 +172,12 @@ def open_paths(path: str | os.PathLike[str], metadata: Any, held: int) -> PathRe
     except Exception:  # the C reader opened it: whatever this one says, get() reads it
         return None
     try:
-        kept, named = os.fstat(held), os.stat(path)
         # Renamed over since: another file, whose metadata can be the same as the first's
         # (a writer that pins its build time), and whose records the tree's numbers are not.
-        same = (kept.st_dev, kept.st_ino) == (named.st_dev, named.st_ino)
         found = reader.metadata()
-        same = same and all(getattr(found, name) == getattr(metadata, name) for name in _SAME)
+        same = names_held(held, path) and all(
+            getattr(found, name) == getattr(metadata, name) for name in SAME_FILE
+        )
     except Exception:
         same = False
     if not same:

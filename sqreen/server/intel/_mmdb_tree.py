@@ -33,13 +33,15 @@ from array import array
 from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["UNKNOWN", "Ipv4Tree", "open_tree"]
+__all__ = ["SAME_FILE", "UNKNOWN", "Ipv4Tree", "names_held", "open_tree"]
 
 #: What :meth:`Ipv4Tree.record` gives for an address whose walk did not end in 32 levels.
 UNKNOWN: Final = -1
 _TOP_BITS: Final = 20
 _TOP_SHIFT: Final = 32 - _TOP_BITS  # an address's top bits: its entry in the table
 _RECORD_SIZES: Final = (24, 28, 32)
+#: The metadata that says two readers read the same file (with :func:`names_held`).
+SAME_FILE: Final = ("node_count", "record_size", "ip_version", "build_epoch", "database_type")
 
 
 class Ipv4Tree:
@@ -155,9 +157,7 @@ def open_tree(fd: int, path: str | os.PathLike[str], metadata: Any) -> Ipv4Tree 
     same as the first's, and record numbers from its tree lead the reader's lookups astray),
     or its layout is not one :class:`Ipv4Tree` reads."""
     try:
-        held, named = os.fstat(fd), os.stat(path)
-        # The same file: held open, its inode cannot have been freed and reused meanwhile.
-        if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+        if not names_held(fd, path):
             return None
         mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError):
@@ -174,6 +174,13 @@ def open_tree(fd: int, path: str | os.PathLike[str], metadata: Any) -> Ipv4Tree 
         return None
 
 
+def names_held(fd: int, path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` still names the open file ``fd`` (held open, its inode cannot have
+    been freed and reused meanwhile); OSError when either is gone."""
+    held, named = os.fstat(fd), os.stat(path)
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
+
+
 def _same_file(mapped: mmap.mmap, metadata: Any) -> bool:
     """Whether ``mapped`` holds the metadata the reader read (the build time, the node
     count, the layout)."""
@@ -187,7 +194,6 @@ def _same_file(mapped: mmap.mmap, metadata: Any) -> bool:
         found, _ = Decoder(mapped, start).decode(start)
     except Exception:  # anything the decoder raises: not the same file
         return False
-    fields = ("node_count", "record_size", "ip_version", "build_epoch", "database_type")
     return isinstance(found, dict) and all(
-        found.get(name) == getattr(metadata, name, None) for name in fields
+        found.get(name) == getattr(metadata, name, None) for name in SAME_FILE
     )
