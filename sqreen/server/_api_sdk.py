@@ -20,13 +20,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ._ingest_queue import IngestQueue
 from .action_cache import unchanged
 from .actions import MAX_WAIT, POLL_AGAIN, ActionFeed, TooManyPolls
 from .auth import authenticate
 from .errors import ApiError, int_param
 from .ingest import Held, heartbeat, read_body
 from .metrics import count_refusals, observe_batch
-from .pipeline import IngestPipeline
 
 __all__ = [
     "INGEST_CONCURRENCY",
@@ -46,11 +46,10 @@ T = TypeVar("T")
 
 async def events_endpoint(request: Request) -> Response:
     key = await authenticate(request)
-    pipeline: IngestPipeline = request.app.state.pipeline
     with count_refusals():
         body = await read_body(request, request.app.state.max_body_bytes)
         started = time.perf_counter()
-        reply, held = await _one_at_a_time(request, partial(pipeline.ingest, key_id=key.id), body)
+        reply, held = await _queue(request).ingest(body, key.id)
     response = await _with_actions(request, reply, held, _rebalance(request))
     observe_batch(reply["accepted"], reply["duplicates"], time.perf_counter() - started)
     return response
@@ -83,8 +82,14 @@ def _json(reply: dict[str, Any], actions: bytes, headers: dict[str, str] | None 
 
 
 async def _one_at_a_time(request: Request, handle: Callable[[bytes], T], body: bytes) -> T:
-    """Run ``handle`` (the ingest pipeline, or a heartbeat) in a thread, one body at a time
-    per process.
+    """Run ``handle`` (a heartbeat) in a thread, in the process's ingest slot
+    (:func:`_slot`)."""
+    return await anyio.to_thread.run_sync(handle, body, limiter=_slot(request))
+
+
+def _slot(request: Request) -> anyio.CapacityLimiter:
+    """The process's ingest slot: bodies (a group of them at a time: :mod:`._ingest_queue`)
+    and heartbeats are handled one at a time per process.
 
     The work is Python, bound by the GIL: several bodies at once in one process go no faster,
     and a thread coming back from the database with the write lock held would wait for the
@@ -96,7 +101,16 @@ async def _one_at_a_time(request: Request, handle: Callable[[bytes], T], body: b
     limiter = getattr(state, "ingest_limiter", None)
     if limiter is None:  # made here, in the event loop it belongs to
         limiter = state.ingest_limiter = anyio.CapacityLimiter(INGEST_CONCURRENCY)
-    return await anyio.to_thread.run_sync(handle, body, limiter=limiter)
+    return limiter
+
+
+def _queue(request: Request) -> IngestQueue:
+    """The process's :class:`IngestQueue` (made in the event loop it belongs to)."""
+    state = request.app.state
+    queue = getattr(state, "ingest_queue", None)
+    if queue is None:
+        queue = state.ingest_queue = IngestQueue(state.pipeline, _slot(request))
+    return queue
 
 
 def _rebalance(request: Request) -> dict[str, str] | None:
@@ -110,9 +124,10 @@ def _rebalance(request: Request) -> dict[str, str] | None:
     senders without this, 22 000 to 24 700 with it; from four, 18 300 and 21 800.
     """
     state = request.app.state
-    if state.rebalance and state.ingest_limiter.statistics().tasks_waiting >= REBALANCE_BACKLOG:
-        return {"Connection": "close"}
-    return None
+    if not state.rebalance:
+        return None
+    waiting = _queue(request).pending + _slot(request).statistics().tasks_waiting
+    return {"Connection": "close"} if waiting >= REBALANCE_BACKLOG else None
 
 
 async def actions_endpoint(request: Request) -> Response:

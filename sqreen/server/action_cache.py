@@ -18,7 +18,7 @@ at version ``m`` is read the same way (at most ``n - m`` rows: each version chan
 block). Items are encoded once per block; a reply's bytes are rendered at most every
 :data:`FRESH` seconds per version (so ``expires_in`` is at most that stale) and shared by
 every SDK asking meanwhile. Nothing here runs on the event loop, nor inside the one-body-at-
-a-time ingest slot (``_api_sdk._one_at_a_time``).
+a-time ingest slot (``_api_sdk._slot``).
 """
 
 from __future__ import annotations

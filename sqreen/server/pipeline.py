@@ -1,7 +1,9 @@
 """The ingest pipeline: parse -> enrich -> store -> after-store hooks, then the reply.
 
 ``create_app`` builds one :class:`IngestPipeline` and runs each ``POST /v1/events`` body through
-it on a worker thread, one body at a time per process (see ``_api_sdk._one_at_a_time``):
+it on a worker thread, one turn at a time per process (see ``_api_sdk._slot``); the bodies
+that waited for a turn go through it together (:meth:`IngestPipeline.ingest_many`,
+:mod:`._ingest_queue`), each one as below, their events stored in one transaction:
 
 1. **parse**: the envelope, then each event with :func:`sqreen._wire.parse_event`, the SDK's
    own rules; a mixed batch keeps its valid events and lists the others by index. A name in
@@ -13,7 +15,7 @@ it on a worker thread, one body at a time per process (see ``_api_sdk._one_at_a_
    call: enrichers delay the reply and the next body of this process. An enricher may also
    add an event it derived from the batch (:meth:`Batch.add_derived`: impossible travel),
    stored and announced with the others but not counted in the SDK's reply.
-3. **store**: one transaction, committed before anything else happens
+3. **store**: one transaction (a group's bodies share it), committed before anything else happens
    (:meth:`~.storage.EventStore.insert_events`), which says which events were new (ids are
    deduplicated among the events of the API key the body came with).
    ``sq.identify`` records (``identify(user, traits=...)``) are **not stored as events**:
@@ -44,7 +46,7 @@ from .errors import ApiError
 from .fastjson import measure
 from .fastparse import parse_batch
 from .ingest import Held, held_actions, parse_json, text
-from .storage import InsertResult, Storage, StoredEvent, new_events
+from .storage import InsertResult, PreparedEvents, Storage, StoredEvent, new_events
 
 __all__ = ["AfterStoreHook", "Batch", "Enricher", "IngestPipeline"]
 
@@ -140,21 +142,48 @@ class IngestPipeline:
         SDK says it holds of that: the collector adds it outside the one-body-at-a-time slot
         (read last, after the hooks: a block a playbook just made is in it). Its events'
         ids are deduplicated among those of API key ``key_id``."""
-        batch = self.parse(body)
-        batch.key_id = key_id
-        self.enrich(batch)
-        result = self.store(batch)
-        self.after_store(batch, result)
-        if batch.reasons and self.on_rejected is not None:
-            self.on_rejected(batch.reasons)
-        sent = result.seqs[: len(result.seqs) - batch.derived]
-        duplicates = sent.count(None)
-        reply = {
-            "accepted": len(sent) - duplicates + len(batch.identities),
-            "duplicates": duplicates,
-            "rejected": batch.rejected,
-        }
-        return reply, Held(batch.known, batch.diff)
+        (outcome,) = self.ingest_many([(body, key_id)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def ingest_many(
+        self, bodies: Sequence[tuple[bytes, int]]
+    ) -> list[tuple[dict[str, Any], Held] | Exception]:
+        """:meth:`ingest` for several ``(body, API key id)``, their events stored in one
+        transaction (:meth:`store_many`): each body's outcome in order, its reply or the
+        exception that refused it (an :class:`ApiError` for a body that is not a batch).
+        Each body is parsed, stored and announced as if alone: its hooks run after the
+        commit, one body after the other, and its reply counts its own events."""
+        outcomes: list[tuple[dict[str, Any], Held] | Exception] = []
+        parsed: list[tuple[int, Batch]] = []
+        for body, key_id in bodies:
+            try:
+                batch = self.parse(body)
+            except Exception as exc:
+                outcomes.append(exc)
+                continue
+            batch.key_id = key_id
+            self.enrich(batch)
+            parsed.append((len(outcomes), batch))
+            outcomes.append(_PENDING)
+        results = self.store_many([batch for _, batch in parsed])
+        for (index, batch), result in zip(parsed, results, strict=True):
+            if isinstance(result, Exception):
+                outcomes[index] = result
+                continue
+            self.after_store(batch, result)
+            if batch.reasons and self.on_rejected is not None:
+                self.on_rejected(batch.reasons)
+            sent = result.seqs[: len(result.seqs) - batch.derived]
+            duplicates = sent.count(None)
+            reply = {
+                "accepted": len(sent) - duplicates + len(batch.identities),
+                "duplicates": duplicates,
+                "rejected": batch.rejected,
+            }
+            outcomes[index] = (reply, Held(batch.known, batch.diff))
+        return outcomes
 
     def parse(self, body: bytes) -> Batch:
         fast = parse_batch(body)
@@ -202,14 +231,36 @@ class IngestPipeline:
                 logger.exception("sqreen: enricher %r failed; events stored without it", enricher)
 
     def store(self, batch: Batch) -> InsertResult:
-        result = self._insert(batch)
-        if batch.identities:
-            self.storage.record_traits(batch.identities)
+        (result,) = self.store_many([batch])
+        if isinstance(result, Exception):
+            raise result
         return result
 
-    def _insert(self, batch: Batch) -> InsertResult:
+    def store_many(self, batches: Sequence[Batch]) -> list[InsertResult | Exception]:
+        """Store the events of ``batches`` (in one transaction where the storage can: see
+        :meth:`~.storage.EventStore.store_prepared`), then their ``sq.identify`` traits:
+        each batch's result, or what stopped it."""
+        prepared: list[PreparedEvents | Exception] = []
+        for batch in batches:
+            try:
+                prepared.append(self._prepare(batch))
+            except Exception as exc:
+                prepared.append(exc)
+        ready = [p for p in prepared if isinstance(p, PreparedEvents)]
+        stored = iter(self.storage.store_prepared(ready))
+        results = [p if isinstance(p, Exception) else next(stored) for p in prepared]
+        for n, (batch, result) in enumerate(zip(batches, results, strict=True)):
+            if batch.identities and not isinstance(result, Exception):
+                try:
+                    self.storage.record_traits(batch.identities)
+                except Exception as exc:
+                    results[n] = exc
+        return results
+
+    def _prepare(self, batch: Batch) -> PreparedEvents:
+        prepare = self.storage.prepare_events
         try:
-            return self.storage.insert_events(
+            return prepare(
                 batch.events,
                 app=batch.app,
                 host=batch.host,
@@ -223,9 +274,7 @@ class IngestPipeline:
             # fails before the transaction begins; the events themselves must not be lost.
             logger.exception("sqreen: enrichment not storable; events stored without it")
             batch.enrichment = []
-            return self.storage.insert_events(
-                batch.events, app=batch.app, host=batch.host, key_id=batch.key_id
-            )
+            return prepare(batch.events, app=batch.app, host=batch.host, key_id=batch.key_id)
 
     def after_store(self, batch: Batch, result: InsertResult) -> None:
         if not self.hooks or not result.stored:
@@ -249,3 +298,7 @@ class IngestPipeline:
                 hook(new)
             except Exception:
                 logger.exception("sqreen: after-store hook %r failed", hook)
+
+
+#: An outcome not known yet (:meth:`IngestPipeline.ingest_many`'s list as it fills).
+_PENDING: Any = ValueError("not stored yet")

@@ -3,6 +3,7 @@ back ends chosen by the ``--db`` URL, and the follow reader (:mod:`.follow`)."""
 
 from __future__ import annotations
 
+from ._prepared import PreparedEvents
 from ._rows import new_events
 from .base import ControlStore, EventStore, Storage
 from .follow import Follower, newer
@@ -62,6 +63,7 @@ __all__ = [
     "KeyScope",
     "NewAlert",
     "PlacedBlock",
+    "PreparedEvents",
     "Storage",
     "StoredEvent",
     "StoredKey",

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ..._wire import WireEvent
+from ._prepared import PreparedEvents
 from .model import (
     NO_FILTER,
     EventFilter,
@@ -63,6 +64,34 @@ class EventStore(Clocked, Protocol):
         ``received_at`` defaults to :meth:`now`. ``enrichment``, aligned with ``events``, holds
         the fields the ingest pipeline's enrichers added to each (JSON values, stored with the
         event: :attr:`~.model.StoredEvent.enrichment`).
+        """
+        ...
+
+    def prepare_events(
+        self,
+        events: Sequence[WireEvent],
+        *,
+        app: str | None = None,
+        host: str | None = None,
+        received_at: datetime | None = None,
+        enrichment: Sequence[Mapping[str, Any]] | None = None,
+        key_id: int = 0,
+    ) -> PreparedEvents:
+        """:meth:`insert_events`' first half, no database involved: the rows of ``events``
+        (:class:`TypeError` or :class:`ValueError` when ``enrichment`` is not storable),
+        for :meth:`store_prepared`.
+
+        .. versionadded:: 0.1 (the ingest pipeline's grouped writes)
+        """
+        ...
+
+    def store_prepared(self, batches: Sequence[PreparedEvents]) -> list[InsertResult | Exception]:
+        """:meth:`insert_events`' second half for several batches: each one's result, or the
+        exception that stopped it, in order. Each batch is stored whole or not at all; a
+        batch's failure is its own (the others are stored), and every result is committed
+        on return. The batches may share one transaction.
+
+        .. versionadded:: 0.1
         """
         ...
 

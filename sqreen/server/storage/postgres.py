@@ -96,6 +96,10 @@ def _usable(conn: psycopg.Connection[Any]) -> bool:
 
 class PostgresStorage(SqlStorage):
     MIGRATIONS = migrations("postgresql")
+    #: Each batch in a transaction of its own: its COPY goes through a staging table that
+    #: empties at the commit (see _pgcopy.py), so a second batch in the same transaction
+    #: would insert the first one's rows again.
+    GROUPED_WRITES = False
 
     def __init__(self, dsn: str, *, clock: Clock = utc_now) -> None:
         super().__init__(clock)

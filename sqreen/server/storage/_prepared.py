@@ -1,0 +1,67 @@
+"""A batch of events made ready for the database before its transaction begins.
+
+Everything Python can do for an insert (each event's row, the side tables' rows, the ids to
+deduplicate) is done by :func:`prepare`, outside the write lock that other threads and
+processes wait for; only SQL runs under it. Several prepared batches can then be written in
+one transaction (:meth:`~._sql.SqlStorage.store_prepared`): the ingest pipeline does so with
+the bodies that waited while it stored the ones before them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Any
+
+from ..._wire import WireEvent
+from ._rows import EventRecord, clean, event_record
+from ._side_rows import index_rows
+from .model import InsertResult, from_us
+
+__all__ = ["PreparedEvents", "prepare"]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEvents:
+    """The rows of one call's events (:meth:`~.base.EventStore.prepare_events`).
+
+    ``rows`` holds the first event of each id, ``sides`` the flattened ``(position, key,
+    value)`` rows of ``event_props`` and ``event_users`` for them; ``ids`` is every event's
+    id, in the order given (a repeated id stores once)."""
+
+    rows: list[EventRecord]
+    sides: tuple[list[Any], list[Any]]
+    ids: list[str]
+    received_us: int
+
+    def result(self, seqs: Sequence[int | None]) -> InsertResult:
+        """What storing ``rows`` with these seqs (None: stored before) means for the call."""
+        by_id = dict(zip((row.id for row in self.rows), seqs, strict=True))
+        # Aligned with the input: a seq for the first of each id stored, None for the rest.
+        aligned = tuple(by_id.pop(id_, None) for id_ in self.ids)
+        stored = len(seqs) - list(seqs).count(None)
+        return InsertResult(stored, len(self.ids) - stored, aligned, from_us(self.received_us))
+
+
+def prepare(
+    events: Sequence[WireEvent],
+    app: str | None,
+    host: str | None,
+    received_us: int,
+    enrichment: Sequence[Mapping[str, Any]] | None,
+    key_id: int,
+) -> PreparedEvents:
+    """The rows of ``events`` (:class:`TypeError` or :class:`ValueError` when what an
+    enricher added is not storable: before any transaction)."""
+    app = None if app is None else clean(app)
+    host = None if host is None else clean(host)
+    extras = repeat(None) if enrichment is None else enrichment
+    ids: list[str] = []
+    unique: dict[str, tuple[EventRecord, WireEvent]] = {}
+    for event, extra in zip(events, extras, strict=enrichment is not None):
+        record = event_record(event, app, host, received_us, extra, key_id)
+        ids.append(record.id)
+        unique.setdefault(record.id, (record, event))
+    rows = [record for record, _ in unique.values()]
+    return PreparedEvents(rows, index_rows(event for _, event in unique.values()), ids, received_us)
