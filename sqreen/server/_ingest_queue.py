@@ -19,6 +19,7 @@ from typing import Any, Final
 import anyio
 
 from .ingest import Held
+from .metrics import observe_group
 from .pipeline import IngestPipeline
 
 __all__ = ["MAX_GROUP", "IngestQueue"]
@@ -76,6 +77,7 @@ class IngestQueue:
         bodies = [(body, key_id) for body, key_id, _ in group]
         self.groups += 1
         self.grouped += len(group)
+        observe_group(len(group))
         try:
             outcomes = await anyio.to_thread.run_sync(
                 self._pipeline.ingest_many, bodies, limiter=self._slot

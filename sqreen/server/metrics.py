@@ -57,6 +57,7 @@ __all__ = [
     "count_rejected",
     "multiprocess_dir",
     "observe_batch",
+    "observe_group",
     "worker_stopped",
 ]
 
@@ -83,6 +84,12 @@ BATCH_SECONDS: Final = Histogram(
     "Batches stored, by the time from their body read to their reply ready (waiting for "
     "the ingest slot, parsing, enriching, storing, playbooks, the action set).",
 )
+INGEST_GROUPS: Final = Histogram(
+    "sqreen_ingest_group_bodies",
+    "Turns of a process's ingest slot, by the event bodies they stored in one transaction "
+    "(those that waited while the turn before ran).",
+    buckets=(1, 2, 3, 4, 6, 8),
+)
 REFUSED: Final = Counter(
     "sqreen_requests_refused",
     "Event and heartbeat bodies refused whole, by HTTP status (400, 413, 415).",
@@ -94,6 +101,11 @@ def count_rejected(reasons: Sequence[str]) -> None:
     """Count the events a batch left out, by their rule (``InvalidEvent.rule``)."""
     for reason, n in Tally(r if _RULE.fullmatch(r) else "other" for r in reasons).items():
         EVENTS_REJECTED.labels(reason).inc(n)
+
+
+def observe_group(bodies: int) -> None:
+    """Count a turn of the ingest slot that stored ``bodies`` bodies together."""
+    INGEST_GROUPS.observe(bodies)
 
 
 def observe_batch(accepted: int, duplicates: int, seconds: float) -> None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from .._event import InvalidEvent
 from .._wire import IDENTIFY, WireEvent, parse_envelope, parse_event
@@ -168,11 +168,13 @@ class IngestPipeline:
             parsed.append((len(outcomes), batch))
             outcomes.append(_PENDING)
         results = self.store_many([batch for _, batch in parsed])
+        self.after_store_many(
+            [(batch, r) for (_, batch), r in zip(parsed, results, strict=True) if _stored(r)]
+        )
         for (index, batch), result in zip(parsed, results, strict=True):
             if isinstance(result, Exception):
                 outcomes[index] = result
                 continue
-            self.after_store(batch, result)
             if batch.reasons and self.on_rejected is not None:
                 self.on_rejected(batch.reasons)
             sent = result.seqs[: len(result.seqs) - batch.derived]
@@ -277,28 +279,42 @@ class IngestPipeline:
             return prepare(batch.events, app=batch.app, host=batch.host, key_id=batch.key_id)
 
     def after_store(self, batch: Batch, result: InsertResult) -> None:
-        if not self.hooks or not result.stored:
+        self.after_store_many([(batch, result)])
+
+    def after_store_many(self, stored: Sequence[tuple[Batch, InsertResult]]) -> None:
+        """Tell each hook about the events newly stored by these batches: at once, for a
+        hook with ``stored_batches`` (the playbooks: one evaluation, one transaction, for a
+        group of bodies), else batch by batch, in order."""
+        stored = [(batch, result) for batch, result in stored if result.stored]
+        if not self.hooks or not stored:
             return
-        new: list[StoredEvent] | None = None
         for hook in self.hooks:
-            try:
-                stored_batch = getattr(hook, "stored_batch", None)
-                if stored_batch is not None:
-                    stored_batch(batch, result)
-                    continue
-                if new is None:
-                    new = new_events(
-                        batch.events,
-                        result,
-                        app=batch.app,
-                        host=batch.host,
-                        enrichment=batch.enrichment or None,
-                        key_id=batch.key_id,
+            stored_batches = getattr(hook, "stored_batches", None)
+            if stored_batches is not None:
+                try:
+                    stored_batches(stored)
+                except Exception:
+                    logger.exception("sqreen: after-store hook %r failed", hook)
+                continue
+            for batch, result in stored:
+                try:
+                    hook(
+                        new_events(
+                            batch.events,
+                            result,
+                            app=batch.app,
+                            host=batch.host,
+                            enrichment=batch.enrichment or None,
+                            key_id=batch.key_id,
+                        )
                     )
-                hook(new)
-            except Exception:
-                logger.exception("sqreen: after-store hook %r failed", hook)
+                except Exception:
+                    logger.exception("sqreen: after-store hook %r failed", hook)
 
 
 #: An outcome not known yet (:meth:`IngestPipeline.ingest_many`'s list as it fills).
 _PENDING: Any = ValueError("not stored yet")
+
+
+def _stored(result: InsertResult | Exception) -> TypeGuard[InsertResult]:
+    return not isinstance(result, Exception)

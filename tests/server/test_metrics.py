@@ -142,6 +142,9 @@ def test_two_workers_report_exactly_the_traffic_sent(
         ("sqreen_requests_refused_total", (("status", "413"),)): 1,
         ("sqreen_requests_refused_total", (("status", "415"),)): 1,
         ("sqreen_ingest_batch_seconds_count", ()): BATCHES + 2 + 1,
+        # Every body the pipeline saw (the malformed one too), one at a time: groups of one.
+        ("sqreen_ingest_group_bodies_count", ()): BATCHES + 2 + 1 + 1,
+        ("sqreen_ingest_group_bodies_sum", ()): BATCHES + 2 + 1 + 1,
     }
     assert {k: samples.get(k) for k in counters} == counters
     assert not [k for k in samples if k[0] == "sqreen_events_rejected_total" and k not in counters]

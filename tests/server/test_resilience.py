@@ -81,6 +81,17 @@ def test_several_workers_on_one_sqlite_file_lose_and_duplicate_nothing(
 
 
 @pytest.mark.slow
+def test_one_worker_storing_waiting_bodies_together_loses_and_duplicates_nothing(
+    tmp_path: Path, serve: Callable[..., ServeProcess]
+) -> None:
+    """Four senders on one process: the bodies that wait for it are stored together, copies
+    of one batch among them (one stored, the other all duplicates)."""
+    db = str(tmp_path / "groups.db")
+    url = serve(db).url
+    send_every_batch_twice(db, [url, url])
+
+
+@pytest.mark.slow
 def test_sigkill_mid_stream_then_restart_stores_every_event_once(
     tmp_path: Path, serve: Callable[..., ServeProcess]
 ) -> None:

@@ -149,12 +149,21 @@ class PlaybookRunner:
 
     def stored_batch(self, batch: Batch, result: InsertResult) -> None:
         """The pipeline's cheaper call: the wire events of the batch, and their seqs."""
-        received = to_us(result.received_at)
-        self._run(
-            lambda names: wire_views(
-                batch.events, result.seqs, batch.enrichment, received, batch.app, names
-            )
-        )
+        self.stored_batches([(batch, result)])
+
+    def stored_batches(self, stored: Sequence[tuple[Batch, InsertResult]]) -> None:
+        """:meth:`stored_batch` for the batches of one transaction, evaluated together: one
+        plan, one transaction for their hits (their seqs follow one another)."""
+
+        def views(names: frozenset[str]) -> list[EventView]:
+            out: list[EventView] = []
+            for batch, result in stored:
+                received = to_us(result.received_at)
+                seqs = result.seqs
+                out += wire_views(batch.events, seqs, batch.enrichment, received, batch.app, names)
+            return out
+
+        self._run(views)
 
     def _run(self, views: Callable[[frozenset[str]], list[EventView]]) -> None:
         """Evaluate the events ``views`` gives (those of the names asked) on the playbooks."""
