@@ -79,9 +79,7 @@ def test_a_batch_that_fails_in_a_group_fails_alone(
     props, users = bad.sides
     bad = dataclasses.replace(bad, sides=(props + props[:3], users))  # a side row twice
     with caplog.at_level(logging.WARNING, logger="sqreen.server"):
-        results = storage.store_prepared(
-            [prepared(storage, good), bad, prepared(storage, later)]
-        )
+        results = storage.store_prepared([prepared(storage, good), bad, prepared(storage, later)])
     assert "3 batches failed to store together; storing each alone" in caplog.text
     first, failed, last = results
     assert isinstance(first, InsertResult) and first.stored == 1
@@ -159,7 +157,7 @@ def test_bodies_that_wait_go_through_together(sqlite_storage: Storage) -> None:
     enrich = slow_first(0.5)
     app = create_app(storage, enrichers=[enrich])
     events = [[wire_event() for _ in range(3)] for _ in range(7)]
-    events[6] = events[5][:2] + [wire_event()]  # two already sent by the body before it
+    events[6] = [*events[5][:2], wire_event()]  # two already sent by the body before it
 
     async def run() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
@@ -173,8 +171,7 @@ def test_bodies_that_wait_go_through_together(sqlite_storage: Storage) -> None:
                     break
                 await asyncio.sleep(0.01)
             rest = [
-                client.post("/v1/events", content=body(*evs), headers=headers)
-                for evs in events[1:]
+                client.post("/v1/events", content=body(*evs), headers=headers) for evs in events[1:]
             ]
             return [await first, *await asyncio.gather(*rest)]
 
