@@ -15,8 +15,12 @@ events (loaded directly in SQL from a copy of real rows, each with its own id, t
 addresses: minutes, not hours); with ``--against REV`` (e.g. ``main``) REV's ``sqreen``
 package too, loaded under another name (``git archive``), on its own databases.
 
+With ``--group N``, N bodies at a time are parsed, then stored together (the pipeline's
+``store_many``: one transaction), as a collector stores the bodies that waited while it
+stored others; each body is given an equal share of its group's CPU.
+
 Run: ``.venv/bin/python bench/bench_ingest_cpu.py [--events 100000] [--preload 5000000]
-[--against main]``.
+[--against main] [--group 4]``.
 """
 
 from __future__ import annotations
@@ -67,12 +71,41 @@ def timed(pkg: SimpleNamespace, pipeline: Any, body: bytes) -> tuple[float, ...]
     return t1 - t0, t2 - t1, t3 - t2
 
 
+def timed_group(
+    pkg: SimpleNamespace, pipeline: Any, bodies: list[bytes]
+) -> list[tuple[float, ...]]:
+    """:func:`timed` for bodies stored together, as a collector stores those that waited
+    (``store_many``: one transaction; a package without it stores them one by one): each
+    body gets an equal share of the group's stages."""
+    clock = time.process_time
+    t0 = clock()
+    raws = [pkg.gunzip(body, 1 << 30) for body in bodies]
+    t1 = clock()
+    batches = [pipeline.parse(raw) for raw in raws]
+    t2 = clock()
+    many = getattr(pipeline, "store_many", None)
+    results = many(batches) if many is not None else [pipeline.store(b) for b in batches]
+    t3 = clock()
+    for batch, result in zip(batches, results, strict=True):
+        if isinstance(result, Exception) or result.stored != len(batch.events):
+            raise RuntimeError(f"{result!r}: not all of {len(batch.events)} stored")
+    n = len(bodies)
+    return [((t1 - t0) / n, (t2 - t1) / n, (t3 - t2) / n)] * n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--preload", type=int, default=0, help="also a database of N events")
     parser.add_argument("--against", metavar="REV", help="also REV's package (e.g. main)")
     parser.add_argument("--mix", choices=["attack", "typical"], default="typical")
+    parser.add_argument(
+        "--group",
+        type=int,
+        default=1,
+        help="bodies stored together (one transaction), as a busy collector stores those "
+        "that waited for it (default 1: one by one)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         packages = {"now": package("sqreen")}
@@ -98,15 +131,20 @@ def main() -> None:
         times: dict[str, list[tuple[float, ...]]] = {label: [] for label in variants}
         order = list(variants)
         gc.collect()
-        for i in range(len(bodies[order[0]])):
-            for label in order if i % 2 == 0 else reversed(order):
+        step = max(1, args.group)
+        for i in range(0, len(bodies[order[0]]), step):
+            for label in order if (i // step) % 2 == 0 else reversed(order):
                 pkg, pipeline = variants[label]
-                times[label].append(timed(pkg, pipeline, bodies[label][i]))
+                if step == 1:
+                    times[label].append(timed(pkg, pipeline, bodies[label][i]))
+                else:
+                    times[label] += timed_group(pkg, pipeline, bodies[label][i : i + step])
         for _, pipeline in variants.values():
             pipeline.storage.close()
     print(
         f"\nCPU µs per event, median of {len(bodies[order[0]])} batches of {BATCH} "
-        f"({args.mix} mix; variants alternated batch by batch)"
+        f"({args.mix} mix; variants alternated batch by batch"
+        + (f"; stored {args.group} at a time)" if args.group > 1 else ")")
     )
     print(f"{'variant':28}" + "".join(f"{s:>9}" for s in (*STAGES, "total")))
     for label, rows in times.items():

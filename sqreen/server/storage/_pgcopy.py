@@ -77,6 +77,11 @@ class EventCopier:
         )
         return {id_: seq for seq, id_ in cur.fetchall()}
 
+    @staticmethod
+    def clear(cur: psycopg.Cursor[Any]) -> None:
+        """Empty the staging table before the next batch of the same transaction."""
+        cur.execute(f"DELETE FROM {STAGING}")
+
     def forget(self, conn: psycopg.Connection[Any]) -> None:
         """``conn``'s transaction failed: the staging table, if it made it, is gone."""
         self._staged.discard(conn)

@@ -80,8 +80,6 @@ class SqlStorage(
 
     #: Ordered schema migrations: each a list of statements; index + 1 is its version.
     MIGRATIONS: Sequence[Sequence[str]] = ()
-    #: Whether :meth:`store_prepared` writes several batches in one transaction.
-    GROUPED_WRITES: bool = True
 
     def __init__(self, clock: Clock = utc_now) -> None:
         self._clock = clock
@@ -189,10 +187,14 @@ class SqlStorage(
         ``bench_ingest_cpu.py``'s store stage); should that transaction fail, each alone, so
         that one batch's failure stays its own."""
         todo = [p for p in batches if p.rows]
-        if len(todo) > 1 and self.GROUPED_WRITES:
+        if len(todo) > 1:
             try:
                 with self._write() as cur:
-                    seqs = {id(p): self._store_rows(cur, p) for p in todo}
+                    seqs = {}
+                    for n, p in enumerate(todo):
+                        if n:
+                            self._between_batches(cur)
+                        seqs[id(p)] = self._store_rows(cur, p)
                 return [p.result(seqs.get(id(p), ())) for p in batches]
             except Exception:
                 logger.warning(
@@ -211,6 +213,9 @@ class SqlStorage(
             except Exception as exc:
                 out.append(exc)
         return out
+
+    def _between_batches(self, cur: Cursor) -> None:
+        """Between two batches stored in one transaction (a dialect's business)."""
 
     def _store_rows(self, cur: Cursor, prepared: PreparedEvents) -> list[int | None]:
         """Insert one prepared batch in the transaction of ``cur``: its events' seqs."""

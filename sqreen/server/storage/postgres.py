@@ -96,10 +96,6 @@ def _usable(conn: psycopg.Connection[Any]) -> bool:
 
 class PostgresStorage(SqlStorage):
     MIGRATIONS = migrations("postgresql")
-    #: Each batch in a transaction of its own: its COPY goes through a staging table that
-    #: empties at the commit (see _pgcopy.py), so a second batch in the same transaction
-    #: would insert the first one's rows again.
-    GROUPED_WRITES = False
 
     def __init__(self, dsn: str, *, clock: Clock = utc_now) -> None:
         super().__init__(clock)
@@ -195,6 +191,12 @@ class PostgresStorage(SqlStorage):
         assert isinstance(cur, _PgCursor)
         seqs = self._copier.insert_events(cur.raw, rows)
         return [seqs.get(row.id) for row in rows]
+
+    def _between_batches(self, cur: Cursor) -> None:
+        # The staging table empties at the commit (see _pgcopy.py): emptied here for the
+        # next batch of the same transaction, which would insert these rows again.
+        assert isinstance(cur, _PgCursor)
+        self._copier.clear(cur.raw)
 
     def _insert_index(self, cur: Cursor, table: str, flat: list[Any]) -> None:
         assert isinstance(cur, _PgCursor)
