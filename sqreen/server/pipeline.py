@@ -79,6 +79,10 @@ class Batch:
     #: How many events at the end of ``events`` an enricher derived (:meth:`add_derived`):
     #: stored and announced like the others, but not counted in the SDK's reply.
     derived: int = 0
+    #: The batches of the same turn stored before this one (:meth:`IngestPipeline.ingest_many`),
+    #: in order: not in the database yet while this one is enriched, though they would be
+    #: were the bodies going one at a time (an enricher that looks back looks there too).
+    earlier: Sequence[Batch] = ()
 
     def __iter__(self) -> Iterator[tuple[WireEvent, dict[str, Any]]]:
         """Each event with its enrichment dict."""
@@ -164,6 +168,7 @@ class IngestPipeline:
                 outcomes.append(exc)
                 continue
             batch.key_id = key_id
+            batch.earlier = [earlier for _, earlier in parsed]
             self.enrich(batch)
             parsed.append((len(outcomes), batch))
             outcomes.append(_PENDING)

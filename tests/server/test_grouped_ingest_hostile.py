@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,15 @@ import pytest
 from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
 from sqreen.server.errors import ApiError
+from sqreen.server.intel import IMPOSSIBLE_TRAVEL, ImpossibleTravel, IpIntel
 from sqreen.server.pipeline import Batch, IngestPipeline
 from sqreen.server.playbooks import TEMPLATES, PlaybookRunner, PlaybookSource
-from sqreen.server.storage import Storage, StoredEvent, open_storage
+from sqreen.server.storage import EventFilter, Storage, StoredEvent, open_storage
 
 from . import test_travel
 from .conftest import ServeProcess, add_key, envelope, wire_event
 from .test_grouped_ingest import body, slow_first
+from .test_travel import LONDON_IP, SYDNEY_IP, login
 
 city_mmdb = test_travel.city_mmdb  # the fixture: a City .mmdb of London, Sydney and Paris
 
@@ -141,6 +144,59 @@ def test_a_hook_that_raises_for_one_body_leaves_the_others_heard(storage: Storag
     assert heard == [[a["id"]], [c["id"]]]
     assert grouped.calls == [3]
     assert storage.count_events() == 3
+
+
+def test_travel_between_two_bodies_of_one_group_is_seen(storage: Storage, city_mmdb: str) -> None:
+    """A user logs in from London, then from Sydney 30 minutes later, each login in its own
+    body: one alert whether the bodies went one at a time or waited together."""
+    start = datetime.now(UTC) - timedelta(hours=2)
+    pipeline = IngestPipeline(
+        storage, enrichers=[IpIntel.open([city_mmdb]), ImpossibleTravel(storage)]
+    )
+    london, sydney = login(LONDON_IP, start), login(SYDNEY_IP, start + timedelta(minutes=30))
+    outcomes = pipeline.ingest_many([(body(london), 0), (body(sydney), 0)])
+    assert replies(outcomes) == [(1, 0, 0), (1, 0, 0)]
+    (travel,) = storage.query_events(EventFilter(name=IMPOSSIBLE_TRAVEL))
+    assert travel.properties["from_event"] == london["id"]
+    assert travel.properties["to_event"] == sydney["id"]
+    # Copies of those bodies in a later group: nothing new, no second alert.
+    again = pipeline.ingest_many([(body(london), 0), (body(sydney), 0)])
+    assert replies(again) == [(0, 1, 0), (0, 1, 0)]
+    assert len(storage.query_events(EventFilter(name=IMPOSSIBLE_TRAVEL))) == 1
+
+
+def test_travel_in_one_group_is_what_one_at_a_time_gives(tmp_path: Path, city_mmdb: str) -> None:
+    """Logins of three users, over several bodies: the same travel events either way."""
+    start = datetime.now(UTC) - timedelta(hours=3)
+    ips = [LONDON_IP, SYDNEY_IP, LONDON_IP, "2.3.4.5"]
+    bodies = []
+    for n in range(8):
+        bodies.append(
+            body(
+                *(
+                    login(ips[(n + u) % 4], start + timedelta(minutes=20 * n + u), uid=str(u))
+                    for u in range(3)
+                )
+            )
+        )
+
+    def travels(group: bool, name: str) -> set[tuple[str, str]]:
+        s = open_storage(str(tmp_path / name))
+        try:
+            p = IngestPipeline(s, enrichers=[IpIntel.open([city_mmdb]), ImpossibleTravel(s)])
+            if group:
+                p.ingest_many([(b, 0) for b in bodies])
+            else:
+                for b in bodies:
+                    p.ingest(b)
+            found = s.query_events(EventFilter(name=IMPOSSIBLE_TRAVEL), limit=100)
+            return {(e.properties["from_event"], e.properties["to_event"]) for e in found}
+        finally:
+            s.close()
+
+    alone = travels(False, "alone.db")
+    assert alone  # the scenario has some
+    assert travels(True, "grouped.db") == alone
 
 
 # -- playbooks: grouped vs one at a time ----------------------------------------------------

@@ -4,7 +4,8 @@ the time between them.
 :class:`ImpossibleTravel` is an enricher that runs after :class:`~._enricher.IpIntel` (it reads
 the ``ip_info`` that one added). For each ``auth.login.success`` of a batch whose address has
 coordinates, it finds the same user's previous successful login (earlier in the batch, else
-the newest stored one before it: one indexed query) and works out the speed::
+the newest stored one before it: one indexed query, after a look at the batches stored in
+the same transaction before this one) and works out the speed::
 
     distance = max(0, great-circle distance - accuracy radius of each side)
     speed    = distance / time between the two logins (at least one second)
@@ -124,7 +125,7 @@ class ImpossibleTravel:
             if here is None:  # cannot alert (and without a City .mmdb, no login can): no query
                 last[key] = None
                 continue
-            before = last[key] if key in last else self._stored(key, at, event["id"])
+            before = last[key] if key in last else self._previous(batch, key, at, event["id"])
             if before is not None and before.at > at:  # the batch is not in time order
                 before = None
             last[key] = here
@@ -135,6 +136,27 @@ class ImpossibleTravel:
                 found.append(self._alert(event, fields, before, here, km, hours, speed))
         for alert, fields in found:
             batch.add_derived(alert, fields)
+
+    def _previous(
+        self, batch: Batch, key: tuple[tuple[str, str], ...], at: datetime, event_id: str
+    ) -> Place | None:
+        """The user's newest login stored before ``at``: the batches stored together with
+        this one and before it (``batch.earlier``) are not in the database yet."""
+        for earlier in reversed(batch.earlier):
+            for n in range(len(earlier.events) - 1, -1, -1):
+                event = earlier.events[n]
+                user = event["user"]
+                if event["name"] != LOGIN or not user or not set(key) <= set(user.items()):
+                    continue
+                when = parse_timestamp(event["timestamp"])
+                if when >= at:
+                    continue
+                if event["id"] == event_id:
+                    return None
+                fields = earlier.enrichment[n] if n < len(earlier.enrichment) else {}
+                ip = (event["request"] or {}).get("ip")
+                return place(when, ip, fields.get("ip_info"), event["id"])
+        return self._stored(key, at, event_id)
 
     def _stored(
         self, key: tuple[tuple[str, str], ...], at: datetime, event_id: str
