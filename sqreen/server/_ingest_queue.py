@@ -39,10 +39,17 @@ class IngestQueue:
         self._slot = slot
         self._waiting: list[_Job] = []
         self._runner: asyncio.Task[None] | None = None
+        self._running: list[_Job] = []
         #: Bodies given and not answered yet.
         self.pending = 0
         #: Groups run, and bodies in them (``bench_ingest.py`` reports the mean size).
         self.groups = self.grouped = 0
+
+    @property
+    def waiting(self) -> int:
+        """Bodies not answered yet, waiting for a turn or in the one running (not those of
+        a turn that ended, answered though their requests did not resume yet)."""
+        return sum(not job[2].done() for job in (*self._waiting, *self._running))
 
     async def ingest(self, body: bytes, key_id: int) -> Outcome:
         """The pipeline's reply for ``body`` (sent with API key ``key_id``) once stored."""
@@ -78,6 +85,7 @@ class IngestQueue:
         self.groups += 1
         self.grouped += len(group)
         observe_group(len(group))
+        self._running = group
         try:
             outcomes = await anyio.to_thread.run_sync(
                 self._pipeline.ingest_many, bodies, limiter=self._slot
@@ -88,6 +96,8 @@ class IngestQueue:
             for *_, future in group:
                 future.cancel()
             raise
+        finally:
+            self._running = []
         for (*_, future), outcome in zip(group, outcomes, strict=True):
             if future.done():  # its request went away meanwhile
                 continue

@@ -403,6 +403,34 @@ def test_many_more_bodies_than_a_group_holds(sqlite_storage: Storage) -> None:
     assert sample("sqreen_ingest_group_bodies_sum") - sum0 == n
 
 
+def test_a_group_answered_with_nothing_waiting_asks_no_sender_to_reconnect(
+    sqlite_storage: Storage,
+) -> None:
+    """With several workers, ``Connection: close`` says this process has a backlog: the
+    bodies of a group that are answered when nothing waits any more are no backlog."""
+    storage = sqlite_storage
+    token = new_token()
+    storage.create_key("sdk", hash_token(token))
+    enrich = slow_first(0.4)
+    app = create_app(storage, enrichers=[enrich], workers=2)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://c") as client:
+            post = lambda: client.post("/v1/events", content=body(wire_event()), headers=headers)  # noqa: E731
+            first = asyncio.create_task(post())
+            await until(enrich.started.is_set)
+            rest = [asyncio.create_task(post()) for _ in range(3)]
+            await until(lambda: app.state.ingest_queue.pending == 4)
+            return [await first, *[await r for r in rest]]
+
+    first, *group = asyncio.run(run())
+    assert first.headers.get("connection") == "close"  # three bodies were waiting
+    assert app.state.ingest_queue.groups == 2
+    assert [r.headers.get("connection") for r in group] == [None, None, None]
+
+
 # -- a locked database --------------------------------------------------------------------
 
 
