@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -432,6 +433,35 @@ def test_a_group_answered_with_nothing_waiting_asks_no_sender_to_reconnect(
 
 
 # -- a locked database --------------------------------------------------------------------
+
+
+def test_a_group_stopped_by_a_locked_database_fails_then_recovers(
+    sqlite_storage: Storage, tmp_path: Path
+) -> None:
+    """Another connection holds the write lock beyond the busy timeout: every body of the
+    group gets its error (none hangs, none half stored); once the lock goes, the same bodies
+    are stored, once."""
+    pipeline = IngestPipeline(sqlite_storage)
+    evs = [[wire_event(), wire_event()] for _ in range(4)]
+    bodies = [(body(*e), 0) for e in evs]
+    blocker = sqlite3.connect(str(tmp_path / "sqreen.db"), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    sqlite_storage._writer.execute("PRAGMA busy_timeout = 500")  # type: ignore[attr-defined]
+    started = time.monotonic()
+    try:
+        failed = pipeline.ingest_many(bodies)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    took = time.monotonic() - started
+    assert all(isinstance(o, sqlite3.OperationalError) for o in failed), failed
+    assert sqlite_storage.count_events() == 0
+    # One wait for the lock (0.5 s here, 10 s by default), not one for the group and then
+    # one more for each body alone: a group of 8 would answer after 90 s.
+    assert took < 1.4, took
+    again = pipeline.ingest_many(bodies)
+    assert replies(again) == [(2, 0, 0)] * 4
+    assert sqlite_storage.count_events() == 8
 
 
 # -- real servers -------------------------------------------------------------------------
