@@ -210,13 +210,16 @@ def failure(ip: str, uid: str, **kw: Any) -> dict[str, Any]:
 
 
 def playbook_bodies() -> list[bytes]:
-    """Brute force from two IPs, a spray, an account takeover whose success comes in the body
-    after its failures, and sign-ups: three events a body."""
+    """Brute force from two IPs, a spray, an account takeover whose success comes in a body
+    of the same group as its failures (and another in the group after), sign-ups and
+    credential stuffing: three events a body."""
     events: list[dict[str, Any]] = []
     for n in range(12):
         events.append(failure("198.51.100.1", "victim"))
         events.append(failure("198.51.100.2", f"sprayed{n}"))
-    events.append(failure("198.51.100.3", "victim", name="auth.login.success", properties={}))
+        if n == 10:  # the takeover: in the same group of 8 bodies as the failures
+            events.append(failure("198.51.100.3", "victim", name="auth.login.success"))
+    events.append(failure("198.51.100.6", "victim", name="auth.login.success", properties={}))
     for n in range(6):
         events.append(failure("198.51.100.4", f"new{n}", name="auth.signup", properties={}))
     for n in range(20):
@@ -502,9 +505,9 @@ def send_concurrently(url: str, token: str, senders: int, per_sender: int) -> tu
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_concurrent_senders_store_every_event_once(
-    tmp_path: Path, serve: Callable[..., ServeProcess], workers: int
+    db_url: str, serve: Callable[..., ServeProcess], workers: int
 ) -> None:
-    db = str(tmp_path / "c.db")
+    db = db_url
     token = add_key(db)
     proc = serve(db, None, "--workers", str(workers))
     accepted, duplicates, distinct = send_concurrently(proc.url, token, 6, 12)
