@@ -48,8 +48,9 @@ class IngestQueue:
     @property
     def waiting(self) -> int:
         """Bodies not answered yet, waiting for a turn or in the one running (not those of
-        a turn that ended, answered though their requests did not resume yet)."""
-        return sum(not job[2].done() for job in (*self._waiting, *self._running))
+        a turn that ended, answered though their requests did not resume yet). Read at each
+        reply: those waiting are counted as queued, a request gone since among them."""
+        return len(self._waiting) + sum(not job[2].done() for job in self._running)
 
     async def ingest(self, body: bytes, key_id: int) -> Outcome:
         """The pipeline's reply for ``body`` (sent with API key ``key_id``) once stored."""
