@@ -143,7 +143,7 @@ def test_a_hook_that_raises_for_one_body_leaves_the_others_heard(storage: Storag
     outcomes = pipeline.ingest_many([(body(a), 0), (body(boom), 0), (body(c), 0)])
     assert replies(outcomes) == [(1, 0, 0)] * 3
     assert heard == [[a["id"]], [c["id"]]]
-    assert grouped.calls == [3]
+    assert grouped.calls == [3, 1, 1, 1]  # the group, then each body alone
     assert storage.count_events() == 3
 
 
@@ -257,6 +257,38 @@ def test_playbooks_fire_the_same_alerts_and_blocks_grouped_or_not(tmp_path: Path
     expected = alerts_and_blocks(tmp_path, "alone.db", alone)
     assert {a[0] for a in expected[0]} >= {"brute-force-ip", "account-takeover", "signup-abuse"}
     assert alerts_and_blocks(tmp_path, "grouped.db", grouped) == expected
+
+
+def test_playbooks_failing_on_one_body_still_judge_the_others_of_its_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The playbooks' evaluation breaks on one body's events (injected: no event is known to
+    break it): the other bodies of its group are judged all the same, as one at a time."""
+    from sqreen.server.playbooks import _runner
+
+    views = _runner.wire_views
+
+    def fragile(events: Any, *args: Any) -> Any:
+        if any(e["properties"].get("poison") for e in events):
+            raise RuntimeError("the evaluation broke")
+        return views(events, *args)
+
+    monkeypatch.setattr(_runner, "wire_views", fragile)
+    path = playbook_file = tmp_path / "playbooks.toml"
+    playbook_file.write_text(TEMPLATES)
+    s = open_storage(str(tmp_path / "p.db"))
+    try:
+        pipeline = IngestPipeline(s, hooks=[PlaybookRunner(s, PlaybookSource(path))])
+        attack = [failure("198.51.100.1", "victim") for _ in range(5)]
+        poison = failure("198.51.100.9", "x", properties={"poison": True})
+        outcomes = pipeline.ingest_many([(body(*attack), 0), (body(poison), 0)])
+        assert replies(outcomes) == [(5, 0, 0), (1, 0, 0)]
+        assert [(a.playbook, a.group_key) for a in s.list_alerts()] == [
+            ("brute-force-ip", "198.51.100.1")
+        ]
+        assert [b.ip for b in s.list_blocks()] == ["198.51.100.1/32"]
+    finally:
+        s.close()
 
 
 # -- the HTTP queue, in process -----------------------------------------------------------
