@@ -126,7 +126,9 @@ def _rebalance(request: Request) -> dict[str, str] | None:
     state = request.app.state
     if not state.rebalance:
         return None
-    waiting = _queue(request).pending + _slot(request).statistics().tasks_waiting
+    # Other bodies not answered yet: not those of the turn just run, answered though their
+    # replies are not sent yet (each reply of a group but the last would say so otherwise).
+    waiting = _queue(request).waiting + _slot(request).statistics().tasks_waiting
     return {"Connection": "close"} if waiting >= REBALANCE_BACKLOG else None
 
 

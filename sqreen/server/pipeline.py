@@ -79,6 +79,10 @@ class Batch:
     #: How many events at the end of ``events`` an enricher derived (:meth:`add_derived`):
     #: stored and announced like the others, but not counted in the SDK's reply.
     derived: int = 0
+    #: The batches of the same turn stored before this one (:meth:`IngestPipeline.ingest_many`),
+    #: in order: not in the database yet while this one is enriched, though they would be
+    #: were the bodies going one at a time (an enricher that looks back looks there too).
+    earlier: Sequence[Batch] = ()
 
     def __iter__(self) -> Iterator[tuple[WireEvent, dict[str, Any]]]:
         """Each event with its enrichment dict."""
@@ -102,10 +106,11 @@ class AfterStoreHook(Protocol):
     """Told about the events one batch newly stored (never duplicates), in the order sent,
     each with its ``seq``, after they were committed. Called only when there are some.
 
-    A hook with a ``stored_batch(batch, result)`` method is called that way instead: the
-    parsed batch and its :class:`~.storage.InsertResult` (``result.new(...)`` pairs the new
-    events with their seqs), without the cost of building :class:`~.storage.StoredEvent`
-    values (the playbooks' hook reads the wire events directly)."""
+    A hook with a ``stored_batches(pairs)`` method is called that way instead: each parsed
+    batch of a turn with its :class:`~.storage.InsertResult` (``result.new(...)`` pairs the
+    new events with their seqs), without the cost of building :class:`~.storage.StoredEvent`
+    values (the playbooks' hook reads the wire events directly); should it raise, it is
+    called again with each pair alone (:meth:`IngestPipeline.after_store_many`)."""
 
     def __call__(self, events: Sequence[StoredEvent]) -> None: ...
 
@@ -164,6 +169,7 @@ class IngestPipeline:
                 outcomes.append(exc)
                 continue
             batch.key_id = key_id
+            batch.earlier = [earlier for _, earlier in parsed]
             self.enrich(batch)
             parsed.append((len(outcomes), batch))
             outcomes.append(_PENDING)
@@ -284,7 +290,10 @@ class IngestPipeline:
     def after_store_many(self, stored: Sequence[tuple[Batch, InsertResult]]) -> None:
         """Tell each hook about the events newly stored by these batches: at once, for a
         hook with ``stored_batches`` (the playbooks: one evaluation, one transaction, for a
-        group of bodies), else batch by batch, in order."""
+        group of bodies), else batch by batch, in order. Should a group's call fail, the
+        hook is told batch by batch (its failure then one batch's, as were the bodies going
+        one at a time): a ``stored_batches`` fails before its effects (the playbooks' are
+        one transaction)."""
         stored = [(batch, result) for batch, result in stored if result.stored]
         if not self.hooks or not stored:
             return
@@ -294,7 +303,20 @@ class IngestPipeline:
                 try:
                     stored_batches(stored)
                 except Exception:
-                    logger.exception("sqreen: after-store hook %r failed", hook)
+                    if len(stored) == 1:
+                        logger.exception("sqreen: after-store hook %r failed", hook)
+                        continue
+                    logger.warning(
+                        "sqreen: after-store hook %r failed for %d batches; told each alone",
+                        hook,
+                        len(stored),
+                        exc_info=True,
+                    )
+                    for one in stored:
+                        try:
+                            stored_batches([one])
+                        except Exception:
+                            logger.exception("sqreen: after-store hook %r failed", hook)
                 continue
             for batch, result in stored:
                 try:

@@ -158,7 +158,7 @@ def test_bodies_that_wait_go_through_together(sqlite_storage: Storage) -> None:
     events = [[wire_event() for _ in range(3)] for _ in range(7)]
     events[6] = [*events[5][:2], wire_event()]  # two already sent by the body before it
 
-    async def run() -> list[httpx.Response]:
+    async def run() -> tuple[list[httpx.Response], int]:
         transport = httpx.ASGITransport(app=app)
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         async with httpx.AsyncClient(transport=transport, base_url="http://c") as client:
@@ -170,11 +170,18 @@ def test_bodies_that_wait_go_through_together(sqlite_storage: Storage) -> None:
                     break
                 await asyncio.sleep(0.01)
             rest = [
-                client.post("/v1/events", content=body(*evs), headers=headers) for evs in events[1:]
+                asyncio.create_task(client.post("/v1/events", content=body(*evs), headers=headers))
+                for evs in events[1:]
             ]
-            return [await first, *await asyncio.gather(*rest)]
+            for _ in range(500):  # until all six wait behind the first
+                if app.state.ingest_queue.waiting == 1 + 6:
+                    break
+                await asyncio.sleep(0.01)
+            waited = app.state.ingest_queue.waiting
+            return [await first, *await asyncio.gather(*rest)], waited
 
-    responses = asyncio.run(run())
+    responses, waited = asyncio.run(run())
+    assert waited == 7  # the first body's turn, and six waiting behind it
     assert [r.status_code for r in responses] == [200] * 7
     counts = [(r.json()["accepted"], r.json()["duplicates"]) for r in responses]
     # The last two bodies share two events: whichever of them took its turn first.
