@@ -105,10 +105,11 @@ def _slot(request: Request) -> anyio.CapacityLimiter:
 
 
 def _queue(request: Request) -> IngestQueue:
-    """The process's :class:`IngestQueue` (made in the event loop it belongs to)."""
+    """The process's :class:`IngestQueue`, made in the event loop it belongs to (again
+    should the app be served by another loop: a test's second client)."""
     state = request.app.state
-    queue = getattr(state, "ingest_queue", None)
-    if queue is None:
+    queue: IngestQueue | None = getattr(state, "ingest_queue", None)
+    if queue is None or queue.loop is not asyncio.get_running_loop():
         queue = state.ingest_queue = IngestQueue(state.pipeline, _slot(request))
     return queue
 

@@ -42,6 +42,8 @@ class IngestQueue:
     def __init__(self, pipeline: IngestPipeline, slot: anyio.CapacityLimiter) -> None:
         self._pipeline = pipeline
         self._slot = slot
+        #: The event loop it belongs to (its futures and its runner are that loop's).
+        self.loop = asyncio.get_running_loop()
         self._waiting: list[_Job] = []
         self._runner: asyncio.Task[None] | None = None
         self._running: list[_Job] = []
