@@ -329,13 +329,18 @@ def run(
     bodies = batches(args.events, f"{label}-{workers}-{os.getpid()}", args.mix)
     warmup = batches(BATCH * args.senders, f"warmup-{label}-{workers}", args.mix)
     postmaster = postmaster_pid(db) if label == "postgresql" else None
-    with collector(db, workers, playbooks, root=code[1]) as (endpoint, token, pid):
+    # This tree's collector says how many bodies each turn stored together (/metrics).
+    scrape = new_token() if code[1] == ROOT else None
+    extra = ["--metrics-token", scrape] if scrape else []
+    with collector(db, workers, playbooks, extra, root=code[1]) as (endpoint, token, pid):
         send_all(endpoint, token, warmup, args.senders)
         pg = sum(tree_cpu(postmaster).values()) if postmaster else 0.0
+        turns = group_turns(endpoint, scrape)
         before, busy, mine = tree_cpu(pid), machine_busy(), time.process_time()
         elapsed = send_all(endpoint, token, bodies, args.senders)
         after, busy, mine = tree_cpu(pid), machine_busy() - busy, time.process_time() - mine
         pg = sum(tree_cpu(postmaster).values()) - pg if postmaster else 0.0
+        turns = [b - a for a, b in zip(turns, group_turns(endpoint, scrape), strict=True)]
     per_process = {p: after[p] - before.get(p, 0.0) for p in after}
     cpu = sum(per_process.values())
     storage = open_storage(db)
@@ -358,7 +363,28 @@ def run(
         "PostgreSQL CPU us/event": f"{pg / args.events * 1e6:.0f}" if postmaster else "-",
         "senders CPU s": f"{mine:.1f}",
         "other CPU s": f"{max(0.0, busy - cpu - pg - mine):.1f}",
+        "bodies a turn": f"{turns[1] / turns[0]:.2f}" if turns[0] else "-",
     }
+
+
+def group_turns(endpoint: str, token: str | None) -> list[float]:
+    """[turns, bodies] of the collector's ingest slot so far (``sqreen_ingest_group_bodies``
+    on ``/metrics``, all workers); [0, 0] without a metrics token (another tree's)."""
+    if token is None:
+        return [0.0, 0.0]
+    reply = httpx.get(
+        endpoint + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    reply.raise_for_status()
+    found = {}
+    for line in reply.text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("sqreen_ingest_group_bodies_count", "sqreen_ingest_group_bodies_sum"):
+            found[name] = float(value)
+    return [
+        found.get("sqreen_ingest_group_bodies_count", 0.0),
+        found.get("sqreen_ingest_group_bodies_sum", 0.0),
+    ]
 
 
 def exported(rev: str, into: Path) -> Path:
