@@ -15,12 +15,17 @@ failures between the 45 000th event and the 50 000th); the median is the steady 
 ``--profile`` prints a cProfile of the playbooks' hook alone. ``--against REV`` also builds
 the two pipelines from REV's package (``bench/revisions.py``) and alternates all four, so
 that a change's figures and REV's come from the same minutes of a noisy machine. The
-``hook`` column is the playbooks' hook's own CPU per event (``stored_batch``), and
+``hook`` column is the playbooks' hook's own CPU per event (``stored_batches``), and
 ``hook/none`` that over the pipeline without: steadier than ``extra``, which is the
 difference of two totals.
 
+``--group N`` gives each pipeline N bodies at a time, stored and evaluated together
+(``ingest_many``: one transaction, one evaluation of the playbooks), as a collector does
+with the bodies that waited while it stored others; each body gets an equal share of the
+group's CPU (a revision without ``ingest_many`` takes them one by one).
+
 Run: ``.venv/bin/python bench/bench_playbooks_ab.py [--mix attack] [--events 50000]
-[--against main]``.
+[--against main] [--group 4]``.
 """
 
 from __future__ import annotations
@@ -92,11 +97,24 @@ def timed(call: Any, into: dict[str, float], rev: str) -> Any:
     return run
 
 
+def hook_method(runner: Any) -> str:
+    """The method a revision's pipeline calls on the playbooks' hook: ``stored_batches`` (the
+    batches of a turn), or ``stored_batch`` before it."""
+    return "stored_batches" if hasattr(runner, "stored_batches") else "stored_batch"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--warmup", type=int, default=10, help="batches not counted")
     parser.add_argument("--mix", choices=["attack", "typical"], default="attack")
+    parser.add_argument(
+        "--group",
+        type=int,
+        default=1,
+        help="bodies stored and evaluated together (``ingest_many``), as a busy collector "
+        "does; a revision without it takes them one by one",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the playbooks' hook")
     parser.add_argument("--sort", default="cumulative", help="the profile's order")
     parser.add_argument("--against", metavar="REV", help="also REV's package (e.g. main)")
@@ -125,12 +143,13 @@ def main() -> None:
         armed = runners["now"]
         profile = cProfile.Profile() if args.profile else None
         if profile is not None:  # the hook alone, as the pipeline calls it
-            inner = armed.stored_batch
+            name = hook_method(armed)
+            inner = getattr(armed, name)
 
-            def profiled(batch: object, result: object) -> None:
-                profile.runcall(inner, batch, result)
+            def profiled(*args: object) -> None:
+                profile.runcall(inner, *args)
 
-            armed.stored_batch = profiled
+            setattr(armed, name, profiled)
         costs: dict[str, list[float]] = {label: [] for label, _ in pipes}
         # The hook's own CPU, each batch: the part of "templates" that "none" has not, and
         # steadier than the difference of two pipelines' totals (a few % apart between two
@@ -138,7 +157,8 @@ def main() -> None:
         hook_cpu: dict[str, float] = {rev: 0.0 for rev in runners}
         hooks: dict[str, list[float]] = {rev: [] for rev in runners}
         for rev, runner in runners.items():
-            runner.stored_batch = timed(runner.stored_batch, hook_cpu, rev)
+            name = hook_method(runner)
+            setattr(runner, name, timed(getattr(runner, name), hook_cpu, rev))
         others = (
             [
                 sqlite3.connect(str(Path(tmp) / f"{rev}-templates.db"), isolation_level=None)
@@ -149,10 +169,13 @@ def main() -> None:
         )
         run = f"ab-{time.time_ns()}"
         shuffle = random.Random(13).shuffle
-        for n, body in enumerate(bodies(args.events + args.warmup * BATCH, run, args.mix)):
-            # Each batch through every pipeline, in an order drawn anew each batch (seeded):
-            # which runs after which matters (one's garbage is collected in the next), and
-            # a fixed rotation of four put each pipeline after the same others.
+        every = bodies(args.events + args.warmup * BATCH, run, args.mix)
+        step = max(1, args.group)
+        for n in range(0, len(every), step):
+            chunk = every[n : n + step]
+            # Each batch (or group) through every pipeline, in an order drawn anew each time
+            # (seeded): which runs after which matters (one's garbage is collected in the
+            # next), and a fixed rotation of four put each pipeline after the same others.
             for other in others:  # untimed: another process's write, in effect
                 other.execute(
                     "INSERT INTO playbook_hits (stream, key, ts, seq, value) "
@@ -161,14 +184,21 @@ def main() -> None:
                 )
             order = list(pipes)
             shuffle(order)
+            counted = n >= args.warmup
             for label, pipe in order:
                 start = time.thread_time()
-                pipe.ingest(body)
-                if n >= args.warmup:
-                    costs[label].append((time.thread_time() - start) / BATCH * 1e6)
+                many = getattr(pipe, "ingest_many", None) if step > 1 else None
+                if many is not None:  # stored together, as a busy collector stores them
+                    many([(body, 0) for body in chunk])
+                else:
+                    for body in chunk:
+                        pipe.ingest(body)
+                if counted:
+                    share = (time.thread_time() - start) / (BATCH * len(chunk)) * 1e6
+                    costs[label] += [share] * len(chunk)
             for rev in runners:
-                if n >= args.warmup:
-                    hooks[rev].append(hook_cpu[rev] / BATCH * 1e6)
+                if counted:
+                    hooks[rev] += [hook_cpu[rev] / (BATCH * len(chunk)) * 1e6] * len(chunk)
                 hook_cpu[rev] = 0.0
     batches = len(costs["now none"])
     print(f"\n--mix {args.mix}, {batches} batches of {BATCH} events, CPU µs/event:")
