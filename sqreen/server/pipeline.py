@@ -158,8 +158,9 @@ class IngestPipeline:
         """:meth:`ingest` for several ``(body, API key id)``, their events stored in one
         transaction (:meth:`store_many`): each body's outcome in order, its reply or the
         exception that refused it (an :class:`ApiError` for a body that is not a batch).
-        Each body is parsed, stored and announced as if alone: its hooks run after the
-        commit, one body after the other, and its reply counts its own events."""
+        Each body is parsed and enriched on its own (an enricher that looks back finds the
+        bodies before it in :attr:`Batch.earlier`), the hooks hear of the new events of all
+        after the commit (:meth:`after_store_many`), and each reply counts its own events."""
         outcomes: list[tuple[dict[str, Any], Held] | Exception] = []
         parsed: list[tuple[int, Batch]] = []
         for body, key_id in bodies:
