@@ -28,7 +28,7 @@ from sqreen.server.playbooks import TEMPLATES, PlaybookRunner, PlaybookSource
 from sqreen.server.storage import EventFilter, Storage, StoredEvent, open_storage
 
 from . import test_travel
-from .conftest import ServeProcess, add_key, envelope, wire_event
+from .conftest import ServeProcess, add_key, envelope, wait_for, wire_event
 from .test_grouped_ingest import body, slow_first
 from .test_travel import LONDON_IP, SYDNEY_IP, login
 
@@ -376,7 +376,7 @@ def test_a_request_cancelled_while_its_group_runs_leaves_the_queue_working(
             if not running.is_set():  # the first went alone: the next group holds
                 await until(running.is_set)
             second.cancel()
-            await asyncio.sleep(0.05)
+            await until(second.done)
             gate.set()
             out: list[Any] = [await first]
             try:
@@ -610,7 +610,7 @@ def test_sigterm_with_bodies_waiting_answers_or_drops_each_and_stores_whole_bodi
     threads = [threading.Thread(target=send, args=(b,), daemon=True) for b in range(N_BODIES)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    wait_for(lambda: bool(answered or failed))  # busy: a first turn over, the rest waiting
     assert proc.proc is not None
     proc.proc.send_signal(signal.SIGTERM)
     t0 = time.monotonic()

@@ -147,13 +147,9 @@ class PlaybookRunner:
     def __call__(self, events: Sequence[StoredEvent]) -> None:
         self._run(lambda names: [event_view(e) for e in events if e.name in names])
 
-    def stored_batch(self, batch: Batch, result: InsertResult) -> None:
-        """The pipeline's cheaper call: the wire events of the batch, and their seqs."""
-        self.stored_batches([(batch, result)])
-
     def stored_batches(self, stored: Sequence[tuple[Batch, InsertResult]]) -> None:
-        """:meth:`stored_batch` for the batches of one transaction, evaluated together: one
-        plan, one transaction for their hits (their seqs follow one another)."""
+        """The pipeline's cheaper call: the wire events of the batches of one transaction and
+        their seqs, evaluated together (one plan, one transaction for their hits)."""
 
         def views(names: frozenset[str]) -> list[EventView]:
             out: list[EventView] = []
