@@ -264,12 +264,13 @@ def ingest_interleaved(
     bodies: list[bytes],
     tmp: Path,
     files: dict[str, str],
-    run: int,
+    run: str,
 ) -> dict[tuple[str, str], list[tuple[float, float, float]]]:
     """Each variant's pipeline with IP intelligence off, on with the sparse ``.mmdb`` and on
-    with the dense one (``files`` by :data:`INGEST` name), each on a fresh database, taking
-    the same bodies batch by batch in turn (which goes first rotates each batch): CPU µs an
-    event of (parse, enrich, store) for each batch, by (variant, state)."""
+    with the dense one (``files`` by :data:`INGEST` name), each on a fresh database (``run``
+    names it: a database used before would hold every event already, and store none),
+    taking the same bodies batch by batch in turn (which goes first rotates each batch): CPU
+    µs an event of (parse, enrich, store) for each batch, by (variant, state)."""
     pipelines: dict[tuple[str, str], Any] = {}
     storages = []
     for name, pkg in variants.items():
@@ -294,8 +295,10 @@ def ingest_interleaved(
                     t1 = clock()
                     pipeline.enrich(batch)
                     t2 = clock()
-                    pipeline.store(batch)
+                    result = pipeline.store(batch)
                     t3 = clock()
+                    if result.stored != len(batch.events):  # the figure would be a dedupe's
+                        raise RuntimeError(f"{key}: {result.stored} of {len(batch.events)} stored")
                     n = len(batch.events) / 1e6
                     out[key].append(((t1 - t0) / n, (t2 - t1) / n, (t3 - t2) / n))
     finally:
@@ -361,7 +364,7 @@ def measure(args: argparse.Namespace, variants: dict[str, SimpleNamespace]) -> d
             batches: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
             for repeat in range(args.repeat):
                 files = {"on": mmdb, "dense": dense}
-                got = ingest_interleaved(variants, bodies, tmp, files, repeat)
+                got = ingest_interleaved(variants, bodies, tmp, files, f"{label}-{repeat}")
                 for key, rows in got.items():
                     batches.setdefault(key, []).extend(rows)
             for (name, state), rows in batches.items():
