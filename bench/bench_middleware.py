@@ -42,6 +42,10 @@ sys.path.insert(0, ROOT)
 
 VARIANTS = ["bare", "sqreen", "sqreen + track", "sentry", "sentry + capture"]
 SERVER_VARIANTS = ["bare", "sqreen", "sqreen + track"]
+#: Servers only: the app of "sqreen + track" whose queue holds one event, so that every
+#: ``track()`` is validated and its request snapshotted, then refused (queue full): what the
+#: request path costs without what the flusher does with the event.
+DROPPED = "sqreen + track, dropped"
 PER_ROUND = 900  # fewer than a batch (1000): the flusher stays idle while a round is timed
 PROPS = {"prop1": "value1", "prop2": "value2"}
 HEADERS = {
@@ -327,6 +331,13 @@ def instructions_per_request(n: int = 600) -> dict[tuple[str, str], float]:
 
 def _tree_cpu_seconds(root: int) -> float:
     """User + system CPU of a process and all its descendants (gunicorn: master + worker)."""
+    return _tree_cpu_split(root)[0]
+
+
+def _tree_cpu_split(root: int) -> tuple[float, float]:
+    """``(all, off the main threads)``: the CPU seconds of a process and its descendants,
+    and the share of their threads other than each process's main one (the flusher: neither
+    gunicorn's sync worker nor uvicorn runs a thread of its own)."""
     stats: dict[int, tuple[int, float]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -336,12 +347,20 @@ def _tree_cpu_seconds(root: int) -> float:
             except OSError:
                 continue
             stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    total, todo = 0.0, [root]
+    total = main = 0.0
+    todo = [root]
     while todo:
         pid = todo.pop()
         total += stats.get(pid, (0, 0))[1]
+        try:  # the main thread's own counters (the process's are the sum of its threads')
+            with open(f"/proc/{pid}/task/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            main += int(fields[11]) + int(fields[12])
+        except OSError:
+            main += stats.get(pid, (0, 0))[1]
         todo.extend(p for p, (ppid, _) in stats.items() if ppid == pid)
-    return total / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return total / tick, (total - main) / tick
 
 
 class Server:
@@ -353,6 +372,8 @@ class Server:
         # SQREEN_BENCH_ROOT: an older tree of the package, imported first (bench_servers.py).
         path = os.pathsep.join(filter(None, [os.environ.get("SQREEN_BENCH_ROOT"), ROOT]))
         env.update(BENCH_VARIANT=variant, PYTHONPATH=path, SQREEN_TRANSPORT="file:///dev/null")
+        if variant == DROPPED:
+            env.update(BENCH_VARIANT="sqreen + track", SQREEN_MAX_QUEUE_SIZE="1")
         bind = f"127.0.0.1:{self.port}"
         if framework == "flask":
             app = "bench.bench_middleware:flask_from_env()"

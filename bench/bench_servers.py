@@ -4,17 +4,21 @@
         [--compare REF]
 
 gunicorn's sync worker serving Flask and uvicorn serving FastAPI, on 127.0.0.1, one worker
-each, in three variants side by side (``bench/bench_middleware.py``'s apps): ``bare``;
+each, in four variants side by side (``bench/bench_middleware.py``'s apps): ``bare``;
 ``sqreen`` (the middleware, no track); ``sqreen + track`` (one ``track()`` per request, the
 flusher writing every event to ``/dev/null`` through the file transport, so that its CPU is
-the server's). The requests come from a separate process (``--load``: threads on raw sockets,
-keep-alive where the server keeps connections, gunicorn's sync worker closes each one), as
-fast as the server answers. The variants are measured in rounds, in a rotating order, and the
-median of the rounds is kept: requests per second, and the server's CPU per request from
-``/proc/<pid>/stat`` (utime + stime of the server and its workers, the flusher thread
-included). ``--compare REF`` runs the same servers on the package as of git ``REF`` too, all
-in the same rounds. ``wrk`` and ``oha`` are not installed here; the client is kept small so that it
-takes little of the two cores.
+the server's); ``sqreen + track, dropped`` (the same app with a queue of one event: each
+``track()`` validated and snapshotted on the request path, then refused as the queue is
+full, so the flusher has nothing to do: the request path's share alone). The requests come
+from a separate process (``--load``: threads on raw sockets, keep-alive where the server
+keeps connections, gunicorn's sync worker closes each one), as fast as the server answers.
+The variants are measured in rounds, in a rotating order, and the median of the rounds is
+kept: requests per second, and the server's CPU per request from ``/proc/<pid>/stat`` (utime
++ stime of the server and its workers, the flusher thread included), and the part of it
+spent off each process's main thread (``/proc/<pid>/task``: the flusher, as neither server
+runs a thread of its own). ``--compare REF`` runs the same servers on the package as of git
+``REF`` too, all in the same rounds. ``wrk`` and ``oha`` are not installed here; the client
+is kept small so that it takes little of the two cores.
 """
 
 from __future__ import annotations
@@ -32,7 +36,13 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.bench_middleware import HEADERS, SERVER_VARIANTS, Server, _tree_cpu_seconds  # noqa: E402
+from bench.bench_middleware import (  # noqa: E402
+    DROPPED,
+    HEADERS,
+    SERVER_VARIANTS,
+    Server,
+    _tree_cpu_split,
+)
 
 PATH = "/items/42?page=2&q=shoes"
 
@@ -115,7 +125,7 @@ def servers(
     """For each framework, tree (name -> package root, "" for this one) and variant: the
     median requests/s and server CPU µs per request of the rounds."""
     results = {}
-    kinds = [(tree, v) for tree in trees for v in SERVER_VARIANTS]
+    kinds = [(tree, v) for tree in trees for v in [*SERVER_VARIANTS, DROPPED]]
     for framework in ("flask", "fastapi"):
         running = {}
         for tree, v in kinds:
@@ -124,6 +134,7 @@ def servers(
         os.environ.pop("SQREEN_BENCH_ROOT", None)
         rps: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
         cpu: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
+        off_main: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
         try:
             for server in running.values():
                 _run_load(server.port, 300, threads, server.keep_alive)  # warm up
@@ -131,10 +142,12 @@ def servers(
                 shift = r % len(kinds)
                 for kind in kinds[shift:] + kinds[:shift]:
                     server = running[kind]
-                    cpu0 = _tree_cpu_seconds(server.proc.pid)
+                    cpu0, off0 = _tree_cpu_split(server.proc.pid)
                     wall = _run_load(server.port, n, threads, server.keep_alive)
                     time.sleep(0.3)  # the flusher's last events of the round
-                    cpu[kind].append((_tree_cpu_seconds(server.proc.pid) - cpu0) / n)
+                    cpu1, off1 = _tree_cpu_split(server.proc.pid)
+                    cpu[kind].append((cpu1 - cpu0) / n)
+                    off_main[kind].append((off1 - off0) / n)
                     rps[kind].append(n / wall)
         finally:
             for server in running.values():
@@ -146,6 +159,7 @@ def servers(
             results[(framework, tree, v)] = {
                 "rps": statistics.median(rps[(tree, v)]),
                 "cpu_us": statistics.median(cpu[(tree, v)]) * 1e6,
+                "off_main_us": statistics.median(off_main[(tree, v)]) * 1e6,
                 "vs_plain": statistics.median(
                     a / b for a, b in zip(rps[(tree, v)], plain, strict=True)
                 ),
@@ -187,19 +201,23 @@ def main() -> None:
         f"{opts.rounds} rotating rounds of {opts.requests} requests (medians); load average "
         f"{start[0]:.1f} at the start, {end[0]:.1f} at the end, {os.cpu_count()} CPUs\n"
     )
-    print("| server | code | variant | requests/s | vs no track | server CPU µs/request | added |")
-    print("|---|---|---|--:|--:|--:|--:|")
+    print(
+        "| server | code | variant | requests/s | vs no track | server CPU µs/request | added "
+        "| off the main thread |"
+    )
+    print("|---|---|---|--:|--:|--:|--:|--:|")
     for (framework, tree, variant), r in served.items():
         name = "gunicorn + Flask" if framework == "flask" else "uvicorn + FastAPI"
-        vs = f"{r['vs_plain'] - 1:+.1%}" if variant == "sqreen + track" else ""
+        vs = f"{r['vs_plain'] - 1:+.1%}" if variant.startswith("sqreen + track") else ""
         print(
             f"| {name} | {tree} | {variant} | {r['rps']:,.0f} | {vs} | {r['cpu_us']:.0f} | "
-            f"{r['added_us']:+.0f} |"
+            f"{r['added_us']:+.0f} | {r['off_main_us']:.0f} |"
         )
     print(
         "\nvs no track: the median over rounds of requests/s with a track / without one (the"
         " same tree, the same round); added: the median over rounds of the server CPU per"
-        " request minus the bare app's."
+        " request minus the bare app's; off the main thread: the part of the server CPU per"
+        " request spent on other threads (the flusher)."
     )
 
 
