@@ -54,6 +54,14 @@ from revisions import getter, load_revision  # noqa: E402
 from sqreen.server.playbooks import TEMPLATES  # noqa: E402
 
 
+def hits_table(db: sqlite3.Connection) -> str:
+    """Where the hits are (``playbook_hits`` in a revision before the windows' log)."""
+    found = db.execute(
+        "SELECT name FROM sqlite_master WHERE name IN ('window_hits', 'playbook_hits')"
+    ).fetchone()
+    return str(found[0])
+
+
 def bodies(total: int, run: str, mix: str) -> list[bytes]:
     app = {"name": "bench", "host": "bench", "pid": 1, "framework": "none"}
     return [
@@ -122,7 +130,8 @@ def main() -> None:
         "--other-writer",
         action="store_true",
         help="another connection writes a hit before each batch, as a second worker "
-        "(--workers 2) or another collector would: every window is counted in SQL",
+        "(--workers 2) or another collector would (with its row of the windows' log, where "
+        "the revision keeps one)",
     )
     args = parser.parse_args()
     logging.getLogger("sqreen.server").setLevel(logging.ERROR)  # one line an alert
@@ -177,11 +186,19 @@ def main() -> None:
             # (seeded): which runs after which matters (one's garbage is collected in the
             # next), and a fixed rotation of four put each pipeline after the same others.
             for other in others:  # untimed: another process's write, in effect
+                now_us = time.time_ns() // 1000
+                other.execute("BEGIN IMMEDIATE")
                 other.execute(
-                    "INSERT INTO playbook_hits (stream, key, ts, seq, value) "
+                    f"INSERT INTO {hits_table(other)} (stream, key, ts, seq, value) "
                     "VALUES ('other-writer', ?, ?, ?, NULL)",
-                    ("x", time.time_ns() // 1000, n),
+                    ("x", now_us, n),
                 )
+                if hits_table(other) == "window_hits":  # and its row, as a collector writes
+                    other.execute(
+                        "INSERT INTO window_writes (at, counts) VALUES (?, ?)",
+                        (now_us, '[["other-writer","x",1]]'),
+                    )
+                other.execute("COMMIT")
             order = list(pipes)
             shuffle(order)
             counted = n >= args.warmup

@@ -216,12 +216,16 @@ def test_window_statements_use_their_indexes(sqlite_storage: Storage, tmp_path: 
         runner.purge()
     finally:
         writer.set_trace_callback(None)
-    statements = {sql for sql in seen if "playbook_" in sql and not sql.startswith("INSERT")}
+    statements = {
+        sql
+        for sql in seen
+        if ("playbook_" in sql or "window_" in sql) and not sql.startswith("INSERT")
+    }
     assert any("count(" in sql for sql in statements) and any("DELETE" in sql for sql in statements)
     assert any("max(ts)" in sql for sql in statements)
     for sql in statements:
         plan = " / ".join(row[3] for row in writer.execute("EXPLAIN QUERY PLAN " + sql))
-        assert not re.search(r"\bSCAN playbook_\w+\b(?! USING)", plan), (sql, plan)
+        assert not re.search(r"\bSCAN (playbook|window)_\w+\b(?! USING)", plan), (sql, plan)
 
 
 def test_past_events_block_nobody_and_the_backtest_reports_them(

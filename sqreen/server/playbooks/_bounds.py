@@ -83,6 +83,16 @@ class Bounds:
                 self._others = max(self._others, self._now, now_us)
         self._horizon = UNKNOWN
         self._now = now_us
+        self._add(added)
+
+    def others(self, added: Mapping[StreamKey, int]) -> None:
+        """Other processes stored ``added`` hits per key since this one's previous batch,
+        and nothing else (the store's log of every windows' transaction says so): they
+        count as this process's own, and what it remembers still holds."""
+        self._add(added)
+
+    def _add(self, added: Mapping[StreamKey, int]) -> None:
+        bounds, seen = self._bounds, self._added
         get = seen.get
         for key, n in added.items():
             seen[key] = get(key, 0) + n

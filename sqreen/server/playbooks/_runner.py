@@ -211,6 +211,8 @@ class PlaybookRunner:
             owner=self,
             counted=bounds.counted,
             horizon=bounds.horizon,
+            added=plan.counts,
+            others=bounds.others,
         )
         known.update(learned)
         changed = {key for _, key in learned}

@@ -134,6 +134,8 @@ class ControlStore(Clocked, Protocol):
         owner: object = None,
         counted: Callable[[dict[tuple[str, str, int, int, bool], int]], None] | None = None,
         horizon: Callable[[int | None], None] | None = None,
+        added: Mapping[tuple[str, str], int] | None = None,
+        others: Callable[[dict[tuple[str, str], int]], None] | None = None,
     ) -> list[Alert]:
         """In one transaction, with ``keys`` ((stream, key), in any order) held so that processes
         counting the same key take turns: store ``hits`` ((stream, key, time µs, seq, value));
@@ -144,7 +146,10 @@ class ControlStore(Clocked, Protocol):
         network or user extended, bumping the action version). ``probes`` may be a function
         told whether nobody but ``owner`` wrote windows since its previous call; ``counted``
         is told each probe's count; ``horizon``, when somebody else did (where the store can
-        tell), the time of the newest hit before ``hits`` (None: none).
+        tell), the time of the newest hit before ``hits`` (None: none). ``added`` is ``hits``
+        counted per key, logged where the store keeps a log of them (SQLite); ``others`` is
+        told, when somebody else wrote since ``owner``'s previous call, what the log says they
+        added per key, and the call then counts as if nobody had (where the log tells it all).
         Return the alerts stored."""
         ...
 

@@ -13,7 +13,7 @@ or a user that an active block already covers extends that one rather than addin
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
@@ -31,7 +31,7 @@ __all__ = ["ALERT_COLUMNS", "WINDOW_CHUNK", "AlertRow", "PlaybookQueries", "by_s
 WINDOW_CHUNK: Final = 400
 #: Hits a statement (five parameters each).
 HIT_CHUNK: Final = 2000
-INSERT_HIT: Final = "INSERT INTO playbook_hits (stream, key, ts, seq, value)"
+INSERT_HIT: Final = "INSERT INTO window_hits (stream, key, ts, seq, value)"
 #: The sizes IN lists are padded to (repeating their last item): a handful of statement
 #: texts, prepared once each and then found in the driver's statement cache.
 IN_SIZES: Final = (1, 4, 16, 64, 128, 256, WINDOW_CHUNK)
@@ -115,8 +115,9 @@ def alert_from_row(row: AlertRow) -> Alert:
 class PlaybookQueries(BlockQueries):
     """Mixed into :class:`~._sql.SqlStorage`."""
 
-    #: What :meth:`_windows_version` said at the last :meth:`update_windows`, and for whom.
-    _windows_seen: tuple[object, object] | None = None
+    #: What :meth:`_windows_version` said at the last :meth:`update_windows` that committed,
+    #: for whom, and the last row of ``window_writes`` it had read or written then.
+    _windows_seen: tuple[object, object, int | None] | None = None
 
     def _lock_windows(self, cur: Cursor, keys: Sequence[WindowKey]) -> None:
         """Hold ``keys`` for the transaction (a dialect's business: nothing to do where the
@@ -134,6 +135,17 @@ class PlaybookQueries(BlockQueries):
         there every batch counts its keys in SQL)."""
         return None
 
+    def _log_writes(self, cur: Cursor, counts: Mapping[WindowKey, int], at: int) -> int | None:
+        """Append the hits this transaction adds per key to ``window_writes``; return the
+        row's id (None where the dialect keeps no log: PostgreSQL, whose ids are not in
+        commit order)."""
+        return None
+
+    def _writes_since(self, cur: Cursor, last: int) -> dict[WindowKey, int] | None:
+        """The hits per key the rows of ``window_writes`` after ``last`` added, or None when
+        they cannot say it all (a row purged since, or no log)."""
+        return None
+
     def update_windows(
         self,
         keys: Sequence[WindowKey],
@@ -147,6 +159,8 @@ class PlaybookQueries(BlockQueries):
         owner: object = None,
         counted: Callable[[dict[ProbeValues, int]], None] | None = None,
         horizon: Callable[[int | None], None] | None = None,
+        added: Mapping[WindowKey, int] | None = None,
+        others: Callable[[dict[WindowKey, int]], None] | None = None,
     ) -> list[Alert]:
         """In one transaction, with ``keys`` held: store ``hits``; count, in SQL, which keys
         have enough hits for one of ``probes``; read until when each playbook is quiet for
@@ -159,22 +173,37 @@ class PlaybookQueries(BlockQueries):
         at its previous call (nobody else wrote since: what it remembers of them holds);
         ``counted`` is told each probe's count; ``horizon``, when somebody else wrote (and
         the dialect can tell), the time of the newest hit before ``hits`` (None: none): from
-        then on, while nobody else writes, the hits ``owner`` adds are all there are newer."""
+        then on, while nobody else writes, the hits ``owner`` adds are all there are newer.
+
+        ``added`` is ``hits`` counted per key: where the dialect keeps a log of them
+        (SQLite), a row of ``window_writes`` says so, and when somebody else wrote since
+        ``owner``'s previous call, ``others`` is told what the rows written since added per
+        key (before ``probes``), and the windows count as fresh: every hit added meanwhile
+        is known by key. A gap in the rows (purged) or a call by another owner counts as
+        somebody else having written."""
         if not keys:
             return []
+        seen = self._windows_seen
         with self._write() as cur:
             if type(self)._lock_windows is not PlaybookQueries._lock_windows:
                 # Taken in one order (two processes cannot deadlock); where there is nothing
                 # to take (SQLite: one writer) the keys are not sorted at all.
                 self._lock_windows(cur, sorted(keys))
             version = self._windows_version(cur)
-            fresh = version is not None and self._windows_seen == (version, owner)
-            self._windows_seen = None if owner is None else (version, owner)
+            mine = owner is not None and seen is not None and seen[1] is owner
+            fresh = mine and version is not None and seen is not None and seen[0] == version
+            last = seen[2] if mine and seen is not None else None
+            if not fresh and version is not None and last is not None and others is not None:
+                told = self._writes_since(cur, last)
+                if told is not None:  # every hit written since is known, by key
+                    others(told)
+                    fresh = True
             if horizon is not None and version is not None and not fresh:
                 # The ts index's last entry: one seek.
-                horizon(cur.execute("SELECT max(ts) FROM playbook_hits").fetchone()[0])
+                horizon(cur.execute("SELECT max(ts) FROM window_hits").fetchone()[0])
             self._insert_hits(cur, hits)
             now = to_us(self.now())
+            logged = self._log_writes(cur, added, now) if added is not None else None
             counts = self._counts(cur, probes(fresh) if callable(probes) else probes)
             if counted is not None:
                 counted(counts)
@@ -193,7 +222,10 @@ class PlaybookQueries(BlockQueries):
                 " ON CONFLICT (playbook, key) DO UPDATE SET until_at = excluded.until_at",
                 WINDOW_CHUNK,
             )
-            return self._store_alerts(cur, write.alerts, now)
+            stored = self._store_alerts(cur, write.alerts, now)
+        # Once committed only: a row rolled back leaves its id to the next writer's.
+        self._windows_seen = None if owner is None else (version, owner, logged)
+        return stored
 
     @staticmethod
     def _quiet(cur: Cursor, group_keys: Sequence[str], now: int) -> dict[QuietKey, int]:
@@ -238,7 +270,7 @@ class PlaybookQueries(BlockQueries):
             for i in range(0, len(ordered), WINDOW_CHUNK):
                 chunk = padded(ordered[i : i + WINDOW_CHUNK])
                 rows = cur.execute(
-                    f"SELECT key, {select} FROM playbook_hits WHERE stream = ? AND ts >= ? "
+                    f"SELECT key, {select} FROM window_hits WHERE stream = ? AND ts >= ? "
                     f"AND key IN ({', '.join('?' * len(chunk))}) GROUP BY key",
                     [*times, stream, oldest, *chunk],
                 ).fetchall()
@@ -254,7 +286,7 @@ class PlaybookQueries(BlockQueries):
         out: dict[WindowKey, list[tuple[int, int, str | None]]] = {}
         for (stream, key), since in sorted(wanted.items()):
             rows = cur.execute(
-                "SELECT ts, seq, value FROM playbook_hits WHERE stream = ? AND key = ? "
+                "SELECT ts, seq, value FROM window_hits WHERE stream = ? AND key = ? "
                 "AND ts >= ? ORDER BY ts DESC, seq DESC LIMIT ?",
                 [stream, key, since, FETCH_MAX],
             ).fetchall()
@@ -353,8 +385,8 @@ class PlaybookQueries(BlockQueries):
         while True:  # in chunks: ingest writes in between
             with self._write() as cur:
                 cur.execute(
-                    "DELETE FROM playbook_hits WHERE (stream, key, ts, seq) IN ("
-                    " SELECT stream, key, ts, seq FROM playbook_hits WHERE ts < ? LIMIT ?)",
+                    "DELETE FROM window_hits WHERE (stream, key, ts, seq) IN ("
+                    " SELECT stream, key, ts, seq FROM window_hits WHERE ts < ? LIMIT ?)",
                     (cutoff, PURGE_CHUNK),
                 )
                 deleted = max(cur.rowcount, 0)
@@ -363,4 +395,7 @@ class PlaybookQueries(BlockQueries):
                 break
         with self._write() as cur:
             cur.execute("DELETE FROM playbook_quiet WHERE until_at < ?", (to_us(self.now()),))
+            # What no window reads any more (a process that had not read them finds the gap
+            # and counts again).
+            cur.execute("DELETE FROM window_writes WHERE at < ?", (cutoff,))
         return purged

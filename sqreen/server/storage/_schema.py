@@ -310,6 +310,22 @@ _MIGRATIONS: Final[Sequence[Sequence[str] | Mapping[Dialect, Sequence[str]]]] = 
         "ELSE 'user:' || user_json END",
         "CREATE INDEX blocks_target ON blocks (target) WHERE lifted_at IS NULL",
     ),
+    # 14: a row a windows' transaction, saying how many hits it added to which keys
+    # (``window_writes``: storage/_playbooks.py), so that a process that finds another one
+    # wrote since its previous batch adds those counts to what it remembers of the windows
+    # instead of counting them all again in SQL (SQLite, where ids are in commit order). The
+    # hits' table is renamed: a collector of an older version still running on the database
+    # writes hits without that row, which the others would not count; renamed, its writes
+    # fail, loudly, instead of being miscounted.
+    (
+        "ALTER TABLE playbook_hits RENAME TO window_hits",
+        """CREATE TABLE window_writes (
+            id {id},
+            at {int} NOT NULL,
+            counts TEXT NOT NULL
+        )""",
+        "CREATE INDEX window_writes_at ON window_writes (at)",
+    ),
 )
 
 

@@ -15,7 +15,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
     fcntl = None  # type: ignore[assignment]
 
 from ._parts import placeholders
+from ._playbooks import WindowKey
 from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import migrations
 from ._sql import INSERT_CHUNK, Cursor, SqlStorage
@@ -124,10 +125,36 @@ class SQLiteStorage(SqlStorage):
         # One prepared statement, run for each hit: a multi-row statement of a new length
         # (a batch's hits vary) is parsed again, which costs more (bench_playbooks_ab.py).
         cur.executemany(
-            "INSERT INTO playbook_hits (stream, key, ts, seq, value) VALUES (?, ?, ?, ?, ?) "
+            "INSERT INTO window_hits (stream, key, ts, seq, value) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (stream, key, ts, seq) DO NOTHING",
             hits,
         )
+
+    def _log_writes(self, cur: Cursor, counts: Mapping[WindowKey, int], at: int) -> int | None:
+        # Under BEGIN IMMEDIATE: ids are given in commit order, and AUTOINCREMENT never gives
+        # one again (a row rolled back gives its id back with its transaction).
+        flat = [[stream, key, n] for (stream, key), n in counts.items()]
+        (row,) = cur.execute(
+            "INSERT INTO window_writes (at, counts) VALUES (?, ?) RETURNING id", (at, dumps(flat))
+        ).fetchone()
+        return int(row)
+
+    def _writes_since(self, cur: Cursor, last: int) -> dict[WindowKey, int] | None:
+        rows = cur.execute(
+            "SELECT id, counts FROM window_writes WHERE id > ? ORDER BY id", (last,)
+        ).fetchall()
+        (high,) = cur.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'window_writes'"
+        ).fetchone() or (None,)
+        if high != (rows[-1][0] if rows else last) or any(
+            id_ != last + i for i, (id_, _) in enumerate(rows, 1)
+        ):
+            return None  # rows purged since (or never written): not all is known
+        told: dict[WindowKey, int] = {}
+        for _, text in rows:
+            for stream, key, n in json.loads(text):
+                told[(stream, key)] = told.get((stream, key), 0) + n
+        return told
 
     def _windows_version(self, cur: Cursor) -> object | None:
         # Changes when another connection (another worker, another collector, the CLI)

@@ -1,0 +1,170 @@
+"""The windows' log (``window_writes``): a process that finds another one wrote since its
+previous batch adds what the log says to what it remembers, instead of counting again; and
+what it decides is the same as one process deciding alone."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sqreen.server.pipeline import IngestPipeline
+from sqreen.server.playbooks import TEMPLATES, PlaybookRunner, PlaybookSource
+from sqreen.server.storage import open_storage
+from sqreen.server.storage.model import WindowWrite
+
+from .conftest import envelope
+from .test_playbooks import failure, playbook_file
+
+HIT = ("s1", "k1", 1_000, 1, None)
+
+
+def _update(
+    storage: Any,
+    owner: object,
+    added: dict[tuple[str, str], int],
+    told: list[dict[tuple[str, str], int]],
+    fresh: list[bool],
+    fail: bool = False,
+) -> None:
+    """One windows' transaction of ``owner`` adding ``added`` (one hit a key), recording what
+    it was told of the others and whether its windows were fresh."""
+
+    def probes(is_fresh: bool) -> list[Any]:
+        fresh.append(is_fresh)
+        return []
+
+    def decide(found: Any, quiet: Any) -> WindowWrite:
+        if fail:
+            raise RuntimeError("decide failed")
+        return WindowWrite({}, [])
+
+    hits = [(s, k, 1_000, i, None) for i, (s, k) in enumerate(added, 1)]
+    storage.update_windows(
+        list(added), hits, probes, decide, owner=owner, added=added, others=told.append
+    )
+
+
+def test_the_other_process_rows_are_told_and_the_windows_stay_fresh(tmp_path: Path) -> None:
+    a, b = open_storage(str(tmp_path / "w.db")), open_storage(str(tmp_path / "w.db"))
+    owner_a, owner_b = object(), object()
+    told: list[dict[tuple[str, str], int]] = []
+    fresh: list[bool] = []
+    try:
+        _update(a, owner_a, {("s", "x"): 1}, told, fresh)  # a's first: nothing known yet
+        _update(a, owner_a, {("s", "x"): 1}, told, fresh)  # nobody else wrote
+        _update(b, owner_b, {("s", "x"): 1, ("s", "y"): 1}, [], [])
+        _update(b, owner_b, {("s", "y"): 1}, [], [])
+        _update(a, owner_a, {("s", "z"): 1}, told, fresh)  # b wrote twice: told, fresh
+        assert fresh == [False, True, True]
+        assert told == [{("s", "x"): 1, ("s", "y"): 2}]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_gap_in_the_rows_forgets(tmp_path: Path) -> None:
+    """A row purged before this process read it: not everything is known, count again."""
+    a, b = open_storage(str(tmp_path / "w.db")), open_storage(str(tmp_path / "w.db"))
+    told: list[dict[tuple[str, str], int]] = []
+    fresh: list[bool] = []
+    owner_a = object()
+    try:
+        _update(a, owner_a, {("s", "x"): 1}, told, fresh)
+        _update(b, object(), {("s", "x"): 1}, [], [])
+        _update(b, object(), {("s", "y"): 1}, [], [])
+        with sqlite3.connect(str(tmp_path / "w.db")) as db:  # the first of b's rows
+            db.execute(
+                "DELETE FROM window_writes WHERE id = (SELECT min(id) + 1 FROM window_writes)"
+            )
+        _update(a, owner_a, {("s", "z"): 1}, told, fresh)
+        assert fresh == [False, False] and told == []
+        # All rows purged after the last one read: the high-water mark still tells.
+        _update(b, object(), {("s", "y"): 1}, [], [])
+        with sqlite3.connect(str(tmp_path / "w.db")) as db:
+            db.execute("DELETE FROM window_writes")
+        _update(a, owner_a, {("s", "z"): 1}, told, fresh)
+        assert fresh == [False, False, False] and told == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_transaction_rolled_back_does_not_hide_the_next_writer(tmp_path: Path) -> None:
+    """A's row rolled back gives its id back: b's row takes it, and a still reads it."""
+    a, b = open_storage(str(tmp_path / "w.db")), open_storage(str(tmp_path / "w.db"))
+    told: list[dict[tuple[str, str], int]] = []
+    fresh: list[bool] = []
+    owner_a = object()
+    try:
+        _update(a, owner_a, {("s", "x"): 1}, told, fresh)
+        with pytest.raises(RuntimeError, match="decide failed"):
+            _update(a, owner_a, {("s", "x"): 1}, told, fresh, fail=True)
+        _update(b, object(), {("s", "w"): 1}, [], [])
+        _update(a, owner_a, {("s", "z"): 1}, told, fresh)
+        assert told == [{("s", "w"): 1}]
+        assert fresh[-1] is True
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_older_collector_cannot_write_hits_unlogged(tmp_path: Path) -> None:
+    """The hits' table was renamed with the log's migration: a collector of an older version
+    still running on the file fails to write its hits, loudly, rather than being
+    miscounted by the others."""
+    open_storage(str(tmp_path / "w.db")).close()
+    with sqlite3.connect(str(tmp_path / "w.db")) as db:
+        with pytest.raises(sqlite3.OperationalError, match="no such table: playbook_hits"):
+            db.execute(
+                "INSERT INTO playbook_hits (stream, key, ts, seq, value) VALUES (?,?,?,?,?)", HIT
+            )
+
+
+def _alerts(storage: Any) -> list[tuple[str, str, int, int, int]]:
+    return sorted(
+        (a.playbook, a.group_key, a.total, a.first_seq, a.last_seq) for a in storage.list_alerts()
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_two_writers_decide_as_one(tmp_path: Path, seed: int) -> None:
+    """The same batches, in the same order, through two runners on one file (taking turns at
+    random, as two workers do) and through one runner alone on another: the same alerts,
+    with the same counts and events behind them."""
+    rng = random.Random(seed)
+    path = playbook_file(tmp_path, TEMPLATES)
+    shared = [open_storage(str(tmp_path / "two.db")) for _ in range(2)]
+    alone = open_storage(str(tmp_path / "one.db"))
+    pipelines = [IngestPipeline(s, hooks=[PlaybookRunner(s, PlaybookSource(path))]) for s in shared]
+    reference = IngestPipeline(alone, hooks=[PlaybookRunner(alone, PlaybookSource(path))])
+    try:
+        for batch in range(60):
+            events = []
+            for i in range(rng.randint(1, 12)):
+                n = batch * 12 + i
+                ip = f"198.51.100.{rng.randint(0, 5)}"
+                uid = f"u{rng.randint(0, 30)}"
+                kind = rng.random()
+                if kind < 0.8:
+                    events.append(failure(ip, uid, id=f"e{n}"))
+                elif kind < 0.9:
+                    events.append(failure(ip, uid, id=f"e{n}", name="auth.login.success"))
+                else:
+                    events.append(failure(ip, uid, id=f"e{n}", name="auth.signup"))
+            body = json.dumps(envelope(events)).encode()
+            rng.choice(pipelines)(body)
+            reference(body)
+        got, want = _alerts(shared[0]), _alerts(alone)
+        assert want, "the traffic fires some playbooks"
+        assert got == want
+        with sqlite3.connect(str(tmp_path / "two.db")) as db:
+            (rows,) = db.execute("SELECT count(*) FROM window_writes").fetchone()
+        assert rows > 0
+    finally:
+        for s in [*shared, alone]:
+            s.close()
