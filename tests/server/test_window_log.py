@@ -17,7 +17,7 @@ from sqreen.server.playbooks import TEMPLATES, PlaybookRunner, PlaybookSource
 from sqreen.server.storage import open_storage
 from sqreen.server.storage.model import WindowWrite
 
-from .conftest import envelope
+from .conftest import Clock, envelope
 from .test_playbooks import failure, playbook_file
 
 HIT = ("s1", "k1", 1_000, 1, None)
@@ -89,6 +89,37 @@ def test_a_gap_in_the_rows_forgets(tmp_path: Path) -> None:
             db.execute("DELETE FROM window_writes")
         _update(a, owner_a, {("s", "z"): 1}, told, fresh)
         assert fresh == [False, False, False] and told == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_alone_a_process_logs_no_counts_and_a_newcomer_counts_again(tmp_path: Path) -> None:
+    """A process that has seen no other connection commit for a minute writes rows without
+    their counts (its hits are not told by key): a process reading one counts again; and
+    as soon as it sees another writer, it writes its counts again."""
+    clock = Clock()
+    a = open_storage(str(tmp_path / "w.db"), clock=clock)
+    b = open_storage(str(tmp_path / "w.db"), clock=clock)
+    owner_a, owner_b = object(), object()
+    told_a: list[dict[tuple[str, str], int]] = []
+    told_b: list[dict[tuple[str, str], int]] = []
+    fresh_a: list[bool] = []
+    fresh_b: list[bool] = []
+    try:
+        _update(b, owner_b, {("s", "w"): 1}, told_b, fresh_b)
+        _update(a, owner_a, {("s", "x"): 1}, told_a, fresh_a)
+        clock.advance(minutes=2)
+        _update(a, owner_a, {("s", "x"): 1}, told_a, fresh_a)  # alone for 2 min: no counts
+        with sqlite3.connect(str(tmp_path / "w.db")) as db:
+            texts = [t for (t,) in db.execute("SELECT counts FROM window_writes ORDER BY id")]
+        assert texts[-1] == "" and all(texts[:-1])
+        _update(b, owner_b, {("s", "y"): 1}, told_b, fresh_b)  # reads a's rows: one unknown
+        assert fresh_b == [False, False] and told_b == []
+        _update(a, owner_a, {("s", "z"): 1}, told_a, fresh_a)  # b wrote: a reads, logs counts
+        assert fresh_a == [False, True, True] and told_a == [{("s", "y"): 1}]
+        _update(b, owner_b, {("s", "y"): 1}, told_b, fresh_b)
+        assert fresh_b[-1] is True and told_b == [{("s", "z"): 1}]
     finally:
         a.close()
         b.close()

@@ -45,6 +45,9 @@ ALERT_CHUNK: Final = 50
 SEQS_KEPT: Final = 100
 #: Old hits deleted a transaction at most (ingest writes between two).
 PURGE_CHUNK: Final = 20_000
+#: How long (µs) a process's rows of the windows' log keep their counts by key after it
+#: last saw another connection commit.
+LOG_COUNTS_FOR: Final = 60_000_000
 ALERT_COLUMNS: Final = (
     "id, playbook, group_by, group_key, total, first_at, last_at, first_seq, last_seq, "
     "seqs_json, mode, action, block_id, summary, created_at"
@@ -118,6 +121,10 @@ class PlaybookQueries(BlockQueries):
     #: What :meth:`_windows_version` said at the last :meth:`update_windows` that committed,
     #: for whom, and the last row of ``window_writes`` it had read or written then.
     _windows_seen: tuple[object, object, int | None] | None = None
+    #: Until when (µs) its rows of ``window_writes`` say what they added by key: while
+    #: another connection commits now and then. Alone, a row says only that hits were added
+    #: (a few bytes, where the counts of an attack's 500 keys cost 1 µs an event to write).
+    _log_counts_until: int = 0
 
     def _lock_windows(self, cur: Cursor, keys: Sequence[WindowKey]) -> None:
         """Hold ``keys`` for the transaction (a dialect's business: nothing to do where the
@@ -135,15 +142,17 @@ class PlaybookQueries(BlockQueries):
         there every batch counts its keys in SQL)."""
         return None
 
-    def _log_writes(self, cur: Cursor, counts: Mapping[WindowKey, int], at: int) -> int | None:
-        """Append the hits this transaction adds per key to ``window_writes``; return the
-        row's id (None where the dialect keeps no log: PostgreSQL, whose ids are not in
-        commit order)."""
+    def _log_writes(
+        self, cur: Cursor, counts: Mapping[WindowKey, int] | None, at: int
+    ) -> int | None:
+        """Append a row to ``window_writes`` for this transaction: the hits it adds per key,
+        or (None) only that it adds some; return the row's id (None where the dialect keeps
+        no log: PostgreSQL, whose ids are not in commit order)."""
         return None
 
     def _writes_since(self, cur: Cursor, last: int) -> dict[WindowKey, int] | None:
         """The hits per key the rows of ``window_writes`` after ``last`` added, or None when
-        they cannot say it all (a row purged since, or no log)."""
+        they cannot say it all (a row purged since, a row without its counts, no log)."""
         return None
 
     def update_windows(
@@ -176,11 +185,12 @@ class PlaybookQueries(BlockQueries):
         then on, while nobody else writes, the hits ``owner`` adds are all there are newer.
 
         ``added`` is ``hits`` counted per key: where the dialect keeps a log of them
-        (SQLite), a row of ``window_writes`` says so, and when somebody else wrote since
-        ``owner``'s previous call, ``others`` is told what the rows written since added per
-        key (before ``probes``), and the windows count as fresh: every hit added meanwhile
-        is known by key. A gap in the rows (purged) or a call by another owner counts as
-        somebody else having written."""
+        (SQLite), a row of ``window_writes`` says so (by key while another connection has
+        committed in the last minute; alone, only that hits were added), and when somebody
+        else wrote since ``owner``'s previous call, ``others`` is told what the rows written
+        since added per key (before ``probes``), and the windows count as fresh: every hit
+        added meanwhile is known by key. A gap in the rows (purged), a row without its
+        counts, or a call by another owner counts as somebody else having written."""
         if not keys:
             return []
         seen = self._windows_seen
@@ -203,7 +213,12 @@ class PlaybookQueries(BlockQueries):
                 horizon(cur.execute("SELECT max(ts) FROM window_hits").fetchone()[0])
             self._insert_hits(cur, hits)
             now = to_us(self.now())
-            logged = self._log_writes(cur, added, now) if added is not None else None
+            logged = None
+            if added is not None:
+                if version is not None and (seen is None or seen[0] != version):
+                    self._log_counts_until = now + LOG_COUNTS_FOR
+                by_key = added if now < self._log_counts_until else None
+                logged = self._log_writes(cur, by_key, now)
             counts = self._counts(cur, probes(fresh) if callable(probes) else probes)
             if counted is not None:
                 counted(counts)

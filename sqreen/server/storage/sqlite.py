@@ -130,12 +130,14 @@ class SQLiteStorage(SqlStorage):
             hits,
         )
 
-    def _log_writes(self, cur: Cursor, counts: Mapping[WindowKey, int], at: int) -> int | None:
+    def _log_writes(
+        self, cur: Cursor, counts: Mapping[WindowKey, int] | None, at: int
+    ) -> int | None:
         # Under BEGIN IMMEDIATE: ids are given in commit order, and AUTOINCREMENT never gives
         # one again (a row rolled back gives its id back with its transaction).
-        flat = [[stream, key, n] for (stream, key), n in counts.items()]
+        text = "" if counts is None else dumps([[s, k, n] for (s, k), n in counts.items()])
         (row,) = cur.execute(
-            "INSERT INTO window_writes (at, counts) VALUES (?, ?) RETURNING id", (at, dumps(flat))
+            "INSERT INTO window_writes (at, counts) VALUES (?, ?) RETURNING id", (at, text)
         ).fetchone()
         return int(row)
 
@@ -147,9 +149,9 @@ class SQLiteStorage(SqlStorage):
             "SELECT seq FROM sqlite_sequence WHERE name = 'window_writes'"
         ).fetchone() or (None,)
         if high != (rows[-1][0] if rows else last) or any(
-            id_ != last + i for i, (id_, _) in enumerate(rows, 1)
+            id_ != last + i or not text for i, (id_, text) in enumerate(rows, 1)
         ):
-            return None  # rows purged since (or never written): not all is known
+            return None  # rows purged since, or without their counts: not all is known
         told: dict[WindowKey, int] = {}
         for _, text in rows:
             for stream, key, n in json.loads(text):
