@@ -50,18 +50,24 @@ def _update(
 
 
 def test_the_other_process_rows_are_told_and_the_windows_stay_fresh(tmp_path: Path) -> None:
+    """Each process logs its counts by key once it has seen the other commit; from then on
+    each reads the other's rows instead of counting again."""
     a, b = open_storage(str(tmp_path / "w.db")), open_storage(str(tmp_path / "w.db"))
     owner_a, owner_b = object(), object()
-    told: list[dict[tuple[str, str], int]] = []
-    fresh: list[bool] = []
+    told_a: list[dict[tuple[str, str], int]] = []
+    told_b: list[dict[tuple[str, str], int]] = []
+    fresh_a: list[bool] = []
+    fresh_b: list[bool] = []
     try:
-        _update(a, owner_a, {("s", "x"): 1}, told, fresh)  # a's first: nothing known yet
-        _update(a, owner_a, {("s", "x"): 1}, told, fresh)  # nobody else wrote
-        _update(b, owner_b, {("s", "x"): 1, ("s", "y"): 1}, [], [])
-        _update(b, owner_b, {("s", "y"): 1}, [], [])
-        _update(a, owner_a, {("s", "z"): 1}, told, fresh)  # b wrote twice: told, fresh
-        assert fresh == [False, True, True]
-        assert told == [{("s", "x"): 1, ("s", "y"): 2}]
+        _update(a, owner_a, {("s", "x"): 1}, told_a, fresh_a)  # nothing known yet
+        _update(b, owner_b, {("s", "x"): 1}, told_b, fresh_b)
+        _update(a, owner_a, {("s", "x"): 2}, told_a, fresh_a)  # b's row has no counts
+        _update(b, owner_b, {("s", "x"): 1, ("s", "y"): 1}, told_b, fresh_b)  # a's has
+        _update(b, owner_b, {("s", "y"): 1}, told_b, fresh_b)  # nobody else wrote
+        _update(a, owner_a, {("s", "z"): 1}, told_a, fresh_a)  # b wrote twice: told
+        assert fresh_a == [False, False, True] and fresh_b == [False, True, True]
+        assert told_b == [{("s", "x"): 2}]
+        assert told_a == [{("s", "x"): 1, ("s", "y"): 2}]
     finally:
         a.close()
         b.close()
@@ -72,24 +78,28 @@ def test_a_gap_in_the_rows_forgets(tmp_path: Path) -> None:
     a, b = open_storage(str(tmp_path / "w.db")), open_storage(str(tmp_path / "w.db"))
     told: list[dict[tuple[str, str], int]] = []
     fresh: list[bool] = []
-    owner_a = object()
+    owner_a, owner_b = object(), object()
+    db = sqlite3.connect(str(tmp_path / "w.db"), isolation_level=None)
     try:
         _update(a, owner_a, {("s", "x"): 1}, told, fresh)
-        _update(b, object(), {("s", "x"): 1}, [], [])
-        _update(b, object(), {("s", "y"): 1}, [], [])
-        with sqlite3.connect(str(tmp_path / "w.db")) as db:  # the first of b's rows
-            db.execute(
-                "DELETE FROM window_writes WHERE id = (SELECT min(id) + 1 FROM window_writes)"
-            )
-        _update(a, owner_a, {("s", "z"): 1}, told, fresh)
-        assert fresh == [False, False] and told == []
-        # All rows purged after the last one read: the high-water mark still tells.
-        _update(b, object(), {("s", "y"): 1}, [], [])
-        with sqlite3.connect(str(tmp_path / "w.db")) as db:
-            db.execute("DELETE FROM window_writes")
+        _update(b, owner_b, {("s", "x"): 1}, [], [])
+        _update(a, owner_a, {("s", "x"): 1}, told, fresh)
+        _update(b, owner_b, {("s", "x"): 1}, [], [])  # both rows of b's with their counts
+        _update(b, owner_b, {("s", "y"): 1}, [], [])
+        (last,) = db.execute("SELECT max(id) FROM window_writes").fetchone()
+        assert all(
+            t for (t,) in db.execute("SELECT counts FROM window_writes WHERE id >= ?", (last - 1,))
+        )
+        db.execute("DELETE FROM window_writes WHERE id = ?", (last - 1,))  # the first of them
         _update(a, owner_a, {("s", "z"): 1}, told, fresh)
         assert fresh == [False, False, False] and told == []
+        # Every row after the last one read purged: the high-water mark still tells.
+        _update(b, owner_b, {("s", "y"): 1}, [], [])
+        db.execute("DELETE FROM window_writes")
+        _update(a, owner_a, {("s", "z"): 1}, told, fresh)
+        assert fresh == [False, False, False, False] and told == []
     finally:
+        db.close()
         a.close()
         b.close()
 
@@ -107,17 +117,18 @@ def test_alone_a_process_logs_no_counts_and_a_newcomer_counts_again(tmp_path: Pa
     fresh_a: list[bool] = []
     fresh_b: list[bool] = []
     try:
-        _update(b, owner_b, {("s", "w"): 1}, told_b, fresh_b)
         _update(a, owner_a, {("s", "x"): 1}, told_a, fresh_a)
+        _update(b, owner_b, {("s", "w"): 1}, told_b, fresh_b)
+        _update(a, owner_a, {("s", "x"): 1}, told_a, fresh_a)  # saw b: counts for a minute
         clock.advance(minutes=2)
-        _update(a, owner_a, {("s", "x"): 1}, told_a, fresh_a)  # alone for 2 min: no counts
+        _update(a, owner_a, {("s", "x"): 1}, told_a, fresh_a)  # alone since: no counts
         with sqlite3.connect(str(tmp_path / "w.db")) as db:
             texts = [t for (t,) in db.execute("SELECT counts FROM window_writes ORDER BY id")]
-        assert texts[-1] == "" and all(texts[:-1])
-        _update(b, owner_b, {("s", "y"): 1}, told_b, fresh_b)  # reads a's rows: one unknown
+        assert [bool(t) for t in texts] == [False, False, True, False]
+        _update(b, owner_b, {("s", "y"): 1}, told_b, fresh_b)  # a's last row tells no counts
         assert fresh_b == [False, False] and told_b == []
-        _update(a, owner_a, {("s", "z"): 1}, told_a, fresh_a)  # b wrote: a reads, logs counts
-        assert fresh_a == [False, True, True] and told_a == [{("s", "y"): 1}]
+        _update(a, owner_a, {("s", "z"): 1}, told_a, fresh_a)  # b wrote: a reads it, counts
+        assert fresh_a == [False, False, True, True] and told_a == [{("s", "y"): 1}]
         _update(b, owner_b, {("s", "y"): 1}, told_b, fresh_b)
         assert fresh_b[-1] is True and told_b == [{("s", "z"): 1}]
     finally:
@@ -130,12 +141,14 @@ def test_a_transaction_rolled_back_does_not_hide_the_next_writer(tmp_path: Path)
     a, b = open_storage(str(tmp_path / "w.db")), open_storage(str(tmp_path / "w.db"))
     told: list[dict[tuple[str, str], int]] = []
     fresh: list[bool] = []
-    owner_a = object()
+    owner_a, owner_b = object(), object()
     try:
         _update(a, owner_a, {("s", "x"): 1}, told, fresh)
+        _update(b, owner_b, {("s", "x"): 1}, [], [])
+        _update(a, owner_a, {("s", "x"): 1}, told, fresh)  # saw b: logs its counts
         with pytest.raises(RuntimeError, match="decide failed"):
             _update(a, owner_a, {("s", "x"): 1}, told, fresh, fail=True)
-        _update(b, object(), {("s", "w"): 1}, [], [])
+        _update(b, owner_b, {("s", "w"): 1}, [], [])  # saw a: counts, in the id given back
         _update(a, owner_a, {("s", "z"): 1}, told, fresh)
         assert told == [{("s", "w"): 1}]
         assert fresh[-1] is True

@@ -186,7 +186,8 @@ class PlaybookQueries(BlockQueries):
 
         ``added`` is ``hits`` counted per key: where the dialect keeps a log of them
         (SQLite), a row of ``window_writes`` says so (by key while another connection has
-        committed in the last minute; alone, only that hits were added), and when somebody
+        committed between this store's windows' transactions in the last minute; else only
+        that hits were added), and when somebody
         else wrote since ``owner``'s previous call, ``others`` is told what the rows written
         since added per key (before ``probes``), and the windows count as fresh: every hit
         added meanwhile is known by key. A gap in the rows (purged), a row without its
@@ -215,7 +216,7 @@ class PlaybookQueries(BlockQueries):
             now = to_us(self.now())
             logged = None
             if added is not None:
-                if version is not None and (seen is None or seen[0] != version):
+                if version is not None and seen is not None and seen[0] != version:
                     self._log_counts_until = now + LOG_COUNTS_FOR
                 by_key = added if now < self._log_counts_until else None
                 logged = self._log_writes(cur, by_key, now)
