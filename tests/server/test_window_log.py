@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,7 @@ def test_a_gap_in_the_rows_forgets(tmp_path: Path) -> None:
         db.execute("DELETE FROM window_writes WHERE id = ?", (last - 1,))  # the first of them
         _update(a, owner_a, {("s", "z"): 1}, told, fresh)
         assert fresh == [False, False, False] and told == []
-        # Every row after the last one read purged: the high-water mark still tells.
+        # Every row gone: the table's newest id is no longer the last one read.
         _update(b, owner_b, {("s", "y"): 1}, [], [])
         db.execute("DELETE FROM window_writes")
         _update(a, owner_a, {("s", "z"): 1}, told, fresh)
@@ -155,6 +156,26 @@ def test_a_transaction_rolled_back_does_not_hide_the_next_writer(tmp_path: Path)
     finally:
         a.close()
         b.close()
+
+
+def test_the_purge_keeps_the_newest_row(tmp_path: Path) -> None:
+    """Rows older than every window go, but never the newest: an id is never given twice."""
+    clock = Clock()
+    a = open_storage(str(tmp_path / "w.db"), clock=clock)
+    db = sqlite3.connect(str(tmp_path / "w.db"), isolation_level=None)
+    try:
+        for _ in range(3):
+            _update(a, object(), {("s", "x"): 1}, [], [])
+        clock.advance(hours=3)
+        a.purge_windows(clock() - timedelta(hours=2))
+        assert db.execute("SELECT id FROM window_writes").fetchall() == [(3,)]
+        _update(a, object(), {("s", "x"): 1}, [], [])
+        assert db.execute("SELECT id FROM window_writes").fetchall() == [(3,), (4,)]
+        a.purge_windows(clock() - timedelta(hours=2))  # no longer the newest: it goes
+        assert db.execute("SELECT id FROM window_writes").fetchall() == [(4,)]
+    finally:
+        db.close()
+        a.close()
 
 
 def test_an_older_collector_cannot_write_hits_unlogged(tmp_path: Path) -> None:

@@ -412,6 +412,11 @@ class PlaybookQueries(BlockQueries):
         with self._write() as cur:
             cur.execute("DELETE FROM playbook_quiet WHERE until_at < ?", (to_us(self.now()),))
             # What no window reads any more (a process that had not read them finds the gap
-            # and counts again).
-            cur.execute("DELETE FROM window_writes WHERE at < ?", (cutoff,))
+            # and counts again), in id order, which is the order of their times; never the
+            # newest, so that no id is given twice.
+            cur.execute(
+                "DELETE FROM window_writes WHERE id < coalesce((SELECT min(id) FROM "
+                "window_writes WHERE at >= ?), (SELECT max(id) FROM window_writes))",
+                (cutoff,),
+            )
         return purged

@@ -319,12 +319,13 @@ _MIGRATIONS: Final[Sequence[Sequence[str] | Mapping[Dialect, Sequence[str]]]] = 
     # fail, loudly, instead of being miscounted.
     (
         "ALTER TABLE playbook_hits RENAME TO window_hits",
+        # Ids in commit order, never given again as the newest row is never purged (no
+        # AUTOINCREMENT, no index: a row is one page written a transaction, not three).
         """CREATE TABLE window_writes (
-            id {id},
+            id {int} PRIMARY KEY,
             at {int} NOT NULL,
             counts TEXT NOT NULL
         )""",
-        "CREATE INDEX window_writes_at ON window_writes (at)",
     ),
 )
 

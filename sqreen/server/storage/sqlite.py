@@ -133,8 +133,9 @@ class SQLiteStorage(SqlStorage):
     def _log_writes(
         self, cur: Cursor, counts: Mapping[WindowKey, int] | None, at: int
     ) -> int | None:
-        # Under BEGIN IMMEDIATE: ids are given in commit order, and AUTOINCREMENT never gives
-        # one again (a row rolled back gives its id back with its transaction).
+        # Under BEGIN IMMEDIATE: ids (the newest + 1) are given in commit order, and never
+        # again, as the purge keeps the newest row (a row rolled back gives its id back with
+        # its transaction).
         text = "" if counts is None else dumps([[s, k, n] for (s, k), n in counts.items()])
         (row,) = cur.execute(
             "INSERT INTO window_writes (at, counts) VALUES (?, ?) RETURNING id", (at, text)
@@ -145,9 +146,7 @@ class SQLiteStorage(SqlStorage):
         rows = cur.execute(
             "SELECT id, counts FROM window_writes WHERE id > ? ORDER BY id", (last,)
         ).fetchall()
-        (high,) = cur.execute(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'window_writes'"
-        ).fetchone() or (None,)
+        (high,) = cur.execute("SELECT max(id) FROM window_writes").fetchone()
         if high != (rows[-1][0] if rows else last) or any(
             id_ != last + i or not text for i, (id_, text) in enumerate(rows, 1)
         ):
