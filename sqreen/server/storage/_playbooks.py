@@ -48,6 +48,9 @@ PURGE_CHUNK: Final = 20_000
 #: How long (µs) a process's rows of the windows' log keep their counts by key after it
 #: last saw another connection commit.
 LOG_COUNTS_FOR: Final = 60_000_000
+#: How long (µs) rows of the windows' log are kept: each is read by the other processes at
+#: their next batch; one idle longer finds the gap and counts again.
+LOG_KEPT: Final = 120_000_000
 ALERT_COLUMNS: Final = (
     "id, playbook, group_by, group_key, total, first_at, last_at, first_seq, last_seq, "
     "seqs_json, mode, action, block_id, summary, created_at"
@@ -184,18 +187,18 @@ class PlaybookQueries(BlockQueries):
         the dialect can tell), the time of the newest hit before ``hits`` (None: none): from
         then on, while nobody else writes, the hits ``owner`` adds are all there are newer.
 
-        ``added`` is ``hits`` counted per key: where the dialect keeps a log of them
-        (SQLite), a row of ``window_writes`` says so (by key while another connection has
-        committed between this store's windows' transactions in the last minute; else only
-        that hits were added), and when somebody
-        else wrote since ``owner``'s previous call, ``others`` is told what the rows written
-        since added per key (before ``probes``), and the windows count as fresh: every hit
-        added meanwhile is known by key. A gap in the rows (purged), a row without its
-        counts, or a call by another owner counts as somebody else having written."""
+        ``added`` is ``hits`` counted per key: where the dialect keeps a log (SQLite), a row
+        of ``window_writes`` says what the transaction added (by key while another
+        connection has committed between this store's windows' transactions in the last
+        minute; else only that hits were added), and when somebody else wrote since
+        ``owner``'s previous call, ``others`` is told what the rows written since added per
+        key (before ``probes``), and the windows count as fresh: every hit added meanwhile
+        is known by key. A gap in the rows (purged), a row without its counts, or a call by
+        another owner counts as somebody else having written."""
         if not keys:
             return []
-        seen = self._windows_seen
         with self._write() as cur:
+            seen = self._windows_seen  # under the write lock: another thread's commit is in
             if type(self)._lock_windows is not PlaybookQueries._lock_windows:
                 # Taken in one order (two processes cannot deadlock); where there is nothing
                 # to take (SQLite: one writer) the keys are not sorted at all.
@@ -214,12 +217,11 @@ class PlaybookQueries(BlockQueries):
                 horizon(cur.execute("SELECT max(ts) FROM window_hits").fetchone()[0])
             self._insert_hits(cur, hits)
             now = to_us(self.now())
-            logged = None
-            if added is not None:
-                if version is not None and seen is not None and seen[0] != version:
-                    self._log_counts_until = now + LOG_COUNTS_FOR
-                by_key = added if now < self._log_counts_until else None
-                logged = self._log_writes(cur, by_key, now)
+            if version is not None and seen is not None and seen[0] != version:
+                self._log_counts_until = now + LOG_COUNTS_FOR
+            # Every transaction has its row; its counts by key when given and worth it.
+            by_key = added if now < self._log_counts_until else None
+            logged = self._log_writes(cur, by_key, now)
             counts = self._counts(cur, probes(fresh) if callable(probes) else probes)
             if counted is not None:
                 counted(counts)
@@ -411,12 +413,12 @@ class PlaybookQueries(BlockQueries):
                 break
         with self._write() as cur:
             cur.execute("DELETE FROM playbook_quiet WHERE until_at < ?", (to_us(self.now()),))
-            # What no window reads any more (a process that had not read them finds the gap
+            # The log's rows every process has read by now (one that has not finds the gap
             # and counts again), in id order, which is the order of their times; never the
             # newest, so that no id is given twice.
             cur.execute(
                 "DELETE FROM window_writes WHERE id < coalesce((SELECT min(id) FROM "
                 "window_writes WHERE at >= ?), (SELECT max(id) FROM window_writes))",
-                (cutoff,),
+                (to_us(self.now()) - LOG_KEPT,),
             )
         return purged
