@@ -151,10 +151,13 @@ class SQLiteStorage(SqlStorage):
             "SELECT id, counts FROM window_writes WHERE id > ? ORDER BY id", (last,)
         ).fetchall()
         (high,) = cur.execute("SELECT max(id) FROM window_writes").fetchone()
-        if high != (rows[-1][0] if rows else last) or any(
-            id_ != last + i or not text for i, (id_, text) in enumerate(rows, 1)
-        ):
-            return None  # rows purged since, or without their counts: not all is known
+        newest = last
+        for id_, text in rows:
+            if id_ != newest + 1 or not text:
+                return None  # rows purged since, or without their counts: not all is known
+            newest = id_
+        if high != newest:  # the rows after ``last`` purged, down to the newest
+            return None
         told: dict[WindowKey, int] = {}
         for _, text in rows:
             for stream, flat in json.loads(text).items():
