@@ -48,6 +48,9 @@ class Bounds:
         self._added: dict[StreamKey, int] = {}  # hits added since all was last forgotten
         self._others = UNKNOWN  # µs: no hit outside ``_added`` is newer than this
         self._horizon: int | None = UNKNOWN  # told by the store for the next forgetting
+        #: µs: the newest hit the store had when it last told a horizon (the hits other
+        #: processes added since are in ``_added``, until a forgetting drops them).
+        self._newest = -UNKNOWN
 
     @property
     def known(self) -> Mapping[StreamKey, Mapping[tuple[int, bool], int]]:
@@ -62,8 +65,12 @@ class Bounds:
 
     def horizon(self, newest: int | None) -> None:
         """The store's newest hit before this batch's (None: none), read in the transaction
-        of a batch after somebody else wrote: what the next :meth:`advance` forgets from."""
+        of a batch after somebody else wrote: what the next :meth:`advance` forgets from,
+        and what any later forgetting does (the hits other processes added, told by the
+        store's log and kept in ``_added``, are no newer than that)."""
         self._horizon = newest
+        if newest is not None:
+            self._newest = max(self._newest, newest)
 
     def advance(self, added: Mapping[StreamKey, int], now_us: int, fresh: bool) -> None:
         """A batch stored ``added`` hits per key (told in its transaction, after they were
@@ -80,7 +87,9 @@ class Bounds:
             if told != UNKNOWN:
                 self._others = -UNKNOWN if told is None else told
             else:
-                self._others = max(self._others, self._now, now_us)
+                # Forgotten with them: the hits other processes added (the log told them),
+                # no newer than the store's newest hit when it last said.
+                self._others = max(self._others, self._now, now_us, self._newest)
         self._horizon = UNKNOWN
         self._now = now_us
         self._add(added)

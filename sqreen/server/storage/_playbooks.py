@@ -198,7 +198,7 @@ class PlaybookQueries(BlockQueries):
         if not keys:
             return []
         with self._write() as cur:
-            seen = self._windows_seen  # under the write lock: another thread's commit is in
+            seen = self._windows_seen  # (set after a commit: at worst stale, read twice)
             if type(self)._lock_windows is not PlaybookQueries._lock_windows:
                 # Taken in one order (two processes cannot deadlock); where there is nothing
                 # to take (SQLite: one writer) the keys are not sorted at all.
@@ -207,12 +207,13 @@ class PlaybookQueries(BlockQueries):
             mine = owner is not None and seen is not None and seen[1] is owner
             fresh = mine and version is not None and seen is not None and seen[0] == version
             last = seen[2] if mine and seen is not None else None
+            trusted = False
             if not fresh and version is not None and last is not None and others is not None:
                 told = self._writes_since(cur, last)
                 if told is not None:  # every hit written since is known, by key
                     others(told)
-                    fresh = True
-            if horizon is not None and version is not None and not fresh:
+                    fresh = trusted = True
+            if horizon is not None and version is not None and (trusted or not fresh):
                 # The ts index's last entry: one seek.
                 horizon(cur.execute("SELECT max(ts) FROM window_hits").fetchone()[0])
             self._insert_hits(cur, hits)

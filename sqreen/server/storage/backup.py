@@ -32,6 +32,11 @@ from urllib.parse import quote
 
 from .sqlite import BUSY_TIMEOUT, SQLiteStorage
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock between processes
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["STEP_PAGES", "BackupError", "Copied", "backup_sqlite", "check_backup", "restore_sqlite"]
 
 #: Pages copied a step (4 KiB each by default): a progress report every 4 MiB.
@@ -119,10 +124,47 @@ def restore_sqlite(
         _refuse_existing(target, force, "stop the collector that uses it, and ")
         if os.path.samefile(backup, target):
             raise BackupError(f"{backup!r} is the database to restore it to")
-        with _read_only(backup) as src, _connect(target) as dst:
-            return _copy(src, dst, step_pages, progress, version)
+        with _writers_held(target), _read_only(backup) as src, _connect(target) as dst:
+            log_ids = _newest_log_id(dst)
+            copied = _copy(src, dst, step_pages, progress, version)
+            _mark_log(dst, log_ids)
+            return copied
     with _read_only(backup) as src, _new_file(target) as tmp, _connect(tmp) as dst:
         return _copy(src, dst, step_pages, progress, version)
+
+
+@contextlib.contextmanager
+def _writers_held(target: str) -> Iterator[None]:
+    """Hold the lock the collector's processes take before each write (``SQLiteStorage``'s
+    ``-writer.lock``), so that none writes between the log's newest id read and the copy."""
+    flock = getattr(fcntl, "flock", None)
+    if flock is None:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(f"{target}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _newest_log_id(conn: sqlite3.Connection) -> int:
+    """The newest id of the windows' log (0: none, or a schema before it)."""
+    try:
+        (newest,) = conn.execute("SELECT max(id) FROM window_writes").fetchone()
+    except sqlite3.OperationalError:  # no such table
+        return 0
+    return int(newest or 0)
+
+
+def _mark_log(conn: sqlite3.Connection, before: int) -> None:
+    """After a restore into a file a collector may have open: a row of the windows' log
+    newer than every id given before or in the backup, without counts, so that no id is
+    given twice and every process reading the log counts its windows again."""
+    newest = max(before, _newest_log_id(conn))
+    with contextlib.suppress(sqlite3.OperationalError):  # a backup from before the log
+        conn.execute("INSERT INTO window_writes (id, at, counts) VALUES (?, 0, '')", (newest + 1,))
 
 
 def _refuse_existing(target: str, force: bool, first: str) -> None:

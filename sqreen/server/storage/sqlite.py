@@ -57,6 +57,11 @@ _KNOWN: Final = (
 )
 
 
+#: Rows of the windows' log a process reads at most to catch up (another worker writes one
+#: or two between two batches of this one's); more, and it counts its windows again.
+LOG_CATCH_UP: Final = 64
+
+
 class SQLiteStorage(SqlStorage):
     MIGRATIONS = migrations("sqlite")
 
@@ -147,10 +152,12 @@ class SQLiteStorage(SqlStorage):
         return int(row)
 
     def _writes_since(self, cur: Cursor, last: int) -> dict[WindowKey, int] | None:
+        (high,) = cur.execute("SELECT max(id) FROM window_writes").fetchone()
+        if high is None or high - last > LOG_CATCH_UP:
+            return None  # counting again costs less than reading that much, under the lock
         rows = cur.execute(
             "SELECT id, counts FROM window_writes WHERE id > ? ORDER BY id", (last,)
         ).fetchall()
-        (high,) = cur.execute("SELECT max(id) FROM window_writes").fetchone()
         newest = last
         for id_, text in rows:
             if id_ != newest + 1 or not text:
