@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -50,33 +51,40 @@ def _update(
     )
 
 
-def test_the_other_process_rows_are_told_and_the_windows_stay_fresh(tmp_path: Path) -> None:
-    """Each process logs its counts by key once it has seen the other commit; from then on
-    each reads the other's rows instead of counting again."""
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    """Two storages on one SQLite file: two collector processes, in effect."""
     a, b = open_storage(str(tmp_path / "w.db")), open_storage(str(tmp_path / "w.db"))
-    owner_a, owner_b = object(), object()
-    told_a: list[dict[tuple[str, str], int]] = []
-    told_b: list[dict[tuple[str, str], int]] = []
-    fresh_a: list[bool] = []
-    fresh_b: list[bool] = []
     try:
-        _update(a, owner_a, {("s", "x"): 1}, told_a, fresh_a)  # nothing known yet
-        _update(b, owner_b, {("s", "x"): 1}, told_b, fresh_b)
-        _update(a, owner_a, {("s", "x"): 2}, told_a, fresh_a)  # b's row has no counts
-        _update(b, owner_b, {("s", "x"): 1, ("s", "y"): 1}, told_b, fresh_b)  # a's has
-        _update(b, owner_b, {("s", "y"): 1}, told_b, fresh_b)  # nobody else wrote
-        _update(a, owner_a, {("s", "z"): 1}, told_a, fresh_a)  # b wrote twice: told
-        assert fresh_a == [False, False, True] and fresh_b == [False, True, True]
-        assert told_b == [{("s", "x"): 2}]
-        assert told_a == [{("s", "x"): 1, ("s", "y"): 2}]
+        yield a, b
     finally:
         a.close()
         b.close()
 
 
-def test_a_gap_in_the_rows_forgets(tmp_path: Path) -> None:
+def test_the_other_process_rows_are_told_and_the_windows_stay_fresh(pair: tuple[Any, Any]) -> None:
+    """Each process logs its counts by key once it has seen the other commit; from then on
+    each reads the other's rows instead of counting again."""
+    a, b = pair
+    owner_a, owner_b = object(), object()
+    told_a: list[dict[tuple[str, str], int]] = []
+    told_b: list[dict[tuple[str, str], int]] = []
+    fresh_a: list[bool] = []
+    fresh_b: list[bool] = []
+    _update(a, owner_a, {("s", "x"): 1}, told_a, fresh_a)  # nothing known yet
+    _update(b, owner_b, {("s", "x"): 1}, told_b, fresh_b)
+    _update(a, owner_a, {("s", "x"): 2}, told_a, fresh_a)  # b's row has no counts
+    _update(b, owner_b, {("s", "x"): 1, ("s", "y"): 1}, told_b, fresh_b)  # a's has
+    _update(b, owner_b, {("s", "y"): 1}, told_b, fresh_b)  # nobody else wrote
+    _update(a, owner_a, {("s", "z"): 1}, told_a, fresh_a)  # b wrote twice: told
+    assert fresh_a == [False, False, True] and fresh_b == [False, True, True]
+    assert told_b == [{("s", "x"): 2}]
+    assert told_a == [{("s", "x"): 1, ("s", "y"): 2}]
+
+
+def test_a_gap_in_the_rows_forgets(pair: tuple[Any, Any], tmp_path: Path) -> None:
     """A row purged before this process read it: not everything is known, count again."""
-    a, b = open_storage(str(tmp_path / "w.db")), open_storage(str(tmp_path / "w.db"))
+    a, b = pair
     told: list[dict[tuple[str, str], int]] = []
     fresh: list[bool] = []
     owner_a, owner_b = object(), object()
@@ -101,8 +109,6 @@ def test_a_gap_in_the_rows_forgets(tmp_path: Path) -> None:
         assert fresh == [False, False, False, False] and told == []
     finally:
         db.close()
-        a.close()
-        b.close()
 
 
 def test_alone_a_process_logs_no_counts_and_a_newcomer_counts_again(tmp_path: Path) -> None:
@@ -137,25 +143,21 @@ def test_alone_a_process_logs_no_counts_and_a_newcomer_counts_again(tmp_path: Pa
         b.close()
 
 
-def test_a_transaction_rolled_back_does_not_hide_the_next_writer(tmp_path: Path) -> None:
+def test_a_transaction_rolled_back_does_not_hide_the_next_writer(pair: tuple[Any, Any]) -> None:
     """A's row rolled back gives its id back: b's row takes it, and a still reads it."""
-    a, b = open_storage(str(tmp_path / "w.db")), open_storage(str(tmp_path / "w.db"))
+    a, b = pair
     told: list[dict[tuple[str, str], int]] = []
     fresh: list[bool] = []
     owner_a, owner_b = object(), object()
-    try:
-        _update(a, owner_a, {("s", "x"): 1}, told, fresh)
-        _update(b, owner_b, {("s", "x"): 1}, [], [])
-        _update(a, owner_a, {("s", "x"): 1}, told, fresh)  # saw b: logs its counts
-        with pytest.raises(RuntimeError, match="decide failed"):
-            _update(a, owner_a, {("s", "x"): 1}, told, fresh, fail=True)
-        _update(b, owner_b, {("s", "w"): 1}, [], [])  # saw a: counts, in the id given back
-        _update(a, owner_a, {("s", "z"): 1}, told, fresh)
-        assert told == [{("s", "w"): 1}]
-        assert fresh[-1] is True
-    finally:
-        a.close()
-        b.close()
+    _update(a, owner_a, {("s", "x"): 1}, told, fresh)
+    _update(b, owner_b, {("s", "x"): 1}, [], [])
+    _update(a, owner_a, {("s", "x"): 1}, told, fresh)  # saw b: logs its counts
+    with pytest.raises(RuntimeError, match="decide failed"):
+        _update(a, owner_a, {("s", "x"): 1}, told, fresh, fail=True)
+    _update(b, owner_b, {("s", "w"): 1}, [], [])  # saw a: counts, in the id given back
+    _update(a, owner_a, {("s", "z"): 1}, told, fresh)
+    assert told == [{("s", "w"): 1}]
+    assert fresh[-1] is True
 
 
 def test_the_purge_keeps_the_newest_row(tmp_path: Path) -> None:

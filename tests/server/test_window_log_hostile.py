@@ -356,7 +356,7 @@ def test_catching_up_on_a_long_log_is_bounded(tmp_path: Path) -> None:
         update()
         # Not read: more rows than a catch-up reads, so the windows are counted again.
         assert told == []
-        db.execute("INSERT INTO window_writes (at, counts) VALUES (0, '{\"s\":[\"k\",2]}')")
+        db.execute('INSERT INTO window_writes (at, counts) VALUES (0, \'{"s":["k",2]}\')')
         update()  # from the row it wrote then, the log is followed again
         assert told == [{("s", "k"): 2}]
     finally:
