@@ -141,7 +141,7 @@ class SQLiteStorage(SqlStorage):
         # Under BEGIN IMMEDIATE: ids (the newest + 1) are given in commit order, and never
         # again, as the purge keeps the newest row (a row rolled back gives its id back with
         # its transaction).
-        # {stream: [key, n, key, n, ...]}: a stream's id once (an attack's 500 keys, 13 KB).
+        # {stream: [key, n, key, n, ...]}: a stream's id once (500 users' keys: 11 KB).
         by_stream: dict[str, list[str | int]] = {}
         for (stream, key), n in (counts or {}).items():
             by_stream.setdefault(stream, []).extend((key, n))
