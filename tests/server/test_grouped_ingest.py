@@ -8,7 +8,6 @@ import dataclasses
 import json
 import logging
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -133,17 +132,19 @@ def test_ingest_many_answers_each_body_as_if_alone(storage: Storage) -> None:
     assert hooks.plain == [[a["id"], b["id"]], [c["id"]]]
 
 
-def slow_first(seconds: float) -> Any:
-    """An enricher that holds the ingest slot for its first batch: the bodies that arrive
-    meanwhile wait, and go through together."""
-    started = threading.Event()
+def held_first() -> Any:
+    """An enricher that holds the ingest slot with its first batch until the test says
+    (``enrich.release.set()``): the bodies that arrive meanwhile wait, and go through
+    together."""
+    started, release = threading.Event(), threading.Event()
 
     def enrich(batch: Batch) -> None:
         if not started.is_set():
             started.set()
-            time.sleep(seconds)
+            release.wait(30)
 
     enrich.started = started  # type: ignore[attr-defined]
+    enrich.release = release  # type: ignore[attr-defined]
     return enrich
 
 
@@ -153,7 +154,7 @@ def test_bodies_that_wait_go_through_together(sqlite_storage: Storage) -> None:
     storage = sqlite_storage
     token = new_token()
     storage.create_key("sdk", hash_token(token))
-    enrich = slow_first(0.5)
+    enrich = held_first()
     app = create_app(storage, enrichers=[enrich])
     events = [[wire_event() for _ in range(3)] for _ in range(7)]
     events[6] = [*events[5][:2], wire_event()]  # two already sent by the body before it
@@ -178,6 +179,7 @@ def test_bodies_that_wait_go_through_together(sqlite_storage: Storage) -> None:
                     break
                 await asyncio.sleep(0.01)
             waited = app.state.ingest_queue.waiting
+            enrich.release.set()
             return [await first, *await asyncio.gather(*rest)], waited
 
     responses, waited = asyncio.run(run())

@@ -29,7 +29,7 @@ from sqreen.server.storage import EventFilter, Storage, StoredEvent, open_storag
 
 from . import test_travel
 from .conftest import ServeProcess, add_key, envelope, wait_for, wire_event
-from .test_grouped_ingest import body, slow_first
+from .test_grouped_ingest import body, held_first
 from .test_travel import LONDON_IP, SYDNEY_IP, login
 
 city_mmdb = test_travel.city_mmdb  # the fixture: a City .mmdb of London, Sydney and Paris
@@ -319,7 +319,7 @@ async def until(check: Callable[[], bool], timeout: float = 10) -> None:
 
 
 def test_a_request_cancelled_while_it_waits_is_not_stored(sqlite_storage: Storage) -> None:
-    enrich = slow_first(0.4)
+    enrich = held_first()
     app = App(sqlite_storage, [enrich])
     evs = [[wire_event() for _ in range(2)] for _ in range(4)]
 
@@ -331,6 +331,7 @@ def test_a_request_cancelled_while_it_waits_is_not_stored(sqlite_storage: Storag
             rest = [asyncio.create_task(post(e)) for e in evs[1:]]
             await until(lambda: app.queue.pending == 4)
             rest[1].cancel()
+            enrich.release.set()
             out = [await first]
             for t in rest:
                 try:
@@ -412,7 +413,7 @@ def test_many_more_bodies_than_a_group_holds(sqlite_storage: Storage) -> None:
         sample("sqreen_ingest_group_bodies_count"),
         sample("sqreen_ingest_group_bodies_sum"),
     )
-    enrich = slow_first(0.4)
+    enrich = held_first()
     app = App(sqlite_storage, [enrich])
     n = 3 * MAX_GROUP + 3
     evs = [[wire_event(), wire_event()] for _ in range(n)]
@@ -427,6 +428,7 @@ def test_many_more_bodies_than_a_group_holds(sqlite_storage: Storage) -> None:
             await until(enrich.started.is_set)
             rest = [asyncio.create_task(post(e)) for e in evs[1:]]
             await until(lambda: app.queue.pending == n)
+            enrich.release.set()
             return [await first, *[await r for r in rest]]
 
     responses = asyncio.run(run())
@@ -447,7 +449,7 @@ def test_a_group_answered_with_nothing_waiting_asks_no_sender_to_reconnect(
     storage = sqlite_storage
     token = new_token()
     storage.create_key("sdk", hash_token(token))
-    enrich = slow_first(0.4)
+    enrich = held_first()
     app = create_app(storage, enrichers=[enrich], workers=2)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
@@ -459,6 +461,7 @@ def test_a_group_answered_with_nothing_waiting_asks_no_sender_to_reconnect(
             await until(enrich.started.is_set)
             rest = [asyncio.create_task(post()) for _ in range(3)]
             await until(lambda: app.state.ingest_queue.pending == 4)
+            enrich.release.set()
             return [await first, *[await r for r in rest]]
 
     first, *group = asyncio.run(run())
@@ -472,7 +475,7 @@ def test_big_bodies_are_not_parsed_eight_at_a_time(sqlite_storage: Storage) -> N
     the memory of one (measured: 29 -> 225 MB). Bodies this big go in smaller groups."""
     from sqreen.server._ingest_queue import MAX_GROUP_BYTES
 
-    enrich = slow_first(0.4)
+    enrich = held_first()
     app = App(sqlite_storage, [enrich])
 
     def big(n: int) -> list[dict[str, Any]]:
@@ -490,6 +493,7 @@ def test_big_bodies_are_not_parsed_eight_at_a_time(sqlite_storage: Storage) -> N
             await until(enrich.started.is_set)
             rest = [asyncio.create_task(post(b)) for b in bodies[1:]]
             await until(lambda: app.queue.pending == 5)
+            enrich.release.set()
             return [await first, *[await r for r in rest]]
 
     responses = asyncio.run(run())
