@@ -125,6 +125,9 @@ def main() -> None:
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the playbooks' hook")
     parser.add_argument("--sort", default="cumulative", help="the profile's order")
+    parser.add_argument(
+        "--callees", metavar="REGEX", help="with --profile: what the matching functions call"
+    )
     parser.add_argument("--against", metavar="REV", help="also REV's package (e.g. main)")
     parser.add_argument(
         "--other-writer",
@@ -231,6 +234,8 @@ def main() -> None:
             )
     if profile is not None:
         pstats.Stats(profile).sort_stats(args.sort).print_stats(35)
+        if args.callees:
+            pstats.Stats(profile).sort_stats(args.sort).print_callees(args.callees)
 
 
 if __name__ == "__main__":
