@@ -138,7 +138,7 @@ def _ips(receiver: Receiver, first: int, count: int) -> list[str | None]:
             if e["name"] == "server.event" and e["properties"]["n"] in wanted
         ]
 
-    wait_until(lambda: len(found()) >= count, timeout=10)
+    wait_until(lambda: len(found()) >= count, timeout=30)  # returns on delivery
     return found()
 
 
