@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from ._config import Config
-from ._spool import Spool, default_directory
+from ._spool import Spool, default_directory, destination_key
 from ._version import __version__
 
 __all__ = ["app_name", "envelope", "spool_of"]
@@ -42,12 +43,16 @@ def envelope(config: Config, framework: str | None, actions_version: int) -> dic
 
 
 def spool_of(config: Config, transport: Any, prefix: str) -> Spool | None:
-    """The spool: a directory given, or by default one per app for a transport to a
-    collector (one with the action long-poll); memory and file transports need none."""
+    """The spool: by default one per app and destination (the collector's endpoint and the
+    token) for a transport to a collector (one with the action long-poll), memory and file
+    transports needing none; or, under a directory given, one per destination."""
     if config.spool is False:
         return None
+    destination = destination_key(
+        getattr(transport, "endpoint", None), getattr(transport, "token", None)
+    )
     if config.spool is True:
         if getattr(transport, "poll_actions", None) is None:
             return None
-        return Spool(default_directory(app_name(config)), prefix)
-    return Spool(config.spool, prefix)
+        return Spool(default_directory(app_name(config), destination), prefix)
+    return Spool(Path(config.spool) / destination, prefix)

@@ -1,7 +1,12 @@
 """The spool: what could not be sent survives the process, and the blocks survive a restart.
 
-A directory per app (``<temp dir>/sqreen-<uid>/<app name>/`` by default, ``spool=PATH`` to
-choose, ``spool=False`` for none), mode 0700:
+A directory per app and destination (``<temp dir>/sqreen-<uid>/<app name>-<destination>/`` by
+default; ``spool=PATH`` puts the destinations' directories under ``PATH``; ``spool=False`` for
+none), mode 0700. The destination is a digest of the collector's endpoint and the token
+(:func:`destination_key`): what was spooled for one collector, under one key, is sent only
+there with that key, and only that collector's blocks are enforced from it. Two apps that
+happen to share a name (every app run by ``uvicorn`` or ``gunicorn`` is named after it) do
+not send each other's events, nor enforce each other's blocks.
 
 - **Batches** the collector did not take (it is down, it answered 5xx) are written there as
   they fail, one file a batch (``<pid>-<prefix>-<n>.batch``, written to a temporary name and
@@ -19,6 +24,7 @@ of the disk (full, read-only) turns the spool off for the process, with one warn
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -28,7 +34,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["MAX_SPOOL_BYTES", "Spool", "default_directory", "restored_actions"]
+__all__ = [
+    "MAX_SPOOL_BYTES",
+    "Spool",
+    "default_directory",
+    "destination_key",
+    "restored_actions",
+]
 
 logger = logging.getLogger("sqreen")
 
@@ -38,9 +50,16 @@ _SAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
 _BATCH: Final = re.compile(r"([0-9]+)-([0-9a-f]+)-([0-9]+)\.batch")
 
 
-def default_directory(app_name: str) -> Path:
+def destination_key(endpoint: str | None, token: str | None) -> str:
+    """Where batches go and with which key, as 16 hex digits (a digest: the token is not
+    written in a path)."""
+    return hashlib.sha256(f"{endpoint or ''}\n{token or ''}".encode()).hexdigest()[:16]
+
+
+def default_directory(app_name: str, destination: str) -> Path:
+    """The spool of ``app_name`` for ``destination`` (:func:`destination_key`)."""
     base = Path(tempfile.gettempdir()) / f"sqreen-{os.getuid() if hasattr(os, 'getuid') else 0}"
-    return base / (_SAFE.sub("_", app_name)[:64] or "app")
+    return base / f"{_SAFE.sub('_', app_name)[:64] or 'app'}-{destination}"
 
 
 class Spool:

@@ -89,6 +89,81 @@ def test_events_spooled_by_a_killed_process_are_sent_by_the_next(receiver: Recei
     )
 
 
+def test_events_spooled_for_one_key_are_sent_with_that_key_only(receiver: Receiver) -> None:
+    """Two apps with one name (as every app run by uvicorn is named "uvicorn") on one
+    machine: what one spooled for its collector and key is not sent by the other, with the
+    other's key; the next process of the first sends it."""
+    url = receiver.url
+    receiver.stop()
+    first = _start(
+        """
+        import glob, os, time, sqreen
+        client = sqreen.init(flush_interval=0.05)
+        for i in range(5):
+            sqreen.track("app.a.secret", properties={"i": i})
+        def spooled():
+            files = glob.glob(os.path.join(str(client.spool.directory), "*.batch"))
+            return sum(open(f, "rb").read().count(b"\\n") for f in files)
+        while spooled() < 5:
+            time.sleep(0.02)
+        print("spooled", flush=True)
+        time.sleep(60)
+        """,
+        SQREEN_ENDPOINT=url,
+        SQREEN_TOKEN="sqk_app_a",
+    )
+    _wait_line(first, "spooled")
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    receiver.start()
+    code = (
+        "import sys, time, sqreen; sqreen.init(); sqreen.track(sys.argv[1]);"
+        " time.sleep(0.5); print(sqreen.flush(10))"
+    )
+
+    def run(token: str, name: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-c", code, name],
+            env=_env(SQREEN_ENDPOINT=receiver.url, SQREEN_TOKEN=token),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.stdout.strip() == "True", done.stderr
+
+    run("sqk_app_b", "app.b.event")
+    assert sorted(e["name"] for e in receiver.events) == ["app.b.event"]
+    run("sqk_app_a", "app.a.next")
+    names = sorted(e["name"] for e in receiver.events)
+    assert names == sorted(["app.a.next", "app.b.event"] + ["app.a.secret"] * 5)
+
+
+def test_the_spool_is_one_directory_per_destination(tmp_path: Path) -> None:
+    from sqreen._app import spool_of
+    from sqreen._config import Config
+    from sqreen.transports.http import HTTPTransport
+
+    def directory(endpoint: str, token: str | None, spool: bool | str = True) -> Path:
+        config = Config.resolve({"app_name": "uvicorn", "spool": spool})
+        found = spool_of(config, HTTPTransport(endpoint, token), "p")
+        assert found is not None
+        return found.directory
+
+    one = directory("http://127.0.0.1:9/", "sqk_a")
+    assert one == directory("http://127.0.0.1:9", "sqk_a")  # the same collector and key
+    assert one.name.startswith("uvicorn-")
+    others = {
+        directory("http://127.0.0.1:9", "sqk_b"),
+        directory("http://127.0.0.1:10", "sqk_a"),
+        directory("http://127.0.0.1:9", None),
+    }
+    assert one not in others and len(others) == 3
+    assert "sqk_a" not in str(one)  # a digest, not the token
+    chosen = directory("http://127.0.0.1:9", "sqk_a", str(tmp_path))
+    assert chosen.parent == tmp_path and chosen.name == one.name.removeprefix("uvicorn-")
+    assert chosen != directory("http://127.0.0.1:9", "sqk_b", str(tmp_path))
+
+
 def test_a_restarted_worker_refuses_a_blocked_ip_before_reaching_the_collector(
     receiver: Receiver,
 ) -> None:
