@@ -109,7 +109,8 @@ def test_the_spool_keeps_the_whole_set_after_a_diff(tmp_path: Path) -> None:
         assert sqreen.flush(timeout=5)
     assert sqreen.is_blocked({"uid": "7"}) and client.blocklist.version == 2
     assert held == [{"version": -1, "diff": True}, {"version": 1, "diff": True}]
-    saved = json.loads((tmp_path / "actions.json").read_text())["actions"]
+    assert client.spool is not None and client.spool.directory.parent == tmp_path
+    saved = json.loads((client.spool.directory / "actions.json").read_text())["actions"]
     assert saved["version"] == 2 and "since" not in saved and saved["watch"] == ["a", "b"]
     assert [item["id"] for item in saved["items"]] == ["1", "2"]
     fresh = Blocklist(TrustedProxies(None))
