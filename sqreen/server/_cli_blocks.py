@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import ipaddress
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -22,7 +23,7 @@ from .blocks import (
     parse_block_id,
     parse_network,
 )
-from .storage import Block, PlacedBlock
+from .storage import Block, ControlStore, PlacedBlock
 
 __all__ = ["block", "blocks", "max_blocks_option", "unblock"]
 
@@ -157,10 +158,30 @@ def unblock(target: tuple[str, ...], db: str) -> None:
             for b in storage.list_blocks()
             if matches(b) and (lifted := blocks.lift(b.id, lifted_by=_by())) is not None
         ]
+        remaining = _overlapping(storage, found)
     if not found:
         raise click.ClickException("no active block matches")
     for b in found:
         click.echo(f"unblocked {_describe(b)}")
+    for b in remaining:  # a block is lifted by its own target: say what still refuses
+        click.echo(f"still blocked by {_describe(b)}")
+
+
+def _overlapping(storage: ControlStore, lifted: list[Block]) -> list[Block]:
+    """The active IP blocks whose networks overlap those of ``lifted`` (a /32 blocked on its
+    own inside a lifted /24 is another block, which unblocking the /24 leaves in force)."""
+    nets = [ipaddress.ip_network(b.ip) for b in lifted if b.type == "block_ip" and b.ip]
+    if not nets:
+        return []
+    now = storage.action_set().now
+    out = []
+    for b in storage.list_blocks():
+        if b.type != "block_ip" or not b.ip or not b.is_active(now):
+            continue
+        net = ipaddress.ip_network(b.ip)
+        if any(net.version == n.version and net.overlaps(n) for n in nets):
+            out.append(b)
+    return out
 
 
 @click.command()

@@ -115,6 +115,24 @@ def test_block_unblock_and_blocks(db: str) -> None:
     assert "--limit" in run("blocks", "--all", "--limit", "0", "--db", db, ok=False).output
 
 
+def test_unblocking_a_network_says_what_still_blocks_inside_it(db: str) -> None:
+    """A block is lifted by its own target: a /32 blocked on its own inside a /24 stays
+    blocked when the /24 is lifted, and the CLI says so (the same target again extends)."""
+    assert "blocked #1 ip 203.0.113.0/24" in run("block", "ip", "203.0.113.0/24", "--db", db).output
+    inner = run("block", "ip", "203.0.113.66", "--for", "10m", "--db", db).output
+    assert "blocked #2 ip 203.0.113.66/32" in inner
+    again = run("block", "ip", "203.0.113.0/24", "--for", "2h", "--db", db).output
+    assert "#1" in again and "#3" not in again  # the same target: the block in force
+    run("block", "ip", "198.51.100.0/24", "--db", db)  # elsewhere: not mentioned
+    out = run("unblock", "ip", "203.0.113.0/24", "--db", db).output.splitlines()
+    assert out[0].startswith("unblocked #1 ip 203.0.113.0/24")
+    assert [line.split(" until")[0] for line in out[1:]] == [
+        "still blocked by #2 ip 203.0.113.66/32"
+    ]
+    last = run("unblock", "ip", "203.0.113.66", "--db", db).output.splitlines()
+    assert len(last) == 1 and last[0].startswith("unblocked #2")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
