@@ -81,13 +81,15 @@ _JSON_TYPES = ("application/json",)
 
 
 def forbidden(accept: str | bytes | None) -> tuple[bytes, str]:
-    """The body and content type of the 403: JSON when ``Accept`` prefers it to HTML."""
+    """The body and content type of the 403: a page when ``Accept`` prefers HTML to JSON (a
+    browser's navigation: ``text/html,...,*/*;q=0.8``), else JSON (an API client, ``curl`` and
+    ``httpx``'s ``*/*``, no ``Accept`` at all: what FastAPI and REST clients parse)."""
     if accept:
         if isinstance(accept, bytes):
             accept = accept.decode("latin-1")
-        if _quality(accept, _JSON_TYPES) > _quality(accept, _HTML_TYPES):
-            return _JSON, "application/json"
-    return _HTML, "text/html; charset=utf-8"
+        if _quality(accept, _HTML_TYPES) > _quality(accept, _JSON_TYPES):
+            return _HTML, "text/html; charset=utf-8"
+    return _JSON, "application/json"
 
 
 def blocked_ip(client: Client, ctx: RequestContext) -> Blocked | None:

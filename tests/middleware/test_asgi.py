@@ -208,7 +208,7 @@ def test_blocked_inside_a_task_group(sqreen_events: CapturedEvents) -> None:
         await ok(scope, receive, send)
 
     status, headers, _ = asyncio.run(call(SqreenASGIMiddleware(app), http_scope()))
-    assert status == 403 and headers[b"content-type"].startswith(b"text/html")
+    assert status == 403 and headers[b"content-type"] == b"application/json"
 
 
 def test_a_blocked_ip_is_refused_before_the_app_runs(sqreen_events: CapturedEvents) -> None:

@@ -186,11 +186,18 @@ def blocked_user_app(environ: dict[str, Any], start_response: Any) -> list[bytes
 @pytest.mark.parametrize(
     ("accept", "content_type"),
     [
-        (None, "text/html; charset=utf-8"),
-        ("text/html,application/xhtml+xml,*/*;q=0.8", "text/html; charset=utf-8"),
+        (None, "application/json"),
+        ("*/*", "application/json"),  # curl, httpx, requests
+        ("text/html,application/xhtml+xml,*/*;q=0.8", "text/html; charset=utf-8"),  # a browser
+        ("application/xhtml+xml", "text/html; charset=utf-8"),
+        ("TEXT/HTML;q=0.9, application/json;q=0.5", "text/html; charset=utf-8"),
         ("application/json", "application/json"),
         ("application/problem+json, text/html;q=0.5", "application/json"),
         ("text/html;q=0.4, application/json;q=0.9", "application/json"),
+        ("text/html, application/json", "application/json"),  # a tie: what an API parses
+        ("text/html;q=bad", "application/json"),
+        ("text/html;q=0", "application/json"),
+        ("," * 5000 + "text/html", "application/json"),  # past the 32 items read
     ],
 )
 def test_a_blocked_user_gets_a_403(
