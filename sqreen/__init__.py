@@ -75,8 +75,13 @@ def init(**options: Any) -> Client:
     its failed logins are recorded under, and unblock itself. By default only loopback and
     Unix-socket peers are trusted (a proxy on the same machine); ``[]`` trusts none.
 
+    ``init()``'s keywords win over a framework's configuration (``app.config["SQREEN_*"]``,
+    ``settings.SQREEN``), option by option, whether the framework is set up before or after.
+
     Raises :class:`ConfigError` (a :class:`ValueError`) naming a wrong option. Calling it again
-    replaces the client; the previous one delivers what it had queued.
+    replaces the client; the previous one delivers what it had queued. So does a framework's
+    configuration set up afterwards that changes an option: the module functions then use the
+    new client, and the log says so.
     """
     return _hub.init(options)
 

@@ -93,7 +93,9 @@ class Client:
             else ActionPoller(poll, self.blocklist, self.queue.apply_actions, self.errors)
         )
         self.refusals = Refusals()
-        self.framework = config.framework
+        #: The framework whose integration the client serves (set by :mod:`sqreen._hub`),
+        #: for the collector's agents page.
+        self.framework: str | None = None
         #: The handle every request gets when disabled: its methods do nothing.
         self.disabled_context = RequestContext(self, "wsgi", {})
         # Bound once: track() looks up one attribute per bad event, as when they were methods.

@@ -1,27 +1,26 @@
 """Configuration: ``init()`` keywords > framework config > ``SQREEN_*`` environment > defaults.
 
 Every option of :func:`sqreen.init` is also read from ``SQREEN_<NAME>`` (``SQREEN_TOKEN``,
-``SQREEN_TRUSTED_PROXIES=10.0.0.0/8,192.168.0.0/16``...). Values are checked here, once, so
-that a typo fails at start-up with the option's name rather than at the first event.
+``SQREEN_TRUSTED_PROXIES=10.0.0.0/8,192.168.0.0/16``...). The sources are merged option by
+option: a source sets the options it names and leaves the others to the sources below it.
+Values are checked here, once (:mod:`sqreen._config_values`, one parser per kind of option,
+whatever the source), so that a typo fails at start-up with the option's name, and the
+variable or key that set it, rather than at the first event.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import Any
+from typing import Any, Final
 
 from ._client_ip import TrustedProxies
-from ._scrub import NEVER_COLLECTED_HEADERS, Scrubber
+from ._config_values import CHECKS, ConfigError, shown
+from ._scrub import Scrubber
 
-__all__ = ["Config", "ConfigError"]
-
-
-class ConfigError(ValueError):
-    """An option has a wrong type or value; the message names it."""
+__all__ = ["ALIASES", "Config", "ConfigError"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,6 @@ class Config:
     spool: bool | str = True
     #: At the first request, wait up to this long for the first action set (0: do not wait).
     block_on_start_timeout: float = 0.0
-    framework: str | None = field(default=None, compare=False)
 
     @classmethod
     def resolve(
@@ -68,24 +66,40 @@ class Config:
         framework: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> Config:
-        names = {f.name for f in fields(cls)}
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name in names - {"framework"}:
-            raw = environ.get(f"SQREEN_{name.upper()}")
-            if raw is None or raw == "":
-                raw = environ.get(_ENV_ALIASES.get(name, ""))  # Sqreen's agent's spelling
-            if raw is not None and raw != "":
-                values[name] = _from_env(name, raw)
-        for source in (framework or {}), explicit:
-            for key, value in source.items():
-                key = key.lower()
-                if key.startswith("sqreen_"):
-                    key = key[7:]
-                if key not in names:
-                    raise ConfigError(f"unknown option {key!r}; known: {', '.join(sorted(names))}")
-                values[key] = value
-        return cls(**_checked(values))
+        """The configuration from ``explicit`` (``init()``'s keywords) > ``framework`` (a
+        framework's settings: ``SQREEN_NAME`` or ``name`` keys) > ``environ`` > defaults."""
+        found = _from_environ(os.environ if environ is None else environ)
+        found.update(_from_mapping(framework or {}, "the framework's configuration"))
+        found.update(_from_mapping(explicit, None))
+        values = {}
+        for name, (value, where) in found.items():
+            try:
+                values[name] = CHECKS[name](name, value)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} (from {where})" if where else str(exc)) from None
+        return cls(**values)
+
+    def changed(self, other: Config) -> list[str]:
+        """The options that differ between the two and that a client would use.
+
+        With a transport given the endpoint is not used, nor the token and the CAs unless it
+        is an ``http(s)://`` URL: so an app's endpoint does not replace a client that
+        ``init()`` gave a transport (the pytest fixture's, ``"memory:"`` in a test).
+        """
+        unused = self._unused() & other._unused()
+        return [
+            f.name
+            for f in fields(self)
+            if f.name not in unused and getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+    def _unused(self) -> frozenset[str]:
+        transport = self.transport
+        if transport is None:
+            return frozenset()
+        if isinstance(transport, str) and transport.startswith(("http://", "https://")):
+            return frozenset({"endpoint"})
+        return frozenset({"endpoint", "token", "ca_bundle"})
 
     @cached_property
     def scrubber(self) -> Scrubber:
@@ -104,89 +118,61 @@ class Config:
         return self.client_ip_header.lower().encode("latin-1")
 
 
-#: Variables of Sqreen's Python agent, read when ours are not set.
-_ENV_ALIASES = {"client_ip_header": "SQREEN_IP_HEADER"}
-_BOOLS = {"strict", "disable"}
-_FLOATS = {"flush_interval", "heartbeat_interval", "max_retry_age", "shutdown_timeout"}
-_INTS = {"batch_size", "max_batch_bytes", "max_queue_size", "max_queue_bytes", "max_body_size"}
-_LISTS = {"trusted_proxies", "scrub_keys", "scrub_values"}
+#: Sqreen's agent's names of our options: read from every source (``SQREEN_IP_HEADER`` in the
+#: environment or a Flask config, ``"ip_header"`` in Django's ``SQREEN``, ``init(ip_header=)``).
+ALIASES: Final = {"ip_header": "client_ip_header"}
+_OPTIONS: Final = frozenset(CHECKS)
+_LISTS: Final = frozenset({"trusted_proxies", "scrub_keys", "scrub_values"})
+#: Each option's variables, ours first: the agent's is read when ours is not set.
+_VARIABLES: Final = {
+    name: (
+        f"SQREEN_{name.upper()}",
+        *(f"SQREEN_{alias.upper()}" for alias, target in ALIASES.items() if target == name),
+    )
+    for name in CHECKS
+}
+
+#: Where a value came from, for the error that names it (None: ``init()``'s keywords).
+Found = dict[str, tuple[Any, str | None]]
 
 
-def _from_env(name: str, raw: str) -> Any:
-    if name in _BOOLS:
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
-    if name == "spool":
-        word = raw.strip().lower()
-        if word in {"0", "false", "no", "off"}:
-            return False
-        return True if word in {"1", "true", "yes", "on"} else raw.strip()
+def _from_environ(environ: Mapping[str, str]) -> Found:
+    found: Found = {}
+    for name, variables in _VARIABLES.items():
+        for variable in variables:
+            raw = environ.get(variable)
+            if raw:  # an empty variable is unset, as shells and .env files leave them
+                found[name] = (_split(name, raw), f"{variable} in the environment")
+                break
+    return found
+
+
+def _split(name: str, raw: str) -> Any:
+    """A variable's text, with lists split at commas (the other kinds parse text)."""
+    if name not in _LISTS:
+        return raw
     if name == "trusted_proxies" and raw.strip().lower() == "none":
         return []  # trust nobody, not even loopback
-    if name in _LISTS:
-        return [item.strip() for item in raw.split(",") if item.strip()]
-    return raw
+    return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def _checked(values: dict[str, Any]) -> dict[str, Any]:
-    for name, value in list(values.items()):
-        if name in _FLOATS:
-            values[name] = _number(name, value, float)
-        elif name in _INTS:
-            values[name] = _number(name, value, int)
-        elif name in _LISTS:
-            if value is None and name == "trusted_proxies":
-                continue
-            if isinstance(value, str) or not isinstance(value, Iterable):
-                raise ConfigError(f"{name} must be a list of strings, not {type(value).__name__}")
-            items = tuple(value)
-            if not all(isinstance(item, str) for item in items):
-                raise ConfigError(f"{name} must be a list of strings")
-            values[name] = items
-        elif name in _BOOLS:
-            values[name] = bool(value)
-        elif name == "spool":
-            if not isinstance(value, bool | str | os.PathLike) or value == "":
-                raise ConfigError("spool must be True, False or a directory path")
-            values[name] = os.fspath(value) if isinstance(value, os.PathLike) else value
-        elif name == "ca_bundle" and value is not None:
-            if not isinstance(value, str | os.PathLike) or not os.path.exists(value):
-                raise ConfigError(f"ca_bundle must be a PEM file or a directory, not {value!r}")
-            values[name] = os.fspath(value)
-        elif name == "block_on_start_timeout":
-            number = _number(name, value, float, zero=True)
-            if number > 60:
-                raise ConfigError("block_on_start_timeout must be at most 60 seconds")
-            values[name] = number
-        elif name in {"token", "endpoint", "app_name", "client_ip_header"}:
-            if value is not None and not isinstance(value, str):
-                raise ConfigError(f"{name} must be a string, not {type(value).__name__}")
-    header = values.get("client_ip_header")
-    if header is not None and header.lower() in NEVER_COLLECTED_HEADERS:
-        raise ConfigError(f"client_ip_header cannot be {header!r}: that header is never read")
-    endpoint = values.get("endpoint")
-    if endpoint and not endpoint.startswith(("http://", "https://")):
-        raise ConfigError(f"endpoint must be an http:// or https:// URL, not {endpoint!r}")
-    if values.get("batch_size", 1) > 1000:
-        raise ConfigError("batch_size must be at most 1000 (the collector's limit)")
-    try:
-        TrustedProxies(values.get("trusted_proxies"))
-        Scrubber(values.get("scrub_keys", ()), values.get("scrub_values", ()))
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    return values
-
-
-def _number(
-    name: str, value: Any, kind: type[int] | type[float], zero: bool = False
-) -> int | float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{name} must be a number, not bool")
-    try:
-        number = kind(value)
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{name} must be a number, not {value!r}") from None
-    if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
-        raise ConfigError(
-            f"{name} must be {'positive or 0' if zero else 'positive'}, not {value!r}"
-        )
-    return number
+def _from_mapping(source: Mapping[str, Any], where: str | None) -> Found:
+    """The options of a mapping whose keys are option names, ``SQREEN_``-prefixed or not,
+    in any case, or the agent's names (:data:`ALIASES`)."""
+    found: Found = {}
+    keys: dict[str, str] = {}  # option -> the key that set it
+    for key, value in source.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"option names must be strings, not {shown(key)}")
+        name = key.lower()
+        name = name[7:] if name.startswith("sqreen_") else name
+        name = ALIASES.get(name, name)
+        if name not in _OPTIONS:
+            raise ConfigError(f"unknown option {shown(name)}; known: {', '.join(sorted(_OPTIONS))}")
+        if name in keys and found[name][0] != value:
+            raise ConfigError(
+                f"{shown(keys[name])} and {shown(key)} both set {name}, to different values"
+            )
+        keys[name] = key
+        found[name] = (value, f"{key!r} in {where}" if where else None)
+    return found

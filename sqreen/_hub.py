@@ -3,12 +3,23 @@
 :mod:`sqreen` (the public functions), the middlewares and the framework integrations all
 reach the client through here; nothing else keeps one. A client is made on first use from
 the environment (``SQREEN_*``), by :func:`sqreen.init` with explicit options, or by a
-framework integration from the framework's own configuration unless ``init()`` was called.
+framework integration from the framework's own configuration.
+
+``init()``'s keywords and the framework's configuration are both kept (until
+:func:`sqreen.shutdown`), and each client is made from the two, merged option by option
+(:meth:`Config.resolve`), whichever came first: ``init()`` at the top of a module and the
+Flask extension below it, or Starlette's middleware built at the first request, long after.
+A configuration is fixed for the life of a client (its queue, transport, spool and
+blocklist are made from it), so a change is a new client, as a second ``init()`` has always
+made one: the previous one delivers what it had queued and stops. A framework's
+configuration that changes nothing the client uses keeps it (an app's endpoint, when
+``init()`` gave a transport: the pytest fixture's, or ``"memory:"`` in a test).
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import signal
 import threading
@@ -22,9 +33,14 @@ from ._threads import start_thread
 
 __all__ = ["active", "exit_hooks", "framework_init", "get_client", "init", "shutdown"]
 
+logger = logging.getLogger("sqreen")
+
 #: The client in use, or None before the first one is made (read it, never assign it).
 active: Client | None = None
-_explicit = False  # made by init(): framework settings do not replace it
+#: ``init()``'s keywords, None when it was not called (since the last shutdown).
+_explicit: dict[str, Any] | None = None
+#: The framework whose configuration was applied last, and that configuration.
+_framework: tuple[str, dict[str, Any]] | None = None
 _lock = threading.Lock()
 _framework_lock = threading.Lock()  # taken before _lock, never after
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
@@ -32,16 +48,21 @@ _last_framework_init: tuple[Client, dict[str, Any]] | None = None
 
 
 def init(options: Mapping[str, Any]) -> Client:
-    """:func:`sqreen.init`: a new client from ``options`` > ``SQREEN_*`` > defaults."""
+    """:func:`sqreen.init`: a new client from ``options`` > the framework's configuration >
+    ``SQREEN_*`` > defaults."""
     global _explicit
-    client = _install(Config.resolve(options))
-    _explicit = True
+    options = dict(options)
+    with _framework_lock:
+        framework, settings = _framework or (None, {})
+        client = _install(Config.resolve(options, settings), framework)
+        _explicit = options
     return client
 
 
-def _install(config: Config) -> Client:
+def _install(config: Config, framework: str | None) -> Client:
     global active
     client = Client(config)
+    client.framework = framework
     exit_hooks()
     with _lock:
         previous, active = active, client
@@ -58,40 +79,65 @@ def get_client() -> Client:
         with _lock:
             client = active
         if client is None:
-            client = _install(Config.resolve({}))
+            client = _install(Config.resolve({}), None)
     return client
 
 
 def framework_init(settings: Mapping[str, Any], framework: str) -> Client:
-    """For integrations: the client for an app's settings, unless ``init()`` was called.
+    """For integrations: the client for an app's settings, merged with ``init()``'s keywords.
 
     Integrations run this when an app is set up, which a test suite does many times (Django's
     test ``Client`` loads the middleware anew each time, app factories build an app per
     test): the client in use is kept, with its queue and the blocks it holds, while the
-    settings are the same or the new app brings none (a second app, a helper app built in a
-    request: replacing the client would drop what requests in flight track).
+    merged configuration changes nothing it uses (:meth:`Config.changed`) or the new app
+    brings no settings (a second app, a
+    helper app built in a request: replacing the client would drop what requests in flight
+    track). Otherwise a new client replaces it, and the log says which options changed.
+    A wrong setting raises :class:`ConfigError` and leaves the client in use as it was.
     """
-    global _last_framework_init
+    global _framework, _last_framework_init
     settings = dict(settings)
     with _framework_lock:
         last = _last_framework_init
         if last is not None and last[0] is active and (not settings or last[1] == settings):
             return last[0]
+        config = Config.resolve(_explicit or {}, settings)
         client = active
-        if client is None or not _explicit:
-            client = _install(Config.resolve({}, settings))
-        if client.framework is None:
+        if client is None or client.config.changed(config):
+            previous = client
+            client = _install(config, framework)
+            if previous is not None:
+                _replaced(previous, config, framework)
+        elif client.framework is None:
             client.framework = framework
+        _framework = (framework, settings)
         _last_framework_init = (client, settings)
         return client
 
 
+def _replaced(previous: Client, config: Config, framework: str) -> None:
+    """Say that a framework's configuration replaced a client: a warning when that one had
+    tracked events (the app was running already), else a note (set-up in the usual order)."""
+    level = logging.WARNING if previous.queue.tracked else logging.INFO
+    logger.log(
+        level,
+        "sqreen: %s's configuration (%s) replaces the client in use%s; the previous one "
+        "delivers what it had queued",
+        framework,
+        ", ".join(config.changed(previous.config)),
+        " made by init(), whose keywords still win where both set an option"
+        if _explicit is not None
+        else "",
+    )
+
+
 def shutdown(timeout: float | None) -> bool:
-    """:func:`sqreen.shutdown`: stop the client in use; the next use makes a new one."""
-    global active, _explicit
-    with _lock:
+    """:func:`sqreen.shutdown`: stop the client in use and forget how it was configured
+    (``init()``'s keywords, the framework's settings); the next use makes a new one."""
+    global active, _explicit, _framework, _last_framework_init
+    with _framework_lock, _lock:
         client, active = active, None
-        _explicit = False
+        _explicit = _framework = _last_framework_init = None
     return client.shutdown(timeout) if client is not None else True
 
 

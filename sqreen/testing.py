@@ -23,6 +23,7 @@ from typing import Any, overload
 import pytest
 
 import sqreen
+from sqreen import _hub
 from sqreen._client import Client
 from sqreen._wire import IDENTIFY
 from sqreen.transports.memory import MemoryTransport
@@ -35,8 +36,29 @@ class CapturedEvents(Sequence[dict[str, Any]]):
     that :func:`sqreen.identify` sends are in :meth:`identities`."""
 
     def __init__(self, client: Client, transport: MemoryTransport) -> None:
-        self.client = client
+        self._clients = [client]
         self.transport = transport
+
+    @property
+    def client(self) -> Client:
+        """The client in use, when it is one of the fixture's (it sends to its transport).
+
+        An app set up after the fixture may bring a configuration (``SQREEN_*`` keys, Django's
+        ``SQREEN``) that completes the fixture's options: that makes a new client, which keeps
+        the fixture's transport and strict mode (``init()``'s keywords win), and this follows.
+        """
+        active = _hub.active
+        if active is not None and active.transport is self.transport:
+            if active is not self._clients[-1]:
+                self._clients.append(active)
+            return active
+        return self._clients[-1]
+
+    @property
+    def clients(self) -> list[Client]:
+        """Every client the fixture had, oldest first."""
+        self.client  # noqa: B018  (follows the client in use)
+        return list(self._clients)
 
     def _delivered(self) -> list[dict[str, Any]]:
         if not self.client.flush(timeout=10.0):
@@ -88,11 +110,14 @@ class CapturedEvents(Sequence[dict[str, Any]]):
 def sqreen_events() -> Iterator[CapturedEvents]:
     """Capture the events tracked during the test, in strict mode."""
     transport = MemoryTransport()
-    client = sqreen.init(transport=transport, strict=True, flush_interval=0.05)
+    captured = CapturedEvents(
+        sqreen.init(transport=transport, strict=True, flush_interval=0.05), transport
+    )
     try:
-        yield CapturedEvents(client, transport)
+        yield captured
     finally:
+        clients = captured.clients
         sqreen.shutdown(timeout=1.0)
-    errors = client.internal_errors
+    errors = sum(client.internal_errors for client in clients)
     if errors:
         pytest.fail(f"sqreen logged {errors} internal error(s) during the test")

@@ -3,10 +3,12 @@ import __future__
 
 import time
 import types
+from typing import Any
 
 import pytest
 
 import sqreen
+import sqreen._hub
 from sqreen._config import Config, ConfigError
 
 PUBLIC_API = [
@@ -174,3 +176,335 @@ def test_start_runs_the_flusher_which_fetches_the_action_set() -> None:
         time.sleep(0.01)
     assert transport.heartbeats  # type: ignore[attr-defined]
     assert client.stats()["tracked"] == 0
+
+
+# -- configuration: one parser per option type, from every source ---------------------------
+
+TRUE_WORDS = [True, 1, "1", "true", "TRUE", "Yes", "on", " on ", "\ttrue\n"]
+FALSE_WORDS = [False, 0, "0", "false", "False", "NO", "off", " 0 "]
+#: Not a boolean, from any source: each must raise naming the option, never be truthy.
+BAD_BOOLS: list[object] = [
+    None,
+    "",
+    "maybe",
+    "2",
+    2,
+    -1,
+    1.0,
+    0.0,
+    b"true",
+    b"0",
+    [],
+    ["true"],
+    {"true": 1},
+    "true\x00",
+    "tr\x1bue",
+    "false\r\nX-Injected: 1",
+    "\x1ftrue",
+    "yes" * 100_000,
+]
+
+
+@pytest.mark.parametrize("name", ["strict", "disable"])
+@pytest.mark.parametrize("value", TRUE_WORDS)
+def test_boolean_options_true_from_every_source(name: str, value: object) -> None:
+    assert getattr(Config.resolve({name: value}, environ={}), name) is True
+    assert getattr(Config.resolve({}, {f"SQREEN_{name.upper()}": value}, environ={}), name) is True
+    if isinstance(value, str):
+        env = {f"SQREEN_{name.upper()}": value}
+        assert getattr(Config.resolve({}, environ=env), name) is True
+
+
+@pytest.mark.parametrize("name", ["strict", "disable"])
+@pytest.mark.parametrize("value", FALSE_WORDS)
+def test_boolean_options_false_from_every_source(name: str, value: object) -> None:
+    env = {f"SQREEN_{name.upper()}": "1"}  # a lower source says True: the value must win
+    assert getattr(Config.resolve({name: value}, environ=env), name) is False
+    assert getattr(Config.resolve({}, {name: value}, environ=env), name) is False
+    if isinstance(value, str):
+        assert getattr(Config.resolve({}, environ={f"SQREEN_{name.upper()}": value}), name) is False
+
+
+@pytest.mark.parametrize("name", ["strict", "disable"])
+@pytest.mark.parametrize("value", BAD_BOOLS, ids=lambda v: repr(v)[:20])
+def test_a_bad_boolean_is_refused_naming_the_option_and_value(name: str, value: object) -> None:
+    for explicit, framework in (({name: value}, None), ({}, {f"SQREEN_{name.upper()}": value})):
+        with pytest.raises(ConfigError, match=name) as caught:
+            Config.resolve(explicit, framework, environ={})
+        message = str(caught.value)
+        assert len(message) < 300  # the value is clipped, not echoed whole
+        assert "\x00" not in message and "\x1b" not in message and "\n" not in message
+        if isinstance(value, str | bytes) and len(value) < 20:
+            assert repr(value) in message
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "tru", "true\x00", "yes" * 100_000])
+def test_a_bad_boolean_in_the_environment_names_the_variable(raw: str) -> None:
+    with pytest.raises(ConfigError, match="SQREEN_STRICT") as caught:
+        Config.resolve({}, environ={"SQREEN_STRICT": raw})
+    assert "strict" in str(caught.value) and len(str(caught.value)) < 300
+
+
+def test_an_empty_environment_variable_is_unset() -> None:
+    """The environment's convention, kept: ``SQREEN_X=`` is as if it were not set."""
+    c = Config.resolve({}, environ={"SQREEN_STRICT": "", "SQREEN_DISABLE": "", "SQREEN_SPOOL": ""})
+    assert (c.strict, c.disable, c.spool) == (False, False, True)
+
+
+def test_the_reported_django_pattern_is_false() -> None:
+    """``SQREEN = {"strict": os.environ.get("X", "0")}`` turned strict mode on."""
+    assert Config.resolve({}, {"strict": "0"}, environ={}).strict is False
+    assert Config.resolve({}, {"SQREEN_DISABLE": "false"}, environ={}).disable is False
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (False, False),
+        ("off", False),
+        ("0", False),
+        (0, False),
+        ("NO", False),
+        (True, True),
+        ("on", True),
+        (1, True),
+        ("/var/spool/sqreen", "/var/spool/sqreen"),
+    ],
+)
+def test_spool_words_from_every_source(value: object, expected: object) -> None:
+    """``"false"`` from a framework's configuration was taken as a directory named false."""
+    assert Config.resolve({"spool": value}, environ={}).spool == expected
+    assert Config.resolve({}, {"SQREEN_SPOOL": value}, environ={}).spool == expected
+    if isinstance(value, str):
+        assert Config.resolve({}, environ={"SQREEN_SPOOL": value}).spool == expected
+
+
+@pytest.mark.parametrize("value", [None, "", 2, 1.0, b"/tmp", ["/tmp"], "/tmp/a\x00b"])
+def test_a_bad_spool_is_refused(value: object) -> None:
+    with pytest.raises(ConfigError, match="spool"):
+        Config.resolve({"spool": value}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("batch_size", 1.5),  # was truncated to 1
+        ("batch_size", "1.5"),
+        ("batch_size", b"12"),  # int(b"12") is 12
+        ("batch_size", "1_0"),  # int("1_0") is 10
+        ("batch_size", "\uff11\uff10"),  # int() reads other scripts' digits (fullwidth 10)
+        ("batch_size", None),
+        ("batch_size", [10]),
+        ("batch_size", "9" * 5000),
+        ("max_queue_size", "ten"),
+        ("max_body_size", -5),
+        ("flush_interval", b"1.5"),
+        ("flush_interval", "1_0"),
+        ("flush_interval", "nan"),
+        ("flush_interval", "inf"),
+        ("flush_interval", "1" * 400),  # float() gives inf
+        ("flush_interval", 1e300),  # no thread can wait that long
+        ("flush_interval", False),
+        ("flush_interval", "5s\x00"),
+        ("heartbeat_interval", 0),
+        ("shutdown_timeout", None),
+        ("max_retry_age", {"s": 1}),
+        ("block_on_start_timeout", "True"),
+        ("block_on_start_timeout", True),
+        ("block_on_start_timeout", 61),
+    ],
+)
+def test_a_bad_number_is_refused_naming_the_option(name: str, value: object) -> None:
+    for explicit, framework in (({name: value}, None), ({}, {name: value})):
+        with pytest.raises(ConfigError, match=name) as caught:
+            Config.resolve(explicit, framework, environ={})
+        assert len(str(caught.value)) < 300
+    if isinstance(value, str):
+        with pytest.raises(ConfigError, match=f"SQREEN_{name.upper()}"):
+            Config.resolve({}, environ={f"SQREEN_{name.upper()}": value})
+
+
+def test_numbers_from_every_source() -> None:
+    c = Config.resolve(
+        {"batch_size": "200", "flush_interval": "0.5"},
+        {"max_queue_size": 20.0, "shutdown_timeout": 3},
+        environ={"SQREEN_MAX_BODY_SIZE": " 1024 ", "SQREEN_HEARTBEAT_INTERVAL": "1e1"},
+    )
+    assert (c.batch_size, c.flush_interval, c.max_queue_size) == (200, 0.5, 20)
+    assert (c.shutdown_timeout, c.max_body_size, c.heartbeat_interval) == (3.0, 1024, 10.0)
+    assert type(c.batch_size) is int and type(c.max_queue_size) is int
+    assert type(c.shutdown_timeout) is float
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("token", b"sqk_x"),
+        ("token", "sqk_\r\nX-Injected: 1"),
+        ("app_name", ["a"]),
+        ("app_name", "shop\x00"),
+        ("endpoint", "http://collector\n.example"),
+        ("client_ip_header", "X-Real-IP\r\n"),
+        ("client_ip_header", "X Real IP"),
+        ("client_ip_header", "X-Réal-IP"),
+        ("client_ip_header", ""),
+        ("trusted_proxies", {"10.0.0.0/8": True}),
+        ("trusted_proxies", b"10.0.0.0/8"),
+        ("scrub_keys", ["ok", None]),
+        ("scrub_values", "secret"),
+    ],
+)
+def test_bad_strings_and_lists_are_refused_naming_the_option(name: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=name) as caught:
+        Config.resolve({name: value}, environ={})
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+
+
+@pytest.mark.parametrize("key", [1, None, b"strict", ("strict",)])
+def test_an_option_name_that_is_not_text_is_refused(key: object) -> None:
+    with pytest.raises(ConfigError, match="option names"):
+        Config.resolve({}, {key: True}, environ={})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(
+    "transport", ["ftp://x", "memory", "file://", "http:/x", "", "sqreen-events.jsonl", "\x00"]
+)
+def test_a_bad_transport_url_is_a_config_error(transport: str) -> None:
+    with pytest.raises(ConfigError, match="transport"):
+        sqreen.init(transport=transport)
+    with pytest.raises(ConfigError, match="transport"):
+        Config.resolve({}, {"SQREEN_TRANSPORT": transport}, environ={})
+    with pytest.raises(ValueError, match="transport"):  # what callers caught before
+        sqreen.init(transport=transport)
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        lambda: Config.resolve({}, {"SQREEN_IP_HEADER": "X-Real-IP"}, environ={}),
+        lambda: Config.resolve({}, {"ip_header": "X-Real-IP"}, environ={}),
+        lambda: Config.resolve({"ip_header": "X-Real-IP"}, environ={}),
+        lambda: Config.resolve({}, environ={"SQREEN_IP_HEADER": "X-Real-IP"}),
+    ],
+)
+def test_the_agents_ip_header_works_from_every_source(source: Any) -> None:
+    assert source().client_ip_header == "X-Real-IP"
+
+
+def test_our_name_wins_over_the_agents_within_a_source_and_sources_keep_their_order() -> None:
+    env = {"SQREEN_CLIENT_IP_HEADER": "Forwarded", "SQREEN_IP_HEADER": "X-Real-IP"}
+    assert Config.resolve({}, environ=env).client_ip_header == "Forwarded"
+    framework = {"SQREEN_IP_HEADER": "X-Real-IP"}
+    assert Config.resolve({}, framework, env).client_ip_header == "X-Real-IP"
+    explicit = {"client_ip_header": "Forwarded"}
+    assert Config.resolve(explicit, framework, environ={}).client_ip_header == "Forwarded"
+
+
+def test_both_names_with_two_values_in_one_source_is_an_error() -> None:
+    both = {"SQREEN_IP_HEADER": "X-Real-IP", "SQREEN_CLIENT_IP_HEADER": "Forwarded"}
+    with pytest.raises(ConfigError, match="ip_header"):
+        Config.resolve({}, both, environ={})
+    same = {"SQREEN_IP_HEADER": "X-Real-IP", "SQREEN_CLIENT_IP_HEADER": "X-Real-IP"}
+    assert Config.resolve({}, same, environ={}).client_ip_header == "X-Real-IP"
+
+
+def test_internal_options_are_neither_listed_nor_settable() -> None:
+    with pytest.raises(ConfigError, match="unknown option 'framework'") as caught:
+        Config.resolve({"framework": "bottle"}, environ={})
+    known = str(caught.value).split("known: ")[1]
+    assert "framework" not in known.split(", ")
+    assert "spool" in known and "block_on_start_timeout" in known
+    with pytest.raises(ConfigError, match="framework"):
+        Config.resolve({}, {"SQREEN_FRAMEWORK": "bottle"}, environ={})
+
+
+def test_the_readme_documents_every_option() -> None:
+    from dataclasses import fields
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n\n**", 1)[0]
+    for option in fields(Config):
+        assert f"`{option.name}`" in table, option.name
+
+
+# -- init() keywords and a framework's configuration, in either order ----------------------
+
+
+def test_init_then_framework_config_merge_option_by_option(sqreen_log: Any) -> None:
+    """The reported bug: init(app_name=...) switched the framework's configuration off."""
+    made = sqreen.init(app_name="kw", flush_interval=1)
+    client = sqreen._hub.framework_init(
+        {"SQREEN_ENDPOINT": "http://127.0.0.1:9", "SQREEN_APP_NAME": "fw"}, "flask"
+    )
+    assert client is sqreen._hub.active
+    assert (client.config.endpoint, client.config.app_name) == ("http://127.0.0.1:9", "kw")
+    assert client.config.flush_interval == 1.0 and client.framework == "flask"
+    assert client is not made and made.closed  # a new configuration, a new client
+    replaced = [r for r in sqreen_log.records if "replaces the client" in r.getMessage()]
+    assert len(replaced) == 1 and "endpoint" in replaced[0].getMessage()
+    assert not any("no endpoint" in r.getMessage() for r in sqreen_log.records)
+
+
+def test_framework_config_then_init_merge_option_by_option() -> None:
+    sqreen._hub.framework_init({"SQREEN_ENDPOINT": "http://127.0.0.1:9", "app_name": "fw"}, "x")
+    client = sqreen.init(app_name="kw")
+    assert (client.config.endpoint, client.config.app_name) == ("http://127.0.0.1:9", "kw")
+    assert client.framework == "x" and sqreen._hub.active is client
+
+
+def test_a_framework_config_that_changes_nothing_keeps_the_client(sqreen_log: Any) -> None:
+    made = sqreen.init(transport="memory:", app_name="kw")
+    assert sqreen._hub.framework_init({}, "flask") is made
+    assert sqreen._hub.framework_init({"SQREEN_APP_NAME": "fw"}, "flask") is made  # kw wins
+    assert made.framework == "flask" and not made.closed
+    assert not any("replaces the client" in r.getMessage() for r in sqreen_log.records)
+
+
+def test_a_started_client_that_is_replaced_says_so(sqreen_log: Any) -> None:
+    """``sqreen.start()`` (Sqreen's agent's first line), events tracked, then an app whose
+    configuration says otherwise: the client is replaced, delivering what it had queued."""
+    import logging
+
+    started = sqreen.start()
+    sqreen.track("before.the.app")
+    client = sqreen._hub.framework_init({"SQREEN_TRANSPORT": "memory:"}, "flask")
+    assert client is not started and started.closed and client.config.transport == "memory:"
+    record = next(r for r in sqreen_log.records if "replaces the client" in r.getMessage())
+    assert record.levelno == logging.WARNING and "transport" in record.getMessage()
+
+
+def test_a_second_app_without_settings_keeps_the_client() -> None:
+    first = sqreen._hub.framework_init({"SQREEN_TRANSPORT": "memory:"}, "flask")
+    assert sqreen._hub.framework_init({}, "flask") is first
+    assert first.config.transport == "memory:"
+
+
+def test_a_bad_framework_config_after_init_keeps_the_client() -> None:
+    made = sqreen.init(transport="memory:")
+    with pytest.raises(ConfigError, match="strict"):
+        sqreen._hub.framework_init({"SQREEN_STRICT": "maybe"}, "flask")
+    assert sqreen._hub.active is made and not made.closed
+
+
+def test_every_option_has_one_parser() -> None:
+    from dataclasses import fields
+
+    from sqreen._config_values import CHECKS
+
+    assert list(CHECKS) == [f.name for f in fields(Config)]
+
+
+def test_an_endpoint_does_not_replace_a_client_that_init_gave_a_transport() -> None:
+    """The pytest fixture's transport, or ``"memory:"`` in a test, with an app whose settings
+    name the production collector: the client init() returned stays the one in use."""
+    made = sqreen.init(transport="memory:", strict=True)
+    settings = {"endpoint": "https://collector.example", "token": "sqk_x"}
+    assert sqreen._hub.framework_init(settings, "django") is made and not made.closed
+    http = sqreen.init(transport="https://collector.example")
+    replaced = sqreen._hub.framework_init({**settings, "token": "sqk_y"}, "django")
+    assert replaced is not http and replaced.config.token == "sqk_y"  # sent with its batches

@@ -13,11 +13,12 @@
     def login():
         request.sqreen.auth_track(True, username="alice")
 
-``init_app`` configures the SDK from ``app.config["SQREEN_*"]`` (unless :func:`sqreen.init`
-was called), wraps ``app.wsgi_app`` in :class:`~sqreen.middleware.wsgi.SqreenWSGIMiddleware`
-(so blocks are enforced before Flask even builds its request), and gives the app's request
-class a ``sqreen`` attribute that reads ``environ["sqreen.context"]``: no ``Request`` subclass to
-conflict with the app's own, no hook to run per request, and async views see the same object.
+``init_app`` configures the SDK from ``app.config["SQREEN_*"]`` (:func:`sqreen.init`'s
+keywords win where both set an option: see :mod:`sqreen._hub`), wraps ``app.wsgi_app`` in
+:class:`~sqreen.middleware.wsgi.SqreenWSGIMiddleware` (so blocks are enforced before Flask
+even builds its request), and gives the app's request class a ``sqreen`` attribute that reads
+``environ["sqreen.context"]``: no ``Request`` subclass to conflict with the app's own, no hook
+to run per request, and async views see the same object.
 Events carry the matched rule (``/users/<int:id>``) and ``view_args``.
 
 .. versionadded:: 0.1

@@ -12,10 +12,10 @@
         request.state.sqreen.auth_track(True, username="alice")
 
 :class:`SqreenMiddleware` is :class:`~sqreen.middleware.asgi.SqreenASGIMiddleware` configured
-from its keyword arguments (unless :func:`sqreen.init` was called) and told how to find the
-route template: ``scope["route"]`` is the route that matched, whose path is whole unless it
-sits inside a ``Mount``; then, when an event is tracked, the template is found again by
-matching the app's routes from the top, mount prefixes included. See
+from its keyword arguments (:func:`sqreen.init`'s win where both set an option) and told how
+to find the route template: ``scope["route"]`` is the route that matched, whose path is whole
+unless it sits inside a ``Mount``; then, when an event is tracked, the template is found again
+by matching the app's routes from the top, mount prefixes included. See
 :mod:`sqreen.integrations.fastapi` for FastAPI's dependency.
 
 .. versionadded:: 0.1

@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from .._config import ConfigError
 from .base import NullTransport, Reply, Transport
 from .file import FileTransport
 from .memory import MemoryTransport
@@ -45,12 +46,7 @@ def from_config(
         return transport
     url = transport or endpoint
     if url is None:
-        logger.warning(
-            "sqreen: no endpoint configured: events go to ./%s "
-            "(set SQREEN_ENDPOINT or init(endpoint=...) to send them to a collector)",
-            DEFAULT_FILE,
-        )
-        return FileTransport(DEFAULT_FILE)
+        return _DefaultFile(DEFAULT_FILE)
     if url == "memory:":
         return MemoryTransport()
     parts = urlsplit(url)
@@ -66,7 +62,26 @@ def from_config(
         from .http import HTTPTransport  # httpx2 is imported only when used
 
         return HTTPTransport(url, token, ca_bundle=ca_bundle)
-    raise ValueError(f"transport must be http(s)://, file:///path.jsonl or memory:, not {url!r}")
+    # Config.resolve() refuses such a URL already; a Config made directly is not checked.
+    raise ConfigError(f"transport must be http(s)://, file:///path.jsonl or memory:, not {url!r}")
+
+
+class _DefaultFile(FileTransport):
+    """The file events go to when nothing else is configured, which says so when it is first
+    written: not when the client is made, since ``init()`` may be followed by a framework's
+    configuration that names the endpoint (and replaces this client, see :mod:`sqreen._hub`)."""
+
+    _warned = False
+
+    def _open(self) -> int:
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "sqreen: no endpoint configured: events go to ./%s "
+                "(set SQREEN_ENDPOINT or init(endpoint=...) to send them to a collector)",
+                DEFAULT_FILE,
+            )
+        return super()._open()
 
 
 def __getattr__(name: str) -> Any:

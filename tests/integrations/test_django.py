@@ -108,3 +108,55 @@ def test_a_body_read_before_the_middleware(sqreen_events: CapturedEvents) -> Non
     assert SqreenMiddleware(view)(request).content == b"ok"
     (event,) = sqreen_events
     assert event["request"]["params"] == {"username": "bob", "password": "[redacted]"}
+
+
+def test_init_keywords_and_settings_merge_option_by_option(receiver: Receiver) -> None:
+    sqreen.init(app_name="from-init", flush_interval=0.2)
+    settings = {"endpoint": receiver.url, "app_name": "from-settings", "strict": "0"}
+    with override_settings(SQREEN=settings):
+        Client().get("/identify?uid=u1&marker=merged")
+    assert sqreen.flush(5.0)
+    assert [e["name"] for e in receiver.events] == ["identified"]
+    assert receiver.batches[0]["app"]["name"] == "from-init"
+    assert receiver.batches[0]["app"]["framework"] == "django"
+
+
+def test_settings_then_init_merge_option_by_option(receiver: Receiver) -> None:
+    with override_settings(SQREEN={"endpoint": receiver.url, "app_name": "from-settings"}):
+        SqreenMiddleware(lambda request: HttpResponse())
+    client = sqreen.init(app_name="from-init")
+    assert (client.config.endpoint, client.config.app_name) == (receiver.url, "from-init")
+    assert client.framework == "django"
+
+
+@pytest.mark.parametrize(
+    ("settings", "strict"),
+    [({"strict": "0"}, False), ({"strict": "false"}, False), ({"strict": "yes"}, True)],
+)
+def test_string_booleans_in_settings(settings: dict[str, Any], strict: bool) -> None:
+    """``SQREEN = {"strict": os.environ.get("X", "0")}`` turned strict mode on."""
+    with override_settings(SQREEN={**settings, "transport": "memory:"}):
+        SqreenMiddleware(lambda request: HttpResponse())
+    assert sqreen._hub.active is not None and sqreen._hub.active.config.strict is strict
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"strict": "maybe"}, "strict"),
+        ({"disable": None}, "disable"),
+        ({"transport": "ftp://x"}, "transport"),
+        ({"batch_size": 1.5}, "batch_size"),
+        ({"framework": "bottle"}, "framework"),
+    ],
+)
+def test_bad_values_in_settings_are_named(settings: dict[str, Any], named: str) -> None:
+    with override_settings(SQREEN=settings), pytest.raises(sqreen.ConfigError, match=named):
+        SqreenMiddleware(lambda request: HttpResponse())
+
+
+def test_the_agents_ip_header_in_settings() -> None:
+    with override_settings(SQREEN={"ip_header": "X-Real-IP", "transport": "memory:"}):
+        SqreenMiddleware(lambda request: HttpResponse())
+    assert sqreen._hub.active is not None
+    assert sqreen._hub.active.config.client_ip_header == "X-Real-IP"

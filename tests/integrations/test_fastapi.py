@@ -106,3 +106,50 @@ def test_lifespan_still_reaches_the_app(sqreen_events: CapturedEvents) -> None:
     with client(app):
         pass
     assert started == [True, False]
+
+
+def test_init_keywords_and_middleware_keywords_merge_option_by_option(receiver: Receiver) -> None:
+    """Starlette builds its middleware at the first request (or lifespan), after init()."""
+    sqreen.init(app_name="from-init", flush_interval=0.2)
+    app = FastAPI()
+    app.add_middleware(SqreenMiddleware, endpoint=receiver.url, app_name="from-middleware")
+
+    @app.get("/")
+    async def index(request: Request) -> Any:
+        request.state.sqreen.track("merged")
+        return {}
+
+    client(app).get("/")
+    assert sqreen.flush(5.0)
+    assert [e["name"] for e in receiver.events] == ["merged"]
+    assert receiver.batches[0]["app"]["name"] == "from-init"
+    assert receiver.batches[0]["app"]["framework"] == "fastapi"
+
+
+def test_middleware_keywords_then_init_merge_option_by_option(receiver: Receiver) -> None:
+    StarletteMiddleware(Starlette(), endpoint=receiver.url, app_name="from-middleware")
+    made = sqreen.init(app_name="from-init")
+    assert (made.config.endpoint, made.config.app_name) == (receiver.url, "from-init")
+    assert made.framework == "starlette"
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"disable": "maybe"}, "disable"),
+        ({"strict": b"1"}, "strict"),
+        ({"transport": "ftp://x"}, "transport"),
+        ({"flush_interval": "soon"}, "flush_interval"),
+    ],
+)
+def test_bad_middleware_keywords_are_named(options: dict[str, Any], named: str) -> None:
+    with pytest.raises(sqreen.ConfigError, match=named):
+        StarletteMiddleware(Starlette(), **options)
+
+
+def test_string_booleans_and_the_agents_ip_header_as_middleware_keywords() -> None:
+    StarletteMiddleware(
+        Starlette(), disable="false", strict="0", ip_header="X-Real-IP", transport="memory:"
+    )
+    config = sqreen._hub.active.config  # type: ignore[union-attr]
+    assert (config.disable, config.strict, config.client_ip_header) == (False, False, "X-Real-IP")

@@ -129,3 +129,75 @@ def test_the_whole_handle(sqreen_events: CapturedEvents) -> None:
     assert signup["name"] == "auth.signup" and signup["user"] == {"uid": "new"}
     assert admin["user"] == {"uid": "admin"} and admin["request"]["path"] == "/act"
     assert after["user"] == {"uid": "new"}  # signup_track identified the new user
+
+
+def test_init_keywords_and_app_config_merge_option_by_option(receiver: Receiver) -> None:
+    """init() before the extension used to switch ``app.config`` off entirely (the endpoint
+    was lost, events went to ./sqreen-events.jsonl); each option is merged, init() winning
+    where both set one."""
+    sqreen.init(app_name="from-init", flush_interval=0.2)
+    app = make_app(SQREEN_ENDPOINT=receiver.url, SQREEN_APP_NAME="from-config")
+    Sqreen(app)
+
+    @app.get("/")
+    def index() -> str:
+        flask.request.sqreen.track("merged")
+        return "ok"
+
+    app.test_client().get("/")
+    assert sqreen.flush(5.0)
+    assert [e["name"] for e in receiver.events] == ["merged"]
+    assert receiver.batches[0]["app"]["name"] == "from-init"
+    assert receiver.batches[0]["app"]["framework"] == "flask"
+
+
+def test_app_config_then_init_merge_option_by_option(receiver: Receiver) -> None:
+    Sqreen(make_app(SQREEN_ENDPOINT=receiver.url, SQREEN_APP_NAME="from-config"))
+    client = sqreen.init(app_name="from-init")
+    assert (client.config.endpoint, client.config.app_name) == (receiver.url, "from-init")
+    assert client.framework == "flask"
+
+
+@pytest.mark.parametrize(("value", "disabled"), [("false", False), ("0", False), ("on", True)])
+def test_disable_from_app_config_is_parsed(value: str, disabled: bool) -> None:
+    """``SQREEN_DISABLE = "false"`` disabled the SDK (``bool("false")``)."""
+    Sqreen(make_app(SQREEN_DISABLE=value, SQREEN_TRANSPORT="memory:"))
+    assert sqreen._hub.active is not None and sqreen._hub.active.disabled is disabled
+
+
+@pytest.mark.parametrize("value", ["maybe", 2, None, b"0", "0\x00"])
+def test_a_bad_boolean_in_app_config_is_named(value: object) -> None:
+    with pytest.raises(sqreen.ConfigError, match="disable"):
+        Sqreen(make_app(SQREEN_DISABLE=value))
+
+
+def test_a_bad_transport_in_app_config_is_a_config_error() -> None:
+    with pytest.raises(sqreen.ConfigError, match="transport"):
+        Sqreen(make_app(SQREEN_TRANSPORT="ftp://x"))
+
+
+def test_the_agents_ip_header_in_app_config() -> None:
+    Sqreen(make_app(SQREEN_IP_HEADER="X-Real-IP", SQREEN_TRANSPORT="memory:"))
+    assert sqreen._hub.active is not None
+    assert sqreen._hub.active.config.client_ip_header == "X-Real-IP"
+
+
+def test_the_fixture_follows_a_client_that_completes_its_options(
+    sqreen_events: CapturedEvents,
+) -> None:
+    """An app set up after the fixture, with a configuration of its own: its options complete
+    the fixture's (which win: events stay in memory, strict mode), and the fixture follows."""
+    first = sqreen_events.client
+    app = make_app(SQREEN_ENDPOINT="http://127.0.0.1:9", SQREEN_SCRUB_KEYS=["nickname"])
+    Sqreen(app)
+
+    @app.get("/")
+    def index() -> str:
+        flask.request.sqreen.track("followed")
+        return "ok"
+
+    app.test_client().get("/")
+    assert sqreen_events.names() == ["followed"]
+    config = sqreen_events.client.config
+    assert config.scrub_keys == ("nickname",) and config.strict is True
+    assert sqreen_events.clients == [first, sqreen_events.client] and first.closed
