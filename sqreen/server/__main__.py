@@ -1,5 +1,5 @@
 """``python -m sqreen.server`` is ``sqreen``."""
 
-from .cli import main
+from ._entry import main
 
 main()

@@ -18,6 +18,7 @@ from .storage import POSTGRES_SCHEMES, Storage, open_storage
 from .times import when  # one way to show a time to people: the pages' and ours
 
 __all__ = [
+    "counted",
     "db_option",
     "json_line",
     "opened",
@@ -83,6 +84,11 @@ def pairs(values: Iterable[str], option: str) -> tuple[tuple[str, str], ...]:
         return tuple(parse_pairs(values, option).items())
     except InvalidBlock as exc:
         raise click.BadParameter(exc.message, param_hint=option) from None
+
+
+def counted(n: int, singular: str, plural: str | None = None) -> str:
+    """``1 alert``, ``2 alerts``: a count with its noun agreeing."""
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
 
 
 def json_line(value: Any) -> str:

@@ -90,6 +90,8 @@ def events(
 
     with opened(db, create=False) as storage:
         found = storage.query_events(filters, limit=limit)
+        if not found and not as_json and not follow:  # apart from the list, on stderr
+            click.echo("no events", err=True)
         show(found)
         if follow:
             follower = Follower(storage, filters, last=found[0].seq if found else 0)

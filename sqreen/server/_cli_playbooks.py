@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .._text import visible
-from ._cli_common import db_option, json_line, opened, parse_when, when
+from ._cli_common import counted, db_option, json_line, opened, parse_when, when
 from .playbooks import TEMPLATES, Engine, PlaybookError, is_exempt, load_playbooks
 from .playbooks._memory import MemoryWindows
 from .playbooks._runner import alerts_for, event_view
@@ -67,7 +67,22 @@ def playbooks_test(file: str, since: str, until: str | None, as_json: bool, db: 
         else:
             click.echo(visible(f"{when(alert.created_at)}  {_verb(alert):<13} {alert.summary}"))
     if not as_json:
-        click.echo(f"{len(found)} alerts would have been raised", err=True)
+        click.echo(summary(found), err=True)
+
+
+def summary(found: list[Alert]) -> str:
+    """What the backtest found, in one line: every firing is an alert (as ``sqreen alerts``
+    would list it); some would have made a block too, and monitor mode blocks nobody."""
+    if not found:
+        return "no alerts would have been raised"
+    verbs = [_verb(a) for a in found]
+    made = [
+        counted(verbs.count("block ip"), "IP block"),
+        counted(verbs.count("block user"), "user block"),
+    ]
+    monitored = verbs.count("monitor")
+    also = f"; {monitored} in monitor mode" if monitored else ""
+    return f"{counted(len(found), 'alert')} would have been raised ({', '.join(made)}{also})"
 
 
 def backtest(storage: Storage, engine: Engine, filters: EventFilter) -> list[Alert]:
@@ -104,6 +119,8 @@ def alerts(playbook: str | None, limit: int, as_json: bool, db: str) -> None:
     """List the alerts playbooks raised, newest first."""
     with opened(db, create=False) as storage:
         found = storage.list_alerts(playbook=playbook, limit=limit)
+    if not found and not as_json:  # said apart from the list: stdout stays empty
+        click.echo(f"no alerts of playbook {playbook}" if playbook else "no alerts", err=True)
     for alert in found:
         if as_json:
             click.echo(json_line(alert.to_json()))

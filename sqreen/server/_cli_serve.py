@@ -13,8 +13,6 @@ import json
 import logging
 import logging.config
 import os
-import signal
-import threading
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Final
@@ -26,11 +24,12 @@ from ._cli_blocks import max_blocks_option
 from ._cli_common import db_option, opened
 from ._cli_export import destination, export_options, forwarder
 from ._cli_https import https_options, https_settings
+from ._signals import exit_zero_after_sigterm, reload_on_sighup
 from .actions import MAX_POLLS_PER_KEY
 from .connections import PROTOCOL, ConnectionLimits, fit_to_open_files
 from .explorer._cli import explorer_startup
 from .intel import DEFAULT_MAX_SPEED, GeoIpError, IpIntel, Reputation
-from .logs import LOG_FORMATS, json_log_config
+from .logs import LOG_FORMATS, json_log_config, text_log_config
 from .playbooks import PlaybookError, PlaybookSource
 from .storage import Storage
 
@@ -174,7 +173,7 @@ def serve(
     import uvicorn
 
     say: Callable[[str], object] = partial(click.echo, err=True)
-    log_config = None
+    log_config = text_log_config(log_level)  # the collector's loggers too, at --log-level
     if log_format == "json":  # what serve says at start is logged too, as JSON
         log_config = json_log_config(log_level)
         logging.config.dictConfig(log_config)
@@ -208,8 +207,8 @@ def serve(
             "log_level": log_level,
             "access_log": access_log,
             "server_header": False,
-            # Action long-polls are held up to a minute: at a stop, those still held are cut
-            # after a few seconds (SDKs ask again) rather than waited for.
+            # Action long-polls are answered as the stop signal arrives (_signals.py); what
+            # else is still running after a few seconds is cut rather than waited for.
             "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN,
             # Connections bounded in number and time (sqreen/server/connections.py); no
             # websocket upgrade, which would take a connection out of the guard.
@@ -221,8 +220,7 @@ def serve(
             "timeout_keep_alive": timeout_keep_alive,
             **https,
         }
-        if log_config is not None:
-            options["log_config"] = log_config
+        options["log_config"] = log_config
         if workers == 1:
             # One process: prometheus_client counts in memory (it is imported here, with app).
             from .app import create_app
@@ -238,7 +236,8 @@ def serve(
                 forwarder=forwarder(storage, target),
                 metrics_token=metrics_token,
             )
-            _reload_on_sighup(source)
+            reload_on_sighup(source)
+            exit_zero_after_sigterm()
             _settle_gc()
             uvicorn.run(app, **options)
             return
@@ -257,10 +256,11 @@ def serve(
         }
     )
     # Several processes: their counters in files of one directory, summed at each scrape.
+    from ._supervisor import supervise
     from .metrics import multiprocess_dir
 
     with multiprocess_dir():
-        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
+        supervise(f"{__name__}:worker_app", workers, source, **options)
 
 
 WORKER_ENV = "SQREEN_SERVE_WORKER"
@@ -273,7 +273,8 @@ def worker_app() -> Starlette:
     from .storage import open_storage
 
     config = json.loads(os.environ[WORKER_ENV])
-    source = _playbook_source(config.get("playbooks"))
+    # The supervisor watches the file, and passes SIGHUP on once it holds (_supervisor.py).
+    source = _playbook_source(config.get("playbooks"), supervised=True)
     storage = open_storage(config["db"])
     app = create_app(
         storage,
@@ -288,7 +289,7 @@ def worker_app() -> Starlette:
         forwarder=forwarder(storage, destination(*config["export"] or (None, ""))),
         metrics_token=config.get("metrics_token"),
     )
-    _reload_on_sighup(source)
+    reload_on_sighup(source)
     _settle_gc()
     return app
 
@@ -308,11 +309,11 @@ def _settle_gc() -> None:
     gc.set_threshold(GC_GEN0, *gc.get_threshold()[1:])
 
 
-def _playbook_source(path: str | None) -> PlaybookSource | None:
+def _playbook_source(path: str | None, supervised: bool = False) -> PlaybookSource | None:
     if path is None:
         return None
     try:
-        return PlaybookSource(path)
+        return PlaybookSource(path, supervised=supervised)
     except PlaybookError as exc:
         raise click.ClickException(f"playbooks not loaded: {exc}") from None
 
@@ -327,18 +328,6 @@ def _ip_intel(paths: Iterable[str], storage: Storage | None = None) -> IpIntel:
     if storage is not None:
         intel.reputation = Reputation(storage)
     return intel
-
-
-def _reload_on_sighup(source: PlaybookSource | None) -> None:
-    """SIGHUP re-reads the playbooks (where SIGHUP would otherwise end the process)."""
-    if source is None or threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
-
-        def reload(signum: int, frame: object) -> None:
-            source.reload_requested = True
-
-        signal.signal(signal.SIGHUP, reload)
 
 
 def _is_loopback(host: str) -> bool:

@@ -84,6 +84,7 @@ class ActionFeed:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: asyncio.Task[None] | None = None
         self._waiters = 0
+        self._stopping = False
         #: Long-polls held, by API key id.
         self.held: dict[int, int] = {}
         self._logged: dict[int, float] = {}
@@ -107,6 +108,13 @@ class ActionFeed:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake)
+
+    def stop(self) -> None:
+        """The server is stopping: answer every long-poll now, and any that comes after at
+        once (``unchanged``, or the change), so that its graceful shutdown waits for none
+        (the SDK asks again after its own wait). On the event loop."""
+        self._stopping = True
+        self._wake()
 
     # -- the long-poll (on the event loop) -----------------------------------------------------
 
@@ -132,7 +140,7 @@ class ActionFeed:
                 if version != held:
                     return body
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or self._stopping:
                     return unchanged(held)
                 try:
                     await asyncio.wait_for(changed.wait(), left)

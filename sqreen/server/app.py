@@ -43,6 +43,7 @@ from starlette.types import ASGIApp
 
 from ._api_blocks import create_block_endpoint, delete_block_endpoint, list_blocks_endpoint
 from ._api_sdk import actions_endpoint, events_endpoint, heartbeat_endpoint
+from ._signals import stop_signals_call
 from .actions import MAX_POLLS_PER_KEY, ActionFeed
 from .auth import CACHE_TTL, KeyChecker
 from .blocks import MAX_ACTIVE_BLOCKS, BlockService
@@ -191,10 +192,16 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(_every(*job)) for job in jobs]
+        # The playbook file re-read as it changes and on SIGHUP, in a thread, at once:
+        # never on the ingest path, nor waiting for the next batch to say a bad edit.
+        tasks.append(asyncio.create_task(source.watch()))
         if forwarder is not None:
             forwarder.start()
         try:
-            yield
+            # A stop signal answers the action long-polls at once: else the server's
+            # graceful shutdown would wait for them, and cut them with an ERROR line.
+            with stop_signals_call(feed.stop):
+                yield
         finally:
             if forwarder is not None:
                 await run_in_threadpool(forwarder.close)

@@ -8,6 +8,11 @@ the app's ``send``). An id that is too long or odd is replaced, never echoed nor
 header value is the client's, and a log line or a reply header must not carry what an
 attacker chose to put in them (newlines, escapes, megabytes).
 
+With ``--log-format text`` (the default) the collector's own loggers (``sqreen``, and
+``sqreen.server`` under it) write as uvicorn's do, ``INFO:     message``, at ``--log-level``:
+left to uvicorn's default configuration they had no handler, and Python's last resort
+printed their warnings bare and dropped every INFO line (a playbook reload said nothing).
+
 With ``--log-format json`` every line the collector writes (its own, uvicorn's server and
 access logs, any library's) is one JSON object: ``time`` (UTC, ISO 8601), ``level``,
 ``logger``, ``message``, ``request_id`` where there is one, ``exception`` with the
@@ -16,6 +21,7 @@ traceback, and for access lines ``client``, ``method``, ``path``, ``status``.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -26,7 +32,14 @@ from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["LOG_FORMATS", "REQUEST_ID", "JsonFormatter", "RequestIds", "json_log_config"]
+__all__ = [
+    "LOG_FORMATS",
+    "REQUEST_ID",
+    "JsonFormatter",
+    "RequestIds",
+    "json_log_config",
+    "text_log_config",
+]
 
 LOG_FORMATS: Final = ("text", "json")
 HEADER: Final = b"x-request-id"
@@ -115,3 +128,17 @@ def json_log_config(level: str) -> dict[str, Any]:
         },
         "root": {"handlers": ["json"], "level": "WARNING"},
     }
+
+
+def text_log_config(level: str) -> dict[str, Any]:
+    """uvicorn's own ``log_config``, with the ``sqreen`` loggers on its handler and at
+    ``level`` (see the module's docstring)."""
+    from uvicorn.config import LOGGING_CONFIG  # here: the app's module imports no uvicorn
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["sqreen"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config

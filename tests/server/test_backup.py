@@ -5,6 +5,7 @@ began; restored into a fresh path, ``sqreen events`` reads it."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import threading
@@ -177,10 +178,46 @@ def test_a_backup_over_its_own_database_is_refused(backed_up: Path) -> None:
 
 
 def test_a_target_that_cannot_be_written_is_an_error_not_a_traceback(backed_up: Path) -> None:
-    nowhere = str(backed_up.parent / "missing" / "x.db")
+    """A destination whose folder is missing, is a file, or cannot be written in: the error
+    names the folder and what is wrong with it (not SQLite's 'unable to open database file'
+    about a .tmp file the user never named), for backup and restore alike."""
+    folder = backed_up.parent / "missing"
+    nowhere = str(folder / "x.db")
     for args in (
         ("backup", nowhere, "--db", str(backed_up)),
         ("restore", str(backed_up), "--db", nowhere),
     ):
         code, output = run(*args)
-        assert code == 1 and output.startswith(f"Error: cannot open '{nowhere}.tmp'"), output
+        assert code == 1, output
+        assert (
+            output
+            == f"Error: cannot write {nowhere!r}: the folder {str(folder)!r} does not exist\n"
+        )
+
+    afile = backed_up.parent / "afile"
+    afile.write_text("not a folder")
+    inside = str(afile / "x.db")
+    for args in (
+        ("backup", inside, "--db", str(backed_up)),
+        ("restore", str(backed_up), "--db", inside),
+    ):
+        code, output = run(*args)
+        assert code == 1, output
+        assert output == f"Error: cannot write {inside!r}: {str(afile)!r} is not a folder\n"
+    assert afile.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in any folder")
+def test_a_folder_without_write_permission_is_named(backed_up: Path) -> None:
+    locked = backed_up.parent / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        target = str(locked / "x.db")
+        code, output = run("backup", target, "--db", str(backed_up))
+        assert code == 1, output
+        assert output == (
+            f"Error: cannot write {target!r}: no permission to write in {str(locked)!r}\n"
+        )
+    finally:
+        locked.chmod(0o755)

@@ -46,7 +46,8 @@ def seed(db: str, *ips: str) -> None:
 
 def names(result: Result) -> list[str]:
     assert result.exit_code == 0, result.output
-    return [line.split()[2] for line in result.output.splitlines()]  # after the date and time
+    # The list is stdout (an empty one says so on stderr); a name comes after date and time.
+    return [line.split()[2] for line in result.stdout.splitlines()]
 
 
 def test_events_ip_takes_an_address_or_a_network(db: str) -> None:

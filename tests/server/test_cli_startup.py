@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import click
@@ -133,3 +134,68 @@ def test_an_unknown_command_is_still_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["nope"])
     assert result.exit_code == 2
     assert "No such command 'nope'" in result.output
+
+
+# As the console script runs `sqreen`, with the modules named in argv[1] (comma-separated)
+# made unimportable, as in an install without the [server] extra (nothing is uninstalled).
+WITHOUT = """\
+import sys
+for name in sys.argv.pop(1).split(","):
+    sys.modules[name] = None  # `import name` now raises ModuleNotFoundError
+from sqreen.server._entry import main
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("missing", "args"),
+    [
+        ("click", ["--help"]),  # an install with [fastapi] or [django] alone
+        ("click", ["--version"]),
+        ("uvicorn", ["serve", "--port", "0"]),
+        ("starlette,uvicorn", ["serve", "--port", "0"]),
+    ],
+)
+def test_without_the_server_extra_the_command_says_what_to_install(
+    missing: str, args: list[str], tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT, missing, *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    assert "pip install 'sqreen-sdk[server]'" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "the collector needs its extra" in done.stderr
+
+
+def test_an_import_error_of_the_collector_itself_is_not_blamed_on_the_extra(
+    tmp_path: Path,
+) -> None:
+    """A module of sqreen missing is a bug to see whole, not an install to fix."""
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT, "sqreen.server._cli_keys", "keys", "list"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "Traceback" in done.stderr
+    assert "sqreen-sdk[server]" not in done.stderr
+
+
+def test_the_console_script_and_python_m_go_through_the_check() -> None:
+    with open(Path(__file__).parents[2] / "pyproject.toml", "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    assert scripts == {"sqreen": "sqreen.server._entry:main"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import runpy, sys; sys.modules['click'] = None; "
+         "sys.argv = ['sqreen', '--help']; runpy.run_module('sqreen.server', run_name='__main__')"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and "pip install 'sqreen-sdk[server]'" in done.stderr

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
 import threading
 import time
@@ -350,3 +352,33 @@ def test_two_collectors_count_one_window(
         assert len(storage.list_blocks()) == 1
     finally:
         storage.close()
+
+
+def test_a_watched_source_reads_the_file_in_its_watcher_never_in_current(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While its watcher runs, taking the engine in force (what each batch does) touches no
+    file; the watcher re-reads it at once when asked, from a signal handler say."""
+    path = playbook_file(tmp_path)
+    source = PlaybookSource(path)
+
+    async def scenario() -> None:
+        watcher = asyncio.create_task(source.watch())
+        while source._wake is None:
+            await asyncio.sleep(0.01)
+        stats: list[object] = []
+        real_stat = os.stat
+        monkeypatch.setattr(os, "stat", lambda *a, **k: stats.append(a) or real_stat(*a, **k))
+        for _ in range(1000):
+            source.current()
+        assert stats == []
+        path.write_text("")
+        source.request_reload()
+        deadline = time.monotonic() + 30
+        while source.current().playbooks.playbooks:
+            assert time.monotonic() < deadline, "not reloaded"
+            await asyncio.sleep(0.01)
+        watcher.cancel()
+
+    asyncio.run(scenario())
+    assert source._wake is None

@@ -1,23 +1,18 @@
-"""Playbooks in the collector: the file they come from, and the hook that runs them.
+"""Playbooks in the collector: the hook that runs them.
 
-:class:`PlaybookSource` holds the playbooks of a file, re-read when it changes (checked at
-most once a second, when a batch arrives) and on SIGHUP; a file that does not hold on a
-reload is logged and the previous set kept. :class:`PlaybookRunner` is the ingest pipeline's
-after-store hook: for the events a batch newly stored, it plans the windows they touch,
-lets the storage hold those rows while the engine decides, stores the alerts and blocks,
-and then (outside the ingest's transaction) posts the webhooks and wakes the action
-long-polls.
+:class:`PlaybookRunner` is the ingest pipeline's after-store hook: for the events a batch
+newly stored, it plans the windows they touch, lets the storage hold those rows while the
+engine decides, stores the alerts and blocks, and then (outside the ingest's transaction)
+posts the webhooks and wakes the action long-polls. The playbooks in force come from a
+:class:`~._source.PlaybookSource` (re-exported here).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from ..._text import visible
@@ -33,10 +28,11 @@ from ..storage import (
 )
 from ..storage.model import from_us, to_us
 from ._bounds import Bounds
-from ._config import Playbook, PlaybookError, PlaybookSet, load_playbooks
+from ._config import Playbook
 from ._engine import Engine, Firing, Hit, Probe, StreamKey, is_exempt
 from ._fields import EventView
 from ._notify import Notifier
+from ._source import PlaybookSource
 from ._views import event_view, wire_views
 
 if TYPE_CHECKING:
@@ -46,66 +42,11 @@ __all__ = ["PlaybookRunner", "PlaybookSource", "event_view"]
 
 logger = logging.getLogger("sqreen.server")
 
-CHECK_EVERY: Final = 1.0
 #: Alerts made without their block are logged at most this often (seconds).
 LOG_EVERY: Final = 60.0
 MAX_QUIET: Final = 100_000
 #: Hits are kept this long past the longest window (µs) before :meth:`PlaybookRunner.purge`.
 PURGE_MARGIN_US: Final = 60 * 1_000_000
-
-
-class PlaybookSource:
-    """The playbooks in force, from a file (or none)."""
-
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = None if path is None else Path(path)
-        self._lock = threading.Lock()
-        self._checked = 0.0
-        self._stamp: tuple[int, int] | None = None
-        self.reload_requested = False
-        self.playbooks = PlaybookSet()
-        self.engine = Engine(self.playbooks)
-        if self.path is not None:
-            self._load(first=True)
-
-    def _file_stamp(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.path)  # type: ignore[arg-type]
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
-
-    def _load(self, first: bool = False) -> None:
-        assert self.path is not None
-        stamp = self._file_stamp()
-        try:
-            playbooks = load_playbooks(self.path)
-        except PlaybookError:
-            if first:
-                raise
-            logger.exception("sqreen: playbooks not reloaded; the previous ones stay in force")
-            self._stamp = stamp  # not again until it changes again
-            return
-        self.playbooks, self.engine, self._stamp = playbooks, Engine(playbooks), stamp
-        if not first:
-            logger.info("sqreen: %d playbooks loaded from %s", len(playbooks.playbooks), self.path)
-
-    def current(self) -> Engine:
-        """The engine of the playbooks in force (the file re-read if it changed)."""
-        if self.path is None:
-            return self.engine
-        now = time.monotonic()
-        if self.reload_requested or now - self._checked >= CHECK_EVERY:
-            with self._lock:
-                self._checked = now
-                if self.reload_requested or self._file_stamp() != self._stamp:
-                    self.reload_requested = False
-                    self._load()
-        return self.engine
-
-    def watched(self) -> frozenset[str]:
-        """The event names SDKs should send at once: what enforcing playbooks read."""
-        return self.current().playbooks.watched()
 
 
 class PlaybookRunner:

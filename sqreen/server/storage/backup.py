@@ -188,10 +188,23 @@ def _read_only(path: str) -> contextlib.AbstractContextManager[sqlite3.Connectio
     return _connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)
 
 
+def _check_folder(target: str) -> None:
+    """Refuse a ``target`` whose folder cannot take it, naming the folder: otherwise SQLite
+    says 'unable to open database file' about ``target.tmp``, a file the user never named."""
+    folder = os.path.dirname(os.path.abspath(target))
+    if not os.path.exists(folder):
+        raise BackupError(f"cannot write {target!r}: the folder {folder!r} does not exist")
+    if not os.path.isdir(folder):
+        raise BackupError(f"cannot write {target!r}: {folder!r} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BackupError(f"cannot write {target!r}: no permission to write in {folder!r}")
+
+
 @contextlib.contextmanager
 def _new_file(target: str) -> Iterator[str]:
     """``target.tmp`` to write, renamed to ``target`` (synced, with its directory) if the
     block succeeds, removed if it fails."""
+    _check_folder(target)
     tmp = f"{target}.tmp"
     for stale in (tmp, f"{tmp}-journal", f"{tmp}-wal", f"{tmp}-shm"):
         with contextlib.suppress(FileNotFoundError):

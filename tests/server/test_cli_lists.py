@@ -1,0 +1,145 @@
+"""What the listing commands print: an empty list says so (on stderr, stdout staying the
+list: nothing; ``--json`` prints no line), and the backtest's summary counts its alerts and
+the blocks they would have made, in words that agree with their numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sqreen._wire import parse_event
+from sqreen.server.cli import main
+from sqreen.server.playbooks import TEMPLATES
+from sqreen.server.storage import open_storage
+
+from .conftest import recent, wire_event
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    open_storage(str(tmp_path / "lists.db")).close()
+    return str(tmp_path / "lists.db")
+
+
+def run(*args: str) -> Result:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def failures(db: str, ip: str, users: list[str]) -> None:
+    """Failed logins from ``ip``, one per user, a minute apart, three days ago."""
+    storage = open_storage(db)
+    try:
+        events = []
+        for i, uid in enumerate(users):
+            event = wire_event(user={"uid": uid}, timestamp=recent(days=3, seconds=-60 * i))
+            event["request"]["ip"] = ip
+            events.append(parse_event(event))
+        storage.insert_events(events)
+    finally:
+        storage.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["alerts"], "no alerts\n"),
+        (["alerts", "--playbook", "brute-force-ip"], "no alerts of playbook brute-force-ip\n"),
+        (["events"], "no events\n"),
+        (["events", "--name", "auth.login.failure"], "no events\n"),
+    ],
+)
+def test_an_empty_list_says_so_on_stderr(db: str, args: list[str], said: str) -> None:
+    result = run(*args, "--db", db)
+    assert result.stdout == "" and result.stderr == said
+
+
+@pytest.mark.parametrize("command", ["alerts", "events", "blocks"])
+def test_an_empty_json_list_prints_no_line(db: str, command: str) -> None:
+    result = run(command, "--json", "--db", db)
+    assert result.output == ""
+
+
+def test_blocks_keep_their_header_when_empty(db: str) -> None:
+    assert run("blocks", "--db", db).stdout == "action set version 0: 0 active\n"
+
+
+def _backtest(db: str, tmp_path: Path, text: str = TEMPLATES) -> Result:
+    file = tmp_path / "playbooks.toml"
+    file.write_text(text)
+    return run("playbooks", "test", str(file), "--since", "7d", "--db", db)
+
+
+def test_the_backtest_summary_counts_alerts_and_blocks_in_agreeing_words(
+    db: str, tmp_path: Path
+) -> None:
+    result = _backtest(db, tmp_path)
+    assert result.stderr == "no alerts would have been raised\n"
+
+    failures(db, "192.0.2.77", ["alice"] * 5)  # brute force on one IP: one IP block
+    result = _backtest(db, tmp_path)
+    (line,) = result.stdout.splitlines()
+    assert line.split()[2:4] == ["block", "ip"] and "brute-force-ip" in line
+    assert result.stderr == "1 alert would have been raised (1 IP block, 0 user blocks)\n"
+
+    # Five failures on one account from each of two more IPs: two IP blocks, and at ten
+    # failures in the hour the account is blocked; one of the ten sets off an alert alone.
+    failures(db, "198.51.100.1", ["bob"] * 5)
+    failures(db, "198.51.100.2", ["bob"] * 5)
+    result = _backtest(db, tmp_path, ACCOUNTS)
+    verbs = sorted(" ".join(line.split()[2:4]).rstrip(":") for line in result.stdout.splitlines())
+    assert verbs == ["alert bob-seen", "block ip", "block ip", "block ip", "block user"], verbs
+    assert result.stderr == "5 alerts would have been raised (3 IP blocks, 1 user block)\n"
+
+
+#: An IP block at 5 failures, a user block at 10, and an alert for bob's first failure.
+ACCOUNTS = (
+    TEMPLATES.split("[[playbook]]")[0]
+    + """
+[[playbook]]
+id = "ips"
+events = ["auth.login.failure"]
+group_by = "ip"
+threshold = 5
+window = "10m"
+action = "block_ip"
+duration = "1h"
+
+[[playbook]]
+id = "accounts"
+events = ["auth.login.failure"]
+group_by = "user"
+threshold = 10
+window = "1h"
+action = "block_user"
+duration = "1h"
+
+[[playbook]]
+id = "bob-seen"
+events = ["auth.login.failure"]
+where = { "user.uid" = "bob" }
+group_by = "user"
+threshold = 1
+window = "1h"
+action = "alert"
+"""
+)
+
+
+def test_the_backtest_summary_counts_monitor_and_alert_only_playbooks_apart(
+    db: str, tmp_path: Path
+) -> None:
+    monitor = TEMPLATES.replace(
+        'action = "block_ip"\nduration = "1h"',
+        'action = "block_ip"\nduration = "1h"\nmode = "monitor"',
+        1,
+    )
+    failures(db, "192.0.2.77", ["alice"] * 5)
+    result = _backtest(db, tmp_path, monitor)
+    assert "monitor" in result.stdout
+    assert result.stderr == (
+        "1 alert would have been raised (0 IP blocks, 0 user blocks; 1 in monitor mode)\n"
+    )

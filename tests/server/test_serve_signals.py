@@ -1,0 +1,153 @@
+"""``sqreen serve`` and the signals an operator sends it, on real processes: SIGTERM answers
+the action long-polls it holds at once (a clean, quick stop, no task cut), and SIGHUP or an
+edit of the playbook file reloads the playbooks at once, in every worker, saying so."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+
+from sqreen.server._cli_serve import GRACEFUL_SHUTDOWN
+from sqreen.server.playbooks import TEMPLATES, PlaybookError, load_playbooks
+
+from .conftest import ServeProcess, add_key, wait_for
+
+
+class Polls:
+    """Action long-polls of one key (version 0, 30 s), each in a thread: those held, and
+    those refused at once (429) by a process already holding one (--max-polls-per-key 1)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.threads: list[threading.Thread] = []
+        #: (when answered, status, body), in the order answered.
+        self.answers: list[tuple[float, int, Any]] = []
+
+    def start(self) -> None:
+        sent = threading.Event()
+
+        def poll() -> None:
+            hooks = {"request": [lambda request: sent.set()]}
+            with httpx.Client(headers=self.headers, timeout=60, event_hooks=hooks) as client:
+                reply = client.get(self.url + "/v1/actions", params={"version": 0, "wait": 30})
+            self.answers.append((time.monotonic(), reply.status_code, reply.json()))
+
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+        wait_for(sent.is_set)
+
+    def probe(self) -> bool:
+        """Whether the process this probe reaches holds a poll of the key already."""
+        params = {"version": 0, "wait": 1}
+        reply = httpx.get(self.url + "/v1/actions", params=params, headers=self.headers)
+        return reply.status_code == 429
+
+    def held(self) -> Polls:
+        """Once a poll is held: a poll started, then a probe, until a probe is refused (with
+        --workers N the probes may reach another process than the polls for a while; each
+        round's poll fills a process's slot or is refused at once)."""
+        deadline = time.monotonic() + 60
+        while True:
+            self.start()
+            if self.probe():
+                return self
+            assert time.monotonic() < deadline, "no long-poll held"
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(30)
+            assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_answers_the_held_long_polls_and_stops_cleanly(
+    tmp_path: Path, serve: Callable[..., ServeProcess], workers: str
+) -> None:
+    db = str(tmp_path / "sqreen.db")
+    token = add_key(db)
+    log = tmp_path / "serve.log"
+    server = serve(db, None, "--workers", workers, "--max-polls-per-key", "1", log=log)
+    assert server.proc is not None
+    polls = Polls(server.url, token).held()
+    stopped = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    polls.join()
+    late = [(at - stopped, status, body) for at, status, body in polls.answers if at > stopped]
+    assert late, "no poll was held"
+    for after, status, body in late:
+        assert (status, body) == (200, {"actions": {"version": 0, "unchanged": True}})
+        # Before uvicorn's graceful shutdown gives up on the request and cancels it.
+        assert after < GRACEFUL_SHUTDOWN, after
+    assert server.proc.wait(30) == 0
+    text = log.read_text()
+    assert "ERROR" not in text and "Cancel" not in text, text
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_reload_is_done_and_said_at_once_in_every_worker(
+    tmp_path: Path, serve: Callable[..., ServeProcess], workers: int
+) -> None:
+    """No event arrives: a bad edit is said within a second or so, in one line naming the
+    file, its line and the reason, as at start, and the rules in force stay; SIGHUP re-reads
+    at once, changed or not; a good file is loaded and said (by the supervisor, once, with
+    --workers N: every worker re-reads it, at DEBUG)."""
+    db = str(tmp_path / "sqreen.db")
+    token = add_key(db)
+    file = tmp_path / "playbooks.toml"
+    file.write_text(TEMPLATES)
+    log = tmp_path / "serve.log"
+    server = serve(
+        db, None, "--workers", str(workers), "--playbooks", str(file), "--log-level", "debug",
+        log=log,
+    )  # fmt: skip
+    assert server.proc is not None
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def lines(what: str, level: str = "") -> list[str]:
+        return [line for line in log.read_text().splitlines() if what in line and level in line]
+
+    def watch() -> set[str]:
+        """The event names SDKs are told to send at once, as a few replies say them."""
+        replies = [httpx.get(server.url + "/v1/actions", headers=headers) for _ in range(6)]
+        return {" ".join(r.json()["actions"]["watch"]) for r in replies}
+
+    before = watch()
+    assert before == {"auth.login.failure auth.signup"}
+
+    # A bad edit, looked at within a second, said in one line as at start.
+    file.write_text(TEMPLATES + "\ngarbage = [\n")
+    with pytest.raises(PlaybookError) as refused:
+        load_playbooks(file)
+    assert f"{file}:" in str(refused.value)
+    wait_for(lambda: bool(lines("playbooks not reloaded")))
+    (said,) = lines("playbooks not reloaded")
+    assert said.startswith("ERROR:") and f"not reloaded: {refused.value}; the 6 in force" in said
+    assert "Traceback" not in log.read_text()
+    assert watch() == before
+
+    # SIGHUP: read again at once, unchanged as it is.
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: len(lines("playbooks not reloaded")) == 2)
+
+    # A good file: loaded, said once; each worker re-reads it (said at DEBUG, supervised).
+    one = TEMPLATES.split("[[playbook]]")
+    file.write_text(one[0] + "[[playbook]]" + one[-1])  # signup-abuse alone
+    loaded = f"sqreen: 1 playbook loaded from {file}"
+    wait_for(lambda: watch() == {"auth.signup"})
+    wait_for(lambda: len(lines(loaded, "DEBUG")) == (workers if workers > 1 else 0))
+    assert len(lines(loaded, "INFO")) == 1
+
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: len(lines(loaded, "INFO")) == 2)
+    wait_for(lambda: len(lines(loaded, "DEBUG")) == (2 * workers if workers > 1 else 0))
+    assert len(lines("playbooks not reloaded")) == 2
+    assert server.proc.poll() is None
