@@ -195,7 +195,7 @@ class ServeProcess:
         try:
             self.proc = subprocess.Popen(
                 [
-                    *SQREEN,
+                    *self.command,
                     "serve",
                     "--db",
                     self.db,
