@@ -5,7 +5,8 @@ turns ``"\\ud800"`` into a lone surrogate, which no encoding can write (SQLite's
 PostgreSQL's drivers refuse it, a UTF-8 page or terminal cannot print it), so each one is
 replaced by U+FFFD, as a UTF-8 decoder replaces a broken byte. :func:`visible` writes out the
 characters that would act on a screen instead of being shown (terminal escapes, a carriage
-return, bidirectional overrides that reorder what follows) as ``\\x1b``, ``\\r``, ``\\u202e``.
+return, bidirectional overrides that reorder what follows) as ``\\x1b``, ``\\r``, ``\\u202e``,
+and those that show nothing (``\\u200b``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,18 @@ CONTROLS: Final = "\x00-\x1f" + _NOT_C0
 SURROGATES: Final = "\ud800-\udfff"
 REPLACEMENT: Final = "\ufffd"
 
+#: Characters that show nothing where they stand (a soft hyphen, the Mongolian vowel
+#: separator, zero-width spaces and joiners, the word joiner and invisible operators, the
+#: byte-order mark): stored and sent as they are, but written out on a screen, where
+#: ``admin\u200b`` would read as ``admin``.
+_INVISIBLE: Final = "\u00ad\u180e\u200b-\u200d\u2060-\u2064\ufeff"
+
 _SURROGATE_RE: Final = re.compile(f"[{SURROGATES}]")
-_SHOWN_RE: Final = re.compile(f"[{CONTROLS}{SURROGATES}]")
+_SHOWN_RE: Final = re.compile(f"[{CONTROLS}{_INVISIBLE}{SURROGATES}]")
 #: The same but tabs and newlines.
-_SHOWN_BUT_LINES_RE: Final = re.compile(f"[\x00-\x08\x0b-\x1f{_NOT_C0}{SURROGATES}]")
+_SHOWN_BUT_LINES_RE: Final = re.compile(
+    f"[\x00-\x08\x0b-\x1f{_NOT_C0}{_INVISIBLE}{SURROGATES}]"
+)
 _NAMED: Final = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 

@@ -78,6 +78,9 @@ _KINDS: Final = {
     "Zl": "a line separator",
     "Zp": "a paragraph separator",
 }
+#: The bidirectional marks, embeddings, overrides and isolates (the other format characters
+#: ``first_hidden`` finds show nothing: zero-width spaces and joiners, a soft hyphen...).
+_BIDI: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 #: The networks every SDK trusts as proxies with its default settings (the non-IP entry is
 #: Unix sockets); an SDK refuses a block that overlaps one of them.
 LOOPBACK: Final = tuple(
@@ -194,6 +197,8 @@ def validate_reason(value: Any) -> str:
     char = first_hidden(value)
     if char is not None:
         kind = _KINDS.get(category(char), "a control character")
+        if category(char) == "Cf" and char not in _BIDI:
+            kind = "an invisible character"
         raise InvalidBlock(
             "reason", f"must be one line of text: U+{ord(char):04X} ({kind}) is not allowed"
         )

@@ -104,3 +104,51 @@ def test_the_form_warns_of_private_networks(client: TestClient, storage: Storage
     assert "Block #1 created: SDKs apply it within seconds. Warning: 10.1.2.0/24 is in " in flash
     public = client.post("/explorer/blocks", data={**form, "ip": "203.0.113.0/24"}).text
     assert "Block #2 created" in public and "Warning" not in public.split('class="flash"')[1][:300]
+
+
+#: An identifier an attacker chose so that it reads otherwise: a right-to-left override, a
+#: zero-width space and a zero-width joiner.
+HIDDEN = "\u202eevil\u202c admin\u200b\u200dx"
+
+
+def _field(page: str, pattern: str) -> str:
+    found = re.search(pattern, page, re.DOTALL)
+    assert found is not None, pattern
+    return html.unescape(found[1])
+
+
+def test_block_this_user_blocks_the_identifier_itself_not_how_it_is_shown(
+    client: TestClient, storage: Storage
+) -> None:
+    """The page writes hidden characters out (``\\u202e``); the form must hold and send the
+    characters themselves, or the block names a user nobody is (and the attacker who chose
+    the name cannot be blocked in one click)."""
+    from tests.server.conftest import wire_event
+
+    stored = storage.insert_events([wire_event(user={"username": HIDDEN})], app="a", host="h")
+    assert stored.stored == 1
+    (event,) = storage.query_events(limit=1)
+    page = client.get(f"/explorer/events/{event.id}?seq={event.seq}").text
+    assert "\\u202eevil\\u202c admin\\u200b\\u200dx" in html.unescape(page)  # shown written out
+    assert HIDDEN not in html.unescape(page)
+    link = _field(page, r'<a href="([^"]+)">Block this user')
+    form_page = client.get(link).text
+    user = _field(form_page, r'<textarea name="user"[^>]*>(.*?)</textarea>')
+    assert user == f"username={HIDDEN}"
+    token = csrf_of(client, "/explorer/blocks")
+    form = {"csrf_token": token, "kind": "user", "user": user, "duration": "1h"}
+    assert "Block #1 created" in client.post("/explorer/blocks", data=form).text
+    (block,) = storage.list_blocks()
+    assert block.user == {"username": HIDDEN}
+    listing = html.unescape(client.get("/explorer/blocks").text)
+    assert "username=\\u202eevil" in listing and HIDDEN not in listing
+
+
+def test_filter_fields_send_back_what_they_filter_on(client: TestClient) -> None:
+    """A filter's field holds the value filtered on, not its written-out form: submitting
+    the form again (to add another filter) keeps the same filter."""
+    page = client.get("/explorer/events", params={"user": f"username={HIDDEN}"}).text
+    assert _field(page, r'<input name="user" value="([^"]*)"') == f"username={HIDDEN}"
+    page = client.get("/explorer/events", params={"prop": f"reason=a\u202eb", "name": "x\u200by"})
+    assert _field(page.text, r'<input name="prop" value="([^"]*)"') == "reason=a\u202eb"
+    assert _field(page.text, r'<input name="name" value="([^"]*)"') == "x\u200by"

@@ -112,6 +112,7 @@ def test_the_blocks_api_answers_400_naming_the_field(
         (["--reason", "\x1b[2Jall clear"], "Invalid value for --reason: must be one line"),
         (["--reason", "a\tb"], "U+0009 (a control character)"),
         (["--reason", "evil\u202e"], "U+202E (a bidirectional control)"),
+        (["--reason", "ad\u200bmin"], "U+200B (an invisible character)"),
         (["--reason", "one\u2028two"], "U+2028 (a line separator)"),
     ],
 )

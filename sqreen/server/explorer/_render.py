@@ -38,6 +38,17 @@ def shown(value: object) -> object:
     return visible(value, lines=True) if type(value) is str else value
 
 
+class Verbatim(str):
+    """Text a template writes as it is, HTML-escaped but not written out by :func:`shown`: a
+    form field's value, which must send back exactly what it holds (a block of a user whose
+    identifier holds U+202E is of that character, not of the six that show it)."""
+
+
+def verbatim(value: object) -> object:
+    """The ``verbatim`` filter, for the values of form fields (``value="{{ x|verbatim }}"``)."""
+    return Verbatim(value) if isinstance(value, str) else value
+
+
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES),
     autoescape=True,
@@ -154,6 +165,7 @@ _env.filters.update(
     span=span,
     severity=severity,
     event_url=event_url,
+    verbatim=verbatim,
 )
 
 
