@@ -1,7 +1,7 @@
 """The collector's web application: a Starlette app over one :class:`~.storage.Storage`.
 
 ``create_app(storage)`` builds it; ``sqreen serve`` runs it on uvicorn. Every route but
-``/healthz`` needs an API key; the blocks API needs an ``admin`` one (an SDK's ``ingest`` key
+``/healthz`` (its ``?verbose=1`` does) needs an API key; the blocks API needs an ``admin`` one (an SDK's ``ingest`` key
 sits on every app server: it must not be able to lift the blocks that stop an attacker).
 Storage calls block, so they run in the thread pool and never on the event loop. Extra
 routes (the Event Explorer, mounted later) come in ``routes``.
@@ -45,7 +45,7 @@ from ._api_blocks import create_block_endpoint, delete_block_endpoint, list_bloc
 from ._api_sdk import actions_endpoint, events_endpoint, heartbeat_endpoint
 from ._signals import stop_signals_call
 from .actions import MAX_POLLS_PER_KEY, ActionFeed
-from .auth import CACHE_TTL, KeyChecker
+from .auth import CACHE_TTL, KeyChecker, authenticate
 from .blocks import MAX_ACTIVE_BLOCKS, BlockService
 from .errors import EXCEPTION_HANDLERS, QuietDisconnects
 from .ingest import MAX_BODY_BYTES
@@ -70,10 +70,14 @@ PURGE_HITS_EVERY = 60.0
 
 
 async def health_endpoint(request: Request) -> JSONResponse:
-    """``{"status": "ok"}``; with ``?verbose=1``, also the IP intelligence data in use and
-    its versions (file names and build dates, never paths)."""
+    """``{"status": "ok"}``, to anyone; with ``?verbose=1`` and an API key, also the IP
+    intelligence data in use and its versions (file names and build dates, never paths:
+    what a prober need not learn of which data decides what it is called)."""
+    if request.query_params.get("verbose") not in ("1", "true", "yes"):
+        return JSONResponse({"status": "ok"})
+    await authenticate(request)
     intel: IpIntel | None = request.app.state.ip_intel
-    if intel is None or request.query_params.get("verbose") not in ("1", "true", "yes"):
+    if intel is None:
         return JSONResponse({"status": "ok"})
     return JSONResponse({"status": "ok", "ip_intel": intel.sources()})
 
@@ -175,7 +179,7 @@ def create_app(
             )
         )
     if playbooks is not None:
-        notifier = notifier or Notifier(source.playbooks.webhook_secret or webhook_secret())
+        notifier = notifier or Notifier(lambda: source.playbooks.webhook_secret or webhook_secret())
         runner = PlaybookRunner(
             storage, source, notifier, on_block=feed.changed, max_blocks=max_blocks
         )

@@ -28,6 +28,8 @@ XSS = "<script>alert(1)</script>"
 SVG = '"><svg onload=alert(3)>'
 ATTACKER = "198.51.100.7"
 PLAYBOOKS = """\
+webhook_secret = "signs the notify posts"
+
 [[playbook]]
 id = "brute-force-ip"
 description = "One IP failing logins quickly."
@@ -275,6 +277,7 @@ def test_playbooks_page_shows_the_file_in_force(
     ):
         assert text in brute, text
     assert "the-secret-part" not in page  # a webhook's path is its secret
+    assert "signs the notify posts" not in page  # nor is the file's webhook_secret
     stuffing = page.split('id="playbook-credential-stuffing"')[1].split("</section>")[0]
     assert "15 distinct values of user within 15 min" in stuffing
     assert "block_ip for 6 h" in stuffing and "monitor mode: alerts only" in stuffing

@@ -236,7 +236,10 @@ def test_serve_enriches_each_stored_event_and_every_read_shows_ip_info(
     )
     assert reply.status_code == 200, reply.text
     assert reply.json()["accepted"] == len(ips)  # stored, with what is known
-    health = httpx.get(proc.url + "/healthz?verbose=1").json()
+    assert httpx.get(proc.url + "/healthz?verbose=1").status_code == 401  # the data: a key's
+    health = httpx.get(
+        proc.url + "/healthz?verbose=1", headers={"Authorization": f"Bearer {token}"}
+    ).json()
     assert health["ip_intel"]["geoip"][0]["file"] == "city.mmdb"
     assert health["ip_intel"]["country"]["package"] == "iptocc"
     assert httpx.get(proc.url + "/healthz").json() == {"status": "ok"}

@@ -27,6 +27,7 @@ own value is checked in :mod:`._values`.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -76,6 +77,8 @@ _KEYS: Final = frozenset(
     }
 )  # fmt: skip
 _TOP_KEYS: Final = frozenset({"playbook", "webhook_secret"})
+#: The webhooks' secret when the file names none.
+SECRET_VARIABLE: Final = "SQREEN_WEBHOOK_SECRET"
 
 
 class PlaybookError(ValueError):
@@ -214,6 +217,14 @@ def parse_playbooks(text: str, source: str = "playbooks.toml") -> PlaybookSet:
             )
         seen.add(playbook.id)
         playbooks.append(playbook)
+        if playbook.notify and secret is None and not os.environ.get(SECRET_VARIABLE):
+            # An unsigned post is one anybody who can reach the receiver can forge.
+            raise PlaybookError(
+                f"playbook {playbook.id!r}: notify: its posts are signed, so the file needs "
+                f"webhook_secret at its top (or {SECRET_VARIABLE} in the environment)",
+                locate.field(index, "notify"),
+                source,
+            )
     by_event: dict[str, list[Playbook]] = {}
     for playbook in playbooks:
         for name in sorted(playbook.watched):

@@ -27,6 +27,7 @@ from typing import Any, Final
 import httpx2 as httpx
 
 from ..._threads import start_thread
+from ._config import SECRET_VARIABLE
 
 __all__ = ["Notifier", "sign", "verify_signature", "webhook_secret"]
 
@@ -41,7 +42,7 @@ TOLERANCE: Final = 300.0
 
 def webhook_secret() -> str | None:
     """``SQREEN_WEBHOOK_SECRET``, when the playbook file names no ``webhook_secret``."""
-    return os.environ.get("SQREEN_WEBHOOK_SECRET") or None
+    return os.environ.get(SECRET_VARIABLE) or None
 
 
 def sign(secret: str, body: bytes, at: int) -> str:
@@ -66,11 +67,14 @@ def verify_signature(
 
 
 class Notifier:
-    """Posts alerts in the background; ``secret`` signs them (unsigned without one)."""
+    """Posts alerts in the background; ``secret`` signs them (unsigned without one: a file
+    with ``notify`` needs one, see :func:`~._config.parse_playbooks`). ``secret`` may be a
+    function giving the secret in force, read at each post: the collector's follows the
+    playbook file as it is reloaded, so a leaked secret is rotated by editing the file."""
 
     def __init__(
         self,
-        secret: str | None = None,
+        secret: str | Callable[[], str | None] | None = None,
         *,
         timeout: float = TIMEOUT,
         tries: int = TRIES,
@@ -124,8 +128,11 @@ class Notifier:
     def _post(self, client: httpx.Client, url: str, body: bytes) -> None:
         headers = {"Content-Type": "application/json", "User-Agent": "sqreen-collector"}
         for attempt in range(self.tries):
-            if self.secret:
-                headers[SIGNATURE_HEADER] = sign(self.secret, body, int(time.time()))
+            secret = self.secret() if callable(self.secret) else self.secret
+            if secret:
+                headers[SIGNATURE_HEADER] = sign(secret, body, int(time.time()))
+            else:
+                headers.pop(SIGNATURE_HEADER, None)
             try:
                 response = client.post(url, content=body, headers=headers)
             except httpx.HTTPError as exc:

@@ -1,0 +1,127 @@
+"""Webhooks are signed, always, with the secret in force: a file with ``notify`` and no
+secret is refused (an unsigned post is one anybody who can reach the receiver can forge), and
+a secret edited in the file signs the next post once the file is re-read (a leaked secret is
+rotated without a restart)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sqreen.server.playbooks import (
+    Notifier,
+    PlaybookError,
+    PlaybookSource,
+    parse_playbooks,
+    verify_signature,
+)
+
+RULE = """
+[[playbook]]
+id = "brute-force-ip"
+events = ["auth.login.failure"]
+group_by = "ip"
+threshold = 5
+window = "5m"
+action = "alert"
+notify = ["https://hooks.example.com/x"]
+"""
+
+
+def test_notify_without_a_secret_is_refused_at_its_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SQREEN_WEBHOOK_SECRET", raising=False)
+    with pytest.raises(PlaybookError) as caught:
+        parse_playbooks(RULE, "pb.toml")
+    assert caught.value.line == 9
+    assert "notify: its posts are signed" in str(caught.value)
+    assert "webhook_secret" in str(caught.value) and "SQREEN_WEBHOOK_SECRET" in str(caught.value)
+    assert parse_playbooks('webhook_secret = "s"\n' + RULE).webhook_secret == "s"
+    monkeypatch.setenv("SQREEN_WEBHOOK_SECRET", "from-env")
+    assert parse_playbooks(RULE).playbooks[0].notify == ("https://hooks.example.com/x",)
+    no_notify = RULE.replace('notify = ["https://hooks.example.com/x"]\n', "")
+    monkeypatch.delenv("SQREEN_WEBHOOK_SECRET")
+    assert parse_playbooks(no_notify).webhook_secret is None  # nothing posted: no secret needed
+
+
+class _Receiver:
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, str | None]] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((body, self.headers.get("X-Sqreen-Signature")))
+                self.send_response(204)
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_edited_secret_signs_the_next_post_once_the_file_is_reread(tmp_path: Path) -> None:
+    receiver = _Receiver()
+    path = tmp_path / "pb.toml"
+    path.write_text(
+        'webhook_secret = "first"\n' + RULE.replace("https://hooks.example.com/x", receiver.url)
+    )
+    source = PlaybookSource(path)
+    # As the collector builds it (app.py): the secret in force, read at each post.
+    notifier = Notifier(lambda: source.playbooks.webhook_secret, backoff=0.01)
+    try:
+        notifier.submit((receiver.url,), {"alert": {"id": 1}})
+        assert notifier.join(10)
+        path.write_text('webhook_secret = "rotated"\n' + path.read_text().split("\n", 1)[1])
+        assert source.check(force=True)
+        notifier.submit((receiver.url,), {"alert": {"id": 2}})
+        assert notifier.join(10)
+    finally:
+        notifier.close()
+        receiver.close()
+    (first, first_sig), (second, second_sig) = receiver.received
+    assert first_sig and second_sig
+    assert verify_signature("first", first, first_sig)
+    assert not verify_signature("rotated", first, first_sig)
+    assert verify_signature("rotated", second, second_sig)
+    assert not verify_signature("first", second, second_sig)
+    # The README's recipe, for a receiver not written in Python.
+    fields = dict(part.split("=", 1) for part in second_sig.split(","))
+    mac = hmac.new(b"rotated", fields["t"].encode() + b"." + second, hashlib.sha256)
+    assert hmac.compare_digest(mac.hexdigest(), fields["v1"])
+    assert abs(time.time() - int(fields["t"])) < 300
+    assert json.loads(second) == {"alert": {"id": 2}}
+
+
+def test_the_collector_signs_with_the_file_s_secret_in_force(tmp_path: Path) -> None:
+    from sqreen.server.app import create_app
+    from sqreen.server.storage import open_storage
+
+    path = tmp_path / "pb.toml"
+    path.write_text('webhook_secret = "first"\n' + RULE)
+    storage = open_storage(str(tmp_path / "db.sqlite"))
+    try:
+        app = create_app(storage, playbooks=PlaybookSource(path))
+        notifier = app.state.notifier
+        secret = notifier.secret() if callable(notifier.secret) else notifier.secret
+        assert secret == "first"
+        path.write_text('webhook_secret = "rotated"\n' + RULE)
+        assert app.state.playbooks.check(force=True)
+        assert notifier.secret() == "rotated"  # read at each post, not fixed at start
+    finally:
+        storage.close()
