@@ -1,8 +1,9 @@
 """The collector's web application: a Starlette app over one :class:`~.storage.Storage`.
 
 ``create_app(storage)`` builds it; ``sqreen serve`` runs it on uvicorn. Every route but
-``/healthz`` (its ``?verbose=1`` does) needs an API key; the blocks API needs an ``admin`` one (an SDK's ``ingest`` key
-sits on every app server: it must not be able to lift the blocks that stop an attacker).
+``/healthz`` (its ``?verbose=1`` does) needs an API key; the blocks API needs an ``admin``
+one (an SDK's ``ingest`` key sits on every app server: it must not be able to lift the
+blocks that stop an attacker).
 Storage calls block, so they run in the thread pool and never on the event loop. Extra
 routes (the Event Explorer, mounted later) come in ``routes``.
 
