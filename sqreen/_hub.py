@@ -25,13 +25,21 @@ import signal
 import threading
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from ._client import Client
 from ._config import Config
 from ._threads import start_thread
 
-__all__ = ["active", "exit_hooks", "framework_init", "get_client", "init", "shutdown"]
+__all__ = [
+    "active",
+    "exit_hooks",
+    "forget",
+    "framework_init",
+    "get_client",
+    "init",
+    "shutdown",
+]
 
 logger = logging.getLogger("sqreen")
 
@@ -73,13 +81,15 @@ def _install(config: Config, framework: str | None) -> Client:
 
 
 def get_client() -> Client:
-    """The client in use, configured from the environment on first use."""
+    """The client in use; on first use (or after :func:`shutdown`), made from the framework's
+    configuration when an app brought one, and the environment."""
     client = active
     if client is None:
-        with _lock:
+        with _framework_lock:
             client = active
-        if client is None:
-            client = _install(Config.resolve({}), None)
+            if client is None:
+                framework, settings = _framework or (None, {})
+                client = _install(Config.resolve({}, settings), framework)
     return client
 
 
@@ -132,13 +142,23 @@ def _replaced(previous: Client, config: Config, framework: str) -> None:
 
 
 def shutdown(timeout: float | None) -> bool:
-    """:func:`sqreen.shutdown`: stop the client in use and forget how it was configured
-    (``init()``'s keywords, the framework's settings); the next use makes a new one."""
-    global active, _explicit, _framework, _last_framework_init
+    """:func:`sqreen.shutdown`: stop the client in use and forget ``init()``'s keywords; the
+    next use makes a new one. The framework's configuration stays, as its app does: after
+    the ``sqreen_events`` fixture (which ends with this), a test's events go where the app's
+    settings say, scrubbed as they say, not to the default file."""
+    global active, _explicit, _last_framework_init
     with _framework_lock, _lock:
         client, active = active, None
-        _explicit = _framework = _last_framework_init = None
+        _explicit = _last_framework_init = None
     return client.shutdown(timeout) if client is not None else True
+
+
+def forget() -> None:
+    """Forget the framework's configuration too (a test suite's isolation between tests
+    that build apps of their own); call after :func:`shutdown`."""
+    global _framework
+    with _framework_lock:
+        _framework = None
 
 
 _forking: list[Client] = []
@@ -205,13 +225,15 @@ def exit_hooks() -> None:
       thread of the first request: so the middlewares call this when they are built, which
       is when the app is imported, on the main thread.
     """
-    global _finalizer_pid, _signal_pid
+    global _signal_pid
     pid = os.getpid()
     if _finalizer_pid != pid:
-        _finalizer_pid = pid
         import multiprocessing.util
 
-        multiprocessing.util.Finalize(None, _at_exit, exitpriority=100)
+        _register_finalizer()
+        # A worker multiprocessing forks clears the finalizers it inherits, then runs its
+        # "after fork" functions: there, this process's worker registers its own.
+        multiprocessing.util.register_after_fork(_FORKS, _register_after_fork)
     if _signal_pid != pid and threading.current_thread() is threading.main_thread():
         _signal_pid = pid
         try:
@@ -219,6 +241,29 @@ def exit_hooks() -> None:
                 signal.signal(signal.SIGTERM, _on_sigterm)
         except (ValueError, OSError):  # not the main interpreter, or no such signal
             pass
+
+
+class _Forks:
+    """The key (held weakly) of the function multiprocessing runs in the workers it forks."""
+
+
+_FORKS: Final = _Forks()
+
+
+def _register_finalizer() -> None:
+    """Deliver at the exit that multiprocessing's workers make (``os._exit`` after their
+    finalizers), once per process."""
+    global _finalizer_pid
+    if _finalizer_pid == os.getpid():
+        return
+    _finalizer_pid = os.getpid()
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, _at_exit, exitpriority=100)
+
+
+def _register_after_fork(_: object) -> None:
+    _register_finalizer()
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

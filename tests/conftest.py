@@ -61,12 +61,14 @@ def _isolated_sqreen(
     monkeypatch.setenv("TMPDIR", tmp)
     monkeypatch.setattr(tempfile, "tempdir", tmp)
     sqreen.shutdown(timeout=0.5)
+    _hub.forget()
     _context.current_request.set(None)  # a test that failed half-way may have left a request bound
     clients_before = set(_hub._clients)
     yield
     _context.current_request.set(None)
     clients = [c for c in _hub._clients if c not in clients_before]
     sqreen.shutdown(timeout=0.5)
+    _hub.forget()  # the apps this test built are gone with it
     for client in clients:
         if not client.closed:
             client.shutdown(timeout=0.5)

@@ -154,3 +154,38 @@ def test_an_event_from_the_main_thread_leaves_within_the_flush_interval(
     finally:
         proc.kill()
         proc.communicate()
+
+
+@pytest.mark.parametrize("how", ["process", "pool", "pool-maxtasks"])
+def test_multiprocessing_fork_workers_deliver_at_their_exit(receiver: Receiver, how: str) -> None:
+    """A worker forked by ``multiprocessing`` (a ``Process``, a ``Pool``'s, one replaced after
+    each task as Celery's prefork pool replaces them) ends in ``os._exit``, after
+    ``multiprocessing``'s own finalizers, which the fork cleared: what it tracked must leave
+    then, with nothing flushed by the task."""
+    proc = _run(
+        """
+        import multiprocessing as mp, sqreen
+        sqreen.init(endpoint=URL, flush_interval=3600, shutdown_timeout=5)
+        sqreen.track("parent.event")
+        def task(i):
+            sqreen.track("task.done", properties={"i": i})
+            return i
+        if __name__ == "__main__":
+            ctx = mp.get_context("fork")
+            if HOW == "process":
+                workers = [ctx.Process(target=task, args=(i,)) for i in range(3)]
+                for w in workers: w.start()
+                for w in workers: w.join()
+                assert [w.exitcode for w in workers] == [0, 0, 0]
+            else:
+                extra = {"maxtasksperchild": 1} if HOW == "pool-maxtasks" else {}
+                with ctx.Pool(2, **extra) as pool:
+                    assert pool.map(task, range(3)) == [0, 1, 2]
+                    pool.close()
+                    pool.join()
+        """.replace("URL", repr(receiver.url)).replace("HOW", repr(how))
+    )
+    assert proc.returncode == 0, proc.stderr
+    tasks = sorted(e["properties"]["i"] for e in receiver.events if e["name"] == "task.done")
+    assert tasks == [0, 1, 2], proc.stderr
+    assert [e["name"] for e in receiver.events].count("parent.event") == 1

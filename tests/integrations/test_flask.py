@@ -84,6 +84,28 @@ def test_configured_from_app_config(receiver: Receiver) -> None:
     }
 
 
+def test_the_app_config_outlives_a_shutdown(receiver: Receiver) -> None:
+    """After ``sqreen.shutdown()`` (the ``sqreen_events`` fixture ends with one), the next
+    event goes where the app's settings say, scrubbed as they say: not to the default file,
+    with the app's scrubbing dropped."""
+    app = make_app(SQREEN_ENDPOINT=receiver.url, SQREEN_SCRUB_KEYS=["email"])
+    Sqreen(app)
+
+    @app.post("/")
+    def index() -> str:
+        flask.request.sqreen.track("after.shutdown", properties={"email": "b@x.io"})
+        return "ok"
+
+    sqreen.init(transport="memory:", strict=True)  # as the fixture does, then ends
+    assert sqreen.shutdown(1.0)
+    app.test_client().post("/")
+    assert sqreen.flush(5.0)
+    (event,) = receiver.events
+    assert event["name"] == "after.shutdown"
+    assert event["properties"]["email"] != "b@x.io"  # the app's scrub_keys apply
+    assert sqreen._hub.get_client().config.endpoint == receiver.url
+
+
 def test_an_unknown_config_key_is_named() -> None:
     with pytest.raises(sqreen.ConfigError, match="flush_intervall"):
         Sqreen(make_app(SQREEN_FLUSH_INTERVALL=1))
