@@ -42,6 +42,13 @@ def test_the_system_check() -> None:
         assert ids(check_middleware()) == ["sqreen.W002"]
     with override_settings(SQREEN=["endpoint"]):
         assert ids(check_middleware()) == ["sqreen.E001"]
+    # The values too: manage.py check says what the middleware would refuse at start.
+    with override_settings(SQREEN={"flush_interval": "soon"}):
+        (message,) = check_middleware()
+        assert message.id == "sqreen.E002"
+        assert "flush_interval" in message.msg and "soon" in message.msg
+    with override_settings(SQREEN={"flush_interval": 2, "strict": "no"}):
+        assert ids(check_middleware()) == []
 
 
 def test_a_wrong_sqreen_setting_fails_at_start() -> None:

@@ -1,4 +1,5 @@
-"""The system check: the middleware must be the first in ``settings.MIDDLEWARE``.
+"""The system check: ``settings.SQREEN`` holds valid options, and the middleware is the first
+in ``settings.MIDDLEWARE``.
 
 A middleware above it runs outside the request's context (its ``sqreen.track()`` carries no
 request), and it would see :class:`sqreen.Blocked` go through it as an exception, where
@@ -14,6 +15,8 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
+
+from ..._config import Config, ConfigError
 
 __all__ = ["MIDDLEWARE_PATH", "check_middleware"]
 
@@ -33,8 +36,9 @@ def _is_ours(path: str) -> bool:
 
 
 def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    """``sqreen.E001``: ``SQREEN`` is not a dict; ``sqreen.W001``: the middleware is not
-    first; ``sqreen.W002``: it is missing."""
+    """``sqreen.E001``: ``SQREEN`` is not a dict; ``sqreen.E002``: one of its options (or a
+    ``SQREEN_*`` variable) has a wrong value; ``sqreen.W001``: the middleware is not first;
+    ``sqreen.W002``: it is missing."""
     messages: list[Any] = []
     config = getattr(settings, "SQREEN", None)
     if config is not None and not isinstance(config, Mapping):
@@ -45,6 +49,11 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="sqreen.E001",
             )
         )
+    elif config is not None:
+        try:  # the values too, as the middleware will read them (and the environment)
+            Config.resolve({}, config)
+        except ConfigError as exc:
+            messages.append(checks.Error(f"settings.SQREEN: {exc}", id="sqreen.E002"))
     middleware = [str(m) for m in getattr(settings, "MIDDLEWARE", None) or ()]
     ours = [i for i, path in enumerate(middleware) if _is_ours(path)]
     if not ours:
