@@ -7,7 +7,6 @@ erase lines or draw a forged one on the operator's terminal; ``--json`` escapes 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ from ._cli_common import db_option, json_line, opened, pairs, time_range, when, 
 from .importer import import_lines, read_lines
 from .intel import IpIntel
 from .storage import MAX_IPS, EventFilter, Follower, StoredEvent
+from .storage.model import ip_selection
 
 __all__ = ["events", "import_"]
 
@@ -100,26 +100,11 @@ def events(
 
 
 def ip_filter(value: str) -> tuple[str | None, tuple[str, ...]]:
-    """``--ip``: an address (as SDKs record it: canonical, IPv4-mapped IPv6 unmapped), or a
-    network's addresses. Events are indexed by exact address, so a network is looked up as
-    the list of its addresses, and one wider than :data:`MAX_IPS` (an IPv4 /24, an IPv6
-    /120) is refused rather than scanned for."""
+    """``--ip``: :func:`~.storage.model.ip_selection`, its refusal as the option's error."""
     try:
-        network = ipaddress.ip_network(value.strip(), strict=False)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value[:40]!r} is not an IP address or a CIDR network", param_hint="--ip"
-        ) from None
-    if network.num_addresses > MAX_IPS:
-        raise click.BadParameter(
-            f"{network} holds {network.num_addresses} addresses: events are indexed by exact "
-            f"address, so a network is at most {MAX_IPS} of them (an IPv4 /24, an IPv6 /120)",
-            param_hint="--ip",
-        )
-    addresses = tuple(
-        str(a.ipv4_mapped or a) if isinstance(a, ipaddress.IPv6Address) else str(a) for a in network
-    )
-    return (addresses[0], ()) if "/" not in value else (None, addresses)
+        return ip_selection(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ip") from None
 
 
 def tail(follower: Follower, interval: float) -> Iterator[list[StoredEvent]]:

@@ -177,10 +177,29 @@ def test_keyset_paging(client: TestClient, storage: Storage) -> None:
     assert [int(n) for n in numbers] == list(range(119, -1, -1))
 
 
+def test_the_ip_filter_takes_a_network_as_the_cli_does(
+    client: TestClient, traffic: Storage
+) -> None:
+    """``ip=192.0.2.0/24`` selects the events of its addresses (as ``sqreen events --ip``),
+    and the field keeps the network as typed."""
+    page = client.get("/explorer/events", params={"ip": "192.0.2.0/24"}).text
+    assert sorted(re.findall(r">uid=(\d+)<", page)) == ["2", "3", "4"]
+    assert 'name="ip" value="192.0.2.0/24"' in page
+    api = client.get("/explorer/api/events", params={"ip": "192.0.2.0/30"}).json()
+    assert sorted(e["request"]["ip"] for e in api["events"]) == [
+        "192.0.2.1",
+        "192.0.2.1",
+        "192.0.2.2",
+    ]
+    one = client.get("/explorer/api/events", params={"ip": "198.51.100.7"}).json()
+    assert {e["request"]["ip"] for e in one["events"]} == {"198.51.100.7"}
+
+
 @pytest.mark.parametrize(
     ("query", "field", "message"),
     [
         ("ip=not-an-ip", "ip", "is not an IP address"),
+        ("ip=192.0.2.0/23", "ip", "holds 512 addresses"),
         ("since=yesterday", "since", "neither a duration"),
         ("since=1h&until=2h", "until", "later than since"),
         ("user=uid", "user", "is not key=value"),

@@ -13,7 +13,6 @@ Bad input never reaches the database: each parameter is checked (length, shape) 
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -26,6 +25,7 @@ from ...events import SEVERITIES
 from .. import blocks
 from ..blocks import InvalidBlock
 from ..storage import EventFilter
+from ..storage.model import ip_selection
 
 __all__ = ["GROUPS", "Query", "QueryError", "parse_query"]
 
@@ -75,6 +75,11 @@ class Query:
     before: int | None = None
     after: int | None = None
     limit: int = 50
+
+    def param(self, name: str) -> str:
+        """The (first) value of parameter ``name``, as the view reads it ("" when absent):
+        what its form field shows (an address canonical, a network as typed)."""
+        return next((value for key, value in self.params if key == name), "")
 
     @property
     def group_field(self) -> str | None:
@@ -130,14 +135,13 @@ def parse_when(field: str, value: str, now: datetime) -> datetime:
         raise QueryError(field, exc.message) from None
 
 
-def _ip(value: str) -> str:
-    """The address as the SDK records it (IPv4-mapped IPv6 unmapped)."""
+def _ip(value: str) -> tuple[str | None, tuple[str, ...]]:
+    """An address as the SDK records it (IPv4-mapped IPv6 unmapped), or a small network's
+    addresses, as ``sqreen events --ip`` takes them (:func:`ip_selection`)."""
     try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        raise QueryError("ip", f"{value[:40]!r} is not an IP address") from None
-    mapped = getattr(address, "ipv4_mapped", None)
-    return str(mapped or address)
+        return ip_selection(value)
+    except ValueError as exc:
+        raise QueryError("ip", str(exc)) from None
 
 
 def _seq(field: str, value: str) -> int:
@@ -182,7 +186,11 @@ def parse_query(
                     raise QueryError(name, "may not contain control characters")
                 fields["name"] = value
             elif name == "ip":
-                fields["ip"] = value = _ip(_text(name, value, 64))
+                address, network = _ip(_text(name, value, 64))
+                if address is not None:
+                    fields["ip"] = value = address
+                else:
+                    fields["ips"], value = network, value.strip()
             elif name == "app":
                 fields["app"] = _text(name, value)
             elif name == "severity":
@@ -242,6 +250,7 @@ def parse_query(
         users=tuple(users),
         properties=tuple(props),
         ip=_opt(fields, "ip"),
+        ips=_ips(fields),
         app=_opt(fields, "app"),
         severity=_opt(fields, "severity"),
         country=_opt(fields, "country"),
@@ -252,6 +261,11 @@ def parse_query(
     )
     query = Query(filters, tuple(params), group, before, after, limit)
     return query, errors
+
+
+def _ips(fields: Mapping[str, object]) -> tuple[str, ...]:
+    found = fields.get("ips")
+    return tuple(str(a) for a in found) if isinstance(found, tuple) else ()
 
 
 def _opt(fields: Mapping[str, object], name: str) -> str | None:

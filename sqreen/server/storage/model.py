@@ -9,6 +9,7 @@ defined in :mod:`._control_values` and imported from here.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,6 +66,7 @@ __all__ = [
     "UserTraits",
     "WindowWrite",
     "from_us",
+    "ip_selection",
     "to_us",
     "utc_now",
 ]
@@ -132,6 +134,28 @@ class EventFilter:
 
 #: The addresses an :class:`EventFilter` may list in ``ips`` (an IPv4 /24).
 MAX_IPS: Final = 256
+
+
+def ip_selection(value: str) -> tuple[str | None, tuple[str, ...]]:
+    """``(ip, ips)`` of an :class:`EventFilter` for ``value``: an address (as SDKs record it:
+    canonical, IPv4-mapped IPv6 unmapped), or a CIDR network's addresses. Events are indexed
+    by exact address, so a network is looked up as the list of its addresses, and one wider
+    than :data:`MAX_IPS` (an IPv4 /24, an IPv6 /120) is refused rather than scanned for.
+    :class:`ValueError` saying why, for anything else."""
+    try:
+        network = ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{value[:40]!r} is not an IP address or a CIDR network") from None
+    if network.num_addresses > MAX_IPS:
+        raise ValueError(
+            f"{network} holds {network.num_addresses} addresses: events are indexed by exact "
+            f"address, so a network is at most {MAX_IPS} of them (an IPv4 /24, an IPv6 /120)"
+        )
+    addresses = tuple(
+        str(a.ipv4_mapped or a) if isinstance(a, ipaddress.IPv6Address) else str(a) for a in network
+    )
+    return (addresses[0], ()) if "/" not in value else (None, addresses)
+
 
 #: The filter that selects every event.
 NO_FILTER: Final = EventFilter()
