@@ -27,9 +27,9 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _start(code: str, **env: str) -> subprocess.Popen[str]:
+def _start(code: str, *args: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", textwrap.dedent(code), *args],
         env=_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -50,29 +50,39 @@ def _wait_line(proc: subprocess.Popen[str], expected: str, timeout: float = 30) 
     raise AssertionError(f"no {expected!r}: {proc.communicate()[1][-2000:]}")
 
 
-def test_events_spooled_by_a_killed_process_are_sent_by_the_next(receiver: Receiver) -> None:
+def _spool_then_die(receiver: Receiver, name: str, count: int, **env: str) -> None:
+    """A process that tracks ``count`` events named ``name`` while the collector is down,
+    is killed once they are all spooled; then the collector comes back."""
     url = receiver.url
-    receiver.stop()  # the collector is down while the first process runs
+    receiver.stop()
     first = _start(
         """
-        import glob, os, tempfile, time, sqreen
+        import glob, os, sys, time, sqreen
+        name, count = sys.argv[1], int(sys.argv[2])
         client = sqreen.init(flush_interval=0.05)
-        for i in range(20):
-            sqreen.track("before.crash", properties={"i": i})
+        for i in range(count):
+            sqreen.track(name, properties={"i": i})
         def spooled():
             files = glob.glob(os.path.join(str(client.spool.directory), "*.batch"))
             return sum(open(f, "rb").read().count(b"\\n") for f in files)
-        while spooled() < 20:
+        while spooled() < count:
             time.sleep(0.02)
         print("spooled", flush=True)
         time.sleep(60)
         """,
+        name,
+        str(count),
         SQREEN_ENDPOINT=url,
+        **env,
     )
     _wait_line(first, "spooled")
     first.send_signal(signal.SIGKILL)
     first.communicate()
     receiver.start()
+
+
+def test_events_spooled_by_a_killed_process_are_sent_by_the_next(receiver: Receiver) -> None:
+    _spool_then_die(receiver, "before.crash", 20)
     second = subprocess.run(
         [sys.executable, "-c", "import sqreen, time; sqreen.init(); sqreen.track('next.process');"
          " time.sleep(1); print(sqreen.flush(10))"],
@@ -93,29 +103,7 @@ def test_events_spooled_for_one_key_are_sent_with_that_key_only(receiver: Receiv
     """Two apps with one name (as every app run by uvicorn is named "uvicorn") on one
     machine: what one spooled for its collector and key is not sent by the other, with the
     other's key; the next process of the first sends it."""
-    url = receiver.url
-    receiver.stop()
-    first = _start(
-        """
-        import glob, os, time, sqreen
-        client = sqreen.init(flush_interval=0.05)
-        for i in range(5):
-            sqreen.track("app.a.secret", properties={"i": i})
-        def spooled():
-            files = glob.glob(os.path.join(str(client.spool.directory), "*.batch"))
-            return sum(open(f, "rb").read().count(b"\\n") for f in files)
-        while spooled() < 5:
-            time.sleep(0.02)
-        print("spooled", flush=True)
-        time.sleep(60)
-        """,
-        SQREEN_ENDPOINT=url,
-        SQREEN_TOKEN="sqk_app_a",
-    )
-    _wait_line(first, "spooled")
-    first.send_signal(signal.SIGKILL)
-    first.communicate()
-    receiver.start()
+    _spool_then_die(receiver, "app.a.secret", 5, SQREEN_TOKEN="sqk_app_a")
     code = (
         "import sys, time, sqreen; sqreen.init(); sqreen.track(sys.argv[1]);"
         " time.sleep(0.5); print(sqreen.flush(10))"
