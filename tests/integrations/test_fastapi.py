@@ -153,3 +153,22 @@ def test_string_booleans_and_the_agents_ip_header_as_middleware_keywords() -> No
     )
     config = sqreen._hub.active.config  # type: ignore[union-attr]
     assert (config.disable, config.strict, config.client_ip_header) == (False, False, "X-Real-IP")
+
+
+def test_a_block_set_before_the_middleware_replaces_the_client(
+    sqreen_events: CapturedEvents,
+) -> None:
+    """The reported bug: the middleware, built at the first request with options that make a
+    new client, dropped the blocks the fixture had applied."""
+    sqreen_events.block([{"id": "ip", "type": "block_ip", "ip": "203.0.113.0/24"}])
+    first = sqreen_events.client
+    app = FastAPI()
+    app.add_middleware(SqreenMiddleware, app_name="replaced", trusted_proxies=[])
+
+    @app.get("/")
+    def index() -> str:
+        return "served"
+
+    assert TestClient(app, client=("203.0.113.9", 50000)).get("/").status_code == 403
+    assert sqreen_events.client is not first
+    assert TestClient(app, client=("198.51.100.7", 50000)).get("/").status_code == 200
