@@ -172,6 +172,12 @@ class Client:
                 ts = None if timestamp is None else validate_timestamp(timestamp, notes)
                 tgt = None if target is None else validate_target(target, notes)
                 body = collect_body is True or (collect_body is not False and bool(collect_body))
+                if (
+                    request is not _SENTINEL_CTX
+                    and isinstance(request, RequestContext)
+                    and not request.bound
+                ):
+                    request = _SENTINEL_CTX  # the handle without a request: none given
                 if request is _SENTINEL_CTX:
                     ctx = _current_request()
                 elif isinstance(request, RequestContext):

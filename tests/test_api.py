@@ -580,3 +580,19 @@ def test_the_fixtures_block_holds_across_a_replacement_and_follows_the_client(
     sqreen_events.block([CARRIED[1]])  # newer than any version a client holds: applied
     assert replaced.blocklist.version == held + 1 and sqreen_events.client is replaced
     assert replaced.is_blocked({"uid": "bad"}) and not replaced.is_blocked(ip="203.0.113.9")
+
+
+def test_the_handle_without_a_request_is_the_module_functions(sqreen_events: Any) -> None:
+    from sqreen._requestless import REQUESTLESS
+
+    assert sqreen.track("explicit", request=REQUESTLESS)  # none given: no request data
+    REQUESTLESS.for_user({"uid": "7"}).track("scoped")
+    REQUESTLESS.signup_track(uid="8")
+    assert REQUESTLESS.client is sqreen._hub.active and REQUESTLESS.user is None
+    with pytest.raises(AttributeError):
+        REQUESTLESS.user = {"uid": "x"}  # type: ignore[misc]  # one object: never bound
+    assert [(e["name"], e["user"], e["request"]) for e in sqreen_events] == [
+        ("explicit", None, None),
+        ("scoped", {"uid": "7"}, None),
+        ("auth.signup", {"uid": "8"}, None),
+    ]
