@@ -172,6 +172,12 @@ class Client:
                 ts = None if timestamp is None else validate_timestamp(timestamp, notes)
                 tgt = None if target is None else validate_target(target, notes)
                 body = collect_body is True or (collect_body is not False and bool(collect_body))
+                if (
+                    request is not _SENTINEL_CTX
+                    and isinstance(request, RequestContext)
+                    and not request.bound
+                ):
+                    request = _SENTINEL_CTX  # the handle without a request: none given
                 if request is _SENTINEL_CTX:
                     ctx = _current_request()
                 elif isinstance(request, RequestContext):
@@ -327,6 +333,22 @@ class Client:
             if actions is not None:
                 self.queue.apply_actions(actions)
 
+    def carry_blocks(self, previous: Client) -> None:
+        """Start from the action set ``previous`` holds when this client replaces it for the
+        same destination (the same transport object, or the same collector and key): a
+        change of configuration must not lift a block. The set goes the way a spool's does at
+        start (:meth:`_restore_actions`), so it is checked against this configuration (a block
+        that now covers a trusted proxy is refused); a newer set this one restored wins."""
+        if self.disabled or previous.disabled:
+            return
+        if previous.blocklist.version <= self.blocklist.version:
+            return
+        if not _same_destination(previous.transport, self.transport):
+            return
+        actions = previous.blocklist.snapshot()
+        actions["watch"] = sorted(previous.queue.watched)
+        self._restore_actions({"saved_at": time.time(), "actions": actions})
+
     def start(self) -> None:
         """Start the flusher thread now, if it is not running (the middlewares call this with
         every request; it costs an attribute check once the thread runs).
@@ -374,3 +396,18 @@ class Client:
         if self.blocklist.refused:  # blocks this process does not enforce, and why
             stats["refused_blocks"] = dict(list(self.blocklist.refused.items())[:MAX_REPORTED])
         return stats
+
+
+def _same_destination(a: object, b: object) -> bool:
+    """Whether two transports send to one place: the same object (the pytest fixture's,
+    one given to ``init()``), or a collector's, by its endpoint and key."""
+    if a is b:
+        return True
+    endpoint = getattr(a, "endpoint", None)
+    return (
+        endpoint is not None
+        and getattr(a, "poll_actions", None) is not None
+        and getattr(b, "poll_actions", None) is not None
+        and (endpoint, getattr(a, "token", None))
+        == (getattr(b, "endpoint", None), getattr(b, "token", None))
+    )

@@ -46,6 +46,9 @@ class RequestContext:
     .. versionadded:: 0.1
     """
 
+    #: False for the handle without a request (``request.sqreen`` outside the middleware).
+    bound = True
+
     __slots__ = (
         "_client",
         "_ip",

@@ -11,7 +11,8 @@ framework integration from the framework's own configuration.
 Flask extension below it, or Starlette's middleware built at the first request, long after.
 A configuration is fixed for the life of a client (its queue, transport, spool and
 blocklist are made from it), so a change is a new client, as a second ``init()`` has always
-made one: the previous one delivers what it had queued and stops. A framework's
+made one: the previous one delivers what it had queued and stops, and a new client for the
+same destination starts from the blocks it held (:meth:`Client.carry_blocks`). A framework's
 configuration that changes nothing the client uses keeps it (an app's endpoint, when
 ``init()`` gave a transport: the pytest fixture's, or ``"memory:"`` in a test).
 """
@@ -73,7 +74,10 @@ def _install(config: Config, framework: str | None) -> Client:
     client.framework = framework
     exit_hooks()
     with _lock:
-        previous, active = active, client
+        previous = active
+        if previous is not None:  # before it is in use: no request sees it without them
+            client.carry_blocks(previous)
+        active = client
         _clients.add(client)
     if previous is not None:
         previous.shutdown(timeout=min(1.0, previous.config.shutdown_timeout))

@@ -97,10 +97,20 @@ class CapturedEvents(Sequence[dict[str, Any]]):
         self.transport.clear()
 
     def block(self, items: list[dict[str, Any]]) -> None:
-        """Apply an action set, as the collector would send it (to test blocking)."""
-        version = self.client.blocklist.version + 1
-        self.transport.actions = {"version": version, "items": items}
-        self.client.blocklist.apply(self.transport.actions)
+        """Apply an action set, as the collector would send it (to test blocking).
+
+        It applies to the client in use, and it holds when an app set up afterwards replaces
+        that client (Django's test ``Client`` and Starlette's middleware are set up at the
+        first request): a client made for the same transport starts from the blocks of the
+        one it replaces. The version is newer than any the fixture's clients hold.
+        """
+        client = _hub.active or self.client
+        held = [c.blocklist.version for c in (*self.clients, client)]
+        previous = self.transport.actions
+        if isinstance(previous, dict) and isinstance(previous.get("version"), int):
+            held.append(previous["version"])
+        self.transport.actions = {"version": max(held) + 1, "items": items}
+        client.blocklist.apply(self.transport.actions)
 
     def __repr__(self) -> str:
         return f"<CapturedEvents {self.names()!r}>"

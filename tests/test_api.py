@@ -508,3 +508,91 @@ def test_an_endpoint_does_not_replace_a_client_that_init_gave_a_transport() -> N
     http = sqreen.init(transport="https://collector.example")
     replaced = sqreen._hub.framework_init({**settings, "token": "sqk_y"}, "django")
     assert replaced is not http and replaced.config.token == "sqk_y"  # sent with its batches
+
+
+CARRIED = [
+    {"id": "ip", "type": "block_ip", "ip": "203.0.113.0/24"},
+    {"id": "user", "type": "block_user", "user": {"uid": "bad"}, "expires_in": 600},
+]
+
+
+def test_a_client_replaced_for_the_same_destination_keeps_the_blocks() -> None:
+    """The reported bug: a block applied before an app's settings replaced the client (the
+    fixture's ``block()``, or the collector's set) was no longer enforced by the new one."""
+    from sqreen.transports.memory import MemoryTransport
+
+    first = sqreen.init(transport=MemoryTransport())
+    first.blocklist.apply({"version": 3, "items": CARRIED})
+    second = sqreen._hub.framework_init({"app_name": "fw", "trusted_proxies": []}, "django")
+    assert second is not first and first.closed
+    assert second.blocklist.version == 3
+    assert second.is_blocked({"uid": "bad"}) and second.is_blocked(ip="203.0.113.9")
+    assert not second.is_blocked({"uid": "good"}, "198.51.100.1")
+    third = sqreen.init(transport=second.transport, app_name="kw")  # init() again: the same
+    assert third.blocklist.version == 3 and third.is_blocked(ip="203.0.113.9")
+
+
+def test_the_carried_blocks_are_checked_against_the_new_configuration() -> None:
+    """A block that now covers a trusted proxy is refused, as the collector's would be."""
+    from sqreen.transports.memory import MemoryTransport
+
+    first = sqreen.init(transport=MemoryTransport())
+    first.blocklist.apply(
+        {"version": 1, "items": [*CARRIED, {"id": "lan", "type": "block_ip", "ip": "10.1.0.0/16"}]}
+    )
+    second = sqreen._hub.framework_init({"trusted_proxies": ["10.0.0.0/8"]}, "flask")
+    assert second.blocklist.version == 1 and "lan" in second.blocklist.refused
+    assert second.is_blocked(ip="203.0.113.9") and not second.is_blocked(ip="10.1.2.3")
+
+
+def test_a_client_for_another_destination_starts_without_the_blocks() -> None:
+    from sqreen.transports.memory import MemoryTransport
+
+    first = sqreen.init(transport=MemoryTransport())
+    first.blocklist.apply({"version": 3, "items": CARRIED})
+    other = sqreen.init(transport=MemoryTransport())
+    assert other.blocklist.version == -1 and not other.is_blocked(ip="203.0.113.9")
+    http = sqreen.init(transport="http://127.0.0.1:9", token="sqk_a", spool=False)
+    http.blocklist.apply({"version": 5, "items": CARRIED})
+    same = sqreen._hub.framework_init({"app_name": "fw"}, "django")  # same collector and key
+    assert same is not http and same.blocklist.version == 5
+    other_key = sqreen.init(transport="http://127.0.0.1:9", token="sqk_b", spool=False)
+    assert other_key.blocklist.version == -1
+
+
+def test_after_shutdown_a_new_client_starts_without_the_blocks() -> None:
+    from sqreen.transports.memory import MemoryTransport
+
+    transport = MemoryTransport()
+    sqreen.init(transport=transport).blocklist.apply({"version": 3, "items": CARRIED})
+    sqreen.shutdown(timeout=0.5)
+    assert sqreen.init(transport=transport).blocklist.version == -1
+
+
+def test_the_fixtures_block_holds_across_a_replacement_and_follows_the_client(
+    sqreen_events: Any,
+) -> None:
+    first = sqreen_events.client
+    sqreen_events.block([CARRIED[0]])
+    replaced = sqreen._hub.framework_init({"app_name": "fw"}, "django")
+    assert replaced is not first and replaced.is_blocked(ip="203.0.113.9")
+    held = replaced.blocklist.version
+    sqreen_events.block([CARRIED[1]])  # newer than any version a client holds: applied
+    assert replaced.blocklist.version == held + 1 and sqreen_events.client is replaced
+    assert replaced.is_blocked({"uid": "bad"}) and not replaced.is_blocked(ip="203.0.113.9")
+
+
+def test_the_handle_without_a_request_is_the_module_functions(sqreen_events: Any) -> None:
+    from sqreen._requestless import REQUESTLESS
+
+    assert sqreen.track("explicit", request=REQUESTLESS)  # none given: no request data
+    REQUESTLESS.for_user({"uid": "7"}).track("scoped")
+    REQUESTLESS.signup_track(uid="8")
+    assert REQUESTLESS.client is sqreen._hub.active and REQUESTLESS.user is None
+    with pytest.raises(AttributeError):
+        REQUESTLESS.user = {"uid": "x"}  # type: ignore[misc]  # one object: never bound
+    assert [(e["name"], e["user"], e["request"]) for e in sqreen_events] == [
+        ("explicit", None, None),
+        ("scoped", {"uid": "7"}, None),
+        ("auth.signup", {"uid": "8"}, None),
+    ]

@@ -4,7 +4,9 @@ gave: the same keys in the same order, the same values, the same redactions."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -97,3 +99,111 @@ def test_examples() -> None:
     }
     many = "&".join(f"k{i}={i}" for i in range(70)).encode()
     assert len(scrubbed_params(snapshot, scrubber, many, FORM)) == 64
+
+
+# -- multipart: text fields as a form's, bounded, on hostile bodies ------------------------------
+
+MP = "multipart/form-data; boundary=b"
+
+
+def _part(name: bytes, value: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b'--b\r\nContent-Disposition: form-data; name="'
+        + name
+        + b'"'
+        + extra
+        + b"\r\n\r\n"
+        + value
+        + b"\r\n"
+    )
+
+
+def test_multipart_text_fields_are_kept_and_files_never() -> None:
+    from sqreen._request_params import parse_body
+
+    body = (
+        _part(b"username", b"alice")
+        + _part(b"avatar", b"\x00SECRET-FILE", b'; filename="me.png"\r\nContent-Type: image/png')
+        + _part(b"note", b"plain", b"\r\nContent-Type: text/plain; charset=utf-8")
+        + _part(b"blob", b"{}", b"\r\nContent-Type: application/json")
+        + _part(b"tag", b"a")
+        + _part(b"tag", b"b")
+        + b"--b--\r\n"
+    )
+    assert parse_body(body, MP, False) == {
+        "username": "alice",
+        "avatar": "[multipart]",
+        "note": "plain",
+        "blob": "[multipart]",
+        "tag": ["a", "b"],
+    }
+
+
+def test_multipart_fields_are_scrubbed_like_form_fields() -> None:
+    from sqreen._config import Config
+    from sqreen._request import RequestSnapshot
+
+    body = (
+        _part(b"password", b"hunter2")
+        + _part(b"comment", b"token=sk_live_abcdefghijklmnop1234")
+        + b"--b--"
+    )
+    snapshot = RequestSnapshot("POST", "/", b"", None, None, None, MP, body_chunks=(body,))
+    config = Config.resolve({})
+    params = config.scrubber.scrub(snapshot.params(body, MP))
+    assert params["password"] == "[redacted]"
+    assert "sk_live_abcdefghijklmnop1234" not in str(params)
+
+
+def test_multipart_hostile_bodies_stay_bounded() -> None:
+    import time
+
+    from sqreen._request_params import MAX_PARAMS, parse_body
+
+    started = time.perf_counter()
+    many = b"".join(_part(f"f{i}".encode(), b"v") for i in range(10_000)) + b"--b--"
+    parsed = parse_body(many, MP, False)
+    assert len(parsed) == MAX_PARAMS  # 256 parts read at most, 64 names kept
+    same = b"".join(_part(b"x", b"v") for i in range(10_000))
+    assert len(parse_body(same, MP, False)["x"]) == MAX_PARAMS
+    huge = "multipart/form-data; boundary=" + "b" * 10_000
+    assert parse_body(_part(b"user", b"alice"), huge, False) == {"user": "[multipart]"}
+    assert parse_body(_part(b"user", b"alice"), "multipart/form-data", False) == {
+        "user": "[multipart]"  # names only, as before, when the boundary is missing
+    }
+    endless = b'--b\r\nContent-Disposition: form-data; name="h"\r\n' + b"X: y\r\n" * 20_000
+    assert parse_body(endless, MP, False) == {"h": "[multipart]"}  # headers never end: names
+    assert time.perf_counter() - started < 2.0
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"no delimiter at all", {}),
+        (b"--b\r\n\r\nno headers\r\n--b--", {}),
+        (b"--b\r\nContent-Type: text/plain\r\n\r\nno disposition\r\n--b--", {}),
+        (_part(b"\xff\xfename", b"v") + b"--b--", {"\ufffd\ufffdname": "v"}),
+        (_part(b"n", b"caf\xe9") + b"--b--", {"n": "caf\xe9"}),  # latin-1 when not UTF-8
+        (_part(b"a;b", b"v") + b"--b--", {"a;b": "v"}),
+        (_part(b"n", b"x" * 5000) + b"--b--", {"n": "[multipart]"}),  # longer than a field
+        (_part(b"n", b"v") + _part(b"cut", b"half a val"), {"n": "v", "cut": "[truncated]"}),
+        (
+            _part(
+                b"outer",
+                b'--c\r\nContent-Disposition: form-data; name="inner"\r\n\r\nx\r\n--c--',
+                b"\r\nContent-Type: multipart/mixed; boundary=c",
+            )
+            + b"--b--",
+            {"outer": "[multipart]"},  # nested: never parsed
+        ),
+        (
+            b'--b\r\nContent-Disposition: attachment; name="n"\r\n\r\nv\r\n--b--',
+            {},  # not form-data
+        ),
+    ],
+)
+def test_multipart_malformed_parts(body: bytes, expected: dict[str, Any]) -> None:
+    from sqreen._request_params import parse_body
+
+    got = parse_body(body, MP, False)
+    assert got == expected or (not got and not expected)

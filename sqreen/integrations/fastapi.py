@@ -17,6 +17,8 @@
 template FastAPI matched (``/items/{item_id}``) and its path parameters. Sync endpoints run in
 the thread pool with a copy of the request's context, and background tasks run before the
 middleware returns: both see the user ``identify()`` bound, since the handle is one object.
+In a websocket endpoint the dependency gives the handle without a request (no request is bound
+to a websocket): events are tracked as :func:`sqreen.track` tracks them, without request data.
 
 .. versionadded:: 0.1
 """

@@ -18,7 +18,10 @@ keywords win where both set an option: see :mod:`sqreen._hub`), wraps ``app.wsgi
 :class:`~sqreen.middleware.wsgi.SqreenWSGIMiddleware` (so blocks are enforced before Flask
 even builds its request), and gives the app's request class a ``sqreen`` attribute that reads
 ``environ["sqreen.context"]``: no ``Request`` subclass to conflict with the app's own, no hook
-to run per request, and async views see the same object.
+to run per request, and async views see the same object. Outside the middleware (a view
+tested in ``app.test_request_context()``) it is a handle without a request: events are
+tracked as :func:`sqreen.track` tracks them, without request data, and ``identify()`` binds
+nothing.
 Events carry the matched rule (``/users/<int:id>``) and ``view_args``.
 
 .. versionadded:: 0.1
@@ -37,6 +40,7 @@ except ImportError as exc:  # pragma: no cover - exercised without Flask install
     ) from exc
 
 
+from .._requestless import HandleAttribute
 from ..middleware._common import framework_init
 from ..middleware.wsgi import ENVIRON_KEY, SqreenWSGIMiddleware
 
@@ -61,20 +65,14 @@ class Sqreen:
             app.request_class.sqreen = _HANDLE  # type: ignore[attr-defined]
 
 
-class _Handle:
-    """``request.sqreen``: the handle the middleware put in the environ (None without it).
-
-    A non-data descriptor on the request class: nothing to do per request until a view reads
-    it, and a view may still assign ``request.sqreen`` itself.
-    """
-
-    def __get__(self, request: Any, owner: Any = None) -> Any:
-        if request is None:
-            return self
-        return request.environ.get(ENVIRON_KEY)
+def _environ_handle(request: Any) -> Any:
+    return request.environ.get(ENVIRON_KEY)
 
 
-_HANDLE = _Handle()
+#: ``request.sqreen``: the handle the middleware put in the environ; outside it (a view
+#: tested in ``app.test_request_context()``), the handle without a request, which tracks as
+#: :func:`sqreen.track` does (see :mod:`sqreen._requestless`).
+_HANDLE = HandleAttribute(_environ_handle)
 
 
 def _route(environ: Any) -> tuple[str | None, Mapping[str, Any] | None]:

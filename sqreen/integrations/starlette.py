@@ -30,6 +30,7 @@ from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, Match, Mount
 
 from .._context import RequestContext
+from .._requestless import REQUESTLESS
 from ..middleware._common import framework_init
 from ..middleware.asgi import ASGIApp, Scope, SqreenASGIMiddleware
 
@@ -51,8 +52,14 @@ class SqreenMiddleware(SqreenASGIMiddleware):
 
 
 def sqreen_handle(request: HTTPConnection) -> SqreenHandle:
-    """The request's handle (``request.state.sqreen``); a FastAPI dependency too."""
-    handle = request.scope.get("state", {}).get("sqreen")
+    """The request's handle (``request.state.sqreen``); a FastAPI dependency too.
+
+    A websocket has no request bound (see :mod:`sqreen.middleware.asgi`): its handle is the
+    one without a request, which tracks as :func:`sqreen.track` does (no request data) and
+    whose ``identify()`` binds nothing; blocked IPs are refused at the handshake."""
+    handle = (request.scope.get("state") or {}).get("sqreen")
+    if handle is None and request.scope.get("type") == "websocket":
+        return REQUESTLESS
     if handle is None:
         raise RuntimeError(
             "no sqreen handle on this request: add the middleware first, "

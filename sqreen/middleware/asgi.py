@@ -20,7 +20,9 @@ task groups), becomes a 403 while the response has not started, and aborts it af
 IP is refused before the app runs: a 403 when the server offers the websocket denial response
 extension, else a close with code 1008 (policy violation) in answer to ``websocket.connect``,
 which servers send as a 403 to the handshake. No request is bound for a websocket (its
-events are tracked without request data). Other scopes pass through.
+events are tracked without request data, and ``identify()`` binds nothing there: FastAPI's
+``Sqreen`` dependency gives a websocket the handle without a request, see
+:mod:`sqreen._requestless`). Other scopes pass through.
 
 Errors of ours are logged on the ``sqreen`` logger and counted, never turned into a 500.
 """

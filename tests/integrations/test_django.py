@@ -167,3 +167,46 @@ def test_the_agents_ip_header_in_settings() -> None:
         SqreenMiddleware(lambda request: HttpResponse())
     assert sqreen._hub.active is not None
     assert sqreen._hub.active.config.client_ip_header == "X-Real-IP"
+
+
+def test_a_block_set_before_the_settings_replace_the_client(sqreen_events: CapturedEvents) -> None:
+    """The reported bug: ``sqreen_events.block()``, then the test Client builds the middleware,
+    whose settings (here ``app_name``, ``trusted_proxies``) make a new client: the blocks held."""
+    sqreen_events.block(
+        [
+            {"id": "ip", "type": "block_ip", "ip": "203.0.113.0/24"},
+            {"id": "user", "type": "block_user", "user": {"uid": "bad"}},
+        ]
+    )
+    first = sqreen_events.client
+    with override_settings(SQREEN={"app_name": "replaced", "trusted_proxies": []}):
+        assert Client(REMOTE_ADDR="203.0.113.9").get("/identify?uid=ok").status_code == 403
+        assert sqreen_events.client is not first  # the settings replaced it
+        assert Client().get("/identify?uid=bad").status_code == 403
+        assert Client().get("/identify?uid=ok").status_code == 200
+        sqreen_events.block([{"id": "later", "type": "block_user", "user": {"uid": "ok"}}])
+        assert Client().get("/identify?uid=ok").status_code == 403
+        assert Client().get("/identify?uid=bad").status_code == 200
+
+
+def test_a_view_tested_with_request_factory_tracks_without_a_request(
+    sqreen_events: CapturedEvents,
+) -> None:
+    """The reported bug: ``request.sqreen`` was an AttributeError outside the middleware. With
+    the app installed it is the handle without a request: sqreen.track()'s behaviour."""
+
+    def view(request: Any) -> HttpResponse:
+        request.sqreen.identify({"uid": "u1"})  # binds nothing, raises nothing
+        request.sqreen.auth_track(False, username="alice")
+        request.sqreen.track("unit.view", properties={"n": 1})
+        return HttpResponse("ok")
+
+    sqreen_events.block([{"id": "u", "type": "block_user", "user": {"uid": "u1"}}])
+    assert view(RequestFactory().get("/")).status_code == 200
+    failure, event = sqreen_events
+    assert failure["name"] == "auth.login.failure" and failure["user"] == {"username": "alice"}
+    assert (event["name"], event["user"], event["request"]) == ("unit.view", None, None)
+    request = RequestFactory().get("/")
+    request.sqreen = "the app's own"  # an assignment wins, as the middleware's does
+    assert request.sqreen == "the app's own"
+    assert repr(RequestFactory().get("/").sqreen) == "<sqreen.RequestContext without a request>"

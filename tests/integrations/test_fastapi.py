@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -153,3 +153,48 @@ def test_string_booleans_and_the_agents_ip_header_as_middleware_keywords() -> No
     )
     config = sqreen._hub.active.config  # type: ignore[union-attr]
     assert (config.disable, config.strict, config.client_ip_header) == (False, False, "X-Real-IP")
+
+
+def test_a_block_set_before_the_middleware_replaces_the_client(
+    sqreen_events: CapturedEvents,
+) -> None:
+    """The reported bug: the middleware, built at the first request with options that make a
+    new client, dropped the blocks the fixture had applied."""
+    sqreen_events.block([{"id": "ip", "type": "block_ip", "ip": "203.0.113.0/24"}])
+    first = sqreen_events.client
+    app = FastAPI()
+    app.add_middleware(SqreenMiddleware, app_name="replaced", trusted_proxies=[])
+
+    @app.get("/")
+    def index() -> str:
+        return "served"
+
+    assert TestClient(app, client=("203.0.113.9", 50000)).get("/").status_code == 403
+    assert sqreen_events.client is not first
+    assert TestClient(app, client=("198.51.100.7", 50000)).get("/").status_code == 200
+
+
+def test_the_dependency_in_a_websocket_tracks_without_a_request(
+    sqreen_events: CapturedEvents,
+) -> None:
+    """The reported bug: ``sqreen: Sqreen`` in a websocket endpoint raised "add the
+    middleware first" with the middleware added. No request is bound to a websocket: the
+    handle tracks as sqreen.track() does there."""
+    app = FastAPI()
+    app.add_middleware(SqreenMiddleware)
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket, sqreen: Sqreen) -> None:
+        await websocket.accept()
+        text = await websocket.receive_text()
+        sqreen.identify({"uid": "ws-1"})  # binds nothing
+        sqreen.track("ws.message", properties={"text": text})
+        await websocket.send_text(text.upper())
+        await websocket.close()
+
+    with client(app).websocket_connect("/ws") as connection:
+        connection.send_text("hi")
+        assert connection.receive_text() == "HI"
+    (event,) = sqreen_events
+    assert (event["name"], event["properties"]) == ("ws.message", {"text": "hi"})
+    assert event["request"] is None and event["user"] is None

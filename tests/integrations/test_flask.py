@@ -223,3 +223,18 @@ def test_the_fixture_follows_a_client_that_completes_its_options(
     config = sqreen_events.client.config
     assert config.scrub_keys == ("nickname",) and config.strict is True
     assert sqreen_events.clients == [first, sqreen_events.client] and first.closed
+
+
+def test_a_view_tested_in_a_request_context_tracks_without_a_request(
+    sqreen_events: CapturedEvents,
+) -> None:
+    """The reported bug: ``request.sqreen`` was None in ``app.test_request_context()``."""
+    app = make_app()
+    Sqreen(app)
+    with app.test_request_context("/login", method="POST", data={"username": "alice"}):
+        handle = flask.request.sqreen
+        handle.identify({"uid": "u1"})  # binds nothing, raises nothing
+        assert handle.track("unit.view", properties={"n": 1}) is True
+        assert handle.user is None and not handle.is_blocked()
+    (event,) = sqreen_events
+    assert (event["name"], event["user"], event["request"]) == ("unit.view", None, None)

@@ -37,6 +37,13 @@ class Null:
         return lambda *args, **kwargs: None
 
 
+def handle_of(found: Any) -> Any:
+    """The middleware's handle, or :class:`Null` in a twin app: there ``request.sqreen`` is
+    the handle without a request (Flask's attribute is on the request class every app
+    shares, Django's on ``HttpRequest``), which would track what the twin must not."""
+    return found if found is not None and found.bound else Null()
+
+
 def digest(body: bytes, name: str) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body), "name": name}
 

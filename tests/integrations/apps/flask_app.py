@@ -19,7 +19,7 @@ def create_app(with_sqreen: bool = True) -> Flask:
         Sqreen(app)
 
     def handle() -> Any:
-        return getattr(request, "sqreen", None) or common.Null()
+        return common.handle_of(getattr(request, "sqreen", None))
 
     @app.route("/echo/<name>", methods=["GET", "POST", "PUT"])
     def echo(name: str) -> Any:

@@ -10,7 +10,7 @@ from tests.integrations.apps import common
 
 
 def handle(request: Any) -> Any:
-    return getattr(request, "sqreen", None) or common.Null()
+    return common.handle_of(getattr(request, "sqreen", None))
 
 
 def echo(request: Any, name: str) -> JsonResponse:
