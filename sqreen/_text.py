@@ -34,9 +34,7 @@ _INVISIBLE: Final = "\u00ad\u180e\u200b-\u200d\u2060-\u2064\ufeff"
 _SURROGATE_RE: Final = re.compile(f"[{SURROGATES}]")
 _SHOWN_RE: Final = re.compile(f"[{CONTROLS}{_INVISIBLE}{SURROGATES}]")
 #: The same but tabs and newlines.
-_SHOWN_BUT_LINES_RE: Final = re.compile(
-    f"[\x00-\x08\x0b-\x1f{_NOT_C0}{_INVISIBLE}{SURROGATES}]"
-)
+_SHOWN_BUT_LINES_RE: Final = re.compile(f"[\x00-\x08\x0b-\x1f{_NOT_C0}{_INVISIBLE}{SURROGATES}]")
 _NAMED: Final = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
