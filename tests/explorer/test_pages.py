@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from sqreen.server.explorer import _events
 from sqreen.server.storage import EventFilter, Heartbeat, Storage
 
 from .conftest import Clock, csrf_of, wire_event
@@ -81,7 +82,9 @@ def traffic(storage: Storage) -> Storage:
 def rows(page: str) -> list[str]:
     """The event names of the rows of the events table, top to bottom."""
     table = page.split('id="events"', 1)[1].split("</table>", 1)[0]
-    return re.findall(r'<td><a href="[^"]*">([a-z.]+)</a></td>', table)
+    return re.findall(
+        r'<td><a href="[^"]*"(?: class="clip" title="[^"]*")?>([a-z.]+)</a></td>', table
+    )
 
 
 def errors(page: str) -> list[str]:
@@ -136,7 +139,8 @@ def test_filters_stay_in_the_url_and_blank_fields_are_dropped(
 
 def test_group_by_ip_user_and_property(client: TestClient, traffic: Storage) -> None:
     page = client.get("/explorer/events?group=ip").text
-    groups = re.findall(r'<td><a href="([^"]*)">([^<]*)</a></td>\s*<td class="num">(\d+)', page)
+    cell = r'<td><a href="([^"]*)"(?: class="clip" title="[^"]*")?>([^<]*)</a></td>'
+    groups = re.findall(cell + r'\s*<td class="num">(\d+)', page)
     assert [(v, int(n)) for _, v, n in groups] == [
         ("198.51.100.7", 6),
         ("192.0.2.1", 2),
@@ -145,7 +149,11 @@ def test_group_by_ip_user_and_property(client: TestClient, traffic: Storage) -> 
     assert html.unescape(groups[0][0]) == "/explorer/events?ip=198.51.100.7"
     assert "Counted over all 9 matching events" in page
     page = client.get("/explorer/events?group=user:uid&name=auth.login.success").text
-    assert re.findall(r'user=uid%3D(\d)">\1</a>', page) == ["2", "3", "4"]
+    assert re.findall(r'user=uid%3D(\d)"(?: class="clip" title="[^"]*")?>\1</a>', page) == [
+        "2",
+        "3",
+        "4",
+    ]
     page = client.get("/explorer/events?group=prop:reason").text
     assert "prop=reason%3Dbad_password" in page and "prop=reason%3Dlocked" in page
 
@@ -409,3 +417,31 @@ def test_events_of_an_app_and_the_app_filter(client: TestClient, storage: Storag
     store(storage, wire_event(name="a.two"), app="two")
     assert rows(client.get("/explorer/events?app=two").text) == ["a.two"]
     assert storage.count_events(EventFilter(app="one")) == 1
+
+
+def test_the_apis_older_link_keeps_the_filters_and_the_limit(
+    client: TestClient, traffic: Storage
+) -> None:
+    page = client.get("/explorer/api/events?limit=3&before=10").json()
+    assert [e["seq"] for e in page["events"]] == [9, 8, 7]
+    assert page["older"] == "/explorer/api/events?before=7&limit=3"
+    older = client.get(page["older"]).json()
+    assert [e["seq"] for e in older["events"]] == [6, 5, 4]
+    failures = client.get("/explorer/api/events?name=auth.login.failure&limit=2&after=0").json()
+    assert failures["older"] == "/explorer/api/events?name=auth.login.failure&before=5&limit=2"
+    last = client.get(client.get(failures["older"]).json()["older"]).json()
+    assert [e["seq"] for e in last["events"]] == [2, 1]
+    assert [e["name"] for e in last["events"]] == ["auth.login.failure"] * 2
+
+
+def test_an_older_page_of_events_links_back_to_the_newest(
+    client: TestClient, traffic: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_events, "PAGE_SIZE", 2)
+    first = client.get("/explorer/events?name=auth.login.failure").text
+    assert "Newest events" in first and "← Newest" not in first
+    older = html.unescape(re.search(r'<a href="([^"]+)" rel="next">Older events', first)[1])  # type: ignore[index]
+    assert older == "/explorer/events?name=auth.login.failure&before=5"
+    second = client.get(older).text
+    assert "Older events" in second
+    assert '<a href="/explorer/events?name=auth.login.failure">← Newest</a>' in second

@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from sqreen._wire_time import format_timestamp
 from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
 from sqreen.server.explorer import set_admin_password
-from sqreen.server.playbooks import PlaybookSource
+from sqreen.server.pipeline import IngestPipeline
+from sqreen.server.playbooks import TEMPLATES, PlaybookRunner, PlaybookSource
 from sqreen.server.storage import Alert, BlockSpec, Heartbeat, NewAlert, Storage, WindowWrite
 
 from .conftest import PASSWORD, Clock, login, wire_event
@@ -157,11 +159,21 @@ def test_alerts_newest_first_with_their_links_and_block_states(
     rows = table_rows(page.text, "alerts")
     assert [re.search(r"#(\d+),", r)[1] for r in rows] == ["3", "2", "1"]  # type: ignore[index]
     spray, account, ip = rows
-    assert 'user.email</span> <a href="/explorer/events?user=email%3Da%40b.c">a@b.c</a>' in spray
+    # The group key: a link, clipped when long (its title holds all of it).
+    assert (
+        'user.email</span> <a href="/explorer/events?user=email%3Da%40b.c" class="clip" '
+        'title="a@b.c">a@b.c</a>'
+    ) in spray
     assert "monitor" in spray and ">none<" in spray
-    assert '<a href="/explorer/events?user=email%3Da%40b.c&amp;user=uid%3D42">' in account
+    assert (
+        '<a href="/explorer/events?user=email%3Da%40b.c&amp;user=uid%3D42" class="clip" '
+        'title="email=a@b.c uid=42">'
+    ) in account
     assert "email=a@b.c uid=42" in account and ">12<" in account
-    assert '<a href="/explorer/events?ip=198.51.100.7">198.51.100.7</a>' in ip
+    assert (
+        '<a href="/explorer/events?ip=198.51.100.7" class="clip" title="198.51.100.7">'
+        "198.51.100.7</a>"
+    ) in ip
     assert '<a href="/explorer/playbooks#playbook-brute-force-ip">brute-force-ip</a>' in ip
     assert f'<a href="/explorer/alerts/{by_ip.id}">' in ip and ">5<" in ip and "2 min" in ip
     assert '<a href="/explorer/blocks#block-1">#1</a> <span class="state active">active' in ip
@@ -234,6 +246,37 @@ def test_an_alert_and_the_events_behind_it(client: TestClient, storage: Storage)
     for path in ("/explorer/alerts/12345", "/explorer/alerts/x", "/explorer/alerts/" + "9" * 30):
         missing = client.get(path)
         assert missing.status_code == 404 and "no such alert" in missing.text
+
+
+def test_a_takeover_alert_shows_the_success_with_the_attackers_ip(
+    client: TestClient, storage: Storage, clock: Clock, tmp_path: Path
+) -> None:
+    """The built-in account takeover, raised by the playbooks' hook: its page lists the
+    failures and then the success that fired it, from the attacker's address."""
+    path = tmp_path / "templates.toml"
+    path.write_text(TEMPLATES)
+    pipeline = IngestPipeline(storage, hooks=[PlaybookRunner(storage, PlaybookSource(path))])
+    carol = {"username": "carol"}
+
+    def send(name: str, ip: str, minutes_ago: float) -> None:
+        at = format_timestamp(clock() - timedelta(minutes=minutes_ago))
+        request = wire_event()["request"] | {"ip": ip}
+        event = wire_event(name=name, user=carol, request=request, timestamp=at)
+        pipeline(json.dumps({"sdk": {"name": "t", "version": "1"}, "app": {"name": "shop"},
+                             "events": [event]}).encode())  # fmt: skip
+
+    for i in range(12):
+        send("auth.login.failure", "198.51.100.3", 8 - i / 10)
+    send("auth.login.success", "81.2.69.99", 0.9)
+    (alert,) = storage.list_alerts(playbook="account-takeover")
+    text = client.get(f"/explorer/alerts/{alert.id}").text
+    assert "account-takeover: auth.login.success after 12 auth.login.failure in 10m" in text
+    rows = table_rows(text.replace('id="alert-events"', 'class="alert-events"'), "alert-events")
+    assert len(rows) == 13 and "The 13 events behind it." in text
+    assert "auth.login.success" in rows[-1] and "81.2.69.99" in rows[-1]
+    assert all("auth.login.failure" in r and "198.51.100.3" in r for r in rows[:-1])
+    (success,) = storage.events_by_seq([alert.last_seq])
+    assert f"to {success.timestamp:%Y-%m-%d %H:%M:%S}" in text
 
 
 # -- playbooks --------------------------------------------------------------------------

@@ -17,9 +17,11 @@ from sqreen.server.playbooks import (
     parse_playbooks,
 )
 from sqreen.server.playbooks._bounds import Bounds
+from sqreen.server.playbooks._engine import Hit
 from sqreen.server.playbooks._memory import MemoryWindows
+from sqreen.server.playbooks._runner import alerts_for, new_alert
 from sqreen.server.playbooks._views import wire_us, wire_views
-from sqreen.server.storage.model import to_us
+from sqreen.server.storage.model import from_us, to_us
 
 S = 1_000_000  # a second in µs
 NAMES: Final = frozenset({"auth.login.failure"})
@@ -122,6 +124,58 @@ def test_account_takeover_is_a_success_after_failures() -> None:
         other.wait(120)  # twenty minutes of failures: the last ten minutes hold five
     other.send("auth.login.success", ip=None, uid="victim")
     assert "account-takeover" not in {f[0] for f in other.fired}
+
+
+def takeover_view(seq: int, name: str, at: int, ip: str | None = None) -> EventView:
+    return EventView(seq, name, at, ip, {"username": "carol"}, {}, {"path": "/login"})
+
+
+def test_a_takeover_alert_holds_the_success_that_fired_it() -> None:
+    """The firing of an ``after`` rule is the success itself: its last seq and time, the
+    failures counted and then the success; a failure later than the success is not one
+    the success came after. Pure: plan and decide, the hits handed over as a store would."""
+    engine = Engine(parse_playbooks(TEMPLATES))
+    failures = [takeover_view(n, "auth.login.failure", T0 + n * S) for n in range(1, 13)]
+    success = takeover_view(13, "auth.login.success", T0 + 6 * 60 * S, "81.2.69.99")
+    late = takeover_view(14, "auth.login.failure", T0 + 6 * 60 * S + 1)
+    now = T0 + 6 * 60 * S + 2
+    plan = engine.plan([*failures, success, late], now)
+    hits: dict[Any, list[Hit]] = {}
+    for row in plan.hits:
+        hits.setdefault((row.stream, row.key), []).append(Hit(row.ts, row.seq, row.value))
+    firings, _ = engine.decide(plan, hits, {}, now, is_exempt)
+    (fired,) = [f for f in firings if f.playbook.id == "account-takeover"]
+    assert fired.key == '{"username":"carol"}' and fired.total == 12  # the failures before it
+    assert fired.seqs == (*range(1, 13), 13)  # oldest first, the success last; not 14
+    assert (fired.first_seq, fired.last_seq) == (1, 13)
+    assert (fired.first_us, fired.last_us) == (T0 + S, success.ts_us)
+    assert fired.trigger == "auth.login.success"
+    alert = new_alert(fired)
+    assert alert is not None and alert.last_seq == 13 and alert.seqs[-1] == 13
+    assert alert.summary == (
+        "account-takeover: auth.login.success after 12 auth.login.failure in 10m "
+        'for user={"username":"carol"}'
+    )
+    # Nine failures before the success, three after it: no takeover.
+    early = takeover_view(15, "auth.login.success", T0 + 9 * S + S // 2)
+    plan = engine.plan([*failures, early], now)
+    firings, _ = engine.decide(plan, hits, {}, now, is_exempt)
+    assert "account-takeover" not in {f.playbook.id for f in firings}
+
+
+def test_the_backtest_dates_a_takeover_at_the_success() -> None:
+    feed = Feed()
+    windows = feed.windows
+    fired = []
+    for n in range(12):
+        fired += windows.run([takeover_view(n + 1, "auth.login.failure", T0 + n * S)], T0 + n * S)
+    at = T0 + 6 * 60 * S
+    fired += windows.run([takeover_view(13, "auth.login.success", at, "81.2.69.99")], at)
+    (takeover,) = [f for f in fired if f.playbook.id == "account-takeover"]
+    assert (takeover.last_seq, takeover.last_us, takeover.seqs[-1]) == (13, at, 13)
+    (alert,) = [a for a in alerts_for(fired) if a.playbook == "account-takeover"]
+    assert alert.created_at == alert.last_at == from_us(at)
+    assert alert.summary.startswith("account-takeover: auth.login.success after 12 ")
 
 
 def test_loopback_and_exempt_ranges_are_never_blocked() -> None:

@@ -18,13 +18,21 @@ import pytest
 from click.testing import CliRunner
 
 from sqreen._wire_time import format_timestamp
+from sqreen.server import _cli_playbooks
 from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
 from sqreen.server.cli import main
 from sqreen.server.pipeline import IngestPipeline
-from sqreen.server.playbooks import TEMPLATES, PlaybookRunner, PlaybookSource
+from sqreen.server.playbooks import (
+    TEMPLATES,
+    Engine,
+    PlaybookRunner,
+    PlaybookSource,
+    parse_playbooks,
+)
 from sqreen.server.storage import (
     BlockSpec,
+    EventFilter,
     NewAlert,
     Storage,
     WindowWrite,
@@ -246,6 +254,75 @@ def test_past_events_block_nobody_and_the_backtest_reports_them(
     assert result.exit_code == 0, result.output
     assert "brute-force-ip" in result.output and "192.0.2.77" in result.output
     assert "credential-stuffing" in result.output
+
+
+class Posted:
+    """A notifier that keeps what it would have posted."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[tuple[str, ...], Any]] = []
+
+    def submit(self, urls: tuple[str, ...], payload: Any) -> None:
+        self.posts.append((urls, payload))
+
+
+def test_a_takeover_alert_holds_the_success_with_the_attackers_ip(
+    storage: Storage, clock: Any, tmp_path: Path
+) -> None:
+    """Twelve failures for carol, then her success from another address six minutes later:
+    the alert (stored, listed, posted) is dated at the success and holds its seq."""
+    text = TEMPLATES.replace(
+        'id = "account-takeover"', 'id = "account-takeover"\nnotify = ["https://hooks.example"]'
+    )
+    posted = Posted()
+    source = PlaybookSource(playbook_file(tmp_path, text))
+    runner = PlaybookRunner(storage, source, posted)  # type: ignore[arg-type]
+    pipeline = IngestPipeline(storage, hooks=[runner])
+    carol = {"username": "carol"}
+
+    def send(name: str, ip: str, minutes_ago: float) -> None:
+        at = format_timestamp(clock() - timedelta(minutes=minutes_ago))
+        event = failure(ip, "-", name=name, timestamp=at) | {"user": carol}
+        pipeline(json.dumps(envelope([event])).encode())
+
+    for i in range(12):
+        send("auth.login.failure", "198.51.100.3", 8 - i / 10)
+    assert [a.playbook for a in storage.list_alerts()] == ["brute-force-account"]
+    send("auth.login.success", "81.2.69.99", 8 - 1.1 - 6)
+    *failures, success = [e.seq for e in storage.scan_events()]
+    (alert,) = storage.list_alerts(playbook="account-takeover")
+    assert alert.seqs == (*failures, success) and alert.last_seq == success
+    assert alert.first_seq == failures[0] and alert.total == 12
+    (event,) = storage.events_by_seq([success])
+    assert event.ip == "81.2.69.99" and alert.last_at == event.timestamp
+    assert alert.first_at == storage.events_by_seq([failures[0]])[0].timestamp
+    assert alert.summary == (
+        "account-takeover: auth.login.success after 12 auth.login.failure in 10m "
+        'for user={"username":"carol"}'
+    )
+    ((urls, payload),) = posted.posts
+    assert urls == ("https://hooks.example",) and payload["alert"] == alert.to_json()
+    assert payload["alert"]["events"][-1] == payload["alert"]["last_seq"] == success
+
+
+def test_the_backtest_lists_alerts_in_time_order_across_pages(
+    sqlite_storage: Storage, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of events are read by seq: events stored late (an SDK's retried batch) make an
+    earlier alert found later. The list is by time all the same."""
+    monkeypatch.setattr(_cli_playbooks, "PAGE", 5)
+
+    def signups(ip: str, minutes_ago: float) -> None:
+        at = format_timestamp(clock() - timedelta(minutes=minutes_ago))
+        events = [failure(ip, str(i), name="auth.signup", timestamp=at) for i in range(5)]
+        sqlite_storage.insert_events(events, app="shop", host="web1")  # type: ignore[arg-type]
+
+    signups("198.51.100.1", 2)  # stored first, happened last
+    signups("198.51.100.2", 30)
+    engine = Engine(parse_playbooks(TEMPLATES))
+    found = _cli_playbooks.backtest(sqlite_storage, engine, EventFilter())
+    assert [a.group_key for a in found] == ["198.51.100.2", "198.51.100.1"]
+    assert [a.created_at for a in found] == sorted(a.created_at for a in found)
 
 
 def test_monitor_mode_records_the_alert_and_blocks_nobody(

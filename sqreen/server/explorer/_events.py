@@ -164,8 +164,14 @@ async def event_api(request: Request) -> JSONResponse:
         {
             "events": [{**e.to_json(), "ip": e.ip, "display": display(base, e)} for e in events],
             "newest_seq": events[0].seq if events else query.after,
+            # The next page: the same filters, the same size (``after`` asks for newer ones).
             "older": (
-                query.url(base + "/api/events", drop=["after"], before=str(events[-1].seq))
+                query.url(
+                    base + "/api/events",
+                    drop=["after"],
+                    before=str(events[-1].seq),
+                    limit=str(query.limit),
+                )
                 if len(events) == query.limit
                 else None
             ),

@@ -42,6 +42,7 @@ __all__ = [
     "HitRow",
     "Probe",
     "StreamKey",
+    "Triggered",
     "evaluate",
     "is_exempt",
 ]
@@ -82,6 +83,15 @@ class Probe(NamedTuple):
     distinct: bool
 
 
+class Triggered(NamedTuple):
+    """An event of an ``after`` rule's own names (a success), which makes it check the
+    events it comes after (the failures)."""
+
+    ts: int  # µs
+    seq: int
+    name: str
+
+
 class Firing(NamedTuple):
     """A playbook crossed its threshold for a group key."""
 
@@ -92,8 +102,12 @@ class Firing(NamedTuple):
     last_us: int
     first_seq: int
     last_seq: int
-    #: The seqs of the events behind it (the hits counted), oldest first.
+    #: The seqs of the events behind it (the hits counted, then the event that fired an
+    #: ``after`` rule), oldest first.
     seqs: tuple[int, ...]
+    #: The name of the event that fired an ``after`` rule (its time and seq are the last):
+    #: the success the failures came before. None for the other rules.
+    trigger: str | None = None
 
 
 class Plan(NamedTuple):
@@ -105,6 +119,10 @@ class Plan(NamedTuple):
     #: keys to hold read it, where a second pass over the hits cost ~2 µs an event under an
     #: attack, measured).
     counts: dict[StreamKey, int]
+    #: The events that made an ``after`` rule check, per (playbook, group key), in the
+    #: batch's order: the firing is one of them, not the last hit counted. Filled only by
+    #: those events (rare: a success), never by the events most batches hold.
+    triggered: dict[QuietKey, list[Triggered]]
 
 
 def _check(
@@ -147,6 +165,7 @@ class Engine:
         hits: list[HitRow] = []
         checks: dict[StreamKey, tuple[Rule, ...]] = {}
         counts: dict[StreamKey, int] = {}
+        triggered: dict[QuietKey, list[Triggered]] = {}
         feeds_of, triggers_of = self._feeds, self._triggers
         new_tuple = tuple.__new__  # a HitRow without NamedTuple's slower constructor
         skipped = (quiet or {}).get  # a lookup, not a call of the caller's, an event
@@ -183,7 +202,9 @@ class Engine:
                     stream_key = (rule.stream.id, key)
                     if skipped(stream_key, 0) <= now_us:
                         _check(checks, stream_key, alone)
-        return Plan(hits, checks, counts)
+                        at = Triggered(ts, event.seq, name)
+                        triggered.setdefault((rule.id, key), []).append(at)
+        return Plan(hits, checks, counts, triggered)
 
     def keys(self, plan: Plan) -> list[StreamKey]:
         """Every key the plan touches (in no order: the store sorts them where it locks them;
@@ -237,7 +258,7 @@ class Engine:
         cannot fire), and until when each fired playbook is quiet for its key."""
         firings: list[Firing] = []
         quieted: dict[QuietKey, int] = {}
-        checks = plan.checks
+        checks, triggered = plan.checks, plan.triggered
         # Only the keys whose hits were found (a few of the batch's hundreds), in key order.
         for stream_key in sorted(k for k, found in hits.items() if found and k in checks):
             rules, found = checks[stream_key], hits[stream_key]
@@ -246,21 +267,31 @@ class Engine:
                 p = rule.playbook
                 if max(quiet.get((p.id, key), 0), quieted.get((p.id, key), 0)) > now_us:
                     continue
-                fired = evaluate(p, found, now_us)
+                at = triggered.get((p.id, key)) if p.after is not None else None
+                fired, trigger = (
+                    (evaluate(p, found, now_us), None)
+                    if at is None
+                    else _after(p, found, now_us, at)
+                )
                 if fired is None or (exempt is not None and exempt(p, key)):
                     continue
                 total, counted = fired
                 quieted[(p.id, key)] = now_us + int(p.quiet_for.total_seconds() * US)
+                seqs = tuple(h.seq for h in counted)
+                last_us, last_seq = counted[-1].ts, counted[-1].seq
+                if trigger is not None:  # the success itself is the last event behind it
+                    last_us, last_seq, seqs = trigger.ts, trigger.seq, (*seqs, trigger.seq)
                 firings.append(
                     Firing(
                         p,
                         key,
                         total,
                         counted[0].ts,
-                        counted[-1].ts,
+                        last_us,
                         counted[0].seq,
-                        counted[-1].seq,
-                        tuple(h.seq for h in counted),
+                        last_seq,
+                        seqs,
+                        None if trigger is None else trigger.name,
                     )
                 )
         return firings, quieted
@@ -276,10 +307,29 @@ class Engine:
         return max(0, until or 0)
 
 
-def evaluate(p: Playbook, hits: Sequence[Hit], now_us: int) -> tuple[int, list[Hit]] | None:
-    """(count, the hits counted) when ``p`` fires now on these hits of one key, else None."""
+def _after(
+    p: Playbook, hits: Sequence[Hit], now_us: int, triggers: Sequence[Triggered]
+) -> tuple[tuple[int, list[Hit]] | None, Triggered | None]:
+    """An ``after`` rule checked by the batch's ``triggers``: the earliest of them that
+    comes after enough hits, with what it counts; else (None, None)."""
+    for trigger in sorted(triggers):
+        fired = evaluate(p, hits, now_us, trigger.ts)
+        if fired is not None:
+            return fired, trigger
+    return None, None
+
+
+def evaluate(
+    p: Playbook, hits: Sequence[Hit], now_us: int, until: int | None = None
+) -> tuple[int, list[Hit]] | None:
+    """(count, the hits counted) when ``p`` fires now on these hits of one key, else None;
+    ``until``: only hits no later than that (the events an ``after`` rule's event came
+    after)."""
     since = now_us - window_us_of(p)
-    recent = [h for h in hits if h.ts >= since]
+    if until is None:
+        recent = [h for h in hits if h.ts >= since]
+    else:
+        recent = [h for h in hits if since <= h.ts <= until]
     if p.after is not None:
         return (len(recent), recent) if len(recent) >= p.after.threshold else None
     if p.distinct is None:

@@ -203,6 +203,8 @@ def new_alert(firing: Firing, max_blocks: int | None = None) -> NewAlert | None:
     p = firing.playbook
     what = "/".join(p.after.events if p.after else p.events)
     counted = "distinct " + str(p.distinct) + " with " if p.distinct else ""
+    if firing.trigger is not None:  # a success after failures: the success fired it
+        counted = f"{firing.trigger} after {counted}"
     summary = (
         f"{p.id}: {counted}{firing.total} {what} in {_span(p.window.total_seconds())} "
         f"for {p.group_by}={firing.key}"
@@ -256,9 +258,12 @@ def _span(seconds: float) -> str:
 
 
 def alerts_for(firings: Sequence[Firing]) -> list[Alert]:
-    """For the backtest: the alerts firings would have stored (no id, no block)."""
+    """For the backtest: the alerts firings would have stored (no id, no block), in the
+    order of their times (the time of the event that fired each: a page of events is
+    replayed in time order, but the pages are read by seq)."""
     out = []
-    for n, f in enumerate(firings, 1):
+    ordered = sorted(firings, key=lambda f: (f.last_us, f.last_seq))  # stable: ties kept
+    for n, f in enumerate(ordered, 1):
         alert = new_alert(f)
         if alert is not None:
             out.append(alert.stored(n, None, alert.last_at))

@@ -21,6 +21,15 @@
     return a;
   }
 
+  // A long value is cut short in the row, all of it in its title (as the page's own rows).
+  function clipped(text) {
+    var span = document.createElement("span");
+    span.className = "clip";
+    span.title = text;
+    span.textContent = text;
+    return span;
+  }
+
   function cell(row, child, className) {
     var td = row.insertCell(-1);
     if (className) td.className = className;
@@ -33,8 +42,8 @@
     var tr = document.createElement("tr");
     tr.className = "new";
     cell(tr, link(event.display.url, event.display.time), "time");
-    cell(tr, event.name);
-    cell(tr, event.display.user);
+    cell(tr, clipped(event.name));
+    cell(tr, event.display.user ? clipped(event.display.user) : "");
     cell(tr, event.ip || "");
     cell(tr, event.display.network || "", "network");
     cell(tr, event.display.summary, "props");
