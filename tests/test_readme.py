@@ -160,3 +160,13 @@ def test_the_api_tour_runs(receiver: Receiver) -> None:
     assert got["my.event"]["timestamp"] == "2018-03-15T13:42:00.000000Z"
     assert got["my.event"]["target"] == {"id": "doc-1"}
     assert {"auth.login.success", "auth.login.failure", "auth.signup"} <= set(got)
+
+
+def test_the_readmes_playbooks_parse() -> None:
+    """Every ``toml`` block of the README is a playbook file the collector takes as written."""
+    from sqreen.server.playbooks import parse_playbooks
+
+    files = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    assert len(files) >= 3
+    for text in files:
+        assert parse_playbooks(text, "README.md").playbooks

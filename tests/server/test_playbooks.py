@@ -271,7 +271,7 @@ def test_a_takeover_alert_holds_the_success_with_the_attackers_ip(
 ) -> None:
     """Twelve failures for carol, then her success from another address six minutes later:
     the alert (stored, listed, posted) is dated at the success and holds its seq."""
-    text = TEMPLATES.replace(
+    text = 'webhook_secret = "s"\n' + TEMPLATES.replace(
         'id = "account-takeover"', 'id = "account-takeover"\nnotify = ["https://hooks.example"]'
     )
     posted = Posted()

@@ -202,7 +202,7 @@ class Engine:
                     stream_key = (rule.stream.id, key)
                     if skipped(stream_key, 0) <= now_us:
                         _check(checks, stream_key, alone)
-                        at = Triggered(ts, event.seq, name)
+                        at = new_tuple(Triggered, (ts, event.seq, name))
                         triggered.setdefault((rule.id, key), []).append(at)
         return Plan(hits, checks, counts, triggered)
 
