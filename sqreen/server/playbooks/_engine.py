@@ -119,10 +119,11 @@ class Plan(NamedTuple):
     #: keys to hold read it, where a second pass over the hits cost ~2 µs an event under an
     #: attack, measured).
     counts: dict[StreamKey, int]
-    #: The events that made an ``after`` rule check, per (playbook, group key), in the
+    #: The events that made an ``after`` rule check, as (playbook, group key, event), in the
     #: batch's order: the firing is one of them, not the last hit counted. Filled only by
-    #: those events (rare: a success), never by the events most batches hold.
-    triggered: dict[QuietKey, list[Triggered]]
+    #: those events (a success), never by the others, and flat (an append an event): only
+    #: :meth:`Engine.decide` groups them, when an ``after`` rule has hits to judge.
+    triggered: list[tuple[str, str, Triggered]]
 
 
 def _check(
@@ -165,7 +166,7 @@ class Engine:
         hits: list[HitRow] = []
         checks: dict[StreamKey, tuple[Rule, ...]] = {}
         counts: dict[StreamKey, int] = {}
-        triggered: dict[QuietKey, list[Triggered]] = {}
+        triggered: list[tuple[str, str, Triggered]] = []
         feeds_of, triggers_of = self._feeds, self._triggers
         new_tuple = tuple.__new__  # a HitRow without NamedTuple's slower constructor
         skipped = (quiet or {}).get  # a lookup, not a call of the caller's, an event
@@ -203,7 +204,7 @@ class Engine:
                     if skipped(stream_key, 0) <= now_us:
                         _check(checks, stream_key, alone)
                         at = new_tuple(Triggered, (ts, event.seq, name))
-                        triggered.setdefault((rule.id, key), []).append(at)
+                        triggered.append((rule.id, key, at))
         return Plan(hits, checks, counts, triggered)
 
     def keys(self, plan: Plan) -> list[StreamKey]:
@@ -258,7 +259,8 @@ class Engine:
         cannot fire), and until when each fired playbook is quiet for its key."""
         firings: list[Firing] = []
         quieted: dict[QuietKey, int] = {}
-        checks, triggered = plan.checks, plan.triggered
+        checks = plan.checks
+        triggered: dict[QuietKey, list[Triggered]] | None = None  # made if an after rule asks
         # Only the keys whose hits were found (a few of the batch's hundreds), in key order.
         for stream_key in sorted(k for k, found in hits.items() if found and k in checks):
             rules, found = checks[stream_key], hits[stream_key]
@@ -267,7 +269,13 @@ class Engine:
                 p = rule.playbook
                 if max(quiet.get((p.id, key), 0), quieted.get((p.id, key), 0)) > now_us:
                     continue
-                at = triggered.get((p.id, key)) if p.after is not None else None
+                at = None
+                if p.after is not None:
+                    if triggered is None:
+                        triggered = {}
+                        for rule_id, group, one in plan.triggered:
+                            triggered.setdefault((rule_id, group), []).append(one)
+                    at = triggered.get((p.id, key))
                 fired, trigger = (
                     (evaluate(p, found, now_us), None)
                     if at is None
