@@ -173,11 +173,13 @@ def serve(
     import uvicorn
 
     say: Callable[[str], object] = partial(click.echo, err=True)
+    note = say  # what is only information (where the explorer is)
     log_config = text_log_config(log_level)  # the collector's loggers too, at --log-level
     if log_format == "json":  # what serve says at start is logged too, as JSON
         log_config = json_log_config(log_level)
         logging.config.dictConfig(log_config)
         say = logging.getLogger("sqreen.server").warning
+        note = logging.getLogger("sqreen.server").info
     source = _playbook_source(playbooks_file)  # a bad file stops here, with its line
     https = https_settings(ssl_certfile, ssl_keyfile, forwarded_allow_ips)  # and bad TLS files
     tls = "ssl_certfile" in https
@@ -199,7 +201,7 @@ def serve(
                 f"listening on {host}: serve HTTPS (--ssl-certfile, or a reverse proxy in "
                 "front of the collector)"
             )
-        explorer_startup(storage, f"{'https' if tls else 'http'}://{host}:{port}", say)
+        explorer_startup(storage, f"{'https' if tls else 'http'}://{host}:{port}", say, note)
         logging.getLogger("sqreen").setLevel(log_level.upper())
         options: dict[str, Any] = {
             "host": host,

@@ -17,8 +17,9 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from sqreen.server.app import create_app
+from sqreen.server.explorer import set_admin_password
 from sqreen.server.logs import REQUEST_ID, JsonFormatter
-from sqreen.server.storage import Storage
+from sqreen.server.storage import Storage, open_storage
 from tests.server.conftest import ServeProcess, add_key, envelope, wire_event
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
@@ -31,6 +32,9 @@ def test_json_lines_with_request_ids(
 ) -> None:
     db = str(tmp_path / "sqreen.db")
     token = add_key(db)
+    storage = open_storage(db)
+    set_admin_password(storage, "a long enough passphrase")
+    storage.close()
     log = tmp_path / "serve.log"
     monkeypatch.setenv("SQREEN_LOG_FORMAT", "json")
     proc = serve(db, None, "--access-log", "--log-level", "info", log=log)
@@ -57,6 +61,8 @@ def test_json_lines_with_request_ids(
     assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
     loggers = {line["logger"] for line in lines}
     assert {"uvicorn.error", "uvicorn.access", "sqreen.server"} <= loggers
+    (where,) = [line for line in lines if line["message"].startswith("Event Explorer: ")]
+    assert where["level"] == "info"  # information, not a warning
     access = {line.get("request_id"): line for line in lines if line["logger"] == "uvicorn.access"}
     assert access[sane]["method"] == "POST"
     assert (access[sane]["path"], access[sane]["status"]) == ("/v1/events", 200)

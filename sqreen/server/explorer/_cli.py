@@ -42,9 +42,15 @@ def admin_password(password_stdin: bool, db: str) -> None:
 _ECHO: Callable[[str], object] = partial(click.echo, err=True)
 
 
-def explorer_startup(storage: Storage, url: str, say: Callable[[str], object] = _ECHO) -> None:
-    """Apply ``SQREEN_ADMIN_PASSWORD`` and ``say`` where the explorer is (or how to unlock
-    it): on stderr, or a log line with ``--log-format json``."""
+def explorer_startup(
+    storage: Storage,
+    url: str,
+    say: Callable[[str], object] = _ECHO,
+    note: Callable[[str], object] | None = None,
+) -> None:
+    """Apply ``SQREEN_ADMIN_PASSWORD``, ``say`` how to unlock the explorer when it cannot be
+    used yet, else ``note`` where it is (on stderr, or log lines with ``--log-format json``:
+    a warning, then information)."""
     try:
         cookie_options()
         proxy_options()
@@ -59,4 +65,4 @@ def explorer_startup(storage: Storage, url: str, say: Callable[[str], object] = 
     if storage.get_setting(PASSWORD_SETTING) is None:
         say("no admin password yet: set one with `sqreen admin-password` to use the Event Explorer")
     else:
-        say(f"Event Explorer: {url}/explorer/")
+        (note or say)(f"Event Explorer: {url}/explorer/")
