@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from ._actions import ActionPoller
-from ._app import envelope, spool_of
+from ._app import envelope, say_if_named_after_the_server, spool_of
 from ._blocking import Blocked, Blocklist
 from ._config import Config
 from ._context import RequestContext, UserScope, current_request
@@ -73,6 +73,8 @@ class Client:
         self.blocklist = Blocklist(config.trusted)
         self._new_ids()
         self.spool = None if config.disable else spool_of(config, self.transport, self._prefix)
+        if getattr(self.transport, "poll_actions", None) is not None:  # a collector's
+            say_if_named_after_the_server(config)
         self.queue = Queue(
             config,
             self.transport,

@@ -596,3 +596,24 @@ def test_the_handle_without_a_request_is_the_module_functions(sqreen_events: Any
         ("scoped", {"uid": "7"}, None),
         ("auth.signup", {"uid": "8"}, None),
     ]
+
+
+def test_an_app_named_after_its_server_is_told_to_set_app_name(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+    import sys
+
+    from sqreen import _app
+
+    monkeypatch.setattr(_app, "_said", False)
+    monkeypatch.setattr(
+        sys.modules["__main__"], "__file__", "/srv/venv/bin/gunicorn", raising=False
+    )
+    caplog.set_level(logging.INFO, logger="sqreen")
+    named = sqreen.init(endpoint="http://127.0.0.1:9", app_name="shop")
+    assert _app.app_name(named.config) == "shop" and "set app_name" not in caplog.text
+    sqreen.init(endpoint="http://127.0.0.1:9")
+    assert "named 'gunicorn' after the command that runs it" in caplog.text
+    sqreen.init(endpoint="http://127.0.0.1:9")
+    assert caplog.text.count("set app_name") == 1  # once a process
