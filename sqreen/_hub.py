@@ -51,7 +51,9 @@ _explicit: dict[str, Any] | None = None
 #: The framework whose configuration was applied last, and that configuration.
 _framework: tuple[str, dict[str, Any]] | None = None
 _lock = threading.Lock()
-_framework_lock = threading.Lock()  # taken before _lock, never after
+#: Taken before _lock, never after. Reentrant: a client is made under it, and what that logs
+#: may reach a handler of the app's that tracks an event, which asks for the client again.
+_framework_lock = threading.RLock()
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 _last_framework_init: tuple[Client, dict[str, Any]] | None = None
 

@@ -617,3 +617,34 @@ def test_an_app_named_after_its_server_is_told_to_set_app_name(
     assert "named 'gunicorn' after the command that runs it" in caplog.text
     sqreen.init(endpoint="http://127.0.0.1:9")
     assert caplog.text.count("set app_name") == 1  # once a process
+
+
+def test_a_logging_handler_that_tracks_never_deadlocks_the_first_track() -> None:
+    """The first ``track()`` makes the client under the hub's lock; what that logs (here, that
+    the app is named after its server) may reach a handler of the app's that tracks an event,
+    which asks the hub for the client again, on the same thread."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import logging, sys, sqreen
+        class Tracking(logging.Handler):
+            def emit(self, record):
+                sqreen.track("log.record", properties={"msg": record.getMessage()[:100]})
+        log = logging.getLogger("sqreen")
+        log.setLevel(logging.INFO)
+        log.addHandler(Tracking())
+        sys.modules["__main__"].__file__ = "/srv/venv/bin/gunicorn"
+        print(sqreen.track("first"), flush=True)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
+    env["SQREEN_ENDPOINT"] = "http://127.0.0.1:9"
+    env["SQREEN_SHUTDOWN_TIMEOUT"] = "0.2"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.stdout.strip() == "True", done.stderr
