@@ -126,7 +126,8 @@ def framework_init(settings: Mapping[str, Any], framework: str) -> Client:
                 _replaced(previous, config, framework)
         elif client.framework is None:
             client.framework = framework
-        _framework = (framework, settings)
+        if settings or _framework is None:  # a second app bringing none keeps the first's
+            _framework = (framework, settings)
         _last_framework_init = (client, settings)
         return client
 

@@ -96,6 +96,7 @@ def test_the_app_config_outlives_a_shutdown(receiver: Receiver) -> None:
         flask.request.sqreen.track("after.shutdown", properties={"email": "b@x.io"})
         return "ok"
 
+    Sqreen(make_app())  # a second app, of no settings: the first's stay
     sqreen.init(transport="memory:", strict=True)  # as the fixture does, then ends
     assert sqreen.shutdown(1.0)
     app.test_client().post("/")
