@@ -117,7 +117,10 @@ def framework_init(settings: Mapping[str, Any], framework: str) -> Client:
         last = _last_framework_init
         if last is not None and last[0] is active and (not settings or last[1] == settings):
             return last[0]
-        config = Config.resolve(_explicit or {}, settings)
+        # A second app bringing no settings (a helper app, one built in a request) goes
+        # with the first's: they are the process's.
+        known = settings or (_framework[1] if _framework is not None else {})
+        config = Config.resolve(_explicit or {}, known)
         client = active
         if client is None or client.config.changed(config):
             previous = client

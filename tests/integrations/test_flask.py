@@ -96,9 +96,9 @@ def test_the_app_config_outlives_a_shutdown(receiver: Receiver) -> None:
         flask.request.sqreen.track("after.shutdown", properties={"email": "b@x.io"})
         return "ok"
 
-    Sqreen(make_app())  # a second app, of no settings: the first's stay
     sqreen.init(transport="memory:", strict=True)  # as the fixture does, then ends
     assert sqreen.shutdown(1.0)
+    Sqreen(make_app())  # then a second app, of no settings: the first's stay
     app.test_client().post("/")
     assert sqreen.flush(5.0)
     (event,) = receiver.events
