@@ -91,8 +91,9 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
             proc.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown: the SDK flushes
             try:
                 proc.wait(10)
-            except subprocess.TimeoutExpired:
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):  # or a second Ctrl-C
                 proc.kill()
+                proc.wait()
 
 
 def traffic(app: str) -> dict[str, int]:
@@ -161,10 +162,26 @@ def guess(app: str) -> tuple[int, float | None]:
     return len(guesses), until_refused(app, ATTACKER, fifth)
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-wait", action="store_true", help="exit after the summary")
     opts = parser.parse_args()
+    # The servers run in sessions of their own (see process()): a stop of the demo by
+    # SIGTERM (kill, `timeout`) or SIGHUP (a closed terminal) stops them as Ctrl-C does,
+    # rather than leaving them serving a database the next run deletes.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupted)
+    try:
+        demo(opts)
+    except KeyboardInterrupt:
+        print("\ndemo: stopped")
+
+
+def demo(opts: argparse.Namespace) -> None:
 
     shutil.rmtree(DATA, ignore_errors=True)
     DATA.mkdir()
@@ -258,10 +275,8 @@ def main() -> None:
         if opts.no_wait:
             return
         print("\nBoth servers keep running: press Ctrl-C to stop them.")
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(3600)
-        print("\ndemo: stopped")
+        while True:
+            time.sleep(3600)
 
 
 if __name__ == "__main__":

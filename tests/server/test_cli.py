@@ -408,3 +408,21 @@ def test_a_worker_collects_young_garbage_past_a_batch(
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://sq:Hunter2-Secret@[::1/sqreen",  # an IPv6 host left open
+        "postgresql://sq:Hunter2%zz@127.0.0.1:1/sqreen",  # a bad percent-escape
+        "postgresql://sq:Hunter2-Secret@127.0.0.1:1/sqreen?foo=bar",  # an unknown option
+    ],
+)
+@pytest.mark.parametrize("command", [["events"], ["serve", "--port", "1"]])
+def test_a_malformed_postgresql_url_is_one_line_without_its_password(
+    dsn: str, command: list[str]
+) -> None:
+    result = run(*command, "--db", dsn, ok=False)
+    assert result.exit_code == 1
+    assert "cannot use the PostgreSQL URL: psycopg cannot parse it" in result.output
+    assert "Hunter2" not in result.output and "Traceback" not in result.output

@@ -117,6 +117,17 @@ class PostgresStorage(SqlStorage):
         except psycopg.OperationalError as exc:
             self.close()
             raise RuntimeError(f"cannot connect to PostgreSQL: {exc}".strip()) from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            self.close()
+            message = exc.diag.message_primary or "permission denied"
+            raise RuntimeError(f"cannot use the PostgreSQL database: {message}") from None
+        except psycopg.ProgrammingError:
+            # psycopg's message quotes the URL, or a piece of it: its password, perhaps.
+            self.close()
+            raise RuntimeError(
+                "cannot use the PostgreSQL URL: psycopg cannot parse it (its host, port, "
+                "percent-escapes or options); it is not repeated here, as it may hold a password"
+            ) from None
         except BaseException:
             self.close()
             raise
