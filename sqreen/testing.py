@@ -104,6 +104,7 @@ class CapturedEvents(Sequence[dict[str, Any]]):
         first request): a client made for the same transport starts from the blocks of the
         one it replaces. The version is newer than any the fixture's clients hold.
         """
+        items = [_action(n, item) for n, item in enumerate(items)]
         client = _hub.active or self.client
         held = [c.blocklist.version for c in (*self.clients, client)]
         previous = self.transport.actions
@@ -111,9 +112,35 @@ class CapturedEvents(Sequence[dict[str, Any]]):
             held.append(previous["version"])
         self.transport.actions = {"version": max(held) + 1, "items": items}
         client.blocklist.apply(self.transport.actions)
+        refused = {i: why for i, why in client.blocklist.refused.items() if i in _ids(items)}
+        if refused:  # as the SDK would refuse it from a collector: the test would pass for naught
+            raise ValueError(f"sqreen_events.block: the SDK refuses {refused}")
 
     def __repr__(self) -> str:
         return f"<CapturedEvents {self.names()!r}>"
+
+
+_SHAPES = (
+    '{"type": "block_user", "user": {"uid": "42"}} or '
+    '{"type": "block_ip", "ip": "203.0.113.0/24"} (an "id" and "expires_in" optional)'
+)
+
+
+def _action(n: int, item: object) -> dict[str, Any]:
+    """``item``, an action of the set, checked for the shape the SDK reads (a wrong one was
+    ignored, and the test of a block passed without any), with an id if it has none."""
+    ok = isinstance(item, dict) and (
+        (item.get("type") == "block_user" and isinstance(item.get("user"), dict))
+        or (item.get("type") == "block_ip" and isinstance(item.get("ip"), str))
+    )
+    if not ok:
+        raise ValueError(f"sqreen_events.block: item {n} must be {_SHAPES}, not {item!r:.200}")
+    assert isinstance(item, dict)
+    return {"id": f"test-{n + 1}", **item}
+
+
+def _ids(items: list[dict[str, Any]]) -> set[str]:
+    return {str(item["id"]) for item in items}
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 import sqreen
 import sqreen._hub
 from sqreen._config import Config, ConfigError
+from sqreen.testing import CapturedEvents
 
 PUBLIC_API = [
     "Blocked",
@@ -648,3 +649,27 @@ def test_a_logging_handler_that_tracks_never_deadlocks_the_first_track() -> None
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30
     )
     assert done.stdout.strip() == "True", done.stderr
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"type": "user", "identifiers": {"username": "alice"}},  # not the action set's shape
+        {"type": "block_user", "uid": "42"},
+        {"type": "block_ip", "ip": 7},
+        "block_ip 203.0.113.7",
+    ],
+)
+def test_the_fixture_refuses_a_block_of_another_shape(
+    sqreen_events: CapturedEvents, item: object
+) -> None:
+    """A block the SDK would not read made the test of a block pass with none in force."""
+    with pytest.raises(ValueError, match="item 0 must be"):
+        sqreen_events.block([item])  # type: ignore[list-item]
+
+
+def test_the_fixture_says_which_block_the_sdk_refuses(sqreen_events: CapturedEvents) -> None:
+    with pytest.raises(ValueError, match="too wide"):
+        sqreen_events.block([{"type": "block_ip", "ip": "10.0.0.0/8"}])
+    sqreen_events.block([{"type": "block_user", "user": {"uid": "42"}}])  # no id: one is given
+    assert sqreen.is_blocked({"uid": "42"})
