@@ -70,7 +70,7 @@ def opened(db: str, *, create: bool = True) -> Iterator[Storage]:
                 "(give --db, or set SQREEN_DB)"
             )
     try:
-        storage = open_storage(db)
+        storage = open_storage(db, create=create)
     except (RuntimeError, ImportError) as exc:
         raise click.ClickException(str(exc)) from None
     try:

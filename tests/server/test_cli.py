@@ -426,3 +426,19 @@ def test_a_malformed_postgresql_url_is_one_line_without_its_password(
     assert result.exit_code == 1
     assert "cannot use the PostgreSQL URL: psycopg cannot parse it" in result.output
     assert "Hunter2" not in result.output and "Traceback" not in result.output
+
+
+def test_a_read_only_command_gives_no_postgresql_database_a_schema(postgres_db: str) -> None:
+    """As with a missing SQLite file: ``events`` pointed at a database of no sqreen tables
+    (a typo in its name) says so and creates nothing; ``keys create`` creates them."""
+    import psycopg
+
+    for command in (["events"], ["blocks"], ["alerts"], ["keys", "list"]):
+        result = run(*command, "--db", postgres_db, ok=False)
+        assert result.exit_code == 1, command
+        assert "no sqreen database at that PostgreSQL URL" in result.output
+    with psycopg.connect(postgres_db) as conn:
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert tables.fetchone() == (0,)
+    assert "sqk_" in run("keys", "create", "--db", postgres_db).output
+    assert run("events", "--db", postgres_db).exit_code == 0

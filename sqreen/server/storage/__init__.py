@@ -79,15 +79,17 @@ __all__ = [
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_storage(db: str, *, clock: Clock = utc_now) -> Storage:
+def open_storage(db: str, *, clock: Clock = utc_now, create: bool = True) -> Storage:
     """Open (creating and migrating as needed) the database ``db``: a ``postgresql://`` URL,
     or the path of a SQLite file (``sqlite:///path`` also works). ``clock`` is the time every
     write is stamped with and expiry and retention are measured against (tests pass their
-    own, so that nothing waits for real time)."""
+    own, so that nothing waits for real time). ``create=False``: a PostgreSQL database that
+    holds no sqreen schema is refused (:class:`RuntimeError`) rather than given one (the
+    caller checks that a SQLite file exists)."""
     if db.startswith(POSTGRES_SCHEMES):
         from .postgres import PostgresStorage
 
-        return PostgresStorage(db, clock=clock)
+        return PostgresStorage(db, clock=clock, create=create)
     from .sqlite import SQLiteStorage
 
     return SQLiteStorage(db.removeprefix("sqlite://"), clock=clock)

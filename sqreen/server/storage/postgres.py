@@ -97,7 +97,7 @@ def _usable(conn: psycopg.Connection[Any]) -> bool:
 class PostgresStorage(SqlStorage):
     MIGRATIONS = migrations("postgresql")
 
-    def __init__(self, dsn: str, *, clock: Clock = utc_now) -> None:
+    def __init__(self, dsn: str, *, clock: Clock = utc_now, create: bool = True) -> None:
         super().__init__(clock)
         try:
             import psycopg
@@ -113,6 +113,11 @@ class PostgresStorage(SqlStorage):
         self._closed = False
         self._copier = EventCopier()
         try:
+            if not create and not self._has_schema():
+                raise RuntimeError(
+                    "no sqreen database at that PostgreSQL URL: it holds no sqreen tables "
+                    "(give --db, or set SQREEN_DB; `sqreen serve` creates them)"
+                )
             self.migrate()
         except psycopg.OperationalError as exc:
             self.close()
@@ -131,6 +136,12 @@ class PostgresStorage(SqlStorage):
         except BaseException:
             self.close()
             raise
+
+    def _has_schema(self) -> bool:
+        """Whether the database holds a sqreen schema (a read-only command creates none)."""
+        with self._connection() as conn:
+            found = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+        return found == (True,)
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
