@@ -104,9 +104,17 @@ def test_events_spooled_for_one_key_are_sent_with_that_key_only(receiver: Receiv
     machine: what one spooled for its collector and key is not sent by the other, with the
     other's key; the next process of the first sends it."""
     _spool_then_die(receiver, "app.a.secret", 5, SQREEN_TOKEN="sqk_app_a")
-    code = (
-        "import sys, time, sqreen; sqreen.init(); sqreen.track(sys.argv[1]);"
-        " time.sleep(0.5); print(sqreen.flush(10))"
+    # Each process sends its spool's batches, then says whether all it tracked left.
+    code = textwrap.dedent(
+        """
+        import sys, time, sqreen
+        client = sqreen.init()
+        sqreen.track(sys.argv[1])
+        deadline = time.monotonic() + 30
+        while any(client.spool.directory.glob("*.batch")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        print(sqreen.flush(10))
+        """
     )
 
     def run(token: str, name: str) -> None:
