@@ -71,15 +71,7 @@ def parse_query(qs: str) -> dict[str, Any]:
     for key, value in parse_pairs(qs, MAX_PAIRS):
         key = key[:MAX_PARAM_KEY]
         value = value[:MAX_PARAM_VALUE]
-        if key in out:
-            prev = out[key]
-            if isinstance(prev, list):
-                if len(prev) < MAX_PARAMS:
-                    prev.append(value)
-            else:
-                out[key] = [prev, value]
-        elif len(out) < MAX_PARAMS:
-            out[key] = value
+        _add(out, key, value)
     return out
 
 
@@ -238,13 +230,19 @@ def multipart_fields(body: bytes, content_type: str) -> dict[str, Any] | None:
             value = TRUNCATED
         else:
             value = form_text(content)
-        if name in out:
-            prev = out[name]
-            if isinstance(prev, list):
-                if len(prev) < MAX_PARAMS:
-                    prev.append(value)
-            else:
-                out[name] = [prev, value]
-        elif len(out) < MAX_PARAMS:
-            out[name] = value
+        _add(out, name, value)
     return out or None
+
+
+def _add(out: dict[str, Any], key: str, value: str) -> None:
+    """``value`` under ``key``: a repeated key's values in a list, both bounded by
+    :data:`MAX_PARAMS` (what ``parse_qs`` and a form's fields alike make)."""
+    if key in out:
+        prev = out[key]
+        if isinstance(prev, list):
+            if len(prev) < MAX_PARAMS:
+                prev.append(value)
+        else:
+            out[key] = [prev, value]
+    elif len(out) < MAX_PARAMS:
+        out[key] = value
