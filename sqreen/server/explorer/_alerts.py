@@ -28,6 +28,7 @@ from starlette.responses import RedirectResponse, Response
 from ..._event import NAME_RE
 from ..playbooks import Playbook, PlaybookSource
 from ..storage import Alert, Block, Storage, StoredEvent
+from ..storage.model import ip_selection
 from ._query import MAX_PAIRS, MAX_SEQ_DIGITS
 from ._render import pairs, render
 
@@ -68,7 +69,12 @@ def group_of(base: str, group_by: str, key: str) -> Group:
     params: list[tuple[str, str]] = []
     label = key
     if group_by == "ip":
-        params = [("ip", key)]
+        try:  # an address, or an IPv6 network the events page cannot list (a /64)
+            ip_selection(key)
+        except ValueError:
+            pass
+        else:
+            params = [("ip", key)]
     elif group_by == "user":
         user = _identifiers(key)  # the canonical JSON of all the user's identifiers
         if user:

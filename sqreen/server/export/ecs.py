@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from .source import compact, outcome, request_field, severity, user_email, user_id, user_name
+from .source import (
+    alert_address,
+    compact,
+    outcome,
+    request_field,
+    severity,
+    user_email,
+    user_id,
+    user_name,
+)
 
 __all__ = ["ecs_alert", "ecs_event"]
 
@@ -115,7 +124,7 @@ def ecs_event(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 def ecs_alert(doc: Mapping[str, Any]) -> dict[str, Any]:
     """The ECS document of a playbook's alert (its ``to_json()``)."""
-    by_ip = doc["group_by"] == "ip"
+    address = alert_address(doc)
     by_user = doc["group_by"].startswith("user")
     denied = doc["mode"] == "enforce" and doc["action"] != "alert"
     return compact(
@@ -135,9 +144,9 @@ def ecs_alert(doc: Mapping[str, Any]) -> dict[str, Any]:
                 "dataset": "sqreen.alerts",
             },
             "rule": {"id": doc["playbook"], "name": doc["playbook"]},
-            "source": {"ip": doc["group_key"] if by_ip else None},
+            "source": {"ip": address},
             "related": {
-                "ip": [doc["group_key"]] if by_ip else None,
+                "ip": [address] if address else None,
                 "user": [doc["group_key"]] if by_user else None,
             },
             "sqreen": {

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from ..._version import __version__
 from .source import (
+    alert_address,
     compact,
     epoch_ms,
     outcome,
@@ -135,7 +136,6 @@ def ocsf_event(doc: Mapping[str, Any]) -> dict[str, Any]:
 def ocsf_alert(doc: Mapping[str, Any]) -> dict[str, Any]:
     """The OCSF Detection Finding of a playbook's alert (its ``to_json()``)."""
     blocked = doc["mode"] == "enforce" and doc["action"] != "alert"
-    by_ip = doc["group_by"] == "ip"
     return compact(
         {
             "category_uid": 2,
@@ -169,7 +169,7 @@ def ocsf_alert(doc: Mapping[str, Any]) -> dict[str, Any]:
                 "last_seen_time": epoch_ms(doc["last_event_at"]),
                 "analytic": {"name": doc["playbook"], "type_id": 1, "type": "Rule"},
             },
-            "src_endpoint": {"ip": doc["group_key"] if by_ip else None},
+            "src_endpoint": {"ip": alert_address(doc)},
             "unmapped": {
                 "group_by": doc["group_by"],
                 "group_key": doc["group_key"],

@@ -15,6 +15,7 @@ from ... import events as names
 __all__ = [
     "Outcome",
     "Severity",
+    "alert_address",
     "compact",
     "epoch_ms",
     "outcome",
@@ -63,6 +64,14 @@ def request_field(doc: Mapping[str, Any], key: str) -> Any:
     """A field of the captured request (``ip``, ``method``, ``path``, ``user_agent``...)."""
     request = doc.get("request")
     return request.get(key) if isinstance(request, Mapping) else None
+
+
+def alert_address(doc: Mapping[str, Any]) -> str | None:
+    """The address an alert grouped by ``ip`` is about, or None: a playbook groups IPv6
+    addresses by network (``2001:db8:1:2::/64``), which no address field of ECS or OCSF
+    holds (the network stays in the alert's ``group_key``)."""
+    key = doc["group_key"]
+    return key if doc["group_by"] == "ip" and "/" not in key else None
 
 
 def outcome(name: str) -> Outcome:

@@ -92,7 +92,7 @@ class Reputation:
         self._monotonic = monotonic
         self._next = 0.0
         self._networks: dict[tuple[int, int], set[int]] = {}
-        self._alerted: frozenset[tuple[int, int]] = frozenset()
+        self._alerted: dict[tuple[int, int], set[int]] = {}
 
     def refresh(self) -> None:
         """Read again, if the last read is older than ``every`` seconds."""
@@ -108,7 +108,7 @@ class Reputation:
             logger.exception("sqreen: recent blocks and alerts not read; scores without them")
             return
         self._networks = _networks(blocks)
-        self._alerted = frozenset(_addresses(alerts))
+        self._alerted = _networks(alerts)  # addresses, and IPv6 networks (``ipv6_prefix``)
 
     @property
     def holds_any(self) -> bool:
@@ -117,14 +117,17 @@ class Reputation:
 
     def check(self, address: Parsed) -> tuple[bool, bool]:
         """(blocked recently, alerted recently) for ``address``."""
-        blocked = False
         of, value = address[0], address[1]
-        bits = 32 if of == 4 else 128
-        for (version, length), numbers in self._networks.items():
-            if version == of and value >> (bits - length) in numbers:
-                blocked = True
-                break
-        return blocked, (of, value) in self._alerted
+        return _within(self._networks, of, value), _within(self._alerted, of, value)
+
+
+def _within(networks: dict[tuple[int, int], set[int]], of: int, value: int) -> bool:
+    """Whether the address ``value`` (IP version ``of``) is in one of ``networks``."""
+    bits = 32 if of == 4 else 128
+    for (version, length), numbers in networks.items():
+        if version == of and value >> (bits - length) in numbers:
+            return True
+    return False
 
 
 def _networks(texts: Sequence[str]) -> dict[tuple[int, int], set[int]]:
@@ -138,15 +141,4 @@ def _networks(texts: Sequence[str]) -> dict[tuple[int, int], set[int]]:
         out.setdefault((net.version, net.prefixlen), set()).add(
             int(net.network_address) >> (bits - net.prefixlen)
         )
-    return out
-
-
-def _addresses(texts: Sequence[str]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for text in texts:
-        try:
-            ip = ipaddress.ip_address(text)
-        except ValueError:
-            continue
-        out.append((ip.version, int(ip)))
     return out

@@ -8,6 +8,7 @@
     where = { "request.path" = "/login" } # optional: equality (a list: any of), or for a
                                           # number { at_least = n }: "ip.score" = { at_least = 60 }
     group_by = "ip"                       # ip, user, user.<key>, properties.<key>, ...
+                                          # (ip: an IPv6 address counts as its /64)
     threshold = 5                         # matching events in the window ...
     # distinct = "user"                   # ... or distinct values of a field (stuffing)
     window = "5m"
@@ -31,12 +32,12 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from ._fields import FieldPath
+from ._fields import IPV6_PREFIX, FieldPath
 from ._values import (
     FieldError,
     check_duration,
@@ -68,12 +69,14 @@ MAX_PLAYBOOKS: Final = 256
 MAX_THRESHOLD: Final = 1_000_000
 MAX_WINDOW: Final = timedelta(days=30)
 MAX_FILE_BYTES: Final = 1024 * 1024
+#: The widest IPv6 network a playbook groups by: SDKs refuse blocks of wider ones.
+MIN_IPV6_PREFIX: Final = 48
 _ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _KEYS: Final = frozenset(
     {
         "id", "description", "events", "where", "group_by", "threshold", "distinct",
         "max_per_value", "after", "window", "action", "duration", "mode", "cooldown",
-        "exempt_ips", "exempt_users", "notify",
+        "exempt_ips", "exempt_users", "notify", "ipv6_prefix",
     }
 )  # fmt: skip
 _TOP_KEYS: Final = frozenset({"playbook", "webhook_secret"})
@@ -278,6 +281,11 @@ def _playbook(table: object) -> Playbook:
     after = _after(table) if "after" in table else None
     if after is not None and distinct is not None:
         raise FieldError("after", "cannot be combined with distinct")
+    prefix = _ipv6_prefix(table, group_by, distinct)
+    if group_by.kind == "ip":
+        group_by = replace(group_by, ipv6_prefix=prefix)
+    if distinct is not None and distinct.kind == "ip":
+        distinct = replace(distinct, ipv6_prefix=prefix)
     cooldown = check_duration("cooldown", table["cooldown"], None) if "cooldown" in table else None
     description = table.get("description", "")
     if not isinstance(description, str) or len(description) > 1024:
@@ -301,6 +309,16 @@ def _playbook(table: object) -> Playbook:
         notify=check_notify(table),
         description=description,
     )
+
+
+def _ipv6_prefix(table: dict[str, Any], group_by: FieldPath, distinct: FieldPath | None) -> int:
+    """``ipv6_prefix``: the IPv6 network an address counts under where the playbook groups
+    by ``ip`` or counts distinct ones (64 by default; 128: each address apart)."""
+    if "ipv6_prefix" not in table:
+        return IPV6_PREFIX
+    if group_by.kind != "ip" and (distinct is None or distinct.kind != "ip"):
+        raise FieldError("ipv6_prefix", 'applies to group_by = "ip" or distinct = "ip" only')
+    return check_int(table, "ipv6_prefix", table["ipv6_prefix"], MIN_IPV6_PREFIX, 128)
 
 
 def _after(table: dict[str, Any]) -> After:

@@ -356,15 +356,16 @@ def evaluate(
 
 def is_exempt(playbook: Playbook, key: str) -> bool:
     """Whether ``key`` (of ``playbook.group_by``) is exempt: loopback, the playbook's
-    ``exempt_ips``, or a user matching one of its ``exempt_users``."""
+    ``exempt_ips`` (an IPv6 group holding one of them too: its block would cover it), or a
+    user matching one of its ``exempt_users``."""
     kind = playbook.group_by.kind
-    if kind == "ip":
+    if kind == "ip":  # an address, or an IPv6 network (``ipv6_prefix``): exempt if it holds one
         try:
-            address = ipaddress.ip_address(key)
+            group = ipaddress.ip_network(key, strict=False)
         except ValueError:
             return False
         networks = (*LOOPBACK, *playbook.exempt_ips)
-        return any(address.version == n.version and address in n for n in networks)
+        return any(group.version == n.version and group.overlaps(n) for n in networks)
     if kind == "user" and playbook.exempt_users:
         if playbook.group_by.key is None:
             try:

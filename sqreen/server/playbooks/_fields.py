@@ -5,10 +5,16 @@
 ``user_agent``) and ``ip.<field>`` (what IP intelligence added: ``country``, ``kind``,
 ``asn``, ``score``). Values are compared as text, as the storage indexes them: a string as
 it is, an integer in decimal, a boolean as ``true`` or ``false``.
+
+As a group (``group_by``) or a counted value (``distinct``), ``ip`` is an IPv4 address or
+the IPv6 network of a playbook's ``ipv6_prefix`` (``/64`` by default) holding the address:
+one host or one home gets a whole ``/64``, and a per-address count would let it try once from
+each of its 2^64 addresses. In ``where``, ``ip`` is the address as it is.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -16,11 +22,24 @@ from typing import Any, Final, NamedTuple
 
 from ..._json import dumps_utf8
 
-__all__ = ["AtLeast", "EventView", "FieldPath", "matches", "parse_field", "user_key"]
+__all__ = [
+    "IPV6_PREFIX",
+    "AtLeast",
+    "EventView",
+    "FieldPath",
+    "ip_group",
+    "matches",
+    "parse_field",
+    "user_key",
+]
 
 REQUEST_FIELDS: Final = frozenset({"path", "route", "method", "user_agent"})
 IP_FIELDS: Final = frozenset({"country", "kind", "asn", "score", "provider"})
 KINDS: Final = ("name", "ip", "app", "user", "properties", "request", "ip_info")
+#: The IPv6 network an address counts under by default, as a group or a distinct value.
+IPV6_PREFIX: Final = 64
+#: Addresses remembered with their group, per reader (cleared when full).
+IP_GROUPS_MAX: Final = 20_000
 
 
 class EventView(NamedTuple):
@@ -43,15 +62,27 @@ class EventView(NamedTuple):
 class FieldPath:
     kind: str  # one of KINDS
     key: str | None = None
+    #: For ``ip`` as a group or a distinct value: the IPv6 network length an address counts
+    #: under (None: the address itself, as in ``where``).
+    ipv6_prefix: int | None = None
 
     def __str__(self) -> str:
         if self.kind == "ip_info":
             return f"ip.{self.key}"
         return self.kind if self.key is None else f"{self.kind}.{self.key}"
 
+    @property
+    def spec(self) -> str:
+        """What it reads, as text: :func:`str`, and an IPv6 prefix other than the default
+        (``ip/128``), so that playbooks counting IPv6 addresses differently share no stream."""
+        prefix = self.ipv6_prefix
+        return str(self) if prefix is None or prefix == IPV6_PREFIX else f"{self}/{prefix}"
+
     def reader(self) -> Callable[[EventView], str | None]:
         """:meth:`read` for this field, made once: an attribute read for ``name``, ``ip`` and
         ``app`` (the engine reads a group key of every event it looks at)."""
+        if self.kind == "ip" and self.ipv6_prefix is not None and self.ipv6_prefix < 128:
+            return _ip_group_reader(self.ipv6_prefix)
         if self.kind in ("name", "ip", "app"):
             return attrgetter(self.kind)
         if self.kind == "user" and self.key is None:
@@ -112,6 +143,41 @@ def _user_key_of(event: EventView) -> str | None:
     except TypeError:
         found = None
     return found if found is not None else user_key(user)
+
+
+def ip_group(ip: str, prefix: int) -> str:
+    """The group of ``ip``: an IPv4 address as it is, an IPv6 address as the network of
+    ``prefix`` bits holding it (``2001:db8:1:2::/64``; an IPv4-mapped one as its IPv4
+    address); text that is no address, as it is."""
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip)
+    except ValueError:
+        return ip
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    host_bits = 128 - prefix
+    return str(ipaddress.IPv6Network(((int(address) >> host_bits) << host_bits, prefix)))
+
+
+def _ip_group_reader(prefix: int) -> Callable[[EventView], str | None]:
+    """A reader of :func:`ip_group` of an event's IP, remembering the IPv6 ones (an IPv4
+    address costs a test)."""
+    groups: dict[str, str] = {}
+
+    def read(event: EventView) -> str | None:
+        ip = event.ip
+        if ip is None or ":" not in ip:
+            return ip
+        found = groups.get(ip)
+        if found is None:
+            if len(groups) >= IP_GROUPS_MAX:
+                groups.clear()
+            found = groups[ip] = ip_group(ip, prefix)
+        return found
+
+    return read
 
 
 def _text(value: object) -> str | None:

@@ -72,7 +72,7 @@ def window_us_of(p: Playbook) -> int:
 
 def _signature(events: Iterable[str], p: Playbook) -> str:
     where = sorted((str(f), sorted(v)) for f, v in p.where)
-    return json.dumps([sorted(events), where, str(p.group_by)], separators=(",", ":"))
+    return json.dumps([sorted(events), where, p.group_by.spec], separators=(",", ":"))
 
 
 def _by_distinct(
@@ -81,11 +81,11 @@ def _by_distinct(
     """Split playbooks that read the same events the same way by the field they count
     distinct values of; those that count events (no ``distinct``) join the first such
     stream, as its values cost them nothing."""
-    fields = sorted({str(p.distinct) for p, _ in members if p.distinct is not None})
+    fields = sorted({p.distinct.spec for p, _ in members if p.distinct is not None})
     split: dict[str | None, list[tuple[Playbook, frozenset[str]]]] = {}
     for member in members:
         distinct = member[0].distinct
-        field = str(distinct) if distinct is not None else (fields[0] if fields else None)
+        field = distinct.spec if distinct is not None else (fields[0] if fields else None)
         split.setdefault(field, []).append(member)
     return split
 

@@ -1,0 +1,194 @@
+"""IPv6 addresses counted by network: one host holds a whole /64, and must not get a fresh
+count (and a fresh block) from each of its addresses."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from sqreen._blocking import Blocklist
+from sqreen._client_ip import TrustedProxies
+from sqreen.server.explorer._alerts import group_of
+from sqreen.server.export.ecs import ecs_alert
+from sqreen.server.export.ocsf import ocsf_alert
+from sqreen.server.intel._score import Reputation
+from sqreen.server.playbooks import TEMPLATES, PlaybookError, parse_playbooks
+from sqreen.server.playbooks._fields import ip_group
+from sqreen.server.playbooks._streams import group_streams
+
+from .conftest import Collector, envelope
+from .test_playbook_engine import BASE, Feed, variant
+from .test_playbooks import armed, failure  # noqa: F401  (a fixture)
+
+HOST = "2001:db8:1:2"  # a /64: one machine's, or one home's
+
+
+def fired(feed: Feed, playbook: str) -> list[tuple[str, int]]:
+    return [(key, total) for pid, key, total, _ in feed.fired if pid == playbook]
+
+
+def test_failures_from_addresses_of_one_64_count_together() -> None:
+    feed = Feed()
+    for n in range(1, 6):  # a new address for each try
+        feed.send("auth.login.failure", ip=f"{HOST}::{n:x}", uid=str(n))
+    assert fired(feed, "brute-force-ip") == [(f"{HOST}::/64", 5)]
+
+
+def test_neighbouring_64s_are_apart_and_ipv4_addresses_are_as_they_are() -> None:
+    feed = Feed()
+    for n in range(1, 5):
+        feed.send("auth.login.failure", ip=f"2001:db8:1:0::{n}", uid="a")
+        feed.send("auth.login.failure", ip=f"2001:db8:1:1::{n}", uid="a")
+        feed.send("auth.login.failure", ip="198.51.100.7", uid="b")
+        feed.send("auth.login.failure", ip=f"198.51.100.{n + 7}", uid="b")
+    assert fired(feed, "brute-force-ip") == []
+    feed.send("auth.login.failure", ip="198.51.100.7", uid="b")
+    feed.send("auth.login.failure", ip="2001:db8:1:0::99", uid="a")
+    assert sorted(fired(feed, "brute-force-ip")) == [("198.51.100.7", 5), ("2001:db8:1::/64", 5)]
+
+
+def test_ipv6_prefix_128_counts_each_address_and_48_a_site() -> None:
+    per_address = TEMPLATES.replace(
+        'id = "brute-force-ip"', 'id = "brute-force-ip"\nipv6_prefix = 128', 1
+    )
+    feed = Feed(per_address)
+    for n in range(1, 11):
+        feed.send("auth.login.failure", ip=f"{HOST}::{n:x}", uid="1")
+    assert fired(feed, "brute-force-ip") == []
+    per_site = TEMPLATES.replace('id = "brute-force-ip"', 'id = "brute-force-ip"\nipv6_prefix = 48')
+    feed = Feed(per_site)
+    for n in range(5):
+        feed.send("auth.login.failure", ip=f"2001:db8:1:{n:x}::1", uid="1")
+    assert fired(feed, "brute-force-ip") == [("2001:db8:1::/48", 5)]
+
+
+def test_distinct_addresses_of_one_64_are_one_value() -> None:
+    # A user whose home rotates its IPv6 privacy address is one place, not five.
+    text = variant(
+        group_by="'user'", distinct="'ip'", threshold="3", events="['auth.login.success']"
+    )
+    feed = Feed(text)
+    for n in range(1, 6):
+        feed.send("auth.login.success", ip=f"{HOST}::{n:x}", uid="7")
+    assert fired(feed, "a") == []
+    feed.send("auth.login.success", ip="2001:db8:9::1", uid="7")
+    feed.send("auth.login.success", ip="203.0.113.5", uid="7")
+    assert fired(feed, "a") == [('{"uid":"7"}', 3)]
+
+
+def test_where_still_matches_the_address_itself() -> None:
+    feed = Feed(variant(where=f"{{ ip = '{HOST}::1' }}", threshold="2"))
+    feed.send("x", ip=f"{HOST}::2")
+    feed.send("x", ip=f"{HOST}::3")
+    assert fired(feed, "a") == []
+    feed.send("x", ip=f"{HOST}::1")
+    feed.send("x", ip=f"{HOST}::1")
+    assert fired(feed, "a") == [(f"{HOST}::/64", 2)]
+
+
+def test_a_64_holding_an_exempt_address_is_never_blocked() -> None:
+    text = TEMPLATES.replace(
+        'id = "brute-force-ip"', f'id = "brute-force-ip"\nexempt_ips = ["{HOST}::10/128"]', 1
+    )
+    feed = Feed(text)
+    for n in range(1, 11):
+        feed.send("auth.login.failure", ip=f"{HOST}::{n:x}", uid="1")
+    assert fired(feed, "brute-force-ip") == []  # its block would lock the exempt one out
+
+
+@pytest.mark.parametrize(
+    ("ip", "group"),
+    [
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("::ffff:198.51.100.7", "198.51.100.7"),  # a dual-stack socket's IPv4 client
+        ("198.51.100.7", "198.51.100.7"),
+        ("fe80::1%eth0", "fe80::/64"),  # its zone is no part of its network
+        ("not:an:address", "not:an:address"),
+    ],
+)
+def test_ip_group(ip: str, group: str) -> None:
+    assert ip_group(ip, 64) == group
+
+
+def test_the_default_prefix_keeps_the_streams_it_had() -> None:
+    # Windows already stored keep counting across the upgrade: the default adds nothing to
+    # a stream's id; another prefix is another stream.
+    def stream_ids(text: str) -> set[str]:
+        return set(group_streams(parse_playbooks(text)).streams)
+
+    default, explicit = stream_ids(BASE), stream_ids(variant(ipv6_prefix="64"))
+    assert default == explicit
+    assert stream_ids(variant(ipv6_prefix="128")).isdisjoint(default)
+    per_address = variant(ipv6_prefix="128").replace("'a'", "'c'")
+    assert len(stream_ids(BASE + BASE.replace("'a'", "'b'") + per_address)) == 2  # a, b share
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("32", "ipv6_prefix: must be an integer from 48 to 128"),
+        ("129", "ipv6_prefix: must be an integer from 48 to 128"),
+        ("'64'", "ipv6_prefix: must be an integer"),
+        ("true", "ipv6_prefix: must be an integer"),
+        ("64.0", "ipv6_prefix: must be an integer"),
+    ],
+)
+def test_a_bad_ipv6_prefix_is_refused_with_its_line(value: str, reason: str) -> None:
+    with pytest.raises(PlaybookError, match=reason) as info:
+        parse_playbooks(variant(ipv6_prefix=value), "pb.toml")
+    assert info.value.line == 8
+
+
+def test_ipv6_prefix_needs_an_ip_to_count() -> None:
+    with pytest.raises(PlaybookError, match='ipv6_prefix: applies to group_by = "ip"'):
+        parse_playbooks(variant(group_by="'user'", ipv6_prefix="64"))
+
+
+def test_the_collector_blocks_the_64_and_the_sdk_refuses_its_other_addresses(
+    armed: Collector,  # noqa: F811
+) -> None:
+    for n in range(1, 6):
+        reply = armed.post("/v1/events", envelope([failure(f"{HOST}::{n:x}", f"u{n}")]))
+    items = reply.json()["actions"]["items"]
+    assert [i["ip"] for i in items if i["type"] == "block_ip"] == [f"{HOST}::/64"]
+    (alert,) = armed.storage.list_alerts(playbook="brute-force-ip")
+    assert (alert.group_by, alert.group_key, alert.total) == ("ip", f"{HOST}::/64", 5)
+    blocklist = Blocklist(TrustedProxies(None))
+    blocklist.apply(reply.json()["actions"])
+    assert blocklist.ip_block(f"{HOST}:ffff:ffff:ffff:ffff") is not None  # never seen: blocked
+    assert blocklist.ip_block("2001:db8:1:3::1") is None  # the next /64
+    # What is shown and exported of it: no link to an events filter that cannot list a
+    # /64, and no network in the address fields of ECS and OCSF.
+    assert group_of("/explorer", "ip", alert.group_key).href is None
+    assert group_of("/explorer", "ip", "198.51.100.7").href == "/explorer/events?ip=198.51.100.7"
+    doc: dict[str, Any] = alert.to_json()
+    assert "ip" not in ecs_alert(doc).get("source", {})
+    assert "ip" not in ocsf_alert(doc).get("src_endpoint", {})
+    assert ecs_alert(doc)["sqreen"]["alert"]["group_key"] == f"{HOST}::/64"
+
+
+def test_a_64_alerted_on_scores_its_addresses() -> None:
+    class Source:
+        def now(self) -> datetime:
+            return datetime.now(UTC)
+
+        def recent_ip_blocks(self, since: Any, limit: int) -> list[str]:
+            return []
+
+        def recent_alert_ips(self, since: Any, limit: int) -> list[str]:
+            return [f"{HOST}::/64", "198.51.100.7"]
+
+    reputation = Reputation(Source())
+    reputation.refresh()
+
+    def check(text: str) -> tuple[bool, bool]:
+        address = ipaddress.ip_address(text)
+        return reputation.check((address.version, int(address), text))
+
+    assert check(f"{HOST}::abcd") == (False, True)
+    assert check("198.51.100.7") == (False, True)
+    assert check("198.51.100.8") == (False, False)
+    assert check("2001:db8:1:3::1") == (False, False)
