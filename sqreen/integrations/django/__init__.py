@@ -12,7 +12,8 @@
         request.sqreen.auth_track(True, username="alice")
 
 See :class:`SqreenMiddleware`. With the app installed, ``manage.py check`` warns
-(``sqreen.W001``) unless the middleware is first.
+(``sqreen.W001``) unless the middleware is first. With ``django.contrib.auth``'s own login
+views, install :mod:`sqreen.integrations.django.auth` instead of calling ``auth_track``.
 
 .. versionadded:: 0.1
 """

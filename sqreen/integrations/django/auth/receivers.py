@@ -1,0 +1,61 @@
+"""The receivers of ``django.contrib.auth``'s signals (:mod:`sqreen.integrations.django.auth`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.contrib.auth import get_user_model
+
+from ...._context import RequestContext
+from ....events import AUTH_LOGIN_FAILURE, AUTH_LOGOUT
+
+__all__ = ["failed", "logged_in", "logged_out"]
+
+
+def _handle(request: Any) -> RequestContext | None:
+    """The handle the middleware bound to ``request``, or None (a request it did not serve:
+    the test client's ``login()``, a request made up by the app)."""
+    handle = getattr(request, "sqreen", None)
+    return handle if isinstance(handle, RequestContext) and handle.bound else None
+
+
+def _identifiers(username: object) -> dict[str, str] | None:
+    return {"username": str(username)} if username not in (None, "") else None
+
+
+def logged_in(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
+    """``auth.login.success``, and the user identified (:class:`sqreen.Blocked`, answered 403
+    by the middleware, when the collector blocks them)."""
+    handle = _handle(request)
+    if handle is not None and user is not None:
+        identifiers = _identifiers(user.get_username())
+        if identifiers is not None:
+            handle.auth_track(True, **identifiers)
+
+
+def failed(
+    sender: Any, credentials: Mapping[str, Any] | None = None, request: Any = None, **kwargs: Any
+) -> None:
+    """``auth.login.failure`` for the username ``authenticate()`` was given (Django passes
+    the credentials with their secrets masked; only the username is read)."""
+    handle = _handle(request)
+    if handle is None:
+        return
+    credentials = credentials if isinstance(credentials, Mapping) else {}
+    username = credentials.get("username")
+    if username is None:  # authenticate(email=...) where USERNAME_FIELD is "email"
+        username = credentials.get(get_user_model().USERNAME_FIELD)
+    identifiers = _identifiers(username)
+    if identifiers is None:
+        handle.track(AUTH_LOGIN_FAILURE)
+    else:
+        handle.auth_track(False, **identifiers)
+
+
+def logged_out(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
+    """``auth.logout``, with the user when one was logged in."""
+    handle = _handle(request)
+    if handle is not None:
+        username = user.get_username() if user is not None else None
+        handle.track(AUTH_LOGOUT, user_identifiers=_identifiers(username))
