@@ -160,3 +160,32 @@ def test_the_test_clients_made_up_requests_track_nothing(tmp_path: Path) -> None
         assert events == [("auth.login.success", {"username": "bob"})]
     finally:
         receiver.stop()
+
+
+def test_the_app_alone_checks_the_middleware() -> None:
+    # Without the middleware the receivers find no request to track with: manage.py check
+    # says so, even when "sqreen.integrations.django" itself is not installed.
+    script = """
+import django
+from django.conf import settings
+settings.configure(
+    INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes",
+                    "sqreen.integrations.django.auth"],
+    MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"],
+    DATABASES={},
+)
+django.setup()
+from django.core import checks
+print(sorted(m.id for m in checks.run_checks() if m.id.startswith("sqreen.")))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SQREEN_", "DJANGO_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**env, "PYTHONPATH": ROOT},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['sqreen.W002']"

@@ -13,6 +13,7 @@ class SqreenAuthConfig(AppConfig):  # type: ignore[misc]
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 
+        from .. import checks  # noqa: F401  (the middleware's check: without it, nothing is tracked)
         from .receivers import failed, logged_in, logged_out
 
         user_logged_in.connect(logged_in, dispatch_uid="sqreen.auth.logged_in")
