@@ -22,6 +22,7 @@ from ._event import (
     validate_target,
     validate_user,
 )
+from ._ip_syntax import canonical_ip
 from ._ip_warnings import watch_peer
 from ._json import dumps_utf8
 from ._params import scrubbed_params
@@ -207,6 +208,16 @@ _EVENT_KEYS: Final = frozenset(WireEvent.__annotations__)
 _REQUEST_KEYS: Final = frozenset(WireRequest.__annotations__)
 
 
+def received_ip(ip: str) -> str | None:
+    """``request.ip`` as stored: an address's canonical text (IPv6 compressed, lower-case,
+    IPv4-mapped unmapped), as SDKs send it; None for anything else (a network, a name,
+    ``unknown``), as an SDK sends an address it could not read: blocks and playbooks act on
+    this field, and a network in it would have a playbook block the whole network. Not
+    malformed enough to refuse the event (a peer's login failure with a proxy's
+    ``unknown`` is still a login failure)."""
+    return canonical_ip(ip)
+
+
 def _request(value: object, dumps: Callable[[Any], str] = dumps_utf8) -> WireRequest | None:
     if value is None:
         return None
@@ -222,6 +233,9 @@ def _request(value: object, dumps: Callable[[Any], str] = dumps_utf8) -> WireReq
             # must not keep their event out).
             v = v[: LIMITS.request_field_max]
         out[key] = v  # type: ignore[literal-required,unused-ignore]
+    ip = out["ip"]
+    if ip is not None:
+        out["ip"] = received_ip(ip)
     params = value.get("params", {})
     if not isinstance(params, dict):
         raise InvalidEvent("request.params", "type", "must be an object")

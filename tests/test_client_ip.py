@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sqreen import _ip_warnings
 from sqreen._client_ip import TrustedProxies, ip_in_networks, resolve_client_ip
-from sqreen._ip_syntax import normalize_ip
+from sqreen._ip_syntax import canonical_ip, normalize_ip
 from sqreen._ip_warnings import (
     maybe_warn_untrusted_proxy,
     should_warn_untrusted_private,
@@ -191,6 +191,35 @@ def test_any_other_header_is_a_list() -> None:
 )
 def test_normalize_ip(value: str, expected: str | None) -> None:
     assert normalize_ip(value) == expected
+    assert canonical_ip(value) == expected
+
+
+def _spellings(number: int, v6: bool) -> list[str]:
+    address = ipaddress.IPv6Address(number) if v6 else ipaddress.IPv4Address(number % 2**32)
+    texts = [str(address), str(address).upper()]
+    if isinstance(address, ipaddress.IPv6Address):
+        texts += [address.exploded, f"[{address}]:443", f"{address}%eth0"]
+    return texts
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.integers(0, 2**128 - 1),
+        st.integers(0, 2**48).map(lambda n: n << 80),  # long zero runs, at either end
+        st.integers(0, 2**32 - 1).map(lambda n: 0xFFFF << 32 | n),  # IPv4-mapped
+        st.integers(0, 2**32 - 1),  # IPv4-compatible, and IPv4
+        st.lists(st.sampled_from([0, 0, 1, 0xFFFF]), min_size=8, max_size=8).map(
+            lambda parts: sum(p << (16 * i) for i, p in enumerate(parts))
+        ),
+    ),
+    st.booleans(),
+    st.text(alphabet="0123456789abcdefABCDEF:./[]% x", max_size=48),
+)
+def test_canonical_ip_answers_as_normalize_ip(number: int, v6: bool, junk: str) -> None:
+    """The fast path recognises canonical text; it never answers otherwise than parsing."""
+    for text in [*_spellings(number, v6), junk]:
+        assert canonical_ip(text) == normalize_ip(text), text
 
 
 # -- trusted proxies ------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from .._event import LIMITS, InvalidEvent, validate_name, validate_properties
-from .._wire import IDENTIFY, MAX_REQUEST_BYTES, WireEvent, WireRequest
+from .._wire import IDENTIFY, MAX_REQUEST_BYTES, WireEvent, WireRequest, received_ip
 from .._wire_time import normal_timestamp
 from ..events import ALIASES
 from .fastjson import measure
@@ -183,7 +183,7 @@ def _request(raw: _Request) -> WireRequest | None:
     ):
         return None
     out: WireRequest = {
-        "ip": raw.ip,
+        "ip": None if raw.ip is None else received_ip(raw.ip),
         "user_agent": raw.user_agent,
         "path": raw.path,
         "route": raw.route,

@@ -260,7 +260,7 @@ def test_serve_enriches_each_stored_event_and_every_read_shows_ip_info(
     assert by_ip["185.220.101.1"]["ip_info"]["kind"] == "tor"
     assert by_ip["10.0.0.8"]["ip_info"] == {"kind": "private", "score": 0, "reasons": []}
     assert by_ip["2d00::1"]["ip_info"] == {"score": 0, "reasons": []}
-    assert "ip_info" not in by_ip["not-an-ip"]  # no address: nothing to say
+    assert "ip_info" not in by_ip[None]  # "not-an-ip": stored with no address, nothing to say
     assert all("enrichment" not in e for e in by_ip.values())
 
 

@@ -38,6 +38,12 @@ IP_FIELDS: Final = frozenset({"country", "kind", "asn", "score", "provider"})
 KINDS: Final = ("name", "ip", "app", "user", "properties", "request", "ip_info")
 #: The IPv6 network an address counts under by default, as a group or a distinct value.
 IPV6_PREFIX: Final = 64
+#: IPv6 networks whose addresses each stand for one IPv4 client of a translator (NAT64's
+#: well-known and local-use prefixes, Teredo): counted address by address, as the /64 of
+#: one is the translator's, shared by all its clients.
+TRANSLATED: Final = tuple(
+    ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2001::/32")
+)
 #: Addresses remembered with their group, per reader (cleared when full).
 IP_GROUPS_MAX: Final = 20_000
 
@@ -148,7 +154,7 @@ def _user_key_of(event: EventView) -> str | None:
 def ip_group(ip: str, prefix: int) -> str:
     """The group of ``ip``: an IPv4 address as it is, an IPv6 address as the network of
     ``prefix`` bits holding it (``2001:db8:1:2::/64``; an IPv4-mapped one as its IPv4
-    address); text that is no address, as it is."""
+    address, one of :data:`TRANSLATED` as itself); text that is no address, as it is."""
     if ":" not in ip:
         return ip
     try:
@@ -157,6 +163,8 @@ def ip_group(ip: str, prefix: int) -> str:
         return ip
     if address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
+    if any(address in network for network in TRANSLATED):
+        return str(address)  # one IPv4 client each: its /64 is every client of a translator
     host_bits = 128 - prefix
     return str(ipaddress.IPv6Network(((int(address) >> host_bits) << host_bits, prefix)))
 

@@ -9,6 +9,7 @@ posts the webhooks and wakes the action long-polls. The playbooks in force come 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import time
@@ -232,6 +233,8 @@ def _block(p: Playbook, key: str, reason: str, max_blocks: int | None) -> BlockS
     reason = visible(reason)
     try:
         if p.action == "block_ip":
+            if not _one_group(key, p.group_by.ipv6_prefix):
+                raise ValueError("not an address, nor the IPv6 network the playbook groups by")
             request = ip_block(key, duration=p.duration, reason=reason[:512])
         else:
             user = json.loads(key) if p.group_by.key is None else {p.group_by.key: key}
@@ -248,6 +251,22 @@ def _block(p: Playbook, key: str, reason: str, max_blocks: int | None) -> BlockS
         created_by=f"playbook:{p.id}",
         max_active=max_blocks,
     )
+
+
+def _one_group(key: str, ipv6_prefix: int | None) -> bool:
+    """Whether ``key`` is a group of ``group_by = "ip"``: an address, or an IPv6 network of
+    the playbook's prefix (events store addresses only: anything wider, even from events
+    stored before they were checked, is never blocked)."""
+    try:
+        ipaddress.ip_address(key)
+        return True
+    except ValueError:
+        pass
+    try:
+        network = ipaddress.ip_network(key)
+    except ValueError:
+        return False
+    return network.version == 6 and network.prefixlen == ipv6_prefix
 
 
 def _span(seconds: float) -> str:

@@ -1,5 +1,6 @@
-"""IPv6 addresses counted by network: one host holds a whole /64, and must not get a fresh
-count (and a fresh block) from each of its addresses."""
+"""The addresses playbooks count and block: IPv6 by network (one host holds a whole /64, and
+must not get a fresh count, and a fresh block, from each of its addresses), and only ever an
+address that an event really carried (never a network sent in its place)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from sqreen.server.export.ocsf import ocsf_alert
 from sqreen.server.intel._score import Reputation
 from sqreen.server.playbooks import TEMPLATES, PlaybookError, parse_playbooks
 from sqreen.server.playbooks._fields import ip_group
+from sqreen.server.playbooks._runner import _block
 from sqreen.server.playbooks._streams import group_streams
+from sqreen.server.storage import EventFilter
 
 from .conftest import Collector, envelope
 from .test_playbook_engine import BASE, Feed, variant
@@ -105,6 +108,9 @@ def test_a_64_holding_an_exempt_address_is_never_blocked() -> None:
         ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
         ("::ffff:198.51.100.7", "198.51.100.7"),  # a dual-stack socket's IPv4 client
         ("198.51.100.7", "198.51.100.7"),
+        ("64:ff9b::c633:6407", "64:ff9b::c633:6407"),  # NAT64: one IPv4 client an address
+        ("64:ff9b:1::c633:6407", "64:ff9b:1::c633:6407"),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "2001:0:4136:e378:8000:63bf:3fff:fdd2"),  # Teredo
         ("fe80::1%eth0", "fe80::/64"),  # its zone is no part of its network
         ("not:an:address", "not:an:address"),
     ],
@@ -192,3 +198,53 @@ def test_a_64_alerted_on_scores_its_addresses() -> None:
     assert check("198.51.100.7") == (False, True)
     assert check("198.51.100.8") == (False, False)
     assert check("2001:db8:1:3::1") == (False, False)
+
+
+@pytest.mark.parametrize("slow_path", [False, True], ids=["fast-parse", "usual-parse"])
+def test_a_network_sent_as_an_events_ip_blocks_nothing(
+    armed: Collector,  # noqa: F811
+    slow_path: bool,
+) -> None:
+    # Someone holding an ingest key sends login failures "from" a /16: stored with no
+    # address, they make no block (a block of the /16 would refuse 65 536 addresses).
+    for n in range(6):
+        events = [failure("203.0.0.0/16", f"u{n}"), failure("2001:db8:abcd::/48", f"v{n}")]
+        if slow_path:  # an invalid event beside them: the batch takes the usual parser
+            events.append({**failure("198.51.100.1", "x"), "timestamp": "yesterday"})
+        reply = armed.post("/v1/events", envelope(events))
+        assert reply.status_code == 200 and reply.json()["accepted"] == 2, reply.text
+    assert armed.storage.list_blocks() == []
+    assert {e.ip for e in armed.storage.query_events(EventFilter())} == {None}
+
+
+def test_addresses_are_stored_in_their_canonical_spelling(armed: Collector) -> None:  # noqa: F811
+    spellings = ["::ffff:203.0.113.5", "203.0.113.5", " 203.0.113.5", "[2001:DB8::7]:443"]
+    reply = armed.post("/v1/events", envelope([failure(ip, "a") for ip in spellings]))
+    assert reply.json()["accepted"] == 4
+    stored = sorted(str(e.ip) for e in armed.storage.query_events(EventFilter()))
+    assert stored == ["2001:db8::7", "203.0.113.5", "203.0.113.5", "203.0.113.5"]
+
+
+@pytest.mark.parametrize(
+    ("key", "blocked"),
+    [
+        ("203.0.113.9", "203.0.113.9/32"),
+        (f"{HOST}::/64", f"{HOST}::/64"),
+        ("203.0.0.0/16", None),  # stored before addresses were checked: never a block
+        ("2001:db8:1::/48", None),  # wider than the playbook groups by
+        ("unknown", None),
+    ],
+)
+def test_a_playbook_blocks_one_group_never_more(key: str, blocked: str | None) -> None:
+    (playbook,) = [p for p in parse_playbooks(TEMPLATES).playbooks if p.id == "brute-force-ip"]
+    spec = _block(playbook, key, "5 failures", None)
+    assert (spec.ip if spec is not None else None) == blocked
+
+
+def test_clients_of_a_nat64_translator_are_counted_apart() -> None:
+    feed = Feed()
+    for n in range(6):  # one IPv4 attacker behind the translator
+        feed.send("auth.login.failure", ip="64:ff9b::c633:6407", uid=str(n))
+    for n in range(4):  # four others, once each: not the attacker's count
+        feed.send("auth.login.failure", ip=f"64:ff9b::cb00:71{n:02x}", uid="z")
+    assert fired(feed, "brute-force-ip") == [("64:ff9b::c633:6407", 5)]
