@@ -141,3 +141,35 @@ def test_the_api_the_cli_and_the_playbooks_at_the_cap(
         storage.close()
     again = collector.post("/v1/blocks", {"type": "block_ip", "ip": "192.0.2.3"}, admin=True)
     assert again.status_code == 201
+    assert all("no block: the most blocks allowed are in force" in a.summary for a in alerts)
+
+
+def test_a_playbook_refused_its_block_at_the_cap_asks_again_a_minute_later(
+    collector: Collector, live_app: Any, tmp_path: Path
+) -> None:
+    # Not quiet while the block it could not make would have lasted (an hour): an attacker
+    # who found the cap full is blocked once there is room again.
+    switch, _ = live_app
+    (tmp_path / "playbooks.toml").write_text(TEMPLATES)
+    source = PlaybookSource(tmp_path / "playbooks.toml")
+    switch.app = create_app(collector.storage, key_cache_ttl=0.2, playbooks=source, max_blocks=1)
+    decoy = collector.post("/v1/blocks", {"type": "block_ip", "ip": "192.0.2.1"}, admin=True)
+
+    def fail(n: int) -> None:
+        event = wire_event(name="auth.login.failure", user={"uid": f"u{n}"})
+        event["request"] = {**event["request"], "ip": "198.51.100.23"}
+        assert collector.post("/v1/events", envelope([event])).status_code == 200
+
+    for n in range(6):
+        fail(n)
+    (alert,) = collector.storage.list_alerts(playbook="brute-force-ip")
+    assert alert.block_id is None
+    BlockService(collector.storage).lift(decoy.json()["id"], lifted_by="t")  # room again
+    fail(6)  # within the minute: quiet
+    assert len(collector.storage.list_alerts(playbook="brute-force-ip")) == 1
+    collector.clock.advance(seconds=61)
+    fail(7)
+    newest = collector.storage.list_alerts(playbook="brute-force-ip")[0]
+    assert newest.id != alert.id and newest.block_id is not None
+    (block,) = collector.storage.list_blocks()
+    assert (block.ip, block.created_by) == ("198.51.100.23/32", "playbook:brute-force-ip")

@@ -27,6 +27,7 @@ from ..storage import (
     StoredEvent,
     WindowWrite,
 )
+from ..storage._alert_store import REFUSED_QUIET_US
 from ..storage.model import from_us, to_us
 from ._bounds import Bounds
 from ._config import Playbook
@@ -156,6 +157,9 @@ class PlaybookRunner:
             added=plan.counts,
             others=bounds.others,
         )
+        refused = [a for a in stored if a.block_id is None and (a.playbook, a.group_key) in wanted]
+        for alert in refused:  # quiet a minute only, as the store wrote (then asked again)
+            learned[(alert.playbook, alert.group_key)] = now_us + REFUSED_QUIET_US
         known.update(learned)
         changed = {key for _, key in learned}
         for key in keys:  # what no hit of can matter for a while: skipped from now on
@@ -169,7 +173,6 @@ class PlaybookRunner:
             return
         if self.on_block is not None and any(a.block_id is not None for a in stored):
             self.on_block()
-        refused = [a for a in stored if a.block_id is None and (a.playbook, a.group_key) in wanted]
         if refused:
             self._log_unblocked(refused)
         by_id = {p.id: p for p in engine.playbooks.playbooks}

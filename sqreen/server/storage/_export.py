@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from ._alert_store import ALERT_COLUMNS, AlertRow, alert_from_row
 from ._parts import SqlPart
-from ._playbooks import ALERT_COLUMNS, AlertRow, alert_from_row
 from .model import Alert, to_us
 
 __all__ = ["COMMITTED_MARKS", "ExportQueries"]

@@ -12,20 +12,18 @@ or a user that an active block already covers extends that one rather than addin
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Final
 
-from ._blocks import BlockQueries
-from ._parts import insert_rows, placeholders
-from .model import Alert, NewAlert, TooManyBlocks, WindowWrite, from_us, to_us
+from ._alert_store import AlertQueries
+from ._parts import insert_rows
+from .model import Alert, WindowWrite, to_us
 
 if TYPE_CHECKING:
     from ._sql import Cursor
 
-__all__ = ["ALERT_COLUMNS", "WINDOW_CHUNK", "AlertRow", "PlaybookQueries", "by_stream"]
+__all__ = ["WINDOW_CHUNK", "PlaybookQueries", "by_stream"]
 
 #: Keys a statement, when reading or writing windows (parameters stay under both limits).
 WINDOW_CHUNK: Final = 400
@@ -39,10 +37,6 @@ IN_SIZES: Final = (1, 4, 16, 64, 128, 256, WINDOW_CHUNK)
 #: long fired whatever counts them, unless a rule keeps almost firing: then it is an
 #: approximation on its latest hits).
 FETCH_MAX: Final = 4096
-#: Alerts a statement (14 parameters each).
-ALERT_CHUNK: Final = 50
-#: The seqs an alert keeps of the events behind it (the newest).
-SEQS_KEPT: Final = 100
 #: Old hits deleted a transaction at most (ingest writes between two).
 PURGE_CHUNK: Final = 20_000
 #: How long (µs) a process's rows of the windows' log keep their counts by key after it
@@ -51,10 +45,6 @@ LOG_COUNTS_FOR: Final = 60_000_000
 #: How long (µs) rows of the windows' log are kept: each is read by the other processes at
 #: their next batch; one idle longer finds the gap and counts again.
 LOG_KEPT: Final = 120_000_000
-ALERT_COLUMNS: Final = (
-    "id, playbook, group_by, group_key, total, first_at, last_at, first_seq, last_seq, "
-    "seqs_json, mode, action, block_id, summary, created_at"
-)
 
 WindowKey = tuple[str, str]
 QuietKey = tuple[str, str]  # (playbook id, group key)
@@ -62,24 +52,6 @@ QuietKey = tuple[str, str]  # (playbook id, group key)
 HitValues = tuple[str, str, int, int, str | None]
 #: A probe: (stream, key, since µs, how many, distinct values?).
 ProbeValues = tuple[str, str, int, int, bool]
-
-
-class AlertRow(NamedTuple):
-    id: int
-    playbook: str
-    group_by: str
-    group_key: str
-    total: int
-    first_at: int
-    last_at: int
-    first_seq: int
-    last_seq: int
-    seqs_json: str
-    mode: str
-    action: str
-    block_id: int | None
-    summary: str
-    created_at: int
 
 
 def by_stream(keys: Sequence[WindowKey]) -> list[tuple[str, list[str]]]:
@@ -98,27 +70,7 @@ def padded(items: Sequence[str]) -> list[str]:
     return [*items, *[items[-1]] * (size - len(items))]
 
 
-def alert_from_row(row: AlertRow) -> Alert:
-    return Alert(
-        id=row.id,
-        playbook=row.playbook,
-        group_by=row.group_by,
-        group_key=row.group_key,
-        total=row.total,
-        first_at=from_us(row.first_at),
-        last_at=from_us(row.last_at),
-        first_seq=row.first_seq,
-        last_seq=row.last_seq,
-        seqs=tuple(json.loads(row.seqs_json)),
-        mode=row.mode,
-        action=row.action,
-        block_id=row.block_id,
-        summary=row.summary,
-        created_at=from_us(row.created_at),
-    )
-
-
-class PlaybookQueries(BlockQueries):
+class PlaybookQueries(AlertQueries):
     """Mixed into :class:`~._sql.SqlStorage`."""
 
     #: What :meth:`_windows_version` said at the last :meth:`update_windows` that committed,
@@ -311,90 +263,6 @@ class PlaybookQueries(BlockQueries):
             ).fetchall()
             out[(stream, key)] = [(ts, seq, value) for ts, seq, value in reversed(rows)]
         return out
-
-    def _store_alerts(self, cur: Cursor, alerts: Sequence[NewAlert], now: int) -> list[Alert]:
-        """Store ``alerts`` (each block first, then the alerts in one statement a chunk: an
-        attack on thousands of accounts crosses a threshold for hundreds of them at once)."""
-        block_ids: list[int | None] = []
-        for alert in alerts:
-            block_id = None
-            if alert.block is not None:
-                try:
-                    block_id = self._block_for(cur, alert.block, now)[0].id
-                except TooManyBlocks:
-                    pass  # at the cap (``max_active``): the alert is stored without its block
-            block_ids.append(block_id)
-        rows = [
-            (
-                alert.playbook,
-                alert.group_by,
-                alert.group_key,
-                alert.total,
-                to_us(alert.first_at),
-                to_us(alert.last_at),
-                alert.first_seq,
-                alert.last_seq,
-                json.dumps(list(alert.seqs[-SEQS_KEPT:])),
-                alert.mode,
-                alert.action,
-                block_id,
-                alert.summary,
-                now,
-            )
-            for alert, block_id in zip(alerts, block_ids, strict=True)
-        ]
-        ids: list[int] = []
-        if rows:
-            self._fence(cur)
-        for i in range(0, len(rows), ALERT_CHUNK):
-            part = rows[i : i + ALERT_CHUNK]
-            found = cur.execute(
-                "INSERT INTO alerts (playbook, group_by, group_key, total, first_at, last_at, "
-                "first_seq, last_seq, seqs_json, mode, action, block_id, summary, created_at) "
-                f"VALUES {placeholders(len(part), 14)} RETURNING id",
-                [v for row in part for v in row],
-            ).fetchall()
-            # Ids are given in the order of the rows; RETURNING's own order is unspecified.
-            ids.extend(sorted(int(id_) for (id_,) in found))
-        created = from_us(now)
-        return [
-            replace(alert.stored(id_, block_id, created), seqs=alert.seqs[-SEQS_KEPT:])
-            for alert, block_id, id_ in zip(alerts, block_ids, ids, strict=True)
-        ]
-
-    def list_alerts(
-        self,
-        *,
-        playbook: str | None = None,
-        before_id: int | None = None,
-        limit: int = 50,
-    ) -> list[Alert]:
-        """Alerts, newest first; page with ``before_id``."""
-        conds: list[str] = []
-        params: list[Any] = []
-        if playbook is not None:
-            conds.append("playbook = ?")
-            params.append(playbook)
-        if before_id is not None:
-            conds.append("id < ?")
-            params.append(before_id)
-        where = f"WHERE {' AND '.join(conds)}" if conds else ""
-        rows = self._read(
-            f"SELECT {ALERT_COLUMNS} FROM alerts {where} ORDER BY id DESC LIMIT ?",
-            [*params, max(0, min(limit, 1000))],
-        )
-        return [alert_from_row(AlertRow._make(r)) for r in rows]
-
-    def get_alert(self, alert_id: int) -> Alert | None:
-        found = self._read(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?", [alert_id])
-        return next((alert_from_row(AlertRow._make(r)) for r in found), None)
-
-    def alert_counts(self) -> dict[str, tuple[int, datetime | None]]:
-        """Per playbook: how many alerts, and when the last one was."""
-        rows = self._read(
-            "SELECT playbook, count(*), max(created_at) FROM alerts GROUP BY playbook"
-        )
-        return {p: (int(n), None if last is None else from_us(last)) for p, n, last in rows}
 
     def purge_windows(self, older_than: datetime) -> int:
         """Forget hits older than ``older_than`` (longer ago than any window) and quiet times
