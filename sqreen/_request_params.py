@@ -85,7 +85,7 @@ def parse_body(body: bytes, content_type: str, truncated: bool) -> dict[str, Any
             return {}
         try:
             parsed = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # a body nested deeper than Python reads
             return {}
         return _bounded(parsed) if isinstance(parsed, dict) else {}  # type: ignore[no-any-return,unused-ignore]
     if content_type.startswith("multipart/form-data"):

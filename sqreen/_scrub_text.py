@@ -17,9 +17,20 @@ from ._secrets import CANDIDATE, REDACTED
 __all__ = ["BodyScrubbing"]
 
 # ``key=value`` / ``"key": "value"`` in text that is not parseable: truncated JSON, text/plain.
+# A key starts where no letter could have started one before it, and is read once (possessive:
+# a shorter one is followed by a key's character, never by what must come after it), so that
+# a long run of key characters costs one try, not one at each of its letters (a 64 KiB body
+# of "eyJ": 0.2 s before). Its last KEY_MAX characters are the key (:func:`_key_of`).
+KEY_MAX: Final = 64
 _KEY_VALUE: Final = re.compile(
-    r"""(["']?)([A-Za-z_][\w.\-]{0,63})\1(\s*[:=]\s*)("(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s&;,}]+)"""
+    r"""(["']?)(?<![A-Za-z_])([A-Za-z_][\w.\-]{0,254}+)\1(\s*[:=]\s*)"""
+    # A value is a string, or text up to a separator: never an object or a list, whose own
+    # pairs are read next (``{"user":{"password":...``, compact JSON cut at the cap).
+    r"""("(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s&;,}{\[][^\s&;,}]*)"""
 )
+# A JSON escape of a character of keys (``"pass\u0077ord"``), not preceded by an escaped
+# backslash: written as the character before keys are read.
+_KEY_ESCAPE: Final = re.compile(r"(?<!\\)((?:\\\\)*)\\u00(2[dDeE]|3[0-9]|[4-7][0-9a-fA-F])")
 _JSON_START: Final = re.compile(r"\s*[\[{]")
 _MULTIPART_PART: Final = re.compile(
     r"(content-disposition:[^\r\n]*?(?<![a-z])name=\"?([^\";\r\n]*)\"?[^\r\n]*\r?\n"
@@ -27,6 +38,22 @@ _MULTIPART_PART: Final = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _candidate: Final = CANDIDATE.search
+
+
+def _unescaped(match: re.Match[str]) -> str:
+    char = chr(int(match.group(2), 16))
+    return match.group(1) + (char if char.isalnum() or char in "_.-" else match.group(0)[-6:])
+
+
+def _key_of(run: str) -> str | None:
+    """The key a run of key characters ends with: at most KEY_MAX of them, from a letter or
+    ``_`` (the longest such tail), or None."""
+    if len(run) <= KEY_MAX:
+        return run
+    for start in range(len(run) - KEY_MAX, len(run)):
+        if run[start].isascii() and (run[start].isalpha() or run[start] == "_"):
+            return run[start:]
+    return None
 
 
 class BodyScrubbing:
@@ -76,10 +103,13 @@ class BodyScrubbing:
             return encode_pairs(self.scrub_query_like(parse_pairs(text)))
         if ctype.startswith("multipart/"):
             text = _MULTIPART_PART.sub(self._multipart_part, text)
+        if "\\u00" in text:
+            text = _KEY_ESCAPE.sub(_unescaped, text)
         return self.scrub_value(_KEY_VALUE.sub(self._key_value, text))
 
     def _key_value(self, match: re.Match[str]) -> str:
-        if not self.is_sensitive_key(match.group(2)):
+        key = _key_of(match.group(2))
+        if key is None or not self.is_sensitive_key(key):
             return match.group(0)
         value = match.group(4)
         quote = value[0] if value[:1] in ("'", '"') else ""

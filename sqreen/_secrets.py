@@ -62,7 +62,9 @@ CANDIDATE: Final = re.compile(
 # A maximal run of digits with single separators between them, at least 13 digits.
 _DIGIT_RUN: Final = re.compile(f"{_DIGIT}(?<!{_DIGIT}.)(?:{_SEP}?{_DIGIT}){{12,}}")
 _DIGIT_GROUP: Final = re.compile("[0-9]+")
-_JWT: Final = re.compile(r"eyJ[A-Za-z0-9_-]{5,}(?:\.[A-Za-z0-9_-]*){2,4}")
+# Possessive: nothing to give back (each class stops where the next part must start).
+_JWT: Final = re.compile(r"eyJ[A-Za-z0-9_-]{5,}+(?:\.[A-Za-z0-9_-]*+){2,4}+")
+_SEGMENT: Final = re.compile(r"[A-Za-z0-9_-]*+")
 # Like CANDIDATE, each pattern below starts with a literal character or a class (never a
 # lookbehind, a group or IGNORECASE), so that sre skips in C to where a match could start:
 # a lookbehind after the first character does the work of a leading \b.
@@ -88,8 +90,9 @@ _PRIVATE_KEY: Final = re.compile(
     rf"-----BEGIN {_PEM_LABEL}.*?(?:-----END {_PEM_LABEL}|\Z)", re.DOTALL
 )
 _URL_PASSWORD: Final = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*):[^/\s@]+@")
-# Windows tried per string before failing closed (every remaining run redacted).
-_CARD_BUDGET: Final = 2048
+# Windows tried per string before failing closed (every remaining run redacted): each
+# start of a group, with one to seven groups after it (19 digits at most).
+_CARD_BUDGET: Final = 8192
 # Separators that may be mixed within one card (people type "4111 1111-1111 1111"); a dot or
 # a slash must be the only separator of its card, between groups of 3 to 6 digits.
 _LOOSE: Final = frozenset(" -")
@@ -151,23 +154,23 @@ def _card_spans(run: str, budget: list[int]) -> list[tuple[int, int]]:
         digits = ""
         separator = ""  # the window's: one of _LOOSE, "." or "/"
         for j in range(i, len(groups)):
+            budget[0] -= 1  # every window: "1.1.1..." tries many and checks none
+            if budget[0] < 0:
+                return [(0, len(run))]
             if j > i:
                 sep = run[groups[j - 1][1]]
                 if separator and sep != separator and not {sep, separator} <= _LOOSE:
                     break
                 separator = sep
+                if separator not in _LOOSE and any(
+                    groups[k][1] - groups[k][0] not in _GROUPED for k in (i, j)
+                ):
+                    break  # a dotted card's groups are of 3 to 6 digits: no longer window is
             digits += run[groups[j][0] : groups[j][1]]
             if len(digits) > 19:
                 break
-            if len(digits) < 13 or (
-                separator
-                and separator not in _LOOSE
-                and (j - i < 2 or any(b - a not in _GROUPED for a, b in groups[i : j + 1]))
-            ):
+            if len(digits) < 13 or (separator and separator not in _LOOSE and j - i < 2):
                 continue
-            budget[0] -= 1
-            if budget[0] < 0:
-                return [(0, len(run))]
             if is_card_number(digits):
                 end = groups[j][1]
                 if spans and start <= spans[-1][1]:
@@ -188,6 +191,30 @@ def _scrub_cards(text: str) -> str:
             out.append(text[pos : base + start])
             out.append(REDACTED)
             pos = base + end
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _scrub_jwts(text: str) -> str:
+    """``_JWT.sub(REDACTED, text)``, in linear time. The search tried a JWT at every
+    ``eyJ``, each attempt reading to the end of its segment (``"eyJ" * 20_000``: 20 s, the
+    flusher's thread and the GIL with it); here, when none starts at the first ``eyJ`` of a
+    segment, none starts at a later one either (the same segment after it, shorter, then the
+    same dots), and the search goes on after the segment."""
+    out: list[str] = []
+    pos = 0
+    at = text.find("eyJ")
+    while at >= 0:
+        found = _JWT.match(text, at)
+        if found is not None:
+            out += (text[pos:at], REDACTED)
+            pos = found.end()
+            at = text.find("eyJ", pos)
+        else:
+            segment = _SEGMENT.match(text, at)  # (always matches: it may be empty)
+            at = text.find("eyJ", segment.end() if segment is not None else at + 3)
     if not out:
         return text
     out.append(text[pos:])
@@ -216,7 +243,7 @@ def scrub_secrets(value: str) -> str:
     if "-----BEGIN " in value:
         value = _PRIVATE_KEY.sub(REDACTED, value)
     if "eyJ" in value:
-        value = _JWT.sub(REDACTED, value)
+        value = _scrub_jwts(value)
     value = _TOKEN.sub(REDACTED, value)
     value = _scrub_cards(value)
     value = _BEARER.sub(lambda m: f"{m.group()[:6]} {REDACTED}", value)

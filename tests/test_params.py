@@ -4,15 +4,18 @@ gave: the same keys in the same order, the same values, the same redactions."""
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sqreen._config import Config
 from sqreen._params import scrubbed_params
 from sqreen._request import RequestSnapshot
 from sqreen._scrub import Scrubber
+from sqreen._wire import encode_request
 
 FORM = "application/x-www-form-urlencoded"
 KEYS = st.sampled_from(
@@ -207,3 +210,25 @@ def test_multipart_malformed_parts(body: bytes, expected: dict[str, Any]) -> Non
 
     got = parse_body(body, MP, False)
     assert got == expected or (not got and not expected)
+
+
+def test_a_json_body_nested_deeper_than_python_reads_keeps_its_event() -> None:
+    """json.loads raises RecursionError (not ValueError) past the interpreter's limit, which
+    the flusher's own frames lower: the event keeps its request, with no parameters."""
+    body = ('{"a":' * 300 + "1" + "}" * 300).encode()
+    snapshot = RequestSnapshot(
+        "POST", "/p", "", "1.2.3.4", "ua", None, "application/json", body_chunks=(body,)
+    )
+
+    def deep(frames: int) -> Any:
+        if frames:
+            return deep(frames - 1)
+        return encode_request(snapshot, Config(), True)
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(400)  # 300 levels of JSON do not fit above 200 frames
+    try:
+        request = deep(200)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert request["params"] == {} and request["path"] == "/p"

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from sqreen import _scrub_text, _secrets
 from sqreen._scrub import (
     DEFAULT_SENSITIVE_KEYS,
     MAX_DEPTH,
@@ -707,3 +708,133 @@ def test_a_visa_number_anywhere_in_text_is_removed(
 )
 def test_scrub_text_body_never_raises(text: str, content_type: str | None) -> None:
     assert isinstance(S.scrub_text_body(text, content_type), str)
+
+
+# -- hostile shapes: the scrubbers' work grows with the text, never with its square ---------
+
+#: The JWT pattern as it was searched, for the differential test.
+_JWT_SEARCHED = re.compile(r"eyJ[A-Za-z0-9_-]{5,}(?:\.[A-Za-z0-9_-]*){2,4}")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["eyJ", "e", "y", "J", "a", "9", ".", "-", "_", " ", "eyJhbGci", "é"]),
+        max_size=40,
+    ).map("".join)
+)
+def test_jwts_are_found_as_the_search_found_them(text: str) -> None:
+    assert _secrets._scrub_jwts(text) == _JWT_SEARCHED.sub(_secrets.REDACTED, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "most"),
+    [
+        ("eyJ" * 20_000, 1),  # one segment: tried once, not 20 000 times to its end
+        ("eyJ_" * 15_000, 1),
+        ("eyJab." * 10_000, 10_000),  # a segment each: tried once each
+        ("eyJ" * 50 + " " + JWT, 2),
+    ],
+)
+def test_a_jwt_is_tried_once_a_segment(
+    text: str, most: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tries = []
+    searched = _secrets._JWT
+
+    class Counting:
+        def match(self, string: str, pos: int) -> re.Match[str] | None:
+            tries.append(pos)
+            return searched.match(string, pos)
+
+    monkeypatch.setattr(_secrets, "_JWT", Counting())
+    scrubbed = _secrets.scrub_secrets(text)
+    assert len(tries) <= most
+    assert (JWT in text) == (JWT not in scrubbed and _secrets.REDACTED in scrubbed)
+
+
+@pytest.mark.parametrize("text", ["1." * 32_768, "12/" * 20_000, "1 " * 32_768])
+def test_runs_of_tiny_groups_fail_closed_within_the_budget(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked = []
+    monkeypatch.setattr(
+        _secrets, "is_card_number", lambda d: checked.append(d) or is_card_number(d)
+    )
+    scrubbed = _secrets.scrub_secrets(text)
+    assert not any(c.isdigit() for c in scrubbed[:20]) and _secrets.REDACTED in scrubbed
+    assert len(checked) <= _secrets._CARD_BUDGET
+
+
+@pytest.mark.parametrize(
+    ("body", "secret"),
+    [
+        ('{"user":{"password":"S3CRET-cn","name":"bob"},"avatar":"xxxx', "S3CRET-cn"),
+        ('{"items":[{"password":"S3CRET-ca"}],"x":"', "S3CRET-ca"),
+        ('{"credentials": {"password": "S3CRET-t1", "otp": "1', "S3CRET-t1"),
+        ('{"pass\\u0077ord":"S3CRET-esc","a":"', "S3CRET-esc"),
+        ('{"pass\\u0077\\u006Frd":"S3CRET-esc2","a":"', "S3CRET-esc2"),
+    ],
+)
+def test_a_json_body_cut_at_the_cap_keeps_no_secret(body: str, secret: str) -> None:
+    # Compact JSON (what browsers send) cut at max_body_size does not parse: read as text,
+    # an object's value was taken for the value of its parent's key, hiding its pairs.
+    scrubbed = Scrubber().scrub_text_body(body, "application/json")
+    assert secret not in scrubbed and REDACTED in scrubbed
+
+
+def test_an_escaped_backslash_is_no_escape() -> None:
+    body = '{"pass\\\\u0077ord":"kept","a":"'  # the key is pass\u0077ord, literally
+    assert Scrubber().scrub_text_body(body, "application/json") == body
+
+
+#: The key-value pattern as it was searched: the same pairs, but for keys over 64 characters.
+_KEY_VALUE_SEARCHED = re.compile(
+    r"""(["']?)([A-Za-z_][\w.\-]{0,63})\1(\s*[:=]\s*)("(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s&;,}{\[][^\s&;,}]*)"""
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "password",
+                "token",
+                "=",
+                ":",
+                " ",
+                '"',
+                "'",
+                "a",
+                "9",
+                "_",
+                ".",
+                "-",
+                "&",
+                ",",
+                "}",
+                "{",
+                "é",
+                "x" * 30,
+                "\\",
+            ]
+        ),
+        max_size=12,
+    ).map("".join)
+)
+def test_pairs_in_text_are_read_as_the_search_read_them(text: str) -> None:
+    scrubber = Scrubber()
+
+    def searched(match: re.Match[str]) -> str:
+        if not scrubber.is_sensitive_key(match.group(2)):
+            return match.group(0)
+        value = match.group(4)
+        quote = value[0] if value[:1] in ("'", '"') else ""
+        return f"{match.group(1)}{match.group(2)}{match.group(1)}{match.group(3)}{quote}{REDACTED}{quote}"  # noqa: E501
+
+    got = _scrub_text._KEY_VALUE.sub(scrubber._key_value, text)
+    # Keys of more than 64 characters: the same pairs, or more of them redacted.
+    assert got == _KEY_VALUE_SEARCHED.sub(searched, text) or got.count(REDACTED) > text.count(
+        REDACTED
+    )
