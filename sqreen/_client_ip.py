@@ -232,9 +232,13 @@ def resolve_client_ip(
     kept no trace of the connection (:func:`sqreen._request.asgi_peer`). It did so because it
     trusted the connection as a proxy, so the header is walked as from a trusted proxy; the
     server's pick itself is not believed (daphne, and uvicorn with ``*``, take the left-most
-    hop, which the client writes), only used when the header is missing.
+    hop, which the client writes), only used when the header is missing. Unless
+    ``trusted_proxies`` trusts no address (``[]``: no proxy in front): then no forwarded
+    header is believed, the server's pick is one, and the client IP is unknown (None).
     """
     if rewritten:
+        if not trusted.networks:
+            return None
         if not header_value:
             return normalize_ip(peer) if peer else None
         nearest: str | None = None

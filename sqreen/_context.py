@@ -27,6 +27,7 @@ from ._request import (
     snapshot_asgi,
     snapshot_wsgi,
     wsgi_peer,
+    wsgi_rewritten,
 )
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ class RequestContext:
         cfg = self._client.config
         if self._kind == "wsgi":
             value = self._source.get(cfg.forwarded_environ_key)
-            return wsgi_peer(self._source), value, False
+            return wsgi_peer(self._source), value, wsgi_rewritten(self._source)
         forwarded: bytes | None = None
         for name, v in self._source.get("headers", ()):
             if name == cfg.forwarded_header_name:

@@ -7,7 +7,8 @@ header (on the flusher thread, where the client IP is resolved) and logs, once p
 * a forwarded header from an untrusted private peer (a Docker or Kubernetes proxy that is
   not in ``trusted_proxies``: :func:`maybe_warn_untrusted_proxy`);
 * a server that replaced the peer with a hop of a forwarded header and kept no trace of the
-  connection (hypercorn's ``ProxyFixMiddleware``, daphne's ``--proxy-headers``);
+  connection (hypercorn's ``ProxyFixMiddleware``, daphne's ``--proxy-headers``, uvicorn's
+  proxy headers under Django);
 * events that all came from a trusted proxy without the forwarded header, past
   :data:`SILENT_PROXY_EVENTS` of them: a proxy that does not send it (nginx without
   ``proxy_set_header``), or a server that removes it (waitress drops ``X-Forwarded-For``
@@ -115,12 +116,15 @@ def _warn_rewritten(peer: str | None, header: str) -> None:
             return
         _watch.rewritten_warned = True
     logger.warning(
-        "sqreen: the server replaced the address of the connection with %s, taken from a "
-        "forwarded header, and keeps no trace of the connection (hypercorn's "
-        "ProxyFixMiddleware, daphne --proxy-headers): sqreen reads the %s header itself as "
-        "if a trusted proxy sent it, and never takes the server's pick for the client. Turn "
-        "the server's proxy headers off and list your proxies in trusted_proxies (see the "
-        "README's table of servers).",
+        "sqreen: the server replaced the address of the connection with %s (port 0), taken "
+        "from a forwarded header, and sqreen cannot see the connection: hypercorn's "
+        "ProxyFixMiddleware or daphne --proxy-headers; uvicorn's --forwarded-allow-ips under "
+        "Django, or under a middleware added after sqreen's that wraps `receive`. sqreen "
+        "reads the %s header itself as if a trusted proxy sent it (none believed with "
+        "trusted_proxies=[]): if the server can be reached other than through your proxy, "
+        "every client chooses its IP. Turn the server's proxy headers off (or let it trust "
+        "your proxy only) and list your proxies in trusted_proxies (the README's table of "
+        "servers).",
         peer,
         header,
     )

@@ -30,6 +30,7 @@ __all__ = [
     "snapshot_wsgi",
     "text",
     "wsgi_peer",
+    "wsgi_rewritten",
 ]
 
 #: ``(route template, path parameters)`` of the matched route, when the framework knows them.
@@ -170,6 +171,16 @@ def text(value: str | bytes | None) -> str | None:
     return value.decode("latin-1")  # type: ignore[union-attr]
 
 
+def wsgi_rewritten(environ: Mapping[str, Any]) -> bool:
+    """Whether the peer of a WSGI environ (or a Django ``META``) is a forwarded header's hop
+    the server put there, port 0 (no connection has it): Django under an ASGI server whose
+    proxy headers are on (uvicorn's ``--forwarded-allow-ips``, daphne's ``--proxy-headers``,
+    hypercorn's ``ProxyFixMiddleware``) copies ``scope["client"]`` into ``META``, and sqreen
+    cannot see the connection there (see :func:`asgi_peer`)."""
+    port = environ.get("REMOTE_PORT")
+    return port == 0 or port == "0"
+
+
 def wsgi_peer(environ: Mapping[str, Any]) -> str | None:
     """The address of the connection a WSGI request came on: ``REMOTE_ADDR``, or the one
     werkzeug's ``ProxyFix`` replaced (it keeps it in ``werkzeug.proxy_fix.orig``)."""
@@ -245,6 +256,7 @@ def snapshot_wsgi(
         chunks,
         truncated,
         raw_path_bytes=True,
+        peer_rewritten=wsgi_rewritten(environ),
     )
 
 

@@ -210,3 +210,38 @@ def test_a_view_tested_with_request_factory_tracks_without_a_request(
     request.sqreen = "the app's own"  # an assignment wins, as the middleware's does
     assert request.sqreen == "the app's own"
     assert repr(RequestFactory().get("/").sqreen) == "<sqreen.RequestContext without a request>"
+
+
+def test_under_an_asgi_server_that_rewrote_the_peer_the_header_is_walked(
+    sqreen_events: CapturedEvents,
+) -> None:
+    """uvicorn with --forwarded-allow-ips='*' (daphne --proxy-headers, hypercorn's
+    ProxyFixMiddleware) hands Django the left-most hop as the client, port 0: Django copies
+    it into REMOTE_ADDR, where the client chose it. sqreen walks the header from the right."""
+    forged_then_real = {"X-Forwarded-For": "6.6.6.6, 203.0.113.7"}
+
+    class Peer(AsyncClient):  # type: ignore[misc]
+        """The test client, with the ``scope["client"]`` a server would hand Django."""
+
+        def __init__(self, client: list[object]) -> None:
+            super().__init__()
+            self.peer = client
+
+        def _base_scope(self, **request: Any) -> dict[str, Any]:
+            return {**super()._base_scope(**request), "client": self.peer}
+
+    rewritten = Peer(["6.6.6.6", 0])
+
+    async def main() -> None:
+        await rewritten.get("/async/7", headers=forged_then_real)
+        sqreen_events.block([{"id": "b", "type": "block_ip", "ip": "198.51.100.0/24"}])
+        refused = await rewritten.get(
+            "/async/8", headers={"X-Forwarded-For": "6.6.6.6, 198.51.100.9"}
+        )
+        assert refused.status_code == 403  # whatever the blocked client wrote on the left
+        # A real connection (a port) is the client, as before.
+        await Peer(["203.0.113.20", 50123]).get("/async/9", headers=forged_then_real)
+
+    asyncio.run(main())
+    ips = [e["request"]["ip"] for e in sqreen_events if e["name"] == "async.view"]
+    assert ips == ["203.0.113.7", "203.0.113.20"]

@@ -65,7 +65,7 @@ def test_hypercorn_proxy_fix_does_not_choose_the_client(
     assert _serve(app, ("127.0.0.1", 41000), FORGED_THEN_REAL) == 200
     assert _serve(app, ("127.0.0.1", 41001), FORGED_THEN_REAL) == 200
     assert _ips(transport) == ["203.0.113.7", "203.0.113.7"]
-    warnings = [r for r in caplog.records if "keeps no trace of the connection" in r.message]
+    warnings = [r for r in caplog.records if "sqreen cannot see the connection" in r.message]
     assert len(warnings) == 1, caplog.text
     # A blocked client is refused, whatever it writes on the left.
     blocked = [(b"x-forwarded-for", b"6.6.6.6, 198.51.100.9")]
@@ -95,3 +95,19 @@ def test_a_real_connection_is_never_taken_for_a_rewritten_one(transport: MemoryT
     own_then_forged = [(b"x-forwarded-for", b"203.0.113.20, 6.6.6.6")]
     assert _serve(app, ("203.0.113.20", 50123), own_then_forged) == 200
     assert _ips(transport) == ["203.0.113.20"]
+
+
+def test_with_no_proxy_trusted_a_rewritten_peer_is_no_address(
+    transport: MemoryTransport,
+) -> None:
+    """trusted_proxies=[] says no proxy is in front: a forwarded header is never believed,
+    and the server's pick is one (uvicorn with '*', exposed directly: the client's own
+    left-most hop). No client IP, rather than the one the client chose."""
+    client = sqreen.init(transport=transport, flush_interval=0.05, strict=True, trusted_proxies=[])
+    client.blocklist.apply(
+        {"version": 1, "items": [{"id": "b", "type": "block_ip", "ip": "6.6.6.0/24"}]}
+    )
+    app = SqreenASGIMiddleware(_app)
+    assert _serve(app, ["9.9.9.9", 0], [(b"x-forwarded-for", b"9.9.9.9")]) == 200
+    assert _serve(app, ["6.6.6.6", 0], [(b"x-forwarded-for", b"6.6.6.6")]) == 200  # not framed
+    assert _ips(transport) == [None, None]
