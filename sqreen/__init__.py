@@ -153,7 +153,8 @@ def identify(user_identifiers: Mapping[str, Any], traits: Mapping[str, Any] | No
 
 def auth_track(success: object, **user_identifiers: Any) -> bool:
     """Track a login: ``auth.login.success`` (and identify, may raise :class:`Blocked`) or
-    ``auth.login.failure`` (never identifies, never raises); ``success`` by its truth value."""
+    ``auth.login.failure`` (never identifies; raises :class:`Blocked` for a blocked user too,
+    so that a blocked account answers every password alike); ``success`` by its truth value."""
     return (_hub.active or _hub.get_client()).auth_track(success, user_identifiers)
 
 

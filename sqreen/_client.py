@@ -19,7 +19,7 @@ from ._actions import ActionPoller
 from ._app import envelope, say_if_named_after_the_server, spool_of
 from ._blocking import Blocked, Blocklist
 from ._config import Config
-from ._context import RequestContext, UserScope, current_request
+from ._context import RequestContext, current_request
 from ._errors import Guard, InternalErrors
 from ._event import (
     InvalidEvent,
@@ -31,7 +31,6 @@ from ._event import (
     validate_user,
 )
 from ._input_problems import InputProblems
-from ._ip_syntax import normalize_ip
 from ._json import wire_bytes
 from ._options import OPTION_KEYS, merge_options
 from ._queue import Queue, new_id_prefix
@@ -39,21 +38,21 @@ from ._refusals import MAX_REPORTED, REFUSAL_EVENT, Refusals
 from ._request import snapshot_of
 from ._spool import restored_actions
 from ._traits import SentTraits
-from ._wire import IDENTIFY, encode_event
+from ._users import SENTINEL_CTX, Users
+from ._wire import encode_event
 from .transports import NullTransport, from_config
 
 __all__ = ["Client"]
 
-_SENTINEL_CTX: Any = object()
 _current_request = current_request.get
 _now = time.time
 #: The defaults of track()'s keyword arguments, by option name (see :mod:`sqreen._options`).
 _DEFAULTS: dict[str, Any] = dict.fromkeys(OPTION_KEYS)
 _DEFAULTS["collect_body"] = False
-_DEFAULTS["request"] = _SENTINEL_CTX
+_DEFAULTS["request"] = SENTINEL_CTX
 
 
-class Client:
+class Client(Users):
     """Configuration, queue, transport and blocklist: what :func:`sqreen.init` returns.
 
     .. versionadded:: 0.1
@@ -137,7 +136,7 @@ class Client:
         user_identifiers: Mapping[str, Any] | None = None,
         timestamp: datetime | None = None,
         collect_body: object = False,
-        request: Any = _SENTINEL_CTX,
+        request: Any = SENTINEL_CTX,
         target: Mapping[str, Any] | None = None,
     ) -> bool:
         """Queue an event; return whether it was accepted (see :func:`sqreen.track`)."""
@@ -175,12 +174,12 @@ class Client:
                 tgt = None if target is None else validate_target(target, notes)
                 body = collect_body is True or (collect_body is not False and bool(collect_body))
                 if (
-                    request is not _SENTINEL_CTX
+                    request is not SENTINEL_CTX
                     and isinstance(request, RequestContext)
                     and not request.bound
                 ):
-                    request = _SENTINEL_CTX  # the handle without a request: none given
-                if request is _SENTINEL_CTX:
+                    request = SENTINEL_CTX  # the handle without a request: none given
+                if request is SENTINEL_CTX:
                     ctx = _current_request()
                 elif isinstance(request, RequestContext):
                     ctx = request  # the per-request handle: its user too, not only its snapshot
@@ -190,7 +189,7 @@ class Client:
                     snapshot = ctx.snapshot()
                     if user is None:
                         user = ctx.user
-                elif request is not _SENTINEL_CTX and request is not None:
+                elif request is not SENTINEL_CTX and request is not None:
                     snapshot = snapshot_of(request, self.config, notes)
                 else:
                     snapshot = None
@@ -214,87 +213,6 @@ class Client:
         if invalid is not None:  # outside the guard: in strict mode it raises, as it should
             return self._invalid(event_name, invalid)
         return False
-
-    # -- users -----------------------------------------------------------------------------
-
-    def identify(
-        self,
-        user_identifiers: Mapping[str, Any],
-        traits: Mapping[str, Any] | None = None,
-        ctx: Any = _SENTINEL_CTX,
-    ) -> None:
-        """Bind the user to the request (always, whatever the traits hold), send the traits
-        when they changed, and raise :class:`Blocked` if the user is blocked. In strict mode,
-        a lossy fix of the identifiers or traits raises after that."""
-        if self.disabled:
-            return
-        if ctx is _SENTINEL_CTX:
-            ctx = _current_request()
-        notes: list[InvalidEvent] = []
-        user = None
-        with self.errors.guard("identify"):
-            user = validate_user(user_identifiers, "user_identifiers", notes)
-            if user is not None:
-                trait_copy = validate_properties(traits, notes)[0] if traits else None
-                if ctx is not None:
-                    ctx.user = user
-                    ctx.traits = trait_copy
-                if trait_copy:
-                    self._send_traits(user, trait_copy)
-                if notes and not self.config.strict:
-                    self._noted("identify", notes)
-        if user is None:
-            problem = notes[0] if notes else None
-            self._invalid(
-                "identify",
-                problem
-                or InvalidEvent("user_identifiers", "empty", "identify() needs an identifier"),
-            )
-            return
-        blocked = self.blocklist.user_block(user) if ctx is not None else None
-        if blocked is not None:
-            raise blocked
-        if notes and self.config.strict:
-            raise notes[0]
-
-    def _send_traits(self, user: dict[str, str], traits: dict[str, Any]) -> None:
-        """Queue the user's traits (``sq.identify``) unless the same were sent recently."""
-        if not self._traits_sent.due(user, traits):
-            return
-        event = QueuedEvent(next(self._seq), IDENTIFY, _now(), traits, user, None, None, False, 512)
-        self.queue.put(event)
-
-    def auth_track(
-        self, success: object, user_identifiers: Mapping[str, Any], ctx: Any = _SENTINEL_CTX
-    ) -> bool:
-        """A login attempt; ``success`` by its truth value, as Sqreen's agent took it."""
-        with self.errors.guard("auth_track"):
-            success = success is True or (success is not False and bool(success))
-        name = "auth.login.success" if success else "auth.login.failure"
-        accepted = self.track(name, None, None, user_identifiers, request=ctx)
-        if success:
-            self.identify(user_identifiers, None, ctx)
-        return accepted
-
-    def signup_track(self, user_identifiers: Mapping[str, Any], ctx: Any = _SENTINEL_CTX) -> bool:
-        accepted = self.track("auth.signup", None, None, user_identifiers, request=ctx)
-        self.identify(user_identifiers, None, ctx)
-        return accepted
-
-    def for_user(self, user_identifiers: Mapping[str, Any], ctx: Any = _SENTINEL_CTX) -> UserScope:
-        return UserScope(self, user_identifiers, ctx)
-
-    def is_blocked(
-        self, user_identifiers: Mapping[str, Any] | None = None, ip: str | None = None
-    ) -> bool:
-        """Whether the user (identifiers) or the IP is blocked; the IP is read like the
-        middleware reads a peer (``::ffff:203.0.113.7``, ``203.0.113.7:443``)."""
-        user = validate_user(user_identifiers, "user_identifiers", []) if user_identifiers else None
-        address = normalize_ip(ip) if isinstance(ip, str) else None
-        return (
-            self.blocklist.user_block(user) is not None
-            or self.blocklist.ip_block(address) is not None
-        )
 
     def check_ip(self, ctx: RequestContext) -> Blocked | None:
         """For middlewares: the :class:`Blocked` for this request's client IP, if any."""

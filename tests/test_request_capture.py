@@ -231,7 +231,7 @@ def test_blocked_user_raises_only_inside_a_request() -> None:
         }
     )
     sqreen.identify({"uid": "666"})  # outside a request: nothing to refuse
-    assert sqreen.auth_track(False, uid="666")  # a failure never raises
+    assert sqreen.auth_track(False, uid="666")  # nor for a failure
     assert sqreen.is_blocked({"uid": "666"})
     token = current_request.set(RequestContext(client, "wsgi", environ()))
     try:
@@ -241,8 +241,15 @@ def test_blocked_user_raises_only_inside_a_request() -> None:
             except Exception:  # what a handler might do: cannot swallow Blocked
                 pytest.fail("Blocked was caught by except Exception")
         sqreen.identify({"uid": "1"})  # other users unaffected
+        assert sqreen.auth_track(False, uid="1")
+        # A failure too: were only the right password refused, the 403 would say which it is.
+        with pytest.raises(sqreen.Blocked):
+            sqreen.auth_track(False, uid="666")
+        assert current_request.get() is not None and current_request.get().user == {"uid": "1"}
     finally:
         current_request.reset(token)
+    failures = [e["user"] for e in delivered(client) if e["name"] == "auth.login.failure"]
+    assert failures == [{"uid": "666"}, {"uid": "1"}, {"uid": "666"}]  # tracked, then refused
 
 
 def test_explicit_request_argument_accepts_environ_scope_and_framework_requests() -> None:

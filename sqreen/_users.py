@@ -1,0 +1,157 @@
+"""The client's user side: identify, logins and sign-ups, and whether a user is blocked.
+
+A mixin of :class:`~sqreen._client.Client`, which provides what is declared below.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from ._context import UserScope, current_request
+from ._event import InvalidEvent, QueuedEvent, validate_properties, validate_user
+from ._ip_syntax import normalize_ip
+from ._wire import IDENTIFY
+
+if TYPE_CHECKING:
+    from ._blocking import Blocklist
+    from ._client import Client
+    from ._config import Config
+    from ._errors import InternalErrors
+    from ._queue import Queue
+    from ._traits import SentTraits
+
+__all__ = ["SENTINEL_CTX", "Users"]
+
+#: "The request bound to the running code, whatever it is" (an argument not given).
+SENTINEL_CTX: Any = object()
+_current_request = current_request.get
+_now = time.time
+
+
+class Users:
+    """identify(), auth_track(), signup_track(), for_user(), is_blocked()."""
+
+    __slots__ = ()
+
+    disabled: bool
+    config: Config
+    errors: InternalErrors
+    blocklist: Blocklist
+    queue: Queue
+    _traits_sent: SentTraits
+    _seq: Iterator[int]
+    _noted: Callable[[str, list[InvalidEvent]], None]
+    _invalid: Callable[[object, InvalidEvent], bool]
+
+    if TYPE_CHECKING:
+
+        def track(
+            self,
+            event_name: str,
+            options: Mapping[str, Any] | None = None,
+            properties: Mapping[str, Any] | None = None,
+            user_identifiers: Mapping[str, Any] | None = None,
+            timestamp: datetime | None = None,
+            collect_body: object = False,
+            request: Any = SENTINEL_CTX,
+            target: Mapping[str, Any] | None = None,
+        ) -> bool: ...
+
+    def identify(
+        self,
+        user_identifiers: Mapping[str, Any],
+        traits: Mapping[str, Any] | None = None,
+        ctx: Any = SENTINEL_CTX,
+    ) -> None:
+        """Bind the user to the request (always, whatever the traits hold), send the traits
+        when they changed, and raise :class:`Blocked` if the user is blocked. In strict mode,
+        a lossy fix of the identifiers or traits raises after that."""
+        if self.disabled:
+            return
+        if ctx is SENTINEL_CTX:
+            ctx = _current_request()
+        notes: list[InvalidEvent] = []
+        user = None
+        with self.errors.guard("identify"):
+            user = validate_user(user_identifiers, "user_identifiers", notes)
+            if user is not None:
+                trait_copy = validate_properties(traits, notes)[0] if traits else None
+                if ctx is not None:
+                    ctx.user = user
+                    ctx.traits = trait_copy
+                if trait_copy:
+                    self._send_traits(user, trait_copy)
+                if notes and not self.config.strict:
+                    self._noted("identify", notes)
+        if user is None:
+            problem = notes[0] if notes else None
+            self._invalid(
+                "identify",
+                problem
+                or InvalidEvent("user_identifiers", "empty", "identify() needs an identifier"),
+            )
+            return
+        blocked = self.blocklist.user_block(user) if ctx is not None else None
+        if blocked is not None:
+            raise blocked
+        if notes and self.config.strict:
+            raise notes[0]
+
+    def _send_traits(self, user: dict[str, str], traits: dict[str, Any]) -> None:
+        """Queue the user's traits (``sq.identify``) unless the same were sent recently."""
+        if not self._traits_sent.due(user, traits):
+            return
+        event = QueuedEvent(next(self._seq), IDENTIFY, _now(), traits, user, None, None, False, 512)
+        self.queue.put(event)
+
+    def auth_track(
+        self, success: object, user_identifiers: Mapping[str, Any], ctx: Any = SENTINEL_CTX
+    ) -> bool:
+        """A login attempt; ``success`` by its truth value, as Sqreen's agent took it."""
+        with self.errors.guard("auth_track"):
+            success = success is True or (success is not False and bool(success))
+        name = "auth.login.success" if success else "auth.login.failure"
+        accepted = self.track(name, None, None, user_identifiers, request=ctx)
+        if success:
+            self.identify(user_identifiers, None, ctx)
+        else:
+            self._refuse_blocked_user(user_identifiers, ctx)
+        return accepted
+
+    def _refuse_blocked_user(self, user_identifiers: Mapping[str, Any], ctx: Any) -> None:
+        """Raise :class:`Blocked` for a failed login of a blocked user, within a request, as a
+        success raises it: were only the right password refused, the 403 would tell an
+        attacker which one it is. The user is not bound (identified): the login failed."""
+        if ctx is SENTINEL_CTX:
+            ctx = _current_request()
+        if ctx is None:
+            return
+        user = None
+        with self.errors.guard("auth_track"):
+            user = validate_user(user_identifiers, "user_identifiers", [])
+        blocked = self.blocklist.user_block(user) if user else None
+        if blocked is not None:
+            raise blocked
+
+    def signup_track(self, user_identifiers: Mapping[str, Any], ctx: Any = SENTINEL_CTX) -> bool:
+        accepted = self.track("auth.signup", None, None, user_identifiers, request=ctx)
+        self.identify(user_identifiers, None, ctx)
+        return accepted
+
+    def for_user(self, user_identifiers: Mapping[str, Any], ctx: Any = SENTINEL_CTX) -> UserScope:
+        return UserScope(cast("Client", self), user_identifiers, ctx)
+
+    def is_blocked(
+        self, user_identifiers: Mapping[str, Any] | None = None, ip: str | None = None
+    ) -> bool:
+        """Whether the user (identifiers) or the IP is blocked; the IP is read like the
+        middleware reads a peer (``::ffff:203.0.113.7``, ``203.0.113.7:443``)."""
+        user = validate_user(user_identifiers, "user_identifiers", []) if user_identifiers else None
+        address = normalize_ip(ip) if isinstance(ip, str) else None
+        return (
+            self.blocklist.user_block(user) is not None
+            or self.blocklist.ip_block(address) is not None
+        )
