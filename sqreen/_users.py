@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from ._context import UserScope, current_request
@@ -46,19 +45,7 @@ class Users:
     _noted: Callable[[str, list[InvalidEvent]], None]
     _invalid: Callable[[object, InvalidEvent], bool]
 
-    if TYPE_CHECKING:
-
-        def track(
-            self,
-            event_name: str,
-            options: Mapping[str, Any] | None = None,
-            properties: Mapping[str, Any] | None = None,
-            user_identifiers: Mapping[str, Any] | None = None,
-            timestamp: datetime | None = None,
-            collect_body: object = False,
-            request: Any = SENTINEL_CTX,
-            target: Mapping[str, Any] | None = None,
-        ) -> bool: ...
+    track: Callable[..., bool]  # Client.track
 
     def identify(
         self,

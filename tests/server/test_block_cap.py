@@ -102,13 +102,18 @@ def test_identical_blocks_made_at_once_are_one_block(storage: Storage) -> None:
     assert all(b.expires_at and b.expires_at >= longest for b in active)  # the longest one won
 
 
-def test_the_api_the_cli_and_the_playbooks_at_the_cap(
-    collector: Collector, live_app: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def templates_at_cap(collector: Collector, live_app: Any, tmp_path: Path, cap: int) -> None:
+    """The collector, serving the built-in playbooks with at most ``cap`` blocks in force."""
     switch, _ = live_app
     (tmp_path / "playbooks.toml").write_text(TEMPLATES)
     source = PlaybookSource(tmp_path / "playbooks.toml")
-    switch.app = create_app(collector.storage, key_cache_ttl=0.2, playbooks=source, max_blocks=2)
+    switch.app = create_app(collector.storage, key_cache_ttl=0.2, playbooks=source, max_blocks=cap)
+
+
+def test_the_api_the_cli_and_the_playbooks_at_the_cap(
+    collector: Collector, live_app: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    templates_at_cap(collector, live_app, tmp_path, 2)
     made = collector.post("/v1/blocks", {"type": "block_ip", "ip": "192.0.2.1"}, admin=True)
     assert made.status_code == 201
     db = str(tmp_path / "sqreen.db")  # (the collector fixture's database)
@@ -149,10 +154,7 @@ def test_a_playbook_refused_its_block_at_the_cap_asks_again_a_minute_later(
 ) -> None:
     # Not quiet while the block it could not make would have lasted (an hour): an attacker
     # who found the cap full is blocked once there is room again.
-    switch, _ = live_app
-    (tmp_path / "playbooks.toml").write_text(TEMPLATES)
-    source = PlaybookSource(tmp_path / "playbooks.toml")
-    switch.app = create_app(collector.storage, key_cache_ttl=0.2, playbooks=source, max_blocks=1)
+    templates_at_cap(collector, live_app, tmp_path, 1)
     decoy = collector.post("/v1/blocks", {"type": "block_ip", "ip": "192.0.2.1"}, admin=True)
 
     def fail(n: int) -> None:
