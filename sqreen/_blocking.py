@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from socket import AF_INET, AF_INET6, inet_pton
@@ -99,8 +100,13 @@ _BITS = {4: 32, 6: 128}
 _MIN_PREFIX = {4: 16, 6: 48}
 
 
-def _fold(value: str) -> str:
-    return value.strip().casefold()
+def fold_identifier(value: str) -> str:
+    """An identifier as blocks and playbooks compare it: case-folded, compatibility-
+    normalised (NFKC: fullwidth letters are the ASCII ones, as Django's login form reads
+    them) and stripped, so that the spellings an app takes for one account are one user."""
+    if value.isascii():
+        return value.strip().lower()
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", value).casefold()).strip()
 
 
 @lru_cache(maxsize=4096)
@@ -303,7 +309,7 @@ class Blocklist:
         index = self._index
         if not user or not index.users:
             return None
-        folded = {k: _fold(str(v)) for k, v in user.items()}
+        folded = {k: fold_identifier(str(v)) for k, v in user.items()}
         found = _first_active(
             (index.users.get(pair, ()) for pair in folded.items()),
             self._clock(),
@@ -365,7 +371,7 @@ def _build(blocks: Iterable[UserBlock | IPBlock]) -> _Index:
     networks: dict[int, dict[int, dict[int, list[_Entry]]]] = {4: {}, 6: {}}
     for position, block in enumerate(blocks):
         if isinstance(block, UserBlock):
-            folded = tuple((k, _fold(v)) for k, v in block.user.items())
+            folded = tuple((k, fold_identifier(v)) for k, v in block.user.items())
             # Under one of its pairs: a user who lacks it cannot match the block anyway.
             users.setdefault(min(folded), []).append(_Entry(position, block, folded))
         else:

@@ -31,6 +31,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, NamedTuple
 
+from ..._blocking import fold_identifier
 from ._config import Playbook, PlaybookSet
 from ._fields import EventView, matches
 from ._streams import US, Rule, group_streams, window_us_of
@@ -374,5 +375,9 @@ def is_exempt(playbook: Playbook, key: str) -> bool:
                 return False
         else:
             user = {playbook.group_by.key: key}
-        return any(all(user.get(k) == v for k, v in e.items()) for e in playbook.exempt_users)
+        # The group key's values are folded (user_key): the exemptions' too.
+        return any(
+            all(user.get(k) == fold_identifier(v) for k, v in e.items())
+            for e in playbook.exempt_users
+        )
     return False

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Final, NamedTuple
 
+from ..._blocking import fold_identifier
 from ..._json import dumps_utf8
 
 __all__ = [
@@ -91,8 +92,8 @@ class FieldPath:
             return _ip_group_reader(self.ipv6_prefix)
         if self.kind in ("name", "ip", "app"):
             return attrgetter(self.kind)
-        if self.kind == "user" and self.key is None:
-            return _user_key_of
+        if self.kind == "user":  # a group or a distinct value: folded (see user_key)
+            return _user_key_of if self.key is None else _user_value_reader(self.key)
         return self.read
 
     def read(self, event: EventView) -> str | None:
@@ -125,17 +126,37 @@ USER_KEYS_MAX: Final = 20_000
 
 
 def user_key(user: Mapping[str, str]) -> str:
-    """All of a user's identifiers as one text (the group of ``group_by = "user"``)."""
+    """All of a user's identifiers as one text (the group of ``group_by = "user"``), each
+    value folded as blocks compare them (:func:`~sqreen._blocking.fold_identifier`): the
+    spellings an app takes for one account (``Bob@Example.com ``, fullwidth letters)
+    are one user, whose tries an attacker cannot spread over spellings."""
     items = tuple(user.items())
     try:
         found = _USER_KEYS.get(items)
     except TypeError:  # a value that is not text (not from the wire): not remembered
-        return dumps_utf8(dict(sorted(items)))
+        return _folded_json(items)
     if found is None:
         if len(_USER_KEYS) >= USER_KEYS_MAX:
             _USER_KEYS.clear()
-        found = _USER_KEYS[items] = dumps_utf8(dict(sorted(items)))
+        found = _USER_KEYS[items] = _folded_json(items)
     return found
+
+
+def _folded_json(items: tuple[tuple[str, object], ...]) -> str:
+    return dumps_utf8(
+        {k: fold_identifier(v) if isinstance(v, str) else v for k, v in sorted(items)}
+    )
+
+
+def _user_value_reader(key: str) -> Callable[[EventView], str | None]:
+    """A reader of the identifier ``key`` of an event's user, folded (as :func:`user_key`)."""
+
+    def read(event: EventView) -> str | None:
+        user = event.user
+        value = user.get(key) if user else None
+        return fold_identifier(value) if isinstance(value, str) else None
+
+    return read
 
 
 def _user_key_of(event: EventView) -> str | None:
