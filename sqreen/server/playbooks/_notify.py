@@ -1,9 +1,12 @@
 """Webhooks: each alert posted as JSON to the playbook's ``notify`` URLs, signed.
 
-Off the ingest path: :meth:`Notifier.submit` only appends to a bounded queue (a full queue
-drops and counts, never waits), and a thread per webhook URL posts, with a timeout and a
-few retries (network errors, 408, 429 and 5xx; backing off 1, 2, 4 s). A dead or slow
-webhook therefore never slows or fails an ingest reply, nor delays the other webhooks.
+Off the ingest path: :meth:`Notifier.submit` only appends to a bounded queue (never waits),
+and a thread per webhook URL posts, with a timeout and a few retries (network errors, 408,
+429 and 5xx; backing off 1, 2, 4 s). A dead or slow webhook therefore never slows or fails
+an ingest reply, nor delays the other webhooks. A URL's alerts wait in a queue per playbook,
+posted in turn (:class:`_Lane`): a flood of one playbook's alerts (a scan of a thousand
+addresses) never holds back another's (the account takeover after it), and when too many
+wait, the oldest of the playbook with the most waiting is dropped (counted, logged).
 
 Each post carries ``X-Sqreen-Signature: t=<unix time>,v1=<hex>``, where ``v1`` is
 HMAC-SHA256 of ``"<t>.<body>"`` under the file's ``webhook_secret`` (or
@@ -18,9 +21,9 @@ import hmac
 import json
 import logging
 import os
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -66,6 +69,59 @@ def verify_signature(
     return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
+class _Lane:
+    """The alerts waiting for one URL: a queue per playbook, served in turn; at most
+    ``most`` waiting, past which the oldest of the longest queue is dropped."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self._queues: dict[str, deque[bytes]] = {}  # insertion order: the turn
+        self._cond = threading.Condition()
+        self._closed = False
+        self.waiting = 0
+        self.unfinished = 0  # waiting, or being posted
+
+    def put(self, key: str, body: bytes) -> int:
+        """Queue ``body`` under ``key``; return how many alerts were dropped for room."""
+        dropped = 0
+        with self._cond:
+            if self.waiting >= self.most:
+                longest = max(self._queues.values(), key=len)
+                longest.popleft()
+                self.waiting -= 1
+                self.unfinished -= 1
+                dropped = 1
+            self._queues.setdefault(key, deque()).append(body)
+            self.waiting += 1
+            self.unfinished += 1
+            self._cond.notify()
+        return dropped
+
+    def get(self) -> bytes | None:
+        """The next alert in turn (blocking), or None once closed."""
+        with self._cond:
+            while not self.waiting and not self._closed:
+                self._cond.wait()
+            if not self.waiting:
+                return None
+            key = next(k for k, q in self._queues.items() if q)
+            queue_ = self._queues.pop(key)
+            body = queue_.popleft()
+            if queue_:
+                self._queues[key] = queue_  # to the end of the turn
+            self.waiting -= 1
+            return body
+
+    def done(self) -> None:
+        with self._cond:
+            self.unfinished -= 1
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
 class Notifier:
     """Posts alerts in the background; ``secret`` signs them (unsigned without one: a file
     with ``notify`` needs one, see :func:`~._config.parse_playbooks`). ``secret`` may be a
@@ -80,50 +136,54 @@ class Notifier:
         tries: int = TRIES,
         backoff: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self.secret = secret
         self.timeout = timeout
         self.tries = tries
         self.backoff = backoff
+        self.max_pending = max_pending
         self._sleep = sleep
-        self._lanes: dict[str, queue.Queue[bytes | None]] = {}
+        self._lanes: dict[str, _Lane] = {}
         self._lock = threading.Lock()
         self.sent = 0
         self.failed = 0
         self.dropped = 0
 
     def submit(self, urls: tuple[str, ...], payload: Mapping[str, Any]) -> None:
-        """Queue ``payload`` for each URL; never blocks (a full queue drops, counted)."""
+        """Queue ``payload`` (``{"alert": {...}}``) for each URL, in its playbook's turn;
+        never blocks (past ``max_pending``, an older alert is dropped, counted)."""
         if not urls:
             return
         body = json.dumps(payload, separators=(",", ":"), default=str).encode()
+        alert = payload.get("alert")
+        key = str(alert.get("playbook", "")) if isinstance(alert, Mapping) else ""
         for url in urls:
-            try:
-                self._lane(url).put_nowait(body)
-            except queue.Full:
+            if self._lane(url).put(key, body):
                 self.dropped += 1
-                logger.warning("sqreen: webhook queue full, alert not posted to %s", url)
+                logger.warning(
+                    "sqreen: webhook queue full: an older alert not posted to %s (%d dropped)",
+                    url,
+                    self.dropped,
+                )
 
-    def _lane(self, url: str) -> queue.Queue[bytes | None]:
+    def _lane(self, url: str) -> _Lane:
         lane = self._lanes.get(url)
         if lane is None:
             with self._lock:
                 lane = self._lanes.get(url)
                 if lane is None:
-                    lane = self._lanes[url] = queue.Queue(MAX_PENDING)
+                    lane = self._lanes[url] = _Lane(self.max_pending)
                     start_thread(self._run, "sqreen-webhook", (url, lane))
         return lane
 
-    def _run(self, url: str, lane: queue.Queue[bytes | None]) -> None:
+    def _run(self, url: str, lane: _Lane) -> None:
         with httpx.Client(timeout=self.timeout, trust_env=False) as client:
-            while True:
-                body = lane.get()
+            while (body := lane.get()) is not None:
                 try:
-                    if body is None:
-                        return
                     self._post(client, url, body)
                 finally:
-                    lane.task_done()
+                    lane.done()
 
     def _post(self, client: httpx.Client, url: str, body: bytes) -> None:
         headers = {"Content-Type": "application/json", "User-Agent": "sqreen-collector"}
@@ -152,7 +212,7 @@ class Notifier:
     def join(self, timeout: float) -> bool:
         """Wait until what is queued was posted (or gave up); False if ``timeout`` passed."""
         deadline = time.monotonic() + timeout
-        while any(lane.unfinished_tasks for lane in list(self._lanes.values())):
+        while any(lane.unfinished for lane in list(self._lanes.values())):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.01)
@@ -160,7 +220,4 @@ class Notifier:
 
     def close(self) -> None:
         for lane in list(self._lanes.values()):
-            try:
-                lane.put_nowait(None)
-            except queue.Full:
-                pass
+            lane.close()
