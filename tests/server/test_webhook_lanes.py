@@ -58,18 +58,24 @@ def alert(playbook: str, n: int) -> dict[str, Any]:
     return {"alert": {"id": n, "playbook": playbook}}
 
 
-def test_a_flood_of_one_playbook_does_not_hold_back_another(receiver: GatedReceiver) -> None:
-    notifier = Notifier("s", backoff=0.01)
+def flood(receiver: GatedReceiver, notifier: Notifier, scans: int) -> None:
+    """One scan alert in flight (held by the receiver), ``scans`` more waiting, then an
+    account takeover; all posted once the receiver lets go."""
     try:
         notifier.submit((receiver.url,), alert("brute-force-ip", 0))
         assert receiver.holding.wait(10)  # the first is being posted: the rest wait
-        for n in range(1, 40):
+        for n in range(1, scans + 1):
             notifier.submit((receiver.url,), alert("brute-force-ip", n))
-        notifier.submit((receiver.url,), alert("account-takeover", 40))
+        notifier.submit((receiver.url,), alert("account-takeover", scans + 1))
         receiver.gate.set()
         assert notifier.join(30)
     finally:
         notifier.close()
+
+
+def test_a_flood_of_one_playbook_does_not_hold_back_another(receiver: GatedReceiver) -> None:
+    notifier = Notifier("s", backoff=0.01)
+    flood(receiver, notifier, 39)
     assert len(receiver.received) == 41
     assert receiver.received.index("account-takeover") <= 2  # its turn, not the 41st
     assert notifier.dropped == 0
@@ -77,16 +83,7 @@ def test_a_flood_of_one_playbook_does_not_hold_back_another(receiver: GatedRecei
 
 def test_past_the_bound_the_longest_queue_loses_its_oldest(receiver: GatedReceiver) -> None:
     notifier = Notifier("s", backoff=0.01, max_pending=5)
-    try:
-        notifier.submit((receiver.url,), alert("brute-force-ip", 0))
-        assert receiver.holding.wait(10)
-        for n in range(1, 12):
-            notifier.submit((receiver.url,), alert("brute-force-ip", n))
-        notifier.submit((receiver.url,), alert("account-takeover", 12))
-        receiver.gate.set()
-        assert notifier.join(30)
-    finally:
-        notifier.close()
+    flood(receiver, notifier, 11)
     assert "account-takeover" in receiver.received  # the one that matters was kept
     assert len(receiver.received) == 1 + 5  # the one in flight, then the five kept
     assert notifier.dropped == 12 - 5
