@@ -838,3 +838,19 @@ def test_pairs_in_text_are_read_as_the_search_read_them(text: str) -> None:
     assert got == _KEY_VALUE_SEARCHED.sub(searched, text) or got.count(REDACTED) > text.count(
         REDACTED
     )
+
+
+def test_a_run_of_more_groups_than_any_list_of_cards_is_closed_unscanned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked: list[str] = []
+    monkeypatch.setattr(
+        _secrets, "is_card_number", lambda d: checked.append(d) or is_card_number(d)
+    )
+    long_run = " ".join(["7"] * (_secrets._MOST_GROUPS + 1))
+    assert _secrets.scrub_secrets(f"ids {long_run} end") == f"ids {_secrets.REDACTED} end"
+    assert checked == []
+    # Up to the bound, scanned: the card among other numbers is found, the rest kept.
+    short_run = " ".join(["7"] * 20 + ["4111", "1111", "1111", "1111"] + ["7"] * 20)
+    scrubbed = _secrets.scrub_secrets(short_run)
+    assert scrubbed.startswith("7 7 ") and "4111" not in scrubbed and _secrets.REDACTED in scrubbed
