@@ -235,3 +235,15 @@ def test_two_writers_decide_as_one(tmp_path: Path, seed: int) -> None:
     finally:
         for s in [*shared, alone]:
             s.close()
+
+
+def test_the_windows_transaction_does_not_bring_a_checkpoint_closer(tmp_path: Path) -> None:
+    """SQLite checkpoints every CHECKPOINT_EVERY commits of events: the playbooks' own
+    transaction (a few pages) does not count as one."""
+    storage = open_storage(str(tmp_path / "w.db"))
+    try:
+        commits = storage._commits
+        _update(storage, object(), {("s", "x"): 1}, [], [])
+        assert storage._commits == commits
+    finally:
+        storage.close()

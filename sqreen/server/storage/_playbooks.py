@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
@@ -129,6 +130,10 @@ class PlaybookQueries(BlockQueries):
     #: (a few bytes, where the counts of an attack's 500 keys cost 1 µs an event to write).
     _log_counts_until: int = 0
 
+    def _windows_write(self) -> AbstractContextManager[Cursor]:
+        """The transaction of :meth:`update_windows` (a dialect may count it apart)."""
+        return self._write()
+
     def _lock_windows(self, cur: Cursor, keys: Sequence[WindowKey]) -> None:
         """Hold ``keys`` for the transaction (a dialect's business: nothing to do where the
         transaction is the only writer, as in SQLite)."""
@@ -197,7 +202,7 @@ class PlaybookQueries(BlockQueries):
         another owner counts as somebody else having written."""
         if not keys:
             return []
-        with self._write() as cur:
+        with self._windows_write() as cur:
             seen = self._windows_seen  # (set after a commit: at worst stale, read twice)
             if type(self)._lock_windows is not PlaybookQueries._lock_windows:
                 # Taken in one order (two processes cannot deadlock); where there is nothing
