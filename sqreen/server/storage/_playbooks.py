@@ -21,6 +21,15 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ._blocks import BlockQueries
 from ._parts import insert_rows, placeholders
+from ._window_reads import (
+    WINDOW_CHUNK,
+    ProbeValues,
+    QuietKey,
+    WindowKey,
+    count_probes,
+    fetch_hits,
+    quiet_times,
+)
 from .model import Alert, NewAlert, TooManyBlocks, WindowWrite, from_us, to_us
 
 if TYPE_CHECKING:
@@ -28,18 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ALERT_COLUMNS", "WINDOW_CHUNK", "AlertRow", "PlaybookQueries", "by_stream"]
 
-#: Keys a statement, when reading or writing windows (parameters stay under both limits).
-WINDOW_CHUNK: Final = 400
 #: Hits a statement (five parameters each).
 HIT_CHUNK: Final = 2000
 INSERT_HIT: Final = "INSERT INTO window_hits (stream, key, ts, seq, value)"
-#: The sizes IN lists are padded to (repeating their last item): a handful of statement
-#: texts, prepared once each and then found in the driver's statement cache.
-IN_SIZES: Final = (1, 4, 16, 64, 128, 256, WINDOW_CHUNK)
-#: The most recent hits a key's rules are evaluated on (a key with more, in a window, has
-#: long fired whatever counts them, unless a rule keeps almost firing: then it is an
-#: approximation on its latest hits).
-FETCH_MAX: Final = 4096
 #: Alerts a statement (14 parameters each).
 ALERT_CHUNK: Final = 50
 #: The seqs an alert keeps of the events behind it (the newest).
@@ -57,12 +57,8 @@ ALERT_COLUMNS: Final = (
     "seqs_json, mode, action, block_id, summary, created_at"
 )
 
-WindowKey = tuple[str, str]
-QuietKey = tuple[str, str]  # (playbook id, group key)
 #: A hit as stored: (stream, key, time µs, seq, distinct value).
 HitValues = tuple[str, str, int, int, str | None]
-#: A probe: (stream, key, since µs, how many, distinct values?).
-ProbeValues = tuple[str, str, int, int, bool]
 
 
 class AlertRow(NamedTuple):
@@ -91,12 +87,6 @@ def by_stream(keys: Sequence[WindowKey]) -> list[tuple[str, list[str]]]:
             parts.append((stream, []))
         parts[-1][1].append(key)
     return parts
-
-
-def padded(items: Sequence[str]) -> list[str]:
-    """``items`` (at most WINDOW_CHUNK), their last repeated up to the next of IN_SIZES."""
-    size = next(n for n in IN_SIZES if n >= len(items))
-    return [*items, *[items[-1]] * (size - len(items))]
 
 
 def alert_from_row(row: AlertRow) -> Alert:
@@ -228,17 +218,17 @@ class PlaybookQueries(BlockQueries):
             # Every transaction has its row; its counts by key when given and worth it.
             by_key = added if now < self._log_counts_until else None
             logged = self._log_writes(cur, by_key, now)
-            counts = self._counts(cur, probes(fresh) if callable(probes) else probes)
+            counts = count_probes(cur, probes(fresh) if callable(probes) else probes)
             if counted is not None:
                 counted(counts)
             candidates: dict[WindowKey, int] = {}
             for (stream, key, since, need, _), n in counts.items():
                 if n >= need:
                     candidates[(stream, key)] = min(since, candidates.get((stream, key), since))
-            quiet = self._quiet(cur, sorted({key for _, key in candidates}), now)
+            quiet = quiet_times(cur, sorted({key for _, key in candidates}), now)
             if wanted is not None:
                 candidates = {k: since for k, since in candidates.items() if wanted(k, quiet)}
-            write = decide(self._fetch(cur, candidates), quiet)
+            write = decide(fetch_hits(cur, candidates), quiet)
             insert_rows(
                 cur,
                 "INSERT INTO playbook_quiet (playbook, key, until_at)",
@@ -250,72 +240,6 @@ class PlaybookQueries(BlockQueries):
         # Once committed only: a row rolled back leaves its id to the next writer's.
         self._windows_seen = None if owner is None else (version, owner, logged)
         return stored
-
-    @staticmethod
-    def _quiet(cur: Cursor, group_keys: Sequence[str], now: int) -> dict[QuietKey, int]:
-        """Until when each playbook is quiet for these group keys (those quiet now)."""
-        quiet: dict[QuietKey, int] = {}
-        for i in range(0, len(group_keys), WINDOW_CHUNK):
-            names = padded(group_keys[i : i + WINDOW_CHUNK])
-            rows = cur.execute(
-                "SELECT playbook, key, until_at FROM playbook_quiet WHERE until_at > ? "
-                f"AND key IN ({', '.join('?' * len(names))})",
-                [now, *names],
-            ).fetchall()
-            quiet.update(((p, k), until) for p, k, until in rows)
-        return quiet
-
-    @staticmethod
-    def _counts(cur: Cursor, probes: Sequence[ProbeValues]) -> dict[ProbeValues, int]:
-        """How many hits (or distinct values) each probe's key has since its time: one
-        statement for the keys of a stream (``GROUP BY key``, over the primary key's range of
-        each), a column for each window and way of counting its rules ask for."""
-        by_stream: dict[str, tuple[set[str], set[tuple[int, bool]]]] = {}
-        for stream, key, since, _, distinct in probes:
-            keys, columns = by_stream.setdefault(stream, (set(), set()))
-            keys.add(key)
-            columns.add((since, distinct))
-        counts: dict[tuple[str, str, int, bool], int] = {}
-        for stream, (keys, columns) in sorted(by_stream.items()):
-            asked = sorted(columns)
-            oldest = asked[0][0]
-            select = ", ".join(
-                ("count(DISTINCT value)" if distinct else "count(*)")
-                if since == oldest
-                else (
-                    "count(DISTINCT CASE WHEN ts >= ? THEN value END)"
-                    if distinct
-                    else "sum(CASE WHEN ts >= ? THEN 1 ELSE 0 END)"
-                )
-                for since, distinct in asked
-            )
-            times = [since for since, _ in asked if since != oldest]
-            ordered = sorted(keys)
-            for i in range(0, len(ordered), WINDOW_CHUNK):
-                chunk = padded(ordered[i : i + WINDOW_CHUNK])
-                rows = cur.execute(
-                    f"SELECT key, {select} FROM window_hits WHERE stream = ? AND ts >= ? "
-                    f"AND key IN ({', '.join('?' * len(chunk))}) GROUP BY key",
-                    [*times, stream, oldest, *chunk],
-                ).fetchall()
-                for key, *found in rows:
-                    for (since, distinct), n in zip(asked, found, strict=True):
-                        counts[(stream, key, since, distinct)] = int(n)
-        return {p: counts.get((p[0], p[1], p[2], p[4]), 0) for p in probes}
-
-    @staticmethod
-    def _fetch(
-        cur: Cursor, wanted: dict[WindowKey, int]
-    ) -> dict[WindowKey, list[tuple[int, int, str | None]]]:
-        out: dict[WindowKey, list[tuple[int, int, str | None]]] = {}
-        for (stream, key), since in sorted(wanted.items()):
-            rows = cur.execute(
-                "SELECT ts, seq, value FROM window_hits WHERE stream = ? AND key = ? "
-                "AND ts >= ? ORDER BY ts DESC, seq DESC LIMIT ?",
-                [stream, key, since, FETCH_MAX],
-            ).fetchall()
-            out[(stream, key)] = [(ts, seq, value) for ts, seq, value in reversed(rows)]
-        return out
 
     def _store_alerts(self, cur: Cursor, alerts: Sequence[NewAlert], now: int) -> list[Alert]:
         """Store ``alerts`` (each block first, then the alerts in one statement a chunk: an

@@ -25,10 +25,10 @@ except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
     fcntl = None  # type: ignore[assignment]
 
 from ._parts import placeholders
-from ._playbooks import WindowKey
 from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import migrations
 from ._sql import INSERT_CHUNK, Cursor, SqlStorage
+from ._window_reads import WindowKey
 from .model import Clock, utc_now
 
 __all__ = ["SQLiteStorage"]
