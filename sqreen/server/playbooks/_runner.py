@@ -154,6 +154,7 @@ class PlaybookRunner:
             horizon=bounds.horizon,
             added=plan.counts,
             others=bounds.others,
+            present=(now_us - engine.max_window_us, bounds.present),
         )
         known.update(learned)
         changed = {key for _, key in learned}

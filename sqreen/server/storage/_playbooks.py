@@ -28,6 +28,7 @@ from ._window_reads import (
     WindowKey,
     count_probes,
     fetch_hits,
+    present_hits,
     quiet_times,
 )
 from .model import Alert, NewAlert, TooManyBlocks, WindowWrite, from_us, to_us
@@ -168,6 +169,7 @@ class PlaybookQueries(BlockQueries):
         horizon: Callable[[int | None], None] | None = None,
         added: Mapping[WindowKey, int] | None = None,
         others: Callable[[dict[WindowKey, int]], None] | None = None,
+        present: tuple[int, Callable[[int, dict[WindowKey, int]], None]] | None = None,
     ) -> list[Alert]:
         """In one transaction, with ``keys`` held: store ``hits``; count, in SQL, which keys
         have enough hits for one of ``probes``; read until when each playbook is quiet for
@@ -189,7 +191,12 @@ class PlaybookQueries(BlockQueries):
         ``owner``'s previous call, ``others`` is told what the rows written since added per
         key (before ``probes``), and the windows count as fresh: every hit added meanwhile
         is known by key. A gap in the rows (purged), a row without its counts, or a call by
-        another owner counts as somebody else having written."""
+        another owner counts as somebody else having written.
+
+        ``present`` is (a time µs, a function): when the windows are not fresh (and the
+        dialect can tell), and the hits at that time or later number at most PRESENT_MAX
+        (a new collector's table, a quiet one's), the function is told the time and those
+        hits counted per key (before ``hits``, after ``horizon``)."""
         if not keys:
             return []
         with self._windows_write() as cur:
@@ -211,6 +218,8 @@ class PlaybookQueries(BlockQueries):
             if horizon is not None and version is not None and (trusted or not fresh):
                 # The ts index's last entry: one seek.
                 horizon(cur.execute("SELECT max(ts) FROM window_hits").fetchone()[0])
+                if present is not None and not fresh:
+                    present_hits(cur, *present)
             self._insert_hits(cur, hits)
             now = to_us(self.now())
             if version is not None and seen is not None and seen[0] != version:

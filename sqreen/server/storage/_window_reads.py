@@ -3,7 +3,7 @@ the probes' counts, the quiet times of the keys that may fire, and their hits.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FETCH_MAX",
+    "PRESENT_MAX",
     "WINDOW_CHUNK",
     "ProbeValues",
     "QuietKey",
@@ -18,6 +19,7 @@ __all__ = [
     "count_probes",
     "fetch_hits",
     "padded",
+    "present_hits",
     "quiet_times",
 ]
 
@@ -30,6 +32,10 @@ IN_SIZES: Final = (1, 4, 16, 64, 128, 256, WINDOW_CHUNK)
 #: long fired whatever counts them, unless a rule keeps almost firing: then it is an
 #: approximation on its latest hits).
 FETCH_MAX: Final = 4096
+#: Hits in the windows a process reads by key when it forgets what it knew of them (at its
+#: first batch, or when another process wrote what the log cannot tell): with more, it
+#: knows only that none is newer than the newest (:func:`present_hits`).
+PRESENT_MAX: Final = 4096
 
 WindowKey = tuple[str, str]
 QuietKey = tuple[str, str]  # (playbook id, group key)
@@ -107,3 +113,24 @@ def fetch_hits(
         ).fetchall()
         out[(stream, key)] = [(ts, seq, value) for ts, seq, value in reversed(rows)]
     return out
+
+
+def present_hits(
+    cur: Cursor, after: int, tell: Callable[[int, dict[WindowKey, int]], None]
+) -> None:
+    """Tell ``tell`` ``after`` and the hits at that time or later per key, if they are at
+    most PRESENT_MAX (counted in SQL first: a large table costs no row read in Python)."""
+    (n,) = cur.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM window_hits WHERE ts >= ? LIMIT ?)",
+        (after, PRESENT_MAX + 1),
+    ).fetchone()
+    if n > PRESENT_MAX:
+        return
+    rows = cur.execute(
+        # The LIMIT keeps the subquery apart: read by the ts index, not the whole table in
+        # key order for the GROUP BY.
+        "SELECT stream, key, count(*) FROM (SELECT stream, key FROM window_hits "
+        "WHERE ts >= ? LIMIT ?) GROUP BY stream, key",
+        (after, PRESENT_MAX + 1),
+    ).fetchall()
+    tell(after, {(stream, key): int(count) for stream, key, count in rows})
