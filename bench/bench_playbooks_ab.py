@@ -199,7 +199,7 @@ def main() -> None:
                 if hits_table(other) == "window_hits":  # and its row, as a collector writes
                     other.execute(
                         "INSERT INTO window_writes (at, counts) VALUES (?, ?)",
-                        (now_us, '[["other-writer","x",1]]'),
+                        (now_us, '{"other-writer":["x",1]}'),
                     )
                 other.execute("COMMIT")
             order = list(pipes)

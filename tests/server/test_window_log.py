@@ -16,7 +16,7 @@ import pytest
 
 from sqreen.server.pipeline import IngestPipeline
 from sqreen.server.playbooks import TEMPLATES, PlaybookRunner, PlaybookSource
-from sqreen.server.storage import open_storage
+from sqreen.server.storage import _window_reads, open_storage
 from sqreen.server.storage.model import WindowWrite
 
 from .conftest import Clock, envelope
@@ -235,3 +235,66 @@ def test_two_writers_decide_as_one(tmp_path: Path, seed: int) -> None:
     finally:
         for s in [*shared, alone]:
             s.close()
+
+
+def test_the_windows_transaction_does_not_bring_a_checkpoint_closer(tmp_path: Path) -> None:
+    """SQLite checkpoints every CHECKPOINT_EVERY commits of events: the playbooks' own
+    transaction (a few pages) does not count as one."""
+    storage = open_storage(str(tmp_path / "w.db"))
+    try:
+        commits = storage._commits
+        _update(storage, object(), {("s", "x"): 1}, [], [])
+        assert storage._commits == commits
+    finally:
+        storage.close()
+
+
+def _failures(ip: str, users: range, first: int) -> bytes:
+    events = [failure(ip, f"u{n}", id=f"e{first + i}") for i, n in enumerate(users)]
+    return json.dumps(envelope(events)).encode()
+
+
+@pytest.mark.parametrize("present_max", [_window_reads.PRESENT_MAX, 2])
+def test_a_newcomer_counts_the_hits_stored_before_its_first_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, present_max: int
+) -> None:
+    """A process's first batch finds hits another one stored (few: read by key; more than
+    PRESENT_MAX: counted in SQL): a threshold they and its own hit cross fires; keys with
+    no hit before its batch do not."""
+    monkeypatch.setattr(_window_reads, "PRESENT_MAX", present_max)
+    path = playbook_file(tmp_path, TEMPLATES)
+    a, b = (open_storage(str(tmp_path / "w.db")) for _ in range(2))
+    try:
+        first = IngestPipeline(a, hooks=[PlaybookRunner(a, PlaybookSource(path))])
+        first(_failures("198.51.100.7", range(4), 0))  # 4 of brute-force-ip's 5
+        first(_failures("198.51.100.8", range(10, 14), 10))
+        second = IngestPipeline(b, hooks=[PlaybookRunner(b, PlaybookSource(path))])
+        second(_failures("198.51.100.7", range(4, 5), 20))  # the 5th
+        second(_failures("198.51.100.9", range(20, 24), 30))  # 4 on a key of its own
+        got = {(x.playbook, x.group_key, x.total) for x in a.list_alerts()}
+        assert got == {("brute-force-ip", "198.51.100.7", 5)}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_newcomer_told_the_few_hits_stored_counts_no_new_key_in_sql(tmp_path: Path) -> None:
+    """Told every hit in the windows by key at its first batch (the table holds few), a
+    process counts in SQL neither the keys of that batch nor of the next that had none."""
+    path = playbook_file(tmp_path, TEMPLATES)
+    a, b = (open_storage(str(tmp_path / "w.db")) for _ in range(2))
+    seen: list[str] = []
+    try:
+        IngestPipeline(a, hooks=[PlaybookRunner(a, PlaybookSource(path))])(
+            _failures("198.51.100.7", range(3), 0)
+        )
+        second = IngestPipeline(b, hooks=[PlaybookRunner(b, PlaybookSource(path))])
+        b._writer.set_trace_callback(seen.append)
+        second(_failures("198.51.100.8", range(10, 13), 10))
+        second(_failures("198.51.100.9", range(20, 23), 20))
+        assert any("GROUP BY stream, key" in sql for sql in seen)  # told, once
+        assert not [sql for sql in seen if "GROUP BY key" in sql]
+    finally:
+        b._writer.set_trace_callback(None)
+        a.close()
+        b.close()

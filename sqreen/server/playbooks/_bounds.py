@@ -19,6 +19,12 @@ in an empty table; else the time it forgot). A rule whose window begins after th
 reads only hits this process added: fewer than it counted. Without this, each key a
 batch met for the first time (most of a typical traffic's IPs and users) was counted in
 SQL: 1.7 µs an event of the typical mix (bench_playbooks_ab.py).
+
+When the windows then hold few hits (a new collector, a second worker's first batch, a
+quiet store), the store also tells them per key (:meth:`Bounds.present`): they count as
+added, and the time is that of the longest window's start rather than the newest hit's.
+Without it, a process that forgot because another one had written (every ``--workers 2``
+at its start) counted each new key in SQL until the longest window (an hour) had passed.
 """
 
 from __future__ import annotations
@@ -51,6 +57,9 @@ class Bounds:
         #: µs: the newest hit the store had when it last told a horizon (the hits other
         #: processes added since are in ``_added``, until a forgetting drops them).
         self._newest = -UNKNOWN
+        #: Told by the store for the next forgetting: a time, and every hit it held at that
+        #: time or later, per key.
+        self._present: tuple[int, Mapping[StreamKey, int]] | None = None
 
     @property
     def known(self) -> Mapping[StreamKey, Mapping[tuple[int, bool], int]]:
@@ -72,6 +81,13 @@ class Bounds:
         if newest is not None:
             self._newest = max(self._newest, newest)
 
+    def present(self, after: int, hits: Mapping[StreamKey, int]) -> None:
+        """Every hit at ``after`` or later the store held before this batch's, per key, read
+        in the transaction of a batch that was not fresh (a table of few hits in the
+        windows): the next :meth:`advance` forgets them as if this process had added them,
+        and the hits not added as older than ``after``."""
+        self._present = (after, hits)
+
     def advance(self, added: Mapping[StreamKey, int], now_us: int, fresh: bool) -> None:
         """A batch stored ``added`` hits per key (told in its transaction, after they were
         stored: :attr:`~._engine.Plan.counts`); ``fresh``: nobody else wrote since this
@@ -83,14 +99,17 @@ class Bounds:
             # The hits not added from now on: none newer than the store's newest before this
             # batch's (when it said so, in this transaction); else than any time a batch was
             # made at (a hit is never newer than its batch).
-            told = self._horizon
+            told, present = self._horizon, self._present
             if told != UNKNOWN:
                 self._others = -UNKNOWN if told is None else told
+                if present is not None:  # and the newer hits are known by key
+                    self._others = min(self._others, present[0] - 1)
+                    seen.update(present[1])
             else:
                 # Forgotten with them: the hits other processes added (the log told them),
                 # no newer than the store's newest hit when it last said.
                 self._others = max(self._others, self._now, now_us, self._newest)
-        self._horizon = UNKNOWN
+        self._horizon, self._present = UNKNOWN, None
         self._now = now_us
         self._add(added)
 

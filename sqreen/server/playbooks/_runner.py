@@ -156,6 +156,7 @@ class PlaybookRunner:
             horizon=bounds.horizon,
             added=plan.counts,
             others=bounds.others,
+            present=(now_us - engine.max_window_us, bounds.present),
         )
         refused = [a for a in stored if a.block_id is None and (a.playbook, a.group_key) in wanted]
         for alert in refused:  # quiet a minute only, as the store wrote (then asked again)

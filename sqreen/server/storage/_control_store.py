@@ -136,6 +136,7 @@ class ControlStore(Clocked, Protocol):
         horizon: Callable[[int | None], None] | None = None,
         added: Mapping[tuple[str, str], int] | None = None,
         others: Callable[[dict[tuple[str, str], int]], None] | None = None,
+        present: tuple[int, Callable[[int, dict[tuple[str, str], int]], None]] | None = None,
     ) -> list[Alert]:
         """In one transaction, with ``keys`` ((stream, key), in any order) held so that processes
         counting the same key take turns: store ``hits`` ((stream, key, time µs, seq, value));
@@ -150,7 +151,8 @@ class ControlStore(Clocked, Protocol):
         counted per key, logged where the store keeps a log of them (SQLite); ``others`` is
         told, when somebody else wrote since ``owner``'s previous call, what the log says they
         added per key, and the call then counts as if nobody had (where the log tells it all).
-        Return the alerts stored."""
+        ``present`` (a time, a function): told with ``horizon``, the hits newer than that time
+        per key, when they are few. Return the alerts stored."""
         ...
 
     def list_alerts(

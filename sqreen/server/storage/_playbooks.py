@@ -13,11 +13,22 @@ or a user that an active block already covers extends that one rather than addin
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
 from ._alert_store import AlertQueries
 from ._parts import insert_rows
+from ._window_reads import (
+    WINDOW_CHUNK,
+    ProbeValues,
+    QuietKey,
+    WindowKey,
+    count_probes,
+    fetch_hits,
+    present_hits,
+    quiet_times,
+)
 from .model import Alert, WindowWrite, to_us
 
 if TYPE_CHECKING:
@@ -25,18 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["WINDOW_CHUNK", "PlaybookQueries", "by_stream"]
 
-#: Keys a statement, when reading or writing windows (parameters stay under both limits).
-WINDOW_CHUNK: Final = 400
 #: Hits a statement (five parameters each).
 HIT_CHUNK: Final = 2000
 INSERT_HIT: Final = "INSERT INTO window_hits (stream, key, ts, seq, value)"
-#: The sizes IN lists are padded to (repeating their last item): a handful of statement
-#: texts, prepared once each and then found in the driver's statement cache.
-IN_SIZES: Final = (1, 4, 16, 64, 128, 256, WINDOW_CHUNK)
-#: The most recent hits a key's rules are evaluated on (a key with more, in a window, has
-#: long fired whatever counts them, unless a rule keeps almost firing: then it is an
-#: approximation on its latest hits).
-FETCH_MAX: Final = 4096
 #: Old hits deleted a transaction at most (ingest writes between two).
 PURGE_CHUNK: Final = 20_000
 #: How long (µs) a process's rows of the windows' log keep their counts by key after it
@@ -46,12 +48,8 @@ LOG_COUNTS_FOR: Final = 60_000_000
 #: their next batch; one idle longer finds the gap and counts again.
 LOG_KEPT: Final = 120_000_000
 
-WindowKey = tuple[str, str]
-QuietKey = tuple[str, str]  # (playbook id, group key)
 #: A hit as stored: (stream, key, time µs, seq, distinct value).
 HitValues = tuple[str, str, int, int, str | None]
-#: A probe: (stream, key, since µs, how many, distinct values?).
-ProbeValues = tuple[str, str, int, int, bool]
 
 
 def by_stream(keys: Sequence[WindowKey]) -> list[tuple[str, list[str]]]:
@@ -64,12 +62,6 @@ def by_stream(keys: Sequence[WindowKey]) -> list[tuple[str, list[str]]]:
     return parts
 
 
-def padded(items: Sequence[str]) -> list[str]:
-    """``items`` (at most WINDOW_CHUNK), their last repeated up to the next of IN_SIZES."""
-    size = next(n for n in IN_SIZES if n >= len(items))
-    return [*items, *[items[-1]] * (size - len(items))]
-
-
 class PlaybookQueries(AlertQueries):
     """Mixed into :class:`~._sql.SqlStorage`."""
 
@@ -80,6 +72,10 @@ class PlaybookQueries(AlertQueries):
     #: another connection commits now and then. Alone, a row says only that hits were added
     #: (a few bytes, where the counts of an attack's 500 keys cost 1 µs an event to write).
     _log_counts_until: int = 0
+
+    def _windows_write(self) -> AbstractContextManager[Cursor]:
+        """The transaction of :meth:`update_windows` (a dialect may count it apart)."""
+        return self._write()
 
     def _lock_windows(self, cur: Cursor, keys: Sequence[WindowKey]) -> None:
         """Hold ``keys`` for the transaction (a dialect's business: nothing to do where the
@@ -125,6 +121,7 @@ class PlaybookQueries(AlertQueries):
         horizon: Callable[[int | None], None] | None = None,
         added: Mapping[WindowKey, int] | None = None,
         others: Callable[[dict[WindowKey, int]], None] | None = None,
+        present: tuple[int, Callable[[int, dict[WindowKey, int]], None]] | None = None,
     ) -> list[Alert]:
         """In one transaction, with ``keys`` held: store ``hits``; count, in SQL, which keys
         have enough hits for one of ``probes``; read until when each playbook is quiet for
@@ -146,10 +143,15 @@ class PlaybookQueries(AlertQueries):
         ``owner``'s previous call, ``others`` is told what the rows written since added per
         key (before ``probes``), and the windows count as fresh: every hit added meanwhile
         is known by key. A gap in the rows (purged), a row without its counts, or a call by
-        another owner counts as somebody else having written."""
+        another owner counts as somebody else having written.
+
+        ``present`` is (a time µs, a function): when the windows are not fresh (and the
+        dialect can tell), and the hits at that time or later number at most PRESENT_MAX
+        (a new collector's table, a quiet one's), the function is told the time and those
+        hits counted per key (before ``hits``, after ``horizon``)."""
         if not keys:
             return []
-        with self._write() as cur:
+        with self._windows_write() as cur:
             seen = self._windows_seen  # (set after a commit: at worst stale, read twice)
             if type(self)._lock_windows is not PlaybookQueries._lock_windows:
                 # Taken in one order (two processes cannot deadlock); where there is nothing
@@ -168,6 +170,8 @@ class PlaybookQueries(AlertQueries):
             if horizon is not None and version is not None and (trusted or not fresh):
                 # The ts index's last entry: one seek.
                 horizon(cur.execute("SELECT max(ts) FROM window_hits").fetchone()[0])
+                if present is not None and not fresh:
+                    present_hits(cur, *present)
             self._insert_hits(cur, hits)
             now = to_us(self.now())
             if version is not None and seen is not None and seen[0] != version:
@@ -175,17 +179,17 @@ class PlaybookQueries(AlertQueries):
             # Every transaction has its row; its counts by key when given and worth it.
             by_key = added if now < self._log_counts_until else None
             logged = self._log_writes(cur, by_key, now)
-            counts = self._counts(cur, probes(fresh) if callable(probes) else probes)
+            counts = count_probes(cur, probes(fresh) if callable(probes) else probes)
             if counted is not None:
                 counted(counts)
             candidates: dict[WindowKey, int] = {}
             for (stream, key, since, need, _), n in counts.items():
                 if n >= need:
                     candidates[(stream, key)] = min(since, candidates.get((stream, key), since))
-            quiet = self._quiet(cur, sorted({key for _, key in candidates}), now)
+            quiet = quiet_times(cur, sorted({key for _, key in candidates}), now)
             if wanted is not None:
                 candidates = {k: since for k, since in candidates.items() if wanted(k, quiet)}
-            write = decide(self._fetch(cur, candidates), quiet)
+            write = decide(fetch_hits(cur, candidates), quiet)
             insert_rows(
                 cur,
                 "INSERT INTO playbook_quiet (playbook, key, until_at)",
@@ -197,72 +201,6 @@ class PlaybookQueries(AlertQueries):
         # Once committed only: a row rolled back leaves its id to the next writer's.
         self._windows_seen = None if owner is None else (version, owner, logged)
         return stored
-
-    @staticmethod
-    def _quiet(cur: Cursor, group_keys: Sequence[str], now: int) -> dict[QuietKey, int]:
-        """Until when each playbook is quiet for these group keys (those quiet now)."""
-        quiet: dict[QuietKey, int] = {}
-        for i in range(0, len(group_keys), WINDOW_CHUNK):
-            names = padded(group_keys[i : i + WINDOW_CHUNK])
-            rows = cur.execute(
-                "SELECT playbook, key, until_at FROM playbook_quiet WHERE until_at > ? "
-                f"AND key IN ({', '.join('?' * len(names))})",
-                [now, *names],
-            ).fetchall()
-            quiet.update(((p, k), until) for p, k, until in rows)
-        return quiet
-
-    @staticmethod
-    def _counts(cur: Cursor, probes: Sequence[ProbeValues]) -> dict[ProbeValues, int]:
-        """How many hits (or distinct values) each probe's key has since its time: one
-        statement for the keys of a stream (``GROUP BY key``, over the primary key's range of
-        each), a column for each window and way of counting its rules ask for."""
-        by_stream: dict[str, tuple[set[str], set[tuple[int, bool]]]] = {}
-        for stream, key, since, _, distinct in probes:
-            keys, columns = by_stream.setdefault(stream, (set(), set()))
-            keys.add(key)
-            columns.add((since, distinct))
-        counts: dict[tuple[str, str, int, bool], int] = {}
-        for stream, (keys, columns) in sorted(by_stream.items()):
-            asked = sorted(columns)
-            oldest = asked[0][0]
-            select = ", ".join(
-                ("count(DISTINCT value)" if distinct else "count(*)")
-                if since == oldest
-                else (
-                    "count(DISTINCT CASE WHEN ts >= ? THEN value END)"
-                    if distinct
-                    else "sum(CASE WHEN ts >= ? THEN 1 ELSE 0 END)"
-                )
-                for since, distinct in asked
-            )
-            times = [since for since, _ in asked if since != oldest]
-            ordered = sorted(keys)
-            for i in range(0, len(ordered), WINDOW_CHUNK):
-                chunk = padded(ordered[i : i + WINDOW_CHUNK])
-                rows = cur.execute(
-                    f"SELECT key, {select} FROM window_hits WHERE stream = ? AND ts >= ? "
-                    f"AND key IN ({', '.join('?' * len(chunk))}) GROUP BY key",
-                    [*times, stream, oldest, *chunk],
-                ).fetchall()
-                for key, *found in rows:
-                    for (since, distinct), n in zip(asked, found, strict=True):
-                        counts[(stream, key, since, distinct)] = int(n)
-        return {p: counts.get((p[0], p[1], p[2], p[4]), 0) for p in probes}
-
-    @staticmethod
-    def _fetch(
-        cur: Cursor, wanted: dict[WindowKey, int]
-    ) -> dict[WindowKey, list[tuple[int, int, str | None]]]:
-        out: dict[WindowKey, list[tuple[int, int, str | None]]] = {}
-        for (stream, key), since in sorted(wanted.items()):
-            rows = cur.execute(
-                "SELECT ts, seq, value FROM window_hits WHERE stream = ? AND key = ? "
-                "AND ts >= ? ORDER BY ts DESC, seq DESC LIMIT ?",
-                [stream, key, since, FETCH_MAX],
-            ).fetchall()
-            out[(stream, key)] = [(ts, seq, value) for ts, seq, value in reversed(rows)]
-        return out
 
     def purge_windows(self, older_than: datetime) -> int:
         """Forget hits older than ``older_than`` (longer ago than any window) and quiet times

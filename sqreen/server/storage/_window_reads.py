@@ -1,0 +1,136 @@
+"""What a windows' transaction reads (:meth:`~._playbooks.PlaybookQueries.update_windows`):
+the probes' counts, the quiet times of the keys that may fire, and their hits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from ._sql import Cursor
+
+__all__ = [
+    "FETCH_MAX",
+    "PRESENT_MAX",
+    "WINDOW_CHUNK",
+    "ProbeValues",
+    "QuietKey",
+    "WindowKey",
+    "count_probes",
+    "fetch_hits",
+    "padded",
+    "present_hits",
+    "quiet_times",
+]
+
+#: Keys a statement, when reading or writing windows (parameters stay under both limits).
+WINDOW_CHUNK: Final = 400
+#: The sizes IN lists are padded to (repeating their last item): a handful of statement
+#: texts, prepared once each and then found in the driver's statement cache.
+IN_SIZES: Final = (1, 4, 16, 64, 128, 256, WINDOW_CHUNK)
+#: The most recent hits a key's rules are evaluated on (a key with more, in a window, has
+#: long fired whatever counts them, unless a rule keeps almost firing: then it is an
+#: approximation on its latest hits).
+FETCH_MAX: Final = 4096
+#: Hits in the windows a process reads by key when it forgets what it knew of them (at its
+#: first batch, or when another process wrote what the log cannot tell): with more, it
+#: knows only that none is newer than the newest (:func:`present_hits`).
+PRESENT_MAX: Final = 4096
+
+WindowKey = tuple[str, str]
+QuietKey = tuple[str, str]  # (playbook id, group key)
+#: A probe: (stream, key, since µs, how many, distinct values?).
+ProbeValues = tuple[str, str, int, int, bool]
+
+
+def padded(items: Sequence[str]) -> list[str]:
+    """``items`` (at most WINDOW_CHUNK), their last repeated up to the next of IN_SIZES."""
+    size = next(n for n in IN_SIZES if n >= len(items))
+    return [*items, *[items[-1]] * (size - len(items))]
+
+
+def quiet_times(cur: Cursor, group_keys: Sequence[str], now: int) -> dict[QuietKey, int]:
+    """Until when each playbook is quiet for these group keys (those quiet now)."""
+    quiet: dict[QuietKey, int] = {}
+    for i in range(0, len(group_keys), WINDOW_CHUNK):
+        names = padded(group_keys[i : i + WINDOW_CHUNK])
+        rows = cur.execute(
+            "SELECT playbook, key, until_at FROM playbook_quiet WHERE until_at > ? "
+            f"AND key IN ({', '.join('?' * len(names))})",
+            [now, *names],
+        ).fetchall()
+        quiet.update(((p, k), until) for p, k, until in rows)
+    return quiet
+
+
+def count_probes(cur: Cursor, probes: Sequence[ProbeValues]) -> dict[ProbeValues, int]:
+    """How many hits (or distinct values) each probe's key has since its time: one
+    statement for the keys of a stream (``GROUP BY key``, over the primary key's range of
+    each), a column for each window and way of counting its rules ask for."""
+    by_stream: dict[str, tuple[set[str], set[tuple[int, bool]]]] = {}
+    for stream, key, since, _, distinct in probes:
+        keys, columns = by_stream.setdefault(stream, (set(), set()))
+        keys.add(key)
+        columns.add((since, distinct))
+    counts: dict[tuple[str, str, int, bool], int] = {}
+    for stream, (keys, columns) in sorted(by_stream.items()):
+        asked = sorted(columns)
+        oldest = asked[0][0]
+        select = ", ".join(
+            ("count(DISTINCT value)" if distinct else "count(*)")
+            if since == oldest
+            else (
+                "count(DISTINCT CASE WHEN ts >= ? THEN value END)"
+                if distinct
+                else "sum(CASE WHEN ts >= ? THEN 1 ELSE 0 END)"
+            )
+            for since, distinct in asked
+        )
+        times = [since for since, _ in asked if since != oldest]
+        ordered = sorted(keys)
+        for i in range(0, len(ordered), WINDOW_CHUNK):
+            chunk = padded(ordered[i : i + WINDOW_CHUNK])
+            rows = cur.execute(
+                f"SELECT key, {select} FROM window_hits WHERE stream = ? AND ts >= ? "
+                f"AND key IN ({', '.join('?' * len(chunk))}) GROUP BY key",
+                [*times, stream, oldest, *chunk],
+            ).fetchall()
+            for key, *found in rows:
+                for (since, distinct), n in zip(asked, found, strict=True):
+                    counts[(stream, key, since, distinct)] = int(n)
+    return {p: counts.get((p[0], p[1], p[2], p[4]), 0) for p in probes}
+
+
+def fetch_hits(
+    cur: Cursor, wanted: dict[WindowKey, int]
+) -> dict[WindowKey, list[tuple[int, int, str | None]]]:
+    out: dict[WindowKey, list[tuple[int, int, str | None]]] = {}
+    for (stream, key), since in sorted(wanted.items()):
+        rows = cur.execute(
+            "SELECT ts, seq, value FROM window_hits WHERE stream = ? AND key = ? "
+            "AND ts >= ? ORDER BY ts DESC, seq DESC LIMIT ?",
+            [stream, key, since, FETCH_MAX],
+        ).fetchall()
+        out[(stream, key)] = [(ts, seq, value) for ts, seq, value in reversed(rows)]
+    return out
+
+
+def present_hits(
+    cur: Cursor, after: int, tell: Callable[[int, dict[WindowKey, int]], None]
+) -> None:
+    """Tell ``tell`` ``after`` and the hits at that time or later per key, if they are at
+    most PRESENT_MAX (counted in SQL first: a large table costs no row read in Python)."""
+    (n,) = cur.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM window_hits WHERE ts >= ? LIMIT ?)",
+        (after, PRESENT_MAX + 1),
+    ).fetchone()
+    if n > PRESENT_MAX:
+        return
+    rows = cur.execute(
+        # The LIMIT keeps the subquery apart: read by the ts index, not the whole table in
+        # key order for the GROUP BY.
+        "SELECT stream, key, count(*) FROM (SELECT stream, key FROM window_hits "
+        "WHERE ts >= ? LIMIT ?) GROUP BY stream, key",
+        (after, PRESENT_MAX + 1),
+    ).fetchall()
+    tell(after, {(stream, key): int(count) for stream, key, count in rows})
