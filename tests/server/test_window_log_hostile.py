@@ -316,6 +316,25 @@ def test_two_processes_with_the_clock_stepping_back_decide_as_one(
 # --- Performance: catching up on the log under the write lock ---------------------------
 
 
+def one_key_writer(storage: Any, told: list[dict[tuple[str, str], int]]) -> Callable[[], None]:
+    """A process's windows' transaction adding one hit to one key, what it is told of the
+    others' rows appended to ``told``."""
+    owner = object()
+
+    def update() -> None:
+        storage.update_windows(
+            [("s", "k")],
+            [("s", "k", 1_000, 1, None)],
+            lambda fresh: [],
+            lambda found, quiet: WindowWrite({}, []),
+            owner=owner,
+            added={("s", "k"): 1},
+            others=told.append,
+        )
+
+    return update
+
+
 def test_catching_up_on_a_long_log_is_bounded(tmp_path: Path) -> None:
     """A worker idle for a while under an attack from many IPs (another worker writing ~30
     transactions a second of 500 keys each) catches up on up to 2 minutes of rows in one
@@ -326,19 +345,8 @@ def test_catching_up_on_a_long_log_is_bounded(tmp_path: Path) -> None:
     a backlog is not read at all (``LOG_CATCH_UP``): the windows are counted in SQL."""
     a = open_storage(str(tmp_path / "w.db"))
     db = sqlite3.connect(str(tmp_path / "w.db"), isolation_level=None)
-    owner = object()
     told: list[dict[tuple[str, str], int]] = []
-
-    def update() -> None:
-        a.update_windows(
-            [("s", "k")],
-            [("s", "k", 1_000, 1, None)],
-            lambda fresh: [],
-            lambda found, quiet: WindowWrite({}, []),
-            owner=owner,
-            added={("s", "k"): 1},
-            others=told.append,
-        )
+    update = one_key_writer(a, told)
 
     try:
         update()
@@ -522,3 +530,30 @@ def test_purge_with_times_out_of_order_deletes_a_prefix_and_vacuum_keeps_ids(
         db.close()
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize(
+    "row",
+    ["not json", '{"s": ["k"]}', '{"s": ["k", "two"]}', '["s", "k", 1]', '{"s": 7}'],
+)
+def test_a_log_row_that_cannot_be_read_makes_the_windows_counted_again(
+    tmp_path: Path, row: str
+) -> None:
+    """A row of another version's format, or damaged: what the others added is not known,
+    so the windows are counted in SQL (None), the batch goes on, and the next row is read."""
+    a = open_storage(str(tmp_path / "w.db"))
+    db = sqlite3.connect(str(tmp_path / "w.db"), isolation_level=None)
+    told: list[dict[tuple[str, str], int]] = []
+    update = one_key_writer(a, told)
+
+    try:
+        update()
+        db.execute("INSERT INTO window_writes (at, counts) VALUES (0, ?)", (row,))
+        update()  # did not raise
+        assert told == []
+        db.execute('INSERT INTO window_writes (at, counts) VALUES (0, \'{"s":["k",2]}\')')
+        update()
+        assert told == [{("s", "k"): 2}]
+    finally:
+        db.close()
+        a.close()

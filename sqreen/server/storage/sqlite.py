@@ -166,10 +166,16 @@ class SQLiteStorage(SqlStorage):
         if high != newest:  # the rows after ``last`` purged, down to the newest
             return None
         told: dict[WindowKey, int] = {}
-        for _, text in rows:
-            for stream, flat in json.loads(text).items():
-                for key, n in zip(flat[::2], flat[1::2], strict=True):
-                    told[(stream, key)] = told.get((stream, key), 0) + n
+        try:
+            for _, text in rows:
+                for stream, flat in json.loads(text).items():
+                    for key, n in zip(flat[::2], flat[1::2], strict=True):
+                        told[(stream, key)] = told.get((stream, key), 0) + int(n)
+        except (ValueError, TypeError, AttributeError):
+            # A row this version cannot read (another version's, or damaged): not all is
+            # known, so the windows are counted again, rather than every batch failing until
+            # the row is purged.
+            return None
         return told
 
     def _windows_version(self, cur: Cursor) -> object | None:
