@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from sqreen import _scrub_text, _secrets
+from sqreen import _secrets
 from sqreen._scrub import (
     DEFAULT_SENSITIVE_KEYS,
     MAX_DEPTH,
@@ -783,14 +783,52 @@ def test_a_json_body_cut_at_the_cap_keeps_no_secret(body: str, secret: str) -> N
     assert secret not in scrubbed and REDACTED in scrubbed
 
 
+@pytest.mark.parametrize(
+    ("body", "ctype", "kept"),
+    [
+        ("password=[hunter2]", "text/plain", "hunter2"),
+        ("password={hunter2}", "text/plain", "hunter2"),
+        ("token=[abc123def]&x=1", "text/plain", "abc123def"),
+        ('{"user":"bob","password":["hunter2"],"a":"', "application/json", "hunter2"),
+        ('{"api_keys":["k-1234567","k2"],"x":1,', "application/json", "k-1234567"),
+        ('{"password":{"old":"hunter1","new":"hunter2"},"n":"', "application/json", "hunter"),
+        ('{"a":1}\n{"password": ["hunter3"]}\n', "application/json", "hunter3"),
+        ('{"secret":{"a":"}","b":[1,{"c":"x]"}]},"keep":"yes","z":"', "application/json", '"x]"'),
+        ('{"secret":{"a":"cut before its end', "application/json", "cut before"),
+        ("x" * 254 + "_password=hunter2", "text/plain", "hunter2"),
+    ],
+)
+def test_an_object_or_a_list_under_a_sensitive_key_is_redacted_whole(
+    body: str, ctype: str, kept: str
+) -> None:
+    scrubbed = Scrubber().scrub_text_body(body, ctype)
+    assert kept not in scrubbed and REDACTED in scrubbed
+    if '"keep":"yes"' in body:
+        assert '"keep":"yes"' in scrubbed  # what follows the structure is read on
+
+
+def test_multipart_fields_are_scrubbed_in_one_pass() -> None:
+    body = (
+        '--b\r\nContent-Disposition: form-data; name="user"\r\n\r\nbob\r\n'
+        '--b\r\nContent-Disposition: form-data; name="password"\r\n'
+        "Content-Type: text/plain\r\n\r\nhunter2\r\n"
+        '--b\r\nContent-Disposition: form-data; name="f"; filename="password.txt"\r\n\r\n'
+        "data\r\n--b--\r\n"
+    )
+    scrubbed = Scrubber().scrub_text_body(body, "multipart/form-data; boundary=b")
+    assert scrubbed == body.replace("hunter2", REDACTED)
+    cut = '--b\r\nContent-Disposition: form-data; name="token"\r\n\r\nabc'  # at the cap
+    assert Scrubber().scrub_text_body(cut, "multipart/form-data").endswith(f"\r\n\r\n{REDACTED}")
+
+
 def test_an_escaped_backslash_is_no_escape() -> None:
     body = '{"pass\\\\u0077ord":"kept","a":"'  # the key is pass\u0077ord, literally
     assert Scrubber().scrub_text_body(body, "application/json") == body
 
 
-#: The key-value pattern as it was searched: the same pairs, but for keys over 64 characters.
+#: The key-value pattern as it was searched (5b9def1).
 _KEY_VALUE_SEARCHED = re.compile(
-    r"""(["']?)([A-Za-z_][\w.\-]{0,63})\1(\s*[:=]\s*)("(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s&;,}{\[][^\s&;,}]*)"""
+    r"""(["']?)([A-Za-z_][\w.\-]{0,63})\1(\s*[:=]\s*)("(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s&;,}]+)"""
 )
 
 
@@ -833,11 +871,11 @@ def test_pairs_in_text_are_read_as_the_search_read_them(text: str) -> None:
         quote = value[0] if value[:1] in ("'", '"') else ""
         return f"{match.group(1)}{match.group(2)}{match.group(1)}{match.group(3)}{quote}{REDACTED}{quote}"  # noqa: E501
 
-    got = _scrub_text._KEY_VALUE.sub(scrubber._key_value, text)
-    # Keys of more than 64 characters: the same pairs, or more of them redacted.
-    assert got == _KEY_VALUE_SEARCHED.sub(searched, text) or got.count(REDACTED) > text.count(
-        REDACTED
-    )
+    got = scrubber._scrub_pairs(text)
+    # The same, or more redacted: an object or a list under a sensitive key whole, the
+    # pairs inside an object under another key, keys of more than 64 characters.
+    expected = _KEY_VALUE_SEARCHED.sub(searched, text)
+    assert got == expected or got.count(REDACTED) >= expected.count(REDACTED) > 0
 
 
 def test_a_run_of_more_groups_than_any_list_of_cards_is_closed_unscanned(

@@ -27,7 +27,6 @@ from ..storage import (
     StoredEvent,
     WindowWrite,
 )
-from ..storage._alert_store import REFUSED_QUIET_US
 from ..storage.model import from_us, to_us
 from ._bounds import Bounds
 from ._config import Playbook
@@ -35,6 +34,7 @@ from ._engine import Engine, Firing, Hit, Probe, StreamKey, is_exempt
 from ._fields import EventView
 from ._notify import Notifier
 from ._source import PlaybookSource
+from ._streams import US
 from ._views import event_view, wire_views
 
 if TYPE_CHECKING:
@@ -158,9 +158,10 @@ class PlaybookRunner:
             others=bounds.others,
             present=(now_us - engine.max_window_us, bounds.present),
         )
+        by_id = {p.id: p for p in engine.playbooks.playbooks}
         refused = [a for a in stored if a.block_id is None and (a.playbook, a.group_key) in wanted]
-        for alert in refused:  # quiet a minute only, as the store wrote (then asked again)
-            learned[(alert.playbook, alert.group_key)] = now_us + REFUSED_QUIET_US
+        for alert in refused:  # quiet for its retry only, as the store wrote (then asked again)
+            learned[(alert.playbook, alert.group_key)] = now_us + _retry_us(by_id[alert.playbook])
         known.update(learned)
         changed = {key for _, key in learned}
         for key in keys:  # what no hit of can matter for a while: skipped from now on
@@ -176,7 +177,6 @@ class PlaybookRunner:
             self.on_block()
         if refused:
             self._log_unblocked(refused)
-        by_id = {p.id: p for p in engine.playbooks.playbooks}
         for alert in stored:
             playbook = by_id.get(alert.playbook)
             # The summary names the group key, which an event named: no terminal escapes.
@@ -229,7 +229,18 @@ def new_alert(firing: Firing, max_blocks: int | None = None) -> NewAlert | None:
         action=p.action,
         summary=summary,
         block=block,
+        retry_us=_retry_us(p),
     )
+
+
+def _retry_us(p: Playbook) -> int:
+    """How long a playbook whose block was refused at the cap stays quiet for the key: its
+    window (a minute at least, the block's duration at most), so that an attacker who filled
+    the cap is blocked once there is room, with one alert a window meanwhile, not a minute."""
+    seconds = max(60.0, p.window.total_seconds())
+    if p.duration is not None:
+        seconds = min(seconds, p.duration.total_seconds())
+    return int(seconds * US)
 
 
 def _block(p: Playbook, key: str, reason: str, max_blocks: int | None) -> BlockSpec | None:

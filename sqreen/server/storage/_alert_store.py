@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALERT_COLUMNS",
-    "REFUSED_QUIET_US",
     "AlertQueries",
     "AlertRow",
     "alert_from_row",
@@ -29,8 +28,6 @@ __all__ = [
 ALERT_CHUNK: Final = 50
 #: The seqs an alert keeps of the events behind it (the newest).
 SEQS_KEPT: Final = 100
-#: How long (µs) a playbook whose block was refused at the cap stays quiet for the key.
-REFUSED_QUIET_US: Final = 60_000_000
 ALERT_COLUMNS: Final = (
     "id, playbook, group_by, group_key, total, first_at, last_at, first_seq, last_seq, "
     "seqs_json, mode, action, block_id, summary, created_at"
@@ -95,11 +92,12 @@ class AlertQueries(BlockQueries):
                     block_id = self._block_for(cur, alert.block, now)[0].id
                 except TooManyBlocks:
                     # At the cap (``max_active``): the alert is stored without its block, says
-                    # so, and its playbook is quiet for the key a minute only (not while the
-                    # block would have lasted), to ask again once blocks expire or are lifted.
+                    # so, and its playbook is quiet for the key ``retry_us`` only (not while
+                    # the block would have lasted), to ask again once blocks expire or are
+                    # lifted.
                     cur.execute(
                         "UPDATE playbook_quiet SET until_at = ? WHERE playbook = ? AND key = ?",
-                        [now + REFUSED_QUIET_US, alert.playbook, alert.group_key],
+                        [now + alert.retry_us, alert.playbook, alert.group_key],
                     )
                     alerts[n] = replace(alert, summary=refused(alert.summary))
             block_ids.append(block_id)

@@ -209,6 +209,9 @@ class NewAlert:
     action: str
     summary: str
     block: BlockSpec | None = None
+    #: How long (µs) its playbook stays quiet for the key when the block is refused (at the
+    #: cap): then it fires and asks again.
+    retry_us: int = 60_000_000
 
     def stored(self, id: int, block_id: int | None, created_at: datetime) -> Alert:
         """This alert as stored under ``id`` (with the block made for it, if any)."""
