@@ -23,6 +23,7 @@ class GatedReceiver:
         self.gate = threading.Event()
         self.holding = threading.Event()
         self.received: list[str] = []
+        self.ids: list[int] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -33,7 +34,9 @@ class GatedReceiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.holding.set()
                 receiver.gate.wait(30)
-                receiver.received.append(json.loads(body)["alert"]["playbook"])
+                alert = json.loads(body)["alert"]
+                receiver.received.append(alert["playbook"])
+                receiver.ids.append(alert["id"])
                 self.send_response(204)
                 self.end_headers()
 
@@ -81,9 +84,11 @@ def test_a_flood_of_one_playbook_does_not_hold_back_another(receiver: GatedRecei
     assert notifier.dropped == 0
 
 
-def test_past_the_bound_the_longest_queue_loses_its_oldest(receiver: GatedReceiver) -> None:
+def test_past_the_bound_the_longest_queue_keeps_its_oldest(receiver: GatedReceiver) -> None:
     notifier = Notifier("s", backoff=0.01, max_pending=5)
     flood(receiver, notifier, 11)
     assert "account-takeover" in receiver.received  # the one that matters was kept
     assert len(receiver.received) == 1 + 5  # the one in flight, then the five kept
     assert notifier.dropped == 12 - 5
+    # The scan's first alerts, not its last: a flood cannot push out an earlier alert.
+    assert sorted(receiver.ids) == [0, 1, 2, 3, 4, 12]

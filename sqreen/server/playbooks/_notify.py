@@ -6,7 +6,7 @@ and a thread per webhook URL posts, with a timeout and a few retries (network er
 an ingest reply, nor delays the other webhooks. A URL's alerts wait in a queue per playbook,
 posted in turn (:class:`_Lane`): a flood of one playbook's alerts (a scan of a thousand
 addresses) never holds back another's (the account takeover after it), and when too many
-wait, the oldest of the playbook with the most waiting is dropped (counted, logged).
+wait, the newest of the playbook with the most waiting is dropped (counted, logged).
 
 Each post carries ``X-Sqreen-Signature: t=<unix time>,v1=<hex>``, where ``v1`` is
 HMAC-SHA256 of ``"<t>.<body>"`` under the file's ``webhook_secret`` (or
@@ -71,7 +71,9 @@ def verify_signature(
 
 class _Lane:
     """The alerts waiting for one URL: a queue per playbook, served in turn; at most
-    ``most`` waiting, past which the oldest of the longest queue is dropped."""
+    ``most`` waiting, past which the newest of the longest queue is dropped (the new alert
+    itself when its playbook's is the longest): every queue keeps its oldest, so a flood of
+    a playbook's alerts cannot push out an earlier one of its own, nor another's."""
 
     def __init__(self, most: int) -> None:
         self.most = most
@@ -83,15 +85,19 @@ class _Lane:
 
     def put(self, key: str, body: bytes) -> int:
         """Queue ``body`` under ``key``; return how many alerts were dropped for room."""
-        dropped = 0
         with self._cond:
+            queue_ = self._queues.setdefault(key, deque())
             if self.waiting >= self.most:
                 longest = max(self._queues.values(), key=len)
-                longest.popleft()
+                if len(queue_) >= len(longest):
+                    return 1  # its own playbook's queue is the longest: the new one goes
+                longest.pop()
                 self.waiting -= 1
                 self.unfinished -= 1
                 dropped = 1
-            self._queues.setdefault(key, deque()).append(body)
+            else:
+                dropped = 0
+            queue_.append(body)
             self.waiting += 1
             self.unfinished += 1
             self._cond.notify()
@@ -152,7 +158,8 @@ class Notifier:
 
     def submit(self, urls: tuple[str, ...], payload: Mapping[str, Any]) -> None:
         """Queue ``payload`` (``{"alert": {...}}``) for each URL, in its playbook's turn;
-        never blocks (past ``max_pending``, an older alert is dropped, counted)."""
+        never blocks (past ``max_pending``, the newest of the longest queue is dropped,
+        counted)."""
         if not urls:
             return
         body = json.dumps(payload, separators=(",", ":"), default=str).encode()
@@ -162,7 +169,7 @@ class Notifier:
             if self._lane(url).put(key, body):
                 self.dropped += 1
                 logger.warning(
-                    "sqreen: webhook queue full: an older alert not posted to %s (%d dropped)",
+                    "sqreen: webhook queue full: an alert not posted to %s (%d dropped)",
                     url,
                     self.dropped,
                 )
