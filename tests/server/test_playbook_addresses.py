@@ -108,6 +108,7 @@ def test_a_64_holding_an_exempt_address_is_never_blocked() -> None:
         ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
         ("::ffff:198.51.100.7", "198.51.100.7"),  # a dual-stack socket's IPv4 client
         ("198.51.100.7", "198.51.100.7"),
+        ("2002:c633:6407:1234::1", "2002:c633:6407::/48"),  # 6to4: the IPv4 host's /48
         ("64:ff9b::c633:6407", "64:ff9b::c633:6407"),  # NAT64: one IPv4 client an address
         ("64:ff9b:1::c633:6407", "64:ff9b:1::c633:6407"),
         ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "2001:0:4136:e378:8000:63bf:3fff:fdd2"),  # Teredo
@@ -232,6 +233,8 @@ def test_addresses_are_stored_in_their_canonical_spelling(armed: Collector) -> N
         (f"{HOST}::/64", f"{HOST}::/64"),
         ("203.0.0.0/16", None),  # stored before addresses were checked: never a block
         ("2001:db8:1::/48", None),  # wider than the playbook groups by
+        ("2002:c633:6407::/48", "2002:c633:6407::/48"),  # a 6to4 host's
+        ("2002:c633:6407:1::/64", None),
         ("unknown", None),
     ],
 )

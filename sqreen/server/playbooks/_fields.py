@@ -45,6 +45,8 @@ IPV6_PREFIX: Final = 64
 TRANSLATED: Final = tuple(
     ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2001::/32")
 )
+#: 6to4: the /48 of one IPv4 address, all of whose 65 536 /64s its host holds.
+SIX_TO_FOUR: Final = ipaddress.IPv6Network("2002::/16")
 #: Addresses remembered with their group, per reader (cleared when full).
 IP_GROUPS_MAX: Final = 20_000
 
@@ -186,6 +188,8 @@ def ip_group(ip: str, prefix: int) -> str:
         return str(address.ipv4_mapped)
     if any(address in network for network in TRANSLATED):
         return str(address)  # one IPv4 client each: its /64 is every client of a translator
+    if address in SIX_TO_FOUR:
+        prefix = min(prefix, 48)  # 2002:<IPv4>::/48: every /64 of one IPv4 host's
     host_bits = 128 - prefix
     return str(ipaddress.IPv6Network(((int(address) >> host_bits) << host_bits, prefix)))
 

@@ -31,7 +31,7 @@ from ..storage.model import from_us, to_us
 from ._bounds import Bounds
 from ._config import Playbook
 from ._engine import Engine, Firing, Hit, Probe, StreamKey, is_exempt
-from ._fields import EventView
+from ._fields import EventView, ip_group
 from ._notify import Notifier
 from ._source import PlaybookSource
 from ._streams import US
@@ -269,9 +269,9 @@ def _block(p: Playbook, key: str, reason: str, max_blocks: int | None) -> BlockS
 
 
 def _one_group(key: str, ipv6_prefix: int | None) -> bool:
-    """Whether ``key`` is a group of ``group_by = "ip"``: an address, or an IPv6 network of
-    the playbook's prefix (events store addresses only: anything wider, even from events
-    stored before they were checked, is never blocked)."""
+    """Whether ``key`` is a group of ``group_by = "ip"``: an address, or the IPv6 network
+    :func:`~._fields.ip_group` makes of the playbook's prefix (events store addresses only:
+    anything wider, even from events stored before they were checked, is never blocked)."""
     try:
         ipaddress.ip_address(key)
         return True
@@ -281,7 +281,8 @@ def _one_group(key: str, ipv6_prefix: int | None) -> bool:
         network = ipaddress.ip_network(key)
     except ValueError:
         return False
-    return network.version == 6 and network.prefixlen == ipv6_prefix
+    # What ip_group makes of an address in it (a 6to4 /48, else the prefix's network).
+    return ipv6_prefix is not None and ip_group(str(network.network_address), ipv6_prefix) == key
 
 
 def _span(seconds: float) -> str:
