@@ -251,3 +251,22 @@ def test_clients_of_a_nat64_translator_are_counted_apart() -> None:
     for n in range(4):  # four others, once each: not the attacker's count
         feed.send("auth.login.failure", ip=f"64:ff9b::cb00:71{n:02x}", uid="z")
     assert fired(feed, "brute-force-ip") == [("64:ff9b::c633:6407", 5)]
+
+
+def test_an_alert_on_a_network_from_old_events_scores_nothing() -> None:
+    # Before addresses were checked, an event's ip could be a network, and so an alert's key.
+    class Source:
+        def now(self) -> datetime:
+            return datetime.now(UTC)
+
+        def recent_ip_blocks(self, since: Any, limit: int) -> list[str]:
+            return []
+
+        def recent_alert_ips(self, since: Any, limit: int) -> list[str]:
+            return ["203.0.0.0/16", "2001:db8::/32", f"{HOST}::/64"]
+
+    reputation = Reputation(Source())
+    reputation.refresh()
+    assert reputation.check((4, int(ipaddress.ip_address("203.0.7.7")), "")) == (False, False)
+    assert reputation.check((6, int(ipaddress.ip_address("2001:db8:9::1")), "")) == (False, False)
+    assert reputation.check((6, int(ipaddress.ip_address(f"{HOST}::9")), "")) == (False, True)

@@ -108,7 +108,14 @@ class Reputation:
             logger.exception("sqreen: recent blocks and alerts not read; scores without them")
             return
         self._networks = _networks(blocks)
-        self._alerted = _networks(alerts)  # addresses, and IPv6 networks (``ipv6_prefix``)
+        # Addresses, and the IPv6 networks playbooks group by (``ipv6_prefix``, /48 at most:
+        # a wider one is no group of theirs, but an event's text stored before addresses
+        # were checked).
+        self._alerted = {
+            (version, length): numbers
+            for (version, length), numbers in _networks(alerts).items()
+            if (version == 4 and length == 32) or (version == 6 and length >= 48)
+        }
 
     @property
     def holds_any(self) -> bool:
