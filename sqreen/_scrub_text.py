@@ -18,11 +18,10 @@ __all__ = ["BodyScrubbing"]
 
 # ``key=value`` / ``"key": "value"`` in text that is not parseable: truncated JSON, text/plain.
 # A run of key characters is read once, from its start (possessive, and no start inside a
-# run; a run holds a letter or ``_``), so that scanning stays linear whatever the text ("eyJ"
-# * 20 000 tried at each letter: 0.2 s a 64 KiB body); the key is the run's tail
-# (:func:`_key_of`). A value is a string, an
-# opening bracket (an object or a list: redacted whole under a sensitive key, else its own
-# pairs are read next), or text up to a separator.
+# run; a run holds a letter or ``_``), so that scanning stays linear whatever the text
+# ("eyJ" * 20 000 tried at each letter: 0.2 s a 64 KiB body); the key is the run's tail
+# (:func:`_key_of`). A value is a string, an opening bracket (an object or a list: redacted
+# whole under a sensitive key, else its own pairs are read next), or text up to a separator.
 KEY_MAX: Final = 64
 _KEY_VALUE: Final = re.compile(
     r"""(["']?)(?<![\w.\-])(?=[\w.\-]*?[A-Za-z_])([\w.\-]++)\1(\s*[:=]\s*)"""
