@@ -18,6 +18,7 @@ RUNS: list[tuple[str, list[str]]] = [
     ("bench_track.py", []),
     ("bench_middleware.py", []),
     ("bench_blocking.py", []),
+    ("bench_scrub_hostile.py", []),
     ("bench_ingest.py", ["--events", "50000", "--workers", "1", "--playbooks", "both"]),
     ("bench_ingest.py", ["--events", "50000", "--workers", "1", "--playbooks", "both",
                          "--mix", "typical", "--only", "sqlite"]),
