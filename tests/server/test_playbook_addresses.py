@@ -177,7 +177,9 @@ def test_the_collector_blocks_the_64_and_the_sdk_refuses_its_other_addresses(
     assert ecs_alert(doc)["sqreen"]["alert"]["group_key"] == f"{HOST}::/64"
 
 
-def test_a_64_alerted_on_scores_its_addresses() -> None:
+def alerted_on(keys: list[str]) -> Reputation:
+    """The threat score's memory, read from a store whose recent IP alerts have ``keys``."""
+
     class Source:
         def now(self) -> datetime:
             return datetime.now(UTC)
@@ -186,10 +188,15 @@ def test_a_64_alerted_on_scores_its_addresses() -> None:
             return []
 
         def recent_alert_ips(self, since: Any, limit: int) -> list[str]:
-            return [f"{HOST}::/64", "198.51.100.7"]
+            return keys
 
     reputation = Reputation(Source())
     reputation.refresh()
+    return reputation
+
+
+def test_a_64_alerted_on_scores_its_addresses() -> None:
+    reputation = alerted_on([f"{HOST}::/64", "198.51.100.7"])
 
     def check(text: str) -> tuple[bool, bool]:
         address = ipaddress.ip_address(text)
@@ -255,18 +262,7 @@ def test_clients_of_a_nat64_translator_are_counted_apart() -> None:
 
 def test_an_alert_on_a_network_from_old_events_scores_nothing() -> None:
     # Before addresses were checked, an event's ip could be a network, and so an alert's key.
-    class Source:
-        def now(self) -> datetime:
-            return datetime.now(UTC)
-
-        def recent_ip_blocks(self, since: Any, limit: int) -> list[str]:
-            return []
-
-        def recent_alert_ips(self, since: Any, limit: int) -> list[str]:
-            return ["203.0.0.0/16", "2001:db8::/32", f"{HOST}::/64"]
-
-    reputation = Reputation(Source())
-    reputation.refresh()
+    reputation = alerted_on(["203.0.0.0/16", "2001:db8::/32", f"{HOST}::/64"])
     assert reputation.check((4, int(ipaddress.ip_address("203.0.7.7")), "")) == (False, False)
     assert reputation.check((6, int(ipaddress.ip_address("2001:db8:9::1")), "")) == (False, False)
     assert reputation.check((6, int(ipaddress.ip_address(f"{HOST}::9")), "")) == (False, True)
