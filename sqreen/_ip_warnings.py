@@ -119,7 +119,7 @@ def _warn_rewritten(peer: str | None, header: str) -> None:
         "sqreen: the server replaced the address of the connection with %s (port 0), taken "
         "from a forwarded header, and sqreen cannot see the connection: hypercorn's "
         "ProxyFixMiddleware or daphne --proxy-headers; uvicorn's --forwarded-allow-ips under "
-        "Django, or under a middleware added after sqreen's that wraps `receive`. sqreen "
+        "Django, or under a middleware outside sqreen's that hides uvicorn's `receive`. sqreen "
         "reads the %s header itself as if a trusted proxy sent it (none believed with "
         "trusted_proxies=[]): if the server can be reached other than through your proxy, "
         "every client chooses its IP. Turn the server's proxy headers off (or let it trust "

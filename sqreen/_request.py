@@ -205,25 +205,74 @@ def asgi_peer(scope: Mapping[str, Any], receive: object = None) -> tuple[str | N
     connection has: ``rewritten`` is then True, and the caller does not take that hop for
     the peer (:func:`sqreen._client_ip.resolve_client_ip`).
     """
+    found = _transport_peer(receive)
+    if found is not _NO_PEER:
+        return found, False
+    client = scope.get("client")
+    if not client:
+        return None, False
+    port = client[1] if len(client) > 1 else None
+    if port == 0 or port == "0":
+        # The server's pick. A middleware outside sqreen's may have wrapped the server's
+        # ``receive`` (Starlette's BaseHTTPMiddleware, ``@app.middleware("http")``): the
+        # connection is looked for behind it, here only (a few objects, once a request).
+        found = _wrapped_transport_peer(receive)
+        if found is not _NO_PEER:
+            return found, False
+        return client[0], True
+    return client[0], False
+
+
+#: What :func:`_transport_peer` gives when ``receive`` holds no transport.
+_NO_PEER: Any = object()
+#: Callables looked into behind a wrapped ``receive``, at most.
+_MOST_WRAPPERS = 24
+
+
+def _transport_peer(receive: object) -> Any:
+    """The peer of the asyncio transport that ``receive`` (a bound method) holds: an
+    address, None for a Unix socket, or :data:`_NO_PEER`."""
     # Looked up without raising (AttributeError costs more than the rest): a bound method, an
     # instance dict, a transport in it.
     attrs = getattr(receive.__self__, "__dict__", None) if type(receive) is MethodType else None
     transport = attrs.get("transport") if attrs else None
     get_extra_info = getattr(transport, "get_extra_info", None) if transport is not None else None
-    if get_extra_info is not None:
-        try:
-            peername = get_extra_info("peername")
-        except Exception:  # not an asyncio transport after all
-            peername = None
-        if type(peername) is tuple and peername and isinstance(peername[0], str):
-            return peername[0], False
-        if peername == "":  # a Unix socket
-            return None, False
-    client = scope.get("client")
-    if not client:
-        return None, False
-    port = client[1] if len(client) > 1 else None
-    return client[0], port == 0 or port == "0"
+    if get_extra_info is None:
+        return _NO_PEER
+    try:
+        peername = get_extra_info("peername")
+    except Exception:  # not an asyncio transport after all
+        return _NO_PEER
+    if type(peername) is tuple and peername and isinstance(peername[0], str):
+        return peername[0]
+    if peername == "":  # a Unix socket
+        return None
+    return _NO_PEER
+
+
+def _wrapped_transport_peer(receive: object) -> Any:
+    """:func:`_transport_peer` of the ``receive`` a wrapper holds: the callables in its
+    closure and, for a bound method, in its object's attributes, breadth first, a few."""
+    queue = [receive]
+    seen = {id(receive)}
+    for node in queue:
+        found = _transport_peer(node)
+        if found is not _NO_PEER:
+            return found
+        inner: list[object] = []
+        if type(node) is MethodType:
+            inner += getattr(node.__self__, "__dict__", {}).values()
+            node = node.__func__
+        for cell in getattr(node, "__closure__", None) or ():
+            try:
+                inner.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                continue
+        for item in inner:
+            if callable(item) and id(item) not in seen and len(queue) < _MOST_WRAPPERS:
+                seen.add(id(item))
+                queue.append(item)
+    return _NO_PEER
 
 
 def snapshot_wsgi(

@@ -111,3 +111,41 @@ def test_with_no_proxy_trusted_a_rewritten_peer_is_no_address(
     assert _serve(app, ["9.9.9.9", 0], [(b"x-forwarded-for", b"9.9.9.9")]) == 200
     assert _serve(app, ["6.6.6.6", 0], [(b"x-forwarded-for", b"6.6.6.6")]) == 200  # not framed
     assert _ips(transport) == [None, None]
+
+
+def test_behind_a_middleware_that_wraps_receive_uvicorn_s_connection_is_found(
+    transport: MemoryTransport,
+) -> None:
+    """uvicorn with --forwarded-allow-ips='*' hands the app the client's own left-most hop
+    (port 0); sqreen reads the connection from uvicorn's ``receive``, which a Starlette
+    middleware outside sqreen's (BaseHTTPMiddleware, @app.middleware("http")) wraps: the
+    connection is found behind the wrapper, and a client on it cannot choose its IP."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.base import BaseHTTPMiddleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from sqreen.integrations.starlette import SqreenMiddleware
+    from tests.integrations._servers import UvicornThread, http_request
+
+    sqreen.init(transport=transport, flush_interval=0.05, strict=True, trusted_proxies=[])
+
+    async def seen(request: Any) -> PlainTextResponse:
+        request.state.sqreen.track("seen")
+        return PlainTextResponse("ok")
+
+    async def passing(request: Any, call_next: Any) -> Any:
+        return await call_next(request)
+
+    app = Starlette(
+        routes=[Route("/", seen)],
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=passing), Middleware(SqreenMiddleware)],
+    )
+    server = UvicornThread(app, proxy_headers=True, forwarded_allow_ips="*")
+    try:
+        reply = http_request(server.port, "GET", "/", headers={"X-Forwarded-For": "6.6.6.6"})
+        assert reply.status == 200
+    finally:
+        server.stop()
+    assert _ips(transport) == ["127.0.0.1"]  # the connection (trusting no proxy): not 6.6.6.6
