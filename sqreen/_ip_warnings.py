@@ -122,9 +122,10 @@ def _warn_rewritten(peer: str | None, header: str) -> None:
         "Django, or under a middleware outside sqreen's that hides uvicorn's `receive`. sqreen "
         "reads the %s header itself as if a trusted proxy sent it (none believed with "
         "trusted_proxies=[]): if the server can be reached other than through your proxy, "
-        "every client chooses its IP. Turn the server's proxy headers off (or let it trust "
-        "your proxy only) and list your proxies in trusted_proxies (the README's table of "
-        "servers).",
+        "every client chooses its IP. When the server trusts your proxy only (uvicorn's "
+        "default: 127.0.0.1, behind nginx on the host), this is expected; otherwise turn its "
+        "proxy headers off (uvicorn --no-proxy-headers, which also silences this) and list "
+        "your proxies in trusted_proxies (the README's table of servers).",
         peer,
         header,
     )

@@ -37,7 +37,7 @@ def playbooks_check(file: str) -> None:
         raise click.ClickException(str(exc)) from None
     for p in loaded.playbooks:
         what = "alert" if p.action == "alert" else f"{p.action} for {p.duration}"
-        click.echo(f"{p.id:<24} {p.mode:<8} {','.join(p.events):<32} by {p.group_by}: {what}")
+        click.echo(f"{p.id:<24} {p.mode:<8} {','.join(p.events):<32} by {p.group_by.spec}: {what}")
     click.echo(f"{len(loaded.playbooks)} playbooks; SDKs send at once: "
                f"{', '.join(sorted(loaded.watched())) or 'nothing'}")  # fmt: skip
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -128,7 +129,15 @@ def test_logins_failures_and_logouts_of_login_view_are_tracked(
     assert PASSWORD not in sent and "guess" not in sent and "Correct horse" not in sent
 
 
-def test_a_blocked_user_cannot_log_in(site: tuple[Gunicorn, Receiver]) -> None:
+def last_login(db: Path, username: str) -> object:
+    with sqlite3.connect(db) as conn:
+        (value,) = conn.execute(
+            "SELECT last_login FROM auth_user WHERE username = ?", (username,)
+        ).fetchone()
+    return value
+
+
+def test_a_blocked_user_cannot_log_in(site: tuple[Gunicorn, Receiver], tmp_path: Path) -> None:
     server, receiver = site
     receiver.block([{"id": "b1", "type": "block_user", "user": {"username": "alice"}}])
     deadline = time.monotonic() + 15
@@ -144,11 +153,34 @@ def test_a_blocked_user_cannot_log_in(site: tuple[Gunicorn, Receiver]) -> None:
                     "/accounts/login/?next=/private/",
                 )
     assert status == 403
+    # Refused before Django's own receiver set it (the site lists sqreen's app after auth).
+    assert last_login(tmp_path / "users.sqlite3", "alice") is None
     with httpx.Client(base_url=server.url) as http:
         assert log_in(http, "bob", PASSWORD).status_code == 302  # others log in
     with httpx.Client(base_url=server.url) as http:
         # A wrong password too: were only the right one refused, the 403 would tell it.
         assert log_in(http, "alice", "wrong").status_code == 403
+        # The same from a view of the app's that calls authenticate() without the request.
+        for password in ("wrong", PASSWORD):
+            reply = http.post("/api/login", data={"username": "alice", "password": password})
+            assert reply.status_code == 403
+
+
+def test_a_view_s_own_authenticate_calls_are_tracked(site: tuple[Gunicorn, Receiver]) -> None:
+    """authenticate() without the request (Django sends its signal with request=None) and
+    with a backend of the app's taking an email: the failures are the request's."""
+    server, receiver = site
+    with httpx.Client(base_url=server.url) as http:
+        assert http.post("/api/login", data={"username": "bob", "password": "x"}).status_code == 401
+        reply = http.post("/api/email-login", data={"email": "bob@example.com", "password": "x"})
+        assert reply.status_code == 401
+        assert http.post("/api/login", data={"username": "bob", "password": PASSWORD}).text == "yes"
+    events = auth_events(receiver, 3)
+    assert [(e["name"], e["user"], e["request"]["path"]) for e in events] == [
+        ("auth.login.failure", {"username": "bob"}, "/api/login"),
+        ("auth.login.failure", {"username": "bob@example.com"}, "/api/email-login"),
+        ("auth.login.success", {"username": "bob"}, "/api/login"),
+    ]
 
 
 def test_the_test_clients_made_up_requests_track_nothing(tmp_path: Path) -> None:

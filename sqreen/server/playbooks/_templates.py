@@ -26,6 +26,7 @@ id = "brute-force-ip"
 description = "One IP failing logins quickly (django-axes locks out at 5 failures)."
 events = ["auth.login.failure"]
 group_by = "ip"
+# ipv6_prefix = 64   # an IPv6 address counts (and is blocked) as its /64; 128: each apart
 threshold = 5
 window = "5m"
 action = "block_ip"

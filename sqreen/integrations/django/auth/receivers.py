@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 
-from ...._context import RequestContext
+from ...._context import RequestContext, current_request
 from ....events import AUTH_LOGIN_FAILURE, AUTH_LOGOUT
 
 __all__ = ["failed", "logged_in", "logged_out"]
@@ -15,8 +15,10 @@ __all__ = ["failed", "logged_in", "logged_out"]
 
 def _handle(request: Any) -> RequestContext | None:
     """The handle the middleware bound to ``request``, or None (a request it did not serve:
-    the test client's ``login()``, a request made up by the app)."""
-    handle = getattr(request, "sqreen", None)
+    the test client's ``login()``, a request made up by the app). Without a request
+    (``authenticate(username=..., password=...)``, a common call), the one the middleware
+    is serving, if any."""
+    handle = getattr(request, "sqreen", None) if request is not None else current_request.get()
     return handle if isinstance(handle, RequestContext) and handle.bound else None
 
 
@@ -46,6 +48,8 @@ def failed(
     username = credentials.get("username")
     if username is None:  # authenticate(email=...) where USERNAME_FIELD is "email"
         username = credentials.get(get_user_model().USERNAME_FIELD)
+    if username is None:  # a backend of the app's, logging in by email (allauth's style)
+        username = credentials.get("email", credentials.get("login"))
     identifiers = _identifiers(username)
     if identifiers is None:
         handle.track(AUTH_LOGIN_FAILURE)

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from django.contrib.auth import authenticate, login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
 
 
 @login_required
@@ -11,7 +13,26 @@ def private(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"hello {request.user.get_username()}")
 
 
+@csrf_exempt
+def api_login(request: HttpRequest) -> HttpResponse:
+    """A login view of the app's own, in the common style: authenticate() without request."""
+    user = authenticate(username=request.POST["username"], password=request.POST["password"])
+    if user is None:
+        return HttpResponse("no", status=401)
+    login(request, user)
+    return HttpResponse("yes")
+
+
+@csrf_exempt
+def email_login(request: HttpRequest) -> HttpResponse:
+    """A backend of the app's logging in by email (allauth's style): credentials by email."""
+    user = authenticate(request, email=request.POST["email"], password=request.POST["password"])
+    return HttpResponse("yes" if user else "no", status=200 if user else 401)
+
+
 urlpatterns = [
+    path("api/login", api_login),
+    path("api/email-login", email_login),
     path("accounts/login/", auth_views.LoginView.as_view()),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="/accounts/login/")),
     path("private/", private),
