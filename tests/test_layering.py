@@ -35,6 +35,11 @@ def _resolve(module: str, path: Path, node: ast.ImportFrom) -> str:
 
 
 def _is_module(name: str) -> bool:
+    if name.partition(".")[0] != "sqreen":
+        # Not ours, so neither check looks at it; and finding it would import its parents,
+        # some of which cannot be imported outside their framework's set-up (Django's
+        # django.contrib.auth.models before its apps are loaded).
+        return False
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):

@@ -875,7 +875,7 @@ def test_pairs_in_text_are_read_as_the_search_read_them(text: str) -> None:
     # The same, or more redacted: an object or a list under a sensitive key whole, the
     # pairs inside an object under another key, keys of more than 64 characters.
     expected = _KEY_VALUE_SEARCHED.sub(searched, text)
-    assert got == expected or got.count(REDACTED) >= expected.count(REDACTED) > 0
+    assert got == expected or got.count(REDACTED) >= max(1, expected.count(REDACTED))
 
 
 def test_a_run_of_more_groups_than_any_list_of_cards_is_closed_unscanned(
