@@ -164,6 +164,14 @@ def test_a_blocked_user_cannot_log_in(site: tuple[Gunicorn, Receiver], tmp_path:
         for password in ("wrong", PASSWORD):
             reply = http.post("/api/login", data={"username": "alice", "password": password})
             assert reply.status_code == 403
+        # And where a right password sends no signal (checked, no login; the admin's form
+        # for a user who is not staff): refused by BlockedUsersBackend, first in the list.
+        for password in ("wrong", PASSWORD):
+            reply = http.post("/api/check", data={"username": "alice", "password": password})
+            assert reply.status_code == 403
+        assert (
+            http.post("/api/check", data={"username": "bob", "password": PASSWORD}).text == "right"
+        )
 
 
 def test_a_view_s_own_authenticate_calls_are_tracked(site: tuple[Gunicorn, Receiver]) -> None:

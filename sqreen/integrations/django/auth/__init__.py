@@ -12,7 +12,9 @@ of yours), every failed ``authenticate()`` and every logout is tracked, from its
 and ``auth.logout``, each with ``{"username": <the USERNAME_FIELD's value>}``, the same
 for a success and the failures before it, as the built-in playbooks group them. A failure
 whose credentials name no username is tracked without a user (it still counts for its IP).
-Only requests the middleware serves are tracked: ``Client.login()`` and ``force_login()`` in
+List :class:`~.backends.BlockedUsersBackend` first in ``AUTHENTICATION_BACKENDS`` to
+refuse a blocked user before any password is checked. Only requests the middleware serves
+are tracked: ``Client.login()`` and ``force_login()`` in
 an app's tests make none. Install it *instead of* calling ``auth_track`` for the same logins
 (both would count each login twice).
 

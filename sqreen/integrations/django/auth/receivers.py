@@ -10,10 +10,10 @@ from django.contrib.auth import get_user_model
 from ...._context import RequestContext, current_request
 from ....events import AUTH_LOGIN_FAILURE, AUTH_LOGOUT
 
-__all__ = ["failed", "logged_in", "logged_out"]
+__all__ = ["failed", "handle_of", "logged_in", "logged_out"]
 
 
-def _handle(request: Any) -> RequestContext | None:
+def handle_of(request: Any) -> RequestContext | None:
     """The handle the middleware bound to ``request``, or None (a request it did not serve:
     the test client's ``login()``, a request made up by the app). Without a request
     (``authenticate(username=..., password=...)``, a common call), the one the middleware
@@ -29,7 +29,7 @@ def _identifiers(username: object) -> dict[str, str] | None:
 def logged_in(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
     """``auth.login.success``, and the user identified (:class:`sqreen.Blocked`, answered 403
     by the middleware, when the collector blocks them)."""
-    handle = _handle(request)
+    handle = handle_of(request)
     if handle is not None and user is not None:
         identifiers = _identifiers(user.get_username())
         if identifiers is not None:
@@ -41,7 +41,7 @@ def failed(
 ) -> None:
     """``auth.login.failure`` for the username ``authenticate()`` was given (Django passes
     the credentials with their secrets masked; only the username is read)."""
-    handle = _handle(request)
+    handle = handle_of(request)
     if handle is None:
         return
     credentials = credentials if isinstance(credentials, Mapping) else {}
@@ -59,7 +59,7 @@ def failed(
 
 def logged_out(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
     """``auth.logout``, with the user when one was logged in."""
-    handle = _handle(request)
+    handle = handle_of(request)
     if handle is not None:
         username = user.get_username() if user is not None else None
         handle.track(AUTH_LOGOUT, user_identifiers=_identifiers(username))

@@ -32,6 +32,10 @@ TEMPLATES = [
         "DIRS": [Path(__file__).parent / "templates"],
     }
 ]
+AUTHENTICATION_BACKENDS = [
+    "sqreen.integrations.django.auth.backends.BlockedUsersBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_REDIRECT_URL = "/private/"
 LOGIN_URL = "/accounts/login/"
 # Fast hashing: the tests log in a dozen times.
