@@ -105,13 +105,15 @@ class Users:
         if success:
             self.identify(user_identifiers, None, ctx)
         else:
-            self._refuse_blocked_user(user_identifiers, ctx)
+            self.refuse_if_blocked(user_identifiers, ctx)
         return accepted
 
-    def _refuse_blocked_user(self, user_identifiers: Mapping[str, Any], ctx: Any) -> None:
-        """Raise :class:`Blocked` for a failed login of a blocked user, within a request, as a
-        success raises it: were only the right password refused, the 403 would tell an
-        attacker which one it is. The user is not bound (identified): the login failed."""
+    def refuse_if_blocked(
+        self, user_identifiers: Mapping[str, Any], ctx: Any = SENTINEL_CTX
+    ) -> None:
+        """Raise :class:`Blocked` when the user is blocked, within a request, without binding
+        them (a failed login, a login not yet checked): were only the right password
+        refused, the 403 would tell an attacker which one it is."""
         if ctx is SENTINEL_CTX:
             ctx = _current_request()
         if ctx is None:

@@ -209,10 +209,10 @@ def browser() -> Iterator[Any]:
             launched.close()
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    """A fresh browser context; any dialog (alert, confirm...) fails the test."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
+def dialog_free_page(browser: Any, width: int = 1400) -> Iterator[Any]:
+    """A page in a fresh browser context ``width`` wide; any dialog (alert, confirm...)
+    fails the test."""
+    context = browser.new_context(viewport={"width": width, "height": 900})
     dialogs: list[str] = []
     page = context.new_page()
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
@@ -220,6 +220,11 @@ def page(browser: Any) -> Iterator[Any]:
     yield page
     context.close()
     assert dialogs == [], f"a dialog opened: {dialogs}"
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    yield from dialog_free_page(browser)
 
 
 def shot(page: Any, name: str) -> None:

@@ -16,7 +16,15 @@ import httpx2 as httpx
 import pytest
 
 from tests.explorer import test_browser
-from tests.explorer.test_browser import PASSWORD, clean_env, cli, log_in, shot, wait_up
+from tests.explorer.test_browser import (
+    PASSWORD,
+    clean_env,
+    cli,
+    dialog_free_page,
+    log_in,
+    shot,
+    wait_up,
+)
 from tests.server.conftest import SQREEN, envelope, free_port, wire_event
 
 pytest.importorskip("playwright.sync_api")
@@ -78,14 +86,7 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(params=WIDTHS, ids=lambda w: f"{w}px")
 def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": request.param, "height": 900})
-    dialogs: list[str] = []
-    page = context.new_page()
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.set_default_timeout(10_000)
-    yield page
-    context.close()
-    assert dialogs == [], f"a dialog opened: {dialogs}"
+    yield from dialog_free_page(browser, request.param)
 
 
 def fits(page: Any, what: str) -> None:

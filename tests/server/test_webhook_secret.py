@@ -8,11 +8,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,6 +20,8 @@ from sqreen.server.playbooks import (
     parse_playbooks,
     verify_signature,
 )
+
+from .webhook_receiver import WebhookReceiver
 
 RULE = """
 [[playbook]]
@@ -51,32 +50,8 @@ def test_notify_without_a_secret_is_refused_at_its_line(monkeypatch: pytest.Monk
     assert parse_playbooks(no_notify).webhook_secret is None  # nothing posted: no secret needed
 
 
-class _Receiver:
-    def __init__(self) -> None:
-        self.received: list[tuple[bytes, str | None]] = []
-        received = self.received
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append((body, self.headers.get("X-Sqreen-Signature")))
-                self.send_response(204)
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_an_edited_secret_signs_the_next_post_once_the_file_is_reread(tmp_path: Path) -> None:
-    receiver = _Receiver()
+    receiver = WebhookReceiver()
     path = tmp_path / "pb.toml"
     path.write_text(
         'webhook_secret = "first"\n' + RULE.replace("https://hooks.example.com/x", receiver.url)

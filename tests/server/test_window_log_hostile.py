@@ -9,6 +9,7 @@ import json
 import random
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -316,6 +317,22 @@ def test_two_processes_with_the_clock_stepping_back_decide_as_one(
 # --- Performance: catching up on the log under the write lock ---------------------------
 
 
+@contextmanager
+def one_key_log(
+    tmp_path: Path,
+) -> Iterator[tuple[sqlite3.Connection, list[dict[tuple[str, str], int]], Callable[[], None]]]:
+    """A store's file, a raw connection to it (to append rows of the windows' log as another
+    process would), what the writer is told of them, and :func:`one_key_writer`."""
+    a = open_storage(str(tmp_path / "w.db"))
+    db = sqlite3.connect(str(tmp_path / "w.db"), isolation_level=None)
+    told: list[dict[tuple[str, str], int]] = []
+    try:
+        yield db, told, one_key_writer(a, told)
+    finally:
+        db.close()
+        a.close()
+
+
 def one_key_writer(storage: Any, told: list[dict[tuple[str, str], int]]) -> Callable[[], None]:
     """A process's windows' transaction adding one hit to one key, what it is told of the
     others' rows appended to ``told``."""
@@ -343,12 +360,7 @@ def test_catching_up_on_a_long_log_is_bounded(tmp_path: Path) -> None:
     past MAX_KEYS). Whatever cannot be kept should not be read: bounded, well under a
     second (measured: ~0.9 s for this alone; 4000 rows, 2.2 s with Bounds.others). Now such
     a backlog is not read at all (``LOG_CATCH_UP``): the windows are counted in SQL."""
-    a = open_storage(str(tmp_path / "w.db"))
-    db = sqlite3.connect(str(tmp_path / "w.db"), isolation_level=None)
-    told: list[dict[tuple[str, str], int]] = []
-    update = one_key_writer(a, told)
-
-    try:
+    with one_key_log(tmp_path) as (db, told, update):
         update()
         rows = []
         k = 0
@@ -367,9 +379,6 @@ def test_catching_up_on_a_long_log_is_bounded(tmp_path: Path) -> None:
         db.execute('INSERT INTO window_writes (at, counts) VALUES (0, \'{"s":["k",2]}\')')
         update()  # from the row it wrote then, the log is followed again
         assert told == [{("s", "k"): 2}]
-    finally:
-        db.close()
-        a.close()
 
 
 # --- Hostile keys through the log -------------------------------------------------------
@@ -541,12 +550,7 @@ def test_a_log_row_that_cannot_be_read_makes_the_windows_counted_again(
 ) -> None:
     """A row of another version's format, or damaged: what the others added is not known,
     so the windows are counted in SQL (None), the batch goes on, and the next row is read."""
-    a = open_storage(str(tmp_path / "w.db"))
-    db = sqlite3.connect(str(tmp_path / "w.db"), isolation_level=None)
-    told: list[dict[tuple[str, str], int]] = []
-    update = one_key_writer(a, told)
-
-    try:
+    with one_key_log(tmp_path) as (db, told, update):
         update()
         db.execute("INSERT INTO window_writes (at, counts) VALUES (0, ?)", (row,))
         update()  # did not raise
@@ -554,6 +558,3 @@ def test_a_log_row_that_cannot_be_read_makes_the_windows_counted_again(
         db.execute('INSERT INTO window_writes (at, counts) VALUES (0, \'{"s":["k",2]}\')')
         update()
         assert told == [{("s", "k"): 2}]
-    finally:
-        db.close()
-        a.close()

@@ -158,7 +158,7 @@ class PlaybookRunner:
             others=bounds.others,
             present=(now_us - engine.max_window_us, bounds.present),
         )
-        by_id = {p.id: p for p in engine.playbooks.playbooks}
+        by_id = {p.id: p for p in engine.playbooks.playbooks} if stored else {}
         refused = [a for a in stored if a.block_id is None and (a.playbook, a.group_key) in wanted]
         for alert in refused:  # quiet for its retry only, as the store wrote (then asked again)
             learned[(alert.playbook, alert.group_key)] = now_us + _retry_us(by_id[alert.playbook])

@@ -36,9 +36,7 @@ class BlockedUsersBackend:
         if username is None:
             username = credentials.get(get_user_model().USERNAME_FIELD, credentials.get("email"))
         if username not in (None, ""):
-            blocked = handle.client.blocklist.user_block({"username": str(username)})
-            if blocked is not None:
-                raise blocked
+            handle.client.refuse_if_blocked({"username": str(username)}, handle)
         return None
 
     def get_user(self, user_id: Any) -> None:
