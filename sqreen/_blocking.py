@@ -165,6 +165,10 @@ class Blocklist:
     def has_ips(self) -> bool:
         return self._index.has_ips
 
+    @property
+    def has_users(self) -> bool:
+        return bool(self._index.users)
+
     def apply(self, actions: Any) -> None:
         """Replace the blocks with a reply's action set (ignored unless its version changed),
         or change them by a diff (``since``, ``add``, ``remove``: applied only to the set of

@@ -63,20 +63,34 @@ def environ(receiver: Receiver, db: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[tuple[Gunicorn, Receiver]]:
+def serve(tmp_path: Path, kind: str = "wsgi") -> Iterator[tuple[Gunicorn, Receiver]]:
+    """The site on gunicorn: its sync worker (``wsgi``), or uvicorn's worker (``asgi``:
+    Django's async path, the middleware's async methods; ``asgi-no-auser``: without
+    ``request.auser()``, as before Django 5.0)."""
     receiver = Receiver()
     db = tmp_path / "users.sqlite3"
-    env = {**os.environ, **environ(receiver, db), "PYTHONPATH": ROOT}
+    extra = {"SQREEN_TEST_NO_AUSER": "1"} if kind == "asgi-no-auser" else {}
+    asgi = kind != "wsgi"
+    env = {**os.environ, **environ(receiver, db), "PYTHONPATH": ROOT, **extra}
     subprocess.run([sys.executable, "-c", SETUP], env=env, cwd=ROOT, check=True, timeout=120)
-    server = Gunicorn(
-        "tests.integrations.apps.django_auth_site.wsgi:application", environ(receiver, db)
-    )
+    app = "tests.integrations.apps.django_auth_site." + ("asgi" if asgi else "wsgi")
+    worker = "uvicorn.workers.UvicornWorker" if asgi else "sync"
+    server = Gunicorn(f"{app}:application", {**environ(receiver, db), **extra}, worker)
     try:
         yield server, receiver
     finally:
         server.stop()
         receiver.stop()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[tuple[Gunicorn, Receiver]]:
+    yield from serve(tmp_path)
+
+
+@pytest.fixture(params=["wsgi", "asgi", "asgi-no-auser"])
+def any_site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Gunicorn, Receiver]]:
+    yield from serve(tmp_path, request.param)
 
 
 def log_in(http: httpx.Client, username: str, password: str) -> httpx.Response:
@@ -174,6 +188,46 @@ def test_a_blocked_user_cannot_log_in(site: tuple[Gunicorn, Receiver], tmp_path:
         )
 
 
+def status_until(http: httpx.Client, path: str, wanted: int) -> int:
+    """GET ``path`` until it answers ``wanted`` (a change of blocks reaching the app), 15 s
+    at most; the last status."""
+    deadline = time.monotonic() + 15
+    status = http.get(path).status_code
+    while status != wanted and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = http.get(path).status_code
+    return status
+
+
+def test_a_blocked_user_s_open_session_is_refused_until_the_block_is_lifted(
+    any_site: tuple[Gunicorn, Receiver],
+) -> None:
+    server, receiver = any_site
+    with (
+        httpx.Client(base_url=server.url) as alice,
+        httpx.Client(base_url=server.url) as bob,
+        httpx.Client(base_url=server.url) as anonymous,
+    ):
+        assert log_in(alice, "alice", PASSWORD).status_code == 302
+        assert log_in(bob, "bob", PASSWORD).status_code == 302
+        assert alice.get("/private/").text == "hello alice"
+        # The same spelling rules as every user block (case, spaces).
+        receiver.block([{"id": "b1", "type": "block_user", "user": {"username": " ALICE"}}])
+        assert status_until(alice, "/private/", 403) == 403
+        reply = alice.get("/private/")
+        assert (reply.status_code, reply.headers["cache-control"]) == (403, "no-store")
+        assert "refused" in reply.text
+        assert bob.get("/private/").text == "hello bob"  # others go on
+        assert anonymous.get("/private/").status_code == 302  # to the login form
+        receiver.block([])
+        # Lifted: the same session goes on (the block refused requests, it ended nothing).
+        assert status_until(alice, "/private/", 200) == 200
+        assert alice.get("/private/").text == "hello alice"
+    refusals = receiver.wait_for(1, 10, "security.blocked")
+    assert refusals[0]["properties"]["block_id"] == "b1"
+    assert refusals[0]["properties"]["kind"] == "user"
+
+
 def test_a_view_s_own_authenticate_calls_are_tracked(site: tuple[Gunicorn, Receiver]) -> None:
     """authenticate() without the request (Django sends its signal with request=None) and
     with a backend of the app's taking an email: the failures are the request's."""
@@ -204,6 +258,22 @@ def test_the_test_clients_made_up_requests_track_nothing(tmp_path: Path) -> None
         receiver.stop()
 
 
+def run_alone(script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter, without the environment's settings; it must
+    succeed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SQREEN_", "DJANGO_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**env, "PYTHONPATH": ROOT},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_the_app_alone_checks_the_middleware() -> None:
     # Without the middleware the receivers find no request to track with: manage.py check
     # says so, even when "sqreen.integrations.django" itself is not installed.
@@ -220,14 +290,35 @@ django.setup()
 from django.core import checks
 print(sorted(m.id for m in checks.run_checks() if m.id.startswith("sqreen.")))
 """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SQREEN_", "DJANGO_"))}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**env, "PYTHONPATH": ROOT},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_alone(script)
     assert done.stdout.strip() == "['sqreen.W002']"
+
+
+@pytest.mark.parametrize("with_auth_app", [False, True])
+def test_sessions_are_checked_only_with_the_auth_app(with_auth_app: bool) -> None:
+    # Django calls a middleware's process_view on every request, under ASGI through a thread
+    # when it is sync: the middleware has one only with the auth app, async when it is.
+    script = f"""
+import django
+from django.conf import settings
+apps = ["django.contrib.auth", "django.contrib.contenttypes"]
+if {with_auth_app!r}:
+    apps.append("sqreen.integrations.django.auth")
+settings.configure(INSTALLED_APPS=apps, DATABASES={{}}, SQREEN={{"disable": True}})
+django.setup()
+from asgiref.sync import iscoroutinefunction
+from sqreen.integrations.django import SqreenMiddleware
+
+async def view(request):
+    return None
+
+sync = SqreenMiddleware(lambda request: None)
+print(hasattr(sync, "process_view"), iscoroutinefunction(getattr(sync, "process_view", None)))
+async_ = SqreenMiddleware(view)
+print(hasattr(async_, "process_view"), iscoroutinefunction(getattr(async_, "process_view", None)))
+"""
+    done = run_alone(script)
+    if with_auth_app:
+        assert done.stdout.split("\n")[:2] == ["True False", "True True"]
+    else:
+        assert done.stdout.split("\n")[:2] == ["False False", "False False"]

@@ -22,7 +22,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import Token
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse
@@ -70,6 +71,11 @@ class SqreenMiddleware:
             )
         framework_init(config, "django")
         _warn_once()
+        if apps.is_installed(AUTH_APP):
+            # Django calls it after every middleware's request phase (the session and
+            # request.user are there), just before the view; only with the auth app, so that
+            # the others pay nothing (a sync method under ASGI would cost a thread hop).
+            self.process_view = self._aprocess_view if self._is_async else self._process_view
 
     def __call__(self, request: Any) -> Any:
         if self._is_async:
@@ -111,6 +117,64 @@ class SqreenMiddleware:
             return _forbidden(request)
         finally:
             current_request.reset(token)
+
+    def _process_view(self, request: Any, *view: Any) -> HttpResponse | None:
+        """A blocked user's open session: each request refused while the block lasts."""
+        with _GUARD:
+            found = _for_user_check(request)
+            if found is not None:
+                user = getattr(request, "user", None)
+                if user is not None and user.is_authenticated:  # the session, then the user
+                    return _refuse_user(*found, request, user.get_username())
+        return None
+
+    async def _aprocess_view(self, request: Any, *view: Any) -> HttpResponse | None:
+        with _GUARD:
+            found = _for_user_check(request)
+            if found is not None:
+                auser = getattr(request, "auser", None)  # Django 5.0 and later
+                if auser is not None:
+                    user = await auser()
+                    username = user.get_username() if user.is_authenticated else None
+                else:
+                    username = await sync_to_async(_username)(request)
+                if username is not None:
+                    return _refuse_user(*found, request, username)
+        return None
+
+
+#: The app that tracks ``django.contrib.auth``'s logins; with it, sessions are checked too.
+AUTH_APP = "sqreen.integrations.django.auth"
+
+
+def _for_user_check(request: Any) -> tuple[Client, RequestContext] | None:
+    """The client and handle of a request whose user is to be checked: only while the
+    collector blocks some user (else a request's session and user would be read for
+    nothing), and only when ``AuthenticationMiddleware`` gave the request a user."""
+    handle = request.__dict__.get("sqreen")
+    if not isinstance(handle, RequestContext) or not handle.bound:
+        return None
+    client = handle.client
+    if not client.blocklist.has_users or not hasattr(request, "user"):
+        return None
+    return client, handle
+
+
+def _username(request: Any) -> str | None:
+    user = request.user
+    return user.get_username() if user.is_authenticated else None
+
+
+def _refuse_user(
+    client: Client, ctx: RequestContext, request: Any, username: object
+) -> HttpResponse | None:
+    """403 when the user the session holds is blocked (identified as the auth app's events
+    identify them: ``{"username": ...}``)."""
+    blocked = client.blocklist.user_block({"username": str(username)})
+    if blocked is None:
+        return None
+    refused(client, ctx, blocked)
+    return _forbidden(request)
 
 
 def _enter(request: Any) -> Entered | None:

@@ -16,6 +16,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
+if os.environ.get("SQREEN_TEST_NO_AUSER"):  # Django before 5.0: request.user only
+    MIDDLEWARE.append("tests.integrations.apps.django_auth_site.urls.before_auser")
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",

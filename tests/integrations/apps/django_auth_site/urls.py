@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from typing import Any
+
+from asgiref.sync import markcoroutinefunction
 from django.contrib.auth import authenticate, login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
@@ -38,6 +41,20 @@ def check_password(request: HttpRequest) -> HttpResponse:
         request, username=request.POST["username"], password=request.POST["password"]
     )
     return HttpResponse("right" if user else "wrong", status=200 if user else 401)
+
+
+def before_auser(get_response: Any) -> Any:
+    """A middleware making the request as Django before 5.0 made it: no ``auser()``."""
+
+    async def middleware(request: HttpRequest) -> Any:
+        request.__dict__.pop("auser", None)
+        return await get_response(request)
+
+    return markcoroutinefunction(middleware)
+
+
+before_auser.async_capable = True  # type: ignore[attr-defined]
+before_auser.sync_capable = False  # type: ignore[attr-defined]
 
 
 urlpatterns = [
