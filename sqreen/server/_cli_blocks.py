@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import getpass
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import click
 
+from .._blocking import fold_identifier
 from .._text import visible
 from ._cli_common import db_option, json_line, opened, pairs, when
 from .blocks import (
@@ -127,11 +128,12 @@ def block_ip(network: str, for_: str | None, reason: str, max_blocks: int, db: s
 
 
 def _selector(target: tuple[str, ...]) -> Callable[[Block], bool]:
-    """Which blocks ``unblock TARGET`` means (read before any database is opened)."""
+    """Which blocks ``unblock TARGET`` means (read before any database is opened): a user's
+    are those on the same identifiers, compared as the SDKs compare them."""
     kind, rest = target[0], target[1:]
     if kind == "user" and rest:
-        user = dict(pairs(rest, "IDENTIFIERS"))
-        return lambda b: b.type == "block_user" and b.user == user
+        user = _target_user(target)
+        return lambda b: b.type == "block_user" and b.user is not None and _folded(b.user) == user
     if kind == "ip" and len(rest) == 1:
         try:
             cidr = str(parse_network(rest[0]))
@@ -158,29 +160,55 @@ def unblock(target: tuple[str, ...], db: str) -> None:
             for b in storage.list_blocks()
             if matches(b) and (lifted := blocks.lift(b.id, lifted_by=_by())) is not None
         ]
-        remaining = _overlapping(storage, found)
+        remaining = _overlapping(storage, found, _target_user(target))
     if not found:
-        raise click.ClickException("no active block matches")
+        held = "".join(f"; still blocked by {_describe(b)}" for b in remaining)
+        raise click.ClickException(f"no active block matches{held}")
     for b in found:
         click.echo(f"unblocked {_describe(b)}")
     for b in remaining:  # a block is lifted by its own target: say what still refuses
         click.echo(f"still blocked by {_describe(b)}")
 
 
-def _overlapping(storage: ControlStore, lifted: list[Block]) -> list[Block]:
-    """The active IP blocks whose networks overlap those of ``lifted`` (a /32 blocked on its
-    own inside a lifted /24 is another block, which unblocking the /24 leaves in force)."""
+def _target_user(target: tuple[str, ...]) -> dict[str, str] | None:
+    """The identifiers of ``unblock user KEY=VALUE...``, folded; None for another target."""
+    if target[0] != "user" or len(target) < 2:
+        return None
+    return _folded(dict(pairs(target[1:], "IDENTIFIERS")))
+
+
+def _folded(user: Mapping[str, str]) -> dict[str, str]:
+    """Identifiers as the SDKs compare them (``Bob@Example.com`` is ``bob@example.com``)."""
+    return {k: fold_identifier(v) for k, v in user.items()}
+
+
+def _overlapping(
+    storage: ControlStore, lifted: list[Block], user: dict[str, str] | None = None
+) -> list[Block]:
+    """The active blocks that still refuse what ``lifted`` did: IP blocks whose networks
+    overlap (a /32 blocked on its own inside a lifted /24 is another block, which unblocking
+    the /24 leaves in force), and user blocks on some of a lifted user's identifiers (a
+    block on ``email`` alone refuses the user that one on ``email`` and ``uid`` named), or
+    on some of ``user``'s (folded)."""
     nets = [ipaddress.ip_network(b.ip) for b in lifted if b.type == "block_ip" and b.ip]
-    if not nets:
+    users = [_folded(b.user) for b in lifted if b.type == "block_user" and b.user]
+    if user:
+        users.append(user)
+    if not nets and not users:
         return []
     now = storage.action_set().now
     out = []
     for b in storage.list_blocks():
-        if b.type != "block_ip" or not b.ip or not b.is_active(now):
+        if not b.is_active(now):
             continue
-        net = ipaddress.ip_network(b.ip)
-        if any(net.version == n.version and net.overlaps(n) for n in nets):
-            out.append(b)
+        if b.type == "block_ip" and b.ip:
+            net = ipaddress.ip_network(b.ip)
+            if any(net.version == n.version and net.overlaps(n) for n in nets):
+                out.append(b)
+        elif b.type == "block_user" and b.user:
+            held = _folded(b.user).items()
+            if any(held <= user.items() for user in users):
+                out.append(b)
     return out
 
 

@@ -132,6 +132,9 @@ def validate_user_spec(user: object) -> dict[str, str]:
         raise InvalidBlock(exc.field, str(exc).removeprefix(f"{exc.field}: ")) from None
     if not checked:
         raise InvalidBlock("user", "a user block needs at least one identifier, e.g. uid=42")
+    for key, value in checked.items():
+        if not value.strip():  # identifiers are compared stripped: it would match nobody
+            raise InvalidBlock(f"user.{key}", "must not be empty or only spaces")
     return checked
 
 
@@ -148,6 +151,11 @@ def parse_network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Networ
 
 def validate_network(value: object) -> str:
     """The normalised CIDR of a new IP block, which every SDK would enforce."""
+    if isinstance(value, str) and "%" in value:
+        # Python reads a zone (fe80::1%eth0) into the network; no SDK does, nor should.
+        raise InvalidBlock(
+            "ip", "an IPv6 zone (%...) names an interface, not a host: write the address alone"
+        )
     network = parse_network(value)
     if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped:
         raise InvalidBlock("ip", "write IPv4-mapped addresses as IPv4")

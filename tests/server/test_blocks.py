@@ -75,6 +75,12 @@ def test_requests_are_validated_before_anything_is_stored(blocks: BlockService) 
     [
         ({"type": "block_user", "user": {"uid": ""}}, "user.uid", "values must be 1 to"),
         ({"type": "block_user", "user": {"uid": [4]}}, "user.uid", "values must be text"),
+        # Identifiers are compared stripped: a block on spaces would match nobody.
+        ({"type": "block_user", "user": {"uid": " \t "}}, "user.uid", "only spaces"),
+        ({"type": "block_user", "user": {"a": "1", "b": "  "}}, "user.b", "only spaces"),
+        # Python reads a zone into the network; no SDK does, so none would enforce it.
+        ({"type": "block_ip", "ip": "fe80::1%eth0"}, "ip", "an IPv6 zone"),
+        ({"type": "block_ip", "ip": "2001:db8:1::%x/48"}, "ip", "an IPv6 zone"),
         ({"type": "block_user", "user": "uid=42"}, "user", "must be a dict"),
         ({"type": "block_ip", "ip": "2001:db8::/47"}, "ip", "/47 is too wide"),
         ({"type": "block_ip", "ip": "::ffff:192.0.2.1"}, "ip", "write IPv4-mapped"),

@@ -133,6 +133,36 @@ def test_unblocking_a_network_says_what_still_blocks_inside_it(db: str) -> None:
     assert len(last) == 1 and last[0].startswith("unblocked #2")
 
 
+def test_a_user_is_one_target_in_any_spelling(db: str) -> None:
+    """The SDKs compare identifiers folded (case, spaces): so do placing a block again (the
+    block in force is extended, not doubled) and unblocking; what still refuses is said."""
+    first = run("block", "user", "email=Bob@Example.com", "--db", db).output
+    assert first.startswith("blocked #1 user email=Bob@Example.com")
+    again = run("block", "user", "email=bob@example.COM", "--for", "1h", "--db", db).output
+    assert "#1" in again and "#2" not in again
+    run("block", "user", "email=bob@example.com", "uid=7", "--db", db)  # #2, a wider one
+    out = run("unblock", "user", "uid=7", "email=BOB@example.com", "--db", db).output
+    lines = [line.split(" until")[0] for line in out.splitlines()]
+    assert lines == [
+        "unblocked #2 user email=bob@example.com uid=7",
+        "still blocked by #1 user email=Bob@Example.com",
+    ]
+    none = run("unblock", "user", "email=bob@example.com", "uid=8", "--db", db, ok=False)
+    assert none.exit_code == 1
+    assert "no active block matches; still blocked by #1 user email=Bob@Example.com" in (
+        none.output
+    )
+    assert "unblocked #1" in run("unblock", "user", "email=bob@EXAMPLE.com", "--db", db).output
+    assert "version 4: 0 active" in run("blocks", "--db", db).output
+
+
+@pytest.mark.parametrize("network", ["2001:db8:1::%eth0/48", "2001:db8::1%1"])
+def test_a_network_with_an_ipv6_zone_is_refused(db: str, network: str) -> None:
+    # Python reads the zone into the network; no SDK would enforce the block.
+    refused = run("block", "ip", network, "--db", db, ok=False)
+    assert refused.exit_code != 0 and "an IPv6 zone (%...)" in refused.output, refused.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

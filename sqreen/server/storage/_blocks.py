@@ -23,6 +23,7 @@ from collections.abc import Collection, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from ..._blocking import fold_identifier
 from ._entity_rows import BLOCK_COLUMNS, BlockRow, block_from_row
 from ._parts import SqlPart
 from ._queries import id_list
@@ -71,10 +72,13 @@ _VERSIONED: Final = (
 
 def _target(type: BlockType, ip: str | None, user: Mapping[str, str] | None) -> str:
     """What a block is on, as the ``target`` column holds it (migration 13): one text for
-    every spelling of the same target (a user's identifiers in any order)."""
+    every spelling of the same target: a user's identifiers in any order, and their values
+    folded as the SDKs compare them. Blocks placed before kept the values as given."""
     if type == "block_ip":
         return f"ip:{ip}"
-    return "user:" + json.dumps(user, sort_keys=True)
+    # As the SDKs compare identifiers (and playbooks group them): Bob@Example.com is bob's.
+    folded = {k: fold_identifier(v) for k, v in (user or {}).items()}
+    return "user:" + json.dumps(folded, sort_keys=True)
 
 
 class BlockQueries(SqlPart):
