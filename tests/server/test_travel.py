@@ -47,6 +47,23 @@ def city_mmdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "2.3.4.0/24": city("Paris", 48.8566, 2.3522, 20, "FR"),
             # The VPN exit sits in New York: far from both, and still never counted.
             "104.28.28.0/24": city("New York", 40.7128, -74.006, 5, "US"),
+            "3.3.3.0/24": city("New York", 40.7128, -74.006, 5, "US"),
+            # An address GeoLite2 places in a country alone: its centre, 1 000 km wide.
+            "9.9.9.0/24": {
+                "country": {"iso_code": "US"},
+                "location": {"latitude": 37.751, "longitude": -97.822, "accuracy_radius": 1000},
+            },
+            # Cities as DB-IP Lite gives them: no accuracy radius. 180 km apart.
+            "5.5.5.0/24": {
+                "city": {"names": {"en": "Lyon"}},
+                "country": {"iso_code": "FR"},
+                "location": {"latitude": 45.764, "longitude": 4.8357},
+            },
+            "6.6.6.0/24": {
+                "city": {"names": {"en": "Grenoble"}},
+                "country": {"iso_code": "FR"},
+                "location": {"latitude": 45.1885, "longitude": 5.7245 + 1.2},
+            },
         },
         database_type="GeoLite2-City",
     )
@@ -57,6 +74,7 @@ def login(
     ip: str, at: datetime, uid: str = "42", name: str = "auth.login.success"
 ) -> dict[str, Any]:
     event = wire_event(name=name, user={"uid": uid}, timestamp=format_timestamp(at), properties={})
+    event["id"] = f"{ip}-{uid}-{at.timestamp()}"  # one id a login, however often it is sent
     event["request"] = {**event["request"], "ip": ip}
     return event
 
@@ -170,6 +188,92 @@ def test_a_playbook_blocks_the_user_on_impossible_travel(
     assert block["user"] == {"uid": "42"}, block
     (alert,) = storage.list_alerts()
     assert alert.playbook == "impossible-travel"
+
+
+def test_a_place_is_a_city_and_counts_its_accuracy(
+    storage: Storage, pipeline: IngestPipeline
+) -> None:
+    """An address placed in a country alone (its centre, 2 060 km from New York) is no
+    place; cities without a radius (DB-IP Lite) count 100 km each: 180 km in 10 minutes is
+    not an alert there (1 080 km/h with no radius)."""
+    start = datetime.now(UTC) - timedelta(hours=3)
+    pipeline(body(login("3.3.3.3", start), login("9.9.9.9", start + timedelta(minutes=45))))
+    lyon, grenoble = login("5.5.5.5", start, uid="7"), login("6.6.6.6", start, uid="7")
+    grenoble["timestamp"] = format_timestamp(start + timedelta(minutes=10))
+    pipeline(body(lyon, grenoble))
+    assert travels(storage) == []
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_a_pair_raises_one_alert_in_any_order_and_any_batching(
+    storage: Storage, pipeline: IngestPipeline, together: bool
+) -> None:
+    """The later login first (a spool sent after an outage), then the earlier: the pair is
+    compared, once, as of the later login; in one body or two."""
+    start = datetime.now(UTC) - timedelta(hours=1)
+    earlier, later = login(LONDON_IP, start), login(SYDNEY_IP, start + timedelta(minutes=30))
+    for sent in [(later, earlier)] if together else [(later,), (earlier,)]:
+        pipeline(body(*sent))
+    assert len(travels(storage)) == 1
+    pipeline(body(earlier, later))  # retried: nothing more
+    (alert,) = travels(storage)
+    assert (alert.properties["from_event"], alert.properties["to_event"]) == (
+        earlier["id"],
+        later["id"],
+    )
+    assert alert.ip == SYDNEY_IP and alert.timestamp == start + timedelta(minutes=30)
+
+
+def test_the_previous_login_is_the_previous_in_time(
+    storage: Storage, pipeline: IngestPipeline
+) -> None:
+    """A login of two days before, imported after the others, is not the one compared: the
+    login just before in time is; the same for a login at the same second."""
+    now = datetime.now(UTC) - timedelta(minutes=30)
+    pipeline(body(login(SYDNEY_IP, now)))
+    pipeline(body(login(LONDON_IP, now - timedelta(days=2))))  # imported late
+    pipeline(body(login(LONDON_IP, now + timedelta(minutes=10))))
+    (alert,) = travels(storage)
+    assert (alert.properties["from_ip"], alert.properties["to_ip"]) == (SYDNEY_IP, LONDON_IP)
+    same = now + timedelta(minutes=5)
+    pipeline(body(login(PARIS_IP, same, uid="7")))
+    pipeline(body(login(SYDNEY_IP, same, uid="7")))
+    assert len(travels(storage)) == 2
+
+
+def test_a_user_in_another_spelling_is_the_same_user(
+    storage: Storage, pipeline: IngestPipeline
+) -> None:
+    """Folded as playbooks fold them: in one body in any spellings; against a stored login
+    when it was stored in the folded spelling (the storage indexes identifiers as given)."""
+    start = datetime.now(UTC) - timedelta(hours=2)
+    pipeline(body(login(LONDON_IP, start, uid="alice@example.com")))
+    pipeline(body(login(SYDNEY_IP, start + timedelta(minutes=30), uid=" ALICE@example.COM")))
+    (alert,) = travels(storage)
+    assert alert.user == {"uid": " ALICE@example.COM"}  # as the later login gave them
+    later = start + timedelta(hours=1)
+    pipeline(
+        body(
+            login(LONDON_IP, later, uid="Bob@Example.com"),
+            # Fullwidth letters, as a login form may take them.
+            login(SYDNEY_IP, later + timedelta(minutes=30), uid="\uff42\uff4f\uff42@example.com"),
+        )
+    )
+    assert len(travels(storage)) == 2
+
+
+def test_a_login_from_no_place_in_between_does_not_hide_the_pair(
+    storage: Storage, pipeline: IngestPipeline
+) -> None:
+    """London, then a VPN exit (and an address placed nowhere), then Sydney: London and
+    Sydney are compared (an attacker's one login through Tor would otherwise hide the
+    next from their own address)."""
+    start = datetime.now(UTC) - timedelta(hours=1)
+    pipeline(body(login(LONDON_IP, start), login(VPN_IP, start + timedelta(minutes=10))))
+    pipeline(body(login(COUNTRY_ONLY_IP, start + timedelta(minutes=15))))
+    pipeline(body(login(SYDNEY_IP, start + timedelta(minutes=30))))
+    (alert,) = travels(storage)
+    assert (alert.properties["from_ip"], alert.properties["to_ip"]) == (LONDON_IP, SYDNEY_IP)
 
 
 def test_travel_speed_none_turns_it_off(storage: Storage, city_mmdb: str) -> None:

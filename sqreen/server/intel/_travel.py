@@ -1,26 +1,32 @@
-"""Impossible travel: a user's consecutive successful logins from places too far apart for
-the time between them.
+"""Impossible travel: a user's successful logins from places too far apart for the time
+between them.
 
 :class:`ImpossibleTravel` is an enricher that runs after :class:`~._enricher.IpIntel` (it reads
-the ``ip_info`` that one added). For each ``auth.login.success`` of a batch whose address has
-coordinates, it finds the same user's previous successful login (earlier in the batch, else
-the newest stored one before it: one indexed query, after a look at the batches stored in
-the same transaction before this one) and works out the speed::
+the ``ip_info`` that one added). For each ``auth.login.success`` of a batch from a *place*
+(below), it finds the same user's logins from places just before and just after it in time
+(in the batch, in the batches stored in the same transaction before it, and in the storage:
+one indexed query over the window in which a pair could be too fast) and, for each of the
+two pairs, works out the speed::
 
     distance = max(0, great-circle distance - accuracy radius of each side)
     speed    = distance / time between the two logins (at least one second)
 
 Above ``max_speed`` (default 1 000 km/h, an airliner's cruise), it adds an event
-``security.impossible_travel`` to the batch, for the same user, with the second login's
-request and ``ip_info``, and both locations and the speed in its properties. It is stored in
+``security.impossible_travel`` to the batch, for the same user, with the later login's
+request and ``ip_info``, and both places and the speed in its properties. It is stored in
 the same transaction as the login, so playbooks see it as any other event (``where`` on
-``name``, then block the user or notify), and a retried batch adds it once (its id comes from
-the login's).
+``name``, then block the user or notify). Its id comes from the pair's two logins, so a
+pair raises one event, however its logins arrive: in one batch or two, in time order or not
+(a spool sent after an outage, ``sqreen import``), retried.
 
-Pairs are skipped, never guessed at: either side a ``vpn``, ``tor``, ``hosting`` or ``cdn``
-address (the person is not where the address is), or with no coordinates (a country alone is
-thousands of km wide). The previous login is the previous one, located or not: a login from
-an unlocated address in between breaks the chain rather than being skipped over.
+A *place* is a login's address placed in a city with coordinates: never a ``vpn``, ``tor``,
+``hosting`` or ``cdn`` address (the person is not where the address is), nor an address
+placed only in a country (no city: a country's centre, thousands of km from the person; a
+GeoLite2 record for a country alone has coordinates, and a radius of 1 000 km). A file
+without accuracy radii (DB-IP Lite) counts :data:`DEFAULT_ACCURACY_KM` for each place.
+Logins without a place are neither compared nor in the way: a login through a VPN between
+two others leaves those two compared. A user is all of its identifiers, folded as playbooks
+and blocks fold them (case, spaces, NFKC): ``Alice`` logging in is ``alice``.
 """
 
 from __future__ import annotations
@@ -29,11 +35,12 @@ import hashlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from ..._blocking import fold_identifier
 from ..._wire import WireEvent, parse_event
-from ..._wire_time import parse_timestamp
+from ..._wire_time import format_timestamp, parse_timestamp
 from ..storage import EventFilter, EventStore
 
 if TYPE_CHECKING:
@@ -49,6 +56,13 @@ DEFAULT_MAX_SPEED: Final = 1000.0  # km/h
 #: Kinds of address that say where a server is, not where the person is.
 NOT_WHERE_THE_PERSON_IS: Final = frozenset({"vpn", "tor", "hosting", "cdn"})
 EARTH_RADIUS_KM: Final = 6371.0088
+#: The farthest two places can be, before their accuracy radii: half the circumference.
+MOST_KM: Final = math.pi * EARTH_RADIUS_KM
+#: A place's accuracy when its file says none (DB-IP Lite): what a city-level answer is often
+#: off by, so that two neighbouring cities an hour's drive apart are not an alert.
+DEFAULT_ACCURACY_KM: Final = 100.0
+#: How many of a user's logins around a login's time are read from the storage, at most.
+MOST_STORED: Final = 50
 
 
 class Place(NamedTuple):
@@ -65,14 +79,14 @@ class Place(NamedTuple):
 
 
 def place(at: datetime, ip: object, info: object, event_id: str) -> Place | None:
-    """The login's place, or None when it cannot be used (no coordinates, or a VPN, Tor,
-    hosting or CDN address)."""
+    """The login's place, or None when it cannot be used (no city with coordinates, or a
+    VPN, Tor, hosting or CDN address)."""
     if not isinstance(info, Mapping) or not isinstance(ip, str):
         return None
     if info.get("kind") in NOT_WHERE_THE_PERSON_IS:
         return None
-    lat, lon = info.get("latitude"), info.get("longitude")
-    if not isinstance(lat, int | float) or not isinstance(lon, int | float):
+    lat, lon, city = info.get("latitude"), info.get("longitude"), info.get("city")
+    if not isinstance(lat, int | float) or not isinstance(lon, int | float) or not city:
         return None
     radius = info.get("accuracy_radius")
     return Place(
@@ -80,9 +94,9 @@ def place(at: datetime, ip: object, info: object, event_id: str) -> Place | None
         ip,
         float(lat),
         float(lon),
-        float(radius) if isinstance(radius, int | float) else 0.0,
+        float(radius) if isinstance(radius, int | float) else DEFAULT_ACCURACY_KM,
         info.get("country"),
-        info.get("city"),
+        city if isinstance(city, str) else None,
         event_id,
     )
 
@@ -113,75 +127,68 @@ class ImpossibleTravel:
         self.max_speed = max_speed
 
     def __call__(self, batch: Batch) -> None:
-        last: dict[tuple[tuple[str, str], ...], Place | None] = {}
-        earlier = _logins_by_identifier(batch.earlier)
+        mine = [login for event, fields in batch if (login := _located(event, fields))]
+        if not mine:  # without a City .mmdb, no login has a place: no query
+            return
+        earlier: dict[UserKey, list[Login]] = {}
+        for other in batch.earlier:
+            for event, fields in zip(other.events, other.enrichment, strict=False):
+                if login := _located(event, fields):
+                    earlier.setdefault(login.user, []).append(login)
+        ours: dict[UserKey, list[Login]] = {}
+        for login in mine:
+            ours.setdefault(login.user, []).append(login)
+        window = timedelta(hours=MOST_KM / self.max_speed)
+        done: set[tuple[str, ...]] = set()
         found: list[tuple[WireEvent, dict[str, Any]]] = []
-        for event, fields in list(batch):
-            user = event["user"]
-            if event["name"] != LOGIN or not user:
-                continue
-            key = tuple(sorted(user.items()))
-            at = parse_timestamp(event["timestamp"])
-            here = place(at, (event["request"] or {}).get("ip"), fields.get("ip_info"), event["id"])
-            if here is None:  # cannot alert (and without a City .mmdb, no login can): no query
-                last[key] = None
-                continue
-            before = last[key] if key in last else self._previous(earlier, key, at, event["id"])
-            if before is not None and before.at > at:  # the batch is not in time order
-                before = None
-            last[key] = here
-            if before is None:
-                continue
-            km, hours, speed = travel_speed(before, here)
-            if speed > self.max_speed:
-                found.append(self._alert(event, fields, before, here, km, hours, speed))
+        for here in mine:
+            known = [*ours[here.user], *earlier.get(here.user, ())]
+            others = [
+                *known,
+                *self._stored(here, window, {login.place.event_id for login in known}),
+            ]
+            before, after = _neighbours(here, others)
+            for a, b in ((before, here), (here, after)):
+                if a is None or b is None:
+                    continue
+                pair = tuple(sorted((a.place.event_id, b.place.event_id)))
+                if pair in done:
+                    continue
+                done.add(pair)
+                km, hours, speed = travel_speed(a.place, b.place)
+                if speed > self.max_speed:
+                    found.append(self._alert(a, b, km, hours, speed))
         for alert, fields in found:
             batch.add_derived(alert, fields)
 
-    def _previous(
-        self,
-        earlier: Mapping[tuple[str, str], list[tuple[Batch, int]]],
-        key: tuple[tuple[str, str], ...],
-        at: datetime,
-        event_id: str,
-    ) -> Place | None:
-        """The user's newest login stored before ``at``: the batches stored together with
-        this one and before it (``earlier``, by identifier) are not in the database yet."""
-        for batch, n in reversed(earlier.get(key[0], ())):
-            event = batch.events[n]
-            if not set(key) <= (event["user"] or {}).items():
-                continue
-            when = parse_timestamp(event["timestamp"])
-            if when >= at:
-                continue
-            if event["id"] == event_id:
-                return None
-            fields = batch.enrichment[n] if n < len(batch.enrichment) else {}
-            ip = (event["request"] or {}).get("ip")
-            return place(when, ip, fields.get("ip_info"), event["id"])
-        return self._stored(key, at, event_id)
-
-    def _stored(
-        self, key: tuple[tuple[str, str], ...], at: datetime, event_id: str
-    ) -> Place | None:
-        found = self.store.query_events(EventFilter(name=LOGIN, users=key, until=at), limit=1)
-        previous = next(iter(found), None)
-        if previous is None or previous.id == event_id:
-            return None
-        info = previous.enrichment.get("ip_info")
-        return place(previous.timestamp, previous.ip, info, previous.id)
+    def _stored(self, here: Login, window: timedelta, skip: set[str]) -> list[Login]:
+        """The user's logins stored within ``window`` of ``here``, from places (an indexed
+        walk of the user's events, as given and as folded when that differs)."""
+        at = here.place.at
+        out: list[Login] = []
+        seen = set(skip)
+        for pairs in {here.given, here.user}:
+            query = EventFilter(
+                name=LOGIN, users=pairs, since=at - window, until=at + window + _STEP
+            )
+            for event in self.store.query_events(query, limit=MOST_STORED):
+                if event.id in seen:
+                    continue
+                seen.add(event.id)
+                info = event.enrichment.get("ip_info")
+                found = place(event.timestamp, event.ip, info, event.id)
+                user = event.user or {}
+                if found is not None and _user_key(user) == here.user:
+                    given = tuple(sorted(user.items()))
+                    out.append(Login(found, here.user, given, event.request, info))
+        return out
 
     def _alert(
-        self,
-        login: WireEvent,
-        fields: Mapping[str, Any],
-        a: Place,
-        b: Place,
-        km: float,
-        hours: float,
-        speed: float,
+        self, first: Login, second: Login, km: float, hours: float, speed: float
     ) -> tuple[WireEvent, dict[str, Any]]:
-        digest = hashlib.sha256(login["id"].encode()).hexdigest()[:32]
+        """The event for the pair (``first`` before ``second``), as of the later login."""
+        a, b = first.place, second.place
+        digest = hashlib.sha256(f"{a.event_id}\n{b.event_id}".encode()).hexdigest()[:32]
         properties: dict[str, Any] = {
             "from_ip": a.ip,
             "from_latitude": a.latitude,
@@ -205,36 +212,70 @@ class ImpossibleTravel:
             {
                 "id": f"travel-{digest}",
                 "name": IMPOSSIBLE_TRAVEL,
-                "timestamp": login["timestamp"],
+                "timestamp": format_timestamp(b.at),
                 "properties": properties,
-                "user": dict(login["user"] or {}),
+                "user": dict(second.given),
                 "target": None,
-                "request": login["request"],
+                "request": second.request,
             }
         )
         logger.warning(
             "sqreen: impossible travel at login %s: %s -> %s, %.0f km in %.1f min (%.0f km/h)",
-            login["id"],
+            b.event_id,
             a.ip,
             b.ip,
             km,
             hours * 60,
             speed,
         )
-        return alert, {"ip_info": fields["ip_info"]} if "ip_info" in fields else {}
+        return alert, {"ip_info": second.ip_info} if second.ip_info is not None else {}
 
 
-def _logins_by_identifier(
-    batches: Sequence[Batch],
-) -> dict[tuple[str, str], list[tuple[Batch, int]]]:
-    """The successful logins of ``batches``, in order, under each identifier of their user:
-    one pass, so that each login of the next batch looks at its user's only (a group of 8
-    bodies of 1 000 logins of distinct users would otherwise scan 28 million events)."""
-    out: dict[tuple[str, str], list[tuple[Batch, int]]] = {}
-    for batch in batches:
-        for n, event in enumerate(batch.events):
-            user = event["user"]
-            if event["name"] == LOGIN and user:
-                for pair in user.items():
-                    out.setdefault(pair, []).append((batch, n))
-    return out
+#: A user: their identifiers, folded, sorted.
+UserKey = tuple[tuple[str, str], ...]
+#: The smallest step of an event's time (its until bound is exclusive).
+_STEP: Final = timedelta(microseconds=1)
+
+
+class Login(NamedTuple):
+    """A successful login from a place, and what an alert ending with it carries."""
+
+    place: Place
+    user: UserKey
+    given: UserKey  # the identifiers as the event gave them
+    request: Mapping[str, Any] | None
+    ip_info: Any
+
+
+def _user_key(user: Mapping[str, Any] | None) -> UserKey:
+    return tuple(sorted((k, fold_identifier(str(v))) for k, v in (user or {}).items()))
+
+
+def _located(event: WireEvent, fields: Mapping[str, Any]) -> Login | None:
+    """The event as a :class:`Login` (None: no successful login, or from no place)."""
+    user = event["user"]
+    if event["name"] != LOGIN or not user:
+        return None
+    request = event["request"]
+    info = fields.get("ip_info")
+    at = parse_timestamp(event["timestamp"])
+    found = place(at, (request or {}).get("ip"), info, event["id"])
+    if found is None:
+        return None
+    return Login(found, _user_key(user), tuple(sorted(user.items())), request, info)
+
+
+def _neighbours(here: Login, others: Sequence[Login]) -> tuple[Login | None, Login | None]:
+    """The logins just before ``here`` (at the same time too) and just after it."""
+    at = here.place.at
+    before = after = None
+    for other in others:
+        when = other.place.at
+        if other.place.event_id == here.place.event_id:
+            continue
+        if when <= at:
+            if before is None or when > before.place.at:
+                before = other
+        elif after is None or when < after.place.at:
+            after = other
+    return before, after
