@@ -25,8 +25,6 @@ from .storage.model import ip_selection
 
 __all__ = ["events", "import_"]
 
-MAX_BAD_SHOWN = 50
-
 
 def _short(value: Any, width: int = 40) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
@@ -133,12 +131,12 @@ def import_(file: str, app: str | None, db: str) -> None:
             )
     click.echo(
         f"{report.lines} lines: {report.stored} events stored, {report.duplicates} already "
-        f"stored, {len(report.bad)} bad"
+        f"stored, {report.bad_lines} bad"
         + (f", {report.traits} users' traits set" if report.traits else "")
     )
-    for number, error in report.bad[:MAX_BAD_SHOWN]:
+    for number, error in report.bad:  # the first importer.MAX_BAD_KEPT
         click.echo(f"{file}:{number}: {error}", err=True)
-    if len(report.bad) > MAX_BAD_SHOWN:
-        click.echo(f"... and {len(report.bad) - MAX_BAD_SHOWN} more bad lines", err=True)
-    if report.bad:
+    if report.bad_lines > len(report.bad):
+        click.echo(f"... and {report.bad_lines - len(report.bad)} more bad lines", err=True)
+    if report.bad_lines:
         raise SystemExit(1)

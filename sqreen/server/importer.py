@@ -2,7 +2,8 @@
 
 Each line is one wire event, checked with the SDK's rules. A line without an ``id`` gets one
 derived from its content, so importing the same file twice stores nothing the second time. Bad
-lines are reported with their line numbers; good ones are stored in batches. ``sq.identify``
+lines are counted, the first :data:`MAX_BAD_KEPT` kept with their line numbers and messages
+(a file of garbage costs no memory a line); good ones are stored in batches. ``sq.identify``
 records (``identify(user, traits=...)``) set their users' traits, as at ingest, and are not
 stored as events. As at ingest too, LiteSOC's other spellings of a name are stored as the
 standard name, and each event is stored with ``ip_info`` when an ``intel`` is given (the
@@ -23,10 +24,12 @@ from ..events import ALIASES
 from .intel import IpIntel
 from .storage import Storage
 
-__all__ = ["ImportReport", "import_lines", "read_lines"]
+__all__ = ["MAX_BAD_KEPT", "ImportReport", "import_lines", "read_lines"]
 
 MAX_LINE_BYTES: Final = 1024 * 1024
 BATCH: Final = 500
+#: Bad lines whose messages a report keeps (and ``sqreen import`` prints); the rest counted.
+MAX_BAD_KEPT: Final = 50
 
 
 def read_lines(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
@@ -45,7 +48,8 @@ class ImportReport:
     stored: int = 0
     duplicates: int = 0
     traits: int = 0  # sq.identify records read (their users' traits)
-    bad: list[tuple[int, str]] = field(default_factory=list)
+    bad_lines: int = 0
+    bad: list[tuple[int, str]] = field(default_factory=list)  # the first MAX_BAD_KEPT
 
 
 def _event(line: bytes) -> WireEvent:
@@ -102,7 +106,9 @@ def import_lines(
         try:
             event = _event(line)
         except InvalidEvent as exc:
-            report.bad.append((number, str(exc)))
+            report.bad_lines += 1
+            if len(report.bad) < MAX_BAD_KEPT:
+                report.bad.append((number, str(exc)))
             continue
         if event["name"] in ALIASES:
             event["name"] = ALIASES[event["name"]]
