@@ -1,11 +1,13 @@
 """Loading past events from a JSON-lines file (the file transport's output, or any events).
 
 Each line is one wire event, checked with the SDK's rules. A line without an ``id`` gets one
-derived from its content, so importing the same file twice stores nothing the second time. Bad
-lines are counted, the first :data:`MAX_BAD_KEPT` kept with their line numbers and messages
-(a file of garbage costs no memory a line); good ones are stored in batches. ``sq.identify``
-records (``identify(user, traits=...)``) set their users' traits, as at ingest, and are not
-stored as events. As at ingest too, LiteSOC's other spellings of a name are stored as the
+derived from its content and from how many identical lines came before it in the file: six
+identical failed logins (a log with whole-second times writes them so) are six events, and
+importing the same file twice stores nothing the second time. Bad lines are counted, the
+first :data:`MAX_BAD_KEPT` kept with their line numbers and messages (a file of garbage costs
+no memory a line); good ones are stored in batches. ``sq.identify`` records
+(``identify(user, traits=...)``) set their users' traits, as at ingest, and are not stored
+as events. As at ingest too, LiteSOC's other spellings of a name are stored as the
 standard name, and each event is stored with ``ip_info`` when an ``intel`` is given (the
 ``sqreen import`` command gives one: today's data, for events of the past).
 """
@@ -52,7 +54,10 @@ class ImportReport:
     bad: list[tuple[int, str]] = field(default_factory=list)  # the first MAX_BAD_KEPT
 
 
-def _event(line: bytes) -> WireEvent:
+def _event(line: bytes, seen: dict[int, int]) -> WireEvent:
+    """The event of ``line``. One without an ``id`` gets ``imp_`` and 40 hex digits of the
+    hash of its content; the nth identical line of the file (n > 1, counted in ``seen``)
+    gets ``_n`` after them."""
     if len(line) > MAX_LINE_BYTES:
         raise InvalidEvent("line", "too_long", f"over {MAX_LINE_BYTES} bytes")
     try:
@@ -61,10 +66,20 @@ def _event(line: bytes) -> WireEvent:
         raise InvalidEvent("line", "json", f"malformed JSON: {exc}") from None
     except RecursionError:
         raise InvalidEvent("line", "json", "malformed JSON: nested too deeply") from None
-    if isinstance(obj, dict) and "id" not in obj:
-        digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-        obj["id"] = "imp_" + digest[:40]
-    return parse_event(obj)
+    if not isinstance(obj, dict) or "id" in obj:
+        return parse_event(obj)
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).digest()
+    # Counted by 8 bytes of the hash (about 90 bytes of memory a distinct line): two
+    # contents that shared them would only number the second one's first copy 2, still an
+    # id of its own and the same at every import of the file.
+    key = int.from_bytes(digest[:8], "big")
+    nth = seen.get(key, 0) + 1
+    # The first copy keeps the id that earlier releases gave every copy: a file imported by
+    # one of them, imported again, stores the copies they merged and nothing else.
+    obj["id"] = f"imp_{digest.hex()[:40]}" + (f"_{nth}" if nth > 1 else "")
+    event = parse_event(obj)
+    seen[key] = nth  # a bad line counts for nothing
+    return event
 
 
 def import_lines(
@@ -80,6 +95,7 @@ def import_lines(
     report = ImportReport()
     batch: list[WireEvent] = []
     identities: list[WireEvent] = []
+    seen: dict[int, int] = {}  # the lines without an id so far, by their content's hash
 
     def flush() -> None:
         enrichment = None
@@ -104,7 +120,7 @@ def import_lines(
         if not line.strip():
             continue
         try:
-            event = _event(line)
+            event = _event(line, seen)
         except InvalidEvent as exc:
             report.bad_lines += 1
             if len(report.bad) < MAX_BAD_KEPT:

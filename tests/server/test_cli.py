@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -240,6 +241,41 @@ def test_import_reports_bad_lines_and_is_idempotent(db: str, tmp_path: Path) -> 
     clean = tmp_path / "clean.jsonl"
     clean.write_text(json.dumps(wire_event()) + "\n")
     assert "1 events stored" in run("import", str(clean), "--db", db).stdout
+
+
+def test_import_stores_identical_lines_without_an_id_as_separate_events(
+    db: str, tmp_path: Path
+) -> None:
+    """Six identical failed logins (a log with whole-second times writes them so) are six
+    events: a line's id counts the identical lines before it. The same file again stores
+    nothing; the file grown by a seventh stores that one."""
+    failure = {
+        "name": "auth.login.failure",
+        "timestamp": "2026-12-02T10:00:00Z",
+        "user": {"email": "a@example.com"},
+        "request": {"ip": "203.0.113.5"},
+    }
+    other = {**failure, "user": {"email": "b@example.com"}}
+    file = tmp_path / "log.jsonl"
+    file.write_text("".join(json.dumps(e) + "\n" for e in [failure] * 3 + [other] + [failure] * 3))
+    imported = run("import", str(file), "--db", db).stdout
+    assert "7 lines: 7 events stored, 0 already stored" in imported
+    assert "0 events stored, 7 already stored" in run("import", str(file), "--db", db).stdout
+    with file.open("a") as f:
+        f.write(json.dumps(failure) + "\n")
+    assert "1 events stored, 7 already stored" in run("import", str(file), "--db", db).stdout
+    storage = open_storage(db)
+    try:
+        found = storage.query_events(EventFilter(users=(("email", "a@example.com"),)))
+        assert len(found) == 7 and len({e.id for e in found}) == 7
+        # The first copy keeps the id it had when copies were merged into it.
+        assert storage.get_event("imp_" + _content_hash(failure)) is not None
+    finally:
+        storage.close()
+
+
+def _content_hash(event: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()[:40]
 
 
 def test_import_keeps_the_first_bad_lines_and_counts_the_rest(db: str, tmp_path: Path) -> None:
