@@ -2,7 +2,8 @@
 
 What events carry is written by whoever holds an ingest key: each line is printed with its
 control characters written out (``\x1b``, ``\r``, ``\u202e``), so that a username cannot
-erase lines or draw a forged one on the operator's terminal; ``--json`` escapes them too.
+erase lines or draw a forged one on the operator's terminal; ``--json`` escapes them too. So
+are ``sqreen import``'s messages about bad lines, which name the keys at fault.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def import_(file: str, app: str | None, db: str) -> None:
         + (f", {report.traits} users' traits set" if report.traits else "")
     )
     for number, error in report.bad:  # the first importer.MAX_BAD_KEPT
-        click.echo(f"{file}:{number}: {error}", err=True)
+        # The message names the key at fault, which the file's writer chose.
+        click.echo(visible(f"{file}:{number}: {error}"), err=True)
     if report.bad_lines > len(report.bad):
         click.echo(f"... and {report.bad_lines - len(report.bad)} more bad lines", err=True)
     if report.bad_lines:
