@@ -5,7 +5,10 @@ derived from its content and from how many identical lines came before it in the
 identical failed logins (a log with whole-second times writes them so) are six events, and
 importing the same file twice stores nothing the second time. Bad lines are counted, the
 first :data:`MAX_BAD_KEPT` kept with their line numbers and messages (a file of garbage costs
-no memory a line); good ones are stored in batches. ``sq.identify`` records
+no memory a line); good ones are stored in batches. A write the database refuses (SQLite
+locked past its busy timeout, a full disk; PostgreSQL's lock or statement timeout, a lost
+connection) stops the import with :class:`ImportStopped`, whose report says how far it got:
+what was committed stays, and the same import run again skips it. ``sq.identify`` records
 (``identify(user, traits=...)``) set their users' traits, as at ingest, and are not stored
 as events. As at ingest too, LiteSOC's other spellings of a name are stored as the
 standard name, and each event is stored with ``ip_info`` when an ``intel`` is given (the
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Final
@@ -26,7 +31,7 @@ from ..events import ALIASES
 from .intel import IpIntel
 from .storage import Storage
 
-__all__ = ["MAX_BAD_KEPT", "ImportReport", "import_lines", "read_lines"]
+__all__ = ["MAX_BAD_KEPT", "ImportReport", "ImportStopped", "import_lines", "read_lines"]
 
 MAX_LINE_BYTES: Final = 1024 * 1024
 BATCH: Final = 500
@@ -52,6 +57,18 @@ class ImportReport:
     traits: int = 0  # sq.identify records read (their users' traits)
     bad_lines: int = 0
     bad: list[tuple[int, str]] = field(default_factory=list)  # the first MAX_BAD_KEPT
+    #: The lines read up to this one are all committed (their events, their traits).
+    committed_lines: int = 0
+
+
+class ImportStopped(Exception):
+    """The database refused a write; ``report`` counts what was committed before it, and
+    ``reason`` is the database's message."""
+
+    def __init__(self, report: ImportReport, reason: str) -> None:
+        super().__init__(reason)
+        self.report = report
+        self.reason = reason
 
 
 def _event(line: bytes, seen: dict[int, int]) -> WireEvent:
@@ -82,6 +99,15 @@ def _event(line: bytes, seen: dict[int, int]) -> WireEvent:
     return event
 
 
+def _refused(exc: Exception) -> bool:
+    """Whether ``exc`` is the database refusing a write (its drivers' ``OperationalError``)
+    rather than a bug; psycopg is looked at only once the storage has imported it."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.OperationalError)
+
+
 def import_lines(
     storage: Storage,
     lines: Iterable[bytes],
@@ -104,14 +130,23 @@ def import_lines(
             for event in batch:
                 info = intel.info((event["request"] or {}).get("ip"))
                 enrichment.append({"ip_info": info} if info is not None else {})
-        result = storage.insert_events(batch, app=app, enrichment=enrichment)
-        report.stored += result.stored
-        report.duplicates += result.duplicates
-        batch.clear()
-        if identities:
-            storage.record_traits(identities)
-            report.traits += len(identities)
-            identities.clear()
+        try:
+            if batch:
+                result = storage.insert_events(batch, app=app, enrichment=enrichment)
+                report.stored += result.stored
+                report.duplicates += result.duplicates
+                batch.clear()
+            if identities:
+                storage.record_traits(identities)
+                report.traits += len(identities)
+                identities.clear()
+        except Exception as exc:
+            if _refused(exc):
+                # The first line: PostgreSQL's next ones quote the statement.
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ImportStopped(report, reason) from exc
+            raise
+        report.committed_lines = report.lines
 
     for number, line in enumerate(lines, 1):
         report.lines = number
@@ -133,4 +168,5 @@ def import_lines(
             flush()
     if batch or identities:
         flush()
+    report.committed_lines = report.lines
     return report

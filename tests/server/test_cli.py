@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx2 as httpx
 import pytest
@@ -20,7 +23,7 @@ import sqreen
 from sqreen._wire import parse_event
 from sqreen.server import _cli_events
 from sqreen.server.cli import main
-from sqreen.server.importer import import_lines
+from sqreen.server.importer import import_lines, read_lines
 from sqreen.server.storage import EventFilter, Follower, Storage, follow, newer, open_storage
 from sqreen.server.storage._rows import event_record
 
@@ -276,6 +279,73 @@ def test_import_stores_identical_lines_without_an_id_as_separate_events(
 
 def _content_hash(event: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()[:40]
+
+
+@contextmanager
+def write_lock(db_url: str) -> Iterator[None]:
+    """Another client holding the database's write lock: SQLite's ``BEGIN EXCLUSIVE`` (the
+    import gives up at its busy timeout), PostgreSQL's ``LOCK TABLE events`` (at the
+    ``lock_timeout`` the database gives each session)."""
+    if not db_url.startswith("postgresql"):
+        conn = sqlite3.connect(db_url, isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(db_url) as conn:  # one transaction, rolled back at the end
+        conn.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        yield
+
+
+def test_an_import_stopped_by_a_write_lock_says_what_it_stored(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the write lock past the import's wait: the import stops in one
+    line that says which lines were stored and that running it again is safe, which it is."""
+    from sqreen.server.storage import sqlite
+
+    monkeypatch.setattr(sqlite, "BUSY_TIMEOUT", 0.2)
+    postgres = db_url.startswith("postgresql")
+    if postgres:
+        import psycopg
+
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {conn.info.dbname} SET lock_timeout = '200ms'")
+    events = [wire_event() for _ in range(1200)]
+    file = tmp_path / "events.jsonl"
+    file.write_text("".join(json.dumps(e) + "\n" for e in events))
+    locked = ExitStack()
+
+    def lines_then_lock(stream: BinaryIO) -> Iterator[bytes]:
+        for number, line in enumerate(read_lines(stream), 1):
+            if number == 1001:  # lines 1 to 1000 are stored, in two batches
+                locked.enter_context(write_lock(db_url))
+            yield line
+
+    monkeypatch.setattr(_cli_events, "read_lines", lines_then_lock)
+    with locked:
+        result = run("import", str(file), "--db", db_url, ok=False)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and result.stdout == ""
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    reason = "canceling statement due to lock timeout" if postgres else "database is locked"
+    assert error == (
+        f"Error: the database refused a write at line 1200 ({reason}); lines 1 to 1000 are "
+        "imported (1000 events stored, 0 already stored, 0 bad): run the same import again "
+        "for the rest, it skips what is stored"
+    )
+    monkeypatch.setattr(_cli_events, "read_lines", read_lines)
+    again = run("import", str(file), "--db", db_url).stdout
+    assert "1200 lines: 200 events stored, 1000 already stored, 0 bad" in again
+    storage = open_storage(db_url)
+    try:
+        assert storage.count_events() == 1200
+    finally:
+        storage.close()
 
 
 def test_import_keeps_the_first_bad_lines_and_counts_the_rest(db: str, tmp_path: Path) -> None:
