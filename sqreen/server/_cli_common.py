@@ -4,6 +4,7 @@ printing what SDKs sent (which an attacker holding an ingest key writes) to a te
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ from .storage import POSTGRES_SCHEMES, Storage, open_storage
 from .times import when  # one way to show a time to people: the pages' and ours
 
 __all__ = [
+    "MAX_DAYS",
+    "Days",
     "counted",
     "db_option",
     "json_line",
@@ -32,6 +35,25 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_DB = "sqreen.db"
+
+#: Retention in days, at most (100 years): a date that many days ago can be counted back to
+#: from any date the collector keeps (``timedelta`` holds at most 999 999 999 days, a
+#: ``datetime`` goes back to year 1), and a larger value is a mistake, not a wish.
+MAX_DAYS = 36_500
+
+
+class Days(click.FloatRange):
+    """A number of days from 0 to :data:`MAX_DAYS` (``inf`` and ``nan`` refused: ``nan``
+    passes every comparison of a range), as ``--days`` and ``--retention-days`` take."""
+
+    def __init__(self) -> None:
+        super().__init__(0, MAX_DAYS)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        days = super().convert(value, param, ctx)
+        if not math.isfinite(days):
+            self.fail(f"{value} is not in the range 0<=x<={MAX_DAYS}.", param, ctx)
+        return days
 
 
 def db_option(f: F) -> F:

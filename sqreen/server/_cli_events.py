@@ -2,7 +2,8 @@
 
 What events carry is written by whoever holds an ingest key: each line is printed with its
 control characters written out (``\x1b``, ``\r``, ``\u202e``), so that a username cannot
-erase lines or draw a forged one on the operator's terminal; ``--json`` escapes them too.
+erase lines or draw a forged one on the operator's terminal; ``--json`` escapes them too. So
+are ``sqreen import``'s messages about bad lines, which name the keys at fault.
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ import click
 
 from .._text import visible
 from ._cli_common import db_option, json_line, opened, pairs, time_range, when, when_options
-from .importer import import_lines, read_lines
+from .importer import ImportReport, ImportStopped, import_lines, read_lines
 from .intel import IpIntel
 from .storage import MAX_IPS, EventFilter, Follower, StoredEvent
 from .storage.model import ip_selection
 
 __all__ = ["events", "import_"]
-
-MAX_BAD_SHOWN = 50
 
 
 def _short(value: Any, width: int = 40) -> str:
@@ -121,24 +120,46 @@ def tail(follower: Follower, interval: float) -> Iterator[list[StoredEvent]]:
 def import_(file: str, app: str | None, db: str) -> None:
     """Load past events from a JSON-lines FILE (one event a line; idempotent)."""
     with opened(db) as storage, open(file, "rb") as lines:
-        with click.progressbar(
-            length=os.path.getsize(file), label="importing", file=sys.stderr
-        ) as bar:
-            report = import_lines(
-                storage,
-                read_lines(lines),
-                app=app,
-                progress=lambda n: bar.update(n),
-                intel=IpIntel(),  # country and kind; no .mmdb here
-            )
+        try:
+            with click.progressbar(
+                length=os.path.getsize(file), label="importing", file=sys.stderr
+            ) as bar:
+                report = import_lines(
+                    storage,
+                    read_lines(lines),
+                    app=app,
+                    progress=lambda n: bar.update(n),
+                    intel=IpIntel(),  # country and kind; no .mmdb here
+                )
+        except ImportStopped as stopped:
+            _show_bad(file, stopped.report)
+            raise click.ClickException(_stopped(stopped)) from None
     click.echo(
         f"{report.lines} lines: {report.stored} events stored, {report.duplicates} already "
-        f"stored, {len(report.bad)} bad"
+        f"stored, {report.bad_lines} bad"
         + (f", {report.traits} users' traits set" if report.traits else "")
     )
-    for number, error in report.bad[:MAX_BAD_SHOWN]:
-        click.echo(f"{file}:{number}: {error}", err=True)
-    if len(report.bad) > MAX_BAD_SHOWN:
-        click.echo(f"... and {len(report.bad) - MAX_BAD_SHOWN} more bad lines", err=True)
-    if report.bad:
+    _show_bad(file, report)
+    if report.bad_lines:
         raise SystemExit(1)
+
+
+def _show_bad(file: str, report: ImportReport) -> None:
+    for number, error in report.bad:  # the first importer.MAX_BAD_KEPT
+        # The message names the key at fault, which the file's writer chose.
+        click.echo(visible(f"{file}:{number}: {error}"), err=True)
+    if report.bad_lines > len(report.bad):
+        click.echo(f"... and {report.bad_lines - len(report.bad)} more bad lines", err=True)
+
+
+def _stopped(stopped: ImportStopped) -> str:
+    """One line: where the import stopped, what it had stored, and that running it again is
+    safe (what is stored is skipped)."""
+    report, done = stopped.report, stopped.report.committed_lines
+    before = f"lines 1 to {done} are imported" if done else "nothing was imported"
+    return visible(
+        f"the database refused a write at line {report.lines} ({stopped.reason}); {before} "
+        f"({report.stored} events stored, {report.duplicates} already stored, "
+        f"{report.bad_lines} bad): run the same import again for the rest, it skips what "
+        "is stored"
+    )

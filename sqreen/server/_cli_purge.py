@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from ._cli_common import db_option, opened
+from ._cli_common import Days, db_option, opened
 from .storage import AGENT_TTL
 
 __all__ = ["purge"]
 
 
 @click.command()
-@click.option("--days", default=90.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--days", default=90.0, show_default=True, type=Days())
 @db_option
 def purge(days: float, db: str) -> None:
     """Delete events received more than --days ago (by their receipt, not their own time,

@@ -21,7 +21,7 @@ import click
 from starlette.applications import Starlette
 
 from ._cli_blocks import max_blocks_option
-from ._cli_common import db_option, opened
+from ._cli_common import Days, db_option, opened
 from ._cli_export import destination, export_options, forwarder
 from ._cli_https import https_options, https_settings
 from ._signals import exit_zero_after_sigterm, reload_on_sighup
@@ -44,7 +44,7 @@ __all__ = ["GC_GEN0", "WORKER_ENV", "serve", "worker_app"]
     "--retention-days",
     default=90.0,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=Days(),
     help="Delete events received more than this many days ago (hourly; by their receipt, "
     "not their own time); 0 keeps everything.",
 )

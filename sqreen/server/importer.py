@@ -1,10 +1,16 @@
 """Loading past events from a JSON-lines file (the file transport's output, or any events).
 
 Each line is one wire event, checked with the SDK's rules. A line without an ``id`` gets one
-derived from its content, so importing the same file twice stores nothing the second time. Bad
-lines are reported with their line numbers; good ones are stored in batches. ``sq.identify``
-records (``identify(user, traits=...)``) set their users' traits, as at ingest, and are not
-stored as events. As at ingest too, LiteSOC's other spellings of a name are stored as the
+derived from its content and from how many identical lines came before it in the file: six
+identical failed logins (a log with whole-second times writes them so) are six events, and
+importing the same file twice stores nothing the second time. Bad lines are counted, the
+first :data:`MAX_BAD_KEPT` kept with their line numbers and messages (a file of garbage costs
+no memory a line); good ones are stored in batches. A write the database refuses (SQLite
+locked past its busy timeout, a full disk; PostgreSQL's lock or statement timeout, a lost
+connection) stops the import with :class:`ImportStopped`, whose report says how far it got:
+what was committed stays, and the same import run again skips it. ``sq.identify`` records
+(``identify(user, traits=...)``) set their users' traits, as at ingest, and are not stored
+as events. As at ingest too, LiteSOC's other spellings of a name are stored as the
 standard name, and each event is stored with ``ip_info`` when an ``intel`` is given (the
 ``sqreen import`` command gives one: today's data, for events of the past).
 """
@@ -13,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Final
@@ -23,10 +31,12 @@ from ..events import ALIASES
 from .intel import IpIntel
 from .storage import Storage
 
-__all__ = ["ImportReport", "import_lines", "read_lines"]
+__all__ = ["MAX_BAD_KEPT", "ImportReport", "ImportStopped", "import_lines", "read_lines"]
 
 MAX_LINE_BYTES: Final = 1024 * 1024
 BATCH: Final = 500
+#: Bad lines whose messages a report keeps (and ``sqreen import`` prints); the rest counted.
+MAX_BAD_KEPT: Final = 50
 
 
 def read_lines(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
@@ -45,10 +55,26 @@ class ImportReport:
     stored: int = 0
     duplicates: int = 0
     traits: int = 0  # sq.identify records read (their users' traits)
-    bad: list[tuple[int, str]] = field(default_factory=list)
+    bad_lines: int = 0
+    bad: list[tuple[int, str]] = field(default_factory=list)  # the first MAX_BAD_KEPT
+    #: The lines read up to this one are all committed (their events, their traits).
+    committed_lines: int = 0
 
 
-def _event(line: bytes) -> WireEvent:
+class ImportStopped(Exception):
+    """The database refused a write; ``report`` counts what was committed before it, and
+    ``reason`` is the database's message."""
+
+    def __init__(self, report: ImportReport, reason: str) -> None:
+        super().__init__(reason)
+        self.report = report
+        self.reason = reason
+
+
+def _event(line: bytes, seen: dict[int, int]) -> WireEvent:
+    """The event of ``line``. One without an ``id`` gets ``imp_`` and 40 hex digits of the
+    hash of its content; the nth identical line of the file (n > 1, counted in ``seen``)
+    gets ``_n`` after them."""
     if len(line) > MAX_LINE_BYTES:
         raise InvalidEvent("line", "too_long", f"over {MAX_LINE_BYTES} bytes")
     try:
@@ -57,10 +83,29 @@ def _event(line: bytes) -> WireEvent:
         raise InvalidEvent("line", "json", f"malformed JSON: {exc}") from None
     except RecursionError:
         raise InvalidEvent("line", "json", "malformed JSON: nested too deeply") from None
-    if isinstance(obj, dict) and "id" not in obj:
-        digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-        obj["id"] = "imp_" + digest[:40]
-    return parse_event(obj)
+    if not isinstance(obj, dict) or "id" in obj:
+        return parse_event(obj)
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).digest()
+    # Counted by 8 bytes of the hash (about 90 bytes of memory a distinct line): two
+    # contents that shared them would only number the second one's first copy 2, still an
+    # id of its own and the same at every import of the file.
+    key = int.from_bytes(digest[:8], "big")
+    nth = seen.get(key, 0) + 1
+    # The first copy keeps the id that earlier releases gave every copy: a file imported by
+    # one of them, imported again, stores the copies they merged and nothing else.
+    obj["id"] = f"imp_{digest.hex()[:40]}" + (f"_{nth}" if nth > 1 else "")
+    event = parse_event(obj)
+    seen[key] = nth  # a bad line counts for nothing
+    return event
+
+
+def _refused(exc: Exception) -> bool:
+    """Whether ``exc`` is the database refusing a write (its drivers' ``OperationalError``)
+    rather than a bug; psycopg is looked at only once the storage has imported it."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.OperationalError)
 
 
 def import_lines(
@@ -76,6 +121,7 @@ def import_lines(
     report = ImportReport()
     batch: list[WireEvent] = []
     identities: list[WireEvent] = []
+    seen: dict[int, int] = {}  # the lines without an id so far, by their content's hash
 
     def flush() -> None:
         enrichment = None
@@ -84,14 +130,23 @@ def import_lines(
             for event in batch:
                 info = intel.info((event["request"] or {}).get("ip"))
                 enrichment.append({"ip_info": info} if info is not None else {})
-        result = storage.insert_events(batch, app=app, enrichment=enrichment)
-        report.stored += result.stored
-        report.duplicates += result.duplicates
-        batch.clear()
-        if identities:
-            storage.record_traits(identities)
-            report.traits += len(identities)
-            identities.clear()
+        try:
+            if batch:
+                result = storage.insert_events(batch, app=app, enrichment=enrichment)
+                report.stored += result.stored
+                report.duplicates += result.duplicates
+                batch.clear()
+            if identities:
+                storage.record_traits(identities)
+                report.traits += len(identities)
+                identities.clear()
+        except Exception as exc:
+            if _refused(exc):
+                # The first line: PostgreSQL's next ones quote the statement.
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ImportStopped(report, reason) from exc
+            raise
+        report.committed_lines = report.lines
 
     for number, line in enumerate(lines, 1):
         report.lines = number
@@ -100,9 +155,11 @@ def import_lines(
         if not line.strip():
             continue
         try:
-            event = _event(line)
+            event = _event(line, seen)
         except InvalidEvent as exc:
-            report.bad.append((number, str(exc)))
+            report.bad_lines += 1
+            if len(report.bad) < MAX_BAD_KEPT:
+                report.bad.append((number, str(exc)))
             continue
         if event["name"] in ALIASES:
             event["name"] = ALIASES[event["name"]]
@@ -111,4 +168,5 @@ def import_lines(
             flush()
     if batch or identities:
         flush()
+    report.committed_lines = report.lines
     return report

@@ -164,6 +164,33 @@ def test_restore_refuses_a_damaged_backup_a_foreign_file_or_a_newer_schema(
     assert not Path(target).exists()
 
 
+def test_restore_refuses_a_schema_version_that_sqreen_never_wrote(backed_up: Path) -> None:
+    """The backup's ``schema_version`` row is read, not trusted: text was a traceback, and
+    -3 was restored ("schema version -3", status 0) into a database every command then
+    refused."""
+    target = backed_up.with_name("new.db")
+    for version, said in (
+        ("'abc'", "'abc'"),
+        ("2.5", "2.5"),
+        ("x'07'", "b'\\x07'"),
+        ("-3", "-3"),
+        ("0", "0"),
+    ):
+        odd = backed_up.with_name("odd.db")
+        odd.write_bytes(backed_up.read_bytes())
+        conn = sqlite3.connect(odd)
+        conn.execute(f"UPDATE schema_version SET version = {version}")
+        conn.commit()
+        conn.close()
+        code, output = run("restore", str(odd), "--db", str(target))
+        assert code == 1, (version, output)
+        assert output == (
+            f"Error: {str(odd)!r} is not a sqreen database (its schema version is {said}, "
+            "not a whole number from 1)\n"
+        )
+        assert not target.exists()
+
+
 def test_a_backup_over_its_own_database_is_refused(backed_up: Path) -> None:
     """``--force`` does not rename a copy over the database it copies (under a running
     collector), by its path or by another name of the same file."""

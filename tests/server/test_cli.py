@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx2 as httpx
 import pytest
@@ -18,6 +23,7 @@ import sqreen
 from sqreen._wire import parse_event
 from sqreen.server import _cli_events
 from sqreen.server.cli import main
+from sqreen.server.importer import import_lines, read_lines
 from sqreen.server.storage import EventFilter, Follower, Storage, follow, newer, open_storage
 from sqreen.server.storage._rows import event_record
 
@@ -268,6 +274,134 @@ def test_import_reports_bad_lines_and_is_idempotent(db: str, tmp_path: Path) -> 
     clean = tmp_path / "clean.jsonl"
     clean.write_text(json.dumps(wire_event()) + "\n")
     assert "1 events stored" in run("import", str(clean), "--db", db).stdout
+
+
+def test_import_stores_identical_lines_without_an_id_as_separate_events(
+    db: str, tmp_path: Path
+) -> None:
+    """Six identical failed logins (a log with whole-second times writes them so) are six
+    events: a line's id counts the identical lines before it. The same file again stores
+    nothing; the file grown by a seventh stores that one."""
+    failure = {
+        "name": "auth.login.failure",
+        "timestamp": "2026-12-02T10:00:00Z",
+        "user": {"email": "a@example.com"},
+        "request": {"ip": "203.0.113.5"},
+    }
+    other = {**failure, "user": {"email": "b@example.com"}}
+    file = tmp_path / "log.jsonl"
+    file.write_text("".join(json.dumps(e) + "\n" for e in [failure] * 3 + [other] + [failure] * 3))
+    imported = run("import", str(file), "--db", db).stdout
+    assert "7 lines: 7 events stored, 0 already stored" in imported
+    assert "0 events stored, 7 already stored" in run("import", str(file), "--db", db).stdout
+    with file.open("a") as f:
+        f.write(json.dumps(failure) + "\n")
+    assert "1 events stored, 7 already stored" in run("import", str(file), "--db", db).stdout
+    storage = open_storage(db)
+    try:
+        found = storage.query_events(EventFilter(users=(("email", "a@example.com"),)))
+        assert len(found) == 7 and len({e.id for e in found}) == 7
+        # The first copy keeps the id it had when copies were merged into it.
+        assert storage.get_event("imp_" + _content_hash(failure)) is not None
+    finally:
+        storage.close()
+
+
+def _content_hash(event: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()[:40]
+
+
+@contextmanager
+def write_lock(db_url: str) -> Iterator[None]:
+    """Another client holding the database's write lock: SQLite's ``BEGIN EXCLUSIVE`` (the
+    import gives up at its busy timeout), PostgreSQL's ``LOCK TABLE events`` (at the
+    ``lock_timeout`` the database gives each session)."""
+    if not db_url.startswith("postgresql"):
+        conn = sqlite3.connect(db_url, isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(db_url) as conn:  # one transaction, rolled back at the end
+        conn.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        yield
+
+
+def test_an_import_stopped_by_a_write_lock_says_what_it_stored(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the write lock past the import's wait: the import stops in one
+    line that says which lines were stored and that running it again is safe, which it is."""
+    from sqreen.server.storage import sqlite
+
+    monkeypatch.setattr(sqlite, "BUSY_TIMEOUT", 0.2)
+    postgres = db_url.startswith("postgresql")
+    if postgres:
+        import psycopg
+
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {conn.info.dbname} SET lock_timeout = '200ms'")
+    events = [wire_event() for _ in range(1200)]
+    file = tmp_path / "events.jsonl"
+    file.write_text("".join(json.dumps(e) + "\n" for e in events))
+    locked = ExitStack()
+
+    def lines_then_lock(stream: BinaryIO) -> Iterator[bytes]:
+        for number, line in enumerate(read_lines(stream), 1):
+            if number == 1001:  # lines 1 to 1000 are stored, in two batches
+                locked.enter_context(write_lock(db_url))
+            yield line
+
+    monkeypatch.setattr(_cli_events, "read_lines", lines_then_lock)
+    with locked:
+        result = run("import", str(file), "--db", db_url, ok=False)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and result.stdout == ""
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    reason = "canceling statement due to lock timeout" if postgres else "database is locked"
+    assert error == (
+        f"Error: the database refused a write at line 1200 ({reason}); lines 1 to 1000 are "
+        "imported (1000 events stored, 0 already stored, 0 bad): run the same import again "
+        "for the rest, it skips what is stored"
+    )
+    monkeypatch.setattr(_cli_events, "read_lines", read_lines)
+    again = run("import", str(file), "--db", db_url).stdout
+    assert "1200 lines: 200 events stored, 1000 already stored, 0 bad" in again
+    storage = open_storage(db_url)
+    try:
+        assert storage.count_events() == 1200
+    finally:
+        storage.close()
+
+
+def test_import_keeps_the_first_bad_lines_and_counts_the_rest(db: str, tmp_path: Path) -> None:
+    """A file of garbage costs no memory a line: the report keeps the messages printed (the
+    issue: 4 000 000 lines of ``x`` held 889 MB of messages, 50 of them shown)."""
+    storage = open_storage(db)
+    try:
+        tracemalloc.start()
+        try:
+            report = import_lines(storage, (b"x\n" for _ in range(100_000)))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    finally:
+        storage.close()
+    assert peak < 2_000_000, peak  # 100 000 messages kept: 22 MB
+    assert [number for number, _ in report.bad] == list(range(1, 51))  # those printed
+    assert report.lines == report.bad_lines == 100_000 and report.stored == 0
+    file = tmp_path / "bad.jsonl"
+    file.write_text("x\n" * 60 + json.dumps(wire_event()) + "\n")
+    result = run("import", str(file), "--db", db, ok=False)
+    assert result.exit_code == 1
+    assert "61 lines: 1 events stored, 0 already stored, 60 bad" in result.stdout
+    shown = result.stderr.splitlines()
+    assert shown[-2].startswith(f"{file}:50: line: malformed JSON: Expecting value")
+    assert shown[-1] == "... and 10 more bad lines"
 
 
 def test_import_of_the_file_transport_sets_traits_and_stores_events(

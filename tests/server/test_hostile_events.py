@@ -33,6 +33,7 @@ from sqreen.server.storage.model import to_us
 from .conftest import Clock, envelope, recent, wire_event
 from .poison import (
     CONTROLS,
+    ESCAPES,
     FORGED,
     HOSTILE_IDS,
     LONE,
@@ -332,3 +333,22 @@ def test_migration_7_repairs_the_times_of_a_schema_6_database(db_url: str, clock
         assert [e.id for e in upgraded.query_events()] == ["fresh"]
     finally:
         upgraded.close()
+
+
+def test_sqreen_import_prints_bad_lines_escaped(tmp_path: Path) -> None:
+    """A bad line's message names the key at fault, which the file's writer chose: printed
+    with its control characters written out, as ``sqreen events`` prints them."""
+    file = tmp_path / "hostile.jsonl"
+    bad = [
+        wire_event(user={"\x1b]0;pwned\x07": {"a": 1}}),  # sets the terminal's title
+        wire_event(properties={f"{ESCAPES}{''.join(CONTROLS)}": "x" * 5000}),
+    ]
+    file.write_text("".join(json.dumps(e) + "\n" for e in bad))
+    result = CliRunner().invoke(
+        main, ["import", str(file), "--db", str(tmp_path / "import.db")], color=True
+    )
+    assert result.exit_code == 1 and "2 bad" in result.stdout
+    assert not any(c in result.stderr for c in CONTROLS), repr(result.stderr)
+    assert f"{file}:1: user.\\x1b]0;pwned\\x07: values must be" in result.stderr
+    written = "\\x1b[2K\\r\\x1b[1A\\x1b\\r\\x07\\x7f\\x9b\\u202e\\u2066"
+    assert f"{file}:2: properties.{written}: string of 5000 characters" in result.stderr

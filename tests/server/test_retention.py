@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from sqreen._wire import parse_event
@@ -87,3 +88,27 @@ def test_sqreen_purge_goes_by_receipt(tmp_path: Path) -> None:
         assert [e.id for e in storage.query_events()] == [skewed["id"]]
     finally:
         storage.close()
+
+
+def test_days_that_no_date_can_be_counted_back_are_refused_naming_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``purge --days`` and ``serve --retention-days`` take 0 to 36 500 days, finite: ``inf``
+    and ``1e9`` crashed the purge (no date is that long ago), and ``serve`` logged the same
+    failure every hour, never purging."""
+    from sqreen.server import _cli_serve
+
+    def started(*_: object) -> None:
+        raise AssertionError("serve started")
+
+    monkeypatch.setattr(_cli_serve, "_playbook_source", started)  # the first thing it does
+    db = str(tmp_path / "days.db")
+    open_storage(db).close()
+    for value in ("inf", "-inf", "nan", "1e9", "800000", "36500.5", "-1"):
+        for command, option in (("purge", "--days"), ("serve", "--retention-days")):
+            result = CliRunner().invoke(main, [command, option, value, "--db", db])
+            assert result.exit_code == 2, (command, value, result.output, result.exception)
+            assert f"Invalid value for '{option}': " in result.output
+            assert "0<=x<=36500" in result.output
+    result = CliRunner().invoke(main, ["purge", "--days", "36500", "--db", db])
+    assert result.exit_code == 0 and "older than 36500 days" in result.output

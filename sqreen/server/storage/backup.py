@@ -14,10 +14,10 @@ not a database and its ``-wal``), checked with ``PRAGMA integrity_check``, synce
 renamed over ``PATH``: a crash leaves the old backup or the new one, never half of one.
 
 A restore checks the backup first (``integrity_check``, and a schema version this code can
-migrate) and copies it with the same API: into a new file renamed into place, or, with
-``force``, into the existing database, where every other connection sees the old content or
-the new one whole (a file renamed over a database that a process has open would leave that
-process writing to the unlinked old file).
+migrate: a whole number from 1 to the newest it knows) and copies it with the same API: into
+a new file renamed into place, or, with ``force``, into the existing database, where every
+other connection sees the old content or the new one whole (a file renamed over a database
+that a process has open would leave that process writing to the unlinked old file).
 """
 
 from __future__ import annotations
@@ -259,7 +259,14 @@ def _schema_version(conn: sqlite3.Connection, path: str) -> int:
     if row is None:
         raise BackupError(f"{path!r} is not a sqreen database (no schema version)")
     (version,) = row
-    return int(version)
+    # sqreen writes a whole number from 1 (migrate() stores 0 only in the transaction that
+    # creates the tables): anything else would be "restored", and every command then fail.
+    if type(version) is not int or version < 1:
+        raise BackupError(
+            f"{path!r} is not a sqreen database (its schema version is {version!r}, not a "
+            "whole number from 1)"
+        )
+    return version
 
 
 def _check_integrity(conn: sqlite3.Connection, what: str) -> None:
