@@ -21,6 +21,7 @@ from .times import when  # one way to show a time to people: the pages' and ours
 __all__ = [
     "MAX_DAYS",
     "Days",
+    "Finite",
     "counted",
     "db_option",
     "json_line",
@@ -42,18 +43,26 @@ DEFAULT_DB = "sqreen.db"
 MAX_DAYS = 36_500
 
 
-class Days(click.FloatRange):
-    """A number of days from 0 to :data:`MAX_DAYS` (``inf`` and ``nan`` refused: ``nan``
-    passes every comparison of a range), as ``--days`` and ``--retention-days`` take."""
+class Finite(click.FloatRange):
+    """A number from ``low`` to ``high`` (``inf`` and ``nan`` refused: ``nan`` passes every
+    comparison of a range)."""
+
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__(low, high)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not in the range {self.min}<=x<={self.max}.", param, ctx)
+        return number
+
+
+class Days(Finite):
+    """A number of days from 0 to :data:`MAX_DAYS`, as ``--days`` and ``--retention-days``
+    take."""
 
     def __init__(self) -> None:
         super().__init__(0, MAX_DAYS)
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        days = super().convert(value, param, ctx)
-        if not math.isfinite(days):
-            self.fail(f"{value} is not in the range 0<=x<={MAX_DAYS}.", param, ctx)
-        return days
 
 
 def db_option(f: F) -> F:

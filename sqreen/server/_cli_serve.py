@@ -21,7 +21,7 @@ import click
 from starlette.applications import Starlette
 
 from ._cli_blocks import max_blocks_option
-from ._cli_common import Days, db_option, opened
+from ._cli_common import Days, Finite, db_option, opened
 from ._cli_export import destination, export_options, forwarder
 from ._cli_https import https_options, https_settings
 from ._signals import exit_zero_after_sigterm, reload_on_sighup
@@ -34,6 +34,9 @@ from .playbooks import PlaybookError, PlaybookSource
 from .storage import Storage
 
 __all__ = ["GC_GEN0", "WORKER_ENV", "serve", "worker_app"]
+
+#: --travel-speed at most (km/h): a hundred times a rifle bullet; more is a typing mistake.
+MAX_TRAVEL_SPEED = 1_000_000
 
 
 @click.command()
@@ -114,7 +117,7 @@ __all__ = ["GC_GEN0", "WORKER_ENV", "serve", "worker_app"]
 )
 @click.option(
     "--travel-speed",
-    type=click.FloatRange(min=0),
+    type=Finite(0, MAX_TRAVEL_SPEED),
     default=DEFAULT_MAX_SPEED,
     show_default=True,
     help="Impossible travel: two successful logins of a user whose places (from --geoip-db) "

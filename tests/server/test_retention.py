@@ -110,5 +110,10 @@ def test_days_that_no_date_can_be_counted_back_are_refused_naming_the_option(
             assert result.exit_code == 2, (command, value, result.output, result.exception)
             assert f"Invalid value for '{option}': " in result.output
             assert "0<=x<=36500" in result.output
+    for value in ("nan", "inf", "-1", "2e6"):  # the same for the travel speed (km/h)
+        result = CliRunner().invoke(main, ["serve", "--travel-speed", value, "--db", db])
+        assert result.exit_code == 2, (value, result.output, result.exception)
+        assert "Invalid value for '--travel-speed': " in result.output
+        assert "0<=x<=1000000" in result.output
     result = CliRunner().invoke(main, ["purge", "--days", "36500", "--db", db])
     assert result.exit_code == 0 and "older than 36500 days" in result.output
