@@ -87,16 +87,15 @@ def summary(found: list[Alert]) -> str:
 
 def backtest(storage: Storage, engine: Engine, filters: EventFilter) -> list[Alert]:
     """The alerts the playbooks would have raised over the events ``filters`` select, each
-    evaluated at the time the event happened."""
+    evaluated at the time the event happened: the events are replayed in the order of their
+    times (then seqs) across the whole range, a page at a time, so that past events stored
+    after newer ones (``sqreen import``) count in their windows."""
     windows = MemoryWindows(engine, is_exempt)
     firings = []
-    after = 0
-    while True:
-        page = storage.scan_events(filters, after_seq=after, limit=PAGE)
-        if not page:
-            break
-        after = page[-1].seq
-        for event in sorted(page, key=lambda e: (e.timestamp, e.seq)):
+    after = None
+    while page := storage.scan_events_by_time(filters, after=after, limit=PAGE):
+        after = (page[-1].timestamp, page[-1].seq)
+        for event in page:
             view = event_view(event)
             firings += windows.run([view], view.ts_us)
     return alerts_for(firings)
