@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .._text import visible
-from ._cli_common import counted, db_option, json_line, opened, parse_when, when
+from ._cli_common import counted, db_option, json_line, opened, time_range, when
 from .playbooks import TEMPLATES, Engine, PlaybookError, is_exempt, load_playbooks
 from .playbooks._memory import MemoryWindows
 from .playbooks._runner import alerts_for, event_view
@@ -51,14 +51,12 @@ def playbooks_check(file: str) -> None:
 def playbooks_test(file: str, since: str, until: str | None, as_json: bool, db: str) -> None:
     """Replay stored events through the playbooks of FILE: print which group keys they would
     have alerted on or blocked, and when. Creates nothing."""
+    start, end = time_range(since, until)
     try:
         engine = Engine(load_playbooks(file))
     except PlaybookError as exc:
         raise click.ClickException(str(exc)) from None
-    filters = EventFilter(
-        since=parse_when(since, "--since"),
-        until=parse_when(until, "--until") if until else None,
-    )
+    filters = EventFilter(since=start, until=end)
     with opened(db, create=False) as storage:
         found = backtest(storage, engine, filters)
     for alert in found:
