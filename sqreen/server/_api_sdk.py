@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
@@ -136,8 +136,9 @@ def _rebalance(request: Request) -> dict[str, str] | None:
 async def actions_endpoint(request: Request) -> Response:
     """The action set; with ``version=n`` (the SDK's), ``unchanged`` when it is current (a
     diff with ``diff=1``, when smaller), and with ``wait=s`` too, a long-poll: the answer
-    comes when the set changes, or after ``s`` seconds (at most 60). A key holding too many
-    long-polls in this process has the next ones refused, 429 (see :mod:`.actions`)."""
+    comes when the set changes, or after ``s`` seconds (at most 60), or ends when the client
+    hangs up. A key holding too many long-polls in this process has the next ones refused,
+    429 (see :mod:`.actions`)."""
     key = await authenticate(request)
     feed: ActionFeed = request.app.state.actions
     known = int_param(request, "version")
@@ -146,10 +147,41 @@ async def actions_endpoint(request: Request) -> Response:
     if known is None or not wait:
         return _json({}, await run_in_threadpool(feed.encoded, known, diff))
     try:
-        actions = await feed.wait(known, wait, diff=diff, key=key.id)
+        # None: the client hung up; the answer goes nowhere (the server drops it).
+        actions = await _while_connected(request, feed.wait(known, wait, diff=diff, key=key.id))
+        actions = unchanged(known) if actions is None else actions
     except TooManyPolls as exc:
         raise ApiError(429, str(exc), headers={"Retry-After": str(int(POLL_AGAIN))}) from None
     except asyncio.CancelledError:
         # The server is stopping and cuts what it still holds: answer, the SDK asks again.
         actions = unchanged(known)
     return _json({}, actions)
+
+
+async def _while_connected(request: Request, poll: Awaitable[bytes]) -> bytes | None:
+    """What ``poll`` answers, or None as soon as the client hangs up, ``poll`` then cancelled
+    and done with (its slot of the key's ``--max-polls-per-key`` given back) before this
+    returns. Without it, a poll whose client was gone held its slot until its wait ended:
+    a key's polls opened and closed at once had every later one refused for a minute. The
+    hang-up is the server's ``http.disconnect``, awaited like the body: no polling."""
+    waiting = asyncio.ensure_future(poll)
+    gone = asyncio.ensure_future(_hung_up(request))
+    try:
+        await asyncio.wait((waiting, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not waiting.done():
+            waiting.cancel()
+            await asyncio.wait((waiting,))
+    if waiting.cancelled():
+        gone.result()  # raises what the server's receive raised, if it did
+        return None
+    return waiting.result()
+
+
+async def _hung_up(request: Request) -> None:
+    """Return when the server says the client of ``request`` is gone. A poll's body (none,
+    or whatever a client sends: read and dropped, within the server's body timeout) comes
+    first."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

@@ -72,8 +72,12 @@ def parse_when(value: str, now: datetime, field: str) -> datetime:
     """``15m``/``2h``/``7d`` (that long before ``now``) or an ISO 8601 time (naive is UTC)."""
     try:
         return now - parse_duration(value, field)
-    except InvalidBlock:
-        pass
+    except InvalidBlock as exc:
+        if _DURATION_RE.fullmatch(value.strip().lower()):
+            # A duration out of its range (4000d): say that, not that it is none.
+            raise InvalidBlock(
+                field, f"{_shown(value)}: {exc.message}, or an ISO 8601 time"
+            ) from None
     try:
         when = datetime.fromisoformat(value.strip())
     except ValueError:

@@ -82,11 +82,19 @@ def when_options(f: F) -> F:
 
 
 def time_range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
-    """The times ``--since`` and ``--until`` name (None where not given)."""
-    return (
-        parse_when(since, "--since") if since else None,
-        parse_when(until, "--until") if until else None,
-    )
+    """The times ``--since`` and ``--until`` name (None where not given); a range ending
+    where it begins, or before, is refused (it holds nothing: an empty answer would say
+    that nothing happened)."""
+    now = datetime.now(UTC)  # one now: --since 2h --until 2h is empty
+    start = parse_when(since, "--since", now) if since else None
+    end = parse_when(until, "--until", now) if until else None
+    if start is not None and end is not None and end <= start:
+        raise click.BadParameter(
+            f"must be later than --since (--since {since} is {when(start)}, "
+            f"--until {until} is {when(end)})",
+            param_hint="--until",
+        )
+    return start, end
 
 
 @contextmanager
@@ -128,9 +136,10 @@ def json_line(value: Any) -> str:
     return json.dumps(value).replace("\x7f", "\\u007f")
 
 
-def parse_when(value: str, option: str) -> datetime:
-    """``1h`` (that long ago) or an ISO 8601 time (naive is UTC)."""
+def parse_when(value: str, option: str, now: datetime | None = None) -> datetime:
+    """``1h`` (that long before ``now``, by default now) or an ISO 8601 time (naive is
+    UTC)."""
     try:
-        return blocks.parse_when(value, datetime.now(UTC), option)
+        return blocks.parse_when(value, now or datetime.now(UTC), option)
     except InvalidBlock as exc:
         raise click.BadParameter(exc.message, param_hint=option) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .._text import visible
-from ._cli_common import counted, db_option, json_line, opened, parse_when, when
+from ._cli_common import counted, db_option, json_line, opened, time_range, when
 from .playbooks import TEMPLATES, Engine, PlaybookError, is_exempt, load_playbooks
 from .playbooks._memory import MemoryWindows
 from .playbooks._runner import alerts_for, event_view
@@ -51,14 +51,12 @@ def playbooks_check(file: str) -> None:
 def playbooks_test(file: str, since: str, until: str | None, as_json: bool, db: str) -> None:
     """Replay stored events through the playbooks of FILE: print which group keys they would
     have alerted on or blocked, and when. Creates nothing."""
+    start, end = time_range(since, until)
     try:
         engine = Engine(load_playbooks(file))
     except PlaybookError as exc:
         raise click.ClickException(str(exc)) from None
-    filters = EventFilter(
-        since=parse_when(since, "--since"),
-        until=parse_when(until, "--until") if until else None,
-    )
+    filters = EventFilter(since=start, until=end)
     with opened(db, create=False) as storage:
         found = backtest(storage, engine, filters)
     for alert in found:
@@ -87,16 +85,15 @@ def summary(found: list[Alert]) -> str:
 
 def backtest(storage: Storage, engine: Engine, filters: EventFilter) -> list[Alert]:
     """The alerts the playbooks would have raised over the events ``filters`` select, each
-    evaluated at the time the event happened."""
+    evaluated at the time the event happened: the events are replayed in the order of their
+    times (then seqs) across the whole range, a page at a time, so that past events stored
+    after newer ones (``sqreen import``) count in their windows."""
     windows = MemoryWindows(engine, is_exempt)
     firings = []
-    after = 0
-    while True:
-        page = storage.scan_events(filters, after_seq=after, limit=PAGE)
-        if not page:
-            break
-        after = page[-1].seq
-        for event in sorted(page, key=lambda e: (e.timestamp, e.seq)):
+    after = None
+    while page := storage.scan_events_by_time(filters, after=after, limit=PAGE):
+        after = (page[-1].timestamp, page[-1].seq)
+        for event in page:
             view = event_view(event)
             firings += windows.run([view], view.ts_us)
     return alerts_for(firings)

@@ -16,7 +16,9 @@ hold at most ``max_polls_per_key`` of them at once in a process (:data:`MAX_POLL
 a fleet of 50 app servers of 8 workers holds 400 with one key, on one collector process at
 worst). A poll past that is refused at once (:class:`TooManyPolls`: a 429 asking to come
 back in 30 s, which the SDK's poller obeys); its SDK still gets every change in the replies
-to its batches and heartbeats. A key holding that many is logged once a minute.
+to its batches and heartbeats. A key holding that many is logged once a minute. A poll whose
+client hangs up ends then, its slot given back (the HTTP layer cancels :meth:`ActionFeed.wait`
+on the server's ``http.disconnect``: ``_api_sdk._while_connected``).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from sqreen._client_ip import TrustedProxies
 from sqreen.server.blocks import BlockService, ip_block, user_block
 from sqreen.server.storage import BlockSpec, NewAlert, Storage, WindowWrite, open_storage
 
-from .conftest import Collector, ServeProcess, add_key, envelope, wire_event
+from .conftest import Collector, ServeProcess, add_key, envelope, wait_for, wire_event
 
 
 def batch(version: int | None = None, diff: bool = True) -> dict[str, Any]:
@@ -233,6 +234,34 @@ def test_one_key_holds_a_bounded_number_of_long_polls(
     assert all(answer["version"] == 1 for answer in answers.values())
     lines = [line for line in log.read_text().splitlines() if "long-polls" in line]
     assert len(lines) == 1 and "API key #1" in lines[0] and "--max-polls-per-key" in lines[0]
+
+
+@pytest.mark.slow
+def test_a_long_poll_whose_client_hung_up_gives_its_slot_back_at_once(
+    tmp_path: Path, serve: Callable[..., ServeProcess]
+) -> None:
+    """A client that closes its long-poll (a process gone, a proxy's timeout, an attacker
+    opening and closing polls) holds none of its key's --max-polls-per-key: the key's next
+    poll is held, not refused for the rest of the minute the closed ones asked for."""
+    db = str(tmp_path / "sqreen.db")
+    fleet = add_key(db, "fleet")
+    collector = serve(db, None, "--max-polls-per-key", "2")
+    params = {"version": 0, "wait": 60}
+    request = (
+        "GET /v1/actions?version=0&wait=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {fleet}\r\n\r\n"
+    ).encode()
+    for _ in range(3):  # each time, every slot the key has
+        polls = [socket.create_connection(("127.0.0.1", collector.port)) for _ in range(2)]
+        for poll in polls:
+            poll.sendall(request)
+        time.sleep(0.5)  # both held (a probe held meanwhile would take a slot itself)
+        _until(lambda: _third_poll(collector.url, fleet, params).status_code == 429)
+        for poll in polls:
+            poll.close()
+        hung_up = time.monotonic()
+        wait_for(lambda: _third_poll(collector.url, fleet, params).status_code == 200, 10)
+        assert time.monotonic() - hung_up < 5
 
 
 def _third_poll(url: str, token: str, params: dict[str, Any]) -> httpx.Response:

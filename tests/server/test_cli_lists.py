@@ -95,6 +95,27 @@ def test_the_backtest_summary_counts_alerts_and_blocks_in_agreeing_words(
     assert result.stderr == "5 alerts would have been raised (3 IP blocks, 1 user block)\n"
 
 
+@pytest.mark.parametrize(
+    ("since", "until", "said"),
+    [
+        ("1d", "3d", "Invalid value for --until: must be later than --since (--since 1d is "),
+        ("4000d", None, "Invalid value for --since: '4000d': must be positive and at most 3650 "),
+    ],
+)
+def test_the_backtest_refuses_a_range_it_cannot_replay_saying_why(
+    db: str, tmp_path: Path, since: str, until: str | None, said: str
+) -> None:
+    """An inverted range (which held no event: "no alerts") and a duration past the limit
+    (which was "neither a duration nor an ISO 8601 time") are refused, naming the reason."""
+    failures(db, "192.0.2.77", ["alice"] * 5)
+    file = tmp_path / "playbooks.toml"
+    file.write_text(TEMPLATES)
+    args = ["playbooks", "test", str(file), "--since", since, "--db", db]
+    result = CliRunner().invoke(main, args + (["--until", until] if until else []))
+    assert result.exit_code == 2 and said in result.output, result.output
+    assert "neither a duration" not in result.output
+
+
 #: An IP block at 5 failures, a user block at 10, and an alert for bob's first failure.
 ACCOUNTS = (
     TEMPLATES.split("[[playbook]]")[0]

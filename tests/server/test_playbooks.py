@@ -308,8 +308,8 @@ def test_a_takeover_alert_holds_the_success_with_the_attackers_ip(
 def test_the_backtest_lists_alerts_in_time_order_across_pages(
     sqlite_storage: Storage, clock: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Pages of events are read by seq: events stored late (an SDK's retried batch) make an
-    earlier alert found later. The list is by time all the same."""
+    """Events stored late (an SDK's retried batch) happened before those stored first, in
+    another page: the list is by time all the same."""
     monkeypatch.setattr(_cli_playbooks, "PAGE", 5)
 
     def signups(ip: str, minutes_ago: float) -> None:
@@ -323,6 +323,32 @@ def test_the_backtest_lists_alerts_in_time_order_across_pages(
     found = _cli_playbooks.backtest(sqlite_storage, engine, EventFilter())
     assert [a.group_key for a in found] == ["198.51.100.2", "198.51.100.1"]
     assert [a.created_at for a in found] == sorted(a.created_at for a in found)
+
+
+def test_the_backtest_replays_events_imported_late_in_time_order(
+    storage: Storage, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past events imported after newer ones (`sqreen import`): an address's three failures
+    two days ago and one a minute ago are stored first, two more from two days ago next, in
+    a later page. Replayed by time, the five make the brute force of two days ago; by seq,
+    the recent one cleared the older hits before the last two were counted."""
+    monkeypatch.setattr(_cli_playbooks, "PAGE", 4)
+    then = clock() - timedelta(days=2)
+
+    def stored(*times: Any) -> None:
+        events = [
+            failure("203.0.113.66", f"v{i}", timestamp=format_timestamp(at))
+            for i, at in enumerate(times)
+        ]
+        storage.insert_events(events, app="shop", host="web1")  # type: ignore[arg-type]
+
+    stored(*(then + timedelta(seconds=s) for s in (0, 10, 20)), clock() - timedelta(minutes=1))
+    stored(then + timedelta(seconds=30), then + timedelta(seconds=40))
+    engine = Engine(parse_playbooks(TEMPLATES))
+    found = _cli_playbooks.backtest(storage, engine, EventFilter(since=clock() - timedelta(7)))
+    (alert,) = [a for a in found if a.playbook == "brute-force-ip"]
+    assert alert.group_key == "203.0.113.66" and alert.total == 5
+    assert alert.created_at == then + timedelta(seconds=40)
 
 
 def test_monitor_mode_records_the_alert_and_blocks_nobody(

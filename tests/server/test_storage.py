@@ -186,6 +186,28 @@ def test_query_filters_and_paging(storage: Storage) -> None:
     assert not set(ids(first)) & set(ids(rest))
 
 
+def test_a_walk_by_time_reads_each_event_once_in_time_then_seq_order(storage: Storage) -> None:
+    """Events stored out of time order, seven of them at one time: pages of three (a page
+    ending amid those seven) give every event in the range once, by time then seq."""
+    minutes = [9, 3, 5, 5, 1, 5, 5, 5, 0, 5, 7, 5, 2]
+    events = [wire_event(timestamp=f"2026-01-01T00:{m:02d}:00Z") for m in minutes]
+    seqs = storage.insert_events(stored(*events)).seqs
+    by_time = [e["id"] for _, _, e in sorted(zip(minutes, seqs, events, strict=True))]
+    since = datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+
+    def walk(f: EventFilter) -> list[str]:
+        found: list[str] = []
+        after = None
+        while page := storage.scan_events_by_time(f, after=after, limit=3):
+            assert len(page) <= 3
+            found += ids(page)
+            after = (page[-1].timestamp, page[-1].seq)
+        return found
+
+    assert walk(EventFilter()) == by_time
+    assert walk(EventFilter(since=since, until=since + timedelta(minutes=6))) == by_time[1:-2]
+
+
 def test_count_by_and_histogram(storage: Storage) -> None:
     events = [
         wire_event(

@@ -294,8 +294,7 @@ def _span(seconds: float) -> str:
 
 def alerts_for(firings: Sequence[Firing]) -> list[Alert]:
     """For the backtest: the alerts firings would have stored (no id, no block), in the
-    order of their times (the time of the event that fired each: a page of events is
-    replayed in time order, but the pages are read by seq)."""
+    order of their times (the time of the event that fired each)."""
     out = []
     ordered = sorted(firings, key=lambda f: (f.last_us, f.last_seq))  # stable: ties kept
     for n, f in enumerate(ordered, 1):

@@ -112,6 +112,18 @@ class EventStore(Clocked, Protocol):
         """Matching events stored after ``after_seq``, oldest first (a walk, page by page)."""
         ...
 
+    def scan_events_by_time(
+        self,
+        filters: EventFilter = NO_FILTER,
+        *,
+        after: tuple[datetime, int] | None = None,
+        limit: int = 1000,
+    ) -> list[StoredEvent]:
+        """Matching events in the order of their times, then of their seqs: a walk, page by
+        page, where ``after`` is the time and seq of the last event of the previous page (the
+        backtest's, which replays events as they happened, whenever they were stored)."""
+        ...
+
     def get_event(self, event_id: str, *, seq: int | None = None) -> StoredEvent | None:
         """The event of this id (ids are unique per key: the first stored of them, or the
         one of ``seq``)."""

@@ -50,6 +50,40 @@ class EventQueries(EventWalks):
         )
         return [event_from_row(r) for r in rows]
 
+    def scan_events_by_time(
+        self,
+        filters: EventFilter = NO_FILTER,
+        *,
+        after: tuple[datetime, int] | None = None,
+        limit: int = 1000,
+    ) -> list[StoredEvent]:
+        """Matching events by time, then seq, after ``after`` (a time and a seq): a walk of
+        the time index (``events_ts``, whose entries are in that order on both back ends).
+
+        The rest of the events of ``after``'s time first, then those of later times: two
+        seeks of the index. One condition, ``(ts, seq) > (?, ?)``, would be one statement,
+        but SQLite seeks it by the time alone and reads every event of that time again for
+        each page (an import of events all of one time: pages times its events).
+        """
+        conds, params = self._where(filters)
+        limit = max(0, limit)
+        found = []
+        if after is not None:
+            at = to_us(after[0])
+            found = self._read(
+                f"SELECT {SELECT_EVENT} FROM events e WHERE "
+                f"{' AND '.join([*conds, 'e.ts = ?', 'e.seq > ?'])} ORDER BY e.seq LIMIT ?",
+                [*params, at, after[1], limit],
+            )
+            conds, params = [*conds, "e.ts > ?"], [*params, at]
+        if len(found) < limit:
+            where = f"WHERE {' AND '.join(conds)} " if conds else ""
+            found += self._read(
+                f"SELECT {SELECT_EVENT} FROM events e {where}ORDER BY e.ts, e.seq LIMIT ?",
+                [*params, limit - len(found)],
+            )
+        return [event_from_row(r) for r in found]
+
     def query_events(
         self,
         filters: EventFilter = NO_FILTER,
