@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,19 @@ from starlette.testclient import TestClient
 
 from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
-from sqreen.server.blocks import BlockService, ip_block
+from sqreen.server.blocks import BlockService, ip_block, user_block
 from sqreen.server.cli import main
 from sqreen.server.explorer import set_admin_password
-from sqreen.server.intel import Countries, GeoIpError, IpIntel, Reputation, open_geoip
+from sqreen.server.intel import Countries, GeoIpError, IpIntel, Reputation, _score, open_geoip
 from sqreen.server.pipeline import IngestPipeline
-from sqreen.server.storage import NO_FILTER, EventFilter, Storage, open_storage
+from sqreen.server.storage import (
+    NO_FILTER,
+    EventFilter,
+    NewAlert,
+    Storage,
+    WindowWrite,
+    open_storage,
+)
 from tests.explorer.conftest import login
 from tests.mmdb import write_mmdb
 
@@ -138,6 +146,34 @@ def test_the_threat_score_adds_the_kind_and_the_collectors_own_memory(storage: S
     assert info is not None
     assert (info["score"], info["reasons"]) == (90, ["tor", "blocked_recently"])
     assert intel.info("185.220.102.1") != info  # outside the block
+
+
+def test_user_blocks_and_user_alerts_push_no_ip_block_or_ip_alert_out_of_the_score(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The score reads the newest IP blocks and alerts grouped by IP: blocks of users and
+    alerts of other groups made since, however many, are not among them (both back ends)."""
+    monkeypatch.setattr(_score, "MAX_READ", 3)  # stands for 5 000 (a flood of user blocks)
+    service = BlockService(storage)
+    service.create(ip_block("185.220.101.0/24"), created_by="admin")
+    raise_alert(storage, "ip", "198.51.100.7")
+    for n in range(5):
+        service.create(user_block({"uid": f"u{n}"}, duration=600), created_by="playbook:x")
+        raise_alert(storage, "user", json.dumps({"uid": f"u{n}"}))
+    since = storage.now() - timedelta(days=1)
+    assert storage.recent_ip_blocks(since, 3) == ["185.220.101.0/24"]
+    assert storage.recent_alert_ips(since, 3) == ["198.51.100.7"]
+    assert storage.recent_ip_blocks(storage.now() + timedelta(seconds=1), 3) == []
+    intel = IpIntel(reputation=Reputation(storage))
+    intel.reputation.refresh()  # type: ignore[union-attr]
+    assert intel.info("185.220.101.1")["reasons"] == ["tor", "blocked_recently"]  # type: ignore[index]
+    assert intel.info("198.51.100.7")["reasons"] == ["playbook_alert"]  # type: ignore[index]
+
+
+def raise_alert(storage: Storage, group_by: str, key: str) -> None:
+    now = storage.now()
+    alert = NewAlert("x", group_by, key, 1, now, now, 1, 1, (1,), "monitor", "alert", "", None)
+    storage.update_windows([("s", key)], [], [], lambda found, quiet: WindowWrite({}, [alert]))
 
 
 def test_a_self_written_mmdb_gives_city_coordinates_and_asn(tmp_path: Path) -> None:
