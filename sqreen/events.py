@@ -10,9 +10,9 @@ LiteSOC's fields map onto this SDK's: ``actor`` is ``user`` (``actor.id`` -> ``u
 ``actor.email`` -> ``user["email"]``), ``metadata`` is ``properties``, ``target`` is
 ``target`` (``{"id", "type", "name"}``), and ``metadata.ip_address`` / ``user_agent`` are
 captured from the request by the middleware. The collector accepts the other spellings in
-:data:`ALIASES` and stores the canonical name (:func:`canonical_name`); each name has a
-severity (:func:`severity`): ``info``, ``warning`` or ``critical``, ``info`` for names of
-your own.
+:data:`ALIASES`, stores the canonical name (:func:`canonical_name`) and reads a name given
+in another spelling (a playbook's, a filter's) as it. Each name has a severity
+(:func:`severity`): ``info``, ``warning`` or ``critical``, ``info`` for names of your own.
 
 .. versionadded:: 0.1
 """

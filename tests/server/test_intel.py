@@ -23,6 +23,7 @@ from sqreen.server.cli import main
 from sqreen.server.explorer import set_admin_password
 from sqreen.server.intel import Countries, GeoIpError, IpIntel, Reputation, _score, open_geoip
 from sqreen.server.pipeline import IngestPipeline
+from sqreen.server.playbooks import PlaybookSource
 from sqreen.server.storage import (
     NO_FILTER,
     EventFilter,
@@ -403,6 +404,37 @@ def test_litesoc_spellings_are_stored_under_the_standard_name_and_filter_by_seve
     assert names("warning") == ["auth.login.failure"] * 2
     assert names("info") == ["auth.login.success", "order.created"]
     assert storage.count_events(EventFilter(severity="warning")) == 2
+
+
+def test_playbooks_and_sqreen_events_read_other_spellings_as_stored(
+    sqlite_storage: Storage, tmp_path: Path
+) -> None:
+    """A playbook naming ``login.failure`` and a country ``de`` blocks the Tor exit that
+    fails as ``AUTH_LOGIN_FAILURE`` (stored as ``auth.login.failure``, from ``DE``); the
+    SDK's reply names the standard name to send at once; ``sqreen events --name`` finds the
+    events under any spelling."""
+    rules = tmp_path / "playbooks.toml"
+    rules.write_text(
+        '[[playbook]]\nid = "tor-failure"\nevents = ["login.failure"]\n'
+        'where = { "ip.country" = "de" }\ngroup_by = "ip"\nthreshold = 1\nwindow = "1h"\n'
+        'action = "block_ip"\nduration = "1h"\n'
+    )
+    token = new_token()
+    sqlite_storage.create_key("sdk", hash_token(token))
+    app = create_app(sqlite_storage, playbooks=PlaybookSource(rules))
+    event = wire_event(name="AUTH_LOGIN_FAILURE")
+    event["request"] = {**event["request"], "ip": "185.220.101.1"}
+    with TestClient(app) as client:
+        reply = client.post(
+            "/v1/events", json=envelope([event]), headers={"Authorization": f"Bearer {token}"}
+        ).json()
+    assert reply["actions"]["watch"] == ["auth.login.failure"]
+    (block,) = reply["actions"]["items"]
+    assert block["ip"] == "185.220.101.1/32"
+    db = sqlite_storage.path  # type: ignore[attr-defined]
+    for spelling in ("login.failure", "AUTH_LOGIN_FAILURE", "auth.login.failure"):
+        out = CliRunner().invoke(main, ["events", "--json", "--name", spelling, "--db", db])
+        assert [json.loads(line)["id"] for line in out.output.splitlines()] == [event["id"]]
 
 
 def test_sqreen_import_stores_ip_info_and_standard_names(tmp_path: Path) -> None:
