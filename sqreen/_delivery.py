@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._errors import Guard, InternalErrors
+from .events import ALIASES
 
 if TYPE_CHECKING:
     from ._blocking import Blocklist
@@ -27,13 +28,22 @@ if TYPE_CHECKING:
     from ._spool import Spool
     from .transports import Transport
 
-__all__ = ["MAX_BACKOFF", "MAX_RETRY_AFTER", "Batch", "Delivery", "Prepared"]
+__all__ = ["MAX_BACKOFF", "MAX_RETRY_AFTER", "Batch", "Delivery", "Prepared", "spellings"]
 
 logger = logging.getLogger("sqreen")
 
 MAX_BACKOFF = 30.0
 #: The longest a ``Retry-After`` holds the queue (a day asked is five minutes obeyed).
 MAX_RETRY_AFTER = 300.0
+
+
+def spellings(names: frozenset[str]) -> frozenset[str]:
+    """Every name an app may track ``names`` under: each as the collector stores it, and
+    LiteSOC's other spellings of it (:data:`sqreen.events.ALIASES`), which the collector
+    stores under the standard name. Worked out when the watch list changes, so that
+    ``put()`` compares the tracked name as it is, with no lookup."""
+    standard = {ALIASES.get(name, name) for name in names}
+    return frozenset(standard).union(alias for alias, name in ALIASES.items() if name in standard)
 
 
 class Batch(list["Prepared"]):
@@ -64,6 +74,7 @@ class Delivery:
     errors: InternalErrors
     spool: Spool | None
     watched: frozenset[str]
+    urgent: frozenset[str]
     first_actions: threading.Event
     tracked: int
     recovered: int
@@ -256,6 +267,7 @@ class Delivery:
             watch = actions.get("watch")
             names = watch if isinstance(watch, list) else ()
             self.watched = frozenset(n for n in names[:256] if isinstance(n, str))
+            self.urgent = spellings(self.watched)
             if self.spool is not None and self.blocklist.version != version:
                 whole = actions if "items" in actions else self.blocklist.snapshot()
                 if whole is not actions:

@@ -81,6 +81,8 @@ class Queue(Delivery):
         self._envelope = envelope
         #: Event names the collector's enforcing playbooks read: sent within URGENT_DELAY.
         self.watched: frozenset[str] = frozenset()
+        #: The names tracked under which an event is one of those (LiteSOC's spellings too).
+        self.urgent: frozenset[str] = frozenset()
         #: Set once an action set arrived (from the collector, or the spool at start).
         self.first_actions = threading.Event()
         self._clock = clock
@@ -157,7 +159,7 @@ class Queue(Delivery):
             event.enqueued = self._clock()
             self._queue.append(event)
             queued = len(self._queue)
-        if event.name in self.watched and self._urgent_at is None:
+        if event.name in self.urgent and self._urgent_at is None:
             # A playbook waits for it: leave within URGENT_DELAY (what arrives meanwhile
             # goes in the same batch), not on the flush interval.
             self._urgent_at = event.enqueued + URGENT_DELAY

@@ -10,9 +10,10 @@ LiteSOC's fields map onto this SDK's: ``actor`` is ``user`` (``actor.id`` -> ``u
 ``actor.email`` -> ``user["email"]``), ``metadata`` is ``properties``, ``target`` is
 ``target`` (``{"id", "type", "name"}``), and ``metadata.ip_address`` / ``user_agent`` are
 captured from the request by the middleware. The collector accepts the other spellings in
-:data:`ALIASES` and stores the canonical name (:func:`canonical_name`); each name has a
-severity (:func:`severity`): ``info``, ``warning`` or ``critical``, ``info`` for names of
-your own.
+:data:`ALIASES`, stores the canonical name (:func:`canonical_name`) and reads a name given
+in another spelling (a playbook's, a filter's) as it; it refuses from SDKs the names it
+raises itself (:data:`DERIVED_EVENTS`). Each name has a severity (:func:`severity`):
+``info``, ``warning`` or ``critical``, ``info`` for names of your own.
 
 .. versionadded:: 0.1
 """
@@ -40,6 +41,7 @@ __all__ = [
     "DATA_DELETED",
     "DATA_EXPORT_REQUESTED",
     "DATA_IMPORT_COMPLETED",
+    "DERIVED_EVENTS",
     "SECURITY_BLOCKED",
     "SECURITY_IMPOSSIBLE_TRAVEL",
     "SECURITY_RATE_LIMITED",
@@ -139,6 +141,13 @@ def _aliases() -> dict[str, str]:
 
 #: Accepted spelling -> standard name (the collector stores the standard name).
 ALIASES: Final = MappingProxyType(_aliases())
+
+
+#: The names the collector raises itself, each with the names of the events it derives it
+#: from (impossible travel: from successful logins). The collector refuses them from SDKs,
+#: so that only its own reach playbooks, and has SDKs send the sources of one a playbook
+#: reads at once, as it does the names playbooks read.
+DERIVED_EVENTS: Final = MappingProxyType({SECURITY_IMPOSSIBLE_TRAVEL: (AUTH_LOGIN_SUCCESS,)})
 
 
 def canonical_name(name: str) -> str:

@@ -291,6 +291,25 @@ def test_a_watched_event_leaves_within_a_tenth_of_a_second() -> None:
     assert event_posts(transport) == 1  # others wait for the interval
 
 
+@pytest.mark.parametrize("watch", ["auth.login.failure", "login.failure"])
+def test_a_watched_event_tracked_under_another_spelling_leaves_as_soon(watch: str) -> None:
+    """The collector stores LiteSOC's other spellings under the standard name, which its
+    playbooks read: an event tracked as ``AUTH_LOGIN_FAILURE`` is one of theirs too."""
+    actions = {"version": 2, "items": [], "watch": [watch]}
+    queue, transport, clock = make(Reply("ok", actions=actions), flush_interval=5)
+    queue.step()
+    for name in ("AUTH_LOGIN_FAILURE", "login.failure", "auth.login.failure"):
+        put(queue, 1, name=name)
+        clock.advance(0.101)
+        queue.step()
+        assert event_posts(transport) == 1, name
+        transport.calls.clear()
+    put(queue, 1, name="auth.login.success")  # another name's spellings wait
+    clock.advance(1)
+    queue.step()
+    assert event_posts(transport) == 0
+
+
 def test_an_unchanged_action_set_keeps_blocks_and_watch_list() -> None:
     actions = {
         "version": 3,

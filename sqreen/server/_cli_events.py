@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from .._text import visible
+from ..events import canonical_name
 from ._cli_common import db_option, json_line, opened, pairs, time_range, when, when_options
 from .importer import ImportReport, ImportStopped, import_lines, read_lines
 from .intel import IpIntel
@@ -40,7 +41,7 @@ def _line(e: StoredEvent) -> str:
 
 
 @click.command()
-@click.option("--name", help="Only events with this name.")
+@click.option("--name", help="Only events with this name (LiteSOC's other spellings too).")
 @click.option("--user", "users", multiple=True, metavar="KEY=VALUE", help="User identifier.")
 @click.option("--prop", "props", multiple=True, metavar="KEY=VALUE", help="Property value.")
 @click.option(
@@ -73,7 +74,7 @@ def events(
     address, network = ip_filter(ip) if ip is not None else (None, ())
     start, end = time_range(since, until)
     filters = EventFilter(
-        name=name,
+        name=None if name is None else canonical_name(name),  # LiteSOC's other spellings
         users=pairs(users, "--user"),
         properties=pairs(props, "--prop"),
         ip=address,

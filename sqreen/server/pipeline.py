@@ -8,8 +8,9 @@ that waited for a turn go through it together (:meth:`IngestPipeline.ingest_many
 1. **parse**: the envelope, then each event with :func:`sqreen._wire.parse_event`, the SDK's
    own rules; a mixed batch keeps its valid events and lists the others by index. A name in
    :data:`sqreen.events.ALIASES` (``AUTH_LOGIN_SUCCESS``, ``login.success``...) is stored as
-   its standard name. A body whose events are all valid takes a fast path in C
-   (:mod:`.fastparse`) with the same results.
+   its standard name; one the collector raises itself (``security.impossible_travel``,
+   :data:`sqreen.events.DERIVED_EVENTS`) is refused, as an invalid event. A body whose
+   events are all valid takes a fast path in C (:mod:`.fastparse`) with the same results.
 2. **enrich**: each :class:`Enricher` in turn may add fields to each valid event
    (:attr:`Batch.enrichment`); they are stored with it. Local data only, never a network
    call: enrichers delay the reply and the next body of this process. An enricher may also
@@ -41,11 +42,10 @@ from typing import Any, Protocol, TypeGuard
 
 from .._event import InvalidEvent
 from .._wire import IDENTIFY, WireEvent, parse_envelope, parse_event
-from ..events import ALIASES
 from .errors import ApiError
 from .fastjson import measure
 from .fastparse import parse_batch
-from .ingest import Held, held_actions, parse_json, text
+from .ingest import Held, held_actions, parse_json, standard_name, text
 from .storage import InsertResult, PreparedEvents, Storage, StoredEvent, new_events
 
 __all__ = ["AfterStoreHook", "Batch", "Enricher", "IngestPipeline"]
@@ -216,6 +216,8 @@ class IngestPipeline:
         for index, raw in enumerate(raw_events):
             try:
                 event = parse_event(raw, measure)
+                # LiteSOC's other spellings: one name stored; the collector's own refused.
+                event["name"] = standard_name(event["name"])
             except InvalidEvent as exc:
                 batch.rejected.append({"index": index, "error": str(exc)})
                 batch.reasons.append(exc.rule)
@@ -224,8 +226,6 @@ class IngestPipeline:
                 batch.rejected.append({"index": index, "error": "event: could not be validated"})
                 batch.reasons.append("unexpected")
             else:
-                if event["name"] in ALIASES:  # LiteSOC's other spellings: one name stored
-                    event["name"] = ALIASES[event["name"]]
                 (batch.identities if event["name"] == IDENTIFY else batch.events).append(event)
         return batch
 

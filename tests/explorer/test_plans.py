@@ -1,5 +1,6 @@
 """The query plans behind the events page (and the reads of the alerts, playbooks and blocks
-pages and of a user's traits) use indexes, on both back ends.
+pages, of a user's traits and of the threat score's recent blocks and alerts) use indexes, on
+both back ends.
 
 Each single filter's page (list, histogram sample, group counts) is loaded on a small
 database while every statement is recorded, then each statement is explained: no full scan of
@@ -139,8 +140,8 @@ def test_each_filter_reads_through_an_index(filled: Storage, label: str) -> None
         assert any(by_key.search(text) for text in plans), "\n\n".join(plans)
 
 
-#: The reads of the alerts, playbooks and blocks pages and of a user's traits; the index
-#: each must use.
+#: The reads of the alerts, playbooks and blocks pages, of a user's traits and of the threat
+#: score; the index each must use.
 READS: dict[str, tuple[Any, str]] = {
     "an alert's events": (lambda s: s.events_by_seq([3, 5, 8]), r"events_pkey|PRIMARY KEY"),
     "a playbook's alerts": (
@@ -154,6 +155,15 @@ READS: dict[str, tuple[Any, str]] = {
             "properties.block_id", EventFilter(name="security.blocked"), 10_000, newest=10_000
         ),
         "events_name",
+    ),
+    # The threat score's reads (every 5 s): the IP blocks and IP alerts alone, by time.
+    "recent IP blocks": (
+        lambda s: s.recent_ip_blocks(NOW - timedelta(days=7), 5000),
+        "blocks_ip_made",
+    ),
+    "recent IP alerts": (
+        lambda s: s.recent_alert_ips(NOW - timedelta(days=1), 5000),
+        "alerts_ip_made",
     ),
 }
 

@@ -56,6 +56,21 @@ def test_ipv4_mapped_addresses_are_unmapped_as_the_sdk_records_them() -> None:
     assert query.filters.ip == "198.51.100.7"
 
 
+def test_names_and_ip_fields_filter_as_events_store_them() -> None:
+    """LiteSOC's other spellings are stored under the standard name (which the link then
+    shows), countries as upper-case codes, kinds in lower case, ASNs in decimal."""
+    query, errors = parse_query(
+        [("name", "login.failure"), ("country", "gb"), ("kind", "Tor"), ("asn", "as20712")], NOW
+    )
+    assert errors == []
+    assert query.filters == EventFilter(
+        name="auth.login.failure", country="GB", kind="tor", asn="20712"
+    )
+    assert query.url("/e") == "/e?name=auth.login.failure&country=GB&kind=tor&asn=20712"
+    assert parse("name=AUTH_LOGIN_FAILURE")[0] == parse("name=auth.login.failure")[0]
+    assert parse_query([("name", "order.created")], NOW)[0].filters.name == "order.created"
+
+
 @pytest.mark.parametrize(
     ("raw", "error"),
     [
@@ -66,6 +81,9 @@ def test_ipv4_mapped_addresses_are_unmapped_as_the_sdk_records_them() -> None:
             "group=user:",
             "group: must be name, ip, app, country, kind, asn, user:<key> or prop:<key>",
         ),
+        ("country=Germany", "country: must be a two-letter country code (e.g. DE)"),
+        ("kind=t0r", "kind: must be a network kind (tor, vpn, hosting...)"),
+        ("asn=Google", "asn: must be an AS number (e.g. 15169 or AS15169)"),
         ("limit=0", None),  # the page ignores the API's limit
     ],
 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,20 @@ from starlette.testclient import TestClient
 
 from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
-from sqreen.server.blocks import BlockService, ip_block
+from sqreen.server.blocks import BlockService, ip_block, user_block
 from sqreen.server.cli import main
 from sqreen.server.explorer import set_admin_password
-from sqreen.server.intel import Countries, GeoIpError, IpIntel, Reputation, open_geoip
+from sqreen.server.intel import Countries, GeoIpError, IpIntel, Reputation, _score, open_geoip
 from sqreen.server.pipeline import IngestPipeline
-from sqreen.server.storage import NO_FILTER, EventFilter, Storage, open_storage
+from sqreen.server.playbooks import PlaybookSource
+from sqreen.server.storage import (
+    NO_FILTER,
+    EventFilter,
+    NewAlert,
+    Storage,
+    WindowWrite,
+    open_storage,
+)
 from tests.explorer.conftest import login
 from tests.mmdb import write_mmdb
 
@@ -138,6 +147,34 @@ def test_the_threat_score_adds_the_kind_and_the_collectors_own_memory(storage: S
     assert info is not None
     assert (info["score"], info["reasons"]) == (90, ["tor", "blocked_recently"])
     assert intel.info("185.220.102.1") != info  # outside the block
+
+
+def test_user_blocks_and_user_alerts_push_no_ip_block_or_ip_alert_out_of_the_score(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The score reads the newest IP blocks and alerts grouped by IP: blocks of users and
+    alerts of other groups made since, however many, are not among them (both back ends)."""
+    monkeypatch.setattr(_score, "MAX_READ", 3)  # stands for 5 000 (a flood of user blocks)
+    service = BlockService(storage)
+    service.create(ip_block("185.220.101.0/24"), created_by="admin")
+    raise_alert(storage, "ip", "198.51.100.7")
+    for n in range(5):
+        service.create(user_block({"uid": f"u{n}"}, duration=600), created_by="playbook:x")
+        raise_alert(storage, "user", json.dumps({"uid": f"u{n}"}))
+    since = storage.now() - timedelta(days=1)
+    assert storage.recent_ip_blocks(since, 3) == ["185.220.101.0/24"]
+    assert storage.recent_alert_ips(since, 3) == ["198.51.100.7"]
+    assert storage.recent_ip_blocks(storage.now() + timedelta(seconds=1), 3) == []
+    intel = IpIntel(reputation=Reputation(storage))
+    intel.reputation.refresh()  # type: ignore[union-attr]
+    assert intel.info("185.220.101.1")["reasons"] == ["tor", "blocked_recently"]  # type: ignore[index]
+    assert intel.info("198.51.100.7")["reasons"] == ["playbook_alert"]  # type: ignore[index]
+
+
+def raise_alert(storage: Storage, group_by: str, key: str) -> None:
+    now = storage.now()
+    alert = NewAlert("x", group_by, key, 1, now, now, 1, 1, (1,), "monitor", "alert", "", None)
+    storage.update_windows([("s", key)], [], [], lambda found, quiet: WindowWrite({}, [alert]))
 
 
 def test_a_self_written_mmdb_gives_city_coordinates_and_asn(tmp_path: Path) -> None:
@@ -367,6 +404,37 @@ def test_litesoc_spellings_are_stored_under_the_standard_name_and_filter_by_seve
     assert names("warning") == ["auth.login.failure"] * 2
     assert names("info") == ["auth.login.success", "order.created"]
     assert storage.count_events(EventFilter(severity="warning")) == 2
+
+
+def test_playbooks_and_sqreen_events_read_other_spellings_as_stored(
+    sqlite_storage: Storage, tmp_path: Path
+) -> None:
+    """A playbook naming ``login.failure`` and a country ``de`` blocks the Tor exit that
+    fails as ``AUTH_LOGIN_FAILURE`` (stored as ``auth.login.failure``, from ``DE``); the
+    SDK's reply names the standard name to send at once; ``sqreen events --name`` finds the
+    events under any spelling."""
+    rules = tmp_path / "playbooks.toml"
+    rules.write_text(
+        '[[playbook]]\nid = "tor-failure"\nevents = ["login.failure"]\n'
+        'where = { "ip.country" = "de" }\ngroup_by = "ip"\nthreshold = 1\nwindow = "1h"\n'
+        'action = "block_ip"\nduration = "1h"\n'
+    )
+    token = new_token()
+    sqlite_storage.create_key("sdk", hash_token(token))
+    app = create_app(sqlite_storage, playbooks=PlaybookSource(rules))
+    event = wire_event(name="AUTH_LOGIN_FAILURE")
+    event["request"] = {**event["request"], "ip": "185.220.101.1"}
+    with TestClient(app) as client:
+        reply = client.post(
+            "/v1/events", json=envelope([event]), headers={"Authorization": f"Bearer {token}"}
+        ).json()
+    assert reply["actions"]["watch"] == ["auth.login.failure"]
+    (block,) = reply["actions"]["items"]
+    assert block["ip"] == "185.220.101.1/32"
+    db = sqlite_storage.path  # type: ignore[attr-defined]
+    for spelling in ("login.failure", "AUTH_LOGIN_FAILURE", "auth.login.failure"):
+        out = CliRunner().invoke(main, ["events", "--json", "--name", spelling, "--db", db])
+        assert [json.loads(line)["id"] for line in out.output.splitlines()] == [event["id"]]
 
 
 def test_sqreen_import_stores_ip_info_and_standard_names(tmp_path: Path) -> None:

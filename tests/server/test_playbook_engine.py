@@ -247,6 +247,13 @@ BAD = [
         8,
         "duration:",
     ),
+    (
+        "no country",
+        variant(where="{ 'ip.country' = 'Germany' }"),
+        8,
+        "where: ip.country: 'Germany' must be a two-letter country code (e.g. DE)",
+    ),
+    ("no asn", variant(where="{ 'ip.asn' = 'Google' }"), 8, "where: ip.asn: 'Google' must be"),
 ]
 
 
@@ -270,6 +277,34 @@ def test_the_templates_load_and_what_sdks_send_at_once() -> None:
         "signup-abuse",
     ]
     assert playbooks.watched() == {"auth.login.failure", "auth.signup"}
+
+
+def test_names_and_ip_fields_spelled_otherwise_read_as_events_store_them() -> None:
+    """LiteSOC's other spellings are stored under the standard name, countries as upper-case
+    codes, kinds in lower case, ASNs in decimal: a playbook (and the backtest, the same
+    engine) reads what it names that way rather than never firing."""
+    text = variant(
+        events="['login.failure', 'AUTH_LOGIN_FAILURE', 'auth.login.failure']",
+        where="{ name = 'auth_login_failure', 'ip.country' = ['gb', 'De'], 'ip.kind' = 'Tor', "
+        "'ip.asn' = 'as20712' }",
+        after="{ events = ['auth.login_success'], threshold = 1 }",
+    )
+    playbooks = parse_playbooks(text)
+    (playbook,) = playbooks.playbooks
+    assert playbook.events == ("auth.login.failure",)
+    assert playbook.after is not None and playbook.after.events == ("auth.login.success",)
+    assert [(str(path), sorted(values)) for path, values in playbook.where] == [
+        ("name", ["auth.login.failure"]),
+        ("ip.country", ["DE", "GB"]),
+        ("ip.kind", ["tor"]),
+        ("ip.asn", ["20712"]),
+    ]
+    simple = variant(events="['login.failure']", where="{ 'ip.country' = 'gb' }")
+    windows = MemoryWindows(Engine(parse_playbooks(simple)), is_exempt)
+    view = EventView(
+        1, "auth.login.failure", T0, "81.2.69.160", None, {}, None, ip_info={"country": "GB"}
+    )
+    assert [f.key for f in windows.run([view], T0)] == ["81.2.69.160"]
 
 
 def test_bounds_leave_out_only_probes_that_cannot_reach_their_count() -> None:

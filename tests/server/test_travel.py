@@ -13,9 +13,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from sqreen._wire_time import format_timestamp
+from sqreen.events import DERIVED_EVENTS
 from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
 from sqreen.server.intel import IMPOSSIBLE_TRAVEL, ImpossibleTravel, IpIntel
+from sqreen.server.intel._travel import LOGIN
 from sqreen.server.pipeline import IngestPipeline
 from sqreen.server.playbooks import PlaybookError, PlaybookSource, parse_playbooks
 from sqreen.server.storage import EventFilter, Storage
@@ -347,3 +349,56 @@ def test_without_coordinates_no_login_costs_a_query(storage: Storage) -> None:
     reply = pipeline(body(login(LONDON_IP, start), login(SYDNEY_IP, start + timedelta(minutes=5))))
     assert reply["accepted"] == 2 and travels(storage) == []
     assert reads.queries == 0
+
+
+README_PLAYBOOK = (
+    '[[playbook]]\nid = "impossible-travel"\nevents = ["security.impossible_travel"]\n'
+    'group_by = "user"\nthreshold = 1\nwindow = "1h"\naction = "block_user"\nduration = "1h"\n'
+)
+
+
+@pytest.mark.parametrize("name", [IMPOSSIBLE_TRAVEL, "SECURITY_IMPOSSIBLE_TRAVEL"])
+def test_an_sdk_cannot_send_the_collectors_own_impossible_travel(
+    storage: Storage, city_mmdb: str, tmp_path: Path, name: str
+) -> None:
+    """Sent with an ingest key (in any spelling), it is refused by name, as an invalid event
+    is, and the rest of the batch stored: the README's playbook blocks nobody for it."""
+    rules = tmp_path / "playbooks.toml"
+    rules.write_text(README_PLAYBOOK)
+    token = new_token()
+    storage.create_key("sdk", hash_token(token))
+    app = create_app(storage, ip_intel=IpIntel.open([city_mmdb]), playbooks=PlaybookSource(rules))
+    forged = login(LONDON_IP, datetime.now(UTC) - timedelta(minutes=1), uid="victim", name=name)
+    with TestClient(app) as client:
+        reply = client.post(
+            "/v1/events",
+            json=envelope([forged, wire_event()]),
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()
+    assert reply["accepted"] == 1
+    assert reply["rejected"] == [
+        {
+            "index": 0,
+            "error": "name: 'security.impossible_travel' is raised by the collector itself "
+            "(from auth.login.success), never sent by an SDK",
+        }
+    ]
+    assert reply["actions"]["items"] == [] and storage.list_alerts() == []
+    assert travels(storage) == [] and len(storage.query_events()) == 1
+
+
+def test_sdks_send_logins_at_once_when_a_playbook_blocks_on_impossible_travel(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """SDKs never send the travel event (the collector derives it from successful logins):
+    the action set's ``watch`` names the logins, so that they leave within 0.1 s."""
+    assert DERIVED_EVENTS == {IMPOSSIBLE_TRAVEL: (LOGIN,)}  # the enricher's own names
+    assert parse_playbooks(README_PLAYBOOK).watched() == {"auth.login.success"}
+    rules = tmp_path / "playbooks.toml"
+    rules.write_text(README_PLAYBOOK)
+    token = new_token()
+    storage.create_key("sdk", hash_token(token))
+    app = create_app(storage, playbooks=PlaybookSource(rules))
+    with TestClient(app) as client:
+        reply = client.get("/v1/actions", headers={"Authorization": f"Bearer {token}"})
+    assert reply.json()["actions"]["watch"] == ["auth.login.success"]

@@ -13,7 +13,6 @@ Bad input never reaches the database: each parameter is checked (length, shape) 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -21,11 +20,11 @@ from typing import Final
 from urllib.parse import urlencode
 
 from ..._event import LIMITS, NAME_RE
-from ...events import SEVERITIES
+from ...events import SEVERITIES, canonical_name
 from .. import blocks
 from ..blocks import InvalidBlock
 from ..storage import EventFilter
-from ..storage.model import ip_selection
+from ..storage.model import ip_info_value, ip_selection
 
 __all__ = ["GROUPS", "Query", "QueryError", "parse_query"]
 
@@ -48,9 +47,6 @@ GROUPS: Final = {
     "kind": "ip.kind",
     "asn": "ip.asn",
 }
-_COUNTRY: Final = re.compile(r"[A-Z]{2}")
-_KIND: Final = re.compile(r"[a-z]{2,16}")
-_ASN: Final = re.compile(r"(?:AS)?([0-9]{1,10})")
 #: ``group=user:<key>`` / ``group=prop:<key>`` prefixes, and the storage field prefix.
 KEYED_GROUPS: Final = {"user": "user", "prop": "properties"}
 
@@ -184,7 +180,7 @@ def parse_query(
             if name == "name":
                 if not NAME_RE.fullmatch(_text(name, value, LIMITS.name_max)):
                     raise QueryError(name, "may not contain control characters")
-                fields["name"] = value
+                fields["name"] = value = canonical_name(value)  # LiteSOC's other spellings
             elif name == "ip":
                 address, network = _ip(_text(name, value, 64))
                 if address is not None:
@@ -198,21 +194,11 @@ def parse_query(
                 if value not in SEVERITIES:
                     raise QueryError(name, f"must be one of {', '.join(SEVERITIES)}")
                 fields[name] = value
-            elif name == "country":
-                value = value.upper()
-                if not _COUNTRY.fullmatch(value):
-                    raise QueryError(name, "must be a two-letter country code (e.g. DE)")
-                fields[name] = value
-            elif name == "kind":
-                value = value.lower()
-                if not _KIND.fullmatch(value):
-                    raise QueryError(name, "must be a network kind (tor, vpn, hosting...)")
-                fields[name] = value
-            elif name == "asn":
-                found_asn = _ASN.fullmatch(value.upper())
-                if not found_asn:
-                    raise QueryError(name, "must be an AS number (e.g. 15169 or AS15169)")
-                fields[name] = value = str(int(found_asn[1]))
+            elif name in ("country", "kind", "asn"):
+                try:
+                    fields[name] = value = ip_info_value(name, value)
+                except ValueError as exc:
+                    raise QueryError(name, str(exc)) from None
             elif name in ("user", "prop"):
                 found = users if name == "user" else props
                 if len(found) >= MAX_PAIRS:

@@ -44,7 +44,7 @@ REASONS: Final = (*KIND_POINTS, "blocked_recently", "playbook_alert")
 REFRESH_EVERY: Final = 5.0
 BLOCKED_WINDOW: Final = timedelta(days=7)
 ALERT_WINDOW: Final = timedelta(hours=24)
-#: At most this many recent blocks and alerts are read at a refresh (newest first).
+#: At most this many recent IP blocks and IP alerts are read at a refresh (newest first).
 MAX_READ: Final = 5000
 
 

@@ -37,6 +37,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from ...events import DERIVED_EVENTS
 from ._fields import IPV6_PREFIX, FieldPath
 from ._values import (
     FieldError,
@@ -153,10 +154,16 @@ class PlaybookSet:
     by_event: Mapping[str, tuple[Playbook, ...]] = field(default_factory=dict)
 
     def watched(self, enforcing_only: bool = True) -> frozenset[str]:
-        """The event names the playbooks read (those that block, by default): SDKs send
-        them at once rather than on their flush interval."""
+        """The event names SDKs send at once rather than on their flush interval: those the
+        playbooks read (those that block, by default), an event the collector derives
+        (``security.impossible_travel``) as those it derives it from (``auth.login.success``:
+        :data:`sqreen.events.DERIVED_EVENTS`), which are what SDKs send."""
         return frozenset(
-            name for p in self.playbooks if p.blocks or not enforcing_only for name in p.watched
+            source
+            for p in self.playbooks
+            if p.blocks or not enforcing_only
+            for name in p.watched
+            for source in DERIVED_EVENTS.get(name, (name,))
         )
 
 

@@ -150,5 +150,6 @@ class PlaybookSource:
             self._wake = None
 
     def watched(self) -> frozenset[str]:
-        """The event names SDKs should send at once: what enforcing playbooks read."""
+        """The event names SDKs should send at once: what enforcing playbooks read (see
+        :meth:`~._config.PlaybookSet.watched`)."""
         return self.current().playbooks.watched()

@@ -12,7 +12,9 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from ..._event import InvalidEvent, validate_name, validate_user
+from ...events import canonical_name
 from ..blocks import InvalidBlock, parse_duration
+from ..storage.model import ip_info_value
 from ._fields import AtLeast, FieldPath, parse_field
 
 __all__ = [
@@ -71,7 +73,8 @@ def check_events(table: dict[str, Any], key: str, value: object) -> tuple[str, .
     names = []
     for name in value:
         try:
-            names.append(validate_name(name))
+            # LiteSOC's other spellings are stored under the standard name: read as it.
+            names.append(canonical_name(validate_name(name)))
         except InvalidEvent as exc:
             raise FieldError(key, f"{name!r}: {str(exc).partition(': ')[2]}"[:200]) from None
     return tuple(dict.fromkeys(names))
@@ -109,9 +112,24 @@ def check_where(table: dict[str, Any]) -> tuple[tuple[FieldPath, frozenset[str]]
             text = _as_text(value)
             if text is None:
                 raise FieldError("where", f"{name}: {value!r} is not a string, number or bool")
-            texts.add(text)
+            texts.add(_as_stored(path, name, text))
         out.append((path, frozenset(texts)))
     return tuple(out)
+
+
+def _as_stored(path: FieldPath, name: str, text: str) -> str:
+    """A ``where`` value as events store it, where the collector stores one spelling: an
+    event name's standard one (``login.failure`` is stored as ``auth.login.failure``), an IP
+    field's as the explorer's filters take it (``"ip.country" = "gb"`` is ``GB``); a value
+    no event can have is refused rather than never matching."""
+    if path.kind == "name":
+        return canonical_name(text)
+    if path.kind == "ip_info" and path.key is not None:
+        try:
+            return ip_info_value(path.key, text)
+        except ValueError as exc:
+            raise FieldError("where", f"{name}: {text[:60]!r} {exc}") from None
+    return text
 
 
 def _as_text(value: object) -> str | None:

@@ -181,13 +181,13 @@ class ControlStore(Clocked, Protocol):
 
     # IP intelligence: what the collector itself knows of addresses (the threat score).
     def recent_ip_blocks(self, since: datetime, limit: int) -> list[str]:
-        """The networks of IP blocks made since ``since``, active or not, among the newest
-        ``limit`` blocks (IP intelligence's ``blocked_recently``)."""
+        """The networks of the newest ``limit`` IP blocks made since ``since``, active or
+        not (IP intelligence's ``blocked_recently``)."""
         ...
 
     def recent_alert_ips(self, since: datetime, limit: int) -> list[str]:
-        """The IPs that playbooks grouped by IP alerted on since ``since``, among the newest
-        ``limit`` alerts (IP intelligence's ``playbook_alert``)."""
+        """The IPs of the newest ``limit`` alerts of playbooks grouped by IP made since
+        ``since`` (IP intelligence's ``playbook_alert``)."""
         ...
 
     # Export (sqreen export, the forwarder of sqreen serve --export): alerts in id order,

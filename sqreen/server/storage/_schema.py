@@ -327,6 +327,14 @@ _MIGRATIONS: Final[Sequence[Sequence[str] | Mapping[Dialect, Sequence[str]]]] = 
             counts TEXT NOT NULL
         )""",
     ),
+    # 15: the IP blocks and the alerts grouped by IP, by time, so that the threat score's
+    # read of the recent ones (storage/_intel.py) meets no other row: a read of the newest
+    # rows of any kind lost them under a flood of user blocks. Partial: a user block or
+    # another group's alert costs no entry.
+    (
+        "CREATE INDEX blocks_ip_made ON blocks (created_at) WHERE type = 'block_ip'",
+        "CREATE INDEX alerts_ip_made ON alerts (created_at) WHERE group_by = 'ip'",
+    ),
 )
 
 

@@ -10,6 +10,7 @@ defined in :mod:`._control_values` and imported from here.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -66,6 +67,7 @@ __all__ = [
     "UserTraits",
     "WindowWrite",
     "from_us",
+    "ip_info_value",
     "ip_selection",
     "to_us",
     "utc_now",
@@ -155,6 +157,32 @@ def ip_selection(value: str) -> tuple[str | None, tuple[str, ...]]:
         str(a.ipv4_mapped or a) if isinstance(a, ipaddress.IPv6Address) else str(a) for a in network
     )
     return (addresses[0], ()) if "/" not in value else (None, addresses)
+
+
+#: IP intelligence's fields that have one spelling stored, each with its pattern (after
+#: :func:`ip_info_value`'s case change) and what is expected.
+_IP_INFO_VALUES: Final = {
+    "country": (re.compile(r"[A-Z]{2}"), "a two-letter country code (e.g. DE)"),
+    "kind": (re.compile(r"[a-z]{2,16}"), "a network kind (tor, vpn, hosting...)"),
+    "asn": (re.compile(r"(?:AS)?([0-9]{1,10})"), "an AS number (e.g. 15169 or AS15169)"),
+}
+
+
+def ip_info_value(key: str, value: str) -> str:
+    """``value`` of IP intelligence's ``country``, ``kind`` or ``asn`` as events store it
+    (``de`` -> ``DE``, ``Tor`` -> ``tor``, ``AS15169`` -> ``15169``), for the explorer's
+    filters and playbooks' ``where`` alike; any other key's value as it is.
+    :class:`ValueError` saying what is expected, for a value no event can have."""
+    found = _IP_INFO_VALUES.get(key)
+    if found is None:
+        return value
+    pattern, expected = found
+    value = value.strip()
+    value = value.lower() if key == "kind" else value.upper()
+    match = pattern.fullmatch(value)
+    if match is None:
+        raise ValueError(f"must be {expected}")
+    return str(int(match[1])) if key == "asn" else value
 
 
 #: The filter that selects every event.
