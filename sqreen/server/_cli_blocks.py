@@ -161,8 +161,11 @@ def unblock(target: tuple[str, ...], db: str) -> None:
             if matches(b) and (lifted := blocks.lift(b.id, lifted_by=_by())) is not None
         ]
         remaining = _overlapping(storage, found, _target_user(target))
+        storage_blocks = storage.list_blocks() if not found else []
     if not found:
         held = "".join(f"; still blocked by {_describe(b)}" for b in remaining)
+        wider = _wider(storage_blocks, _target_user(target)) if not remaining else []
+        held += "".join(f"; a block on more identifiers: {_describe(b)}" for b in wider)
         raise click.ClickException(f"no active block matches{held}")
     for b in found:
         click.echo(f"unblocked {_describe(b)}")
@@ -175,6 +178,18 @@ def _target_user(target: tuple[str, ...]) -> dict[str, str] | None:
     if target[0] != "user" or len(target) < 2:
         return None
     return _folded(dict(pairs(target[1:], "IDENTIFIERS")))
+
+
+def _wider(blocks: list[Block], user: dict[str, str] | None) -> list[Block]:
+    """The user blocks on all of ``user``'s identifiers and more (lifted by their id: they
+    refuse a user identified by more than ``unblock user`` named)."""
+    if not user:
+        return []
+    return [
+        b
+        for b in blocks
+        if b.type == "block_user" and b.user and user.items() < _folded(b.user).items()
+    ]
 
 
 def _folded(user: Mapping[str, str]) -> dict[str, str]:

@@ -160,6 +160,12 @@ def test_a_user_is_one_target_in_any_spelling(db: str) -> None:
     )
     assert "unblocked #1" in run("unblock", "user", "email=bob@EXAMPLE.com", "--db", db).output
     assert "version 4: 0 active" in run("blocks", "--db", db).output
+    run("block", "user", "username=bob", "uid=7", "--db", db)  # #3
+    wider = run("unblock", "user", "username=BOB", "--db", db, ok=False)
+    assert wider.exit_code == 1
+    assert "no active block matches; a block on more identifiers: #3 user username=bob uid=7" in (
+        wider.output
+    )
 
 
 @pytest.mark.parametrize("network", ["2001:db8:1::%eth0/48", "2001:db8::1%1"])

@@ -208,6 +208,21 @@ def test_a_walk_by_time_reads_each_event_once_in_time_then_seq_order(storage: St
     assert walk(EventFilter(since=since, until=since + timedelta(minutes=6))) == by_time[1:-2]
 
 
+def test_a_bounded_scan_looks_at_the_newest_events_of_the_first_pair_only(
+    storage: Storage,
+) -> None:
+    """``scan``: of a user's events, only the newest ``scan`` are looked at, the others
+    filters then apply to those (a bounded read of a user with a long history)."""
+    names = ["login", "view", "view", "login", "view", "view", "view"]
+    events = [wire_event(name=n, user={"uid": "7"}) for n in names]
+    storage.insert_events(stored(*events, wire_event(name="login", user={"uid": "8"})))
+    user = EventFilter(name="login", users=(("uid", "7"),))
+    assert ids(storage.query_events(user)) == [events[3]["id"], events[0]["id"]]
+    assert ids(storage.query_events(user, scan=4)) == [events[3]["id"]]
+    assert ids(storage.query_events(user, scan=3)) == []
+    assert ids(storage.query_events(user, scan=7, limit=1)) == [events[3]["id"]]
+
+
 def test_count_by_and_histogram(storage: Storage) -> None:
     events = [
         wire_event(

@@ -333,14 +333,7 @@ def test_without_coordinates_no_login_costs_a_query(storage: Storage) -> None:
     """With no City ``.mmdb`` (the default), no login has a place: impossible travel never
     reads the storage on the ingest path."""
 
-    class CountedReads:
-        queries = 0
-
-        def query_events(self, *args: Any, **kwargs: Any) -> Any:
-            self.queries += 1
-            return storage.query_events(*args, **kwargs)
-
-    reads = CountedReads()
+    reads = CountedReads(storage)
     pipeline = IngestPipeline(
         storage,
         enrichers=[IpIntel(), ImpossibleTravel(reads)],  # type: ignore[arg-type]
@@ -349,6 +342,65 @@ def test_without_coordinates_no_login_costs_a_query(storage: Storage) -> None:
     reply = pipeline(body(login(LONDON_IP, start), login(SYDNEY_IP, start + timedelta(minutes=5))))
     assert reply["accepted"] == 2 and travels(storage) == []
     assert reads.queries == 0
+
+
+class CountedReads:
+    """The storage, counting impossible travel's reads."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.queries = 0
+
+    def query_events(self, *args: Any, **kwargs: Any) -> Any:
+        self.queries += 1
+        return self.storage.query_events(*args, **kwargs)
+
+
+def test_a_user_s_logins_cost_one_read_and_are_compared_in_time_order(
+    storage: Storage, city_mmdb: str
+) -> None:
+    """200 logins of one user in a body (an ingest key's flood): one read of the storage
+    for them all, each compared with its neighbours in time only (the 199 pairs of
+    alternating cities, each once: London and Paris are 340 km apart, 5 minutes)."""
+    reads = CountedReads(storage)
+    pipeline = IngestPipeline(
+        storage,
+        enrichers=[IpIntel.open([city_mmdb]), ImpossibleTravel(reads)],  # type: ignore[arg-type]
+    )
+    start = datetime.now(UTC) - timedelta(days=1)
+    sent = [
+        login(LONDON_IP if n % 2 else PARIS_IP, start + timedelta(minutes=5 * n))
+        for n in range(200)
+    ]
+    pipeline(body(*reversed(sent)))
+    assert reads.queries == 1
+    assert storage.count_events(EventFilter(name=IMPOSSIBLE_TRAVEL)) == 199
+
+
+def test_equal_times_raise_one_event_however_the_pair_is_met(
+    storage: Storage, pipeline: IngestPipeline
+) -> None:
+    at = datetime.now(UTC) - timedelta(hours=1)
+    first, second = login(LONDON_IP, at), login(SYDNEY_IP, at)
+    pipeline(body(first))
+    pipeline(body(second))
+    pipeline(body(first))  # retried: met from the other side
+    pipeline(body(second, first))
+    assert len(travels(storage)) == 1
+
+
+def test_logins_from_no_place_do_not_push_the_previous_one_out(
+    storage: Storage, pipeline: IngestPipeline
+) -> None:
+    """60 logins through a VPN between New York and London: still compared (the storage's
+    read looks at the user's newest 2 000 events, not at their newest 50 logins)."""
+    start = datetime.now(UTC) - timedelta(hours=2)
+    pipeline(body(login("3.3.3.3", start)))
+    hops = [login(VPN_IP, start + timedelta(seconds=10 + n)) for n in range(60)]
+    pipeline(body(*hops))
+    pipeline(body(login(LONDON_IP, start + timedelta(minutes=40))))
+    (alert,) = travels(storage)
+    assert (alert.properties["from_ip"], alert.properties["to_ip"]) == ("3.3.3.3", LONDON_IP)
 
 
 README_PLAYBOOK = (

@@ -32,6 +32,7 @@ and blocks fold them (case, spaces, NFKC): ``Alice`` logging in is ``alice``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -61,8 +62,9 @@ MOST_KM: Final = math.pi * EARTH_RADIUS_KM
 #: A place's accuracy when its file says none (DB-IP Lite): what a city-level answer is often
 #: off by, so that two neighbouring cities an hour's drive apart are not an alert.
 DEFAULT_ACCURACY_KM: Final = 100.0
-#: How many of a user's logins around a login's time are read from the storage, at most.
-MOST_STORED: Final = 50
+#: How many of a user's newest events the storage looks at for their logins, at most: a
+#: user with a long history (a service account) costs a bounded read, not a walk of it all.
+MOST_SCANNED: Final = 2000
 
 
 class Place(NamedTuple):
@@ -127,51 +129,49 @@ class ImpossibleTravel:
         self.max_speed = max_speed
 
     def __call__(self, batch: Batch) -> None:
-        mine = [login for event, fields in batch if (login := _located(event, fields))]
-        if not mine:  # without a City .mmdb, no login has a place: no query
+        ours: dict[UserKey, list[Login]] = {}
+        for event, fields in batch:
+            if login := _located(event, fields):
+                ours.setdefault(login.user, []).append(login)
+        if not ours:  # without a City .mmdb, no login has a place: no query
             return
         earlier: dict[UserKey, list[Login]] = {}
         for other in batch.earlier:
             for event, fields in zip(other.events, other.enrichment, strict=False):
-                if login := _located(event, fields):
+                if (login := _located(event, fields)) and login.user in ours:
                     earlier.setdefault(login.user, []).append(login)
-        ours: dict[UserKey, list[Login]] = {}
-        for login in mine:
-            ours.setdefault(login.user, []).append(login)
         window = timedelta(hours=MOST_KM / self.max_speed)
-        done: set[tuple[str, ...]] = set()
         found: list[tuple[WireEvent, dict[str, Any]]] = []
-        for here in mine:
-            known = [*ours[here.user], *earlier.get(here.user, ())]
-            others = [
-                *known,
-                *self._stored(here, window, {login.place.event_id for login in known}),
-            ]
-            before, after = _neighbours(here, others)
-            for a, b in ((before, here), (here, after)):
-                if a is None or b is None:
+        for user, logins in ours.items():
+            # One read a user (whatever the number of their logins here), then their logins
+            # in time order (ties by id, so that a pair is always written the same way).
+            known = {login.place.event_id: login for login in (*logins, *earlier.get(user, ()))}
+            for login in self._stored(logins, window, set(known)):
+                known.setdefault(login.place.event_id, login)
+            timeline = sorted(known.values(), key=lambda x: (x.place.at, x.place.event_id))
+            mine = {login.place.event_id for login in logins}
+            for a, b in itertools.pairwise(timeline):  # each pair with a login of this batch
+                if a.place.event_id not in mine and b.place.event_id not in mine:
                     continue
-                pair = tuple(sorted((a.place.event_id, b.place.event_id)))
-                if pair in done:
-                    continue
-                done.add(pair)
                 km, hours, speed = travel_speed(a.place, b.place)
                 if speed > self.max_speed:
                     found.append(self._alert(a, b, km, hours, speed))
         for alert, fields in found:
             batch.add_derived(alert, fields)
 
-    def _stored(self, here: Login, window: timedelta, skip: set[str]) -> list[Login]:
-        """The user's logins stored within ``window`` of ``here``, from places (an indexed
-        walk of the user's events, as given and as folded when that differs)."""
-        at = here.place.at
+    def _stored(self, logins: Sequence[Login], window: timedelta, skip: set[str]) -> list[Login]:
+        """The user's logins stored within ``window`` of ``logins``, from places: the newest
+        :data:`MOST_SCANNED` events of the user's first identifier are looked at (an indexed
+        read, bounded for a user with a long history), as given and as folded when that
+        differs."""
+        here = logins[0]
+        times = [login.place.at for login in logins]
+        since, until = min(times) - window, max(times) + window + _STEP
         out: list[Login] = []
         seen = set(skip)
-        for pairs in {here.given, here.user}:
-            query = EventFilter(
-                name=LOGIN, users=pairs, since=at - window, until=at + window + _STEP
-            )
-            for event in self.store.query_events(query, limit=MOST_STORED):
+        for pairs in {login.given for login in logins} | {here.user}:
+            query = EventFilter(name=LOGIN, users=pairs, since=since, until=until)
+            for event in self.store.query_events(query, limit=MOST_SCANNED, scan=MOST_SCANNED):
                 if event.id in seen:
                     continue
                 seen.add(event.id)

@@ -102,8 +102,11 @@ class EventStore(Clocked, Protocol):
         before_seq: int | None = None,
         after_seq: int | None = None,
         limit: int = 50,
+        scan: int | None = None,
     ) -> list[StoredEvent]:
-        """Matching events, newest (highest ``seq``) first; page with ``before_seq``."""
+        """Matching events, newest (highest ``seq``) first; page with ``before_seq``. With
+        ``scan`` and a user or property filter, only the newest ``scan`` events of that
+        filter's first pair are looked at (a bounded read for a key with a long history)."""
         ...
 
     def scan_events(

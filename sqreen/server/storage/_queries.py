@@ -91,10 +91,11 @@ class EventQueries(EventWalks):
         before_seq: int | None = None,
         after_seq: int | None = None,
         limit: int = 50,
+        scan: int | None = None,
     ) -> list[StoredEvent]:
         # The page's seqs first (from indexes alone), then its rows: a sort never carries
         # whole rows.
-        page, params = self._newest(filters, "e.seq", limit, before_seq, after_seq)
+        page, params = self._newest(filters, "e.seq", limit, before_seq, after_seq, scan=scan)
         rows = self._read(
             f"SELECT {SELECT_EVENT} FROM events e WHERE e.seq IN ({page}) ORDER BY e.seq DESC",
             params,

@@ -136,15 +136,26 @@ class EventWalks:
         before_seq: int | None = None,
         after_seq: int | None = None,
         sample: bool = False,
+        scan: int | None = None,
     ) -> tuple[str, list[Any]]:
         """SQL selecting ``columns`` (of ``events e``; ``{seq}`` names the seq column of the
         index walked) of the newest ``limit`` matching events, newest first, and its
         parameters. A ``sample`` of a filter on time alone is the newest by time instead
-        (read backwards from the time index, no sort)."""
+        (read backwards from the time index, no sort). ``scan``: with a key/value filter,
+        look at the newest ``scan`` rows of its side table only."""
         side = self._side_filters(filters)
         # The most selective path for a page: walk one side table's (key, value, seq) index
         # backwards when there is a key/value filter, else events by seq.
-        if side:
+        if side and scan is not None:
+            table, key, value = side[0]
+            conds, params = self._where(filters, skip_side=0)
+            source = (
+                f"(SELECT seq FROM {table} WHERE key = ? AND value = ? ORDER BY seq DESC "
+                "LIMIT ?) d JOIN events e ON e.seq = d.seq"
+            )
+            params = [key, value, max(0, scan), *params]
+            order, sort = "d.seq", ""
+        elif side:
             table, key, value = side[0]
             conds, params = self._where(filters, skip_side=0)
             source = f"{table} d JOIN events e ON e.seq = d.seq"
