@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._errors import Guard, InternalErrors
+from ._text import visible
 
 if TYPE_CHECKING:
     from ._blocking import Blocklist
@@ -143,7 +144,9 @@ class Delivery:
             if reply.outcome == "ok":
                 self._ready.popleft()
                 self._attempt = 0
-                rejected = len(set(reply.rejected))
+                # Indexes of this batch only: a reply listing others (0-999 for one event)
+                # made the counters say -999 sent.
+                rejected = len({i for i in reply.rejected if 0 <= i < len(batch)})
                 if rejected:
                     self._log_rejected(reply.errors)
                 self._settle(batch, sent=len(batch) - rejected, reason="rejected", dropped=rejected)
@@ -154,7 +157,9 @@ class Delivery:
             elif reply.outcome in ("drop", "split"):
                 self._ready.popleft()
                 logger.error(
-                    "sqreen: %d events refused by the receiver: %s", len(batch), reply.detail
+                    "sqreen: %d events refused by the receiver: %s",
+                    len(batch),
+                    visible(reply.detail),
                 )
                 self._settle(batch, sent=0, reason="rejected", dropped=len(batch))
             else:
@@ -163,7 +168,7 @@ class Delivery:
                 if self._attempt in (1, 5) or self._attempt % 20 == 0:
                     logger.warning(
                         "sqreen: delivery failed (%s), retrying in %.1fs (attempt %d)",
-                        reply.detail,
+                        visible(reply.detail),  # the collector's words: no line of their own
                         delay,
                         self._attempt,
                     )
@@ -171,12 +176,13 @@ class Delivery:
                 return False
 
     def _log_rejected(self, errors: list[str]) -> None:
-        """Once per reason (its field and rule, as the collector worded them)."""
+        """Once per reason (its field and rule, as the collector worded them, written out:
+        they cannot make log lines or terminal escapes of their own)."""
         for error in errors:
             reason = error.partition(":")[0][:80]
             if reason not in self._rejections and len(self._rejections) < 256:
                 self._rejections.add(reason)
-                logger.error("sqreen: the collector rejected an event: %s", error)
+                logger.error("sqreen: the collector rejected an event: %s", visible(error))
 
     def _back_off(self, retry_after: float | None) -> float:
         self._attempt += 1
