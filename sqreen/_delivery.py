@@ -16,8 +16,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from time import thread_time  # this thread's CPU time
 from typing import TYPE_CHECKING, Any
 
+from ._blocking import MAX_BLOCKS, PACE
 from ._errors import Guard, InternalErrors
 from ._text import visible
 
@@ -35,6 +37,9 @@ logger = logging.getLogger("sqreen")
 MAX_BACKOFF = 30.0
 #: The longest a ``Retry-After`` holds the queue (a day asked is five minutes obeyed).
 MAX_RETRY_AFTER = 300.0
+#: A pause after a batch whose reply changed the action set (``PACE`` times the CPU time of
+#: the exchange) shorter than this is not made: a block in a reply costs far less.
+MIN_PAUSE = 0.05
 
 
 class Batch(list["Prepared"]):
@@ -127,6 +132,8 @@ class Delivery:
     def _send_all(self, deadline: float | None) -> bool:
         """Send prepared and queued events until empty, a retry is due, or the deadline."""
         while True:
+            if deadline is None and self._retry_at > self._clock():
+                return False  # paced (below): what is queued stays queued meanwhile
             if not self._ready:
                 prepared = self._prepare()
                 if not prepared:
@@ -136,9 +143,16 @@ class Delivery:
             timeout = None if deadline is None else deadline - self._clock()
             if timeout is not None and timeout <= 0:
                 return False
-            held = self.blocklist.version
+            held, spent = self.blocklist.version, thread_time()
             reply = self.transport.send(self._envelope(), [p.data for p in batch], timeout)
             self.apply_actions(reply.actions, held)
+            if deadline is None and self.blocklist.version != held:
+                # A collector whose set changes with every reply kept the flusher parsing
+                # and applying (the GIL held) as fast as batches went: the next batch waits
+                # for what this one's set cost, when that is noticeable.
+                pause = PACE * (thread_time() - spent)
+                if pause >= MIN_PAUSE:
+                    self._retry_at = max(self._retry_at, self._clock() + min(pause, MAX_BACKOFF))
             if reply.outcome != "retry":
                 self._unspool(batch)
             if reply.outcome == "ok":
@@ -263,7 +277,10 @@ class Delivery:
             names = watch if isinstance(watch, list) else ()
             self.watched = frozenset(n for n in names[:256] if isinstance(n, str))
             if self.spool is not None and self.blocklist.version != version:
-                whole = actions if "items" in actions else self.blocklist.snapshot()
+                items = actions.get("items")
+                capped = isinstance(items, list) and len(items) > MAX_BLOCKS
+                # (a set past MAX_BLOCKS as the blocklist keeps it, not all 140 000 blocks)
+                whole = actions if "items" in actions and not capped else self.blocklist.snapshot()
                 if whole is not actions:
                     whole["watch"] = sorted(self.watched)
                 self.spool.save_actions({"saved_at": time.time(), "actions": whole})

@@ -1,7 +1,7 @@
 """The HTTP transport against collectors that misbehave on the wire: replies that trickle in,
 error bodies that inflate, 2xx pages that are not the collector's, indexes out of the batch,
-words that would forge log lines. Each runs against a real server on 127.0.0.1
-(``tests/receiver.py``)."""
+words that would forge log lines, action sets too large or changing too fast. Each runs
+against a real server on 127.0.0.1 (``tests/receiver.py``)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,23 @@ import socket
 import threading
 import tracemalloc
 import zlib
+from itertools import count
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 import sqreen
+from sqreen import _blocking, _delivery
+from sqreen._actions import ActionPoller
+from sqreen._blocking import MAX_BLOCKS, Blocklist
+from sqreen._client_ip import TrustedProxies
+from sqreen._config import Config
+from sqreen._errors import InternalErrors
+from sqreen._queue import Queue
 from sqreen.transports.http import HTTPTransport
 from tests.receiver import RawServer, Receiver, http_reply
+from tests.test_queue import Clock, encode, put
 
 UNCHANGED = json.dumps({"actions": {"version": 0, "unchanged": True}}).encode()
 
@@ -195,3 +204,165 @@ def test_the_collectors_words_are_written_out_in_the_log(
     assert len([m for m in said if "forged" in m]) == 2  # the 503's body, the rejection
     assert not [m for m in said if "\n" in m or "\x1b" in m]
     assert any("busy\\n2026-12-03" in m and "forged\\x1b[2K" in m for m in said)
+
+
+def test_the_sdk_enforces_as_many_blocks_as_the_collector_allows_by_default() -> None:
+    from sqreen.server.blocks import MAX_ACTIVE_BLOCKS
+
+    assert MAX_BLOCKS == MAX_ACTIVE_BLOCKS
+
+
+def test_an_action_set_past_the_cap_is_enforced_up_to_it_and_the_rest_refused(
+    receiver: Receiver, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    total = 2 * MAX_BLOCKS + 5
+    items = [{"id": str(i), "type": "block_user", "user": {"uid": str(i)}} for i in range(total)]
+    receiver.block(items)
+    client = sqreen.init(endpoint=receiver.url, heartbeat_interval=3600)
+    client.start()
+    assert client.queue.first_actions.wait(10)
+    assert client.blocklist.version == receiver.actions["version"]
+    assert sqreen.is_blocked({"uid": "0"}) and sqreen.is_blocked({"uid": str(MAX_BLOCKS - 1)})
+    assert not sqreen.is_blocked({"uid": str(MAX_BLOCKS)})
+    # Refused and kept in order, as many again, to be enforced when blocks are lifted.
+    assert list(client.blocklist.refused) == [str(i) for i in range(MAX_BLOCKS, 2 * MAX_BLOCKS)]
+    assert "10000 blocks" in client.blocklist.refused[str(MAX_BLOCKS)]
+    said = [r.getMessage() for r in sqreen_log.records if "blocks" in r.getMessage()]
+    assert len(said) == 1 and "20005" in said[0]  # one line for the set, not one per block
+    assert client.spool is not None
+    saved = client.spool.load_actions()["actions"]  # as kept: not the whole 20 005
+    assert saved["version"] == client.blocklist.version and len(saved["items"]) == 2 * MAX_BLOCKS
+
+
+def test_a_diff_past_the_cap_refuses_what_it_adds_past_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_blocking, "MAX_BLOCKS", 3)
+    blocklist = Blocklist(TrustedProxies(None))
+    user = [{"id": str(i), "type": "block_user", "user": {"uid": str(i)}} for i in range(6)]
+    blocklist.apply({"version": 1, "items": user[:2]})
+    blocklist.apply({"version": 2, "since": 1, "add": user[2:5], "remove": []})
+    assert blocklist.refused == {
+        "3": "past the 3 blocks this SDK enforces",
+        "4": "past the 3 blocks this SDK enforces",
+    }
+    assert blocklist.user_block({"uid": "2"}) and not blocklist.user_block({"uid": "3"})
+    blocklist.apply({"version": 3, "since": 2, "add": [user[0], user[5]], "remove": ["1"]})
+    # A block lifted makes room for the first waiting, in the set's order: a new one comes last.
+    assert blocklist.user_block({"uid": "3"}) and not blocklist.user_block({"uid": "1"})
+    assert set(blocklist.refused) == {"4", "5"} and not blocklist.user_block({"uid": "5"})
+    assert [i["id"] for i in blocklist.snapshot()["items"]] == ["0", "2", "3", "4", "5"]
+    blocklist.apply({"version": 4, "since": 3, "add": [], "remove": ["0", "2", "3"]})
+    assert blocklist.refused == {} and blocklist.user_block({"uid": "5"})
+
+
+class _Pauses(threading.Event):
+    """The poller's stop event, recording the pauses it asks for (without waiting them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.asked.append(timeout)
+        if len(self.asked) >= 3:
+            self.set()
+        return self.is_set()
+
+
+def _poller_against(transport: HTTPTransport, cpu: Any) -> tuple[ActionPoller, _Pauses]:
+    blocklist = Blocklist(TrustedProxies(None))
+    poller = ActionPoller(
+        transport.poll_actions,
+        blocklist,
+        lambda actions, held: blocklist.apply(actions),
+        InternalErrors(),
+        clock=lambda: 100.0,
+        cpu=cpu,
+    )
+    pauses = poller._stop = _Pauses()
+    return poller, pauses
+
+
+def test_whole_action_sets_that_keep_changing_are_applied_at_most_once_a_second(
+    raw: Any,
+) -> None:
+    versions = count(1)
+
+    def answer(conn: socket.socket, method: str, target: str, body: bytes) -> None:
+        actions = {"version": next(versions), "items": []}  # a new whole set, at once, always
+        conn.sendall(http_reply("200 OK", json.dumps({"actions": actions}).encode()))
+
+    server = raw(answer)
+    transport = HTTPTransport(server.url, None)
+    poller, pauses = _poller_against(transport, cpu=lambda: 0.0)
+    poller.start()
+    assert _wait_for(lambda: len(pauses.asked) >= 2), "the poller asked again at once, always"
+    poller.stop()
+    assert poller._thread is not None
+    poller._thread.join(10)
+    transport.close()
+    assert pauses.asked[:2] == [1.0, 1.0]  # the first set at once; each next a second later
+
+
+def test_changes_are_paced_by_what_applying_them_costs(raw: Any) -> None:
+    def answer(conn: socket.socket, method: str, target: str, body: bytes) -> None:
+        held = int(parse_qs(urlsplit(target).query)["version"][0])
+        actions = {"version": held + 1, "since": held, "add": [], "remove": []}  # a diff
+        if held < 0:
+            actions = {"version": 1, "items": []}
+        conn.sendall(http_reply("200 OK", json.dumps({"actions": actions}).encode()))
+
+    spent = count(0.0, 0.25)  # every look at the thread's CPU time: 0.25 s more
+    server = raw(answer)
+    transport = HTTPTransport(server.url, None)
+    poller, pauses = _poller_against(transport, cpu=lambda: next(spent))
+    poller.start()
+    assert _wait_for(lambda: len(pauses.asked) >= 2), "the poller asked again at once, always"
+    poller.stop()
+    assert poller._thread is not None
+    poller._thread.join(10)
+    transport.close()
+    assert pauses.asked[:2] == [1.0, 1.0]  # four times the 0.25 s of CPU each change took
+
+
+def test_a_batch_whose_reply_changes_the_set_at_a_cost_paces_the_next(
+    raw: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    versions = count(1)
+
+    def answer(conn: socket.socket, method: str, target: str, body: bytes) -> None:
+        reply = UNCHANGED
+        if target == "/v1/events":  # a new whole set with every batch's reply
+            reply = json.dumps({"actions": {"version": next(versions), "items": []}}).encode()
+        conn.sendall(http_reply("200 OK", reply))
+
+    server = raw(answer)
+    spent = count(0.0, 0.25)  # every look at the flusher's CPU time: 0.25 s more
+    monkeypatch.setattr(_delivery, "thread_time", lambda: next(spent))
+    config = Config.resolve({"heartbeat_interval": 3600, "batch_size": 1}, environ={})
+    clock = Clock()
+    transport = HTTPTransport(server.url, None)
+    blocklist = Blocklist(config.trusted, clock)
+    queue = Queue(config, transport, blocklist, encode, lambda: {"sdk": {}}, clock=clock)
+    queue.start = lambda: None  # type: ignore[method-assign]  # the test is the flusher
+    try:
+        put(queue, 2)
+        queue.step()  # two batches due at once (batch_size 1)
+        assert server.requests.count(("POST", "/v1/events")) == 1 and blocklist.version == 1
+        clock.advance(0.9)
+        queue.step()
+        assert server.requests.count(("POST", "/v1/events")) == 1
+        clock.advance(0.1)  # four times the 0.25 s that the first reply's set took
+        queue.step()
+        assert server.requests.count(("POST", "/v1/events")) == 2
+        assert queue.stats()["sent"] == 2
+    finally:
+        transport.close()
+
+
+def _wait_for(condition: Any, timeout: float = 10.0) -> bool:
+    done = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return True
+        done.wait(0.01)
+    return bool(condition())
