@@ -6,6 +6,13 @@ is applied: a block that would cover a whole provider (an IPv4 prefix wider than
 wider than /48), one with an empty user (which would match everybody) or one that covers a
 trusted proxy (which would lock out every client behind it) is refused and logged.
 
+An action set holds at most :data:`MAX_BLOCKS` blocks here, as many as the collector allows
+in force by default (``sqreen serve --max-blocks``): applying a set costs about 10 ms per 1 000
+blocks with the GIL held, so one of 140 000 (which fits in a reply) stalled every request for
+seconds. The blocks past it are refused (reported like any refused block, one log line for
+the set) and kept, up to as many again, in the set's order, to be enforced as soon as lifted
+blocks make room.
+
 The blocks are indexed, because the IP check runs on every request and a linear scan of
 10 000 blocks cost 5.4 ms per request (``identify()``: 7.8 ms): IP networks by prefix
 length, then by their network number (one dict lookup per prefix length present), users by
@@ -28,9 +35,17 @@ from typing import Any, NamedTuple
 from ._client_ip import TrustedProxies
 from ._ip_syntax import normalize_ip
 
-__all__ = ["Blocked", "Blocklist", "IPBlock", "UserBlock"]
+__all__ = ["MAX_BLOCKS", "PACE", "Blocked", "Blocklist", "IPBlock", "UserBlock"]
 
 logger = logging.getLogger("sqreen")
+
+#: The most blocks of an action set this SDK enforces: the collector's default
+#: ``--max-blocks`` (``sqreen.server.blocks.MAX_ACTIVE_BLOCKS``; a test keeps them equal).
+MAX_BLOCKS = 10_000
+#: After an answer that changed the set, the thread that applied it (the action long-poll,
+#: the flusher) asks again no sooner than this many times the CPU time the answer cost it
+#: (reading, parsing, applying, spooling): at most a fifth of a core each, whatever the set.
+PACE = 4.0
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -155,6 +170,10 @@ class Blocklist:
         # refused ones as received (for snapshot()).
         self._blocks: dict[str, UserBlock | IPBlock] = {}
         self._refused_items: dict[str, dict[str, Any]] = {}
+        # The items past MAX_BLOCKS, in the set's order (at most MAX_BLOCKS of them), refused
+        # until lifted blocks make room; and whether the set was said to be over it.
+        self._waiting: dict[str, Any] = {}
+        self._capped = False
 
     def after_fork_in_child(self) -> None:
         """A new lock: the parent's may have been held by a thread the child does not have.
@@ -190,16 +209,43 @@ class Blocklist:
             now = self._clock()
             known, self._networks = self._networks, {}
             refused: dict[str, str] = {}
-            blocks = [b for item in items if (b := self._parse(item, now, known, refused))]
+            head = items[:MAX_BLOCKS]
+            blocks = [b for item in head if (b := self._parse(item, now, known, refused))]
             self._index = _build(blocks)
             self._blocks = {b.action_id: b for b in blocks}
             self._refused_items = {
                 str(item["id"]): item
-                for item in items
+                for item in head
                 if isinstance(item, dict) and str(item.get("id", "")) in refused
             }
+            waiting: dict[str, Any] = {}
+            for item in items[MAX_BLOCKS : 2 * MAX_BLOCKS]:
+                action_id = _id_of(item)
+                if action_id and action_id not in self._blocks and action_id not in refused:
+                    waiting[action_id] = item
+            self._wait(waiting, refused, len(items))
             self.refused = refused
             self.version = version
+
+    def _wait(self, waiting: dict[str, Any], refused: dict[str, str], total: int) -> None:
+        """Keep the items past MAX_BLOCKS (refused, each saying why); say so once while the
+        set is over it."""
+        why = f"past the {MAX_BLOCKS} blocks this SDK enforces"
+        for action_id in waiting:
+            refused[action_id] = why
+        self._waiting = waiting
+        if total <= MAX_BLOCKS:
+            self._capped = False
+        elif not self._capped:
+            self._capped = True
+            logger.warning(
+                "sqreen: the action set holds %d blocks, more than the %d this SDK enforces "
+                "(the collector's default --max-blocks): the first %d are enforced, the others "
+                "refused until lifted blocks make room",
+                total,
+                MAX_BLOCKS,
+                MAX_BLOCKS,
+            )
 
     def _apply_diff(self, diff: dict[str, Any]) -> None:
         fields: list[Any] = [diff.get(k) for k in ("version", "since", "add", "remove")]
@@ -216,21 +262,44 @@ class Blocklist:
                 k: b for k, b in self._blocks.items() if b.deadline is None or b.deadline > now
             }
             refused, items = dict(self.refused), dict(self._refused_items)
+            waiting = dict(self._waiting)
             for gone in remove:
-                for held in (blocks, refused, items):
+                for held in (blocks, refused, items, waiting):
                     held.pop(str(gone), None)
             known = self._networks
-            for item in add:  # (a block changed keeps its place: the first match answers)
-                action_id = str(item.get("id", "")) if isinstance(item, dict) else ""
-                refused.pop(action_id, None)
-                items.pop(action_id, None)
+
+            def place(action_id: str, item: Any) -> None:
                 block = self._parse(item, now, known, refused)
                 if block is not None:
                     blocks[action_id] = block
-                    continue
+                    return
                 blocks.pop(action_id, None)
                 if action_id in refused:
                     items[action_id] = item
+
+            # A block changed keeps its place (the first match answers), one waiting past
+            # MAX_BLOCKS too; a new one comes last, after those waiting.
+            for item in add:
+                action_id = _id_of(item)
+                if action_id in waiting:
+                    waiting[action_id] = item
+                    continue
+                in_set = action_id in blocks or action_id in items
+                refused.pop(action_id, None)
+                items.pop(action_id, None)
+                if in_set:
+                    place(action_id, item)
+                elif len(waiting) < MAX_BLOCKS:
+                    waiting[action_id] = item
+            if waiting and len(blocks) + len(items) < MAX_BLOCKS:  # room: the first waiting
+                order, waiting = list(waiting.items()), {}
+                for action_id, item in order:
+                    if len(blocks) + len(items) < MAX_BLOCKS:
+                        refused.pop(action_id, None)
+                        place(action_id, item)
+                    else:
+                        waiting[action_id] = item
+            self._wait(waiting, refused, len(blocks) + len(items) + len(waiting))
             if len(known) > 2 * len(blocks) + 64:  # (networks of blocks long gone)
                 self._networks = {
                     str(b.network): b.network for b in blocks.values() if isinstance(b, IPBlock)
@@ -256,7 +325,8 @@ class Blocklist:
                 item["expires_in"] = None if b.deadline is None else b.deadline - now
                 item["reason"] = b.reason
                 items.append(item)
-            return {"version": self.version, "items": items + list(self._refused_items.values())}
+            refused = list(self._refused_items.values()) + list(self._waiting.values())
+            return {"version": self.version, "items": items + refused}
 
     def _parse(
         self, item: Any, now: float, known: dict[str, Network | str], refused: dict[str, str]
@@ -341,6 +411,10 @@ class Blocklist:
         if found is None:
             return None
         return Blocked(ip=ip, reason=found.reason, action_id=found.action_id)
+
+
+def _id_of(item: Any) -> str:
+    return str(item.get("id", "")) if isinstance(item, dict) else ""
 
 
 def _parse_network(text: str) -> Network | None:

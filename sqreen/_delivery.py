@@ -16,9 +16,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from time import thread_time  # this thread's CPU time
 from typing import TYPE_CHECKING, Any
 
+from ._blocking import MAX_BLOCKS, PACE
 from ._errors import Guard, InternalErrors
+from ._text import visible
 from .events import ALIASES
 
 if TYPE_CHECKING:
@@ -35,6 +38,9 @@ logger = logging.getLogger("sqreen")
 MAX_BACKOFF = 30.0
 #: The longest a ``Retry-After`` holds the queue (a day asked is five minutes obeyed).
 MAX_RETRY_AFTER = 300.0
+#: A pause after a batch whose reply changed the action set (``PACE`` times the CPU time of
+#: the exchange) shorter than this is not made: a block in a reply costs far less.
+MIN_PAUSE = 0.05
 
 
 def spellings(names: frozenset[str]) -> frozenset[str]:
@@ -137,6 +143,8 @@ class Delivery:
     def _send_all(self, deadline: float | None) -> bool:
         """Send prepared and queued events until empty, a retry is due, or the deadline."""
         while True:
+            if deadline is None and self._retry_at > self._clock():
+                return False  # paced (below): what is queued stays queued meanwhile
             if not self._ready:
                 prepared = self._prepare()
                 if not prepared:
@@ -146,15 +154,24 @@ class Delivery:
             timeout = None if deadline is None else deadline - self._clock()
             if timeout is not None and timeout <= 0:
                 return False
-            held = self.blocklist.version
+            held, spent = self.blocklist.version, thread_time()
             reply = self.transport.send(self._envelope(), [p.data for p in batch], timeout)
             self.apply_actions(reply.actions, held)
+            if deadline is None and self.blocklist.version != held:
+                # A collector whose set changes with every reply kept the flusher parsing
+                # and applying (the GIL held) as fast as batches went: the next batch waits
+                # for what this one's set cost, when that is noticeable.
+                pause = PACE * (thread_time() - spent)
+                if pause >= MIN_PAUSE:
+                    self._retry_at = max(self._retry_at, self._clock() + min(pause, MAX_BACKOFF))
             if reply.outcome != "retry":
                 self._unspool(batch)
             if reply.outcome == "ok":
                 self._ready.popleft()
                 self._attempt = 0
-                rejected = len(set(reply.rejected))
+                # Indexes of this batch only: a reply listing others (0-999 for one event)
+                # made the counters say -999 sent.
+                rejected = len({i for i in reply.rejected if 0 <= i < len(batch)})
                 if rejected:
                     self._log_rejected(reply.errors)
                 self._settle(batch, sent=len(batch) - rejected, reason="rejected", dropped=rejected)
@@ -165,7 +182,9 @@ class Delivery:
             elif reply.outcome in ("drop", "split"):
                 self._ready.popleft()
                 logger.error(
-                    "sqreen: %d events refused by the receiver: %s", len(batch), reply.detail
+                    "sqreen: %d events refused by the receiver: %s",
+                    len(batch),
+                    visible(reply.detail),
                 )
                 self._settle(batch, sent=0, reason="rejected", dropped=len(batch))
             else:
@@ -174,7 +193,7 @@ class Delivery:
                 if self._attempt in (1, 5) or self._attempt % 20 == 0:
                     logger.warning(
                         "sqreen: delivery failed (%s), retrying in %.1fs (attempt %d)",
-                        reply.detail,
+                        visible(reply.detail),  # the collector's words: no line of their own
                         delay,
                         self._attempt,
                     )
@@ -182,12 +201,13 @@ class Delivery:
                 return False
 
     def _log_rejected(self, errors: list[str]) -> None:
-        """Once per reason (its field and rule, as the collector worded them)."""
+        """Once per reason (its field and rule, as the collector worded them, written out:
+        they cannot make log lines or terminal escapes of their own)."""
         for error in errors:
             reason = error.partition(":")[0][:80]
             if reason not in self._rejections and len(self._rejections) < 256:
                 self._rejections.add(reason)
-                logger.error("sqreen: the collector rejected an event: %s", error)
+                logger.error("sqreen: the collector rejected an event: %s", visible(error))
 
     def _back_off(self, retry_after: float | None) -> float:
         self._attempt += 1
@@ -269,7 +289,10 @@ class Delivery:
             self.watched = frozenset(n for n in names[:256] if isinstance(n, str))
             self.urgent = spellings(self.watched)
             if self.spool is not None and self.blocklist.version != version:
-                whole = actions if "items" in actions else self.blocklist.snapshot()
+                items = actions.get("items")
+                capped = isinstance(items, list) and len(items) > MAX_BLOCKS
+                # (a set past MAX_BLOCKS as the blocklist keeps it, not all 140 000 blocks)
+                whole = actions if "items" in actions and not capped else self.blocklist.snapshot()
                 if whole is not actions:
                     whole["watch"] = sorted(self.watched)
                 self.spool.save_actions({"saved_at": time.time(), "actions": whole})

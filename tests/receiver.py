@@ -215,3 +215,103 @@ class SilentServer:
         for c in conns:
             c.close()
         self.sock.close()
+
+
+class RawServer:
+    """A collector that answers in bytes of its own choosing, as slowly as it likes: each
+    request (its head read, and its body by ``Content-Length``) is handed to
+    ``answer(conn, method, target, body)`` on the connection's thread (``target``: the path
+    and its query), which writes what it wants; the connection then serves its next request.
+    ``requests`` lists ``(method, path)``; :meth:`wait_for` waits for a count of them."""
+
+    def __init__(self, answer: Any, closed: threading.Event | None = None) -> None:
+        self.answer = answer
+        self.requests: list[tuple[str, str]] = []
+        #: Set by :meth:`close`: what an answer that never ends waits on.
+        self.closed = threading.Event() if closed is None else closed
+        self._cond = threading.Condition()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_for(self, count: int, path: str | None = None, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while sum(path in (None, p) for _, p in self.requests) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+            return True
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self._cond:
+                self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        data = b""
+        try:
+            while not self.closed.is_set():
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = lines[0].split(" ", 2)
+                length = 0
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value)
+                while len(data) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                body, data = data[:length], data[length:]
+                path = target.partition("?")[0]
+                with self._cond:
+                    self.requests.append((method, path))
+                    self._cond.notify_all()
+                self.answer(conn, method, target, body)
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.closed.set()
+        self.sock.close()
+        with self._cond:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+
+def http_reply(
+    status: str, body: bytes = b"{}", headers: tuple[tuple[str, str], ...] = ()
+) -> bytes:
+    """The bytes of a whole HTTP/1.1 response."""
+    head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers)
+    return head.encode() + b"\r\n" + body
