@@ -226,6 +226,8 @@ class Queue(Delivery):
                 if kept and self.spool is not None
                 else "",
             )
+        if self.spool is not None:
+            self.spool.close()
         self.transport.close()
         return delivered
 
