@@ -19,6 +19,7 @@ parent keeps, and delivers, what it had queued: every event is delivered once.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
@@ -52,6 +53,9 @@ URGENT_DELAY = 0.1
 #: The longest the flusher sleeps at once (it wakes earlier when there is work).
 MAX_WAIT = 60.0
 DROP_REASONS = ("queue_full", "invalid", "retry_expired", "rejected")
+#: Drops said on the ``sqreen`` logger by the flusher, at most one line per reason this often,
+#: with the count since the last (``invalid`` and ``rejected`` have lines of their own).
+DROP_NOTE_INTERVAL = 60.0
 
 
 class Queue(Delivery):
@@ -116,6 +120,8 @@ class Queue(Delivery):
         self.adjusted = 0
         self.sent = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self._noted = dict.fromkeys(_NOTES, 0)  # the drops the last line of each reason counted
+        self._noted_at = dict.fromkeys(_NOTES, -math.inf)  # and when
 
     @property
     def closing(self) -> bool:
@@ -150,7 +156,7 @@ class Queue(Delivery):
                 self._pending >= cfg.max_queue_size
                 or self._pending_bytes + event.size > cfg.max_queue_bytes
             ):
-                self.dropped["queue_full"] += 1
+                self.dropped["queue_full"] += 1  # said by the flusher (_note_drops)
                 return False
             self._pending += 1
             self._pending_bytes += event.size
@@ -217,6 +223,7 @@ class Queue(Delivery):
         if self._clock() < deadline:  # the last stats: short-lived processes show up too
             with self.errors.guard("the last heartbeat"):
                 self._heartbeat(deadline)
+        self._note_drops(self._clock(), final=True)
         if self._pending:
             kept = self._spool_the_rest()
             logger.warning(
@@ -271,6 +278,7 @@ class Queue(Delivery):
                 self._last_flush = now
                 with self._send_lock:
                     self._send_all(None)
+            self._note_drops(self._clock())
         if self.errors.count != errors:  # a bug of ours: do not spin on it
             self._back_off(None)
         self._notify_drained()
@@ -280,6 +288,34 @@ class Queue(Delivery):
         if self._retry_at > now:
             wake_at = max(wake_at, self._retry_at)
         return wake_at
+
+    def _note_drops(self, now: float, final: bool = False) -> None:
+        """Say the events dropped for want of room or time (the heartbeat counts them too, but
+        does not reach a collector that is down): one line per reason, at most one a
+        :data:`DROP_NOTE_INTERVAL`, with the count since the last; ``final`` says the rest."""
+        for reason in _NOTES:
+            count = self.dropped.get(reason, 0)
+            new = count - self._noted[reason]
+            if new <= 0:
+                continue
+            last = self._noted_at[reason]
+            if not final and now < last + DROP_NOTE_INTERVAL:
+                continue
+            self._noted[reason], self._noted_at[reason] = count, now
+            logger.warning(
+                _NOTES[reason],
+                new,
+                f" in the last {now - last:.0f} s" if last != -math.inf else "",
+                *self._note_args(reason),
+            )
+
+    def _note_args(self, reason: str) -> tuple[object, ...]:
+        cfg = self.config
+        if reason == "queue_full":
+            return cfg.max_queue_size, cfg.max_queue_bytes
+        if reason == "retry_expired":
+            return (cfg.max_retry_age,)
+        return ()
 
     def _notify_drained(self) -> None:
         with self._drained:
@@ -312,6 +348,14 @@ class Queue(Delivery):
                 "dropped": dict(self.dropped),
                 "internal_errors": self.errors.count,
             }
+
+
+#: The drops said by _note_drops, and how.
+_NOTES: dict[str, str] = {
+    "queue_full": "sqreen: %d events dropped%s: the queue was full (max_queue_size=%d, "
+    "max_queue_bytes=%d); the collector is down, or slower than the app tracks",
+    "retry_expired": "sqreen: %d events dropped%s: not delivered within max_retry_age (%gs)",
+}
 
 
 def new_id_prefix() -> str:

@@ -355,3 +355,57 @@ def test_a_reply_overtaken_by_a_newer_action_set_does_not_lift_its_blocks() -> N
     queue.step()
     assert queue.blocklist.version == 2
     assert queue.blocklist.ip_block("203.0.113.9") is not None
+
+
+def _said(log: pytest.LogCaptureFixture, words: str) -> list[str]:
+    return [r.getMessage() for r in log.records if words in r.getMessage()]
+
+
+def test_events_dropped_for_a_full_queue_are_said_once_a_minute_at_most(
+    sqreen_log: pytest.LogCaptureFixture,
+) -> None:
+    """put() only counts (the request path); the flusher says how many since its last line."""
+    queue, _, clock = make(Reply("retry"), max_queue_size=2, flush_interval=3600)
+    put(queue, 2)
+    for i in range(3):
+        assert not queue.put(QueuedEvent(i, "e", 0.0, {}, None, None, None, False, 300))
+    assert not _said(sqreen_log, "queue was full")  # nothing on the caller's thread
+    queue.step()
+    assert _said(sqreen_log, "queue was full") == [
+        "sqreen: 3 events dropped: the queue was full (max_queue_size=2, "
+        "max_queue_bytes=16777216); the collector is down, or slower than the app tracks"
+    ]
+    for i in range(5):
+        queue.put(QueuedEvent(i, "e", 0.0, {}, None, None, None, False, 300))
+    clock.advance(59)  # a line a minute at most
+    queue.step()
+    assert len(_said(sqreen_log, "queue was full")) == 1
+    clock.advance(1)
+    queue.step()
+    assert _said(sqreen_log, "queue was full")[1].startswith(
+        "sqreen: 5 events dropped in the last 60 s: the queue was full"
+    )
+    queue.put(QueuedEvent(9, "e", 0.0, {}, None, None, None, False, 300))
+    queue.shutdown(0)  # what the last line did not count, at exit
+    assert _said(sqreen_log, "queue was full")[2].startswith("sqreen: 1 events dropped in the last")
+    assert queue.stats()["dropped"]["queue_full"] == 9
+
+
+def test_events_expired_while_the_collector_was_down_are_said(
+    sqreen_log: pytest.LogCaptureFixture,
+) -> None:
+    queue, _, clock = make(
+        handler=lambda call: Reply("retry") if call.kind == "events" else Reply("ok"),
+        max_retry_age=60,
+        flush_interval=1,
+    )
+    queue.step()
+    put(queue, 3)
+    for _ in range(3):
+        clock.advance(MAX_BACKOFF + 1)  # a retry is due each time; the last one past 60 s
+        queue._flush_requested = True
+        queue.step()
+    assert queue.stats()["dropped"]["retry_expired"] == 3
+    assert _said(sqreen_log, "max_retry_age") == [
+        "sqreen: 3 events dropped: not delivered within max_retry_age (60s)"
+    ]
