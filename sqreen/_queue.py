@@ -56,6 +56,8 @@ DROP_REASONS = ("queue_full", "invalid", "retry_expired", "rejected")
 #: Drops said on the ``sqreen`` logger by the flusher, at most one line per reason this often,
 #: with the count since the last (``invalid`` and ``rejected`` have lines of their own).
 DROP_NOTE_INTERVAL = 60.0
+#: Events tracked once the delivery at exit has begun that could not be kept in the spool.
+AFTER_SHUTDOWN = "after_shutdown"
 
 
 class Queue(Delivery):
@@ -105,6 +107,9 @@ class Queue(Delivery):
         self._ready: deque[Batch] = deque()  # prepared batches, oldest first
         self._pending = 0  # events queued or in a prepared batch
         self._pending_bytes = 0
+        # The bound on events: -1 once closing, so that put() finds out in the branch it
+        # takes when the queue is full, and the path of an accepted event is unchanged.
+        self._max_pending = self.config.max_queue_size
         self._thread: threading.Thread | None = None
         self._urgent_at: float | None = None  # a watched event waits until then, at most
         self._closing = False
@@ -122,6 +127,8 @@ class Queue(Delivery):
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         self._noted = dict.fromkeys(_NOTES, 0)  # the drops the last line of each reason counted
         self._noted_at = dict.fromkeys(_NOTES, -math.inf)  # and when
+        self._late_noted = False  # an event tracked after the delivery at exit was said
+        self._late_kept = 0  # and how many such events the spool holds
 
     @property
     def closing(self) -> bool:
@@ -153,16 +160,21 @@ class Queue(Delivery):
             if adjusted:
                 self.adjusted += 1
             if (
-                self._pending >= cfg.max_queue_size
+                self._pending >= self._max_pending
                 or self._pending_bytes + event.size > cfg.max_queue_bytes
             ):
-                self.dropped["queue_full"] += 1  # said by the flusher (_note_drops)
-                return False
-            self._pending += 1
-            self._pending_bytes += event.size
-            event.enqueued = self._clock()
-            self._queue.append(event)
-            queued = len(self._queue)
+                if not self._closing:
+                    self.dropped["queue_full"] += 1  # said by the flusher (_note_drops)
+                    return False
+                queued = 0
+            else:
+                self._pending += 1
+                self._pending_bytes += event.size
+                event.enqueued = self._clock()
+                self._queue.append(event)
+                queued = len(self._queue)
+        if not queued:  # outside the lock: what this logs may reach a handler that tracks
+            return self._after_shutdown(event)
         if event.name in self.watched and self._urgent_at is None:
             # A playbook waits for it: leave within URGENT_DELAY (what arrives meanwhile
             # goes in the same batch), not on the flush interval.
@@ -173,6 +185,33 @@ class Queue(Delivery):
         elif queued >= cfg.batch_size and not self._wake.is_set():
             self._wake.set()
         return True
+
+    def _after_shutdown(self, event: QueuedEvent) -> bool:
+        """An event tracked once the delivery at exit has begun (a thread still running, a
+        request of a replaced client): nothing will send it from here. Kept in the spool for
+        the next process (as accepted) when there is one, else dropped (False) and said."""
+        kept = None
+        if self.spool is not None and self.spool.enabled:
+            with self.errors.guard("spooling an event tracked after shutdown"):
+                kept = self.spool.write([self._encode(event)])
+        with self._lock:
+            if kept is not None:  # waiting, as what the exit kept in the spool
+                self._pending += 1
+                self._pending_bytes += event.size
+                self._late_kept += 1
+            else:
+                self.dropped[AFTER_SHUTDOWN] = self.dropped.get(AFTER_SHUTDOWN, 0) + 1
+            first, self._late_noted = not self._late_noted, True
+        if kept is not None and first and self.spool is not None:
+            logger.warning(
+                "sqreen: event %r tracked after the delivery at shutdown: kept in %s for the "
+                "next process, as are the ones that follow",
+                event.name,
+                self.spool.directory,
+            )
+        elif kept is None:
+            self._note_drops(self._clock(), first)
+        return kept is not None
 
     def count_invalid(self) -> None:
         with self._lock:
@@ -215,6 +254,7 @@ class Queue(Delivery):
         deadline = self._clock() + timeout
         with self._lock:
             self._closing = True
+            self._max_pending = -1  # put() after this: see _after_shutdown
             thread = self._thread
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
@@ -225,7 +265,7 @@ class Queue(Delivery):
                 self._heartbeat(deadline)
         self._note_drops(self._clock(), final=True)
         if self._pending:
-            kept = self._spool_the_rest()
+            kept = self._spool_the_rest() + self._late_kept
             logger.warning(
                 "sqreen: %d events not delivered at shutdown%s",
                 self._pending,
@@ -355,6 +395,8 @@ _NOTES: dict[str, str] = {
     "queue_full": "sqreen: %d events dropped%s: the queue was full (max_queue_size=%d, "
     "max_queue_bytes=%d); the collector is down, or slower than the app tracks",
     "retry_expired": "sqreen: %d events dropped%s: not delivered within max_retry_age (%gs)",
+    AFTER_SHUTDOWN: "sqreen: %d events dropped%s: tracked after the delivery at shutdown, "
+    "with no spool to keep them in; track() returned False",
 }
 
 

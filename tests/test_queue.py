@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from sqreen._config import Config
 from sqreen._delivery import MAX_BACKOFF
 from sqreen._event import QueuedEvent
 from sqreen._queue import Queue
+from sqreen._spool import Spool
 from sqreen.transports import Reply, ScriptedTransport, replies
 
 
@@ -37,7 +39,7 @@ def encode(event: QueuedEvent) -> bytes:
 
 
 def make(
-    *script: Reply, handler: Any = None, **options: Any
+    *script: Reply, handler: Any = None, spool: Spool | None = None, **options: Any
 ) -> tuple[Queue, ScriptedTransport, Clock]:
     options.setdefault("heartbeat_interval", 3600)
     config = Config.resolve(options, environ={})
@@ -52,6 +54,7 @@ def make(
         lambda: {"sdk": {}, "app": {}},
         clock=clock,
         jitter=lambda low, high: high,  # the longest wait of each range: deterministic
+        spool=spool,
     )
     queue.start = lambda: None  # type: ignore[method-assign]  # the test is the flusher
     return queue, transport, clock
@@ -409,3 +412,38 @@ def test_events_expired_while_the_collector_was_down_are_said(
     assert _said(sqreen_log, "max_retry_age") == [
         "sqreen: 3 events dropped: not delivered within max_retry_age (60s)"
     ]
+
+
+def test_an_event_tracked_after_shutdown_is_kept_in_the_spool_and_said(
+    tmp_path: Path, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    """A thread still tracking once the delivery at exit is over: nothing will send its events
+    from this process, so they go to the spool, for the next one."""
+    queue, transport, _ = make(spool=Spool(tmp_path, "p"))
+    put(queue, 1, name="before")
+    assert queue.shutdown(1.0)
+    assert [e["name"] for b in transport.batches() for e in b] == ["before"]
+    put(queue, 2, name="after")  # put() asserts it returned True: accepted, and kept
+    kept = [
+        json.loads(line)["name"]
+        for f in tmp_path.glob("*.batch")
+        for line in f.read_bytes().splitlines()
+    ]
+    assert kept == ["after", "after"]
+    assert len(_said(sqreen_log, "tracked after the delivery at shutdown: kept in")) == 1
+    stats = queue.stats()
+    assert stats["sent"] + sum(stats["dropped"].values()) + stats["queue_depth"] == 3
+
+
+def test_without_a_spool_an_event_tracked_after_shutdown_is_refused_counted_and_said(
+    sqreen_log: pytest.LogCaptureFixture,
+) -> None:
+    queue, transport, _ = make()
+    assert queue.shutdown(1.0)
+    assert not queue.put(QueuedEvent(1, "late", 0.0, {}, None, None, None, False, 300))
+    assert queue.stats()["dropped"]["after_shutdown"] == 1
+    assert _said(sqreen_log, "tracked after the delivery at shutdown, with no spool") == [
+        "sqreen: 1 events dropped: tracked after the delivery at shutdown, with no spool to "
+        "keep them in; track() returned False"
+    ]
+    assert not transport.batches()

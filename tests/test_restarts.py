@@ -143,6 +143,36 @@ def test_a_restarted_container_sends_what_its_previous_run_spooled(
     assert not list(tmp_path.glob("*/*.lock"))  # the killed run's, and the restart's own
 
 
+def test_an_event_tracked_after_the_delivery_at_exit_is_kept_for_the_next_process(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """A thread of the app still tracking once the exit has delivered: its events are kept in
+    the spool (track() says True), and the next process sends them."""
+    code = """
+        import atexit
+
+        def late():
+            print([sqreen.track("late", properties={"i": i}) for i in range(2)])
+
+        atexit.register(late)  # before sqreen registers its own: run after its delivery
+        import sqreen
+
+        sqreen.init(flush_interval=3600)
+        sqreen.track("in.time")
+        """
+    env = _env(SQREEN_ENDPOINT=receiver.url, SQREEN_SPOOL=str(tmp_path))
+    first = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert first.stdout.strip() == "[True, True]", first.stderr
+    assert "'late' tracked after the delivery at shutdown: kept in" in first.stderr
+    assert [e["name"] for e in receiver.events] == ["in.time"]
+    code = "import sqreen; sqreen.init(); print(sqreen.flush(10))"
+    second = subprocess.run([sys.executable, "-c", code], env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert second.stdout.strip() == "True", second.stderr
+    assert sorted(e["properties"].get("i", -1) for e in receiver.events) == [-1, 0, 1]
+
+
 def test_events_spooled_for_one_key_are_sent_with_that_key_only(receiver: Receiver) -> None:
     """Two apps with one name (as every app run by uvicorn is named "uvicorn") on one
     machine: what one spooled for its collector and key is not sent by the other, with the
