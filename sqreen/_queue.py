@@ -110,6 +110,7 @@ class Queue(Delivery):
         # The bound on events: -1 once closing, so that put() finds out in the branch it
         # takes when the queue is full, and the path of an accepted event is unchanged.
         self._max_pending = self.config.max_queue_size
+        self._spool_lock = threading.Lock()  # one thread writes a batch to the spool
         self._thread: threading.Thread | None = None
         self._urgent_at: float | None = None  # a watched event waits until then, at most
         self._closing = False
@@ -248,6 +249,30 @@ class Queue(Delivery):
                 self._flush_requested = True
                 self._wake.set()
         return True
+
+    def flush_or_spool(self, timeout: float) -> bool:
+        """Deliver what is queued within ``timeout`` (:meth:`flush`); what is left is written
+        to the spool too, and said. It stays queued: sent from here if the process goes on (the
+        files go once it is), from the spool by the next process if this one dies now (an ASGI
+        server's lifespan shutdown, after which uvicorn kills its process with SIGTERM)."""
+        if self._closing:  # the delivery at exit came first, and said what it left
+            return not self._pending
+        if self.flush(timeout):
+            return True
+        kept = 0
+        if self.spool is not None and self.spool.enabled:
+            with self.errors.guard("spooling at lifespan shutdown"):
+                self._spool_all()
+                kept = sum(len(batch) for batch in list(self._ready) if batch.spooled)
+        logger.warning(
+            "sqreen: %d events not delivered within %gs of the lifespan shutdown; %s",
+            self._pending,
+            timeout,
+            f"{kept} kept in {self.spool.directory} for the next process should this one end"
+            if kept and self.spool is not None
+            else "still queued",
+        )
+        return False
 
     def shutdown(self, timeout: float) -> bool:
         """Stop the thread and deliver what is left on the calling thread, within ``timeout``."""
