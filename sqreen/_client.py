@@ -303,6 +303,11 @@ class Client(Users):
     def flush(self, timeout: float = 5.0) -> bool:
         return True if self.disabled else self.queue.flush(timeout)
 
+    def flush_or_spool(self, timeout: float) -> bool:
+        """At an ASGI lifespan shutdown: deliver within ``timeout``, then keep what is left in
+        the spool too (see :meth:`Queue.flush_or_spool`)."""
+        return True if self.disabled else self.queue.flush_or_spool(timeout)
+
     def shutdown(self, timeout: float | None = None) -> bool:
         if self.poller is not None:
             self.poller.stop()

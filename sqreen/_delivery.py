@@ -87,6 +87,7 @@ class Delivery:
     sent: int
     dropped: dict[str, int]
     _lock: threading.Lock
+    _spool_lock: threading.Lock
     _queue: deque[QueuedEvent]
     _ready: deque[Batch]
     _pending: int
@@ -119,8 +120,11 @@ class Delivery:
             self._ready.append(batch)
 
     def _spool(self, batch: Batch) -> None:
-        if self.spool is not None and batch.spooled is None:
-            batch.spooled = self.spool.write([p.data for p in batch])
+        # The flusher, and the lifespan shutdown or the exit on another thread, may spool the
+        # same batch at once: it gets one file.
+        with self._spool_lock:
+            if self.spool is not None and batch.spooled is None:
+                batch.spooled = self.spool.write([p.data for p in batch])
 
     def _spool_all(self) -> None:
         """While the collector does not take them: every batch, and everything queued

@@ -23,6 +23,7 @@ import atexit
 import logging
 import os
 import signal
+import sys
 import threading
 import weakref
 from collections.abc import Mapping
@@ -234,6 +235,8 @@ def exit_hooks() -> None:
       handler, and WSGI servers (waitress, hypercorn serving WSGI) make the client on the
       thread of the first request: so the middlewares call this when they are built, which
       is when the app is imported, on the main thread.
+    - Under uvicorn's own handler, the delivery follows the server's shutdown
+      (:func:`_after_uvicorn`).
     """
     global _signal_pid
     pid = os.getpid()
@@ -247,10 +250,55 @@ def exit_hooks() -> None:
     if _signal_pid != pid and threading.current_thread() is threading.main_thread():
         _signal_pid = pid
         try:
-            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            handler = signal.getsignal(signal.SIGTERM)
+            if handler is signal.SIG_DFL:
                 signal.signal(signal.SIGTERM, _on_sigterm)
+            else:
+                _after_uvicorn(handler)
         except (ValueError, OSError):  # not the main interpreter, or no such signal
             pass
+
+
+def _after_uvicorn(handler: object) -> None:
+    """Deliver at the end of the shutdown of the uvicorn server whose ``handle_exit`` is the
+    SIGTERM handler (``handler``), when a signal stopped it.
+
+    uvicorn (0.29 and later) takes SIGINT and SIGTERM while it serves; after its graceful
+    shutdown it restores the handlers it found and raises the signal again. Our handler is
+    what it restores only when the app was imported before it served (one worker, a raw ASGI
+    app): FastAPI's and Starlette's middlewares are built at the first lifespan event or
+    request, and with ``--workers N``, ``--reload`` or gunicorn's ``UvicornWorker`` the app
+    is imported inside ``serve()``. It restores the default then, and SIGTERM kills the
+    process: no ``atexit``, no ``multiprocessing`` finalizer. So this server's ``shutdown``
+    (its connections closed, the lifespan shutdown done) is followed by the delivery at exit,
+    on the main thread (its loop serves nothing any more), before the signal comes back. A
+    server stopped otherwise (``--limit-max-requests``, ``should_exit`` set by a program) ends
+    in a normal exit, where ``atexit`` or the finalizer delivers. Nothing is replaced but
+    that one server's ``shutdown`` attribute; anything but uvicorn's handler is left alone.
+    """
+    module = sys.modules.get("uvicorn.server")
+    owner = getattr(handler, "__self__", None)
+    if (
+        module is None
+        or not isinstance(owner, getattr(module, "Server", ()))
+        or getattr(handler, "__name__", None) != "handle_exit"
+    ):
+        return
+    server: Any = owner
+    shutdown = getattr(server, "shutdown", None)
+    if shutdown is None:
+        return
+
+    async def shutdown_then_deliver(*args: Any, **kwargs: Any) -> None:
+        try:
+            await shutdown(*args, **kwargs)
+        finally:
+            # What uvicorn raises again once serve() ends; without it (another version), deliver.
+            captured = getattr(server, "_captured_signals", None)
+            if captured is None or captured:
+                _at_exit()
+
+    server.shutdown = shutdown_then_deliver
 
 
 class _Forks:

@@ -19,6 +19,7 @@ parent keeps, and delivers, what it had queued: every event is delivered once.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
@@ -52,6 +53,11 @@ URGENT_DELAY = 0.1
 #: The longest the flusher sleeps at once (it wakes earlier when there is work).
 MAX_WAIT = 60.0
 DROP_REASONS = ("queue_full", "invalid", "retry_expired", "rejected")
+#: Drops said on the ``sqreen`` logger by the flusher, at most one line per reason this often,
+#: with the count since the last (``invalid`` and ``rejected`` have lines of their own).
+DROP_NOTE_INTERVAL = 60.0
+#: Events tracked once the delivery at exit has begun that could not be kept in the spool.
+AFTER_SHUTDOWN = "after_shutdown"
 
 
 class Queue(Delivery):
@@ -103,6 +109,10 @@ class Queue(Delivery):
         self._ready: deque[Batch] = deque()  # prepared batches, oldest first
         self._pending = 0  # events queued or in a prepared batch
         self._pending_bytes = 0
+        # The bound on events: -1 once closing, so that put() finds out in the branch it
+        # takes when the queue is full, and the path of an accepted event is unchanged.
+        self._max_pending = self.config.max_queue_size
+        self._spool_lock = threading.Lock()  # one thread writes a batch to the spool
         self._thread: threading.Thread | None = None
         self._urgent_at: float | None = None  # a watched event waits until then, at most
         self._closing = False
@@ -118,6 +128,10 @@ class Queue(Delivery):
         self.adjusted = 0
         self.sent = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self._noted = dict.fromkeys(_NOTES, 0)  # the drops the last line of each reason counted
+        self._noted_at = dict.fromkeys(_NOTES, -math.inf)  # and when
+        self._late_noted = False  # an event tracked after the delivery at exit was said
+        self._late_kept = 0  # and how many such events the spool holds
 
     @property
     def closing(self) -> bool:
@@ -149,16 +163,21 @@ class Queue(Delivery):
             if adjusted:
                 self.adjusted += 1
             if (
-                self._pending >= cfg.max_queue_size
+                self._pending >= self._max_pending
                 or self._pending_bytes + event.size > cfg.max_queue_bytes
             ):
-                self.dropped["queue_full"] += 1
-                return False
-            self._pending += 1
-            self._pending_bytes += event.size
-            event.enqueued = self._clock()
-            self._queue.append(event)
-            queued = len(self._queue)
+                if not self._closing:
+                    self.dropped["queue_full"] += 1  # said by the flusher (_note_drops)
+                    return False
+                queued = 0
+            else:
+                self._pending += 1
+                self._pending_bytes += event.size
+                event.enqueued = self._clock()
+                self._queue.append(event)
+                queued = len(self._queue)
+        if not queued:  # outside the lock: what this logs may reach a handler that tracks
+            return self._after_shutdown(event)
         if event.name in self.urgent and self._urgent_at is None:
             # A playbook waits for it: leave within URGENT_DELAY (what arrives meanwhile
             # goes in the same batch), not on the flush interval.
@@ -169,6 +188,33 @@ class Queue(Delivery):
         elif queued >= cfg.batch_size and not self._wake.is_set():
             self._wake.set()
         return True
+
+    def _after_shutdown(self, event: QueuedEvent) -> bool:
+        """An event tracked once the delivery at exit has begun (a thread still running, a
+        request of a replaced client): nothing will send it from here. Kept in the spool for
+        the next process (as accepted) when there is one, else dropped (False) and said."""
+        kept = None
+        if self.spool is not None and self.spool.enabled:
+            with self.errors.guard("spooling an event tracked after shutdown"):
+                kept = self.spool.write([self._encode(event)])
+        with self._lock:
+            if kept is not None:  # waiting, as what the exit kept in the spool
+                self._pending += 1
+                self._pending_bytes += event.size
+                self._late_kept += 1
+            else:
+                self.dropped[AFTER_SHUTDOWN] = self.dropped.get(AFTER_SHUTDOWN, 0) + 1
+            first, self._late_noted = not self._late_noted, True
+        if kept is not None and first and self.spool is not None:
+            logger.warning(
+                "sqreen: event %r tracked after the delivery at shutdown: kept in %s for the "
+                "next process, as are the ones that follow",
+                event.name,
+                self.spool.directory,
+            )
+        elif kept is None:
+            self._note_drops(self._clock(), first)
+        return kept is not None
 
     def count_invalid(self) -> None:
         with self._lock:
@@ -206,11 +252,36 @@ class Queue(Delivery):
                 self._wake.set()
         return True
 
+    def flush_or_spool(self, timeout: float) -> bool:
+        """Deliver what is queued within ``timeout`` (:meth:`flush`); what is left is written
+        to the spool too, and said. It stays queued: sent from here if the process goes on (the
+        files go once it is), from the spool by the next process if this one dies now (an ASGI
+        server's lifespan shutdown, after which uvicorn kills its process with SIGTERM)."""
+        if self._closing:  # the delivery at exit came first, and said what it left
+            return not self._pending
+        if self.flush(timeout):
+            return True
+        kept = 0
+        if self.spool is not None and self.spool.enabled:
+            with self.errors.guard("spooling at lifespan shutdown"):
+                self._spool_all()
+                kept = sum(len(batch) for batch in list(self._ready) if batch.spooled)
+        logger.warning(
+            "sqreen: %d events not delivered within %gs of the lifespan shutdown; %s",
+            self._pending,
+            timeout,
+            f"{kept} kept in {self.spool.directory} for the next process should this one end"
+            if kept and self.spool is not None
+            else "still queued",
+        )
+        return False
+
     def shutdown(self, timeout: float) -> bool:
         """Stop the thread and deliver what is left on the calling thread, within ``timeout``."""
         deadline = self._clock() + timeout
         with self._lock:
             self._closing = True
+            self._max_pending = -1  # put() after this: see _after_shutdown
             thread = self._thread
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
@@ -219,8 +290,9 @@ class Queue(Delivery):
         if self._clock() < deadline:  # the last stats: short-lived processes show up too
             with self.errors.guard("the last heartbeat"):
                 self._heartbeat(deadline)
+        self._note_drops(self._clock(), final=True)
         if self._pending:
-            kept = self._spool_the_rest()
+            kept = self._spool_the_rest() + self._late_kept
             logger.warning(
                 "sqreen: %d events not delivered at shutdown%s",
                 self._pending,
@@ -228,6 +300,8 @@ class Queue(Delivery):
                 if kept and self.spool is not None
                 else "",
             )
+        if self.spool is not None:
+            self.spool.close()
         self.transport.close()
         return delivered
 
@@ -271,6 +345,7 @@ class Queue(Delivery):
                 self._last_flush = now
                 with self._send_lock:
                     self._send_all(None)
+            self._note_drops(self._clock())
         if self.errors.count != errors:  # a bug of ours: do not spin on it
             self._back_off(None)
         self._notify_drained()
@@ -280,6 +355,34 @@ class Queue(Delivery):
         if self._retry_at > now:
             wake_at = max(wake_at, self._retry_at)
         return wake_at
+
+    def _note_drops(self, now: float, final: bool = False) -> None:
+        """Say the events dropped for want of room or time (the heartbeat counts them too, but
+        does not reach a collector that is down): one line per reason, at most one a
+        :data:`DROP_NOTE_INTERVAL`, with the count since the last; ``final`` says the rest."""
+        for reason in _NOTES:
+            count = self.dropped.get(reason, 0)
+            new = count - self._noted[reason]
+            if new <= 0:
+                continue
+            last = self._noted_at[reason]
+            if not final and now < last + DROP_NOTE_INTERVAL:
+                continue
+            self._noted[reason], self._noted_at[reason] = count, now
+            logger.warning(
+                _NOTES[reason],
+                new,
+                f" in the last {now - last:.0f} s" if last != -math.inf else "",
+                *self._note_args(reason),
+            )
+
+    def _note_args(self, reason: str) -> tuple[object, ...]:
+        cfg = self.config
+        if reason == "queue_full":
+            return cfg.max_queue_size, cfg.max_queue_bytes
+        if reason == "retry_expired":
+            return (cfg.max_retry_age,)
+        return ()
 
     def _notify_drained(self) -> None:
         with self._drained:
@@ -312,6 +415,16 @@ class Queue(Delivery):
                 "dropped": dict(self.dropped),
                 "internal_errors": self.errors.count,
             }
+
+
+#: The drops said by _note_drops, and how.
+_NOTES: dict[str, str] = {
+    "queue_full": "sqreen: %d events dropped%s: the queue was full (max_queue_size=%d, "
+    "max_queue_bytes=%d); the collector is down, or slower than the app tracks",
+    "retry_expired": "sqreen: %d events dropped%s: not delivered within max_retry_age (%gs)",
+    AFTER_SHUTDOWN: "sqreen: %d events dropped%s: tracked after the delivery at shutdown, "
+    "with no spool to keep them in; track() returned False",
+}
 
 
 def new_id_prefix() -> str:

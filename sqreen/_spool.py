@@ -15,6 +15,13 @@ not send each other's events, nor enforce each other's blocks.
   processes that are gone (by renaming them, so two processes never send one twice) and
   sends them first; the collector drops the duplicates of a batch that had arrived after all.
   Bounded: past :data:`MAX_SPOOL_BYTES`, the oldest files go (counted as dropped).
+- **Who is gone**: before its first batch file, a process takes an exclusive ``flock`` on
+  ``<pid>-<prefix>.lock`` and holds it for its life; the kernel releases it when the process
+  ends, however it ends. A file whose owner's lock can be taken is an orphan, whatever its
+  pid: a restarted container is pid 1 again, and two containers sharing the directory on a
+  volume may both be pid 1 at once. The pid decides only for a file without a lock (written
+  by an earlier version, or where the file system has no locks): its process is gone when no
+  process has its pid, or when it is this process's pid with a prefix this process never had.
 - **The action set**: the last one received, so that a restarted worker refuses a blocked
   client from its first request, before it reaches the collector.
 
@@ -25,14 +32,25 @@ of the disk (full, read-only) turns the spool off for the process, with one warn
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, the pid decides
+    _flock: Callable[[int, int], Any] | None = None
+    _EXCLUSIVE = 0
+else:
+    _flock = fcntl.flock
+    _EXCLUSIVE = fcntl.LOCK_EX | fcntl.LOCK_NB
 
 __all__ = [
     "MAX_SPOOL_BYTES",
@@ -48,6 +66,9 @@ MAX_SPOOL_BYTES: Final = 64 * 1024 * 1024
 MAX_ACTIONS_BYTES: Final = 16 * 1024 * 1024
 _SAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
 _BATCH: Final = re.compile(r"([0-9]+)-([0-9a-f]+)-([0-9]+)\.batch")
+_LOCK: Final = re.compile(r"([0-9]+)-([0-9a-f]+)\.lock")
+#: The prefixes this process's spools have had (a client replaced by another keeps its own).
+_PREFIXES: set[str] = set()
 
 
 def destination_key(endpoint: str | None, token: str | None) -> str:
@@ -66,9 +87,13 @@ class Spool:
     def __init__(self, directory: str | os.PathLike[str], prefix: str) -> None:
         self.directory = Path(directory)
         self.prefix = prefix
-        self._n = 0
+        _PREFIXES.add(prefix)
+        # Names drawn from a counter: the exit delivery and a thread tracking after it write
+        # at the same time, and two batches must never get one name.
+        self._n = itertools.count(1)
         self.enabled = True
         self.dropped = 0
+        self._release: weakref.finalize[Any, Any] | None = None  # closes the lock we hold
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -80,17 +105,54 @@ class Spool:
             logger.warning("sqreen: the spool at %s is off: %s", self.directory, exc)
 
     def after_fork_in_child(self, prefix: str) -> None:
+        if self._release is not None:  # the child's copy of the parent's lock: the parent's
+            self._release()
+            self._release = None
         self.prefix = prefix
-        self._n = 0
+        _PREFIXES.add(prefix)
+        self._n = itertools.count(1)
+
+    def _hold(self) -> None:
+        """Take this process's lock, before its first batch file (see the module's text)."""
+        if self._release is not None or _flock is None:
+            return
+        path = self.directory / f"{os.getpid()}-{self.prefix}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return
+        try:
+            _flock(fd, _EXCLUSIVE)
+        except OSError:  # no locks here: leave no lock file, the pid decides
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            return
+        self._release = weakref.finalize(self, os.close, fd)
+        self._release.atexit = False  # held until the process ends
 
     # -- batches ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """At shutdown: with no batch of ours left, our lock goes (its file too); a batch
+        written after takes it again."""
+        if self._release is None:
+            return
+        mine = f"{os.getpid()}-{self.prefix}-"
+        try:
+            if any(p.name.startswith(mine) for p in self._files()):
+                return
+            (self.directory / f"{os.getpid()}-{self.prefix}.lock").unlink(missing_ok=True)
+        except OSError:
+            pass
+        self._release()
+        self._release = None
 
     def write(self, events: list[bytes]) -> str | None:
         """Keep a batch on disk; return its name (None when the spool is off)."""
         if not self.enabled or not events:
             return None
-        self._n += 1
-        name = f"{os.getpid()}-{self.prefix}-{self._n}.batch"
+        self._hold()
+        name = f"{os.getpid()}-{self.prefix}-{next(self._n)}.batch"
         try:
             _atomic_write(self.directory / name, b"\n".join(events) + b"\n")
             self._bound()
@@ -113,23 +175,49 @@ class Spool:
         if not self.enabled:
             return
         mine = os.getpid()
-        for path in self._files():
-            match = _BATCH.fullmatch(path.name)
-            if match is None or int(match[1]) == mine or _alive(int(match[1])):
-                continue
-            self._n += 1
-            # Renamed as ours (atomic: only one process gets it), re-claimable if we die too.
-            claimed = path.with_name(f"{mine}-{self.prefix}-{self._n}.batch")
-            try:
-                os.rename(path, claimed)
-                data = claimed.read_bytes()
-            except OSError:
-                continue  # another process claimed it first
-            events = [line for line in data.split(b"\n") if line]
-            if events:
-                yield claimed.name, events
-            else:
-                claimed.unlink(missing_ok=True)
+        gone: dict[str, int] = {}  # the locks of processes that are gone, held while claiming
+        alive: set[str] = set()
+        try:  # one listing: a file written after it is of a process that lives
+            paths = list(self.directory.iterdir())
+        except OSError:
+            return
+        try:
+            for lock in paths:
+                match = _LOCK.fullmatch(lock.name)
+                if match is None or match[2] == self.prefix:
+                    continue
+                fd = _take(lock)
+                if fd is not None and fd < 0:
+                    alive.add(f"{match[1]}-{match[2]}")
+                elif fd is not None:
+                    gone[f"{match[1]}-{match[2]}"] = fd
+            for path in sorted(paths, key=_mtime):
+                match = _BATCH.fullmatch(path.name)
+                if match is None:
+                    continue
+                owner = f"{match[1]}-{match[2]}"
+                if owner in alive or (owner not in gone and not _gone(match, mine)):
+                    continue
+                # Renamed as ours (atomic: only one process gets it), re-claimable if we die too.
+                self._hold()
+                claimed = path.with_name(f"{mine}-{self.prefix}-{next(self._n)}.batch")
+                try:
+                    os.rename(path, claimed)
+                    data = claimed.read_bytes()
+                except OSError:
+                    continue  # another process claimed it first
+                events = [line for line in data.split(b"\n") if line]
+                if events:
+                    yield claimed.name, events
+                else:
+                    claimed.unlink(missing_ok=True)
+        finally:
+            for owner, fd in gone.items():  # their files are ours now: their locks go
+                try:
+                    (self.directory / f"{owner}.lock").unlink(missing_ok=True)
+                except OSError:
+                    pass
+                os.close(fd)
 
     def _files(self) -> list[Path]:
         try:
@@ -203,6 +291,36 @@ def _atomic_write(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+def _take(path: Path) -> int | None:
+    """Another process's lock: its descriptor when we took it (that process is gone), -1 when
+    a process holds it (alive), None when locks cannot be had here (the pid decides)."""
+    if _flock is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        _flock(fd, _EXCLUSIVE)
+    except BlockingIOError:
+        os.close(fd)
+        return -1
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _gone(match: re.Match[str], mine: int) -> bool:
+    """Whether the process that wrote a batch without a lock is gone: no process has its pid,
+    or it is ours with a prefix this process never had (a previous process of the same pid:
+    a restarted container)."""
+    pid = int(match[1])
+    if pid == mine:
+        return match[2] not in _PREFIXES
+    return not _alive(pid)
 
 
 def _alive(pid: int) -> bool:

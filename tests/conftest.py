@@ -24,6 +24,7 @@ LONGEST_FIRST = (
     "tests/explorer/test_browser.py",  # 58 s
     "tests/integrations/test_flask_binding.py",  # 52 s (the 30 000-request crash loop)
     "tests/server/test_action_set.py",  # 46 s
+    "tests/servers/test_shutdown.py",  # 46 s (31 stops of real servers)
     "tests/test_demo.py",  # 44 s
     "tests/server/test_export.py",  # 33 s
     "tests/server/test_cli_operator.py",  # 33 s

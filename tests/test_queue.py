@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from sqreen._config import Config
 from sqreen._delivery import MAX_BACKOFF
 from sqreen._event import QueuedEvent
 from sqreen._queue import Queue
+from sqreen._spool import Spool
 from sqreen.transports import Reply, ScriptedTransport, replies
 
 
@@ -37,7 +39,7 @@ def encode(event: QueuedEvent) -> bytes:
 
 
 def make(
-    *script: Reply, handler: Any = None, **options: Any
+    *script: Reply, handler: Any = None, spool: Spool | None = None, **options: Any
 ) -> tuple[Queue, ScriptedTransport, Clock]:
     options.setdefault("heartbeat_interval", 3600)
     config = Config.resolve(options, environ={})
@@ -52,6 +54,7 @@ def make(
         lambda: {"sdk": {}, "app": {}},
         clock=clock,
         jitter=lambda low, high: high,  # the longest wait of each range: deterministic
+        spool=spool,
     )
     queue.start = lambda: None  # type: ignore[method-assign]  # the test is the flusher
     return queue, transport, clock
@@ -374,3 +377,92 @@ def test_a_reply_overtaken_by_a_newer_action_set_does_not_lift_its_blocks() -> N
     queue.step()
     assert queue.blocklist.version == 2
     assert queue.blocklist.ip_block("203.0.113.9") is not None
+
+
+def _said(log: pytest.LogCaptureFixture, words: str) -> list[str]:
+    return [r.getMessage() for r in log.records if words in r.getMessage()]
+
+
+def test_events_dropped_for_a_full_queue_are_said_once_a_minute_at_most(
+    sqreen_log: pytest.LogCaptureFixture,
+) -> None:
+    """put() only counts (the request path); the flusher says how many since its last line."""
+    queue, _, clock = make(Reply("retry"), max_queue_size=2, flush_interval=3600)
+    put(queue, 2)
+    for i in range(3):
+        assert not queue.put(QueuedEvent(i, "e", 0.0, {}, None, None, None, False, 300))
+    assert not _said(sqreen_log, "queue was full")  # nothing on the caller's thread
+    queue.step()
+    assert _said(sqreen_log, "queue was full") == [
+        "sqreen: 3 events dropped: the queue was full (max_queue_size=2, "
+        "max_queue_bytes=16777216); the collector is down, or slower than the app tracks"
+    ]
+    for i in range(5):
+        queue.put(QueuedEvent(i, "e", 0.0, {}, None, None, None, False, 300))
+    clock.advance(59)  # a line a minute at most
+    queue.step()
+    assert len(_said(sqreen_log, "queue was full")) == 1
+    clock.advance(1)
+    queue.step()
+    assert _said(sqreen_log, "queue was full")[1].startswith(
+        "sqreen: 5 events dropped in the last 60 s: the queue was full"
+    )
+    queue.put(QueuedEvent(9, "e", 0.0, {}, None, None, None, False, 300))
+    queue.shutdown(0)  # what the last line did not count, at exit
+    assert _said(sqreen_log, "queue was full")[2].startswith("sqreen: 1 events dropped in the last")
+    assert queue.stats()["dropped"]["queue_full"] == 9
+
+
+def test_events_expired_while_the_collector_was_down_are_said(
+    sqreen_log: pytest.LogCaptureFixture,
+) -> None:
+    queue, _, clock = make(
+        handler=lambda call: Reply("retry") if call.kind == "events" else Reply("ok"),
+        max_retry_age=60,
+        flush_interval=1,
+    )
+    queue.step()
+    put(queue, 3)
+    for _ in range(3):
+        clock.advance(MAX_BACKOFF + 1)  # a retry is due each time; the last one past 60 s
+        queue._flush_requested = True
+        queue.step()
+    assert queue.stats()["dropped"]["retry_expired"] == 3
+    assert _said(sqreen_log, "max_retry_age") == [
+        "sqreen: 3 events dropped: not delivered within max_retry_age (60s)"
+    ]
+
+
+def test_an_event_tracked_after_shutdown_is_kept_in_the_spool_and_said(
+    tmp_path: Path, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    """A thread still tracking once the delivery at exit is over: nothing will send its events
+    from this process, so they go to the spool, for the next one."""
+    queue, transport, _ = make(spool=Spool(tmp_path, "p"))
+    put(queue, 1, name="before")
+    assert queue.shutdown(1.0)
+    assert [e["name"] for b in transport.batches() for e in b] == ["before"]
+    put(queue, 2, name="after")  # put() asserts it returned True: accepted, and kept
+    kept = [
+        json.loads(line)["name"]
+        for f in tmp_path.glob("*.batch")
+        for line in f.read_bytes().splitlines()
+    ]
+    assert kept == ["after", "after"]
+    assert len(_said(sqreen_log, "tracked after the delivery at shutdown: kept in")) == 1
+    stats = queue.stats()
+    assert stats["sent"] + sum(stats["dropped"].values()) + stats["queue_depth"] == 3
+
+
+def test_without_a_spool_an_event_tracked_after_shutdown_is_refused_counted_and_said(
+    sqreen_log: pytest.LogCaptureFixture,
+) -> None:
+    queue, transport, _ = make()
+    assert queue.shutdown(1.0)
+    assert not queue.put(QueuedEvent(1, "late", 0.0, {}, None, None, None, False, 300))
+    assert queue.stats()["dropped"]["after_shutdown"] == 1
+    assert _said(sqreen_log, "tracked after the delivery at shutdown, with no spool") == [
+        "sqreen: 1 events dropped: tracked after the delivery at shutdown, with no spool to "
+        "keep them in; track() returned False"
+    ]
+    assert not transport.batches()

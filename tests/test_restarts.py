@@ -27,9 +27,11 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _start(code: str, *args: str, **env: str) -> subprocess.Popen[str]:
+def _start(
+    code: str, *args: str, wrapper: tuple[str, ...] = (), **env: str
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
+        [*wrapper, sys.executable, "-c", textwrap.dedent(code), *args],
         env=_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -50,7 +52,9 @@ def _wait_line(proc: subprocess.Popen[str], expected: str, timeout: float = 30) 
     raise AssertionError(f"no {expected!r}: {proc.communicate()[1][-2000:]}")
 
 
-def _spool_then_die(receiver: Receiver, name: str, count: int, **env: str) -> None:
+def _spool_then_die(
+    receiver: Receiver, name: str, count: int, wrapper: tuple[str, ...] = (), **env: str
+) -> None:
     """A process that tracks ``count`` events named ``name`` while the collector is down,
     is killed once they are all spooled; then the collector comes back."""
     url = receiver.url
@@ -72,6 +76,7 @@ def _spool_then_die(receiver: Receiver, name: str, count: int, **env: str) -> No
         """,
         name,
         str(count),
+        wrapper=wrapper,
         SQREEN_ENDPOINT=url,
         **env,
     )
@@ -97,6 +102,75 @@ def test_events_spooled_by_a_killed_process_are_sent_by_the_next(receiver: Recei
     assert sorted(e["properties"].get("i") for e in receiver.events if "i" in e["properties"]) == (
         list(range(20))
     )
+
+
+#: A process of pid 1 in a pid namespace of its own, as in a container: each is a restart of the
+#: same container (``--kill-child``: it dies with ``unshare``).
+PID_1 = ("unshare", "--pid", "--fork", "--kill-child=SIGKILL")
+
+
+def _pid_1_available() -> bool:
+    try:
+        done = subprocess.run([*PID_1, sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.stdout.strip() == "1"
+
+
+@pytest.mark.skipif(not _pid_1_available(), reason="needs unshare --pid (root)")
+def test_a_restarted_container_sends_what_its_previous_run_spooled(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """The restart is pid 1 again, as the run that spooled was, on a persistent volume."""
+    spool = {"SQREEN_SPOOL": str(tmp_path)}
+    _spool_then_die(receiver, "before.restart", 5, wrapper=PID_1, **spool)
+    code = (
+        "import os, sqreen; sqreen.init(); sqreen.track('after.restart');"
+        " print(os.getpid(), sqreen.flush(10))"
+    )
+    second = subprocess.run(
+        [*PID_1, sys.executable, "-c", code],
+        env=_env(SQREEN_ENDPOINT=receiver.url, **spool),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.stdout.split() == ["1", "True"], second.stderr
+    names = sorted(e["name"] for e in receiver.events)
+    assert names == ["after.restart"] + ["before.restart"] * 5
+    assert not list(tmp_path.glob("*/*.batch"))
+    assert not list(tmp_path.glob("*/*.lock"))  # the killed run's, and the restart's own
+
+
+def test_an_event_tracked_after_the_delivery_at_exit_is_kept_for_the_next_process(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """A thread of the app still tracking once the exit has delivered: its events are kept in
+    the spool (track() says True), and the next process sends them."""
+    code = """
+        import atexit
+
+        def late():
+            print([sqreen.track("late", properties={"i": i}) for i in range(2)])
+
+        atexit.register(late)  # before sqreen registers its own: run after its delivery
+        import sqreen
+
+        sqreen.init(flush_interval=3600)
+        sqreen.track("in.time")
+        """
+    env = _env(SQREEN_ENDPOINT=receiver.url, SQREEN_SPOOL=str(tmp_path))
+    first = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert first.stdout.strip() == "[True, True]", first.stderr
+    assert "'late' tracked after the delivery at shutdown: kept in" in first.stderr
+    assert [e["name"] for e in receiver.events] == ["in.time"]
+    code = "import sqreen; sqreen.init(); print(sqreen.flush(10))"
+    second = subprocess.run([sys.executable, "-c", code], env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert second.stdout.strip() == "True", second.stderr
+    assert sorted(e["properties"].get("i", -1) for e in receiver.events) == [-1, 0, 1]
 
 
 def test_events_spooled_for_one_key_are_sent_with_that_key_only(receiver: Receiver) -> None:

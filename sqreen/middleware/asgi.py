@@ -15,9 +15,11 @@ state dict, and one request's handle must never be another's), wraps ``receive``
 tee capped at ``max_body_size``, and refuses a blocked client IP with a 403 before the app
 runs. :class:`sqreen.Blocked` raised by the app, also inside a ``BaseExceptionGroup`` (anyio
 task groups), becomes a 403 while the response has not started, and aborts it after. The
-``lifespan`` scope passes through; events still queued are flushed before the app's
-``lifespan.shutdown.complete`` reaches the server. A ``websocket`` scope from a blocked client
-IP is refused before the app runs: a 403 when the server offers the websocket denial response
+``lifespan`` scope passes through; events still queued are delivered (within
+``shutdown_timeout``) before the app's ``lifespan.shutdown.complete`` reaches the server, and
+what is left is written to the spool and said, as at exit (uvicorn may kill its process with
+SIGTERM right after: see :func:`sqreen._hub.exit_hooks`). A ``websocket`` scope from a blocked
+client IP is refused before the app runs: a 403 when the server offers the websocket denial response
 extension, else a close with code 1008 (policy violation) in answer to ``websocket.connect``,
 which servers send as a 403 to the handshake. No request is bound for a websocket (its
 events are tracked without request data, and ``identify()`` binds nothing there: FastAPI's
@@ -185,7 +187,9 @@ async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 class _FlushOnShutdown:
-    """The lifespan ``send``: deliver what is queued before the server is told it may exit."""
+    """The lifespan ``send``: deliver what is queued before the server is told it may exit,
+    and keep in the spool what could not be (the client stays open: a process may go on
+    after a lifespan, as a test client's does)."""
 
     __slots__ = ("_send",)
 
@@ -196,6 +200,7 @@ class _FlushOnShutdown:
         if message.get("type") in _SHUTDOWN_DONE:
             client = _hub.active  # never create one just to flush nothing
             if client is not None:
-                with client.guard("the flush at lifespan shutdown"):
-                    await anyio.to_thread.run_sync(client.flush, client.config.shutdown_timeout)
+                with client.guard("the delivery at lifespan shutdown"):
+                    timeout = client.config.shutdown_timeout
+                    await anyio.to_thread.run_sync(client.flush_or_spool, timeout)
         await self._send(message)

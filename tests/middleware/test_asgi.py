@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -15,6 +17,8 @@ from sqreen._context import current
 from sqreen.middleware._common import ResponseAborted
 from sqreen.middleware.asgi import SqreenASGIMiddleware
 from sqreen.testing import CapturedEvents
+from sqreen.transports import Reply, ScriptedTransport
+from sqreen.transports.scripted import Call
 
 Message = dict[str, Any]
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
@@ -162,6 +166,66 @@ def test_lifespan_passes_through_and_flushes_on_shutdown(sqreen_events: Captured
 
     asyncio.run(SqreenASGIMiddleware(app)({"type": "lifespan", "asgi": {}}, receive, send))
     assert delivered_at_shutdown == [1]
+
+
+def test_lifespan_shutdown_keeps_in_the_spool_what_it_could_not_deliver(
+    sqreen_events: CapturedEvents, tmp_path: Path, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    """The server may kill the process at once after (uvicorn does, with SIGTERM): what the
+    collector did not take within shutdown_timeout is on disk by then, and said. The client
+    stays open: a process that goes on (a test client's) still sends it, and removes it."""
+    answer = threading.Event()
+
+    def handler(call: Call) -> Reply:
+        if call.kind == "events":
+            answer.wait(30)  # a collector that does not answer, until told to
+        return Reply("ok")
+
+    client = sqreen.init(
+        transport=ScriptedTransport(handler),
+        spool=str(tmp_path),
+        flush_interval=3600,
+        shutdown_timeout=0.2,
+    )
+    spooled_at_shutdown: list[int] = []
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            kind = message["type"].rpartition(".")[2]
+            await send({"type": f"lifespan.{kind}.complete"})
+            if kind == "shutdown":
+                return
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        if message["type"] == "lifespan.startup.complete":
+
+            async def request_app(scope: Any, receive: Any, send: Any) -> None:
+                for i in range(3):
+                    sqreen.track("served", properties={"i": i})
+                await ok(scope, receive, send)
+
+            await call(SqreenASGIMiddleware(request_app), http_scope())
+        if message["type"] == "lifespan.shutdown.complete":
+            files = tmp_path.glob("*/*.batch")
+            spooled_at_shutdown.append(sum(f.read_bytes().count(b"\n") for f in files))
+
+    asyncio.run(SqreenASGIMiddleware(app)({"type": "lifespan", "asgi": {}}, receive, send))
+    assert spooled_at_shutdown == [3]
+    said = [r.getMessage() for r in sqreen_log.records if "lifespan shutdown" in r.getMessage()]
+    assert said == [
+        f"sqreen: 3 events not delivered within 0.2s of the lifespan shutdown; 3 kept in "
+        f"{client.spool.directory if client.spool else None} for the next process should this "
+        "one end"
+    ]
+    assert not client.closed
+    answer.set()
+    assert client.flush(10)
+    assert not list(tmp_path.glob("*/*.batch"))
 
 
 def blocked_user_app(status_first: bool) -> App:

@@ -1,19 +1,23 @@
-"""Events tracked just before a real server stops are delivered, once, however it is stopped.
+"""Events tracked just before a real server stops are delivered, once, however it is stopped;
+with a collector that never answers, they are all kept in the spool, and the log says so.
 
 Each server runs in a subprocess with ``SQREEN_FLUSH_INTERVAL=3600``, so that nothing leaves
 before the stop: what arrives was delivered by the stop itself (a SIGTERM handler, the
-``multiprocessing`` finalizer of a worker that ends in ``os._exit``, ``atexit``, or the ASGI
-middleware at lifespan shutdown; see ``docs/architecture.md``, "fork and exit").
+``multiprocessing`` finalizer of a worker that ends in ``os._exit``, ``atexit``, the ASGI
+middleware at lifespan shutdown, or the end of uvicorn's shutdown; see
+``docs/architecture.md``, "fork and exit").
 """
 
 from __future__ import annotations
 
+import json
 import signal
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from tests.receiver import Receiver
+from tests.receiver import Receiver, SilentServer
 
 from ._harness import Served, wait_until
 
@@ -27,7 +31,11 @@ GRANIAN = [
     *("--workers", "1", "--log-level", "warning"),
 ]
 HYPERCORN = ["python", "-m", "hypercorn", "--bind", "127.0.0.1:{port}", "--workers", "1"]
+UVICORN = ["python", "-m", "uvicorn", "--port", "{port}", "--log-level", "warning"]
+GUNICORN = ["python", "-m", "gunicorn", "--bind", "127.0.0.1:{port}", "--workers", "1", "-k"]
 ASGI, WSGI = "tests.servers.apps:asgi_app", "tests.servers.apps:wsgi_app"
+# Its middleware is built at the first lifespan event or request, under uvicorn's handler.
+FASTAPI = "tests.servers.fastapi_app:app"
 
 SERVERS = {
     # granian's workers are multiprocessing processes: they end in os._exit.
@@ -41,9 +49,17 @@ SERVERS = {
     "waitress": ["python", "-m", "waitress", "--host", "127.0.0.1", "--port", "{port}", WSGI],
     # uvicorn re-raises SIGTERM into the handler it found once it has shut down, then returns;
     # without lifespan, no flush comes first.
-    "uvicorn-no-lifespan": [
-        *("python", "-m", "uvicorn", "--port", "{port}", "--log-level", "warning"),
-        *("--lifespan", "off", ASGI),
+    "uvicorn-no-lifespan": [*UVICORN, "--lifespan", "off", ASGI],
+    # uvicorn restores the default SIGTERM it found and raises it again: the process dies
+    # unless the delivery follows its shutdown (or the lifespan's kept what was left).
+    "uvicorn-fastapi": [*UVICORN, FASTAPI],
+    "uvicorn-fastapi-no-lifespan": [*UVICORN, "--lifespan", "off", FASTAPI],
+    # Each worker imports the app inside serve(), under uvicorn's handler, whatever the app.
+    "uvicorn-workers": [*UVICORN, "--workers", "2", ASGI],
+    "uvicorn-workers-no-lifespan": [*UVICORN, "--workers", "2", "--lifespan", "off", FASTAPI],
+    "gunicorn-uvicorn-worker": [*GUNICORN, "uvicorn.workers.UvicornWorker", FASTAPI],
+    "gunicorn-uvicorn-worker-no-lifespan": [
+        *(*GUNICORN, "tests.servers.workers.NoLifespanWorker", FASTAPI),
     ],
     "flask-run": [
         *("python", "-m", "flask", "--app", "tests.servers.flask_app"),
@@ -62,6 +78,12 @@ HOW = {
     "hypercorn-wsgi": [(signal.SIGTERM, "group"), (signal.SIGTERM, "workers")],
     "waitress": [(signal.SIGTERM, "main"), (signal.SIGINT, "main")],
     "uvicorn-no-lifespan": [(signal.SIGTERM, "main")],
+    "uvicorn-fastapi": [(signal.SIGTERM, "main"), (signal.SIGINT, "main")],
+    "uvicorn-fastapi-no-lifespan": [(signal.SIGTERM, "main")],
+    "uvicorn-workers": [(signal.SIGTERM, "main")],
+    "uvicorn-workers-no-lifespan": [(signal.SIGTERM, "main"), (signal.SIGTERM, "group")],
+    "gunicorn-uvicorn-worker": [(signal.SIGTERM, "main")],
+    "gunicorn-uvicorn-worker-no-lifespan": [(signal.SIGTERM, "main"), (signal.SIGTERM, "group")],
     "flask-run": [(signal.SIGTERM, "main"), (signal.SIGINT, "main")],
 }
 STOPS = [(name, sig, target) for name, stops in HOW.items() for sig, target in stops]
@@ -122,3 +144,44 @@ def test_granian_reload_delivers_what_the_old_workers_tracked(receiver: Receiver
         _delivered_once(receiver, numbers + more, server)
     finally:
         server.kill()
+
+
+#: Stopped with SIGTERM while the collector accepts connections and never answers.
+HUNG = [
+    "uvicorn-no-lifespan",
+    "uvicorn-fastapi",
+    "uvicorn-fastapi-no-lifespan",
+    "uvicorn-workers",
+    "gunicorn-uvicorn-worker",
+    "waitress",
+    "hypercorn-asgi",
+]
+
+
+def _spooled(spool: Path) -> list[int]:
+    numbers = []
+    for path in spool.glob("*/*.batch"):
+        for line in path.read_bytes().splitlines():
+            event = json.loads(line)
+            if event["name"] == "server.event":
+                numbers.append(event["properties"]["n"])
+    return sorted(numbers)
+
+
+@pytest.mark.parametrize("name", HUNG)
+def test_what_a_hung_collector_did_not_take_is_spooled_and_said(tmp_path: Path, name: str) -> None:
+    """Nothing is lost, nor silently: the stop ends within the shutdown timeouts, with every
+    event in the spool for the next process, and a line saying how many and where."""
+    collector = SilentServer()
+    env = {**QUIET, "SQREEN_SHUTDOWN_TIMEOUT": "1", "SQREEN_SPOOL": str(tmp_path)}
+    server = Served(SERVERS[name], None, {**env, "SQREEN_ENDPOINT": collector.url})
+    try:
+        numbers, _pids = _track(server, 0)
+        server.stop(signal.SIGTERM)
+        output = server.output()
+        assert _spooled(tmp_path) == numbers, output
+        assert "events not delivered at shutdown" in output, output
+        assert f"kept in {tmp_path}" in output, output
+    finally:
+        server.kill()
+        collector.close()
