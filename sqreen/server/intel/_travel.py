@@ -65,6 +65,8 @@ DEFAULT_ACCURACY_KM: Final = 100.0
 #: How many of a user's newest events the storage looks at for their logins, at most: a
 #: user with a long history (a service account) costs a bounded read, not a walk of it all.
 MOST_SCANNED: Final = 2000
+#: How many spellings of one user a batch looks up in the storage, besides the folded one.
+MOST_SPELLINGS: Final = 3
 
 
 class Place(NamedTuple):
@@ -169,7 +171,10 @@ class ImpossibleTravel:
         since, until = min(times) - window, max(times) + window + _STEP
         out: list[Login] = []
         seen = set(skip)
-        for pairs in {login.given for login in logins} | {here.user}:
+        # The folded spelling, and a few of those given (a body can spell one user a
+        # thousand ways: each is a read).
+        spellings = sorted({login.given for login in logins} - {here.user})[:MOST_SPELLINGS]
+        for pairs in (here.user, *spellings):
             query = EventFilter(name=LOGIN, users=pairs, since=since, until=until)
             for event in self.store.query_events(query, limit=MOST_SCANNED, scan=MOST_SCANNED):
                 if event.id in seen:
