@@ -13,29 +13,34 @@ seconds. The blocks past it are refused (reported like any refused block, one lo
 the set) and kept, up to as many again, in the set's order, to be enforced as soon as lifted
 blocks make room.
 
-The blocks are indexed, because the IP check runs on every request and a linear scan of
-10 000 blocks cost 5.4 ms per request (``identify()``: 7.8 ms): IP networks by prefix
-length, then by their network number (one dict lookup per prefix length present), users by
-each ``(key, value)`` they hold, so that a lookup touches only the blocks that share an
-identifier with the user. ``bench/bench_blocking.py`` measures both against a linear scan.
+The blocks are indexed for the request path (:mod:`sqreen._block_index`).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
-import unicodedata
-from collections.abc import Callable, Iterable
-from functools import lru_cache
-from socket import AF_INET, AF_INET6, inet_pton
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any
 
+from ._block_index import (
+    BITS,
+    EMPTY,
+    MIN_PREFIX,
+    Blocked,
+    IPBlock,
+    Network,
+    UserBlock,
+    address_of,
+    build_index,
+    first_active,
+    fold_identifier,
+    parse_network,
+)
 from ._client_ip import TrustedProxies
-from ._ip_syntax import normalize_ip
 
-__all__ = ["MAX_BLOCKS", "PACE", "Blocked", "Blocklist", "IPBlock", "UserBlock"]
+__all__ = ["MAX_BLOCKS", "PACE", "Blocked", "Blocklist", "IPBlock", "UserBlock", "fold_identifier"]
 
 logger = logging.getLogger("sqreen")
 
@@ -46,92 +51,6 @@ MAX_BLOCKS = 10_000
 #: the flusher) asks again no sooner than this many times the CPU time the answer cost it
 #: (reading, parsing, applying, spooling): at most a fifth of a core each, whatever the set.
 PACE = 4.0
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class Blocked(BaseException):
-    """The current user or client IP is blocked.
-
-    It derives from :class:`BaseException`, like :class:`KeyboardInterrupt`, so that a
-    handler's ``except Exception:`` cannot swallow it: the middleware turns it into a 403.
-    """
-
-    def __init__(
-        self,
-        user: dict[str, str] | None = None,
-        ip: str | None = None,
-        reason: str | None = None,
-        action_id: str | None = None,
-    ) -> None:
-        what = f"user {user}" if user else f"IP {ip}"
-        super().__init__(f"{what} is blocked" + (f": {reason}" if reason else ""))
-        self.user = user
-        self.ip = ip
-        self.reason = reason
-        self.action_id = action_id
-
-
-class UserBlock(NamedTuple):
-    """A user block in force: every key/value of ``user`` must be in the identifiers."""
-
-    user: dict[str, str]
-    deadline: float | None  # on the blocklist's clock; None: until lifted
-    reason: str | None
-    action_id: str
-
-
-class IPBlock(NamedTuple):
-    network: Network
-    deadline: float | None
-    reason: str | None
-    action_id: str
-
-
-class _Entry(NamedTuple):
-    """A block in the index: its place in the action set (the first match in the set's order
-    answers, as a scan would), and for a user block its pairs with values folded."""
-
-    position: int
-    block: UserBlock | IPBlock
-    folded: tuple[tuple[str, str], ...] = ()
-
-
-# Per IP version: (prefix length, {network number: entries}) for each prefix length present.
-_Networks = tuple[tuple[int, dict[int, list[_Entry]]], ...]
-
-
-class _Index(NamedTuple):
-    """The blocks in force, indexed. Built whole by :meth:`Blocklist.apply`, never mutated."""
-
-    users: dict[tuple[str, str], list[_Entry]]
-    v4: _Networks
-    v6: _Networks
-    has_ips: bool
-
-
-_EMPTY = _Index({}, (), (), False)
-_BITS = {4: 32, 6: 128}
-_MIN_PREFIX = {4: 16, 6: 48}
-
-
-def fold_identifier(value: str) -> str:
-    """An identifier as blocks and playbooks compare it: case-folded, compatibility-
-    normalised (NFKC: fullwidth letters are the ASCII ones, as Django's login form reads
-    them) and stripped, so that the spellings an app takes for one account are one user."""
-    if value.isascii():
-        return value.strip().lower()
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", value).casefold()).strip()
-
-
-@lru_cache(maxsize=4096)
-def _address(ip: str) -> tuple[int, int] | None:
-    """``(version, integer)`` of the address in ``ip`` (read as :func:`normalize_ip` does)."""
-    text = normalize_ip(ip)
-    if text is None:
-        return None
-    address = ipaddress.ip_address(text)
-    return address.version, int(address)
 
 
 class Blocklist:
@@ -159,7 +78,7 @@ class Blocklist:
         self._clock = clock
         self._lock = threading.Lock()
         self.version = -1
-        self._index = _EMPTY  # replaced, never mutated
+        self._index = EMPTY  # replaced, never mutated
         # The networks of the last action set by their text (a text: why it was refused), so
         # that a new version, which repeats the others, parses and checks only what it adds.
         self._networks: dict[str, Network | str] = {}
@@ -211,7 +130,7 @@ class Blocklist:
             refused: dict[str, str] = {}
             head = items[:MAX_BLOCKS]
             blocks = [b for item in head if (b := self._parse(item, now, known, refused))]
-            self._index = _build(blocks)
+            self._index = build_index(blocks)
             self._blocks = {b.action_id: b for b in blocks}
             self._refused_items = {
                 str(item["id"]): item
@@ -304,7 +223,7 @@ class Blocklist:
                 self._networks = {
                     str(b.network): b.network for b in blocks.values() if isinstance(b, IPBlock)
                 }
-            self._index = _build(blocks.values())
+            self._index = build_index(blocks.values())
             self._blocks, self.refused, self._refused_items = blocks, refused, items
             self.version = version
 
@@ -362,14 +281,14 @@ class Blocklist:
 
     def _network(self, text: str, action_id: str) -> Network | str:
         """The network of a ``block_ip`` action, or why it is refused (logged)."""
-        net = _parse_network(text)
+        net = parse_network(text)
         if net is None:
             why = "invalid network"
-        elif net.prefixlen < _MIN_PREFIX[net.version]:
+        elif net.prefixlen < MIN_PREFIX[net.version]:
             why = f"{net} is too wide"
         else:
             first = int(net.network_address)
-            last = first | ((1 << (_BITS[net.version] - net.prefixlen)) - 1)
+            last = first | ((1 << (BITS[net.version] - net.prefixlen)) - 1)
             if not any(
                 v == net.version and lo <= last and first <= hi for v, lo, hi in self._trusted
             ):
@@ -384,7 +303,7 @@ class Blocklist:
         if not user or not index.users:
             return None
         folded = {k: fold_identifier(str(v)) for k, v in user.items()}
-        found = _first_active(
+        found = first_active(
             (index.users.get(pair, ()) for pair in folded.items()),
             self._clock(),
             lambda entry: all(folded.get(k) == v for k, v in entry.folded),
@@ -398,13 +317,13 @@ class Blocklist:
         index = self._index
         if not ip or not index.has_ips:
             return None
-        parsed = _address(ip)
+        parsed = address_of(ip)
         if parsed is None:
             return None
         version, value = parsed
-        host_bits = _BITS[version]
+        host_bits = BITS[version]
         networks = index.v4 if version == 4 else index.v6
-        found = _first_active(
+        found = first_active(
             (table.get(value >> (host_bits - prefix), ()) for prefix, table in networks),
             self._clock(),
         )
@@ -415,68 +334,3 @@ class Blocklist:
 
 def _id_of(item: Any) -> str:
     return str(item.get("id", "")) if isinstance(item, dict) else ""
-
-
-def _parse_network(text: str) -> Network | None:
-    """The network of ``"203.0.113.0/24"``, ``"2001:db8::/48"`` or an address alone (host
-    bits cleared); None for anything else. ``::ffff:203.0.113.0/120`` is
-    ``203.0.113.0/24``: addresses are unmapped, so blocks are too.
-
-    ``inet_pton`` and an integer, not :func:`ipaddress.ip_network` (which tries IPv4 first, and
-    whose failure costs as much again): 10 000 blocks are parsed in a third of the time.
-    """
-    host, slash, length = text.partition("/")
-    v6 = ":" in host
-    bits = 128 if v6 else 32
-    try:
-        number = int.from_bytes(inet_pton(AF_INET6 if v6 else AF_INET, host), "big")
-    except (OSError, ValueError):  # garbage; ValueError: a NUL character
-        return None
-    if not slash:
-        prefix = bits
-    elif length.isascii() and length.isdigit() and int(length) <= bits:
-        prefix = int(length)
-    else:
-        return None
-    number &= ~((1 << (bits - prefix)) - 1)
-    if v6 and prefix >= 96 and number >> 32 == 0xFFFF:
-        return ipaddress.IPv4Network((number & 0xFFFFFFFF, prefix - 96))
-    return (ipaddress.IPv6Network if v6 else ipaddress.IPv4Network)((number, prefix))
-
-
-def _build(blocks: Iterable[UserBlock | IPBlock]) -> _Index:
-    users: dict[tuple[str, str], list[_Entry]] = {}
-    networks: dict[int, dict[int, dict[int, list[_Entry]]]] = {4: {}, 6: {}}
-    for position, block in enumerate(blocks):
-        if isinstance(block, UserBlock):
-            folded = tuple((k, fold_identifier(v)) for k, v in block.user.items())
-            # Under one of its pairs: a user who lacks it cannot match the block anyway.
-            users.setdefault(min(folded), []).append(_Entry(position, block, folded))
-        else:
-            net = block.network
-            tables = networks[net.version]
-            number = int(net.network_address) >> (_BITS[net.version] - net.prefixlen)
-            tables.setdefault(net.prefixlen, {}).setdefault(number, []).append(
-                _Entry(position, block)
-            )
-    v4, v6 = (tuple(sorted(networks[v].items(), reverse=True)) for v in (4, 6))
-    return _Index(users, v4, v6, bool(v4 or v6))
-
-
-def _first_active(
-    candidates: Iterable[Iterable[_Entry]],
-    now: float,
-    matches: Callable[[_Entry], bool] | None = None,
-) -> UserBlock | IPBlock | None:
-    """The block, among ``candidates`` (lists in action-set order), that comes first in the
-    action set, has not expired and ``matches``."""
-    best: _Entry | None = None
-    for entries in candidates:
-        for entry in entries:
-            if best is not None and entry.position >= best.position:
-                break
-            deadline = entry.block.deadline
-            if (deadline is None or deadline > now) and (matches is None or matches(entry)):
-                best = entry
-                break
-    return None if best is None else best.block

@@ -19,7 +19,6 @@ parent keeps, and delivers, what it had queued: every event is delivered once.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import threading
@@ -29,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._delivery import Batch, Delivery
+from ._drops import AFTER_SHUTDOWN, DropNotes
 from ._errors import InternalErrors
 from ._threads import start_thread
 
@@ -53,11 +53,6 @@ URGENT_DELAY = 0.1
 #: The longest the flusher sleeps at once (it wakes earlier when there is work).
 MAX_WAIT = 60.0
 DROP_REASONS = ("queue_full", "invalid", "retry_expired", "rejected")
-#: Drops said on the ``sqreen`` logger by the flusher, at most one line per reason this often,
-#: with the count since the last (``invalid`` and ``rejected`` have lines of their own).
-DROP_NOTE_INTERVAL = 60.0
-#: Events tracked once the delivery at exit has begun that could not be kept in the spool.
-AFTER_SHUTDOWN = "after_shutdown"
 
 
 class Queue(Delivery):
@@ -128,8 +123,7 @@ class Queue(Delivery):
         self.adjusted = 0
         self.sent = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
-        self._noted = dict.fromkeys(_NOTES, 0)  # the drops the last line of each reason counted
-        self._noted_at = dict.fromkeys(_NOTES, -math.inf)  # and when
+        self._drop_notes = DropNotes(self.config)  # the flusher's lines on drops
         self._late_noted = False  # an event tracked after the delivery at exit was said
         self._late_kept = 0  # and how many such events the spool holds
 
@@ -357,32 +351,7 @@ class Queue(Delivery):
         return wake_at
 
     def _note_drops(self, now: float, final: bool = False) -> None:
-        """Say the events dropped for want of room or time (the heartbeat counts them too, but
-        does not reach a collector that is down): one line per reason, at most one a
-        :data:`DROP_NOTE_INTERVAL`, with the count since the last; ``final`` says the rest."""
-        for reason in _NOTES:
-            count = self.dropped.get(reason, 0)
-            new = count - self._noted[reason]
-            if new <= 0:
-                continue
-            last = self._noted_at[reason]
-            if not final and now < last + DROP_NOTE_INTERVAL:
-                continue
-            self._noted[reason], self._noted_at[reason] = count, now
-            logger.warning(
-                _NOTES[reason],
-                new,
-                f" in the last {now - last:.0f} s" if last != -math.inf else "",
-                *self._note_args(reason),
-            )
-
-    def _note_args(self, reason: str) -> tuple[object, ...]:
-        cfg = self.config
-        if reason == "queue_full":
-            return cfg.max_queue_size, cfg.max_queue_bytes
-        if reason == "retry_expired":
-            return (cfg.max_retry_age,)
-        return ()
+        self._drop_notes.say(self.dropped, now, final)
 
     def _notify_drained(self) -> None:
         with self._drained:
@@ -415,16 +384,6 @@ class Queue(Delivery):
                 "dropped": dict(self.dropped),
                 "internal_errors": self.errors.count,
             }
-
-
-#: The drops said by _note_drops, and how.
-_NOTES: dict[str, str] = {
-    "queue_full": "sqreen: %d events dropped%s: the queue was full (max_queue_size=%d, "
-    "max_queue_bytes=%d); the collector is down, or slower than the app tracks",
-    "retry_expired": "sqreen: %d events dropped%s: not delivered within max_retry_age (%gs)",
-    AFTER_SHUTDOWN: "sqreen: %d events dropped%s: tracked after the delivery at shutdown, "
-    "with no spool to keep them in; track() returned False",
-}
 
 
 def new_id_prefix() -> str:

@@ -197,16 +197,14 @@ class SilentServer:
         return f"http://127.0.0.1:{self.port}"
 
     def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
+        accept_each(self.sock, self._take)
+
+    def _take(self, conn: socket.socket) -> None:
+        with self._lock:
+            if self._closed:
+                conn.close()
                 return
-            with self._lock:
-                if self._closed:
-                    conn.close()
-                    return
-                self.conns.append(conn)
+            self.conns.append(conn)
 
     def close(self) -> None:
         with self._lock:
@@ -253,14 +251,12 @@ class RawServer:
             return True
 
     def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self._cond:
-                self._conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        accept_each(self.sock, self._take)
+
+    def _take(self, conn: socket.socket) -> None:
+        with self._cond:
+            self._conns.append(conn)
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         data = b""
@@ -315,3 +311,13 @@ def http_reply(
     head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n"
     head += "".join(f"{name}: {value}\r\n" for name, value in headers)
     return head.encode() + b"\r\n" + body
+
+
+def accept_each(sock: socket.socket, take: Any) -> None:
+    """Hand each connection ``sock`` accepts to ``take``, until ``sock`` is closed."""
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return
+        take(conn)

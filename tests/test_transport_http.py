@@ -282,6 +282,19 @@ def _poller_against(transport: HTTPTransport, cpu: Any) -> tuple[ActionPoller, _
     return poller, pauses
 
 
+def _pauses_of_a_poller(server: Any, cpu: Any) -> list[float]:
+    """Run an action poller against ``server`` until it has paused twice; its pauses."""
+    transport = HTTPTransport(server.url, None)
+    poller, pauses = _poller_against(transport, cpu=cpu)
+    poller.start()
+    assert _wait_for(lambda: len(pauses.asked) >= 2), "the poller asked again at once, always"
+    poller.stop()
+    assert poller._thread is not None
+    poller._thread.join(10)
+    transport.close()
+    return list(pauses.asked)
+
+
 def test_whole_action_sets_that_keep_changing_are_applied_at_most_once_a_second(
     raw: Any,
 ) -> None:
@@ -291,16 +304,8 @@ def test_whole_action_sets_that_keep_changing_are_applied_at_most_once_a_second(
         actions = {"version": next(versions), "items": []}  # a new whole set, at once, always
         conn.sendall(http_reply("200 OK", json.dumps({"actions": actions}).encode()))
 
-    server = raw(answer)
-    transport = HTTPTransport(server.url, None)
-    poller, pauses = _poller_against(transport, cpu=lambda: 0.0)
-    poller.start()
-    assert _wait_for(lambda: len(pauses.asked) >= 2), "the poller asked again at once, always"
-    poller.stop()
-    assert poller._thread is not None
-    poller._thread.join(10)
-    transport.close()
-    assert pauses.asked[:2] == [1.0, 1.0]  # the first set at once; each next a second later
+    asked = _pauses_of_a_poller(raw(answer), cpu=lambda: 0.0)
+    assert asked[:2] == [1.0, 1.0]  # the first set at once; each next a second later
 
 
 def test_changes_are_paced_by_what_applying_them_costs(raw: Any) -> None:
@@ -312,16 +317,8 @@ def test_changes_are_paced_by_what_applying_them_costs(raw: Any) -> None:
         conn.sendall(http_reply("200 OK", json.dumps({"actions": actions}).encode()))
 
     spent = count(0.0, 0.25)  # every look at the thread's CPU time: 0.25 s more
-    server = raw(answer)
-    transport = HTTPTransport(server.url, None)
-    poller, pauses = _poller_against(transport, cpu=lambda: next(spent))
-    poller.start()
-    assert _wait_for(lambda: len(pauses.asked) >= 2), "the poller asked again at once, always"
-    poller.stop()
-    assert poller._thread is not None
-    poller._thread.join(10)
-    transport.close()
-    assert pauses.asked[:2] == [1.0, 1.0]  # four times the 0.25 s of CPU each change took
+    asked = _pauses_of_a_poller(raw(answer), cpu=lambda: next(spent))
+    assert asked[:2] == [1.0, 1.0]  # four times the 0.25 s of CPU each change took
 
 
 def test_a_batch_whose_reply_changes_the_set_at_a_cost_paces_the_next(
