@@ -38,6 +38,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -286,7 +287,9 @@ def restored_actions(saved: Any, now: float) -> dict[str, Any] | None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # A name of the thread's own: the flusher and the action long-poll may save the action
+    # set at once, and a shared name made one's rename fail (and disable the spool).
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)

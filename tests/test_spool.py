@@ -112,3 +112,25 @@ def test_a_forked_child_does_not_hold_its_parent_lock(tmp_path: Path) -> None:
         assert child.stdin is not None and child.stdout is not None
         child.stdin.close()  # the forked child ends
         child.stdout.close()
+
+
+def test_two_threads_saving_the_action_set_at_once_keep_the_spool(tmp_path: Path) -> None:
+    """The flusher and the action long-poll both save a new set: each writes its own file
+    and renames it; with one file name for both, a rename failed and disabled the spool."""
+    import threading
+
+    spool = Spool(tmp_path, "aaaaaaaaaaaa")
+    start = threading.Barrier(2)
+
+    def save(n: int) -> None:
+        start.wait()
+        for version in range(200):
+            spool.save_actions({"saved_at": 0, "actions": {"version": version, "by": n}})
+
+    threads = [threading.Thread(target=save, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert spool.enabled
+    assert spool.load_actions()["actions"]["version"] == 199

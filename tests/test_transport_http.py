@@ -229,8 +229,12 @@ def test_an_action_set_past_the_cap_is_enforced_up_to_it_and_the_rest_refused(
     assert "10000 blocks" in client.blocklist.refused[str(MAX_BLOCKS)]
     said = [r.getMessage() for r in sqreen_log.records if "blocks" in r.getMessage()]
     assert len(said) == 1 and "20005" in said[0]  # one line for the set, not one per block
-    assert client.spool is not None
-    saved = client.spool.load_actions()["actions"]  # as kept: not the whole 20 005
+    spool = client.spool
+    assert spool is not None
+    # Saved by whichever thread applied it (the long-poll or the flusher), maybe a moment
+    # after the other one found it applied.
+    assert _wait_for(lambda: spool.load_actions() is not None)
+    saved = spool.load_actions()["actions"]  # as kept: not the whole 20 005
     assert saved["version"] == client.blocklist.version and len(saved["items"]) == 2 * MAX_BLOCKS
 
 
