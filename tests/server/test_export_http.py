@@ -79,6 +79,37 @@ def test_a_2xx_is_acknowledged_without_reading_an_endless_body(
         sink.close()
 
 
+def test_a_status_line_that_trickles_in_fails_the_send_at_its_deadline(
+    endpoint: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers a line every 20 ms, for ever: each read is in time, so only a deadline on the
+    whole exchange ends the send (the forwarder stayed on it for good)."""
+    monkeypatch.setattr(sinks, "TIMEOUT", 0.5)
+    stop = threading.Event()
+
+    def trickle(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        while not stop.wait(0.02):
+            conn.sendall(b"X-Slow: y\r\n")
+
+    sink = open_sink(parse_destination(endpoint(trickle)))
+    failed: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            sink.send([])
+        except SinkError as exc:
+            failed.append(exc)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    sender.join(30)
+    stop.set()
+    sink.close()
+    assert not sender.is_alive(), "the send never ended"
+    assert failed and "Timeout" in str(failed[0])
+
+
 def test_an_error_quoting_the_endpoint_is_logged_cut(endpoint: Callable[..., str]) -> None:
     """A status line of garbage is an error whose text is cut, not kilobytes of the peer's
     bytes in the collector's log."""

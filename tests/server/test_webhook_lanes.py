@@ -5,6 +5,7 @@ account takeover that follows; when too many wait, the oldest of the longest que
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from sqreen.server.playbooks import Notifier
+from tests.receiver import RawServer, http_reply
 
 from .webhook_receiver import WebhookReceiver
 
@@ -81,3 +83,30 @@ def test_past_the_bound_the_longest_queue_keeps_its_oldest(receiver: GatedReceiv
     assert notifier.dropped == 12 - 5
     # The scan's first alerts, not its last: a flood cannot push out an earlier alert.
     assert sorted(receiver.ids) == [0, 1, 2, 3, 4, 12]
+
+
+def test_a_receiver_trickling_its_reply_lets_the_lane_go_on_at_the_timeout() -> None:
+    """Headers a line every 20 ms, for ever: each read is in time, so only a deadline on the
+    whole post ends it; the lane then posts what waits (it stayed on the first for good)."""
+    closed = threading.Event()
+
+    def answer(conn: socket.socket, method: str, target: str, body: bytes) -> None:
+        if target == "/slow":
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not closed.wait(0.02):
+                conn.sendall(b"X-Slow: y\r\n")
+        else:
+            conn.sendall(http_reply("204 No Content", b""))
+
+    server = RawServer(answer, closed)
+    notifier = Notifier(timeout=0.5, tries=1)
+    try:
+        notifier.submit((server.url + "/slow",), alert("brute-force-ip", 1))
+        notifier.submit((server.url + "/slow",), alert("account-takeover", 2))
+        assert notifier.join(30), "a post never ended"
+        assert (notifier.sent, notifier.failed) == (0, 2)
+        notifier.submit((server.url + "/ok",), alert("account-takeover", 3))
+        assert notifier.join(30)
+        assert notifier.sent == 1
+    finally:
+        server.close()

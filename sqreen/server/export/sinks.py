@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx2 as httpx
 
+from ...transports._deadline import Deadline, DeadlineTransport
 from ...transports.http import trust
 from ..storage import Alert, StoredEvent
 from .otlp import CONTENT_TYPE, encode_logs
@@ -103,7 +104,11 @@ class HttpSink:
         self.otlp = destination.scheme.startswith("otlp")
         # No proxy nor .netrc from the environment, but SSL_CERT_FILE/SSL_CERT_DIR for an
         # endpoint of a private CA, as the SDK reads them (without, its CA could not be named).
-        self._client = httpx.Client(timeout=TIMEOUT, trust_env=False, verify=trust(None))
+        # Each send ends within TIMEOUT, whole: an endpoint trickling its status line a byte
+        # at a time held the forwarder for ever (httpx's timeouts are each a read's).
+        self._deadline = Deadline()
+        transport = DeadlineTransport(trust(None), self._deadline)
+        self._client = httpx.Client(timeout=TIMEOUT, trust_env=False, transport=transport)
 
     def body(self, records: Sequence[Record]) -> tuple[bytes, str]:
         if self.otlp:
@@ -118,9 +123,12 @@ class HttpSink:
             # (``post``), an endpoint answering with an endless body took the collector to
             # 4.7 GB of memory in 12 s; one stalling mid-body failed the batch at the read
             # timeout, again and again. Closed unread, the connection is dropped, not reused.
-            with self._client.stream(
-                "POST", self.destination.url, content=body, headers=headers
-            ) as response:
+            with (
+                self._deadline.within(TIMEOUT),
+                self._client.stream(
+                    "POST", self.destination.url, content=body, headers=headers
+                ) as response,
+            ):
                 status = response.status_code
         except httpx.HTTPError as exc:
             raise SinkError(_described(exc)) from None

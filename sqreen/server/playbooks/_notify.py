@@ -30,6 +30,7 @@ from typing import Any, Final
 import httpx2 as httpx
 
 from ..._threads import start_thread
+from ...transports._deadline import Deadline, DeadlineTransport
 from ._config import SECRET_VARIABLE
 
 __all__ = ["Notifier", "sign", "verify_signature", "webhook_secret"]
@@ -185,14 +186,18 @@ class Notifier:
         return lane
 
     def _run(self, url: str, lane: _Lane) -> None:
-        with httpx.Client(timeout=self.timeout, trust_env=False) as client:
+        # Each post ends within the timeout, whole: a receiver trickling its reply a byte at
+        # a time held the lane (and the alerts behind it) for ever.
+        deadline = Deadline()
+        transport = DeadlineTransport(True, deadline)
+        with httpx.Client(timeout=self.timeout, trust_env=False, transport=transport) as client:
             while (body := lane.get()) is not None:
                 try:
-                    self._post(client, url, body)
+                    self._post(client, deadline, url, body)
                 finally:
                     lane.done()
 
-    def _post(self, client: httpx.Client, url: str, body: bytes) -> None:
+    def _post(self, client: httpx.Client, deadline: Deadline, url: str, body: bytes) -> None:
         headers = {"Content-Type": "application/json", "User-Agent": "sqreen-collector"}
         for attempt in range(self.tries):
             secret = self.secret() if callable(self.secret) else self.secret
@@ -201,15 +206,21 @@ class Notifier:
             else:
                 headers.pop(SIGNATURE_HEADER, None)
             try:
-                response = client.post(url, content=body, headers=headers)
+                # The status is the answer: the reply's body is never read (an endless one
+                # would be read into memory whole by post()).
+                with (
+                    deadline.within(self.timeout),
+                    client.stream("POST", url, content=body, headers=headers) as response,
+                ):
+                    status = response.status_code
             except httpx.HTTPError as exc:
                 outcome = f"{type(exc).__name__}: {exc}"
             else:
-                if 200 <= response.status_code < 300:
+                if 200 <= status < 300:
                     self.sent += 1
                     return
-                outcome = f"HTTP {response.status_code}"
-                if response.status_code not in (408, 429) and response.status_code < 500:
+                outcome = f"HTTP {status}"
+                if status not in (408, 429) and status < 500:
                     break  # the receiver refused this body: sending it again will not help
             if attempt + 1 < self.tries:
                 self._sleep(self.backoff * 2**attempt)
