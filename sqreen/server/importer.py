@@ -3,16 +3,17 @@
 Each line is one wire event, checked with the SDK's rules. A line without an ``id`` gets one
 derived from its content and from how many identical lines came before it in the file: six
 identical failed logins (a log with whole-second times writes them so) are six events, and
-importing the same file twice stores nothing the second time. Bad lines are counted, the
-first :data:`MAX_BAD_KEPT` kept with their line numbers and messages (a file of garbage costs
-no memory a line); good ones are stored in batches. A write the database refuses (SQLite
-locked past its busy timeout, a full disk; PostgreSQL's lock or statement timeout, a lost
-connection) stops the import with :class:`ImportStopped`, whose report says how far it got:
-what was committed stays, and the same import run again skips it. ``sq.identify`` records
-(``identify(user, traits=...)``) set their users' traits, as at ingest, and are not stored
-as events. As at ingest too, LiteSOC's other spellings of a name are stored as the
-standard name, and each event is stored with ``ip_info`` when an ``intel`` is given (the
-``sqreen import`` command gives one: today's data, for events of the past).
+importing the same file twice stores nothing the second time, nor do events an SDK sent
+already (ids are unique per API key; an import skips those stored under any key). Bad lines
+are counted, the first :data:`MAX_BAD_KEPT` kept with their line numbers and messages (a
+file of garbage costs no memory a line); good ones are stored in batches. A write the
+database refuses (SQLite locked past its busy timeout, a full disk; PostgreSQL's lock or
+statement timeout, a lost connection) stops the import with :class:`ImportStopped`, whose
+report says how far it got: what was committed stays, and the same import run again skips
+it. ``sq.identify`` records (``identify(user, traits=...)``) set their users' traits, as at
+ingest, and are not stored as events. As at ingest too, LiteSOC's other spellings of a name
+are stored as the standard name, and each event is stored with ``ip_info`` when an ``intel``
+is given (the ``sqreen import`` command gives one: today's data, for events of the past).
 """
 
 from __future__ import annotations
@@ -132,9 +133,20 @@ def import_lines(
                 enrichment.append({"ip_info": info} if info is not None else {})
         try:
             if batch:
-                result = storage.insert_events(batch, app=app, enrichment=enrichment)
-                report.stored += result.stored
-                report.duplicates += result.duplicates
+                # Ids are unique per API key, and an import has none: what an SDK sent
+                # already (an export of this collector imported back) is skipped too.
+                ids = [event["id"] for event in batch]
+                known = set[str]().union(
+                    *(storage.stored_ids(ids[i : i + 1000]) for i in range(0, len(ids), 1000))
+                )
+                fresh = [n for n, event in enumerate(batch) if event["id"] not in known]
+                report.duplicates += len(batch) - len(fresh)
+                if fresh:
+                    events = [batch[n] for n in fresh]
+                    kept = None if enrichment is None else [enrichment[n] for n in fresh]
+                    result = storage.insert_events(events, app=app, enrichment=kept)
+                    report.stored += result.stored
+                    report.duplicates += result.duplicates
                 batch.clear()
             if identities:
                 storage.record_traits(identities)

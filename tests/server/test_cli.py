@@ -285,6 +285,26 @@ def test_import_reports_bad_lines_and_is_idempotent(db: str, tmp_path: Path) -> 
     assert "1 events stored" in run("import", str(clean), "--db", db).stdout
 
 
+def test_import_skips_what_an_sdk_sent_already(db: str, tmp_path: Path) -> None:
+    """Ids are unique per API key, and an import has none: an export of this collector
+    imported back (events an SDK sent with its key) stores nothing again."""
+    sent = [wire_event(), wire_event()]
+    storage = open_storage(db)
+    try:
+        storage.insert_events([parse_event(e) for e in sent], key_id=7)
+    finally:
+        storage.close()
+    file = tmp_path / "export.jsonl"
+    file.write_text("".join(json.dumps(e) + "\n" for e in [*sent, wire_event()]))
+    out = run("import", str(file), "--db", db).stdout
+    assert "3 lines: 1 events stored, 2 already stored" in out
+    storage = open_storage(db)
+    try:
+        assert storage.count_events() == 3
+    finally:
+        storage.close()
+
+
 def test_import_stores_identical_lines_without_an_id_as_separate_events(
     db: str, tmp_path: Path
 ) -> None:

@@ -223,6 +223,17 @@ def test_a_bounded_scan_looks_at_the_newest_events_of_the_first_pair_only(
     assert ids(storage.query_events(user, scan=7, limit=1)) == [events[3]["id"]]
 
 
+def test_stored_ids_are_found_under_any_key(storage: Storage) -> None:
+    first, second = wire_event(), wire_event(id="with\x00nul")
+    storage.insert_events([parse_event(first)], key_id=3)
+    storage.insert_events([parse_event(second)])
+    asked = [first["id"], second["id"], "never-stored"]
+    assert storage.stored_ids(asked) == {first["id"], second["id"]}
+    assert storage.stored_ids([]) == set()
+    with pytest.raises(ValueError, match="at most 1000"):
+        storage.stored_ids([str(n) for n in range(1001)])
+
+
 def test_count_by_and_histogram(storage: Storage) -> None:
     events = [
         wire_event(

@@ -132,6 +132,14 @@ class EventStore(Clocked, Protocol):
         one of ``seq``)."""
         ...
 
+    def stored_ids(self, ids: Collection[str]) -> set[str]:
+        """Which of ``ids`` (at most 1000) an event stored under any API key has (ids are
+        unique per key: an import, key 0, skips what the SDKs sent already).
+
+        .. versionadded:: 0.1
+        """
+        ...
+
     def events_by_seq(self, seqs: Collection[int]) -> list[StoredEvent]:
         """The stored events of these seqs (at most 1000: :class:`ValueError` beyond), oldest
         first; a seq no longer stored (retention) is missing from the list.

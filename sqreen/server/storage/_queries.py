@@ -129,6 +129,18 @@ class EventQueries(EventWalks):
         )
         return next(map(event_from_row, rows), None)
 
+    def stored_ids(self, ids: Collection[str]) -> set[str]:
+        """Which of ``ids`` (at most :data:`MAX_IDS`) an event stored under any key has: the
+        ``(id, key)`` index by its first column."""
+        cleaned = {clean(i): i for i in ids}
+        if len(cleaned) > MAX_IDS:
+            raise ValueError(f"{len(cleaned)} ids, at most {MAX_IDS}")
+        if not cleaned:
+            return set()
+        marks = ", ".join("?" * len(cleaned))
+        rows = self._read(f"SELECT DISTINCT id FROM events WHERE id IN ({marks})", list(cleaned))
+        return {cleaned[row[0]] for row in rows if row[0] in cleaned}
+
     def events_by_seq(self, seqs: Collection[int]) -> list[StoredEvent]:
         """The stored events of these seqs (at most :data:`MAX_IDS`), oldest first; those no
         longer stored (retention) are missing. One primary-key lookup each."""
