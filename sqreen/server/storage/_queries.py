@@ -139,7 +139,7 @@ class EventQueries(EventWalks):
             return set()
         marks = ", ".join("?" * len(cleaned))
         rows = self._read(f"SELECT DISTINCT id FROM events WHERE id IN ({marks})", list(cleaned))
-        return {cleaned[row[0]] for row in rows if row[0] in cleaned}
+        return {cleaned[found] for (found,) in rows if found in cleaned}
 
     def events_by_seq(self, seqs: Collection[int]) -> list[StoredEvent]:
         """The stored events of these seqs (at most :data:`MAX_IDS`), oldest first; those no
