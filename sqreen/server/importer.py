@@ -30,7 +30,7 @@ from .._event import InvalidEvent
 from .._wire import IDENTIFY, WireEvent, parse_event
 from ..events import ALIASES
 from .intel import IpIntel
-from .storage import Storage
+from .storage import MAX_IDS, Storage
 
 __all__ = ["MAX_BAD_KEPT", "ImportReport", "ImportStopped", "import_lines", "read_lines"]
 
@@ -137,7 +137,7 @@ def import_lines(
                 # already (an export of this collector imported back) is skipped too.
                 ids = [event["id"] for event in batch]
                 known = set[str]().union(
-                    *(storage.stored_ids(ids[i : i + 1000]) for i in range(0, len(ids), 1000))
+                    *(storage.stored_ids(ids[i : i + MAX_IDS]) for i in range(0, len(ids), MAX_IDS))
                 )
                 fresh = [n for n, event in enumerate(batch) if event["id"] not in known]
                 report.duplicates += len(batch) - len(fresh)

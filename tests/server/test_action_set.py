@@ -247,6 +247,7 @@ def test_a_long_poll_whose_client_hung_up_gives_its_slot_back_at_once(
     fleet = add_key(db, "fleet")
     collector = serve(db, None, "--max-polls-per-key", "2")
     params = {"version": 0, "wait": 60}
+    at_once = {"version": 10**9, "wait": 60}
     request = (
         "GET /v1/actions?version=0&wait=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Authorization: Bearer {fleet}\r\n\r\n"
@@ -255,7 +256,9 @@ def test_a_long_poll_whose_client_hung_up_gives_its_slot_back_at_once(
         polls = [socket.create_connection(("127.0.0.1", collector.port)) for _ in range(2)]
         for poll in polls:
             poll.sendall(request)
-        time.sleep(0.5)  # both held (a probe held meanwhile would take a slot itself)
+        # Both held: a probe for a version the collector never had is answered at once once
+        # its slot is checked, so it holds none long enough to take one from the two.
+        wait_for(lambda: _third_poll(collector.url, fleet, at_once).status_code == 429, 10)
         _until(lambda: _third_poll(collector.url, fleet, params).status_code == 429)
         for poll in polls:
             poll.close()

@@ -42,6 +42,15 @@ def run(*args: str, ok: bool = True) -> Result:
     return result
 
 
+def stored_count(db: str) -> int:
+    """How many events the database at ``db`` holds."""
+    storage = open_storage(db)
+    try:
+        return storage.count_events()
+    finally:
+        storage.close()
+
+
 def test_keys_create_list_revoke(db: str) -> None:
     created = run("keys", "create", "--name", "ci", "--db", db)
     token = created.stdout.strip()
@@ -298,11 +307,7 @@ def test_import_skips_what_an_sdk_sent_already(db: str, tmp_path: Path) -> None:
     file.write_text("".join(json.dumps(e) + "\n" for e in [*sent, wire_event()]))
     out = run("import", str(file), "--db", db).stdout
     assert "3 lines: 1 events stored, 2 already stored" in out
-    storage = open_storage(db)
-    try:
-        assert storage.count_events() == 3
-    finally:
-        storage.close()
+    assert stored_count(db) == 3
 
 
 def test_import_stores_identical_lines_without_an_id_as_separate_events(
@@ -400,11 +405,7 @@ def test_an_import_stopped_by_a_write_lock_says_what_it_stored(
     monkeypatch.setattr(_cli_events, "read_lines", read_lines)
     again = run("import", str(file), "--db", db_url).stdout
     assert "1200 lines: 200 events stored, 1000 already stored, 0 bad" in again
-    storage = open_storage(db_url)
-    try:
-        assert storage.count_events() == 1200
-    finally:
-        storage.close()
+    assert stored_count(db_url) == 1200
 
 
 def test_import_keeps_the_first_bad_lines_and_counts_the_rest(db: str, tmp_path: Path) -> None:

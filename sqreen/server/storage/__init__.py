@@ -4,6 +4,7 @@ back ends chosen by the ``--db`` URL, and the follow reader (:mod:`.follow`)."""
 from __future__ import annotations
 
 from ._prepared import PreparedEvents
+from ._queries import MAX_IDS
 from ._rows import new_events
 from .base import ControlStore, EventStore, Storage
 from .follow import Follower, newer
@@ -41,6 +42,7 @@ __all__ = [
     "AGENT_TTL",
     "KEY_SCOPES",
     "MAX_AGENTS_PER_KEY",
+    "MAX_IDS",
     "MAX_IPS",
     "NO_FILTER",
     "POSTGRES_SCHEMES",

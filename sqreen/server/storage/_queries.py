@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
-from typing import Final
+from typing import Final, TypeVar
 
 from ._entity_rows import opt_time
 from ._rows import EVENT_COLUMNS, clean, event_from_row
@@ -31,6 +31,8 @@ GROUP_COLUMNS: Final = {
 SIDE_TABLES: Final = {"user": "event_users", "properties": "event_props"}
 #: Ids (or seqs) one read of rows by id may ask for.
 MAX_IDS: Final = 1000
+#: What rows are read by: seqs and block ids (int), event ids (str).
+Id = TypeVar("Id", int, str)
 
 
 class EventQueries(EventWalks):
@@ -133,12 +135,10 @@ class EventQueries(EventWalks):
         """Which of ``ids`` (at most :data:`MAX_IDS`) an event stored under any key has: the
         ``(id, key)`` index by its first column."""
         cleaned = {clean(i): i for i in ids}
-        if len(cleaned) > MAX_IDS:
-            raise ValueError(f"{len(cleaned)} ids, at most {MAX_IDS}")
-        if not cleaned:
+        wanted, marks = id_list(cleaned, "ids")
+        if not wanted:
             return set()
-        marks = ", ".join("?" * len(cleaned))
-        rows = self._read(f"SELECT DISTINCT id FROM events WHERE id IN ({marks})", list(cleaned))
+        rows = self._read(f"SELECT DISTINCT id FROM events WHERE id IN ({marks})", wanted)
         return {cleaned[found] for (found,) in rows if found in cleaned}
 
     def events_by_seq(self, seqs: Collection[int]) -> list[StoredEvent]:
@@ -241,7 +241,7 @@ class EventQueries(EventWalks):
         return [(from_us(since + i * width), n) for i, n in counts.items()]
 
 
-def id_list(ids: Collection[int], what: str) -> tuple[list[int], str]:
+def id_list(ids: Collection[Id], what: str) -> tuple[list[Id], str]:
     """``ids`` sorted without repeats, and their placeholders for ``IN (...)``;
     :class:`ValueError` beyond :data:`MAX_IDS` (a read by id is always bounded)."""
     wanted = sorted(set(ids))
