@@ -44,6 +44,7 @@ import contextlib
 import gzip
 import json
 import os
+import random
 import socket
 import sqlite3
 import struct
@@ -63,10 +64,14 @@ import httpx2 as httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# bench_enrich.py's addresses and .mmdb files (this directory is first on the path).
+from bench_enrich import city_file, dense_city_file, public_addresses  # noqa: E402
+
 from sqreen._wire_time import format_timestamp  # noqa: E402
 from sqreen.server.auth import hash_token, new_token  # noqa: E402
+from sqreen.server.intel import IMPOSSIBLE_TRAVEL  # noqa: E402
 from sqreen.server.playbooks import TEMPLATES  # noqa: E402
-from sqreen.server.storage import open_storage  # noqa: E402
+from sqreen.server.storage import EventFilter, open_storage  # noqa: E402
 
 BATCH = 500
 
@@ -84,9 +89,10 @@ TYPICAL: Final = (
 )
 
 
-def event(n: int, run: str, mix: str = "attack") -> dict[str, object]:
+def event(n: int, run: str, mix: str = "attack", ip: str | None = None) -> dict[str, object]:
     name = "auth.login.failure" if mix == "attack" else TYPICAL[n % len(TYPICAL)]
-    ip = f"203.0.113.{n % 250}" if mix == "attack" else f"10.{n % 7}.{n % 113}.{n % 241}"
+    if ip is None:  # addresses that IP intelligence labels without a lookup
+        ip = f"203.0.113.{n % 250}" if mix == "attack" else f"10.{n % 7}.{n % 113}.{n % 241}"
     return {
         "id": f"{run}-{n:010d}",
         "name": name,
@@ -107,13 +113,19 @@ def event(n: int, run: str, mix: str = "attack") -> dict[str, object]:
     }
 
 
-def envelopes(total: int, run: str, mix: str = "attack") -> Iterator[dict[str, object]]:
+def envelopes(
+    total: int, run: str, mix: str = "attack", ips: Sequence[str] | None = None
+) -> Iterator[dict[str, object]]:
+    """The batches' bodies; with ``ips``, event ``n`` comes from ``ips[n]``."""
     app = {"name": "bench", "host": socket.gethostname(), "pid": os.getpid(), "framework": "none"}
     for start in range(0, total, BATCH):
         yield {
             "sdk": {"name": "sqreen-python", "version": "bench"},
             "app": app,
-            "events": [event(n, run, mix) for n in range(start, min(total, start + BATCH))],
+            "events": [
+                event(n, run, mix, None if ips is None else ips[n])
+                for n in range(start, min(total, start + BATCH))
+            ],
         }
 
 
@@ -153,8 +165,10 @@ class Body:
         return _GZIP_HEAD + front + self.deflated + struct.pack("<II", crc, size)
 
 
-def bodies_for(total: int, run: str, mix: str = "attack") -> list[Body]:
-    return [Body(envelope) for envelope in envelopes(total, run, mix)]
+def bodies_for(
+    total: int, run: str, mix: str = "attack", ips: Sequence[str] | None = None
+) -> list[Body]:
+    return [Body(envelope) for envelope in envelopes(total, run, mix, ips)]
 
 
 def preload(path: str, total: int, mix: str, pkg: SimpleNamespace | None = None) -> None:
@@ -371,17 +385,27 @@ def run(
     args: argparse.Namespace,
     playbooks: str | None = None,
     code: tuple[str, Path] = ("tree", ROOT),
+    intel: bool = True,
 ) -> dict[str, object]:
     if args.preload and label == "sqlite":
         start = time.perf_counter()
         preload(db, args.preload, args.mix)
         print(f"preloaded {args.preload} events in {time.perf_counter() - start:.0f} s")
-    bodies = bodies_for(args.events, f"{label}-{workers}-{os.getpid()}", args.mix)
-    warmup = bodies_for(BATCH * args.senders, f"warmup-{label}-{workers}", args.mix)
+    # --addresses new: every event from an address never seen before, in both variants.
+    fresh = args.addresses == "new"
+    first = BATCH * args.senders
+    ips = public_addresses(args.events + first, random.Random(7)) if fresh else None
+    warm, measured = (ips[:first], ips[first:]) if ips else (None, None)
+    bodies = bodies_for(args.events, f"{label}-{workers}-{os.getpid()}", args.mix, measured)
+    warmup = bodies_for(BATCH * args.senders, f"warmup-{label}-{workers}", args.mix, warm)
     postmaster = postmaster_pid(db) if label == "postgresql" else None
     # This tree's collector says how many bodies each turn stored together (/metrics).
     scrape = new_token() if code[1] == ROOT else None
     extra = ["--metrics-token", scrape] if scrape else []
+    if not intel:
+        extra.append("--no-ip-intel")
+    elif args.geoip_db:
+        extra += ["--geoip-db", args.geoip_db]
     with collector(db, workers, playbooks, extra, root=code[1]) as (endpoint, token, pid):
         send_all(endpoint, token, warmup, args.senders)
         pg = sum(tree_cpu(postmaster).values()) if postmaster else 0.0
@@ -394,7 +418,10 @@ def run(
     per_process = {p: after[p] - before.get(p, 0.0) for p in after}
     cpu = sum(per_process.values())
     storage = open_storage(db)
-    stored = storage.count_events()
+    # Events the collector adds itself: impossible travel, when a City file places logins
+    # (with --addresses new, a user's logins come from random places: most pairs are one).
+    derived = storage.count_events(EventFilter(name=IMPOSSIBLE_TRAVEL))
+    stored = storage.count_events() - derived
     storage.close()
     if stored != args.events + len(warmup) * BATCH + (args.preload if label == "sqlite" else 0):
         raise RuntimeError(f"{label}: {stored} events stored, expected more")
@@ -402,6 +429,7 @@ def run(
         "code": code[0],
         "back end": label,
         "playbooks": "templates" if playbooks else "none",
+        "ip intel": ("on" + (" +mmdb" if args.geoip_db else "")) if intel else "off",
         "mix": args.mix,
         "workers": workers,
         "preloaded": args.preload if label == "sqlite" else 0,
@@ -414,6 +442,7 @@ def run(
         "senders CPU s": f"{mine:.1f}",
         "other CPU s": f"{max(0.0, busy - cpu - pg - mine):.1f}",
         "bodies a turn": f"{turns[1] / turns[0]:.2f}" if turns[0] else "-",
+        "derived": derived,
     }
 
 
@@ -508,35 +537,67 @@ def main() -> None:
         help="attack: every event a login failure (the playbooks' worst case); typical: an "
         "app's events, logins and sign-ups (see TYPICAL)",
     )
+    parser.add_argument(
+        "--addresses",
+        choices=["fixed", "new"],
+        default="fixed",
+        help="fixed: private or documentation addresses (IP intelligence labels them without "
+        "a lookup); new: every event from a public address never seen before (its worst case)",
+    )
+    parser.add_argument(
+        "--intel",
+        choices=["on", "off", "both"],
+        default="on",
+        help="the collector's IP intelligence (off: --no-ip-intel); both: each case with and "
+        "without it, interleaved",
+    )
+    parser.add_argument(
+        "--geoip",
+        choices=["none", "sparse", "dense"],
+        default="none",
+        help="with IP intelligence, one .mmdb file as bench_enrich.py writes it: sparse (20 000 "
+        "/24 networks) or dense (every public IPv4 address placed, records as GeoLite2-City's)",
+    )
     args = parser.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
     modes = {"none": [False], "templates": [True], "both": [False, True]}[args.playbooks]
+    intels = {"on": [True], "off": [False], "both": [False, True]}[args.intel]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "playbooks.toml"
         path.write_text(TEMPLATES)
+        args.geoip_db = None
+        if args.geoip != "none":
+            mmdb = Path(tmp) / f"{args.geoip}.mmdb"
+            if args.geoip == "sparse":
+                city_file(mmdb, 20_000, random.Random(15))
+            else:
+                dense_city_file(mmdb, random.Random(16))
+            args.geoip_db = str(mmdb)
         codes = [("tree", ROOT)]
         if args.compare:
             codes.append((args.compare, exported(args.compare, Path(tmp) / "compared")))
         # Odd rounds run the codes in reverse order: neither always runs first after a pause.
         cases = [
-            (w, m, c)
+            (w, m, i, c)
             for r in range(args.rounds)
             for w in counts
             for m in modes
+            for i in (intels if r % 2 == 0 else intels[::-1])
             for c in (codes if r % 2 == 0 else codes[::-1])
         ]
         if args.only in (None, "sqlite"):
-            for n, (w, armed, code) in enumerate(cases):
+            for n, (w, armed, intel, code) in enumerate(cases):
                 db = str(Path(tmp) / f"bench-{n}.db")
-                rows.append(run(db, "sqlite", w, args, str(path) if armed else None, code))
+                book = str(path) if armed else None
+                rows.append(run(db, "sqlite", w, args, book, code, intel))
         if args.only in (None, "postgres"):
             with postgres(args.dsn) as fresh:
                 if fresh is None:
                     print("PostgreSQL not installed: skipped", file=sys.stderr)
-                for w, armed, code in cases if fresh else ():
+                for w, armed, intel, code in cases if fresh else ():
                     book = str(path) if armed else None
-                    rows.append(run(fresh(), "postgresql", w, args, book, code))
+                    rows.append(run(fresh(), "postgresql", w, args, book, code, intel))
     print(
         f"\nbatches of {BATCH} gzipped events, {args.senders} concurrent senders, "
         f"{os.cpu_count()} CPUs"

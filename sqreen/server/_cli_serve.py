@@ -116,6 +116,14 @@ MAX_TRAVEL_SPEED = 1_000_000
     "first file that has it wins.",
 )
 @click.option(
+    "--ip-intel/--no-ip-intel",
+    default=True,
+    show_default=True,
+    help="Enrich each event's address at ingest (country, network kind, threat score; city, "
+    "coordinates and ASN with --geoip-db). Off: events are stored without ip_info, and "
+    "impossible travel is off with it.",
+)
+@click.option(
     "--travel-speed",
     type=Finite(0, MAX_TRAVEL_SPEED),
     default=DEFAULT_MAX_SPEED,
@@ -161,6 +169,7 @@ def serve(
     max_polls_per_key: int,
     max_blocks: int,
     geoip_dbs: tuple[str, ...],
+    ip_intel: bool,
     travel_speed: float,
     export_url: str | None,
     export_format: str,
@@ -194,6 +203,8 @@ def serve(
         )
     ConnectionLimits(fitted, header_timeout, body_timeout).export()  # for every process
     limits = {"max_blocks": max_blocks, "max_polls_per_key": max_polls_per_key}
+    if not ip_intel and geoip_dbs:
+        raise click.UsageError("--geoip-db is read by IP intelligence: drop --no-ip-intel")
     _ip_intel(geoip_dbs).close()  # and so does a bad --geoip-db, before anything starts
     target = destination(export_url, export_format)  # and a bad --export
     with opened(db) as storage:
@@ -236,8 +247,7 @@ def serve(
                 playbooks=source,
                 max_blocks=max_blocks,
                 max_polls_per_key=max_polls_per_key,
-                ip_intel=_ip_intel(geoip_dbs, storage),
-                travel_speed=travel_speed or None,
+                **_enrichment(ip_intel, _ip_intel(geoip_dbs, storage), travel_speed),
                 forwarder=forwarder(storage, target),
                 metrics_token=metrics_token,
             )
@@ -255,7 +265,8 @@ def serve(
             "playbooks": playbooks_file,
             **limits,
             "geoip": list(geoip_dbs),
-            "travel_speed": travel_speed or None,
+            "ip_intel": ip_intel,
+            "travel_speed": travel_speed,
             "export": [export_url, export_format] if export_url else None,
             "metrics_token": metrics_token,
         }
@@ -289,8 +300,11 @@ def worker_app() -> Starlette:
         playbooks=source,
         max_blocks=config["max_blocks"],
         max_polls_per_key=config["max_polls_per_key"],
-        ip_intel=_ip_intel(config.get("geoip", ()), storage),
-        travel_speed=config.get("travel_speed"),
+        **_enrichment(
+            config.get("ip_intel", True),
+            _ip_intel(config.get("geoip", ()), storage),
+            config.get("travel_speed"),
+        ),
         forwarder=forwarder(storage, destination(*config["export"] or (None, ""))),
         metrics_token=config.get("metrics_token"),
     )
@@ -333,6 +347,15 @@ def _ip_intel(paths: Iterable[str], storage: Storage | None = None) -> IpIntel:
     if storage is not None:
         intel.reputation = Reputation(storage)
     return intel
+
+
+def _enrichment(on: bool, intel: IpIntel, travel_speed: float | None) -> dict[str, Any]:
+    """What :func:`~.app.create_app` is given for ``--ip-intel`` and ``--travel-speed``
+    (0: off): IP intelligence and impossible travel, or no enricher at all."""
+    if not on:
+        intel.close()
+        return {"enrichers": []}
+    return {"ip_intel": intel, "travel_speed": travel_speed or None}
 
 
 def _is_loopback(host: str) -> bool:

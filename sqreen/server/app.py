@@ -144,8 +144,9 @@ def create_app(
     The caller closes ``storage``, unless ``owns_storage``: then the app's shutdown does.
     ``workers``: how many processes serve the port (see :func:`_rebalance`). ``enrichers``
     and ``hooks`` plug into the ingest pipeline (:mod:`.pipeline`); by default the enrichers
-    are IP intelligence (``ip_intel``, else one with no ``.mmdb`` file) and impossible travel
-    above ``travel_speed`` km/h (None: off), and a list given replaces them (include them to
+    are IP intelligence (``ip_intel``, else one with no ``.mmdb`` file) and, when ``ip_intel``
+    reads ``.mmdb`` files, impossible travel above ``travel_speed`` km/h (None: off), and a
+    list given replaces them (include them to
     keep them). ``playbooks`` adds the playbooks' hook (webhooks posted by ``notifier``, or
     one made for them). At most ``max_blocks`` blocks are in force at once (None: no limit),
     and an API key holds at most ``max_polls_per_key`` action long-polls at once (see
@@ -157,7 +158,9 @@ def create_app(
         if ip_intel is None:
             ip_intel = IpIntel(reputation=Reputation(storage))
         enrichers = [ip_intel]
-        if travel_speed is not None:
+        # Logins are placed by a City file's coordinates alone: without one, none has a
+        # place, and the enricher would only read every login to find that out.
+        if travel_speed is not None and ip_intel.geoip:
             enrichers.append(ImpossibleTravel(storage, max_speed=travel_speed))
     else:
         ip_intel = next((e for e in enrichers if isinstance(e, IpIntel)), None)

@@ -83,6 +83,9 @@ class Batch:
     #: in order: not in the database yet while this one is enriched, though they would be
     #: were the bodies going one at a time (an enricher that looks back looks there too).
     earlier: Sequence[Batch] = ()
+    #: Impossible travel's placed logins, stored with their events: ``(position in events,
+    #: *row)`` (:meth:`~.storage.EventStore.prepare_events`).
+    places: list[tuple[Any, ...]] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[tuple[WireEvent, dict[str, Any]]]:
         """Each event with its enrichment dict."""
@@ -275,6 +278,7 @@ class IngestPipeline:
                 host=batch.host,
                 enrichment=batch.enrichment or None,
                 key_id=batch.key_id,
+                places=batch.places,
             )
         except (TypeError, ValueError):
             if not batch.enrichment:
@@ -283,7 +287,13 @@ class IngestPipeline:
             # fails before the transaction begins; the events themselves must not be lost.
             logger.exception("sqreen: enrichment not storable; events stored without it")
             batch.enrichment = []
-            return prepare(batch.events, app=batch.app, host=batch.host, key_id=batch.key_id)
+            return prepare(
+                batch.events,
+                app=batch.app,
+                host=batch.host,
+                key_id=batch.key_id,
+                places=batch.places,
+            )
 
     def after_store(self, batch: Batch, result: InsertResult) -> None:
         self.after_store_many([(batch, result)])

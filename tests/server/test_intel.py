@@ -301,6 +301,43 @@ def test_serve_enriches_each_stored_event_and_every_read_shows_ip_info(
     assert all("enrichment" not in e for e in by_ip.values())
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_no_ip_intel_stores_events_without_ip_info(
+    tmp_path: Path, serve: Any, workers: str
+) -> None:
+    """``sqreen serve --no-ip-intel``: events stored as sent, no ``ip_info`` on any read, no
+    data in ``/healthz?verbose=1`` (one process, and each of ``--workers 2``)."""
+    db = str(tmp_path / "sqreen.db")
+    token = add_key(db)
+    proc: ServeProcess = serve(db, None, "--no-ip-intel", "--workers", workers)
+    ips = ["8.8.8.8", "185.220.101.1", "10.0.0.8"]
+    auth = {"Authorization": f"Bearer {token}"}
+    for ip in ips:  # one batch each: with two workers, both are likely to store some
+        event = wire_event(request={**wire_event()["request"], "ip": ip})
+        reply = httpx.post(proc.url + "/v1/events", json=envelope([event]), headers=auth)
+        assert reply.status_code == 200 and reply.json()["accepted"] == 1, reply.text
+    health = httpx.get(proc.url + "/healthz?verbose=1", headers=auth).json()
+    assert health == {"status": "ok"}
+    proc.stop()
+    out = CliRunner().invoke(main, ["events", "--json", "--db", db])
+    assert out.exit_code == 0, out.output
+    stored = [json.loads(line) for line in out.output.splitlines()]
+    assert sorted(e["request"]["ip"] for e in stored) == sorted(ips)
+    assert all("ip_info" not in e for e in stored)
+
+
+def test_serve_refuses_geoip_db_without_ip_intel(tmp_path: Path) -> None:
+    city = city_db(tmp_path / "city.mmdb")
+    db = str(tmp_path / "sqreen.db")
+    result = CliRunner().invoke(
+        main, ["serve", "--db", db, "--no-ip-intel", "--geoip-db", str(city)]
+    )
+    assert result.exit_code == 2
+    assert "--geoip-db" in result.output and "--no-ip-intel" in result.output
+    assert not Path(db).exists()  # refused before anything is opened
+
+
 def test_enrichment_is_stored_so_a_data_update_does_not_rewrite_history(
     storage: Storage,
 ) -> None:

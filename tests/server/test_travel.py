@@ -345,15 +345,18 @@ def test_without_coordinates_no_login_costs_a_query(storage: Storage) -> None:
 
 
 class CountedReads:
-    """The storage, counting impossible travel's reads."""
+    """The storage, counting impossible travel's reads of its placed logins."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.queries = 0
 
-    def query_events(self, *args: Any, **kwargs: Any) -> Any:
+    def nearby_places(self, *args: Any, **kwargs: Any) -> Any:
         self.queries += 1
-        return self.storage.query_events(*args, **kwargs)
+        return self.storage.nearby_places(*args, **kwargs)
+
+    def get_event(self, *args: Any, **kwargs: Any) -> Any:
+        return self.storage.get_event(*args, **kwargs)
 
 
 def test_a_user_s_logins_cost_one_read_and_are_compared_in_time_order(
@@ -454,3 +457,76 @@ def test_sdks_send_logins_at_once_when_a_playbook_blocks_on_impossible_travel(
     with TestClient(app) as client:
         reply = client.get("/v1/actions", headers={"Authorization": f"Bearer {token}"})
     assert reply.json()["actions"]["watch"] == ["auth.login.success"]
+
+
+def test_a_login_stored_in_any_spelling_is_found_by_a_later_one(
+    storage: Storage, pipeline: IngestPipeline
+) -> None:
+    """The stored logins are keyed by the folded identifiers: a login sent as
+    ``Carol@Example.COM`` is the previous login of `` carol@example.com`` in a later body."""
+    start = datetime.now(UTC) - timedelta(hours=2)
+    pipeline(body(login(LONDON_IP, start, uid="Carol@Example.COM")))
+    pipeline(body(login(SYDNEY_IP, start + timedelta(minutes=30), uid=" carol@example.com")))
+    (alert,) = travels(storage)
+    assert (alert.properties["from_ip"], alert.properties["to_ip"]) == (LONDON_IP, SYDNEY_IP)
+
+
+def test_a_late_login_s_alert_carries_the_stored_later_login(
+    storage: Storage, pipeline: IngestPipeline
+) -> None:
+    """Sydney arrives first, London (30 minutes earlier) later, as a spool sent after an
+    outage: the alert is as of the later login, the stored one, with its identifiers as it
+    gave them, its request and its ``ip_info``."""
+    start = datetime.now(UTC) - timedelta(hours=2)
+    later = login(SYDNEY_IP, start + timedelta(minutes=30), uid="Dave@Example.com")
+    later["request"]["path"] = "/mobile/login"
+    pipeline(body(later))
+    pipeline(body(login(LONDON_IP, start, uid="dave@example.com")))
+    (alert,) = travels(storage)
+    assert alert.user == {"uid": "Dave@Example.com"}
+    assert alert.request is not None and alert.request["path"] == "/mobile/login"
+    assert alert.enrichment["ip_info"]["city"] == "Sydney"
+    assert (alert.properties["from_ip"], alert.properties["to_ip"]) == (LONDON_IP, SYDNEY_IP)
+
+
+def test_places_are_stored_once_a_login_and_leave_with_retention(
+    storage: Storage, pipeline: IngestPipeline, clock: Any
+) -> None:
+    """A retried login stores its place once; purging the events purges their places, so a
+    login after the retention compares with nothing."""
+    start = clock() - timedelta(hours=2)
+    first = login(LONDON_IP, start, uid="erin")
+    pipeline(body(first))
+    pipeline(body(first, first))  # retried, and repeated in one body
+    assert_places(storage, 1)
+    clock.advance(days=31)
+    assert storage.purge_older_than(30) == 1
+    assert_places(storage, 0)
+    pipeline(body(login(SYDNEY_IP, clock() - timedelta(minutes=1), uid="erin")))
+    assert travels(storage) == []
+
+
+def assert_places(storage: Storage, count: int) -> None:
+    from sqreen.server.storage import PlaceAsk
+
+    far = 10**15
+    found = storage.nearby_places([PlaceAsk('[["uid","erin"]]', far, "", far, "", 2 * far)])
+    assert len(found) == count
+
+
+@pytest.mark.parametrize(
+    "uid", ["\ud800lone", "nul\x00in", "\u212bngstr\u00f6m", "X" * 256, "\u0000"]
+)
+def test_hostile_identifiers_store_the_login_and_still_compare(
+    storage: Storage, pipeline: IngestPipeline, uid: str
+) -> None:
+    """Identifiers an ingest key chooses (a lone surrogate, NUL, long, other normal forms):
+    the logins are stored, their places too, and the pair is compared."""
+    start = datetime.now(UTC) - timedelta(hours=2)
+    sent = [login(LONDON_IP, start, uid=uid), login(SYDNEY_IP, start + timedelta(minutes=30))]
+    sent[1]["user"] = {"uid": uid.lower()}
+    for n, event in enumerate(sent):
+        event["id"] = f"{uid[:32]}-{n}"  # the id as hostile, as long as an id may be
+    first, second = pipeline(body(sent[0])), pipeline(body(sent[1]))
+    assert first["accepted"] == second["accepted"] == 1
+    assert len(travels(storage)) == 1

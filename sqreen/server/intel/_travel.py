@@ -4,9 +4,10 @@ between them.
 :class:`ImpossibleTravel` is an enricher that runs after :class:`~._enricher.IpIntel` (it reads
 the ``ip_info`` that one added). For each ``auth.login.success`` of a batch from a *place*
 (below), it finds the same user's logins from places just before and just after it in time
-(in the batch, in the batches stored in the same transaction before it, and in the storage:
-one indexed query over the window in which a pair could be too fast) and, for each of the
-two pairs, works out the speed::
+(in the batch, in the batches stored in the same transaction before it, and in the storage's
+``login_places``, where each placed login is stored with its event: a seek each way a user,
+by the folded identifiers and the time, one statement a batch) and, for each of the two
+pairs, works out the speed::
 
     distance = max(0, great-circle distance - accuracy radius of each side)
     speed    = distance / time between the two logins (at least one second)
@@ -33,16 +34,17 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 from ..._blocking import fold_identifier
 from ..._wire import WireEvent, parse_event
 from ..._wire_time import format_timestamp, parse_timestamp
-from ..storage import EventFilter, EventStore
+from ..storage import PlaceAsk, PlaceRow, StoredEvent, clean
 
 if TYPE_CHECKING:
     from ..pipeline import Batch
@@ -62,11 +64,6 @@ MOST_KM: Final = math.pi * EARTH_RADIUS_KM
 #: A place's accuracy when its file says none (DB-IP Lite): what a city-level answer is often
 #: off by, so that two neighbouring cities an hour's drive apart are not an alert.
 DEFAULT_ACCURACY_KM: Final = 100.0
-#: How many of a user's newest events the storage looks at for their logins, at most: a
-#: user with a long history (a service account) costs a bounded read, not a walk of it all.
-MOST_SCANNED: Final = 2000
-#: How many spellings of one user a batch looks up in the storage, besides the folded one.
-MOST_SPELLINGS: Final = 3
 
 
 class Place(NamedTuple):
@@ -124,7 +121,7 @@ def travel_speed(a: Place, b: Place) -> tuple[float, float, float]:
 class ImpossibleTravel:
     """The enricher (see the module); ``store`` is where earlier logins are looked up."""
 
-    def __init__(self, store: EventStore, *, max_speed: float = DEFAULT_MAX_SPEED) -> None:
+    def __init__(self, store: TravelStore, *, max_speed: float = DEFAULT_MAX_SPEED) -> None:
         if not max_speed > 0:
             raise ValueError("max_speed must be above 0 km/h")
         self.store = store
@@ -132,9 +129,10 @@ class ImpossibleTravel:
 
     def __call__(self, batch: Batch) -> None:
         ours: dict[UserKey, list[Login]] = {}
-        for event, fields in batch:
+        for n, (event, fields) in enumerate(batch):
             if login := _located(event, fields):
                 ours.setdefault(login.user, []).append(login)
+                batch.places.append((n, *_row(login)))  # stored with the event, if new
         if not ours:  # without a City .mmdb, no login has a place: no query
             return
         earlier: dict[UserKey, list[Login]] = {}
@@ -142,13 +140,13 @@ class ImpossibleTravel:
             for event, fields in zip(other.events, other.enrichment, strict=False):
                 if (login := _located(event, fields)) and login.user in ours:
                     earlier.setdefault(login.user, []).append(login)
-        window = timedelta(hours=MOST_KM / self.max_speed)
+        stored = self._stored(ours)
         found: list[tuple[WireEvent, dict[str, Any]]] = []
         for user, logins in ours.items():
-            # One read a user (whatever the number of their logins here), then their logins
-            # in time order (ties by id, so that a pair is always written the same way).
+            # The user's logins in time order (ties by id, so that a pair is always written
+            # the same way): theirs here, in the bodies before, and the stored neighbours.
             known = {login.place.event_id: login for login in (*logins, *earlier.get(user, ()))}
-            for login in self._stored(logins, window, set(known)):
+            for login in stored.get(user, ()):
                 known.setdefault(login.place.event_id, login)
             timeline = sorted(known.values(), key=lambda x: (x.place.at, x.place.event_id))
             mine = {login.place.event_id for login in logins}
@@ -161,37 +159,48 @@ class ImpossibleTravel:
         for alert, fields in found:
             batch.add_derived(alert, fields)
 
-    def _stored(self, logins: Sequence[Login], window: timedelta, skip: set[str]) -> list[Login]:
-        """The user's logins stored within ``window`` of ``logins``, from places: the newest
-        :data:`MOST_SCANNED` events of the user's first identifier are looked at (an indexed
-        read, bounded for a user with a long history), as given and as folded when that
-        differs."""
-        here = logins[0]
-        times = [login.place.at for login in logins]
-        since, until = min(times) - window, max(times) + window + _STEP
-        out: list[Login] = []
-        seen = set(skip)
-        # The folded spelling, and a few of those given (a body can spell one user a
-        # thousand ways: each is a read).
-        spellings = sorted({login.given for login in logins} - {here.user})[:MOST_SPELLINGS]
-        for pairs in (here.user, *spellings):
-            query = EventFilter(name=LOGIN, users=pairs, since=since, until=until)
-            for event in self.store.query_events(query, limit=MOST_SCANNED, scan=MOST_SCANNED):
-                if event.id in seen:
-                    continue
-                seen.add(event.id)
-                info = event.enrichment.get("ip_info")
-                found = place(event.timestamp, event.ip, info, event.id)
-                user = event.user or {}
-                if found is not None and _user_key(user) == here.user:
-                    given = tuple(sorted(user.items()))
-                    out.append(Login(found, here.user, given, event.request, info))
+    def _stored(self, ours: Mapping[UserKey, Sequence[Login]]) -> dict[UserKey, list[Login]]:
+        """Each user's stored logins from places just before their first login here, just
+        after their last, and between: one read for the batch (seeks in ``login_places``)."""
+        window = int(MOST_KM / self.max_speed * 3600 * 1_000_000)
+        asks: list[PlaceAsk] = []
+        users: dict[str, UserKey] = {}
+        for user, logins in ours.items():
+            times = sorted((_us(login.place.at), login.place.event_id) for login in logins)
+            text = _key_text(user)
+            users[text] = user
+            asks.append(PlaceAsk(text, *times[0], *times[-1], window))
+        out: dict[UserKey, list[Login]] = {}
+        for row in self.store.nearby_places(asks):
+            owner = users.get(row.user_key)
+            if owner is None:  # never: each row is of a user asked about
+                continue
+            at = EPOCH + timedelta(microseconds=row.at)
+            here = Place(at, row.ip, row.latitude, row.longitude, row.accuracy_km,
+                         row.country, row.city, row.event_id)  # fmt: skip
+            out.setdefault(owner, []).append(Login(here, owner, None, None, None))
         return out
+
+    def _complete(self, login: Login) -> Login:
+        """``login`` with its identifiers as given, its request and ``ip_info``: a stored one
+        holds only its place (read here, for an alert ending with it: rare, as logins mostly
+        arrive in time order); if its event is gone, its folded identifiers stand in."""
+        if login.given is not None:
+            return login
+        event = self.store.get_event(login.place.event_id)
+        if event is None:
+            return login._replace(given=login.user)
+        given = tuple(sorted((event.user or {}).items())) or login.user
+        return login._replace(
+            given=given, request=event.request, ip_info=event.enrichment.get("ip_info")
+        )
 
     def _alert(
         self, first: Login, second: Login, km: float, hours: float, speed: float
     ) -> tuple[WireEvent, dict[str, Any]]:
         """The event for the pair (``first`` before ``second``), as of the later login."""
+        second = self._complete(second)
+        assert second.given is not None
         a, b = first.place, second.place
         digest = hashlib.sha256(f"{a.event_id}\n{b.event_id}".encode()).hexdigest()[:32]
         properties: dict[str, Any] = {
@@ -238,8 +247,6 @@ class ImpossibleTravel:
 
 #: A user: their identifiers, folded, sorted.
 UserKey = tuple[tuple[str, str], ...]
-#: The smallest step of an event's time (its until bound is exclusive).
-_STEP: Final = timedelta(microseconds=1)
 
 
 class Login(NamedTuple):
@@ -247,9 +254,38 @@ class Login(NamedTuple):
 
     place: Place
     user: UserKey
-    given: UserKey  # the identifiers as the event gave them
+    given: UserKey | None  # the identifiers as the event gave them (None: not read yet)
     request: Mapping[str, Any] | None
     ip_info: Any
+
+
+class TravelStore(Protocol):
+    """What impossible travel reads of the storage (:class:`~..storage.Storage` has it)."""
+
+    def nearby_places(self, asks: Sequence[PlaceAsk]) -> list[PlaceRow]: ...
+
+    def get_event(self, event_id: str, *, seq: int | None = None) -> StoredEvent | None: ...
+
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _us(at: datetime) -> int:
+    """``at`` in µs since the epoch (as the storage keeps times)."""
+    return (at - EPOCH) // timedelta(microseconds=1)
+
+
+def _key_text(user: UserKey) -> str:
+    """A user as ``login_places`` keys them: their folded identifiers as JSON (ASCII: a lone
+    surrogate an SDK sent is escaped, not refused by the database)."""
+    return json.dumps(user, separators=(",", ":"))
+
+
+def _row(login: Login) -> tuple[Any, ...]:
+    """The ``login_places`` row of a login (:class:`~..storage.PlaceRow`'s columns)."""
+    p = login.place
+    return (_key_text(login.user), _us(p.at), p.event_id, p.ip, p.latitude, p.longitude,
+            p.accuracy_km, p.country, p.city)  # fmt: skip
 
 
 def _user_key(user: Mapping[str, Any] | None) -> UserKey:
@@ -263,24 +299,11 @@ def _located(event: WireEvent, fields: Mapping[str, Any]) -> Login | None:
         return None
     request = event["request"]
     info = fields.get("ip_info")
+    if not isinstance(info, Mapping) or "city" not in info:  # no place: no time to read
+        return None
     at = parse_timestamp(event["timestamp"])
-    found = place(at, (request or {}).get("ip"), info, event["id"])
+    # The id as the storage keeps it (a lone surrogate an SDK sent is U+FFFD there).
+    found = place(at, (request or {}).get("ip"), info, clean(event["id"]))
     if found is None:
         return None
     return Login(found, _user_key(user), tuple(sorted(user.items())), request, info)
-
-
-def _neighbours(here: Login, others: Sequence[Login]) -> tuple[Login | None, Login | None]:
-    """The logins just before ``here`` (at the same time too) and just after it."""
-    at = here.place.at
-    before = after = None
-    for other in others:
-        when = other.place.at
-        if other.place.event_id == here.place.event_id:
-            continue
-        if when <= at:
-            if before is None or when > before.place.at:
-                before = other
-        elif after is None or when < after.place.at:
-            after = other
-    return before, after

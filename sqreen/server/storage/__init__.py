@@ -3,9 +3,10 @@ back ends chosen by the ``--db`` URL, and the follow reader (:mod:`.follow`)."""
 
 from __future__ import annotations
 
+from ._places import PlaceAsk, PlaceRow
 from ._prepared import PreparedEvents
 from ._queries import MAX_IDS
-from ._rows import new_events
+from ._rows import clean, new_events
 from .base import ControlStore, EventStore, Storage
 from .follow import Follower, newer
 from .model import (
@@ -64,6 +65,8 @@ __all__ = [
     "InsertResult",
     "KeyScope",
     "NewAlert",
+    "PlaceAsk",
+    "PlaceRow",
     "PlacedBlock",
     "PreparedEvents",
     "Storage",
@@ -72,6 +75,7 @@ __all__ = [
     "TooManyBlocks",
     "UserTraits",
     "WindowWrite",
+    "clean",
     "new_events",
     "newer",
     "open_storage",

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ..._wire import WireEvent
+from ._places import PlaceAsk, PlaceRow
 from ._prepared import PreparedEvents
 from .model import (
     NO_FILTER,
@@ -76,10 +77,13 @@ class EventStore(Clocked, Protocol):
         received_at: datetime | None = None,
         enrichment: Sequence[Mapping[str, Any]] | None = None,
         key_id: int = 0,
+        places: Sequence[tuple[Any, ...]] = (),
     ) -> PreparedEvents:
         """:meth:`insert_events`' first half, no database involved: the rows of ``events``
         (:class:`TypeError` or :class:`ValueError` when ``enrichment`` is not storable),
-        for :meth:`store_prepared`.
+        for :meth:`store_prepared`. ``places``: impossible travel's placed logins, each
+        ``(position in events, *row)`` with the row as :class:`~._places.PlaceRow` holds
+        it, stored with their events when those are new.
 
         .. versionadded:: 0.1 (the ingest pipeline's grouped writes)
         """
@@ -125,6 +129,14 @@ class EventStore(Clocked, Protocol):
         """Matching events in the order of their times, then of their seqs: a walk, page by
         page, where ``after`` is the time and seq of the last event of the previous page (the
         backtest's, which replays events as they happened, whenever they were stored)."""
+        ...
+
+    def nearby_places(self, asks: Sequence[PlaceAsk]) -> list[PlaceRow]:
+        """Impossible travel's stored placed logins around each ask's (see
+        :class:`~._places.PlaceAsk`), in one read.
+
+        .. versionadded:: 0.1
+        """
         ...
 
     def get_event(self, event_id: str, *, seq: int | None = None) -> StoredEvent | None:

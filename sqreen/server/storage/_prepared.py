@@ -10,7 +10,7 @@ the bodies that waited while it stored the ones before them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
@@ -34,6 +34,9 @@ class PreparedEvents:
     sides: tuple[list[Any], list[Any]]
     ids: list[str]
     received_us: int
+    #: Rows of ``login_places`` (:mod:`._places`), each after the position in ``rows`` of
+    #: the event it belongs to: stored with that event, when it is new.
+    places: list[tuple[Any, ...]] = field(default_factory=list)
 
     def result(self, seqs: Sequence[int | None]) -> InsertResult:
         """What storing ``rows`` with these seqs (None: stored before) means for the call."""
@@ -51,9 +54,11 @@ def prepare(
     received_us: int,
     enrichment: Sequence[Mapping[str, Any]] | None,
     key_id: int,
+    places: Sequence[tuple[Any, ...]] = (),
 ) -> PreparedEvents:
     """The rows of ``events`` (:class:`TypeError` or :class:`ValueError` when what an
-    enricher added is not storable: before any transaction)."""
+    enricher added is not storable: before any transaction); ``places``, rows of
+    ``login_places`` each after the position in ``events`` of its login."""
     app = None if app is None else clean(app)
     host = None if host is None else clean(host)
     extras = repeat(None) if enrichment is None else enrichment
@@ -64,4 +69,13 @@ def prepare(
         ids.append(record.id)
         unique.setdefault(record.id, (record, event))
     rows = [record for record, _ in unique.values()]
-    return PreparedEvents(rows, index_rows(event for _, event in unique.values()), ids, received_us)
+    sides = index_rows(event for _, event in unique.values())
+    if not places:
+        return PreparedEvents(rows, sides, ids, received_us)
+    # Each place after its event's row (the first of its id): stored when that one is.
+    at_row = {id_: n for n, id_ in enumerate(unique)}
+    placed = [
+        (at_row[ids[place[0]]], *(clean(v) if isinstance(v, str) else v for v in place[1:]))
+        for place in places
+    ]
+    return PreparedEvents(rows, sides, ids, received_us, placed)

@@ -20,6 +20,7 @@ from ._export import ExportQueries
 from ._intel import IntelQueries
 from ._logins import LoginQueries
 from ._parts import placeholders
+from ._places import PlaceQueries
 from ._playbooks import PlaybookQueries
 from ._prepared import PreparedEvents, prepare
 from ._queries import EventQueries
@@ -69,14 +70,21 @@ class Cursor(Protocol):
 
 
 class SqlStorage(
-    EventQueries, PlaybookQueries, UserQueries, LoginQueries, IntelQueries, ExportQueries
+    EventQueries,
+    PlaybookQueries,
+    UserQueries,
+    LoginQueries,
+    IntelQueries,
+    ExportQueries,
+    PlaceQueries,
 ):
     """The :class:`~.base.Storage` implementation, less connections and migrations (event
     queries in :class:`~._queries.EventQueries`, playbooks' in
     :class:`~._playbooks.PlaybookQueries` over the blocks' :class:`~._blocks.BlockQueries`,
     users' traits in :class:`~._users.UserQueries`, the explorer's logins and sessions in
     :class:`~._logins.LoginQueries`, IP intelligence's in :class:`~._intel.IntelQueries`,
-    the export forwarder's cursors and lease in :class:`~._export.ExportQueries`)."""
+    the export forwarder's cursors and lease in :class:`~._export.ExportQueries`, impossible
+    travel's placed logins in :class:`~._places.PlaceQueries`)."""
 
     #: Ordered schema migrations: each a list of statements; index + 1 is its version.
     MIGRATIONS: Sequence[Sequence[str]] = ()
@@ -178,8 +186,10 @@ class SqlStorage(
         received_at: datetime | None = None,
         enrichment: Sequence[Mapping[str, Any]] | None = None,
         key_id: int = 0,
+        places: Sequence[tuple[Any, ...]] = (),
     ) -> PreparedEvents:
-        return prepare(events, app, host, to_us(received_at or self.now()), enrichment, key_id)
+        received_us = to_us(received_at or self.now())
+        return prepare(events, app, host, received_us, enrichment, key_id, places)
 
     def store_prepared(self, batches: Sequence[PreparedEvents]) -> list[InsertResult | Exception]:
         """Store each batch: together in one transaction when there are several (a commit, and
@@ -240,6 +250,10 @@ class SqlStorage(
             flat[0::3] = [seqs[position] for position in flat[0::3]]
             if flat:
                 self._insert_index(cur, table, flat)
+        if prepared.places:  # impossible travel's, for the logins newly stored
+            rows = [place[1:] for place in prepared.places if seqs[place[0]] is not None]
+            if rows:
+                self._insert_places(cur, rows)
         return seqs
 
     def purge_older_than(self, days: float) -> int:
@@ -257,11 +271,15 @@ class SqlStorage(
                     ).fetchall()
                 ]
                 if not seqs:
-                    return total
+                    break
                 marks = ", ".join("?" * len(seqs))
                 for table in ("event_props", "event_users", "events"):
                     cur.execute(f"DELETE FROM {table} WHERE seq IN ({marks})", seqs)
             total += len(seqs)
+        # Impossible travel's placed logins, by their own time (capped at receipt, as the
+        # events' is): a login older than the retention compares with nothing stored.
+        self.purge_places(cutoff)
+        return total
 
     def newest_received_at(self) -> datetime | None:
         # By the primary key: one row read, however many events there are.
