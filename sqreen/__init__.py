@@ -28,10 +28,10 @@ from ._client import Client
 from ._config import ConfigError
 from ._context import RequestContext, UserScope
 from ._event import InvalidEvent
-from ._version import __version__
+from ._version import __author__, __email__, __version__
 
 if typing.TYPE_CHECKING:  # names for annotations only: the module's namespace is its API
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
     from datetime import datetime
     from typing import Any
 
@@ -42,6 +42,8 @@ __all__ = [
     "InvalidEvent",
     "RequestContext",
     "UserScope",
+    "__author__",
+    "__email__",
     "__version__",
     "auth_track",
     "flush",
@@ -57,7 +59,9 @@ __all__ = [
 
 
 def init(**options: Any) -> Client:
-    """Configure the SDK; every option is also read from ``SQREEN_<NAME>``.
+    """Configure the SDK; every option is also read from ``SQREEN_<NAME>``, and from the
+    ``[sqreen]`` section of ``sqreen.ini`` (Sqreen's agent's file: the one
+    ``SQREEN_CONFIG_FILE`` names, else the working directory's), below the environment.
 
     Options: ``token``, ``endpoint``, ``app_name``, ``strict``, ``flush_interval`` (5 s),
     ``batch_size`` (500), ``max_batch_bytes`` (1 MiB), ``heartbeat_interval`` (60 s),
@@ -87,9 +91,8 @@ def init(**options: Any) -> Client:
 
 
 def track(
-    event_name: str,
-    /,
-    options: Mapping[str, Any] | None = None,
+    event: str,
+    options: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
     *,
     properties: Mapping[str, Any] | None = None,
     user_identifiers: Mapping[str, Any] | None = None,
@@ -105,14 +108,17 @@ def track(
         sqreen.track("app.login", {"properties": {"foo": "bar"}, "user_identifiers": {"uid": 42}})
         sqreen.track("app.login", properties={"foo": "bar"}, user_identifiers={"uid": 42})
 
-    The first is Sqreen's own (an options dict, as its agents took it; an unknown key is
-    skipped with a warning). ``properties``: custom dimensions, at most 16 (more: the first 16
-    by sorted key are kept), JSON values, with ``datetime``, ``date``, ``UUID``, ``Decimal``,
-    ``Enum`` and ``bytes`` converted. ``user_identifiers``: who did it, overriding the user
-    bound by :func:`identify` for this event only. ``timestamp``: when it happened, to import
-    past events (a naive datetime is UTC). ``collect_body``: attach the request body the app
-    read (capped, scrubbed). ``request``: the request, when no middleware bound one.
-    ``target``: what was acted upon, ``{"id", "type", "name"}``.
+    The first is Sqreen's own, ``track(event, options=None)``: an options dict (or anything
+    ``dict()`` takes, such as ``[("properties", {...})]``), as its agents took it; an unknown
+    key is skipped with a warning; ``event=`` works as a keyword too. ``properties``: custom
+    dimensions, at most 16 (more: the first 16 by sorted key are kept, as
+    ``sorted(properties.items())`` orders them), JSON values, with ``datetime``, ``date``,
+    ``UUID``, ``Decimal``, ``Enum`` and ``bytes`` converted. ``user_identifiers``: who did it,
+    overriding the user bound by :func:`identify` for this event only (when they differ, a
+    warning is logged, once a request, as Sqreen's agent did). ``timestamp``: when it
+    happened, to import past events (a naive datetime is UTC). ``collect_body``: attach the
+    request body the app read (capped, scrubbed). ``request``: the request, when no
+    middleware bound one. ``target``: what was acted upon, ``{"id", "type", "name"}``.
 
     Never blocks and never raises: what it had to fix is logged once per (event name, rule).
     In strict mode (``strict=True``, the pytest plugin) a fix that loses something raises
@@ -121,7 +127,7 @@ def track(
     client = _hub.active or _hub.get_client()
     if request is None:
         return client.track(
-            event_name,
+            event,
             options,
             properties,
             user_identifiers,
@@ -130,13 +136,14 @@ def track(
             target=target,
         )
     return client.track(
-        event_name, options, properties, user_identifiers, timestamp, collect_body, request, target
+        event, options, properties, user_identifiers, timestamp, collect_body, request, target
     )
 
 
 def start() -> Client:
-    """Start the SDK from the environment (``SQREEN_*``), as Sqreen's agent's first line did
-    (``import sqreen; sqreen.start()``). Idempotent: the client in use is kept."""
+    """Start the SDK from the environment (``SQREEN_*``) and ``sqreen.ini``, as Sqreen's
+    agent's first line did (``import sqreen; sqreen.start()``). Idempotent: the client in use
+    is kept."""
     client = _hub.get_client()
     client.start()
     return client

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -38,7 +38,7 @@ from ._refusals import MAX_REPORTED, REFUSAL_EVENT, Refusals
 from ._request import snapshot_of
 from ._spool import restored_actions
 from ._traits import SentTraits
-from ._users import SENTINEL_CTX, Users
+from ._users import SENTINEL_CTX, Users, other_user
 from ._wire import encode_event
 from .transports import NullTransport, from_config
 
@@ -131,15 +131,21 @@ class Client(Users):
     def track(
         self,
         event_name: str,
-        options: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
         properties: Mapping[str, Any] | None = None,
         user_identifiers: Mapping[str, Any] | None = None,
         timestamp: datetime | None = None,
         collect_body: object = False,
         request: Any = SENTINEL_CTX,
         target: Mapping[str, Any] | None = None,
+        *,
+        warn_other_user: bool = True,
     ) -> bool:
-        """Queue an event; return whether it was accepted (see :func:`sqreen.track`)."""
+        """Queue an event; return whether it was accepted (see :func:`sqreen.track`).
+
+        ``warn_other_user=False``: ``user_identifiers`` other than the request's user (bound
+        by :meth:`identify`) are meant, so no warning says they differ (``for_user()``,
+        ``auth_track()``)."""
         if self.disabled:
             return False
         notes: list[InvalidEvent] | None = None if self.config.strict else []
@@ -189,6 +195,8 @@ class Client(Users):
                     snapshot = ctx.snapshot()
                     if user is None:
                         user = ctx.user
+                    elif warn_other_user and ctx.user is not None and user != ctx.user:
+                        other_user(ctx)
                 elif request is not SENTINEL_CTX and request is not None:
                     snapshot = snapshot_of(request, self.config, notes)
                 else:
@@ -240,8 +248,9 @@ class Client(Users):
         since the last one."""
         properties = self.refusals.sample(blocked)
         if properties is not None:
-            request = ctx if ctx is not None else None
-            self.track(REFUSAL_EVENT, None, properties, blocked.user, request=request)
+            # The blocked user is meant, whoever the request identified.
+            user = blocked.user
+            self.track(REFUSAL_EVENT, None, properties, user, request=ctx, warn_other_user=False)
 
     def _started(self) -> None:
         if self.poller is not None:

@@ -1,11 +1,13 @@
-"""Configuration: ``init()`` keywords > framework config > ``SQREEN_*`` environment > defaults.
+"""Configuration: ``init()`` keywords > framework config > ``SQREEN_*`` environment >
+``sqreen.ini`` > defaults.
 
 Every option of :func:`sqreen.init` is also read from ``SQREEN_<NAME>`` (``SQREEN_TOKEN``,
 ``SQREEN_TRUSTED_PROXIES=10.0.0.0/8,192.168.0.0/16``...). The sources are merged option by
 option: a source sets the options it names and leaves the others to the sources below it.
 Values are checked here, once (:mod:`sqreen._config_values`, one parser per kind of option,
 whatever the source), so that a typo fails at start-up with the option's name, and the
-variable or key that set it, rather than at the first event.
+variable or key that set it, rather than at the first event; a wrong value in ``sqreen.ini``
+is a warning instead (:mod:`sqreen._config_file`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from functools import cached_property
 from typing import Any, Final
 
 from ._client_ip import TrustedProxies
-from ._config_values import CHECKS, ConfigError, shown
+from ._config_file import from_file
+from ._config_values import ALIASES, CHECKS, ConfigError, from_text, shown
 from ._scrub import Scrubber
 
 __all__ = ["ALIASES", "Config", "ConfigError"]
@@ -67,8 +70,12 @@ class Config:
         environ: Mapping[str, str] | None = None,
     ) -> Config:
         """The configuration from ``explicit`` (``init()``'s keywords) > ``framework`` (a
-        framework's settings: ``SQREEN_NAME`` or ``name`` keys) > ``environ`` > defaults."""
-        found = _from_environ(os.environ if environ is None else environ)
+        framework's settings: ``SQREEN_NAME`` or ``name`` keys) > ``environ`` > ``sqreen.ini``
+        (the one ``SQREEN_CONFIG_FILE`` in ``environ`` names, else the working directory's)
+        > defaults."""
+        environ = os.environ if environ is None else environ
+        found: Found = dict(from_file(environ))
+        found.update(_from_environ(environ))
         found.update(_from_mapping(framework or {}, "the framework's configuration"))
         found.update(_from_mapping(explicit, None))
         values = {}
@@ -118,11 +125,7 @@ class Config:
         return self.client_ip_header.lower().encode("latin-1")
 
 
-#: Sqreen's agent's names of our options: read from every source (``SQREEN_IP_HEADER`` in the
-#: environment or a Flask config, ``"ip_header"`` in Django's ``SQREEN``, ``init(ip_header=)``).
-ALIASES: Final = {"ip_header": "client_ip_header"}
 _OPTIONS: Final = frozenset(CHECKS)
-_LISTS: Final = frozenset({"trusted_proxies", "scrub_keys", "scrub_values"})
 #: Each option's variables, ours first: the agent's is read when ours is not set.
 _VARIABLES: Final = {
     name: (
@@ -142,18 +145,9 @@ def _from_environ(environ: Mapping[str, str]) -> Found:
         for variable in variables:
             raw = environ.get(variable)
             if raw:  # an empty variable is unset, as shells and .env files leave them
-                found[name] = (_split(name, raw), f"{variable} in the environment")
+                found[name] = (from_text(name, raw), f"{variable} in the environment")
                 break
     return found
-
-
-def _split(name: str, raw: str) -> Any:
-    """A variable's text, with lists split at commas (the other kinds parse text)."""
-    if name not in _LISTS:
-        return raw
-    if name == "trusted_proxies" and raw.strip().lower() == "none":
-        return []  # trust nobody, not even loopback
-    return [item.strip() for item in raw.split(",") if item.strip()]
 
 
 def _from_mapping(source: Mapping[str, Any], where: str | None) -> Found:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from ._client_ip import TrustedProxies
 from ._scrub import NEVER_COLLECTED_HEADERS, Scrubber
 
-__all__ = ["CHECKS", "ConfigError"]
+__all__ = ["ALIASES", "CHECKS", "ConfigError", "from_text", "shown"]
 
 
 class ConfigError(ValueError):
@@ -259,3 +259,20 @@ CHECKS: Final[dict[str, Callable[[str, Any], Any]]] = {
     "spool": spool,
     "block_on_start_timeout": start_wait,
 }
+
+
+#: Sqreen's agent's names of our options: read from every source (``SQREEN_IP_HEADER`` in the
+#: environment or a Flask config, ``"ip_header"`` in Django's ``SQREEN`` or ``sqreen.ini``,
+#: ``init(ip_header=)``).
+ALIASES: Final = {"ip_header": "client_ip_header"}
+_LISTS: Final = frozenset({"trusted_proxies", "scrub_keys", "scrub_values"})
+
+
+def from_text(name: str, raw: str) -> Any:
+    """A text setting (a variable, a line of ``sqreen.ini``), with lists split at commas (the
+    other kinds parse text)."""
+    if name not in _LISTS:
+        return raw
+    if name == "trusted_proxies" and raw.strip().lower() == "none":
+        return []  # trust nobody, not even loopback
+    return [item.strip() for item in raw.split(",") if item.strip()]

@@ -14,7 +14,7 @@ tracked, and then only a frozen snapshot is taken (:mod:`sqreen._request`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -58,6 +58,7 @@ class RequestContext:
         "_receive",
         "_source",
         "body",
+        "other_user_noted",
         "route",
         "traits",
         "user",
@@ -86,6 +87,8 @@ class RequestContext:
         #: Identifiers bound by :meth:`identify`.
         self.user: dict[str, str] | None = None
         self.traits: dict[str, Any] | None = None
+        #: Whether a track() of this request was given another user than identify()'s.
+        self.other_user_noted = False
 
     # -- for middlewares ---------------------------------------------------------------
 
@@ -132,9 +135,8 @@ class RequestContext:
 
     def track(
         self,
-        event_name: str,
-        /,
-        options: Mapping[str, Any] | None = None,
+        event: str,
+        options: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
         *,
         properties: Mapping[str, Any] | None = None,
         user_identifiers: Mapping[str, Any] | None = None,
@@ -144,7 +146,7 @@ class RequestContext:
     ) -> bool:
         """Track an event within this request; see :func:`sqreen.track`."""
         return self._client.track(
-            event_name,
+            event,
             options,
             properties,
             user_identifiers,
@@ -200,9 +202,8 @@ class UserScope:
 
     def track(
         self,
-        event_name: str,
-        /,
-        options: Mapping[str, Any] | None = None,
+        event: str,
+        options: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
         *,
         properties: Mapping[str, Any] | None = None,
         timestamp: datetime | None = None,
@@ -211,7 +212,7 @@ class UserScope:
     ) -> bool:
         """Track an event for this user; see :func:`sqreen.track`."""
         return self._client.track(
-            event_name,
+            event,
             options,
             properties,
             self._user,
@@ -219,4 +220,5 @@ class UserScope:
             collect_body,
             self._ctx,
             target,
+            warn_other_user=False,
         )

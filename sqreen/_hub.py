@@ -27,11 +27,14 @@ import sys
 import threading
 import weakref
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ._client import Client
 from ._config import Config
 from ._threads import start_thread
+
+if TYPE_CHECKING:
+    import multiprocessing.util
 
 __all__ = [
     "active",
@@ -217,7 +220,10 @@ def _at_exit() -> None:
                 client.shutdown()
 
 
-_finalizer_pid = 0  # the process whose multiprocessing finalizer is registered
+#: The multiprocessing finalizer (see :func:`_register_finalizer`), and the process that made it.
+_finalizer: multiprocessing.util.Finalize[None] | None = None
+_finalizer_pid = 0
+_after_fork_pid = 0  # the process that registered the "after fork" function of its workers
 _signal_pid = 0  # the process whose SIGTERM disposition was looked at, on its main thread
 
 
@@ -226,7 +232,7 @@ def exit_hooks() -> None:
 
     - Workers made by ``multiprocessing`` (granian's, hypercorn's...) end in ``os._exit``:
       their exit runs ``multiprocessing``'s finalizers instead of ``atexit``, so one is
-      registered too, once per process.
+      registered too, whenever the process has none of its own (:func:`_register_finalizer`).
     - A process whose SIGTERM is the default dies without any cleanup (``flask run``,
       waitress, wsgiref, a hypercorn worker; systemd stops with SIGTERM): a handler is
       installed there, and only there (a server's own handler is never replaced). It
@@ -238,14 +244,16 @@ def exit_hooks() -> None:
     - Under uvicorn's own handler, the delivery follows the server's shutdown
       (:func:`_after_uvicorn`).
     """
-    global _signal_pid
+    global _after_fork_pid, _signal_pid
     pid = os.getpid()
-    if _finalizer_pid != pid:
+    _register_finalizer()
+    if _after_fork_pid != pid:
         import multiprocessing.util
 
-        _register_finalizer()
-        # A worker multiprocessing forks clears the finalizers it inherits, then runs its
-        # "after fork" functions: there, this process's worker registers its own.
+        _after_fork_pid = pid
+        # A worker multiprocessing starts clears the finalizers it has (inherited, or
+        # registered while it imported ``__main__``), then runs its "after fork" functions:
+        # there, this process's worker registers its own again.
         multiprocessing.util.register_after_fork(_FORKS, _register_after_fork)
     if _signal_pid != pid and threading.current_thread() is threading.main_thread():
         _signal_pid = pid
@@ -310,14 +318,23 @@ _FORKS: Final = _Forks()
 
 def _register_finalizer() -> None:
     """Deliver at the exit that multiprocessing's workers make (``os._exit`` after their
-    finalizers), once per process."""
-    global _finalizer_pid
-    if _finalizer_pid == os.getpid():
-        return
-    _finalizer_pid = os.getpid()
+    finalizers): make sure this process has a finalizer of its own in the registry.
+
+    The pid alone does not say it: a worker started by ``spawn`` or ``forkserver`` imports
+    ``__main__`` (which may call ``sqreen.start()``, registering one for the worker's own
+    pid) *before* ``BaseProcess._after_fork()`` clears the registry, and a ``forkserver``
+    worker then ends in ``os._exit`` without ``atexit``. So it must still be registered too.
+    One inherited through a plain ``os.fork`` is registered but does not run in the child
+    (``Finalize`` checks the pid that made it): hence both checks.
+    """
+    global _finalizer, _finalizer_pid
     import multiprocessing.util
 
-    multiprocessing.util.Finalize(None, _at_exit, exitpriority=100)
+    pid = os.getpid()
+    if _finalizer is not None and _finalizer_pid == pid and _finalizer.still_active():
+        return
+    _finalizer = multiprocessing.util.Finalize(None, _at_exit, exitpriority=100)
+    _finalizer_pid = pid
 
 
 def _register_after_fork(_: object) -> None:

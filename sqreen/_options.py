@@ -2,7 +2,8 @@
 
 Sqreen's agents took a second positional argument, a mapping of options; code written for
 them passes one. Its keys are the keyword arguments of :func:`sqreen.track`. An unknown key
-is skipped with a warning, as the agent did (strict mode raises). A key also given as a
+is skipped with a warning, as the agent did (strict mode raises). As the agent's, the options
+may be anything ``dict()`` takes: ``[("properties", {...})]`` too. A key also given as a
 keyword argument with another value: the keyword wins, noted the same way.
 """
 
@@ -34,8 +35,13 @@ def merge_options(
     notes: list[InvalidEvent] | None,
 ) -> dict[str, Any]:
     """``given`` (the keyword arguments) completed from ``options``; a keyword is given when
-    its value is not its default."""
-    if not isinstance(options, Mapping):
+    its value is not its default.
+
+    ``options`` is what ``dict()`` takes, as the agent copied it with ``dict(options)``: a
+    mapping, or an iterable of ``(key, value)`` pairs. Text is refused although ``dict("")``
+    would take it: it is never meant as options."""
+    found = _as_mapping(options)
+    if found is None:
         note(
             notes,
             "options",
@@ -44,7 +50,7 @@ def merge_options(
         )
         return given
     merged = dict(given)
-    for key, value in options.items():
+    for key, value in found.items():
         if key not in defaults:
             note(
                 notes,
@@ -59,3 +65,15 @@ def merge_options(
         elif current != value:
             note(notes, f"options.{key}", "conflict", "also given as a keyword argument: it wins")
     return merged
+
+
+def _as_mapping(options: object) -> Mapping[Any, Any] | None:
+    if isinstance(options, Mapping):
+        return options
+    if isinstance(options, str | bytes | bytearray):
+        return None
+    try:
+        pairs: dict[Any, Any] = dict(options)  # type: ignore[call-overload]
+    except Exception:  # not pairs; an iterable of the app's may raise anything
+        return None
+    return pairs

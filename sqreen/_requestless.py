@@ -13,7 +13,7 @@ process, immutable. The integrations give it from their ``request.sqreen`` attri
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -45,9 +45,8 @@ class RequestlessContext(RequestContext):
 
     def track(
         self,
-        event_name: str,
-        /,
-        options: Mapping[str, Any] | None = None,
+        event: str,
+        options: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
         *,
         properties: Mapping[str, Any] | None = None,
         user_identifiers: Mapping[str, Any] | None = None,
@@ -57,7 +56,7 @@ class RequestlessContext(RequestContext):
     ) -> bool:
         """:func:`sqreen.track`."""
         return self.client.track(
-            event_name,
+            event,
             options,
             properties,
             user_identifiers,

@@ -5,6 +5,7 @@ A mixin of :class:`~sqreen._client.Client`, which provides what is declared belo
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
@@ -22,12 +23,27 @@ if TYPE_CHECKING:
     from ._queue import Queue
     from ._traits import SentTraits
 
-__all__ = ["SENTINEL_CTX", "Users"]
+__all__ = ["SENTINEL_CTX", "Users", "other_user"]
+
+logger = logging.getLogger("sqreen")
 
 #: "The request bound to the running code, whatever it is" (an argument not given).
 SENTINEL_CTX: Any = object()
 _current_request = current_request.get
 _now = time.time
+
+
+def other_user(ctx: Any) -> None:
+    """``track()`` was given ``user_identifiers`` other than those ``identify()`` bound to the
+    request: the event goes with track()'s, as documented, but that is often a mistake (an
+    identifier spelt two ways), so the agent's warning is logged, once a request. Never
+    raised, even in strict mode: nothing was cut or dropped."""
+    if not ctx.other_user_noted:
+        ctx.other_user_noted = True
+        logger.warning(
+            "sqreen.identify and sqreen.track have been called with different "
+            "user_identifiers values (the event is tracked with track()'s)"
+        )
 
 
 class Users:
@@ -101,7 +117,9 @@ class Users:
         with self.errors.guard("auth_track"):
             success = success is True or (success is not False and bool(success))
         name = "auth.login.success" if success else "auth.login.failure"
-        accepted = self.track(name, None, None, user_identifiers, request=ctx)
+        accepted = self.track(
+            name, None, None, user_identifiers, request=ctx, warn_other_user=False
+        )
         if success:
             self.identify(user_identifiers, None, ctx)
         else:
@@ -126,7 +144,9 @@ class Users:
             raise blocked
 
     def signup_track(self, user_identifiers: Mapping[str, Any], ctx: Any = SENTINEL_CTX) -> bool:
-        accepted = self.track("auth.signup", None, None, user_identifiers, request=ctx)
+        accepted = self.track(
+            "auth.signup", None, None, user_identifiers, request=ctx, warn_other_user=False
+        )
         self.identify(user_identifiers, None, ctx)
         return accepted
 

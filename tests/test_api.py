@@ -2,7 +2,9 @@ from __future__ import annotations
 import __future__
 
 import time
+import tomllib
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,8 @@ import sqreen._hub
 from sqreen._config import Config, ConfigError
 from sqreen.testing import CapturedEvents
 
+ROOT = Path(__file__).resolve().parent.parent
+
 PUBLIC_API = [
     "Blocked",
     "Client",
@@ -19,6 +23,8 @@ PUBLIC_API = [
     "InvalidEvent",
     "RequestContext",
     "UserScope",
+    "__author__",
+    "__email__",
     "__version__",
     "auth_track",
     "flush",
@@ -48,6 +54,15 @@ def test_all_names_of_the_module_are_exported() -> None:
         and value is not __future__.annotations  # a compiler directive, not a name
     )
     assert public == sorted(n for n in sqreen.__all__ if not n.startswith("_"))
+
+
+def test_the_agents_metadata_names_are_the_projects() -> None:
+    """Sqreen's agent had ``__author__`` and ``__email__`` besides ``__version__``: ours come
+    from pyproject.toml's ``authors`` (which gives a name and no address)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (author,) = project["authors"]
+    assert sqreen.__author__ == author["name"]
+    assert sqreen.__email__ == author.get("email", "")
 
 
 def test_exported_classes_show_their_public_path() -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -188,4 +189,53 @@ def test_multiprocessing_fork_workers_deliver_at_their_exit(receiver: Receiver, 
     assert proc.returncode == 0, proc.stderr
     tasks = sorted(e["properties"]["i"] for e in receiver.events if e["name"] == "task.done")
     assert tasks == [0, 1, 2], proc.stderr
+    assert [e["name"] for e in receiver.events].count("parent.event") == 1
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_pool_workers_of_every_start_method_deliver(
+    receiver: Receiver, tmp_path: Path, method: str
+) -> None:
+    """The agent's first line, ``sqreen.start()`` at the top of the main module, runs again in
+    each worker of ``spawn`` and ``forkserver`` (they import ``__main__``) before
+    ``multiprocessing`` clears the worker's finalizers; a ``forkserver`` worker then ends in
+    ``os._exit``. Whatever the start method, what the tasks tracked must leave at the
+    worker's exit, with nothing flushed by the task."""
+    script = tmp_path / "pool_app.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import multiprocessing as mp, os, sqreen
+            sqreen.start()
+            def task(i):
+                return sqreen.track("task.done", {"properties": {"i": i, "pid": os.getpid()}})
+            if __name__ == "__main__":
+                sqreen.track("parent.event")
+                with mp.get_context(METHOD).Pool(2) as pool:
+                    assert pool.map(task, range(4)) == [True] * 4
+                    pool.close()
+                    pool.join()
+            """.replace("METHOD", repr(method))
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
+    env.update(
+        PYTHONPATH=ROOT,
+        SQREEN_ENDPOINT=receiver.url,
+        SQREEN_FLUSH_INTERVAL="3600",
+        SQREEN_SHUTDOWN_TIMEOUT="5",
+        SQREEN_SPOOL="off",
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    tasks = sorted(e["properties"]["i"] for e in receiver.events if e["name"] == "task.done")
+    assert tasks == [0, 1, 2, 3], proc.stderr
     assert [e["name"] for e in receiver.events].count("parent.event") == 1

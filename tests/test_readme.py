@@ -157,9 +157,28 @@ def test_the_api_tour_runs(receiver: Receiver) -> None:
         got.setdefault(event["name"], event)
     assert got["app.login"]["properties"] == {"foo": "bar"}
     assert got["app.login"]["user"] == {"uid": "42"}
+    assert got["app.logout"]["properties"] == {"foo": "bar"}
     assert got["my.event"]["timestamp"] == "2018-03-15T13:42:00.000000Z"
     assert got["my.event"]["target"] == {"id": "doc-1"}
     assert {"auth.login.success", "auth.login.failure", "auth.signup"} <= set(got)
+
+
+def test_the_readmes_sqreen_ini_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    from sqreen._config import Config
+
+    (text,) = re.findall(r"```ini\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    (tmp_path / "sqreen.ini").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    config = Config.resolve({}, environ={})
+    assert (config.token, config.app_name, config.client_ip_header) == (
+        "sqk_...",
+        "My Application",
+        "X-Real-IP",
+    )
+    assert (config.endpoint, config.disable) == ("http://127.0.0.1:8000", False)
+    assert not [r for r in sqreen_log.records if r.levelname == "WARNING"]
 
 
 def test_the_readmes_playbooks_parse() -> None:

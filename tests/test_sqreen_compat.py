@@ -243,3 +243,97 @@ def test_properties_keep_their_names_secrets_go(client: sqreen.Client) -> None:
         "api_key": "[redacted]",
         "note": "card [redacted]",
     }
+
+
+def test_the_event_as_a_keyword(client: sqreen.Client) -> None:
+    """The agent's signature is ``track(event, options=None)``: both by keyword too."""
+    assert sqreen.track(event="kw.only")
+    assert sqreen.track(event="kw.options", options={"properties": {"a": 1}})
+    ctx = RequestContext(client, "wsgi", {"REQUEST_METHOD": "GET", "REMOTE_ADDR": "127.0.0.1"})
+    assert ctx.track(event="kw.handle")
+    assert sqreen.for_user({"uid": "3"}).track(event="kw.scope")
+    events = delivered(client)
+    assert [e["name"] for e in events] == ["kw.only", "kw.options", "kw.handle", "kw.scope"]
+    assert events[1]["properties"] == {"a": 1}
+
+
+def test_options_as_anything_dict_takes(client: sqreen.Client) -> None:
+    """The agent copied the options with ``dict(options)``: pairs work as a dict does."""
+    assert sqreen.track("pairs", [("properties", {"a": 1})])
+    assert sqreen.track("generator", ((k, v) for k, v in [("user_identifiers", {"uid": 4})]))
+    assert [(e["name"], e["properties"], e["user"]) for e in delivered(client)] == [
+        ("pairs", {"a": 1}, None),
+        ("generator", {}, {"uid": "4"}),
+    ]
+
+
+@pytest.mark.parametrize("options", [5, "properties", [("properties",)], [1, 2]])
+def test_options_dict_cannot_take_are_refused(
+    client: sqreen.Client, sqreen_log: pytest.LogCaptureFixture, options: object
+) -> None:
+    if client.config.strict:
+        with pytest.raises(sqreen.InvalidEvent) as info:
+            sqreen.track("x", options)  # type: ignore[arg-type]
+        assert (info.value.field, info.value.rule) == ("options", "type")
+        return
+    assert sqreen.track("x", options)  # type: ignore[arg-type]
+    assert [e["properties"] for e in delivered(client)] == [{}]
+    assert any("options: must be a dict" in r.getMessage() for r in sqreen_log.records)
+
+
+def test_more_than_16_keys_of_another_type_keep_the_agents_first_16(
+    client: sqreen.Client,
+) -> None:
+    if client.config.strict:
+        with pytest.raises(sqreen.InvalidEvent):
+            sqreen.track("ints", {"properties": {i: i for i in range(20)}})
+        return
+    assert sqreen.track("ints", {"properties": {i: i for i in range(19, -1, -1)}})
+    # Keys that cannot be compared with each other: by their text.
+    mixed: dict[object, int] = {i: i for i in range(10, 20)}
+    mixed.update({f"k{i}": i for i in range(10)})
+    assert sqreen.track("mixed", {"properties": mixed})
+    ints, mixed_event = delivered(client)
+    assert list(ints["properties"]) == [str(i) for i in range(16)]  # sorted(items()): 2 < 10
+    assert list(mixed_event["properties"]) == [str(i) for i in range(10, 20)] + [
+        f"k{i}" for i in range(6)
+    ]
+
+
+def test_other_user_identifiers_than_identifys_are_warned_once_a_request(
+    client: sqreen.Client, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    """As the agent: a warning (never an error, even in strict mode), once a request; the
+    event goes with track()'s identifiers. ``for_user()`` and ``auth_track()`` mean another
+    user, and an identifier of another type but the same text is the same user."""
+    message = "sqreen.identify and sqreen.track have been called with different user_identifiers"
+
+    def warnings() -> int:
+        return sum(message in r.getMessage() for r in sqreen_log.records)
+
+    def request() -> RequestContext:
+        return RequestContext(client, "wsgi", {"REQUEST_METHOD": "GET", "REMOTE_ADDR": "::1"})
+
+    token = current_request.set(request())
+    try:
+        sqreen.identify({"uid": 1})
+        assert sqreen.track("same", {"user_identifiers": {"uid": "1"}})
+        assert sqreen.for_user({"uid": 9}).track("scoped")
+        assert sqreen.auth_track(False, uid=8)
+        assert warnings() == 0
+        assert sqreen.track("other", {"user_identifiers": {"uid": 2}})
+        assert sqreen.track("other.again", user_identifiers={"email": "a@example.com"})
+        assert warnings() == 1
+    finally:
+        current_request.reset(token)
+    token = current_request.set(request())
+    try:
+        sqreen.identify({"uid": 1})
+        assert sqreen.track("next.request", {"user_identifiers": {"uid": 3}})
+    finally:
+        current_request.reset(token)
+    assert warnings() == 2
+    assert sqreen.track("no.request", {"user_identifiers": {"uid": 4}})  # nothing identified
+    assert warnings() == 2
+    users = {e["name"]: e["user"] for e in delivered(client)}
+    assert users["other"] == {"uid": "2"} and users["next.request"] == {"uid": "3"}

@@ -42,7 +42,7 @@ from ...middleware._common import (
 from ...middleware._tee import WSGIInputTee
 from .checks import check_middleware
 
-__all__ = ["SqreenMiddleware"]
+__all__ = ["SqreenMiddleware", "apply_settings"]
 
 _GUARD = guard("the Django middleware")
 
@@ -63,13 +63,7 @@ class SqreenMiddleware:
         self._is_async = iscoroutinefunction(get_response)
         if self._is_async:
             markcoroutinefunction(self)
-        config = getattr(settings, "SQREEN", None) or {}
-        if not isinstance(config, Mapping):
-            raise ImproperlyConfigured(
-                f"settings.SQREEN must be a dict of sqreen.init() options, "
-                f"not {type(config).__name__}"
-            )
-        framework_init(config, "django")
+        apply_settings()
         _warn_once()
         if apps.is_installed(AUTH_APP):
             # Django calls it after every middleware's request phase (the session and
@@ -266,6 +260,25 @@ _MISSING: Any = object()
 def _wsgi_str(text: str) -> str:
     """A decoded path in the environ's form (UTF-8 bytes as latin-1), as the snapshot expects."""
     return text.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def apply_settings() -> Client:
+    """The client for ``settings.SQREEN`` (merged with ``init()``'s keywords and the
+    environment): made, or kept when it is so already (:func:`sqreen._hub.framework_init`).
+
+    The middleware runs this when Django builds it, and the app
+    (:class:`~sqreen.integrations.django.apps.SqreenConfig`) when Django is set up, so that
+    the processes that build no middleware (management commands, ``manage.py shell``,
+    Celery workers) track with the same settings; whichever runs second finds them applied.
+    Raises :class:`ImproperlyConfigured` when ``SQREEN`` is not a dict, and
+    :class:`sqreen.ConfigError` for a wrong option.
+    """
+    config = getattr(settings, "SQREEN", None) or {}
+    if not isinstance(config, Mapping):
+        raise ImproperlyConfigured(
+            f"settings.SQREEN must be a dict of sqreen.init() options, not {type(config).__name__}"
+        )
+    return framework_init(config, "django")
 
 
 def _warn_once() -> None:

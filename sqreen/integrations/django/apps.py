@@ -1,5 +1,11 @@
 """The optional Django app: ``"sqreen.integrations.django"`` in ``INSTALLED_APPS``.
 
+It applies ``settings.SQREEN`` as soon as Django is set up, so that the processes that build
+no middleware (management commands, ``manage.py shell``, Celery workers) track with it too,
+and not with the defaults (the middleware, built later, finds it applied: one client). A wrong
+``SQREEN`` does not fail the set-up (``manage.py check`` must still run, to say what is
+wrong): it is a warning here, the system check's error, and the middleware's at its start.
+
 It registers the system check, and gives Django's ``HttpRequest`` a ``sqreen`` attribute
 for requests the middleware did not see (a view tested with ``RequestFactory``): the handle
 without a request, which tracks as :func:`sqreen.track` does (no request data) and whose
@@ -11,7 +17,11 @@ added when ``HttpRequest`` already has a ``sqreen`` attribute of someone else's.
 
 from __future__ import annotations
 
+import logging
+
 from django.apps import AppConfig
+
+logger = logging.getLogger("sqreen")
 
 
 class SqreenConfig(AppConfig):  # type: ignore[misc]
@@ -20,10 +30,19 @@ class SqreenConfig(AppConfig):  # type: ignore[misc]
     verbose_name = "Sqreen"
 
     def ready(self) -> None:
+        from django.core.exceptions import ImproperlyConfigured
         from django.http import HttpRequest
 
+        from ..._config import ConfigError
         from ..._requestless import HandleAttribute
         from . import checks  # noqa: F401  (registers the system check)
+        from ._middleware import apply_settings
 
         if not hasattr(HttpRequest, "sqreen"):
             HttpRequest.sqreen = HandleAttribute()
+        try:
+            apply_settings()
+        except (ImproperlyConfigured, ConfigError) as exc:
+            # The check reports it, the middleware raises it; a process without either
+            # (a Celery worker) tracks by the environment, and says so.
+            logger.warning("sqreen: the Django settings are not applied: %s", exc)
