@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import typing
 
-from . import _hub
+from . import _hub, _instrument
 from ._blocking import Blocked
 from ._client import Client
 from ._config import ConfigError
@@ -143,8 +143,14 @@ def track(
 def start() -> Client:
     """Start the SDK from the environment (``SQREEN_*``) and ``sqreen.ini``, as Sqreen's
     agent's first line did (``import sqreen; sqreen.start()``). Idempotent: the client in use
-    is kept."""
+    is kept.
+
+    As the agent did, it also instruments the frameworks: every Flask app gets the Flask
+    integration before its first request, and Django the middleware, first in
+    ``MIDDLEWARE``; each once, also where it is set up by hand. ``SQREEN_AUTO_INSTRUMENT=0``
+    turns that off (see :mod:`sqreen._instrument`)."""
     client = _hub.get_client()
+    _instrument.auto_instrument(client)
     client.start()
     return client
 

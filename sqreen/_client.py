@@ -31,6 +31,7 @@ from ._event import (
     validate_user,
 )
 from ._input_problems import InputProblems
+from ._instrument import note_unbound
 from ._json import wire_bytes
 from ._options import OPTION_KEYS, merge_options
 from ._queue import Queue, new_id_prefix
@@ -187,6 +188,8 @@ class Client(Users):
                     request = SENTINEL_CTX  # the handle without a request: none given
                 if request is SENTINEL_CTX:
                     ctx = _current_request()
+                    if ctx is None:
+                        note_unbound("track")
                 elif isinstance(request, RequestContext):
                     ctx = request  # the per-request handle: its user too, not only its snapshot
                 else:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ._context import UserScope, current_request
 from ._event import InvalidEvent, QueuedEvent, validate_properties, validate_user
+from ._instrument import note_unbound
 from ._ip_syntax import normalize_ip
 from ._wire import IDENTIFY
 
@@ -76,6 +77,8 @@ class Users:
             return
         if ctx is SENTINEL_CTX:
             ctx = _current_request()
+            if ctx is None:
+                note_unbound("identify")
         notes: list[InvalidEvent] = []
         user = None
         with self.errors.guard("identify"):

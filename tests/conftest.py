@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 import sqreen
-from sqreen import _context, _hub
+from sqreen import _context, _hub, _instrument
 from tests.receiver import Receiver
 
 #: The test files that take longest, longest first (``--durations`` of a clean-clone run, 2
@@ -29,6 +29,7 @@ LONGEST_FIRST = (
     "tests/server/test_export.py",  # 33 s
     "tests/server/test_cli_operator.py",  # 33 s
     "tests/server/test_playbooks.py",  # 30 s
+    "tests/integrations/test_auto_instrument.py",  # 30 s (alone; 8 gunicorns)
     "tests/server/test_connections.py",  # 26 s
     "tests/server/test_intel.py",  # 25 s
     "tests/explorer/test_browser_intel.py",  # 24 s
@@ -70,6 +71,7 @@ def _isolated_sqreen(
     clients = [c for c in _hub._clients if c not in clients_before]
     sqreen.shutdown(timeout=0.5)
     _hub.forget()  # the apps this test built are gone with it
+    _instrument.undo()  # sqreen.start() patched Flask and Django: not for the next tests
     for client in clients:
         if not client.closed:
             client.shutdown(timeout=0.5)

@@ -69,6 +69,25 @@ def test_the_flask_quickstart_answers(sqreen_events: CapturedEvents) -> None:
     assert sqreen_events[2]["request"]["params"]["password"] == "[redacted]"
 
 
+def test_the_migration_from_the_agent_instruments_flask(sqreen_events: CapturedEvents) -> None:
+    """``sqreen.start()`` and no integration: the events carry the request and the user.
+    (tests/conftest.py undoes what start() patched.)"""
+    pytest.importorskip("flask")
+    namespace: dict[str, Any] = {"__name__": "readme_migration"}
+    exec(compile(block("written for Sqreen's agent"), "README.md", "exec"), namespace)
+    client = namespace["app"].test_client()
+    assert client.post("/login", data={"username": "alice", "password": "nope"}).status_code == 401
+    good = client.post("/login?next=/", data={"username": "alice", "password": "wonderland"})
+    assert good.status_code == 200
+    assert [(e["name"], e["user"]) for e in sqreen_events] == [
+        ("auth.login.failure", {"username": "alice"}),
+        ("auth.login.success", {"username": "alice"}),
+    ]
+    request = sqreen_events[1]["request"]
+    assert (request["path"], request["route"], request["ip"]) == ("/login", "/login", "127.0.0.1")
+    assert request["params"] == {"next": "/", "username": "alice", "password": "[redacted]"}
+
+
 def test_the_fastapi_quickstart_answers(sqreen_events: CapturedEvents) -> None:
     pytest.importorskip("fastapi")
     from starlette.testclient import TestClient

@@ -18,12 +18,13 @@ from django.utils.module_loading import import_string
 
 from ..._config import Config, ConfigError
 
-__all__ = ["MIDDLEWARE_PATH", "check_middleware"]
+__all__ = ["MIDDLEWARE_PATH", "check_middleware", "is_ours"]
 
 MIDDLEWARE_PATH = "sqreen.integrations.django.SqreenMiddleware"
 
 
-def _is_ours(path: str) -> bool:
+def is_ours(path: str) -> bool:
+    """Whether a ``MIDDLEWARE`` entry is sqreen's middleware (or a subclass of it)."""
     if path == MIDDLEWARE_PATH:
         return True
     from ._middleware import SqreenMiddleware
@@ -55,7 +56,7 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         except ConfigError as exc:
             messages.append(checks.Error(f"settings.SQREEN: {exc}", id="sqreen.E002"))
     middleware = [str(m) for m in getattr(settings, "MIDDLEWARE", None) or ()]
-    ours = [i for i, path in enumerate(middleware) if _is_ours(path)]
+    ours = [i for i, path in enumerate(middleware) if is_ours(path)]
     if not ours:
         messages.append(
             checks.Warning(

@@ -1,0 +1,88 @@
+"""The warning for a Flask request that sqreen does not serve, and the opt-out's values
+(sqreen._instrument); the servers are in tests/integrations/test_auto_instrument.py."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+import sqreen
+from sqreen import _instrument
+from sqreen.testing import CapturedEvents
+
+flask = pytest.importorskip("flask")
+
+HINT = "from sqreen.integrations.flask import Sqreen; Sqreen(app)"
+
+
+def warnings(log: Any) -> list[str]:
+    return [
+        r.getMessage()
+        for r in log.records
+        if r.levelno == logging.WARNING and "sqreen does not serve" in r.getMessage()
+    ]
+
+
+def agent_app(name: str) -> Any:
+    app = flask.Flask(name)
+
+    @app.get("/login")
+    def login() -> str:
+        sqreen.auth_track(True, username="alice")
+        sqreen.track("after.login")
+        return "ok"
+
+    return app
+
+
+def test_a_flask_request_without_the_integration_is_said_once(
+    sqreen_events: CapturedEvents, sqreen_log: Any
+) -> None:
+    app = agent_app("no_integration")
+    assert app.test_client().get("/login").status_code == 200
+    assert app.test_client().get("/login").status_code == 200
+    (message,) = warnings(sqreen_log)
+    assert "track() ran in a request of the Flask app 'no_integration'" in message
+    assert HINT in message and "SQREEN_AUTO_INSTRUMENT=0" in message
+    assert [e["request"] for e in sqreen_events] == [None] * 4  # what the warning is about
+
+
+def test_no_warning_where_sqreen_serves_or_will(
+    sqreen_events: CapturedEvents, sqreen_log: Any
+) -> None:
+    from sqreen.integrations.flask import Sqreen
+
+    app = agent_app("set_up")
+    Sqreen(app)
+    with app.test_request_context("/login"):  # a view unit-tested: no request, on purpose
+        sqreen.track("in.a.test")
+        sqreen.identify({"uid": "1"})
+    assert app.test_client().get("/login").status_code == 200
+    sqreen.track("outside.any.request")
+    sqreen.start()  # instruments: a request context without a request is a test's
+    with agent_app("later").test_request_context("/login"):
+        sqreen.track("in.a.test")
+    assert warnings(sqreen_log) == []
+    paths = {e["name"]: (e["request"] or {}).get("path") for e in sqreen_events}
+    assert paths == {
+        "in.a.test": None,
+        "auth.login.success": "/login",
+        "after.login": "/login",
+        "outside.any.request": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "on"),
+    [(None, True), ("", True), ("1", True), ("yes", True), ("0", False), ("Off", False)],
+)
+def test_the_opt_out_values(value: str | None, on: bool) -> None:
+    environ = {} if value is None else {"SQREEN_AUTO_INSTRUMENT": value}
+    assert _instrument.enabled(environ) is on
+
+
+def test_a_wrong_opt_out_value() -> None:
+    with pytest.raises(sqreen.ConfigError, match="SQREEN_AUTO_INSTRUMENT in the environment"):
+        _instrument.enabled({"SQREEN_AUTO_INSTRUMENT": "later"})
