@@ -55,6 +55,9 @@ class Server:
             "SQREEN_HEARTBEAT_INTERVAL": "0.2",
             "SQREEN_APP_NAME": "auto-instrumented",
             "SQREEN_TRUSTED_PROXIES": "none",  # no proxy in front: the peer can be blocked
+            # The project's own, whatever another test module left in this process's
+            # environment (the site's wsgi.py only sets it when unset).
+            "DJANGO_SETTINGS_MODULE": "tests.integrations.apps.auto_django.settings",
             **env,
         }
         self.proc = Gunicorn(app, full_env, worker)
