@@ -129,10 +129,20 @@ class ImpossibleTravel:
 
     def __call__(self, batch: Batch) -> None:
         ours: dict[UserKey, list[Login]] = {}
+        asked: dict[UserKey, tuple[str, list[tuple[int, str]]]] = {}  # key text, (µs, id)s
         for n, (event, fields) in enumerate(batch):
             if login := _located(event, fields):
-                ours.setdefault(login.user, []).append(login)
-                batch.places.append((n, *_row(login)))  # stored with the event, if new
+                user, p = login.user, login.place
+                if user not in asked:
+                    asked[user] = (_key_text(user), [])
+                    ours[user] = []
+                ours[user].append(login)
+                text, times = asked[user]
+                at = _us(p.at)
+                times.append((at, p.event_id))
+                # Stored with the event, if it is new (PlaceRow's columns).
+                batch.places.append((n, text, at, p.event_id, p.ip, p.latitude, p.longitude,
+                                     p.accuracy_km, p.country, p.city))  # fmt: skip
         if not ours:  # without a City .mmdb, no login has a place: no query
             return
         earlier: dict[UserKey, list[Login]] = {}
@@ -140,7 +150,7 @@ class ImpossibleTravel:
             for event, fields in zip(other.events, other.enrichment, strict=False):
                 if (login := _located(event, fields)) and login.user in ours:
                     earlier.setdefault(login.user, []).append(login)
-        stored = self._stored(ours)
+        stored = self._stored(asked)
         found: list[tuple[WireEvent, dict[str, Any]]] = []
         for user, logins in ours.items():
             # The user's logins in time order (ties by id, so that a pair is always written
@@ -159,26 +169,42 @@ class ImpossibleTravel:
         for alert, fields in found:
             batch.add_derived(alert, fields)
 
-    def _stored(self, ours: Mapping[UserKey, Sequence[Login]]) -> dict[UserKey, list[Login]]:
+    def _stored(
+        self, asked: Mapping[UserKey, tuple[str, Sequence[tuple[int, str]]]]
+    ) -> dict[UserKey, list[Login]]:
         """Each user's stored logins from places just before their first login here, just
-        after their last, and between: one read for the batch (seeks in ``login_places``)."""
+        after their last, and between (one read for the batch, in ``login_places``): only
+        those can be a neighbour of one of theirs here."""
         window = int(MOST_KM / self.max_speed * 3600 * 1_000_000)
-        asks: list[PlaceAsk] = []
+        asks: dict[str, PlaceAsk] = {}
         users: dict[str, UserKey] = {}
-        for user, logins in ours.items():
-            times = sorted((_us(login.place.at), login.place.event_id) for login in logins)
-            text = _key_text(user)
+        for user, (text, times) in asked.items():
+            first, last = min(times), max(times)
             users[text] = user
-            asks.append(PlaceAsk(text, *times[0], *times[-1], window))
+            asks[text] = PlaceAsk(text, *first, *last, window)
+        rows: dict[str, list[PlaceRow]] = {}
+        for row in self.store.nearby_places(list(asks.values())):
+            rows.setdefault(row.user_key, []).append(row)
         out: dict[UserKey, list[Login]] = {}
-        for row in self.store.nearby_places(asks):
-            owner = users.get(row.user_key)
-            if owner is None:  # never: each row is of a user asked about
+        for text, found in rows.items():
+            ask, owner = asks.get(text), users.get(text)
+            if ask is None or owner is None:  # never: each row is of a user asked about
                 continue
-            at = EPOCH + timedelta(microseconds=row.at)
-            here = Place(at, row.ip, row.latitude, row.longitude, row.accuracy_km,
-                         row.country, row.city, row.event_id)  # fmt: skip
-            out.setdefault(owner, []).append(Login(here, owner, None, None, None))
+            first, last = (ask.first_at, ask.first_id), (ask.last_at, ask.last_id)
+            before = after = None
+            kept: list[PlaceRow] = []
+            for row in found:
+                key = (row.at, row.event_id)
+                if key < first:
+                    if before is None or key > (before.at, before.event_id):
+                        before = row
+                elif key > last:
+                    if after is None or key < (after.at, after.event_id):
+                        after = row
+                else:
+                    kept.append(row)
+            kept += [row for row in (before, after) if row is not None]
+            out[owner] = [Login(_place(row), owner, None, None, None) for row in kept]
         return out
 
     def _complete(self, login: Login) -> Login:
@@ -281,11 +307,10 @@ def _key_text(user: UserKey) -> str:
     return json.dumps(user, separators=(",", ":"))
 
 
-def _row(login: Login) -> tuple[Any, ...]:
-    """The ``login_places`` row of a login (:class:`~..storage.PlaceRow`'s columns)."""
-    p = login.place
-    return (_key_text(login.user), _us(p.at), p.event_id, p.ip, p.latitude, p.longitude,
-            p.accuracy_km, p.country, p.city)  # fmt: skip
+def _place(row: PlaceRow) -> Place:
+    """A stored login's place."""
+    return Place(EPOCH + timedelta(microseconds=row.at), row.ip, row.latitude, row.longitude,
+                 row.accuracy_km, row.country, row.city, row.event_id)  # fmt: skip
 
 
 def _user_key(user: Mapping[str, Any] | None) -> UserKey:

@@ -45,6 +45,11 @@ class SqlPart:
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         raise NotImplementedError
 
+    def _read_each(self, reads: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """The rows of each statement, in order, read on one connection (never from inside a
+        write transaction: SQLite reads them on the writer's, under its lock)."""
+        return [row for sql, params in reads for row in self._read(sql, params)]
+
     def _fence(self, cur: Cursor) -> None:
         """Called in a transaction before it inserts events or alerts: see
         :meth:`~._export.ExportQueries.committed_marks` (nothing to do where transactions

@@ -16,6 +16,7 @@ dense``).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, NamedTuple
 
@@ -32,8 +33,8 @@ _INSERT: Final = f"INSERT INTO login_places ({PLACE_COLUMNS})"
 #: Stored logins read between the first and the last of one user's logins in a batch, at
 #: most (a spool of a service account's week: the rest of that span is not compared).
 MOST_BETWEEN: Final = 2000
-#: Users asked about in one statement (each ask is three seeks, eleven parameters).
-ASK_CHUNK: Final = 200
+#: Seeks in one statement, where they are one (at most six parameters each).
+ASK_CHUNK: Final = 500
 #: Rows deleted a transaction at most, when purging.
 PURGE_CHUNK: Final = 20_000
 
@@ -64,42 +65,83 @@ class PlaceAsk(NamedTuple):
     window: int
 
 
-def _seeks(ask: PlaceAsk) -> tuple[str, list[object]]:
-    """The three reads of one ask, as a part of a UNION ALL, and its parameters."""
-    sql = (
-        f"SELECT * FROM (SELECT {PLACE_COLUMNS} FROM login_places "
-        "WHERE user_key = ? AND (at, event_id) < (?, ?) AND at >= ? "
-        "ORDER BY at DESC, event_id DESC LIMIT 1) AS b "
-        f"UNION ALL SELECT * FROM (SELECT {PLACE_COLUMNS} FROM login_places "
-        "WHERE user_key = ? AND (at, event_id) > (?, ?) AND at <= ? "
-        "ORDER BY at, event_id LIMIT 1) AS a"
-    )
+_AROUND: Final = (
+    f"SELECT {PLACE_COLUMNS} FROM login_places "
+    "WHERE user_key = ? AND at >= ? AND at <= ? ORDER BY at, event_id LIMIT ?"
+)
+_BEFORE: Final = (
+    f"SELECT {PLACE_COLUMNS} FROM login_places "
+    "WHERE user_key = ? AND (at, event_id) < (?, ?) AND at >= ? "
+    "ORDER BY at DESC, event_id DESC LIMIT 1"
+)
+_AFTER: Final = (
+    f"SELECT {PLACE_COLUMNS} FROM login_places "
+    "WHERE user_key = ? AND (at, event_id) > (?, ?) AND at <= ? "
+    "ORDER BY at, event_id LIMIT 1"
+)
+_BETWEEN: Final = (
+    f"SELECT {PLACE_COLUMNS} FROM login_places "
+    "WHERE user_key = ? AND (at, event_id) > (?, ?) AND (at, event_id) < (?, ?) "
+    "ORDER BY at, event_id LIMIT ?"
+)
+#: A user's stored logins read at once, around theirs in a batch, at most: most users have
+#: a few within the window; one with more is read by seeks (:func:`_seeks`).
+MOST_AROUND: Final = 32
+#: A statement and its parameters.
+Read = tuple[str, list[object]]
+
+
+def _around(ask: PlaceAsk) -> Read:
+    """Every stored login of the ask's user within its window: one read, bounded."""
+    since, until = ask.first_at - ask.window, ask.last_at + ask.window
+    return _AROUND, [ask.user_key, since, until, MOST_AROUND]
+
+
+def _seeks(ask: PlaceAsk) -> list[Read]:
+    """The reads of one ask: the login before its first, after its last, those between."""
     key, window = ask.user_key, ask.window
-    params: list[object] = [
-        key, ask.first_at, ask.first_id, ask.first_at - window,
-        key, ask.last_at, ask.last_id, ask.last_at + window,
-    ]  # fmt: skip
-    if (ask.first_at, ask.first_id) < (ask.last_at, ask.last_id):
-        sql += (
-            f" UNION ALL SELECT * FROM (SELECT {PLACE_COLUMNS} FROM login_places "
-            "WHERE user_key = ? AND (at, event_id) > (?, ?) AND (at, event_id) < (?, ?) "
-            "ORDER BY at, event_id LIMIT ?) AS m"
-        )
-        params += [key, ask.first_at, ask.first_id, ask.last_at, ask.last_id, MOST_BETWEEN]
-    return sql, params
+    first, last = (ask.first_at, ask.first_id), (ask.last_at, ask.last_id)
+    reads: list[Read] = [
+        (_BEFORE, [key, *first, ask.first_at - window]),
+        (_AFTER, [key, *last, ask.last_at + window]),
+    ]
+    if first < last:
+        reads.append((_BETWEEN, [key, *first, *last, MOST_BETWEEN]))
+    return reads
 
 
 class PlaceQueries(SqlPart):
     """Mixed into :class:`~._sql.SqlStorage`."""
 
+    #: Whether reads go as one statement a chunk (a UNION ALL: PostgreSQL, one round trip)
+    #: or each as its own (SQLite, in process: the same few statements, kept compiled,
+    #: where a UNION ALL of hundreds was compiled anew each batch).
+    _places_union: bool = True
+
     def nearby_places(self, asks: Sequence[PlaceAsk]) -> list[PlaceRow]:
         """For each ask, the stored placed logins of its user around its logins (see
-        :class:`PlaceAsk`): a statement for up to :data:`ASK_CHUNK` users."""
+        :class:`PlaceAsk`): every one within the window, in one read a user, or for a
+        user with more than :data:`MOST_AROUND` there, those seeks find."""
+        rows = self._read_places([_around(ask) for ask in asks])
+        counts = Counter(row.user_key for row in rows)
+        many = {ask.user_key: ask for ask in asks if counts[ask.user_key] >= MOST_AROUND}
+        if not many:
+            return rows
+        kept = [row for row in rows if row.user_key not in many]
+        return kept + self._read_places([read for ask in many.values() for read in _seeks(ask)])
+
+    def _read_places(self, reads: Sequence[Read]) -> list[PlaceRow]:
+        if not reads:
+            return []
+        if not self._places_union:
+            return [PlaceRow._make(row) for row in self._read_each(reads)]
         out: list[PlaceRow] = []
-        for start in range(0, len(asks), ASK_CHUNK):
-            parts = [_seeks(ask) for ask in asks[start : start + ASK_CHUNK]]
-            sql = " UNION ALL ".join(part for part, _ in parts)
-            params = [value for _, values in parts for value in values]
+        for start in range(0, len(reads), ASK_CHUNK):
+            part = reads[start : start + ASK_CHUNK]
+            sql = " UNION ALL ".join(
+                f"SELECT * FROM ({q}) AS s{n}" for n, (q, _) in enumerate(part)
+            )
+            params = [value for _, values in part for value in values]
             out.extend(PlaceRow._make(row) for row in self._read(sql, params))
         return out
 
