@@ -4,6 +4,7 @@
   and OCSF (the mapping is documented, field by field, in ``docs/export.md``);
 - :mod:`.records`: records read page by page and turned into documents (``sqreen export``);
 - :mod:`.otlp`, :mod:`.sinks`: OTLP/HTTP logs, JSON lines over HTTP or TCP;
+- :mod:`.delivery`: one batch to a sink, split when refused, a bad record set aside;
 - :mod:`.forwarder`: the live forwarder of ``sqreen serve --export`` and its lag.
 """
 

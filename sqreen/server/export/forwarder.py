@@ -7,6 +7,11 @@ batch. An endpoint that is down costs ingest nothing: the thread waits, backing 
 0.5 s to :data:`MAX_BACKOFF`, and sends the same batch again; the cursor moves only after
 the endpoint acknowledged, so a restart or an outage resends at most the batch in flight.
 
+Events and alerts are two lanes, each with its cursor and its backoff: alerts never wait
+behind a batch of events that keeps failing (nor events behind alerts). A batch the
+endpoint refuses for what it holds is split, and a record it refuses alone, or that cannot
+be encoded, is set aside rather than sent for ever (:mod:`.delivery`).
+
 One forwarder sends across ``--workers N``: every process runs one, and only the holder of
 the destination's lease (a row of ``export_cursors``, renewed every few seconds, given up
 at a clean stop, taken over :data:`LEASE_TTL` after a holder died) reads and sends.
@@ -24,15 +29,16 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import takewhile
 from typing import Final, TypeVar
 
 from ..._threads import start_thread
-from ..storage import Storage
+from ..storage import Alert, Storage, StoredEvent
+from .delivery import SET_ASIDE, SetAside, deliver
 from .records import Kind
-from .sinks import Destination, Record, Sink, SinkError, open_sink
+from .sinks import Destination, Sink, SinkError, open_sink
 
 __all__ = ["BATCH", "LEASE_TTL", "MAX_BACKOFF", "ExportLag", "Forwarder", "export_lag"]
 
@@ -102,8 +108,14 @@ class Forwarder:
         self.holder = secrets.randbelow(2**62) + 1
         self.sent = 0
         self.failures = 0
+        self.set_aside = 0
         self._positions: dict[Kind, int] | None = None  # read when the lease is taken
         self._renewed = 0.0
+        # Each lane's backoff, when it may send again, and whether the endpoint took the
+        # last batch it was sent (evidence that a record it refuses alone is at fault).
+        self._backoff: dict[Kind, float] = {"event": 0.0, "alert": 0.0}
+        self._retry_at: dict[Kind, float] = {"event": 0.0, "alert": 0.0}
+        self._took: dict[Kind, bool] = {"event": False, "alert": False}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -126,29 +138,17 @@ class Forwarder:
         return export_lag(self.storage, self.destination.name)
 
     def _run(self) -> None:
-        backoff = 0.0
         while not self._stop.is_set():
             try:
                 if not self._hold():
                     self._stop.wait(self.lease_ttl / 3)
                     continue
-                sent = self.step()
-                backoff = 0.0
-                if not sent:
-                    self._stop.wait(self.interval)
-            except SinkError as exc:
-                self.failures += 1
-                backoff = min(max(backoff * 2, FIRST_BACKOFF), self.max_backoff)
-                logger.warning(
-                    "sqreen: export to %s failed (%s); again in %.1f s",
-                    self.destination.name,
-                    exc,
-                    backoff,
-                )
-                self._stop.wait(backoff)
+                pause = self.step()
             except Exception:  # the database: the next look may find it back
                 logger.exception("sqreen: export to %s", self.destination.name)
-                self._stop.wait(self.interval)
+                pause = self.interval
+            if pause > 0:
+                self._stop.wait(pause)
 
     def _hold(self) -> bool:
         """Whether this process holds the lease (renewed when a third of it has passed)."""
@@ -162,27 +162,81 @@ class Forwarder:
             self._positions = {k: self.storage.export_cursor(n) for k, n in self.cursors.items()}
         return True
 
-    def step(self) -> int:
-        """Send one batch of events and one of alerts, if there are any; how many were
-        sent (acknowledged, and the cursors moved)."""
+    def step(self) -> float:
+        """Send a batch of events and one of alerts, each if its lane has any and is not
+        backing off; the seconds to wait before the next step (0 when a batch moved)."""
+        pause = self.interval
+        for kind in ("event", "alert"):
+            if self._positions is None:  # the lease was lost
+                break
+            wait = self._retry_at[kind] - time.monotonic()
+            if wait > 0:
+                pause = min(pause, wait)
+                continue
+            try:
+                moved = self._lane(kind)
+            except SinkError as exc:
+                self.failures += 1
+                backoff = min(max(self._backoff[kind] * 2, FIRST_BACKOFF), self.max_backoff)
+                self._backoff[kind] = backoff
+                self._retry_at[kind] = time.monotonic() + backoff
+                pause = min(pause, backoff)
+                logger.warning(
+                    "sqreen: export of %ss to %s failed (%s); again in %.1f s",
+                    kind,
+                    self.destination.name,
+                    exc,
+                    backoff,
+                )
+                continue
+            self._backoff[kind] = 0.0
+            if moved:
+                pause = 0.0
+        return pause
+
+    def _lane(self, kind: Kind) -> int:
+        """Deliver one batch of ``kind``: how many records the cursor passed (delivered or
+        set aside); :class:`SinkError` when the rest of the batch is to be sent again."""
         assert self._positions is not None
-        at = self._positions
-        events = self._upto(
-            0,
-            lambda: self.storage.scan_events(after_seq=at["event"], limit=self.batch),
-            lambda e: e.seq,
+        after = self._positions[kind]
+        page: list[StoredEvent] | list[Alert]
+        if kind == "event":
+            page = self._upto(
+                0,
+                lambda: self.storage.scan_events(after_seq=after, limit=self.batch),
+                lambda e: e.seq,
+            )
+        else:
+            page = self._upto(
+                1,
+                lambda: self.storage.scan_alerts(after_id=after, limit=self.batch),
+                lambda a: a.id,
+            )
+        if not page:
+            return 0
+        done = deliver(self.sink, [(kind, r) for r in page], self._took[kind])
+        self._took[kind] = done.took_last
+        for record in done.set_aside:
+            self._put_aside(kind, page[record.index], record)
+        if done.settled:
+            self._move(kind, _position(page[done.settled - 1]))
+            self.sent += done.delivered
+        if done.error is not None:
+            raise done.error
+        return done.settled
+
+    def _put_aside(self, kind: Kind, record: StoredEvent | Alert, why: SetAside) -> None:
+        self.set_aside += 1
+        SET_ASIDE.labels(kind, why.reason).inc()
+        logger.warning(
+            "sqreen: export to %s: %s %s %d set aside, not sent (%s: %s)",
+            self.destination.name,
+            kind,
+            "seq" if kind == "event" else "id",
+            _position(record),
+            why.reason,
+            why.detail,
         )
-        alerts = self._upto(
-            1,
-            lambda: self.storage.scan_alerts(after_id=at["alert"], limit=self.batch),
-            lambda a: a.id,
-        )
-        sent = 0
-        if events:
-            sent += self._send("event", [("event", e) for e in events], events[-1].seq)
-        if alerts:
-            sent += self._send("alert", [("alert", a) for a in alerts], alerts[-1].id)
-        return sent
 
     def _upto(self, mark: int, read: Callable[[], list[R]], key: Callable[[R], int]) -> list[R]:
         """The page ``read`` gives, up to the marks (``mark``: 0 events, 1 alerts). A page
@@ -194,9 +248,8 @@ class Forwarder:
             page = read()
         return list(takewhile(lambda r: key(r) <= self._marks[mark], page))
 
-    def _send(self, kind: Kind, records: Sequence[Record], position: int) -> int:
+    def _move(self, kind: Kind, position: int) -> None:
         assert self._positions is not None
-        self.sink.send(records)
         if not self.storage.move_export_cursor(
             self.lease, self.holder, self.cursors[kind], position
         ):
@@ -204,5 +257,8 @@ class Forwarder:
             raise SinkError("lease lost")
         self._positions[kind] = position
         self._renewed = time.monotonic()
-        self.sent += len(records)
-        return len(records)
+
+
+def _position(record: StoredEvent | Alert) -> int:
+    """Where a cursor stands once ``record`` is passed: an event's seq, an alert's id."""
+    return record.seq if isinstance(record, StoredEvent) else record.id

@@ -20,6 +20,7 @@ __all__ = [
     "PAGE",
     "Format",
     "Kind",
+    "Unencodable",
     "alert_pages",
     "document",
     "event_pages",
@@ -30,6 +31,19 @@ Kind = Literal["event", "alert"]
 FORMATS: Final[tuple[Format, ...]] = ("ecs", "ocsf", "jsonl")
 #: Records a page (the storage's own cap on a scan).
 PAGE: Final = 1000
+
+
+class Unencodable(Exception):
+    """Record ``index`` of a batch could not be made into what is sent (its mapping or its
+    encoding raised ``cause``): nothing of the batch was sent. The forwarder sets the record
+    aside and sends the others; the cause is a bug, or data the encoding cannot hold."""
+
+    def __init__(self, index: int, cause: Exception) -> None:
+        text = str(cause)[:200]
+        super().__init__(f"{type(cause).__name__}: {text}")
+        self.index = index
+        self.cause = cause
+
 
 Mapper = Callable[[Mapping[str, Any]], dict[str, Any]]
 _MAPPERS: Final[dict[tuple[Format, Kind], Mapper]] = {

@@ -7,19 +7,24 @@
 - ``jsonl+tcp://host:port``: the same lines on a TCP connection (syslog-ng's or Vector's
   ``tcp`` source, Logstash's ``json_lines`` codec).
 
-A batch is acknowledged by a 2xx answer over HTTP; over TCP only by the peer's kernel taking
-the bytes (the protocol has no answer): a receiver that crashes after reading may lose what
-it had not written, which HTTP cannot. Any failure raises :class:`SinkError`, and the
-forwarder sends the same batch again later.
+A batch is acknowledged by a 2xx answer over HTTP; over TCP by the peer's kernel having
+acknowledged every byte with the connection still open (the protocol has no answer): a
+receiver that crashes after its kernel took the bytes may lose what it had not written,
+which HTTP cannot. Any failure raises :class:`SinkError`, and the forwarder sends the same
+batch again later; :class:`Refused` (HTTP 400, 413, 422) says the endpoint refused what the
+batch holds, which sending it again will not change (the forwarder splits it), and
+:class:`~.records.Unencodable` that a record could not be encoded (nothing was sent).
 """
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 import httpx2 as httpx
@@ -28,16 +33,18 @@ from ...transports._deadline import Deadline, DeadlineTransport
 from ...transports.http import trust
 from ..storage import Alert, StoredEvent
 from .otlp import CONTENT_TYPE, encode_logs
-from .records import FORMATS, Format, Kind, document
+from .records import FORMATS, Format, Kind, Unencodable, document
 
 __all__ = [
     "SCHEMES",
     "Destination",
     "Record",
+    "Refused",
     "Sink",
     "SinkError",
     "open_sink",
     "parse_destination",
+    "peer_closed",
 ]
 
 SCHEMES: Final = ("otlp+http", "otlp+https", "jsonl+http", "jsonl+https", "jsonl+tcp")
@@ -47,8 +54,23 @@ ERROR_TEXT: Final = 200
 Record = tuple[Kind, StoredEvent | Alert]
 
 
+#: The HTTP statuses that refuse what a batch holds (sent again, it would be refused
+#: again): 400 Bad Request, 413 Content Too Large, 422 Unprocessable Content. Every other
+#: one (401, 403, 404, 408, 429, 5xx...) is about the endpoint or the credentials, and the
+#: batch is sent again later as it is.
+REFUSING: Final = frozenset({400, 413, 422})
+
+
 class SinkError(Exception):
     """A batch was not acknowledged (the message says why)."""
+
+
+class Refused(SinkError):
+    """The endpoint refused the batch for what it holds (:data:`REFUSING`): 413, too large."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +112,8 @@ def _shown(url: str) -> str:
 
 class Sink(Protocol):
     def send(self, records: Sequence[Record]) -> None:
-        """Deliver ``records``, or raise :class:`SinkError`."""
+        """Deliver ``records``, or raise :class:`SinkError` (:class:`Refused`), or
+        :class:`~.records.Unencodable` before sending anything."""
         ...
 
     def close(self) -> None: ...
@@ -112,7 +135,7 @@ class HttpSink:
 
     def body(self, records: Sequence[Record]) -> tuple[bytes, str]:
         if self.otlp:
-            return encode_logs((k, document(k, r, "ecs")) for k, r in records), CONTENT_TYPE
+            return encode_logs(documents(records, "ecs")), CONTENT_TYPE
         return lines(records, self.destination.format), "application/x-ndjson"
 
     def send(self, records: Sequence[Record]) -> None:
@@ -132,6 +155,8 @@ class HttpSink:
                 status = response.status_code
         except httpx.HTTPError as exc:
             raise SinkError(_described(exc)) from None
+        if status in REFUSING:
+            raise Refused(status)
         if not 200 <= status < 300:
             raise SinkError(f"HTTP {status}")
 
@@ -140,18 +165,32 @@ class HttpSink:
 
 
 class TcpSink:
-    """JSON lines on one TCP connection, opened again after an error."""
+    """JSON lines on one TCP connection, opened again after an error or once the peer
+    closed it.
+
+    A peer that closed the connection (a receiver closing idle ones, or restarted) does not
+    make the next ``sendall`` fail: the bytes go into the kernel's buffer and the peer's
+    reset comes back later, so the batch was lost while it seemed sent. Before a batch the
+    connection is checked (:func:`peer_closed`: opened again if so), and after it the send
+    waits until the peer's kernel acknowledged every byte (:func:`flushed`), failing if the
+    connection was reset or closed meanwhile: the batch is then sent again, whole, on a new
+    connection. Delivery is at least once: lines the peer read before closing are sent again.
+    """
 
     def __init__(self, destination: Destination) -> None:
         self.destination = destination
         self._socket: socket.socket | None = None
 
     def send(self, records: Sequence[Record]) -> None:
+        data = lines(records, self.destination.format)  # Unencodable: nothing sent
         host, _, port = self.destination.url.rpartition(":")
         try:
+            if self._socket is not None and peer_closed(self._socket):
+                self.close()
             if self._socket is None:
                 self._socket = socket.create_connection((host, int(port)), timeout=TIMEOUT)
-            self._socket.sendall(lines(records, self.destination.format))
+            self._socket.sendall(data)
+            flushed(self._socket, time.monotonic() + TIMEOUT)
         except OSError as exc:
             self.close()
             raise SinkError(_described(exc)) from None
@@ -162,6 +201,57 @@ class TcpSink:
             self._socket = None
 
 
+def peer_closed(sock: socket.socket) -> bool:
+    """Whether the peer closed or reset ``sock`` (what it may have sent is left unread)."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (BlockingIOError, InterruptedError):
+        return False  # open, nothing to read
+    except OSError:
+        return True  # reset
+    finally:
+        sock.settimeout(timeout)
+
+
+#: macOS's socket option for the bytes not yet acknowledged (Linux has an ioctl).
+SO_NWRITE: Final = 0x1024
+
+
+def _unacknowledged(sock: socket.socket) -> int | None:
+    """Bytes sent on ``sock`` that the peer has not acknowledged (None: not known here)."""
+    platform: str = sys.platform  # not narrowed: each branch is checked on any platform
+    if platform == "linux":
+        import fcntl
+        import termios
+
+        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4))  # SIOCOUTQ
+        return int.from_bytes(queued, sys.byteorder)
+    if platform == "darwin":
+        return sock.getsockopt(socket.SOL_SOCKET, SO_NWRITE)
+    return None
+
+
+def flushed(sock: socket.socket, deadline: float) -> None:
+    """Wait until the peer's kernel acknowledged every byte sent on ``sock``; :class:`OSError`
+    if the connection was reset or closed first, or at ``deadline``. Where the bytes not
+    acknowledged cannot be counted (neither Linux nor macOS), only the connection is checked."""
+    pause = 0.0005
+    while True:
+        left = _unacknowledged(sock)
+        if left == 0:
+            return
+        if peer_closed(sock):  # the reset of a peer that had closed, or its FIN
+            raise ConnectionResetError("the peer closed the connection before acknowledging")
+        if left is None:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{left} bytes not acknowledged by the peer")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 def _described(exc: Exception) -> str:
     """An error for the log: its class and the start of its text, which can quote what the
     endpoint sent (an unparsable status line quotes kilobytes of the peer's bytes)."""
@@ -169,11 +259,24 @@ def _described(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[:ERROR_TEXT]}{'...' if len(text) > ERROR_TEXT else ''}"
 
 
+def documents(records: Sequence[Record], format: Format) -> Iterator[tuple[Kind, dict[str, Any]]]:
+    """Each record's document; :class:`~.records.Unencodable` for one that cannot be made."""
+    for index, (kind, record) in enumerate(records):
+        try:
+            doc = document(kind, record, format)
+        except Exception as exc:
+            raise Unencodable(index, exc) from exc
+        yield kind, doc
+
+
 def lines(records: Sequence[Record], format: Format) -> bytes:
-    return b"".join(
-        json.dumps(document(k, r, format), separators=(",", ":")).encode() + b"\n"
-        for k, r in records
-    )
+    out = []
+    for index, (_, doc) in enumerate(documents(records, format)):
+        try:
+            out.append(json.dumps(doc, separators=(",", ":")).encode() + b"\n")
+        except Exception as exc:
+            raise Unencodable(index, exc) from exc
+    return b"".join(out)
 
 
 def open_sink(destination: Destination) -> Sink:
