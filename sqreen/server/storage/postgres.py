@@ -228,6 +228,9 @@ class PostgresStorage(SqlStorage):
         (size,), *_ = self._read("SELECT pg_database_size(current_database())")
         return int(size)
 
+    def reclaim_space(self) -> bool:
+        return False  # autovacuum makes it reusable; VACUUM FULL locks: the operator's call
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
