@@ -22,13 +22,24 @@ __all__ = ["purge"]
 @db_option
 def purge(days: float, vacuum: bool, db: str) -> None:
     """Delete events received more than --days ago (by their receipt, not their own time,
-    which an SDK's clock sets), and SDK processes silent for a week."""
+    which an SDK's clock sets), and SDK processes silent for a week.
+
+    Also deletes the alerts made, the blocks ended (lifted or expired), the users' traits
+    last set, and the export cursors last moved, more than --days ago: never a block in
+    force, nor its alert."""
     with opened(db, create=False) as storage:
         count = storage.purge_older_than(days)
         agents = storage.purge_agents()
         click.echo(f"deleted {count} events older than {days:g} days (received before then)")
         if agents:
             click.echo(f"forgot {agents} SDK processes silent for over {AGENT_TTL.days} days")
+        purged = storage.purge_records(days)
+        if any(purged):
+            click.echo(
+                f"deleted {purged.alerts} alerts, {purged.blocks} ended blocks, "
+                f"{purged.users} users' traits and {purged.export_cursors} export cursors "
+                f"older than {days:g} days"
+            )
         if vacuum:
             before = storage.database_bytes()
             if storage.reclaim_space():

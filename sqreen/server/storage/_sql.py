@@ -24,6 +24,7 @@ from ._places import PlaceQueries
 from ._playbooks import PlaybookQueries
 from ._prepared import PreparedEvents, prepare
 from ._queries import EventQueries
+from ._retention import RetentionQueries
 from ._rows import EVENT_COLUMNS, EventRecord, clean
 from ._users import UserQueries
 from .model import (
@@ -77,6 +78,7 @@ class SqlStorage(
     IntelQueries,
     ExportQueries,
     PlaceQueries,
+    RetentionQueries,
 ):
     """The :class:`~.base.Storage` implementation, less connections and migrations (event
     queries in :class:`~._queries.EventQueries`, playbooks' in
@@ -84,7 +86,8 @@ class SqlStorage(
     users' traits in :class:`~._users.UserQueries`, the explorer's logins and sessions in
     :class:`~._logins.LoginQueries`, IP intelligence's in :class:`~._intel.IntelQueries`,
     the export forwarder's cursors and lease in :class:`~._export.ExportQueries`, impossible
-    travel's placed logins in :class:`~._places.PlaceQueries`)."""
+    travel's placed logins in :class:`~._places.PlaceQueries`, retention of the other
+    tables in :class:`~._retention.RetentionQueries`)."""
 
     #: Ordered schema migrations: each a list of statements; index + 1 is its version.
     MIGRATIONS: Sequence[Sequence[str]] = ()
