@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
 
-from .sqlite import BUSY_TIMEOUT, SQLiteStorage
+from .sqlite import BUSY_TIMEOUT, SQLiteStorage, create_private
 
 try:
     import fcntl
@@ -210,6 +210,7 @@ def _new_file(target: str) -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(stale)  # left by a backup that was interrupted
     try:
+        create_private(tmp)  # a copy of everything: its owner's alone, as the database
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:

@@ -31,7 +31,7 @@ from ._sql import INSERT_CHUNK, Cursor, SqlStorage
 from ._window_reads import WindowKey
 from .model import Clock, utc_now
 
-__all__ = ["SQLiteStorage"]
+__all__ = ["SQLiteStorage", "create_private"]
 
 BUSY_TIMEOUT: Final = 10.0
 MAX_IDLE_READERS: Final = 8
@@ -82,6 +82,7 @@ class SQLiteStorage(SqlStorage):
         self._checkpointing = threading.Lock()
         self._pool_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
+        create_private(path)
         self._writer = self._connect()
         try:
             # Before WAL mode and the first table; no effect on an existing database.
@@ -337,6 +338,19 @@ class SQLiteStorage(SqlStorage):
             if self._process_lock is not None:
                 os.close(self._process_lock)
                 self._process_lock = None
+
+
+def create_private(path: str) -> None:
+    """Create the database file ``path``, empty, readable by its owner alone (0600), unless it
+    exists: it holds every event, the admin password's hash and the explorer's session
+    secret, and SQLite creates its ``-wal`` and ``-shm`` with the database's permissions. An
+    existing file keeps the mode its operator gave it."""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:  # it exists (kept as it is), or SQLite will say why it cannot open it
+        pass
 
 
 def _file_size(path: str) -> int:
