@@ -7,6 +7,7 @@ from ._places import PlaceAsk, PlaceRow
 from ._prepared import PreparedEvents
 from ._queries import MAX_IDS
 from ._rows import clean, new_events
+from ._serve_lock import serving
 from .base import ControlStore, EventStore, Storage
 from .follow import Follower, newer
 from .model import (
@@ -81,6 +82,7 @@ __all__ = [
     "new_events",
     "newer",
     "open_storage",
+    "serving",
     "utc_now",
 ]
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
 
+from ._serve_lock import CollectorRunning, unserved
 from .sqlite import BUSY_TIMEOUT, SQLiteStorage, create_private
 
 try:
@@ -124,11 +125,18 @@ def restore_sqlite(
         _refuse_existing(target, force, "stop the collector that uses it, and ")
         if os.path.samefile(backup, target):
             raise BackupError(f"{backup!r} is the database to restore it to")
-        with _writers_held(target), _read_only(backup) as src, _connect(target) as dst:
-            log_ids = _newest_log_id(dst)
-            copied = _copy(src, dst, step_pages, progress, version)
-            _mark_log(dst, log_ids)
-            return copied
+        try:
+            with unserved(target), _writers_held(target):
+                with _read_only(backup) as src, _connect(target) as dst:
+                    log_ids = _newest_log_id(dst)
+                    copied = _copy(src, dst, step_pages, progress, version)
+                    _mark_log(dst, log_ids)
+                    return copied
+        except CollectorRunning:
+            raise BackupError(
+                f"a collector (sqreen serve) is using {target!r}: stop the collector first, "
+                "then restore (it keeps in memory what the old database held)"
+            ) from None
     with _read_only(backup) as src, _new_file(target) as tmp, _connect(tmp) as dst:
         return _copy(src, dst, step_pages, progress, version)
 
