@@ -88,7 +88,7 @@ def events(
         for e in reversed(found):
             click.echo(json_line(e.to_json()) if as_json else _line(e))
 
-    with opened(db, create=False) as storage:
+    with opened(db, create=False, upgrade=False) as storage:
         found = storage.query_events(filters, limit=limit)
         if not found and not as_json and not follow:  # apart from the list, on stderr
             click.echo("no events", err=True)

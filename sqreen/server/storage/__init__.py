@@ -89,17 +89,21 @@ __all__ = [
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_storage(db: str, *, clock: Clock = utc_now, create: bool = True) -> Storage:
+def open_storage(
+    db: str, *, clock: Clock = utc_now, create: bool = True, upgrade: bool = True
+) -> Storage:
     """Open (creating and migrating as needed) the database ``db``: a ``postgresql://`` URL,
     or the path of a SQLite file (``sqlite:///path`` also works). ``clock`` is the time every
     write is stamped with and expiry and retention are measured against (tests pass their
     own, so that nothing waits for real time). ``create=False``: a PostgreSQL database that
     holds no sqreen schema is refused (:class:`RuntimeError`) rather than given one (the
-    caller checks that a SQLite file exists)."""
+    caller checks that a SQLite file exists). ``upgrade=False`` (read-only commands): a
+    schema older than this code's is refused (:class:`RuntimeError`) rather than migrated,
+    as a collector of an older version may be running on it."""
     if db.startswith(POSTGRES_SCHEMES):
         from .postgres import PostgresStorage
 
-        return PostgresStorage(db, clock=clock, create=create)
+        return PostgresStorage(db, clock=clock, create=create, upgrade=upgrade)
     from .sqlite import SQLiteStorage
 
-    return SQLiteStorage(db.removeprefix("sqlite://"), clock=clock)
+    return SQLiteStorage(db.removeprefix("sqlite://"), clock=clock, upgrade=upgrade)

@@ -73,7 +73,7 @@ LOG_CATCH_UP: Final = 64
 class SQLiteStorage(SqlStorage):
     MIGRATIONS = migrations("sqlite")
 
-    def __init__(self, path: str, *, clock: Clock = utc_now) -> None:
+    def __init__(self, path: str, *, clock: Clock = utc_now, upgrade: bool = True) -> None:
         super().__init__(clock)
         self.path = path
         self._write_lock = threading.Lock()
@@ -94,7 +94,7 @@ class SQLiteStorage(SqlStorage):
             self._writer.execute("PRAGMA wal_autocheckpoint=0")
             if fcntl is not None and path not in ("", ":memory:"):
                 self._process_lock = os.open(f"{path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            self.migrate()
+            self.migrate() if upgrade else self.check_schema()
         except sqlite3.DatabaseError as exc:  # "file is not a database", a locked file...
             self.close()
             raise RuntimeError(f"cannot use {path!r} as a SQLite database: {exc}") from None
