@@ -240,7 +240,7 @@ def _overlapping(
 @db_option
 def blocks(all_: bool, limit: int, as_json: bool, db: str) -> None:
     """List the blocks in force (the action set every SDK receives)."""
-    with opened(db, create=False) as storage:
+    with opened(db, create=False, upgrade=False) as storage:
         found = storage.list_blocks(ended=limit if all_ else 0)
         actions = storage.action_set()
     version, now = actions.version, actions.now

@@ -98,9 +98,10 @@ def time_range(since: str | None, until: str | None) -> tuple[datetime | None, d
 
 
 @contextmanager
-def opened(db: str, *, create: bool = True) -> Iterator[Storage]:
-    """The storage at ``db``; a read-only command (``create=False``) never creates one, and
-    says where it looked."""
+def opened(db: str, *, create: bool = True, upgrade: bool = True) -> Iterator[Storage]:
+    """The storage at ``db``; a command that creates nothing (``create=False``) never
+    creates one, and says where it looked; a read-only one (``upgrade=False``) migrates
+    nothing: it refuses an older schema, saying how to upgrade it."""
     if not create and not db.startswith(POSTGRES_SCHEMES):
         path = Path(db.removeprefix("sqlite://"))
         if not path.is_file():
@@ -109,7 +110,7 @@ def opened(db: str, *, create: bool = True) -> Iterator[Storage]:
                 "(give --db, or set SQREEN_DB)"
             )
     try:
-        storage = open_storage(db, create=create)
+        storage = open_storage(db, create=create, upgrade=upgrade)
     except (RuntimeError, ImportError) as exc:
         raise click.ClickException(str(exc)) from None
     try:

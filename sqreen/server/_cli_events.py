@@ -88,7 +88,7 @@ def events(
         for e in reversed(found):
             click.echo(json_line(e.to_json()) if as_json else _line(e))
 
-    with opened(db, create=False) as storage:
+    with opened(db, create=False, upgrade=False) as storage:
         found = storage.query_events(filters, limit=limit)
         if not found and not as_json and not follow:  # apart from the list, on stderr
             click.echo("no events", err=True)
@@ -116,9 +116,15 @@ def tail(follower: Follower, interval: float) -> Iterator[list[StoredEvent]]:
 
 @click.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--app", help="Application name to record with the events.")
+@click.option("--app", help="Application name to record with the events whose line names none.")
+@click.option(
+    "--keep-received",
+    is_flag=True,
+    help="Keep the receipt times of the collector's own lines (sqreen events --json, export "
+    "--format jsonl): retention then counts from them, not from the import.",
+)
 @db_option
-def import_(file: str, app: str | None, db: str) -> None:
+def import_(file: str, app: str | None, keep_received: bool, db: str) -> None:
     """Load past events from a JSON-lines FILE (one event a line; idempotent)."""
     with opened(db) as storage, open(file, "rb") as lines:
         try:
@@ -131,6 +137,7 @@ def import_(file: str, app: str | None, db: str) -> None:
                     app=app,
                     progress=lambda n: bar.update(n),
                     intel=IpIntel(),  # country and kind; no .mmdb here
+                    keep_received=keep_received,
                 )
         except ImportStopped as stopped:
             _show_bad(file, stopped.report)

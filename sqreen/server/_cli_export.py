@@ -75,7 +75,7 @@ def export(since: str | None, until: str | None, format_: Format, alerts: bool, 
     what = "alerts" if alerts else "events"
     count = 0
     out = sys.stdout
-    with opened(db, create=False) as storage:
+    with opened(db, create=False, upgrade=False) as storage:
         for position, line in export_lines(storage, format_, alerts=alerts, since=start, until=end):
             if position == 0 and count:
                 click.echo(f"\r{count} {what} exported", nl=False, err=True)

@@ -40,7 +40,7 @@ def keys_create(name: str, scope: KeyScope, db: str) -> None:
 @db_option
 def keys_list(db: str) -> None:
     """List keys (tokens are not stored, only their hashes)."""
-    with opened(db, create=False) as storage:
+    with opened(db, create=False, upgrade=False) as storage:
         found = storage.list_keys()
     for k in found:
         state = f"revoked {when(k.revoked_at)}" if k.revoked_at else "active"

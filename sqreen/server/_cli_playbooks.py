@@ -57,7 +57,7 @@ def playbooks_test(file: str, since: str, until: str | None, as_json: bool, db: 
     except PlaybookError as exc:
         raise click.ClickException(str(exc)) from None
     filters = EventFilter(since=start, until=end)
-    with opened(db, create=False) as storage:
+    with opened(db, create=False, upgrade=False) as storage:
         found = backtest(storage, engine, filters)
     for alert in found:
         if as_json:
@@ -114,7 +114,7 @@ def _verb(alert: Alert) -> str:
 @db_option
 def alerts(playbook: str | None, limit: int, as_json: bool, db: str) -> None:
     """List the alerts playbooks raised, newest first."""
-    with opened(db, create=False) as storage:
+    with opened(db, create=False, upgrade=False) as storage:
         found = storage.list_alerts(playbook=playbook, limit=limit)
     if not found and not as_json:  # said apart from the list: stdout stays empty
         click.echo(f"no alerts of playbook {playbook}" if playbook else "no alerts", err=True)

@@ -12,13 +12,45 @@ __all__ = ["purge"]
 
 @click.command()
 @click.option("--days", default=90.0, show_default=True, type=Days())
+@click.option(
+    "--vacuum",
+    is_flag=True,
+    help="Then give the freed space back to the file system (SQLite: VACUUM, which holds the "
+    "write lock, ingest waiting, while it rewrites the database; needs free space for a "
+    "copy of what is kept).",
+)
 @db_option
-def purge(days: float, db: str) -> None:
+def purge(days: float, vacuum: bool, db: str) -> None:
     """Delete events received more than --days ago (by their receipt, not their own time,
-    which an SDK's clock sets), and SDK processes silent for a week."""
+    which an SDK's clock sets), and SDK processes silent for a week.
+
+    Also deletes the alerts made, the blocks ended (lifted or expired), the users' traits
+    last set, and the export cursors last moved, more than --days ago: never a block in
+    force, nor its alert."""
     with opened(db, create=False) as storage:
         count = storage.purge_older_than(days)
         agents = storage.purge_agents()
-    click.echo(f"deleted {count} events older than {days:g} days (received before then)")
-    if agents:
-        click.echo(f"forgot {agents} SDK processes silent for over {AGENT_TTL.days} days")
+        click.echo(f"deleted {count} events older than {days:g} days (received before then)")
+        if agents:
+            click.echo(f"forgot {agents} SDK processes silent for over {AGENT_TTL.days} days")
+        purged = storage.purge_records(days)
+        if any(purged):
+            click.echo(
+                f"deleted {purged.alerts} alerts, {purged.blocks} ended blocks, "
+                f"{purged.users} users' traits and {purged.export_cursors} export cursors "
+                f"older than {days:g} days"
+            )
+        if vacuum:
+            before = storage.database_bytes()
+            if storage.reclaim_space():
+                after = storage.database_bytes()
+                click.echo(f"vacuumed: {_mib(before)} -> {_mib(after)} on disk")
+            else:
+                click.echo(
+                    "PostgreSQL: autovacuum makes the freed space reusable; VACUUM FULL gives "
+                    "it back (it locks each table while it runs)"
+                )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MiB"

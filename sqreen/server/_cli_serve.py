@@ -31,7 +31,7 @@ from .explorer._cli import explorer_startup
 from .intel import DEFAULT_MAX_SPEED, GeoIpError, IpIntel, Reputation
 from .logs import LOG_FORMATS, json_log_config, text_log_config
 from .playbooks import PlaybookError, PlaybookSource
-from .storage import Storage
+from .storage import Storage, serving
 
 __all__ = ["GC_GEN0", "WORKER_ENV", "serve", "worker_app"]
 
@@ -207,7 +207,8 @@ def serve(
         raise click.UsageError("--geoip-db is read by IP intelligence: drop --no-ip-intel")
     _ip_intel(geoip_dbs).close()  # and so does a bad --geoip-db, before anything starts
     target = destination(export_url, export_format)  # and a bad --export
-    with opened(db) as storage:
+    # `serving`, until the collector stops: `sqreen restore --force` refuses a served database.
+    with opened(db) as storage, serving(db.removeprefix("sqlite://")):
         if not any(k.revoked_at is None for k in storage.list_keys()):
             say("no API key yet: create one with `sqreen keys create`")
         if not tls and not _is_loopback(host):
@@ -275,7 +276,7 @@ def serve(
     from ._supervisor import supervise
     from .metrics import multiprocess_dir
 
-    with multiprocess_dir():
+    with multiprocess_dir(), serving(db.removeprefix("sqlite://")):
         supervise(f"{__name__}:worker_app", workers, source, **options)
 
 

@@ -126,12 +126,12 @@ class ActionCache:
         """Bring the set in memory to ``version`` at least."""
         if self._version is not None and self._version >= version:
             return
-        if self._version is None:
+        changes = None if self._version is None else self.store.action_changes(self._version)
+        if changes is None or not changes.complete:  # (retention deleted changes it missed)
             whole = self.store.action_set()
             self._items = {b.id: _item(b) for b in whole.blocks}
             self._version = whole.version
         else:
-            changes = self.store.action_changes(self._version)
             now = to_us(changes.now)
             for block in changes.blocks:
                 if block.is_active(changes.now):
@@ -181,7 +181,7 @@ class ActionCache:
         """What changed between versions ``since`` and ``version``; None when the whole set
         is as small (or the store moved on meanwhile: the whole set is as good)."""
         changes = self.store.action_changes(since)
-        if changes.version != version:
+        if changes.version != version or not changes.complete:
             return None
         add: list[_Item] = []
         remove: list[str] = []

@@ -140,7 +140,9 @@ def create_app(
 ) -> Starlette:
     """The collector app. ``routes`` are added after the API's (the explorer mounts there);
     with ``retention_days``, events received longer ago than that are purged every
-    ``purge_every`` seconds (and SDK processes silent for :data:`~.storage.AGENT_TTL`, always).
+    ``purge_every`` seconds, and alerts, ended blocks, users' traits and export cursors as
+    old (:meth:`~.storage.ControlStore.purge_records`; SDK processes silent for
+    :data:`~.storage.AGENT_TTL`, always).
     The caller closes ``storage``, unless ``owns_storage``: then the app's shutdown does.
     ``workers``: how many processes serve the port (see :func:`_rebalance`). ``enrichers``
     and ``hooks`` plug into the ingest pipeline (:mod:`.pipeline`); by default the enrichers
@@ -180,6 +182,14 @@ def create_app(
                 purge_every,
                 lambda: storage.purge_older_than(days),
                 f"sqreen: purged %d events received over {days:g} days ago",
+            )
+        )
+        jobs.append(
+            (
+                purge_every,
+                lambda: sum(storage.purge_records(days)),
+                f"sqreen: purged %d alerts, ended blocks, users' traits and export cursors "
+                f"over {days:g} days old",
             )
         )
     if playbooks is not None:

@@ -14,6 +14,17 @@ it. ``sq.identify`` records (``identify(user, traits=...)``) set their users' tr
 ingest, and are not stored as events. As at ingest too, LiteSOC's other spellings of a name
 are stored as the standard name, and each event is stored with ``ip_info`` when an ``intel``
 is given (the ``sqreen import`` command gives one: today's data, for events of the past).
+
+The collector's own JSON lines (``sqreen events --json``, ``sqreen export --format jsonl``)
+import back: a line holding both ``seq`` and ``received_at`` is one of those, and also may
+hold ``app``, ``host``, ``ip_info`` and ``enrichment`` (:data:`COLLECTOR_KEYS`). Its app and
+host are kept (``app`` given to :func:`import_lines` names only the app of lines without one),
+its ``ip_info`` and ``enrichment`` kept as stored (history is not enriched again), its ``seq``
+ignored (the database numbers what it stores), and its ``received_at`` kept only with
+``keep_received``: by default an imported event is received when imported, as every imported
+line is, so that retention counts from the import (an archive older than the retention,
+imported with its old receipt times, would be purged at the next purge). Any other line with
+one of those keys is refused as before, naming the keys.
 """
 
 from __future__ import annotations
@@ -24,20 +35,48 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Final
+from datetime import datetime
+from typing import Any, BinaryIO, Final, NamedTuple
 
 from .._event import InvalidEvent
 from .._wire import IDENTIFY, WireEvent, parse_event
+from .._wire_time import parse_timestamp
 from ..events import ALIASES
 from .intel import IpIntel
 from .storage import MAX_IDS, Storage
 
-__all__ = ["MAX_BAD_KEPT", "ImportReport", "ImportStopped", "import_lines", "read_lines"]
+__all__ = [
+    "COLLECTOR_KEYS",
+    "MAX_BAD_KEPT",
+    "ImportReport",
+    "ImportStopped",
+    "Stored",
+    "import_lines",
+    "read_lines",
+]
 
 MAX_LINE_BYTES: Final = 1024 * 1024
 BATCH: Final = 500
 #: Bad lines whose messages a report keeps (and ``sqreen import`` prints); the rest counted.
 MAX_BAD_KEPT: Final = 50
+#: What the collector adds to a wire event in its JSON lines (``StoredEvent.to_json``).
+COLLECTOR_KEYS: Final = frozenset({"seq", "received_at", "app", "host", "ip_info", "enrichment"})
+#: The longest app or host name kept from a line (as an SDK's batch may send).
+MAX_NAME: Final = 256
+
+
+class Stored(NamedTuple):
+    """What a line of the collector's own JSON lines says beyond the wire event (None for
+    what it does not say; every field None for any other line)."""
+
+    app: str | None = None
+    host: str | None = None
+    received_at: datetime | None = None
+    #: What the collector's enrichers had added (ip_info among them); None: not said.
+    enrichment: dict[str, Any] | None = None
+
+
+NOT_STORED: Final = Stored()
 
 
 def read_lines(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
@@ -72,8 +111,9 @@ class ImportStopped(Exception):
         self.reason = reason
 
 
-def _event(line: bytes, seen: dict[int, int]) -> WireEvent:
-    """The event of ``line``. One without an ``id`` gets ``imp_`` and 40 hex digits of the
+def _event(line: bytes, seen: dict[int, int]) -> tuple[WireEvent, Stored]:
+    """The event of ``line``, and what the collector had stored with it when ``line`` is one
+    of its own JSON lines. One without an ``id`` gets ``imp_`` and 40 hex digits of the
     hash of its content; the nth identical line of the file (n > 1, counted in ``seen``)
     gets ``_n`` after them."""
     if len(line) > MAX_LINE_BYTES:
@@ -84,8 +124,9 @@ def _event(line: bytes, seen: dict[int, int]) -> WireEvent:
         raise InvalidEvent("line", "json", f"malformed JSON: {exc}") from None
     except RecursionError:
         raise InvalidEvent("line", "json", "malformed JSON: nested too deeply") from None
+    stored = _collector_fields(obj)
     if not isinstance(obj, dict) or "id" in obj:
-        return parse_event(obj)
+        return parse_event(obj), stored
     digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).digest()
     # Counted by 8 bytes of the hash (about 90 bytes of memory a distinct line): two
     # contents that shared them would only number the second one's first copy 2, still an
@@ -97,7 +138,39 @@ def _event(line: bytes, seen: dict[int, int]) -> WireEvent:
     obj["id"] = f"imp_{digest.hex()[:40]}" + (f"_{nth}" if nth > 1 else "")
     event = parse_event(obj)
     seen[key] = nth  # a bad line counts for nothing
-    return event
+    return event, stored
+
+
+def _collector_fields(obj: object) -> Stored:
+    """When ``obj`` is one of the collector's JSON lines (it holds ``seq`` and
+    ``received_at``, as every one does), take the collector's keys out of it and return
+    what they say; any other ``obj`` is left whole, for :func:`parse_event` to refuse keys it
+    does not know."""
+    if not isinstance(obj, dict) or "seq" not in obj or "received_at" not in obj:
+        return NOT_STORED
+    fields = {key: obj.pop(key) for key in COLLECTOR_KEYS & obj.keys()}
+    if type(fields["seq"]) is not int:
+        raise InvalidEvent("seq", "type", "must be an integer")
+    received_at = parse_timestamp(fields["received_at"], "received_at")
+    names = []
+    for key in ("app", "host"):
+        value = fields.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_NAME):
+            raise InvalidEvent(key, "type", f"must be a string of at most {MAX_NAME} characters")
+        names.append(value)
+    enrichment = fields.get("enrichment")
+    if enrichment is not None and not isinstance(enrichment, dict):
+        raise InvalidEvent("enrichment", "type", "must be an object")
+    ip_info = fields.get("ip_info")
+    if ip_info is not None and not isinstance(ip_info, dict):
+        raise InvalidEvent("ip_info", "type", "must be an object")
+    # What the collector stored, nothing added: a line without ip_info had none (no address,
+    # or none known then), and history is not enriched again.
+    kept = dict(enrichment or {})
+    kept.pop("ip_info", None)  # to_json writes it apart: only that one is the event's
+    if ip_info is not None:
+        kept["ip_info"] = ip_info
+    return Stored(names[0], names[1], received_at, kept)
 
 
 def _refused(exc: Exception) -> bool:
@@ -117,36 +190,50 @@ def import_lines(
     batch_size: int = BATCH,
     progress: Callable[[int], None] | None = None,
     intel: IpIntel | None = None,
+    keep_received: bool = False,
 ) -> ImportReport:
-    """Validate and store ``lines`` (blank ones skipped); ``progress`` gets each line's size."""
+    """Validate and store ``lines`` (blank ones skipped); ``progress`` gets each line's size.
+    ``app`` names the app of events whose line does not; ``keep_received`` keeps the receipt
+    times of the collector's own lines (else the import's time)."""
     report = ImportReport()
-    batch: list[WireEvent] = []
+    batch: list[tuple[WireEvent, Stored]] = []
     identities: list[WireEvent] = []
     seen: dict[int, int] = {}  # the lines without an id so far, by their content's hash
 
+    def enriched(event: WireEvent, stored: Stored) -> dict[str, Any]:
+        if stored.enrichment is not None:  # as the collector stored it: not enriched again
+            return stored.enrichment
+        info = None if intel is None else intel.info((event["request"] or {}).get("ip"))
+        return {"ip_info": info} if info is not None else {}
+
+    def store(todo: list[tuple[WireEvent, Stored]]) -> None:
+        # One insert for each app, host (and receipt time, when kept) in the batch.
+        groups: dict[tuple[str | None, str | None, datetime | None], list[int]] = {}
+        for n, (_, stored) in enumerate(todo):
+            received = stored.received_at if keep_received else None
+            groups.setdefault((stored.app or app, stored.host, received), []).append(n)
+        for (group_app, host, received), members in groups.items():
+            events = [todo[n][0] for n in members]
+            extra = [enriched(*todo[n]) for n in members]
+            result = storage.insert_events(
+                events, app=group_app, host=host, received_at=received, enrichment=extra
+            )
+            report.stored += result.stored
+            report.duplicates += result.duplicates
+
     def flush() -> None:
-        enrichment = None
-        if intel is not None:
-            enrichment = []
-            for event in batch:
-                info = intel.info((event["request"] or {}).get("ip"))
-                enrichment.append({"ip_info": info} if info is not None else {})
         try:
             if batch:
                 # Ids are unique per API key, and an import has none: what an SDK sent
                 # already (an export of this collector imported back) is skipped too.
-                ids = [event["id"] for event in batch]
+                ids = [event["id"] for event, _ in batch]
                 known = set[str]().union(
                     *(storage.stored_ids(ids[i : i + MAX_IDS]) for i in range(0, len(ids), MAX_IDS))
                 )
-                fresh = [n for n, event in enumerate(batch) if event["id"] not in known]
+                fresh = [item for item in batch if item[0]["id"] not in known]
                 report.duplicates += len(batch) - len(fresh)
                 if fresh:
-                    events = [batch[n] for n in fresh]
-                    kept = None if enrichment is None else [enrichment[n] for n in fresh]
-                    result = storage.insert_events(events, app=app, enrichment=kept)
-                    report.stored += result.stored
-                    report.duplicates += result.duplicates
+                    store(fresh)
                 batch.clear()
             if identities:
                 storage.record_traits(identities)
@@ -167,7 +254,7 @@ def import_lines(
         if not line.strip():
             continue
         try:
-            event = _event(line, seen)
+            event, stored = _event(line, seen)
         except InvalidEvent as exc:
             report.bad_lines += 1
             if len(report.bad) < MAX_BAD_KEPT:
@@ -175,7 +262,10 @@ def import_lines(
             continue
         if event["name"] in ALIASES:
             event["name"] = ALIASES[event["name"]]
-        (identities if event["name"] == IDENTIFY else batch).append(event)
+        if event["name"] == IDENTIFY:
+            identities.append(event)
+        else:
+            batch.append((event, stored))
         if len(batch) + len(identities) >= batch_size:
             flush()
     if batch or identities:

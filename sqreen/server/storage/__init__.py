@@ -7,6 +7,7 @@ from ._places import PlaceAsk, PlaceRow
 from ._prepared import PreparedEvents
 from ._queries import MAX_IDS
 from ._rows import clean, new_events
+from ._serve_lock import serving
 from .base import ControlStore, EventStore, Storage
 from .follow import Follower, newer
 from .model import (
@@ -31,6 +32,7 @@ from .model import (
     KeyScope,
     NewAlert,
     PlacedBlock,
+    Purged,
     StoredEvent,
     StoredKey,
     TooManyBlocks,
@@ -69,6 +71,7 @@ __all__ = [
     "PlaceRow",
     "PlacedBlock",
     "PreparedEvents",
+    "Purged",
     "Storage",
     "StoredEvent",
     "StoredKey",
@@ -79,23 +82,28 @@ __all__ = [
     "new_events",
     "newer",
     "open_storage",
+    "serving",
     "utc_now",
 ]
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_storage(db: str, *, clock: Clock = utc_now, create: bool = True) -> Storage:
+def open_storage(
+    db: str, *, clock: Clock = utc_now, create: bool = True, upgrade: bool = True
+) -> Storage:
     """Open (creating and migrating as needed) the database ``db``: a ``postgresql://`` URL,
     or the path of a SQLite file (``sqlite:///path`` also works). ``clock`` is the time every
     write is stamped with and expiry and retention are measured against (tests pass their
     own, so that nothing waits for real time). ``create=False``: a PostgreSQL database that
     holds no sqreen schema is refused (:class:`RuntimeError`) rather than given one (the
-    caller checks that a SQLite file exists)."""
+    caller checks that a SQLite file exists). ``upgrade=False`` (read-only commands): a
+    schema older than this code's is refused (:class:`RuntimeError`) rather than migrated,
+    as a collector of an older version may be running on it."""
     if db.startswith(POSTGRES_SCHEMES):
         from .postgres import PostgresStorage
 
-        return PostgresStorage(db, clock=clock, create=create)
+        return PostgresStorage(db, clock=clock, create=create, upgrade=upgrade)
     from .sqlite import SQLiteStorage
 
-    return SQLiteStorage(db.removeprefix("sqlite://"), clock=clock)
+    return SQLiteStorage(db.removeprefix("sqlite://"), clock=clock, upgrade=upgrade)

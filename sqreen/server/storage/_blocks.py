@@ -64,6 +64,8 @@ _ENDED: Final = (
 )
 #: The version (first column; the other columns NULL), then the rows of ``{rows}``, in one
 #: statement: one snapshot, on both databases.
+#: The ``counters`` row below which no diff of the action set is complete (:mod:`._retention`).
+ACTIONS_FLOOR: Final = "actions_floor"
 _VERSIONED: Final = (
     "SELECT value, " + ", ".join(["NULL"] * len(BlockRow._fields)) + " FROM counters "
     "WHERE name = 'actions' UNION ALL {rows}"
@@ -272,7 +274,18 @@ class BlockQueries(SqlPart):
         now = self.now()
         rows = f"SELECT NULL, {_B_COLUMNS} FROM blocks b WHERE b.changed_in > ?"
         version, blocks = self._versioned(rows, [since])
-        return ActionChanges(since=since, version=version, blocks=tuple(blocks), now=now)
+        # Read after the rows: a purge since then raised it, or the rows read hold the
+        # blocks it deleted.
+        complete = since >= self.actions_floor()
+        return ActionChanges(
+            since=since, version=version, blocks=tuple(blocks), now=now, complete=complete
+        )
+
+    def actions_floor(self) -> int:
+        """The lowest version from which :meth:`action_changes` is complete (ended blocks
+        deleted by retention changed in versions up to it: :mod:`._retention`)."""
+        found = self._read("SELECT value FROM counters WHERE name = ?", [ACTIONS_FLOOR])
+        return next((int(value) for (value,) in found), 0)
 
 
 def _lasts(found: BlockRow, expires: int | None) -> bool:

@@ -22,6 +22,7 @@ from .model import (
     Heartbeat,
     KeyScope,
     PlacedBlock,
+    Purged,
     StoredKey,
     UserTraits,
     WindowWrite,
@@ -234,6 +235,14 @@ class ControlStore(Clocked, Protocol):
 
     def purge_agents(self) -> int:
         """Delete the SDK processes silent for over :data:`~.model.AGENT_TTL`; how many."""
+        ...
+
+    def purge_records(self, days: float) -> Purged:
+        """Retention of what else names people (``--retention-days``, ``sqreen purge``):
+        delete the alerts made more than ``days`` ago whose block is not in force, the
+        blocks that ended (lifted or expired) more than ``days`` ago, the users' traits last
+        set before then, and the export cursors of a destination silent since then (see
+        :mod:`._retention`). Never a block in force, nor its alert."""
         ...
 
     # Small settings (the explorer's admin password hash...).

@@ -30,6 +30,7 @@ __all__ = [
     "KeyScope",
     "NewAlert",
     "PlacedBlock",
+    "Purged",
     "StoredKey",
     "TooManyBlocks",
     "WindowWrite",
@@ -134,6 +135,18 @@ class ActionChanges:
     version: int
     blocks: tuple[Block, ...]
     now: datetime
+    #: False when blocks changed after ``since`` were deleted since (retention: ended
+    #: blocks): what was lifted then cannot be told, and the caller takes the whole set.
+    complete: bool = True
+
+
+class Purged(NamedTuple):
+    """What a purge deleted besides events (:meth:`~.base.ControlStore.purge_records`)."""
+
+    alerts: int
+    blocks: int
+    users: int
+    export_cursors: int
 
 
 class TooManyBlocks(Exception):

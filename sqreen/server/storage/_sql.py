@@ -24,7 +24,9 @@ from ._places import PlaceQueries
 from ._playbooks import PlaybookQueries
 from ._prepared import PreparedEvents, prepare
 from ._queries import EventQueries
+from ._retention import RetentionQueries
 from ._rows import EVENT_COLUMNS, EventRecord, clean
+from ._schema_parts import SchemaParts
 from ._users import UserQueries
 from .model import (
     AGENT_TTL,
@@ -77,6 +79,8 @@ class SqlStorage(
     IntelQueries,
     ExportQueries,
     PlaceQueries,
+    RetentionQueries,
+    SchemaParts,
 ):
     """The :class:`~.base.Storage` implementation, less connections and migrations (event
     queries in :class:`~._queries.EventQueries`, playbooks' in
@@ -84,10 +88,9 @@ class SqlStorage(
     users' traits in :class:`~._users.UserQueries`, the explorer's logins and sessions in
     :class:`~._logins.LoginQueries`, IP intelligence's in :class:`~._intel.IntelQueries`,
     the export forwarder's cursors and lease in :class:`~._export.ExportQueries`, impossible
-    travel's placed logins in :class:`~._places.PlaceQueries`)."""
-
-    #: Ordered schema migrations: each a list of statements; index + 1 is its version.
-    MIGRATIONS: Sequence[Sequence[str]] = ()
+    travel's placed logins in :class:`~._places.PlaceQueries`, retention of the other
+    tables in :class:`~._retention.RetentionQueries`, migrations in
+    :class:`~._schema_parts.SchemaParts`)."""
 
     def __init__(self, clock: Clock = utc_now) -> None:
         self._clock = clock
@@ -99,33 +102,8 @@ class SqlStorage(
         """A cursor inside a write transaction, committed when the block exits cleanly."""
         raise NotImplementedError
 
-    def _lock_schema(self, cur: Cursor) -> None:
-        """Serialise migrations between processes (inside the migration transaction)."""
-
     def close(self) -> None:
         raise NotImplementedError
-
-    # -- schema -------------------------------------------------------------------------
-
-    def migrate(self) -> int:
-        """Bring the schema up to date; return its version. Refuses a newer schema."""
-        with self._write() as cur:
-            self._lock_schema(cur)
-            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = cur.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                cur.execute("INSERT INTO schema_version (version) VALUES (0)")
-            (current,) = row or (0,)
-            if current > len(self.MIGRATIONS):
-                raise RuntimeError(
-                    f"the database schema is version {current}, newer than this sqreen "
-                    f"({len(self.MIGRATIONS)}): upgrade sqreen-sdk"
-                )
-            for version in range(current + 1, len(self.MIGRATIONS) + 1):
-                for statement in self.MIGRATIONS[version - 1]:
-                    cur.execute(statement)
-                cur.execute("UPDATE schema_version SET version = ?", (version,))
-        return len(self.MIGRATIONS)
 
     # -- events -------------------------------------------------------------------------
 

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
 
-from .sqlite import BUSY_TIMEOUT, SQLiteStorage
+from ._serve_lock import CollectorRunning, unserved
+from .sqlite import BUSY_TIMEOUT, SQLiteStorage, create_private
 
 try:
     import fcntl
@@ -124,11 +125,18 @@ def restore_sqlite(
         _refuse_existing(target, force, "stop the collector that uses it, and ")
         if os.path.samefile(backup, target):
             raise BackupError(f"{backup!r} is the database to restore it to")
-        with _writers_held(target), _read_only(backup) as src, _connect(target) as dst:
-            log_ids = _newest_log_id(dst)
-            copied = _copy(src, dst, step_pages, progress, version)
-            _mark_log(dst, log_ids)
-            return copied
+        try:
+            with unserved(target), _writers_held(target):
+                with _read_only(backup) as src, _connect(target) as dst:
+                    log_ids = _newest_log_id(dst)
+                    copied = _copy(src, dst, step_pages, progress, version)
+                    _mark_log(dst, log_ids)
+                    return copied
+        except CollectorRunning:
+            raise BackupError(
+                f"a collector (sqreen serve) is using {target!r}: stop the collector first, "
+                "then restore (it keeps in memory what the old database held)"
+            ) from None
     with _read_only(backup) as src, _new_file(target) as tmp, _connect(tmp) as dst:
         return _copy(src, dst, step_pages, progress, version)
 
@@ -210,6 +218,7 @@ def _new_file(target: str) -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(stale)  # left by a backup that was interrupted
     try:
+        create_private(tmp)  # a copy of everything: its owner's alone, as the database
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:

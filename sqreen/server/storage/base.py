@@ -36,6 +36,13 @@ class Storage(EventStore, ControlStore, Protocol):
         """The database's size on disk (SQLite: its file and WAL; PostgreSQL: the database)."""
         ...
 
+    def reclaim_space(self) -> bool:
+        """Give the space of deleted rows back to the file system: SQLite's ``VACUUM``,
+        which holds the write lock (ingest waits) for as long as it copies the database;
+        whether done (False on PostgreSQL, whose autovacuum makes the space reusable, and
+        whose ``VACUUM FULL`` is an operator's decision: it locks each table)."""
+        ...
+
     def newest_received_at(self) -> datetime | None:
         """When the newest stored event (the highest seq) was received; None without any."""
         ...

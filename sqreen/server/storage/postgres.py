@@ -97,7 +97,9 @@ def _usable(conn: psycopg.Connection[Any]) -> bool:
 class PostgresStorage(SqlStorage):
     MIGRATIONS = migrations("postgresql")
 
-    def __init__(self, dsn: str, *, clock: Clock = utc_now, create: bool = True) -> None:
+    def __init__(
+        self, dsn: str, *, clock: Clock = utc_now, create: bool = True, upgrade: bool = True
+    ) -> None:
         super().__init__(clock)
         try:
             import psycopg
@@ -118,7 +120,7 @@ class PostgresStorage(SqlStorage):
                     "no sqreen database at that PostgreSQL URL: it holds no sqreen tables "
                     "(give --db, or set SQREEN_DB; `sqreen serve` creates them)"
                 )
-            self.migrate()
+            self.migrate() if upgrade else self.check_schema()
         except psycopg.OperationalError as exc:
             self.close()
             raise RuntimeError(f"cannot connect to PostgreSQL: {exc}".strip()) from None
@@ -227,6 +229,9 @@ class PostgresStorage(SqlStorage):
     def database_bytes(self) -> int:
         (size,), *_ = self._read("SELECT pg_database_size(current_database())")
         return int(size)
+
+    def reclaim_space(self) -> bool:
+        return False  # autovacuum makes it reusable; VACUUM FULL locks: the operator's call
 
     def close(self) -> None:
         with self._lock:

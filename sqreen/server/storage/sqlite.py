@@ -31,7 +31,7 @@ from ._sql import INSERT_CHUNK, Cursor, SqlStorage
 from ._window_reads import WindowKey
 from .model import Clock, utc_now
 
-__all__ = ["SQLiteStorage"]
+__all__ = ["SQLiteStorage", "create_private"]
 
 BUSY_TIMEOUT: Final = 10.0
 MAX_IDLE_READERS: Final = 8
@@ -50,6 +50,14 @@ PAGE_SIZE: Final = 8192
 #: the cache: 72 -> 68 µs an event with 32 MiB at 100 000 events. Filled only as pages are
 #: used, and only on the one writer connection of each process (readers keep the default).
 WRITER_CACHE_KIB: Final = 65536
+#: The size the WAL is cut back to, in bytes, when a writer starts it again from its first
+#: frame (every frame copied into the database and no reader using it): ingest's WAL between
+#: two checkpoints is ~20 MiB, so this cuts only what a large write (a purge) left. Without
+#: it the file keeps the largest size it ever reached.
+WAL_LIMIT: Final = 64 * 1024 * 1024
+#: How long a TRUNCATE checkpoint waits for readers and writers (seconds): it holds SQLite's
+#: write lock while it waits for readers, so ingest waits as long, at most.
+TRUNCATE_WAIT: Final = 1.0
 _KNOWN: Final = (
     "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'events'), "
     "(SELECT json_group_array(id) FROM events "
@@ -66,7 +74,7 @@ class SQLiteStorage(SqlStorage):
     MIGRATIONS = migrations("sqlite")
     _places_union = False  # each seek its own statement, kept compiled (storage/_places.py)
 
-    def __init__(self, path: str, *, clock: Clock = utc_now) -> None:
+    def __init__(self, path: str, *, clock: Clock = utc_now, upgrade: bool = True) -> None:
         super().__init__(clock)
         self.path = path
         self._write_lock = threading.Lock()
@@ -75,6 +83,7 @@ class SQLiteStorage(SqlStorage):
         self._checkpointing = threading.Lock()
         self._pool_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
+        create_private(path)
         self._writer = self._connect()
         try:
             # Before WAL mode and the first table; no effect on an existing database.
@@ -86,7 +95,7 @@ class SQLiteStorage(SqlStorage):
             self._writer.execute("PRAGMA wal_autocheckpoint=0")
             if fcntl is not None and path not in ("", ":memory:"):
                 self._process_lock = os.open(f"{path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            self.migrate()
+            self.migrate() if upgrade else self.check_schema()
         except sqlite3.DatabaseError as exc:  # "file is not a database", a locked file...
             self.close()
             raise RuntimeError(f"cannot use {path!r} as a SQLite database: {exc}") from None
@@ -193,6 +202,7 @@ class SQLiteStorage(SqlStorage):
             raise RuntimeError(f"cannot open the SQLite database {self.path!r}: {exc}") from None
         try:
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
         except sqlite3.DatabaseError as exc:  # "file is not a database" (a file sqlite3 opens)
             conn.close()
             raise RuntimeError(f"cannot use {self.path!r} as a SQLite database: {exc}") from None
@@ -244,6 +254,41 @@ class SQLiteStorage(SqlStorage):
             pass
         finally:
             self._checkpointing.release()
+
+    def purge_older_than(self, days: float) -> int:
+        purged = super().purge_older_than(days)
+        if purged:
+            self.shrink_wal()
+        return purged
+
+    def shrink_wal(self) -> bool:
+        """When the WAL is larger than :data:`WAL_LIMIT` (a purge wrote every page it freed
+        there), copy it into the database and cut it to nothing; whether it was cut. Never
+        on the ingest path: ``journal_size_limit`` bounds what ingest leaves."""
+        return _file_size(self.path + "-wal") > WAL_LIMIT and self._truncate_wal(TRUNCATE_WAIT)
+
+    def reclaim_space(self) -> bool:
+        """``VACUUM``: the database written again without its free pages (those of purged
+        rows), under the write lock, which every writer (ingest too) waits for meanwhile;
+        then the WAL, which held the whole copy, cut to nothing."""
+        with self._write_lock, self._between_processes():
+            self._writer.execute("VACUUM")
+        if self.path not in ("", ":memory:"):
+            self._truncate_wal(BUSY_TIMEOUT)
+        return True
+
+    def _truncate_wal(self, wait: float) -> bool:
+        """A TRUNCATE checkpoint (the WAL copied into the database, then cut to nothing),
+        waiting ``wait`` seconds at most for readers and writers; whether it was done."""
+        conn = self._connect()
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+            (busy, _, _), *_ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.OperationalError:  # locked past the wait: journal_size_limit, later
+            return False
+        finally:
+            conn.close()
+        return not busy
 
     @contextmanager
     def _between_processes(self) -> Iterator[None]:
@@ -308,6 +353,19 @@ class SQLiteStorage(SqlStorage):
             if self._process_lock is not None:
                 os.close(self._process_lock)
                 self._process_lock = None
+
+
+def create_private(path: str) -> None:
+    """Create the database file ``path``, empty, readable by its owner alone (0600), unless it
+    exists: it holds every event, the admin password's hash and the explorer's session
+    secret, and SQLite creates its ``-wal`` and ``-shm`` with the database's permissions. An
+    existing file keeps the mode its operator gave it."""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:  # it exists (kept as it is), or SQLite will say why it cannot open it
+        pass
 
 
 def _file_size(path: str) -> int:
