@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,16 @@ class Response:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+def poll(check: Callable[[], bool], timeout: float = 15.0) -> bool:
+    """Whether ``check()`` holds within ``timeout`` seconds (asked every 50 ms)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
 
 
 def free_port() -> int:

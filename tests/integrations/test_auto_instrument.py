@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,7 +21,7 @@ import pytest
 
 from tests.receiver import Receiver
 
-from ._servers import ROOT, Gunicorn, Response, http_request
+from ._servers import ROOT, Gunicorn, Response, http_request, poll
 
 pytestmark = pytest.mark.slow
 
@@ -33,15 +32,6 @@ OURS = "sqreen.integrations.django.SqreenMiddleware"
 #: The client's own address: loopback, but not the default 127.0.0.1.
 SOURCE = "127.0.0.2"
 FORM = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "agent-era/1.0"}
-
-
-def poll(check: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 class Server:

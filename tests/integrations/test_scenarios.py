@@ -10,12 +10,11 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from ._servers import Response
+from ._servers import Response, poll
 from ._sites import Site
 
 pytestmark = pytest.mark.slow
@@ -30,15 +29,6 @@ def marker() -> str:
 
 def digest(body: bytes, name: str) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body), "name": name}
-
-
-def poll(check: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def only(events: list[Any]) -> Any:

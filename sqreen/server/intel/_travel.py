@@ -66,22 +66,13 @@ MOST_KM: Final = math.pi * EARTH_RADIUS_KM
 DEFAULT_ACCURACY_KM: Final = 100.0
 
 
-class Place(NamedTuple):
-    """Where and when a login came from."""
-
-    at: datetime
-    ip: str
-    latitude: float
-    longitude: float
-    accuracy_km: float
-    country: str | None
-    city: str | None
-    event_id: str
+#: Where and when a login came from: its row of ``login_places``, as stored (its time in µs).
+Place = PlaceRow
 
 
-def place(at: datetime, ip: object, info: object, event_id: str) -> Place | None:
-    """The login's place, or None when it cannot be used (no city with coordinates, or a
-    VPN, Tor, hosting or CDN address)."""
+def place(user_key: str, at: int, ip: object, info: object, event_id: str) -> Place | None:
+    """The login's place (``user_key``'s, at ``at`` µs), or None when it cannot be used (no
+    city with coordinates, or a VPN, Tor, hosting or CDN address)."""
     if not isinstance(info, Mapping) or not isinstance(ip, str):
         return None
     if info.get("kind") in NOT_WHERE_THE_PERSON_IS:
@@ -91,14 +82,15 @@ def place(at: datetime, ip: object, info: object, event_id: str) -> Place | None
         return None
     radius = info.get("accuracy_radius")
     return Place(
+        user_key,
         at,
+        event_id,
         ip,
         float(lat),
         float(lon),
         float(radius) if isinstance(radius, int | float) else DEFAULT_ACCURACY_KM,
         info.get("country"),
         city if isinstance(city, str) else None,
-        event_id,
     )
 
 
@@ -114,7 +106,7 @@ def distance_km(a: Place, b: Place) -> float:
 def travel_speed(a: Place, b: Place) -> tuple[float, float, float]:
     """(km, hours, km/h) from ``a`` to ``b``; the time is at least one second."""
     km = distance_km(a, b)
-    hours = max(abs((b.at - a.at).total_seconds()), 1.0) / 3600
+    hours = max(abs(b.at - a.at) / 1_000_000, 1.0) / 3600
     return km, hours, km / hours
 
 
@@ -129,20 +121,10 @@ class ImpossibleTravel:
 
     def __call__(self, batch: Batch) -> None:
         ours: dict[UserKey, list[Login]] = {}
-        asked: dict[UserKey, tuple[str, list[tuple[int, str]]]] = {}  # key text, (µs, id)s
         for n, (event, fields) in enumerate(batch):
             if login := _located(event, fields):
-                user, p = login.user, login.place
-                if user not in asked:
-                    asked[user] = (_key_text(user), [])
-                    ours[user] = []
-                ours[user].append(login)
-                text, times = asked[user]
-                at = _us(p.at)
-                times.append((at, p.event_id))
-                # Stored with the event, if it is new (PlaceRow's columns).
-                batch.places.append((n, text, at, p.event_id, p.ip, p.latitude, p.longitude,
-                                     p.accuracy_km, p.country, p.city))  # fmt: skip
+                ours.setdefault(login.user, []).append(login)
+                batch.places.append((n, *login.place))  # stored with the event, if new
         if not ours:  # without a City .mmdb, no login has a place: no query
             return
         earlier: dict[UserKey, list[Login]] = {}
@@ -150,7 +132,7 @@ class ImpossibleTravel:
             for event, fields in zip(other.events, other.enrichment, strict=False):
                 if (login := _located(event, fields)) and login.user in ours:
                     earlier.setdefault(login.user, []).append(login)
-        stored = self._stored(asked)
+        stored = self._stored(ours)
         found: list[tuple[WireEvent, dict[str, Any]]] = []
         for user, logins in ours.items():
             # The user's logins in time order (ties by id, so that a pair is always written
@@ -169,27 +151,25 @@ class ImpossibleTravel:
         for alert, fields in found:
             batch.add_derived(alert, fields)
 
-    def _stored(
-        self, asked: Mapping[UserKey, tuple[str, Sequence[tuple[int, str]]]]
-    ) -> dict[UserKey, list[Login]]:
+    def _stored(self, ours: Mapping[UserKey, Sequence[Login]]) -> dict[UserKey, list[Login]]:
         """Each user's stored logins from places just before their first login here, just
         after their last, and between (one read for the batch, in ``login_places``): only
         those can be a neighbour of one of theirs here."""
         window = int(MOST_KM / self.max_speed * 3600 * 1_000_000)
-        asks: dict[str, PlaceAsk] = {}
-        users: dict[str, UserKey] = {}
-        for user, (text, times) in asked.items():
-            first, last = min(times), max(times)
-            users[text] = user
-            asks[text] = PlaceAsk(text, *first, *last, window)
+        asks: dict[str, tuple[UserKey, PlaceAsk]] = {}
+        for user, logins in ours.items():
+            first = min((login.place.at, login.place.event_id) for login in logins)
+            last = max((login.place.at, login.place.event_id) for login in logins)
+            text = logins[0].place.user_key
+            asks[text] = (user, PlaceAsk(text, *first, *last, window))
         rows: dict[str, list[PlaceRow]] = {}
-        for row in self.store.nearby_places(list(asks.values())):
+        for row in self.store.nearby_places([ask for _, ask in asks.values()]):
             rows.setdefault(row.user_key, []).append(row)
         out: dict[UserKey, list[Login]] = {}
         for text, found in rows.items():
-            ask, owner = asks.get(text), users.get(text)
-            if ask is None or owner is None:  # never: each row is of a user asked about
+            if text not in asks:  # never: each row is of a user asked about
                 continue
+            owner, ask = asks[text]
             first, last = (ask.first_at, ask.first_id), (ask.last_at, ask.last_id)
             before = after = None
             kept: list[PlaceRow] = []
@@ -204,7 +184,7 @@ class ImpossibleTravel:
                 else:
                     kept.append(row)
             kept += [row for row in (before, after) if row is not None]
-            out[owner] = [Login(_place(row), owner, None, None, None) for row in kept]
+            out[owner] = [Login(row, owner, None, None, None) for row in kept]
         return out
 
     def _complete(self, login: Login) -> Login:
@@ -252,7 +232,7 @@ class ImpossibleTravel:
             {
                 "id": f"travel-{digest}",
                 "name": IMPOSSIBLE_TRAVEL,
-                "timestamp": format_timestamp(b.at),
+                "timestamp": format_timestamp(EPOCH + timedelta(microseconds=b.at)),
                 "properties": properties,
                 "user": dict(second.given),
                 "target": None,
@@ -294,23 +274,13 @@ class TravelStore(Protocol):
 
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _us(at: datetime) -> int:
-    """``at`` in µs since the epoch (as the storage keeps times)."""
-    return (at - EPOCH) // timedelta(microseconds=1)
+_US: Final = timedelta(microseconds=1)
 
 
 def _key_text(user: UserKey) -> str:
     """A user as ``login_places`` keys them: their folded identifiers as JSON (ASCII: a lone
     surrogate an SDK sent is escaped, not refused by the database)."""
     return json.dumps(user, separators=(",", ":"))
-
-
-def _place(row: PlaceRow) -> Place:
-    """A stored login's place."""
-    return Place(EPOCH + timedelta(microseconds=row.at), row.ip, row.latitude, row.longitude,
-                 row.accuracy_km, row.country, row.city, row.event_id)  # fmt: skip
 
 
 def _user_key(user: Mapping[str, Any] | None) -> UserKey:
@@ -326,9 +296,10 @@ def _located(event: WireEvent, fields: Mapping[str, Any]) -> Login | None:
     info = fields.get("ip_info")
     if not isinstance(info, Mapping) or "city" not in info:  # no place: no time to read
         return None
-    at = parse_timestamp(event["timestamp"])
+    at = (parse_timestamp(event["timestamp"]) - EPOCH) // _US
+    key = _user_key(user)
     # The id as the storage keeps it (a lone surrogate an SDK sent is U+FFFD there).
-    found = place(at, (request or {}).get("ip"), info, clean(event["id"]))
+    found = place(_key_text(key), at, (request or {}).get("ip"), info, clean(event["id"]))
     if found is None:
         return None
-    return Login(found, _user_key(user), tuple(sorted(user.items())), request, info)
+    return Login(found, key, tuple(sorted(user.items())), request, info)
