@@ -86,3 +86,50 @@ def test_the_opt_out_values(value: str | None, on: bool) -> None:
 def test_a_wrong_opt_out_value() -> None:
     with pytest.raises(sqreen.ConfigError, match="SQREEN_AUTO_INSTRUMENT in the environment"):
         _instrument.enabled({"SQREEN_AUTO_INSTRUMENT": "later"})
+
+
+def test_a_flask_subclass_with_its_own_call_is_served_from_its_second_request(
+    sqreen_events: CapturedEvents, sqreen_log: Any
+) -> None:
+    """A subclass whose ``__call__`` goes to ``wsgi_app`` itself (as some wrappers do) is
+    set up at its first request, which goes on as it came; the next ones carry the request."""
+
+    class Own(flask.Flask):
+        def __call__(self, environ: Any, start_response: Any) -> Any:
+            return self.wsgi_app(environ, start_response)
+
+    app = Own("own_call")
+
+    @app.get("/login")
+    def login() -> str:
+        sqreen.track("own.login")
+        return "ok"
+
+    sqreen.start()
+    client = app.test_client()
+    assert [client.get("/login").status_code for _ in range(2)] == [200, 200]
+    assert "sqreen" in app.extensions
+    paths = [(e["request"] or {}).get("path") for e in sqreen_events if e["name"] == "own.login"]
+    assert paths == [None, "/login"]
+
+
+def test_sqreen_s_middleware_under_another_wrapper_is_found(
+    sqreen_events: CapturedEvents,
+) -> None:
+    """``app.wsgi_app = Outer(SqreenWSGIMiddleware(app.wsgi_app))`` by hand, ``Outer``
+    keeping its app as ``.application`` (as WhiteNoise does): not set up a second time."""
+    from sqreen.middleware.wsgi import SqreenWSGIMiddleware
+
+    class Outer:
+        def __init__(self, application: Any) -> None:
+            self.application = application
+
+        def __call__(self, environ: Any, start_response: Any) -> Any:
+            return self.application(environ, start_response)
+
+    app = agent_app("wrapped_by_hand")
+    app.wsgi_app = Outer(SqreenWSGIMiddleware(app.wsgi_app))  # type: ignore[method-assign]
+    sqreen.start()
+    assert app.test_client().get("/login").status_code == 200
+    assert "sqreen" not in app.extensions  # no second layer
+    assert [(e["request"] or {}).get("path") for e in sqreen_events] == ["/login"] * 2

@@ -74,7 +74,7 @@ def uninstall() -> None:
 def installed() -> list[str]:
     """What is patched: ``["flask", "django"]`` or part of it."""
     with _lock:
-        return sorted(_module_key(cls) for cls, _ in _originals)
+        return sorted({_module_key(cls) for cls, _ in _originals})
 
 
 def _module_key(cls: type) -> str:
@@ -113,7 +113,19 @@ def _patch_flask(module: ModuleType) -> None:
 
         return __call__
 
+    def make_wsgi(original: Callable[..., Any]) -> Callable[..., Any]:
+        # Reached without Flask.__call__ (a subclass's own __call__, a server calling
+        # app.wsgi_app): set up now, this request going on as it came, the next ones
+        # through sqreen.
+        def wsgi_app(self: Any, environ: Any, start_response: Any) -> Any:
+            if "sqreen" not in self.extensions and self not in _skipped:
+                _set_up_flask(self, environ)
+            return original(self, environ, start_response)
+
+        return wsgi_app
+
     _replace(module.Flask, "__call__", make)
+    _replace(module.Flask, "wsgi_app", make_wsgi)
 
 
 def _set_up_flask(app: Any, environ: Any) -> None:
@@ -140,14 +152,20 @@ def _set_up_flask(app: Any, environ: Any) -> None:
 
 
 def _served_by_sqreen(wsgi_app: Any) -> bool:
-    """Whether a chain of WSGI wrappers (``.app``, as werkzeug's and ours keep it) holds
-    sqreen's middleware (``app.wsgi_app = SqreenWSGIMiddleware(app.wsgi_app)`` by hand)."""
+    """Whether a chain of WSGI wrappers (the wrapped app kept as ``.app``, as werkzeug's and
+    ours keep it, ``.application``, as WhiteNoise does, or ``.wsgi_app``) holds sqreen's
+    middleware (``app.wsgi_app = SqreenWSGIMiddleware(app.wsgi_app)`` by hand)."""
     for _ in range(16):
         if isinstance(wsgi_app, SqreenWSGIMiddleware):
             return True
-        wsgi_app = getattr(wsgi_app, "app", None)
-        if wsgi_app is None:
+        inner = None
+        for name in ("app", "application", "wsgi_app"):
+            inner = getattr(wsgi_app, name, None)
+            if inner is not None and inner is not wsgi_app:
+                break
+        if inner is None:
             return False
+        wsgi_app = inner
     return False
 
 

@@ -358,6 +358,9 @@ class CountedReads:
     def get_event(self, *args: Any, **kwargs: Any) -> Any:
         return self.storage.get_event(*args, **kwargs)
 
+    def now(self) -> datetime:
+        return self.storage.now()
+
 
 def test_a_user_s_logins_cost_one_read_and_are_compared_in_time_order(
     storage: Storage, city_mmdb: str
@@ -506,12 +509,48 @@ def test_places_are_stored_once_a_login_and_leave_with_retention(
     assert travels(storage) == []
 
 
-def assert_places(storage: Storage, count: int) -> None:
+def assert_places(storage: Storage, count: int, uid: str = "erin") -> None:
+    from sqreen.server.intel._travel import _key_text
     from sqreen.server.storage import PlaceAsk
 
-    far = 10**15
-    found = storage.nearby_places([PlaceAsk('[["uid","erin"]]', far, "", far, "", 2 * far)])
-    assert len(found) == count
+    far = 10**17  # every time an event may have (up to the year 9000)
+    key = _key_text((("uid", uid),))
+    assert len(storage.nearby_places([PlaceAsk(key, far, "", far, "", 2 * far)])) == count
+
+
+def test_a_login_from_the_future_is_placed_at_its_receipt_and_leaves_with_it(
+    storage: Storage, pipeline: IngestPipeline, clock: Any
+) -> None:
+    """A login dated in the year 8999 (an SDK's clock, or an ingest key): its row is as of
+    its receipt, as its event is, so that retention deletes both."""
+    pipeline(body(login(LONDON_IP, datetime(8999, 1, 1, tzinfo=UTC), uid="fay")))
+    assert_places(storage, 1, "fay")
+    clock.advance(days=100)
+    assert storage.purge_older_than(30) == 1
+    assert_places(storage, 0, "fay")
+
+
+def test_sixteen_long_identifiers_store_the_login_and_still_compare(
+    storage: Storage, pipeline: IngestPipeline
+) -> None:
+    """The most identifiers an SDK sends, each as long as it may be (over 6 KB as text, past
+    PostgreSQL's largest index entry): the batch is stored, and the pair compared."""
+    import random
+
+    rng = random.Random(5)
+    user = {
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(120)): "".join(
+            rng.choice("ÀÉÎÕÜàéîõü€") for _ in range(256)
+        )
+        for _ in range(16)
+    }
+    start = datetime.now(UTC) - timedelta(hours=2)
+    sent = [login(LONDON_IP, start), login(SYDNEY_IP, start + timedelta(minutes=30))]
+    for n, event in enumerate(sent):
+        event["user"], event["id"] = user, f"long-identifiers-{n}"
+    replies = [pipeline(body(event)) for event in sent]
+    assert [reply["accepted"] for reply in replies] == [1, 1]
+    assert len(travels(storage)) == 1
 
 
 @pytest.mark.parametrize(

@@ -121,8 +121,9 @@ class ImpossibleTravel:
 
     def __call__(self, batch: Batch) -> None:
         ours: dict[UserKey, list[Login]] = {}
+        latest = (self.store.now() - EPOCH) // _US
         for n, (event, fields) in enumerate(batch):
-            if login := _located(event, fields):
+            if login := _located(event, fields, latest):
                 ours.setdefault(login.user, []).append(login)
                 batch.places.append((n, *login.place))  # stored with the event, if new
         if not ours:  # without a City .mmdb, no login has a place: no query
@@ -130,7 +131,7 @@ class ImpossibleTravel:
         earlier: dict[UserKey, list[Login]] = {}
         for other in batch.earlier:
             for event, fields in zip(other.events, other.enrichment, strict=False):
-                if (login := _located(event, fields)) and login.user in ours:
+                if (login := _located(event, fields, latest)) and login.user in ours:
                     earlier.setdefault(login.user, []).append(login)
         stored = self._stored(ours)
         found: list[tuple[WireEvent, dict[str, Any]]] = []
@@ -268,6 +269,8 @@ class Login(NamedTuple):
 class TravelStore(Protocol):
     """What impossible travel reads of the storage (:class:`~..storage.Storage` has it)."""
 
+    def now(self) -> datetime: ...
+
     def nearby_places(self, asks: Sequence[PlaceAsk]) -> list[PlaceRow]: ...
 
     def get_event(self, event_id: str, *, seq: int | None = None) -> StoredEvent | None: ...
@@ -278,17 +281,22 @@ _US: Final = timedelta(microseconds=1)
 
 
 def _key_text(user: UserKey) -> str:
-    """A user as ``login_places`` keys them: their folded identifiers as JSON (ASCII: a lone
-    surrogate an SDK sent is escaped, not refused by the database)."""
-    return json.dumps(user, separators=(",", ":"))
+    """A user as ``login_places`` keys them: the digest of their folded identifiers (a fixed
+    32 characters: 16 long identifiers as text are past PostgreSQL's largest index entry,
+    and a refused row would make the SDK retry its whole batch forever; a short key is a
+    smaller row and index too)."""
+    text = json.dumps(user, separators=(",", ":"))  # ASCII: a lone surrogate escaped
+    return hashlib.blake2b(text.encode("ascii"), digest_size=16).hexdigest()
 
 
 def _user_key(user: Mapping[str, Any] | None) -> UserKey:
     return tuple(sorted((k, fold_identifier(str(v))) for k, v in (user or {}).items()))
 
 
-def _located(event: WireEvent, fields: Mapping[str, Any]) -> Login | None:
-    """The event as a :class:`Login` (None: no successful login, or from no place)."""
+def _located(event: WireEvent, fields: Mapping[str, Any], latest: int) -> Login | None:
+    """The event as a :class:`Login` (None: no successful login, or from no place), its
+    time at most ``latest`` µs (its receipt: as the storage keeps the event's, so that its
+    row leaves with it, and a clock ahead places no login in the future)."""
     user = event["user"]
     if event["name"] != LOGIN or not user:
         return None
@@ -296,7 +304,7 @@ def _located(event: WireEvent, fields: Mapping[str, Any]) -> Login | None:
     info = fields.get("ip_info")
     if not isinstance(info, Mapping) or "city" not in info:  # no place: no time to read
         return None
-    at = (parse_timestamp(event["timestamp"]) - EPOCH) // _US
+    at = min((parse_timestamp(event["timestamp"]) - EPOCH) // _US, latest)
     key = _user_key(user)
     # The id as the storage keeps it (a lone surrogate an SDK sent is U+FFFD there).
     found = place(_key_text(key), at, (request or {}).get("ip"), info, clean(event["id"]))
