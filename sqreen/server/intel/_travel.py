@@ -5,9 +5,9 @@ between them.
 the ``ip_info`` that one added). For each ``auth.login.success`` of a batch from a *place*
 (below), it finds the same user's logins from places just before and just after it in time
 (in the batch, in the batches stored in the same transaction before it, and in the storage's
-``login_places``, where each placed login is stored with its event: a seek each way a user,
-by the folded identifiers and the time, one statement a batch) and, for each of the two
-pairs, works out the speed::
+``login_places``, where each placed login is stored with its event, keyed by a digest of
+the user's folded identifiers and the time: one bounded read a user, all in one read of the
+storage a batch) and, for each of the two pairs, works out the speed::
 
     distance = max(0, great-circle distance - accuracy radius of each side)
     speed    = distance / time between the two logins (at least one second)
