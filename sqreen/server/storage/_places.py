@@ -3,10 +3,11 @@
 ``login_places`` holds one row per successful login that IP intelligence placed in a city
 with coordinates (:mod:`~..intel._travel` decides which; the pipeline hands the rows over
 with the batch, and they are written in the events' own transaction, for the events newly
-stored only). Its key is the user as impossible travel knows them (every identifier, folded:
-``Alice`` is ``alice``), then the login's time: finding the logins just before and just after
-a new one is a seek each, however long the user's history, and whatever spelling the
-earlier login came in. Rows leave with the events' retention (:meth:`purge_places`).
+stored only). Its key is the user as impossible travel knows them (a digest of every
+identifier, folded: ``Alice`` is ``alice``), then the login's time: a user's logins around
+new ones are one bounded read (:meth:`PlaceQueries.nearby_places`), however long the user's
+history, and whatever spelling the earlier login came in. Rows leave with the events'
+retention (:meth:`purge_places`).
 
 Before this table, each placed login read the user's newest events through the identifiers'
 index and decoded them: about 200 µs of CPU a login, which made a collector with a City file
