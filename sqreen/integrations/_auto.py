@@ -1,6 +1,6 @@
 """The frameworks instrumented by :func:`sqreen.start` (see :mod:`sqreen._instrument`).
 
-Two class-level patches, each installed once, on a framework the app imported (never one it
+Class-level patches, each installed once, on a framework the app imported (never one it
 did not: a framework not imported yet is patched right after its import, by a finder at the
 head of ``sys.meta_path`` that watches its name and nothing else):
 
@@ -9,7 +9,9 @@ head of ``sys.meta_path`` that watches its name and nothing else):
   request (so the app may still register its hooks), and then calls Flask's own. An app set
   up already (``"sqreen"`` in ``app.extensions``), or whose ``wsgi_app`` (or a server-side
   wrapper of the app) is already sqreen's WSGI middleware, is left as it is. Afterwards each
-  call costs a dict lookup.
+  call costs a dict lookup. ``Flask.wsgi_app`` does the same for an app reached without
+  ``Flask.__call__`` (a subclass's own ``__call__``, a server calling ``app.wsgi_app``):
+  set up at its first request, which goes on as it came.
 - **Django**: ``BaseHandler.load_middleware`` (WSGI, ASGI and the test client's handlers)
   puts ``sqreen.integrations.django.SqreenMiddleware`` first in ``settings.MIDDLEWARE``
   unless it (or a subclass) is listed already, as the README asks it by hand. Handlers
