@@ -49,3 +49,26 @@ def test_restore_over_a_served_database_is_refused(
     restored = run("restore", backup, "--db", db, "--force")
     assert restored.exit_code == 0, restored.output
     assert count(db) == 1
+
+
+def test_restore_is_refused_by_any_spelling_of_the_served_path(
+    tmp_path: Path, serve: Callable[..., ServeProcess]
+) -> None:
+    """The collector serves the database through a symbolic link to the file; the restore
+    names the file itself: the same lock, refused (the locks were named after the path as
+    given: ``current.db-serve.lock`` beside ``live.db-serve.lock``)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    db, backup = str(data / "live.db"), str(tmp_path / "backup.db")
+    (tmp_path / "current.db").symlink_to(data / "live.db")
+    storage = open_storage(db)
+    try:
+        storage.insert_events([parse_event(wire_event())])
+        assert run("backup", backup, "--db", db).exit_code == 0
+    finally:
+        storage.close()
+    collector = serve(str(tmp_path / "current.db"), None)
+    refused = run("restore", backup, "--db", db, "--force")
+    assert refused.exit_code == 1 and "stop the collector first" in refused.output
+    collector.stop()
+    assert run("restore", backup, "--db", db, "--force").exit_code == 0

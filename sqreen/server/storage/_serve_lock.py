@@ -20,7 +20,14 @@ try:
 except ImportError:  # pragma: no cover - Windows: no such check
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["CollectorRunning", "serving", "unserved"]
+__all__ = ["CollectorRunning", "lock_name", "serving", "unserved"]
+
+
+def lock_name(path: str, suffix: str) -> str:
+    """The lock file ``suffix`` of the database at ``path``, named after the file itself, so
+    that every spelling of its path (a symbolic link, ``./``, relative or absolute) takes
+    the same lock."""
+    return os.path.realpath(path) + suffix
 
 
 class CollectorRunning(Exception):
@@ -30,7 +37,7 @@ class CollectorRunning(Exception):
 def _lock_file(path: str) -> int | None:
     if fcntl is None or path in ("", ":memory:") or path.startswith("file:") or "://" in path:
         return None
-    return os.open(f"{path}-serve.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    return os.open(lock_name(path, "-serve.lock"), os.O_RDWR | os.O_CREAT, 0o600)
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
 
-from ._serve_lock import CollectorRunning, unserved
+from ._serve_lock import CollectorRunning, lock_name, unserved
 from .sqlite import BUSY_TIMEOUT, SQLiteStorage, create_private
 
 try:
@@ -149,7 +149,7 @@ def _writers_held(target: str) -> Iterator[None]:
     if flock is None:  # pragma: no cover - Windows
         yield
         return
-    fd = os.open(f"{target}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(lock_name(target, "-writer.lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         flock(fd, fcntl.LOCK_EX)
         yield

@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
 from ._parts import placeholders
 from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import migrations
+from ._serve_lock import lock_name
 from ._sql import INSERT_CHUNK, Cursor, SqlStorage
 from ._window_reads import WindowKey
 from .model import Clock, utc_now
@@ -94,7 +95,8 @@ class SQLiteStorage(SqlStorage):
             # that (see _checkpoint).
             self._writer.execute("PRAGMA wal_autocheckpoint=0")
             if fcntl is not None and path not in ("", ":memory:"):
-                self._process_lock = os.open(f"{path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+                lock = lock_name(path, "-writer.lock")
+                self._process_lock = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
             self.migrate() if upgrade else self.check_schema()
         except sqlite3.DatabaseError as exc:  # "file is not a database", a locked file...
             self.close()
