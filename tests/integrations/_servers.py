@@ -32,14 +32,14 @@ class Response:
         return json.loads(self.body)
 
 
-def poll(check: Callable[[], bool], timeout: float = 15.0) -> bool:
+def wait_until(check: Callable[[], Any], timeout: float = 10.0) -> bool:
     """Whether ``check()`` holds within ``timeout`` seconds (asked every 50 ms)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return True
         time.sleep(0.05)
-    return check()
+    return bool(check())
 
 
 def free_port() -> int:

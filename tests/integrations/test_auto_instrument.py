@@ -21,7 +21,7 @@ import pytest
 
 from tests.receiver import Receiver
 
-from ._servers import ROOT, Gunicorn, Response, http_request, poll
+from ._servers import ROOT, Gunicorn, Response, http_request, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ class Server:
                 if e["name"] == name and e["properties"].get("marker") in markers
             ]
 
-        poll(lambda: any(e["properties"]["marker"] == markers[-1] for e in found()))
+        wait_until(lambda: any(e["properties"]["marker"] == markers[-1] for e in found()), 15.0)
         return found()
 
 
@@ -117,14 +117,14 @@ def check_agent_app(server: Server) -> None:
 
     # A block from the collector is enforced: identify() of mallory answers 403.
     server.receiver.block([{"id": "b1", "type": "block_user", "user": {"uid": "mallory"}}])
-    assert poll(lambda: server.request("GET", "/identify?uid=mallory").status == 403)
+    assert wait_until(lambda: server.request("GET", "/identify?uid=mallory").status == 403, 15.0)
     refused = server.request("GET", "/identify?uid=mallory&marker=m2")
     assert refused.status == 403 and json.loads(refused.body)["error"] == "forbidden"
     assert server.request("GET", "/identify?uid=u2&marker=m3").status == 200
     # (The polls before the block arrived were served: their events have no marker.)
     assert [e["user"] for e in server.marked("identified", "m2", "m3")] == [{"uid": "u2"}]
     server.receiver.block([{"id": "b2", "type": "block_ip", "ip": SOURCE}])
-    assert poll(lambda: server.request("GET", "/identify?uid=u3").status == 403)
+    assert wait_until(lambda: server.request("GET", "/identify?uid=u3").status == 403, 15.0)
 
 
 @pytest.mark.parametrize("order", ["start-first", "app-first"])
@@ -140,7 +140,7 @@ def test_flask_set_up_by_hand_too_is_wrapped_once(serve: Callable[..., Server]) 
     assert server.request("GET", "/identify?uid=u1&marker=once").status == 200
     assert server.request("GET", "/layers").json()["layers"] == 1
     server.receiver.block([{"id": "b1", "type": "block_user", "user": {"uid": "mallory"}}])
-    assert poll(lambda: server.request("GET", "/identify?uid=mallory").status == 403)
+    assert wait_until(lambda: server.request("GET", "/identify?uid=mallory").status == 403, 15.0)
     assert server.request("GET", "/identify?uid=u2&marker=twice").status == 200
     # One event per track(), each with its request, and one refusal per refused request.
     events = server.marked("identified", "once", "twice")
@@ -156,7 +156,7 @@ def test_flask_opted_out_is_not_instrumented_and_says_so(serve: Callable[..., Se
     assert server.request("GET", "/layers").json()["layers"] == 0
     events = server.events("identified", 2)
     assert [(e["request"], e["user"]) for e in events] == [(None, None), (None, None)]
-    assert poll(lambda: "sqreen does not serve" in server.proc.output())
+    assert wait_until(lambda: "sqreen does not serve" in server.proc.output(), 15.0)
     output = server.proc.output()
     assert output.count("sqreen does not serve") == 1, output  # once per process
     assert "identify() ran in a request of the Flask app" in output

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ._servers import Response, poll
+from ._servers import Response, wait_until
 from ._sites import Site
 
 pytestmark = pytest.mark.slow
@@ -243,7 +243,9 @@ def test_a_blocked_user_is_refused_until_unblocked(site: Site) -> None:
     )
     try:
         # The handler wraps identify() in `except Exception:`: still a 403.
-        assert poll(lambda: site.request("GET", f"/guarded?uid={mallory}").status == 403)
+        assert wait_until(
+            lambda: site.request("GET", f"/guarded?uid={mallory}").status == 403, 15.0
+        )
         refused = site.request(
             "GET", f"/guarded?uid={mallory}&marker={m}", headers={"Accept": "application/json"}
         )
@@ -253,7 +255,7 @@ def test_a_blocked_user_is_refused_until_unblocked(site: Site) -> None:
         assert site.request("GET", f"/guarded?uid={alice}&marker={m}").body == b"served"
     finally:
         site.receiver.block([])
-    assert poll(lambda: site.request("GET", f"/guarded?uid={mallory}").status == 200)
+    assert wait_until(lambda: site.request("GET", f"/guarded?uid={mallory}").status == 200, 15.0)
     # The refused request never got past identify(): only alice's was tracked.
     guarded = site.events("guarded", marker=m)
     assert [e["user"] for e in guarded] == [{"uid": alice}]
@@ -269,14 +271,14 @@ def test_a_blocked_ip_is_refused_before_the_view_runs(site: Site) -> None:
     m = marker()
     site.receiver.block([{"id": f"bi-{m}", "type": "block_ip", "ip": cidr, "expires_in": 300}])
     try:
-        assert poll(lambda: site.request("GET", "/count", **blocked).status == 403)
+        assert wait_until(lambda: site.request("GET", "/count", **blocked).status == 403, 15.0)
         before = site.request("GET", "/count", **allowed).json()["count"]
         assert site.request("GET", "/count", **blocked).status == 403
         after = site.request("GET", "/count", **allowed).json()["count"]
         assert after == before + 1  # the refused request never reached the view
     finally:
         site.receiver.block([])
-    assert poll(lambda: site.request("GET", "/count", **blocked).status == 200)
+    assert wait_until(lambda: site.request("GET", "/count", **blocked).status == 200, 15.0)
 
 
 def test_a_block_expires(site: Site) -> None:
@@ -287,8 +289,8 @@ def test_a_block_expires(site: Site) -> None:
         [{"id": f"be-{m}", "type": "block_user", "user": {"uid": uid}, "expires_in": 1.0}]
     )
     try:
-        assert poll(lambda: site.request("GET", f"/guarded?uid={uid}").status == 403)
-        assert poll(lambda: site.request("GET", f"/guarded?uid={uid}").status == 200)
+        assert wait_until(lambda: site.request("GET", f"/guarded?uid={uid}").status == 403, 15.0)
+        assert wait_until(lambda: site.request("GET", f"/guarded?uid={uid}").status == 200, 15.0)
         assert time.monotonic() - start >= 1.0
     finally:
         site.receiver.block([])

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Any
 
 from tests.integrations._servers import ROOT, free_port, http_request, wait_for_port
@@ -119,12 +118,3 @@ def get_json(
     if response.status != 200:
         return response.status
     return json.loads(response.body)
-
-
-def wait_until(check: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return bool(check())

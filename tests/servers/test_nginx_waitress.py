@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from sqreen._ip_warnings import SILENT_PROXY_EVENTS
-from tests.integrations._servers import ROOT, free_port, wait_for_port
+from tests.integrations._servers import ROOT, free_port, wait_for_port, wait_until
 from tests.receiver import Receiver
 
-from ._harness import Served, get_json, wait_until
+from ._harness import Served, get_json
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.integrations._servers import wait_until
 from tests.receiver import Receiver, SilentServer
 
-from ._harness import Served, wait_until
+from ._harness import Served
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.integrations._servers import wait_until
 from tests.receiver import Receiver
 
-from ._harness import Served, wait_until
+from ._harness import Served
 
 pytestmark = pytest.mark.slow
 
