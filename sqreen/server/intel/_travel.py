@@ -168,9 +168,7 @@ class ImpossibleTravel:
             rows.setdefault(row.user_key, []).append(row)
         out: dict[UserKey, list[Login]] = {}
         for text, found in rows.items():
-            if text not in asks:  # never: each row is of a user asked about
-                continue
-            owner, ask = asks[text]
+            owner, ask = asks[text]  # each row is of a user asked about
             first, last = (ask.first_at, ask.first_id), (ask.last_at, ask.last_id)
             before = after = None
             kept: list[PlaceRow] = []
