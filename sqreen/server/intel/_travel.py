@@ -73,7 +73,7 @@ Place = PlaceRow
 def place(user_key: str, at: int, ip: object, info: object, event_id: str) -> Place | None:
     """The login's place (``user_key``'s, at ``at`` µs), or None when it cannot be used (no
     city with coordinates, or a VPN, Tor, hosting or CDN address)."""
-    if not isinstance(info, Mapping) or not isinstance(ip, str):
+    if not (type(info) is dict or isinstance(info, Mapping)) or not isinstance(ip, str):
         return None
     if info.get("kind") in NOT_WHERE_THE_PERSON_IS:
         return None
@@ -118,12 +118,16 @@ class ImpossibleTravel:
             raise ValueError("max_speed must be above 0 km/h")
         self.store = store
         self.max_speed = max_speed
+        #: Each user as an event gives it -> (folded, its key in ``login_places``, as
+        #: given, sorted): a user logs in again and again, and folding and digesting their
+        #: identifiers was a third of the check's CPU.
+        self._users: dict[tuple[tuple[str, str], ...], tuple[UserKey, str, UserKey]] = {}
 
     def __call__(self, batch: Batch) -> None:
         ours: dict[UserKey, list[Login]] = {}
         latest = (self.store.now() - EPOCH) // _US
         for n, (event, fields) in enumerate(batch):
-            if login := _located(event, fields, latest):
+            if event["name"] == LOGIN and (login := self._located(event, fields, latest)):
                 ours.setdefault(login.user, []).append(login)
                 batch.places.append((n, *login.place))  # stored with the event, if new
         if not ours:  # without a City .mmdb, no login has a place: no query
@@ -131,7 +135,7 @@ class ImpossibleTravel:
         earlier: dict[UserKey, list[Login]] = {}
         for other in batch.earlier:
             for event, fields in zip(other.events, other.enrichment, strict=False):
-                if (login := _located(event, fields, latest)) and login.user in ours:
+                if (login := self._located(event, fields, latest)) and login.user in ours:
                     earlier.setdefault(login.user, []).append(login)
         stored = self._stored(ours)
         found: list[tuple[WireEvent, dict[str, Any]]] = []
@@ -163,27 +167,10 @@ class ImpossibleTravel:
             last = max((login.place.at, login.place.event_id) for login in logins)
             text = logins[0].place.user_key
             asks[text] = (user, PlaceAsk(text, *first, *last, window))
-        rows: dict[str, list[PlaceRow]] = {}
-        for row in self.store.nearby_places([ask for _, ask in asks.values()]):
-            rows.setdefault(row.user_key, []).append(row)
         out: dict[UserKey, list[Login]] = {}
-        for text, found in rows.items():
-            owner, ask = asks[text]  # each row is of a user asked about
-            first, last = (ask.first_at, ask.first_id), (ask.last_at, ask.last_id)
-            before = after = None
-            kept: list[PlaceRow] = []
-            for row in found:
-                key = (row.at, row.event_id)
-                if key < first:
-                    if before is None or key > (before.at, before.event_id):
-                        before = row
-                elif key > last:
-                    if after is None or key < (after.at, after.event_id):
-                        after = row
-                else:
-                    kept.append(row)
-            kept += [row for row in (before, after) if row is not None]
-            out[owner] = [Login(row, owner, None, None, None) for row in kept]
+        for row in self.store.nearby_places([ask for _, ask in asks.values()]):
+            owner = asks[row.user_key][0]  # each row is of a user asked about
+            out.setdefault(owner, []).append(Login(row, owner, None, None, None))
         return out
 
     def _complete(self, login: Login) -> Login:
@@ -249,6 +236,34 @@ class ImpossibleTravel:
         )
         return alert, {"ip_info": second.ip_info} if second.ip_info is not None else {}
 
+    def _located(self, event: WireEvent, fields: Mapping[str, Any], latest: int) -> Login | None:
+        """The event as a :class:`Login` (None: no successful login, or from no place), its
+        time at most ``latest`` µs (its receipt: as the storage keeps the event's, so that its
+        row leaves with it, and a clock ahead places no login in the future)."""
+        user = event["user"]
+        if event["name"] != LOGIN or not user:
+            return None
+        request = event["request"]
+        info = fields.get("ip_info")
+        if not (type(info) is dict or isinstance(info, Mapping)) or "city" not in info:
+            return None  # no place: no time to read
+        at = min((parse_timestamp(event["timestamp"]) - EPOCH) // _US, latest)
+        given = tuple(user.items())
+        known = self._users.get(given)
+        if known is None:
+            key = _user_key(user)
+            known = (key, _key_text(key), tuple(sorted(given)))
+            if sum(len(k) + len(v) for k, v in given) <= KEPT_USER_CHARS:
+                if len(self._users) >= MOST_USERS:
+                    self._users.clear()
+                self._users[given] = known
+        key, text, ordered = known
+        # The id as the storage keeps it (a lone surrogate an SDK sent is U+FFFD there).
+        found = place(text, at, (request or {}).get("ip"), info, clean(event["id"]))
+        if found is None:
+            return None
+        return Login(found, key, ordered, request, info)
+
 
 #: A user: their identifiers, folded, sorted.
 UserKey = tuple[tuple[str, str], ...]
@@ -275,6 +290,10 @@ class TravelStore(Protocol):
 
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+#: Users whose keys are kept at most (:attr:`ImpossibleTravel._users`; then all forgotten),
+#: and the characters of their identifiers, at most, for a user's to be kept: a few MiB.
+MOST_USERS: Final = 20_000
+KEPT_USER_CHARS: Final = 128
 _US: Final = timedelta(microseconds=1)
 
 
@@ -289,23 +308,3 @@ def _key_text(user: UserKey) -> str:
 
 def _user_key(user: Mapping[str, Any] | None) -> UserKey:
     return tuple(sorted((k, fold_identifier(str(v))) for k, v in (user or {}).items()))
-
-
-def _located(event: WireEvent, fields: Mapping[str, Any], latest: int) -> Login | None:
-    """The event as a :class:`Login` (None: no successful login, or from no place), its
-    time at most ``latest`` µs (its receipt: as the storage keeps the event's, so that its
-    row leaves with it, and a clock ahead places no login in the future)."""
-    user = event["user"]
-    if event["name"] != LOGIN or not user:
-        return None
-    request = event["request"]
-    info = fields.get("ip_info")
-    if not isinstance(info, Mapping) or "city" not in info:  # no place: no time to read
-        return None
-    at = min((parse_timestamp(event["timestamp"]) - EPOCH) // _US, latest)
-    key = _user_key(user)
-    # The id as the storage keeps it (a lone surrogate an SDK sent is U+FFFD there).
-    found = place(_key_text(key), at, (request or {}).get("ip"), info, clean(event["id"]))
-    if found is None:
-        return None
-    return Login(found, key, tuple(sorted(user.items())), request, info)

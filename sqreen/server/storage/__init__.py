@@ -3,7 +3,7 @@ back ends chosen by the ``--db`` URL, and the follow reader (:mod:`.follow`)."""
 
 from __future__ import annotations
 
-from ._places import PlaceAsk, PlaceRow
+from ._places import LatestPlaces, PlaceAsk, PlaceRow
 from ._prepared import PreparedEvents
 from ._queries import MAX_IDS
 from ._rows import clean, new_events
@@ -66,6 +66,7 @@ __all__ = [
     "Heartbeat",
     "InsertResult",
     "KeyScope",
+    "LatestPlaces",
     "NewAlert",
     "PlaceAsk",
     "PlaceRow",

@@ -17,7 +17,6 @@ dense``).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, NamedTuple
 
@@ -26,7 +25,7 @@ from ._parts import SqlPart, insert_rows
 if TYPE_CHECKING:
     from ._sql import Cursor
 
-__all__ = ["PLACE_COLUMNS", "PlaceAsk", "PlaceQueries", "PlaceRow"]
+__all__ = ["PLACE_COLUMNS", "LatestPlaces", "PlaceAsk", "PlaceQueries", "PlaceRow", "neighbours"]
 
 #: A row's columns, in order (what :class:`PlaceRow` holds).
 PLACE_COLUMNS: Final = "user_key, at, event_id, ip, latitude, longitude, accuracy_km, country, city"
@@ -68,7 +67,7 @@ class PlaceAsk(NamedTuple):
 
 _AROUND: Final = (
     f"SELECT {PLACE_COLUMNS} FROM login_places "
-    "WHERE user_key = ? AND at >= ? AND at <= ? ORDER BY at, event_id LIMIT ?"
+    "WHERE user_key = ? AND at >= ? ORDER BY at, event_id LIMIT ?"
 )
 _BEFORE: Final = (
     f"SELECT {PLACE_COLUMNS} FROM login_places "
@@ -85,17 +84,18 @@ _BETWEEN: Final = (
     "WHERE user_key = ? AND (at, event_id) > (?, ?) AND (at, event_id) < (?, ?) "
     "ORDER BY at, event_id LIMIT ?"
 )
-#: A user's stored logins read at once, around theirs in a batch, at most: most users have
-#: a few within the window; one with more is read by seeks (:func:`_seeks`).
+#: A user's stored logins read at once, from the window's start on, at most: most users have
+#: a few since then; one with more is read by seeks (:func:`_seeks`).
 MOST_AROUND: Final = 32
 #: A statement and its parameters.
 Read = tuple[str, list[object]]
 
 
 def _around(ask: PlaceAsk) -> Read:
-    """Every stored login of the ask's user within its window: one read, bounded."""
-    since, until = ask.first_at - ask.window, ask.last_at + ask.window
-    return _AROUND, [ask.user_key, since, until, MOST_AROUND]
+    """Every stored login of the ask's user from its window's start on: one read, bounded
+    (open at the end, so that a read of fewer rows than its bound also says which is the
+    user's newest: :class:`LatestPlaces`)."""
+    return _AROUND, [ask.user_key, ask.first_at - ask.window, MOST_AROUND]
 
 
 def _seeks(ask: PlaceAsk) -> list[Read]:
@@ -111,6 +111,99 @@ def _seeks(ask: PlaceAsk) -> list[Read]:
     return reads
 
 
+def neighbours(ask: PlaceAsk, rows: Sequence[PlaceRow]) -> list[PlaceRow]:
+    """Of ``rows`` (stored logins of the ask's user, any order), those the ask wants: the
+    newest before its first login and the oldest after its last, each within its window,
+    and those between (at most :data:`MOST_BETWEEN`), in time order."""
+    first, last = (ask.first_at, ask.first_id), (ask.last_at, ask.last_id)
+    before = after = None
+    between: list[PlaceRow] = []
+    for row in rows:
+        key = (row.at, row.event_id)
+        if key < first:
+            if row.at >= ask.first_at - ask.window and (
+                before is None or key > (before.at, before.event_id)
+            ):
+                before = row
+        elif key > last:
+            if row.at <= ask.last_at + ask.window and (
+                after is None or key < (after.at, after.event_id)
+            ):
+                after = row
+        else:
+            between.append(row)
+    between.sort(key=lambda row: (row.at, row.event_id))
+    return [
+        *([before] if before else []),
+        *between[:MOST_BETWEEN],
+        *([after] if after else []),
+    ]
+
+
+class LatestPlaces:
+    """The newest stored place of users this process has read or written, while nobody
+    else writes the database (SQLite's ``data_version`` says so; PostgreSQL has no such
+    cheap word and keeps none): the next login of such a user, later than that place, needs
+    no read, as its only stored neighbour is that place. A user's next login in time order
+    is the usual case: a user with one worker then costs one read a process, not one a
+    batch.
+
+    What is known of a user is ``(row, floor)``: ``row`` is their newest stored place, or,
+    when None, they have none at or after ``floor`` µs. It is learnt from a read that was
+    not cut at its bound (:data:`MOST_AROUND`) and from the rows this process committed;
+    forgotten when another connection commits (any table: a cheap word, not a precise one),
+    when this one purges, and all at once past :data:`MOST_USERS` users.
+    """
+
+    #: Users known at most (a few hundred bytes each).
+    MOST_USERS: Final = 100_000
+
+    def __init__(self) -> None:
+        self.version: object = None
+        self.known: dict[str, tuple[PlaceRow | None, int]] = {}
+
+    def check(self, version: object) -> None:
+        """Forget everything when the database's ``version`` is not the one last seen."""
+        if version != self.version:
+            self.known.clear()
+            self.version = version
+
+    def answer(self, ask: PlaceAsk) -> list[PlaceRow] | None:
+        """The ask's neighbours, or None when what is known does not tell them."""
+        found = self.known.get(ask.user_key)
+        if found is None:
+            return None
+        row, floor = found
+        since = ask.first_at - ask.window
+        if row is None:  # nothing stored at or after floor
+            return [] if since >= floor else None
+        if (row.at, row.event_id) >= (ask.first_at, ask.first_id):
+            return None  # a login older than the newest stored: those around it are unknown
+        return [row] if row.at >= since else []
+
+    def read(self, ask: PlaceAsk, rows: Sequence[PlaceRow]) -> None:
+        """Learn from the ask's whole read (``rows``: every stored login of its user from its
+        window's start on, fewer than the read's bound)."""
+        if len(self.known) >= self.MOST_USERS:
+            self.known.clear()
+        newest = max(rows, key=lambda row: (row.at, row.event_id), default=None)
+        self.known[ask.user_key] = (newest, ask.first_at - ask.window)
+
+    def wrote(self, rows: Sequence[PlaceRow]) -> None:
+        """Learn from ``rows``, which this process committed."""
+        for row in rows:
+            found = self.known.get(row.user_key)
+            if found is None:
+                continue
+            newest, floor = found
+            if newest is None:
+                if row.at >= floor:  # the only one at or after floor: the newest
+                    self.known[row.user_key] = (row, floor)
+                # (older: still none at or after floor)
+            elif (row.at, row.event_id) > (newest.at, newest.event_id):
+                self.known[row.user_key] = (row, floor)
+
+
 class PlaceQueries(SqlPart):
     """Mixed into :class:`~._sql.SqlStorage`."""
 
@@ -118,18 +211,46 @@ class PlaceQueries(SqlPart):
     #: or each as its own (SQLite, in process: the same few statements, kept compiled,
     #: where a UNION ALL of hundreds was compiled anew each batch).
     _places_union: bool = True
+    #: What this process knows of users' newest places (None: nothing kept, see
+    #: :class:`LatestPlaces`; a dialect with :meth:`_places_version` keeps it).
+    _latest_places: LatestPlaces | None = None
+
+    def _places_version(self) -> object:
+        """A value that changes whenever another connection commits to the database."""
+        raise NotImplementedError
 
     def nearby_places(self, asks: Sequence[PlaceAsk]) -> list[PlaceRow]:
-        """For each ask, the stored placed logins of its user around its logins (see
-        :class:`PlaceAsk`): every one within the window, in one read a user, or for a
-        user with more than :data:`MOST_AROUND` there, those seeks find."""
-        rows = self._read_places([_around(ask) for ask in asks])
-        counts = Counter(row.user_key for row in rows)
-        many = {ask.user_key: ask for ask in asks if counts[ask.user_key] >= MOST_AROUND}
-        if not many:
-            return rows
-        kept = [row for row in rows if row.user_key not in many]
-        return kept + self._read_places([read for ask in many.values() for read in _seeks(ask)])
+        """For each ask, the stored placed logins of its user that it wants (see
+        :class:`PlaceAsk` and :func:`neighbours`): from what this process knows of the
+        user (:class:`LatestPlaces`), else one read a user, or for a user with more than
+        :data:`MOST_AROUND` since their window's start, seeks."""
+        latest = self._latest_places
+        out: list[PlaceRow] = []
+        todo: list[PlaceAsk] = []
+        if latest is not None:
+            latest.check(self._places_version())
+            for ask in asks:
+                known = latest.answer(ask)
+                if known is None:
+                    todo.append(ask)
+                else:
+                    out += known
+        else:
+            todo = list(asks)
+        rows: dict[str, list[PlaceRow]] = {ask.user_key: [] for ask in todo}
+        for row in self._read_places([_around(ask) for ask in todo]):
+            rows[row.user_key].append(row)
+        many: list[PlaceAsk] = []
+        for ask in todo:
+            found = rows[ask.user_key]
+            if len(found) >= MOST_AROUND:
+                many.append(ask)
+                continue
+            if latest is not None:
+                latest.read(ask, found)
+            out += neighbours(ask, found)
+        seeks = [read for ask in many for read in _seeks(ask)]
+        return out + self._read_places(seeks)
 
     def _read_places(self, reads: Sequence[Read]) -> list[PlaceRow]:
         if not reads:
@@ -145,6 +266,11 @@ class PlaceQueries(SqlPart):
             params = [value for _, values in part for value in values]
             out.extend(PlaceRow._make(row) for row in self._read(sql, params))
         return out
+
+    def _places_stored(self, rows: Sequence[Sequence[object]]) -> None:
+        """Told, after the commit, the rows :meth:`_insert_places` inserted."""
+        if self._latest_places is not None:
+            self._latest_places.wrote([PlaceRow._make(row) for row in rows])
 
     def _insert_places(self, cur: Cursor, rows: Sequence[Sequence[object]]) -> None:
         """Store placed logins in the events' transaction (one already there: kept)."""
@@ -163,5 +289,7 @@ class PlaceQueries(SqlPart):
                 )
                 done = cur.rowcount
             total += max(0, done)
+            if done and self._latest_places is not None:  # a newest row known may be gone
+                self._latest_places.known.clear()
             if done < PURGE_CHUNK:
                 return total

@@ -186,6 +186,8 @@ class SqlStorage(
                         if n:
                             self._between_batches(cur)
                         seqs[id(p)] = self._store_rows(cur, p)
+                for p in todo:
+                    self._places_stored(_new_places(p, seqs[id(p)]))
                 return [p.result(seqs.get(id(p), ())) for p in batches]
             except Exception as exc:
                 if not began:  # no transaction (the database locked, or gone): no batch's
@@ -203,7 +205,9 @@ class SqlStorage(
                     out.append(p.result(()))
                     continue
                 with self._write() as cur:
-                    out.append(p.result(self._store_rows(cur, p)))
+                    seqs_alone = self._store_rows(cur, p)
+                self._places_stored(_new_places(p, seqs_alone))
+                out.append(p.result(seqs_alone))
             except Exception as exc:
                 out.append(exc)
         return out
@@ -228,10 +232,8 @@ class SqlStorage(
             flat[0::3] = [seqs[position] for position in flat[0::3]]
             if flat:
                 self._insert_index(cur, table, flat)
-        if prepared.places:  # impossible travel's, for the logins newly stored
-            rows = [place[1:] for place in prepared.places if seqs[place[0]] is not None]
-            if rows:
-                self._insert_places(cur, rows)
+        if rows := _new_places(prepared, seqs):  # impossible travel's
+            self._insert_places(cur, rows)
         return seqs
 
     def purge_older_than(self, days: float) -> int:
@@ -379,3 +381,8 @@ class SqlStorage(
             )
             (stored,) = cur.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
         return str(stored)
+
+
+def _new_places(prepared: PreparedEvents, seqs: Sequence[int | None]) -> list[tuple[Any, ...]]:
+    """The ``login_places`` rows of ``prepared``'s logins newly stored (their ``seqs``)."""
+    return [place[1:] for place in prepared.places if seqs[place[0]] is not None]

@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
     fcntl = None  # type: ignore[assignment]
 
 from ._parts import placeholders
+from ._places import LatestPlaces
 from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import migrations
 from ._serve_lock import lock_name
@@ -84,6 +85,7 @@ class SQLiteStorage(SqlStorage):
         self._checkpointing = threading.Lock()
         self._pool_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
+        self._latest_places = LatestPlaces()
         create_private(path)
         self._writer = self._connect()
         try:
@@ -322,6 +324,10 @@ class SQLiteStorage(SqlStorage):
                 return [row for sql, params in reads for row in conn.execute(sql, params)]
             finally:
                 conn.execute("COMMIT")
+
+    def _places_version(self) -> object:
+        with self._write_lock:
+            return self._windows_version(self._writer.cursor())
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._pool_lock:

@@ -1,0 +1,189 @@
+"""What a SQLite collector knows of each user's newest placed login (``LatestPlaces`` in
+storage/_places.py): the same neighbours as a read of the table, whatever the order of the
+logins, retries, another process writing or purging, this one purging; and no read at all
+for a user's next login in time order while nobody else writes."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sqreen.server.intel import ImpossibleTravel, IpIntel
+from sqreen.server.intel._travel import _key_text
+from sqreen.server.pipeline import IngestPipeline
+from sqreen.server.storage import PlaceAsk, PlaceRow, open_storage
+from sqreen.server.storage.sqlite import SQLiteStorage
+
+from .test_travel import LONDON_IP, PARIS_IP, SYDNEY_IP, body, city_mmdb, login
+
+__all__ = ["city_mmdb"]  # the fixture, shared with test_travel.py
+
+USERS = [f"user{n}" for n in range(5)]
+PLACES = [LONDON_IP, SYDNEY_IP, PARIS_IP]
+
+
+class Counted:
+    """A storage's reads of ``login_places``, counted."""
+
+    def __init__(self, storage: SQLiteStorage) -> None:
+        self.reads = 0
+        self.read_each = storage._read_each
+        storage._read_each = self  # type: ignore[method-assign]
+
+    def __call__(self, reads: Sequence[Any]) -> Any:
+        self.reads += len(reads)
+        return self.read_each(reads)
+
+
+@pytest.fixture
+def three(tmp_path: Path, clock: Any) -> Iterator[tuple[SQLiteStorage, ...]]:
+    """This collector, another process's on the same file, and a reader that keeps
+    nothing (what a read of the table says)."""
+    path = str(tmp_path / "sqreen.db")
+    opened = [open_storage(path, clock=clock) for _ in range(3)]
+    assert all(isinstance(s, SQLiteStorage) for s in opened)
+    opened[2]._latest_places = None  # type: ignore[union-attr]
+    yield tuple(opened)  # type: ignore[misc]
+    for s in opened:
+        s.close()
+
+
+def pipeline(storage: SQLiteStorage, mmdb: str) -> IngestPipeline:
+    return IngestPipeline(storage, enrichers=[IpIntel.open([mmdb]), ImpossibleTravel(storage)])
+
+
+def key(row: PlaceRow) -> tuple[Any, ...]:
+    return tuple(row)
+
+
+def test_known_places_give_the_neighbours_a_read_gives(
+    three: tuple[SQLiteStorage, ...], city_mmdb: str, clock: Any
+) -> None:
+    """400 random steps: logins of 5 users from 3 cities, in and out of time order, some
+    retried, some stored by another process, some purged by either; after each, random asks
+    (times around the stored logins, windows of 1 to 40 hours) answered by this collector as
+    by a plain read, while most were answered without reading."""
+    ours, other, plain = three
+    ingest = {id(ours): pipeline(ours, city_mmdb), id(other): pipeline(other, city_mmdb)}
+    latest = ours._latest_places
+    assert latest is not None
+    rng = random.Random(16)
+    base = clock() - timedelta(days=3)
+    sent: list[dict[str, Any]] = []
+    asks = known = 0
+    for step in range(400):
+        roll = rng.random()
+        if roll < 0.03:
+            (ours if rng.random() < 0.5 else other).purge_places(
+                int((base + timedelta(hours=rng.uniform(0, step * 0.15 + 2))).timestamp() * 1e6)
+            )
+        else:
+            writer = other if roll < 0.15 else ours
+            events = []
+            for _ in range(rng.randint(1, 4)):
+                if sent and rng.random() < 0.1:
+                    events.append(rng.choice(sent))  # a retry
+                    continue
+                # Mostly later than every login before (time order), sometimes earlier.
+                hours = step * 0.15 + (rng.uniform(-30, 0) if rng.random() < 0.2 else 0)
+                event = login(
+                    rng.choice(PLACES),
+                    base + timedelta(hours=hours, seconds=rng.randint(0, 59)),
+                    uid=rng.choice(USERS),
+                )
+                sent.append(event)
+                events.append(event)
+            ingest[id(writer)](body(*events))
+        for uid in USERS:
+            # Half after every login so far (a user's next login), half anywhere.
+            low = step * 0.15 + 1 if rng.random() < 0.5 else -5
+            first = int((base + timedelta(hours=rng.uniform(low, step * 0.15 + 5))).timestamp())
+            last = first + rng.choice([0, 0, 60, 3600, 7200])
+            ask = PlaceAsk(
+                _key_text((("uid", uid),)),
+                first * 1_000_000,
+                rng.choice(["", "m", "~"]),
+                last * 1_000_000,
+                rng.choice(["", "m", "~"]),
+                rng.randint(1, 40) * 3600 * 1_000_000,
+            )
+            if ask[1:3] > ask[3:5]:
+                continue
+            asks += 1
+            latest.check(ours._places_version())
+            known += latest.answer(ask) is not None
+            assert sorted(ours.nearby_places([ask]), key=key) == sorted(
+                plain.nearby_places([ask]), key=key
+            ), (step, ask)
+    assert asks > 1000
+    assert known > asks / 4, (known, asks)  # the comparison is of known places, not reads
+
+
+def test_a_user_s_next_login_reads_nothing_until_another_process_writes(
+    three: tuple[SQLiteStorage, ...], city_mmdb: str, clock: Any
+) -> None:
+    """A user's logins in time order: the first batch reads, the next ones do not (and still
+    find the login before: London then Sydney raises the alert); after another process
+    stores a login, the next batch reads again, and finds it."""
+    ours, other, _ = three
+    ingest = pipeline(ours, city_mmdb)
+    counted = Counted(ours)
+    start = clock() - timedelta(hours=3)
+    ingest(body(login(PARIS_IP, start, uid="ann")))
+    assert counted.reads == 1
+    ingest(body(login(PARIS_IP, start + timedelta(minutes=10), uid="ann")))
+    ingest(body(login(LONDON_IP, start + timedelta(minutes=70), uid="ann")))
+    assert counted.reads == 1
+    ingest(body(login(SYDNEY_IP, start + timedelta(minutes=80), uid="ann")))
+    assert counted.reads == 1
+    alerts = ours.query_events(limit=10)
+    assert [e.properties.get("from_ip") for e in alerts if e.name.startswith("security.")] == [
+        LONDON_IP
+    ]
+    # Another process stores a later login from Paris: known places are forgotten, and the
+    # next login (Sydney, 10 minutes after Paris) is compared with it.
+    pipeline(other, city_mmdb)(body(login(PARIS_IP, start + timedelta(minutes=100), uid="ann")))
+    last = login(SYDNEY_IP, start + timedelta(minutes=110), uid="ann")
+    ingest(body(last))
+    assert counted.reads == 2
+    (alert,) = [
+        e for e in ours.query_events(limit=10) if e.properties.get("to_event") == last["id"]
+    ]
+    assert alert.properties["from_ip"] == PARIS_IP
+
+
+def test_known_places_are_bounded(three: tuple[SQLiteStorage, ...]) -> None:
+    """Past its bound, what is known is forgotten at once, not grown."""
+    ours = three[0]
+    latest = ours._latest_places
+    assert latest is not None
+    ask = PlaceAsk("k", 10, "", 10, "", 5)
+    for n in range(latest.MOST_USERS + 5):
+        latest.read(ask._replace(user_key=str(n)), [])
+    assert len(latest.known) <= latest.MOST_USERS
+
+
+def test_what_is_known_follows_the_rows_written() -> None:
+    """Known: nothing stored at or after 100. Written: a row at 50, which leaves that true
+    (rows between 50 and 100 may be stored: asks reaching below 100 still read), and for
+    another user a row at 150, then the newest, found before any later login."""
+    from sqreen.server.storage import LatestPlaces
+
+    def row(user: str, at: int) -> PlaceRow:
+        return PlaceRow(user, at, "e", "1.2.3.4", 0.0, 0.0, 10.0, None, None)
+
+    latest = LatestPlaces()
+    for user in ("old", "new"):
+        latest.read(PlaceAsk(user, 110, "", 110, "", 10), [])
+    latest.wrote([row("old", 50), row("new", 150), row("new", 120), row("nobody", 1)])
+    assert latest.answer(PlaceAsk("old", 200, "", 200, "", 100)) == []
+    assert latest.answer(PlaceAsk("old", 200, "", 200, "", 101)) is None
+    assert latest.answer(PlaceAsk("new", 200, "", 200, "", 500)) == [row("new", 150)]
+    assert latest.answer(PlaceAsk("new", 200, "", 200, "", 10)) == []
+    assert latest.answer(PlaceAsk("new", 100, "", 200, "", 10)) is None  # before the newest
+    assert latest.answer(PlaceAsk("nobody", 200, "", 200, "", 10)) is None
