@@ -79,6 +79,8 @@ BATCH = 500
 #: ``--mix typical``: of every 100 events, what each is (an app's own events most of the
 #: time; logins, mostly good; a few sign-ups). Attack traffic (``--mix attack``) is all login
 #: failures, which five of the six templates read.
+#: Users the traffic's events come from (event ``n`` from user ``n % USERS``).
+USERS: Final = 5000
 TYPICAL: Final = (
     ["order.created"] * 20
     + ["cart.updated"] * 25
@@ -99,7 +101,7 @@ def event(n: int, run: str, mix: str = "attack", ip: str | None = None) -> dict[
         # Now: a playbook counts only events within its window.
         "timestamp": format_timestamp(time.time()),
         "properties": {"reason": "bad_password", "attempt": n % 7, "plan": "pro", "mfa": False},
-        "user": {"uid": str(n % 5000), "email": f"user{n % 5000}@example.com"},
+        "user": {"uid": str(n % USERS), "email": f"user{n % USERS}@example.com"},
         "target": None,
         "request": {
             "ip": ip,
@@ -107,7 +109,7 @@ def event(n: int, run: str, mix: str = "attack", ip: str | None = None) -> dict[
             "path": "/login",
             "route": "/login",
             "method": "POST",
-            "params": {"username": f"user{n % 5000}", "password": "[redacted]"},
+            "params": {"username": f"user{n % USERS}", "password": "[redacted]"},
             "body": None,
         },
     }
@@ -396,6 +398,10 @@ def run(
     first = BATCH * args.senders
     ips = public_addresses(args.events + first, random.Random(7)) if fresh else None
     warm, measured = (ips[:first], ips[first:]) if ips else (None, None)
+    if args.addresses == "homes":  # each user always from the same public address
+        homes = public_addresses(USERS, random.Random(8))
+        warm = [homes[n % USERS] for n in range(first)]
+        measured = [homes[n % USERS] for n in range(args.events)]
     bodies = bodies_for(args.events, f"{label}-{workers}-{os.getpid()}", args.mix, measured)
     warmup = bodies_for(BATCH * args.senders, f"warmup-{label}-{workers}", args.mix, warm)
     postmaster = postmaster_pid(db) if label == "postgresql" else None
@@ -539,10 +545,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--addresses",
-        choices=["fixed", "new"],
+        choices=["fixed", "new", "homes"],
         default="fixed",
         help="fixed: private or documentation addresses (IP intelligence labels them without "
-        "a lookup); new: every event from a public address never seen before (its worst case)",
+        "a lookup); new: every event from a public address never seen before (its worst case); "
+        "homes: each user always from the same public address (impossible travel's usual case: "
+        "every login placed with a City file, none an alert)",
     )
     parser.add_argument(
         "--intel",
