@@ -86,6 +86,9 @@ class Batch:
     #: Impossible travel's placed logins, stored with their events: ``(position in events,
     #: *row)`` (:meth:`~.storage.EventStore.prepare_events`).
     places: list[tuple[Any, ...]] = field(default_factory=list)
+    #: What an enricher found in this batch, kept for the batches after it in its turn
+    #: (impossible travel's logins: each body's located once, not once a body after it).
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[tuple[WireEvent, dict[str, Any]]]:
         """Each event with its enrichment dict."""

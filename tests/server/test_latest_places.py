@@ -158,32 +158,50 @@ def test_a_user_s_next_login_reads_nothing_until_another_process_writes(
 
 
 def test_known_places_are_bounded(three: tuple[SQLiteStorage, ...]) -> None:
-    """Past its bound, what is known is forgotten at once, not grown."""
-    ours = three[0]
-    latest = ours._latest_places
+    """A user's newest places are kept, no more; past the bound in all, everything is
+    forgotten at once, not grown."""
+    latest = three[0]._latest_places
     assert latest is not None
-    ask = PlaceAsk("k", 10, "", 10, "", 5)
-    for n in range(latest.MOST_USERS + 5):
-        latest.read(ask._replace(user_key=str(n)), [])
-    assert len(latest.known) <= latest.MOST_USERS
+    latest.read("one", [row("one", at) for at in range(100)])
+    floor, rows = latest.known["one"]
+    assert [r.at for r in rows] == list(range(100 - latest.KEPT, 100))
+    assert floor == (100 - latest.KEPT, "e")
+    latest.wrote([row("one", 500)])
+    floor, rows = latest.known["one"]
+    assert len(rows) == latest.KEPT and rows[-1].at == 500 and floor == (101 - latest.KEPT, "e")
+    for n in range(latest.MOST_ROWS // latest.KEPT + 5):
+        latest.read(str(n), [row(str(n), at) for at in range(latest.KEPT)])
+    assert sum(len(rows) for _, rows in latest.known.values()) <= latest.MOST_ROWS
+
+
+def row(user: str, at: int) -> PlaceRow:
+    return PlaceRow(user, at, "e", "1.2.3.4", 0.0, 0.0, 10.0, None, None)
 
 
 def test_what_is_known_follows_the_rows_written() -> None:
-    """Known: nothing stored at or after 100. Written: a row at 50, which leaves that true
-    (rows between 50 and 100 may be stored: asks reaching below 100 still read), and for
-    another user a row at 150, then the newest, found before any later login."""
+    """Known: all of a user's places (a read found fewer than the most it asks). Written:
+    older and newer ones; what is known answers as the table would, and a user with more
+    places than are kept is answered only from above the oldest kept."""
     from sqreen.server.storage import LatestPlaces
 
-    def row(user: str, at: int) -> PlaceRow:
-        return PlaceRow(user, at, "e", "1.2.3.4", 0.0, 0.0, 10.0, None, None)
-
     latest = LatestPlaces()
-    for user in ("old", "new"):
-        latest.read(PlaceAsk(user, 110, "", 110, "", 10), [])
-    latest.wrote([row("old", 50), row("new", 150), row("new", 120), row("nobody", 1)])
-    assert latest.answer(PlaceAsk("old", 200, "", 200, "", 100)) == []
-    assert latest.answer(PlaceAsk("old", 200, "", 200, "", 101)) is None
-    assert latest.answer(PlaceAsk("new", 200, "", 200, "", 500)) == [row("new", 150)]
-    assert latest.answer(PlaceAsk("new", 200, "", 200, "", 10)) == []
-    assert latest.answer(PlaceAsk("new", 100, "", 200, "", 10)) is None  # before the newest
+    latest.read("few", [row("few", 100)])
+    latest.wrote([row("few", 50), row("few", 150), row("few", 150), row("nobody", 1)])
+    assert [r.at for r in latest.known["few"][1]] == [50, 100, 150]
+    assert latest.answer(PlaceAsk("few", 120, "", 120, "", 10**6)) == [
+        row("few", 100),
+        row("few", 150),
+    ]
+    assert latest.answer(PlaceAsk("few", 10, "", 10, "", 5)) == []  # nothing within 5 µs
     assert latest.answer(PlaceAsk("nobody", 200, "", 200, "", 10)) is None
+    latest.read("many", [row("many", at) for at in range(1000, 1000 + latest.KEPT)])
+    # Older than every place kept: the one before may be older still, unread.
+    assert latest.answer(PlaceAsk("many", 999, "", 1001, "", 10**6)) is None
+    # A place written below the floor says nothing of those between it and the floor.
+    latest.wrote([row("many", 500)])
+    assert latest.answer(PlaceAsk("many", 800, "", 800, "", 10**6)) is None
+    # Between two kept: both neighbours known.
+    assert latest.answer(PlaceAsk("many", 1001, "f", 1001, "f", 10**6)) == [
+        row("many", 1001),
+        row("many", 1002),
+    ]

@@ -55,6 +55,8 @@ logger = logging.getLogger("sqreen.server")
 
 IMPOSSIBLE_TRAVEL: Final = "security.impossible_travel"
 LOGIN: Final = "auth.login.success"
+#: Where a batch keeps its placed logins (:attr:`~..pipeline.Batch.notes`).
+NOTE: Final = "impossible_travel.logins"
 DEFAULT_MAX_SPEED: Final = 1000.0  # km/h
 #: Kinds of address that say where a server is, not where the person is.
 NOT_WHERE_THE_PERSON_IS: Final = frozenset({"vpn", "tor", "hosting", "cdn"})
@@ -73,7 +75,7 @@ Place = PlaceRow
 def place(user_key: str, at: int, ip: object, info: object, event_id: str) -> Place | None:
     """The login's place (``user_key``'s, at ``at`` µs), or None when it cannot be used (no
     city with coordinates, or a VPN, Tor, hosting or CDN address)."""
-    if not (type(info) is dict or isinstance(info, Mapping)) or not isinstance(ip, str):
+    if not (isinstance(info, dict) or isinstance(info, Mapping)) or not isinstance(ip, str):
         return None
     if info.get("kind") in NOT_WHERE_THE_PERSON_IS:
         return None
@@ -126,16 +128,19 @@ class ImpossibleTravel:
     def __call__(self, batch: Batch) -> None:
         ours: dict[UserKey, list[Login]] = {}
         latest = (self.store.now() - EPOCH) // _US
+        located: list[Login] = []
         for n, (event, fields) in enumerate(batch):
             if event["name"] == LOGIN and (login := self._located(event, fields, latest)):
+                located.append(login)
                 ours.setdefault(login.user, []).append(login)
                 batch.places.append((n, *login.place))  # stored with the event, if new
+        batch.notes[NOTE] = located  # for the bodies stored after this one, in its turn
         if not ours:  # without a City .mmdb, no login has a place: no query
             return
         earlier: dict[UserKey, list[Login]] = {}
         for other in batch.earlier:
-            for event, fields in zip(other.events, other.enrichment, strict=False):
-                if (login := self._located(event, fields, latest)) and login.user in ours:
+            for login in self._logins_of(other, latest):
+                if login.user in ours:
                     earlier.setdefault(login.user, []).append(login)
         stored = self._stored(ours)
         found: list[tuple[WireEvent, dict[str, Any]]] = []
@@ -155,6 +160,18 @@ class ImpossibleTravel:
                     found.append(self._alert(a, b, km, hours, speed))
         for alert, fields in found:
             batch.add_derived(alert, fields)
+
+    def _logins_of(self, other: Batch, latest: int) -> list[Login]:
+        """The placed logins of ``other``, a body before this one in its turn: as found when
+        it was checked (else again)."""
+        kept = other.notes.get(NOTE)
+        if kept is not None:
+            return kept  # type: ignore[no-any-return]
+        return [
+            login
+            for event, fields in zip(other.events, other.enrichment, strict=False)
+            if event["name"] == LOGIN and (login := self._located(event, fields, latest))
+        ]
 
     def _stored(self, ours: Mapping[UserKey, Sequence[Login]]) -> dict[UserKey, list[Login]]:
         """Each user's stored logins from places just before their first login here, just
@@ -245,7 +262,7 @@ class ImpossibleTravel:
             return None
         request = event["request"]
         info = fields.get("ip_info")
-        if not (type(info) is dict or isinstance(info, Mapping)) or "city" not in info:
+        if not (isinstance(info, dict) or isinstance(info, Mapping)) or "city" not in info:
             return None  # no place: no time to read
         at = min((parse_timestamp(event["timestamp"]) - EPOCH) // _US, latest)
         given = tuple(user.items())

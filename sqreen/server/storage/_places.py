@@ -67,7 +67,7 @@ class PlaceAsk(NamedTuple):
 
 _AROUND: Final = (
     f"SELECT {PLACE_COLUMNS} FROM login_places "
-    "WHERE user_key = ? AND at >= ? ORDER BY at, event_id LIMIT ?"
+    "WHERE user_key = ? AND at >= ? AND at <= ? ORDER BY at, event_id LIMIT ?"
 )
 _BEFORE: Final = (
     f"SELECT {PLACE_COLUMNS} FROM login_places "
@@ -84,18 +84,22 @@ _BETWEEN: Final = (
     "WHERE user_key = ? AND (at, event_id) > (?, ?) AND (at, event_id) < (?, ?) "
     "ORDER BY at, event_id LIMIT ?"
 )
-#: A user's stored logins read at once, from the window's start on, at most: most users have
-#: a few since then; one with more is read by seeks (:func:`_seeks`).
+#: A user's newest stored logins (:class:`LatestPlaces`).
+_NEWEST: Final = (
+    f"SELECT {PLACE_COLUMNS} FROM login_places "
+    "WHERE user_key = ? ORDER BY at DESC, event_id DESC LIMIT ?"
+)
+#: A user's stored logins read at once, around theirs in a batch, at most: most users have
+#: a few within the window; one with more is read by seeks (:func:`_seeks`).
 MOST_AROUND: Final = 32
 #: A statement and its parameters.
 Read = tuple[str, list[object]]
 
 
 def _around(ask: PlaceAsk) -> Read:
-    """Every stored login of the ask's user from its window's start on: one read, bounded
-    (open at the end, so that a read of fewer rows than its bound also says which is the
-    user's newest: :class:`LatestPlaces`)."""
-    return _AROUND, [ask.user_key, ask.first_at - ask.window, MOST_AROUND]
+    """Every stored login of the ask's user within its window: one read, bounded."""
+    since, until = ask.first_at - ask.window, ask.last_at + ask.window
+    return _AROUND, [ask.user_key, since, until, MOST_AROUND]
 
 
 def _seeks(ask: PlaceAsk) -> list[Read]:
@@ -141,67 +145,94 @@ def neighbours(ask: PlaceAsk, rows: Sequence[PlaceRow]) -> list[PlaceRow]:
 
 
 class LatestPlaces:
-    """The newest stored place of users this process has read or written, while nobody
+    """The newest stored places of users this process has read or written, while nobody
     else writes the database (SQLite's ``data_version`` says so; PostgreSQL has no such
-    cheap word and keeps none): the next login of such a user, later than that place, needs
-    no read, as its only stored neighbour is that place. A user's next login in time order
-    is the usual case: a user with one worker then costs one read a process, not one a
-    batch.
+    cheap word and keeps none): a user's next login, later than the oldest of those, needs
+    no read, as its neighbours are among them. Logins mostly arrive in time order, or
+    nearly (a few SDK processes flushing in turn): a user then costs one read a process,
+    not one a batch.
 
-    What is known of a user is ``(row, floor)``: ``row`` is their newest stored place, or,
-    when None, they have none at or after ``floor`` µs. It is learnt from a read that was
-    not cut at its bound (:data:`MOST_AROUND`) and from the rows this process committed;
-    forgotten when another connection commits (any table: a cheap word, not a precise one),
-    when this one purges, and all at once past :data:`MOST_USERS` users.
+    What is known of a user is ``(floor, rows)``: ``rows`` (time order, at most
+    :data:`KEPT`) are every stored place of theirs from ``floor`` (a time and an event id)
+    on. It is learnt from a read of their newest places (:data:`_NEWEST`) and from the rows
+    this process committed; forgotten when another connection commits (any table: a cheap
+    word, not a precise one), when this one purges, and all at once past :data:`MOST_ROWS`.
     """
 
-    #: Users known at most (a few hundred bytes each).
-    MOST_USERS: Final = 100_000
+    #: Places kept a user, at most (the newest).
+    KEPT: Final = 16
+    #: Places kept in all, at most (a few hundred bytes each).
+    MOST_ROWS: Final = 200_000
 
     def __init__(self) -> None:
         self.version: object = None
-        self.known: dict[str, tuple[PlaceRow | None, int]] = {}
+        self.known: dict[str, tuple[tuple[int, str], list[PlaceRow]]] = {}
+        self.rows = 0
 
     def check(self, version: object) -> None:
         """Forget everything when the database's ``version`` is not the one last seen."""
         if version != self.version:
-            self.known.clear()
+            self.forget()
             self.version = version
 
+    def forget(self) -> None:
+        self.known.clear()
+        self.rows = 0
+
     def answer(self, ask: PlaceAsk) -> list[PlaceRow] | None:
-        """The ask's neighbours, or None when what is known does not tell them."""
+        """The ask's neighbours (:func:`neighbours`), or None when what is known does not
+        tell them: the stored place just before its first login may be older than the floor."""
         found = self.known.get(ask.user_key)
         if found is None:
             return None
-        row, floor = found
-        since = ask.first_at - ask.window
-        if row is None:  # nothing stored at or after floor
-            return [] if since >= floor else None
-        if (row.at, row.event_id) >= (ask.first_at, ask.first_id):
-            return None  # a login older than the newest stored: those around it are unknown
-        return [row] if row.at >= since else []
+        floor, rows = found
+        if rows and (ask.first_at, ask.first_id) > _when(newest := rows[-1]):
+            # The usual case, a login after every one kept: its neighbour is the newest.
+            return [newest] if newest.at >= ask.first_at - ask.window else []
+        if floor <= (ask.first_at - ask.window, "") or (
+            rows and (rows[0].at, rows[0].event_id) < (ask.first_at, ask.first_id)
+        ):
+            return neighbours(ask, rows)
+        return None
 
-    def read(self, ask: PlaceAsk, rows: Sequence[PlaceRow]) -> None:
-        """Learn from the ask's whole read (``rows``: every stored login of its user from its
-        window's start on, fewer than the read's bound)."""
-        if len(self.known) >= self.MOST_USERS:
-            self.known.clear()
-        newest = max(rows, key=lambda row: (row.at, row.event_id), default=None)
-        self.known[ask.user_key] = (newest, ask.first_at - ask.window)
+    def read(self, user_key: str, newest: Sequence[PlaceRow]) -> None:
+        """Learn from a read of the user's :data:`KEPT` newest places (``newest``, any
+        order): fewer, and they are all the user has."""
+        rows = sorted(newest, key=_when)
+        floor = _when(rows[0]) if len(rows) >= self.KEPT else BOTTOM
+        self._keep(user_key, floor, rows)
 
     def wrote(self, rows: Sequence[PlaceRow]) -> None:
         """Learn from ``rows``, which this process committed."""
         for row in rows:
             found = self.known.get(row.user_key)
-            if found is None:
-                continue
-            newest, floor = found
-            if newest is None:
-                if row.at >= floor:  # the only one at or after floor: the newest
-                    self.known[row.user_key] = (row, floor)
-                # (older: still none at or after floor)
-            elif (row.at, row.event_id) > (newest.at, newest.event_id):
-                self.known[row.user_key] = (row, floor)
+            if found is None or _when(row) < found[0]:
+                continue  # (older than the floor: what is known from there on still holds)
+            floor, kept = found
+            when = _when(row)
+            if not kept or when > _when(kept[-1]):  # the usual case: the newest
+                self._keep(row.user_key, floor, [*kept, row])
+            elif all(_when(other) != when for other in kept):  # (else stored already)
+                self._keep(row.user_key, floor, sorted([*kept, row], key=_when))
+
+    def _keep(self, user_key: str, floor: tuple[int, str], rows: list[PlaceRow]) -> None:
+        if len(rows) > self.KEPT:  # the oldest go: the floor rises to the oldest kept
+            rows = rows[-self.KEPT :]
+            floor = _when(rows[0])
+        before = self.known.get(user_key)
+        self.rows += len(rows) - (len(before[1]) if before else 0)
+        if self.rows > self.MOST_ROWS:
+            self.forget()
+            self.rows = len(rows)
+        self.known[user_key] = (floor, rows)
+
+
+#: Below every place's time and id.
+BOTTOM: Final = (-(1 << 63), "")
+
+
+def _when(row: PlaceRow) -> tuple[int, str]:
+    return (row.at, row.event_id)
 
 
 class PlaceQueries(SqlPart):
@@ -222,33 +253,36 @@ class PlaceQueries(SqlPart):
     def nearby_places(self, asks: Sequence[PlaceAsk]) -> list[PlaceRow]:
         """For each ask, the stored placed logins of its user that it wants (see
         :class:`PlaceAsk` and :func:`neighbours`): from what this process knows of the
-        user (:class:`LatestPlaces`), else one read a user, or for a user with more than
-        :data:`MOST_AROUND` since their window's start, seeks."""
+        user (:class:`LatestPlaces`, after one read of their newest), else one read a user,
+        or for a user with more than :data:`MOST_AROUND` since their window's start, seeks."""
         latest = self._latest_places
         out: list[PlaceRow] = []
-        todo: list[PlaceAsk] = []
+        todo = list(asks)
         if latest is not None:
             latest.check(self._places_version())
+            unknown = {ask.user_key for ask in asks if ask.user_key not in latest.known}
+            newest: dict[str, list[PlaceRow]] = {key: [] for key in unknown}
+            for row in self._read_places([(_NEWEST, [key, latest.KEPT]) for key in unknown]):
+                newest[row.user_key].append(row)
+            for key, found in newest.items():
+                latest.read(key, found)
+            todo = []
             for ask in asks:
                 known = latest.answer(ask)
-                if known is None:
+                if known is None:  # older than the places kept: read as below
                     todo.append(ask)
                 else:
                     out += known
-        else:
-            todo = list(asks)
-        rows: dict[str, list[PlaceRow]] = {ask.user_key: [] for ask in todo}
+        around: dict[str, list[PlaceRow]] = {ask.user_key: [] for ask in todo}
         for row in self._read_places([_around(ask) for ask in todo]):
-            rows[row.user_key].append(row)
+            around[row.user_key].append(row)
         many: list[PlaceAsk] = []
         for ask in todo:
-            found = rows[ask.user_key]
+            found = around[ask.user_key]
             if len(found) >= MOST_AROUND:
                 many.append(ask)
-                continue
-            if latest is not None:
-                latest.read(ask, found)
-            out += neighbours(ask, found)
+            else:
+                out += neighbours(ask, found)
         seeks = [read for ask in many for read in _seeks(ask)]
         return out + self._read_places(seeks)
 
@@ -289,7 +323,7 @@ class PlaceQueries(SqlPart):
                 )
                 done = cur.rowcount
             total += max(0, done)
-            if done and self._latest_places is not None:  # a newest row known may be gone
-                self._latest_places.known.clear()
+            if done and self._latest_places is not None:  # a place known may be gone
+                self._latest_places.forget()
             if done < PURGE_CHUNK:
                 return total
