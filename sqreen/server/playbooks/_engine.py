@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, NamedTuple
 
@@ -320,12 +321,27 @@ def _after(
     p: Playbook, hits: Sequence[Hit], now_us: int, triggers: Sequence[Triggered]
 ) -> tuple[tuple[int, list[Hit]] | None, Triggered | None]:
     """An ``after`` rule checked by the batch's ``triggers``: the earliest of them that
-    comes after enough hits, with what it counts; else (None, None)."""
-    for trigger in sorted(triggers):
-        fired = evaluate(p, hits, now_us, trigger.ts)
-        if fired is not None:
-            return fired, trigger
-    return None, None
+    comes after enough hits, with what it counts; else (None, None).
+
+    What :func:`evaluate` would say of each trigger in turn, without counting the hits again
+    for each: a trigger has enough when the ``threshold``-th hit of the window (the hits'
+    times sorted once) is no later than it, so the earliest such trigger is the one. Counted
+    per trigger, 1 000 successes of a user timestamped before its 4 096 failures (none of
+    them firing) took 0.35 s against 0.055 s for successes without failures."""
+    if p.after is None or not triggers:
+        return None, None
+    times = sorted(h.ts for h in hits)
+    first = bisect_left(times, now_us - window_us_of(p))  # the window's first hit
+    need = p.after.threshold
+    if need > 0:
+        if len(times) - first < need:
+            return None, None
+        enough = times[first + need - 1]
+        triggers = [t for t in triggers if t.ts >= enough]
+    trigger = min(triggers, default=None)
+    if trigger is None:
+        return None, None
+    return evaluate(p, hits, now_us, trigger.ts), trigger
 
 
 def evaluate(
