@@ -34,7 +34,7 @@ from typing import Final, NamedTuple
 
 from ..._blocking import fold_identifier
 from ._config import Playbook, PlaybookSet
-from ._fields import EventView, matches
+from ._fields import EventView, group_covers, matches
 from ._streams import US, Rule, group_streams, window_us_of
 
 __all__ = [
@@ -321,13 +321,9 @@ def _after(
     p: Playbook, hits: Sequence[Hit], now_us: int, triggers: Sequence[Triggered]
 ) -> tuple[tuple[int, list[Hit]] | None, Triggered | None]:
     """An ``after`` rule checked by the batch's ``triggers``: the earliest of them that
-    comes after enough hits, with what it counts; else (None, None).
-
-    What :func:`evaluate` would say of each trigger in turn, without counting the hits again
-    for each: a trigger has enough when the ``threshold``-th hit of the window (the hits'
-    times sorted once) is no later than it, so the earliest such trigger is the one. Counted
-    per trigger, 1 000 successes of a user timestamped before its 4 096 failures (none of
-    them firing) took 0.35 s against 0.055 s for successes without failures."""
+    comes after enough hits, with what it counts; else (None, None). A trigger has enough
+    when the ``threshold``-th hit of the window (the times sorted once) is no later than it:
+    :func:`evaluate` for each trigger in turn read every hit again for each."""
     if p.after is None or not triggers:
         return None, None
     times = sorted(h.ts for h in hits)
@@ -373,16 +369,12 @@ def evaluate(
 
 def is_exempt(playbook: Playbook, key: str) -> bool:
     """Whether ``key`` (of ``playbook.group_by``) is exempt: loopback, the playbook's
-    ``exempt_ips`` (an IPv6 group holding one of them too: its block would cover it), or a
-    user matching one of its ``exempt_users``."""
+    ``exempt_ips`` (an IPv6 group holding one of them too, and an IPv4 address one of whose
+    Teredo or 6to4 addresses is: its block would cover it), or a user matching one of its
+    ``exempt_users``."""
     kind = playbook.group_by.kind
     if kind == "ip":  # an address, or an IPv6 network (``ipv6_prefix``): exempt if it holds one
-        try:
-            group = ipaddress.ip_network(key, strict=False)
-        except ValueError:
-            return False
-        networks = (*LOOPBACK, *playbook.exempt_ips)
-        return any(group.version == n.version and group.overlaps(n) for n in networks)
+        return group_covers(key, (*LOOPBACK, *playbook.exempt_ips))
     if kind == "user" and playbook.exempt_users:
         if playbook.group_by.key is None:
             try:
