@@ -29,6 +29,7 @@ __all__ = [
     "UserBlock",
     "address_of",
     "build_index",
+    "embedded_ipv4",
     "first_active",
     "fold_identifier",
     "parse_network",
@@ -119,6 +120,19 @@ def address_of(ip: str) -> tuple[int, int] | None:
         return None
     address = ipaddress.ip_address(text)
     return address.version, int(address)
+
+
+def embedded_ipv4(value: int) -> int | None:
+    """The IPv4 address (as an integer) that the IPv6 address ``value`` stands for: a Teredo
+    address's client (``2001::/32``: its last 32 bits, inverted), a 6to4 address's host
+    (``2002::/16``: the 32 bits after the prefix); None for any other. Each is one IPv4
+    client's, which may take any number of them (a Teredo address per port, a 6to4 host's
+    2^80): an IPv4 block covers them, as playbooks count them under that address."""
+    if value >> 96 == 0x20010000:
+        return ~value & 0xFFFFFFFF
+    if value >> 112 == 0x2002:
+        return (value >> 80) & 0xFFFFFFFF
+    return None
 
 
 def parse_network(text: str) -> Network | None:

@@ -34,6 +34,7 @@ from ._block_index import (
     UserBlock,
     address_of,
     build_index,
+    embedded_ipv4,
     first_active,
     fold_identifier,
     parse_network,
@@ -313,7 +314,8 @@ class Blocklist:
         return Blocked(user=user, reason=found.reason, action_id=found.action_id)
 
     def ip_block(self, ip: str | None) -> Blocked | None:
-        """The :class:`Blocked` for the address ``ip`` when an active block covers it."""
+        """The :class:`Blocked` for the address ``ip`` when an active block covers it: for
+        a Teredo or 6to4 address, an IPv4 block covering its IPv4 client too."""
         index = self._index
         if not ip or not index.has_ips:
             return None
@@ -321,12 +323,14 @@ class Blocklist:
         if parsed is None:
             return None
         version, value = parsed
-        host_bits = BITS[version]
-        networks = index.v4 if version == 4 else index.v6
-        found = first_active(
-            (table.get(value >> (host_bits - prefix), ()) for prefix, table in networks),
-            self._clock(),
-        )
+        if version == 4:
+            candidates = [table.get(value >> (32 - prefix), ()) for prefix, table in index.v4]
+        else:
+            candidates = [table.get(value >> (128 - prefix), ()) for prefix, table in index.v6]
+            client = embedded_ipv4(value)
+            if client is not None:
+                candidates += [table.get(client >> (32 - n), ()) for n, table in index.v4]
+        found = first_active(candidates, self._clock())
         if found is None:
             return None
         return Blocked(ip=ip, reason=found.reason, action_id=found.action_id)

@@ -16,6 +16,9 @@ from sqreen._blocking import Blocked, Blocklist, IPBlock, UserBlock
 from sqreen._client_ip import TrustedProxies
 from sqreen.transports import Reply, ScriptedTransport
 
+#: RFC 4380's example: the Teredo address of client 192.0.2.45 (port 40000).
+TEREDO = "2001:0:4136:e378:8000:63bf:3fff:fdd2"
+
 
 class Clock:
     def __init__(self) -> None:
@@ -104,6 +107,14 @@ def test_refused_user_blocks(sqreen_log: pytest.LogCaptureFixture) -> None:
         ("2001:db8:1::/48", ["2001:db8:1:ffff::1"], ["2001:db8:2::1", "203.0.113.1"]),
         ("2001:db8::1/128", ["2001:db8::1", "2001:DB8:0::1"], ["2001:db8::2"]),
         ("::ffff:203.0.113.0/120", ["203.0.113.9", "::ffff:203.0.113.9"], ["203.0.114.9"]),
+        # An IPv4 block covers the Teredo addresses of its client (whatever the server,
+        # flags and port) and its 6to4 /48, as playbooks count them under the IPv4 address.
+        (
+            "192.0.2.45",
+            [TEREDO, "2001:0:5ef5:79fd:0:abcd:3fff:fdd2", "2002:c000:22d:1::1", "192.0.2.45"],
+            ["2001:0:4136:e378:8000:63bf:3fff:fdd3", "2002:c000:22e::1", "2001:db8::3fff:fdd2"],
+        ),
+        ("192.0.2.0/24", ["2001:0:4136:e378:8000:63bf:3fff:fd37", "2002:c000:2c8::1"], []),
     ],
 )
 def test_networks_cover_their_addresses(cidr: str, inside: list[str], outside: list[str]) -> None:
@@ -173,6 +184,16 @@ def test_each_block_expires_on_its_own_deadline() -> None:
     assert b.ip_block("203.0.113.9") is not None
     clock.now += 0.1
     assert b.ip_block("203.0.113.9") is None
+
+
+def test_a_teredo_or_6to4_address_is_answered_by_the_first_block_covering_it_or_its_client() -> (
+    None
+):
+    b = blocklist([{**ip("2002:c000:22d::/48"), "id": "v6"}, {**ip("192.0.2.45"), "id": "v4"}])
+    assert [b.ip_block(a).action_id for a in ("2002:c000:22d::1", TEREDO)] == ["v6", "v4"]
+    b = blocklist([{**ip("192.0.2.45"), "id": "v4"}, {**ip("2002:c000:22d::/48"), "id": "v6"}])
+    blocked = b.ip_block("2002:c000:22d::1")
+    assert blocked is not None and (blocked.action_id, blocked.ip) == ("v4", "2002:c000:22d::1")
 
 
 def test_the_first_matching_block_of_the_set_answers() -> None:

@@ -8,7 +8,8 @@ Two kinds of metrics, so that ``sqreen serve --workers N`` reports one consisten
   ``PROMETHEUS_MULTIPROC_DIR`` (its multiprocess mode): a scrape answered by any worker sums
   the files of all, the dead ones' included, so no count is lost when a worker restarts.
   The export forwarder's records set aside are one more (``sqreen_export_set_aside``,
-  defined with the forwarder: :data:`.export.delivery.SET_ASIDE`).
+  defined with the forwarder: :data:`.export.delivery.SET_ASIDE`), and so are the alerts
+  posted to webhooks (``sqreen_webhook_alerts``, :data:`.playbooks._notify.ALERTS`).
 - **What the database holds** (active blocks, alerts, SDK processes, its size, the newest
   event's age, how far ``--export``'s destination is behind), read at scrape time by the
   one process answering: never counted twice, never stale, and nothing to keep up to date

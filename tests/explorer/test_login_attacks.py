@@ -18,9 +18,11 @@ import httpx2 as httpx
 import pytest
 from starlette.testclient import TestClient
 
+from sqreen._client_ip import TrustedProxies
 from sqreen.server.explorer import _secrets, set_admin_password
 from sqreen.server.explorer._cli import explorer_startup
 from sqreen.server.explorer._guard import COOKIE
+from sqreen.server.explorer._login import client_key
 from sqreen.server.storage import Storage, open_storage
 from tests.server.conftest import ServeProcess, add_key, serve
 
@@ -210,3 +212,23 @@ def test_a_bad_trusted_proxy_stops_the_collector_at_start(
         explorer_startup(storage, "http://127.0.0.1:8000")
     assert "SQREEN_EXPLORER_TRUSTED_PROXIES" in raised.value.message
     assert "proxy.local" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("peer", "key"),
+    [
+        ("2001:db8:1:2::7", "2001:db8:1:2::/64"),
+        # One IPv4 client: a Teredo address per port, and a 6to4 /48 of 65 536 /64s, each
+        # of which would have had its own LIMIT tries.
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "192.0.2.45"),
+        ("2001:0:4136:e378:8000:1:3fff:fdd2", "192.0.2.45"),
+        ("2002:c000:22d:1::1", "192.0.2.45"),
+        ("2002:c000:22d:ffff::1", "192.0.2.45"),
+        ("192.0.2.45", "192.0.2.45"),
+    ],
+)
+def test_a_login_counts_against_the_client_playbooks_would_group_its_address_in(
+    peer: str, key: str
+) -> None:
+    scope = {"type": "http", "client": (peer, 50_000), "headers": []}
+    assert client_key(scope, None, TrustedProxies(None)) == key  # type: ignore[arg-type]

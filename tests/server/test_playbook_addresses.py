@@ -5,7 +5,9 @@ address that an event really carried (never a network sent in its place)."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ from sqreen.server.explorer._alerts import group_of
 from sqreen.server.export.ecs import ecs_alert
 from sqreen.server.export.ocsf import ocsf_alert
 from sqreen.server.intel._score import Reputation
-from sqreen.server.playbooks import TEMPLATES, PlaybookError, parse_playbooks
+from sqreen.server.playbooks import TEMPLATES, PlaybookError, is_exempt, parse_playbooks
 from sqreen.server.playbooks._fields import ip_group
 from sqreen.server.playbooks._runner import _block
 from sqreen.server.playbooks._streams import group_streams
@@ -27,6 +29,16 @@ from .test_playbook_engine import BASE, Feed, variant
 from .test_playbooks import armed, failure  # noqa: F401  (a fixture)
 
 HOST = "2001:db8:1:2"  # a /64: one machine's, or one home's
+#: RFC 4380's example: the Teredo address of client 192.0.2.45 (server 65.54.227.120, port
+#: 40000); the same client through another server, with other flags and ports; its 6to4.
+TEREDO = "2001:0:4136:e378:8000:63bf:3fff:fdd2"
+SAME_CLIENT = [
+    "2001:0:4136:e378:8000:63be:3fff:fdd2",
+    "2001:0:4136:e378:8123:1:3fff:fdd2",
+    "2001:0:5ef5:79fd:0:abcd:3fff:fdd2",
+    "2002:c000:22d:1::1",
+    "2002:c000:22d:ffff::2",
+]
 
 
 def fired(feed: Feed, playbook: str) -> list[tuple[str, int]]:
@@ -108,10 +120,10 @@ def test_a_64_holding_an_exempt_address_is_never_blocked() -> None:
         ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
         ("::ffff:198.51.100.7", "198.51.100.7"),  # a dual-stack socket's IPv4 client
         ("198.51.100.7", "198.51.100.7"),
-        ("2002:c633:6407:1234::1", "2002:c633:6407::/48"),  # 6to4: the IPv4 host's /48
+        ("2002:c633:6407:1234::1", "198.51.100.7"),  # 6to4: its IPv4 host's
         ("64:ff9b::c633:6407", "64:ff9b::c633:6407"),  # NAT64: one IPv4 client an address
         ("64:ff9b:1::c633:6407", "64:ff9b:1::c633:6407"),
-        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "2001:0:4136:e378:8000:63bf:3fff:fdd2"),  # Teredo
+        (TEREDO, "192.0.2.45"),  # Teredo: its IPv4 client's, whatever its port
         ("fe80::1%eth0", "fe80::/64"),  # its zone is no part of its network
         ("not:an:address", "not:an:address"),
     ],
@@ -240,7 +252,7 @@ def test_addresses_are_stored_in_their_canonical_spelling(armed: Collector) -> N
         (f"{HOST}::/64", f"{HOST}::/64"),
         ("203.0.0.0/16", None),  # stored before addresses were checked: never a block
         ("2001:db8:1::/48", None),  # wider than the playbook groups by
-        ("2002:c633:6407::/48", "2002:c633:6407::/48"),  # a 6to4 host's
+        ("2002:c633:6407::/48", None),  # a 6to4 host's, grouped so before: its IPv4 now
         ("2002:c633:6407:1::/64", None),
         ("unknown", None),
     ],
@@ -266,3 +278,85 @@ def test_an_alert_on_a_network_from_old_events_scores_nothing() -> None:
     assert reputation.check((4, int(ipaddress.ip_address("203.0.7.7")), "")) == (False, False)
     assert reputation.check((6, int(ipaddress.ip_address("2001:db8:9::1")), "")) == (False, False)
     assert reputation.check((6, int(ipaddress.ip_address(f"{HOST}::9")), "")) == (False, True)
+
+
+def test_the_teredo_addresses_of_one_client_count_as_its_ipv4_address() -> None:
+    # One IPv4 client takes a new Teredo address for each port (and server, and flags):
+    # counted address by address, it never failed five times.
+    feed = Feed()
+    for n, address in enumerate([TEREDO, *SAME_CLIENT[:3]]):
+        feed.send("auth.login.failure", ip=address, uid=str(n))
+    feed.send("auth.login.failure", ip="2001:0:4136:e378:8000:63bf:3fff:fdd3", uid="z")
+    assert fired(feed, "brute-force-ip") == []  # four of the client's, one of another's
+    feed.send("auth.login.failure", ip="2001:0:4136:e378:0:4000:3fff:fdd2", uid="4")
+    assert fired(feed, "brute-force-ip") == [("192.0.2.45", 5)]
+
+
+def test_one_ipv4_client_counts_once_over_ipv4_teredo_and_6to4() -> None:
+    feed = Feed()
+    for n, address in enumerate(["192.0.2.45", TEREDO, *SAME_CLIENT[3:], "::ffff:192.0.2.45"]):
+        feed.send("auth.login.failure", ip=address, uid=str(n))
+    assert fired(feed, "brute-force-ip") == [("192.0.2.45", 5)]
+
+
+def test_the_block_of_a_teredo_client_covers_its_other_addresses(
+    armed: Collector,  # noqa: F811
+) -> None:
+    for n, address in enumerate([TEREDO, *SAME_CLIENT[:4]]):
+        reply = armed.post("/v1/events", envelope([failure(address, f"u{n}")]))
+    items = reply.json()["actions"]["items"]
+    assert [i["ip"] for i in items if i["type"] == "block_ip"] == ["192.0.2.45/32"]
+    blocklist = Blocklist(TrustedProxies(None))
+    blocklist.apply(reply.json()["actions"])
+    # Every address of the client, seen or not: a new port, its 6to4 /48, its IPv4 address.
+    for address in ["2001:0:4136:e378:8000:1:3fff:fdd2", *SAME_CLIENT, "192.0.2.45"]:
+        assert blocklist.ip_block(address) is not None, address
+    for address in ["2001:0:4136:e378:8000:63bf:3fff:fdd3", "2002:c000:22e::1", "192.0.2.46"]:
+        assert blocklist.ip_block(address) is None, address
+    # The events behind the alert keep their own addresses.
+    assert {e.ip for e in armed.storage.query_events(EventFilter())} == {TEREDO, *SAME_CLIENT[:4]}
+
+
+@pytest.mark.parametrize(
+    "exempt", ["2002:c000:22d::/48", "2002:c000:22d:7::1/128", TEREDO + "/128", "2001::/32"]
+)
+def test_an_ipv4_client_one_of_whose_teredo_or_6to4_addresses_is_exempt_is_exempt(
+    exempt: str,
+) -> None:
+    # Its block would cover the exempt address (the SDK checks them against IPv4 blocks).
+    text = TEMPLATES.replace(
+        'id = "brute-force-ip"', f'id = "brute-force-ip"\nexempt_ips = ["{exempt}"]', 1
+    )
+    (playbook,) = [p for p in parse_playbooks(text).playbooks if p.id == "brute-force-ip"]
+    assert is_exempt(playbook, "192.0.2.45")
+    assert not is_exempt(playbook, "192.0.2.46") or exempt == "2001::/32"
+    assert not is_exempt(playbook, "2001:db8::/64")
+
+
+def test_a_client_alerted_on_scores_its_teredo_and_6to4_addresses() -> None:
+    reputation = alerted_on(["192.0.2.45"])
+    for text in [TEREDO, *SAME_CLIENT]:
+        address = ipaddress.ip_address(text)
+        assert reputation.check((6, int(address), text)) == (False, True), text
+    other = ipaddress.ip_address("2002:c000:22e::1")
+    assert reputation.check((6, int(other), str(other))) == (False, False)
+
+
+def readme_playbook(playbook: str) -> str:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.DOTALL)
+    (block,) = [b for b in blocks if f'id = "{playbook}"' in b]
+    return block
+
+
+def test_a_site_rotating_its_64s_is_caught_by_the_documented_coarser_playbook() -> None:
+    # 48 failures over 12 /64s of one /48, 4 from each: never 5 from one /64.
+    for text, expected in [
+        (TEMPLATES, []),
+        (TEMPLATES + readme_playbook("brute-force-site"), [("2001:db8:1::/48", 20)]),
+    ]:
+        feed = Feed(text)
+        for n in range(48):
+            feed.send("auth.login.failure", ip=f"2001:db8:1:{n // 4:x}::{n + 1:x}", uid=str(n))
+        assert fired(feed, "brute-force-ip") == []
+        assert fired(feed, "brute-force-site") == expected

@@ -1,40 +1,67 @@
 """Webhooks under an alert flood: a playbook's alerts wait in their own queue, posted in
-turn with the others', so that a scan's thousand alerts never hold back (or drop) the one
-account takeover that follows; when too many wait, the oldest of the longest queue goes."""
+turn with the others', at most ``burst`` of them alone and the next ones merged into one
+summary post, so that a flood (a scan of a thousand addresses, or alerts forged with a
+leaked ingest key) never holds back nor drops the alert that follows, whether of another
+playbook or of another group key of its own; and the flood is counted, never lost."""
 
 from __future__ import annotations
 
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
-from sqreen.server.playbooks import Notifier
+from sqreen.server.playbooks import Notifier, verify_signature
+from tests.integrations._servers import wait_until
 from tests.receiver import RawServer, http_reply
 
 from .webhook_receiver import WebhookReceiver
 
+BURST = 10  # Notifier's default
 
-class GatedReceiver(WebhookReceiver):
-    """A webhook that holds its first post until released, then records every alert's
-    playbook (and id) in the order received."""
 
-    def __init__(self) -> None:
+class Recorder(WebhookReceiver):
+    """A webhook that records every post (its JSON and whether its signature holds), holds
+    the first until :attr:`gate` is set, and calls :attr:`on_post` at each."""
+
+    def __init__(self, delay: float = 0.0) -> None:
         self.gate = threading.Event()
         self.holding = threading.Event()
-        self.ids: list[int] = []
-        self.playbooks: list[str] = []
-        super().__init__()
+        self.posts: list[dict[str, Any]] = []
+        self.signed: list[bool] = []
+        self.on_post: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+        super().__init__(delay)
 
     def handle(self, body: bytes, signature: str | None) -> None:
         self.holding.set()
         self.gate.wait(30)
-        alert = json.loads(body)["alert"]
-        self.playbooks.append(alert["playbook"])
-        self.ids.append(alert["id"])
+        with self._lock:
+            self.posts.append(json.loads(body))
+            self.signed.append(signature is not None and verify_signature("s", body, signature))
+        if self.on_post is not None:
+            self.on_post()
+
+    @property
+    def alone(self) -> list[dict[str, Any]]:
+        return [p["alert"] for p in list(self.posts) if "alert" in p]
+
+    @property
+    def summaries(self) -> list[dict[str, Any]]:
+        return [p["summary"] for p in list(self.posts) if "summary" in p]
+
+    def index_of(self, key: str) -> int | None:
+        """The index of the first post naming ``key``, alone or in a summary."""
+        for n, post in enumerate(list(self.posts)):
+            if post.get("alert", {}).get("group_key") == key:
+                return n
+            if key in post.get("summary", {}).get("group_keys", {}):
+                return n
+        return None
 
     def close(self) -> None:
         self.gate.set()
@@ -42,17 +69,25 @@ class GatedReceiver(WebhookReceiver):
 
 
 @pytest.fixture
-def receiver() -> Iterator[GatedReceiver]:
-    receiver = GatedReceiver()
+def receiver() -> Iterator[Recorder]:
+    receiver = Recorder()
     yield receiver
     receiver.close()
 
 
-def alert(playbook: str, n: int) -> dict[str, Any]:
-    return {"alert": {"id": n, "playbook": playbook}}
+def alert(playbook: str, n: int, key: str | None = None) -> dict[str, Any]:
+    return {
+        "alert": {
+            "id": n,
+            "playbook": playbook,
+            "group_by": "ip",
+            "group_key": key or f"12.0.{n // 256}.{n % 256}",
+            "created_at": f"2025-01-01T00:00:{n % 60:02d}Z",
+        }
+    }
 
 
-def flood(receiver: GatedReceiver, notifier: Notifier, scans: int) -> None:
+def flood(receiver: Recorder, notifier: Notifier, scans: int) -> None:
     """One scan alert in flight (held by the receiver), ``scans`` more waiting, then an
     account takeover; all posted once the receiver lets go."""
     try:
@@ -60,29 +95,136 @@ def flood(receiver: GatedReceiver, notifier: Notifier, scans: int) -> None:
         assert receiver.holding.wait(10)  # the first is being posted: the rest wait
         for n in range(1, scans + 1):
             notifier.submit((receiver.url,), alert("brute-force-ip", n))
-        notifier.submit((receiver.url,), alert("account-takeover", scans + 1))
+        notifier.submit((receiver.url,), alert("account-takeover", scans + 1, "user-x"))
         receiver.gate.set()
         assert notifier.join(30)
     finally:
         notifier.close()
 
 
-def test_a_flood_of_one_playbook_does_not_hold_back_another(receiver: GatedReceiver) -> None:
+def ids_posted(receiver: Recorder) -> list[int]:
+    """Every alert's id, whether posted alone or within a summary (from its first to its
+    last id: the tests' summaries hold consecutive ones)."""
+    ids = [a["id"] for a in receiver.alone]
+    for summary in receiver.summaries:
+        ids += range(summary["first_id"], summary["last_id"] + 1)
+    return sorted(ids)
+
+
+def test_a_flood_of_one_playbook_does_not_hold_back_another(receiver: Recorder) -> None:
     notifier = Notifier("s", backoff=0.01)
     flood(receiver, notifier, 39)
-    assert len(receiver.playbooks) == 41
-    assert receiver.playbooks.index("account-takeover") <= 2  # its turn, not the 41st
-    assert notifier.dropped == 0
+    playbooks = [a["playbook"] for a in receiver.alone]
+    assert playbooks.index("account-takeover") <= 2  # its turn, not the 41st
+    # The first in flight, then BURST alone; the other 29 as one summary, after them.
+    assert len(receiver.posts) == 1 + BURST + 1 + 1
+    (summary,) = receiver.summaries
+    assert (summary["playbook"], summary["alerts"], summary["unlisted"]) == (
+        "brute-force-ip",
+        29,
+        0,
+    )
+    assert list(summary["group_keys"]) == [f"12.0.0.{n}" for n in range(11, 40)]
+    assert ids_posted(receiver) == list(range(41))  # every alert said, once
+    assert notifier.merged == 29
+    assert all(receiver.signed)
 
 
-def test_past_the_bound_the_longest_queue_keeps_its_oldest(receiver: GatedReceiver) -> None:
+def test_past_max_pending_a_playbook_waiting_is_summarised_and_another_still_alone(
+    receiver: Recorder,
+) -> None:
     notifier = Notifier("s", backoff=0.01, max_pending=5)
     flood(receiver, notifier, 11)
-    assert "account-takeover" in receiver.playbooks  # the one that matters was kept
-    assert len(receiver.playbooks) == 1 + 5  # the one in flight, then the five kept
-    assert notifier.dropped == 12 - 5
-    # The scan's first alerts, not its last: a flood cannot push out an earlier alert.
-    assert sorted(receiver.ids) == [0, 1, 2, 3, 4, 12]
+    # The first in flight, five alone (as many as may wait in all), then the other six
+    # scans in one summary; the takeover, the first of its playbook, alone in its turn.
+    assert [a["id"] for a in receiver.alone] == [0, 1, 12, 2, 3, 4, 5]
+    (summary,) = receiver.summaries
+    assert (summary["alerts"], summary["first_id"], summary["last_id"]) == (6, 6, 11)
+    assert ids_posted(receiver) == list(range(13))
+    assert notifier.merged == 6
+
+
+def alerts_count(post: str, outcome: str) -> float:
+    labels = {"post": post, "outcome": outcome}
+    return REGISTRY.get_sample_value("sqreen_webhook_alerts_total", labels) or 0.0
+
+
+def test_a_sustained_flood_never_holds_back_another_key_of_its_playbook() -> None:
+    """Forged alerts of one playbook, each for a new address, keep coming faster than a slow
+    webhook takes them (20 at each post); the real attacker's alert, of the same playbook,
+    is posted within a few posts, never dropped, and the flood is counted in summaries."""
+    receiver = Recorder(delay=0.02)
+    receiver.gate.set()
+    notifier = Notifier("s", backoff=0.01)
+    url = (receiver.url,)
+    submitted = 0
+    flooding = True
+
+    def forge(count: int) -> None:
+        nonlocal submitted
+        for _ in range(count):
+            submitted += 1
+            notifier.submit(url, alert("brute-force-ip", submitted))
+
+    def on_post() -> None:
+        if flooding:
+            forge(20)
+
+    before = {k: alerts_count(*k) for k in (("alert", "sent"), ("summary", "sent"))}
+    receiver.on_post = on_post
+    try:
+        forge(200)
+        assert wait_until(lambda: len(receiver.posts) >= 3)
+        at = len(receiver.posts)
+        notifier.submit(url, alert("brute-force-ip", 0, "203.0.113.9"))
+        assert wait_until(lambda: receiver.index_of("203.0.113.9") is not None, timeout=10)
+        seen = receiver.index_of("203.0.113.9")
+        assert seen is not None
+        # At most: the post in flight, BURST alone, then the summary holding it.
+        assert seen - at < BURST + 2, (seen, at)
+        flooding = False
+        assert notifier.join(30)
+    finally:
+        notifier.close()
+        receiver.close()
+    summaries = receiver.summaries
+    assert summaries, "the flood was never summarised"
+    assert sum(s["alerts"] for s in summaries) == notifier.merged
+    assert len(receiver.alone) + notifier.merged == submitted + 1  # none dropped
+    assert all(s["unlisted"] == 0 for s in summaries)
+    assert all(receiver.signed)
+    assert alerts_count("summary", "sent") - before[("summary", "sent")] == notifier.merged
+    assert alerts_count("alert", "sent") - before[("alert", "sent")] == len(receiver.alone)
+
+
+def test_a_summary_names_its_first_keys_and_counts_the_others(receiver: Recorder) -> None:
+    notifier = Notifier("s", backoff=0.01, burst=1, most_keys=2)
+    keys = ["a", "b", "a", "c", "d", "b"]
+    try:
+        notifier.submit((receiver.url,), alert("p", 0, "first"))
+        assert receiver.holding.wait(10)
+        notifier.submit((receiver.url,), alert("p", 1, "alone"))
+        for n, key in enumerate(keys, 2):
+            notifier.submit((receiver.url,), alert("p", n, key))
+        receiver.gate.set()
+        assert notifier.join(30)
+    finally:
+        notifier.close()
+    assert [a["group_key"] for a in receiver.alone] == ["first", "alone"]
+    assert receiver.summaries == [
+        {
+            "playbook": "p",
+            "group_by": "ip",
+            "alerts": 6,
+            "group_keys": {"a": 2, "b": 2},  # a key already named costs no room
+            "unlisted": 2,
+            "first_id": 2,
+            "last_id": 7,
+            "first_created_at": "2025-01-01T00:00:02Z",
+            "last_created_at": "2025-01-01T00:00:07Z",
+        }
+    ]
+    assert all(receiver.signed)
 
 
 def test_a_receiver_trickling_its_reply_lets_the_lane_go_on_at_the_timeout() -> None:

@@ -8,7 +8,9 @@ A login attempt, in order:
    loopback peers, so a local client would choose its key), unless the collector is told to
    trust a proxy (``SQREEN_EXPLORER_TRUSTED_PROXIES``): then the header is walked from the
    right by the SDK's rule (:func:`sqreen._client_ip.resolve_client_ip`). IPv6 addresses
-   count by /64, which one machine usually holds whole;
+   count by /64, which one machine usually holds whole, and a Teredo or 6to4 address as
+   its IPv4 client (as playbooks group them), which holds a Teredo address per port and a
+   6to4 /48;
 2. a key this process knows to be locked out is refused at once (429), with no I/O;
 3. a place in the :class:`Hasher`, which checks passwords (scrypt: 32 MiB and ~0.1 s each) on
    a thread of its own, :data:`HASH_THREADS` at a time per process with at most
@@ -40,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import Receive, Scope
 
+from ..._block_index import embedded_ipv4
 from ..._client_ip import TrustedProxies, resolve_client_ip
 from ..._request import asgi_peer
 from ..storage import ControlStore, Storage
@@ -88,6 +91,9 @@ def client_key(scope: Scope, receive: Receive, trusted: TrustedProxies) -> str:
         return "peer:" + (peer or "unix")[:64]
     address = ipaddress.ip_address(ip)
     if address.version == 6:
+        client = embedded_ipv4(int(address))
+        if client is not None:  # Teredo, 6to4: every port and /64 of one IPv4 client's
+            return str(ipaddress.IPv4Address(client))
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return ip
 

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, NamedTuple
 
 from ..._blocking import fold_identifier
 from ._config import Playbook, PlaybookSet
-from ._fields import EventView, matches
+from ._fields import EventView, group_covers, matches
 from ._streams import US, Rule, group_streams, window_us_of
 
 __all__ = [
@@ -320,12 +321,23 @@ def _after(
     p: Playbook, hits: Sequence[Hit], now_us: int, triggers: Sequence[Triggered]
 ) -> tuple[tuple[int, list[Hit]] | None, Triggered | None]:
     """An ``after`` rule checked by the batch's ``triggers``: the earliest of them that
-    comes after enough hits, with what it counts; else (None, None)."""
-    for trigger in sorted(triggers):
-        fired = evaluate(p, hits, now_us, trigger.ts)
-        if fired is not None:
-            return fired, trigger
-    return None, None
+    comes after enough hits, with what it counts; else (None, None). A trigger has enough
+    when the ``threshold``-th hit of the window (the times sorted once) is no later than it:
+    :func:`evaluate` for each trigger in turn read every hit again for each."""
+    if p.after is None or not triggers:
+        return None, None
+    times = sorted(h.ts for h in hits)
+    first = bisect_left(times, now_us - window_us_of(p))  # the window's first hit
+    need = p.after.threshold
+    if need > 0:
+        if len(times) - first < need:
+            return None, None
+        enough = times[first + need - 1]
+        triggers = [t for t in triggers if t.ts >= enough]
+    trigger = min(triggers, default=None)
+    if trigger is None:
+        return None, None
+    return evaluate(p, hits, now_us, trigger.ts), trigger
 
 
 def evaluate(
@@ -357,16 +369,12 @@ def evaluate(
 
 def is_exempt(playbook: Playbook, key: str) -> bool:
     """Whether ``key`` (of ``playbook.group_by``) is exempt: loopback, the playbook's
-    ``exempt_ips`` (an IPv6 group holding one of them too: its block would cover it), or a
-    user matching one of its ``exempt_users``."""
+    ``exempt_ips`` (an IPv6 group holding one of them too, and an IPv4 address one of whose
+    Teredo or 6to4 addresses is: its block would cover it), or a user matching one of its
+    ``exempt_users``."""
     kind = playbook.group_by.kind
     if kind == "ip":  # an address, or an IPv6 network (``ipv6_prefix``): exempt if it holds one
-        try:
-            group = ipaddress.ip_network(key, strict=False)
-        except ValueError:
-            return False
-        networks = (*LOOPBACK, *playbook.exempt_ips)
-        return any(group.version == n.version and group.overlaps(n) for n in networks)
+        return group_covers(key, (*LOOPBACK, *playbook.exempt_ips))
     if kind == "user" and playbook.exempt_users:
         if playbook.group_by.key is None:
             try:

@@ -9,17 +9,19 @@ it is, an integer in decimal, a boolean as ``true`` or ``false``.
 As a group (``group_by``) or a counted value (``distinct``), ``ip`` is an IPv4 address or
 the IPv6 network of a playbook's ``ipv6_prefix`` (``/64`` by default) holding the address:
 one host or one home gets a whole ``/64``, and a per-address count would let it try once from
-each of its 2^64 addresses. In ``where``, ``ip`` is the address as it is.
+each of its 2^64 addresses. An IPv6 address that stands for an IPv4 client (IPv4-mapped,
+Teredo, 6to4) is that IPv4 address. In ``where``, ``ip`` is the address as it is.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Final, NamedTuple
 
+from ..._block_index import Network, embedded_ipv4
 from ..._blocking import fold_identifier
 from ..._json import dumps_utf8
 
@@ -28,6 +30,7 @@ __all__ = [
     "AtLeast",
     "EventView",
     "FieldPath",
+    "group_covers",
     "ip_group",
     "matches",
     "parse_field",
@@ -40,13 +43,11 @@ KINDS: Final = ("name", "ip", "app", "user", "properties", "request", "ip_info")
 #: The IPv6 network an address counts under by default, as a group or a distinct value.
 IPV6_PREFIX: Final = 64
 #: IPv6 networks whose addresses each stand for one IPv4 client of a translator (NAT64's
-#: well-known and local-use prefixes, Teredo): counted address by address, as the /64 of
-#: one is the translator's, shared by all its clients.
-TRANSLATED: Final = tuple(
-    ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2001::/32")
-)
-#: 6to4: the /48 of one IPv4 address, all of whose 65 536 /64s its host holds.
-SIX_TO_FOUR: Final = ipaddress.IPv6Network("2002::/16")
+#: well-known and local-use prefixes): counted address by address, as the /64 of one is the
+#: translator's, shared by all its clients. (Teredo and 6to4 addresses count as the IPv4
+#: client they carry: :func:`~sqreen._block_index.embedded_ipv4`.)
+TRANSLATED: Final = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48"))
+TEREDO: Final = ipaddress.IPv6Network("2001::/32")
 #: Addresses remembered with their group, per reader (cleared when full).
 IP_GROUPS_MAX: Final = 20_000
 
@@ -176,8 +177,10 @@ def _user_key_of(event: EventView) -> str | None:
 
 def ip_group(ip: str, prefix: int) -> str:
     """The group of ``ip``: an IPv4 address as it is, an IPv6 address as the network of
-    ``prefix`` bits holding it (``2001:db8:1:2::/64``; an IPv4-mapped one as its IPv4
-    address, one of :data:`TRANSLATED` as itself); text that is no address, as it is."""
+    ``prefix`` bits holding it (``2001:db8:1:2::/64``; one of :data:`TRANSLATED` as itself);
+    an IPv4-mapped, Teredo or 6to4 address as the IPv4 address of its client, which gets a
+    Teredo address per port and a 6to4 ``/48`` (an IPv4 block covers them all: the SDK
+    checks a Teredo or 6to4 address against IPv4 blocks); text that is no address, as it is."""
     if ":" not in ip:
         return ip
     try:
@@ -186,12 +189,45 @@ def ip_group(ip: str, prefix: int) -> str:
         return ip
     if address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
+    client = embedded_ipv4(int(address))
+    if client is not None:
+        return str(ipaddress.IPv4Address(client))
     if any(address in network for network in TRANSLATED):
         return str(address)  # one IPv4 client each: its /64 is every client of a translator
-    if address in SIX_TO_FOUR:
-        prefix = min(prefix, 48)  # 2002:<IPv4>::/48: every /64 of one IPv4 host's
     host_bits = 128 - prefix
     return str(ipaddress.IPv6Network(((int(address) >> host_bits) << host_bits, prefix)))
+
+
+def group_covers(key: str, networks: Iterable[Network]) -> bool:
+    """Whether a block of the group ``key`` (an address, or an IPv6 network) would cover an
+    address of one of ``networks``: an IPv6 group holding one, and an IPv4 address one of
+    whose Teredo or 6to4 addresses one holds (an IPv4 block covers them)."""
+    try:
+        group = ipaddress.ip_network(key, strict=False)
+    except ValueError:
+        return False
+    for network in networks:
+        if network.version == group.version:
+            if group.overlaps(network):
+                return True
+        elif group.num_addresses == 1 and _holds_client_of(network, int(group.network_address)):
+            return True
+    return False
+
+
+def _holds_client_of(network: Network, ipv4: int) -> bool:
+    """Whether ``network`` (IPv6) holds a Teredo or 6to4 address of the IPv4 client
+    ``ipv4`` (an integer)."""
+    if network.version != 6:
+        return False
+    if network.overlaps(ipaddress.IPv6Network(((0x2002 << 112) | (ipv4 << 80), 48))):
+        return True
+    if not network.overlaps(TEREDO):
+        return False
+    inside = network if network.prefixlen >= 32 else TEREDO
+    # The address of the client (its last 32 bits, inverted) with the rest of inside's.
+    teredo = (int(inside.network_address) >> 32 << 32) | (~ipv4 & 0xFFFFFFFF)
+    return ipaddress.IPv6Address(teredo) in inside
 
 
 def _ip_group_reader(prefix: int) -> Callable[[EventView], str | None]:

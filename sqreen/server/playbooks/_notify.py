@@ -4,9 +4,10 @@ Off the ingest path: :meth:`Notifier.submit` only appends to a bounded queue (ne
 and a thread per webhook URL posts, with a timeout and a few retries (network errors, 408,
 429 and 5xx; backing off 1, 2, 4 s). A dead or slow webhook therefore never slows or fails
 an ingest reply, nor delays the other webhooks. A URL's alerts wait in a queue per playbook,
-posted in turn (:class:`_Lane`): a flood of one playbook's alerts (a scan of a thousand
-addresses) never holds back another's (the account takeover after it), and when too many
-wait, the newest of the playbook with the most waiting is dropped (counted, logged).
+posted in turn, at most ``burst`` of a playbook waiting alone, the next merged into one
+summary post (:mod:`._lanes`): a flood of alerts (a scan of a thousand addresses, or alerts
+forged with a leaked ingest key) never holds back another playbook's, nor another group
+key's of its own, by more than a few posts, and no alert goes unsaid.
 
 Each post carries ``X-Sqreen-Signature: t=<unix time>,v1=<hex>``, where ``v1`` is
 HMAC-SHA256 of ``"<t>.<body>"`` under the file's ``webhook_secret`` (or
@@ -23,17 +24,19 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import httpx2 as httpx
+from prometheus_client import Counter
 
+from ..._text import visible
 from ..._threads import start_thread
 from ...transports._deadline import Deadline, DeadlineTransport
 from ._config import SECRET_VARIABLE
+from ._lanes import BURST, MOST_KEYS, Lane, Waiting
 
-__all__ = ["Notifier", "sign", "verify_signature", "webhook_secret"]
+__all__ = ["ALERTS", "Notifier", "sign", "verify_signature", "webhook_secret"]
 
 logger = logging.getLogger("sqreen.server")
 
@@ -42,6 +45,13 @@ MAX_PENDING: Final = 1000
 TRIES: Final = 4
 TIMEOUT: Final = 5.0
 TOLERANCE: Final = 300.0
+
+ALERTS: Final = Counter(
+    "sqreen_webhook_alerts",
+    "Alerts posted to webhooks, by post (alert: on its own; summary: merged with others of "
+    "its playbook while more waited) and outcome (sent, failed: after its retries).",
+    ["post", "outcome"],
+)
 
 
 def webhook_secret() -> str | None:
@@ -53,6 +63,10 @@ def sign(secret: str, body: bytes, at: int) -> str:
     """The signature header's value for ``body`` posted at unix time ``at``."""
     mac = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={at},v1={mac}"
+
+
+def _encode(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), default=str).encode()
 
 
 def verify_signature(
@@ -70,70 +84,13 @@ def verify_signature(
     return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
-class _Lane:
-    """The alerts waiting for one URL: a queue per playbook, served in turn; at most
-    ``most`` waiting, past which the newest of the longest queue is dropped (the new alert
-    itself when its playbook's is the longest): every queue keeps its oldest, so a flood of
-    a playbook's alerts cannot push out an earlier one of its own, nor another's."""
-
-    def __init__(self, most: int) -> None:
-        self.most = most
-        self._queues: dict[str, deque[bytes]] = {}  # insertion order: the turn
-        self._cond = threading.Condition()
-        self._closed = False
-        self.waiting = 0
-        self.unfinished = 0  # waiting, or being posted
-
-    def put(self, key: str, body: bytes) -> int:
-        """Queue ``body`` under ``key``; return how many alerts were dropped for room."""
-        with self._cond:
-            queue_ = self._queues.setdefault(key, deque())
-            if self.waiting >= self.most:
-                longest = max(self._queues.values(), key=len)
-                if len(queue_) >= len(longest):
-                    return 1  # its own playbook's queue is the longest: the new one goes
-                longest.pop()
-                self.waiting -= 1
-                self.unfinished -= 1
-                dropped = 1
-            else:
-                dropped = 0
-            queue_.append(body)
-            self.waiting += 1
-            self.unfinished += 1
-            self._cond.notify()
-        return dropped
-
-    def get(self) -> bytes | None:
-        """The next alert in turn (blocking), or None once closed."""
-        with self._cond:
-            while not self.waiting and not self._closed:
-                self._cond.wait()
-            if not self.waiting:
-                return None
-            key = next(k for k, q in self._queues.items() if q)
-            queue_ = self._queues.pop(key)
-            body = queue_.popleft()
-            if queue_:
-                self._queues[key] = queue_  # to the end of the turn
-            self.waiting -= 1
-            return body
-
-    def done(self) -> None:
-        with self._cond:
-            self.unfinished -= 1
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
 class Notifier:
     """Posts alerts in the background; ``secret`` signs them (unsigned without one: a file
     with ``notify`` needs one, see :func:`~._config.parse_playbooks`). ``secret`` may be a
     function giving the secret in force, read at each post: the collector's follows the
-    playbook file as it is reloaded, so a leaked secret is rotated by editing the file."""
+    playbook file as it is reloaded, so a leaked secret is rotated by editing the file.
+    ``burst`` alerts of a playbook wait to be posted alone (``max_pending`` in all), the
+    next are merged into one summary post, which names at most ``most_keys`` group keys."""
 
     def __init__(
         self,
@@ -144,60 +101,78 @@ class Notifier:
         backoff: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
         max_pending: int = MAX_PENDING,
+        burst: int = BURST,
+        most_keys: int = MOST_KEYS,
     ) -> None:
         self.secret = secret
         self.timeout = timeout
         self.tries = tries
         self.backoff = backoff
         self.max_pending = max_pending
+        self.burst = burst
+        self.most_keys = most_keys
         self._sleep = sleep
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, Lane] = {}
         self._lock = threading.Lock()
-        self.sent = 0
+        self.sent = 0  # posts
         self.failed = 0
-        self.dropped = 0
+        self.merged = 0  # alerts queued into a summary rather than a post of their own
 
     def submit(self, urls: tuple[str, ...], payload: Mapping[str, Any]) -> None:
         """Queue ``payload`` (``{"alert": {...}}``) for each URL, in its playbook's turn;
-        never blocks (past ``max_pending``, the newest of the longest queue is dropped,
-        counted)."""
+        never blocks (past ``burst`` of its playbook waiting, it joins their summary)."""
         if not urls:
             return
-        body = json.dumps(payload, separators=(",", ":"), default=str).encode()
+        body = _encode(payload)
         alert = payload.get("alert")
-        key = str(alert.get("playbook", "")) if isinstance(alert, Mapping) else ""
+        if not isinstance(alert, Mapping):
+            alert = {}
+        key = str(alert.get("playbook", ""))
         for url in urls:
-            if self._lane(url).put(key, body):
-                self.dropped += 1
-                logger.warning(
-                    "sqreen: webhook queue full: an alert not posted to %s (%d dropped)",
-                    url,
-                    self.dropped,
-                )
+            if self._lane(url).put(key, alert, body):
+                self.merged += 1
 
-    def _lane(self, url: str) -> _Lane:
+    def _lane(self, url: str) -> Lane:
         lane = self._lanes.get(url)
         if lane is None:
             with self._lock:
                 lane = self._lanes.get(url)
                 if lane is None:
-                    lane = self._lanes[url] = _Lane(self.max_pending)
+                    lane = self._lanes[url] = Lane(self.max_pending, self.burst, self.most_keys)
                     start_thread(self._run, "sqreen-webhook", (url, lane))
         return lane
 
-    def _run(self, url: str, lane: _Lane) -> None:
+    def _run(self, url: str, lane: Lane) -> None:
         # Each post ends within the timeout, whole: a receiver trickling its reply a byte at
         # a time held the lane (and the alerts behind it) for ever.
         deadline = Deadline()
         transport = DeadlineTransport(True, deadline)
         with httpx.Client(timeout=self.timeout, trust_env=False, transport=transport) as client:
-            while (body := lane.get()) is not None:
+            while (waiting := lane.get()) is not None:
                 try:
-                    self._post(client, deadline, url, body)
+                    self._send(client, deadline, url, waiting)
                 finally:
                     lane.done()
 
-    def _post(self, client: httpx.Client, deadline: Deadline, url: str, body: bytes) -> None:
+    def _send(self, client: httpx.Client, deadline: Deadline, url: str, waiting: Waiting) -> None:
+        summary = waiting.summary
+        body = waiting.body if summary is None else _encode(summary.payload())
+        sent = self._post(client, deadline, url, body or b"")
+        kind = "alert" if summary is None else "summary"
+        ALERTS.labels(kind, "sent" if sent else "failed").inc(waiting.alerts)
+        if summary is not None:
+            logger.warning(
+                "sqreen: webhook %s: %d alerts of playbook %s %s as one summary (%d group "
+                "keys, %d alerts of others unlisted): more waited than it takes alone",
+                url,
+                summary.alerts,
+                visible(summary.playbook[:100]),
+                "posted" if sent else "not posted",
+                len(summary.keys),
+                summary.unlisted,
+            )
+
+    def _post(self, client: httpx.Client, deadline: Deadline, url: str, body: bytes) -> bool:
         headers = {"Content-Type": "application/json", "User-Agent": "sqreen-collector"}
         for attempt in range(self.tries):
             secret = self.secret() if callable(self.secret) else self.secret
@@ -218,7 +193,7 @@ class Notifier:
             else:
                 if 200 <= status < 300:
                     self.sent += 1
-                    return
+                    return True
                 outcome = f"HTTP {status}"
                 if status not in (408, 429) and status < 500:
                     break  # the receiver refused this body: sending it again will not help
@@ -226,6 +201,7 @@ class Notifier:
                 self._sleep(self.backoff * 2**attempt)
         self.failed += 1
         logger.warning("sqreen: webhook %s failed: %s", url, outcome)
+        return False
 
     def join(self, timeout: float) -> bool:
         """Wait until what is queued was posted (or gave up); False if ``timeout`` passed."""

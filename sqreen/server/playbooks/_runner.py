@@ -281,7 +281,8 @@ def _one_group(key: str, ipv6_prefix: int | None) -> bool:
         network = ipaddress.ip_network(key)
     except ValueError:
         return False
-    # What ip_group makes of an address in it (a 6to4 /48, else the prefix's network).
+    # What ip_group makes of an address in it: the prefix's network (a 6to4 or Teredo
+    # address is its IPv4 client's, an address: a 6to4 /48 of old hits is no group now).
     return ipv6_prefix is not None and ip_group(str(network.network_address), ipv6_prefix) == key
 
 
