@@ -13,7 +13,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from ..._text import visible
@@ -32,7 +32,7 @@ from ..storage.model import from_us, to_us
 from ._bounds import Bounds
 from ._config import Playbook
 from ._engine import Engine, Firing, Hit, Probe, StreamKey, is_exempt
-from ._fields import EventView, ip_group
+from ._fields import EventView, FieldPath, ip_group, spellings
 from ._notify import Notifier
 from ._source import PlaybookSource
 from ._streams import US
@@ -124,7 +124,8 @@ class PlaybookRunner:
             return
         now_us = to_us(self.store.now())
         quiet, known = self._quiet, self._known
-        plan = engine.plan(views(engine.names), now_us, quiet)
+        events = views(engine.names)
+        plan = engine.plan(events, now_us, quiet)
         keys = engine.keys(plan)
         if not keys:
             return
@@ -132,6 +133,14 @@ class PlaybookRunner:
         wanted: set[tuple[str, str]] = set()  # (playbook, key) of the alerts asking a block
         learned: dict[tuple[str, str], int] = {}  # quiet times read or set, once committed
         replaced: list[Replacement] = []  # blocks that took another's place at the cap
+        spelled: dict[FieldPath, dict[str, dict[str, str]]] = {}
+
+        def spell(p: Playbook, key: str) -> dict[str, str] | None:
+            """The identifiers of user ``key`` as an event of the batch spelled them (the
+            key's are folded; a firing's key is always one of the batch's)."""
+            if p.group_by not in spelled:
+                spelled[p.group_by] = spellings(events, p.group_by)
+            return spelled[p.group_by].get(key)
 
         def listening(key: StreamKey, quiet_now: dict[tuple[str, str], int]) -> bool:
             return engine.listening(plan, key, quiet_now, now_us)
@@ -144,7 +153,7 @@ class PlaybookRunner:
             firings, quieted = engine.decide(plan, hits, quiet_now, now_us, is_exempt)
             learned.update(quiet_now)
             learned.update(quieted)
-            alerts = [a for f in firings if (a := new_alert(f, self.max_blocks)) is not None]
+            alerts = [a for f in firings if (a := new_alert(f, self.max_blocks, spell)) is not None]
             wanted.update((a.playbook, a.group_key) for a in alerts if a.block is not None)
             return WindowWrite(quieted, alerts)
 
@@ -249,9 +258,14 @@ class PlaybookRunner:
         self._replaced, self._replaced_logged = 0, now
 
 
-def new_alert(firing: Firing, max_blocks: int | None = None) -> NewAlert | None:
+def new_alert(
+    firing: Firing,
+    max_blocks: int | None = None,
+    spell: Callable[[Playbook, str], Mapping[str, str] | None] | None = None,
+) -> NewAlert | None:
     """The alert of a firing, with the block its playbook asks for (at most ``max_blocks``
-    in force: see :class:`~..storage.BlockSpec`)."""
+    in force: see :class:`~..storage.BlockSpec`); ``spell`` gives a user key's identifiers
+    as an event spelled them."""
     p = firing.playbook
     what = "/".join(p.after.events if p.after else p.events)
     counted = "distinct " + str(p.distinct) + " with " if p.distinct else ""
@@ -261,7 +275,7 @@ def new_alert(firing: Firing, max_blocks: int | None = None) -> NewAlert | None:
         f"{p.id}: {counted}{firing.total} {what} in {_span(p.window.total_seconds())} "
         f"for {p.group_by}={firing.key}"
     )[:1000]
-    block = _block(p, firing.key, summary, max_blocks) if p.blocks else None
+    block = _block(p, firing.key, summary, max_blocks, spell) if p.blocks else None
     return NewAlert(
         playbook=p.id,
         group_by=str(p.group_by),
@@ -290,7 +304,13 @@ def _retry_us(p: Playbook) -> int:
     return int(seconds * US)
 
 
-def _block(p: Playbook, key: str, reason: str, max_blocks: int | None) -> BlockSpec | None:
+def _block(
+    p: Playbook,
+    key: str,
+    reason: str,
+    max_blocks: int | None,
+    spell: Callable[[Playbook, str], Mapping[str, str] | None] | None = None,
+) -> BlockSpec | None:
     # The reason names the key an event sent: a block's reason is one line, shown as is.
     reason = visible(reason)
     try:
@@ -300,7 +320,16 @@ def _block(p: Playbook, key: str, reason: str, max_blocks: int | None) -> BlockS
             request = ip_block(key, duration=p.duration, reason=reason[:512])
         else:
             user = json.loads(key) if p.group_by.key is None else {p.group_by.key: key}
-            request = user_block(user, duration=p.duration, reason=reason[:512])
+            try:
+                request = user_block(user, duration=p.duration, reason=reason[:512])
+            except InvalidBlock:
+                # Folded, an identifier may be longer than any an event holds (NFKC makes 18
+                # characters of U+FDFA): the block names the user as an event spelled them,
+                # which every SDK folds as it folds the app's.
+                spelled = spell(p, key) if spell is not None else None
+                if spelled is None:
+                    raise
+                request = user_block(spelled, duration=p.duration, reason=reason[:512])
     except (InvalidBlock, ValueError) as exc:
         logger.warning("sqreen: playbook %s: no block for %s: %s", p.id, visible(key[:100]), exc)
         return None
