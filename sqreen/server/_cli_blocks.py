@@ -90,8 +90,9 @@ max_blocks_option = click.option(
     default=MAX_ACTIVE_BLOCKS,
     show_default=True,
     type=click.IntRange(1, 1_000_000),
-    help="Blocks in force at once, at most: past it a new block is refused, and playbooks "
-    "alert without blocking (env: SQREEN_MAX_BLOCKS; every SDK holds them all).",
+    help="Blocks in force at once, at most: past it a person's new block is refused, and a "
+    "playbook's replaces the playbook block expiring soonest (env: SQREEN_MAX_BLOCKS; every "
+    "SDK holds them all).",
 )
 
 

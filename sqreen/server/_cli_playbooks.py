@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from .._text import visible
+from ..events import DERIVED_EVENTS
 from ._cli_common import counted, db_option, json_line, opened, time_range, when
-from .playbooks import TEMPLATES, Engine, PlaybookError, is_exempt, load_playbooks
+from .playbooks import TEMPLATES, Engine, Playbook, PlaybookError, is_exempt, load_playbooks
 from .playbooks._memory import MemoryWindows
 from .playbooks._runner import alerts_for, event_view
 from .storage import Alert, EventFilter, Storage
@@ -40,6 +41,23 @@ def playbooks_check(file: str) -> None:
         click.echo(f"{p.id:<24} {p.mode:<8} {','.join(p.events):<32} by {p.group_by.spec}: {what}")
     click.echo(f"{len(loaded.playbooks)} playbooks; SDKs send at once: "
                f"{', '.join(sorted(loaded.watched())) or 'nothing'}")  # fmt: skip
+    for p in loaded.playbooks:
+        for warning in derived_warnings(p):
+            click.echo(f"warning: {warning}", err=True)
+
+
+def derived_warnings(p: Playbook) -> list[str]:
+    """What to say of a playbook blocking users on an event the collector derives: its
+    sources are events any ingest key can send, for any user."""
+    if p.action != "block_user":
+        return []
+    return [
+        f"{p.id} blocks users on {name}, which the collector derives from "
+        f"{', '.join(DERIVED_EVENTS[name])}: whoever holds an ingest key can send those for "
+        "any user (two logins far apart), and so lock any account out; consider "
+        'action = "alert"'
+        for name in sorted(n for n in p.watched if n in DERIVED_EVENTS)
+    ]
 
 
 @playbooks.command("test")

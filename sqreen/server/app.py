@@ -52,7 +52,7 @@ from .errors import EXCEPTION_HANDLERS, QuietDisconnects
 from .ingest import MAX_BODY_BYTES
 from .intel import DEFAULT_MAX_SPEED, ImpossibleTravel, IpIntel, Reputation
 from .logs import RequestIds
-from .metrics import METRICS_ROUTES, count_rejected, worker_stopped
+from .metrics import METRICS_ROUTES, count_at_cap, count_rejected, worker_stopped
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
 from .probes import PROBE_ROUTES
@@ -195,7 +195,12 @@ def create_app(
     if playbooks is not None:
         notifier = notifier or Notifier(lambda: source.playbooks.webhook_secret or webhook_secret())
         runner = PlaybookRunner(
-            storage, source, notifier, on_block=feed.changed, max_blocks=max_blocks
+            storage,
+            source,
+            notifier,
+            on_block=feed.changed,
+            max_blocks=max_blocks,
+            on_cap=count_at_cap,
         )
         hooks = [*hooks, runner]
         jobs.append((PURGE_HITS_EVERY, runner.purge, "sqreen: purged %d playbook hits"))

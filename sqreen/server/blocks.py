@@ -294,7 +294,9 @@ class BlockService:
 
     At most ``max_active`` blocks are in force at once (None: no limit): past it,
     :meth:`create` raises :class:`BlockLimitReached` (an :class:`InvalidBlock` naming the
-    limit), and playbooks store their alert without a block.
+    limit), unless ``created_by`` is a playbook's (``playbook:<id>``): then the new block
+    replaces the playbook block in force that expires soonest (see ``storage/_blocks.py``),
+    and only with none (every block in force a person's) is it refused.
     """
 
     def __init__(self, store: ControlStore, max_active: int | None = MAX_ACTIVE_BLOCKS) -> None:

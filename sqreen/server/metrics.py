@@ -50,12 +50,13 @@ from starlette.routing import BaseRoute, Route
 from .auth import authenticate
 from .errors import ApiError
 from .export import export_lag
-from .storage import Storage
+from .storage import Storage, by_playbook
 
 __all__ = [
     "DIR_ENV",
     "METRICS_ROUTES",
     "STALE_AFTER",
+    "count_at_cap",
     "count_refusals",
     "count_rejected",
     "multiprocess_dir",
@@ -100,6 +101,20 @@ REFUSED: Final = Counter(
 )
 
 
+BLOCKS_AT_CAP: Final = Counter(
+    "sqreen_playbook_blocks_at_cap",
+    "Playbook blocks asked for with --max-blocks blocks in force, by outcome: replaced (made "
+    "in place of the playbook block expiring soonest) or refused (every block in force a "
+    "person's: the alert stored without its block).",
+    ["outcome"],
+)
+
+
+def count_at_cap(outcome: str, n: int) -> None:
+    """Count ``n`` playbook blocks asked for at ``--max-blocks``: ``replaced`` or ``refused``."""
+    BLOCKS_AT_CAP.labels(outcome).inc(n)
+
+
 def count_rejected(reasons: Sequence[str]) -> None:
     """Count the events a batch left out, by their rule (``InvalidEvent.rule``)."""
     for reason, n in Tally(r if _RULE.fullmatch(r) else "other" for r in reasons).items():
@@ -134,9 +149,12 @@ def count_refusals() -> Iterator[None]:
 class DatabaseCollector:
     """The gauges read from the database at scrape time, by the process answering."""
 
-    def __init__(self, storage: Storage, export: str | None = None) -> None:
+    def __init__(
+        self, storage: Storage, export: str | None = None, max_blocks: int | None = None
+    ) -> None:
         self.storage = storage
         self.export = export  # the forwarder's destination (its name), if any
+        self.max_blocks = max_blocks  # --max-blocks (None: no limit)
 
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily("sqreen_database_up", "1 if the scrape could read the database.")
@@ -166,6 +184,13 @@ class DatabaseCollector:
             for origin in ("hand", "playbook"):
                 blocks.add_metric([kind, origin], tally[kind, origin])
         yield blocks
+        if self.max_blocks is not None:
+            yield GaugeMetricFamily(
+                "sqreen_blocks_max",
+                "The most blocks in force at once (--max-blocks): at it, a playbook's new "
+                "block replaces a playbook block, and a person's is refused.",
+                value=self.max_blocks,
+            )
         alerts = CounterMetricFamily(
             "sqreen_alerts", "Alerts stored, by playbook.", labels=["playbook"]
         )
@@ -208,12 +233,13 @@ class DatabaseCollector:
 
 
 def _origin(created_by: str) -> str:
-    return "playbook" if created_by.startswith("playbook:") else "hand"
+    return "playbook" if by_playbook(created_by) else "hand"
 
 
-def render(storage: Storage, export: str | None = None) -> bytes:
+def render(storage: Storage, export: str | None = None, max_blocks: int | None = None) -> bytes:
     """The text exposition: the counters (all workers' with several), then the gauges
-    (``export``: the forwarder's destination, whose lag is one of them)."""
+    (``export``: the forwarder's destination, whose lag is one of them; ``max_blocks``:
+    ``--max-blocks``)."""
     registry = CollectorRegistry()
     if MULTIPROCESS:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
@@ -221,7 +247,7 @@ def render(storage: Storage, export: str | None = None) -> bytes:
     else:
         counters = generate_latest(REGISTRY)
     database = CollectorRegistry()
-    database.register(DatabaseCollector(storage, export))
+    database.register(DatabaseCollector(storage, export, max_blocks))
     return counters + generate_latest(database)
 
 
@@ -242,7 +268,9 @@ async def metrics_endpoint(request: Request) -> Response:
     started = time.perf_counter()
     forwarder = getattr(state, "forwarder", None)
     export = None if forwarder is None else forwarder.destination.name
-    body = await run_in_threadpool(render, state.storage, export)
+    blocks = getattr(state, "blocks", None)
+    max_blocks = None if blocks is None else blocks.max_active
+    body = await run_in_threadpool(render, state.storage, export, max_blocks)
     logger.debug("sqreen: /metrics rendered in %.1f ms", (time.perf_counter() - started) * 1e3)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -1,6 +1,8 @@
 """The cap on blocks in force (``--max-blocks``): every SDK process holds them all, so past
 it a new block is refused with a message naming the cap, by the API, the CLI and the block
-service (on both databases, whatever runs at once), and playbooks alert without blocking."""
+service (on both databases, whatever runs at once), and, when every block in force is a
+person's, playbooks alert without blocking (test_block_cap_replace.py: when some are a
+playbook's)."""
 
 from __future__ import annotations
 

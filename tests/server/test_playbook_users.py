@@ -3,10 +3,17 @@ for blocks (``fold_identifier``), so that an attacker cannot spread tries over t
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pytest
+
 from sqreen._blocking import Blocklist, fold_identifier
 from sqreen._client_ip import TrustedProxies
-from sqreen.server.playbooks import TEMPLATES
+from sqreen.server.app import create_app
+from sqreen.server.playbooks import TEMPLATES, PlaybookSource
 
+from .conftest import Collector, envelope, wire_event
 from .test_playbook_engine import Feed
 
 FULLWIDTH_BOB = "\uff42\uff4f\uff42@example.com"
@@ -65,3 +72,32 @@ def test_fold_identifier() -> None:
     assert fold_identifier(FULLWIDTH_BOB) == "bob@example.com"
     assert fold_identifier("Stra\u00dfe") == "strasse"  # case folding, not lower()
     assert fold_identifier("\u2460") == "1"  # compatibility forms
+
+
+@pytest.mark.parametrize("group_by", ["user", "user.username"])
+def test_a_playbook_blocks_a_user_whose_identifier_grows_when_folded(
+    collector: Collector, live_app: Any, tmp_path: Path, group_by: str
+) -> None:
+    # NFKC makes 18 characters of U+FDFA: folded, 15 of them are 270, past the 256 an
+    # identifier holds, and the block of the folded key was refused.
+    name = "\ufdfa" * 15
+    assert len(fold_identifier(name)) == 270
+    switch, _ = live_app
+    (tmp_path / "playbooks.toml").write_text(
+        f'[[playbook]]\nid = "lock"\nevents = ["auth.login.failure"]\ngroup_by = "{group_by}"\n'
+        'threshold = 3\nwindow = "5m"\naction = "block_user"\nduration = "1h"\n'
+    )
+    source = PlaybookSource(tmp_path / "playbooks.toml")
+    switch.app = create_app(collector.storage, key_cache_ttl=0.2, playbooks=source)
+    events = [
+        wire_event(user={"username": spelling}) for spelling in (name, f" {name}", f"{name}\t")
+    ]
+    assert collector.post("/v1/events", envelope(events)).status_code == 200
+    (alert,) = collector.storage.list_alerts(playbook="lock")
+    assert alert.block_id is not None, alert.summary
+
+    blocklist = Blocklist(TrustedProxies(None))  # as an SDK receives it
+    blocklist.apply(collector.client.get(collector.url + "/v1/actions").json()["actions"])
+    assert blocklist.user_block({"username": name}) is not None
+    assert blocklist.user_block({"username": name + " "}) is not None
+    assert blocklist.user_block({"username": name[:-1]}) is None

@@ -95,7 +95,7 @@ def test_update_windows_counts_in_sql_and_stores_alerts_and_one_block_a_target(
     ((found, quiet),) = seen
     assert list(found) == [key] and quiet == {}
     assert [seq for _, seq, _ in found[key]] == [4, 3, 2, 1, 0]  # oldest first
-    longer = BlockSpec("block_ip", None, "203.0.113.9/32", timedelta(hours=6), "r", "p:y")
+    longer = BlockSpec("block_ip", None, "203.0.113.9/32", timedelta(hours=6), "r", "playbook:y")
     second = storage.update_windows(
         [key],
         [],

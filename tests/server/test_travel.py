@@ -4,18 +4,21 @@ between them add one ``security.impossible_travel`` event, which playbooks act o
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from sqreen._wire_time import format_timestamp
 from sqreen.events import DERIVED_EVENTS
 from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
+from sqreen.server.cli import main
 from sqreen.server.intel import IMPOSSIBLE_TRAVEL, ImpossibleTravel, IpIntel
 from sqreen.server.intel._travel import LOGIN
 from sqreen.server.pipeline import IngestPipeline
@@ -409,7 +412,8 @@ def test_logins_from_no_place_do_not_push_the_previous_one_out(
     assert (alert.properties["from_ip"], alert.properties["to_ip"]) == ("3.3.3.3", LONDON_IP)
 
 
-README_PLAYBOOK = (
+#: A playbook blocking users on impossible travel (what the README advises against).
+BLOCKING_PLAYBOOK = (
     '[[playbook]]\nid = "impossible-travel"\nevents = ["security.impossible_travel"]\n'
     'group_by = "user"\nthreshold = 1\nwindow = "1h"\naction = "block_user"\nduration = "1h"\n'
 )
@@ -420,9 +424,9 @@ def test_an_sdk_cannot_send_the_collectors_own_impossible_travel(
     storage: Storage, city_mmdb: str, tmp_path: Path, name: str
 ) -> None:
     """Sent with an ingest key (in any spelling), it is refused by name, as an invalid event
-    is, and the rest of the batch stored: the README's playbook blocks nobody for it."""
+    is, and the rest of the batch stored: a playbook blocking on it blocks nobody for it."""
     rules = tmp_path / "playbooks.toml"
-    rules.write_text(README_PLAYBOOK)
+    rules.write_text(BLOCKING_PLAYBOOK)
     token = new_token()
     storage.create_key("sdk", hash_token(token))
     app = create_app(storage, ip_intel=IpIntel.open([city_mmdb]), playbooks=PlaybookSource(rules))
@@ -451,9 +455,9 @@ def test_sdks_send_logins_at_once_when_a_playbook_blocks_on_impossible_travel(
     """SDKs never send the travel event (the collector derives it from successful logins):
     the action set's ``watch`` names the logins, so that they leave within 0.1 s."""
     assert DERIVED_EVENTS == {IMPOSSIBLE_TRAVEL: (LOGIN,)}  # the enricher's own names
-    assert parse_playbooks(README_PLAYBOOK).watched() == {"auth.login.success"}
+    assert parse_playbooks(BLOCKING_PLAYBOOK).watched() == {"auth.login.success"}
     rules = tmp_path / "playbooks.toml"
-    rules.write_text(README_PLAYBOOK)
+    rules.write_text(BLOCKING_PLAYBOOK)
     token = new_token()
     storage.create_key("sdk", hash_token(token))
     app = create_app(storage, playbooks=PlaybookSource(rules))
@@ -569,3 +573,53 @@ def test_hostile_identifiers_store_the_login_and_still_compare(
     first, second = pipeline(body(sent[0])), pipeline(body(sent[1]))
     assert first["accepted"] == second["accepted"] == 1
     assert len(travels(storage)) == 1
+
+
+def readme_travel_playbook() -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (found,) = [
+        text
+        for text in re.findall(r"```toml\n(.*?)```", readme, re.DOTALL)
+        if 'id = "impossible-travel"' in text
+    ]
+    return found
+
+
+def test_forged_logins_raise_impossible_travel_which_the_readme_only_alerts_on(
+    storage: Storage, city_mmdb: str, tmp_path: Path
+) -> None:
+    """What refusing the event from SDKs does not prevent: an ingest key sends two logins of
+    anyone, far apart, and the collector raises impossible travel for them. The README's
+    playbook alerts (a block would lock the account out for whoever forged them)."""
+    rules = tmp_path / "playbooks.toml"
+    rules.write_text(readme_travel_playbook())
+    token = new_token()
+    storage.create_key("leaked", hash_token(token))
+    app = create_app(storage, ip_intel=IpIntel.open([city_mmdb]), playbooks=PlaybookSource(rules))
+    now = datetime.now(UTC)
+    forged = [
+        login(LONDON_IP, now - timedelta(minutes=2), uid="victim"),
+        login(SYDNEY_IP, now - timedelta(minutes=1), uid="victim"),
+    ]
+    with TestClient(app) as client:
+        reply = client.post(
+            "/v1/events", json=envelope(forged), headers={"Authorization": f"Bearer {token}"}
+        ).json()
+    assert reply["accepted"] == 2 and len(travels(storage)) == 1
+    (alert,) = storage.list_alerts()
+    assert (alert.playbook, alert.action, alert.block_id) == ("impossible-travel", "alert", None)
+    assert storage.list_blocks() == []
+
+
+def test_playbooks_check_warns_of_blocking_users_on_a_derived_event(tmp_path: Path) -> None:
+    blocking, readme = tmp_path / "blocking.toml", tmp_path / "readme.toml"
+    blocking.write_text(BLOCKING_PLAYBOOK)
+    readme.write_text(readme_travel_playbook())
+    warned = CliRunner().invoke(main, ["playbooks", "check", str(blocking)])
+    assert warned.exit_code == 0, warned.output
+    assert (
+        "warning: impossible-travel blocks users on security.impossible_travel, which the "
+        "collector derives from auth.login.success: whoever holds an ingest key"
+    ) in warned.stderr
+    quiet = CliRunner().invoke(main, ["playbooks", "check", str(readme)])
+    assert quiet.exit_code == 0 and quiet.stderr == ""

@@ -16,7 +16,7 @@ Teredo, 6to4) is that IPv4 address. In ``where``, ``ip`` is the address as it is
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Final, NamedTuple
@@ -34,6 +34,7 @@ __all__ = [
     "ip_group",
     "matches",
     "parse_field",
+    "spellings",
     "user_key",
 ]
 
@@ -149,6 +150,22 @@ def _folded_json(items: tuple[tuple[str, object], ...]) -> str:
     return dumps_utf8(
         {k: fold_identifier(v) if isinstance(v, str) else v for k, v in sorted(items)}
     )
+
+
+def spellings(events: Sequence[EventView], group_by: FieldPath) -> dict[str, dict[str, str]]:
+    """The user group keys (of ``group_by``) of ``events``, each with its identifiers as the
+    first event of it spelled them."""
+    read = group_by.reader()
+    out: dict[str, dict[str, str]] = {}
+    for event in events:
+        user = event.user
+        if not user or (key := read(event)) is None or key in out:
+            continue
+        if group_by.key is None:
+            out[key] = dict(user)
+        elif isinstance(value := user.get(group_by.key), str):
+            out[key] = {group_by.key: value}
+    return out
 
 
 def _user_value_reader(key: str) -> Callable[[EventView], str | None]:

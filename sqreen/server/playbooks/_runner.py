@@ -13,7 +13,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from ..._text import visible
@@ -24,6 +24,7 @@ from ..storage import (
     ControlStore,
     InsertResult,
     NewAlert,
+    Replacement,
     StoredEvent,
     WindowWrite,
 )
@@ -31,7 +32,7 @@ from ..storage.model import from_us, to_us
 from ._bounds import Bounds
 from ._config import Playbook
 from ._engine import Engine, Firing, Hit, Probe, StreamKey, is_exempt
-from ._fields import EventView, ip_group
+from ._fields import EventView, FieldPath, ip_group, spellings
 from ._notify import Notifier
 from ._source import PlaybookSource
 from ._streams import US
@@ -44,7 +45,8 @@ __all__ = ["PlaybookRunner", "PlaybookSource", "event_view"]
 
 logger = logging.getLogger("sqreen.server")
 
-#: Alerts made without their block are logged at most this often (seconds).
+#: Alerts made without their block, and blocks replaced at the cap, are logged at most this
+#: often (seconds).
 LOG_EVERY: Final = 60.0
 MAX_QUIET: Final = 100_000
 #: Hits are kept this long past the longest window (µs) before :meth:`PlaybookRunner.purge`.
@@ -61,18 +63,26 @@ class PlaybookRunner:
         notifier: Notifier | None = None,
         on_block: Callable[[], None] | None = None,
         max_blocks: int | None = None,
+        on_cap: Callable[[str, int], None] | None = None,
     ) -> None:
         self.store = store
         self.source = source
         self.notifier = notifier
         self.on_block = on_block
-        #: Blocks in force past which an alert is stored without its block (see blocks.py).
+        #: Blocks in force at most: past it, an alert's block replaces the playbook block
+        #: expiring soonest, or is refused (every block a person's: see storage/_blocks.py).
         self.max_blocks = max_blocks
+        #: Told, at the cap, how many blocks were ``replaced`` or ``refused`` (metrics).
+        self.on_cap = on_cap
         self._unblocked = 0  # alerts stored without their block since the last line on it
         self._unblocked_logged = -LOG_EVERY
+        self._replaced = 0  # blocks that replaced another since the last line on it
+        self._replaced_logged = -LOG_EVERY
         # Keys every reader of whose stream is quiet (an IP blocked for an hour): until when
-        # (µs), no hit of theirs can matter. Quiet only lengthens, so a process may skip them
-        # on its own knowledge; a new playbook set starts afresh.
+        # (µs), no hit of theirs can matter. Quiet only lengthens (but when a block is replaced
+        # at --max-blocks: forgotten here then; another process skips the key a while longer,
+        # counting it late, never wrongly), so a process may skip them on its own knowledge; a
+        # new playbook set starts afresh.
         self._quiet: dict[StreamKey, int] = {}
         #: Until when each (playbook, group key) is quiet, as far as this process has read
         #: or written (so that it does not probe what cannot fire).
@@ -114,13 +124,23 @@ class PlaybookRunner:
             return
         now_us = to_us(self.store.now())
         quiet, known = self._quiet, self._known
-        plan = engine.plan(views(engine.names), now_us, quiet)
+        events = views(engine.names)
+        plan = engine.plan(events, now_us, quiet)
         keys = engine.keys(plan)
         if not keys:
             return
 
         wanted: set[tuple[str, str]] = set()  # (playbook, key) of the alerts asking a block
         learned: dict[tuple[str, str], int] = {}  # quiet times read or set, once committed
+        replaced: list[Replacement] = []  # blocks that took another's place at the cap
+        spelled: dict[FieldPath, dict[str, dict[str, str]]] = {}
+
+        def spell(p: Playbook, key: str) -> dict[str, str] | None:
+            """The identifiers of user ``key`` as an event of the batch spelled them (the
+            key's are folded; a firing's key is always one of the batch's)."""
+            if p.group_by not in spelled:
+                spelled[p.group_by] = spellings(events, p.group_by)
+            return spelled[p.group_by].get(key)
 
         def listening(key: StreamKey, quiet_now: dict[tuple[str, str], int]) -> bool:
             return engine.listening(plan, key, quiet_now, now_us)
@@ -133,12 +153,12 @@ class PlaybookRunner:
             firings, quieted = engine.decide(plan, hits, quiet_now, now_us, is_exempt)
             learned.update(quiet_now)
             learned.update(quieted)
-            alerts = [a for f in firings if (a := new_alert(f, self.max_blocks)) is not None]
+            alerts = [a for f in firings if (a := new_alert(f, self.max_blocks, spell)) is not None]
             wanted.update((a.playbook, a.group_key) for a in alerts if a.block is not None)
             return WindowWrite(quieted, alerts)
 
-        # Rules this process knows to be quiet for a key are not probed: quiet only ever
-        # lengthens, so its own knowledge is safe to act on.
+        # Rules this process knows to be quiet for a key are not probed: quiet only lengthens
+        # (see above), so its own knowledge is safe to act on.
         bounds = self._bounds
 
         def probes(fresh: bool) -> list[Probe]:
@@ -157,6 +177,7 @@ class PlaybookRunner:
             added=plan.counts,
             others=bounds.others,
             present=(now_us - engine.max_window_us, bounds.present),
+            on_replace=replaced.append,
         )
         by_id = {p.id: p for p in engine.playbooks.playbooks} if stored else {}
         refused = [a for a in stored if a.block_id is None and (a.playbook, a.group_key) in wanted]
@@ -167,6 +188,11 @@ class PlaybookRunner:
         for key in keys:  # what no hit of can matter for a while: skipped from now on
             if key[1] in changed and (until := engine.quiet_until(key, known)) > now_us:
                 quiet[key] = until
+        for replacement in replaced:  # quiet no more (the store ended it): listened to again
+            for pair in replacement.released:
+                known.pop(pair, None)
+                for stream in engine.streams_of(pair[0]):
+                    quiet.pop((stream, pair[1]), None)
         if len(known) > MAX_QUIET:
             self._known = {k: u for k, u in known.items() if u > now_us}
         if len(quiet) > MAX_QUIET:
@@ -177,6 +203,8 @@ class PlaybookRunner:
             self.on_block()
         if refused:
             self._log_unblocked(refused)
+        if replaced:
+            self._log_replaced(replaced)
         for alert in stored:
             playbook = by_id.get(alert.playbook)
             # The summary names the group key, which an event named: no terminal escapes.
@@ -185,15 +213,18 @@ class PlaybookRunner:
                 self.notifier.submit(playbook.notify, {"alert": alert.to_json()})
 
     def _log_unblocked(self, alerts: list[Alert]) -> None:
-        """Alerts whose block was not made (as many blocks as allowed are in force): the
-        playbooks carry on, alerting; said once a minute."""
+        """Alerts whose block was not made (as many blocks as allowed are in force, all of
+        them made by people): the playbooks carry on, alerting; said once a minute."""
+        if self.on_cap is not None:
+            self.on_cap("refused", len(alerts))
         self._unblocked += len(alerts)
         now = time.monotonic()
         if now - self._unblocked_logged < LOG_EVERY:
             return
         logger.error(
             "sqreen: %d playbook alerts (the last: #%d, %s) made no block: %s blocks are in "
-            "force, the most allowed (--max-blocks); the playbooks go on alerting",
+            "force, the most allowed (--max-blocks), and none is a playbook's to replace; "
+            "the playbooks go on alerting",
             self._unblocked,
             alerts[-1].id,
             alerts[-1].playbook,
@@ -201,10 +232,40 @@ class PlaybookRunner:
         )
         self._unblocked, self._unblocked_logged = 0, now
 
+    def _log_replaced(self, replaced: list[Replacement]) -> None:
+        """Blocks made at the cap in place of the playbook blocks expiring soonest: said
+        once a minute (an ingest key sending events of made-up addresses fills the cap)."""
+        if self.on_cap is not None:
+            self.on_cap("replaced", len(replaced))
+        self._replaced += len(replaced)
+        now = time.monotonic()
+        if now - self._replaced_logged < LOG_EVERY:
+            return
+        last = replaced[-1]
+        logger.warning(
+            "sqreen: %s blocks are in force, the most allowed (--max-blocks): %d new playbook "
+            "blocks took the place of the playbook blocks expiring soonest (the last: #%d, of "
+            "alert #%d, in place of #%d of %s); blocks made by people are never replaced. "
+            "Many of them are events of many addresses or users: an attack, or a leaked "
+            "ingest key (sqreen keys create, then sqreen keys revoke the old one)",
+            self.max_blocks,
+            self._replaced,
+            last.block_id,
+            last.alert_id,
+            last.lifted.id,
+            last.lifted.created_by,
+        )
+        self._replaced, self._replaced_logged = 0, now
 
-def new_alert(firing: Firing, max_blocks: int | None = None) -> NewAlert | None:
-    """The alert of a firing, with the block its playbook asks for (made only while fewer
-    than ``max_blocks`` are in force)."""
+
+def new_alert(
+    firing: Firing,
+    max_blocks: int | None = None,
+    spell: Callable[[Playbook, str], Mapping[str, str] | None] | None = None,
+) -> NewAlert | None:
+    """The alert of a firing, with the block its playbook asks for (at most ``max_blocks``
+    in force: see :class:`~..storage.BlockSpec`); ``spell`` gives a user key's identifiers
+    as an event spelled them."""
     p = firing.playbook
     what = "/".join(p.after.events if p.after else p.events)
     counted = "distinct " + str(p.distinct) + " with " if p.distinct else ""
@@ -214,7 +275,7 @@ def new_alert(firing: Firing, max_blocks: int | None = None) -> NewAlert | None:
         f"{p.id}: {counted}{firing.total} {what} in {_span(p.window.total_seconds())} "
         f"for {p.group_by}={firing.key}"
     )[:1000]
-    block = _block(p, firing.key, summary, max_blocks) if p.blocks else None
+    block = _block(p, firing.key, summary, max_blocks, spell) if p.blocks else None
     return NewAlert(
         playbook=p.id,
         group_by=str(p.group_by),
@@ -243,7 +304,13 @@ def _retry_us(p: Playbook) -> int:
     return int(seconds * US)
 
 
-def _block(p: Playbook, key: str, reason: str, max_blocks: int | None) -> BlockSpec | None:
+def _block(
+    p: Playbook,
+    key: str,
+    reason: str,
+    max_blocks: int | None,
+    spell: Callable[[Playbook, str], Mapping[str, str] | None] | None = None,
+) -> BlockSpec | None:
     # The reason names the key an event sent: a block's reason is one line, shown as is.
     reason = visible(reason)
     try:
@@ -253,7 +320,16 @@ def _block(p: Playbook, key: str, reason: str, max_blocks: int | None) -> BlockS
             request = ip_block(key, duration=p.duration, reason=reason[:512])
         else:
             user = json.loads(key) if p.group_by.key is None else {p.group_by.key: key}
-            request = user_block(user, duration=p.duration, reason=reason[:512])
+            try:
+                request = user_block(user, duration=p.duration, reason=reason[:512])
+            except InvalidBlock:
+                # Folded, an identifier may be longer than any an event holds (NFKC makes 18
+                # characters of U+FDFA): the block names the user as an event spelled them,
+                # which every SDK folds as it folds the app's.
+                spelled = spell(p, key) if spell is not None else None
+                if spelled is None:
+                    raise
+                request = user_block(spelled, duration=p.duration, reason=reason[:512])
     except (InvalidBlock, ValueError) as exc:
         logger.warning("sqreen: playbook %s: no block for %s: %s", p.id, visible(key[:100]), exc)
         return None

@@ -4,14 +4,15 @@ windows that fired them (:meth:`~._playbooks.PlaybookQueries.update_windows`), a
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ._blocks import BlockQueries
+from ._entity_rows import BlockRow, block_from_row
 from ._parts import placeholders
-from .model import Alert, NewAlert, TooManyBlocks, from_us, to_us
+from .model import Alert, NewAlert, Replacement, TooManyBlocks, from_us, to_us
 
 if TYPE_CHECKING:
     from ._sql import Cursor
@@ -22,12 +23,16 @@ __all__ = [
     "AlertRow",
     "alert_from_row",
     "refused",
+    "replacing",
 ]
 
 #: Alerts a statement (14 parameters each).
 ALERT_CHUNK: Final = 50
 #: The seqs an alert keeps of the events behind it (the newest).
 SEQS_KEPT: Final = 100
+#: The (playbook, key) pairs whose quiet a replaced block ends, at most (an alert a pair
+#: placed or extended it; a key is quiet for a playbook only while its block lasts).
+RELEASED_MAX: Final = 100
 ALERT_COLUMNS: Final = (
     "id, playbook, group_by, group_key, total, first_at, last_at, first_seq, last_seq, "
     "seqs_json, mode, action, block_id, summary, created_at"
@@ -57,6 +62,14 @@ def refused(summary: str) -> str:
     return f"{summary} (no block: the most blocks allowed are in force, --max-blocks)"
 
 
+def replacing(summary: str, lifted: BlockRow) -> str:
+    """An alert's summary, saying that its block took the place of ``lifted`` at the cap."""
+    return (
+        f"{summary} (at --max-blocks: its block replaced #{lifted.id} of {lifted.created_by}, "
+        "the playbook block expiring soonest)"
+    )
+
+
 def alert_from_row(row: AlertRow) -> Alert:
     return Alert(
         id=row.id,
@@ -80,26 +93,42 @@ def alert_from_row(row: AlertRow) -> Alert:
 class AlertQueries(BlockQueries):
     """Mixed into :class:`~._sql.SqlStorage` (through :class:`~._playbooks.PlaybookQueries`)."""
 
-    def _store_alerts(self, cur: Cursor, alerts: Sequence[NewAlert], now: int) -> list[Alert]:
+    def _store_alerts(
+        self,
+        cur: Cursor,
+        alerts: Sequence[NewAlert],
+        now: int,
+        on_replace: Callable[[Replacement], None] | None = None,
+    ) -> list[Alert]:
         """Store ``alerts`` (each block first, then the alerts in one statement a chunk: an
-        attack on thousands of accounts crosses a threshold for hundreds of them at once)."""
+        attack on thousands of accounts crosses a threshold for hundreds of them at once);
+        ``on_replace`` is told of each block that took another's place at the cap."""
         block_ids: list[int | None] = []
+        replaced: dict[int, tuple[BlockRow, tuple[tuple[str, str], ...]]] = {}
         alerts = list(alerts)
         for n, alert in enumerate(alerts):
             block_id = None
             if alert.block is not None:
                 try:
-                    block_id = self._block_for(cur, alert.block, now)[0].id
+                    placed = self._block_for(cur, alert.block, now)
                 except TooManyBlocks:
-                    # At the cap (``max_active``): the alert is stored without its block, says
-                    # so, and its playbook is quiet for the key ``retry_us`` only (not while
-                    # the block would have lasted), to ask again once blocks expire or are
-                    # lifted.
+                    # At the cap (``max_active``), every block in force a person's: the alert
+                    # is stored without its block, says so, and its playbook is quiet for the
+                    # key ``retry_us`` only (not while the block would have lasted), to ask
+                    # again once blocks expire or are lifted.
                     cur.execute(
                         "UPDATE playbook_quiet SET until_at = ? WHERE playbook = ? AND key = ?",
                         [now + alert.retry_us, alert.playbook, alert.group_key],
                     )
                     alerts[n] = replace(alert, summary=refused(alert.summary))
+                else:
+                    block_id = placed.row.id
+                    if placed.replaced is not None:
+                        released = self._release(cur, placed.replaced.id, now)
+                        replaced[n] = (placed.replaced, released)
+                        alerts[n] = replace(
+                            alert, summary=replacing(alert.summary, placed.replaced)
+                        )
             block_ids.append(block_id)
         rows = [
             (
@@ -134,10 +163,38 @@ class AlertQueries(BlockQueries):
             # Ids are given in the order of the rows; RETURNING's own order is unspecified.
             ids.extend(sorted(int(id_) for (id_,) in found))
         created = from_us(now)
+        if on_replace is not None:
+            for n, (lifted, released) in replaced.items():
+                by = block_ids[n]
+                assert by is not None
+                on_replace(Replacement(block_from_row(lifted), by, ids[n], released))
         return [
             replace(alert.stored(id_, block_id, created), seqs=alert.seqs[-SEQS_KEPT:])
             for alert, block_id, id_ in zip(alerts, block_ids, ids, strict=True)
         ]
+
+    @staticmethod
+    def _release(cur: Cursor, block_id: int, now: int) -> tuple[tuple[str, str], ...]:
+        """End the quiet of the (playbook, key) pairs whose alerts placed or extended block
+        ``block_id`` (just replaced at the cap), so that they may fire, and block, again:
+        else a flood replacing an attacker's block would leave them free while it had lasted.
+        Only quiet rows still in force are written: a process firing one of those pairs
+        writes its row only once it has ended, so this never waits on such a write (on
+        PostgreSQL, while holding the action set's lock)."""
+        pairs = tuple(
+            (str(p), str(k))
+            for p, k in cur.execute(
+                "SELECT DISTINCT playbook, group_key FROM alerts WHERE block_id = ? LIMIT ?",
+                (block_id, RELEASED_MAX),
+            ).fetchall()
+        )
+        for playbook, key in pairs:
+            cur.execute(
+                "UPDATE playbook_quiet SET until_at = ? WHERE playbook = ? AND key = ? "
+                "AND until_at > ?",
+                (now, playbook, key, now),
+            )
+        return pairs
 
     def list_alerts(
         self,

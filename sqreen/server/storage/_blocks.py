@@ -14,6 +14,13 @@ block service, the CLI, the API and the explorer; a playbook's alert in the same
 as its windows, :meth:`BlockQueries._block_for`): a block on a network or a user that an
 active block already covers extends that one (when asked to last longer) rather than adding
 a second, and says which it did.
+
+At the cap (``max_active``), a person's new block is refused; a playbook's takes the place of
+the playbook block in force that expires soonest (lifted, saying by which block), so that
+whoever can send events (an ingest key) cannot fill the cap with blocks of made-up addresses
+and switch blocking off. A person's block is never replaced: with only those in force, a
+playbook's block is refused too. A person asking for a target a playbook's block covers makes
+that block theirs (``created_by``), so that it is never replaced either.
 """
 
 from __future__ import annotations
@@ -21,13 +28,14 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ..._blocking import fold_identifier
 from ._entity_rows import BLOCK_COLUMNS, BlockRow, block_from_row
 from ._parts import SqlPart
 from ._queries import id_list
 from .model import (
+    PLAYBOOK_AUTHOR,
     ActionChanges,
     ActionSet,
     Block,
@@ -36,13 +44,14 @@ from .model import (
     BlockType,
     PlacedBlock,
     TooManyBlocks,
+    by_playbook,
     to_us,
 )
 
 if TYPE_CHECKING:
     from ._sql import Cursor
 
-__all__ = ["BlockQueries"]
+__all__ = ["BlockQueries", "Placement"]
 
 #: A block in force at a time (the one parameter), on ``blocks`` as ``b``.
 _ACTIVE: Final = "b.lifted_at IS NULL AND (b.expires_at IS NULL OR b.expires_at > ?)"
@@ -54,6 +63,20 @@ _IN_FORCE: Final = (
     "SELECT {columns} FROM blocks b WHERE b.lifted_at IS NULL AND b.expires_at IS NULL "
     "UNION ALL SELECT {columns} FROM blocks b WHERE b.lifted_at IS NULL "
     "AND b.expires_at > ?"
+)
+#: How many blocks are in force at ``?``, by the same two searches (one ``count(*)`` with OR
+#: read every block never lifted, expired ones included).
+_COUNT_IN_FORCE: Final = (
+    "SELECT (SELECT count(*) FROM blocks WHERE lifted_at IS NULL AND expires_at IS NULL) + "
+    "(SELECT count(*) FROM blocks WHERE lifted_at IS NULL AND expires_at > ?)"
+)
+#: The playbook block in force at ``?`` that expires soonest (a playbook's block always has a
+#: duration): what a playbook's new block replaces at the cap. Down the ``blocks_active``
+#: index from that time, past the people's blocks (at most the cap's worth).
+_SOONEST_PLAYBOOK: Final = (
+    f"SELECT {_B_COLUMNS} FROM blocks b WHERE b.lifted_at IS NULL AND b.expires_at > ? "
+    f"AND substr(b.created_by, 1, {len(PLAYBOOK_AUTHOR)}) = '{PLAYBOOK_AUTHOR}' "
+    "ORDER BY b.expires_at, b.id LIMIT 1"
 )
 #: The newest blocks lifted or expired by ``?``, at most ``?``: newest first down the primary
 #: key; most blocks ever made have ended, so the walk stops after about that many rows
@@ -83,6 +106,15 @@ def _target(type: BlockType, ip: str | None, user: Mapping[str, str] | None) -> 
     return "user:" + json.dumps(folded, sort_keys=True)
 
 
+class Placement(NamedTuple):
+    """What :meth:`BlockQueries._block_for` did: the block in force on the target, whether it
+    was created, extended or kept, and the playbook block it replaced at the cap, if any."""
+
+    row: BlockRow
+    outcome: BlockOutcome
+    replaced: BlockRow | None = None
+
+
 class BlockQueries(SqlPart):
     """Mixed into :class:`~._sql.SqlStorage` (and the base of the playbooks' part, whose
     alerts place their blocks with :meth:`_block_for`)."""
@@ -95,13 +127,21 @@ class BlockQueries(SqlPart):
         return int(version)
 
     @staticmethod
-    def _check_cap(cur: Cursor, now: int, max_active: int | None) -> None:
-        """Raise :class:`TooManyBlocks` when ``max_active`` blocks are in force at ``now``."""
+    def _full(cur: Cursor, now: int, max_active: int | None) -> bool:
+        """Whether ``max_active`` blocks (or more) are in force at ``now``."""
         if max_active is None:
-            return
-        (active,) = cur.execute(f"SELECT count(*) FROM blocks b WHERE {_ACTIVE}", (now,)).fetchone()
-        if active >= max_active:
-            raise TooManyBlocks(max_active)
+            return False
+        (active,) = cur.execute(_COUNT_IN_FORCE, (now,)).fetchone()
+        return int(active) >= max_active
+
+    @staticmethod
+    def _replaceable(cur: Cursor, spec: BlockSpec, now: int) -> BlockRow | None:
+        """The block a new block of ``spec`` replaces at the cap: for a playbook's, the
+        playbook block in force that expires soonest; for a person's, none."""
+        if not by_playbook(spec.created_by):
+            return None
+        row = cur.execute(_SOONEST_PLAYBOOK, (now,)).fetchone()
+        return None if row is None else BlockRow._make(row)
 
     @staticmethod
     def _insert_block(
@@ -133,26 +173,36 @@ class BlockQueries(SqlPart):
         ).fetchone()
         return BlockRow._make(row)
 
-    def _block_for(self, cur: Cursor, spec: BlockSpec, now: int) -> tuple[BlockRow, BlockOutcome]:
+    def _block_for(self, cur: Cursor, spec: BlockSpec, now: int) -> Placement:
         """Place ``spec`` inside the write transaction of ``cur``: a new block, or the active
         block that already covers the same network or user, its expiry extended when
-        ``spec`` lasts longer (its reason and author kept). Raises :class:`TooManyBlocks`
-        when a new one would pass ``spec.max_active`` (the caller's transaction rolls back
-        or, for a playbook, stores its alert without a block)."""
+        ``spec`` lasts longer (its reason kept; its author too, unless a person asks for a
+        playbook's block: it becomes theirs). When a new one would pass
+        ``spec.max_active``, a playbook's replaces the playbook block that expires soonest;
+        else :class:`TooManyBlocks` is raised (the caller's transaction rolls back or, for a
+        playbook, stores its alert without a block)."""
         expires = None if spec.duration is None else now + int(spec.duration.total_seconds() * 1e6)
         found = self._covering(cur, spec, now)
-        if found is not None and _lasts(found, expires):
-            return found, "kept"
-        if found is None:
+        if found is not None and _lasts(found, expires) and not _adopts(spec, found):
+            return Placement(found, "kept")
+        if (
+            found is None
+            and self._full(cur, now, spec.max_active)
+            and self._replaceable(cur, spec, now) is None
+        ):
             # Before the version is taken, so that at the cap no SDK is woken for nothing.
-            self._check_cap(cur, now, spec.max_active)
+            raise TooManyBlocks(spec.max_active or 0)
         # Then read again under the version's lock: on PostgreSQL another writer may have
         # placed or extended the same block meanwhile (30 identical requests at once made
         # two blocks, and an extension read before another could shorten it).
         version = self._bump_actions(cur)
         found = self._covering(cur, spec, now)
         if found is None:
-            self._check_cap(cur, now, spec.max_active)
+            replaced = None
+            if self._full(cur, now, spec.max_active):
+                replaced = self._replaceable(cur, spec, now)
+                if replaced is None:
+                    raise TooManyBlocks(spec.max_active or 0)
             row = self._insert_block(
                 cur,
                 version,
@@ -164,15 +214,30 @@ class BlockQueries(SqlPart):
                 expires,
                 spec.created_by,
             )
-            return row, "created"
-        if _lasts(found, expires):
-            return found, "kept"  # (the version taken is left unused: no row has it)
+            if replaced is not None:
+                replaced = BlockRow._make(
+                    cur.execute(
+                        "UPDATE blocks SET lifted_at = ?, lifted_by = ?, changed_in = ? "
+                        f"WHERE id = ? RETURNING {BLOCK_COLUMNS}",
+                        (now, f"--max-blocks: replaced by #{row.id}", version, replaced.id),
+                    ).fetchone()
+                )
+            return Placement(row, "created", replaced)
+        adopt = _adopts(spec, found)
+        if _lasts(found, expires) and not adopt:
+            return Placement(found, "kept")  # (the version taken is left unused: no row has it)
+        outcome: BlockOutcome = "kept" if _lasts(found, expires) else "extended"
         row = cur.execute(
-            "UPDATE blocks SET expires_at = ?, changed_in = ? WHERE id = ? "
+            "UPDATE blocks SET expires_at = ?, created_by = ?, changed_in = ? WHERE id = ? "
             f"RETURNING {BLOCK_COLUMNS}",
-            (expires, version, found.id),
+            (
+                found.expires_at if outcome == "kept" else expires,
+                spec.created_by if adopt else found.created_by,
+                version,
+                found.id,
+            ),
         ).fetchone()
-        return BlockRow._make(row), "extended"
+        return Placement(BlockRow._make(row), outcome)
 
     def _covering(self, cur: Cursor, spec: BlockSpec, now: int) -> BlockRow | None:
         """The active block on the same network or user as ``spec``, if any (by the
@@ -190,8 +255,8 @@ class BlockQueries(SqlPart):
 
     def place_block(self, spec: BlockSpec) -> PlacedBlock:
         with self._write() as cur:
-            row, outcome = self._block_for(cur, spec, to_us(self.now()))
-        return PlacedBlock(block_from_row(row), outcome)
+            placed = self._block_for(cur, spec, to_us(self.now()))
+        return PlacedBlock(block_from_row(placed.row), placed.outcome)
 
     def create_block(
         self,
@@ -286,6 +351,12 @@ class BlockQueries(SqlPart):
         deleted by retention changed in versions up to it: :mod:`._retention`)."""
         found = self._read("SELECT value FROM counters WHERE name = ?", [ACTIONS_FLOOR])
         return next((int(value) for (value,) in found), 0)
+
+
+def _adopts(spec: BlockSpec, found: BlockRow) -> bool:
+    """Whether placing ``spec`` makes block ``found`` its author's: a person asking for a
+    target that a playbook's block covers (it is then never replaced at the cap)."""
+    return by_playbook(found.created_by) and not by_playbook(spec.created_by)
 
 
 def _lasts(found: BlockRow, expires: int | None) -> bool:

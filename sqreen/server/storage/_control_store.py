@@ -23,6 +23,7 @@ from .model import (
     KeyScope,
     PlacedBlock,
     Purged,
+    Replacement,
     StoredKey,
     UserTraits,
     WindowWrite,
@@ -67,8 +68,10 @@ class ControlStore(Clocked, Protocol):
         """Place a block (already validated), in one transaction: a new one expiring
         ``spec.duration`` after :meth:`now` (never, for None), or, when an active block
         covers the same network or user, that block, its expiry extended if ``spec`` lasts
-        longer (``extended``; else ``kept`` as it is). The action version is bumped with
-        any change."""
+        longer (``extended``; else ``kept`` as it is; a person's request makes a playbook's
+        block theirs). At ``spec.max_active``, a playbook's new block replaces the playbook
+        block expiring soonest (lifted); else :class:`~.model.TooManyBlocks`. The action
+        version is bumped with any change."""
         ...
 
     def create_block(
@@ -84,7 +87,8 @@ class ControlStore(Clocked, Protocol):
     ) -> Block:
         """:meth:`place_block` with these fields; the block in force on that target. Raise
         :class:`~.model.TooManyBlocks` instead of making a new one when ``max_active``
-        blocks are in force."""
+        blocks are in force (unless ``created_by`` is a playbook's and a playbook block is
+        in force: the new one replaces the one expiring soonest)."""
         ...
 
     def lift_block(self, block_id: int, lifted_by: str = "") -> Block | None:
@@ -138,6 +142,7 @@ class ControlStore(Clocked, Protocol):
         added: Mapping[tuple[str, str], int] | None = None,
         others: Callable[[dict[tuple[str, str], int]], None] | None = None,
         present: tuple[int, Callable[[int, dict[tuple[str, str], int]], None]] | None = None,
+        on_replace: Callable[[Replacement], None] | None = None,
     ) -> list[Alert]:
         """In one transaction, with ``keys`` ((stream, key), in any order) held so that processes
         counting the same key take turns: store ``hits`` ((stream, key, time µs, seq, value));
@@ -153,7 +158,9 @@ class ControlStore(Clocked, Protocol):
         told, when somebody else wrote since ``owner``'s previous call, what the log says they
         added per key, and the call then counts as if nobody had (where the log tells it all).
         ``present`` (a time, a function): told with ``horizon``, the hits newer than that time
-        per key, when they are few. Return the alerts stored."""
+        per key, when they are few. At ``--max-blocks`` (``BlockSpec.max_active``), an
+        alert's block takes the place of the playbook block that expires soonest, and
+        ``on_replace`` is told (before the commit). Return the alerts stored."""
         ...
 
     def list_alerts(

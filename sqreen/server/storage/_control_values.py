@@ -17,6 +17,7 @@ __all__ = [
     "AGENT_TTL",
     "KEY_SCOPES",
     "MAX_AGENTS_PER_KEY",
+    "PLAYBOOK_AUTHOR",
     "ActionChanges",
     "ActionSet",
     "Agent",
@@ -31,9 +32,11 @@ __all__ = [
     "NewAlert",
     "PlacedBlock",
     "Purged",
+    "Replacement",
     "StoredKey",
     "TooManyBlocks",
     "WindowWrite",
+    "by_playbook",
 ]
 
 BlockType = Literal["block_user", "block_ip"]
@@ -42,6 +45,14 @@ BlockType = Literal["block_user", "block_ip"]
 BlockOutcome = Literal["created", "extended", "kept"]
 KeyScope = Literal["ingest", "admin"]
 KEY_SCOPES: Final = ("ingest", "admin")
+#: How a playbook's blocks begin their ``created_by`` (``playbook:brute-force-ip``); every
+#: other author is a person's (``cli:alice``, ``explorer:admin``, ``api-key:3:ops``).
+PLAYBOOK_AUTHOR: Final = "playbook:"
+
+
+def by_playbook(created_by: str) -> bool:
+    """Whether a block of this ``created_by`` is a playbook's (else a person made it)."""
+    return created_by.startswith(PLAYBOOK_AUTHOR)
 
 
 #: An SDK process silent (no heartbeat) for longer is forgotten: no longer listed, deleted.
@@ -190,6 +201,18 @@ class PlacedBlock:
 
 
 @dataclass(frozen=True, slots=True)
+class Replacement:
+    """At ``--max-blocks``, a playbook's new block (``block_id``, for alert ``alert_id``)
+    took the place of ``lifted``, the playbook block in force expiring soonest; the
+    (playbook, key) pairs that block kept quiet are ``released``: they may fire again."""
+
+    lifted: Block
+    block_id: int
+    alert_id: int
+    released: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class BlockSpec:
     """A block to place (already validated: :mod:`sqreen.server.blocks`): a playbook's, or
     the one :class:`~sqreen.server.blocks.BlockService` makes of a request."""
@@ -200,7 +223,9 @@ class BlockSpec:
     duration: timedelta | None
     reason: str
     created_by: str
-    #: Made only while fewer blocks than this are in force (None: no limit); else the alert
+    #: Made only while fewer blocks than this are in force (None: no limit). At the cap, a
+    #: playbook's block takes the place of the playbook block in force that expires
+    #: soonest; with none (every block in force a person's), it is refused, and the alert
     #: is stored without a block.
     max_active: int | None = None
 

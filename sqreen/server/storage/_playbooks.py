@@ -29,7 +29,7 @@ from ._window_reads import (
     present_hits,
     quiet_times,
 )
-from .model import Alert, WindowWrite, to_us
+from .model import Alert, Replacement, WindowWrite, to_us
 
 if TYPE_CHECKING:
     from ._sql import Cursor
@@ -122,6 +122,7 @@ class PlaybookQueries(AlertQueries):
         added: Mapping[WindowKey, int] | None = None,
         others: Callable[[dict[WindowKey, int]], None] | None = None,
         present: tuple[int, Callable[[int, dict[WindowKey, int]], None]] | None = None,
+        on_replace: Callable[[Replacement], None] | None = None,
     ) -> list[Alert]:
         """In one transaction, with ``keys`` held: store ``hits``; count, in SQL, which keys
         have enough hits for one of ``probes``; read until when each playbook is quiet for
@@ -148,7 +149,10 @@ class PlaybookQueries(AlertQueries):
         ``present`` is (a time µs, a function): when the windows are not fresh (and the
         dialect can tell), and the hits at that time or later number at most PRESENT_MAX
         (a new collector's table, a quiet one's), the function is told the time and those
-        hits counted per key (before ``hits``, after ``horizon``)."""
+        hits counted per key (before ``hits``, after ``horizon``).
+
+        ``on_replace`` is told, before the commit, of each alert's block that took the place
+        of another at the cap (:meth:`~._blocks.BlockQueries._block_for`)."""
         if not keys:
             return []
         with self._windows_write() as cur:
@@ -197,7 +201,7 @@ class PlaybookQueries(AlertQueries):
                 " ON CONFLICT (playbook, key) DO UPDATE SET until_at = excluded.until_at",
                 WINDOW_CHUNK,
             )
-            stored = self._store_alerts(cur, write.alerts, now)
+            stored = self._store_alerts(cur, write.alerts, now, on_replace)
         # Once committed only: a row rolled back leaves its id to the next writer's.
         self._windows_seen = None if owner is None else (version, owner, logged)
         return stored
