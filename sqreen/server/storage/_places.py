@@ -185,22 +185,22 @@ class LatestPlaces:
         found = self.known.get(ask.user_key)
         if found is None:
             return None
-        floor, rows = found
-        if rows and (ask.first_at, ask.first_id) > _when(newest := rows[-1]):
+        floor, places = found
+        if places and (ask.first_at, ask.first_id) > _when(newest := places[-1]):
             # The usual case, a login after every one kept: its neighbour is the newest.
             return [newest] if newest.at >= ask.first_at - ask.window else []
         if floor <= (ask.first_at - ask.window, "") or (
-            rows and (rows[0].at, rows[0].event_id) < (ask.first_at, ask.first_id)
+            places and _when(places[0]) < (ask.first_at, ask.first_id)
         ):
-            return neighbours(ask, rows)
+            return neighbours(ask, places)
         return None
 
     def read(self, user_key: str, newest: Sequence[PlaceRow]) -> None:
         """Learn from a read of the user's :data:`KEPT` newest places (``newest``, any
         order): fewer, and they are all the user has."""
-        rows = sorted(newest, key=_when)
-        floor = _when(rows[0]) if len(rows) >= self.KEPT else BOTTOM
-        self._keep(user_key, floor, rows)
+        places = sorted(newest, key=_when)
+        floor = _when(places[0]) if len(places) >= self.KEPT else BOTTOM
+        self._keep(user_key, floor, places)
 
     def wrote(self, rows: Sequence[PlaceRow]) -> None:
         """Learn from ``rows``, which this process committed."""
@@ -215,16 +215,16 @@ class LatestPlaces:
             elif all(_when(other) != when for other in kept):  # (else stored already)
                 self._keep(row.user_key, floor, sorted([*kept, row], key=_when))
 
-    def _keep(self, user_key: str, floor: tuple[int, str], rows: list[PlaceRow]) -> None:
-        if len(rows) > self.KEPT:  # the oldest go: the floor rises to the oldest kept
-            rows = rows[-self.KEPT :]
-            floor = _when(rows[0])
+    def _keep(self, user_key: str, floor: tuple[int, str], places: list[PlaceRow]) -> None:
+        if len(places) > self.KEPT:  # the oldest go: the floor rises to the oldest kept
+            places = places[-self.KEPT :]
+            floor = _when(places[0])
         before = self.known.get(user_key)
-        self.rows += len(rows) - (len(before[1]) if before else 0)
+        self.rows += len(places) - (len(before[1]) if before else 0)
         if self.rows > self.MOST_ROWS:
             self.forget()
-            self.rows = len(rows)
-        self.known[user_key] = (floor, rows)
+            self.rows = len(places)
+        self.known[user_key] = (floor, places)
 
 
 #: Below every place's time and id.
