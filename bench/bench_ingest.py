@@ -79,6 +79,8 @@ BATCH = 500
 #: ``--mix typical``: of every 100 events, what each is (an app's own events most of the
 #: time; logins, mostly good; a few sign-ups). Attack traffic (``--mix attack``) is all login
 #: failures, which five of the six templates read.
+#: ``--intel split``'s third variant: IP intelligence without impossible travel.
+NO_TRAVEL: Final = "no-travel"
 #: Users the traffic's events come from (event ``n`` from user ``n % USERS``).
 USERS: Final = 5000
 TYPICAL: Final = (
@@ -89,6 +91,13 @@ TYPICAL: Final = (
     + ["auth.login.failure"] * 8
     + ["auth.signup"] * 2
 )
+
+
+def intel_label(intel: bool | str, geoip_db: str | None) -> str:
+    """How a case ran IP intelligence, for the table."""
+    if not intel:
+        return "off"
+    return "on" + (" +mmdb" if geoip_db else "") + (" -travel" if intel == NO_TRAVEL else "")
 
 
 def event(n: int, run: str, mix: str = "attack", ip: str | None = None) -> dict[str, object]:
@@ -387,7 +396,7 @@ def run(
     args: argparse.Namespace,
     playbooks: str | None = None,
     code: tuple[str, Path] = ("tree", ROOT),
-    intel: bool = True,
+    intel: bool | str = True,
 ) -> dict[str, object]:
     if args.preload and label == "sqlite":
         start = time.perf_counter()
@@ -412,6 +421,8 @@ def run(
         extra.append("--no-ip-intel")
     elif args.geoip_db:
         extra += ["--geoip-db", args.geoip_db]
+    if intel == NO_TRAVEL:
+        extra += ["--travel-speed", "0"]
     with collector(db, workers, playbooks, extra, root=code[1]) as (endpoint, token, pid):
         send_all(endpoint, token, warmup, args.senders)
         pg = sum(tree_cpu(postmaster).values()) if postmaster else 0.0
@@ -435,7 +446,7 @@ def run(
         "code": code[0],
         "back end": label,
         "playbooks": "templates" if playbooks else "none",
-        "ip intel": ("on" + (" +mmdb" if args.geoip_db else "")) if intel else "off",
+        "ip intel": intel_label(intel, args.geoip_db),
         "mix": args.mix,
         "workers": workers,
         "preloaded": args.preload if label == "sqlite" else 0,
@@ -554,10 +565,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--intel",
-        choices=["on", "off", "both"],
+        choices=["on", "off", "both", "split"],
         default="on",
         help="the collector's IP intelligence (off: --no-ip-intel); both: each case with and "
-        "without it, interleaved",
+        "without it, interleaved; split: also with it but impossible travel off "
+        "(--travel-speed 0)",
     )
     parser.add_argument(
         "--geoip",
@@ -569,7 +581,12 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
     modes = {"none": [False], "templates": [True], "both": [False, True]}[args.playbooks]
-    intels = {"on": [True], "off": [False], "both": [False, True]}[args.intel]
+    intels: list[bool | str] = {
+        "on": [True],
+        "off": [False],
+        "both": [False, True],
+        "split": [False, NO_TRAVEL, True],
+    }[args.intel]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "playbooks.toml"
