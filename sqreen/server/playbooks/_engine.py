@@ -23,7 +23,8 @@ A batch goes through in three steps, all pure here:
    split over two processes fires once, at the crossing event).
 
 Only events stored by this batch count, and an event whose own time is older than a window
-counts for nothing (an import of past events never blocks anyone).
+counts for nothing (an import of past events never blocks anyone); :attr:`Plan.late` counts
+those a playbook would have read, so that the collector can say that events came late.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Final
 
 from ..._blocking import fold_identifier
 from ._config import Playbook, PlaybookSet
-from ._fields import EventView, group_covers, matches
+from ._fields import EventView, FieldPath, group_covers, matches
 from ._hits import (
     Firing,
     Hit,
@@ -72,6 +73,26 @@ __all__ = [
 LOOPBACK: Final = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
+def _late(
+    late: dict[str, tuple[int, int]],
+    event: EventView,
+    where: tuple[tuple[FieldPath, frozenset[str]], ...],
+    read_key: Callable[[EventView], str | None],
+    readers: tuple[tuple[str, int], ...],
+    age: int,
+) -> bool:
+    """Count ``event``, ``age`` µs old, as late (:attr:`Plan.late`) for each of ``readers``
+    (playbook id, window µs) whose window it is older than, if they read it at all; return
+    whether they do not (``where`` or no group key): nothing more to do with it."""
+    if (where and not matches(where, event)) or read_key(event) is None:
+        return True
+    for playbook, window_us in readers:
+        if age > window_us:
+            n, oldest = late.get(playbook, (0, 0))
+            late[playbook] = (n + 1, max(oldest, age))
+    return False
+
+
 def _from_mark(rule: Rule) -> bool:
     """Whether ``rule`` counts its hits from its key's mark (an alert playbook's; not an
     ``after`` rule's, whose mark its own events are compared with)."""
@@ -100,6 +121,8 @@ class Engine:
         # What each event name does: read by ``plan`` for every event.
         self._feeds, self._triggers = grouped.feeds, grouped.triggers
         self.max_window_us = max((s.window_us for s in self._streams.values()), default=0)
+        #: Each playbook's window (µs).
+        self.windows = {p.id: window_us_of(p) for p in playbooks.playbooks}
         #: The (window µs, distinct?) the rules count in: a probe since another time (a
         #: mark's) bounds no window's count.
         self.counted_windows = frozenset(r.counts for r in self._rules)
@@ -123,6 +146,7 @@ class Engine:
         checks: dict[StreamKey, tuple[Rule, ...]] = {}
         counts: dict[StreamKey, int] = {}
         triggered: list[tuple[str, str, Triggered]] = []
+        late: dict[str, tuple[int, int]] = {}
         feeds_of, triggers_of = self._feeds, self._triggers
         new_tuple = tuple.__new__  # a HitRow without NamedTuple's slower constructor
         skipped = (quiet or {}).get  # a lookup, not a call of the caller's, an event
@@ -134,8 +158,22 @@ class Engine:
                 continue
             ts = event.ts_us
             age = now_us - ts
-            for stream, window_us, where, read_key, read_value, rules, shortest in feeds or ():
-                if age > window_us or (where and not matches(where, event)):
+            for feed in feeds or ():
+                (
+                    stream,
+                    window_us,
+                    where,
+                    read_key,
+                    read_value,
+                    rules,
+                    shortest,
+                    readers,
+                    late_after,
+                ) = feed
+                if age > late_after:  # older than a window of the stream's: came late
+                    if _late(late, event, where, read_key, readers, age) or age > window_us:
+                        continue
+                elif where and not matches(where, event):
                     continue
                 key = read_key(event)
                 if key is None:
@@ -152,7 +190,10 @@ class Engine:
                     _check(checks, stream_key, rules)
             for rule, alone, read_group in triggers or ():
                 where = rule.playbook.where
-                if ts < now_us - rule.window_us or (where and not matches(where, event)):
+                if age > rule.window_us:
+                    _late(late, event, where, read_group, ((rule.id, rule.window_us),), age)
+                    continue
+                if where and not matches(where, event):
                     continue
                 key = read_group(event)
                 if key is not None:
@@ -161,7 +202,7 @@ class Engine:
                         _check(checks, stream_key, alone)
                         at = new_tuple(Triggered, (ts, event.seq, name))
                         triggered.append((rule.id, key, at))
-        return Plan(hits, checks, counts, triggered)
+        return Plan(hits, checks, counts, triggered, late)
 
     def keys(self, plan: Plan) -> list[StreamKey]:
         """Every key the plan touches (in no order: the store sorts them where it locks them;

@@ -101,6 +101,9 @@ class Plan(NamedTuple):
     #: those events (a success), never by the others, and flat (an append an event): only
     #: :meth:`Engine.decide` groups them, when an ``after`` rule has hits to judge.
     triggered: list[tuple[str, str, Triggered]]
+    #: Per playbook, the events it reads that were older than its window, which count for
+    #: nothing: (how many, the oldest's age µs). Empty but for events delivered late.
+    late: dict[str, tuple[int, int]]
 
 
 def marks_of(firings: Iterable[Firing]) -> dict[QuietKey, Mark]:

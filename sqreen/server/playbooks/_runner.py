@@ -34,6 +34,7 @@ from ._config import Playbook
 from ._engine import Engine, Firing, Hit, Mark, Probe, QuietKey, StreamKey, is_exempt, marks_of
 from ._fields import EventView, FieldPath, ip_group, spellings
 from ._hits import left_after
+from ._late import LateEvents
 from ._notify import Notifier
 from ._source import PlaybookSource
 from ._streams import US
@@ -65,6 +66,7 @@ class PlaybookRunner:
         on_block: Callable[[], None] | None = None,
         max_blocks: int | None = None,
         on_cap: Callable[[str, int], None] | None = None,
+        on_late: Callable[[str, int], None] | None = None,
     ) -> None:
         self.store = store
         self.source = source
@@ -75,6 +77,7 @@ class PlaybookRunner:
         self.max_blocks = max_blocks
         #: Told, at the cap, how many blocks were ``replaced`` or ``refused`` (metrics).
         self.on_cap = on_cap
+        self.late = LateEvents(on_late)  # events older than a window: on_late is told (metrics)
         self._unblocked = 0  # alerts stored without their block since the last line on it
         self._unblocked_logged = -LOG_EVERY
         self._replaced = 0  # blocks that replaced another since the last line on it
@@ -129,6 +132,8 @@ class PlaybookRunner:
         quiet, known, marks = self._quiet, self._known, self._marks
         events = views(engine.names)
         plan = engine.plan(events, now_us, quiet)
+        if plan.late:
+            self.late.note(plan.late, engine.windows)
         keys = engine.keys(plan)
         if not keys:
             return
