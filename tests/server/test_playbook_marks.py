@@ -95,7 +95,7 @@ def counted(storage: Storage) -> Counter[str]:
 def test_a_forged_burst_does_not_silence_a_real_attack(
     storage: Storage, clock: Clock, tmp_path: Path
 ) -> None:
-    """The review's scenario: forged events alert on dave; two minutes later (within both
+    """A leaked ingest key's forged events alert on dave; two minutes later (within both
     playbooks' quiet times before: 1 h and 10 min) the real attack alerts again, on its own
     events."""
     site = Site([storage], clock, playbook_file(tmp_path))
