@@ -52,7 +52,7 @@ from .errors import EXCEPTION_HANDLERS, QuietDisconnects
 from .ingest import MAX_BODY_BYTES
 from .intel import DEFAULT_MAX_SPEED, ImpossibleTravel, IpIntel, Reputation
 from .logs import RequestIds
-from .metrics import METRICS_ROUTES, count_at_cap, count_rejected, worker_stopped
+from .metrics import METRICS_ROUTES, count_at_cap, count_late, count_rejected, worker_stopped
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
 from .probes import PROBE_ROUTES
@@ -201,6 +201,7 @@ def create_app(
             on_block=feed.changed,
             max_blocks=max_blocks,
             on_cap=count_at_cap,
+            on_late=count_late,
         )
         hooks = [*hooks, runner]
         jobs.append((PURGE_HITS_EVERY, runner.purge, "sqreen: purged %d playbook hits"))

@@ -57,6 +57,7 @@ __all__ = [
     "METRICS_ROUTES",
     "STALE_AFTER",
     "count_at_cap",
+    "count_late",
     "count_refusals",
     "count_rejected",
     "multiprocess_dir",
@@ -108,6 +109,20 @@ BLOCKS_AT_CAP: Final = Counter(
     "person's: the alert stored without its block).",
     ["outcome"],
 )
+
+
+LATE_EVENTS: Final = Counter(
+    "sqreen_playbook_late_events",
+    "Events that reached a playbook through ingest older than its window, by playbook: "
+    "delivered late (a collector behind, an SDK's spool sent after an outage), they count "
+    "for nothing.",
+    ["playbook"],
+)
+
+
+def count_late(playbook: str, n: int) -> None:
+    """Count ``n`` events that came to ``playbook`` older than its window."""
+    LATE_EVENTS.labels(playbook).inc(n)
 
 
 def count_at_cap(outcome: str, n: int) -> None:

@@ -39,8 +39,9 @@ __all__ = ["Bounds"]
 #: Keys remembered at most (then all forgotten: they are counted again).
 MAX_KEYS: Final = 200_000
 
-#: A count's rule, as a probe names it: (window µs, distinct values?).
-Rule = tuple[int, bool]
+#: A count's rule, as a probe names it: (window µs, distinct values?); or an alert
+#: playbook's id, for its count from its mark on the key (:meth:`Bounds.fired`).
+Rule = tuple[int, bool] | str
 #: Newer than any hit: nothing is known of the hits this process did not add.
 UNKNOWN: Final = 1 << 62
 
@@ -48,7 +49,10 @@ UNKNOWN: Final = 1 << 62
 class Bounds:
     """Upper bounds of the hits (or distinct values) each key has in each rule's window."""
 
-    def __init__(self) -> None:
+    def __init__(self, windows: frozenset[tuple[int, bool]] | None = None) -> None:
+        #: The rules' (window µs, distinct?): a count since another time is not kept (a
+        #: probe from an alert playbook's mark); None: every count is.
+        self._windows = windows
         self._bounds: dict[StreamKey, dict[Rule, int]] = {}
         self._now = 0  # µs: the latest time a count or a batch was made at
         self._added: dict[StreamKey, int] = {}  # hits added since all was last forgotten
@@ -62,8 +66,9 @@ class Bounds:
         self._present: tuple[int, Mapping[StreamKey, int]] | None = None
 
     @property
-    def known(self) -> Mapping[StreamKey, Mapping[tuple[int, bool], int]]:
-        """Per key, (window µs, distinct?) -> at most that many (for :meth:`Engine.probes`)."""
+    def known(self) -> Mapping[StreamKey, Mapping[Rule, int]]:
+        """Per key, (window µs, distinct?) -> at most that many, and alert playbook -> at
+        most that many from its mark (for :meth:`Engine.probes`)."""
         return self._bounds
 
     @property
@@ -129,8 +134,17 @@ class Bounds:
                 for rule in known:
                     known[rule] += n  # each hit adds at most one to a count of distinct values
 
+    def fired(self, left: Mapping[StreamKey, Mapping[str, int]]) -> None:
+        """Alert playbooks fired on these keys (in a transaction that committed after this
+        process's latest :meth:`advance`), leaving so many hits after their marks: their
+        counts from there, as long as what this process remembers holds."""
+        for key, counts in left.items():
+            self._bounds.setdefault(key, {}).update(counts)
+
     def counted(self, counts: Mapping[tuple[str, str, int, int, bool], int]) -> None:
         """The store counted these probes (in the same transaction, hits included)."""
-        now = self._now
+        now, windows = self._now, self._windows
         for (stream, key, since, _, distinct), n in counts.items():
-            self._bounds.setdefault((stream, key), {})[(now - since, distinct)] = n
+            rule = (now - since, distinct)
+            if windows is None or rule in windows:
+                self._bounds.setdefault((stream, key), {})[rule] = n

@@ -131,14 +131,24 @@ class Playbook:
         return self.mode == "enforce" and self.action != "alert"
 
     @property
+    def counts_once(self) -> bool:
+        """Whether the events behind an alert count for nothing again for its key (an
+        ``alert`` playbook): a new alert needs ``threshold`` matching events after them (an
+        ``after`` rule: a new event of its own), however soon. A time of quiet instead
+        would let anybody holding an ingest key pre-empt a real attack's alert with forged
+        events."""
+        return self.action == "alert"
+
+    @property
     def quiet_for(self) -> timedelta:
-        """How long one group key stays quiet after an alert: while its block lasts, else
-        the cooldown (default: the window)."""
+        """How long one group key stays quiet after an alert: while its block lasts (a
+        block action), or the cooldown; default, for an ``alert`` playbook, none (see
+        :attr:`counts_once`)."""
         if self.cooldown is not None:
             return self.cooldown
         if self.action != "alert" and self.duration is not None:
             return self.duration
-        return self.window
+        return timedelta(0) if self.counts_once else self.window
 
     @property
     def watched(self) -> frozenset[str]:

@@ -16,12 +16,15 @@ A batch goes through in three steps, all pure here:
    cost no Python work.
 3. :meth:`Engine.decide`: for those keys, the exact rule (:func:`evaluate`) and the firings,
    each playbook at most once per key while the key is quiet for it (its block lasts, or its
-   cooldown). The store writes the firings' alerts and blocks and the quiet times in the
-   same transaction, which holds the keys (two processes counting one key take turns, so a
-   threshold crossed by events split over two processes fires once, at the crossing event).
+   cooldown); an alert playbook counts only the events after its key's **mark**, the last
+   event its previous alert there counted (:func:`marks_of`). The store writes the firings'
+   alerts and blocks, the quiet times and the marks in the same transaction, which holds
+   the keys (two processes counting one key take turns, so a threshold crossed by events
+   split over two processes fires once, at the crossing event).
 
 Only events stored by this batch count, and an event whose own time is older than a window
-counts for nothing (an import of past events never blocks anyone).
+counts for nothing (an import of past events never blocks anyone); :attr:`Plan.late` counts
+those a playbook would have read, so that the collector can say that events came late.
 """
 
 from __future__ import annotations
@@ -30,11 +33,24 @@ import ipaddress
 import json
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final, NamedTuple
+from typing import Final
 
 from ..._blocking import fold_identifier
 from ._config import Playbook, PlaybookSet
-from ._fields import EventView, group_covers, matches
+from ._fields import EventView, FieldPath, group_covers, matches
+from ._hits import (
+    Firing,
+    Hit,
+    HitRow,
+    Mark,
+    Plan,
+    Probe,
+    QuietKey,
+    StreamKey,
+    Triggered,
+    evaluate,
+    marks_of,
+)
 from ._streams import US, Rule, group_streams, window_us_of
 
 __all__ = [
@@ -42,90 +58,45 @@ __all__ = [
     "Firing",
     "Hit",
     "HitRow",
+    "Mark",
+    "Plan",
     "Probe",
+    "QuietKey",
     "StreamKey",
     "Triggered",
     "evaluate",
     "is_exempt",
+    "marks_of",
 ]
 
 #: Exempt from every playbook: the collector's own machine and the proxies in front of apps.
 LOOPBACK: Final = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
-#: (stream id, group key).
-StreamKey = tuple[str, str]
-#: (playbook id, group key): what is quiet.
-QuietKey = tuple[str, str]
+
+def _late(
+    late: dict[str, tuple[int, int]],
+    event: EventView,
+    where: tuple[tuple[FieldPath, frozenset[str]], ...],
+    read_key: Callable[[EventView], str | None],
+    readers: tuple[tuple[str, int], ...],
+    age: int,
+) -> bool:
+    """Count ``event``, ``age`` µs old, as late (:attr:`Plan.late`) for each of ``readers``
+    (playbook id, window µs) whose window it is older than, if they read it at all; return
+    whether they do not (``where`` or no group key): nothing more to do with it."""
+    if (where and not matches(where, event)) or read_key(event) is None:
+        return True
+    for playbook, window_us in readers:
+        if age > window_us:
+            n, oldest = late.get(playbook, (0, 0))
+            late[playbook] = (n + 1, max(oldest, age))
+    return False
 
 
-class Hit(NamedTuple):
-    ts: int  # µs
-    seq: int
-    value: str | None  # the stream's distinct field, if it counts one
-
-
-class HitRow(NamedTuple):
-    """A hit as stored: which stream and key it belongs to."""
-
-    stream: str
-    key: str
-    ts: int
-    seq: int
-    value: str | None
-
-
-class Probe(NamedTuple):
-    """Ask the store for the hits of ``key`` in ``stream`` since ``since`` when they number at
-    least ``need`` (distinct values, when ``distinct``)."""
-
-    stream: str
-    key: str
-    since: int
-    need: int
-    distinct: bool
-
-
-class Triggered(NamedTuple):
-    """An event of an ``after`` rule's own names (a success), which makes it check the
-    events it comes after (the failures)."""
-
-    ts: int  # µs
-    seq: int
-    name: str
-
-
-class Firing(NamedTuple):
-    """A playbook crossed its threshold for a group key."""
-
-    playbook: Playbook
-    key: str
-    total: int
-    first_us: int
-    last_us: int
-    first_seq: int
-    last_seq: int
-    #: The seqs of the events behind it (the hits counted, then the event that fired an
-    #: ``after`` rule), oldest first.
-    seqs: tuple[int, ...]
-    #: The name of the event that fired an ``after`` rule (its time and seq are the last):
-    #: the success the failures came before. None for the other rules.
-    trigger: str | None = None
-
-
-class Plan(NamedTuple):
-    """What a batch does: the hits to record, and the rules to check per key (each once)."""
-
-    hits: list[HitRow]
-    checks: dict[StreamKey, tuple[Rule, ...]]
-    #: How many of ``hits`` each key has (counted as they are made: the bounds and the
-    #: keys to hold read it, where a second pass over the hits cost ~2 µs an event under an
-    #: attack, measured).
-    counts: dict[StreamKey, int]
-    #: The events that made an ``after`` rule check, as (playbook, group key, event), in the
-    #: batch's order: the firing is one of them, not the last hit counted. Filled only by
-    #: those events (a success), never by the others, and flat (an append an event): only
-    #: :meth:`Engine.decide` groups them, when an ``after`` rule has hits to judge.
-    triggered: list[tuple[str, str, Triggered]]
+def _from_mark(rule: Rule) -> bool:
+    """Whether ``rule`` counts its hits from its key's mark (an alert playbook's; not an
+    ``after`` rule's, whose mark its own events are compared with)."""
+    return rule.playbook.counts_once and rule.playbook.after is None
 
 
 def _check(
@@ -150,6 +121,12 @@ class Engine:
         # What each event name does: read by ``plan`` for every event.
         self._feeds, self._triggers = grouped.feeds, grouped.triggers
         self.max_window_us = max((s.window_us for s in self._streams.values()), default=0)
+        #: Each playbook's window (µs).
+        self.windows = {p.id: window_us_of(p) for p in playbooks.playbooks}
+        #: The (window µs, distinct?) the rules count in: a probe since another time (a
+        #: mark's) bounds no window's count.
+        self.counted_windows = frozenset(r.counts for r in self._rules)
+        self.stream_of = {r.id: r.stream.id for r in self._rules}  # each playbook's stream
         #: Every event name some playbook reads: the others need no look at all.
         self.names = frozenset(self._feeds) | frozenset(self._triggers)
 
@@ -169,6 +146,7 @@ class Engine:
         checks: dict[StreamKey, tuple[Rule, ...]] = {}
         counts: dict[StreamKey, int] = {}
         triggered: list[tuple[str, str, Triggered]] = []
+        late: dict[str, tuple[int, int]] = {}
         feeds_of, triggers_of = self._feeds, self._triggers
         new_tuple = tuple.__new__  # a HitRow without NamedTuple's slower constructor
         skipped = (quiet or {}).get  # a lookup, not a call of the caller's, an event
@@ -180,8 +158,22 @@ class Engine:
                 continue
             ts = event.ts_us
             age = now_us - ts
-            for stream, window_us, where, read_key, read_value, rules, shortest in feeds or ():
-                if age > window_us or (where and not matches(where, event)):
+            for feed in feeds or ():
+                (
+                    stream,
+                    window_us,
+                    where,
+                    read_key,
+                    read_value,
+                    rules,
+                    shortest,
+                    readers,
+                    late_after,
+                ) = feed
+                if age > late_after:  # older than a window of the stream's: came late
+                    if _late(late, event, where, read_key, readers, age) or age > window_us:
+                        continue
+                elif where and not matches(where, event):
                     continue
                 key = read_key(event)
                 if key is None:
@@ -198,7 +190,10 @@ class Engine:
                     _check(checks, stream_key, rules)
             for rule, alone, read_group in triggers or ():
                 where = rule.playbook.where
-                if ts < now_us - rule.window_us or (where and not matches(where, event)):
+                if age > rule.window_us:
+                    _late(late, event, where, read_group, ((rule.id, rule.window_us),), age)
+                    continue
+                if where and not matches(where, event):
                     continue
                 key = read_group(event)
                 if key is not None:
@@ -207,7 +202,7 @@ class Engine:
                         _check(checks, stream_key, alone)
                         at = new_tuple(Triggered, (ts, event.seq, name))
                         triggered.append((rule.id, key, at))
-        return Plan(hits, checks, counts, triggered)
+        return Plan(hits, checks, counts, triggered, late)
 
     def keys(self, plan: Plan) -> list[StreamKey]:
         """Every key the plan touches (in no order: the store sorts them where it locks them;
@@ -219,13 +214,18 @@ class Engine:
         plan: Plan,
         now_us: int,
         quiet: Mapping[QuietKey, int],
-        bounds: Mapping[StreamKey, Mapping[tuple[int, bool], int]] | None = None,
+        bounds: Mapping[StreamKey, Mapping[tuple[int, bool] | str, int]] | None = None,
         unseen: tuple[Mapping[StreamKey, int], int] | None = None,
+        marks: Mapping[QuietKey, Mark] | None = None,
     ) -> list[Probe]:
         """What to ask the store for the rules the plan checks: not those quiet now, nor
         those whose count in their window is known to be below their threshold (``bounds``:
-        per key, (window µs, distinct?) -> at most that many; ``unseen``: hits per key, and
-        a time after which a window holds no other hit)."""
+        per key, (window µs, distinct?) -> at most that many, and alert playbook -> at most
+        that many from its mark; ``unseen``: hits per key, and a time after which a window
+        holds no other hit). An alert playbook's rule counts from its key's mark when it is
+        later than the window's start (``marks``: a mark known, or an earlier one: marks
+        only move on), so that a key it alerted on is not read again until enough hits came
+        after."""
         out = set()
         added, others = unseen if unseen is not None else ({}, 1 << 62)
         for stream_key, rules in plan.checks.items():
@@ -234,13 +234,20 @@ class Engine:
             for rule in rules:
                 if quiet and quiet.get((rule.id, key), 0) > now_us:
                     continue
-                # Most keys of an attack are known far below every threshold: no probe.
-                if known and known.get(rule.counts, rule.need) < rule.need:
+                # Most keys of an attack are known far below every threshold: no probe. So
+                # are those an alert playbook alerted on, until enough hits came after.
+                need = rule.need
+                if known and (
+                    known.get(rule.counts, need) < need or known.get(rule.id, need) < need
+                ):
                     continue
                 # A key first met, in a window of only hits this process added: as many.
                 if now_us - rule.window_us > others and added.get(stream_key, 0) < rule.need:
                     continue
-                out.add((stream_key[0], key, now_us - rule.window_us, rule.need, rule.distinct))
+                since = now_us - rule.window_us
+                if marks and (mark := marks.get((rule.id, key))) and _from_mark(rule):
+                    since = max(since, mark[0])  # at its time: those after, and a few more
+                out.add((stream_key[0], key, since, rule.need, rule.distinct))
         return [Probe._make(p) for p in out]
 
     def listening(
@@ -256,9 +263,14 @@ class Engine:
         quiet: Mapping[QuietKey, int],
         now_us: int,
         exempt: Callable[[Playbook, str], bool] | None = None,
+        marks: Mapping[QuietKey, Mark] | None = None,
     ) -> tuple[list[Firing], dict[QuietKey, int]]:
         """What fires, given the hits of the keys whose probes found enough (the others
-        cannot fire), and until when each fired playbook is quiet for its key."""
+        cannot fire), and until when each fired playbook is quiet for its key (those quiet
+        for a time). ``marks``: per (alert playbook, key), the last event its previous
+        alert counted: it counts only the hits after (an ``after`` rule: the events of its
+        own after, each checked on the hits as ever); each firing's mark is
+        :func:`marks_of`."""
         firings: list[Firing] = []
         quieted: dict[QuietKey, int] = {}
         checks = plan.checks
@@ -272,21 +284,28 @@ class Engine:
                 if max(quiet.get((p.id, key), 0), quieted.get((p.id, key), 0)) > now_us:
                     continue
                 at = None
+                mark = marks.get((p.id, key)) if marks and p.counts_once else None
                 if p.after is not None:
                     if triggered is None:
                         triggered = {}
                         for rule_id, group, one in plan.triggered:
                             triggered.setdefault((rule_id, group), []).append(one)
                     at = triggered.get((p.id, key))
+                    if at is not None and mark is not None:
+                        at = [t for t in at if (t.ts, t.seq) > mark]
+                counted_from = found
+                if mark is not None and at is None:
+                    counted_from = [h for h in found if (h.ts, h.seq) > mark]
                 fired, trigger = (
-                    (evaluate(p, found, now_us), None)
+                    (evaluate(p, counted_from, now_us), None)
                     if at is None
                     else _after(p, found, now_us, at)
                 )
                 if fired is None or (exempt is not None and exempt(p, key)):
                     continue
                 total, counted = fired
-                quieted[(p.id, key)] = now_us + int(p.quiet_for.total_seconds() * US)
+                if p.quiet_for:
+                    quieted[(p.id, key)] = now_us + int(p.quiet_for.total_seconds() * US)
                 seqs = tuple(h.seq for h in counted)
                 last_us, last_seq = counted[-1].ts, counted[-1].seq
                 if trigger is not None:  # the success itself is the last event behind it
@@ -342,33 +361,6 @@ def _after(
     if trigger is None:
         return None, None
     return evaluate(p, hits, now_us, trigger.ts), trigger
-
-
-def evaluate(
-    p: Playbook, hits: Sequence[Hit], now_us: int, until: int | None = None
-) -> tuple[int, list[Hit]] | None:
-    """(count, the hits counted) when ``p`` fires now on these hits of one key, else None;
-    ``until``: only hits no later than that (the events an ``after`` rule's event came
-    after)."""
-    since = now_us - window_us_of(p)
-    if until is None:
-        recent = [h for h in hits if h.ts >= since]
-    else:
-        recent = [h for h in hits if since <= h.ts <= until]
-    if p.after is not None:
-        return (len(recent), recent) if len(recent) >= p.after.threshold else None
-    if p.distinct is None:
-        return (len(recent), recent) if len(recent) >= p.threshold else None
-    by_value: dict[str, list[Hit]] = {}
-    for hit in recent:
-        if hit.value is not None:
-            by_value.setdefault(hit.value, []).append(hit)
-    if p.max_per_value is not None:
-        by_value = {v: hs for v, hs in by_value.items() if len(hs) <= p.max_per_value}
-    if len(by_value) < p.threshold:
-        return None
-    counted = sorted(h for hs in by_value.values() for h in hs)
-    return len(by_value), counted
 
 
 def is_exempt(playbook: Playbook, key: str) -> bool:

@@ -1,10 +1,11 @@
-"""Hits and quiet times in memory: the backtest's store (the collector's is the database)."""
+"""Hits, quiet times and marks in memory: the backtest's store (the collector's is the
+database)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ._engine import Engine, Firing, Hit, StreamKey
+from ._engine import Engine, Firing, Hit, Mark, QuietKey, StreamKey, marks_of
 from ._fields import EventView
 
 __all__ = ["MemoryWindows"]
@@ -17,7 +18,8 @@ class MemoryWindows:
         self.engine = engine
         self.exempt = exempt
         self.hits: dict[StreamKey, list[Hit]] = {}
-        self.quiet: dict[tuple[str, str], int] = {}
+        self.quiet: dict[QuietKey, int] = {}
+        self.marks: dict[QuietKey, Mark] = {}
 
     def run(self, events: Sequence[EventView], now_us: int) -> list[Firing]:
         engine = self.engine
@@ -30,8 +32,10 @@ class MemoryWindows:
             kept = self.hits.get(key)
             if kept and kept[0].ts < horizon:
                 self.hits[key] = [h for h in kept if h.ts >= horizon]
-        wanted = {(p.stream, p.key) for p in engine.probes(plan, now_us, self.quiet)}
+        probes = engine.probes(plan, now_us, self.quiet, marks=self.marks)
+        wanted = {(p.stream, p.key) for p in probes}
         fetched = {key: sorted(self.hits.get(key, ())) for key in wanted}
-        firings, quieted = engine.decide(plan, fetched, self.quiet, now_us, self.exempt)
+        firings, quieted = engine.decide(plan, fetched, self.quiet, now_us, self.exempt, self.marks)
         self.quiet.update(quieted)
+        self.marks.update(marks_of(firings))
         return firings

@@ -31,8 +31,10 @@ from ..storage import (
 from ..storage.model import from_us, to_us
 from ._bounds import Bounds
 from ._config import Playbook
-from ._engine import Engine, Firing, Hit, Probe, StreamKey, is_exempt
+from ._engine import Engine, Firing, Hit, Mark, Probe, QuietKey, StreamKey, is_exempt, marks_of
 from ._fields import EventView, FieldPath, ip_group, spellings
+from ._hits import left_after
+from ._late import LateEvents
 from ._notify import Notifier
 from ._source import PlaybookSource
 from ._streams import US
@@ -64,6 +66,7 @@ class PlaybookRunner:
         on_block: Callable[[], None] | None = None,
         max_blocks: int | None = None,
         on_cap: Callable[[str, int], None] | None = None,
+        on_late: Callable[[str, int], None] | None = None,
     ) -> None:
         self.store = store
         self.source = source
@@ -74,6 +77,7 @@ class PlaybookRunner:
         self.max_blocks = max_blocks
         #: Told, at the cap, how many blocks were ``replaced`` or ``refused`` (metrics).
         self.on_cap = on_cap
+        self.late = LateEvents(on_late)  # events older than a window: on_late is told (metrics)
         self._unblocked = 0  # alerts stored without their block since the last line on it
         self._unblocked_logged = -LOG_EVERY
         self._replaced = 0  # blocks that replaced another since the last line on it
@@ -87,6 +91,8 @@ class PlaybookRunner:
         #: Until when each (playbook, group key) is quiet, as far as this process has read
         #: or written (so that it does not probe what cannot fire).
         self._known: dict[tuple[str, str], int] = {}
+        #: The marks of alert playbooks read or written (marks only move on), to probe from.
+        self._marks: dict[QuietKey, Mark] = {}
         self._bounds = Bounds()
         self._engine: Engine | None = None
 
@@ -118,20 +124,24 @@ class PlaybookRunner:
         """Evaluate the events ``views`` gives (those of the names asked) on the playbooks."""
         engine = self.source.current()
         if engine is not self._engine:
-            self._engine, self._quiet, self._known = engine, {}, {}
-            self._bounds = Bounds()
+            self._engine, self._quiet, self._known, self._marks = engine, {}, {}, {}
+            self._bounds = Bounds(engine.counted_windows)
         if engine.empty:
             return
         now_us = to_us(self.store.now())
-        quiet, known = self._quiet, self._known
+        quiet, known, marks = self._quiet, self._known, self._marks
         events = views(engine.names)
         plan = engine.plan(events, now_us, quiet)
+        if plan.late:
+            self.late.note(plan.late, engine.windows)
         keys = engine.keys(plan)
         if not keys:
             return
 
         wanted: set[tuple[str, str]] = set()  # (playbook, key) of the alerts asking a block
         learned: dict[tuple[str, str], int] = {}  # quiet times read or set, once committed
+        marked: dict[QuietKey, Mark] = {}  # marks read in the transaction, then those set
+        left: dict[StreamKey, dict[str, int]] = {}  # hits after the marks set, per key
         replaced: list[Replacement] = []  # blocks that took another's place at the cap
         spelled: dict[FieldPath, dict[str, dict[str, str]]] = {}
 
@@ -150,12 +160,15 @@ class PlaybookRunner:
             quiet_now: dict[tuple[str, str], int],
         ) -> WindowWrite:
             hits = {key: [Hit._make(h) for h in rows] for key, rows in found.items()}
-            firings, quieted = engine.decide(plan, hits, quiet_now, now_us, is_exempt)
+            firings, quieted = engine.decide(plan, hits, quiet_now, now_us, is_exempt, marked)
             learned.update(quiet_now)
             learned.update(quieted)
             alerts = [a for f in firings if (a := new_alert(f, self.max_blocks, spell)) is not None]
             wanted.update((a.playbook, a.group_key) for a in alerts if a.block is not None)
-            return WindowWrite(quieted, alerts)
+            moved = marks_of(firings)
+            marked.update(moved)
+            left.update(left_after(firings, hits, engine.stream_of))
+            return WindowWrite(quieted, alerts, moved)
 
         # Rules this process knows to be quiet for a key are not probed: quiet only lengthens
         # (see above), so its own knowledge is safe to act on.
@@ -163,7 +176,7 @@ class PlaybookRunner:
 
         def probes(fresh: bool) -> list[Probe]:
             bounds.advance(plan.counts, now_us, fresh)
-            return engine.probes(plan, now_us, known, bounds.known, bounds.unseen)
+            return engine.probes(plan, now_us, known, bounds.known, bounds.unseen, marks)
 
         stored = self.store.update_windows(
             keys,
@@ -178,7 +191,10 @@ class PlaybookRunner:
             others=bounds.others,
             present=(now_us - engine.max_window_us, bounds.present),
             on_replace=replaced.append,
+            marked=marked.update,
         )
+        marks.update(marked)
+        bounds.fired(left)
         by_id = {p.id: p for p in engine.playbooks.playbooks} if stored else {}
         refused = [a for a in stored if a.block_id is None and (a.playbook, a.group_key) in wanted]
         for alert in refused:  # quiet for its retry only, as the store wrote (then asked again)
@@ -197,6 +213,8 @@ class PlaybookRunner:
             self._known = {k: u for k, u in known.items() if u > now_us}
         if len(quiet) > MAX_QUIET:
             self._quiet = {k: u for k, u in quiet.items() if u > now_us}
+        if len(marks) > MAX_QUIET:  # those inside a window still save a read
+            self._marks = {k: m for k, m in marks.items() if m[0] > now_us - engine.max_window_us}
         if not stored:
             return
         if self.on_block is not None and any(a.block_id is not None for a in stored):

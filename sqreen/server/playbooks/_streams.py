@@ -51,6 +51,10 @@ class Feed(NamedTuple):
     read_value: Callable[[EventView], str | None] | None
     rules: tuple[Rule, ...]
     shortest: int  # the rules' shortest window (µs)
+    #: Every playbook reading the stream (those ``rules`` and the others: an ``after``
+    #: rule's), with its window (µs): an event older than one counts for nothing there.
+    readers: tuple[tuple[str, int], ...]
+    late_after: int  # their shortest window (µs): an event older is late for some
 
 
 #: A rule an event name triggers on a stream it does not feed (``after``): the rule, the
@@ -134,6 +138,7 @@ def group_streams(playbooks: PlaybookSet) -> Streams:
     feeds: dict[str, list[Feed]] = {}
     triggers: dict[str, list[Trigger]] = {}
     for stream in streams.values():
+        windows = tuple((r.id, r.window_us) for r in readers[stream.id])
         for name in stream.events:
             same = tuple(r for r in readers[stream.id] if name in r.triggers)
             feed = Feed(
@@ -144,6 +149,8 @@ def group_streams(playbooks: PlaybookSet) -> Streams:
                 None if stream.distinct is None else stream.distinct.reader(),
                 same,
                 min((r.window_us for r in same), default=0),
+                windows,
+                min(w for _, w in windows),
             )
             feeds.setdefault(name, []).append(feed)
     for rule in rules:

@@ -143,14 +143,17 @@ class ControlStore(Clocked, Protocol):
         others: Callable[[dict[tuple[str, str], int]], None] | None = None,
         present: tuple[int, Callable[[int, dict[tuple[str, str], int]], None]] | None = None,
         on_replace: Callable[[Replacement], None] | None = None,
+        marked: Callable[[dict[tuple[str, str], tuple[int, int]]], None] | None = None,
     ) -> list[Alert]:
         """In one transaction, with ``keys`` ((stream, key), in any order) held so that processes
         counting the same key take turns: store ``hits`` ((stream, key, time µs, seq, value));
         find the keys whose hits reach one of ``probes`` ((stream, key, since µs, how many,
         distinct?)); read until when each (playbook, key) is quiet for those keys; keep those
-        still ``wanted`` given that; give ``decide`` their hits and the quiet times; store its
-        quiet times, alerts and each alert's block (created, or an active block on the same
-        network or user extended, bumping the action version). ``probes`` may be a function
+        still ``wanted`` given that; tell ``marked`` the marks ((time µs, seq) of the last
+        event an alert counted) of each (playbook, key) on them; give ``decide`` their hits
+        and the quiet times; store its quiet times, marks (each only moves on), alerts and
+        each alert's block (created, or an active block on the same network or user
+        extended, bumping the action version). ``probes`` may be a function
         told whether nobody but ``owner`` wrote windows since its previous call; ``counted``
         is told each probe's count; ``horizon``, when somebody else did (where the store can
         tell), the time of the newest hit before ``hits`` (None: none). ``added`` is ``hits``

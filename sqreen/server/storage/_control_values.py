@@ -316,7 +316,9 @@ class Alert:
 @dataclass(frozen=True, slots=True)
 class WindowWrite:
     """What playbooks decided while their keys were held: until when each (playbook, key)
-    is now quiet (µs), and the alerts to store in the same transaction."""
+    is now quiet (µs), the alerts to store in the same transaction, and the new mark
+    (time µs, seq) of each (alert playbook, key) that alerted."""
 
     quiet: Mapping[tuple[str, str], int]
     alerts: Sequence[NewAlert] = ()
+    marks: Mapping[tuple[str, str], tuple[int, int]] = field(default_factory=dict)

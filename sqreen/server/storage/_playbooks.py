@@ -1,13 +1,15 @@
-"""The playbooks' share of storage: hits counted in windows, quiet times, alerts, blocks.
+"""The playbooks' share of storage: hits counted in windows, quiet times, marks, alerts,
+blocks.
 
 :meth:`PlaybookQueries.update_windows` is the one place where playbooks write. In one
 transaction it holds the keys a batch touched (SQLite: the transaction is the only writer;
 PostgreSQL: advisory locks taken in key order, so two processes take turns on a key and
 never deadlock), stores the batch's hits, counts in SQL which keys have enough of them to
 fire (most have not: they cost no Python work), hands the hits of the others to the engine,
-and writes back what it decided: quiet times, alerts and blocks. A block asked for a network
-or a user that an active block already covers extends that one rather than adding a second
-(:meth:`~._blocks.BlockQueries._block_for`, as for a block made by hand).
+and writes back what it decided: quiet times, alert playbooks' marks, alerts and blocks. A
+block asked for a network or a user that an active block already covers extends that one
+rather than adding a second (:meth:`~._blocks.BlockQueries._block_for`, as for a block made
+by hand).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ._alert_store import AlertQueries
 from ._parts import insert_rows
 from ._window_reads import (
     WINDOW_CHUNK,
+    MarkValues,
     ProbeValues,
     QuietKey,
     WindowKey,
@@ -28,6 +31,7 @@ from ._window_reads import (
     fetch_hits,
     present_hits,
     quiet_times,
+    read_marks,
 )
 from .model import Alert, Replacement, WindowWrite, to_us
 
@@ -123,13 +127,15 @@ class PlaybookQueries(AlertQueries):
         others: Callable[[dict[WindowKey, int]], None] | None = None,
         present: tuple[int, Callable[[int, dict[WindowKey, int]], None]] | None = None,
         on_replace: Callable[[Replacement], None] | None = None,
+        marked: Callable[[dict[QuietKey, MarkValues]], None] | None = None,
     ) -> list[Alert]:
         """In one transaction, with ``keys`` held: store ``hits``; count, in SQL, which keys
         have enough hits for one of ``probes``; read until when each playbook is quiet for
         those keys (the others cannot fire: their quiet times do not matter); keep those
-        still ``wanted`` now that their quiet times are known; give their hits to ``decide``
-        (oldest first, at most FETCH_MAX a key) with the quiet times read; and store what it
-        returns (quiet times, alerts, blocks).
+        still ``wanted`` now that their quiet times are known; tell ``marked`` the marks of
+        alert playbooks on them; give their hits to ``decide`` (oldest first, at most
+        FETCH_MAX a key) with the quiet times read; and store what it returns (quiet times,
+        marks, alerts, blocks). A mark only moves on.
 
         ``probes`` may be a function, told whether the windows are as ``owner`` left them
         at its previous call (nobody else wrote since: what it remembers of them holds);
@@ -193,6 +199,8 @@ class PlaybookQueries(AlertQueries):
             quiet = quiet_times(cur, sorted({key for _, key in candidates}), now)
             if wanted is not None:
                 candidates = {k: since for k, since in candidates.items() if wanted(k, quiet)}
+            if marked is not None and candidates:
+                marked(read_marks(cur, sorted({key for _, key in candidates})))
             write = decide(fetch_hits(cur, candidates), quiet)
             insert_rows(
                 cur,
@@ -201,14 +209,23 @@ class PlaybookQueries(AlertQueries):
                 " ON CONFLICT (playbook, key) DO UPDATE SET until_at = excluded.until_at",
                 WINDOW_CHUNK,
             )
+            insert_rows(
+                cur,
+                "INSERT INTO playbook_marks (playbook, key, ts, seq)",
+                [(p, key, ts, seq) for (p, key), (ts, seq) in sorted(write.marks.items())],
+                " ON CONFLICT (playbook, key) DO UPDATE SET ts = excluded.ts, seq = excluded.seq"
+                " WHERE (excluded.ts, excluded.seq) > (playbook_marks.ts, playbook_marks.seq)",
+                WINDOW_CHUNK,
+            )
             stored = self._store_alerts(cur, write.alerts, now, on_replace)
         # Once committed only: a row rolled back leaves its id to the next writer's.
         self._windows_seen = None if owner is None else (version, owner, logged)
         return stored
 
     def purge_windows(self, older_than: datetime) -> int:
-        """Forget hits older than ``older_than`` (longer ago than any window) and quiet times
-        that ended."""
+        """Forget hits older than ``older_than`` (longer ago than any window), the marks of
+        events as old (every event up to them is out of every window), and quiet times that
+        ended."""
         cutoff = to_us(older_than)
         purged = 0
         while True:  # in chunks: ingest writes in between
@@ -224,6 +241,7 @@ class PlaybookQueries(AlertQueries):
                 break
         with self._write() as cur:
             cur.execute("DELETE FROM playbook_quiet WHERE until_at < ?", (to_us(self.now()),))
+            cur.execute("DELETE FROM playbook_marks WHERE ts < ?", (cutoff,))
             # The log's rows every process has read by now (one that has not finds the gap
             # and counts again), in id order, which is the order of their times; never the
             # newest, so that no id is given twice.

@@ -356,6 +356,20 @@ _MIGRATIONS: Final[Sequence[Sequence[str] | Mapping[Dialect, Sequence[str]]]] = 
         ){side}""",
         "CREATE INDEX login_places_at ON login_places (at)",
     ),
+    # 17: the marks of alert playbooks (storage/_playbooks.py): per playbook and group key,
+    # the time and seq of the last event its latest alert counted. The events up to it
+    # count for nothing again there, where a time of quiet after an alert let forged events
+    # silence a real attack's alert. By time, for the purge.
+    (
+        """CREATE TABLE playbook_marks (
+            playbook TEXT NOT NULL,
+            key TEXT NOT NULL,
+            ts {int} NOT NULL,
+            seq {int} NOT NULL,
+            PRIMARY KEY (key, playbook)
+        ){side}""",
+        "CREATE INDEX playbook_marks_ts ON playbook_marks (ts)",
+    ),
 )
 
 

@@ -1,18 +1,20 @@
 """What a windows' transaction reads (:meth:`~._playbooks.PlaybookQueries.update_windows`):
-the probes' counts, the quiet times of the keys that may fire, and their hits."""
+the probes' counts, the quiet times and marks of the keys that may fire, and their hits."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 if TYPE_CHECKING:
     from ._sql import Cursor
 
 __all__ = [
+    "COLUMNS_MAX",
     "FETCH_MAX",
     "PRESENT_MAX",
     "WINDOW_CHUNK",
+    "MarkValues",
     "ProbeValues",
     "QuietKey",
     "WindowKey",
@@ -21,6 +23,7 @@ __all__ = [
     "padded",
     "present_hits",
     "quiet_times",
+    "read_marks",
 ]
 
 #: Keys a statement, when reading or writing windows (parameters stay under both limits).
@@ -32,18 +35,27 @@ IN_SIZES: Final = (1, 4, 16, 64, 128, 256, WINDOW_CHUNK)
 #: long fired whatever counts them, unless a rule keeps almost firing: then it is an
 #: approximation on its latest hits).
 FETCH_MAX: Final = 4096
+#: Counts a stream's probes statement makes at most (a column each, over every hit it reads):
+#: the rules' windows, which all its keys ask for. A probe of a time few keys ask for (an
+#: alert playbook's mark, one key's) past these is counted alone (:func:`_count_alone`).
+COLUMNS_MAX: Final = 8
+#: Probes counted alone a statement (``UNION ALL``: SQLite allows 500 terms).
+ALONE_CHUNK: Final = 64
 #: Hits in the windows a process reads by key when it forgets what it knew of them (at its
 #: first batch, or when another process wrote what the log cannot tell): with more, it
 #: knows only that none is newer than the newest (:func:`present_hits`).
 PRESENT_MAX: Final = 4096
 
+T = TypeVar("T")
 WindowKey = tuple[str, str]
 QuietKey = tuple[str, str]  # (playbook id, group key)
+#: A mark: (time µs, seq) of the last event an alert playbook's alert counted on a key.
+MarkValues = tuple[int, int]
 #: A probe: (stream, key, since µs, how many, distinct values?).
 ProbeValues = tuple[str, str, int, int, bool]
 
 
-def padded(items: Sequence[str]) -> list[str]:
+def padded(items: Sequence[T]) -> list[T]:
     """``items`` (at most WINDOW_CHUNK), their last repeated up to the next of IN_SIZES."""
     size = next(n for n in IN_SIZES if n >= len(items))
     return [*items, *[items[-1]] * (size - len(items))]
@@ -63,18 +75,38 @@ def quiet_times(cur: Cursor, group_keys: Sequence[str], now: int) -> dict[QuietK
     return quiet
 
 
+def read_marks(cur: Cursor, group_keys: Sequence[str]) -> dict[QuietKey, MarkValues]:
+    """The marks of alert playbooks on these group keys."""
+    marks: dict[QuietKey, MarkValues] = {}
+    for i in range(0, len(group_keys), WINDOW_CHUNK):
+        names = padded(group_keys[i : i + WINDOW_CHUNK])
+        rows = cur.execute(
+            "SELECT playbook, key, ts, seq FROM playbook_marks "
+            f"WHERE key IN ({', '.join('?' * len(names))})",
+            names,
+        ).fetchall()
+        marks.update(((p, k), (int(ts), int(seq))) for p, k, ts, seq in rows)
+    return marks
+
+
 def count_probes(cur: Cursor, probes: Sequence[ProbeValues]) -> dict[ProbeValues, int]:
     """How many hits (or distinct values) each probe's key has since its time: one
     statement for the keys of a stream (``GROUP BY key``, over the primary key's range of
-    each), a column for each window and way of counting its rules ask for."""
-    by_stream: dict[str, tuple[set[str], set[tuple[int, bool]]]] = {}
+    each), a column for each window and way of counting its rules ask for (the
+    COLUMNS_MAX asked by the most keys; the other probes are counted alone)."""
+    by_stream: dict[str, dict[tuple[int, bool], set[str]]] = {}
     for stream, key, since, _, distinct in probes:
-        keys, columns = by_stream.setdefault(stream, (set(), set()))
-        keys.add(key)
-        columns.add((since, distinct))
+        by_stream.setdefault(stream, {}).setdefault((since, distinct), set()).add(key)
     counts: dict[tuple[str, str, int, bool], int] = {}
-    for stream, (keys, columns) in sorted(by_stream.items()):
-        asked = sorted(columns)
+    alone: list[tuple[str, str, int, bool]] = []
+    for stream, asking in sorted(by_stream.items()):
+        columns = sorted(asking, key=lambda c: (-len(asking[c]), c))
+        for since, distinct in columns[COLUMNS_MAX:]:
+            alone += [(stream, key, since, distinct) for key in sorted(asking[(since, distinct)])]
+        asked = sorted(columns[:COLUMNS_MAX])
+        keys: set[str] = set()
+        for column in asked:
+            keys |= asking[column]
         oldest = asked[0][0]
         select = ", ".join(
             ("count(DISTINCT value)" if distinct else "count(*)")
@@ -98,7 +130,33 @@ def count_probes(cur: Cursor, probes: Sequence[ProbeValues]) -> dict[ProbeValues
             for key, *found in rows:
                 for (since, distinct), n in zip(asked, found, strict=True):
                     counts[(stream, key, since, distinct)] = int(n)
+    counts.update(_count_alone(cur, alone))
     return {p: counts.get((p[0], p[1], p[2], p[4]), 0) for p in probes}
+
+
+def _count_alone(
+    cur: Cursor, probes: Sequence[tuple[str, str, int, bool]]
+) -> dict[tuple[str, str, int, bool], int]:
+    """Count each of ``probes`` ((stream, key, since, distinct?)) alone, over its key's range
+    of the primary key: a ``UNION ALL`` of a term each, ALONE_CHUNK terms a statement, in
+    as few texts as IN lists (the terms padded like them)."""
+    counts: dict[tuple[str, str, int, bool], int] = {}
+    for distinct in (False, True):
+        mine = [p for p in probes if p[3] == distinct]
+        what = "count(DISTINCT value)" if distinct else "count(*)"
+        for i in range(0, len(mine), ALONE_CHUNK):
+            part = padded(mine[i : i + ALONE_CHUNK])
+            rows = cur.execute(
+                " UNION ALL ".join(
+                    f"SELECT {n} AS n, {what} AS found FROM window_hits "
+                    "WHERE stream = ? AND key = ? AND ts >= ?"
+                    for n in range(len(part))
+                ),
+                [v for stream, key, since, _ in part for v in (stream, key, since)],
+            ).fetchall()
+            for n, found in rows:
+                counts[part[n]] = int(found)
+    return counts
 
 
 def fetch_hits(

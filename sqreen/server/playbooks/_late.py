@@ -1,0 +1,82 @@
+"""Events that reached the playbooks later than their windows: counted and said.
+
+An event whose own time is older than a playbook's window counts for nothing there
+(:attr:`~._hits.Plan.late`): so that ``sqreen import`` of last week's attack blocks nobody
+today. ``sqreen import`` stores its events without the ingest pipeline's hooks, so the
+playbooks never see them; what they do see came through ingest, and an event of theirs too
+old to count was delivered late (a collector flooded for longer than a window, an SDK's
+spool sent after an outage). :class:`LateEvents` counts those per playbook (the
+``sqreen_playbook_late_events_total`` counter, through ``on_late``) and says so on the
+``sqreen.server`` logger, at most once a minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Final
+
+__all__ = ["LateEvents", "span"]
+
+logger = logging.getLogger("sqreen.server")
+
+#: Seconds between two lines at most.
+LOG_EVERY: Final = 60.0
+#: Playbooks a line names at most (the others counted).
+NAMED_MAX: Final = 5
+
+
+def span(us: int) -> str:
+    """A duration (µs) as people read it, to its second largest unit: ``5m``, ``2h13m``,
+    ``7m05s``, ``3d``."""
+    rest = max(0, us // 1_000_000)
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        n, rest = divmod(rest, size)
+        if n or parts:
+            parts.append(f"{n:02d}{unit}" if parts else f"{n}{unit}")
+        if len(parts) == 2:
+            break
+    if len(parts) == 2 and parts[1].startswith("00"):
+        parts.pop()
+    return "".join(parts) or "0s"
+
+
+class LateEvents:
+    """Counts the events each playbook found older than its window, and says so."""
+
+    def __init__(self, on_late: Callable[[str, int], None] | None = None) -> None:
+        #: Told, for each batch with late events, each playbook's count (metrics).
+        self.on_late = on_late
+        #: Since the last line: per playbook, (events, the oldest's age µs, window µs).
+        self._pending: dict[str, tuple[int, int, int]] = {}
+        self._logged = -LOG_EVERY
+
+    def note(self, late: Mapping[str, tuple[int, int]], windows: Mapping[str, int]) -> None:
+        """A batch's late events (per playbook: how many, the oldest's age µs), with the
+        playbooks' windows (µs)."""
+        pending = self._pending
+        for playbook, (n, age) in late.items():
+            if self.on_late is not None:
+                self.on_late(playbook, n)
+            had, oldest, _ = pending.get(playbook, (0, 0, 0))
+            pending[playbook] = (had + n, max(oldest, age), windows.get(playbook, 0))
+        now = time.monotonic()
+        if not pending or now - self._logged < LOG_EVERY:
+            return
+        ordered = sorted(pending.items(), key=lambda item: (-item[1][0], item[0]))
+        said = "; ".join(
+            f"{playbook}: {n} older than its window ({span(window)}), up to {span(age)} old"
+            for playbook, (n, age, window) in ordered[:NAMED_MAX]
+        )
+        more = len(ordered) - NAMED_MAX
+        logger.warning(
+            "sqreen: %d events reached the playbooks too late to count (%s%s): delivered "
+            "after their windows had passed (a collector behind its ingest, an SDK's spool "
+            "sent after an outage); sqreen_playbook_late_events_total counts them",
+            sum(n for n, _, _ in pending.values()),
+            said,
+            f"; {more} more playbooks" if more > 0 else "",
+        )
+        self._pending, self._logged = {}, now
