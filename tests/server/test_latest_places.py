@@ -162,7 +162,7 @@ def test_known_places_are_bounded(three: tuple[SQLiteStorage, ...]) -> None:
     forgotten at once, not grown."""
     latest = three[0]._latest_places
     assert latest is not None
-    latest.read("one", [row("one", at) for at in range(100)])
+    latest.read("one", [row("one", at) for at in range(100)], latest.generation)
     floor, rows = latest.known["one"]
     assert [r.at for r in rows] == list(range(100 - latest.KEPT, 100))
     assert floor == (100 - latest.KEPT, "e")
@@ -170,7 +170,7 @@ def test_known_places_are_bounded(three: tuple[SQLiteStorage, ...]) -> None:
     floor, rows = latest.known["one"]
     assert len(rows) == latest.KEPT and rows[-1].at == 500 and floor == (101 - latest.KEPT, "e")
     for n in range(latest.MOST_ROWS // latest.KEPT + 5):
-        latest.read(str(n), [row(str(n), at) for at in range(latest.KEPT)])
+        latest.read(str(n), [row(str(n), at) for at in range(latest.KEPT)], latest.generation)
     assert sum(len(rows) for _, rows in latest.known.values()) <= latest.MOST_ROWS
 
 
@@ -185,7 +185,7 @@ def test_what_is_known_follows_the_rows_written() -> None:
     from sqreen.server.storage import LatestPlaces
 
     latest = LatestPlaces()
-    latest.read("few", [row("few", 100)])
+    latest.read("few", [row("few", 100)], latest.generation)
     latest.wrote([row("few", 50), row("few", 150), row("few", 150), row("nobody", 1)])
     assert [r.at for r in latest.known["few"][1]] == [50, 100, 150]
     assert latest.answer(PlaceAsk("few", 120, "", 120, "", 10**6)) == [
@@ -194,7 +194,9 @@ def test_what_is_known_follows_the_rows_written() -> None:
     ]
     assert latest.answer(PlaceAsk("few", 10, "", 10, "", 5)) == []  # nothing within 5 µs
     assert latest.answer(PlaceAsk("nobody", 200, "", 200, "", 10)) is None
-    latest.read("many", [row("many", at) for at in range(1000, 1000 + latest.KEPT)])
+    latest.read(
+        "many", [row("many", at) for at in range(1000, 1000 + latest.KEPT)], latest.generation
+    )
     # Older than every place kept: the one before may be older still, unread.
     assert latest.answer(PlaceAsk("many", 999, "", 1001, "", 10**6)) is None
     # A place written below the floor says nothing of those between it and the floor.
@@ -205,3 +207,50 @@ def test_what_is_known_follows_the_rows_written() -> None:
         row("many", 1001),
         row("many", 1002),
     ]
+
+
+def test_a_purge_between_a_read_and_what_it_teaches_leaves_nothing_purged_known(
+    three: tuple[SQLiteStorage, ...], city_mmdb: str, clock: Any
+) -> None:
+    """Retention runs in another thread: a purge that deletes a user's place just after
+    a read of their newest places, before the read is learnt from, must not leave the
+    deleted place known (a later login would be compared with it, where a read of the
+    table finds nothing)."""
+    ours, _, plain = three
+    ingest = pipeline(ours, city_mmdb)
+    start = clock() - timedelta(hours=3)
+    ingest(body(login(SYDNEY_IP, start, uid="zoe")))
+    latest = ours._latest_places
+    assert latest is not None
+    latest.forget()  # as after another process's commit: the next ask reads
+    read_each = ours._read_each
+    cutoff = int((start + timedelta(minutes=1)).timestamp() * 1_000_000)
+
+    def read_then_purge(reads: Sequence[Any]) -> Any:
+        rows = read_each(reads)
+        ours.purge_places(cutoff)  # the retention thread, right after the read
+        return rows
+
+    ours._read_each = read_then_purge  # type: ignore[method-assign]
+    ask = PlaceAsk(
+        _key_text((("uid", "zoe"),)),
+        int((start + timedelta(minutes=30)).timestamp() * 1_000_000),
+        "",
+        int((start + timedelta(minutes=30)).timestamp() * 1_000_000),
+        "",
+        20 * 3600 * 1_000_000,
+    )
+    ours.nearby_places([ask])
+    ours._read_each = read_each  # type: ignore[method-assign]
+    assert ours.nearby_places([ask]) == plain.nearby_places([ask]) == []
+
+
+def test_users_without_a_place_count_toward_the_bound() -> None:
+    """An ingest key can make logins of ever new users whose places are never stored (their
+    events are duplicates): each is known with no place, and must count."""
+    from sqreen.server.storage import LatestPlaces
+
+    latest = LatestPlaces()
+    for n in range(latest.MOST_ROWS + 10):
+        latest.read(str(n), [], latest.generation)
+    assert len(latest.known) <= latest.MOST_ROWS

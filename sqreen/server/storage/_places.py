@@ -160,14 +160,18 @@ class LatestPlaces:
     """
 
     #: Places kept a user, at most (the newest).
-    KEPT: Final = 16
-    #: Places kept in all, at most (a few hundred bytes each).
-    MOST_ROWS: Final = 200_000
+    KEPT: Final = 8
+    #: Places kept in all, at most (about 500 bytes each: 50 MiB at most), a user without
+    #: any counting one.
+    MOST_ROWS: Final = 100_000
 
     def __init__(self) -> None:
         self.version: object = None
         self.known: dict[str, tuple[tuple[int, str], list[PlaceRow]]] = {}
+        #: Places kept, a user without any counting one (what bounds the memory).
         self.rows = 0
+        #: Bumped by :meth:`forget`: a read begun before it is not learnt from.
+        self.generation = 0
 
     def check(self, version: object) -> None:
         """Forget everything when the database's ``version`` is not the one last seen."""
@@ -178,6 +182,7 @@ class LatestPlaces:
     def forget(self) -> None:
         self.known.clear()
         self.rows = 0
+        self.generation += 1
 
     def answer(self, ask: PlaceAsk) -> list[PlaceRow] | None:
         """The ask's neighbours (:func:`neighbours`), or None when what is known does not
@@ -195,9 +200,12 @@ class LatestPlaces:
             return neighbours(ask, places)
         return None
 
-    def read(self, user_key: str, newest: Sequence[PlaceRow]) -> None:
+    def read(self, user_key: str, newest: Sequence[PlaceRow], generation: int) -> None:
         """Learn from a read of the user's :data:`KEPT` newest places (``newest``, any
-        order): fewer, and they are all the user has."""
+        order): fewer, and they are all the user has. ``generation``: :attr:`generation`
+        when the read began (a purge since, in another thread, may have deleted some)."""
+        if generation != self.generation:
+            return
         places = sorted(newest, key=_when)
         floor = _when(places[0]) if len(places) >= self.KEPT else BOTTOM
         self._keep(user_key, floor, places)
@@ -220,10 +228,10 @@ class LatestPlaces:
             places = places[-self.KEPT :]
             floor = _when(places[0])
         before = self.known.get(user_key)
-        self.rows += len(places) - (len(before[1]) if before else 0)
+        self.rows += max(1, len(places)) - (max(1, len(before[1])) if before else 0)
         if self.rows > self.MOST_ROWS:
             self.forget()
-            self.rows = len(places)
+            self.rows = max(1, len(places))
         self.known[user_key] = (floor, places)
 
 
@@ -260,12 +268,13 @@ class PlaceQueries(SqlPart):
         todo = list(asks)
         if latest is not None:
             latest.check(self._places_version())
+            generation = latest.generation
             unknown = {ask.user_key for ask in asks if ask.user_key not in latest.known}
             newest: dict[str, list[PlaceRow]] = {key: [] for key in unknown}
             for row in self._read_places([(_NEWEST, [key, latest.KEPT]) for key in unknown]):
                 newest[row.user_key].append(row)
             for key, found in newest.items():
-                latest.read(key, found)
+                latest.read(key, found, generation)
             todo = []
             for ask in asks:
                 known = latest.answer(ask)
@@ -322,8 +331,10 @@ class PlaceQueries(SqlPart):
                     (before_us, PURGE_CHUNK),
                 )
                 done = cur.rowcount
+                if done and self._latest_places is not None:
+                    # A place known may be gone: forgotten before the commit, under the write
+                    # lock, so no read learns it again (one begun before is not learnt from).
+                    self._latest_places.forget()
             total += max(0, done)
-            if done and self._latest_places is not None:  # a place known may be gone
-                self._latest_places.forget()
             if done < PURGE_CHUNK:
                 return total
