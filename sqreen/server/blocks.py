@@ -36,7 +36,16 @@ from .._client_ip import DEFAULT_TRUSTED_PROXIES
 from .._event import InvalidEvent, validate_user
 from .._text import first_hidden
 from ._block_input import InvalidBlock, parse_duration, parse_pairs, parse_when
-from .storage import Block, BlockSpec, BlockType, ControlStore, PlacedBlock, TooManyBlocks
+from .storage import (
+    MAX_TARGET_BYTES,
+    Block,
+    BlockSpec,
+    BlockType,
+    ControlStore,
+    PlacedBlock,
+    TooManyBlocks,
+    block_target,
+)
 
 __all__ = [
     "ENDED_LISTED",
@@ -135,6 +144,15 @@ def validate_user_spec(user: object) -> dict[str, str]:
     for key, value in checked.items():
         if not value.strip():  # identifiers are compared stripped: it would match nobody
             raise InvalidBlock(f"user.{key}", "must not be empty or only spaces")
+    # Stored folded and indexed: a block on more cannot be looked up (nor, on PostgreSQL,
+    # stored), whoever asks; NFKC makes 18 characters of some one.
+    size = len(block_target("block_user", None, checked).encode())
+    if size > MAX_TARGET_BYTES:
+        raise InvalidBlock(
+            "user",
+            f"{size} bytes once folded and escaped, at most {MAX_TARGET_BYTES}: "
+            "block it by fewer or shorter identifiers",
+        )
     return checked
 
 

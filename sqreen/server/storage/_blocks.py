@@ -26,11 +26,10 @@ that block theirs (``created_by``), so that it is never replaced either.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from ..._blocking import fold_identifier
 from ._entity_rows import BLOCK_COLUMNS, BlockRow, block_from_row
 from ._parts import SqlPart
 from ._queries import id_list
@@ -44,6 +43,7 @@ from .model import (
     BlockType,
     PlacedBlock,
     TooManyBlocks,
+    block_target,
     by_playbook,
     to_us,
 )
@@ -93,17 +93,6 @@ _VERSIONED: Final = (
     "SELECT value, " + ", ".join(["NULL"] * len(BlockRow._fields)) + " FROM counters "
     "WHERE name = 'actions' UNION ALL {rows}"
 )
-
-
-def _target(type: BlockType, ip: str | None, user: Mapping[str, str] | None) -> str:
-    """What a block is on, as the ``target`` column holds it (migration 13): one text for
-    every spelling of the same target: a user's identifiers in any order, and their values
-    folded as the SDKs compare them. Blocks placed before kept the values as given."""
-    if type == "block_ip":
-        return f"ip:{ip}"
-    # As the SDKs compare identifiers (and playbooks group them): Bob@Example.com is bob's.
-    folded = {k: fold_identifier(v) for k, v in (user or {}).items()}
-    return "user:" + json.dumps(folded, sort_keys=True)
 
 
 class Placement(NamedTuple):
@@ -168,7 +157,7 @@ class BlockQueries(SqlPart):
                 expires,
                 created_by,
                 version,
-                _target(type, ip, user),
+                block_target(type, ip, user),
             ),
         ).fetchone()
         return BlockRow._make(row)
@@ -242,7 +231,7 @@ class BlockQueries(SqlPart):
     def _covering(self, cur: Cursor, spec: BlockSpec, now: int) -> BlockRow | None:
         """The active block on the same network or user as ``spec``, if any (by the
         ``blocks_target`` index: one lookup, however many blocks are in force)."""
-        target = _target(spec.type, spec.ip, spec.user)
+        target = block_target(spec.type, spec.ip, spec.user)
         # A user block made before migration 13 has its identifiers in the order given then:
         # the order given now is looked up too (a playbook's group key keeps its order).
         given = target if spec.user is None else "user:" + json.dumps(spec.user)

@@ -6,17 +6,20 @@ Imported through :mod:`.model`, which holds the values of events and the times t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple
 
+from ..._blocking import fold_identifier
 from ..._wire_time import format_timestamp
 
 __all__ = [
     "AGENT_TTL",
     "KEY_SCOPES",
     "MAX_AGENTS_PER_KEY",
+    "MAX_TARGET_BYTES",
     "PLAYBOOK_AUTHOR",
     "ActionChanges",
     "ActionSet",
@@ -36,6 +39,7 @@ __all__ = [
     "StoredKey",
     "TooManyBlocks",
     "WindowWrite",
+    "block_target",
     "by_playbook",
 ]
 
@@ -53,6 +57,23 @@ PLAYBOOK_AUTHOR: Final = "playbook:"
 def by_playbook(created_by: str) -> bool:
     """Whether a block of this ``created_by`` is a playbook's (else a person made it)."""
     return created_by.startswith(PLAYBOOK_AUTHOR)
+
+
+#: The longest ``target`` a block may have (bytes): the column is indexed, and PostgreSQL
+#: refuses an index entry past about 2 700 bytes (the error would roll back the whole
+#: transaction: a playbook's, every alert of the body with it). Both back ends refuse alike.
+MAX_TARGET_BYTES: Final = 2000
+
+
+def block_target(type: BlockType, ip: str | None, user: Mapping[str, str] | None) -> str:
+    """What a block is on, as the ``target`` column holds it (migration 13): one text for
+    every spelling of the same target: a user's identifiers in any order, and their values
+    folded as the SDKs compare them. Blocks placed before kept the values as given."""
+    if type == "block_ip":
+        return f"ip:{ip}"
+    # As the SDKs compare identifiers (and playbooks group them): Bob@Example.com is bob's.
+    folded = {k: fold_identifier(v) for k, v in (user or {}).items()}
+    return "user:" + json.dumps(folded, sort_keys=True)
 
 
 #: An SDK process silent (no heartbeat) for longer is forgotten: no longer listed, deleted.
