@@ -76,7 +76,7 @@ _COUNT_IN_FORCE: Final = (
 _SOONEST_PLAYBOOK: Final = (
     f"SELECT {_B_COLUMNS} FROM blocks b WHERE b.lifted_at IS NULL AND b.expires_at > ? "
     f"AND substr(b.created_by, 1, {len(PLAYBOOK_AUTHOR)}) = '{PLAYBOOK_AUTHOR}' "
-    "ORDER BY b.expires_at, b.id LIMIT 1"
+    "ORDER BY b.expires_at, b.id LIMIT ?"
 )
 #: The newest blocks lifted or expired by ``?``, at most ``?``: newest first down the primary
 #: key; most blocks ever made have ended, so the walk stops after about that many rows
@@ -124,13 +124,17 @@ class BlockQueries(SqlPart):
         return int(active) >= max_active
 
     @staticmethod
-    def _replaceable(cur: Cursor, spec: BlockSpec, now: int) -> BlockRow | None:
+    def _replaceable(
+        cur: Cursor, spec: BlockSpec, now: int, spare: Collection[int] = ()
+    ) -> BlockRow | None:
         """The block a new block of ``spec`` replaces at the cap: for a playbook's, the
-        playbook block in force that expires soonest; for a person's, none."""
+        playbook block in force that expires soonest, but for those of ``spare`` (the blocks
+        of the alerts stored before it in the same transaction: replaced at once, their
+        alerts' keys would stay quiet); for a person's, none."""
         if not by_playbook(spec.created_by):
             return None
-        row = cur.execute(_SOONEST_PLAYBOOK, (now,)).fetchone()
-        return None if row is None else BlockRow._make(row)
+        rows = cur.execute(_SOONEST_PLAYBOOK, (now, len(spare) + 1)).fetchall()
+        return next((b for b in map(BlockRow._make, rows) if b.id not in spare), None)
 
     @staticmethod
     def _insert_block(
@@ -162,14 +166,17 @@ class BlockQueries(SqlPart):
         ).fetchone()
         return BlockRow._make(row)
 
-    def _block_for(self, cur: Cursor, spec: BlockSpec, now: int) -> Placement:
+    def _block_for(
+        self, cur: Cursor, spec: BlockSpec, now: int, spare: Collection[int] = ()
+    ) -> Placement:
         """Place ``spec`` inside the write transaction of ``cur``: a new block, or the active
         block that already covers the same network or user, its expiry extended when
         ``spec`` lasts longer (its reason kept; its author too, unless a person asks for a
         playbook's block: it becomes theirs). When a new one would pass
         ``spec.max_active``, a playbook's replaces the playbook block that expires soonest;
         else :class:`TooManyBlocks` is raised (the caller's transaction rolls back or, for a
-        playbook, stores its alert without a block)."""
+        playbook, stores its alert without a block). The blocks of ``spare`` are never
+        replaced (see :meth:`_replaceable`)."""
         expires = None if spec.duration is None else now + int(spec.duration.total_seconds() * 1e6)
         found = self._covering(cur, spec, now)
         if found is not None and _lasts(found, expires) and not _adopts(spec, found):
@@ -177,7 +184,7 @@ class BlockQueries(SqlPart):
         if (
             found is None
             and self._full(cur, now, spec.max_active)
-            and self._replaceable(cur, spec, now) is None
+            and self._replaceable(cur, spec, now, spare) is None
         ):
             # Before the version is taken, so that at the cap no SDK is woken for nothing.
             raise TooManyBlocks(spec.max_active or 0)
@@ -189,7 +196,7 @@ class BlockQueries(SqlPart):
         if found is None:
             replaced = None
             if self._full(cur, now, spec.max_active):
-                replaced = self._replaceable(cur, spec, now)
+                replaced = self._replaceable(cur, spec, now, spare)
                 if replaced is None:
                     raise TooManyBlocks(spec.max_active or 0)
             row = self._insert_block(
