@@ -313,7 +313,7 @@ class BlockService:
     At most ``max_active`` blocks are in force at once (None: no limit): past it,
     :meth:`create` raises :class:`BlockLimitReached` (an :class:`InvalidBlock` naming the
     limit), unless ``created_by`` is a playbook's (``playbook:<id>``): then the new block
-    replaces the playbook block in force that expires soonest (see ``storage/_blocks.py``),
+    replaces the oldest playbook block in force (see ``storage/_blocks.py``),
     and only with none (every block in force a person's) is it refused.
     """
 

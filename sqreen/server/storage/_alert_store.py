@@ -66,7 +66,7 @@ def replacing(summary: str, lifted: BlockRow) -> str:
     """An alert's summary, saying that its block took the place of ``lifted`` at the cap."""
     return (
         f"{summary} (at --max-blocks: its block replaced #{lifted.id} of {lifted.created_by}, "
-        "the playbook block expiring soonest)"
+        "the oldest playbook block)"
     )
 
 

@@ -16,7 +16,7 @@ active block already covers extends that one (when asked to last longer) rather 
 a second, and says which it did.
 
 At the cap (``max_active``), a person's new block is refused; a playbook's takes the place of
-the playbook block in force that expires soonest (lifted, saying by which block), so that
+the playbook block in force created longest ago (lifted, saying by which block), so that
 whoever can send events (an ingest key) cannot fill the cap with blocks of made-up addresses
 and switch blocking off. A person's block is never replaced: with only those in force, a
 playbook's block is refused too. A person asking for a target a playbook's block covers makes
@@ -70,13 +70,16 @@ _COUNT_IN_FORCE: Final = (
     "SELECT (SELECT count(*) FROM blocks WHERE lifted_at IS NULL AND expires_at IS NULL) + "
     "(SELECT count(*) FROM blocks WHERE lifted_at IS NULL AND expires_at > ?)"
 )
-#: The playbook block in force at ``?`` that expires soonest (a playbook's block always has a
-#: duration): what a playbook's new block replaces at the cap. Down the ``blocks_active``
-#: index from that time, past the people's blocks (at most the cap's worth).
-_SOONEST_PLAYBOOK: Final = (
+#: The playbook blocks in force at ``?`` created longest ago, at most ``?`` (a playbook's
+#: block always has a duration): what a playbook's new block replaces at the cap. Oldest
+#: first, not expiring soonest: a flood through the longest-lasting playbook would otherwise
+#: choose its victim (a fresh shorter block, replaced by the very next flood block). The
+#: ``blocks_active`` index from that time gives the blocks in force (at most the cap's
+#: worth), sorted.
+_OLDEST_PLAYBOOK: Final = (
     f"SELECT {_B_COLUMNS} FROM blocks b WHERE b.lifted_at IS NULL AND b.expires_at > ? "
     f"AND substr(b.created_by, 1, {len(PLAYBOOK_AUTHOR)}) = '{PLAYBOOK_AUTHOR}' "
-    "ORDER BY b.expires_at, b.id LIMIT ?"
+    "ORDER BY b.created_at, b.id LIMIT ?"
 )
 #: The newest blocks lifted or expired by ``?``, at most ``?``: newest first down the primary
 #: key; most blocks ever made have ended, so the walk stops after about that many rows
@@ -128,12 +131,12 @@ class BlockQueries(SqlPart):
         cur: Cursor, spec: BlockSpec, now: int, spare: Collection[int] = ()
     ) -> BlockRow | None:
         """The block a new block of ``spec`` replaces at the cap: for a playbook's, the
-        playbook block in force that expires soonest, but for those of ``spare`` (the blocks
+        playbook block in force created longest ago, but for those of ``spare`` (the blocks
         of the alerts stored before it in the same transaction: replaced at once, their
         alerts' keys would stay quiet); for a person's, none."""
         if not by_playbook(spec.created_by):
             return None
-        rows = cur.execute(_SOONEST_PLAYBOOK, (now, len(spare) + 1)).fetchall()
+        rows = cur.execute(_OLDEST_PLAYBOOK, (now, len(spare) + 1)).fetchall()
         return next((b for b in map(BlockRow._make, rows) if b.id not in spare), None)
 
     @staticmethod
@@ -173,7 +176,7 @@ class BlockQueries(SqlPart):
         block that already covers the same network or user, its expiry extended when
         ``spec`` lasts longer (its reason kept; its author too, unless a person asks for a
         playbook's block: it becomes theirs). When a new one would pass
-        ``spec.max_active``, a playbook's replaces the playbook block that expires soonest;
+        ``spec.max_active``, a playbook's replaces the playbook block created longest ago;
         else :class:`TooManyBlocks` is raised (the caller's transaction rolls back or, for a
         playbook, stores its alert without a block). The blocks of ``spare`` are never
         replaced (see :meth:`_replaceable`)."""

@@ -224,7 +224,7 @@ class PlacedBlock:
 @dataclass(frozen=True, slots=True)
 class Replacement:
     """At ``--max-blocks``, a playbook's new block (``block_id``, for alert ``alert_id``)
-    took the place of ``lifted``, the playbook block in force expiring soonest; the
+    took the place of ``lifted``, the oldest playbook block in force; the
     (playbook, key) pairs that block kept quiet are ``released``: they may fire again."""
 
     lifted: Block
@@ -245,9 +245,9 @@ class BlockSpec:
     reason: str
     created_by: str
     #: Made only while fewer blocks than this are in force (None: no limit). At the cap, a
-    #: playbook's block takes the place of the playbook block in force that expires
-    #: soonest; with none (every block in force a person's), it is refused, and the alert
-    #: is stored without a block.
+    #: playbook's block takes the place of the oldest playbook block in force (created
+    #: longest ago); with none (every block in force a person's), it is refused, and the
+    #: alert is stored without a block.
     max_active: int | None = None
 
 
