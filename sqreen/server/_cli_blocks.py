@@ -91,7 +91,7 @@ max_blocks_option = click.option(
     show_default=True,
     type=click.IntRange(1, 1_000_000),
     help="Blocks in force at once, at most: past it a person's new block is refused, and a "
-    "playbook's replaces the playbook block expiring soonest (env: SQREEN_MAX_BLOCKS; every "
+    "playbook's replaces the oldest playbook block (env: SQREEN_MAX_BLOCKS; every "
     "SDK holds them all).",
 )
 

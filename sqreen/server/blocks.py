@@ -36,7 +36,16 @@ from .._client_ip import DEFAULT_TRUSTED_PROXIES
 from .._event import InvalidEvent, validate_user
 from .._text import first_hidden
 from ._block_input import InvalidBlock, parse_duration, parse_pairs, parse_when
-from .storage import Block, BlockSpec, BlockType, ControlStore, PlacedBlock, TooManyBlocks
+from .storage import (
+    MAX_TARGET_BYTES,
+    Block,
+    BlockSpec,
+    BlockType,
+    ControlStore,
+    PlacedBlock,
+    TooManyBlocks,
+    block_target,
+)
 
 __all__ = [
     "ENDED_LISTED",
@@ -135,6 +144,15 @@ def validate_user_spec(user: object) -> dict[str, str]:
     for key, value in checked.items():
         if not value.strip():  # identifiers are compared stripped: it would match nobody
             raise InvalidBlock(f"user.{key}", "must not be empty or only spaces")
+    # Stored folded and indexed: a block on more cannot be looked up (nor, on PostgreSQL,
+    # stored), whoever asks; NFKC makes 18 characters of some one.
+    size = len(block_target("block_user", None, checked).encode())
+    if size > MAX_TARGET_BYTES:
+        raise InvalidBlock(
+            "user",
+            f"{size} bytes once folded and escaped, at most {MAX_TARGET_BYTES}: "
+            "block it by fewer or shorter identifiers",
+        )
     return checked
 
 
@@ -295,7 +313,7 @@ class BlockService:
     At most ``max_active`` blocks are in force at once (None: no limit): past it,
     :meth:`create` raises :class:`BlockLimitReached` (an :class:`InvalidBlock` naming the
     limit), unless ``created_by`` is a playbook's (``playbook:<id>``): then the new block
-    replaces the playbook block in force that expires soonest (see ``storage/_blocks.py``),
+    replaces the oldest playbook block in force (see ``storage/_blocks.py``),
     and only with none (every block in force a person's) is it refused.
     """
 

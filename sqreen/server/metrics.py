@@ -105,7 +105,7 @@ REFUSED: Final = Counter(
 BLOCKS_AT_CAP: Final = Counter(
     "sqreen_playbook_blocks_at_cap",
     "Playbook blocks asked for with --max-blocks blocks in force, by outcome: replaced (made "
-    "in place of the playbook block expiring soonest) or refused (every block in force a "
+    "in place of the oldest playbook block) or refused (every block in force a "
     "person's: the alert stored without its block).",
     ["outcome"],
 )

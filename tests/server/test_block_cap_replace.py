@@ -1,5 +1,5 @@
 """At ``--max-blocks``, a playbook's new block takes the place of the playbook block in force
-that expires soonest, never of a block a person made: whoever can send events (an ingest
+created longest ago, never of a block a person made: whoever can send events (an ingest
 key) cannot switch blocking off by filling the cap with blocks of made-up addresses."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def at_cap(outcome: str) -> float:
     return value or 0.0
 
 
-def test_a_new_crossing_replaces_the_playbook_block_expiring_soonest(
+def test_a_new_crossing_replaces_the_oldest_playbook_block(
     collector: Collector, live_app: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     serve_templates(collector, live_app, tmp_path, 3)
@@ -147,20 +147,21 @@ def test_the_replacement_on_both_databases(storage: Storage) -> None:
     with pytest.raises(BlockLimitReached):
         BlockService(storage, max_active=3).create(ip_block("192.0.2.4"), created_by="t")
     new = place(storage, "192.0.2.5/32", "playbook:a", 1)  # shorter than all: still made
-    assert {b.id for b in storage.list_blocks()} == {person.id, longer.id, new.id}
-    ended = storage.blocks_by_id([sooner.id])[sooner.id]
+    # In place of the playbook block created longest ago, however long it had to run.
+    assert {b.id for b in storage.list_blocks()} == {person.id, sooner.id, new.id}
+    ended = storage.blocks_by_id([longer.id])[longer.id]
     assert ended.lifted_by == f"--max-blocks: replaced by #{new.id}"
     assert ended.changed_in == new.changed_in  # one change of the action set
-    newer = place(storage, "192.0.2.6/32", "playbook:a", 60)  # replaces the 1-minute one
-    assert {b.id for b in storage.list_blocks()} == {person.id, longer.id, newer.id}
+    newer = place(storage, "192.0.2.6/32", "playbook:a", 60)  # replaces the older one
+    assert {b.id for b in storage.list_blocks()} == {person.id, new.id, newer.id}
 
     # A person's request for a playbook's target makes the block theirs.
-    mine = place(storage, "192.0.2.2/32", "cli:bob", 10)
-    assert (mine.id, mine.created_by) == (longer.id, "cli:bob")
-    assert mine.expires_at == longer.expires_at  # kept as long as it was
+    mine = place(storage, "192.0.2.6/32", "cli:bob", 10)
+    assert (mine.id, mine.created_by) == (newer.id, "cli:bob")
+    assert mine.expires_at == newer.expires_at  # kept as long as it was
     last = place(storage, "192.0.2.7/32", "playbook:a", 60)
-    assert {b.id for b in storage.list_blocks()} == {person.id, longer.id, last.id}
+    assert {b.id for b in storage.list_blocks()} == {person.id, newer.id, last.id}
     place(storage, "192.0.2.7/32", "explorer:admin", 60)
     with pytest.raises(TooManyBlocks):  # every block in force a person's: refused
         place(storage, "192.0.2.8/32", "playbook:a", 60)
-    assert {b.id for b in storage.list_blocks()} == {person.id, longer.id, last.id}
+    assert {b.id for b in storage.list_blocks()} == {person.id, newer.id, last.id}

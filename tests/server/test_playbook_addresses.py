@@ -318,18 +318,19 @@ def test_the_block_of_a_teredo_client_covers_its_other_addresses(
 
 
 @pytest.mark.parametrize(
-    "exempt", ["2002:c000:22d::/48", "2002:c000:22d:7::1/128", TEREDO + "/128", "2001::/32"]
+    "exempt", ["2002:c000:22d::/48", "2002:c000:22d:7::1/128", TEREDO + "/128"]
 )
-def test_an_ipv4_client_one_of_whose_teredo_or_6to4_addresses_is_exempt_is_exempt(
+def test_an_ipv4_client_whose_teredo_or_6to4_addresses_an_exemption_pins_is_exempt(
     exempt: str,
 ) -> None:
-    # Its block would cover the exempt address (the SDK checks them against IPv4 blocks).
+    # Its block would cover the exempt addresses (the SDK checks them against IPv4 blocks);
+    # wider exemptions (2001::/32) exempt no IPv4 address: test_playbook_exempt_tunnels.py.
     text = TEMPLATES.replace(
         'id = "brute-force-ip"', f'id = "brute-force-ip"\nexempt_ips = ["{exempt}"]', 1
     )
     (playbook,) = [p for p in parse_playbooks(text).playbooks if p.id == "brute-force-ip"]
     assert is_exempt(playbook, "192.0.2.45")
-    assert not is_exempt(playbook, "192.0.2.46") or exempt == "2001::/32"
+    assert not is_exempt(playbook, "192.0.2.46")
     assert not is_exempt(playbook, "2001:db8::/64")
 
 

@@ -48,7 +48,6 @@ IPV6_PREFIX: Final = 64
 #: translator's, shared by all its clients. (Teredo and 6to4 addresses count as the IPv4
 #: client they carry: :func:`~sqreen._block_index.embedded_ipv4`.)
 TRANSLATED: Final = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48"))
-TEREDO: Final = ipaddress.IPv6Network("2001::/32")
 #: Addresses remembered with their group, per reader (cleared when full).
 IP_GROUPS_MAX: Final = 20_000
 
@@ -216,9 +215,10 @@ def ip_group(ip: str, prefix: int) -> str:
 
 
 def group_covers(key: str, networks: Iterable[Network]) -> bool:
-    """Whether a block of the group ``key`` (an address, or an IPv6 network) would cover an
-    address of one of ``networks``: an IPv6 group holding one, and an IPv4 address one of
-    whose Teredo or 6to4 addresses one holds (an IPv4 block covers them)."""
+    """Whether the group ``key`` (an address, or an IPv6 network) is covered by one of
+    ``networks``: an IPv6 group overlapping one; an IPv4 address in one, or pinned by an IPv6
+    one made only of its Teredo or 6to4 addresses (its block would cover them). A wider IPv6
+    network holds such addresses of every IPv4 address, and covers none of them."""
     try:
         group = ipaddress.ip_network(key, strict=False)
     except ValueError:
@@ -233,18 +233,15 @@ def group_covers(key: str, networks: Iterable[Network]) -> bool:
 
 
 def _holds_client_of(network: Network, ipv4: int) -> bool:
-    """Whether ``network`` (IPv6) holds a Teredo or 6to4 address of the IPv4 client
-    ``ipv4`` (an integer)."""
+    """Whether ``network`` (IPv6) pins the IPv4 client ``ipv4``: every address in it a Teredo
+    or 6to4 address of that client (6to4: inside its ``/48``; Teredo, whose client is the
+    last 32 bits: that one address). A wider one (``2002::/16``, a Teredo server's ``/64``,
+    ``::/0``) holds such an address of every IPv4 address: it does not make them all exempt."""
     if network.version != 6:
         return False
-    if network.overlaps(ipaddress.IPv6Network(((0x2002 << 112) | (ipv4 << 80), 48))):
-        return True
-    if not network.overlaps(TEREDO):
-        return False
-    inside = network if network.prefixlen >= 32 else TEREDO
-    # The address of the client (its last 32 bits, inverted) with the rest of inside's.
-    teredo = (int(inside.network_address) >> 32 << 32) | (~ipv4 & 0xFFFFFFFF)
-    return ipaddress.IPv6Address(teredo) in inside
+    # The client's bits are contiguous: pinned when the first and last addresses share them.
+    first = embedded_ipv4(int(network.network_address))
+    return first == ipv4 and embedded_ipv4(int(network.broadcast_address)) == ipv4
 
 
 def _ip_group_reader(prefix: int) -> Callable[[EventView], str | None]:

@@ -72,8 +72,8 @@ class PlaybookRunner:
         self.source = source
         self.notifier = notifier
         self.on_block = on_block
-        #: Blocks in force at most: past it, an alert's block replaces the playbook block
-        #: expiring soonest, or is refused (every block a person's: see storage/_blocks.py).
+        #: Blocks in force at most: past it, an alert's block replaces the oldest playbook
+        #: block, or is refused (every block a person's: see storage/_blocks.py).
         self.max_blocks = max_blocks
         #: Told, at the cap, how many blocks were ``replaced`` or ``refused`` (metrics).
         self.on_cap = on_cap
@@ -251,7 +251,7 @@ class PlaybookRunner:
         self._unblocked, self._unblocked_logged = 0, now
 
     def _log_replaced(self, replaced: list[Replacement]) -> None:
-        """Blocks made at the cap in place of the playbook blocks expiring soonest: said
+        """Blocks made at the cap in place of the oldest playbook blocks: said
         once a minute (an ingest key sending events of made-up addresses fills the cap)."""
         if self.on_cap is not None:
             self.on_cap("replaced", len(replaced))
@@ -262,7 +262,7 @@ class PlaybookRunner:
         last = replaced[-1]
         logger.warning(
             "sqreen: %s blocks are in force, the most allowed (--max-blocks): %d new playbook "
-            "blocks took the place of the playbook blocks expiring soonest (the last: #%d, of "
+            "blocks took the place of the oldest playbook blocks (the last: #%d, of "
             "alert #%d, in place of #%d of %s); blocks made by people are never replaced. "
             "Many of them are events of many addresses or users: an attack, or a leaked "
             "ingest key (sqreen keys create, then sqreen keys revoke the old one)",

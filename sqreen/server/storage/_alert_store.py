@@ -66,7 +66,7 @@ def replacing(summary: str, lifted: BlockRow) -> str:
     """An alert's summary, saying that its block took the place of ``lifted`` at the cap."""
     return (
         f"{summary} (at --max-blocks: its block replaced #{lifted.id} of {lifted.created_by}, "
-        "the playbook block expiring soonest)"
+        "the oldest playbook block)"
     )
 
 
@@ -104,13 +104,16 @@ class AlertQueries(BlockQueries):
         attack on thousands of accounts crosses a threshold for hundreds of them at once);
         ``on_replace`` is told of each block that took another's place at the cap."""
         block_ids: list[int | None] = []
+        placed_ids: set[int] = set()  # the blocks of block_ids
         replaced: dict[int, tuple[BlockRow, tuple[tuple[str, str], ...]]] = {}
         alerts = list(alerts)
         for n, alert in enumerate(alerts):
             block_id = None
             if alert.block is not None:
                 try:
-                    placed = self._block_for(cur, alert.block, now)
+                    # Not in place of a block this call placed: its alert, not stored yet,
+                    # would leave its key quiet (_release reads the stored ones).
+                    placed = self._block_for(cur, alert.block, now, placed_ids)
                 except TooManyBlocks:
                     # At the cap (``max_active``), every block in force a person's: the alert
                     # is stored without its block, says so, and its playbook is quiet for the
@@ -123,6 +126,7 @@ class AlertQueries(BlockQueries):
                     alerts[n] = replace(alert, summary=refused(alert.summary))
                 else:
                     block_id = placed.row.id
+                    placed_ids.add(block_id)
                     if placed.replaced is not None:
                         released = self._release(cur, placed.replaced.id, now)
                         replaced[n] = (placed.replaced, released)

@@ -16,7 +16,7 @@ active block already covers extends that one (when asked to last longer) rather 
 a second, and says which it did.
 
 At the cap (``max_active``), a person's new block is refused; a playbook's takes the place of
-the playbook block in force that expires soonest (lifted, saying by which block), so that
+the playbook block in force created longest ago (lifted, saying by which block), so that
 whoever can send events (an ingest key) cannot fill the cap with blocks of made-up addresses
 and switch blocking off. A person's block is never replaced: with only those in force, a
 playbook's block is refused too. A person asking for a target a playbook's block covers makes
@@ -26,11 +26,10 @@ that block theirs (``created_by``), so that it is never replaced either.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from ..._blocking import fold_identifier
 from ._entity_rows import BLOCK_COLUMNS, BlockRow, block_from_row
 from ._parts import SqlPart
 from ._queries import id_list
@@ -44,6 +43,7 @@ from .model import (
     BlockType,
     PlacedBlock,
     TooManyBlocks,
+    block_target,
     by_playbook,
     to_us,
 )
@@ -70,13 +70,16 @@ _COUNT_IN_FORCE: Final = (
     "SELECT (SELECT count(*) FROM blocks WHERE lifted_at IS NULL AND expires_at IS NULL) + "
     "(SELECT count(*) FROM blocks WHERE lifted_at IS NULL AND expires_at > ?)"
 )
-#: The playbook block in force at ``?`` that expires soonest (a playbook's block always has a
-#: duration): what a playbook's new block replaces at the cap. Down the ``blocks_active``
-#: index from that time, past the people's blocks (at most the cap's worth).
-_SOONEST_PLAYBOOK: Final = (
+#: The playbook blocks in force at ``?`` created longest ago, at most ``?`` (a playbook's
+#: block always has a duration): what a playbook's new block replaces at the cap. Oldest
+#: first, not expiring soonest: a flood through the longest-lasting playbook would otherwise
+#: choose its victim (a fresh shorter block, replaced by the very next flood block). The
+#: ``blocks_active`` index from that time gives the blocks in force (at most the cap's
+#: worth), sorted.
+_OLDEST_PLAYBOOK: Final = (
     f"SELECT {_B_COLUMNS} FROM blocks b WHERE b.lifted_at IS NULL AND b.expires_at > ? "
     f"AND substr(b.created_by, 1, {len(PLAYBOOK_AUTHOR)}) = '{PLAYBOOK_AUTHOR}' "
-    "ORDER BY b.expires_at, b.id LIMIT 1"
+    "ORDER BY b.created_at, b.id LIMIT ?"
 )
 #: The newest blocks lifted or expired by ``?``, at most ``?``: newest first down the primary
 #: key; most blocks ever made have ended, so the walk stops after about that many rows
@@ -93,17 +96,6 @@ _VERSIONED: Final = (
     "SELECT value, " + ", ".join(["NULL"] * len(BlockRow._fields)) + " FROM counters "
     "WHERE name = 'actions' UNION ALL {rows}"
 )
-
-
-def _target(type: BlockType, ip: str | None, user: Mapping[str, str] | None) -> str:
-    """What a block is on, as the ``target`` column holds it (migration 13): one text for
-    every spelling of the same target: a user's identifiers in any order, and their values
-    folded as the SDKs compare them. Blocks placed before kept the values as given."""
-    if type == "block_ip":
-        return f"ip:{ip}"
-    # As the SDKs compare identifiers (and playbooks group them): Bob@Example.com is bob's.
-    folded = {k: fold_identifier(v) for k, v in (user or {}).items()}
-    return "user:" + json.dumps(folded, sort_keys=True)
 
 
 class Placement(NamedTuple):
@@ -135,13 +127,17 @@ class BlockQueries(SqlPart):
         return int(active) >= max_active
 
     @staticmethod
-    def _replaceable(cur: Cursor, spec: BlockSpec, now: int) -> BlockRow | None:
+    def _replaceable(
+        cur: Cursor, spec: BlockSpec, now: int, spare: Collection[int] = ()
+    ) -> BlockRow | None:
         """The block a new block of ``spec`` replaces at the cap: for a playbook's, the
-        playbook block in force that expires soonest; for a person's, none."""
+        playbook block in force created longest ago, but for those of ``spare`` (the blocks
+        of the alerts stored before it in the same transaction: replaced at once, their
+        alerts' keys would stay quiet); for a person's, none."""
         if not by_playbook(spec.created_by):
             return None
-        row = cur.execute(_SOONEST_PLAYBOOK, (now,)).fetchone()
-        return None if row is None else BlockRow._make(row)
+        rows = cur.execute(_OLDEST_PLAYBOOK, (now, len(spare) + 1)).fetchall()
+        return next((b for b in map(BlockRow._make, rows) if b.id not in spare), None)
 
     @staticmethod
     def _insert_block(
@@ -168,19 +164,22 @@ class BlockQueries(SqlPart):
                 expires,
                 created_by,
                 version,
-                _target(type, ip, user),
+                block_target(type, ip, user),
             ),
         ).fetchone()
         return BlockRow._make(row)
 
-    def _block_for(self, cur: Cursor, spec: BlockSpec, now: int) -> Placement:
+    def _block_for(
+        self, cur: Cursor, spec: BlockSpec, now: int, spare: Collection[int] = ()
+    ) -> Placement:
         """Place ``spec`` inside the write transaction of ``cur``: a new block, or the active
         block that already covers the same network or user, its expiry extended when
         ``spec`` lasts longer (its reason kept; its author too, unless a person asks for a
         playbook's block: it becomes theirs). When a new one would pass
-        ``spec.max_active``, a playbook's replaces the playbook block that expires soonest;
+        ``spec.max_active``, a playbook's replaces the playbook block created longest ago;
         else :class:`TooManyBlocks` is raised (the caller's transaction rolls back or, for a
-        playbook, stores its alert without a block)."""
+        playbook, stores its alert without a block). The blocks of ``spare`` are never
+        replaced (see :meth:`_replaceable`)."""
         expires = None if spec.duration is None else now + int(spec.duration.total_seconds() * 1e6)
         found = self._covering(cur, spec, now)
         if found is not None and _lasts(found, expires) and not _adopts(spec, found):
@@ -188,7 +187,7 @@ class BlockQueries(SqlPart):
         if (
             found is None
             and self._full(cur, now, spec.max_active)
-            and self._replaceable(cur, spec, now) is None
+            and self._replaceable(cur, spec, now, spare) is None
         ):
             # Before the version is taken, so that at the cap no SDK is woken for nothing.
             raise TooManyBlocks(spec.max_active or 0)
@@ -200,7 +199,7 @@ class BlockQueries(SqlPart):
         if found is None:
             replaced = None
             if self._full(cur, now, spec.max_active):
-                replaced = self._replaceable(cur, spec, now)
+                replaced = self._replaceable(cur, spec, now, spare)
                 if replaced is None:
                     raise TooManyBlocks(spec.max_active or 0)
             row = self._insert_block(
@@ -242,7 +241,7 @@ class BlockQueries(SqlPart):
     def _covering(self, cur: Cursor, spec: BlockSpec, now: int) -> BlockRow | None:
         """The active block on the same network or user as ``spec``, if any (by the
         ``blocks_target`` index: one lookup, however many blocks are in force)."""
-        target = _target(spec.type, spec.ip, spec.user)
+        target = block_target(spec.type, spec.ip, spec.user)
         # A user block made before migration 13 has its identifiers in the order given then:
         # the order given now is looked up too (a playbook's group key keeps its order).
         given = target if spec.user is None else "user:" + json.dumps(spec.user)

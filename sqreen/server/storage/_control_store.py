@@ -69,8 +69,8 @@ class ControlStore(Clocked, Protocol):
         ``spec.duration`` after :meth:`now` (never, for None), or, when an active block
         covers the same network or user, that block, its expiry extended if ``spec`` lasts
         longer (``extended``; else ``kept`` as it is; a person's request makes a playbook's
-        block theirs). At ``spec.max_active``, a playbook's new block replaces the playbook
-        block expiring soonest (lifted); else :class:`~.model.TooManyBlocks`. The action
+        block theirs). At ``spec.max_active``, a playbook's new block replaces the oldest
+        playbook block (lifted); else :class:`~.model.TooManyBlocks`. The action
         version is bumped with any change."""
         ...
 
@@ -88,7 +88,7 @@ class ControlStore(Clocked, Protocol):
         """:meth:`place_block` with these fields; the block in force on that target. Raise
         :class:`~.model.TooManyBlocks` instead of making a new one when ``max_active``
         blocks are in force (unless ``created_by`` is a playbook's and a playbook block is
-        in force: the new one replaces the one expiring soonest)."""
+        in force: the new one replaces the oldest)."""
         ...
 
     def lift_block(self, block_id: int, lifted_by: str = "") -> Block | None:
@@ -162,7 +162,7 @@ class ControlStore(Clocked, Protocol):
         added per key, and the call then counts as if nobody had (where the log tells it all).
         ``present`` (a time, a function): told with ``horizon``, the hits newer than that time
         per key, when they are few. At ``--max-blocks`` (``BlockSpec.max_active``), an
-        alert's block takes the place of the playbook block that expires soonest, and
+        alert's block takes the place of the oldest playbook block, and
         ``on_replace`` is told (before the commit). Return the alerts stored."""
         ...
 

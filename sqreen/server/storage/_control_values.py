@@ -6,17 +6,20 @@ Imported through :mod:`.model`, which holds the values of events and the times t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple
 
+from ..._blocking import fold_identifier
 from ..._wire_time import format_timestamp
 
 __all__ = [
     "AGENT_TTL",
     "KEY_SCOPES",
     "MAX_AGENTS_PER_KEY",
+    "MAX_TARGET_BYTES",
     "PLAYBOOK_AUTHOR",
     "ActionChanges",
     "ActionSet",
@@ -36,6 +39,7 @@ __all__ = [
     "StoredKey",
     "TooManyBlocks",
     "WindowWrite",
+    "block_target",
     "by_playbook",
 ]
 
@@ -53,6 +57,23 @@ PLAYBOOK_AUTHOR: Final = "playbook:"
 def by_playbook(created_by: str) -> bool:
     """Whether a block of this ``created_by`` is a playbook's (else a person made it)."""
     return created_by.startswith(PLAYBOOK_AUTHOR)
+
+
+#: The longest ``target`` a block may have (bytes): the column is indexed, and PostgreSQL
+#: refuses an index entry past about 2 700 bytes (the error would roll back the whole
+#: transaction: a playbook's, every alert of the body with it). Both back ends refuse alike.
+MAX_TARGET_BYTES: Final = 2000
+
+
+def block_target(type: BlockType, ip: str | None, user: Mapping[str, str] | None) -> str:
+    """What a block is on, as the ``target`` column holds it (migration 13): one text for
+    every spelling of the same target: a user's identifiers in any order, and their values
+    folded as the SDKs compare them. Blocks placed before kept the values as given."""
+    if type == "block_ip":
+        return f"ip:{ip}"
+    # As the SDKs compare identifiers (and playbooks group them): Bob@Example.com is bob's.
+    folded = {k: fold_identifier(v) for k, v in (user or {}).items()}
+    return "user:" + json.dumps(folded, sort_keys=True)
 
 
 #: An SDK process silent (no heartbeat) for longer is forgotten: no longer listed, deleted.
@@ -203,7 +224,7 @@ class PlacedBlock:
 @dataclass(frozen=True, slots=True)
 class Replacement:
     """At ``--max-blocks``, a playbook's new block (``block_id``, for alert ``alert_id``)
-    took the place of ``lifted``, the playbook block in force expiring soonest; the
+    took the place of ``lifted``, the oldest playbook block in force; the
     (playbook, key) pairs that block kept quiet are ``released``: they may fire again."""
 
     lifted: Block
@@ -224,9 +245,9 @@ class BlockSpec:
     reason: str
     created_by: str
     #: Made only while fewer blocks than this are in force (None: no limit). At the cap, a
-    #: playbook's block takes the place of the playbook block in force that expires
-    #: soonest; with none (every block in force a person's), it is refused, and the alert
-    #: is stored without a block.
+    #: playbook's block takes the place of the oldest playbook block in force (created
+    #: longest ago); with none (every block in force a person's), it is refused, and the
+    #: alert is stored without a block.
     max_active: int | None = None
 
 

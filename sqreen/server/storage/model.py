@@ -21,6 +21,7 @@ from ._control_values import (
     AGENT_TTL,
     KEY_SCOPES,
     MAX_AGENTS_PER_KEY,
+    MAX_TARGET_BYTES,
     PLAYBOOK_AUTHOR,
     ActionChanges,
     ActionSet,
@@ -40,6 +41,7 @@ from ._control_values import (
     StoredKey,
     TooManyBlocks,
     WindowWrite,
+    block_target,
     by_playbook,
 )
 
@@ -48,6 +50,7 @@ __all__ = [
     "KEY_SCOPES",
     "MAX_AGENTS_PER_KEY",
     "MAX_IPS",
+    "MAX_TARGET_BYTES",
     "NO_FILTER",
     "PLAYBOOK_AUTHOR",
     "ActionChanges",
@@ -73,6 +76,7 @@ __all__ = [
     "TooManyBlocks",
     "UserTraits",
     "WindowWrite",
+    "block_target",
     "by_playbook",
     "from_us",
     "ip_info_value",
