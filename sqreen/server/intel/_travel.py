@@ -175,8 +175,8 @@ class ImpossibleTravel:
 
     def _stored(self, ours: Mapping[UserKey, Sequence[Login]]) -> dict[UserKey, list[Login]]:
         """Each user's stored logins from places just before their first login here, just
-        after their last, and between (one read for the batch, in ``login_places``): only
-        those can be a neighbour of one of theirs here."""
+        after their last, and between (``login_places``, as the storage knows it or in one
+        read for the batch): only those can be a neighbour of one of theirs here."""
         window = int(MOST_KM / self.max_speed * 3600 * 1_000_000)
         asks: dict[str, tuple[UserKey, PlaceAsk]] = {}
         for user, logins in ours.items():
