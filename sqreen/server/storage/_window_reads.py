@@ -4,7 +4,7 @@ the probes' counts, the quiet times and marks of the keys that may fire, and the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 if TYPE_CHECKING:
     from ._sql import Cursor
@@ -63,30 +63,30 @@ def padded(items: Sequence[T]) -> list[T]:
 
 def quiet_times(cur: Cursor, group_keys: Sequence[str], now: int) -> dict[QuietKey, int]:
     """Until when each playbook is quiet for these group keys (those quiet now)."""
-    quiet: dict[QuietKey, int] = {}
-    for i in range(0, len(group_keys), WINDOW_CHUNK):
-        names = padded(group_keys[i : i + WINDOW_CHUNK])
-        rows = cur.execute(
-            "SELECT playbook, key, until_at FROM playbook_quiet WHERE until_at > ? "
-            f"AND key IN ({', '.join('?' * len(names))})",
-            [now, *names],
-        ).fetchall()
-        quiet.update(((p, k), until) for p, k, until in rows)
-    return quiet
+    rows = _of_keys(
+        cur,
+        "SELECT playbook, key, until_at FROM playbook_quiet WHERE until_at > ? AND",
+        group_keys,
+        now,
+    )
+    return {(p, k): until for p, k, until in rows}
 
 
 def read_marks(cur: Cursor, group_keys: Sequence[str]) -> dict[QuietKey, MarkValues]:
     """The marks of alert playbooks on these group keys."""
-    marks: dict[QuietKey, MarkValues] = {}
+    rows = _of_keys(cur, "SELECT playbook, key, ts, seq FROM playbook_marks WHERE", group_keys)
+    return {(p, k): (int(ts), int(seq)) for p, k, ts, seq in rows}
+
+
+def _of_keys(cur: Cursor, head: str, group_keys: Sequence[str], *before: object) -> list[Any]:
+    """The rows of ``head ... key IN (...)`` for these group keys, a chunk a statement
+    (``before``: the parameters of ``head``)."""
+    out: list[Any] = []
     for i in range(0, len(group_keys), WINDOW_CHUNK):
         names = padded(group_keys[i : i + WINDOW_CHUNK])
-        rows = cur.execute(
-            "SELECT playbook, key, ts, seq FROM playbook_marks "
-            f"WHERE key IN ({', '.join('?' * len(names))})",
-            names,
-        ).fetchall()
-        marks.update(((p, k), (int(ts), int(seq))) for p, k, ts, seq in rows)
-    return marks
+        sql = f"{head} key IN ({', '.join('?' * len(names))})"
+        out += cur.execute(sql, [*before, *names]).fetchall()
+    return out
 
 
 def count_probes(cur: Cursor, probes: Sequence[ProbeValues]) -> dict[ProbeValues, int]:
