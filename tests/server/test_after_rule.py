@@ -10,7 +10,8 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from sqreen.server.playbooks import Playbook, parse_playbooks
-from sqreen.server.playbooks._engine import Hit, Triggered, _after, evaluate
+from sqreen.server.playbooks._engine import _after
+from sqreen.server.playbooks._hits import Hit, Triggered, evaluate
 
 S = 1_000_000
 NOW = 1_800_000_000 * S

@@ -17,7 +17,7 @@ from sqreen.server.playbooks import (
     parse_playbooks,
 )
 from sqreen.server.playbooks._bounds import Bounds
-from sqreen.server.playbooks._engine import Hit
+from sqreen.server.playbooks._hits import Hit
 from sqreen.server.playbooks._memory import MemoryWindows
 from sqreen.server.playbooks._runner import alerts_for, new_alert
 from sqreen.server.playbooks._views import wire_us, wire_views

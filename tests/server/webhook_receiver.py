@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
 class WebhookReceiver:
-    """Answers 204 to every post, after :meth:`handle` (a subclass may hold or read it) and
-    ``delay`` seconds more (a slow endpoint: each post takes that long)."""
+    """Answers 204 to every post, after :meth:`handle` (a subclass may hold or read it)."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self) -> None:
         self.received: list[tuple[bytes, str | None]] = []
-        self.delay = delay
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -24,8 +21,6 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.handle(body, self.headers.get("X-Sqreen-Signature"))
-                if receiver.delay:
-                    time.sleep(receiver.delay)  # the endpoint's own time, not a wait
                 self.send_response(204)
                 self.end_headers()
 

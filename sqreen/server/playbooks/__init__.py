@@ -9,8 +9,9 @@ process agrees), and ``sqreen playbooks test`` replays them over stored history.
 from __future__ import annotations
 
 from ._config import After, Playbook, PlaybookError, PlaybookSet, load_playbooks, parse_playbooks
-from ._engine import Engine, Firing, Hit, HitRow, Probe, StreamKey, evaluate, is_exempt
+from ._engine import Engine, is_exempt
 from ._fields import EventView, FieldPath, parse_field, user_key
+from ._hits import Firing, Hit, HitRow, Probe, StreamKey, evaluate
 from ._notify import Notifier, sign, verify_signature, webhook_secret
 from ._runner import PlaybookRunner, PlaybookSource, event_view
 from ._templates import TEMPLATES

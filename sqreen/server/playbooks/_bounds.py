@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from ._engine import StreamKey
+from ._hits import StreamKey
 
 __all__ = ["Bounds"]
 

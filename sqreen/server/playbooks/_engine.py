@@ -49,25 +49,10 @@ from ._hits import (
     StreamKey,
     Triggered,
     evaluate,
-    marks_of,
 )
 from ._streams import US, Rule, group_streams, window_us_of
 
-__all__ = [
-    "Engine",
-    "Firing",
-    "Hit",
-    "HitRow",
-    "Mark",
-    "Plan",
-    "Probe",
-    "QuietKey",
-    "StreamKey",
-    "Triggered",
-    "evaluate",
-    "is_exempt",
-    "marks_of",
-]
+__all__ = ["Engine", "is_exempt"]
 
 #: Exempt from every playbook: the collector's own machine and the proxies in front of apps.
 LOOPBACK: Final = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ._engine import Engine, Firing, Hit, Mark, QuietKey, StreamKey, marks_of
+from ._engine import Engine
 from ._fields import EventView
+from ._hits import Firing, Hit, Mark, QuietKey, StreamKey, marks_of
 
 __all__ = ["MemoryWindows"]
 

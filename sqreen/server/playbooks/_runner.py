@@ -31,9 +31,9 @@ from ..storage import (
 from ..storage.model import from_us, to_us
 from ._bounds import Bounds
 from ._config import Playbook
-from ._engine import Engine, Firing, Hit, Mark, Probe, QuietKey, StreamKey, is_exempt, marks_of
+from ._engine import Engine, is_exempt
 from ._fields import EventView, FieldPath, ip_group, spellings
-from ._hits import left_after
+from ._hits import Firing, Hit, Mark, Probe, QuietKey, StreamKey, left_after, marks_of
 from ._late import LateEvents
 from ._notify import Notifier
 from ._source import PlaybookSource
