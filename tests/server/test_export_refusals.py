@@ -36,6 +36,25 @@ from .test_export import full_event, raise_alert
 Answer = Callable[[list[dict[str, Any]]], int]
 
 
+def serve_posts(answer: Callable[[bytes], int]) -> ThreadingHTTPServer:
+    """An HTTP server on 127.0.0.1 answering each POST with the status ``answer`` gives its
+    body (an empty reply)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            status = answer(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 class Endpoint:
     """A local ``jsonl+http`` endpoint: ``answer`` decides each request's status; the
     documents of the 2xx ones are kept, and every status answered is counted."""
@@ -44,26 +63,16 @@ class Endpoint:
         self.answer = answer
         self.documents: list[dict[str, Any]] = []
         self.statuses: list[int] = []
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                docs = [json.loads(line) for line in body.splitlines()]
-                status = endpoint.answer(docs)
-                if 200 <= status < 300:
-                    endpoint.documents += docs
-                endpoint.statuses.append(status)
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_posts(self._post)
         self.url = f"jsonl+http://alice:s3cret@127.0.0.1:{self.server.server_port}/in"
+
+    def _post(self, body: bytes) -> int:
+        docs = [json.loads(line) for line in body.splitlines()]
+        status = self.answer(docs)
+        if 200 <= status < 300:
+            self.documents += docs
+        self.statuses.append(status)
+        return status
 
     def ids(self, kind: str = "event") -> list[str]:
         return (
@@ -255,22 +264,12 @@ def test_a_record_that_cannot_be_encoded_is_set_aside(
 class OtlpEndpoint:
     def __init__(self) -> None:
         self.logs: list[dict[str, AnyValue]] = []
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                endpoint.logs += decoded(body)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_posts(self._post)
         self.url = f"otlp+http://127.0.0.1:{self.server.server_port}/v1/logs"
+
+    def _post(self, body: bytes) -> int:
+        self.logs += decoded(body)
+        return 200
 
 
 def decoded(body: bytes) -> list[dict[str, AnyValue]]:
