@@ -29,12 +29,19 @@ With ``--compare REV``, every case runs twice a round, alternating: the collecto
 working tree, and that of git revision ``REV`` (its files exported to a temporary directory
 and run from there): what a change costs, measured under the same load.
 
+With ``--pin`` the collector's processes run on CPU 0 and the senders on the other CPUs. On
+2 cores the senders otherwise take the collector's CPU and caches in turns (the machine is
+oversubscribed), and a change that makes the collector's thread a little slower shows as
+several times that over HTTP: pinned, the figure is the collector's own, as with apps on
+other machines. Meant for ``--workers 1`` (two workers would share CPU 0).
+
 With ``--preload N`` each SQLite database holds N events before the collector starts (one
 batch stored by the collector's code, then copied in SQL with new ids, seqs, times and
 addresses: see :func:`preload`), to measure ingest into a grown database.
 
 Run: ``.venv/bin/python bench/bench_ingest.py [--events 100000] [--senders 8] [--workers 1,2]
-[--compare main --rounds 3] [--only postgres] [--dsn postgresql://...] [--preload 5000000]``.
+[--compare main --rounds 3] [--pin]
+[--only postgres] [--dsn postgresql://...] [--preload 5000000]``.
 """
 
 from __future__ import annotations
@@ -271,9 +278,11 @@ def collector(
     playbooks: str | None = None,
     extra: Sequence[str] = (),
     root: Path = ROOT,
+    pin: bool = False,
 ) -> Iterator[tuple[str, str, int]]:
     """A ``sqreen serve`` subprocess on ``db`` (with the playbook file ``playbooks``, and the
-    options ``extra``), of the code in ``root``; yields (endpoint, token, its pid)."""
+    options ``extra``), of the code in ``root``; yields (endpoint, token, its pid). ``pin``:
+    the collector's processes run on CPU 0 only (see ``--pin``)."""
     if root == ROOT:
         token = new_token()
         storage = open_storage(db)
@@ -307,6 +316,7 @@ def collector(
             *extra,
         ],
         cwd=root,  # python -m puts it first on the path
+        preexec_fn=(lambda: os.sched_setaffinity(0, {0})) if pin else None,
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
@@ -423,7 +433,11 @@ def run(
         extra += ["--geoip-db", args.geoip_db]
     if intel == NO_TRAVEL:
         extra += ["--travel-speed", "0"]
-    with collector(db, workers, playbooks, extra, root=code[1]) as (endpoint, token, pid):
+    with collector(db, workers, playbooks, extra, root=code[1], pin=args.pin) as (
+        endpoint,
+        token,
+        pid,
+    ):
         send_all(endpoint, token, warmup, args.senders)
         pg = sum(tree_cpu(postmaster).values()) if postmaster else 0.0
         turns = group_turns(endpoint, scrape)
@@ -578,7 +592,19 @@ def main() -> None:
         help="with IP intelligence, one .mmdb file as bench_enrich.py writes it: sparse (20 000 "
         "/24 networks) or dense (every public IPv4 address placed, records as GeoLite2-City's)",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the collector on CPU 0, the senders on the other CPUs: the load generator then "
+        "takes no CPU time or caches from the collector (as apps on other machines would "
+        "not); meant for --workers 1",
+    )
     args = parser.parse_args()
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2 or cpus[0] != 0:
+            parser.error("--pin needs CPU 0 and at least one other CPU")
+        os.sched_setaffinity(0, set(cpus[1:]))
     counts = [int(w) for w in args.workers.split(",")]
     modes = {"none": [False], "templates": [True], "both": [False, True]}[args.playbooks]
     intels: list[bool | str] = {
