@@ -2,7 +2,9 @@
 
 The heartbeat counts every drop too, but a collector that is down never receives it: the
 flusher says them, one line per reason at most every :data:`DROP_NOTE_INTERVAL`, with the
-count since the last line (``invalid`` and ``rejected`` have lines of their own).
+count since the last line (``invalid`` and ``rejected`` have lines of their own). The
+``queue_full`` line also says how many of its events the collector's playbooks watch: those
+had the queue's reserve (:mod:`sqreen._reserve`), and found it full too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ AFTER_SHUTDOWN: Final = "after_shutdown"
 #: The drops said, and how.
 _NOTES: Final[dict[str, str]] = {
     "queue_full": "sqreen: %d events dropped%s: the queue was full (max_queue_size=%d, "
-    "max_queue_bytes=%d); the collector is down, or slower than the app tracks",
+    "max_queue_bytes=%d); the collector is down, or slower than the app tracks%s",
     "retry_expired": "sqreen: %d events dropped%s: not delivered within max_retry_age (%gs)",
     AFTER_SHUTDOWN: "sqreen: %d events dropped%s: tracked after the delivery at shutdown, "
     "with no spool to keep them in; track() returned False",
@@ -40,10 +42,14 @@ class DropNotes:
         self.config = config
         self._noted = dict.fromkeys(_NOTES, 0)
         self._noted_at = dict.fromkeys(_NOTES, -math.inf)
+        self._noted_watched = 0
 
-    def say(self, dropped: Mapping[str, int], now: float, final: bool = False) -> None:
+    def say(
+        self, dropped: Mapping[str, int], now: float, final: bool = False, watched: int = 0
+    ) -> None:
         """A line for each reason whose count grew since its last line, unless that line is
-        younger than :data:`DROP_NOTE_INTERVAL`; ``final`` says the rest."""
+        younger than :data:`DROP_NOTE_INTERVAL`; ``final`` says the rest. ``watched``: how
+        many of the ``queue_full`` drops were of watched events (counted apart)."""
         for reason, text in _NOTES.items():
             count = dropped.get(reason, 0)
             new = count - self._noted[reason]
@@ -54,12 +60,14 @@ class DropNotes:
                 continue
             self._noted[reason], self._noted_at[reason] = count, now
             since = f" in the last {now - last:.0f} s" if last != -math.inf else ""
-            logger.warning(text, new, since, *self._args(reason))
+            logger.warning(text, new, since, *self._args(reason, watched))
 
-    def _args(self, reason: str) -> tuple[object, ...]:
+    def _args(self, reason: str, watched: int) -> tuple[object, ...]:
         cfg = self.config
         if reason == "queue_full":
-            return cfg.max_queue_size, cfg.max_queue_bytes
+            new, self._noted_watched = watched - self._noted_watched, watched
+            of_them = f"; {new} of them watched by the collector's playbooks" if new else ""
+            return cfg.max_queue_size, cfg.max_queue_bytes, of_them
         if reason == "retry_expired":
             return (cfg.max_retry_age,)
         return ()

@@ -6,7 +6,8 @@ parameters, scrubbing, serialising), batching by count, bytes and interval, deli
 the transport, retrying with exponential backoff and jitter, and applying the action set that
 comes back. Memory is bounded by ``max_queue_size`` events and ``max_queue_bytes`` (counting
 the batch being retried); past either bound the *new* event is dropped and counted, so that
-``sent + dropped == tracked`` always holds.
+``sent + dropped == tracked`` always holds. A tenth of each bound is kept for the events the
+collector's playbooks watch (:mod:`sqreen._reserve`): a flood of others cannot crowd them out.
 
 The thread starts lazily on the first ``put()`` (or with the first request a middleware
 sees), never at import or in ``init()``, from any thread: an event tracked by a cron job,
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ._delivery import Batch, Delivery
 from ._drops import AFTER_SHUTDOWN, DropNotes
 from ._errors import InternalErrors
+from ._reserve import Reserve
 from ._threads import start_thread
 
 if TYPE_CHECKING:
@@ -104,9 +106,11 @@ class Queue(Delivery):
         self._ready: deque[Batch] = deque()  # prepared batches, oldest first
         self._pending = 0  # events queued or in a prepared batch
         self._pending_bytes = 0
-        # The bound on events: -1 once closing, so that put() finds out in the branch it
-        # takes when the queue is full, and the path of an accepted event is unchanged.
-        self._max_pending = self.config.max_queue_size
+        # An ordinary event's bounds (see _reserve); on events -1 once closing: put() finds
+        # out in the branch it takes when full, and an accepted event's path is unchanged.
+        self._reserve = Reserve(self.config.max_queue_size, self.config.max_queue_bytes)
+        self._max_pending = self._reserve.ordinary_events
+        self._max_bytes = self._reserve.ordinary_bytes
         self._spool_lock = threading.Lock()  # one thread writes a batch to the spool
         self._thread: threading.Thread | None = None
         self._urgent_at: float | None = None  # a watched event waits until then, at most
@@ -158,7 +162,11 @@ class Queue(Delivery):
                 self.adjusted += 1
             if (
                 self._pending >= self._max_pending
-                or self._pending_bytes + event.size > cfg.max_queue_bytes
+                or self._pending_bytes + event.size > self._max_bytes
+            ) and (
+                self._closing
+                or event.name not in self.urgent
+                or not self._reserve.admits(event, self._pending, self._pending_bytes)
             ):
                 if not self._closing:
                     self.dropped["queue_full"] += 1  # said by the flusher (_note_drops)
@@ -351,7 +359,7 @@ class Queue(Delivery):
         return wake_at
 
     def _note_drops(self, now: float, final: bool = False) -> None:
-        self._drop_notes.say(self.dropped, now, final)
+        self._drop_notes.say(self.dropped, now, final, watched=self._reserve.dropped)
 
     def _notify_drained(self) -> None:
         with self._drained:

@@ -233,3 +233,49 @@ def test_action_set_from_reply_is_applied(receiver: Receiver) -> None:
     sqreen.track("y")
     assert sqreen.flush(timeout=5)
     assert not sqreen.is_blocked({"uid": "666"})
+
+
+def _attempt(ip: str, path: str) -> dict[str, str]:
+    """The WSGI environ of a request from ``ip`` (no proxy in front)."""
+    return {"REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": "", "REMOTE_ADDR": ip}
+
+
+def test_a_flood_while_the_collector_is_down_cannot_hide_the_watched_login_failures(
+    receiver: Receiver,
+) -> None:
+    """The attack on the playbooks: flood an endpoint the app tracks while the collector does
+    not answer, so that the queue is full, then brute-force the login. The failures the
+    playbooks watch take the room kept for them, and arrive once the collector answers."""
+    receiver.block([], watch=["auth.login.failure"])
+    client = sqreen.init(endpoint=receiver.url, max_queue_size=200, flush_interval=0.1)
+    assert sqreen.flush(timeout=5)  # starts the flusher, whose first round gets the action set
+    assert client.queue.first_actions.wait(10)
+    assert client.queue.watched == {"auth.login.failure"}
+    receiver.stop()
+
+    def flood(n: int) -> list[bool]:
+        return [
+            sqreen.track("search", request=_attempt("203.0.113.9", "/search")) for _ in range(n)
+        ]
+
+    assert flood(2_000).count(True) == 180  # a tenth of the queue is kept
+    failures = [
+        sqreen.track(
+            "auth.login.failure",
+            user_identifiers={"uid": f"u{i}"},
+            request=_attempt("203.0.113.9", "/login"),
+        )
+        for i in range(5)
+    ]
+    assert failures == [True] * 5
+    assert flood(500).count(True) == 0  # the reserve is not the flood's
+    stats = client.stats()
+    assert stats["queue_depth"] == 185 and stats["dropped"]["queue_full"] == 2_320
+
+    receiver.start()
+    arrived = receiver.wait_for(5, timeout=60, name="auth.login.failure")
+    assert sorted(e["user"]["uid"] for e in arrived) == [f"u{i}" for i in range(5)]
+    assert sqreen.flush(timeout=60)
+    stats = client.stats()
+    assert stats["sent"] == 185 and len(receiver.wait_for(185, timeout=0)) == 185
+    assert stats["sent"] + sum(stats["dropped"].values()) == stats["tracked"] == 2_505

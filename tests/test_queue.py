@@ -388,7 +388,7 @@ def test_events_dropped_for_a_full_queue_are_said_once_a_minute_at_most(
 ) -> None:
     """put() only counts (the request path); the flusher says how many since its last line."""
     queue, _, clock = make(Reply("retry"), max_queue_size=2, flush_interval=3600)
-    put(queue, 2)
+    put(queue, 1)  # the other place is kept for watched events
     for i in range(3):
         assert not queue.put(QueuedEvent(i, "e", 0.0, {}, None, None, None, False, 300))
     assert not _said(sqreen_log, "queue was full")  # nothing on the caller's thread
@@ -466,3 +466,117 @@ def test_without_a_spool_an_event_tracked_after_shutdown_is_refused_counted_and_
         "keep them in; track() returned False"
     ]
     assert not transport.batches()
+
+
+# -- the room kept for the events the playbooks watch ------------------------------------------
+
+LOGIN_FAILURE = "auth.login.failure"
+
+
+def watching(*names: str, **options: Any) -> tuple[Queue, ScriptedTransport, Clock]:
+    """A queue that holds an action set watching ``names`` (and stays down: nothing leaves
+    until a test asks)."""
+    queue, transport, clock = make(flush_interval=3600, **options)
+    queue.apply_actions({"version": 2, "items": [], "watch": list(names)})
+    return queue, transport, clock
+
+
+def offer(queue: Queue, name: str, n: int = 1, size: int = 300) -> list[bool]:
+    return [
+        queue.put(QueuedEvent(i, name, 0.0, {}, None, None, None, False, size)) for i in range(n)
+    ]
+
+
+def names_sent(transport: ScriptedTransport) -> dict[str, int]:
+    sent: dict[str, int] = {}
+    for batch in transport.batches():
+        for event in batch:
+            sent[event["name"]] = sent.get(event["name"], 0) + 1
+    return sent
+
+
+def test_a_flood_of_unwatched_events_cannot_crowd_out_the_watched_ones(
+    sqreen_log: pytest.LogCaptureFixture,
+) -> None:
+    """The attack: flood an endpoint the app tracks, then brute-force the login. Ordinary
+    events stop a tenth short of the bound; the rest is kept for what the playbooks read."""
+    queue, transport, _ = watching(LOGIN_FAILURE, max_queue_size=20)
+    flood = offer(queue, "page.view", 100)
+    assert flood == [True] * 18 + [False] * 82  # 20 less a reserve of 2
+    assert offer(queue, LOGIN_FAILURE) == [True]
+    assert offer(queue, "AUTH_LOGIN_FAILURE") == [True]  # another spelling of the same name
+    assert offer(queue, "page.view") == [False]  # the reserve is not theirs
+    assert offer(queue, LOGIN_FAILURE) == [False]  # the whole bound, for watched ones too
+    stats = queue.stats()
+    assert stats["queue_depth"] == 20 and stats["tracked"] == 104
+    assert stats["dropped"]["queue_full"] == 84  # every drop, watched or not
+    queue.step()
+    (line,) = _said(sqreen_log, "queue was full")
+    assert line.endswith("; 1 of them watched by the collector's playbooks")
+    queue._flush_requested = True  # the collector answers: nothing accepted was lost
+    queue.step()
+    assert names_sent(transport) == {"page.view": 18, LOGIN_FAILURE: 1, "AUTH_LOGIN_FAILURE": 1}
+    stats = queue.stats()
+    assert stats["sent"] + sum(stats["dropped"].values()) == stats["tracked"]
+
+
+def test_the_byte_bound_keeps_a_reserve_for_watched_events_too() -> None:
+    queue, transport, _ = watching(LOGIN_FAILURE, max_queue_bytes=3000)
+    assert offer(queue, "page.view", 12) == [True] * 9 + [False] * 3  # 2700 of 3000 bytes
+    assert offer(queue, "page.view", size=1) == [False]  # the last 300 are kept
+    assert offer(queue, LOGIN_FAILURE, 2) == [True, False]  # 3000: the whole bound
+    assert offer(queue, LOGIN_FAILURE, size=301) == [False]
+    assert queue.stats()["queue_bytes"] == 3000
+    assert queue.stats()["dropped"]["queue_full"] == 6
+    queue._flush_requested = True
+    queue.step()
+    assert names_sent(transport) == {"page.view": 9, LOGIN_FAILURE: 1}
+
+
+def test_room_freed_by_a_delivery_goes_to_ordinary_events_again() -> None:
+    queue, transport, _ = watching(LOGIN_FAILURE, max_queue_size=10)
+    assert offer(queue, "page.view", 10) == [True] * 9 + [False]
+    assert offer(queue, LOGIN_FAILURE) == [True]
+    queue._flush_requested = True
+    queue.step()
+    assert queue.stats()["queue_depth"] == 0
+    assert offer(queue, "page.view", 10) == [True] * 9 + [False]
+    assert names_sent(transport) == {"page.view": 9, LOGIN_FAILURE: 1}
+
+
+@pytest.mark.parametrize(
+    ("size", "ordinary", "watched"),
+    [(1, 1, 0), (2, 1, 1), (3, 2, 1), (9, 8, 1), (10, 9, 1), (25, 23, 2), (10_000, 9_000, 1_000)],
+)
+def test_the_reserve_is_a_tenth_at_least_one_but_never_the_whole_queue(
+    size: int, ordinary: int, watched: int
+) -> None:
+    """A queue of one place keeps it for any event: refusing every ordinary one would make
+    ``track()`` useless; from two places on, one at least is kept for the watched events."""
+    queue, _, _ = watching(LOGIN_FAILURE, max_queue_size=size, max_queue_bytes=1 << 30)
+    assert offer(queue, "page.view", size + 1, size=1).count(True) == ordinary
+    assert offer(queue, LOGIN_FAILURE, size + 1, size=1).count(True) == watched
+    assert queue.stats()["queue_depth"] == size
+
+
+def test_before_any_watch_list_every_event_stops_at_the_reserve() -> None:
+    """Nothing is watched yet (no action set, none in the spool): the reserve waits for the
+    first list rather than going to whatever comes first."""
+    queue, _, _ = make(max_queue_size=10)
+    assert offer(queue, LOGIN_FAILURE, 10) == [True] * 9 + [False]
+    queue.apply_actions({"version": 2, "items": [], "watch": [LOGIN_FAILURE]})
+    assert offer(queue, LOGIN_FAILURE, 2) == [True, False]
+
+
+def test_a_watched_event_tracked_after_shutdown_takes_no_reserve(
+    sqreen_log: pytest.LogCaptureFixture,
+) -> None:
+    """Closing, the bound is -1 for every event: a watched one goes the way of the others
+    (the spool, or refused and counted as such), not into a queue that nothing sends."""
+    queue, transport, _ = watching(LOGIN_FAILURE)
+    assert queue.shutdown(1.0)
+    assert offer(queue, LOGIN_FAILURE) == [False]
+    stats = queue.stats()
+    assert stats["dropped"]["after_shutdown"] == 1 and stats["dropped"]["queue_full"] == 0
+    assert stats["queue_depth"] == 0 and not transport.batches()
+    assert len(_said(sqreen_log, "tracked after the delivery at shutdown, with no spool")) == 1

@@ -17,6 +17,7 @@ import httpx2 as httpx
 import pytest
 from click.testing import CliRunner
 
+import sqreen
 from sqreen._wire_time import format_timestamp
 from sqreen.server import _cli_playbooks
 from sqreen.server.app import create_app
@@ -177,6 +178,54 @@ def test_brute_force_blocks_the_ip_at_the_fifth_failure(armed: Collector) -> Non
     assert alert.total == 5 and alert.block_id is not None
     (block,) = [b for b in armed.storage.list_blocks() if b.id == alert.block_id]
     assert block.created_by == "playbook:brute-force-ip"
+
+
+class Held:
+    """Holds each request until :attr:`released`, then passes it to ``app``: a collector that
+    does not answer for a while (overloaded, or cut off), then does."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.released = threading.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        while not self.released.is_set():
+            await asyncio.sleep(0.01)
+        await self.app(scope, receive, send)
+
+
+def _from(ip: str, path: str) -> dict[str, str]:
+    return {"REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": "", "REMOTE_ADDR": ip}
+
+
+def test_a_flood_cannot_hide_a_brute_force_from_the_playbooks(
+    armed: Collector, live_app: Any
+) -> None:
+    """The SDK's queue is full of a flood while the collector does not answer; the login
+    failures that follow take the room the queue keeps for what the playbooks watch, and the
+    attacker is blocked once the collector answers."""
+    client = sqreen.init(endpoint=armed.url, token=armed.token, max_queue_size=100)
+    client.start()
+    assert client.queue.first_actions.wait(10)
+    assert "auth.login.failure" in client.queue.watched
+    switch, _ = live_app
+    held = switch.app = Held(switch.app)
+    tracked = [sqreen.track("search", request=_from("203.0.113.9", "/s")) for _ in range(1000)]
+    assert tracked.count(True) == 90
+    for i in range(5):
+        failure = _from("198.51.100.23", "/login")
+        assert sqreen.track(
+            "auth.login.failure", user_identifiers={"uid": f"u{i}"}, request=failure
+        )
+    assert client.stats()["dropped"]["queue_full"] == 910
+    held.released.set()
+    deadline = time.monotonic() + 30
+    while not client.is_blocked(ip="198.51.100.23"):
+        assert time.monotonic() < deadline, "the brute force was never blocked"
+        time.sleep(0.05)
+    (alert,) = armed.storage.list_alerts(playbook="brute-force-ip")
+    assert alert.total == 5
+    assert sqreen.flush(timeout=30) and client.stats()["sent"] == 95
 
 
 def test_a_retried_batch_counts_once(armed: Collector) -> None:
