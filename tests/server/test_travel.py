@@ -358,8 +358,8 @@ class CountedReads:
         self.queries += 1
         return self.storage.nearby_places(*args, **kwargs)
 
-    def get_event(self, *args: Any, **kwargs: Any) -> Any:
-        return self.storage.get_event(*args, **kwargs)
+    def events_with_id(self, *args: Any, **kwargs: Any) -> Any:
+        return self.storage.events_with_id(*args, **kwargs)
 
     def now(self) -> datetime:
         return self.storage.now()
@@ -493,6 +493,29 @@ def test_a_late_login_s_alert_carries_the_stored_later_login(
     assert alert.user == {"uid": "Dave@Example.com"}
     assert alert.request is not None and alert.request["path"] == "/mobile/login"
     assert alert.enrichment["ip_info"]["city"] == "Sydney"
+    assert (alert.properties["from_ip"], alert.properties["to_ip"]) == (LONDON_IP, SYDNEY_IP)
+
+
+def test_another_key_s_event_of_the_same_id_never_speaks_for_the_stored_login(
+    storage: Storage, pipeline: IngestPipeline
+) -> None:
+    """Ids are unique per API key only. Another key (a leaked one, or another app's) stores
+    first an event with the id a user's later login will have, for another user from
+    elsewhere: the alert a late earlier login raises must still name the user who logged
+    in, with their request, never the other key's event (a playbook blocking on impossible
+    travel would block whom that key chose)."""
+    start = datetime.now(UTC) - timedelta(hours=2)
+    later = login(SYDNEY_IP, start + timedelta(minutes=30), uid="dave")
+    later["request"]["path"] = "/mobile/login"
+    decoy = login(PARIS_IP, start, uid="victim")
+    decoy["id"] = later["id"]
+    decoy["request"]["path"] = "/decoy"
+    pipeline(body(decoy), key_id=7)
+    pipeline(body(later))
+    pipeline(body(login(LONDON_IP, start, uid="dave")))
+    (alert,) = travels(storage)
+    assert alert.user == {"uid": "dave"}
+    assert alert.request is not None and alert.request["path"] == "/mobile/login"
     assert (alert.properties["from_ip"], alert.properties["to_ip"]) == (LONDON_IP, SYDNEY_IP)
 
 

@@ -196,7 +196,16 @@ class ImpossibleTravel:
         arrive in time order); if its event is gone, its folded identifiers stand in."""
         if login.given is not None:
             return login
-        event = self.store.get_event(login.place.event_id)
+        # Ids are unique per key only: the login is the successful login of this user with
+        # this id (another key's event of the id, stored first, must not speak for it).
+        event = next(
+            (
+                e
+                for e in self.store.events_with_id(login.place.event_id)
+                if e.name == LOGIN and _user_key(e.user) == login.user
+            ),
+            None,
+        )
         if event is None:
             return login._replace(given=login.user)
         given = tuple(sorted((event.user or {}).items())) or login.user
@@ -303,7 +312,7 @@ class TravelStore(Protocol):
 
     def nearby_places(self, asks: Sequence[PlaceAsk]) -> list[PlaceRow]: ...
 
-    def get_event(self, event_id: str, *, seq: int | None = None) -> StoredEvent | None: ...
+    def events_with_id(self, event_id: str) -> list[StoredEvent]: ...
 
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)

@@ -144,6 +144,11 @@ class EventStore(Clocked, Protocol):
         one of ``seq``)."""
         ...
 
+    def events_with_id(self, event_id: str) -> list[StoredEvent]:
+        """Every stored event of this id, oldest first (one a key at most; 64 at most): what
+        decides which is whose is the caller's."""
+        ...
+
     def stored_ids(self, ids: Collection[str]) -> set[str]:
         """Which of ``ids`` (at most 1000) an event stored under any API key has (ids are
         unique per key: an import, key 0, skips what the SDKs sent already).

@@ -31,6 +31,8 @@ GROUP_COLUMNS: Final = {
 SIDE_TABLES: Final = {"user": "event_users", "properties": "event_props"}
 #: Ids (or seqs) one read of rows by id may ask for.
 MAX_IDS: Final = 1000
+#: Events of one id read at once, at most (:meth:`EventQueries.events_with_id`): one a key.
+MOST_WITH_ID: Final = 64
 #: What rows are read by: seqs and block ids (int), event ids (str).
 Id = TypeVar("Id", int, str)
 
@@ -130,6 +132,15 @@ class EventQueries(EventWalks):
             [clean(event_id), *params],
         )
         return next(map(event_from_row, rows), None)
+
+    def events_with_id(self, event_id: str) -> list[StoredEvent]:
+        """Every stored event of this id, oldest first: one a key at most (ids are unique per
+        key), :data:`MOST_WITH_ID` at most."""
+        rows = self._read(
+            f"SELECT {SELECT_EVENT} FROM events e WHERE e.id = ? ORDER BY e.seq LIMIT ?",
+            [clean(event_id), MOST_WITH_ID],
+        )
+        return [event_from_row(row) for row in rows]
 
     def stored_ids(self, ids: Collection[str]) -> set[str]:
         """Which of ``ids`` (at most :data:`MAX_IDS`) an event stored under any key has: the
