@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from sqreen.server.playbooks import Notifier, verify_signature
+from sqreen.server.playbooks._lanes import MOST_KEY_BYTES
 from tests.integrations._servers import wait_until
 from tests.receiver import RawServer, http_reply
 
@@ -253,3 +254,29 @@ def test_a_receiver_trickling_its_reply_lets_the_lane_go_on_at_the_timeout() -> 
         assert notifier.sent == 1
     finally:
         server.close()
+
+
+def test_a_summary_names_keys_up_to_a_bound_in_bytes(receiver: Recorder) -> None:
+    """Group keys of users can be kilobytes long: 1 000 of them made a summary of megabytes,
+    which a receiver's body limit refuses whole. The keys named stop at MOST_KEY_BYTES; the
+    alerts of the others are counted, and a key already named is still counted by name."""
+    notifier = Notifier("s", backoff=0.01, burst=1)
+    long_keys = [f"{n:04d}" + "é" * 4000 for n in range(200)]  # 8 004 bytes each
+    try:
+        notifier.submit((receiver.url,), alert("p", 0, "first"))
+        assert receiver.holding.wait(10)
+        notifier.submit((receiver.url,), alert("p", 1, "alone"))
+        for n, key in enumerate([*long_keys, long_keys[0]], 2):
+            notifier.submit((receiver.url,), alert("p", n, key))
+        receiver.gate.set()
+        assert notifier.join(30)
+    finally:
+        notifier.close()
+    (summary,) = receiver.summaries
+    named = summary["group_keys"]
+    assert list(named) == long_keys[: len(named)]
+    assert 0 < sum(len(k.encode()) for k in named) <= MOST_KEY_BYTES
+    assert len(named) == MOST_KEY_BYTES // 8004
+    assert named[long_keys[0]] == 2
+    assert summary["alerts"] == 201
+    assert summary["unlisted"] == 201 - 1 - len(named)

@@ -9,7 +9,8 @@ them, are merged into one :class:`Summary` (how many, and each group key with it
 posted after those ``burst``. Whatever the flood, an alert is posted, alone or named in a
 summary, after at most ``burst + 1`` posts of its playbook (each preceded by at most one of
 every other playbook with alerts waiting), and memory stays bounded: a summary names at most
-``most_keys`` group keys and counts the alerts of any others.
+``most_keys`` group keys, and :data:`MOST_KEY_BYTES` of them (a user's group key can be
+kilobytes long), and counts the alerts of any others.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
-__all__ = ["BURST", "MOST_KEYS", "Lane", "Summary", "Waiting"]
+__all__ = ["BURST", "MOST_KEYS", "MOST_KEY_BYTES", "Lane", "Summary", "Waiting"]
 
 #: Alerts of one playbook waiting to be posted alone, past which they are summarised.
 BURST: Final = 10
 #: Group keys a summary names (the alerts of any others are counted, as ``unlisted``).
 MOST_KEYS: Final = 1000
+#: The UTF-8 bytes of the group keys a summary names, at most: a post stays a few hundred KB
+#: (a receiver's body limit refuses a larger one whole), whatever the keys' length.
+MOST_KEY_BYTES: Final = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -36,7 +40,8 @@ class Summary:
     most_keys: int = MOST_KEYS
     alerts: int = 0
     keys: dict[str, int] = field(default_factory=dict)
-    unlisted: int = 0  # alerts whose group key is past the most_keys named
+    unlisted: int = 0  # alerts whose group key is past the most_keys (or bytes) named
+    key_bytes: int = 0  # the UTF-8 bytes of the keys named
     group_by: str | None = None
     first: Mapping[str, Any] = field(default_factory=dict)  # the first alert merged
     last: Mapping[str, Any] = field(default_factory=dict)  # the last
@@ -46,8 +51,11 @@ class Summary:
         key = str(alert.get("group_key", ""))
         if key in self.keys:
             self.keys[key] += 1
-        elif len(self.keys) < self.most_keys:
+        elif len(self.keys) < self.most_keys and (
+            self.key_bytes + (size := len(key.encode("utf-8", "surrogatepass"))) <= MOST_KEY_BYTES
+        ):
             self.keys[key] = 1
+            self.key_bytes += size
         else:
             self.unlisted += 1
         if not self.first:
