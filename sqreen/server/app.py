@@ -52,7 +52,14 @@ from .errors import EXCEPTION_HANDLERS, QuietDisconnects
 from .ingest import MAX_BODY_BYTES
 from .intel import DEFAULT_MAX_SPEED, ImpossibleTravel, IpIntel, Reputation
 from .logs import RequestIds
-from .metrics import METRICS_ROUTES, count_at_cap, count_late, count_rejected, worker_stopped
+from .metrics import (
+    METRICS_ROUTES,
+    count_at_cap,
+    count_late,
+    count_rejected,
+    declare_playbooks,
+    worker_stopped,
+)
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
 from .probes import PROBE_ROUTES
@@ -203,6 +210,7 @@ def create_app(
             on_cap=count_at_cap,
             on_late=count_late,
         )
+        declare_playbooks(p.id for p in source.playbooks.playbooks)
         hooks = [*hooks, runner]
         jobs.append((PURGE_HITS_EVERY, runner.purge, "sqreen: purged %d playbook hits"))
     if explorer:

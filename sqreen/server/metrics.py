@@ -60,6 +60,7 @@ __all__ = [
     "count_late",
     "count_refusals",
     "count_rejected",
+    "declare_playbooks",
     "multiprocess_dir",
     "observe_batch",
     "observe_group",
@@ -118,6 +119,15 @@ LATE_EVENTS: Final = Counter(
     "for nothing.",
     ["playbook"],
 )
+
+
+def declare_playbooks(ids: Iterable[str]) -> None:
+    """Serve the playbooks' counters at 0 until something is counted: a dashboard (and an
+    alert rule on ``rate()``) then sees a series from the start, not nothing."""
+    for outcome in ("replaced", "refused"):
+        BLOCKS_AT_CAP.labels(outcome)
+    for playbook in ids:
+        LATE_EVENTS.labels(playbook)
 
 
 def count_late(playbook: str, n: int) -> None:

@@ -117,6 +117,9 @@ class Notifier:
         self.sent = 0  # posts
         self.failed = 0
         self.merged = 0  # alerts queued into a summary rather than a post of their own
+        for post in ("alert", "summary"):  # every series at 0 until counted (dashboards)
+            for outcome in ("sent", "failed"):
+                ALERTS.labels(post, outcome)
 
     def submit(self, urls: tuple[str, ...], payload: Mapping[str, Any]) -> None:
         """Queue ``payload`` (``{"alert": {...}}``) for each URL, in its playbook's turn;
