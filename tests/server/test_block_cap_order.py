@@ -79,3 +79,39 @@ def test_the_oldest_playbook_block_is_replaced_first(storage: Storage, tmp_path:
         assert attacker + "/32" in site.in_force()
     flood(5)
     assert site.in_force() == ["198.51.100.3/32", "198.51.100.4/32", "198.51.100.5/32"]
+
+
+def test_a_flood_at_the_cap_counts_and_sorts_the_blocks_once_a_transaction(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """An ingest key floods the cap with made-up addresses: one body crossing brute-force-ip
+    for 100 new ones, with the cap's 120 blocks in force. Each new block replaces the oldest
+    in turn (the body's own never), and the transaction counts the blocks in force and sorts
+    them by age about once, not twice a block (10 ms a block at 10 000 blocks)."""
+    site = Site(storage, tmp_path, 120)
+    old = [f"198.51.{k // 200}.{k % 200}" for k in range(120)]
+    for start in range(0, 120, 20):
+        site.send(*[site.fail(ip, f"{ip}-{n}") for ip in old[start : start + 20] for n in range(5)])
+    assert site.in_force() == sorted(ip + "/32" for ip in old)
+    made = {str(b.ip): b.id for b in storage.list_blocks()}
+    statements: list[str] = []
+    writer = getattr(storage, "_writer", None)  # SQLite's: what ran is traced
+    if writer is not None:
+        writer.set_trace_callback(statements.append)
+    new = [f"203.0.{k // 200}.{k % 200}" for k in range(100)]
+    try:
+        site.send(*[site.fail(ip, f"{ip}-{n}") for ip in new for n in range(5)])
+    finally:
+        if writer is not None:
+            writer.set_trace_callback(None)
+    kept = sorted(old, key=lambda ip: made[ip + "/32"])[100:]
+    assert site.in_force() == sorted(ip + "/32" for ip in [*kept, *new])
+    alerts = [
+        a for a in storage.list_alerts(playbook="brute-force-ip", limit=500) if a.group_key in new
+    ]
+    assert len(alerts) == 100 and all(a.block_id is not None for a in alerts)
+    if writer is not None:
+        sorts = [s for s in statements if "ORDER BY b.created_at" in s]
+        counts = [s for s in statements if "SELECT (SELECT count(*) FROM blocks" in s]
+        assert 1 <= len(sorts) <= 2, len(sorts)  # 64 candidates a read
+        assert 1 <= len(counts) <= 2, len(counts)

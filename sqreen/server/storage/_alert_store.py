@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from ._block_cap import CapTurn
 from ._blocks import BlockQueries
 from ._entity_rows import BlockRow, block_from_row
 from ._parts import placeholders
@@ -104,7 +105,7 @@ class AlertQueries(BlockQueries):
         attack on thousands of accounts crosses a threshold for hundreds of them at once);
         ``on_replace`` is told of each block that took another's place at the cap."""
         block_ids: list[int | None] = []
-        placed_ids: set[int] = set()  # the blocks of block_ids
+        turn = CapTurn()  # its placed: the blocks of block_ids
         replaced: dict[int, tuple[BlockRow, tuple[tuple[str, str], ...]]] = {}
         alerts = list(alerts)
         for n, alert in enumerate(alerts):
@@ -113,7 +114,7 @@ class AlertQueries(BlockQueries):
                 try:
                     # Not in place of a block this call placed: its alert, not stored yet,
                     # would leave its key quiet (_release reads the stored ones).
-                    placed = self._block_for(cur, alert.block, now, placed_ids)
+                    placed = self._block_for(cur, alert.block, now, turn)
                 except TooManyBlocks:
                     # At the cap (``max_active``), every block in force a person's: the alert
                     # is stored without its block, says so, and its playbook is quiet for the
@@ -126,7 +127,7 @@ class AlertQueries(BlockQueries):
                     alerts[n] = replace(alert, summary=refused(alert.summary))
                 else:
                     block_id = placed.row.id
-                    placed_ids.add(block_id)
+                    turn.placed.add(block_id)
                     if placed.replaced is not None:
                         released = self._release(cur, placed.replaced.id, now)
                         replaced[n] = (placed.replaced, released)

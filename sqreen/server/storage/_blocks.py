@@ -30,11 +30,11 @@ from collections.abc import Collection
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from ._block_cap import CapTurn
 from ._entity_rows import BLOCK_COLUMNS, BlockRow, block_from_row
 from ._parts import SqlPart
 from ._queries import id_list
 from .model import (
-    PLAYBOOK_AUTHOR,
     ActionChanges,
     ActionSet,
     Block,
@@ -63,23 +63,6 @@ _IN_FORCE: Final = (
     "SELECT {columns} FROM blocks b WHERE b.lifted_at IS NULL AND b.expires_at IS NULL "
     "UNION ALL SELECT {columns} FROM blocks b WHERE b.lifted_at IS NULL "
     "AND b.expires_at > ?"
-)
-#: How many blocks are in force at ``?``, by the same two searches (one ``count(*)`` with OR
-#: read every block never lifted, expired ones included).
-_COUNT_IN_FORCE: Final = (
-    "SELECT (SELECT count(*) FROM blocks WHERE lifted_at IS NULL AND expires_at IS NULL) + "
-    "(SELECT count(*) FROM blocks WHERE lifted_at IS NULL AND expires_at > ?)"
-)
-#: The playbook blocks in force at ``?`` created longest ago, at most ``?`` (a playbook's
-#: block always has a duration): what a playbook's new block replaces at the cap. Oldest
-#: first, not expiring soonest: a flood through the longest-lasting playbook would otherwise
-#: choose its victim (a fresh shorter block, replaced by the very next flood block). The
-#: ``blocks_active`` index from that time gives the blocks in force (at most the cap's
-#: worth), sorted.
-_OLDEST_PLAYBOOK: Final = (
-    f"SELECT {_B_COLUMNS} FROM blocks b WHERE b.lifted_at IS NULL AND b.expires_at > ? "
-    f"AND substr(b.created_by, 1, {len(PLAYBOOK_AUTHOR)}) = '{PLAYBOOK_AUTHOR}' "
-    "ORDER BY b.created_at, b.id LIMIT ?"
 )
 #: The newest blocks lifted or expired by ``?``, at most ``?``: newest first down the primary
 #: key; most blocks ever made have ended, so the walk stops after about that many rows
@@ -119,27 +102,6 @@ class BlockQueries(SqlPart):
         return int(version)
 
     @staticmethod
-    def _full(cur: Cursor, now: int, max_active: int | None) -> bool:
-        """Whether ``max_active`` blocks (or more) are in force at ``now``."""
-        if max_active is None:
-            return False
-        (active,) = cur.execute(_COUNT_IN_FORCE, (now,)).fetchone()
-        return int(active) >= max_active
-
-    @staticmethod
-    def _replaceable(
-        cur: Cursor, spec: BlockSpec, now: int, spare: Collection[int] = ()
-    ) -> BlockRow | None:
-        """The block a new block of ``spec`` replaces at the cap: for a playbook's, the
-        playbook block in force created longest ago, but for those of ``spare`` (the blocks
-        of the alerts stored before it in the same transaction: replaced at once, their
-        alerts' keys would stay quiet); for a person's, none."""
-        if not by_playbook(spec.created_by):
-            return None
-        rows = cur.execute(_OLDEST_PLAYBOOK, (now, len(spare) + 1)).fetchall()
-        return next((b for b in map(BlockRow._make, rows) if b.id not in spare), None)
-
-    @staticmethod
     def _insert_block(
         cur: Cursor,
         version: int,
@@ -170,7 +132,7 @@ class BlockQueries(SqlPart):
         return BlockRow._make(row)
 
     def _block_for(
-        self, cur: Cursor, spec: BlockSpec, now: int, spare: Collection[int] = ()
+        self, cur: Cursor, spec: BlockSpec, now: int, turn: CapTurn | None = None
     ) -> Placement:
         """Place ``spec`` inside the write transaction of ``cur``: a new block, or the active
         block that already covers the same network or user, its expiry extended when
@@ -178,16 +140,18 @@ class BlockQueries(SqlPart):
         playbook's block: it becomes theirs). When a new one would pass
         ``spec.max_active``, a playbook's replaces the playbook block created longest ago;
         else :class:`TooManyBlocks` is raised (the caller's transaction rolls back or, for a
-        playbook, stores its alert without a block). The blocks of ``spare`` are never
-        replaced (see :meth:`_replaceable`)."""
+        playbook, stores its alert without a block). ``turn``: what the transaction placing
+        several blocks knows of the cap (:class:`~._block_cap.CapTurn`; its ``placed`` are
+        never replaced)."""
+        turn = CapTurn() if turn is None else turn
         expires = None if spec.duration is None else now + int(spec.duration.total_seconds() * 1e6)
         found = self._covering(cur, spec, now)
         if found is not None and _lasts(found, expires) and not _adopts(spec, found):
             return Placement(found, "kept")
         if (
             found is None
-            and self._full(cur, now, spec.max_active)
-            and self._replaceable(cur, spec, now, spare) is None
+            and turn.full(cur, now, spec.max_active, locked=False)
+            and not turn.could_replace(cur, spec, now)
         ):
             # Before the version is taken, so that at the cap no SDK is woken for nothing.
             raise TooManyBlocks(spec.max_active or 0)
@@ -198,8 +162,8 @@ class BlockQueries(SqlPart):
         found = self._covering(cur, spec, now)
         if found is None:
             replaced = None
-            if self._full(cur, now, spec.max_active):
-                replaced = self._replaceable(cur, spec, now, spare)
+            if turn.full(cur, now, spec.max_active, locked=True):
+                replaced = turn.take(cur, spec, now)
                 if replaced is None:
                     raise TooManyBlocks(spec.max_active or 0)
             row = self._insert_block(
@@ -213,6 +177,7 @@ class BlockQueries(SqlPart):
                 expires,
                 spec.created_by,
             )
+            turn.created(replaced)
             if replaced is not None:
                 replaced = BlockRow._make(
                     cur.execute(
