@@ -14,13 +14,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx2 as httpx
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from sqreen._wire import parse_event
+from sqreen.events import STANDARD_EVENTS
 from sqreen.server._cli_export import export_lines
 from sqreen.server.export import (
     Forwarder,
@@ -192,6 +193,32 @@ def test_ocsf_classes_activities_and_statuses() -> None:
     ecs = ecs_event(full_event("auth.login.success"))
     assert ecs["event"]["outcome"] == "success" and ecs["event"]["category"] == ["authentication"]
     assert ecs["source"]["geo"]["location"] == {"lat": 51.5, "lon": -0.09}
+
+
+#: ECS's expected event types for each category we use (ECS 8, "ECS Categorization Field:
+#: event.category"): a (category, type) pair outside them is one Elastic's rules and
+#: dashboards do not expect.
+ECS_EXPECTED_TYPES: Final = {
+    "authentication": {"start", "end", "info"},
+    "configuration": {"access", "change", "creation", "deletion", "info"},
+    "database": {"access", "change", "info", "error"},
+    "iam": {"admin", "change", "creation", "deletion", "group", "info", "user"},
+    "intrusion_detection": {"allowed", "denied", "info"},
+    "web": {"access", "error", "info"},
+}
+
+
+@pytest.mark.parametrize(
+    "name", [*STANDARD_EVENTS, "auth.password.reset", "admin.thing", "custom.thing", "x"]
+)
+def test_every_ecs_category_and_type_is_one_ecs_expects(name: str) -> None:
+    """Each standard name (and a few others) as ECS expects it: every category allowed, and
+    every type expected for each of its categories (``auth.signup`` was ``authentication``
+    and ``creation``, which Elastic does not expect together)."""
+    event = ecs_event(full_event(name))["event"]
+    assert event["category"] and event["type"]
+    for category in event["category"]:
+        assert set(event["type"]) <= ECS_EXPECTED_TYPES[category], (category, event["type"])
 
 
 # -- sqreen export -------------------------------------------------------------------------

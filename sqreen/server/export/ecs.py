@@ -30,7 +30,9 @@ ECS_VERSION: Final = "8.11.0"
 SEVERITY_NUMBER: Final = {"info": 1, "warning": 3, "critical": 5}
 
 #: ECS categorization by the name's prefix (ECS's allowed event.category values), then the
-#: event.type by the whole name; a name not listed is of category ``web`` and type ``info``.
+#: event.type by the whole name (with its own category where the prefix's does not expect
+#: that type: ECS lists the types each category expects); a name not listed is of its
+#: prefix's category (else ``web``) and type ``info``.
 CATEGORY: Final = {
     "auth": "authentication",
     "authz": "iam",
@@ -42,19 +44,32 @@ TYPES: Final = {
     "auth.login.success": ["start"],
     "auth.login.failure": ["start"],
     "auth.logout": ["end"],
-    "auth.signup": ["creation"],
-    "auth.mfa.enabled": ["change"],
-    "auth.mfa.disabled": ["change"],
     "admin.user.created": ["user", "creation"],
     "admin.user.deleted": ["user", "deletion"],
     "admin.role.changed": ["user", "change"],
-    "admin.settings.changed": ["change"],
-    "authz.access.granted": ["allowed"],
-    "authz.access.denied": ["denied"],
     "authz.permission.changed": ["change"],
     "security.blocked": ["denied"],
     "security.rate.limited": ["denied"],
 }
+#: Names whose category is not their prefix's: ``authentication`` expects only start, end
+#: and info, ``iam`` neither allowed nor denied (an access decision is ``iam``/``info``, its
+#: result in ``event.outcome``).
+NAMED: Final = {
+    "auth.signup": ("iam", ["user", "creation"]),
+    "auth.mfa.enabled": ("iam", ["user", "change"]),
+    "auth.mfa.disabled": ("iam", ["user", "change"]),
+    "admin.settings.changed": ("configuration", ["change"]),
+    "authz.access.granted": ("iam", ["info"]),
+    "authz.access.denied": ("iam", ["info"]),
+}
+
+
+def categorize(name: str) -> tuple[list[str], list[str]]:
+    """ECS's ``event.category`` and ``event.type`` of an event name."""
+    named = NAMED.get(name)
+    if named is not None:
+        return [named[0]], named[1]
+    return [CATEGORY.get(name.partition(".")[0], "web")], TYPES.get(name, ["info"])
 
 
 def _geo(info: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,6 +87,7 @@ def ecs_event(doc: Mapping[str, Any]) -> dict[str, Any]:
     ip = request_field(doc, "ip")
     info: Mapping[str, Any] = doc.get("ip_info") or {}
     user = doc.get("user") or {}
+    category, types = categorize(name)
     return compact(
         {
             "@timestamp": doc["timestamp"],
@@ -80,8 +96,8 @@ def ecs_event(doc: Mapping[str, Any]) -> dict[str, Any]:
             "event": {
                 "id": doc["id"],
                 "kind": "event",
-                "category": [CATEGORY.get(name.partition(".")[0], "web")],
-                "type": TYPES.get(name, ["info"]),
+                "category": category,
+                "type": types,
                 "outcome": outcome(name),
                 "action": name,
                 "severity": SEVERITY_NUMBER[severity(name)],
