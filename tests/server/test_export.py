@@ -142,8 +142,22 @@ BY_USER = alert_json("user", "username=alice")
 CASES: list[tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]] = [
     ("ecs", "event", ecs_event, [full_event("auth.login.failure")]),
     ("ecs", "alert", ecs_alert, [alert_json(), BY_USER]),
-    ("ocsf", "3002", ocsf_event, [full_event("auth.login.success")]),
-    ("ocsf", "6003", ocsf_event, [full_event("admin.user.created")]),
+    (
+        "ocsf",
+        "3002",
+        ocsf_event,
+        [full_event("auth.login.success"), full_event("auth.logout", **MINIMAL)],
+    ),
+    (
+        "ocsf",
+        "6003",
+        ocsf_event,
+        [
+            full_event("admin.user.created"),
+            full_event("custom.thing", user=None, request=None, ip_info=None),
+            full_event("custom.thing", **MINIMAL, ip_info=None),
+        ],
+    ),
     ("ocsf", "2004", ocsf_alert, [alert_json(), BY_USER]),
 ]
 
@@ -174,6 +188,30 @@ def test_a_sparse_record_emits_only_documented_fields(
 ) -> None:
     fields = documented()[format, record]
     assert emitted(mapper(doc), fields) <= fields
+
+
+@pytest.mark.parametrize("name", ["admin.settings.changed", "custom.thing"])
+def test_an_ocsf_api_activity_without_user_or_request_has_what_ocsf_requires(name: str) -> None:
+    """API Activity (6003) requires ``actor``, ``api`` and ``src_endpoint``: an event tracked
+    outside a request (a cron job) with no user was a record without ``actor`` or
+    ``src_endpoint``, which OCSF validators (and Security Lake) refuse. The app that
+    tracked it stands for both, by its name and host as the SDK gave them."""
+    record = ocsf_event(full_event(name, user=None, request=None, ip_info=None))
+    assert record["class_uid"] == 6003
+    assert record["actor"] == {"app_name": "shop"}
+    assert record["api"]["operation"] == name
+    assert record["src_endpoint"] == {"hostname": "web1"}
+    bare = ocsf_event(full_event(name, **MINIMAL, ip_info=None))
+    assert bare["actor"] == {"app_name": "unknown"} and bare["src_endpoint"] == {"name": "unknown"}
+    with_user = ocsf_event(full_event(name, request=None))
+    assert with_user["actor"]["user"]["uid"] == "42" and "app_name" not in with_user["actor"]
+
+
+def test_an_ocsf_authentication_without_user_has_an_unknown_user() -> None:
+    """Authentication (3002) requires ``user``: one of unknown type stands for none."""
+    record = ocsf_event(full_event("auth.logout", **MINIMAL))
+    assert record["class_uid"] == 3002
+    assert record["user"] == {"type_id": 0, "type": "Unknown"}
 
 
 def test_ocsf_classes_activities_and_statuses() -> None:

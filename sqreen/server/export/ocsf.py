@@ -130,7 +130,18 @@ def ocsf_event(doc: Mapping[str, Any]) -> dict[str, Any]:
     else:
         record["actor"] = {"user": user}
         record["api"] = {"operation": name, "service": {"name": doc.get("app")}}
-    return compact(record)
+    out = compact(record)
+    # What the class requires, when the event has nothing for it: Authentication a user (one
+    # of unknown type), API Activity an actor and a source (the app that tracked it, by its
+    # name and host: an event outside a request, of no user, is the app's own doing).
+    if class_uid == 3002:
+        out.setdefault("user", {"type_id": 0, "type": "Unknown"})
+    else:
+        app = doc.get("app") or "unknown"
+        out.setdefault("actor", {"app_name": app})
+        host = doc.get("host")
+        out.setdefault("src_endpoint", {"hostname": host} if host else {"name": app})
+    return out
 
 
 def ocsf_alert(doc: Mapping[str, Any]) -> dict[str, Any]:
