@@ -144,12 +144,18 @@ class Delivery:
             self.spool.remove(batch.spooled)
             batch.spooled = None
 
-    def _send_all(self, deadline: float | None) -> bool:
-        """Send prepared and queued events until empty, a retry is due, or the deadline."""
+    def _send_all(self, deadline: float | None, full_only: bool = False) -> bool:
+        """Send prepared and queued events until empty, a retry is due, or the deadline;
+        ``full_only``: of the queued events, only full batches (``batch_size``), the rest
+        waiting for the interval (under steady load, the events that arrive while a batch
+        goes made a stream of batches of a few dozen: a request, and its cost on both sides,
+        for each)."""
         while True:
             if deadline is None and self._retry_at > self._clock():
                 return False  # paced (below): what is queued stays queued meanwhile
             if not self._ready:
+                if full_only and not self._batch_full():
+                    return True
                 prepared = self._prepare()
                 if not prepared:
                     return True
@@ -219,6 +225,12 @@ class Delivery:
         delay = max(backoff * self._jitter(0.5, 1.0), min(retry_after or 0.0, MAX_RETRY_AFTER))
         self._retry_at = self._clock() + delay
         return delay
+
+    def _batch_full(self) -> bool:
+        """Whether a full batch is queued: ``batch_size`` events, or ``max_batch_bytes`` of
+        them (as counted against ``max_queue_bytes``)."""
+        cfg = self.config
+        return len(self._queue) >= cfg.batch_size or self._pending_bytes >= cfg.max_batch_bytes
 
     def _prepare(self) -> list[Prepared]:
         cfg = self.config

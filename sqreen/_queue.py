@@ -335,18 +335,17 @@ class Queue(Delivery):
                 if now >= self._retry_at:
                     self._heartbeat()
             urgent = self._urgent_at is not None and now >= self._urgent_at
-            due = (
-                self._flush_requested
-                or urgent
-                or len(self._queue) >= cfg.batch_size
-                or now - self._last_flush >= cfg.flush_interval
+            everything = (
+                self._flush_requested or urgent or now - self._last_flush >= cfg.flush_interval
             )
-            if due and now >= self._retry_at:
+            if (everything or self._batch_full()) and now >= self._retry_at:
                 self._flush_requested = False
                 self._urgent_at = None
                 self._last_flush = now
                 with self._send_lock:
-                    self._send_all(None)
+                    # Woken by a full batch: full batches only. What arrives while they go
+                    # waits for the interval, not sent as a stream of small batches.
+                    self._send_all(None, full_only=not everything)
             self._note_drops(self._clock())
         if self.errors.count != errors:  # a bug of ours: do not spin on it
             self._back_off(None)

@@ -84,12 +84,57 @@ def test_the_first_round_fetches_the_action_set_then_waits_for_the_interval() ->
     assert queue.stats()["sent"] == 3 and queue.stats()["queue_depth"] == 0
 
 
-def test_a_full_batch_is_sent_without_waiting_for_the_interval() -> None:
-    queue, transport, _ = make(batch_size=10, flush_interval=5)
+def test_full_batches_are_sent_without_waiting_for_the_interval_and_the_rest_with_it() -> None:
+    queue, transport, clock = make(batch_size=10, flush_interval=5)
     queue.step()
     put(queue, 25)
     queue.step()
+    assert [len(b) for b in transport.batches()] == [10, 10]
+    clock.advance(4.9)
+    queue.step()
+    assert [len(b) for b in transport.batches()] == [10, 10]
+    clock.advance(0.1)
+    queue.step()
     assert [len(b) for b in transport.batches()] == [10, 10, 5]
+    assert queue.stats()["sent"] == 25
+
+
+def test_events_that_arrive_while_a_full_batch_goes_wait_for_the_interval() -> None:
+    """Under steady load, what is tracked while a full batch is on the wire was sent at once
+    as a batch of its own, then what arrived meanwhile, and so on: a stream of requests of a
+    few dozen events (each a request's cost, on the app's server and the collector's). Only
+    full batches go before the interval."""
+    arrivals = iter(range(5))
+
+    def handler(call: Any) -> Reply:
+        if call.kind == "events" and next(arrivals, None) is not None:
+            put(queue, 3, name="during")
+        return Reply("ok")
+
+    queue, transport, clock = make(handler=handler, batch_size=10, flush_interval=5)
+    queue.step()
+    put(queue, 10)
+    queue.step()
+    assert [len(b) for b in transport.batches()] == [10]  # the 3 that came wait
+    assert queue.stats()["queue_depth"] == 3
+    put(queue, 7)  # a full batch again: it goes, and what came during it waits
+    queue.step()
+    assert [len(b) for b in transport.batches()] == [10, 10]
+    clock.advance(5)
+    queue.step()  # the interval: everything, then nothing arrives any more
+    assert [len(b) for b in transport.batches()] == [10, 10, 3, 3, 3, 3]
+    assert queue.stats()["sent"] == queue.stats()["tracked"] == 32
+
+
+def test_a_watched_event_still_leaves_at_once_with_what_waits() -> None:
+    queue, transport, clock = make(batch_size=10, flush_interval=5)
+    queue.step()
+    queue.watched = queue.urgent = frozenset({"auth.login.failure"})
+    put(queue, 4)
+    put(queue, 1, name="auth.login.failure")
+    clock.advance(0.2)
+    queue.step()
+    assert [len(b) for b in transport.batches()] == [5]
 
 
 def test_server_errors_back_off_exponentially_up_to_the_cap() -> None:
