@@ -511,12 +511,35 @@ def test_another_key_s_event_of_the_same_id_never_speaks_for_the_stored_login(
     decoy["id"] = later["id"]
     decoy["request"]["path"] = "/decoy"
     pipeline(body(decoy), key_id=7)
+    # And the same user in another spelling, from an address no city places (no place of
+    # its own), under a third key: not the login either.
+    same_user = login("192.0.2.66", start, uid="DAVE")
+    same_user["id"] = later["id"]
+    same_user["request"]["path"] = "/decoy-same-user"
+    pipeline(body(same_user), key_id=8)
     pipeline(body(later))
     pipeline(body(login(LONDON_IP, start, uid="dave")))
     (alert,) = travels(storage)
     assert alert.user == {"uid": "dave"}
     assert alert.request is not None and alert.request["path"] == "/mobile/login"
+    assert alert.ip == SYDNEY_IP
     assert (alert.properties["from_ip"], alert.properties["to_ip"]) == (LONDON_IP, SYDNEY_IP)
+
+
+def test_a_stored_login_dated_ahead_still_speaks_for_its_alert(
+    storage: Storage, pipeline: IngestPipeline
+) -> None:
+    """A later login from an SDK whose clock is a day ahead is placed at its receipt; the
+    alert an earlier login raises when it arrives late still carries that stored login's
+    request (its own time is not its place's)."""
+    now = datetime.now(UTC)
+    later = login(SYDNEY_IP, now + timedelta(days=1), uid="erin")
+    later["request"]["path"] = "/ahead"
+    pipeline(body(later))
+    pipeline(body(login(LONDON_IP, now - timedelta(minutes=30), uid="erin")))
+    (alert,) = travels(storage)
+    assert alert.request is not None and alert.request["path"] == "/ahead"
+    assert alert.user == {"uid": "erin"}
 
 
 def test_places_are_stored_once_a_login_and_leave_with_retention(

@@ -197,12 +197,17 @@ class ImpossibleTravel:
         if login.given is not None:
             return login
         # Ids are unique per key only: the login is the successful login of this user with
-        # this id (another key's event of the id, stored first, must not speak for it).
+        # this id, from the place's address at its time (another key's event of the id,
+        # stored first, must not speak for it, even one of the same user).
+        place = login.place
         event = next(
             (
                 e
-                for e in self.store.events_with_id(login.place.event_id)
-                if e.name == LOGIN and _user_key(e.user) == login.user
+                for e in self.store.events_with_id(place.event_id)
+                if e.name == LOGIN
+                and e.ip == place.ip
+                and _placed_at(e, place.at)
+                and _user_key(e.user) == login.user
             ),
             None,
         )
@@ -321,6 +326,14 @@ EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 MOST_USERS: Final = 20_000
 KEPT_USER_CHARS: Final = 128
 _US: Final = timedelta(microseconds=1)
+
+
+def _placed_at(event: StoredEvent, at: int) -> bool:
+    """Whether a stored login's place is at ``at`` µs: its own time, or, dated after its
+    receipt, the time it was checked at (about its receipt: a clock ahead places no login
+    in the future)."""
+    ts = (event.timestamp - EPOCH) // _US
+    return ts == at or (ts > at and at <= (event.received_at - EPOCH) // _US + 1_000_000)
 
 
 def _key_text(user: UserKey) -> str:
