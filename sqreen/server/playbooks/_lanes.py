@@ -15,6 +15,7 @@ kilobytes long), and counts the alerts of any others.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -27,8 +28,9 @@ __all__ = ["BURST", "MOST_KEYS", "MOST_KEY_BYTES", "Lane", "Summary", "Waiting"]
 BURST: Final = 10
 #: Group keys a summary names (the alerts of any others are counted, as ``unlisted``).
 MOST_KEYS: Final = 1000
-#: The UTF-8 bytes of the group keys a summary names, at most: a post stays a few hundred KB
-#: (a receiver's body limit refuses a larger one whole), whatever the keys' length.
+#: The bytes of the group keys a summary names, at most, as the post's JSON writes them: a
+#: post stays a few hundred KB (a receiver's body limit refuses a larger one whole),
+#: whatever the keys' length and characters.
 MOST_KEY_BYTES: Final = 256 * 1024
 
 
@@ -41,7 +43,7 @@ class Summary:
     alerts: int = 0
     keys: dict[str, int] = field(default_factory=dict)
     unlisted: int = 0  # alerts whose group key is past the most_keys (or bytes) named
-    key_bytes: int = 0  # the UTF-8 bytes of the keys named
+    key_bytes: int = 0  # the bytes of the keys named, as JSON posts them
     group_by: str | None = None
     first: Mapping[str, Any] = field(default_factory=dict)  # the first alert merged
     last: Mapping[str, Any] = field(default_factory=dict)  # the last
@@ -52,7 +54,9 @@ class Summary:
         if key in self.keys:
             self.keys[key] += 1
         elif len(self.keys) < self.most_keys and (
-            self.key_bytes + (size := len(key.encode("utf-8", "surrogatepass"))) <= MOST_KEY_BYTES
+            # As posted: JSON escapes a control character to 6 bytes, an accented letter
+            # to 6, an emoji to 12.
+            self.key_bytes + (size := len(json.dumps(key))) <= MOST_KEY_BYTES
         ):
             self.keys[key] = 1
             self.key_bytes += size
