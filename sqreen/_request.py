@@ -110,6 +110,28 @@ class RequestSnapshot:
             + 256
         )
 
+    def slimmed(self, clip: int) -> RequestSnapshot:
+        """A copy without the body, its query and User-Agent cut to ``clip`` characters and
+        its forwarded header to its last ``clip`` (the hops nearest this server, from which
+        the client IP is read): what a client can pad, bounded (see :mod:`sqreen._reserve`).
+        A copy: a request's snapshot may be shared by several of its events."""
+        user_agent, forwarded = self.user_agent, self.forwarded
+        return RequestSnapshot(
+            self.method,
+            self.path,
+            self.query[:clip],
+            self.peer,
+            user_agent[:clip] if user_agent else user_agent,
+            forwarded[-clip:] if forwarded else forwarded,
+            self.content_type,
+            self.route,
+            self.path_params,
+            (),
+            bool(self.body_chunks) or self.body_truncated,
+            self.raw_path_bytes,
+            self.peer_rewritten,
+        )
+
     def share(self) -> None:
         """Offer its repeatable strings for later snapshots to share (on the flusher). The
         same strings as the last snapshot's (requests from one client, most of a batch: one

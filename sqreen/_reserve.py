@@ -11,17 +11,25 @@ other spellings) may use the whole bound.
 
 ``put()`` compares with the ordinary bounds, as it always compared with one bound: an
 accepted event's path is unchanged. Only a watched event refused by them asks
-:meth:`Reserve.admits`.
+:meth:`Reserve.admits`, which slims it (:func:`slim`: its request without the body, its
+query, User-Agent and forwarded header cut): otherwise the attacker's own login failures,
+each padded with a 64 KiB body, used up the reserve's bytes in about 25 events, and every
+later login failure was refused.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from ._event import QueuedEvent
 
-__all__ = ["Reserve", "reserve"]
+__all__ = ["RESERVE_CLIP", "Reserve", "reserve", "slim"]
+
+#: What a watched event's request keeps of its query, User-Agent and forwarded header when
+#: it takes the reserve (its body goes): a few KiB an event at most, so that the reserve's
+#: bytes hold about as many events as its count.
+RESERVE_CLIP: Final = 512
 
 
 def reserve(bound: int) -> int:
@@ -45,8 +53,22 @@ class Reserve:
 
     def admits(self, event: QueuedEvent, pending: int, pending_bytes: int) -> bool:
         """Whether a watched ``event``, refused by the ordinary bounds, fits within the whole
-        bounds (the reserve); one that does not is counted."""
-        if pending < self.max_events and pending_bytes + event.size <= self.max_bytes:
-            return True
+        bounds (the reserve), slimmed (:func:`slim`); one that does not is counted."""
+        if pending < self.max_events:
+            slim(event)
+            if pending_bytes + event.size <= self.max_bytes:
+                return True
         self.dropped += 1
         return False
+
+
+def slim(event: QueuedEvent) -> None:
+    """``event`` with its request slimmed (:meth:`~._request.RequestSnapshot.slimmed`), its
+    size counted again. What a client pads (a 64 KiB body, a long query or User-Agent) would
+    otherwise fill the reserve's bytes with a few dozen login failures of the attacker's,
+    after which every other watched event was refused."""
+    request = event.request
+    if request is not None:
+        slimmed = request.slimmed(RESERVE_CLIP)
+        event.size += slimmed.weight - request.weight
+        event.request = slimmed

@@ -19,6 +19,7 @@ from sqreen._config import Config
 from sqreen._delivery import MAX_BACKOFF
 from sqreen._event import QueuedEvent
 from sqreen._queue import Queue
+from sqreen._request import RequestSnapshot
 from sqreen._spool import Spool
 from sqreen.transports import Reply, ScriptedTransport, replies
 
@@ -576,6 +577,56 @@ def test_the_byte_bound_keeps_a_reserve_for_watched_events_too() -> None:
     queue._flush_requested = True
     queue.step()
     assert names_sent(transport) == {"page.view": 9, LOGIN_FAILURE: 1}
+
+
+def padded(seq: int, name: str) -> QueuedEvent:
+    """An event whose request a client padded: a 64 KiB body the app read, an 8 KB query,
+    a 4 KB User-Agent and forwarded header, counted at its weight as track() counts it."""
+    request = RequestSnapshot(
+        "POST",
+        "/login",
+        "q=" + "B" * 8000,
+        "192.0.2.9",
+        "U" * 4000,
+        "198.51.100.7, " * 300 + "203.0.113.5",
+        "application/x-www-form-urlencoded",
+        body_chunks=(b"password=" + b"A" * 65536,),
+    )
+    return QueuedEvent(seq, name, 0.0, {}, None, None, request, False, 256 + request.weight)
+
+
+def test_padded_watched_events_cannot_use_up_the_reserve_s_bytes() -> None:
+    """The attacker's own login failures, padded, took about 76 KB each: two dozen filled the
+    reserve's bytes, and every later login failure (the real brute force) was refused. In
+    the reserve an event's request loses its body and keeps 512 characters of its query,
+    User-Agent and forwarded header (the hops nearest the server): about 2 KB."""
+    queue, transport, _ = watching(LOGIN_FAILURE, max_queue_bytes=300_000)
+    assert offer(queue, "page.view", 28, size=10_000) == [True] * 27 + [False]  # 270 000
+    shared = padded(0, LOGIN_FAILURE)
+    kept = [queue.put(padded(n, LOGIN_FAILURE)) for n in range(10)]
+    assert kept == [True] * 10
+    assert queue.stats()["queue_bytes"] <= 270_000 + 10 * 2_500
+    assert all(
+        queue.put(QueuedEvent(n, LOGIN_FAILURE, 0.0, {}, None, None, None, False, 300))
+        for n in range(5)
+    )  # the brute force after them
+    assert shared.request is not None and shared.request.body_chunks  # a copy was slimmed
+    queue._flush_requested = True
+    queue.step()
+    assert names_sent(transport) == {"page.view": 27, LOGIN_FAILURE: 15}
+    sent = [e for batch in transport.batches() for e in batch if e["name"] == LOGIN_FAILURE]
+    assert len(sent) == 15
+
+
+def test_a_slimmed_request_keeps_the_hops_nearest_the_server() -> None:
+    snapshot = padded(0, LOGIN_FAILURE).request
+    assert snapshot is not None
+    slim = snapshot.slimmed(512)
+    assert slim.body_chunks == () and slim.body_truncated
+    assert len(slim.query) == len(slim.user_agent or "") == 512
+    assert isinstance(slim.forwarded, str) and slim.forwarded.endswith("203.0.113.5")
+    assert len(slim.forwarded) == 512 and snapshot.body_chunks  # the original is as it was
+    assert slim.weight < 2_500 < snapshot.weight
 
 
 def test_room_freed_by_a_delivery_goes_to_ordinary_events_again() -> None:
