@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ._ingest_queue import IngestQueue
+from ._ingest_queue import IngestQueue, sender
 from .action_cache import unchanged
 from .actions import MAX_WAIT, POLL_AGAIN, ActionFeed, TooManyPolls
 from .auth import authenticate
@@ -49,7 +49,8 @@ async def events_endpoint(request: Request) -> Response:
     with count_refusals():
         body = await read_body(request, request.app.state.max_body_bytes)
         started = time.perf_counter()
-        reply, held = await _queue(request).ingest(body, key.id)
+        by = sender(key.id, request.client.host if request.client else None)
+        reply, held = await _queue(request).ingest(body, key.id, by)
     response = await _with_actions(request, reply, held, _rebalance(request))
     observe_batch(reply["accepted"], reply["duplicates"], time.perf_counter() - started)
     return response

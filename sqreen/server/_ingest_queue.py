@@ -1,20 +1,29 @@
-"""Bodies that wait for the ingest slot go through it together.
+"""Bodies that wait for the ingest slot go through it together, in fair turns.
 
-A process parses and stores one thing at a time (see ``_api_sdk._slot``). Under
-load, several ``POST /v1/events`` bodies arrive while it stores one: they used to take the
+A process parses and stores one thing at a time (see ``_api_sdk._slot``). Under load,
+several ``POST /v1/events`` bodies arrive while it stores one: they used to take the
 slot one after the other, each in a transaction of its own. Here they wait in a queue, and
-the next turn of the slot takes all of them (at most :data:`MAX_GROUP`, and
+the next turn of the slot takes several of them (at most :data:`MAX_GROUP`, and
 :data:`MAX_GROUP_BYTES` of bodies) to :meth:`~.pipeline.IngestPipeline.ingest_many`, which
 stores their events in one transaction: one commit, and the index pages that several
 batches touch written once. Each body is still
 parsed, stored and announced as if alone, and answered once its events are committed; a body
 that fails fails alone. A body that arrives when nothing waits goes through at once: a quiet
 collector answers as fast as before.
+
+Bodies wait by *sender* (:func:`sender`: the API key and the client's network), and a turn
+takes them round-robin: the oldest body of each sender in turn, then the second of each,
+and so on, the next turn going on with the senders the last one did not reach. A sender
+that floods the collector fills its own line only: a body posted meanwhile by another waits
+for about one turn, not for every body of the flood queued before it. One sender alone has
+its bodies grouped oldest first, as when they all waited in one line.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict, deque
+from collections.abc import Hashable
 from typing import Any, Final
 
 import anyio
@@ -22,8 +31,9 @@ import anyio
 from .ingest import Held
 from .metrics import observe_group
 from .pipeline import IngestPipeline
+from .playbooks._fields import IPV6_PREFIX, ip_group
 
-__all__ = ["MAX_GROUP", "MAX_GROUP_BYTES", "IngestQueue"]
+__all__ = ["MAX_GROUP", "MAX_GROUP_BYTES", "IngestQueue", "sender"]
 
 #: Bodies stored in one transaction at most (an SDK sends at most 1 000 events a body).
 MAX_GROUP: Final = 8
@@ -36,6 +46,14 @@ Outcome = tuple[dict[str, Any], Held]
 _Job = tuple[bytes, int, "asyncio.Future[Outcome]"]
 
 
+def sender(key_id: int, host: str | None) -> tuple[int, str]:
+    """Whose line a body waits in: its API key and its client's address (as uvicorn gives it,
+    after ``--forwarded-allow-ips``), an IPv6 address as its /64 and one standing for an IPv4
+    client as that address, as playbooks group them (``ip_group``). See docs/architecture.md
+    (*Turns are fair between senders*) for why both."""
+    return key_id, "" if host is None else ip_group(host, IPV6_PREFIX)
+
+
 class IngestQueue:
     """The bodies of one process (one event loop) waiting for its ingest slot."""
 
@@ -44,7 +62,11 @@ class IngestQueue:
         self._slot = slot
         #: The event loop it belongs to (its futures and its runner are that loop's).
         self.loop = asyncio.get_running_loop()
-        self._waiting: list[_Job] = []
+        #: Each sender with bodies waiting, its bodies oldest first; the senders in the order
+        #: the next turn serves them. A sender left with none is dropped.
+        self._senders: OrderedDict[Hashable, deque[_Job]] = OrderedDict()
+        #: Bodies in those lines (a body whose request went away, until its turn comes).
+        self._queued = 0
         self._runner: asyncio.Task[None] | None = None
         self._running: list[_Job] = []
         #: Bodies given and not answered yet.
@@ -57,13 +79,23 @@ class IngestQueue:
         """Bodies not answered yet, waiting for a turn or in the one running (not those of
         a turn that ended, answered though their requests did not resume yet). Read at each
         reply: those waiting are counted as queued, a request gone since among them."""
-        return len(self._waiting) + sum(not job[2].done() for job in self._running)
+        return self._queued + sum(not job[2].done() for job in self._running)
 
-    async def ingest(self, body: bytes, key_id: int) -> Outcome:
-        """The pipeline's reply for ``body`` (sent with API key ``key_id``) once stored."""
+    @property
+    def senders(self) -> int:
+        """Senders with bodies in line."""
+        return len(self._senders)
+
+    async def ingest(self, body: bytes, key_id: int, by: Hashable) -> Outcome:
+        """The pipeline's reply for ``body`` (sent with API key ``key_id`` by the sender
+        ``by``: :func:`sender`) once stored."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        self._waiting.append((body, key_id, future))
+        line = self._senders.get(by)
+        if line is None:
+            line = self._senders[by] = deque()
+        line.append((body, key_id, future))
+        self._queued += 1
         self.pending += 1
         try:
             if self._runner is None:
@@ -74,30 +106,46 @@ class IngestQueue:
 
     async def _run(self) -> None:
         try:
-            while self._waiting:
-                # A body whose request went away before its turn is not stored (as before).
-                taken = self._next_group()
-                group = [job for job in self._waiting[:taken] if not job[2].done()]
-                del self._waiting[:taken]
+            while self._senders:
+                group = self._next_group()
                 if group:
                     await self._turn(group)
         except BaseException:
-            for *_, future in self._waiting:
-                future.cancel()
-            self._waiting.clear()
+            for line in self._senders.values():
+                for *_, future in line:
+                    future.cancel()
+            self._senders.clear()
+            self._queued = 0
             raise
         finally:
             self._runner = None
 
-    def _next_group(self) -> int:
-        """How many of the bodies waiting the next turn takes (at least one)."""
-        taken = size = 0
-        for body, *_ in self._waiting[:MAX_GROUP]:
-            size += len(body)
-            if taken and size > MAX_GROUP_BYTES:
-                break
-            taken += 1
-        return taken
+    def _next_group(self) -> list[_Job]:
+        """The bodies of the next turn, taken from the lines: the oldest of the first sender,
+        which then goes last, and so on; at most :data:`MAX_GROUP` bodies, and no more than
+        :data:`MAX_GROUP_BYTES` of them but for the first (the sender whose body did not fit
+        comes first in the next turn). A body whose request went away before its turn is not
+        stored (as before): it is dropped from its line on the way, taking no place. Each body
+        taken costs O(1), however many senders wait."""
+        senders = self._senders
+        group: list[_Job] = []
+        size = 0
+        while senders and len(group) < MAX_GROUP:
+            by, line = next(iter(senders.items()))
+            job = line[0]
+            gone = job[2].done()
+            if not gone:
+                size += len(job[0])
+                if group and size > MAX_GROUP_BYTES:
+                    break
+                group.append(job)
+            line.popleft()
+            self._queued -= 1
+            if not line:
+                del senders[by]
+            elif not gone:  # a gone body costs its sender no place in the turn
+                senders.move_to_end(by)
+        return group
 
     async def _turn(self, group: list[_Job]) -> None:
         bodies = [(body, key_id) for body, key_id, _ in group]

@@ -1,0 +1,312 @@
+"""Fair turns of the ingest slot: bodies wait by sender (API key and client network), and a
+turn takes them round-robin, so that one sender's flood does not hold another's body for
+the whole flood. Hostile cases first; the queue drives the real pipeline on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import anyio
+import httpx2 as httpx
+import pytest
+
+from sqreen.server._ingest_queue import MAX_GROUP, MAX_GROUP_BYTES, IngestQueue, sender
+from sqreen.server.app import create_app
+from sqreen.server.auth import hash_token, new_token
+from sqreen.server.pipeline import Batch, IngestPipeline
+from sqreen.server.storage import Storage
+
+from .conftest import envelope, wait_for, wire_event
+from .test_grouped_ingest import body
+from .test_grouped_ingest_hostile import until
+
+
+def labelled(label: str, size: int = 0) -> bytes:
+    """A body of one event labelled ``label``, padded with spaces to ``size`` bytes."""
+    raw = body(wire_event(properties={"b": label}))
+    return raw[:-1] + b" " * max(0, size - len(raw)) + b"}"
+
+
+def label_of(raw: bytes) -> str:
+    return str(json.loads(raw)["events"][0]["properties"]["b"])
+
+
+class Recorder(IngestPipeline):
+    """The pipeline, noting the bodies of each turn; its first turn held until released,
+    so that the bodies posted meanwhile wait as they would behind a long turn."""
+
+    def __init__(self, storage: Storage) -> None:
+        super().__init__(storage)
+        self.turns: list[list[str]] = []
+        self.sizes: list[int] = []
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def ingest_many(self, bodies: Sequence[tuple[bytes, int]]) -> list[Any]:
+        self.turns.append([label_of(b) for b, _ in bodies])
+        self.sizes.append(sum(len(b) for b, _ in bodies))
+        if len(self.turns) == 1:
+            self.started.set()
+            self.release.wait(30)
+        return super().ingest_many(bodies)
+
+
+def turns_after_a_held_one(
+    storage: Storage, posts: Sequence[tuple[Hashable, bytes]], cancel: Sequence[int] = ()
+) -> tuple[Recorder, list[Any], IngestQueue]:
+    """One body holds the slot while ``posts`` (sender, body) are given in order (and those
+    at the indices ``cancel`` then cancelled); the turns that followed the held one, each
+    post's outcome ("cancelled" or the reply), and the queue."""
+    recorder = Recorder(storage)
+
+    async def run() -> tuple[list[Any], IngestQueue]:
+        queue = IngestQueue(recorder, anyio.CapacityLimiter(1))
+        held = asyncio.create_task(queue.ingest(labelled("held"), 0, "holder"))
+        await until(recorder.started.is_set)
+        tasks = [asyncio.create_task(queue.ingest(raw, 0, by)) for by, raw in posts]
+        await until(lambda: queue.pending == 1 + len(posts))
+        for n in cancel:
+            tasks[n].cancel()
+        await asyncio.wait(tasks, timeout=0)  # the cancellations land
+        recorder.release.set()
+        await held
+        out: list[Any] = []
+        for task in tasks:
+            try:
+                out.append(await task)
+            except asyncio.CancelledError:
+                out.append("cancelled")
+        return out, queue
+
+    outcomes, queue = asyncio.run(run())
+    assert recorder.turns[0] == ["held"]
+    recorder.turns.pop(0)
+    recorder.sizes.pop(0)
+    return recorder, outcomes, queue
+
+
+def test_a_body_posted_behind_a_flood_of_thirty_goes_in_the_next_turn(
+    sqlite_storage: Storage,
+) -> None:
+    flood = [("attacker", labelled(f"a{n}")) for n in range(30)]
+    recorder, outcomes, queue = turns_after_a_held_one(
+        sqlite_storage, [*flood, ("app", labelled("app"))]
+    )
+    assert recorder.turns[0] == ["a0", "app", "a1", "a2", "a3", "a4", "a5", "a6"]
+    # The rest of the flood, in its order, eight a turn.
+    rest = [f"a{n}" for n in range(7, 30)]
+    assert recorder.turns[1:] == [rest[i : i + MAX_GROUP] for i in range(0, len(rest), MAX_GROUP)]
+    assert all(o[0]["accepted"] == 1 for o in outcomes)
+    assert (queue.pending, queue.waiting, queue.senders) == (0, 0, 0)
+    assert sqlite_storage.count_events() == 32
+
+
+def test_three_senders_interleave_and_a_turn_goes_on_where_the_last_stopped(
+    sqlite_storage: Storage,
+) -> None:
+    posts = [("a", labelled(f"a{n}")) for n in range(7)]
+    posts += [("b", labelled(f"b{n}")) for n in range(3)]
+    posts += [("c", labelled(f"c{n}")) for n in range(4)]
+    posts.insert(5, ("b", labelled("b-early")))  # a sender's bodies in the order it sent them
+    recorder, _, queue = turns_after_a_held_one(sqlite_storage, posts)
+    assert recorder.turns == [
+        ["a0", "b-early", "c0", "a1", "b0", "c1", "a2", "b1"],
+        ["c2", "a3", "b2", "c3", "a4", "a5", "a6"],
+    ]
+    assert queue.senders == 0
+
+
+def fifo_turns(sizes: Sequence[int]) -> list[list[int]]:
+    """The turns of one line, first in first out, as the queue took them before it was fair:
+    up to MAX_GROUP bodies, stopping at the one past MAX_GROUP_BYTES (but for the first)."""
+    turns, start = [], 0
+    while start < len(sizes):
+        taken = size = 0
+        for s in sizes[start : start + MAX_GROUP]:
+            size += s
+            if taken and size > MAX_GROUP_BYTES:
+                break
+            taken += 1
+        turns.append(list(range(start, start + taken)))
+        start += taken
+    return turns
+
+
+def test_one_sender_alone_is_grouped_exactly_as_before(sqlite_storage: Storage) -> None:
+    mb = 1024 * 1024
+    sizes = [0] * 11 + [3 * mb, 2 * mb, 0, 5 * mb, 0, 0, int(1.5 * mb), int(1.5 * mb), mb] + [0] * 9
+    posts = [("one", labelled(str(n), size)) for n, size in enumerate(sizes)]
+    recorder, outcomes, _ = turns_after_a_held_one(sqlite_storage, posts)
+    expected = fifo_turns([len(raw) for _, raw in posts])
+    assert len(expected) > len(sizes) // MAX_GROUP + 1  # the bytes bound cut some turns
+    assert recorder.turns == [[str(n) for n in turn] for turn in expected]
+    assert [o[0]["accepted"] for o in outcomes] == [1] * len(sizes)
+
+
+def test_the_bytes_bound_holds_and_the_sender_it_stopped_goes_first_next(
+    sqlite_storage: Storage,
+) -> None:
+    big = int(MAX_GROUP_BYTES * 0.6)
+    posts = [("a", labelled("a-huge", MAX_GROUP_BYTES + 1))]
+    posts += [("a", labelled(f"a{n}", big)) for n in range(3)]
+    posts += [("b", labelled(f"b{n}")) for n in range(3)]
+    recorder, _, _ = turns_after_a_held_one(sqlite_storage, posts)
+    # The huge body alone; then b (stopped by it) first, a's 60 % bodies one a turn.
+    assert recorder.turns == [["a-huge"], ["b0", "a0", "b1"], ["a1", "b2"], ["a2"]]
+    assert all(size <= MAX_GROUP_BYTES for size in recorder.sizes[1:])
+
+
+def test_bodies_whose_requests_went_away_take_no_place_and_are_not_stored(
+    sqlite_storage: Storage,
+) -> None:
+    posts = [("a", labelled(f"a{n}")) for n in range(5)]
+    posts += [("b", labelled(f"b{n}")) for n in range(2)]
+    posts += [("c", labelled(f"c{n}")) for n in range(2)]
+    # a1, b0 and both of c's go away before their turn.
+    recorder, outcomes, queue = turns_after_a_held_one(sqlite_storage, posts, cancel=(1, 5, 7, 8))
+    assert recorder.turns == [["a0", "b1", "a2", "a3", "a4"]]
+    assert [o == "cancelled" for o in outcomes] == [n in (1, 5, 7, 8) for n in range(9)]
+    stored = {e.properties["b"] for e in sqlite_storage.query_events()}
+    assert stored == {"held", "a0", "b1", "a2", "a3", "a4"}
+    assert (queue.pending, queue.waiting, queue.senders, queue.grouped) == (0, 0, 0, 6)
+
+
+@pytest.mark.slow
+def test_ten_thousand_senders_are_served_in_turn_and_forgotten(sqlite_storage: Storage) -> None:
+    """A flood from 10 000 addresses: each line holds one body, the turns take them in the
+    order they came (no sender served twice before all were), eight a turn, and a sender is
+    forgotten once its line is empty."""
+    n = 10_000
+    posts = [(sender(1, f"10.{i // 256}.{i % 256}.1"), labelled(str(i))) for i in range(n)]
+    posts.append((sender(1, "192.0.2.1"), labelled("app")))
+    posts += [(sender(1, "10.0.0.1"), labelled("again"))]  # the first sender's second body
+    recorder, outcomes, queue = turns_after_a_held_one(sqlite_storage, posts)
+    order = [label for turn in recorder.turns for label in turn]
+    assert order == [*map(str, range(n)), "app", "again"]
+    assert [len(t) for t in recorder.turns[:-1]] == [MAX_GROUP] * (len(recorder.turns) - 1)
+    assert (queue.senders, queue.waiting, queue.pending) == (0, 0, 0)
+    assert sum(o[0]["accepted"] for o in outcomes) == n + 2
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ((1, "192.0.2.1"), (1, "192.0.2.1"), True),
+        ((1, "192.0.2.1"), (2, "192.0.2.1"), False),  # another key, behind the same address
+        ((1, "192.0.2.1"), (1, "192.0.2.2"), False),  # the same key (leaked), elsewhere
+        ((1, "2001:db8:1:2::5"), (1, "2001:db8:1:2:ffff::1"), True),  # one /64
+        ((1, "2001:db8:1:2::5"), (1, "2001:db8:1:3::5"), False),
+        ((1, "::ffff:192.0.2.1"), (1, "192.0.2.1"), True),  # IPv4-mapped
+        ((1, "2002:c000:201::1"), (1, "192.0.2.1"), True),  # 6to4: its IPv4 client
+        ((1, None), (1, None), True),  # no address (a Unix socket)
+    ],
+)
+def test_a_sender_is_the_key_and_the_client_network(
+    a: tuple[int, str | None], b: tuple[int, str | None], same: bool
+) -> None:
+    assert (sender(*a) == sender(*b)) is same
+
+
+# -- over HTTP, on a real uvicorn ---------------------------------------------------------
+
+#: Flood bodies, each from a connection of its own, all from 127.0.0.2 with one key.
+FLOOD = 8
+
+
+def flood_body(n: int) -> bytes:
+    """A body that inflates to about 60 % of MAX_GROUP_BYTES (a turn takes one, and a small
+    body beside it) from a few kilobytes of gzip."""
+    pad = {f"pad{i}": "x" * 4000 for i in range(3)}  # strings of 4 096 characters at most
+    events = [wire_event(properties={"flood": n, **pad}) for _ in range(210)]
+    raw = json.dumps(envelope(events)).encode()
+    assert MAX_GROUP_BYTES // 2 < len(raw) < MAX_GROUP_BYTES
+    return gzip.compress(raw)
+
+
+def gated() -> Any:
+    """An enricher holding the first turn until ``release``, and each flood body after the
+    first two (a turn's) until ``answered``: the flood is still waiting, by construction,
+    when the small body's reply reaches its client, if it comes before the flood's end."""
+    release, answered, flood = threading.Event(), threading.Event(), [0]
+
+    def enrich(batch: Batch) -> None:
+        if not release.is_set():
+            release.wait(30)
+        if batch.events and "flood" in batch.events[0]["properties"]:
+            flood[0] += 1
+            if flood[0] > 2 and not answered.wait(10):
+                answered.set()  # not answered before the flood's end: once is enough
+
+    enrich.release, enrich.answered = release, answered  # type: ignore[attr-defined]
+    return enrich
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("address", "own_key", "fair"),
+    [
+        ("127.0.0.1", False, True),  # the flood's key (leaked), from the app's own address
+        ("127.0.0.2", True, True),  # another app's key, from the flood's address
+        ("127.0.0.2", False, False),  # the flood's own sender: in line behind it
+    ],
+)
+def test_a_small_body_posted_during_a_gzip_flood_is_answered_before_the_flood(
+    live_app: tuple[Any, str], sqlite_storage: Storage, address: str, own_key: bool, fair: bool
+) -> None:
+    switch, url = live_app
+    token, other = new_token(), new_token()
+    sqlite_storage.create_key("flood", hash_token(token))
+    sqlite_storage.create_key("app", hash_token(other))
+    enrich = gated()
+    if not fair:
+        enrich.answered.set()
+    app = switch.app = create_app(sqlite_storage, enrichers=[enrich])
+    queue = lambda: getattr(app.state, "ingest_queue", None)  # noqa: E731
+    gz = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    replies: list[int] = []
+    seen: dict[str, int] = {}
+
+    def post(source: str, key: str, content: bytes, then: Callable[[int], None]) -> None:
+        transport = httpx.HTTPTransport(local_address=source)  # 127.0.0.0/8 is all local
+        headers = {**gz, "Authorization": f"Bearer {key}"}
+        with httpx.Client(transport=transport, headers=headers, timeout=60) as client:
+            response = client.post(url + "/v1/events", content=content)
+        if response.status_code == 200:
+            then(response.json()["accepted"])
+
+    def small_answered(accepted: int) -> None:
+        q = queue()
+        seen.update(accepted=accepted, flood_replies=len(replies), waiting=q.waiting if q else -1)
+        enrich.answered.set()
+
+    threads = [
+        threading.Thread(target=post, args=("127.0.0.2", token, flood_body(n), replies.append))
+        for n in range(FLOOD)
+    ]
+    for t in threads:
+        t.start()
+    wait_for(lambda: (q := queue()) is not None and q.pending == FLOOD)  # the first turn held
+    small = gzip.compress(json.dumps(envelope([wire_event(properties={"small": 1})])).encode())
+    key = other if own_key else token
+    threads.append(threading.Thread(target=post, args=(address, key, small, small_answered)))
+    threads[-1].start()
+    wait_for(lambda: queue().pending == FLOOD + 1)  # type: ignore[union-attr]
+    enrich.release.set()
+    for t in threads:
+        t.join(60)
+    assert replies == [210] * FLOOD and seen["accepted"] == 1  # every post answered 200
+    events = sqlite_storage.query_events(limit=FLOOD * 210 + 1)
+    (small_seq,) = [e.seq for e in events if "small" in e.properties]
+    before = {e.properties["flood"] for e in events if e.seq < small_seq}
+    if fair:
+        # Stored in the turn after the one running when it came, and answered while the
+        # rest of the flood still waited.
+        # (A flood reply of its turn may reach its client after it.)
+        assert len(before) == 2
+        assert seen["flood_replies"] <= 2 and seen["waiting"] == FLOOD - 2
+    else:
+        assert len(before) == FLOOD
