@@ -188,6 +188,27 @@ def test_a_blocked_user_cannot_log_in(site: tuple[Gunicorn, Receiver], tmp_path:
         )
 
 
+def test_a_blocked_user_is_refused_by_aauthenticate_and_others_pass(tmp_path: Path) -> None:
+    """Django's ``aauthenticate()`` (an async view, under ASGI) asks each backend for its
+    ``aauthenticate``: BlockedUsersBackend had none, and every such login was a 500."""
+    for server, receiver in serve(tmp_path, "asgi"):
+        with httpx.Client(base_url=server.url) as http:
+            bob = http.post("/api/alogin", data={"username": "bob", "password": PASSWORD})
+            assert (bob.status_code, bob.text) == (200, "yes")
+            wrong = http.post("/api/alogin", data={"username": "bob", "password": "wrong"})
+            assert wrong.status_code == 401
+            receiver.block([{"id": "b1", "type": "block_user", "user": {"username": "alice"}}])
+            deadline = time.monotonic() + 15
+            status = None
+            while status != 403 and time.monotonic() < deadline:
+                data = {"username": "alice", "password": PASSWORD}
+                status = http.post("/api/alogin", data=data).status_code
+                assert status in (200, 403)
+            assert status == 403
+            data = {"username": "alice", "password": "wrong"}
+            assert http.post("/api/alogin", data=data).status_code == 403
+
+
 def status_until(http: httpx.Client, path: str, wanted: int) -> int:
     """GET ``path`` until it answers ``wanted`` (a change of blocks reaching the app), 15 s
     at most; the last status. Each request is the wait (a round trip to the server)."""

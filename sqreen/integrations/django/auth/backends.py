@@ -20,14 +20,20 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import BaseBackend
 
 from .receivers import handle_of
 
 __all__ = ["BlockedUsersBackend"]
 
 
-class BlockedUsersBackend:
-    """Refuses (:class:`sqreen.Blocked`) the logins of users the collector blocks."""
+class BlockedUsersBackend(BaseBackend):  # type: ignore[misc]
+    """Refuses (:class:`sqreen.Blocked`) the logins of users the collector blocks; grants no
+    permission (Django's ``BaseBackend``: the others' answers stand)."""
+
+    async def aauthenticate(self, request: Any, username: Any = None, **credentials: Any) -> None:
+        """For ``aauthenticate()`` (Django 5.0+): the same check, in memory, on the loop."""
+        return self.authenticate(request, username, **credentials)
 
     def authenticate(self, request: Any, username: Any = None, **credentials: Any) -> None:
         handle = handle_of(request)
@@ -40,4 +46,7 @@ class BlockedUsersBackend:
         return None
 
     def get_user(self, user_id: Any) -> None:
+        return None
+
+    async def aget_user(self, user_id: Any) -> None:
         return None

@@ -27,6 +27,18 @@ def api_login(request: HttpRequest) -> HttpResponse:
 
 
 @csrf_exempt
+async def api_alogin(request: HttpRequest) -> HttpResponse:
+    """The async style (Django 5.0+): ``aauthenticate()``, which asks every backend for its
+    ``aauthenticate`` (BlockedUsersBackend's too)."""
+    from django.contrib.auth import aauthenticate
+
+    user = await aauthenticate(
+        request, username=request.POST["username"], password=request.POST["password"]
+    )
+    return HttpResponse("yes" if user else "no", status=200 if user else 401)
+
+
+@csrf_exempt
 def email_login(request: HttpRequest) -> HttpResponse:
     """A backend of the app's logging in by email (allauth's style): credentials by email."""
     user = authenticate(request, email=request.POST["email"], password=request.POST["password"])
@@ -60,6 +72,7 @@ before_auser.sync_capable = False  # type: ignore[attr-defined]
 urlpatterns = [
     path("api/check", check_password),
     path("api/login", api_login),
+    path("api/alogin", api_alogin),
     path("api/email-login", email_login),
     path("accounts/login/", auth_views.LoginView.as_view()),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="/accounts/login/")),
