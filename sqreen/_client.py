@@ -263,7 +263,7 @@ class Client(Users):
         with self.errors.guard("restoring the action set"):
             actions = restored_actions(saved, time.time())
             if actions is not None:
-                self.queue.apply_actions(actions)
+                self.queue.apply_actions(actions, restored=True)
 
     def carry_blocks(self, previous: Client) -> None:
         """Start from the action set ``previous`` holds when this client replaces it for the

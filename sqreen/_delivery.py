@@ -282,7 +282,9 @@ class Delivery:
             self.sent += sent
             self.dropped[reason] += dropped
 
-    def apply_actions(self, actions: Any, held: int | None = None) -> None:
+    def apply_actions(
+        self, actions: Any, held: int | None = None, *, restored: bool = False
+    ) -> None:
         """An action set from the collector (or a diff of it): the blocks, and the event
         names to send at once (``watch``); a reply saying ``unchanged`` keeps both. A new
         set is also kept in the spool, for the next process of the app to enforce from its
@@ -292,8 +294,13 @@ class Delivery:
         If another reply changed the set meanwhile, this one may be the older of the two
         (replies overtake each other: a batch's reply made before a block, read after the
         long-poll brought the block, lifted it until the next poll), so it is left out; the
-        long-poll, which sends the version held, brings the newest at once."""
+        long-poll, which sends the version held, brings the newest at once.
+
+        ``restored``: a set kept from before (the spool's, a replaced client's), enforced at
+        once but not the collector's word: :attr:`first_actions` waits for that."""
         if isinstance(actions, dict) and actions.get("unchanged"):
+            if not restored and self.blocklist.version >= 0:
+                self.first_actions.set()  # the collector says the set held is its own
             return
         if held is not None and held != self.blocklist.version:
             return
@@ -312,7 +319,7 @@ class Delivery:
                 if whole is not actions:
                     whole["watch"] = sorted(self.watched)
                 self.spool.save_actions({"saved_at": time.time(), "actions": whole})
-        if self.blocklist.version >= 0:
+        if self.blocklist.version >= 0 and not restored:
             self.first_actions.set()
 
     def _heartbeat(self, deadline: float | None = None) -> None:

@@ -86,7 +86,8 @@ class Queue(Delivery):
         self.watched: frozenset[str] = frozenset()
         #: The names tracked under which an event is one of those (LiteSOC's spellings too).
         self.urgent: frozenset[str] = frozenset()
-        #: Set once an action set arrived (from the collector, or the spool at start).
+        #: Set once an action set came from the collector (a set the spool kept is enforced
+        #: at once, but may be stale: ``block_on_start_timeout`` waits for the collector's).
         self.first_actions = threading.Event()
         self._clock = clock
         # A generator of its own: the app's global random state is the app's.

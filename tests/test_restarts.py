@@ -279,6 +279,53 @@ def test_a_restarted_worker_refuses_a_blocked_ip_before_reaching_the_collector(
     assert second.stdout.strip() == "['403 Forbidden', '200 OK']", second.stderr
 
 
+def test_block_on_start_timeout_waits_for_the_collector_s_set_not_the_spool_s(
+    receiver: Receiver,
+) -> None:
+    """A block made while no worker ran is not in the set the spool kept: with
+    ``block_on_start_timeout``, the first request of the next worker waits for the
+    collector's set (it returned at once, the spool's set counting as the first)."""
+    old = {"id": "7", "type": "block_ip", "ip": "203.0.113.0/24", "expires_in": 600}
+    receiver.block([old])
+    first = _start(
+        """
+        import os, sqreen, time
+        client = sqreen.init(flush_interval=0.05)
+        client.start()
+        saved = os.path.join(str(client.spool.directory), "actions.json")
+        while not (sqreen.is_blocked(ip="203.0.113.5") and os.path.exists(saved)):
+            time.sleep(0.02)
+        print("blocked", flush=True)
+        time.sleep(60)
+        """,
+        SQREEN_ENDPOINT=receiver.url,
+    )
+    _wait_line(first, "blocked")
+    first.kill()
+    first.communicate()
+    receiver.block([old, {"id": "8", "type": "block_ip", "ip": "198.51.100.0/24"}])
+    second = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(
+            """
+            from sqreen.middleware.wsgi import SqreenWSGIMiddleware
+            def app(environ, start_response):
+                start_response("200 OK", [])
+                return [b"served"]
+            wrapped = SqreenWSGIMiddleware(app)
+            statuses = []
+            for ip in ("198.51.100.1", "203.0.113.5", "192.0.2.1"):
+                environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REMOTE_ADDR": ip}
+                list(wrapped(environ, lambda status, headers, *a: statuses.append(status)))
+            print(statuses)
+            """)],
+        env=_env(SQREEN_ENDPOINT=receiver.url, SQREEN_BLOCK_ON_START_TIMEOUT="10"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert second.stdout.strip() == "['403 Forbidden', '403 Forbidden', '200 OK']", second.stderr
+
+
 def test_sigterm_delivers_what_is_queued_and_still_dies_of_it(receiver: Receiver) -> None:
     proc = _start(
         """

@@ -15,7 +15,9 @@ state dict, and one request's handle must never be another's), wraps ``receive``
 tee capped at ``max_body_size``, and refuses a blocked client IP with a 403 before the app
 runs. :class:`sqreen.Blocked` raised by the app, also inside a ``BaseExceptionGroup`` (anyio
 task groups), becomes a 403 while the response has not started, and aborts it after. The
-``lifespan`` scope passes through; events still queued are delivered (within
+``lifespan`` scope starts the client (the action set fetched, its changes long-polled: a
+worker learns of blocks before its first request) and passes through; events still queued
+are delivered (within
 ``shutdown_timeout``) before the app's ``lifespan.shutdown.complete`` reaches the server, and
 what is left is written to the spool and said, as at exit (uvicorn may kill its process with
 SIGTERM right after: see :func:`sqreen._hub.exit_hooks`). A ``websocket`` scope from a blocked
@@ -80,6 +82,7 @@ class SqreenASGIMiddleware:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
+            await _start_with_the_server()
             await self.app(scope, receive, _FlushOnShutdown(send))
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
@@ -184,6 +187,20 @@ async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
         await _refuse(scope, send, "websocket.http.")
     else:
         await send({"type": "websocket.close", "code": 1008})
+
+
+async def _start_with_the_server() -> None:
+    """The server starts the app (each worker process, its lifespan): start the client now,
+    not at the first request. Its flusher fetches the action set and its long-poll waits for
+    changes, so that a worker with no traffic yet learns of a block at once; before, its
+    first requests were checked against the set the spool had kept, and a block made while
+    it was idle let them through. (Off the loop: with ``block_on_start_timeout``, start()
+    waits for the collector's set, before the server takes requests.) An app that does not
+    handle lifespan (Django's) is started all the same."""
+    with _GUARD:
+        client = _hub.get_client()
+        if not client.disabled:
+            await anyio.to_thread.run_sync(client.start)
 
 
 class _FlushOnShutdown:

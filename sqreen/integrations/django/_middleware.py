@@ -52,6 +52,20 @@ _checked = False
 Entered = tuple[Client, RequestContext, Token[RequestContext | None]]
 
 
+def _start_with_the_server() -> None:
+    """Under ASGI, each worker process loads the middleware as the server starts it: start
+    the client then, not at the first request (as the ASGI middleware does at the lifespan,
+    which Django does not handle). Its long-poll brings a block to a worker with no traffic
+    yet; before, a block made while the worker was idle let its first requests through.
+    (Under WSGI, a ``gunicorn --preload`` master loads the middleware, then forks: a thread
+    started there would not be in the workers, so the client starts with the first request
+    there, and ``block_on_start_timeout`` makes that request wait for the collector's set.)"""
+    with _GUARD:
+        client = get_client()
+        if not client.disabled:
+            client.start()
+
+
 class SqreenMiddleware:
     """Put it first in ``settings.MIDDLEWARE``; options come from ``settings.SQREEN``."""
 
@@ -65,6 +79,8 @@ class SqreenMiddleware:
             markcoroutinefunction(self)
         apply_settings()
         _warn_once()
+        if self._is_async:
+            _start_with_the_server()
         if apps.is_installed(AUTH_APP):
             # Django calls it after every middleware's request phase (the session and
             # request.user are there), just before the view; only with the auth app, so that

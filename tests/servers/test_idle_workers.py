@@ -1,0 +1,83 @@
+"""A worker that has served nothing yet learns of a block all the same: the ASGI lifespan
+starts sqreen's client when the server starts the app, so its long-poll brings a block to
+every worker, and the first request of a blocked client is refused.
+
+Before, the client started with a worker's first request: a block made while the worker
+was idle (a deploy, a recycled worker, a quiet one) reached it only after that request, and
+the first requests of the blocked client went through, a successful login among them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integrations._servers import http_request, wait_until
+from tests.receiver import Receiver
+
+from ._harness import Served
+
+pytestmark = pytest.mark.slow
+
+ATTACKER, CLIENT = "127.0.0.2", "127.0.0.3"
+WORKERS = 2
+#: An app behind the ASGI middleware (started at the lifespan), and a Django site under ASGI
+#: (Django handles no lifespan: its middleware starts the client as the worker loads it).
+APPS = {
+    "asgi": ("tests.servers.apps:asgi_app", "/ping", {}),
+    "django": (
+        "tests.integrations.apps.django_auth_site.asgi:application",
+        "/accounts/login/",
+        {"DJANGO_SETTINGS_MODULE": "tests.integrations.apps.django_auth_site.settings"},
+    ),
+}
+
+
+def pids(receiver: Receiver) -> set[object]:
+    return {(h.get("app") or {}).get("pid") for h in list(receiver.heartbeats)}
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+@pytest.mark.parametrize("kind", sorted(APPS))
+def test_idle_uvicorn_workers_refuse_a_blocked_ip_from_their_first_request(
+    receiver: Receiver, kind: str
+) -> None:
+    app, path, extra = APPS[kind]
+    with tempfile.TemporaryDirectory() as spool:
+        env = {
+            "SQREEN_SPOOL": spool,
+            "SQREEN_TRUSTED_PROXIES": "none",
+            "SQREEN_TEST_DB": f"{spool}/users.sqlite3",
+            **extra,
+        }
+        server = Served(
+            ["python", "-m", "uvicorn", "--port", "{port}", "--workers", str(WORKERS),
+             "--log-level", "warning", app],
+            receiver,
+            env,
+        )  # fmt: skip
+        try:
+            # No request yet: each worker's lifespan started its client, which fetched the
+            # action set (a heartbeat each) and long-polls its changes.
+            assert wait_until(lambda: len(pids(receiver)) == WORKERS, timeout=30), server.output()
+            assert wait_until(lambda: receiver.polls >= WORKERS, timeout=30)
+            polled = receiver.polls
+            receiver.block([{"id": "1", "type": "block_ip", "ip": f"{ATTACKER}/32"}])
+            # Each long-poll answers with the block, and is made again once it is applied.
+            assert wait_until(lambda: receiver.polls >= polled + WORKERS, timeout=30)
+            # New connections, spread over both workers: every one refused, from the first.
+            statuses = [
+                http_request(server.port, "GET", path, source=ATTACKER).status for _ in range(4)
+            ]
+            assert statuses == [403] * 4
+            assert http_request(server.port, "GET", path, source=CLIENT).status == 200
+        finally:
+            server.kill()
