@@ -126,6 +126,27 @@ def test_account_takeover_is_a_success_after_failures() -> None:
     assert "account-takeover" not in {f[0] for f in other.fired}
 
 
+def test_a_takeover_alerts_once_for_its_failures_not_at_every_later_success() -> None:
+    """One brute force then the owner logging in again and again within the window: the
+    failures behind the first alert count for nothing again (as for every alert playbook),
+    so the later successes raise nothing; ten new failures and a success alert again."""
+    feed = Feed()
+    for _ in range(10):
+        feed.send("auth.login.failure", ip=None, uid="bob")
+        feed.wait(10)
+    for _ in range(5):  # the takeover, then the owner's own logins
+        feed.send("auth.login.success", ip=None, uid="bob")
+        feed.wait(30)
+    takeovers = [f[:3] for f in feed.fired if f[0] == "account-takeover"]
+    assert takeovers == [("account-takeover", '{"uid":"bob"}', 10)]
+    for _ in range(10):
+        feed.send("auth.login.failure", ip=None, uid="bob")
+        feed.wait(5)
+    feed.send("auth.login.success", ip=None, uid="bob")
+    takeovers = [f[:3] for f in feed.fired if f[0] == "account-takeover"]
+    assert takeovers == [("account-takeover", '{"uid":"bob"}', 10)] * 2
+
+
 def takeover_view(seq: int, name: str, at: int, ip: str | None = None) -> EventView:
     return EventView(seq, name, at, ip, {"username": "carol"}, {}, {"path": "/login"})
 

@@ -253,8 +253,8 @@ class Engine:
         """What fires, given the hits of the keys whose probes found enough (the others
         cannot fire), and until when each fired playbook is quiet for its key (those quiet
         for a time). ``marks``: per (alert playbook, key), the last event its previous
-        alert counted: it counts only the hits after (an ``after`` rule: the events of its
-        own after, each checked on the hits as ever); each firing's mark is
+        alert counted: it counts only the hits after (an ``after`` rule: its own events
+        after too, each checked on the hits after the mark); each firing's mark is
         :func:`marks_of`."""
         firings: list[Firing] = []
         quieted: dict[QuietKey, int] = {}
@@ -279,12 +279,15 @@ class Engine:
                     if at is not None and mark is not None:
                         at = [t for t in at if (t.ts, t.seq) > mark]
                 counted_from = found
-                if mark is not None and at is None:
+                if mark is not None:
+                    # The events behind its previous alert count for nothing again: for an
+                    # ``after`` rule too (the failures before the success it alerted on: the
+                    # owner's next logins in the window alerted again on the same failures).
                     counted_from = [h for h in found if (h.ts, h.seq) > mark]
                 fired, trigger = (
                     (evaluate(p, counted_from, now_us), None)
                     if at is None
-                    else _after(p, found, now_us, at)
+                    else _after(p, counted_from, now_us, at)
                 )
                 if fired is None or (exempt is not None and exempt(p, key)):
                     continue
