@@ -290,7 +290,8 @@ class Queue(Delivery):
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - self._clock()))
         delivered = self._drain(deadline)
-        if self._clock() < deadline:  # the last stats: short-lived processes show up too
+        # The last stats: short-lived processes show up, not those that did nothing at all.
+        if (thread is not None or self.tracked or self.recovered) and self._clock() < deadline:
             with self.errors.guard("the last heartbeat"):
                 self._heartbeat(deadline)
         self._note_drops(self._clock(), final=True)

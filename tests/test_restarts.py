@@ -326,6 +326,24 @@ def test_block_on_start_timeout_waits_for_the_collector_s_set_not_the_spool_s(
     assert second.stdout.strip() == "['403 Forbidden', '403 Forbidden', '200 OK']", second.stderr
 
 
+def test_a_process_that_did_nothing_says_nothing_at_exit(receiver: Receiver) -> None:
+    """A process that tracked nothing and never started sqreen (``manage.py check``, a cron
+    script with the Django app installed) sent its last heartbeat at exit all the same: each
+    run showed on the Agents page as an SDK process. One that tracked still says its stats."""
+    for code in ("import sqreen; sqreen.init()", "import sqreen; sqreen.track('cron.done')"):
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=_env(SQREEN_ENDPOINT=receiver.url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+    assert [e["name"] for e in receiver.events] == ["cron.done"]
+    assert len(receiver.heartbeats) >= 1
+    assert all(h["stats"]["tracked"] == 1 for h in receiver.heartbeats), receiver.heartbeats
+
+
 def test_sigterm_delivers_what_is_queued_and_still_dies_of_it(receiver: Receiver) -> None:
     proc = _start(
         """
