@@ -70,7 +70,10 @@ def events(
     interval: float,
     db: str,
 ) -> None:
-    """Print the latest events (oldest first), filtered; --follow to tail."""
+    """Print the latest events stored, in the order they arrived (oldest first), filtered;
+    --follow to tail. Each line shows the event's own time: an SDK sends the events a
+    playbook watches at once and the others every few seconds, so a login failure can
+    arrive before a success tracked just before it."""
     address, network = ip_filter(ip) if ip is not None else (None, ())
     start, end = time_range(since, until)
     filters = EventFilter(
