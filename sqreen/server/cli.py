@@ -47,7 +47,8 @@ COMMANDS: Final = {
     "events": LazyCommand(
         "._cli_events",
         "events",
-        "Print the latest events (oldest first), filtered; --follow to tail.",
+        "Print the latest events stored, in the order they arrived (oldest first), "
+        "filtered; --follow to tail.",
     ),
     "export": LazyCommand(
         "._cli_export",
