@@ -192,3 +192,40 @@ def test_bodies_that_wait_go_through_together(sqlite_storage: Storage) -> None:
     queue = app.state.ingest_queue
     assert (queue.groups, queue.grouped, queue.pending) == (2, 7, 0)
     assert storage.count_events() == 19
+
+
+def _frames(exc: BaseException | None) -> Any:
+    """Every frame in ``exc``'s traceback and those of the exceptions it came from."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        while tb is not None:
+            yield tb.tb_frame
+            tb = tb.tb_next
+        exc = exc.__cause__ or exc.__context__
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"[" + b",".join([b'{"a":1}'] * 200_000) + b"]",  # JSON, not a batch: 400
+        json.dumps({"events": [{"a": 1}] * 50_000, "sdk": 7}).encode(),  # a bad envelope
+    ],
+)
+def test_a_refused_body_keeps_nothing_of_what_was_parsed(storage: Storage, junk: bytes) -> None:
+    """A body refused after its JSON was parsed kept that JSON alive: the error's traceback
+    held the parser's frames (their locals), in a cycle with the caller's frame that only a
+    full collection breaks, which counts objects, not bytes, and so did not come: 14 KB
+    gzipped bodies took a collector to 3 GB. The frames are cleared; the traceback's lines
+    stay (for a log)."""
+    pipeline = IngestPipeline(storage)
+    (outcome,) = pipeline.ingest_many([(junk, 1)])
+    assert isinstance(outcome, ApiError)
+    frames = list(_frames(outcome))
+    assert frames and outcome.__traceback__ is not None
+    for frame in frames:
+        if frame.f_code.co_name == "ingest_many":
+            continue  # the caller's own frame, still running when its error was kept
+        big = [k for k, v in frame.f_locals.items() if isinstance(v, list | dict) and len(v) > 1000]
+        assert not big, (frame.f_code.co_name, big)
