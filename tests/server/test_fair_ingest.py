@@ -15,7 +15,7 @@ import anyio
 import httpx2 as httpx
 import pytest
 
-from sqreen.server._ingest_queue import MAX_GROUP, MAX_GROUP_BYTES, IngestQueue, sender
+from sqreen.server._ingest_queue import MAX_GROUP, MAX_GROUP_BYTES, QUANTUM, IngestQueue, sender
 from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
 from sqreen.server.pipeline import Batch, IngestPipeline
@@ -89,14 +89,15 @@ def turns_after_a_held_one(
     return recorder, outcomes, queue
 
 
-def test_a_body_posted_behind_a_flood_of_thirty_goes_in_the_next_turn(
+def test_a_body_posted_behind_a_flood_of_thirty_goes_after_a_quantum_of_it(
     sqlite_storage: Storage,
 ) -> None:
     flood = [("attacker", labelled(f"a{n}")) for n in range(30)]
     recorder, outcomes, queue = turns_after_a_held_one(
         sqlite_storage, [*flood, ("app", labelled("app"))]
     )
-    assert recorder.turns[0] == ["a0", "app", "a1", "a2", "a3", "a4", "a5", "a6"]
+    assert QUANTUM == 4
+    assert recorder.turns[0] == ["a0", "a1", "a2", "a3", "app", "a4", "a5", "a6"]
     # The rest of the flood, in its order, eight a turn.
     rest = [f"a{n}" for n in range(7, 30)]
     assert recorder.turns[1:] == [rest[i : i + MAX_GROUP] for i in range(0, len(rest), MAX_GROUP)]
@@ -114,8 +115,8 @@ def test_three_senders_interleave_and_a_turn_goes_on_where_the_last_stopped(
     posts.insert(5, ("b", labelled("b-early")))  # a sender's bodies in the order it sent them
     recorder, _, queue = turns_after_a_held_one(sqlite_storage, posts)
     assert recorder.turns == [
-        ["a0", "b-early", "c0", "a1", "b0", "c1", "a2", "b1"],
-        ["c2", "a3", "b2", "c3", "a4", "a5", "a6"],
+        ["a0", "a1", "a2", "a3", "b-early", "b0", "b1", "b2"],
+        ["c0", "c1", "c2", "c3", "a4", "a5", "a6"],
     ]
     assert queue.senders == 0
 
@@ -155,8 +156,9 @@ def test_the_bytes_bound_holds_and_the_sender_it_stopped_goes_first_next(
     posts += [("a", labelled(f"a{n}", big)) for n in range(3)]
     posts += [("b", labelled(f"b{n}")) for n in range(3)]
     recorder, _, _ = turns_after_a_held_one(sqlite_storage, posts)
-    # The huge body alone; then b (stopped by it) first, a's 60 % bodies one a turn.
-    assert recorder.turns == [["a-huge"], ["b0", "a0", "b1"], ["a1", "b2"], ["a2"]]
+    # The huge body alone; then a's 60 % bodies one a turn, b's (which fit beside one)
+    # going with the first of them rather than after all.
+    assert recorder.turns == [["a-huge"], ["a0", "b0", "b1", "b2"], ["a1"], ["a2"]]
     assert all(size <= MAX_GROUP_BYTES for size in recorder.sizes[1:])
 
 
@@ -168,11 +170,28 @@ def test_bodies_whose_requests_went_away_take_no_place_and_are_not_stored(
     posts += [("c", labelled(f"c{n}")) for n in range(2)]
     # a1, b0 and both of c's go away before their turn.
     recorder, outcomes, queue = turns_after_a_held_one(sqlite_storage, posts, cancel=(1, 5, 7, 8))
-    assert recorder.turns == [["a0", "b1", "a2", "a3", "a4"]]
+    assert recorder.turns == [["a0", "a2", "a3", "a4", "b1"]]
     assert [o == "cancelled" for o in outcomes] == [n in (1, 5, 7, 8) for n in range(9)]
     stored = {e.properties["b"] for e in sqlite_storage.query_events()}
     assert stored == {"held", "a0", "b1", "a2", "a3", "a4"}
     assert (queue.pending, queue.waiting, queue.senders, queue.grouped) == (0, 0, 0, 6)
+
+
+def test_an_app_of_many_processes_keeps_a_share_against_a_flood_from_many_addresses(
+    sqlite_storage: Storage,
+) -> None:
+    """16 processes behind one address are one sender with 16 bodies waiting; a flood from
+    8 addresses, two connections each, is 8 senders of two. One body a sender at its turn
+    gave the app one body in nine (half its batches then waited past the SDK's timeout);
+    it takes up to QUANTUM, as the flooders take theirs."""
+    posts = [(f"flood-{n}", labelled(f"f{n}")) for n in range(8)]
+    posts += [("app", labelled(f"app{n}")) for n in range(16)]
+    posts += [(f"flood-{n}", labelled(f"g{n}")) for n in range(8)]
+    recorder, _, _ = turns_after_a_held_one(sqlite_storage, posts)
+    order = [label for turn in recorder.turns for label in turn]
+    flood = [label for n in range(8) for label in (f"f{n}", f"g{n}")]
+    assert order[: 16 + QUANTUM] == [*flood, *(f"app{n}" for n in range(QUANTUM))]
+    assert order[16 + QUANTUM :] == [f"app{n}" for n in range(QUANTUM, 16)]
 
 
 @pytest.mark.slow
@@ -186,7 +205,7 @@ def test_ten_thousand_senders_are_served_in_turn_and_forgotten(sqlite_storage: S
     posts += [(sender(1, "10.0.0.1"), labelled("again"))]  # the first sender's second body
     recorder, outcomes, queue = turns_after_a_held_one(sqlite_storage, posts)
     order = [label for turn in recorder.turns for label in turn]
-    assert order == [*map(str, range(n)), "app", "again"]
+    assert order == ["0", "again", *map(str, range(1, n)), "app"]  # the first's two at once
     assert [len(t) for t in recorder.turns[:-1]] == [MAX_GROUP] * (len(recorder.turns) - 1)
     assert (queue.senders, queue.waiting, queue.pending) == (0, 0, 0)
     assert sum(o[0]["accepted"] for o in outcomes) == n + 2
