@@ -38,6 +38,9 @@ __all__ = [
 
 #: Bodies parsed and stored at once by one process (see _one_at_a_time).
 INGEST_CONCURRENCY = 1
+#: A heartbeat's body at most, inflated: its stats and at most 30 blocks' refusals are a few
+#: KB (sqreen._refusals.MAX_REPORTED).
+MAX_HEARTBEAT_BYTES = 64 * 1024
 #: Bodies waiting in one worker past which a sender is asked to reconnect (see _rebalance).
 REBALANCE_BACKLOG = 1
 
@@ -60,7 +63,10 @@ async def heartbeat_endpoint(request: Request) -> Response:
     key = await authenticate(request)
     handle = partial(heartbeat, request.app.state.storage, key_id=key.id)
     with count_refusals():
-        body = await read_body(request, request.app.state.max_body_bytes)
+        # A heartbeat is a few KB: one of megabytes held the ingest slot for its parse,
+        # outside the fair turns of event bodies.
+        limit = min(request.app.state.max_body_bytes, MAX_HEARTBEAT_BYTES)
+        body = await read_body(request, limit)
         held = await _one_at_a_time(request, handle, body)
     return await _with_actions(request, {}, held)
 

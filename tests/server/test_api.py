@@ -254,6 +254,26 @@ def test_bad_heartbeats_are_400(collector: Collector, body: dict, field: str) ->
     assert collector.storage.agents() == []
 
 
+def test_a_heartbeat_is_a_small_body(collector: Collector) -> None:
+    """A heartbeat is a few KB (stats, at most 30 blocks' refusals): one of megabytes (a
+    gzip of a million tiny objects inflates to 10 MiB from 14 KB) held the ingest slot for
+    its parse, outside the fair turns of event bodies. Past 64 KiB, inflated, it is 413."""
+    stats = {"queue_depth": 1, "junk": ["x" * 100] * 700}  # about 70 KB
+    body = {"sdk": {"name": "sqreen-python", "version": "0.1"}, "app": envelope([])["app"]}
+    reply = collector.post("/v1/heartbeat", {**body, "stats": stats})
+    assert reply.status_code == 413
+    gz = gzip.compress(json.dumps({**body, "stats": stats}).encode())
+    assert len(gz) < 4096
+    reply = collector.post(
+        "/v1/heartbeat",
+        content=gz,
+        headers={"content-encoding": "gzip", "content-type": "application/json"},
+    )
+    assert reply.status_code == 413
+    assert collector.storage.agents() == []
+    assert collector.post("/v1/heartbeat", {**body, "stats": {"sent": 1}}).status_code == 200
+
+
 def test_blocks_api_and_action_versions(collector: Collector) -> None:
     reply = collector.post(
         "/v1/blocks",
