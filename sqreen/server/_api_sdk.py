@@ -53,7 +53,13 @@ async def events_endpoint(request: Request) -> Response:
         body = await read_body(request, request.app.state.max_body_bytes)
         started = time.perf_counter()
         by = sender(key.id, request.client.host if request.client else None)
-        reply, held = await _queue(request).ingest(body, key.id, by)
+        # A body whose client hung up while it waited is not stored: its line is not the
+        # place of a client gone (uvicorn does not cancel the request's task, and bodies of
+        # clients gone, each held inflated, piled up beyond --max-connections).
+        outcome = await _while_connected(request, _queue(request).ingest(body, key.id, by))
+    if outcome is None:
+        return Response(status_code=499)  # (nobody reads it: the connection is gone)
+    reply, held = outcome
     response = await _with_actions(request, reply, held, _rebalance(request))
     observe_batch(reply["accepted"], reply["duplicates"], time.perf_counter() - started)
     return response
@@ -165,12 +171,13 @@ async def actions_endpoint(request: Request) -> Response:
     return _json({}, actions)
 
 
-async def _while_connected(request: Request, poll: Awaitable[bytes]) -> bytes | None:
+async def _while_connected(request: Request, poll: Awaitable[T]) -> T | None:
     """What ``poll`` answers, or None as soon as the client hangs up, ``poll`` then cancelled
-    and done with (its slot of the key's ``--max-polls-per-key`` given back) before this
-    returns. Without it, a poll whose client was gone held its slot until its wait ended:
-    a key's polls opened and closed at once had every later one refused for a minute. The
-    hang-up is the server's ``http.disconnect``, awaited like the body: no polling."""
+    and done with (its slot of the key's ``--max-polls-per-key`` given back, an event body's
+    place in its line) before this returns. Without it, a poll whose client was gone held
+    its slot until its wait ended: a key's polls opened and closed at once had every later
+    one refused for a minute. The hang-up is the server's ``http.disconnect``, awaited like
+    the body: no polling."""
     waiting = asyncio.ensure_future(poll)
     gone = asyncio.ensure_future(_hung_up(request))
     try:

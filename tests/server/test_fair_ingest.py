@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import socket
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -329,3 +330,48 @@ def test_a_small_body_posted_during_a_gzip_flood_is_answered_before_the_flood(
         assert seen["flood_replies"] <= 2 and seen["waiting"] == FLOOD - 2
     else:
         assert len(before) == FLOOD
+
+
+@pytest.mark.slow
+def test_bodies_of_clients_that_hung_up_while_waiting_are_not_stored(
+    live_app: tuple[Any, str], sqlite_storage: Storage
+) -> None:
+    """uvicorn does not cancel a request's task when its client goes: a body waiting for its
+    turn stayed in its line, inflated, and was stored, so a key holder could queue any number
+    of them while holding no connection (``--max-connections`` bounded nothing). A body whose
+    client hangs up now leaves its line at once."""
+    switch, url = live_app
+    token = new_token()
+    sqlite_storage.create_key("k", hash_token(token))
+    enrich = gated()
+    app = switch.app = create_app(sqlite_storage, enrichers=[enrich])
+    queue = lambda: getattr(app.state, "ingest_queue", None)  # noqa: E731
+    held = threading.Thread(
+        target=lambda: httpx.post(
+            url + "/v1/events",
+            content=json.dumps(envelope([wire_event(properties={"held": 1})])).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            timeout=60,
+        )
+    )
+    held.start()
+    wait_for(lambda: (q := queue()) is not None and q.pending == 1)  # the first turn held
+    host, port = url.removeprefix("http://").split(":")
+    gone = 20
+    for n in range(gone):
+        raw = json.dumps(envelope([wire_event(properties={"gone": n})])).encode()
+        with socket.create_connection((host, int(port)), source_address=("127.0.0.2", 0)) as s:
+            s.sendall(
+                f"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n".encode()
+                + raw
+            )
+            wait_for(lambda: queue().pending == 2)  # type: ignore[union-attr]
+        # Closed: the body leaves its line.
+        wait_for(lambda: queue().pending == 1)  # type: ignore[union-attr]
+    enrich.release.set()
+    enrich.answered.set()
+    held.join(60)
+    wait_for(lambda: queue().pending == 0)  # type: ignore[union-attr]
+    stored = [e.properties for e in sqlite_storage.query_events()]
+    assert stored == [{"held": 1}]
