@@ -234,10 +234,9 @@ def test_the_spool_is_one_directory_per_destination(tmp_path: Path) -> None:
     assert chosen != directory("http://127.0.0.1:9", "sqk_b", str(tmp_path))
 
 
-def test_a_restarted_worker_refuses_a_blocked_ip_before_reaching_the_collector(
-    receiver: Receiver,
-) -> None:
-    receiver.block([{"id": "7", "type": "block_ip", "ip": "203.0.113.0/24", "expires_in": 600}])
+def _run_until_enforced_and_kept(receiver: Receiver) -> None:
+    """A process that enforces the collector's block of 203.0.113.0/24 and has kept it in the
+    spool for the next process, then killed."""
     first = _start(
         """
         import os, sqreen, time
@@ -256,26 +255,41 @@ def test_a_restarted_worker_refuses_a_blocked_ip_before_reaching_the_collector(
     _wait_line(first, "blocked")
     first.kill()
     first.communicate()
-    receiver.stop()  # the collector is down when the worker comes back
-    second = subprocess.run(
+
+
+def _first_requests(
+    receiver: Receiver, ips: tuple[str, ...], **env: str
+) -> subprocess.CompletedProcess[str]:
+    """A new process's first requests through the WSGI middleware, one from each of ``ips``:
+    it prints their statuses."""
+    return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(
-            """
+            f"""
             from sqreen.middleware.wsgi import SqreenWSGIMiddleware
             def app(environ, start_response):
                 start_response("200 OK", [])
                 return [b"served"]
             wrapped = SqreenWSGIMiddleware(app)
             statuses = []
-            for ip in ("203.0.113.5", "198.51.100.1"):
-                environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REMOTE_ADDR": ip}
+            for ip in {ips!r}:
+                environ = {{"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REMOTE_ADDR": ip}}
                 list(wrapped(environ, lambda status, headers, *a: statuses.append(status)))
             print(statuses)
             """)],
-        env=_env(SQREEN_ENDPOINT=receiver.url),
+        env=_env(SQREEN_ENDPOINT=receiver.url, **env),
         capture_output=True,
         text=True,
         timeout=60,
     )  # fmt: skip
+
+
+def test_a_restarted_worker_refuses_a_blocked_ip_before_reaching_the_collector(
+    receiver: Receiver,
+) -> None:
+    receiver.block([{"id": "7", "type": "block_ip", "ip": "203.0.113.0/24", "expires_in": 600}])
+    _run_until_enforced_and_kept(receiver)
+    receiver.stop()  # the collector is down when the worker comes back
+    second = _first_requests(receiver, ("203.0.113.5", "198.51.100.1"))
     assert second.stdout.strip() == "['403 Forbidden', '200 OK']", second.stderr
 
 
@@ -287,42 +301,11 @@ def test_block_on_start_timeout_waits_for_the_collector_s_set_not_the_spool_s(
     collector's set (it returned at once, the spool's set counting as the first)."""
     old = {"id": "7", "type": "block_ip", "ip": "203.0.113.0/24", "expires_in": 600}
     receiver.block([old])
-    first = _start(
-        """
-        import os, sqreen, time
-        client = sqreen.init(flush_interval=0.05)
-        client.start()
-        saved = os.path.join(str(client.spool.directory), "actions.json")
-        while not (sqreen.is_blocked(ip="203.0.113.5") and os.path.exists(saved)):
-            time.sleep(0.02)
-        print("blocked", flush=True)
-        time.sleep(60)
-        """,
-        SQREEN_ENDPOINT=receiver.url,
-    )
-    _wait_line(first, "blocked")
-    first.kill()
-    first.communicate()
+    _run_until_enforced_and_kept(receiver)
     receiver.block([old, {"id": "8", "type": "block_ip", "ip": "198.51.100.0/24"}])
-    second = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(
-            """
-            from sqreen.middleware.wsgi import SqreenWSGIMiddleware
-            def app(environ, start_response):
-                start_response("200 OK", [])
-                return [b"served"]
-            wrapped = SqreenWSGIMiddleware(app)
-            statuses = []
-            for ip in ("198.51.100.1", "203.0.113.5", "192.0.2.1"):
-                environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REMOTE_ADDR": ip}
-                list(wrapped(environ, lambda status, headers, *a: statuses.append(status)))
-            print(statuses)
-            """)],
-        env=_env(SQREEN_ENDPOINT=receiver.url, SQREEN_BLOCK_ON_START_TIMEOUT="10"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )  # fmt: skip
+    second = _first_requests(
+        receiver, ("198.51.100.1", "203.0.113.5", "192.0.2.1"), SQREEN_BLOCK_ON_START_TIMEOUT="10"
+    )
     assert second.stdout.strip() == "['403 Forbidden', '403 Forbidden', '200 OK']", second.stderr
 
 
