@@ -127,9 +127,9 @@ def test_account_takeover_is_a_success_after_failures() -> None:
 
 
 def test_a_takeover_alerts_once_for_its_failures_not_at_every_later_success() -> None:
-    """One brute force then the owner logging in again and again within the window: the
-    failures behind the first alert count for nothing again (as for every alert playbook),
-    so the later successes raise nothing; ten new failures and a success alert again."""
+    """One brute force then the owner logging in again and again within the window, no
+    failure since: the later successes raise nothing (each did, on the same failures). A
+    success after new failures alerts again, on the window's."""
     feed = Feed()
     for _ in range(10):
         feed.send("auth.login.failure", ip=None, uid="bob")
@@ -144,7 +144,26 @@ def test_a_takeover_alerts_once_for_its_failures_not_at_every_later_success() ->
         feed.wait(5)
     feed.send("auth.login.success", ip=None, uid="bob")
     takeovers = [f[:3] for f in feed.fired if f[0] == "account-takeover"]
-    assert takeovers == [("account-takeover", '{"uid":"bob"}', 10)] * 2
+    assert takeovers == [("account-takeover", '{"uid":"bob"}', n) for n in (10, 20)]
+
+
+def test_a_success_in_the_middle_of_an_attack_does_not_spend_the_takeover_alert() -> None:
+    """The owner logs in (or a key holder forges a success from the owner's address) in the
+    middle of a brute force: that success alerts. The attacker fails twice more, then gets
+    in: that alerts too, on the window's failures, not only the two after the first alert."""
+    feed = Feed()
+    for _ in range(12):
+        feed.send("auth.login.failure", ip="198.51.100.77", uid="eve")
+        feed.wait(5)
+    feed.send("auth.login.success", ip="81.2.69.99", uid="eve")  # the owner's
+    feed.wait(5)
+    for _ in range(2):
+        feed.send("auth.login.failure", ip="198.51.100.77", uid="eve")
+        feed.wait(5)
+    feed.send("auth.login.success", ip="198.51.100.77", uid="eve")  # the takeover
+    takeovers = [f[2:] for f in feed.fired if f[0] == "account-takeover"]
+    assert [count for count, _ in takeovers] == [12, 14]
+    assert takeovers[-1][1] == feed.seq  # fired by the attacker's success
 
 
 def takeover_view(seq: int, name: str, at: int, ip: str | None = None) -> EventView:

@@ -277,12 +277,18 @@ class Engine:
                             triggered.setdefault((rule_id, group), []).append(one)
                     at = triggered.get((p.id, key))
                     if at is not None and mark is not None:
-                        at = [t for t in at if (t.ts, t.seq) > mark]
+                        # Its own events after the mark, each only with a hit between the
+                        # mark and it: the owner's next logins, no failure since, alerted
+                        # again on the same failures; but a success after a new failure
+                        # counts the window's, lest a success forged (or the owner's) in the
+                        # middle of an attack spend the alert the takeover should raise.
+                        fresh = min(
+                            ((h.ts, h.seq) for h in found if (h.ts, h.seq) > mark), default=None
+                        )
+                        at = [t for t in at if fresh is not None and (t.ts, t.seq) > fresh]
                 counted_from = found
-                if mark is not None:
-                    # The events behind its previous alert count for nothing again: for an
-                    # ``after`` rule too (the failures before the success it alerted on: the
-                    # owner's next logins in the window alerted again on the same failures).
+                if mark is not None and p.after is None:
+                    # The events behind its previous alert count for nothing again.
                     counted_from = [h for h in found if (h.ts, h.seq) > mark]
                 fired, trigger = (
                     (evaluate(p, counted_from, now_us), None)
