@@ -281,21 +281,24 @@ class Client(Users):
         actions["watch"] = sorted(previous.queue.watched)
         self._restore_actions({"saved_at": time.time(), "actions": actions})
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
         """Start the flusher thread now, if it is not running (the middlewares call this with
         every request; it costs an attribute check once the thread runs).
 
         The thread otherwise starts with the first ``track()``, but it also fetches the action
         set (heartbeats): a worker whose app only calls ``identify()`` would never learn of a
-        block. A preload master serves no request, so it still starts no thread.
+        block. A preload master serves no request, so it still starts no thread. ``wait``:
+        once per process, wait (``block_on_start_timeout``) for the collector's set; the
+        server's start does not (hypercorn bounds a lifespan's startup, and the set usually
+        arrives before the first request), the first request does.
         """
         if self.disabled:
             return
         self.queue.start()
-        wait = self.config.block_on_start_timeout
-        if wait and not self.queue.first_actions.is_set():
+        timeout = self.config.block_on_start_timeout
+        if wait and timeout and not self.queue.first_actions.is_set():
             # Once per process: the first request waits (bounded) for the blocks in force.
-            self.queue.first_actions.wait(wait)
+            self.queue.first_actions.wait(timeout)
             self.queue.first_actions.set()
 
     def guard(self, where: str) -> Guard:

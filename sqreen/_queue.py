@@ -147,9 +147,11 @@ class Queue(Delivery):
 
     def after_fork_in_child(self) -> None:
         """Start afresh in a forked child: the parent keeps its events and its thread (and
-        delivers them); the child's locks, queue and connections are new."""
+        delivers them); the child's locks, queue, connections and ``first_actions`` are new
+        (the set it holds is the parent's as of the fork, not the collector's word)."""
         self._lock.release()
         self._reset_state()
+        self.first_actions = threading.Event()
         self.transport.after_fork()
 
     # -- the caller's side -----------------------------------------------------------------

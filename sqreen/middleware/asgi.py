@@ -194,13 +194,13 @@ async def _start_with_the_server() -> None:
     not at the first request. Its flusher fetches the action set and its long-poll waits for
     changes, so that a worker with no traffic yet learns of a block at once; before, its
     first requests were checked against the set the spool had kept, and a block made while
-    it was idle let them through. (Off the loop: with ``block_on_start_timeout``, start()
-    waits for the collector's set, before the server takes requests.) An app that does not
-    handle lifespan (Django's) is started all the same."""
+    it was idle let them through. (Without waiting for the set: hypercorn bounds a
+    lifespan's startup, and ``block_on_start_timeout`` is the first request's wait.) An app
+    that does not handle lifespan (Django's) is started all the same."""
     with _GUARD:
         client = _hub.get_client()
         if not client.disabled:
-            await anyio.to_thread.run_sync(client.start)
+            client.start(wait=False)
 
 
 class _FlushOnShutdown:

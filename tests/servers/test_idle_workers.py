@@ -81,3 +81,37 @@ def test_idle_uvicorn_workers_refuse_a_blocked_ip_from_their_first_request(
             assert http_request(server.port, "GET", path, source=CLIENT).status == 200
         finally:
             server.kill()
+
+
+def test_a_preload_master_starts_nothing_and_its_workers_start_their_own(
+    receiver: Receiver,
+) -> None:
+    """``gunicorn --preload -k uvicorn.workers.UvicornWorker``: the master loads the Django
+    ASGI app with no event loop, then forks. A client started there would heartbeat for a
+    process that serves nothing, and its workers inherited its set as of the fork, counted
+    as the collector's (``block_on_start_timeout`` then waited for nothing)."""
+    app, path, extra = APPS["django"]
+    with tempfile.TemporaryDirectory() as spool:
+        env = {
+            "SQREEN_SPOOL": spool,
+            "SQREEN_TRUSTED_PROXIES": "none",
+            "SQREEN_TEST_DB": f"{spool}/users.sqlite3",
+            "SQREEN_BLOCK_ON_START_TIMEOUT": "10",
+            **extra,
+        }
+        server = Served(
+            ["python", "-m", "gunicorn", "--preload", "-w", "1",
+             "-k", "uvicorn.workers.UvicornWorker", "-b", "127.0.0.1:{port}",
+             "--log-level", "warning", app],
+            receiver,
+            env,
+        )  # fmt: skip
+        try:
+            receiver.block([{"id": "1", "type": "block_ip", "ip": f"{ATTACKER}/32"}])
+            # The worker's first request waits for the collector's set: refused.
+            assert http_request(server.port, "GET", path, source=ATTACKER).status == 403
+            assert http_request(server.port, "GET", path, source=CLIENT).status == 200
+            assert wait_until(lambda: bool(pids(receiver)), timeout=30)
+            assert server.proc.pid not in pids(receiver), "the master heartbeats"
+        finally:
+            server.kill()

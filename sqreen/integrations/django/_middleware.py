@@ -17,6 +17,7 @@ read when an event is tracked, and the path parameters its ``kwargs``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import Token
@@ -57,13 +58,19 @@ def _start_with_the_server() -> None:
     the client then, not at the first request (as the ASGI middleware does at the lifespan,
     which Django does not handle). Its long-poll brings a block to a worker with no traffic
     yet; before, a block made while the worker was idle let its first requests through.
-    (Under WSGI, a ``gunicorn --preload`` master loads the middleware, then forks: a thread
-    started there would not be in the workers, so the client starts with the first request
-    there, and ``block_on_start_timeout`` makes that request wait for the collector's set.)"""
+    Only where an event loop runs: uvicorn, hypercorn and granian load the app in the worker,
+    inside its loop; a ``gunicorn --preload`` master (``UvicornWorker`` too) loads it with
+    none, then forks, and a thread started there would serve no worker (the master would
+    heartbeat for nothing). There, and under WSGI, the client starts with the first request,
+    and ``block_on_start_timeout`` makes that request wait for the collector's set."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
     with _GUARD:
         client = get_client()
         if not client.disabled:
-            client.start()
+            client.start(wait=False)
 
 
 class SqreenMiddleware:
