@@ -82,7 +82,7 @@ class SqreenASGIMiddleware:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
-            await _start_with_the_server()
+            _start_with_the_server()
             await self.app(scope, receive, _FlushOnShutdown(send))
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
@@ -189,7 +189,7 @@ async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "websocket.close", "code": 1008})
 
 
-async def _start_with_the_server() -> None:
+def _start_with_the_server() -> None:
     """The server starts the app (each worker process, its lifespan): start the client now,
     not at the first request. Its flusher fetches the action set and its long-poll waits for
     changes, so that a worker with no traffic yet learns of a block at once; before, its
