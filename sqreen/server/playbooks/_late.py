@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Final
 
-__all__ = ["LateEvents", "span"]
+__all__ = ["LOG_EVERY", "LateEvents", "Throttle", "span"]
 
 logger = logging.getLogger("sqreen.server")
 
@@ -41,6 +41,23 @@ def span(us: int) -> str:
     if len(parts) == 2 and parts[1].startswith("00"):
         parts.pop()
     return "".join(parts) or "0s"
+
+
+class Throttle:
+    """A count said at most once every :data:`LOG_EVERY`: what came since the last line."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._said = -LOG_EVERY
+
+    def add(self, n: int) -> int | None:
+        """Count ``n``; the count to say now (it starts again), or None (said too lately)."""
+        self.count += n
+        now = time.monotonic()
+        if now - self._said < LOG_EVERY:
+            return None
+        count, self.count, self._said = self.count, 0, now
+        return count
 
 
 class LateEvents:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
@@ -34,7 +33,7 @@ from ._config import Playbook
 from ._engine import Engine, is_exempt
 from ._fields import EventView, FieldPath, ip_group, spellings
 from ._hits import Firing, Hit, Mark, Probe, QuietKey, StreamKey, left_after, marks_of
-from ._late import LateEvents
+from ._late import LateEvents, Throttle
 from ._notify import Notifier
 from ._source import PlaybookSource
 from ._streams import US
@@ -47,9 +46,6 @@ __all__ = ["PlaybookRunner", "PlaybookSource", "event_view"]
 
 logger = logging.getLogger("sqreen.server")
 
-#: Alerts made without their block, and blocks replaced at the cap, are logged at most this
-#: often (seconds).
-LOG_EVERY: Final = 60.0
 MAX_QUIET: Final = 100_000
 #: Hits are kept this long past the longest window (µs) before :meth:`PlaybookRunner.purge`.
 PURGE_MARGIN_US: Final = 60 * 1_000_000
@@ -78,10 +74,8 @@ class PlaybookRunner:
         #: Told, at the cap, how many blocks were ``replaced`` or ``refused`` (metrics).
         self.on_cap = on_cap
         self.late = LateEvents(on_late)  # events older than a window: on_late is told (metrics)
-        self._unblocked = 0  # alerts stored without their block since the last line on it
-        self._unblocked_logged = -LOG_EVERY
-        self._replaced = 0  # blocks that replaced another since the last line on it
-        self._replaced_logged = -LOG_EVERY
+        self._unblocked = Throttle()  # alerts stored without their block, said once a minute
+        self._replaced = Throttle()  # blocks that replaced another, said once a minute
         # Keys every reader of whose stream is quiet (an IP blocked for an hour): until when
         # (µs), no hit of theirs can matter. Quiet only lengthens (but when a block is replaced
         # at --max-blocks: forgotten here then; another process skips the key a while longer,
@@ -235,29 +229,26 @@ class PlaybookRunner:
         them made by people): the playbooks carry on, alerting; said once a minute."""
         if self.on_cap is not None:
             self.on_cap("refused", len(alerts))
-        self._unblocked += len(alerts)
-        now = time.monotonic()
-        if now - self._unblocked_logged < LOG_EVERY:
+        count = self._unblocked.add(len(alerts))
+        if count is None:
             return
         logger.error(
             "sqreen: %d playbook alerts (the last: #%d, %s) made no block: %s blocks are in "
             "force, the most allowed (--max-blocks), and none is a playbook's to replace; "
             "the playbooks go on alerting",
-            self._unblocked,
+            count,
             alerts[-1].id,
             alerts[-1].playbook,
             self.max_blocks,
         )
-        self._unblocked, self._unblocked_logged = 0, now
 
     def _log_replaced(self, replaced: list[Replacement]) -> None:
         """Blocks made at the cap in place of the oldest playbook blocks: said
         once a minute (an ingest key sending events of made-up addresses fills the cap)."""
         if self.on_cap is not None:
             self.on_cap("replaced", len(replaced))
-        self._replaced += len(replaced)
-        now = time.monotonic()
-        if now - self._replaced_logged < LOG_EVERY:
+        count = self._replaced.add(len(replaced))
+        if count is None:
             return
         last = replaced[-1]
         logger.warning(
@@ -267,13 +258,12 @@ class PlaybookRunner:
             "Many of them are events of many addresses or users: an attack, or a leaked "
             "ingest key (sqreen keys create, then sqreen keys revoke the old one)",
             self.max_blocks,
-            self._replaced,
+            count,
             last.block_id,
             last.alert_id,
             last.lifted.id,
             last.lifted.created_by,
         )
-        self._replaced, self._replaced_logged = 0, now
 
 
 def new_alert(
