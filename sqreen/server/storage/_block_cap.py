@@ -25,9 +25,10 @@ from .model import PLAYBOOK_AUTHOR, BlockSpec, by_playbook
 if TYPE_CHECKING:
     from ._sql import Cursor
 
-__all__ = ["CapTurn"]
+__all__ = ["B_COLUMNS", "CapTurn"]
 
-_B_COLUMNS: Final = ", ".join("b." + c for c in BlockRow._fields)
+#: A block row's columns, on ``blocks`` as ``b``.
+B_COLUMNS: Final = ", ".join("b." + c for c in BlockRow._fields)
 _PLAYBOOK_IN_FORCE: Final = (
     "FROM blocks b WHERE b.lifted_at IS NULL AND b.expires_at > ? "
     f"AND substr(b.created_by, 1, {len(PLAYBOOK_AUTHOR)}) = '{PLAYBOOK_AUTHOR}'"
@@ -38,7 +39,7 @@ _PLAYBOOK_IN_FORCE: Final = (
 #: replaced by the very next flood block). The ``blocks_active`` index from that time gives
 #: the blocks in force (at most the cap's worth), sorted.
 _OLDEST_PLAYBOOK: Final = (
-    f"SELECT {_B_COLUMNS} {_PLAYBOOK_IN_FORCE} ORDER BY b.created_at, b.id LIMIT ?"
+    f"SELECT {B_COLUMNS} {_PLAYBOOK_IN_FORCE} ORDER BY b.created_at, b.id LIMIT ?"
 )
 #: Some playbook blocks in force at ``?``, at most ``?``, in no order: whether one can go.
 _SOME_PLAYBOOK: Final = f"SELECT b.id {_PLAYBOOK_IN_FORCE} LIMIT ?"

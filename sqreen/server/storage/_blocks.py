@@ -30,7 +30,7 @@ from collections.abc import Collection
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from ._block_cap import CapTurn
+from ._block_cap import B_COLUMNS, CapTurn
 from ._entity_rows import BLOCK_COLUMNS, BlockRow, block_from_row
 from ._parts import SqlPart
 from ._queries import id_list
@@ -55,7 +55,6 @@ __all__ = ["BlockQueries", "Placement"]
 
 #: A block in force at a time (the one parameter), on ``blocks`` as ``b``.
 _ACTIVE: Final = "b.lifted_at IS NULL AND (b.expires_at IS NULL OR b.expires_at > ?)"
-_B_COLUMNS: Final = ", ".join("b." + c for c in BlockRow._fields)
 #: The blocks in force at a time (the one parameter), as two searches of the
 #: ``blocks_active`` index (its entries with no expiry, then those expiring later): written
 #: with OR, SQLite reads the whole index, every block ever made and never lifted.
@@ -211,7 +210,7 @@ class BlockQueries(SqlPart):
         # the order given now is looked up too (a playbook's group key keeps its order).
         given = target if spec.user is None else "user:" + json.dumps(spec.user)
         row = cur.execute(
-            f"SELECT {_B_COLUMNS} FROM blocks b WHERE b.target IN (?, ?) AND {_ACTIVE} "
+            f"SELECT {B_COLUMNS} FROM blocks b WHERE b.target IN (?, ?) AND {_ACTIVE} "
             "ORDER BY b.id LIMIT 1",
             (target, given, now),
         ).fetchone()
@@ -257,7 +256,7 @@ class BlockQueries(SqlPart):
 
     def list_blocks(self, *, ended: int = 0) -> list[Block]:
         now = to_us(self.now())
-        found = {b.id: b for b in self._blocks(_IN_FORCE.format(columns=_B_COLUMNS), [now])}
+        found = {b.id: b for b in self._blocks(_IN_FORCE.format(columns=B_COLUMNS), [now])}
         if ended:
             # Two reads, not one snapshot: a block lifted between them is in both, and the
             # later row (ended) wins.
@@ -293,7 +292,7 @@ class BlockQueries(SqlPart):
 
     def action_set(self) -> ActionSet:
         now = self.now()
-        columns = "NULL, " + _B_COLUMNS
+        columns = "NULL, " + B_COLUMNS
         version, blocks = self._versioned(_IN_FORCE.format(columns=columns), [to_us(now)])
         return ActionSet(version=version, blocks=tuple(blocks), now=now)
 
@@ -301,7 +300,7 @@ class BlockQueries(SqlPart):
         """Every block made, extended or lifted after version ``since``, as of the current
         version (active or not: the caller sorts them out by ``now``)."""
         now = self.now()
-        rows = f"SELECT NULL, {_B_COLUMNS} FROM blocks b WHERE b.changed_in > ?"
+        rows = f"SELECT NULL, {B_COLUMNS} FROM blocks b WHERE b.changed_in > ?"
         version, blocks = self._versioned(rows, [since])
         # Read after the rows: a purge since then raised it, or the rows read hold the
         # blocks it deleted.
