@@ -27,6 +27,7 @@ __all__ = [
     "framework_init",
     "guard",
     "refused",
+    "start_with_the_server",
 ]
 
 # The page says nothing of why: the reason of a block is for the operator, not the client.
@@ -114,3 +115,15 @@ def guard(where: str) -> Guard:
     """A guard for a middleware: errors are counted on the client in use, and only logged when
     no client could be made (a wrong ``SQREEN_*`` setting). Make it once, use it per request."""
     return Guard(_active_errors, where)
+
+
+def start_with_the_server(where: Guard) -> None:
+    """Start the client as the server starts a worker, not at its first request: its long-poll
+    then brings a block to a worker with no traffic yet (before, a block made while a worker
+    was idle let its first requests through). It does not wait for the set
+    (``block_on_start_timeout`` is the first request's wait: hypercorn bounds a lifespan's
+    startup). Errors are ``where``'s."""
+    with where:
+        client = _hub.get_client()
+        if not client.disabled:
+            client.start(wait=False)

@@ -48,6 +48,7 @@ from ._common import (
     forbidden,
     guard,
     refused,
+    start_with_the_server,
 )
 from ._tee import ASGIReceiveTee
 
@@ -82,7 +83,7 @@ class SqreenASGIMiddleware:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
-            _start_with_the_server()
+            start_with_the_server(_GUARD)  # (Django's app, which handles no lifespan, too)
             await self.app(scope, receive, _FlushOnShutdown(send))
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
@@ -187,20 +188,6 @@ async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
         await _refuse(scope, send, "websocket.http.")
     else:
         await send({"type": "websocket.close", "code": 1008})
-
-
-def _start_with_the_server() -> None:
-    """The server starts the app (each worker process, its lifespan): start the client now,
-    not at the first request. Its flusher fetches the action set and its long-poll waits for
-    changes, so that a worker with no traffic yet learns of a block at once; before, its
-    first requests were checked against the set the spool had kept, and a block made while
-    it was idle let them through. (Without waiting for the set: hypercorn bounds a
-    lifespan's startup, and ``block_on_start_timeout`` is the first request's wait.) An app
-    that does not handle lifespan (Django's) is started all the same."""
-    with _GUARD:
-        client = _hub.get_client()
-        if not client.disabled:
-            client.start(wait=False)
 
 
 class _FlushOnShutdown:

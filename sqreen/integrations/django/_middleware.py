@@ -39,6 +39,7 @@ from ...middleware._common import (
     framework_init,
     guard,
     refused,
+    start_with_the_server,
 )
 from ...middleware._tee import WSGIInputTee
 from .checks import check_middleware
@@ -67,10 +68,7 @@ def _start_with_the_server() -> None:
         asyncio.get_running_loop()
     except RuntimeError:
         return
-    with _GUARD:
-        client = get_client()
-        if not client.disabled:
-            client.start(wait=False)
+    start_with_the_server(_GUARD)
 
 
 class SqreenMiddleware:
