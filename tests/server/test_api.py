@@ -19,7 +19,7 @@ from sqreen.server.auth import hash_token, new_token
 from sqreen.server.storage import EventFilter, Storage
 from tests.integrations._servers import UvicornThread
 
-from .conftest import Collector, Switch, envelope, wire_event
+from .conftest import Collector, Switch, envelope, wait_for, wire_event
 
 JSON = {"Content-Type": "application/json"}
 
@@ -423,22 +423,36 @@ def test_a_worker_with_a_backlog_asks_senders_to_reconnect(
     live_app: tuple[Switch, str], sqlite_storage: Storage, rebalance: bool
 ) -> None:
     """With ``rebalance`` (one of ``serve --workers N``), a reply sent while other bodies wait
-    in this process says ``Connection: close``; every event is still stored exactly once."""
+    in this process says ``Connection: close``; every event is still stored exactly once.
+
+    The first body's turn is held until the five others wait behind it: sent at once, they
+    could all arrive before the first turn and share it, leaving no backlog to see."""
     switch, url = live_app
     token = new_token()
     sqlite_storage.create_key("test", hash_token(token))
-    switch.app = create_app(sqlite_storage, key_cache_ttl=5, workers=2 if rebalance else 1)
+    app = switch.app = create_app(sqlite_storage, key_cache_ttl=5, workers=2 if rebalance else 1)
+    pipeline = app.state.pipeline
+    ingest_many = pipeline.ingest_many
+    turn_started = threading.Event()
+
+    def held_first_turn(bodies: list[tuple[bytes, int]]) -> list[Any]:
+        if not turn_started.is_set():
+            turn_started.set()
+            wait_for(lambda: app.state.ingest_queue.waiting >= 6)  # the 5 others in line
+        return ingest_many(bodies)
+
+    pipeline.ingest_many = held_first_turn
     batches = [[wire_event() for _ in range(1000)] for _ in range(6)]
-    barrier = threading.Barrier(len(batches))
     replies: list[httpx.Response] = []
 
     def send(events: list[dict[str, Any]]) -> None:
         with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
-            barrier.wait()
             replies.append(client.post(url + "/v1/events", json=envelope(events)))
 
     threads = [threading.Thread(target=send, args=(b,)) for b in batches]
-    for t in threads:
+    threads[0].start()
+    assert turn_started.wait(30)
+    for t in threads[1:]:
         t.start()
     for t in threads:
         t.join()
