@@ -364,7 +364,8 @@ def _tree_cpu_split(root: int) -> tuple[float, float]:
 
 
 class Server:
-    def __init__(self, framework: str, variant: str) -> None:
+    def __init__(self, framework: str, variant: str, pin: bool = False) -> None:
+        """``pin``: the server's processes run on CPU 0 only (``bench_servers.py --pin``)."""
         from tests.integrations._servers import free_port, wait_for_port
 
         self.port = free_port()
@@ -396,6 +397,7 @@ class Server:
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=(lambda: os.sched_setaffinity(0, {0})) if pin else None,
         )
         if not wait_for_port(self.port, 30, self.proc):
             raise SystemExit(f"{framework} {variant} server did not start")

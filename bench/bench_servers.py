@@ -17,7 +17,9 @@ kept: requests per second, and the server's CPU per request from ``/proc/<pid>/s
 + stime of the server and its workers, the flusher thread included), and the part of it
 spent off each process's main thread (``/proc/<pid>/task``: the flusher, as neither server
 runs a thread of its own). ``--compare REF`` runs the same servers on the package as of git
-``REF`` too, all in the same rounds. ``wrk`` and ``oha`` are not installed here; the client
+``REF`` too, all in the same rounds. ``--pin`` runs the servers on CPU 0 and the load on
+the other CPUs: the flusher then shares the server's CPU, as on a machine whose cores are
+all busy serving. ``wrk`` and ``oha`` are not installed here; the client
 is kept small so that it takes little of the two cores.
 """
 
@@ -109,18 +111,20 @@ def load(port: int, n: int, threads: int, keep_alive: bool) -> float:
     return time.perf_counter() - t0
 
 
-def _run_load(port: int, n: int, threads: int, keep_alive: bool) -> float:
+def _run_load(port: int, n: int, threads: int, keep_alive: bool, pin: bool = False) -> float:
+    others = set(range(1, os.cpu_count() or 2)) or {0}
     out = subprocess.run(
         [sys.executable, __file__, "--load", str(port), str(n), str(threads), str(int(keep_alive))],
         capture_output=True,
         text=True,
         check=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, others)) if pin else None,
     )
     return float(out.stdout.strip())
 
 
 def servers(
-    rounds: int, n: int, threads: int, trees: dict[str, str]
+    rounds: int, n: int, threads: int, trees: dict[str, str], pin: bool = False
 ) -> dict[tuple[str, str, str], dict[str, float]]:
     """For each framework, tree (name -> package root, "" for this one) and variant: the
     median requests/s and server CPU µs per request of the rounds."""
@@ -130,20 +134,20 @@ def servers(
         running = {}
         for tree, v in kinds:
             os.environ["SQREEN_BENCH_ROOT"] = trees[tree]
-            running[(tree, v)] = Server(framework, v)
+            running[(tree, v)] = Server(framework, v, pin)
         os.environ.pop("SQREEN_BENCH_ROOT", None)
         rps: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
         cpu: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
         off_main: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
         try:
             for server in running.values():
-                _run_load(server.port, 300, threads, server.keep_alive)  # warm up
+                _run_load(server.port, 300, threads, server.keep_alive, pin)  # warm up
             for r in range(rounds):
                 shift = r % len(kinds)
                 for kind in kinds[shift:] + kinds[:shift]:
                     server = running[kind]
                     cpu0, off0 = _tree_cpu_split(server.proc.pid)
-                    wall = _run_load(server.port, n, threads, server.keep_alive)
+                    wall = _run_load(server.port, n, threads, server.keep_alive, pin)
                     time.sleep(0.3)  # the flusher's last events of the round
                     cpu1, off1 = _tree_cpu_split(server.proc.pid)
                     cpu[kind].append((cpu1 - cpu0) / n)
@@ -177,6 +181,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compare", metavar="REF", help="also the package as of git REF")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the servers on CPU 0, the load on the other CPUs (as clients on other machines)",
+    )
     parser.add_argument("--load", nargs=4, type=int, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.load:
@@ -194,10 +203,12 @@ def main() -> None:
             subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
             trees = {opts.compare: old, "now": ""}
         start = os.getloadavg()
-        served = servers(opts.rounds, opts.requests, opts.threads, trees)
+        served = servers(opts.rounds, opts.requests, opts.threads, trees, opts.pin)
         end = os.getloadavg()
+    pinned = " (pinned to CPU 0, the load on the others)" if opts.pin else ""
     print(
-        f"Real servers on 127.0.0.1, {opts.threads} client threads in another process, "
+        f"Real servers on 127.0.0.1{pinned}, "
+        f"{opts.threads} client threads in another process, "
         f"{opts.rounds} rotating rounds of {opts.requests} requests (medians); load average "
         f"{start[0]:.1f} at the start, {end[0]:.1f} at the end, {os.cpu_count()} CPUs\n"
     )

@@ -16,7 +16,14 @@ import anyio
 import httpx2 as httpx
 import pytest
 
-from sqreen.server._ingest_queue import MAX_GROUP, MAX_GROUP_BYTES, QUANTUM, IngestQueue, sender
+from sqreen.server._ingest_queue import (
+    MAX_GROUP,
+    MAX_GROUP_BYTES,
+    QUANTUM,
+    QUANTUM_BYTES,
+    IngestQueue,
+    sender,
+)
 from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
 from sqreen.server.pipeline import Batch, IngestPipeline
@@ -107,6 +114,33 @@ def test_a_body_posted_behind_a_flood_of_thirty_goes_after_a_quantum_of_it(
     assert sqlite_storage.count_events() == 32
 
 
+def test_a_body_posted_behind_a_flood_of_huge_bodies_goes_after_one_of_them(
+    sqlite_storage: Storage,
+) -> None:
+    """Bodies cost their bytes: a flooder's body of more than QUANTUM_BYTES (1 000 events
+    padded to megabytes, from a few KB of gzip) spends its quantum, where it used to be one
+    of QUANTUM taken in a row, each a turn of its own, the app's body waiting for all."""
+    flood = [("attacker", labelled(f"a{n}", QUANTUM_BYTES + 1)) for n in range(5)]
+    recorder, outcomes, _ = turns_after_a_held_one(
+        sqlite_storage, [*flood, ("app", labelled("app"))]
+    )
+    assert recorder.turns == [["a0"], ["app"], ["a1"], ["a2"], ["a3"], ["a4"]]
+    assert all(o[0]["accepted"] == 1 for o in outcomes)
+
+
+def test_senders_of_bodies_of_more_than_half_a_quantum_alternate_two_by_two(
+    sqlite_storage: Storage,
+) -> None:
+    """The quantum ends with the body that reaches QUANTUM_BYTES: two bodies of 60 % of it
+    (each a turn alone, as two do not fit one), then the other sender's two, where a
+    quantum of bodies counted gave the first sender all four before the other's first."""
+    big = int(QUANTUM_BYTES * 0.6)
+    posts = [("a", labelled(f"a{n}", big)) for n in range(4)]
+    posts += [("b", labelled(f"b{n}", big)) for n in range(4)]
+    recorder, _, _ = turns_after_a_held_one(sqlite_storage, posts)
+    assert recorder.turns == [[x] for x in ["a0", "a1", "b0", "b1", "a2", "a3", "b2", "b3"]]
+
+
 def test_three_senders_interleave_and_a_turn_goes_on_where_the_last_stopped(
     sqlite_storage: Storage,
 ) -> None:
@@ -157,9 +191,10 @@ def test_the_bytes_bound_holds_and_the_sender_it_stopped_goes_first_next(
     posts += [("a", labelled(f"a{n}", big)) for n in range(3)]
     posts += [("b", labelled(f"b{n}")) for n in range(3)]
     recorder, _, _ = turns_after_a_held_one(sqlite_storage, posts)
-    # The huge body alone; then a's 60 % bodies one a turn, b's (which fit beside one)
-    # going with the first of them rather than after all.
-    assert recorder.turns == [["a-huge"], ["a0", "b0", "b1", "b2"], ["a1"], ["a2"]]
+    # The huge body alone, and it spends a's quantum (QUANTUM_BYTES): b, stopped by the
+    # bytes bound, goes first in the next turn, then a's 60 % bodies one a turn, a stopped
+    # there too going first in the turn after.
+    assert recorder.turns == [["a-huge"], ["b0", "b1", "b2", "a0"], ["a1"], ["a2"]]
     assert all(size <= MAX_GROUP_BYTES for size in recorder.sizes[1:])
 
 
