@@ -37,8 +37,11 @@ _FALSE: Final = frozenset({"0", "false", "no", "off"})
 _BOOL_WORDS: Final = "true or false (1/0, yes/no, on/off)"
 _BLANKS: Final = " \t\r\n"  # around a word, as a shell or an .env file may leave them
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
-_INTEGER: Final = re.compile(r"\+?[0-9]+")  # ASCII digits only: int() reads any script's
-_DECIMAL: Final = re.compile(r"\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_INTEGER: Final = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: int() reads any script's
+_DECIMAL: Final = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+#: A duration with its unit (``30s``, ``10m``, ``1.5h``, ``2d``), for the options in seconds.
+_DURATION: Final = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+) ?(ms|s|m|h|d)")
+_UNITS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 #: An HTTP header name (RFC 9110's token).
 _HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 #: A longer number is not a setting: refused before any conversion (int("9" * 5000) raises,
@@ -84,27 +87,40 @@ def boolean(name: str, value: object) -> bool:
 
 
 def _number(
-    name: str, value: object, kind: type[int] | type[float], zero: bool, most: float | None
+    name: str,
+    value: object,
+    kind: type[int] | type[float],
+    zero: bool,
+    most: float | None,
+    units: bool = False,
 ) -> int | float:
+    """``value`` as a number of ``kind`` (from text too: ``units``, a duration with its
+    unit, in seconds), 0 allowed if ``zero``, at most ``most``."""
     number: int | float
     if isinstance(value, str):
         text = value.strip(_BLANKS)
+        duration = _DURATION.fullmatch(text) if units and len(text) <= _MAX_NUMBER_TEXT else None
         if len(text) <= _MAX_NUMBER_TEXT and _INTEGER.fullmatch(text):
             number = int(text)
         elif len(text) <= _MAX_NUMBER_TEXT and _DECIMAL.fullmatch(text):
             number = float(text)
+        elif duration is not None:
+            number = float(duration[1]) * _UNITS[duration[2]]
         else:
-            raise ConfigError(f"{name} must be a number, not {shown(value)}")
+            wanted = "a number of seconds (or 30s, 10m, 1h, 1d)" if units else "a number"
+            raise ConfigError(f"{name} must be {wanted}, not {shown(value)}")
     elif isinstance(value, int | float) and not isinstance(value, bool):
         number = value
     else:
         raise ConfigError(f"{name} must be a number, not {shown(value)}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{name} must be a finite number, not {shown(value)}")
     if kind is int and isinstance(number, float):
         if not number.is_integer():
             raise ConfigError(f"{name} must be a whole number, not {shown(value)}")
         number = int(number)
     number = kind(number)
-    if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
+    if number < 0 or (number == 0 and not zero):
         raise ConfigError(
             f"{name} must be {'positive or 0' if zero else 'positive'}, not {shown(value)}"
         )
@@ -120,13 +136,14 @@ def count(name: str, value: object) -> int:
 
 
 def seconds(name: str, value: object) -> float:
-    """A positive duration in seconds, that a thread can wait."""
-    return float(_number(name, value, float, False, _MAX_SECONDS))
+    """A positive duration in seconds, that a thread can wait (text may give its unit:
+    ``"10m"``, ``"1h"``)."""
+    return float(_number(name, value, float, False, _MAX_SECONDS, units=True))
 
 
 def start_wait(name: str, value: object) -> float:
     """``block_on_start_timeout``: 0 (do not wait) to 60 seconds."""
-    return float(_number(name, value, float, True, 60))
+    return float(_number(name, value, float, True, 60, units=True))
 
 
 def _text(name: str, value: object) -> str:
@@ -209,8 +226,9 @@ def strings(name: str, value: object) -> tuple[str, ...] | None:
             TrustedProxies(items)
         else:
             Scrubber(items, ()) if name == "scrub_keys" else Scrubber((), items)
-    except ValueError as exc:
-        raise ConfigError(f"{name}: {exc}") from None
+    except ValueError as exc:  # whose message names the option already
+        message = str(exc)
+        raise ConfigError(message if message.startswith(name) else f"{name}: {message}") from None
     return items
 
 

@@ -352,6 +352,33 @@ def test_numbers_from_every_source() -> None:
     assert type(c.shutdown_timeout) is float
 
 
+def test_times_in_seconds_take_a_unit_and_wrong_numbers_say_what_is_wrong() -> None:
+    c = Config.resolve(
+        {"max_retry_age": "10h", "flush_interval": "250ms", "shutdown_timeout": "1.5s"},
+        environ={"SQREEN_HEARTBEAT_INTERVAL": " 2m ", "SQREEN_BLOCK_ON_START_TIMEOUT": "1 s"},
+    )
+    assert (c.max_retry_age, c.flush_interval, c.shutdown_timeout) == (36_000, 0.25, 1.5)
+    assert (c.heartbeat_interval, c.block_on_start_timeout) == (120, 1)
+    assert Config.resolve({"max_retry_age": "1d"}, environ={}).max_retry_age == 86_400
+    wrong: list[tuple[str, object, str]] = [
+        ("flush_interval", "-1", "flush_interval must be positive, not '-1'"),
+        ("max_body_size", "-5", "max_body_size must be positive, not '-5'"),
+        ("max_body_size", -5, "max_body_size must be positive, not -5"),
+        ("flush_interval", "1e400", "flush_interval must be a finite number, not '1e400'"),
+        ("batch_size", float("inf"), "batch_size must be a finite number, not inf"),
+        ("max_retry_age", "10 hours", "max_retry_age must be a number of seconds (or 30s, "),
+        ("max_retry_age", "-1h", "max_retry_age must be a number of seconds"),
+        ("batch_size", "10s", "batch_size must be a number, not '10s'"),  # a count: no unit
+        ("block_on_start_timeout", "2m", "block_on_start_timeout must be at most 60, not '2m'"),
+        ("trusted_proxies", ["bad"], "trusted_proxies: 'bad' is not an IP address"),
+        ("scrub_values", ["("], "scrub_values: '(' is not a regular expression"),
+    ]
+    for name, value, message in wrong:
+        with pytest.raises(ConfigError) as caught:
+            Config.resolve({name: value}, environ={})
+        assert str(caught.value).startswith(message), (name, value, str(caught.value))
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [

@@ -161,7 +161,7 @@ def unblock(target: tuple[str, ...], db: str) -> None:
             for b in storage.list_blocks()
             if matches(b) and (lifted := blocks.lift(b.id, lifted_by=_by())) is not None
         ]
-        remaining = _overlapping(storage, found, _target_user(target))
+        remaining = _overlapping(storage, found, _target_user(target), _target_network(target))
         storage_blocks = storage.list_blocks() if not found else []
     if not found:
         held = "".join(f"; still blocked by {_describe(b)}" for b in remaining)
@@ -172,6 +172,12 @@ def unblock(target: tuple[str, ...], db: str) -> None:
         click.echo(f"unblocked {_describe(b)}")
     for b in remaining:  # a block is lifted by its own target: say what still refuses
         click.echo(f"still blocked by {_describe(b)}")
+
+
+def _target_network(target: tuple[str, ...]) -> str | None:
+    """The network of ``unblock ip NETWORK`` (checked by :func:`_selector`); None for another
+    target."""
+    return str(parse_network(target[1])) if target[0] == "ip" and len(target) == 2 else None
 
 
 def _target_user(target: tuple[str, ...]) -> dict[str, str] | None:
@@ -199,14 +205,20 @@ def _folded(user: Mapping[str, str]) -> dict[str, str]:
 
 
 def _overlapping(
-    storage: ControlStore, lifted: list[Block], user: dict[str, str] | None = None
+    storage: ControlStore,
+    lifted: list[Block],
+    user: dict[str, str] | None = None,
+    network: str | None = None,
 ) -> list[Block]:
     """The active blocks that still refuse what ``lifted`` did: IP blocks whose networks
     overlap (a /32 blocked on its own inside a lifted /24 is another block, which unblocking
     the /24 leaves in force), and user blocks on some of a lifted user's identifiers (a
     block on ``email`` alone refuses the user that one on ``email`` and ``uid`` named), or
-    on some of ``user``'s (folded)."""
+    on some of ``user``'s (folded); IP blocks overlapping ``network`` too (the address an
+    ``unblock ip`` named, which a wider network's block refuses)."""
     nets = [ipaddress.ip_network(b.ip) for b in lifted if b.type == "block_ip" and b.ip]
+    if network:
+        nets.append(ipaddress.ip_network(network))
     users = [_folded(b.user) for b in lifted if b.type == "block_user" and b.user]
     if user:
         users.append(user)

@@ -146,6 +146,10 @@ def test_unblocking_a_network_says_what_still_blocks_inside_it(db: str) -> None:
     ]
     last = run("unblock", "ip", "203.0.113.66", "--db", db).output.splitlines()
     assert len(last) == 1 and last[0].startswith("unblocked #2")
+    # An address with no block of its own, inside a blocked network: that block is named.
+    inside = run("unblock", "ip", "198.51.100.7", "--db", db, ok=False)
+    assert inside.exit_code == 1
+    assert "no active block matches; still blocked by #3 ip 198.51.100.0/24" in inside.output
 
 
 def test_a_user_is_one_target_in_any_spelling(db: str) -> None:

@@ -279,3 +279,39 @@ def test_two_collectors_alert_on_the_real_attack_after_a_forged_one(
         assert counted(storage) == {"brute-force-account": 2, "account-takeover": 2}
     finally:
         storage.close()
+
+
+def test_successes_sent_in_one_batch_alert_as_one_by_one_and_as_the_backtest(
+    storage: Storage, clock: Clock, tmp_path: Path
+) -> None:
+    """An SDK sends a failure at once and a success with its next flush: five successes,
+    each after a new failure, come in one batch, after the failures between them. Each
+    alerts, as it would have alone, and as the backtest replays them; it used to be one
+    alert a batch."""
+    site = Site([storage], clock, playbook_file(tmp_path))
+    for i in range(10):
+        site.send(site.event("auth.login.failure", f"198.51.100.{10 + i // 3}", 100 - i))
+    successes = []
+    for i in range(5):
+        site.send(site.event("auth.login.failure", "198.51.100.40", 50 - 10 * i))
+        successes.append(site.event("auth.login.success", "198.51.100.50", 49 - 10 * i))
+    site.send(*successes)
+    takeovers = [a for a in per_user(storage) if a.playbook == "account-takeover"]
+    assert [a.total for a in takeovers] == [11, 12, 13, 14, 15]
+    assert len({a.last_seq for a in takeovers}) == 5  # each success its own alert
+    engine = Engine(parse_playbooks(TEMPLATES))
+    found = _cli_playbooks.backtest(storage, engine, EventFilter())
+    replayed = [(a.total, a.last_seq, a.seqs) for a in found if a.playbook == "account-takeover"]
+    assert replayed == [(a.total, a.last_seq, a.seqs) for a in takeovers]
+
+
+def test_a_batch_of_successes_with_no_failure_between_them_alerts_once(
+    storage: Storage, clock: Clock, tmp_path: Path
+) -> None:
+    """The owner logging in three times after an attack (no failure between): one alert,
+    in one batch as one by one."""
+    site = Site([storage], clock, playbook_file(tmp_path))
+    for i in range(10):
+        site.send(site.event("auth.login.failure", f"198.51.100.{10 + i // 3}", 100 - i))
+    site.send(*(site.event("auth.login.success", "198.51.100.50", 50 - i) for i in range(3)))
+    assert counted(storage)["account-takeover"] == 1

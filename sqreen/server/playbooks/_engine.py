@@ -268,7 +268,6 @@ class Engine:
                 p = rule.playbook
                 if max(quiet.get((p.id, key), 0), quieted.get((p.id, key), 0)) > now_us:
                     continue
-                at = None
                 mark = marks.get((p.id, key)) if marks and p.counts_once else None
                 if p.after is not None:
                     if triggered is None:
@@ -276,47 +275,35 @@ class Engine:
                         for rule_id, group, one in plan.triggered:
                             triggered.setdefault((rule_id, group), []).append(one)
                     at = triggered.get((p.id, key))
-                    if at is not None and mark is not None:
-                        # Its own events after the mark, each only with a hit between the
-                        # mark and it: the owner's next logins, no failure since, alerted
-                        # again on the same failures; but a success after a new failure
-                        # counts the window's, lest a success forged (or the owner's) in the
-                        # middle of an attack spend the alert the takeover should raise.
-                        fresh = min(
-                            ((h.ts, h.seq) for h in found if (h.ts, h.seq) > mark), default=None
-                        )
-                        at = [t for t in at if fresh is not None and (t.ts, t.seq) > fresh]
+                    # Each of its own events that fires leaves its mark, and the batch's
+                    # later ones are checked against it as a later batch's would be: the
+                    # logins of one batch alert as they would have one by one (and as the
+                    # backtest replays them).
+                    while at is not None:
+                        if mark is not None:
+                            at = _after_mark(at, found, mark)
+                        fired, trigger = _after(p, found, now_us, at)
+                        if fired is None or trigger is None:
+                            break
+                        if exempt is not None and exempt(p, key):
+                            break
+                        firings.append(_firing(p, key, fired, trigger))
+                        mark = (trigger.ts, trigger.seq)
+                        if p.quiet_for:
+                            quieted[(p.id, key)] = now_us + int(p.quiet_for.total_seconds() * US)
+                            break
+                    if at is not None:
+                        continue
                 counted_from = found
                 if mark is not None and p.after is None:
                     # The events behind its previous alert count for nothing again.
                     counted_from = [h for h in found if (h.ts, h.seq) > mark]
-                fired, trigger = (
-                    (evaluate(p, counted_from, now_us), None)
-                    if at is None
-                    else _after(p, counted_from, now_us, at)
-                )
+                fired = evaluate(p, counted_from, now_us)
                 if fired is None or (exempt is not None and exempt(p, key)):
                     continue
-                total, counted = fired
                 if p.quiet_for:
                     quieted[(p.id, key)] = now_us + int(p.quiet_for.total_seconds() * US)
-                seqs = tuple(h.seq for h in counted)
-                last_us, last_seq = counted[-1].ts, counted[-1].seq
-                if trigger is not None:  # the success itself is the last event behind it
-                    last_us, last_seq, seqs = trigger.ts, trigger.seq, (*seqs, trigger.seq)
-                firings.append(
-                    Firing(
-                        p,
-                        key,
-                        total,
-                        counted[0].ts,
-                        last_us,
-                        counted[0].seq,
-                        last_seq,
-                        seqs,
-                        None if trigger is None else trigger.name,
-                    )
-                )
+                firings.append(_firing(p, key, fired, None))
         return firings, quieted
 
     def streams_of(self, playbook_id: str) -> list[str]:
@@ -332,6 +319,39 @@ class Engine:
             rest = quiet.get((rule.playbook.id, key[1]), 0) - rule.window_us
             until = rest if until is None else min(until, rest)
         return max(0, until or 0)
+
+
+def _after_mark(triggers: Sequence[Triggered], hits: Sequence[Hit], mark: Mark) -> list[Triggered]:
+    """The ``triggers`` an ``after`` rule may still fire on, its key's alert at ``mark``: those
+    with a hit between the mark and them. The owner's next logins, no failure since, do not
+    alert again on the same failures; but a success after a new failure counts the window's,
+    lest a success forged (or the owner's) in the middle of an attack spend the alert the
+    takeover should raise."""
+    fresh = min(((h.ts, h.seq) for h in hits if (h.ts, h.seq) > mark), default=None)
+    return [t for t in triggers if fresh is not None and (t.ts, t.seq) > fresh]
+
+
+def _firing(
+    p: Playbook, key: str, fired: tuple[int, list[Hit]], trigger: Triggered | None
+) -> Firing:
+    """The :class:`Firing` of ``p`` for ``key``: ``fired`` is (total, the hits counted); an
+    ``after`` rule's ``trigger`` (its own event) is the last event behind it."""
+    total, counted = fired
+    seqs = tuple(h.seq for h in counted)
+    last_us, last_seq = counted[-1].ts, counted[-1].seq
+    if trigger is not None:
+        last_us, last_seq, seqs = trigger.ts, trigger.seq, (*seqs, trigger.seq)
+    return Firing(
+        p,
+        key,
+        total,
+        counted[0].ts,
+        last_us,
+        counted[0].seq,
+        last_seq,
+        seqs,
+        None if trigger is None else trigger.name,
+    )
 
 
 def _after(
