@@ -146,7 +146,8 @@ def test_start_reads_it(workdir: Path) -> None:
     [
         (
             "[sqreen]\nflush_interval: soon\napp_name: kept\n",
-            "'flush_interval' in {path}: flush_interval must be a number of seconds (or 30s, 10m, 1h, 1d), not 'soon'",
+            "'flush_interval' in {path}: flush_interval must be a number of seconds"
+            " (or 30s, 10m, 1h, 1d), not 'soon'",
         ),
         ("[sqreen]\nlog_level: WARNING\napp_name: kept\n", "'log_level' in {path}: unknown key"),
         (
