@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .._text import first_hidden
 from ._cli_common import db_option, opened, when
 from .storage import KEY_SCOPES, KeyScope
 from .tokens import hash_token, new_token
@@ -16,8 +17,31 @@ def keys() -> None:
     """API keys: SDKs and API clients send one as a bearer token."""
 
 
+#: A key's name at most, in characters: it is listed and shown on the explorer's agents.
+MAX_KEY_NAME = 100
+
+
+def _key_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A name people read in one line: some text, no control or invisible character."""
+    name = value.strip()
+    if not name:
+        raise click.BadParameter("must not be empty", ctx, param)
+    if len(name) > MAX_KEY_NAME:
+        raise click.BadParameter(f"at most {MAX_KEY_NAME} characters, not {len(name)}", ctx, param)
+    hidden = first_hidden(name)
+    if hidden is not None:
+        raise click.BadParameter(f"must not hold {hidden!r}", ctx, param)
+    return name
+
+
 @keys.command("create")
-@click.option("--name", default="default", show_default=True, help="What the key is for.")
+@click.option(
+    "--name",
+    default="default",
+    show_default=True,
+    callback=_key_name,
+    help=f"What the key is for (at most {MAX_KEY_NAME} characters).",
+)
 @click.option(
     "--scope",
     type=click.Choice(KEY_SCOPES),

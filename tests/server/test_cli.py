@@ -76,6 +76,24 @@ def test_keys_create_list_revoke(db: str) -> None:
     assert again.exit_code == 1 and "no active key #1" in again.output
 
 
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("", "must not be empty"),
+        ("   ", "must not be empty"),
+        ("x" * 101, "at most 100 characters, not 101"),
+        ("shop\x1b[2J", "must not hold '\\x1b'"),
+        ("shop\u202eppa", "must not hold '\\u202e'"),
+        ("shop\nadmin", "must not hold '\\n'"),
+    ],
+)
+def test_a_key_name_people_cannot_read_is_refused(db: str, name: str, error: str) -> None:
+    """A key's name is listed and shown on the explorer's agents: one line of some text."""
+    refused = run("keys", "create", "--name", name, "--db", db, ok=False)
+    assert refused.exit_code == 2 and f"Invalid value for '--name': {error}" in refused.output
+    assert not Path(db).exists()  # nothing created, not even the database
+
+
 def test_db_defaults_to_sqreen_db_env(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SQREEN_DB", db)
     run("keys", "create")
