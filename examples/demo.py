@@ -139,27 +139,37 @@ def login(app: str, ip: str, user: str, password: str) -> int:
     return httpx.post(app + "/login", json=body, headers={"X-Forwarded-For": ip}).status_code
 
 
-def until_refused(app: str, ip: str, since: float, limit: float = 15.0) -> float | None:
-    """Seconds from ``since`` to the first 403 for ``ip`` (a login every 50 ms), or None."""
+def until_refused(
+    app: str, ip: str, since: float, limit: float = 15.0, guessing: bool = True
+) -> tuple[float | None, int]:
+    """Seconds from ``since`` to the first 403 for ``ip`` (a request every 50 ms: a wrong
+    password if ``guessing``, else the home page), or None; and how many were not refused."""
+    through = 0
     while time.monotonic() - since < limit:
         sent = time.monotonic()
-        if login(app, ip, "alice", "guess") == 403:
-            return sent - since
+        if guessing:
+            status = login(app, ip, "alice", "guess")
+        else:
+            status = httpx.get(app + "/", headers={"X-Forwarded-For": ip}).status_code
+        if status == 403:
+            return sent - since, through
+        through += 1
         time.sleep(0.05)
-    return None
+    return None, through
 
 
-def guess(app: str) -> tuple[int, float | None]:
-    """The attacker guesses alice's password until refused: how many guesses it made before
-    its 5th failure (brute-force-ip's threshold), and how long after it the first 403 came
-    (it keeps guessing every 50 ms meanwhile)."""
+def guess(app: str) -> tuple[int, int, float | None]:
+    """The attacker guesses alice's password until refused: how many guesses it made up to
+    its 5th failure (brute-force-ip's threshold), how many more went through while the block
+    came (it keeps guessing every 50 ms), and how long after the 5th the first 403 came."""
     guesses = ["123456", "password", "qwerty", "letmein", "alice2024"]
     for n, password in enumerate(guesses, 1):
         status = login(app, ATTACKER, "alice", password)
         if status == 403:
-            return n - 1, None
+            return n - 1, 0, None
     fifth = time.monotonic()
-    return len(guesses), until_refused(app, ATTACKER, fifth)
+    delay, more = until_refused(app, ATTACKER, fifth)
+    return len(guesses), more, delay
 
 
 def _interrupted(signum: int, frame: object) -> None:
@@ -229,9 +239,11 @@ def demo(opts: argparse.Namespace) -> None:
             f"{counts['custom']} report exports, {counts['logins_failed']} failed logins from "
             "four IPs stuffing credentials"
         )
-        guessed, delay = guess(app)
+        guessed, more, delay = guess(app)
         print(
-            f"demo: {ATTACKER} guessed alice's password {guessed} times (401); "
+            f"demo: {ATTACKER} guessed alice's password {guessed} times (401)"
+            + (f", and {more} more while its block came" if more else "")
+            + "; "
             + (
                 f"{delay:.2f} s after its 5th failure it was refused (403): the built-in "
                 "playbook brute-force-ip blocked it for 1 h"
@@ -243,7 +255,8 @@ def demo(opts: argparse.Namespace) -> None:
         sqreen_cli(
             "block", "ip", f"{STUFFERS[0]}/32", "--for", "1h", "--reason", "credential stuffing"
         )
-        refused = until_refused(app, STUFFERS[0], started)
+        # Probed on the home page: wrong passwords would be a brute force of their own.
+        refused, _ = until_refused(app, STUFFERS[0], started, guessing=False)
         print(
             f"demo: blocked {STUFFERS[0]} by hand with sqreen block ip: "
             + (
@@ -270,8 +283,9 @@ def demo(opts: argparse.Namespace) -> None:
         print(f"  Alerts          {collector}/explorer/alerts")
         print(f"  The playbooks   {DATA / 'playbooks.toml'} (sqreen playbooks init)")
         print(f"  The app         {app}/docs")
-        print(f"  Terminal        .venv/bin/sqreen events --db {DATA / 'sqreen.db'} --follow")
-        print(f"  Blocks          .venv/bin/sqreen blocks --db {DATA / 'sqreen.db'}")
+        cli = Path(sys.executable).parent / "sqreen"
+        print(f"  Terminal        {cli} events --db {DATA / 'sqreen.db'} --follow")
+        print(f"  Blocks          {cli} blocks --db {DATA / 'sqreen.db'}")
         if opts.no_wait:
             return
         print("\nBoth servers keep running: press Ctrl-C to stop them.")

@@ -51,7 +51,12 @@ def test_the_demo_stops_the_attacker_and_ctrl_c_stops_it_once(tmp_path: Path) ->
     assert "it was refused (403): the built-in playbook brute-force-ip blocked it" in text
     assert "blocked 198.51.100.7 by hand with sqreen block ip: refused" in text
     assert "bob, from another IP, still logs in: 200" in text
-    assert "brute-force-ip: " in text.split("sqreen alerts")[1]  # the alert, listed
+    alerts = text.split("sqreen alerts")[1].split("Where to look")[0]
+    assert "brute-force-ip: " in alerts  # the alert, listed
+    # The IP blocked by hand was probed without wrong passwords: no brute force of its own.
+    assert "198.51.100.7" not in alerts
+    terminal = next(line for line in text.splitlines() if line.strip().startswith("Terminal"))
+    assert Path(terminal.split()[1]).is_absolute()  # to paste from any directory
     assert text.rstrip().endswith("demo: stopped")
     for log in ("app.log", "collector.log"):
         content = (tmp_path / "demo-data" / log).read_text()
