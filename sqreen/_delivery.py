@@ -325,7 +325,9 @@ class Delivery:
     def _heartbeat(self, deadline: float | None = None) -> None:
         """Send the stats; by ``deadline`` (the clock's) when given: the last one, at exit."""
         payload = self._envelope()
-        payload["stats"] = self.stats() if self._report is None else self._report()
+        payload["stats"] = stats = self.stats() if self._report is None else self._report()
+        if deadline is not None:  # the last: the agents page shows the process stopped
+            stats["stopped"] = 1
         send, held = self.transport.heartbeat, self.blocklist.version
         if deadline is not None and "timeout" in inspect.signature(send).parameters:
             reply = send(payload, timeout=max(0.0, deadline - self._clock()))

@@ -116,7 +116,9 @@ def test_400_is_dropped_counted_and_not_retried(receiver: Receiver, sqreen_log) 
 
 def test_413_splits_the_batch(receiver: Receiver) -> None:
     receiver.respond(413, path="/v1/events")
-    sqreen.init(endpoint=receiver.url, flush_interval=0.1, heartbeat_interval=3600)
+    # Sent when flushed, all 8 together: a flush interval could send the first alone, and a
+    # 413 for one event drops it (nothing left to split).
+    sqreen.init(endpoint=receiver.url, flush_interval=3600, heartbeat_interval=3600)
     for i in range(8):
         sqreen.track("big.batch", properties={"i": i})
     assert sqreen.flush(timeout=10)

@@ -391,6 +391,16 @@ def test_the_last_heartbeat_at_shutdown_gets_only_the_time_left() -> None:
     assert last.timeout is not None and 0 < last.timeout <= 0.5
 
 
+def test_only_the_last_heartbeat_says_the_process_stopped() -> None:
+    queue, transport, _ = make()
+    put(queue, 2)
+    queue.step()
+    assert queue.shutdown(2.0)
+    beats = [c.payload["stats"] for c in transport.calls if c.kind == "heartbeat"]
+    assert len(beats) >= 2
+    assert [b.get("stopped") for b in beats] == [None] * (len(beats) - 1) + [1]
+
+
 def test_a_transport_written_without_the_heartbeat_timeout_still_gets_its_last_heartbeat() -> None:
     class OldTransport(ScriptedTransport):
         def heartbeat(self, payload: dict[str, Any]) -> Reply:  # type: ignore[override]

@@ -412,6 +412,21 @@ def test_agents_without_heartbeats_for_a_while_are_stale(
     assert "4 min ago" in page
 
 
+def test_an_agent_that_said_it_stopped_is_neither_live_nor_stale(
+    client: TestClient, storage: Storage, clock: Clock
+) -> None:
+    storage.record_heartbeat(Heartbeat("shop", "web1", 1, None, None, None, {"tracked": 3}))
+    storage.record_heartbeat(Heartbeat("shop", "web1", 2, None, None, None, {"stopped": 1}))
+    page = client.get("/explorer/agents").text
+    assert "<strong>1</strong> sending heartbeats" in page
+    assert "<strong>1</strong> stopped" in page and "<strong>stopped</strong>" in page
+    clock.advance(minutes=4)  # the stopped one stays stopped; the other goes stale
+    page = client.get("/explorer/agents").text
+    assert "<strong>0</strong> sending heartbeats" in page
+    assert '<strong class="bad">1</strong> stale' in page
+    assert page.count('<strong class="bad">stale</strong>') == 1
+
+
 def test_events_of_an_app_and_the_app_filter(client: TestClient, storage: Storage) -> None:
     store(storage, wire_event(name="a.one"), app="one")
     store(storage, wire_event(name="a.two"), app="two")

@@ -228,6 +228,8 @@ class AgentRow:
     #: The blocks this process refuses to enforce (by id, as text), each with why: what
     #: the blocks page counts as "Not enforced", process by process.
     refused_blocks: dict[str, str] = field(default_factory=dict)
+    #: Its last heartbeat said it was stopping (a clean exit: not stale, not sending).
+    stopped: bool = False
 
 
 def agent_row(agent: Agent, now: datetime, stale_after: float) -> AgentRow:
@@ -247,15 +249,17 @@ def agent_row(agent: Agent, now: datetime, stale_after: float) -> AgentRow:
         if isinstance(why, dict)
         else {}
     )
+    stopped = stats.get("stopped") == 1
     return AgentRow(
         agent=agent,
         age=age,
-        stale=age > stale_after,
+        stale=age > stale_after and not stopped,
         queue_depth=depth if isinstance(depth, int) else None,
         dropped=drops,
         dropped_total=sum(drops.values()),
         internal_errors=errors if isinstance(errors, int) else 0,
         refused_blocks=refused,
+        stopped=stopped,
     )
 
 
@@ -276,7 +280,8 @@ async def agents_page(request: Request) -> Response:
         "rows": rows,
         "now": now,
         "stale_after": stale_after,
-        "live": sum(not r.stale for r in rows),
+        "live": sum(not r.stale and not r.stopped for r in rows),
+        "stopped": sum(r.stopped for r in rows),
         "ttl_days": AGENT_TTL.days,
         "dropping": sum(r.dropped_total > 0 for r in rows),
         "refusing": sum(bool(r.refused_blocks) for r in rows),
