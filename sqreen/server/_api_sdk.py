@@ -20,12 +20,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ._ingest_queue import IngestQueue, sender
+from ._ingest_queue import IngestQueue, Outcome, sender
 from .action_cache import unchanged
 from .actions import MAX_WAIT, POLL_AGAIN, ActionFeed, TooManyPolls
 from .auth import authenticate
 from .errors import ApiError, int_param
-from .ingest import Held, heartbeat, read_body
+from .ingest import Held, heartbeat, read_body, read_raw
 from .metrics import count_refusals, observe_batch
 
 __all__ = [
@@ -50,13 +50,22 @@ T = TypeVar("T")
 async def events_endpoint(request: Request) -> Response:
     key = await authenticate(request)
     with count_refusals():
-        body = await read_body(request, request.app.state.max_body_bytes)
+        limit = request.app.state.max_body_bytes
+        raw, gzipped = await read_raw(request, limit)
         started = time.perf_counter()
         by = sender(key.id, request.client.host if request.client else None)
-        # A body whose client hung up while it waited is not stored: its line is not the
-        # place of a client gone (uvicorn does not cancel the request's task, and bodies of
-        # clients gone, each held inflated, piled up beyond --max-connections).
-        outcome = await _while_connected(request, _queue(request).ingest(body, key.id, by))
+        queue = _queue(request)
+
+        async def inflated_and_stored() -> Outcome:
+            body = await queue.inflate(by, raw, limit) if gzipped else raw
+            return await queue.ingest(body, key.id, by)
+
+        # A body whose client hung up while it waited is neither inflated nor stored: its
+        # line is not the place of a client gone (uvicorn does not cancel the request's
+        # task, and bodies of clients gone, each held inflated, piled up beyond
+        # --max-connections; gzip bombs posted on connections closed at once were each
+        # inflated, in turn, to be refused).
+        outcome = await _while_connected(request, inflated_and_stored())
     if outcome is None:
         return Response(status_code=499)  # (nobody reads it: the connection is gone)
     reply, held = outcome

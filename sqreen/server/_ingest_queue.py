@@ -31,12 +31,22 @@ from typing import Any, Final
 
 import anyio
 
-from .ingest import Held
+from .ingest import Held, gunzip
 from .metrics import observe_group
 from .pipeline import IngestPipeline
 from .playbooks._fields import IPV6_PREFIX, ip_group
 
-__all__ = ["MAX_GROUP", "MAX_GROUP_BYTES", "QUANTUM", "QUANTUM_BYTES", "IngestQueue", "sender"]
+__all__ = [
+    "INFLATE_THREADS",
+    "LINE_BYTES",
+    "MAX_GROUP",
+    "MAX_GROUP_BYTES",
+    "QUANTUM",
+    "QUANTUM_BYTES",
+    "IngestQueue",
+    "Outcome",
+    "sender",
+]
 
 #: Bodies stored in one transaction at most (an SDK sends at most 1 000 events a body).
 MAX_GROUP: Final = 8
@@ -58,6 +68,14 @@ MAX_GROUP_BYTES: Final = 4 * 1024 * 1024
 #: blocked 1.08 s (median) after its threshold, and 1.42 s at most. An SDK's bodies, up to
 #: 1 000 events of about 500 bytes, still go four a turn.
 QUANTUM_BYTES: Final = MAX_GROUP_BYTES
+#: The bytes a sender's line holds, past which its next gzip body waits to be inflated
+#: (compressed: a few KB where inflated it may be 10 MB). Bodies that inflate 190 times
+#: (50 KB of gzip, 9.5 MB of JSON) from 1 000 connections held 9.9 GB waiting in one line.
+LINE_BYTES: Final = 4 * MAX_GROUP_BYTES
+#: Threads inflating gzip bodies at once in a process: their own, not the threads that
+#: Starlette's handlers share (where 200 connections posting gzip bombs, each inflated
+#: 25-40 ms before its 413, held every other sender's body and reply 10 s).
+INFLATE_THREADS: Final = 2
 
 Outcome = tuple[dict[str, Any], Held]
 _Job = tuple[bytes, int, "asyncio.Future[Outcome]"]
@@ -87,6 +105,14 @@ class IngestQueue:
         self._credits: dict[Hashable, tuple[int, int]] = {}
         #: Bodies in those lines (a body whose request went away, until its turn comes).
         self._queued = 0
+        #: The bytes of each sender's line (see :meth:`inflate`).
+        self._line_bytes: dict[Hashable, int] = {}
+        #: Set when bodies left the lines (then replaced): what :meth:`inflate` waits for.
+        self._moved = asyncio.Event()
+        #: Each sender inflating or waiting to: its lock (one body a sender at a time, in the
+        #: order they came), and how many hold or wait for it.
+        self._inflating: dict[Hashable, tuple[asyncio.Lock, list[int]]] = {}
+        self._inflaters = anyio.CapacityLimiter(INFLATE_THREADS)
         self._runner: asyncio.Task[None] | None = None
         self._running: list[_Job] = []
         #: Bodies given and not answered yet.
@@ -106,6 +132,39 @@ class IngestQueue:
         """Senders with bodies in line."""
         return len(self._senders)
 
+    async def inflate(self, by: Hashable, raw: bytes, max_bytes: int) -> bytes:
+        """The gzip body ``raw`` of sender ``by`` inflated (at most ``max_bytes``: else the
+        :class:`~.errors.ApiError` of :func:`~.ingest.gunzip`): on this queue's threads, one
+        body of a sender at a time, in the order they came, and once its line holds less
+        than :data:`LINE_BYTES`. A sender that floods the collector with bodies that inflate
+        a hundredfold (or to over the bound, to be refused) waits for its own: another's
+        body waits for at most one of its inflations, and the flood's bodies wait small."""
+        entry = self._inflating.get(by)
+        if entry is None:
+            entry = self._inflating[by] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                while self._line_bytes.get(by, 0) >= LINE_BYTES:
+                    await self._moved.wait()
+                return await anyio.to_thread.run_sync(
+                    gunzip, raw, max_bytes, limiter=self._inflaters
+                )
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._inflating[by]
+
+    @property
+    def inflating(self) -> int:
+        """Bodies being inflated, or waiting to."""
+        return sum(users[0] for _, users in self._inflating.values())
+
+    def line_bytes(self, by: Hashable) -> int:
+        """The bytes of the bodies in the line of ``by``."""
+        return self._line_bytes.get(by, 0)
+
     async def ingest(self, body: bytes, key_id: int, by: Hashable) -> Outcome:
         """The pipeline's reply for ``body`` (sent with API key ``key_id`` by the sender
         ``by``: :func:`sender`) once stored."""
@@ -115,6 +174,7 @@ class IngestQueue:
         if line is None:
             line = self._senders[by] = deque()
         line.append((body, key_id, future))
+        self._line_bytes[by] = self._line_bytes.get(by, 0) + len(body)
         self._queued += 1
         self.pending += 1
         try:
@@ -136,7 +196,9 @@ class IngestQueue:
                     future.cancel()
             self._senders.clear()
             self._credits.clear()
+            self._line_bytes.clear()
             self._queued = 0
+            self._left()
             raise
         finally:
             self._runner = None
@@ -161,8 +223,9 @@ class IngestQueue:
             if job[2].done():  # gone: no place in the turn, no part of the quantum
                 line.popleft()
                 self._queued -= 1
+                self._line_bytes[by] -= len(job[0])
                 if not line:
-                    del senders[by]
+                    del senders[by], self._line_bytes[by]
                     credits.pop(by, None)
                 continue
             if group and size + len(job[0]) > MAX_GROUP_BYTES:
@@ -174,9 +237,10 @@ class IngestQueue:
             size += len(job[0])
             line.popleft()
             self._queued -= 1
+            self._line_bytes[by] -= len(job[0])
             count, room = count - 1, room - len(job[0])
             if not line:
-                del senders[by]
+                del senders[by], self._line_bytes[by]
                 credits.pop(by, None)
             elif count > 0 and room > 0:
                 credits[by] = (count, room)
@@ -186,7 +250,13 @@ class IngestQueue:
         for by, line in reversed(stopped):
             senders[by] = line
             senders.move_to_end(by, last=False)
+        self._left()
         return group
+
+    def _left(self) -> None:
+        """Wake the inflations waiting for their lines to shrink."""
+        self._moved.set()
+        self._moved = asyncio.Event()
 
     async def _turn(self, group: list[_Job]) -> None:
         bodies = [(body, key_id) for body, key_id, _ in group]

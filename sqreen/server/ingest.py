@@ -26,10 +26,12 @@ from .storage import ControlStore, Heartbeat
 __all__ = [
     "MAX_BODY_BYTES",
     "Held",
+    "gunzip",
     "heartbeat",
     "held_actions",
     "parse_json",
     "read_body",
+    "read_raw",
     "standard_name",
     "text",
 ]
@@ -47,6 +49,15 @@ MAX_PID: Final = 2**31
 
 async def read_body(request: Request, max_bytes: int = MAX_BODY_BYTES) -> bytes:
     """The request's JSON body, inflated if gzipped, never more than ``max_bytes``."""
+    body, gzipped = await read_raw(request, max_bytes)
+    if gzipped:  # up to max_bytes of inflating: not on the event loop
+        return await run_in_threadpool(gunzip, body, max_bytes)
+    return body
+
+
+async def read_raw(request: Request, max_bytes: int = MAX_BODY_BYTES) -> tuple[bytes, bool]:
+    """The request's JSON body as sent (never more than ``max_bytes``), and whether it is
+    gzip (:func:`gunzip` inflates it)."""
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media != "application/json":
         raise ApiError(415, "the body must be JSON (Content-Type: application/json)")
@@ -66,10 +77,7 @@ async def read_body(request: Request, max_bytes: int = MAX_BODY_BYTES) -> bytes:
         if size > max_bytes:
             raise _too_large(max_bytes)
         chunks.append(chunk)
-    body = b"".join(chunks)
-    if encoding == "gzip":  # up to max_bytes of inflating: not on the event loop
-        return await run_in_threadpool(gunzip, body, max_bytes)
-    return body
+    return b"".join(chunks), encoding == "gzip"
 
 
 def _too_large(max_bytes: int) -> ApiError:

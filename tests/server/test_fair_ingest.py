@@ -16,7 +16,9 @@ import anyio
 import httpx2 as httpx
 import pytest
 
+from sqreen.server import _ingest_queue, ingest
 from sqreen.server._ingest_queue import (
+    LINE_BYTES,
     MAX_GROUP,
     MAX_GROUP_BYTES,
     QUANTUM,
@@ -26,8 +28,11 @@ from sqreen.server._ingest_queue import (
 )
 from sqreen.server.app import create_app
 from sqreen.server.auth import hash_token, new_token
+from sqreen.server.connections import PROTOCOL
+from sqreen.server.ingest import MAX_BODY_BYTES, gunzip
 from sqreen.server.pipeline import Batch, IngestPipeline
 from sqreen.server.storage import Storage
+from tests.integrations._servers import UvicornThread
 
 from .conftest import envelope, wait_for, wire_event
 from .test_grouped_ingest import body
@@ -349,7 +354,9 @@ def test_a_small_body_posted_during_a_gzip_flood_is_answered_before_the_flood(
     key = other if own_key else token
     threads.append(threading.Thread(target=post, args=(address, key, small, small_answered)))
     threads[-1].start()
-    wait_for(lambda: queue().pending == FLOOD + 1)  # type: ignore[union-attr]
+    # In another sender's line; or, the flood's own sender, waiting to be inflated while
+    # the flood's line holds LINE_BYTES (behind it all the same).
+    wait_for(lambda: queue().pending == FLOOD + 1 or (not fair and queue().inflating == 1))  # type: ignore[union-attr]
     enrich.release.set()
     for t in threads:
         t.join(60)
@@ -410,3 +417,133 @@ def test_bodies_of_clients_that_hung_up_while_waiting_are_not_stored(
     wait_for(lambda: queue().pending == 0)  # type: ignore[union-attr]
     stored = [e.properties for e in sqlite_storage.query_events()]
     assert stored == [{"held": 1}]
+
+
+def bomb() -> bytes:
+    """A few KB of gzip that inflate to more than the collector's bound: refused, 413."""
+    return gzip.compress(b'{"events": "' + b"x" * MAX_BODY_BYTES + b'"}')
+
+
+class CountedInflation:
+    """gunzip as the queue calls it, slowed (a gzip bomb's 25-40 ms) and counted: how many
+    bodies were inflated, and how many at most at once."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, seconds: float = 0.1) -> None:
+        # Where the queue calls it, and where bodies were inflated before (ingest.read_body).
+        self.calls = self.running = self.most = 0
+        self.lock = threading.Lock()
+
+        def slow(raw: bytes, max_bytes: int) -> bytes:
+            with self.lock:
+                self.calls += 1
+                self.running += 1
+                self.most = max(self.most, self.running)
+            try:
+                threading.Event().wait(seconds)
+                return gunzip(raw, max_bytes)
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+        monkeypatch.setattr(_ingest_queue, "gunzip", slow)
+        monkeypatch.setattr(ingest, "gunzip", slow)
+
+
+def test_a_sender_whose_line_holds_its_share_waits_to_inflate_and_another_does_not(
+    sqlite_storage: Storage,
+) -> None:
+    """A body inflated is held in its line, a hundredfold its gzip: past LINE_BYTES, the
+    sender's next gzip body waits, compressed, until its line shrinks; another sender's is
+    inflated meanwhile."""
+    recorder = Recorder(sqlite_storage)
+    first = labelled("a0", LINE_BYTES)
+
+    async def run() -> None:
+        queue = IngestQueue(recorder, anyio.CapacityLimiter(1))
+        held = asyncio.create_task(queue.ingest(labelled("held"), 0, "holder"))
+        await until(recorder.started.is_set)
+        queued = asyncio.create_task(queue.ingest(first, 0, "a"))
+        await until(lambda: queue.line_bytes("a") == len(first))
+        waiting = asyncio.create_task(queue.inflate("a", gzip.compress(labelled("a1")), 10**8))
+        other = await queue.inflate("b", gzip.compress(labelled("b0")), 10**8)
+        assert label_of(other) == "b0"
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and queue.inflating == 1  # a's, waiting for its line
+        recorder.release.set()  # the held turn ends; the next takes a0: a's line is empty
+        assert label_of(await waiting) == "a1"
+        await held
+        await queued
+        assert queue.line_bytes("a") == 0 and queue.inflating == 0
+
+    asyncio.run(run())
+
+
+@pytest.mark.slow
+def test_gzip_bombs_of_one_sender_are_inflated_one_at_a_time_beside_another_sender(
+    live_app: tuple[Any, str], sqlite_storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bodies that inflate past the bound, posted on 12 connections under a leaked key: each
+    is refused (413), inflated one at a time on threads of their own, so that another
+    sender's batch (here, another key's) is inflated and answered while they wait."""
+    switch, url = live_app
+    token, other = new_token(), new_token()
+    sqlite_storage.create_key("flood", hash_token(token))
+    sqlite_storage.create_key("app", hash_token(other))
+    switch.app = create_app(sqlite_storage)
+    counted = CountedInflation(monkeypatch)
+    gz = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    raw = bomb()
+    statuses: list[int] = []
+
+    def flood() -> None:
+        with httpx.Client(headers={**gz, "Authorization": f"Bearer {token}"}, timeout=60) as c:
+            statuses.append(c.post(url + "/v1/events", content=raw).status_code)
+
+    threads = [threading.Thread(target=flood) for _ in range(12)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: counted.calls >= 1)
+    small = gzip.compress(json.dumps(envelope([wire_event(properties={"app": 1})])).encode())
+    reply = httpx.post(
+        url + "/v1/events", content=small, headers={**gz, "Authorization": f"Bearer {other}"}
+    )
+    assert reply.status_code == 200 and reply.json()["accepted"] == 1
+    assert counted.calls < 12  # answered before the flood was all inflated
+    for t in threads:
+        t.join(60)
+    assert statuses == [413] * 12
+    assert counted.most == 2  # one of the flood's at a time, and the app's beside it
+
+
+@pytest.mark.slow
+def test_gzip_bombs_whose_clients_hung_up_are_not_inflated(
+    sqlite_storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Posted on connections closed at once, holding none: ``sqreen serve``'s server reads
+    the body all the same, and each was inflated in turn to be refused, the backlog
+    unbounded (3 000 of them held another app's batch 38 s). A body whose client is gone
+    before its inflation is dropped."""
+    token = new_token()
+    sqlite_storage.create_key("k", hash_token(token))
+    app = create_app(sqlite_storage)
+    counted = CountedInflation(monkeypatch, seconds=0.5)
+    server = UvicornThread(app, lifespan="off", http=PROTOCOL)  # as sqreen serve runs it
+    try:
+        raw = bomb()
+        clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(20)]
+        for s in clients:
+            s.sendall(
+                f"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                "Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                f"Content-Length: {len(raw)}\r\n\r\n".encode()
+                + raw
+            )
+        # Every body read: one inflating, the others waiting for it.
+        wait_for(lambda: getattr(app.state, "ingest_queue", None) is not None)
+        wait_for(lambda: app.state.ingest_queue.inflating == 20)
+        for s in clients:
+            s.close()
+        wait_for(lambda: app.state.ingest_queue.inflating == 0 and counted.running == 0)
+        assert counted.calls <= 2  # the one inflating when they went, and maybe the next
+    finally:
+        server.stop()
