@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ._ingest_queue import IngestQueue, Outcome, sender
+from ._ingest_queue import TURN_SECONDS, IngestQueue, Outcome, sender
 from .action_cache import unchanged
 from .actions import MAX_WAIT, POLL_AGAIN, ActionFeed, TooManyPolls
 from .auth import authenticate
@@ -132,7 +132,7 @@ def _queue(request: Request) -> IngestQueue:
     state = request.app.state
     queue: IngestQueue | None = getattr(state, "ingest_queue", None)
     if queue is None or queue.loop is not asyncio.get_running_loop():
-        queue = state.ingest_queue = IngestQueue(state.pipeline, _slot(request))
+        queue = state.ingest_queue = IngestQueue(state.pipeline, _slot(request), TURN_SECONDS)
     return queue
 
 

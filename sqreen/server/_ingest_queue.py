@@ -25,6 +25,7 @@ alone has its bodies grouped oldest first, as when they all waited in one line.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 from typing import Any, Final
@@ -43,6 +44,8 @@ __all__ = [
     "MAX_GROUP_BYTES",
     "QUANTUM",
     "QUANTUM_BYTES",
+    "QUANTUM_SECONDS",
+    "TURN_SECONDS",
     "IngestQueue",
     "Outcome",
     "sender",
@@ -68,6 +71,23 @@ MAX_GROUP_BYTES: Final = 4 * 1024 * 1024
 #: blocked 1.08 s (median) after its threshold, and 1.42 s at most. An SDK's bodies, up to
 #: 1 000 events of about 500 bytes, still go four a turn.
 QUANTUM_BYTES: Final = MAX_GROUP_BYTES
+#: The time of the slot a sender's turn may take while others wait: each turn's CPU time is
+#: charged to its senders (by their bodies' events), and a sender owing more than this at its
+#: turn sits it out, owing this much less, while another sender's bodies wait. Bodies cheap to
+#: send and dear to store (1 000 new events of 16 properties each: 400 KB, 80-100 ms) went
+#: four a turn under the bytes' quantum, and held a brute force's block 2.8-3.5 s.
+QUANTUM_SECONDS: Final = 0.05
+#: Senders whose debts are remembered at most (those with no body in line are forgotten
+#: past it).
+MAX_DEBTS: Final = 10_000
+#: A turn's time, as its senders' bodies cost before (seconds a byte, by sender), at most
+#: but for its first body: the collector's (``IngestQueue(turn_seconds=...)``). Alone, a
+#: flooding sender took turns of eight bodies of 100 ms each, and a body that came during
+#: one waited for all eight, and the SDK's next batch behind it as long again.
+TURN_SECONDS: Final = 0.1
+#: What a byte of a sender not seen yet is taken to cost (an SDK's body of 500 events,
+#: 250 KB, takes about 20 ms).
+DEFAULT_BYTE_SECONDS: Final = 8e-8
 #: The bytes a sender's line holds, past which its next gzip body waits to be inflated
 #: (compressed: a few KB where inflated it may be 10 MB). Bodies that inflate 190 times
 #: (50 KB of gzip, 9.5 MB of JSON) from 1 000 connections held 9.9 GB waiting in one line.
@@ -78,7 +98,8 @@ LINE_BYTES: Final = 4 * MAX_GROUP_BYTES
 INFLATE_THREADS: Final = 2
 
 Outcome = tuple[dict[str, Any], Held]
-_Job = tuple[bytes, int, "asyncio.Future[Outcome]"]
+#: A body waiting: its bytes, its API key's id, its reply to come, and its sender.
+_Job = tuple[bytes, int, "asyncio.Future[Outcome]", Hashable]
 
 
 def sender(key_id: int, host: str | None) -> tuple[int, str]:
@@ -92,9 +113,19 @@ def sender(key_id: int, host: str | None) -> tuple[int, str]:
 class IngestQueue:
     """The bodies of one process (one event loop) waiting for its ingest slot."""
 
-    def __init__(self, pipeline: IngestPipeline, slot: anyio.CapacityLimiter) -> None:
+    def __init__(
+        self,
+        pipeline: IngestPipeline,
+        slot: anyio.CapacityLimiter,
+        turn_seconds: float | None = None,
+    ) -> None:
+        """``turn_seconds``: the bound of :data:`TURN_SECONDS` (None: turns bounded by
+        bodies and bytes only, as their order then depends on nothing measured)."""
         self._pipeline = pipeline
         self._slot = slot
+        self._turn_seconds = turn_seconds
+        #: What a byte of each sender's bodies took to store, lately (seconds).
+        self._byte_seconds: dict[Hashable, float] = {}
         #: The event loop it belongs to (its futures and its runner are that loop's).
         self.loop = asyncio.get_running_loop()
         #: Each sender with bodies waiting, its bodies oldest first; the senders in the order
@@ -105,6 +136,8 @@ class IngestQueue:
         self._credits: dict[Hashable, tuple[int, int]] = {}
         #: Bodies in those lines (a body whose request went away, until its turn comes).
         self._queued = 0
+        #: What each sender owes of the slot's time, in seconds (see QUANTUM_SECONDS).
+        self._debts: dict[Hashable, float] = {}
         #: The bytes of each sender's line (see :meth:`inflate`).
         self._line_bytes: dict[Hashable, int] = {}
         #: Set when bodies left the lines (then replaced): what :meth:`inflate` waits for.
@@ -173,7 +206,7 @@ class IngestQueue:
         line = self._senders.get(by)
         if line is None:
             line = self._senders[by] = deque()
-        line.append((body, key_id, future))
+        line.append((body, key_id, future, by))
         self._line_bytes[by] = self._line_bytes.get(by, 0) + len(body)
         self._queued += 1
         self.pending += 1
@@ -192,8 +225,8 @@ class IngestQueue:
                     await self._turn(group)
         except BaseException:
             for line in self._senders.values():
-                for *_, future in line:
-                    future.cancel()
+                for job in line:
+                    job[2].cancel()
             self._senders.clear()
             self._credits.clear()
             self._line_bytes.clear()
@@ -216,6 +249,7 @@ class IngestQueue:
         senders, credits = self._senders, self._credits
         group: list[_Job] = []
         size = 0
+        cost, bound = 0.0, self._turn_seconds
         stopped: list[tuple[Hashable, deque[_Job]]] = []
         while senders and len(group) < MAX_GROUP:
             by, line = next(iter(senders.items()))
@@ -228,9 +262,21 @@ class IngestQueue:
                     del senders[by], self._line_bytes[by]
                     credits.pop(by, None)
                 continue
-            if group and size + len(job[0]) > MAX_GROUP_BYTES:
+            if by not in credits and (debt := self._debts.pop(by, None)) is not None:
+                # A new quantum: one that owes the slot time sits this turn out while
+                # others wait, owing a quantum less.
+                debt -= QUANTUM_SECONDS
+                if debt > 0 and len(senders) > 1:
+                    self._debts[by] = debt
+                    senders.move_to_end(by)
+                    continue
+            guess = 0.0
+            if bound is not None:
+                guess = len(job[0]) * self._byte_seconds.get(by, DEFAULT_BYTE_SECONDS)
+            if group and (size + len(job[0]) > MAX_GROUP_BYTES or cost + guess > (bound or 0)):
                 stopped.append((by, senders.pop(by)))  # first in the next turn
                 continue
+            cost += guess
             # What is left of the sender's quantum: bodies, and bytes.
             count, room = credits.get(by) or (min(len(line), QUANTUM), QUANTUM_BYTES)
             group.append(job)
@@ -259,27 +305,64 @@ class IngestQueue:
         self._moved = asyncio.Event()
 
     async def _turn(self, group: list[_Job]) -> None:
-        bodies = [(body, key_id) for body, key_id, _ in group]
+        bodies = [(job[0], job[1]) for job in group]
         self.groups += 1
         self.grouped += len(group)
         observe_group(len(group))
         self._running = group
         try:
-            outcomes = await anyio.to_thread.run_sync(
-                self._pipeline.ingest_many, bodies, limiter=self._slot
+            outcomes, spent = await anyio.to_thread.run_sync(
+                self._timed_ingest, bodies, limiter=self._slot
             )
         except Exception as exc:  # a bug outside any one body's handling: every body's 500
-            outcomes = [exc] * len(group)
+            outcomes, spent = [exc] * len(group), 0.0
         except BaseException:  # cancelled: the server is stopping
-            for *_, future in group:
-                future.cancel()
+            for job in group:
+                job[2].cancel()
             raise
         finally:
             self._running = []
-        for (*_, future), outcome in zip(group, outcomes, strict=True):
+        self._charge(group, outcomes, spent)
+        for job, outcome in zip(group, outcomes, strict=True):
+            future = job[2]
             if future.done():  # its request went away meanwhile
                 continue
             if isinstance(outcome, Exception):
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+
+    def _timed_ingest(self, bodies: list[tuple[bytes, int]]) -> tuple[list[Any], float]:
+        """The pipeline's outcomes for ``bodies``, and the CPU time of this thread they took
+        (not the time spent waiting for another process's write lock)."""
+        start = time.thread_time()
+        outcomes = self._pipeline.ingest_many(bodies)
+        return outcomes, time.thread_time() - start
+
+    def _charge(self, group: list[_Job], outcomes: list[Any], spent: float) -> None:
+        """Charge each sender of the turn its share of the time it took, by the events of
+        its bodies (a body that failed counts one): see :data:`QUANTUM_SECONDS`."""
+        weights = [1 if isinstance(o, Exception) else max(1, _events_of(o[0])) for o in outcomes]
+        total = sum(weights)
+        if not total or spent <= 0:
+            return
+        debts, rates = self._debts, self._byte_seconds
+        charged: dict[Hashable, list[float]] = {}
+        for job, weight in zip(group, weights, strict=True):
+            share = spent * weight / total
+            seconds_bytes = charged.setdefault(job[3], [0.0, 0])
+            seconds_bytes[0] += share
+            seconds_bytes[1] += len(job[0])
+        for by, (seconds, size) in charged.items():
+            debts[by] = debts.get(by, 0.0) + seconds
+            rate = seconds / max(size, 1)
+            rates[by] = (rates[by] + rate) / 2 if by in rates else rate
+        if len(debts) > MAX_DEBTS or len(rates) > MAX_DEBTS:
+            self._debts = {by: d for by, d in debts.items() if by in self._senders}
+            self._byte_seconds = {by: r for by, r in rates.items() if by in self._senders}
+
+
+def _events_of(reply: dict[str, Any]) -> int:
+    """The events a body's reply says it held: stored, duplicates and refused."""
+    counts = (reply.get(k) for k in ("accepted", "duplicates", "rejected"))
+    return sum(c if isinstance(c, int) else len(c) if isinstance(c, list) else 0 for c in counts)
