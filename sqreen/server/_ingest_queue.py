@@ -262,9 +262,9 @@ class IngestQueue:
                     del senders[by], self._line_bytes[by]
                     credits.pop(by, None)
                 continue
-            if by not in credits and (debt := self._debts.pop(by, None)) is not None:
-                # A new quantum: one that owes the slot time sits this turn out while
-                # others wait, owing a quantum less.
+            if (debt := self._debts.pop(by, None)) is not None:
+                # One that owes the slot time sits this turn out while others wait (in the
+                # middle of its quantum too: what is left of it waits), owing a quantum less.
                 debt -= QUANTUM_SECONDS
                 if debt > 0 and len(senders) > 1:
                     self._debts[by] = debt
@@ -272,7 +272,10 @@ class IngestQueue:
                     continue
             guess = 0.0
             if bound is not None:
-                guess = len(job[0]) * self._byte_seconds.get(by, DEFAULT_BYTE_SECONDS)
+                # Never below the default: a cheap rate learnt (padded bodies) cannot make
+                # dear bodies look cheap.
+                learnt = self._byte_seconds.get(by, DEFAULT_BYTE_SECONDS)
+                guess = len(job[0]) * max(learnt, DEFAULT_BYTE_SECONDS)
             if group and (size + len(job[0]) > MAX_GROUP_BYTES or cost + guess > (bound or 0)):
                 stopped.append((by, senders.pop(by)))  # first in the next turn
                 continue
@@ -354,7 +357,10 @@ class IngestQueue:
             seconds_bytes[0] += share
             seconds_bytes[1] += len(job[0])
         for by, (seconds, size) in charged.items():
-            debts[by] = debts.get(by, 0.0) + seconds
+            if by in self._senders:  # still waiting: an emptied line owes nothing (as in DRR)
+                debts[by] = debts.get(by, 0.0) + seconds
+            else:
+                debts.pop(by, None)
             rate = seconds / max(size, 1)
             rates[by] = (rates[by] + rate) / 2 if by in rates else rate
         if len(debts) > MAX_DEBTS or len(rates) > MAX_DEBTS:

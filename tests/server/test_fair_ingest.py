@@ -409,12 +409,11 @@ def test_a_small_body_posted_during_a_gzip_flood_is_answered_before_the_flood(
     (small_seq,) = [e.seq for e in events if "small" in e.properties]
     before = {e.properties["flood"] for e in events if e.seq < small_seq}
     if fair:
-        # Stored in the turn after the one running when it came, and answered while the
-        # rest of the flood still waited: after the flood's next body, or before it (in
-        # the same turn) when the flood's first turn took more than QUANTUM_SECONDS.
-        # (A flood reply of its turn may reach its client after it.)
-        assert len(before) in (1, 2)
-        assert seen["flood_replies"] <= 2 and seen["waiting"] == FLOOD - 2
+        # Stored within two turns of the one running when it came (each flood body is a
+        # turn of its own: over TURN_SECONDS as bytes cost), and answered while the rest of
+        # the flood still waited. (A flood reply of its turn may reach its client after it.)
+        assert 1 <= len(before) <= 3
+        assert seen["flood_replies"] <= 3 and seen["waiting"] >= FLOOD - 3
     else:
         assert len(before) == FLOOD
 

@@ -28,6 +28,7 @@ from sqreen.server.playbooks import (
     is_exempt,
     parse_playbooks,
 )
+from sqreen.server.playbooks._engine import MAX_AFTER_FIRINGS
 from sqreen.server.playbooks._memory import MemoryWindows
 from sqreen.server.storage import Alert, EventFilter, Storage, open_storage
 from sqreen.server.storage._window_reads import COLUMNS_MAX, count_probes
@@ -315,3 +316,20 @@ def test_a_batch_of_successes_with_no_failure_between_them_alerts_once(
         site.send(site.event("auth.login.failure", f"198.51.100.{10 + i // 3}", 100 - i))
     site.send(*(site.event("auth.login.success", "198.51.100.50", 50 - i) for i in range(3)))
     assert counted(storage)["account-takeover"] == 1
+
+
+def test_a_crafted_batch_of_a_user_s_failures_and_successes_alerts_a_bounded_number(
+    storage: Storage, clock: Clock, tmp_path: Path
+) -> None:
+    """500 failures of one user, each followed by a success, in one body: each success
+    after the 10th failure could alert, each with the window's hits; a batch raises
+    MAX_AFTER_FIRINGS at most for a key (they were 500 alerts of up to 500 hits)."""
+    site = Site([storage], clock, playbook_file(tmp_path))
+    events = []
+    for i in range(500):
+        events.append(site.event("auth.login.failure", "198.51.100.9", 500 - i))
+        events.append(site.event("auth.login.success", "198.51.100.9", 499.5 - i))
+    site.send(*events)
+    takeovers = [a for a in per_user(storage) if a.playbook == "account-takeover"]
+    assert len(takeovers) == MAX_AFTER_FIRINGS
+    assert [a.total for a in takeovers] == list(range(10, 10 + MAX_AFTER_FIRINGS))

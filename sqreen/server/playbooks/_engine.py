@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
@@ -275,24 +275,19 @@ class Engine:
                         for rule_id, group, one in plan.triggered:
                             triggered.setdefault((rule_id, group), []).append(one)
                     at = triggered.get((p.id, key))
-                    # Each of its own events that fires leaves its mark, and the batch's
-                    # later ones are checked against it as a later batch's would be: the
-                    # logins of one batch alert as they would have one by one (and as the
-                    # backtest replays them).
-                    while at is not None:
-                        if mark is not None:
-                            at = _after_mark(at, found, mark)
-                        fired, trigger = _after(p, found, now_us, at)
-                        if fired is None or trigger is None:
-                            break
-                        if exempt is not None and exempt(p, key):
-                            break
-                        firings.append(_firing(p, key, fired, trigger))
-                        mark = (trigger.ts, trigger.seq)
-                        if p.quiet_for:
-                            quieted[(p.id, key)] = now_us + int(p.quiet_for.total_seconds() * US)
-                            break
                     if at is not None:
+                        # Each of its own events that fires leaves its mark, and the batch's
+                        # later ones are checked against it as a later batch's would be: the
+                        # logins of one batch alert as they would have one by one (and as
+                        # the backtest replays them), MAX_AFTER_FIRINGS at most.
+                        if exempt is None or not exempt(p, key):
+                            for counted, trigger in _after_all(p, found, now_us, at, mark):
+                                firings.append(_firing(p, key, counted, trigger))
+                                if p.quiet_for:
+                                    quieted[(p.id, key)] = now_us + int(
+                                        p.quiet_for.total_seconds() * US
+                                    )
+                                    break
                         continue
                 counted_from = found
                 if mark is not None and p.after is None:
@@ -321,14 +316,49 @@ class Engine:
         return max(0, until or 0)
 
 
-def _after_mark(triggers: Sequence[Triggered], hits: Sequence[Hit], mark: Mark) -> list[Triggered]:
-    """The ``triggers`` an ``after`` rule may still fire on, its key's alert at ``mark``: those
-    with a hit between the mark and them. The owner's next logins, no failure since, do not
-    alert again on the same failures; but a success after a new failure counts the window's,
-    lest a success forged (or the owner's) in the middle of an attack spend the alert the
-    takeover should raise."""
-    fresh = min(((h.ts, h.seq) for h in hits if (h.ts, h.seq) > mark), default=None)
-    return [t for t in triggers if fresh is not None and (t.ts, t.seq) > fresh]
+#: Firings of an ``after`` rule for one key from one batch, at most: a body of one user's
+#: 500 failures each followed by a success gave 500 alerts of its window's hits each.
+MAX_AFTER_FIRINGS: Final = 10
+
+
+def _after_all(
+    p: Playbook, hits: Sequence[Hit], now_us: int, triggers: Sequence[Triggered], mark: Mark | None
+) -> list[tuple[tuple[int, list[Hit]], Triggered]]:
+    """An ``after`` rule's firings on the batch's ``triggers``, in time order: each the first
+    trigger after enough hits of the window and, after an alert (``mark``, then each firing),
+    after a hit that came since. The owner's next logins, no failure since, do not alert
+    again on the same failures; but a success after a new failure counts the window's, lest a
+    success forged (or the owner's) in the middle of an attack spend the alert the takeover
+    should raise. The hits are sorted once, each firing found by bisection."""
+    if p.after is None or not triggers:
+        return []
+    ordered = sorted(hits, key=lambda h: (h.ts, h.seq))
+    times = [h.ts for h in ordered]
+    order = [(h.ts, h.seq) for h in ordered]
+    first = bisect_left(times, now_us - window_us_of(p))  # the window's first hit
+    need = p.after.threshold
+    if len(times) - first < need:
+        return []
+    enough = times[first + need - 1] if need > 0 else None
+    pending = sorted(t for t in triggers if enough is None or t.ts >= enough)
+    out: list[tuple[tuple[int, list[Hit]], Triggered]] = []
+    i = 0
+    while i < len(pending) and len(out) < MAX_AFTER_FIRINGS:
+        if mark is not None:
+            j = bisect_right(order, mark)  # the first hit after the mark
+            if j == len(order):
+                break
+            fresh = order[j]
+            while i < len(pending) and (pending[i].ts, pending[i].seq) <= fresh:
+                i += 1
+            if i == len(pending):
+                break
+        trigger = pending[i]
+        recent = ordered[first : bisect_right(times, trigger.ts)]
+        out.append(((len(recent), recent), trigger))
+        mark = (trigger.ts, trigger.seq)
+        i += 1
+    return out
 
 
 def _firing(
@@ -357,24 +387,11 @@ def _firing(
 def _after(
     p: Playbook, hits: Sequence[Hit], now_us: int, triggers: Sequence[Triggered]
 ) -> tuple[tuple[int, list[Hit]] | None, Triggered | None]:
-    """An ``after`` rule checked by the batch's ``triggers``: the earliest of them that
-    comes after enough hits, with what it counts; else (None, None). A trigger has enough
-    when the ``threshold``-th hit of the window (the times sorted once) is no later than it:
-    :func:`evaluate` for each trigger in turn read every hit again for each."""
-    if p.after is None or not triggers:
-        return None, None
-    times = sorted(h.ts for h in hits)
-    first = bisect_left(times, now_us - window_us_of(p))  # the window's first hit
-    need = p.after.threshold
-    if need > 0:
-        if len(times) - first < need:
-            return None, None
-        enough = times[first + need - 1]
-        triggers = [t for t in triggers if t.ts >= enough]
-    trigger = min(triggers, default=None)
-    if trigger is None:
-        return None, None
-    return evaluate(p, hits, now_us, trigger.ts), trigger
+    """An ``after`` rule's first firing on ``triggers`` (no alert before), else (None, None):
+    the earliest of them that comes after enough hits, with what it counts."""
+    for fired, trigger in _after_all(p, hits, now_us, triggers, None)[:1]:
+        return fired, trigger
+    return None, None
 
 
 def is_exempt(playbook: Playbook, key: str) -> bool:
