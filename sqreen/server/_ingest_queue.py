@@ -255,12 +255,7 @@ class IngestQueue:
             by, line = next(iter(senders.items()))
             job = line[0]
             if job[2].done():  # gone: no place in the turn, no part of the quantum
-                line.popleft()
-                self._queued -= 1
-                self._line_bytes[by] -= len(job[0])
-                if not line:
-                    del senders[by], self._line_bytes[by]
-                    credits.pop(by, None)
+                self._pop(by, line)
                 continue
             if (debt := self._debts.pop(by, None)) is not None:
                 # One that owes the slot time sits this turn out while others wait (in the
@@ -284,14 +279,10 @@ class IngestQueue:
             count, room = credits.get(by) or (min(len(line), QUANTUM), QUANTUM_BYTES)
             group.append(job)
             size += len(job[0])
-            line.popleft()
-            self._queued -= 1
-            self._line_bytes[by] -= len(job[0])
             count, room = count - 1, room - len(job[0])
-            if not line:
-                del senders[by], self._line_bytes[by]
-                credits.pop(by, None)
-            elif count > 0 and room > 0:
+            if self._pop(by, line):
+                continue  # its line is gone, with its credit
+            if count > 0 and room > 0:
                 credits[by] = (count, room)
             else:
                 credits.pop(by, None)
@@ -301,6 +292,16 @@ class IngestQueue:
             senders.move_to_end(by, last=False)
         self._left()
         return group
+
+    def _pop(self, by: Hashable, line: deque[_Job]) -> bool:
+        """Take the first body of ``by``'s line out of it; whether the line is now gone."""
+        self._line_bytes[by] -= len(line.popleft()[0])
+        self._queued -= 1
+        if line:
+            return False
+        del self._senders[by], self._line_bytes[by]
+        self._credits.pop(by, None)
+        return True
 
     def _left(self) -> None:
         """Wake the inflations waiting for their lines to shrink."""

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from sqreen.server.playbooks import Playbook, parse_playbooks
-from sqreen.server.playbooks._engine import _after
+from sqreen.server.playbooks._engine import _after_all
 from sqreen.server.playbooks._hits import Hit, Triggered, evaluate
 
 S = 1_000_000
@@ -30,6 +30,15 @@ action = "alert"
 """
     (playbook,) = parse_playbooks(text).playbooks
     return playbook
+
+
+def _after(
+    p: Playbook, hits: Sequence[Hit], now_us: int, triggers: Sequence[Triggered]
+) -> tuple[tuple[int, list[Hit]] | None, Triggered | None]:
+    """The rule's first firing on ``triggers`` (no alert before), else (None, None)."""
+    for fired, trigger in _after_all(p, hits, now_us, triggers, None)[:1]:
+        return fired, trigger
+    return None, None
 
 
 def plain(

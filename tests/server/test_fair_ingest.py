@@ -510,9 +510,9 @@ def test_a_sender_whose_line_holds_its_share_waits_to_inflate_and_another_does_n
         await until(lambda: queue.line_bytes("a") == len(first))
         waiting = asyncio.create_task(queue.inflate("a", gzip.compress(labelled("a1")), 10**8))
         other = await queue.inflate("b", gzip.compress(labelled("b0")), 10**8)
-        assert label_of(other) == "b0"
-        await asyncio.sleep(0.05)
-        assert not waiting.done() and queue.inflating == 1  # a's, waiting for its line
+        assert label_of(other) == "b0"  # inflated while a's waits (entered before it)
+        await until(lambda: queue.inflating == 1)
+        assert not waiting.done()  # a's, waiting for its line
         recorder.release.set()  # the held turn ends; the next takes a0: a's line is empty
         assert label_of(await waiting) == "a1"
         await held

@@ -384,16 +384,6 @@ def _firing(
     )
 
 
-def _after(
-    p: Playbook, hits: Sequence[Hit], now_us: int, triggers: Sequence[Triggered]
-) -> tuple[tuple[int, list[Hit]] | None, Triggered | None]:
-    """An ``after`` rule's first firing on ``triggers`` (no alert before), else (None, None):
-    the earliest of them that comes after enough hits, with what it counts."""
-    for fired, trigger in _after_all(p, hits, now_us, triggers, None)[:1]:
-        return fired, trigger
-    return None, None
-
-
 def is_exempt(playbook: Playbook, key: str) -> bool:
     """Whether ``key`` (of ``playbook.group_by``) is exempt: loopback, the playbook's
     ``exempt_ips`` (an IPv6 group holding one of them too, and an IPv4 address one of whose
