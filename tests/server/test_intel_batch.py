@@ -277,3 +277,26 @@ def test_addresses_a_file_places_with_the_same_record_share_one_ip_info(tmp_path
         assert later.enrichment[0]["ip_info"] is london
     finally:
         intel.close()
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one batch", "two batches"])
+def test_a_record_without_a_country_takes_each_address_s_own(tmp_path: Path, split: bool) -> None:
+    """One record of a file (a city, no country) places addresses of several countries: each
+    address's ``ip_info`` has the country the registries give it, whatever the record's
+    other addresses got before (the record's fields are shared, and never changed)."""
+    no_country = {k: v for k, v in LONDON.items() if k != "country"}
+    city = write_mmdb(
+        tmp_path / "city.mmdb", {"2.0.0.0/8": no_country}, database_type="GeoLite2-City"
+    )
+    intel = IpIntel.open([str(city)])
+    try:
+        ips = ["2.0.1.1", "2.3.1.1", "2.16.1.1", "2.0.1.2"]
+        batches = [batch_of(ips[:2]), batch_of(ips[2:])] if split else [batch_of(ips)]
+        for batch in batches:
+            intel(batch)
+        infos = [fields["ip_info"] for batch in batches for fields in batch.enrichment]
+        assert [info.get("country") for info in infos] == ["SE", "FR", "NL", "SE"]
+        assert all(info.get("city") == "London" for info in infos)
+        assert infos[0] is infos[3] and infos[0] is not infos[1]
+    finally:
+        intel.close()

@@ -25,7 +25,7 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ._address import Parsed, parse_address, parse_many
-from ._geoip import GeoIpDatabase, open_geoip
+from ._geoip import GeoIpDatabase, Placed, open_geoip
 from ._info import IpInfo, Reasons
 from ._score import KIND_POINTS, Reputation, ReputationSource, threat_score
 from ._sources import Countries, NetworkKinds
@@ -65,29 +65,28 @@ _GEO_GROUPS: Final = (
     ("latitude", "longitude", "accuracy_radius"),
     ("asn",),
 )
-#: What the files say of an address (their fields, its AS organisation), None for nothing.
-_Placed = tuple[dict[str, Any], str | None] | None
 
 
-def _merge(answers: Iterable[dict[str, Any] | None]) -> _Placed:
+def _merge(answers: Sequence[Placed | None]) -> Placed | None:
     """What several files say of one address: for each group of fields, the first file's
     that has it; the provider, the first AS organisation."""
     out: dict[str, Any] = {}
     as_org = None
     for got in answers:
-        if not got:
+        if got is None:
             continue
-        if not out:  # the first file with an answer: all of it (the usual case)
-            out = got
-            as_org = out.pop("as_org", None)
+        as_org = as_org or got.as_org
+        if not out:  # the first file with fields: all of them (the usual case)
+            out = dict(got.fields)
             continue
         for group in _GEO_GROUPS:
-            if group[0] in got and group[0] not in out:
+            if group[0] in got.fields and group[0] not in out:
                 for key in group:
-                    if key in got:
-                        out[key] = got[key]
-        as_org = as_org or got.get("as_org")
-    return (out, as_org) if out or as_org else None
+                    if key in got.fields:
+                        out[key] = got.fields[key]
+    if as_org:
+        out["as_org"] = as_org
+    return Placed(out) if out else None
 
 
 def _own(
@@ -132,6 +131,8 @@ class IpIntel:
         self.cache_size = cache_size
         self._cache: dict[str, IpInfo | None] = {}
         self._shared: dict[tuple[Any, ...], IpInfo] = {}
+        #: What several files say together, by what each says (:func:`_merge`).
+        self._merged: dict[tuple[Placed | None, ...], Placed | None] = {}
         #: The parsed addresses, for :attr:`reputation` checks (only while it holds any).
         self._where: dict[str, Parsed] = {}
 
@@ -232,6 +233,7 @@ class IpIntel:
         if len(cache) + len(texts) > self.cache_size:
             cache.clear()
             self._shared.clear()
+            self._merged.clear()
             self._where.clear()
         public_texts, public, special, bad = parse_many(texts)
         cache.update(dict.fromkeys(bad))
@@ -246,7 +248,7 @@ class IpIntel:
                 else [
                     address[2]
                     for address, got in zip(public, placed, strict=True)
-                    if got is None or "country" not in got[0]
+                    if got is None or "country" not in got.fields
                 ]
             )
             countries = iter(self.countries.many(unplaced) if unplaced else ())
@@ -256,12 +258,12 @@ class IpIntel:
                 out = None
                 if got is None:  # the usual case: no file has it
                     key: tuple[Any, ...] = (next(countries), network, None)
-                elif got[0]:  # a file placed it: shared by the addresses of the same record
-                    out = got[0]
+                elif got.fields:  # a file placed it: shared by the addresses of its record
+                    out = got.fields
                     country = next(countries) if "country" not in out else None
-                    key = (tuple(out.items()), country, network, got[1])
+                    key = (got, country, network, got.as_org)
                 else:
-                    key = (next(countries), network, got[1])
+                    key = (next(countries), network, got.as_org)
                 info = shared.get(key)
                 cache[text] = share(key, out) if info is None else info
         if scoring:
@@ -276,17 +278,24 @@ class IpIntel:
         hundred such groups)."""
         shared = self._shared.get(key)
         if shared is None:
-            shared = self._shared[key] = _own({} if out is None else out, *key[-3:])
+            shared = self._shared[key] = _own({} if out is None else dict(out), *key[-3:])
         return shared
 
-    def _geo(self, addresses: Sequence[Parsed]) -> list[_Placed]:
+    def _geo(self, addresses: Sequence[Parsed]) -> Sequence[Placed | None]:
         """What the ``.mmdb`` files say of each of ``addresses`` (None: nothing)."""
         if not self.geoip:
             return [None] * len(addresses)
-        answers = [db.lookup_many(addresses) for db in self.geoip]
+        answers = [db.placed_many(addresses) for db in self.geoip]
         if len(answers) == 1:  # the usual case
-            return [None if got is None else (got, got.pop("as_org", None)) for got in answers[0]]
-        return [_merge(gots) for gots in zip(*answers, strict=True)]
+            return answers[0]
+        merged = self._merged
+        out: list[Placed | None] = []
+        for gots in zip(*answers, strict=True):
+            found = merged.get(gots, _MISSING)
+            if found is _MISSING:
+                found = merged[gots] = _merge(gots)
+            out.append(found)
+        return out
 
     def sources(self) -> dict[str, Any]:
         """The data in use and its versions (``/healthz``, the explorer's agents page)."""
