@@ -95,19 +95,20 @@ class ActionPoller:
                     self._on_actions(reply.actions, version)
             if reply is not None and reply.outcome == "ok":
                 failures = 0
+                # Applied at once; the next poll waits for what this one cost, changed or
+                # not (an answer of 8 MiB saying nothing changed was asked again at once).
+                pause = PACE * (self._cpu() - spent)
                 if self._blocklist.version != version:
-                    # Applied at once; the next poll waits for what this one cost.
-                    pause = PACE * (self._cpu() - spent)
                     if isinstance(reply.actions, dict) and "items" in reply.actions:
                         now = self._clock()
                         pause = max(pause, last_whole + WHOLE_SET_EVERY - now)
                         last_whole = now
-                    if pause > 0:
-                        self._stop.wait(min(pause, MAX_BACKOFF))
                 elif self._clock() - started < 1.0:
                     # Nothing new, at once: a collector that does not hold the request (an
                     # older one). Ask at the pace of a heartbeat instead of in a loop.
-                    self._stop.wait(self._wait)
+                    pause = max(pause, self._wait)
+                if pause > 0:
+                    self._stop.wait(min(pause, MAX_BACKOFF))
                 continue
             failures += 1
             delay = min(MAX_BACKOFF, 2.0 ** (failures - 1))

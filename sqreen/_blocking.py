@@ -19,6 +19,7 @@ The blocks are indexed for the request path (:mod:`sqreen._block_index`).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from ._block_index import (
     parse_network,
 )
 from ._client_ip import TrustedProxies
+from ._text import visible
 
 __all__ = ["MAX_BLOCKS", "PACE", "Blocked", "Blocklist", "IPBlock", "UserBlock", "fold_identifier"]
 
@@ -134,9 +136,7 @@ class Blocklist:
             self._index = build_index(blocks)
             self._blocks = {b.action_id: b for b in blocks}
             self._refused_items = {
-                str(item["id"]): item
-                for item in head
-                if isinstance(item, dict) and str(item.get("id", "")) in refused
+                action_id: item for item in head if (action_id := _id_of(item)) in refused
             }
             waiting: dict[str, Any] = {}
             for item in items[MAX_BLOCKS : 2 * MAX_BLOCKS]:
@@ -144,6 +144,7 @@ class Blocklist:
                 if action_id and action_id not in self._blocks and action_id not in refused:
                     waiting[action_id] = item
             self._wait(waiting, refused, len(items))
+            _log_refused(self.refused, refused)
             self.refused = refused
             self.version = version
 
@@ -185,7 +186,7 @@ class Blocklist:
             waiting = dict(self._waiting)
             for gone in remove:
                 for held in (blocks, refused, items, waiting):
-                    held.pop(str(gone), None)
+                    held.pop(str(gone)[:MAX_ID], None)
             known = self._networks
 
             def place(action_id: str, item: Any) -> None:
@@ -225,6 +226,7 @@ class Blocklist:
                     str(b.network): b.network for b in blocks.values() if isinstance(b, IPBlock)
                 }
             self._index = build_index(blocks.values())
+            _log_refused(self.refused, refused)
             self._blocks, self.refused, self._refused_items = blocks, refused, items
             self.version = version
 
@@ -254,11 +256,19 @@ class Blocklist:
         if not isinstance(item, dict):
             return None
         expires_in = item.get("expires_in")
-        if expires_in is not None and (not isinstance(expires_in, int | float) or expires_in <= 0):
-            return None
-        deadline = None if expires_in is None else now + float(expires_in)
-        reason = item.get("reason") if isinstance(item.get("reason"), str) else None
-        action_id = str(item.get("id", ""))
+        deadline = None
+        if expires_in is not None:
+            if not isinstance(expires_in, int | float) or expires_in <= 0:
+                return None
+            try:  # an integer of 400 digits (the wire has no bound on them) is no float
+                deadline = now + float(expires_in)
+            except OverflowError:
+                deadline = math.inf
+            if not math.isfinite(deadline):
+                return None
+        reason = item.get("reason")
+        reason = reason[:MAX_REASON] if isinstance(reason, str) else None
+        action_id = _id_of(item)
         if item.get("type") == "block_user":
             user = item.get("user")
             if (
@@ -266,7 +276,6 @@ class Blocklist:
                 or not user
                 or not all(isinstance(k, str) and isinstance(v, str) for k, v in user.items())
             ):
-                logger.warning("sqreen: refusing block %s: it needs a non-empty user", action_id)
                 refused[action_id] = "it needs a non-empty user"
                 return None
             return UserBlock(dict(user), deadline, reason, action_id)
@@ -295,7 +304,6 @@ class Blocklist:
             ):
                 return net
             why = f"{net} covers a trusted proxy"
-        logger.warning("sqreen: refusing block %s: %s", action_id, why)
         return why
 
     def user_block(self, user: dict[str, str] | None) -> Blocked | None:
@@ -336,5 +344,33 @@ class Blocklist:
         return Blocked(ip=ip, reason=found.reason, action_id=found.action_id)
 
 
+#: A block's id and reason as kept, at most (characters): the collector's are short; a
+#: reason of 7 MiB made every refused request build a message of 7 MiB.
+MAX_ID = 256
+MAX_REASON = 1024
+#: Refusals written out in the one log line of a set, at most.
+LOGGED_REFUSALS = 5
+
+
 def _id_of(item: Any) -> str:
-    return str(item.get("id", "")) if isinstance(item, dict) else ""
+    return str(item.get("id", ""))[:MAX_ID] if isinstance(item, dict) else ""
+
+
+def _log_refused(before: dict[str, str], refused: dict[str, str]) -> None:
+    """One log line for the blocks a new set refuses that the set before did not (a set
+    that changes at every reply logged each of its refused blocks again, raw: the
+    collector's ids made log lines and terminal escapes of their own). Those past
+    MAX_BLOCKS are said once by :meth:`Blocklist._wait`."""
+    new = [
+        (action_id, why)
+        for action_id, why in refused.items()
+        if before.get(action_id) != why and not why.startswith("past the ")
+    ]
+    if not new:
+        return
+    shown = "; ".join(
+        f"refusing block {visible(action_id[:100])}: {visible(why[:200])}"
+        for action_id, why in new[:LOGGED_REFUSALS]
+    )
+    more = len(new) - LOGGED_REFUSALS
+    logger.warning("sqreen: %s%s", shown, f" (and {more} more)" if more > 0 else "")

@@ -20,6 +20,7 @@ from time import thread_time  # this thread's CPU time
 from typing import TYPE_CHECKING, Any
 
 from ._blocking import MAX_BLOCKS, PACE
+from ._drops import DROP_NOTE_INTERVAL
 from ._errors import Guard, InternalErrors
 from ._text import visible
 from .events import ALIASES
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from ._event import QueuedEvent
     from ._spool import Spool
     from .transports import Transport
+    from .transports.base import Reply
 
 __all__ = ["MAX_BACKOFF", "MAX_RETRY_AFTER", "Batch", "Delivery", "Prepared", "spellings"]
 
@@ -95,6 +97,8 @@ class Delivery:
     _attempt: int
     _retry_at: float
     _rejections: set[str]
+    _refused_unsaid: int
+    _refused_said_at: float
     _clock: Callable[[], float]
     _jitter: Callable[[float, float], float]
     _encode: Callable[[QueuedEvent], bytes]
@@ -166,12 +170,14 @@ class Delivery:
                 return False
             held, spent = self.blocklist.version, thread_time()
             reply = self.transport.send(self._envelope(), [p.data for p in batch], timeout)
-            self.apply_actions(reply.actions, held)
-            if deadline is None and self.blocklist.version != held:
-                # A collector whose set changes with every reply kept the flusher parsing
-                # and applying (the GIL held) as fast as batches went: the next batch waits
-                # for what this one's set cost, when that is noticeable.
-                pause = PACE * (thread_time() - spent)
+            self._take_actions(reply, held)
+            if deadline is None:
+                # A collector whose set changes with every reply, or whose replies are dear
+                # to read, kept the flusher parsing and applying (the GIL held) as fast as
+                # batches went: the next batch waits for what this reply cost, when that
+                # is noticeable.
+                changed = self.blocklist.version != held
+                pause = PACE * (thread_time() - spent if changed else reply.cost)
                 if pause >= MIN_PAUSE:
                     self._retry_at = max(self._retry_at, self._clock() + min(pause, MAX_BACKOFF))
             if reply.outcome != "retry":
@@ -191,11 +197,7 @@ class Delivery:
                 self._ready.extendleft([Batch(batch[half:]), Batch(batch[:half])])
             elif reply.outcome in ("drop", "split"):
                 self._ready.popleft()
-                logger.error(
-                    "sqreen: %d events refused by the receiver: %s",
-                    len(batch),
-                    visible(reply.detail),
-                )
+                self._say_refused(len(batch), reply.detail)
                 self._settle(batch, sent=0, reason="rejected", dropped=len(batch))
             else:
                 self._spool_all()  # kept on disk while the collector does not take them
@@ -209,6 +211,24 @@ class Delivery:
                     )
                 self._expire()
                 return False
+
+    def _say_refused(self, count: int, detail: str) -> None:
+        """A line for events the receiver refused whole, at most one every
+        DROP_NOTE_INTERVAL with the count since (a proxy answering 413 to every request made
+        a line an event: its batches are split down to one event each)."""
+        self._refused_unsaid += count
+        now = self._clock()
+        if now < self._refused_said_at + DROP_NOTE_INTERVAL:
+            return
+        logger.error(
+            "sqreen: %d events refused by the receiver: %s%s",
+            self._refused_unsaid,
+            visible(detail),
+            ""
+            if self._refused_said_at < 0
+            else f" (since the last such line, {now - self._refused_said_at:.0f} s ago)",
+        )
+        self._refused_unsaid, self._refused_said_at = 0, now
 
     def _log_rejected(self, errors: list[str]) -> None:
         """Once per reason (its field and rule, as the collector worded them, written out:
@@ -282,6 +302,13 @@ class Delivery:
             self.sent += sent
             self.dropped[reason] += dropped
 
+    def _take_actions(self, reply: Reply, held: int) -> None:
+        """:meth:`apply_actions` of a reply, guarded: a set this process cannot apply (a bug
+        of ours, on whatever a collector sent) is counted and logged, and the batch it came
+        with is delivered all the same (it was resent for ever)."""
+        with self.errors.guard("applying the collector's action set"):
+            self.apply_actions(reply.actions, held)
+
     def apply_actions(
         self, actions: Any, held: int | None = None, *, restored: bool = False
     ) -> None:
@@ -333,7 +360,7 @@ class Delivery:
             reply = send(payload, timeout=max(0.0, deadline - self._clock()))
         else:
             reply = send(payload)
-        self.apply_actions(reply.actions, held)
+        self._take_actions(reply, held)
         if reply.outcome == "retry" and reply.retry_after:
             # Retry-After speaks for the whole collector: events wait too.
             wait = min(reply.retry_after, MAX_RETRY_AFTER)

@@ -123,6 +123,9 @@ class Queue(Delivery):
         self._next_heartbeat = self._last_flush  # fetch the action set at once
         self._recovering = True  # the first round takes over what dead processes spooled
         self._rejections: set[str] = set()
+        #: Events refused by the receiver (400, 413, 422) not said yet, and when they last were.
+        self._refused_unsaid = 0
+        self._refused_said_at = -float("inf")
         self.tracked = 0
         self.recovered = 0
         self.adjusted = 0

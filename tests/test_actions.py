@@ -123,3 +123,36 @@ def test_a_refused_request_is_reported_in_an_event_and_the_heartbeat(
     assert event["request"]["ip"] == "203.0.113.8" and event["request"]["path"] == "/x"
     assert sqreen_events.client.stats()["refused"] == {"42": 30}
     assert isinstance(Blocked(ip="x"), BaseException)
+
+
+def test_an_answer_dear_to_read_that_changes_nothing_is_not_asked_again_at_once() -> None:
+    """An answer saying nothing changed after a full wait is asked again at once, unless it
+    cost the thread noticeable CPU (8 MiB of padding to parse): then the next poll waits
+    for PACE times that, as after a change."""
+    blocklist = Blocklist(TrustedProxies(None))
+    blocklist.apply(_set(4))
+    calls: list[float] = []
+    cpu = [0.0]
+    clock = [0.0]
+
+    def poll(version: int, wait: float) -> Reply:
+        calls.append(time.monotonic())
+        clock[0] += 5.0  # held the full wait, as a collector holds a poll
+        cpu[0] += 0.2  # and cost 0.2 s of CPU to read: the next poll waits 0.8 s
+        return Reply("ok", actions={"version": 4, "unchanged": True})
+
+    poller = ActionPoller(
+        poll,
+        blocklist,
+        lambda actions, held: None,
+        InternalErrors(),
+        wait=5,
+        clock=lambda: clock[0],
+        cpu=lambda: cpu[0],
+    )
+    poller.start()
+    time.sleep(1.0)
+    poller.stop()
+    assert 1 <= len(calls) <= 2  # without the pause: as fast as the answers came
+    if len(calls) == 2:
+        assert calls[1] - calls[0] >= 0.75

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sqreen
-from sqreen._blocking import Blocked, Blocklist, IPBlock, UserBlock
+from sqreen._blocking import MAX_ID, MAX_REASON, Blocked, Blocklist, IPBlock, UserBlock
 from sqreen._client_ip import TrustedProxies
 from sqreen.transports import Reply, ScriptedTransport
 
@@ -359,3 +359,46 @@ def test_refused_blocks_are_kept_with_their_reason_and_reported_in_the_heartbeat
         time.sleep(0.02)
     reported = next(b["stats"]["refused_blocks"] for b in beats if "refused_blocks" in b["stats"])
     assert reported["proxy"] == "127.0.0.1/32 covers a trusted proxy" and "fine" not in reported
+
+
+def test_refusals_are_logged_once_a_set_in_one_line_their_ids_written_out(
+    sqreen_log: pytest.LogCaptureFixture,
+) -> None:
+    """A collector's ids cannot make log lines of their own nor act on a terminal; a set
+    repeating the refusals of the one before logs nothing again (a set changing at every
+    reply logged each refused block again: 7 MB of log a second)."""
+    forged = "x\n2099-01-01 CRITICAL root: FORGED\x1b[2J"
+    items = [{"id": f"{forged}{n}", "type": "block_user", "user": {}} for n in range(50)]
+    b = Blocklist(TrustedProxies(None))
+    b.apply({"version": 1, "items": items})
+    lines = [r.getMessage() for r in sqreen_log.records if "refusing block" in r.getMessage()]
+    assert len(lines) == 1
+    assert "\n" not in lines[0] and "\x1b" not in lines[0] and "\\x1b" in lines[0]
+    assert "(and 45 more)" in lines[0] and len(b.refused) == 50
+    sqreen_log.clear()
+    b.apply({"version": 2, "items": items})
+    assert not [r for r in sqreen_log.records if "refusing block" in r.getMessage()]
+
+
+def test_an_action_set_s_odd_blocks_are_refused_alone(sqreen_log: pytest.LogCaptureFixture) -> None:
+    """A refused block without an id, an expiry of 400 digits (no float holds it) and a
+    reason or id of a megabyte: each is refused or bounded, never an error, and the set's
+    other blocks are enforced."""
+    huge = int("1" + "0" * 400)
+    b = blocklist(
+        [
+            {"type": "block_user", "user": {}},  # refused, and no id
+            ip("203.0.113.9", id="far", expires_in=huge),
+            {**ip("203.0.113.10", id="y" * 1_000_000), "reason": "r" * 1_000_000},
+            ip("203.0.113.11", id="fine"),
+        ]
+    )
+    assert b.version == 1
+    assert b.ip_block("203.0.113.9") is None
+    long = b.ip_block("203.0.113.10")
+    assert long is not None and len(long.reason or "") == MAX_REASON
+    assert len(long.action_id or "") == MAX_ID and len(str(long)) < 2 * MAX_REASON
+    assert b.ip_block("203.0.113.11") is not None
+    assert b.refused == {"": "it needs a non-empty user"}
+    b.apply({"version": 2, "since": 1, "add": [], "remove": ["y" * 1_000_000]})
+    assert b.ip_block("203.0.113.10") is None  # removed by its id, as long as it came

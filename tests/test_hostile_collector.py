@@ -155,3 +155,95 @@ def test_the_byte_bound_is_the_memory_bound_with_the_collector_down() -> None:
     grown, queued, dropped = map(int, proc.stdout.split())
     assert queued <= 16 * 1024 * 1024 and dropped > 0
     assert grown < 16 * 1024 * 1024 + 48 * 1024 * 1024, f"RSS grew by {grown >> 20} MiB"
+
+
+def test_blocks_the_sdk_cannot_use_never_hold_up_delivery(receiver: Receiver) -> None:
+    """A refused block without an id and an expiry of 400 digits in a reply: the batch is
+    delivered, the set's other blocks enforced (each stopped delivery for good: the batch
+    was sent again and again while the queue filled)."""
+    actions = {
+        "version": 7,
+        "items": [
+            {"type": "block_user", "user": {}},
+            {"id": "far", "type": "block_ip", "ip": "203.0.113.9", "expires_in": 10**400},
+            {"id": "ok", "type": "block_ip", "ip": "198.51.100.7"},
+        ],
+    }
+    body = json.dumps({"actions": actions}).encode()
+    receiver.respond(200, times=3, path="/v1/events", body=body)
+    client = sqreen.init(endpoint=receiver.url, flush_interval=0.05, heartbeat_interval=3600)
+    for name in ("a", "b", "c"):
+        sqreen.track(name)
+        assert sqreen.flush(timeout=10)
+    assert client.stats()["sent"] == 3 and client.internal_errors == 0
+    assert [e["name"] for e in receiver.events] == ["a", "b", "c"]
+    assert client.blocklist.version == 7
+    assert sqreen.is_blocked(ip="198.51.100.7") and not sqreen.is_blocked(ip="203.0.113.9")
+
+
+def test_a_set_that_cannot_be_applied_is_counted_and_its_batch_delivered() -> None:
+    queue, transport, clock = make(Reply("ok", actions={"version": 3, "items": []}))
+
+    def broken(actions: object) -> None:
+        raise RuntimeError("a bug of ours")
+
+    queue.blocklist.apply = broken  # type: ignore[method-assign]
+    put(queue, 2)
+    clock.advance(10)
+    queue.step()
+    assert queue.stats()["sent"] == 2 and len(transport.batches()) == 1
+    assert queue.errors.count >= 1
+
+
+def test_a_reply_dear_to_read_paces_the_next_batch_even_when_nothing_changed() -> None:
+    """A reply whose reading cost the flusher 0.5 s of CPU (8 MiB of padding around an
+    unchanged set) holds the next batch PACE times that: such replies took the GIL as fast
+    as batches went, three quarters of the app's requests lost."""
+    dear = Reply("ok", actions={"unchanged": True}, cost=0.5)
+    queue, transport, clock = make(dear, dear, flush_interval=0.01)
+    put(queue, 1)
+    clock.advance(1)
+    queue.step()
+    assert len(transport.batches()) == 1
+    put(queue, 1)
+    clock.advance(1)
+    queue.step()
+    assert len(transport.batches()) == 1  # still paced
+    clock.advance(1.01)
+    queue.step()
+    assert len(transport.batches()) == 2
+
+
+def test_a_reply_of_millions_of_arrays_is_not_parsed(receiver: Receiver) -> None:
+    padded = b'{"actions": {"version": 9, "items": []}, "pad": [' + b"[]," * 300_000 + b"[]]}"
+    receiver.respond(200, path="/v1/events", body=padded)
+    client = sqreen.init(endpoint=receiver.url, flush_interval=0.05, heartbeat_interval=3600)
+    sqreen.track("a")
+    assert sqreen.flush(timeout=10)
+    assert client.stats()["sent"] == 1 and client.internal_errors == 0
+    assert client.blocklist.version != 9  # delivered; its set not read
+
+
+def test_events_refused_one_by_one_make_one_log_line_a_minute(
+    sqreen_log: pytest.LogCaptureFixture,
+) -> None:
+    """A proxy answering 413 to every request: batches split down to one event, each
+    refused; the log says so once a minute with the count, not once an event."""
+    queue, _, clock = make(*[Reply("split")] * 40, flush_interval=0.01)
+    for _ in range(4):
+        put(queue, 4)
+        clock.advance(1)
+        queue.step()
+    lines = [
+        r.getMessage() for r in sqreen_log.records if "refused by the receiver" in r.getMessage()
+    ]
+    assert len(lines) == 1 and queue.stats()["dropped"]["rejected"] == 16
+    clock.advance(60)
+    put(queue, 2)
+    queue.step()
+    lines = [
+        r.getMessage() for r in sqreen_log.records if "refused by the receiver" in r.getMessage()
+    ]
+    assert len(lines) == 2 and "(since the last such line, " in lines[1]
+    said = int(lines[0].split()[1]) + int(lines[1].split()[1])
+    assert 16 < said <= queue.stats()["dropped"]["rejected"] <= 18  # every one counted
