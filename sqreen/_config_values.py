@@ -211,10 +211,16 @@ def header_name(name: str, value: object) -> str:
 
 
 def strings(name: str, value: object) -> tuple[str, ...] | None:
-    """A list of strings (any iterable but text, bytes and mappings); ``trusted_proxies``
-    may be None (loopback and Unix sockets)."""
-    if value is None and name == "trusted_proxies":
-        return None
+    """A list of strings (any iterable but text, bytes and mappings). ``trusted_proxies``
+    may be None (loopback and Unix sockets), or text as the environment writes it (split at
+    commas, ``"10.0.0.0/8, 192.168.0.0/16"``, or ``"none"``, trusting nobody): a framework's
+    settings often come from the environment as text. (Patterns may hold commas: a
+    ``scrub_values`` given as text is refused.)"""
+    if name == "trusted_proxies":
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = from_text(name, value)
     if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
         raise ConfigError(f"{name} must be a list of strings, not {shown(value)}")
     items = tuple(value)

@@ -132,7 +132,7 @@ def test_environment_lists_and_booleans() -> None:
         ({"max_queue_size": 0}, "max_queue_size"),
         ({"endpoint": "ftp://x"}, "endpoint"),
         ({"token": 42}, "token"),
-        ({"trusted_proxies": "10.0.0.0/8"}, "trusted_proxies"),
+        ({"trusted_proxies": "10.0.0.0/8; 192.168.0.0/16"}, "trusted_proxies"),
         ({"trusted_proxies": ["not-a-cidr"]}, "not-a-cidr"),
         ({"scrub_keys": [1]}, "scrub_keys"),
         ({"flush_intervall": 1}, "flush_intervall"),
@@ -715,3 +715,13 @@ def test_the_fixture_says_which_block_the_sdk_refuses(sqreen_events: CapturedEve
         sqreen_events.block([{"type": "block_ip", "ip": "10.0.0.0/8"}])
     sqreen_events.block([{"type": "block_user", "user": {"uid": "42"}}])  # no id: one is given
     assert sqreen.is_blocked({"uid": "42"})
+
+
+def test_trusted_proxies_as_text_read_as_in_the_environment() -> None:
+    """A Flask config or Django setting read from the environment holds text: it reads as
+    ``SQREEN_TRUSTED_PROXIES`` does (it was refused as "not a list")."""
+    config = Config.resolve({"trusted_proxies": "10.0.0.0/8, 192.168.0.0/16"}, environ={})
+    assert config.trusted_proxies == ("10.0.0.0/8", "192.168.0.0/16")
+    assert Config.resolve({"trusted_proxies": "none"}, environ={}).trusted_proxies == ()
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        Config.resolve({"trusted_proxies": "10.0.0.0/8, not a network"}, environ={})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import ipaddress
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import click
@@ -73,7 +74,12 @@ def _placed(placed: PlacedBlock) -> str:
 def _describe(b: Block) -> str:
     who = " ".join(f"{k}={v}" for k, v in (b.user or {}).items()) if b.user else str(b.ip)
     until = "until lifted" if b.expires_at is None else f"until {when(b.expires_at)}"
-    state = f" (lifted {when(b.lifted_at)} by {b.lifted_by})" if b.lifted_at else ""
+    if b.lifted_at:
+        state = f" (lifted {when(b.lifted_at)} by {b.lifted_by})"
+    elif b.expires_at is not None and b.expires_at <= datetime.now(UTC):
+        state = " (expired)"
+    else:
+        state = ""
     reason = f" reason: {b.reason}" if b.reason else ""
     kind = "user" if b.type == "block_user" else "ip"
     # A playbook's block names the user an event named: printed with controls written out.
@@ -172,6 +178,11 @@ def unblock(target: tuple[str, ...], db: str) -> None:
         click.echo(f"unblocked {_describe(b)}")
     for b in remaining:  # a block is lifted by its own target: say what still refuses
         click.echo(f"still blocked by {_describe(b)}")
+    asked = {parse_block_id(t) for t in target}
+    missed = sorted(i for i in asked - {b.id for b in found} if i is not None)
+    if missed and None not in asked:  # ids, one of which lifted nothing: not silently
+        shown = ", ".join(f"#{i}" for i in missed)
+        raise click.ClickException(f"no active block {shown}: the others were lifted")
 
 
 def _target_network(target: tuple[str, ...]) -> str | None:

@@ -43,7 +43,14 @@ def _line(e: StoredEvent) -> str:
 @click.command()
 @click.option("--name", help="Only events with this name (LiteSOC's other spellings too).")
 @click.option("--user", "users", multiple=True, metavar="KEY=VALUE", help="User identifier.")
-@click.option("--prop", "props", multiple=True, metavar="KEY=VALUE", help="Property value.")
+@click.option(
+    "--prop",
+    "props",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Property value: top-level text, integer and true/false properties (decimal "
+    "numbers, null, lists and objects are not indexed: they match nothing here).",
+)
 @click.option(
     "--ip",
     metavar="IP|CIDR",

@@ -76,6 +76,11 @@ def https_settings(
         # An encrypted key would make OpenSSL ask for its password on the terminal: refuse.
         context.load_cert_chain(certfile, keyfile, password=_no_password)
     except (ssl.SSLError, ValueError) as exc:
+        if keyfile is None and not _holds_key(certfile):
+            raise click.ClickException(
+                f"--ssl-certfile {certfile} holds no private key: give the key with "
+                "--ssl-keyfile (or one PEM file holding both)"
+            ) from None
         raise click.ClickException(
             f"--ssl-certfile {certfile}"
             + (f" and --ssl-keyfile {keyfile}" if keyfile else "")
@@ -86,6 +91,15 @@ def https_settings(
     if keyfile is not None:
         settings["ssl_keyfile"] = keyfile
     return settings
+
+
+def _holds_key(path: str) -> bool:
+    """Whether the PEM file at ``path`` holds a private key (of any kind, encrypted too)."""
+    try:
+        with open(path, "rb") as file:
+            return b"PRIVATE KEY-----" in file.read(1 << 20)
+    except OSError:
+        return False
 
 
 def _no_password() -> bytes:

@@ -19,14 +19,25 @@ __all__ = ["purge"]
     "write lock, ingest waiting, while it rewrites the database; needs free space for a "
     "copy of what is kept).",
 )
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Confirm --days 0: delete every event received until now (where serve's "
+    "--retention-days 0 keeps everything).",
+)
 @db_option
-def purge(days: float, vacuum: bool, db: str) -> None:
+def purge(days: float, vacuum: bool, yes: bool, db: str) -> None:
     """Delete events received more than --days ago (by their receipt, not their own time,
     which an SDK's clock sets), and SDK processes silent for a week.
 
     Also deletes the alerts made, the blocks ended (lifted or expired), the users' traits
     last set, and the export cursors last moved, more than --days ago: never a block in
-    force, nor its alert."""
+    force, nor its alert. --days 0 deletes every event, with --yes only."""
+    if days == 0 and not yes:
+        raise click.UsageError(
+            "--days 0 deletes every event received until now (serve's --retention-days 0 "
+            "means keep everything): add --yes to do so"
+        )
     with opened(db, create=False) as storage:
         count = storage.purge_older_than(days)
         agents = storage.purge_agents()

@@ -126,8 +126,8 @@ class BlockLimitReached(InvalidBlock):
     def __init__(self, limit: int) -> None:
         super().__init__(
             "blocks",
-            f"{limit} blocks are in force, the most this collector allows (--max-blocks, "
-            "env SQREEN_MAX_BLOCKS): lift some, or wait for some to expire",
+            f"{limit} or more blocks are in force, and this collector allows {limit} at most "
+            "(--max-blocks, env SQREEN_MAX_BLOCKS): lift some, or wait for some to expire",
         )
         self.limit = limit
 

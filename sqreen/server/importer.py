@@ -43,6 +43,7 @@ from .._wire import IDENTIFY, WireEvent, parse_event
 from .._wire_time import parse_timestamp
 from ..events import ALIASES
 from .intel import IpIntel
+from .names import standard_name
 from .storage import MAX_IDS, Storage
 
 __all__ = [
@@ -255,13 +256,15 @@ def import_lines(
             continue
         try:
             event, stored = _event(line, seen)
+            if stored is NOT_STORED:  # a wire event: named as at ingest (never a derived name)
+                event["name"] = standard_name(event["name"])
+            elif event["name"] in ALIASES:  # the collector's own line: what it stored
+                event["name"] = ALIASES[event["name"]]
         except InvalidEvent as exc:
             report.bad_lines += 1
             if len(report.bad) < MAX_BAD_KEPT:
                 report.bad.append((number, str(exc)))
             continue
-        if event["name"] in ALIASES:
-            event["name"] = ALIASES[event["name"]]
         if event["name"] == IDENTIFY:
             identities.append(event)
         else:

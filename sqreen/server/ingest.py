@@ -18,9 +18,9 @@ from starlette.requests import Request
 
 from .._event import InvalidEvent
 from .._wire import parse_sender
-from ..events import ALIASES, DERIVED_EVENTS
 from . import fastjson
 from .errors import ApiError
+from .names import standard_name
 from .storage import ControlStore, Heartbeat
 
 __all__ = [
@@ -115,23 +115,6 @@ def parse_json(body: bytes) -> Any:
         raise ApiError(400, "malformed JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, huge integers...
         raise ApiError(400, f"malformed JSON: {exc}") from None
-
-
-def standard_name(name: str) -> str:
-    """An event's name as the collector stores it: LiteSOC's other spellings as the standard
-    name (:data:`sqreen.events.ALIASES`). A name the collector raises itself
-    (:data:`sqreen.events.DERIVED_EVENTS`) is refused (:class:`InvalidEvent`): playbooks act
-    on it as on the collector's own, so one forged impossible travel would block any user."""
-    name = ALIASES.get(name, name)
-    sources = DERIVED_EVENTS.get(name)
-    if sources is not None:
-        raise InvalidEvent(
-            "name",
-            "derived",
-            f"{name!r} is raised by the collector itself (from {', '.join(sources)}), "
-            "never sent by an SDK",
-        )
-    return name
 
 
 def text(value: object) -> str | None:

@@ -33,8 +33,9 @@ def test_past_the_cap_a_new_block_is_refused_until_one_ends(storage: Storage, cl
     with pytest.raises(BlockLimitReached) as refused:
         service.create(ip_block("192.0.2.2"), created_by="t")
     assert refused.value.field == "blocks"
-    assert "2 blocks are in force, the most this collector allows (--max-blocks" in str(
-        refused.value
+    assert (
+        "2 or more blocks are in force, and this collector allows 2 at most (--max-blocks"
+        in str(refused.value)
     )
     assert storage.action_version() == version  # no SDK woken for nothing
     assert [b.id for b in storage.list_blocks()] == [kept.id, short.id]
@@ -126,10 +127,10 @@ def test_the_api_the_cli_and_the_playbooks_at_the_cap(
     refused = collector.post("/v1/blocks", {"type": "block_ip", "ip": "192.0.2.3"}, admin=True)
     assert refused.status_code == 409
     assert refused.json()["field"] == "blocks"
-    assert "2 blocks are in force" in refused.json()["error"]
+    assert "2 or more blocks are in force" in refused.json()["error"]
     cli = CliRunner().invoke(main, ["block", "ip", "192.0.2.3", "--max-blocks", "2", "--db", db])
     assert cli.exit_code == 1
-    assert "2 blocks are in force, the most this collector allows" in cli.output
+    assert "2 or more blocks are in force, and this collector allows 2 at most" in cli.output
 
     with caplog.at_level(logging.ERROR, "sqreen.server"):
         for attacker in ("198.51.100.23", "198.51.100.24"):

@@ -213,3 +213,37 @@ def test_blocks_made_before_migration_13_are_found_by_their_target(
         assert len(storage.list_blocks()) == 4
     finally:
         storage.close()
+
+
+def test_a_person_extending_a_block_gives_it_their_reason_or_says_whose_it_was(
+    sqlite_storage: Storage,
+) -> None:
+    """Extending a block by hand with a reason keeps that reason (it was dropped without a
+    word); adopting a playbook's block without one names the playbook (its reason stood
+    under the person's name); a playbook extending its own block keeps the reason."""
+    store = sqlite_storage
+    hour, day = timedelta(hours=1), timedelta(days=1)
+    made = store.create_block(
+        "block_ip",
+        ip="192.0.2.77/32",
+        duration=hour,
+        reason="5 sign-ups",
+        created_by="playbook:signup-abuse",
+    )
+    again = store.create_block(
+        "block_ip",
+        ip="192.0.2.77/32",
+        duration=2 * hour,
+        reason="6 sign-ups",
+        created_by="playbook:signup-abuse",
+    )
+    assert again.id == made.id and again.reason == "5 sign-ups"
+    adopted = store.create_block(
+        "block_ip", ip="192.0.2.77/32", duration=day, created_by="cli:root"
+    )
+    assert adopted.id == made.id and adopted.created_by == "cli:root"
+    assert adopted.reason == "first blocked by playbook:signup-abuse: 5 sign-ups"
+    mine = store.create_block(
+        "block_ip", ip="192.0.2.77/32", duration=2 * day, reason="mine", created_by="cli:root"
+    )
+    assert mine.id == made.id and mine.reason == "mine"

@@ -27,7 +27,7 @@ from sqreen.server.importer import import_lines, read_lines
 from sqreen.server.storage import EventFilter, Follower, Storage, follow, newer, open_storage
 from sqreen.server.storage._rows import event_record
 
-from .conftest import SQREEN, ServeProcess, envelope, wire_event
+from .conftest import SQREEN, ServeProcess, envelope, wait_for, wire_event
 
 
 @pytest.fixture
@@ -146,6 +146,18 @@ def test_block_unblock_and_blocks(db: str) -> None:
     newest = run("blocks", "--all", "--limit", "2", "--json", "--db", db).output.splitlines()
     assert [json.loads(line)["id"] for line in newest] == ["3", "2"]
     assert "--limit" in run("blocks", "--all", "--limit", "0", "--db", db, ok=False).output
+
+
+def test_unblocking_ids_says_which_lifted_nothing_and_expired_blocks_say_so(db: str) -> None:
+    assert "blocked #1" in run("block", "ip", "198.51.100.216", "--for", "5m", "--db", db).output
+    result = run("unblock", "999", "1", "--db", db, ok=False)
+    assert result.exit_code == 1 and "unblocked #1" in result.output
+    assert "no active block #999" in result.output  # a mistyped id is not passed over
+    assert "blocked #2" in run("block", "ip", "198.51.100.217", "--for", "1s", "--db", db).output
+    wait_for(lambda: "(expired)" in run("blocks", "--all", "--db", db).output)
+    lines = run("blocks", "--all", "--db", db).output.splitlines()
+    assert next(line for line in lines if line.startswith("#2")).endswith("(expired)")
+    assert "(lifted " in next(line for line in lines if line.startswith("#1"))
 
 
 def test_unblocking_a_network_says_what_still_blocks_inside_it(db: str) -> None:
@@ -489,6 +501,10 @@ def test_purge(db: str) -> None:
     finally:
         storage.close()
     assert "deleted 1 events older than 30 days" in run("purge", "--days", "30", "--db", db).output
+    # 0 is every event here, where serve's --retention-days 0 keeps everything: confirmed only
+    refused = run("purge", "--days", "0", "--db", db, ok=False)
+    assert refused.exit_code == 2 and "add --yes" in refused.output
+    assert "deleted 1 events" in run("purge", "--days", "0", "--yes", "--db", db).output
 
 
 def test_an_unopenable_database_is_a_clear_error(tmp_path: Path) -> None:

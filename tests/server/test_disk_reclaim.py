@@ -85,11 +85,11 @@ def test_purge_vacuum_gives_the_free_pages_back(tmp_path: Path, small_wal_limit:
     db = filled(tmp_path)
     full = size(db)
     with another_connection(db):
-        plain = CliRunner().invoke(main, ["purge", "--days", "0", "--db", db])
+        plain = CliRunner().invoke(main, ["purge", "--days", "0", "--yes", "--db", db])
         assert plain.exit_code == 0, plain.output
         assert size(db) == full  # the pages are free, not given back
         assert size(db + "-wal") == 0
-        result = CliRunner().invoke(main, ["purge", "--days", "0", "--vacuum", "--db", db])
+        result = CliRunner().invoke(main, ["purge", "--days", "0", "--yes", "--vacuum", "--db", db])
         assert result.exit_code == 0, result.output
         assert "vacuumed: " in result.stdout
         assert size(db) < full / 10

@@ -136,6 +136,13 @@ def test_serve_refuses_a_key_of_another_certificate(tmp_path: Path, pki: Pki) ->
     assert "do not make a certificate with its key" in result.output
 
 
+def test_serve_with_a_certificate_alone_says_the_key_is_missing(tmp_path: Path, pki: Pki) -> None:
+    db = str(tmp_path / "s.db")
+    result = CliRunner().invoke(main, ["serve", "--db", db, "--ssl-certfile", str(pki.cert)])
+    assert result.exit_code == 1
+    assert "holds no private key: give the key with --ssl-keyfile" in result.output
+
+
 def test_forwarded_headers_are_believed_from_the_allowed_proxy_only(
     tmp_path: Path, serve: Callable[..., ServeProcess]
 ) -> None:

@@ -486,3 +486,30 @@ def test_sqreen_import_stores_ip_info_and_standard_names(tmp_path: Path) -> None
     (stored,) = map(json.loads, out.splitlines())
     assert stored["name"] == "auth.login.failure"
     assert (stored["ip_info"]["country"], stored["ip_info"]["kind"]) == ("DE", "tor")
+
+
+def test_sqreen_import_refuses_the_collector_s_own_names_but_keeps_its_own_lines(
+    tmp_path: Path,
+) -> None:
+    """An impossible travel in a file of wire events is refused as at ingest (each stands for
+    two logins the collector compared); one in the collector's own export imports back."""
+    db = str(tmp_path / "import.db")
+    lines = tmp_path / "events.jsonl"
+    forged = [
+        wire_event(name=name) for name in ("security.impossible_travel", "auth.login.success")
+    ]
+    lines.write_text("".join(json.dumps(e) + "\n" for e in forged))
+    result = CliRunner().invoke(main, ["import", str(lines), "--db", db])
+    assert "raised by the collector itself" in result.output
+    out = CliRunner().invoke(main, ["events", "--json", "--db", db]).output
+    assert [json.loads(line)["name"] for line in out.splitlines()] == ["auth.login.success"]
+    own = json.loads(out.splitlines()[0])
+    own.update(name="security.impossible_travel", id="travel-1")
+    lines.write_text(json.dumps(own) + "\n")  # the collector's line: seq, received_at...
+    result = CliRunner().invoke(main, ["import", str(lines), "--db", db])
+    assert result.exit_code == 0, result.output
+    out = CliRunner().invoke(main, ["events", "--json", "--db", db]).output
+    assert sorted(json.loads(line)["name"] for line in out.splitlines()) == [
+        "auth.login.success",
+        "security.impossible_travel",
+    ]

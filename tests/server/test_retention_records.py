@@ -149,7 +149,7 @@ def test_sqreen_purge_deletes_them_and_says_so(tmp_path: Path) -> None:
         raise_alert(storage, "203.0.113.9")
     finally:
         storage.close()
-    result = CliRunner().invoke(main, ["purge", "--days", "0", "--db", db])
+    result = CliRunner().invoke(main, ["purge", "--days", "0", "--yes", "--db", db])
     assert result.exit_code == 0, result.output
     assert "deleted 1 alerts, 0 ended blocks, 0 users' traits and 0 export cursors" in (
         result.stdout

@@ -18,6 +18,7 @@ from sqreen.server.playbooks import (
     PlaybookError,
     PlaybookSource,
     parse_playbooks,
+    sign,
     verify_signature,
 )
 
@@ -100,3 +101,20 @@ def test_the_collector_signs_with_the_file_s_secret_in_force(tmp_path: Path) -> 
         assert notifier.secret() == "rotated"  # read at each post, not fixed at start
     finally:
         storage.close()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "t=,v1=", "v1=abc", "t=1_0,v1=x", "t= 10,v1=x", "t=\u0663,v1=x", b"\xff\xfe", 7],
+)
+def test_verify_signature_answers_false_to_whatever_a_sender_writes(header: object) -> None:
+    """A receiver written from the README answers a forged or unsigned post with False, not
+    a 500 (None, what ``headers.get()`` gives without the header, raised AttributeError)."""
+    assert verify_signature("s", b"{}", header) is False  # type: ignore[arg-type]
+
+
+def test_verify_signature_with_a_non_ascii_mac_is_false_not_an_error() -> None:
+    now = 1_700_000_000
+    assert verify_signature("s", b"{}", sign("s", b"{}", now), now=now)
+    assert not verify_signature("s", b"{}", f"t={now},v1=\u00e9", now=now)
+    assert verify_signature("s", b"{}", sign("s", b"{}", now).encode(), now=now)

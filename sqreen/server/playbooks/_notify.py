@@ -70,14 +70,24 @@ def _encode(payload: Mapping[str, Any]) -> bytes:
 
 
 def verify_signature(
-    secret: str, body: bytes, header: str, now: float | None = None, tolerance: float = TOLERANCE
+    secret: str,
+    body: bytes,
+    header: str | bytes | None,
+    now: float | None = None,
+    tolerance: float = TOLERANCE,
 ) -> bool:
-    """For receivers: whether ``header`` signs ``body`` under ``secret``, recently."""
-    parts = dict(p.partition("=")[::2] for p in header.split(","))
-    try:
-        at = int(parts.get("t", ""))
-    except ValueError:
+    """For receivers: whether ``header`` signs ``body`` under ``secret``, recently. False,
+    never an error, for whatever a sender wrote there, or nothing (``headers.get(...)`` of
+    an unsigned post: None)."""
+    if isinstance(header, bytes):
+        header = header.decode("latin-1")
+    if not isinstance(header, str) or not header.isascii() or len(header) > 1024:
         return False
+    parts = dict(p.partition("=")[::2] for p in header.split(","))
+    t = parts.get("t", "")
+    if not (t.isdigit() and len(t) <= 12):  # ("1_0" and " 10" are ints to int())
+        return False
+    at = int(t)
     if abs((time.time() if now is None else now) - at) > tolerance:
         return False
     expected = sign(secret, body, at).partition("v1=")[2]

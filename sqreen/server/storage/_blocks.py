@@ -135,13 +135,13 @@ class BlockQueries(SqlPart):
     ) -> Placement:
         """Place ``spec`` inside the write transaction of ``cur``: a new block, or the active
         block that already covers the same network or user, its expiry extended when
-        ``spec`` lasts longer (its reason kept; its author too, unless a person asks for a
-        playbook's block: it becomes theirs). When a new one would pass
-        ``spec.max_active``, a playbook's replaces the playbook block created longest ago;
-        else :class:`TooManyBlocks` is raised (the caller's transaction rolls back or, for a
-        playbook, stores its alert without a block). ``turn``: what the transaction placing
-        several blocks knows of the cap (:class:`~._block_cap.CapTurn`; its ``placed`` are
-        never replaced)."""
+        ``spec`` lasts longer (its author kept, unless a person asks for a playbook's block:
+        it becomes theirs; its reason kept, unless a person gives one: :func:`_reason`).
+        When a new one would pass ``spec.max_active``, a playbook's replaces the playbook
+        block created longest ago; else :class:`TooManyBlocks` is raised (the caller's
+        transaction rolls back or, for a playbook, stores its alert without a block).
+        ``turn``: what the transaction placing several blocks knows of the cap
+        (:class:`~._block_cap.CapTurn`; its ``placed`` are never replaced)."""
         turn = CapTurn() if turn is None else turn
         expires = None if spec.duration is None else now + int(spec.duration.total_seconds() * 1e6)
         found = self._covering(cur, spec, now)
@@ -191,11 +191,12 @@ class BlockQueries(SqlPart):
             return Placement(found, "kept")  # (the version taken is left unused: no row has it)
         outcome: BlockOutcome = "kept" if _lasts(found, expires) else "extended"
         row = cur.execute(
-            "UPDATE blocks SET expires_at = ?, created_by = ?, changed_in = ? WHERE id = ? "
-            f"RETURNING {BLOCK_COLUMNS}",
+            "UPDATE blocks SET expires_at = ?, created_by = ?, reason = ?, changed_in = ? "
+            f"WHERE id = ? RETURNING {BLOCK_COLUMNS}",
             (
                 found.expires_at if outcome == "kept" else expires,
                 spec.created_by if adopt else found.created_by,
+                _reason(spec, found, adopt),
                 version,
                 found.id,
             ),
@@ -320,6 +321,22 @@ def _adopts(spec: BlockSpec, found: BlockRow) -> bool:
     """Whether placing ``spec`` makes block ``found`` its author's: a person asking for a
     target that a playbook's block covers (it is then never replaced at the cap)."""
     return by_playbook(found.created_by) and not by_playbook(spec.created_by)
+
+
+def _reason(spec: BlockSpec, found: BlockRow, adopt: bool) -> str | None:
+    """The reason of block ``found`` once ``spec`` extends or adopts it: a person's own
+    reason when they give one (it was dropped without a word); a playbook's block a person
+    adopts without one says whose it was (its reason stood under their name); else its own
+    (a playbook's next alert does not rewrite it)."""
+    if by_playbook(spec.created_by):
+        return found.reason
+    if spec.reason:
+        return spec.reason
+    if adopt:
+        return f"first blocked by {found.created_by}" + (
+            f": {found.reason}" if found.reason else ""
+        )
+    return found.reason
 
 
 def _lasts(found: BlockRow, expires: int | None) -> bool:

@@ -185,7 +185,7 @@ class TooManyBlocks(Exception):
     """A block refused because ``limit`` blocks are already in force."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"{limit} blocks are in force, the most allowed")
+        super().__init__(f"{limit} or more blocks are in force, {limit} at most allowed")
         self.limit = limit
 
 
