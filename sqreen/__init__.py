@@ -148,10 +148,12 @@ def start() -> Client:
     As the agent did, it also instruments the frameworks: every Flask app gets the Flask
     integration before its first request, and Django the middleware, first in
     ``MIDDLEWARE``; each once, also where it is set up by hand. ``SQREEN_AUTO_INSTRUMENT=0``
-    turns that off (see :mod:`sqreen._instrument`)."""
+    turns that off (see :mod:`sqreen._instrument`). In the reloader of ``manage.py
+    runserver`` or ``flask run --debug``, which serves nothing, no thread is started."""
     client = _hub.get_client()
     _instrument.auto_instrument(client)
-    client.start()
+    if not _instrument.reloader_parent():  # (a dev server's reloader serves nothing)
+        client.start()
     return client
 
 

@@ -21,7 +21,7 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ._config_values import boolean
@@ -29,7 +29,7 @@ from ._config_values import boolean
 if TYPE_CHECKING:
     from ._client import Client
 
-__all__ = ["ENV_VARIABLE", "auto_instrument", "enabled", "note_unbound", "undo"]
+__all__ = ["ENV_VARIABLE", "auto_instrument", "enabled", "note_unbound", "reloader_parent", "undo"]
 
 logger = logging.getLogger("sqreen")
 
@@ -61,6 +61,35 @@ def auto_instrument(client: Client) -> None:
         return
     importlib.import_module(_HOOKS).install()
     _installed = True
+
+
+def reloader_parent(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> bool:
+    """Whether this process is a development server's reloader: ``manage.py runserver``
+    (without ``--noreload``) or ``flask run`` with its reloader (``--reload``, or
+    ``--debug``/``FLASK_DEBUG`` without ``--no-reload``), before it starts the child that
+    serves (the child has ``RUN_MAIN`` or ``WERKZEUG_RUN_MAIN`` set to ``true``). It loads
+    the settings, or the app, and serves nothing: ``start()`` starts no thread there (its
+    heartbeats made a second, idle process of the app on the agents page); what it tracks
+    still starts them."""
+    args = list(sys.argv if argv is None else argv)
+    env = os.environ if environ is None else environ
+    if not args:
+        return False
+    rest = args[1:]
+    if "runserver" in rest:
+        return "--noreload" not in rest and env.get("RUN_MAIN") != "true"
+    program = os.path.basename(args[0])
+    flask_cli = program in ("flask", "flask.exe") or args[0].endswith(
+        os.path.join("flask", "__main__.py")
+    )
+    if not flask_cli or "run" not in rest or env.get("WERKZEUG_RUN_MAIN") == "true":
+        return False
+    if "--no-reload" in rest:
+        return False
+    debug = env.get("FLASK_DEBUG", "").lower() in ("1", "true", "yes", "on")
+    return "--reload" in rest or "--debug" in rest or (debug and "--no-debug" not in rest)
 
 
 def undo() -> None:
