@@ -105,8 +105,9 @@ def opened(db: str, *, create: bool = True, upgrade: bool = True) -> Iterator[St
     if not create and not db.startswith(POSTGRES_SCHEMES):
         path = Path(db.removeprefix("sqlite://"))
         if not path.is_file():
+            what = "a directory, not a file" if path.is_dir() else "no such file"
             raise click.ClickException(
-                f"cannot open the SQLite database {str(path.resolve())!r}: no such file "
+                f"cannot open the SQLite database {str(path.resolve())!r}: {what} "
                 "(give --db, or set SQREEN_DB)"
             )
     try:

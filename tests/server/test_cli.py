@@ -508,6 +508,8 @@ def test_purge(db: str) -> None:
 
 
 def test_an_unopenable_database_is_a_clear_error(tmp_path: Path) -> None:
+    result = run("blocks", "--db", str(tmp_path), ok=False)
+    assert result.exit_code == 1 and "a directory, not a file" in result.output
     result = run("blocks", "--db", str(tmp_path / "missing" / "dir" / "x.db"), ok=False)
     assert result.exit_code == 1 and "cannot open the SQLite database" in result.output
     result = run("blocks", "--db", "postgresql://nobody@127.0.0.1:1/none", ok=False)
