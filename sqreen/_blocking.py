@@ -265,6 +265,7 @@ class Blocklist:
             except OverflowError:
                 deadline = math.inf
             if not math.isfinite(deadline):
+                refused[_id_of(item)] = "its expires_in is no finite number of seconds"
                 return None
         reason = item.get("reason")
         reason = reason[:MAX_REASON] if isinstance(reason, str) else None

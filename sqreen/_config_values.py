@@ -217,6 +217,8 @@ def strings(name: str, value: object) -> tuple[str, ...] | None:
     settings often come from the environment as text. (Patterns may hold commas: a
     ``scrub_values`` given as text is refused.)"""
     if name == "trusted_proxies":
+        if isinstance(value, str) and not value.strip():
+            value = None  # unset, as an empty SQREEN_TRUSTED_PROXIES is (not "trust none")
         if value is None:
             return None
         if isinstance(value, str):

@@ -99,6 +99,7 @@ class Delivery:
     _rejections: set[str]
     _refused_unsaid: int
     _refused_said_at: float
+    _refused_detail: str
     _clock: Callable[[], float]
     _jitter: Callable[[float, float], float]
     _encode: Callable[[QueuedEvent], bytes]
@@ -212,21 +213,25 @@ class Delivery:
                 self._expire()
                 return False
 
-    def _say_refused(self, count: int, detail: str) -> None:
+    def _say_refused(self, count: int = 0, detail: str | None = None, final: bool = False) -> None:
         """A line for events the receiver refused whole, at most one every
         DROP_NOTE_INTERVAL with the count since (a proxy answering 413 to every request made
-        a line an event: its batches are split down to one event each)."""
+        a line an event: its batches are split down to one event each); what is left unsaid
+        is said by the flusher's next round past the interval, and at exit (``final``)."""
         self._refused_unsaid += count
+        if detail is not None:
+            self._refused_detail = detail
         now = self._clock()
-        if now < self._refused_said_at + DROP_NOTE_INTERVAL:
+        if not self._refused_unsaid or (
+            not final and now < self._refused_said_at + DROP_NOTE_INTERVAL
+        ):
             return
+        since = now - self._refused_said_at
         logger.error(
             "sqreen: %d events refused by the receiver: %s%s",
             self._refused_unsaid,
-            visible(detail),
-            ""
-            if self._refused_said_at < 0
-            else f" (since the last such line, {now - self._refused_said_at:.0f} s ago)",
+            visible(self._refused_detail),
+            f" (since the last such line, {since:.0f} s ago)" if since != float("inf") else "",
         )
         self._refused_unsaid, self._refused_said_at = 0, now
 

@@ -67,8 +67,8 @@ def reloader_parent(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> bool:
     """Whether this process is a development server's reloader: ``manage.py runserver``
-    (without ``--noreload``) or ``flask run`` with its reloader (``--reload``, or
-    ``--debug``/``FLASK_DEBUG`` without ``--no-reload``), before it starts the child that
+    (without ``--noreload``) or ``flask run`` with its reloader (``--reload`` or
+    ``FLASK_RUN_RELOAD``, else ``--debug`` or ``FLASK_DEBUG``), before it starts the child that
     serves (the child has ``RUN_MAIN`` or ``WERKZEUG_RUN_MAIN`` set to ``true``). It loads
     the settings, or the app, and serves nothing: ``start()`` starts no thread there (its
     heartbeats made a second, idle process of the app on the agents page); what it tracks
@@ -86,10 +86,19 @@ def reloader_parent(
     )
     if not flask_cli or "run" not in rest or env.get("WERKZEUG_RUN_MAIN") == "true":
         return False
-    if "--no-reload" in rest:
-        return False
-    debug = env.get("FLASK_DEBUG", "").lower() in ("1", "true", "yes", "on")
-    return "--reload" in rest or "--debug" in rest or (debug and "--no-debug" not in rest)
+    if "--reload" in rest or "--no-reload" in rest:  # the last one given wins, as in click
+        return _last(rest, "--reload") > _last(rest, "--no-reload")
+    reload = env.get("FLASK_RUN_RELOAD", "").strip().lower()
+    if reload:  # click reads the option from there (auto_envvar_prefix="FLASK")
+        return reload in ("1", "true", "t", "yes", "y", "on")
+    if "--debug" in rest or "--no-debug" in rest:
+        return _last(rest, "--debug") > _last(rest, "--no-debug")
+    return env.get("FLASK_DEBUG", "").strip().lower() in ("1", "true", "t", "yes", "y", "on")
+
+
+def _last(args: Sequence[str], flag: str) -> int:
+    """The index of the last ``flag`` in ``args`` (-1: none)."""
+    return max((i for i, a in enumerate(args) if a == flag), default=-1)
 
 
 def undo() -> None:

@@ -126,6 +126,7 @@ class Queue(Delivery):
         #: Events refused by the receiver (400, 413, 422) not said yet, and when they last were.
         self._refused_unsaid = 0
         self._refused_said_at = -float("inf")
+        self._refused_detail = ""
         self.tracked = 0
         self.recovered = 0
         self.adjusted = 0
@@ -300,6 +301,7 @@ class Queue(Delivery):
             with self.errors.guard("the last heartbeat"):
                 self._heartbeat(deadline)
         self._note_drops(self._clock(), final=True)
+        self._say_refused(final=True)
         if self._pending:
             kept = self._spool_the_rest() + self._late_kept
             logger.warning(
@@ -354,6 +356,7 @@ class Queue(Delivery):
                     # waits for the interval, not sent as a stream of small batches.
                     self._send_all(None, full_only=not everything)
             self._note_drops(self._clock())
+            self._say_refused()
         if self.errors.count != errors:  # a bug of ours: do not spin on it
             self._back_off(None)
         self._notify_drained()

@@ -723,5 +723,7 @@ def test_trusted_proxies_as_text_read_as_in_the_environment() -> None:
     config = Config.resolve({"trusted_proxies": "10.0.0.0/8, 192.168.0.0/16"}, environ={})
     assert config.trusted_proxies == ("10.0.0.0/8", "192.168.0.0/16")
     assert Config.resolve({"trusted_proxies": "none"}, environ={}).trusted_proxies == ()
+    # empty, as os.environ.get("X", "") gives: unset (loopback), as the environment reads it
+    assert Config.resolve({"trusted_proxies": " "}, environ={}).trusted_proxies is None
     with pytest.raises(ConfigError, match="trusted_proxies"):
         Config.resolve({"trusted_proxies": "10.0.0.0/8, not a network"}, environ={})

@@ -399,6 +399,9 @@ def test_an_action_set_s_odd_blocks_are_refused_alone(sqreen_log: pytest.LogCapt
     assert long is not None and len(long.reason or "") == MAX_REASON
     assert len(long.action_id or "") == MAX_ID and len(str(long)) < 2 * MAX_REASON
     assert b.ip_block("203.0.113.11") is not None
-    assert b.refused == {"": "it needs a non-empty user"}
+    assert b.refused == {
+        "": "it needs a non-empty user",
+        "far": "its expires_in is no finite number of seconds",  # reported to the collector
+    }
     b.apply({"version": 2, "since": 1, "add": [], "remove": ["y" * 1_000_000]})
     assert b.ip_block("203.0.113.10") is None  # removed by its id, as long as it came

@@ -228,22 +228,45 @@ def test_events_refused_one_by_one_make_one_log_line_a_minute(
     sqreen_log: pytest.LogCaptureFixture,
 ) -> None:
     """A proxy answering 413 to every request: batches split down to one event, each
-    refused; the log says so once a minute with the count, not once an event."""
+    refused; the log says so once a minute with the count, not once an event, and what is
+    left unsaid is said by the flusher's next round past the minute, with nothing new."""
     queue, _, clock = make(*[Reply("split")] * 40, flush_interval=0.01)
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in sqreen_log.records if "by the receiver" in r.getMessage()]
+
     for _ in range(4):
         put(queue, 4)
         clock.advance(1)
         queue.step()
-    lines = [
-        r.getMessage() for r in sqreen_log.records if "refused by the receiver" in r.getMessage()
-    ]
-    assert len(lines) == 1 and queue.stats()["dropped"]["rejected"] == 16
+    assert len(lines()) == 1 and queue.stats()["dropped"]["rejected"] == 16
     clock.advance(60)
+    queue.step()  # nothing refused in this round: the rest is said all the same
+    assert len(lines()) == 2 and "(since the last such line, " in lines()[1]
+    said = sum(int(line.split()[1]) for line in lines())
+    assert said == queue.stats()["dropped"]["rejected"] == 16
+    clock.advance(1)
     put(queue, 2)
     queue.step()
-    lines = [
-        r.getMessage() for r in sqreen_log.records if "refused by the receiver" in r.getMessage()
+    queue.shutdown(timeout=0)  # at exit: said at once
+    assert len(lines()) == 3
+    assert sum(int(line.split()[1]) for line in lines()) == queue.stats()["dropped"]["rejected"]
+
+
+def test_an_honest_set_of_users_named_with_brackets_is_applied(receiver: Receiver) -> None:
+    """Brackets inside strings open nothing: a set of 1 100 user blocks each named with 250
+    ``[`` (an attacker signs up as such users for a playbook to block them) holds 275 000
+    of them, and the set, the IP blocks in it too, is applied (it was not read at all)."""
+    items = [
+        {"id": str(n), "type": "block_user", "user": {"username": "[" * 250 + str(n)}}
+        for n in range(1100)
     ]
-    assert len(lines) == 2 and "(since the last such line, " in lines[1]
-    said = int(lines[0].split()[1]) + int(lines[1].split()[1])
-    assert 16 < said <= queue.stats()["dropped"]["rejected"] <= 18  # every one counted
+    items.append({"id": "ip", "type": "block_ip", "ip": "203.0.113.7"})
+    body = json.dumps({"actions": {"version": 5, "items": items}}).encode()
+    receiver.respond(200, path="/v1/events", body=body)
+    client = sqreen.init(endpoint=receiver.url, flush_interval=0.05, heartbeat_interval=3600)
+    sqreen.track("a")
+    assert sqreen.flush(timeout=10)
+    assert client.blocklist.version == 5 and client.internal_errors == 0
+    assert sqreen.is_blocked(ip="203.0.113.7")
+    assert sqreen.is_blocked({"username": "[" * 250 + "7"})

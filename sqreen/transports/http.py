@@ -22,6 +22,7 @@ import encodings.idna  # noqa: F401  (see below)
 import json
 import logging
 import os
+import re
 import ssl
 import threading
 import zlib
@@ -157,7 +158,7 @@ class HTTPTransport:
             if not whole:
                 logger.warning("sqreen: a reply of over %d bytes was not read", MAX_REPLY_BYTES)
                 return Reply("ok", cost=thread_time() - began)  # its actions are not applied
-            if body.count(b"[") + body.count(b"{") > MAX_REPLY_CONTAINERS:
+            if _containers(body) > MAX_REPLY_CONTAINERS:
                 logger.warning(
                     "sqreen: a reply of over %d JSON arrays and objects was not read",
                     MAX_REPLY_CONTAINERS,
@@ -228,6 +229,22 @@ def _read_bounded(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
             return b"".join(chunks), False
         chunks.append(chunk)
     return b"".join(chunks), True
+
+
+#: A JSON string, quotes included (possessive: no backtracking, linear even on a string
+#: left open; 8 MiB of brackets inside one string: 0.04 s, of quotes: 0.4 s).
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+
+
+def _containers(body: bytes) -> int:
+    """How many JSON arrays and objects ``body`` opens, at most: its ``[`` and ``{``, then,
+    when they are many, only those outside strings (a collector's honest set of user blocks
+    named ``[[[...``, which an attacker can sign up as, is no padding)."""
+    count = body.count(b"[") + body.count(b"{")
+    if count <= MAX_REPLY_CONTAINERS:
+        return count
+    outside = _STRING.sub(b"", body)
+    return outside.count(b"[") + outside.count(b"{")
 
 
 def _shown(body: bytes) -> str:

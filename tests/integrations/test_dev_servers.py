@@ -133,6 +133,12 @@ def test_the_reloader_is_no_sdk_process_of_its_own(
         (["/venv/bin/flask", "run", "--debug", "--no-reload"], {}, False),
         (["/venv/bin/flask", "run", "--debug"], {"WERKZEUG_RUN_MAIN": "true"}, False),
         (["/venv/bin/flask", "run"], {}, False),
+        (["/venv/bin/flask", "run"], {"FLASK_DEBUG": "1", "FLASK_RUN_RELOAD": "false"}, False),
+        (["/venv/bin/flask", "run"], {"FLASK_RUN_RELOAD": "1"}, True),
+        (["/venv/bin/flask", "run", "--no-reload"], {"FLASK_RUN_RELOAD": "1"}, False),
+        (["/venv/bin/flask", "run", "--no-reload", "--reload"], {}, True),
+        (["/venv/bin/flask", "run", "--debug", "--no-debug"], {}, False),
+        (["/venv/lib/python3.11/site-packages/flask/__main__.py", "run", "--debug"], {}, True),
         (["/venv/bin/gunicorn", "app:app", "--reload"], {}, False),  # it serves
         ([], {}, False),
     ],

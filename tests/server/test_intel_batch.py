@@ -279,6 +279,30 @@ def test_addresses_a_file_places_with_the_same_record_share_one_ip_info(tmp_path
         intel.close()
 
 
+def test_ipv6_addresses_of_one_record_share_one_ip_info(tmp_path: Path) -> None:
+    """IPv6 addresses are read one by one (no tree walk gives their record): those a record
+    places alike still share one ``ip_info`` (1 000 of them made 1 000: 20 times the
+    cache's memory), as IPv4 addresses of one record do."""
+    city = write_mmdb(
+        tmp_path / "city.mmdb",
+        {"2a00::/16": LONDON, "81.0.0.0/8": LONDON},
+        database_type="GeoLite2-City",
+    )
+    intel = IpIntel.open([str(city)])
+    try:
+        for ips in (
+            [str(ipaddress.IPv6Address((0x2A00 << 112) + i * 7919)) for i in range(300)],
+            [f"81.2.69.{i}" for i in range(1, 255)],
+        ):
+            batch = batch_of(ips)
+            intel(batch)
+            infos = {id(fields["ip_info"]) for fields in batch.enrichment}
+            assert len(infos) == 1, ips[0]
+            assert batch.enrichment[0]["ip_info"].get("city") == "London"
+    finally:
+        intel.close()
+
+
 @pytest.mark.parametrize("split", [False, True], ids=["one batch", "two batches"])
 def test_a_record_without_a_country_takes_each_address_s_own(tmp_path: Path, split: bool) -> None:
     """One record of a file (a city, no country) places addresses of several countries: each

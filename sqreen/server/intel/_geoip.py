@@ -87,8 +87,9 @@ class GeoIpDatabase:
         #: (record number -> fields, None for none).
         self._tree: Ipv4Tree | None = None
         self._records: dict[int, Placed | None] = {}
-        #: Records decoded whole, by their fields: one :class:`Placed` for equal ones (the
-        #: addresses the tree does not place are not read once a record).
+        #: What addresses read one by one said (IPv6, files without the tree, records
+        #: decoded whole), by their fields: one :class:`Placed` for equal ones, as they are
+        #: not read once a record (1 000 IPv6 addresses of one record made 1 000 ip_info).
         self._same: dict[tuple[tuple[str, Any], ...], Placed] = {}
         #: The fields of a record not read yet, by path (:mod:`._mmdb_paths`; None: get()).
         self._paths: PathReader | None = None
@@ -160,32 +161,35 @@ class GeoIpDatabase:
         if new:
             if len(records) + len(new) > RECORD_CACHE_SIZE:
                 records.clear()
-            records.update(zip(new, self._read([*new.values()]), strict=True))
-        each = dict(zip(alone, self._read([*alone]), strict=True)) if alone else {}
+            records.update(zip(new, self._read([*new.values()], False), strict=True))
+        each = dict(zip(alone, self._read([*alone], True), strict=True)) if alone else {}
         return [
             records[item] if type(item) is int else each[item] if type(item) is str else item
             for item in out
         ]
 
-    def _read(self, texts: list[str]) -> list[Placed | None]:
+    def _read(self, texts: list[str], by_fields: bool) -> list[Placed | None]:
         """What the records of ``texts`` (addresses) say, together: by path when the file's
         layout allows, else each decoded whole. A record the path reader cannot read is
         decoded whole alone, so that what an address reads does not depend on the others of
-        its batch (in a damaged file's batches only: each address read again)."""
+        its batch (in a damaged file's batches only: each address read again).
+        ``by_fields``: ``texts`` may lead to the same record (not one address a record
+        number): equal answers are made one (:meth:`_placed`)."""
         paths = self._paths
         if paths is None:
             return [self._one(text) for text in texts]
         found: Sequence[dict[str, Any] | None] | None = paths.records(texts)
         if found is None:  # a record it cannot read: the others by path still, each alone
             found = [None if (one := paths.records([text])) is None else one[0] for text in texts]
-        return [
-            self._one(text)
-            if got is None
-            else Placed(fields)
-            if (fields := read_record(got))
-            else None
-            for text, got in zip(texts, found, strict=True)
-        ]
+        out: list[Placed | None] = []
+        for text, got in zip(texts, found, strict=True):
+            if got is None:
+                out.append(self._one(text))
+            elif not (fields := read_record(got)):
+                out.append(None)
+            else:
+                out.append(self._placed(fields) if by_fields else Placed(fields))
+        return out
 
     def _one(self, text: str) -> Placed | None:
         """What this file says of the address ``text`` (None: nothing, or an error)."""
@@ -203,8 +207,10 @@ class GeoIpDatabase:
         if self._keys is not None:
             record = {key: record[key] for key in self._keys if key in record}
         fields = read_record(record)
-        if not fields:
-            return None
+        return self._placed(fields) if fields else None
+
+    def _placed(self, fields: dict[str, Any]) -> Placed:
+        """The one :class:`Placed` of these fields (see :attr:`_same`)."""
         key = tuple(fields.items())
         same = self._same.get(key)
         if same is None:
