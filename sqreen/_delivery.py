@@ -100,6 +100,7 @@ class Delivery:
     _refused_unsaid: int
     _refused_said_at: float
     _refused_detail: str
+    _refused_lock: threading.Lock
     _clock: Callable[[], float]
     _jitter: Callable[[float, float], float]
     _encode: Callable[[QueuedEvent], bytes]
@@ -218,22 +219,24 @@ class Delivery:
         DROP_NOTE_INTERVAL with the count since (a proxy answering 413 to every request made
         a line an event: its batches are split down to one event each); what is left unsaid
         is said by the flusher's next round past the interval, and at exit (``final``)."""
-        self._refused_unsaid += count
-        if detail is not None:
-            self._refused_detail = detail
-        now = self._clock()
-        if not self._refused_unsaid or (
-            not final and now < self._refused_said_at + DROP_NOTE_INTERVAL
-        ):
-            return
-        since = now - self._refused_said_at
-        logger.error(
+        with self._refused_lock:  # the flusher's rounds, and the exit's, on another thread
+            self._refused_unsaid += count
+            if detail is not None:
+                self._refused_detail = detail
+            now = self._clock()
+            if not self._refused_unsaid or (
+                not final and now < self._refused_said_at + DROP_NOTE_INTERVAL
+            ):
+                return
+            unsaid, since = self._refused_unsaid, now - self._refused_said_at
+            self._refused_unsaid, self._refused_said_at = 0, now
+            shown = visible(self._refused_detail)
+        logger.error(  # outside the lock: a handler of the app's may track
             "sqreen: %d events refused by the receiver: %s%s",
-            self._refused_unsaid,
-            visible(self._refused_detail),
+            unsaid,
+            shown,
             f" (since the last such line, {since:.0f} s ago)" if since != float("inf") else "",
         )
-        self._refused_unsaid, self._refused_said_at = 0, now
 
     def _log_rejected(self, errors: list[str]) -> None:
         """Once per reason (its field and rule, as the collector worded them, written out:

@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ._config_values import boolean
 
@@ -67,38 +67,80 @@ def reloader_parent(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> bool:
     """Whether this process is a development server's reloader: ``manage.py runserver``
-    (without ``--noreload``) or ``flask run`` with its reloader (``--reload`` or
-    ``FLASK_RUN_RELOAD``, else ``--debug`` or ``FLASK_DEBUG``), before it starts the child that
-    serves (the child has ``RUN_MAIN`` or ``WERKZEUG_RUN_MAIN`` set to ``true``). It loads
-    the settings, or the app, and serves nothing: ``start()`` starts no thread there (its
-    heartbeats made a second, idle process of the app on the agents page); what it tracks
-    still starts them."""
+    (without ``--noreload``) or ``flask run`` with its reloader, before it starts the child
+    that serves (the child has ``RUN_MAIN`` or ``WERKZEUG_RUN_MAIN`` set to ``true``). It
+    loads the settings, or the app, and serves nothing: ``start()`` starts no thread there
+    (its heartbeats made a second, idle process of the app on the agents page); what it
+    tracks still starts them. Flask's options are read as its command line reads them
+    (:func:`_flask_reloads`)."""
     args = list(sys.argv if argv is None else argv)
     env = os.environ if environ is None else environ
     if not args:
         return False
     rest = args[1:]
-    if "runserver" in rest:
-        return "--noreload" not in rest and env.get("RUN_MAIN") != "true"
+    if "runserver" in rest:  # (argparse takes --norel for --noreload too)
+        no_reload = any(a.startswith("--nor") and "--noreload".startswith(a) for a in rest)
+        return not no_reload and env.get("RUN_MAIN") != "true"
     program = os.path.basename(args[0])
     flask_cli = program in ("flask", "flask.exe") or args[0].endswith(
         os.path.join("flask", "__main__.py")
     )
-    if not flask_cli or "run" not in rest or env.get("WERKZEUG_RUN_MAIN") == "true":
+    if not flask_cli or env.get("WERKZEUG_RUN_MAIN") == "true":
         return False
-    if "--reload" in rest or "--no-reload" in rest:  # the last one given wins, as in click
-        return _last(rest, "--reload") > _last(rest, "--no-reload")
-    reload = env.get("FLASK_RUN_RELOAD", "").strip().lower()
-    if reload:  # click reads the option from there (auto_envvar_prefix="FLASK")
-        return reload in ("1", "true", "t", "yes", "y", "on")
-    if "--debug" in rest or "--no-debug" in rest:
-        return _last(rest, "--debug") > _last(rest, "--no-debug")
-    return env.get("FLASK_DEBUG", "").strip().lower() in ("1", "true", "t", "yes", "y", "on")
+    return _flask_reloads(rest, env)
 
 
-def _last(args: Sequence[str], flag: str) -> int:
-    """The index of the last ``flag`` in ``args`` (-1: none)."""
-    return max((i for i, a in enumerate(args) if a == flag), default=-1)
+#: click's words for booleans (what it reads from ``FLASK_RUN_RELOAD`` and the like).
+_TRUE: Final = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE: Final = frozenset({"0", "false", "f", "no", "n", "off"})
+#: The ``flask`` group's options that take a value.
+_FLASK_VALUED: Final = frozenset({"-A", "--app", "-e", "--env-file"})
+
+
+def _flask_reloads(args: Sequence[str], env: Mapping[str, str]) -> bool:
+    """Whether ``flask ARGS`` runs the reloader: its subcommand is ``run``, and reload is
+    ``run``'s ``--reload``/``--no-reload`` (the last wins), else ``FLASK_RUN_RELOAD``, else
+    debug: ``run``'s ``--debug``/``--no-debug``, else ``FLASK_RUN_DEBUG``, else the group's
+    flags, else ``FLASK_DEBUG`` (Flask 3's order)."""
+    skip, command = False, None
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+        elif arg in _FLASK_VALUED:
+            skip = True
+        elif not arg.startswith("-"):
+            command = i
+            break
+    if command is None or args[command] != "run":
+        return False
+    group, run = args[:command], args[command + 1 :]
+    reload = _flag(run, "--reload", "--no-reload")
+    if reload is None:
+        reload = _word(env.get("FLASK_RUN_RELOAD"))
+    if reload is not None:
+        return reload
+    debug = _flag(run, "--debug", "--no-debug")
+    if debug is None:
+        debug = _word(env.get("FLASK_RUN_DEBUG"))
+    if debug is None:
+        debug = _flag(group, "--debug", "--no-debug")
+    if debug is None:
+        debug = _word(env.get("FLASK_DEBUG"))
+    return bool(debug)
+
+
+def _flag(args: Sequence[str], yes: str, no: str) -> bool | None:
+    """The last of ``yes`` and ``no`` in ``args`` (None: neither)."""
+    for arg in reversed(args):
+        if arg in (yes, no):
+            return arg == yes
+    return None
+
+
+def _word(value: str | None) -> bool | None:
+    """A boolean as click reads it from the environment (None: unset, empty, or no word)."""
+    text = (value or "").strip().lower()
+    return True if text in _TRUE else False if text in _FALSE else None
 
 
 def undo() -> None:

@@ -127,6 +127,7 @@ class Queue(Delivery):
         self._refused_unsaid = 0
         self._refused_said_at = -float("inf")
         self._refused_detail = ""
+        self._refused_lock = threading.Lock()
         self.tracked = 0
         self.recovered = 0
         self.adjusted = 0

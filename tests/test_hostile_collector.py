@@ -270,3 +270,41 @@ def test_an_honest_set_of_users_named_with_brackets_is_applied(receiver: Receive
     assert client.blocklist.version == 5 and client.internal_errors == 0
     assert sqreen.is_blocked(ip="203.0.113.7")
     assert sqreen.is_blocked({"username": "[" * 250 + "7"})
+
+
+@pytest.mark.parametrize(
+    ("body", "outside"),
+    [
+        (b'{"a": "[[", "b": [[]]}', 3),
+        (b'{"a": "\\"[[\\"", "b": [{}]}', 3),  # escaped quotes stay inside the string
+        (b'{"a": "\\\\", "b": [{}]}', 3),  # an escaped backslash before the closing quote
+        (b'{"a": "\\u005b\\u007b", "b": []}', 2),
+        (b'{"a": "\xff[", "b": []}', 2),  # not UTF-8 inside a string: still one
+        (b'{"a": [], "b": "[[[', 2),  # a string left open runs to the end
+        (b'["' + b'\\"' * 1000, 1),  # ... escapes and all
+    ],
+)
+def test_brackets_in_strings_are_not_counted_when_the_count_is_high(
+    body: bytes, outside: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqreen.transports import http
+
+    monkeypatch.setattr(http, "MAX_REPLY_CONTAINERS", 0)  # the slow count, on every body
+    assert http._containers(body) == outside
+
+
+def test_a_reply_in_utf16_cannot_hide_its_arrays_in_what_looks_like_strings(
+    receiver: Receiver,
+) -> None:
+    """JSON may come in UTF-16, whose bytes for U+2200 hold a quote: 300 000 arrays between
+    two of them looked like one string to a count of bytes, and were parsed."""
+    text = (
+        '{"actions": {"version": 9, "items": []}, "pad": ["\u2200", '
+        + "[], " * 300_000
+        + '"\u2200"]}'
+    )
+    receiver.respond(200, path="/v1/events", body=text.encode("utf-16-le"))
+    client = sqreen.init(endpoint=receiver.url, flush_interval=0.05, heartbeat_interval=3600)
+    sqreen.track("a")
+    assert sqreen.flush(timeout=10)
+    assert client.stats()["sent"] == 1 and client.blocklist.version != 9

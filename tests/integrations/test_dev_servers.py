@@ -139,6 +139,13 @@ def test_the_reloader_is_no_sdk_process_of_its_own(
         (["/venv/bin/flask", "run", "--no-reload", "--reload"], {}, True),
         (["/venv/bin/flask", "run", "--debug", "--no-debug"], {}, False),
         (["/venv/lib/python3.11/site-packages/flask/__main__.py", "run", "--debug"], {}, True),
+        (["/venv/bin/flask", "run"], {"FLASK_RUN_DEBUG": "1"}, True),
+        (["/venv/bin/flask", "--no-debug", "run"], {"FLASK_RUN_DEBUG": "1"}, True),
+        (["/venv/bin/flask", "--debug", "run"], {"FLASK_RUN_DEBUG": "0"}, False),
+        (["/venv/bin/flask", "--debug", "run"], {}, True),
+        (["/venv/bin/flask", "--app", "run", "routes"], {"FLASK_DEBUG": "1"}, False),
+        (["/venv/bin/flask", "-A", "app", "shell"], {"FLASK_DEBUG": "1"}, False),
+        (["manage.py", "runserver", "--norel"], {}, False),
         (["/venv/bin/gunicorn", "app:app", "--reload"], {}, False),  # it serves
         ([], {}, False),
     ],
