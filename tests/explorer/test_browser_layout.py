@@ -151,6 +151,8 @@ def test_long_strings_keep_every_page_within_the_window(collector: str, page: An
     page.goto(collector + "/explorer/alerts")
     fits(page, "alerts")
     page.locator("table.alerts tbody td.time a").first.click()
+    page.wait_for_url(re.compile(r".*/explorer/alerts/[0-9]+$"))  # (measured while it loads,
+    page.wait_for_load_state()  # the page had no document yet)
     fits(page, "an alert")
     shot(page, f"layout-alert-{width}")
 
