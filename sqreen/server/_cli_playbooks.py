@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import click
 
 from .._text import visible
 from ..events import DERIVED_EVENTS
 from ._cli_common import counted, db_option, json_line, opened, time_range, when
 from .playbooks import TEMPLATES, Engine, Playbook, PlaybookError, is_exempt, load_playbooks
+from .playbooks._late import span
 from .playbooks._memory import MemoryWindows
 from .playbooks._runner import alerts_for, event_view
 from .storage import Alert, EventFilter, Storage
@@ -37,13 +40,35 @@ def playbooks_check(file: str) -> None:
     except PlaybookError as exc:
         raise click.ClickException(str(exc)) from None
     for p in loaded.playbooks:
-        what = "alert" if p.action == "alert" else f"{p.action} for {p.duration}"
-        click.echo(f"{p.id:<24} {p.mode:<8} {','.join(p.events):<32} by {p.group_by.spec}: {what}")
-    click.echo(f"{len(loaded.playbooks)} playbooks; SDKs send at once: "
+        click.echo(visible(f"{p.id:<24} {p.mode:<8} {','.join(p.events):<32} {rule(p)}"))
+    click.echo(f"{counted(len(loaded.playbooks), 'playbook')}; SDKs send at once: "
                f"{', '.join(sorted(loaded.watched())) or 'nothing'}")  # fmt: skip
     for p in loaded.playbooks:
         for warning in derived_warnings(p):
             click.echo(f"warning: {warning}", err=True)
+
+
+def rule(p: Playbook) -> str:
+    """What ``p`` counts and does, as its file says it: ``by ip: 5 in 5m -> block_ip for 1h``."""
+    if p.after is not None:
+        counted = f"{p.threshold} after {p.after.threshold} {','.join(p.after.events)}"
+    elif p.distinct is not None:
+        each = f" (at most {p.max_per_value} each)" if p.max_per_value is not None else ""
+        counted = f"{p.threshold} distinct {p.distinct}{each}"
+    else:
+        counted = str(p.threshold)
+    where = " and ".join(f"{path}={'|'.join(sorted(values))}" for path, values in p.where)
+    action = p.action
+    if p.duration is not None and p.action != "alert":
+        action += f" for {span(_us(p.duration))}"
+    if p.cooldown is not None:
+        action += f", quiet {span(_us(p.cooldown))}"
+    where = f" where {where}" if where else ""
+    return f"by {p.group_by.spec}{where}: {counted} in {span(_us(p.window))} -> {action}"
+
+
+def _us(delta: timedelta) -> int:
+    return int(delta.total_seconds() * 1_000_000)
 
 
 def derived_warnings(p: Playbook) -> list[str]:

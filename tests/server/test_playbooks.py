@@ -446,6 +446,39 @@ def test_a_bad_playbook_file_stops_serve_with_its_line(tmp_path: Path) -> None:
     assert f"{path}:" in result.output and "threshold: must be an integer" in result.output
 
 
+def test_check_prints_each_rule_as_the_file_wrote_it(tmp_path: Path) -> None:
+    """What each playbook counts, in what window, and what it does, in the file's units."""
+    extra = """
+[[playbook]]
+id = "admin-logins"
+events = ["auth.login.failure"]
+where = { "request.path" = ["/login", "/admin/login"], "ip.country" = "RU" }
+group_by = "user.email"
+threshold = 3
+window = "90s"
+action = "block_user"
+duration = "2d"
+cooldown = "10m"
+mode = "monitor"
+"""
+    result = CliRunner().invoke(
+        main, ["playbooks", "check", str(playbook_file(tmp_path, TEMPLATES + extra))]
+    )
+    assert result.exit_code == 0, result.output
+    rules = {line.split()[0]: line.split(None, 3)[3] for line in result.output.splitlines()[:7]}
+    assert rules == {
+        "brute-force-ip": "by ip: 5 in 5m -> block_ip for 1h",
+        "brute-force-account": "by user: 10 in 1h -> alert",
+        "credential-stuffing": "by ip: 15 distinct user in 15m -> block_ip for 6h",
+        "password-spray": "by ip: 10 distinct user (at most 2 each) in 1h -> block_ip for 6h",
+        "account-takeover": "by user: 1 after 10 auth.login.failure in 10m -> alert",
+        "signup-abuse": "by ip: 5 in 10m -> block_ip for 1h",
+        "admin-logins": "by user.email where request.path=/admin/login|/login and "
+        "ip.country=RU: 3 in 1m30s -> block_user for 2d, quiet 10m",
+    }
+    assert result.output.splitlines()[7].startswith("7 playbooks; SDKs send at once: ")
+
+
 def test_a_bad_reload_keeps_the_playbooks_in_force(tmp_path: Path, caplog: Any) -> None:
     path = playbook_file(tmp_path)
     source = PlaybookSource(path)
