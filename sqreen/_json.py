@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from ._text import utf8_text
 
@@ -102,7 +102,7 @@ _key: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 class ReprFloat(float):
     """A float of an event that the C encoder would write otherwise than Python's ``repr``
-    (``1e16`` for ``1e+16``, ``0.00001`` for ``1e-05``, ``null`` for ``NaN``): the scrubber,
+    (``1e16`` for ``1e+16``, ``0.00001`` for ``1e-05``; NaN and the infinities are None): the scrubber,
     which every value of a wire dict goes through, gives such floats as this subclass, which
     the standard encoder writes as any float and ``msgspec`` refuses, so that
     :func:`wire_bytes` falls back for them. The others (0 and 1e-4 <= abs(x) < 1e16) are
@@ -111,11 +111,19 @@ class ReprFloat(float):
     __slots__ = ()
 
 
-def wire_float(value: float) -> float:
-    """``value``, as a :class:`ReprFloat` where the C encoder would write it otherwise."""
+def wire_float(value: float) -> float | None:
+    """``value``, as a :class:`ReprFloat` where the C encoder would write it otherwise; None
+    for NaN and the infinities (a client's JSON body may hold them: ``{"x": NaN}``), which
+    JSON has no token for and which the collector once refused with the whole batch, as
+    properties already had them."""
     if value == 0.0 or 1e-4 <= abs(value) < 1e16:
         return value
+    if value != value or value in _INFINITIES:
+        return None
     return ReprFloat(value)
+
+
+_INFINITIES: Final = (float("inf"), float("-inf"))
 
 
 try:  # the optional extra: pip install sqreen-sdk[speedups]

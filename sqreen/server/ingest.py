@@ -107,10 +107,24 @@ def _std_loads(body: bytes) -> Any:
     return json.loads(body, parse_constant=_no_constants)
 
 
-def parse_json(body: bytes) -> Any:
+def _constants_as_null(name: str) -> None:
+    return None
+
+
+def _lenient_loads(body: bytes) -> Any:
+    return json.loads(body, parse_constant=_constants_as_null)
+
+
+def parse_json(body: bytes, *, constants: bool = False) -> Any:
+    """The JSON value of ``body`` (:class:`ApiError` 400 if it is none). With ``constants``
+    (a batch of events), ``NaN``, ``Infinity`` and ``-Infinity`` are read as null, as a
+    number too large for a float already is: earlier builds of the SDK wrote them from an
+    HTTP client's JSON body (``{"password": NaN}``), and refusing the batch for them threw
+    away every other event it held, which let an attacker blind the collector with one
+    request a batch."""
     # In C; what C refuses is decoded again by json.loads, for its result or its error.
     try:
-        return fastjson.loads(body, _std_loads)
+        return fastjson.loads(body, _lenient_loads if constants else _std_loads)
     except RecursionError:
         raise ApiError(400, "malformed JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, huge integers...

@@ -226,7 +226,7 @@ class IngestPipeline:
 
     def parse_slow(self, body: bytes) -> Batch:
         """:meth:`parse` without its fast path: every body the usual way."""
-        obj = parse_json(body)
+        obj = parse_json(body, constants=True)
         try:
             _, app, raw_events = parse_envelope(obj)
         except InvalidEvent as exc:

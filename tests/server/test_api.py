@@ -71,11 +71,33 @@ def test_mixed_batch_keeps_the_valid_events(collector: Collector) -> None:
     assert {e.id for e in collector.storage.query_events()} == {e["id"] for e in good}
 
 
+def test_nan_and_infinities_in_events_are_null_and_the_batch_is_kept(
+    collector: Collector,
+) -> None:
+    """Earlier SDK builds wrote a JSON body's ``NaN`` and ``Infinity`` as such: refusing the
+    whole batch for them (400) let one request a batch hide every other event."""
+    poisoned = wire_event()
+    poisoned["request"]["params"] = {"password": "__NAN__", "n": ["__INF__", "__NINF__", 2]}
+    good = wire_event(name="auth.login.success", user={"uid": "7"})
+    text = json.dumps(envelope([poisoned, good]))
+    text = text.replace('"__NAN__"', "NaN").replace('"__INF__"', "Infinity")
+    body = text.replace('"__NINF__"', "-Infinity").encode()
+    reply = collector.post("/v1/events", content=body, headers=JSON)
+    assert reply.status_code == 200, reply.text
+    assert (reply.json()["accepted"], reply.json()["rejected"]) == (2, [])
+    stored = {e.id: e for e in collector.storage.query_events()}
+    assert set(stored) == {poisoned["id"], good["id"]}
+    request = stored[poisoned["id"]].request
+    assert request is not None and request["params"] == {"password": None, "n": [None, None, 2]}
+    # Elsewhere they stay refused: a block's expiry of NaN is no "never".
+    assert collector.post("/v1/heartbeat", content=b'{"sdk": NaN}', headers=JSON).status_code == 400
+
+
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [
         (b"{not json", 400, None),
-        (b'{"events": [NaN]}', 400, None),
+        (b"NaN", 400, "body"),
         (b"[" * 100_000 + b"]" * 100_000, 400, None),
         (b"\xff\xfe\x00", 400, None),
         (b"[]", 400, "body"),
