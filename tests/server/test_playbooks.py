@@ -412,6 +412,44 @@ def test_monitor_mode_records_the_alert_and_blocks_nobody(
     assert collector.storage.list_blocks() == []
 
 
+@pytest.mark.parametrize("address", ["10.99.0.1", "172.20.3.4", "100.64.1.1", "fd12:3456::7"])
+def test_a_private_address_is_alerted_on_not_blocked_unless_the_playbook_says(
+    collector: Collector, live_app: Any, tmp_path: Path, address: str
+) -> None:
+    """Behind a proxy the SDKs do not trust, every client is the proxy's private address:
+    blocking it after one attacker's five failures refused every user of the site."""
+    switch, _ = live_app
+    source = PlaybookSource(playbook_file(tmp_path))
+    switch.app = create_app(collector.storage, key_cache_ttl=0.2, playbooks=source)
+    for i in range(6):
+        collector.post("/v1/events", envelope([failure(address, f"u{i % 2}")]))
+    (alert,) = collector.storage.list_alerts(playbook="brute-force-ip")
+    assert alert.mode == "enforce" and alert.block_id is None
+    assert "not blocked: a private address" in alert.summary
+    assert "block_private = true" in alert.summary
+    assert collector.storage.list_blocks() == []
+
+    opted = TEMPLATES.replace('duration = "1h"', 'duration = "1h"\nblock_private = true', 1)
+    (tmp_path / "opted").mkdir()
+    source = PlaybookSource(playbook_file(tmp_path / "opted", opted))
+    switch.app = create_app(collector.storage, key_cache_ttl=0.2, playbooks=source)
+    other = "10.99.0.2" if ":" not in address else "fd12:3456:0:1::7"
+    for i in range(5):
+        collector.post("/v1/events", envelope([failure(other, f"v{i % 2}")]))
+    (blocked,) = collector.storage.list_alerts(playbook="brute-force-ip", limit=1)
+    assert blocked.block_id is not None and "not blocked" not in blocked.summary
+
+
+def test_block_private_is_for_block_ip_playbooks_only(tmp_path: Path) -> None:
+    text = TEMPLATES.replace('action = "alert"', 'action = "alert"\nblock_private = true', 1)
+    result = CliRunner().invoke(main, ["playbooks", "check", str(playbook_file(tmp_path, text))])
+    assert result.exit_code != 0
+    assert "block_private: applies to action = \"block_ip\" only" in result.output
+    text = TEMPLATES.replace('duration = "1h"', 'duration = "1h"\nblock_private = "yes"', 1)
+    result = CliRunner().invoke(main, ["playbooks", "check", str(playbook_file(tmp_path, text))])
+    assert result.exit_code != 0 and "block_private: must be true or false" in result.output
+
+
 def test_the_long_poll_answers_when_a_block_is_made(armed: Collector) -> None:
     version = armed.client.get(armed.url + "/v1/actions").json()["actions"]["version"]
     results: list[tuple[float, Any]] = []

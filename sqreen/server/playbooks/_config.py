@@ -77,7 +77,7 @@ _KEYS: Final = frozenset(
     {
         "id", "description", "events", "where", "group_by", "threshold", "distinct",
         "max_per_value", "after", "window", "action", "duration", "mode", "cooldown",
-        "exempt_ips", "exempt_users", "notify", "ipv6_prefix",
+        "exempt_ips", "exempt_users", "notify", "ipv6_prefix", "block_private",
     }
 )  # fmt: skip
 _TOP_KEYS: Final = frozenset({"playbook", "webhook_secret"})
@@ -124,6 +124,11 @@ class Playbook:
     exempt_users: tuple[dict[str, str], ...] = ()
     notify: tuple[str, ...] = ()
     description: str = ""
+    #: Whether a ``block_ip`` playbook blocks private, carrier-grade NAT and link-local
+    #: addresses too (:data:`~..blocks.INTERNAL_NETWORKS`): by default it alerts on them
+    #: without a block, as such an address is most often a proxy the SDKs do not trust,
+    #: which every client would then share.
+    block_private: bool = False
 
     @property
     def blocks(self) -> bool:
@@ -307,6 +312,11 @@ def _playbook(table: object) -> Playbook:
     description = table.get("description", "")
     if not isinstance(description, str) or len(description) > 1024:
         raise FieldError("description", "must be a string of at most 1024 characters")
+    block_private = table.get("block_private", False)
+    if not isinstance(block_private, bool):
+        raise FieldError("block_private", "must be true or false")
+    if "block_private" in table and action != "block_ip":
+        raise FieldError("block_private", 'applies to action = "block_ip" only')
     return Playbook(
         id=pid,
         events=events,
@@ -325,6 +335,7 @@ def _playbook(table: object) -> Playbook:
         exempt_users=check_exempt_users(table),
         notify=check_notify(table),
         description=description,
+        block_private=block_private,
     )
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from ..._text import visible
-from ..blocks import InvalidBlock, ip_block, user_block
+from ..blocks import INTERNAL_NETWORKS, InvalidBlock, ip_block, user_block
 from ..storage import (
     Alert,
     BlockSpec,
@@ -31,7 +31,7 @@ from ..storage.model import from_us, to_us
 from ._bounds import Bounds
 from ._config import Playbook
 from ._engine import Engine, is_exempt
-from ._fields import EventView, FieldPath, ip_group, spellings
+from ._fields import EventView, FieldPath, group_covers, ip_group, spellings
 from ._hits import Firing, Hit, Mark, Probe, QuietKey, StreamKey, left_after, marks_of
 from ._late import LateEvents, Throttle
 from ._notify import Notifier
@@ -283,7 +283,12 @@ def new_alert(
         f"{p.id}: {counted}{firing.total} {what} in {_span(p.window.total_seconds())} "
         f"for {p.group_by}={firing.key}"
     )[:1000]
-    block = _block(p, firing.key, summary, max_blocks, spell) if p.blocks else None
+    blocks = p.blocks
+    if blocks and p.action == "block_ip" and not p.block_private:
+        if group_covers(firing.key, INTERNAL_NETWORKS):
+            blocks = False
+            summary = (summary[:700] + PRIVATE_SPARED)[:1000]
+    block = _block(p, firing.key, summary, max_blocks, spell) if blocks else None
     return NewAlert(
         playbook=p.id,
         group_by=str(p.group_by),
@@ -300,6 +305,13 @@ def new_alert(
         block=block,
         retry_us=_retry_us(p),
     )
+
+
+#: What an alert on a private address says of the block it did not make.
+PRIVATE_SPARED: Final = (
+    "; not blocked: a private address, most often a proxy the SDKs do not trust "
+    "(trusted_proxies), which every client would share; block_private = true blocks it"
+)
 
 
 def _retry_us(p: Playbook) -> int:
