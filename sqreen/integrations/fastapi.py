@@ -46,5 +46,19 @@ class SqreenMiddleware(_starlette.SqreenMiddleware):
     framework = "fastapi"
 
 
+class _Handle(SqreenHandle):
+    """The handle's type as :data:`Sqreen` names it: called (``Sqreen(app)``, as Flask's
+    integration is set up), it says how FastAPI's is."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args: object, **kwargs: object) -> _Handle:
+        raise TypeError(
+            "sqreen.integrations.fastapi.Sqreen is the request's handle, as a parameter "
+            "(def view(sqreen: Sqreen)); to set the integration up: "
+            "app.add_middleware(SqreenMiddleware)"
+        )
+
+
 #: Declare it as a parameter to get the request's handle: ``def view(sqreen: Sqreen)``.
-Sqreen = Annotated[SqreenHandle, Depends(sqreen_handle)]
+Sqreen = Annotated[_Handle, Depends(sqreen_handle)]

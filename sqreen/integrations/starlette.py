@@ -29,10 +29,11 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, Match, Mount
 
+from .._config_values import ConfigError
 from .._context import RequestContext
 from .._requestless import REQUESTLESS
 from ..middleware._common import framework_init
-from ..middleware.asgi import ASGIApp, Scope, SqreenASGIMiddleware
+from ..middleware.asgi import ASGIApp, Receive, Scope, Send, SqreenASGIMiddleware
 
 __all__ = ["SqreenHandle", "SqreenMiddleware", "sqreen_handle"]
 
@@ -48,7 +49,28 @@ class SqreenMiddleware(SqreenASGIMiddleware):
 
     def __init__(self, app: ASGIApp, **options: Any) -> None:
         super().__init__(app, route=_route)
-        framework_init(options, self.framework)
+        #: A wrong option (a typo, an environment variable's bad value), raised again where
+        #: the server hears it: Starlette builds its middleware on the first call, the
+        #: lifespan's, and a server then reads an exception there as "lifespan unsupported",
+        #: starts, and answers every request 500. The lifespan's startup fails instead, so
+        #: the server stops with the message (without a lifespan, each request raises it).
+        self.config_error: ConfigError | None = None
+        try:
+            framework_init(options, self.framework)
+        except ConfigError as exc:
+            self.config_error = exc
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.config_error is None:
+            await super().__call__(scope, receive, send)
+            return
+        if scope["type"] == "lifespan":
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                failed = f"sqreen: {self.config_error}"
+                await send({"type": "lifespan.startup.failed", "message": failed})
+            raise self.config_error  # then ends, as Starlette's router does
+        raise self.config_error
 
 
 def sqreen_handle(request: HTTPConnection) -> SqreenHandle:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +25,7 @@ from sqreen.integrations.fastapi import Sqreen, SqreenMiddleware
 from sqreen.integrations.starlette import SqreenMiddleware as StarletteMiddleware
 from sqreen.testing import CapturedEvents
 from tests.integrations.apps.fastapi_app import create_app
+from tests.integrations._servers import ROOT, free_port
 from tests.receiver import Receiver
 
 
@@ -143,8 +147,12 @@ def test_middleware_keywords_then_init_merge_option_by_option(receiver: Receiver
     ],
 )
 def test_bad_middleware_keywords_are_named(options: dict[str, Any], named: str) -> None:
+    app = Starlette()
+    app.add_middleware(StarletteMiddleware, **options)
     with pytest.raises(sqreen.ConfigError, match=named):
-        StarletteMiddleware(Starlette(), **options)
+        TestClient(app).get("/")  # a request: the error itself
+    with pytest.raises(sqreen.ConfigError, match=named), TestClient(app):
+        pass  # the lifespan: its startup fails (uvicorn then exits with the message)
 
 
 def test_string_booleans_and_the_agents_ip_header_as_middleware_keywords() -> None:
@@ -198,3 +206,50 @@ def test_the_dependency_in_a_websocket_tracks_without_a_request(
     (event,) = sqreen_events
     assert (event["name"], event["properties"]) == ("ws.message", {"text": "hi"})
     assert event["request"] is None and event["user"] is None
+
+
+BAD_OPTION_APP = """
+from fastapi import FastAPI
+from sqreen.integrations.fastapi import SqreenMiddleware
+
+app = FastAPI()
+app.add_middleware(SqreenMiddleware, endpont="http://127.0.0.1:9")
+"""
+
+
+@pytest.mark.parametrize(
+    ("app", "env", "said"),
+    [
+        (BAD_OPTION_APP, {}, "sqreen: unknown option 'endpont'; known: "),
+        (
+            BAD_OPTION_APP.replace('endpont="http://127.0.0.1:9"', ""),
+            {"SQREEN_FLUSH_INTERVAL": "fast"},
+            "sqreen: flush_interval must be",
+        ),
+    ],
+    ids=["keyword", "environment"],
+)
+def test_a_wrong_option_stops_uvicorn_at_startup(
+    tmp_path: Any, app: str, env: dict[str, str], said: str
+) -> None:
+    """Starlette builds its middleware at the lifespan's first call: an error raised there
+    read as "lifespan unsupported", the server started and answered every request 500."""
+    (tmp_path / "bad_app.py").write_text(app)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "bad_app:app", "--port", str(port)],
+        cwd=tmp_path,
+        env={**clean, **env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0, proc.stderr
+    assert said in proc.stderr
+    assert "Application startup failed. Exiting." in proc.stderr
+
+
+def test_sqreen_called_as_flask_sets_up_says_how_fastapi_does() -> None:
+    with pytest.raises(TypeError, match=r"app.add_middleware\(SqreenMiddleware\)"):
+        Sqreen(FastAPI())  # type: ignore[operator]
