@@ -313,3 +313,39 @@ def test_an_internal_error_is_logged_not_served(
     assert asyncio.run(call(SqreenASGIMiddleware(ok), http_scope()))[0] == 200
     assert sqreen_events.client.stats()["internal_errors"] == 1
     sqreen_events.client.errors.count = 0  # expected here
+
+
+@pytest.mark.parametrize("call_made", ["failure", "success", "signup"])
+def test_an_ip_blocked_while_its_request_runs_gets_403_at_its_login(
+    sqreen_events: CapturedEvents, call_made: str
+) -> None:
+    """Admitted before the block existed (an attacker's concurrent guesses, the block made
+    by the crossing of another): the login's verdict is not answered."""
+    answered: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        handle = scope["state"]["sqreen"]
+        # The block arrives while the password is checked.
+        sqreen_events.block([{"id": "i1", "type": "block_ip", "ip": "203.0.113.0/24"}])
+        if call_made == "signup":
+            handle.signup_track(username="mallory")
+        else:
+            handle.auth_track(call_made == "success", username="mallory")
+        answered.append(scope["path"])
+        await ok(scope, receive, send)
+
+    mw = SqreenASGIMiddleware(app)
+    guess = http_scope("/login", headers=[(b"x-forwarded-for", b"203.0.113.9")])
+    assert asyncio.run(call(mw, guess))[0] == 403
+    other = http_scope("/login", headers=[(b"x-forwarded-for", b"198.51.100.1")])
+    assert asyncio.run(call(mw, other))[0] == 200
+    assert answered == ["/login"]  # the other client's
+    # The attempt itself is tracked, then its refusal, as any other.
+    name = {"failure": "auth.login.failure", "success": "auth.login.success"}.get(
+        call_made, "auth.signup"
+    )
+    assert [(e["name"], e["request"]["ip"]) for e in sqreen_events] == [
+        (name, "203.0.113.9"),
+        ("security.blocked", "203.0.113.9"),
+        (name, "198.51.100.1"),
+    ]
