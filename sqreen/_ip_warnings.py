@@ -9,11 +9,14 @@ header (on the flusher thread, where the client IP is resolved) and logs, once p
 * a server that replaced the peer with a hop of a forwarded header and kept no trace of the
   connection (hypercorn's ``ProxyFixMiddleware``, daphne's ``--proxy-headers``, uvicorn's
   proxy headers under Django);
-* events that all came from a trusted proxy without the forwarded header, past
-  :data:`SILENT_PROXY_EVENTS` of them: a proxy that does not send it (nginx without
-  ``proxy_set_header``), or a server that removes it (waitress drops ``X-Forwarded-For``
-  unless told to trust the proxy). Every client is then the proxy. A single event with the
-  header, or from an untrusted peer, settles it for good: nothing is counted after.
+* :data:`SILENT_PROXY_EVENTS` events from a trusted proxy without the forwarded header,
+  among the first :data:`WATCHED_EVENTS` of the process: a proxy that does not send it (nginx
+  without ``proxy_set_header``), or a server that removes it (waitress drops
+  ``X-Forwarded-For`` unless told to trust the proxy). Every client is then the proxy. Events
+  that do carry the header do not settle it: behind such a proxy they are the ones whose
+  clients wrote it themselves (it passes theirs on), and one forged header silenced the
+  warning for the life of the process. Once :data:`WATCHED_EVENTS` were seen, nothing is
+  counted.
 
 Each check costs a few comparisons per event until it is settled, nothing after.
 """
@@ -30,6 +33,7 @@ from ._ip_syntax import Parsed, forwarded_hops, normalize_ip, parse_ip
 
 __all__ = [
     "SILENT_PROXY_EVENTS",
+    "WATCHED_EVENTS",
     "maybe_warn_untrusted_proxy",
     "should_warn_untrusted_private",
     "warn_untrusted_proxy_once",
@@ -41,6 +45,9 @@ logger = logging.getLogger("sqreen")
 #: Events from a trusted proxy without the forwarded header before the warning: enough that
 #: a health check or two from the proxy's host do not count as "every request".
 SILENT_PROXY_EVENTS: Final = 20
+#: Events looked at for that warning, then none: behind a proxy that sends the header, an
+#: event without it is one that did not pass through it (a local job, a health check).
+WATCHED_EVENTS: Final = 200
 # 100.64.0.0/10 (carrier-grade NAT, also used by some Kubernetes networks) is not is_private.
 _SHARED_V4: Final = ipaddress.IPv4Network("100.64.0.0/10")
 
@@ -54,8 +61,9 @@ class _Watch:
         self.reset()
 
     def reset(self) -> None:
-        self.silent = 0  # events from a trusted proxy without the header, in a row
-        self.silent_settled = False  # warned, or a header (or an untrusted peer) was seen
+        self.seen = 0  # events looked at
+        self.silent = 0  # of which from a trusted proxy without the header
+        self.silent_settled = False  # warned, or WATCHED_EVENTS seen
         self.rewritten_warned = False
 
 
@@ -77,12 +85,14 @@ def watch_peer(
     maybe_warn_untrusted_proxy(peer, header_value, trusted, header)
     if _watch.silent_settled:
         return
-    if (header_value and header_value.strip()) or not _is_trusted(peer, trusted):
+    _watch.seen += 1
+    if not (header_value and header_value.strip()) and _is_trusted(peer, trusted):
+        _watch.silent += 1
+        if _watch.silent >= SILENT_PROXY_EVENTS:
+            _warn_silent(peer, header)
+            return
+    if _watch.seen >= WATCHED_EVENTS:
         _watch.silent_settled = True
-        return
-    _watch.silent += 1
-    if _watch.silent >= SILENT_PROXY_EVENTS:
-        _warn_silent(peer, header)
 
 
 def _is_trusted(peer: str | None, trusted: TrustedProxies) -> bool:
@@ -98,13 +108,14 @@ def _warn_silent(peer: str | None, header: str) -> None:
         _watch.silent_settled = True
     where = normalize_ip(peer) if peer else "a Unix socket"
     logger.warning(
-        "sqreen: the first %d events all came from %s, a trusted proxy, without a %s header: "
-        "every client is recorded as the proxy, and no IP block can match a client. If a "
+        "sqreen: %d of the first %d events came from %s, a trusted proxy, without a %s header: "
+        "those clients are recorded as the proxy, and no IP block can match them. If a "
         "proxy is in front of this app, make it send the client's address (nginx: "
         'proxy_set_header X-Real-IP $remote_addr; with client_ip_header="X-Real-IP"); '
         "waitress removes X-Forwarded-For unless told to trust the proxy. See the README's "
         "table of servers. (With clients on this machine, in development, ignore this.)",
         SILENT_PROXY_EVENTS,
+        _watch.seen,
         where,
         header,
     )
@@ -183,8 +194,8 @@ def warn_untrusted_proxy_once(peer: str, header: str) -> None:
         _warned.set()
     logger.warning(
         "sqreen: the %s header came from %s, which is not a trusted proxy, so the client IP "
-        "recorded is %s for every request. If the app runs behind a proxy or a load balancer "
-        "(Docker, Kubernetes), list it: SQREEN_TRUSTED_PROXIES=%s or "
+        "recorded is %s for every request. If that address is your proxy or load balancer "
+        "(Docker, Kubernetes), and not a client of its own, list it: SQREEN_TRUSTED_PROXIES=%s or "
         'sqreen.init(trusted_proxies=["%s"]) (a CIDR such as "10.0.0.0/8" covers a network).',
         header,
         peer,

@@ -15,6 +15,8 @@ from sqreen import _ip_warnings
 from sqreen._client_ip import TrustedProxies, ip_in_networks, resolve_client_ip
 from sqreen._ip_syntax import canonical_ip, normalize_ip
 from sqreen._ip_warnings import (
+    SILENT_PROXY_EVENTS,
+    WATCHED_EVENTS,
     maybe_warn_untrusted_proxy,
     should_warn_untrusted_private,
     warn_untrusted_proxy_once,
@@ -454,3 +456,49 @@ def test_normalize_ip_never_raises_and_is_stable(value: str) -> None:
     if result is not None:
         assert normalize_ip(result) == result
         assert str(ipaddress.ip_address(result)) == result
+
+
+# -- the silent-proxy warning ---------------------------------------------------------------
+
+
+def _silent_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "a trusted proxy, without" in r.getMessage()]
+
+
+def test_a_forged_header_does_not_silence_the_silent_proxy_warning(
+    fresh_warning: pytest.LogCaptureFixture,
+) -> None:
+    """Behind a proxy that sends no header of its own (a bare ``proxy_pass``), a client's
+    forged ``X-Forwarded-For`` reaches the app: one such request settled the check, and
+    the misconfiguration was never reported."""
+    _ip_warnings._reset()
+    try:
+        _ip_warnings.watch_peer("127.0.0.1", "6.6.6.6", DEFAULT, "X-Forwarded-For", False)
+        for _ in range(SILENT_PROXY_EVENTS - 1):
+            _ip_warnings.watch_peer("127.0.0.1", None, DEFAULT, "X-Forwarded-For", False)
+        assert _silent_warnings(fresh_warning) == []
+        _ip_warnings.watch_peer("127.0.0.1", None, DEFAULT, "X-Forwarded-For", False)
+        (message,) = _silent_warnings(fresh_warning)
+        assert message.startswith(f"sqreen: {SILENT_PROXY_EVENTS} of the first 21 events")
+        for _ in range(50):  # once
+            _ip_warnings.watch_peer("127.0.0.1", None, DEFAULT, "X-Forwarded-For", False)
+        assert len(_silent_warnings(fresh_warning)) == 1
+    finally:
+        _ip_warnings._reset()
+
+
+def test_a_proxy_that_sends_the_header_is_never_reported(
+    fresh_warning: pytest.LogCaptureFixture,
+) -> None:
+    """The first events carry it; past them, events without it (a local job, a health check
+    that tracks) are not counted."""
+    _ip_warnings._reset()
+    try:
+        for n in range(WATCHED_EVENTS):
+            header = None if n % 20 == 0 else "203.0.113.7"
+            _ip_warnings.watch_peer("127.0.0.1", header, DEFAULT, "X-Forwarded-For", False)
+        for _ in range(3 * SILENT_PROXY_EVENTS):
+            _ip_warnings.watch_peer("127.0.0.1", None, DEFAULT, "X-Forwarded-For", False)
+        assert _silent_warnings(fresh_warning) == []
+    finally:
+        _ip_warnings._reset()

@@ -367,15 +367,32 @@ def test_client_ip_and_warnings_as_before(
     no_proxy = [PROXIES[clients[which][0]] == () and rewritten for which, _, _, rewritten in events]
     assert after == [None if changed else ip for ip, changed in zip(before, no_proxy, strict=True)]
 
-    def said(messages: list[str]) -> list[str]:
-        return [
-            "(rewritten)" if m.startswith("sqreen: the server replaced") else m for m in messages
-        ]
-
     assert said(records.by_package[False]) == said(records.by_package[True])
     # Once a process each (not the config's own, once a client: trusting everyone).
     watched = [m for m in records.by_package[False] if "can now choose" not in m]
     assert len(set(watched)) == len(watched)
+
+
+def said(messages: list[str]) -> list[str]:
+    """The warnings, but for what changed on purpose since: the rewritten peer's reads
+    otherwise; the untrusted proxy's says "if that address is your proxy" (it may be a
+    client's); the silent proxy's is no longer silenced by one event with a header (a
+    client's forged one, behind a proxy that passes it on: ``tests/test_client_ip.py``), so
+    it is left out here."""
+    out = []
+    for m in messages:
+        if m.startswith("sqreen: the server replaced"):
+            out.append("(rewritten)")
+        elif "a trusted proxy, without a" not in m:
+            out.append(m.replace(_NOW_SAID, _SAID_BEFORE))
+    return out
+
+
+_SAID_BEFORE = "If the app runs behind a proxy or a load balancer (Docker, Kubernetes), list it"
+_NOW_SAID = (
+    "If that address is your proxy or load balancer (Docker, Kubernetes), and not a client "
+    "of its own, list it"
+)
 
 
 def test_two_clients_on_two_threads(old: _Old) -> None:
@@ -408,4 +425,4 @@ def test_two_clients_on_two_threads(old: _Old) -> None:
         for thread in threads:
             thread.join()
     assert got == {which: ips * 3 for which, ips in want.items()}
-    assert sorted(records.by_package[False]) == sorted(records.by_package[True])
+    assert sorted(said(records.by_package[False])) == sorted(said(records.by_package[True]))
