@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from difflib import get_close_matches
 
 import click
 
 from .._text import visible
-from ..events import DERIVED_EVENTS
+from ..events import DERIVED_EVENTS, STANDARD_EVENTS
 from ._cli_common import counted, db_option, json_line, opened, time_range, when
 from .playbooks import TEMPLATES, Engine, Playbook, PlaybookError, is_exempt, load_playbooks
 from .playbooks._late import span
 from .playbooks._memory import MemoryWindows
-from .playbooks._runner import alerts_for, event_view
+from .playbooks._runner import PRIVATE_SPARED, alerts_for, event_view
 from .storage import Alert, EventFilter, Storage
 
 __all__ = ["alerts", "playbooks"]
@@ -44,8 +45,23 @@ def playbooks_check(file: str) -> None:
     click.echo(f"{counted(len(loaded.playbooks), 'playbook')}; SDKs send at once: "
                f"{', '.join(sorted(loaded.watched())) or 'nothing'}")  # fmt: skip
     for p in loaded.playbooks:
-        for warning in derived_warnings(p):
-            click.echo(f"warning: {warning}", err=True)
+        for warning in derived_warnings(p) + name_warnings(p):
+            click.echo(visible(f"warning: {warning}"), err=True)
+
+
+def name_warnings(p: Playbook) -> list[str]:
+    """What to say of an event name close to a standard one but not it (a typo: the
+    playbook would read events nobody sends). An app's own names are fine."""
+    out = []
+    for name in sorted(p.watched - STANDARD_EVENTS.keys()):
+        close = get_close_matches(name, STANDARD_EVENTS, n=1, cutoff=0.85)
+        if close:
+            out.append(
+                f"{p.id} reads {name!r}, which is not a standard event name: did you mean "
+                f"{close[0]!r}? (an app's own event names are fine; this one fires only if "
+                "the app tracks it)"
+            )
+    return out
 
 
 def rule(p: Playbook) -> str:
@@ -99,6 +115,9 @@ def playbooks_test(file: str, since: str, until: str | None, as_json: bool, db: 
         engine = Engine(load_playbooks(file))
     except PlaybookError as exc:
         raise click.ClickException(str(exc)) from None
+    for p in engine.playbooks.playbooks:
+        for warning in name_warnings(p):
+            click.echo(visible(f"warning: {warning}"), err=True)
     filters = EventFilter(since=start, until=end)
     with opened(db, create=False, upgrade=False) as storage:
         found = backtest(storage, engine, filters)
@@ -145,6 +164,8 @@ def backtest(storage: Storage, engine: Engine, filters: EventFilter) -> list[Ale
 def _verb(alert: Alert) -> str:
     if alert.action == "alert":
         return "alert"
+    if alert.action == "block_ip" and alert.summary.endswith(PRIVATE_SPARED):
+        return "alert"  # a private address: no block (its key is an address, no text)
     if alert.mode == "monitor":
         return "monitor"
     return "block ip" if alert.action == "block_ip" else "block user"

@@ -517,6 +517,40 @@ mode = "monitor"
     assert result.output.splitlines()[7].startswith("7 playbooks; SDKs send at once: ")
 
 
+def test_check_and_test_warn_of_a_name_close_to_a_standard_one(
+    tmp_path: Path, sqlite_storage: Storage
+) -> None:
+    typo = TEMPLATES.replace('events = ["auth.signup"]', 'events = ["auth.sigup"]')
+    typo += '\n[[playbook]]\nid = "own"\nevents = ["app.checkout"]\ngroup_by = "ip"\n'
+    typo += 'threshold = 3\nwindow = "1m"\naction = "alert"\n'
+    path = playbook_file(tmp_path, typo)
+    checked = CliRunner().invoke(main, ["playbooks", "check", str(path)])
+    assert checked.exit_code == 0, checked.output
+    assert checked.stderr.splitlines() == [
+        "warning: signup-abuse reads 'auth.sigup', which is not a standard event name: did "
+        "you mean 'auth.signup'? (an app's own event names are fine; this one fires only if "
+        "the app tracks it)"
+    ]
+    db = sqlite_storage.path  # type: ignore[attr-defined]
+    tested = CliRunner().invoke(main, ["playbooks", "test", str(path), "--db", db])
+    assert tested.exit_code == 0 and "did you mean 'auth.signup'?" in tested.stderr
+
+
+def test_the_backtest_says_a_private_address_would_be_alerted_on_not_blocked(
+    tmp_path: Path, armed: Collector
+) -> None:
+    for i in range(5):
+        armed.post("/v1/events", envelope([failure("192.168.1.20", f"u{i}")]))
+        armed.post("/v1/events", envelope([failure("198.51.100.20", f"v{i}")]))
+    db = armed.storage.path  # type: ignore[attr-defined]
+    path = str(playbook_file(tmp_path))
+    result = CliRunner().invoke(main, ["playbooks", "test", path, "--db", db])
+    assert result.exit_code == 0, result.output
+    lines = {line.split("  ")[1].strip(): line for line in result.stdout.splitlines()}
+    assert "192.168.1.20" in lines["alert"] and "not blocked: a private address" in lines["alert"]
+    assert "198.51.100.20" in lines["block ip"]
+
+
 def test_a_bad_reload_keeps_the_playbooks_in_force(tmp_path: Path, caplog: Any) -> None:
     path = playbook_file(tmp_path)
     source = PlaybookSource(path)
