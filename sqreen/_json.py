@@ -102,8 +102,9 @@ _key: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 class ReprFloat(float):
     """A float of an event that the C encoder would write otherwise than Python's ``repr``
-    (``1e16`` for ``1e+16``, ``0.00001`` for ``1e-05``; NaN and the infinities are None): the scrubber,
-    which every value of a wire dict goes through, gives such floats as this subclass, which
+    (``1e16`` for ``1e+16``, ``0.00001`` for ``1e-05``; NaN and the infinities are None):
+    the scrubber, which every value of a wire dict goes through, gives such floats as this
+    subclass, which
     the standard encoder writes as any float and ``msgspec`` refuses, so that
     :func:`wire_bytes` falls back for them. The others (0 and 1e-4 <= abs(x) < 1e16) are
     written alike by both (``tests/test_wire_json.py``)."""

@@ -74,7 +74,7 @@ def rule(p: Playbook) -> str:
     else:
         counted = str(p.threshold)
     where = " and ".join(f"{path}={'|'.join(sorted(values))}" for path, values in p.where)
-    action = p.action
+    action: str = p.action
     if p.duration is not None and p.action != "alert":
         action += f" for {span(_us(p.duration))}"
     if p.cooldown is not None:

@@ -24,8 +24,8 @@ import sqreen
 from sqreen.integrations.fastapi import Sqreen, SqreenMiddleware
 from sqreen.integrations.starlette import SqreenMiddleware as StarletteMiddleware
 from sqreen.testing import CapturedEvents
-from tests.integrations.apps.fastapi_app import create_app
 from tests.integrations._servers import ROOT, free_port
+from tests.integrations.apps.fastapi_app import create_app
 from tests.receiver import Receiver
 
 

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
@@ -483,3 +484,41 @@ def test_a_worker_with_a_backlog_asks_senders_to_reconnect(
     assert sqlite_storage.count_events() == 6000
     closes = [r.headers.get("connection") for r in replies].count("close")
     assert closes >= 1 if rebalance else closes == 0
+
+
+def test_the_readmes_blocks_api_calls_do_what_it_says(collector: Collector) -> None:
+    """Each ``curl`` of the README's blocks API block, sent as written (its body, method
+    and path) with an admin key."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("ADMIN=$(sqreen keys create --name ops --scope admin)\n", 1)[1]
+    block = block.split("```", 1)[0].replace("\\\n", " ")
+    calls = [line.split("curl ", 1)[1] for line in block.splitlines() if "curl " in line]
+    assert len(calls) == 4
+    replies = []
+    for call in calls:
+        method = "POST" if "-X POST" in call else "DELETE" if "-X DELETE" in call else "GET"
+        path = "/" + call.split("http://127.0.0.1:8000/", 1)[1].split()[0]
+        body = call.split("-d '", 1)[1].split("'", 1)[0] if "-d '" in call else None
+        reply = collector.admin.request(
+            method, collector.url + path, content=body, headers=JSON if body else None
+        )
+        replies.append(reply)
+    ip, user, listed, lifted = replies
+    assert (ip.status_code, ip.json()["outcome"], ip.json()["ip"]) == (
+        201,
+        "created",
+        "203.0.113.0/24",
+    )
+    assert 3590 <= ip.json()["expires_in"] <= 3600 and ip.json()["created_by"].startswith(
+        "api-key:"
+    )
+    assert user.status_code == 201 and user.json()["user"] == {"username": "mallory"}
+    assert [b["id"] for b in listed.json()["blocks"]] == [user.json()["id"], ip.json()["id"]]
+    assert lifted.status_code == 200 and lifted.json()["id"] == "2" == user.json()["id"]
+    # Without a duration: until lifted. Another key: refused, naming it.
+    forever = collector.post("/v1/blocks", {"type": "block_ip", "ip": "198.51.100.9"}, admin=True)
+    assert forever.status_code == 201 and forever.json()["expires_in"] is None
+    odd = collector.post(
+        "/v1/blocks", {"type": "block_ip", "ip": "198.51.100.9", "expires_in": 5}, admin=True
+    )
+    assert odd.status_code == 400 and "expires_in" in odd.json()["error"]

@@ -444,7 +444,7 @@ def test_block_private_is_for_block_ip_playbooks_only(tmp_path: Path) -> None:
     text = TEMPLATES.replace('action = "alert"', 'action = "alert"\nblock_private = true', 1)
     result = CliRunner().invoke(main, ["playbooks", "check", str(playbook_file(tmp_path, text))])
     assert result.exit_code != 0
-    assert "block_private: applies to action = \"block_ip\" only" in result.output
+    assert 'block_private: applies to action = "block_ip" only' in result.output
     text = TEMPLATES.replace('duration = "1h"', 'duration = "1h"\nblock_private = "yes"', 1)
     result = CliRunner().invoke(main, ["playbooks", "check", str(playbook_file(tmp_path, text))])
     assert result.exit_code != 0 and "block_private: must be true or false" in result.output
