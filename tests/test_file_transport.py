@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sqreen.transports import FileTransport
+from sqreen.transports import FileTransport, from_config
 
 
 def lines(n: int, tag: str, size: int = 40) -> list[bytes]:
@@ -88,3 +88,17 @@ def test_processes_appending_to_one_file_never_interleave(tmp_path: Path) -> Non
     for n in range(4):  # each process's lines whole, each batch's in order
         mine = [(g["tag"], g["n"]) for g in got if g["tag"].startswith(f"p{n}-")]
         assert mine == [(f"p{n}-{b}", i) for b in range(40) for i in range(25)]
+
+
+def test_without_an_endpoint_the_warning_names_each_framework_s_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    transport = from_config(None, None, None)
+    transport.send({"app": {}}, [b'{"id":"1"}'])
+    transport.close()
+    (message,) = [r.getMessage() for r in sqreen_log.records if "no endpoint" in r.getMessage()]
+    for where in ("SQREEN_ENDPOINT in a Flask config", "Django's settings.SQREEN",
+                  "add_middleware(SqreenMiddleware, endpoint=...)", "init(endpoint=...)"):  # fmt: skip
+        assert where in message
+    assert (tmp_path / "sqreen-events.jsonl").read_text().count("\n") == 1

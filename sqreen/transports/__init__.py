@@ -78,7 +78,10 @@ class _DefaultFile(FileTransport):
             self._warned = True
             logger.warning(
                 "sqreen: no endpoint configured: events go to ./%s "
-                "(set SQREEN_ENDPOINT or init(endpoint=...) to send them to a collector)",
+                "(to send them to a collector, set SQREEN_ENDPOINT, or the endpoint option where "
+                "the app configures sqreen: SQREEN_ENDPOINT in a Flask config, 'endpoint' in "
+                "Django's settings.SQREEN, add_middleware(SqreenMiddleware, endpoint=...), "
+                "init(endpoint=...))",
                 DEFAULT_FILE,
             )
         return super()._open()

@@ -253,3 +253,15 @@ def test_a_wrong_option_stops_uvicorn_at_startup(
 def test_sqreen_called_as_flask_sets_up_says_how_fastapi_does() -> None:
     with pytest.raises(TypeError, match=r"app.add_middleware\(SqreenMiddleware\)"):
         Sqreen(FastAPI())  # type: ignore[operator]
+
+
+def test_an_ip_block_through_the_test_client_as_the_readme_says(
+    sqreen_events: CapturedEvents,
+) -> None:
+    sqreen_events.block([{"type": "block_ip", "ip": "203.0.113.0/24"}])
+    app = create_app()
+    forwarded = {"X-Forwarded-For": "203.0.113.5"}
+    # The default peer, "testclient", is no address, and it is no trusted proxy either.
+    assert TestClient(app).get("/count", headers=forwarded).status_code == 200
+    assert TestClient(app, client=("203.0.113.5", 50000)).get("/count").status_code == 403
+    assert TestClient(app, client=("198.51.100.5", 50000)).get("/count").status_code == 200
