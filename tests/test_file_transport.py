@@ -98,7 +98,11 @@ def test_without_an_endpoint_the_warning_names_each_framework_s_setting(
     transport.send({"app": {}}, [b'{"id":"1"}'])
     transport.close()
     (message,) = [r.getMessage() for r in sqreen_log.records if "no endpoint" in r.getMessage()]
-    for where in ("SQREEN_ENDPOINT in a Flask config", "Django's settings.SQREEN",
-                  "add_middleware(SqreenMiddleware, endpoint=...)", "init(endpoint=...)"):  # fmt: skip
+    for where in (
+        "SQREEN_ENDPOINT in a Flask config",
+        "Django's settings.SQREEN",
+        "add_middleware(SqreenMiddleware, endpoint=...)",
+        "init(endpoint=...)",
+    ):
         assert where in message
     assert (tmp_path / "sqreen-events.jsonl").read_text().count("\n") == 1
