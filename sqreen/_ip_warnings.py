@@ -34,6 +34,7 @@ from ._ip_syntax import Parsed, forwarded_hops, normalize_ip, parse_ip
 __all__ = [
     "SILENT_PROXY_EVENTS",
     "WATCHED_EVENTS",
+    "counting_done",
     "maybe_warn_untrusted_proxy",
     "should_warn_untrusted_private",
     "warn_untrusted_proxy_once",
@@ -93,6 +94,13 @@ def watch_peer(
             return
     if _watch.seen >= WATCHED_EVENTS:
         _watch.silent_settled = True
+
+
+def counting_done() -> bool:
+    """Whether the events without a forwarded header are counted no more (warned, or
+    :data:`WATCHED_EVENTS` seen): until then every event must be watched, those with the
+    header too."""
+    return _watch.silent_settled
 
 
 def _is_trusted(peer: str | None, trusted: TrustedProxies) -> bool:

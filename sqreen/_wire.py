@@ -23,7 +23,7 @@ from ._event import (
     validate_user,
 )
 from ._ip_syntax import canonical_ip
-from ._ip_warnings import watch_peer
+from ._ip_warnings import counting_done, watch_peer
 from ._json import dumps_utf8
 from ._params import scrubbed_params
 from ._request import text
@@ -140,9 +140,9 @@ def encode_request(snapshot: RequestSnapshot, config: Config, collect_body: bool
 
 #: The last peer and forwarded header with their proxies (a key of :func:`_client_ip`) and
 #: the client IP they give, when :func:`watch_peer` has nothing more to say of them: a
-#: header that is there (it settles the count of events without one for good, and whether
-#: its peer looks like an untrusted proxy is decided by them alone, and logged once), or a
-#: rewritten peer (logged once). Most events of a batch come from the same proxy with the
+#: header that is there once the events without one are counted no more (the first 200, or
+#: the warning; whether its peer looks like an untrusted proxy is decided by them alone,
+#: and logged once), or a rewritten peer (logged once). Most events of a batch come from the same proxy with the
 #: same header: one tuple compared, not the peer's address parsed and the IP looked up
 #: (the flusher's time for a login event -7 %, then -3 % for the IP: bench_flusher_ab.py).
 #: One tuple, replaced whole (the flushers of several clients), the proxies by identity (a
@@ -158,7 +158,7 @@ def _client_ip(key: tuple[Any, ...]) -> str | None:
     _, peer, forwarded, header, rewritten, trusted = key
     ip: str | None = trusted.client_ip(peer, forwarded, header, rewritten)
     watch_peer(peer, forwarded, trusted, header, rewritten)
-    if rewritten or (forwarded and forwarded.strip()):
+    if rewritten or (forwarded and forwarded.strip() and counting_done()):
         _last_client = (key, ip)
     return ip
 

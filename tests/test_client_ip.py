@@ -502,3 +502,39 @@ def test_a_proxy_that_sends_the_header_is_never_reported(
         assert _silent_warnings(fresh_warning) == []
     finally:
         _ip_warnings._reset()
+
+
+def test_a_proxy_sending_the_header_for_one_client_is_not_reported_through_the_flusher(
+    fresh_warning: pytest.LogCaptureFixture,
+) -> None:
+    """Through the real encoding: events repeating the last one's peer and header are
+    served from a cache, and were then never counted as seen, so a correct nginx set-up
+    with one client and a local job was reported after 20 of the job's events."""
+    pytest.importorskip("flask")
+    from flask import Flask, request
+
+    import sqreen
+    from sqreen.integrations.flask import Sqreen
+
+    _ip_warnings._reset()
+    app = Flask(__name__)
+    app.config.update(SQREEN_TRANSPORT="memory:", SQREEN_CLIENT_IP_HEADER="X-Real-IP")
+    Sqreen(app)
+
+    @app.post("/login")
+    def login() -> tuple[str, int]:
+        request.sqreen.auth_track(False, username="alice")  # type: ignore[attr-defined]
+        return "no", 401
+
+    client = app.test_client()
+    try:
+        for n in range(1, 1001):
+            local = n % 20 == 0  # a job on the host, not through the proxy: no header
+            headers = {} if local else {"X-Real-IP": "203.0.113.7"}
+            client.post("/login", headers=headers, environ_base={"REMOTE_ADDR": "127.0.0.1"})
+            if n % 20 == 0:
+                assert sqreen.flush(timeout=5)  # resolved on the flusher, in order
+        assert _silent_warnings(fresh_warning) == []
+    finally:
+        sqreen.shutdown(timeout=1)
+        _ip_warnings._reset()

@@ -25,7 +25,7 @@ to a websocket): events are tracked as :func:`sqreen.track` tracks them, without
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 try:
     from fastapi import Depends
@@ -61,4 +61,8 @@ class _Handle(SqreenHandle):
 
 
 #: Declare it as a parameter to get the request's handle: ``def view(sqreen: Sqreen)``.
-Sqreen = Annotated[_Handle, Depends(sqreen_handle)]
+#: (Type checkers see the handle's own type, which ``sqreen_handle`` returns.)
+if TYPE_CHECKING:
+    Sqreen = Annotated[SqreenHandle, Depends(sqreen_handle)]
+else:
+    Sqreen = Annotated[_Handle, Depends(sqreen_handle)]

@@ -23,6 +23,7 @@ by matching the app's routes from the top, mount prefixes included. See
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -69,8 +70,9 @@ class SqreenMiddleware(SqreenASGIMiddleware):
             if message["type"] == "lifespan.startup":
                 failed = f"sqreen: {self.config_error}"
                 await send({"type": "lifespan.startup.failed", "message": failed})
-            raise self.config_error  # then ends, as Starlette's router does
-        raise self.config_error
+        # A copy each time: raised again, the one object would gather every request's
+        # frames in its traceback (and share it between requests at once).
+        raise copy.copy(self.config_error) from None
 
 
 def sqreen_handle(request: HTTPConnection) -> SqreenHandle:

@@ -77,6 +77,8 @@ def rule(p: Playbook) -> str:
     action: str = p.action
     if p.duration is not None and p.action != "alert":
         action += f" for {span(_us(p.duration))}"
+    if p.block_private:
+        action += ", private addresses too"
     if p.cooldown is not None:
         action += f", quiet {span(_us(p.cooldown))}"
     where = f" where {where}" if where else ""

@@ -111,14 +111,24 @@ def _constants_as_null(name: str) -> None:
     return None
 
 
+def _int_or_null(digits: str) -> int | None:
+    # Past Python's limit on an integer's digits (4300; an SDK whose process lifted it sent
+    # a client's 5 000-digit number as it was), null, as a float out of range is.
+    try:
+        return int(digits)
+    except ValueError:
+        return None
+
+
 def _lenient_loads(body: bytes) -> Any:
-    return json.loads(body, parse_constant=_constants_as_null)
+    return json.loads(body, parse_constant=_constants_as_null, parse_int=_int_or_null)
 
 
 def parse_json(body: bytes, *, constants: bool = False) -> Any:
     """The JSON value of ``body`` (:class:`ApiError` 400 if it is none). With ``constants``
     (a batch of events), ``NaN``, ``Infinity`` and ``-Infinity`` are read as null, as a
-    number too large for a float already is: earlier builds of the SDK wrote them from an
+    number too large for a float already is, and so is an integer of more digits than Python
+    reads: earlier builds of the SDK wrote them from an
     HTTP client's JSON body (``{"password": NaN}``), and refusing the batch for them threw
     away every other event it held, which let an attacker blind the collector with one
     request a batch."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -153,6 +154,14 @@ def test_bad_middleware_keywords_are_named(options: dict[str, Any], named: str) 
         TestClient(app).get("/")  # a request: the error itself
     with pytest.raises(sqreen.ConfigError, match=named), TestClient(app):
         pass  # the lifespan: its startup fails (uvicorn then exits with the message)
+    # Without a lifespan (--lifespan off, a mounted app), each request raises it anew: the
+    # one error raised again gathered every request's frames, its log growing each time.
+    errors = []
+    for _ in range(3):
+        with pytest.raises(sqreen.ConfigError) as info:
+            TestClient(app).get("/")
+        errors.append(len(traceback.extract_tb(info.value.__traceback__)))
+    assert errors[0] == errors[1] == errors[2]
 
 
 def test_string_booleans_and_the_agents_ip_header_as_middleware_keywords() -> None:

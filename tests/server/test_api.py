@@ -78,18 +78,23 @@ def test_nan_and_infinities_in_events_are_null_and_the_batch_is_kept(
     """Earlier SDK builds wrote a JSON body's ``NaN`` and ``Infinity`` as such: refusing the
     whole batch for them (400) let one request a batch hide every other event."""
     poisoned = wire_event()
-    poisoned["request"]["params"] = {"password": "__NAN__", "n": ["__INF__", "__NINF__", 2]}
+    poisoned["request"]["params"] = {
+        "password": "__NAN__",
+        "n": ["__INF__", "__NINF__", 2],
+        "pin": "__HUGE__",  # an SDK process with no limit on digits sent it as it came
+    }
     good = wire_event(name="auth.login.success", user={"uid": "7"})
     text = json.dumps(envelope([poisoned, good]))
     text = text.replace('"__NAN__"', "NaN").replace('"__INF__"', "Infinity")
-    body = text.replace('"__NINF__"', "-Infinity").encode()
+    body = text.replace('"__NINF__"', "-Infinity").replace('"__HUGE__"', "9" * 5000).encode()
     reply = collector.post("/v1/events", content=body, headers=JSON)
     assert reply.status_code == 200, reply.text
     assert (reply.json()["accepted"], reply.json()["rejected"]) == (2, [])
     stored = {e.id: e for e in collector.storage.query_events()}
     assert set(stored) == {poisoned["id"], good["id"]}
     request = stored[poisoned["id"]].request
-    assert request is not None and request["params"] == {"password": None, "n": [None, None, 2]}
+    assert request is not None
+    assert request["params"] == {"password": None, "n": [None, None, 2], "pin": None}
     # Elsewhere they stay refused: a block's expiry of NaN is no "never".
     assert collector.post("/v1/heartbeat", content=b'{"sdk": NaN}', headers=JSON).status_code == 400
 

@@ -412,7 +412,20 @@ def test_monitor_mode_records_the_alert_and_blocks_nobody(
     assert collector.storage.list_blocks() == []
 
 
-@pytest.mark.parametrize("address", ["10.99.0.1", "172.20.3.4", "100.64.1.1", "fd12:3456::7"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "10.99.0.1",
+        "172.20.3.4",
+        "100.64.1.1",
+        "fd12:3456::7",
+        "::ffff:10.0.0.9",
+        "64:ff9b::a00:6",
+        "64:ff9b:1::a00:7",
+        "fec0::10",
+        "2002:a00:1::1",
+    ],  # fmt: skip
+)
 def test_a_private_address_is_alerted_on_not_blocked_unless_the_playbook_says(
     collector: Collector, live_app: Any, tmp_path: Path, address: str
 ) -> None:
