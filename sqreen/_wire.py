@@ -142,9 +142,10 @@ def encode_request(snapshot: RequestSnapshot, config: Config, collect_body: bool
 #: the client IP they give, when :func:`watch_peer` has nothing more to say of them: a
 #: header that is there once the events without one are counted no more (the first 200, or
 #: the warning; whether its peer looks like an untrusted proxy is decided by them alone,
-#: and logged once), or a rewritten peer (logged once). Most events of a batch come from the same proxy with the
-#: same header: one tuple compared, not the peer's address parsed and the IP looked up
-#: (the flusher's time for a login event -7 %, then -3 % for the IP: bench_flusher_ab.py).
+#: and logged once), or a rewritten peer (logged once). Most events of a batch come from
+#: the same proxy with the same header: one tuple compared, not the peer's address parsed
+#: and the IP looked up (the flusher's time for a login event -7 %, then -3 % for the IP:
+#: bench_flusher_ab.py).
 #: One tuple, replaced whole (the flushers of several clients), the proxies by identity (a
 #: new client's are new: its first events are watched) and held (an id is not reused while
 #: its object lives).

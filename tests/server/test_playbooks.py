@@ -424,7 +424,7 @@ def test_monitor_mode_records_the_alert_and_blocks_nobody(
         "64:ff9b:1::a00:7",
         "fec0::10",
         "2002:a00:1::1",
-    ],  # fmt: skip
+    ],
 )
 def test_a_private_address_is_alerted_on_not_blocked_unless_the_playbook_says(
     collector: Collector, live_app: Any, tmp_path: Path, address: str
