@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict sqreen
+	$(BIN)/mypy --strict sqreen tests/typing
 
 pytest: $(STAMP) system-deps
 	sh scripts/pytest.sh

@@ -48,7 +48,7 @@ class SqreenMiddleware(SqreenASGIMiddleware):
 
     framework = "starlette"
 
-    def __init__(self, app: ASGIApp, **options: Any) -> None:
+    def __init__(self, app: ASGIApp, /, **options: Any) -> None:
         super().__init__(app, route=_route)
         #: A wrong option (a typo, an environment variable's bad value), raised again where
         #: the server hears it: Starlette builds its middleware on the first call, the
