@@ -14,6 +14,7 @@ tracked, and then only a frozen snapshot is taken (:mod:`sqreen._request`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from datetime import datetime
@@ -33,11 +34,43 @@ from ._request import (
 if TYPE_CHECKING:
     from ._client import Client
 
-__all__ = ["RequestContext", "UserScope", "current", "current_request"]
+__all__ = [
+    "AUTH_BY_APP",
+    "AUTH_BY_SIGNALS",
+    "IN_SIGNAL",
+    "RequestContext",
+    "UserScope",
+    "current",
+    "current_request",
+]
+
+logger = logging.getLogger("sqreen")
 
 #: The request being served, bound by a middleware: ``token = current_request.set(ctx)``,
 #: then ``current_request.reset(token)`` in a ``finally`` of the same frame.
 current_request: ContextVar[RequestContext | None] = ContextVar("sqreen_request", default=None)
+
+
+#: :attr:`RequestContext.auth_sources`: a login tracked by the app (``auth_track``), by
+#: ``sqreen.integrations.django.auth``'s receivers, and while one of those runs.
+AUTH_BY_APP = 1
+AUTH_BY_SIGNALS = 2
+IN_SIGNAL = 4
+_BOTH = AUTH_BY_APP | AUTH_BY_SIGNALS
+_warned_twice: list[bool] = []
+
+
+def _warn_counted_twice() -> None:
+    """Say once a process that one request's logins are tracked both ways."""
+    if _warned_twice:
+        return
+    _warned_twice.append(True)
+    logger.warning(
+        "sqreen: a request's login was tracked both by sqreen.integrations.django.auth "
+        "(django.contrib.auth's signals) and by the view's auth_track(): each login counts "
+        "twice, and playbooks fire at half their thresholds. Use one of them for the same "
+        "logins (the README's Django section)."
+    )
 
 
 class RequestContext:
@@ -52,6 +85,7 @@ class RequestContext:
 
     __slots__ = (
         "_client",
+        "auth_sources",
         "_ip",
         "_kind",
         "_peer",
@@ -89,6 +123,9 @@ class RequestContext:
         self.traits: dict[str, Any] | None = None
         #: Whether a track() of this request was given another user than identify()'s.
         self.other_user_noted = False
+        #: Who tracked this request's logins (:data:`AUTH_BY_APP`, :data:`AUTH_BY_SIGNALS`),
+        #: and :data:`IN_SIGNAL` while Django's auth signals track one.
+        self.auth_sources = 0
 
     # -- for middlewares ---------------------------------------------------------------
 
@@ -164,6 +201,11 @@ class RequestContext:
 
     def auth_track(self, success: object, **user_identifiers: Any) -> bool:
         """Track a login attempt; see :func:`sqreen.auth_track`."""
+        sources = self.auth_sources
+        by = AUTH_BY_SIGNALS if sources & IN_SIGNAL else AUTH_BY_APP
+        if sources & _BOTH and not sources & by:
+            _warn_counted_twice()
+        self.auth_sources = sources | by
         return self._client.auth_track(success, user_identifiers, self)
 
     def signup_track(self, **user_identifiers: Any) -> bool:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.receiver import Receiver
 
-from ._servers import ROOT, Gunicorn
+from ._servers import ROOT, Gunicorn, wait_until
 
 pytest.importorskip("django")
 
@@ -263,6 +263,23 @@ def test_a_view_s_own_authenticate_calls_are_tracked(site: tuple[Gunicorn, Recei
         ("auth.login.failure", {"username": "bob@example.com"}, "/api/email-login"),
         ("auth.login.success", {"username": "bob"}, "/api/login"),
     ]
+
+
+def test_a_login_tracked_by_the_signals_and_the_view_is_said_once(
+    site: tuple[Gunicorn, Receiver],
+) -> None:
+    server, receiver = site
+    warning = "tracked both by sqreen.integrations.django.auth"
+    with httpx.Client(base_url=server.url) as http:
+        assert http.post("/api/login", data={"username": "bob", "password": "x"}).status_code == 401
+        assert warning not in server.output()  # the signals alone: once, no warning
+        for _ in range(2):
+            reply = http.post("/api/login-tracked-too", data={"username": "bob", "password": "x"})
+            assert reply.status_code == 401
+    events = auth_events(receiver, 5)
+    assert [e["request"]["path"] for e in events] == ["/api/login"] + ["/api/login-tracked-too"] * 4
+    assert wait_until(lambda: warning in server.output(), 10), server.output()
+    assert server.output().count(warning) == 1
 
 
 def test_the_test_clients_made_up_requests_track_nothing(tmp_path: Path) -> None:

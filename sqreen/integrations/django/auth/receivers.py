@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 
-from ...._context import RequestContext, current_request
+from ...._context import IN_SIGNAL, RequestContext, current_request
 from ....events import AUTH_LOGIN_FAILURE, AUTH_LOGOUT
 
 __all__ = ["failed", "handle_of", "logged_in", "logged_out"]
@@ -33,7 +33,7 @@ def logged_in(sender: Any, request: Any = None, user: Any = None, **kwargs: Any)
     if handle is not None and user is not None:
         identifiers = _identifiers(user.get_username())
         if identifiers is not None:
-            handle.auth_track(True, **identifiers)
+            _auth_track(handle, True, identifiers)
 
 
 def failed(
@@ -54,7 +54,17 @@ def failed(
     if identifiers is None:
         handle.track(AUTH_LOGIN_FAILURE)
     else:
-        handle.auth_track(False, **identifiers)
+        _auth_track(handle, False, identifiers)
+
+
+def _auth_track(handle: RequestContext, success: bool, identifiers: dict[str, str]) -> None:
+    """``handle.auth_track``, known as the signals' (the app tracking the same login too is
+    then said once: it would count twice)."""
+    handle.auth_sources |= IN_SIGNAL
+    try:
+        handle.auth_track(success, **identifiers)
+    finally:
+        handle.auth_sources &= ~IN_SIGNAL
 
 
 def logged_out(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:

@@ -69,8 +69,18 @@ before_auser.async_capable = True  # type: ignore[attr-defined]
 before_auser.sync_capable = False  # type: ignore[attr-defined]
 
 
+@csrf_exempt
+def api_login_tracked_too(request: HttpRequest) -> HttpResponse:
+    """What the README warns against: the signals track the login, and the view too."""
+    username = request.POST["username"]
+    user = authenticate(request, username=username, password=request.POST["password"])
+    request.sqreen.auth_track(user is not None, username=username)  # type: ignore[attr-defined]
+    return HttpResponse("yes" if user else "no", status=200 if user else 401)
+
+
 urlpatterns = [
     path("api/check", check_password),
+    path("api/login-tracked-too", api_login_tracked_too),
     path("api/login", api_login),
     path("api/alogin", api_alogin),
     path("api/email-login", email_login),
