@@ -85,12 +85,12 @@ class RequestContext:
 
     __slots__ = (
         "_client",
-        "auth_sources",
         "_ip",
         "_kind",
         "_peer",
         "_receive",
         "_source",
+        "auth_sources",
         "body",
         "other_user_noted",
         "route",
