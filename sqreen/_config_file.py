@@ -59,14 +59,25 @@ def from_file(environ: Mapping[str, str]) -> Found:
 def _found(environ: Mapping[str, str], warnings: list[str]) -> Found:
     named = environ.get(FILE_VARIABLE)
     if named:
-        path = os.path.abspath(named)
-        if os.path.exists(path):
+        path = _absolute(named, warnings)
+        if path is not None and os.path.exists(path):
             return _cached(path, f"{FILE_VARIABLE}={named!r}", warnings)
         # The agent went on to the working directory's file; so does this, but says so.
-        if _changed(path, None):
+        if path is not None and _changed(path, None):
             warnings.append(f"{FILE_VARIABLE} names {path}, which does not exist: it is not read")
-    path = os.path.abspath(FILE_NAME)
-    return _cached(path, path, warnings) if os.path.exists(path) else {}
+    path = _absolute(FILE_NAME, warnings)
+    return _cached(path, path, warnings) if path is not None and os.path.exists(path) else {}
+
+
+def _absolute(path: str, warnings: list[str]) -> str | None:
+    """``path`` made absolute; None when it is relative and the working directory is gone
+    (a deploy replaced the app's directory): no file is read then, and the app goes on."""
+    try:
+        return os.path.abspath(path)
+    except OSError:
+        if _changed("<no working directory>", None):
+            warnings.append(f"the working directory is gone: {path} is not read")
+        return None
 
 
 def _changed(path: str, stamp: tuple[int, int] | None) -> bool:

@@ -95,6 +95,7 @@ class Delivery:
     _pending: int
     _pending_bytes: int
     _attempt: int
+    _failed_sends: int
     _retry_at: float
     _rejections: set[str]
     _refused_unsaid: int
@@ -249,6 +250,7 @@ class Delivery:
 
     def _back_off(self, retry_after: float | None) -> float:
         self._attempt += 1
+        self._failed_sends += 1
         backoff: float = min(MAX_BACKOFF, 0.5 * 2.0 ** min(self._attempt - 1, 16))
         delay = max(backoff * self._jitter(0.5, 1.0), min(retry_after or 0.0, MAX_RETRY_AFTER))
         self._retry_at = self._clock() + delay

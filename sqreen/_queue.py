@@ -118,6 +118,7 @@ class Queue(Delivery):
         self._closing = False
         self._flush_requested = False
         self._attempt = 0
+        self._failed_sends = 0  # ever: a flush at shutdown stops waiting at the next one
         self._retry_at = 0.0
         self._last_flush = self._clock()
         self._next_heartbeat = self._last_flush  # fetch the action set at once
@@ -242,9 +243,12 @@ class Queue(Delivery):
         if self._on_start is not None:
             self._on_start()
 
-    def flush(self, timeout: float) -> bool:
-        """Wait until everything queued so far is delivered or dropped; False on timeout."""
+    def flush(self, timeout: float, *, until_failure: bool = False) -> bool:
+        """Wait until everything queued so far is delivered or dropped; False on timeout,
+        and with ``until_failure`` as soon as a send fails (the collector down: the retries
+        that would follow wait longer than a shutdown should)."""
         deadline = self._clock() + timeout
+        failed = self._failed_sends
         if self._thread is None or not self._thread.is_alive():
             if self._thread is None:
                 self.start()
@@ -255,7 +259,7 @@ class Queue(Delivery):
             self._wake.set()
             while self._pending:
                 remaining = deadline - self._clock()
-                if remaining <= 0:
+                if remaining <= 0 or (until_failure and self._failed_sends != failed):
                     return False
                 self._drained.wait(min(remaining, 0.05))
                 self._flush_requested = True
@@ -266,20 +270,27 @@ class Queue(Delivery):
         """Deliver what is queued within ``timeout`` (:meth:`flush`); what is left is written
         to the spool too, and said. It stays queued: sent from here if the process goes on (the
         files go once it is), from the spool by the next process if this one dies now (an ASGI
-        server's lifespan shutdown, after which uvicorn kills its process with SIGTERM)."""
+        server's lifespan shutdown, after which uvicorn kills its process with SIGTERM). A
+        send that fails ends the wait: the collector is down, and the spool keeps them."""
         if self._closing:  # the delivery at exit came first, and said what it left
             return not self._pending
-        if self.flush(timeout):
+        failed = self._failed_sends
+        if self.flush(timeout, until_failure=True):
             return True
+        when = (
+            "at the lifespan shutdown (a send failed: the collector is down or refusing)"
+            if self._failed_sends != failed
+            else f"within {timeout:g}s of the lifespan shutdown"
+        )
         kept = 0
         if self.spool is not None and self.spool.enabled:
             with self.errors.guard("spooling at lifespan shutdown"):
                 self._spool_all()
                 kept = sum(len(batch) for batch in list(self._ready) if batch.spooled)
         logger.warning(
-            "sqreen: %d events not delivered within %gs of the lifespan shutdown; %s",
+            "sqreen: %d events not delivered %s; %s",
             self._pending,
-            timeout,
+            when,
             f"{kept} kept in {self.spool.directory} for the next process should this one end"
             if kept and self.spool is not None
             else "still queued",

@@ -13,6 +13,7 @@ import pytest
 
 import sqreen
 from sqreen._config import Config
+from sqreen._config_file import from_file
 from sqreen._config_values import CHECKS
 
 CA = Path(__file__).resolve().parent / "data"
@@ -213,3 +214,17 @@ def test_a_file_that_cannot_be_used_is_a_warning_never_an_error(
     assert sqreen.track("still.tracked") and client.flush(5)
     (message,) = warnings(sqreen_log)
     assert str(path) in message and said in message
+
+
+def test_a_working_directory_gone_reads_no_file_and_raises_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    """A deploy that replaced the app's directory: os.getcwd() fails, and the search for
+    ./sqreen.ini raised from every track() and every Starlette set-up."""
+    gone = tmp_path / "release-41"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    assert from_file({}) == {}
+    assert from_file({"SQREEN_CONFIG_FILE": "sqreen.ini"}) == {}
+    assert any("the working directory is gone" in r.getMessage() for r in sqreen_log.records)

@@ -33,10 +33,12 @@ from starlette.routing import BaseRoute, Match, Mount
 from .._config_values import ConfigError
 from .._context import RequestContext
 from .._requestless import REQUESTLESS
-from ..middleware._common import framework_init
+from ..middleware._common import framework_init, guard
 from ..middleware.asgi import ASGIApp, Receive, Scope, Send, SqreenASGIMiddleware
 
 __all__ = ["SqreenHandle", "SqreenMiddleware", "sqreen_handle"]
+
+_SET_UP = guard("setting the Starlette middleware up")
 
 #: The per-request handle: ``track``, ``identify``, ``auth_track``, ``signup_track``,
 #: ``for_user``, ``is_blocked``.
@@ -60,6 +62,9 @@ class SqreenMiddleware(SqreenASGIMiddleware):
             framework_init(options, self.framework)
         except ConfigError as exc:
             self.config_error = exc
+        except Exception:  # the environment's (the working directory gone...): recorded, and
+            with _SET_UP:  # requests go on with the client in use, as any error of ours
+                raise
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.config_error is None:

@@ -274,3 +274,23 @@ def test_an_ip_block_through_the_test_client_as_the_readme_says(
     assert TestClient(app).get("/count", headers=forwarded).status_code == 200
     assert TestClient(app, client=("203.0.113.5", 50000)).get("/count").status_code == 403
     assert TestClient(app, client=("198.51.100.5", 50000)).get("/count").status_code == 200
+
+
+def test_an_error_of_the_environment_at_set_up_is_logged_and_requests_go_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Starlette builds its middleware at the first call: an error there left the stack
+    unbuilt, and every request failed again (the working directory of a replaced deploy
+    gone: FileNotFoundError from the search for sqreen.ini)."""
+    import sqreen.integrations.starlette as integration
+
+    def gone(*args: Any) -> None:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(integration, "framework_init", gone)
+    app = Starlette(routes=[Route("/", lambda request: PlainTextResponse("ok"))])
+    app.add_middleware(StarletteMiddleware)
+    with TestClient(app) as client:
+        assert [client.get("/").status_code for _ in range(2)] == [200, 200]
+    logged = [r for r in caplog.records if "setting the Starlette middleware up" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None

@@ -349,3 +349,35 @@ def test_an_ip_blocked_while_its_request_runs_gets_403_at_its_login(
         ("security.blocked", "203.0.113.9"),
         (name, "198.51.100.1"),
     ]
+
+
+def test_lifespan_shutdown_stops_waiting_at_a_failed_send(
+    sqreen_events: CapturedEvents, tmp_path: Path, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    """A collector that is down answers at once: the retries that would follow (0.4 s, 0.8 s...)
+    held every lifespan shutdown for its whole shutdown_timeout (a test suite's TestClient
+    apps, 16 s -> 127 s). The first failed send ends the wait; the spool keeps the events."""
+    sends: list[int] = []
+
+    def handler(call: Call) -> Reply:
+        if call.kind == "events":
+            sends.append(len(call.events))
+            return Reply("retry", detail="ConnectError: [Errno 111] Connection refused")
+        return Reply("ok")
+
+    client = sqreen.init(
+        transport=ScriptedTransport(handler),
+        spool=str(tmp_path),
+        flush_interval=3600,
+        shutdown_timeout=60,
+    )
+    for i in range(3):
+        sqreen.track("served", properties={"i": i})
+    assert client.flush_or_spool(60) is False
+    assert sends == [3]  # one send, no retry waited for (within 60 s it would have retried)
+    said = [r.getMessage() for r in sqreen_log.records if "lifespan shutdown" in r.getMessage()]
+    assert said == [
+        "sqreen: 3 events not delivered at the lifespan shutdown (a send failed: the collector "
+        f"is down or refusing); 3 kept in {client.spool.directory if client.spool else None} "
+        "for the next process should this one end"
+    ]
