@@ -24,6 +24,7 @@ from typing import Any, Final, NamedTuple
 from ..._block_index import Network, embedded_ipv4
 from ..._blocking import fold_identifier
 from ..._json import dumps_utf8
+from ..blocks import INTERNAL_NETWORKS
 
 __all__ = [
     "IPV6_PREFIX",
@@ -31,6 +32,7 @@ __all__ = [
     "EventView",
     "FieldPath",
     "group_covers",
+    "internal_group",
     "ip_group",
     "matches",
     "parse_field",
@@ -229,6 +231,32 @@ def group_covers(key: str, networks: Iterable[Network]) -> bool:
                 return True
         elif group.num_addresses == 1 and _holds_client_of(network, int(group.network_address)):
             return True
+    return False
+
+
+#: NAT64's prefixes (RFC 6052, RFC 8215's local use), whose addresses carry an IPv4
+#: address in their last 32 bits; and the deprecated site-local IPv6 addresses.
+_NAT64: Final = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_SITE_LOCAL: Final = ipaddress.ip_network("fec0::/10")
+
+
+def internal_group(key: str) -> bool:
+    """Whether the group ``key`` of an ``ip`` playbook is a private, carrier-grade NAT or
+    link-local address or network, in any of its IPv6 forms (mapped, 6to4, Teredo, NAT64,
+    site-local): where a proxy the SDKs do not trust would be."""
+    if group_covers(key, INTERNAL_NETWORKS):
+        return True
+    try:
+        group = ipaddress.ip_network(key, strict=False)
+    except ValueError:
+        return False
+    if group.version != 6:
+        return False
+    if group.subnet_of(_SITE_LOCAL):  # type: ignore[arg-type]
+        return True
+    if group.num_addresses == 1 and any(group.subnet_of(n) for n in _NAT64):  # type: ignore[arg-type]
+        carried = ipaddress.IPv4Address(int(group.network_address) & 0xFFFFFFFF)
+        return any(carried in n for n in INTERNAL_NETWORKS if n.version == 4)
     return False
 
 

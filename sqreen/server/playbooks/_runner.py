@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from ..._text import visible
-from ..blocks import INTERNAL_NETWORKS, InvalidBlock, ip_block, user_block
+from ..blocks import InvalidBlock, ip_block, user_block
 from ..storage import (
     Alert,
     BlockSpec,
@@ -31,7 +31,7 @@ from ..storage.model import from_us, to_us
 from ._bounds import Bounds
 from ._config import Playbook
 from ._engine import Engine, is_exempt
-from ._fields import EventView, FieldPath, group_covers, ip_group, spellings
+from ._fields import EventView, FieldPath, internal_group, ip_group, spellings
 from ._hits import Firing, Hit, Mark, Probe, QuietKey, StreamKey, left_after, marks_of
 from ._late import LateEvents, Throttle
 from ._notify import Notifier
@@ -285,7 +285,7 @@ def new_alert(
     )[:1000]
     blocks = p.blocks
     if blocks and p.action == "block_ip" and not p.block_private:
-        if _internal(firing.key):
+        if internal_group(firing.key):
             blocks = False
             summary = (summary[:700] + PRIVATE_SPARED)[:1000]
     block = _block(p, firing.key, summary, max_blocks, spell) if blocks else None
@@ -305,32 +305,6 @@ def new_alert(
         block=block,
         retry_us=_retry_us(p),
     )
-
-
-#: NAT64's prefixes (RFC 6052, RFC 8215's local use), whose addresses carry an IPv4
-#: address in their last 32 bits; and the deprecated site-local IPv6 addresses.
-_NAT64: Final = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-_SITE_LOCAL: Final = ipaddress.ip_network("fec0::/10")
-
-
-def _internal(key: str) -> bool:
-    """Whether the group ``key`` of an ``ip`` playbook is a private, carrier-grade NAT or
-    link-local address or network, in any of its IPv6 forms (mapped, 6to4, Teredo, NAT64,
-    site-local): where a proxy the SDKs do not trust would be."""
-    if group_covers(key, INTERNAL_NETWORKS):
-        return True
-    try:
-        group = ipaddress.ip_network(key, strict=False)
-    except ValueError:
-        return False
-    if group.version != 6:
-        return False
-    if group.subnet_of(_SITE_LOCAL):  # type: ignore[arg-type]
-        return True
-    if group.num_addresses == 1 and any(group.subnet_of(n) for n in _NAT64):  # type: ignore[arg-type]
-        carried = ipaddress.IPv4Address(int(group.network_address) & 0xFFFFFFFF)
-        return any(carried in n for n in INTERNAL_NETWORKS if n.version == 4)
-    return False
 
 
 #: What an alert on a private address says of the block it did not make.
