@@ -136,9 +136,7 @@ class Users:
         """Raise :class:`Blocked` when the user is blocked, within a request, without binding
         them (a failed login, a login not yet checked): were only the right password
         refused, the 403 would tell an attacker which one it is."""
-        if ctx is SENTINEL_CTX:
-            ctx = _current_request()
-        if ctx is None:
+        if _served(ctx) is None:
             return
         user = None
         with self.errors.guard("auth_track"):
@@ -153,15 +151,11 @@ class Users:
         crossing of a playbook's threshold, from the attacker's own concurrent guesses)
         would otherwise let each request in flight answer its password's verdict: 256
         connections got 263 verdicts from one address blocked at the 5th."""
-        if not self.blocklist.has_ips:
-            return
-        if ctx is SENTINEL_CTX:
-            ctx = _current_request()
-        if ctx is None:
+        if not self.blocklist.has_ips or (served := _served(ctx)) is None:
             return
         blocked = None
         with self.errors.guard("auth_track"):
-            blocked = self.blocklist.ip_block(ctx.client_ip())
+            blocked = self.blocklist.ip_block(served.client_ip())
         if blocked is not None:
             raise blocked
 
@@ -187,3 +181,8 @@ class Users:
             self.blocklist.user_block(user) is not None
             or self.blocklist.ip_block(address) is not None
         )
+
+
+def _served(ctx: Any) -> Any:
+    """The request ``ctx`` stands for (the current one for the default), or None."""
+    return _current_request() if ctx is SENTINEL_CTX else ctx
