@@ -105,8 +105,11 @@ def events(
         show(found)
         if follow:
             follower = Follower(storage, filters, last=found[0].seq if found else 0)
-            for more in tail(follower, interval):
-                show(more)
+            try:
+                for more in tail(follower, interval):
+                    show(more)
+            except KeyboardInterrupt:  # Ctrl-C is how one stops following: no "Aborted!"
+                return
 
 
 def ip_filter(value: str) -> tuple[str | None, tuple[str, ...]]:

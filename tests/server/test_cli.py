@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -566,8 +567,13 @@ def test_events_follow_prints_new_events(db: str) -> None:
             assert "before.follow" in proc.stdout.readline()
             storage.insert_events([parse_event(wire_event(name="after.follow"))])
             assert "after.follow" in proc.stdout.readline()
+            # Ctrl-C is how one stops following: a quiet end, not click's "Aborted!".
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0
+            assert proc.stdout.read() == ""
         finally:
-            proc.terminate()
+            if proc.poll() is None:
+                proc.terminate()
             storage.close()
 
 
