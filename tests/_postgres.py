@@ -25,7 +25,6 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -33,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests._ports import free_port
 
 __all__ = [
     "Cluster",
@@ -61,12 +62,6 @@ def find_pg_bin() -> Path | None:
     )
     found = candidates[0] if candidates else shutil.which("initdb")
     return Path(found).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_cluster_user(argv: list[str]) -> list[str]:
@@ -119,7 +114,7 @@ def cluster(bin_dir: Path) -> Iterator[Cluster]:
         user = pwd.getpwnam(UNPRIVILEGED_USER)
         os.chown(root, user.pw_uid, user.pw_gid)
     root.chmod(0o700)
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     try:
         _run(
             [
