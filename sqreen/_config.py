@@ -73,18 +73,42 @@ class Config:
         framework's settings: ``SQREEN_NAME`` or ``name`` keys) > ``environ`` > ``sqreen.ini``
         (the one ``SQREEN_CONFIG_FILE`` in ``environ`` names, else the working directory's)
         > defaults."""
+        values, errors = cls._read(explicit, framework, environ)
+        if errors:
+            raise ConfigError(errors[0])
+        return cls(**values)
+
+    @classmethod
+    def problems(
+        cls,
+        explicit: Mapping[str, Any],
+        framework: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """What :meth:`resolve` would refuse, every wrong option at once (the first is the
+        one it raises); a bad ``sqreen.ini`` or ``SQREEN_*`` text raises, as it does there."""
+        return cls._read(explicit, framework, environ)[1]
+
+    @classmethod
+    def _read(
+        cls,
+        explicit: Mapping[str, Any],
+        framework: Mapping[str, Any] | None,
+        environ: Mapping[str, str] | None,
+    ) -> tuple[dict[str, Any], list[str]]:
         environ = os.environ if environ is None else environ
+        errors: list[str] = []
         found: Found = dict(from_file(environ))
         found.update(_from_environ(environ))
-        found.update(_from_mapping(framework or {}, "the framework's configuration"))
-        found.update(_from_mapping(explicit, None))
+        found.update(_from_mapping(framework or {}, "the framework's configuration", errors))
+        found.update(_from_mapping(explicit, None, errors))
         values = {}
         for name, (value, where) in found.items():
             try:
                 values[name] = CHECKS[name](name, value)
             except ConfigError as exc:
-                raise ConfigError(f"{exc} (from {where})" if where else str(exc)) from None
-        return cls(**values)
+                errors.append(f"{exc} (from {where})" if where else str(exc))
+        return values, errors
 
     def changed(self, other: Config) -> list[str]:
         """The options that differ between the two and that a client would use.
@@ -150,23 +174,26 @@ def _from_environ(environ: Mapping[str, str]) -> Found:
     return found
 
 
-def _from_mapping(source: Mapping[str, Any], where: str | None) -> Found:
+def _from_mapping(source: Mapping[Any, Any], where: str | None, errors: list[str]) -> Found:
     """The options of a mapping whose keys are option names, ``SQREEN_``-prefixed or not,
-    in any case, or the agent's names (:data:`ALIASES`)."""
+    in any case, or the agent's names (:data:`ALIASES`); what is wrong goes to ``errors``."""
     found: Found = {}
     keys: dict[str, str] = {}  # option -> the key that set it
     for key, value in source.items():
         if not isinstance(key, str):
-            raise ConfigError(f"option names must be strings, not {shown(key)}")
+            errors.append(f"option names must be strings, not {shown(key)}")
+            continue
         name = key.lower()
         name = name[7:] if name.startswith("sqreen_") else name
         name = ALIASES.get(name, name)
         if name not in _OPTIONS:
-            raise ConfigError(f"unknown option {shown(name)}; known: {', '.join(sorted(_OPTIONS))}")
+            errors.append(f"unknown option {shown(name)}; known: {', '.join(sorted(_OPTIONS))}")
+            continue
         if name in keys and found[name][0] != value:
-            raise ConfigError(
+            errors.append(
                 f"{shown(keys[name])} and {shown(key)} both set {name}, to different values"
             )
+            continue
         keys[name] = key
         found[name] = (value, f"{key!r} in {where}" if where else None)
     return found

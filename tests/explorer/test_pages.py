@@ -7,6 +7,7 @@ import html
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from starlette.testclient import TestClient
@@ -460,3 +461,30 @@ def test_an_older_page_of_events_links_back_to_the_newest(
     second = client.get(older).text
     assert "Older events" in second
     assert '<a href="/explorer/events?name=auth.login.failure">← Newest</a>' in second
+
+
+def test_group_by_shortcuts_offer_the_user_keys_the_events_carry(
+    client: TestClient, storage: Storage
+) -> None:
+    def shortcuts() -> list[tuple[str, str]]:
+        page = client.get("/explorer/events").text
+        bar = page.split('<p class="groupby">', 1)[1].split("</p>", 1)[0]
+        return [
+            (unquote(html.unescape(href)), html.unescape(label))
+            for href, label in re.findall(r'<a href="([^"]*)"[^>]*>([^<]*)</a>', bar)
+            if "group=user" in html.unescape(href)
+        ]
+
+    assert shortcuts() == [("/explorer/events?group=user:uid", "user uid")]  # nothing stored
+    store(
+        storage,
+        *(wire_event(user={"email": f"u{i}@example.com"}) for i in range(3)),
+        wire_event(user={"username": "bob", XSS: "x"}),
+    )
+    found = shortcuts()
+    assert found[0] == ("/explorer/events?group=user:email", "user email")  # most common
+    assert {label for _, label in found} == {"user email", "user username", f"user {XSS}"}
+    page = client.get("/explorer/events").text
+    assert XSS not in page  # escaped like everything an event carries
+    grouped = client.get("/explorer/events?group=user:email").text
+    assert "u0@example.com" in grouped and "By user:email" in grouped

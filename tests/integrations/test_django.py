@@ -49,6 +49,14 @@ def test_the_system_check() -> None:
         assert "flush_interval" in message.msg and "soon" in message.msg
     with override_settings(SQREEN={"flush_interval": 2, "strict": "no"}):
         assert ids(check_middleware()) == []
+    # Every wrong option at once, so that one run of `check` lists all there is to fix.
+    bad = {"flush_interval": "soon", "endpont": "x", "max_queue_size": -1, 3: "y"}
+    with override_settings(SQREEN=bad):
+        found = check_middleware()
+        assert ids(found) == ["sqreen.E002"] * 4
+        text = "\n".join(m.msg for m in found)
+        for name in ("flush_interval", "'endpont'", "max_queue_size", "must be strings"):
+            assert name in text
 
 
 def test_a_wrong_sqreen_setting_fails_at_start() -> None:

@@ -37,7 +37,7 @@ def is_ours(path: str) -> bool:
 
 
 def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    """``sqreen.E001``: ``SQREEN`` is not a dict; ``sqreen.E002``: one of its options (or a
+    """``sqreen.E001``: ``SQREEN`` is not a dict; ``sqreen.E002`` (one for each): an option (or a
     ``SQREEN_*`` variable) has a wrong value; ``sqreen.W001``: the middleware is not first;
     ``sqreen.W002``: it is missing."""
     messages: list[Any] = []
@@ -52,9 +52,10 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
     elif config is not None:
         try:  # the values too, as the middleware will read them (and the environment)
-            Config.resolve({}, config)
-        except ConfigError as exc:
-            messages.append(checks.Error(f"settings.SQREEN: {exc}", id="sqreen.E002"))
+            problems = Config.problems({}, config)
+        except ConfigError as exc:  # sqreen.ini or a SQREEN_* variable that cannot be read
+            problems = [str(exc)]
+        messages.extend(checks.Error(f"settings.SQREEN: {p}", id="sqreen.E002") for p in problems)
     middleware = [str(m) for m in getattr(settings, "MIDDLEWARE", None) or ()]
     ours = [i for i, path in enumerate(middleware) if is_ours(path)]
     if not ours:

@@ -10,6 +10,7 @@ page says so when that bound is reached), never a scan of the whole table.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -20,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from ..._event import LIMITS
 from ...events import severity
 from ..storage import Storage, StoredEvent
 from ._chart import Chart, bucketing, draw
@@ -35,6 +37,8 @@ GROUP_LIMIT: Final = 25
 #: The histogram spans at least this much when no ``since`` is given.
 MIN_RANGE: Final = timedelta(hours=1)
 MAX_ID: Final = 256
+#: "Group by" shortcuts offered for user identifier keys at most.
+USER_KEYS: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,22 @@ class EventsView:
     sampled: int
     bounded: bool
     groups: list[Group] | None
+    #: The user identifier keys of the events shown, most common first: the "Group by"
+    #: shortcuts for users (an app's users are ``email`` or ``username``, not always ``uid``).
+    user_keys: list[str]
+
+    @property
+    def user_groups(self) -> list[tuple[str, str]]:
+        """The ``group=`` values and labels of :attr:`user_keys`."""
+        return [(f"user:{k}", f"user {k}") for k in self.user_keys]
+
+
+def user_keys(events: list[StoredEvent], limit: int = USER_KEYS) -> list[str]:
+    """The identifier keys that ``events`` carry, most common first (``uid`` when none)."""
+    counted = Counter(
+        k for e in events for k in e.user or () if k == k.strip() and 0 < len(k) <= LIMITS.key_max
+    )
+    return [k for k, _ in counted.most_common(limit)] or ["uid"]
 
 
 def load(storage: Storage, query: Query, path: str, now: datetime) -> EventsView:
@@ -80,7 +100,7 @@ def load(storage: Storage, query: Query, path: str, now: datetime) -> EventsView
     if query.group_field is not None:
         counted = storage.count_by(query.group_field, f, GROUP_LIMIT, newest=SAMPLE)
         groups = [Group(v, n, _group_href(query, path, v)) for v, n in counted]
-    return EventsView(events, older, chart, sampled, bounded, groups)
+    return EventsView(events, older, chart, sampled, bounded, groups, user_keys(events))
 
 
 def _group_href(query: Query, path: str, value: str | None) -> str | None:
