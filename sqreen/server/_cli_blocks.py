@@ -150,6 +150,12 @@ def _selector(target: tuple[str, ...]) -> Callable[[Block], bool]:
     ids = {parse_block_id(t) for t in target}
     if None not in ids:
         return lambda b: b.id in ids
+    if kind not in ("user", "ip") and any(t.lstrip("+-").isdigit() for t in target):
+        bad = next(t for t in target if parse_block_id(t) is None)
+        raise click.UsageError(
+            f"{visible(bad[:40])} is not a block id: ids are the whole numbers from 1 that "
+            "`sqreen blocks` lists"
+        )
     raise click.UsageError("unblock takes block ids, 'user KEY=VALUE...' or 'ip NETWORK'")
 
 

@@ -51,6 +51,11 @@ class Finite(click.FloatRange):
         super().__init__(low, high)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:  # click's own words: "'abc' is not a valid float range"
+                self.fail(f"{value!r} is not a number", param, ctx)
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value} is not in the range {self.min}<=x<={self.max}.", param, ctx)
@@ -125,6 +130,14 @@ def pairs(values: Iterable[str], option: str) -> tuple[tuple[str, str], ...]:
         return tuple(parse_pairs(values, option).items())
     except InvalidBlock as exc:
         raise click.BadParameter(exc.message, param_hint=option) from None
+
+
+def nonempty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A click callback: an option given as ``''`` (or blanks) is a mistake, not a filter
+    that matches nothing."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("must not be empty", ctx=ctx, param=param)
+    return value
 
 
 def counted(n: int, singular: str, plural: str | None = None) -> str:

@@ -19,7 +19,16 @@ import click
 
 from .._text import visible
 from ..events import canonical_name
-from ._cli_common import db_option, json_line, opened, pairs, time_range, when, when_options
+from ._cli_common import (
+    db_option,
+    json_line,
+    nonempty,
+    opened,
+    pairs,
+    time_range,
+    when,
+    when_options,
+)
 from .importer import ImportReport, ImportStopped, import_lines, read_lines
 from .intel import IpIntel
 from .storage import MAX_IPS, EventFilter, Follower, StoredEvent
@@ -41,7 +50,11 @@ def _line(e: StoredEvent) -> str:
 
 
 @click.command()
-@click.option("--name", help="Only events with this name (LiteSOC's other spellings too).")
+@click.option(
+    "--name",
+    callback=nonempty,
+    help="Only events with this name (LiteSOC's other spellings too).",
+)
 @click.option("--user", "users", multiple=True, metavar="KEY=VALUE", help="User identifier.")
 @click.option(
     "--prop",
@@ -56,7 +69,7 @@ def _line(e: StoredEvent) -> str:
     metavar="IP|CIDR",
     help=f"Client IP address, or a network of at most {MAX_IPS} addresses (203.0.113.0/24).",
 )
-@click.option("--app", help="Application name.")
+@click.option("--app", callback=nonempty, help="Application name.")
 @when_options
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events (Ctrl-C stops).")
@@ -101,7 +114,8 @@ def events(
     with opened(db, create=False, upgrade=False) as storage:
         found = storage.query_events(filters, limit=limit)
         if not found and not as_json and not follow:  # apart from the list, on stderr
-            click.echo("no events", err=True)
+            exact = " (--user and --prop match values exactly, case included)"
+            click.echo("no events" + (exact if users or props else ""), err=True)
         show(found)
         if follow:
             follower = Follower(storage, filters, last=found[0].seq if found else 0)

@@ -161,6 +161,13 @@ def test_unblocking_ids_says_which_lifted_nothing_and_expired_blocks_say_so(db: 
     assert "(lifted " in next(line for line in lines if line.startswith("#1"))
 
 
+@pytest.mark.parametrize("bad", ["99999999999999999999999", "-5", "1.5e3"])
+def test_unblocking_a_number_that_is_no_block_id_names_it(db: str, bad: str) -> None:
+    result = run("unblock", "--db", db, "--", "1", bad, ok=False)
+    assert result.exit_code == 2
+    assert f"{bad} is not a block id" in result.output and "sqreen blocks" in result.output
+
+
 def test_unblocking_a_network_says_what_still_blocks_inside_it(db: str) -> None:
     """A block is lifted by its own target: a /32 blocked on its own inside a /24 stays
     blocked when the /24 is lifted, and the CLI says so (the same target again extends)."""

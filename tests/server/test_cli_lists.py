@@ -50,11 +50,23 @@ def failures(db: str, ip: str, users: list[str]) -> None:
         (["alerts", "--playbook", "brute-force-ip"], "no alerts of playbook brute-force-ip\n"),
         (["events"], "no events\n"),
         (["events", "--name", "auth.login.failure"], "no events\n"),
+        (
+            ["events", "--user", "username=ALICE"],
+            "no events (--user and --prop match values exactly, case included)\n",
+        ),
     ],
 )
 def test_an_empty_list_says_so_on_stderr(db: str, args: list[str], said: str) -> None:
     result = run(*args, "--db", db)
     assert result.stdout == "" and result.stderr == said
+
+
+@pytest.mark.parametrize("option", ["--name", "--app"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_filter_is_refused_not_matched(db: str, option: str, value: str) -> None:
+    result = CliRunner().invoke(main, ["events", option, value, "--db", db])
+    assert result.exit_code == 2
+    assert f"Invalid value for '{option}': must not be empty" in result.stderr
 
 
 @pytest.mark.parametrize("command", ["alerts", "events", "blocks"])

@@ -115,5 +115,9 @@ def test_days_that_no_date_can_be_counted_back_are_refused_naming_the_option(
         assert result.exit_code == 2, (value, result.output, result.exception)
         assert "Invalid value for '--travel-speed': " in result.output
         assert "0<=x<=1000000" in result.output
+    for command, option in (("purge", "--days"), ("serve", "--retention-days")):
+        result = CliRunner().invoke(main, [command, option, "abc", "--db", db])
+        assert result.exit_code == 2
+        assert f"Invalid value for '{option}': 'abc' is not a number" in result.output
     result = CliRunner().invoke(main, ["purge", "--days", "36500", "--db", db])
     assert result.exit_code == 0 and "older than 36500 days" in result.output
