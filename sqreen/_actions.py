@@ -6,7 +6,8 @@ unblock only with its next heartbeat, a minute later. This thread asks the colle
 action set with the version it holds (``GET /v1/actions?version=n&wait=30``); the collector
 answers as soon as its version differs (a block, an unblock, by hand or by a playbook), or
 after the wait with ``{"unchanged": true}``, and the thread asks again. A collector that does
-not answer is retried with a backoff (1 s doubling, at most 30 s). No work on the request
+not answer is retried with a backoff (1 s doubling, at most 30 s), and so is one that
+answers at once with nothing new (an older collector, or one stopping). No work on the request
 path: the blocklist is replaced whole, and readers take no lock.
 
 Applying a set holds the GIL (10 000 blocks: about 0.1 s), so a collector whose set changes
@@ -84,6 +85,7 @@ class ActionPoller:
 
     def _run(self) -> None:
         failures = 0
+        quick = 0  # polls answered at once in a row, with nothing new
         last_whole = -float("inf")
         while not self._stop.is_set():
             reply = None
@@ -105,8 +107,14 @@ class ActionPoller:
                         last_whole = now
                 elif self._clock() - started < 1.0:
                     # Nothing new, at once: a collector that does not hold the request (an
-                    # older one). Ask at the pace of a heartbeat instead of in a loop.
-                    pause = max(pause, self._wait)
+                    # older one), or one stopping (it answers the polls it holds as it
+                    # stops: a restart, say to load playbooks). Ask again after 1 s, then
+                    # 2, 4, ... up to the pace of a heartbeat, instead of in a loop; a
+                    # collector back from a restart is asked within seconds, not 30.
+                    pause = max(pause, min(self._wait, 2.0**quick))
+                    quick += 1
+                if self._clock() - started >= 1.0 or self._blocklist.version != version:
+                    quick = 0  # a poll held, or a change: a collector that holds them
                 if pause > 0:
                     self._stop.wait(min(pause, MAX_BACKOFF))
                 continue

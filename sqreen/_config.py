@@ -189,7 +189,7 @@ def _from_mapping(source: Mapping[Any, Any], where: str | None, errors: list[str
         if name not in _OPTIONS:
             errors.append(f"unknown option {shown(name)}; known: {', '.join(sorted(_OPTIONS))}")
             continue
-        if name in keys and found[name][0] != value:
+        if name in keys and _differ(found[name][0], value):
             errors.append(
                 f"{shown(keys[name])} and {shown(key)} both set {name}, to different values"
             )
@@ -197,3 +197,11 @@ def _from_mapping(source: Mapping[Any, Any], where: str | None, errors: list[str
         keys[name] = key
         found[name] = (value, f"{key!r} in {where}" if where else None)
     return found
+
+
+def _differ(a: Any, b: Any) -> bool:
+    """Whether two values set for one option differ (a value whose ``!=`` fails does)."""
+    try:
+        return bool(a != b)
+    except Exception:
+        return True

@@ -113,13 +113,20 @@ def _number(
         number = value
     else:
         raise ConfigError(f"{name} must be a number, not {shown(value)}")
-    if not math.isfinite(number):
+    if isinstance(number, int) and (number < 0 or (most is not None and number > most)):
+        # Out of range whatever it is: brought within a float's reach before any is made
+        # (an int past 1e308, 10**400, overflows one), then refused below as it is.
+        number = max(-1, min(number, int(most or 0) + 1))
+    if isinstance(number, float) and not math.isfinite(number):
         raise ConfigError(f"{name} must be a finite number, not {shown(value)}")
     if kind is int and isinstance(number, float):
         if not number.is_integer():
             raise ConfigError(f"{name} must be a whole number, not {shown(value)}")
         number = int(number)
-    number = kind(number)
+    try:
+        number = kind(number)
+    except OverflowError:  # an int too large for a float, for an option with no bound
+        raise ConfigError(f"{name} must be a smaller number, not {shown(value)}") from None
     if number < 0 or (number == 0 and not zero):
         raise ConfigError(
             f"{name} must be {'positive or 0' if zero else 'positive'}, not {shown(value)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from typing import Any
@@ -69,6 +70,33 @@ def test_a_collector_that_does_not_hold_the_poll_is_not_hammered() -> None:
     time.sleep(1.0)
     poller.stop()
     assert 2 <= len(calls) <= 5  # about one a wait, not thousands
+
+
+def test_a_collector_answering_at_once_is_asked_again_within_seconds() -> None:
+    """A stopping collector answers the polls it holds at once, unchanged; one that then
+    comes back with playbooks (a new version) is heard within seconds, not a heartbeat's 30
+    s: asked again after 1 s, then 2, 4, ... while it keeps answering at once."""
+    blocklist = Blocklist(TrustedProxies(None))
+    blocklist.apply(_set(4))
+    calls: list[float] = []
+
+    def poll(version: int, wait: float) -> Reply:
+        calls.append(time.monotonic())
+        if len(calls) < 4:
+            return Reply("ok", actions={"version": 4, "unchanged": True})  # at once
+        return Reply("ok", actions={**_set(5), "watch": ["auth.login.failure"]})
+
+    poller = ActionPoller(
+        poll, blocklist, lambda actions, held: blocklist.apply(actions), InternalErrors(), wait=30
+    )
+    poller.start()
+    deadline = time.monotonic() + 15
+    while blocklist.version != 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    poller.stop()
+    assert blocklist.version == 5
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(calls)]
+    assert gaps[:3] == pytest.approx([1, 2, 4], abs=0.3)  # then the new version
 
 
 def test_the_client_polls_through_a_transport_that_can(caplog: pytest.LogCaptureFixture) -> None:

@@ -372,11 +372,18 @@ def test_times_in_seconds_take_a_unit_and_wrong_numbers_say_what_is_wrong() -> N
         ("block_on_start_timeout", "2m", "block_on_start_timeout must be at most 60, not '2m'"),
         ("trusted_proxies", ["bad"], "trusted_proxies: 'bad' is not an IP address"),
         ("scrub_values", ["("], "scrub_values: '(' is not a regular expression"),
+        # Integers no float holds: the option's error, not OverflowError.
+        ("flush_interval", 10**400, "flush_interval must be at most 9.22337e+09, not 1000"),
+        ("shutdown_timeout", -(10**400), "shutdown_timeout must be positive, not -1000"),
+        ("batch_size", 10**5000, "batch_size must be at most 1000, not a huge int"),
     ]
     for name, value, message in wrong:
         with pytest.raises(ConfigError) as caught:
             Config.resolve({name: value}, environ={})
         assert str(caught.value).startswith(message), (name, value, str(caught.value))
+    # Every option checked, the first refusal raised: a later huge int does not hide it.
+    with pytest.raises(ConfigError, match="batch_size must be positive"):
+        Config.resolve({"batch_size": 0, "flush_interval": 10**400}, environ={})
 
 
 @pytest.mark.parametrize(

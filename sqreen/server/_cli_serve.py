@@ -24,7 +24,7 @@ from ._cli_blocks import max_blocks_option
 from ._cli_common import Days, Finite, db_option, opened
 from ._cli_export import destination, export_options, forwarder
 from ._cli_https import https_options, https_settings
-from ._listen import closed_on_error, listen, run_on
+from ._listen import check_listen, url_host
 from ._signals import exit_zero_after_sigterm, reload_on_sighup
 from .actions import MAX_POLLS_PER_KEY
 from .connections import PROTOCOL, ConnectionLimits, fit_to_open_files
@@ -183,6 +183,8 @@ def serve(
     log_format: str,
 ) -> None:
     """Run the collector (SDKs send to http://HOST:PORT, or https:// with --ssl-certfile)."""
+    import uvicorn
+
     say: Callable[[str], object] = partial(click.echo, err=True)
     note = say  # what is only information (where the explorer is)
     log_config = text_log_config(log_level)  # the collector's loggers too, at --log-level
@@ -206,9 +208,9 @@ def serve(
         raise click.UsageError("--geoip-db is read by IP intelligence: drop --no-ip-intel")
     _ip_intel(geoip_dbs).close()  # and so does a bad --geoip-db, before anything starts
     target = destination(export_url, export_format)  # and a bad --export
-    sock = listen(host, port)  # and a taken port, before anything says it started
+    check_listen(host, port)  # and a taken port, before anything says it started
     # `serving`, until the collector stops: `sqreen restore --force` refuses a served database.
-    with closed_on_error(sock), opened(db) as storage, serving(db.removeprefix("sqlite://")):
+    with opened(db) as storage, serving(db.removeprefix("sqlite://")):
         if not any(k.revoked_at is None for k in storage.list_keys()):
             say("no API key yet: create one with `sqreen keys create`")
         if not tls and not _is_loopback(host):
@@ -216,7 +218,8 @@ def serve(
                 f"listening on {host}: serve HTTPS (--ssl-certfile, or a reverse proxy in "
                 "front of the collector)"
             )
-        explorer_startup(storage, f"{'https' if tls else 'http'}://{host}:{port}", say, note)
+        url = f"{'https' if tls else 'http'}://{url_host(host)}:{port}"
+        explorer_startup(storage, url, say, note)
         logging.getLogger("sqreen").setLevel(log_level.upper())
         options: dict[str, Any] = {
             "host": host,
@@ -255,7 +258,7 @@ def serve(
             reload_on_sighup(source)
             exit_zero_after_sigterm()
             _settle_gc()
-            run_on(sock, app, **options)
+            uvicorn.run(app, **options)
             return
     # Several processes: each opens its own storage (see worker_app).
     os.environ[WORKER_ENV] = json.dumps(
@@ -277,7 +280,7 @@ def serve(
     from .metrics import multiprocess_dir
 
     with multiprocess_dir(), serving(db.removeprefix("sqlite://")):
-        supervise(f"{__name__}:worker_app", sock, workers, source, **options)
+        supervise(f"{__name__}:worker_app", workers, source, **options)
 
 
 WORKER_ENV = "SQREEN_SERVE_WORKER"

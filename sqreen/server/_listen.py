@@ -1,81 +1,60 @@
-"""The socket ``sqreen serve`` listens on, bound before anything else starts.
+"""Whether ``sqreen serve`` can listen on its address, asked before anything starts.
 
 uvicorn binds its address after the app's startup: on a port already taken, the collector
-logged "Application startup complete" (and the explorer's address) before the bind error.
-Bound here first, a taken port or an address this machine does not have stops the command
-with the option at fault, before the database is opened; the same socket then serves (one
-process) or is shared by the workers (``--workers N``).
+logged "Application startup complete" (and the explorer's address) before the bind error,
+then exited 3. Here the address is bound as uvicorn's server will bind it (every address
+the host resolves to, as :meth:`asyncio.loop.create_server` does: IPv6 ones only for IPv6,
+a link-local scope kept) and let go at once, so that a taken port, a host of no interface
+of this machine or a privileged port stops the command with the option at fault, before the
+database is opened. uvicorn then binds and listens as it always did (two collectors started
+in the same instant can still both pass here: the second fails as uvicorn fails).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import logging
 import socket
-import sys
-from collections.abc import Iterator
-from typing import Any
+from typing import Final
 
 import click
 
-__all__ = ["announce", "closed_on_error", "listen", "run_on"]
+__all__ = ["check_listen", "url_host"]
 
-_HINTS = {
+_HINTS: Final = {
     errno.EADDRINUSE: " (is another collector running? pick another --port)",
     errno.EACCES: " (ports below 1024 need privileges: pick another --port)",
     errno.EADDRNOTAVAIL: " (no interface of this machine has that address: see --host)",
 }
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` as uvicorn binds one, or the reason it cannot be."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def _addresses(host: str, port: int) -> list[tuple[int, int, int, tuple[object, ...]]]:
+    """The addresses ``create_server(host=host, port=port)`` binds: ``''`` is every
+    interface, as for uvicorn."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    seen: list[tuple[int, int, int, tuple[object, ...]]] = []
+    for family, kind, proto, _, address in infos:
+        if (family, kind, proto, address) not in seen:
+            seen.append((family, kind, proto, address))
+    return seen
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind what uvicorn will bind for ``host:port``, and let go; a
+    :class:`click.ClickException` with the reason when it cannot be."""
     try:
-        sock.bind((host, port))
+        for family, kind, proto, address in _addresses(host, port):
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:  # as asyncio: IPv6 only, IPv4 stays free
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
     except (OSError, UnicodeError) as exc:  # a name that does not resolve is an OSError too
-        sock.close()
         reason = (getattr(exc, "strerror", None) or str(exc)).lower()
         hint = _HINTS.get(getattr(exc, "errno", None) or 0, "")
-        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}{hint}") from None
-    sock.set_inheritable(True)
-    return sock
+        shown = url_host(host) if host else "*"
+        raise click.ClickException(f"cannot listen on {shown}:{port}: {reason}{hint}") from None
 
 
-@contextlib.contextmanager
-def closed_on_error(sock: socket.socket) -> Iterator[socket.socket]:
-    """``sock``, closed if what runs in the block fails (a database that cannot be opened)."""
-    try:
-        yield sock
-    except BaseException:
-        sock.close()
-        raise
-
-
-def announce(sock: socket.socket, tls: bool) -> None:
-    """The line uvicorn logs when it binds (``--port 0`` shows the port taken)."""
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    scheme = "https" if tls else "http"
-    logging.getLogger("uvicorn.error").info(
-        "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)", scheme, shown, port
-    )
-
-
-def run_on(sock: socket.socket, app: Any, **options: Any) -> None:
-    """What ``uvicorn.run(app, **options)`` does for one process, on ``sock``."""
-    import uvicorn
-
-    config = uvicorn.Config(app, **options)  # applies the log configuration
-    server = uvicorn.Server(config)
-    announce(sock, config.is_ssl)
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:  # pragma: no cover - uvicorn handles SIGINT itself
-        pass
-    finally:
-        sock.close()
-    if not server.started:
-        sys.exit(3)  # uvicorn's STARTUP_FAILURE
+def url_host(host: str) -> str:
+    """``host`` as the host of a URL (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -16,14 +16,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import time
 from typing import Any
 
 from uvicorn import Config
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from ._listen import announce
 from .playbooks import PlaybookSource
 from .playbooks._source import CHECK_EVERY
 
@@ -58,17 +56,11 @@ class Supervisor(Multiprocess):
                     os.kill(process.pid, signal.SIGHUP)
 
 
-def supervise(
-    app: str,
-    sock: socket.socket,
-    workers: int,
-    playbooks: PlaybookSource | None,
-    **options: Any,
-) -> None:
-    """What ``uvicorn.run(app, factory=True, workers=workers, **options)`` does on ``sock``
-    (:func:`~._listen.listen`), with :class:`Supervisor` for uvicorn's own."""
+def supervise(app: str, workers: int, playbooks: PlaybookSource | None, **options: Any) -> None:
+    """What ``uvicorn.run(app, factory=True, workers=workers, **options)`` does, with
+    :class:`Supervisor` for uvicorn's own."""
     config = Config(app, factory=True, workers=workers, **options)
-    announce(sock, config.is_ssl)
+    sock = config.bind_socket()
     try:
         Supervisor(config, [sock], playbooks).run()
     except KeyboardInterrupt:

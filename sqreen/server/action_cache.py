@@ -13,7 +13,9 @@ Every reply to an SDK carries the ``actions`` it needs, by the version it says i
 
 The set is read whole once per process, then kept up to date with what changed since the
 version in memory (:meth:`~.storage.ControlStore.action_changes`: each change stamps its
-block with its version, so that is one indexed read of the changed rows). A diff for an SDK
+block with its version, so that is one indexed read of the changed rows). A new list of
+watched names takes a version too, with no block (:meth:`ActionCache.version`): SDKs holding
+the set would not be sent it otherwise. A diff for an SDK
 at version ``m`` is read the same way (at most ``n - m`` rows: each version changes one
 block). Items are encoded once per block; a reply's bytes are rendered at most every
 :data:`FRESH` seconds per version (so ``expires_in`` is at most that stale) and shared by
@@ -97,13 +99,14 @@ class ActionCache:
         # since (None: the whole set) -> (store time rendered, µs; the bytes before "watch").
         self._rendered: dict[int | None, tuple[int, bytes]] = {}
         self._watch: tuple[frozenset[str], bytes] = (frozenset(), b"[]")
+        self._noted: frozenset[str] | None = None  # the watched names recorded in the store
         #: Diffs rendered (for tests and benchmarks: what was sent how).
         self.diffs = 0
 
     def encoded(self, held: int | None, diff: bool = False) -> tuple[int, bytes]:
         """The ``actions`` (JSON) of a reply to an SDK holding version ``held`` (None: none)
         that takes a diff when ``diff``, and the version they are of."""
-        version = self.store.action_version()
+        version = self.version()
         if held == version:
             return version, unchanged(version)
         with self._lock:
@@ -115,6 +118,17 @@ class ActionCache:
             body = self._body(held if diff else None)
             watch = self._watch_json()
         return version, body + b',"watch":' + watch + b"}"
+
+    def version(self) -> int:
+        """The action set's version, after a new one is taken if the watched event names
+        changed here (playbooks loaded or reloaded: :meth:`ControlStore.note_watched`)."""
+        names = self._watched()
+        if names != self._noted:
+            with self._lock:
+                if names != self._noted:
+                    self.store.note_watched(names)
+                    self._noted = names
+        return self.store.action_version()
 
     def active(self) -> int:
         """Blocks in the set in memory (in force when it was last read)."""

@@ -190,7 +190,7 @@ class ActionFeed:
                 seen = None
                 continue
             try:
-                version = await run_in_threadpool(self.store.action_version)
+                version = await run_in_threadpool(self.cache.version)
             except Exception:
                 logger.exception("sqreen: reading the action version failed")
                 continue

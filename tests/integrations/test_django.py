@@ -57,6 +57,9 @@ def test_the_system_check() -> None:
         text = "\n".join(m.msg for m in found)
         for name in ("flush_interval", "'endpont'", "max_queue_size", "must be strings"):
             assert name in text
+    with override_settings(SQREEN={f"opt{i}": 1 for i in range(2000)}):
+        found = check_middleware()
+        assert len(found) == 21 and "and 1980 more wrong options" in found[-1].msg
 
 
 def test_a_wrong_sqreen_setting_fails_at_start() -> None:

@@ -310,3 +310,28 @@ def test_what_changed_since_a_version_on_both_databases(storage: Storage) -> Non
     assert extended.expires_at is not None and extended.expires_at > now + timedelta(minutes=50)
     assert [b.id for b in storage.action_changes(start).blocks] == [short.id, kept.id]
     assert storage.action_changes(middle + 2).blocks == ()
+
+
+def test_new_watched_names_take_one_version_for_every_process(storage: Storage) -> None:
+    """Playbooks change no block, yet the names they watch reach SDKs only with a new
+    version: the first process to see a new list takes one, the others (same list) none, and
+    a collector without playbooks never does."""
+    from sqreen.server.action_cache import ActionCache
+
+    watched: list[frozenset[str]] = [frozenset()]
+    first = ActionCache(storage, lambda: watched[0])
+    second = ActionCache(storage, lambda: watched[0])  # another worker, same database
+    assert first.encoded(0) == (0, b'{"version":0,"unchanged":true}')
+    assert second.encoded(0)[0] == 0 and storage.action_version() == 0
+    watched[0] = frozenset({"auth.login.failure", "auth.signup"})  # playbooks loaded
+    version, body = first.encoded(0)
+    assert version == 1 and json.loads(body)["watch"] == ["auth.login.failure", "auth.signup"]
+    assert second.encoded(1) == (1, b'{"version":1,"unchanged":true}')  # no second version
+    assert first.encoded(1)[0] == 1 and storage.action_version() == 1
+    watched[0] = frozenset()  # playbooks removed: SDKs stop sending at once too
+    version, body = second.encoded(1)
+    assert version == 2 and json.loads(body)["watch"] == []
+    # A block made meanwhile goes as before, with the names.
+    BlockService(storage).create(ip_block("203.0.113.7", reason="r"), created_by="cli")
+    version, body = first.encoded(2)
+    assert version == 3 and json.loads(body)["watch"] == []

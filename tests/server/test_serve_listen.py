@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from .conftest import SQREEN
+from .conftest import SQREEN, free_port
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -44,6 +44,33 @@ def test_an_address_of_no_interface_names_host(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "cannot listen on 192.0.2.77:8000" in done.stderr and "--host" in done.stderr
+
+
+def test_an_ipv6_host_leaves_ipv4_free_as_uvicorn_did(tmp_path: Path) -> None:
+    """The check binds as the server will, then lets go: ``--host ::`` listens on IPv6 only
+    (asyncio's IPV6_V6ONLY), so IPv4's wildcard on the same port stays another program's."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*SQREEN, "serve", "--db", str(tmp_path / "x.db"), "--host", "::", "--port", str(port)],
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "startup complete" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert httpx.get(f"http://[::1]:{port}/healthz", timeout=5).status_code == 200
+        with socket.socket() as v4:
+            v4.bind(("0.0.0.0", port))  # free: the collector did not take it
+        assert "Event Explorer" not in log.read_text() or f"[::]:{port}" in log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(15)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

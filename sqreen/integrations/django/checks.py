@@ -21,6 +21,8 @@ from ..._config import Config, ConfigError
 __all__ = ["MIDDLEWARE_PATH", "check_middleware", "is_ours"]
 
 MIDDLEWARE_PATH = "sqreen.integrations.django.SqreenMiddleware"
+#: ``sqreen.E002`` errors listed at most; the rest are counted in one more.
+MAX_PROBLEMS = 20
 
 
 def is_ours(path: str) -> bool:
@@ -55,7 +57,10 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             problems = Config.problems({}, config)
         except ConfigError as exc:  # sqreen.ini or a SQREEN_* variable that cannot be read
             problems = [str(exc)]
-        messages.extend(checks.Error(f"settings.SQREEN: {p}", id="sqreen.E002") for p in problems)
+        shown = problems[:MAX_PROBLEMS]
+        if len(problems) > MAX_PROBLEMS:  # (a dict of thousands of wrong keys)
+            shown.append(f"and {len(problems) - MAX_PROBLEMS} more wrong options")
+        messages.extend(checks.Error(f"settings.SQREEN: {p}", id="sqreen.E002") for p in shown)
     middleware = [str(m) for m in getattr(settings, "MIDDLEWARE", None) or ()]
     ours = [i for i, path in enumerate(middleware) if is_ours(path)]
     if not ours:

@@ -72,6 +72,8 @@ _ENDED: Final = (
 )
 #: The version (first column; the other columns NULL), then the rows of ``{rows}``, in one
 #: statement: one snapshot, on both databases.
+#: The ``settings`` row of the event names SDKs were last told to send at once.
+WATCHED_SETTING: Final = "watched_events"
 #: The ``counters`` row below which no diff of the action set is complete (:mod:`._retention`).
 ACTIONS_FLOOR: Final = "actions_floor"
 _VERSIONED: Final = (
@@ -251,6 +253,19 @@ class BlockQueries(SqlPart):
                 (now, lifted_by, version, block_id, now),
             ).fetchone()
         return None if row is None else block_from_row(BlockRow._make(row))
+
+    def note_watched(self, names: Collection[str]) -> int | None:
+        names_json = json.dumps(sorted(names), separators=(",", ":"))
+        found = self._read("SELECT value FROM settings WHERE key = ?", [WATCHED_SETTING])
+        if next((str(v) for (v,) in found), "[]") == names_json:
+            return None  # (no version taken for nothing: every process but the first)
+        with self._write() as cur:
+            cur.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (WATCHED_SETTING, names_json),
+            )
+            return self._bump_actions(cur)
 
     def _blocks(self, sql: str, params: list[Any]) -> list[Block]:
         return [block_from_row(BlockRow._make(r)) for r in self._read(sql, params)]

@@ -123,6 +123,14 @@ class ControlStore(Clocked, Protocol):
         second)."""
         ...
 
+    def note_watched(self, names: Collection[str]) -> int | None:
+        """Record ``names`` as the event names SDKs send at once (the enforcing playbooks'),
+        and when they differ from those recorded, take a new version of the action set (its
+        replies carry them, and an SDK holding the version gets none): that version, else
+        None. Loading playbooks changes no block, and without a new version SDKs that hold
+        the set kept the names of before, their watched events waiting for the interval."""
+        ...
+
     # Playbooks: windows held under row locks, the alerts they raise and their blocks.
     def update_windows(
         self,

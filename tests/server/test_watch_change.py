@@ -1,0 +1,89 @@
+"""Playbooks loaded while SDKs hold the action set: the event names they must send at once
+reach them within about a second, though no block changed.
+
+The names travel with the action set, which an SDK is sent only when its version moved:
+before playbooks took a version of their own, an SDK that held the set (from the collector
+before a restart, or its spool) kept watching nothing, and a brute force went on for a
+whole flush interval (5 s) a batch before any playbook saw it.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import sqreen
+from sqreen.server.playbooks import TEMPLATES
+from sqreen.server.storage import EventFilter, open_storage
+
+from .conftest import ServeProcess, add_key, free_port, wait_for
+
+#: A playbook that only alerts: SDKs send what it reads on their interval, as before.
+ALERT_ONLY = """
+[[playbook]]
+id = "watch-nothing"
+events = ["auth.login.failure"]
+group_by = "ip"
+threshold = 50
+window = "5m"
+action = "alert"
+"""
+
+
+def stored(db: str, name: str) -> int:
+    storage = open_storage(db)
+    try:
+        return len(storage.query_events(EventFilter(name=name), limit=100))
+    finally:
+        storage.close()
+
+
+@pytest.fixture
+def sdk_reset() -> Iterator[None]:
+    yield
+    sqreen.shutdown()
+
+
+@pytest.mark.parametrize("how", ["restart", "sighup", "edit"])
+def test_sdks_holding_the_set_learn_what_new_playbooks_watch(
+    tmp_path: Path, serve: Callable[..., ServeProcess], sdk_reset: None, how: str
+) -> None:
+    db = str(tmp_path / "sqreen.db")
+    token = add_key(db)
+    port = free_port()
+    file = tmp_path / "playbooks.toml"
+    file.write_text(ALERT_ONLY)
+    server = serve(db, port, "--playbooks", str(file))
+    client = sqreen.init(
+        endpoint=server.url, token=token, spool=str(tmp_path / "spool"), app_name="watch"
+    )
+    sqreen.track("hello")
+    assert client.flush(10)  # it holds the set now, watching nothing
+    assert client.queue.watched == frozenset()
+
+    if how == "restart":  # as a user turning playbooks on: the collector started again
+        server.stop()
+        file.write_text(TEMPLATES)
+        server = serve(db, port, "--playbooks", str(file))
+    else:
+        time.sleep(1.1)  # (a file's time stamp moves at least this much)
+        file.write_text(TEMPLATES)
+        if how == "sighup":
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGHUP)
+    changed = time.monotonic()
+    wait_for(lambda: "auth.login.failure" in client.queue.watched, timeout=10)
+    learned = time.monotonic() - changed
+    # Within about a second of the reload (the long-poll's); after a restart, once the
+    # SDK's poll finds the collector again (its retry after a refused connection).
+    assert learned < (4.0 if how == "restart" else 2.5), learned
+
+    # And so a login failure leaves at once, not after the 5 s interval.
+    tracked = time.monotonic()
+    sqreen.track("auth.login.failure", user_identifiers={"username": "alice"})
+    wait_for(lambda: stored(db, "auth.login.failure") == 1, timeout=10)
+    assert time.monotonic() - tracked < 2.0
