@@ -12,6 +12,8 @@ is a warning instead (:mod:`sqreen._config_file`).
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -22,6 +24,8 @@ from ._client_ip import TrustedProxies
 from ._config_file import from_file
 from ._config_values import ALIASES, CHECKS, ConfigError, from_text, shown
 from ._scrub import Scrubber
+
+logger = logging.getLogger("sqreen")
 
 __all__ = ["ALIASES", "Config", "ConfigError"]
 
@@ -164,6 +168,7 @@ Found = dict[str, tuple[Any, str | None]]
 
 
 def _from_environ(environ: Mapping[str, str]) -> Found:
+    _warn_misspelt(environ)
     found: Found = {}
     for name, variables in _VARIABLES.items():
         for variable in variables:
@@ -187,7 +192,13 @@ def _from_mapping(source: Mapping[Any, Any], where: str | None, errors: list[str
         name = name[7:] if name.startswith("sqreen_") else name
         name = ALIASES.get(name, name)
         if name not in _OPTIONS:
-            errors.append(f"unknown option {shown(name)}; known: {', '.join(sorted(_OPTIONS))}")
+            notes = [f"from {shown(key)} in {where}"] if where else []
+            near = difflib.get_close_matches(name, _OPTIONS, n=1, cutoff=0.75)
+            notes += [f"did you mean {near[0]}?"] if near else []
+            said = f" ({'; '.join(notes)})" if notes else ""
+            errors.append(
+                f"unknown option {shown(name)}{said}; known: {', '.join(sorted(_OPTIONS))}"
+            )
             continue
         if name in keys and _differ(found[name][0], value):
             errors.append(
@@ -197,6 +208,33 @@ def _from_mapping(source: Mapping[Any, Any], where: str | None, errors: list[str
         keys[name] = key
         found[name] = (value, f"{key!r} in {where}" if where else None)
     return found
+
+
+#: Every ``SQREEN_*`` variable of an option (ours and the agent's).
+_OPTION_VARIABLES: Final = frozenset(v for names in _VARIABLES.values() for v in names)
+_warned: set[str] = set()
+
+
+def _warn_misspelt(environ: Mapping[str, str]) -> None:
+    """Warn, once a variable, of a ``SQREEN_*`` variable that is no option's but nearly one's
+    name (``SQREEN_ENDPIONT``): it is ignored, where the same typo in a framework's
+    configuration or ``init()`` is refused. Other ``SQREEN_*`` names (the collector's, an
+    app's own) are left alone."""
+    for variable in environ:
+        if (
+            not variable.startswith("SQREEN_")
+            or variable in _OPTION_VARIABLES
+            or variable in _warned
+        ):
+            continue
+        near = difflib.get_close_matches(variable, _OPTION_VARIABLES, n=1, cutoff=0.85)
+        if near:
+            _warned.add(variable)
+            logger.warning(
+                "sqreen: %s in the environment is no option, and is ignored: did you mean %s?",
+                variable,
+                near[0],
+            )
 
 
 def _differ(a: Any, b: Any) -> bool:

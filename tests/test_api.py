@@ -462,6 +462,30 @@ def test_both_names_with_two_values_in_one_source_is_an_error() -> None:
     assert Config.resolve({}, same, environ={}).client_ip_header == "X-Real-IP"
 
 
+def test_a_misspelt_option_is_named_with_its_source_and_the_nearest_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.resolve({}, {"SQREEN_ENDPIONT": "http://127.0.0.1:9"}, environ={})
+    assert str(caught.value).startswith(
+        "unknown option 'endpiont' (from 'SQREEN_ENDPIONT' in the framework's configuration; "
+        "did you mean endpoint?); known: "
+    )
+    with pytest.raises(ConfigError, match=r"^unknown option 'zzz'; known: "):
+        Config.resolve({"zzz": 1}, environ={})  # nothing near: no guess
+    # The same typo in the environment is ignored (SQREEN_* variables are not all ours), but
+    # said once when it is nearly an option's.
+    environ = {"SQREEN_ENDPIONT": "http://127.0.0.1:9", "SQREEN_PLAYBOOKS": "p.toml"}
+    with caplog.at_level("WARNING", logger="sqreen"):
+        assert Config.resolve({}, environ=environ).endpoint is None
+        Config.resolve({}, environ=environ)
+    said = [r.getMessage() for r in caplog.records if "SQREEN_" in r.getMessage()]
+    assert said == [
+        "sqreen: SQREEN_ENDPIONT in the environment is no option, and is ignored: did you "
+        "mean SQREEN_ENDPOINT?"
+    ]
+
+
 def test_internal_options_are_neither_listed_nor_settable() -> None:
     with pytest.raises(ConfigError, match="unknown option 'framework'") as caught:
         Config.resolve({"framework": "bottle"}, environ={})

@@ -69,6 +69,31 @@ def test_the_flask_quickstart_answers(sqreen_events: CapturedEvents) -> None:
     assert sqreen_events[2]["request"]["params"]["password"] == "[redacted]"
 
 
+def test_the_flask_factory_refuses_a_user_blocked_with_an_open_session(
+    sqreen_events: CapturedEvents,
+) -> None:
+    flask = pytest.importorskip("flask")
+    namespace: dict[str, Any] = {"__name__": "readme_flask_factory"}
+    exec(compile(block("def create_app():"), "README.md", "exec"), namespace)
+    app = namespace["create_app"]()
+    app.secret_key = "test"
+
+    @app.post("/login")
+    def login() -> str:
+        flask.session["username"] = "alice"
+        return "welcome"
+
+    @app.get("/account")
+    def account() -> str:
+        return "yours"
+
+    client = app.test_client()
+    client.post("/login")
+    assert client.get("/account").status_code == 200
+    sqreen_events.block([{"type": "block_user", "user": {"username": "alice"}}])
+    assert client.get("/account").status_code == 403
+
+
 def test_the_migration_from_the_agent_instruments_flask(sqreen_events: CapturedEvents) -> None:
     """``sqreen.start()`` and no integration: the events carry the request and the user.
     (tests/conftest.py undoes what start() patched.)"""

@@ -220,6 +220,8 @@ def serve(
             )
         url = f"{'https' if tls else 'http'}://{url_host(host)}:{port}"
         explorer_startup(storage, url, say, note)
+        if source is not None:
+            note(_playbooks_loaded(source))
         logging.getLogger("sqreen").setLevel(log_level.upper())
         options: dict[str, Any] = {
             "host": host,
@@ -330,6 +332,17 @@ GC_GEN0: Final = 50_000
 def _settle_gc() -> None:
     gc.freeze()  # what startup built lives on: keep the collector's scans off it (-3% CPU)
     gc.set_threshold(GC_GEN0, *gc.get_threshold()[1:])
+
+
+def _playbooks_loaded(source: PlaybookSource) -> str:
+    """What ``serve`` says of its playbooks at start (a reload says it in the log)."""
+    found = source.playbooks.playbooks
+    blocking = sum(p.blocks for p in found)
+    watched = ", ".join(sorted(source.playbooks.watched())) or "nothing"
+    return (
+        f"{len(found)} playbook{'' if len(found) == 1 else 's'} loaded from {source.path} "
+        f"({blocking} blocking; SDKs send at once: {watched})"
+    )
 
 
 def _playbook_source(path: str | None, supervised: bool = False) -> PlaybookSource | None:

@@ -229,7 +229,7 @@ app.add_middleware(SqreenMiddleware, endpont="http://127.0.0.1:9")
 @pytest.mark.parametrize(
     ("app", "env", "said"),
     [
-        (BAD_OPTION_APP, {}, "sqreen: unknown option 'endpont'; known: "),
+        (BAD_OPTION_APP, {}, "sqreen: unknown option 'endpont' (from 'endpont' in the "),
         (
             BAD_OPTION_APP.replace('endpont="http://127.0.0.1:9"', ""),
             {"SQREEN_FLUSH_INTERVAL": "fast"},

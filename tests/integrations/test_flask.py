@@ -239,3 +239,44 @@ def test_a_view_tested_in_a_request_context_tracks_without_a_request(
         assert handle.user is None and not handle.is_blocked()
     (event,) = sqreen_events
     assert (event["name"], event["user"], event["request"]) == ("unit.view", None, None)
+
+
+# The README's Flask recipes, as written there: an app factory, a user blocked while their
+# session is open (identify() in before_request), and an IP block in Flask's test client.
+sqreen_ext = Sqreen()
+
+
+def create_app() -> Any:
+    app = flask.Flask(__name__)
+    app.secret_key = "test"
+    sqreen_ext.init_app(app)
+
+    @app.before_request
+    def sqreen_identify() -> None:
+        if "username" in flask.session:  # a logged-in user, every request
+            flask.request.sqreen.identify({"username": flask.session["username"]})
+
+    @app.post("/login")
+    def login() -> Any:
+        flask.session["username"] = flask.request.form["username"]
+        flask.request.sqreen.auth_track(True, username=flask.session["username"])
+        return "welcome"
+
+    @app.get("/account")
+    def account() -> Any:
+        return "your account"
+
+    return app
+
+
+def test_the_readme_recipes_for_an_app_factory(sqreen_events: CapturedEvents) -> None:
+    client = create_app().test_client()
+    assert client.post("/login", data={"username": "alice"}).status_code == 200
+    assert client.get("/account").status_code == 200
+    sqreen_events.block([{"type": "block_user", "user": {"username": "ALICE"}}])
+    assert client.get("/account").status_code == 403  # the session is still open
+    sqreen_events.block([{"type": "block_ip", "ip": "203.0.113.0/24"}])
+    other = create_app().test_client()
+    assert other.get("/account").status_code == 200
+    from_there = {"REMOTE_ADDR": "203.0.113.5"}
+    assert other.get("/account", environ_base=from_there).status_code == 403

@@ -122,6 +122,11 @@ def test_a_reload_is_done_and_said_at_once_in_every_worker(
 
     before = watch()
     assert before == {"auth.login.failure auth.signup"}
+    # Said at start too, once: what was loaded, and what SDKs will send at once.
+    assert lines("playbooks loaded from") == [
+        f"6 playbooks loaded from {file} (4 blocking; SDKs send at once: auth.login.failure, "
+        "auth.signup)"
+    ]
 
     # A bad edit, looked at within a second, said in one line as at start.
     file.write_text(TEMPLATES + "\ngarbage = [\n")
