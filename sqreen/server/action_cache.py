@@ -26,7 +26,9 @@ a-time ingest slot (``_api_sdk._slot``).
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
@@ -34,6 +36,8 @@ from .storage import Block, ControlStore
 from .storage.model import to_us
 
 __all__ = ["FRESH", "ActionCache", "unchanged"]
+
+logger = logging.getLogger("sqreen.server")
 
 #: How long rendered bytes are reused (seconds): the ``expires_in`` of their items are at most
 #: this much older than the reply (a block ends at most this late, never early).
@@ -100,6 +104,7 @@ class ActionCache:
         self._rendered: dict[int | None, tuple[int, bytes]] = {}
         self._watch: tuple[frozenset[str], bytes] = (frozenset(), b"[]")
         self._noted: frozenset[str] | None = None  # the watched names recorded in the store
+        self._failed_at = -60.0
         #: Diffs rendered (for tests and benchmarks: what was sent how).
         self.diffs = 0
 
@@ -126,8 +131,15 @@ class ActionCache:
         if names != self._noted:
             with self._lock:
                 if names != self._noted:
-                    self.store.note_watched(names)
-                    self._noted = names
+                    try:
+                        self.store.note_watched(names)
+                    except Exception:  # (a locked database): the reply goes on; next one
+                        now = time.monotonic()
+                        if now - self._failed_at >= 60:  # said once a minute at most
+                            self._failed_at = now
+                            logger.exception("sqreen: recording the watched event names failed")
+                    else:
+                        self._noted = names
         return self.store.action_version()
 
     def active(self) -> int:

@@ -335,3 +335,30 @@ def test_new_watched_names_take_one_version_for_every_process(storage: Storage) 
     BlockService(storage).create(ip_block("203.0.113.7", reason="r"), created_by="cli")
     version, body = first.encoded(2)
     assert version == 3 and json.loads(body)["watch"] == []
+
+
+def test_a_failure_to_record_the_names_does_not_fail_the_reply(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The version is taken on the reply path: a database that refuses the write (locked,
+    read-only) leaves the reply as it was, says so once, and the next reply tries again."""
+    from sqreen.server.action_cache import ActionCache
+
+    refuse = [True]
+    note = storage.note_watched
+
+    def note_watched(names: Any) -> Any:
+        if refuse[0]:
+            raise RuntimeError("database is locked")
+        return note(names)
+
+    storage.note_watched = note_watched  # type: ignore[method-assign]
+    cache = ActionCache(storage, lambda: frozenset({"auth.login.failure"}))
+    with caplog.at_level("ERROR", logger="sqreen.server"):
+        assert cache.encoded(0)[0] == 0 and cache.encoded(0)[0] == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "sqreen: recording the watched event names failed"
+    ]
+    refuse[0] = False
+    version, body = cache.encoded(0)
+    assert version == 1 and json.loads(body)["watch"] == ["auth.login.failure"]
