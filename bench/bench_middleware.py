@@ -34,7 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -364,8 +364,15 @@ def _tree_cpu_split(root: int) -> tuple[float, float]:
 
 
 class Server:
-    def __init__(self, framework: str, variant: str, pin: bool = False) -> None:
-        """``pin``: the server's processes run on CPU 0 only (``bench_servers.py --pin``)."""
+    def __init__(
+        self,
+        framework: str,
+        variant: str,
+        pin: bool = False,
+        sqreen_env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``pin``: the server's processes run on CPU 0 only (``bench_servers.py --pin``);
+        ``sqreen_env``: ``SQREEN_*`` settings of the server (``--flush-interval``)."""
         from tests.integrations._servers import free_port, wait_for_port
 
         self.port = free_port()
@@ -373,6 +380,7 @@ class Server:
         # SQREEN_BENCH_ROOT: an older tree of the package, imported first (bench_servers.py).
         path = os.pathsep.join(filter(None, [os.environ.get("SQREEN_BENCH_ROOT"), ROOT]))
         env.update(BENCH_VARIANT=variant, PYTHONPATH=path, SQREEN_TRANSPORT="file:///dev/null")
+        env.update(sqreen_env or {})
         if variant == DROPPED:
             env.update(BENCH_VARIANT="sqreen + track", SQREEN_MAX_QUEUE_SIZE="1")
         bind = f"127.0.0.1:{self.port}"

@@ -17,7 +17,10 @@ kept: requests per second, and the server's CPU per request from ``/proc/<pid>/s
 + stime of the server and its workers, the flusher thread included), and the part of it
 spent off each process's main thread (``/proc/<pid>/task``: the flusher, as neither server
 runs a thread of its own). ``--compare REF`` runs the same servers on the package as of git
-``REF`` too, all in the same rounds. ``--pin`` runs the servers on CPU 0 and the load on
+``REF`` too, all in the same rounds. ``--flush-interval S`` sets the servers' flush
+interval: with the SDK's 5 s, longer than a round, a server's flush lands in whichever round
+runs then (often another server's, whose CPU it takes); 0.2 s keeps each server's flushes in
+its own rounds. ``--pin`` runs the servers on CPU 0 and the load on
 the other CPUs: the flusher then shares the server's CPU, as on a machine whose cores are
 all busy serving. ``wrk`` and ``oha`` are not installed here; the client
 is kept small so that it takes little of the two cores.
@@ -124,7 +127,12 @@ def _run_load(port: int, n: int, threads: int, keep_alive: bool, pin: bool = Fal
 
 
 def servers(
-    rounds: int, n: int, threads: int, trees: dict[str, str], pin: bool = False
+    rounds: int,
+    n: int,
+    threads: int,
+    trees: dict[str, str],
+    pin: bool = False,
+    sqreen_env: dict[str, str] | None = None,
 ) -> dict[tuple[str, str, str], dict[str, float]]:
     """For each framework, tree (name -> package root, "" for this one) and variant: the
     median requests/s and server CPU µs per request of the rounds."""
@@ -134,7 +142,7 @@ def servers(
         running = {}
         for tree, v in kinds:
             os.environ["SQREEN_BENCH_ROOT"] = trees[tree]
-            running[(tree, v)] = Server(framework, v, pin)
+            running[(tree, v)] = Server(framework, v, pin, sqreen_env or {})
         os.environ.pop("SQREEN_BENCH_ROOT", None)
         rps: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
         cpu: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
@@ -186,6 +194,12 @@ def main() -> None:
         action="store_true",
         help="the servers on CPU 0, the load on the other CPUs (as clients on other machines)",
     )
+    parser.add_argument(
+        "--flush-interval",
+        type=float,
+        help="the servers' SQREEN_FLUSH_INTERVAL (default: the SDK's 5 s, longer than a "
+        "round: a flush then lands in whichever round runs, often another server's)",
+    )
     parser.add_argument("--load", nargs=4, type=int, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.load:
@@ -203,9 +217,16 @@ def main() -> None:
             subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
             trees = {opts.compare: old, "now": ""}
         start = os.getloadavg()
-        served = servers(opts.rounds, opts.requests, opts.threads, trees, opts.pin)
+        env = (
+            {}
+            if opts.flush_interval is None
+            else {"SQREEN_FLUSH_INTERVAL": str(opts.flush_interval)}
+        )
+        served = servers(opts.rounds, opts.requests, opts.threads, trees, opts.pin, env)
         end = os.getloadavg()
     pinned = " (pinned to CPU 0, the load on the others)" if opts.pin else ""
+    if opts.flush_interval is not None:
+        pinned += f", flush interval {opts.flush_interval:g} s"
     print(
         f"Real servers on 127.0.0.1{pinned}, "
         f"{opts.threads} client threads in another process, "
