@@ -14,8 +14,8 @@ Every reply to an SDK carries the ``actions`` it needs, by the version it says i
 The set is read whole once per process, then kept up to date with what changed since the
 version in memory (:meth:`~.storage.ControlStore.action_changes`: each change stamps its
 block with its version, so that is one indexed read of the changed rows). A new list of
-watched names takes a version too, with no block (:meth:`ActionCache.version`): SDKs holding
-the set would not be sent it otherwise. A diff for an SDK
+watched names takes a version too, with no block (:mod:`.watched_names`): SDKs holding the
+set would not be sent it otherwise. A diff for an SDK
 at version ``m`` is read the same way (at most ``n - m`` rows: each version changes one
 block). Items are encoded once per block; a reply's bytes are rendered at most every
 :data:`FRESH` seconds per version (so ``expires_in`` is at most that stale) and shared by
@@ -26,18 +26,15 @@ a-time ingest slot (``_api_sdk._slot``).
 from __future__ import annotations
 
 import json
-import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
 from .storage import Block, ControlStore
 from .storage.model import to_us
+from .watched_names import WatchedNames
 
 __all__ = ["FRESH", "ActionCache", "unchanged"]
-
-logger = logging.getLogger("sqreen.server")
 
 #: How long rendered bytes are reused (seconds): the ``expires_in`` of their items are at most
 #: this much older than the reply (a block ends at most this late, never early).
@@ -94,17 +91,20 @@ class ActionCache:
     Thread-safe; blocking (it reads the store): call it from a worker thread.
     ``watched`` gives the event names to send at once (the enforcing playbooks' own)."""
 
-    def __init__(self, store: ControlStore, watched: Callable[[], frozenset[str]]) -> None:
+    def __init__(
+        self,
+        store: ControlStore,
+        watched: Callable[[], frozenset[str]],
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
-        self._watched = watched
+        #: The event names replies carry (the database's), and this process's recorded.
+        self.watched = WatchedNames(store, watched, on_change)
         self._lock = threading.Lock()
         self._version: int | None = None  # of _items; None: not read yet
         self._items: dict[int, _Item] = {}
         # since (None: the whole set) -> (store time rendered, µs; the bytes before "watch").
         self._rendered: dict[int | None, tuple[int, bytes]] = {}
-        self._watch: tuple[frozenset[str], bytes] = (frozenset(), b"[]")
-        self._noted: frozenset[str] | None = None  # the watched names recorded in the store
-        self._failed_at = -60.0
         #: Diffs rendered (for tests and benchmarks: what was sent how).
         self.diffs = 0
 
@@ -121,25 +121,13 @@ class ActionCache:
             if held == version:
                 return version, unchanged(version)
             body = self._body(held if diff else None)
-            watch = self._watch_json()
+            watch = self.watched.json(version)
         return version, body + b',"watch":' + watch + b"}"
 
     def version(self) -> int:
-        """The action set's version, after a new one is taken if the watched event names
-        changed here (playbooks loaded or reloaded: :meth:`ControlStore.note_watched`)."""
-        names = self._watched()
-        if names != self._noted:
-            with self._lock:
-                if names != self._noted:
-                    try:
-                        self.store.note_watched(names)
-                    except Exception:  # (a locked database): the reply goes on; next one
-                        now = time.monotonic()
-                        if now - self._failed_at >= 60:  # said once a minute at most
-                            self._failed_at = now
-                            logger.exception("sqreen: recording the watched event names failed")
-                    else:
-                        self._noted = names
+        """The action set's version (and this process's watched names recorded, in a
+        thread, if they changed: :class:`~.watched_names.WatchedNames`)."""
+        self.watched.check()
         return self.store.action_version()
 
     def active(self) -> int:
@@ -226,9 +214,3 @@ class ActionCache:
             _encode(add, now),
             _json(remove),
         )
-
-    def _watch_json(self) -> bytes:
-        names = self._watched()
-        if names != self._watch[0]:
-            self._watch = (names, _json(sorted(names)))
-        return self._watch[1]

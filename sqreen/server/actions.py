@@ -80,7 +80,7 @@ class ActionFeed:
         max_polls_per_key: int = MAX_POLLS_PER_KEY,
     ) -> None:
         self.store = store
-        self.cache = ActionCache(store, watched or frozenset)
+        self.cache = ActionCache(store, watched or frozenset, on_change=self.changed)
         self.max_polls_per_key = max_polls_per_key
         self._changed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

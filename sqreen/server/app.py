@@ -227,6 +227,8 @@ def create_app(
         # The playbook file re-read as it changes and on SIGHUP, in a thread, at once:
         # never on the ingest path, nor waiting for the next batch to say a bad edit.
         tasks.append(asyncio.create_task(source.watch()))
+        # Its watched event names recorded before the first reply carries them.
+        await run_in_threadpool(feed.cache.watched.record_now)
         if forwarder is not None:
             forwarder.start()
         try:

@@ -314,40 +314,58 @@ def test_what_changed_since_a_version_on_both_databases(storage: Storage) -> Non
 
 def test_new_watched_names_take_one_version_for_every_process(storage: Storage) -> None:
     """Playbooks change no block, yet the names they watch reach SDKs only with a new
-    version: the first process to see a new list takes one, the others (same list) none, and
-    a collector without playbooks never does."""
+    version: the first process to record a new list takes one (in a thread of its own, off
+    the reply path), the others (same list) none, and a collector without playbooks never
+    does. Every process's replies carry the list recorded with the version, its own or not."""
     from sqreen.server.action_cache import ActionCache
 
-    watched: list[frozenset[str]] = [frozenset()]
-    first = ActionCache(storage, lambda: watched[0])
-    second = ActionCache(storage, lambda: watched[0])  # another worker, same database
+    def settled(cache: ActionCache, version: int) -> tuple[int, Any]:
+        wait_for(lambda: cache.encoded(None)[0] == version, timeout=10)
+        found, body = cache.encoded(None)
+        return found, json.loads(body)["watch"]
+
+    mine: list[frozenset[str]] = [frozenset()]
+    theirs: list[frozenset[str]] = [frozenset()]
+    woken: list[int] = []
+    first = ActionCache(storage, lambda: mine[0], on_change=lambda: woken.append(1))
+    second = ActionCache(storage, lambda: theirs[0])  # another process, same database
     assert first.encoded(0) == (0, b'{"version":0,"unchanged":true}')
-    assert second.encoded(0)[0] == 0 and storage.action_version() == 0
-    watched[0] = frozenset({"auth.login.failure", "auth.signup"})  # playbooks loaded
-    version, body = first.encoded(0)
-    assert version == 1 and json.loads(body)["watch"] == ["auth.login.failure", "auth.signup"]
-    assert second.encoded(1) == (1, b'{"version":1,"unchanged":true}')  # no second version
-    assert first.encoded(1)[0] == 1 and storage.action_version() == 1
-    watched[0] = frozenset()  # playbooks removed: SDKs stop sending at once too
-    version, body = second.encoded(1)
-    assert version == 2 and json.loads(body)["watch"] == []
-    # A block made meanwhile goes as before, with the names.
+    assert second.encoded(0)[0] == 0
+    time.sleep(0.2)
+    assert storage.action_version() == 0 and not woken  # no playbooks: no version
+    mine[0] = frozenset({"auth.login.failure", "auth.signup"})  # loaded in the first
+    assert settled(first, 1) == (1, ["auth.login.failure", "auth.signup"])
+    assert woken == [1]  # the long-polls are woken at once
+    # The second has not reloaded yet: it hands out the version with the recorded list.
+    assert settled(second, 1) == (1, ["auth.login.failure", "auth.signup"])
+    theirs[0] = mine[0]  # then it does: nothing more to take
+    second.encoded(1)
+    time.sleep(0.2)
+    assert storage.action_version() == 1
+    mine[0] = theirs[0] = frozenset()  # playbooks removed: SDKs stop sending at once too
+    assert settled(second, 2) == (2, [])
+    first.encoded(2)
+    time.sleep(0.2)
+    assert storage.action_version() == 2
+    # A block made meanwhile goes as before, with the list.
     BlockService(storage).create(ip_block("203.0.113.7", reason="r"), created_by="cli")
-    version, body = first.encoded(2)
-    assert version == 3 and json.loads(body)["watch"] == []
+    assert settled(first, 3) == (3, [])
 
 
-def test_a_failure_to_record_the_names_does_not_fail_the_reply(
-    storage: Storage, caplog: pytest.LogCaptureFixture
+def test_a_failure_to_record_the_names_does_not_hold_or_fail_a_reply(
+    storage: Storage, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The version is taken on the reply path: a database that refuses the write (locked,
-    read-only) leaves the reply as it was, says so once, and the next reply tries again."""
+    """A database that refuses the write (locked, read-only) leaves replies as they were,
+    at once; the failure is said once, and the list is recorded when the store takes it."""
+    from sqreen.server import watched_names
     from sqreen.server.action_cache import ActionCache
 
+    monkeypatch.setattr(watched_names, "RETRY_AFTER", 0.1)
     refuse = [True]
     note = storage.note_watched
 
     def note_watched(names: Any) -> Any:
+        time.sleep(0.5)  # as a busy database would, before refusing
         if refuse[0]:
             raise RuntimeError("database is locked")
         return note(names)
@@ -355,10 +373,15 @@ def test_a_failure_to_record_the_names_does_not_fail_the_reply(
     storage.note_watched = note_watched  # type: ignore[method-assign]
     cache = ActionCache(storage, lambda: frozenset({"auth.login.failure"}))
     with caplog.at_level("ERROR", logger="sqreen.server"):
-        assert cache.encoded(0)[0] == 0 and cache.encoded(0)[0] == 0
+        started = time.monotonic()
+        for _ in range(10):
+            assert cache.encoded(0) == (0, b'{"version":0,"unchanged":true}')
+        assert time.monotonic() - started < 0.4  # none waited for the write
+        wait_for(lambda: bool(caplog.records))
+        time.sleep(1.0)  # retried, refused again: said once
     assert [r.getMessage() for r in caplog.records] == [
         "sqreen: recording the watched event names failed"
     ]
     refuse[0] = False
-    version, body = cache.encoded(0)
-    assert version == 1 and json.loads(body)["watch"] == ["auth.login.failure"]
+    wait_for(lambda: cache.encoded(0)[0] == 1, timeout=10)
+    assert json.loads(cache.encoded(None)[1])["watch"] == ["auth.login.failure"]

@@ -63,6 +63,7 @@ def armed(collector: Collector, live_app: Any, tmp_path: Path) -> Collector:
     switch, _ = live_app
     source = PlaybookSource(playbook_file(tmp_path))
     switch.app = create_app(collector.storage, key_cache_ttl=0.2, playbooks=source)
+    switch.app.state.actions.cache.watched.record_now()  # as its lifespan would (off here)
     return collector
 
 

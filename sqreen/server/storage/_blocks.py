@@ -256,8 +256,7 @@ class BlockQueries(SqlPart):
 
     def note_watched(self, names: Collection[str]) -> int | None:
         names_json = json.dumps(sorted(names), separators=(",", ":"))
-        found = self._read("SELECT value FROM settings WHERE key = ?", [WATCHED_SETTING])
-        if next((str(v) for (v,) in found), "[]") == names_json:
+        if self._watched_json() == names_json:
             return None  # (no version taken for nothing: every process but the first)
         with self._write() as cur:
             cur.execute(
@@ -266,6 +265,17 @@ class BlockQueries(SqlPart):
                 (WATCHED_SETTING, names_json),
             )
             return self._bump_actions(cur)
+
+    def recorded_watched(self) -> list[str]:
+        try:
+            names = json.loads(self._watched_json())
+        except ValueError:
+            return []
+        return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+    def _watched_json(self) -> str:
+        found = self._read("SELECT value FROM settings WHERE key = ?", [WATCHED_SETTING])
+        return next((str(v) for (v,) in found), "[]")
 
     def _blocks(self, sql: str, params: list[Any]) -> list[Block]:
         return [block_from_row(BlockRow._make(r)) for r in self._read(sql, params)]

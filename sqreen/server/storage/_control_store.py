@@ -131,6 +131,11 @@ class ControlStore(Clocked, Protocol):
         the set kept the names of before, their watched events waiting for the interval."""
         ...
 
+    def recorded_watched(self) -> list[str]:
+        """The names :meth:`note_watched` recorded last (by any process), sorted: what
+        replies carry, so that every process sends the list its version was taken for."""
+        ...
+
     # Playbooks: windows held under row locks, the alerts they raise and their blocks.
     def update_windows(
         self,
