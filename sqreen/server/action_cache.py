@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
 from typing import Final, NamedTuple
 
 from .storage import Block, ControlStore
@@ -89,17 +88,12 @@ class ActionCache:
     """The action set of ``store`` in memory, and the ``actions`` of replies as bytes.
 
     Thread-safe; blocking (it reads the store): call it from a worker thread.
-    ``watched`` gives the event names to send at once (the enforcing playbooks' own)."""
+    ``watched``: the event names replies carry (the database's), and this process's own,
+    recorded when they change; none without it."""
 
-    def __init__(
-        self,
-        store: ControlStore,
-        watched: Callable[[], frozenset[str]],
-        on_change: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, store: ControlStore, watched: WatchedNames | None = None) -> None:
         self.store = store
-        #: The event names replies carry (the database's), and this process's recorded.
-        self.watched = WatchedNames(store, watched, on_change)
+        self.watched = watched or WatchedNames(store, frozenset)
         self._lock = threading.Lock()
         self._version: int | None = None  # of _items; None: not read yet
         self._items: dict[int, _Item] = {}

@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .action_cache import ActionCache, unchanged
 from .storage import ControlStore
+from .watched_names import WatchedNames
 
 __all__ = [
     "MAX_POLLS_PER_KEY",
@@ -80,7 +81,8 @@ class ActionFeed:
         max_polls_per_key: int = MAX_POLLS_PER_KEY,
     ) -> None:
         self.store = store
-        self.cache = ActionCache(store, watched or frozenset, on_change=self.changed)
+        names = WatchedNames(store, watched or frozenset, on_change=self.changed)
+        self.cache = ActionCache(store, names)
         self.max_polls_per_key = max_polls_per_key
         self._changed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

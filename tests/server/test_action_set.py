@@ -318,6 +318,7 @@ def test_new_watched_names_take_one_version_for_every_process(storage: Storage) 
     the reply path), the others (same list) none, and a collector without playbooks never
     does. Every process's replies carry the list recorded with the version, its own or not."""
     from sqreen.server.action_cache import ActionCache
+    from sqreen.server.watched_names import WatchedNames
 
     def settled(cache: ActionCache, version: int) -> tuple[int, Any]:
         wait_for(lambda: cache.encoded(None)[0] == version, timeout=10)
@@ -327,8 +328,8 @@ def test_new_watched_names_take_one_version_for_every_process(storage: Storage) 
     mine: list[frozenset[str]] = [frozenset()]
     theirs: list[frozenset[str]] = [frozenset()]
     woken: list[int] = []
-    first = ActionCache(storage, lambda: mine[0], on_change=lambda: woken.append(1))
-    second = ActionCache(storage, lambda: theirs[0])  # another process, same database
+    first = ActionCache(storage, WatchedNames(storage, lambda: mine[0], lambda: woken.append(1)))
+    second = ActionCache(storage, WatchedNames(storage, lambda: theirs[0]))  # another process
     assert first.encoded(0) == (0, b'{"version":0,"unchanged":true}')
     assert second.encoded(0)[0] == 0
     time.sleep(0.2)
@@ -359,6 +360,7 @@ def test_a_failure_to_record_the_names_does_not_hold_or_fail_a_reply(
     at once; the failure is said once, and the list is recorded when the store takes it."""
     from sqreen.server import watched_names
     from sqreen.server.action_cache import ActionCache
+    from sqreen.server.watched_names import WatchedNames
 
     monkeypatch.setattr(watched_names, "RETRY_AFTER", 0.1)
     refuse = [True]
@@ -371,7 +373,7 @@ def test_a_failure_to_record_the_names_does_not_hold_or_fail_a_reply(
         return note(names)
 
     storage.note_watched = note_watched  # type: ignore[method-assign]
-    cache = ActionCache(storage, lambda: frozenset({"auth.login.failure"}))
+    cache = ActionCache(storage, WatchedNames(storage, lambda: frozenset({"auth.login.failure"})))
     with caplog.at_level("ERROR", logger="sqreen.server"):
         started = time.monotonic()
         for _ in range(10):

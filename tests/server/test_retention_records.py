@@ -126,7 +126,7 @@ def test_a_lift_retention_deleted_is_not_lost_to_a_diff(storage: Storage, clock:
     for n in range(4):
         service.create(ip_block(f"192.0.2.{n + 10}"), created_by="t")
     doomed = service.create(user_block({"uid": "9"}), created_by="t")
-    cache = ActionCache(storage, frozenset)
+    cache = ActionCache(storage)
     held, _ = cache.encoded(None)  # an SDK (and this process) holding the block
     service.lift(doomed.id, lifted_by="t")
     clock.advance(days=31)
