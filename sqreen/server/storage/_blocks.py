@@ -70,12 +70,12 @@ _ENDED: Final = (
     f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE lifted_at IS NOT NULL "
     "OR (expires_at IS NOT NULL AND expires_at <= ?) ORDER BY id DESC LIMIT ?"
 )
-#: The version (first column; the other columns NULL), then the rows of ``{rows}``, in one
-#: statement: one snapshot, on both databases.
 #: The ``settings`` row of the event names SDKs were last told to send at once.
 WATCHED_SETTING: Final = "watched_events"
 #: The ``counters`` row below which no diff of the action set is complete (:mod:`._retention`).
 ACTIONS_FLOOR: Final = "actions_floor"
+#: The version (first column; the other columns NULL), then the rows of ``{rows}``, in one
+#: statement: one snapshot, on both databases.
 _VERSIONED: Final = (
     "SELECT value, " + ", ".join(["NULL"] * len(BlockRow._fields)) + " FROM counters "
     "WHERE name = 'actions' UNION ALL {rows}"
