@@ -78,22 +78,37 @@ def test_a_collector_answering_at_once_is_asked_again_within_seconds() -> None:
     s: asked again after 1 s, then 2, 4, ... while it keeps answering at once."""
     blocklist = Blocklist(TrustedProxies(None))
     blocklist.apply(_set(4))
+    now = [0.0]  # the poller's clock, moved only by its own waits: no real time passes
     calls: list[float] = []
 
+    class Stop:
+        """The poller's stop event: each wait moves the clock, and the poller stops once it
+        holds the new version."""
+
+        def wait(self, timeout: float) -> bool:
+            now[0] += timeout
+            return False
+
+        def is_set(self) -> bool:
+            return blocklist.version == 5
+
     def poll(version: int, wait: float) -> Reply:
-        calls.append(time.monotonic())
+        calls.append(now[0])
         if len(calls) < 4:
             return Reply("ok", actions={"version": 4, "unchanged": True})  # at once
         return Reply("ok", actions={**_set(5), "watch": ["auth.login.failure"]})
 
     poller = ActionPoller(
-        poll, blocklist, lambda actions, held: blocklist.apply(actions), InternalErrors(), wait=30
+        poll,
+        blocklist,
+        lambda actions, held: blocklist.apply(actions),
+        InternalErrors(),
+        wait=30,
+        clock=lambda: now[0],
+        cpu=lambda: 0.0,
     )
-    poller.start()
-    deadline = time.monotonic() + 15
-    while blocklist.version != 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    poller.stop()
+    poller._stop = Stop()  # type: ignore[assignment]
+    poller._run()  # on this thread, until the new version
     assert blocklist.version == 5
     gaps = [round(b - a, 1) for a, b in itertools.pairwise(calls)]
     assert gaps[:3] == pytest.approx([1, 2, 4], abs=0.3)  # then the new version

@@ -84,6 +84,10 @@ class WatchedNames:
             self._busy = True
         self._record(names)
 
+    def pending(self) -> bool:
+        """Whether a recording runs now (started by :meth:`check`)."""
+        return self._busy
+
     def _record(self, names: frozenset[str]) -> None:
         try:
             taken = self.store.note_watched(names)

@@ -332,7 +332,7 @@ def test_new_watched_names_take_one_version_for_every_process(storage: Storage) 
     second = ActionCache(storage, WatchedNames(storage, lambda: theirs[0]))  # another process
     assert first.encoded(0) == (0, b'{"version":0,"unchanged":true}')
     assert second.encoded(0)[0] == 0
-    time.sleep(0.2)
+    wait_for(lambda: not first.watched.pending() and not second.watched.pending())
     assert storage.action_version() == 0 and not woken  # no playbooks: no version
     mine[0] = frozenset({"auth.login.failure", "auth.signup"})  # loaded in the first
     assert settled(first, 1) == (1, ["auth.login.failure", "auth.signup"])
@@ -341,12 +341,12 @@ def test_new_watched_names_take_one_version_for_every_process(storage: Storage) 
     assert settled(second, 1) == (1, ["auth.login.failure", "auth.signup"])
     theirs[0] = mine[0]  # then it does: nothing more to take
     second.encoded(1)
-    time.sleep(0.2)
+    wait_for(lambda: not second.watched.pending())
     assert storage.action_version() == 1
     mine[0] = theirs[0] = frozenset()  # playbooks removed: SDKs stop sending at once too
     assert settled(second, 2) == (2, [])
     first.encoded(2)
-    time.sleep(0.2)
+    wait_for(lambda: not first.watched.pending())
     assert storage.action_version() == 2
     # A block made meanwhile goes as before, with the list.
     BlockService(storage).create(ip_block("203.0.113.7", reason="r"), created_by="cli")
@@ -365,9 +365,12 @@ def test_a_failure_to_record_the_names_does_not_hold_or_fail_a_reply(
     monkeypatch.setattr(watched_names, "RETRY_AFTER", 0.1)
     refuse = [True]
     note = storage.note_watched
+    busy = threading.Event()  # a busy database: the write waits until it is set
+    attempts: list[Any] = []
 
     def note_watched(names: Any) -> Any:
-        time.sleep(0.5)  # as a busy database would, before refusing
+        attempts.append(names)
+        busy.wait(30)
         if refuse[0]:
             raise RuntimeError("database is locked")
         return note(names)
@@ -379,8 +382,11 @@ def test_a_failure_to_record_the_names_does_not_hold_or_fail_a_reply(
         for _ in range(10):
             assert cache.encoded(0) == (0, b'{"version":0,"unchanged":true}')
         assert time.monotonic() - started < 0.4  # none waited for the write
+        busy.set()
         wait_for(lambda: bool(caplog.records))
-        time.sleep(1.0)  # retried, refused again: said once
+        # Retried (a reply after RETRY_AFTER starts it), refused again: said once.
+        wait_for(lambda: cache.encoded(0)[0] == 0 and len(attempts) >= 3)
+        wait_for(lambda: not cache.watched.pending())
     assert [r.getMessage() for r in caplog.records] == [
         "sqreen: recording the watched event names failed"
     ]

@@ -3,16 +3,17 @@ reason, before the database is opened or anything says the collector started."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import subprocess
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
 import pytest
 
-from .conftest import SQREEN, free_port
+from .conftest import SQREEN, free_port, wait_for, wait_until_up
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -46,56 +47,46 @@ def test_an_address_of_no_interface_names_host(tmp_path: Path) -> None:
     assert "cannot listen on 192.0.2.77:8000" in done.stderr and "--host" in done.stderr
 
 
+@contextlib.contextmanager
+def serving(tmp_path: Path, *options: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """``sqreen serve OPTIONS`` on a new database, its output in a file; stopped after."""
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*SQREEN, "serve", "--db", str(tmp_path / "x.db"), *options], stdout=out, stderr=out
+        )
+    try:
+        yield proc, log
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def said(proc: subprocess.Popen[bytes], log: Path, pattern: str) -> re.Match[str]:
+    """The first match of ``pattern`` in the output, once written (the process still up)."""
+    wait_for(lambda: proc.poll() is not None or re.search(pattern, log.read_text()) is not None)
+    found = re.search(pattern, log.read_text())
+    assert found is not None and proc.poll() is None, log.read_text()
+    return found
+
+
 def test_an_ipv6_host_leaves_ipv4_free_as_uvicorn_did(tmp_path: Path) -> None:
     """The check binds as the server will, then lets go: ``--host ::`` listens on IPv6 only
     (asyncio's IPV6_V6ONLY), so IPv4's wildcard on the same port stays another program's."""
     if not socket.has_ipv6:
         pytest.skip("no IPv6 here")
     port = free_port()
-    log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [*SQREEN, "serve", "--db", str(tmp_path / "x.db"), "--host", "::", "--port", str(port)],
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while "startup complete" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+    with serving(tmp_path, "--host", "::", "--port", str(port)) as (proc, log):
+        said(proc, log, "startup complete")
         assert httpx.get(f"http://[::1]:{port}/healthz", timeout=5).status_code == 200
         with socket.socket() as v4:
             v4.bind(("0.0.0.0", port))  # free: the collector did not take it
         assert "Event Explorer" not in log.read_text() or f"[::]:{port}" in log.read_text()
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_port_0_serves_on_the_port_it_says(tmp_path: Path, workers: str) -> None:
-    log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [*SQREEN, "serve", "--db", str(tmp_path / "x.db"), "--port", "0", "--workers", workers],
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while not (found := re.search(r"running on http://127\.0\.0\.1:(\d+)", log.read_text())):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{found.group(1)}/healthz"
+    with serving(tmp_path, "--port", "0", "--workers", workers) as (proc, log):
+        found = said(proc, log, r"running on http://127\.0\.0\.1:(\d+)")
         assert found.group(1) != "0"
-        while True:
-            try:
-                assert httpx.get(url, timeout=1).status_code == 200
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
-    finally:
-        proc.terminate()
-        proc.wait(15)
+        wait_until_up(f"http://127.0.0.1:{found.group(1)}", proc)

@@ -51,6 +51,7 @@ class PlaybookSource:
         self._wake: Callable[[], None] | None = None  # the watcher's, while it runs
         self.playbooks = PlaybookSet()
         self.engine = Engine(self.playbooks)
+        self._watched: frozenset[str] = frozenset()  # of self.playbooks (every reply asks)
         if self.path is not None:
             self._load(first=True)
 
@@ -78,6 +79,7 @@ class PlaybookSource:
             self._stamp = stamp  # not again until it changes again
             return False
         self.playbooks, self.engine, self._stamp = playbooks, Engine(playbooks), stamp
+        self._watched = playbooks.watched()
         if not first:
             n = len(playbooks.playbooks)
             logger.log(
@@ -151,5 +153,6 @@ class PlaybookSource:
 
     def watched(self) -> frozenset[str]:
         """The event names SDKs should send at once: what enforcing playbooks read (see
-        :meth:`~._config.PlaybookSet.watched`)."""
-        return self.current().playbooks.watched()
+        :meth:`~._config.PlaybookSet.watched`), worked out once a set."""
+        self.current()  # (re-reads the file if due)
+        return self._watched
