@@ -37,9 +37,10 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 from .._event import LIMITS, InvalidEvent, validate_name, validate_properties
 from .._wire import IDENTIFY, MAX_REQUEST_BYTES, WireEvent, WireRequest, received_ip
 from .._wire_time import normal_timestamp
-from ..events import ALIASES, DERIVED_EVENTS
+from ..events import ALIASES
 from .fastjson import measure
 from .ingest import Held, held_actions, text
+from .names import derived_name
 
 __all__ = ["FastBatch", "parse_batch"]
 
@@ -150,7 +151,8 @@ def _event(raw: _Event) -> WireEvent | None:
     else:
         name = validate_name(name)
         name = ALIASES.get(name, name)
-        if name in DERIVED_EVENTS:  # the collector's own: refused the usual way, with its error
+        if derived_name(name) is not None:  # the collector's own, or a look-alike: refused
+            # the usual way, with its error
             return None
     request = None
     if raw.request is not None:

@@ -42,7 +42,7 @@ from .._event import InvalidEvent
 from .._wire import IDENTIFY, WireEvent, parse_event
 from .._wire_time import parse_timestamp
 from ..events import ALIASES
-from .intel import IpIntel
+from .intel import IpIntel, checked_ip_info
 from .names import standard_name
 from .storage import MAX_IDS, Storage
 
@@ -163,8 +163,8 @@ def _collector_fields(obj: object) -> Stored:
     if enrichment is not None and not isinstance(enrichment, dict):
         raise InvalidEvent("enrichment", "type", "must be an object")
     ip_info = fields.get("ip_info")
-    if ip_info is not None and not isinstance(ip_info, dict):
-        raise InvalidEvent("ip_info", "type", "must be an object")
+    if ip_info is not None:
+        ip_info = checked_ip_info(ip_info)
     # What the collector stored, nothing added: a line without ip_info had none (no address,
     # or none known then), and history is not enriched again.
     kept = dict(enrichment or {})

@@ -19,7 +19,13 @@ from .conftest import wire_event
 
 #: Not what IP intelligence says of 203.0.113.5 today (a documentation address: reserved):
 #: an import that enriched again would write something else.
-STORED_INFO = {"country": "FR", "kind": "hosting", "asn": 64500, "score": 40, "reasons": ["x"]}
+STORED_INFO = {
+    "country": "FR",
+    "kind": "hosting",
+    "asn": 64500,
+    "score": 25,
+    "reasons": ["hosting"],
+}
 
 
 def run(*args: str, ok: bool = True) -> Result:
@@ -143,6 +149,33 @@ def test_an_app_given_names_only_the_events_without_one(tmp_path: Path) -> None:
         (
             {"seq": 1, "received_at": "2026-01-01T00:00:00Z", "enrichment": []},
             "enrichment: must be an object",
+        ),
+        # What no lookup of the collector gives, which the explorer, the playbooks and the
+        # exports would read as its own (a list of reasons that is text broke the events page).
+        *(
+            (
+                {"seq": 1, "received_at": "2026-01-01T00:00:00Z", "ip_info": info},
+                message,
+            )
+            for info, message in (
+                ({"country": "Germany"}, "ip_info.country: must be a two-letter country code"),
+                ({"country": "gb"}, "ip_info.country: must be a two-letter country code"),
+                ({"kind": "residential"}, "ip_info.kind: must be one of tor, vpn, hosting"),
+                ({"score": 10**30}, "ip_info.score: must be a whole number from 0 to 100"),
+                ({"score": "high"}, "ip_info.score: must be a whole number from 0 to 100"),
+                ({"score": True}, "ip_info.score: must be a whole number from 0 to 100"),
+                ({"score": 5, "reasons": "tor"}, "ip_info.reasons: must be a list of distinct"),
+                ({"reasons": ["tor", "tor"]}, "ip_info.reasons: must be a list of distinct"),
+                ({"asn": "x"}, "ip_info.asn: must be an AS number"),
+                ({"asn": 0}, "ip_info.asn: must be an AS number"),
+                ({"latitude": 999, "longitude": 0}, "ip_info.latitude: must be a number from"),
+                ({"latitude": 1.5}, "ip_info: latitude and longitude go together"),
+                ({"latitude": float("nan"), "longitude": 0}, "ip_info.latitude: must be"),
+                ({"city": "\u202eevil"}, "ip_info.city: must be printable text"),
+                ({"city": "x" * 129}, "ip_info.city: must be printable text of 1 to 128"),
+                ({"accuracy_radius": -1}, "ip_info.accuracy_radius: must be a whole number"),
+                ({"colour": "red"}, "ip_info: unknown key 'colour': country, kind"),
+            )
         ),
     ],
 )

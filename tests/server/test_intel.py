@@ -119,6 +119,48 @@ def test_special_addresses_are_labelled_and_looked_up_nowhere(
     assert intel.info(ip) == {"kind": kind, "score": 0, "reasons": []}
 
 
+@pytest.mark.parametrize(
+    ("ip", "as_ipv4", "kind"),
+    [
+        ("2002:b9dc:6501::1", "185.220.101.1", "tor"),  # 6to4 of a Tor exit
+        ("2001::4623:9afe", "185.220.101.1", "tor"),  # Teredo: its client's address, inverted
+        ("64:ff9b::185.220.101.1", "185.220.101.1", "tor"),  # NAT64's well-known prefix
+        ("2002:808:808::1", "8.8.8.8", "hosting"),
+        ("2002:a00:1::1", "10.0.0.1", "private"),
+        ("64:ff9b::c633:6442", "198.51.100.66", "reserved"),  # a documentation address
+    ],
+)
+def test_an_ipv6_address_carrying_an_ipv4_client_is_labelled_as_that_client(
+    ip: str, as_ipv4: str, kind: str
+) -> None:
+    """Blocks and playbooks count a 6to4, Teredo or NAT64 address as its IPv4 client; so
+    does IP intelligence, or a Tor exit reaching the app over 6to4 would be "reserved"."""
+    intel = IpIntel()
+    info = intel.info(ip)
+    assert info is not None and info.get("kind") == kind
+    assert info == intel.info(as_ipv4)
+
+
+def test_an_ipv6_address_of_a_translator_s_local_prefix_is_not_taken_for_a_client() -> None:
+    """``64:ff9b:1::/48`` places the IPv4 address by its operator's prefix length: unknown
+    here, so the address is not read as one."""
+    assert IpIntel().info("64:ff9b:1::b9dc:6501") == {"kind": "reserved", "score": 0, "reasons": []}
+
+
+def test_the_kinds_filters_and_playbooks_take_are_those_ip_intelligence_stores() -> None:
+    """A kind they took and no event has would find nothing, said nowhere."""
+    from typing import get_args
+
+    from sqreen.server.intel import SpecialKind
+    from sqreen.server.intel._sources import KINDS
+    from sqreen.server.storage.model import IP_KINDS, MAX_SCORE
+
+    assert set(IP_KINDS) == KINDS | set(get_args(SpecialKind))
+    assert max(_score.threat_score("tor", True, True)[0], *_score.KIND_POINTS.values()) == (
+        MAX_SCORE
+    )
+
+
 def test_an_address_no_data_covers_has_unknown_enrichment() -> None:
     """2d00::/8 is inside the global unicast block but allocated to no registry yet."""
     assert IpIntel().info("2d00::1") == {"score": 0, "reasons": []}
@@ -209,7 +251,9 @@ def _bad_files(tmp_path: Path) -> list[tuple[str, str]]:
     good = city_db(tmp_path / "good.mmdb").read_bytes()
     (tmp_path / "cut.mmdb").write_bytes(good[:20] + good[-200:])
     (tmp_path / "dir.mmdb").mkdir()
+    os.mkfifo(tmp_path / "fifo.mmdb")  # opened for reading, it waits for a writer
     return [
+        (str(tmp_path / "fifo.mmdb"), "not a regular file (a pipe or a device)"),
         (str(tmp_path / "missing.mmdb"), "no such file"),
         (str(tmp_path / "empty.mmdb"), "the file is empty"),
         (str(tmp_path / "text.mmdb"), "not a MaxMind DB (.mmdb) file"),
@@ -232,6 +276,20 @@ def test_a_bad_geoip_db_stops_serve_at_start_with_a_clear_message(tmp_path: Path
         assert "--geoip-db" in result.output and path in result.output
         assert reason in result.output
         assert "Traceback" not in result.output
+
+
+def test_a_geoip_db_given_twice_stops_serve_at_start(tmp_path: Path) -> None:
+    """Under another spelling too: its answers would never be the second's."""
+    db = str(tmp_path / "sqreen.db")
+    add_key(db)
+    good = city_db(tmp_path / "ok.mmdb")
+    (tmp_path / "link.mmdb").symlink_to(good)
+    for again in (str(good), str(tmp_path / "." / "ok.mmdb"), str(tmp_path / "link.mmdb")):
+        result = CliRunner().invoke(
+            main, ["serve", "--db", db, "--geoip-db", str(good), "--geoip-db", again]
+        )
+        assert result.exit_code == 1, result.output
+        assert f"--geoip-db {again}: given twice (first as {good})" in result.output
 
 
 def test_an_unreadable_geoip_db_stops_serve_at_start(tmp_path: Path) -> None:

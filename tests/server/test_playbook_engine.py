@@ -294,6 +294,29 @@ BAD = [
         "where: ip.country: 'Germany' must be a two-letter country code (e.g. DE)",
     ),
     ("no asn", variant(where="{ 'ip.asn' = 'Google' }"), 8, "where: ip.asn: 'Google' must be"),
+    # Values no event can have: a misspelt kind or an unreachable score would switch the
+    # rule off without a word.
+    (
+        "no kind",
+        variant(where="{ 'ip.kind' = ['tor', 'vpns'] }"),
+        8,
+        "where: ip.kind: 'vpns' must be a network kind: tor, vpn, hosting, cdn, bot, private",
+    ),
+    ("residential", variant(where="{ 'ip.kind' = 'residential' }"), 8, "'residential' must be"),
+    ("score over 100", variant(where="{ 'ip.score' = 101 }"), 8, "'101' must be a threat score"),
+    ("score not whole", variant(where="{ 'ip.score' = 50.5 }"), 8, "'50.5' must be a threat"),
+    (
+        "bound over 100",
+        variant(where="{ 'ip.score' = { at_least = 101 } }"),
+        8,
+        "where: ip.score: at_least must be from 0 to 100",
+    ),
+    (
+        "bound on a country",
+        variant(where="{ 'ip.country' = { at_least = 3 } }"),
+        8,
+        "where: ip.country: at_least is for numbers (ip.score, ip.asn)",
+    ),
 ]
 
 

@@ -419,12 +419,33 @@ BLOCKING_PLAYBOOK = (
 )
 
 
-@pytest.mark.parametrize("name", [IMPOSSIBLE_TRAVEL, "SECURITY_IMPOSSIBLE_TRAVEL"])
+LOOK_ALIKES = [
+    IMPOSSIBLE_TRAVEL + " ",
+    IMPOSSIBLE_TRAVEL + "\u200b",  # a zero-width space
+    "\uff53\uff45\uff43\uff55\uff52\uff49\uff54\uff59.impossible_travel",  # fullwidth
+    "Security.Impossible-Travel",
+    "security.impossible_trave\u0301l",  # a combining accent
+    "security. impossible_travel",
+]
+
+
+@pytest.mark.parametrize("name", [IMPOSSIBLE_TRAVEL, "SECURITY_IMPOSSIBLE_TRAVEL", *LOOK_ALIKES])
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-parse", "slow-parse"])
 def test_an_sdk_cannot_send_the_collectors_own_impossible_travel(
-    storage: Storage, city_mmdb: str, tmp_path: Path, name: str
+    storage: Storage,
+    city_mmdb: str,
+    tmp_path: Path,
+    name: str,
+    fast: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Sent with an ingest key (in any spelling), it is refused by name, as an invalid event
-    is, and the rest of the batch stored: a playbook blocking on it blocks nobody for it."""
+    """Sent with an ingest key (in any spelling, or one that reads as it: a trailing space,
+    a zero-width space, fullwidth letters, which the lists would show as the collector's
+    own), it is refused by name, as an invalid event is, and the rest of the batch stored: a
+    playbook blocking on it blocks nobody for it. Through the body parser's fast path and
+    its slow one."""
+    if not fast:
+        monkeypatch.setattr(IngestPipeline, "parse", IngestPipeline.parse_slow)
     rules = tmp_path / "playbooks.toml"
     rules.write_text(BLOCKING_PLAYBOOK)
     token = new_token()
@@ -438,11 +459,15 @@ def test_an_sdk_cannot_send_the_collectors_own_impossible_travel(
             headers={"Authorization": f"Bearer {token}"},
         ).json()
     assert reply["accepted"] == 1
+    said = (
+        "" if name in (IMPOSSIBLE_TRAVEL, "SECURITY_IMPOSSIBLE_TRAVEL") else f"{name!r} looks like "
+    )
+    which = "" if not said else ", which"
     assert reply["rejected"] == [
         {
             "index": 0,
-            "error": "name: 'security.impossible_travel' is raised by the collector itself "
-            "(from auth.login.success), never sent by an SDK",
+            "error": f"name: {said}'security.impossible_travel'{which} is raised by the collector"
+            " itself (from auth.login.success), never sent by an SDK",
         }
     ]
     assert reply["actions"]["items"] == [] and storage.list_alerts() == []

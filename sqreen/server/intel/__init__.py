@@ -11,6 +11,7 @@ enricher after it, which adds ``security.impossible_travel`` events) in :mod:`._
 from __future__ import annotations
 
 from ._address import Address, SpecialKind, parse_address, special_kind
+from ._check import checked_ip_info
 from ._enricher import IP_INFO_KEYS, IpIntel
 from ._geoip import GeoIpDatabase, GeoIpError, open_geoip, read_record
 from ._ranges import RangeIndex
@@ -36,6 +37,7 @@ __all__ = [
     "Reputation",
     "ReputationSource",
     "SpecialKind",
+    "checked_ip_info",
     "open_geoip",
     "parse_address",
     "read_record",

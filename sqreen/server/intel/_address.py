@@ -5,7 +5,10 @@ The address comes from an SDK, so from whoever holds an ingest key: any string o
 few KiB. Only text that ``inet_pton`` reads as an address goes further (no name resolution,
 no leniency: ``1``, ``0x7f.1``, `` 8.8.8.8`` and ``8.8.8.8\\x00`` are no addresses); an IPv6
 zone (``fe80::1%eth0``) is dropped, an IPv4-mapped IPv6 address is its IPv4 address (as the
-SDK records it). Special ranges are looked up in sorted tables (one ``bisect``), not with
+SDK records it). An address that carries one IPv4 client's (Teredo, 6to4, NAT64's well-known
+prefix) is labelled and looked up as that IPv4 address, as blocks and playbooks count it: a
+Tor exit reaching the app over 6to4 is still a Tor exit, a private address inside 6to4 still
+private. Special ranges are looked up in sorted tables (one ``bisect``), not with
 :mod:`ipaddress`, whose parsing and ``is_global`` cost more than the whole enrichment.
 """
 
@@ -17,7 +20,17 @@ import socket
 from collections.abc import Iterable
 from typing import Final, Literal, NamedTuple, TypeAlias
 
-__all__ = ["Address", "Parsed", "SpecialKind", "parse_address", "parse_many", "special_kind"]
+from ..._block_index import embedded_ipv4
+
+__all__ = [
+    "Address",
+    "Parsed",
+    "SpecialKind",
+    "as_ipv4_client",
+    "parse_address",
+    "parse_many",
+    "special_kind",
+]
 
 #: Longer text is no address (the storage's ``ip`` column stops there too).
 MAX_LENGTH: Final = 64
@@ -151,6 +164,23 @@ def parse_address(raw: object) -> Address | None:
     return _new_address(Address, (6, value, socket.inet_ntop(socket.AF_INET6, packed)))
 
 
+#: NAT64's well-known prefix (RFC 6052), whose addresses end with an IPv4 client's address.
+#: (The local-use ``64:ff9b:1::/48`` places it by the prefix length its operator chose.)
+_NAT64_WKP: Final = 0x0064FF9B << 96
+
+
+def as_ipv4_client(address: Parsed) -> Parsed:
+    """``address``, or the IPv4 address of the one client it carries (Teredo, 6to4,
+    NAT64's well-known prefix): what it is labelled and looked up as."""
+    if address[0] != 6:
+        return address
+    value = address[1]
+    client = value & 0xFFFFFFFF if value >> 32 == _NAT64_WKP >> 32 else embedded_ipv4(value)
+    if client is None:
+        return address
+    return (4, client, socket.inet_ntop(socket.AF_INET, client.to_bytes(4, "big")))
+
+
 def special_kind(address: Parsed) -> SpecialKind | None:
     """``private``, ``loopback`` or ``reserved`` for an address no data file is asked about;
     None for a public one."""
@@ -190,7 +220,8 @@ def parse_many(
             if parsed is None:
                 bad.append(text)
                 continue
-            address, kind = parsed, special_kind(parsed)
+            address = as_ipv4_client(parsed)
+            kind = special_kind(address)
         if kind is None:
             public_texts.append(text)
             public.append(address)

@@ -21,11 +21,12 @@ worked out for each event, since it depends on what the collector did since.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ._address import Parsed, parse_address, parse_many
-from ._geoip import GeoIpDatabase, Placed, open_geoip
+from ._geoip import GeoIpDatabase, GeoIpError, Placed, open_geoip
 from ._info import IpInfo, Reasons
 from ._score import KIND_POINTS, Reputation, ReputationSource, threat_score
 from ._sources import Countries, NetworkKinds
@@ -143,9 +144,18 @@ class IpIntel:
         """The enricher with the ``.mmdb`` files at ``paths`` (:class:`~._geoip.GeoIpError`
         for one that cannot be used) and, given the storage, the collector's reputation."""
         opened: list[GeoIpDatabase] = []
+        files: dict[tuple[int, int], str] = {}
         try:
             for path in paths:
-                opened.append(open_geoip(path))
+                db = open_geoip(path)
+                opened.append(db)
+                found = os.stat(path)
+                first = files.setdefault((found.st_dev, found.st_ino), str(path))
+                if len(opened) > len(files):
+                    raise GeoIpError(
+                        f"{path}: given twice (first as {first}): each file once, in the order "
+                        "their answers should win"
+                    )
         except BaseException:
             for db in opened:
                 db.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -243,13 +244,24 @@ def open_geoip(path: str | os.PathLike[str]) -> GeoIpDatabase:
     try:
         # Held open while the reader opens the path: the tree walked for IPv4 lookups is
         # this file's, once the path still names it (:func:`._mmdb_tree.open_tree`).
-        held = open(path, "rb")  # closed below, after the reader has opened the path
+        # O_NONBLOCK: opening a FIFO waits for a writer otherwise (the start hung, silent).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except IsADirectoryError:
         raise GeoIpError(f"{where}: a directory, not a MaxMind DB (.mmdb) file") from None
     except FileNotFoundError:
         raise GeoIpError(f"{where}: no such file") from None
     except OSError as exc:
         raise _unreadable(where, exc) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise GeoIpError(f"{where}: a directory, not a MaxMind DB (.mmdb) file")
+        raise GeoIpError(
+            f"{where}: not a regular file (a pipe or a device), which the collector "
+            "cannot map: give the path of the .mmdb file itself"
+        )
+    held = os.fdopen(fd, "rb")  # closed below, after the reader has opened the path
     with held:
         try:
             first = held.read(1)

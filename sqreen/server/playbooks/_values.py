@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from ..._event import InvalidEvent, validate_name, validate_user
 from ...events import canonical_name
 from ..blocks import InvalidBlock, parse_duration
-from ..storage.model import ip_info_value
+from ..storage.model import MAX_SCORE, ip_info_value
 from ._fields import AtLeast, FieldPath, parse_field
 
 __all__ = [
@@ -107,7 +107,7 @@ def check_where(table: dict[str, Any]) -> tuple[tuple[FieldPath, frozenset[str]]
                     or isinstance(bound, bool)
                 ):
                     raise FieldError("where", f"{name}: a table must be {{ at_least = <number> }}")
-                texts.add(AtLeast(bound))
+                texts.add(_lower_bound(path, name, bound))
                 continue
             text = _as_text(value)
             if text is None:
@@ -115,6 +115,18 @@ def check_where(table: dict[str, Any]) -> tuple[tuple[FieldPath, frozenset[str]]
             texts.add(_as_stored(path, name, text))
         out.append((path, frozenset(texts)))
     return tuple(out)
+
+
+def _lower_bound(path: FieldPath, name: str, bound: float) -> AtLeast:
+    """``{ at_least = bound }`` for the field ``name``: of IP intelligence's fields only
+    the numbers take one, the score within its range (a bound no event can reach is
+    refused rather than never matching)."""
+    if path.kind == "ip_info":
+        if path.key not in ("score", "asn"):
+            raise FieldError("where", f"{name}: at_least is for numbers (ip.score, ip.asn)")
+        if path.key == "score" and not 0 <= bound <= MAX_SCORE:
+            raise FieldError("where", f"{name}: at_least must be from 0 to {MAX_SCORE}")
+    return AtLeast(bound)
 
 
 def _as_stored(path: FieldPath, name: str, text: str) -> str:

@@ -47,9 +47,11 @@ from ._control_values import (
 
 __all__ = [
     "AGENT_TTL",
+    "IP_KINDS",
     "KEY_SCOPES",
     "MAX_AGENTS_PER_KEY",
     "MAX_IPS",
+    "MAX_SCORE",
     "MAX_TARGET_BYTES",
     "NO_FILTER",
     "PLAYBOOK_AUTHOR",
@@ -171,18 +173,30 @@ def ip_selection(value: str) -> tuple[str | None, tuple[str, ...]]:
     return (addresses[0], ()) if "/" not in value else (None, addresses)
 
 
+#: Every network kind IP intelligence stores: the range lists' (``server/intel/_sources.py``)
+#: and the special ranges' (``server/intel/_address.py``).
+IP_KINDS: Final = ("tor", "vpn", "hosting", "cdn", "bot", "private", "loopback", "reserved")
+#: The threat score's bounds (``server/intel/_score.py``).
+MAX_SCORE: Final = 100
 #: IP intelligence's fields that have one spelling stored, each with its pattern (after
 #: :func:`ip_info_value`'s case change) and what is expected.
 _IP_INFO_VALUES: Final = {
     "country": (re.compile(r"[A-Z]{2}"), "a two-letter country code (e.g. DE)"),
-    "kind": (re.compile(r"[a-z]{2,16}"), "a network kind (tor, vpn, hosting...)"),
+    "kind": (
+        re.compile("|".join(IP_KINDS)),
+        f"a network kind: {', '.join(IP_KINDS)}",
+    ),
     "asn": (re.compile(r"(?:AS)?([0-9]{1,10})"), "an AS number (e.g. 15169 or AS15169)"),
+    "score": (
+        re.compile(r"(100|[1-9]?[0-9])"),
+        f"a threat score, a whole number from 0 to {MAX_SCORE}",
+    ),
 }
 
 
 def ip_info_value(key: str, value: str) -> str:
-    """``value`` of IP intelligence's ``country``, ``kind`` or ``asn`` as events store it
-    (``de`` -> ``DE``, ``Tor`` -> ``tor``, ``AS15169`` -> ``15169``), for the explorer's
+    """``value`` of IP intelligence's ``country``, ``kind``, ``asn`` or ``score`` as events
+    store it (``de`` -> ``DE``, ``Tor`` -> ``tor``, ``AS15169`` -> ``15169``), for the explorer's
     filters and playbooks' ``where`` alike; any other key's value as it is.
     :class:`ValueError` saying what is expected, for a value no event can have."""
     found = _IP_INFO_VALUES.get(key)
@@ -194,7 +208,7 @@ def ip_info_value(key: str, value: str) -> str:
     match = pattern.fullmatch(value)
     if match is None:
         raise ValueError(f"must be {expected}")
-    return str(int(match[1])) if key == "asn" else value
+    return str(int(match[1])) if key in ("asn", "score") else value
 
 
 #: The filter that selects every event.
