@@ -125,6 +125,21 @@ def test_update_windows_counts_in_sql_and_stores_alerts_and_one_block_a_target(
     storage.update_windows([key], [], probes[:1], read_back, lambda k, quiet: not quiet)
     assert seen[-1] == ({}, {("x", "203.0.113.9"): now_us + 10**9})
 
+    # Lifting the block ends the quiet of the playbooks that placed or extended it, and says
+    # so to every process (the value changes); a block of nobody's alert changes nothing.
+    released = storage.quiet_released()
+    by_hand = storage.create_block("block_ip", ip="198.51.100.3", created_by="cli:root")
+    assert storage.lift_block(by_hand.id) is not None
+    assert storage.quiet_released() == released
+    assert storage.lift_block(block.id, "cli:root") is not None
+    assert storage.quiet_released() != released
+    storage.update_windows([key], [], probes[:1], read_back, lambda k, quiet: True)
+    lifted_at = int(storage.now().timestamp() * 1_000_000)
+    assert seen[-1][1] == {} or max(seen[-1][1].values()) <= lifted_at
+    again = storage.quiet_released()
+    storage.lift_block(block.id)  # lifted already: nothing
+    assert storage.quiet_released() == again
+
 
 def test_update_windows_says_when_nobody_else_wrote(storage: Storage, db_url: str) -> None:
     """``probes`` is told the windows are as its owner left them only while no other
@@ -411,6 +426,64 @@ def test_monitor_mode_records_the_alert_and_blocks_nobody(
     (alert,) = collector.storage.list_alerts(playbook="brute-force-ip")
     assert alert.mode == "monitor" and alert.block_id is None
     assert collector.storage.list_blocks() == []
+
+
+def test_a_lifted_playbook_block_leaves_the_attacker_counted_again_by_every_process(
+    armed: Collector, live_app: Any, tmp_path: Path
+) -> None:
+    """A playbook is quiet for a key while its block lasts; lifting the block (the CLI, the
+    explorer, the API) ends that, in every process: an address still failing was free of
+    the playbook for the rest of the hour (six for the stuffing and spray templates). A
+    second process (another worker) that had read the quiet time forgets it too."""
+    switch, _ = live_app
+    first = switch.app
+    second = create_app(
+        armed.storage, key_cache_ttl=0.2, playbooks=PlaybookSource(playbook_file(tmp_path))
+    )
+    ip = "198.51.100.77"
+    for i in range(5):
+        armed.post("/v1/events", envelope([failure(ip, f"u{i % 2}")]))
+    (block,) = armed.storage.list_blocks()
+    switch.app = second  # reads the quiet time, and remembers it
+    armed.post("/v1/events", envelope([failure(ip, "u0")]))
+    assert len(armed.storage.list_alerts(playbook="brute-force-ip")) == 1
+    assert armed.storage.lift_block(block.id, "cli:root") is not None
+    armed.post("/v1/events", envelope([failure(ip, "u1")]))  # in the window with the rest
+    (again,) = armed.storage.list_blocks()
+    assert again.id != block.id and again.ip == f"{ip}/32"
+    assert again.created_by == "playbook:brute-force-ip"
+    # And in the first process, which made the first block.
+    assert armed.storage.lift_block(again.id, "cli:root") is not None
+    switch.app = first
+    armed.post("/v1/events", envelope([failure(ip, "u0")]))
+    (third,) = armed.storage.list_blocks()
+    assert third.id not in (block.id, again.id)
+
+
+def test_switched_to_enforce_a_playbook_blocks_what_it_alerted_on_while_monitoring(
+    collector: Collector, live_app: Any, tmp_path: Path
+) -> None:
+    """An alert made in monitor mode leaves its key quiet (one alert while the block would
+    have lasted), but only for monitoring: once the file says ``enforce``, the next failure
+    of an address it alerted on blocks it (it went on unblocked for the hour)."""
+    monitor = TEMPLATES.replace('action = "block_ip"\nduration = "1h"', 'action = "block_ip"\n'
+                                'duration = "1h"\nmode = "monitor"', 1)  # fmt: skip
+    switch, _ = live_app
+    path = playbook_file(tmp_path, monitor)
+    source = PlaybookSource(path)
+    switch.app = create_app(collector.storage, key_cache_ttl=0.2, playbooks=source)
+    for i in range(8):
+        collector.post("/v1/events", envelope([failure("198.51.100.41", str(i % 2))]))
+    (alert,) = collector.storage.list_alerts(playbook="brute-force-ip")
+    assert alert.mode == "monitor" and collector.storage.list_blocks() == []
+    path.write_text(TEMPLATES)
+    source.reload_requested = True
+    assert source.current().playbooks.playbooks[0].mode == "enforce"
+    collector.post("/v1/events", envelope([failure("198.51.100.41", "0")]))
+    (block,) = collector.storage.list_blocks()
+    assert block.ip == "198.51.100.41/32" and block.created_by == "playbook:brute-force-ip"
+    modes = [a.mode for a in collector.storage.list_alerts(playbook="brute-force-ip")]
+    assert modes == ["enforce", "monitor"]  # newest first
 
 
 @pytest.mark.parametrize(

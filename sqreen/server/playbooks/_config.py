@@ -156,6 +156,14 @@ class Playbook:
         return timedelta(0) if self.counts_once else self.window
 
     @property
+    def quiet_id(self) -> str:
+        """What its quiet times are kept under: its id, and another name in monitor mode
+        (``@`` is in no id), so that what it alerted on while monitoring is not left quiet
+        once it enforces: switched to ``enforce``, it blocks a key it had alerted on at its
+        next event, as it would a new one."""
+        return self.id if self.mode == "enforce" else f"{self.id}@monitor"
+
+    @property
     def watched(self) -> frozenset[str]:
         """Every event name this playbook reads."""
         return frozenset(self.events) | frozenset(self.after.events if self.after else ())

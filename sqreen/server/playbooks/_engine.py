@@ -217,7 +217,7 @@ class Engine:
             key = stream_key[1]
             known = bounds.get(stream_key) if bounds else None
             for rule in rules:
-                if quiet and quiet.get((rule.id, key), 0) > now_us:
+                if quiet and quiet.get((rule.quiet_id, key), 0) > now_us:
                     continue
                 # Most keys of an attack are known far below every threshold: no probe. So
                 # are those an alert playbook alerted on, until enough hits came after.
@@ -239,7 +239,7 @@ class Engine:
         self, plan: Plan, key: StreamKey, quiet: Mapping[QuietKey, int], now_us: int
     ) -> bool:
         """Whether some rule the plan checks on ``key`` is not quiet now."""
-        return any(quiet.get((r.id, key[1]), 0) <= now_us for r in plan.checks.get(key, ()))
+        return any(quiet.get((r.quiet_id, key[1]), 0) <= now_us for r in plan.checks.get(key, ()))
 
     def decide(
         self,
@@ -265,8 +265,8 @@ class Engine:
             rules, found = checks[stream_key], hits[stream_key]
             key = stream_key[1]
             for rule in {r.playbook.id: r for r in rules}.values():
-                p = rule.playbook
-                if max(quiet.get((p.id, key), 0), quieted.get((p.id, key), 0)) > now_us:
+                p, quiet_key = rule.playbook, (rule.quiet_id, key)
+                if max(quiet.get(quiet_key, 0), quieted.get(quiet_key, 0)) > now_us:
                     continue
                 mark = marks.get((p.id, key)) if marks and p.counts_once else None
                 if p.after is not None:
@@ -284,7 +284,7 @@ class Engine:
                             for counted, trigger in _after_all(p, found, now_us, at, mark):
                                 firings.append(_firing(p, key, counted, trigger))
                                 if p.quiet_for:
-                                    quieted[(p.id, key)] = now_us + int(
+                                    quieted[quiet_key] = now_us + int(
                                         p.quiet_for.total_seconds() * US
                                     )
                                     break
@@ -297,7 +297,7 @@ class Engine:
                 if fired is None or (exempt is not None and exempt(p, key)):
                     continue
                 if p.quiet_for:
-                    quieted[(p.id, key)] = now_us + int(p.quiet_for.total_seconds() * US)
+                    quieted[quiet_key] = now_us + int(p.quiet_for.total_seconds() * US)
                 firings.append(_firing(p, key, fired, None))
         return firings, quieted
 
@@ -311,7 +311,7 @@ class Engine:
         0 when some rule is listening."""
         until = None
         for rule in self._readers.get(key[0], ()):
-            rest = quiet.get((rule.playbook.id, key[1]), 0) - rule.window_us
+            rest = quiet.get((rule.quiet_id, key[1]), 0) - rule.window_us
             until = rest if until is None else min(until, rest)
         return max(0, until or 0)
 

@@ -89,6 +89,9 @@ class PlaybookRunner:
         self._marks: dict[QuietKey, Mark] = {}
         self._bounds = Bounds()
         self._engine: Engine | None = None
+        #: :meth:`~..storage.ControlStore.quiet_released` when the quiet times above were
+        #: learned: once it changes (a block lifted, by any process), they are forgotten.
+        self._released: str | None = None
 
     def purge(self) -> int:
         """Delete the hits no window reads any more, and ended quiet times (the collector
@@ -123,8 +126,15 @@ class PlaybookRunner:
         if engine.empty:
             return
         now_us = to_us(self.store.now())
-        quiet, known, marks = self._quiet, self._known, self._marks
         events = views(engine.names)
+        if not events:
+            return
+        # One small read a batch the playbooks read (read before what this batch learns,
+        # so that a release after it is seen at the next one).
+        released = self.store.quiet_released()
+        if released != self._released:
+            self._quiet, self._known, self._released = {}, {}, released
+        quiet, known, marks = self._quiet, self._known, self._marks
         plan = engine.plan(events, now_us, quiet)
         if plan.late:
             self.late.note(plan.late, engine.windows)

@@ -39,6 +39,7 @@ class Rule(NamedTuple):
     distinct: bool  # counts distinct values
     id: str  # the playbook's
     counts: tuple[int, bool]  # (window_us, distinct): what its bound is remembered under
+    quiet_id: str  # what its quiet times are kept under (:attr:`Playbook.quiet_id`)
 
 
 class Feed(NamedTuple):
@@ -126,7 +127,9 @@ def group_streams(playbooks: PlaybookSet) -> Streams:
             need = p.after.threshold if p.after else p.threshold
             by_value = p.distinct is not None
             us = window_us_of(p)
-            rule = Rule(p, stream, frozenset(p.events), us, need, by_value, p.id, (us, by_value))
+            rule = Rule(
+                p, stream, frozenset(p.events), us, need, by_value, p.id, (us, by_value), p.quiet_id
+            )
             rules.append(rule)
             readers.setdefault(stream.id, []).append(rule)
     # For each event name: the streams it feeds, each with the rules it triggers there

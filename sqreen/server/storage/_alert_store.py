@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ._block_cap import CapTurn
-from ._blocks import BlockQueries
+from ._blocks import BlockQueries, release_quiet
 from ._entity_rows import BlockRow, block_from_row
 from ._parts import placeholders
 from .model import Alert, NewAlert, Replacement, TooManyBlocks, from_us, to_us
@@ -31,9 +31,6 @@ __all__ = [
 ALERT_CHUNK: Final = 50
 #: The seqs an alert keeps of the events behind it (the newest).
 SEQS_KEPT: Final = 100
-#: The (playbook, key) pairs whose quiet a replaced block ends, at most (an alert a pair
-#: placed or extended it; a key is quiet for a playbook only while its block lasts).
-RELEASED_MAX: Final = 100
 ALERT_COLUMNS: Final = (
     "id, playbook, group_by, group_key, total, first_at, last_at, first_seq, last_seq, "
     "seqs_json, mode, action, block_id, summary, created_at"
@@ -113,7 +110,7 @@ class AlertQueries(BlockQueries):
             if alert.block is not None:
                 try:
                     # Not in place of a block this call placed: its alert, not stored yet,
-                    # would leave its key quiet (_release reads the stored ones).
+                    # would leave its key quiet (release_quiet reads the stored ones).
                     placed = self._block_for(cur, alert.block, now, turn)
                 except TooManyBlocks:
                     # At the cap (``max_active``), every block in force a person's: the alert
@@ -129,7 +126,7 @@ class AlertQueries(BlockQueries):
                     block_id = placed.row.id
                     turn.placed.add(block_id)
                     if placed.replaced is not None:
-                        released = self._release(cur, placed.replaced.id, now)
+                        released = release_quiet(cur, placed.replaced.id, now)
                         replaced[n] = (placed.replaced, released)
                         alerts[n] = replace(
                             alert, summary=replacing(alert.summary, placed.replaced)
@@ -177,29 +174,6 @@ class AlertQueries(BlockQueries):
             replace(alert.stored(id_, block_id, created), seqs=alert.seqs[-SEQS_KEPT:])
             for alert, block_id, id_ in zip(alerts, block_ids, ids, strict=True)
         ]
-
-    @staticmethod
-    def _release(cur: Cursor, block_id: int, now: int) -> tuple[tuple[str, str], ...]:
-        """End the quiet of the (playbook, key) pairs whose alerts placed or extended block
-        ``block_id`` (just replaced at the cap), so that they may fire, and block, again:
-        else a flood replacing an attacker's block would leave them free while it had lasted.
-        Only quiet rows still in force are written: a process firing one of those pairs
-        writes its row only once it has ended, so this never waits on such a write (on
-        PostgreSQL, while holding the action set's lock)."""
-        pairs = tuple(
-            (str(p), str(k))
-            for p, k in cur.execute(
-                "SELECT DISTINCT playbook, group_key FROM alerts WHERE block_id = ? LIMIT ?",
-                (block_id, RELEASED_MAX),
-            ).fetchall()
-        )
-        for playbook, key in pairs:
-            cur.execute(
-                "UPDATE playbook_quiet SET until_at = ? WHERE playbook = ? AND key = ? "
-                "AND until_at > ?",
-                (now, playbook, key, now),
-            )
-        return pairs
 
     def list_alerts(
         self,

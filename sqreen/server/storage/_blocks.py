@@ -72,6 +72,45 @@ _ENDED: Final = (
 )
 #: The ``settings`` row of the event names SDKs were last told to send at once.
 WATCHED_SETTING: Final = "watched_events"
+#: How many times the quiet of playbooks was ended before its time (a block they made was
+#: lifted or replaced at the cap): a process that remembers quiet times forgets them when
+#: it changes (``ControlStore.quiet_released``).
+RELEASED_SETTING: Final = "quiet_released"
+#: The (playbook, key) pairs whose quiet a lifted or replaced block ends, at most (an alert
+#: a pair placed or extended it; a key is quiet for a playbook only while its block lasts).
+RELEASED_MAX: Final = 100
+
+
+def release_quiet(cur: Cursor, block_id: int, now: int) -> tuple[tuple[str, str], ...]:
+    """End the quiet of the (playbook, key) pairs whose alerts placed or extended block
+    ``block_id`` (lifted, or replaced at the cap), so that they may fire, and block, again:
+    else an attacker whose block was lifted, or replaced by a flood's, went free of them
+    while it would have lasted; and count the release (:data:`RELEASED_SETTING`). Only
+    quiet rows still in force are written: a process firing one of those pairs writes its
+    row only once it has ended, so this never waits on such a write (on PostgreSQL, while
+    holding the action set's lock)."""
+    pairs = tuple(
+        (str(p), str(k))
+        for p, k in cur.execute(
+            "SELECT DISTINCT playbook, group_key FROM alerts WHERE block_id = ? LIMIT ?",
+            (block_id, RELEASED_MAX),
+        ).fetchall()
+    )
+    for playbook, key in pairs:
+        cur.execute(
+            "UPDATE playbook_quiet SET until_at = ? WHERE playbook = ? AND key = ? "
+            "AND until_at > ?",
+            (now, playbook, key, now),
+        )
+    if pairs:
+        cur.execute(
+            "INSERT INTO settings (key, value) VALUES (?, '1') ON CONFLICT (key) "
+            "DO UPDATE SET value = CAST(CAST(settings.value AS BIGINT) + 1 AS TEXT)",
+            (RELEASED_SETTING,),
+        )
+    return pairs
+
+
 #: The ``counters`` row below which no diff of the action set is complete (:mod:`._retention`).
 ACTIONS_FLOOR: Final = "actions_floor"
 #: The version (first column; the other columns NULL), then the rows of ``{rows}``, in one
@@ -252,7 +291,13 @@ class BlockQueries(SqlPart):
                 f"RETURNING {BLOCK_COLUMNS}",
                 (now, lifted_by, version, block_id, now),
             ).fetchone()
+            if row is not None:
+                release_quiet(cur, block_id, now)
         return None if row is None else block_from_row(BlockRow._make(row))
+
+    def quiet_released(self) -> str:
+        found = self._read("SELECT value FROM settings WHERE key = ?", [RELEASED_SETTING])
+        return next((str(v) for (v,) in found), "0")
 
     def note_watched(self, names: Collection[str]) -> int | None:
         names_json = json.dumps(sorted(names), separators=(",", ":"))

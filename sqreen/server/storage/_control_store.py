@@ -92,7 +92,15 @@ class ControlStore(Clocked, Protocol):
         ...
 
     def lift_block(self, block_id: int, lifted_by: str = "") -> Block | None:
-        """Lift an active block (bumping the action version); None if there is none."""
+        """Lift an active block (bumping the action version); None if there is none. The
+        playbooks whose alerts placed or extended it are no longer quiet for their keys:
+        an attacker still failing is counted, and blocked, again."""
+        ...
+
+    def quiet_released(self) -> str:
+        """Changes whenever a block's end releases playbooks' quiet before its time (a lift,
+        a replacement at the cap), by any process: a process remembering quiet times
+        forgets them then."""
         ...
 
     def list_blocks(self, *, ended: int = 0) -> list[Block]:
