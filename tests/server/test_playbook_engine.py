@@ -95,8 +95,25 @@ def test_credential_stuffing_counts_distinct_users() -> None:
     assert ("credential-stuffing", "198.51.100.7", 15, 15) in feed.fired
 
 
-def test_password_spray_counts_users_tried_at_most_twice() -> None:
+def test_password_spray_counts_users_however_many_tries_each() -> None:
+    """Slowly (no 15 distinct users in 15 minutes for credential stuffing, no 10 tries of
+    one account for brute-force-account): a third try on each account hid a spray from the
+    template while it counted only the accounts tried at most twice."""
     feed = Feed()
+    for i in range(9):  # nine users, three tries each, one every 76 s
+        for _ in range(3):
+            feed.send("auth.login.failure", ip="192.0.2.50", email=f"u{i}@example.com")
+            feed.wait(76)
+    assert "password-spray" not in {f[0] for f in feed.fired}
+    feed.send("auth.login.failure", ip="192.0.2.50", email="u9@example.com")
+    assert {f[0] for f in feed.fired} == {"password-spray"}
+
+
+def test_max_per_value_counts_only_the_values_seen_at_most_that_often() -> None:
+    """The narrower rule, for those who want it: ``max_per_value = 2``."""
+    spray = TEMPLATES.replace("# max_per_value = 2", "max_per_value = 2")
+    assert spray != TEMPLATES
+    feed = Feed(spray)
     for _ in range(3):  # a user tried three times does not count
         feed.send("auth.login.failure", ip="192.0.2.50", email="many@example.com")
         feed.wait(70)

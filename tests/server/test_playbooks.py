@@ -595,7 +595,7 @@ mode = "monitor"
         "brute-force-ip": "by ip: 5 in 5m -> block_ip for 1h",
         "brute-force-account": "by user: 10 in 1h -> alert",
         "credential-stuffing": "by ip: 15 distinct user in 15m -> block_ip for 6h",
-        "password-spray": "by ip: 10 distinct user (at most 2 each) in 1h -> block_ip for 6h",
+        "password-spray": "by ip: 10 distinct user in 1h -> block_ip for 6h",
         "account-takeover": "by user: 1 after 10 auth.login.failure in 10m -> alert",
         "signup-abuse": "by ip: 5 in 10m -> block_ip for 1h",
         "admin-logins": "by user.email where request.path=/admin/login|/login and "

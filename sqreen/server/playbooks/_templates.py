@@ -60,11 +60,12 @@ duration = "6h"
 
 [[playbook]]
 id = "password-spray"
-description = "One IP trying a few passwords on many accounts, at most 2 tries each."
+description = """One IP failing on many accounts, slowly: a few passwords tried on each \
+(every account counts, however many tries: a third try on each does not hide a spray)."""
 events = ["auth.login.failure"]
 group_by = "ip"
 distinct = "user"
-max_per_value = 2
+# max_per_value = 2   # count only the accounts tried at most twice (a narrower rule)
 threshold = 10
 window = "1h"
 action = "block_ip"
