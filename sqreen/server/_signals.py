@@ -77,10 +77,13 @@ def exit_zero_after_sigterm() -> None:
 
 def reload_on_sighup(source: PlaybookSource | None) -> None:
     """SIGHUP re-reads the playbooks at once (where SIGHUP would otherwise end the
-    process): the source's watcher wakes (see :meth:`PlaybookSource.request_reload`)."""
+    process, or be ignored: ``nohup`` ignores it, and ``kill -HUP`` then did nothing, said
+    nowhere; a terminal's hang-up now re-reads the file, which changes nothing when it has
+    not changed): the source's watcher wakes (see :meth:`PlaybookSource.request_reload`).
+    A handler of someone else's is left in place."""
     if source is None or threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+    if signal.getsignal(signal.SIGHUP) in (signal.SIG_DFL, signal.SIG_IGN):
 
         def reload(signum: int, frame: object) -> None:
             source.request_reload()

@@ -4,6 +4,7 @@ edit of the playbook file reloads the playbooks at once, in every worker, saying
 
 from __future__ import annotations
 
+import shutil
 import signal
 import threading
 import time
@@ -17,7 +18,7 @@ import pytest
 from sqreen.server._cli_serve import GRACEFUL_SHUTDOWN
 from sqreen.server.playbooks import TEMPLATES, PlaybookError, load_playbooks
 
-from .conftest import ServeProcess, add_key, wait_for
+from .conftest import SQREEN, ServeProcess, add_key, wait_for
 
 
 class Polls:
@@ -155,4 +156,30 @@ def test_a_reload_is_done_and_said_at_once_in_every_worker(
     wait_for(lambda: len(lines(loaded, "INFO")) == 2)
     wait_for(lambda: len(lines(loaded, "DEBUG")) == (2 * workers if workers > 1 else 0))
     assert len(lines("playbooks not reloaded")) == 2
+    assert server.proc.poll() is None
+
+
+@pytest.mark.skipif(not shutil.which("nohup"), reason="no nohup")
+def test_sighup_reloads_a_collector_started_under_nohup(
+    tmp_path: Path, serve: Callable[..., ServeProcess]
+) -> None:
+    """``nohup`` ignores SIGHUP, and the handler was only set over the default: ``kill -HUP``
+    did nothing, said nowhere (``--workers N`` reloaded: its supervisor's handler)."""
+    db = str(tmp_path / "sqreen.db")
+    add_key(db)
+    file = tmp_path / "playbooks.toml"
+    file.write_text(TEMPLATES)
+    log = tmp_path / "serve.log"
+    server = serve(
+        db, None, "--playbooks", str(file), "--log-level", "info", log=log,
+        command=["nohup", *SQREEN],
+    )  # fmt: skip
+    assert server.proc is not None
+
+    def loaded() -> int:
+        return log.read_text().count(f"6 playbooks loaded from {file}")
+
+    wait_for(lambda: loaded() == 1)
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: loaded() == 2)
     assert server.proc.poll() is None
