@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -70,12 +71,58 @@ class Days(Finite):
         super().__init__(0, MAX_DAYS)
 
 
+#: A URL's scheme (``postgresql+psycopg://``), and what follows it.
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(//)?(.*)", re.DOTALL)
+#: libpq's ``key=value`` connection strings (``host=... dbname=...``).
+_CONNINFO = re.compile(r"\s*(host|hostaddr|port|dbname|user|password|service|sslmode)\s*=")
+
+
+def checked_db(value: str) -> str:
+    """``--db`` as the storage opens it: a ``postgresql://`` URL (``postgres://`` and any
+    case of the scheme too, given as ``postgresql://``) or a SQLite file's path
+    (``sqlite:///path``). What looks like another form of PostgreSQL's address (a
+    ``key=value`` string, ``postgresql:db``, ``postgresql+psycopg://``) or another scheme
+    is refused, :class:`click.BadParameter` saying what to write: it would otherwise be
+    opened as a new SQLite file named after it, password included, and a collector would
+    count alone. The value is never repeated (it may hold a password)."""
+    if not value.strip():
+        raise click.BadParameter("empty: a SQLite file's path, or a postgresql:// URL")
+    if _CONNINFO.match(value):
+        raise click.BadParameter(
+            "a key=value connection string: write it as a URL, "
+            "postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
+        )
+    found = _SCHEME.fullmatch(value.strip())
+    if found is None or len(found[1]) == 1:  # no scheme (C:\\ is a drive)
+        return value
+    scheme, slashes, rest = found[1].lower(), found[2] or "", found[3]
+    postgres = scheme.startswith(("postgresql", "postgres"))
+    if not postgres and not slashes:
+        return value  # a path with a colon ("backup:old.db")
+    if value != value.strip():
+        raise click.BadParameter("spaces around it: give it without them")
+    if scheme in ("postgresql", "postgres") and slashes:
+        return f"postgresql://{rest}"
+    if postgres:
+        raise click.BadParameter(
+            f"{scheme}:{slashes}...: write the URL as postgresql://USER:PASSWORD@HOST"
+            ":PORT/DBNAME (this collector reads PostgreSQL with psycopg itself)"
+        )
+    if scheme == "sqlite":
+        return value
+    raise click.BadParameter(
+        f"{scheme}://... is no database this collector opens: "
+        "a SQLite file's path, or a postgresql:// URL"
+    )
+
+
 def db_option(f: F) -> F:
     return click.option(
         "--db",
         envvar="SQREEN_DB",
         default=DEFAULT_DB,
         show_default=True,
+        callback=lambda ctx, param, value: checked_db(value),
         help="A SQLite file, or a postgresql:// URL (env: SQREEN_DB).",
     )(f)
 

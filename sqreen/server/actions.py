@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .action_cache import ActionCache, unchanged
 from .storage import ControlStore
+from .unavailable import UnavailableLog, unavailable
 from .watched_names import WatchedNames
 
 __all__ = [
@@ -89,6 +90,7 @@ class ActionFeed:
         self._reader: asyncio.Task[None] | None = None
         self._waiters = 0
         self._stopping = False
+        self._unavailable = UnavailableLog("the action long-polls' version not read")
         #: Long-polls held, by API key id.
         self.held: dict[int, int] = {}
         self._logged: dict[int, float] = {}
@@ -193,8 +195,11 @@ class ActionFeed:
                 continue
             try:
                 version = await run_in_threadpool(self.cache.version)
-            except Exception:
-                logger.exception("sqreen: reading the action version failed")
+            except Exception as exc:
+                if unavailable(exc):  # said once a minute, not every quarter second
+                    self._unavailable.met(exc)
+                else:
+                    logger.exception("sqreen: reading the action version failed")
                 continue
             # The first read after a quiet spell wakes them too: a change may have come
             # between a waiter's own read and this one (it would then wait its whole wait).

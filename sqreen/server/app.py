@@ -64,6 +64,7 @@ from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
 from .probes import PROBE_ROUTES
 from .storage import AGENT_TTL, Storage
+from .unavailable import unavailable_handlers
 
 if TYPE_CHECKING:  # imported by `sqreen serve --export` only (protobuf's import is not free)
     from .export import Forwarder
@@ -252,7 +253,7 @@ def create_app(
 
     app = _Collector(
         routes=[*API_ROUTES, *routes],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, **unavailable_handlers()},
         middleware=[Middleware(QuietDisconnects)],
         lifespan=lifespan,
     )

@@ -101,6 +101,41 @@ def test_db_defaults_to_sqreen_db_env(db: str, monkeypatch: pytest.MonkeyPatch) 
     assert Path(db).exists()
 
 
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("", "empty: a SQLite file's path, or a postgresql:// URL"),
+        ("host=db.internal dbname=sqreen password=s3cret", "a key=value connection string"),
+        ("postgresql:sqreen", "postgresql:...: write the URL as postgresql://USER:PASSWORD@"),
+        ("postgresql+psycopg://u:s3cret@db/sqreen", "postgresql+psycopg://...: write the URL"),
+        (" postgresql://u:s3cret@db/sqreen", "spaces around it"),
+        ("mysql://u:s3cret@db/sqreen", "mysql://... is no database this collector opens"),
+    ],
+)
+@pytest.mark.parametrize("command", ["serve", "keys create", "blocks", "events"])
+def test_a_db_that_is_no_sqlite_path_nor_postgresql_url_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, said: str, command: str
+) -> None:
+    """Opened as a SQLite file named after it (password included) before: a collector
+    that counted alone, a key created in a database nobody reads. Never repeated: it may
+    hold a password."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, [*command.split(), "--db", value])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '--db': {said}" in result.output
+    assert "s3cret" not in result.output
+    assert list(tmp_path.iterdir()) == []  # no file made
+
+
+def test_a_postgresql_url_s_scheme_in_any_case_is_postgresql() -> None:
+    from sqreen.server._cli_common import checked_db
+
+    assert checked_db("POSTGRES://u@db/sqreen") == "postgresql://u@db/sqreen"
+    assert checked_db("PostgreSQL://u@db/sqreen") == "postgresql://u@db/sqreen"
+    assert checked_db("backup:2026.db") == "backup:2026.db"  # a path with a colon
+    assert checked_db("sqlite:///var/lib/sqreen.db") == "sqlite:///var/lib/sqreen.db"
+
+
 def test_block_unblock_and_blocks(db: str) -> None:
     out = run(
         "block",

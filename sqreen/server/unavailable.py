@@ -1,0 +1,106 @@
+"""The database gone for a while (PostgreSQL stopped or restarting, a SQLite file locked past
+its wait, a full disk): what the collector answers and says then.
+
+Every request that needs the database raised its driver's ``OperationalError``: a 500 and a
+traceback each, and one more every quarter second for the action long-polls' version reader
+(thousands an hour a worker, a log nobody can read when it matters). Such an error is
+answered ``503`` with ``Retry-After`` (SDKs keep their events and retry, as on any 5xx) and
+said on the ``sqreen.server`` logger once a minute at most, with how many requests it
+answered so. Anything else (a bug's SQL included: SQLite says "no such column" with the
+same class) is left to the usual 500 and its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .errors import ApiError
+
+__all__ = ["UnavailableLog", "unavailable", "unavailable_handlers"]
+
+logger = logging.getLogger("sqreen.server")
+
+#: Seconds an SDK is asked to wait before it tries again.
+RETRY_AFTER: Final = 5
+#: What SQLite says when the file, not the SQL, is the problem.
+_SQLITE_SAYS: Final = (
+    "database is locked",
+    "database table is locked",
+    "disk i/o error",
+    "unable to open database file",
+    "database or disk is full",
+    "attempt to write a readonly database",
+)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached or written now (not a bug)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        said = str(exc).lower()
+        return any(s in said for s in _SQLITE_SAYS)
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.OperationalError)
+
+
+class UnavailableLog:
+    """Says an unavailable database once every ``every`` seconds at most, with how many
+    times it was met in between."""
+
+    def __init__(self, what: str, every: float = 60.0) -> None:
+        self.what = what
+        self.every = every
+        self._lock = threading.Lock()
+        self._said_at: float | None = None
+        self._since = 0
+
+    def met(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._since += 1
+            if self._said_at is not None and now - self._said_at < self.every:
+                return
+            count, self._since, self._said_at = self._since, 0, now
+        logger.warning(
+            "sqreen: the database is unavailable (%s: %s): %s (%d time%s since the last "
+            "such line; said once a minute at most)",
+            type(exc).__name__,
+            str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "",
+            self.what,
+            count,
+            "" if count == 1 else "s",
+        )
+
+
+_REQUESTS = UnavailableLog(f"requests answered 503, Retry-After {RETRY_AFTER} s")
+
+
+async def _answer(request: Request, exc: Exception) -> Response:
+    if not unavailable(exc):
+        raise exc  # a bug: the usual 500, and its traceback
+    _REQUESTS.met(exc)
+    return ApiError(
+        503,
+        "the database is unavailable: retry later",
+        headers={"Retry-After": str(RETRY_AFTER)},
+    ).response()
+
+
+def unavailable_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
+    """Exception handlers for the drivers' ``OperationalError`` (PostgreSQL's once its
+    driver is imported: the storage opened it before the app is made)."""
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        sqlite3.OperationalError: _answer
+    }
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        handlers[psycopg.OperationalError] = _answer
+    return handlers
