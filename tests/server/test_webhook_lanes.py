@@ -285,3 +285,21 @@ def test_a_summary_names_keys_up_to_a_bound_in_bytes_as_posted(
     assert MOST_KEY_BYTES // 2 < posted <= MOST_KEY_BYTES + 8 * len(named)
     assert summary["alerts"] == 401
     assert summary["unlisted"] == 401 - 1 - len(named)
+
+
+def test_a_failed_post_is_said_without_the_url_s_secrets(caplog: pytest.LogCaptureFixture) -> None:
+    """Slack's and Teams' webhook URLs carry their token in the path; others put one in the
+    query, or credentials before the host: the log says the scheme and host only."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]  # nobody listens there
+        url = f"http://user:p4ss@127.0.0.1:{port}/services/T0/B0/SECRETTOKEN?token=abc"
+        notifier = Notifier(timeout=0.5, tries=2, backoff=0.01)
+        with caplog.at_level("WARNING", "sqreen.server"):
+            notifier.submit((url,), alert("brute-force-ip", 1))
+            assert notifier.join(30)
+    assert notifier.failed == 1
+    (said,) = [r.getMessage() for r in caplog.records if "webhook" in r.getMessage()]
+    assert f"webhook http://127.0.0.1:{port}/... failed after 2 tries" in said
+    for secret in ("p4ss", "SECRETTOKEN", "abc", "user"):
+        assert secret not in said

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import httpx2 as httpx
 from prometheus_client import Counter
@@ -92,6 +93,22 @@ def verify_signature(
         return False
     expected = sign(secret, body, at).partition("v1=")[2]
     return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+def shown(url: str) -> str:
+    """``url`` as logs say it: its scheme, host and port, the rest elided. A webhook's URL
+    is often its secret (Slack's and Teams' carry their token in the path; others put one
+    in the query, or credentials before the host)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    rest = "/..." if (parts.path not in ("", "/") or parts.query or parts.fragment) else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
 
 
 class Notifier:
@@ -177,7 +194,7 @@ class Notifier:
             logger.warning(
                 "sqreen: webhook %s: %d alerts of playbook %s %s as one summary (%d group "
                 "keys, %d alerts of others unlisted): more waited than it takes alone",
-                url,
+                shown(url),
                 summary.alerts,
                 visible(summary.playbook[:100]),
                 "posted" if sent else "not posted",
@@ -186,6 +203,8 @@ class Notifier:
             )
 
     def _post(self, client: httpx.Client, deadline: Deadline, url: str, body: bytes) -> bool:
+        """Post ``body``; whether the receiver took it. Said, when it did not, with the
+        URL's scheme and host only (see :func:`shown`)."""
         headers = {"Content-Type": "application/json", "User-Agent": "sqreen-collector"}
         for attempt in range(self.tries):
             secret = self.secret() if callable(self.secret) else self.secret
@@ -202,7 +221,7 @@ class Notifier:
                 ):
                     status = response.status_code
             except httpx.HTTPError as exc:
-                outcome = f"{type(exc).__name__}: {exc}"
+                outcome = f"{type(exc).__name__}: {str(exc).replace(url, shown(url))}"
             else:
                 if 200 <= status < 300:
                     self.sent += 1
@@ -213,7 +232,13 @@ class Notifier:
             if attempt + 1 < self.tries:
                 self._sleep(self.backoff * 2**attempt)
         self.failed += 1
-        logger.warning("sqreen: webhook %s failed: %s", url, outcome)
+        logger.warning(
+            "sqreen: webhook %s failed after %d tries (%.0f s each at most): %s",
+            shown(url),
+            attempt + 1,
+            self.timeout,
+            outcome,
+        )
         return False
 
     def join(self, timeout: float) -> bool:
