@@ -31,7 +31,7 @@ from .connections import PROTOCOL, ConnectionLimits, fit_to_open_files
 from .explorer._cli import explorer_startup
 from .intel import DEFAULT_MAX_SPEED, GeoIpError, IpIntel, Reputation
 from .logs import LOG_FORMATS, json_log_config, text_log_config
-from .playbooks import PlaybookError, PlaybookSource
+from .playbooks import NONE_IN_FORCE, PlaybookError, PlaybookSource
 from .storage import Storage, serving
 
 __all__ = ["GC_GEN0", "WORKER_ENV", "serve", "worker_app"]
@@ -221,7 +221,7 @@ def serve(
         url = f"{'https' if tls else 'http'}://{url_host(host)}:{port}"
         explorer_startup(storage, url, say, note)
         if source is not None:
-            note(_playbooks_loaded(source))
+            (note if source.playbooks.playbooks else say)(_playbooks_loaded(source))
         logging.getLogger("sqreen").setLevel(log_level.upper())
         options: dict[str, Any] = {
             "host": host,
@@ -339,6 +339,8 @@ def _playbooks_loaded(source: PlaybookSource) -> str:
     found = source.playbooks.playbooks
     blocking = sum(p.blocks for p in found)
     watched = ", ".join(sorted(source.playbooks.watched())) or "nothing"
+    if not found:
+        return f"0 playbooks loaded from {source.path}: {NONE_IN_FORCE}"
     return (
         f"{len(found)} playbook{'' if len(found) == 1 else 's'} loaded from {source.path} "
         f"({blocking} blocking; SDKs send at once: {watched})"

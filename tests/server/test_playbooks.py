@@ -638,6 +638,42 @@ def test_the_backtest_says_a_private_address_would_be_alerted_on_not_blocked(
     assert "198.51.100.20" in lines["block ip"]
 
 
+def test_a_file_with_a_byte_order_mark_loads_and_one_not_utf8_names_its_line(
+    tmp_path: Path,
+) -> None:
+    """Notepad writes a byte-order mark first ("not valid TOML" at line 1, column 1,
+    before); a Latin-1 file was refused without a line."""
+    from sqreen.server.playbooks import PlaybookError, load_playbooks
+
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + TEMPLATES.encode())
+    assert len(load_playbooks(bom).playbooks) == 6
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(TEMPLATES.encode() + b'\n[[playbook]]\nid = "caf\xe9"\n')
+    with pytest.raises(PlaybookError) as refused:
+        load_playbooks(latin)
+    line = TEMPLATES.count("\n") + 3
+    assert str(refused.value) == (
+        f"{latin}:{line}: not UTF-8 (byte 0xe9: invalid continuation byte): save it as UTF-8"
+    )
+
+
+def test_a_file_of_no_playbook_is_said_as_a_warning(tmp_path: Path, caplog: Any) -> None:
+    """Every protection off (an empty file, or one cut short while it was saved): said at
+    INFO as any reload, before."""
+    path = playbook_file(tmp_path)
+    source = PlaybookSource(path)
+    path.write_text("")
+    source.reload_requested = True
+    assert source.current().empty
+    (said,) = [r for r in caplog.records if "loaded from" in r.getMessage()]
+    assert said.levelname == "WARNING" and "no playbook in force" in said.getMessage()
+    from sqreen.server._cli_serve import _playbooks_loaded
+
+    said_at_start = _playbooks_loaded(PlaybookSource(path))
+    assert said_at_start.startswith(f"0 playbooks loaded from {path}: no playbook in force")
+
+
 def test_a_bad_reload_keeps_the_playbooks_in_force(tmp_path: Path, caplog: Any) -> None:
     path = playbook_file(tmp_path)
     source = PlaybookSource(path)

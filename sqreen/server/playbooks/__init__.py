@@ -14,9 +14,11 @@ from ._fields import EventView, FieldPath, parse_field, user_key
 from ._hits import Firing, Hit, HitRow, Probe, StreamKey, evaluate
 from ._notify import Notifier, sign, verify_signature, webhook_secret
 from ._runner import PlaybookRunner, PlaybookSource, event_view
+from ._source import NONE_IN_FORCE
 from ._templates import TEMPLATES
 
 __all__ = [
+    "NONE_IN_FORCE",
     "TEMPLATES",
     "After",
     "Engine",

@@ -202,9 +202,15 @@ def load_playbooks(path: str | Path) -> PlaybookSet:
     if len(data) > MAX_FILE_BYTES:
         raise PlaybookError(f"over {MAX_FILE_BYTES // 1024} KiB", source=source)
     try:
-        text = data.decode("utf-8")
+        # utf-8-sig: the byte-order mark some editors (Notepad) write first is no TOML.
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise PlaybookError(f"not UTF-8 ({exc.reason})", source=source) from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise PlaybookError(
+            f"not UTF-8 (byte 0x{data[exc.start]:02x}: {exc.reason}): save it as UTF-8",
+            line,
+            source,
+        ) from None
     return parse_playbooks(text, source)
 
 

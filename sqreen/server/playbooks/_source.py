@@ -24,6 +24,13 @@ logger = logging.getLogger("sqreen.server")
 CHECK_EVERY: Final = 1.0
 
 
+#: Said of a file that holds no playbook: every protection it gave is off.
+NONE_IN_FORCE: Final = (
+    "no playbook in force, nothing blocked nor alerted on (an empty file, or one cut short "
+    "while it was saved?)"
+)
+
+
 class PlaybookSource:
     """The playbooks in force, from a file (or none).
 
@@ -83,11 +90,12 @@ class PlaybookSource:
         if not first:
             n = len(playbooks.playbooks)
             logger.log(
-                logging.DEBUG if self.supervised else logging.INFO,
-                "sqreen: %d playbook%s loaded from %s",
+                logging.DEBUG if self.supervised else logging.INFO if n else logging.WARNING,
+                "sqreen: %d playbook%s loaded from %s%s",
                 n,
                 "" if n == 1 else "s",
                 self.path,
+                "" if n else f": {NONE_IN_FORCE}",
             )
         return True
 
