@@ -25,7 +25,7 @@ from ._cli_common import Days, Finite, db_option, opened
 from ._cli_export import destination, export_options, forwarder
 from ._cli_https import https_options, https_settings
 from ._listen import check_listen, url_host
-from ._signals import exit_zero_after_sigterm, reload_on_sighup
+from ._signals import exit_zero_after_sigterm, reload_on_sighup, stop_when_orphaned
 from .actions import MAX_POLLS_PER_KEY
 from .connections import PROTOCOL, ConnectionLimits, fit_to_open_files
 from .explorer._cli import explorer_startup
@@ -275,6 +275,7 @@ def serve(
             "travel_speed": travel_speed,
             "export": [export_url, export_format] if export_url else None,
             "metrics_token": metrics_token,
+            "supervisor": os.getpid(),
         }
     )
     # Several processes: their counters in files of one directory, summed at each scrape.
@@ -315,6 +316,7 @@ def worker_app() -> Starlette:
         metrics_token=config.get("metrics_token"),
     )
     reload_on_sighup(source)
+    stop_when_orphaned(config.get("supervisor") or os.getppid())
     _settle_gc()
     return app
 

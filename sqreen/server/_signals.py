@@ -19,15 +19,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from .playbooks import PlaybookSource
 
-__all__ = ["STOP_SIGNALS", "exit_zero_after_sigterm", "reload_on_sighup", "stop_signals_call"]
+__all__ = [
+    "STOP_SIGNALS",
+    "exit_zero_after_sigterm",
+    "reload_on_sighup",
+    "stop_signals_call",
+    "stop_when_orphaned",
+]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -89,3 +98,25 @@ def reload_on_sighup(source: PlaybookSource | None) -> None:
             source.request_reload()
 
         signal.signal(signal.SIGHUP, reload)
+
+
+#: How often a worker of ``--workers N`` looks whether its supervisor still runs (s).
+ORPHAN_CHECK_EVERY: Final = 1.0
+
+
+def stop_when_orphaned(parent: int, every: float = ORPHAN_CHECK_EVERY) -> None:
+    """Stop this worker (SIGTERM: a clean stop, its queued work done) once its supervisor,
+    process ``parent``, is gone (``kill -9``, an OOM kill): it is no longer its parent (also
+    when it went while this worker started). Orphaned workers went on serving, holding the
+    port (a new ``sqreen serve`` could not bind it), SQLite's serve lock and the playbooks
+    of before."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        logging.getLogger("sqreen.server").warning(
+            "sqreen: the supervisor (pid %d) is gone: this worker stops", parent
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="sqreen-orphan-watch", daemon=True).start()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -183,3 +184,49 @@ def test_sighup_reloads_a_collector_started_under_nohup(
     server.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: loaded() == 2)
     assert server.proc.poll() is None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+@pytest.mark.parametrize("when", ["starting", "serving"])
+def test_the_workers_stop_when_their_supervisor_is_killed(
+    tmp_path: Path, serve: Callable[..., ServeProcess], when: str
+) -> None:
+    """``kill -9`` of ``sqreen serve --workers 2`` (or an OOM kill) left its workers serving,
+    orphans holding the port, SQLite's serve lock and the playbooks of before; killed while
+    they start, too (a worker orphaned before it looked at its parent)."""
+    db = str(tmp_path / "sqreen.db")
+    add_key(db)
+    server = serve(db, None, "--workers", "2")
+    assert server.proc is not None
+    supervisor = server.proc.pid
+    wait_for(lambda: len(_children(supervisor)) >= 3)  # the resource tracker, two workers
+    if when == "serving":
+        wait_for(lambda: httpx.get(server.url + "/livez").status_code == 200)
+    workers = _children(supervisor)
+    server.proc.kill()
+    server.proc.wait(10)
+
+    def gone(pid: int) -> bool:
+        try:
+            state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return True
+        return state[0] == "Z"
+
+    wait_for(lambda: all(gone(pid) for pid in workers), timeout=20)  # (their stop: 1-3 s)
+    with socket.socket() as again:  # the port is free for a new collector
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", server.port))
