@@ -120,6 +120,8 @@ def test_far_apart_minutes_apart_raises_one_alert_with_both_places_and_the_speed
     assert props["minutes"] == 30.0
     assert props["speed_kmh"] == pytest.approx(props["distance_km"] * 2, abs=2)
     assert (props["from_event"], props["to_event"]) == (first["id"], second["id"])
+    # Where and how fast first, as stored: lists cut an event's properties short.
+    assert list(props)[:5] == ["from_city", "from_country", "to_city", "to_country", "speed_kmh"]
     assert alert.to_json()["ip_info"]["city"] == "Sydney"
     retried = pipeline(body(second))
     assert (retried["accepted"], retried["duplicates"]) == (0, 1)

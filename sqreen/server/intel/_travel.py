@@ -18,7 +18,8 @@ request and ``ip_info``, and both places and the speed in its properties. It is 
 the same transaction as the login, so playbooks see it as any other event (``where`` on
 ``name``, then block the user or notify). Its id comes from the pair's two logins, so a
 pair raises one event, however its logins arrive: in one batch or two, in time order or not
-(a spool sent after an outage, ``sqreen import``), retried.
+(a spool sent after an outage), retried. (``sqreen import`` places no login: it reads
+no ``.mmdb``, and its logins are compared with nothing.)
 
 A *place* is a login's address placed in a city with coordinates: never a ``vpn``, ``tor``,
 ``hosting`` or ``cdn`` address (the person is not where the address is), nor an address
@@ -226,25 +227,29 @@ class ImpossibleTravel:
         assert second.given is not None
         a, b = first.place, second.place
         digest = hashlib.sha256(f"{a.event_id}\n{b.event_id}".encode()).hexdigest()[:32]
-        properties: dict[str, Any] = {
-            "from_ip": a.ip,
-            "from_latitude": a.latitude,
-            "from_longitude": a.longitude,
-            "from_event": a.event_id,
-            "to_ip": b.ip,
-            "to_latitude": b.latitude,
-            "to_longitude": b.longitude,
-            "to_event": b.event_id,
-            "distance_km": round(km),
-            "minutes": round(hours * 60, 1),
-            "speed_kmh": round(speed),
-            "max_speed_kmh": round(self.max_speed),
-        }
+        # What a list shows first (the alert's page cuts its summary): where, how fast.
+        properties: dict[str, Any] = {}
         for prefix, p in (("from", a), ("to", b)):
-            if p.country:
-                properties[f"{prefix}_country"] = p.country
             if p.city:
                 properties[f"{prefix}_city"] = p.city
+            if p.country:
+                properties[f"{prefix}_country"] = p.country
+        properties.update(
+            {
+                "speed_kmh": round(speed),
+                "distance_km": round(km),
+                "minutes": round(hours * 60, 1),
+                "max_speed_kmh": round(self.max_speed),
+                "from_ip": a.ip,
+                "to_ip": b.ip,
+                "from_latitude": a.latitude,
+                "from_longitude": a.longitude,
+                "to_latitude": b.latitude,
+                "to_longitude": b.longitude,
+                "from_event": a.event_id,
+                "to_event": b.event_id,
+            }
+        )
         alert = parse_event(
             {
                 "id": f"travel-{digest}",
