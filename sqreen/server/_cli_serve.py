@@ -222,6 +222,12 @@ def serve(
         explorer_startup(storage, url, say, note)
         if source is not None:
             (note if source.playbooks.playbooks else say)(_playbooks_loaded(source))
+        elif watched := storage.recorded_watched():
+            say(
+                "no --playbooks here, but a collector of this database runs playbooks (they "
+                f"watch {', '.join(watched[:5])}): the events this one stores count in no "
+                "window. Give every collector of a database the same --playbooks"
+            )
         logging.getLogger("sqreen").setLevel(log_level.upper())
         options: dict[str, Any] = {
             "host": host,

@@ -63,3 +63,26 @@ def test_a_current_schema_reads(tmp_path: Path) -> None:
     open_storage(db).close()
     result = CliRunner().invoke(main, ["events", "--db", db])
     assert result.exit_code == 0, result.output
+
+
+def test_serve_s_upgrade_of_an_older_schema_is_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Moved from one version to another without a word, before: the operator of an older
+    collector sharing the database learnt it from that collector's errors."""
+    from sqreen.server.storage.sqlite import SQLiteStorage
+
+    db = str(tmp_path / "old.db")
+    full = SQLiteStorage.MIGRATIONS
+    monkeypatch.setattr(SQLiteStorage, "MIGRATIONS", full[:-2])
+    open_storage(db).close()  # a database as the version two migrations back made it
+    monkeypatch.setattr(SQLiteStorage, "MIGRATIONS", full)
+    with caplog.at_level("WARNING", "sqreen.server"):
+        open_storage(db).close()
+        open_storage(str(tmp_path / "new.db")).close()  # a new database: no upgrade
+    said = [r.getMessage() for r in caplog.records if "upgraded" in r.getMessage()]
+    assert said == [
+        f"sqreen: database schema upgraded from version {len(full) - 2} to {len(full)} (a "
+        "collector of an older version sharing it must be stopped)"
+    ]
+    assert version(db) == len(full)

@@ -90,3 +90,25 @@ def test_sdks_holding_the_set_learn_what_new_playbooks_watch(
     sqreen.track("auth.login.failure", user_identifiers={"username": "alice"})
     wait_for(lambda: stored(db, "auth.login.failure") == 1, timeout=10)
     assert time.monotonic() - tracked < 2.0
+
+
+def test_a_collector_without_the_playbooks_of_its_database_says_so(
+    tmp_path: Path, serve: Callable[..., ServeProcess]
+) -> None:
+    """Another collector of the database runs playbooks (the names it watches are recorded
+    there): this one, started without ``--playbooks``, counts what it stores nowhere (a
+    brute force through it was never blocked), and nothing said so."""
+    db = str(tmp_path / "sqreen.db")
+    add_key(db)
+    storage = open_storage(db)
+    try:
+        storage.note_watched(["auth.login.failure", "auth.signup"])
+    finally:
+        storage.close()
+    log = tmp_path / "serve.log"
+    serve(db, None, log=log)
+    wait_for(lambda: "no --playbooks here" in log.read_text())
+    assert (
+        "no --playbooks here, but a collector of this database runs playbooks (they watch "
+        "auth.login.failure, auth.signup)" in log.read_text()
+    )

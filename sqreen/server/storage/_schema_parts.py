@@ -3,6 +3,7 @@ checking it (:meth:`SchemaParts.check_schema`, for read-only commands)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,8 @@ if TYPE_CHECKING:
     from ._sql import Cursor
 
 __all__ = ["SchemaParts", "newer"]
+
+logger = logging.getLogger("sqreen.server")
 
 
 def newer(found: int, known: int) -> str:
@@ -64,4 +67,11 @@ class SchemaParts(SqlPart):
                 for statement in self.MIGRATIONS[version - 1]:
                     cur.execute(statement)
                 cur.execute("UPDATE schema_version SET version = ?", (version,))
+        if 0 < current < len(self.MIGRATIONS):  # (a new database is not an upgrade)
+            logger.warning(
+                "sqreen: database schema upgraded from version %d to %d (a collector of an "
+                "older version sharing it must be stopped)",
+                current,
+                len(self.MIGRATIONS),
+            )
         return len(self.MIGRATIONS)
