@@ -44,3 +44,12 @@ def test_a_network_pinning_one_client_exempts_it(network: str) -> None:
 )
 def test_a_network_pinning_part_of_a_client_exempts_none(network: str) -> None:
     assert not exempt(network, "192.0.2.45")
+
+
+@pytest.mark.parametrize("key", ["64:ff9b::a00:9", "64:ff9b::10.0.0.9", "64:ff9b:1::a00:9"])
+def test_an_ipv4_network_exempts_the_nat64_addresses_of_its_clients(key: str) -> None:
+    """Counted as itself (each one IPv4 client's), a NAT64 address was exempt from nothing
+    an IPv4 network exempted, while it was private (no block) as that client's address."""
+    assert exempt("10.0.0.0/8", key)
+    assert not exempt("192.168.0.0/16", key)
+    assert not exempt("10.0.0.0/8", "64:ff9b::b00:9")

@@ -220,18 +220,32 @@ def group_covers(key: str, networks: Iterable[Network]) -> bool:
     """Whether the group ``key`` (an address, or an IPv6 network) is covered by one of
     ``networks``: an IPv6 group overlapping one; an IPv4 address in one, or pinned by an IPv6
     one made only of its Teredo or 6to4 addresses (its block would cover them). A wider IPv6
-    network holds such addresses of every IPv4 address, and covers none of them."""
+    network holds such addresses of every IPv4 address, and covers none of them. A NAT64
+    address (counted as itself: one IPv4 client's) is covered by an IPv4 network holding
+    the address it carries, as :func:`internal_group` reads it."""
     try:
         group = ipaddress.ip_network(key, strict=False)
     except ValueError:
         return False
+    carried = _nat64_client(group)
     for network in networks:
         if network.version == group.version:
             if group.overlaps(network):
                 return True
         elif group.num_addresses == 1 and _holds_client_of(network, int(group.network_address)):
             return True
+        elif carried is not None and carried in network:
+            return True
     return False
+
+
+def _nat64_client(group: Network) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a NAT64 address (one, of :data:`_NAT64`) carries in its last 32 bits."""
+    if group.version != 6 or group.num_addresses != 1:
+        return None
+    if not any(group.subnet_of(n) for n in _NAT64):  # type: ignore[arg-type]
+        return None
+    return ipaddress.IPv4Address(int(group.network_address) & 0xFFFFFFFF)
 
 
 #: NAT64's prefixes (RFC 6052, RFC 8215's local use), whose addresses carry an IPv4
@@ -254,10 +268,8 @@ def internal_group(key: str) -> bool:
         return False
     if group.subnet_of(_SITE_LOCAL):  # type: ignore[arg-type]
         return True
-    if group.num_addresses == 1 and any(group.subnet_of(n) for n in _NAT64):  # type: ignore[arg-type]
-        carried = ipaddress.IPv4Address(int(group.network_address) & 0xFFFFFFFF)
-        return any(carried in n for n in INTERNAL_NETWORKS if n.version == 4)
-    return False
+    carried = _nat64_client(group)
+    return carried is not None and any(carried in n for n in INTERNAL_NETWORKS if n.version == 4)
 
 
 def _holds_client_of(network: Network, ipv4: int) -> bool:
