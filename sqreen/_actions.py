@@ -39,6 +39,9 @@ logger = logging.getLogger("sqreen")
 
 WAIT: Final = 30.0
 MAX_BACKOFF: Final = 30.0
+#: The longest wait between two polls that failed (s): one small request a few seconds,
+#: so that the collector's return is seen soon (:meth:`ActionPoller._run`).
+FAILED_BACKOFF: Final = 8.0
 #: The least time between two whole sets (a diff is not held to it).
 WHOLE_SET_EVERY: Final = 1.0
 
@@ -54,8 +57,11 @@ class ActionPoller:
         *,
         clock: Callable[[], float] = time.monotonic,
         cpu: Callable[[], float] = time.thread_time,
+        on_answer: Callable[[], None] | None = None,
     ) -> None:
         self._poll = poll
+        #: Told when the collector answers after failing (the delivery then retries at once).
+        self._on_answer = on_answer
         self._blocklist = blocklist
         self._on_actions = on_actions
         self._errors = errors
@@ -96,6 +102,8 @@ class ActionPoller:
                 if reply.outcome == "ok":
                     self._on_actions(reply.actions, version)
             if reply is not None and reply.outcome == "ok":
+                if failures and self._on_answer is not None:
+                    self._on_answer()
                 failures = 0
                 # Applied at once; the next poll waits for what this one cost, changed or
                 # not (an answer of 8 MiB saying nothing changed was asked again at once).
@@ -119,7 +127,9 @@ class ActionPoller:
                     self._stop.wait(min(pause, MAX_BACKOFF))
                 continue
             failures += 1
-            delay = min(MAX_BACKOFF, 2.0 ** (failures - 1))
+            # At most FAILED_BACKOFF apart: a collector back from an outage is found within
+            # seconds, and the events waiting for their own (longer) retry go then.
+            delay = min(FAILED_BACKOFF, 2.0 ** (failures - 1))
             if reply is not None and reply.retry_after:
                 delay = max(delay, min(reply.retry_after, MAX_BACKOFF * 10))
             self._stop.wait(delay * self._random.uniform(0.5, 1.0))

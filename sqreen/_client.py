@@ -92,7 +92,13 @@ class Client(Users):
         self.poller = (
             None
             if poll is None or config.disable
-            else ActionPoller(poll, self.blocklist, self.queue.apply_actions, self.errors)
+            else ActionPoller(
+                poll,
+                self.blocklist,
+                self.queue.apply_actions,
+                self.errors,
+                on_answer=self.queue.collector_answered,
+            )
         )
         self.refusals = Refusals()
         #: The framework whose integration the client serves (set by :mod:`sqreen._hub`),

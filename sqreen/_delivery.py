@@ -249,6 +249,7 @@ class Delivery:
                 logger.error("sqreen: the collector rejected an event: %s", visible(error))
 
     def _back_off(self, retry_after: float | None) -> float:
+        self._asked_wait = bool(retry_after)  # the collector said how long: kept to
         self._attempt += 1
         self._failed_sends += 1
         backoff: float = min(MAX_BACKOFF, 0.5 * 2.0 ** min(self._attempt - 1, 16))

@@ -120,6 +120,8 @@ class Queue(Delivery):
         self._attempt = 0
         self._failed_sends = 0  # ever: a flush at shutdown stops waiting at the next one
         self._retry_at = 0.0
+        self._answered = False  # the collector answered another request: retry at once
+        self._asked_wait = False  # the last failure came with a Retry-After
         self._last_flush = self._clock()
         self._next_heartbeat = self._last_flush  # fetch the action set at once
         self._recovering = True  # the first round takes over what dead processes spooled
@@ -351,6 +353,10 @@ class Queue(Delivery):
             if self._recovering:
                 self._recovering = False
                 self._recover()
+            if self._answered:  # (set by another thread: read and reset here only)
+                self._answered = False
+                if self._attempt and not self._asked_wait:
+                    self._attempt, self._retry_at, self._flush_requested = 0, 0.0, True
             if now >= self._next_heartbeat:
                 self._next_heartbeat = now + cfg.heartbeat_interval
                 if now >= self._retry_at:
@@ -378,6 +384,15 @@ class Queue(Delivery):
         if self._retry_at > now:
             wake_at = max(wake_at, self._retry_at)
         return wake_at
+
+    def collector_answered(self) -> None:
+        """The collector answered after failing (the action long-poll got through): what
+        waits for its retry goes now, not at the end of a back-off of up to 30 s (the
+        events a playbook waits for among them), unless the collector asked for a wait
+        (``Retry-After``). Any thread."""
+        if self._attempt:
+            self._answered = True
+            self._wake.set()
 
     def _note_drops(self, now: float, final: bool = False) -> None:
         self._drop_notes.say(self.dropped, now, final, watched=self._reserve.dropped)

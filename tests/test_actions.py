@@ -114,6 +114,44 @@ def test_a_collector_answering_at_once_is_asked_again_within_seconds() -> None:
     assert gaps[:3] == pytest.approx([1, 2, 4], abs=0.3)  # then the new version
 
 
+def test_a_collector_back_from_an_outage_is_found_within_seconds_and_said() -> None:
+    """Polls that fail wait at most 8 s apart (30 before), and the first answer after them
+    is said (the delivery then sends what waited, at once)."""
+    blocklist = Blocklist(TrustedProxies(None))
+    now = [0.0]
+    calls: list[float] = []
+    answered: list[float] = []
+
+    class Stop:
+        def wait(self, timeout: float) -> bool:
+            now[0] += timeout
+            return False
+
+        def is_set(self) -> bool:
+            return blocklist.version == 5
+
+    def poll(version: int, wait: float) -> Reply:
+        calls.append(now[0])
+        if len(calls) <= 8:
+            return Reply("retry", detail="connection refused")
+        return Reply("ok", actions=_set(5))
+
+    poller = ActionPoller(
+        poll,
+        blocklist,
+        lambda actions, held: blocklist.apply(actions),
+        InternalErrors(),
+        clock=lambda: now[0],
+        cpu=lambda: 0.0,
+        on_answer=lambda: answered.append(now[0]),
+    )
+    poller._stop = Stop()  # type: ignore[assignment]
+    poller._run()
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
+    assert max(gaps) <= 8.0 and gaps[-1] >= 2.0  # jittered, 0.5 to 1 of 8 s
+    assert answered == [calls[-1]]  # once, at the first answer
+
+
 def test_the_client_polls_through_a_transport_that_can(caplog: pytest.LogCaptureFixture) -> None:
     polls = threading.Semaphore(0)
     transport = ScriptedTransport(

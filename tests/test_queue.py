@@ -686,3 +686,28 @@ def test_a_watched_event_tracked_after_shutdown_takes_no_reserve(
     assert stats["dropped"]["after_shutdown"] == 1 and stats["dropped"]["queue_full"] == 0
     assert stats["queue_depth"] == 0 and not transport.batches()
     assert len(_said(sqreen_log, "tracked after the delivery at shutdown, with no spool")) == 1
+
+
+@pytest.mark.parametrize("asked", [None, 60.0])
+def test_a_collector_answering_again_ends_the_back_off_unless_it_asked_for_a_wait(
+    asked: float | None,
+) -> None:
+    """After failures the next try waits up to 30 s; when the action long-poll gets an
+    answer (the collector is back), the events go at once: a brute force went on for that
+    long after a collector's restart or its database's outage, its failures unsent. A wait
+    the collector asked for (``Retry-After``) is kept."""
+    failing = [Reply("retry", retry_after=asked)] * 5
+    queue, transport, clock = make(Reply("ok"), *failing, Reply("ok"), flush_interval=1)
+    queue.step()  # the heartbeat
+    put(queue, 3)
+    for _ in range(5):  # each failure waits longer: 0.5, 1, 2, 4, then 8 s
+        clock.advance(60 if asked else 10)
+        queue.step()
+    assert event_posts(transport) == 5 and queue.stats()["sent"] == 0
+    clock.advance(0.1)
+    queue.step()
+    assert event_posts(transport) == 5  # its back-off
+    queue.collector_answered()
+    queue.step()
+    assert event_posts(transport) == (5 if asked else 6)
+    assert queue.stats()["sent"] == (0 if asked else 3)
