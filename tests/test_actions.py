@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -72,57 +73,22 @@ def test_a_collector_that_does_not_hold_the_poll_is_not_hammered() -> None:
     assert 2 <= len(calls) <= 5  # about one a wait, not thousands
 
 
-def test_a_collector_answering_at_once_is_asked_again_within_seconds() -> None:
-    """A stopping collector answers the polls it holds at once, unchanged; one that then
-    comes back with playbooks (a new version) is heard within seconds, not a heartbeat's 30
-    s: asked again after 1 s, then 2, 4, ... while it keeps answering at once."""
+def _poll_until_version_5(
+    answer: Callable[[int], Reply], held: int = 0, **options: Any
+) -> tuple[list[float], list[float]]:
+    """Run an :class:`ActionPoller` on this thread, on a clock moved only by its own waits
+    (no real time passes), until it holds version 5; ``answer(n)`` is the reply to the n-th
+    poll. Return when each poll was made, and when the collector's answer was said."""
     blocklist = Blocklist(TrustedProxies(None))
-    blocklist.apply(_set(4))
-    now = [0.0]  # the poller's clock, moved only by its own waits: no real time passes
-    calls: list[float] = []
-
-    class Stop:
-        """The poller's stop event: each wait moves the clock, and the poller stops once it
-        holds the new version."""
-
-        def wait(self, timeout: float) -> bool:
-            now[0] += timeout
-            return False
-
-        def is_set(self) -> bool:
-            return blocklist.version == 5
-
-    def poll(version: int, wait: float) -> Reply:
-        calls.append(now[0])
-        if len(calls) < 4:
-            return Reply("ok", actions={"version": 4, "unchanged": True})  # at once
-        return Reply("ok", actions={**_set(5), "watch": ["auth.login.failure"]})
-
-    poller = ActionPoller(
-        poll,
-        blocklist,
-        lambda actions, held: blocklist.apply(actions),
-        InternalErrors(),
-        wait=30,
-        clock=lambda: now[0],
-        cpu=lambda: 0.0,
-    )
-    poller._stop = Stop()  # type: ignore[assignment]
-    poller._run()  # on this thread, until the new version
-    assert blocklist.version == 5
-    gaps = [round(b - a, 1) for a, b in itertools.pairwise(calls)]
-    assert gaps[:3] == pytest.approx([1, 2, 4], abs=0.3)  # then the new version
-
-
-def test_a_collector_back_from_an_outage_is_found_within_seconds_and_said() -> None:
-    """Polls that fail wait at most 8 s apart (30 before), and the first answer after them
-    is said (the delivery then sends what waited, at once)."""
-    blocklist = Blocklist(TrustedProxies(None))
+    if held:
+        blocklist.apply(_set(held))
     now = [0.0]
     calls: list[float] = []
     answered: list[float] = []
 
     class Stop:
+        """The poller's stop event: each wait moves the clock."""
+
         def wait(self, timeout: float) -> bool:
             now[0] += timeout
             return False
@@ -132,9 +98,7 @@ def test_a_collector_back_from_an_outage_is_found_within_seconds_and_said() -> N
 
     def poll(version: int, wait: float) -> Reply:
         calls.append(now[0])
-        if len(calls) <= 8:
-            return Reply("retry", detail="connection refused")
-        return Reply("ok", actions=_set(5))
+        return answer(len(calls))
 
     poller = ActionPoller(
         poll,
@@ -144,9 +108,40 @@ def test_a_collector_back_from_an_outage_is_found_within_seconds_and_said() -> N
         clock=lambda: now[0],
         cpu=lambda: 0.0,
         on_answer=lambda: answered.append(now[0]),
+        **options,
     )
     poller._stop = Stop()  # type: ignore[assignment]
     poller._run()
+    assert blocklist.version == 5
+    return calls, answered
+
+
+def test_a_collector_answering_at_once_is_asked_again_within_seconds() -> None:
+    """A stopping collector answers the polls it holds at once, unchanged; one that then
+    comes back with playbooks (a new version) is heard within seconds, not a heartbeat's 30
+    s: asked again after 1 s, then 2, 4, ... while it keeps answering at once."""
+
+    def answer(n: int) -> Reply:
+        if n < 4:
+            return Reply("ok", actions={"version": 4, "unchanged": True})  # at once
+        return Reply("ok", actions={**_set(5), "watch": ["auth.login.failure"]})
+
+    calls, answered = _poll_until_version_5(answer, held=4, wait=30)
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(calls)]
+    assert gaps[:3] == pytest.approx([1, 2, 4], abs=0.3)  # then the new version
+    assert answered == []  # it never failed
+
+
+def test_a_collector_back_from_an_outage_is_found_within_seconds_and_said() -> None:
+    """Polls that fail wait at most 8 s apart (30 before), and the first answer after them
+    is said (the delivery then sends what waited, at once)."""
+
+    def answer(n: int) -> Reply:
+        if n <= 8:
+            return Reply("retry", detail="connection refused")
+        return Reply("ok", actions=_set(5))
+
+    calls, answered = _poll_until_version_5(answer)
     gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert max(gaps) <= 8.0 and gaps[-1] >= 2.0  # jittered, 0.5 to 1 of 8 s
     assert answered == [calls[-1]]  # once, at the first answer
