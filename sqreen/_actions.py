@@ -97,14 +97,19 @@ class ActionPoller:
             reply = None
             version = self._blocklist.version
             started, spent = self._clock(), self._cpu()
+            # After failures, a poll that is answered at once (a held one would say the
+            # collector is back only when its wait ends, or the set changes).
+            probe = failures > 0
             with self._guard:
-                reply = self._poll(version, self._wait)
+                reply = self._poll(version, 0.0 if probe else self._wait)
                 if reply.outcome == "ok":
                     self._on_actions(reply.actions, version)
             if reply is not None and reply.outcome == "ok":
-                if failures and self._on_answer is not None:
+                if probe and self._on_answer is not None:
                     self._on_answer()
                 failures = 0
+                if probe:
+                    continue  # held from the next poll on
                 # Applied at once; the next poll waits for what this one cost, changed or
                 # not (an answer of 8 MiB saying nothing changed was asked again at once).
                 pause = PACE * (self._cpu() - spent)

@@ -75,15 +75,17 @@ def test_a_collector_that_does_not_hold_the_poll_is_not_hammered() -> None:
 
 def _poll_until_version_5(
     answer: Callable[[int], Reply], held: int = 0, **options: Any
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float]]:
     """Run an :class:`ActionPoller` on this thread, on a clock moved only by its own waits
     (no real time passes), until it holds version 5; ``answer(n)`` is the reply to the n-th
-    poll. Return when each poll was made, and when the collector's answer was said."""
+    poll. Return when each poll was made, the wait each asked for, and when the collector's
+    answer after failures was said."""
     blocklist = Blocklist(TrustedProxies(None))
     if held:
         blocklist.apply(_set(held))
     now = [0.0]
     calls: list[float] = []
+    waits: list[float] = []
     answered: list[float] = []
 
     class Stop:
@@ -98,6 +100,7 @@ def _poll_until_version_5(
 
     def poll(version: int, wait: float) -> Reply:
         calls.append(now[0])
+        waits.append(wait)
         return answer(len(calls))
 
     poller = ActionPoller(
@@ -113,7 +116,7 @@ def _poll_until_version_5(
     poller._stop = Stop()  # type: ignore[assignment]
     poller._run()
     assert blocklist.version == 5
-    return calls, answered
+    return calls, waits, answered
 
 
 def test_a_collector_answering_at_once_is_asked_again_within_seconds() -> None:
@@ -126,25 +129,28 @@ def test_a_collector_answering_at_once_is_asked_again_within_seconds() -> None:
             return Reply("ok", actions={"version": 4, "unchanged": True})  # at once
         return Reply("ok", actions={**_set(5), "watch": ["auth.login.failure"]})
 
-    calls, answered = _poll_until_version_5(answer, held=4, wait=30)
+    calls, _, answered = _poll_until_version_5(answer, held=4, wait=30)
     gaps = [round(b - a, 1) for a, b in itertools.pairwise(calls)]
     assert gaps[:3] == pytest.approx([1, 2, 4], abs=0.3)  # then the new version
     assert answered == []  # it never failed
 
 
 def test_a_collector_back_from_an_outage_is_found_within_seconds_and_said() -> None:
-    """Polls that fail wait at most 8 s apart (30 before), and the first answer after them
-    is said (the delivery then sends what waited, at once)."""
+    """Polls that fail wait at most 8 s apart (30 before), are asked to answer at once, and
+    the first answer after them is said (the delivery then sends what waited, at once)."""
 
     def answer(n: int) -> Reply:
         if n <= 8:
             return Reply("retry", detail="connection refused")
         return Reply("ok", actions=_set(5))
 
-    calls, answered = _poll_until_version_5(answer)
+    calls, waits, answered = _poll_until_version_5(answer)
     gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert max(gaps) <= 8.0 and gaps[-1] >= 2.0  # jittered, 0.5 to 1 of 8 s
     assert answered == [calls[-1]]  # once, at the first answer
+    # Asked to answer at once after a failure: held, the answer says the collector is back
+    # only at the end of its wait (30 s), or when the set changes.
+    assert waits == [30.0] + [0.0] * 8
 
 
 def test_the_client_polls_through_a_transport_that_can(caplog: pytest.LogCaptureFixture) -> None:
