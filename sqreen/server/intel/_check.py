@@ -31,7 +31,10 @@ def _country(value: object) -> bool:
 
 
 def _text(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_TEXT and value.isprintable()
+    # As the enricher stores it: a file's text is stripped and cut, not otherwise checked
+    # (a no-break space, a zero-width one), and a range list's provider may be empty; an
+    # exported line of this collector must import back.
+    return isinstance(value, str) and len(value) <= MAX_TEXT
 
 
 def _whole(low: int, high: int) -> Callable[[object], bool]:
@@ -62,8 +65,8 @@ def _reasons(value: object) -> bool:
 _FIELDS: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
     "country": (_country, "a two-letter country code in capitals (e.g. DE)"),
     "kind": (lambda v: v in IP_KINDS, f"one of {', '.join(IP_KINDS)}"),
-    "provider": (_text, f"printable text of 1 to {MAX_TEXT} characters"),
-    "city": (_text, f"printable text of 1 to {MAX_TEXT} characters"),
+    "provider": (_text, f"text of at most {MAX_TEXT} characters"),
+    "city": (_text, f"text of at most {MAX_TEXT} characters"),
     "latitude": (_degrees(90), "a number from -90 to 90"),
     "longitude": (_degrees(180), "a number from -180 to 180"),
     "accuracy_radius": (_whole(0, MAX_RADIUS_KM), f"a whole number of km, 0 to {MAX_RADIUS_KM}"),
