@@ -5,6 +5,7 @@ import`` alike), in their look-alike spellings too."""
 from __future__ import annotations
 
 import unicodedata
+from functools import lru_cache
 from typing import Final
 
 from .._event import InvalidEvent
@@ -14,9 +15,8 @@ __all__ = ["derived_name", "standard_name"]
 
 #: Separators a reader takes for one another in a name.
 _SEPARATORS: Final = str.maketrans({"_": ".", "-": ".", "\u00b7": ".", "\u2024": "."})
-#: Names met, and the derived name each looks like (None: none); cleared when full.
-_SEEN: dict[str, str | None] = {}
-SEEN_MAX: Final = 10_000
+#: Names remembered with the derived name each looks like.
+SEEN_MAX: Final = 4096
 
 
 def _skeleton(name: str) -> str:
@@ -31,17 +31,13 @@ def _skeleton(name: str) -> str:
 _DERIVED: Final = {_skeleton(name): name for name in DERIVED_EVENTS}
 
 
+@lru_cache(maxsize=SEEN_MAX)
 def derived_name(name: str) -> str | None:
     """The name the collector raises itself (:data:`sqreen.events.DERIVED_EVENTS`) that
     ``name`` is, or looks like (``security.impossible_travel`` with a trailing space, a
-    zero-width space or fullwidth letters); None for any other name."""
-    found = _SEEN.get(name, name)
-    if found is name:  # not met yet (a name is never its own look-alike's entry)
-        found = _DERIVED.get(_skeleton(name))
-        if len(_SEEN) >= SEEN_MAX:
-            _SEEN.clear()
-        _SEEN[name] = found
-    return found
+    zero-width space or fullwidth letters); None for any other name. (Remembered: a batch
+    names a few names, again and again.)"""
+    return _DERIVED.get(_skeleton(name))
 
 
 def standard_name(name: str) -> str:

@@ -7,27 +7,20 @@ the explorer, the playbooks and the exports read as the enricher's.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, Final
 
 from ..._event import InvalidEvent
 from ..storage.model import IP_KINDS, MAX_SCORE
 from ._enricher import IP_INFO_KEYS
-from ._geoip import MAX_RADIUS_KM, MAX_TEXT
+from ._geoip import MAX_RADIUS_KM, MAX_TEXT, _is_country, _number
 from ._score import REASONS
 
 __all__ = ["checked_ip_info"]
 
 
 def _country(value: object) -> bool:
-    return (
-        isinstance(value, str)
-        and len(value) == 2
-        and value.isascii()
-        and value.isalpha()
-        and value.isupper()
-    )
+    return isinstance(value, str) and _is_country(value)
 
 
 def _text(value: object) -> bool:
@@ -43,11 +36,8 @@ def _whole(low: int, high: int) -> Callable[[object], bool]:
 
 def _degrees(most: int) -> Callable[[object], bool]:
     def check(value: object) -> bool:
-        return (
-            type(value) in (int, float)
-            and math.isfinite(value)  # type: ignore[arg-type]
-            and abs(value) <= most  # type: ignore[arg-type]
-        )
+        number = _number(value)  # as the enricher reads a file's coordinates
+        return number is not None and abs(number) <= most
 
     return check
 

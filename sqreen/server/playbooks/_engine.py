@@ -301,10 +301,6 @@ class Engine:
                 firings.append(_firing(p, key, fired, None))
         return firings, quieted
 
-    def streams_of(self, playbook_id: str) -> list[str]:
-        """The streams a playbook's rules read (to forget what was known of a key's quiet)."""
-        return [s for s, rules in self._readers.items() if any(r.id == playbook_id for r in rules)]
-
     def quiet_until(self, key: StreamKey, quiet: Mapping[QuietKey, int]) -> int:
         """Until when (µs) ``key`` needs no hit recorded: every rule reading its stream is
         quiet until then and beyond its window (hits made before would be gone by then);

@@ -208,11 +208,8 @@ class PlaybookRunner:
         for key in keys:  # what no hit of can matter for a while: skipped from now on
             if key[1] in changed and (until := engine.quiet_until(key, known)) > now_us:
                 quiet[key] = until
-        for replacement in replaced:  # quiet no more (the store ended it): listened to again
-            for pair in replacement.released:
-                known.pop(pair, None)
-                for stream in engine.streams_of(pair[0]):
-                    quiet.pop((stream, pair[1]), None)
+        # A block replaced at the cap released its pairs' quiet, and counted it in
+        # quiet_released: what is remembered here is forgotten at the next batch.
         if len(known) > MAX_QUIET:
             self._known = {k: u for k, u in known.items() if u > now_us}
         if len(quiet) > MAX_QUIET:
