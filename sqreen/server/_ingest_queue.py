@@ -177,17 +177,41 @@ class IngestQueue:
             entry = self._inflating[by] = (asyncio.Lock(), [0])
         lock, users = entry
         users[0] += 1
+        held = False
         try:
-            async with lock:
-                while self._line_bytes.get(by, 0) >= LINE_BYTES:
-                    await self._moved.wait()
-                return await anyio.to_thread.run_sync(
-                    gunzip, raw, max_bytes, limiter=self._inflaters
-                )
+            await lock.acquire()
+            held = True
+            while self._line_bytes.get(by, 0) >= LINE_BYTES:
+                await self._moved.wait()
+            work = asyncio.ensure_future(
+                anyio.to_thread.run_sync(gunzip, raw, max_bytes, limiter=self._inflaters)
+            )
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # The body's client is gone, its thread runs on (nothing stops a gunzip):
+                # the thread keeps its place among INFLATE_THREADS and its sender's turn
+                # until it ends. Let go at once, a sender posting and hanging up had each
+                # of its bodies inflated beside the last, any number at once.
+                held = False
+                work.add_done_callback(lambda done: self._thread_ended(by, entry, done))
+                raise
         finally:
             users[0] -= 1
-            if not users[0]:
+            if held:
+                lock.release()
+            if not users[0] and not lock.locked():
                 del self._inflating[by]
+
+    def _thread_ended(
+        self, by: Hashable, entry: tuple[asyncio.Lock, list[int]], work: asyncio.Future[bytes]
+    ) -> None:
+        if not work.cancelled():
+            work.exception()  # (a bomb's refusal: nobody is left to answer)
+        lock, users = entry
+        lock.release()
+        if not users[0] and self._inflating.get(by) is entry:
+            del self._inflating[by]
 
     @property
     def inflating(self) -> int:

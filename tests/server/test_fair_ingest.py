@@ -604,3 +604,51 @@ def test_gzip_bombs_whose_clients_hung_up_are_not_inflated(
         assert counted.calls == 1  # the one inflating when they went, none after it
     finally:
         server.stop()
+
+
+def test_bombs_posted_and_hung_up_one_after_another_are_inflated_one_at_a_time(
+    sqlite_storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each client hangs up once its body is being inflated, and the next posts: a gunzip
+    cannot be stopped, so the thread of a body whose client is gone runs on. It keeps its
+    place: the sender's next body waits for it, and no more than INFLATE_THREADS run at
+    once however many senders do it (each hang-up started one more thread beside the
+    last ones, without bound)."""
+    tokens = [new_token() for _ in range(4)]
+    for n, token in enumerate(tokens):
+        sqlite_storage.create_key(f"k{n}", hash_token(token))
+    app = create_app(sqlite_storage)
+    counted = CountedInflation(monkeypatch, seconds=0.3)
+    server = UvicornThread(app, lifespan="off", http=PROTOCOL)
+    raw = bomb()
+
+    def post_and_hang_up(token: str, times: int) -> None:
+        for _ in range(times):
+            s = socket.create_connection(("127.0.0.1", server.port))
+            before = counted.calls
+            s.sendall(
+                f"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                "Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                f"Content-Length: {len(raw)}\r\n\r\n".encode()
+                + raw
+            )
+            # Hung up once any body is being inflated (its own, or another's while its own
+            # waits): either way a client gone.
+            wait_for(lambda: counted.calls > before, timeout=30)
+            s.close()
+
+    try:
+        post_and_hang_up(tokens[0], 4)
+        wait_for(lambda: counted.running == 0, timeout=30)
+        assert counted.most == 1  # one sender: one at a time
+        senders = [
+            threading.Thread(target=post_and_hang_up, args=(token, 4)) for token in tokens
+        ]
+        for thread in senders:
+            thread.start()
+        for thread in senders:
+            thread.join(60)
+        wait_for(lambda: counted.running == 0, timeout=30)
+        assert counted.most == _ingest_queue.INFLATE_THREADS
+    finally:
+        server.stop()

@@ -13,14 +13,14 @@ from typing import Any, Final
 from ..._event import InvalidEvent
 from ..storage.model import IP_KINDS, MAX_SCORE
 from ._enricher import IP_INFO_KEYS
-from ._geoip import MAX_RADIUS_KM, MAX_TEXT, _is_country, _number
+from ._geoip import MAX_RADIUS_KM, MAX_TEXT, finite_number, is_country
 from ._score import REASONS
 
 __all__ = ["checked_ip_info"]
 
 
 def _country(value: object) -> bool:
-    return isinstance(value, str) and _is_country(value)
+    return isinstance(value, str) and is_country(value)
 
 
 def _text(value: object) -> bool:
@@ -36,7 +36,7 @@ def _whole(low: int, high: int) -> Callable[[object], bool]:
 
 def _degrees(most: int) -> Callable[[object], bool]:
     def check(value: object) -> bool:
-        number = _number(value)  # as the enricher reads a file's coordinates
+        number = finite_number(value)  # as the enricher reads a file's coordinates
         return number is not None and abs(number) <= most
 
     return check

@@ -36,7 +36,7 @@ from ._address import Parsed
 from ._mmdb_paths import PathReader, layout_keys, open_paths
 from ._mmdb_tree import UNKNOWN, Ipv4Tree, open_tree
 
-__all__ = ["GeoIpDatabase", "GeoIpError", "Placed", "open_geoip"]
+__all__ = ["GeoIpDatabase", "GeoIpError", "Placed", "finite_number", "is_country", "open_geoip"]
 
 MAX_TEXT: Final = 128
 MAX_RADIUS_KM: Final = 20_000
@@ -334,7 +334,7 @@ def read_record(record: Mapping[str, Any]) -> dict[str, Any]:
     country = found.get("iso_code") if isinstance(found, dict) else None
     if country is None:
         country = record.get("country_code")  # IPinfo Lite
-    if isinstance(country, str) and _is_country(country):
+    if isinstance(country, str) and is_country(country):
         out["country"] = country
     found = record.get("city")
     if isinstance(found, dict):
@@ -346,7 +346,7 @@ def read_record(record: Mapping[str, Any]) -> dict[str, Any]:
                 out["city"] = city[:MAX_TEXT]
     location = record.get("location")
     if isinstance(location, dict):
-        lat, lon = _number(location.get("latitude")), _number(location.get("longitude"))
+        lat, lon = finite_number(location.get("latitude")), finite_number(location.get("longitude"))
         if lat is not None and lon is not None and abs(lat) <= 90 and abs(lon) <= 180:
             out["latitude"], out["longitude"] = round(lat, 4), round(lon, 4)
             radius = location.get("accuracy_radius")
@@ -364,12 +364,12 @@ def read_record(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _is_country(code: str) -> bool:
+def is_country(code: str) -> bool:
     """Two ASCII capital letters (``[A-Z]{2}``, without the regular expression)."""
     return len(code) == 2 and code.isascii() and code.isalpha() and code.isupper()
 
 
-def _number(value: object) -> float | None:
+def finite_number(value: object) -> float | None:
     if type(value) not in (int, float):
         return None
     number = float(value)  # type: ignore[arg-type]
