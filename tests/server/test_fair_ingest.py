@@ -634,7 +634,7 @@ def test_bombs_posted_and_hung_up_one_after_another_are_inflated_one_at_a_time(
             )
             # Hung up once any body is being inflated (its own, or another's while its own
             # waits): either way a client gone.
-            wait_for(lambda: counted.calls > before, timeout=30)
+            wait_for(lambda before=before: counted.calls > before, timeout=30)
             s.close()
 
     try:

@@ -141,6 +141,59 @@ def test_update_windows_counts_in_sql_and_stores_alerts_and_one_block_a_target(
     assert storage.quiet_released() == again
 
 
+def test_a_lift_while_a_playbook_blocks_the_same_key_waits_for_it(
+    storage: Storage, db_url: str, clock: Any
+) -> None:
+    """Two collectors on one database, the lifting one's clock 10 s behind: it sees the
+    key's quiet (ended 5 s ago for the other) still in force. The other writes the key's
+    quiet again and places its block; the lift, meanwhile, takes the action set's lock and
+    would end that quiet. Each waited for what the other held (PostgreSQL aborted one
+    with a deadlock, after a second); the playbook's transaction now takes the action
+    set's lock before its quiet rows, the lift waits for it, and lifts the block it
+    extended, quiet released."""
+    now_us = int(storage.now().timestamp() * 1_000_000)
+    ip = "203.0.113.9"
+    spec = BlockSpec("block_ip", None, f"{ip}/32", timedelta(hours=1), "r", "playbook:x")
+    alert = NewAlert("x", "ip", ip, 5, storage.now(), storage.now(), 1, 5, (1, 5), "enforce",
+                     "block_ip", "alert", spec)  # fmt: skip
+    key = ("s", ip)
+    probe = [("s", ip, now_us - 10**6, 1, False)]
+    hit = [("s", ip, now_us, 1, "u")]
+    storage.update_windows(
+        [key], hit, probe, lambda f, q: WindowWrite({("x", ip): now_us + 5 * 10**6}, [alert])
+    )
+    (block,) = storage.list_blocks()
+    clock.advance(seconds=10)  # this collector's clock; the lifter's stays behind
+    lifter = open_storage(db_url, clock=lambda: storage.now() - timedelta(seconds=10))
+    outcome: dict[str, Any] = {}
+    lifting = threading.Thread(
+        target=lambda: outcome.update(lifted=lifter.lift_block(block.id, "cli:root"))
+    )
+    placing = storage._block_for
+
+    def place(*args: Any, **kwargs: Any) -> Any:
+        lifting.start()  # with this key's quiet row written (unless locked before it)
+        time.sleep(0.5)
+        return placing(*args, **kwargs)
+
+    storage._block_for = place  # type: ignore[method-assign]
+    try:
+        later = int(storage.now().timestamp() * 1_000_000)
+        again = storage.update_windows(
+            [key], [("s", ip, later, 2, "u")], probe,
+            lambda f, q: WindowWrite({("x", ip): later + 3600 * 10**6}, [alert]),
+        )  # fmt: skip
+        lifting.join(30)
+    finally:
+        lifter.close()
+    assert again[0].block_id == block.id  # extended, then lifted by the waiting lift
+    assert outcome["lifted"] is not None and outcome["lifted"].id == block.id
+    assert storage.list_blocks() == []
+    seen: list[dict[Any, int]] = []
+    storage.update_windows([key], [], probe, lambda f, q: seen.append(q) or WindowWrite({}))
+    assert all(until <= later for until in seen[0].values())  # the quiet ended by the lift
+
+
 def test_update_windows_says_when_nobody_else_wrote(storage: Storage, db_url: str) -> None:
     """``probes`` is told the windows are as its owner left them only while no other
     connection wrote (SQLite's data_version; PostgreSQL: never), and ``counted`` gets every

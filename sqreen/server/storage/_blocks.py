@@ -85,10 +85,10 @@ def release_quiet(cur: Cursor, block_id: int, now: int) -> tuple[tuple[str, str]
     """End the quiet of the (playbook, key) pairs whose alerts placed or extended block
     ``block_id`` (lifted, or replaced at the cap), so that they may fire, and block, again:
     else an attacker whose block was lifted, or replaced by a flood's, went free of them
-    while it would have lasted; and count the release (:data:`RELEASED_SETTING`). Only
-    quiet rows still in force are written: a process firing one of those pairs writes its
-    row only once it has ended, so this never waits on such a write (on PostgreSQL, while
-    holding the action set's lock)."""
+    while it would have lasted; and count the release (:data:`RELEASED_SETTING`). Called
+    with the action set's lock held; a playbook's transaction that places blocks takes that
+    lock before it writes quiet rows (:meth:`BlockQueries._lock_actions`), so neither waits
+    for the other while holding what the other needs."""
     pairs = tuple(
         (str(p), str(k))
         for p, k in cur.execute(
@@ -133,6 +133,12 @@ class Placement(NamedTuple):
 class BlockQueries(SqlPart):
     """Mixed into :class:`~._sql.SqlStorage` (and the base of the playbooks' part, whose
     alerts place their blocks with :meth:`_block_for`)."""
+
+    def _lock_actions(self, cur: Cursor) -> None:
+        """Hold the action set's lock (the row :meth:`_bump_actions` writes) without taking a
+        version: where a transaction will place blocks, before it writes the quiet rows
+        that a lift, holding that lock, may end (else each waited for the other). Nothing
+        to take where there is one writer (SQLite)."""
 
     def _bump_actions(self, cur: Cursor) -> int:
         """Take the next version of the action set (first in a transaction: see above)."""

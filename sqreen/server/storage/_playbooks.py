@@ -202,6 +202,9 @@ class PlaybookQueries(AlertQueries):
             if marked is not None and candidates:
                 marked(read_marks(cur, sorted({key for _, key in candidates})))
             write = decide(fetch_hits(cur, candidates), quiet)
+            if any(alert.block is not None for alert in write.alerts):
+                # The lock a lift takes before it ends quiet rows: taken first, in one order.
+                self._lock_actions(cur)
             insert_rows(
                 cur,
                 "INSERT INTO playbook_quiet (playbook, key, until_at)",

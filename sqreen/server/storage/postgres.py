@@ -190,6 +190,9 @@ class PostgresStorage(SqlStorage):
             [[f"{stream}\x1f{key}" for stream, key in keys]],
         )
 
+    def _lock_actions(self, cur: Cursor) -> None:
+        cur.execute("SELECT value FROM counters WHERE name = 'actions' FOR UPDATE")
+
     def _hold(self, cur: Cursor, name: str) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (name,))
 
