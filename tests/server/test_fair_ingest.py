@@ -641,9 +641,7 @@ def test_bombs_posted_and_hung_up_one_after_another_are_inflated_one_at_a_time(
         post_and_hang_up(tokens[0], 4)
         wait_for(lambda: counted.running == 0, timeout=30)
         assert counted.most == 1  # one sender: one at a time
-        senders = [
-            threading.Thread(target=post_and_hang_up, args=(token, 4)) for token in tokens
-        ]
+        senders = [threading.Thread(target=post_and_hang_up, args=(token, 4)) for token in tokens]
         for thread in senders:
             thread.start()
         for thread in senders:
