@@ -14,12 +14,12 @@ sees), never at import or in ``init()``, from any thread: an event tracked by a 
 a Celery task or a management command leaves within one ``flush_interval``. ``fork()`` is
 safe at any moment: the queue's lock is held across it (``os.register_at_fork``), and the
 child starts afresh with new locks, an empty queue and a new connection pool, while the
-parent keeps, and delivers, what it had queued: every event is delivered once.
+parent keeps, and delivers, what it had queued: every event is delivered once. Delivery on
+demand and at exit: :mod:`sqreen._exit`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import threading
@@ -28,9 +28,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._delivery import Batch, Delivery
-from ._drops import AFTER_SHUTDOWN, DropNotes
+from ._delivery import Batch
+from ._drops import DropNotes
 from ._errors import InternalErrors
+from ._exit import Exit
 from ._reserve import Reserve
 from ._threads import start_thread
 
@@ -48,7 +49,6 @@ __all__ = ["Clock", "Queue"]
 Clock = Callable[[], float]
 Jitter = Callable[[float, float], float]
 
-logger = logging.getLogger("sqreen")
 
 #: How long a watched event waits for others to share its batch.
 URGENT_DELAY = 0.1
@@ -57,7 +57,7 @@ MAX_WAIT = 60.0
 DROP_REASONS = ("queue_full", "invalid", "retry_expired", "rejected")
 
 
-class Queue(Delivery):
+class Queue(Exit):
     """The bounded queue and its flusher. ``encode`` turns an event into its JSON bytes (on
     the flusher thread); ``envelope`` gives the batch's ``sdk`` and ``app`` objects."""
 
@@ -202,33 +202,6 @@ class Queue(Delivery):
             self._wake.set()
         return True
 
-    def _after_shutdown(self, event: QueuedEvent) -> bool:
-        """An event tracked once the delivery at exit has begun (a thread still running, a
-        request of a replaced client): nothing will send it from here. Kept in the spool for
-        the next process (as accepted) when there is one, else dropped (False) and said."""
-        kept = None
-        if self.spool is not None and self.spool.enabled:
-            with self.errors.guard("spooling an event tracked after shutdown"):
-                kept = self.spool.write([self._encode(event)])
-        with self._lock:
-            if kept is not None:  # waiting, as what the exit kept in the spool
-                self._pending += 1
-                self._pending_bytes += event.size
-                self._late_kept += 1
-            else:
-                self.dropped[AFTER_SHUTDOWN] = self.dropped.get(AFTER_SHUTDOWN, 0) + 1
-            first, self._late_noted = not self._late_noted, True
-        if kept is not None and first and self.spool is not None:
-            logger.warning(
-                "sqreen: event %r tracked after the delivery at shutdown: kept in %s for the "
-                "next process, as are the ones that follow",
-                event.name,
-                self.spool.directory,
-            )
-        elif kept is None:
-            self._note_drops(self._clock(), first)
-        return kept is not None
-
     def count_invalid(self) -> None:
         with self._lock:
             self.tracked += 1
@@ -244,91 +217,6 @@ class Queue(Delivery):
             self._thread = start_thread(self._run, "sqreen-flusher")
         if self._on_start is not None:
             self._on_start()
-
-    def flush(self, timeout: float, *, until_failure: bool = False) -> bool:
-        """Wait until everything queued so far is delivered or dropped; False on timeout,
-        and with ``until_failure`` as soon as a send fails (the collector down: the retries
-        that would follow wait longer than a shutdown should)."""
-        deadline = self._clock() + timeout
-        failed = self._failed_sends
-        if self._thread is None or not self._thread.is_alive():
-            if self._thread is None:
-                self.start()
-            if self._thread is None:  # closing: deliver inline
-                return self._drain(deadline)
-        with self._drained:
-            self._flush_requested = True
-            self._wake.set()
-            while self._pending:
-                remaining = deadline - self._clock()
-                if remaining <= 0 or (until_failure and self._failed_sends != failed):
-                    return False
-                self._drained.wait(min(remaining, 0.05))
-                self._flush_requested = True
-                self._wake.set()
-        return True
-
-    def flush_or_spool(self, timeout: float) -> bool:
-        """Deliver what is queued within ``timeout`` (:meth:`flush`); what is left is written
-        to the spool too, and said. It stays queued: sent from here if the process goes on (the
-        files go once it is), from the spool by the next process if this one dies now (an ASGI
-        server's lifespan shutdown, after which uvicorn kills its process with SIGTERM). A
-        send that fails ends the wait: the collector is down, and the spool keeps them."""
-        if self._closing:  # the delivery at exit came first, and said what it left
-            return not self._pending
-        failed = self._failed_sends
-        if self.flush(timeout, until_failure=True):
-            return True
-        when = (
-            "at the lifespan shutdown (a send failed: the collector is down or refusing)"
-            if self._failed_sends != failed
-            else f"within {timeout:g}s of the lifespan shutdown"
-        )
-        kept = 0
-        if self.spool is not None and self.spool.enabled:
-            with self.errors.guard("spooling at lifespan shutdown"):
-                self._spool_all()
-                kept = sum(len(batch) for batch in list(self._ready) if batch.spooled)
-        logger.warning(
-            "sqreen: %d events not delivered %s; %s",
-            self._pending,
-            when,
-            f"{kept} kept in {self.spool.directory} for the next process should this one end"
-            if kept and self.spool is not None
-            else "still queued",
-        )
-        return False
-
-    def shutdown(self, timeout: float) -> bool:
-        """Stop the thread and deliver what is left on the calling thread, within ``timeout``."""
-        deadline = self._clock() + timeout
-        with self._lock:
-            self._closing = True
-            self._max_pending = -1  # put() after this: see _after_shutdown
-            thread = self._thread
-        self._wake.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(max(0.0, deadline - self._clock()))
-        delivered = self._drain(deadline)
-        # The last stats: short-lived processes show up, not those that did nothing at all.
-        if (thread is not None or self.tracked or self.recovered) and self._clock() < deadline:
-            with self.errors.guard("the last heartbeat"):
-                self._heartbeat(deadline)
-        self._note_drops(self._clock(), final=True)
-        self._say_refused(final=True)
-        if self._pending:
-            kept = self._spool_the_rest() + self._late_kept
-            logger.warning(
-                "sqreen: %d events not delivered at shutdown%s",
-                self._pending,
-                f"; {kept} kept in {self.spool.directory} for the next process"
-                if kept and self.spool is not None
-                else "",
-            )
-        if self.spool is not None:
-            self.spool.close()
-        self.transport.close()
-        return delivered
 
     def _run(self) -> None:
         try:
@@ -393,28 +281,6 @@ class Queue(Delivery):
         if self._attempt:
             self._answered = True
             self._wake.set()
-
-    def _note_drops(self, now: float, final: bool = False) -> None:
-        self._drop_notes.say(self.dropped, now, final, watched=self._reserve.dropped)
-
-    def _notify_drained(self) -> None:
-        with self._drained:
-            self._drained.notify_all()
-
-    def _drain(self, deadline: float) -> bool:
-        """Deliver what is left on the calling thread, retrying until ``deadline``."""
-        if not self._send_lock.acquire(timeout=max(0.0, deadline - self._clock())):
-            return False
-        try:
-            with self.errors.guard("the delivery at shutdown"):
-                while self._pending and self._clock() < deadline:
-                    if self._send_all(deadline):
-                        break
-                    time.sleep(max(0.0, min(self._retry_at, deadline) - self._clock()))
-                return not self._pending
-            return False
-        finally:
-            self._send_lock.release()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
