@@ -15,17 +15,45 @@ __all__ = ["derived_name", "standard_name"]
 
 #: Separators a reader takes for one another in a name.
 _SEPARATORS: Final = str.maketrans({"_": ".", "-": ".", "\u00b7": ".", "\u2024": "."})
+#: Letters of other scripts, and digits, that read as a Latin letter (a subset of Unicode's
+#: confusables, ``confusables.txt``, for lower-case Latin letters: the skeleton is case-folded
+#: first); ``i`` and ``l`` read as one another, as a capital ``I`` reads as ``l``.
+_CONFUSABLES: Final = str.maketrans(
+    {
+        **dict.fromkeys("\u0430\u0251\u03b1", "a"),  # Cyrillic a, Latin alpha, Greek alpha
+        **dict.fromkeys("\u0441\u03f2\u1d04\u217d", "c"),
+        **dict.fromkeys("\u0501\u217e", "d"),
+        **dict.fromkeys("\u0435\u04bd", "e"),
+        "\u0261": "g",
+        "\u04bb": "h",
+        **dict.fromkeys("i1|\u0456\u03b9\u0131\u0269\u04cf\u01c0\u217c\u2170", "l"),
+        **dict.fromkeys("\u0458\u03f3", "j"),
+        "\u03ba": "k",
+        "\u0578": "n",
+        **dict.fromkeys("0\u043e\u03bf\u03c3\u0585\u1d0f", "o"),
+        **dict.fromkeys("\u0440\u03c1", "p"),
+        "\u051b": "q",
+        "\u0433": "r",
+        **dict.fromkeys("\u0455\ua731", "s"),
+        **dict.fromkeys("\u03c5\u057d\u028b", "u"),
+        **dict.fromkeys("\u03bd\u0475\u2174", "v"),
+        **dict.fromkeys("\u0461\u051d\u03c9", "w"),
+        **dict.fromkeys("\u0445\u03c7\u2179", "x"),
+        **dict.fromkeys("\u0443\u04af\u03b3", "y"),
+        "\u1d22": "z",
+    }
+)
 #: Names remembered with the derived name each looks like.
 SEEN_MAX: Final = 4096
 
 
 def _skeleton(name: str) -> str:
     """``name`` as a reader sees it: compatibility forms (fullwidth letters), case, accents,
-    separators alike, and what shows nothing (spaces, zero-width and format characters)
-    gone."""
+    separators and letters of other scripts that read as Latin ones alike, and what shows
+    nothing (spaces, zero-width and format characters) gone."""
     decomposed = unicodedata.normalize("NFKD", name.casefold())
     kept = "".join(c for c in decomposed if unicodedata.category(c) not in ("Mn", "Cf", "Cc", "Zs"))
-    return "".join(kept.split()).translate(_SEPARATORS)
+    return "".join(kept.split()).translate(_SEPARATORS).translate(_CONFUSABLES)
 
 
 _DERIVED: Final = {_skeleton(name): name for name in DERIVED_EVENTS}
@@ -35,7 +63,8 @@ _DERIVED: Final = {_skeleton(name): name for name in DERIVED_EVENTS}
 def derived_name(name: str) -> str | None:
     """The name the collector raises itself (:data:`sqreen.events.DERIVED_EVENTS`) that
     ``name`` is, or looks like (``security.impossible_travel`` with a trailing space, a
-    zero-width space or fullwidth letters); None for any other name. (Remembered: a batch
+    zero-width space, fullwidth letters, a Cyrillic ``о`` or a digit ``1`` for ``l``); None
+    for any other name. (Remembered: a batch
     names a few names, again and again.)"""
     return _DERIVED.get(_skeleton(name))
 

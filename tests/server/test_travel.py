@@ -428,6 +428,12 @@ LOOK_ALIKES = [
     "Security.Impossible-Travel",
     "security.impossible_trave\u0301l",  # a combining accent
     "security. impossible_travel",
+    "security.imp\u043essible_travel",  # a Cyrillic o
+    "s\u0435curity.impossible_tr\u0430vel",  # a Cyrillic e and a
+    "security.\u03b9mpossible_travel",  # a Greek iota
+    "security.impossib1e_travel",  # a digit one for l
+    "security.lmpossible_travel",  # l for a capital I
+    "\u0455ecurity.impossible_travel",  # a Cyrillic dze
 ]
 
 
