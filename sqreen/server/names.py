@@ -63,7 +63,7 @@ _DERIVED: Final = {_skeleton(name): name for name in DERIVED_EVENTS}
 def derived_name(name: str) -> str | None:
     """The name the collector raises itself (:data:`sqreen.events.DERIVED_EVENTS`) that
     ``name`` is, or looks like (``security.impossible_travel`` with a trailing space, a
-    zero-width space, fullwidth letters, a Cyrillic ``о`` or a digit ``1`` for ``l``); None
+    zero-width space, fullwidth letters, a Cyrillic o or a digit ``1`` for ``l``); None
     for any other name. (Remembered: a batch
     names a few names, again and again.)"""
     return _DERIVED.get(_skeleton(name))
