@@ -1,13 +1,17 @@
-"""Gzip bombs posted on connections closed at once: what ``sqreen serve`` holds meanwhile.
+"""Gzip bombs posted on connections closed at once, and invalid bodies of 10 MB one after
+another: what ``sqreen serve`` holds meanwhile.
 
-    .venv/bin/python bench/bench_hangup_flood.py [--bombs 300] [--against REV] [--rounds 2]
+    .venv/bin/python bench/bench_hangup_flood.py [--bombs 300] [--invalid 40] [--against REV]
 
 Method: a real ``sqreen serve`` on 127.0.0.1 (SQLite, one worker, IP intelligence off) and
 one client posting ``--bombs`` bodies under one ingest key, each about 10 KB of gzip that
 inflates past the collector's 10 MiB bound (a 413 for whoever waits for it), hanging up
 10 ms after each one is sent: the collector reads the body, starts inflating it, and its
 client is gone. The collector's threads and resident memory are sampled every 5 ms from
-``/proc`` until 3 s after the last bomb; the table gives the peaks. ``--against REV`` runs
+``/proc`` until 3 s after the last bomb; the table gives the peaks. Then, on a new
+collector, ``--invalid`` bodies of 9.8 MB of JSON whose last bytes are not JSON, posted one
+after another on one connection, each answered 400 before the next: the peak memory
+again (what a refused body leaves behind until a garbage collection). ``--against REV`` runs
 REV's collector (its tree from ``git archive``) the same way, the two alternated round by
 round, each on a fresh database and port.
 """
@@ -26,6 +30,8 @@ import threading
 import time
 from pathlib import Path
 
+import httpx2 as httpx
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 MAX_BODY = 10 * 1024 * 1024
@@ -37,8 +43,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def flood(tree: Path, bombs: int, workdir: Path) -> tuple[int, int]:
-    """Peak (threads, RSS MiB) of a collector run from ``tree`` during the flood."""
+def flood(tree: Path, bombs: int, invalid: int, workdir: Path) -> tuple[int, int]:
+    """Peak (threads, RSS MiB) of a collector run from ``tree`` during the flood of
+    ``bombs`` (none: ``invalid`` bodies refused one after another instead)."""
     db = workdir / f"h{time.monotonic_ns()}.db"
     env = {**os.environ, "PYTHONPATH": str(tree)}  # before the editable install's path
     made = subprocess.run(
@@ -92,6 +99,15 @@ def flood(tree: Path, bombs: int, workdir: Path) -> tuple[int, int]:
             s.sendall(head + raw)
             time.sleep(0.01)
             s.close()
+        if invalid:
+            junk = b'{"events": [' + b'{"name": "x"},' * 700_000 + b"oops]}"
+            auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            with httpx.Client(timeout=60) as client:
+                for _ in range(invalid):
+                    reply = client.post(
+                        f"http://127.0.0.1:{port}/v1/events", content=junk, headers=auth
+                    )
+                    assert reply.status_code == 400, reply.text
         time.sleep(3)
         done.set()
         sampler.join()
@@ -104,6 +120,7 @@ def flood(tree: Path, bombs: int, workdir: Path) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bombs", type=int, default=300)
+    parser.add_argument("--invalid", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--against", metavar="REV", help="also REV's collector")
     args = parser.parse_args()
@@ -120,17 +137,21 @@ def main() -> None:
             ).stdout
             subprocess.run(["tar", "-x", "-C", str(other)], input=archive, check=True)
             trees[args.against] = other
-        rows: dict[str, list[tuple[int, int]]] = {name: [] for name in trees}
+        rows: dict[str, list[tuple[int, int, int]]] = {name: [] for name in trees}
         for r in range(args.rounds):
             for name in list(trees)[:: 1 if r % 2 == 0 else -1]:
-                rows[name].append(flood(trees[name], args.bombs, work))
-    print(f"\n{args.bombs} gzip bombs posted and hung up, {args.rounds} rounds (peaks)\n")
-    print("| collector | threads | RSS MiB |")
-    print("| --- | --: | --: |")
+                threads, rss = flood(trees[name], args.bombs, 0, work)
+                _, refused = flood(trees[name], 0, args.invalid, work)
+                rows[name].append((threads, rss, refused))
+    print(
+        f"\n{args.bombs} gzip bombs posted and hung up; {args.invalid} invalid bodies of "
+        f"9.8 MB one after another; {args.rounds} rounds (peaks)\n"
+    )
+    print("| collector | bombs: threads | bombs: RSS MiB | invalid bodies: RSS MiB |")
+    print("| --- | --: | --: | --: |")
     for name, got in rows.items():
-        threads = ", ".join(str(t) for t, _ in got)
-        rss = ", ".join(str(m) for _, m in got)
-        print(f"| {name} | {threads} | {rss} |")
+        columns = [", ".join(str(row[i]) for row in got) for i in range(3)]
+        print(f"| {name} | {' | '.join(columns)} |")
 
 
 if __name__ == "__main__":
