@@ -131,6 +131,8 @@ def _kept(exc: Exception) -> Exception:
     collector to gigabytes, and 40 bodies of 10 MB refused one after another held 550 MB.
     A refusal (:class:`ApiError`) needs no lines; a fault keeps them, as a note, for the
     log."""
+    if exc.__traceback__ is None:  # kept already, or never raised
+        return exc
     if not isinstance(exc, ApiError):
         exc.add_note("".join(traceback.format_tb(exc.__traceback__)).rstrip())
     seen: set[int] = set()
@@ -285,6 +287,7 @@ class IngestPipeline:
         ready = [p for p in prepared if isinstance(p, PreparedEvents)]
         stored = iter(self.storage.store_prepared(ready))
         results = [p if isinstance(p, Exception) else next(stored) for p in prepared]
+        results = [_kept(r) if isinstance(r, Exception) else r for r in results]
         for n, (batch, result) in enumerate(zip(batches, results, strict=True)):
             if batch.identities and not isinstance(result, Exception):
                 try:

@@ -226,18 +226,31 @@ def test_a_refused_body_keeps_nothing_of_what_was_parsed(storage: Storage, junk:
     assert list(_frames(outcome)) == []
 
 
+@pytest.mark.parametrize("where", ["preparing", "storing"])
 def test_a_fault_while_storing_keeps_its_lines_for_the_log_and_no_frame(
-    storage: Storage, monkeypatch: pytest.MonkeyPatch
+    storage: Storage, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    """A body's outcome that is a fault, not a refusal, keeps where it came from (a note,
-    which a log shows), but no frame either."""
+    """A body's outcome that is a fault, not a refusal (preparing its rows, or the storage's
+    error for its batch), keeps where it came from (one note, which a log shows), but no
+    frame either."""
 
-    def broken(batch: Any) -> Any:
+    def broken(*args: Any) -> Any:
         raise RuntimeError("a bug")
 
+    def failing(batches: Any) -> list[Exception]:
+        try:
+            broken()
+        except RuntimeError as exc:
+            return [exc for _ in batches]
+        raise AssertionError
+
     pipeline = IngestPipeline(storage)
-    monkeypatch.setattr(pipeline, "_prepare", broken)
+    if where == "preparing":
+        monkeypatch.setattr(pipeline, "_prepare", broken)
+    else:
+        monkeypatch.setattr(storage, "store_prepared", failing)
     (outcome,) = pipeline.ingest_many([(json.dumps(envelope([wire_event()])).encode(), 1)])
     assert isinstance(outcome, RuntimeError) and list(_frames(outcome)) == []
-    assert "in broken" in outcome.__notes__[0]
+    (note,) = outcome.__notes__
+    assert "in broken" in note
     assert "in broken" in "".join(traceback.format_exception(outcome))
