@@ -151,10 +151,16 @@ class SqreenASGIMiddleware:
 
 
 def _store(scope: Scope, handle: RequestContext) -> None:
-    """``scope["state"]["sqreen"]``, in a copy of the state: a server may hand every request
-    the same lifespan state dict, and one request's handle must never be another's."""
+    """``scope["state"]["sqreen"]``, in the request's own state dict, as Starlette's
+    ``request.state`` writes it: every layer of the request shares that dict (a server
+    hands each request a copy of the lifespan state, as the ASGI spec says). A copy made
+    here hid from the middlewares outside this one what the app put on ``request.state``
+    (a user a dependency resolved, for an access log)."""
     state = scope.get("state")
-    scope["state"] = {**state, "sqreen": handle} if state else {"sqreen": handle}
+    if isinstance(state, dict):
+        state["sqreen"] = handle
+    else:  # no state from the server (Daphne): the request's own, from here on
+        scope["state"] = {"sqreen": handle}
 
 
 async def _refuse(scope: Scope, send: Send, prefix: str = "http.") -> None:

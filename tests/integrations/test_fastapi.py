@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx2 as httpx
 import pytest
 
 pytest.importorskip("fastapi")
 
-from fastapi import FastAPI, WebSocket
+from fastapi import Depends, FastAPI, WebSocket
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -25,7 +26,7 @@ import sqreen
 from sqreen.integrations.fastapi import Sqreen, SqreenMiddleware
 from sqreen.integrations.starlette import SqreenMiddleware as StarletteMiddleware
 from sqreen.testing import CapturedEvents
-from tests.integrations._servers import ROOT, free_port
+from tests.integrations._servers import ROOT, UvicornThread, free_port
 from tests.integrations.apps.fastapi_app import create_app
 from tests.receiver import Receiver
 
@@ -294,3 +295,53 @@ def test_an_error_of_the_environment_at_set_up_is_logged_and_requests_go_on(
         assert [client.get("/").status_code for _ in range(2)] == [200, 200]
     logged = [r for r in caplog.records if "setting the Starlette middleware up" in r.getMessage()]
     assert len(logged) == 1 and logged[0].exc_info is not None
+
+
+def _state_app(with_lifespan: bool) -> FastAPI:
+    """An access log outside the middleware (added after it: outermost), which touches
+    ``request.state`` before ``call_next`` and reads after it what a dependency set."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        yield {"pool": "db"}
+
+    app = FastAPI(lifespan=lifespan if with_lifespan else None)
+
+    def current_user(request: Request) -> str:
+        request.state.user = "alice"
+        return "alice"
+
+    @app.get("/me")
+    def me(user: str = Depends(current_user)) -> dict[str, str]:
+        return {"user": user}
+
+    app.add_middleware(SqreenMiddleware)
+
+    @app.middleware("http")
+    async def access_log(request: Request, call_next: Any) -> Any:
+        request.state.request_id = "req-1"
+        response = await call_next(request)
+        response.headers["x-logged-user"] = getattr(request.state, "user", "<missing>")
+        response.headers["x-handle"] = type(getattr(request.state, "sqreen", None)).__name__
+        return response
+
+    return app
+
+
+@pytest.mark.parametrize("with_lifespan", [False, True], ids=["no-lifespan", "lifespan-state"])
+def test_what_the_app_puts_on_request_state_reaches_the_middlewares_outside(
+    sqreen_events: CapturedEvents, with_lifespan: bool
+) -> None:
+    """One state dict for every layer of a request, as Starlette documents it: the
+    middleware wrote its handle into a copy of the state, and an access log outside it lost
+    the user a dependency set (on uvicorn as with the test client)."""
+    server = UvicornThread(_state_app(with_lifespan), lifespan="on")
+    try:
+        reply = httpx.get(f"{server.url}/me")
+    finally:
+        server.stop()
+    assert reply.json() == {"user": "alice"}
+    assert reply.headers["x-logged-user"] == "alice"
+    assert reply.headers["x-handle"] == "RequestContext"
+    with client(_state_app(with_lifespan)) as c:
+        assert c.get("/me").headers["x-logged-user"] == "alice"

@@ -81,7 +81,9 @@ async def ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def test_binds_the_request_and_stores_the_handle_in_its_own_state(
     sqreen_events: CapturedEvents,
 ) -> None:
-    shared_state = {"db": "pool"}
+    """Two requests at once, each with its copy of the lifespan state (as servers give it):
+    each gets its own handle, in its own state; the lifespan's dict is never written to."""
+    lifespan_state = {"db": "pool"}
     seen: list[Any] = []
     barrier = asyncio.Barrier(2) if hasattr(asyncio, "Barrier") else None
 
@@ -97,12 +99,12 @@ def test_binds_the_request_and_stores_the_handle_in_its_own_state(
     async def main() -> None:
         mw = SqreenASGIMiddleware(app)
         await asyncio.gather(
-            call(mw, http_scope("/one", state=shared_state)),
-            call(mw, http_scope("/two", state=shared_state)),
+            call(mw, http_scope("/one", state=lifespan_state.copy())),
+            call(mw, http_scope("/two", state=lifespan_state.copy())),
         )
 
     asyncio.run(main())
-    assert shared_state == {"db": "pool"}  # the server's dict is never written to
+    assert lifespan_state == {"db": "pool"}
     assert len({id(h) for h, _, _ in seen}) == 2
     assert all(h is c for h, c, _ in seen)
     assert sorted(e["request"]["path"] for e in sqreen_events) == ["/one", "/two"]
