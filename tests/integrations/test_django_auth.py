@@ -237,7 +237,14 @@ def test_a_blocked_user_s_open_session_is_refused_until_the_block_is_lifted(
         reply = alice.get("/private/")
         assert (reply.status_code, reply.headers["cache-control"]) == (403, "no-store")
         assert "refused" in reply.text
+        assert alice.get("/aprivate/").status_code == 403  # the user read the async way
         assert bob.get("/private/").text == "hello bob"  # others go on
+        assert bob.get("/aprivate/").text == "hello bob"
+        # A page that reads neither session nor user is served as without sqreen: no
+        # session loaded, so no Vary: Cookie (caches keep one copy for everybody).
+        for http in (alice, bob, anonymous):
+            reply = http.get("/public/")
+            assert (reply.text, reply.headers.get("vary")) == ("public", None)
         assert anonymous.get("/private/").status_code == 302  # to the login form
         receiver.block([])
         # Lifted: the same session goes on (the block refused requests, it ended nothing).

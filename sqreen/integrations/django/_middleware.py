@@ -21,14 +21,17 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import Token
+from functools import partial
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse
+from django.utils.functional import SimpleLazyObject, empty
 
+from ..._block_index import Blocked
 from ..._client import Client
 from ..._context import RequestContext, current_request
 from ..._hub import get_client
@@ -134,28 +137,17 @@ class SqreenMiddleware:
             current_request.reset(token)
 
     def _process_view(self, request: Any, *view: Any) -> HttpResponse | None:
-        """A blocked user's open session: each request refused while the block lasts."""
+        """A blocked user's open session: each request that reads who its user is refused
+        while the block lasts (see :func:`_check_user_when_read`)."""
         with _GUARD:
             found = _for_user_check(request)
             if found is not None:
-                user = getattr(request, "user", None)
-                if user is not None and user.is_authenticated:  # the session, then the user
-                    return _refuse_user(*found, request, user.get_username())
+                return _check_user_when_read(*found, request)
         return None
 
     async def _aprocess_view(self, request: Any, *view: Any) -> HttpResponse | None:
-        with _GUARD:
-            found = _for_user_check(request)
-            if found is not None:
-                auser = getattr(request, "auser", None)  # Django 5.0 and later
-                if auser is not None:
-                    user = await auser()
-                    username = user.get_username() if user.is_authenticated else None
-                else:
-                    username = await sync_to_async(_username)(request)
-                if username is not None:
-                    return _refuse_user(*found, request, username)
-        return None
+        # A coroutine: under ASGI a sync method would cost a thread hop a request.
+        return self._process_view(request, *view)
 
 
 #: The app that tracks ``django.contrib.auth``'s logins; with it, sessions are checked too.
@@ -175,21 +167,51 @@ def _for_user_check(request: Any) -> tuple[Client, RequestContext] | None:
     return client, handle
 
 
-def _username(request: Any) -> str | None:
-    user = request.user
-    return user.get_username() if user.is_authenticated else None
+def _check_user_when_read(client: Client, ctx: RequestContext, request: Any) -> HttpResponse | None:
+    """Refuse the request of a blocked user (identified as the auth app's events identify
+    them: ``{"username": ...}``) when it reads who its user is: ``request.user`` and
+    ``request.auser()`` raise :class:`sqreen.Blocked` then (the middleware's 403), as
+    ``identify()`` does. Read here, the user and its session were loaded for every request
+    while any user was blocked: two queries for views that use neither, and Django's
+    ``SessionMiddleware`` then added ``Vary: Cookie`` to every response. A user read
+    already (by a middleware before the view) is checked now."""
+    user = request.__dict__.get("user")
+    if isinstance(user, SimpleLazyObject) and user._wrapped is empty:
+        request.user = SimpleLazyObject(partial(_checked_user, client, user))
+    else:
+        blocked = _user_block(client, user)
+        if blocked is not None:
+            refused(client, ctx, blocked)
+            return _forbidden(request)
+    auser = request.__dict__.get("auser")  # Django 5.0 and later
+    if auser is not None:
+        request.auser = partial(_achecked_user, client, auser)
+    return None
 
 
-def _refuse_user(
-    client: Client, ctx: RequestContext, request: Any, username: object
-) -> HttpResponse | None:
-    """403 when the user the session holds is blocked (identified as the auth app's events
-    identify them: ``{"username": ...}``)."""
-    blocked = client.blocklist.user_block({"username": str(username)})
-    if blocked is None:
+def _checked_user(client: Client, lazy: Any) -> Any:
+    user = lazy._wrapped
+    if user is empty:
+        lazy._setup()
+        user = lazy._wrapped
+    blocked = _user_block(client, user)
+    if blocked is not None:
+        raise blocked
+    return user
+
+
+async def _achecked_user(client: Client, auser: Callable[[], Awaitable[Any]]) -> Any:
+    user = await auser()
+    blocked = _user_block(client, user)
+    if blocked is not None:
+        raise blocked
+    return user
+
+
+def _user_block(client: Client, user: Any) -> Blocked | None:
+    if user is None or not user.is_authenticated:
         return None
-    refused(client, ctx, blocked)
-    return _forbidden(request)
+    return client.blocklist.user_block({"username": str(user.get_username())})
 
 
 def _enter(request: Any) -> Entered | None:

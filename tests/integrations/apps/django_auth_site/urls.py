@@ -16,6 +16,25 @@ def private(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"hello {request.user.get_username()}")
 
 
+def public(request: HttpRequest) -> HttpResponse:
+    """A page that reads neither the session nor the user."""
+    return HttpResponse("public")
+
+
+async def aprivate(request: HttpRequest) -> HttpResponse:
+    """An async view reading its user the async way (``request.user`` before Django 5.0)."""
+    auser = getattr(request, "auser", None)
+    if auser is not None:
+        user = await auser()
+    else:
+        from asgiref.sync import sync_to_async
+
+        user = await sync_to_async(lambda: request.user._wrapped if request.user else None)()
+    if not user.is_authenticated:
+        return HttpResponse("who?", status=401)
+    return HttpResponse(f"hello {user.get_username()}")
+
+
 @csrf_exempt
 def api_login(request: HttpRequest) -> HttpResponse:
     """A login view of the app's own, in the common style: authenticate() without request."""
@@ -87,4 +106,6 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view()),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="/accounts/login/")),
     path("private/", private),
+    path("aprivate/", aprivate),
+    path("public/", public),
 ]
