@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import Token
 from functools import partial
@@ -246,12 +247,17 @@ def _forbidden(request: Any) -> HttpResponse:
 
 class _DjangoRequest(Mapping[str, Any]):
     """``META`` with the path in its WSGI form, the body Django read (a
-    :class:`sqreen._request.BodySource`) and the resolved route."""
+    :class:`sqreen._request.BodySource`) and the resolved route.
 
-    __slots__ = ("_cap", "_request", "_tee")
+    It holds the request weakly: the request holds it (``request.sqreen``, the handle), and
+    a strong reference back made each request, its body and its user a cycle, freed only by
+    a garbage collection, not when Django was done with it. A handle kept past its request
+    reads as a request without headers, body or route."""
+
+    __slots__ = ("_cap", "_ref", "_tee")
 
     def __init__(self, request: Any, cap: int) -> None:
-        self._request = request
+        self._ref = weakref.ref(request)
         self._cap = cap
         self._tee: WSGIInputTee | None = None
         attrs = request.__dict__
@@ -259,12 +265,19 @@ class _DjangoRequest(Mapping[str, Any]):
         if stream is not None and "_body" not in attrs and not getattr(request, "_read_started", 0):
             self._tee = request._stream = WSGIInputTee(stream, cap)
 
+    def _meta(self) -> Mapping[str, Any]:
+        request = self._ref()
+        return {} if request is None else request.META
+
     def get(self, key: str, default: Any = None) -> Any:
+        request = self._ref()
+        if request is None:
+            return default
         if key == "PATH_INFO":
-            return _wsgi_str(self._request.path_info)
+            return _wsgi_str(request.path_info)
         if key == "SCRIPT_NAME":
-            return _wsgi_str(self._request.META.get("SCRIPT_NAME") or "")
-        return self._request.META.get(key, default)
+            return _wsgi_str(request.META.get("SCRIPT_NAME") or "")
+        return request.META.get(key, default)
 
     def __getitem__(self, key: str) -> Any:
         value = self.get(key, _MISSING)
@@ -273,17 +286,18 @@ class _DjangoRequest(Mapping[str, Any]):
         return value
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._request.META)
+        return iter(self._meta())
 
     def __len__(self) -> int:
-        return len(self._request.META)
+        return len(self._meta())
 
     def capture(self) -> tuple[tuple[bytes, ...], bool]:
         if self._tee is not None:
             chunks, truncated = self._tee.capture()
             if chunks or truncated:
                 return chunks, truncated
-        body = self._request.__dict__.get("_body")
+        request = self._ref()
+        body = None if request is None else request.__dict__.get("_body")
         if not body:
             return (), False
         if len(body) <= self._cap:
@@ -291,7 +305,7 @@ class _DjangoRequest(Mapping[str, Any]):
         return (body[: self._cap],), True
 
     def route(self) -> tuple[str | None, Mapping[str, Any] | None]:
-        match = getattr(self._request, "resolver_match", None)
+        match = getattr(self._ref(), "resolver_match", None)
         if match is None or match.route is None:
             return None, None
         return "/" + match.route, match.kwargs or None
