@@ -237,12 +237,16 @@ def test_a_blocked_user_s_open_session_is_refused_until_the_block_is_lifted(
         reply = alice.get("/private/")
         assert (reply.status_code, reply.headers["cache-control"]) == (403, "no-store")
         assert "refused" in reply.text
-        assert alice.get("/aprivate/").status_code == 403  # the user read the async way
-        assert bob.get("/private/").text == "hello bob"  # others go on
+        # Refused before any view runs as them, whatever it reads of who they are.
+        for path in ("/aprivate/", "/session/", "/public/"):
+            assert alice.get(path).status_code == 403, path
+        reply = bob.get("/private/")  # others go on; what reads the user varies by cookie
+        assert (reply.text, reply.headers.get("vary")) == ("hello bob", "Cookie")
         assert bob.get("/aprivate/").text == "hello bob"
-        # A page that reads neither session nor user is served as without sqreen: no
-        # session loaded, so no Vary: Cookie (caches keep one copy for everybody).
-        for http in (alice, bob, anonymous):
+        assert bob.get("/session/").text.startswith("user id ")
+        # A page that reads neither session nor user is served as without sqreen: the
+        # check's read leaves no Vary: Cookie (else shared caches kept a copy a visitor).
+        for http in (bob, anonymous):
             reply = http.get("/public/")
             assert (reply.text, reply.headers.get("vary")) == ("public", None)
         assert anonymous.get("/private/").status_code == 302  # to the login form

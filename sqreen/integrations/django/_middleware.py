@@ -21,18 +21,18 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import Token
 from functools import partial
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse
 from django.utils.functional import SimpleLazyObject, empty
 
-from ..._block_index import Blocked
 from ..._client import Client
 from ..._context import RequestContext, current_request
 from ..._hub import get_client
@@ -138,17 +138,29 @@ class SqreenMiddleware:
             current_request.reset(token)
 
     def _process_view(self, request: Any, *view: Any) -> HttpResponse | None:
-        """A blocked user's open session: each request that reads who its user is refused
-        while the block lasts (see :func:`_check_user_when_read`)."""
+        """A blocked user's open session: each request refused while the block lasts."""
         with _GUARD:
             found = _for_user_check(request)
             if found is not None:
-                return _check_user_when_read(*found, request)
+                with _unseen_by_the_session(request):
+                    user = request.user  # the session, then the user
+                    username = user.get_username() if user.is_authenticated else None
+                return _refuse_user(*found, request, username)
         return None
 
     async def _aprocess_view(self, request: Any, *view: Any) -> HttpResponse | None:
-        # A coroutine: under ASGI a sync method would cost a thread hop a request.
-        return self._process_view(request, *view)
+        with _GUARD:
+            found = _for_user_check(request)
+            if found is not None:
+                with _unseen_by_the_session(request):
+                    auser = getattr(request, "auser", None)  # Django 5.0 and later
+                    if auser is not None:
+                        user = await auser()
+                        username = user.get_username() if user.is_authenticated else None
+                    else:
+                        username = await sync_to_async(_username)(request)
+                return _refuse_user(*found, request, username)
+        return None
 
 
 #: The app that tracks ``django.contrib.auth``'s logins; with it, sessions are checked too.
@@ -168,51 +180,57 @@ def _for_user_check(request: Any) -> tuple[Client, RequestContext] | None:
     return client, handle
 
 
-def _check_user_when_read(client: Client, ctx: RequestContext, request: Any) -> HttpResponse | None:
-    """Refuse the request of a blocked user (identified as the auth app's events identify
-    them: ``{"username": ...}``) when it reads who its user is: ``request.user`` and
-    ``request.auser()`` raise :class:`sqreen.Blocked` then (the middleware's 403), as
-    ``identify()`` does. Read here, the user and its session were loaded for every request
-    while any user was blocked: two queries for views that use neither, and Django's
-    ``SessionMiddleware`` then added ``Vary: Cookie`` to every response. A user read
-    already (by a middleware before the view) is checked now."""
-    user = request.__dict__.get("user")
-    if isinstance(user, SimpleLazyObject) and user._wrapped is empty:
-        request.user = SimpleLazyObject(partial(_checked_user, client, user))
-    else:
-        blocked = _user_block(client, user)
-        if blocked is not None:
-            refused(client, ctx, blocked)
-            return _forbidden(request)
-    auser = request.__dict__.get("auser")  # Django 5.0 and later
-    if auser is not None:
-        request.auser = partial(_achecked_user, client, auser)
-    return None
+def _username(request: Any) -> str | None:
+    user = request.user
+    return user.get_username() if user.is_authenticated else None
 
 
-def _checked_user(client: Client, lazy: Any) -> Any:
-    user = lazy._wrapped
-    if user is empty:
-        lazy._setup()
-        user = lazy._wrapped
-    blocked = _user_block(client, user)
-    if blocked is not None:
-        raise blocked
-    return user
-
-
-async def _achecked_user(client: Client, auser: Callable[[], Awaitable[Any]]) -> Any:
-    user = await auser()
-    blocked = _user_block(client, user)
-    if blocked is not None:
-        raise blocked
-    return user
-
-
-def _user_block(client: Client, user: Any) -> Blocked | None:
-    if user is None or not user.is_authenticated:
+def _refuse_user(
+    client: Client, ctx: RequestContext, request: Any, username: object
+) -> HttpResponse | None:
+    """403 when the user the session holds is blocked (identified as the auth app's events
+    identify them: ``{"username": ...}``)."""
+    if username is None:
         return None
-    return client.blocklist.user_block({"username": str(user.get_username())})
+    blocked = client.blocklist.user_block({"username": str(username)})
+    if blocked is None:
+        return None
+    refused(client, ctx, blocked)
+    return _forbidden(request)
+
+
+@contextmanager
+def _unseen_by_the_session(request: Any) -> Iterator[None]:
+    """Read the request's user as if the app had not: the session's ``accessed`` flag is
+    put back as it was, and set again when the app itself reads the user (``request.user``,
+    ``request.auser()``, which now answer from what was read here without the session).
+    Else, while any user was blocked, ``SessionMiddleware`` added ``Vary: Cookie`` to every
+    response, the pages that read neither the session nor the user too, so that shared
+    caches kept a copy a visitor."""
+    session: Any = getattr(request, "session", None)
+    accessed = getattr(session, "accessed", None)
+    try:
+        yield
+    finally:
+        if accessed is False and session.accessed:
+            session.accessed = False
+            attrs = request.__dict__
+            user = attrs.get("user")
+            if isinstance(user, SimpleLazyObject) and user._wrapped is not empty:
+                request.user = SimpleLazyObject(partial(_seen, session, user._wrapped))
+            auser = attrs.get("auser")
+            if auser is not None:
+                request.auser = partial(_aseen, session, auser)
+
+
+def _seen(session: Any, user: Any) -> Any:
+    session.accessed = True
+    return user
+
+
+async def _aseen(session: Any, auser: Callable[[], Awaitable[Any]]) -> Any:
+    session.accessed = True
+    return await auser()
 
 
 def _enter(request: Any) -> Entered | None:

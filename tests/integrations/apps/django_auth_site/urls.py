@@ -21,6 +21,11 @@ def public(request: HttpRequest) -> HttpResponse:
     return HttpResponse("public")
 
 
+def session_peek(request: HttpRequest) -> HttpResponse:
+    """Who is logged in, read from the session without ``request.user``."""
+    return HttpResponse(f"user id {request.session.get('_auth_user_id')}")
+
+
 async def aprivate(request: HttpRequest) -> HttpResponse:
     """An async view reading its user the async way (``request.user`` before Django 5.0)."""
     auser = getattr(request, "auser", None)
@@ -108,4 +113,5 @@ urlpatterns = [
     path("private/", private),
     path("aprivate/", aprivate),
     path("public/", public),
+    path("session/", session_peek),
 ]
