@@ -25,9 +25,11 @@ alone has its bodies grouped oldest first, as when they all waited in one line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict, deque
 from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import anyio
@@ -145,7 +147,9 @@ class IngestQueue:
         #: Each sender inflating or waiting to: its lock (one body a sender at a time, in the
         #: order they came), and how many hold or wait for it.
         self._inflating: dict[Hashable, tuple[asyncio.Lock, list[int]]] = {}
-        self._inflaters = anyio.CapacityLimiter(INFLATE_THREADS)
+        #: Threads of their own, made with the first gzip body: a body waiting for one is
+        #: dropped when its client goes (its work cancelled), one inflating is not.
+        self._inflaters: ThreadPoolExecutor | None = None
         self._runner: asyncio.Task[None] | None = None
         self._running: list[_Job] = []
         #: Bodies given and not answered yet.
@@ -183,18 +187,21 @@ class IngestQueue:
             held = True
             while self._line_bytes.get(by, 0) >= LINE_BYTES:
                 await self._moved.wait()
-            work = asyncio.ensure_future(
-                anyio.to_thread.run_sync(gunzip, raw, max_bytes, limiter=self._inflaters)
-            )
+            if self._inflaters is None:
+                self._inflaters = ThreadPoolExecutor(INFLATE_THREADS, "sqreen-inflate")
+            work = self._inflaters.submit(gunzip, raw, max_bytes)
             try:
-                return await asyncio.shield(work)
+                return await asyncio.wrap_future(work)
             except asyncio.CancelledError:
-                # The body's client is gone, its thread runs on (nothing stops a gunzip):
-                # the thread keeps its place among INFLATE_THREADS and its sender's turn
-                # until it ends. Let go at once, a sender posting and hanging up had each
-                # of its bodies inflated beside the last, any number at once.
-                held = False
-                work.add_done_callback(lambda done: self._thread_ended(by, entry, done))
+                # The body's client is gone. Waiting for a thread, it is dropped, never
+                # inflated; being inflated, its thread runs on (nothing stops a gunzip), and
+                # keeps its place among INFLATE_THREADS and its sender's turn until it ends.
+                # Let go at once, a sender posting and hanging up had each of its bodies
+                # inflated beside the last, any number at once; kept while waiting, bombs
+                # of 3 000 senders hung up were all inflated, in turn, before others' bodies.
+                if not work.cancel():
+                    held = False
+                    work.add_done_callback(lambda _: self._thread_ended(by, entry))
                 raise
         finally:
             users[0] -= 1
@@ -203,15 +210,17 @@ class IngestQueue:
             if not users[0] and not lock.locked():
                 del self._inflating[by]
 
-    def _thread_ended(
-        self, by: Hashable, entry: tuple[asyncio.Lock, list[int]], work: asyncio.Future[bytes]
-    ) -> None:
-        if not work.cancelled():
-            work.exception()  # (a bomb's refusal: nobody is left to answer)
-        lock, users = entry
-        lock.release()
-        if not users[0] and self._inflating.get(by) is entry:
-            del self._inflating[by]
+    def _thread_ended(self, by: Hashable, entry: tuple[asyncio.Lock, list[int]]) -> None:
+        """(From the inflating thread.) Give back the turn of a sender gone."""
+
+        def release() -> None:
+            lock, users = entry
+            lock.release()
+            if not users[0] and self._inflating.get(by) is entry:
+                del self._inflating[by]
+
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            self.loop.call_soon_threadsafe(release)
 
     @property
     def inflating(self) -> int:

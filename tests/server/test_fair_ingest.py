@@ -676,3 +676,40 @@ def test_a_refused_gzip_body_is_not_held_by_its_error(raw: bytes | None) -> None
         if isinstance(value, bytes | bytearray) and len(value) > 1_000_000
     ]
     assert frames and held == []
+
+
+def test_bombs_of_many_senders_hung_up_while_waiting_for_a_thread_are_never_inflated(
+    sqlite_storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """30 senders post a bomb each and hang up while two are being inflated (held) and the
+    others wait for the two threads: those waiting are dropped, never inflated. Kept until
+    their turn, the bombs of 3 000 senders hung up were each inflated in turn, and another
+    app's batch waited 34 s behind them."""
+    tokens = [new_token() for _ in range(30)]
+    for n, token in enumerate(tokens):
+        sqlite_storage.create_key(f"k{n}", hash_token(token))
+    app = create_app(sqlite_storage)
+    gate = threading.Event()
+    counted = CountedInflation(monkeypatch, seconds=0.01, gate=gate)
+    server = UvicornThread(app, lifespan="off", http=PROTOCOL)
+    try:
+        raw = bomb()
+        clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in tokens]
+        for s, token in zip(clients, tokens, strict=True):
+            s.sendall(
+                f"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                "Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                f"Content-Length: {len(raw)}\r\n\r\n".encode()
+                + raw
+            )
+        wait_for(lambda: getattr(app.state, "ingest_queue", None) is not None)
+        wait_for(lambda: app.state.ingest_queue.inflating == 30 and counted.running == 2)
+        for s in clients:
+            s.close()
+        wait_for(lambda: app.state.ingest_queue.inflating == 0)
+        gate.set()
+        wait_for(lambda: counted.running == 0)
+        time.sleep(0.2)  # (a body wrongly kept would start now)
+        assert counted.calls == _ingest_queue.INFLATE_THREADS
+    finally:
+        server.stop()
