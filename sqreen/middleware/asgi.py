@@ -10,8 +10,8 @@
 
 Pure ASGI (Starlette's ``BaseHTTPMiddleware`` would run the app in another task and lose the
 context). For ``http`` scopes it binds a :class:`sqreen._context.RequestContext`, stores it in
-a per-request copy of ``scope["state"]`` (a server may hand every request the same lifespan
-state dict, and one request's handle must never be another's), wraps ``receive`` in a passive
+the request's own ``scope["state"]`` (each request's copy of the lifespan state, shared by
+every layer of the request, as ``request.state`` is), wraps ``receive`` in a passive
 tee capped at ``max_body_size``, and refuses a blocked client IP with a 403 before the app
 runs. :class:`sqreen.Blocked` raised by the app, also inside a ``BaseExceptionGroup`` (anyio
 task groups), becomes a 403 while the response has not started, and aborts it after. The

@@ -60,7 +60,8 @@ async def events_endpoint(request: Request) -> Response:
             body = await queue.inflate(by, raw, limit) if gzipped else raw
             return await queue.ingest(body, key.id, by)
 
-        # A body whose client hung up while it waited is neither inflated nor stored: its
+        # A body whose client hung up while it waited is neither inflated nor stored (one
+        # being inflated then finishes on its thread, its result dropped: IngestQueue.inflate): its
         # line is not the place of a client gone (uvicorn does not cancel the request's
         # task, and bodies of clients gone, each held inflated, piled up beyond
         # --max-connections; gzip bombs posted on connections closed at once were each

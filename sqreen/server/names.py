@@ -15,11 +15,33 @@ __all__ = ["derived_name", "standard_name"]
 
 #: Separators a reader takes for one another in a name.
 _SEPARATORS: Final = str.maketrans({"_": ".", "-": ".", "\u00b7": ".", "\u2024": "."})
-#: Letters of other scripts, and digits, that read as a Latin letter (a subset of Unicode's
-#: confusables, ``confusables.txt``, for lower-case Latin letters: the skeleton is case-folded
-#: first); ``i`` and ``l`` read as one another, as a capital ``I`` reads as ``l``.
+#: Capitals of other scripts that read as a Latin capital (Cyrillic and Greek): mapped
+#: before the case is folded, as their lower-case forms read otherwise (Greek capital nu
+#: reads as N, its small letter as v; Cyrillic capital te as T, its small letter as a small
+#: capital).
+_CAPITALS: Final = str.maketrans(
+    dict(
+        zip(
+            "\u0391\u0392\u0395\u0396\u0397\u0399\u039a\u039c\u039d\u039f\u03a1\u03a4\u03a5\u03a7"
+            "\u0410\u0412\u0415\u041a\u041c\u041d\u041e\u0420\u0421\u0422\u0423\u0425\u0405\u0406\u0408",
+            "ABEZHIKMNOPTYXABEKMHOPCTYXSIJ",
+            strict=True,
+        )
+    )
+)
+#: Letters of other scripts, small capitals, and digits, that read as a lower-case Latin
+#: letter (a subset of Unicode's confusables, ``confusables.txt``, applied once the case is
+#: folded); ``i`` and ``l`` read as one another, as a capital ``I`` reads as ``l``.
 _CONFUSABLES: Final = str.maketrans(
     {
+        **dict.fromkeys("\u0432\u0299", "b"),  # Cyrillic ve, small capital B
+        **dict.fromkeys("\u043d\u029c", "h"),
+        **dict.fromkeys("\u043a\u1d0b", "k"),
+        **dict.fromkeys("\u043c\u1d0d", "m"),
+        **dict.fromkeys("\u0442\u03c4\u1d1b", "t"),
+        **dict.fromkeys("\u03b7", "n"),
+        "\u03bc": "u",
+        "\u026a": "l",
         **dict.fromkeys("\u0430\u0251\u03b1", "a"),  # Cyrillic a, Latin alpha, Greek alpha
         **dict.fromkeys("\u0441\u03f2\u1d04\u217d", "c"),
         **dict.fromkeys("\u0501\u217e", "d"),
@@ -51,9 +73,11 @@ def _skeleton(name: str) -> str:
     """``name`` as a reader sees it: compatibility forms (fullwidth letters), case, accents,
     separators and letters of other scripts that read as Latin ones alike, and what shows
     nothing (spaces, zero-width and format characters) gone."""
-    decomposed = unicodedata.normalize("NFKD", name.casefold())
+    folded = unicodedata.normalize("NFKD", name).translate(_CAPITALS).casefold()
+    decomposed = unicodedata.normalize("NFKD", folded)
     kept = "".join(c for c in decomposed if unicodedata.category(c) not in ("Mn", "Cf", "Cc", "Zs"))
-    return "".join(kept.split()).translate(_SEPARATORS).translate(_CONFUSABLES)
+    read = "".join(kept.split()).translate(_SEPARATORS).translate(_CONFUSABLES)
+    return read.replace("rn", "m").replace("vv", "w")
 
 
 _DERIVED: Final = {_skeleton(name): name for name in DERIVED_EVENTS}

@@ -434,6 +434,12 @@ LOOK_ALIKES = [
     "security.impossib1e_travel",  # a digit one for l
     "security.lmpossible_travel",  # l for a capital I
     "\u0455ecurity.impossible_travel",  # a Cyrillic dze
+    "security.impossible_\u0422ravel",  # a Cyrillic capital Te
+    "SECURITY.IMPOSSIBLE_\u0422RAVEL",
+    "security.i\u039cpossible_travel",  # a Greek capital Mu
+    "security.irnpossible_travel",  # "rn" for m
+    "security.impossible_\u0442ravel",  # a Cyrillic te
+    "security.impossi\u0299le_travel",  # a small capital B
 ]
 
 
