@@ -89,13 +89,13 @@ def release_quiet(cur: Cursor, block_id: int, now: int) -> tuple[tuple[str, str]
     with the action set's lock held; a playbook's transaction that places blocks takes that
     lock before it writes quiet rows (:meth:`BlockQueries._lock_actions`), so neither waits
     for the other while holding what the other needs."""
-    pairs = tuple(
-        (str(p), str(k))
-        for p, k in cur.execute(
-            "SELECT DISTINCT playbook, group_key FROM alerts WHERE block_id = ? LIMIT ?",
-            (block_id, RELEASED_MAX),
-        ).fetchall()
-    )
+    # Sorted as a playbook's transaction writes its quiet rows (Python's order, not the
+    # database's collation): two writers of the same rows take them in one order.
+    found = cur.execute(
+        "SELECT DISTINCT playbook, group_key FROM alerts WHERE block_id = ? LIMIT ?",
+        (block_id, RELEASED_MAX),
+    ).fetchall()
+    pairs = tuple(sorted((str(p), str(k)) for p, k in found))
     for playbook, key in pairs:
         cur.execute(
             "UPDATE playbook_quiet SET until_at = ? WHERE playbook = ? AND key = ? "
