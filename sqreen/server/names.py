@@ -34,6 +34,14 @@ _CAPITALS: Final = str.maketrans(
 #: folded); ``i`` and ``l`` read as one another, as a capital ``I`` reads as ``l``.
 _CONFUSABLES: Final = str.maketrans(
     {
+        # Small capitals (modifier letters decompose to them first).
+        **dict(
+            zip(
+                "\u1d00\u1d05\u1d07\ua730\u0262\u1d0a\u029f\u0274\u1d18\u01eb\u0280\u1d1c\u1d20\u1d21\u028f",
+                "adefgjlnpqruvwy",
+                strict=True,
+            )
+        ),
         **dict.fromkeys("\u0432\u0299", "b"),  # Cyrillic ve, small capital B
         **dict.fromkeys("\u043d\u029c", "h"),
         **dict.fromkeys("\u043a\u1d0b", "k"),

@@ -440,6 +440,8 @@ LOOK_ALIKES = [
     "security.irnpossible_travel",  # "rn" for m
     "security.impossible_\u0442ravel",  # a Cyrillic te
     "security.impossi\u0299le_travel",  # a small capital B
+    "security.\u026ampossi\u0299\u029fe_tr\u1d00vel",  # small capitals I, B, L, A
+    "security.impossible_trave\u1dab",  # a modifier small capital L
 ]
 
 
