@@ -249,6 +249,13 @@ def test_a_blocked_user_s_open_session_is_refused_until_the_block_is_lifted(
         for http in (bob, anonymous):
             reply = http.get("/public/")
             assert (reply.text, reply.headers.get("vary")) == ("public", None)
+        # Nor from a stale session cookie (expired, or of a session deleted), which Django
+        # deletes only when the app reads the session.
+        stale = {"Cookie": "sessionid=0123456789abcdefghijklmnopqrstuv"}
+        reply = anonymous.get("/public/", headers=stale)
+        assert (reply.headers.get("vary"), reply.headers.get("set-cookie")) == (None, None)
+        reply = anonymous.get("/private/", headers=stale)  # read: as without sqreen
+        assert reply.status_code == 302 and reply.headers.get("vary") == "Cookie"
         assert anonymous.get("/private/").status_code == 302  # to the login form
         receiver.block([])
         # Lifted: the same session goes on (the block refused requests, it ended nothing).

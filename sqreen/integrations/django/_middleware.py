@@ -21,7 +21,6 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
 from contextvars import Token
 from functools import partial
 from typing import Any
@@ -31,7 +30,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse
-from django.utils.functional import SimpleLazyObject, empty
+from django.utils.functional import SimpleLazyObject
 
 from ..._client import Client
 from ..._context import RequestContext, current_request
@@ -142,24 +141,24 @@ class SqreenMiddleware:
         with _GUARD:
             found = _for_user_check(request)
             if found is not None:
-                with _unseen_by_the_session(request):
-                    user = request.user  # the session, then the user
-                    username = user.get_username() if user.is_authenticated else None
-                return _refuse_user(*found, request, username)
+                saved = _Unread(request)
+                user = _read_user(request)  # the session, then the user
+                saved.put_back(user)
+                return _refuse_user(*found, request, user)
         return None
 
     async def _aprocess_view(self, request: Any, *view: Any) -> HttpResponse | None:
         with _GUARD:
             found = _for_user_check(request)
             if found is not None:
-                with _unseen_by_the_session(request):
-                    auser = getattr(request, "auser", None)  # Django 5.0 and later
-                    if auser is not None:
-                        user = await auser()
-                        username = user.get_username() if user.is_authenticated else None
-                    else:
-                        username = await sync_to_async(_username)(request)
-                return _refuse_user(*found, request, username)
+                saved = _Unread(request)
+                auser = getattr(request, "auser", None)  # Django 5.0 and later
+                if auser is not None:
+                    user = await auser()
+                else:
+                    user = await sync_to_async(_read_user)(request)
+                saved.put_back(user)
+                return _refuse_user(*found, request, user)
         return None
 
 
@@ -180,47 +179,70 @@ def _for_user_check(request: Any) -> tuple[Client, RequestContext] | None:
     return client, handle
 
 
-def _username(request: Any) -> str | None:
-    user = request.user
-    return user.get_username() if user.is_authenticated else None
-
-
 def _refuse_user(
-    client: Client, ctx: RequestContext, request: Any, username: object
+    client: Client, ctx: RequestContext, request: Any, user: Any
 ) -> HttpResponse | None:
     """403 when the user the session holds is blocked (identified as the auth app's events
     identify them: ``{"username": ...}``)."""
-    if username is None:
+    if not user.is_authenticated:
         return None
-    blocked = client.blocklist.user_block({"username": str(username)})
+    blocked = client.blocklist.user_block({"username": str(user.get_username())})
     if blocked is None:
         return None
     refused(client, ctx, blocked)
     return _forbidden(request)
 
 
-@contextmanager
-def _unseen_by_the_session(request: Any) -> Iterator[None]:
-    """Read the request's user as if the app had not: the session's ``accessed`` flag is
-    put back as it was, and set again when the app itself reads the user (``request.user``,
-    ``request.auser()``, which now answer from what was read here without the session).
-    Else, while any user was blocked, ``SessionMiddleware`` added ``Vary: Cookie`` to every
-    response, the pages that read neither the session nor the user too, so that shared
-    caches kept a copy a visitor."""
-    session: Any = getattr(request, "session", None)
-    accessed = getattr(session, "accessed", None)
-    try:
-        yield
-    finally:
-        if accessed is False and session.accessed:
-            session.accessed = False
-            attrs = request.__dict__
-            user = attrs.get("user")
-            if isinstance(user, SimpleLazyObject) and user._wrapped is not empty:
-                request.user = SimpleLazyObject(partial(_seen, session, user._wrapped))
-            auser = attrs.get("auser")
-            if auser is not None:
-                request.auser = partial(_aseen, session, auser)
+def _read_user(request: Any) -> Any:
+    """``request.user``, read (the user itself, not its lazy stand-in)."""
+    user = request.user
+    user.is_authenticated  # noqa: B018 (a lazy user is loaded by its first attribute)
+    return user._wrapped if isinstance(user, SimpleLazyObject) else user
+
+
+#: What ``AuthenticationMiddleware`` and a read of the user leave on a request.
+_USER_ATTRS = ("user", "auser", "_cached_user", "_acached_user")
+
+
+class _Unread:
+    """The request's session and user as they were before the check read them, put back
+    after it (:meth:`put_back`), so that the check's read is not the app's: else, while any
+    user was blocked, ``SessionMiddleware`` added ``Vary: Cookie`` to every response (the
+    session accessed), and deleted a stale session cookie on pages that read nothing."""
+
+    __slots__ = ("attrs", "request", "session", "session_state")
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self.session: Any = getattr(request, "session", None)
+        self.session_state = None if self.session is None else dict(vars(self.session))
+        attrs = request.__dict__
+        self.attrs = {k: attrs[k] for k in _USER_ATTRS if k in attrs}
+
+    def put_back(self, user: Any) -> None:
+        session, state = self.session, self.session_state
+        if session is None or state is None:
+            return
+        request = self.request
+        if user.is_authenticated:
+            # A valid session, loaded: only its flag tells; set again when the app reads
+            # the user (answered from what was read here, no query again).
+            session.accessed = state.get("accessed", False)
+            request.user = SimpleLazyObject(partial(_seen, session, user))
+            request.auser = partial(_aseen, session, user)
+            return
+        # No user: the session as it was (a stale one's key and cache too) and the user
+        # unread, so that the app's own read does what it did without sqreen.
+        vars(session).clear()
+        vars(session).update(state)
+        attrs = request.__dict__
+        for name in _USER_ATTRS:
+            attrs.pop(name, None)
+        attrs.update(self.attrs)
+        if "user" in self.attrs:
+            from django.contrib.auth.middleware import get_user
+
+            request.user = SimpleLazyObject(partial(get_user, request))
 
 
 def _seen(session: Any, user: Any) -> Any:
@@ -228,9 +250,9 @@ def _seen(session: Any, user: Any) -> Any:
     return user
 
 
-async def _aseen(session: Any, auser: Callable[[], Awaitable[Any]]) -> Any:
+async def _aseen(session: Any, user: Any) -> Any:
     session.accessed = True
-    return await auser()
+    return user
 
 
 def _enter(request: Any) -> Entered | None:
