@@ -28,6 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from revisions import extract  # noqa: E402
+
 #: Where the children run: ``python -c`` puts its working directory first on sys.path, so
 #: from the checkout every child would import this tree, whatever PYTHONPATH says.
 ELSEWHERE = tempfile.gettempdir()
@@ -36,13 +39,6 @@ COUNT = (
     "import sys; from sqreen.server.cli import main\n"
     "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\nprint(len(sys.modules))"
 )
-
-
-def extract(rev: str, into: Path) -> None:
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", rev, "sqreen"], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
 
 
 def run(tree: Path, args: list[str]) -> tuple[float, float]:

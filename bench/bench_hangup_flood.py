@@ -45,6 +45,9 @@ from pathlib import Path
 import httpx2 as httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from revisions import extract  # noqa: E402
+
 PY = sys.executable
 MAX_BODY = 10 * 1024 * 1024
 BOMB = gzip.compress(b'{"events": "' + b"x" * MAX_BODY + b'"}')
@@ -215,13 +218,7 @@ def main() -> None:
         if args.against:
             other = work / "against"
             other.mkdir()
-            archive = subprocess.run(
-                ["git", "-C", str(ROOT), "archive", args.against, "sqreen"],
-                check=True,
-                capture_output=True,
-            ).stdout
-            subprocess.run(["tar", "-x", "-C", str(other)], input=archive, check=True)
-            trees[args.against] = other
+            trees[args.against] = extract(args.against, other)
         rows: dict[str, list[tuple[int, int, int, float]]] = {name: [] for name in trees}
         for r in range(args.rounds):
             for name in list(trees)[:: 1 if r % 2 == 0 else -1]:

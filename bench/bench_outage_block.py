@@ -33,6 +33,9 @@ from pathlib import Path
 import httpx2 as httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from revisions import extract  # noqa: E402
+
 BIN = Path(sys.executable).parent
 APP = """
 from fastapi import FastAPI, HTTPException
@@ -167,12 +170,7 @@ def main() -> None:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         if args.against:
-            archive = subprocess.run(
-                ["git", "-C", str(ROOT), "archive", args.against, "sqreen"],
-                check=True,
-                capture_output=True,
-            ).stdout
-            subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+            extract(args.against, tmp)
             other = (args.against, tmp, args.port + 2, args.down, args.trials, results)
             runs.append(threading.Thread(target=run, args=other))
         for thread in runs:

@@ -17,12 +17,19 @@ ROOT = Path(__file__).resolve().parent.parent
 NAME = "sqreen_against"
 
 
-def load_revision(rev: str, tmpdir: str) -> str:
-    """Extract REV's package into ``tmpdir``, importable as :data:`NAME`; return that name."""
+def extract(rev: str, into: str | Path) -> Path:
+    """REV's ``sqreen`` package extracted into the folder ``into`` (as ``into/sqreen``), for
+    a process run with ``PYTHONPATH=into``; return ``into``."""
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", rev, "sqreen"], check=True, capture_output=True
     ).stdout
-    subprocess.run(["tar", "-x", "-C", tmpdir], input=archive, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return Path(into)
+
+
+def load_revision(rev: str, tmpdir: str) -> str:
+    """Extract REV's package into ``tmpdir``, importable as :data:`NAME`; return that name."""
+    extract(rev, tmpdir)
     Path(tmpdir, "sqreen").rename(Path(tmpdir, NAME))
     sys.path.insert(0, tmpdir)
     return NAME

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio.to_thread
 import httpx2 as httpx
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -166,14 +167,23 @@ def test_a_lift_while_a_playbook_blocks_the_same_key_waits_for_it(
     clock.advance(seconds=10)  # this collector's clock; the lifter's stays behind
     lifter = open_storage(db_url, clock=lambda: storage.now() - timedelta(seconds=10))
     outcome: dict[str, Any] = {}
-    lifting = threading.Thread(
-        target=lambda: outcome.update(lifted=lifter.lift_block(block.id, "cli:root"))
-    )
+    started = threading.Event()
+
+    def lift() -> None:
+        started.set()
+        outcome.update(lifted=lifter.lift_block(block.id, "cli:root"))
+
+    lifting = threading.Thread(target=lift)
     placing = storage._block_for
 
     def place(*args: Any, **kwargs: Any) -> Any:
         lifting.start()  # with this key's quiet row written (unless locked before it)
-        time.sleep(0.5)
+        assert started.wait(30)
+        if db_url.startswith("postgresql"):  # the lift waiting for a lock this one holds
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                query = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+                wait_for(lambda: conn.execute(query).fetchone()[0] > 0)  # type: ignore[index]
+        # (SQLite: one writer; the lift waits for this transaction, or starts after it.)
         return placing(*args, **kwargs)
 
     storage._block_for = place  # type: ignore[method-assign]

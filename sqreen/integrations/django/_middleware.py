@@ -240,6 +240,8 @@ class _Unread:
             attrs.pop(name, None)
         attrs.update(self.attrs)
         if "user" in self.attrs:
+            # (Here: importing it loads the auth models, which the app registry may not
+            # be ready for when this module is imported.)
             from django.contrib.auth.middleware import get_user
 
             request.user = SimpleLazyObject(partial(get_user, request))
