@@ -60,6 +60,9 @@ WAL_LIMIT: Final = 64 * 1024 * 1024
 #: How long a TRUNCATE checkpoint waits for readers and writers (seconds): it holds SQLite's
 #: write lock while it waits for readers, so ingest waits as long, at most.
 TRUNCATE_WAIT: Final = 1.0
+#: How long the restart of a WAL grown past :data:`WAL_LIMIT` waits for readers (seconds),
+#: every writer of the database waiting meanwhile (:meth:`SQLiteStorage._restart_wal`).
+RESTART_WAIT: Final = 0.05
 _KNOWN: Final = (
     "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'events'), "
     "(SELECT json_group_array(id) FROM events "
@@ -83,6 +86,9 @@ class SQLiteStorage(SqlStorage):
         self._process_lock: int | None = None
         self._commits = 0
         self._checkpointing = threading.Lock()
+        #: The WAL's size past which the next checkpoint restarts it (after a restart that
+        #: readers kept from happening: see :meth:`_restart_wal`).
+        self._restart_after = 0
         self._pool_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._latest_places = LatestPlaces()
@@ -253,11 +259,33 @@ class SQLiteStorage(SqlStorage):
         if not self._checkpointing.acquire(blocking=False):
             return
         try:
-            self._read("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.OperationalError:  # another process is checkpointing: it does the job
-            pass
+            try:
+                self._read("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.OperationalError:  # another process is checkpointing: it does the job
+                pass
+            size = _file_size(self.path + "-wal")
+            if size > max(WAL_LIMIT, self._restart_after):
+                self._restart_wal(size)
         finally:
             self._checkpointing.release()
+
+    def _restart_wal(self, size: int) -> None:
+        """Start the WAL again from its first frame, with every writer held off.
+
+        A writer starts the WAL again only when a checkpoint has copied every frame and no
+        reader uses it. Under ``--workers N`` the PASSIVE checkpoint above runs while another
+        process writes, so neither is ever true when a transaction begins: the WAL grew
+        without end (1.5 GB in 12 s of two workers' ingest, measured), each commit appending
+        to it and each read searching its index. Here the copy of what is left and the
+        restart run under the write lock of every process (the in-process lock, then the
+        ``flock``), waiting :data:`RESTART_WAIT` at most for readers (a backup's held read
+        transaction): when they still use the WAL, the next try waits until it has grown
+        :data:`WAL_LIMIT` more, so that a long reader does not stall ingest at every
+        checkpoint. The next writer then overwrites the file from its start, cut back to
+        ``journal_size_limit``."""
+        with self._write_lock, self._between_processes():
+            done = self._truncate_wal(RESTART_WAIT, "RESTART")
+        self._restart_after = 0 if done else size + WAL_LIMIT
 
     def purge_older_than(self, days: float) -> int:
         purged = super().purge_older_than(days)
@@ -281,13 +309,14 @@ class SQLiteStorage(SqlStorage):
             self._truncate_wal(BUSY_TIMEOUT)
         return True
 
-    def _truncate_wal(self, wait: float) -> bool:
-        """A TRUNCATE checkpoint (the WAL copied into the database, then cut to nothing),
-        waiting ``wait`` seconds at most for readers and writers; whether it was done."""
+    def _truncate_wal(self, wait: float, mode: str = "TRUNCATE") -> bool:
+        """A TRUNCATE checkpoint (the WAL copied into the database, then cut to nothing; or
+        ``RESTART``: started again from its first frame by the next writer), waiting ``wait``
+        seconds at most for readers and writers; whether it was done."""
         conn = self._connect()
         try:
             conn.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
-            (busy, _, _), *_ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            (busy, _, _), *_ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
         except sqlite3.OperationalError:  # locked past the wait: journal_size_limit, later
             return False
         finally:
