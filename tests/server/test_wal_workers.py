@@ -5,12 +5,19 @@ again and grew without end (3 GB in 35 s of two workers' ingest over HTTP, measu
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from sqreen.server.storage import open_storage
+import pytest
+
+from sqreen._wire import parse_event
+from sqreen.server.storage import open_storage, sqlite
+from sqreen.server.storage._wal import WalRestarts
+
+from .conftest import wire_event
 
 LIMIT = 256 * 1024
 BATCHES = 300
@@ -91,3 +98,104 @@ def test_two_writing_processes_keep_the_wal_bounded(tmp_path: Path) -> None:
     # it by what the commits in between wrote (12-13 MB here), not by what the whole ingest
     # wrote (175 MB when it was never started again).
     assert largest < 40 * 1024 * 1024, f"the WAL reached {largest} bytes (limit {LIMIT})"
+
+
+def wal_file(path: Path, header: bytes, size: int) -> str:
+    """A file shaped as a WAL as far as :mod:`._wal` reads it: its header's changing bytes
+    (12-24), then ``size`` bytes in all."""
+    path.write_bytes(bytes(12) + header.ljust(12, b"\0") + bytes(max(0, size - 24)))
+    return str(path)
+
+
+def test_a_restart_is_forced_only_when_nobody_started_the_wal_again(tmp_path: Path) -> None:
+    restarts = WalRestarts()
+    wal = tmp_path / "x.db-wal"
+    assert restarts.due(wal_file(wal, b"first", 5000), 1000) is None  # first look
+    assert restarts.due(wal_file(wal, b"first", 900), 1000) is None  # under the limit
+    assert restarts.due(wal_file(wal, b"first", 5000), 1000) == 5000
+    # Started again by a writer (another process's restart, or SQLite's own): not forced.
+    assert restarts.due(wal_file(wal, b"second", 5000), 1000) is None
+    assert restarts.due(str(tmp_path / "none-wal"), 1000) is None  # no WAL at all
+
+
+def test_a_reader_in_the_way_doubles_the_wait_and_a_busy_checkpointer_does_not(
+    tmp_path: Path,
+) -> None:
+    restarts = WalRestarts()
+    wal = tmp_path / "x.db-wal"
+    restarts.due(wal_file(wal, b"h", 1500), 1000)
+    assert restarts.due(str(wal), 1000) == 1500
+    restarts.tried((1, 40, 10))  # a reader kept it from ending: wait until it doubled
+    assert restarts.due(wal_file(wal, b"h", 3000), 1000) is None
+    assert restarts.due(wal_file(wal, b"h", 3100), 1000) == 3100
+    restarts.tried(None)  # locked past its wait
+    assert restarts.due(wal_file(wal, b"h", 6000), 1000) is None
+    assert restarts.due(wal_file(wal, b"h", 6300), 1000) == 6300
+    restarts.tried((1, -1, -1))  # another process's checkpoint was running: no doubling
+    assert restarts.due(wal_file(wal, b"h", 6400), 1000) == 6400
+    restarts.tried((0, 50, 50))
+    assert restarts.due(wal_file(wal, b"h", 1500), 1000) == 1500  # back to the limit
+
+
+def test_a_held_reader_costs_a_few_forced_tries_and_the_wal_is_cut_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite, "WAL_LIMIT", 64 * 1024)
+    db = str(tmp_path / "held.db")
+    storage = open_storage(db)
+    tries: list[str] = []
+    alone = storage._checkpoint_alone  # type: ignore[attr-defined]
+
+    def counted(wait: float, mode: str) -> tuple[int, int, int] | None:
+        tries.append(mode)
+        return alone(wait, mode)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(storage, "_checkpoint_alone", counted)
+
+    def store(batches: int, start: int) -> None:
+        for n in range(start, start + batches):
+            batch = [
+                wire_event(id=f"held-{n}-{i}", user={"username": f"user-{(n * 31 + i) % 997}"})
+                for i in range(50)
+            ]
+            storage.insert_events([parse_event(e) for e in batch])
+
+    reader = sqlite3.connect(db, isolation_level=None)
+    try:
+        store(8, 0)  # the WAL exists
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM events").fetchall()  # holds the WAL from here
+        store(160, 8)  # 20 checkpoints, the WAL growing past the limit from the first
+        held = len(tries)
+        assert 2 <= held <= 8, tries  # doubling: not one try a checkpoint
+        grown = wal_size(Path(db))
+        assert grown > 64 * 64 * 1024
+        reader.execute("COMMIT")
+        store(24, 168)
+        # Cut back once the reader let go: what the commits since the restart wrote.
+        assert wal_size(Path(db)) < grown / 8
+        assert storage.count_events() == 192 * 50
+    finally:
+        reader.close()
+        storage.close()
+
+
+def test_a_failing_checkpoint_never_fails_the_batch_it_follows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = open_storage(str(tmp_path / "fault.db"))
+    monkeypatch.setattr(storage._restarts, "due", lambda path, limit: 1 << 30)  # type: ignore[attr-defined]
+
+    def out_of_files(wait: float, mode: str) -> None:
+        raise RuntimeError("cannot open the SQLite database: unable to open database file")
+
+    monkeypatch.setattr(storage, "_checkpoint_alone", out_of_files)
+    try:
+        with caplog.at_level("WARNING", logger="sqreen.server"):
+            for n in range(sqlite.CHECKPOINT_EVERY):
+                result = storage.insert_events([parse_event(wire_event(id=f"fault-{n}"))])
+                assert result.stored == 1
+        assert "WAL checkpoint failed" in caplog.text
+        assert storage.count_events() == sqlite.CHECKPOINT_EVERY
+    finally:
+        storage.close()

@@ -29,7 +29,8 @@ from ._places import LatestPlaces
 from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import migrations
 from ._serve_lock import lock_name
-from ._sql import INSERT_CHUNK, Cursor, SqlStorage
+from ._sql import INSERT_CHUNK, Cursor, SqlStorage, logger
+from ._wal import WalRestarts
 from ._window_reads import WindowKey
 from .model import Clock, utc_now
 
@@ -86,9 +87,7 @@ class SQLiteStorage(SqlStorage):
         self._process_lock: int | None = None
         self._commits = 0
         self._checkpointing = threading.Lock()
-        #: The WAL's size past which the next checkpoint restarts it (after a restart that
-        #: readers kept from happening: see :meth:`_restart_wal`).
-        self._restart_after = 0
+        self._restarts = WalRestarts()
         self._pool_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._latest_places = LatestPlaces()
@@ -262,30 +261,23 @@ class SQLiteStorage(SqlStorage):
             try:
                 self._read("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.OperationalError:  # another process is checkpointing: it does the job
-                pass
-            size = _file_size(self.path + "-wal")
-            if size > max(WAL_LIMIT, self._restart_after):
+                return
+            size = self._restarts.due(self.path + "-wal", WAL_LIMIT)
+            if size is not None:
                 self._restart_wal(size)
+        except Exception:  # the batch is committed: its reply must not say otherwise
+            logger.warning("sqreen: WAL checkpoint failed; the next one tries again", exc_info=True)
         finally:
             self._checkpointing.release()
 
     def _restart_wal(self, size: int) -> None:
-        """Start the WAL again from its first frame, with every writer held off.
-
-        A writer starts the WAL again only when a checkpoint has copied every frame and no
-        reader uses it. Under ``--workers N`` the PASSIVE checkpoint above runs while another
-        process writes, so neither is ever true when a transaction begins: the WAL grew
-        without end (1.5 GB in 12 s of two workers' ingest, measured), each commit appending
-        to it and each read searching its index. Here the copy of what is left and the
-        restart run under the write lock of every process (the in-process lock, then the
-        ``flock``), waiting :data:`RESTART_WAIT` at most for readers (a backup's held read
-        transaction): when they still use the WAL, the next try waits until it has grown
-        :data:`WAL_LIMIT` more, so that a long reader does not stall ingest at every
-        checkpoint. The next writer then overwrites the file from its start, cut back to
-        ``journal_size_limit``."""
+        """Start the WAL again from its first frame, every writer held off meanwhile (the
+        in-process lock, then the ``flock``: :meth:`_transaction`'s order): see :mod:`._wal`.
+        A WAL a reader let grow past four times :data:`WAL_LIMIT` is cut at once."""
+        mode = "TRUNCATE" if size > 4 * WAL_LIMIT else "RESTART"
         with self._write_lock, self._between_processes():
-            done = self._truncate_wal(RESTART_WAIT, "RESTART")
-        self._restart_after = 0 if done else size + WAL_LIMIT
+            outcome = self._checkpoint_alone(RESTART_WAIT, mode)
+        self._restarts.tried(outcome)
 
     def purge_older_than(self, days: float) -> int:
         purged = super().purge_older_than(days)
@@ -309,19 +301,24 @@ class SQLiteStorage(SqlStorage):
             self._truncate_wal(BUSY_TIMEOUT)
         return True
 
-    def _truncate_wal(self, wait: float, mode: str = "TRUNCATE") -> bool:
-        """A TRUNCATE checkpoint (the WAL copied into the database, then cut to nothing; or
-        ``RESTART``: started again from its first frame by the next writer), waiting ``wait``
-        seconds at most for readers and writers; whether it was done."""
+    def _truncate_wal(self, wait: float) -> bool:
+        """A TRUNCATE checkpoint (the WAL copied into the database, then cut to nothing),
+        waiting ``wait`` seconds at most for readers and writers; whether it was done."""
+        outcome = self._checkpoint_alone(wait, "TRUNCATE")
+        return outcome is not None and not outcome[0]
+
+    def _checkpoint_alone(self, wait: float, mode: str) -> tuple[int, int, int] | None:
+        """A checkpoint of ``mode`` on a connection of its own that waits ``wait`` seconds at
+        most: SQLite's (busy, frames, frames copied), None when locked past the wait."""
         conn = self._connect()
         try:
             conn.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
-            (busy, _, _), *_ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+            (outcome, *_) = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
         except sqlite3.OperationalError:  # locked past the wait: journal_size_limit, later
-            return False
+            return None
         finally:
             conn.close()
-        return not busy
+        return (int(outcome[0]), int(outcome[1]), int(outcome[2]))
 
     @contextmanager
     def _between_processes(self) -> Iterator[None]:
