@@ -13,8 +13,8 @@ by force (by a RESTART checkpoint with every writer held off, which the storage 
 when nobody started it again since the last look (its header's checkpoint number and salts,
 which change at every start, are the same) and it is past the limit. A try that a reader
 kept from ending (a backup's read transaction) makes the next one wait until the WAL has
-doubled, so a long reader costs a few tries, not one every checkpoint; a try that met another process's
-checkpoint running is made again at the next one.
+doubled, so a long reader costs a few tries, not one every checkpoint; a try that met
+another process's checkpoint running is made again at the next one.
 
 The forced checkpoint copies the frames the PASSIVE one left (those written meanwhile) and
 syncs the database with every writer waiting, and waits at most ``RESTART_WAIT`` (50 ms) for
