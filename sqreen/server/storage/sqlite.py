@@ -54,9 +54,10 @@ PAGE_SIZE: Final = 8192
 #: used, and only on the one writer connection of each process (readers keep the default).
 WRITER_CACHE_KIB: Final = 65536
 #: The size the WAL is cut back to, in bytes, when a writer starts it again from its first
-#: frame (every frame copied into the database and no reader using it): ingest's WAL between
-#: two checkpoints is ~20 MiB, so this cuts only what a large write (a purge) left. Without
-#: it the file keeps the largest size it ever reached.
+#: frame (every frame copied into the database and no reader using it; without it the file
+#: keeps the largest size it ever reached), and past which a checkpoint starts the WAL again
+#: by force when nobody did (:mod:`._wal`). Ingest's WAL between two checkpoints: ~20 MiB for
+#: single batches, up to ~100 MiB for bodies stored together.
 WAL_LIMIT: Final = 64 * 1024 * 1024
 #: How long a TRUNCATE checkpoint waits for readers and writers (seconds): it holds SQLite's
 #: write lock while it waits for readers, so ingest waits as long, at most.
