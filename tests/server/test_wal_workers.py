@@ -100,41 +100,29 @@ def test_two_writing_processes_keep_the_wal_bounded(tmp_path: Path) -> None:
     assert largest < 40 * 1024 * 1024, f"the WAL reached {largest} bytes (limit {LIMIT})"
 
 
-def wal_file(path: Path, header: bytes, size: int) -> str:
-    """A file shaped as a WAL as far as :mod:`._wal` reads it: its header's changing bytes
-    (12-24), then ``size`` bytes in all."""
-    path.write_bytes(bytes(12) + header.ljust(12, b"\0") + bytes(max(0, size - 24)))
-    return str(path)
-
-
-def test_a_restart_is_forced_only_when_nobody_started_the_wal_again(tmp_path: Path) -> None:
+def test_a_restart_is_forced_past_the_limit_of_frames_since_the_last_one() -> None:
     restarts = WalRestarts()
-    wal = tmp_path / "x.db-wal"
-    assert restarts.due(wal_file(wal, b"first", 5000), 1000) is None  # first look
-    assert restarts.due(wal_file(wal, b"first", 900), 1000) is None  # under the limit
-    assert restarts.due(wal_file(wal, b"first", 5000), 1000) == 5000
-    # Started again by a writer (another process's restart, or SQLite's own): not forced.
-    assert restarts.due(wal_file(wal, b"second", 5000), 1000) is None
-    assert restarts.due(str(tmp_path / "none-wal"), 1000) is None  # no WAL at all
+    assert not restarts.due((0, 100, 100), 1000, 150_000)  # 100 frames of 1000 bytes
+    assert restarts.due((0, 200, 200), 1000, 150_000)
+    assert restarts.due((0, 200, 120), 1000, 150_000)  # the others' frames not copied yet
+    restarts.tried((0, 210, 210))
+    assert restarts.due((0, 160, 160), 1000, 150_000)  # past it again: forced again
 
 
-def test_a_reader_in_the_way_doubles_the_wait_and_a_busy_checkpointer_does_not(
-    tmp_path: Path,
-) -> None:
+def test_a_reader_in_the_way_doubles_the_wait_until_a_checkpoint_copies_everything() -> None:
     restarts = WalRestarts()
-    wal = tmp_path / "x.db-wal"
-    restarts.due(wal_file(wal, b"h", 1500), 1000)
-    assert restarts.due(str(wal), 1000) == 1500
-    restarts.tried((1, 40, 10))  # a reader kept it from ending: wait until it doubled
-    assert restarts.due(wal_file(wal, b"h", 3000), 1000) is None
-    assert restarts.due(wal_file(wal, b"h", 3100), 1000) == 3100
-    restarts.tried(None)  # locked past its wait
-    assert restarts.due(wal_file(wal, b"h", 6000), 1000) is None
-    assert restarts.due(wal_file(wal, b"h", 6300), 1000) == 6300
+    assert restarts.due((0, 200, 50), 1000, 150_000)
+    restarts.tried((1, 220, 50))  # a reader kept it from ending: wait until it doubled
+    assert not restarts.due((0, 400, 50), 1000, 150_000)
+    assert restarts.due((0, 401, 50), 1000, 150_000)
+    restarts.tried(None)  # locked past its wait: 802 now
+    assert not restarts.due((0, 800, 50), 1000, 150_000)
+    # A checkpoint copied every frame: the reader has gone, the next try at once.
+    assert restarts.due((0, 810, 810), 1000, 150_000)
     restarts.tried((1, -1, -1))  # another process's checkpoint was running: no doubling
-    assert restarts.due(wal_file(wal, b"h", 6400), 1000) == 6400
-    restarts.tried((0, 50, 50))
-    assert restarts.due(wal_file(wal, b"h", 1500), 1000) == 1500  # back to the limit
+    assert restarts.due((0, 820, 300), 1000, 150_000)
+    restarts.tried((0, 830, 830))
+    assert restarts.due((0, 160, 100), 1000, 150_000)
 
 
 def test_a_held_reader_costs_a_few_forced_tries_and_the_wal_is_cut_after_it(
@@ -184,7 +172,7 @@ def test_a_failing_checkpoint_never_fails_the_batch_it_follows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     storage = open_storage(str(tmp_path / "fault.db"))
-    monkeypatch.setattr(storage._restarts, "due", lambda path, limit: 1 << 30)  # type: ignore[attr-defined]
+    monkeypatch.setattr(storage._restarts, "due", lambda passive, frame, limit: True)  # type: ignore[attr-defined]
 
     def out_of_files(wait: float, mode: str) -> None:
         raise RuntimeError("cannot open the SQLite database: unable to open database file")

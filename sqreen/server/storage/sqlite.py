@@ -89,6 +89,7 @@ class SQLiteStorage(SqlStorage):
         self._commits = 0
         self._checkpointing = threading.Lock()
         self._restarts = WalRestarts()
+        self._frame_bytes = 24 + PAGE_SIZE
         self._pool_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._latest_places = LatestPlaces()
@@ -106,6 +107,8 @@ class SQLiteStorage(SqlStorage):
                 lock = lock_name(path, "-writer.lock")
                 self._process_lock = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
             self.migrate() if upgrade else self.check_schema()
+            # A WAL frame: a page and its 24-byte header (a database keeps its page size).
+            self._frame_bytes = 24 + self._writer.execute("PRAGMA page_size").fetchone()[0]
         except sqlite3.DatabaseError as exc:  # "file is not a database", a locked file...
             self.close()
             raise RuntimeError(f"cannot use {path!r} as a SQLite database: {exc}") from None
@@ -260,24 +263,21 @@ class SQLiteStorage(SqlStorage):
             return
         try:
             try:
-                self._read("PRAGMA wal_checkpoint(PASSIVE)")
+                (passive, *_) = self._read("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.OperationalError:  # another process is checkpointing: it does the job
                 return
-            size = self._restarts.due(self.path + "-wal", WAL_LIMIT)
-            if size is not None:
-                self._restart_wal(size)
+            if self._restarts.due(passive, self._frame_bytes, WAL_LIMIT):
+                self._restart_wal()
         except Exception:  # the batch is committed: its reply must not say otherwise
             logger.warning("sqreen: WAL checkpoint failed; the next one tries again", exc_info=True)
         finally:
             self._checkpointing.release()
 
-    def _restart_wal(self, size: int) -> None:
+    def _restart_wal(self) -> None:
         """Start the WAL again from its first frame, every writer held off meanwhile (the
-        in-process lock, then the ``flock``: :meth:`_transaction`'s order): see :mod:`._wal`.
-        A WAL a reader let grow past four times :data:`WAL_LIMIT` is cut at once."""
-        mode = "TRUNCATE" if size > 4 * WAL_LIMIT else "RESTART"
+        in-process lock, then the ``flock``: :meth:`_transaction`'s order): see :mod:`._wal`."""
         with self._write_lock, self._between_processes():
-            outcome = self._checkpoint_alone(RESTART_WAIT, mode)
+            outcome = self._checkpoint_alone(RESTART_WAIT, "RESTART")
         self._restarts.tried(outcome)
 
     def purge_older_than(self, days: float) -> int:
