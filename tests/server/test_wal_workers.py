@@ -117,6 +117,9 @@ def test_a_reader_in_the_way_doubles_the_wait_until_a_checkpoint_copies_everythi
     assert restarts.due((0, 401, 50), 1000, 150_000)
     restarts.tried(None)  # locked past its wait: 802 now
     assert not restarts.due((0, 800, 50), 1000, 150_000)
+    # Another process's checkpoint was running: no news of the reader, who is still there.
+    assert not restarts.due((1, -1, -1), 1000, 150_000)
+    assert not restarts.due((0, 800, 50), 1000, 150_000)
     # A checkpoint copied every frame: the reader has gone, the next try at once.
     assert restarts.due((0, 810, 810), 1000, 150_000)
     restarts.tried((1, -1, -1))  # another process's checkpoint was running: no doubling

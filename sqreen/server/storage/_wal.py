@@ -39,6 +39,8 @@ class WalRestarts:
         """After a PASSIVE checkpoint that reported ``passive`` (busy, frames, copied):
         whether the WAL is to be started again by force now."""
         _, frames, copied = passive
+        if frames < 0:  # (1, -1, -1): another process's checkpoint was running: says nothing
+            return False
         if copied >= frames:  # nothing pins the frames: a reader in the way has gone
             self._after = 0
         if frames * frame_bytes <= limit or frames <= self._after:

@@ -264,7 +264,7 @@ class SQLiteStorage(SqlStorage):
         try:
             try:
                 (passive, *_) = self._read("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.OperationalError:  # another process is checkpointing: it does the job
+            except sqlite3.OperationalError:  # the database locked: the next checkpoint
                 return
             if self._restarts.due(passive, self._frame_bytes, WAL_LIMIT):
                 self._restart_wal()
