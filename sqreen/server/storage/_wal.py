@@ -6,7 +6,7 @@ frame and while no reader uses it. In one process that happens by itself after m
 checkpoints. With several writing processes (``sqreen serve --workers N``) one process's
 checkpoint runs while another writes, so it never does: under steady ingest the WAL grew
 without end (3 GB in 35 s of two workers), every commit appending to it and every read
-searching its index, ingest at half its speed.
+searching its index (7 700 events/s against 17 200 with it bounded, in one run).
 
 :class:`WalRestarts` decides from what each PASSIVE checkpoint reports, ``(busy, frames,
 copied)``, where ``frames`` counts the frames written since the WAL last started again:
