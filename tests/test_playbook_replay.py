@@ -164,9 +164,9 @@ def test_attackers_are_refused_soon_after_crossing_and_nobody_else_ever(
     port = stack["ports"]
     legit = {f"user{i}": (f"203.0.113.{10 + i}", f"pw-{i}") for i in range(6)}
     statuses: dict[str, list[int]] = {ip: [] for ip, _ in legit.values()}
-    for name, (ip, pw) in legit.items():
-        statuses[ip].append(_post(port, "/signup", ip, name, pw)[0])
-    assert all(s == [201] for s in statuses.values())
+    for name, (ip, pw) in legit.items():  # every app knows every user, as one database would
+        statuses[ip] += [_post([app], "/signup", ip, name, pw)[0] for app in port]
+    assert all(s == [201] * len(port) for s in statuses.values())
 
     attackers = {
         "198.51.100.10": [("user0", f"guess{n}") for n in range(40)],  # brute force
@@ -197,8 +197,10 @@ def test_attackers_are_refused_soon_after_crossing_and_nobody_else_ever(
         ip, pw = legit[name]
         if rounds % 4 == 0:
             statuses[ip].append(_post(port, "/login", ip, name, "typo")[0])
+            assert statuses[ip][-1] == 401
             failed_logins[name] = failed_logins.get(name, 0) + 1
         statuses[ip].append(_post(port, "/login", ip, name, pw)[0])
+        assert statuses[ip][-1] == 200, statuses
         rounds += 1
         time.sleep(0.05)
     assert set(refused_at) == set(attackers), (failures, refused_at)
@@ -211,19 +213,25 @@ def test_attackers_are_refused_soon_after_crossing_and_nobody_else_ever(
     assert all(delay < 10.0 for delay in delays.values()), delays
     assert all(403 not in s for s in statuses.values()), statuses  # nobody else, ever
 
-    # The brute force and the spray both fail user0's logins: when the blocks take a few
-    # rounds to arrive (a loaded machine), user0 reaches brute-force-account's 10 failures,
-    # and that alert (an alert only, no block) is then due, once. The last failures may
-    # still be on their way from the SDKs: the alerts are read until they are all in.
-    targeted = [
-        json.dumps({"username": u}, separators=(",", ":"))
-        for u, n in failed_logins.items()
-        if n >= 10
-    ]
+    # The brute force, the spray and the typos all fail user0's logins: when the blocks take
+    # a few rounds to arrive (a loaded machine), user0 reaches brute-force-account's 10
+    # failures, and that alert (an alert only, no block) is then due, once a ten. user0's
+    # next good login may then also be an account-takeover alert: whether the failures are
+    # stored before it depends on which SDK flushes first, so it is allowed, not expected,
+    # and only for an account that did fail 10 times. The last failures may still be on
+    # their way from the SDKs: the alerts are read until they are all in.
+    def key(user: str) -> str:
+        return json.dumps({"username": user}, separators=(",", ":"))
+
     expected = sorted(
         [("brute-force-ip", ip) for ip in attackers]
-        + [("brute-force-account", key) for key in targeted]
+        + [
+            ("brute-force-account", key(u))
+            for u, n in failed_logins.items()
+            for _ in range(n // 10)
+        ]
     )
+    targeted = {key(u) for u, n in failed_logins.items() if n >= 10}
     read: dict[str, Any] = {}
 
     def all_in() -> bool:
@@ -232,12 +240,15 @@ def test_attackers_are_refused_soon_after_crossing_and_nobody_else_ever(
             read["alerts"], read["blocks"] = storage.list_alerts(limit=100), storage.list_blocks()
         finally:
             storage.close()
-        read["fired"] = sorted((a.playbook, a.group_key) for a in read["alerts"])
+        fired = sorted((a.playbook, a.group_key) for a in read["alerts"])
+        read["takeovers"] = [k for playbook, k in fired if playbook == "account-takeover"]
+        read["fired"] = [f for f in fired if f[0] != "account-takeover"]
         return bool(read["fired"] == expected)
 
     wait_until(all_in, 15)
     fired, blocks = read["fired"], read["blocks"]
     assert fired == expected, failed_logins  # each once
+    assert set(read["takeovers"]) <= targeted, (read["takeovers"], failed_logins)
     assert sorted(b.ip or "" for b in blocks) == sorted(f"{ip}/32" for ip in attackers)
     assert {b.created_by for b in blocks} == {"playbook:brute-force-ip"}
 
