@@ -269,7 +269,7 @@ class Logged(Layout):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--mix", choices=["attack", "typical"], default="attack")
+    parser.add_argument("--mix", choices=["attack", "typical", "storm"], default="attack")
     parser.add_argument("--rate", type=float, default=5000.0, help="events a second")
     parser.add_argument("--buckets", default="1,4,16,64", help="bucket sizes, seconds")
     parser.add_argument("--pages", default="", help="also the schema's key with these page sizes")

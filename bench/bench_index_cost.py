@@ -90,7 +90,7 @@ def prepared(total: int, mix: str, tmp: str) -> list[tuple[list[Any], int, list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=60_000)
-    parser.add_argument("--mix", choices=["attack", "typical"], default="typical")
+    parser.add_argument("--mix", choices=["attack", "typical", "storm"], default="typical")
     args = parser.parse_args()
     columns = ", ".join(("seq", *EVENT_COLUMNS))
     width = len(EVENT_COLUMNS) + 1

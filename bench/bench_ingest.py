@@ -84,11 +84,15 @@ BATCH = 500
 
 
 #: ``--mix typical``: of every 100 events, what each is (an app's own events most of the
-#: time; logins, mostly good; a few sign-ups). Attack traffic (``--mix attack``) is all login
-#: failures, which five of the six templates read.
+#: time; logins, mostly good; a few sign-ups), each user doing all of them in turn
+#: (:func:`user_of`). Attack traffic (``--mix attack``) is all login failures, which five of
+#: the six templates read. ``--mix storm``: the typical names, each user always doing the
+#: same one (event ``n`` from user ``n % USERS``, whose name is ``n % 100``'s): 400 accounts
+#: failing every login, 20 times each in 100 000 events, so that brute-force-account alerts
+#: on each of them twice (what ``typical`` meant before: see CHANGELOG).
 #: ``--intel split``'s third variant: IP intelligence without impossible travel.
 NO_TRAVEL: Final = "no-travel"
-#: Users the traffic's events come from (event ``n`` from user ``n % USERS``).
+#: Users the traffic's events come from (:func:`user_of`).
 USERS: Final = 5000
 TYPICAL: Final = (
     ["order.created"] * 20
@@ -107,8 +111,18 @@ def intel_label(intel: bool | str, geoip_db: str | None) -> str:
     return "on" + (" +mmdb" if geoip_db else "") + (" -travel" if intel == NO_TRAVEL else "")
 
 
+def user_of(n: int, mix: str = "typical") -> int:
+    """The user of event ``n``: under ``typical``, spread by a multiplicative hash, so that
+    each user does all of :data:`TYPICAL` in its proportions (``n % USERS`` gave each user
+    the same name every time, as 100 divides USERS: ``storm``); else ``n % USERS``."""
+    if mix == "typical":
+        return (n * 2654435761) % 2**32 % USERS
+    return n % USERS
+
+
 def event(n: int, run: str, mix: str = "attack", ip: str | None = None) -> dict[str, object]:
     name = "auth.login.failure" if mix == "attack" else TYPICAL[n % len(TYPICAL)]
+    user = user_of(n, mix)
     if ip is None:  # addresses that IP intelligence labels without a lookup
         ip = f"203.0.113.{n % 250}" if mix == "attack" else f"10.{n % 7}.{n % 113}.{n % 241}"
     return {
@@ -117,7 +131,7 @@ def event(n: int, run: str, mix: str = "attack", ip: str | None = None) -> dict[
         # Now: a playbook counts only events within its window.
         "timestamp": format_timestamp(time.time()),
         "properties": {"reason": "bad_password", "attempt": n % 7, "plan": "pro", "mfa": False},
-        "user": {"uid": str(n % USERS), "email": f"user{n % USERS}@example.com"},
+        "user": {"uid": str(user), "email": f"user{user}@example.com"},
         "target": None,
         "request": {
             "ip": ip,
@@ -125,7 +139,7 @@ def event(n: int, run: str, mix: str = "attack", ip: str | None = None) -> dict[
             "path": "/login",
             "route": "/login",
             "method": "POST",
-            "params": {"username": f"user{n % USERS}", "password": "[redacted]"},
+            "params": {"username": f"user{user}", "password": "[redacted]"},
             "body": None,
         },
     }
@@ -419,8 +433,8 @@ def run(
     warm, measured = (ips[:first], ips[first:]) if ips else (None, None)
     if args.addresses == "homes":  # each user always from the same public address
         homes = public_addresses(USERS, random.Random(8))
-        warm = [homes[n % USERS] for n in range(first)]
-        measured = [homes[n % USERS] for n in range(args.events)]
+        warm = [homes[user_of(n, args.mix)] for n in range(first)]
+        measured = [homes[user_of(n, args.mix)] for n in range(args.events)]
     bodies = bodies_for(args.events, f"{label}-{workers}-{os.getpid()}", args.mix, measured)
     warmup = bodies_for(BATCH * args.senders, f"warmup-{label}-{workers}", args.mix, warm)
     postmaster = postmaster_pid(db) if label == "postgresql" else None
@@ -563,10 +577,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--mix",
-        choices=["attack", "typical"],
+        choices=["attack", "typical", "storm"],
         default="attack",
         help="attack: every event a login failure (the playbooks' worst case); typical: an "
-        "app's events, logins and sign-ups (see TYPICAL)",
+        "app's events, logins and sign-ups (see TYPICAL); storm: the same names, each user "
+        "always doing one of them (400 accounts failing every login: an alert storm)",
     )
     parser.add_argument(
         "--addresses",

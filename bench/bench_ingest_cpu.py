@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--preload", type=int, default=0, help="also a database of N events")
     parser.add_argument("--against", metavar="REV", help="also REV's package (e.g. main)")
-    parser.add_argument("--mix", choices=["attack", "typical"], default="typical")
+    parser.add_argument("--mix", choices=["attack", "typical", "storm"], default="typical")
     parser.add_argument(
         "--group",
         type=int,

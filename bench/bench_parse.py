@@ -43,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--mix", choices=["attack", "typical"], default="typical")
+    parser.add_argument("--mix", choices=["attack", "typical", "storm"], default="typical")
     parser.add_argument(
         "--spoil",
         action="store_true",

@@ -89,7 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--warmup", type=int, default=6, help="batches not counted")
-    parser.add_argument("--mix", choices=["attack", "typical"], default="attack")
+    parser.add_argument("--mix", choices=["attack", "typical", "storm"], default="attack")
     parser.add_argument("--dsn", help="a PostgreSQL cluster of yours (default: a throwaway one)")
     args = parser.parse_args()
     import psycopg

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_enrich import dense_city_file, public_addresses  # noqa: E402
-from bench_ingest import BATCH, envelopes  # noqa: E402
+from bench_ingest import BATCH, USERS, envelopes, user_of  # noqa: E402
 from revisions import getter, load_revision  # noqa: E402
 
 STAGES = ("parse", "enrich", "store")
@@ -63,8 +63,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         mmdb = str(dense_city_file(Path(tmp) / "city.mmdb", random.Random(16)))
-        homes = public_addresses(5000, random.Random(8))
-        ips = [homes[n % 5000] for n in range(args.events)]
+        homes = public_addresses(USERS, random.Random(8))
+        ips = [homes[user_of(n)] for n in range(args.events)]
         bodies = [
             json.dumps(e, separators=(",", ":")).encode()
             for e in envelopes(args.events, "travel", "typical", ips)
