@@ -438,7 +438,8 @@ def run(
     bodies = bodies_for(args.events, f"{label}-{workers}-{os.getpid()}", args.mix, measured)
     warmup = bodies_for(BATCH * args.senders, f"warmup-{label}-{workers}", args.mix, warm)
     postmaster = postmaster_pid(db) if label == "postgresql" else None
-    # This tree's collector says how many bodies each turn stored together (/metrics).
+    # This tree's collector says how many bodies each turn stored together, and how long
+    # its writers held SQLite's write lock (/metrics).
     scrape = new_token() if code[1] == ROOT else None
     extra = ["--metrics-token", scrape] if scrape else []
     if not intel:
@@ -454,12 +455,12 @@ def run(
     ):
         send_all(endpoint, token, warmup, args.senders)
         pg = sum(tree_cpu(postmaster).values()) if postmaster else 0.0
-        turns = group_turns(endpoint, scrape)
+        turns = ingest_counters(endpoint, scrape)
         before, busy, mine = tree_cpu(pid), machine_busy(), time.process_time()
         elapsed = send_all(endpoint, token, bodies, args.senders)
         after, busy, mine = tree_cpu(pid), machine_busy() - busy, time.process_time() - mine
         pg = sum(tree_cpu(postmaster).values()) - pg if postmaster else 0.0
-        turns = [b - a for a, b in zip(turns, group_turns(endpoint, scrape), strict=True)]
+        turns = [b - a for a, b in zip(turns, ingest_counters(endpoint, scrape), strict=True)]
     per_process = {p: after[p] - before.get(p, 0.0) for p in after}
     cpu = sum(per_process.values())
     storage = open_storage(db)
@@ -487,28 +488,37 @@ def run(
         "senders CPU s": f"{mine:.1f}",
         "other CPU s": f"{max(0.0, busy - cpu - pg - mine):.1f}",
         "bodies a turn": f"{turns[1] / turns[0]:.2f}" if turns[0] else "-",
+        # The share of the time SQLite's write lock was held (every worker's turns): near
+        # 100 %, writes take turns all the time, and another worker adds nothing.
+        "write lock held": f"{turns[2] / elapsed:.0%}" if turns[0] and label == "sqlite" else "-",
         "derived": derived,
     }
 
 
-def group_turns(endpoint: str, token: str | None) -> list[float]:
+#: What :func:`ingest_counters` reads, in its order.
+COUNTERS: Final = (
+    "sqreen_ingest_group_bodies_count",
+    "sqreen_ingest_group_bodies_sum",
+    'sqreen_storage_write_lock_seconds_total{phase="held"}',
+)
+
+
+def ingest_counters(endpoint: str, token: str | None) -> list[float]:
     """[turns, bodies] of the collector's ingest slot so far (``sqreen_ingest_group_bodies``
-    on ``/metrics``, all workers); [0, 0] without a metrics token (another tree's)."""
+    on ``/metrics``, all workers) and the seconds SQLite's write lock was held; zeros
+    without a metrics token (another tree's)."""
     if token is None:
-        return [0.0, 0.0]
+        return [0.0] * len(COUNTERS)
     reply = httpx.get(
         endpoint + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
     reply.raise_for_status()
     found = {}
     for line in reply.text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in ("sqreen_ingest_group_bodies_count", "sqreen_ingest_group_bodies_sum"):
+        name, _, value = line.rpartition(" ")
+        if name in COUNTERS:
             found[name] = float(value)
-    return [
-        found.get("sqreen_ingest_group_bodies_count", 0.0),
-        found.get("sqreen_ingest_group_bodies_sum", 0.0),
-    ]
+    return [found.get(name, 0.0) for name in COUNTERS]
 
 
 def exported(rev: str, into: Path) -> Path:

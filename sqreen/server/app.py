@@ -58,12 +58,14 @@ from .metrics import (
     count_late,
     count_rejected,
     declare_playbooks,
+    observe_write_lock,
     worker_stopped,
 )
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
 from .probes import PROBE_ROUTES
 from .storage import AGENT_TTL, Storage
+from .storage.sqlite import SQLiteStorage
 from .unavailable import unavailable_handlers
 
 if TYPE_CHECKING:  # imported by `sqreen serve --export` only (protobuf's import is not free)
@@ -164,6 +166,9 @@ def create_app(
     ingest path (:mod:`.export.forwarder`). ``GET /metrics`` takes an admin key, or
     ``metrics_token``."""
     blocks = BlockService(storage, max_blocks)
+    if isinstance(storage, SQLiteStorage):  # the one back end with a database-wide lock
+        storage.on_write_lock = observe_write_lock
+        observe_write_lock(0.0, 0.0)  # its series served from the start, at 0
     if enrichers is None:
         if ip_intel is None:
             ip_intel = IpIntel(reputation=Reputation(storage))

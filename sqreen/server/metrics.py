@@ -64,6 +64,7 @@ __all__ = [
     "multiprocess_dir",
     "observe_batch",
     "observe_group",
+    "observe_write_lock",
     "worker_stopped",
 ]
 
@@ -95,6 +96,13 @@ INGEST_GROUPS: Final = Histogram(
     "Turns of a process's ingest slot, by the event bodies they stored in one transaction "
     "(those that waited while the turn before ran).",
     buckets=(1, 2, 3, 4, 6, 8),
+)
+WRITE_LOCK: Final = Counter(
+    "sqreen_storage_write_lock_seconds",
+    "SQLite: seconds this collector's writers spent waiting for the database's write lock "
+    "(waited) and holding it (held). Every writer of the file takes turns there: a rate of "
+    "held near 1 means it is never free, and more --workers add no throughput.",
+    ["phase"],
 )
 REFUSED: Final = Counter(
     "sqreen_requests_refused",
@@ -144,6 +152,12 @@ def count_rejected(reasons: Sequence[str]) -> None:
     """Count the events a batch left out, by their rule (``InvalidEvent.rule``)."""
     for reason, n in Tally(r if _RULE.fullmatch(r) else "other" for r in reasons).items():
         EVENTS_REJECTED.labels(reason).inc(n)
+
+
+def observe_write_lock(waited: float, held: float) -> None:
+    """Count a hold of SQLite's write lock: ``waited`` seconds for it, ``held`` with it."""
+    WRITE_LOCK.labels("waited").inc(waited)
+    WRITE_LOCK.labels("held").inc(held)
 
 
 def observe_group(bodies: int) -> None:

@@ -15,7 +15,8 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final
 
@@ -80,6 +81,11 @@ LOG_CATCH_UP: Final = 64
 class SQLiteStorage(SqlStorage):
     MIGRATIONS = migrations("sqlite")
     _places_union = False  # each seek its own statement, kept compiled (storage/_places.py)
+    #: Told, after each hold of the database's write lock (:meth:`_writing`), the seconds
+    #: spent waiting for it and holding it (``sqreen serve``: the metrics). Every process
+    #: and thread writing to one file takes turns there: with ``--workers N``, held time
+    #: near the wall clock's means more workers add no throughput.
+    on_write_lock: Callable[[float, float], None] | None = None
 
     def __init__(self, path: str, *, clock: Clock = utc_now, upgrade: bool = True) -> None:
         super().__init__(clock)
@@ -232,7 +238,7 @@ class SQLiteStorage(SqlStorage):
 
     @contextmanager
     def _transaction(self, weight: int) -> Iterator[Cursor]:
-        with self._write_lock, self._between_processes():
+        with self._writing():
             cur = self._writer.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
@@ -276,7 +282,7 @@ class SQLiteStorage(SqlStorage):
     def _restart_wal(self) -> None:
         """Start the WAL again from its first frame, every writer held off meanwhile (the
         in-process lock, then the ``flock``: :meth:`_transaction`'s order): see :mod:`._wal`."""
-        with self._write_lock, self._between_processes():
+        with self._writing():
             outcome = self._checkpoint_alone(RESTART_WAIT, "RESTART")
         self._restarts.tried(outcome)
 
@@ -296,7 +302,7 @@ class SQLiteStorage(SqlStorage):
         """``VACUUM``: the database written again without its free pages (those of purged
         rows), under the write lock, which every writer (ingest too) waits for meanwhile;
         then the WAL, which held the whole copy, cut to nothing."""
-        with self._write_lock, self._between_processes():
+        with self._writing():
             self._writer.execute("VACUUM")
         if self.path not in ("", ":memory:"):
             self._truncate_wal(BUSY_TIMEOUT)
@@ -320,6 +326,21 @@ class SQLiteStorage(SqlStorage):
         finally:
             conn.close()
         return (int(outcome[0]), int(outcome[1]), int(outcome[2]))
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the write lock: the in-process lock, then the ``flock`` (every writer takes
+        them in that order); then tell :attr:`on_write_lock` how long it waited and held."""
+        asked = time.perf_counter()
+        got = None
+        try:
+            with self._write_lock, self._between_processes():
+                got = time.perf_counter()
+                yield
+        finally:
+            observe = self.on_write_lock
+            if observe is not None and got is not None:
+                observe(got - asked, time.perf_counter() - got)
 
     @contextmanager
     def _between_processes(self) -> Iterator[None]:

@@ -1,0 +1,86 @@
+"""SQLite's write lock, timed: every writer tells ``on_write_lock`` how long it waited for
+the lock and held it (``sqreen_storage_write_lock_seconds``), whatever its transaction did.
+
+Two storages on one file stand for two ``serve --workers`` processes: each opens its own
+``flock`` description, so they queue for each other as processes do. ``/proc/locks`` says
+when the second one is queued, so the test knows it waits without sleeping on a guess.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sqreen.server.storage import open_storage
+from sqreen.server.storage._serve_lock import lock_name
+from sqreen.server.storage.sqlite import SQLiteStorage
+from tests.server.conftest import wait_for
+
+HELD = 0.05  # how long the first writer keeps the lock once the second queues for it
+
+
+def _open(path: Path) -> SQLiteStorage:
+    storage = open_storage(str(path))
+    assert isinstance(storage, SQLiteStorage)
+    return storage
+
+
+def _queued_on(lock_file: str) -> bool:
+    """Whether a process or description waits for the ``flock`` of ``lock_file``."""
+    inode = os.stat(lock_file).st_ino
+    with open("/proc/locks") as locks:
+        return any("->" in line and f":{inode} " in line for line in locks)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="Linux's /proc/locks")
+def test_a_writer_queued_behind_another_reports_its_wait_and_the_other_its_hold(
+    tmp_path: Path,
+) -> None:
+    first, second = _open(tmp_path / "a.db"), _open(tmp_path / "a.db")
+    told: dict[str, list[tuple[float, float]]] = {"first": [], "second": []}
+    first.on_write_lock = lambda waited, held: told["first"].append((waited, held))
+    second.on_write_lock = lambda waited, held: told["second"].append((waited, held))
+    done = threading.Event()
+    try:
+        with first._writing():
+            writer = threading.Thread(target=lambda: (second.set_setting("k", "v"), done.set()))
+            writer.start()
+            wait_for(lambda: _queued_on(lock_name(str(tmp_path / "a.db"), "-writer.lock")))
+            queued = time.perf_counter()
+            while time.perf_counter() - queued < HELD:  # the lock kept past the queueing
+                assert not done.is_set()
+                time.sleep(0.005)
+        writer.join(10)
+        assert done.is_set()
+        assert second.get_setting("k") == "v"
+    finally:
+        first.close()
+        second.close()
+    [(first_waited, first_held)] = told["first"]
+    assert first_waited < HELD and first_held >= HELD
+    # The second writer took its turn once, after waiting at least as long as the first
+    # kept the lock once it queued (it may take turns again for its own checkpoints: none
+    # for one setting).
+    [(second_waited, second_held)] = told["second"]
+    assert second_waited >= HELD
+    assert 0 < second_held < second_waited
+
+
+def test_a_failed_transaction_is_timed_too_and_no_observer_costs_nothing(tmp_path: Path) -> None:
+    storage = _open(tmp_path / "b.db")
+    told: list[tuple[float, float]] = []
+    try:
+        with pytest.raises(ZeroDivisionError), storage._transaction(1):
+            1 / 0  # noqa: B018 (the failure inside the transaction)
+        storage.on_write_lock = lambda waited, held: told.append((waited, held))
+        with pytest.raises(ZeroDivisionError), storage._transaction(1):
+            1 / 0  # noqa: B018
+        assert len(told) == 1 and told[0][0] >= 0 and told[0][1] > 0
+        storage.set_setting("k", "v")  # the lock is free again, and still timed
+        assert len(told) == 2
+    finally:
+        storage.close()
