@@ -166,7 +166,8 @@ def test_two_workers_report_exactly_the_traffic_sent(
     assert samples["sqreen_export_lag_records", (("kind", "event"),)] >= BATCHES * PER_BATCH + 3
     assert samples["sqreen_export_lag_records", (("kind", "alert"),)] == 1
     # SQLite's write lock: both workers' turns summed (their files), held for every write.
-    lock = {k[1]: v for k, v in samples.items() if k[0] == "sqreen_storage_write_lock_seconds_total"}
+    name = "sqreen_storage_write_lock_seconds_total"
+    lock = {k[1]: v for k, v in samples.items() if k[0] == name}
     assert set(lock) == {(("phase", "held"),), (("phase", "waited"),)}
     assert 0 < lock[(("phase", "held"),)] < 60
     assert lock[(("phase", "waited"),)] >= 0
