@@ -46,7 +46,7 @@ def test_a_writer_queued_behind_another_reports_its_wait_and_the_other_its_hold(
     second.on_write_lock = lambda waited, held: told["second"].append((waited, held))
     done = threading.Event()
     try:
-        with first._writing():
+        with first._lock.held():
             writer = threading.Thread(target=lambda: (second.set_setting("k", "v"), done.set()))
             writer.start()
             wait_for(lambda: _queued_on(lock_name(str(tmp_path / "a.db"), "-writer.lock")))
@@ -84,3 +84,26 @@ def test_a_failed_transaction_is_timed_too_and_no_observer_costs_nothing(tmp_pat
         assert len(told) == 2
     finally:
         storage.close()
+
+
+def test_an_observer_that_fails_is_dropped_and_the_write_stands(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = _open(tmp_path / "c.db")
+    calls: list[float] = []
+
+    def broken(waited: float, held: float) -> None:
+        calls.append(held)
+        raise OSError("no space left for the metrics' file")
+
+    storage.on_write_lock = broken
+    try:
+        storage.set_setting("k", "v")  # committed, and not an error for its caller
+        storage.set_setting("k", "w")
+        assert storage.get_setting("k") == "w"
+    finally:
+        storage.close()
+    assert len(calls) == 1 and storage.on_write_lock is None
+    assert ["sqreen: the write lock's observer failed; dropped"] == [
+        r.getMessage() for r in caplog.records if "observer" in r.getMessage()
+    ]

@@ -15,24 +15,18 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
-    fcntl = None  # type: ignore[assignment]
 
 from ._parts import placeholders
 from ._places import LatestPlaces
 from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import migrations
-from ._serve_lock import lock_name
 from ._sql import INSERT_CHUNK, Cursor, SqlStorage, logger
 from ._wal import WalRestarts
 from ._window_reads import WindowKey
+from ._write_lock import WriteLock
 from .model import Clock, utc_now
 
 __all__ = ["SQLiteStorage", "create_private"]
@@ -81,17 +75,12 @@ LOG_CATCH_UP: Final = 64
 class SQLiteStorage(SqlStorage):
     MIGRATIONS = migrations("sqlite")
     _places_union = False  # each seek its own statement, kept compiled (storage/_places.py)
-    #: Told, after each hold of the database's write lock (:meth:`_writing`), the seconds
-    #: spent waiting for it and holding it (``sqreen serve``: the metrics). Every process
-    #: and thread writing to one file takes turns there: with ``--workers N``, held time
-    #: near the wall clock's means more workers add no throughput.
-    on_write_lock: Callable[[float, float], None] | None = None
 
     def __init__(self, path: str, *, clock: Clock = utc_now, upgrade: bool = True) -> None:
         super().__init__(clock)
         self.path = path
-        self._write_lock = threading.Lock()
-        self._process_lock: int | None = None
+        self._lock = WriteLock()
+        self._write_lock = self._lock.thread
         self._commits = 0
         self._checkpointing = threading.Lock()
         self._restarts = WalRestarts()
@@ -109,9 +98,7 @@ class SQLiteStorage(SqlStorage):
             # Checkpoints copy the WAL into the database and fsync it: let writers not wait for
             # that (see _checkpoint).
             self._writer.execute("PRAGMA wal_autocheckpoint=0")
-            if fcntl is not None and path not in ("", ":memory:"):
-                lock = lock_name(path, "-writer.lock")
-                self._process_lock = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+            self._lock.open(path)
             self.migrate() if upgrade else self.check_schema()
             # A WAL frame: a page and its 24-byte header (a database keeps its page size).
             self._frame_bytes = 24 + self._writer.execute("PRAGMA page_size").fetchone()[0]
@@ -238,7 +225,7 @@ class SQLiteStorage(SqlStorage):
 
     @contextmanager
     def _transaction(self, weight: int) -> Iterator[Cursor]:
-        with self._writing():
+        with self._lock.held():
             cur = self._writer.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
@@ -282,7 +269,7 @@ class SQLiteStorage(SqlStorage):
     def _restart_wal(self) -> None:
         """Start the WAL again from its first frame, every writer held off meanwhile (the
         in-process lock, then the ``flock``: :meth:`_transaction`'s order): see :mod:`._wal`."""
-        with self._writing():
+        with self._lock.held():
             outcome = self._checkpoint_alone(RESTART_WAIT, "RESTART")
         self._restarts.tried(outcome)
 
@@ -302,7 +289,7 @@ class SQLiteStorage(SqlStorage):
         """``VACUUM``: the database written again without its free pages (those of purged
         rows), under the write lock, which every writer (ingest too) waits for meanwhile;
         then the WAL, which held the whole copy, cut to nothing."""
-        with self._writing():
+        with self._lock.held():
             self._writer.execute("VACUUM")
         if self.path not in ("", ":memory:"):
             self._truncate_wal(BUSY_TIMEOUT)
@@ -327,37 +314,15 @@ class SQLiteStorage(SqlStorage):
             conn.close()
         return (int(outcome[0]), int(outcome[1]), int(outcome[2]))
 
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Hold the write lock: the in-process lock, then the ``flock`` (every writer takes
-        them in that order); then tell :attr:`on_write_lock` how long it waited and held."""
-        asked = time.perf_counter()
-        got = None
-        try:
-            with self._write_lock, self._between_processes():
-                got = time.perf_counter()
-                yield
-        finally:
-            observe = self.on_write_lock
-            if observe is not None and got is not None:
-                observe(got - asked, time.perf_counter() - got)
+    @property
+    def on_write_lock(self) -> Callable[[float, float], None] | None:
+        """Told, after each hold of the database's write lock, the seconds spent waiting for
+        it and holding it (``sqreen serve``: the metrics; see :mod:`._write_lock`)."""
+        return self._lock.observer
 
-    @contextmanager
-    def _between_processes(self) -> Iterator[None]:
-        """Queue for the write lock across processes (``serve --workers``, the CLI).
-
-        ``BEGIN IMMEDIATE`` alone is correct, but a writer finding the database locked polls
-        it from SQLite's busy handler, sleeping 1, 2, 5, 10... ms in between: an ``flock`` on a
-        side file wakes the next writer as soon as the lock is free instead.
-        """
-        if self._process_lock is None or fcntl is None:
-            yield
-            return
-        fcntl.flock(self._process_lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._process_lock, fcntl.LOCK_UN)
+    @on_write_lock.setter
+    def on_write_lock(self, observer: Callable[[float, float], None] | None) -> None:
+        self._lock.observer = observer
 
     def _read_each(self, reads: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         # On the writer's connection, in one read transaction: its page cache holds what
@@ -406,9 +371,7 @@ class SQLiteStorage(SqlStorage):
             conn.close()
         with self._write_lock:
             self._writer.close()
-            if self._process_lock is not None:
-                os.close(self._process_lock)
-                self._process_lock = None
+            self._lock.close()
 
 
 def create_private(path: str) -> None:
