@@ -58,8 +58,8 @@ from .metrics import (
     count_late,
     count_rejected,
     declare_playbooks,
-    observe_write_lock,
     worker_stopped,
+    write_lock_observer,
 )
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
@@ -167,8 +167,7 @@ def create_app(
     ``metrics_token``."""
     blocks = BlockService(storage, max_blocks)
     if isinstance(storage, SQLiteStorage):  # the one back end with a database-wide lock
-        storage.on_write_lock = observe_write_lock
-        observe_write_lock(0.0, 0.0)  # its series served from the start, at 0
+        storage.on_write_lock = write_lock_observer()
     if enrichers is None:
         if ip_intel is None:
             ip_intel = IpIntel(reputation=Reputation(storage))

@@ -9,6 +9,7 @@ when the second one is queued, so the test knows it waits without sleeping on a 
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -29,11 +30,12 @@ def _open(path: Path) -> SQLiteStorage:
     return storage
 
 
-def _queued_on(lock_file: str) -> bool:
-    """Whether a process or description waits for the ``flock`` of ``lock_file``."""
+def _queued_on(lock_file: str, waiting: bool = True) -> bool:
+    """Whether a process or description waits for the ``flock`` of ``lock_file`` (or, not
+    ``waiting``, holds it)."""
     inode = os.stat(lock_file).st_ino
     with open("/proc/locks") as locks:
-        return any("->" in line and f":{inode} " in line for line in locks)
+        return any(("->" in line) is waiting and f":{inode} " in line for line in locks)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="Linux's /proc/locks")
@@ -86,7 +88,7 @@ def test_a_failed_transaction_is_timed_too_and_no_observer_costs_nothing(tmp_pat
         storage.close()
 
 
-def test_an_observer_that_fails_is_dropped_and_the_write_stands(
+def test_an_observer_that_fails_is_asked_again_said_once_and_the_write_stands(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     storage = _open(tmp_path / "c.db")
@@ -94,16 +96,49 @@ def test_an_observer_that_fails_is_dropped_and_the_write_stands(
 
     def broken(waited: float, held: float) -> None:
         calls.append(held)
-        raise OSError("no space left for the metrics' file")
+        if len(calls) < 3:
+            raise OSError("no space left for the metrics' file")
 
     storage.on_write_lock = broken
     try:
         storage.set_setting("k", "v")  # committed, and not an error for its caller
         storage.set_setting("k", "w")
-        assert storage.get_setting("k") == "w"
+        storage.set_setting("k", "x")  # the observer works again: still asked
+        assert storage.get_setting("k") == "x"
     finally:
         storage.close()
-    assert len(calls) == 1 and storage.on_write_lock is None
-    assert ["sqreen: the write lock's observer failed; dropped"] == [
-        r.getMessage() for r in caplog.records if "observer" in r.getMessage()
-    ]
+    assert len(calls) == 3 and storage.on_write_lock is broken
+    logged = [r.getMessage() for r in caplog.records if "observer" in r.getMessage()]
+    assert logged == ["sqreen: the write lock's observer failed (said once a minute)"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="Linux's /proc/locks")
+def test_a_truncate_checkpoint_holds_the_lock_so_a_writer_meanwhile_counts_a_wait(
+    tmp_path: Path,
+) -> None:
+    """A TRUNCATE blocks writers while it waits for a reader: they queue for the lock, and
+    say so as a wait (they counted a hold, spent polling SQLite's, before)."""
+    path = str(tmp_path / "d.db")
+    first, second = _open(tmp_path / "d.db"), _open(tmp_path / "d.db")
+    told: list[tuple[float, float]] = []
+    second.on_write_lock = lambda waited, held: told.append((waited, held))
+    reader = sqlite3.connect(path)
+    try:
+        first.set_setting("before", "the reader's snapshot")
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM settings").fetchone()
+        first.set_setting("after", "the reader's snapshot")  # a frame the reader keeps
+        truncating = threading.Thread(target=first._truncate_wal, args=(1.0,))
+        truncating.start()
+        wait_for(lambda: _queued_on(lock_name(path, "-writer.lock"), waiting=False))
+        writer = threading.Thread(target=second.set_setting, args=("k", "v"))
+        writer.start()
+        wait_for(lambda: _queued_on(lock_name(path, "-writer.lock")))
+        truncating.join(10)
+        writer.join(10)
+    finally:
+        reader.close()
+        first.close()
+        second.close()
+    [(waited, held)] = told
+    assert waited > held

@@ -10,6 +10,8 @@ free instead. Every writer takes the two in that order (:meth:`WriteLock.held`).
 Each hold tells :attr:`WriteLock.observer` how long it waited and held (``sqreen serve``:
 ``sqreen_storage_write_lock_seconds_total``): every writer of the file takes turns here, so
 with ``--workers N`` held time near the wall clock's means more workers add no throughput.
+A wait counts the time behind the thread lock alone too, which a few reads on the writer's
+connection take (impossible travel's, a few ms a batch) without being counted as held.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Final
 
 try:
     import fcntl
@@ -31,6 +34,8 @@ from ._serve_lock import lock_name
 __all__ = ["WriteLock"]
 
 logger = logging.getLogger("sqreen.server")
+#: Seconds between two logs of an observer's failures.
+LOG_EVERY: Final = 60.0
 
 
 class WriteLock:
@@ -41,8 +46,9 @@ class WriteLock:
     def __init__(self) -> None:
         self.thread = threading.Lock()
         self._fd: int | None = None
-        #: Told ``(waited, held)`` in seconds after each hold; dropped if it raises.
+        #: Told ``(waited, held)`` in seconds after each hold.
         self.observer: Callable[[float, float], None] | None = None
+        self._failed_at = -LOG_EVERY  # when an observer's failure was last logged
 
     def open(self, path: str) -> None:
         """Queue with other processes writing the database at ``path`` (a file: not
@@ -53,8 +59,9 @@ class WriteLock:
     @contextmanager
     def held(self) -> Iterator[None]:
         """Hold the lock: the thread lock, then the ``flock``; then tell :attr:`observer`
-        how long it waited and held. An observer that fails is logged and dropped: what
-        was written stays written, and the writer is not told otherwise."""
+        how long it waited and held. An observer that fails is logged (once a minute at
+        most) and asked again at the next hold: what was written stays written, and the
+        writer is not told otherwise."""
         asked = time.perf_counter()
         got = None
         try:
@@ -67,10 +74,13 @@ class WriteLock:
                 try:
                     observe(got - asked, time.perf_counter() - got)
                 except Exception:
-                    self.observer = None
-                    logger.warning(
-                        "sqreen: the write lock's observer failed; dropped", exc_info=True
-                    )
+                    now = time.monotonic()
+                    if now - self._failed_at >= LOG_EVERY:
+                        self._failed_at = now
+                        logger.warning(
+                            "sqreen: the write lock's observer failed (said once a minute)",
+                            exc_info=True,
+                        )
 
     @contextmanager
     def _between_processes(self) -> Iterator[None]:

@@ -297,8 +297,11 @@ class SQLiteStorage(SqlStorage):
 
     def _truncate_wal(self, wait: float) -> bool:
         """A TRUNCATE checkpoint (the WAL copied into the database, then cut to nothing),
-        waiting ``wait`` seconds at most for readers and writers; whether it was done."""
-        outcome = self._checkpoint_alone(wait, "TRUNCATE")
+        waiting ``wait`` seconds at most for readers; whether it was done. Under the write
+        lock: it blocks writers while it waits, who then queue for the lock (and count
+        their wait as such) rather than poll SQLite's."""
+        with self._lock.held():
+            outcome = self._checkpoint_alone(wait, "TRUNCATE")
         return outcome is not None and not outcome[0]
 
     def _checkpoint_alone(self, wait: float, mode: str) -> tuple[int, int, int] | None:
