@@ -33,9 +33,10 @@ def _open(path: Path) -> SQLiteStorage:
 def _queued_on(lock_file: str, waiting: bool = True) -> bool:
     """Whether a process or description waits for the ``flock`` of ``lock_file`` (or, not
     ``waiting``, holds it)."""
-    inode = os.stat(lock_file).st_ino
+    found = os.stat(lock_file)  # /proc/locks names a file as major:minor:inode
+    where = f" {os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino} "
     with open("/proc/locks") as locks:
-        return any(("->" in line) is waiting and f":{inode} " in line for line in locks)
+        return any(("->" in line) is waiting and where in line for line in locks)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="Linux's /proc/locks")
