@@ -13,10 +13,11 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from sqreen.server.storage import open_storage
+from sqreen.server.storage import _write_lock, open_storage
 from sqreen.server.storage._serve_lock import lock_name
 from sqreen.server.storage.sqlite import SQLiteStorage
 from tests.server.conftest import wait_for
@@ -39,10 +40,34 @@ def _queued_on(lock_file: str, waiting: bool = True) -> bool:
         return any(("->" in line) is waiting and where in line for line in locks)
 
 
+class Clock:
+    """The lock's ``perf_counter``, driven by the test: a microsecond a read (time moves on),
+    and :meth:`advance` for the time the test says passed."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._guard = threading.Lock()
+
+    def perf_counter(self) -> float:
+        with self._guard:
+            self.now += 1e-6
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._guard:
+            self.now += seconds
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="Linux's /proc/locks")
 def test_a_writer_queued_behind_another_reports_its_wait_and_the_other_its_hold(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    clock = Clock()
+    monkeypatch.setattr(
+        _write_lock,
+        "time",
+        SimpleNamespace(perf_counter=clock.perf_counter, monotonic=time.monotonic),
+    )
     first, second = _open(tmp_path / "a.db"), _open(tmp_path / "a.db")
     told: dict[str, list[tuple[float, float]]] = {"first": [], "second": []}
     first.on_write_lock = lambda waited, held: told["first"].append((waited, held))
@@ -53,10 +78,8 @@ def test_a_writer_queued_behind_another_reports_its_wait_and_the_other_its_hold(
             writer = threading.Thread(target=lambda: (second.set_setting("k", "v"), done.set()))
             writer.start()
             wait_for(lambda: _queued_on(lock_name(str(tmp_path / "a.db"), "-writer.lock")))
-            queued = time.perf_counter()
-            while time.perf_counter() - queued < HELD:  # the lock kept past the queueing
-                assert not done.is_set()
-                time.sleep(0.005)
+            assert not done.is_set()
+            clock.advance(HELD)  # the lock kept past the queueing
         writer.join(10)
         assert done.is_set()
         assert second.get_setting("k") == "v"

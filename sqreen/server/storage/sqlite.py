@@ -80,7 +80,6 @@ class SQLiteStorage(SqlStorage):
         super().__init__(clock)
         self.path = path
         self._lock = WriteLock()
-        self._write_lock = self._lock.thread
         self._commits = 0
         self._checkpointing = threading.Lock()
         self._restarts = WalRestarts()
@@ -333,7 +332,7 @@ class SQLiteStorage(SqlStorage):
         # connection commits (each seek then read its pages again from the WAL: a batch's
         # impossible-travel reads cost 23 µs a statement on a reader, 4-5 here, measured).
         # The write lock is held for them: a few ms a batch.
-        with self._write_lock:
+        with self._lock.thread:
             conn = self._writer
             conn.execute("BEGIN")
             try:
@@ -342,7 +341,7 @@ class SQLiteStorage(SqlStorage):
                 conn.execute("COMMIT")
 
     def _places_version(self) -> object:
-        with self._write_lock:
+        with self._lock.thread:
             return self._windows_version(self._writer.cursor())
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -372,7 +371,7 @@ class SQLiteStorage(SqlStorage):
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
-        with self._write_lock:
+        with self._lock.thread:
             self._writer.close()
             self._lock.close()
 
