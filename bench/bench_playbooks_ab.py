@@ -19,6 +19,11 @@ that a change's figures and REV's come from the same minutes of a noisy machine.
 ``hook/none`` that over the pipeline without: steadier than ``extra``, which is the
 difference of two totals.
 
+``--backend postgres`` runs the pipelines on PostgreSQL (a throwaway cluster as the tests
+start it, a fresh database each; ``--dsn`` for a cluster of yours): the hook's CPU there is
+the collector's; PostgreSQL's own work is the server's, left out of the figures (its wall
+time shows in ``--wall``).
+
 ``--group N`` gives each pipeline N bodies at a time, stored and evaluated together
 (``ingest_many``: one transaction, one evaluation of the playbooks), as a collector does
 with the bodies that waited while it stored others; each body gets an equal share of the
@@ -31,6 +36,7 @@ Run: ``.venv/bin/python bench/bench_playbooks_ab.py [--mix attack] [--events 500
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import json
 import logging
@@ -48,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_ingest import BATCH, event  # noqa: E402
+from bench_ingest import BATCH, event, postgres  # noqa: E402
 from revisions import getter, load_revision  # noqa: E402
 
 from sqreen.server.playbooks import TEMPLATES  # noqa: E402
@@ -136,92 +142,112 @@ def main() -> None:
         "(--workers 2) or another collector would (with its row of the windows' log, where "
         "the revision keeps one)",
     )
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--dsn", help="with --backend postgres: a cluster of yours")
+    parser.add_argument(
+        "--wall", action="store_true", help="also the wall time an event (waits for the server)"
+    )
     args = parser.parse_args()
+    if args.backend == "postgres" and args.other_writer:
+        parser.error("--other-writer is SQLite's (PostgreSQL's processes write side by side)")
     logging.getLogger("sqreen.server").setLevel(logging.ERROR)  # one line an alert
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "playbooks.toml"
-        path.write_text(TEMPLATES)
-        packages = {"now": "sqreen"}
-        if args.against:
-            packages[args.against] = load_revision(args.against, tmp)
-        pipes: list[tuple[str, Any]] = []
-        runners: dict[str, Any] = {}
-        for rev, package in packages.items():
-            for label, playbooks in (("none", None), ("templates", path)):
-                pipe, runner = pipeline(package, str(Path(tmp) / f"{rev}-{label}.db"), playbooks)
-                pipes.append((f"{rev} {label}", pipe))
-                if runner is not None:
-                    runners[rev] = runner
-        armed = runners["now"]
-        profile = cProfile.Profile() if args.profile else None
-        if profile is not None:  # the hook alone, as the pipeline calls it
-            name = hook_method(armed)
-            inner = getattr(armed, name)
+    with contextlib.ExitStack() as stack:
+        fresh = stack.enter_context(postgres(args.dsn)) if args.backend == "postgres" else None
+        if args.backend == "postgres" and fresh is None:
+            parser.error("--backend postgres: no PostgreSQL binaries found (make system-deps)")
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        run_all(args, tmp, fresh)
 
-            def profiled(*args: object) -> None:
-                profile.runcall(inner, *args)
 
-            setattr(armed, name, profiled)
-        costs: dict[str, list[float]] = {label: [] for label, _ in pipes}
-        # The hook's own CPU, each batch: the part of "templates" that "none" has not, and
-        # steadier than the difference of two pipelines' totals (a few % apart between two
-        # "none" of the same code, run to run).
-        hook_cpu: dict[str, float] = {rev: 0.0 for rev in runners}
-        hooks: dict[str, list[float]] = {rev: [] for rev in runners}
-        for rev, runner in runners.items():
-            name = hook_method(runner)
-            setattr(runner, name, timed(getattr(runner, name), hook_cpu, rev))
-        others = (
-            [
-                sqlite3.connect(str(Path(tmp) / f"{rev}-templates.db"), isolation_level=None)
-                for rev in packages
-            ]
-            if args.other_writer
-            else []
-        )
-        run = f"ab-{time.time_ns()}"
-        shuffle = random.Random(13).shuffle
-        every = bodies(args.events + args.warmup * BATCH, run, args.mix)
-        step = max(1, args.group)
-        for n in range(0, len(every), step):
-            chunk = every[n : n + step]
-            # Each batch (or group) through every pipeline, in an order drawn anew each time
-            # (seeded): which runs after which matters (one's garbage is collected in the
-            # next), and a fixed rotation of four put each pipeline after the same others.
-            for other in others:  # untimed: another process's write, in effect
-                now_us = time.time_ns() // 1000
-                other.execute("BEGIN IMMEDIATE")
+def run_all(args: argparse.Namespace, tmp: str, fresh: Any) -> None:
+    """The A/B of :func:`main`, its databases in ``tmp`` or made by ``fresh`` (PostgreSQL)."""
+    path = Path(tmp) / "playbooks.toml"
+    path.write_text(TEMPLATES)
+    packages = {"now": "sqreen"}
+    if args.against:
+        packages[args.against] = load_revision(args.against, tmp)
+    pipes: list[tuple[str, Any]] = []
+    runners: dict[str, Any] = {}
+    for rev, package in packages.items():
+        for label, playbooks in (("none", None), ("templates", path)):
+            db = str(Path(tmp) / f"{rev}-{label}.db") if fresh is None else fresh()
+            pipe, runner = pipeline(package, db, playbooks)
+            pipes.append((f"{rev} {label}", pipe))
+            if runner is not None:
+                runners[rev] = runner
+    armed = runners["now"]
+    profile = cProfile.Profile() if args.profile else None
+    if profile is not None:  # the hook alone, as the pipeline calls it
+        name = hook_method(armed)
+        inner = getattr(armed, name)
+
+        def profiled(*args: object) -> None:
+            profile.runcall(inner, *args)
+
+        setattr(armed, name, profiled)
+    costs: dict[str, list[float]] = {label: [] for label, _ in pipes}
+    walls: dict[str, list[float]] = {label: [] for label, _ in pipes}
+    # The hook's own CPU, each batch: the part of "templates" that "none" has not, and
+    # steadier than the difference of two pipelines' totals (a few % apart between two
+    # "none" of the same code, run to run).
+    hook_cpu: dict[str, float] = {rev: 0.0 for rev in runners}
+    hooks: dict[str, list[float]] = {rev: [] for rev in runners}
+    for rev, runner in runners.items():
+        name = hook_method(runner)
+        setattr(runner, name, timed(getattr(runner, name), hook_cpu, rev))
+    others = (
+        [
+            sqlite3.connect(str(Path(tmp) / f"{rev}-templates.db"), isolation_level=None)
+            for rev in packages
+        ]
+        if args.other_writer
+        else []
+    )
+    run = f"ab-{time.time_ns()}"
+    shuffle = random.Random(13).shuffle
+    every = bodies(args.events + args.warmup * BATCH, run, args.mix)
+    step = max(1, args.group)
+    for n in range(0, len(every), step):
+        chunk = every[n : n + step]
+        # Each batch (or group) through every pipeline, in an order drawn anew each time
+        # (seeded): which runs after which matters (one's garbage is collected in the
+        # next), and a fixed rotation of four put each pipeline after the same others.
+        for other in others:  # untimed: another process's write, in effect
+            now_us = time.time_ns() // 1000
+            other.execute("BEGIN IMMEDIATE")
+            other.execute(
+                f"INSERT INTO {hits_table(other)} (stream, key, ts, seq, value) "
+                "VALUES ('other-writer', ?, ?, ?, NULL)",
+                ("x", now_us, n),
+            )
+            if hits_table(other) == "window_hits":  # and its row, as a collector writes
                 other.execute(
-                    f"INSERT INTO {hits_table(other)} (stream, key, ts, seq, value) "
-                    "VALUES ('other-writer', ?, ?, ?, NULL)",
-                    ("x", now_us, n),
+                    "INSERT INTO window_writes (at, counts) VALUES (?, ?)",
+                    (now_us, '{"other-writer":["x",1]}'),
                 )
-                if hits_table(other) == "window_hits":  # and its row, as a collector writes
-                    other.execute(
-                        "INSERT INTO window_writes (at, counts) VALUES (?, ?)",
-                        (now_us, '{"other-writer":["x",1]}'),
-                    )
-                other.execute("COMMIT")
-            order = list(pipes)
-            shuffle(order)
-            counted = n >= args.warmup
-            for label, pipe in order:
-                start = time.thread_time()
-                many = getattr(pipe, "ingest_many", None) if step > 1 else None
-                if many is not None:  # stored together, as a busy collector stores them
-                    many([(body, 0) for body in chunk])
-                else:
-                    for body in chunk:
-                        pipe.ingest(body)
-                if counted:
-                    share = (time.thread_time() - start) / (BATCH * len(chunk)) * 1e6
-                    costs[label] += [share] * len(chunk)
-            for rev in runners:
-                if counted:
-                    hooks[rev] += [hook_cpu[rev] / (BATCH * len(chunk)) * 1e6] * len(chunk)
-                hook_cpu[rev] = 0.0
+            other.execute("COMMIT")
+        order = list(pipes)
+        shuffle(order)
+        counted = n >= args.warmup
+        for label, pipe in order:
+            start, began = time.thread_time(), time.perf_counter()
+            many = getattr(pipe, "ingest_many", None) if step > 1 else None
+            if many is not None:  # stored together, as a busy collector stores them
+                many([(body, 0) for body in chunk])
+            else:
+                for body in chunk:
+                    pipe.ingest(body)
+            if counted:
+                share = (time.thread_time() - start) / (BATCH * len(chunk)) * 1e6
+                costs[label] += [share] * len(chunk)
+                wall = (time.perf_counter() - began) / (BATCH * len(chunk)) * 1e6
+                walls[label] += [wall] * len(chunk)
+        for rev in runners:
+            if counted:
+                hooks[rev] += [hook_cpu[rev] / (BATCH * len(chunk)) * 1e6] * len(chunk)
+            hook_cpu[rev] = 0.0
     batches = len(costs["now none"])
-    print(f"\n--mix {args.mix}, {batches} batches of {BATCH} events, CPU µs/event:")
+    print(f"\n--mix {args.mix}, {args.backend}, {batches} batches of {BATCH} events, CPU µs/event:")
     head = ("none", 8), ("templates", 9), ("extra", 7), ("hook", 6), ("hook/none", 9)
     print(f"{'':>8}  {'':>6}  " + "  ".join(f"{h:>{w}}" for h, w in head))
     for label, cost in (("median", statistics.median), ("mean", statistics.fmean)):
@@ -232,6 +258,11 @@ def main() -> None:
                 f"{label:>8}  {rev:>6}  {a:>8.1f}  {b:>9.1f}  {(b / a - 1) * 100:>+6.1f}%"
                 f"  {h:>6.1f}  {h / a * 100:>+8.1f}%"
             )
+    if args.wall:
+        print(
+            "wall µs/event (medians): "
+            + ", ".join(f"{label} {statistics.median(w):.1f}" for label, w in walls.items())
+        )
     if profile is not None:
         pstats.Stats(profile).sort_stats(args.sort).print_stats(35)
         if args.callees:

@@ -32,7 +32,31 @@ def load_revision(rev: str, tmpdir: str) -> str:
     extract(rev, tmpdir)
     Path(tmpdir, "sqreen").rename(Path(tmpdir, NAME))
     sys.path.insert(0, tmpdir)
+    _tolerate_twin_metrics()
     return NAME
+
+
+def _tolerate_twin_metrics() -> None:
+    """Let the other revision's modules define their Prometheus metrics too: they register
+    under the names this tree's did (prometheus_client refuses a name twice), and are left
+    unregistered (a bench reads neither's)."""
+    try:
+        from prometheus_client import REGISTRY
+    except ImportError:  # the collector's extra is not installed: nothing registers
+        return
+    if getattr(REGISTRY.register, "tolerant", False):
+        return
+    register = REGISTRY.register
+
+    def tolerant(collector: Any) -> None:
+        try:
+            register(collector)
+        except ValueError as exc:  # DuplicateTimeseries (3.x: a ValueError)
+            if "Duplicated timeseries" not in str(exc):
+                raise
+
+    tolerant.tolerant = True  # type: ignore[attr-defined]
+    REGISTRY.register = tolerant  # type: ignore[method-assign]
 
 
 def getter(package: str) -> Callable[[str, str], Any]:

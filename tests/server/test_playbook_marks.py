@@ -201,10 +201,11 @@ def test_probes_past_the_columns_are_counted_alone(storage: Storage) -> None:
     writer = getattr(storage, "_writer", None)  # SQLite's connection: its statements traced
     if writer is not None:
         writer.set_trace_callback(seen.append)
+    arrays = storage._ARRAYS  # type: ignore[attr-defined]
     with storage._write() as cur:  # type: ignore[attr-defined]
         storage._insert_hits(cur, hits)  # type: ignore[attr-defined]
-        together = count_probes(cur, probes)
-        each = {p: count_probes(cur, [p])[p] for p in probes}
+        together = count_probes(cur, probes, arrays)
+        each = {p: count_probes(cur, [p], arrays)[p] for p in probes}
     assert together == each
     if writer is not None:  # each term of the probes counted alone reads the primary key
         writer.set_trace_callback(None)

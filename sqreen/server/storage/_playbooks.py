@@ -42,7 +42,23 @@ __all__ = ["WINDOW_CHUNK", "PlaybookQueries", "by_stream"]
 
 #: Hits a statement (five parameters each).
 HIT_CHUNK: Final = 2000
-INSERT_HIT: Final = "INSERT INTO window_hits (stream, key, ts, seq, value)"
+#: The columns the windows' transaction writes, each with its PostgreSQL type (a dialect
+#: that sends a column as one array parameter casts it: :meth:`PlaybookQueries._insert`).
+Columns = tuple[tuple[str, str], ...]
+HIT_COLUMNS: Final[Columns] = (
+    ("stream", "text"),
+    ("key", "text"),
+    ("ts", "int8"),
+    ("seq", "int8"),
+    ("value", "text"),
+)
+QUIET_COLUMNS: Final[Columns] = (("playbook", "text"), ("key", "text"), ("until_at", "int8"))
+MARK_COLUMNS: Final[Columns] = (
+    ("playbook", "text"),
+    ("key", "text"),
+    ("ts", "int8"),
+    ("seq", "int8"),
+)
 #: Old hits deleted a transaction at most (ingest writes between two).
 PURGE_CHUNK: Final = 20_000
 #: How long (µs) a process's rows of the windows' log keep their counts by key after it
@@ -76,6 +92,10 @@ class PlaybookQueries(AlertQueries):
     #: another connection commits now and then. Alone, a row says only that hits were added
     #: (a few bytes, where the counts of an attack's 500 keys cost 1 µs an event to write).
     _log_counts_until: int = 0
+    #: Whether the dialect takes a list as one array parameter (``?::text[]``: PostgreSQL),
+    #: for the keys a statement reads and the columns it inserts (see
+    #: :func:`~._window_reads.keys_in`).
+    _ARRAYS: bool = False
 
     def _windows_write(self) -> AbstractContextManager[Cursor]:
         """The transaction of :meth:`update_windows` (a dialect may count it apart)."""
@@ -86,9 +106,39 @@ class PlaybookQueries(AlertQueries):
         transaction is the only writer, as in SQLite)."""
 
     def _insert_hits(self, cur: Cursor, hits: Sequence[HitValues]) -> None:
-        """Store ``hits``, a multi-row statement a chunk (a dialect may do better)."""
-        insert_rows(
-            cur, INSERT_HIT, hits, " ON CONFLICT (stream, key, ts, seq) DO NOTHING", HIT_CHUNK
+        """Store ``hits`` (a dialect may do better than :meth:`_insert`)."""
+        self._insert(
+            cur,
+            "window_hits",
+            HIT_COLUMNS,
+            hits,
+            " ON CONFLICT (stream, key, ts, seq) DO NOTHING",
+            HIT_CHUNK,
+        )
+
+    def _insert(
+        self,
+        cur: Cursor,
+        table: str,
+        columns: Columns,
+        rows: Sequence[Sequence[object]],
+        tail: str,
+        chunk: int,
+    ) -> None:
+        """``INSERT INTO table (columns) ... tail`` of ``rows``: a multi-row statement a
+        ``chunk`` of them; where the dialect takes arrays (:attr:`_ARRAYS`), one statement
+        of one text whatever the rows, each column an array (see
+        :func:`~._window_reads.keys_in`)."""
+        if not rows:
+            return
+        names = ", ".join(name for name, _ in columns)
+        if not self._ARRAYS:
+            insert_rows(cur, f"INSERT INTO {table} ({names})", rows, tail, chunk)
+            return
+        arrays = ", ".join(f"?::{kind}[]" for _, kind in columns)
+        cur.execute(
+            f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}){tail}",
+            [list(column) for column in zip(*rows, strict=True)],
         )
 
     def _windows_version(self, cur: Cursor) -> object | None:
@@ -189,32 +239,35 @@ class PlaybookQueries(AlertQueries):
             # Every transaction has its row; its counts by key when given and worth it.
             by_key = added if now < self._log_counts_until else None
             logged = self._log_writes(cur, by_key, now)
-            counts = count_probes(cur, probes(fresh) if callable(probes) else probes)
+            arrays = self._ARRAYS
+            counts = count_probes(cur, probes(fresh) if callable(probes) else probes, arrays)
             if counted is not None:
                 counted(counts)
             candidates: dict[WindowKey, int] = {}
             for (stream, key, since, need, _), n in counts.items():
                 if n >= need:
                     candidates[(stream, key)] = min(since, candidates.get((stream, key), since))
-            quiet = quiet_times(cur, sorted({key for _, key in candidates}), now)
+            quiet = quiet_times(cur, sorted({key for _, key in candidates}), now, arrays)
             if wanted is not None:
                 candidates = {k: since for k, since in candidates.items() if wanted(k, quiet)}
             if marked is not None and candidates:
-                marked(read_marks(cur, sorted({key for _, key in candidates})))
+                marked(read_marks(cur, sorted({key for _, key in candidates}), arrays))
             write = decide(fetch_hits(cur, candidates), quiet)
             if any(alert.block is not None for alert in write.alerts):
                 # The lock a lift takes before it ends quiet rows: taken first, in one order.
                 self._lock_actions(cur)
-            insert_rows(
+            self._insert(
                 cur,
-                "INSERT INTO playbook_quiet (playbook, key, until_at)",
+                "playbook_quiet",
+                QUIET_COLUMNS,
                 [(p, key, until) for (p, key), until in sorted(write.quiet.items())],
                 " ON CONFLICT (playbook, key) DO UPDATE SET until_at = excluded.until_at",
                 WINDOW_CHUNK,
             )
-            insert_rows(
+            self._insert(
                 cur,
-                "INSERT INTO playbook_marks (playbook, key, ts, seq)",
+                "playbook_marks",
+                MARK_COLUMNS,
                 [(p, key, ts, seq) for (p, key), (ts, seq) in sorted(write.marks.items())],
                 " ON CONFLICT (playbook, key) DO UPDATE SET ts = excluded.ts, seq = excluded.seq"
                 " WHERE (excluded.ts, excluded.seq) > (playbook_marks.ts, playbook_marks.seq)",

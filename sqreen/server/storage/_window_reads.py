@@ -61,39 +61,63 @@ def padded(items: Sequence[T]) -> list[T]:
     return [*items, *[items[-1]] * (size - len(items))]
 
 
-def quiet_times(cur: Cursor, group_keys: Sequence[str], now: int) -> dict[QuietKey, int]:
+def keys_in(keys: Sequence[str], arrays: bool) -> tuple[str, list[Any]]:
+    """``key IN (?, ...)`` for ``keys`` (at most WINDOW_CHUNK) and its parameters, padded to
+    one of IN_SIZES (a handful of statement texts); with ``arrays`` (PostgreSQL),
+    ``key = ANY(?::text[])``: one text and one parameter for any number of keys. psycopg
+    splits a statement of more than 50 parameters into its placeholders again at each call,
+    in Python, and PostgreSQL parses and plans it again: most of the playbooks' CPU there
+    (bench/bench_playbooks_ab.py --backend postgres)."""
+    if arrays:
+        return "key = ANY(?::text[])", [list(keys)]
+    names = padded(keys)
+    return f"key IN ({', '.join('?' * len(names))})", names
+
+
+def quiet_times(
+    cur: Cursor, group_keys: Sequence[str], now: int, arrays: bool = False
+) -> dict[QuietKey, int]:
     """Until when each playbook is quiet for these group keys (those quiet now)."""
     rows = _of_keys(
         cur,
         "SELECT playbook, key, until_at FROM playbook_quiet WHERE until_at > ? AND",
         group_keys,
+        arrays,
         now,
     )
     return {(p, k): until for p, k, until in rows}
 
 
-def read_marks(cur: Cursor, group_keys: Sequence[str]) -> dict[QuietKey, MarkValues]:
+def read_marks(
+    cur: Cursor, group_keys: Sequence[str], arrays: bool = False
+) -> dict[QuietKey, MarkValues]:
     """The marks of alert playbooks on these group keys."""
-    rows = _of_keys(cur, "SELECT playbook, key, ts, seq FROM playbook_marks WHERE", group_keys)
+    rows = _of_keys(
+        cur, "SELECT playbook, key, ts, seq FROM playbook_marks WHERE", group_keys, arrays
+    )
     return {(p, k): (int(ts), int(seq)) for p, k, ts, seq in rows}
 
 
-def _of_keys(cur: Cursor, head: str, group_keys: Sequence[str], *before: object) -> list[Any]:
-    """The rows of ``head ... key IN (...)`` for these group keys, a chunk a statement
+def _of_keys(
+    cur: Cursor, head: str, group_keys: Sequence[str], arrays: bool, *before: object
+) -> list[Any]:
+    """The rows of ``head`` and :func:`keys_in` for these group keys, a chunk a statement
     (``before``: the parameters of ``head``)."""
     out: list[Any] = []
     for i in range(0, len(group_keys), WINDOW_CHUNK):
-        names = padded(group_keys[i : i + WINDOW_CHUNK])
-        sql = f"{head} key IN ({', '.join('?' * len(names))})"
-        out += cur.execute(sql, [*before, *names]).fetchall()
+        clause, params = keys_in(group_keys[i : i + WINDOW_CHUNK], arrays)
+        out += cur.execute(f"{head} {clause}", [*before, *params]).fetchall()
     return out
 
 
-def count_probes(cur: Cursor, probes: Sequence[ProbeValues]) -> dict[ProbeValues, int]:
+def count_probes(
+    cur: Cursor, probes: Sequence[ProbeValues], arrays: bool = False
+) -> dict[ProbeValues, int]:
     """How many hits (or distinct values) each probe's key has since its time: one
     statement for the keys of a stream (``GROUP BY key``, over the primary key's range of
     each), a column for each window and way of counting its rules ask for (the
-    COLUMNS_MAX asked by the most keys; the other probes are counted alone)."""
+    COLUMNS_MAX asked by the most keys; the other probes are counted alone). ``arrays``:
+    keys sent as arrays (:func:`keys_in`)."""
     by_stream: dict[str, dict[tuple[int, bool], set[str]]] = {}
     for stream, key, since, _, distinct in probes:
         by_stream.setdefault(stream, {}).setdefault((since, distinct), set()).add(key)
@@ -121,16 +145,29 @@ def count_probes(cur: Cursor, probes: Sequence[ProbeValues]) -> dict[ProbeValues
         times = [since for since, _ in asked if since != oldest]
         ordered = sorted(keys)
         for i in range(0, len(ordered), WINDOW_CHUNK):
-            chunk = padded(ordered[i : i + WINDOW_CHUNK])
-            rows = cur.execute(
-                f"SELECT key, {select} FROM window_hits WHERE stream = ? AND ts >= ? "
-                f"AND key IN ({', '.join('?' * len(chunk))}) GROUP BY key",
-                [*times, stream, oldest, *chunk],
-            ).fetchall()
-            for key, *found in rows:
+            part = ordered[i : i + WINDOW_CHUNK]
+            if arrays:
+                # A range of the primary key read for each key, whatever the planner makes
+                # of the table's statistics: with ``key = ANY(...)`` PostgreSQL read every
+                # hit of the stream in the window and filtered them by key (a table it had
+                # not analysed yet: 4 000 hits read for 120 keys, and a batch's whole
+                # window of an attack's).
+                sql = (
+                    f"SELECT p.k, c.* FROM unnest(?::text[]) AS p(k), LATERAL (SELECT {select} "
+                    "FROM window_hits WHERE stream = ? AND key = p.k AND ts >= ?) AS c"
+                )
+                params = [part, *times, stream, oldest]
+            else:
+                clause, names = keys_in(part, arrays)
+                sql = (
+                    f"SELECT key, {select} FROM window_hits WHERE stream = ? AND ts >= ? "
+                    f"AND {clause} GROUP BY key"
+                )
+                params = [*times, stream, oldest, *names]
+            for key, *found in cur.execute(sql, params).fetchall():
                 for (since, distinct), n in zip(asked, found, strict=True):
-                    counts[(stream, key, since, distinct)] = int(n)
-    counts.update(_count_alone(cur, alone))
+                    counts[(stream, key, since, distinct)] = int(n or 0)  # a sum of no rows
+    counts.update(_count_alone_arrays(cur, alone) if arrays else _count_alone(cur, alone))
     return {p: counts.get((p[0], p[1], p[2], p[4]), 0) for p in probes}
 
 
@@ -156,6 +193,28 @@ def _count_alone(
             ).fetchall()
             for n, found in rows:
                 counts[part[n]] = int(found)
+    return counts
+
+
+def _count_alone_arrays(
+    cur: Cursor, probes: Sequence[tuple[str, str, int, bool]]
+) -> dict[tuple[str, str, int, bool], int]:
+    """:func:`_count_alone` with the probes sent as arrays (:func:`keys_in`): a statement of
+    a count a probe, each over its key's range of the primary key."""
+    counts: dict[tuple[str, str, int, bool], int] = {}
+    for distinct in (False, True):
+        mine = [p for p in probes if p[3] == distinct]
+        if not mine:
+            continue
+        what = "count(DISTINCT value)" if distinct else "count(*)"
+        rows = cur.execute(
+            f"SELECT p.n, (SELECT {what} FROM window_hits "
+            "WHERE stream = p.s AND key = p.k AND ts >= p.t) "
+            "FROM unnest(?::text[], ?::text[], ?::int8[]) WITH ORDINALITY AS p(s, k, t, n)",
+            [[p[0] for p in mine], [p[1] for p in mine], [p[2] for p in mine]],
+        ).fetchall()
+        for n, found in rows:
+            counts[mine[n - 1]] = int(found)
     return counts
 
 

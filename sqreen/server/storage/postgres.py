@@ -43,8 +43,11 @@ FENCE_TIMEOUT: Final = "10s"
 
 
 def _q(sql: str) -> str:
-    """The shared SQL's ``?`` placeholders in psycopg's spelling (the SQL has no ``%``)."""
-    return sql.replace("?", "%s")
+    """The shared SQL's ``?`` placeholders in psycopg's spelling (the SQL has no ``%``): a
+    typed one (``?::text[]``) as ``%b``, sent in binary, so that psycopg writes a list's
+    items as they are (its text form escapes each item with a regular expression: a tenth
+    of the playbooks' CPU for a batch's keys, measured), the others as ``%s``."""
+    return sql.replace("?::", "%b::").replace("?", "%s")
 
 
 class _PgCursor:
@@ -96,6 +99,7 @@ def _usable(conn: psycopg.Connection[Any]) -> bool:
 
 class PostgresStorage(SqlStorage):
     MIGRATIONS = migrations("postgresql")
+    _ARRAYS = True
 
     def __init__(
         self, dsn: str, *, clock: Clock = utc_now, create: bool = True, upgrade: bool = True
