@@ -24,6 +24,11 @@ start it, a fresh database each; ``--dsn`` for a cluster of yours): the hook's C
 the collector's; PostgreSQL's own work is the server's, left out of the figures (its wall
 time shows in ``--wall``).
 
+The garbage collector runs as ``sqreen serve`` runs it (set-up frozen, the young
+generation's threshold at 50 000: ``bench_enrich.collector_gc``); ``--default-gc`` keeps
+CPython's (700), as this bench ran before: then the young collections that the hook's
+objects make due land in whichever stage allocates next, another pipeline's too.
+
 ``--group N`` gives each pipeline N bodies at a time, stored and evaluated together
 (``ingest_many``: one transaction, one evaluation of the playbooks), as a collector does
 with the bodies that waited while it stored others; each body gets an equal share of the
@@ -54,6 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_enrich import collector_gc  # noqa: E402
 from bench_ingest import BATCH, event, postgres  # noqa: E402
 from revisions import getter, load_revision  # noqa: E402
 
@@ -142,6 +148,11 @@ def main() -> None:
         "(--workers 2) or another collector would (with its row of the windows' log, where "
         "the revision keeps one)",
     )
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="CPython's garbage collector thresholds, not the collector's",
+    )
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--dsn", help="with --backend postgres: a cluster of yours")
     parser.add_argument(
@@ -207,45 +218,47 @@ def run_all(args: argparse.Namespace, tmp: str, fresh: Any) -> None:
     shuffle = random.Random(13).shuffle
     every = bodies(args.events + args.warmup * BATCH, run, args.mix)
     step = max(1, args.group)
-    for n in range(0, len(every), step):
-        chunk = every[n : n + step]
-        # Each batch (or group) through every pipeline, in an order drawn anew each time
-        # (seeded): which runs after which matters (one's garbage is collected in the
-        # next), and a fixed rotation of four put each pipeline after the same others.
-        for other in others:  # untimed: another process's write, in effect
-            now_us = time.time_ns() // 1000
-            other.execute("BEGIN IMMEDIATE")
-            other.execute(
-                f"INSERT INTO {hits_table(other)} (stream, key, ts, seq, value) "
-                "VALUES ('other-writer', ?, ?, ?, NULL)",
-                ("x", now_us, n),
-            )
-            if hits_table(other) == "window_hits":  # and its row, as a collector writes
+    # As the collector runs the garbage collector, once the set-up is made (frozen).
+    with contextlib.nullcontext() if args.default_gc else collector_gc():
+        for n in range(0, len(every), step):
+            chunk = every[n : n + step]
+            # Each batch (or group) through every pipeline, in an order drawn anew each time
+            # (seeded): which runs after which matters (one's garbage is collected in the
+            # next), and a fixed rotation of four put each pipeline after the same others.
+            for other in others:  # untimed: another process's write, in effect
+                now_us = time.time_ns() // 1000
+                other.execute("BEGIN IMMEDIATE")
                 other.execute(
-                    "INSERT INTO window_writes (at, counts) VALUES (?, ?)",
-                    (now_us, '{"other-writer":["x",1]}'),
+                    f"INSERT INTO {hits_table(other)} (stream, key, ts, seq, value) "
+                    "VALUES ('other-writer', ?, ?, ?, NULL)",
+                    ("x", now_us, n),
                 )
-            other.execute("COMMIT")
-        order = list(pipes)
-        shuffle(order)
-        counted = n >= args.warmup
-        for label, pipe in order:
-            start, began = time.thread_time(), time.perf_counter()
-            many = getattr(pipe, "ingest_many", None) if step > 1 else None
-            if many is not None:  # stored together, as a busy collector stores them
-                many([(body, 0) for body in chunk])
-            else:
-                for body in chunk:
-                    pipe.ingest(body)
-            if counted:
-                share = (time.thread_time() - start) / (BATCH * len(chunk)) * 1e6
-                costs[label] += [share] * len(chunk)
-                wall = (time.perf_counter() - began) / (BATCH * len(chunk)) * 1e6
-                walls[label] += [wall] * len(chunk)
-        for rev in runners:
-            if counted:
-                hooks[rev] += [hook_cpu[rev] / (BATCH * len(chunk)) * 1e6] * len(chunk)
-            hook_cpu[rev] = 0.0
+                if hits_table(other) == "window_hits":  # and its row, as a collector writes
+                    other.execute(
+                        "INSERT INTO window_writes (at, counts) VALUES (?, ?)",
+                        (now_us, '{"other-writer":["x",1]}'),
+                    )
+                other.execute("COMMIT")
+            order = list(pipes)
+            shuffle(order)
+            counted = n >= args.warmup
+            for label, pipe in order:
+                start, began = time.thread_time(), time.perf_counter()
+                many = getattr(pipe, "ingest_many", None) if step > 1 else None
+                if many is not None:  # stored together, as a busy collector stores them
+                    many([(body, 0) for body in chunk])
+                else:
+                    for body in chunk:
+                        pipe.ingest(body)
+                if counted:
+                    share = (time.thread_time() - start) / (BATCH * len(chunk)) * 1e6
+                    costs[label] += [share] * len(chunk)
+                    wall = (time.perf_counter() - began) / (BATCH * len(chunk)) * 1e6
+                    walls[label] += [wall] * len(chunk)
+            for rev in runners:
+                if counted:
+                    hooks[rev] += [hook_cpu[rev] / (BATCH * len(chunk)) * 1e6] * len(chunk)
+                hook_cpu[rev] = 0.0
     batches = len(costs["now none"])
     print(f"\n--mix {args.mix}, {args.backend}, {batches} batches of {BATCH} events, CPU µs/event:")
     head = ("none", 8), ("templates", 9), ("extra", 7), ("hook", 6), ("hook/none", 9)
