@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from sqreen.server.storage import Storage, open_storage
-from sqreen.server.storage._playbooks import MARK_COLUMNS, QUIET_COLUMNS
+from sqreen.server.storage._playbooks import (
+    MARK_COLUMNS,
+    MARK_UPSERT,
+    QUIET_COLUMNS,
+    QUIET_UPSERT,
+)
 from sqreen.server.storage._window_reads import count_probes, quiet_times, read_marks
 from sqreen.server.storage.postgres import _q
 
@@ -101,7 +106,7 @@ def test_counts_of_hostile_keys_are_those_of_the_statements_of_a_parameter_a_val
 def test_quiet_times_and_marks_of_hostile_keys(pg: Storage) -> None:
     quiet = [("pb", key, NOW + n * S) for n, key in enumerate(HOSTILE_KEYS)]
     marks = [("pb", key, NOW - n * S, n) for n, key in enumerate(HOSTILE_KEYS)]
-    tail = " ON CONFLICT (playbook, key) DO UPDATE SET until_at = excluded.until_at"
+    tail = QUIET_UPSERT
     with pg._write() as cur:  # type: ignore[attr-defined]
         pg._insert(cur, "playbook_quiet", QUIET_COLUMNS, quiet, tail, 400)  # type: ignore[attr-defined]
         # Written again, later: the upsert's update, through the same arrays.
@@ -163,3 +168,22 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield plan
     for child in plan.get("Plans", ()):
         yield from _nodes(child)
+
+
+def test_a_mark_only_moves_on_through_the_arrays(pg: Storage) -> None:
+    """The marks' upsert: a later (ts, seq) replaces a mark, an earlier one or the same
+    leaves it, for every key of one statement."""
+    keys = HOSTILE_KEYS[:8]
+    first = [("pb", key, NOW, 10) for key in keys]
+    # Alternately earlier, the same, later by seq, later by ts.
+    then = [
+        ("pb", key, NOW + (n % 4 - 1) * S * (n % 4 != 2), 10 + (n % 4 == 2))
+        for n, key in enumerate(keys)
+    ]
+    with pg._write() as cur:  # type: ignore[attr-defined]
+        pg._insert(cur, "playbook_marks", MARK_COLUMNS, first, MARK_UPSERT, 400)  # type: ignore[attr-defined]
+        pg._insert(cur, "playbook_marks", MARK_COLUMNS, then, MARK_UPSERT, 400)  # type: ignore[attr-defined]
+        found = read_marks(cur, keys, True)
+    want = {(p, k): max((NOW, 10), (ts, seq)) for (p, k, ts, seq) in then}
+    assert found == want
+    assert sorted(set(found.values()) - {(NOW, 10)}) == [(NOW, 11), (NOW + 2 * S, 10)]

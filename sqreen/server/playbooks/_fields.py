@@ -25,6 +25,7 @@ from ..._block_index import Network, embedded_ipv4
 from ..._blocking import fold_identifier
 from ..._json import dumps_utf8
 from ..blocks import INTERNAL_NETWORKS
+from ..storage import clean
 
 __all__ = [
     "IPV6_PREFIX",
@@ -175,7 +176,7 @@ def _user_value_reader(key: str) -> Callable[[EventView], str | None]:
     def read(event: EventView) -> str | None:
         user = event.user
         value = user.get(key) if user else None
-        return fold_identifier(value) if isinstance(value, str) else None
+        return clean(fold_identifier(value)) if isinstance(value, str) else None
 
     return read
 
@@ -304,6 +305,9 @@ def _ip_group_reader(prefix: int) -> Callable[[EventView], str | None]:
 
 
 def _text(value: object) -> str | None:
+    """A field's value as a group key or a distinct value: text as it is stored (a NUL as
+    U+FFFD, :func:`~..storage.clean`: PostgreSQL refuses it in text, and one event's NUL
+    failed the windows' transaction of its whole batch, every key of it uncounted)."""
     if value is None:
         return None
     if value is True:
@@ -311,7 +315,7 @@ def _text(value: object) -> str | None:
     if value is False:
         return "false"
     if isinstance(value, str):
-        return value
+        return clean(value)
     if isinstance(value, int | float):
         return str(value)
     return None

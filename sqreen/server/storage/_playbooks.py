@@ -67,6 +67,12 @@ LOG_COUNTS_FOR: Final = 60_000_000
 #: How long (µs) rows of the windows' log are kept: each is read by the other processes at
 #: their next batch; one idle longer finds the gap and counts again.
 LOG_KEPT: Final = 120_000_000
+#: How the quiet times and marks are written: a quiet time replaced, a mark only moved on.
+QUIET_UPSERT: Final = " ON CONFLICT (playbook, key) DO UPDATE SET until_at = excluded.until_at"
+MARK_UPSERT: Final = (
+    " ON CONFLICT (playbook, key) DO UPDATE SET ts = excluded.ts, seq = excluded.seq"
+    " WHERE (excluded.ts, excluded.seq) > (playbook_marks.ts, playbook_marks.seq)"
+)
 
 #: A hit as stored: (stream, key, time µs, seq, distinct value).
 HitValues = tuple[str, str, int, int, str | None]
@@ -128,7 +134,8 @@ class PlaybookQueries(AlertQueries):
         """``INSERT INTO table (columns) ... tail`` of ``rows``: a multi-row statement a
         ``chunk`` of them; where the dialect takes arrays (:attr:`_ARRAYS`), one statement
         of one text whatever the rows, each column an array (see
-        :func:`~._window_reads.keys_in`)."""
+        :func:`~._window_reads.keys_in`). ``rows`` are unique by the conflict target of
+        ``tail`` (PostgreSQL refuses to update one row twice in a statement)."""
         if not rows:
             return
         names = ", ".join(name for name, _ in columns)
@@ -261,7 +268,7 @@ class PlaybookQueries(AlertQueries):
                 "playbook_quiet",
                 QUIET_COLUMNS,
                 [(p, key, until) for (p, key), until in sorted(write.quiet.items())],
-                " ON CONFLICT (playbook, key) DO UPDATE SET until_at = excluded.until_at",
+                QUIET_UPSERT,
                 WINDOW_CHUNK,
             )
             self._insert(
@@ -269,8 +276,7 @@ class PlaybookQueries(AlertQueries):
                 "playbook_marks",
                 MARK_COLUMNS,
                 [(p, key, ts, seq) for (p, key), (ts, seq) in sorted(write.marks.items())],
-                " ON CONFLICT (playbook, key) DO UPDATE SET ts = excluded.ts, seq = excluded.seq"
-                " WHERE (excluded.ts, excluded.seq) > (playbook_marks.ts, playbook_marks.seq)",
+                MARK_UPSERT,
                 WINDOW_CHUNK,
             )
             stored = self._store_alerts(cur, write.alerts, now, on_replace)
