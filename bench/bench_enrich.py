@@ -259,6 +259,22 @@ def collector_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
+def staged(pipeline: Any, body: bytes, clock: Callable[[], float]) -> tuple[tuple[float, ...], int]:
+    """``body`` parsed, enriched and stored by ``pipeline``: each stage's time by ``clock``,
+    and the events stored (all of the batch's, or RuntimeError: the figure would be a
+    dedupe's)."""
+    t0 = clock()
+    batch = pipeline.parse(body)
+    t1 = clock()
+    pipeline.enrich(batch)
+    t2 = clock()
+    result = pipeline.store(batch)
+    t3 = clock()
+    if result.stored != len(batch.events):
+        raise RuntimeError(f"{result.stored} of {len(batch.events)} stored")
+    return (t1 - t0, t2 - t1, t3 - t2), len(batch.events)
+
+
 def ingest_interleaved(
     variants: dict[str, SimpleNamespace],
     bodies: list[bytes],
@@ -289,18 +305,8 @@ def ingest_interleaved(
             for i, body in enumerate(bodies):
                 turn = i % len(order)
                 for key in order[turn:] + order[:turn]:
-                    pipeline = pipelines[key]
-                    t0 = clock()
-                    batch = pipeline.parse(body)
-                    t1 = clock()
-                    pipeline.enrich(batch)
-                    t2 = clock()
-                    result = pipeline.store(batch)
-                    t3 = clock()
-                    if result.stored != len(batch.events):  # the figure would be a dedupe's
-                        raise RuntimeError(f"{key}: {result.stored} of {len(batch.events)} stored")
-                    n = len(batch.events) / 1e6
-                    out[key].append(((t1 - t0) / n, (t2 - t1) / n, (t3 - t2) / n))
+                    stages, events = staged(pipelines[key], body, clock)
+                    out[key].append(tuple(t / events * 1e6 for t in stages))
     finally:
         for storage in storages:
             storage.close()

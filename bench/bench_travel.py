@@ -14,7 +14,9 @@ that load, caches and the databases' growth are the same for all; CPU of the thr
 stage, median and mean of the batches after a warm-up, µs an event.
 
 ``--against REV`` (e.g. ``main``) adds REV's pipeline with impossible travel (its
-``sqreen`` package, loaded beside this tree's: ``revisions.py``).
+``sqreen`` package, loaded beside this tree's: ``revisions.py``). ``--backend postgres``
+stores on PostgreSQL (a throwaway cluster as the tests start it, or ``--dsn``; a fresh
+database a pipeline): the figures are the collector's CPU, PostgreSQL's own is left out.
 
 Run: ``.venv/bin/python bench/bench_travel.py [--events 60000] [--against REV]``.
 """
@@ -22,6 +24,7 @@ Run: ``.venv/bin/python bench/bench_travel.py [--events 60000] [--against REV]``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import random
@@ -36,8 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_enrich import dense_city_file, public_addresses  # noqa: E402
-from bench_ingest import BATCH, USERS, envelopes, user_of  # noqa: E402
+from bench_enrich import dense_city_file, public_addresses, staged  # noqa: E402
+from bench_ingest import BATCH, USERS, envelopes, postgres, user_of  # noqa: E402
 from revisions import getter, load_revision  # noqa: E402
 
 STAGES = ("parse", "enrich", "store")
@@ -60,41 +63,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--against", metavar="REV", help="also REV's pipeline with travel")
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--dsn", help="with --backend postgres: a cluster of yours")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        mmdb = str(dense_city_file(Path(tmp) / "city.mmdb", random.Random(16)))
-        homes = public_addresses(USERS, random.Random(8))
-        ips = [homes[user_of(n)] for n in range(args.events)]
-        bodies = [
-            json.dumps(e, separators=(",", ":")).encode()
-            for e in envelopes(args.events, "travel", "typical", ips)
-        ]
-        variants = {
-            "none": pipeline("sqreen", f"{tmp}/none.db", mmdb, False, False),
-            "IP intelligence": pipeline("sqreen", f"{tmp}/intel.db", mmdb, True, False),
-            "+ travel": pipeline("sqreen", f"{tmp}/travel.db", mmdb, True, True),
-        }
-        if args.against:
-            name = load_revision(args.against, tmp)
-            variants[f"+ travel, {args.against}"] = pipeline(
-                name, f"{tmp}/against.db", mmdb, True, True
-            )
-        gc.freeze()  # as the collector runs (sqreen/server/_cli_serve.py)
-        gc.set_threshold(50_000, *gc.get_threshold()[1:])
-        times: dict[str, list[tuple[float, ...]]] = {label: [] for label in variants}
-        clock = time.process_time
-        for n, body in enumerate(bodies):
-            order = list(variants)
-            random.Random(n).shuffle(order)
-            for label in order:
-                pipe = variants[label]
-                t0 = clock()
-                batch = pipe.parse(body)
-                t1 = clock()
-                pipe.enrich(batch)
-                t2 = clock()
-                pipe.store(batch)
-                times[label].append((t1 - t0, t2 - t1, clock() - t2))
+    with contextlib.ExitStack() as stack:
+        fresh = stack.enter_context(postgres(args.dsn)) if args.backend == "postgres" else None
+        if args.backend == "postgres" and fresh is None:
+            parser.error("--backend postgres: no PostgreSQL binaries found (make system-deps)")
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+
+        def db(name: str) -> str:
+            return f"{tmp}/{name}.db" if fresh is None else str(fresh())
+
+        run(args, tmp, db)
+
+
+def run(args: argparse.Namespace, tmp: str, db: Any) -> None:
+    """The runs of :func:`main`, each pipeline on the database ``db(name)`` gives."""
+    mmdb = str(dense_city_file(Path(tmp) / "city.mmdb", random.Random(16)))
+    homes = public_addresses(USERS, random.Random(8))
+    ips = [homes[user_of(n)] for n in range(args.events)]
+    bodies = [
+        json.dumps(e, separators=(",", ":")).encode()
+        for e in envelopes(args.events, "travel", "typical", ips)
+    ]
+    variants = {
+        "none": pipeline("sqreen", db("none"), mmdb, False, False),
+        "IP intelligence": pipeline("sqreen", db("intel"), mmdb, True, False),
+        "+ travel": pipeline("sqreen", db("travel"), mmdb, True, True),
+    }
+    if args.against:
+        name = load_revision(args.against, tmp)
+        variants[f"+ travel, {args.against}"] = pipeline(name, db("against"), mmdb, True, True)
+    gc.freeze()  # as the collector runs (sqreen/server/_cli_serve.py)
+    gc.set_threshold(50_000, *gc.get_threshold()[1:])
+    times: dict[str, list[tuple[float, ...]]] = {label: [] for label in variants}
+    clock = time.process_time
+    for n, body in enumerate(bodies):
+        order = list(variants)
+        random.Random(n).shuffle(order)
+        for label in order:
+            times[label].append(staged(variants[label], body, clock)[0])
     print(f"\n{args.events} events, batches of {BATCH}, CPU µs an event (median / mean)")
     print(f"{'pipeline':<28}" + "".join(f"{stage:>16}" for stage in (*STAGES, "total")))
     for label, rows in times.items():

@@ -187,3 +187,42 @@ def test_a_mark_only_moves_on_through_the_arrays(pg: Storage) -> None:
     want = {(p, k): max((NOW, 10), (ts, seq)) for (p, k, ts, seq) in then}
     assert found == want
     assert sorted(set(found.values()) - {(NOW, 10)}) == [(NOW, 11), (NOW + 2 * S, 10)]
+
+
+def test_placed_logins_read_through_arrays_are_those_of_the_union(pg: Storage) -> None:
+    """Impossible travel's reads (``storage/_places.py``): every kind of read, for keys that
+    text-form arrays would have to escape, gives through arrays the rows the ``UNION ALL``
+    of one statement a read gives (the order aside: travel sorts what it reads)."""
+    from sqreen.server.storage import _places
+
+    rng = random.Random(11)
+    keys = HOSTILE_KEYS[:16]
+    rows = [
+        (
+            key,
+            NOW + rng.randint(-3600, 3600) * S,
+            f"ev{n}",
+            "198.51.100.7",
+            1.0,
+            2.0,
+            5.0,
+            None,
+            "c",
+        )
+        for n, key in enumerate(rng.choice(keys) for _ in range(400))
+    ]
+    with pg._write() as cur:  # type: ignore[attr-defined]
+        pg._insert_places(cur, rows)  # type: ignore[attr-defined]
+    asks = [
+        _places.PlaceAsk(key, NOW - 600 * S, "ev1", NOW + 600 * S, "ev9", 900 * S) for key in keys
+    ]
+    reads = [
+        *(_places._around(ask) for ask in asks),
+        *(read for ask in asks for read in _places._seeks(ask)),
+        *((_places._NEWEST, [key, 8]) for key in keys),
+    ]
+    arrays = pg._read_places(reads)  # type: ignore[attr-defined]
+    pg._ARRAYS = False  # type: ignore[attr-defined]  # this storage only: the UNION ALL
+    union = pg._read_places(reads)  # type: ignore[attr-defined]
+    assert len(union) > len(keys)
+    assert sorted(arrays) == sorted(union)

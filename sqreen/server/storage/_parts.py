@@ -11,7 +11,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._sql import Cursor
 
-__all__ = ["SqlPart", "insert_rows", "placeholders"]
+__all__ = ["Columns", "SqlPart", "insert_rows", "placeholders"]
+
+#: A table's columns as written, each with its PostgreSQL type (a dialect that sends a
+#: column as one array parameter casts it: :meth:`SqlPart._insert`).
+Columns = tuple[tuple[str, str], ...]
 
 
 def placeholders(rows: int, columns: int) -> str:
@@ -35,6 +39,39 @@ def insert_rows(
 
 class SqlPart:
     """A base of the classes mixed into :class:`~._sql.SqlStorage`, which implements these."""
+
+    #: Whether the dialect takes a list as one array parameter (``?::text[]``: PostgreSQL),
+    #: for the keys a statement reads and the columns it inserts (see :meth:`_insert` and
+    #: :func:`~._window_reads.keys_in`).
+    _ARRAYS: bool = False
+
+    def _insert(
+        self,
+        cur: Cursor,
+        table: str,
+        columns: Columns,
+        rows: Sequence[Sequence[object]],
+        tail: str,
+        chunk: int,
+    ) -> None:
+        """``INSERT INTO table (columns) ... tail`` of ``rows``: a multi-row statement a
+        ``chunk`` of them; where the dialect takes arrays (:attr:`_ARRAYS`), one statement
+        of one text whatever the rows, each column an array. psycopg splits a statement of
+        more than 50 parameters into its placeholders again at each call, in Python, and
+        PostgreSQL parses and plans it again (docs/architecture.md, *PostgreSQL's windows'
+        statements*). ``rows`` are unique by the conflict target of a ``tail`` that updates
+        (PostgreSQL refuses to update one row twice in a statement)."""
+        if not rows:
+            return
+        names = ", ".join(name for name, _ in columns)
+        if not self._ARRAYS:
+            insert_rows(cur, f"INSERT INTO {table} ({names})", rows, tail, chunk)
+            return
+        arrays = ", ".join(f"?::{kind}[]" for _, kind in columns)
+        cur.execute(
+            f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}){tail}",
+            [list(column) for column in zip(*rows, strict=True)],
+        )
 
     def now(self) -> datetime:
         raise NotImplementedError

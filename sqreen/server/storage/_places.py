@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from ._parts import SqlPart, insert_rows
+from ._parts import Columns, SqlPart
 
 if TYPE_CHECKING:
     from ._sql import Cursor
@@ -29,7 +29,14 @@ __all__ = ["PLACE_COLUMNS", "LatestPlaces", "PlaceAsk", "PlaceQueries", "PlaceRo
 
 #: A row's columns, in order (what :class:`PlaceRow` holds).
 PLACE_COLUMNS: Final = "user_key, at, event_id, ip, latitude, longitude, accuracy_km, country, city"
-_INSERT: Final = f"INSERT INTO login_places ({PLACE_COLUMNS})"
+#: The same, with their PostgreSQL types (:meth:`~._parts.SqlPart._insert`).
+_TYPED: Final[Columns] = tuple(
+    zip(
+        PLACE_COLUMNS.split(", "),
+        ("text", "int8", "text", "text", "float8", "float8", "float8", "text", "text"),
+        strict=True,
+    )
+)
 #: Stored logins read between the first and the last of one user's logins in a batch, at
 #: most (a spool of a service account's week: the rest of that span is not compared).
 MOST_BETWEEN: Final = 2000
@@ -300,6 +307,8 @@ class PlaceQueries(SqlPart):
             return []
         if not self._places_union:
             return [PlaceRow._make(row) for row in self._read_each(reads)]
+        if self._ARRAYS:
+            return self._read_places_arrays(reads)
         out: list[PlaceRow] = []
         for start in range(0, len(reads), ASK_CHUNK):
             part = reads[start : start + ASK_CHUNK]
@@ -310,6 +319,27 @@ class PlaceQueries(SqlPart):
             out.extend(PlaceRow._make(row) for row in self._read(sql, params))
         return out
 
+    def _read_places_arrays(self, reads: Sequence[Read]) -> list[PlaceRow]:
+        """:meth:`_read_places` where the dialect takes arrays (PostgreSQL): the reads of one
+        statement as one, their parameters a column each (``unnest``), the statement run
+        for each row of them (``LATERAL``), in no order. A ``UNION ALL`` of hundreds of
+        reads was parsed again at each batch, by psycopg and by PostgreSQL."""
+        by_text: dict[str, list[list[object]]] = {}
+        for sql, params in reads:
+            by_text.setdefault(sql, []).append(params)
+        out: list[PlaceRow] = []
+        for sql, rows in by_text.items():
+            parts = sql.split("?")
+            inner = "".join(f"{part}a.c{n}" for n, part in enumerate(parts[:-1])) + parts[-1]
+            kinds = ["text" if isinstance(v, str) else "int8" for v in rows[0]]
+            found = self._read(
+                f"SELECT s.* FROM unnest({', '.join(f'?::{k}[]' for k in kinds)}) "
+                f"AS a({', '.join(f'c{n}' for n in range(len(kinds)))}), LATERAL ({inner}) AS s",
+                [list(column) for column in zip(*rows, strict=True)],
+            )
+            out.extend(PlaceRow._make(row) for row in found)
+        return out
+
     def _places_stored(self, rows: Sequence[Sequence[object]]) -> None:
         """Told, after the commit, the rows :meth:`_insert_places` inserted."""
         if self._latest_places is not None:
@@ -317,7 +347,7 @@ class PlaceQueries(SqlPart):
 
     def _insert_places(self, cur: Cursor, rows: Sequence[Sequence[object]]) -> None:
         """Store placed logins in the events' transaction (one already there: kept)."""
-        insert_rows(cur, _INSERT, rows, " ON CONFLICT DO NOTHING", 300)
+        self._insert(cur, "login_places", _TYPED, rows, " ON CONFLICT DO NOTHING", 300)
 
     def purge_places(self, before_us: int) -> int:
         """Delete the placed logins older than ``before_us`` (by their own time), a chunk a

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
 from ._alert_store import AlertQueries
-from ._parts import insert_rows
+from ._parts import Columns
 from ._window_reads import (
     WINDOW_CHUNK,
     MarkValues,
@@ -42,9 +42,7 @@ __all__ = ["WINDOW_CHUNK", "PlaybookQueries", "by_stream"]
 
 #: Hits a statement (five parameters each).
 HIT_CHUNK: Final = 2000
-#: The columns the windows' transaction writes, each with its PostgreSQL type (a dialect
-#: that sends a column as one array parameter casts it: :meth:`PlaybookQueries._insert`).
-Columns = tuple[tuple[str, str], ...]
+#: The columns the windows' transaction writes (:meth:`~._parts.SqlPart._insert`).
 HIT_COLUMNS: Final[Columns] = (
     ("stream", "text"),
     ("key", "text"),
@@ -98,10 +96,6 @@ class PlaybookQueries(AlertQueries):
     #: another connection commits now and then. Alone, a row says only that hits were added
     #: (a few bytes, where the counts of an attack's 500 keys cost 1 µs an event to write).
     _log_counts_until: int = 0
-    #: Whether the dialect takes a list as one array parameter (``?::text[]``: PostgreSQL),
-    #: for the keys a statement reads and the columns it inserts (see
-    #: :func:`~._window_reads.keys_in`).
-    _ARRAYS: bool = False
 
     def _windows_write(self) -> AbstractContextManager[Cursor]:
         """The transaction of :meth:`update_windows` (a dialect may count it apart)."""
@@ -112,7 +106,7 @@ class PlaybookQueries(AlertQueries):
         transaction is the only writer, as in SQLite)."""
 
     def _insert_hits(self, cur: Cursor, hits: Sequence[HitValues]) -> None:
-        """Store ``hits`` (a dialect may do better than :meth:`_insert`)."""
+        """Store ``hits`` (a dialect may do better than :meth:`~._parts.SqlPart._insert`)."""
         self._insert(
             cur,
             "window_hits",
@@ -120,32 +114,6 @@ class PlaybookQueries(AlertQueries):
             hits,
             " ON CONFLICT (stream, key, ts, seq) DO NOTHING",
             HIT_CHUNK,
-        )
-
-    def _insert(
-        self,
-        cur: Cursor,
-        table: str,
-        columns: Columns,
-        rows: Sequence[Sequence[object]],
-        tail: str,
-        chunk: int,
-    ) -> None:
-        """``INSERT INTO table (columns) ... tail`` of ``rows``: a multi-row statement a
-        ``chunk`` of them; where the dialect takes arrays (:attr:`_ARRAYS`), one statement
-        of one text whatever the rows, each column an array (see
-        :func:`~._window_reads.keys_in`). ``rows`` are unique by the conflict target of
-        ``tail`` (PostgreSQL refuses to update one row twice in a statement)."""
-        if not rows:
-            return
-        names = ", ".join(name for name, _ in columns)
-        if not self._ARRAYS:
-            insert_rows(cur, f"INSERT INTO {table} ({names})", rows, tail, chunk)
-            return
-        arrays = ", ".join(f"?::{kind}[]" for _, kind in columns)
-        cur.execute(
-            f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}){tail}",
-            [list(column) for column in zip(*rows, strict=True)],
         )
 
     def _windows_version(self, cur: Cursor) -> object | None:
