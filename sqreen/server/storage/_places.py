@@ -253,9 +253,10 @@ def _when(row: PlaceRow) -> tuple[int, str]:
 class PlaceQueries(SqlPart):
     """Mixed into :class:`~._sql.SqlStorage`."""
 
-    #: Whether reads go as one statement a chunk (a UNION ALL: PostgreSQL, one round trip)
-    #: or each as its own (SQLite, in process: the same few statements, kept compiled,
-    #: where a UNION ALL of hundreds was compiled anew each batch).
+    #: Whether reads go together, one round trip (PostgreSQL: one statement a kind of read,
+    #: through arrays, :meth:`_read_places_arrays`; a UNION ALL a chunk where the dialect
+    #: takes none) or each as its own (SQLite, in process: the same few statements, kept
+    #: compiled, where a UNION ALL of hundreds was compiled anew each batch).
     _places_union: bool = True
     #: What this process knows of users' newest places (None: nothing kept, see
     #: :class:`LatestPlaces`; a dialect with :meth:`_places_version` keeps it).
