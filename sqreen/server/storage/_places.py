@@ -329,14 +329,14 @@ class PlaceQueries(SqlPart):
         for sql, params in reads:
             by_text.setdefault(sql, []).append(params)
         out: list[PlaceRow] = []
-        for sql, rows in by_text.items():
+        for sql, asked in by_text.items():
             parts = sql.split("?")
             inner = "".join(f"{part}a.c{n}" for n, part in enumerate(parts[:-1])) + parts[-1]
-            kinds = ["text" if isinstance(v, str) else "int8" for v in rows[0]]
+            kinds = ["text" if isinstance(v, str) else "int8" for v in asked[0]]
             found = self._read(
                 f"SELECT s.* FROM unnest({', '.join(f'?::{k}[]' for k in kinds)}) "
                 f"AS a({', '.join(f'c{n}' for n in range(len(kinds)))}), LATERAL ({inner}) AS s",
-                [list(column) for column in zip(*rows, strict=True)],
+                [list(column) for column in zip(*asked, strict=True)],
             )
             out.extend(PlaceRow._make(row) for row in found)
         return out
