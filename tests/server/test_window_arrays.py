@@ -189,10 +189,10 @@ def test_a_mark_only_moves_on_through_the_arrays(pg: Storage) -> None:
     assert sorted(set(found.values()) - {(NOW, 10)}) == [(NOW, 11), (NOW + 2 * S, 10)]
 
 
-def test_placed_logins_read_through_arrays_are_those_of_the_union(pg: Storage) -> None:
+def test_placed_logins_read_through_arrays_are_those_read_one_by_one(pg: Storage) -> None:
     """Impossible travel's reads (``storage/_places.py``): every kind of read, for keys that
-    text-form arrays would have to escape, gives through arrays the rows the ``UNION ALL``
-    of one statement a read gives (the order aside: travel sorts what it reads)."""
+    text-form arrays would have to escape, gives through arrays the rows each read gives
+    alone (the order aside: travel sorts what it reads)."""
     from sqreen.server.storage import _places
 
     rng = random.Random(11)
@@ -222,7 +222,7 @@ def test_placed_logins_read_through_arrays_are_those_of_the_union(pg: Storage) -
         *((_places._NEWEST, [key, 8]) for key in keys),
     ]
     arrays = pg._read_places(reads)  # type: ignore[attr-defined]
-    pg._ARRAYS = False  # type: ignore[attr-defined]  # this storage only: the UNION ALL
-    union = pg._read_places(reads)  # type: ignore[attr-defined]
-    assert len(union) > len(keys)
-    assert sorted(arrays) == sorted(union)
+    pg._ARRAYS = False  # type: ignore[attr-defined]  # this storage only: one by one
+    each = pg._read_places(reads)  # type: ignore[attr-defined]
+    assert len(each) > len(keys)
+    assert sorted(arrays) == sorted(each)

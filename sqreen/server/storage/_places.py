@@ -40,8 +40,6 @@ _TYPED: Final[Columns] = tuple(
 #: Stored logins read between the first and the last of one user's logins in a batch, at
 #: most (a spool of a service account's week: the rest of that span is not compared).
 MOST_BETWEEN: Final = 2000
-#: Seeks in one statement, where they are one (at most six parameters each).
-ASK_CHUNK: Final = 500
 #: Rows deleted a transaction at most, when purging.
 PURGE_CHUNK: Final = 20_000
 
@@ -103,9 +101,25 @@ MOST_AROUND: Final = 32
 Read = tuple[str, list[object]]
 
 
+#: The type of each parameter of each read, in order (PostgreSQL's names: each parameter
+#: is sent as an array of them, :meth:`PlaceQueries._read_places_arrays`).
+_KINDS: Final = {
+    _AROUND: ("text", "int8", "int8", "int8"),
+    _BEFORE: ("text", "int8", "text", "int8"),
+    _AFTER: ("text", "int8", "text", "int8"),
+    _BETWEEN: ("text", "int8", "text", "int8", "text", "int8"),
+    _NEWEST: ("text", "int8"),
+}
+#: The times a read compares with, at most (both databases' 64-bit integers): a window
+#: past them (a ``--travel-speed`` of a few millimetres an hour) reads as unbounded.
+_EARLIEST: Final = -(1 << 63)
+_LATEST: Final = (1 << 63) - 1
+
+
 def _around(ask: PlaceAsk) -> Read:
     """Every stored login of the ask's user within its window: one read, bounded."""
-    since, until = ask.first_at - ask.window, ask.last_at + ask.window
+    since = max(ask.first_at - ask.window, _EARLIEST)
+    until = min(ask.last_at + ask.window, _LATEST)
     return _AROUND, [ask.user_key, since, until, MOST_AROUND]
 
 
@@ -114,8 +128,8 @@ def _seeks(ask: PlaceAsk) -> list[Read]:
     key, window = ask.user_key, ask.window
     first, last = (ask.first_at, ask.first_id), (ask.last_at, ask.last_id)
     reads: list[Read] = [
-        (_BEFORE, [key, *first, ask.first_at - window]),
-        (_AFTER, [key, *last, ask.last_at + window]),
+        (_BEFORE, [key, *first, max(ask.first_at - window, _EARLIEST)]),
+        (_AFTER, [key, *last, min(ask.last_at + window, _LATEST)]),
     ]
     if first < last:
         reads.append((_BETWEEN, [key, *first, *last, MOST_BETWEEN]))
@@ -253,11 +267,6 @@ def _when(row: PlaceRow) -> tuple[int, str]:
 class PlaceQueries(SqlPart):
     """Mixed into :class:`~._sql.SqlStorage`."""
 
-    #: Whether reads go together, one round trip (PostgreSQL: one statement a kind of read,
-    #: through arrays, :meth:`_read_places_arrays`; a UNION ALL a chunk where the dialect
-    #: takes none) or each as its own (SQLite, in process: the same few statements, kept
-    #: compiled, where a UNION ALL of hundreds was compiled anew each batch).
-    _places_union: bool = True
     #: What this process knows of users' newest places (None: nothing kept, see
     #: :class:`LatestPlaces`; a dialect with :meth:`_places_version` keeps it).
     _latest_places: LatestPlaces | None = None
@@ -306,25 +315,18 @@ class PlaceQueries(SqlPart):
     def _read_places(self, reads: Sequence[Read]) -> list[PlaceRow]:
         if not reads:
             return []
-        if not self._places_union:
-            return [PlaceRow._make(row) for row in self._read_each(reads)]
         if self._ARRAYS:
             return self._read_places_arrays(reads)
-        out: list[PlaceRow] = []
-        for start in range(0, len(reads), ASK_CHUNK):
-            part = reads[start : start + ASK_CHUNK]
-            sql = " UNION ALL ".join(
-                f"SELECT * FROM ({q}) AS s{n}" for n, (q, _) in enumerate(part)
-            )
-            params = [value for _, values in part for value in values]
-            out.extend(PlaceRow._make(row) for row in self._read(sql, params))
-        return out
+        # SQLite, in process: the same few statements, kept compiled (a UNION ALL of
+        # hundreds was compiled anew each batch).
+        return [PlaceRow._make(row) for row in self._read_each(reads)]
 
     def _read_places_arrays(self, reads: Sequence[Read]) -> list[PlaceRow]:
         """:meth:`_read_places` where the dialect takes arrays (PostgreSQL): the reads of one
-        statement as one, their parameters a column each (``unnest``), the statement run
-        for each row of them (``LATERAL``), in no order. A ``UNION ALL`` of hundreds of
-        reads was parsed again at each batch, by psycopg and by PostgreSQL."""
+        statement as one, their parameters a column each (``unnest``, typed by
+        :data:`_KINDS`), the statement run for each row of them (``LATERAL``), in no order:
+        a round trip a kind of read. A ``UNION ALL`` of hundreds of reads was parsed again
+        at each batch, by psycopg and by PostgreSQL."""
         by_text: dict[str, list[list[object]]] = {}
         for sql, params in reads:
             by_text.setdefault(sql, []).append(params)
@@ -332,7 +334,7 @@ class PlaceQueries(SqlPart):
         for sql, asked in by_text.items():
             parts = sql.split("?")
             inner = "".join(f"{part}a.c{n}" for n, part in enumerate(parts[:-1])) + parts[-1]
-            kinds = ["text" if isinstance(v, str) else "int8" for v in asked[0]]
+            kinds = _KINDS[sql]
             found = self._read(
                 f"SELECT s.* FROM unnest({', '.join(f'?::{k}[]' for k in kinds)}) "
                 f"AS a({', '.join(f'c{n}' for n in range(len(kinds)))}), LATERAL ({inner}) AS s",

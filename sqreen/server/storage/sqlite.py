@@ -74,7 +74,6 @@ LOG_CATCH_UP: Final = 64
 
 class SQLiteStorage(SqlStorage):
     MIGRATIONS = migrations("sqlite")
-    _places_union = False  # each seek its own statement, kept compiled (storage/_places.py)
 
     def __init__(self, path: str, *, clock: Clock = utc_now, upgrade: bool = True) -> None:
         super().__init__(clock)
