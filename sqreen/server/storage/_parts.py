@@ -11,11 +11,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._sql import Cursor
 
-__all__ = ["Columns", "SqlPart", "insert_rows", "placeholders"]
+__all__ = ["Columns", "SqlPart", "insert_rows", "placeholders", "unnest"]
 
 #: A table's columns as written, each with its PostgreSQL type (a dialect that sends a
 #: column as one array parameter casts it: :meth:`SqlPart._insert`).
 Columns = tuple[tuple[str, str], ...]
+
+
+def unnest(kinds: Sequence[str], rows: Sequence[Sequence[object]]) -> tuple[str, list[Any]]:
+    """``unnest(?::kind[], ...)`` and its parameters: ``rows`` sent a column an array, each
+    of its PostgreSQL type in ``kinds`` (one statement text whatever the rows)."""
+    arrays = ", ".join(f"?::{kind}[]" for kind in kinds)
+    return f"unnest({arrays})", [list(column) for column in zip(*rows, strict=True)]
 
 
 def placeholders(rows: int, columns: int) -> str:
@@ -67,11 +74,8 @@ class SqlPart:
         if not self._ARRAYS:
             insert_rows(cur, f"INSERT INTO {table} ({names})", rows, tail, chunk)
             return
-        arrays = ", ".join(f"?::{kind}[]" for _, kind in columns)
-        cur.execute(
-            f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}){tail}",
-            [list(column) for column in zip(*rows, strict=True)],
-        )
+        source, params = unnest([kind for _, kind in columns], rows)
+        cur.execute(f"INSERT INTO {table} ({names}) SELECT * FROM {source}{tail}", params)
 
     def now(self) -> datetime:
         raise NotImplementedError

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from ._parts import Columns, SqlPart
+from ._parts import Columns, SqlPart, unnest
 
 if TYPE_CHECKING:
     from ._sql import Cursor
@@ -334,11 +334,10 @@ class PlaceQueries(SqlPart):
         for sql, asked in by_text.items():
             parts = sql.split("?")
             inner = "".join(f"{part}a.c{n}" for n, part in enumerate(parts[:-1])) + parts[-1]
-            kinds = _KINDS[sql]
+            source, params = unnest(_KINDS[sql], asked)
+            names = ", ".join(f"c{n}" for n in range(len(params)))
             found = self._read(
-                f"SELECT s.* FROM unnest({', '.join(f'?::{k}[]' for k in kinds)}) "
-                f"AS a({', '.join(f'c{n}' for n in range(len(kinds)))}), LATERAL ({inner}) AS s",
-                [list(column) for column in zip(*asked, strict=True)],
+                f"SELECT s.* FROM {source} AS a({names}), LATERAL ({inner}) AS s", params
             )
             out.extend(PlaceRow._make(row) for row in found)
         return out

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from ._parts import unnest
+
 if TYPE_CHECKING:
     from ._sql import Cursor
 
@@ -158,7 +160,7 @@ def count_probes(
                 )
                 params = [part, *times, stream, oldest]
             else:
-                clause, names = keys_in(part, arrays)
+                clause, names = keys_in(part, False)
                 sql = (
                     f"SELECT key, {select} FROM window_hits WHERE stream = ? AND ts >= ? "
                     f"AND {clause} GROUP BY key"
@@ -207,11 +209,12 @@ def _count_alone_arrays(
         if not mine:
             continue
         what = "count(DISTINCT value)" if distinct else "count(*)"
+        source, params = unnest(("text", "text", "int8"), [p[:3] for p in mine])
         rows = cur.execute(
             f"SELECT p.n, (SELECT {what} FROM window_hits "
             "WHERE stream = p.s AND key = p.k AND ts >= p.t) "
-            "FROM unnest(?::text[], ?::text[], ?::int8[]) WITH ORDINALITY AS p(s, k, t, n)",
-            [[p[0] for p in mine], [p[1] for p in mine], [p[2] for p in mine]],
+            f"FROM {source} WITH ORDINALITY AS p(s, k, t, n)",
+            params,
         ).fetchall()
         for n, found in rows:
             counts[mine[n - 1]] = int(found)
