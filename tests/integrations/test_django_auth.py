@@ -63,13 +63,17 @@ def environ(receiver: Receiver, db: Path) -> dict[str, str]:
     }
 
 
-def serve(tmp_path: Path, kind: str = "wsgi") -> Iterator[tuple[Gunicorn, Receiver]]:
+def serve(
+    tmp_path: Path, kind: str = "wsgi", settings: dict[str, str] | None = None
+) -> Iterator[tuple[Gunicorn, Receiver]]:
     """The site on gunicorn: its sync worker (``wsgi``), or uvicorn's worker (``asgi``:
     Django's async path, the middleware's async methods; ``asgi-no-auser``: without
-    ``request.auser()``, as before Django 5.0)."""
+    ``request.auser()``, as before Django 5.0). ``settings``: the site's ``SQREEN_TEST_*``
+    switches (see its settings)."""
     receiver = Receiver()
     db = tmp_path / "users.sqlite3"
     extra = {"SQREEN_TEST_NO_AUSER": "1"} if kind == "asgi-no-auser" else {}
+    extra.update(settings or {})
     asgi = kind != "wsgi"
     env = {**os.environ, **environ(receiver, db), "PYTHONPATH": ROOT, **extra}
     subprocess.run([sys.executable, "-c", SETUP], env=env, cwd=ROOT, check=True, timeout=120)
@@ -264,6 +268,42 @@ def test_a_blocked_user_s_open_session_is_refused_until_the_block_is_lifted(
     refusals = receiver.wait_for(1, 10, "security.blocked")
     assert refusals[0]["properties"]["block_id"] == "b1"
     assert refusals[0]["properties"]["kind"] == "user"
+
+
+@pytest.mark.parametrize("kind", ["wsgi", "asgi", "asgi-no-auser"])
+def test_a_blocked_user_is_refused_the_pages_the_site_cache_kept_for_them(
+    kind: str, tmp_path: Path
+) -> None:
+    """``FetchFromCacheMiddleware`` answers a page it keeps before any ``process_view``
+    runs: the middleware checks such a response's user once it comes back."""
+    sites = serve(tmp_path, kind, {"SQREEN_TEST_SITE_CACHE": "1"})
+    server, receiver = next(sites)
+    try:
+        with (
+            httpx.Client(base_url=server.url) as alice,
+            httpx.Client(base_url=server.url) as bob,
+        ):
+            assert log_in(alice, "alice", PASSWORD).status_code == 302
+            assert log_in(bob, "bob", PASSWORD).status_code == 302
+            first = alice.get("/counted/").text
+            assert first.startswith("hello alice #")
+            assert alice.get("/counted/").text == first  # from the cache: the view ran once
+            bobs = bob.get("/counted/").text
+            assert bobs.startswith("hello bob #") and bob.get("/counted/").text == bobs
+            receiver.block([{"id": "b1", "type": "block_user", "user": {"username": "alice"}}])
+            assert status_until(alice, "/counted/", 403) == 403
+            reply = alice.get("/counted/")
+            assert (reply.status_code, reply.headers["cache-control"]) == (403, "no-store")
+            assert "refused" in reply.text
+            # Others' pages still come from the cache; the refusal was not cached.
+            assert bob.get("/counted/").text == bobs
+            receiver.block([])
+            assert status_until(alice, "/counted/", 200) == 200
+            assert alice.get("/counted/").text == first  # the cached page, kept all along
+        refusals = receiver.wait_for(1, 10, "security.blocked")
+        assert refusals[0]["properties"]["block_id"] == "b1"
+    finally:
+        sites.close()
 
 
 def test_a_view_s_own_authenticate_calls_are_tracked(site: tuple[Gunicorn, Receiver]) -> None:

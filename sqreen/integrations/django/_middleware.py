@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import Token
 from functools import partial
 from typing import Any
@@ -44,7 +43,7 @@ from ...middleware._common import (
     refused,
     start_with_the_server,
 )
-from ...middleware._tee import WSGIInputTee
+from ._request import DjangoRequest
 from .checks import check_middleware
 
 __all__ = ["SqreenMiddleware", "apply_settings"]
@@ -89,7 +88,9 @@ class SqreenMiddleware:
         _warn_once()
         if self._is_async:
             _start_with_the_server()
-        if apps.is_installed(AUTH_APP):
+        #: Whether sessions are checked for a blocked user (see _process_view).
+        self._checks_users = apps.is_installed(AUTH_APP)
+        if self._checks_users:
             # Django calls it after every middleware's request phase (the session and
             # request.user are there), just before the view; only with the auth app, so that
             # the others pay nothing (a sync method under ASGI would cost a thread hop).
@@ -106,7 +107,15 @@ class SqreenMiddleware:
             refusal = _check_ip(client, ctx, request)
             if refusal is not None:
                 return refusal
-            return self.get_response(request)
+            response = self.get_response(request)
+            if self._checks_users and _USER_CHECKED not in request.__dict__:
+                with _GUARD:
+                    found = _for_user_check(request)
+                    if found is not None:
+                        refusal = _refuse_user(*found, request, _read_user(request))
+                        if refusal is not None:
+                            return _instead_of(response, refusal)
+            return response
         except BaseException as exc:
             blocked = find_blocked(exc)
             if blocked is None:
@@ -126,7 +135,15 @@ class SqreenMiddleware:
             refusal = _check_ip(client, ctx, request)
             if refusal is not None:
                 return refusal
-            return await get_response(request)
+            response = await get_response(request)
+            if self._checks_users and _USER_CHECKED not in request.__dict__:
+                with _GUARD:
+                    found = _for_user_check(request)
+                    if found is not None:
+                        refusal = _refuse_user(*found, request, await _aread_user(request))
+                        if refusal is not None:
+                            return _instead_of(response, refusal)
+            return response
         except BaseException as exc:
             blocked = find_blocked(exc)
             if blocked is None:
@@ -138,6 +155,7 @@ class SqreenMiddleware:
 
     def _process_view(self, request: Any, *view: Any) -> HttpResponse | None:
         """A blocked user's open session: each request refused while the block lasts."""
+        request.__dict__[_USER_CHECKED] = True
         with _GUARD:
             found = _for_user_check(request)
             if found is not None:
@@ -148,15 +166,12 @@ class SqreenMiddleware:
         return None
 
     async def _aprocess_view(self, request: Any, *view: Any) -> HttpResponse | None:
+        request.__dict__[_USER_CHECKED] = True
         with _GUARD:
             found = _for_user_check(request)
             if found is not None:
                 saved = _Unread(request)
-                auser = getattr(request, "auser", None)  # Django 5.0 and later
-                if auser is not None:
-                    user = await auser()
-                else:
-                    user = await sync_to_async(_read_user)(request)
+                user = await _aread_user(request)
                 saved.put_back(user)
                 return _refuse_user(*found, request, user)
         return None
@@ -164,6 +179,11 @@ class SqreenMiddleware:
 
 #: The app that tracks ``django.contrib.auth``'s logins; with it, sessions are checked too.
 AUTH_APP = "sqreen.integrations.django.auth"
+#: Set on a request whose ``process_view`` ran. A response answered before it (a page
+#: ``FetchFromCacheMiddleware`` served from the cache, any middleware's early answer) has
+#: its user checked once it is back in ``__call__``, else a blocked user's cached pages
+#: were served to them until they expired.
+_USER_CHECKED = "_sqreen_user_checked"
 
 
 def _for_user_check(request: Any) -> tuple[Client, RequestContext] | None:
@@ -198,6 +218,23 @@ def _read_user(request: Any) -> Any:
     user = request.user
     user.is_authenticated  # noqa: B018 (a lazy user is loaded by its first attribute)
     return user._wrapped if isinstance(user, SimpleLazyObject) else user
+
+
+async def _aread_user(request: Any) -> Any:
+    """:func:`_read_user` in an async middleware: ``request.auser()`` (Django 5.0 and
+    later), else the sync read in a thread."""
+    auser = getattr(request, "auser", None)
+    if auser is not None:
+        return await auser()
+    return await sync_to_async(_read_user)(request)
+
+
+def _instead_of(response: Any, refusal: HttpResponse) -> HttpResponse:
+    """``refusal``, the response it replaces closed if it streams (its file or iterator
+    released; a plain one holds nothing to release)."""
+    if getattr(response, "streaming", False):
+        response.close()
+    return refusal
 
 
 #: What ``AuthenticationMiddleware`` and a read of the user leave on a request.
@@ -265,7 +302,7 @@ def _enter(request: Any) -> Entered | None:
             request.sqreen = client.disabled_context
         else:
             client.start()  # with the first request: see Client.start
-            source = _DjangoRequest(request, client.config.max_body_size)
+            source = DjangoRequest(request, client.config.max_body_size)
             ctx = RequestContext(client, "wsgi", source, source, source.route)
             request.sqreen = ctx
             entered = client, ctx, current_request.set(ctx)
@@ -285,80 +322,6 @@ def _forbidden(request: Any) -> HttpResponse:
     response = HttpResponse(body, status=403, content_type=content_type)
     response["Cache-Control"] = "no-store"
     return response
-
-
-class _DjangoRequest(Mapping[str, Any]):
-    """``META`` with the path in its WSGI form, the body Django read (a
-    :class:`sqreen._request.BodySource`) and the resolved route.
-
-    It holds the request weakly: the request holds it (``request.sqreen``, the handle), and
-    a strong reference back made each request, its body and its user a cycle, freed only by
-    a garbage collection, not when Django was done with it. A handle kept past its request
-    reads as a request without headers, body or route."""
-
-    __slots__ = ("_cap", "_ref", "_tee")
-
-    def __init__(self, request: Any, cap: int) -> None:
-        self._ref = weakref.ref(request)
-        self._cap = cap
-        self._tee: WSGIInputTee | None = None
-        attrs = request.__dict__
-        stream = attrs.get("_stream")
-        if stream is not None and "_body" not in attrs and not getattr(request, "_read_started", 0):
-            self._tee = request._stream = WSGIInputTee(stream, cap)
-
-    def _meta(self) -> Mapping[str, Any]:
-        request = self._ref()
-        return {} if request is None else request.META
-
-    def get(self, key: str, default: Any = None) -> Any:
-        request = self._ref()
-        if request is None:
-            return default
-        if key == "PATH_INFO":
-            return _wsgi_str(request.path_info)
-        if key == "SCRIPT_NAME":
-            return _wsgi_str(request.META.get("SCRIPT_NAME") or "")
-        return request.META.get(key, default)
-
-    def __getitem__(self, key: str) -> Any:
-        value = self.get(key, _MISSING)
-        if value is _MISSING:
-            raise KeyError(key)
-        return value
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._meta())
-
-    def __len__(self) -> int:
-        return len(self._meta())
-
-    def capture(self) -> tuple[tuple[bytes, ...], bool]:
-        if self._tee is not None:
-            chunks, truncated = self._tee.capture()
-            if chunks or truncated:
-                return chunks, truncated
-        request = self._ref()
-        body = None if request is None else request.__dict__.get("_body")
-        if not body:
-            return (), False
-        if len(body) <= self._cap:
-            return (body,), False
-        return (body[: self._cap],), True
-
-    def route(self) -> tuple[str | None, Mapping[str, Any] | None]:
-        match = getattr(self._ref(), "resolver_match", None)
-        if match is None or match.route is None:
-            return None, None
-        return "/" + match.route, match.kwargs or None
-
-
-_MISSING: Any = object()
-
-
-def _wsgi_str(text: str) -> str:
-    """A decoded path in the environ's form (UTF-8 bytes as latin-1), as the snapshot expects."""
-    return text.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
 def apply_settings() -> Client:

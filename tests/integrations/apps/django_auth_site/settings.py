@@ -18,6 +18,11 @@ MIDDLEWARE = [
 ]
 if os.environ.get("SQREEN_TEST_NO_AUSER"):  # Django before 5.0: request.user only
     MIDDLEWARE.append("tests.integrations.apps.django_auth_site.urls.before_auser")
+if os.environ.get("SQREEN_TEST_SITE_CACHE"):  # the per-site cache, as Django's docs order it
+    MIDDLEWARE.insert(1, "django.middleware.cache.UpdateCacheMiddleware")
+    MIDDLEWARE.append("django.middleware.cache.FetchFromCacheMiddleware")
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHE_MIDDLEWARE_SECONDS = 600
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",

@@ -16,6 +16,17 @@ def private(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"hello {request.user.get_username()}")
 
 
+_RUNS = {"counted": 0}
+
+
+@login_required
+def counted(request: HttpRequest) -> HttpResponse:
+    """``private``, with how many times the view ran (a page served from a cache says an
+    earlier count)."""
+    _RUNS["counted"] += 1
+    return HttpResponse(f"hello {request.user.get_username()} #{_RUNS['counted']}")
+
+
 def public(request: HttpRequest) -> HttpResponse:
     """A page that reads neither the session nor the user."""
     return HttpResponse("public")
@@ -111,6 +122,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view()),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="/accounts/login/")),
     path("private/", private),
+    path("counted/", counted),
     path("aprivate/", aprivate),
     path("public/", public),
     path("session/", session_peek),
