@@ -64,19 +64,21 @@ def environ(receiver: Receiver, db: Path) -> dict[str, str]:
 
 
 def serve(
-    tmp_path: Path, kind: str = "wsgi", settings: dict[str, str] | None = None
+    tmp_path: Path, kind: str = "wsgi", settings: dict[str, str] | None = None, setup: bool = True
 ) -> Iterator[tuple[Gunicorn, Receiver]]:
     """The site on gunicorn: its sync worker (``wsgi``), or uvicorn's worker (``asgi``:
     Django's async path, the middleware's async methods; ``asgi-no-auser``: without
     ``request.auser()``, as before Django 5.0). ``settings``: the site's ``SQREEN_TEST_*``
-    switches (see its settings)."""
+    switches (see its settings); ``setup=False``: the database (its users, their sessions)
+    of a site served before in ``tmp_path``."""
     receiver = Receiver()
     db = tmp_path / "users.sqlite3"
     extra = {"SQREEN_TEST_NO_AUSER": "1"} if kind == "asgi-no-auser" else {}
     extra.update(settings or {})
     asgi = kind != "wsgi"
     env = {**os.environ, **environ(receiver, db), "PYTHONPATH": ROOT, **extra}
-    subprocess.run([sys.executable, "-c", SETUP], env=env, cwd=ROOT, check=True, timeout=120)
+    if setup:
+        subprocess.run([sys.executable, "-c", SETUP], env=env, cwd=ROOT, check=True, timeout=120)
     app = "tests.integrations.apps.django_auth_site." + ("asgi" if asgi else "wsgi")
     worker = "uvicorn.workers.UvicornWorker" if asgi else "sync"
     server = Gunicorn(f"{app}:application", {**environ(receiver, db), **extra}, worker)
@@ -270,13 +272,23 @@ def test_a_blocked_user_s_open_session_is_refused_until_the_block_is_lifted(
     assert refusals[0]["properties"]["kind"] == "user"
 
 
-@pytest.mark.parametrize("kind", ["wsgi", "asgi", "asgi-no-auser"])
+@pytest.mark.parametrize(
+    ("kind", "order"),
+    [
+        ("wsgi", "last"),
+        ("asgi", "last"),
+        ("asgi-no-auser", "last"),
+        ("wsgi", "before-auth"),
+        ("asgi", "before-auth"),
+    ],
+)
 def test_a_blocked_user_is_refused_the_pages_the_site_cache_kept_for_them(
-    kind: str, tmp_path: Path
+    kind: str, order: str, tmp_path: Path
 ) -> None:
     """``FetchFromCacheMiddleware`` answers a page it keeps before any ``process_view``
-    runs: the middleware checks such a response's user once it comes back."""
-    sites = serve(tmp_path, kind, {"SQREEN_TEST_SITE_CACHE": "1"})
+    runs (``before-auth``: before the request has a user, too): the middleware checks the
+    session's user of such a response once it comes back."""
+    sites = serve(tmp_path, kind, {"SQREEN_TEST_SITE_CACHE": order})
     server, receiver = next(sites)
     try:
         with (
@@ -304,6 +316,44 @@ def test_a_blocked_user_is_refused_the_pages_the_site_cache_kept_for_them(
         assert refusals[0]["properties"]["block_id"] == "b1"
     finally:
         sites.close()
+
+
+@pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+def test_a_user_stays_logged_in_across_a_secret_key_rotation_while_others_are_blocked(
+    kind: str, tmp_path: Path
+) -> None:
+    """A session signed with a key now in ``SECRET_KEY_FALLBACKS`` is re-keyed by Django's
+    first read of its user, whose new cookie ``SessionMiddleware`` sends. The check of a
+    response answered before the view comes after that middleware: it must not be that
+    first read (which logged the user out, on a 404 or a redirect, while anyone was
+    blocked)."""
+    with httpx.Client() as alice, httpx.Client() as bob:
+        sites = serve(tmp_path, kind, {"SQREEN_TEST_SECRET_KEY": "old-secret"})
+        server, _ = next(sites)
+        try:
+            for name, http in (("alice", alice), ("bob", bob)):
+                http.base_url = httpx.URL(server.url)
+                assert log_in(http, name, PASSWORD).status_code == 302
+                assert http.get("/private/").text == f"hello {name}"
+        finally:
+            sites.close()
+        rotated = {
+            "SQREEN_TEST_SECRET_KEY": "new-secret",
+            "SQREEN_TEST_SECRET_FALLBACKS": "old-secret",
+        }
+        sites = serve(tmp_path, kind, rotated, setup=False)
+        server, receiver = next(sites)
+        try:
+            alice.base_url = bob.base_url = httpx.URL(server.url)
+            receiver.block([{"id": "b1", "type": "block_user", "user": {"username": "alice"}}])
+            assert status_until(alice, "/private/", 403) == 403  # the block is there
+            old_cookie = bob.cookies["sessionid"]
+            assert bob.get("/nowhere/").status_code == 404  # answered before any view
+            assert bob.get("/private/").text == "hello bob"
+            assert bob.cookies["sessionid"] != old_cookie  # re-keyed, the new cookie sent
+            assert bob.get("/private/").text == "hello bob"
+        finally:
+            sites.close()
 
 
 def test_a_view_s_own_authenticate_calls_are_tracked(site: tuple[Gunicorn, Receiver]) -> None:

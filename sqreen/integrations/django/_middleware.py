@@ -108,13 +108,12 @@ class SqreenMiddleware:
             if refusal is not None:
                 return refusal
             response = self.get_response(request)
-            if self._checks_users and _USER_CHECKED not in request.__dict__:
-                with _GUARD:
-                    found = _for_user_check(request)
-                    if found is not None:
-                        refusal = _refuse_user(*found, request, _read_user(request))
-                        if refusal is not None:
-                            return _instead_of(response, refusal)
+            with _GUARD:
+                late = self._answered_before_view(request)
+                if late is not None:
+                    refusal = _refuse_user(*late, request, _session_user(request))
+                    if refusal is not None:
+                        return refusal  # (the response dropped, as Django drops one replaced)
             return response
         except BaseException as exc:
             blocked = find_blocked(exc)
@@ -136,13 +135,13 @@ class SqreenMiddleware:
             if refusal is not None:
                 return refusal
             response = await get_response(request)
-            if self._checks_users and _USER_CHECKED not in request.__dict__:
-                with _GUARD:
-                    found = _for_user_check(request)
-                    if found is not None:
-                        refusal = _refuse_user(*found, request, await _aread_user(request))
-                        if refusal is not None:
-                            return _instead_of(response, refusal)
+            with _GUARD:
+                late = self._answered_before_view(request)
+                if late is not None:
+                    user = await sync_to_async(_session_user)(request)
+                    refusal = _refuse_user(*late, request, user)
+                    if refusal is not None:
+                        return refusal
             return response
         except BaseException as exc:
             blocked = find_blocked(exc)
@@ -153,11 +152,19 @@ class SqreenMiddleware:
         finally:
             current_request.reset(token)
 
+    def _answered_before_view(self, request: Any) -> tuple[Client, RequestContext] | None:
+        """The client and handle of a request whose response came back without its
+        ``process_view`` (:data:`_VIEW_PHASE`) while the collector blocks some user: its
+        session's user is checked then (:func:`_session_user`)."""
+        if not self._checks_users or _VIEW_PHASE in request.__dict__:
+            return None
+        return _for_check(request, "session")
+
     def _process_view(self, request: Any, *view: Any) -> HttpResponse | None:
         """A blocked user's open session: each request refused while the block lasts."""
-        request.__dict__[_USER_CHECKED] = True
+        request.__dict__[_VIEW_PHASE] = True
         with _GUARD:
-            found = _for_user_check(request)
+            found = _for_check(request, "user")
             if found is not None:
                 saved = _Unread(request)
                 user = _read_user(request)  # the session, then the user
@@ -166,12 +173,16 @@ class SqreenMiddleware:
         return None
 
     async def _aprocess_view(self, request: Any, *view: Any) -> HttpResponse | None:
-        request.__dict__[_USER_CHECKED] = True
+        request.__dict__[_VIEW_PHASE] = True
         with _GUARD:
-            found = _for_user_check(request)
+            found = _for_check(request, "user")
             if found is not None:
                 saved = _Unread(request)
-                user = await _aread_user(request)
+                auser = getattr(request, "auser", None)  # Django 5.0 and later
+                if auser is not None:
+                    user = await auser()
+                else:
+                    user = await sync_to_async(_read_user)(request)
                 saved.put_back(user)
                 return _refuse_user(*found, request, user)
         return None
@@ -179,22 +190,23 @@ class SqreenMiddleware:
 
 #: The app that tracks ``django.contrib.auth``'s logins; with it, sessions are checked too.
 AUTH_APP = "sqreen.integrations.django.auth"
-#: Set on a request whose ``process_view`` ran. A response answered before it (a page
+#: Set on a request when its ``process_view`` runs. A response answered before it (a page
 #: ``FetchFromCacheMiddleware`` served from the cache, any middleware's early answer) has
-#: its user checked once it is back in ``__call__``, else a blocked user's cached pages
-#: were served to them until they expired.
-_USER_CHECKED = "_sqreen_user_checked"
+#: its session's user checked once it is back in ``__call__``, else a blocked user's cached
+#: pages were served to them until they expired.
+_VIEW_PHASE = "_sqreen_view_phase"
 
 
-def _for_user_check(request: Any) -> tuple[Client, RequestContext] | None:
+def _for_check(request: Any, attr: str) -> tuple[Client, RequestContext] | None:
     """The client and handle of a request whose user is to be checked: only while the
     collector blocks some user (else a request's session and user would be read for
-    nothing), and only when ``AuthenticationMiddleware`` gave the request a user."""
+    nothing), and only when the request has ``attr``: ``user``, given by
+    ``AuthenticationMiddleware``, or ``session`` (``SessionMiddleware``'s)."""
     handle = request.__dict__.get("sqreen")
     if not isinstance(handle, RequestContext) or not handle.bound:
         return None
     client = handle.client
-    if not client.blocklist.has_users or not hasattr(request, "user"):
+    if not client.blocklist.has_users or not hasattr(request, attr):
         return None
     return client, handle
 
@@ -204,7 +216,7 @@ def _refuse_user(
 ) -> HttpResponse | None:
     """403 when the user the session holds is blocked (identified as the auth app's events
     identify them: ``{"username": ...}``)."""
-    if not user.is_authenticated:
+    if user is None or not user.is_authenticated:
         return None
     blocked = client.blocklist.user_block({"username": str(user.get_username())})
     if blocked is None:
@@ -220,21 +232,29 @@ def _read_user(request: Any) -> Any:
     return user._wrapped if isinstance(user, SimpleLazyObject) else user
 
 
-async def _aread_user(request: Any) -> Any:
-    """:func:`_read_user` in an async middleware: ``request.auser()`` (Django 5.0 and
-    later), else the sync read in a thread."""
-    auser = getattr(request, "auser", None)
-    if auser is not None:
-        return await auser()
-    return await sync_to_async(_read_user)(request)
+def _session_user(request: Any) -> Any:
+    """The user ``request``'s session is logged in as, or None (no session, nobody logged
+    in, a backend no longer listed, or the app's session or user store failing: the
+    response stands, as it would without sqreen).
 
+    Read after the response went through ``SessionMiddleware``, so without ``get_user``,
+    whose side effects need that middleware still to come: it re-keys a session signed with
+    a ``SECRET_KEY_FALLBACKS`` key, whose new cookie would then never be sent (the user
+    logged out). Nor is the session's hash checked: a blocked user is refused either way."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
 
-def _instead_of(response: Any, refusal: HttpResponse) -> HttpResponse:
-    """``refusal``, the response it replaces closed if it streams (its file or iterator
-    released; a plain one holds nothing to release)."""
-    if getattr(response, "streaming", False):
-        response.close()
-    return refusal
+    session = request.session
+    try:
+        if SESSION_KEY not in session:
+            return None
+        user_id = get_user_model()._meta.pk.to_python(session[SESSION_KEY])
+        backend = session.get(BACKEND_SESSION_KEY)
+        if backend not in settings.AUTHENTICATION_BACKENDS:
+            return None
+        return load_backend(backend).get_user(user_id)
+    except Exception:  # the app's stores: its own pages meet the same error
+        logger.debug("sqreen: the session's user could not be read", exc_info=True)
+        return None
 
 
 #: What ``AuthenticationMiddleware`` and a read of the user leave on a request.

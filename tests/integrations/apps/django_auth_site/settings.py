@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SECRET_KEY = "tests-only"
+SECRET_KEY = os.environ.get("SQREEN_TEST_SECRET_KEY", "tests-only")
+SECRET_KEY_FALLBACKS = os.environ.get("SQREEN_TEST_SECRET_FALLBACKS", "").split()
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "tests.integrations.apps.django_auth_site.urls"
@@ -18,9 +19,16 @@ MIDDLEWARE = [
 ]
 if os.environ.get("SQREEN_TEST_NO_AUSER"):  # Django before 5.0: request.user only
     MIDDLEWARE.append("tests.integrations.apps.django_auth_site.urls.before_auser")
-if os.environ.get("SQREEN_TEST_SITE_CACHE"):  # the per-site cache, as Django's docs order it
+# The per-site cache: ``last``, as Django's docs show it; ``before-auth``, answering before
+# AuthenticationMiddleware (the docs only ask it to come after what changes Vary).
+SITE_CACHE = os.environ.get("SQREEN_TEST_SITE_CACHE")
+if SITE_CACHE:
     MIDDLEWARE.insert(1, "django.middleware.cache.UpdateCacheMiddleware")
-    MIDDLEWARE.append("django.middleware.cache.FetchFromCacheMiddleware")
+    FETCH = "django.middleware.cache.FetchFromCacheMiddleware"
+    if SITE_CACHE == "before-auth":
+        MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.csrf.CsrfViewMiddleware"), FETCH)
+    else:
+        MIDDLEWARE.append(FETCH)
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CACHE_MIDDLEWARE_SECONDS = 600
 INSTALLED_APPS = [
