@@ -215,13 +215,15 @@ def test_a_blocked_user_is_refused_by_aauthenticate_and_others_pass(tmp_path: Pa
             assert http.post("/api/alogin", data=data).status_code == 403
 
 
-def status_until(http: httpx.Client, path: str, wanted: int) -> int:
+def status_until(
+    http: httpx.Client, path: str, wanted: int, headers: dict[str, str] | None = None
+) -> int:
     """GET ``path`` until it answers ``wanted`` (a change of blocks reaching the app), 15 s
     at most; the last status. Each request is the wait (a round trip to the server)."""
     deadline = time.monotonic() + 15
-    status = http.get(path).status_code
+    status = http.get(path, headers=headers).status_code
     while status != wanted and time.monotonic() < deadline:
-        status = http.get(path).status_code
+        status = http.get(path, headers=headers).status_code
     return status
 
 
@@ -314,6 +316,31 @@ def test_a_blocked_user_is_refused_the_pages_the_site_cache_kept_for_them(
             assert alice.get("/counted/").text == first  # the cached page, kept all along
         refusals = receiver.wait_for(1, 10, "security.blocked")
         assert refusals[0]["properties"]["block_id"] == "b1"
+    finally:
+        sites.close()
+
+
+@pytest.mark.parametrize("kind", ["wsgi", "asgi", "asgi-no-auser"])
+def test_a_user_a_later_middleware_logs_in_or_out_is_the_one_checked_and_the_view_s(
+    kind: str, tmp_path: Path
+) -> None:
+    """``RemoteUserMiddleware`` after ``AuthenticationMiddleware`` reads the session's user,
+    then logs another one in (or out): ``request.user`` changes, what ``get_user()`` and
+    ``request.auser()`` cached does not. The check must read the user the view gets, and
+    leave it as it is: it read the cached one, refused a user who was not blocked (async),
+    and gave the view the user logged out (sync), while anyone was blocked."""
+    sites = serve(tmp_path, kind, {"SQREEN_TEST_REMOTE_USER": "1"})
+    server, receiver = next(sites)
+    try:
+        with httpx.Client(base_url=server.url) as http:
+            receiver.block([{"id": "b1", "type": "block_user", "user": {"username": "alice"}}])
+            as_alice = {"X-Remote-User": "alice"}
+            assert status_until(http, "/private/", 403, as_alice) == 403  # alice, in session
+            reply = http.get("/private/", headers={"X-Remote-User": "bob"})
+            assert (reply.status_code, reply.text) == (200, "hello bob")
+            reply = http.get("/private/")  # no header: logged out
+            assert reply.status_code == 302
+            assert reply.headers["location"].startswith("/accounts/login/")
     finally:
         sites.close()
 

@@ -21,7 +21,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import Token
-from functools import partial
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
@@ -29,7 +28,6 @@ from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse
-from django.utils.functional import SimpleLazyObject
 
 from ..._client import Client
 from ..._context import RequestContext, current_request
@@ -44,6 +42,7 @@ from ...middleware._common import (
     start_with_the_server,
 )
 from ._request import DjangoRequest
+from ._users import UNREAD, Unread, aread_user, given_user, late_user, read_user
 from .checks import check_middleware
 
 __all__ = ["SqreenMiddleware", "apply_settings"]
@@ -111,7 +110,7 @@ class SqreenMiddleware:
             with _GUARD:
                 late = self._answered_before_view(request)
                 if late is not None:
-                    refusal = _refuse_user(*late, request, _session_user(request))
+                    refusal = _refuse_user(*late, request, late_user(request))
                     if refusal is not None:
                         return refusal  # (the response dropped, as Django drops one replaced)
             return response
@@ -138,7 +137,7 @@ class SqreenMiddleware:
             with _GUARD:
                 late = self._answered_before_view(request)
                 if late is not None:
-                    user = await sync_to_async(_session_user)(request)
+                    user = await sync_to_async(late_user)(request)
                     refusal = _refuse_user(*late, request, user)
                     if refusal is not None:
                         return refusal
@@ -155,10 +154,10 @@ class SqreenMiddleware:
     def _answered_before_view(self, request: Any) -> tuple[Client, RequestContext] | None:
         """The client and handle of a request whose response came back without its
         ``process_view`` (:data:`_VIEW_PHASE`) while the collector blocks some user: its
-        session's user is checked then (:func:`_session_user`)."""
+        user is checked then (:func:`~._users.late_user`)."""
         if not self._checks_users or _VIEW_PHASE in request.__dict__:
             return None
-        return _for_check(request, "session")
+        return _for_check(request, "user", "session")
 
     def _process_view(self, request: Any, *view: Any) -> HttpResponse | None:
         """A blocked user's open session: each request refused while the block lasts."""
@@ -166,9 +165,11 @@ class SqreenMiddleware:
         with _GUARD:
             found = _for_check(request, "user")
             if found is not None:
-                saved = _Unread(request)
-                user = _read_user(request)  # the session, then the user
-                saved.put_back(user)
+                user = given_user(request)
+                if user is UNREAD:
+                    saved = Unread(request)
+                    user = read_user(request)  # the session, then the user
+                    saved.put_back(user)
                 return _refuse_user(*found, request, user)
         return None
 
@@ -177,13 +178,11 @@ class SqreenMiddleware:
         with _GUARD:
             found = _for_check(request, "user")
             if found is not None:
-                saved = _Unread(request)
-                auser = getattr(request, "auser", None)  # Django 5.0 and later
-                if auser is not None:
-                    user = await auser()
-                else:
-                    user = await sync_to_async(_read_user)(request)
-                saved.put_back(user)
+                user = given_user(request)
+                if user is UNREAD:
+                    saved = Unread(request)
+                    user = await aread_user(request)
+                    saved.put_back(user)
                 return _refuse_user(*found, request, user)
         return None
 
@@ -197,16 +196,16 @@ AUTH_APP = "sqreen.integrations.django.auth"
 _VIEW_PHASE = "_sqreen_view_phase"
 
 
-def _for_check(request: Any, attr: str) -> tuple[Client, RequestContext] | None:
+def _for_check(request: Any, *attrs: str) -> tuple[Client, RequestContext] | None:
     """The client and handle of a request whose user is to be checked: only while the
     collector blocks some user (else a request's session and user would be read for
-    nothing), and only when the request has ``attr``: ``user``, given by
+    nothing), and only when the request has one of ``attrs``: ``user``, given by
     ``AuthenticationMiddleware``, or ``session`` (``SessionMiddleware``'s)."""
     handle = request.__dict__.get("sqreen")
     if not isinstance(handle, RequestContext) or not handle.bound:
         return None
     client = handle.client
-    if not client.blocklist.has_users or not hasattr(request, attr):
+    if not client.blocklist.has_users or not any(hasattr(request, a) for a in attrs):
         return None
     return client, handle
 
@@ -223,95 +222,6 @@ def _refuse_user(
         return None
     refused(client, ctx, blocked)
     return _forbidden(request)
-
-
-def _read_user(request: Any) -> Any:
-    """``request.user``, read (the user itself, not its lazy stand-in)."""
-    user = request.user
-    user.is_authenticated  # noqa: B018 (a lazy user is loaded by its first attribute)
-    return user._wrapped if isinstance(user, SimpleLazyObject) else user
-
-
-def _session_user(request: Any) -> Any:
-    """The user ``request``'s session is logged in as, or None (no session, nobody logged
-    in, a backend no longer listed, or the app's session or user store failing: the
-    response stands, as it would without sqreen).
-
-    Read after the response went through ``SessionMiddleware``, so without ``get_user``,
-    whose side effects need that middleware still to come: it re-keys a session signed with
-    a ``SECRET_KEY_FALLBACKS`` key, whose new cookie would then never be sent (the user
-    logged out). Nor is the session's hash checked: a blocked user is refused either way."""
-    from django.contrib.auth import BACKEND_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
-
-    session = request.session
-    try:
-        if SESSION_KEY not in session:
-            return None
-        user_id = get_user_model()._meta.pk.to_python(session[SESSION_KEY])
-        backend = session.get(BACKEND_SESSION_KEY)
-        if backend not in settings.AUTHENTICATION_BACKENDS:
-            return None
-        return load_backend(backend).get_user(user_id)
-    except Exception:  # the app's stores: its own pages meet the same error
-        logger.debug("sqreen: the session's user could not be read", exc_info=True)
-        return None
-
-
-#: What ``AuthenticationMiddleware`` and a read of the user leave on a request.
-_USER_ATTRS = ("user", "auser", "_cached_user", "_acached_user")
-
-
-class _Unread:
-    """The request's session and user as they were before the check read them, put back
-    after it (:meth:`put_back`), so that the check's read is not the app's: else, while any
-    user was blocked, ``SessionMiddleware`` added ``Vary: Cookie`` to every response (the
-    session accessed), and deleted a stale session cookie on pages that read nothing."""
-
-    __slots__ = ("attrs", "request", "session", "session_state")
-
-    def __init__(self, request: Any) -> None:
-        self.request = request
-        self.session: Any = getattr(request, "session", None)
-        self.session_state = None if self.session is None else dict(vars(self.session))
-        attrs = request.__dict__
-        self.attrs = {k: attrs[k] for k in _USER_ATTRS if k in attrs}
-
-    def put_back(self, user: Any) -> None:
-        session, state = self.session, self.session_state
-        if session is None or state is None:
-            return
-        request = self.request
-        if user.is_authenticated:
-            # A valid session, loaded: only its flag tells; set again when the app reads
-            # the user (answered from what was read here, no query again).
-            session.accessed = state.get("accessed", False)
-            request.user = SimpleLazyObject(partial(_seen, session, user))
-            request.auser = partial(_aseen, session, user)
-            return
-        # No user: the session as it was (a stale one's key and cache too) and the user
-        # unread, so that the app's own read does what it did without sqreen.
-        vars(session).clear()
-        vars(session).update(state)
-        attrs = request.__dict__
-        for name in _USER_ATTRS:
-            attrs.pop(name, None)
-        attrs.update(self.attrs)
-        if "user" in self.attrs:
-            # (Here: importing it loads the auth models, which the app registry may not
-            # be ready for when this module is imported.)
-            from django.contrib.auth.middleware import get_user
-
-            request.user = SimpleLazyObject(partial(get_user, request))
-
-
-def _seen(session: Any, user: Any) -> Any:
-    session.accessed = True
-    return user
-
-
-async def _aseen(session: Any, user: Any) -> Any:
-    session.accessed = True
-    return user
 
 
 def _enter(request: Any) -> Entered | None:

@@ -19,6 +19,11 @@ MIDDLEWARE = [
 ]
 if os.environ.get("SQREEN_TEST_NO_AUSER"):  # Django before 5.0: request.user only
     MIDDLEWARE.append("tests.integrations.apps.django_auth_site.urls.before_auser")
+if os.environ.get("SQREEN_TEST_REMOTE_USER"):  # logins by a header, after the session's
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+        "tests.integrations.apps.django_auth_site.urls.HeaderRemoteUser",
+    )
 # The per-site cache: ``last``, as Django's docs show it; ``before-auth``, answering before
 # AuthenticationMiddleware (the docs only ask it to come after what changes Vary).
 SITE_CACHE = os.environ.get("SQREEN_TEST_SITE_CACHE")
@@ -50,6 +55,7 @@ TEMPLATES = [
 AUTHENTICATION_BACKENDS = [
     "sqreen.integrations.django.auth.backends.BlockedUsersBackend",
     "django.contrib.auth.backends.ModelBackend",
+    "django.contrib.auth.backends.RemoteUserBackend",
 ]
 LOGIN_REDIRECT_URL = "/private/"
 LOGIN_URL = "/accounts/login/"

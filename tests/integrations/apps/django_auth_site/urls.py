@@ -6,6 +6,7 @@ from asgiref.sync import markcoroutinefunction
 from django.contrib.auth import authenticate, login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.middleware import RemoteUserMiddleware
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
@@ -88,6 +89,28 @@ def check_password(request: HttpRequest) -> HttpResponse:
         request, username=request.POST["username"], password=request.POST["password"]
     )
     return HttpResponse("right" if user else "wrong", status=200 if user else 401)
+
+
+class HeaderRemoteUser(RemoteUserMiddleware):
+    """Logs in the user a proxy names in ``X-Remote-User`` (out, without it), after
+    ``AuthenticationMiddleware``: ``request.user`` changed after the session's read.
+    (Django 5.2 reads ``META[header]`` in its sync path, ``META["HTTP_" + header]`` in its
+    async one: the name is given under both.)"""
+
+    def process_request(self, request: HttpRequest) -> None:
+        _named(request)
+        super().process_request(request)
+
+    async def aprocess_request(self, request: HttpRequest) -> None:
+        _named(request)
+        await super().aprocess_request(request)
+
+
+def _named(request: HttpRequest) -> None:
+    name = request.META.get("HTTP_X_REMOTE_USER")
+    if name is not None:
+        request.META[RemoteUserMiddleware.header] = name
+        request.META["HTTP_" + RemoteUserMiddleware.header] = name
 
 
 def before_auser(get_response: Any) -> Any:
