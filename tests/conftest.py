@@ -17,7 +17,8 @@ from tests.receiver import Receiver
 #: and the run ends on short files instead of one worker finishing a minute-long test alone.
 #: Only the order changes: every test still runs. A file missing here runs after them.
 LONGEST_FIRST = (
-    "tests/peers/test_framework_suites.py",  # 97 s (a venv on a clean clone, Flask's suite x2)
+    # 97 s (a venv on a clean clone, Flask's suite x2), and Django's auth tests x2 (40 s)
+    "tests/peers/test_framework_suites.py",
     "tests/server/test_resilience.py",  # 63 s
     "tests/test_playbook_replay.py",  # 63 s
     "tests/explorer/test_login_attacks.py",  # 61 s

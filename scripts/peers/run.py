@@ -3,14 +3,23 @@
 ::
 
     python scripts/peers/run.py flask            # the installed Flask's suite, from its sdist
+    python scripts/peers/run.py django           # Django's, for the apps of DJANGO_APPS
 
 The source distribution of the *installed* version is downloaded once (``pip download``) into
 ``.venv/peers/`` and its tests run twice with the same interpreter: as released, then with
-``Sqreen(app)`` in every app and a ``sqreen.track()`` in every request
-(``scripts/peers/_inject_<name>.py``). It fails (exit 1) when a test's outcome differs, other
-than the documented exceptions below, when a request saw another request's context, when an
-event carried another request's path, when a context was left bound after a test, or when
-the SDK logged an internal error; the interpreter crashing fails it too.
+sqreen injected (``scripts/peers/_inject_<name>.py``):
+
+- Flask: ``Sqreen(app)`` in every app and a ``sqreen.track()`` in every request. It fails
+  (exit 1) when a request saw another request's context, when an event carried another
+  request's path, or when a context was left bound after a test.
+- Django: the middleware first in every chain with the auth app installed, while the
+  collector blocks a user no test uses, so that every request's user is checked (a user
+  who is not blocked must see no difference). It fails when a request was refused, or when
+  a middleware was built without the block in force.
+
+Both fail when a test's outcome differs, other than the documented exceptions below, when
+no request reached the injection, or when the SDK logged an internal error; the interpreter
+crashing fails it too.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -40,10 +50,21 @@ KNOWN = {
         "tests.test_basic::test_app_freed_on_zero_refcount": "app.wsgi_app wrapped (a cycle)",
     },
 }
-DISTRIBUTIONS = {"flask": "flask"}
-#: What the suite needs besides the framework at the installed version (its "tests" group;
-#: pytest below 9, whose internals Flask 3.1's test_cli imports).
-TEST_DEPS = {"flask": ["pytest>=8,<9", "asgiref", "greenlet", "python-dotenv"]}
+DISTRIBUTIONS = {"flask": "flask", "django": "django"}
+#: The framework and the libraries it runs on, at the versions installed here.
+PINNED = {"flask": ["flask", "werkzeug"], "django": ["django", "asgiref", "sqlparse"]}
+#: What the suite needs besides (Flask's "tests" group, and pytest below 9, whose internals
+#: Flask 3.1's test_cli imports; what Django's runtests needs for DJANGO_APPS).
+TEST_DEPS = {
+    "flask": ["pytest>=8,<9", "asgiref", "greenlet", "python-dotenv"],
+    "django": ["tblib", "jinja2", "pyyaml", "argon2-cffi", "bcrypt", "pillow", "docutils"],
+}
+#: Django's test apps run: what requests, sessions, users, caches and middlewares go through.
+DJANGO_APPS = (
+    "cache sessions_tests auth_tests middleware middleware_exceptions handlers asgi "
+    "requests_tests view_tests csrf_tests test_client test_client_regress messages_tests "
+    "flatpages_tests redirects_tests admin_views"
+).split()
 #: The project's own dependencies (pyproject's ``dependencies``), at the versions installed here.
 PROJECT_DEPS = ["httpx2", "anyio"]
 
@@ -89,7 +110,7 @@ def environment(name: str) -> Path:
     venv = CACHE / f"venv-{name}"
     python = venv / "bin" / "python"
     stamp = venv / ".installed"
-    pins = [f"{d}=={version(d)}" for d in (DISTRIBUTIONS[name], "werkzeug", *PROJECT_DEPS)]
+    pins = [f"{d}=={version(d)}" for d in (*PINNED[name], *PROJECT_DEPS)]
     wanted = " ".join([*pins, *TEST_DEPS[name]])
     if stamp.exists() and stamp.read_text() == wanted:
         return python
@@ -101,19 +122,64 @@ def environment(name: str) -> Path:
     return python
 
 
+def suite_env(report: Path) -> dict[str, str]:
+    """The suite's environment: none of the outer run's sqreen settings, nor its pytest
+    options (PYTEST_ADDOPTS="-p plugin" broke the inner one); the project and the injection
+    modules importable."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("SQREEN_") and k != "PYTEST_ADDOPTS"
+    }
+    env["SQREEN_TRANSPORT"] = "memory:"
+    env["SQREEN_PEER_REPORT"] = str(report)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT)])
+    return env
+
+
+#: The end of a test's ``-v 2`` line: its outcome.
+_ENDED = re.compile(r" \.\.\. (ok|FAIL|ERROR|skipped|expected failure|unexpected success)")
+
+
+def run_django(
+    python: Path, source: Path, apps: list[str], inject: bool, workdir: Path
+) -> tuple[dict[str, str], dict]:
+    """Django's ``runtests.py`` over ``apps``: each test's outcome (from its ``-v 2``
+    lines), and the injection's reports, summed over its processes."""
+    label = "injected" if inject else "plain"
+    reports = workdir / label
+    script = [str(HERE / "_inject_django.py")] if inject else ["runtests.py"]
+    cmd = [str(python), *script, *apps, "--parallel", "2", "-v", "2"]
+    proc = subprocess.run(
+        cmd, cwd=source / "tests", env=suite_env(reports), capture_output=True, text=True
+    )
+    if proc.returncode < 0:
+        sys.exit(f"{label} run: the interpreter died (signal {-proc.returncode})\n{proc.stderr}")
+    outcomes: dict[str, str] = {}
+    test = None
+    for line in proc.stderr.splitlines():  # (unittest reports on stderr)
+        if named := re.match(r"^\w+ \(([\w.]+)\)", line):
+            test = named.group(1)  # (a docstring's first line may follow, then the outcome)
+        ended = _ENDED.search(line)
+        if ended and test:
+            outcomes[test] = {"ok": "passed"}.get(ended.group(1), ended.group(1))
+            test = None
+    if not outcomes:
+        sys.exit(f"{label} run: no test reported\n{proc.stderr[-3000:]}")
+    report: dict[str, int] = {}
+    for part in reports.glob("*.json") if inject else ():
+        for key, value in json.loads(part.read_text()).items():
+            report[key] = report.get(key, 0) + value
+    passed = sum(o == "passed" for o in outcomes.values())
+    print(f"{label}: {len(outcomes)} tests, {passed} passed", flush=True)
+    return outcomes, report
+
+
 def run_suite(
     python: Path, source: Path, inject: str | None, workdir: Path
 ) -> tuple[dict[str, str], dict]:
     label = "injected" if inject else "plain"
     junit = workdir / f"{label}.xml"
     report_file = workdir / f"{label}.json"
-    # Not the outer run's pytest options either (PYTEST_ADDOPTS="-p plugin" broke the inner one).
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("SQREEN_") and k != "PYTEST_ADDOPTS"
-    }
-    env["SQREEN_TRANSPORT"] = "memory:"
-    env["SQREEN_PEER_REPORT"] = str(report_file)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT)])
+    env = suite_env(report_file)
     cmd = [
         str(python),
         "-m",
@@ -154,13 +220,21 @@ def run_suite(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", choices=sorted(DISTRIBUTIONS))
+    parser.add_argument(
+        "--apps", help="django: the test apps to run, comma-separated (default: DJANGO_APPS)"
+    )
     args = parser.parse_args()
     source = fetch(args.name)
     python = environment(args.name)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        plain, _ = run_suite(python, source, None, workdir)
-        injected, report = run_suite(python, source, f"_inject_{args.name}", workdir)
+        if args.name == "django":
+            apps = args.apps.split(",") if args.apps else DJANGO_APPS
+            plain, _ = run_django(python, source, apps, False, workdir)
+            injected, report = run_django(python, source, apps, True, workdir)
+        else:
+            plain, _ = run_suite(python, source, None, workdir)
+            injected, report = run_suite(python, source, f"_inject_{args.name}", workdir)
     problems: list[str] = []
     if not plain or plain.keys() != injected.keys():
         problems.append(f"different tests collected: {sorted(plain.keys() ^ injected.keys())[:10]}")
@@ -172,11 +246,24 @@ def main() -> int:
                 print(f"known difference: {test}: {outcome} -> {other} ({known[test]})")
             else:
                 problems.append(f"{test}: {outcome} without sqreen, {other} with it")
+    if args.name == "django":
+        problems += django_problems(report)
+    else:
+        problems += flask_problems(report)
+    if report.get("internal_errors"):
+        problems.append(f"sqreen logged {report['internal_errors']} internal errors")
+    for problem in problems:
+        print("DIFFERENCE:", problem)
+    return 1 if problems else 0
+
+
+def flask_problems(report: dict) -> list[str]:
     print(
         f"requests: {report.get('requests')} ({report.get('bypassed')} dispatched by hand, "
         f"without app.wsgi_app), events tracked: {report.get('tracked')}, "
         f"delivered: {report.get('delivered')}"
     )
+    problems = []
     if not report.get("requests"):
         problems.append("no request reached a view: the injection did not take")
     if report.get("tracked") != report.get("delivered"):
@@ -188,11 +275,22 @@ def main() -> int:
             problems.append(f"{key}: {report[key][:10]}")
     if report.get("unbound_after"):
         problems.append(f"a request context was left bound after {report['unbound_after']} tests")
-    if report.get("internal_errors"):
-        problems.append(f"sqreen logged {report['internal_errors']} internal errors")
-    for problem in problems:
-        print("DIFFERENCE:", problem)
-    return 1 if problems else 0
+    return problems
+
+
+def django_problems(report: dict) -> list[str]:
+    print(
+        f"middlewares built: {report.get('built')}, users checked: {report.get('checks')}, "
+        f"refused: {report.get('refused')}"
+    )
+    problems = []
+    if not report.get("checks"):
+        problems.append("no request's user was checked: the injection did not take")
+    if report.get("refused"):
+        problems.append(f"{report['refused']} requests refused, none of them blocked")
+    if report.get("built_without_block"):
+        problems.append(f"{report['built_without_block']} middlewares built without the block")
+    return problems
 
 
 if __name__ == "__main__":

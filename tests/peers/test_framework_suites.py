@@ -28,3 +28,28 @@ def test_flasks_own_suite_sees_no_difference() -> None:
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "injected: " in proc.stdout and "requests: " in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_djangos_own_suite_sees_no_difference_while_a_user_is_blocked() -> None:
+    """Django's auth and sessions tests (the ones a session check could change: logins,
+    logouts, ``RemoteUserMiddleware``, session flags), with the middleware and its auth app
+    in every app while the collector blocks a user no test uses. Each request's user is
+    checked; none may see a difference (``scripts/peers/run.py django`` runs more apps)."""
+    pytest.importorskip("django")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "peers" / "run.py"),
+            "django",
+            "--apps",
+            "auth_tests,sessions_tests",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=590,
+    )
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "injected: " in proc.stdout and "users checked: " in proc.stdout
