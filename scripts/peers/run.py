@@ -123,11 +123,14 @@ def environment(name: str) -> Path:
 
 
 def suite_env(report: Path) -> dict[str, str]:
-    """The suite's environment: none of the outer run's sqreen settings, nor its pytest
-    options (PYTEST_ADDOPTS="-p plugin" broke the inner one); the project and the injection
-    modules importable."""
+    """The suite's environment: none of the outer run's sqreen or Django settings, nor its
+    pytest options (PYTEST_ADDOPTS="-p plugin" broke the inner one; the project's tests set
+    DJANGO_SETTINGS_MODULE, which Django's runtests.py then ran on); the project and the
+    injection modules importable."""
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith("SQREEN_") and k != "PYTEST_ADDOPTS"
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SQREEN_", "DJANGO_")) and k != "PYTEST_ADDOPTS"
     }
     env["SQREEN_TRANSPORT"] = "memory:"
     env["SQREEN_PEER_REPORT"] = str(report)
