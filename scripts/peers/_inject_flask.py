@@ -7,11 +7,11 @@ JSON file named by ``SQREEN_PEER_REPORT`` when the session ends.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import flask
+from _peer_report import write_report
 
 import sqreen
 from sqreen._context import current
@@ -61,21 +61,4 @@ def pytest_runtest_teardown(item: Any) -> None:
 
 
 def pytest_sessionfinish(session: Any) -> None:
-    client = sqreen._hub.active
-    events: list[dict[str, Any]] = []
-    internal_errors = 0
-    if client is not None:
-        client.flush(30.0)
-        events = list(getattr(client.transport, "events", []))
-        internal_errors = client.internal_errors
-    wrong_event = [
-        (e["properties"]["seq"], e["request"] and e["request"]["path"])
-        for e in events
-        if e["properties"]["seq"] in _expected
-        and (e["request"] or {}).get("path") != _expected[e["properties"]["seq"]]
-    ]
-    report = dict(
-        _seen, delivered=len(events), wrong_event=wrong_event, internal_errors=internal_errors
-    )
-    with open(os.environ["SQREEN_PEER_REPORT"], "w") as f:
-        json.dump(report, f)
+    write_report(_seen, _expected)

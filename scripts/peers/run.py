@@ -4,6 +4,7 @@
 
     python scripts/peers/run.py flask            # the installed Flask's suite, from its sdist
     python scripts/peers/run.py django           # Django's, for the apps of DJANGO_APPS
+    python scripts/peers/run.py starlette        # Starlette's (fastapi: FastAPI's)
 
 The source distribution of the *installed* version is downloaded once (``pip download``) into
 ``.venv/peers/`` and its tests run twice with the same interpreter: as released, then with
@@ -12,12 +13,15 @@ sqreen injected (``scripts/peers/_inject_<name>.py``):
 - Flask: ``Sqreen(app)`` in every app and a ``sqreen.track()`` in every request. It fails
   (exit 1) when a request saw another request's context, when an event carried another
   request's path, or when a context was left bound after a test.
+- Starlette, FastAPI: the middleware outermost of every app's own, and in front of its router
+  a check of the request bound and a ``sqreen.track()``, in every HTTP request; it fails as
+  Flask's does.
 - Django: the middleware first in every chain with the auth app installed, while the
   collector blocks a user no test uses, so that every request's user is checked (a user
   who is not blocked must see no difference). It fails when a request was refused, or when
   a middleware was built without the block in force.
 
-Both fail when a test's outcome differs, other than the documented exceptions below, when
+All fail when a test's outcome differs, other than the documented exceptions below, when
 no request reached the injection, or when the SDK logged an internal error; the interpreter
 crashing fails it too.
 """
@@ -50,14 +54,81 @@ KNOWN = {
         "tests.test_basic::test_app_freed_on_zero_refcount": "app.wsgi_app wrapped (a cycle)",
     },
 }
-DISTRIBUTIONS = {"flask": "flask", "django": "django"}
+DISTRIBUTIONS = {
+    "flask": "flask",
+    "django": "django",
+    "starlette": "starlette",
+    "fastapi": "fastapi",
+}
 #: The framework and the libraries it runs on, at the versions installed here.
-PINNED = {"flask": ["flask", "werkzeug"], "django": ["django", "asgiref", "sqlparse"]}
+PINNED = {
+    "flask": ["flask", "werkzeug"],
+    "django": ["django", "asgiref", "sqlparse"],
+    "starlette": ["starlette", "typing-extensions"],
+    "fastapi": [
+        "fastapi",
+        "starlette",
+        "pydantic",
+        "pydantic-core",
+        "typing-extensions",
+        "typing-inspection",
+        "annotated-doc",
+        "opentelemetry-api",
+        "python-multipart",
+    ],
+}
 #: What the suite needs besides (Flask's "tests" group, and pytest below 9, whose internals
-#: Flask 3.1's test_cli imports; what Django's runtests needs for DJANGO_APPS).
+#: Flask 3.1's test_cli imports; what Django's runtests needs for DJANGO_APPS; Starlette's
+#: "full" extra and "dev" group's test tools; FastAPI's "tests" group and its "all" extra's
+#: libraries, less coverage, type checkers and plugins the run does not use, plus
+#: pytest-xdist for the ``xdist_group`` marker under ``--strict-markers``).
 TEST_DEPS = {
     "flask": ["pytest>=8,<9", "asgiref", "greenlet", "python-dotenv"],
     "django": ["tblib", "jinja2", "pyyaml", "argon2-cffi", "bcrypt", "pillow", "docutils"],
+    "starlette": [
+        "pytest>=9.1.1",
+        "itsdangerous",
+        "jinja2",
+        "opentelemetry-api",
+        "opentelemetry-sdk",
+        "python-multipart>=0.0.18",
+        "pyyaml",
+        "httpx>=0.27.0,<0.29.0",
+        "httpx2[zstd]",
+        "blockbuster>=1.5.23",
+        "importlib-metadata",
+        "trio",
+        "sniffio",
+    ],
+    "fastapi": [
+        "pytest>=9.0.0,<9.2",
+        "pytest-timeout>=2.4.0",
+        "pytest-xdist",
+        "anyio[trio]",
+        "opentelemetry-sdk",
+        "opentelemetry-exporter-otlp-proto-http",
+        "opentelemetry-instrumentation-fastapi>=0.65b0",
+        "logfire>=5.1.0",
+        "sentry-sdk>=2.70.0",
+        "httpx>=0.23.0,<1.0.0",
+        "python-slugify>=8.0.4",
+        "dirty-equals>=0.9.0",
+        "flask>=3.0.0,<4.0.0",
+        "inline-snapshot>=0.21.1",
+        "pwdlib[argon2]>=0.2.1",
+        "pyjwt>=2.9.0",
+        "pyyaml",
+        "sqlmodel>=0.0.31",
+        "strawberry-graphql>=0.200.0,<1.0.0",
+        "typer>=0.26.1",
+        "a2wsgi>=1.9.0,<=2.0.0",
+        "jinja2>=3.1.5",
+        "itsdangerous>=1.1.0",
+        "email-validator>=2.0.0",
+        "pydantic-settings>=2.0.0",
+        "pydantic-extra-types>=2.0.0",
+        "uvicorn",
+    ],
 }
 #: Django's test apps run: what requests, sessions, users, caches and middlewares go through.
 DJANGO_APPS = (
@@ -252,19 +323,29 @@ def main() -> int:
     if args.name == "django":
         problems += django_problems(report)
     else:
-        problems += flask_problems(report)
+        problems += request_problems(report)
     if report.get("internal_errors"):
         problems.append(f"sqreen logged {report['internal_errors']} internal errors")
+    if report.get("internal_errors_logged", 0) > report.get("internal_errors", 0):
+        problems.append(
+            f"sqreen logged {report['internal_errors_logged']} internal errors "
+            f"({report.get('internal_errors')} counted on a client)"
+        )
     for problem in problems:
         print("DIFFERENCE:", problem)
     return 1 if problems else 0
 
 
-def flask_problems(report: dict) -> list[str]:
+def request_problems(report: dict) -> list[str]:
+    """Flask's, Starlette's and FastAPI's: the requests a ``track()`` was made in."""
+    bypassed = (
+        f" ({report['bypassed']} dispatched by hand, without app.wsgi_app)"
+        if "bypassed" in report
+        else ""
+    )
     print(
-        f"requests: {report.get('requests')} ({report.get('bypassed')} dispatched by hand, "
-        f"without app.wsgi_app), events tracked: {report.get('tracked')}, "
-        f"delivered: {report.get('delivered')}"
+        f"requests: {report.get('requests')}{bypassed}, events tracked: "
+        f"{report.get('tracked')}, delivered: {report.get('delivered')}"
     )
     problems = []
     if not report.get("requests"):
@@ -278,6 +359,8 @@ def flask_problems(report: dict) -> list[str]:
             problems.append(f"{key}: {report[key][:10]}")
     if report.get("unbound_after"):
         problems.append(f"a request context was left bound after {report['unbound_after']} tests")
+    if report.get("shared_scope"):  # (a test's doing, not a problem: see _inject_starlette)
+        print(f"requests sharing one scope dict: {report['shared_scope'][:10]}")
     return problems
 
 
