@@ -210,18 +210,20 @@ def suite_env(report: Path) -> dict[str, str]:
 
 
 #: The end of a test's ``-v 2`` line: its outcome.
-_ENDED = re.compile(r" \.\.\. (ok|FAIL|ERROR|skipped|expected failure|unexpected success)")
+_OUTCOMES = "(ok|FAIL|ERROR|skipped|expected failure|unexpected success)"
+_ENDED = re.compile(r" \.\.\. " + _OUTCOMES)
+_ALONE = re.compile(_OUTCOMES + r"(?: .*)?$")
 
 
 def run_django(
-    python: Path, source: Path, apps: list[str], inject: bool, workdir: Path
+    python: Path, source: Path, apps: list[str], parallel: int, inject: bool, workdir: Path
 ) -> tuple[dict[str, str], dict]:
     """Django's ``runtests.py`` over ``apps``: each test's outcome (from its ``-v 2``
     lines), and the injection's reports, summed over its processes."""
     label = "injected" if inject else "plain"
     reports = workdir / label
     script = [str(HERE / "_inject_django.py")] if inject else ["runtests.py"]
-    cmd = [str(python), *script, *apps, "--parallel", "2", "-v", "2"]
+    cmd = [str(python), *script, *apps, "--parallel", str(parallel), "-v", "2"]
     proc = subprocess.run(
         cmd, cwd=source / "tests", env=suite_env(reports), capture_output=True, text=True
     )
@@ -232,7 +234,9 @@ def run_django(
     for line in proc.stderr.splitlines():  # (unittest reports on stderr)
         if named := re.match(r"^\w+ \(([\w.]+)\)", line):
             test = named.group(1)  # (a docstring's first line may follow, then the outcome)
-        ended = _ENDED.search(line)
+        # " ... ok" ends the test's line, or a line of its own when something the test
+        # logged (to the same stderr) came in between.
+        ended = _ENDED.search(line) or _ALONE.match(line)
         if ended and test:
             outcomes[test] = {"ok": "passed"}.get(ended.group(1), ended.group(1))
             test = None
@@ -297,6 +301,9 @@ def main() -> int:
     parser.add_argument(
         "--apps", help="django: the test apps to run, comma-separated (default: DJANGO_APPS)"
     )
+    parser.add_argument(
+        "--parallel", type=int, default=2, help="django: runtests.py's processes (default: 2)"
+    )
     args = parser.parse_args()
     source = fetch(args.name)
     python = environment(args.name)
@@ -304,8 +311,8 @@ def main() -> int:
         workdir = Path(tmp)
         if args.name == "django":
             apps = args.apps.split(",") if args.apps else DJANGO_APPS
-            plain, _ = run_django(python, source, apps, False, workdir)
-            injected, report = run_django(python, source, apps, True, workdir)
+            plain, _ = run_django(python, source, apps, args.parallel, False, workdir)
+            injected, report = run_django(python, source, apps, args.parallel, True, workdir)
         else:
             plain, _ = run_suite(python, source, None, workdir)
             injected, report = run_suite(python, source, f"_inject_{args.name}", workdir)

@@ -45,6 +45,9 @@ def test_djangos_own_suite_sees_no_difference_while_a_user_is_blocked() -> None:
             "django",
             "--apps",
             "auth_tests,sessions_tests",
+            # One process: the other pytest worker's timed tests keep a core.
+            "--parallel",
+            "1",
         ],
         capture_output=True,
         text=True,
