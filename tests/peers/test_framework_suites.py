@@ -15,19 +15,25 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_flasks_own_suite_sees_no_difference() -> None:
-    pytest.importorskip("flask")
+def peer_run(*args: str) -> str:
+    """``scripts/peers/run.py ARGS``, which must pass: its output."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "peers" / "run.py"), "flask"],
+        [sys.executable, str(ROOT / "scripts" / "peers" / "run.py"), *args],
         capture_output=True,
         text=True,
         timeout=590,
     )
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    assert "injected: " in proc.stdout and "requests: " in proc.stdout
+    return proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_flasks_own_suite_sees_no_difference() -> None:
+    pytest.importorskip("flask")
+    out = peer_run("flask")
+    assert "injected: " in out and "requests: " in out
 
 
 @pytest.mark.slow
@@ -38,21 +44,6 @@ def test_djangos_own_suite_sees_no_difference_while_a_user_is_blocked() -> None:
     in every app while the collector blocks a user no test uses. Each request's user is
     checked; none may see a difference (``scripts/peers/run.py django`` runs more apps)."""
     pytest.importorskip("django")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "peers" / "run.py"),
-            "django",
-            "--apps",
-            "auth_tests,sessions_tests",
-            # One process: the other pytest worker's timed tests keep a core.
-            "--parallel",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=590,
-    )
-    print(proc.stdout)
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    assert "injected: " in proc.stdout and "users checked: " in proc.stdout
+    # One process: the other pytest worker's timed tests keep a core.
+    out = peer_run("django", "--apps", "auth_tests,sessions_tests", "--parallel", "1")
+    assert "injected: " in out and "users checked: " in out
