@@ -191,8 +191,8 @@ class SqreenMiddleware:
 AUTH_APP = "sqreen.integrations.django.auth"
 #: Set on a request when its ``process_view`` runs. A response answered before it (a page
 #: ``FetchFromCacheMiddleware`` served from the cache, any middleware's early answer) has
-#: its session's user checked once it is back in ``__call__``, else a blocked user's cached
-#: pages were served to them until they expired.
+#: its user checked once it is back in ``__call__`` (:func:`~._users.late_user`), else a
+#: blocked user's cached pages were served to them until they expired.
 _VIEW_PHASE = "_sqreen_view_phase"
 
 
