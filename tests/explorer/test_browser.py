@@ -323,6 +323,7 @@ def test_walkthrough(servers: tuple[str, str, str], traffic: None, page: Any) ->
 
     # The shop's SDK process is there, heartbeats flowing, nothing dropped.
     page.click("nav >> text=Agents")
+    page.wait_for_url(re.compile(r".*/explorer/agents$"))  # loaded, not just committed
     agents = page.locator("table.agents tbody tr")
     assert agents.count() == 1
     assert re.search(r"shop\s+127\.0\.0\.1|shop", agents.inner_text())
@@ -370,6 +371,7 @@ def test_works_without_javascript(
         }
         assert page.locator("#live").inner_text() == ""  # no live update without JS
         page.click(".groupby a:has-text('name')")
+        page.wait_for_url(re.compile(r".*group=name"))
         assert page.locator(".groups tbody tr").count() >= 2
     finally:
         context.close()
