@@ -124,7 +124,7 @@ def track(
     In strict mode (``strict=True``, the pytest plugin) a fix that loses something raises
     :class:`InvalidEvent` naming the field and the rule.
     """
-    client = _hub.active or _hub.get_client()
+    client = _hub.client_or_inert()
     if request is None:
         return client.track(
             event,
@@ -163,34 +163,34 @@ def identify(user_identifiers: Mapping[str, Any], traits: Mapping[str, Any] | No
     Raises :class:`Blocked` when the user is blocked, only inside a request a middleware has
     bound (the middleware answers 403). Outside a request it does nothing; see :func:`is_blocked`.
     """
-    (_hub.active or _hub.get_client()).identify(user_identifiers, traits)
+    _hub.client_or_inert().identify(user_identifiers, traits)
 
 
 def auth_track(success: object, **user_identifiers: Any) -> bool:
     """Track a login: ``auth.login.success`` (and identify, may raise :class:`Blocked`) or
     ``auth.login.failure`` (never identifies; raises :class:`Blocked` for a blocked user too,
     so that a blocked account answers every password alike); ``success`` by its truth value."""
-    return (_hub.active or _hub.get_client()).auth_track(success, user_identifiers)
+    return _hub.client_or_inert().auth_track(success, user_identifiers)
 
 
 def signup_track(**user_identifiers: Any) -> bool:
     """Track a sign-up (``auth.signup``) and identify the new user."""
-    return (_hub.active or _hub.get_client()).signup_track(user_identifiers)
+    return _hub.client_or_inert().signup_track(user_identifiers)
 
 
 def for_user(user_identifiers: Mapping[str, Any]) -> UserScope:
     """Track events for a user without binding them: ``sqreen.for_user(u).track("x")``."""
-    return (_hub.active or _hub.get_client()).for_user(user_identifiers)
+    return _hub.client_or_inert().for_user(user_identifiers)
 
 
 def is_blocked(user_identifiers: Mapping[str, Any] | None = None, ip: str | None = None) -> bool:
     """Whether the collector currently blocks this user (or IP)."""
-    return (_hub.active or _hub.get_client()).is_blocked(user_identifiers, ip)
+    return _hub.client_or_inert().is_blocked(user_identifiers, ip)
 
 
 def flush(timeout: float = 5.0) -> bool:
     """Deliver everything queued so far; return False if ``timeout`` passed first."""
-    return (_hub.active or _hub.get_client()).flush(timeout)
+    return _hub.client_or_inert().flush(timeout)
 
 
 def shutdown(timeout: float | None = None) -> bool:

@@ -307,6 +307,22 @@ class Client(Users):
             self.queue.first_actions.wait(timeout)
             self.queue.first_actions.set()
 
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` would return at once: disabled, closed, or the thread runs
+        and the first request's wait is over (or none was asked for). The ASGI middleware
+        calls :meth:`start` on a worker thread until then, so that the event loop never
+        waits for the action set."""
+        queue = self.queue
+        return (
+            self.disabled
+            or queue.closing
+            or (
+                queue.running
+                and (queue.first_actions.is_set() or not self.config.block_on_start_timeout)
+            )
+        )
+
     def guard(self, where: str) -> Guard:
         """``with client.guard("where"):`` logs and counts an error of ours instead of raising
         it (see :mod:`sqreen._errors`)."""

@@ -21,28 +21,31 @@ from __future__ import annotations
 
 import atexit
 import logging
+
+# Here, not in exit_hooks(): importing it reads the disk (os.getcwd()), and a middleware's
+# set-up may run inside an event loop (Starlette builds its middlewares there).
+import multiprocessing.util
 import os
 import signal
 import sys
 import threading
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from ._client import Client
-from ._config import Config
+from ._config import Config, ConfigError
 from ._threads import start_thread
-
-if TYPE_CHECKING:
-    import multiprocessing.util
 
 __all__ = [
     "active",
+    "client_or_inert",
     "exit_hooks",
     "forget",
     "framework_init",
     "get_client",
     "init",
+    "kept",
     "shutdown",
 ]
 
@@ -103,6 +106,38 @@ def get_client() -> Client:
     return client
 
 
+#: What :func:`client_or_inert` gives while no client can be made: it tracks nothing.
+_INERT: Final = Client(Config(disable=True))
+#: The failures to make a client said already (each is logged once, not at every call).
+_said: set[str] = set()
+
+
+def client_or_inert() -> Client:
+    """The client in use (made on first use, as :func:`get_client`), for the module functions
+    (``sqreen.track()``...), which never raise: when making one fails (a wrong ``SQREEN_*``
+    variable, a working directory gone), the error is logged on the ``sqreen`` logger (once
+    for each message) and an inert client stands in, tracking nothing and blocking no one, as
+    with ``SQREEN_DISABLE``; the next call tries again. The middlewares serve requests unbound
+    then (:func:`sqreen.middleware._common.guard`). :func:`sqreen.start` and
+    :func:`sqreen.init`, the explicit set-up, raise :class:`ConfigError` as they did."""
+    client = active
+    if client is not None:
+        return client
+    try:
+        return get_client()
+    except Exception as exc:
+        said = f"{type(exc).__name__}: {exc}"[:500]
+        if said not in _said and len(_said) < 100:
+            _said.add(said)
+            logger.error(
+                "sqreen: no client could be made, nothing is tracked until one can be "
+                "(said once): %s",
+                said,
+                exc_info=not isinstance(exc, ConfigError),
+            )
+        return _INERT
+
+
 def framework_init(settings: Mapping[str, Any], framework: str) -> Client:
     """For integrations: the client for an app's settings, merged with ``init()``'s keywords.
 
@@ -119,7 +154,7 @@ def framework_init(settings: Mapping[str, Any], framework: str) -> Client:
     settings = dict(settings)
     with _framework_lock:
         last = _last_framework_init
-        if last is not None and last[0] is active and (not settings or last[1] == settings):
+        if last is not None and kept(settings):
             return last[0]
         # A second app bringing no settings (a helper app, one built in a request) goes
         # with the first's: they are the process's.
@@ -137,6 +172,13 @@ def framework_init(settings: Mapping[str, Any], framework: str) -> Client:
             _framework = (framework, settings)
         _last_framework_init = (client, settings)
         return client
+
+
+def kept(settings: Mapping[str, Any]) -> bool:
+    """Whether :func:`framework_init` keeps the client in use for ``settings`` without
+    resolving a configuration (no file read): the settings of its last call, or none."""
+    last = _last_framework_init
+    return last is not None and last[0] is active and (not settings or last[1] == settings)
 
 
 def _replaced(previous: Client, config: Config, framework: str) -> None:
@@ -248,8 +290,6 @@ def exit_hooks() -> None:
     pid = os.getpid()
     _register_finalizer()
     if _after_fork_pid != pid:
-        import multiprocessing.util
-
         _after_fork_pid = pid
         # A worker multiprocessing starts clears the finalizers it has (inherited, or
         # registered while it imported ``__main__``), then runs its "after fork" functions:
@@ -328,8 +368,6 @@ def _register_finalizer() -> None:
     (``Finalize`` checks the pid that made it): hence both checks.
     """
     global _finalizer, _finalizer_pid
-    import multiprocessing.util
-
     pid = os.getpid()
     if _finalizer is not None and _finalizer_pid == pid and _finalizer.still_active():
         return

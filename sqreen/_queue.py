@@ -141,6 +141,11 @@ class Queue(Exit):
         self._late_kept = 0  # and how many such events the spool holds
 
     @property
+    def running(self) -> bool:
+        """Whether the flusher thread was started (and has not ended)."""
+        return self._thread is not None
+
+    @property
     def closing(self) -> bool:
         """Whether :meth:`shutdown` has begun: no thread starts any more."""
         return self._closing

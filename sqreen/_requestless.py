@@ -38,7 +38,7 @@ class RequestlessContext(RequestContext):
 
     @property
     def client(self) -> Client:
-        return _hub.active or _hub.get_client()
+        return _hub.client_or_inert()
 
     def client_ip(self) -> str | None:
         return None

@@ -27,14 +27,22 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import anyio.to_thread
 from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, Match, Mount
 
 from .._config_values import ConfigError
 from .._context import RequestContext
 from .._requestless import REQUESTLESS
-from ..middleware._common import framework_init, guard
-from ..middleware.asgi import ASGIApp, Receive, Scope, Send, SqreenASGIMiddleware
+from ..middleware._common import framework_init, guard, kept
+from ..middleware.asgi import (
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    SqreenASGIMiddleware,
+    in_event_loop,
+)
 
 __all__ = ["SqreenHandle", "SqreenMiddleware", "sqreen_handle"]
 
@@ -52,21 +60,35 @@ class SqreenMiddleware(SqreenASGIMiddleware):
 
     def __init__(self, app: ASGIApp, /, **options: Any) -> None:
         super().__init__(app, route=_route)
+        self.options = options
         #: A wrong option (a typo, an environment variable's bad value), raised again where
-        #: the server hears it: Starlette builds its middleware on the first call, the
-        #: lifespan's, and a server then reads an exception there as "lifespan unsupported",
-        #: starts, and answers every request 500. The lifespan's startup fails instead, so
-        #: the server stops with the message (without a lifespan, each request raises it).
+        #: the server hears it: a server reads an exception at the lifespan's first message
+        #: as "lifespan unsupported", starts, and answers every request 500. The lifespan's
+        #: startup fails instead, so the server stops with the message (without a lifespan,
+        #: each request raises it).
         self.config_error: ConfigError | None = None
+        self._applied = False
+        if kept(options) or not in_event_loop():  # else at the first call, off the loop
+            self._apply()
+
+    def _apply(self) -> None:
+        """Apply the options (:func:`sqreen._hub.framework_init`): now when the middleware is
+        made outside an event loop or they keep the client in use (another app of the
+        process, a test's), else at its first call, on a worker thread. Starlette builds its
+        middlewares at its own first call, inside the loop, and making a client reads
+        ``sqreen.ini`` and the spool."""
         try:
-            framework_init(options, self.framework)
+            framework_init(self.options, self.framework)
         except ConfigError as exc:
             self.config_error = exc
         except Exception:  # the environment's (the working directory gone...): recorded, and
             with _SET_UP:  # requests go on with the client in use, as any error of ours
                 raise
+        self._applied = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._applied:  # (two first calls at once both apply: the same client)
+            await anyio.to_thread.run_sync(self._apply)
         if self.config_error is None:
             await super().__call__(scope, receive, send)
             return

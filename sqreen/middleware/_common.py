@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .. import _hub
 from .._blocking import Blocked
 from .._errors import Guard, InternalErrors
-from .._hub import framework_init
+from .._hub import framework_init, kept
 
 if TYPE_CHECKING:
     from .._client import Client
@@ -26,6 +26,7 @@ __all__ = [
     "forbidden",
     "framework_init",
     "guard",
+    "kept",
     "refused",
     "start_with_the_server",
 ]

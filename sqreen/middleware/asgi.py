@@ -26,13 +26,17 @@ extension, else a close with code 1008 (policy violation) in answer to ``websock
 which servers send as a 403 to the handshake. No request is bound for a websocket (its
 events are tracked without request data, and ``identify()`` binds nothing there: FastAPI's
 ``Sqreen`` dependency gives a websocket the handle without a request, see
-:mod:`sqreen._requestless`). Other scopes pass through.
+:mod:`sqreen._requestless`). Other scopes pass through. Nothing of it waits in the event
+loop: the client is made and started, and the first request waits for the action set, on a
+worker thread (``anyio.to_thread``), as the delivery at shutdown is.
 
 Errors of ours are logged on the ``sqreen`` logger and counted, never turned into a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from functools import partial
 from typing import Any
@@ -40,6 +44,7 @@ from typing import Any
 import anyio.to_thread
 
 from .. import _hub
+from .._client import Client
 from .._context import RequestContext, current_request
 from ._common import (
     ResponseAborted,
@@ -52,7 +57,7 @@ from ._common import (
 )
 from ._tee import ASGIReceiveTee
 
-__all__ = ["RouteOf", "SqreenASGIMiddleware"]
+__all__ = ["RouteOf", "SqreenASGIMiddleware", "in_event_loop"]
 
 _GUARD = guard("the ASGI middleware")
 
@@ -83,7 +88,8 @@ class SqreenASGIMiddleware:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
-            start_with_the_server(_GUARD)  # (Django's app, which handles no lifespan, too)
+            # (Django's app, which handles no lifespan, too), off the loop as below
+            await anyio.to_thread.run_sync(start_with_the_server, _GUARD)
             await self.app(scope, receive, _FlushOnShutdown(send))
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
@@ -93,9 +99,8 @@ class SqreenASGIMiddleware:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         blocked = None
         with _GUARD:
-            client = _hub.get_client()
+            client = await _started_client()  # as for a request: the action set fetched
             if not client.disabled:
-                client.start()  # as for a request: the flusher fetches the action set
                 if client.blocklist.has_ips:
                     # Unbound: only to resolve the client IP as for a request.
                     ctx = RequestContext(client, "asgi", scope, receive=receive)
@@ -108,11 +113,12 @@ class SqreenASGIMiddleware:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = ctx = None
         with _GUARD:
-            client = _hub.get_client()
+            client = _hub.active
+            if client is None or not client.started:  # the first request: see Client.start
+                client = await _started_client()
             if client.disabled:  # SQREEN_DISABLE: a pass-through with a handle that does nothing
                 _store(scope, client.disabled_context)
             else:
-                client.start()  # with the first request: see Client.start
                 tee = ASGIReceiveTee(receive, client.config.max_body_size)
                 route = None if self.route is None else partial(self.route, scope)
                 ctx = RequestContext(client, "asgi", scope, tee, route, receive)
@@ -148,6 +154,40 @@ class SqreenASGIMiddleware:
             await _refuse(scope, send)
         finally:
             current_request.reset(token)
+
+
+async def _started_client() -> Client:
+    """The client in use, started (:meth:`Client.start`). Until it is (once per process,
+    and after a fork), that is done on a worker thread: making the client reads
+    ``sqreen.ini`` and the spool, and the first request waits for the action set
+    (``block_on_start_timeout``); the event loop goes on serving meanwhile."""
+    client = _hub.active
+    if client is None or not client.started:
+        client = await anyio.to_thread.run_sync(_start)
+    return client
+
+
+def in_event_loop() -> bool:
+    """Whether this thread runs an event loop (asyncio's, or trio's)."""
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        pass
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_task()
+        return True
+    except RuntimeError:
+        return False
+
+
+def _start() -> Client:
+    client = _hub.get_client()
+    client.start()
+    return client
 
 
 def _store(scope: Scope, handle: RequestContext) -> None:
