@@ -29,6 +29,7 @@ __all__ = [
     "kept",
     "refused",
     "start_with_the_server",
+    "started_client",
 ]
 
 # The page says nothing of why: the reason of a block is for the operator, not the client.
@@ -116,6 +117,14 @@ def guard(where: str) -> Guard:
     """A guard for a middleware: errors are counted on the client in use, and only logged when
     no client could be made (a wrong ``SQREEN_*`` setting). Make it once, use it per request."""
     return Guard(_active_errors, where)
+
+
+def started_client() -> Client:
+    """The client in use, started (:meth:`Client.start`: the first request waits for the
+    action set); the async middlewares run it on a worker thread until the client is."""
+    client = _hub.get_client()
+    client.start()
+    return client
 
 
 def start_with_the_server(where: Guard) -> None:

@@ -54,6 +54,7 @@ from ._common import (
     guard,
     refused,
     start_with_the_server,
+    started_client,
 )
 from ._tee import ASGIReceiveTee
 
@@ -163,7 +164,7 @@ async def _started_client() -> Client:
     (``block_on_start_timeout``); the event loop goes on serving meanwhile."""
     client = _hub.active
     if client is None or not client.started:
-        client = await anyio.to_thread.run_sync(_start)
+        client = await anyio.to_thread.run_sync(started_client)
     return client
 
 
@@ -182,12 +183,6 @@ def in_event_loop() -> bool:
         return True
     except RuntimeError:
         return False
-
-
-def _start() -> Client:
-    client = _hub.get_client()
-    client.start()
-    return client
 
 
 def _store(scope: Scope, handle: RequestContext) -> None:

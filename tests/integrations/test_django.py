@@ -26,7 +26,7 @@ from django.test import AsyncClient, Client, RequestFactory, override_settings  
 import sqreen  # noqa: E402
 from sqreen.integrations.django import SqreenMiddleware, check_middleware  # noqa: E402
 from sqreen.testing import CapturedEvents  # noqa: E402
-from tests.receiver import Receiver  # noqa: E402
+from tests.receiver import Receiver, SilentServer  # noqa: E402
 
 OURS = "sqreen.integrations.django.SqreenMiddleware"
 SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
@@ -82,6 +82,35 @@ def test_configured_from_settings(receiver: Receiver) -> None:
     assert [e["name"] for e in receiver.events] == ["identified"]
     assert receiver.batches[0]["app"]["framework"] == "django"
     assert receiver.batches[0]["app"]["name"] == "django-settings"
+
+
+def test_the_first_asgi_request_s_wait_for_the_action_set_leaves_the_loop_serving() -> None:
+    """``block_on_start_timeout`` with a collector that never answers: the first request
+    waits for the blocks on a worker thread, and the event loop runs other tasks meanwhile
+    (it ran none: the wait was in the loop's thread)."""
+    silent = SilentServer()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.02)
+            ticks += 1
+
+    async def main() -> int:
+        task = asyncio.create_task(ticker())
+        response = await AsyncClient().get("/async/7")
+        task.cancel()
+        return int(response.status_code)
+
+    try:
+        settings = {"endpoint": silent.url, "block_on_start_timeout": 1, "app_name": "wait"}
+        with override_settings(SQREEN=settings):
+            assert asyncio.run(main()) == 200
+        assert ticks >= 5, f"the loop ran {ticks} ticks in the first request"
+    finally:
+        sqreen.shutdown(timeout=0.5)
+        silent.close()
 
 
 def test_async_views_under_asgi(sqreen_events: CapturedEvents) -> None:

@@ -29,6 +29,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse
 
+from ... import _hub
 from ..._client import Client
 from ..._context import RequestContext, current_request
 from ..._hub import get_client
@@ -40,6 +41,7 @@ from ...middleware._common import (
     guard,
     refused,
     start_with_the_server,
+    started_client,
 )
 from ._request import DjangoRequest
 from ._users import UNREAD, Unread, aread_user, given_user, late_user, read_user
@@ -125,6 +127,10 @@ class SqreenMiddleware:
 
     async def __acall__(self, request: Any) -> Any:
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
+        client = _hub.active
+        if client is None or not client.started:  # the first request: off the event loop
+            with _GUARD:
+                await sync_to_async(started_client, thread_sensitive=False)()
         entered = _enter(request)
         if entered is None:
             return await get_response(request)
