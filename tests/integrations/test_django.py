@@ -26,6 +26,7 @@ from django.test import AsyncClient, Client, RequestFactory, override_settings  
 import sqreen  # noqa: E402
 from sqreen.integrations.django import SqreenMiddleware, check_middleware  # noqa: E402
 from sqreen.testing import CapturedEvents  # noqa: E402
+from tests.integrations._ticks import Ticks  # noqa: E402
 from tests.receiver import Receiver, SilentServer  # noqa: E402
 
 OURS = "sqreen.integrations.django.SqreenMiddleware"
@@ -89,16 +90,10 @@ def test_the_first_asgi_request_s_wait_for_the_action_set_leaves_the_loop_servin
     waits for the blocks on a worker thread, and the event loop runs other tasks meanwhile
     (it ran none: the wait was in the loop's thread)."""
     silent = SilentServer()
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.02)
-            ticks += 1
+    ticks = Ticks()
 
     async def main() -> int:
-        task = asyncio.create_task(ticker())
+        task = asyncio.create_task(ticks.run())
         response = await AsyncClient().get("/async/7")
         task.cancel()
         return int(response.status_code)
@@ -107,7 +102,7 @@ def test_the_first_asgi_request_s_wait_for_the_action_set_leaves_the_loop_servin
         settings = {"endpoint": silent.url, "block_on_start_timeout": 1, "app_name": "wait"}
         with override_settings(SQREEN=settings):
             assert asyncio.run(main()) == 200
-        assert ticks >= 5, f"the loop ran {ticks} ticks in the first request"
+        assert ticks.count >= 5, f"the loop ran {ticks.count} ticks in the first request"
     finally:
         sqreen.shutdown(timeout=0.5)
         silent.close()

@@ -27,6 +27,7 @@ import sqreen
 from sqreen import _hub
 from sqreen.integrations.starlette import SqreenMiddleware
 from sqreen.middleware.asgi import SqreenASGIMiddleware, in_event_loop
+from tests.integrations._ticks import Ticks
 from tests.receiver import Receiver, SilentServer
 
 ATTACKER = "203.0.113.5"
@@ -124,28 +125,21 @@ def test_the_first_request_s_wait_for_the_action_set_leaves_the_loop_serving(
     monkeypatch.setenv("SQREEN_ENDPOINT", silent.url)
     monkeypatch.setenv("SQREEN_BLOCK_ON_START_TIMEOUT", "1")
     app = SqreenASGIMiddleware(_hello)
-    ticks = 0
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await anyio.sleep(0.02)
-            ticks += 1
-
-    async def main() -> list[dict[str, Any]]:
+    async def main(ticks: Ticks) -> list[dict[str, Any]]:
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(ticker)
+            tasks.start_soon(ticks.run)
             sent = await _call(app)
             tasks.cancel_scope.cancel()
         return sent
 
     try:
         for backend in ("asyncio", "trio"):
-            ticks = 0
+            ticks = Ticks()
             sqreen.shutdown(timeout=0.5)  # a new client: the first request waits again
-            sent = anyio.run(main, backend=backend)
+            sent = anyio.run(main, ticks, backend=backend)
             assert sent[0]["status"] == 200
-            assert ticks >= 5, f"{backend}: the loop ran {ticks} ticks in the first request"
+            assert ticks.count >= 5, f"{backend}: {ticks.count} ticks in the first request"
     finally:
         sqreen.shutdown(timeout=0.5)
         silent.close()
