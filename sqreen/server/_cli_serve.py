@@ -208,7 +208,7 @@ def serve(
         raise click.UsageError("--geoip-db is read by IP intelligence: drop --no-ip-intel")
     _ip_intel(geoip_dbs).close()  # and so does a bad --geoip-db, before anything starts
     target = destination(export_url, export_format)  # and a bad --export
-    check_listen(host, port)  # and a taken port, before anything says it started
+    port = check_listen(host, port)  # and a taken port, before anything says it started
     # `serving`, until the collector stops: `sqreen restore --force` refuses a served database.
     with opened(db) as storage, serving(db.removeprefix("sqlite://")):
         if not any(k.revoked_at is None for k in storage.list_keys()):

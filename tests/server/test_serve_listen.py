@@ -85,8 +85,33 @@ def test_an_ipv6_host_leaves_ipv4_free_as_uvicorn_did(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_port_0_serves_on_the_port_it_says(tmp_path: Path, workers: str) -> None:
+def test_port_0_serves_on_the_port_it_says(
+    tmp_path: Path, workers: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn's line and the explorer's address (it said port 0) name the port served."""
+    monkeypatch.setenv("SQREEN_ADMIN_PASSWORD", "a long enough admin password")
     with serving(tmp_path, "--port", "0", "--workers", workers) as (proc, log):
         found = said(proc, log, r"running on http://127\.0\.0\.1:(\d+)")
         assert found.group(1) != "0"
+        explorer = said(proc, log, r"Event Explorer: http://127\.0\.0\.1:(\d+)/explorer/")
+        assert explorer.group(1) == found.group(1)
         wait_until_up(f"http://127.0.0.1:{found.group(1)}", proc)
+
+
+def test_port_0_on_every_interface_is_a_port_free_on_each_address() -> None:
+    from sqreen.server._listen import check_listen
+
+    port = check_listen("", 0)
+    assert port > 0
+    with contextlib.ExitStack() as held:  # what uvicorn then binds: each address, that port
+        for family, address in (
+            (socket.AF_INET, ("0.0.0.0", port)),
+            (socket.AF_INET6, ("::", port)),
+        ):
+            if family == socket.AF_INET6 and not socket.has_ipv6:
+                continue
+            sock = held.enter_context(socket.socket(family))
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    assert check_listen("127.0.0.1", port) == port  # a given port is returned as it is
