@@ -189,8 +189,10 @@ def is_blocked(user_identifiers: Mapping[str, Any] | None = None, ip: str | None
 
 
 def flush(timeout: float = 5.0) -> bool:
-    """Deliver everything queued so far; return False if ``timeout`` passed first."""
-    return _hub.client_or_inert().flush(timeout)
+    """Deliver everything queued so far; return False if ``timeout`` passed first (or no
+    client could be made: nothing was sent)."""
+    client = _hub.client_or_inert()
+    return client is not _hub.INERT and client.flush(timeout)
 
 
 def shutdown(timeout: float | None = None) -> bool:

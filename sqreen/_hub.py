@@ -38,8 +38,10 @@ from ._config import Config, ConfigError
 from ._threads import start_thread
 
 __all__ = [
+    "INERT",
     "active",
     "client_or_inert",
+    "declare",
     "exit_hooks",
     "forget",
     "framework_init",
@@ -107,25 +109,28 @@ def get_client() -> Client:
 
 
 #: What :func:`client_or_inert` gives while no client can be made: it tracks nothing.
-_INERT: Final = Client(Config(disable=True))
+INERT: Final = Client(Config(disable=True))
 #: The failures to make a client said already (each is logged once, not at every call).
 _said: set[str] = set()
 
 
 def client_or_inert() -> Client:
     """The client in use (made on first use, as :func:`get_client`), for the module functions
-    (``sqreen.track()``...), which never raise: when making one fails (a wrong ``SQREEN_*``
-    variable, a working directory gone), the error is logged on the ``sqreen`` logger (once
-    for each message) and an inert client stands in, tracking nothing and blocking no one, as
-    with ``SQREEN_DISABLE``; the next call tries again. The middlewares serve requests unbound
-    then (:func:`sqreen.middleware._common.guard`). :func:`sqreen.start` and
-    :func:`sqreen.init`, the explicit set-up, raise :class:`ConfigError` as they did."""
+    (``sqreen.track()``...), which never raise for a configuration: when making one fails
+    with :class:`ConfigError` (a wrong ``SQREEN_*`` variable) or :class:`OSError` (a working
+    directory gone), the error is logged on the ``sqreen`` logger (once for each message)
+    and :data:`INERT` stands in, tracking nothing and blocking no one, as with
+    ``SQREEN_DISABLE`` (but ``flush()`` says False); the next call tries again. The
+    middlewares serve requests unbound then (:func:`sqreen.middleware._common.guard`).
+    :func:`sqreen.start` and :func:`sqreen.init`, the explicit set-up, raise
+    :class:`ConfigError` as they did."""
     client = active
     if client is not None:
         return client
     try:
         return get_client()
-    except Exception as exc:
+    except (ConfigError, OSError) as exc:  # the configuration's, the environment's (others
+        # are bugs, or a blocking-call detector's error: they go through, loudly)
         said = f"{type(exc).__name__}: {exc}"[:500]
         if said not in _said and len(_said) < 100:
             _said.add(said)
@@ -135,7 +140,7 @@ def client_or_inert() -> Client:
                 said,
                 exc_info=not isinstance(exc, ConfigError),
             )
-        return _INERT
+        return INERT
 
 
 def framework_init(settings: Mapping[str, Any], framework: str) -> Client:
@@ -172,6 +177,18 @@ def framework_init(settings: Mapping[str, Any], framework: str) -> Client:
             _framework = (framework, settings)
         _last_framework_init = (client, settings)
         return client
+
+
+def declare(settings: Mapping[str, Any], framework: str) -> None:
+    """Take an app's settings for the clients made from now on, without making one (no file
+    read): what a middleware built inside an event loop does until its first call applies
+    them (:func:`framework_init`, off the loop). A client made meanwhile (an outer
+    middleware's ``track()``, ``init()`` called after the app was built) is made from them
+    too. Settings of none change nothing, as for :func:`framework_init`."""
+    global _framework
+    if settings:
+        with _framework_lock:
+            _framework = (framework, dict(settings))
 
 
 def kept(settings: Mapping[str, Any]) -> bool:

@@ -34,7 +34,7 @@ from starlette.routing import BaseRoute, Match, Mount
 from .._config_values import ConfigError
 from .._context import RequestContext
 from .._requestless import REQUESTLESS
-from ..middleware._common import framework_init, guard, kept
+from ..middleware._common import declare, framework_init, guard, kept
 from ..middleware.asgi import (
     ASGIApp,
     Receive,
@@ -68,8 +68,10 @@ class SqreenMiddleware(SqreenASGIMiddleware):
         #: each request raises it).
         self.config_error: ConfigError | None = None
         self._applied = False
-        if kept(options) or not in_event_loop():  # else at the first call, off the loop
+        if kept(options) or not in_event_loop():
             self._apply()
+        else:  # at the first call, off the loop; what is made meanwhile is made from them
+            declare(options, self.framework)
 
     def _apply(self) -> None:
         """Apply the options (:func:`sqreen._hub.framework_init`): now when the middleware is

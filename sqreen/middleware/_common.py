@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .. import _hub
 from .._blocking import Blocked
 from .._errors import Guard, InternalErrors
-from .._hub import framework_init, kept
+from .._hub import declare, framework_init, kept
 
 if TYPE_CHECKING:
     from .._client import Client
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ResponseAborted",
     "blocked_ip",
+    "declare",
     "find_blocked",
     "forbidden",
     "framework_init",

@@ -58,7 +58,7 @@ from ._common import (
 )
 from ._tee import ASGIReceiveTee
 
-__all__ = ["RouteOf", "SqreenASGIMiddleware", "in_event_loop"]
+__all__ = ["RouteOf", "SqreenASGIMiddleware", "in_event_loop", "started_off_the_loop"]
 
 _GUARD = guard("the ASGI middleware")
 
@@ -116,7 +116,7 @@ class SqreenASGIMiddleware:
         with _GUARD:
             client = _hub.active
             if client is None or not client.started:  # the first request: see Client.start
-                client = await _started_client()
+                client = await started_off_the_loop()
             if client.disabled:  # SQREEN_DISABLE: a pass-through with a handle that does nothing
                 _store(scope, client.disabled_context)
             else:
@@ -157,14 +157,24 @@ class SqreenASGIMiddleware:
             current_request.reset(token)
 
 
+async def started_off_the_loop() -> Client:
+    """The client in use, started (:meth:`Client.start`), for the async middlewares while it
+    is not (once per process, and after a fork): on a worker thread, as making the client
+    reads ``sqreen.ini`` and the spool, and the first request waits for the action set
+    (``block_on_start_timeout``); the event loop goes on serving meanwhile.
+
+    The exit hooks are set first, here on the loop's thread (the main one): set by a client
+    made on the worker thread, they would leave SIGTERM alone (Python lets only the main
+    thread set a handler), and a worker whose middleware was built in another process
+    (``gunicorn --preload`` with ``UvicornWorker``, no lifespan) died of it with its queue."""
+    _hub.exit_hooks()
+    return await anyio.to_thread.run_sync(started_client)
+
+
 async def _started_client() -> Client:
-    """The client in use, started (:meth:`Client.start`). Until it is (once per process,
-    and after a fork), that is done on a worker thread: making the client reads
-    ``sqreen.ini`` and the spool, and the first request waits for the action set
-    (``block_on_start_timeout``); the event loop goes on serving meanwhile."""
     client = _hub.active
     if client is None or not client.started:
-        client = await anyio.to_thread.run_sync(started_client)
+        client = await started_off_the_loop()
     return client
 
 

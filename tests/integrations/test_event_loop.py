@@ -18,6 +18,7 @@ import anyio
 import pytest
 from blockbuster import blockbuster_ctx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -170,7 +171,7 @@ def test_a_client_that_cannot_be_made_makes_the_module_functions_do_nothing(
         assert sqreen.identify({"username": "alice"}) is None
         assert sqreen.is_blocked({"username": "alice"}, ip="192.0.2.1") is False
         assert sqreen.for_user({"username": "alice"}).track("scoped") is False
-        assert sqreen.flush(0.1) is True
+        assert sqreen.flush(0.1) is False  # nothing was sent
     assert _hub.active is None
     said = [r for r in sqreen_log.records if r.levelno >= logging.ERROR]
     assert len(said) == 1, [r.getMessage() for r in said]
@@ -180,6 +181,18 @@ def test_a_client_that_cannot_be_made_makes_the_module_functions_do_nothing(
     monkeypatch.setenv("SQREEN_FLUSH_INTERVAL", "0.1")
     assert sqreen.track("view.event") is True
     assert _hub.active is not None and _hub.active.queue.tracked == 1
+
+
+def test_an_error_of_ours_making_the_client_goes_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the configuration's and the environment's errors are stood in for: a bug, or a
+    blocking-call detector's error, is raised where it happened, loudly."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(_hub.Config, "resolve", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        sqreen.track("view.event")
 
 
 def test_an_environment_error_making_the_client_is_logged_with_its_traceback(
@@ -219,3 +232,50 @@ def test_a_middleware_built_in_the_loop_applies_options_at_once_only_when_they_k
     anyio.run(_call, other)
     assert _hub.active is not made and _hub.active.config.app_name == "other"
     assert anyio.run(partial(build, app_name="other"))._applied
+
+
+def test_what_is_made_before_a_deferred_middleware_s_first_call_has_its_options(
+    receiver: Receiver,
+) -> None:
+    """Built in the loop, the middleware's options wait for its first call to be applied,
+    but they are taken at once: an outer middleware's ``track()`` before that call (no
+    lifespan) goes to the middleware's endpoint, not to the default file."""
+
+    class Outer:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                sqreen.track("outer.seen")
+            await self.app(scope, receive, send)
+
+    async def index(request: Request) -> PlainTextResponse:
+        sqreen.track("inner.seen")
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[Route("/", index)],
+        middleware=[
+            Middleware(Outer),
+            Middleware(SqreenMiddleware, endpoint=receiver.url, app_name="configured"),
+        ],
+    )
+    assert TestClient(app).get("/").status_code == 200
+    assert sqreen.flush(5.0)
+    assert sorted(e["name"] for e in receiver.events) == ["inner.seen", "outer.seen"]
+    assert {b["app"]["name"] for b in receiver.batches} == {"configured"}
+
+
+def test_init_after_a_middleware_built_in_the_loop_keeps_its_client() -> None:
+    """``sqreen.init()`` after the middleware was built (in a coroutine): init's client
+    has the middleware's options too, and the middleware's first call keeps it."""
+
+    async def main() -> None:
+        app = SqreenMiddleware(_hello, app_name="from-middleware")
+        made = sqreen.init(transport="memory:")
+        assert made.config.app_name == "from-middleware"
+        await _call(app)
+        assert _hub.active is made and not made.closed
+
+    anyio.run(main)

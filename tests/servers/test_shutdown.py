@@ -62,6 +62,11 @@ SERVERS = {
     "gunicorn-uvicorn-worker-no-lifespan": [
         *(*GUNICORN, "tests.servers.workers.NoLifespanWorker", FASTAPI),
     ],
+    # The middleware built in the master, the client made in the worker at its first
+    # request, on a thread (off the loop): the exit hooks must still be set on the main one.
+    "gunicorn-preload-uvicorn-worker-no-lifespan": [
+        *(*GUNICORN, "tests.servers.workers.NoLifespanWorker", "--preload", ASGI),
+    ],
     "flask-run": [
         *("python", "-m", "flask", "--app", "tests.servers.flask_app"),
         *("run", "--port", "{port}"),
@@ -85,6 +90,7 @@ HOW = {
     "uvicorn-workers-no-lifespan": [(signal.SIGTERM, "main"), (signal.SIGTERM, "group")],
     "gunicorn-uvicorn-worker": [(signal.SIGTERM, "main")],
     "gunicorn-uvicorn-worker-no-lifespan": [(signal.SIGTERM, "main"), (signal.SIGTERM, "group")],
+    "gunicorn-preload-uvicorn-worker-no-lifespan": [(signal.SIGTERM, "main")],
     "flask-run": [(signal.SIGTERM, "main"), (signal.SIGINT, "main")],
 }
 STOPS = [(name, sig, target) for name, stops in HOW.items() for sig, target in stops]

@@ -41,8 +41,8 @@ from ...middleware._common import (
     guard,
     refused,
     start_with_the_server,
-    started_client,
 )
+from ...middleware.asgi import started_off_the_loop
 from ._request import DjangoRequest
 from ._users import UNREAD, Unread, aread_user, given_user, late_user, read_user
 from .checks import check_middleware
@@ -129,9 +129,12 @@ class SqreenMiddleware:
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
         client = _hub.active
         if client is None or not client.started:  # the first request: off the event loop
+            client = None
             with _GUARD:
-                await sync_to_async(started_client, thread_sensitive=False)()
-        entered = _enter(request)
+                client = await started_off_the_loop()
+            if client is None:  # an error of ours (logged): served unbound
+                return await get_response(request)
+        entered = _enter(request, client)
         if entered is None:
             return await get_response(request)
         client, ctx, token = entered
@@ -230,14 +233,17 @@ def _refuse_user(
     return _forbidden(request)
 
 
-def _enter(request: Any) -> Entered | None:
+def _enter(request: Any, started: Client | None = None) -> Entered | None:
+    """Bind ``request``, to the client ``started`` (under ASGI: started off the loop), or
+    to the client in use, started here (the first request waits: see Client.start)."""
     entered = None
     with _GUARD:
-        client = get_client()
+        client = get_client() if started is None else started
         if client.disabled:  # SQREEN_DISABLE: a pass-through with a handle that does nothing
             request.sqreen = client.disabled_context
         else:
-            client.start()  # with the first request: see Client.start
+            if started is None:
+                client.start()
             source = DjangoRequest(request, client.config.max_body_size)
             ctx = RequestContext(client, "wsgi", source, source, source.route)
             request.sqreen = ctx
