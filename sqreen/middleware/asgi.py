@@ -90,6 +90,8 @@ class SqreenASGIMiddleware:
             await self._http(scope, receive, send)
         elif kind == "lifespan":
             # (Django's app, which handles no lifespan, too), off the loop as below
+            with _GUARD:  # first, on the loop's thread: see started_off_the_loop
+                _hub.exit_hooks()
             await anyio.to_thread.run_sync(start_with_the_server, _GUARD)
             await self.app(scope, receive, _FlushOnShutdown(send))
         elif kind == "websocket":
@@ -166,7 +168,8 @@ async def started_off_the_loop() -> Client:
     The exit hooks are set first, here on the loop's thread (the main one): set by a client
     made on the worker thread, they would leave SIGTERM alone (Python lets only the main
     thread set a handler), and a worker whose middleware was built in another process
-    (``gunicorn --preload`` with ``UvicornWorker``, no lifespan) died of it with its queue."""
+    (``gunicorn --preload`` with ``UvicornWorker``, no lifespan or an app refusing it, as
+    Django's does) died of it with its queue. The lifespan's start does the same."""
     _hub.exit_hooks()
     return await anyio.to_thread.run_sync(started_client)
 

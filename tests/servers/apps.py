@@ -59,3 +59,13 @@ async def _asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 wsgi_app = SqreenWSGIMiddleware(_wsgi)
 asgi_app = SqreenASGIMiddleware(_asgi)
+
+
+async def _asgi_http_only(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Refuses the lifespan as Django's ``ASGIHandler`` does (the server goes on without)."""
+    if scope["type"] != "http":
+        raise ValueError(f"can only handle ASGI/HTTP connections, not {scope['type']}")
+    await _asgi(scope, receive, send)
+
+
+asgi_app_http_only = SqreenASGIMiddleware(_asgi_http_only)

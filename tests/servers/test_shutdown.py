@@ -35,6 +35,7 @@ HYPERCORN = ["python", "-m", "hypercorn", "--bind", "127.0.0.1:{port}", "--worke
 UVICORN = ["python", "-m", "uvicorn", "--port", "{port}", "--log-level", "warning"]
 GUNICORN = ["python", "-m", "gunicorn", "--bind", "127.0.0.1:{port}", "--workers", "1", "-k"]
 ASGI, WSGI = "tests.servers.apps:asgi_app", "tests.servers.apps:wsgi_app"
+HTTP_ONLY = "tests.servers.apps:asgi_app_http_only"  # refuses the lifespan, as Django's
 # Its middleware is built at the first lifespan event or request, under uvicorn's handler.
 FASTAPI = "tests.servers.fastapi_app:app"
 
@@ -67,6 +68,15 @@ SERVERS = {
     "gunicorn-preload-uvicorn-worker-no-lifespan": [
         *(*GUNICORN, "tests.servers.workers.NoLifespanWorker", "--preload", ASGI),
     ],
+    # The same with the lifespan on, refused by the app (as Django's): the lifespan's start
+    # makes the client, on a thread, and nothing is delivered at the lifespan's end.
+    "gunicorn-preload-uvicorn-worker-app-without-lifespan": [
+        *(*GUNICORN, "uvicorn.workers.UvicornWorker", "--preload", HTTP_ONLY),
+    ],
+    # And with sqreen.init() in the master: each worker's client is the master's, inherited.
+    "gunicorn-preload-init-uvicorn-worker-app-without-lifespan": [
+        *(*GUNICORN, "uvicorn.workers.UvicornWorker", "--preload", "tests.servers.apps_init:app"),
+    ],
     "flask-run": [
         *("python", "-m", "flask", "--app", "tests.servers.flask_app"),
         *("run", "--port", "{port}"),
@@ -91,6 +101,8 @@ HOW = {
     "gunicorn-uvicorn-worker": [(signal.SIGTERM, "main")],
     "gunicorn-uvicorn-worker-no-lifespan": [(signal.SIGTERM, "main"), (signal.SIGTERM, "group")],
     "gunicorn-preload-uvicorn-worker-no-lifespan": [(signal.SIGTERM, "main")],
+    "gunicorn-preload-uvicorn-worker-app-without-lifespan": [(signal.SIGTERM, "main")],
+    "gunicorn-preload-init-uvicorn-worker-app-without-lifespan": [(signal.SIGTERM, "main")],
     "flask-run": [(signal.SIGTERM, "main"), (signal.SIGINT, "main")],
 }
 STOPS = [(name, sig, target) for name, stops in HOW.items() for sig, target in stops]
