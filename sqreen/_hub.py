@@ -46,6 +46,7 @@ __all__ = [
     "forget",
     "framework_init",
     "get_client",
+    "hooks_pending",
     "init",
     "kept",
     "shutdown",
@@ -322,6 +323,12 @@ def exit_hooks() -> None:
                 _after_uvicorn(handler)
         except (ValueError, OSError):  # not the main interpreter, or no such signal
             pass
+
+
+def hooks_pending() -> bool:
+    """Whether :func:`exit_hooks` has not yet run on this process's main thread (a worker
+    forked from a master that made its client: the hooks there were the master's)."""
+    return _signal_pid != os.getpid()
 
 
 def _after_uvicorn(handler: object) -> None:

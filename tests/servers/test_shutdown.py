@@ -77,6 +77,12 @@ SERVERS = {
     "gunicorn-preload-init-uvicorn-worker-app-without-lifespan": [
         *(*GUNICORN, "uvicorn.workers.UvicornWorker", "--preload", "tests.servers.apps_init:app"),
     ],
+    # Django's chain run sync under ASGI (a sync-only middleware after ours): the first
+    # request reaches sqreen on a thread of asgiref's, the client the master's.
+    "gunicorn-preload-uvicorn-worker-django-sync-chain": [
+        *(*GUNICORN, "uvicorn.workers.UvicornWorker", "--preload"),
+        "tests.servers.django_sync_chain:application",
+    ],
     "flask-run": [
         *("python", "-m", "flask", "--app", "tests.servers.flask_app"),
         *("run", "--port", "{port}"),
@@ -103,6 +109,7 @@ HOW = {
     "gunicorn-preload-uvicorn-worker-no-lifespan": [(signal.SIGTERM, "main")],
     "gunicorn-preload-uvicorn-worker-app-without-lifespan": [(signal.SIGTERM, "main")],
     "gunicorn-preload-init-uvicorn-worker-app-without-lifespan": [(signal.SIGTERM, "main")],
+    "gunicorn-preload-uvicorn-worker-django-sync-chain": [(signal.SIGTERM, "main")],
     "flask-run": [(signal.SIGTERM, "main"), (signal.SIGINT, "main")],
 }
 STOPS = [(name, sig, target) for name, stops in HOW.items() for sig, target in stops]

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import Token
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
 
 from ... import _hub
@@ -100,6 +102,8 @@ class SqreenMiddleware:
     def __call__(self, request: Any) -> Any:
         if self._is_async:
             return self.__acall__(request)
+        if _hooked_pid != os.getpid() and _hub.hooks_pending():
+            _exit_hooks_from(request)
         entered = _enter(request)
         if entered is None:
             return self.get_response(request)
@@ -231,6 +235,26 @@ def _refuse_user(
         return None
     refused(client, ctx, blocked)
     return _forbidden(request)
+
+
+_hooked_pid = 0  # the process whose sync chain has set the exit hooks (see below)
+
+
+async def _exit_hooks() -> None:
+    _hub.exit_hooks()
+
+
+def _exit_hooks_from(request: Any) -> None:
+    """Set the exit hooks on the main thread, from the sync chain under ASGI (a sync-only
+    middleware after ours makes Django run ours on a thread of asgiref's): through the
+    event loop, which runs on the main thread. Else a worker of ``gunicorn --preload`` with
+    ``UvicornWorker``, whose client the master made, set none, and died of SIGTERM with its
+    queue. Once a process; under WSGI the server's thread is left alone (as before)."""
+    global _hooked_pid
+    _hooked_pid = os.getpid()  # tried once (a loop off the main thread sets no handler)
+    if isinstance(request, ASGIRequest):
+        with _GUARD:
+            async_to_sync(_exit_hooks)()
 
 
 def _enter(request: Any, started: Client | None = None) -> Entered | None:
