@@ -28,6 +28,9 @@ class Receiver:
         self.script: deque[tuple[int, dict[str, str], str | None, bytes | None]] = deque()
         self.hang = False
         self.polls = 0
+        #: The version each long-poll said it held (a process polls again with the version it
+        #: applied: how many hold a set is how many polls name it, within a poll's wait).
+        self.polled_versions: list[int] = []
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
@@ -95,6 +98,7 @@ class Receiver:
                 deadline = time.monotonic() + wait
                 with receiver._cond:
                     receiver.polls += 1
+                    receiver.polled_versions.append(version)
                     while receiver.actions["version"] == version:
                         left = deadline - time.monotonic()
                         if left <= 0:

@@ -69,10 +69,15 @@ def test_idle_uvicorn_workers_refuse_a_blocked_ip_from_their_first_request(
             # action set (a heartbeat each) and long-polls its changes.
             assert wait_until(lambda: len(pids(receiver)) == WORKERS, timeout=30), server.output()
             assert wait_until(lambda: receiver.polls >= WORKERS, timeout=30)
-            polled = receiver.polls
             receiver.block([{"id": "1", "type": "block_ip", "ip": f"{ATTACKER}/32"}])
-            # Each long-poll answers with the block, and is made again once it is applied.
-            assert wait_until(lambda: receiver.polls >= polled + WORKERS, timeout=30)
+            version = receiver.actions["version"]
+            # Each long-poll answers with the block, and is made again, naming its version,
+            # once it is applied. (Counting any polls made since, a worker slow to make its
+            # first was counted by the other's second, and served its first request unblocked
+            # under load.)
+            assert wait_until(
+                lambda: receiver.polled_versions.count(version) >= WORKERS, timeout=30
+            ), server.output()
             # New connections, spread over both workers: every one refused, from the first.
             statuses = [
                 http_request(server.port, "GET", path, source=ATTACKER).status for _ in range(4)
