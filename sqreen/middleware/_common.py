@@ -28,6 +28,7 @@ __all__ = [
     "framework_init",
     "guard",
     "kept",
+    "ready_client",
     "refused",
     "start_with_the_server",
     "started_client",
@@ -120,11 +121,19 @@ def guard(where: str) -> Guard:
     return Guard(_active_errors, where)
 
 
-def started_client() -> Client:
-    """The client in use, started (:meth:`Client.start`: the first request waits for the
-    action set); the async middlewares run it on a worker thread until the client is."""
+def ready_client() -> Client | None:
+    """The client in use when it is started (:attr:`Client.started`: nothing of
+    :meth:`Client.start` left that could wait), else None: the async middlewares then start
+    it on a worker thread."""
+    client = _hub.active
+    return client if client is not None and client.started else None
+
+
+def started_client(wait: bool = True) -> Client:
+    """The client in use, started (:meth:`Client.start`: with ``wait``, the first request
+    waits for the action set); the async middlewares run it on a worker thread."""
     client = _hub.get_client()
-    client.start()
+    client.start(wait)
     return client
 
 
@@ -135,6 +144,4 @@ def start_with_the_server(where: Guard) -> None:
     (``block_on_start_timeout`` is the first request's wait: hypercorn bounds a lifespan's
     startup). Errors are ``where``'s."""
     with where:
-        client = _hub.get_client()
-        if not client.disabled:
-            client.start(wait=False)
+        started_client(wait=False)

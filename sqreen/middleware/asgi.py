@@ -52,8 +52,8 @@ from ._common import (
     find_blocked,
     forbidden,
     guard,
+    ready_client,
     refused,
-    start_with_the_server,
     started_client,
 )
 from ._tee import ASGIReceiveTee
@@ -89,10 +89,10 @@ class SqreenASGIMiddleware:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
-            # (Django's app, which handles no lifespan, too), off the loop as below
-            with _GUARD:  # first, on the loop's thread: see started_off_the_loop
-                _hub.exit_hooks()
-            await anyio.to_thread.run_sync(start_with_the_server, _GUARD)
+            # Started as the server starts the worker (see start_with_the_server), off the
+            # loop; Django's app, which handles no lifespan, too.
+            with _GUARD:
+                await started_off_the_loop(wait=False)
             await self.app(scope, receive, _FlushOnShutdown(send))
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
@@ -102,7 +102,8 @@ class SqreenASGIMiddleware:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         blocked = None
         with _GUARD:
-            client = await _started_client()  # as for a request: the action set fetched
+            # As for a request: the action set fetched.
+            client = ready_client() or await started_off_the_loop()
             if not client.disabled:
                 if client.blocklist.has_ips:
                     # Unbound: only to resolve the client IP as for a request.
@@ -116,9 +117,7 @@ class SqreenASGIMiddleware:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = ctx = None
         with _GUARD:
-            client = _hub.active
-            if client is None or not client.started:  # the first request: see Client.start
-                client = await started_off_the_loop()
+            client = ready_client() or await started_off_the_loop()  # see Client.start
             if client.disabled:  # SQREEN_DISABLE: a pass-through with a handle that does nothing
                 _store(scope, client.disabled_context)
             else:
@@ -159,7 +158,7 @@ class SqreenASGIMiddleware:
             current_request.reset(token)
 
 
-async def started_off_the_loop() -> Client:
+async def started_off_the_loop(wait: bool = True) -> Client:
     """The client in use, started (:meth:`Client.start`), for the async middlewares while it
     is not (once per process, and after a fork): on a worker thread, as making the client
     reads ``sqreen.ini`` and the spool, and the first request waits for the action set
@@ -169,16 +168,10 @@ async def started_off_the_loop() -> Client:
     made on the worker thread, they would leave SIGTERM alone (Python lets only the main
     thread set a handler), and a worker whose middleware was built in another process
     (``gunicorn --preload`` with ``UvicornWorker``, no lifespan or an app refusing it, as
-    Django's does) died of it with its queue. The lifespan's start does the same."""
+    Django's does) died of it with its queue. ``wait``: see :func:`started_client` (the
+    lifespan's start does not wait)."""
     _hub.exit_hooks()
-    return await anyio.to_thread.run_sync(started_client)
-
-
-async def _started_client() -> Client:
-    client = _hub.active
-    if client is None or not client.started:
-        client = await started_off_the_loop()
-    return client
+    return await anyio.to_thread.run_sync(started_client, wait)
 
 
 def in_event_loop() -> bool:

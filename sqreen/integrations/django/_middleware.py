@@ -41,6 +41,7 @@ from ...middleware._common import (
     forbidden,
     framework_init,
     guard,
+    ready_client,
     refused,
     start_with_the_server,
 )
@@ -131,9 +132,8 @@ class SqreenMiddleware:
 
     async def __acall__(self, request: Any) -> Any:
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
-        client = _hub.active
-        if client is None or not client.started:  # the first request: off the event loop
-            client = None
+        client = ready_client()
+        if client is None:  # the first request: started off the event loop
             with _GUARD:
                 client = await started_off_the_loop()
             if client is None:  # an error of ours (logged): served unbound
