@@ -29,6 +29,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from typing import Any, Final
@@ -39,7 +40,9 @@ from ._threads import start_thread
 
 __all__ = [
     "INERT",
+    "RETRY_AFTER",
     "active",
+    "check_config",
     "client_or_inert",
     "declare",
     "exit_hooks",
@@ -47,6 +50,7 @@ __all__ = [
     "framework_init",
     "get_client",
     "hooks_pending",
+    "inert_for_now",
     "init",
     "kept",
     "shutdown",
@@ -113,35 +117,70 @@ def get_client() -> Client:
 INERT: Final = Client(Config(disable=True))
 #: The failures to make a client said already (each is logged once, not at every call).
 _said: set[str] = set()
+#: After a failure to make the client, the seconds before the next try: until then the
+#: module functions and the middlewares get :data:`INERT` at no cost, not a read of the
+#: environment and ``sqreen.ini`` (and the spool's directory) a call.
+RETRY_AFTER: Final = 10.0
+#: When (``_clock()``) the next try may come; 0: at once.
+_retry_at = 0.0
+_clock = time.monotonic
 
 
 def client_or_inert() -> Client:
     """The client in use (made on first use, as :func:`get_client`), for the module functions
-    (``sqreen.track()``...), which never raise for a configuration: when making one fails
-    with :class:`ConfigError` (a wrong ``SQREEN_*`` variable) or :class:`OSError` (a working
+    (``sqreen.track()``...) and the middlewares' requests, which never raise for a
+    configuration: when making one fails with :class:`ConfigError` (a wrong ``SQREEN_*``
+    variable, a ``sqreen.ini`` broken since the app started) or :class:`OSError` (a working
     directory gone), the error is logged on the ``sqreen`` logger (once for each message)
     and :data:`INERT` stands in, tracking nothing and blocking no one, as with
-    ``SQREEN_DISABLE`` (but ``flush()`` says False); the next call tries again. The
-    middlewares serve requests unbound then (:func:`sqreen.middleware._common.guard`).
-    :func:`sqreen.start` and :func:`sqreen.init`, the explicit set-up, raise
-    :class:`ConfigError` as they did."""
+    ``SQREEN_DISABLE`` (but ``flush()`` says False), for :data:`RETRY_AFTER` seconds; the
+    first call after tries again. :func:`sqreen.start` and :func:`sqreen.init`, the explicit
+    set-up, and the framework integrations as an app is set up, raise :class:`ConfigError`
+    as they did."""
+    global _retry_at
     client = active
     if client is not None:
         return client
+    if _retry_at and _clock() < _retry_at:
+        return INERT
     try:
-        return get_client()
+        client = get_client()
     except (ConfigError, OSError) as exc:  # the configuration's, the environment's (others
         # are bugs, or a blocking-call detector's error: they go through, loudly)
+        _retry_at = _clock() + RETRY_AFTER
         said = f"{type(exc).__name__}: {exc}"[:500]
         if said not in _said and len(_said) < 100:
             _said.add(said)
             logger.error(
                 "sqreen: no client could be made, nothing is tracked until one can be "
-                "(said once): %s",
+                "(said once; tried again every %g s): %s",
+                RETRY_AFTER,
                 said,
                 exc_info=not isinstance(exc, ConfigError),
             )
         return INERT
+    _retry_at = 0.0
+    return client
+
+
+def inert_for_now() -> Client | None:
+    """:data:`INERT` while a failure to make the client waits for its next try (see
+    :func:`client_or_inert`), else None: the async middlewares serve a request with it
+    without a trip to a worker thread."""
+    return INERT if active is None and _retry_at and _clock() < _retry_at else None
+
+
+def check_config() -> None:
+    """Raise :class:`ConfigError` now if the client in use would be made from a wrong
+    configuration (the environment, ``sqreen.ini``, what a framework or ``init()`` gave):
+    for a middleware set up without a framework's integration, which makes the client at
+    its first request. Nothing to check once a client is in use."""
+    if active is None:
+        _, settings = _framework or (None, {})
+        try:
+            Config.resolve({}, settings)  # as get_client() makes it
+        except OSError:  # the environment's (a working directory gone): said at a request
+            pass
 
 
 def framework_init(settings: Mapping[str, Any], framework: str) -> Client:
@@ -230,9 +269,11 @@ def shutdown(timeout: float | None) -> bool:
 def forget() -> None:
     """Forget the framework's configuration too (a test suite's isolation between tests
     that build apps of their own); call after :func:`shutdown`."""
-    global _framework
+    global _framework, _retry_at
     with _framework_lock:
         _framework = None
+        _retry_at = 0.0
+        _said.clear()
 
 
 _forking: list[Client] = []

@@ -124,15 +124,20 @@ def guard(where: str) -> Guard:
 def ready_client() -> Client | None:
     """The client in use when it is started (:attr:`Client.started`: nothing of
     :meth:`Client.start` left that could wait), else None: the async middlewares then start
-    it on a worker thread."""
+    it on a worker thread. While no client can be made, the inert one until its next try
+    (see :func:`sqreen._hub.client_or_inert`)."""
     client = _hub.active
-    return client if client is not None and client.started else None
+    if client is not None:
+        return client if client.started else None
+    return _hub.inert_for_now()
 
 
 def started_client(wait: bool = True) -> Client:
     """The client in use, started (:meth:`Client.start`: with ``wait``, the first request
-    waits for the action set); the async middlewares run it on a worker thread."""
-    client = _hub.get_client()
+    waits for the action set); the async middlewares run it on a worker thread. The inert
+    one when none can be made (logged once; a request is served with a handle that does
+    nothing)."""
+    client = _hub.client_or_inert()
     client.start(wait)
     return client
 

@@ -35,7 +35,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from .._blocking import Blocked
 from .._context import RequestContext, current_request
-from .._hub import exit_hooks, get_client
+from .._hub import check_config, client_or_inert, exit_hooks
 from ._common import (
     ResponseAborted,
     blocked_ip,
@@ -67,11 +67,16 @@ class SqreenWSGIMiddleware:
         self.route = route
         with _GUARD:
             exit_hooks()  # now, on the main thread: see sqreen._hub.exit_hooks
+        # A wrong SQREEN_* variable or sqreen.ini stops the app's set-up, as a framework
+        # integration's does, rather than each request logging it (the client is made at the
+        # first request).
+        check_config()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         client = ctx = None
         with _GUARD:
-            client = get_client()
+            # INERT while a client cannot be made (logged once; tried again now and then)
+            client = client_or_inert()
             if client.disabled:  # SQREEN_DISABLE: a pass-through with a handle that does nothing
                 environ[ENVIRON_KEY] = client.disabled_context
             else:

@@ -76,6 +76,30 @@ def test_a_wrong_sqreen_setting_fails_at_start() -> None:
         SqreenMiddleware(lambda request: HttpResponse())
 
 
+def test_a_client_that_cannot_be_made_at_a_request_is_said_once_and_passed_through(
+    monkeypatch: pytest.MonkeyPatch, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    """The configuration broken after the start (the client shut down, ``SQREEN_*`` then
+    wrong): requests are served with a handle that does nothing and one error is logged,
+    not an internal error with its traceback at every request."""
+    import logging
+
+    from sqreen import _hub
+
+    monkeypatch.setenv("SQREEN_TRANSPORT", "memory:")
+    served = Client()  # its handler loads the middlewares once, as a server's does
+    served.get("/echo/first")
+    sqreen.shutdown(timeout=1)
+    monkeypatch.setenv("SQREEN_MAX_QUEUE_SIZE", "many")
+    for _ in range(20):
+        response = served.get("/echo/x")
+        assert response.status_code == 200
+        assert response.wsgi_request.sqreen.track("more") is False  # type: ignore[attr-defined]
+    assert _hub.active is None
+    said = [r.getMessage() for r in sqreen_log.records if r.levelno >= logging.ERROR]
+    assert len(said) == 1 and "SQREEN_MAX_QUEUE_SIZE" in said[0], said
+
+
 def test_configured_from_settings(receiver: Receiver) -> None:
     with override_settings(SQREEN={"endpoint": receiver.url, "app_name": "django-settings"}):
         Client().get("/identify?uid=u1&marker=settings")

@@ -159,11 +159,22 @@ def test_a_client_that_cannot_be_made_makes_the_module_functions_do_nothing(
     monkeypatch: pytest.MonkeyPatch, sqreen_log: pytest.LogCaptureFixture
 ) -> None:
     """A wrong ``SQREEN_*`` variable, found at the first ``track()`` of a view: logged once,
-    and every module function does nothing (they raised ``ConfigError`` into the view).
-    ``sqreen.start()``, the explicit set-up, still raises; fixed, the next call tracks."""
+    and every module function does nothing (they raised ``ConfigError`` into the view),
+    without reading the configuration again until ``RETRY_AFTER`` has passed.
+    ``sqreen.start()``, the explicit set-up, still raises; fixed, the first call after the
+    retry time tracks."""
     monkeypatch.setenv("SQREEN_FLUSH_INTERVAL", "soon")
     monkeypatch.setenv("SQREEN_TRANSPORT", "memory:")
     _hub._said.clear()
+    now = [1000.0]
+    monkeypatch.setattr(_hub, "_clock", lambda: now[0])
+    resolved = []
+    resolve = _hub.Config.resolve
+    monkeypatch.setattr(
+        _hub.Config,
+        "resolve",
+        lambda *a: resolved.append(1) or resolve(*a),  # type: ignore[func-returns-value]
+    )
     for _ in range(3):
         assert sqreen.track("view.event", properties={"a": 1}) is False
         assert sqreen.auth_track(False, username="alice") is False
@@ -173,12 +184,16 @@ def test_a_client_that_cannot_be_made_makes_the_module_functions_do_nothing(
         assert sqreen.for_user({"username": "alice"}).track("scoped") is False
         assert sqreen.flush(0.1) is False  # nothing was sent
     assert _hub.active is None
+    assert len(resolved) == 1  # tried once: the 20 calls after were INERT's, no read
     said = [r for r in sqreen_log.records if r.levelno >= logging.ERROR]
     assert len(said) == 1, [r.getMessage() for r in said]
     assert "SQREEN_FLUSH_INTERVAL" in said[0].getMessage()
     with pytest.raises(sqreen.ConfigError, match="SQREEN_FLUSH_INTERVAL"):
         sqreen.start()
     monkeypatch.setenv("SQREEN_FLUSH_INTERVAL", "0.1")
+    now[0] += _hub.RETRY_AFTER - 1
+    assert sqreen.track("view.event") is False  # not tried yet
+    now[0] += 1
     assert sqreen.track("view.event") is True
     assert _hub.active is not None and _hub.active.queue.tracked == 1
 

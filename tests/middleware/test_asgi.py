@@ -383,3 +383,43 @@ def test_lifespan_shutdown_stops_waiting_at_a_failed_send(
         f"is down or refusing); 3 kept in {client.spool.directory if client.spool else None} "
         "for the next process should this one end"
     ]
+
+
+def test_a_client_that_cannot_be_made_at_a_request_is_said_once_and_passed_through(
+    monkeypatch: pytest.MonkeyPatch, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    """A wrong ``SQREEN_*`` variable found at a request (no lifespan, or the client made
+    again after a shutdown): the requests are served with a handle that does nothing, one
+    error is logged (an internal error with its traceback was logged at every request), and
+    until ``RETRY_AFTER`` has passed no request reads the configuration or goes to a worker
+    thread; fixed, the first request after that is tracked."""
+    import logging
+
+    from sqreen import _hub
+    from sqreen.middleware import asgi
+
+    monkeypatch.setenv("SQREEN_TRANSPORT", "memory:")
+    monkeypatch.setenv("SQREEN_BATCH_SIZE", "lots")
+    now = [50.0]
+    monkeypatch.setattr(_hub, "_clock", lambda: now[0])
+    hops = []
+    hop = asgi.started_off_the_loop
+    monkeypatch.setattr(asgi, "started_off_the_loop", lambda *a: hops.append(1) or hop(*a))
+    handles = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        handles.append(scope["state"]["sqreen"])
+        await ok(scope, receive, send)
+
+    wrapped = SqreenASGIMiddleware(app)
+    for _ in range(20):
+        assert anyio.run(call, wrapped, http_scope())[0] == 200
+    assert all(h.track("more") is False for h in handles)
+    assert _hub.active is None and len(hops) == 1
+    said = [r.getMessage() for r in sqreen_log.records if r.levelno >= logging.ERROR]
+    assert len(said) == 1 and "SQREEN_BATCH_SIZE" in said[0], said
+    monkeypatch.setenv("SQREEN_BATCH_SIZE", "10")
+    now[0] += _hub.RETRY_AFTER
+    assert anyio.run(call, wrapped, http_scope())[0] == 200
+    assert _hub.active is not None and len(hops) == 2
+    assert handles[-1].track("now") is True

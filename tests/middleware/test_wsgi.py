@@ -315,3 +315,41 @@ def test_a_new_init_is_used_by_an_existing_middleware(sqreen_events: CapturedEve
     Server(app)()
     assert other.flush(5.0)
     assert [e["name"] for e in other.transport.events] == ["hello"]  # type: ignore[attr-defined]
+
+
+def test_a_wrong_setting_stops_the_set_up_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a framework integration's set-up does: not a logged error at every request."""
+    monkeypatch.setenv("SQREEN_BATCH_SIZE", "lots")
+    with pytest.raises(sqreen.ConfigError, match="SQREEN_BATCH_SIZE"):
+        SqreenWSGIMiddleware(hello)
+
+
+def test_a_client_that_cannot_be_made_at_a_request_is_said_once_and_passed_through(
+    monkeypatch: pytest.MonkeyPatch, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    """A configuration broken after the set-up (``sqreen.ini`` edited, the environment of a
+    test): the requests are served, with a handle that does nothing, one error is logged
+    (it logged an internal error with its traceback at every request, after reading the
+    configuration again), and the configuration is read again only once ``RETRY_AFTER`` has
+    passed; fixed, the next request after that is tracked."""
+    from sqreen import _hub
+
+    monkeypatch.setenv("SQREEN_TRANSPORT", "memory:")
+    server = Server(SqreenWSGIMiddleware(hello))
+    monkeypatch.setenv("SQREEN_BATCH_SIZE", "lots")
+    now = [50.0]
+    monkeypatch.setattr(_hub, "_clock", lambda: now[0])
+    resolved = []
+    resolve = _hub.Config.resolve
+    monkeypatch.setattr(_hub.Config, "resolve", lambda *a: resolved.append(1) or resolve(*a))
+    for _ in range(30):
+        assert server() == (200, {"Content-Type": "text/plain"}, b"hello")
+        assert server.environ["sqreen.context"].track("more") is False
+    assert _hub.active is None and len(resolved) == 1
+    said = [r.getMessage() for r in sqreen_log.records if r.levelno >= logging.ERROR]
+    assert len(said) == 1 and "SQREEN_BATCH_SIZE" in said[0], said
+    monkeypatch.setenv("SQREEN_BATCH_SIZE", "10")
+    now[0] += _hub.RETRY_AFTER
+    assert server()[0] == 200
+    assert _hub.active is not None and sqreen.flush(5)
+    assert [e["name"] for e in _hub.active.transport.events] == ["hello"]  # type: ignore[attr-defined]

@@ -34,7 +34,7 @@ from django.http import HttpResponse
 from ... import _hub
 from ..._client import Client
 from ..._context import RequestContext, current_request
-from ..._hub import get_client
+from ..._hub import client_or_inert
 from ...middleware._common import (
     blocked_ip,
     find_blocked,
@@ -262,7 +262,8 @@ def _enter(request: Any, started: Client | None = None) -> Entered | None:
     to the client in use, started here (the first request waits: see Client.start)."""
     entered = None
     with _GUARD:
-        client = get_client() if started is None else started
+        # INERT while a client cannot be made (logged once; tried again now and then)
+        client = client_or_inert() if started is None else started
         if client.disabled:  # SQREEN_DISABLE: a pass-through with a handle that does nothing
             request.sqreen = client.disabled_context
         else:
