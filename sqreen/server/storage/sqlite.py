@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import threading
+import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final
@@ -391,15 +392,16 @@ def _file_size(path: str) -> int:
         return 0
 
 
-#: The events' columns that are often NULL (no target, no enrichment, an address the data
+#: The events' text columns that may be NULL (no target, no enrichment, an address the data
 #: does not place), bound as 0 and turned back into NULL by the statement: the sqlite3
 #: module binds ``None`` through its adapters' lookup (``need_adapt``: only exact int, float,
 #: str and bytearray skip it), about 0.2 µs a value where an int costs nothing more. Their
-#: values are text or NULL, never the integer 0, which ``nullif(?, 0)`` alone turns into NULL.
+#: values are text or NULL, never the integer 0, which ``nullif(?, 0)`` alone turns into
+#: NULL: only columns declared ``str | None`` (a number column's 0 would be lost).
 _NULLABLE: Final = frozenset(
     i + 1  # after seq
-    for i, (name, kind) in enumerate(EventRecord.__annotations__.items())
-    if "None" in str(kind)
+    for i, kind in enumerate(typing.get_type_hints(EventRecord).values())
+    if kind == str | None
 )
 
 
