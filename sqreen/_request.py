@@ -157,7 +157,12 @@ class RequestSnapshot:
         return path
 
     def media_type(self) -> str:
-        return (text(self.content_type) or "").lower()
+        """The Content-Type with its type and subtype in lower case, its parameters as sent:
+        a multipart boundary is case-sensitive (RFC 2046; browsers' hold capitals,
+        ``----WebKitFormBoundary...``), and lowered it matched nothing in the body, whose
+        text fields were all recorded as ``[multipart]``."""
+        media, sep, parameters = (text(self.content_type) or "").partition(";")
+        return media.strip().lower() + sep + parameters
 
     def body(self) -> bytes:
         return b"".join(self.body_chunks) if self.body_chunks else b""

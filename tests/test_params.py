@@ -232,3 +232,50 @@ def test_a_json_body_nested_deeper_than_python_reads_keeps_its_event() -> None:
     finally:
         sys.setrecursionlimit(limit)
     assert request["params"] == {} and request["path"] == "/p"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data; boundary=----WebKitFormBoundaryX3eRtYz9aBcD",  # Chrome, Safari
+        "Multipart/Form-Data; BOUNDARY=----WebKitFormBoundaryX3eRtYz9aBcD",
+        'multipart/form-data; boundary="----WebKitFormBoundaryX3eRtYz9aBcD"',
+    ],
+)
+def test_a_multipart_boundary_is_matched_as_sent_whatever_its_case(content_type: str) -> None:
+    """The type is case-insensitive, the boundary is not (RFC 2046): lowered with the rest
+    of the header, it matched nothing and every text field was recorded as ``[multipart]``."""
+    boundary = b"----WebKitFormBoundaryX3eRtYz9aBcD"
+    body = (
+        b"".join(
+            b"--"
+            + boundary
+            + b'\r\nContent-Disposition: form-data; name="'
+            + name
+            + b'"\r\n\r\n'
+            + value
+            + b"\r\n"
+            for name, value in (
+                (b"username", b"alice"),
+                (b"password", b"hunter2"),
+                (b"note", b"hi"),
+            )
+        )
+        + b"--"
+        + boundary
+        + b"--\r\n"
+    )
+    snapshot = RequestSnapshot(
+        "POST",
+        "/login",
+        b"",
+        "198.51.100.1",
+        None,
+        None,
+        content_type.encode(),
+        body_chunks=(body,),
+    )
+    wire = encode_request(snapshot, Config.resolve({}), collect_body=True)
+    assert wire["params"] == {"username": "alice", "password": "[redacted]", "note": "hi"}
+    assert wire["body"] is not None
+    assert wire["body"]["content"] == "[multipart: username, password, note]"
