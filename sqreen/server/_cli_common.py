@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shlex
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -32,11 +34,24 @@ __all__ = [
     "time_range",
     "when",
     "when_options",
+    "with_db",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_DB = "sqreen.db"
+
+
+def with_db(command: str, db: str) -> str:
+    """``command`` (a ``sqreen`` command a message tells to run) as it reaches ``db``: with
+    its ``--db`` unless that is the default or ``SQREEN_DB``'s (which the command reads
+    too). A database URL is not written out (it may hold a password)."""
+    if db == DEFAULT_DB or os.environ.get("SQREEN_DB") == db:
+        return f"`{command}`"
+    if "://" in db:
+        return f"`{command}` with the same --db"
+    return f"`{command} --db {shlex.quote(db)}`"
+
 
 #: Retention in days, at most (100 years): a date that many days ago can be counted back to
 #: from any date the collector keeps (``timedelta`` holds at most 999 999 999 days, a

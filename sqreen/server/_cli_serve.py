@@ -21,7 +21,7 @@ import click
 from starlette.applications import Starlette
 
 from ._cli_blocks import max_blocks_option
-from ._cli_common import Days, Finite, db_option, opened
+from ._cli_common import Days, Finite, db_option, opened, with_db
 from ._cli_export import destination, export_options, forwarder
 from ._cli_https import https_options, https_settings
 from ._listen import check_listen, url_host
@@ -212,14 +212,14 @@ def serve(
     # `serving`, until the collector stops: `sqreen restore --force` refuses a served database.
     with opened(db) as storage, serving(db.removeprefix("sqlite://")):
         if not any(k.revoked_at is None for k in storage.list_keys()):
-            say("no API key yet: create one with `sqreen keys create`")
+            say(f"no API key yet: create one with {with_db('sqreen keys create', db)}")
         if not tls and not _is_loopback(host):
             say(
                 f"listening on {host}: serve HTTPS (--ssl-certfile, or a reverse proxy in "
                 "front of the collector)"
             )
         url = f"{'https' if tls else 'http'}://{url_host(host)}:{port}"
-        explorer_startup(storage, url, say, note)
+        explorer_startup(storage, url, say, note, db=db)
         if source is not None:
             (note if source.playbooks.playbooks else say)(_playbooks_loaded(source))
         elif watched := storage.recorded_watched():

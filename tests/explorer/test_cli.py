@@ -88,3 +88,39 @@ def test_serve_refuses_a_short_password_from_the_environment(tmp_path: Path) -> 
     )
     assert result.exit_code == 1
     assert "SQREEN_ADMIN_PASSWORD: the admin password must be at least 8" in result.output
+
+
+def test_the_start_up_hint_names_the_database_the_collector_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sqreen serve --db x.db`` said to run ``sqreen admin-password``, which, run as said,
+    set the password of ``./sqreen.db``: the hint now carries the ``--db``, and run as said
+    it unlocks the served database."""
+    import re
+    import shlex
+
+    from sqreen.server._cli_common import with_db
+    from sqreen.server.explorer._cli import explorer_startup
+
+    monkeypatch.delenv("SQREEN_DB", raising=False)
+    monkeypatch.chdir(tmp_path)
+    db = str(tmp_path / "dir with space" / "x.db")
+    Path(db).parent.mkdir()
+    said: list[str] = []
+    storage = open_storage(db)
+    try:
+        explorer_startup(storage, "http://127.0.0.1:8000", said.append, db=db)
+    finally:
+        storage.close()
+    (hint,) = [s for s in said if "admin-password" in s]
+    (command,) = re.findall(r"`([^`]+)`", hint)
+    argv = shlex.split(command)
+    assert argv[0] == "sqreen"
+    result = CliRunner().invoke(main, [*argv[1:], "--password-stdin"], input="a fine password\n")
+    assert result.exit_code == 0, result.output
+    assert stored(db) is not None and not (tmp_path / "sqreen.db").exists()
+    assert with_db("sqreen keys create", "sqreen.db") == "`sqreen keys create`"
+    url = "postgresql://u:secret@db/sqreen"
+    assert "secret" not in with_db("sqreen keys create", url)
+    monkeypatch.setenv("SQREEN_DB", db)
+    assert with_db("sqreen keys create", db) == "`sqreen keys create`"  # read from SQREEN_DB

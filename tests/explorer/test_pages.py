@@ -252,6 +252,17 @@ def test_the_api_polls_for_newer_events(client: TestClient, traffic: Storage) ->
     assert client.get("/explorer/api/events?limit=501").status_code == 400
 
 
+def test_the_api_refuses_a_parameter_it_does_not_read(client: TestClient, traffic: Storage) -> None:
+    """``?reason=locked`` (for ``prop=reason=locked``) answered every event, as if filtered;
+    the pages still ignore parameters of nobody (``utm_source``...)."""
+    for query, field in (("reason=locked", "reason"), ("name=x&Name=y", "Name")):
+        api = client.get("/explorer/api/events?" + query)
+        assert api.status_code == 400, query
+        assert api.json()["field"] == field and "prop" in api.json()["error"]
+    assert client.get("/explorer/api/events?prop=reason=locked").status_code == 200
+    assert client.get("/explorer/events?utm_source=mail").status_code in (200, 303)
+
+
 def test_event_detail(client: TestClient, storage: Storage) -> None:
     store(
         storage,

@@ -8,7 +8,7 @@ from functools import partial
 
 import click
 
-from .._cli_common import db_option, opened
+from .._cli_common import DEFAULT_DB, db_option, opened, with_db
 from ..storage import Storage
 from . import cookie_options, proxy_options
 from ._secrets import PASSWORD_SETTING, apply_env_password, set_admin_password
@@ -47,6 +47,7 @@ def explorer_startup(
     url: str,
     say: Callable[[str], object] = _ECHO,
     note: Callable[[str], object] | None = None,
+    db: str = DEFAULT_DB,
 ) -> None:
     """Apply ``SQREEN_ADMIN_PASSWORD``, ``say`` how to unlock the explorer when it cannot be
     used yet, else ``note`` where it is (on stderr, or log lines with ``--log-format json``:
@@ -63,6 +64,7 @@ def explorer_startup(
     if changed:
         say("admin password set from SQREEN_ADMIN_PASSWORD")
     if storage.get_setting(PASSWORD_SETTING) is None:
-        say("no admin password yet: set one with `sqreen admin-password` to use the Event Explorer")
+        command = with_db("sqreen admin-password", db)
+        say(f"no admin password yet: set one with {command} to use the Event Explorer")
     else:
         (note or say)(f"Event Explorer: {url}/explorer/")

@@ -33,6 +33,9 @@ FILTER_PARAMS: Final = (
     "name", "severity", "user", "ip", "prop", "app", "country", "kind", "asn", "since", "until",
 )  # fmt: skip
 VIEW_PARAMS: Final = (*FILTER_PARAMS, "group", "before")
+#: What ``/explorer/api/events`` reads (any other parameter is refused there; ``group`` is
+#: checked as the page checks it, so that a page's URL works there, and groups nothing).
+API_PARAMS: Final = (*VIEW_PARAMS, "after", "limit")
 MAX_PAIRS: Final = 4
 MAX_TEXT: Final = 256
 MAX_WHEN: Final = 64
@@ -174,8 +177,15 @@ def parse_query(
     limit = 50
     for name, raw in args:
         value = raw.strip()
-        if not value or (name not in VIEW_PARAMS and name not in ("after", "limit")):
-            continue  # blank form fields, and parameters of nobody (utm_...) are ignored
+        if api and name not in API_PARAMS:
+            # A client's typo (``reason=locked`` for ``prop=reason=locked``) is said: ignored,
+            # it answered every event, as if filtered.
+            errors.append(QueryError(name, f"is not a parameter: {', '.join(API_PARAMS)}"))
+            continue
+        if name not in VIEW_PARAMS and name not in ("after", "limit"):
+            continue  # parameters of nobody (utm_...) are ignored by the pages
+        if not value:
+            continue  # blank form fields
         try:
             if name == "name":
                 if not NAME_RE.fullmatch(_text(name, value, LIMITS.name_max)):
