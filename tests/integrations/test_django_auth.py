@@ -32,8 +32,8 @@ django.setup()
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
 from django.contrib.auth.models import User
-User.objects.create_user("alice", password={PASSWORD!r})
-User.objects.create_user("bob", password={PASSWORD!r})
+User.objects.create_user("alice", email="alice@example.com", password={PASSWORD!r})
+User.objects.create_user("bob", email="bob@example.com", password={PASSWORD!r})
 """
 
 # The app's own tests: the test client's login() and logout() make up their requests (no
@@ -215,6 +215,47 @@ def test_a_blocked_user_is_refused_by_aauthenticate_and_others_pass(tmp_path: Pa
             assert http.post("/api/alogin", data=data).status_code == 403
 
 
+@pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+def test_an_account_s_other_spellings_are_that_account(tmp_path: Path, kind: str) -> None:
+    """A site logging in by username or e-mail: failures typed as the e-mail (in any case)
+    are tracked under the account's username, as its success is, so that the per-account
+    playbooks count them together (tracked as typed, an attack spread over spellings stayed
+    under every threshold, and its success raised no takeover alert); and the account
+    blocked, no spelling of it answers a password's verdict, through ``authenticate()``
+    (no login, no signal: a token view) and ``aauthenticate()`` alike (the e-mail got 200
+    and a wrong password 401 where ``alice`` got 403)."""
+    for server, receiver in serve(tmp_path, kind, {"SQREEN_TEST_EMAIL_LOGIN": "1"}):
+        with httpx.Client(base_url=server.url) as http:
+            for typed in ("alice@example.com", "ALICE@Example.COM", "alice"):
+                assert log_in(http, typed, "wrong").status_code == 200  # the form again
+            assert log_in(http, "Alice@example.com", PASSWORD).status_code == 302
+            found = auth_events(receiver, 4)
+            assert [(e["name"], e["user"]) for e in found] == [
+                ("auth.login.failure", {"username": "alice"}),
+            ] * 3 + [("auth.login.success", {"username": "alice"})]
+            unknown = http.post("/api/check", data={"username": "nobody@x.org", "password": "x"})
+            assert unknown.status_code == 401
+            (event,) = [e for e in auth_events(receiver, 5) if e not in found]
+            assert event["user"] == {"username": "nobody@x.org"}  # no account: as typed
+        receiver.block([{"id": "b1", "type": "block_user", "user": {"username": "alice"}}])
+        path = "/api/alogin" if kind == "asgi" else "/api/check"
+        with httpx.Client(base_url=server.url) as http:  # no session: the login alone decides
+            deadline = time.monotonic() + 15
+            status = None
+            while status != 403 and time.monotonic() < deadline:
+                data = {"username": "alice", "password": PASSWORD}
+                status = http.post(path, data=data).status_code
+            assert status == 403
+            for typed in ("alice@example.com", "ALICE@EXAMPLE.COM"):
+                for password in ("wrong", PASSWORD):
+                    reply = http.post(path, data={"username": typed, "password": password})
+                    assert reply.status_code == 403, (typed, password, reply.text)
+            bob = http.post(path, data={"username": "bob@example.com", "password": PASSWORD})
+            assert bob.status_code == 200
+            bob = http.post(path, data={"username": "bob@example.com", "password": "wrong"})
+            assert bob.status_code == 401
+
+
 def status_until(
     http: httpx.Client, path: str, wanted: int, headers: dict[str, str] | None = None
 ) -> int:
@@ -385,7 +426,9 @@ def test_a_user_stays_logged_in_across_a_secret_key_rotation_while_others_are_bl
 
 def test_a_view_s_own_authenticate_calls_are_tracked(site: tuple[Gunicorn, Receiver]) -> None:
     """authenticate() without the request (Django sends its signal with request=None) and
-    with a backend of the app's taking an email: the failures are the request's."""
+    with a backend of the app's taking an email: the failures are the request's, and the
+    e-mail's is tracked under the account it names, as the account's success is (tracked
+    as the e-mail, no takeover could ever be seen on a site logging in by e-mail)."""
     server, receiver = site
     with httpx.Client(base_url=server.url) as http:
         assert http.post("/api/login", data={"username": "bob", "password": "x"}).status_code == 401
@@ -395,7 +438,7 @@ def test_a_view_s_own_authenticate_calls_are_tracked(site: tuple[Gunicorn, Recei
     events = auth_events(receiver, 3)
     assert [(e["name"], e["user"], e["request"]["path"]) for e in events] == [
         ("auth.login.failure", {"username": "bob"}, "/api/login"),
-        ("auth.login.failure", {"username": "bob@example.com"}, "/api/email-login"),
+        ("auth.login.failure", {"username": "bob"}, "/api/email-login"),
         ("auth.login.success", {"username": "bob"}, "/api/login"),
     ]
 

@@ -7,6 +7,10 @@
         "django.contrib.auth.backends.ModelBackend",
     ]
 
+The name a login was given is checked, and the account it names as the site looks it up
+(:mod:`._accounts`: its e-mail, a spelling the database's collation takes for it), so
+that no other spelling of a blocked account answers a password's verdict.
+
 Where ``authenticate()`` succeeds and the login is then refused without a signal (the
 admin's form for a user who is not staff, an inactive user, a view of the app's that checks
 a password without logging in), a blocked user's right password would be answered as that
@@ -22,6 +26,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import BaseBackend
 
+from ...._context import RequestContext
+from ._accounts import aaccount_username, account_username
 from .receivers import handle_of
 
 __all__ = ["BlockedUsersBackend"]
@@ -32,17 +38,23 @@ class BlockedUsersBackend(BaseBackend):  # type: ignore[misc]
     permission (Django's ``BaseBackend``: the others' answers stand)."""
 
     async def aauthenticate(self, request: Any, username: Any = None, **credentials: Any) -> None:
-        """For ``aauthenticate()`` (Django 5.0+): the same check, in memory, on the loop."""
-        return self.authenticate(request, username, **credentials)
+        """For ``aauthenticate()`` (Django 5.0+): the same check, the account looked up with
+        the ORM's async calls."""
+        handle, typed = _typed(request, username, credentials)
+        if handle is not None and typed is not None:
+            _refuse(handle, typed)
+            if handle.client.blocklist.has_users:
+                _refuse(handle, await aaccount_username(typed))
+        return None
 
     def authenticate(self, request: Any, username: Any = None, **credentials: Any) -> None:
-        handle = handle_of(request)
-        if handle is None:
-            return None
-        if username is None:
-            username = credentials.get(get_user_model().USERNAME_FIELD, credentials.get("email"))
-        if username not in (None, ""):
-            handle.client.refuse_if_blocked({"username": str(username)}, handle)
+        handle, typed = _typed(request, username, credentials)
+        if handle is not None and typed is not None:
+            _refuse(handle, typed)
+            if handle.client.blocklist.has_users:  # (no query while no user is blocked)
+                # Another spelling of a blocked account (its e-mail, accents a collation
+                # ignores) is that account: refused too, right password or wrong.
+                _refuse(handle, account_username(typed))
         return None
 
     def get_user(self, user_id: Any) -> None:
@@ -50,3 +62,22 @@ class BlockedUsersBackend(BaseBackend):  # type: ignore[misc]
 
     async def aget_user(self, user_id: Any) -> None:
         return None
+
+
+def _typed(
+    request: Any, username: Any, credentials: dict[str, Any]
+) -> tuple[RequestContext | None, str | None]:
+    """The request's handle (None: a request the middleware did not serve) and the name the
+    login was given (None: none)."""
+    handle = handle_of(request)
+    if handle is None:
+        return None, None
+    if username is None:
+        username = credentials.get(get_user_model().USERNAME_FIELD, credentials.get("email"))
+    return handle, None if username in (None, "") else str(username)
+
+
+def _refuse(handle: RequestContext, username: str | None) -> None:
+    """Raise :class:`sqreen.Blocked` when ``username`` is blocked."""
+    if username is not None:
+        handle.client.refuse_if_blocked({"username": username}, handle)

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 
 from ...._context import IN_SIGNAL, RequestContext, current_request
 from ....events import AUTH_LOGIN_FAILURE, AUTH_LOGOUT
+from ._accounts import account_username
 
 __all__ = ["failed", "handle_of", "logged_in", "logged_out"]
 
@@ -39,8 +40,9 @@ def logged_in(sender: Any, request: Any = None, user: Any = None, **kwargs: Any)
 def failed(
     sender: Any, credentials: Mapping[str, Any] | None = None, request: Any = None, **kwargs: Any
 ) -> None:
-    """``auth.login.failure`` for the username ``authenticate()`` was given (Django passes
-    the credentials with their secrets masked; only the username is read)."""
+    """``auth.login.failure`` for the account the username ``authenticate()`` was given
+    names (:mod:`._accounts`: ``jack@example.com`` is ``jack``'s), else for that username
+    (Django passes the credentials with their secrets masked; only the username is read)."""
     handle = handle_of(request)
     if handle is None:
         return
@@ -50,6 +52,9 @@ def failed(
         username = credentials.get(get_user_model().USERNAME_FIELD)
     if username is None:  # a backend of the app's, logging in by email (allauth's style)
         username = credentials.get("email", credentials.get("login"))
+    if isinstance(username, str):
+        # The account's own name, as its success is tracked: not one of its spellings.
+        username = account_username(username) or username
     identifiers = _identifiers(username)
     if identifiers is None:
         handle.track(AUTH_LOGIN_FAILURE)

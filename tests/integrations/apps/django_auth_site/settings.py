@@ -57,6 +57,8 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     "django.contrib.auth.backends.RemoteUserBackend",
 ]
+if os.environ.get("SQREEN_TEST_EMAIL_LOGIN"):  # logins by username or e-mail, a common style
+    AUTHENTICATION_BACKENDS[1] = "tests.integrations.apps.django_auth_site.urls.EmailOrUsername"
 LOGIN_REDIRECT_URL = "/private/"
 LOGIN_URL = "/accounts/login/"
 # Fast hashing: the tests log in a dozen times.

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import markcoroutinefunction
+from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.contrib.auth import authenticate, login
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.middleware import RemoteUserMiddleware
+from django.contrib.auth.models import User
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
@@ -89,6 +92,26 @@ def check_password(request: HttpRequest) -> HttpResponse:
         request, username=request.POST["username"], password=request.POST["password"]
     )
     return HttpResponse("right" if user else "wrong", status=200 if user else 401)
+
+
+class EmailOrUsername(ModelBackend):
+    """The usual backend of a site logging in by username or e-mail (``SQREEN_TEST_EMAIL_LOGIN``
+    in the settings): one account, two spellings."""
+
+    def authenticate(
+        self, request: Any, username: Any = None, password: Any = None, **kwargs: Any
+    ) -> Any:
+        if username is None or password is None:
+            return None
+        found = User.objects.filter(Q(username=username) | Q(email__iexact=username)).first()
+        if found is None or not found.check_password(password):
+            return None
+        return found if self.user_can_authenticate(found) else None
+
+    async def aauthenticate(
+        self, request: Any, username: Any = None, password: Any = None, **kwargs: Any
+    ) -> Any:
+        return await sync_to_async(self.authenticate)(request, username, password, **kwargs)
 
 
 class HeaderRemoteUser(RemoteUserMiddleware):
