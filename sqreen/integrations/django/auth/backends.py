@@ -44,7 +44,10 @@ class BlockedUsersBackend(BaseBackend):  # type: ignore[misc]
         if handle is not None and typed is not None:
             _refuse(handle, typed)
             if handle.client.blocklist.has_users:
-                _refuse(handle, await aaccount_username(typed))
+                account = None
+                with handle.client.guard("the account's lookup"):
+                    account = await aaccount_username(typed)
+                _refuse(handle, account)
         return None
 
     def authenticate(self, request: Any, username: Any = None, **credentials: Any) -> None:
@@ -53,8 +56,13 @@ class BlockedUsersBackend(BaseBackend):  # type: ignore[misc]
             _refuse(handle, typed)
             if handle.client.blocklist.has_users:  # (no query while no user is blocked)
                 # Another spelling of a blocked account (its e-mail, accents a collation
-                # ignores) is that account: refused too, right password or wrong.
-                _refuse(handle, account_username(typed))
+                # ignores) is that account: refused too, right password or wrong. (A user
+                # model the lookup does not fit is an error of ours, counted: the login
+                # goes on.)
+                account = None
+                with handle.client.guard("the account's lookup"):
+                    account = account_username(typed)
+                _refuse(handle, account)
         return None
 
     def get_user(self, user_id: Any) -> None:

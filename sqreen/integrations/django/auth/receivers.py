@@ -53,8 +53,10 @@ def failed(
     if username is None:  # a backend of the app's, logging in by email (allauth's style)
         username = credentials.get("email", credentials.get("login"))
     if isinstance(username, str):
-        # The account's own name, as its success is tracked: not one of its spellings.
-        username = account_username(username) or username
+        # The account's own name, as its success is tracked: not one of its spellings. (A
+        # user model the lookup does not fit is an error of ours, counted: the login goes on.)
+        with handle.client.guard("the account's lookup"):
+            username = account_username(username) or username
     identifiers = _identifiers(username)
     if identifiers is None:
         handle.track(AUTH_LOGIN_FAILURE)
