@@ -9,6 +9,11 @@ header (on the flusher thread, where the client IP is resolved) and logs, once p
 * a server that replaced the peer with a hop of a forwarded header and kept no trace of the
   connection (hypercorn's ``ProxyFixMiddleware``, daphne's ``--proxy-headers``, uvicorn's
   proxy headers under Django);
+* an untrusted public peer whose forwarded header named :data:`PUBLIC_PROXY_CLIENTS`
+  different clients among the first :data:`WATCHED_EVENTS` events: a CDN or load balancer
+  missing from ``trusted_proxies``, every client behind it recorded as its address, so that
+  a playbook blocking one blocks them all (one client forging the header names one, or a
+  few: it is not said, nor is the header believed);
 * :data:`SILENT_PROXY_EVENTS` events from a trusted proxy without the forwarded header,
   among the first :data:`WATCHED_EVENTS` of the process: a proxy that does not send it (nginx
   without ``proxy_set_header``), or a server that removes it (waitress drops
@@ -32,6 +37,7 @@ from ._client_ip import TrustedProxies
 from ._ip_syntax import Parsed, forwarded_hops, normalize_ip, parse_ip
 
 __all__ = [
+    "PUBLIC_PROXY_CLIENTS",
     "SILENT_PROXY_EVENTS",
     "WATCHED_EVENTS",
     "counting_done",
@@ -49,6 +55,9 @@ SILENT_PROXY_EVENTS: Final = 20
 #: Events looked at for that warning, then none: behind a proxy that sends the header, an
 #: event without it is one that did not pass through it (a local job, a health check).
 WATCHED_EVENTS: Final = 200
+#: Different clients an untrusted public peer's forwarded header names, among the first
+#: WATCHED_EVENTS events, before it is said to look like a proxy.
+PUBLIC_PROXY_CLIENTS: Final = 5
 # 100.64.0.0/10 (carrier-grade NAT, also used by some Kubernetes networks) is not is_private.
 _SHARED_V4: Final = ipaddress.IPv4Network("100.64.0.0/10")
 
@@ -66,6 +75,10 @@ class _Watch:
         self.silent = 0  # of which from a trusted proxy without the header
         self.silent_settled = False  # warned, or WATCHED_EVENTS seen
         self.rewritten_warned = False
+        #: Untrusted public peers -> the clients their forwarded headers named (the first
+        #: WATCHED_EVENTS events only, PUBLIC_PROXY_CLIENTS each at most: bounded).
+        self.public: dict[str, set[str]] = {}
+        self.public_warned = False
 
 
 _watch = _Watch()
@@ -87,6 +100,8 @@ def watch_peer(
     if _watch.silent_settled:
         return
     _watch.seen += 1
+    if peer and header_value and not _watch.public_warned:
+        _count_public(peer, header_value, trusted, header)
     if not (header_value and header_value.strip()) and _is_trusted(peer, trusted):
         _watch.silent += 1
         if _watch.silent >= SILENT_PROXY_EVENTS:
@@ -107,6 +122,39 @@ def _is_trusted(peer: str | None, trusted: TrustedProxies) -> bool:
     if not peer:
         return trusted.trusts_unix_socket
     return peer in trusted
+
+
+def _count_public(peer: str, header_value: str, trusted: TrustedProxies, header: str) -> None:
+    """Count the client ``header_value`` names for ``peer`` if that is an untrusted public
+    address (with ``trusted_proxies=[]``, trusting nobody on purpose, nothing is said); say
+    so once it named PUBLIC_PROXY_CLIENTS different ones."""
+    if not trusted.networks and not trusted.trusts_unix_socket:
+        return
+    parsed = parse_ip(peer)
+    if parsed is None or trusted.trusts_parsed(parsed) or _is_internal(parsed):
+        return
+    named = _watch.public.setdefault(peer, set())
+    named.add(header_value.strip()[-128:])
+    if len(named) < PUBLIC_PROXY_CLIENTS:
+        return
+    with _watch.lock:
+        if _watch.public_warned:
+            return
+        _watch.public_warned = True
+        _watch.public.clear()
+    logger.warning(
+        "sqreen: %s, not a trusted proxy, sent a %s header naming %d different clients among "
+        "the first %d events: it looks like a proxy, load balancer or CDN in front of this app. "
+        "Every client behind it is then recorded as %s, and a playbook that blocks one "
+        "address blocks them all. If it is yours, list its addresses: SQREEN_TRUSTED_PROXIES "
+        "or sqreen.init(trusted_proxies=[...]) (your CDN publishes its ranges). If it is not, "
+        "a client writes the header itself, and ignoring it is right.",
+        normalize_ip(peer),
+        header,
+        PUBLIC_PROXY_CLIENTS,
+        _watch.seen,
+        normalize_ip(peer),
+    )
 
 
 def _warn_silent(peer: str | None, header: str) -> None:

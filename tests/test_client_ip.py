@@ -538,3 +538,68 @@ def test_a_proxy_sending_the_header_for_one_client_is_not_reported_through_the_f
     finally:
         sqreen.shutdown(timeout=1)
         _ip_warnings._reset()
+
+
+def _public_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "looks like a proxy" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("peer", "trusted", "clients", "said"),
+    [
+        ("45.33.70.1", DEFAULT, 5, True),  # a CDN's edge, untrusted: its clients are one
+        ("2001:4860::8888", DEFAULT, 7, True),
+        ("45.33.70.1", DEFAULT, 4, False),  # a few: a client may rotate forged headers
+        ("45.33.70.1", TrustedProxies(["45.33.70.0/24"]), 9, False),  # trusted: believed
+        ("45.33.70.1", NOBODY, 9, False),  # trusting nobody, on purpose
+        ("10.0.0.5", DEFAULT, 9, False),  # private: the other warning's
+        ("127.0.0.1", DEFAULT, 9, False),  # the trusted loopback proxy
+    ],
+)
+def test_an_untrusted_public_peer_forwarding_for_many_clients_is_said_once(
+    fresh_warning: pytest.LogCaptureFixture,
+    peer: str,
+    trusted: TrustedProxies,
+    clients: int,
+    said: bool,
+) -> None:
+    """A CDN or load balancer missing from ``trusted_proxies``: every client behind it was
+    its address, silently, and one client's five failed logins blocked them all. The
+    header is still not believed (a client can write it), only the set-up is said."""
+    _ip_warnings._reset()
+    try:
+        for n in range(3 * clients):  # each client more than once
+            hop = f"198.51.100.{n % clients + 1}"
+            _ip_warnings.watch_peer(peer, hop, trusted, "X-Forwarded-For", False)
+            assert trusted.client_ip(peer, hop, "X-Forwarded-For", False) in (peer, hop)
+        found = _public_warnings(fresh_warning)
+        if not said:
+            assert found == []
+            return
+        (message,) = found
+        assert message.startswith(f"sqreen: {normalize_ip(peer)}, not a trusted proxy")
+        assert "SQREEN_TRUSTED_PROXIES" in message
+        assert DEFAULT.client_ip(peer, "198.51.100.1", "X-Forwarded-For", False) == peer
+        for n in range(50):  # once
+            _ip_warnings.watch_peer(peer, f"203.0.113.{n}", trusted, "X-Forwarded-For", False)
+        assert len(_public_warnings(fresh_warning)) == 1
+    finally:
+        _ip_warnings._reset()
+
+
+def test_one_client_forging_the_header_is_not_said(
+    fresh_warning: pytest.LogCaptureFixture,
+) -> None:
+    """An attacker writing his own ``X-Forwarded-For`` names himself (or a few), and the
+    events past the first WATCHED_EVENTS are not looked at: no warning either way."""
+    _ip_warnings._reset()
+    try:
+        for n in range(WATCHED_EVENTS):
+            hop = f"192.0.2.{n % 4}"
+            _ip_warnings.watch_peer("45.33.70.9", hop, DEFAULT, "X-Forwarded-For", False)
+        for n in range(100):  # past the first WATCHED_EVENTS: not counted
+            hop = f"198.51.100.{n}"
+            _ip_warnings.watch_peer("45.33.70.9", hop, DEFAULT, "X-Forwarded-For", False)
+        assert _public_warnings(fresh_warning) == []
+    finally:
+        _ip_warnings._reset()
