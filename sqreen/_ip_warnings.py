@@ -76,7 +76,7 @@ class _Watch:
         self.silent_settled = False  # warned, or WATCHED_EVENTS seen
         self.rewritten_warned = False
         #: Untrusted public peers -> the clients their forwarded headers named (the first
-        #: WATCHED_EVENTS events only, PUBLIC_PROXY_CLIENTS each at most: bounded).
+        #: WATCHED_EVENTS events only: that many values at most, in all).
         self.public: dict[str, set[str]] = {}
         self.public_warned = False
 
