@@ -109,8 +109,14 @@ def get_client() -> Client:
             client = active
             if client is None:
                 framework, settings = _framework or (None, {})
-                client = _install(Config.resolve({}, settings), framework)
+                client = _install(_config(settings), framework)
     return client
+
+
+def _config(settings: Mapping[str, Any]) -> Config:
+    """The configuration :func:`get_client` makes a client from: the environment,
+    ``sqreen.ini`` and a framework's ``settings``."""
+    return Config.resolve({}, settings)
 
 
 #: What :func:`client_or_inert` gives while no client can be made: it tracks nothing.
@@ -141,7 +147,7 @@ def client_or_inert() -> Client:
     client = active
     if client is not None:
         return client
-    if _retry_at and _clock() < _retry_at:
+    if _waiting():
         return INERT
     try:
         client = get_client()
@@ -167,7 +173,12 @@ def inert_for_now() -> Client | None:
     """:data:`INERT` while a failure to make the client waits for its next try (see
     :func:`client_or_inert`), else None: the async middlewares serve a request with it
     without a trip to a worker thread."""
-    return INERT if active is None and _retry_at and _clock() < _retry_at else None
+    return INERT if active is None and _waiting() else None
+
+
+def _waiting() -> bool:
+    """Whether a failure to make the client waits for its next try."""
+    return bool(_retry_at) and _clock() < _retry_at
 
 
 def check_config() -> None:
@@ -178,7 +189,7 @@ def check_config() -> None:
     if active is None:
         _, settings = _framework or (None, {})
         try:
-            Config.resolve({}, settings)  # as get_client() makes it
+            _config(settings)
         except OSError:  # the environment's (a working directory gone): said at a request
             pass
 

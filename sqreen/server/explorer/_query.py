@@ -33,8 +33,9 @@ FILTER_PARAMS: Final = (
     "name", "severity", "user", "ip", "prop", "app", "country", "kind", "asn", "since", "until",
 )  # fmt: skip
 VIEW_PARAMS: Final = (*FILTER_PARAMS, "group", "before")
-#: What ``/explorer/api/events`` reads (any other parameter is refused there; ``group`` is
-#: checked as the page checks it, so that a page's URL works there, and groups nothing).
+#: The parameters read: a view's, and the API's paging (``/explorer/api/events`` refuses
+#: any other; ``group`` is checked there as the page checks it, so that a page's URL works
+#: there, and groups nothing; the pages ignore the others).
 API_PARAMS: Final = (*VIEW_PARAMS, "after", "limit")
 MAX_PAIRS: Final = 4
 MAX_TEXT: Final = 256
@@ -177,13 +178,11 @@ def parse_query(
     limit = 50
     for name, raw in args:
         value = raw.strip()
-        if api and name not in API_PARAMS:
-            # A client's typo (``reason=locked`` for ``prop=reason=locked``) is said: ignored,
-            # it answered every event, as if filtered.
-            errors.append(QueryError(name, f"is not a parameter: {', '.join(API_PARAMS)}"))
+        if name not in API_PARAMS:  # parameters of nobody (utm_...): ignored by the pages
+            if api:  # a client's typo (``reason=locked`` for ``prop=reason=locked``) is
+                # said: ignored, it answered every event, as if filtered
+                errors.append(QueryError(name, f"is not a parameter: {', '.join(API_PARAMS)}"))
             continue
-        if name not in VIEW_PARAMS and name not in ("after", "limit"):
-            continue  # parameters of nobody (utm_...) are ignored by the pages
         if not value:
             continue  # blank form fields
         try:

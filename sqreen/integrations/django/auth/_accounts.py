@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError
 
@@ -49,30 +50,9 @@ def account_username(typed: str) -> str | None:
     return _username(found[0]) if len(found) == 1 else None
 
 
-async def aaccount_username(typed: str) -> str | None:
-    """:func:`account_username` with the ORM's async calls (Django 5.0+; on a worker thread
-    before), for ``aauthenticate()``: no query waits on the event loop."""
-    if not 0 < len(typed) <= MAX_TYPED:
-        return None
-    user_model = get_user_model()
-    manager = user_model._default_manager
-    natural = getattr(manager, "aget_by_natural_key", None)
-    if natural is None:
-        from asgiref.sync import sync_to_async
-
-        return await sync_to_async(account_username)(typed)
-    try:
-        try:
-            return _username(await natural(typed))
-        except user_model.DoesNotExist:
-            pass
-        field = _email_field(user_model, typed)
-        if field is None:
-            return None
-        found = [u async for u in manager.filter(**{f"{field}__iexact": typed})[:2]]
-    except (DatabaseError, user_model.MultipleObjectsReturned, ValueError, TypeError):
-        return None
-    return _username(found[0]) if len(found) == 1 else None
+#: :func:`account_username` for ``aauthenticate()``: on a worker thread (as the ORM's own
+#: async calls run), no query waiting on the event loop.
+aaccount_username = sync_to_async(account_username)
 
 
 def _email_field(user_model: Any, typed: str) -> str | None:

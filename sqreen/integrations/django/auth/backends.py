@@ -38,8 +38,8 @@ class BlockedUsersBackend(BaseBackend):  # type: ignore[misc]
     permission (Django's ``BaseBackend``: the others' answers stand)."""
 
     async def aauthenticate(self, request: Any, username: Any = None, **credentials: Any) -> None:
-        """For ``aauthenticate()`` (Django 5.0+): the same check, the account looked up with
-        the ORM's async calls."""
+        """For ``aauthenticate()`` (Django 5.0+): the same check, the account looked up on a
+        worker thread."""
         handle, typed = _typed(request, username, credentials)
         if handle is not None and typed is not None:
             _refuse(handle, typed)
