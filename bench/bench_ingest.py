@@ -391,19 +391,24 @@ def send_all(endpoint: str, token: str, bodies: Sequence[bytes | Body], senders:
     return elapsed
 
 
-def tree_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds used so far by process ``pid`` and each of its children (Linux /proc)."""
+def tree_times(pid: int) -> dict[int, tuple[float, float]]:
+    """(user, system) CPU seconds used so far by process ``pid`` and each of its children
+    (Linux /proc)."""
     out = {}
+    tick = os.sysconf("SC_CLK_TCK")
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if stat.parent.name == str(pid) or fields[1] == str(pid):
-            out[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf(
-                "SC_CLK_TCK"
-            )
+            out[int(stat.parent.name)] = (int(fields[11]) / tick, int(fields[12]) / tick)
     return out
+
+
+def tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds used so far by process ``pid`` and each of its children (Linux /proc)."""
+    return {p: user + system for p, (user, system) in tree_times(pid).items()}
 
 
 def machine_busy() -> float:

@@ -22,6 +22,7 @@ RUNS: list[tuple[str, list[str]]] = [
     ("bench_ingest.py", ["--events", "50000", "--workers", "1", "--playbooks", "both"]),
     ("bench_ingest.py", ["--events", "50000", "--workers", "1", "--playbooks", "both",
                          "--mix", "typical", "--only", "sqlite"]),
+    ("bench_ingest_ab.py", ["--events", "100000"]),
     ("bench_time_to_block.py", ["--attackers", "10", "--by-hand", "5"]),
     ("bench_actions.py", ["--repeat", "50", "--seconds", "3"]),
     ("bench_explorer.py", ["--events", "200000"]),

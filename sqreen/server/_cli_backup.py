@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import click
 
-from ._cli_common import db_option
+from ._cli_common import db_option, existing
 from .storage import POSTGRES_SCHEMES
 from .storage.backup import STEP_PAGES, BackupError, Copied, backup_sqlite, restore_sqlite
 
@@ -44,6 +44,7 @@ def backup(path: str, force: bool, step_pages: int, db: str) -> None:
     """Copy the SQLite database to PATH, consistently, while the collector runs and ingests:
     every event stored before the backup began is in the copy (written to PATH.tmp, checked
     with PRAGMA integrity_check, then renamed)."""
+    existing(db)  # as every command reading the database says it
     started = time.monotonic()
     copied = _copy(
         "backup", db, backup_sqlite, db.removeprefix("sqlite://"), path, force, step_pages

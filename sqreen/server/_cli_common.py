@@ -164,19 +164,26 @@ def time_range(since: str | None, until: str | None) -> tuple[datetime | None, d
     return start, end
 
 
+def existing(db: str) -> None:
+    """Refuse a SQLite ``db`` that is no file, saying where it was looked for."""
+    if db.startswith(POSTGRES_SCHEMES):
+        return
+    path = Path(db.removeprefix("sqlite://"))
+    if not path.is_file():
+        what = "a directory, not a file" if path.is_dir() else "no such file"
+        raise click.ClickException(
+            f"cannot open the SQLite database {str(path.resolve())!r}: {what} "
+            "(give --db, or set SQREEN_DB)"
+        )
+
+
 @contextmanager
 def opened(db: str, *, create: bool = True, upgrade: bool = True) -> Iterator[Storage]:
     """The storage at ``db``; a command that creates nothing (``create=False``) never
     creates one, and says where it looked; a read-only one (``upgrade=False``) migrates
     nothing: it refuses an older schema, saying how to upgrade it."""
-    if not create and not db.startswith(POSTGRES_SCHEMES):
-        path = Path(db.removeprefix("sqlite://"))
-        if not path.is_file():
-            what = "a directory, not a file" if path.is_dir() else "no such file"
-            raise click.ClickException(
-                f"cannot open the SQLite database {str(path.resolve())!r}: {what} "
-                "(give --db, or set SQREEN_DB)"
-            )
+    if not create:
+        existing(db)
     try:
         storage = open_storage(db, create=create, upgrade=upgrade)
     except (RuntimeError, ImportError) as exc:

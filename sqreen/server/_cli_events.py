@@ -43,7 +43,9 @@ def _short(value: Any, width: int = 40) -> str:
 
 
 def _line(e: StoredEvent) -> str:
-    user = ",".join(f"{k}={v}" for k, v in (e.user or {}).items()) or "-"
+    # At most 32 characters (whatever an app sends as a name), so that the columns after
+    # it stay within a few of their place: --json has every identifier whole.
+    user = _short(",".join(f"{k}={v}" for k, v in (e.user or {}).items()) or "-", 32)
     props = " ".join(f"{k}={_short(v)}" for k, v in e.properties.items())
     line = f"{when(e.timestamp)}  {e.name:<28} user={user:<16} ip={e.ip or '-':<15} {props}"
     return visible(line)

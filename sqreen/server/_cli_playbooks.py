@@ -11,6 +11,7 @@ from .._text import visible
 from ..events import DERIVED_EVENTS, STANDARD_EVENTS
 from ._cli_common import counted, db_option, json_line, opened, time_range, when
 from .playbooks import TEMPLATES, Engine, Playbook, PlaybookError, is_exempt, load_playbooks
+from .playbooks._fields import AtLeast
 from .playbooks._late import span
 from .playbooks._memory import MemoryWindows
 from .playbooks._runner import PRIVATE_SPARED, alerts_for, event_view
@@ -73,7 +74,7 @@ def rule(p: Playbook) -> str:
         counted = f"{p.threshold} distinct {p.distinct}{each}"
     else:
         counted = str(p.threshold)
-    where = " and ".join(f"{path}={'|'.join(sorted(values))}" for path, values in p.where)
+    where = " and ".join(_condition(str(path), values) for path, values in p.where)
     action: str = p.action
     if p.duration is not None and p.action != "alert":
         action += f" for {span(_us(p.duration))}"
@@ -83,6 +84,13 @@ def rule(p: Playbook) -> str:
         action += f", quiet {span(_us(p.cooldown))}"
     where = f" where {where}" if where else ""
     return f"by {p.group_by.spec}{where}: {counted} in {span(_us(p.window))} -> {action}"
+
+
+def _condition(path: str, values: frozenset[str]) -> str:
+    """``ip.kind=tor|vpn``; a lower bound alone as ``ip.score>=50`` (its text is ``>=50``)."""
+    if len(values) == 1 and isinstance(bound := next(iter(values)), AtLeast):
+        return f"{path}{bound}"
+    return f"{path}={'|'.join(sorted(values))}"
 
 
 def _us(delta: timedelta) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ._cli_common import Days, db_option, opened
+from ._cli_common import Days, counted, db_option, opened
 from .storage import AGENT_TTL
+from .times import days as days_text
 
 __all__ = ["purge"]
 
@@ -41,15 +42,23 @@ def purge(days: float, vacuum: bool, yes: bool, db: str) -> None:
     with opened(db, create=False) as storage:
         count = storage.purge_older_than(days)
         agents = storage.purge_agents()
-        click.echo(f"deleted {count} events older than {days:g} days (received before then)")
+        click.echo(
+            f"deleted {counted(count, 'event')} older than {days_text(days)} (received before then)"
+        )
         if agents:
-            click.echo(f"forgot {agents} SDK processes silent for over {AGENT_TTL.days} days")
+            click.echo(
+                f"forgot {counted(agents, 'SDK process', 'SDK processes')} silent for over "
+                f"{days_text(AGENT_TTL.days)}"
+            )
         purged = storage.purge_records(days)
         if any(purged):
+            traits = counted(purged.users, "user's traits", "users' traits")
             click.echo(
-                f"deleted {purged.alerts} alerts, {purged.blocks} ended blocks, "
-                f"{purged.users} users' traits and {purged.export_cursors} export cursors "
-                f"older than {days:g} days"
+                f"deleted {counted(purged.alerts, 'alert')}, "
+                f"{counted(purged.blocks, 'ended block')}, "
+                f"{traits} and "
+                f"{counted(purged.export_cursors, 'export cursor')} "
+                f"older than {days_text(days)}"
             )
         if vacuum:
             before = storage.database_bytes()

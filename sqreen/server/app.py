@@ -66,6 +66,7 @@ from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
 from .probes import PROBE_ROUTES
 from .storage import AGENT_TTL, Storage
 from .storage.sqlite import SQLiteStorage
+from .times import days as days_text
 from .unavailable import unavailable_handlers
 
 if TYPE_CHECKING:  # imported by `sqreen serve --export` only (protobuf's import is not free)
@@ -193,7 +194,7 @@ def create_app(
             (
                 purge_every,
                 lambda: storage.purge_older_than(days),
-                f"sqreen: purged %d events received over {days:g} days ago",
+                f"sqreen: purged %d events received over {days_text(days)} ago",
             )
         )
         jobs.append(
@@ -201,7 +202,7 @@ def create_app(
                 purge_every,
                 lambda: sum(storage.purge_records(days)),
                 f"sqreen: purged %d alerts, ended blocks, users' traits and export cursors "
-                f"over {days:g} days old",
+                f"over {days_text(days)} old",
             )
         )
     if playbooks is not None:

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-__all__ = ["when"]
+__all__ = ["days", "when"]
 
 
 def when(dt: datetime | None) -> str:
     """A time for people: UTC, to the second."""
     return "-" if dt is None else dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def days(n: float) -> str:
+    """A number of days for people: ``1 day``, ``0.5 days``, ``90 days``."""
+    return f"{n:g} day" + ("" if n == 1 else "s")

@@ -248,3 +248,14 @@ def test_a_folder_without_write_permission_is_named(backed_up: Path) -> None:
         )
     finally:
         locked.chmod(0o755)
+
+
+def test_a_backup_of_no_database_says_where_it_looked_as_other_commands_do(
+    tmp_path: Path,
+) -> None:
+    for db in (tmp_path / "nothere.db", tmp_path):
+        code, output = run("backup", str(tmp_path / "out.db"), "--db", str(db))
+        what = "no such file" if db != tmp_path else "a directory, not a file"
+        assert code == 1 and f"cannot open the SQLite database '{db}': {what}" in output, output
+        assert "(give --db, or set SQREEN_DB)" in output
+    assert not (tmp_path / "out.db").exists()

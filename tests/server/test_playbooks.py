@@ -648,12 +648,21 @@ action = "block_user"
 duration = "2d"
 cooldown = "10m"
 mode = "monitor"
+
+[[playbook]]
+id = "risky"
+events = ["auth.login.failure"]
+where = { "ip.score" = { at_least = 50 }, "ip.kind" = ["tor", "vpn"] }
+group_by = "ip"
+threshold = 3
+window = "5m"
+action = "alert"
 """
     result = CliRunner().invoke(
         main, ["playbooks", "check", str(playbook_file(tmp_path, TEMPLATES + extra))]
     )
     assert result.exit_code == 0, result.output
-    rules = {line.split()[0]: line.split(None, 3)[3] for line in result.output.splitlines()[:7]}
+    rules = {line.split()[0]: line.split(None, 3)[3] for line in result.output.splitlines()[:8]}
     assert rules == {
         "brute-force-ip": "by ip: 5 in 5m -> block_ip for 1h",
         "brute-force-account": "by user: 10 in 1h -> alert",
@@ -663,8 +672,10 @@ mode = "monitor"
         "signup-abuse": "by ip: 5 in 10m -> block_ip for 1h",
         "admin-logins": "by user.email where request.path=/admin/login|/login and "
         "ip.country=RU: 3 in 1m30s -> block_user for 2d, quiet 10m",
+        # A lower bound as written, not "ip.score=>=50".
+        "risky": "by ip where ip.score>=50 and ip.kind=tor|vpn: 3 in 5m -> alert",
     }
-    assert result.output.splitlines()[7].startswith("7 playbooks; SDKs send at once: ")
+    assert result.output.splitlines()[8].startswith("8 playbooks; SDKs send at once: ")
 
 
 def test_check_and_test_warn_of_a_name_close_to_a_standard_one(

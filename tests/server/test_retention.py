@@ -82,7 +82,7 @@ def test_sqreen_purge_goes_by_receipt(tmp_path: Path) -> None:
         storage.close()
     result = CliRunner().invoke(main, ["purge", "--days", "30", "--db", db])
     assert result.exit_code == 0, result.output
-    assert "deleted 1 events older than 30 days (received before then)" in result.output
+    assert "deleted 1 event older than 30 days (received before then)" in result.output
     storage = open_storage(db)
     try:
         assert [e.id for e in storage.query_events()] == [skewed["id"]]
@@ -121,3 +121,20 @@ def test_days_that_no_date_can_be_counted_back_are_refused_naming_the_option(
         assert f"Invalid value for '{option}': 'abc' is not a number" in result.output
     result = CliRunner().invoke(main, ["purge", "--days", "36500", "--db", db])
     assert result.exit_code == 0 and "older than 36500 days" in result.output
+
+
+def test_purge_says_one_day_and_one_event_in_the_singular(tmp_path: Path) -> None:
+    db = str(tmp_path / "one.db")
+    storage = open_storage(db)
+    try:
+        storage.insert_events(
+            [parse_event(wire_event(timestamp=recent()))],
+            received_at=datetime.now(UTC) - timedelta(days=2),
+        )
+    finally:
+        storage.close()
+    result = CliRunner().invoke(main, ["purge", "--days", "1", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "deleted 1 event older than 1 day (received before then)" in result.output
+    again = CliRunner().invoke(main, ["purge", "--days", "0.5", "--db", db])
+    assert "deleted 0 events older than 0.5 days" in again.output

@@ -151,7 +151,7 @@ def test_sqreen_purge_deletes_them_and_says_so(tmp_path: Path) -> None:
         storage.close()
     result = CliRunner().invoke(main, ["purge", "--days", "0", "--yes", "--db", db])
     assert result.exit_code == 0, result.output
-    assert "deleted 1 alerts, 0 ended blocks, 0 users' traits and 0 export cursors" in (
+    assert "deleted 1 alert, 0 ended blocks, 0 users' traits and 0 export cursors" in (
         result.stdout
     )
     storage = open_storage(db)
