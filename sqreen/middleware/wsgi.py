@@ -66,7 +66,7 @@ class SqreenWSGIMiddleware:
         self.app = app
         self.route = route
         with _GUARD:
-            exit_hooks()  # now, on the main thread: see sqreen._hub.exit_hooks
+            exit_hooks()  # now, on the main thread: see sqreen._exit_hooks.exit_hooks
         # A wrong SQREEN_* variable or sqreen.ini stops the app's set-up, as a framework
         # integration's does, rather than each request logging it (the client is made at the
         # first request).
