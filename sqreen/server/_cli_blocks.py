@@ -182,6 +182,8 @@ def unblock(target: tuple[str, ...], db: str) -> None:
     if missed and None not in asked:  # ids, one of which lifted nothing: not silently
         for b in found:
             click.echo(f"unblocked {_describe(b)}")
+        for b in remaining:
+            click.echo(f"still blocked by {_describe(b)}")
         said = "; ".join(
             f"not in force: {_describe(gone[i])}" if i in gone else f"no block #{i}" for i in missed
         )

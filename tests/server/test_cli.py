@@ -749,3 +749,13 @@ def test_events_keeps_its_columns_near_their_place_whatever_the_user_s_names(db:
         json.loads(line)["user"] for line in run("events", "--json", "--db", db).output.splitlines()
     ]
     assert long in whole  # the JSON has them whole
+
+
+def test_unblocking_ids_one_of_which_lifted_nothing_still_says_what_refuses(db: str) -> None:
+    assert "blocked #1" in run("block", "ip", "198.51.100.0/24", "--db", db).output
+    assert "blocked #2" in run("block", "ip", "198.51.100.7", "--db", db).output
+    result = run("unblock", "2", "999", "--db", db, ok=False)
+    assert result.exit_code == 1
+    assert "unblocked #2 ip 198.51.100.7/32" in result.output
+    assert "still blocked by #1 ip 198.51.100.0/24" in result.output
+    assert "no block #999; the others were lifted" in result.output
