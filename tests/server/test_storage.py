@@ -555,21 +555,23 @@ def test_postgres_inserts_again_after_a_failed_transaction(
         storage.close()
 
 
-def test_a_new_sqlite_database_has_larger_pages_and_an_old_one_keeps_its_own(
+def test_a_new_sqlite_database_has_4_kib_pages_and_an_old_one_keeps_its_own(
     tmp_path: Any,
 ) -> None:
-    """New databases get 8 KiB pages (fewer pages dirtied by scattered index entries); a
-    database created with SQLite's 4 KiB keeps them and goes on storing and filtering."""
+    """New databases get 4 KiB pages (fewer bytes written for each scattered index entry
+    of a grown database); one created with the 8 KiB pages of earlier versions keeps them
+    and goes on storing and filtering."""
     import sqlite3
 
     fresh = open_storage(str(tmp_path / "new.db"))
     try:
         (size,) = fresh._read("PRAGMA page_size")[0]  # type: ignore[attr-defined]
-        assert size == 8192
+        assert size == 4096
     finally:
         fresh.close()
     old_path = str(tmp_path / "old.db")
     conn = sqlite3.connect(old_path)
+    conn.execute("PRAGMA page_size=8192")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("CREATE TABLE before_sqreen (x INTEGER)")
     conn.close()
@@ -577,7 +579,7 @@ def test_a_new_sqlite_database_has_larger_pages_and_an_old_one_keeps_its_own(
     try:
         old.insert_events(stored(wire_event(id="kept", properties={"plan": "pro"})))
         (size,) = old._read("PRAGMA page_size")[0]  # type: ignore[attr-defined]
-        assert size == 4096
+        assert size == 8192
         assert ids(old.query_events(EventFilter(properties=(("plan", "pro"),)))) == ["kept"]
     finally:
         old.close()

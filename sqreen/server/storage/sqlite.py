@@ -36,14 +36,18 @@ BUSY_TIMEOUT: Final = 10.0
 MAX_IDLE_READERS: Final = 8
 #: Write transactions between two checkpoints (a batch of 500 events adds ~300 WAL pages).
 CHECKPOINT_EVERY: Final = 8
-#: The page size of a new database (SQLite's default: 4096; a database keeps the size it was
-#: created with). An event's index entries land at scattered places of the ip and user/property
-#: (key, value) indexes, so the pages a batch dirties, each written to the WAL at the commit and
-#: copied by the checkpoint, are about one a scattered entry: larger pages mean fewer of them
-#: for the same entries. Measured (bench/bench_ingest_cpu.py, 100 000 events, alternated): the
-#: store stage 72 -> 69 µs an event alone, 64 with the writer's cache below; 1024 and 2048
-#: were slower (+17, +5), 32768 and 65536 no better.
-PAGE_SIZE: Final = 8192
+#: The page size of a new database (SQLite's default too; a database keeps the size it was
+#: created with: earlier versions made 8192). An event's index entries land at scattered places
+#: of the ip and user/property (key, value) indexes. While those are small, a batch's entries
+#: share pages, and larger pages mean fewer dirtied; once they are large, each entry dirties a
+#: page of its own, written to the WAL at the commit and copied by the checkpoint, and smaller
+#: pages mean fewer bytes written (pwrite was 30 % of the ingest thread's CPU at 500 000
+#: events with 8 KiB). Measured against 8192 (docs/benchmarks.md, "The page size, measured at
+#: scale"): the same CPU an event on a fresh database (±3 % over HTTP, +8 % in one process
+#: over 100 000 events), -15 % with a million events stored (bench_ingest_cpu.py --preload),
+#: +9 to +16 % events/s over HTTP from 400 000 events, a million imported in 91 s against 120;
+#: the explorer's first pages a few ms slower at a million events, every p95 under 35 ms.
+PAGE_SIZE: Final = 4096
 #: The writer's page cache, in KiB (SQLite's default: 2 MiB). The pages an insert touches in
 #: those scattered places are read again from the OS at every batch once the indexes outgrow
 #: the cache: 72 -> 68 µs an event with 32 MiB at 100 000 events. Filled only as pages are
