@@ -175,20 +175,12 @@ def unblock(target: tuple[str, ...], db: str) -> None:
         ]
         remaining = _overlapping(storage, found, _target_user(target), _target_network(target))
         storage_blocks = storage.list_blocks() if not found else []
-        asked = {parse_block_id(t) for t in target}
-        missed = sorted(i for i in asked - {b.id for b in found} if i is not None)
-        # Ids that lifted nothing: a block that ended already, or none ever made.
-        gone = storage.blocks_by_id(missed) if missed and None not in asked else {}
-    if missed and None not in asked:  # ids, one of which lifted nothing: not silently
-        for b in found:
-            click.echo(f"unblocked {_describe(b)}")
-        for b in remaining:
-            click.echo(f"still blocked by {_describe(b)}")
-        said = "; ".join(
-            f"not in force: {_describe(gone[i])}" if i in gone else f"no block #{i}" for i in missed
-        )
-        raise click.ClickException(said + ("; the others were lifted" if found else ""))
-    if not found:
+        asked = [parse_block_id(t) for t in target]
+        ids = {i for i in asked if i is not None} if None not in asked else set()
+        # Ids (only ids asked) that lifted nothing: a block that ended already, or none made.
+        missed = sorted(ids - {b.id for b in found})
+        gone = storage.blocks_by_id(missed) if missed else {}
+    if not found and not missed:
         held = "".join(f"; still blocked by {_describe(b)}" for b in remaining)
         wider = _wider(storage_blocks, _target_user(target)) if not remaining else []
         held += "".join(f"; a block on more identifiers: {_describe(b)}" for b in wider)
@@ -197,6 +189,11 @@ def unblock(target: tuple[str, ...], db: str) -> None:
         click.echo(f"unblocked {_describe(b)}")
     for b in remaining:  # a block is lifted by its own target: say what still refuses
         click.echo(f"still blocked by {_describe(b)}")
+    if missed:  # not silently
+        said = "; ".join(
+            f"not in force: {_describe(gone[i])}" if i in gone else f"no block #{i}" for i in missed
+        )
+        raise click.ClickException(said + ("; the others were lifted" if found else ""))
 
 
 def _target_network(target: tuple[str, ...]) -> str | None:

@@ -68,18 +68,24 @@ def test_a_restarted_collector_keeps_what_it_just_acknowledged(sqlite_storage: S
     assert sqlite_storage.get_event(old["id"]) is None
 
 
-def test_sqreen_purge_goes_by_receipt(tmp_path: Path) -> None:
-    db = str(tmp_path / "purge.db")
+def _received_days_ago(db: str, days: float, *also: dict[str, object]) -> None:
+    """Store an event received ``days`` ago in ``db``, and ``also`` received now."""
     storage = open_storage(db)
     try:
-        skewed = wire_event(timestamp=SKEWED)
-        storage.insert_events([parse_event(skewed)])
+        if also:
+            storage.insert_events([parse_event(e) for e in also])
         storage.insert_events(
             [parse_event(wire_event(timestamp=recent()))],
-            received_at=datetime.now(UTC) - timedelta(days=40),
+            received_at=datetime.now(UTC) - timedelta(days=days),
         )
     finally:
         storage.close()
+
+
+def test_sqreen_purge_goes_by_receipt(tmp_path: Path) -> None:
+    db = str(tmp_path / "purge.db")
+    skewed = wire_event(timestamp=SKEWED)
+    _received_days_ago(db, 40, skewed)
     result = CliRunner().invoke(main, ["purge", "--days", "30", "--db", db])
     assert result.exit_code == 0, result.output
     assert "deleted 1 event older than 30 days (received before then)" in result.output
@@ -125,14 +131,7 @@ def test_days_that_no_date_can_be_counted_back_are_refused_naming_the_option(
 
 def test_purge_says_one_day_and_one_event_in_the_singular(tmp_path: Path) -> None:
     db = str(tmp_path / "one.db")
-    storage = open_storage(db)
-    try:
-        storage.insert_events(
-            [parse_event(wire_event(timestamp=recent()))],
-            received_at=datetime.now(UTC) - timedelta(days=2),
-        )
-    finally:
-        storage.close()
+    _received_days_ago(db, 2)
     result = CliRunner().invoke(main, ["purge", "--days", "1", "--db", db])
     assert result.exit_code == 0, result.output
     assert "deleted 1 event older than 1 day (received before then)" in result.output
