@@ -34,6 +34,10 @@ objects make due land in whichever stage allocates next, another pipeline's too.
 with the bodies that waited while it stored others; each body gets an equal share of the
 group's CPU (a revision without ``ingest_many`` takes them one by one).
 
+``--hits users-only`` or ``none`` writes only the user-keyed streams' hits, or none (this
+tree, SQLite): what writing them costs the hook, as a measurement (the counts are then
+wrong, and with ``--mix typical`` under 400 000 events nothing fires either way).
+
 Run: ``.venv/bin/python bench/bench_playbooks_ab.py [--mix attack] [--events 50000]
 [--against main] [--group 4]``.
 """
@@ -153,6 +157,14 @@ def main() -> None:
         action="store_true",
         help="CPython's garbage collector thresholds, not the collector's",
     )
+    parser.add_argument(
+        "--hits",
+        choices=["stored", "users-only", "none"],
+        default="stored",
+        help="what the hook writes of its hits (SQLite, this tree): every one (as the "
+        "collector does); only the user-keyed streams'; none. A measurement, not a mode: "
+        "counts and alerts are wrong without them (the hook's cost of writing them)",
+    )
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--dsn", help="with --backend postgres: a cluster of yours")
     parser.add_argument(
@@ -161,6 +173,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.backend == "postgres" and args.other_writer:
         parser.error("--other-writer is SQLite's (PostgreSQL's processes write side by side)")
+    if args.hits != "stored":
+        if args.backend == "postgres":
+            parser.error("--hits is SQLite's")
+        drop_hits(args.hits)
     logging.getLogger("sqreen.server").setLevel(logging.ERROR)  # one line an alert
     with contextlib.ExitStack() as stack:
         fresh = stack.enter_context(postgres(args.dsn)) if args.backend == "postgres" else None
@@ -168,6 +184,21 @@ def main() -> None:
             parser.error("--backend postgres: no PostgreSQL binaries found (make system-deps)")
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         run_all(args, tmp, fresh)
+
+
+def drop_hits(which: str) -> None:
+    """Patch this tree's SQLite store so that the windows' transaction writes only the
+    hits of user-keyed streams (``users-only``: a user's key is its identifiers' JSON) or
+    none; everything else it does is unchanged."""
+    from sqreen.server.storage.sqlite import SQLiteStorage
+
+    insert = SQLiteStorage._insert_hits
+
+    def kept(self: Any, cur: Any, hits: Any) -> None:
+        if which == "users-only":
+            insert(self, cur, [h for h in hits if h[1].startswith("{")])
+
+    SQLiteStorage._insert_hits = kept  # type: ignore[method-assign]
 
 
 def run_all(args: argparse.Namespace, tmp: str, fresh: Any) -> None:
