@@ -28,9 +28,9 @@ events/s and CPU an event, and the ratio to the first (what changes as the datab
 
 With ``--mix typical`` the traffic's 5 000 users each fail 8 % of their events, and the run
 puts an hour's worth of them in a minute: from the 409 394th event on, users pass
-``brute-force-account``'s 10 failures in an hour and get blocked (570 by 450 000 events,
-2 721 by 600 000). Up to 400 000 events the templates block nobody; beyond, the run also
-measures blocking thousands of accounts.
+``brute-force-account``'s 10 failures in an hour, an alert each (570 accounts by 450 000
+events, 2 721 by 600 000). Up to 400 000 events the templates fire on nobody; beyond, the
+run also measures thousands of alerts.
 
 Run: ``.venv/bin/python bench/bench_ingest_ab.py [--workers 2] [--events 200000]
 [--slice 40] [--mix typical] [--playbooks both | --against main]``.
