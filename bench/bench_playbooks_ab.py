@@ -36,7 +36,9 @@ group's CPU (a revision without ``ingest_many`` takes them one by one).
 
 ``--hits users-only`` or ``none`` writes only the user-keyed streams' hits, or none (this
 tree, SQLite): what writing them costs the hook, as a measurement (the counts are then
-wrong, and with ``--mix typical`` under 400 000 events nothing fires either way).
+wrong, and with ``--mix typical`` under 400 000 events nothing fires either way);
+``appended`` writes every hit to a table in rowid order and to a dict by key instead: what a
+log read in order, with its index by key in memory, would cost to write.
 
 Run: ``.venv/bin/python bench/bench_playbooks_ab.py [--mix attack] [--events 50000]
 [--against main] [--group 4]``.
@@ -159,10 +161,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--hits",
-        choices=["stored", "users-only", "none"],
+        choices=["stored", "users-only", "none", "appended"],
         default="stored",
         help="what the hook writes of its hits (SQLite, this tree): every one (as the "
-        "collector does); only the user-keyed streams'; none. A measurement, not a mode: "
+        "collector does); only the user-keyed streams'; none; every one appended to a log "
+        "and indexed in memory. A measurement, not a mode: "
         "counts and alerts are wrong without them (the hook's cost of writing them)",
     )
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
@@ -188,15 +191,30 @@ def main() -> None:
 
 def drop_hits(which: str) -> None:
     """Patch this tree's SQLite store so that the windows' transaction writes only the
-    hits of user-keyed streams (``users-only``: a user's key is its identifiers' JSON) or
-    none; everything else it does is unchanged."""
+    hits of user-keyed streams (``users-only``: a user's key is its identifiers' JSON), or
+    none, or (``appended``) every hit to a table in the order written (rowid) and to a dict
+    by key in memory, as a log with the index in each process would; everything else it
+    does is unchanged."""
     from sqreen.server.storage.sqlite import SQLiteStorage
 
     insert = SQLiteStorage._insert_hits
+    index: dict[tuple[str, str], list[tuple[int, int, str | None]]] = {}
 
     def kept(self: Any, cur: Any, hits: Any) -> None:
         if which == "users-only":
             insert(self, cur, [h for h in hits if h[1].startswith("{")])
+        elif which == "appended":
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS bench_hit_log (id INTEGER PRIMARY KEY, "
+                "stream TEXT NOT NULL, key TEXT NOT NULL, ts INT NOT NULL, seq INT NOT NULL, "
+                "value TEXT)"
+            )
+            cur.executemany(
+                "INSERT INTO bench_hit_log (stream, key, ts, seq, value) VALUES (?, ?, ?, ?, ?)",
+                hits,
+            )
+            for stream, key, ts, seq, value in hits:
+                index.setdefault((stream, key), []).append((ts, seq, value))
 
     SQLiteStorage._insert_hits = kept  # type: ignore[method-assign]
 
