@@ -31,6 +31,8 @@ from sqreen.server.playbooks import (
 from sqreen.server.playbooks._engine import MAX_AFTER_FIRINGS
 from sqreen.server.playbooks._memory import MemoryWindows
 from sqreen.server.storage import Alert, EventFilter, Storage, open_storage
+from sqreen.server.storage._hit_index import HitIndex
+from sqreen.server.storage._hit_log import LOG_INDEXES
 from sqreen.server.storage._window_reads import COLUMNS_MAX, count_probes
 
 from .conftest import Clock, ServeProcess, envelope, wire_event
@@ -202,16 +204,24 @@ def test_probes_past_the_columns_are_counted_alone(storage: Storage) -> None:
     if writer is not None:
         writer.set_trace_callback(seen.append)
     arrays = storage._ARRAYS  # type: ignore[attr-defined]
+    table = storage._HITS_TABLE  # type: ignore[attr-defined]
+    if writer is not None:  # SQLite's log, as indexed past what memory holds
+        for statement in LOG_INDEXES:
+            writer.execute(statement)
     with storage._write() as cur:  # type: ignore[attr-defined]
         storage._insert_hits(cur, hits)  # type: ignore[attr-defined]
-        together = count_probes(cur, probes, arrays)
-        each = {p: count_probes(cur, [p], arrays)[p] for p in probes}
+        together = count_probes(cur, probes, arrays, table)
+        each = {p: count_probes(cur, [p], arrays, table)[p] for p in probes}
     assert together == each
-    if writer is not None:  # each term of the probes counted alone reads the primary key
+    if writer is not None:  # each term of the probes counted alone reads the key's index
         writer.set_trace_callback(None)
         (alone, *_) = [sql for sql in seen if "UNION ALL" in sql]
         plan = " / ".join(row[3] for row in writer.execute("EXPLAIN QUERY PLAN " + alone))
-        assert "SCAN window_hits" not in plan and "USING PRIMARY KEY" in plan, plan
+        assert "SCAN window_log" not in plan and "INDEX window_log_key" in plan, plan
+        # What memory counts, for the same hits, is the same.
+        index = HitIndex()
+        index.fold((n + 1, *hit) for n, hit in enumerate(sorted(hits, key=lambda h: h[2:4])))
+        assert index.count(probes) == together
     for stream, key, since, _, distinct in probes[:5]:
         mine = [h for h in hits if h[1] == key and h[2] >= since]
         want = len({h[4] for h in mine}) if distinct else len(mine)

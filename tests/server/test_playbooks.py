@@ -39,6 +39,7 @@ from sqreen.server.storage import (
     NewAlert,
     Storage,
     WindowWrite,
+    _hit_log,
     _playbooks,
     open_storage,
 )
@@ -335,13 +336,23 @@ def test_hits_no_window_reads_are_purged_in_chunks_and_counting_goes_on(
     assert [a.playbook for a in storage.list_alerts()] == ["brute-force-ip"]
 
 
-def test_window_statements_use_their_indexes(sqlite_storage: Storage, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["memory", "indexed"])
+def test_window_statements_use_their_indexes(
+    sqlite_storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
     """Every statement on the playbook tables reads through an index (SQLite plans without
-    statistics: what it plans here it plans with millions of hits)."""
+    statistics: what it plans here it plans with millions of hits). While the hits are
+    counted from memory (``window_log`` unindexed), no statement counts them, and the one
+    statement that reads the log in id order is the purge's, which reads the rows it then
+    deletes, up to the first it keeps. Past LOG_MEMORY_MAX rows they are counted in SQL."""
+    writer = sqlite_storage._writer  # type: ignore[attr-defined]
+    if mode == "indexed":  # as a table past LOG_MEMORY_MAX rows is
+        monkeypatch.setattr(_hit_log, "LOG_MEMORY_MAX", 4)
+        for statement in _hit_log.LOG_INDEXES:
+            writer.execute(statement)
     runner = PlaybookRunner(sqlite_storage, PlaybookSource(playbook_file(tmp_path)))
     pipeline = IngestPipeline(sqlite_storage, hooks=[runner])
     seen: list[str] = []
-    writer = sqlite_storage._writer  # type: ignore[attr-defined]
     writer.set_trace_callback(seen.append)
     try:
         events = [
@@ -356,9 +367,13 @@ def test_window_statements_use_their_indexes(sqlite_storage: Storage, tmp_path: 
         for sql in seen
         if ("playbook_" in sql or "window_" in sql) and not sql.startswith("INSERT")
     }
-    assert any("count(" in sql for sql in statements) and any("DELETE" in sql for sql in statements)
-    assert any("max(ts)" in sql for sql in statements)
-    for sql in statements:
+    counted = any("count(" in sql and "window_log" in sql for sql in statements)
+    assert counted == (mode == "indexed")
+    assert any("DELETE" in sql for sql in statements)
+    assert any("max(ts)" in sql for sql in statements) == (mode == "indexed")
+    assert [a.playbook for a in sqlite_storage.list_alerts()].count("brute-force-ip") == 3
+    purge_read = "SELECT id FROM window_log WHERE ts >= "  # the traced text has the values
+    for sql in {sql for sql in statements if not sql.startswith(purge_read)}:
         plan = " / ".join(row[3] for row in writer.execute("EXPLAIN QUERY PLAN " + sql))
         assert not re.search(r"\bSCAN (playbook|window)_\w+\b(?! USING)", plan), (sql, plan)
 

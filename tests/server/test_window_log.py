@@ -17,6 +17,7 @@ import pytest
 from sqreen.server.pipeline import IngestPipeline
 from sqreen.server.playbooks import TEMPLATES, PlaybookRunner, PlaybookSource
 from sqreen.server.storage import _window_reads, open_storage
+from sqreen.server.storage._hit_log import LOG_INDEXES
 from sqreen.server.storage.model import WindowWrite
 
 from .conftest import Clock, envelope
@@ -278,11 +279,19 @@ def test_a_newcomer_counts_the_hits_stored_before_its_first_batch(
         b.close()
 
 
-def test_a_newcomer_told_the_few_hits_stored_counts_no_new_key_in_sql(tmp_path: Path) -> None:
+@pytest.mark.parametrize("indexed", [False, True])
+def test_a_newcomer_told_the_few_hits_stored_counts_no_new_key_in_sql(
+    tmp_path: Path, indexed: bool
+) -> None:
     """Told every hit in the windows by key at its first batch (the table holds few), a
-    process counts in SQL neither the keys of that batch nor of the next that had none."""
+    process counts in SQL neither the keys of that batch nor of the next that had none.
+    While the hits are counted from memory (SQLite's log unindexed), nothing is counted in
+    SQL at all."""
     path = playbook_file(tmp_path, TEMPLATES)
     a, b = (open_storage(str(tmp_path / "w.db")) for _ in range(2))
+    if indexed:  # as past LOG_MEMORY_MAX rows
+        for statement in LOG_INDEXES:
+            a._writer.execute(statement)
     seen: list[str] = []
     try:
         IngestPipeline(a, hooks=[PlaybookRunner(a, PlaybookSource(path))])(
@@ -292,8 +301,9 @@ def test_a_newcomer_told_the_few_hits_stored_counts_no_new_key_in_sql(tmp_path: 
         b._writer.set_trace_callback(seen.append)
         second(_failures("198.51.100.8", range(10, 13), 10))
         second(_failures("198.51.100.9", range(20, 23), 20))
-        assert any("GROUP BY stream, key" in sql for sql in seen)  # told, once
+        assert any("GROUP BY stream, key" in sql for sql in seen) == indexed  # told, once
         assert not [sql for sql in seen if "GROUP BY key" in sql]
+        assert any("count(" in sql and "window_log" in sql for sql in seen) == indexed
     finally:
         b._writer.set_trace_callback(None)
         a.close()

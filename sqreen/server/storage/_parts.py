@@ -3,7 +3,7 @@ use of it: its clock, its write transactions and its reads."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -76,6 +76,28 @@ class SqlPart:
             return
         source, params = unnest([kind for _, kind in columns], rows)
         cur.execute(f"INSERT INTO {table} ({names}) SELECT * FROM {source}{tail}", params)
+
+    def _delete_chunks(
+        self,
+        sql: str,
+        params: Sequence[object],
+        chunk: int,
+        each: Callable[[int], None] | None = None,
+    ) -> int:
+        """Run ``sql``, a DELETE of at most ``chunk`` rows (its last parameter, added here to
+        ``params``), a transaction at a time (ingest writes in between) until one deletes
+        fewer; how many rows in all. ``each`` is told every transaction's count before its
+        commit, under the write lock."""
+        total = 0
+        while True:
+            with self._write() as cur:
+                cur.execute(sql, (*params, chunk))
+                done = max(int(cur.rowcount), 0)
+                if each is not None:
+                    each(done)
+            total += done
+            if done < chunk:
+                return total
 
     def now(self) -> datetime:
         raise NotImplementedError

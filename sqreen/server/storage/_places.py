@@ -354,19 +354,17 @@ class PlaceQueries(SqlPart):
     def purge_places(self, before_us: int) -> int:
         """Delete the placed logins older than ``before_us`` (by their own time), a chunk a
         transaction; how many."""
-        total = 0
-        while True:
-            with self._write() as cur:
-                cur.execute(
-                    "DELETE FROM login_places WHERE (user_key, at, event_id) IN ("
-                    "SELECT user_key, at, event_id FROM login_places WHERE at < ? LIMIT ?)",
-                    (before_us, PURGE_CHUNK),
-                )
-                done = cur.rowcount
-                if done and self._latest_places is not None:
-                    # A place known may be gone: forgotten before the commit, under the write
-                    # lock, so no read learns it again (one begun before is not learnt from).
-                    self._latest_places.forget()
-            total += max(0, done)
-            if done < PURGE_CHUNK:
-                return total
+
+        def forget(done: int) -> None:
+            if done and self._latest_places is not None:
+                # A place known may be gone: forgotten before the commit, under the write
+                # lock, so no read learns it again (one begun before is not learnt from).
+                self._latest_places.forget()
+
+        return self._delete_chunks(
+            "DELETE FROM login_places WHERE (user_key, at, event_id) IN ("
+            "SELECT user_key, at, event_id FROM login_places WHERE at < ? LIMIT ?)",
+            (before_us,),
+            PURGE_CHUNK,
+            forget,
+        )

@@ -97,6 +97,9 @@ class PlaybookQueries(AlertQueries):
     #: (a few bytes, where the counts of an attack's 500 keys cost 1 µs an event to write).
     _log_counts_until: int = 0
 
+    #: Where the hits are (SQLite: ``window_log``, :mod:`._hit_log`).
+    _HITS_TABLE = "window_hits"
+
     def _windows_write(self) -> AbstractContextManager[Cursor]:
         """The transaction of :meth:`update_windows` (a dialect may count it apart)."""
         return self._write()
@@ -114,6 +117,38 @@ class PlaybookQueries(AlertQueries):
             hits,
             " ON CONFLICT (stream, key, ts, seq) DO NOTHING",
             HIT_CHUNK,
+        )
+
+    def _windows_begin(self, cur: Cursor, horizon: int | None) -> None:
+        """At the start of the windows' transaction, before any hit is read (a dialect's
+        business; SQLite's reads the hits written since its previous one); ``horizon``: no
+        window reads hits older than that (µs), if known."""
+
+    def _newest_hit(self, cur: Cursor) -> int | None:
+        """The time (µs) of the newest hit stored, or a later time; None when there is none."""
+        return cur.execute("SELECT max(ts) FROM window_hits").fetchone()[0]  # type: ignore[no-any-return]
+
+    def _present_hits(
+        self, cur: Cursor, after: int, tell: Callable[[int, dict[WindowKey, int]], None]
+    ) -> None:
+        present_hits(cur, after, tell)
+
+    def _count_probes(self, cur: Cursor, probes: Sequence[ProbeValues]) -> dict[ProbeValues, int]:
+        return count_probes(cur, probes, self._ARRAYS)
+
+    def _fetch_hits(
+        self, cur: Cursor, wanted: dict[WindowKey, int]
+    ) -> dict[WindowKey, list[tuple[int, int, str | None]]]:
+        return fetch_hits(cur, wanted)
+
+    def _purge_hits(self, cutoff: int) -> int:
+        """Delete the hits older than ``cutoff`` (µs), in chunks (ingest writes in between);
+        how many went."""
+        return self._delete_chunks(
+            "DELETE FROM window_hits WHERE (stream, key, ts, seq) IN ("
+            " SELECT stream, key, ts, seq FROM window_hits WHERE ts < ? LIMIT ?)",
+            (cutoff,),
+            PURGE_CHUNK,
         )
 
     def _windows_version(self, cur: Cursor) -> object | None:
@@ -193,6 +228,7 @@ class PlaybookQueries(AlertQueries):
                 # to take (SQLite: one writer) the keys are not sorted at all.
                 self._lock_windows(cur, sorted(keys))
             version = self._windows_version(cur)
+            self._windows_begin(cur, None if present is None else present[0])
             mine = owner is not None and seen is not None and seen[1] is owner
             fresh = mine and version is not None and seen is not None and seen[0] == version
             last = seen[2] if mine and seen is not None else None
@@ -204,9 +240,9 @@ class PlaybookQueries(AlertQueries):
                     fresh = trusted = True
             if horizon is not None and version is not None and (trusted or not fresh):
                 # The ts index's last entry: one seek.
-                horizon(cur.execute("SELECT max(ts) FROM window_hits").fetchone()[0])
+                horizon(self._newest_hit(cur))
                 if present is not None and not fresh:
-                    present_hits(cur, *present)
+                    self._present_hits(cur, *present)
             self._insert_hits(cur, hits)
             now = to_us(self.now())
             if version is not None and seen is not None and seen[0] != version:
@@ -215,7 +251,7 @@ class PlaybookQueries(AlertQueries):
             by_key = added if now < self._log_counts_until else None
             logged = self._log_writes(cur, by_key, now)
             arrays = self._ARRAYS
-            counts = count_probes(cur, probes(fresh) if callable(probes) else probes, arrays)
+            counts = self._count_probes(cur, probes(fresh) if callable(probes) else probes)
             if counted is not None:
                 counted(counts)
             candidates: dict[WindowKey, int] = {}
@@ -227,7 +263,7 @@ class PlaybookQueries(AlertQueries):
                 candidates = {k: since for k, since in candidates.items() if wanted(k, quiet)}
             if marked is not None and candidates:
                 marked(read_marks(cur, sorted({key for _, key in candidates}), arrays))
-            write = decide(fetch_hits(cur, candidates), quiet)
+            write = decide(self._fetch_hits(cur, candidates), quiet)
             if any(alert.block is not None for alert in write.alerts):
                 # The lock a lift takes before it ends quiet rows: taken first, in one order.
                 self._lock_actions(cur)
@@ -257,18 +293,7 @@ class PlaybookQueries(AlertQueries):
         events as old (every event up to them is out of every window), and quiet times that
         ended."""
         cutoff = to_us(older_than)
-        purged = 0
-        while True:  # in chunks: ingest writes in between
-            with self._write() as cur:
-                cur.execute(
-                    "DELETE FROM window_hits WHERE (stream, key, ts, seq) IN ("
-                    " SELECT stream, key, ts, seq FROM window_hits WHERE ts < ? LIMIT ?)",
-                    (cutoff, PURGE_CHUNK),
-                )
-                deleted = max(cur.rowcount, 0)
-            purged += deleted
-            if deleted < PURGE_CHUNK:
-                break
+        purged = self._purge_hits(cutoff)
         with self._write() as cur:
             cur.execute("DELETE FROM playbook_quiet WHERE until_at < ?", (to_us(self.now()),))
             cur.execute("DELETE FROM playbook_marks WHERE ts < ?", (cutoff,))

@@ -370,6 +370,29 @@ _MIGRATIONS: Final[Sequence[Sequence[str] | Mapping[Dialect, Sequence[str]]]] = 
         ){side}""",
         "CREATE INDEX playbook_marks_ts ON playbook_marks (ts)",
     ),
+    # 18: SQLite's hits in the order they are written (storage/_hit_log.py), counted from
+    # each process's memory while they are few; ordered by key, each hit of a batch was a
+    # page of its own once the table was large. AUTOINCREMENT: a purge may delete every
+    # row, and an id read by a process is never given again. The old table goes, as at 14:
+    # a collector of an older version still running on the database fails to write its
+    # hits, loudly, rather than writing hits nobody counts. PostgreSQL keeps
+    # ``window_hits``.
+    {
+        "sqlite": (
+            """CREATE TABLE window_log (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                stream TEXT NOT NULL,
+                key TEXT NOT NULL,
+                ts INTEGER NOT NULL,
+                seq INTEGER NOT NULL,
+                value TEXT
+            )""",
+            "INSERT INTO window_log (stream, key, ts, seq, value) "
+            "SELECT stream, key, ts, seq, value FROM window_hits ORDER BY ts, seq",
+            "DROP TABLE window_hits",
+        ),
+        "postgresql": ("SELECT 1",),
+    },
 )
 
 

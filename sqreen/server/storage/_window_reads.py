@@ -113,13 +113,13 @@ def _of_keys(
 
 
 def count_probes(
-    cur: Cursor, probes: Sequence[ProbeValues], arrays: bool = False
+    cur: Cursor, probes: Sequence[ProbeValues], arrays: bool = False, table: str = "window_hits"
 ) -> dict[ProbeValues, int]:
     """How many hits (or distinct values) each probe's key has since its time: one
     statement for the keys of a stream (``GROUP BY key``, over the primary key's range of
     each), a column for each window and way of counting its rules ask for (the
     COLUMNS_MAX asked by the most keys; the other probes are counted alone). ``arrays``:
-    keys sent as arrays (:func:`keys_in`)."""
+    keys sent as arrays (:func:`keys_in`); ``table``: where the hits are."""
     by_stream: dict[str, dict[tuple[int, bool], set[str]]] = {}
     for stream, key, since, _, distinct in probes:
         by_stream.setdefault(stream, {}).setdefault((since, distinct), set()).add(key)
@@ -156,25 +156,27 @@ def count_probes(
                 # window of an attack's).
                 sql = (
                     f"SELECT p.k, c.* FROM unnest(?::text[]) AS p(k), LATERAL (SELECT {select} "
-                    "FROM window_hits WHERE stream = ? AND key = p.k AND ts >= ?) AS c"
+                    f"FROM {table} WHERE stream = ? AND key = p.k AND ts >= ?) AS c"
                 )
                 params = [part, *times, stream, oldest]
             else:
                 clause, names = keys_in(part, False)
                 sql = (
-                    f"SELECT key, {select} FROM window_hits WHERE stream = ? AND ts >= ? "
+                    f"SELECT key, {select} FROM {table} WHERE stream = ? AND ts >= ? "
                     f"AND {clause} GROUP BY key"
                 )
                 params = [*times, stream, oldest, *names]
             for key, *found in cur.execute(sql, params).fetchall():
                 for (since, distinct), n in zip(asked, found, strict=True):
                     counts[(stream, key, since, distinct)] = int(n or 0)  # a sum of no rows
-    counts.update(_count_alone_arrays(cur, alone) if arrays else _count_alone(cur, alone))
+    counts.update(
+        _count_alone_arrays(cur, alone, table) if arrays else _count_alone(cur, alone, table)
+    )
     return {p: counts.get((p[0], p[1], p[2], p[4]), 0) for p in probes}
 
 
 def _count_alone(
-    cur: Cursor, probes: Sequence[tuple[str, str, int, bool]]
+    cur: Cursor, probes: Sequence[tuple[str, str, int, bool]], table: str
 ) -> dict[tuple[str, str, int, bool], int]:
     """Count each of ``probes`` ((stream, key, since, distinct?)) alone, over its key's range
     of the primary key: a ``UNION ALL`` of a term each, ALONE_CHUNK terms a statement, in
@@ -187,7 +189,7 @@ def _count_alone(
             part = padded(mine[i : i + ALONE_CHUNK])
             rows = cur.execute(
                 " UNION ALL ".join(
-                    f"SELECT {n} AS n, {what} AS found FROM window_hits "
+                    f"SELECT {n} AS n, {what} AS found FROM {table} "
                     "WHERE stream = ? AND key = ? AND ts >= ?"
                     for n in range(len(part))
                 ),
@@ -199,7 +201,7 @@ def _count_alone(
 
 
 def _count_alone_arrays(
-    cur: Cursor, probes: Sequence[tuple[str, str, int, bool]]
+    cur: Cursor, probes: Sequence[tuple[str, str, int, bool]], table: str
 ) -> dict[tuple[str, str, int, bool], int]:
     """:func:`_count_alone` with the probes sent as arrays (:func:`keys_in`): a statement of
     a count a probe, each over its key's range of the primary key."""
@@ -211,7 +213,7 @@ def _count_alone_arrays(
         what = "count(DISTINCT value)" if distinct else "count(*)"
         source, params = unnest(("text", "text", "int8"), [p[:3] for p in mine])
         rows = cur.execute(
-            f"SELECT p.n, (SELECT {what} FROM window_hits "
+            f"SELECT p.n, (SELECT {what} FROM {table} "
             "WHERE stream = p.s AND key = p.k AND ts >= p.t) "
             f"FROM {source} WITH ORDINALITY AS p(s, k, t, n)",
             params,
@@ -222,12 +224,12 @@ def _count_alone_arrays(
 
 
 def fetch_hits(
-    cur: Cursor, wanted: dict[WindowKey, int]
+    cur: Cursor, wanted: dict[WindowKey, int], table: str = "window_hits"
 ) -> dict[WindowKey, list[tuple[int, int, str | None]]]:
     out: dict[WindowKey, list[tuple[int, int, str | None]]] = {}
     for (stream, key), since in sorted(wanted.items()):
         rows = cur.execute(
-            "SELECT ts, seq, value FROM window_hits WHERE stream = ? AND key = ? "
+            f"SELECT ts, seq, value FROM {table} WHERE stream = ? AND key = ? "
             "AND ts >= ? ORDER BY ts DESC, seq DESC LIMIT ?",
             [stream, key, since, FETCH_MAX],
         ).fetchall()
@@ -236,12 +238,15 @@ def fetch_hits(
 
 
 def present_hits(
-    cur: Cursor, after: int, tell: Callable[[int, dict[WindowKey, int]], None]
+    cur: Cursor,
+    after: int,
+    tell: Callable[[int, dict[WindowKey, int]], None],
+    table: str = "window_hits",
 ) -> None:
     """Tell ``tell`` ``after`` and the hits at that time or later per key, if they are at
     most PRESENT_MAX (counted in SQL first: a large table costs no row read in Python)."""
     (n,) = cur.execute(
-        "SELECT count(*) FROM (SELECT 1 FROM window_hits WHERE ts >= ? LIMIT ?)",
+        f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE ts >= ? LIMIT ?)",
         (after, PRESENT_MAX + 1),
     ).fetchone()
     if n > PRESENT_MAX:
@@ -249,7 +254,7 @@ def present_hits(
     rows = cur.execute(
         # The LIMIT keeps the subquery apart: read by the ts index, not the whole table in
         # key order for the GROUP BY.
-        "SELECT stream, key, count(*) FROM (SELECT stream, key FROM window_hits "
+        f"SELECT stream, key, count(*) FROM (SELECT stream, key FROM {table} "
         "WHERE ts >= ? LIMIT ?) GROUP BY stream, key",
         (after, PRESENT_MAX + 1),
     ).fetchall()

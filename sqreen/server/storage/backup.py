@@ -128,9 +128,10 @@ def restore_sqlite(
         try:
             with unserved(target), _writers_held(target):
                 with _read_only(backup) as src, _connect(target) as dst:
-                    log_ids = _newest_log_id(dst)
+                    log_ids, hit_ids = _newest_log_id(dst), _newest_hit_id(dst)
                     copied = _copy(src, dst, step_pages, progress, version)
                     _mark_log(dst, log_ids)
+                    _mark_hits(dst, hit_ids)
                     return copied
         except CollectorRunning:
             raise BackupError(
@@ -173,6 +174,29 @@ def _mark_log(conn: sqlite3.Connection, before: int) -> None:
     newest = max(before, _newest_log_id(conn))
     with contextlib.suppress(sqlite3.OperationalError):  # a backup from before the log
         conn.execute("INSERT INTO window_writes (id, at, counts) VALUES (?, 0, '')", (newest + 1,))
+
+
+def _newest_hit_id(conn: sqlite3.Connection) -> int:
+    """The newest id ``window_log`` gave (0: none, or a schema before it)."""
+    try:
+        (newest,) = conn.execute(
+            "SELECT max(seq) FROM sqlite_sequence WHERE name = 'window_log'"
+        ).fetchone()
+    except sqlite3.OperationalError:  # no such table
+        return 0
+    return int(newest or 0)
+
+
+def _mark_hits(conn: sqlite3.Connection, before: int) -> None:
+    """After a restore into a file a collector may have open: ``window_log``'s next id past
+    every id given before, so that a process that read a row since lost finds it gone, not
+    another in its place, and reads the hits again (storage/_hit_log.py)."""
+    if before > _newest_hit_id(conn):
+        with contextlib.suppress(sqlite3.OperationalError):  # a backup from before the log
+            conn.execute("DELETE FROM sqlite_sequence WHERE name = 'window_log'")
+            conn.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES ('window_log', ?)", (before,)
+            )
 
 
 def _refuse_existing(target: str, force: bool, first: str) -> None:

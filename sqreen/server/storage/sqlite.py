@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final
 
+from ._hit_log import HitLog
 from ._places import LatestPlaces
 from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import migrations
@@ -77,7 +78,7 @@ _KNOWN: Final = (
 LOG_CATCH_UP: Final = 64
 
 
-class SQLiteStorage(SqlStorage):
+class SQLiteStorage(HitLog, SqlStorage):
     MIGRATIONS = migrations("sqlite")
 
     def __init__(self, path: str, *, clock: Clock = utc_now, upgrade: bool = True) -> None:
@@ -138,17 +139,6 @@ class SQLiteStorage(SqlStorage):
             if cur.rowcount != len(chunk) // width:
                 raise RuntimeError("events were stored by another writer during a transaction")
         return seqs
-
-    def _insert_hits(
-        self, cur: Cursor, hits: Sequence[tuple[str, str, int, int, str | None]]
-    ) -> None:
-        # One prepared statement, run for each hit: a multi-row statement of a new length
-        # (a batch's hits vary) is parsed again, which costs more (bench_playbooks_ab.py).
-        cur.executemany(
-            "INSERT INTO window_hits (stream, key, ts, seq, value) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (stream, key, ts, seq) DO NOTHING",
-            hits,
-        )
 
     def _log_writes(
         self, cur: Cursor, counts: Mapping[WindowKey, int] | None, at: int
@@ -215,12 +205,6 @@ class SQLiteStorage(SqlStorage):
 
     def _write(self) -> AbstractContextManager[Cursor]:
         return self._transaction(1)
-
-    def _windows_write(self) -> AbstractContextManager[Cursor]:
-        # The playbooks' transaction after a batch's: a few WAL pages where the batch's wrote
-        # hundreds. Counted as one commit, it doubled the checkpoints (their copy and fsync,
-        # on the ingest's threads) for as much data written.
-        return self._transaction(0)
 
     @contextmanager
     def _transaction(self, weight: int) -> Iterator[Cursor]:

@@ -1,0 +1,192 @@
+"""SQLite's hits: ``window_log``, in the order they were written, counted from each process's
+memory while they are few enough (:class:`~._hit_index.HitIndex`), from the table's indexes
+once they are not.
+
+A table ordered by key (``window_hits``, which PostgreSQL keeps) gets each of a batch's hits
+at its key's place: once it is larger than a batch's hits in pages, each hit dirties a page
+of its own, written to the WAL at the commit and again by the checkpoint. That was half of
+what the six templates cost ingest (``bench_playbooks_ab.py --hits``). Appended in id order,
+a batch's hits fill one or two pages.
+
+Every process reads the rows written since its previous windows' transaction at the start of
+the next one (:meth:`HitLog._windows_begin`), under SQLite's write lock: it holds every hit
+written before its own, whichever process wrote them, as the table did. A restart, or a
+transaction that failed, reads them all again. The database says which way they are
+counted, so every process counts the same way: while ``window_log`` holds at most
+LOG_MEMORY_MAX rows (an hour of a busy site's failed logins, several times over), from
+memory, with no index on the table; past that (an attack from more keys than memory should
+hold), the transaction that crosses it indexes the table as ``window_hits`` was, and every
+process counts in SQL until a purge leaves fewer than half as many rows, which drops the
+indexes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Final
+
+from . import _playbooks
+from ._hit_index import HitIndex
+from ._parts import SqlPart
+from ._window_reads import ProbeValues, WindowKey, count_probes, fetch_hits, present_hits
+
+if TYPE_CHECKING:
+    from ._sql import Cursor
+
+__all__ = ["LOG_MEMORY_MAX", "HitLog"]
+
+#: Rows of ``window_log`` counted from memory at most (about 150 bytes each a process).
+LOG_MEMORY_MAX: Final = 1_000_000
+#: The indexes the rows get past LOG_MEMORY_MAX: those ``window_hits`` has.
+LOG_INDEXES: Final = (
+    "CREATE INDEX IF NOT EXISTS window_log_key ON window_log (stream, key, ts, seq)",
+    "CREATE INDEX IF NOT EXISTS window_log_ts ON window_log (ts)",
+)
+
+
+class HitLog(SqlPart):
+    """Mixed into :class:`~.sqlite.SQLiteStorage` before :class:`~._sql.SqlStorage`."""
+
+    _HITS_TABLE = "window_log"
+    #: This process's hits by key, up to a row of ``window_log``; None: read them all again.
+    _hit_index: HitIndex | None = None
+    #: Whether the current windows' transaction counts in SQL (the table indexed).
+    _hits_indexed: bool = False
+
+    if TYPE_CHECKING:
+
+        def _transaction(self, weight: int) -> Any: ...
+
+    @contextmanager
+    def _windows_write(self) -> Iterator[Cursor]:
+        # The playbooks' transaction after a batch's: a few WAL pages where the batch's wrote
+        # hundreds. Counted as one commit, it doubled the checkpoints (their copy and fsync,
+        # on the ingest's threads) for as much data written.
+        with self._transaction(0) as cur:
+            try:
+                yield cur
+            except BaseException:
+                # What it added to memory is rolled back in the table: read it all again
+                # (under the lock still; a COMMIT that fails is found by the next one's
+                # :func:`_still`, its rows' ids given again to other rows or to none).
+                self._hit_index = None
+                raise
+
+    def _windows_begin(self, cur: Cursor, horizon: int | None) -> None:
+        self._hits_indexed = _indexed(cur)
+        if self._hits_indexed:
+            self._hit_index = None  # its memory back while the table is counted in SQL
+            return
+        index = self._hit_index
+        if index is not None and index.last and not _still(cur, index):
+            index = None  # its newest row gone (a restore, or purged): read them all again
+        if index is None:
+            index = self._hit_index = HitIndex()
+        index.fold(
+            cur.execute(
+                "SELECT id, stream, key, ts, seq, value FROM window_log WHERE id > ? ORDER BY id",
+                (index.last,),
+            )
+        )
+        if horizon is not None:
+            index.prune(horizon)
+
+    def _insert_hits(
+        self, cur: Cursor, hits: Sequence[tuple[str, str, int, int, str | None]]
+    ) -> None:
+        if not hits:
+            return
+        # One prepared statement, run for each hit: a multi-row statement of a new length
+        # (a batch's hits vary) is parsed again, which costs more (bench_playbooks_ab.py).
+        cur.executemany(
+            "INSERT INTO window_log (stream, key, ts, seq, value) VALUES (?, ?, ?, ?, ?)", hits
+        )
+        index = self._hit_index
+        if self._hits_indexed or index is None:
+            return
+        # Under BEGIN IMMEDIATE, after every row before them was read: ids the newest + 1.
+        (last,) = cur.execute("SELECT max(id) FROM window_log").fetchone()
+        first = last - len(hits) + 1
+        index.fold((first + n, *hit) for n, hit in enumerate(hits))
+        if _rows(cur) > LOG_MEMORY_MAX:
+            for statement in LOG_INDEXES:
+                cur.execute(statement)
+            self._hits_indexed = True
+            self._hit_index = None
+
+    def _newest_hit(self, cur: Cursor) -> int | None:
+        if self._hit_index is not None:
+            return self._hit_index.newest
+        return cur.execute("SELECT max(ts) FROM window_log").fetchone()[0]  # type: ignore[no-any-return]
+
+    def _present_hits(
+        self, cur: Cursor, after: int, tell: Callable[[int, dict[WindowKey, int]], None]
+    ) -> None:
+        if self._hit_index is not None:
+            self._hit_index.present(after, tell)
+        else:
+            present_hits(cur, after, tell, self._HITS_TABLE)
+
+    def _count_probes(self, cur: Cursor, probes: Sequence[ProbeValues]) -> dict[ProbeValues, int]:
+        if self._hit_index is not None:
+            return self._hit_index.count(probes)
+        return count_probes(cur, probes, False, self._HITS_TABLE)
+
+    def _fetch_hits(
+        self, cur: Cursor, wanted: dict[WindowKey, int]
+    ) -> dict[WindowKey, list[tuple[int, int, str | None]]]:
+        if self._hit_index is not None:
+            return self._hit_index.fetch(wanted)
+        return fetch_hits(cur, wanted, self._HITS_TABLE)
+
+    def _purge_hits(self, cutoff: int) -> int:
+        """Delete the rows before the first one of a time no earlier than ``cutoff`` (a row
+        delivered late after it goes at a later purge: every count reads times, not ids; its
+        id is never given again: AUTOINCREMENT); drop the indexes once fewer than half of
+        LOG_MEMORY_MAX rows are left."""
+        with self._write() as cur:
+            (high,) = cur.execute("SELECT max(id) FROM window_log").fetchone()
+            if high is None:
+                return 0
+            found = cur.execute(
+                "SELECT id FROM window_log WHERE ts >= ? ORDER BY id LIMIT 1", (cutoff,)
+            ).fetchone()
+        end = int(high) + 1 if found is None else int(found[0])
+        purged = self._delete_chunks(
+            "DELETE FROM window_log WHERE id IN "
+            "(SELECT id FROM window_log WHERE id < ? ORDER BY id LIMIT ?)",
+            (end,),
+            _playbooks.PURGE_CHUNK,
+        )
+        with self._write() as cur:
+            if _indexed(cur) and _rows(cur) < LOG_MEMORY_MAX // 2:
+                cur.execute("DROP INDEX IF EXISTS window_log_key")
+                cur.execute("DROP INDEX IF EXISTS window_log_ts")
+        return purged
+
+
+def _still(cur: Cursor, index: HitIndex) -> bool:
+    """Whether the row ``index`` read last is in the table as it read it."""
+    row = cur.execute(
+        "SELECT stream, key, ts, seq FROM window_log WHERE id = ?", (index.last,)
+    ).fetchone()
+    return row is not None and tuple(row) == index.last_hit
+
+
+def _indexed(cur: Cursor) -> bool:
+    found = cur.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'window_log_key'"
+    ).fetchone()
+    return found is not None
+
+
+def _rows(cur: Cursor) -> int:
+    """The rows of ``window_log``: ids are given one after another and purged from the oldest,
+    so the newest id less the oldest (two seeks)."""
+    # Two statements of one aggregate each: SQLite reads an end of the rowid for each, where
+    # min() and max() in one statement read every row.
+    (low, high) = cur.execute(
+        "SELECT (SELECT min(id) FROM window_log), (SELECT max(id) FROM window_log)"
+    ).fetchone()
+    return 0 if high is None else int(high) - int(low) + 1

@@ -1,0 +1,170 @@
+"""SQLite's hits in ``window_log`` (storage/_hit_log.py): counted from each process's memory
+while they are few, in SQL past LOG_MEMORY_MAX rows, the same answers either way and in
+every process; a transaction rolled back leaves nothing in memory; a database from before
+the log keeps its hits."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sqreen._wire_time import format_timestamp
+from sqreen.server.pipeline import IngestPipeline
+from sqreen.server.playbooks import TEMPLATES, PlaybookRunner, PlaybookSource
+from sqreen.server.storage import _hit_log, open_storage
+from sqreen.server.storage.model import WindowWrite
+
+from .conftest import Clock, envelope
+from .test_playbooks import failure, playbook_file
+
+X = "198.51.100.66"
+
+
+class Node:
+    """A collector process, in effect: its storage on the shared file, its runner."""
+
+    def __init__(self, db: Path, book: Path, clock: Clock) -> None:
+        self.clock = clock
+        self.storage: Any = open_storage(str(db), clock=clock)
+        self.runner = PlaybookRunner(self.storage, PlaybookSource(book))
+        self.pipeline = IngestPipeline(self.storage, hooks=[self.runner])
+
+    def fail(self, ip: str, *users: str) -> None:
+        at = format_timestamp(self.clock())
+        events = [failure(ip, user, timestamp=at) for user in users]
+        self.pipeline(json.dumps(envelope(events)).encode())
+
+    def fired(self) -> list[tuple[str, str, int]]:
+        return sorted((a.playbook, a.group_key, a.total) for a in self.storage.list_alerts())
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[tuple[Node, Node, Path]]:
+    clock = Clock()
+    book = playbook_file(tmp_path, TEMPLATES)
+    db = tmp_path / "w.db"
+    a, b = Node(db, book, clock), Node(db, book, clock)
+    try:
+        yield a, b, db
+    finally:
+        a.storage.close()
+        b.storage.close()
+
+
+def _indexes(db: Path) -> set[str]:
+    with sqlite3.connect(str(db)) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'window_log'")
+        return {name for (name,) in rows if name.startswith("window_log_")}
+
+
+def test_two_processes_count_each_other_s_hits_from_memory(
+    nodes: tuple[Node, Node, Path],
+) -> None:
+    """Three failures at one process and two at the other block at the 5th, not the 10th,
+    with no index on the log: each read the other's rows into its memory."""
+    a, b, db = nodes
+    a.fail(X, "u1", "u2")
+    b.fail(X, "u3")
+    a.fail(X, "u4")
+    assert b.fired() == []
+    b.fail(X, "u5")
+    assert ("brute-force-ip", X, 5) in b.fired()
+    assert _indexes(db) == set()
+
+
+def test_past_the_memory_bound_the_log_is_indexed_and_counts_stay_exact(
+    nodes: tuple[Node, Node, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past LOG_MEMORY_MAX rows the transaction that crosses it indexes the log, both
+    processes count in SQL (their memory dropped), and the threshold holds across the
+    switch; once a purge leaves fewer than half as many rows, the indexes go and memory
+    counts again, the same way."""
+    monkeypatch.setattr(_hit_log, "LOG_MEMORY_MAX", 12)
+    a, b, db = nodes
+    a.fail(X, "u1", "u2")  # 4 rows (by IP, by user): counted from memory
+    assert _indexes(db) == set() and a.storage._hit_index is not None
+    b.fail("192.0.2.1", *(f"v{i}" for i in range(5)))  # 14 rows: indexed
+    assert _indexes(db) == {"window_log_key", "window_log_ts"}
+    a.fail(X, "u3")  # X: 3, counted in SQL
+    assert a.storage._hit_index is None and b.storage._hit_index is None
+    b.fail(X, "u4")
+    assert ("brute-force-ip", X, 5) not in b.fired()
+    a.fail(X, "u5")  # the 5th, from the other process
+    assert ("brute-force-ip", X, 5) in a.fired()
+    a.clock.advance(hours=3)  # every hit older than any window
+    assert a.runner.purge() == 20  # 10 failures, each a hit by IP and one by user
+    assert _indexes(db) == set()
+    for n in range(4):
+        (a if n % 2 else b).fail("203.0.113.9", f"w{n}")
+    assert not [f for f in a.fired() if f[1] == "203.0.113.9"]
+    b.fail("203.0.113.9", "w4")
+    assert ("brute-force-ip", "203.0.113.9", 5) in b.fired()
+    assert b.storage._hit_index is not None  # counted from memory again
+
+
+def test_a_rolled_back_transaction_leaves_no_hit_in_memory(tmp_path: Path) -> None:
+    """Hits a windows' transaction added to memory before it failed are not counted after:
+    the process reads the table again."""
+    storage: Any = open_storage(str(tmp_path / "w.db"))
+    owner = object()
+    counted: list[dict[Any, int]] = []
+
+    def update(n: int, fail: bool) -> None:
+        def decide(found: Any, quiet: Any) -> WindowWrite:
+            if fail:
+                raise RuntimeError("decide failed")
+            return WindowWrite({}, [])
+
+        hits = [("s", "k", 1_000 + i, 100 * n + i, None) for i in range(n)]
+        probe = ("s", "k", 0, 1, False)
+        storage.update_windows(
+            [("s", "k")], hits, [probe], decide, owner=owner, counted=counted.append
+        )
+
+    try:
+        with pytest.raises(RuntimeError, match="decide failed"):
+            update(3, fail=True)
+        assert storage._hit_index is None
+        update(1, fail=False)
+        assert [c[("s", "k", 0, 1, False)] for c in counted] == [3, 1]
+    finally:
+        storage.close()
+
+
+def test_a_database_from_before_the_log_keeps_its_hits(tmp_path: Path) -> None:
+    """A database whose hits are in ``window_hits`` (schema 17) gets them in the log, and
+    they count: four failures stored before the upgrade and one after make five."""
+    clock = Clock()
+    db = tmp_path / "w.db"
+    book = playbook_file(tmp_path, TEMPLATES)
+    old = Node(db, book, clock)
+    old.fail(X, "u1", "u2", "u3", "u4")
+    old.storage.close()
+    with sqlite3.connect(str(db), isolation_level=None) as conn:  # as schema 17 had them
+        conn.execute(
+            "CREATE TABLE window_hits (stream TEXT NOT NULL, key TEXT NOT NULL, ts INTEGER "
+            "NOT NULL, seq INTEGER NOT NULL, value TEXT, PRIMARY KEY (stream, key, ts, seq)) "
+            "WITHOUT ROWID"
+        )
+        conn.execute(
+            "INSERT INTO window_hits SELECT stream, key, ts, seq, value FROM window_log "
+            "ORDER BY id DESC"
+        )
+        conn.execute("DROP TABLE window_log")
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = 'window_log'")
+        conn.execute("UPDATE schema_version SET version = 17")
+    new = Node(db, book, clock)
+    try:
+        with sqlite3.connect(str(db)) as conn:
+            assert conn.execute("SELECT count(*) FROM window_log").fetchone() == (8,)
+            found = conn.execute("SELECT name FROM sqlite_master WHERE name = 'window_hits'")
+            assert found.fetchone() is None
+        new.fail(X, "u5")
+        assert ("brute-force-ip", X, 5) in new.fired()
+    finally:
+        new.storage.close()
