@@ -6,6 +6,7 @@ the log keeps its hits."""
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,9 @@ import pytest
 from sqreen._wire_time import format_timestamp
 from sqreen.server.pipeline import IngestPipeline
 from sqreen.server.playbooks import TEMPLATES, PlaybookRunner, PlaybookSource
-from sqreen.server.storage import _hit_log, open_storage
+from sqreen.server.storage import _hit_index, _hit_log, _window_reads, open_storage
+from sqreen.server.storage._hit_index import HitIndex
+from sqreen.server.storage._window_reads import count_probes, fetch_hits, present_hits
 from sqreen.server.storage.model import WindowWrite
 
 from .conftest import Clock, envelope
@@ -168,3 +171,68 @@ def test_a_database_from_before_the_log_keeps_its_hits(tmp_path: Path) -> None:
         assert ("brute-force-ip", X, 5) in new.fired()
     finally:
         new.storage.close()
+
+
+def test_memory_answers_what_sql_answers_over_the_same_rows(tmp_path: Path) -> None:
+    """Random hits (times repeated, rows out of time order, values missing): the counts,
+    the hits read and the hits present that memory gives are those the indexed log's
+    statements give."""
+    rng = random.Random(11)
+    rows = [
+        (
+            rng.choice(["s1", "s2"]),
+            f"k{rng.randrange(12)}",
+            1_000_000 + rng.randrange(300) * 1_000,
+            seq,
+            rng.choice([None, "a", "b", "c", "d"]),
+        )
+        for seq in range(1, 3000)
+    ]
+    conn = sqlite3.connect(str(tmp_path / "h.db"), isolation_level=None)
+    conn.execute(
+        "CREATE TABLE window_log (id INTEGER PRIMARY KEY, stream TEXT, key TEXT, ts INT, "
+        "seq INT, value TEXT)"
+    )
+    for statement in _hit_log.LOG_INDEXES:
+        conn.execute(statement)
+    conn.executemany(
+        "INSERT INTO window_log (stream, key, ts, seq, value) VALUES (?,?,?,?,?)", rows
+    )
+    index = HitIndex()
+    index.fold((n, *row) for n, row in enumerate(rows, 1))
+    cur = conn.cursor()
+    probes = [
+        (s, f"k{k}", 1_000_000 + rng.randrange(320) * 1_000, 1, distinct)
+        for s in ("s1", "s2", "s3")
+        for k in range(14)
+        for distinct in (False, True)
+    ]
+    assert index.count(probes) == count_probes(cur, probes, False, "window_log")
+    wanted = {
+        (s, f"k{k}"): 1_000_000 + rng.randrange(320) * 1_000
+        for s in ("s1", "s2")
+        for k in range(14)
+    }
+    monkey = pytest.MonkeyPatch()
+    try:  # few enough to read them all back in order (FETCH_MAX newest otherwise)
+        monkey.setattr(_hit_index, "FETCH_MAX", 50)
+        monkey.setattr(_window_reads, "FETCH_MAX", 50)
+        assert index.fetch(wanted) == fetch_hits(cur, wanted, "window_log")
+    finally:
+        monkey.undo()
+    mine: list[Any] = []
+    index.present(1_250_000, lambda at, counts: mine.append((at, counts)))
+    theirs: list[Any] = []
+    present_hits(cur, 1_250_000, lambda at, counts: theirs.append((at, counts)), "window_log")
+    assert mine == theirs and mine[0][1]
+    conn.close()
+
+
+def test_hits_older_than_every_window_leave_memory() -> None:
+    """A pass drops them once enough hits were added, or enough time passed."""
+    index = HitIndex()
+    index.fold([(1, "s", "old", 1_000, 1, None), (2, "s", "new", 5_000_000_000, 2, None)])
+    index.prune(2_000_000_000)  # the first call only notes the time
+    assert set(index.by_key) == {("s", "old"), ("s", "new")}
+    index.prune(2_000_000_000 + _hit_index.PRUNE_AFTER)
+    assert set(index.by_key) == {("s", "new")} and index.held == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
+from sys import intern
 from typing import Final
 
 from ._window_reads import FETCH_MAX, PRESENT_MAX, ProbeValues, WindowKey
@@ -27,9 +28,10 @@ __all__ = ["HitIndex"]
 KeyHit = tuple[int, int, str | None]
 #: A row of ``window_log``: (id, stream, key, time µs, seq, value).
 LogRow = tuple[int, str, str, int, int, str | None]
-#: Hits held before the oldest are dropped, at most once a this many added (a pass over
-#: every key).
+#: Hits older than every window are dropped in a pass over every key, once this many were
+#: added since the last pass, or PRUNE_AFTER µs of time have passed.
 PRUNE_EVERY: Final = 50_000
+PRUNE_AFTER: Final = 600_000_000
 
 
 class HitIndex:
@@ -43,6 +45,7 @@ class HitIndex:
         self.held = 0  # hits held
         self.newest: int | None = None  # the newest hit's time µs, None before any
         self._since_prune = 0
+        self._pruned_at: int | None = None  # the time the last pass dropped hits before
 
     def fold(self, rows: Iterable[LogRow]) -> None:
         """Add rows of ``window_log`` newer than :attr:`last`, in id order."""
@@ -55,6 +58,7 @@ class HitIndex:
                 continue
             last, last_hit = id_, (stream, key, ts, seq)
             hits = by_key.get((stream, key))
+            stream = intern(stream)  # a handful of streams: each key's text holds one
             hit = (ts, seq, value)
             if hits is None:
                 by_key[(stream, key)] = [hit]
@@ -74,10 +78,12 @@ class HitIndex:
 
     def prune(self, before: int) -> None:
         """Forget hits older than ``before`` (µs), which no window reads any more, when
-        enough hits were added since the last pass."""
-        if self._since_prune < PRUNE_EVERY:
+        enough hits were added or enough time passed since the last pass."""
+        if self._pruned_at is None:
+            self._pruned_at = before
+        if self._since_prune < PRUNE_EVERY and before - self._pruned_at < PRUNE_AFTER:
             return
-        self._since_prune = 0
+        self._since_prune, self._pruned_at = 0, before
         held = 0
         for key in list(self.by_key):
             hits = self.by_key[key]

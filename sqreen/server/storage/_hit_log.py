@@ -13,11 +13,14 @@ the next one (:meth:`HitLog._windows_begin`), under SQLite's write lock: it hold
 written before its own, whichever process wrote them, as the table did. A restart, or a
 transaction that failed, reads them all again. The database says which way they are
 counted, so every process counts the same way: while ``window_log`` holds at most
-LOG_MEMORY_MAX rows (an hour of a busy site's failed logins, several times over), from
-memory, with no index on the table; past that (an attack from more keys than memory should
-hold), the transaction that crosses it indexes the table as ``window_hits`` was, and every
-process counts in SQL until a purge leaves fewer than half as many rows, which drops the
-indexes.
+LOG_MEMORY_MAX rows (an hour of 35 failed logins a second), from memory, with no index on
+the table; past that (a large attack, or a site that large), the transaction that crosses
+it indexes the table as ``window_hits`` was, and every process counts in SQL, at what
+``window_hits`` cost, until a purge leaves fewer than half as many rows, which drops the
+indexes. Memory is bounded that way whatever an attacker sends: a process holds the hits
+in the windows, which the table holds too, and the older ones it has not dropped yet (it
+drops them every 50 000 hits added or 10 minutes); it drops them all when the table is
+indexed.
 """
 
 from __future__ import annotations
@@ -36,8 +39,11 @@ if TYPE_CHECKING:
 
 __all__ = ["LOG_MEMORY_MAX", "HitLog"]
 
-#: Rows of ``window_log`` counted from memory at most (about 150 bytes each a process).
-LOG_MEMORY_MAX: Final = 1_000_000
+#: Rows of ``window_log`` counted from memory at most. Each costs a process about 200 bytes
+#: when keys repeat (a site's users), up to about 480 when every hit is a key of its own (a
+#: scan from new addresses): 50-120 MB at the bound. 250 000 rows are an hour of 35 failed
+#: logins a second, each a hit by IP and one by user.
+LOG_MEMORY_MAX: Final = 250_000
 #: The indexes the rows get past LOG_MEMORY_MAX: those ``window_hits`` has.
 LOG_INDEXES: Final = (
     "CREATE INDEX IF NOT EXISTS window_log_key ON window_log (stream, key, ts, seq)",
