@@ -228,11 +228,38 @@ def test_memory_answers_what_sql_answers_over_the_same_rows(tmp_path: Path) -> N
     conn.close()
 
 
-def test_hits_older_than_every_window_leave_memory() -> None:
-    """A pass drops them once enough hits were added, or enough time passed."""
-    index = HitIndex()
-    index.fold([(1, "s", "old", 1_000, 1, None), (2, "s", "new", 5_000_000_000, 2, None)])
-    index.prune(2_000_000_000)  # the first call only notes the time
-    assert set(index.by_key) == {("s", "old"), ("s", "new")}
-    index.prune(2_000_000_000 + _hit_index.PRUNE_AFTER)
-    assert set(index.by_key) == {("s", "new")} and index.held == 1
+def test_hits_older_than_every_window_leave_memory_at_each_purge(
+    nodes: tuple[Node, Node, Path],
+) -> None:
+    """Each process's purge (every minute in each) drops the old hits from its memory too,
+    whether it ingests more or not."""
+    a, b, _ = nodes
+    a.fail(X, "u1", "u2")
+    b.fail(X, "u3")
+    assert a.storage._hit_index.held == 4
+    a.fail("192.0.2.5", "u4")  # a reads b's rows: 8 hits held
+    assert a.storage._hit_index.held == 8 and b.storage._hit_index.held == 6
+    a.clock.advance(hours=3)
+    a.runner.purge()
+    b.runner.purge()  # b ingests nothing more: its memory is dropped all the same
+    assert a.storage._hit_index.held == 0 and b.storage._hit_index.held == 0
+    assert a.storage._hit_index.text == 0
+
+
+def test_long_identifiers_index_the_log_long_before_its_rows_do(
+    nodes: tuple[Node, Node, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory is bounded by the hits' text too: 256 characters that NFKC folds into 4 606
+    each cost what they hold, and past LOG_TEXT_MAX the log is indexed (both processes then
+    count in SQL, exactly), however few the rows."""
+    monkeypatch.setattr(_hit_log, "LOG_TEXT_MAX", 50_000)
+    a, b, db = nodes
+    long_names = ["\ufdfa" * 255 + str(n) for n in range(6)]
+    a.fail(X, *long_names[:2])
+    assert _indexes(db) == set()
+    b.fail(X, *long_names[2:4])  # the user keys' text: ~18 000 characters, and as values
+    a.fail("192.0.2.7", *long_names[4:])
+    assert _indexes(db) == {"window_log_key", "window_log_ts"}
+    assert a.storage._hit_index is None
+    b.fail(X, "u5")
+    assert ("brute-force-ip", X, 5) in b.fired()

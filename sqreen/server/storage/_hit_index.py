@@ -28,10 +28,10 @@ __all__ = ["HitIndex"]
 KeyHit = tuple[int, int, str | None]
 #: A row of ``window_log``: (id, stream, key, time µs, seq, value).
 LogRow = tuple[int, str, str, int, int, str | None]
-#: Hits older than every window are dropped in a pass over every key, once this many were
-#: added since the last pass, or PRUNE_AFTER µs of time have passed.
-PRUNE_EVERY: Final = 50_000
-PRUNE_AFTER: Final = 600_000_000
+#: Characters a hit's text costs beside its own (the tuple, the list's slot, its ints): what
+#: :attr:`HitIndex.text` adds for each, so that it bounds the memory held (measured: 200-480
+#: bytes a hit with keys of ordinary length).
+HIT_COST: Final = 100
 
 
 class HitIndex:
@@ -43,14 +43,15 @@ class HitIndex:
         #: That row's (stream, key, time, seq): a restore may give its id to another row.
         self.last_hit: tuple[str, str, int, int] | None = None
         self.held = 0  # hits held
+        #: What they cost, in characters: each new key's text, each value's, and HIT_COST a
+        #: hit. An identifier of 256 characters that NFKC folds into 4 606 costs as much.
+        self.text = 0
         self.newest: int | None = None  # the newest hit's time µs, None before any
-        self._since_prune = 0
-        self._pruned_at: int | None = None  # the time the last pass dropped hits before
 
     def fold(self, rows: Iterable[LogRow]) -> None:
         """Add rows of ``window_log`` newer than :attr:`last`, in id order."""
         by_key = self.by_key
-        added = 0
+        added = text = 0
         newest = self.newest
         last, last_hit = self.last, self.last_hit
         for id_, stream, key, ts, seq, value in rows:
@@ -58,43 +59,37 @@ class HitIndex:
                 continue
             last, last_hit = id_, (stream, key, ts, seq)
             hits = by_key.get((stream, key))
-            stream = intern(stream)  # a handful of streams: each key's text holds one
             hit = (ts, seq, value)
             if hits is None:
-                by_key[(stream, key)] = [hit]
-            elif hits[-1][:2] < hit[:2]:
+                # A handful of streams: each key holds one of their texts.
+                by_key[(intern(stream), key)] = [hit]
+                text += len(key)
+            elif hits[-1][:2] <= hit[:2]:
                 hits.append(hit)
-            else:  # delivered late: in its place, once (as the table's primary key kept it)
-                at = bisect_left(hits, (ts, seq))
-                if at < len(hits) and hits[at][:2] == (ts, seq):
-                    continue
-                hits.insert(at, hit)
+            else:  # delivered late: in its place (by time and seq only, as values may be None)
+                hits.insert(bisect_left(hits, (ts, seq)), hit)
             added += 1
+            text += HIT_COST if value is None else HIT_COST + len(value)
             if newest is None or ts > newest:
                 newest = ts
         self.last, self.last_hit, self.newest = last, last_hit, newest
         self.held += added
-        self._since_prune += added
+        self.text += text
 
     def prune(self, before: int) -> None:
-        """Forget hits older than ``before`` (µs), which no window reads any more, when
-        enough hits were added or enough time passed since the last pass."""
-        if self._pruned_at is None:
-            self._pruned_at = before
-        if self._since_prune < PRUNE_EVERY and before - self._pruned_at < PRUNE_AFTER:
-            return
-        self._since_prune, self._pruned_at = 0, before
-        held = 0
+        """Forget hits older than ``before`` (µs): those the table's purge deletes."""
+        held = text = 0
         for key in list(self.by_key):
             hits = self.by_key[key]
             if hits[0][0] < before:
-                hits = [h for h in hits if h[0] >= before]
+                hits = hits[bisect_left(hits, (before,)) :]
                 if not hits:
                     del self.by_key[key]
                     continue
                 self.by_key[key] = hits
             held += len(hits)
-        self.held = held
+            text += len(key[1]) + sum(HIT_COST + len(h[2] or "") for h in hits)
+        self.held, self.text = held, text
 
     def count(self, probes: Iterable[ProbeValues]) -> dict[ProbeValues, int]:
         """What :func:`~._window_reads.count_probes` counts in the table."""
@@ -120,14 +115,14 @@ class HitIndex:
 
     def present(self, after: int, tell: Callable[[int, dict[WindowKey, int]], None]) -> None:
         """What :func:`~._window_reads.present_hits` tells: the hits at ``after`` or later
-        per key, when they number at most PRESENT_MAX (known without a pass when every hit
-        held does)."""
-        if self.held > PRESENT_MAX:
-            return
+        per key, when they number at most PRESENT_MAX."""
         counts: dict[WindowKey, int] = {}
+        total = 0
         for key, hits in self.by_key.items():
-            n = sum(1 for h in hits if h[0] >= after)
+            n = len(hits) - bisect_left(hits, (after,))
             if n:
                 counts[key] = n
-        if sum(counts.values()) <= PRESENT_MAX:
-            tell(after, counts)
+                total += n
+                if total > PRESENT_MAX:
+                    return
+        tell(after, counts)

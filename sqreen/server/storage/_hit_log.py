@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _playbooks
-from ._hit_index import HitIndex
+from ._hit_index import HIT_COST, HitIndex
 from ._parts import SqlPart
 from ._window_reads import ProbeValues, WindowKey, count_probes, fetch_hits, present_hits
 
@@ -44,7 +44,11 @@ __all__ = ["LOG_MEMORY_MAX", "HitLog"]
 #: scan from new addresses): 50-120 MB at the bound. 250 000 rows are an hour of 35 failed
 #: logins a second, each a hit by IP and one by user.
 LOG_MEMORY_MAX: Final = 250_000
-#: The indexes the rows get past LOG_MEMORY_MAX: those ``window_hits`` has.
+#: What the hits held in memory may cost at most, in characters of their text (with
+#: :data:`~._hit_index.HIT_COST` a hit): 50-100 MB a process. Identifiers of 256
+#: characters that NFKC folds into thousands reach it long before LOG_MEMORY_MAX rows.
+LOG_TEXT_MAX: Final = 50_000_000
+#: The indexes the rows get past those bounds: those ``window_hits`` has.
 LOG_INDEXES: Final = (
     "CREATE INDEX IF NOT EXISTS window_log_key ON window_log (stream, key, ts, seq)",
     "CREATE INDEX IF NOT EXISTS window_log_ts ON window_log (ts)",
@@ -69,17 +73,22 @@ class HitLog(SqlPart):
         # The playbooks' transaction after a batch's: a few WAL pages where the batch's wrote
         # hundreds. Counted as one commit, it doubled the checkpoints (their copy and fsync,
         # on the ingest's threads) for as much data written.
-        with self._transaction(0) as cur:
-            try:
-                yield cur
-            except BaseException:
-                # What it added to memory is rolled back in the table: read it all again
-                # (under the lock still; a COMMIT that fails is found by the next one's
-                # :func:`_still`, its rows' ids given again to other rows or to none).
-                self._hit_index = None
-                raise
+        try:
+            with self._transaction(0) as cur:
+                try:
+                    yield cur
+                except BaseException:
+                    # What it added to memory is rolled back in the table: read it all
+                    # again (dropped under the lock, before another thread's transaction).
+                    self._hit_index = None
+                    raise
+        except BaseException:
+            # The COMMIT failed: the same. Another thread's transaction that began since
+            # finds no memory mid-way and counts in SQL, as rightly if more slowly.
+            self._hit_index = None
+            raise
 
-    def _windows_begin(self, cur: Cursor, horizon: int | None) -> None:
+    def _windows_begin(self, cur: Cursor) -> None:
         self._hits_indexed = _indexed(cur)
         if self._hits_indexed:
             self._hit_index = None  # its memory back while the table is counted in SQL
@@ -88,6 +97,9 @@ class HitLog(SqlPart):
         if index is not None and index.last and not _still(cur, index):
             index = None  # its newest row gone (a restore, or purged): read them all again
         if index is None:
+            if _rows(cur) > LOG_MEMORY_MAX:  # more than memory takes (a migrated table)
+                self._index_log(cur)
+                return
             index = self._hit_index = HitIndex()
         index.fold(
             cur.execute(
@@ -95,8 +107,15 @@ class HitLog(SqlPart):
                 (index.last,),
             )
         )
-        if horizon is not None:
-            index.prune(horizon)
+        if index.text > LOG_TEXT_MAX:
+            self._index_log(cur)
+
+    def _index_log(self, cur: Cursor) -> None:
+        """Past what memory should hold: index the table, and count in SQL from now on."""
+        for statement in LOG_INDEXES:
+            cur.execute(statement)
+        self._hits_indexed = True
+        self._hit_index = None
 
     def _insert_hits(
         self, cur: Cursor, hits: Sequence[tuple[str, str, int, int, str | None]]
@@ -115,11 +134,8 @@ class HitLog(SqlPart):
         (last,) = cur.execute("SELECT max(id) FROM window_log").fetchone()
         first = last - len(hits) + 1
         index.fold((first + n, *hit) for n, hit in enumerate(hits))
-        if _rows(cur) > LOG_MEMORY_MAX:
-            for statement in LOG_INDEXES:
-                cur.execute(statement)
-            self._hits_indexed = True
-            self._hit_index = None
+        if index.text > LOG_TEXT_MAX or _rows(cur) > LOG_MEMORY_MAX:
+            self._index_log(cur)
 
     def _newest_hit(self, cur: Cursor) -> int | None:
         if self._hit_index is not None:
@@ -149,9 +165,13 @@ class HitLog(SqlPart):
     def _purge_hits(self, cutoff: int) -> int:
         """Delete the rows before the first one of a time no earlier than ``cutoff`` (a row
         delivered late after it goes at a later purge: every count reads times, not ids; its
-        id is never given again: AUTOINCREMENT); drop the indexes once fewer than half of
-        LOG_MEMORY_MAX rows are left."""
+        id is never given again: AUTOINCREMENT), and the hits as old from this process's
+        memory (the collector purges every minute in each process: a process that ingests
+        nothing more drops them too); drop the indexes once the rows and their text are
+        under half the bounds."""
         with self._write() as cur:
+            if self._hit_index is not None:  # under the lock, as every use of it
+                self._hit_index.prune(cutoff)
             (high,) = cur.execute("SELECT max(id) FROM window_log").fetchone()
             if high is None:
                 return 0
@@ -167,8 +187,13 @@ class HitLog(SqlPart):
         )
         with self._write() as cur:
             if _indexed(cur) and _rows(cur) < LOG_MEMORY_MAX // 2:
-                cur.execute("DROP INDEX IF EXISTS window_log_key")
-                cur.execute("DROP INDEX IF EXISTS window_log_ts")
+                (text,) = cur.execute(
+                    f"SELECT total(length(key)) + total(length(value)) + count(*) * {HIT_COST} "
+                    "FROM window_log"
+                ).fetchone()
+                if text < LOG_TEXT_MAX // 2:
+                    cur.execute("DROP INDEX IF EXISTS window_log_key")
+                    cur.execute("DROP INDEX IF EXISTS window_log_ts")
         return purged
 
 

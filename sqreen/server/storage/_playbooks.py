@@ -119,10 +119,9 @@ class PlaybookQueries(AlertQueries):
             HIT_CHUNK,
         )
 
-    def _windows_begin(self, cur: Cursor, horizon: int | None) -> None:
+    def _windows_begin(self, cur: Cursor) -> None:
         """At the start of the windows' transaction, before any hit is read (a dialect's
-        business; SQLite's reads the hits written since its previous one); ``horizon``: no
-        window reads hits older than that (µs), if known."""
+        business; SQLite's reads the hits written since its previous one)."""
 
     def _newest_hit(self, cur: Cursor) -> int | None:
         """The time (µs) of the newest hit stored, or a later time; None when there is none."""
@@ -228,7 +227,7 @@ class PlaybookQueries(AlertQueries):
                 # to take (SQLite: one writer) the keys are not sorted at all.
                 self._lock_windows(cur, sorted(keys))
             version = self._windows_version(cur)
-            self._windows_begin(cur, None if present is None else present[0])
+            self._windows_begin(cur)
             mine = owner is not None and seen is not None and seen[1] is owner
             fresh = mine and version is not None and seen is not None and seen[0] == version
             last = seen[2] if mine and seen is not None else None
