@@ -20,6 +20,7 @@ from sqreen.server.playbooks import TEMPLATES, PlaybookRunner, PlaybookSource
 from sqreen.server.storage import _hit_index, _hit_log, _window_reads, open_storage
 from sqreen.server.storage._hit_index import HitIndex
 from sqreen.server.storage._window_reads import count_probes, fetch_hits, present_hits
+from sqreen.server.storage.backup import backup_sqlite, restore_sqlite
 from sqreen.server.storage.model import WindowWrite
 
 from .conftest import Clock, envelope
@@ -263,3 +264,25 @@ def test_long_identifiers_index_the_log_long_before_its_rows_do(
     assert a.storage._hit_index is None
     b.fail(X, "u5")
     assert ("brute-force-ip", X, 5) in b.fired()
+
+
+def test_a_restore_into_the_live_file_gives_no_hit_id_twice(
+    nodes: tuple[Node, Node, Path], tmp_path: Path
+) -> None:
+    """``sqreen restore --force`` into a file a process has read the log of: the next hit
+    gets an id past every one given before the restore, so that the row the process read
+    last is gone rather than replaced, and it reads the log again; its count is then the
+    restored database's."""
+    a, b, db = nodes
+    a.fail(X, "u1", "u2")
+    backup_sqlite(str(db), str(tmp_path / "backup.db"))
+    a.fail(X, "u3", "u4")  # ids 5-8: gone with the restore
+    restore_sqlite(str(tmp_path / "backup.db"), str(db), force=True)
+    b.fail("192.0.2.9", "v1")
+    with sqlite3.connect(str(db)) as conn:
+        ids = [i for (i,) in conn.execute("SELECT id FROM window_log ORDER BY id")]
+    assert ids == [1, 2, 3, 4, 9, 10]
+    a.fail(X, "u5", "u6")  # X: 2 restored + 2 = 4, not 6: no alert
+    assert not [f for f in a.fired() if f[1] == X]
+    a.fail(X, "u7")
+    assert ("brute-force-ip", X, 5) in a.fired()

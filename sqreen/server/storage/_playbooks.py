@@ -238,7 +238,7 @@ class PlaybookQueries(AlertQueries):
                     others(told)
                     fresh = trusted = True
             if horizon is not None and version is not None and (trusted or not fresh):
-                # The ts index's last entry: one seek.
+                # The ts index's last entry, one seek (SQLite: what memory knows).
                 horizon(self._newest_hit(cur))
                 if present is not None and not fresh:
                     self._present_hits(cur, *present)
