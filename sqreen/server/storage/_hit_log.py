@@ -59,10 +59,9 @@ class HitLog(SqlPart):
     """Mixed into :class:`~.sqlite.SQLiteStorage` before :class:`~._sql.SqlStorage`."""
 
     _HITS_TABLE = "window_log"
-    #: This process's hits by key, up to a row of ``window_log``; None: read them all again.
+    #: This process's hits by key, up to a row of ``window_log``; None: read them all again
+    #: (and, in the transaction, count in SQL: the table indexed, or the memory dropped).
     _hit_index: HitIndex | None = None
-    #: Whether the current windows' transaction counts in SQL (the table indexed).
-    _hits_indexed: bool = False
 
     if TYPE_CHECKING:
 
@@ -75,22 +74,17 @@ class HitLog(SqlPart):
         # on the ingest's threads) for as much data written.
         try:
             with self._transaction(0) as cur:
-                try:
-                    yield cur
-                except BaseException:
-                    # What it added to memory is rolled back in the table: read it all
-                    # again (dropped under the lock, before another thread's transaction).
-                    self._hit_index = None
-                    raise
+                yield cur
         except BaseException:
-            # The COMMIT failed: the same. Another thread's transaction that began since
-            # finds no memory mid-way and counts in SQL, as rightly if more slowly.
+            # What it added to memory is rolled back in the table (the body or the COMMIT
+            # failed): read it all again. A transaction another thread began meanwhile
+            # finds its last row gone (:func:`_still`), or no memory mid-way and counts in
+            # SQL, as rightly if more slowly.
             self._hit_index = None
             raise
 
     def _windows_begin(self, cur: Cursor) -> None:
-        self._hits_indexed = _indexed(cur)
-        if self._hits_indexed:
+        if _indexed(cur):
             self._hit_index = None  # its memory back while the table is counted in SQL
             return
         index = self._hit_index
@@ -114,7 +108,6 @@ class HitLog(SqlPart):
         """Past what memory should hold: index the table, and count in SQL from now on."""
         for statement in LOG_INDEXES:
             cur.execute(statement)
-        self._hits_indexed = True
         self._hit_index = None
 
     def _insert_hits(
@@ -128,7 +121,7 @@ class HitLog(SqlPart):
             "INSERT INTO window_log (stream, key, ts, seq, value) VALUES (?, ?, ?, ?, ?)", hits
         )
         index = self._hit_index
-        if self._hits_indexed or index is None:
+        if index is None:  # counted in SQL
             return
         # Under BEGIN IMMEDIATE, after every row before them was read: ids the newest + 1.
         (last,) = cur.execute("SELECT max(id) FROM window_log").fetchone()
