@@ -32,8 +32,13 @@ puts an hour's worth of them in a minute: from the 409 394th event on, users pas
 events, 2 721 by 600 000). Up to 400 000 events the templates fire on nobody; beyond, the
 run also measures thousands of alerts.
 
+``--intel travel`` compares IP intelligence instead (playbooks as ``--playbooks none`` or
+``templates`` says): each user always from the same public address, a dense City
+``.mmdb``, and three collectors: IP intelligence off, on without impossible travel
+(``--travel-speed 0``), and on; with ``--against REV``, this tree and REV both with travel.
+
 Run: ``.venv/bin/python bench/bench_ingest_ab.py [--workers 2] [--events 200000]
-[--slice 40] [--mix typical] [--playbooks both | --against main]``.
+[--slice 40] [--mix typical] [--playbooks both | --against main] [--intel travel]``.
 """
 
 from __future__ import annotations
@@ -55,7 +60,8 @@ import httpx2 as httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_ingest
-from bench_ingest import BATCH, ROOT, Body, bodies_for, collector, exported
+from bench_enrich import dense_city_file, public_addresses
+from bench_ingest import BATCH, ROOT, USERS, Body, bodies_for, collector, exported, user_of
 
 from sqreen.server.playbooks import TEMPLATES
 from sqreen.server.storage import open_storage
@@ -65,6 +71,7 @@ class Variant(NamedTuple):
     label: str
     root: Path  # the code's tree
     playbooks: bool  # the six templates enforced
+    extra: tuple[str, ...] = ()  # more ``sqreen serve`` options
 
 
 def tree_times(pid: int) -> tuple[float, float]:
@@ -124,14 +131,30 @@ class Senders:
 
 
 def variants(args: argparse.Namespace, tmp: Path) -> list[Variant]:
+    travel: tuple[str, ...] = ()
+    if args.intel == "travel":
+        mmdb = tmp / "dense.mmdb"
+        dense_city_file(mmdb, random.Random(16))
+        travel = ("--geoip-db", str(mmdb))
     if args.against is None:
+        if args.intel == "travel":
+            if args.playbooks == "both":
+                raise SystemExit(
+                    "--intel travel compares IP intelligence: playbooks none or templates"
+                )
+            armed = args.playbooks == "templates"
+            return [
+                Variant("intel off", ROOT, armed, ("--no-ip-intel",)),
+                Variant("no travel", ROOT, armed, (*travel, "--travel-speed", "0")),
+                Variant("travel", ROOT, armed, travel),
+            ]
         armed = {"none": [False], "templates": [True], "both": [False, True]}[args.playbooks]
         return [Variant("templates" if a else "none", ROOT, a) for a in armed]
     if args.playbooks == "both":
         raise SystemExit("--against compares two trees with the same playbooks: none or templates")
     armed = args.playbooks == "templates"
     other = exported(args.against, tmp / "against")
-    return [Variant("tree", ROOT, armed), Variant(args.against, other, armed)]
+    return [Variant("tree", ROOT, armed, travel), Variant(args.against, other, armed, travel)]
 
 
 def main() -> None:
@@ -143,14 +166,41 @@ def main() -> None:
     parser.add_argument("--mix", choices=["attack", "typical", "storm"], default="typical")
     parser.add_argument("--playbooks", choices=["none", "templates", "both"], default="both")
     parser.add_argument("--against", metavar="REV", help="this tree against git revision REV")
+    parser.add_argument(
+        "--intel",
+        choices=["default", "travel"],
+        default="default",
+        help="default: IP intelligence as by default (no .mmdb; the traffic's addresses "
+        "private); travel: each user always from the same public address, a dense City "
+        ".mmdb, and IP intelligence off, on without impossible travel, and on (with "
+        "--against: both trees with travel)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="postgres: a fresh database a collector in a throwaway cluster (or --dsn's); "
+        "PostgreSQL's own CPU is not counted",
+    )
+    parser.add_argument("--dsn", help="with --backend postgres: a cluster of yours")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    warm = bodies_for(BATCH * args.senders * 2, "warmup", args.mix)
-    bodies = bodies_for(args.events, "measured", args.mix)
+    warm_ips = ips = None
+    if args.intel == "travel":  # each user from their home (bench_ingest.py --addresses homes)
+        homes = public_addresses(USERS, random.Random(8))
+        warm_ips = [homes[user_of(n, args.mix)] for n in range(BATCH * args.senders * 2)]
+        ips = [homes[user_of(n, args.mix)] for n in range(args.events)]
+    warm = bodies_for(BATCH * args.senders * 2, "warmup", args.mix, warm_ips)
+    bodies = bodies_for(args.events, "measured", args.mix, ips)
     slices = [bodies[i : i + args.slice] for i in range(0, len(bodies), args.slice)]
-    with tempfile.TemporaryDirectory() as tmpdir:
+    with tempfile.TemporaryDirectory() as tmpdir, ExitStack() as cluster:
         tmp = Path(tmpdir)
+        fresh = None
+        if args.backend == "postgres":
+            fresh = cluster.enter_context(bench_ingest.postgres(args.dsn))
+            if fresh is None:
+                parser.error("--backend postgres: no PostgreSQL binaries found (make system-deps)")
         book = tmp / "playbooks.toml"
         book.write_text(TEMPLATES)
         cases = variants(args, tmp)
@@ -160,12 +210,18 @@ def main() -> None:
         system = dict.fromkeys(labels, 0.0)
         took: dict[str, list[float]] = {label: [] for label in labels}
         spent: dict[str, list[float]] = {label: [] for label in labels}  # CPU s a slice
-        dbs = {v.label: str(tmp / f"{n}.db") for n, v in enumerate(cases)}
+        dbs = {
+            v.label: str(tmp / f"{n}.db") if fresh is None else fresh() for n, v in enumerate(cases)
+        }
         with ExitStack() as running:
             started = {
                 v.label: running.enter_context(
                     collector(
-                        dbs[v.label], args.workers, str(book) if v.playbooks else None, root=v.root
+                        dbs[v.label],
+                        args.workers,
+                        str(book) if v.playbooks else None,
+                        v.extra,
+                        root=v.root,
                     )
                 )
                 for v in cases
@@ -190,12 +246,13 @@ def main() -> None:
             storage = open_storage(db)
             stored = storage.count_events()
             storage.close()
-            # Impossible travel adds no event here: the traffic's addresses are private.
+            # Impossible travel adds no event here: the traffic's addresses are private, or
+            # each user's always the same.
             if stored != args.events + len(warm) * BATCH:
                 raise RuntimeError(f"{label}: {stored} events stored")
     print(
-        f"\n--mix {args.mix}, --workers {args.workers}, {len(slices)} slices of {args.slice} "
-        f"bodies of {BATCH} events, posted to each in turn; {args.senders} senders"
+        f"\n{args.backend}, --mix {args.mix}, --workers {args.workers}, {len(slices)} slices "
+        f"of {args.slice} bodies of {BATCH} events, posted to each in turn; {args.senders} senders"
     )
     first = labels[0]
     print(

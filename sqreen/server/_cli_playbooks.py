@@ -11,10 +11,11 @@ from .._text import visible
 from ..events import DERIVED_EVENTS, STANDARD_EVENTS
 from ._cli_common import counted, db_option, json_line, opened, time_range, when
 from .playbooks import TEMPLATES, Engine, Playbook, PlaybookError, is_exempt, load_playbooks
+from .playbooks._alerts import PRIVATE_SPARED, alerts_for
 from .playbooks._fields import AtLeast
 from .playbooks._late import span
 from .playbooks._memory import MemoryWindows
-from .playbooks._runner import PRIVATE_SPARED, alerts_for, event_view
+from .playbooks._runner import event_view
 from .storage import Alert, EventFilter, Storage
 
 __all__ = ["alerts", "playbooks"]

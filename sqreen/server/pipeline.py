@@ -25,7 +25,10 @@ that waited for a turn go through it together (:meth:`IngestPipeline.ingest_many
    enrichers or hooks; the reply counts them as accepted.
 4. **after-store hooks**: each :class:`AfterStoreHook` is told about exactly the events this
    body newly stored, with their seq, after the commit and outside the write lock (never the
-   duplicates of a retried batch). A playbook hook may create a block: the reply, built
+   duplicates of a retried batch). A hook with ``tied_batches`` (the playbooks) is told in
+   the events' own transaction instead, before its commit, where the storage can (SQLite:
+   one turn at the write lock a batch, not two; :mod:`._tied_hooks`), and what it then
+   says of its alerts waits for the commit. A playbook hook may create a block: the reply, built
    last, already carries it.
 
 An enricher or a hook that raises is logged and skipped: the events are stored (without what
@@ -39,10 +42,11 @@ import logging
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeGuard
+from typing import Any, Protocol, TypeGuard, cast
 
 from .._event import InvalidEvent
 from .._wire import IDENTIFY, WireEvent, parse_envelope, parse_event
+from ._tied_hooks import TiedHook, TiedHooks
 from .errors import ApiError
 from .fastjson import measure
 from .fastparse import parse_batch
@@ -203,9 +207,11 @@ class IngestPipeline:
             self.enrich(batch)
             parsed.append((len(outcomes), batch))
             outcomes.append(_PENDING)
-        results = self.store_many([batch for _, batch in parsed])
+        batches = [batch for _, batch in parsed]
+        tied = self._tied(batches)
+        results = self.store_many(batches, tied)
         self.after_store_many(
-            [(batch, r) for (_, batch), r in zip(parsed, results, strict=True) if _stored(r)]
+            [(batch, r) for batch, r in zip(batches, results, strict=True) if _stored(r)], tied
         )
         for (index, batch), result in zip(parsed, results, strict=True):
             if isinstance(result, Exception):
@@ -274,10 +280,13 @@ class IngestPipeline:
             raise result
         return result
 
-    def store_many(self, batches: Sequence[Batch]) -> list[InsertResult | Exception]:
+    def store_many(
+        self, batches: Sequence[Batch], tied: TiedHooks | None = None
+    ) -> list[InsertResult | Exception]:
         """Store the events of ``batches`` (in one transaction where the storage can: see
         :meth:`~.storage.EventStore.store_prepared`), then their ``sq.identify`` traits:
-        each batch's result, or what stopped it."""
+        each batch's result, or what stopped it. ``tied`` (:meth:`_tied`, for the same
+        ``batches``): the hooks to run in that transaction, where the storage ties."""
         prepared: list[PreparedEvents | Exception] = []
         for batch in batches:
             try:
@@ -285,7 +294,12 @@ class IngestPipeline:
             except Exception as exc:
                 prepared.append(_kept(exc))
         ready = [p for p in prepared if isinstance(p, PreparedEvents)]
-        stored = iter(self.storage.store_prepared(ready))
+        if tied is not None:
+            tied.batches = [
+                b for b, p in zip(batches, prepared, strict=True) if isinstance(p, PreparedEvents)
+            ]
+        store = self.storage.store_prepared
+        stored = iter(store(ready) if tied is None else store(ready, tied))
         results = [p if isinstance(p, Exception) else next(stored) for p in prepared]
         results = [_kept(r) if isinstance(r, Exception) else r for r in results]
         for n, (batch, result) in enumerate(zip(batches, results, strict=True)):
@@ -325,17 +339,36 @@ class IngestPipeline:
     def after_store(self, batch: Batch, result: InsertResult) -> None:
         self.after_store_many([(batch, result)])
 
-    def after_store_many(self, stored: Sequence[tuple[Batch, InsertResult]]) -> None:
+    def _tied(self, batches: Sequence[Batch]) -> TiedHooks | None:
+        """The hooks with ``tied_batches`` (the playbooks), to run in the transaction that
+        stores ``batches`` (:meth:`store_many`): None when there are none."""
+        hooks = [cast(TiedHook, h) for h in self.hooks if hasattr(h, "tied_batches")]
+        return TiedHooks(hooks, list(batches)) if hooks else None
+
+    def after_store_many(
+        self, stored: Sequence[tuple[Batch, InsertResult]], tied: TiedHooks | None = None
+    ) -> None:
         """Tell each hook about the events newly stored by these batches: at once, for a
         hook with ``stored_batches`` (the playbooks: one evaluation, one transaction, for a
         group of bodies), else batch by batch, in order. Should a group's call fail, the
         hook is told batch by batch (its failure then one batch's, as were the bodies going
         one at a time): a ``stored_batches`` fails before its effects (the playbooks' are
-        one transaction)."""
+        one transaction). The hooks ``tied`` ran in the events' transaction (when it
+        committed) are not told again: what they left for after the commit is done first."""
+        done: list[object] = []
+        if tied is not None and tied.ran:
+            done = list(tied.hooks)
+            for then in tied.then:
+                try:
+                    then()
+                except Exception:
+                    logger.exception("sqreen: after-store hook failed after the commit")
         stored = [(batch, result) for batch, result in stored if result.stored]
         if not self.hooks or not stored:
             return
         for hook in self.hooks:
+            if hook in done:
+                continue
             stored_batches = getattr(hook, "stored_batches", None)
             if stored_batches is not None:
                 try:

@@ -19,8 +19,8 @@ from sqreen.server.export.ecs import ecs_alert
 from sqreen.server.export.ocsf import ocsf_alert
 from sqreen.server.intel._score import Reputation
 from sqreen.server.playbooks import TEMPLATES, PlaybookError, is_exempt, parse_playbooks
+from sqreen.server.playbooks._alerts import _block
 from sqreen.server.playbooks._fields import ip_group
-from sqreen.server.playbooks._runner import _block
 from sqreen.server.playbooks._streams import group_streams
 from sqreen.server.storage import EventFilter
 

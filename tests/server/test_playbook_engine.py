@@ -16,10 +16,10 @@ from sqreen.server.playbooks import (
     is_exempt,
     parse_playbooks,
 )
+from sqreen.server.playbooks._alerts import alerts_for, new_alert
 from sqreen.server.playbooks._bounds import Bounds
 from sqreen.server.playbooks._hits import Hit
 from sqreen.server.playbooks._memory import MemoryWindows
-from sqreen.server.playbooks._runner import alerts_for, new_alert
 from sqreen.server.playbooks._views import wire_us, wire_views
 from sqreen.server.storage.model import from_us, to_us
 

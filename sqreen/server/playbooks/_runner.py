@@ -2,41 +2,38 @@
 
 :class:`PlaybookRunner` is the ingest pipeline's after-store hook: for the events a batch
 newly stored, it plans the windows they touch, lets the storage hold those rows while the
-engine decides, stores the alerts and blocks, and then (outside the ingest's transaction)
+engine decides, stores the alerts and blocks (on SQLite in the events' own transaction,
+before its commit: :meth:`PlaybookRunner.tied_batches`), and then, once they are committed,
 posts the webhooks and wakes the action long-polls. The playbooks in force come from a
 :class:`~._source.PlaybookSource` (re-exported here).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 from ..._text import visible
-from ..blocks import InvalidBlock, ip_block, user_block
 from ..storage import (
     Alert,
-    BlockSpec,
     ControlStore,
     InsertResult,
-    NewAlert,
     Replacement,
     StoredEvent,
     WindowWrite,
 )
 from ..storage.model import from_us, to_us
+from ._alerts import new_alert, retry_us
 from ._bounds import Bounds
 from ._config import Playbook
 from ._engine import Engine, is_exempt
-from ._fields import EventView, FieldPath, internal_group, ip_group, spellings
-from ._hits import Firing, Hit, Mark, Probe, QuietKey, StreamKey, left_after, marks_of
+from ._fields import EventView, FieldPath, spellings
+from ._hits import Hit, Mark, Probe, QuietKey, StreamKey, left_after, marks_of
 from ._late import LateEvents, Throttle
 from ._notify import Notifier
 from ._source import PlaybookSource
-from ._streams import US
 from ._views import event_view, wire_views
 
 if TYPE_CHECKING:
@@ -106,29 +103,38 @@ class PlaybookRunner:
     def stored_batches(self, stored: Sequence[tuple[Batch, InsertResult]]) -> None:
         """The pipeline's cheaper call: the wire events of the batches of one transaction and
         their seqs, evaluated together (one plan, one transaction for their hits)."""
+        self._run(_views(stored))
 
-        def views(names: frozenset[str]) -> list[EventView]:
-            out: list[EventView] = []
-            for batch, result in stored:
-                received = to_us(result.received_at)
-                seqs = result.seqs
-                out += wire_views(batch.events, seqs, batch.enrichment, received, batch.app, names)
-            return out
+    def tied_batches(self, stored: Sequence[tuple[Batch, InsertResult]]) -> Callable[[], None]:
+        """:meth:`stored_batches` in the events' own transaction, before its commit (the
+        pipeline's :class:`~..storage.TiedStep`): the windows' writes commit with the
+        events, where they took a second turn at the write lock. What is left to do once
+        committed (the log lines, notifications and the blocks' news) is returned; should
+        the commit fail, :meth:`forget` is called instead."""
+        return self._evaluate(_views(stored))
 
-        self._run(views)
+    def forget(self) -> None:
+        """What this runner remembers of the windows was learnt from writes rolled back: it
+        counts from the database again."""
+        self._engine = None
 
     def _run(self, views: Callable[[frozenset[str]], list[EventView]]) -> None:
         """Evaluate the events ``views`` gives (those of the names asked) on the playbooks."""
+        self._evaluate(views)()
+
+    def _evaluate(self, views: Callable[[frozenset[str]], list[EventView]]) -> Callable[[], None]:
+        """:meth:`_run` up to the windows' transaction and what it tells this runner's
+        memory; the rest (what is said of its alerts) returned."""
         engine = self.source.current()
         if engine is not self._engine:
             self._engine, self._quiet, self._known, self._marks = engine, {}, {}, {}
             self._bounds = Bounds(engine.counted_windows)
         if engine.empty:
-            return
+            return _nothing
         now_us = to_us(self.store.now())
         events = views(engine.names)
         if not events:
-            return
+            return _nothing
         # One small read a batch the playbooks read (read before what this batch learns,
         # so that a release after it is seen at the next one).
         released = self.store.quiet_released()
@@ -140,7 +146,7 @@ class PlaybookRunner:
             self.late.note(plan.late, engine.windows)
         keys = engine.keys(plan)
         if not keys:
-            return
+            return _nothing
 
         wanted: set[tuple[str, str]] = set()  # (playbook, key) of the alerts asking a block
         learned: dict[tuple[str, str], int] = {}  # quiet times read or set, once committed
@@ -202,7 +208,7 @@ class PlaybookRunner:
         by_id = {p.id: p for p in engine.playbooks.playbooks} if stored else {}
         refused = [a for a in stored if a.block_id is None and (a.playbook, a.group_key) in wanted]
         for alert in refused:  # quiet for its retry only, as the store wrote (then asked again)
-            learned[(alert.playbook, alert.group_key)] = now_us + _retry_us(by_id[alert.playbook])
+            learned[(alert.playbook, alert.group_key)] = now_us + retry_us(by_id[alert.playbook])
         known.update(learned)
         changed = {key for _, key in learned}
         for key in keys:  # what no hit of can matter for a while: skipped from now on
@@ -217,7 +223,18 @@ class PlaybookRunner:
         if len(marks) > MAX_QUIET:  # those inside a window still save a read
             self._marks = {k: m for k, m in marks.items() if m[0] > now_us - engine.max_window_us}
         if not stored:
-            return
+            return _nothing
+        return partial(self._tell, stored, by_id, refused, replaced)
+
+    def _tell(
+        self,
+        stored: list[Alert],
+        by_id: dict[str, Playbook],
+        refused: list[Alert],
+        replaced: list[Replacement],
+    ) -> None:
+        """Once the alerts ``stored`` are committed: the blocks' news, the log lines, the
+        notifications."""
         if self.on_block is not None and any(a.block_id is not None for a in stored):
             self.on_block()
         if refused:
@@ -273,136 +290,21 @@ class PlaybookRunner:
         )
 
 
-def new_alert(
-    firing: Firing,
-    max_blocks: int | None = None,
-    spell: Callable[[Playbook, str], Mapping[str, str] | None] | None = None,
-) -> NewAlert | None:
-    """The alert of a firing, with the block its playbook asks for (at most ``max_blocks``
-    in force: see :class:`~..storage.BlockSpec`); ``spell`` gives a user key's identifiers
-    as an event spelled them."""
-    p = firing.playbook
-    what = "/".join(p.after.events if p.after else p.events)
-    counted = "distinct " + str(p.distinct) + " with " if p.distinct else ""
-    if firing.trigger is not None:  # a success after failures: the success fired it
-        counted = f"{firing.trigger} after {counted}"
-    summary = (
-        f"{p.id}: {counted}{firing.total} {what} in {_span(p.window.total_seconds())} "
-        f"for {p.group_by}={firing.key}"
-    )[:1000]
-    blocks = p.blocks
-    if blocks and p.action == "block_ip" and not p.block_private:
-        if internal_group(firing.key):
-            blocks = False
-            summary = (summary[:700] + PRIVATE_SPARED)[:1000]
-    block = _block(p, firing.key, summary, max_blocks, spell) if blocks else None
-    return NewAlert(
-        playbook=p.id,
-        group_by=str(p.group_by),
-        group_key=firing.key,
-        total=firing.total,
-        first_at=from_us(firing.first_us),
-        last_at=from_us(firing.last_us),
-        first_seq=firing.first_seq,
-        last_seq=firing.last_seq,
-        seqs=firing.seqs,
-        mode=p.mode,
-        action=p.action,
-        summary=summary,
-        block=block,
-        retry_us=_retry_us(p),
-    )
+def _nothing() -> None:
+    """Nothing left to do once committed."""
 
 
-#: What an alert on a private address says of the block it did not make.
-PRIVATE_SPARED: Final = (
-    "; not blocked: a private address, most often a proxy the SDKs do not trust "
-    "(trusted_proxies), which every client would share; block_private = true blocks it"
-)
+def _views(
+    stored: Sequence[tuple[Batch, InsertResult]],
+) -> Callable[[frozenset[str]], list[EventView]]:
+    """The views of the events newly stored by ``stored``'s batches, of the names asked."""
 
+    def views(names: frozenset[str]) -> list[EventView]:
+        out: list[EventView] = []
+        for batch, result in stored:
+            received = to_us(result.received_at)
+            seqs = result.seqs
+            out += wire_views(batch.events, seqs, batch.enrichment, received, batch.app, names)
+        return out
 
-def _retry_us(p: Playbook) -> int:
-    """How long a playbook whose block was refused at the cap stays quiet for the key: its
-    window (a minute at least, the block's duration at most), so that an attacker who filled
-    the cap is blocked once there is room, with one alert a window meanwhile, not a minute."""
-    seconds = max(60.0, p.window.total_seconds())
-    if p.duration is not None:
-        seconds = min(seconds, p.duration.total_seconds())
-    return int(seconds * US)
-
-
-def _block(
-    p: Playbook,
-    key: str,
-    reason: str,
-    max_blocks: int | None,
-    spell: Callable[[Playbook, str], Mapping[str, str] | None] | None = None,
-) -> BlockSpec | None:
-    # The reason names the key an event sent: a block's reason is one line, shown as is.
-    reason = visible(reason)
-    try:
-        if p.action == "block_ip":
-            if not _one_group(key, p.group_by.ipv6_prefix):
-                raise ValueError("not an address, nor the IPv6 network the playbook groups by")
-            request = ip_block(key, duration=p.duration, reason=reason[:512])
-        else:
-            user = json.loads(key) if p.group_by.key is None else {p.group_by.key: key}
-            try:
-                request = user_block(user, duration=p.duration, reason=reason[:512])
-            except InvalidBlock:
-                # Folded, an identifier may be longer than any an event holds (NFKC makes 18
-                # characters of U+FDFA): the block names the user as an event spelled them,
-                # which every SDK folds as it folds the app's.
-                spelled = spell(p, key) if spell is not None else None
-                if spelled is None:
-                    raise
-                request = user_block(spelled, duration=p.duration, reason=reason[:512])
-    except (InvalidBlock, ValueError) as exc:
-        logger.warning("sqreen: playbook %s: no block for %s: %s", p.id, visible(key[:100]), exc)
-        return None
-    return BlockSpec(
-        type=request.type,
-        user=request.user,
-        ip=request.ip,
-        duration=request.duration,
-        reason=request.reason,
-        created_by=f"playbook:{p.id}",
-        max_active=max_blocks,
-    )
-
-
-def _one_group(key: str, ipv6_prefix: int | None) -> bool:
-    """Whether ``key`` is a group of ``group_by = "ip"``: an address, or the IPv6 network
-    :func:`~._fields.ip_group` makes of the playbook's prefix (events store addresses only:
-    anything wider, even from events stored before they were checked, is never blocked)."""
-    try:
-        ipaddress.ip_address(key)
-        return True
-    except ValueError:
-        pass
-    try:
-        network = ipaddress.ip_network(key)
-    except ValueError:
-        return False
-    # What ip_group makes of an address in it: the prefix's network (a 6to4 or Teredo
-    # address is its IPv4 client's, an address: a 6to4 /48 of old hits is no group now).
-    return ipv6_prefix is not None and ip_group(str(network.network_address), ipv6_prefix) == key
-
-
-def _span(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
-def alerts_for(firings: Sequence[Firing]) -> list[Alert]:
-    """For the backtest: the alerts firings would have stored (no id, no block), in the
-    order of their times (the time of the event that fired each)."""
-    out = []
-    ordered = sorted(firings, key=lambda f: (f.last_us, f.last_seq))  # stable: ties kept
-    for n, f in enumerate(ordered, 1):
-        alert = new_alert(f)
-        if alert is not None:
-            out.append(alert.stored(n, None, alert.last_at))
-    return out
+    return views

@@ -4,7 +4,7 @@ back ends chosen by the ``--db`` URL, and the follow reader (:mod:`.follow`)."""
 from __future__ import annotations
 
 from ._places import LatestPlaces, PlaceAsk, PlaceRow
-from ._prepared import PreparedEvents
+from ._prepared import PreparedEvents, TiedStep
 from ._queries import MAX_IDS
 from ._rows import clean, new_events
 from ._serve_lock import serving
@@ -84,6 +84,7 @@ __all__ = [
     "Storage",
     "StoredEvent",
     "StoredKey",
+    "TiedStep",
     "TooManyBlocks",
     "UserTraits",
     "WindowWrite",

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from ..._wire import WireEvent
 from ._places import PlaceAsk, PlaceRow
-from ._prepared import PreparedEvents
+from ._prepared import PreparedEvents, TiedStep
 from .model import (
     NO_FILTER,
     EventFilter,
@@ -89,11 +89,17 @@ class EventStore(Clocked, Protocol):
         """
         ...
 
-    def store_prepared(self, batches: Sequence[PreparedEvents]) -> list[InsertResult | Exception]:
+    def store_prepared(
+        self, batches: Sequence[PreparedEvents], tied: TiedStep | None = None
+    ) -> list[InsertResult | Exception]:
         """:meth:`insert_events`' second half for several batches: each one's result, or the
         exception that stopped it, in order. Each batch is stored whole or not at all; a
         batch's failure is its own (the others are stored), and every result is committed
         on return. The batches may share one transaction.
+
+        ``tied``: where the dialect can (SQLite), run in the transaction that stores all
+        the batches, after their rows, so that its writes commit with theirs (one commit,
+        one turn at the write lock): see :class:`TiedStep`.
 
         .. versionadded:: 0.1
         """

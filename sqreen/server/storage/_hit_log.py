@@ -69,10 +69,17 @@ class HitLog(SqlPart):
 
     @contextmanager
     def _windows_write(self) -> Iterator[Cursor]:
-        # The playbooks' transaction after a batch's: a few WAL pages where the batch's wrote
-        # hundreds. Counted as one commit, it doubled the checkpoints (their copy and fsync,
-        # on the ingest's threads) for as much data written.
+        # In the events' transaction when the playbooks' step is tied to it (one turn at the
+        # write lock a batch, not two: with two workers each waited for the other's second
+        # one); else a transaction after the batch's: a few WAL pages where the batch's
+        # wrote hundreds. Counted as one commit, it doubled the checkpoints (their copy and
+        # fsync, on the ingest's threads) for as much data written.
         try:
+            tied = self._tied_cursor()
+            if tied is not None:  # (its savepoint rolls back should this fail)
+                self._tied_wrote = True
+                yield tied
+                return
             with self._transaction(0) as cur:
                 yield cur
         except BaseException:
@@ -82,6 +89,10 @@ class HitLog(SqlPart):
             # SQL, as rightly if more slowly.
             self._hit_index = None
             raise
+
+    def _tied_undone(self) -> None:
+        self._hit_index = None  # (it holds the hits the step added)
+        super()._tied_undone()
 
     def _windows_begin(self, cur: Cursor) -> None:
         if _indexed(cur):

@@ -52,6 +52,20 @@ class SqlPart:
     #: :func:`~._window_reads.keys_in`).
     _ARRAYS: bool = False
 
+    def _tied_cursor(self) -> Cursor | None:
+        """The cursor of the events' transaction while this thread runs a step tied to it
+        (:meth:`~._sql.SqlStorage.store_prepared`): work that would begin a transaction of
+        its own writes there instead. None otherwise."""
+        return None
+
+    #: Whether the last step tied to the events' transaction wrote there (:mod:`._tied`).
+    _tied_wrote = False
+
+    def _tied_undone(self) -> None:
+        """What a tied step wrote was rolled back (its savepoint, or the events'
+        transaction): forget what a part learnt from it (each part adds its own, then calls
+        on)."""
+
     def _insert(
         self,
         cur: Cursor,

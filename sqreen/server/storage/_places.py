@@ -17,6 +17,7 @@ dense``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, NamedTuple
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from ._sql import Cursor
 
 __all__ = ["PLACE_COLUMNS", "LatestPlaces", "PlaceAsk", "PlaceQueries", "PlaceRow", "neighbours"]
+
+logger = logging.getLogger("sqreen.server")
 
 #: A row's columns, in order (what :class:`PlaceRow` holds).
 PLACE_COLUMNS: Final = "user_key, at, event_id, ip, latitude, longitude, accuracy_km, country, city"
@@ -343,9 +346,16 @@ class PlaceQueries(SqlPart):
         return out
 
     def _places_stored(self, rows: Sequence[Sequence[object]]) -> None:
-        """Told, after the commit, the rows :meth:`_insert_places` inserted."""
-        if self._latest_places is not None:
-            self._latest_places.wrote([PlaceRow._make(row) for row in rows])
+        """Told, after the commit, the rows :meth:`_insert_places` inserted (what it learns
+        is a cache: should that fail, it is dropped, never the batch's outcome)."""
+        latest = self._latest_places
+        if latest is None:
+            return
+        try:
+            latest.wrote([PlaceRow._make(row) for row in rows])
+        except Exception:
+            logger.exception("sqreen: impossible travel's newest places dropped")
+            latest.forget()
 
     def _insert_places(self, cur: Cursor, rows: Sequence[Sequence[object]]) -> None:
         """Store placed logins in the events' transaction (one already there: kept)."""

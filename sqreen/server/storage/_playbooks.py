@@ -104,6 +104,11 @@ class PlaybookQueries(AlertQueries):
         """The transaction of :meth:`update_windows` (a dialect may count it apart)."""
         return self._write()
 
+    def _tied_undone(self) -> None:
+        # The windows as an update_windows in the step left them are not what is stored.
+        self._windows_seen = None
+        super()._tied_undone()
+
     def _lock_windows(self, cur: Cursor, keys: Sequence[WindowKey]) -> None:
         """Hold ``keys`` for the transaction (a dialect's business: nothing to do where the
         transaction is the only writer, as in SQLite)."""
@@ -283,7 +288,9 @@ class PlaybookQueries(AlertQueries):
                 WINDOW_CHUNK,
             )
             stored = self._store_alerts(cur, write.alerts, now, on_replace)
-        # Once committed only: a row rolled back leaves its id to the next writer's.
+        # Once committed only: a row rolled back leaves its id to the next writer's. (In a
+        # step tied to the events' transaction, before its commit: should it fail, the
+        # storage's _tied_undone drops it.)
         self._windows_seen = None if owner is None else (version, owner, logged)
         return stored
 

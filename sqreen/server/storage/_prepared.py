@@ -12,14 +12,33 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any
+from typing import Any, Protocol
 
 from ..._wire import WireEvent
 from ._rows import EventRecord, clean, event_record
 from ._side_rows import index_rows
 from .model import InsertResult, from_us
 
-__all__ = ["PreparedEvents", "prepare"]
+__all__ = ["PreparedEvents", "TiedStep", "prepare"]
+
+
+class TiedStep(Protocol):
+    """Work that commits with the events (:meth:`~._sql.SqlStorage.store_prepared`'s
+    ``tied``): the playbooks' windows, where each batch's transaction was followed by one of
+    their own, a second turn at the write lock that every ``--workers`` process waits for.
+
+    :meth:`run` is called in the events' transaction, after their rows, in a savepoint: what
+    it raises rolls back what it wrote there and nothing else (the events are stored), and
+    is its own business (logged by the caller). :meth:`undone` is called when that
+    transaction fails after :meth:`run` returned: nothing it wrote is stored. Neither is
+    called when the dialect cannot tie (PostgreSQL), or when the batches are stored one by
+    one after their transaction together failed: the caller then does the work after the
+    commit, as without ``tied``."""
+
+    def run(self, results: Sequence[InsertResult | Exception]) -> None:
+        """``results``: each batch's, as :meth:`store_prepared` will return them."""
+
+    def undone(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

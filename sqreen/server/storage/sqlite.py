@@ -80,6 +80,7 @@ LOG_CATCH_UP: Final = 64
 
 class SQLiteStorage(HitLog, SqlStorage):
     MIGRATIONS = migrations("sqlite")
+    _TIES = True
 
     def __init__(self, path: str, *, clock: Clock = utc_now, upgrade: bool = True) -> None:
         super().__init__(clock)
@@ -208,6 +209,7 @@ class SQLiteStorage(HitLog, SqlStorage):
 
     @contextmanager
     def _transaction(self, weight: int) -> Iterator[Cursor]:
+        self._not_tied()
         with self._lock.held():
             cur = self._writer.cursor()
             cur.execute("BEGIN IMMEDIATE")
