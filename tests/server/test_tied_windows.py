@@ -24,7 +24,7 @@ from .test_window_log_hostile import BRUTE, X, fail
 
 
 class Node:
-    def __init__(self, db: Path, playbooks: Path) -> None:
+    def __init__(self, db: Path | str, playbooks: Path) -> None:
         self.clock = Clock()
         self.storage = open_storage(str(db), clock=self.clock)
         self.runner = PlaybookRunner(self.storage, PlaybookSource(playbooks))

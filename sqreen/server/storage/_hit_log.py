@@ -75,12 +75,7 @@ class HitLog(SqlPart):
         # wrote hundreds. Counted as one commit, it doubled the checkpoints (their copy and
         # fsync, on the ingest's threads) for as much data written.
         try:
-            tied = self._tied_cursor()
-            if tied is not None:  # (its savepoint rolls back should this fail)
-                self._tied_wrote = True
-                yield tied
-                return
-            with self._transaction(0) as cur:
+            with self._tied_write() or self._transaction(0) as cur:
                 yield cur
         except BaseException:
             # What it added to memory is rolled back in the table (the body or the COMMIT

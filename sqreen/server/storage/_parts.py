@@ -61,6 +61,10 @@ class SqlPart:
     #: Whether the last step tied to the events' transaction wrote there (:mod:`._tied`).
     _tied_wrote = False
 
+    def _tied_write(self) -> AbstractContextManager[Cursor] | None:
+        """Where the windows write in a tied step (:mod:`._tied`); None: not in one."""
+        return None
+
     def _tied_undone(self) -> None:
         """What a tied step wrote was rolled back (its savepoint, or the events'
         transaction): forget what a part learnt from it (each part adds its own, then calls

@@ -101,8 +101,9 @@ class PlaybookQueries(AlertQueries):
     _HITS_TABLE = "window_hits"
 
     def _windows_write(self) -> AbstractContextManager[Cursor]:
-        """The transaction of :meth:`update_windows` (a dialect may count it apart)."""
-        return self._write()
+        """The transaction of :meth:`update_windows`: the events' own, in a step tied to it
+        (:mod:`._tied`), else one of its own (a dialect may count it apart)."""
+        return self._tied_write() or self._write()
 
     def _tied_undone(self) -> None:
         # The windows as an update_windows in the step left them are not what is stored.

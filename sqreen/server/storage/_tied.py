@@ -12,8 +12,9 @@ this thread, writes in it (:meth:`TiedSteps._tied_cursor`).
 What the step raises rolls back the savepoint, not the events. When the transaction fails
 after the step ran (its COMMIT, or a later batch's rows), the step and every part of the
 storage that learnt from it forget it (:meth:`TiedSteps._untie`): nothing it wrote is
-stored. PostgreSQL does not tie (its windows' transaction takes row locks by key, and a
-step rolled back there has no savepoint in the pool's other connections to undo).
+stored. PostgreSQL does not tie: tied, its windows' locks by key were held to the events'
+commit, and its workers, which insert events side by side, took turns at them for longer
+(the templates cost 10.5-18.5 % of events/s with two workers, against 7.9-11.2 % untied).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 from ._parts import SqlPart
@@ -47,6 +49,15 @@ class TiedSteps(SqlPart):
     def _tied_cursor(self) -> Cursor | None:
         tied = self._tied
         return tied[1] if tied is not None and tied[0] == threading.get_ident() else None
+
+    def _tied_write(self) -> AbstractContextManager[Cursor] | None:
+        """The windows' writes in the tied step's transaction, when this thread runs one
+        (what they wrote is then forgotten should it fail: :meth:`_untie`), else None."""
+        cur = self._tied_cursor()
+        if cur is None:
+            return None
+        self._tied_wrote = True
+        return nullcontext(cur)
 
     def _not_tied(self) -> None:
         """Raise where a transaction of its own is begun in a tied step, on its thread: it
