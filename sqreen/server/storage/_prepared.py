@@ -29,11 +29,11 @@ class TiedStep(Protocol):
 
     :meth:`run` is called in the events' transaction, after their rows, in a savepoint: what
     it raises rolls back what it wrote there and nothing else (the events are stored), and
-    is its own business (logged by the caller). :meth:`undone` is called when that
-    transaction fails after :meth:`run` returned: nothing it wrote is stored. Neither is
-    called when the dialect cannot tie (PostgreSQL), or when the batches are stored one by
-    one after their transaction together failed: the caller then does the work after the
-    commit, as without ``tied``."""
+    is logged. :meth:`undone` is called when :meth:`run` raised, and when the transaction
+    fails after it returned: nothing it wrote is stored. Neither is called when the dialect
+    does not tie (PostgreSQL), or when the batches are stored one by one after their
+    transaction together failed: the caller then does the work after the commit, as
+    without ``tied``."""
 
     def run(self, results: Sequence[InsertResult | Exception]) -> None:
         """``results``: each batch's, as :meth:`store_prepared` will return them."""
