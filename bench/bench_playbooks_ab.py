@@ -127,8 +127,11 @@ def timed(call: Any, into: dict[str, float], rev: str) -> Any:
 
 
 def hook_method(runner: Any) -> str:
-    """The method a revision's pipeline calls on the playbooks' hook: ``stored_batches`` (the
-    batches of a turn), or ``stored_batch`` before it."""
+    """The method a revision's pipeline calls on the playbooks' hook: ``tied_batches`` (in
+    the events' transaction, where the storage ties: SQLite since it does), else
+    ``stored_batches`` (the batches of a turn), or ``stored_batch`` before it."""
+    if hasattr(runner, "tied_batches") and getattr(runner.store, "_TIES", False):
+        return "tied_batches"
     return "stored_batches" if hasattr(runner, "stored_batches") else "stored_batch"
 
 
@@ -244,8 +247,8 @@ def run_all(args: argparse.Namespace, tmp: str, fresh: Any) -> None:
         name = hook_method(armed)
         inner = getattr(armed, name)
 
-        def profiled(*args: object) -> None:
-            profile.runcall(inner, *args)
+        def profiled(*args: object) -> object:
+            return profile.runcall(inner, *args)
 
         setattr(armed, name, profiled)
     costs: dict[str, list[float]] = {label: [] for label, _ in pipes}
