@@ -12,9 +12,9 @@ this thread, writes in it (:meth:`TiedSteps._tied_cursor`).
 What the step raises rolls back the savepoint, not the events. When the transaction fails
 after the step ran (its COMMIT, or a later batch's rows), the step and every part of the
 storage that learnt from it forget it (:meth:`TiedSteps._untie`): nothing it wrote is
-stored. PostgreSQL does not tie: tied, its windows' locks by key were held to the events'
-commit, and its workers, which insert events side by side, took turns at them for longer
-(the templates cost 10.5-18.5 % of events/s with two workers, against 7.9-11.2 % untied).
+stored. PostgreSQL does not tie: there the windows' locks by key would be held to the
+events' commit, and two workers tied against untied, side by side, gave -5.6 % and +3.6 %
+of events/s (``bench_ingest_ab.py --backend postgres --against``): no gain shown.
 """
 
 from __future__ import annotations
