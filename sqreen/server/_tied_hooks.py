@@ -32,10 +32,11 @@ class TiedHooks:
     it (:meth:`~.pipeline.IngestPipeline.after_store_many` does it); should the transaction fail
     after, each one's ``forget`` is called."""
 
-    def __init__(self, hooks: Sequence[TiedHook], batches: list[Batch]) -> None:
+    def __init__(self, hooks: Sequence[TiedHook]) -> None:
         self.hooks = list(hooks)
-        #: The batches stored, aligned with the results :meth:`run` gets.
-        self.batches = batches
+        #: The batches stored, aligned with the results :meth:`run` gets (set by
+        #: :meth:`~.pipeline.IngestPipeline.store_many`: those it could prepare).
+        self.batches: list[Batch] = []
         #: Whether the hooks ran, in a transaction that has not failed since (else they are
         #: told after the commit, as hooks without ``tied_batches`` are).
         self.ran = False

@@ -208,7 +208,7 @@ class IngestPipeline:
             parsed.append((len(outcomes), batch))
             outcomes.append(_PENDING)
         batches = [batch for _, batch in parsed]
-        tied = self._tied(batches)
+        tied = self._tied()
         results = self.store_many(batches, tied)
         self.after_store_many(
             [(batch, r) for batch, r in zip(batches, results, strict=True) if _stored(r)], tied
@@ -285,8 +285,8 @@ class IngestPipeline:
     ) -> list[InsertResult | Exception]:
         """Store the events of ``batches`` (in one transaction where the storage can: see
         :meth:`~.storage.EventStore.store_prepared`), then their ``sq.identify`` traits:
-        each batch's result, or what stopped it. ``tied`` (:meth:`_tied`, for the same
-        ``batches``): the hooks to run in that transaction, where the storage ties."""
+        each batch's result, or what stopped it. ``tied`` (:meth:`_tied`): the hooks to run
+        in that transaction, where the storage ties."""
         prepared: list[PreparedEvents | Exception] = []
         for batch in batches:
             try:
@@ -339,11 +339,11 @@ class IngestPipeline:
     def after_store(self, batch: Batch, result: InsertResult) -> None:
         self.after_store_many([(batch, result)])
 
-    def _tied(self, batches: Sequence[Batch]) -> TiedHooks | None:
-        """The hooks with ``tied_batches`` (the playbooks), to run in the transaction that
-        stores ``batches`` (:meth:`store_many`): None when there are none."""
+    def _tied(self) -> TiedHooks | None:
+        """The hooks with ``tied_batches`` (the playbooks), to run in the transaction of
+        :meth:`store_many`: None when there are none."""
         hooks = [cast(TiedHook, h) for h in self.hooks if hasattr(h, "tied_batches")]
-        return TiedHooks(hooks, list(batches)) if hooks else None
+        return TiedHooks(hooks) if hooks else None
 
     def after_store_many(
         self, stored: Sequence[tuple[Batch, InsertResult]], tied: TiedHooks | None = None

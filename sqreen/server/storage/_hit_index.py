@@ -42,16 +42,20 @@ class HitIndex:
         self.last = 0  # the newest row folded in (0: none)
         #: That row's (stream, key, time, seq): a restore may give its id to another row.
         self.last_hit: tuple[str, str, int, int] | None = None
-        self.held = 0  # hits held
         #: What they cost, in characters: each new key's text, each value's, and HIT_COST a
         #: hit. An identifier of 256 characters that NFKC folds into 4 606 costs as much.
         self.text = 0
         self.newest: int | None = None  # the newest hit's time µs, None before any
 
+    @property
+    def held(self) -> int:
+        """The hits held."""
+        return sum(len(hits) for hits in self.by_key.values())
+
     def fold(self, rows: Iterable[LogRow]) -> None:
         """Add rows of ``window_log`` newer than :attr:`last`, in id order."""
         by_key = self.by_key
-        added = text = 0
+        text = 0
         newest = self.newest
         last, last_hit = self.last, self.last_hit
         for id_, stream, key, ts, seq, value in rows:
@@ -68,17 +72,15 @@ class HitIndex:
                 hits.append(hit)
             else:  # delivered late: in its place (by time and seq only, as values may be None)
                 hits.insert(bisect_left(hits, (ts, seq)), hit)
-            added += 1
             text += HIT_COST if value is None else HIT_COST + len(value)
             if newest is None or ts > newest:
                 newest = ts
         self.last, self.last_hit, self.newest = last, last_hit, newest
-        self.held += added
         self.text += text
 
     def prune(self, before: int) -> None:
         """Forget hits older than ``before`` (µs): those the table's purge deletes."""
-        held = text = 0
+        text = 0
         for key in list(self.by_key):
             hits = self.by_key[key]
             if hits[0][0] < before:
@@ -87,9 +89,8 @@ class HitIndex:
                     del self.by_key[key]
                     continue
                 self.by_key[key] = hits
-            held += len(hits)
             text += len(key[1]) + sum(HIT_COST + len(h[2] or "") for h in hits)
-        self.held, self.text = held, text
+        self.text = text
 
     def count(self, probes: Iterable[ProbeValues]) -> dict[ProbeValues, int]:
         """What :func:`~._window_reads.count_probes` counts in the table."""

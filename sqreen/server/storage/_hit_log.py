@@ -29,10 +29,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _playbooks
 from ._hit_index import HIT_COST, HitIndex
-from ._parts import SqlPart
-from ._window_reads import ProbeValues, WindowKey, count_probes, fetch_hits, present_hits
+from ._playbooks import PURGE_CHUNK, PlaybookQueries
+from ._window_reads import ProbeValues, WindowKey
 
 if TYPE_CHECKING:
     from ._sql import Cursor
@@ -55,8 +54,9 @@ LOG_INDEXES: Final = (
 )
 
 
-class HitLog(SqlPart):
-    """Mixed into :class:`~.sqlite.SQLiteStorage` before :class:`~._sql.SqlStorage`."""
+class HitLog(PlaybookQueries):
+    """The playbooks' queries as SQLite keeps the hits (mixed into
+    :class:`~.sqlite.SQLiteStorage` before :class:`~._sql.SqlStorage`)."""
 
     _HITS_TABLE = "window_log"
     #: This process's hits by key, up to a row of ``window_log``; None: read them all again
@@ -136,10 +136,11 @@ class HitLog(SqlPart):
         if index.text > LOG_TEXT_MAX or _rows(cur) > LOG_MEMORY_MAX:
             self._index_log(cur)
 
+    # From memory while it is there; else in SQL on window_log (its indexes made).
     def _newest_hit(self, cur: Cursor) -> int | None:
         if self._hit_index is not None:
             return self._hit_index.newest
-        return cur.execute("SELECT max(ts) FROM window_log").fetchone()[0]  # type: ignore[no-any-return]
+        return super()._newest_hit(cur)
 
     def _present_hits(
         self, cur: Cursor, after: int, tell: Callable[[int, dict[WindowKey, int]], None]
@@ -147,19 +148,19 @@ class HitLog(SqlPart):
         if self._hit_index is not None:
             self._hit_index.present(after, tell)
         else:
-            present_hits(cur, after, tell, self._HITS_TABLE)
+            super()._present_hits(cur, after, tell)
 
     def _count_probes(self, cur: Cursor, probes: Sequence[ProbeValues]) -> dict[ProbeValues, int]:
         if self._hit_index is not None:
             return self._hit_index.count(probes)
-        return count_probes(cur, probes, False, self._HITS_TABLE)
+        return super()._count_probes(cur, probes)
 
     def _fetch_hits(
         self, cur: Cursor, wanted: dict[WindowKey, int]
     ) -> dict[WindowKey, list[tuple[int, int, str | None]]]:
         if self._hit_index is not None:
             return self._hit_index.fetch(wanted)
-        return fetch_hits(cur, wanted, self._HITS_TABLE)
+        return super()._fetch_hits(cur, wanted)
 
     def _purge_hits(self, cutoff: int) -> int:
         """Delete the rows before the first one of a time no earlier than ``cutoff`` (a row
@@ -182,7 +183,7 @@ class HitLog(SqlPart):
             "DELETE FROM window_log WHERE id IN "
             "(SELECT id FROM window_log WHERE id < ? ORDER BY id LIMIT ?)",
             (end,),
-            _playbooks.PURGE_CHUNK,
+            PURGE_CHUNK,
         )
         with self._write() as cur:
             if _indexed(cur) and _rows(cur) < LOG_MEMORY_MAX // 2:

@@ -52,17 +52,9 @@ class SqlPart:
     #: :func:`~._window_reads.keys_in`).
     _ARRAYS: bool = False
 
-    def _tied_cursor(self) -> Cursor | None:
-        """The cursor of the events' transaction while this thread runs a step tied to it
-        (:meth:`~._sql.SqlStorage.store_prepared`): work that would begin a transaction of
-        its own writes there instead. None otherwise."""
-        return None
-
-    #: Whether the last step tied to the events' transaction wrote there (:mod:`._tied`).
-    _tied_wrote = False
-
     def _tied_write(self) -> AbstractContextManager[Cursor] | None:
-        """Where the windows write in a tied step (:mod:`._tied`); None: not in one."""
+        """Where the windows write in a step tied to the events' transaction (:mod:`._tied`):
+        that transaction; None: not in one."""
         return None
 
     def _tied_undone(self) -> None:

@@ -131,20 +131,20 @@ class PlaybookQueries(AlertQueries):
 
     def _newest_hit(self, cur: Cursor) -> int | None:
         """The time (µs) of the newest hit stored, or a later time; None when there is none."""
-        return cur.execute("SELECT max(ts) FROM window_hits").fetchone()[0]  # type: ignore[no-any-return]
+        return cur.execute(f"SELECT max(ts) FROM {self._HITS_TABLE}").fetchone()[0]  # type: ignore[no-any-return]
 
     def _present_hits(
         self, cur: Cursor, after: int, tell: Callable[[int, dict[WindowKey, int]], None]
     ) -> None:
-        present_hits(cur, after, tell)
+        present_hits(cur, after, tell, self._HITS_TABLE)
 
     def _count_probes(self, cur: Cursor, probes: Sequence[ProbeValues]) -> dict[ProbeValues, int]:
-        return count_probes(cur, probes, self._ARRAYS)
+        return count_probes(cur, probes, self._ARRAYS, self._HITS_TABLE)
 
     def _fetch_hits(
         self, cur: Cursor, wanted: dict[WindowKey, int]
     ) -> dict[WindowKey, list[tuple[int, int, str | None]]]:
-        return fetch_hits(cur, wanted)
+        return fetch_hits(cur, wanted, self._HITS_TABLE)
 
     def _purge_hits(self, cutoff: int) -> int:
         """Delete the hits older than ``cutoff`` (µs), in chunks (ingest writes in between);

@@ -45,6 +45,8 @@ class TiedSteps(SqlPart):
     _TIES = False
     #: The thread running a tied step, and the cursor of its transaction.
     _tied: tuple[int, Cursor] | None = None
+    #: Whether the last tied step wrote the windows there (:meth:`_tied_write`).
+    _tied_wrote = False
 
     def _tied_cursor(self) -> Cursor | None:
         tied = self._tied
