@@ -22,7 +22,10 @@ as ``bench_playbooks_ab.py`` alternates batches in one process.
 Per collector: events/s over its slices' wall time (first post to last reply), the
 collector's CPU per event (its processes, from ``/proc``) and the system's part of it, and
 against the first: the events/s ratio, and the median and quartiles over the slices of
-each slice's ratio. Every database is counted afterwards: every event stored once. Then
+each slice's ratio. With ``--backend postgres`` on a server of this machine, the server's CPU
+an event too (its processes, counted during each collector's slices: the collectors take
+turns, so what the server does meanwhile is for the one posted to; its background work
+spills over a little). Every database is counted afterwards: every event stored once. Then
 the run cut into four parts by the events stored before each: per part, each collector's
 events/s and CPU an event, and the ratio to the first (what changes as the databases grow).
 
@@ -72,6 +75,20 @@ class Variant(NamedTuple):
     root: Path  # the code's tree
     playbooks: bool  # the six templates enforced
     extra: tuple[str, ...] = ()  # more ``sqreen serve`` options
+
+
+def postmaster(dsn: str) -> int | None:
+    """The PID of the PostgreSQL server of ``dsn`` when it runs on this machine (its
+    backends are its children), else None."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        found = conn.execute("SELECT pg_backend_pid()").fetchone()
+        try:
+            stat = Path(f"/proc/{found[0]}/stat").read_text()
+        except OSError:
+            return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def tree_times(pid: int) -> tuple[float, float]:
@@ -180,7 +197,7 @@ def main() -> None:
         choices=["sqlite", "postgres"],
         default="sqlite",
         help="postgres: a fresh database a collector in a throwaway cluster (or --dsn's); "
-        "PostgreSQL's own CPU is not counted",
+        "the server's CPU counted apart when it runs on this machine",
     )
     parser.add_argument("--dsn", help="with --backend postgres: a cluster of yours")
     parser.add_argument("--seed", type=int, default=1)
@@ -213,6 +230,8 @@ def main() -> None:
         dbs = {
             v.label: str(tmp / f"{n}.db") if fresh is None else fresh() for n, v in enumerate(cases)
         }
+        server = None if fresh is None else postmaster(dbs[labels[0]])
+        served = dict.fromkeys(labels, 0.0)  # the server's CPU s, when it is ours to read
         with ExitStack() as running:
             started = {
                 v.label: running.enter_context(
@@ -236,8 +255,11 @@ def main() -> None:
                 for label in rng.sample(labels, len(labels)):
                     pid = started[label][2]
                     before = tree_times(pid)
+                    server_before = sum(tree_times(server)) if server else 0.0
                     took[label].append(senders.send(label, part))
                     after = tree_times(pid)
+                    if server:
+                        served[label] += sum(tree_times(server)) - server_before
                     wall[label] += took[label][-1]
                     spent[label].append(sum(after) - sum(before))
                     cpu[label] += spent[label][-1]
@@ -255,16 +277,18 @@ def main() -> None:
         f"of {args.slice} bodies of {BATCH} events, posted to each in turn; {args.senders} senders"
     )
     first = labels[0]
-    print(
-        f"{'':>12} {'events/s':>9} {'CPU us/event':>13} {'of it, system':>14} "
-        f"{'events/s against ' + first:>28}"
-    )
+    head = f"{'':>12} {'events/s':>9} {'CPU us/event':>13} {'of it, system':>14} "
+    if server:
+        head += f"{'server us/event':>16} "
+    print(head + f"{'events/s against ' + first:>28}")
     for label in labels:
         per_event = cpu[label] / args.events * 1e6
         line = (
             f"{label:>12} {args.events / wall[label]:>9.0f} {per_event:>13.1f} "
             f"{system[label] / args.events * 1e6:>14.1f}"
         )
+        if server:
+            line += f" {served[label] / args.events * 1e6:>16.1f}"
         if label != first:
             ratios = [a / b for a, b in zip(took[first], took[label], strict=True)]
             q1, q2, q3 = statistics.quantiles(ratios, n=4)
@@ -273,6 +297,8 @@ def main() -> None:
                 f"quartiles {q1 - 1:+.1%} {q3 - 1:+.1%}); CPU an event "
                 f"{cpu[label] / cpu[first] - 1:+.1%}"
             )
+            if server:
+                line += f", the server's {served[label] / served[first] - 1:+.1%}"
         print(line)
     trend(labels, slices, took, spent)
 

@@ -136,7 +136,14 @@ def test_a_turn_that_fails_after_the_step_forgets_what_it_counted(
     stored one by one, the runner told after. Had the memory kept the 4 rolled back, X
     would count 8 and be blocked at 4 failures."""
     failed = _fail_after_the_step(monkeypatch)
-    replies = node.send(node.body(*(fail(X) for _ in range(2))), node.body(fail(X), fail(X)))
+    two_bodies_failed_once_count_four_hits(node, failed)
+    assert node.hits() == 5
+
+
+def two_bodies_failed_once_count_four_hits(node: Node, failed: list[bool]) -> None:
+    """Two bodies of two failures of X in one turn, whose transaction fails once after
+    the playbooks' step: stored, counted once (4), and X blocked at its fifth failure."""
+    replies = node.send(node.body(fail(X), fail(X)), node.body(fail(X), fail(X)))
     assert failed == [True]
     assert [reply[0]["accepted"] for reply in replies] == [2, 2]
     assert node.storage.count_events() == 4
@@ -144,7 +151,6 @@ def test_a_turn_that_fails_after_the_step_forgets_what_it_counted(
     assert node.alerts() == []
     node.send(node.body(fail(X)))
     assert node.alerts() == [("brute-force-ip", X, 5)]
-    assert node.hits() == 5
 
 
 def test_a_body_that_fails_after_the_step_is_stored_once_when_sent_again(
@@ -166,9 +172,10 @@ def test_a_body_that_fails_after_the_step_is_stored_once_when_sent_again(
     assert node.hits() == 5
 
 
-def test_postgresql_style_storage_does_not_tie(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A dialect that does not tie (``_TIES`` false, as PostgreSQL's): the windows in a
-    transaction of their own after the events', as before."""
+def test_a_storage_that_does_not_tie(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dialect that does not tie (``_TIES`` false; PostgreSQL ties the hits alone:
+    test_count_after_commit.py): the windows in a transaction of their own after the
+    events'."""
     monkeypatch.setattr(SQLiteStorage, "_TIES", False)
     begun = _count_transactions(monkeypatch)
     node.send(node.body(*(fail(X) for _ in range(5))))

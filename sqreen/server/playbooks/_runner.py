@@ -30,7 +30,7 @@ from ._bounds import Bounds
 from ._config import Playbook
 from ._engine import Engine, is_exempt
 from ._fields import EventView, FieldPath, spellings
-from ._hits import Hit, Mark, Probe, QuietKey, StreamKey, left_after, marks_of
+from ._hits import Hit, Mark, Plan, Probe, QuietKey, StreamKey, left_after, marks_of
 from ._late import LateEvents, Throttle
 from ._notify import Notifier
 from ._source import PlaybookSource
@@ -111,7 +111,7 @@ class PlaybookRunner:
         events, where they took a second turn at the write lock. What is left to do once
         committed (the log lines, notifications and the blocks' news) is returned; should
         the commit fail, :meth:`forget` is called instead."""
-        return self._evaluate(_views(stored))
+        return self._evaluate(_views(stored), tied=True)
 
     def forget(self) -> None:
         """What this runner remembers of the windows was learnt from writes rolled back: it
@@ -122,9 +122,14 @@ class PlaybookRunner:
         """Evaluate the events ``views`` gives (those of the names asked) on the playbooks."""
         self._evaluate(views)()
 
-    def _evaluate(self, views: Callable[[frozenset[str]], list[EventView]]) -> Callable[[], None]:
+    def _evaluate(
+        self, views: Callable[[frozenset[str]], list[EventView]], tied: bool = False
+    ) -> Callable[[], None]:
         """:meth:`_run` up to the windows' transaction and what it tells this runner's
-        memory; the rest (what is said of its alerts) returned."""
+        memory; the rest (what is said of its alerts) returned. ``tied``: in the events'
+        transaction, where the storage may store the hits alone
+        (:meth:`~..storage.ControlStore.store_hits`, PostgreSQL's): the windows' transaction
+        is then returned too, to run once the hits are committed."""
         engine = self.source.current()
         if engine is not self._engine:
             self._engine, self._quiet, self._known, self._marks = engine, {}, {}, {}
@@ -136,18 +141,35 @@ class PlaybookRunner:
         if not events:
             return _nothing
         # One small read a batch the playbooks read (read before what this batch learns,
-        # so that a release after it is seen at the next one).
-        released = self.store.quiet_released()
-        if released != self._released:
-            self._quiet, self._known, self._released = {}, {}, released
-        quiet, known, marks = self._quiet, self._known, self._marks
-        plan = engine.plan(events, now_us, quiet)
+        # so that a release after it is seen at the next one), while there is something to
+        # forget: the count only grows, so any release since the last read changes it, and
+        # what is learnt meanwhile is forgotten at the next read, at worst once too often.
+        if self._quiet or self._known:
+            released = self.store.quiet_released()
+            if released != self._released:
+                self._quiet, self._known, self._released = {}, {}, released
+        plan = engine.plan(events, now_us, self._quiet)
         if plan.late:
             self.late.note(plan.late, engine.windows)
         keys = engine.keys(plan)
         if not keys:
             return _nothing
+        if tied and self.store.store_hits(plan.hits):
+            return lambda: self._windows(engine, plan, keys, events, now_us, True)()
+        return self._windows(engine, plan, keys, events, now_us)
 
+    def _windows(
+        self,
+        engine: Engine,
+        plan: Plan,
+        keys: list[StreamKey],
+        events: list[EventView],
+        now_us: int,
+        hits_stored: bool = False,
+    ) -> Callable[[], None]:
+        """:meth:`_evaluate`'s windows' transaction, and what it tells this runner's memory
+        (``hits_stored``: :meth:`~..storage.ControlStore.store_hits` stored the plan's)."""
+        quiet, known, marks = self._quiet, self._known, self._marks
         wanted: set[tuple[str, str]] = set()  # (playbook, key) of the alerts asking a block
         learned: dict[tuple[str, str], int] = {}  # quiet times read or set, once committed
         marked: dict[QuietKey, Mark] = {}  # marks read in the transaction, then those set
@@ -202,6 +224,7 @@ class PlaybookRunner:
             present=(now_us - engine.max_window_us, bounds.present),
             on_replace=replaced.append,
             marked=marked.update,
+            hits_stored=hits_stored,
         )
         marks.update(marked)
         bounds.fired(left)

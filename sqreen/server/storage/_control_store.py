@@ -165,6 +165,7 @@ class ControlStore(Clocked, Protocol):
         present: tuple[int, Callable[[int, dict[tuple[str, str], int]], None]] | None = None,
         on_replace: Callable[[Replacement], None] | None = None,
         marked: Callable[[dict[tuple[str, str], tuple[int, int]]], None] | None = None,
+        hits_stored: bool = False,
     ) -> list[Alert]:
         """In one transaction, with ``keys`` ((stream, key), in any order) held so that processes
         counting the same key take turns: store ``hits`` ((stream, key, time µs, seq, value));
@@ -184,7 +185,17 @@ class ControlStore(Clocked, Protocol):
         ``present`` (a time, a function): told with ``horizon``, the hits newer than that time
         per key, when they are few. At ``--max-blocks`` (``BlockSpec.max_active``), an
         alert's block takes the place of the oldest playbook block, and
-        ``on_replace`` is told (before the commit). Return the alerts stored."""
+        ``on_replace`` is told (before the commit). Return the alerts stored.
+
+        Where the store counts hits after their commit (PostgreSQL), ``hits`` are committed
+        first (``hits_stored``: :meth:`store_hits` did, with the events), then counted, and
+        only the keys that reached a probe are held while ``decide`` runs."""
+        ...
+
+    def store_hits(self, hits: Sequence[tuple[str, str, int, int, str | None]]) -> bool:
+        """In the events' own transaction (a tied step), where the store counts hits after
+        their commit: store ``hits`` there and return True; else False, and
+        :meth:`update_windows` stores them."""
         ...
 
     def list_alerts(

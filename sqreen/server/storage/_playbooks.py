@@ -1,15 +1,16 @@
 """The playbooks' share of storage: hits counted in windows, quiet times, marks, alerts,
 blocks.
 
-:meth:`PlaybookQueries.update_windows` is the one place where playbooks write. In one
-transaction it holds the keys a batch touched (SQLite: the transaction is the only writer;
-PostgreSQL: advisory locks taken in key order, so two processes take turns on a key and
-never deadlock), stores the batch's hits, counts in SQL which keys have enough of them to
-fire (most have not: they cost no Python work), hands the hits of the others to the engine,
-and writes back what it decided: quiet times, alert playbooks' marks, alerts and blocks. A
-block asked for a network or a user that an active block already covers extends that one
-rather than adding a second (:meth:`~._blocks.BlockQueries._block_for`, as for a block made
-by hand).
+:meth:`PlaybookQueries.update_windows` is the one place where playbooks write. On SQLite, in
+one transaction (the only writer: the events', :mod:`._tied`), it stores the batch's hits,
+counts in SQL which keys have enough of them to fire (most have not: they cost no Python
+work), hands the hits of the others to the engine, and writes back what it decided: quiet
+times, alert playbooks' marks, alerts and blocks. On PostgreSQL the hits commit first (with
+the events), are counted after, and only the keys that reached a count are held (advisory
+locks taken in key order, so two processes take turns on a key and never deadlock) while
+the engine decides (:meth:`PlaybookQueries._count_after_commit`). A block asked for a
+network or a user that an active block already covers extends that one rather than adding
+a second (:meth:`~._blocks.BlockQueries._block_for`, as for a block made by hand).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ._window_reads import (
     ProbeValues,
     QuietKey,
     WindowKey,
+    candidates_of,
     count_probes,
     fetch_hits,
     present_hits,
@@ -38,7 +40,7 @@ from .model import Alert, Replacement, WindowWrite, to_us
 if TYPE_CHECKING:
     from ._sql import Cursor
 
-__all__ = ["WINDOW_CHUNK", "PlaybookQueries", "by_stream"]
+__all__ = ["WINDOW_CHUNK", "PlaybookQueries"]
 
 #: Hits a statement (five parameters each).
 HIT_CHUNK: Final = 2000
@@ -76,16 +78,6 @@ MARK_UPSERT: Final = (
 HitValues = tuple[str, str, int, int, str | None]
 
 
-def by_stream(keys: Sequence[WindowKey]) -> list[tuple[str, list[str]]]:
-    """Sorted keys as (stream, its keys), at most WINDOW_CHUNK keys a part."""
-    parts: list[tuple[str, list[str]]] = []
-    for stream, key in keys:
-        if not parts or parts[-1][0] != stream or len(parts[-1][1]) >= WINDOW_CHUNK:
-            parts.append((stream, []))
-        parts[-1][1].append(key)
-    return parts
-
-
 class PlaybookQueries(AlertQueries):
     """Mixed into :class:`~._sql.SqlStorage`."""
 
@@ -99,6 +91,10 @@ class PlaybookQueries(AlertQueries):
 
     #: Where the hits are (SQLite: ``window_log``, :mod:`._hit_log`).
     _HITS_TABLE = "window_hits"
+    #: Whether hits are committed before they are counted, and only the keys that may fire
+    #: are held (PostgreSQL: see :meth:`_count_after_commit`); else (SQLite, where the
+    #: transaction is the only writer) stored, counted and decided on in one transaction.
+    _COUNT_AFTER_COMMIT = False
 
     def _windows_write(self) -> AbstractContextManager[Cursor]:
         """The transaction of :meth:`update_windows`: the events' own, in a step tied to it
@@ -124,6 +120,62 @@ class PlaybookQueries(AlertQueries):
             " ON CONFLICT (stream, key, ts, seq) DO NOTHING",
             HIT_CHUNK,
         )
+
+    def store_hits(self, hits: Sequence[HitValues]) -> bool:
+        """In a step tied to the events' transaction (:mod:`._tied`), where hits are counted
+        after their commit: store ``hits`` there (they commit with the events), and return
+        True; else do nothing and return False (:meth:`update_windows` stores them)."""
+        if not self._COUNT_AFTER_COMMIT:
+            return False
+        tied = self._tied_write()
+        if tied is None:
+            return False
+        with tied as cur:
+            self._insert_hits(cur, hits)
+        return True
+
+    def _count_cursor(self) -> AbstractContextManager[Cursor]:
+        """Where :meth:`_count_after_commit` counts: a dialect's read of what is committed."""
+        return self._write()
+
+    def _count_after_commit(
+        self,
+        probes: Sequence[ProbeValues] | Callable[[bool], Sequence[ProbeValues]],
+        decide: Callable[
+            [dict[WindowKey, list[tuple[int, int, str | None]]], dict[QuietKey, int]], WindowWrite
+        ],
+        wanted: Callable[[WindowKey, dict[QuietKey, int]], bool] | None,
+        counted: Callable[[dict[ProbeValues, int]], None] | None,
+        on_replace: Callable[[Replacement], None] | None,
+        marked: Callable[[dict[QuietKey, MarkValues]], None] | None,
+    ) -> list[Alert]:
+        """:meth:`update_windows` once its hits are committed (PostgreSQL's): count them,
+        outside any transaction; then, only when a key reached a probe's count, hold those
+        keys and decide (:meth:`_decide_windows`), in a transaction.
+
+        Every process commits its hits before counting them, so whichever commits last
+        counts every hit committed before it: a threshold crossed by hits two collectors
+        stored at once is seen by one of them at least, with no lock taken to count (a
+        lock a key of each batch, and a transaction of their own, were a third of what the
+        playbooks cost PostgreSQL: ``bench/bench_ingest_ab.py --backend postgres``). Two
+        that both see it take turns on the key, and the second reads the quiet time the
+        first wrote. What this costs: a process that stops between the commit and its count
+        leaves its hits uncounted until the key's next hit, which counts them all."""
+        with self._count_cursor() as cur:
+            counts = self._count_probes(cur, probes(False) if callable(probes) else probes)
+        if counted is not None:
+            counted(counts)
+        candidates = candidates_of(counts)
+        if not candidates:  # (the engine has nothing to decide: told so, with no read)
+            write = decide({}, {})
+            if not (write.quiet or write.marks or write.alerts):
+                return []
+            with self._windows_write() as cur:
+                return self._store_write(cur, write, to_us(self.now()), on_replace)
+        with self._windows_write() as cur:
+            self._lock_windows(cur, sorted(candidates))
+            now = to_us(self.now())
+            return self._decide_windows(cur, candidates, now, decide, wanted, on_replace, marked)
 
     def _windows_begin(self, cur: Cursor) -> None:
         """At the start of the windows' transaction, before any hit is read (a dialect's
@@ -193,6 +245,7 @@ class PlaybookQueries(AlertQueries):
         present: tuple[int, Callable[[int, dict[WindowKey, int]], None]] | None = None,
         on_replace: Callable[[Replacement], None] | None = None,
         marked: Callable[[dict[QuietKey, MarkValues]], None] | None = None,
+        hits_stored: bool = False,
     ) -> list[Alert]:
         """In one transaction, with ``keys`` held: store ``hits``; count, in SQL, which keys
         have enough hits for one of ``probes``; read until when each playbook is quiet for
@@ -223,9 +276,19 @@ class PlaybookQueries(AlertQueries):
         hits counted per key (before ``hits``, after ``horizon``).
 
         ``on_replace`` is told, before the commit, of each alert's block that took the place
-        of another at the cap (:meth:`~._blocks.BlockQueries._block_for`)."""
+        of another at the cap (:meth:`~._blocks.BlockQueries._block_for`).
+
+        Where the dialect counts after the commit (PostgreSQL, :meth:`_count_after_commit`),
+        ``hits`` are stored in a transaction of their own, unless ``hits_stored`` says
+        :meth:`store_hits` stored them with the events; only the keys that may fire are
+        held, then (``keys`` is not used)."""
         if not keys:
             return []
+        if self._COUNT_AFTER_COMMIT:
+            if not hits_stored:
+                with self._windows_write() as cur:
+                    self._insert_hits(cur, hits)
+            return self._count_after_commit(probes, decide, wanted, counted, on_replace, marked)
         with self._windows_write() as cur:
             seen = self._windows_seen  # (set after a commit: at worst stale, read twice)
             if type(self)._lock_windows is not PlaybookQueries._lock_windows:
@@ -255,45 +318,70 @@ class PlaybookQueries(AlertQueries):
             # Every transaction has its row; its counts by key when given and worth it.
             by_key = added if now < self._log_counts_until else None
             logged = self._log_writes(cur, by_key, now)
-            arrays = self._ARRAYS
             counts = self._count_probes(cur, probes(fresh) if callable(probes) else probes)
             if counted is not None:
                 counted(counts)
-            candidates: dict[WindowKey, int] = {}
-            for (stream, key, since, need, _), n in counts.items():
-                if n >= need:
-                    candidates[(stream, key)] = min(since, candidates.get((stream, key), since))
-            quiet = quiet_times(cur, sorted({key for _, key in candidates}), now, arrays)
-            if wanted is not None:
-                candidates = {k: since for k, since in candidates.items() if wanted(k, quiet)}
-            if marked is not None and candidates:
-                marked(read_marks(cur, sorted({key for _, key in candidates}), arrays))
-            write = decide(self._fetch_hits(cur, candidates), quiet)
-            if any(alert.block is not None for alert in write.alerts):
-                # The lock a lift takes before it ends quiet rows: taken first, in one order.
-                self._lock_actions(cur)
-            self._insert(
-                cur,
-                "playbook_quiet",
-                QUIET_COLUMNS,
-                [(p, key, until) for (p, key), until in sorted(write.quiet.items())],
-                QUIET_UPSERT,
-                WINDOW_CHUNK,
+            stored = self._decide_windows(
+                cur, candidates_of(counts), now, decide, wanted, on_replace, marked
             )
-            self._insert(
-                cur,
-                "playbook_marks",
-                MARK_COLUMNS,
-                [(p, key, ts, seq) for (p, key), (ts, seq) in sorted(write.marks.items())],
-                MARK_UPSERT,
-                WINDOW_CHUNK,
-            )
-            stored = self._store_alerts(cur, write.alerts, now, on_replace)
         # Once committed only: a row rolled back leaves its id to the next writer's. (In a
         # step tied to the events' transaction, before its commit: should it fail, the
         # storage's _tied_undone drops it.)
         self._windows_seen = None if owner is None else (version, owner, logged)
         return stored
+
+    def _decide_windows(
+        self,
+        cur: Cursor,
+        candidates: dict[WindowKey, int],
+        now: int,
+        decide: Callable[
+            [dict[WindowKey, list[tuple[int, int, str | None]]], dict[QuietKey, int]], WindowWrite
+        ],
+        wanted: Callable[[WindowKey, dict[QuietKey, int]], bool] | None,
+        on_replace: Callable[[Replacement], None] | None,
+        marked: Callable[[dict[QuietKey, MarkValues]], None] | None,
+    ) -> list[Alert]:
+        """What :meth:`update_windows` does once counted, with the keys that may fire
+        (``candidates``: the oldest time of a probe of each that reached its count) held:
+        their quiet times, marks and hits read, ``decide`` told, what it returns stored."""
+        arrays = self._ARRAYS
+        quiet = quiet_times(cur, sorted({key for _, key in candidates}), now, arrays)
+        if wanted is not None:
+            candidates = {k: since for k, since in candidates.items() if wanted(k, quiet)}
+        if marked is not None and candidates:
+            marked(read_marks(cur, sorted({key for _, key in candidates}), arrays))
+        write = decide(self._fetch_hits(cur, candidates), quiet)
+        return self._store_write(cur, write, now, on_replace)
+
+    def _store_write(
+        self,
+        cur: Cursor,
+        write: WindowWrite,
+        now: int,
+        on_replace: Callable[[Replacement], None] | None,
+    ) -> list[Alert]:
+        """Store what the engine decided: quiet times, marks, alerts and their blocks."""
+        if any(alert.block is not None for alert in write.alerts):
+            # The lock a lift takes before it ends quiet rows: taken first, in one order.
+            self._lock_actions(cur)
+        self._insert(
+            cur,
+            "playbook_quiet",
+            QUIET_COLUMNS,
+            [(p, key, until) for (p, key), until in sorted(write.quiet.items())],
+            QUIET_UPSERT,
+            WINDOW_CHUNK,
+        )
+        self._insert(
+            cur,
+            "playbook_marks",
+            MARK_COLUMNS,
+            [(p, key, ts, seq) for (p, key), (ts, seq) in sorted(write.marks.items())],
+            MARK_UPSERT,
+            WINDOW_CHUNK,
+        )
+        return self._store_alerts(cur, write.alerts, now, on_replace)
 
     def purge_windows(self, older_than: datetime) -> int:
         """Forget hits older than ``older_than`` (longer ago than any window), the marks of

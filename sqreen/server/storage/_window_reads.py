@@ -3,7 +3,7 @@ the probes' counts, the quiet times and marks of the keys that may fire, and the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ._parts import unnest
@@ -20,6 +20,7 @@ __all__ = [
     "ProbeValues",
     "QuietKey",
     "WindowKey",
+    "candidates_of",
     "count_probes",
     "fetch_hits",
     "padded",
@@ -109,6 +110,15 @@ def _of_keys(
     for i in range(0, len(group_keys), WINDOW_CHUNK):
         clause, params = keys_in(group_keys[i : i + WINDOW_CHUNK], arrays)
         out += cur.execute(f"{head} {clause}", [*before, *params]).fetchall()
+    return out
+
+
+def candidates_of(counts: Mapping[ProbeValues, int]) -> dict[WindowKey, int]:
+    """The keys with a probe that reached its count: the oldest time of those probes."""
+    out: dict[WindowKey, int] = {}
+    for (stream, key, since, need, _), n in counts.items():
+        if n >= need:
+            out[(stream, key)] = min(since, out.get((stream, key), since))
     return out
 
 

@@ -1,0 +1,152 @@
+"""PostgreSQL's windows: a batch's hits committed with its events, counted after the commit,
+and only the keys that may fire held (storage/_playbooks.py, ``_count_after_commit``)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from sqreen.server.storage import NewAlert, Storage, WindowWrite, open_storage
+from sqreen.server.storage._tied import TiedSteps
+from sqreen.server.storage.postgres import PostgresStorage
+
+from .test_tied_windows import Node, two_bodies_failed_once_count_four_hits
+from .test_window_log_hostile import BRUTE, X, fail
+
+pytestmark = pytest.mark.postgres
+
+
+class PgNode(Node):
+    def hits(self) -> int:
+        with psycopg.connect(str(self.db)) as conn:
+            return int(conn.execute("SELECT count(*) FROM window_hits").fetchone()[0])  # type: ignore[index]
+
+
+@pytest.fixture
+def node(tmp_path: Path, postgres_db: str) -> Iterator[PgNode]:
+    book = tmp_path / "playbooks.toml"
+    book.write_text(BRUTE)
+    made = PgNode(postgres_db, book)
+    yield made
+    made.storage.close()
+
+
+def _transactions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each write transaction begun from now on: 'events' or 'windows' (which the
+    windows' key locks tell apart)."""
+    begun: list[str] = []
+    write, lock = PostgresStorage._write, PostgresStorage._lock_windows
+
+    def counted(self: PostgresStorage) -> Any:
+        begun.append("events")
+        return write(self)
+
+    def locking(self: PostgresStorage, cur: Any, keys: Any) -> None:
+        begun[-1] = "windows"
+        lock(self, cur, keys)
+
+    monkeypatch.setattr(PostgresStorage, "_write", counted)
+    monkeypatch.setattr(PostgresStorage, "_lock_windows", locking)
+    return begun
+
+
+def test_hits_commit_with_the_events_and_only_a_crossing_takes_the_keys_lock(
+    node: PgNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four failures: one transaction, the events' (their hits in it), counted after its
+    commit, no key held. The fifth: its events', then the windows' for the one key that
+    reached the threshold, where the alert and the block are written."""
+    begun = _transactions(monkeypatch)
+    node.send(node.body(*(fail(X) for _ in range(4))))
+    assert begun == ["events"]
+    assert node.hits() == 4
+    assert node.alerts() == []
+    node.send(node.body(fail(X)))
+    assert begun == ["events", "events", "windows"]
+    assert node.alerts() == [("brute-force-ip", X, 5)]
+    assert [b.created_by for b in node.storage.list_blocks()] == ["playbook:brute-force-ip"]
+
+
+def test_a_turn_that_fails_after_the_hits_were_written_counts_them_once(
+    node: PgNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transaction of two bodies fails after the playbooks' step wrote their four hits:
+    rolled back with the events, then stored again with each body alone (the hits in a
+    transaction of their own, counted after it). Counted twice, X would be blocked at its
+    fourth failure."""
+    real_tie, write = TiedSteps._tie, PostgresStorage._write
+    tied: list[bool] = []
+    failed: list[bool] = []
+
+    def tie(self: TiedSteps, *args: Any) -> bool:
+        tied.append(real_tie(self, *args))
+        return tied[-1]
+
+    @contextmanager
+    def fail_at_the_commit(self: PostgresStorage) -> Iterator[Any]:
+        tied.clear()
+        with write(self) as cur:
+            yield cur
+            if tied == [True] and not failed:  # the step wrote the hits: rolled back
+                failed.append(True)
+                raise psycopg.OperationalError("the server closed the connection")
+
+    monkeypatch.setattr(TiedSteps, "_tie", tie)
+    monkeypatch.setattr(PostgresStorage, "_write", fail_at_the_commit)
+    two_bodies_failed_once_count_four_hits(node, failed)
+
+
+def test_two_processes_that_commit_at_once_both_count_and_alert_once(
+    postgres_db: str,
+) -> None:
+    """Two collectors commit a hit of one key each before either counts (what a lock taken
+    to count kept apart): both count 2, both reach the threshold; they take turns on the
+    key, and the second reads the quiet time the first wrote: one alert."""
+    stores: list[Storage] = [open_storage(postgres_db) for _ in range(2)]
+    try:
+        now = stores[0].now()
+        now_us = int(now.timestamp() * 1_000_000)
+        key = ("s", X)
+        committed = threading.Barrier(2, timeout=30)
+        decided: list[dict[Any, int]] = []
+        lock = threading.Lock()
+
+        def decide(found: Any, quiet: dict[Any, int]) -> WindowWrite:
+            with lock:
+                decided.append(quiet)
+            if ("x", X) in quiet:
+                return WindowWrite({})
+            alert = NewAlert("x", "ip", X, 2, now, now, 2, 2, (1, 2), "monitor", "alert", "s")
+            return WindowWrite({("x", X): now_us + 3_600_000_000}, [alert])
+
+        def run(n: int) -> None:
+            store = stores[n]
+            count = type(store)._count_cursor
+
+            def after_both(self: Any) -> Any:
+                committed.wait()  # each has committed its hit: neither has counted yet
+                return count(self)
+
+            store._count_cursor = after_both.__get__(store)  # type: ignore[method-assign]
+            store.update_windows(
+                [key], [("s", X, now_us - n, n + 1, None)], [("s", X, now_us - 10**6, 2, False)],
+                decide,
+            )  # fmt: skip
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(decided) == 2  # both counted 2: both held the key in turn
+        assert decided[0] == {} and ("x", X) in decided[1]
+        assert [a.playbook for a in stores[0].list_alerts()] == ["x"]
+    finally:
+        for store in stores:
+            store.close()
