@@ -16,6 +16,7 @@ from sqreen.server.storage import NewAlert, Storage, WindowWrite, open_storage
 from sqreen.server.storage._tied import TiedSteps
 from sqreen.server.storage.postgres import PostgresStorage
 
+from .conftest import wait_for
 from .test_tied_windows import Node, two_bodies_failed_once_count_four_hits
 from .test_window_log_hostile import BRUTE, X, fail
 
@@ -106,8 +107,10 @@ def test_two_processes_that_commit_at_once_both_count_and_alert_once(
     postgres_db: str,
 ) -> None:
     """Two collectors commit a hit of one key each before either counts (what a lock taken
-    to count kept apart): both count 2, both reach the threshold; they take turns on the
-    key, and the second reads the quiet time the first wrote: one alert."""
+    to count kept apart): both count 2, both reach the threshold. The first to hold the key
+    decides while the second waits for it (seen in pg_locks: without the key's lock, the
+    second would decide meanwhile, read no quiet time, and alert too); the second then
+    reads the quiet time the first wrote: one alert."""
     stores: list[Storage] = [open_storage(postgres_db) for _ in range(2)]
     try:
         now = stores[0].now()
@@ -115,11 +118,21 @@ def test_two_processes_that_commit_at_once_both_count_and_alert_once(
         key = ("s", X)
         committed = threading.Barrier(2, timeout=30)
         decided: list[dict[Any, int]] = []
-        lock = threading.Lock()
+        waited: list[bool] = []
+        errors: list[BaseException] = []
+
+        def other_waits_for_a_key() -> bool:
+            with psycopg.connect(postgres_db, autocommit=True) as conn:
+                (n,) = conn.execute(  # type: ignore[misc]
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                ).fetchone()
+            return bool(n)
 
         def decide(found: Any, quiet: dict[Any, int]) -> WindowWrite:
-            with lock:
-                decided.append(quiet)
+            decided.append(quiet)
+            if len(decided) == 1:  # the first holds the key: the other waits, or decides too
+                wait_for(lambda: other_waits_for_a_key() or len(decided) > 1, timeout=20)
+                waited.append(len(decided) == 1)
             if ("x", X) in quiet:
                 return WindowWrite({})
             alert = NewAlert("x", "ip", X, 2, now, now, 2, 2, (1, 2), "monitor", "alert", "s")
@@ -134,19 +147,44 @@ def test_two_processes_that_commit_at_once_both_count_and_alert_once(
                 return count(self)
 
             store._count_cursor = after_both.__get__(store)  # type: ignore[method-assign]
-            store.update_windows(
-                [key], [("s", X, now_us - n, n + 1, None)], [("s", X, now_us - 10**6, 2, False)],
-                decide,
-            )  # fmt: skip
+            try:
+                store.update_windows(
+                    [key], [("s", X, now_us - n, n + 1, None)],
+                    [("s", X, now_us - 10**6, 2, False)], decide,
+                )  # fmt: skip
+            except BaseException as exc:  # told below
+                errors.append(exc)
 
         threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(30)
-        assert len(decided) == 2  # both counted 2: both held the key in turn
+            thread.join(60)
+        assert not any(t.is_alive() for t in threads) and errors == []
+        assert waited == [True]  # the second waited for the key while the first decided
+        assert len(decided) == 2  # both counted 2, and held the key in turn
         assert decided[0] == {} and ("x", X) in decided[1]
         assert [a.playbook for a in stores[0].list_alerts()] == ["x"]
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_count_that_fails_after_the_commit_is_tried_again(
+    node: PgNode, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The count after the commit fails once (a connection lost): counted again at once,
+    as the hits are stored and nothing else would count them before X's next failure."""
+    count, failed = PostgresStorage._count_cursor, []
+
+    def once(self: PostgresStorage) -> Any:
+        if not failed:
+            failed.append(True)
+            raise psycopg.OperationalError("the server closed the connection")
+        return count(self)
+
+    monkeypatch.setattr(PostgresStorage, "_count_cursor", once)
+    node.send(node.body(*(fail(X) for _ in range(5))))
+    assert failed == [True]
+    assert "counting again" in caplog.text
+    assert node.alerts() == [("brute-force-ip", X, 5)]

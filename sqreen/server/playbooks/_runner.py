@@ -155,8 +155,22 @@ class PlaybookRunner:
         if not keys:
             return _nothing
         if tied and self.store.store_hits(plan.hits):
-            return lambda: self._windows(engine, plan, keys, events, now_us, True)()
+            return partial(self._after_commit, engine, plan, keys, events, now_us)
         return self._windows(engine, plan, keys, events, now_us)
+
+    def _after_commit(
+        self, engine: Engine, plan: Plan, keys: list[StreamKey], events: list[EventView], now: int
+    ) -> None:
+        """The windows' transaction of hits committed with their events: tried again once
+        should it fail (a lost connection, a lock timeout), as nothing else would count them
+        before their keys' next hits, nor look again at a success an ``after`` rule waits
+        for."""
+        try:
+            tell = self._windows(engine, plan, keys, events, now, True)
+        except Exception:
+            logger.warning("sqreen: the playbooks' count failed; counting again", exc_info=True)
+            tell = self._windows(engine, plan, keys, events, now, True)
+        tell()
 
     def _windows(
         self,

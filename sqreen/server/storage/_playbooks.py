@@ -160,7 +160,9 @@ class PlaybookQueries(AlertQueries):
         playbooks cost PostgreSQL: ``bench/bench_ingest_ab.py --backend postgres``). Two
         that both see it take turns on the key, and the second reads the quiet time the
         first wrote. What this costs: a process that stops between the commit and its count
-        leaves its hits uncounted until the key's next hit, which counts them all."""
+        (the runner tries a failed count once more) leaves its hits uncounted until their
+        key's next hit, which counts them all, and a success an ``after`` rule waited for in
+        that batch is not looked at again."""
         with self._count_cursor() as cur:
             counts = self._count_probes(cur, probes(False) if callable(probes) else probes)
         if counted is not None:
