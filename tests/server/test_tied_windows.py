@@ -7,6 +7,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqreen._wire_time import format_timestamp
 from sqreen.server._tied_hooks import TiedHooks
 from sqreen.server.pipeline import IngestPipeline
 from sqreen.server.playbooks import PlaybookRunner, PlaybookSource
+from sqreen.server.playbooks._late import LateEvents
 from sqreen.server.storage import open_storage
 from sqreen.server.storage.sqlite import SQLiteStorage
 
@@ -280,3 +282,32 @@ def test_another_process_given_the_id_of_a_rolled_back_row_is_counted(
     finally:
         a.storage.close()
         b.storage.close()
+
+
+@pytest.mark.parametrize("failure", ["the step", "its transaction"])
+def test_late_events_are_counted_once_when_the_step_runs_again(
+    node: Node, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """Two bodies, one with an event older than the window (delivered late), and five
+    failures: the step fails, or the transaction after it (the bodies then stored one by
+    one), and the runner is told again after the commit. The late event is counted once (it
+    was counted by each run before)."""
+    counted: list[tuple[str, int]] = []
+    node.runner.late = LateEvents(lambda playbook, n: counted.append((playbook, n)))
+    if failure == "the step":
+        real = TiedHooks.run
+
+        def run_then_fail(self: TiedHooks, results: Any) -> None:
+            real(self, results)
+            raise RuntimeError("the step broke after its writes")
+
+        monkeypatch.setattr(TiedHooks, "run", run_then_fail)
+    else:
+        _fail_after_the_step(monkeypatch)
+    old = format_timestamp(node.clock() - timedelta(minutes=10))
+    now = format_timestamp(node.clock())
+    late = [{**fail(X), "timestamp": old}, *({**fail(X), "timestamp": now} for _ in range(2))]
+    replies = node.send((json.dumps(envelope(late)).encode(), 0), node.body(*(fail(X) for _ in range(3))))
+    assert [reply[0]["accepted"] for reply in replies] == [3, 3]
+    assert counted == [("brute-force-ip", 1)]
+    assert node.alerts() == [("brute-force-ip", X, 5)]

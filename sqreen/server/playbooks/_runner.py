@@ -11,7 +11,7 @@ posts the webhooks and wakes the action long-polls. The playbooks in force come 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Final
 
@@ -149,14 +149,27 @@ class PlaybookRunner:
             if released != self._released:
                 self._quiet, self._known, self._released = {}, {}, released
         plan = engine.plan(events, now_us, self._quiet)
-        if plan.late:
-            self.late.note(plan.late, engine.windows)
         keys = engine.keys(plan)
         if not keys:
-            return _nothing
-        if tied and self.store.store_hits(plan.hits):
-            return partial(self._after_commit, engine, plan, keys, events, now_us)
-        return self._windows(engine, plan, keys, events, now_us)
+            rest = _nothing
+        elif tied and self.store.store_hits(plan.hits):
+            rest = partial(self._after_commit, engine, plan, keys, events, now_us)
+        else:
+            rest = self._windows(engine, plan, keys, events, now_us)
+        if not plan.late:
+            return rest
+        # Said with the rest, once the events are committed: a step that fails, or whose
+        # transaction does, is run again after, and counted its late events twice.
+        return partial(self._late_then, plan.late, engine.windows, rest)
+
+    def _late_then(
+        self,
+        late: Mapping[str, tuple[int, int]],
+        windows: Mapping[str, int],
+        rest: Callable[[], None],
+    ) -> None:
+        self.late.note(late, windows)
+        rest()
 
     def _after_commit(
         self, engine: Engine, plan: Plan, keys: list[StreamKey], events: list[EventView], now: int
