@@ -307,7 +307,8 @@ def test_late_events_are_counted_once_when_the_step_runs_again(
     old = format_timestamp(node.clock() - timedelta(minutes=10))
     now = format_timestamp(node.clock())
     late = [{**fail(X), "timestamp": old}, *({**fail(X), "timestamp": now} for _ in range(2))]
-    replies = node.send((json.dumps(envelope(late)).encode(), 0), node.body(*(fail(X) for _ in range(3))))
+    three = node.body(*(fail(X) for _ in range(3)))
+    replies = node.send((json.dumps(envelope(late)).encode(), 0), three)
     assert [reply[0]["accepted"] for reply in replies] == [3, 3]
     assert counted == [("brute-force-ip", 1)]
     assert node.alerts() == [("brute-force-ip", X, 5)]

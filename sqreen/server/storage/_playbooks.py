@@ -156,8 +156,8 @@ class PlaybookQueries(AlertQueries):
         Every process commits its hits before counting them, so whichever commits last
         counts every hit committed before it: a threshold crossed by hits two collectors
         stored at once is seen by one of them at least, with no lock taken to count (a
-        lock a key of each batch, and a transaction of their own, were a third of what the
-        playbooks cost PostgreSQL: ``bench/bench_ingest_ab.py --backend postgres``). Two
+        build that took no key lock at all had 3.8 % more events/s with the templates:
+        ``bench/bench_ingest_ab.py --backend postgres --against``). Two
         that both see it take turns on the key, and the second reads the quiet time the
         first wrote. What this costs: a process that stops between the commit and its count
         (the runner tries a failed count once more) leaves its hits uncounted until their
