@@ -140,6 +140,7 @@ class PlaybookQueries(AlertQueries):
 
     def _count_after_commit(
         self,
+        keys: Sequence[WindowKey],
         probes: Sequence[ProbeValues] | Callable[[bool], Sequence[ProbeValues]],
         decide: Callable[
             [dict[WindowKey, list[tuple[int, int, str | None]]], dict[QuietKey, int]], WindowWrite
@@ -172,7 +173,8 @@ class PlaybookQueries(AlertQueries):
             write = decide({}, {})
             if not (write.quiet or write.marks or write.alerts):
                 return []
-            with self._windows_write() as cur:
+            with self._windows_write() as cur:  # (what it writes all the same, held)
+                self._lock_windows(cur, sorted(keys))
                 return self._store_write(cur, write, to_us(self.now()), on_replace)
         with self._windows_write() as cur:
             self._lock_windows(cur, sorted(candidates))
@@ -283,14 +285,16 @@ class PlaybookQueries(AlertQueries):
         Where the dialect counts after the commit (PostgreSQL, :meth:`_count_after_commit`),
         ``hits`` are stored in a transaction of their own, unless ``hits_stored`` says
         :meth:`store_hits` stored them with the events; only the keys that may fire are
-        held, then (``keys`` is not used)."""
+        held, then (``keys`` only when ``decide`` writes without any)."""
         if not keys:
             return []
         if self._COUNT_AFTER_COMMIT:
             if not hits_stored:
                 with self._windows_write() as cur:
                     self._insert_hits(cur, hits)
-            return self._count_after_commit(probes, decide, wanted, counted, on_replace, marked)
+            return self._count_after_commit(
+                keys, probes, decide, wanted, counted, on_replace, marked
+            )
         with self._windows_write() as cur:
             seen = self._windows_seen  # (set after a commit: at worst stale, read twice)
             if type(self)._lock_windows is not PlaybookQueries._lock_windows:
