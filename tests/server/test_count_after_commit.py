@@ -188,3 +188,37 @@ def test_a_count_that_fails_after_the_commit_is_tried_again(
     assert failed == [True]
     assert "counting again" in caplog.text
     assert node.alerts() == [("brute-force-ip", X, 5)]
+
+
+def test_the_step_takes_no_second_connection_while_the_events_one_is_held(
+    node: PgNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once X is blocked, the runner remembers quiet times and reads, in the next batch's
+    step, whether a lift released them: on the events' transaction, not on a second
+    connection of the pool taken while that one is held (ten such steps at once would
+    hold every connection, each waiting for another)."""
+    node.send(node.body(*(fail(X) for _ in range(5))))
+    assert node.alerts() == [("brute-force-ip", X, 5)]
+    real = PostgresStorage._connection
+    held = threading.local()
+    most: list[int] = [0]
+
+    @contextmanager
+    def counted(self: PostgresStorage) -> Iterator[Any]:
+        depth = getattr(held, "depth", 0) + 1
+        held.depth, most[0] = depth, max(most[0], depth)
+        try:
+            with real(self) as conn:
+                yield conn
+        finally:
+            held.depth = depth - 1
+
+    monkeypatch.setattr(PostgresStorage, "_connection", counted)
+    released = PostgresStorage.quiet_released
+    reads: list[str] = []
+    monkeypatch.setattr(
+        PostgresStorage, "quiet_released", lambda self: reads.append("read") or released(self)
+    )
+    node.send(node.body(fail("198.51.100.7")))
+    assert reads == ["read"]  # (the runner remembers X's quiet time)
+    assert most == [1]

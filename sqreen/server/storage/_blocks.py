@@ -302,7 +302,11 @@ class BlockQueries(SqlPart):
         return None if row is None else block_from_row(BlockRow._make(row))
 
     def quiet_released(self) -> str:
-        found = self._read("SELECT value FROM settings WHERE key = ?", [RELEASED_SETTING])
+        sql, params = "SELECT value FROM settings WHERE key = ?", [RELEASED_SETTING]
+        # In the playbooks' step tied to the events' transaction, on its cursor: no second
+        # connection taken from the pool while that one is held.
+        cur = self._tied_cursor()
+        found = cur.execute(sql, params).fetchall() if cur is not None else self._read(sql, params)
         return next((str(v) for (v,) in found), "0")
 
     def note_watched(self, names: Collection[str]) -> int | None:

@@ -52,6 +52,11 @@ class SqlPart:
     #: :func:`~._window_reads.keys_in`).
     _ARRAYS: bool = False
 
+    def _tied_cursor(self) -> Cursor | None:
+        """The cursor of the events' transaction when this thread runs a step tied to it
+        (:mod:`._tied`), else None."""
+        return None
+
     def _tied_write(self) -> AbstractContextManager[Cursor] | None:
         """Where the windows write in a step tied to the events' transaction (:mod:`._tied`):
         that transaction; None: not in one."""
