@@ -3,8 +3,9 @@
 :class:`PlaybookRunner` is the ingest pipeline's after-store hook: for the events a batch
 newly stored, it plans the windows they touch, lets the storage hold those rows while the
 engine decides, stores the alerts and blocks (on SQLite in the events' own transaction,
-before its commit: :meth:`PlaybookRunner.tied_batches`), and then, once they are committed,
-posts the webhooks and wakes the action long-polls. The playbooks in force come from a
+before its commit: :meth:`PlaybookRunner.tied_batches`; on PostgreSQL the hits there, the
+rest once they are committed), and then, once they are committed, posts the webhooks and
+wakes the action long-polls. The playbooks in force come from a
 :class:`~._source.PlaybookSource` (re-exported here).
 """
 

@@ -97,7 +97,7 @@ class EventStore(Clocked, Protocol):
         batch's failure is its own (the others are stored), and every result is committed
         on return. The batches may share one transaction.
 
-        ``tied``: where the dialect can (SQLite), run in the transaction that stores all
+        ``tied``: where the dialect ties, run in the transaction that stores all
         the batches, after their rows, so that its writes commit with theirs (one commit,
         one turn at the write lock): see :class:`TiedStep`.
 

@@ -24,14 +24,15 @@ __all__ = ["PreparedEvents", "TiedStep", "prepare"]
 
 class TiedStep(Protocol):
     """Work that commits with the events (:meth:`~._sql.SqlStorage.store_prepared`'s
-    ``tied``): the playbooks' windows, where each batch's transaction was followed by one of
-    their own, a second turn at the write lock that every ``--workers`` process waits for.
+    ``tied``): the playbooks' windows (SQLite) or hits (PostgreSQL), where each batch's
+    transaction was followed by one of their own, a second turn at the write lock that every
+    ``--workers`` process waits for.
 
     :meth:`run` is called in the events' transaction, after their rows, in a savepoint: what
     it raises rolls back what it wrote there and nothing else (the events are stored), and
     is logged. :meth:`undone` is called when :meth:`run` raised, and when the transaction
     fails after it returned: nothing it wrote is stored. Neither is called when the dialect
-    does not tie (PostgreSQL), or when the batches are stored one by one after their
+    does not tie, or when the batches are stored one by one after their
     transaction together failed: the caller then does the work after the commit, as
     without ``tied``."""
 

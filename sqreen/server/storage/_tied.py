@@ -42,7 +42,7 @@ class TiedSteps(SqlPart):
     """Mixed into :class:`~._sql.SqlStorage`."""
 
     #: Whether :meth:`~._sql.SqlStorage.store_prepared` runs a ``tied`` step in its
-    #: transaction (SQLite's).
+    #: transaction (SQLite's and PostgreSQL's).
     _TIES = False
     #: The thread running a tied step, and the cursor of its transaction.
     _tied: tuple[int, Cursor] | None = None
