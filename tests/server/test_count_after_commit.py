@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from sqreen.server.storage import NewAlert, Storage, WindowWrite, open_storage
+from sqreen.server.storage import NewAlert, Storage, WindowWrite, _pgcopy, open_storage
 from sqreen.server.storage._tied import TiedSteps
 from sqreen.server.storage.postgres import PostgresStorage
 
@@ -222,3 +222,42 @@ def test_the_step_takes_no_second_connection_while_the_events_one_is_held(
     node.send(node.body(fail("198.51.100.7")))
     assert reads == ["read"]  # (the runner remembers X's quiet time)
     assert most == [1]
+
+
+def test_hits_copied_with_the_events_keep_every_character_and_null(
+    postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step's hits go through COPY's text format (``hits_text``): keys and values with
+    its special characters, the text ``\\N``, an empty value and no value come back as
+    they were; a key or a value holding NUL (which COPY's text cannot carry) goes the way
+    of any other insert (a bare NUL key is refused by PostgreSQL, as it was)."""
+    storage = open_storage(postgres_db)
+    assert isinstance(storage, PostgresStorage)
+    copied: list[int] = []
+    real = _pgcopy.hits_text
+    monkeypatch.setattr(
+        "sqreen.server.storage.postgres.hits_text",
+        lambda hits: copied.append(len(hits)) or real(hits),
+    )
+    hits = [
+        ("s1", "tab\there", 1, 1, None),
+        ("s1", "line\nfeed\rreturn", 2, 2, "v\\w"),
+        ("s1", "\\N", 3, 3, "\\N"),
+        ("s2", "é ü 𝄞", 4, 4, ""),
+        ("s2", "plain", 5, 5, "a\tb\nc"),
+    ]
+    try:
+        with storage._write() as cur:
+            storage._insert_new_hits(cur, hits)
+        with psycopg.connect(postgres_db) as conn:
+            rows = conn.execute(
+                "SELECT stream, key, ts, seq, value FROM window_hits ORDER BY seq"
+            ).fetchall()
+        assert rows == hits
+        assert copied == [5]
+        nul = [("s3", "ok", 6, 6, "nul\x00inside")]
+        assert real(nul) is None
+        with pytest.raises(psycopg.DataError), storage._write() as cur:
+            storage._insert_new_hits(cur, nul)  # the arrays' insert: PostgreSQL refuses it
+    finally:
+        storage.close()

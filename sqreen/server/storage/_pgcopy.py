@@ -36,7 +36,7 @@ from ._rows import EVENT_COLUMNS, EventRecord
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["EventCopier", "side_text"]
+__all__ = ["EventCopier", "hits_text", "side_text"]
 
 STAGING: Final = "sqreen_events_in"
 _COLUMNS: Final = ", ".join(EVENT_COLUMNS)
@@ -102,12 +102,40 @@ def side_text(flat: list[Any]) -> str:
     check, and one escape of COPY's four special characters when any is there.
     """
     count = len(flat) // 3
-    texts: list[str] = flat[1::3] + flat[2::3]
-    joined = "\x00".join(texts)
-    if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
-        texts = joined.translate(_ESCAPES).split("\x00")
+    texts = _escaped(flat[1::3] + flat[2::3])
     rows = zip(flat[0::3], texts[:count], texts[count:], strict=True)
     return "".join([f"{seq}\t{key}\t{value}\n" for seq, key, value in rows])
+
+
+def hits_text(hits: Sequence[tuple[str, str, int, int, str | None]]) -> str | None:
+    """``window_hits`` rows (stream, key, ts, seq, value) in COPY's text format, built as
+    :func:`side_text` builds its rows (a value None is ``\\N``); None when a key or a value
+    holds NUL, which COPY's text cannot carry (the caller inserts those otherwise)."""
+    count = len(hits)
+    texts = [hit[1] for hit in hits] + ["" if hit[4] is None else hit[4] for hit in hits]
+    joined = "\x00".join(texts)
+    if joined.count("\x00") != len(texts) - 1:
+        return None
+    texts = _escaped(texts, joined)
+    null = "\\N"
+    return "".join(
+        [
+            f"{stream}\t{key}\t{ts}\t{seq}\t{null if value is None else text}\n"
+            for (stream, _, ts, seq, value), key, text in zip(
+                hits, texts[:count], texts[count:], strict=True
+            )
+        ]
+    )
+
+
+def _escaped(texts: list[str], joined: str | None = None) -> list[str]:
+    """``texts`` (none holding NUL; ``joined``: NUL-joined, when the caller has it) with
+    COPY's four special characters escaped."""
+    if joined is None:
+        joined = "\x00".join(texts)
+    if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
+        return joined.translate(_ESCAPES).split("\x00")
+    return texts
 
 
 _ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

@@ -121,6 +121,11 @@ class PlaybookQueries(AlertQueries):
             HIT_CHUNK,
         )
 
+    def _insert_new_hits(self, cur: Cursor, hits: Sequence[HitValues]) -> None:
+        """Store ``hits`` of events stored by this transaction (none of them is stored
+        already: a dialect may skip the conflict check)."""
+        self._insert_hits(cur, hits)
+
     def store_hits(self, hits: Sequence[HitValues]) -> bool:
         """In a step tied to the events' transaction (:mod:`._tied`), where hits are counted
         after their commit: store ``hits`` there (they commit with the events), and return
@@ -131,7 +136,7 @@ class PlaybookQueries(AlertQueries):
         if tied is None:
             return False
         with tied as cur:
-            self._insert_hits(cur, hits)
+            self._insert_new_hits(cur, hits)
         return True
 
     def _count_cursor(self) -> AbstractContextManager[Cursor]:

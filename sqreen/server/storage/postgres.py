@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 from ._export import COMMITTED_MARKS
-from ._pgcopy import EventCopier
+from ._pgcopy import EventCopier, hits_text
 from ._rows import EventRecord
 from ._schema import migrations
 from ._sql import Cursor, SqlStorage
@@ -208,6 +208,22 @@ class PostgresStorage(SqlStorage):
             "FROM unnest(?::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
             [[f"{stream}\x1f{key}" for stream, key in keys]],
         )
+
+    def _insert_new_hits(
+        self, cur: Cursor, hits: Sequence[tuple[str, str, int, int, str | None]]
+    ) -> None:
+        # The hits of the events this transaction stored: none is stored already, so COPY,
+        # its rows built as one string (no array for psycopg to dump an item at a time, no
+        # conflict check a row), rather than the arrays' INSERT ... ON CONFLICT DO NOTHING:
+        # +2.4 % events/s with the templates, side by side (bench_ingest_ab.py --backend
+        # postgres --playbooks templates --against).
+        text = hits_text(hits) if hits else None
+        if text is None:
+            super()._insert_new_hits(cur, hits)
+            return
+        assert isinstance(cur, _PgCursor)
+        with cur.raw.copy("COPY window_hits (stream, key, ts, seq, value) FROM STDIN") as copy:
+            copy.write(text)
 
     def _lock_actions(self, cur: Cursor) -> None:
         cur.execute("SELECT value FROM counters WHERE name = 'actions' FOR UPDATE")
