@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from sqreen.server.storage import NewAlert, Storage, WindowWrite, _pgcopy, open_storage
+from sqreen.server.storage._pg_log import HITS
 from sqreen.server.storage._tied import TiedSteps
 from sqreen.server.storage.postgres import PostgresStorage
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.postgres
 class PgNode(Node):
     def hits(self) -> int:
         with psycopg.connect(str(self.db)) as conn:
-            return int(conn.execute("SELECT count(*) FROM window_hits").fetchone()[0])  # type: ignore[index]
+            return int(conn.execute(f"SELECT count(*) FROM {HITS}").fetchone()[0])  # type: ignore[index]
 
 
 @pytest.fixture
@@ -251,7 +252,7 @@ def test_hits_copied_with_the_events_keep_every_character_and_null(
             storage._insert_new_hits(cur, hits)
         with psycopg.connect(postgres_db) as conn:
             rows = conn.execute(
-                "SELECT stream, key, ts, seq, value FROM window_hits ORDER BY seq"
+                f"SELECT stream, key, ts, seq, value FROM {HITS} ORDER BY seq"
             ).fetchall()
         assert rows == hits
         assert copied == [5]

@@ -207,8 +207,9 @@ def test_a_lift_while_a_playbook_blocks_the_same_key_waits_for_it(
 
 def test_update_windows_says_when_nobody_else_wrote(storage: Storage, db_url: str) -> None:
     """``probes`` is told the windows are as its owner left them only while no other
-    connection wrote (SQLite's data_version; PostgreSQL: never), and ``counted`` gets every
-    probe's count, below its threshold or not."""
+    connection wrote (SQLite's data_version; PostgreSQL: no other's row in the log since its
+    previous read) or all it wrote is known by key and told to ``others`` (none here), and
+    ``counted`` gets every probe's count, below its threshold or not."""
     now_us = int(storage.now().timestamp() * 1_000_000)
     key = ("s", "203.0.113.9")
     probe = ("s", "203.0.113.9", now_us - 10, 5, False)
@@ -240,8 +241,7 @@ def test_update_windows_says_when_nobody_else_wrote(storage: Storage, db_url: st
     finally:
         elsewhere.close()
     write(me, 7)
-    sqlite = not db_url.startswith("postgres")
-    assert fresh == [False, sqlite, False, False, sqlite, False]
+    assert fresh == [False, True, False, False, True, False]
     assert [c[probe] for c in counts] == [1, 2, 3, 4, 5, 7]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from sqreen.server.storage import Storage, open_storage
+from sqreen.server.storage._pg_log import HITS
 from sqreen.server.storage._playbooks import (
     MARK_COLUMNS,
     MARK_UPSERT,
@@ -92,9 +93,9 @@ def test_counts_of_hostile_keys_are_those_of_the_statements_of_a_parameter_a_val
     ]
     with pg._write() as cur:  # type: ignore[attr-defined]
         pg._insert_hits(cur, hits)  # type: ignore[attr-defined]
-        stored = cur.execute("SELECT stream, key, ts, seq, value FROM window_hits").fetchall()
-        arrays = count_probes(cur, probes, True)
-        values = count_probes(cur, probes, False)
+        stored = cur.execute(f"SELECT stream, key, ts, seq, value FROM {HITS}").fetchall()
+        arrays = count_probes(cur, probes, True, HITS)
+        values = count_probes(cur, probes, False, HITS)
     assert sorted(stored) == sorted(hits, key=lambda h: (h[0], h[1], h[2], h[3], h[4] or ""))
     assert arrays == values
     for stream, key, since, _, distinct in probes:
@@ -125,7 +126,7 @@ def test_a_column_of_only_nulls_and_no_rows_at_all(pg: Storage) -> None:
         pg._insert_hits(cur, [])  # type: ignore[attr-defined]
         pg._insert_hits(cur, hits)  # type: ignore[attr-defined]
         pg._insert_hits(cur, hits)  # a retried batch's: stored once  # type: ignore[attr-defined]
-        rows = cur.execute("SELECT key, value FROM window_hits ORDER BY key").fetchall()
+        rows = cur.execute(f"SELECT key, value FROM {HITS} ORDER BY key").fetchall()
     assert rows == [(f"k{n}", None) for n in range(5)]
 
 
@@ -142,11 +143,11 @@ def test_the_probes_read_each_keys_range_of_the_primary_key(pg: Storage) -> None
     with pg._write() as cur:  # type: ignore[attr-defined]
         pg._insert_hits(cur, others)  # type: ignore[attr-defined]
         traced = _Tracing(cur, seen)
-        count_probes(traced, [("s", k, NOW - 3600 * S, 5, False) for k in asked], True)  # type: ignore[arg-type]
+        count_probes(traced, [("s", k, NOW - 3600 * S, 5, False) for k in asked], True, HITS)  # type: ignore[arg-type]
         ((sql, params),) = seen
         plan = cur.raw.execute(_q(f"EXPLAIN (FORMAT JSON) {sql}"), params).fetchone()[0]
     nodes = list(_nodes(plan[0]["Plan"]))
-    scans = [n for n in nodes if n.get("Relation Name") == "window_hits"]
+    scans = [n for n in nodes if n.get("Relation Name") == HITS]
     assert scans, json.dumps(plan)
     for scan in scans:
         cond = scan.get("Index Cond", "")

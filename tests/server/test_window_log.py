@@ -199,6 +199,24 @@ def _alerts(storage: Any) -> list[tuple[str, str, int, int, int]]:
     )
 
 
+def random_batch(rng: random.Random, batch: int) -> bytes:
+    """A body of 1 to 12 events of 6 addresses and 31 users: mostly failures, some
+    successes and sign-ups (ids unique by ``batch``)."""
+    events = []
+    for i in range(rng.randint(1, 12)):
+        n = batch * 12 + i
+        ip = f"198.51.100.{rng.randint(0, 5)}"
+        uid = f"u{rng.randint(0, 30)}"
+        kind = rng.random()
+        if kind < 0.8:
+            events.append(failure(ip, uid, id=f"e{n}"))
+        elif kind < 0.9:
+            events.append(failure(ip, uid, id=f"e{n}", name="auth.login.success"))
+        else:
+            events.append(failure(ip, uid, id=f"e{n}", name="auth.signup"))
+    return json.dumps(envelope(events)).encode()
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_two_writers_decide_as_one(tmp_path: Path, seed: int) -> None:
     """The same batches, in the same order, through two runners on one file (taking turns at
@@ -212,19 +230,7 @@ def test_two_writers_decide_as_one(tmp_path: Path, seed: int) -> None:
     reference = IngestPipeline(alone, hooks=[PlaybookRunner(alone, PlaybookSource(path))])
     try:
         for batch in range(60):
-            events = []
-            for i in range(rng.randint(1, 12)):
-                n = batch * 12 + i
-                ip = f"198.51.100.{rng.randint(0, 5)}"
-                uid = f"u{rng.randint(0, 30)}"
-                kind = rng.random()
-                if kind < 0.8:
-                    events.append(failure(ip, uid, id=f"e{n}"))
-                elif kind < 0.9:
-                    events.append(failure(ip, uid, id=f"e{n}", name="auth.login.success"))
-                else:
-                    events.append(failure(ip, uid, id=f"e{n}", name="auth.signup"))
-            body = json.dumps(envelope(events)).encode()
+            body = random_batch(rng, batch)
             rng.choice(pipelines)(body)
             reference(body)
         got, want = _alerts(shared[0]), _alerts(alone)

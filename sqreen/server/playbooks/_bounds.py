@@ -6,7 +6,8 @@ from any threshold, and ask again with their next hit. :class:`Bounds` remembers
 with the hits this process has added since (:meth:`Bounds.advance`), which bounds the count
 from above: the window has moved on (old hits only leave it) and nobody else wrote (the
 store says so: on SQLite, ``PRAGMA data_version`` is unchanged since this process's
-previous batch; on PostgreSQL it never says so). A key whose bound is below a rule's
+previous batch; on PostgreSQL no other's row in its log since its previous read, or
+all they added is told by key, :mod:`~..storage._pg_log`). A key whose bound is below a rule's
 threshold cannot fire on it: its probe is left out (:meth:`~._engine.Engine.probes`), and
 the answer is the same as the count's. Anything else (another process wrote, the clock went
 back, too many keys) forgets them all.

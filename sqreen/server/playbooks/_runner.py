@@ -153,7 +153,7 @@ class PlaybookRunner:
         keys = engine.keys(plan)
         if not keys:
             rest = _nothing
-        elif tied and self.store.store_hits(plan.hits):
+        elif tied and self.store.store_hits(plan.hits, plan.counts):
             rest = partial(self._after_commit, engine, plan, keys, events, now_us)
         else:
             rest = self._windows(engine, plan, keys, events, now_us)

@@ -192,10 +192,14 @@ class ControlStore(Clocked, Protocol):
         only the keys that reached a probe are held while ``decide`` runs."""
         ...
 
-    def store_hits(self, hits: Sequence[tuple[str, str, int, int, str | None]]) -> bool:
+    def store_hits(
+        self,
+        hits: Sequence[tuple[str, str, int, int, str | None]],
+        added: Mapping[tuple[str, str], int],
+    ) -> bool:
         """In the events' own transaction (a tied step), where the store counts hits after
-        their commit: store ``hits`` there and return True; else False, and
-        :meth:`update_windows` stores them."""
+        their commit: store ``hits`` there (``added``: them counted per key) and return
+        True; else False, and :meth:`update_windows` stores them."""
         ...
 
     def list_alerts(

@@ -8,7 +8,9 @@ work), hands the hits of the others to the engine, and writes back what it decid
 times, alert playbooks' marks, alerts and blocks. On PostgreSQL the hits commit first (with
 the events), are counted after, and only the keys that reached a count are held (advisory
 locks taken in key order, so two processes take turns on a key and never deadlock) while
-the engine decides (:meth:`PlaybookQueries._count_after_commit`). A block asked for a
+the engine decides (:meth:`~._after_commit.AfterCommit._count_after_commit`), and a log read
+by snapshot tells each collector what the others added, so that it counts in SQL only what
+may have reached a count (:mod:`._pg_log`). A block asked for a
 network or a user that an active block already covers extends that one rather than adding
 a second (:meth:`~._blocks.BlockQueries._block_for`, as for a block made by hand).
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ._alert_store import AlertQueries
 from ._parts import Columns
@@ -40,7 +42,7 @@ from .model import Alert, Replacement, WindowWrite, to_us
 if TYPE_CHECKING:
     from ._sql import Cursor
 
-__all__ = ["WINDOW_CHUNK", "PlaybookQueries"]
+__all__ = ["WINDOW_CHUNK", "HitValues", "PlaybookQueries"]
 
 #: Hits a statement (five parameters each).
 HIT_CHUNK: Final = 2000
@@ -74,6 +76,7 @@ MARK_UPSERT: Final = (
     " WHERE (excluded.ts, excluded.seq) > (playbook_marks.ts, playbook_marks.seq)"
 )
 
+
 #: A hit as stored: (stream, key, time µs, seq, distinct value).
 HitValues = tuple[str, str, int, int, str | None]
 
@@ -92,8 +95,9 @@ class PlaybookQueries(AlertQueries):
     #: Where the hits are (SQLite: ``window_log``, :mod:`._hit_log`).
     _HITS_TABLE = "window_hits"
     #: Whether hits are committed before they are counted, and only the keys that may fire
-    #: are held (PostgreSQL: see :meth:`_count_after_commit`); else (SQLite, where the
-    #: transaction is the only writer) stored, counted and decided on in one transaction.
+    #: are held (PostgreSQL: :meth:`~._after_commit.AfterCommit._count_after_commit`);
+    #: else (SQLite, where the transaction is the only writer) stored, counted and decided
+    #: on in one transaction.
     _COUNT_AFTER_COMMIT = False
 
     def _windows_write(self) -> AbstractContextManager[Cursor]:
@@ -114,77 +118,24 @@ class PlaybookQueries(AlertQueries):
         """Store ``hits`` (a dialect may do better than :meth:`~._parts.SqlPart._insert`)."""
         self._insert(
             cur,
-            "window_hits",
+            self._HITS_TABLE,
             HIT_COLUMNS,
             hits,
             " ON CONFLICT (stream, key, ts, seq) DO NOTHING",
             HIT_CHUNK,
         )
 
-    def _insert_new_hits(self, cur: Cursor, hits: Sequence[HitValues]) -> None:
-        """Store ``hits`` of events stored by this transaction (none of them is stored
-        already: a dialect may skip the conflict check)."""
-        self._insert_hits(cur, hits)
+    def _log_adds(
+        self, cur: Cursor, hits: Sequence[HitValues], added: Mapping[WindowKey, int] | None
+    ) -> None:
+        """Where hits are counted after their commit: say in the log what this transaction
+        adds per key (``added``: ``hits`` counted so, when the caller has it; a dialect's
+        business: PostgreSQL's :mod:`._pg_log`)."""
 
-    def store_hits(self, hits: Sequence[HitValues]) -> bool:
-        """In a step tied to the events' transaction (:mod:`._tied`), where hits are counted
-        after their commit: store ``hits`` there (they commit with the events), and return
-        True; else do nothing and return False (:meth:`update_windows` stores them)."""
-        if not self._COUNT_AFTER_COMMIT:
-            return False
-        tied = self._tied_write()
-        if tied is None:
-            return False
-        with tied as cur:
-            self._insert_new_hits(cur, hits)
-        return True
-
-    def _count_cursor(self) -> AbstractContextManager[Cursor]:
-        """Where :meth:`_count_after_commit` counts: a dialect's read of what is committed."""
-        return self._write()
-
-    def _count_after_commit(
-        self,
-        keys: Sequence[WindowKey],
-        probes: Sequence[ProbeValues] | Callable[[bool], Sequence[ProbeValues]],
-        decide: Callable[
-            [dict[WindowKey, list[tuple[int, int, str | None]]], dict[QuietKey, int]], WindowWrite
-        ],
-        wanted: Callable[[WindowKey, dict[QuietKey, int]], bool] | None,
-        counted: Callable[[dict[ProbeValues, int]], None] | None,
-        on_replace: Callable[[Replacement], None] | None,
-        marked: Callable[[dict[QuietKey, MarkValues]], None] | None,
-    ) -> list[Alert]:
-        """:meth:`update_windows` once its hits are committed (PostgreSQL's): count them,
-        outside any transaction; then, only when a key reached a probe's count, hold those
-        keys and decide (:meth:`_decide_windows`), in a transaction.
-
-        Every process commits its hits before counting them, so whichever commits last
-        counts every hit committed before it: a threshold crossed by hits two collectors
-        stored at once is seen by one of them at least, with no lock taken to count (a
-        build that took no key lock at all had 3.8 % more events/s with the templates:
-        ``bench/bench_ingest_ab.py --backend postgres --against``). Two
-        that both see it take turns on the key, and the second reads the quiet time the
-        first wrote. What this costs: a process that stops between the commit and its count
-        (the runner tries a failed count once more) leaves its hits uncounted until their
-        key's next hit, which counts them all, and a success an ``after`` rule waited for in
-        that batch is not looked at again."""
-        with self._count_cursor() as cur:
-            counts = self._count_probes(cur, probes(False) if callable(probes) else probes)
-        if counted is not None:
-            counted(counts)
-        candidates = candidates_of(counts)
-        if not candidates:  # (the engine has nothing to decide: told so, with no read)
-            write = decide({}, {})
-            if not (write.quiet or write.marks or write.alerts):
-                return []
-            with self._windows_write() as cur:  # (what it writes all the same, held)
-                self._lock_windows(cur, sorted(keys))
-                return self._store_write(cur, write, to_us(self.now()), on_replace)
-        with self._windows_write() as cur:
-            self._lock_windows(cur, sorted(candidates))
-            now = to_us(self.now())
-            return self._decide_windows(cur, candidates, now, decide, wanted, on_replace, marked)
+    def _count_after_commit(self, *args: Any, **kwargs: Any) -> list[Alert]:
+        """:meth:`update_windows` once its hits are committed, where the dialect counts
+        after the commit (:meth:`~._after_commit.AfterCommit._count_after_commit`)."""
+        raise NotImplementedError
 
     def _windows_begin(self, cur: Cursor) -> None:
         """At the start of the windows' transaction, before any hit is read (a dialect's
@@ -211,16 +162,27 @@ class PlaybookQueries(AlertQueries):
         """Delete the hits older than ``cutoff`` (µs), in chunks (ingest writes in between);
         how many went."""
         return self._delete_chunks(
-            "DELETE FROM window_hits WHERE (stream, key, ts, seq) IN ("
-            " SELECT stream, key, ts, seq FROM window_hits WHERE ts < ? LIMIT ?)",
+            f"DELETE FROM {self._HITS_TABLE} WHERE (stream, key, ts, seq) IN ("
+            f" SELECT stream, key, ts, seq FROM {self._HITS_TABLE} WHERE ts < ? LIMIT ?)",
             (cutoff,),
             PURGE_CHUNK,
         )
 
+    def _purge_writes(self, cur: Cursor, before: int) -> None:
+        """Delete the log's rows written before ``before`` (µs), those every process has
+        read by now (one that has not finds the gap and counts again)."""
+        # In id order, which is the order of their times (SQLite); never the newest, so
+        # that no id is given twice.
+        cur.execute(
+            "DELETE FROM window_writes WHERE id < coalesce((SELECT min(id) FROM "
+            "window_writes WHERE at >= ?), (SELECT max(id) FROM window_writes))",
+            (before,),
+        )
+
     def _windows_version(self, cur: Cursor) -> object | None:
         """A value that changes whenever another connection commits, read inside the
-        transaction (a dialect's business; None where there is none, as on PostgreSQL:
-        there every batch counts its keys in SQL)."""
+        transaction (a dialect's business; None where there is none, as on PostgreSQL,
+        which reads its own log by snapshot after the commit: :mod:`._pg_log`)."""
         return None
 
     def _log_writes(
@@ -228,7 +190,8 @@ class PlaybookQueries(AlertQueries):
     ) -> int | None:
         """Append a row to ``window_writes`` for this transaction: the hits it adds per key,
         or (None) only that it adds some; return the row's id (None where the dialect keeps
-        no log: PostgreSQL, whose ids are not in commit order)."""
+        no log so: PostgreSQL, whose ids are not in commit order, logs by transaction id,
+        :mod:`._pg_log`)."""
         return None
 
     def _writes_since(self, cur: Cursor, last: int) -> dict[WindowKey, int] | None:
@@ -297,8 +260,16 @@ class PlaybookQueries(AlertQueries):
             if not hits_stored:
                 with self._windows_write() as cur:
                     self._insert_hits(cur, hits)
+                    self._log_adds(cur, hits, added)
             return self._count_after_commit(
-                keys, probes, decide, wanted, counted, on_replace, marked
+                keys,
+                probes,
+                decide,
+                wanted,
+                counted,
+                on_replace,
+                marked,
+                (owner, others, horizon, present),
             )
         with self._windows_write() as cur:
             seen = self._windows_seen  # (set after a commit: at worst stale, read twice)
@@ -403,12 +374,5 @@ class PlaybookQueries(AlertQueries):
         with self._write() as cur:
             cur.execute("DELETE FROM playbook_quiet WHERE until_at < ?", (to_us(self.now()),))
             cur.execute("DELETE FROM playbook_marks WHERE ts < ?", (cutoff,))
-            # The log's rows every process has read by now (one that has not finds the gap
-            # and counts again), in id order, which is the order of their times; never the
-            # newest, so that no id is given twice.
-            cur.execute(
-                "DELETE FROM window_writes WHERE id < coalesce((SELECT min(id) FROM "
-                "window_writes WHERE at >= ?), (SELECT max(id) FROM window_writes))",
-                (to_us(self.now()) - LOG_KEPT,),
-            )
+            self._purge_writes(cur, to_us(self.now()) - LOG_KEPT)
         return purged

@@ -393,6 +393,14 @@ _MIGRATIONS: Final[Sequence[Sequence[str] | Mapping[Dialect, Sequence[str]]]] = 
         ),
         "postgresql": ("SELECT 1",),
     },
+    # 19: PostgreSQL's windows' log (storage/_pg_log.py): a row for each transaction that
+    # stores hits, saying what it added by key, read by snapshot; the hits' table is renamed,
+    # as at 14 and 18: a collector of an older version still running on the database fails
+    # to write its hits, loudly, rather than writing hits the others' log never tells.
+    {
+        "sqlite": ("SELECT 1",),
+        "postgresql": ("ALTER TABLE window_hits RENAME TO window_hits_logged",),
+    },
 )
 
 

@@ -15,13 +15,13 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 from ..._wire import WireEvent
+from ._after_commit import AfterCommit
 from ._entity_rows import AGENT_COLUMNS, KEY_COLUMNS, AgentRow, KeyRow, agent_from_row, key_from_row
 from ._export import ExportQueries
 from ._intel import IntelQueries
 from ._logins import LoginQueries
 from ._parts import placeholders
 from ._places import PlaceQueries
-from ._playbooks import PlaybookQueries
 from ._prepared import PreparedEvents, TiedStep, prepare
 from ._queries import EventQueries
 from ._retention import RetentionQueries
@@ -74,7 +74,7 @@ class Cursor(Protocol):
 
 class SqlStorage(
     EventQueries,
-    PlaybookQueries,
+    AfterCommit,
     UserQueries,
     LoginQueries,
     IntelQueries,
@@ -86,7 +86,8 @@ class SqlStorage(
 ):
     """The :class:`~.base.Storage` implementation, less connections and migrations (event
     queries in :class:`~._queries.EventQueries`, playbooks' in
-    :class:`~._playbooks.PlaybookQueries` over the blocks' :class:`~._blocks.BlockQueries`,
+    :class:`~._playbooks.PlaybookQueries` (with :class:`~._after_commit.AfterCommit`, for a
+    dialect that counts after the commit) over the blocks' :class:`~._blocks.BlockQueries`,
     users' traits in :class:`~._users.UserQueries`, the explorer's logins and sessions in
     :class:`~._logins.LoginQueries`, IP intelligence's in :class:`~._intel.IntelQueries`,
     the export forwarder's cursors and lease in :class:`~._export.ExportQueries`, impossible

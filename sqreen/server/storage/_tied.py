@@ -12,7 +12,7 @@ this thread, writes in it (:meth:`TiedSteps._tied_cursor`).
 What the step raises rolls back the savepoint, not the events. When the transaction fails
 after the step ran (its COMMIT, or a later batch's rows), the step and every part of the
 storage that learnt from it forget it (:meth:`TiedSteps._untie`): nothing it wrote is
-stored. PostgreSQL ties the hits alone (:meth:`~._playbooks.PlaybookQueries.store_hits`):
+stored. PostgreSQL ties the hits alone (:meth:`~._after_commit.AfterCommit.store_hits`):
 they are counted after the commit, and what may fire decided in a transaction of its own
 (the windows' whole transaction tied there held every key's lock to the events' commit:
 side by side, no gain).

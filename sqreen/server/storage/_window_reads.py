@@ -3,10 +3,12 @@ the probes' counts, the quiet times and marks of the keys that may fire, and the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ._parts import unnest
+from ._rows import dumps
 
 if TYPE_CHECKING:
     from ._sql import Cursor
@@ -20,6 +22,8 @@ __all__ = [
     "ProbeValues",
     "QuietKey",
     "WindowKey",
+    "adds_of",
+    "adds_text",
     "candidates_of",
     "count_probes",
     "fetch_hits",
@@ -247,6 +251,32 @@ def fetch_hits(
     return out
 
 
+def adds_text(counts: Mapping[WindowKey, int]) -> str:
+    """A row of ``window_writes``: the hits a transaction added per key, as
+    ``{stream: [key, n, key, n, ...]}`` (a stream's id once: 500 users' keys, 11 KB)."""
+    by_stream: dict[str, list[str | int]] = {}
+    for (stream, key), n in counts.items():
+        by_stream.setdefault(stream, []).extend((key, n))
+    return dumps(by_stream)
+
+
+def adds_of(texts: Iterable[str]) -> dict[WindowKey, int] | None:
+    """What rows of ``window_writes`` (:func:`adds_text`) added per key, together; None when
+    one cannot say it: without its counts (``""``), of another version, or damaged (then the
+    windows are counted again, rather than every batch failing until the row is purged)."""
+    told: dict[WindowKey, int] = {}
+    try:
+        for text in texts:
+            if not text:
+                return None
+            for stream, flat in json.loads(text).items():
+                for key, n in zip(flat[::2], flat[1::2], strict=True):
+                    told[(stream, key)] = told.get((stream, key), 0) + int(n)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return told
+
+
 def present_hits(
     cur: Cursor,
     after: int,
@@ -256,7 +286,7 @@ def present_hits(
     """Tell ``tell`` ``after`` and the hits at that time or later per key, if they are at
     most PRESENT_MAX (counted in SQL first: a large table costs no row read in Python)."""
     (n,) = cur.execute(
-        f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE ts >= ? LIMIT ?)",
+        f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE ts >= ? LIMIT ?) AS h",
         (after, PRESENT_MAX + 1),
     ).fetchone()
     if n > PRESENT_MAX:
@@ -265,7 +295,7 @@ def present_hits(
         # The LIMIT keeps the subquery apart: read by the ts index, not the whole table in
         # key order for the GROUP BY.
         f"SELECT stream, key, count(*) FROM (SELECT stream, key FROM {table} "
-        "WHERE ts >= ? LIMIT ?) GROUP BY stream, key",
+        "WHERE ts >= ? LIMIT ?) AS h GROUP BY stream, key",
         (after, PRESENT_MAX + 1),
     ).fetchall()
     tell(after, {(stream, key): int(count) for stream, key, count in rows})

@@ -27,7 +27,7 @@ from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import migrations
 from ._sql import INSERT_CHUNK, Cursor, SqlStorage, logger
 from ._wal import WalRestarts
-from ._window_reads import WindowKey
+from ._window_reads import WindowKey, adds_of, adds_text
 from ._write_lock import WriteLock
 from .model import Clock, utc_now
 
@@ -147,11 +147,7 @@ class SQLiteStorage(HitLog, SqlStorage):
         # Under BEGIN IMMEDIATE: ids (the newest + 1) are given in commit order, and never
         # again, as the purge keeps the newest row (a row rolled back gives its id back with
         # its transaction).
-        # {stream: [key, n, key, n, ...]}: a stream's id once (500 users' keys: 11 KB).
-        by_stream: dict[str, list[str | int]] = {}
-        for (stream, key), n in (counts or {}).items():
-            by_stream.setdefault(stream, []).extend((key, n))
-        text = "" if counts is None else dumps(by_stream)
+        text = "" if counts is None else adds_text(counts)
         (row,) = cur.execute(
             "INSERT INTO window_writes (at, counts) VALUES (?, ?) RETURNING id", (at, text)
         ).fetchone()
@@ -171,18 +167,7 @@ class SQLiteStorage(HitLog, SqlStorage):
             newest = id_
         if high != newest:  # the rows after ``last`` purged, down to the newest
             return None
-        told: dict[WindowKey, int] = {}
-        try:
-            for _, text in rows:
-                for stream, flat in json.loads(text).items():
-                    for key, n in zip(flat[::2], flat[1::2], strict=True):
-                        told[(stream, key)] = told.get((stream, key), 0) + int(n)
-        except (ValueError, TypeError, AttributeError):
-            # A row this version cannot read (another version's, or damaged): not all is
-            # known, so the windows are counted again, rather than every batch failing until
-            # the row is purged.
-            return None
-        return told
+        return adds_of(text for _, text in rows)
 
     def _windows_version(self, cur: Cursor) -> object | None:
         # Changes when another connection (another worker, another collector, the CLI)
