@@ -282,3 +282,57 @@ def test_an_older_collector_cannot_write_hits_unlogged(postgres_db: str) -> None
                 "INSERT INTO window_hits (stream, key, ts, seq, value) "
                 "VALUES ('s', 'k', 2, 2, NULL)"
             )
+
+
+def test_a_batch_whose_count_never_ran_is_told_even_when_the_next_writes_no_row(
+    writers: Callable[..., Writer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's hits and row committed, then its count could not get a connection (twice:
+    the runner's retry too); the next batch has keys but no hits (events that only trigger
+    an ``after`` rule), so writes no row: the lost batch is still told, not taken for the
+    next batch's own."""
+    one, two = writers(), writers()
+    one.write()
+    two.write()
+    one.write()
+    lost = ("s", "192.0.2.1")
+    real = PostgresStorage._count_cursor
+
+    def down(self: PostgresStorage) -> Any:
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(PostgresStorage, "_count_cursor", down)
+    with pytest.raises(psycopg.OperationalError):
+        one.write(3, lost)
+    monkeypatch.setattr(PostgresStorage, "_count_cursor", real)
+    one.storage.update_windows(
+        [K],
+        [],
+        lambda fresh: one.fresh.append(fresh) or [],
+        lambda found, quiet: WindowWrite({}),
+        owner=one.owner,
+        added={},
+        others=one.told.append,
+    )
+    assert one.fresh == [False, True, True]
+    assert one.told == [{K: 1}, {lost: 3}]
+
+
+def test_a_log_restored_from_another_cluster_is_cleared_at_start(postgres_db: str) -> None:
+    """Ids past the next transaction's (a restore from another cluster) would make every
+    read forget (a purge mark) and take the ids of transactions to come (rows)."""
+    open_storage(postgres_db).close()
+    far = 1 << 40
+    with psycopg.connect(postgres_db) as conn:
+        conn.execute(
+            "INSERT INTO window_writes (id, at, counts) VALUES (%s, 0, '{}'), (5, 0, '{}')",
+            (far,),
+        )
+        conn.execute("INSERT INTO counters (name, value) VALUES (%s, %s)", (_pg_log.PURGED, far))
+    open_storage(postgres_db).close()
+    with psycopg.connect(postgres_db) as conn:
+        assert conn.execute("SELECT id FROM window_writes").fetchall() == [(5,)]
+        assert (
+            conn.execute("SELECT value FROM counters WHERE name = %s", (_pg_log.PURGED,)).fetchall()
+            == []
+        )

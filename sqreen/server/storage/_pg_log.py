@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from ._after_commit import AfterCommit
 from ._window_reads import WindowKey, adds_of, adds_text
@@ -33,7 +33,7 @@ from .model import to_us
 if TYPE_CHECKING:
     from ._sql import Cursor
 
-__all__ = ["HITS", "PURGED", "WritesLog"]
+__all__ = ["HITS", "PURGED", "REPAIR", "WritesLog"]
 
 #: PostgreSQL's hits' table (``window_hits`` before the log: schema 19).
 HITS: Final = "window_hits_logged"
@@ -55,8 +55,38 @@ _SINCE: Final = (
     " SELECT id, counts FROM window_writes"
     " WHERE id >= pg_snapshot_xmin(?::text::pg_snapshot)::text::int8"
     " AND NOT pg_visible_in_snapshot(id::text::xid8, ?::text::pg_snapshot)"
+    # (No scan when a purge says the read cannot tell all anyway: a transaction left open
+    # holds every snapshot's xmin back, and the range would grow with it.)
+    f" AND coalesce((SELECT value FROM counters WHERE name = '{PURGED}'), -1)"
+    " < pg_snapshot_xmin(?::text::pg_snapshot)::text::int8"
     " ORDER BY id LIMIT ?) AS w ON true"
 )
+#: At start: rows and a purge mark no transaction of this cluster can have written (ids
+#: past the next one), which a restore from another cluster brings: the mark would make
+#: every read forget, and the rows take the ids of transactions to come.
+REPAIR: Final = (
+    "DELETE FROM window_writes WHERE id >= pg_snapshot_xmax(pg_current_snapshot())::text::int8",
+    f"DELETE FROM counters WHERE name = '{PURGED}' "
+    "AND value >= pg_snapshot_xmax(pg_current_snapshot())::text::int8",
+)
+
+
+class _Read(NamedTuple):
+    """A row of a read of the log: the statement's snapshot, the newest hit's time, the
+    purge's mark, and a row of the log (or none)."""
+
+    snapshot: str
+    newest: int | None
+    purged: int | None
+    id: int | None
+    counts: str | None
+
+
+class _Seen(NamedTuple):
+    """A read of the log: its snapshot (``pg_current_snapshot()`` as text), for whom."""
+
+    snapshot: str
+    owner: object
 
 
 class WritesLog(AfterCommit):
@@ -64,9 +94,9 @@ class WritesLog(AfterCommit):
 
     #: The snapshot of this process's last read of the log that the windows' count used,
     #: and for whom it read.
-    _log_read: tuple[str, object] | None = None
+    _log_read: _Seen | None = None
     #: The snapshot of the read in progress, until its count is done (:meth:`_adds_used`).
-    _log_reading: tuple[str, object] | None = None
+    _log_reading: _Seen | None = None
     #: The id of this process's latest row, until the next read: the batch whose hits the
     #: runner adds itself after that read (:meth:`~..playbooks._bounds.Bounds.advance`).
     #: Only that one is not told: a batch of this process's whose count never ran (its
@@ -82,6 +112,9 @@ class WritesLog(AfterCommit):
         """In a transaction that stores ``hits``: its row, what it adds per key (``added``,
         when the caller counted them; one row a transaction: its id is the
         transaction's)."""
+        # Whatever row an earlier batch left here was not counted by this process (its
+        # count never ran): told as another's, whether or not this batch writes one.
+        self._log_pending = None
         if added is None:
             added = Counter((stream, key) for stream, key, *_ in hits)
         if not added:
@@ -108,20 +141,21 @@ class WritesLog(AfterCommit):
         failure (this batch's count, or this read) makes the next read start afresh."""
         last, pending = self._log_read, self._log_pending
         self._log_read = self._log_reading = self._log_pending = None
-        mine = last is not None and owner is not None and last[1] is owner
+        mine = last is not None and owner is not None and last.owner is owner
         if mine and last is not None:
-            rows = cur.execute(_SINCE, (last[0], last[0], LOG_CATCH_UP + 1)).fetchall()
+            found = cur.execute(_SINCE, (*[last.snapshot] * 3, LOG_CATCH_UP + 1)).fetchall()
         else:
-            rows = cur.execute(_FIRST).fetchall()
-        snapshot, newest, purged = rows[0][:3]
-        fresh = mine and last is not None and len(rows) <= LOG_CATCH_UP
+            found = cur.execute(_FIRST).fetchall()
+        read = [_Read._make(values) for values in found]
+        snapshot, newest, purged = read[0].snapshot, read[0].newest, read[0].purged
+        fresh = mine and last is not None and len(read) <= LOG_CATCH_UP
         if fresh and last is not None and purged is not None:
             # A row the previous read may not have seen (its transaction still running, or
             # not begun, then) is gone: not all is known.
-            fresh = int(purged) < int(last[0].split(":", 1)[0])
+            fresh = int(purged) < int(last.snapshot.split(":", 1)[0])
         told: dict[WindowKey, int] | None = {}
         if fresh:
-            told = adds_of(text for *_, id_, text in rows if id_ is not None and id_ != pending)
+            told = adds_of(r.counts or "" for r in read if r.id is not None and r.id != pending)
             # (Another's rows, and no one to tell them to: not all is known.)
             fresh = told is not None and (not told or others is not None)
         if horizon is not None:
@@ -129,7 +163,7 @@ class WritesLog(AfterCommit):
         if fresh and told and others is not None:
             others(told)
         if owner is not None:
-            self._log_reading = (snapshot, owner)
+            self._log_reading = _Seen(snapshot, owner)
         return fresh
 
     def _adds_used(self) -> None:
