@@ -13,8 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from sqreen.server.pipeline import IngestPipeline
-from sqreen.server.playbooks import TEMPLATES, PlaybookRunner, PlaybookSource
+from sqreen.server.playbooks import TEMPLATES
 from sqreen.server.storage import WindowWrite, _pg_log, open_storage
 from sqreen.server.storage._pg_log import HITS
 from sqreen.server.storage.postgres import PostgresStorage
@@ -22,7 +21,7 @@ from sqreen.server.storage.postgres import PostgresStorage
 from .conftest import Clock
 from .test_count_after_commit import PgNode
 from .test_playbooks import playbook_file
-from .test_window_log import random_batch
+from .test_window_log import replay
 from .test_window_log_hostile import BRUTE, X, fail
 
 pytestmark = pytest.mark.postgres
@@ -242,13 +241,8 @@ def test_three_collectors_decide_as_one_alone(tmp_path: Path, postgres_db: str, 
     path = playbook_file(tmp_path, TEMPLATES)
     shared = [open_storage(postgres_db) for _ in range(3)]
     alone = open_storage(str(tmp_path / "one.db"))
-    pipelines = [IngestPipeline(s, hooks=[PlaybookRunner(s, PlaybookSource(path))]) for s in shared]
-    reference = IngestPipeline(alone, hooks=[PlaybookRunner(alone, PlaybookSource(path))])
     try:
-        for batch in range(80):
-            body = random_batch(rng, batch)
-            rng.choice(pipelines)(body)
-            reference(body)
+        replay(rng, 80, path, shared, alone)
         got = sorted((a.playbook, a.group_key, a.total) for a in shared[0].list_alerts())
         want = sorted((a.playbook, a.group_key, a.total) for a in alone.list_alerts())
         assert want, "the traffic fires some playbooks"

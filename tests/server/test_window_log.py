@@ -217,6 +217,21 @@ def random_batch(rng: random.Random, batch: int) -> bytes:
     return json.dumps(envelope(events)).encode()
 
 
+def replay(
+    rng: random.Random, batches: int, playbooks: Path, shared: list[Any], alone: Any
+) -> None:
+    """:func:`random_batch` bodies through a runner on each of ``shared`` (one drawn at
+    random a body, as workers take turns) and the same through one on ``alone``."""
+    pipelines = [
+        IngestPipeline(s, hooks=[PlaybookRunner(s, PlaybookSource(playbooks))]) for s in shared
+    ]
+    reference = IngestPipeline(alone, hooks=[PlaybookRunner(alone, PlaybookSource(playbooks))])
+    for batch in range(batches):
+        body = random_batch(rng, batch)
+        rng.choice(pipelines)(body)
+        reference(body)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_two_writers_decide_as_one(tmp_path: Path, seed: int) -> None:
     """The same batches, in the same order, through two runners on one file (taking turns at
@@ -226,13 +241,8 @@ def test_two_writers_decide_as_one(tmp_path: Path, seed: int) -> None:
     path = playbook_file(tmp_path, TEMPLATES)
     shared = [open_storage(str(tmp_path / "two.db")) for _ in range(2)]
     alone = open_storage(str(tmp_path / "one.db"))
-    pipelines = [IngestPipeline(s, hooks=[PlaybookRunner(s, PlaybookSource(path))]) for s in shared]
-    reference = IngestPipeline(alone, hooks=[PlaybookRunner(alone, PlaybookSource(path))])
     try:
-        for batch in range(60):
-            body = random_batch(rng, batch)
-            rng.choice(pipelines)(body)
-            reference(body)
+        replay(rng, 60, path, shared, alone)
         got, want = _alerts(shared[0]), _alerts(alone)
         assert want, "the traffic fires some playbooks"
         assert got == want

@@ -33,7 +33,7 @@ from .model import to_us
 if TYPE_CHECKING:
     from ._sql import Cursor
 
-__all__ = ["HITS", "PURGED", "REPAIR", "WritesLog"]
+__all__ = ["HITS", "PURGED", "WritesLog"]
 
 #: PostgreSQL's hits' table (``window_hits`` before the log: schema 19).
 HITS: Final = "window_hits_logged"
@@ -61,10 +61,7 @@ _SINCE: Final = (
     " < pg_snapshot_xmin(?::text::pg_snapshot)::text::int8"
     " ORDER BY id LIMIT ?) AS w ON true"
 )
-#: At start: rows and a purge mark no transaction of this cluster can have written (ids
-#: past the next one), which a restore from another cluster brings: the mark would make
-#: every read forget, and the rows take the ids of transactions to come.
-REPAIR: Final = (
+_REPAIR: Final = (
     "DELETE FROM window_writes WHERE id >= pg_snapshot_xmax(pg_current_snapshot())::text::int8",
     f"DELETE FROM counters WHERE name = '{PURGED}' "
     "AND value >= pg_snapshot_xmax(pg_current_snapshot())::text::int8",
@@ -102,6 +99,16 @@ class WritesLog(AfterCommit):
     #: Only that one is not told: a batch of this process's whose count never ran (its
     #: runner failed after the commit) is told as another's would be.
     _log_pending: int | None = None
+
+    def _repair_log(self) -> None:
+        """At start: delete the rows and the purge mark no transaction of this cluster can
+        have written (ids past the next one), which a restore from another cluster brings:
+        the mark would make every read forget, and the rows take the ids of transactions to
+        come. (Nothing on a schema without the log: an older one, migrated no further.)"""
+        with self._write() as cur:
+            if cur.execute("SELECT to_regclass('window_writes')").fetchone() != (None,):
+                for sql in _REPAIR:
+                    cur.execute(sql)
 
     def _log_adds(
         self,

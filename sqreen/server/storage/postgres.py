@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 from ._export import COMMITTED_MARKS
-from ._pg_log import HITS, PURGED, REPAIR, WritesLog
+from ._pg_log import HITS, PURGED, WritesLog
 from ._pgcopy import EventCopier, hits_text
 from ._rows import EventRecord
 from ._schema import migrations
@@ -135,10 +135,7 @@ class PostgresStorage(WritesLog, SqlStorage):
                 )
             if upgrade:
                 self.migrate()
-                with self._write() as cur:  # (the windows' log after a restore: _pg_log.py)
-                    logged = cur.execute("SELECT to_regclass('window_writes')").fetchone()
-                    for sql in REPAIR if logged != (None,) else ():
-                        cur.execute(sql)
+                self._repair_log()
             else:
                 self.check_schema()
         except psycopg.OperationalError as exc:
