@@ -18,7 +18,12 @@ from typing import Any
 from tests.integrations._servers import ROOT, free_port, http_request, wait_for_port
 from tests.receiver import Receiver
 
-__all__ = ["Served", "get_json"]
+__all__ = ["RESEND_AFTER", "Served", "get_json"]
+
+#: Seconds a stop waits before it sends SIGTERM again to the workers it was told to
+#: (:meth:`Served.stop`): longer than a worker's delivery at exit may take
+#: (``SQREEN_SHUTDOWN_TIMEOUT``, 5 s here).
+RESEND_AFTER = 8.0
 
 
 class Served:
@@ -28,6 +33,8 @@ class Served:
         self, argv: list[str], receiver: Receiver | None, env: dict[str, str] | None = None
     ) -> None:
         self.port = free_port()
+        #: The workers :meth:`stop` sent SIGTERM again.
+        self.resent: set[int] = set()
         self.log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)
         full_env = {
             k: v
@@ -65,9 +72,20 @@ class Served:
         except OSError:
             return False
 
-    def stop(self, sig: int, target: str = "main", workers: set[int] = frozenset()) -> int:
+    def stop(
+        self,
+        sig: int,
+        target: str = "main",
+        workers: set[int] = frozenset(),
+        resend: set[int] = frozenset(),
+    ) -> int:
         """Send ``sig`` to the main process, to ``workers`` or to the whole ``group``; return
-        the exit status (the negative signal number when it died of one)."""
+        the exit status (the negative signal number when it died of one).
+
+        ``resend``: workers sent SIGTERM again, once, when the server still runs after
+        :data:`RESEND_AFTER` seconds: a granian WSGI worker loses the SIGTERM the kernel gives
+        to a thread of tokio's starting at that instant (:data:`tests.servers.test_shutdown.
+        LOST_SIGTERM`); :attr:`resent` says which were."""
         if target == "group":
             os.killpg(self.proc.pid, sig)
         elif target == "workers":
@@ -76,11 +94,28 @@ class Served:
         else:
             self.proc.send_signal(sig)
         try:
+            if resend:
+                try:
+                    return self.proc.wait(RESEND_AFTER)
+                except subprocess.TimeoutExpired:
+                    self.resent = {pid for pid in resend if self._resend(pid)}
             return self.proc.wait(20)
         except subprocess.TimeoutExpired:
             status = _signal_status(self.proc.pid)
             self.kill()
             raise AssertionError(f"the server did not stop ({status}):\n{self.output()}") from None
+
+    def _resend(self, pid: int) -> bool:
+        """SIGTERM to ``pid`` if it is still a worker of this server; whether it was."""
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+        if parent != self.proc.pid:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        return True
 
     def kill(self) -> None:
         if self.proc.poll() is None:
