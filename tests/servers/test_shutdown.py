@@ -122,9 +122,9 @@ STOPS = [(name, sig, target) for name, stops in HOW.items() for sig, target in s
 #: thread tokio starts at that instant takes it as it unblocks its signals (traced with
 #: ``signal_generate``/``signal_deliver`` and ``sched_process_fork``: the worker's SIGTERM
 #: delivered to a ``tokio-rt-worker`` forked 0.6 ms before, once in 50 to 100 stops under
-#: load), and the worker serves on forever. sqreen's own threads block those signals
-#: (``sqreen/_threads.py``); granian's ASGI workers wait in an event loop, which the signal's
-#: wakeup fd wakes from any thread.
+#: load; the same with this app's bare handler, no sqreen), and the worker serves on
+#: forever. sqreen's own threads block those signals (``sqreen/_threads.py``); granian's ASGI
+#: workers wait in an event loop, which the signal's wakeup fd wakes from any thread.
 LOST_SIGTERM: frozenset[str] = frozenset({"granian-wsgi"})
 
 
