@@ -17,12 +17,16 @@ events (loaded directly in SQL from a copy of real rows, each with its own id, t
 addresses: minutes, not hours); with ``--against REV`` (e.g. ``main``) REV's ``sqreen``
 package too, loaded under another name (``git archive``), on its own databases.
 
+With ``--warmup N``, the grown databases first store N events untimed: the preload builds
+their indexes from sorted rows, every page full, where a database grown by ingest has room
+in its pages (measured: it did not explain the growth; docs/benchmarks.md).
+
 With ``--group N``, N bodies at a time are parsed, then stored together (the pipeline's
 ``store_many``: one transaction), as a collector stores the bodies that waited while it
 stored others; each body is given an equal share of its group's CPU.
 
 Run: ``.venv/bin/python bench/bench_ingest_cpu.py [--events 100000] [--preload 5000000]
-[--against main] [--group 4]``.
+[--against main] [--group 4] [--warmup 100000]``.
 """
 
 from __future__ import annotations
@@ -108,6 +112,14 @@ def main() -> None:
         help="bodies stored together (one transaction), as a busy collector stores those "
         "that waited for it (default 1: one by one)",
     )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="with --preload: events stored in the grown databases, untimed, before the "
+        "runs (the preload builds their indexes from sorted rows, every page full: the first "
+        "insert into each page splits it, where a database grown by ingest has room)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         packages = {"now": package("sqreen")}
@@ -127,6 +139,11 @@ def main() -> None:
                     )
                 label = f"{name}, {args.preload} stored" if grown else f"{name}, fresh"
                 variants[label] = (pkg, pkg.IngestPipeline(pkg.open_storage(path)))
+        if args.warmup:
+            for label, (pkg, pipeline) in variants.items():
+                if "stored" in label:
+                    for body in batches(args.warmup, "warmup" + label.replace(" ", ""), args.mix):
+                        timed(pkg, pipeline, body)
         bodies = {
             label: batches(args.events, label.replace(" ", ""), args.mix) for label in variants
         }
