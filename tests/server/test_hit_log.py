@@ -286,3 +286,22 @@ def test_a_restore_into_the_live_file_gives_no_hit_id_twice(
     assert not [f for f in a.fired() if f[1] == X]
     a.fail(X, "u7")
     assert ("brute-force-ip", X, 5) in a.fired()
+
+
+def test_the_log_s_indexes_are_sorted_in_files_not_in_the_writer_s_memory(
+    nodes: tuple[Node, Node, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer keeps its temporary storage in memory (statement journals), and SQLite's
+    sorter follows it: the indexes made past the bound sort the whole log, in files."""
+    monkeypatch.setattr(_hit_log, "LOG_MEMORY_MAX", 12)
+    _, b, db = nodes
+    statements: list[str] = []
+    b.storage._writer.set_trace_callback(statements.append)
+    b.fail("192.0.2.1", *(f"v{i}" for i in range(7)))  # 14 rows: indexed
+    b.storage._writer.set_trace_callback(None)
+    assert _indexes(db) == {"window_log_key", "window_log_ts"}
+    first = next(n for n, sql in enumerate(statements) if sql.startswith("CREATE INDEX"))
+    after = statements[first:]
+    assert statements[first - 1] == "PRAGMA temp_store=FILE"
+    assert after.index("PRAGMA temp_store=MEMORY") == 2  # right after both indexes
+    assert b.storage._writer.execute("PRAGMA temp_store").fetchone() == (2,)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._hit_index import HIT_COST, HitIndex
 from ._playbooks import PURGE_CHUNK, PlaybookQueries
+from ._temp_store import on_disk
 from ._window_reads import ProbeValues, WindowKey
 
 if TYPE_CHECKING:
@@ -112,8 +113,9 @@ class HitLog(PlaybookQueries):
 
     def _index_log(self, cur: Cursor) -> None:
         """Past what memory should hold: index the table, and count in SQL from now on."""
-        for statement in LOG_INDEXES:
-            cur.execute(statement)
+        with on_disk(cur):  # (a sort of the whole table: in files, not the writer's memory)
+            for statement in LOG_INDEXES:
+                cur.execute(statement)
         self._hit_index = None
 
     def _insert_hits(

@@ -26,6 +26,7 @@ from ._places import LatestPlaces
 from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import migrations
 from ._sql import INSERT_CHUNK, Cursor, SqlStorage, logger
+from ._temp_store import WRITER_TEMP_STORE, on_disk
 from ._wal import WalRestarts
 from ._window_reads import WindowKey, adds_of, adds_text
 from ._write_lock import WriteLock
@@ -54,11 +55,6 @@ PAGE_SIZE: Final = 4096
 #: the cache: 72 -> 68 µs an event with 32 MiB at 100 000 events. Filled only as pages are
 #: used, and only on the one writer connection of each process (readers keep the default).
 WRITER_CACHE_KIB: Final = 65536
-#: The writer's statement journals in memory: an INSERT copies each page it changes to one
-#: first, which past 64 KiB was a temporary file written a page at a time (a third of the
-#: store's CPU at 5 000 000 events). One holds a statement's or a savepoint's pages (a purge's
-#: DELETEs need none; sorts keep their files). Set after the migrations; not for ``VACUUM``.
-WRITER_TEMP_STORE: Final = "MEMORY"
 #: The size the WAL is cut back to, in bytes, when a writer starts it again from its first
 #: frame (every frame copied into the database and no reader using it; without it the file
 #: keeps the largest size it ever reached), and past which a checkpoint starts the WAL again
@@ -266,12 +262,8 @@ class SQLiteStorage(HitLog, SqlStorage):
         rows), under the write lock, which every writer (ingest too) waits for meanwhile;
         then the WAL, which held the whole copy, cut to nothing."""
         with self._lock.held():
-            # VACUUM copies the database into a temporary one first: a file, never memory.
-            self._writer.execute("PRAGMA temp_store=FILE")
-            try:
+            with on_disk(self._writer):  # (its copy of the database: a file, not memory)
                 self._writer.execute("VACUUM")
-            finally:
-                self._writer.execute(f"PRAGMA temp_store={WRITER_TEMP_STORE}")
         if self.path not in ("", ":memory:"):
             self._truncate_wal(BUSY_TIMEOUT)
         return True
