@@ -139,7 +139,7 @@ def test_ingest_journals_its_statements_in_memory_not_in_a_temporary_file(
         storage.close()
     assert len(seen) > 3
     assert set().union(*seen) == set()
-    assert temp_store == (2,)
+    assert temp_store == (1,)  # sorts and ephemeral tables in files; journals as at BEGIN
 
 
 def test_vacuum_copies_through_a_file_and_ingest_goes_on_journalling_in_memory(
@@ -152,10 +152,8 @@ def test_vacuum_copies_through_a_file_and_ingest_goes_on_journalling_in_memory(
         storage._writer.set_trace_callback(statements.append)
         assert storage.reclaim_space()
         storage._writer.set_trace_callback(None)
-        assert storage._writer.execute("PRAGMA temp_store").fetchone() == (2,)
+        assert storage._writer.execute("PRAGMA temp_store").fetchone() == (1,)
         assert storage._read("PRAGMA temp_store") == [(0,)]  # readers keep the default
     finally:
         storage.close()
-    vacuum = statements.index("VACUUM")
-    assert statements[vacuum - 1] == "PRAGMA temp_store=FILE"
-    assert statements[vacuum + 1] == "PRAGMA temp_store=MEMORY"
+    assert "VACUUM" in statements

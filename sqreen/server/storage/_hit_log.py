@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._hit_index import HIT_COST, HitIndex
 from ._playbooks import PURGE_CHUNK, PlaybookQueries
-from ._temp_store import on_disk
 from ._window_reads import ProbeValues, WindowKey
 
 if TYPE_CHECKING:
@@ -63,6 +62,10 @@ class HitLog(PlaybookQueries):
     #: This process's hits by key, up to a row of ``window_log``; None: read them all again
     #: (and, in the transaction, count in SQL: the table indexed, or the memory dropped).
     _hit_index: HitIndex | None = None
+    #: Whether ``window_log`` was indexed when this process last looked: then a windows'
+    #: savepoint journals a page of its indexes for nearly every hit (scattered keys), and
+    #: the writer's journals go to files (:func:`~._temp_store.begin_write`).
+    _log_indexed: bool = False
 
     if TYPE_CHECKING:
 
@@ -91,7 +94,8 @@ class HitLog(PlaybookQueries):
         super()._tied_undone()
 
     def _windows_begin(self, cur: Cursor) -> None:
-        if _indexed(cur):
+        self._log_indexed = _indexed(cur)
+        if self._log_indexed:
             self._hit_index = None  # its memory back while the table is counted in SQL
             return
         index = self._hit_index
@@ -113,10 +117,10 @@ class HitLog(PlaybookQueries):
 
     def _index_log(self, cur: Cursor) -> None:
         """Past what memory should hold: index the table, and count in SQL from now on."""
-        with on_disk(cur):  # (a sort of the whole table: in files, not the writer's memory)
-            for statement in LOG_INDEXES:
-                cur.execute(statement)
+        for statement in LOG_INDEXES:  # (a sort of the whole table: in files)
+            cur.execute(statement)
         self._hit_index = None
+        self._log_indexed = True
 
     def _insert_hits(
         self, cur: Cursor, hits: Sequence[tuple[str, str, int, int, str | None]]
@@ -196,6 +200,7 @@ class HitLog(PlaybookQueries):
                 if text < LOG_TEXT_MAX // 2:
                     cur.execute("DROP INDEX IF EXISTS window_log_key")
                     cur.execute("DROP INDEX IF EXISTS window_log_ts")
+                    self._log_indexed = False
         return purged
 
 

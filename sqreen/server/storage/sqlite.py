@@ -26,7 +26,7 @@ from ._places import LatestPlaces
 from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import migrations
 from ._sql import INSERT_CHUNK, Cursor, SqlStorage, logger
-from ._temp_store import WRITER_TEMP_STORE, on_disk
+from ._temp_store import WRITER_TEMP_STORE, begin_write
 from ._wal import WalRestarts
 from ._window_reads import WindowKey, adds_of, adds_text
 from ._write_lock import WriteLock
@@ -94,6 +94,7 @@ class SQLiteStorage(HitLog, SqlStorage):
         self._pool_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._latest_places = LatestPlaces()
+        self._journals_in_memory = False
         create_private(path)
         self._writer = self._connect()
         try:
@@ -105,8 +106,9 @@ class SQLiteStorage(HitLog, SqlStorage):
             # that (see _checkpoint).
             self._writer.execute("PRAGMA wal_autocheckpoint=0")
             self._lock.open(path)
-            self.migrate() if upgrade else self.check_schema()
             self._writer.execute(f"PRAGMA temp_store={WRITER_TEMP_STORE}")
+            self.migrate() if upgrade else self.check_schema()
+            self._journals_in_memory = True  # (not the migrations': see _temp_store)
             # A WAL frame: a page and its 24-byte header (a database keeps its page size).
             self._frame_bytes = 24 + self._writer.execute("PRAGMA page_size").fetchone()[0]
         except sqlite3.DatabaseError as exc:  # "file is not a database", a locked file...
@@ -199,7 +201,7 @@ class SQLiteStorage(HitLog, SqlStorage):
         self._not_tied()
         with self._lock.held():
             cur = self._writer.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+            begin_write(cur, self._journals_in_memory and not self._log_indexed)
             try:
                 yield cur
                 cur.execute("COMMIT")
@@ -262,8 +264,7 @@ class SQLiteStorage(HitLog, SqlStorage):
         rows), under the write lock, which every writer (ingest too) waits for meanwhile;
         then the WAL, which held the whole copy, cut to nothing."""
         with self._lock.held():
-            with on_disk(self._writer):  # (its copy of the database: a file, not memory)
-                self._writer.execute("VACUUM")
+            self._writer.execute("VACUUM")  # (its copy of the database: a file)
         if self.path not in ("", ":memory:"):
             self._truncate_wal(BUSY_TIMEOUT)
         return True
