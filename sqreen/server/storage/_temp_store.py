@@ -32,8 +32,8 @@ class _Executes(Protocol):
 
 def begin_write(cur: _Executes, journals_in_memory: bool) -> None:
     """``BEGIN IMMEDIATE`` on the writer's ``cur``, its statement journals in memory when
-    ``journals_in_memory`` (no temporary table is ever made on the writer: ``temp_store``
-    cannot change in a transaction once the temp database is open)."""
+    ``journals_in_memory``. (Changing ``temp_store`` drops a connection's temporary
+    database: no temporary table is ever made on the writer.)"""
     if not journals_in_memory:
         cur.execute("BEGIN IMMEDIATE")
         return

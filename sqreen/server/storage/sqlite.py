@@ -201,8 +201,8 @@ class SQLiteStorage(HitLog, SqlStorage):
         self._not_tied()
         with self._lock.held():
             cur = self._writer.cursor()
-            begin_write(cur, self._journals_in_memory and not self._log_indexed)
-            try:
+            try:  # (what fails once BEGIN is done is rolled back)
+                begin_write(cur, self._journals_in_memory and not self._log_indexed)
                 yield cur
                 cur.execute("COMMIT")
             except BaseException:
