@@ -114,7 +114,10 @@ class Served:
             return False
         if parent != self.proc.pid:
             return False
-        os.kill(pid, signal.SIGTERM)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:  # (it ended meanwhile)
+            return False
         return True
 
     def kill(self) -> None:
