@@ -33,8 +33,6 @@ class Served:
         self, argv: list[str], receiver: Receiver | None, env: dict[str, str] | None = None
     ) -> None:
         self.port = free_port()
-        #: The workers :meth:`stop` sent SIGTERM again.
-        self.resent: set[int] = set()
         self.log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)
         full_env = {
             k: v
@@ -85,7 +83,7 @@ class Served:
         ``resend``: workers sent SIGTERM again, once, when the server still runs after
         :data:`RESEND_AFTER` seconds: a granian WSGI worker loses the SIGTERM the kernel gives
         to a thread of tokio's starting at that instant (:data:`tests.servers.test_shutdown.
-        LOST_SIGTERM`); :attr:`resent` says which were."""
+        LOST_SIGTERM`)."""
         if target == "group":
             os.killpg(self.proc.pid, sig)
         elif target == "workers":
@@ -98,27 +96,23 @@ class Served:
                 try:
                     return self.proc.wait(RESEND_AFTER)
                 except subprocess.TimeoutExpired:
-                    self.resent = {pid for pid in resend if self._resend(pid)}
+                    for pid in resend:
+                        self._resend(pid)
             return self.proc.wait(20)
         except subprocess.TimeoutExpired:
             status = _signal_status(self.proc.pid)
             self.kill()
             raise AssertionError(f"the server did not stop ({status}):\n{self.output()}") from None
 
-    def _resend(self, pid: int) -> bool:
-        """SIGTERM to ``pid`` if it is still a worker of this server; whether it was."""
+    def _resend(self, pid: int) -> None:
+        """SIGTERM to ``pid`` if it is still a worker of this server."""
         try:
             with open(f"/proc/{pid}/stat") as f:
                 parent = int(f.read().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
-            return False
-        if parent != self.proc.pid:
-            return False
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:  # (it ended meanwhile)
-            return False
-        return True
+            if parent == self.proc.pid:
+                os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError, IndexError):  # (gone meanwhile: nothing to stop)
+            pass
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -9,7 +9,15 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from ._playbooks import HitValues, PlaybookQueries
-from ._window_reads import MarkValues, ProbeValues, QuietKey, WindowKey, candidates_of
+from ._window_reads import (
+    AddsTold,
+    HorizonTold,
+    MarkValues,
+    ProbeValues,
+    QuietKey,
+    WindowKey,
+    candidates_of,
+)
 from .model import Alert, Replacement, WindowWrite, to_us
 
 if TYPE_CHECKING:
@@ -31,8 +39,8 @@ class AfterCommit(PlaybookQueries):
         self,
         cur: Cursor,
         owner: object,
-        others: Callable[[dict[WindowKey, int]], None] | None,
-        horizon: Callable[[int | None], None] | None,
+        others: AddsTold | None,
+        horizon: HorizonTold | None,
     ) -> bool:
         """Once this process's hits are committed: what the log says the others added since
         its previous read for ``owner``; whether that is all (a dialect's business: False
@@ -74,8 +82,8 @@ class AfterCommit(PlaybookQueries):
         marked: Callable[[dict[QuietKey, MarkValues]], None] | None,
         read: tuple[
             object,
-            Callable[[dict[WindowKey, int]], None] | None,
-            Callable[[int | None], None] | None,
+            AddsTold | None,
+            HorizonTold | None,
             tuple[int, Callable[[int, dict[WindowKey, int]], None]] | None,
         ] = (None, None, None, None),
     ) -> list[Alert]:

@@ -23,11 +23,11 @@ fresh, and the process forgets what it remembered, as SQLite's log does
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from ._after_commit import AfterCommit
-from ._window_reads import WindowKey, adds_of, adds_text
+from ._window_reads import AddsTold, HorizonTold, WindowKey, adds_of, adds_text
 from .model import to_us
 
 if TYPE_CHECKING:
@@ -137,8 +137,8 @@ class WritesLog(AfterCommit):
         self,
         cur: Cursor,
         owner: object,
-        others: Callable[[dict[WindowKey, int]], None] | None,
-        horizon: Callable[[int | None], None] | None,
+        others: AddsTold | None,
+        horizon: HorizonTold | None,
     ) -> bool:
         """After this process's hits are committed: read what the rows committed since its
         previous read for ``owner`` added (but its latest, this batch's), tell ``others``

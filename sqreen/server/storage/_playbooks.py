@@ -26,6 +26,8 @@ from ._alert_store import AlertQueries
 from ._parts import Columns
 from ._window_reads import (
     WINDOW_CHUNK,
+    AddsTold,
+    HorizonTold,
     MarkValues,
     ProbeValues,
     QuietKey,
@@ -211,9 +213,9 @@ class PlaybookQueries(AlertQueries):
         *,
         owner: object = None,
         counted: Callable[[dict[ProbeValues, int]], None] | None = None,
-        horizon: Callable[[int | None], None] | None = None,
+        horizon: HorizonTold | None = None,
         added: Mapping[WindowKey, int] | None = None,
-        others: Callable[[dict[WindowKey, int]], None] | None = None,
+        others: AddsTold | None = None,
         present: tuple[int, Callable[[int, dict[WindowKey, int]], None]] | None = None,
         on_replace: Callable[[Replacement], None] | None = None,
         marked: Callable[[dict[QuietKey, MarkValues]], None] | None = None,

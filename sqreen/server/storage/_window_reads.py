@@ -18,6 +18,8 @@ __all__ = [
     "FETCH_MAX",
     "PRESENT_MAX",
     "WINDOW_CHUNK",
+    "AddsTold",
+    "HorizonTold",
     "MarkValues",
     "ProbeValues",
     "QuietKey",
@@ -55,6 +57,10 @@ PRESENT_MAX: Final = 4096
 
 T = TypeVar("T")
 WindowKey = tuple[str, str]
+#: Told, by key, what other processes added to the windows since a read.
+AddsTold = Callable[[dict[WindowKey, int]], None]
+#: Told the time of the newest hit stored (None: no hit).
+HorizonTold = Callable[[int | None], None]
 QuietKey = tuple[str, str]  # (playbook id, group key)
 #: A mark: (time µs, seq) of the last event an alert playbook's alert counted on a key.
 MarkValues = tuple[int, int]
