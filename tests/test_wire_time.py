@@ -1,5 +1,6 @@
 """Timestamps in wire form take a short path through the collector's checks: the same
-results (value, normal form, refusal and its message) as the long one."""
+results (value, normal form, µs, refusal and its message) as the long one, whether their
+second is remembered or not."""
 
 from __future__ import annotations
 
@@ -7,8 +8,15 @@ from datetime import UTC, datetime
 
 import pytest
 
+from sqreen import _wire_time
 from sqreen._limits import InvalidEvent
-from sqreen._wire_time import bounded, format_timestamp, normal_timestamp, parse_timestamp
+from sqreen._wire_time import (
+    bounded,
+    format_timestamp,
+    normal_timestamp,
+    parse_timestamp,
+    time_us,
+)
 
 WIRE = [
     "2026-12-02T04:11:01.251419Z",
@@ -70,3 +78,70 @@ def test_what_was_refused_is_refused_with_the_same_message(value: object) -> Non
         with pytest.raises(InvalidEvent) as refused:
             parse(value)
         assert str(refused.value) == str(expected.value)
+
+
+def long_us(value: object) -> int:
+    at = long_path(value) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (at.days * 86_400 + at.seconds) * 1_000_000 + at.microseconds
+
+
+@pytest.mark.parametrize("value", WIRE + OTHER)
+def test_a_time_reads_as_the_same_microseconds_first_and_once_its_second_is_remembered(
+    value: str,
+) -> None:
+    _wire_time._SECONDS.clear()
+    assert time_us(value) == long_us(value)
+    assert (value[:19] in _wire_time._SECONDS) == (value in WIRE)  # only the wire's form
+    assert time_us(value) == long_us(value)
+
+
+@pytest.mark.parametrize("value", REFUSED)
+def test_what_is_refused_is_refused_by_time_us_with_the_same_message(value: object) -> None:
+    with pytest.raises(InvalidEvent) as expected:
+        long_path(value)
+    with pytest.raises(InvalidEvent) as refused:
+        time_us(value)
+    assert str(refused.value) == str(expected.value)
+
+
+@pytest.mark.parametrize(
+    "fraction",
+    [
+        "+12345",
+        "-12345",
+        " 12345",
+        "12345 ",
+        "1_2345",
+        "\uff11\uff12\uff13\uff14\uff15\uff16",  # fullwidth digits
+        "\u0663" * 6,  # Arabic-Indic digits: int() reads them
+        "12345\n",
+        "1234\x00",
+        "abcdef",
+    ],
+)
+def test_a_remembered_second_reads_no_fraction_the_wire_does_not_write(fraction: str) -> None:
+    """Once "2026-12-02T04:11:01" is remembered, only six ASCII digits after it are read as
+    the wire's form: int() also takes signs, spaces, underscores and other scripts' digits.
+    The rest reads as parsing reads it, or is refused with its message."""
+    assert time_us("2026-12-02T04:11:01.000000Z") == long_us("2026-12-02T04:11:01.000000Z")
+    assert "2026-12-02T04:11:01" in _wire_time._SECONDS  # remembered
+    value = f"2026-12-02T04:11:01.{fraction}Z"
+    try:
+        expected: object = long_us(value)
+    except InvalidEvent as exc:
+        expected = str(exc)
+    try:
+        got: object = time_us(value)
+    except InvalidEvent as exc:
+        got = str(exc)
+    assert got == expected
+
+
+def test_the_remembered_seconds_are_bounded() -> None:
+    """A batch of times each in a second of its own (a hostile SDK) keeps no more than
+    SECONDS_MAX of them, and every one still reads right."""
+    base = 1_700_000_000
+    for n in range(_wire_time.SECONDS_MAX + 50):
+        value = format_timestamp(float(base + n * 61) + 0.25)
+        assert time_us(value) == long_us(value)
+        assert len(_wire_time._SECONDS) <= _wire_time.SECONDS_MAX

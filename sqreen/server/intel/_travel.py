@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 from ..._blocking import fold_identifier
 from ..._wire import WireEvent, parse_event
-from ..._wire_time import format_timestamp, parse_timestamp
+from ..._wire_time import format_timestamp, time_us
 from ..storage import PlaceAsk, PlaceRow, StoredEvent, clean
 
 if TYPE_CHECKING:
@@ -283,7 +283,7 @@ class ImpossibleTravel:
         info = fields.get("ip_info")
         if not (isinstance(info, dict) or isinstance(info, Mapping)) or "city" not in info:
             return None  # no place: no time to read
-        at = min((parse_timestamp(event["timestamp"]) - EPOCH) // _US, latest)
+        at = min(time_us(event["timestamp"]), latest)
         given = tuple(user.items())
         known = self._users.get(given)
         if known is None:

@@ -8,42 +8,20 @@ open.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import Any, Final
 
 from ..._wire import WireEvent
+from ..._wire_time import time_us
 from ..storage import StoredEvent
-from ..storage.model import EPOCH, to_us
+from ..storage.model import to_us
 from ._fields import EventView
 
 __all__ = ["event_view", "wire_us", "wire_views"]
 
 _new_tuple = tuple.__new__
-#: A wire time's second ("2026-12-02T09:38:44", what precedes ".ffffffZ") -> µs since the
-#: epoch. A batch's events fall in a few seconds: a lookup and the fraction's digits instead
-#: of a datetime and a timedelta (2.8 -> ~1 µs an event with the view, loaded machine).
-_SECONDS: dict[str, int] = {}
-SECONDS_MAX: Final = 4096
-#: The length of the wire form, ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (``sqreen._wire_time``'s
-#: ``format_timestamp``: the pipeline's parser gives every event's time in it).
-_WIRE_LEN: Final = 27
-
-
-def wire_us(text: str) -> int:
-    """µs since the epoch of a time in the wire's form (any other ISO text is parsed)."""
-    wire = len(text) == _WIRE_LEN and text[19] == "." and text[26] == "Z"
-    if wire:
-        base = _SECONDS.get(text[:19])
-        if base is not None:  # the parser checked the digits (normal_timestamp)
-            return base + int(text[20:26])
-    at = datetime.fromisoformat(text) - EPOCH  # aware: the wire's rules
-    us = (at.days * 86_400 + at.seconds) * 1_000_000 + at.microseconds
-    fraction = text[20:26]
-    if wire and fraction.isascii() and fraction.isdigit():
-        if len(_SECONDS) >= SECONDS_MAX:
-            _SECONDS.clear()
-        _SECONDS[text[:19]] = us - int(fraction)
-    return us
+#: µs since the epoch of an event's time (``sqreen._wire_time.time_us``: a batch's seconds
+#: remembered, 2.8 -> ~1 µs an event with the view, loaded machine).
+wire_us: Final = time_us
 
 
 def event_view(event: StoredEvent) -> EventView:

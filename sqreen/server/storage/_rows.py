@@ -25,7 +25,7 @@ from typing import Any, Final, NamedTuple
 from ..._json import Encoded, dumps_ascii, dumps_fields, dumps_utf8
 from ..._text import utf8_text
 from ..._wire import WireEvent
-from ..._wire_time import parse_timestamp
+from ..._wire_time import time_us
 from ..fastjson import dumps_ascii as dumps_event_part
 from .model import InsertResult, StoredEvent, from_us, to_us
 
@@ -218,7 +218,8 @@ def event_us(event: WireEvent, received_us: int) -> int:
     """The time ``event`` is stored under: its own, unless later than its receipt (a clock
     ahead, or a time that would keep it out of every recent view and from retention): then
     the time it was received."""
-    return min(to_us(parse_timestamp(event["timestamp"])), received_us)
+    us = time_us(event["timestamp"])
+    return us if us < received_us else received_us
 
 
 def _ip(request: Mapping[str, Any] | None) -> str | None:
