@@ -21,18 +21,26 @@ With ``--warmup N``, the grown databases first store N events untimed: the prelo
 their indexes from sorted rows, every page full, where a database grown by ingest has room
 in its pages (measured: it did not explain the growth; docs/benchmarks.md).
 
+With ``--without INDEX`` (repeatable), this tree also runs on copies of its databases
+(fresh, and grown with ``--preload``) from which that index is dropped, alternated with the
+rest: what the index costs an event, fresh and grown (a diagnostic: the explorer and the
+playbooks need what it holds).
+
 With ``--group N``, N bodies at a time are parsed, then stored together (the pipeline's
 ``store_many``: one transaction), as a collector stores the bodies that waited while it
 stored others; each body is given an equal share of its group's CPU.
 
 Run: ``.venv/bin/python bench/bench_ingest_cpu.py [--events 100000] [--preload 5000000]
-[--against main] [--group 4] [--warmup 100000]``.
+[--against main] [--group 4] [--warmup 100000] [--without event_users_kv]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
+import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -120,6 +128,13 @@ def main() -> None:
         "runs (the preload builds their indexes from sorted rows, every page full: the first "
         "insert into each page splits it, where a database grown by ingest has room)",
     )
+    parser.add_argument(
+        "--without",
+        metavar="INDEX",
+        action="append",
+        default=[],
+        help="also this tree on copies of its databases without INDEX (repeatable)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         packages = {"now": package("sqreen")}
@@ -138,7 +153,18 @@ def main() -> None:
                         file=sys.stderr,
                     )
                 label = f"{name}, {args.preload} stored" if grown else f"{name}, fresh"
+                pkg.open_storage(path).close()  # (made, migrated: then copied as it is)
+                for index in args.without if name == "now" else ():
+                    copy = str(Path(tmp, f"{name}-{grown}-without-{index}.db"))
+                    shutil.copyfile(path, copy)
+                    conn = sqlite3.connect(copy)
+                    conn.execute(f'DROP INDEX "{index}"')
+                    conn.close()
+                    without = pkg.IngestPipeline(pkg.open_storage(copy))
+                    variants[f"{label}, without {index}"] = (pkg, without)
                 variants[label] = (pkg, pkg.IngestPipeline(pkg.open_storage(path)))
+        if args.without:
+            os.sync()  # the copies written back before the runs, not during them
         if args.warmup:
             for label, (pkg, pipeline) in variants.items():
                 if "stored" in label:
@@ -165,12 +191,13 @@ def main() -> None:
         f"({args.mix} mix; variants alternated batch by batch"
         + (f"; stored {args.group} at a time)" if args.group > 1 else ")")
     )
-    print(f"{'variant':28}" + "".join(f"{s:>9}" for s in (*STAGES, "total", "mean")))
+    width = max(28, *(len(label) + 1 for label in times))
+    print(f"{'variant':{width}}" + "".join(f"{s:>9}" for s in (*STAGES, "total", "mean")))
     for label, rows in times.items():
         cells = [statistics.median(r[k] for r in rows) * 1e6 / BATCH for k in range(3)]
         total = statistics.median(sum(r) for r in rows) * 1e6 / BATCH
         mean = statistics.fmean(sum(r) for r in rows) * 1e6 / BATCH
-        print(f"{label:28}" + "".join(f"{c:9.1f}" for c in (*cells, total, mean)))
+        print(f"{label:{width}}" + "".join(f"{c:9.1f}" for c in (*cells, total, mean)))
     print(
         "(mean: of every batch's total, the checkpoints included: SQLite's runs after one "
         "commit in 8, which the medians leave out)"
