@@ -43,8 +43,12 @@ def in_range(when: datetime) -> bool:
 
 
 #: What :func:`format_timestamp` writes, for a year of 1970 to 8999 (within the bounds).
+#: The hour is 00 to 23: Python 3.14's ``fromisoformat`` reads "T24:00:00.000000" as the
+#: next day's midnight (and refuses T24 with anything after it), which must not make a
+#: second of hour 24 the wire's form (:func:`time_us` remembers seconds).
 _WIRE_TIME: Final = re.compile(
-    r"(?:19[7-9][0-9]|[2-8][0-9]{3})-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
+    r"(?:19[7-9][0-9]|[2-8][0-9]{3})-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-9]{2}:[0-9]{2}"
+    r"\.[0-9]{6}Z"
 )
 
 
@@ -76,18 +80,25 @@ _WIRE_LEN: Final = 27  # len("2026-12-02T09:38:44.000000Z")
 def time_us(value: object, field: str = "timestamp") -> int:
     """µs since the epoch of :func:`parse_timestamp`'s time for ``value``."""
     if type(value) is str and len(value) == _WIRE_LEN and value[19] == "." and value[26] == "Z":
-        base = _SECONDS.get(value[:19])
         fraction = value[20:26]
         # (int() also reads "+1234", " 1234", "1_234" and other scripts' digits)
-        if base is not None and fraction.isascii() and fraction.isdigit():
-            return base + int(fraction)
+        if fraction.isascii() and fraction.isdigit():
+            base = _SECONDS.get(value[:19])
+            if base is not None:
+                return base + int(fraction)
+            if _WIRE_TIME.fullmatch(value):
+                try:
+                    at = datetime.fromisoformat(value) - EARLIEST
+                except ValueError:  # February 30th...: refused below, with the message
+                    pass
+                else:
+                    base = (at.days * 86_400 + at.seconds) * 1_000_000
+                    if len(_SECONDS) >= SECONDS_MAX:
+                        _SECONDS.clear()
+                    _SECONDS[value[:19]] = base
+                    return base + at.microseconds
     at = parse_timestamp(value, field) - EARLIEST
-    us = (at.days * 86_400 + at.seconds) * 1_000_000 + at.microseconds
-    if type(value) is str and _WIRE_TIME.fullmatch(value):  # (checked: parsed, in bounds)
-        if len(_SECONDS) >= SECONDS_MAX:
-            _SECONDS.clear()
-        _SECONDS[value[:19]] = us - int(value[20:26])
-    return us
+    return (at.days * 86_400 + at.seconds) * 1_000_000 + at.microseconds
 
 
 def format_timestamp(when: float | datetime) -> str:

@@ -4,7 +4,7 @@ second is remembered or not."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -145,3 +145,29 @@ def test_the_remembered_seconds_are_bounded() -> None:
         value = format_timestamp(float(base + n * 61) + 0.25)
         assert time_us(value) == long_us(value)
         assert len(_wire_time._SECONDS) <= _wire_time.SECONDS_MAX
+
+
+class _FromIsoformat314(datetime):
+    """``datetime`` as Python 3.14 reads ISO text: "T24:00:00" with nothing but zeros after it
+    is the next day's midnight; hour 24 with anything else is refused."""
+
+    @classmethod
+    def fromisoformat(cls, text: str) -> datetime:  # type: ignore[override]
+        if text[10:13] == "T24":
+            rest = text[13:]
+            if rest.rstrip("Z") not in (":00", ":00:00", ":00:00.000000"):
+                raise ValueError(f"hour 24 with a time after midnight: {text!r}")
+            return super().fromisoformat(f"{text[:10]}T00{rest}") + timedelta(days=1)
+        return super().fromisoformat(text)
+
+
+def test_hour_24_is_never_a_remembered_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read as 3.14 reads it, "T24:00:00.000000Z" is the next midnight, in its normal form;
+    it must not make "T24:00:00" a second whose other fractions are then taken as times."""
+    monkeypatch.setattr(_wire_time, "datetime", _FromIsoformat314)
+    _wire_time._SECONDS.clear()
+    midnight = "2026-12-02T24:00:00.000000Z"
+    assert time_us(midnight) == long_us("2026-12-03T00:00:00.000000Z")
+    assert normal_timestamp(midnight) == "2026-12-03T00:00:00.000000Z"
+    with pytest.raises(InvalidEvent, match="is not ISO 8601"):
+        time_us("2026-12-02T24:00:00.000001Z")
