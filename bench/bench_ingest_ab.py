@@ -39,9 +39,13 @@ run also measures thousands of alerts.
 ``templates`` says): each user always from the same public address, a dense City
 ``.mmdb``, and three collectors: IP intelligence off, on without impossible travel
 (``--travel-speed 0``), and on; with ``--against REV``, this tree and REV both with travel.
+``--intel new``: every event from a public address never seen before (the enricher's worst
+case, a scan from many addresses), the same ``.mmdb``, IP intelligence off and on without
+impossible travel (every login from a random place would make a third of the events an
+alert); with ``--against REV``, both trees so.
 
 Run: ``.venv/bin/python bench/bench_ingest_ab.py [--workers 2] [--events 200000]
-[--slice 40] [--mix typical] [--playbooks both | --against main] [--intel travel]``.
+[--slice 40] [--mix typical] [--playbooks both | --against main] [--intel travel|new]``.
 """
 
 from __future__ import annotations
@@ -149,16 +153,22 @@ class Senders:
 
 def variants(args: argparse.Namespace, tmp: Path) -> list[Variant]:
     travel: tuple[str, ...] = ()
-    if args.intel == "travel":
+    if args.intel in ("travel", "new"):
         mmdb = tmp / "dense.mmdb"
         dense_city_file(mmdb, random.Random(16))
         travel = ("--geoip-db", str(mmdb))
     if args.against is None:
+        if args.intel != "default" and args.playbooks == "both":
+            raise SystemExit(
+                f"--intel {args.intel} compares IP intelligence: playbooks none or templates"
+            )
+        if args.intel == "new":
+            armed = args.playbooks == "templates"
+            return [
+                Variant("intel off", ROOT, armed, ("--no-ip-intel",)),
+                Variant("no travel", ROOT, armed, (*travel, "--travel-speed", "0")),
+            ]
         if args.intel == "travel":
-            if args.playbooks == "both":
-                raise SystemExit(
-                    "--intel travel compares IP intelligence: playbooks none or templates"
-                )
             armed = args.playbooks == "templates"
             return [
                 Variant("intel off", ROOT, armed, ("--no-ip-intel",)),
@@ -171,6 +181,8 @@ def variants(args: argparse.Namespace, tmp: Path) -> list[Variant]:
         raise SystemExit("--against compares two trees with the same playbooks: none or templates")
     armed = args.playbooks == "templates"
     other = exported(args.against, tmp / "against")
+    if args.intel == "new":
+        travel = (*travel, "--travel-speed", "0")
     return [Variant("tree", ROOT, armed, travel), Variant(args.against, other, armed, travel)]
 
 
@@ -185,12 +197,14 @@ def main() -> None:
     parser.add_argument("--against", metavar="REV", help="this tree against git revision REV")
     parser.add_argument(
         "--intel",
-        choices=["default", "travel"],
+        choices=["default", "travel", "new"],
         default="default",
         help="default: IP intelligence as by default (no .mmdb; the traffic's addresses "
         "private); travel: each user always from the same public address, a dense City "
         ".mmdb, and IP intelligence off, on without impossible travel, and on (with "
-        "--against: both trees with travel)",
+        "--against: both trees with travel); new: every event from a public address never "
+        "seen before (the enricher's worst case: a scan), the dense City .mmdb, IP "
+        "intelligence off and on without impossible travel (with --against: both trees so)",
     )
     parser.add_argument(
         "--backend",
@@ -208,6 +222,9 @@ def main() -> None:
         homes = public_addresses(USERS, random.Random(8))
         warm_ips = [homes[user_of(n, args.mix)] for n in range(BATCH * args.senders * 2)]
         ips = [homes[user_of(n, args.mix)] for n in range(args.events)]
+    elif args.intel == "new":  # every address new (bench_ingest.py --addresses new)
+        fresh_ips = public_addresses(BATCH * args.senders * 2 + args.events, random.Random(8))
+        warm_ips, ips = fresh_ips[: BATCH * args.senders * 2], fresh_ips[BATCH * args.senders * 2 :]
     warm = bodies_for(BATCH * args.senders * 2, "warmup", args.mix, warm_ips)
     bodies = bodies_for(args.events, "measured", args.mix, ips)
     slices = [bodies[i : i + args.slice] for i in range(0, len(bodies), args.slice)]
