@@ -7,6 +7,7 @@ from typing import Any, Final
 
 import pytest
 
+from sqreen._wire_time import time_us
 from sqreen.server.playbooks import (
     TEMPLATES,
     Engine,
@@ -20,7 +21,7 @@ from sqreen.server.playbooks._alerts import alerts_for, new_alert
 from sqreen.server.playbooks._bounds import Bounds
 from sqreen.server.playbooks._hits import Hit
 from sqreen.server.playbooks._memory import MemoryWindows
-from sqreen.server.playbooks._views import wire_us, wire_views
+from sqreen.server.playbooks._views import wire_views
 from sqreen.server.storage.model import from_us, to_us
 
 S = 1_000_000  # a second in µs
@@ -450,8 +451,8 @@ def test_wire_times_read_from_a_remembered_second_equal_the_parsed_ones() -> Non
         "2026-12-02T10:38:44.123456+01:00",  # 27 characters, not the wire's form
     ):
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        assert wire_us(text) == to_us(parsed), text
-        assert wire_us(text) == to_us(parsed), text  # again, once remembered
+        assert time_us(text) == to_us(parsed), text
+        assert time_us(text) == to_us(parsed), text  # again, once remembered
 
 
 def test_wire_views_are_the_new_events_of_the_names_read_never_later_than_received() -> None:
@@ -466,7 +467,7 @@ def test_wire_views_are_the_new_events_of_the_names_read_never_later_than_receiv
         wire("app.page", "2026-12-02T09:38:45.000000Z", "203.0.113.9"),  # no playbook's
         wire("auth.login.failure", "2030-01-01T00:00:00.000000Z", "x" * 65),  # skewed clock
     ]
-    received = wire_us("2026-12-02T09:38:46.000000Z")
+    received = time_us("2026-12-02T09:38:46.000000Z")
     extra = [{"ip_info": {"country": "FR"}}, {}, {}, {}]
     views = wire_views(events, [11, None, 13, 14], extra, received, "shop", NAMES)
     assert [(v.seq, v.ts_us, v.ip, v.app) for v in views] == [

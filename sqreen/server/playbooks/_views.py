@@ -8,7 +8,7 @@ open.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 from ..._wire import WireEvent
 from ..._wire_time import time_us
@@ -16,12 +16,9 @@ from ..storage import StoredEvent
 from ..storage.model import to_us
 from ._fields import EventView
 
-__all__ = ["event_view", "wire_us", "wire_views"]
+__all__ = ["event_view", "wire_views"]
 
 _new_tuple = tuple.__new__
-#: µs since the epoch of an event's time (``sqreen._wire_time.time_us``: a batch's seconds
-#: remembered, 2.8 -> ~1 µs an event with the view, loaded machine).
-wire_us: Final = time_us
 
 
 def event_view(event: StoredEvent) -> EventView:
@@ -58,7 +55,7 @@ def wire_views(
             continue
         request = event["request"]
         ip = request.get("ip") if request else None
-        ts = wire_us(event["timestamp"])
+        ts = time_us(event["timestamp"])  # (a batch's seconds remembered)
         extra = enrichment[n] if enrichment else None
         # tuple.__new__: without NamedTuple's slower keyword-taking constructor.
         append(
