@@ -59,7 +59,7 @@ VARIANTS: dict[str, list[str]] = {
     "- events_ip": ["DROP INDEX events_ip"],
     "- events_name": ["DROP INDEX events_name"],
     "- events_id": ["DROP INDEX events_id"],
-    "- (key, value) indexes": ["DROP INDEX event_props_kv", "DROP INDEX event_users_kv"],
+    "- (key, value) indexes": ["DROP INDEX event_props_kv", "DROP INDEX event_users_bkv"],
     "side tables (key, value) only": KV_ONLY,
     "- side tables": [],  # their INSERTs skipped
 }

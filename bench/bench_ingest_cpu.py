@@ -31,7 +31,7 @@ With ``--group N``, N bodies at a time are parsed, then stored together (the pip
 stored others; each body is given an equal share of its group's CPU.
 
 Run: ``.venv/bin/python bench/bench_ingest_cpu.py [--events 100000] [--preload 5000000]
-[--against main] [--group 4] [--warmup 100000] [--without event_users_kv]``.
+[--against main] [--group 4] [--warmup 100000] [--without event_users_bkv]``.
 """
 
 from __future__ import annotations

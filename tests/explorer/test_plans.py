@@ -32,7 +32,8 @@ NOW = datetime.now(UTC)
 FILTERS: dict[str, tuple[list[tuple[str, str]], str | None, str | None]] = {
     "newest": ([], None, None),
     "name": ([("name", "auth.login.failure")], "events_name", None),
-    "user": ([("user", "uid=3")], "event_users_kv", None),
+    # SQLite's by run of seqs first (event_users_bkv), PostgreSQL's by (key, value, seq).
+    "user": ([("user", "uid=3")], "event_users_(bkv|kv)", None),
     "ip": ([("ip", "203.0.113.7")], "events_ip", None),
     "property": ([("prop", "reason=bad_password")], "event_props_kv", None),
     "time range": ([("since", "9d"), ("until", "7d")], "events_ts", None),
@@ -114,7 +115,9 @@ def full_scans(lines: list[str]) -> list[str]:
     out = [line for line in lines if "Seq Scan" in line]
     for line in lines:
         found = re.fullmatch(r"SCAN (\w+)", line.strip())
-        if found and f"CO-ROUTINE {found[1]}" not in lines and found[1] not in ("m", "x", "s"):
+        # (b: SQLite's users' runs, one row a run of 4 096 events, walked from the newest.)
+        skipped = ("m", "x", "s", "b")
+        if found and f"CO-ROUTINE {found[1]}" not in lines and found[1] not in skipped:
             out.append(line)
     return out
 
@@ -133,7 +136,7 @@ def test_each_filter_reads_through_an_index(filled: Storage, label: str) -> None
             assert "LIMIT" in sql, text  # bounded
         else:
             assert not full_scans(lines), f"{label}: full scan in\n{sql}\n{text}"
-            assert index in text, f"{label}: {index} unused in\n{sql}\n{text}"
+            assert re.search(index, text), f"{label}: {index} unused in\n{sql}\n{text}"
     if lookup is not None:
         # SQLite: "SEARCH g USING PRIMARY KEY (seq=? AND key=?)"; PostgreSQL: "<table>_pkey".
         by_key = re.compile(rf"{lookup}_pkey|SEARCH g USING PRIMARY KEY \(seq=\? AND key=\?\)")

@@ -161,6 +161,11 @@ def test_a_database_from_before_the_log_keeps_its_hits(tmp_path: Path) -> None:
         )
         conn.execute("DROP TABLE window_log")
         conn.execute("DELETE FROM sqlite_sequence WHERE name = 'window_log'")
+        # (and the users' index as it was before schema 20)
+        conn.execute("DROP TRIGGER event_user_buckets_kept")
+        conn.execute("DROP TABLE event_user_buckets")
+        conn.execute("DROP INDEX event_users_bkv")
+        conn.execute("CREATE INDEX event_users_kv ON event_users (key, value, seq)")
         conn.execute("UPDATE schema_version SET version = 17")
     new = Node(db, book, clock)
     try:

@@ -22,7 +22,7 @@ tables (the filter's columns below, :mod:`._queries`' ``GROUP_COLUMNS`` and ``SI
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
@@ -49,6 +49,10 @@ def severity_names(level: str) -> list[str]:
 class EventWalks:
     """How the event reads of :class:`~._queries.EventQueries` find their rows: the
     conditions of a filter, and the walk down one index to the newest matching events."""
+
+    #: Side tables whose (key, value) index is by run of seqs first (``seq >> shift``), by
+    #: name: the shift (a back end's business: SQLite's users, ``_schema`` migration 20).
+    RUN_INDEXED: Mapping[str, int] = {}
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one query outside any write transaction and fetch all its rows."""
@@ -121,6 +125,23 @@ class EventWalks:
                 params += [key, value]
         return conds, params
 
+    def _side_walk(self, table: str) -> tuple[str, str]:
+        """The rows ``d`` of side table ``table`` as a walk newest first reads them: its FROM
+        part and its ORDER BY.
+
+        An index by run first (:attr:`RUN_INDEXED`) is walked run by run from the newest
+        (``event_user_buckets``: one row a run), each run's rows by seq: a seek a run, and no
+        sort, so a ``LIMIT`` stops the walk. ``CROSS JOIN`` keeps the runs outside; ``+ 0``:
+        SQLite (3.40) seeks the index on ``seq >> shift`` for ``b.n + 0``, not for ``b.n``
+        (it scanned ``d``)."""
+        shift = self.RUN_INDEXED.get(table)
+        if shift is None:
+            return f"{table} d", "d.seq DESC"
+        return (
+            f"event_user_buckets b CROSS JOIN {table} d ON (d.seq >> {shift}) = b.n + 0",
+            "b.n DESC, d.seq DESC",
+        )
+
     @staticmethod
     def _side_filters(f: EventFilter) -> list[tuple[str, str, str]]:
         out = [("event_users", clean(k), clean(v)) for k, v in f.users]
@@ -144,13 +165,15 @@ class EventWalks:
         (read backwards from the time index, no sort). ``scan``: with a key/value filter,
         look at the newest ``scan`` rows of its side table only."""
         side = self._side_filters(filters)
+        by = ""  # the ORDER BY of a walk down a side table (none: by ``order``)
         # The most selective path for a page: walk one side table's (key, value, seq) index
         # backwards when there is a key/value filter, else events by seq.
         if side and scan is not None:
             table, key, value = side[0]
             conds, params = self._where(filters, skip_side=0)
+            rows, newest = self._side_walk(table)
             source = (
-                f"(SELECT seq FROM {table} WHERE key = ? AND value = ? ORDER BY seq DESC "
+                f"(SELECT d.seq FROM {rows} WHERE d.key = ? AND d.value = ? ORDER BY {newest} "
                 "LIMIT ?) d JOIN events e ON e.seq = d.seq"
             )
             params = [key, value, max(0, scan), *params]
@@ -158,16 +181,23 @@ class EventWalks:
         elif side:
             table, key, value = side[0]
             conds, params = self._where(filters, skip_side=0)
-            source = f"{table} d JOIN events e ON e.seq = d.seq"
+            rows, by = self._side_walk(table)
+            source = f"{rows} JOIN events e ON e.seq = d.seq"
             if not conds:
                 # Walk the side table's index alone, and look up in events only what is asked
                 # for, only for the rows the LIMIT keeps (a join would let PostgreSQL pick a
                 # hash join over every event).
-                source = f"{table} d"
+                source = rows
                 columns = _EVENT_COLUMN.sub(_lookup_column, columns.replace("e.seq", "d.seq"))
             conds = ["d.key = ?", "d.value = ?", *conds]
             params = [key, value, *params]
             order, sort = "d.seq", ""
+            if (shift := self.RUN_INDEXED.get(table)) is not None:
+                # The runs the keyset leaves out are not visited.
+                for seq, op in ((before_seq, "<="), (after_seq, ">=")):
+                    if seq is not None:
+                        conds.append(f"b.n {op} ?")
+                        params.append(seq >> shift)
         else:
             source, order = "events e", "e.seq"
             if sample and self._time_only(filters):
@@ -189,7 +219,8 @@ class EventWalks:
             params.append(after_seq)
         where = f"WHERE {' AND '.join(conds)}" if conds else ""
         columns = columns.replace("{seq}", "e.seq" if order == "e.ts" else order)
-        sql = f"SELECT {columns} FROM {source} {where} ORDER BY {sort}{order} DESC LIMIT ?"
+        by = by or f"{sort}{order} DESC"
+        sql = f"SELECT {columns} FROM {source} {where} ORDER BY {by} LIMIT ?"
         return sql, [*params, max(0, limit)]
 
     @staticmethod

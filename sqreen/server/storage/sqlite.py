@@ -24,7 +24,7 @@ from typing import Any, Final
 from ._hit_log import HitLog
 from ._places import LatestPlaces
 from ._rows import EVENT_COLUMNS, EventRecord, dumps
-from ._schema import migrations
+from ._schema import USER_BUCKET_SHIFT, migrations
 from ._sql import INSERT_CHUNK, Cursor, SqlStorage, logger
 from ._temp_store import WRITER_TEMP_STORE, begin_write
 from ._wal import WalRestarts
@@ -81,6 +81,7 @@ LOG_CATCH_UP: Final = 64
 
 class SQLiteStorage(HitLog, SqlStorage):
     MIGRATIONS = migrations("sqlite")
+    RUN_INDEXED: Mapping[str, int] = {"event_users": USER_BUCKET_SHIFT}
     _TIES = True
 
     def __init__(self, path: str, *, clock: Clock = utc_now, upgrade: bool = True) -> None:
@@ -250,6 +251,11 @@ class SQLiteStorage(HitLog, SqlStorage):
     def purge_older_than(self, days: float) -> int:
         purged = super().purge_older_than(days)
         if purged:
+            with self._write() as cur:  # the users' runs now empty: a walk seeks each one
+                cur.execute(
+                    "DELETE FROM event_user_buckets WHERE n < "
+                    f"(SELECT min(seq) FROM event_users) >> {USER_BUCKET_SHIFT}"
+                )
             self.shrink_wal()
         return purged
 
