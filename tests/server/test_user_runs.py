@@ -158,8 +158,9 @@ def test_a_walk_seeks_each_run_and_never_sorts_a_users_rows(
     for sql, text in walks:
         assert "event_users_bkv (<expr>=? AND key=? AND value=?" in text, f"{sql}\n{text}"
         inner = text.split("LIST SUBQUERY")[-1] if "LIST SUBQUERY" in text else text
-        if "MATERIALIZE d" in inner:  # a scan: the walk, then the join of its rows (bounded)
-            inner = inner.split("MATERIALIZE d")[1].split("\nSCAN d")[0]
+        for walked in ("MATERIALIZE d", "CO-ROUTINE d"):  # a scan: the walk, then its rows
+            if walked in inner:  # joined and sorted (bounded: ``scan`` of them at most)
+                inner = inner.split(walked)[1].split("\nSCAN d")[0]
         assert not re.search(r"TEMP B-TREE FOR (RIGHT PART OF )?ORDER BY", inner), f"{sql}\n{text}"
     keyset = [sql for sql, _ in walks if "b.n <= ?" in sql]
     assert keyset or "before_seq" not in repr(read)
@@ -228,3 +229,79 @@ def test_an_older_database_is_upgraded_and_reads_the_same(tmp_path: Path) -> Non
             assert pages(upgraded, f, 300) == want
     finally:
         upgraded.close()
+
+
+def test_a_run_is_kept_whichever_seqs_a_writer_skips(tmp_path: Path) -> None:
+    """Another writer's ignored insert uses a seq up (SQLite's AUTOINCREMENT), the first of a
+    run included: the run is kept by the first event stored in it, whatever its seq."""
+    db = str(tmp_path / "skipped.db")
+    storage = open_storage(db)
+    try:
+        storage.insert_events(events(1, RUN - 1))  # type: ignore[arg-type]
+        conn = sqlite3.connect(db)
+        with conn:
+            row = "(NULL, ?, 'x', 0, 0, '{}', 0)"
+            sql = "INTO events (seq, id, name, ts, received_at, properties_json, key_id) VALUES "
+            conn.execute("INSERT " + sql + row, ("taken",))
+            conn.execute("INSERT OR IGNORE " + sql + row, ("taken",))  # seq RUN + 1 used up
+        conn.close()
+        assert runs(db) == [0, 1]  # (the first: seq RUN)
+        storage.insert_events(events(RUN + 2, 2 * RUN + 40))  # type: ignore[arg-type]
+        assert runs(db) == [0, 1, 2]
+        f = EventFilter(users=(("uid", "rare"),))
+        # (seq RUN: the other writer's event, no user; RUN + 1: used up)
+        want = [s for s in range(2 * RUN + 40, 0, -1) if s in RARE and s not in (RUN, RUN + 1)]
+        assert [e.seq for e in storage.query_events(f, limit=100)] == want
+        assert storage.count_events(f) == len(want)
+    finally:
+        storage.close()
+
+
+def test_the_run_in_progress_at_the_upgrade_is_kept(tmp_path: Path) -> None:
+    """An older database whose current run holds no user's row yet (events without a user
+    since it began), or none at all (retention purged everything): the users' events stored
+    after the upgrade in that run are read."""
+    db = str(tmp_path / "current.db")
+    schema_19 = type(
+        "Schema19",
+        (SQLiteStorage,),
+        {"MIGRATIONS": SQLiteStorage.MIGRATIONS[:19], "RUN_INDEXED": {}},
+    )
+    old = schema_19(db)
+    try:
+        old.insert_events(events(1, RUN - 1))  # type: ignore[arg-type]
+        old.insert_events([wire_event(user=None) for _ in range(5)])  # type: ignore[arg-type]
+    finally:
+        old.close()
+    upgraded = open_storage(db)
+    try:
+        assert runs(db) == [0]
+        upgraded.insert_events(events(RUN + 5, RUN + 30))  # type: ignore[arg-type]
+        assert runs(db) == [0, 1]
+        f = EventFilter(users=(("uid", "1"),))
+        new = range(RUN + 30, 0, -1)
+        want = [s for s in new if s not in range(RUN, RUN + 5) and user_of(s)["uid"] == "1"]
+        assert [e.seq for e in upgraded.query_events(f, limit=20)] == want[:20]
+        assert upgraded.count_events(f) == len(want)
+    finally:
+        upgraded.close()
+
+
+def test_a_purge_of_every_user_drops_the_runs_and_later_events_are_read(
+    tmp_path: Path, clock: Any
+) -> None:
+    db = str(tmp_path / "emptied.db")
+    storage = open_storage(db, clock=clock)
+    try:
+        old = datetime.now(UTC) - timedelta(days=10)
+        storage.insert_events(events(1, RUN + 5), received_at=old)  # type: ignore[arg-type]
+        storage.insert_events([wire_event(user=None) for _ in range(3)])  # type: ignore[arg-type]
+        assert storage.purge_older_than(5) == RUN + 5
+        assert runs(db) == []  # no user's row left: no run to seek
+        storage.insert_events(events(RUN + 9, RUN + 20))  # type: ignore[arg-type]
+        assert runs(db) == [1]
+        f = EventFilter(users=(("uid", "2"),))
+        want = [s for s in range(RUN + 20, RUN + 8, -1) if s % 5 == 2]
+        assert [e.seq for e in storage.query_events(f, limit=50)] == want
+    finally:
+        storage.close()

@@ -411,19 +411,17 @@ _MIGRATIONS: Final[Sequence[Sequence[str] | Mapping[Dialect, Sequence[str]]]] = 
     # of a batch dirtied a page of its own (857 of a batch's 1 119 WAL pages). Within a run
     # of 4 096 events, a batch's entries share the few pages of that run. A walk down a
     # user's events visits the runs from the newest, one seek each, through
-    # ``event_user_buckets``: one row a run, written by the trigger as the run's first seq
-    # is stored (seqs are AUTOINCREMENT: none is skipped), for whatever writes events. Run
-    # 0 is there from the start. PostgreSQL keeps (key, value, seq).
+    # ``event_user_buckets``: one row a run, written by the trigger when an event of a run
+    # not in it yet is stored, whatever writes events and whichever seqs it skips (an
+    # ignored insert uses one up). PostgreSQL keeps (key, value, seq).
     {
         "sqlite": (
             "DROP INDEX event_users_kv",
             "CREATE INDEX event_users_bkv ON event_users ((seq >> 12), key, value, seq)",
             "CREATE TABLE event_user_buckets (n INTEGER PRIMARY KEY)",
-            "INSERT INTO event_user_buckets (n) VALUES (0)",
-            "INSERT OR IGNORE INTO event_user_buckets (n) "
-            "SELECT DISTINCT seq >> 12 FROM event_users",
+            "INSERT INTO event_user_buckets (n) SELECT DISTINCT seq >> 12 FROM event_users",
             """CREATE TRIGGER event_user_buckets_kept AFTER INSERT ON events
-                WHEN NEW.seq & 4095 = 0
+                WHEN NOT EXISTS (SELECT 1 FROM event_user_buckets WHERE n = NEW.seq >> 12)
                 BEGIN INSERT OR IGNORE INTO event_user_buckets (n) VALUES (NEW.seq >> 12); END""",
         ),
         "postgresql": ("SELECT 1",),

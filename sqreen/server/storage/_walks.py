@@ -172,9 +172,11 @@ class EventWalks:
             table, key, value = side[0]
             conds, params = self._where(filters, skip_side=0)
             rows, newest = self._side_walk(table)
+            # (CROSS, SQLite only: 3.46 put events outside the walk and scanned them)
+            join = "CROSS JOIN" if table in self.RUN_INDEXED else "JOIN"
             source = (
                 f"(SELECT d.seq FROM {rows} WHERE d.key = ? AND d.value = ? ORDER BY {newest} "
-                "LIMIT ?) d JOIN events e ON e.seq = d.seq"
+                f"LIMIT ?) d {join} events e ON e.seq = d.seq"
             )
             params = [key, value, max(0, scan), *params]
             order, sort = "d.seq", ""

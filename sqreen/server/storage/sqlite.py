@@ -253,8 +253,8 @@ class SQLiteStorage(HitLog, SqlStorage):
         if purged:
             with self._write() as cur:  # the users' runs now empty: a walk seeks each one
                 cur.execute(
-                    "DELETE FROM event_user_buckets WHERE n < "
-                    f"(SELECT min(seq) FROM event_users) >> {USER_BUCKET_SHIFT}"
+                    "DELETE FROM event_user_buckets WHERE NOT EXISTS (SELECT 1 FROM "
+                    f"event_users) OR n < (SELECT min(seq) FROM event_users) >> {USER_BUCKET_SHIFT}"
                 )
             self.shrink_wal()
         return purged
