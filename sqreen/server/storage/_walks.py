@@ -8,8 +8,9 @@ and stop at a ``LIMIT``; only the unbounded counts (``count_events``, and ``coun
 left to the planner, because SQLite plans without statistics and PostgreSQL's cost model
 prefers hash joins over millions of rows to thousands of index lookups:
 
-- a user or property filter walks its side table's (key, value, seq) index, alone when no
-  other condition needs the event row, looking events up only for the rows kept;
+- a user or property filter walks its side table's (key, value, seq) index (SQLite's users'
+  is by run of 4 096 seqs first: walked run by run from the newest), alone when no other
+  condition needs the event row, looking events up only for the rows kept;
 - a filter on time alone walks the seq order (recent, wide ranges) or reads the range from the
   time index and sorts it (narrow or old ranges), by a cost estimated from two index lookups;
   a sample of it is the newest by time, read backwards from the time index;
@@ -51,8 +52,9 @@ class EventWalks:
     conditions of a filter, and the walk down one index to the newest matching events."""
 
     #: Side tables whose (key, value) index is by run of seqs first (``seq >> shift``), by
-    #: name: the shift (a back end's business: SQLite's users, ``_schema`` migration 20).
-    RUN_INDEXED: Mapping[str, int] = {}
+    #: name: the table of their runs (a row a run, its number ``n``) and the shift (a back
+    #: end's business: SQLite's users, ``_schema`` migration 20).
+    RUN_INDEXED: Mapping[str, tuple[str, int]] = {}
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one query outside any write transaction and fetch all its rows."""
@@ -129,16 +131,16 @@ class EventWalks:
         """The rows ``d`` of side table ``table`` as a walk newest first reads them: its FROM
         part and its ORDER BY.
 
-        An index by run first (:attr:`RUN_INDEXED`) is walked run by run from the newest
-        (``event_user_buckets``: one row a run), each run's rows by seq: a seek a run, and no
-        sort, so a ``LIMIT`` stops the walk. ``CROSS JOIN`` keeps the runs outside; ``+ 0``:
-        SQLite (3.40) seeks the index on ``seq >> shift`` for ``b.n + 0``, not for ``b.n``
-        (it scanned ``d``)."""
-        shift = self.RUN_INDEXED.get(table)
-        if shift is None:
+        An index by run first (:attr:`RUN_INDEXED`) is walked run by run from the newest (from
+        the table of runs, ``b``), each run's rows by seq: a seek a run, and no sort, so a
+        ``LIMIT`` stops the walk. ``CROSS JOIN`` keeps the runs outside; ``+ 0``: SQLite
+        (3.40) seeks the index on ``seq >> shift`` for ``b.n + 0``, not for ``b.n`` (it
+        scanned ``d``)."""
+        if table not in self.RUN_INDEXED:
             return f"{table} d", "d.seq DESC"
+        runs, shift = self.RUN_INDEXED[table]
         return (
-            f"event_user_buckets b CROSS JOIN {table} d ON (d.seq >> {shift}) = b.n + 0",
+            f"{runs} b CROSS JOIN {table} d ON (d.seq >> {shift}) = b.n + 0",
             "b.n DESC, d.seq DESC",
         )
 
@@ -166,8 +168,8 @@ class EventWalks:
         look at the newest ``scan`` rows of its side table only."""
         side = self._side_filters(filters)
         by = ""  # the ORDER BY of a walk down a side table (none: by ``order``)
-        # The most selective path for a page: walk one side table's (key, value, seq) index
-        # backwards when there is a key/value filter, else events by seq.
+        # The most selective path for a page: walk one side table's (key, value) index
+        # backwards when there is a key/value filter (:meth:`_side_walk`), else events by seq.
         if side and scan is not None:
             table, key, value = side[0]
             conds, params = self._where(filters, skip_side=0)
@@ -194,8 +196,9 @@ class EventWalks:
             conds = ["d.key = ?", "d.value = ?", *conds]
             params = [key, value, *params]
             order, sort = "d.seq", ""
-            if (shift := self.RUN_INDEXED.get(table)) is not None:
+            if table in self.RUN_INDEXED:
                 # The runs the keyset leaves out are not visited.
+                _, shift = self.RUN_INDEXED[table]
                 for seq, op in ((before_seq, "<="), (after_seq, ">=")):
                     if seq is not None:
                         conds.append(f"b.n {op} ?")

@@ -81,7 +81,9 @@ LOG_CATCH_UP: Final = 64
 
 class SQLiteStorage(HitLog, SqlStorage):
     MIGRATIONS = migrations("sqlite")
-    RUN_INDEXED: Mapping[str, int] = {"event_users": USER_BUCKET_SHIFT}
+    RUN_INDEXED: Mapping[str, tuple[str, int]] = {
+        "event_users": ("event_user_buckets", USER_BUCKET_SHIFT)
+    }
     _TIES = True
 
     def __init__(self, path: str, *, clock: Clock = utc_now, upgrade: bool = True) -> None:
