@@ -16,6 +16,7 @@ import random
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +226,7 @@ import json, sys
 import maxminddb, maxminddb_rust
 from sqreen.server.intel import GeoIpError
 from sqreen.server.intel._mmdb_paths import layout_paths
-from tests.server.test_intel_paths_hostile import three_ways
+from tests.server.test_intel_paths_hostile import get_watched, three_ways
 
 def say(**what):
     print(json.dumps(what, default=repr), flush=True)
@@ -247,12 +248,13 @@ for line in sys.stdin:
                 pass
     rust.close()
     say(step="get")
-    reader, raised = maxminddb.open_database(path), []
+    reader, raised, unset = maxminddb.open_database(path), [], []
     for text in texts:
-        try:
-            reader.get(text)
-        except Exception:
+        failed, from_garbage = get_watched(reader, text)
+        if failed is not None:
             raised.append(text)
+        if from_garbage:
+            unset.append(text)
     reader.close()
     say(step="three ways")
     try:
@@ -261,8 +263,27 @@ for line in sys.stdin:
         answers = "refused"
     except Exception as exc:
         answers = repr(exc)
-    say(raised=raised, answers=answers)
+    say(raised=raised, unset=unset, answers=answers)
 """
+
+
+def get_watched(reader: Any, text: str) -> tuple[Exception | None, bool]:
+    """``reader.get(text)``: what it raised (None: nothing), and whether it made a map key
+    of memory never written. ``maxminddb`` 3.2's C extension makes a key that is no string
+    (a map, an array: a damaged record) with ``PyUnicode_FromStringAndSize(NULL, n)``:
+    under Python 3.11, a warning and n characters of whatever the heap held, so ``get()``
+    answers a record or raises ``SystemError`` as the process's memory layout has it (about
+    one process in 4 000 reads a record); 3.12 raises. Such an answer has no reference to
+    compare with."""
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        try:
+            reader.get(text)
+            failed = None
+        except Exception as exc:
+            failed = exc
+    garbage = any("PyUnicode_FromStringAndSize(NULL" in str(w.message) for w in warned)
+    return failed, garbage
 
 
 class Worker:
@@ -324,8 +345,16 @@ def check_differential(
     if isinstance(by_get, str):  # SystemError out of the C extension's get(): not ours
         return worker, "get() raised"
     assert not isinstance(by_path, str), (path, by_path)
-    assert by_tree == by_get, path
-    raised = set(got["raised"])
+    unset = set(got["unset"])  # get() answered from memory never written (get_watched)
+
+    def kept(answers: list[list[Any]]) -> list[list[Any]]:
+        return [
+            [a for text, a in zip(texts, batch, strict=True) if text not in unset]
+            for batch in answers
+        ]
+
+    assert kept(by_tree) == kept(by_get), path
+    raised = set(got["raised"]) | unset
     for answers_path, answers_get in zip(by_path, by_get, strict=True):
         for text, a, b in zip(texts, answers_path, answers_get, strict=True):
             if text not in raised:
@@ -633,10 +662,11 @@ def test_a_record_the_c_reader_fails_on_with_a_system_error(
     failing = []
     with maxminddb.open_database(str(path)) as reader:
         for text in texts:
-            try:
-                reader.get(text)
-            except SystemError:
+            failed, from_garbage = get_watched(reader, text)
+            if isinstance(failed, SystemError):
                 failing.append(text)
+            elif from_garbage:  # this process's layout read the key's garbage as text
+                pytest.skip("maxminddb's get() answered from memory never written")
     assert failing  # the fault, as it is
     db = open_geoip(path)  # its probes (1.1.1.1, 81.2.69.160) do not meet one
     try:
