@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from ._limits import InvalidEvent
@@ -92,12 +92,16 @@ def time_us(value: object, field: str = "timestamp") -> int:
                 except ValueError:  # February 30th...: refused below, with the message
                     pass
                 else:
-                    base = (at.days * 86_400 + at.seconds) * 1_000_000
+                    us = _micros(at)
                     if len(_SECONDS) >= SECONDS_MAX:
                         _SECONDS.clear()
-                    _SECONDS[value[:19]] = base
-                    return base + at.microseconds
-    at = parse_timestamp(value, field) - EARLIEST
+                    _SECONDS[value[:19]] = us - at.microseconds
+                    return us
+    return _micros(parse_timestamp(value, field) - EARLIEST)
+
+
+def _micros(at: timedelta) -> int:
+    """``at`` in whole µs (exact: no float)."""
     return (at.days * 86_400 + at.seconds) * 1_000_000 + at.microseconds
 
 

@@ -253,10 +253,11 @@ class SQLiteStorage(HitLog, SqlStorage):
     def purge_older_than(self, days: float) -> int:
         purged = super().purge_older_than(days)
         if purged:
+            runs, shift = self.RUN_INDEXED["event_users"]
             with self._write() as cur:  # the users' runs now empty: a walk seeks each one
                 cur.execute(
-                    "DELETE FROM event_user_buckets WHERE NOT EXISTS (SELECT 1 FROM "
-                    f"event_users) OR n < (SELECT min(seq) FROM event_users) >> {USER_BUCKET_SHIFT}"
+                    f"DELETE FROM {runs} WHERE NOT EXISTS (SELECT 1 FROM event_users) "
+                    f"OR n < (SELECT min(seq) FROM event_users) >> {shift}"
                 )
             self.shrink_wal()
         return purged
