@@ -131,20 +131,21 @@ class SqreenASGIMiddleware:
 
         started = False
 
-        async def send_tracking_start(message: Message) -> None:
+        async def send_unbound(message: Message) -> None:
+            """The server's ``send``, run with no request bound (see :func:`_unbound`)."""
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-            await send(message)
+            await _unbound(send, message)
 
         try:
             if client.blocklist.has_ips:
                 blocked = blocked_ip(client, ctx)
                 if blocked is not None:
                     refused(client, ctx, blocked)
-                    await _refuse(scope, send)
+                    await _refuse(scope, send_unbound)
                     return
-            await self.app(scope, tee.receive, send_tracking_start)
+            await self.app(scope, tee.receive, send_unbound)
         except BaseException as exc:
             blocked = find_blocked(exc)
             if blocked is None:
@@ -152,7 +153,7 @@ class SqreenASGIMiddleware:
             refused(client, ctx, blocked)
             if started:
                 raise ResponseAborted(str(blocked)) from blocked
-            await _refuse(scope, send)
+            await _refuse(scope, send_unbound)
         finally:
             current_request.reset(token)
             _unstore(scope, ctx)
@@ -189,6 +190,28 @@ def in_event_loop() -> bool:
         return True
     except RuntimeError:
         return False
+
+
+async def _unbound(send: Send, message: Message) -> None:
+    """``send(message)`` with the request unbound meanwhile (``current_request`` None), and
+    bound again after it (a background task of the app runs after the response's last
+    message, and tracks with it).
+
+    What a server schedules while it sends copies the task's context, and with it the
+    request's handle, which holds the scope and everything the framework hung on it: uvicorn
+    arms its keep-alive timer in the send of a response's last message, and a timer it
+    cancels stays in the event loop's queue until it is due (5 s) or until more than half of
+    the queue is cancelled timers. On a busy server every request of the last seconds stayed
+    alive so (FastAPI: about 23 objects each, its exit stacks, uvicorn's own cycle object),
+    and the garbage collector ran where the bare app never does: a young collection every
+    36 requests, a full one (26 ms) every 5 000 (measured in 20 000 requests; none with
+    this). An outer middleware's own ``send`` wrapper sees no request either, as its code
+    around ``await app(...)`` never does."""
+    token = current_request.set(None)
+    try:
+        await send(message)
+    finally:
+        current_request.reset(token)
 
 
 def _unstore(scope: Scope, handle: RequestContext) -> None:

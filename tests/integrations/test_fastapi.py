@@ -345,3 +345,37 @@ def test_what_the_app_puts_on_request_state_reaches_the_middlewares_outside(
     assert reply.headers["x-handle"] == "RequestContext"
     with client(_state_app(with_lifespan)) as c:
         assert c.get("/me").headers["x-logged-user"] == "alice"
+
+
+def test_uvicorn_keeps_no_finished_request_alive(sqreen_events: CapturedEvents) -> None:
+    """uvicorn arms a keep-alive timer as it sends a response's last message; a timer it
+    cancels stays in the event loop's queue until it is due (5 s), holding a copy of the
+    task's context. With the request bound there, every request of the last seconds stayed
+    alive with its scope and FastAPI's exit stacks, and the garbage collector ran every few
+    dozen requests on a busy server (none without the middleware)."""
+    import gc
+
+    from sqreen._context import RequestContext
+
+    app = FastAPI()
+    app.add_middleware(SqreenMiddleware)
+
+    @app.get("/alive/{n}")
+    async def alive(n: int) -> dict[str, int]:
+        gc.collect()  # what is left is held, not garbage waiting for a collection
+        held = [
+            o
+            for o in gc.get_objects()
+            if type(o) is RequestContext and str(o._source.get("path", "")).startswith("/alive/")
+        ]
+        sqreen.track("alive.checked", properties={"n": n})
+        return {"held": len(held)}
+
+    server = UvicornThread(app)
+    try:
+        with httpx.Client(base_url=server.url) as http:  # one connection, kept alive
+            counts = [http.get(f"/alive/{n}").json()["held"] for n in range(20)]
+    finally:
+        server.stop()
+    assert counts == [1] * 20  # this request's own handle only
+    assert len([e for e in sqreen_events if e["name"] == "alive.checked"]) == 20

@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 import sqreen
-from sqreen._context import current
+from sqreen._context import current, current_request
 from sqreen.middleware._common import ResponseAborted
 from sqreen.middleware.asgi import SqreenASGIMiddleware
 from sqreen.testing import CapturedEvents
@@ -459,3 +459,61 @@ def test_a_request_leaves_no_reference_cycle_behind(sqreen_events: CapturedEvent
     assert ours == []
     anyio.run(call, wrapped, http_scope("/keep"))
     assert kept[-1].track("after the request") is True
+
+
+def test_the_server_sends_with_no_request_bound(sqreen_events: CapturedEvents) -> None:
+    """What a server schedules while it sends copies the task's context: uvicorn arms its
+    keep-alive timer in the send of a response's last message, and a cancelled timer stays
+    in the loop's queue until it is due, with the request's handle, its scope and all a
+    framework hung on it. The server's sends now run with no request bound (answers, 403s
+    to a blocked address or user); the app's own code around them, and a background task
+    after the response, still track with the request."""
+    sqreen_events.block(
+        [
+            {"id": "i1", "type": "block_ip", "ip": "203.0.113.0/24"},
+            {"id": "b1", "type": "block_user", "user": {"uid": "mallory"}},
+        ]
+    )
+    bound_in_send: list[object] = []
+    timers: list[asyncio.TimerHandle] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/mallory":
+            sqreen.identify({"uid": "mallory"})
+        await ok(scope, receive, send)
+        assert current() is scope["state"]["sqreen"]  # bound again after the last message
+        sqreen.track("background.task")
+
+    async def serve(scope: dict[str, Any]) -> int | None:
+        loop = asyncio.get_running_loop()
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            bound_in_send.append(current())
+            sent.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                timer = loop.call_later(3600, lambda: None)  # as uvicorn's keep-alive
+                timer.cancel()
+                timers.append(timer)
+
+        await SqreenASGIMiddleware(app)(scope, receive, send)
+        return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+    async def requests() -> list[int | None]:
+        return [
+            await serve(http_scope("/a")),
+            await serve(http_scope("/b", headers=[(b"x-forwarded-for", b"203.0.113.9")])),
+            await serve(http_scope("/mallory")),
+        ]
+
+    assert asyncio.run(requests()) == [200, 403, 403]
+    assert len(bound_in_send) == 6 and set(bound_in_send) == {None}
+    assert len(timers) == 3
+    for timer in timers:  # what each timer's context holds: no request
+        assert timer._context.get(current_request) is None  # type: ignore[attr-defined]
+    tracked = [e for e in sqreen_events if e["name"] == "background.task"]
+    assert [e["request"]["path"] for e in tracked] == ["/a"]
+    assert sorted(e["name"] for e in sqreen_events if e not in tracked) == ["security.blocked"] * 2
