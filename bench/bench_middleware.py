@@ -27,6 +27,7 @@ each variant adds, and the server's CPU per request (from /proc, flusher include
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import os
@@ -38,7 +39,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+if ROOT not in sys.path:  # a server of bench_servers.py --compare has REF's tree before it
+    sys.path.insert(0, ROOT)
 
 VARIANTS = ["bare", "sqreen", "sqreen + track", "sentry", "sentry + capture"]
 SERVER_VARIANTS = ["bare", "sqreen", "sqreen + track"]
@@ -98,6 +100,8 @@ def _sentry(framework: str) -> None:
 def make_flask(variant: str) -> Any:
     import flask
 
+    import sqreen
+
     if variant.startswith("sentry"):
         _sentry("flask")
     app = flask.Flask(__name__)
@@ -105,6 +109,12 @@ def make_flask(variant: str) -> Any:
         from sqreen.integrations.flask import Sqreen
 
         Sqreen(app)
+
+    @app.get("/_bench")
+    def collections() -> Any:
+        # bench_servers.py: the garbage collector's runs so far, and the package served
+        collections = [s["collections"] for s in gc.get_stats()]
+        return {"collections": collections, "sqreen": sqreen.__file__}
 
     @app.get("/items/<int:item_id>")
     def item(item_id: int) -> Any:
@@ -134,6 +144,12 @@ def make_fastapi(variant: str) -> Any:
 
     # (No ``request: Request`` parameter: its annotation is a string here, which FastAPI cannot
     # resolve in this function's scope; sqreen.track() finds the request the same way.)
+    @app.get("/_bench")
+    async def collections() -> Any:
+        # bench_servers.py: the garbage collector's runs so far, and the package served
+        collections = [s["collections"] for s in gc.get_stats()]
+        return {"collections": collections, "sqreen": sqreen.__file__}
+
     @app.get("/items/{item_id}")
     async def item(item_id: int) -> Any:
         if variant == "sqreen + track":
@@ -422,7 +438,9 @@ class Server:
             ]
         self.proc = subprocess.Popen(
             [sys.executable, *cmd],
-            cwd=ROOT,
+            # The working directory comes first on the server's sys.path (``-m``, gunicorn's
+            # ``chdir``): the tree whose package is served, else this tree's hid REF's.
+            cwd=os.environ.get("SQREEN_BENCH_ROOT") or ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -16,11 +16,13 @@ The variants are measured in rounds, in a rotating order, and the median of the 
 kept: requests per second, and the server's CPU per request from ``/proc/<pid>/stat`` (utime
 + stime of the server and its workers, the flusher thread included), and the part of it
 spent off each process's main thread (``/proc/<pid>/task``: the flusher, as neither server
-runs a thread of its own). ``--compare REF`` runs the same servers on the package as of git
-``REF`` too, all in the same rounds. ``--flush-interval S`` sets the servers' flush
-interval: with the SDK's 5 s, longer than a round, a server's flush lands in whichever round
-runs then (often another server's, whose CPU it takes); 0.2 s keeps each server's flushes in
-its own rounds. ``--pin`` runs the servers on CPU 0 and the load on
+runs a thread of its own), and the garbage collections each server made over the rounds
+(the bench apps' ``/_gc``: a full collection is rare and long, a few of the rounds'
+medians miss it, their mean does not). ``--compare REF`` runs the same servers on the
+package as of git ``REF`` too, all in the same rounds. ``--flush-interval S`` sets the
+servers' flush interval: with the SDK's 5 s, longer than a round, a server's flush lands in
+whichever round runs then (often another server's, whose CPU it takes); 0.2 s keeps each
+server's flushes in its own rounds. ``--pin`` runs the servers on CPU 0 and the load on
 the other CPUs: the flusher then shares the server's CPU, as on a machine whose cores are
 all busy serving. ``wrk`` and ``oha`` are not installed here; the client
 is kept small so that it takes little of the two cores.
@@ -37,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -126,6 +129,21 @@ def _run_load(port: int, n: int, threads: int, keep_alive: bool, pin: bool = Fal
     return float(out.stdout.strip())
 
 
+def _served(port: int) -> dict[str, Any]:
+    """The bench app's ``/_bench``: the server's garbage collections so far, by generation,
+    and the file of the ``sqreen`` package it serves."""
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/_bench")
+        served: dict[str, Any] = json.loads(conn.getresponse().read())
+        return served
+    finally:
+        conn.close()
+
+
 def servers(
     rounds: int,
     n: int,
@@ -147,9 +165,16 @@ def servers(
         rps: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
         cpu: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
         off_main: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
+        collected: dict[tuple[str, str], list[int]] = {}
         try:
             for server in running.values():
                 _run_load(server.port, 300, threads, server.keep_alive, pin)  # warm up
+            for (tree, v), server in running.items():
+                served = _served(server.port)
+                root = os.path.realpath(trees[tree] or ROOT)
+                if not os.path.realpath(served["sqreen"]).startswith(root + os.sep):
+                    raise SystemExit(f"{tree} {v}: {served['sqreen']} served, not {root}'s")
+                collected[(tree, v)] = served["collections"]
             for r in range(rounds):
                 shift = r % len(kinds)
                 for kind in kinds[shift:] + kinds[:shift]:
@@ -161,6 +186,13 @@ def servers(
                     cpu[kind].append((cpu1 - cpu0) / n)
                     off_main[kind].append((off1 - off0) / n)
                     rps[kind].append(n / wall)
+            for kind, server in running.items():
+                collected[kind] = [
+                    (b - a) * 10_000 / (rounds * n)
+                    for a, b in zip(
+                        collected[kind], _served(server.port)["collections"], strict=True
+                    )
+                ]
         finally:
             for server in running.values():
                 server.stop()
@@ -171,6 +203,8 @@ def servers(
             results[(framework, tree, v)] = {
                 "rps": statistics.median(rps[(tree, v)]),
                 "cpu_us": statistics.median(cpu[(tree, v)]) * 1e6,
+                "cpu_mean_us": statistics.mean(cpu[(tree, v)]) * 1e6,
+                "collections": collected[(tree, v)],
                 "off_main_us": statistics.median(off_main[(tree, v)]) * 1e6,
                 "vs_plain": statistics.median(
                     a / b for a, b in zip(rps[(tree, v)], plain, strict=True)
@@ -234,22 +268,25 @@ def main() -> None:
         f"{start[0]:.1f} at the start, {end[0]:.1f} at the end, {os.cpu_count()} CPUs\n"
     )
     print(
-        "| server | code | variant | requests/s | vs no track | server CPU µs/request | added "
-        "| off the main thread |"
+        "| server | code | variant | requests/s | vs no track | server CPU µs/request (mean) "
+        "| added | off the main thread | GC runs / 10 000 requests |"
     )
-    print("|---|---|---|--:|--:|--:|--:|--:|")
+    print("|---|---|---|--:|--:|--:|--:|--:|--:|")
     for (framework, tree, variant), r in served.items():
         name = "gunicorn + Flask" if framework == "flask" else "uvicorn + FastAPI"
         vs = f"{r['vs_plain'] - 1:+.1%}" if variant.startswith("sqreen + track") else ""
+        runs = "/".join(f"{c:.0f}" for c in r["collections"])
         print(
-            f"| {name} | {tree} | {variant} | {r['rps']:,.0f} | {vs} | {r['cpu_us']:.0f} | "
-            f"{r['added_us']:+.0f} | {r['off_main_us']:.0f} |"
+            f"| {name} | {tree} | {variant} | {r['rps']:,.0f} | {vs} | {r['cpu_us']:.0f} "
+            f"({r['cpu_mean_us']:.0f}) | {r['added_us']:+.0f} | {r['off_main_us']:.0f} | {runs} |"
         )
     print(
         "\nvs no track: the median over rounds of requests/s with a track / without one (the"
         " same tree, the same round); added: the median over rounds of the server CPU per"
         " request minus the bare app's; off the main thread: the part of the server CPU per"
-        " request spent on other threads (the flusher)."
+        " request spent on other threads (the flusher); (mean): of the rounds, which counts"
+        " the rare full collections that the median leaves out; GC runs: the server's"
+        " garbage collections (young/middle/full) over all rounds, per 10 000 requests."
     )
 
 
