@@ -96,6 +96,8 @@ class Setup:
             [str(BIN / "python"), "-m", "uvicorn", "outage_app:app", "--port", str(self.aport),
              "--app-dir", workdir, "--log-level", "warning"],
             env=env,
+            cwd=workdir,  # python -m puts it first on the path: from the checkout, this tree's
+            # package hid the one of --against's revision
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
