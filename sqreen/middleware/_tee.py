@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
+from .._context import unbound
+
 __all__ = ["ASGIReceiveTee", "WSGIInputTee"]
 
 Message = MutableMapping[str, Any]
@@ -108,7 +110,8 @@ class ASGIReceiveTee(_Capped):
         self._truncated = False
 
     async def receive(self) -> Message:
-        message = await self._receive()
+        # The server's receive, with no request bound (see sqreen._context.unbound).
+        message = await unbound(self._receive)
         if message.get("type") == "http.request":
             body = message.get("body")
             if body:

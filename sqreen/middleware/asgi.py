@@ -44,7 +44,7 @@ import anyio.to_thread
 
 from .. import _hub
 from .._client import Client
-from .._context import RequestContext, current_request
+from .._context import RequestContext, current_request, unbound
 from ._common import (
     ResponseAborted,
     blocked_ip,
@@ -132,11 +132,11 @@ class SqreenASGIMiddleware:
         started = False
 
         async def send_unbound(message: Message) -> None:
-            """The server's ``send``, run with no request bound (see :func:`_unbound`)."""
+            """The server's ``send``, run with no request bound (see :func:`unbound`)."""
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-            await _unbound(send, message)
+            await unbound(send, message)
 
         try:
             if client.blocklist.has_ips:
@@ -190,28 +190,6 @@ def in_event_loop() -> bool:
         return True
     except RuntimeError:
         return False
-
-
-async def _unbound(send: Send, message: Message) -> None:
-    """``send(message)`` with the request unbound meanwhile (``current_request`` None), and
-    bound again after it (a background task of the app runs after the response's last
-    message, and tracks with it).
-
-    What a server schedules while it sends copies the task's context, and with it the
-    request's handle, which holds the scope and everything the framework hung on it: uvicorn
-    arms its keep-alive timer in the send of a response's last message, and a timer it
-    cancels stays in the event loop's queue until it is due (5 s) or until more than half of
-    the queue is cancelled timers (hypercorn kept requests from its sends too). On a busy
-    server every request of the last seconds stayed alive so (FastAPI: about 23 objects
-    each, its exit stacks, uvicorn's own cycle object), and the garbage collector ran where
-    the bare app never does: a young collection every 36 requests, a full one (26 ms) every
-    5 000 (measured in 20 000 requests; none with this). An outer middleware's own ``send``
-    wrapper sees no request either, as its code around ``await app(...)`` never does."""
-    token = current_request.set(None)
-    try:
-        await send(message)
-    finally:
-        current_request.reset(token)
 
 
 def _unstore(scope: Scope, handle: RequestContext) -> None:

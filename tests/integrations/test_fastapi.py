@@ -377,17 +377,19 @@ class _HypercornThread:
         self.loop.close()
 
 
+@pytest.mark.parametrize("upload", [False, True], ids=["get", "upload"])
 @pytest.mark.parametrize("server_name", ["uvicorn", "hypercorn"])
 def test_the_server_keeps_no_finished_request_alive(
-    sqreen_events: CapturedEvents, server_name: str
+    sqreen_events: CapturedEvents, server_name: str, upload: bool
 ) -> None:
-    """uvicorn arms a keep-alive timer as it sends a response's last message, and a timer
-    cancelled stays in the event loop's queue until it is due (5 s), holding a copy of the
-    task's context; hypercorn kept requests alive from its sends too. With the request bound
-    there, every request of the last seconds stayed alive with its scope and FastAPI's exit
-    stacks (98 on uvicorn and 94 on hypercorn right after 3 000 requests), and the garbage
+    """What a server schedules while it sends or receives copies the task's context: uvicorn
+    arms a keep-alive timer as it sends a response's last message (a timer cancelled stays in
+    the event loop's queue until it reaches its front), and re-arms the socket's reader,
+    for the connection's life, as the app reads a body that had paused it (over 64 KiB);
+    hypercorn starts a task as it sends. With the request bound there, finished requests
+    stayed alive with their scope, FastAPI's exit stacks and the body kept, and the garbage
     collector ran every few dozen requests on a busy server (never without the middleware).
-    granian, whose loop is not asyncio's, kept none."""
+    The server's ``send`` and ``receive`` now run with no request bound."""
     import gc
 
     from sqreen._context import RequestContext
@@ -395,22 +397,30 @@ def test_the_server_keeps_no_finished_request_alive(
     app = FastAPI()
     app.add_middleware(SqreenMiddleware)
 
-    @app.get("/alive/{n}")
-    async def alive(n: int) -> dict[str, int]:
+    @app.api_route("/alive/{n}", methods=["GET", "POST"])
+    async def alive(n: int, request: Request) -> dict[str, int]:
+        size = len(await request.body())
         gc.collect()  # what is left is held, not garbage waiting for a collection
         held = [
             o
             for o in gc.get_objects()
             if type(o) is RequestContext and str(o._source.get("path", "")).startswith("/alive/")
         ]
-        sqreen.track("alive.checked", properties={"n": n})
+        sqreen.track("alive.checked", properties={"n": n, "size": size})
         return {"held": len(held)}
 
     server = UvicornThread(app) if server_name == "uvicorn" else _HypercornThread(app)
+    body = b"x" * 200_000 if upload else b""
     try:
         with httpx.Client(base_url=server.url) as http:  # one connection, kept alive
-            counts = [http.get(f"/alive/{n}").json()["held"] for n in range(20)]
+            counts = [
+                http.request("POST" if upload else "GET", f"/alive/{n}", content=body).json()[
+                    "held"
+                ]
+                for n in range(12)
+            ]
     finally:
         server.stop()
-    assert counts == [1] * 20  # this request's own handle only
-    assert len([e for e in sqreen_events if e["name"] == "alive.checked"]) == 20
+    assert counts == [1] * 12  # this request's own handle only
+    checked = [e for e in sqreen_events if e["name"] == "alive.checked"]
+    assert [e["properties"]["size"] for e in checked] == [len(body)] * 12

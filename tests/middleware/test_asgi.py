@@ -461,13 +461,16 @@ def test_a_request_leaves_no_reference_cycle_behind(sqreen_events: CapturedEvent
     assert kept[-1].track("after the request") is True
 
 
-def test_the_server_sends_with_no_request_bound(sqreen_events: CapturedEvents) -> None:
-    """What a server schedules while it sends copies the task's context: uvicorn arms its
-    keep-alive timer in the send of a response's last message, and a cancelled timer stays
-    in the loop's queue until it is due, with the request's handle, its scope and all a
-    framework hung on it. The server's sends now run with no request bound (answers, 403s
-    to a blocked address or user); the app's own code around them, and a background task
-    after the response, still track with the request."""
+def test_the_server_sends_and_receives_with_no_request_bound(
+    sqreen_events: CapturedEvents,
+) -> None:
+    """What a server schedules while it sends or receives copies the task's context:
+    uvicorn arms its keep-alive timer in the send of a response's last message (a cancelled
+    timer stays in the loop's queue), and re-arms its socket's reader as the app reads a
+    body that had paused it, each with the request's handle, its scope and all a framework
+    hung on it. The server's sends (answers, 403s to a blocked address or user) and
+    receives now run with no request bound; the app's own code around them, and a
+    background task after the response, still track with the request."""
     sqreen_events.block(
         [
             {"id": "i1", "type": "block_ip", "ip": "203.0.113.0/24"},
@@ -475,11 +478,14 @@ def test_the_server_sends_with_no_request_bound(sqreen_events: CapturedEvents) -
         ]
     )
     bound_in_send: list[object] = []
+    bound_in_receive: list[object] = []
     timers: list[asyncio.TimerHandle] = []
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["path"] == "/mallory":
             sqreen.identify({"uid": "mallory"})
+        assert (await receive())["body"] == b"pw=1"
+        assert current() is scope["state"]["sqreen"]
         await ok(scope, receive, send)
         assert current() is scope["state"]["sqreen"]  # bound again after the last message
         sqreen.track("background.task")
@@ -489,7 +495,8 @@ def test_the_server_sends_with_no_request_bound(sqreen_events: CapturedEvents) -
         sent: list[Message] = []
 
         async def receive() -> Message:
-            return {"type": "http.request", "body": b"", "more_body": False}
+            bound_in_receive.append(current())
+            return {"type": "http.request", "body": b"pw=1", "more_body": False}
 
         async def send(message: Message) -> None:
             bound_in_send.append(current())
@@ -511,6 +518,7 @@ def test_the_server_sends_with_no_request_bound(sqreen_events: CapturedEvents) -
 
     assert asyncio.run(requests()) == [200, 403, 403]
     assert len(bound_in_send) == 6 and set(bound_in_send) == {None}
+    assert bound_in_receive == [None]  # /a's (the blocked address and user never read)
     assert len(timers) == 3
     for timer in timers:  # what each timer's context holds: no request
         assert timer._context.get(current_request) is None  # type: ignore[attr-defined]
