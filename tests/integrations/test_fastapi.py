@@ -374,6 +374,7 @@ class _HypercornThread:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.done.set)
         self.thread.join(10)
+        assert not self.thread.is_alive(), "hypercorn did not stop within 10 s"
         self.loop.close()
 
 
