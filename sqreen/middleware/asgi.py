@@ -11,23 +11,25 @@
 Pure ASGI (Starlette's ``BaseHTTPMiddleware`` would run the app in another task and lose the
 context). For ``http`` scopes it binds a :class:`sqreen._context.RequestContext`, stores it in
 the request's own ``scope["state"]`` (each request's copy of the lifespan state, shared by
-every layer of the request, as ``request.state`` is), wraps ``receive`` in a passive
-tee capped at ``max_body_size``, and refuses a blocked client IP with a 403 before the app
-runs. :class:`sqreen.Blocked` raised by the app, also inside a ``BaseExceptionGroup`` (anyio
-task groups), becomes a 403 while the response has not started, and aborts it after. The
-``lifespan`` scope starts the client (the action set fetched, its changes long-polled: a
-worker learns of blocks before its first request) and passes through; events still queued are
-delivered (within ``shutdown_timeout``) before the app's ``lifespan.shutdown.complete``
-reaches the server, and what is left is written to the spool and said, as at exit (uvicorn may
-kill its process with SIGTERM right after: see :func:`sqreen._exit_hooks.exit_hooks`). A
-``websocket`` scope from a blocked client IP is refused before the app runs: a 403 when the
-server offers the websocket denial response extension, else a close with code 1008 (policy
-violation) in answer to ``websocket.connect``, which servers send as a 403 to the handshake.
-No request is bound for a websocket (its events are tracked without request data, and
-``identify()`` binds nothing there: FastAPI's ``Sqreen`` dependency gives a websocket the
-handle without a request, see :mod:`sqreen._requestless`). Other scopes pass through. Nothing
-of it waits in the event loop: the client is made and started, and the first request waits for
-the action set, on a worker thread (``anyio.to_thread``), as the delivery at shutdown is.
+every layer of the request, as ``request.state`` is), wraps ``receive`` in a passive tee capped
+at ``max_body_size``, and refuses a blocked client IP with a 403 before the app runs. The
+server's own ``send`` and ``receive`` run with no request bound
+(:func:`sqreen._context.unbound`: what a server schedules in them must not keep a finished
+request alive). :class:`sqreen.Blocked` raised by the app, also inside a ``BaseExceptionGroup``
+(anyio task groups), becomes a 403 while the response has not started, and aborts it after. The
+``lifespan`` scope starts the client (the action set fetched, its changes long-polled: a worker
+learns of blocks before its first request) and passes through; events still queued are
+delivered (within ``shutdown_timeout``) before the app's ``lifespan.shutdown.complete`` reaches
+the server, and what is left is written to the spool and said, as at exit (uvicorn may kill its
+process with SIGTERM right after: see :func:`sqreen._exit_hooks.exit_hooks`). A ``websocket``
+scope from a blocked client IP is refused before the app runs: a 403 when the server offers the
+websocket denial response extension, else a close with code 1008 (policy violation) in answer
+to ``websocket.connect``, which servers send as a 403 to the handshake. No request is bound for
+a websocket (its events are tracked without request data, and ``identify()`` binds nothing
+there: FastAPI's ``Sqreen`` dependency gives a websocket the handle without a request, see
+:mod:`sqreen._requestless`). Other scopes pass through. Nothing of it waits in the event loop:
+the client is made and started, and the first request waits for the action set, on a worker
+thread (``anyio.to_thread``), as the delivery at shutdown is.
 
 Errors of ours are logged on the ``sqreen`` logger and counted, never turned into a 500.
 """
