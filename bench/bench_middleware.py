@@ -97,10 +97,16 @@ def _sentry(framework: str) -> None:
     sentry_sdk.init(dsn="http://public@127.0.0.1:9/1", transport=Drop, integrations=integrations)
 
 
+def _served() -> dict[str, Any]:
+    """``/_bench`` of every bench app (bench_servers.py): the garbage collector's runs so far,
+    by generation, and the file of the ``sqreen`` package served."""
+    import sqreen
+
+    return {"collections": [s["collections"] for s in gc.get_stats()], "sqreen": sqreen.__file__}
+
+
 def make_flask(variant: str) -> Any:
     import flask
-
-    import sqreen
 
     if variant.startswith("sentry"):
         _sentry("flask")
@@ -110,11 +116,7 @@ def make_flask(variant: str) -> Any:
 
         Sqreen(app)
 
-    @app.get("/_bench")
-    def collections() -> Any:
-        # bench_servers.py: the garbage collector's runs so far, and the package served
-        collections = [s["collections"] for s in gc.get_stats()]
-        return {"collections": collections, "sqreen": sqreen.__file__}
+    app.get("/_bench")(_served)
 
     @app.get("/items/<int:item_id>")
     def item(item_id: int) -> Any:
@@ -144,11 +146,7 @@ def make_fastapi(variant: str) -> Any:
 
     # (No ``request: Request`` parameter: its annotation is a string here, which FastAPI cannot
     # resolve in this function's scope; sqreen.track() finds the request the same way.)
-    @app.get("/_bench")
-    async def collections() -> Any:
-        # bench_servers.py: the garbage collector's runs so far, and the package served
-        collections = [s["collections"] for s in gc.get_stats()]
-        return {"collections": collections, "sqreen": sqreen.__file__}
+    app.get("/_bench")(_served)
 
     @app.get("/items/{item_id}")
     async def item(item_id: int) -> Any:

@@ -17,7 +17,7 @@ kept: requests per second, and the server's CPU per request from ``/proc/<pid>/s
 + stime of the server and its workers, the flusher thread included), and the part of it
 spent off each process's main thread (``/proc/<pid>/task``: the flusher, as neither server
 runs a thread of its own), and the garbage collections each server made over the rounds
-(the bench apps' ``/_gc``: a full collection is rare and long, a few of the rounds'
+(the bench apps' ``/_bench``: a full collection is rare and long, a few of the rounds'
 medians miss it, their mean does not). ``--compare REF`` runs the same servers on the
 package as of git ``REF`` too, all in the same rounds. ``--flush-interval S`` sets the
 servers' flush interval: with the SDK's 5 s, longer than a round, a server's flush lands in
