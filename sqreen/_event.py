@@ -21,6 +21,7 @@ The times events carry, their bounds and wire form, are :mod:`sqreen._wire_time`
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -59,6 +60,10 @@ _FORBIDDEN_RE: Final = re.compile(f"[{_FORBIDDEN}]")
 RESERVED_PREFIX: Final = "sq."
 TARGET_KEYS: Final = frozenset({"id", "type", "name"})
 _RANGE: Final = "must be between 1970 and 9000"
+#: How far ahead of this host's clock a ``timestamp`` may be (clocks differ a little) before
+#: it is taken for a mistake (a local time passed as UTC, a date's year): the collector stores
+#: an event no later than its arrival, so the time given would be lost anyway.
+FUTURE_SLACK_S: Final = 300.0
 _MAX_PROPERTIES: Final = LIMITS.max_properties
 _MAX_EVENT_BYTES: Final = LIMITS.max_event_bytes
 
@@ -137,32 +142,35 @@ def validate_name(name: object, notes: Notes = None) -> str:
     return name
 
 
-def validate_properties(properties: object, notes: Notes = None) -> tuple[dict[str, Any], int]:
+def validate_properties(
+    properties: object, notes: Notes = None, field: str = "properties"
+) -> tuple[dict[str, Any], int]:
     """A validated deep copy of ``properties`` and an estimate of its JSON size.
 
     More than 16 properties: the first 16 by sorted key are kept (as Sqreen's agent did). An
-    event over 64 KiB keeps its properties in that order while they fit."""
+    event over 64 KiB keeps its properties in that order while they fit. ``field`` names them
+    in the notes (``traits`` for :func:`sqreen.identify`)."""
     if properties is None:
         return {}, 2
     if type(properties) is not dict and not isinstance(properties, Mapping):
-        note(notes, "properties", "type", f"must be a dict, not {type(properties).__name__}")
+        note(notes, field, "type", f"must be a dict, not {type(properties).__name__}")
         return {}, 2
     if len(properties) > _MAX_PROPERTIES:
         note(
             notes,
-            "properties",
+            field,
             "max_properties",
-            f"{len(properties)} properties, at most {LIMITS.max_properties}: "
+            f"{len(properties)} {field}, at most {LIMITS.max_properties}: "
             f"the first {LIMITS.max_properties} by sorted key are kept",
         )
         properties = dict(_sorted_items(properties)[: LIMITS.max_properties])
     elif type(properties) is not dict:
         properties = dict(properties)
-    props, size = validate_mapping("properties", properties, 1, notes)
+    props, size = validate_mapping(field, properties, 1, notes)
     if size > _MAX_EVENT_BYTES:
         note(
             notes,
-            "properties",
+            field,
             "event_too_large",
             f"about {size} bytes, an event is at most {LIMITS.max_event_bytes}",
         )
@@ -260,7 +268,8 @@ def validate_user(
 
 def validate_timestamp(timestamp: object, notes: Notes = None) -> float | None:
     """The POSIX time of ``timestamp`` (a naive datetime is UTC); None when it cannot be used
-    (production: the event then takes the current time)."""
+    (not a datetime, out of range, or more than :data:`FUTURE_SLACK_S` ahead of this host's
+    clock; production: the event then takes the current time)."""
     if not isinstance(timestamp, datetime):
         note(notes, "timestamp", "type", f"must be a datetime, not {type(timestamp).__name__}")
         return None
@@ -269,7 +278,26 @@ def validate_timestamp(timestamp: object, notes: Notes = None) -> float | None:
     if not in_range(timestamp):
         note(notes, "timestamp", "range", _RANGE)
         return None
-    return timestamp.timestamp()
+    posix = timestamp.timestamp()
+    ahead = posix - time.time()
+    if ahead > FUTURE_SLACK_S:
+        note(
+            notes,
+            "timestamp",
+            "future",
+            f"{_duration(ahead)} later than this host's clock (the collector stores no event "
+            "later than its arrival): the current time is used",
+        )
+        return None
+    return posix
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` in the unit that says it best: "3650 days", "7 hours", "12 minutes"."""
+    for unit, size in (("days", 86_400), ("hours", 3_600)):
+        if seconds >= 2 * size:
+            return f"{round(seconds / size)} {unit}"
+    return f"{round(seconds / 60)} minutes"
 
 
 def validate_target(target: object, notes: Notes = None) -> dict[str, str] | None:

@@ -17,7 +17,7 @@ from typing import Final
 
 from ._limits import InvalidEvent
 
-__all__ = ["InputProblems"]
+__all__ = ["Call", "InputProblems"]
 
 logger = logging.getLogger("sqreen")
 
@@ -31,13 +31,19 @@ class InputProblems:
     def __init__(self, strict: bool, count_invalid: Callable[[], None]) -> None:
         self._strict = strict
         self._count_invalid = count_invalid
-        self._logged: set[tuple[str, str]] = set()
+        self._logged: set[tuple[str, str, bool]] = set()
 
     def _log_once(self, event_name: object, problem: InvalidEvent, what: str) -> None:
-        key = (str(event_name)[:128], problem.rule)
+        # ``event_name`` is an event's name, or a call that is no event (``identify()``: a
+        # str subclass, so that an event of that name is still said as an event).
+        call = type(event_name) is Call
+        key = (str(event_name)[:128], problem.rule, call)
         if key not in self._logged and len(self._logged) < _MAX_LOGGED:
             self._logged.add(key)
-            logger.warning("sqreen: event %r %s: %s", key[0], what, problem)
+            if call:
+                logger.warning("sqreen: %s %s: %s", key[0], what, problem)
+            else:
+                logger.warning("sqreen: event %r %s: %s", key[0], what, problem)
 
     def noted(self, event_name: str, notes: list[InvalidEvent]) -> None:
         """The fixes made to an event that is kept (production mode)."""
@@ -52,3 +58,9 @@ class InputProblems:
         self._count_invalid()
         self._log_once(event_name, exc, "dropped")
         return False
+
+
+class Call(str):
+    """A call that makes no event of that name (``identify()``), as the log says it."""
+
+    __slots__ = ()

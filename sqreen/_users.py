@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._context import UserScope, current_request
 from ._event import InvalidEvent, QueuedEvent, validate_properties, validate_user
+from ._input_problems import Call
 from ._instrument import note_unbound
 from ._ip_syntax import normalize_ip
 from ._wire import IDENTIFY
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 __all__ = ["SENTINEL_CTX", "Users", "other_user"]
 
 logger = logging.getLogger("sqreen")
+
+#: How its log lines name ``identify()``: no event of that name.
+_IDENTIFY_CALL: Final = Call("identify()")
 
 #: "The request bound to the running code, whatever it is" (an argument not given).
 SENTINEL_CTX: Any = object()
@@ -84,18 +88,18 @@ class Users:
         with self.errors.guard("identify"):
             user = validate_user(user_identifiers, "user_identifiers", notes)
             if user is not None:
-                trait_copy = validate_properties(traits, notes)[0] if traits else None
+                trait_copy = validate_properties(traits, notes, "traits")[0] if traits else None
                 if ctx is not None:
                     ctx.user = user
                     ctx.traits = trait_copy
                 if trait_copy:
                     self._send_traits(user, trait_copy)
                 if notes and not self.config.strict:
-                    self._noted("identify", notes)
+                    self._noted(_IDENTIFY_CALL, notes)
         if user is None:
             problem = notes[0] if notes else None
             self._invalid(
-                "identify",
+                _IDENTIFY_CALL,
                 problem
                 or InvalidEvent("user_identifiers", "empty", "identify() needs an identifier"),
             )

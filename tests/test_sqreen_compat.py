@@ -204,6 +204,33 @@ def test_identify_binds_whatever_its_traits_hold(client: sqreen.Client) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("traits", "rule", "said"),
+    [
+        ("pro", "type", "traits: must be a dict, not str"),
+        ({f"t{i}": i for i in range(20)}, "max_properties", "traits: 20 traits, at most 16"),
+        ({"raw": b"\xff"}, "bytes_not_utf8", "traits.raw: "),
+    ],
+)
+def test_identify_names_its_traits_in_what_it_says_of_them(
+    traits: object, rule: str, said: str, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    """identify() is no event: its log line says identify(), and its traits are ``traits``."""
+    sqreen.init(transport="memory:", strict=True)
+    with pytest.raises(sqreen.InvalidEvent) as info:
+        sqreen.identify({"uid": "7"}, traits=traits)  # type: ignore[arg-type]
+    assert (info.value.rule, str(info.value).startswith(said)) == (rule, True)
+    sqreen.shutdown()
+    sqreen.init(transport="memory:")
+    sqreen.identify({"uid": "7"}, traits=traits)  # type: ignore[arg-type]
+    sqreen.track("identify()", properties="pro")  # type: ignore[arg-type]
+    said_lines = [r.getMessage() for r in sqreen_log.records if "kept, adjusted" in r.getMessage()]
+    assert said_lines == [
+        f"sqreen: identify() kept, adjusted: {info.value}",
+        "sqreen: event 'identify()' kept, adjusted: properties: must be a dict, not str",
+    ]
+
+
 def test_start_is_the_agents_first_line_and_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SQREEN_TRANSPORT", "memory:")
     monkeypatch.setenv("SQREEN_APP_NAME", "legacy")

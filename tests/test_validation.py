@@ -66,6 +66,8 @@ FIXED: list[tuple[str, dict[str, Any], str, str]] = [
     ("ts-epoch", {"timestamp": 1521121320}, "timestamp", "type"),
     ("ts-range", {"timestamp": datetime(1969, 12, 31, tzinfo=UTC)}, "timestamp", "range"),
     ("ts-far", {"timestamp": datetime(9999, 1, 1)}, "timestamp", "range"),
+    # Later than this host's clock by more than a few minutes: a local time passed as UTC.
+    ("ts-future", {"timestamp": datetime.now(UTC) + timedelta(days=3650)}, "timestamp", "future"),
     ("target-type", {"target": "doc-1"}, "target", "type"),
     ("target-keys", {"target": {"id": "1", "owner": "x"}}, "target", "keys"),
     ("target-no-id", {"target": {"type": "doc"}}, "target.id", "missing"),
@@ -195,6 +197,32 @@ def test_accepted_shapes() -> None:
     assert first["user"] == {"uid": "42", "email": "a@example.com"}
     assert first["target"] == {"id": "doc-1", "type": "document", "name": "Q3"}
     assert len(first["properties"]) == 14
+
+
+@pytest.mark.parametrize(
+    ("ahead", "said"),
+    [
+        (timedelta(days=3650), "3650 days"),
+        (timedelta(hours=3), "3 hours"),
+        (timedelta(minutes=9), "9 minutes"),
+    ],
+)
+def test_a_timestamp_ahead_of_the_clock_takes_the_current_time_and_says_by_how_much(
+    ahead: timedelta, said: str, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    """The collector would store it at its arrival anyway: the SDK says so where it is
+    tracked (a naive local time east of UTC is hours ahead), and raises in strict mode."""
+    client = sqreen.init(transport="memory:")
+    before = datetime.now(UTC)
+    assert sqreen.track("late.ts", timestamp=datetime.now(UTC) + ahead)
+    assert sqreen.track("in.slack", timestamp=before + timedelta(minutes=4))  # clocks differ
+    sqreen.flush(timeout=5)
+    late, in_slack = (datetime.fromisoformat(e["timestamp"]) for e in client.transport.events)
+    assert before <= late <= datetime.now(UTC)
+    assert in_slack == before + timedelta(minutes=4)
+    (line,) = [r.getMessage() for r in sqreen_log.records if "kept, adjusted" in r.getMessage()]
+    assert f"timestamp: {said} later than this host's clock" in line
+    assert client.stats()["adjusted"] == 1
 
 
 def test_default_timestamp_is_now() -> None:
