@@ -178,9 +178,21 @@ class Users:
         self, user_identifiers: Mapping[str, Any] | None = None, ip: str | None = None
     ) -> bool:
         """Whether the user (identifiers) or the IP is blocked; the IP is read like the
-        middleware reads a peer (``::ffff:203.0.113.7``, ``203.0.113.7:443``)."""
-        user = validate_user(user_identifiers, "user_identifiers", []) if user_identifiers else None
+        middleware reads a peer (``::ffff:203.0.113.7``, ``203.0.113.7:443``). In strict
+        mode, identifiers or an IP it cannot read raise :class:`InvalidEvent` (else: not
+        blocked, as ever)."""
+        notes: list[InvalidEvent] = []
+        user = (
+            validate_user(user_identifiers, "user_identifiers", notes) if user_identifiers else None
+        )
         address = normalize_ip(ip) if isinstance(ip, str) else None
+        if self.config.strict:
+            given: object = ip  # typed str | None: what callers pass is another matter
+            if given is not None and not isinstance(given, str):
+                kind = type(given).__name__
+                notes.append(InvalidEvent("ip", "type", f"must be a str, not {kind}"))
+            if notes:
+                raise notes[0]
         return (
             self.blocklist.user_block(user) is not None
             or self.blocklist.ip_block(address) is not None

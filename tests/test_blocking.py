@@ -405,3 +405,25 @@ def test_an_action_set_s_odd_blocks_are_refused_alone(sqreen_log: pytest.LogCapt
     }
     b.apply({"version": 2, "since": 1, "add": [], "remove": ["y" * 1_000_000]})
     assert b.ip_block("203.0.113.10") is None  # removed by its id, as long as it came
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("alice",), "user_identifiers: must be a dict, not str"),
+        (({"uid": None},), "user_identifiers.uid: "),
+        ((None, 3232235777), "ip: must be a str, not int"),
+    ],
+)
+def test_is_blocked_given_what_it_cannot_read_raises_in_strict_mode_only(
+    args: tuple[Any, ...], said: str
+) -> None:
+    """A mistake in the call answers "not blocked" in production, as ever; under tests it is
+    said, naming the argument, rather than passing as an unblocked user."""
+    sqreen.init(transport="memory:")
+    assert sqreen.is_blocked(*args) is False
+    sqreen.shutdown()
+    sqreen.init(transport="memory:", strict=True)
+    with pytest.raises(sqreen.InvalidEvent, match="^" + said.replace(".", r"\.")):
+        sqreen.is_blocked(*args)
+    assert sqreen.is_blocked({"uid": "7"}, "198.51.100.7") is False
