@@ -125,7 +125,12 @@ class Users:
             success = success is True or (success is not False and bool(success))
         name = "auth.login.success" if success else "auth.login.failure"
         accepted = self.track(
-            name, None, None, user_identifiers, request=ctx, warn_other_user=False
+            name,
+            None,
+            self._refusal_mark(user_identifiers, ctx),
+            user_identifiers,
+            request=ctx,
+            warn_other_user=False,
         )
         self._refuse_if_ip_blocked(ctx)
         if success:
@@ -149,6 +154,26 @@ class Users:
         if blocked is not None:
             raise blocked
 
+    def _refusal_mark(
+        self, user_identifiers: Mapping[str, Any], ctx: Any
+    ) -> dict[str, bool] | None:
+        """``{"blocked": True}`` when the request will be refused after its event is tracked
+        (its client IP or the user blocked now): the event is still its password's verdict
+        (the right password was used, from there), but what the app answered was a 403, and
+        whoever reads a success should know no session began. None otherwise (the usual
+        case, at the cost of a look at empty block lists)."""
+        blocklist = self.blocklist
+        if not (blocklist.has_ips or blocklist.has_users) or (served := _served(ctx)) is None:
+            return None
+        with self.errors.guard("auth_track"):
+            if blocklist.has_ips and blocklist.ip_block(served.client_ip()) is not None:
+                return {"blocked": True}
+            if blocklist.has_users:
+                user = validate_user(user_identifiers, "user_identifiers", [])
+                if user and blocklist.user_block(user) is not None:
+                    return {"blocked": True}
+        return None
+
     def _refuse_if_ip_blocked(self, ctx: Any) -> None:
         """Raise :class:`Blocked` when the request's client IP is blocked now: the
         middleware checked it when the request began, and a block made meanwhile (by the
@@ -165,7 +190,12 @@ class Users:
 
     def signup_track(self, user_identifiers: Mapping[str, Any], ctx: Any = SENTINEL_CTX) -> bool:
         accepted = self.track(
-            "auth.signup", None, None, user_identifiers, request=ctx, warn_other_user=False
+            "auth.signup",
+            None,
+            self._refusal_mark(user_identifiers, ctx),
+            user_identifiers,
+            request=ctx,
+            warn_other_user=False,
         )
         self._refuse_if_ip_blocked(ctx)
         self.identify(user_identifiers, None, ctx)

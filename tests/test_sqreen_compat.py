@@ -364,3 +364,52 @@ def test_other_user_identifiers_than_identifys_are_warned_once_a_request(
     assert warnings() == 2
     users = {e["name"]: e["user"] for e in delivered(client)}
     assert users["other"] == {"uid": "2"} and users["next.request"] == {"uid": "3"}
+
+
+def test_a_login_refused_by_a_block_is_tracked_as_its_verdict_marked_blocked(
+    client: sqreen.Client,
+) -> None:
+    """The right password from a blocked address, or for a blocked user, is still
+    ``auth.login.success`` (it was used, from there: what impossible travel and the
+    explorer should see), but the app answered 403: ``properties.blocked`` says no session
+    began. Logins that pass carry no property of ours."""
+    client.blocklist.apply(
+        {
+            "version": 1,
+            "items": [
+                {"id": "u", "type": "block_user", "user": {"username": "mallory"}},
+                {"id": "i", "type": "block_ip", "ip": "198.51.100.9"},
+            ],
+        }
+    )
+
+    def served(ip: str, call: Any) -> str:
+        ctx = RequestContext(client, "wsgi", {"REQUEST_METHOD": "POST", "REMOTE_ADDR": ip})
+        token = current_request.set(ctx)
+        try:
+            call()
+        except sqreen.Blocked:
+            return "403"
+        finally:
+            current_request.reset(token)
+        return "200"
+
+    answers = [
+        served("192.0.2.1", lambda: sqreen.auth_track(True, username="alice")),
+        served("192.0.2.1", lambda: sqreen.auth_track(True, username="Mallory")),
+        served("192.0.2.1", lambda: sqreen.auth_track(False, username="mallory")),
+        served("198.51.100.9", lambda: sqreen.auth_track(True, username="alice")),
+        served("198.51.100.9", lambda: sqreen.signup_track(username="carol")),
+        served("192.0.2.1", lambda: sqreen.signup_track(username="mallory")),
+    ]
+    assert answers == ["200", "403", "403", "403", "403", "403"]
+    sqreen.auth_track(True, username="mallory")  # outside a request: nothing refused
+    assert [(e["name"], e["user"], e.get("properties")) for e in delivered(client)] == [
+        ("auth.login.success", {"username": "alice"}, {}),
+        ("auth.login.success", {"username": "Mallory"}, {"blocked": True}),
+        ("auth.login.failure", {"username": "mallory"}, {"blocked": True}),
+        ("auth.login.success", {"username": "alice"}, {"blocked": True}),
+        ("auth.signup", {"username": "carol"}, {"blocked": True}),
+        ("auth.signup", {"username": "mallory"}, {"blocked": True}),
+        ("auth.login.success", {"username": "mallory"}, {}),
+    ]
