@@ -4,16 +4,17 @@ Use them with :func:`sqreen.track` so that the collector's playbooks, the explor
 severities and impossible travel know what an event means::
 
     from sqreen import events
-    sqreen.track(events.AUTH_LOGIN_SUCCESS, user={"uid": user.id})
+    sqreen.track(events.AUTH_LOGIN_SUCCESS, user_identifiers={"uid": user.id})
 
-LiteSOC's fields map onto this SDK's: ``actor`` is ``user`` (``actor.id`` -> ``user["uid"]``,
-``actor.email`` -> ``user["email"]``), ``metadata`` is ``properties``, ``target`` is
-``target`` (``{"id", "type", "name"}``), and ``metadata.ip_address`` / ``user_agent`` are
-captured from the request by the middleware. The collector accepts the other spellings in
-:data:`ALIASES`, stores the canonical name (:func:`canonical_name`) and reads a name given
-in another spelling (a playbook's, a filter's) as it; it refuses from SDKs the names it
-raises itself (:data:`DERIVED_EVENTS`). Each name has a severity (:func:`severity`):
-``info``, ``warning`` or ``critical``, ``info`` for names of your own.
+LiteSOC's fields map onto this SDK's: ``actor`` is ``user_identifiers`` (the event's ``user``
+on the wire: ``actor.id`` -> ``{"uid": ...}``, ``actor.email`` -> ``{"email": ...}``),
+``metadata`` is ``properties``, ``target`` is ``target`` (``{"id", "type", "name"}``), and
+``metadata.ip_address`` / ``user_agent`` are captured from the request by the middleware.
+The collector accepts the other spellings in :data:`ALIASES`, stores the canonical name
+(:func:`canonical_name`) and reads a name given in another spelling (a playbook's, a
+filter's) as it; it refuses from SDKs the names it raises itself (:data:`DERIVED_EVENTS`).
+Each name has a severity (:func:`severity`): ``info``, ``warning`` or ``critical``,
+``info`` for names of your own.
 
 .. versionadded:: 0.1
 """

@@ -63,3 +63,22 @@ def test_severity_by_name() -> None:
     assert events.severity("order.created") == "info"
     assert all(alias != name for alias, name in events.ALIASES.items())
     assert set(events.ALIASES.values()) <= set(events.STANDARD_EVENTS)
+
+
+def test_the_module_s_example_runs_as_written() -> None:
+    """``help(sqreen.events)`` shows it: it called ``track(user=...)``, a TypeError."""
+    import re
+    import types
+
+    import sqreen
+
+    assert events.__doc__ is not None
+    (example,) = re.findall(r"::\n\n((?:    .*\n)+)", events.__doc__)
+    client = sqreen.init(transport="memory:", strict=True)
+    exec(  # the docstring's own lines
+        "\n".join(line[4:] for line in example.splitlines()),
+        {"sqreen": sqreen, "user": types.SimpleNamespace(id=42)},
+    )
+    assert client.flush(timeout=5)
+    (event,) = client.transport.events  # type: ignore[attr-defined]
+    assert (event["name"], event["user"]) == ("auth.login.success", {"uid": "42"})

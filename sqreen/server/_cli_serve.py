@@ -29,7 +29,7 @@ from ._signals import exit_zero_after_sigterm, reload_on_sighup, stop_when_orpha
 from .actions import MAX_POLLS_PER_KEY
 from .connections import PROTOCOL, ConnectionLimits, fit_to_open_files
 from .explorer._cli import explorer_startup
-from .intel import DEFAULT_MAX_SPEED, GeoIpError, IpIntel, Reputation
+from .intel import DEFAULT_MAX_SPEED, MIN_MAX_SPEED, GeoIpError, IpIntel, Reputation
 from .logs import LOG_FORMATS, json_log_config, text_log_config
 from .playbooks import NONE_IN_FORCE, PlaybookError, PlaybookSource
 from .storage import Storage, serving
@@ -38,6 +38,25 @@ __all__ = ["GC_GEN0", "WORKER_ENV", "serve", "worker_app"]
 
 #: --travel-speed at most (km/h): a hundred times a rifle bullet; more is a typing mistake.
 MAX_TRAVEL_SPEED = 1_000_000
+
+
+class TravelSpeed(Finite):
+    """``--travel-speed``: 0 (off), or from :data:`~.intel.MIN_MAX_SPEED` (a slow walk) to
+    :data:`MAX_TRAVEL_SPEED` km/h."""
+
+    def __init__(self) -> None:
+        super().__init__(0, MAX_TRAVEL_SPEED)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if 0 < number < MIN_MAX_SPEED:
+            self.fail(
+                f"{value} km/h is below a slow walk: 0 (off), or from {MIN_MAX_SPEED:g} to "
+                f"{MAX_TRAVEL_SPEED}",
+                param,
+                ctx,
+            )
+        return number
 
 
 @click.command()
@@ -126,7 +145,7 @@ MAX_TRAVEL_SPEED = 1_000_000
 )
 @click.option(
     "--travel-speed",
-    type=Finite(0, MAX_TRAVEL_SPEED),
+    type=TravelSpeed(),
     default=DEFAULT_MAX_SPEED,
     show_default=True,
     help="Impossible travel: two successful logins of a user whose places (from --geoip-db) "

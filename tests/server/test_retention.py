@@ -121,6 +121,12 @@ def test_days_that_no_date_can_be_counted_back_are_refused_naming_the_option(
         assert result.exit_code == 2, (value, result.output, result.exception)
         assert "Invalid value for '--travel-speed': " in result.output
         assert "0<=x<=1000000" in result.output
+    for value in ("1e-300", "0.5"):  # above 0 but below a slow walk: every login an alert
+        result = CliRunner().invoke(main, ["serve", "--travel-speed", value, "--db", db])
+        assert result.exit_code == 2, (value, result.output, result.exception)
+        assert f"'--travel-speed': {value} km/h is below a slow walk: 0 (off), or from 1 to" in (
+            result.output
+        )
     for command, option in (("purge", "--days"), ("serve", "--retention-days")):
         result = CliRunner().invoke(main, [command, option, "abc", "--db", db])
         assert result.exit_code == 2

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from sqreen.server.intel import ImpossibleTravel, IpIntel
 from sqreen.server.intel._travel import MOST_KM
 from sqreen.server.pipeline import IngestPipeline
@@ -20,8 +22,8 @@ from sqreen.server.storage._places import PlaceAsk, PlaceRow
 
 from .test_travel import LONDON_IP, SYDNEY_IP, body, city_mmdb, login, travels  # noqa: F401
 
-#: Accepted by ``--travel-speed`` (``Finite(0, MAX_TRAVEL_SPEED)``), and slow enough that
-#: the window passes 2**63 µs.
+#: Slow enough that the window passes 2**63 µs (``ImpossibleTravel`` takes it; ``--travel-speed``
+#: now refuses a speed below 1 km/h).
 TINY_SPEED = 1e-6
 
 
@@ -39,10 +41,16 @@ def test_a_window_past_int8_still_reads_the_stored_places(storage: Storage) -> N
     assert storage.nearby_places([ask]) == [row]  # type: ignore[attr-defined]
 
 
-def test_a_tiny_travel_speed_still_raises_an_alert(storage: Storage, city_mmdb: str) -> None:  # noqa: F811
+@pytest.mark.parametrize("speed", [TINY_SPEED, 1e-300], ids=["1e-6", "1e-300"])
+def test_a_tiny_travel_speed_still_raises_an_alert(
+    storage: Storage,
+    city_mmdb: str,  # noqa: F811
+    speed: float,
+) -> None:
+    """1e-300 km/h made the window infinite: OverflowError on every batch with a login."""
     pipeline = IngestPipeline(
         storage,
-        enrichers=[IpIntel.open([city_mmdb]), ImpossibleTravel(storage, max_speed=TINY_SPEED)],
+        enrichers=[IpIntel.open([city_mmdb]), ImpossibleTravel(storage, max_speed=speed)],
     )
     start = datetime.now(UTC) - timedelta(hours=30)
     pipeline(body(login(LONDON_IP, start)))

@@ -17,13 +17,21 @@ from ._geoip import GeoIpDatabase, GeoIpError, open_geoip, read_record
 from ._ranges import RangeIndex
 from ._score import KIND_POINTS, REASONS, Reputation, ReputationSource, threat_score
 from ._sources import Countries, NetworkKinds
-from ._travel import DEFAULT_MAX_SPEED, IMPOSSIBLE_TRAVEL, ImpossibleTravel, Place, travel_speed
+from ._travel import (
+    DEFAULT_MAX_SPEED,
+    IMPOSSIBLE_TRAVEL,
+    MIN_MAX_SPEED,
+    ImpossibleTravel,
+    Place,
+    travel_speed,
+)
 
 __all__ = [
     "DEFAULT_MAX_SPEED",
     "IMPOSSIBLE_TRAVEL",
     "IP_INFO_KEYS",
     "KIND_POINTS",
+    "MIN_MAX_SPEED",
     "REASONS",
     "Address",
     "Countries",

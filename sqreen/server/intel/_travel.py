@@ -50,7 +50,14 @@ from ..storage import PlaceAsk, PlaceRow, StoredEvent, clean
 if TYPE_CHECKING:
     from ..pipeline import Batch
 
-__all__ = ["DEFAULT_MAX_SPEED", "IMPOSSIBLE_TRAVEL", "ImpossibleTravel", "Place", "travel_speed"]
+__all__ = [
+    "DEFAULT_MAX_SPEED",
+    "IMPOSSIBLE_TRAVEL",
+    "MIN_MAX_SPEED",
+    "ImpossibleTravel",
+    "Place",
+    "travel_speed",
+]
 
 logger = logging.getLogger("sqreen.server")
 
@@ -59,6 +66,12 @@ LOGIN: Final = "auth.login.success"
 #: Where a batch keeps its placed logins (:attr:`~..pipeline.Batch.notes`).
 NOTE: Final = "impossible_travel.logins"
 DEFAULT_MAX_SPEED: Final = 1000.0  # km/h
+#: The lowest speed ``sqreen serve --travel-speed`` takes (km/h): a slow walk. Below, every
+#: pair of logins a street apart would be an alert.
+MIN_MAX_SPEED: Final = 1.0
+#: The longest window read around a login (µs): what a 64-bit integer holds (the storage
+#: reads a longer one as unbounded; a speed such as 1e-300 km/h made it infinite).
+_MOST_WINDOW_US: Final = 2**63 - 1
 #: Kinds of address that say where a server is, not where the person is.
 NOT_WHERE_THE_PERSON_IS: Final = frozenset({"vpn", "tor", "hosting", "cdn"})
 EARTH_RADIUS_KM: Final = 6371.0088
@@ -178,7 +191,7 @@ class ImpossibleTravel:
         """Each user's stored logins from places just before their first login here, just
         after their last, and between (``login_places``, as the storage knows it or in one
         read for the batch): only those can be a neighbour of one of theirs here."""
-        window = int(MOST_KM / self.max_speed * 3600 * 1_000_000)
+        window = int(min(MOST_KM / self.max_speed * 3600 * 1_000_000, _MOST_WINDOW_US))
         asks: dict[str, tuple[UserKey, PlaceAsk]] = {}
         for user, logins in ours.items():
             first = min((login.place.at, login.place.event_id) for login in logins)
