@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +211,56 @@ def test_user_blocks_and_user_alerts_push_no_ip_block_or_ip_alert_out_of_the_sco
     intel.reputation.refresh()  # type: ignore[union-attr]
     assert intel.info("185.220.101.1")["reasons"] == ["tor", "blocked_recently"]  # type: ignore[index]
     assert intel.info("198.51.100.7")["reasons"] == ["playbook_alert"]  # type: ignore[index]
+
+
+class _Recent:
+    """A reputation source whose recent blocks and alerts the test sets."""
+
+    def __init__(self) -> None:
+        self.blocks: list[str] = []
+        self.alerts: list[str] = []
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def recent_ip_blocks(self, since: datetime, limit: int) -> list[str]:
+        return list(self.blocks)
+
+    def recent_alert_ips(self, since: datetime, limit: int) -> list[str]:
+        return list(self.alerts)
+
+
+@pytest.mark.parametrize("first_seen", ["holding nothing", "holding another block"])
+@pytest.mark.parametrize(
+    ("ip", "blocks", "alerts", "reasons"),
+    [
+        # A NAT64 address, as playbooks block and alert on it, or its IPv4 client's block.
+        ("64:ff9b::b9dc:6503", ["64:ff9b::b9dc:6503/128"], [], ["tor", "blocked_recently"]),
+        ("64:ff9b::b9dc:6503", [], ["64:ff9b::b9dc:6503"], ["tor", "playbook_alert"]),
+        ("64:ff9b::b9dc:6503", ["185.220.101.3/32"], [], ["tor", "blocked_recently"]),
+        ("2002:b9dc:6503::1", ["185.220.101.3/32"], [], ["tor", "blocked_recently"]),
+        ("2001::4623:9afc", ["185.220.101.3/32"], [], ["tor", "blocked_recently"]),
+        ("::ffff:185.220.101.3", ["185.220.101.3/32"], [], ["tor", "blocked_recently"]),
+        ("64:ff9b::b9dc:6503", ["8.8.8.8/32"], [], ["tor"]),
+    ],
+)
+def test_an_address_s_score_is_the_same_whatever_the_collector_held_when_first_seen(
+    ip: str, blocks: list[str], alerts: list[str], reasons: list[str], first_seen: str
+) -> None:
+    """The score counted a block on a NAT64 address, or ignored it, depending on whether the
+    collector held anything when the address was first seen (it kept the IPv4 client then,
+    the address itself otherwise); and a block of the IPv4 client never counted for it."""
+    recent = _Recent()
+    clock = [0.0]
+    intel = IpIntel(reputation=Reputation(recent, monotonic=lambda: clock[0]))
+    if first_seen == "holding another block":
+        recent.blocks = ["203.0.113.0/24"]
+    intel.reputation.refresh()  # type: ignore[union-attr]
+    assert intel.info(ip)["reasons"] == ["tor"]  # type: ignore[index]
+    recent.blocks, recent.alerts = [*blocks, "203.0.113.0/24"], alerts
+    clock[0] += 60
+    intel.reputation.refresh()  # type: ignore[union-attr]
+    assert intel.info(ip)["reasons"] == reasons  # type: ignore[index]
 
 
 def raise_alert(storage: Storage, group_by: str, key: str) -> None:

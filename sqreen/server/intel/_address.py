@@ -27,6 +27,7 @@ __all__ = [
     "Parsed",
     "SpecialKind",
     "as_ipv4_client",
+    "ipv4_client",
     "parse_address",
     "parse_many",
     "special_kind",
@@ -169,13 +170,18 @@ def parse_address(raw: object) -> Address | None:
 _NAT64_WKP: Final = 0x0064FF9B << 96
 
 
+def ipv4_client(value: int) -> int | None:
+    """The IPv4 address (an integer) of the one client the IPv6 address ``value`` carries
+    (Teredo, 6to4, NAT64's well-known prefix), or None."""
+    return value & 0xFFFFFFFF if value >> 32 == _NAT64_WKP >> 32 else embedded_ipv4(value)
+
+
 def as_ipv4_client(address: Parsed) -> Parsed:
-    """``address``, or the IPv4 address of the one client it carries (Teredo, 6to4,
-    NAT64's well-known prefix): what it is labelled and looked up as."""
+    """``address``, or the IPv4 address of the one client it carries (:func:`ipv4_client`):
+    what it is labelled and looked up as."""
     if address[0] != 6:
         return address
-    value = address[1]
-    client = value & 0xFFFFFFFF if value >> 32 == _NAT64_WKP >> 32 else embedded_ipv4(value)
+    client = ipv4_client(address[1])
     if client is None:
         return address
     return (4, client, socket.inet_ntop(socket.AF_INET, client.to_bytes(4, "big")))

@@ -134,7 +134,8 @@ class IpIntel:
         self._shared: dict[tuple[Any, ...], IpInfo] = {}
         #: What several files say together, by what each says (:func:`_merge`).
         self._merged: dict[tuple[Placed | None, ...], Placed | None] = {}
-        #: The parsed addresses, for :attr:`reputation` checks (only while it holds any).
+        #: The addresses as the events gave them (not their IPv4 client: a block or alert on
+        #: a NAT64 address is on that address), parsed for :attr:`reputation` checks.
         self._where: dict[str, Parsed] = {}
 
     @classmethod
@@ -193,7 +194,7 @@ class IpIntel:
         if not waiting:
             return
         # The batch's new addresses, each looked up once, all of them together.
-        self._fill(dict.fromkeys(waiting), scored is not None)
+        self._fill(dict.fromkeys(waiting))
         for fields, ip in zip(waiting_fields, waiting, strict=True):
             info = cache[ip]
             if info is not None:
@@ -208,7 +209,7 @@ class IpIntel:
         reputation = self.reputation
         scoring = reputation is not None and reputation.holds_any
         if ip not in self._cache:
-            self._fill((ip,), scoring)
+            self._fill((ip,))
         info = self._cache[ip]
         if info is None or not scoring:
             return info
@@ -219,7 +220,7 @@ class IpIntel:
         address (its own dict when that adds to the score: rarely)."""
         assert self.reputation is not None
         address = self._where.get(ip)
-        if address is None:  # looked up while the collector held no block nor alert
+        if address is None:  # only while the collector holds a recent block or alert
             address = parse_address(ip)
             assert address is not None  # it has an ip_info
             self._where[ip] = address
@@ -229,10 +230,9 @@ class IpIntel:
             return {**info, "score": score, "reasons": reasons}
         return info
 
-    def _fill(self, texts: Collection[str], scoring: bool) -> None:
+    def _fill(self, texts: Collection[str]) -> None:
         """Look up ``texts`` (distinct, none cached) and cache each one's ``ip_info`` (None
-        for no address), and when ``scoring`` (the collector holds recent blocks or alerts)
-        the parsed address too. Each source is asked about all the public ones in one call
+        for no address). Each source is asked about all the public ones in one call
         (a Python call an address and source was a third of a new address's cost:
         measured). Addresses no file placed share the ``ip_info`` of their country, kind
         and provider (:meth:`_share`). An address costs the cache one entry: its text to a
@@ -276,9 +276,6 @@ class IpIntel:
                     key = (next(countries), network, got.as_org)
                 info = shared.get(key)
                 cache[text] = share(key, out) if info is None else info
-        if scoring:
-            self._where.update(zip(public_texts, public, strict=True))
-            self._where.update((text, address) for text, address, _ in special)
 
     def _share(self, key: tuple[Any, ...], out: dict[str, Any] | None) -> IpInfo:
         """The ``ip_info`` of every address with this answer: ``key`` ends with ``(country,

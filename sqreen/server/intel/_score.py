@@ -30,8 +30,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
-from ..._block_index import embedded_ipv4
-from ._address import Parsed
+from ._address import Parsed, ipv4_client
 
 __all__ = ["KIND_POINTS", "REASONS", "Reputation", "ReputationSource", "threat_score"]
 
@@ -124,11 +123,11 @@ class Reputation:
         return bool(self._networks or self._alerted)
 
     def check(self, address: Parsed) -> tuple[bool, bool]:
-        """(blocked recently, alerted recently) for ``address``; a Teredo or 6to4 address
-        for its IPv4 client too (what playbooks group it as, which IPv4 blocks cover)."""
+        """(blocked recently, alerted recently) for ``address``, as the event gave it; a
+        Teredo, 6to4 or NAT64 address for its IPv4 client too (which IPv4 blocks cover)."""
         of, value = address[0], address[1]
         blocked, alerted = _within(self._networks, of, value), _within(self._alerted, of, value)
-        client = embedded_ipv4(value) if of == 6 else None
+        client = ipv4_client(value) if of == 6 else None
         if client is not None:
             blocked = blocked or _within(self._networks, 4, client)
             alerted = alerted or _within(self._alerted, 4, client)
