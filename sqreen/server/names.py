@@ -13,8 +13,6 @@ from ..events import ALIASES, DERIVED_EVENTS
 
 __all__ = ["derived_name", "standard_name"]
 
-#: Separators a reader takes for one another in a name.
-_SEPARATORS: Final = str.maketrans({"_": ".", "-": ".", "\u00b7": ".", "\u2024": "."})
 #: Capitals of other scripts that read as a Latin capital (Cyrillic and Greek): mapped
 #: before the case is folded, as their lower-case forms read otherwise (Greek capital nu
 #: reads as N, its small letter as v; Cyrillic capital te as T, its small letter as a small
@@ -78,14 +76,15 @@ SEEN_MAX: Final = 4096
 
 
 def _skeleton(name: str) -> str:
-    """``name`` as a reader sees it: compatibility forms (fullwidth letters), case, accents,
-    separators and letters of other scripts that read as Latin ones alike, and what shows
-    nothing (spaces, zero-width and format characters) gone."""
+    """``name`` as a reader sees it: its letters and digits alone, compatibility forms
+    (fullwidth letters), case, accents and letters of other scripts that read as Latin ones
+    alike. Whatever separates them (``.``, ``_``, any dash, ``/``, ``:``, spaces, doubled or
+    left out) and what shows nothing (zero-width and format characters) is gone: a name
+    whose words are those of another, in that order, reads as it."""
     folded = unicodedata.normalize("NFKD", name).translate(_CAPITALS).casefold()
-    decomposed = unicodedata.normalize("NFKD", folded)
-    kept = "".join(c for c in decomposed if unicodedata.category(c) not in ("Mn", "Cf", "Cc", "Zs"))
-    read = "".join(kept.split()).translate(_SEPARATORS).translate(_CONFUSABLES)
-    return read.replace("rn", "m").replace("vv", "w")
+    read = unicodedata.normalize("NFKD", folded).translate(_CONFUSABLES)
+    kept = "".join(c for c in read if unicodedata.category(c)[0] in "LN")
+    return kept.replace("rn", "m").replace("vv", "w")
 
 
 _DERIVED: Final = {_skeleton(name): name for name in DERIVED_EVENTS}

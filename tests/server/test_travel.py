@@ -442,7 +442,43 @@ LOOK_ALIKES = [
     "security.impossi\u0299le_travel",  # a small capital B
     "security.\u026ampossi\u0299\u029fe_tr\u1d00vel",  # small capitals I, B, L, A
     "security.impossible_trave\u1dab",  # a modifier small capital L
+    "security.impossible\u2010travel",  # a Unicode hyphen
+    "security/impossible/travel",
 ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *(f"security.impossible{dash}travel" for dash in "\u2010\u2011\u2012\u2013\u2014\u2212"),
+        "security:impossible_travel",
+        "security.impossible travel",
+        "security.impossible__travel",
+        "security..impossible_travel",
+        "security.impossibletravel",
+        "securityimpossibletravel",
+        "security\uff0fimpossible\uff0ftravel",  # fullwidth solidus
+        "(security.impossible_travel)",
+    ],
+)
+def test_a_name_of_the_same_words_with_other_separators_reads_as_impossible_travel(
+    name: str,
+) -> None:
+    """Separators of any kind between its words, doubled or left out, read alike: only
+    ``-``, ``_``, a middle dot and a one-dot leader did."""
+    from sqreen.server.names import derived_name
+
+    assert derived_name(name) == IMPOSSIBLE_TRAVEL
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["security.impossible_travels", "security.possible_travel", "security.travel", "auth.login"],
+)
+def test_other_words_do_not_read_as_impossible_travel(name: str) -> None:
+    from sqreen.server.names import derived_name
+
+    assert derived_name(name) is None
 
 
 @pytest.mark.parametrize("name", [IMPOSSIBLE_TRAVEL, "SECURITY_IMPOSSIBLE_TRAVEL", *LOOK_ALIKES])
