@@ -21,6 +21,7 @@ Each name has a severity (:func:`severity`): ``info``, ``warning`` or ``critical
 
 from __future__ import annotations
 
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Final, Literal, NamedTuple
 
@@ -151,12 +152,38 @@ ALIASES: Final = MappingProxyType(_aliases())
 DERIVED_EVENTS: Final = MappingProxyType({SECURITY_IMPOSSIBLE_TRAVEL: (AUTH_LOGIN_SUCCESS,)})
 
 
+#: What separates the words of a name, read alike by :func:`canonical_name`.
+_SEPARATORS: Final = str.maketrans({"_": ".", "-": ".", " ": "."})
+
+
+def _folded(name: str) -> str:
+    return name.lower().translate(_SEPARATORS)
+
+
+def _folded_names() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for spelling, name in (*ALIASES.items(), *((n, n) for n in STANDARD_EVENTS)):
+        assert out.setdefault(_folded(spelling), name) == name, spelling  # one meaning each
+    return out
+
+
+#: Every standard name and alias in lower case, its words separated by dots -> the name.
+_FOLDED: Final = _folded_names()
+
+
+@lru_cache(maxsize=4096)
 def canonical_name(name: str) -> str:
-    """The standard name ``name`` spells, or ``name`` itself."""
-    return ALIASES.get(name, name)
+    """The standard name ``name`` spells (itself or one of :data:`ALIASES`, in any case,
+    with ``.``, ``_``, ``-`` or a space between its words: ``Auth.Login.Failure``,
+    ``LOGIN_FAILURE``, ``auth-login-failure``), or ``name`` itself. (Remembered: a batch
+    names a few names, again and again.)"""
+    found = ALIASES.get(name)
+    if found is not None or name in STANDARD_EVENTS:
+        return found or name
+    return _FOLDED.get(_folded(name), name)
 
 
 def severity(name: str) -> Severity:
     """The severity of an event name (``info`` for names that are not standard)."""
-    known = STANDARD_EVENTS.get(ALIASES.get(name, name))
+    known = STANDARD_EVENTS.get(canonical_name(name))
     return "info" if known is None else known.severity

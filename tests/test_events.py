@@ -47,6 +47,17 @@ def test_every_litesoc_name_is_a_constant_with_a_description_and_a_severity() ->
         ("order.created", "order.created"),  # the app's own: as it is
         ("logout", "logout"),  # one word means too many things
         ("deleted", "deleted"),
+        # Any case, any of . _ - or a space between the words: they were stored apart, and
+        # no playbook counted them.
+        ("Auth.Login.Failure", "auth.login.failure"),
+        ("LOGIN.FAILURE", "auth.login.failure"),
+        ("LOGIN_FAILURE", "auth.login.failure"),
+        ("login_failure", "auth.login.failure"),
+        ("auth-login-failure", "auth.login.failure"),
+        ("Auth Login Failure", "auth.login.failure"),
+        ("Logout", "Logout"),
+        ("Order.Created", "Order.Created"),
+        ("auth..login.failure", "auth..login.failure"),  # another name
     ],
 )
 def test_aliases_name_the_standard_event(spelling: str, name: str) -> None:

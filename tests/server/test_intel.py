@@ -527,9 +527,10 @@ def test_the_storage_filters_and_counts_on_country_kind_and_asn(
 def test_litesoc_spellings_are_stored_under_the_standard_name_and_filter_by_severity(
     storage: Storage,
 ) -> None:
-    """On both back ends: ``AUTH_LOGIN_FAILURE`` and ``login.failure`` are stored as
-    ``auth.login.failure``; ``EventFilter(severity=)`` selects by the name's severity."""
-    sent = ["AUTH_LOGIN_FAILURE", "login.failure", "security.suspicious.activity"]
+    """On both back ends: ``AUTH_LOGIN_FAILURE`` and ``Login-Failure`` (any case, any
+    separator) are stored as ``auth.login.failure``; ``EventFilter(severity=)`` selects by
+    the name's severity."""
+    sent = ["AUTH_LOGIN_FAILURE", "Login-Failure", "security.suspicious.activity"]
     sent += ["order.created", "auth.login.success"]
     events = [wire_event(name=name) for name in sent]
     IngestPipeline(storage)(json.dumps(envelope(events)).encode())
