@@ -31,7 +31,7 @@ from .connections import PROTOCOL, ConnectionLimits, fit_to_open_files
 from .explorer._cli import explorer_startup
 from .intel import DEFAULT_MAX_SPEED, MIN_MAX_SPEED, GeoIpError, IpIntel, Reputation
 from .logs import LOG_FORMATS, json_log_config, text_log_config
-from .playbooks import NONE_IN_FORCE, PlaybookError, PlaybookSource
+from .playbooks import NONE_IN_FORCE, PlaybookError, PlaybookSource, never_firing
 from .storage import Storage, serving
 
 __all__ = ["GC_GEN0", "WORKER_ENV", "serve", "worker_app"]
@@ -241,6 +241,9 @@ def serve(
         explorer_startup(storage, url, say, note, db=db)
         if source is not None:
             (note if source.playbooks.playbooks else say)(_playbooks_loaded(source))
+            reach = {"ip_intel": ip_intel, "geoip": bool(geoip_dbs), "travel": travel_speed > 0}
+            for line in never_firing(source.playbooks.playbooks, **reach):
+                say(line)
         elif watched := storage.recorded_watched():
             say(
                 "no --playbooks here, but a collector of this database runs playbooks (they "

@@ -1,0 +1,90 @@
+"""Playbooks that can never fire with the collector's enrichment as started are said at start:
+a detection switched off by an option (``--no-ip-intel``, ``--travel-speed 0``, no
+``--geoip-db``) would otherwise pass for a quiet site."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sqreen.server.playbooks import TEMPLATES, never_firing, parse_playbooks
+
+from .test_serve_listen import said, serving
+
+BY_COUNTRY = """
+[[playbook]]
+id = "tor-failures"
+events = ["auth.login.failure"]
+where = { "ip.kind" = ["tor"] }
+group_by = "ip.country"
+threshold = 5
+window = "1h"
+action = "alert"
+
+[[playbook]]
+id = "by-network"
+events = ["auth.login.failure"]
+group_by = "ip.asn"
+threshold = 50
+window = "1h"
+action = "alert"
+
+[[playbook]]
+id = "travel"
+events = ["security.impossible_travel"]
+group_by = "user"
+threshold = 1
+window = "1h"
+action = "block_user"
+duration = "1h"
+"""
+
+
+def _said(ip_intel: bool, geoip: bool, travel: bool, text: str = BY_COUNTRY) -> list[str]:
+    books = parse_playbooks(text).playbooks
+    return never_firing(books, ip_intel=ip_intel, geoip=geoip, travel=travel)
+
+
+def test_everything_on_says_nothing() -> None:
+    assert _said(True, True, True) == []
+    assert _said(True, False, False, TEMPLATES) == []  # the templates read no ip.* field
+
+
+def test_ip_intelligence_off_says_each_playbook_reading_ip_fields_and_travel() -> None:
+    assert _said(False, False, True) == [
+        "playbook 'tor-failures' reads ip.country, ip.kind, which no event holds with "
+        "--no-ip-intel: it never fires",
+        "playbook 'by-network' reads ip.asn, which no event holds with --no-ip-intel: it "
+        "never fires",
+        "playbook 'travel' acts on security.impossible_travel, which the collector does not "
+        "raise here (--no-ip-intel): it never fires",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("geoip", "travel", "why"),
+    [(False, True, "no --geoip-db: no login has a place"), (True, False, "--travel-speed 0")],
+)
+def test_travel_off_or_without_a_city_file_is_said(geoip: bool, travel: bool, why: str) -> None:
+    said_lines = _said(True, geoip, travel)
+    assert said_lines[-1] == (
+        "playbook 'travel' acts on security.impossible_travel, which the collector does not "
+        f"raise here ({why}): it never fires"
+    )
+    asn = "playbook 'by-network' reads ip.asn, which only a --geoip-db file with ASNs gives"
+    assert any(line.startswith(asn) for line in said_lines) is not geoip
+
+
+def test_serve_says_it_at_start(tmp_path: Path) -> None:
+    book = tmp_path / "playbooks.toml"
+    book.write_text(BY_COUNTRY)
+    with serving(tmp_path, "--port", "0", "--no-ip-intel", "--playbooks", str(book)) as (
+        proc,
+        log,
+    ):
+        said(proc, log, "startup complete")
+        text = log.read_text()
+    assert "3 playbooks loaded from" in text
+    assert "playbook 'tor-failures' reads ip.country, ip.kind, which no event holds" in text
+    assert "playbook 'travel' acts on security.impossible_travel" in text
