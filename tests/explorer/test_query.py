@@ -88,6 +88,13 @@ KINDS = "tor, vpn, hosting, cdn, bot, private, loopback, reserved"
         ("kind=t0r", f"kind: must be a network kind: {KINDS}"),
         ("kind=tors", f"kind: must be a network kind: {KINDS}"),  # else: an empty list, said not
         ("asn=Google", "asn: must be an AS number (e.g. 15169 or AS15169)"),
+        # No event has these: AS0 is reserved, an AS number is 32 bits, "ß" upper-cased is SS.
+        ("asn=0", "asn: must be an AS number (e.g. 15169 or AS15169), from 1 to 4294967295"),
+        (
+            "asn=AS4294967296",
+            "asn: must be an AS number (e.g. 15169 or AS15169), from 1 to 4294967295",
+        ),
+        ("country=%C3%9F", "country: must be a two-letter country code (e.g. DE)"),
         ("limit=0", None),  # the page ignores the API's limit
     ],
 )

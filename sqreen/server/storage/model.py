@@ -178,6 +178,8 @@ def ip_selection(value: str) -> tuple[str | None, tuple[str, ...]]:
 IP_KINDS: Final = ("tor", "vpn", "hosting", "cdn", "bot", "private", "loopback", "reserved")
 #: The threat score's bounds (``server/intel/_score.py``).
 MAX_SCORE: Final = 100
+#: The largest AS number (32 bits).
+MAX_ASN: Final = 2**32 - 1
 #: IP intelligence's fields that have one spelling stored, each with its pattern (after
 #: :func:`ip_info_value`'s case change) and what is expected.
 _IP_INFO_VALUES: Final = {
@@ -204,11 +206,13 @@ def ip_info_value(key: str, value: str) -> str:
         return value
     pattern, expected = found
     value = value.strip()
-    value = value.lower() if key == "kind" else value.upper()
-    match = pattern.fullmatch(value)
-    if match is None:
+    # ASCII first: "ß".upper() is "SS", a country.
+    match = value.isascii() and pattern.fullmatch(value.lower() if key == "kind" else value.upper())
+    if not match:
         raise ValueError(f"must be {expected}")
-    return str(int(match[1])) if key in ("asn", "score") else value
+    if key == "asn" and not 1 <= int(match[1]) <= MAX_ASN:  # AS0 is reserved: no data has it
+        raise ValueError(f"must be {expected}, from 1 to {MAX_ASN}")
+    return str(int(match[1])) if key in ("asn", "score") else match[0]
 
 
 #: The filter that selects every event.
