@@ -103,6 +103,18 @@ def test_bad_values_are_named(raw: str, error: str | None) -> None:
     assert errors == ([error] if error else [])
 
 
+def test_the_api_refuses_a_parameter_given_twice_with_two_values() -> None:
+    """``kind=tor&kind=vpn`` answered the events of the last, as if filtered by both; the
+    pages' own links replace a value (the last one wins), and ``user=``/``prop=`` repeat."""
+    twice = "given twice: one value (user= and prop= repeat)"
+    assert parse("kind=tor&kind=vpn", api=True)[1] == [f"kind: {twice}"]
+    assert parse("country=GB&country=fr", api=True)[1] == [f"country: {twice}"]
+    assert parse("country=GB&country=gb&kind=tor", api=True)[1] == []  # the same value
+    assert parse("user=uid=1&user=email=a@b.c&prop=a=1&prop=b=2", api=True)[1] == []
+    query, errors = parse("kind=tor&kind=vpn")
+    assert errors == [] and query.filters.kind == "vpn"
+
+
 def test_the_api_bounds_its_limit() -> None:
     assert parse("limit=0", api=True)[1] == ["limit: must be a number from 1 to 500"]
     assert parse("limit=500&after=7", api=True)[1] == []

@@ -176,6 +176,7 @@ def parse_query(
     group: str | None = None
     before = after = None
     limit = 50
+    given: dict[str, str] = {}  # each single-valued parameter's value, as read
     for name, raw in args:
         value = raw.strip()
         if name not in API_PARAMS:  # parameters of nobody (utm_...): ignored by the pages
@@ -232,6 +233,11 @@ def parse_query(
                 continue
         except QueryError as exc:
             errors.append(exc)
+            continue
+        if api and name not in ("user", "prop") and given.setdefault(name, value) != value:
+            # The pages' links replace a value (the last one wins); a client that sends two
+            # (``kind=tor&kind=vpn``) meant both, and got the events of the last.
+            errors.append(QueryError(name, "given twice: one value (user= and prop= repeat)"))
             continue
         if name in VIEW_PARAMS:
             params = [p for p in params if p[0] != name or name in ("user", "prop")]
