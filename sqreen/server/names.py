@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Final
 
 from .._event import InvalidEvent
-from ..events import DERIVED_EVENTS, canonical_name
+from ..events import ALIASES, DERIVED_EVENTS, canonical_name
 
 __all__ = ["derived_name", "standard_name"]
 
@@ -108,11 +108,12 @@ def standard_name(name: str) -> str:
     (:class:`InvalidEvent`): playbooks act on it as on the collector's own, so one forged
     impossible travel would block any user, and a look-alike would read as one in every
     list."""
-    name = canonical_name(name)
+    given, name = name, canonical_name(name)
     derived = derived_name(name)
     if derived is not None:
         sources = ", ".join(DERIVED_EVENTS[derived])
-        said = f"{name!r}" if name == derived else f"{name!r} looks like {derived!r}, which"
+        exact = ALIASES.get(given, given) == derived  # the name, or one of its spellings
+        said = f"{name!r}" if exact else f"{given!r} looks like {derived!r}, which"
         raise InvalidEvent(
             "name",
             "derived",
