@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from .._text import visible
-from ..events import canonical_name
+from ..events import SEVERITIES, canonical_name
 from ._cli_common import (
     db_option,
     json_line,
@@ -32,7 +32,7 @@ from ._cli_common import (
 from .importer import ImportReport, ImportStopped, import_lines, read_lines
 from .intel import IpIntel
 from .storage import MAX_IPS, EventFilter, Follower, StoredEvent
-from .storage.model import ip_selection
+from .storage.model import ip_info_value, ip_selection
 
 __all__ = ["events", "import_"]
 
@@ -72,6 +72,18 @@ def _line(e: StoredEvent) -> str:
     help=f"Client IP address, or a network of at most {MAX_IPS} addresses (203.0.113.0/24).",
 )
 @click.option("--app", callback=nonempty, help="Application name.")
+@click.option(
+    "--severity",
+    type=click.Choice(SEVERITIES, case_sensitive=False),
+    help="Only events of this severity (from their name; names of your own are info).",
+)
+@click.option("--country", callback=lambda c, p, v: _ip_info(p, v), help="Country code (DE).")
+@click.option(
+    "--kind",
+    callback=lambda c, p, v: _ip_info(p, v),
+    help="Network kind: tor, vpn, hosting, cdn, bot, private, loopback, reserved.",
+)
+@click.option("--asn", callback=lambda c, p, v: _ip_info(p, v), help="AS number (15169, AS15169).")
 @when_options
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events (Ctrl-C stops).")
@@ -84,6 +96,10 @@ def events(
     props: tuple[str, ...],
     ip: str | None,
     app: str | None,
+    severity: str | None,
+    country: str | None,
+    kind: str | None,
+    asn: str | None,
     since: str | None,
     until: str | None,
     limit: int,
@@ -105,6 +121,10 @@ def events(
         ip=address,
         ips=network,
         app=app,
+        severity=None if severity is None else severity.lower(),
+        country=country,
+        kind=kind,
+        asn=asn,
         since=start,
         until=end,
     )
@@ -126,6 +146,17 @@ def events(
                     show(more)
             except KeyboardInterrupt:  # Ctrl-C is how one stops following: no "Aborted!"
                 return
+
+
+def _ip_info(param: click.Parameter, value: str | None) -> str | None:
+    """``--country``, ``--kind`` or ``--asn`` as events store it (``de`` is ``DE``), as the
+    explorer's filters read them; a value no event can have is refused, saying why."""
+    if value is None:
+        return None
+    try:
+        return ip_info_value(str(param.name), value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def ip_filter(value: str) -> tuple[str | None, tuple[str, ...]]:

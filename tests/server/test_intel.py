@@ -583,6 +583,37 @@ def test_playbooks_and_sqreen_events_read_other_spellings_as_stored(
         assert [json.loads(line)["id"] for line in out.output.splitlines()] == [event["id"]]
 
 
+def test_sqreen_events_filters_by_severity_country_kind_and_asn(sqlite_storage: Storage) -> None:
+    """As the explorer filters: a Tor exit's failure (DE, tor, warning), a resolver's order
+    (US, hosting, info); values in any case, and a value no event can have refused."""
+    failure = wire_event(name="Login-Failure")
+    failure["request"] = {**failure["request"], "ip": "185.220.101.1"}
+    order = wire_event(name="order.created")
+    order["request"] = {**order["request"], "ip": "8.8.8.8"}
+    IngestPipeline(sqlite_storage, enrichers=[IpIntel()])(
+        json.dumps(envelope([failure, order])).encode()
+    )
+    db = sqlite_storage.path  # type: ignore[attr-defined]
+
+    def ids(*options: str) -> list[str]:
+        out = CliRunner().invoke(main, ["events", "--json", *options, "--db", db])
+        assert out.exit_code == 0, out.output
+        return [json.loads(line)["id"] for line in out.output.splitlines()]
+
+    assert ids("--severity", "WARNING") == ids("--country", "de") == [failure["id"]]
+    assert ids("--kind", "Tor") == ids("--severity", "warning", "--kind", "tor") == [failure["id"]]
+    assert ids("--kind", "hosting") == ids("--severity", "info") == [order["id"]]
+    assert ids("--country", "fr") == ids("--severity", "critical") == []
+    for option, value, said in (
+        ("--asn", "0", "must be an AS number (e.g. 15169 or AS15169), from 1 to 4294967295"),
+        ("--country", "Germany", "must be a two-letter country code (e.g. DE)"),
+        ("--kind", "tors", "must be a network kind"),
+        ("--severity", "high", "'high' is not one of 'info', 'warning', 'critical'"),
+    ):
+        out = CliRunner().invoke(main, ["events", option, value, "--db", db])
+        assert out.exit_code == 2 and said in out.output, out.output
+
+
 def test_sqreen_import_stores_ip_info_and_standard_names(tmp_path: Path) -> None:
     db = str(tmp_path / "import.db")
     lines = tmp_path / "events.jsonl"
