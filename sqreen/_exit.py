@@ -133,20 +133,9 @@ class Exit(Delivery):
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - self._clock()))
-        # With a spool, the first failed send ends the delivery: the collector is down or
-        # refusing, and retrying would hold the process's exit for the whole timeout (a
-        # server's workers restarted one after another), where the spool keeps the rest for
-        # the next process. Without one, retrying until the deadline is their only chance.
-        spooling = self.spool is not None and self.spool.enabled
-        failed = self._failed_sends
-        delivered = self._drain(deadline, until_failure=spooling)
-        # The last stats: short-lived processes show up, not those that did nothing at all
-        # (and not to a collector that just failed a send).
-        if (
-            (thread is not None or self.tracked or self.recovered)
-            and self._clock() < deadline
-            and self._failed_sends == failed
-        ):
+        delivered = self._drain(deadline)
+        # The last stats: short-lived processes show up, not those that did nothing at all.
+        if (thread is not None or self.tracked or self.recovered) and self._clock() < deadline:
             with self.errors.guard("the last heartbeat"):
                 self._heartbeat(deadline)
         self._note_drops(self._clock(), final=True)
@@ -172,18 +161,14 @@ class Exit(Delivery):
         with self._drained:
             self._drained.notify_all()
 
-    def _drain(self, deadline: float, *, until_failure: bool = False) -> bool:
-        """Deliver what is left on the calling thread, retrying until ``deadline`` (with
-        ``until_failure``, until a send fails)."""
+    def _drain(self, deadline: float) -> bool:
+        """Deliver what is left on the calling thread, retrying until ``deadline``."""
         if not self._send_lock.acquire(timeout=max(0.0, deadline - self._clock())):
             return False
-        failed = self._failed_sends
         try:
             with self.errors.guard("the delivery at shutdown"):
                 while self._pending and self._clock() < deadline:
                     if self._send_all(deadline):
-                        break
-                    if until_failure and self._failed_sends != failed:
                         break
                     time.sleep(max(0.0, min(self._retry_at, deadline) - self._clock()))
                 return not self._pending

@@ -9,7 +9,6 @@ import json
 import threading
 import time
 import tracemalloc
-from pathlib import Path
 
 import pytest
 
@@ -282,43 +281,3 @@ def test_a_flood_while_the_collector_is_down_cannot_hide_the_watched_login_failu
     stats = client.stats()
     assert stats["sent"] == 185 and len(receiver.wait_for(185, timeout=0)) == 185
     assert stats["sent"] + sum(stats["dropped"].values()) == stats["tracked"] == 2_505
-
-
-@pytest.mark.parametrize("spool", [True, False], ids=["spool", "no-spool"])
-def test_at_exit_a_failed_send_ends_the_delivery_when_a_spool_keeps_the_rest(
-    receiver: Receiver, spool: bool, tmp_path: Path
-) -> None:
-    """A collector refusing at exit: with a spool, the first failed send ends the delivery
-    (retrying would hold the process for all of ``shutdown_timeout``, each worker of a
-    restarted server in turn) and the spool keeps the events for the next process; without
-    one, the delivery retries until the timeout, their only chance."""
-    receiver.respond(503, times=1000, path="/v1/events")
-    client = sqreen.init(
-        endpoint=receiver.url,
-        flush_interval=3600,
-        heartbeat_interval=3600,
-        shutdown_timeout=2.5,
-        spool=str(tmp_path) if spool else False,
-    )
-    for i in range(5):
-        sqreen.track("exit.test", properties={"i": i})
-    client.shutdown()
-    at_exit = list(receiver.requests)
-    tries = [status for _, path, status in at_exit if path == "/v1/events"]
-    # No heartbeat follows a failed send (to a collector just seen refusing).
-    assert [path for _, path, _ in at_exit][-len(tries) :] == ["/v1/events"] * len(tries)
-    if spool:
-        assert tries == [503]
-        kept = [
-            json.loads(line)
-            for f in tmp_path.glob("*/*.batch")
-            for line in f.read_bytes().splitlines()
-        ]
-        assert sorted(e["properties"]["i"] for e in kept) == list(range(5))
-        receiver.script.clear()
-        nxt = sqreen.init(endpoint=receiver.url, spool=str(tmp_path), flush_interval=0.1)
-        assert receiver.wait_for(5, timeout=15)
-        assert sorted(e["properties"]["i"] for e in receiver.events) == list(range(5))
-        nxt.shutdown()
-    else:
-        assert len(tries) >= 2 and set(tries) == {503}, tries  # backed off 0.25-0.5 s, retried
