@@ -9,6 +9,7 @@ import json
 import threading
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -281,3 +282,27 @@ def test_a_flood_while_the_collector_is_down_cannot_hide_the_watched_login_failu
     stats = client.stats()
     assert stats["sent"] == 185 and len(receiver.wait_for(185, timeout=0)) == 185
     assert stats["sent"] + sum(stats["dropped"].values()) == stats["tracked"] == 2_505
+
+
+def test_at_exit_a_collector_refusing_once_is_retried_and_delivered(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """A 503 at exit (a collector restarting) is retried within ``shutdown_timeout``, a spool
+    or not: the spool of a process whose container goes away, or of a job that never runs
+    again, is lost with it. (Ending at the first failed send, as the lifespan shutdown does,
+    delivered none of these.)"""
+    receiver.respond(503, times=1, path="/v1/events")
+    client = sqreen.init(
+        endpoint=receiver.url,
+        flush_interval=3600,
+        heartbeat_interval=3600,
+        shutdown_timeout=5,
+        spool=str(tmp_path),
+    )
+    for i in range(5):
+        sqreen.track("exit.test", properties={"i": i})
+    assert client.shutdown()
+    tries = [status for _, path, status in receiver.requests if path == "/v1/events"]
+    assert tries == [503, 200]
+    assert sorted(e["properties"]["i"] for e in receiver.events) == list(range(5))
+    assert not list(tmp_path.glob("*/*.batch"))  # nothing left for a next process
