@@ -23,7 +23,7 @@ from ._blocking import MAX_BLOCKS, PACE
 from ._drops import DROP_NOTE_INTERVAL
 from ._errors import Guard, InternalErrors
 from ._text import visible
-from .events import ALIASES
+from .events import STANDARD_EVENTS, canonical_name, spellings_of
 
 if TYPE_CHECKING:
     from ._blocking import Blocklist
@@ -47,11 +47,14 @@ MIN_PAUSE = 0.05
 
 def spellings(names: frozenset[str]) -> frozenset[str]:
     """Every name an app may track ``names`` under: each as the collector stores it, and
-    LiteSOC's other spellings of it (:data:`sqreen.events.ALIASES`), which the collector
-    stores under the standard name. Worked out when the watch list changes, so that
-    ``put()`` compares the tracked name as it is, with no lookup."""
-    standard = {ALIASES.get(name, name) for name in names}
-    return frozenset(standard).union(alias for alias, name in ALIASES.items() if name in standard)
+    for a standard name its usual other spellings (:func:`sqreen.events.spellings_of`:
+    LiteSOC's, and other cases and separators), which the collector stores under it.
+    Worked out when the watch list changes, so that ``put()`` compares the tracked name as
+    it is, with no lookup."""
+    standard = {canonical_name(name) for name in names}
+    return frozenset(standard).union(
+        *(spellings_of(name) for name in standard if name in STANDARD_EVENTS)
+    )
 
 
 class Batch(list["Prepared"]):

@@ -54,6 +54,8 @@ __all__ = [
     "StandardEvent",
     "canonical_name",
     "severity",
+    "spellings_of",
+    "stored_name",
 ]
 
 Severity = Literal["info", "warning", "critical"]
@@ -152,38 +154,45 @@ ALIASES: Final = MappingProxyType(_aliases())
 DERIVED_EVENTS: Final = MappingProxyType({SECURITY_IMPOSSIBLE_TRAVEL: (AUTH_LOGIN_SUCCESS,)})
 
 
-#: What separates the words of a name, read alike by :func:`canonical_name`.
+def canonical_name(name: str) -> str:
+    """The standard name ``name`` spells (itself or one of :data:`ALIASES`), or ``name``
+    itself: how a filter's name is read (the explorer's, ``sqreen events --name``)."""
+    return ALIASES.get(name, name)
+
+
+#: What separates the words of a name, read alike by :func:`stored_name`.
 _SEPARATORS: Final = str.maketrans({"_": ".", "-": ".", " ": "."})
-
-
-def _folded(name: str) -> str:
-    return name.lower().translate(_SEPARATORS)
-
-
-def _folded_names() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for spelling, name in (*ALIASES.items(), *((n, n) for n in STANDARD_EVENTS)):
-        assert out.setdefault(_folded(spelling), name) == name, spelling  # one meaning each
-    return out
-
-
-#: Every standard name and alias in lower case, its words separated by dots -> the name.
-_FOLDED: Final = _folded_names()
+#: Each standard name with its words in lower case, separated by dots: itself.
+_FOLDED: Final = {name.translate(_SEPARATORS): name for name in STANDARD_EVENTS}
 
 
 @lru_cache(maxsize=4096)
-def canonical_name(name: str) -> str:
-    """The standard name ``name`` spells (itself or one of :data:`ALIASES`, in any case,
-    with ``.``, ``_``, ``-`` or a space between its words: ``Auth.Login.Failure``,
-    ``LOGIN_FAILURE``, ``auth-login-failure``), or ``name`` itself. (Remembered: a batch
-    names a few names, again and again.)"""
+def stored_name(name: str) -> str:
+    """The name the collector stores an event of ``name`` under: :func:`canonical_name`, and
+    a standard name in another case or with ``_``, ``-`` or a space between its words
+    (``Auth.Login.Failure``, ``AUTH-LOGIN-FAILURE``; its category included, so that it means
+    that event: an app's own ``user_created`` or ``login_success`` stays its own). Playbooks
+    read the names they are given so too. (Remembered: a batch names a few names, again and
+    again.)"""
     found = ALIASES.get(name)
     if found is not None or name in STANDARD_EVENTS:
         return found or name
-    return _FOLDED.get(_folded(name), name)
+    return _FOLDED.get(name.lower().translate(_SEPARATORS), name)
+
+
+def spellings_of(name: str) -> frozenset[str]:
+    """The usual spellings of the standard name ``name`` that :func:`stored_name` reads as
+    it (lower, upper and title case, with each separator), and its :data:`ALIASES`: what
+    an SDK compares a tracked name with, for the names a playbook watches."""
+    words = name.split(".")
+    out = {alias for alias, standard in ALIASES.items() if standard == name}
+    for sep in "._- ":
+        joined = sep.join(words)
+        out.update((joined, joined.upper(), sep.join(w.title() for w in words)))
+    return frozenset(out)
 
 
 def severity(name: str) -> Severity:
     """The severity of an event name (``info`` for names that are not standard)."""
-    known = STANDARD_EVENTS.get(canonical_name(name))
+    known = STANDARD_EVENTS.get(stored_name(name))
     return "info" if known is None else known.severity

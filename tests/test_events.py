@@ -47,22 +47,51 @@ def test_every_litesoc_name_is_a_constant_with_a_description_and_a_severity() ->
         ("order.created", "order.created"),  # the app's own: as it is
         ("logout", "logout"),  # one word means too many things
         ("deleted", "deleted"),
-        # Any case, any of . _ - or a space between the words: they were stored apart, and
-        # no playbook counted them.
+    ],
+)
+def test_aliases_name_the_standard_event(spelling: str, name: str) -> None:
+    assert events.canonical_name(spelling) == name == events.stored_name(spelling)
+    validate_name(spelling)  # every alias is a name the SDK accepts
+
+
+@pytest.mark.parametrize(
+    ("spelling", "stored"),
+    [
+        # A standard name in another case, or with _ - or a space between its words: they
+        # were stored apart, and no playbook counted them.
         ("Auth.Login.Failure", "auth.login.failure"),
-        ("LOGIN.FAILURE", "auth.login.failure"),
-        ("LOGIN_FAILURE", "auth.login.failure"),
-        ("login_failure", "auth.login.failure"),
+        ("AUTH.LOGIN.FAILURE", "auth.login.failure"),
         ("auth-login-failure", "auth.login.failure"),
         ("Auth Login Failure", "auth.login.failure"),
+        ("Security_Rate_Limited", "security.rate.limited"),
+        ("Security.Impossible.Travel", "security.impossible_travel"),  # then refused
+        # Without its category a name is the app's own (a self-service user_created is no
+        # administrator's; an app's login_success beside auth_track() would count twice).
+        ("LOGIN_FAILURE", "LOGIN_FAILURE"),
+        ("login_success", "login_success"),
+        ("user_created", "user_created"),
+        ("access_denied", "access_denied"),
         ("Logout", "Logout"),
         ("Order.Created", "Order.Created"),
         ("auth..login.failure", "auth..login.failure"),  # another name
     ],
 )
-def test_aliases_name_the_standard_event(spelling: str, name: str) -> None:
-    assert events.canonical_name(spelling) == name
-    validate_name(spelling)  # every alias is a name the SDK accepts
+def test_a_standard_name_in_another_case_or_separators_is_stored_as_it(
+    spelling: str, stored: str
+) -> None:
+    assert events.stored_name(spelling) == stored
+    assert events.canonical_name(spelling) == spelling  # a filter reads the name as stored
+
+
+def test_an_sdk_sends_at_once_the_usual_spellings_of_a_watched_name() -> None:
+    from sqreen._delivery import spellings
+
+    watched = spellings(frozenset({"login.failure", "order.created"}))
+    assert {"Auth.Login.Failure", "AUTH-LOGIN-FAILURE", "auth_login_failure"} <= watched
+    assert {"login.failure", "order.created"} <= watched
+    assert all(
+        events.stored_name(name) == "auth.login.failure" for name in watched - {"order.created"}
+    )
 
 
 def test_severity_by_name() -> None:

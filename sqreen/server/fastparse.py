@@ -37,7 +37,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 from .._event import LIMITS, InvalidEvent, validate_name, validate_properties
 from .._wire import IDENTIFY, MAX_REQUEST_BYTES, WireEvent, WireRequest, received_ip
 from .._wire_time import normal_timestamp
-from ..events import canonical_name
+from ..events import stored_name
 from .fastjson import measure
 from .ingest import Held, held_actions, text
 from .names import derived_name
@@ -150,7 +150,7 @@ def _event(raw: _Event) -> WireEvent | None:
             return None
     else:
         name = validate_name(name)
-        name = canonical_name(name)
+        name = stored_name(name)
         if derived_name(name) is not None:  # the collector's own, or a look-alike: refused
             # the usual way, with its error
             return None

@@ -41,7 +41,7 @@ from typing import Any, BinaryIO, Final, NamedTuple
 from .._event import InvalidEvent
 from .._wire import IDENTIFY, WireEvent, parse_event
 from .._wire_time import parse_timestamp
-from ..events import ALIASES
+from ..events import stored_name
 from .intel import IpIntel, checked_ip_info
 from .names import standard_name
 from .storage import MAX_IDS, Storage
@@ -258,8 +258,8 @@ def import_lines(
             event, stored = _event(line, seen)
             if stored is NOT_STORED:  # a wire event: named as at ingest (never a derived name)
                 event["name"] = standard_name(event["name"])
-            elif event["name"] in ALIASES:  # the collector's own line: what it stored
-                event["name"] = ALIASES[event["name"]]
+            else:  # the collector's own line: what it stores now (a derived name kept)
+                event["name"] = stored_name(event["name"])
         except InvalidEvent as exc:
             report.bad_lines += 1
             if len(report.bad) < MAX_BAD_KEPT:

@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Final
 
 from .._event import InvalidEvent
-from ..events import ALIASES, DERIVED_EVENTS, canonical_name
+from ..events import ALIASES, DERIVED_EVENTS, stored_name
 
 __all__ = ["derived_name", "standard_name"]
 
@@ -101,14 +101,14 @@ def derived_name(name: str) -> str | None:
 
 
 def standard_name(name: str) -> str:
-    """An event's name as the collector stores it: LiteSOC's other spellings, in any case and
-    with any of ``.``, ``_``, ``-`` or a space between the words, as the standard name
-    (:func:`sqreen.events.canonical_name`). A name the collector raises itself
+    """An event's name as the collector stores it: LiteSOC's other spellings, and a
+    standard name in another case or with other separators, as the standard name
+    (:func:`sqreen.events.stored_name`). A name the collector raises itself
     (:data:`sqreen.events.DERIVED_EVENTS`), or one that looks like it, is refused
     (:class:`InvalidEvent`): playbooks act on it as on the collector's own, so one forged
     impossible travel would block any user, and a look-alike would read as one in every
     list."""
-    given, name = name, canonical_name(name)
+    given, name = name, stored_name(name)
     derived = derived_name(name)
     if derived is not None:
         sources = ", ".join(DERIVED_EVENTS[derived])

@@ -527,10 +527,10 @@ def test_the_storage_filters_and_counts_on_country_kind_and_asn(
 def test_litesoc_spellings_are_stored_under_the_standard_name_and_filter_by_severity(
     storage: Storage,
 ) -> None:
-    """On both back ends: ``AUTH_LOGIN_FAILURE`` and ``Login-Failure`` (any case, any
+    """On both back ends: ``AUTH_LOGIN_FAILURE`` and ``Auth-Login-Failure`` (any case, any
     separator) are stored as ``auth.login.failure``; ``EventFilter(severity=)`` selects by
     the name's severity."""
-    sent = ["AUTH_LOGIN_FAILURE", "Login-Failure", "security.suspicious.activity"]
+    sent = ["AUTH_LOGIN_FAILURE", "Auth-Login-Failure", "security.suspicious.activity"]
     sent += ["order.created", "auth.login.success"]
     events = [wire_event(name=name) for name in sent]
     IngestPipeline(storage)(json.dumps(envelope(events)).encode())
@@ -586,7 +586,7 @@ def test_playbooks_and_sqreen_events_read_other_spellings_as_stored(
 def test_sqreen_events_filters_by_severity_country_kind_and_asn(sqlite_storage: Storage) -> None:
     """As the explorer filters: a Tor exit's failure (DE, tor, warning), a resolver's order
     (US, hosting, info); values in any case, and a value no event can have refused."""
-    failure = wire_event(name="Login-Failure")
+    failure = wire_event(name="Auth-Login-Failure")
     failure["request"] = {**failure["request"], "ip": "185.220.101.1"}
     order = wire_event(name="order.created")
     order["request"] = {**order["request"], "ip": "8.8.8.8"}
@@ -626,6 +626,15 @@ def test_sqreen_import_stores_ip_info_and_standard_names(tmp_path: Path) -> None
     (stored,) = map(json.loads, out.splitlines())
     assert stored["name"] == "auth.login.failure"
     assert (stored["ip_info"]["country"], stored["ip_info"]["kind"]) == ("DE", "tor")
+    # The collector's own line (an export of a database stored before names were read in
+    # any case): named as the collector stores it now, as a wire line is.
+    again = tmp_path / "again.db"
+    own = {**stored, "id": "own-1", "name": "Auth.Login.Failure"}
+    lines.write_text(json.dumps(own) + "\n")
+    result = CliRunner().invoke(main, ["import", str(lines), "--db", str(again)])
+    assert result.exit_code == 0, result.output
+    out = CliRunner().invoke(main, ["events", "--json", "--db", str(again)]).output
+    assert [json.loads(line)["name"] for line in out.splitlines()] == ["auth.login.failure"]
 
 
 def test_sqreen_import_refuses_the_collector_s_own_names_but_keeps_its_own_lines(

@@ -12,7 +12,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from ..._event import InvalidEvent, validate_name, validate_user
-from ...events import canonical_name
+from ...events import stored_name
 from ..blocks import InvalidBlock, parse_duration
 from ..storage.model import MAX_SCORE, ip_info_value
 from ._fields import AtLeast, FieldPath, parse_field
@@ -74,7 +74,7 @@ def check_events(table: dict[str, Any], key: str, value: object) -> tuple[str, .
     for name in value:
         try:
             # LiteSOC's other spellings are stored under the standard name: read as it.
-            names.append(canonical_name(validate_name(name)))
+            names.append(stored_name(validate_name(name)))
         except InvalidEvent as exc:
             raise FieldError(key, f"{name!r}: {str(exc).partition(': ')[2]}"[:200]) from None
     return tuple(dict.fromkeys(names))
@@ -135,7 +135,7 @@ def _as_stored(path: FieldPath, name: str, text: str) -> str:
     field's as the explorer's filters take it (``"ip.country" = "gb"`` is ``GB``); a value
     no event can have is refused rather than never matching."""
     if path.kind == "name":
-        return canonical_name(text)
+        return stored_name(text)
     if path.kind == "ip_info" and path.key is not None:
         try:
             return ip_info_value(path.key, text)
