@@ -209,8 +209,9 @@ class Users:
     ) -> bool:
         """Whether the user (identifiers) or the IP is blocked; the IP is read like the
         middleware reads a peer (``::ffff:203.0.113.7``, ``203.0.113.7:443``). In strict
-        mode, identifiers or an IP it cannot read raise :class:`InvalidEvent` (else: not
-        blocked, as ever)."""
+        mode, identifiers it cannot read, or an ``ip`` that is not text, raise
+        :class:`InvalidEvent` (else: not blocked, as ever; text that is no address is no
+        blocked one)."""
         notes: list[InvalidEvent] = []
         user = (
             validate_user(user_identifiers, "user_identifiers", notes) if user_identifiers else None
