@@ -293,11 +293,12 @@ def validate_timestamp(timestamp: object, notes: Notes = None) -> float | None:
 
 
 def _duration(seconds: float) -> str:
-    """``seconds`` in the unit that says it best: "3650 days", "7 hours", "12 minutes"."""
-    for unit, size in (("days", 86_400), ("hours", 3_600)):
-        if seconds >= 2 * size:
+    """``seconds`` in the unit that says it best: "3650 days", "7 hours", "12 minutes",
+    "301 seconds" (near the slack, minutes would round to it)."""
+    for unit, size in (("days", 86_400), ("hours", 3_600), ("minutes", 60)):
+        if seconds >= 2 * size and (unit != "minutes" or seconds >= 600):
             return f"{round(seconds / size)} {unit}"
-    return f"{round(seconds / 60)} minutes"
+    return f"{round(seconds)} seconds"
 
 
 def validate_target(target: object, notes: Notes = None) -> dict[str, str] | None:

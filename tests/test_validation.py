@@ -204,7 +204,8 @@ def test_accepted_shapes() -> None:
     [
         (timedelta(days=3650), "3650 days"),
         (timedelta(hours=3), "3 hours"),
-        (timedelta(minutes=9), "9 minutes"),
+        (timedelta(minutes=12), "12 minutes"),
+        (timedelta(seconds=320), "320 seconds"),  # not "5 minutes": the slack is 5
     ],
 )
 def test_a_timestamp_ahead_of_the_clock_takes_the_current_time_and_says_by_how_much(
