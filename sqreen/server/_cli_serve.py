@@ -242,7 +242,8 @@ def serve(
         if source is not None:
             (note if source.playbooks.playbooks else say)(_playbooks_loaded(source))
             reach = {"ip_intel": ip_intel, "geoip": bool(geoip_dbs), "travel": travel_speed > 0}
-            for line in never_firing(source.playbooks.playbooks, **reach):
+            source.unreachable = lambda found: never_firing(found.playbooks, **reach)
+            for line in source.unreachable(source.playbooks):
                 say(line)
         elif watched := storage.recorded_watched():
             say(

@@ -88,3 +88,21 @@ def test_serve_says_it_at_start(tmp_path: Path) -> None:
     assert "3 playbooks loaded from" in text
     assert "playbook 'tor-failures' reads ip.country, ip.kind, which no event holds" in text
     assert "playbook 'travel' acts on security.impossible_travel" in text
+
+
+def test_a_reload_says_it_too(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A playbook added to the file later, that can never fire either, is said as it is
+    loaded (the collector set ``unreachable`` at start), at WARNING."""
+    from sqreen.server.playbooks import PlaybookSource
+
+    book = tmp_path / "playbooks.toml"
+    book.write_text(TEMPLATES)
+    source = PlaybookSource(book)
+    source.unreachable = lambda found: never_firing(
+        found.playbooks, ip_intel=False, geoip=False, travel=False
+    )
+    book.write_text(TEMPLATES + BY_COUNTRY.replace('id = "by-network"', 'id = "by-net"'))
+    assert source.check(force=True)
+    said_lines = [r for r in caplog.records if "never fires" in r.getMessage()]
+    assert [r.levelname for r in said_lines] == ["WARNING"] * 3
+    assert "playbook 'by-net' reads ip.asn" in said_lines[1].getMessage()

@@ -59,6 +59,9 @@ class PlaybookSource:
         self.playbooks = PlaybookSet()
         self.engine = Engine(self.playbooks)
         self._watched: frozenset[str] = frozenset()  # of self.playbooks (every reply asks)
+        #: What a reload says too, of the set it loaded: the playbooks that can never fire
+        #: with the collector's enrichment (``sqreen serve`` sets it; see ``_reach.py``).
+        self.unreachable: Callable[[PlaybookSet], list[str]] | None = None
         if self.path is not None:
             self._load(first=True)
 
@@ -97,6 +100,9 @@ class PlaybookSource:
                 self.path,
                 "" if n else f": {NONE_IN_FORCE}",
             )
+            if self.unreachable is not None and not self.supervised:
+                for line in self.unreachable(playbooks):
+                    logger.warning("sqreen: %s", line)
         return True
 
     def check(self, force: bool = False) -> bool:
