@@ -18,7 +18,7 @@ from ._ip_syntax import normalize_ip
 from ._wire import IDENTIFY
 
 if TYPE_CHECKING:
-    from ._blocking import Blocklist
+    from ._blocking import Blocked, Blocklist
     from ._client import Client
     from ._config import Config
     from ._errors import InternalErrors
@@ -145,14 +145,26 @@ class Users:
         """Raise :class:`Blocked` when the user is blocked, within a request, without binding
         them (a failed login, a login not yet checked): were only the right password
         refused, the 403 would tell an attacker which one it is."""
-        if _served(ctx) is None:
-            return
+        blocked = self._user_blocked_now(user_identifiers, ctx)
+        if blocked is not None:
+            raise blocked
+
+    def _user_blocked_now(self, user_identifiers: Mapping[str, Any], ctx: Any) -> Blocked | None:
+        """The block of the user, within a request (None outside one)."""
+        if not self.blocklist.has_users or _served(ctx) is None:
+            return None
         user = None
         with self.errors.guard("auth_track"):
             user = validate_user(user_identifiers, "user_identifiers", [])
-        blocked = self.blocklist.user_block(user) if user else None
-        if blocked is not None:
-            raise blocked
+        return self.blocklist.user_block(user) if user else None
+
+    def _ip_blocked_now(self, ctx: Any) -> Blocked | None:
+        """The block of the request's client IP now (None outside a request)."""
+        if not self.blocklist.has_ips or (served := _served(ctx)) is None:
+            return None
+        with self.errors.guard("auth_track"):
+            return self.blocklist.ip_block(served.client_ip())
+        return None
 
     def _refusal_mark(
         self, user_identifiers: Mapping[str, Any], ctx: Any
@@ -162,16 +174,8 @@ class Users:
         (the right password was used, from there), but what the app answered was a 403, and
         whoever reads a success should know no session began. None otherwise (the usual
         case, at the cost of a look at empty block lists)."""
-        blocklist = self.blocklist
-        if not (blocklist.has_ips or blocklist.has_users) or (served := _served(ctx)) is None:
-            return None
-        with self.errors.guard("auth_track"):
-            if blocklist.has_ips and blocklist.ip_block(served.client_ip()) is not None:
-                return {"blocked": True}
-            if blocklist.has_users:
-                user = validate_user(user_identifiers, "user_identifiers", [])
-                if user and blocklist.user_block(user) is not None:
-                    return {"blocked": True}
+        if self._ip_blocked_now(ctx) or self._user_blocked_now(user_identifiers, ctx):
+            return {"blocked": True}
         return None
 
     def _refuse_if_ip_blocked(self, ctx: Any) -> None:
@@ -180,11 +184,7 @@ class Users:
         crossing of a playbook's threshold, from the attacker's own concurrent guesses)
         would otherwise let each request in flight answer its password's verdict: 256
         connections got 263 verdicts from one address blocked at the 5th."""
-        if not self.blocklist.has_ips or (served := _served(ctx)) is None:
-            return
-        blocked = None
-        with self.errors.guard("auth_track"):
-            blocked = self.blocklist.ip_block(served.client_ip())
+        blocked = self._ip_blocked_now(ctx)
         if blocked is not None:
             raise blocked
 

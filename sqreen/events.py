@@ -174,10 +174,7 @@ def stored_name(name: str) -> str:
     that event: an app's own ``user_created`` or ``login_success`` stays its own). Playbooks
     read the names they are given so too. (Remembered: a batch names a few names, again and
     again.)"""
-    found = ALIASES.get(name)
-    if found is not None or name in STANDARD_EVENTS:
-        return found or name
-    return _FOLDED.get(name.lower().translate(_SEPARATORS), name)
+    return ALIASES.get(name) or _FOLDED.get(name.lower().translate(_SEPARATORS), name)
 
 
 def spellings_of(name: str) -> frozenset[str]:

@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Final
 
 from .._event import InvalidEvent
-from ..events import ALIASES, DERIVED_EVENTS, stored_name
+from ..events import DERIVED_EVENTS, canonical_name, stored_name
 
 __all__ = ["derived_name", "standard_name"]
 
@@ -112,7 +112,7 @@ def standard_name(name: str) -> str:
     derived = derived_name(name)
     if derived is not None:
         sources = ", ".join(DERIVED_EVENTS[derived])
-        exact = ALIASES.get(given, given) == derived  # the name, or one of its spellings
+        exact = canonical_name(given) == derived  # the name, or one of LiteSOC's spellings
         said = f"{name!r}" if exact else f"{given!r} looks like {derived!r}, which"
         raise InvalidEvent(
             "name",
