@@ -23,6 +23,7 @@ __all__ = [
     "BITS",
     "EMPTY",
     "MIN_PREFIX",
+    "NAT64_LOCAL",
     "Blocked",
     "IPBlock",
     "Network",
@@ -32,6 +33,7 @@ __all__ = [
     "embedded_ipv4",
     "first_active",
     "fold_identifier",
+    "ipv4_client",
     "parse_network",
 ]
 
@@ -133,6 +135,23 @@ def embedded_ipv4(value: int) -> int | None:
     if value >> 112 == 0x2002:
         return (value >> 80) & 0xFFFFFFFF
     return None
+
+
+#: NAT64's prefixes (``value >> 32`` of the well-known ``64:ff9b::/96``, RFC 6052;
+#: ``value >> 80`` of the local-use ``64:ff9b:1::/48``, RFC 8215, with a ``/96`` inside it),
+#: whose addresses end with an IPv4 client's address: a translator in front of an IPv6-only
+#: site (SIIT-DC) shows each IPv4 client as one of them.
+_NAT64_WKP = 0x64FF9B << 64
+NAT64_LOCAL = 0x64FF9B0001
+
+
+def ipv4_client(value: int) -> int | None:
+    """The IPv4 address (an integer) of the one client the IPv6 address ``value`` carries:
+    :func:`embedded_ipv4`'s Teredo and 6to4 clients, and a NAT64 address's (its last 32
+    bits); None for any other. An IPv4 block covers them all."""
+    if value >> 32 == _NAT64_WKP or value >> 80 == NAT64_LOCAL:
+        return value & 0xFFFFFFFF
+    return embedded_ipv4(value)
 
 
 def parse_network(text: str) -> Network | None:

@@ -35,9 +35,9 @@ from ._block_index import (
     UserBlock,
     address_of,
     build_index,
-    embedded_ipv4,
     first_active,
     fold_identifier,
+    ipv4_client,
     parse_network,
 )
 from ._client_ip import TrustedProxies
@@ -324,7 +324,7 @@ class Blocklist:
 
     def ip_block(self, ip: str | None) -> Blocked | None:
         """The :class:`Blocked` for the address ``ip`` when an active block covers it: for
-        a Teredo or 6to4 address, an IPv4 block covering its IPv4 client too."""
+        a Teredo, 6to4 or NAT64 address, an IPv4 block covering its IPv4 client too."""
         index = self._index
         if not ip or not index.has_ips:
             return None
@@ -336,7 +336,7 @@ class Blocklist:
             candidates = [table.get(value >> (32 - prefix), ()) for prefix, table in index.v4]
         else:
             candidates = [table.get(value >> (128 - prefix), ()) for prefix, table in index.v6]
-            client = embedded_ipv4(value)
+            client = ipv4_client(value)
             if client is not None:
                 candidates += [table.get(client >> (32 - n), ()) for n, table in index.v4]
         found = first_active(candidates, self._clock())

@@ -108,11 +108,27 @@ def test_refused_user_blocks(sqreen_log: pytest.LogCaptureFixture) -> None:
         ("2001:db8::1/128", ["2001:db8::1", "2001:DB8:0::1"], ["2001:db8::2"]),
         ("::ffff:203.0.113.0/120", ["203.0.113.9", "::ffff:203.0.113.9"], ["203.0.114.9"]),
         # An IPv4 block covers the Teredo addresses of its client (whatever the server,
-        # flags and port) and its 6to4 /48, as playbooks count them under the IPv4 address.
+        # flags and port) and its 6to4 /48, as playbooks count them under the IPv4 address;
+        # and its NAT64 addresses (well-known and local-use prefixes), which playbooks take
+        # as covered by it (a translator in front of an IPv6-only site shows them).
         (
             "192.0.2.45",
-            [TEREDO, "2001:0:5ef5:79fd:0:abcd:3fff:fdd2", "2002:c000:22d:1::1", "192.0.2.45"],
-            ["2001:0:4136:e378:8000:63bf:3fff:fdd3", "2002:c000:22e::1", "2001:db8::3fff:fdd2"],
+            [
+                TEREDO,
+                "2001:0:5ef5:79fd:0:abcd:3fff:fdd2",
+                "2002:c000:22d:1::1",
+                "192.0.2.45",
+                "64:ff9b::192.0.2.45",
+                "64:ff9b:1:2a::c000:22d",
+            ],
+            [
+                "2001:0:4136:e378:8000:63bf:3fff:fdd3",
+                "2002:c000:22e::1",
+                "2001:db8::3fff:fdd2",
+                "64:ff9b::c000:22e",
+                "64:ff9b:2::c000:22d",
+                "64:ff9b:0:1::c000:22d",
+            ],
         ),
         ("192.0.2.0/24", ["2001:0:4136:e378:8000:63bf:3fff:fd37", "2002:c000:2c8::1"], []),
     ],

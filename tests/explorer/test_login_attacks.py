@@ -225,6 +225,10 @@ def test_a_bad_trusted_proxy_stops_the_collector_at_start(
         ("2002:c000:22d:1::1", "192.0.2.45"),
         ("2002:c000:22d:ffff::1", "192.0.2.45"),
         ("192.0.2.45", "192.0.2.45"),
+        # A NAT64 translator in front of the collector shows each IPv4 client as one address
+        # of its /96: the /64 would be every IPv4 client's.
+        ("64:ff9b::c000:22d", "192.0.2.45"),
+        ("64:ff9b::c000:22e", "192.0.2.46"),
     ],
 )
 def test_a_login_counts_against_the_client_playbooks_would_group_its_address_in(

@@ -42,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import Receive, Scope
 
-from ..._block_index import embedded_ipv4
+from ..._block_index import ipv4_client
 from ..._client_ip import TrustedProxies, resolve_client_ip
 from ..._request import asgi_peer
 from ..storage import ControlStore, Storage
@@ -91,8 +91,8 @@ def client_key(scope: Scope, receive: Receive, trusted: TrustedProxies) -> str:
         return "peer:" + (peer or "unix")[:64]
     address = ipaddress.ip_address(ip)
     if address.version == 6:
-        client = embedded_ipv4(int(address))
-        if client is not None:  # Teredo, 6to4: every port and /64 of one IPv4 client's
+        client = ipv4_client(int(address))
+        if client is not None:  # Teredo, 6to4, NAT64: one IPv4 client's, whatever the /64
             return str(ipaddress.IPv4Address(client))
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return ip

@@ -20,7 +20,7 @@ import socket
 from collections.abc import Iterable
 from typing import Final, Literal, NamedTuple, TypeAlias
 
-from ..._block_index import embedded_ipv4
+from ..._block_index import NAT64_LOCAL, ipv4_client
 
 __all__ = [
     "Address",
@@ -165,21 +165,12 @@ def parse_address(raw: object) -> Address | None:
     return _new_address(Address, (6, value, socket.inet_ntop(socket.AF_INET6, packed)))
 
 
-#: NAT64's well-known prefix (RFC 6052), whose addresses end with an IPv4 client's address.
-#: (The local-use ``64:ff9b:1::/48`` places it by the prefix length its operator chose.)
-_NAT64_WKP: Final = 0x0064FF9B << 96
-
-
-def ipv4_client(value: int) -> int | None:
-    """The IPv4 address (an integer) of the one client the IPv6 address ``value`` carries
-    (Teredo, 6to4, NAT64's well-known prefix), or None."""
-    return value & 0xFFFFFFFF if value >> 32 == _NAT64_WKP >> 32 else embedded_ipv4(value)
-
-
 def as_ipv4_client(address: Parsed) -> Parsed:
     """``address``, or the IPv4 address of the one client it carries (:func:`ipv4_client`):
-    what it is labelled and looked up as."""
-    if address[0] != 6:
+    what it is labelled and looked up as. A local-use NAT64 address (``64:ff9b:1::/48``) is
+    looked up as itself: where in it the client's address sits depends on the prefix length
+    its operator chose, and a wrong guess would place it in another country."""
+    if address[0] != 6 or address[1] >> 80 == NAT64_LOCAL:
         return address
     client = ipv4_client(address[1])
     if client is None:
