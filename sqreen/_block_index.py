@@ -24,6 +24,7 @@ __all__ = [
     "EMPTY",
     "MIN_PREFIX",
     "NAT64_LOCAL",
+    "NAT64_MIN_PREFIX",
     "Blocked",
     "IPBlock",
     "Network",
@@ -35,6 +36,7 @@ __all__ = [
     "fold_identifier",
     "ipv4_client",
     "parse_network",
+    "too_wide",
 ]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -152,6 +154,29 @@ def ipv4_client(value: int) -> int | None:
     if value >> 32 == _NAT64_WKP or value >> 80 == NAT64_LOCAL:
         return value & 0xFFFFFFFF
     return embedded_ipv4(value)
+
+
+#: The narrowest prefix of a block inside a NAT64 prefix that may hold many clients: a
+#: ``/112`` holds a ``/16`` of IPv4 clients, the widest IPv4 block.
+NAT64_MIN_PREFIX = 128 - 32 + MIN_PREFIX[4]
+_NAT64_RANGES = tuple(
+    (start, start | ((1 << bits) - 1))
+    for start, bits in ((_NAT64_WKP << 32, 32), (NAT64_LOCAL << 80, 80))
+)
+
+
+def too_wide(net: Network) -> bool:
+    """Whether the block of ``net`` is wider than any SDK enforces: an IPv4 network wider than
+    a ``/16``, an IPv6 one wider than a ``/48``, or one holding NAT64 addresses (whose clients
+    :func:`ipv4_client` reads) of more than a ``/16`` of IPv4 clients: ``64:ff9b::/96`` would
+    refuse every IPv4 client of a site behind a translator."""
+    if net.prefixlen < MIN_PREFIX[net.version]:
+        return True
+    if net.version == 4 or net.prefixlen >= NAT64_MIN_PREFIX:
+        return False
+    first = int(net.network_address)
+    last = first | ((1 << (128 - net.prefixlen)) - 1)
+    return any(low <= last and first <= high for low, high in _NAT64_RANGES)
 
 
 def parse_network(text: str) -> Network | None:

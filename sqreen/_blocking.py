@@ -28,7 +28,6 @@ from typing import Any
 from ._block_index import (
     BITS,
     EMPTY,
-    MIN_PREFIX,
     Blocked,
     IPBlock,
     Network,
@@ -39,6 +38,7 @@ from ._block_index import (
     fold_identifier,
     ipv4_client,
     parse_network,
+    too_wide,
 )
 from ._client_ip import TrustedProxies
 from ._text import visible
@@ -295,7 +295,7 @@ class Blocklist:
         net = parse_network(text)
         if net is None:
             why = "invalid network"
-        elif net.prefixlen < MIN_PREFIX[net.version]:
+        elif too_wide(net):
             why = f"{net} is too wide"
         else:
             first = int(net.network_address)

@@ -149,6 +149,11 @@ def test_networks_cover_their_addresses(cidr: str, inside: list[str], outside: l
         "10.0.0.0/15",  # wider than /16
         "0.0.0.0/0",
         "2001:db8::/47",  # wider than /48
+        # NAT64 addresses of more than a /16 of IPv4 clients: every client of a translator.
+        "64:ff9b::/96",
+        "64:ff9b::/111",
+        "64:ff9b:1::/48",
+        "64:ff9b:1:2:3::/80",
         "::ffff:0.0.0.0/96",  # every IPv4 address, written as IPv6
         "127.0.0.0/24",  # covers the trusted loopback proxies
         "::1/128",
@@ -165,6 +170,13 @@ def test_refused_networks(cidr: str, sqreen_log: pytest.LogCaptureFixture) -> No
     b = blocklist([ip(cidr, id="x")])
     assert not b.has_ips
     assert "refusing block x" in sqreen_log.text
+
+
+def test_a_nat64_network_of_a_slash_16_of_clients_or_fewer_is_enforced() -> None:
+    b = blocklist([ip("64:ff9b::c000:0/112"), ip("64:ff9b:1:2:3:4::/120")])
+    assert b.ip_block("64:ff9b::192.0.255.1") is not None
+    assert b.ip_block("64:ff9b::192.1.0.1") is None
+    assert b.ip_block("64:ff9b:1:2:3:4:0:ff") is not None
 
 
 def test_a_network_covering_a_configured_proxy_is_refused() -> None:

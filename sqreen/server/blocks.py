@@ -32,6 +32,7 @@ from datetime import timedelta
 from typing import Any, Final
 from unicodedata import category
 
+from .._block_index import MIN_PREFIX, NAT64_MIN_PREFIX, too_wide
 from .._client_ip import DEFAULT_TRUSTED_PROXIES
 from .._event import InvalidEvent, validate_user
 from .._text import first_hidden
@@ -78,7 +79,6 @@ MAX_ACTIVE_BLOCKS: Final = 10_000
 #: every block ever made, one an attacker for a playbook.
 ENDED_LISTED: Final = 1000
 MAX_ENDED_LISTED: Final = 10_000
-MIN_PREFIX: Final = {4: 16, 6: 48}
 MAX_REASON: Final = 512
 #: What :func:`~sqreen._text.first_hidden` finds, by Unicode category, for error messages.
 _KINDS: Final = {
@@ -182,6 +182,13 @@ def validate_network(value: object) -> str:
         raise InvalidBlock(
             "ip",
             f"/{network.prefixlen} is too wide: IPv{network.version} blocks are /{least} or "
+            "narrower",
+        )
+    if too_wide(network):
+        raise InvalidBlock(
+            "ip",
+            f"{network} holds the NAT64 addresses of more than a /{MIN_PREFIX[4]} of IPv4 "
+            f"clients (each one's last 32 bits): such blocks are /{NAT64_MIN_PREFIX} or "
             "narrower",
         )
     for loopback in LOOPBACK:

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from .._event import InvalidEvent
+from .._limits import LIMITS
 from .._wire import parse_sender
 from . import fastjson
 from .errors import ApiError
@@ -144,7 +145,12 @@ def parse_json(body: bytes, *, constants: bool = False) -> Any:
     try:
         return fastjson.loads(body, _lenient_loads if constants else _std_loads)
     except RecursionError:
-        raise ApiError(400, "malformed JSON: nested too deeply") from None
+        # Past the reader's depth (about 1 000 levels), the body has no events to keep.
+        raise ApiError(
+            400,
+            "malformed JSON: nested too deeply to read (an event's properties nest "
+            f"{LIMITS.max_depth} levels at most): no event of this body was stored",
+        ) from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, huge integers...
         raise ApiError(400, f"malformed JSON: {exc}") from None
 

@@ -457,6 +457,38 @@ def test_the_event_page_shows_the_users_latest_traits(
     assert "sq.identify" not in client.get("/explorer/events?group=name").text
 
 
+def test_the_event_page_and_api_say_which_key_sent_each_event(
+    client: TestClient, storage: Storage
+) -> None:
+    """After a key leaks, its holder can send events as any app and host: which key sent an
+    event is what tells them apart."""
+    sent = {}
+    for name in ("shop", "leaked <b>"):
+        token = new_token()
+        key = storage.create_key(name, hash_token(token))
+        event = wire_event(name="auth.login.success", user={"username": "ceo"})
+        batch = {"app": {"name": "billing", "host": "billing-1"}, "events": [event]}
+        reply = client.post("/v1/events", json=batch, headers={"Authorization": f"Bearer {token}"})
+        assert reply.json()["accepted"] == 1
+        sent[event["id"]] = key
+    imported = wire_event(name="auth.login.success")
+    store(storage, imported)
+    storage.revoke_key(sent[next(reversed(sent))].id)
+
+    for event_id, key in sent.items():
+        page = client.get(f"/explorer/events/{event_id}").text
+        said = page.split('<dd id="sent-with">')[1].split("</dd>")[0]
+        assert said.startswith(f"API key #{key.id} ({html.escape(key.name, quote=False)})")
+        assert ("revoked" in said) == (key.name != "shop")
+    page = client.get(f"/explorer/events/{imported['id']}").text
+    assert "no API key (imported" in page.split('<dd id="sent-with">')[1].split("</dd>")[0]
+    listed = client.get("/explorer/api/events").json()["events"]
+    assert {e["id"]: e["key_id"] for e in listed} == {
+        **{event_id: key.id for event_id, key in sent.items()},
+        imported["id"]: 0,
+    }
+
+
 def at(clock: Clock, **ago: float) -> str:
     return (clock() - timedelta(**ago)).isoformat().replace("+00:00", "Z")
 

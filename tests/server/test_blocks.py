@@ -83,6 +83,12 @@ def test_requests_are_validated_before_anything_is_stored(blocks: BlockService) 
         ({"type": "block_ip", "ip": "2001:db8:1::%x/48"}, "ip", "an IPv6 zone"),
         ({"type": "block_user", "user": "uid=42"}, "user", "must be a dict"),
         ({"type": "block_ip", "ip": "2001:db8::/47"}, "ip", "/47 is too wide"),
+        # Each NAT64 address is an IPv4 client's (the SDK enforces IPv4 blocks on them): the
+        # /96 would be every IPv4 client of a site behind a translator.
+        ({"type": "block_ip", "ip": "64:ff9b::/96"}, "ip", "more than a /16 of IPv4 clients"),
+        ({"type": "block_ip", "ip": "64:ff9b:1::/48"}, "ip", "/112 or narrower"),
+        ({"type": "block_ip", "ip": "64:ff9b::/48"}, "ip", "/112 or narrower"),
+        ({"type": "block_ip", "ip": "64:ff9b::c000:0/111"}, "ip", "/112 or narrower"),
         ({"type": "block_ip", "ip": "::ffff:192.0.2.1"}, "ip", "write IPv4-mapped"),
         ({"type": "block_ip", "ip": None}, "ip", "must be an IP address"),
         ({"type": "block_ip", "ip": "192.0.2.1", "duration": 0}, "duration", "must be positive"),

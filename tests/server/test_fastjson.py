@@ -30,7 +30,11 @@ REFUSED = [
     (b'{"a": Infinity}', "malformed JSON: Infinity is not JSON"),
     (b'{"a": 1} x', "malformed JSON: Extra data: line 1 column 10 (char 9)"),
     (b'{"a": "\xff"}', "malformed JSON: 'utf-8' codec can't decode byte 0xff in position 7"),
-    (b"[" * 100_000 + b"]" * 100_000, "malformed JSON: nested too deeply"),
+    (
+        b"[" * 100_000 + b"]" * 100_000,
+        "malformed JSON: nested too deeply to read (an event's properties nest 3 levels at "
+        "most): no event of this body was stored",
+    ),
     (b'{"a": ' + b"9" * 5000 + b"}", "malformed JSON: Exceeds the limit (4300 digits)"),
 ]
 

@@ -182,7 +182,10 @@ async def event_api(request: Request) -> JSONResponse:
     base = request.scope.get("root_path", "")
     return JSONResponse(
         {
-            "events": [{**e.to_json(), "ip": e.ip, "display": display(base, e)} for e in events],
+            "events": [
+                {**e.to_json(), "ip": e.ip, "key_id": e.key_id, "display": display(base, e)}
+                for e in events
+            ],
             "newest_seq": events[0].seq if events else query.after,
             # The next page: the same filters, the same size (``after`` asks for newer ones).
             "older": (
@@ -214,6 +217,10 @@ async def event_page(request: Request) -> Response:
     if event is None:
         raise HTTPException(404, "no such event")
     traits = await run_in_threadpool(storage.get_user, event.user) if event.user else None
+    key = None
+    if event.key_id:
+        keys = await run_in_threadpool(storage.list_keys)
+        key = next((k for k in keys if k.id == event.key_id), None)
     block_user = (
         "?" + "&".join(f"user={quote(f'{k}={v}', safe='')}" for k, v in event.user.items())
         if event.user
@@ -222,6 +229,7 @@ async def event_page(request: Request) -> Response:
     context = {
         "event": event,
         "traits": traits,
+        "key": key,
         "raw": event.to_json(),
         "nav": "events",
         "block_user": block_user,
