@@ -150,6 +150,49 @@ def test_async_views_under_asgi(sqreen_events: CapturedEvents) -> None:
     assert event["request"]["user_agent"] == "async-ua"
 
 
+# Django's own warning when a sync generator is served under ASGI, or an async one under WSGI.
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+@pytest.mark.parametrize("interface", ["wsgi", "asgi"])
+@pytest.mark.parametrize("view", ["stream", "astream"])
+def test_code_run_while_the_body_streams_sees_its_request(
+    sqreen_events: CapturedEvents, interface: str, view: str
+) -> None:
+    """``sqreen.track()`` in a streaming response's generator runs after the view returned
+    (the middleware has unbound the request): each chunk is made with it bound again, so
+    the event has its IP and path, and two responses read interleaved keep theirs."""
+    if interface == "wsgi":
+        first, second = Client().get(f"/{view}/1"), Client().get(f"/{view}/2")
+        bodies = [b"".join(second), b"".join(first)]  # (Django's sync iteration of either)
+    else:
+
+        async def main() -> list[bytes]:
+            first = await AsyncClient().get(f"/{view}/1")
+            second = await AsyncClient().get(f"/{view}/2")
+            return [b"".join([c async for c in r]) for r in (second, first)]
+
+        bodies = asyncio.run(main())
+    assert bodies == [b"2:0;2:1;", b"1:0;1:1;"]
+    seen = {
+        (e["properties"]["n"], e["properties"]["i"], e["request"]["path"]) for e in sqreen_events
+    }
+    assert seen == {(n, i, f"/{view}/{n}") for n in "12" for i in (0, 1)}
+    assert all(e["request"]["ip"] == "127.0.0.1" for e in sqreen_events)
+
+
+def test_a_file_response_keeps_its_file_for_the_server(tmp_path: Any) -> None:
+    from django.http import FileResponse
+
+    from sqreen.integrations.django._streaming import bind_streaming
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 10)
+    response = FileResponse(path.open("rb"))
+    bind_streaming(response, object())  # type: ignore[arg-type]
+    assert response.file_to_stream is not None  # wsgi.file_wrapper (sendfile) still applies
+    assert b"".join(response.streaming_content) == b"x" * 10
+    response.close()
+
+
 @pytest.mark.parametrize("interface", ["wsgi", "asgi"])
 def test_non_ascii_paths(sqreen_events: CapturedEvents, interface: str) -> None:
     path = "/echo/caf%C3%A9-%E2%82%AC"

@@ -47,6 +47,13 @@ client = Client()
 assert client.login(username="alice", password={PASSWORD!r})
 assert not client.login(username="alice", password="wrong")
 client.logout()
+# force_login() takes the first backend that loads a session's user: not sqreen's, which
+# loads none (the page would redirect to the login).
+from django.contrib.auth.models import User
+client.force_login(User.objects.get(username="alice"))
+page = client.get("/private/")
+assert (page.status_code, page.content) == (200, b"hello alice"), (page.status_code, page.content)
+client.logout()
 reply = client.post("/accounts/login/", {{"username": "bob", "password": {PASSWORD!r}}})
 assert reply.status_code == 302, reply.status_code
 assert sqreen.flush(10)

@@ -47,6 +47,7 @@ from ...middleware._common import (
 )
 from ...middleware.asgi import started_off_the_loop
 from ._request import DjangoRequest
+from ._streaming import bind_streaming
 from ._users import UNREAD, Unread, aread_user, given_user, late_user, read_user
 from .checks import check_middleware
 
@@ -120,6 +121,7 @@ class SqreenMiddleware:
                     refusal = _refuse_user(*late, request, late_user(request))
                     if refusal is not None:
                         return refusal  # (the response dropped, as Django drops one replaced)
+                bind_streaming(response, ctx)
             return response
         except BaseException as exc:
             blocked = find_blocked(exc)
@@ -154,6 +156,7 @@ class SqreenMiddleware:
                     refusal = _refuse_user(*late, request, user)
                     if refusal is not None:
                         return refusal
+                bind_streaming(response, ctx)
             return response
         except BaseException as exc:
             blocked = find_blocked(exc)

@@ -79,7 +79,7 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 hint=(
                     f"{middleware[0]} runs outside the request's sqreen context, and a 403 for "
                     "a blocked user or IP must be answered by the outermost middleware: move "
-                    "it to the top."
+                    f"{MIDDLEWARE_PATH} to the top."
                 ),
                 id="sqreen.W001",
             )

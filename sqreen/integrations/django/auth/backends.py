@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.backends import BaseBackend
 
 from ...._context import RequestContext
 from ._accounts import aaccount_username, account_username
@@ -33,9 +32,14 @@ from .receivers import handle_of
 __all__ = ["BlockedUsersBackend"]
 
 
-class BlockedUsersBackend(BaseBackend):  # type: ignore[misc]
-    """Refuses (:class:`sqreen.Blocked`) the logins of users the collector blocks; grants no
-    permission (Django's ``BaseBackend``: the others' answers stand)."""
+class BlockedUsersBackend:
+    """Refuses (:class:`sqreen.Blocked`) the logins of users the collector blocks.
+
+    It has only ``authenticate`` and ``aauthenticate``: Django asks a backend for a
+    permission or a session's user only when it has the method, so the others' answers stand.
+    Without ``get_user``, the test client's ``force_login()`` takes the next backend, as it
+    takes the first that has one (with ``BaseBackend``'s, it took this one, whose sessions
+    load no user: every ``force_login`` test ran logged out)."""
 
     async def aauthenticate(self, request: Any, username: Any = None, **credentials: Any) -> None:
         """For ``aauthenticate()`` (Django 5.0+): the same check, the account looked up on a
@@ -63,12 +67,6 @@ class BlockedUsersBackend(BaseBackend):  # type: ignore[misc]
                 with handle.client.guard("the account's lookup"):
                     account = account_username(typed)
                 _refuse(handle, account)
-        return None
-
-    def get_user(self, user_id: Any) -> None:
-        return None
-
-    async def aget_user(self, user_id: Any) -> None:
         return None
 
 

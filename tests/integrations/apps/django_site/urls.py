@@ -13,4 +13,6 @@ urlpatterns = [
     path("barrier", views.barrier),
     path("abarrier", views.abarrier),
     path("async/<int:item>", views.async_view),
+    path("stream/<str:n>", views.stream),
+    path("astream/<str:n>", views.astream),
 ]

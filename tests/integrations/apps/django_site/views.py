@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 
 from tests.integrations.apps import common
 
@@ -70,3 +70,27 @@ async def async_view(request: Any, item: int) -> JsonResponse:
     handle(request).identify({"uid": f"async-{item}"})
     handle(request).track("async.view", properties={"item": item})
     return JsonResponse({"item": item})
+
+
+def stream(request: Any, n: str) -> StreamingHttpResponse:
+    """Events tracked by module-level calls while the response streams (sync chunks)."""
+    import sqreen
+
+    def chunks() -> Any:
+        for i in range(2):
+            sqreen.track("streamed", properties={"n": n, "i": i})
+            yield f"{n}:{i};".encode()
+
+    return StreamingHttpResponse(chunks())
+
+
+async def astream(request: Any, n: str) -> StreamingHttpResponse:
+    """The same with async chunks, from an async view."""
+    import sqreen
+
+    async def chunks() -> Any:
+        for i in range(2):
+            sqreen.track("streamed", properties={"n": n, "i": i})
+            yield f"{n}:{i};".encode()
+
+    return StreamingHttpResponse(chunks())
