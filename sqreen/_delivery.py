@@ -17,13 +17,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from time import thread_time  # this thread's CPU time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ._blocking import MAX_BLOCKS, PACE
 from ._drops import DROP_NOTE_INTERVAL
 from ._errors import Guard, InternalErrors
 from ._text import visible
-from .events import STANDARD_EVENTS, canonical_name, spellings_of
+from .events import (
+    AUTH_LOGIN_FAILURE,
+    AUTH_SIGNUP,
+    STANDARD_EVENTS,
+    canonical_name,
+    spellings_of,
+)
 
 if TYPE_CHECKING:
     from ._blocking import Blocklist
@@ -43,6 +49,13 @@ MAX_RETRY_AFTER = 300.0
 #: A pause after a batch whose reply changed the action set (``PACE`` times the CPU time of
 #: the exchange) shorter than this is not made: a block in a reply costs far less.
 MIN_PAUSE = 0.05
+
+
+#: The names the collector's templates block on (``auth.login.failure``: brute force,
+#: stuffing, spray; ``auth.signup``: sign-up abuse), watched until the collector says what
+#: its playbooks read: a worker started while the collector is unreachable (a deploy, a new
+#: container, no spool yet) keeps the queue's reserve for them, as the README promises.
+DEFAULT_WATCH: Final = frozenset({AUTH_LOGIN_FAILURE, AUTH_SIGNUP})
 
 
 def spellings(names: frozenset[str]) -> frozenset[str]:

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._delivery import Batch
+from ._delivery import DEFAULT_WATCH, Batch, spellings
 from ._drops import DropNotes
 from ._errors import InternalErrors
 from ._exit import Exit
@@ -55,6 +55,7 @@ URGENT_DELAY = 0.1
 #: The longest the flusher sleeps at once (it wakes earlier when there is work).
 MAX_WAIT = 60.0
 DROP_REASONS = ("queue_full", "invalid", "retry_expired", "rejected")
+_DEFAULT_URGENT = spellings(DEFAULT_WATCH)
 
 
 class Queue(Exit):
@@ -82,10 +83,12 @@ class Queue(Exit):
         self.errors = InternalErrors() if errors is None else errors
         self._encode = encode
         self._envelope = envelope
-        #: Event names the collector's enforcing playbooks read: sent within URGENT_DELAY.
-        self.watched: frozenset[str] = frozenset()
+        #: Event names the collector's enforcing playbooks read: sent within URGENT_DELAY,
+        #: and kept in the queue's reserve. Until the collector (or the spool) says which,
+        #: its templates' (:data:`~._delivery.DEFAULT_WATCH`).
+        self.watched: frozenset[str] = DEFAULT_WATCH
         #: The names tracked under which an event is one of those (LiteSOC's spellings too).
-        self.urgent: frozenset[str] = frozenset()
+        self.urgent: frozenset[str] = _DEFAULT_URGENT
         #: Set once an action set came from the collector (a set the spool kept is enforced
         #: at once, but may be stale: ``block_on_start_timeout`` waits for the collector's).
         self.first_actions = threading.Event()

@@ -665,13 +665,22 @@ def test_the_reserve_is_a_tenth_at_least_one_but_never_the_whole_queue(
     assert queue.stats()["queue_depth"] == size
 
 
-def test_before_any_watch_list_every_event_stops_at_the_reserve() -> None:
-    """Nothing is watched yet (no action set, none in the spool): the reserve waits for the
-    first list rather than going to whatever comes first."""
+def test_before_any_watch_list_the_reserve_is_the_templates_login_failures_and_signups() -> None:
+    """Nothing is watched yet (no action set, none in the spool: a worker started while the
+    collector is unreachable): the reserve keeps the names the collector's templates block
+    on, in any spelling the collector stores as them, and no other event; the collector's
+    first list replaces them."""
     queue, _, _ = make(max_queue_size=10)
-    assert offer(queue, LOGIN_FAILURE, 10) == [True] * 9 + [False]
-    queue.apply_actions({"version": 2, "items": [], "watch": [LOGIN_FAILURE]})
-    assert offer(queue, LOGIN_FAILURE, 2) == [True, False]
+    assert offer(queue, "search.query", 10) == [True] * 9 + [False]
+    assert offer(queue, "AUTH_LOGIN_FAILURE", 2) == [True, False]
+    queue, _, _ = make(max_queue_size=10)
+    assert offer(queue, "search.query", 9) == [True] * 9
+    assert offer(queue, "auth.signup", 2) == [True, False]
+    queue, _, _ = make(max_queue_size=10)
+    queue.apply_actions({"version": 2, "items": [], "watch": ["order.refunded"]})
+    assert offer(queue, "search.query", 9) == [True] * 9
+    assert offer(queue, LOGIN_FAILURE) == [False]  # the collector's list says what counts
+    assert offer(queue, "order.refunded") == [True]
 
 
 def test_a_watched_event_tracked_after_shutdown_takes_no_reserve(

@@ -29,8 +29,10 @@ from sqreen.server.pipeline import IngestPipeline
 from sqreen.server.playbooks import (
     TEMPLATES,
     Engine,
+    PlaybookError,
     PlaybookRunner,
     PlaybookSource,
+    load_playbooks,
     parse_playbooks,
 )
 from sqreen.server.storage import (
@@ -732,7 +734,6 @@ def test_a_file_with_a_byte_order_mark_loads_and_one_not_utf8_names_its_line(
 ) -> None:
     """Notepad writes a byte-order mark first ("not valid TOML" at line 1, column 1,
     before); a Latin-1 file was refused without a line."""
-    from sqreen.server.playbooks import PlaybookError, load_playbooks
 
     bom = tmp_path / "bom.toml"
     bom.write_bytes(b"\xef\xbb\xbf" + TEMPLATES.encode())
@@ -778,6 +779,43 @@ def test_a_bad_reload_keeps_the_playbooks_in_force(tmp_path: Path, caplog: Any) 
     )
     source.reload_requested = True
     assert [p.id for p in source.current().playbooks.playbooks] == ["brute-force-ip"]
+
+
+def test_a_value_nested_past_the_toml_readers_depth_is_one_line_at_a_reload(
+    tmp_path: Path, caplog: Any
+) -> None:
+    path = playbook_file(tmp_path)
+    source = PlaybookSource(path)
+    deep = TEMPLATES + '\n[[playbook]]\nid = "x"\nwhere = { "request.route" = '
+    path.write_text(deep + "[" * 2000 + "]" * 2000 + " }\n")
+    with pytest.raises(PlaybookError, match="a value nests too deeply to read"):
+        load_playbooks(path)
+    source.reload_requested = True
+    assert len(source.current().playbooks.playbooks) == 6
+    (said,) = [r for r in caplog.records if "not reloaded" in r.getMessage()]
+    assert "nests too deeply" in said.getMessage() and said.exc_info is None
+
+
+def test_an_error_of_ours_at_a_reload_is_said_once_per_content(
+    tmp_path: Path, caplog: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watcher checks every second: an error that is not the file's (a bug) was logged
+    with its traceback each time until the file changed."""
+    from sqreen.server.playbooks import _source
+
+    path = playbook_file(tmp_path)
+    source = PlaybookSource(path)
+
+    def broken(path: Path) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(_source, "load_playbooks", broken)
+    path.write_text(TEMPLATES + "\n")
+    for _ in range(3):
+        source.check()
+    failed = [r for r in caplog.records if "reading the playbooks failed" in r.getMessage()]
+    assert len(failed) == 1 and "the 6 in force stay" in failed[0].getMessage()
+    assert len(source.current().playbooks.playbooks) == 6
 
 
 @pytest.mark.slow
@@ -848,3 +886,12 @@ def test_a_watched_source_reads_the_file_in_its_watcher_never_in_current(
 
     asyncio.run(scenario())
     assert source._wake is None
+
+
+def test_an_sdk_watches_the_templates_enforcing_events_before_the_collector_says_which() -> None:
+    """An SDK started while the collector is unreachable keeps its queue's reserve for
+    ``DEFAULT_WATCH``: the names the templates' enforcing playbooks read, what a collector
+    serving them would list."""
+    from sqreen._delivery import DEFAULT_WATCH
+
+    assert parse_playbooks(TEMPLATES).watched() == DEFAULT_WATCH

@@ -5,7 +5,7 @@
     [[playbook]]
     id = "brute-force-ip"                 # stable, unique
     events = ["auth.login.failure"]       # one or more event names
-    where = { "request.path" = "/login" } # optional: equality (a list: any of), or for a
+    where = { "request.route" = "/login" }  # optional: equality (a list: any of), or for a
                                           # number { at_least = n }: "ip.score" = { at_least = 60 }
     group_by = "ip"                       # ip, user, user.<key>, properties.<key>, ...
                                           # (ip: an IPv6 address counts as its /64)
@@ -215,6 +215,17 @@ def load_playbooks(path: str | Path) -> PlaybookSet:
 
 
 def parse_playbooks(text: str, source: str = "playbooks.toml") -> PlaybookSet:
+    try:
+        return _parse_playbooks(text, source)
+    except RecursionError:  # tomllib (or a value's check) past Python's recursion limit
+        raise PlaybookError(
+            "a value nests too deeply to read (no field takes more than a list of values)",
+            None,
+            source,
+        ) from None
+
+
+def _parse_playbooks(text: str, source: str) -> PlaybookSet:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

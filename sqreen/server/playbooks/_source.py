@@ -88,6 +88,16 @@ class PlaybookSource:
             )
             self._stamp = stamp  # not again until it changes again
             return False
+        except Exception:
+            if first:
+                raise
+            # An error of ours reading this content: its traceback once, not every second.
+            logger.exception(
+                "sqreen: reading the playbooks failed; the %d in force stay",
+                len(self.playbooks.playbooks),
+            )
+            self._stamp = stamp
+            return False
         self.playbooks, self.engine, self._stamp = playbooks, Engine(playbooks), stamp
         self._watched = playbooks.watched()
         if not first:
