@@ -290,6 +290,8 @@ BAD = [
     ("not toml", "[[playbook]]\nid = 'a\n", 2, "not valid TOML"),
     ("missing field", "[[playbook]]\nid = 'a'\nevents = ['x']\n", 1, "group_by: missing"),
     ("duplicate id", BASE + BASE, 9, "used twice"),
+    # An id refused for its length is said by its start, not echoed whole.
+    ("long id", variant(id="'" + "x" * 10_000 + "'"), 2, "playbook '" + "x" * 64 + "...': id:"),
     (
         "block_ip on users",
         variant(group_by="'user'", action="'block_ip'", duration="'1h'"),

@@ -259,7 +259,9 @@ def _parse_playbooks(text: str, source: str) -> PlaybookSet:
             playbook = _playbook(table)
         except FieldError as exc:
             name = table.get("id") if isinstance(table, dict) else None
-            label = f"playbook {name!r}" if isinstance(name, str) else f"playbook #{index + 1}"
+            # (an id refused for its length is said by its start: it may be 10 000 characters)
+            shown = name if not isinstance(name, str) or len(name) <= 64 else name[:64] + "..."
+            label = f"playbook {shown!r}" if isinstance(name, str) else f"playbook #{index + 1}"
             raise PlaybookError(f"{label}: {exc}", locate.field(index, exc.key), source) from None
         if playbook.id in seen:
             raise PlaybookError(
