@@ -30,7 +30,7 @@ step_option = click.option(
     "--step-pages",
     default=STEP_PAGES,
     show_default=True,
-    type=click.IntRange(1),
+    type=click.IntRange(1, 2**31 - 1),  # (SQLite's backup step takes a C int)
     help="Pages copied a step, between progress reports.",
 )
 

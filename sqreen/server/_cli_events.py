@@ -20,6 +20,7 @@ import click
 from .._text import visible
 from ..events import SEVERITIES, canonical_name
 from ._cli_common import (
+    Finite,
     db_option,
     json_line,
     nonempty,
@@ -88,7 +89,7 @@ def _line(e: StoredEvent) -> str:
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events (Ctrl-C stops).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
-@click.option("--interval", default=1.0, hidden=True, type=click.FloatRange(0.05, 60))
+@click.option("--interval", default=1.0, hidden=True, type=Finite(0.05, 60))
 @db_option
 def events(
     name: str | None,

@@ -72,7 +72,7 @@ def keys_list(db: str) -> None:
 
 
 @keys.command("revoke")
-@click.argument("key_id", type=int)
+@click.argument("key_id", type=click.IntRange(1, 2**63 - 1))  # (a database integer)
 @db_option
 def keys_revoke(key_id: int, db: str) -> None:
     """Revoke key KEY_ID (effective within seconds, also in a running collector)."""

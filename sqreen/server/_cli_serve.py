@@ -106,7 +106,7 @@ class TravelSpeed(Finite):
     "--header-timeout",
     default=ConnectionLimits.header_timeout,
     show_default=True,
-    type=click.FloatRange(0.1, 3600),
+    type=Finite(0.1, 3600),
     help="Seconds a connection has to send a request's headers (after connecting, or "
     "after its previous response).",
 )
@@ -114,7 +114,7 @@ class TravelSpeed(Finite):
     "--body-timeout",
     default=ConnectionLimits.body_timeout,
     show_default=True,
-    type=click.FloatRange(0.1, 3600),
+    type=Finite(0.1, 3600),
     help="Seconds a request has to send its body, after its headers.",
 )
 @click.option(
@@ -230,6 +230,9 @@ def serve(
     port = check_listen(host, port)  # and a taken port, before anything says it started
     # `serving`, until the collector stops: `sqreen restore --force` refuses a served database.
     with opened(db) as storage, serving(db.removeprefix("sqlite://")):
+        # A restored database counts on from its backup's version, which SDKs may hold with
+        # other blocks: past every version given before, they each read the whole set once.
+        storage.renumber_actions()
         if not any(k.revoked_at is None for k in storage.list_keys()):
             say(f"no API key yet: create one with {with_db('sqreen keys create', db)}")
         if not tls and not _is_loopback(host):

@@ -1,5 +1,7 @@
 """Probes for load balancers and orchestrators, no key needed: ``GET /livez`` (the process
-answers) and ``GET /readyz`` (the database takes a write and gives it back in time).
+answers) and ``GET /readyz`` (the database takes a write and gives it back in time, and no
+request was refused for it in the last few seconds: on a full disk, the probe's one small
+row still fits in pages SQLite holds while every batch fails).
 
 A load balancer that checks ``/readyz`` stops sending batches to a collector whose database
 is gone or stuck, where ``/livez`` (and ``/healthz``) would still say ok; SDKs then retry on
@@ -21,6 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from .storage import Storage
+from .unavailable import recent_failure
 
 __all__ = ["PROBE_ROUTES", "READY_TIMEOUT"]
 
@@ -78,9 +81,10 @@ async def ready_endpoint(request: Request) -> JSONResponse:
         except Exception as exc:  # whatever the driver raises: the probe says not ready
             reason = f"database: {type(exc).__name__}"
         else:
-            if ok:
+            failed = recent_failure(state)
+            if ok and failed is None:
                 return JSONResponse({"status": "ready"})
-            reason = "database: a value written could not be read back"
+            reason = failed or "database: a value written could not be read back"
     logger.warning("sqreen: /readyz: %s", reason)
     return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
 

@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from .errors import ApiError
 
-__all__ = ["UnavailableLog", "unavailable", "unavailable_handlers"]
+__all__ = ["UnavailableLog", "recent_failure", "unavailable", "unavailable_handlers"]
 
 logger = logging.getLogger("sqreen.server")
 
@@ -40,6 +40,28 @@ _SQLITE_SAYS: Final = (
     "database or disk is full",
     "attempt to write a readonly database",
 )
+
+
+#: How long a request refused for the database keeps ``/readyz`` at 503 (seconds): a small
+#: write may succeed in pages SQLite already holds while every batch fails (a full disk).
+FAILED_RECENTLY: Final = 10.0
+
+
+def recent_failure(state: Any) -> str | None:
+    """What made the app of ``state`` (its ``app.state``) answer a request 503 in the last
+    :data:`FAILED_RECENTLY` seconds, and how long ago; None if nothing did."""
+    found: tuple[float, str] | None = getattr(state, "database_failure", None)
+    if found is None:
+        return None
+    elapsed = time.monotonic() - found[0]
+    if not 0 <= elapsed < FAILED_RECENTLY:
+        return None
+    return f"database: a request failed {elapsed:.0f} s ago ({found[1]})"
+
+
+def _what(exc: BaseException) -> str:
+    said = str(exc).lower()
+    return next((s for s in _SQLITE_SAYS if s in said), type(exc).__name__)
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -86,6 +108,8 @@ _REQUESTS = UnavailableLog(f"requests answered 503, Retry-After {RETRY_AFTER} s"
 async def _answer(request: Request, exc: Exception) -> Response:
     if not unavailable(exc):
         raise exc  # a bug: the usual 500, and its traceback
+    # (what failed, never a path or a value: /readyz says it)
+    request.app.state.database_failure = (time.monotonic(), _what(exc))
     _REQUESTS.met(exc)
     return ApiError(
         503,

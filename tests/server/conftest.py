@@ -280,6 +280,13 @@ def wait_for(check: Callable[[], bool], timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
+def action_version(url: str, token: str) -> int:
+    """The action set's version the collector at ``url`` serves: what an SDK holding its set
+    long-polls with (``sqreen serve`` starts it past the clock, not at 0)."""
+    reply = httpx.get(url + "/v1/actions", headers={"Authorization": f"Bearer {token}"})
+    return int(reply.json()["actions"]["version"])
+
+
 def add_key(db: str, name: str = "test") -> str:
     token = new_token()
     s = open_storage(db)

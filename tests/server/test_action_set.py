@@ -22,7 +22,15 @@ from sqreen._client_ip import TrustedProxies
 from sqreen.server.blocks import BlockService, ip_block, user_block
 from sqreen.server.storage import BlockSpec, NewAlert, Storage, WindowWrite, open_storage
 
-from .conftest import Collector, ServeProcess, add_key, envelope, wait_for, wire_event
+from .conftest import (
+    Collector,
+    ServeProcess,
+    action_version,
+    add_key,
+    envelope,
+    wait_for,
+    wire_event,
+)
 
 
 def batch(version: int | None = None, diff: bool = True) -> dict[str, Any]:
@@ -201,7 +209,7 @@ def test_one_key_holds_a_bounded_number_of_long_polls(
     fleet, other = add_key(db, "fleet"), add_key(db, "other")
     log = tmp_path / "serve.log"
     collector = serve(db, None, "--max-polls-per-key", "2", log=log)
-    params = {"version": 0, "wait": 30, "diff": 1}
+    params = {"version": action_version(collector.url, fleet), "wait": 30, "diff": 1}
     answers: dict[str, dict[str, Any]] = {}
 
     def poll(name: str, token: str) -> None:
@@ -231,7 +239,7 @@ def test_one_key_holds_a_bounded_number_of_long_polls(
     for thread in held:
         thread.join(30)
     assert sorted(answers) == ["fleet 0", "fleet 1", "other"]
-    assert all(answer["version"] == 1 for answer in answers.values())
+    assert all(answer["version"] == params["version"] + 1 for answer in answers.values())
     lines = [line for line in log.read_text().splitlines() if "long-polls" in line]
     assert len(lines) == 1 and "API key #1" in lines[0] and "--max-polls-per-key" in lines[0]
 
@@ -246,10 +254,11 @@ def test_a_long_poll_whose_client_hung_up_gives_its_slot_back_at_once(
     db = str(tmp_path / "sqreen.db")
     fleet = add_key(db, "fleet")
     collector = serve(db, None, "--max-polls-per-key", "2")
-    params = {"version": 0, "wait": 60}
+    held = action_version(collector.url, fleet)
+    params = {"version": held, "wait": 60}
     at_once = {"version": 10**9, "wait": 60}
     request = (
-        "GET /v1/actions?version=0&wait=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"GET /v1/actions?version={held}&wait=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Authorization: Bearer {fleet}\r\n\r\n"
     ).encode()
     for _ in range(3):  # each time, every slot the key has

@@ -22,7 +22,7 @@ import pytest
 from sqreen.server.connections import LOG_EVERY, guard_of, on_loop_error
 from sqreen.server.storage import open_storage
 
-from .conftest import ServeProcess, add_key, envelope, wire_event
+from .conftest import ServeProcess, action_version, add_key, envelope, wire_event
 
 pytestmark = pytest.mark.slow
 
@@ -145,9 +145,10 @@ def test_a_keep_alive_connection_is_not_cut_while_its_request_runs(
     db = str(tmp_path / "sqreen.db")
     token = add_key(db)
     collector = serve(db, None, "--header-timeout", "1", "--body-timeout", "1")
+    held = action_version(collector.url, token)
     with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
-        reply = client.get(collector.url + "/v1/actions", params={"version": 0, "wait": 3})
-        assert reply.json() == {"actions": {"version": 0, "unchanged": True}}
+        reply = client.get(collector.url + "/v1/actions", params={"version": held, "wait": 3})
+        assert reply.json() == {"actions": {"version": held, "unchanged": True}}
 
 
 def test_an_accept_out_of_file_descriptors_is_logged_once_a_minute(

@@ -662,3 +662,40 @@ def test_sqreen_import_refuses_the_collector_s_own_names_but_keeps_its_own_lines
         "auth.login.success",
         "security.impossible_travel",
     ]
+
+
+def test_the_database_gone_makes_scores_without_blocks_said_once_a_minute(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL restarting: every refresh failed with a traceback; now one line a minute
+    (a bug's error keeps its traceback)."""
+    import sqlite3
+    from datetime import UTC, datetime
+
+    from sqreen.server.intel import _score
+    from sqreen.server.unavailable import UnavailableLog
+
+    monkeypatch.setattr(_score, "_UNREAD", UnavailableLog("threat scores made without"))
+
+    class Gone:
+        error: Exception = sqlite3.OperationalError("database is locked")
+
+        def now(self) -> datetime:
+            return datetime.now(UTC)
+
+        def recent_ip_blocks(self, since: datetime, limit: int) -> list[str]:
+            raise self.error
+
+        def recent_alert_ips(self, since: datetime, limit: int) -> list[str]:
+            return []
+
+    source = Gone()
+    reputation = _score.Reputation(source, every=0)
+    for _ in range(3):
+        reputation.refresh()
+    said = [r for r in caplog.records if "threat scores made without" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is None
+    source.error = sqlite3.OperationalError("no such column: x")  # a bug: its traceback
+    reputation.refresh()
+    (bug,) = [r for r in caplog.records if "not read; scores without" in r.getMessage()]
+    assert bug.exc_info is not None

@@ -43,6 +43,29 @@ def test_a_failing_database_is_503_naming_the_error_not_its_message(
     assert httpx.get(collector.url + "/livez").status_code == 200  # the process still is
 
 
+def test_readyz_is_503_while_batches_fail_though_its_own_small_write_succeeds(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full disk the probe's one row fits in pages SQLite holds, while every batch is
+    refused: the batches' failures keep it at 503 for a while, and then it asks again."""
+    from sqreen.server import unavailable
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(collector.storage, "store_prepared", full)
+    assert httpx.get(collector.url + "/readyz").status_code == 200  # nothing failed yet
+    assert collector.post("/v1/events", envelope([wire_event()])).status_code == 503
+    reply = httpx.get(collector.url + "/readyz")
+    assert reply.status_code == 503
+    reason = reply.json()["reason"]
+    assert reason.startswith("database: a request failed ") and reason.endswith(
+        " s ago (database or disk is full)"
+    )
+    monkeypatch.setattr(unavailable, "FAILED_RECENTLY", 0.2)
+    assert _poll(collector.url + "/readyz", 200).json() == {"status": "ready"}
+
+
 def test_a_stuck_database_is_503_in_time_and_holds_one_thread(
     collector: Collector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -126,18 +149,31 @@ def unwritable(paths: list[Path]) -> Iterator[None]:
 def test_readyz_is_503_while_the_sqlite_file_is_unwritable_and_200_after(
     tmp_path: Path, serve: Callable[..., ServeProcess]
 ) -> None:
+    """Batches are answered 503 and the probe says so, in every state of the WAL (after one
+    write and after more): SQLite's write to its mapped WAL index, once the file can no
+    longer be written, killed the process with SIGBUS in some of them."""
     db = tmp_path / "data" / "sqreen.db"
     db.parent.mkdir()
+    token = add_key(str(db))
     collector = serve(str(db), None)
-    assert httpx.get(collector.url + "/readyz").status_code == 200  # the WAL exists now
     files = [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), db.parent]
-    with unwritable(files):
-        reply = _poll(collector.url + "/readyz", 503)
-        assert reply.status_code == 503
-        assert reply.json()["reason"].startswith("database: ")
+    for writes in (1, 2, 3):
+        for _ in range(writes):  # (the WAL exists after the first)
+            assert httpx.get(collector.url + "/readyz").status_code == 200
+        with unwritable(files):
+            reply = _poll(collector.url + "/readyz", 503)
+            assert reply.status_code == 503
+            assert reply.json()["reason"].startswith("database: ")
+            assert httpx.get(collector.url + "/livez").status_code == 200
+            if writes == 3:  # (the probe then stays 503 for 10 s after: once is enough)
+                batch = httpx.post(
+                    collector.url + "/v1/events",
+                    json=envelope([wire_event()]),
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                assert batch.status_code == 503 and batch.headers["retry-after"] == "5"
+        assert _poll(collector.url + "/readyz", 200, timeout=20).json() == {"status": "ready"}
         assert httpx.get(collector.url + "/livez").status_code == 200
-    assert _poll(collector.url + "/readyz", 200).json() == {"status": "ready"}
-    assert httpx.get(collector.url + "/livez").status_code == 200
 
 
 @pytest.mark.postgres

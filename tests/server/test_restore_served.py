@@ -6,13 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx2 as httpx
 from click.testing import CliRunner, Result
 
+from sqreen._blocking import Blocklist
+from sqreen._client_ip import TrustedProxies
 from sqreen._wire import parse_event
 from sqreen.server.cli import main
 from sqreen.server.storage import open_storage
 
-from .conftest import ServeProcess, wire_event
+from .conftest import ServeProcess, add_key, wire_event
 
 
 def run(*args: str) -> Result:
@@ -72,3 +75,37 @@ def test_restore_is_refused_by_any_spelling_of_the_served_path(
     assert refused.exit_code == 1 and "stop the collector first" in refused.output
     collector.stop()
     assert run("restore", backup, "--db", db, "--force").exit_code == 0
+
+
+def test_sdks_holding_a_set_the_restore_undid_are_given_the_restored_one(
+    tmp_path: Path, serve: Callable[..., ServeProcess]
+) -> None:
+    """The restored database counts on from its backup's version, which SDKs already hold
+    with other blocks: restore, block by hand, serve, and the version an SDK holds is the
+    new set's too ("unchanged": it kept a lifted block and never enforced the new one).
+    ``sqreen serve`` takes the set past every version given before."""
+    db, backup = str(tmp_path / "live.db"), str(tmp_path / "backup.db")
+    token = add_key(db)
+    assert run("block", "ip", "203.0.113.1", "--db", db).exit_code == 0
+    assert run("backup", backup, "--db", db).exit_code == 0
+    assert run("block", "ip", "203.0.113.2", "--db", db).exit_code == 0
+    storage = open_storage(db)
+    try:
+        held = storage.action_set().to_json()  # what the SDKs hold: .1 and .2
+    finally:
+        storage.close()
+    assert run("restore", backup, "--db", db, "--force").exit_code == 0
+    assert run("block", "ip", "203.0.113.3", "--db", db).exit_code == 0  # the same version
+    sdk = Blocklist(TrustedProxies(None))
+    sdk.apply(held)
+    collector = serve(db)
+    reply = httpx.get(
+        f"{collector.url}/v1/actions?version={held['version']}&diff=1&wait=0",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    actions = reply.json()["actions"]
+    assert actions["version"] > held["version"] and "unchanged" not in actions
+    sdk.apply(actions)
+    assert sdk.ip_block("203.0.113.3") is not None
+    assert sdk.ip_block("203.0.113.2") is None
+    assert sdk.ip_block("203.0.113.1") is not None

@@ -127,6 +127,14 @@ def test_days_that_no_date_can_be_counted_back_are_refused_naming_the_option(
         assert f"'--travel-speed': {value} km/h is below a slow walk: 0 (off), or from 1 to" in (
             result.output
         )
+    # nan passes every comparison of a range: a timeout of nan was no timeout at all (a
+    # half-sent request held its connection, and SIGTERM no longer stopped the server).
+    for option in ("--header-timeout", "--body-timeout"):
+        for value in ("nan", "inf", "0", "3601"):
+            result = CliRunner().invoke(main, ["serve", option, value, "--db", db])
+            assert result.exit_code == 2, (option, value, result.output, result.exception)
+            assert f"Invalid value for '{option}': " in result.output
+            assert "0.1<=x<=3600" in result.output
     for command, option in (("purge", "--days"), ("serve", "--retention-days")):
         result = CliRunner().invoke(main, [command, option, "abc", "--db", db])
         assert result.exit_code == 2

@@ -19,16 +19,17 @@ import pytest
 from sqreen.server._cli_serve import GRACEFUL_SHUTDOWN
 from sqreen.server.playbooks import TEMPLATES, PlaybookError, load_playbooks
 
-from .conftest import SQREEN, ServeProcess, add_key, wait_for
+from .conftest import SQREEN, ServeProcess, action_version, add_key, wait_for
 
 
 class Polls:
-    """Action long-polls of one key (version 0, 30 s), each in a thread: those held, and
+    """Action long-polls of one key (the version served, 30 s), each in a thread: those held, and
     those refused at once (429) by a process already holding one (--max-polls-per-key 1)."""
 
     def __init__(self, url: str, token: str) -> None:
         self.url = url
         self.headers = {"Authorization": f"Bearer {token}"}
+        self.version = action_version(url, token)  # the set's, as served (not 0)
         self.threads: list[threading.Thread] = []
         #: (when answered, status, body), in the order answered.
         self.answers: list[tuple[float, int, Any]] = []
@@ -39,7 +40,8 @@ class Polls:
         def poll() -> None:
             hooks = {"request": [lambda request: sent.set()]}
             with httpx.Client(headers=self.headers, timeout=60, event_hooks=hooks) as client:
-                reply = client.get(self.url + "/v1/actions", params={"version": 0, "wait": 30})
+                params = {"version": self.version, "wait": 30}
+                reply = client.get(self.url + "/v1/actions", params=params)
             self.answers.append((time.monotonic(), reply.status_code, reply.json()))
 
         thread = threading.Thread(target=poll, daemon=True)
@@ -49,7 +51,7 @@ class Polls:
 
     def probe(self) -> bool:
         """Whether the process this probe reaches holds a poll of the key already."""
-        params = {"version": 0, "wait": 1}
+        params = {"version": self.version, "wait": 1}
         reply = httpx.get(self.url + "/v1/actions", params=params, headers=self.headers)
         return reply.status_code == 429
 
@@ -86,7 +88,7 @@ def test_sigterm_answers_the_held_long_polls_and_stops_cleanly(
     late = [(at - stopped, status, body) for at, status, body in polls.answers if at > stopped]
     assert late, "no poll was held"
     for after, status, body in late:
-        assert (status, body) == (200, {"actions": {"version": 0, "unchanged": True}})
+        assert (status, body) == (200, {"actions": {"version": polls.version, "unchanged": True}})
         # Before uvicorn's graceful shutdown gives up on the request and cancels it.
         assert after < GRACEFUL_SHUTDOWN, after
     assert server.proc.wait(30) == 0

@@ -327,6 +327,27 @@ def test_blocks_and_the_versioned_action_set(storage: Storage) -> None:
     assert [b.id for b in storage.list_blocks(ended=100)] == [ip.id, user.id]
 
 
+def test_renumbering_takes_the_action_set_past_the_clock_and_diffs_from_before_whole(
+    storage: Storage, clock: Clock
+) -> None:
+    """What ``sqreen serve`` does as it starts (a restored database counts on from its
+    backup's version, which SDKs may hold with other blocks)."""
+    block = storage.create_block("block_ip", ip="203.0.113.1")
+    assert storage.action_version() == 1
+    now_us = int(clock().timestamp() * 1_000_000)
+    version = storage.renumber_actions()
+    assert version == storage.action_version() >= now_us
+    assert storage.action_set().to_json()["items"][0]["id"] == str(block.id)
+    assert not storage.action_changes(1).complete  # a diff from before: the whole set
+    assert storage.action_changes(version).complete
+    later = storage.create_block("block_ip", ip="203.0.113.2")
+    changes = storage.action_changes(version)
+    assert changes.complete and changes.version == version + 1
+    assert [b.id for b in changes.blocks] == [later.id]
+    clock.advance(seconds=1)
+    assert storage.renumber_actions() >= version + 1_000_000  # the clock moved on: past it
+
+
 def test_expired_blocks_leave_the_action_set(storage: Storage, clock: Clock) -> None:
     block = storage.create_block("block_user", user={"uid": "1"}, duration=timedelta(hours=1))
     assert block.expires_at == block.created_at + timedelta(hours=1)

@@ -30,11 +30,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
+from ..unavailable import UnavailableLog, unavailable
 from ._address import Parsed, ipv4_client
 
 __all__ = ["KIND_POINTS", "REASONS", "Reputation", "ReputationSource", "threat_score"]
 
 logger = logging.getLogger("sqreen.server")
+_UNREAD = UnavailableLog("threat scores made without recent blocks and alerts")
 
 KIND_POINTS: Final = {"tor": 60, "vpn": 35, "hosting": 25, "bot": 15, "cdn": 10}
 BLOCKED_POINTS: Final = 30
@@ -104,8 +106,11 @@ class Reputation:
             at = self.source.now()
             blocks = self.source.recent_ip_blocks(at - BLOCKED_WINDOW, MAX_READ)
             alerts = self.source.recent_alert_ips(at - ALERT_WINDOW, MAX_READ)
-        except Exception:  # the events are stored without these points, not refused
-            logger.exception("sqreen: recent blocks and alerts not read; scores without them")
+        except Exception as exc:  # the events are stored without these points, not refused
+            if unavailable(exc):  # the database gone a while: a line a minute, no traceback
+                _UNREAD.met(exc)
+            else:
+                logger.exception("sqreen: recent blocks and alerts not read; scores without them")
             return
         self._networks = _networks(blocks)
         # Addresses, and the IPv6 networks playbooks group by (``ipv6_prefix``, /48 at most:

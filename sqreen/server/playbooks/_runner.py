@@ -26,6 +26,7 @@ from ..storage import (
     WindowWrite,
 )
 from ..storage.model import from_us, to_us
+from ..unavailable import UnavailableLog, unavailable
 from ._alerts import new_alert, retry_us
 from ._bounds import Bounds
 from ._config import Playbook
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["PlaybookRunner", "PlaybookSource", "event_view"]
 
 logger = logging.getLogger("sqreen.server")
+_COUNT_FAILED = UnavailableLog("the playbooks' count failed, counting again")
 
 MAX_QUIET: Final = 100_000
 #: Hits are kept this long past the longest window (µs) before :meth:`PlaybookRunner.purge`.
@@ -181,8 +183,11 @@ class PlaybookRunner:
         for."""
         try:
             tell = self._windows(engine, plan, keys, events, now, True)
-        except Exception:
-            logger.warning("sqreen: the playbooks' count failed; counting again", exc_info=True)
+        except Exception as exc:
+            if unavailable(exc):  # the database gone a while: a line a minute, no traceback
+                _COUNT_FAILED.met(exc)
+            else:
+                logger.warning("sqreen: the playbooks' count failed; counting again", exc_info=True)
             tell = self._windows(engine, plan, keys, events, now, True)
         tell()
 

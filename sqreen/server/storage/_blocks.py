@@ -390,6 +390,30 @@ class BlockQueries(SqlPart):
             since=since, version=version, blocks=tuple(blocks), now=now, complete=complete
         )
 
+    def renumber_actions(self) -> int:
+        """Take the action set past every version it may have given before, and return its
+        version: the store clock's microseconds when the version is below them (a collector
+        gives fewer than one version a microsecond). Called as ``sqreen serve`` starts. A
+        database restored from a backup (``sqreen restore``, ``pg_restore``) counts on from
+        the backup's version, which SDKs may already hold with other blocks: they would
+        keep that set (the same version) or apply a diff to the wrong one. Diffs from below
+        it are not complete (the floor moves with it), so every SDK and process reads the
+        whole set once."""
+        now = to_us(self.now())
+        with self._write() as cur:
+            (version,) = cur.execute(
+                "UPDATE counters SET value = CASE WHEN value < ? THEN ? ELSE value END "
+                "WHERE name = 'actions' RETURNING value",
+                (now, now),
+            ).fetchone()
+            cur.execute(
+                "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO "
+                "UPDATE SET value = CASE WHEN excluded.value > counters.value "
+                "THEN excluded.value ELSE counters.value END",
+                (ACTIONS_FLOOR, version),
+            )
+        return int(version)
+
     def actions_floor(self) -> int:
         """The lowest version from which :meth:`action_changes` is complete (ended blocks
         deleted by retention changed in versions up to it: :mod:`._retention`)."""

@@ -131,6 +131,11 @@ class ControlStore(Clocked, Protocol):
         second)."""
         ...
 
+    def renumber_actions(self) -> int:
+        """Take the action set past every version it may have given before (a database
+        restored from a backup): its version, now."""
+        ...
+
     def note_watched(self, names: Collection[str]) -> int | None:
         """Record ``names`` as the event names SDKs send at once (the enforcing playbooks'),
         and when they differ from those recorded, take a new version of the action set (its

@@ -25,6 +25,8 @@ readers. The next writer then overwrites the file from its start and cuts it bac
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import Sequence
 
 
@@ -57,3 +59,35 @@ class WalRestarts:
             self._after = 0
         # (1, -1, -1): another process's checkpoint held SQLite's checkpoint lock: again at
         # the next checkpoint, which that one may make needless.
+
+
+class ShmGuard:
+    """Refuses a transaction, as SQLite refuses a read-only database, once the WAL index
+    (``PATH-shm``) it could write when the storage opened can be written no more.
+
+    SQLite maps that file into memory and writes to it as each transaction starts, a read's
+    too. On a file that can no longer be written (a disk remounted read-only after errors, an
+    immutable file), the kernel answers the write to a mapped page with SIGBUS, and the
+    process died without a word, where a batch should be answered 503 and ``/readyz`` say
+    why. One ``access()`` a transaction (about a microsecond). A database opened on read-only
+    media, whose index SQLite keeps in its own memory, is left alone."""
+
+    __slots__ = ("_path", "_watch")
+
+    def __init__(self, path: str) -> None:
+        self._path = path + "-shm"
+        #: Whether to look: the index could be written when first seen (None: not yet made,
+        #: as in a database whose first transaction has not begun).
+        self._watch: bool | None = None
+
+    def check(self) -> None:
+        watch = self._watch
+        if watch is None:
+            if not os.path.exists(self._path):
+                return
+            watch = self._watch = os.access(self._path, os.W_OK)
+        if watch and not os.access(self._path, os.W_OK) and os.path.exists(self._path):
+            raise sqlite3.OperationalError(
+                "attempt to write a readonly database (its -shm file can no longer be "
+                "written: SQLite would crash on its shared memory)"
+            )

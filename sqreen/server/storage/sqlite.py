@@ -27,7 +27,7 @@ from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import USER_BUCKET_SHIFT, migrations
 from ._sql import INSERT_CHUNK, Cursor, SqlStorage, logger
 from ._temp_store import WRITER_TEMP_STORE, begin_write
-from ._wal import WalRestarts
+from ._wal import ShmGuard, WalRestarts
 from ._window_reads import WindowKey, adds_of, adds_text
 from ._write_lock import WriteLock
 from .model import Clock, utc_now
@@ -105,6 +105,7 @@ class SQLiteStorage(HitLog, SqlStorage):
             self._writer.execute(f"PRAGMA page_size={PAGE_SIZE}")
             self._writer.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
             self._writer.execute("PRAGMA journal_mode=WAL")
+            self._shm = ShmGuard(path)  # (the WAL index exists now)
             # Checkpoints copy the WAL into the database and fsync it: let writers not wait for
             # that (see _checkpoint).
             self._writer.execute("PRAGMA wal_autocheckpoint=0")
@@ -202,6 +203,7 @@ class SQLiteStorage(HitLog, SqlStorage):
     @contextmanager
     def _transaction(self, weight: int) -> Iterator[Cursor]:
         self._not_tied()
+        self._shm.check()
         with self._lock.held():
             cur = self._writer.cursor()
             try:  # (what fails once BEGIN is done is rolled back)
@@ -329,6 +331,7 @@ class SQLiteStorage(HitLog, SqlStorage):
             return self._windows_version(self._writer.cursor())
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        self._shm.check()
         with self._pool_lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
