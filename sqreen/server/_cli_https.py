@@ -6,6 +6,7 @@ traceback), or ``--forwarded-allow-ips``, the proxies that terminate it, whose
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
@@ -47,6 +48,36 @@ def https_options(f: F) -> F:
     return f
 
 
+def _check_proxies(value: str) -> None:
+    """Refuse what uvicorn would read as no proxy at all, silently: a network with host bits
+    set (``10.0.0.1/8``) or no network, which it compares as text with the peer; say the same
+    of text that is no address (what it does fit: a Unix socket's name), and warn of ``*``."""
+    option = "--forwarded-allow-ips"
+    for item in (part.strip() for part in value.split(",")):
+        if item == "*":
+            click.echo(
+                f"{option} '*': any client can say it came over HTTPS, from any address",
+                err=True,
+            )
+        elif "/" in item:
+            try:
+                ipaddress.ip_network(item)
+            except ValueError as exc:
+                raise click.BadParameter(
+                    f"{item!r} is no network ({exc}): no proxy would be believed",
+                    param_hint=f"'{option}'",
+                ) from None
+        elif item:
+            try:
+                ipaddress.ip_address(item)
+            except ValueError:
+                click.echo(
+                    f"{option} {item!r} is no address: it matches only a peer named so (a "
+                    "Unix socket's), never a proxy's address",
+                    err=True,
+                )
+
+
 def https_settings(
     certfile: str | None, keyfile: str | None, forwarded_allow_ips: str | None
 ) -> dict[str, str]:
@@ -54,11 +85,8 @@ def https_settings(
     both are readable and load together (else a ``ClickException`` naming the option), and
     for the proxies allowed to forward (uvicorn's default when not given)."""
     settings = {} if forwarded_allow_ips is None else {"forwarded_allow_ips": forwarded_allow_ips}
-    if forwarded_allow_ips is not None and "*" in forwarded_allow_ips.split(","):
-        click.echo(
-            "--forwarded-allow-ips '*': any client can say it came over HTTPS, from any address",
-            err=True,
-        )
+    if forwarded_allow_ips is not None:
+        _check_proxies(forwarded_allow_ips)
     if certfile is None:
         if keyfile is not None:
             raise click.UsageError("--ssl-keyfile needs --ssl-certfile")

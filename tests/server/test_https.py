@@ -143,6 +143,31 @@ def test_serve_with_a_certificate_alone_says_the_key_is_missing(tmp_path: Path, 
     assert "holds no private key: give the key with --ssl-keyfile" in result.output
 
 
+@pytest.mark.parametrize(
+    ("value", "exit_code", "said"),
+    [
+        # uvicorn compares what is no network as text with the peer: no proxy believed.
+        ("10.0.0.1/8", 2, "'10.0.0.1/8' is no network (10.0.0.1/8 has host bits set)"),
+        ("127.0.0.1,10.0.0.0/33", 2, "'10.0.0.0/33' is no network"),
+        ("proxy.internal", 1, "'proxy.internal' is no address: it matches only a peer named"),
+        ("*", 1, "'*': any client can say it came over HTTPS"),
+    ],
+)
+def test_proxies_uvicorn_would_silently_never_believe_are_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, exit_code: int, said: str
+) -> None:
+    from sqreen.server import _cli_serve
+
+    def started(*_: object) -> None:
+        raise SystemExit(1)  # (the options were read: stop before serving)
+
+    monkeypatch.setattr(_cli_serve, "check_listen", started)
+    db = str(tmp_path / "s.db")
+    result = CliRunner().invoke(main, ["serve", "--db", db, "--forwarded-allow-ips", value])
+    assert result.exit_code == exit_code, result.output
+    assert said in result.output
+
+
 def test_forwarded_headers_are_believed_from_the_allowed_proxy_only(
     tmp_path: Path, serve: Callable[..., ServeProcess]
 ) -> None:
