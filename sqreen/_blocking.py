@@ -73,11 +73,17 @@ class Blocklist:
     def __init__(
         self, trusted: TrustedProxies, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        # (version, first, last address) of each trusted proxy network.
-        self._trusted = tuple(
-            (net.version, int(net.network_address), int(net.broadcast_address))
-            for net in trusted.networks
-        )
+        # (version, first, last address) of each trusted proxy network, and of the IPv4
+        # clients its IPv6 addresses carry (NAT64's, Teredo's, 6to4's: an IPv4 block covers
+        # those addresses, so it would refuse that proxy too).
+        ranges: list[tuple[int, int, int]] = []
+        for net in trusted.networks:
+            first, last = int(net.network_address), int(net.broadcast_address)
+            ranges.append((net.version, first, last))
+            carried = _carried(first, last) if net.version == 6 else None
+            if carried is not None:
+                ranges.append(carried)
+        self._trusted = tuple(ranges)
         self._clock = clock
         self._lock = threading.Lock()
         self.version = -1
@@ -343,6 +349,19 @@ class Blocklist:
         if found is None:
             return None
         return Blocked(ip=ip, reason=found.reason, action_id=found.action_id)
+
+
+def _carried(first: int, last: int) -> tuple[int, int, int] | None:
+    """``(4, low, high)``: the IPv4 clients the IPv6 addresses ``first`` to ``last`` (a
+    network) carry (:func:`~._block_index.ipv4_client`), None when they carry none: one client
+    (an address, a 6to4 ``/48``), the range a network inside one ``/96`` holds (NAT64's,
+    Teredo's), else every IPv4 address (a Teredo server's ``/64`` holds one of each)."""
+    low, high = ipv4_client(first), ipv4_client(last)
+    if low is None or high is None:
+        return None
+    if low == high or first >> 32 == last >> 32:
+        return (4, min(low, high), max(low, high))
+    return (4, 0, 0xFFFFFFFF)
 
 
 #: A block's id and reason as kept, at most (characters): the collector's are short; a

@@ -185,6 +185,25 @@ def test_a_network_covering_a_configured_proxy_is_refused() -> None:
     assert b.ip_block("10.2.3.4") is not None
 
 
+@pytest.mark.parametrize(
+    ("proxy", "refused", "kept"),
+    [
+        # A proxy reached over NAT64 (SIIT-DC in front of an IPv6-only site), or a Teredo or
+        # 6to4 one: an IPv4 block of its client would refuse it, as it refuses them.
+        ("64:ff9b::cb00:710a", "203.0.113.0/24", "203.0.114.0/24"),
+        ("64:ff9b::cb00:7100/120", "203.0.113.128/25", "203.0.112.0/24"),
+        ("64:ff9b:1::cb00:710a", "203.0.113.10", "203.0.113.11"),
+        ("2002:cb00:710a::/48", "203.0.113.10", "203.0.113.11"),
+        (TEREDO, "192.0.2.45", "192.0.2.46"),
+    ],
+)
+def test_an_ipv4_block_of_a_proxy_s_carried_client_is_refused(
+    proxy: str, refused: str, kept: str
+) -> None:
+    b = blocklist([ip(refused, id="r"), ip(kept, id="k")], trusted=[proxy])
+    assert "covers a trusted proxy" in b.refused["r"] and "k" not in b.refused
+
+
 def test_garbage_addresses_are_not_blocked() -> None:
     b = blocklist([ip("203.0.113.0/24")])
     for address in ("", "unknown", "203.0.113", "::zz", "203.0.113.9.1"):

@@ -53,12 +53,14 @@ def _check_proxies(value: str) -> None:
     set (``10.0.0.1/8``) or no network, which it compares as text with the peer; say the same
     of text that is no address (what it does fit: a Unix socket's name), and warn of ``*``."""
     option = "--forwarded-allow-ips"
+    if value.strip() == "*":
+        click.echo(
+            f"{option} '*': any client can say it came over HTTPS, from any address", err=True
+        )
+        return
     for item in (part.strip() for part in value.split(",")):
-        if item == "*":
-            click.echo(
-                f"{option} '*': any client can say it came over HTTPS, from any address",
-                err=True,
-            )
+        if item == "*":  # uvicorn trusts everyone only for '*' alone
+            click.echo(f"{option}: '*' in a list matches no proxy (only '*' alone does)", err=True)
         elif "/" in item:
             try:
                 ipaddress.ip_network(item)

@@ -151,6 +151,7 @@ def test_serve_with_a_certificate_alone_says_the_key_is_missing(tmp_path: Path, 
         ("127.0.0.1,10.0.0.0/33", 2, "'10.0.0.0/33' is no network"),
         ("proxy.internal", 1, "'proxy.internal' is no address: it matches only a peer named"),
         ("*", 1, "'*': any client can say it came over HTTPS"),
+        ("*,10.0.0.1", 1, "'*' in a list matches no proxy (only '*' alone does)"),
     ],
 )
 def test_proxies_uvicorn_would_silently_never_believe_are_said(

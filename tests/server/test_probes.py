@@ -7,6 +7,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -174,6 +175,65 @@ def test_readyz_is_503_while_the_sqlite_file_is_unwritable_and_200_after(
                 assert batch.status_code == 503 and batch.headers["retry-after"] == "5"
         assert _poll(collector.url + "/readyz", 200, timeout=20).json() == {"status": "ready"}
         assert httpx.get(collector.url + "/livez").status_code == 200
+
+
+#: Impossible travel's reads of a batch, on the writer's connection, once another connection
+#: has committed (as ``--workers 2`` does all the time) and the files became unwritable: run in
+#: a process of its own, since the SIGBUS it met killed the process.
+_TRAVEL_UNWRITABLE = """
+import subprocess, sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from tests.mmdb import write_mmdb
+from tests.server.test_travel import body, city, login
+from sqreen.server.auth import hash_token
+from sqreen.server.intel import ImpossibleTravel, IpIntel
+from sqreen.server.pipeline import IngestPipeline
+from sqreen.server.storage import open_storage
+
+data = Path(sys.argv[1])
+places = {"81.2.69.0/24": city("London", 51.5, -0.09, 10, "GB"),
+          "1.128.0.0/16": city("Sydney", -33.8, 151.2, 20, "AU")}
+mmdb = write_mmdb(data.parent / "city.mmdb", places, database_type="GeoLite2-City")
+db = data / "sqreen.db"
+storage = open_storage(str(db))
+pipeline = IngestPipeline(storage, enrichers=[IpIntel.open([str(mmdb)]), ImpossibleTravel(storage)])
+start = datetime.now(UTC) - timedelta(hours=1)
+for i in range(3):
+    pipeline(body(login(f"81.2.69.{i + 1}", start + timedelta(seconds=i), uid=str(i))))
+other = open_storage(str(db))  # another connection commits
+other.create_key("other", hash_token("x" * 40))
+other.close()
+files = [db, Path(f"{db}-wal"), Path(f"{db}-shm"), data]
+for f in files:
+    subprocess.run(["chattr", "+i", str(f)], check=True)
+try:
+    pipeline(body(login("1.128.0.1", start + timedelta(minutes=30), uid="0")))
+except Exception as exc:
+    print("refused:", type(exc).__name__, exc)
+finally:
+    for f in files:
+        subprocess.run(["chattr", "-i", str(f)], check=True)
+"""
+
+
+def test_reads_on_the_writers_connection_are_refused_not_a_crash_once_unwritable(
+    tmp_path: Path,
+) -> None:
+    probe, data = tmp_path / "probe", tmp_path / "data"
+    probe.touch()
+    data.mkdir()
+    with unwritable([probe]):  # (skips where the immutable flag cannot be set)
+        pass
+    done = subprocess.run(
+        [sys.executable, "-c", _TRAVEL_UNWRITABLE, str(data)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "refused: OperationalError attempt to write a readonly database" in done.stdout
 
 
 @pytest.mark.postgres

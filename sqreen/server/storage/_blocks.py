@@ -111,6 +111,10 @@ def release_quiet(cur: Cursor, block_id: int, now: int) -> tuple[tuple[str, str]
     return pairs
 
 
+#: How far :meth:`BlockQueries.renumber_actions` takes the action set's version at least:
+#: more versions than a database gives between a backup and its restore (each is a block
+#: placed, extended or lifted), and 2**53 (exact in JSON) is a million starts away.
+RENUMBER_GAP: Final = 2**32
 #: The ``counters`` row below which no diff of the action set is complete (:mod:`._retention`).
 ACTIONS_FLOOR: Final = "actions_floor"
 #: The version (first column; the other columns NULL), then the rows of ``{rows}``, in one
@@ -392,19 +396,20 @@ class BlockQueries(SqlPart):
 
     def renumber_actions(self) -> int:
         """Take the action set past every version it may have given before, and return its
-        version: the store clock's microseconds when the version is below them (a collector
-        gives fewer than one version a microsecond). Called as ``sqreen serve`` starts. A
-        database restored from a backup (``sqreen restore``, ``pg_restore``) counts on from
-        the backup's version, which SDKs may already hold with other blocks: they would
-        keep that set (the same version) or apply a diff to the wrong one. Diffs from below
-        it are not complete (the floor moves with it), so every SDK and process reads the
-        whole set once."""
+        version: :data:`RENUMBER_GAP` past the one it holds, and at least the store clock's
+        microseconds. Called as ``sqreen serve`` starts. A database restored from a backup
+        (``sqreen restore``, ``pg_restore``) counts on from the backup's version, which SDKs
+        may already hold with other blocks: they would keep that set (the same version) or
+        apply a diff to the wrong one. The database it replaced gave fewer versions since
+        the backup than the gap, whatever the clock says (one set back since the last start);
+        the clock covers a database of unknown history. Diffs from below it are not complete
+        (the floor moves with it), so every SDK and process reads the whole set once."""
         now = to_us(self.now())
         with self._write() as cur:
             (version,) = cur.execute(
-                "UPDATE counters SET value = CASE WHEN value < ? THEN ? ELSE value END "
+                "UPDATE counters SET value = CASE WHEN value + ? < ? THEN ? ELSE value + ? END "
                 "WHERE name = 'actions' RETURNING value",
-                (now, now),
+                (RENUMBER_GAP, now, now, RENUMBER_GAP),
             ).fetchone()
             cur.execute(
                 "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO "

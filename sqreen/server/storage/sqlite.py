@@ -274,6 +274,7 @@ class SQLiteStorage(HitLog, SqlStorage):
         """``VACUUM``: the database written again without its free pages (those of purged
         rows), under the write lock, which every writer (ingest too) waits for meanwhile;
         then the WAL, which held the whole copy, cut to nothing."""
+        self._shm.check()
         with self._lock.held():
             self._writer.execute("VACUUM")  # (its copy of the database: a file)
         if self.path not in ("", ":memory:"):
@@ -292,6 +293,7 @@ class SQLiteStorage(HitLog, SqlStorage):
     def _checkpoint_alone(self, wait: float, mode: str) -> tuple[int, int, int] | None:
         """A checkpoint of ``mode`` on a connection of its own that waits ``wait`` seconds at
         most: SQLite's (busy, frames, frames copied), None when locked past the wait."""
+        self._shm.check()
         conn = self._connect()
         try:
             conn.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
@@ -318,6 +320,7 @@ class SQLiteStorage(HitLog, SqlStorage):
         # connection commits (each seek then read its pages again from the WAL: a batch's
         # impossible-travel reads cost 23 µs a statement on a reader, 4-5 here, measured).
         # The write lock is held for them: a few ms a batch.
+        self._shm.check()
         with self._lock.thread:
             conn = self._writer
             conn.execute("BEGIN")
@@ -327,6 +330,7 @@ class SQLiteStorage(HitLog, SqlStorage):
                 conn.execute("COMMIT")
 
     def _places_version(self) -> object:
+        self._shm.check()
         with self._lock.thread:
             return self._windows_version(self._writer.cursor())
 
