@@ -20,6 +20,8 @@ LONGEST_FIRST = (
     # 97 s (a venv on a clean clone, Flask's suite x2), and Django's auth tests x2 (40 s)
     "tests/peers/test_framework_suites.py",
     "tests/server/test_resilience.py",  # 63 s
+    "tests/server/test_serve_signals.py",  # 38 s+ (real serves stopped by signals)
+    "tests/server/test_grouped_ingest_hostile.py",  # 28 s+
     "tests/test_playbook_replay.py",  # 63 s
     "tests/explorer/test_login_attacks.py",  # 61 s
     "tests/explorer/test_browser.py",  # 58 s
@@ -32,6 +34,9 @@ LONGEST_FIRST = (
     "tests/server/test_playbooks.py",  # 30 s
     "tests/integrations/test_auto_instrument.py",  # 30 s (alone; 8 gunicorns)
     "tests/server/test_connections.py",  # 26 s
+    "tests/integrations/test_fastapi.py",  # 17 s+ (real uvicorn and hypercorn)
+    "tests/integrations/test_django_auth.py",  # 16 s+ (gunicorn, Django's login views)
+    "tests/server/test_restore_served.py",  # 16 s
     "tests/server/test_intel.py",  # 25 s
     "tests/explorer/test_browser_intel.py",  # 24 s
     "tests/test_readme.py",  # 17 s
