@@ -125,6 +125,17 @@ _VERSIONED: Final = (
 )
 
 
+def raise_actions_floor(cur: Cursor, version: int) -> None:
+    """Raise :data:`ACTIONS_FLOOR` to ``version`` (never lower it): diffs from below it are
+    not complete."""
+    cur.execute(
+        "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO "
+        "UPDATE SET value = CASE WHEN excluded.value > counters.value "
+        "THEN excluded.value ELSE counters.value END",
+        (ACTIONS_FLOOR, version),
+    )
+
+
 class Placement(NamedTuple):
     """What :meth:`BlockQueries._block_for` did: the block in force on the target, whether it
     was created, extended or kept, and the playbook block it replaced at the cap, if any."""
@@ -411,12 +422,7 @@ class BlockQueries(SqlPart):
                 "WHERE name = 'actions' RETURNING value",
                 (RENUMBER_GAP, now, now, RENUMBER_GAP),
             ).fetchone()
-            cur.execute(
-                "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO "
-                "UPDATE SET value = CASE WHEN excluded.value > counters.value "
-                "THEN excluded.value ELSE counters.value END",
-                (ACTIONS_FLOOR, version),
-            )
+            raise_actions_floor(cur, version)
         return int(version)
 
     def actions_floor(self) -> int:

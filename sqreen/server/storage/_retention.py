@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from ._blocks import ACTIONS_FLOOR
+from ._blocks import raise_actions_floor
 from ._parts import SqlPart
 from .model import Purged, to_us
 
@@ -59,13 +59,7 @@ class RetentionQueries(SqlPart):
                 cur.execute(f"UPDATE alerts SET block_id = NULL WHERE block_id IN ({marks})", chunk)
                 cur.execute(f"DELETE FROM blocks WHERE id IN ({marks})", chunk)
             if ended:
-                floor = max(changed for _, changed in ended)
-                cur.execute(
-                    "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO "
-                    "UPDATE SET value = CASE WHEN excluded.value > counters.value "
-                    "THEN excluded.value ELSE counters.value END",
-                    (ACTIONS_FLOOR, floor),
-                )
+                raise_actions_floor(cur, max(changed for _, changed in ended))
             cur.execute("DELETE FROM users WHERE last_seen < ?", (before_us,))
             users = cur.rowcount
             newest: dict[str, int] = {}
