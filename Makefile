@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev,flask,django,fastapi,server,speedups,server-speedups]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,flask,django,drf,fastapi,server,speedups,server-speedups]'
 	touch $(STAMP)
 
 # Debian packages the tests drive for real: PostgreSQL, headless Chromium and nginx.

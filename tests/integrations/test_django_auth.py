@@ -32,8 +32,11 @@ django.setup()
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
 from django.contrib.auth.models import User
-User.objects.create_user("alice", email="alice@example.com", password={PASSWORD!r})
-User.objects.create_user("bob", email="bob@example.com", password={PASSWORD!r})
+alice = User.objects.create_user("alice", email="alice@example.com", password={PASSWORD!r})
+bob = User.objects.create_user("bob", email="bob@example.com", password={PASSWORD!r})
+from rest_framework.authtoken.models import Token
+Token.objects.create(user=alice, key="a" * 40)
+Token.objects.create(user=bob, key="b" * 40)
 """
 
 # The app's own tests: the test client's login() and logout() make up their requests (no

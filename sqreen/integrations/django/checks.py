@@ -1,5 +1,6 @@
-"""The system check: ``settings.SQREEN`` holds valid options, and the middleware is the first
-in ``settings.MIDDLEWARE``.
+"""The system checks: ``settings.SQREEN`` holds valid options, and the middleware is the first
+in ``settings.MIDDLEWARE``; Django REST framework's views check blocked users
+(``sqreen.W003``, :mod:`._drf_check`).
 
 A middleware above it runs outside the request's context (its ``sqreen.track()`` carries no
 request), and it would see :class:`sqreen.Blocked` go through it as an exception, where
@@ -17,8 +18,9 @@ from django.core import checks
 from django.utils.module_loading import import_string
 
 from ..._config import Config, ConfigError
+from ._drf_check import check_rest_framework
 
-__all__ = ["MIDDLEWARE_PATH", "check_middleware", "is_ours"]
+__all__ = ["MIDDLEWARE_PATH", "check_middleware", "check_rest_framework", "is_ours"]
 
 MIDDLEWARE_PATH = "sqreen.integrations.django.SqreenMiddleware"
 #: ``sqreen.E002`` errors listed at most; the rest are counted in one more.
@@ -88,3 +90,4 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
 
 checks.register(check_middleware, "sqreen")
+checks.register(check_rest_framework, "sqreen")

@@ -42,7 +42,20 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "sqreen.integrations.django",
     "sqreen.integrations.django.auth",
+    "rest_framework",
+    "rest_framework.authtoken",
 ]
+# Django REST framework's API (api.py): users by token or by password, checked for blocks.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.BasicAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "sqreen.integrations.drf.NotBlocked",
+        "rest_framework.permissions.IsAuthenticated",
+    ],
+}
 DATABASES = {
     "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["SQREEN_TEST_DB"]}
 }

@@ -11,7 +11,7 @@ from django.contrib.auth.middleware import RemoteUserMiddleware
 from django.contrib.auth.models import User
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
-from django.urls import path
+from django.urls import include, path
 from django.views.decorators.csrf import csrf_exempt
 
 
@@ -160,6 +160,7 @@ def api_login_tracked_too(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns = [
+    path("drf/", include("tests.integrations.apps.django_auth_site.api")),
     path("api/check", check_password),
     path("api/login-tracked-too", api_login_tracked_too),
     path("api/login", api_login),

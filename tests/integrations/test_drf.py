@@ -1,0 +1,97 @@
+"""``sqreen.integrations.drf``: Django REST framework's users (by token, by password)
+identified and refused while blocked, on a real server with a real user database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from tests.receiver import Receiver
+
+from ._servers import Gunicorn
+from .test_django_auth import PASSWORD, run_alone, serve, status_until
+
+pytest.importorskip("rest_framework")
+
+ALICE = {"Authorization": "Token " + "a" * 40, "Accept": "application/json"}
+BOB = {"Authorization": "Token " + "b" * 40}
+
+
+@pytest.fixture(params=["wsgi", "asgi"])
+def api_site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Gunicorn, Receiver]]:
+    yield from serve(tmp_path, request.param)
+
+
+def test_a_token_s_user_is_identified_and_refused_while_blocked(
+    api_site: tuple[Gunicorn, Receiver],
+) -> None:
+    server, receiver = api_site
+    with httpx.Client(base_url=server.url) as http:
+        reply = http.get("/drf/me", headers=ALICE)
+        assert (reply.status_code, reply.json()) == (200, {"username": "alice"})
+        assert http.get("/drf/me").status_code == 401  # IsAuthenticated's answer stands
+        # The view's events carry the token's user (DRF authenticated it after every
+        # middleware), with the request.
+        (event,) = receiver.wait_for(1, 10, "api.me.read")
+        assert event["user"] == {"username": "alice"}
+        assert event["request"]["path"] == "/drf/me"
+
+        receiver.block([{"id": "b1", "type": "block_user", "user": {"username": "alice"}}])
+        assert status_until(http, "/drf/me", 403, ALICE) == 403
+        reply = http.get("/drf/me", headers=ALICE)
+        assert reply.json() == {"error": "forbidden", "detail": "This request was refused."}
+        assert reply.headers["cache-control"] == "no-store"
+        # However the view lists the check: its own list, composed, @api_view.
+        assert http.post("/drf/export", headers=ALICE).status_code == 403
+        assert http.get("/drf/whoami", headers=ALICE).status_code == 403
+        # By password (DRF's BasicAuthentication calls authenticate()), any spelling.
+        assert http.get("/drf/me", auth=("ALICE", PASSWORD)).status_code == 403
+        # Others go on.
+        assert http.get("/drf/whoami", headers=BOB).json() == {"username": "bob"}
+        assert http.post("/drf/export", headers=BOB).json() == {"queued": True}
+        assert http.get("/drf/me", auth=("bob", PASSWORD)).status_code == 200
+        # A wrong password through the API is a failed login, as through the login form.
+        assert http.get("/drf/me", auth=("bob", "guess")).status_code == 401
+        (failure,) = receiver.wait_for(1, 10, "auth.login.failure")
+        assert failure["user"] == {"username": "bob"}
+
+        receiver.block([])
+        assert status_until(http, "/drf/me", 200, ALICE) == 200
+    refusals = receiver.wait_for(1, 10, "security.blocked")
+    assert {e["properties"]["block_id"] for e in refusals} == {"b1"}
+    assert {e["properties"]["kind"] for e in refusals} == {"user"}
+    # The refused view ran no further: no export for alice was tracked, bob's was.
+    exports = [e["user"] for e in receiver.events if e["name"] == "data.export.requested"]
+    assert exports == [{"username": "bob"}]
+
+
+def test_the_check_names_the_views_that_leave_it_out() -> None:
+    script = """
+import os, types
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.integrations.apps.django_auth_site.settings"
+os.environ["SQREEN_TEST_DB"] = ":memory:"
+import django
+django.setup()
+from django.core import checks
+from django.test import override_settings
+from tests.integrations.apps.django_auth_site import api
+
+def sqreen_checks():
+    return [m for m in checks.run_checks() if m.id.startswith("sqreen.")]
+
+print([m.id for m in sqreen_checks()])  # the site's own views all list it
+unchecked = types.ModuleType("unchecked")
+unchecked.urlpatterns = api.unchecked
+with override_settings(ROOT_URLCONF=unchecked):
+    (found,) = sqreen_checks()
+    print(found.id, found.msg, found.hint, sep="\\n")
+"""
+    lines = run_alone(script).stdout.splitlines()
+    assert lines[0] == "[]"
+    assert lines[1] == "sqreen.W003"
+    assert "1 Django REST framework view(s)" in lines[2]
+    assert lines[2].endswith(": tests.integrations.apps.django_auth_site.api.Unchecked")
+    assert '"sqreen.integrations.drf.NotBlocked" first in' in lines[3]
