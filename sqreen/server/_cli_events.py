@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from .._text import visible
-from ..events import SEVERITIES, canonical_name
+from ..events import SEVERITIES, canonical_name, severity
 from ._cli_common import (
     Finite,
     db_option,
@@ -48,8 +48,17 @@ def _line(e: StoredEvent) -> str:
     # it stay within a few of their place: --json has every identifier whole.
     user = _short(",".join(f"{k}={v}" for k, v in (e.user or {}).items()) or "-", 32)
     props = " ".join(f"{k}={_short(v)}" for k, v in e.properties.items())
-    line = f"{when(e.timestamp)}  {e.name:<28} user={user:<16} ip={e.ip or '-':<15} {props}"
-    return visible(line)
+    name = f"{e.name:<28} {severity(e.name):<8}"  # the name stays the third field
+    ip = f"{e.ip or '-':<15}{_place(e.enrichment.get('ip_info'))}"
+    return visible(f"{when(e.timestamp)}  {name} user={user:<16} ip={ip} {props}")
+
+
+def _place(ip_info: Any) -> str:
+    """`` [DE hosting]``: the country and network kind IP intelligence stored, when known."""
+    if not isinstance(ip_info, dict):
+        return ""
+    known = [_short(ip_info[k], 16) for k in ("country", "kind") if ip_info.get(k) is not None]
+    return f" [{' '.join(known)}]" if known else ""
 
 
 @click.command()

@@ -604,6 +604,17 @@ def test_sqreen_events_filters_by_severity_country_kind_and_asn(sqlite_storage: 
     assert ids("--kind", "Tor") == ids("--severity", "warning", "--kind", "tor") == [failure["id"]]
     assert ids("--kind", "hosting") == ids("--severity", "info") == [order["id"]]
     assert ids("--country", "fr") == ids("--severity", "critical") == []
+    # The lines show them too: the severity after the name, the place after the address.
+    lines = CliRunner().invoke(main, ["events", "--db", db]).output.splitlines()
+    by_name = {line.split()[2]: line for line in lines}
+    assert by_name["auth.login.failure"].split()[3] == "warning"
+    assert by_name["auth.login.failure"].split("ip=")[1].split()[:3] == [
+        "185.220.101.1",
+        "[DE",
+        "tor]",
+    ]
+    assert by_name["order.created"].split()[3] == "info"
+    assert by_name["order.created"].split("ip=")[1].split()[:3] == ["8.8.8.8", "[US", "hosting]"]
     for option, value, said in (
         ("--asn", "0", "must be an AS number (e.g. 15169 or AS15169), from 1 to 4294967295"),
         ("--country", "Germany", "must be a two-letter country code (e.g. DE)"),
