@@ -75,14 +75,16 @@ def export(since: str | None, until: str | None, format_: Format, alerts: bool, 
     what = "alerts" if alerts else "events"
     count = 0
     out = sys.stdout
+    # The count redrawn a page at a time on a terminal; in a log, the total line alone.
+    progress = sys.stderr.isatty()
     with opened(db, create=False, upgrade=False) as storage:
         for position, line in export_lines(storage, format_, alerts=alerts, since=start, until=end):
-            if position == 0 and count:
+            if position == 0 and count and progress:
                 click.echo(f"\r{count} {what} exported", nl=False, err=True)
             out.write(line + "\n")
             count += 1
     out.flush()
-    click.echo(f"\r{count} {what} exported", err=True)
+    click.echo(("\r" if progress else "") + f"{count} {what} exported", err=True)
 
 
 def export_options(f: F) -> F:
