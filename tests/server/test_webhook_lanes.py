@@ -10,6 +10,7 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -303,3 +304,39 @@ def test_a_failed_post_is_said_without_the_url_s_secrets(caplog: pytest.LogCaptu
     assert f"webhook http://127.0.0.1:{port}/... failed after 2 tries" in said
     for secret in ("p4ss", "SECRETTOKEN", "abc", "user"):
         assert secret not in said
+
+
+def test_a_redirect_is_said_as_one_and_not_followed(caplog: pytest.LogCaptureFixture) -> None:
+    """A webhook URL that moved (``http`` to ``https``, a renamed path) answers 3xx: the
+    alert is not posted there (its signature is for the URL given), and the log says where
+    to point the webhook, without the new URL's secrets either."""
+    posts: list[str] = []
+
+    class Moved(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            posts.append(self.path)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(302)
+            self.send_header("Location", "https://hooks.example.com/T0/NEWTOKEN?key=k\x1b[2J")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Moved)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    notifier = Notifier(timeout=2, tries=3, backoff=0.01)
+    try:
+        with caplog.at_level("WARNING", "sqreen.server"):
+            notifier.submit((f"http://127.0.0.1:{server.server_port}/hook",), alert("p", 1))
+            assert notifier.join(30)
+    finally:
+        notifier.close()
+        server.shutdown()
+        server.server_close()
+    assert posts == ["/hook"]  # once: not followed, not tried again
+    (said,) = [r.getMessage() for r in caplog.records if "webhook" in r.getMessage()]
+    assert "failed after 1 try (" in said
+    assert "HTTP 302, a redirect to https://hooks.example.com/... (not followed" in said
+    assert "NEWTOKEN" not in said and "\x1b" not in said

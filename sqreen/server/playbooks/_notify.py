@@ -227,15 +227,21 @@ class Notifier:
                     self.sent += 1
                     return True
                 outcome = f"HTTP {status}"
+                if 300 <= status < 400:  # not followed: the signed alert stays where it was sent
+                    where = response.headers.get("location")
+                    outcome += (
+                        f", a redirect{f' to {visible(shown(where)[:200])}' if where else ''} (not followed: "
+                        "give the webhook the URL it points to)"
+                    )
                 if status not in (408, 429) and status < 500:
                     break  # the receiver refused this body: sending it again will not help
             if attempt + 1 < self.tries:
                 self._sleep(self.backoff * 2**attempt)
         self.failed += 1
         logger.warning(
-            "sqreen: webhook %s failed after %d tries (%.0f s each at most): %s",
+            "sqreen: webhook %s failed after %s (%.0f s each at most): %s",
             shown(url),
-            attempt + 1,
+            "1 try" if attempt == 0 else f"{attempt + 1} tries",
             self.timeout,
             outcome,
         )
