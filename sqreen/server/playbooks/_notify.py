@@ -229,10 +229,8 @@ class Notifier:
                 outcome = f"HTTP {status}"
                 if 300 <= status < 400:  # not followed: the signed alert stays where it was sent
                     where = response.headers.get("location")
-                    outcome += (
-                        f", a redirect{f' to {visible(shown(where)[:200])}' if where else ''} (not followed: "
-                        "give the webhook the URL it points to)"
-                    )
+                    to = f" to {visible(shown(where)[:200])}" if where else ""
+                    outcome += f", a redirect{to} (not followed: give the webhook its new URL)"
                 if status not in (408, 429) and status < 500:
                     break  # the receiver refused this body: sending it again will not help
             if attempt + 1 < self.tries:
