@@ -32,6 +32,7 @@ from ._request import (
 )
 
 if TYPE_CHECKING:
+    from ._blocking import Blocked
     from ._client import Client
 
 __all__ = [
@@ -118,6 +119,7 @@ class RequestContext:
         "auth_sources",
         "body",
         "other_user_noted",
+        "refused",
         "route",
         "traits",
         "user",
@@ -148,6 +150,9 @@ class RequestContext:
         self.traits: dict[str, Any] | None = None
         #: Whether a track() of this request was given another user than identify()'s.
         self.other_user_noted = False
+        #: The block raised for this request (``identify()``, ``auth_track()``), kept for
+        #: the middlewares that refuse it even when it was caught on its way.
+        self.refused: Blocked | None = None
         #: Who tracked this request's logins (:data:`AUTH_BY_APP`, :data:`AUTH_BY_SIGNALS`),
         #: and :data:`IN_SIGNAL` while Django's auth signals track one.
         self.auth_sources = 0

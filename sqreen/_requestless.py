@@ -32,6 +32,7 @@ class RequestlessContext(RequestContext):
     bound = False  # Client.track(request=this) tracks as sqreen.track() does
     user = None  # identify() binds nothing to it (and it cannot be assigned)
     traits = None
+    refused = None
 
     def __init__(self) -> None:  # no request, and no client of its own
         pass

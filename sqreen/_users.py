@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, NoReturn, cast
 
 from ._context import UserScope, current_request
 from ._event import InvalidEvent, QueuedEvent, validate_properties, validate_user
@@ -106,7 +106,7 @@ class Users:
             return
         blocked = self.blocklist.user_block(user) if ctx is not None else None
         if blocked is not None:
-            raise blocked
+            _refuse(blocked, ctx)
         if notes and self.config.strict:
             raise notes[0]
 
@@ -147,7 +147,7 @@ class Users:
         refused, the 403 would tell an attacker which one it is."""
         blocked = self._user_blocked_now(user_identifiers, ctx)
         if blocked is not None:
-            raise blocked
+            _refuse(blocked, ctx)
 
     def _user_blocked_now(self, user_identifiers: Mapping[str, Any], ctx: Any) -> Blocked | None:
         """The block of the user, within a request (None outside one)."""
@@ -186,7 +186,7 @@ class Users:
         connections got 263 verdicts from one address blocked at the 5th."""
         blocked = self._ip_blocked_now(ctx)
         if blocked is not None:
-            raise blocked
+            _refuse(blocked, ctx)
 
     def signup_track(self, user_identifiers: Mapping[str, Any], ctx: Any = SENTINEL_CTX) -> bool:
         accepted = self.track(
@@ -233,3 +233,13 @@ class Users:
 def _served(ctx: Any) -> Any:
     """The request ``ctx`` stands for (the current one for the default), or None."""
     return _current_request() if ctx is SENTINEL_CTX else ctx
+
+
+def _refuse(blocked: Blocked, ctx: Any) -> NoReturn:
+    """Raise ``blocked``, kept on the request first (``RequestContext.refused``): a
+    middleware that sees the request end without it (caught on its way: an app's
+    ``except BaseException``, ``asyncio.gather(return_exceptions=True)``) still refuses it."""
+    served = _served(ctx)
+    if served is not None and served.bound:
+        served.refused = blocked
+    raise blocked

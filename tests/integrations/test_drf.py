@@ -47,6 +47,13 @@ def test_a_token_s_user_is_identified_and_refused_while_blocked(
         # However the view lists the check: its own list, composed, @api_view.
         assert http.post("/drf/export", headers=ALICE).status_code == 403
         assert http.get("/drf/whoami", headers=ALICE).status_code == 403
+        # Composed as adrf composes (a raised Blocked gathered as an answer): still denied.
+        reply = http.post("/drf/gathered", headers=ALICE)
+        assert (reply.status_code, reply.json()["detail"]) == (403, "This request was refused.")
+        # A view catching the Blocked identify() raised: the middleware refuses all the same.
+        reply = http.get("/swallowing/?user=alice", headers=ALICE)
+        assert (reply.status_code, reply.json()["error"]) == (403, "forbidden")
+        assert http.get("/swallowing/?user=bob").text == "served"
         # By password (DRF's BasicAuthentication calls authenticate()), any spelling.
         assert http.get("/drf/me", auth=("ALICE", PASSWORD)).status_code == 403
         # Others go on.
@@ -65,10 +72,10 @@ def test_a_token_s_user_is_identified_and_refused_while_blocked(
     assert {e["properties"]["kind"] for e in refusals} == {"user"}
     # The refused view ran no further: no export for alice was tracked, bob's was.
     exports = [e["user"] for e in receiver.events if e["name"] == "data.export.requested"]
-    assert exports == [{"username": "bob"}]
+    assert exports == [{"username": "bob"}]  # neither of alice's ran
 
 
-def test_the_check_names_the_views_that_leave_it_out() -> None:
+def test_the_check_names_the_routes_that_leave_it_out() -> None:
     script = """
 import os, types
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.integrations.apps.django_auth_site.settings"
@@ -86,12 +93,24 @@ print([m.id for m in sqreen_checks()])  # the site's own views all list it
 unchecked = types.ModuleType("unchecked")
 unchecked.urlpatterns = api.unchecked
 with override_settings(ROOT_URLCONF=unchecked):
-    (found,) = sqreen_checks()
-    print(found.id, found.msg, found.hint, sep="\\n")
+    for found in sqreen_checks():
+        print(found.id, found.msg, found.hint, sep="\\n")
 """
     lines = run_alone(script).stdout.splitlines()
     assert lines[0] == "[]"
     assert lines[1] == "sqreen.W003"
-    assert "1 Django REST framework view(s)" in lines[2]
-    assert lines[2].endswith(": tests.integrations.apps.django_auth_site.api.Unchecked")
+    site = "tests.integrations.apps.django_auth_site.api"
+    missing = lines[2].split(": ", 1)[1].split(", ")
+    assert missing == [
+        f"api/posts/mine/ ({site}.Posts)",  # an @action's own list, through the router
+        f"unchecked ({site}.Unchecked)",
+        f"either ({site}.Either)",  # | lets a blocked user through the other side
+        f"open ({site}.Me)",  # as_view(permission_classes=...)
+        f"public ({site}.public)",  # @api_view, by its function's name
+    ]
+    assert lines[2].startswith("5 routes of Django REST framework neither identify")
     assert '"sqreen.integrations.drf.NotBlocked" first in' in lines[3]
+    assert lines[4] == "sqreen.W004"
+    assert lines[5].endswith(f": chosen ({site}.Chosen)")
+    assert 'SILENCED_SYSTEM_CHECKS = ["sqreen.W004"]' in lines[6]
+    assert len(lines) == 7  # no token view (DRF's own), no view without authentication

@@ -1,11 +1,21 @@
-"""``sqreen.W003``: the Django REST framework views that do not check blocked users.
+"""``sqreen.W003`` and ``sqreen.W004``: the Django REST framework views that do not check
+blocked users, or that choose their permissions in code.
 
 DRF authenticates inside the view, so only :class:`sqreen.integrations.drf.NotBlocked` among
-a view's ``permission_classes`` identifies its user and refuses a blocked one (see
+a view's permissions identifies its user and refuses a blocked one (see
 :mod:`sqreen.integrations.drf`). The check walks the URLconf, as Django's own URL checks do,
-and names the DRF views (``APIView`` subclasses, ``@api_view`` functions, viewsets) whose
-``permission_classes`` leave it out, composed ones (``NotBlocked & IsAdminUser``) read through.
-A view that picks its permissions in ``get_permissions()`` is judged by its class attribute.
+and reads each DRF route's permissions as DRF will: the ``permission_classes`` given to
+``as_view()`` (a router gives an ``@action``'s there), else the class's; compositions are
+read through ``&`` only (``|`` and ``~`` could pass a blocked user on the other side).
+
+- W003 names the routes whose permissions leave it out.
+- W004 names those whose class overrides ``get_permissions()``: what it returns cannot be
+  read here. An app that checked them can silence W004 alone (``SILENCED_SYSTEM_CHECKS``).
+
+Left out: views without authentication classes (no user to check: JWT packages' token
+views) and DRF's own views (``ObtainAuthToken``: a password goes through ``authenticate()``,
+where ``BlockedUsersBackend`` refuses a blocked user). A view wrapped by a decorator that
+drops DRF's attributes (no ``functools.wraps``) cannot be seen.
 """
 
 from __future__ import annotations
@@ -13,63 +23,88 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from django.apps import apps
 from django.core import checks
 
 __all__ = ["check_rest_framework"]
 
-#: Views named at most; the rest are counted.
+#: Routes named at most in a message; the rest are counted.
 MAX_NAMED = 10
 _PATH = "sqreen.integrations.drf.NotBlocked"
 
 
 def check_rest_framework(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    """One ``sqreen.W003`` naming the DRF views without ``NotBlocked``, if any."""
-    if not apps.is_installed("rest_framework"):
-        return []
+    """``sqreen.W003`` and ``sqreen.W004`` (see the module), each once, when there are
+    routes to name."""
     try:
         from django.urls import get_resolver
-
-        views = sorted(set(_drf_views(get_resolver().url_patterns)), key=_name)
+        from rest_framework.views import APIView
+    except ImportError:  # no DRF: nothing to check
+        return []
+    try:
+        routes = list(_drf_routes(get_resolver().url_patterns, "", APIView))
     except Exception:  # a URLconf that does not import: Django's own checks say why
         return []
-    missing = [_name(view) for view in views if not _checks(view)]
-    if not missing:
-        return []
-    named = ", ".join(missing[:MAX_NAMED])
-    if len(missing) > MAX_NAMED:
-        named += f" and {len(missing) - MAX_NAMED} more"
-    return [
-        checks.Warning(
-            f"{len(missing)} Django REST framework view(s) do not identify their user nor "
-            f"refuse a blocked one: {named}",
-            hint=(
-                f'List "{_PATH}" first in REST_FRAMEWORK["DEFAULT_PERMISSION_CLASSES"], and '
-                "in the permission_classes of views that set their own."
-            ),
-            id="sqreen.W003",
+    missing, chosen = [], []
+    for route, cls, permissions in routes:
+        if cls.get_permissions is not APIView.get_permissions:
+            chosen.append(f"{route} ({_name(cls)})")
+        elif not _checks(permissions):
+            missing.append(f"{route} ({_name(cls)})")
+    found = []
+    if missing:
+        found.append(
+            checks.Warning(
+                f"{_count(missing)} of Django REST framework neither identify their user nor "
+                f"refuse a blocked one: {_named(missing)}",
+                hint=(
+                    f'List "{_PATH}" first in REST_FRAMEWORK["DEFAULT_PERMISSION_CLASSES"], '
+                    "and in the permission_classes of views (and @action) that set their own."
+                ),
+                id="sqreen.W003",
+            )
         )
-    ]
+    if chosen:
+        found.append(
+            checks.Warning(
+                f"{_count(chosen)} of Django REST framework choose their permissions in "
+                f"get_permissions(), which cannot be checked for {_PATH}: {_named(chosen)}",
+                hint=(
+                    "Make each list get_permissions() returns hold NotBlocked(), then "
+                    'silence this check: SILENCED_SYSTEM_CHECKS = ["sqreen.W004"].'
+                ),
+                id="sqreen.W004",
+            )
+        )
+    return found
 
 
-def _drf_views(patterns: Iterable[Any]) -> Iterator[type]:
-    """The view classes of DRF's ``as_view()`` reachable from ``patterns``."""
-    from rest_framework.views import APIView
-
+def _drf_routes(
+    patterns: Iterable[Any], prefix: str, api_view: type
+) -> Iterator[tuple[str, Any, Any]]:
+    """``(route, view class, permission classes)`` of the DRF routes under ``patterns``."""
     for pattern in patterns:
+        route = prefix + str(getattr(pattern, "pattern", "")).removeprefix("^").removesuffix("$")
         nested = getattr(pattern, "url_patterns", None)
         if nested is not None:  # include()
-            yield from _drf_views(nested)
+            yield from _drf_routes(nested, route, api_view)
             continue
-        cls = getattr(getattr(pattern, "callback", None), "cls", None)
-        if isinstance(cls, type) and issubclass(cls, APIView):
-            yield cls
+        callback = getattr(pattern, "callback", None)
+        found = getattr(callback, "cls", None)
+        if not isinstance(found, type) or not issubclass(found, api_view):
+            continue
+        cls: Any = found
+        initkwargs = getattr(callback, "initkwargs", None) or {}
+        if not initkwargs.get("authentication_classes", cls.authentication_classes):
+            continue  # no user is authenticated there
+        if cls.__module__.startswith("rest_framework."):
+            continue
+        yield route, cls, initkwargs.get("permission_classes", cls.permission_classes)
 
 
-def _checks(view: type) -> bool:
+def _checks(permissions: Any) -> bool:
     from ...integrations.drf import NotBlocked
 
-    return any(_holds(item, NotBlocked) for item in getattr(view, "permission_classes", ()) or ())
+    return any(_holds(item, NotBlocked) for item in permissions or ())
 
 
 def _holds(item: Any, wanted: type) -> bool:
@@ -84,5 +119,15 @@ def _holds(item: Any, wanted: type) -> bool:
     return False
 
 
-def _name(view: type) -> str:
-    return f"{view.__module__}.{view.__qualname__}"
+def _name(view: Any) -> str:
+    """``module.Class``; for ``@api_view``, the function's name (DRF sets ``__name__``)."""
+    return f"{view.__module__}.{view.__name__}"
+
+
+def _count(routes: list[str]) -> str:
+    return "1 route" if len(routes) == 1 else f"{len(routes)} routes"
+
+
+def _named(routes: list[str]) -> str:
+    shown = ", ".join(routes[:MAX_NAMED])
+    return shown + (f" and {len(routes) - MAX_NAMED} more" if len(routes) > MAX_NAMED else "")

@@ -32,6 +32,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
 
 from ... import _hub
+from ..._blocking import Blocked
 from ..._client import Client
 from ..._context import RequestContext, current_request
 from ..._hub import client_or_inert
@@ -115,6 +116,8 @@ class SqreenMiddleware:
             if refusal is not None:
                 return refusal
             response = self.get_response(request)
+            if ctx.refused is not None:  # raised, then caught on its way: refused all the same
+                return _refuse(client, ctx, request, ctx.refused)
             with _GUARD:
                 late = self._answered_before_view(request)
                 if late is not None:
@@ -124,11 +127,10 @@ class SqreenMiddleware:
                 bind_streaming(response, ctx)
             return response
         except BaseException as exc:
-            blocked = find_blocked(exc)
+            blocked = find_blocked(exc) or ctx.refused
             if blocked is None:
                 raise
-            refused(client, ctx, blocked)
-            return _forbidden(request)
+            return _refuse(client, ctx, request, blocked)
         finally:
             current_request.reset(token)
 
@@ -149,6 +151,8 @@ class SqreenMiddleware:
             if refusal is not None:
                 return refusal
             response = await get_response(request)
+            if ctx.refused is not None:
+                return _refuse(client, ctx, request, ctx.refused)
             with _GUARD:
                 late = self._answered_before_view(request)
                 if late is not None:
@@ -159,11 +163,10 @@ class SqreenMiddleware:
                 bind_streaming(response, ctx)
             return response
         except BaseException as exc:
-            blocked = find_blocked(exc)
+            blocked = find_blocked(exc) or ctx.refused
             if blocked is None:
                 raise
-            refused(client, ctx, blocked)
-            return _forbidden(request)
+            return _refuse(client, ctx, request, blocked)
         finally:
             current_request.reset(token)
 
@@ -234,10 +237,7 @@ def _refuse_user(
     if user is None or not user.is_authenticated:
         return None
     blocked = client.blocklist.user_block({"username": str(user.get_username())})
-    if blocked is None:
-        return None
-    refused(client, ctx, blocked)
-    return _forbidden(request)
+    return None if blocked is None else _refuse(client, ctx, request, blocked)
 
 
 _hooked_pid = 0  # the process whose sync chain has set the exit hooks (see below)
@@ -281,8 +281,11 @@ def _enter(request: Any, started: Client | None = None) -> Entered | None:
 
 def _check_ip(client: Client, ctx: RequestContext, request: Any) -> HttpResponse | None:
     blocked = blocked_ip(client, ctx)
-    if blocked is None:
-        return None
+    return None if blocked is None else _refuse(client, ctx, request, blocked)
+
+
+def _refuse(client: Client, ctx: RequestContext, request: Any, blocked: Blocked) -> HttpResponse:
+    """The 403 for a request refused by ``blocked`` (said and counted)."""
     refused(client, ctx, blocked)
     return _forbidden(request)
 

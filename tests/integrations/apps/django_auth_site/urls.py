@@ -159,7 +159,17 @@ def api_login_tracked_too(request: HttpRequest) -> HttpResponse:
     return HttpResponse("yes" if user else "no", status=200 if user else 401)
 
 
+def swallowing(request: HttpRequest) -> HttpResponse:
+    """A view that catches everything, ``sqreen.Blocked`` of ``identify()`` too."""
+    try:
+        request.sqreen.identify({"username": request.GET["user"]})  # type: ignore[attr-defined]
+    except BaseException:
+        return HttpResponse("swallowed")
+    return HttpResponse("served")
+
+
 urlpatterns = [
+    path("swallowing/", swallowing),
     path("drf/", include("tests.integrations.apps.django_auth_site.api")),
     path("api/check", check_password),
     path("api/login-tracked-too", api_login_tracked_too),
