@@ -131,13 +131,22 @@ class SqreenASGIMiddleware:
             return
         token = current_request.set(ctx)
 
-        started = False
+        started = refusing = False
 
         async def send_unbound(message: Message) -> None:
-            """The server's ``send``, run with no request bound (see :func:`unbound`)."""
-            nonlocal started
+            """The server's ``send``, run with no request bound (see :func:`unbound`); the
+            app's answer replaced by a 403 when a block raised for the request was caught
+            on its way (:attr:`RequestContext.refused`)."""
+            nonlocal started, refusing
+            if refusing:
+                return
             if message["type"] == "http.response.start":
                 started = True
+                if ctx.refused is not None:
+                    refusing = True
+                    refused(client, ctx, ctx.refused)
+                    await _refuse(scope, partial(unbound, send))
+                    return
             await unbound(send, message)
 
         try:
@@ -150,6 +159,11 @@ class SqreenASGIMiddleware:
             await self.app(scope, tee.receive, send_unbound)
         except BaseException as exc:
             blocked = find_blocked(exc)
+            if refusing:  # its 403 went out already
+                if blocked is None:
+                    raise
+                return
+            blocked = blocked or ctx.refused
             if blocked is None:
                 raise
             refused(client, ctx, blocked)

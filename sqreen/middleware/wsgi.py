@@ -101,15 +101,30 @@ class SqreenWSGIMiddleware:
                     refused(client, ctx, blocked)
                     environ.pop(ENVIRON_KEY, None)
                     return _refuse(environ, start_response, blocked)
+            # While a block could refuse the request, the app's start_response is held
+            # back once one was raised (see _Holding).
+            blocklist = client.blocklist
+            start: Any = start_response
+            if blocklist.has_users or blocklist.has_ips:
+                start = _Holding(start_response, ctx)
             try:
-                result = self.app(environ, start_response)
+                result = self.app(environ, start)
             except BaseException as exc:
                 environ.pop(ENVIRON_KEY, None)
-                blocked = find_blocked(exc)
+                blocked = find_blocked(exc) or ctx.refused
                 if blocked is None:
                     raise
                 refused(client, ctx, blocked)
                 return _refuse(environ, start_response, blocked, exc)
+            blocked = ctx.refused
+            if blocked is not None:  # raised, then caught on its way: refused all the same
+                environ.pop(ENVIRON_KEY, None)
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+                refused(client, ctx, blocked)
+                held = start is not start_response and not start.forwarded
+                return _refuse(environ, start_response, blocked, None if held else blocked)
         finally:
             current_request.reset(token)
 
@@ -120,6 +135,32 @@ class SqreenWSGIMiddleware:
             environ.pop(ENVIRON_KEY, None)
             return result
         return _Response(result, ctx, environ, start_response)
+
+
+class _Holding:
+    """The app's ``start_response`` while a block could refuse its request: forwarded,
+    unless a block raised for the request was kept (:attr:`RequestContext.refused`: caught
+    by the app on its way), in which case the middleware answers 403 after the app returns,
+    as the first call. Replacing the app's headers instead (``exc_info``) is what PEP 3333
+    allows, but gunicorn appends the new headers to the app's: both ``Content-Length``, the
+    body cut at the app's."""
+
+    __slots__ = ("ctx", "forwarded", "start")
+
+    def __init__(self, start: StartResponse, ctx: RequestContext) -> None:
+        self.start = start
+        self.ctx = ctx
+        self.forwarded = False
+
+    def __call__(self, status: str, headers: Any, exc_info: Any = None) -> Any:
+        if self.ctx.refused is not None:
+            return _dropped
+        self.forwarded = True
+        return self.start(status, headers, exc_info)
+
+
+def _dropped(data: bytes) -> None:
+    """The ``write`` of a response replaced by a 403."""
 
 
 def _refuse(

@@ -252,6 +252,10 @@ def test_a_blocked_user_is_refused_until_unblocked(site: Site) -> None:
         assert refused.status == 403
         assert json.loads(refused.body)["error"] == "forbidden"
         assert site.request("GET", f"/identify?uid={mallory}").status == 403
+        # Nor `except BaseException:`: the block was kept on the request, refused at its end.
+        swallowed = site.request("GET", f"/guarded?uid={mallory}&broad=1&marker={m}-broad")
+        assert swallowed.status == 403 and b"refused" in swallowed.body
+        assert site.request("GET", f"/guarded?uid={alice}&broad=1").body == b"served"
         assert site.request("GET", f"/guarded?uid={alice}&marker={m}").body == b"served"
     finally:
         site.receiver.block([])

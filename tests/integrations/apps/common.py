@@ -8,7 +8,8 @@ clients and through real servers:
                   with ``?early=1``; the body with ``?collect=1``), answers its digest
 ``/form``         parses a form with the framework's own parser, tracks ``form``
 ``/identify``     identifies ``?uid=``, tracks ``identified`` (``?as=`` overrides the user)
-``/guarded``      identifies ``?uid=`` inside ``except Exception:``, tracks ``guarded``
+``/guarded``      identifies ``?uid=`` inside ``except Exception:`` (``except BaseException:``
+                  too with ``?broad=1``), tracks ``guarded``
 ``/count``        counts the times the view ran
 ``/barrier``      identifies ``?uid=``, waits for ``?n=`` requests of run ``?run=``, tracks
 """
