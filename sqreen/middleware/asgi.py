@@ -169,7 +169,8 @@ class SqreenASGIMiddleware:
             refused(client, ctx, blocked)
             if started:
                 raise ResponseAborted(str(blocked)) from blocked
-            await _refuse(scope, send_unbound)
+            refusing = True  # counted: its 403 goes out as is
+            await _refuse(scope, partial(unbound, send))
         finally:
             current_request.reset(token)
             _unstore(scope, ctx)

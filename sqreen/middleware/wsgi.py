@@ -28,6 +28,7 @@ Errors of ours are logged on the ``sqreen`` logger and counted, never turned int
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any
@@ -49,6 +50,7 @@ from ._tee import WSGIInputTee
 __all__ = ["ENVIRON_KEY", "RouteOf", "SqreenWSGIMiddleware"]
 
 _GUARD = guard("the WSGI middleware")
+logger = logging.getLogger("sqreen")
 
 #: Where the per-request handle lives in the environ (a dotted key: PEP 3333 keeps undotted
 #: names for CGI variables, which are strings).
@@ -100,13 +102,8 @@ class SqreenWSGIMiddleware:
                 if blocked is not None:
                     refused(client, ctx, blocked)
                     environ.pop(ENVIRON_KEY, None)
-                    return _refuse(environ, start_response, blocked)
-            # While a block could refuse the request, the app's start_response is held
-            # back once one was raised (see _Holding).
-            blocklist = client.blocklist
-            start: Any = start_response
-            if blocklist.has_users or blocklist.has_ips:
-                start = _Holding(start_response, ctx)
+                    return _refuse(environ, start_response)
+            start = _Holding(start_response, ctx)
             try:
                 result = self.app(environ, start)
             except BaseException as exc:
@@ -115,16 +112,13 @@ class SqreenWSGIMiddleware:
                 if blocked is None:
                     raise
                 refused(client, ctx, blocked)
-                return _refuse(environ, start_response, blocked, exc)
+                return _refuse_held(environ, start, blocked)
             blocked = ctx.refused
             if blocked is not None:  # raised, then caught on its way: refused all the same
                 environ.pop(ENVIRON_KEY, None)
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+                _close(result)
                 refused(client, ctx, blocked)
-                held = start is not start_response and not start.forwarded
-                return _refuse(environ, start_response, blocked, None if held else blocked)
+                return _refuse_held(environ, start, blocked)
         finally:
             current_request.reset(token)
 
@@ -133,64 +127,79 @@ class SqreenWSGIMiddleware:
             # No app code left to run while it is sent. environ -> handle -> environ: break
             # the cycle so that reference counting frees the request.
             environ.pop(ENVIRON_KEY, None)
+            start.forward()
             return result
-        return _Response(result, ctx, environ, start_response)
+        return _Response(result, ctx, environ, start)  # forwarded with its first chunk
 
 
 class _Holding:
-    """The app's ``start_response`` while a block could refuse its request: forwarded,
-    unless a block raised for the request was kept (:attr:`RequestContext.refused`: caught
-    by the app on its way), in which case the middleware answers 403 after the app returns,
-    as the first call. Replacing the app's headers instead (``exc_info``) is what PEP 3333
-    allows, but gunicorn appends the new headers to the app's: both ``Content-Length``, the
-    body cut at the app's."""
+    """The app's ``start_response``, held until the response's first non-empty chunk goes
+    to the server (or the app returns): only then is the server given it, unless a block
+    raised for the request was kept meanwhile (:attr:`RequestContext.refused`, when the app
+    caught it on its way), in which case the 403 is the server's first call. Replacing the
+    app's headers instead (``exc_info``), as PEP 3333 allows, made gunicorn send both sets
+    of headers: both ``Content-Length``s, the body cut at the app's. An app that writes
+    (the ``write`` callable) is given the server's once it writes."""
 
-    __slots__ = ("ctx", "forwarded", "start")
+    __slots__ = ("_ctx", "_held", "_start", "_write", "forwarded")
 
     def __init__(self, start: StartResponse, ctx: RequestContext) -> None:
-        self.start = start
-        self.ctx = ctx
+        self._start = start
+        self._ctx = ctx
+        self._held: tuple[Any, ...] | None = None
+        self._write: Callable[[bytes], object] | None = None
         self.forwarded = False
 
     def __call__(self, status: str, headers: Any, exc_info: Any = None) -> Any:
-        if self.ctx.refused is not None:
-            return _dropped
-        self.forwarded = True
-        return self.start(status, headers, exc_info)
+        if self.forwarded:  # the server's rules for a second call (exc_info) apply
+            return self._start(status, headers, exc_info)
+        self._held = (status, headers, exc_info)
+        return self._written
+
+    def forward(self) -> bool:
+        """Give the server the app's call now (once); False, and nothing given, when a block
+        was kept for the request."""
+        if self.forwarded:
+            return True
+        if self._ctx.refused is not None:
+            return False
+        held = self._held
+        if held is not None:
+            self.forwarded = True
+            self._write = self._start(*held)
+        return True
+
+    def _written(self, data: bytes) -> None:
+        if self.forward() and self._write is not None:
+            self._write(data)
 
 
-def _dropped(data: bytes) -> None:
-    """The ``write`` of a response replaced by a 403."""
+def _refuse_held(environ: WSGIEnvironment, start: _Holding, blocked: Blocked) -> list[bytes]:
+    """The 403 in place of the app's response, as the server's first call; when the app's
+    headers went to the server already (it wrote), the connection is dropped instead."""
+    if start.forwarded:
+        raise ResponseAborted(str(blocked)) from blocked
+    return _refuse(environ, start._start)
 
 
-def _refuse(
-    environ: WSGIEnvironment,
-    start_response: StartResponse,
-    blocked: Blocked,
-    exc: BaseException | None = None,
-) -> list[bytes]:
+def _close(result: Any) -> None:
+    """Close a response replaced by a 403 (an error doing so is the app's: logged)."""
+    close = getattr(result, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            logger.warning("sqreen: closing the response a 403 replaced failed", exc_info=True)
+
+
+def _refuse(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
     body, content_type = forbidden(environ.get("HTTP_ACCEPT"))
     headers = [
         ("Content-Type", content_type),
         ("Content-Length", str(len(body))),
         ("Cache-Control", "no-store"),
     ]
-    tb = None if exc is None else exc.__traceback__
-    if exc is None or tb is None:  # the app never ran (an exception it raised has a traceback)
-        start_response("403 Forbidden", headers)
-        return [body]
-    # The app raised: it may have called start_response already, and then a second call
-    # without exc_info is a fatal error (PEP 3333); with it, the server replaces the headers
-    # it holds, or re-raises the exception when it has sent them.
-    try:
-        start_response("403 Forbidden", headers, (type(exc), exc, tb))
-    except BaseException:
-        # Sent already; or werkzeug's test client, which re-raises any exc_info and has no
-        # headers to protect: a plain call is what it takes (a server refuses it).
-        try:
-            start_response("403 Forbidden", headers)
-        except BaseException:
-            raise ResponseAborted(str(blocked)) from blocked
+    start_response("403 Forbidden", headers)
     return [body]
 
 
@@ -198,27 +207,28 @@ class _Response:
     """The app's response iterable, bound to its request around each chunk it produces.
 
     It is its own iterator: each ``next()`` binds the request, asks the app's iterator for a
-    chunk and unbinds it, in one frame. ``Blocked`` from the app while no chunk was sent
-    becomes a 403 (the headers can still be replaced), and aborts the response after.
-    Exhausting or closing it only drops references.
+    chunk and unbinds it, in one frame. Until the first non-empty chunk, the app's
+    ``start_response`` is held (:class:`_Holding`) and empty chunks are not passed on (a
+    server may send the headers with one): ``Blocked`` from the app, or a block kept for the
+    request, becomes a 403 then; after it, the response is aborted. Exhausting or closing
+    it only drops references.
     """
 
-    __slots__ = ("_ctx", "_environ", "_iterator", "_refusal", "_result", "_sent", "_start")
+    __slots__ = ("_ctx", "_environ", "_iterator", "_refusal", "_result", "_start")
 
     def __init__(
         self,
         result: Iterable[bytes],
         ctx: RequestContext,
         environ: WSGIEnvironment,
-        start_response: StartResponse,
+        start: _Holding,
     ) -> None:
         self._result: Iterable[bytes] | None = result
         self._ctx: RequestContext | None = ctx
         self._environ: WSGIEnvironment | None = environ
-        self._start: StartResponse | None = start_response
+        self._start: _Holding | None = start
         self._iterator: Iterator[bytes] | None = None
         self._refusal: list[bytes] | None = None
-        self._sent = False
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -228,8 +238,8 @@ class _Response:
             if self._refusal:
                 return self._refusal.pop()
             raise StopIteration
-        ctx = self._ctx
-        if ctx is None:  # exhausted or closed
+        ctx, start = self._ctx, self._start
+        if ctx is None or start is None:  # exhausted or closed
             raise StopIteration
         token = current_request.set(ctx)
         try:
@@ -237,30 +247,33 @@ class _Response:
             if iterator is None:
                 iterator = self._iterator = iter(self._result)  # type: ignore[arg-type]
             chunk = next(iterator)
+            while not chunk and not start.forwarded:
+                chunk = next(iterator)
         except StopIteration:
+            if not start.forward():
+                return self._refuse_late(ctx.refused)  # type: ignore[arg-type]
             self._drop()
             raise
         except BaseException as exc:
-            blocked = find_blocked(exc)
+            blocked = find_blocked(exc) or ctx.refused
             if blocked is None:
                 self._drop()
                 raise
-            return self._refuse_late(blocked, exc)
+            return self._refuse_late(blocked)
         finally:
             current_request.reset(token)
-        if chunk:
-            self._sent = True
+        if not start.forward():
+            return self._refuse_late(ctx.refused)  # type: ignore[arg-type]
         return chunk
 
-    def _refuse_late(self, blocked: Blocked, exc: BaseException) -> bytes:
+    def _refuse_late(self, blocked: Blocked) -> bytes:
         environ, start, ctx = self._environ, self._start, self._ctx
         if ctx is not None:
             refused(ctx.client, ctx, blocked)
         self._drop()
-        if self._sent or environ is None or start is None:
+        if environ is None or start is None:
             raise ResponseAborted(str(blocked)) from blocked
-        # Nothing was sent yet: the headers can still be replaced by a 403.
-        self._refusal = _refuse(environ, start, blocked, exc)
+        self._refusal = _refuse_held(environ, start, blocked)
         return self._refusal.pop()
 
     def _drop(self) -> None:

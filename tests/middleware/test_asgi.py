@@ -525,3 +525,22 @@ def test_the_server_sends_and_receives_with_no_request_bound(
     tracked = [e for e in sqreen_events if e["name"] == "background.task"]
     assert [e["request"]["path"] for e in tracked] == ["/a"]
     assert sorted(e["name"] for e in sqreen_events if e not in tracked) == ["security.blocked"] * 2
+
+
+@pytest.mark.parametrize("caught", [False, True], ids=["raised", "caught-by-the-app"])
+def test_a_refused_request_is_counted_once(sqreen_events: CapturedEvents, caught: bool) -> None:
+    """Raised through the middleware, or caught by the app (kept on the request): one 403,
+    its body alone, one refusal counted."""
+    sqreen_events.block([{"id": "b1", "type": "block_user", "user": {"uid": "mallory"}}])
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            scope["state"]["sqreen"].identify({"uid": "mallory"})
+        except BaseException:
+            if not caught:
+                raise
+        await ok(scope, receive, send)
+
+    status, _, body = asyncio.run(call(SqreenASGIMiddleware(app), http_scope()))
+    assert status == 403 and b"refused" in body and b"ok" not in body
+    assert sqreen_events.client.refusals.totals == {"b1": 1}

@@ -353,3 +353,22 @@ def test_a_client_that_cannot_be_made_at_a_request_is_said_once_and_passed_throu
     assert server()[0] == 200
     assert _hub.active is not None and sqreen.flush(5)
     assert [e["name"] for e in _hub.active.transport.events] == ["hello"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("caught", [False, True], ids=["raised", "caught-by-the-app"])
+def test_a_refused_request_is_counted_once(sqreen_events: CapturedEvents, caught: bool) -> None:
+    sqreen_events.block([{"id": "b1", "type": "block_user", "user": {"uid": "mallory"}}])
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            environ["sqreen.context"].identify({"uid": "mallory"})
+        except BaseException:
+            if not caught:
+                raise
+        return [b"secret"]
+
+    status, headers, body = Server(SqreenWSGIMiddleware(app))()
+    assert status == 403 and b"secret" not in body
+    assert int(headers["Content-Length"]) == len(body)
+    assert sqreen_events.client.refusals.totals == {"b1": 1}

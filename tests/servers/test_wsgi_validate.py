@@ -10,6 +10,7 @@ the server (outside), and what the middleware hands the app and what the app han
 from __future__ import annotations
 
 import io
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,8 @@ import sqreen
 from sqreen.middleware._common import ResponseAborted
 from sqreen.middleware.wsgi import SqreenWSGIMiddleware
 from sqreen.testing import CapturedEvents
-from tests.integrations._servers import http_request
+from tests.integrations._servers import Gunicorn, http_request, wait_until
+from tests.receiver import Receiver
 
 pytestmark = pytest.mark.slow
 
@@ -44,9 +46,26 @@ def app(environ: dict[str, Any], start_response: Any) -> Any:
     handle.track("validated", properties={"path": path, "length": len(body)})
     if path == "/identify-before-start":
         handle.identify({"uid": "mallory"})
+    if path == "/caught-in-generator":  # start_response called lazily, as PEP 3333 allows
+
+        def caught() -> Iterator[bytes]:
+            try:
+                handle.identify({"uid": "mallory"})
+            except BaseException:
+                pass
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"secret"
+
+        return caught()
     start_response("200 OK", [("Content-Type", "text/plain")])
     if path == "/identify-after-start":
         handle.identify({"uid": "mallory"})
+    if path == "/caught-after-start":
+        try:
+            handle.identify({"uid": "mallory"})
+        except BaseException:
+            pass
+        return [b"secret"]
     if path == "/stream":
         return iter([b"<", body, b">"])
     if path == "/file":
@@ -74,6 +93,9 @@ SCENARIOS = {
     "identify-before-start": ("/identify-before-start", b"", {}, 403, None),
     "identify-after-start": ("/identify-after-start", b"", {}, 403, None),
     "identify-before-any-chunk": ("/late-before-any-chunk", b"", {}, 403, None),
+    # The app caught the Blocked identify() raised: refused all the same.
+    "caught-after-start": ("/caught-after-start", b"", {}, 403, None),
+    "caught-in-generator": ("/caught-in-generator", b"", {}, 403, None),
 }
 DIRECT = [name for name in SCENARIOS if name != "file-wrapper"]  # the server's wrapper
 
@@ -197,3 +219,54 @@ def test_a_direct_call_aborted_after_a_chunk(events: CapturedEvents) -> None:
     with pytest.raises(ResponseAborted):
         StrictServer().run(_environ("/late-after-a-chunk", b"", {}))
     assert sqreen.is_blocked({"uid": "mallory"})
+
+
+def test_a_caught_block_is_one_clean_403_on_gunicorn(tmp_path: Any) -> None:
+    """gunicorn appends the headers of a second ``start_response`` (``exc_info``) to the
+    first's: the 403 must be its first call, on a connection that stays usable."""
+    receiver = Receiver()
+    receiver.block(BLOCKS)
+    env = {"SQREEN_ENDPOINT": receiver.url, "SQREEN_FLUSH_INTERVAL": "0.2"}
+    server = Gunicorn("tests.servers.test_wsgi_validate:WRAPPED", env, "gthread")  # keep-alive
+    try:
+        assert wait_until(
+            lambda: http_request(server.port, "GET", "/identify-before-start").status == 403, 15
+        )
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+            for path in ("/caught-after-start", "/caught-in-generator", "/stream"):
+                conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n".encode())
+                head, body = _read_response(conn)
+                names = [line.split(b":")[0].lower() for line in head.split(b"\r\n")[1:]]
+                assert names.count(b"content-type") == 1, head  # one set of headers
+                assert names.count(b"content-length") <= 1, head
+                if path == "/stream":  # the same connection serves the next request
+                    assert head.startswith(b"HTTP/1.1 200") and body == b"<>"
+                else:
+                    assert head.startswith(b"HTTP/1.1 403"), head
+                    assert b"secret" not in body and b"refused" in body
+    finally:
+        server.stop()
+        receiver.stop()
+
+
+def _read_response(conn: socket.socket) -> tuple[bytes, bytes]:
+    """One response with a Content-Length (or chunked, for the app's stream) off ``conn``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lengths = [h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")]
+    if lengths:
+        length = int(lengths[0].split(b":")[1])
+        while len(rest) < length:
+            rest += conn.recv(65536)
+        return head, rest[:length]
+    while not rest.endswith(b"0\r\n\r\n"):
+        rest += conn.recv(65536)
+    body, pieces = b"", rest
+    while True:
+        size_line, _, pieces = pieces.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return head, body
+        body, pieces = body + pieces[:size], pieces[size + 2 :]

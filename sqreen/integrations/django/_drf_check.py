@@ -30,6 +30,8 @@ __all__ = ["check_rest_framework"]
 #: Routes named at most in a message; the rest are counted.
 MAX_NAMED = 10
 _PATH = "sqreen.integrations.drf.NotBlocked"
+#: The packages whose views read ``permission_classes`` as DRF does: DRF's, adrf's (async).
+_FRAMEWORKS = ("rest_framework.", "adrf.")
 
 
 def check_rest_framework(app_configs: Any = None, **kwargs: Any) -> list[Any]:
@@ -46,7 +48,7 @@ def check_rest_framework(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         return []
     missing, chosen = [], []
     for route, cls, permissions in routes:
-        if cls.get_permissions is not APIView.get_permissions:
+        if _chooses(cls):
             chosen.append(f"{route} ({_name(cls)})")
         elif not _checks(permissions):
             missing.append(f"{route} ({_name(cls)})")
@@ -79,16 +81,21 @@ def check_rest_framework(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
 
 def _drf_routes(
-    patterns: Iterable[Any], prefix: str, api_view: type
+    patterns: Iterable[Any], prefix: str, api_view: type, seen: set[int] | None = None
 ) -> Iterator[tuple[str, Any, Any]]:
-    """``(route, view class, permission classes)`` of the DRF routes under ``patterns``."""
+    """``(route, view class, permission classes)`` of the DRF routes under ``patterns``, each
+    view once (a router's format-suffix routes repeat its views)."""
+    seen = set() if seen is None else seen
     for pattern in patterns:
         route = prefix + str(getattr(pattern, "pattern", "")).removeprefix("^").removesuffix("$")
         nested = getattr(pattern, "url_patterns", None)
         if nested is not None:  # include()
-            yield from _drf_routes(nested, route, api_view)
+            yield from _drf_routes(nested, route, api_view, seen)
             continue
         callback = getattr(pattern, "callback", None)
+        if id(callback) in seen:
+            continue
+        seen.add(id(callback))
         found = getattr(callback, "cls", None)
         if not isinstance(found, type) or not issubclass(found, api_view):
             continue
@@ -96,9 +103,18 @@ def _drf_routes(
         initkwargs = getattr(callback, "initkwargs", None) or {}
         if not initkwargs.get("authentication_classes", cls.authentication_classes):
             continue  # no user is authenticated there
-        if cls.__module__.startswith("rest_framework."):
+        if cls.__module__.startswith(_FRAMEWORKS):
             continue
         yield route, cls, initkwargs.get("permission_classes", cls.permission_classes)
+
+
+def _chooses(cls: Any) -> bool:
+    """Whether ``cls`` picks its permissions in its own ``get_permissions()`` (DRF's and
+    adrf's, which read ``permission_classes``, are not that)."""
+    for klass in cls.__mro__:
+        if "get_permissions" in vars(klass):
+            return not klass.__module__.startswith(_FRAMEWORKS)
+    return False
 
 
 def _checks(permissions: Any) -> bool:
@@ -113,8 +129,10 @@ def _holds(item: Any, wanted: type) -> bool:
     if isinstance(item, type):
         return issubclass(item, wanted)
     op1, op2 = getattr(item, "op1_class", None), getattr(item, "op2_class", None)
-    operator = getattr(getattr(item, "operator_class", None), "__name__", "")
-    if operator == "AND" and op1 is not None and op2 is not None:
+    from rest_framework.permissions import AND  # adrf's async AAND derives from it
+
+    operator = getattr(item, "operator_class", None)
+    if isinstance(operator, type) and issubclass(operator, AND) and op1 and op2:
         return _holds(op1, wanted) or _holds(op2, wanted)
     return False
 

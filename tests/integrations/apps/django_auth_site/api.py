@@ -12,7 +12,7 @@ from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.routers import SimpleRouter
+from rest_framework.routers import DefaultRouter
 from rest_framework.views import APIView
 from rest_framework.viewsets import ViewSet
 
@@ -119,7 +119,7 @@ def public(request: Request) -> Response:
     return Response({})
 
 
-router = SimpleRouter()
+router = DefaultRouter()  # with format-suffix routes, and its API root
 router.register("posts", Posts, basename="posts")
 unchecked = [
     path("api/", include(urlpatterns)),
