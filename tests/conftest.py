@@ -35,7 +35,7 @@ LONGEST_FIRST = (
     "tests/integrations/test_auto_instrument.py",  # 30 s (alone; 8 gunicorns)
     "tests/server/test_connections.py",  # 26 s
     "tests/integrations/test_fastapi.py",  # 17 s+ (real uvicorn and hypercorn)
-    "tests/integrations/test_django_auth.py",  # 16 s+ (gunicorn, Django's login views)
+    "tests/integrations/test_django_auth.py",  # 66 s (gunicorn, Django's login views)
     "tests/integrations/test_drf.py",  # 9 s (two gunicorns, DRF's token users)
     "tests/server/test_restore_served.py",  # 16 s
     "tests/server/test_intel.py",  # 25 s

@@ -22,7 +22,7 @@ BOB = {"Authorization": "Token " + "b" * 40}
 
 @pytest.fixture(params=["wsgi", "asgi"])
 def api_site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Gunicorn, Receiver]]:
-    yield from serve(tmp_path, request.param)
+    yield from serve(tmp_path, request.param, settings={"SQREEN_TEST_DRF": "1"})
 
 
 def test_a_token_s_user_is_identified_and_refused_while_blocked(
@@ -80,6 +80,7 @@ def test_the_check_names_the_routes_that_leave_it_out() -> None:
 import os, types
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.integrations.apps.django_auth_site.settings"
 os.environ["SQREEN_TEST_DB"] = ":memory:"
+os.environ["SQREEN_TEST_DRF"] = "1"
 import django
 django.setup()
 from django.core import checks

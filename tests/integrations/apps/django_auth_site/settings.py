@@ -42,10 +42,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "sqreen.integrations.django",
     "sqreen.integrations.django.auth",
-    "rest_framework",
-    "rest_framework.authtoken",
 ]
-# Django REST framework's API (api.py): users by token or by password, checked for blocks.
+# Django REST framework's API (api.py, under /drf/): users by token or by password, checked
+# for blocks. Only for its tests (SQREEN_TEST_DRF): the others' sites boot without it.
+if os.environ.get("SQREEN_TEST_DRF"):
+    INSTALLED_APPS += ["rest_framework", "rest_framework.authtoken"]
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from asgiref.sync import markcoroutinefunction, sync_to_async
+from django.apps import apps
 from django.contrib.auth import authenticate, login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.backends import ModelBackend
@@ -170,7 +171,6 @@ def swallowing(request: HttpRequest) -> HttpResponse:
 
 urlpatterns = [
     path("swallowing/", swallowing),
-    path("drf/", include("tests.integrations.apps.django_auth_site.api")),
     path("api/check", check_password),
     path("api/login-tracked-too", api_login_tracked_too),
     path("api/login", api_login),
@@ -184,3 +184,5 @@ urlpatterns = [
     path("public/", public),
     path("session/", session_peek),
 ]
+if apps.is_installed("rest_framework"):  # SQREEN_TEST_DRF (see the settings)
+    urlpatterns.append(path("drf/", include("tests.integrations.apps.django_auth_site.api")))
