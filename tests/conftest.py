@@ -17,7 +17,46 @@ from tests.receiver import Receiver
 #: and the run ends on short files instead of one worker finishing a minute-long test alone.
 #: Only the order changes: every test still runs. A file missing here runs after them.
 LONGEST_FIRST = (
-    # 97 s (a venv on a clean clone, Flask's suite x2), and Django's auth tests x2 (40 s)
+    # By --durations=0 of a run with -n 2 (seconds of one worker), except the first two: on a
+    # clean clone they build a virtualenv (Flask's suite x2, Django's; the demo's).
+    "tests/peers/test_framework_suites.py",  # 63 s, 97 s on a clean clone
+    "tests/test_demo.py",  # 7 s, 44 s on a clean clone
+    "tests/integrations/test_django_auth.py",  # 54 s (gunicorn, Django's login views)
+    "tests/servers/test_shutdown.py",  # 49 s (31 stops of real servers)
+    "tests/server/test_grouped_ingest_hostile.py",  # 38 s
+    "tests/integrations/test_scenarios.py",  # 36 s (every framework, real servers)
+    "tests/server/test_travel.py",  # 32 s
+    "tests/explorer/test_browser.py",  # 30 s
+    "tests/server/test_serve_signals.py",  # 24 s (real serves stopped by signals)
+    "tests/integrations/test_flask_binding.py",  # the 30 000-request crash loop
+    "tests/test_playbook_replay.py",  # 20 s
+    "tests/server/test_action_set.py",  # 20 s
+    "tests/server/test_export.py",  # 19 s
+    "tests/server/test_resilience.py",  # 19 s
+    "tests/server/test_playbooks.py",  # 19 s
+    "tests/explorer/test_login_attacks.py",  # 19 s
+    "tests/test_restarts.py",  # 16 s
+    "tests/integrations/test_fastapi.py",  # 15 s (real uvicorn and hypercorn)
+    "tests/server/test_window_log_hostile.py",  # 14 s
+    "tests/server/test_fair_ingest.py",  # 13 s
+    "tests/server/test_api.py",  # 13 s
+    "tests/integrations/test_auto_instrument.py",  # 13 s (8 gunicorns)
+    "tests/server/test_intel.py",  # 12 s
+    "tests/explorer/test_browser_layout.py",  # 12 s
+    "tests/test_wire_json.py",  # 12 s
+    "tests/test_delivery.py",  # 11 s
+    "tests/server/test_connections.py",  # 10 s
+    "tests/server/test_cli.py",  # 10 s
+    "tests/integrations/test_drf.py",  # 9 s (two gunicorns, DRF's token users)
+    "tests/explorer/test_browser_intel.py",  # 9 s
+    "tests/server/test_cli_operator.py",
+    "tests/server/test_restore_served.py",
+    "tests/server/test_probes.py",
+    "tests/test_readme.py",
+    "tests/test_query.py",
+    "tests/server/test_metrics.py",
+    "tests/server/test_end_to_end.py",
+)
     "tests/peers/test_framework_suites.py",
     "tests/server/test_resilience.py",  # 63 s
     "tests/server/test_serve_signals.py",  # 38 s+ (real serves stopped by signals)
