@@ -57,35 +57,6 @@ LONGEST_FIRST = (
     "tests/server/test_metrics.py",
     "tests/server/test_end_to_end.py",
 )
-    "tests/peers/test_framework_suites.py",
-    "tests/server/test_resilience.py",  # 63 s
-    "tests/server/test_serve_signals.py",  # 38 s+ (real serves stopped by signals)
-    "tests/server/test_grouped_ingest_hostile.py",  # 28 s+
-    "tests/test_playbook_replay.py",  # 63 s
-    "tests/explorer/test_login_attacks.py",  # 61 s
-    "tests/explorer/test_browser.py",  # 58 s
-    "tests/integrations/test_flask_binding.py",  # 52 s (the 30 000-request crash loop)
-    "tests/server/test_action_set.py",  # 46 s
-    "tests/servers/test_shutdown.py",  # 46 s (31 stops of real servers)
-    "tests/test_demo.py",  # 44 s
-    "tests/server/test_export.py",  # 33 s
-    "tests/server/test_cli_operator.py",  # 33 s
-    "tests/server/test_playbooks.py",  # 30 s
-    "tests/integrations/test_auto_instrument.py",  # 30 s (alone; 8 gunicorns)
-    "tests/server/test_connections.py",  # 26 s
-    "tests/integrations/test_fastapi.py",  # 17 s+ (real uvicorn and hypercorn)
-    "tests/integrations/test_django_auth.py",  # 66 s (gunicorn, Django's login views)
-    "tests/integrations/test_drf.py",  # 9 s (two gunicorns, DRF's token users)
-    "tests/server/test_restore_served.py",  # 16 s
-    "tests/server/test_intel.py",  # 25 s
-    "tests/explorer/test_browser_intel.py",  # 24 s
-    "tests/test_readme.py",  # 17 s
-    "tests/server/test_probes.py",  # 15 s
-    "tests/test_query.py",  # 15 s
-    "tests/server/test_metrics.py",  # 14 s
-    "tests/server/test_cli.py",  # 14 s
-    "tests/server/test_end_to_end.py",  # 14 s
-)
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own ordering by fixture scope, within files
