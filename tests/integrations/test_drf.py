@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx2 as httpx
 import pytest
 
+from sqreen.testing import CapturedEvents
 from tests.receiver import Receiver
 
 from ._servers import Gunicorn
@@ -115,3 +117,44 @@ with override_settings(ROOT_URLCONF=unchecked):
     assert lines[5].endswith(f": chosen ({site}.Chosen)")
     assert 'SILENCED_SYSTEM_CHECKS = ["sqreen.W004"]' in lines[6]
     assert len(lines) == 7  # no token view (DRF's own), no view without authentication
+
+
+class _User:
+    is_authenticated = True
+
+    def __init__(self, name: object = "alice", fails: bool = False) -> None:
+        self.name, self.fails = name, fails
+
+    def get_username(self) -> object:
+        if self.fails:
+            raise LookupError("no such column: username")
+        return self.name
+
+
+def test_not_blocked_says_once_what_it_cannot_check(
+    sqreen_events: CapturedEvents, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In one process, with DRF's request as a stand-in: a user with no name (a stateless
+    JWT's), one whose name cannot be read, a request no middleware serves: each passes, as
+    without sqreen, and is said once; a blocked user is denied and the block kept for the
+    middleware's 403."""
+    from sqreen._context import RequestContext
+    from sqreen.integrations import drf
+
+    drf._said.clear()
+    sqreen_events.block([{"id": "b1", "type": "block_user", "user": {"username": "alice"}}])
+    ctx = RequestContext(sqreen_events.client, "wsgi", {"REMOTE_ADDR": "127.0.0.1"})
+    check = drf.NotBlocked().has_permission
+    with caplog.at_level("WARNING", "sqreen"):
+        for _ in range(2):
+            assert check(SimpleNamespace(user=_User(""), sqreen=ctx), None)
+            assert check(SimpleNamespace(user=_User(fails=True), sqreen=ctx), None)
+            assert check(SimpleNamespace(user=_User("bob")), None)  # no handle: unbound
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 3, said
+    assert "an authenticated _User gives no username" in said[0]
+    assert "could not identify a _User (LookupError: no such column" in said[1]
+    assert "no sqreen middleware serves" in said[2]
+    assert ctx.user is None and ctx.refused is None
+    assert not check(SimpleNamespace(user=_User("ALICE "), sqreen=ctx), None)
+    assert ctx.refused is not None and ctx.refused.user == {"username": "ALICE "}  # as given
