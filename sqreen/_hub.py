@@ -19,6 +19,7 @@ configuration that changes nothing the client uses keeps it (an app's endpoint, 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -285,29 +286,43 @@ _forking: list[Client] = []
 
 def _before_fork() -> None:
     """Take every lock of the SDK, in their order, so that none is held half-way by another
-    thread when the child is made (the child releases them; see :mod:`sqreen._queue`)."""
+    thread when the child is made (the child releases them; see :mod:`sqreen._queue`). A
+    client whose locks cannot be taken is left out of both sides (Python reports a fork
+    hook's error and forks all the same: a failed client stopped the loop that releases the
+    SDK's own locks, and the next sqreen.shutdown() of the process waited for ever)."""
     _framework_lock.acquire()
     _lock.acquire()
-    _forking[:] = list(_clients)
-    for client in _forking:
-        client.before_fork()
+    _forking.clear()
+    for client in list(_clients):
+        try:
+            client.before_fork()
+        except Exception:
+            logger.debug("sqreen: a client could not be held across fork()", exc_info=True)
+            continue
+        _forking.append(client)
 
 
 def _after_fork_in_parent() -> None:
-    for client in reversed(_forking):
-        client.after_fork_in_parent()
-    _forking.clear()
-    _lock.release()
-    _framework_lock.release()
+    try:
+        for client in reversed(_forking):
+            with contextlib.suppress(Exception):
+                client.after_fork_in_parent()
+    finally:
+        _forking.clear()
+        _lock.release()
+        _framework_lock.release()
 
 
 def _after_fork_in_child() -> None:
-    _exit_hooks.after_fork_in_child()
-    for client in reversed(_forking):
-        client.after_fork_in_child()
-    _forking.clear()
-    _lock.release()
-    _framework_lock.release()
+    try:
+        _exit_hooks.after_fork_in_child()
+        for client in reversed(_forking):
+            with contextlib.suppress(Exception):
+                client.after_fork_in_child()
+    finally:
+        _forking.clear()
+        _lock.release()
+        _framework_lock.release()
 
 
 os.register_at_fork(

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import sqreen
+import sqreen.transports
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.slow
@@ -239,3 +241,28 @@ def test_pool_workers_of_every_start_method_deliver(
     tasks = sorted(e["properties"]["i"] for e in receiver.events if e["name"] == "task.done")
     assert tasks == [0, 1, 2, 3], proc.stderr
     assert [e["name"] for e in receiver.events].count("parent.event") == 1
+
+
+def test_a_client_that_cannot_be_held_across_fork_leaves_the_sdk_s_locks_free() -> None:
+    """A fork hook's error is reported and the fork goes on: a client that failed to be
+    held stopped the release of the SDK's own locks, and the process's next
+    sqreen.shutdown() (a test's teardown after a subprocess with preexec_fn) hung."""
+    from sqreen import _hub
+
+    class Broken:
+        def before_fork(self) -> None:
+            raise RuntimeError("cannot be held")
+
+        after_fork_in_parent = after_fork_in_child = before_fork
+
+    broken = Broken()
+    sqreen.init(transport=sqreen.transports.MemoryTransport())
+    _hub._clients.add(broken)  # type: ignore[arg-type]
+    try:
+        _hub._before_fork()
+        _hub._after_fork_in_parent()
+        assert _hub._lock.acquire(blocking=False)
+        _hub._lock.release()
+        assert sqreen.shutdown(1)  # returns, where it waited for ever
+    finally:
+        _hub._clients.discard(broken)  # type: ignore[arg-type]
