@@ -296,8 +296,7 @@ def _before_fork() -> None:
     for client in list(_clients):
         try:
             client.before_fork()
-        except Exception:
-            logger.debug("sqreen: a client could not be held across fork()", exc_info=True)
+        except Exception:  # (not logged: a handler that tracks would need _lock, held here)
             continue
         _forking.append(client)
 
