@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from . import _exit_hooks
@@ -302,22 +302,22 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_parent() -> None:
-    try:
-        for client in reversed(_forking):
-            with contextlib.suppress(Exception):
-                client.after_fork_in_parent()
-    finally:
-        _forking.clear()
-        _lock.release()
-        _framework_lock.release()
+    _after_fork(Client.after_fork_in_parent)
 
 
 def _after_fork_in_child() -> None:
+    _after_fork(Client.after_fork_in_child, _exit_hooks.after_fork_in_child)
+
+
+def _after_fork(each: Callable[[Client], None], first: Callable[[], None] | None = None) -> None:
+    """``each`` for every client held across the fork, then the SDK's locks released,
+    whatever fails on the way."""
     try:
-        _exit_hooks.after_fork_in_child()
+        if first is not None:
+            first()
         for client in reversed(_forking):
             with contextlib.suppress(Exception):
-                client.after_fork_in_child()
+                each(client)
     finally:
         _forking.clear()
         _lock.release()

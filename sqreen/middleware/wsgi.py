@@ -141,10 +141,10 @@ class _Holding:
     of headers: both ``Content-Length``s, the body cut at the app's. An app that writes
     (the ``write`` callable) is given the server's once it writes."""
 
-    __slots__ = ("_ctx", "_held", "_start", "_write", "forwarded")
+    __slots__ = ("_ctx", "_held", "_write", "forwarded", "server")
 
     def __init__(self, start: StartResponse, ctx: RequestContext) -> None:
-        self._start = start
+        self.server = start  # the server's start_response
         self._ctx = ctx
         self._held: tuple[Any, ...] | None = None
         self._write: Callable[[bytes], object] | None = None
@@ -152,7 +152,7 @@ class _Holding:
 
     def __call__(self, status: str, headers: Any, exc_info: Any = None) -> Any:
         if self.forwarded:  # the server's rules for a second call (exc_info) apply
-            return self._start(status, headers, exc_info)
+            return self.server(status, headers, exc_info)
         self._held = (status, headers, exc_info)
         return self._written
 
@@ -166,7 +166,7 @@ class _Holding:
         held = self._held
         if held is not None:
             self.forwarded = True
-            self._write = self._start(*held)
+            self._write = self.server(*held)
         return True
 
     def _written(self, data: bytes) -> None:
@@ -179,7 +179,7 @@ def _refuse_held(environ: WSGIEnvironment, start: _Holding, blocked: Blocked) ->
     headers went to the server already (it wrote), the connection is dropped instead."""
     if start.forwarded:
         raise ResponseAborted(str(blocked)) from blocked
-    return _refuse(environ, start._start)
+    return _refuse(environ, start.server)
 
 
 def _close(result: Any) -> None:
