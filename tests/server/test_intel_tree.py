@@ -233,3 +233,26 @@ def test_a_file_written_with_pointers_reads_as_one_written_in_full(tmp_path: Pat
         "longitude": -0.125,
         "accuracy_radius": 7,
     }
+
+
+def test_a_scan_that_fills_the_address_cache_keeps_each_record_s_ip_info(tmp_path: Path) -> None:
+    """Every address of a scan is new: the cache of addresses fills and is dropped, but the
+    ``ip_info`` of a record seen before is the same object after it (its JSON and columns
+    made once), and what is shared stays bounded all the same."""
+    london = {"city": {"names": {"en": "London"}}, "country": {"iso_code": "GB"}}
+    path = write_mmdb(tmp_path / "city.mmdb", {"81.0.0.0/8": london}, record_size=28)
+    intel = IpIntel([open_geoip(path)], cache_size=64)
+    first = batch_of(["81.0.0.1"])
+    intel(first)
+    info = first.enrichment[0]["ip_info"]
+    assert info["city"] == "London"
+    for n in range(5):  # 200 new addresses: the cache of 64 dropped three times
+        batch = batch_of([f"81.0.{n}.{i}" for i in range(1, 41)])
+        intel(batch)
+        assert all(fields["ip_info"] is info for fields in batch.enrichment)
+    assert len(intel._cache) <= 64
+    # Distinct answers beyond the bound: dropped whole, as the addresses are.
+    for n in range(10):
+        intel(batch_of([f"{n + 1}.0.0.{i}" for i in range(1, 31)]))  # countries, no record
+        assert len(intel._shared) <= 64 and len(intel._cache) <= 64
+    intel.close()
