@@ -34,6 +34,7 @@ from ._errors import InternalErrors
 from ._exit import Exit
 from ._reserve import Reserve
 from ._threads import start_thread
+from .events import stored_name
 
 if TYPE_CHECKING:
     from ._blocking import Blocklist
@@ -56,6 +57,8 @@ URGENT_DELAY = 0.1
 MAX_WAIT = 60.0
 DROP_REASONS = ("queue_full", "invalid", "retry_expired", "rejected")
 _DEFAULT_URGENT = spellings(DEFAULT_WATCH)
+#: Names whose urgency a queue keeps (see :meth:`Queue._urgency_of`).
+_MAX_NAMES_KNOWN = 1024
 
 
 class Queue(Exit):
@@ -88,7 +91,7 @@ class Queue(Exit):
         #: its templates' (:data:`~._delivery.DEFAULT_WATCH`).
         self.watched: frozenset[str] = DEFAULT_WATCH
         #: The names tracked under which an event is one of those (LiteSOC's spellings too).
-        self.urgent: frozenset[str] = _DEFAULT_URGENT
+        self.urgent = _DEFAULT_URGENT
         #: Set once an action set came from the collector (a set the spool kept is enforced
         #: at once, but may be stale: ``block_on_start_timeout`` waits for the collector's).
         self.first_actions = threading.Event()
@@ -100,6 +103,29 @@ class Queue(Exit):
         self.spool = spool
         self._flusher_guard = self.errors.guard("the flusher")
         self._reset_state()
+
+    @property
+    def urgent(self) -> frozenset[str]:
+        """The names tracked under which an event is one the collector's enforcing playbooks
+        read (:attr:`watched`, with LiteSOC's spellings: :func:`~._delivery.spellings`).
+        A standard name in any other case is one too (:func:`~sqreen.events.stored_name`,
+        as the collector stores it): known once a name (:meth:`_urgency_of`)."""
+        return self._urgent
+
+    @urgent.setter
+    def urgent(self, names: frozenset[str]) -> None:
+        self._urgent = names
+        self._urgency: dict[str, bool] = {}
+
+    def _urgency_of(self, name: str) -> bool:
+        """Whether an event tracked as ``name`` is urgent, kept for the next one (bounded:
+        names are the app's, a few; dropped whole when full). Any thread."""
+        urgency = self._urgency
+        if len(urgency) >= _MAX_NAMES_KNOWN:
+            urgency = self._urgency = {}
+        urgent = self._urgent
+        known = urgency[name] = name in urgent or stored_name(name) in urgent
+        return known
 
     def _reset_state(self) -> None:
         self._lock = threading.Lock()
@@ -175,6 +201,9 @@ class Queue(Exit):
     def put(self, event: QueuedEvent, adjusted: bool = False) -> bool:
         """Queue ``event`` (``adjusted``: validation had to fix something, counted)."""
         cfg = self.config
+        urgent = self._urgency.get(event.name)
+        if urgent is None:
+            urgent = self._urgency_of(event.name)
         with self._lock:
             self.tracked += 1
             if adjusted:
@@ -184,7 +213,7 @@ class Queue(Exit):
                 or self._pending_bytes + event.size > self._max_bytes
             ) and (
                 self._closing
-                or event.name not in self.urgent
+                or not urgent
                 or not self._reserve.admits(event, self._pending, self._pending_bytes)
             ):
                 if not self._closing:
@@ -199,7 +228,7 @@ class Queue(Exit):
                 queued = len(self._queue)
         if not queued:  # outside the lock: what this logs may reach a handler that tracks
             return self._after_shutdown(event)
-        if event.name in self.urgent and self._urgent_at is None:
+        if urgent and self._urgent_at is None:
             # A playbook waits for it: leave within URGENT_DELAY (what arrives meanwhile
             # goes in the same batch), not on the flush interval.
             self._urgent_at = event.enqueued + URGENT_DELAY

@@ -16,7 +16,7 @@ import pytest
 
 from sqreen._blocking import Blocklist
 from sqreen._config import Config
-from sqreen._delivery import MAX_BACKOFF
+from sqreen._delivery import MAX_BACKOFF, spellings
 from sqreen._event import QueuedEvent
 from sqreen._queue import Queue
 from sqreen._request import RequestSnapshot
@@ -136,6 +136,28 @@ def test_a_watched_event_still_leaves_at_once_with_what_waits() -> None:
     clock.advance(0.2)
     queue.step()
     assert [len(b) for b in transport.batches()] == [5]
+
+
+@pytest.mark.parametrize(
+    "name", ["Auth.login.Failure", "auth.LOGIN.failure", "AUTH_login-Failure", "login.failure"]
+)
+def test_a_watched_standard_name_in_any_case_leaves_at_once(name: str) -> None:
+    """The collector stores a standard name in any case and with any separator under that
+    name, and its playbooks count it: such an event is sent at once too, not at the flush."""
+    queue, transport, clock = make(batch_size=10, flush_interval=5)
+    queue.step()
+    queue.watched = frozenset({"auth.login.failure"})
+    queue.urgent = spellings(queue.watched)
+    put(queue, 1, name=name)
+    put(queue, 1, name="Auth.Login.Failed")  # not a standard name: the app's own
+    clock.advance(0.2)
+    queue.step()
+    assert [len(b) for b in transport.batches()] == [2]
+    queue.urgent = frozenset()  # a new watch list: nothing kept of the last one
+    put(queue, 1, name=name)
+    clock.advance(0.2)
+    queue.step()
+    assert [len(b) for b in transport.batches()] == [2]
 
 
 def test_server_errors_back_off_exponentially_up_to_the_cap() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from .._text import visible
-from ..events import SEVERITIES, canonical_name, severity
+from ..events import SEVERITIES, severity, stored_name
 from ._cli_common import (
     Finite,
     db_option,
@@ -125,7 +125,7 @@ def events(
     address, network = ip_filter(ip) if ip is not None else (None, ())
     start, end = time_range(since, until)
     filters = EventFilter(
-        name=None if name is None else canonical_name(name),  # LiteSOC's other spellings
+        name=None if name is None else stored_name(name),  # as stored: any spelling, any case
         users=pairs(users, "--user"),
         properties=pairs(props, "--prop"),
         ip=address,

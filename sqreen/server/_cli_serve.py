@@ -225,7 +225,15 @@ def serve(
     limits = {"max_blocks": max_blocks, "max_polls_per_key": max_polls_per_key}
     if not ip_intel and geoip_dbs:
         raise click.UsageError("--geoip-db is read by IP intelligence: drop --no-ip-intel")
-    _ip_intel(geoip_dbs).close()  # and so does a bad --geoip-db, before anything starts
+    given = click.get_current_context().get_parameter_source("travel_speed")
+    if not ip_intel and travel_speed > 0 and given is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError(
+            "--travel-speed: impossible travel places logins with IP intelligence, which "
+            "--no-ip-intel turns off: drop one of them"
+        )
+    opened_intel = _ip_intel(geoip_dbs)  # and so does a bad --geoip-db, before anything starts
+    gives = opened_intel.gives()
+    opened_intel.close()
     target = destination(export_url, export_format)  # and a bad --export
     port = check_listen(host, port)  # and a taken port, before anything says it started
     # `serving`, until the collector stops: `sqreen restore --force` refuses a served database.
@@ -244,8 +252,13 @@ def serve(
         explorer_startup(storage, url, say, note, db=db)
         if source is not None:
             (note if source.playbooks.playbooks else say)(_playbooks_loaded(source))
-            reach = {"ip_intel": ip_intel, "geoip": bool(geoip_dbs), "travel": travel_speed > 0}
-            source.unreachable = lambda found: never_firing(found.playbooks, **reach)
+            source.unreachable = lambda found: never_firing(
+                found.playbooks,
+                ip_intel=ip_intel,
+                geoip=bool(geoip_dbs),
+                travel=travel_speed > 0,
+                gives=gives,
+            )
             for line in source.unreachable(source.playbooks):
                 say(line)
         elif watched := storage.recorded_watched():

@@ -446,6 +446,45 @@ def test_serve_refuses_geoip_db_without_ip_intel(tmp_path: Path) -> None:
     assert not Path(db).exists()  # refused before anything is opened
 
 
+def test_serve_refuses_travel_speed_without_ip_intel(tmp_path: Path) -> None:
+    """Impossible travel places logins with IP intelligence: a speed given with it off
+    would silently detect nothing."""
+    db = str(tmp_path / "sqreen.db")
+    result = CliRunner().invoke(
+        main, ["serve", "--db", db, "--no-ip-intel", "--travel-speed", "500"]
+    )
+    assert result.exit_code == 2
+    assert "--travel-speed" in result.output and "--no-ip-intel" in result.output
+    assert not Path(db).exists()
+    # (Its default goes with --no-ip-intel: test_serve_no_ip_intel_stores_events_without_...)
+
+
+@pytest.mark.parametrize(
+    ("epoch", "built"),
+    [
+        (1_700_000_000, "2023-11-14"),
+        (1_700_000_000_000, "unknown"),  # milliseconds, a writer's mistake
+        (2**63, "unknown"),
+        (2**64 - 1, "unknown"),
+    ],
+)
+def test_a_file_s_build_date_no_calendar_holds_is_said_unknown(
+    tmp_path: Path, epoch: int, built: str
+) -> None:
+    """The file reads as well; what ``/healthz?verbose=1`` and the agents page say of it
+    (``describe()``) is "unknown" where it raised, and they answered 500."""
+    path = write_mmdb(
+        tmp_path / "city.mmdb",
+        {"81.2.69.0/24": LONDON},
+        database_type="GeoLite2-City",
+        build_epoch=epoch,
+    )
+    intel = IpIntel.open([str(path)])
+    assert intel.sources()["geoip"][0]["built"] == built
+    assert intel.info("81.2.69.160")["city"] == "London"  # type: ignore[index]
+    intel.close()
+
+
 def test_enrichment_is_stored_so_a_data_update_does_not_rewrite_history(
     storage: Storage,
 ) -> None:
@@ -578,9 +617,19 @@ def test_playbooks_and_sqreen_events_read_other_spellings_as_stored(
     (block,) = reply["actions"]["items"]
     assert block["ip"] == "185.220.101.1/32"
     db = sqlite_storage.path  # type: ignore[attr-defined]
-    for spelling in ("login.failure", "AUTH_LOGIN_FAILURE", "auth.login.failure"):
+    spellings = ["login.failure", "AUTH_LOGIN_FAILURE", "auth.login.failure"]
+    spellings += ["Auth.Login.Failure", "auth-login-failure", "Auth.login.FAILURE"]
+    for spelling in spellings:
         out = CliRunner().invoke(main, ["events", "--json", "--name", spelling, "--db", db])
         assert [json.loads(line)["id"] for line in out.output.splitlines()] == [event["id"]]
+    # The explorer's filter too (it found no event in another case: the storage's own
+    # spelling was not the filter's).
+    set_admin_password(sqlite_storage, "correct horse battery")
+    with TestClient(app, base_url="http://testserver") as client:
+        login(client, "correct horse battery")
+        for spelling in spellings:
+            found = client.get("/explorer/api/events", params={"name": spelling}).json()
+            assert [e["id"] for e in found["events"]] == [event["id"]], spelling
 
 
 def test_sqreen_events_filters_by_severity_country_kind_and_asn(sqlite_storage: Storage) -> None:

@@ -390,6 +390,22 @@ def test_names_and_ip_fields_spelled_otherwise_read_as_events_store_them() -> No
     assert [f.key for f in windows.run([view], T0)] == ["81.2.69.160"]
 
 
+@pytest.mark.parametrize("spelled", ["tor", "TOR", "Tor"])
+def test_a_provider_in_where_matches_in_any_case(spelled: str) -> None:
+    """A provider is a name (``Tor``, ``Andrews & Arnold Ltd``): ``where`` matches it in
+    any case, as a country and a kind are, rather than never firing."""
+    text = variant(events="['auth.login.failure']", where=f"{{ 'ip.provider' = '{spelled}' }}")
+    windows = MemoryWindows(Engine(parse_playbooks(text)), is_exempt)
+    tor, other = (
+        EventView(n, "auth.login.failure", T0, ip, None, {}, None, ip_info=info)
+        for n, ip, info in (
+            (1, "185.220.101.1", {"kind": "tor", "provider": "Tor"}),
+            (2, "8.8.8.8", {"kind": "hosting", "provider": "Google"}),
+        )
+    )
+    assert [f.key for f in windows.run([tor, other], T0)] == ["185.220.101.1"]
+
+
 def test_bounds_leave_out_only_probes_that_cannot_reach_their_count() -> None:
     """A count remembered plus the hits added since bounds the count from above: a probe
     below it is left out; anything that could break the bound forgets it."""

@@ -41,9 +41,15 @@ duration = "1h"
 """
 
 
-def _said(ip_intel: bool, geoip: bool, travel: bool, text: str = BY_COUNTRY) -> list[str]:
+def _said(
+    ip_intel: bool,
+    geoip: bool,
+    travel: bool,
+    text: str = BY_COUNTRY,
+    gives: frozenset[str] = frozenset({"places", "asn"}),
+) -> list[str]:
     books = parse_playbooks(text).playbooks
-    return never_firing(books, ip_intel=ip_intel, geoip=geoip, travel=travel)
+    return never_firing(books, ip_intel=ip_intel, geoip=geoip, travel=travel, gives=gives)
 
 
 def test_everything_on_says_nothing() -> None:
@@ -74,6 +80,64 @@ def test_travel_off_or_without_a_city_file_is_said(geoip: bool, travel: bool, wh
     )
     asn = "playbook 'by-network' reads ip.asn, which only a --geoip-db file with ASNs gives"
     assert any(line.startswith(asn) for line in said_lines) is not geoip
+
+
+@pytest.mark.parametrize(
+    ("database_type", "gives"),
+    [
+        ("GeoLite2-City", {"places"}),
+        ("DBIP-City-Lite", {"places"}),
+        ("GeoIP2-City", {"places"}),
+        ("GeoLite2-ASN", {"asn"}),
+        ("DBIP-ASN-Lite", {"asn"}),
+        ("GeoLite2-Country", set()),
+        ("DBIP-Country-Lite", set()),
+        # Layouts not known here may give either: nothing is said of them.
+        ("ipinfo_lite.mmdb", {"places", "asn"}),
+        ("GeoIP2-Enterprise", {"places", "asn"}),
+        ("My-Own", {"places", "asn"}),
+    ],
+)
+def test_what_a_file_can_give_is_read_from_its_database_type(
+    database_type: str, gives: set[str]
+) -> None:
+    from sqreen.server.intel._mmdb_paths import layout_gives
+
+    assert layout_gives(database_type) == gives
+
+
+def test_files_that_give_no_asn_or_no_place_are_said_too() -> None:
+    """Files given, but none that gives what a playbook reads: an ASN file places no login,
+    a City file gives no ASN."""
+    asn_only = _said(True, True, True, gives=frozenset({"asn"}))
+    assert asn_only == [
+        "playbook 'travel' acts on security.impossible_travel, which the collector does not "
+        "raise here (no --geoip-db file with coordinates, such as a City file: no login has "
+        "a place): it never fires"
+    ]
+    city_only = _said(True, True, True, gives=frozenset({"places"}))
+    assert city_only == [
+        "playbook 'by-network' reads ip.asn, which only a --geoip-db file with ASNs gives, and "
+        "none given has them: it never fires"
+    ]
+    assert len(_said(True, True, True, gives=frozenset())) == 2
+    assert _said(True, True, True, gives=frozenset({"asn", "places"})) == []
+
+
+def test_serve_says_what_its_files_cannot_give(tmp_path: Path) -> None:
+    from .test_intel import asn_db
+
+    book = tmp_path / "playbooks.toml"
+    book.write_text(BY_COUNTRY)
+    asn = asn_db(tmp_path / "GeoLite2-ASN.mmdb")
+    with serving(tmp_path, "--port", "0", "--geoip-db", str(asn), "--playbooks", str(book)) as (
+        proc,
+        log,
+    ):
+        said(proc, log, "startup complete")
+        text = log.read_text()
+    assert "no --geoip-db file with coordinates, such as a City file" in text
+    assert "reads ip.asn" not in text  # the ASN file gives them
 
 
 def test_serve_says_it_at_start(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Final
 from urllib.parse import urlencode
 
 from ..._event import LIMITS, NAME_RE
-from ...events import SEVERITIES, canonical_name
+from ...events import SEVERITIES, stored_name
 from .. import blocks
 from ..blocks import InvalidBlock
 from ..storage import EventFilter
@@ -190,7 +190,9 @@ def parse_query(
             if name == "name":
                 if not NAME_RE.fullmatch(_text(name, value, LIMITS.name_max)):
                     raise QueryError(name, "may not contain control characters")
-                fields["name"] = value = canonical_name(value)  # LiteSOC's other spellings
+                fields["name"] = value = stored_name(
+                    value
+                )  # as stored: LiteSOC's spellings, any case
             elif name == "ip":
                 address, network = _ip(_text(name, value, 64))
                 if address is not None:

@@ -309,6 +309,11 @@ class IpIntel:
             out.append(found)
         return out
 
+    def gives(self) -> frozenset[str]:
+        """What the ``.mmdb`` files together can give of places and ASNs (see
+        :func:`._mmdb_paths.layout_gives`): what playbooks and impossible travel can read."""
+        return frozenset().union(*(db.gives for db in self.geoip))
+
     def sources(self) -> dict[str, Any]:
         """The data in use and its versions (``/healthz``, the explorer's agents page)."""
         return {

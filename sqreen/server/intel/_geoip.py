@@ -33,7 +33,7 @@ from typing import Any, Final
 import maxminddb
 
 from ._address import Parsed
-from ._mmdb_paths import PathReader, layout_keys, open_paths
+from ._mmdb_paths import PathReader, layout_gives, layout_keys, open_paths
 from ._mmdb_tree import UNKNOWN, Ipv4Tree, open_tree
 
 __all__ = ["GeoIpDatabase", "GeoIpError", "Placed", "finite_number", "is_country", "open_geoip"]
@@ -101,6 +101,8 @@ class GeoIpDatabase:
         #: The record's keys read (a known layout, :func:`._mmdb_paths.layout_keys`; None: all),
         #: of the type whole, as :func:`._mmdb_paths.open_paths` reads it (not cut short).
         self._keys = layout_keys(str(meta.database_type))
+        #: What the file can give of places and ASNs (:func:`._mmdb_paths.layout_gives`).
+        self.gives = layout_gives(str(meta.database_type))
         #: Whether lookups run in C (``maxminddb``'s extension) or in its pure-Python reader.
         self.in_c = type(reader).__module__ == "maxminddb.extension"
 
@@ -225,7 +227,7 @@ class GeoIpDatabase:
         return {
             "file": self.path.name,
             "type": self.database_type,
-            "built": datetime.fromtimestamp(self.build_epoch, UTC).date().isoformat(),
+            "built": _built(self.build_epoch),
             "reader": ("C extension" if self.in_c else "pure Python (slow)")
             + (", fields by path (maxminddb-rust)" if self._paths is not None else ""),
         }
@@ -236,6 +238,15 @@ class GeoIpDatabase:
             self._tree.close()
         if self._paths is not None:
             self._paths.close()
+
+
+def _built(epoch: int) -> str:
+    """The build date a file's metadata says (``unknown`` for a time no calendar holds: a
+    writer that put milliseconds there, a negative or huge number; the file reads as well)."""
+    try:
+        return datetime.fromtimestamp(epoch, UTC).date().isoformat()
+    except (OverflowError, OSError, ValueError):
+        return "unknown"
 
 
 def open_geoip(path: str | os.PathLike[str]) -> GeoIpDatabase:

@@ -83,6 +83,23 @@ def layout_paths(database_type: str) -> tuple[Path, ...] | None:
     return None  # ISP, Enterprise, Anonymous-IP...: other layouts
 
 
+#: What :func:`layout_gives` says a file may give: coordinates (a login's place), ASNs.
+PLACES: Final = "places"
+ASNS: Final = "asn"
+
+
+def layout_gives(database_type: str) -> frozenset[str]:
+    """What a file of this database type can give of :data:`PLACES` and :data:`ASNS`: a
+    City file places, an ASN file ASNs, a Country file neither; a layout not known here
+    (IPinfo's, ISP, Enterprise, a file of one's own) may give both."""
+    paths = layout_paths(database_type)
+    if paths is ASN_PATHS:
+        return frozenset({ASNS})
+    if paths is CITY_PATHS:
+        return frozenset({PLACES}) if "City" in database_type else frozenset()
+    return frozenset({PLACES, ASNS})
+
+
 def layout_keys(database_type: str) -> tuple[str, ...] | None:
     """The top-level keys of a record that a file of this type is read for (with or without
     ``maxminddb-rust``, so that a file reads the same either way); None: every key

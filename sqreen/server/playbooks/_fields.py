@@ -78,6 +78,9 @@ class FieldPath:
     #: For ``ip`` as a group or a distinct value: the IPv6 network length an address counts
     #: under (None: the address itself, as in ``where``).
     ipv6_prefix: int | None = None
+    #: Read case-folded: ``ip.provider`` in ``where``, whose values are names in any case
+    #: (``"tor"`` matches ``Tor``), as a country and a kind are.
+    fold: bool = False
 
     def __str__(self) -> str:
         if self.kind == "ip_info":
@@ -122,7 +125,8 @@ class FieldPath:
             return _text((event.request or {}).get(self.key)) if self.key else None
         if kind == "app":
             return event.app
-        return _text((event.ip_info or {}).get(self.key)) if self.key else None
+        text = _text((event.ip_info or {}).get(self.key)) if self.key else None
+        return text.casefold() if self.fold and text is not None else text
 
 
 #: Users seen lately -> their :func:`user_key` (cleared when full). An attack's batch names

@@ -4,25 +4,37 @@ mistaken for a quiet site."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from ...events import DERIVED_EVENTS
 from ._config import Playbook
 
 __all__ = ["never_firing"]
 
+#: What the ``--geoip-db`` files can give, as IP intelligence says it
+#: (:func:`sqreen.server.intel._mmdb_paths.layout_gives`; not imported: the playbooks'
+#: commands do not load the IP data).
+PLACES = "places"
+ASNS = "asn"
 #: ``ip_info`` fields only a ``--geoip-db`` file gives (country, kind, score and provider
 #: come from the packages too).
 _FROM_FILES_ONLY = frozenset({"asn"})
 
 
 def never_firing(
-    playbooks: Iterable[Playbook], *, ip_intel: bool, geoip: bool, travel: bool
+    playbooks: Iterable[Playbook],
+    *,
+    ip_intel: bool,
+    geoip: bool,
+    travel: bool,
+    gives: Collection[str] = (PLACES, ASNS),
 ) -> list[str]:
     """A line for each playbook that reads what no event will hold: an ``ip.*`` field with
-    IP intelligence off, ``ip.asn`` without a ``--geoip-db`` file, or the collector's own
-    ``security.impossible_travel`` with impossible travel off (``ip_intel``: on; ``geoip``:
-    some file given; ``travel``: its speed above 0)."""
+    IP intelligence off, ``ip.asn`` without a ``--geoip-db`` file that gives ASNs, or the
+    collector's own ``security.impossible_travel`` with impossible travel off or without a
+    file that places logins (``ip_intel``: on; ``geoip``: some file given; ``travel``: its
+    speed above 0; ``gives``: what the files given can give, of
+    :func:`~..intel.layout_gives`)."""
     travel_off = (
         "--no-ip-intel"
         if not ip_intel
@@ -30,8 +42,11 @@ def never_firing(
         if not travel
         else "no --geoip-db: no login has a place"
         if not geoip
+        else "no --geoip-db file with coordinates, such as a City file: no login has a place"
+        if PLACES not in gives
         else None
     )
+    no_asn = not geoip or ASNS not in gives
     out: list[str] = []
     for playbook in playbooks:
         fields = [playbook.group_by, playbook.distinct, *(f for f, _ in playbook.where)]
@@ -42,10 +57,10 @@ def never_firing(
                 f"playbook {playbook.id!r} reads {', '.join(read)}, which no event holds with "
                 "--no-ip-intel: it never fires"
             )
-        elif asn and not geoip:
+        elif asn and no_asn:
             out.append(
                 f"playbook {playbook.id!r} reads {', '.join(asn)}, which only a --geoip-db file "
-                "with ASNs gives: it never fires"
+                f"with ASNs gives{', and none given has them' if geoip else ''}: it never fires"
             )
         names = {*playbook.events, *(playbook.after.events if playbook.after else ())}
         for derived in sorted(names & DERIVED_EVENTS.keys()) if travel_off else ():

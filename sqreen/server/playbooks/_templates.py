@@ -18,10 +18,13 @@ TEMPLATES: Final = '''\
 # SIGHUP and when the file changes. Try a change on stored history first:
 #   sqreen playbooks test playbooks.toml --since 7d
 # Set mode = "monitor" to record alerts without blocking anyone.
-# Loopback (127.0.0.1, ::1) is never counted: trying these from your own machine fires
-# nothing. A private address (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7...) is
-# alerted on, not blocked, as it is most often a proxy the SDKs do not trust, which every
-# client would share: set block_private = true in a block_ip playbook to block them too.
+# Loopback (127.0.0.1, ::1) is never counted where a playbook groups by ip: trying these
+# from your own machine blocks no address. Those grouped by user count it (a user's failures
+# are theirs whatever the address: behind a proxy the SDKs do not trust, every client is
+# 127.0.0.1, and grouping by user still sees the attack). A private address (10/8,
+# 172.16/12, 192.168/16, 100.64/10, fc00::/7...) is alerted on, not blocked, as it is most
+# often a proxy the SDKs do not trust, which every client would share: set
+# block_private = true in a block_ip playbook to block them too.
 
 # webhook_secret = "change-me"   # signs notify posts: X-Sqreen-Signature: t=<time>,v1=<hmac>
 

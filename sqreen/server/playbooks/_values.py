@@ -6,6 +6,7 @@ field paths, ``where`` clauses, exemptions and webhook URLs. Each refuses a valu
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from datetime import timedelta
 from typing import Any, Final
@@ -94,6 +95,8 @@ def check_where(table: dict[str, Any]) -> tuple[tuple[FieldPath, frozenset[str]]
     out = []
     for name, wanted in where.items():
         path = check_field(table, "where", name)
+        if path.kind == "ip_info" and path.key == "provider":  # a name, in any case
+            path = dataclasses.replace(path, fold=True)
         values = wanted if isinstance(wanted, list) else [wanted]
         if not values or len(values) > MAX_VALUES:
             raise FieldError("where", f"{name}: 1 to {MAX_VALUES} values")
@@ -136,6 +139,8 @@ def _as_stored(path: FieldPath, name: str, text: str) -> str:
     no event can have is refused rather than never matching."""
     if path.kind == "name":
         return stored_name(text)
+    if path.fold:
+        return text.casefold()
     if path.kind == "ip_info" and path.key is not None:
         try:
             return ip_info_value(path.key, text)
