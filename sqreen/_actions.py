@@ -58,10 +58,15 @@ class ActionPoller:
         clock: Callable[[], float] = time.monotonic,
         cpu: Callable[[], float] = time.thread_time,
         on_answer: Callable[[], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         self._poll = poll
         #: Told when the collector answers after failing (the delivery then retries at once).
         self._on_answer = on_answer
+        #: Told when a poll fails (the first request then waits no longer for the set).
+        self._on_failure = on_failure
+        #: Whether the collector's refusal of the key was said (once a process).
+        self._refusal_said = False
         self._blocklist = blocklist
         self._on_actions = on_actions
         self._errors = errors
@@ -132,9 +137,25 @@ class ActionPoller:
                     self._stop.wait(min(pause, MAX_BACKOFF))
                 continue
             failures += 1
+            if self._on_failure is not None:
+                self._on_failure()
+            if reply is not None:
+                self._say_refused(reply)
             # At most FAILED_BACKOFF apart: a collector back from an outage is found within
             # seconds, and the events waiting for their own (longer) retry go then.
             delay = min(FAILED_BACKOFF, 2.0 ** (failures - 1))
             if reply is not None and reply.retry_after:
                 delay = max(delay, min(reply.retry_after, MAX_BACKOFF * 10))
             self._stop.wait(delay * self._random.uniform(0.5, 1.0))
+
+    def _say_refused(self, reply: Reply) -> None:
+        """Say once that the collector refuses the key (HTTP 401 or 403): no block reaches
+        this process then, and nothing else would say so until an event is tracked."""
+        if self._refusal_said or not reply.detail.startswith(("HTTP 401 ", "HTTP 403 ")):
+            return
+        self._refusal_said = True
+        logger.warning(
+            "sqreen: the collector refuses this token (%s): no block reaches this process "
+            "until it is accepted; check SQREEN_TOKEN (sqreen keys list on the collector)",
+            reply.detail[:200],
+        )

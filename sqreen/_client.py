@@ -98,6 +98,7 @@ class Client(Users):
                 self.queue.apply_actions,
                 self.errors,
                 on_answer=self.queue.collector_answered,
+                on_failure=self._first_ask_failed,
             )
         )
         self.refusals = Refusals()
@@ -261,6 +262,12 @@ class Client(Users):
             user = blocked.user
             self.track(REFUSAL_EVENT, None, properties, user, request=ctx, warn_other_user=False)
 
+    def _first_ask_failed(self) -> None:
+        """The long-poll could not get the action set (the collector is down, refuses the
+        key): the first request waits no longer for it, and goes on with the set held (the
+        spool's, or none)."""
+        self.queue.first_actions.set()
+
     def _started(self) -> None:
         if self.poller is not None:
             self.poller.start()
@@ -302,7 +309,7 @@ class Client(Users):
             return
         self.queue.start()
         timeout = self.config.block_on_start_timeout
-        if wait and timeout and not self.queue.first_actions.is_set():
+        if wait and timeout and self.poller is not None and not self.queue.first_actions.is_set():
             # Once per process: the first request waits (bounded) for the blocks in force.
             self.queue.first_actions.wait(timeout)
             self.queue.first_actions.set()
@@ -319,7 +326,11 @@ class Client(Users):
             or queue.closing
             or (
                 queue.running
-                and (queue.first_actions.is_set() or not self.config.block_on_start_timeout)
+                and (
+                    queue.first_actions.is_set()
+                    or not self.config.block_on_start_timeout
+                    or self.poller is None  # no collector to wait for (a file, memory)
+                )
             )
         )
 

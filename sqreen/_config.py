@@ -63,8 +63,9 @@ class Config:
     #: Where undelivered batches and the last action set are kept across restarts: True (a
     #: directory per app under the temporary directory), a path, or False (nowhere).
     spool: bool | str = True
-    #: At the first request, wait up to this long for the first action set (0: do not wait).
-    block_on_start_timeout: float = 0.0
+    #: At the first request, wait up to this long for the first action set (0: do not wait;
+    #: the wait ends as soon as the collector answers, or fails to).
+    block_on_start_timeout: float = 1.0
 
     @classmethod
     def resolve(

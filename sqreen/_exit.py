@@ -36,6 +36,9 @@ class Exit(Delivery):
     _max_pending: int
     _late_noted: bool
     _late_kept: int
+    #: Set when a lifespan shutdown's delivery gave up: when its ``shutdown_timeout`` ends
+    #: (the delivery at exit has what is left of it), and whether a send failed.
+    _gave_up: tuple[float, bool] | None
     _reserve: Reserve
     _drop_notes: DropNotes
 
@@ -101,8 +104,10 @@ class Exit(Delivery):
         if self._closing:  # the delivery at exit came first, and said what it left
             return not self._pending
         failed = self._failed_sends
+        began = self._clock()
         if self.flush(timeout, until_failure=True):
             return True
+        self._gave_up = (began + timeout, self._failed_sends != failed)
         when = (
             "at the lifespan shutdown (a send failed: the collector is down or refusing)"
             if self._failed_sends != failed
@@ -124,8 +129,16 @@ class Exit(Delivery):
         return False
 
     def shutdown(self, timeout: float) -> bool:
-        """Stop the thread and deliver what is left on the calling thread, within ``timeout``."""
+        """Stop the thread and deliver what is left on the calling thread, within ``timeout``.
+        After a lifespan shutdown that gave up (:meth:`flush_or_spool`), within what is left
+        of its ``timeout``, and with one try if a send failed then: what it kept in the spool
+        waited a second whole timeout (a collector down or hung stopped an ASGI server in
+        twice ``shutdown_timeout``)."""
         deadline = self._clock() + timeout
+        retry = True
+        if self._gave_up is not None:
+            deadline = min(deadline, self._gave_up[0])
+            retry = not self._gave_up[1]
         with self._lock:
             self._closing = True
             self._max_pending = -1  # put() after this: see _after_shutdown
@@ -133,7 +146,7 @@ class Exit(Delivery):
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - self._clock()))
-        delivered = self._drain(deadline)
+        delivered = self._drain(deadline, retry)
         # The last stats: short-lived processes show up, not those that did nothing at all.
         if (thread is not None or self.tracked or self.recovered) and self._clock() < deadline:
             with self.errors.guard("the last heartbeat"):
@@ -161,14 +174,15 @@ class Exit(Delivery):
         with self._drained:
             self._drained.notify_all()
 
-    def _drain(self, deadline: float) -> bool:
-        """Deliver what is left on the calling thread, retrying until ``deadline``."""
+    def _drain(self, deadline: float, retry: bool = True) -> bool:
+        """Deliver what is left on the calling thread, retrying until ``deadline`` (once
+        only, without ``retry``)."""
         if not self._send_lock.acquire(timeout=max(0.0, deadline - self._clock())):
             return False
         try:
             with self.errors.guard("the delivery at shutdown"):
                 while self._pending and self._clock() < deadline:
-                    if self._send_all(deadline):
+                    if self._send_all(deadline) or not retry:
                         break
                     time.sleep(max(0.0, min(self._retry_at, deadline) - self._clock()))
                 return not self._pending

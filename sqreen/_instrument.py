@@ -55,9 +55,12 @@ def enabled(environ: Mapping[str, str] | None = None) -> bool:
 
 def auto_instrument(client: Client) -> None:
     """``start()``'s part: instrument Flask and Django (now if they are imported, else when
-    they are), unless the client is disabled or the variable says not to. Idempotent."""
+    they are), unless the variable says not to. Idempotent. A disabled client
+    (``SQREEN_DISABLE``) is instrumented too: its middlewares pass requests through with a
+    handle that does nothing, so that a view reading ``request.sqreen`` still runs, as
+    with ``Sqreen(app)`` by hand (it raised AttributeError, a 500)."""
     global _installed
-    if client.disabled or not enabled():
+    if not enabled():
         return
     importlib.import_module(_HOOKS).install()
     _installed = True

@@ -168,6 +168,7 @@ class Queue(Exit):
         self._drop_notes = DropNotes(self.config)  # the flusher's lines on drops
         self._late_noted = False  # an event tracked after the delivery at exit was said
         self._late_kept = 0  # and how many such events the spool holds
+        self._gave_up = None  # a lifespan shutdown's delivery gave up (see Exit.shutdown)
 
     @property
     def running(self) -> bool:

@@ -176,6 +176,31 @@ def test_the_client_polls_through_a_transport_that_can(caplog: pytest.LogCapture
     assert not [r for r in caplog.records if r.name.startswith("sqreen")]
 
 
+def test_a_refused_key_ends_the_first_request_s_wait_and_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The collector refuses the token: the first request waits no longer for a set that
+    will not come (it waited ``block_on_start_timeout``), and the log says why no block
+    arrives, once (it said nothing until an event was tracked)."""
+    asked = threading.Semaphore(0)
+
+    def answer(call: Any) -> Reply:
+        if call.kind == "actions":
+            asked.release()
+        return Reply("retry", detail='HTTP 401 from /v1/actions: {"error": "unknown token"}')
+
+    client = sqreen.init(
+        transport=ScriptedTransport(answer), heartbeat_interval=3600, block_on_start_timeout=60
+    )
+    done = threading.Event()
+    threading.Thread(target=lambda: (client.start(), done.set()), daemon=True).start()
+    assert asked.acquire(timeout=10)
+    assert done.wait(10), "the first request waited on after the collector refused"
+    assert asked.acquire(timeout=10)  # asked again (backoff), said no more
+    said = [r.getMessage() for r in caplog.records if "refuses this token" in r.getMessage()]
+    assert len(said) == 1 and "HTTP 401" in said[0] and "SQREEN_TOKEN" in said[0]
+
+
 def test_refusals_are_counted_and_sampled() -> None:
     now = [0.0]
     refusals = Refusals(lambda: now[0])

@@ -10,6 +10,7 @@ import threading
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -284,6 +285,36 @@ def test_a_flood_while_the_collector_is_down_cannot_hide_the_watched_login_failu
     assert stats["sent"] + sum(stats["dropped"].values()) == stats["tracked"] == 2_505
 
 
+def _five_tracked(receiver: Receiver, spool: Path, shutdown_timeout: float) -> Any:
+    """A client sending to ``receiver`` (flushing only when told) with five events queued."""
+    client = sqreen.init(
+        endpoint=receiver.url,
+        flush_interval=3600,
+        heartbeat_interval=3600,
+        shutdown_timeout=shutdown_timeout,
+        spool=str(spool),
+    )
+    for i in range(5):
+        sqreen.track("exit.test", properties={"i": i})
+    return client
+
+
+def test_after_a_lifespan_shutdown_that_failed_the_exit_tries_once(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """An ASGI server's lifespan shutdown found the collector failing and kept its events in
+    the spool: the delivery at exit tries them once more, not for a second whole
+    ``shutdown_timeout`` (a server took twice the timeout to stop)."""
+    receiver.respond(503, times=100, path="/v1/events")
+    client = _five_tracked(receiver, tmp_path, shutdown_timeout=30)
+    assert not client.flush_or_spool(30)  # the lifespan's: the first failure ends it
+    assert len(list(tmp_path.glob("*/*.batch"))) == 1
+    assert not client.shutdown()
+    tries = [status for _, path, status in receiver.requests if path == "/v1/events"]
+    assert tries == [503, 503]  # the lifespan's, then the exit's one try
+    assert len(list(tmp_path.glob("*/*.batch"))) == 1  # kept for the next process
+
+
 def test_at_exit_a_collector_refusing_once_is_retried_and_delivered(
     receiver: Receiver, tmp_path: Path
 ) -> None:
@@ -292,15 +323,7 @@ def test_at_exit_a_collector_refusing_once_is_retried_and_delivered(
     again, is lost with it. (Ending at the first failed send, as the lifespan shutdown does,
     delivered none of these.)"""
     receiver.respond(503, times=1, path="/v1/events")
-    client = sqreen.init(
-        endpoint=receiver.url,
-        flush_interval=3600,
-        heartbeat_interval=3600,
-        shutdown_timeout=5,
-        spool=str(tmp_path),
-    )
-    for i in range(5):
-        sqreen.track("exit.test", properties={"i": i})
+    client = _five_tracked(receiver, tmp_path, shutdown_timeout=5)
     assert client.shutdown()
     tries = [status for _, path, status in receiver.requests if path == "/v1/events"]
     assert tries == [503, 200]

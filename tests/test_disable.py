@@ -18,6 +18,21 @@ from sqreen.middleware.wsgi import SqreenWSGIMiddleware
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_disabled(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``code`` run by a new Python in ``cwd``, with ``SQREEN_DISABLE=1`` and no other
+    ``SQREEN_*`` variable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
+    env.update(SQREEN_DISABLE="1", PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @pytest.mark.slow
 def test_no_thread_no_file_no_event(tmp_path: Path) -> None:
     code = """
@@ -37,16 +52,7 @@ def test_no_thread_no_file_no_event(tmp_path: Path) -> None:
         sqreen.flush(0.5)
         print(body.decode(), threading.active_count(), sorted(os.listdir(".")))
         """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
-    env.update(SQREEN_DISABLE="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_disabled(code, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[False, False] 1 []"  # no thread, no sqreen-events.jsonl
     assert proc.stderr == ""  # not even the "no endpoint" warning
@@ -107,3 +113,26 @@ def test_disable_is_an_init_option_and_an_environment_variable(
     assert sqreen.init(transport="memory:").disabled
     monkeypatch.setenv("SQREEN_DISABLE", "0")
     assert not sqreen.init(transport="memory:").disabled
+
+
+@pytest.mark.slow
+def test_start_disabled_still_gives_flask_views_their_handle(tmp_path: Path) -> None:
+    """An app written for Sqreen's agent (``sqreen.start()``, ``request.sqreen`` in its
+    views) runs with ``SQREEN_DISABLE=1``: the handle does nothing (a 500 before: Flask was
+    left uninstrumented, and ``request.sqreen`` raised AttributeError)."""
+    code = """
+        import threading, sqreen
+        sqreen.start()
+        import flask
+        app = flask.Flask("disabled")
+        @app.get("/")
+        def index():
+            tracked = flask.request.sqreen.track("x")
+            return repr((tracked, flask.request.sqreen.client_ip(), sqreen.track("y")))
+        reply = app.test_client().get("/")
+        print(reply.status_code, reply.get_data(as_text=True), threading.active_count())
+        """
+    proc = run_disabled(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "200 (False, None, False) 1", proc.stderr
+    assert sorted(os.listdir(tmp_path)) == []

@@ -106,3 +106,26 @@ def test_without_an_endpoint_the_warning_names_each_framework_s_setting(
     ):
         assert where in message
     assert (tmp_path / "sqreen-events.jsonl").read_text().count("\n") == 1
+
+
+def test_the_file_used_without_an_endpoint_is_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployment that lost its endpoint writes ./sqreen-events.jsonl: it stops growing at
+    its bound, and what does not fit is refused (dropped and said, as a collector's refusal),
+    where it filled the disk unseen. A file named on purpose (``file://``) has no bound."""
+    from sqreen import transports
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(transports, "DEFAULT_FILE_MAX_BYTES", 100)
+    default = from_config(None, None, None)
+    line = b'{"id":"%d","pad":"' + b"x" * 20 + b'"}'
+    assert default.send({}, [line % 1, line % 2]).outcome == "ok"
+    refused = default.send({}, [line % 3, line % 4])
+    assert refused.outcome == "drop" and "SQREEN_ENDPOINT" in refused.detail
+    default.close()
+    assert (tmp_path / "sqreen-events.jsonl").read_bytes().count(b"\n") == 2
+    named = from_config(f"file://{tmp_path}/named.jsonl", None, None)
+    for n in range(10):
+        assert named.send({}, [line % n]).outcome == "ok"
+    named.close()

@@ -76,9 +76,14 @@ _HANDLE = HandleAttribute(_environ_handle)
 
 
 def _route(environ: Any) -> tuple[str | None, Mapping[str, Any] | None]:
-    # Werkzeug keeps the request in the environ while Flask's request context is pushed.
+    # Werkzeug keeps the request in the environ while Flask's request context is pushed. A
+    # streamed response's generator (``stream_with_context``) runs with the context pushed
+    # again, once Flask's first pop took the request out of the environ: ``flask.request``
+    # is still that request's there.
     request = environ.get("werkzeug.request")
     if request is None:
-        return None, None
+        if not flask.has_request_context() or flask.request.environ is not environ:
+            return None, None
+        request = flask.request
     rule = getattr(request, "url_rule", None)
     return (rule.rule if rule is not None else None), getattr(request, "view_args", None)

@@ -37,6 +37,7 @@ Errors of ours are logged on the ``sqreen`` logger and counted, never turned int
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from functools import partial
@@ -58,6 +59,8 @@ from ._common import (
     started_client,
 )
 from ._tee import ASGIReceiveTee
+
+logger = logging.getLogger("sqreen")
 
 __all__ = ["RouteOf", "SqreenASGIMiddleware", "in_event_loop", "started_off_the_loop"]
 
@@ -131,22 +134,25 @@ class SqreenASGIMiddleware:
             return
         token = current_request.set(ctx)
 
-        started = refusing = False
+        started = refusing = finished = False
 
         async def send_unbound(message: Message) -> None:
             """The server's ``send``, run with no request bound (see :func:`unbound`); the
             app's answer replaced by a 403 when a block raised for the request was caught
             on its way (:attr:`RequestContext.refused`)."""
-            nonlocal started, refusing
+            nonlocal started, refusing, finished
             if refusing:
                 return
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == "http.response.start":
                 started = True
                 if ctx.refused is not None:
                     refusing = True
                     refused(client, ctx, ctx.refused)
                     await _refuse(scope, partial(unbound, send))
                     return
+            elif kind == "http.response.body" and not message.get("more_body", False):
+                finished = True
             await unbound(send, message)
 
         try:
@@ -167,6 +173,9 @@ class SqreenASGIMiddleware:
             if blocked is None:
                 raise
             refused(client, ctx, blocked)
+            if finished:  # raised after the response (a background task): nothing to abort
+                logger.debug("sqreen: a block raised after the response ended: %s", blocked)
+                return
             if started:
                 raise ResponseAborted(str(blocked)) from blocked
             refusing = True  # counted: its 403 goes out as is

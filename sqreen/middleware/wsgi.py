@@ -133,8 +133,8 @@ class SqreenWSGIMiddleware:
 
 
 class _Holding:
-    """The app's ``start_response``, held until the response's first non-empty chunk goes
-    to the server (or the app returns): only then is the server given it, unless a block
+    """The app's ``start_response``, held until the response's first chunk goes to the
+    server (or the app returns): only then is the server given it, unless a block
     raised for the request was kept meanwhile (:attr:`RequestContext.refused`, when the app
     caught it on its way), in which case the 403 is the server's first call. Replacing the
     app's headers instead (``exc_info``), as PEP 3333 allows, made gunicorn send both sets
@@ -155,6 +155,11 @@ class _Holding:
             return self.server(status, headers, exc_info)
         self._held = (status, headers, exc_info)
         return self._written
+
+    @property
+    def called(self) -> bool:
+        """Whether the app called ``start_response`` (held, or forwarded already)."""
+        return self._held is not None
 
     def forward(self) -> bool:
         """Give the server the app's call now (once); False, and nothing given, when a block
@@ -207,11 +212,13 @@ class _Response:
     """The app's response iterable, bound to its request around each chunk it produces.
 
     It is its own iterator: each ``next()`` binds the request, asks the app's iterator for a
-    chunk and unbinds it, in one frame. Until the first non-empty chunk, the app's
-    ``start_response`` is held (:class:`_Holding`) and empty chunks are not passed on (a
-    server may send the headers with one): ``Blocked`` from the app, or a block kept for the
-    request, becomes a 403 then; after it, the response is aborted. Exhausting or closing
-    it only drops references.
+    chunk and unbinds it, in one frame. Until the first chunk, the app's ``start_response``
+    is held (:class:`_Holding`): ``Blocked`` from the app, or a block kept for the request,
+    becomes a 403 then; after it, the response is aborted. Empty chunks before the app called
+    ``start_response`` are not passed on (a server sends the headers with one, and has none);
+    an empty first chunk after it goes, with the headers: a stream (server-sent events, a long
+    poll) yields one to send its headers at once, and they waited for its first event.
+    Exhausting or closing it only drops references.
     """
 
     __slots__ = ("_ctx", "_environ", "_iterator", "_refusal", "_result", "_start")
@@ -247,7 +254,7 @@ class _Response:
             if iterator is None:
                 iterator = self._iterator = iter(self._result)  # type: ignore[arg-type]
             chunk = next(iterator)
-            while not chunk and not start.forwarded:
+            while not chunk and not start.called:
                 chunk = next(iterator)
         except StopIteration:
             if not start.forward():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -30,6 +31,10 @@ __all__ = [
 logger = logging.getLogger("sqreen")
 
 DEFAULT_FILE = "sqreen-events.jsonl"
+#: What the file events go to when nothing is configured may grow to: a deployment that
+#: lost its ``SQREEN_ENDPOINT`` must not fill its disk with them, unseen. (A ``file://``
+#: transport named on purpose has no bound: what is kept is its owner's choice.)
+DEFAULT_FILE_MAX_BYTES = 64 * 1024 * 1024
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
@@ -79,12 +84,28 @@ class _DefaultFile(FileTransport):
             logger.warning(
                 "sqreen: no endpoint configured: events go to ./%s "
                 "(to send them to a collector, set SQREEN_ENDPOINT, or the endpoint option where "
-                "the app configures sqreen: SQREEN_ENDPOINT in a Flask config, 'endpoint' in "
+                "the app configures sqreen: SQREEN_ENDPOINT in a Flask config before Sqreen(app), "
+                "'endpoint' in "
                 "Django's settings.SQREEN, add_middleware(SqreenMiddleware, endpoint=...), "
                 "init(endpoint=...))",
                 DEFAULT_FILE,
             )
         return super()._open()
+
+    def send(
+        self, envelope: dict[str, Any], events: list[bytes], timeout: float | None = None
+    ) -> Reply:
+        try:
+            size = os.fstat(self._open()).st_size
+        except OSError as exc:
+            return Reply("retry", detail=f"{self.path}: {exc}")
+        if size + sum(map(len, events)) + len(events) > DEFAULT_FILE_MAX_BYTES:
+            return Reply(
+                "drop",
+                detail=f"./{DEFAULT_FILE} holds {DEFAULT_FILE_MAX_BYTES >> 20} MiB, its most "
+                "with no endpoint configured: set SQREEN_ENDPOINT (or a file:// transport)",
+            )
+        return super().send(envelope, events, timeout)
 
 
 def __getattr__(name: str) -> Any:

@@ -232,11 +232,17 @@ def test_start_imports_no_framework_and_patches_the_ones_imported_later() -> Non
 
 @pytest.mark.parametrize(
     ("env", "installed"),
-    [({}, "['flask']"), ({"SQREEN_AUTO_INSTRUMENT": "no"}, "[]"), ({"SQREEN_DISABLE": "1"}, "[]")],
+    [
+        ({}, "['flask']"),
+        ({"SQREEN_AUTO_INSTRUMENT": "no"}, "[]"),
+        # Disabled, the app is set up all the same, its middleware a pass-through: its views
+        # may read request.sqreen (tests/test_disable.py).
+        ({"SQREEN_DISABLE": "1"}, "['flask']"),
+    ],
 )
 def test_what_start_instruments(env: dict[str, str], installed: str) -> None:
-    """Only start() instruments (never init() or a track()), unless opted out or disabled;
-    an app set up by the flask test client gets the extension at its first request."""
+    """Only start() instruments (never init() or a track()), unless opted out; an app set
+    up by the flask test client gets the extension at its first request."""
     proc = run(
         """
         import flask, sqreen

@@ -83,6 +83,28 @@ def test_code_run_while_the_body_streams_sees_its_request(sqreen_events: Capture
     assert paths == [("2", "/stream/2"), ("1", "/stream/1")]
 
 
+def test_an_event_of_a_streamed_response_carries_its_route(sqreen_events: CapturedEvents) -> None:
+    """``stream_with_context``: Flask took the request out of the environ when its context
+    first popped; the route is read from ``flask.request`` (it was null)."""
+    app = flask.Flask(__name__)
+    Sqreen(app)
+
+    @app.get("/stream/<int:n>")
+    def stream(n: int) -> Any:
+        @flask.stream_with_context
+        def body() -> Any:
+            yield "a"
+            flask.request.sqreen.track("streamed")
+            yield "b"
+
+        return flask.Response(body())
+
+    assert app.test_client().get("/stream/7").get_data() == b"ab"
+    (event,) = sqreen_events
+    assert event["request"]["route"] == "/stream/<int:n>"
+    assert event["request"]["path"] == "/stream/7"
+
+
 def test_a_blocked_user_identified_while_streaming_ends_the_response(
     sqreen_events: CapturedEvents,
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -260,6 +261,25 @@ def test_blocked_after_the_response_started_aborts_it(sqreen_events: CapturedEve
     with pytest.raises(ResponseAborted) as info:
         asyncio.run(call(SqreenASGIMiddleware(blocked_user_app(True)), http_scope()))
     assert isinstance(info.value.__cause__, sqreen.Blocked)
+
+
+def test_blocked_after_the_response_ended_is_quiet(
+    sqreen_events: CapturedEvents, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A block raised once the response is whole (a background task's ``auth_track()``, as
+    Starlette runs it after the last body): the task stops there, the refusal is counted,
+    and the server gets no exception (it logged two tracebacks for a response served)."""
+    sqreen_events.block([{"id": "b1", "type": "block_user", "user": {"uid": "mallory"}}])
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await ok(scope, receive, send)
+        sqreen.auth_track(True, uid="mallory")  # the background task
+        raise AssertionError("not reached")
+
+    status, _, body = asyncio.run(call(SqreenASGIMiddleware(app), http_scope()))
+    assert status == 200 and body
+    assert [e["name"] for e in sqreen_events] == ["auth.login.success", "security.blocked"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_blocked_inside_a_task_group(sqreen_events: CapturedEvents) -> None:

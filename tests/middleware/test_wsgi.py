@@ -235,12 +235,41 @@ def test_blocked_after_start_response_but_before_the_body(sqreen_events: Capture
 
     def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
-        yield b""
         environ["sqreen.context"].identify({"uid": "mallory"})
         yield b"secret"
 
     status, _, body = Server(SqreenWSGIMiddleware(app))()
     assert status == 403 and b"secret" not in body
+
+
+def test_an_empty_first_chunk_sends_the_headers_and_a_later_block_aborts(
+    sqreen_events: CapturedEvents,
+) -> None:
+    """An empty first chunk goes to the server with the app's headers (a stream sends them
+    so at once: server-sent events); a block found after it aborts the response, as once
+    the body started. (The headers were held until the first non-empty chunk, so that this
+    block was a 403, but a stream's headers waited for its first event.)"""
+    sqreen_events.block([{"id": "b1", "type": "block_user", "user": {"uid": "mallory"}}])
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        yield b""
+        environ["sqreen.context"].identify({"uid": "mallory"})
+        yield b"secret"
+
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        statuses.append(status)
+        return lambda data: None
+
+    environ = EnvironBuilder(path="/", environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()
+    result = SqreenWSGIMiddleware(app)(environ, start_response)
+    chunks: list[bytes] = []
+    with pytest.raises(ResponseAborted):
+        for chunk in result:  # the server's loop: the headers went with the empty chunk
+            chunks.append(chunk)
+    assert statuses == ["200 OK"] and chunks == [b""]
 
 
 def test_blocked_once_the_body_started_aborts_the_response(sqreen_events: CapturedEvents) -> None:

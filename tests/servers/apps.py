@@ -7,12 +7,15 @@ the peer the server handed the app:
 ``/track?n=N``  tracks ``server.event`` with ``{"n": N}``
 ``/login?user=U``  a failed login of ``U`` (``auth.login.failure``)
 ``/ping``       tracks nothing
+
+``wsgi_stream_app`` streams server-sent events (:func:`_wsgi_stream`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -57,7 +60,25 @@ async def _asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _wsgi_stream(environ: dict[str, Any], start_response: Any) -> Any:
+    """``/stream?flag=PATH``: server-sent events whose first event waits (20 s at most)
+    for the file ``PATH``; an empty chunk first, to send the headers at once."""
+    flag = parse_qs(environ.get("QUERY_STRING", ""))["flag"][0]
+    start_response("200 OK", [("Content-Type", "text/event-stream")])
+
+    def events() -> Any:
+        yield b""
+        for _ in range(200):
+            if os.path.exists(flag):
+                break
+            time.sleep(0.1)
+        yield b"data: hi\n\n"
+
+    return events()
+
+
 wsgi_app = SqreenWSGIMiddleware(_wsgi)
+wsgi_stream_app = SqreenWSGIMiddleware(_wsgi_stream)
 asgi_app = SqreenASGIMiddleware(_asgi)
 
 

@@ -120,3 +120,27 @@ def test_a_preload_master_starts_nothing_and_its_workers_start_their_own(
             assert server.proc.pid not in pids(receiver), "the master heartbeats"
         finally:
             server.kill()
+
+
+def test_a_gunicorn_worker_s_first_request_waits_for_the_collector_s_set(
+    receiver: Receiver,
+) -> None:
+    """WSGI: sqreen starts with a worker's first request (a ``--preload`` master forks
+    after loading the app), and by default (``block_on_start_timeout`` 1 s) that request
+    waits for the collector's set, which comes in a few ms. Before, it was checked against
+    the spool's set alone (here none): a block made while the worker was idle let it
+    through."""
+    with tempfile.TemporaryDirectory() as spool:
+        env = {"SQREEN_SPOOL": spool, "SQREEN_TRUSTED_PROXIES": "none"}
+        server = Served(
+            ["python", "-m", "gunicorn", "-w", "1", "-b", "127.0.0.1:{port}",
+             "--log-level", "warning", "tests.servers.apps:wsgi_app"],
+            receiver,
+            env,
+        )  # fmt: skip
+        try:
+            receiver.block([{"id": "1", "type": "block_ip", "ip": f"{ATTACKER}/32"}])
+            assert http_request(server.port, "GET", "/ping", source=ATTACKER).status == 403
+            assert http_request(server.port, "GET", "/ping", source=CLIENT).status == 200
+        finally:
+            server.kill()

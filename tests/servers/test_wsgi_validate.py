@@ -270,3 +270,24 @@ def _read_response(conn: socket.socket) -> tuple[bytes, bytes]:
         if size == 0:
             return head, body
         body, pieces = body + pieces[:size], pieces[size + 2 :]
+
+
+def test_a_stream_s_empty_first_chunk_sends_its_headers_at_once(tmp_path: Any) -> None:
+    """Server-sent events: the app yields an empty chunk so that gunicorn sends the headers
+    before its first event, which may come minutes later (proxies and browsers time out
+    meanwhile). The middleware held them until the first non-empty chunk."""
+    flag = tmp_path / "go"
+    server = Gunicorn("tests.servers.apps:wsgi_stream_app", {"SQREEN_TRANSPORT": "memory:"})
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+            conn.sendall(f"GET /stream?flag={flag} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:  # the event waits for the flag, made below
+                head += conn.recv(65536)
+            assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
+            flag.touch()
+            rest = head.partition(b"\r\n\r\n")[2]
+            while b"data: hi" not in rest:
+                rest += conn.recv(65536)
+    finally:
+        server.stop()
