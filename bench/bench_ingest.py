@@ -79,6 +79,7 @@ from sqreen.server.auth import hash_token, new_token  # noqa: E402
 from sqreen.server.intel import IMPOSSIBLE_TRAVEL  # noqa: E402
 from sqreen.server.playbooks import TEMPLATES  # noqa: E402
 from sqreen.server.storage import EventFilter, open_storage  # noqa: E402
+from sqreen.transports.http import GZIP_LEVEL  # noqa: E402  (the SDK's)
 
 BATCH = 500
 
@@ -164,7 +165,7 @@ def envelopes(
 def batches(total: int, run: str, mix: str = "attack") -> list[bytes]:
     """The gzipped bodies, as the SDK sends them but without the action set it holds."""
     return [
-        gzip.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
+        gzip.compress(json.dumps(body, separators=(",", ":")).encode(), GZIP_LEVEL)
         for body in envelopes(total, run, mix)
     ]
 
@@ -185,7 +186,7 @@ class Body:
     def __init__(self, envelope: dict[str, object]) -> None:
         raw = json.dumps(envelope, separators=(",", ":")).encode()
         self.tail = raw[1:]  # after the opening brace
-        deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15)
         self.deflated = deflate.compress(self.tail) + deflate.flush()
 
     def gzip(self, held: int | None) -> bytes:
