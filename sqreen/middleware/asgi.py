@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from functools import partial
 from typing import Any
 
+import anyio
 import anyio.to_thread
 
 from .. import _hub
@@ -149,7 +150,12 @@ class SqreenASGIMiddleware:
                 if ctx.refused is not None:
                     refusing = True
                     refused(client, ctx, ctx.refused)
-                    await _refuse(scope, partial(unbound, send))
+                    # Shielded: the app may answer from inside a task group the block left
+                    # cancelled on its way (BaseHTTPMiddleware's call_next, under a
+                    # middleware that turns errors into a 500): the 403's body was
+                    # cancelled at its first await, and the client got an empty body.
+                    with anyio.CancelScope(shield=True):
+                        await _refuse(scope, partial(unbound, send))
                     return
             elif kind == "http.response.body" and not message.get("more_body", False):
                 finished = True
@@ -179,7 +185,8 @@ class SqreenASGIMiddleware:
             if started:
                 raise ResponseAborted(str(blocked)) from blocked
             refusing = True  # counted: its 403 goes out as is
-            await _refuse(scope, partial(unbound, send))
+            with anyio.CancelScope(shield=True):  # as in send_unbound
+                await _refuse(scope, partial(unbound, send))
         finally:
             current_request.reset(token)
             _unstore(scope, ctx)

@@ -425,3 +425,46 @@ def test_the_server_keeps_no_finished_request_alive(
     assert counts == [1] * 12  # this request's own handle only
     checked = [e for e in sqreen_events if e["name"] == "alive.checked"]
     assert [e["properties"]["size"] for e in checked] == [len(body)] * 12
+
+
+@pytest.mark.parametrize("endpoint", ["sync", "async"])
+def test_a_block_under_an_error_middleware_is_a_whole_403(
+    sqreen_events: CapturedEvents, endpoint: str
+) -> None:
+    """``@app.middleware("http")`` turning exceptions into a 500 (Starlette's
+    ``BaseHTTPMiddleware``): the 403 that replaces its answer has its body. Its task group,
+    which the block crossed, left the request's task cancelled, and the body's send was
+    cancelled: the client got the 403's status and Content-Length with an empty body."""
+    from fastapi.responses import JSONResponse
+
+    sqreen_events.block([{"id": "1", "type": "block_user", "user": {"username": "mal"}}])
+    app = FastAPI()
+
+    @app.middleware("http")
+    async def errors(request: Request, call_next: Any) -> Any:
+        try:
+            return await call_next(request)
+        except Exception:
+            return JSONResponse({"error": "internal"}, status_code=500)
+
+    app.add_middleware(SqreenMiddleware)
+
+    if endpoint == "sync":
+
+        @app.get("/login")
+        def login(u: str) -> dict[str, str]:
+            sqreen.auth_track(True, username=u)
+            return {"welcome": u}
+
+    else:
+
+        @app.get("/login")
+        async def login(u: str) -> dict[str, str]:
+            sqreen.auth_track(True, username=u)
+            return {"welcome": u}
+
+    with TestClient(app) as client:
+        refused = client.get("/login", params={"u": "mal"}, headers={"Accept": "*/*"})
+        assert refused.status_code == 403
+        assert refused.json() == {"error": "forbidden", "detail": "This request was refused."}
+        assert client.get("/login", params={"u": "bob"}).json() == {"welcome": "bob"}
