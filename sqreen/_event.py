@@ -276,7 +276,7 @@ def validate_timestamp(timestamp: object, notes: Notes = None) -> float | None:
     if timestamp.tzinfo is None:
         timestamp = timestamp.replace(tzinfo=UTC)
     if not in_range(timestamp):
-        note(notes, "timestamp", "range", _RANGE)
+        note(notes, "timestamp", "range", f"{_RANGE}: the current time is used")
         return None
     posix = timestamp.timestamp()
     ahead = posix - time.time()
