@@ -137,7 +137,7 @@ class ActionPoller:
                     self._stop.wait(min(pause, MAX_BACKOFF))
                 continue
             failures += 1
-            if self._on_failure is not None:
+            if self._on_failure is not None and _unreachable(reply):
                 self._on_failure()
             if reply is not None:
                 self._say_refused(reply)
@@ -159,3 +159,17 @@ class ActionPoller:
             "until it is accepted; check SQREEN_TOKEN (sqreen keys list on the collector)",
             reply.detail[:200],
         )
+
+
+#: What a collector that is up answers while it cannot answer now: the set will come (with
+#: this poll's retry, or a batch's or heartbeat's reply), so the first request waits on.
+_BUSY: Final = ("HTTP 408 ", "HTTP 429 ", "HTTP 5")
+
+
+def _unreachable(reply: Reply | None) -> bool:
+    """Whether a failed poll says the set will not come soon: no answer at all (refused,
+    no such host, a certificate refused), or a refusal of the key or the path (401, 403,
+    404...), but not a collector that is up and busy (429 at its polls' bound, 503)."""
+    if reply is None:  # the poll raised (logged): nothing to wait for
+        return True
+    return not reply.detail.startswith(_BUSY)

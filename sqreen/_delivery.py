@@ -112,6 +112,11 @@ class Delivery:
     _pending_bytes: int
     _attempt: int
     _failed_sends: int
+    #: Set when a lifespan shutdown's delivery gave up (:meth:`Exit.flush_or_spool`): when
+    #: its ``shutdown_timeout`` ends (the delivery at exit has what is left of it), and
+    #: whether a send failed; unset by the next lifespan shutdown, and by any batch the
+    #: collector takes.
+    _gave_up: tuple[float, bool] | None
     _retry_at: float
     _rejections: set[str]
     _refused_unsaid: int
@@ -204,6 +209,7 @@ class Delivery:
             if reply.outcome == "ok":
                 self._ready.popleft()
                 self._attempt = 0
+                self._gave_up = None  # the collector takes them again (see Exit.shutdown)
                 # Indexes of this batch only: a reply listing others (0-999 for one event)
                 # made the counters say -999 sent.
                 rejected = len({i for i in reply.rejected if 0 <= i < len(batch)})

@@ -36,9 +36,6 @@ class Exit(Delivery):
     _max_pending: int
     _late_noted: bool
     _late_kept: int
-    #: Set when a lifespan shutdown's delivery gave up: when its ``shutdown_timeout`` ends
-    #: (the delivery at exit has what is left of it), and whether a send failed.
-    _gave_up: tuple[float, bool] | None
     _reserve: Reserve
     _drop_notes: DropNotes
 
@@ -105,6 +102,7 @@ class Exit(Delivery):
             return not self._pending
         failed = self._failed_sends
         began = self._clock()
+        self._gave_up = None  # each lifespan's shutdown decides anew
         if self.flush(timeout, until_failure=True):
             return True
         self._gave_up = (began + timeout, self._failed_sends != failed)

@@ -201,6 +201,28 @@ def test_a_refused_key_ends_the_first_request_s_wait_and_is_said_once(
     assert len(said) == 1 and "HTTP 401" in said[0] and "SQREEN_TOKEN" in said[0]
 
 
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_busy_collector_does_not_end_the_first_request_s_wait(status: int) -> None:
+    """A collector that is up but cannot take the poll now (429 once a key holds its polls'
+    bound, 503 while it restarts): the first request waits on, and the set comes with the
+    heartbeat's reply. (Ending the wait there let a blocked user's first request through.)"""
+    block = _set(3, "198.51.100.0/24")
+
+    def answer(call: Any) -> Reply:
+        if call.kind == "actions":
+            return Reply("retry", detail=f"HTTP {status} from /v1/actions: busy")
+        if call.kind == "heartbeat":
+            time.sleep(0.3)  # after the poll's answer
+            return Reply("ok", actions=block)
+        return Reply("ok")
+
+    client = sqreen.init(
+        transport=ScriptedTransport(answer), heartbeat_interval=3600, block_on_start_timeout=60
+    )
+    client.start()  # returns once the set is there
+    assert sqreen.is_blocked(ip="198.51.100.7")
+
+
 def test_refusals_are_counted_and_sampled() -> None:
     now = [0.0]
     refusals = Refusals(lambda: now[0])

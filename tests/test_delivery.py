@@ -315,6 +315,23 @@ def test_after_a_lifespan_shutdown_that_failed_the_exit_tries_once(
     assert len(list(tmp_path.glob("*/*.batch"))) == 1  # kept for the next process
 
 
+def test_a_lifespan_that_gave_up_does_not_shorten_a_later_exit(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """A process that runs several lifespans (a test session's TestClients): one that found
+    the collector failing does not cut the delivery at exit once the collector takes
+    batches again (the events tracked after were left undelivered)."""
+    receiver.respond(503, times=1, path="/v1/events")
+    client = _five_tracked(receiver, tmp_path, shutdown_timeout=30)
+    assert not client.flush_or_spool(0.5)  # gave up: the collector failed
+    time.sleep(0.6)  # that lifespan's timeout is over
+    assert client.flush_or_spool(30)  # the next lifespan's: it takes them
+    for i in range(3):
+        sqreen.track("late.event", properties={"i": i})
+    assert client.shutdown()
+    assert len([e for e in receiver.events if e["name"] == "late.event"]) == 3
+
+
 def test_at_exit_a_collector_refusing_once_is_retried_and_delivered(
     receiver: Receiver, tmp_path: Path
 ) -> None:

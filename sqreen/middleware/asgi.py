@@ -47,6 +47,7 @@ import anyio
 import anyio.to_thread
 
 from .. import _hub
+from .._blocking import Blocked
 from .._client import Client
 from .._context import RequestContext, current_request, unbound
 from ._common import (
@@ -135,16 +136,22 @@ class SqreenASGIMiddleware:
             return
         token = current_request.set(ctx)
 
-        started = refusing = finished = False
+        started = refusing = finished = aborted = False
 
         async def send_unbound(message: Message) -> None:
             """The server's ``send``, run with no request bound (see :func:`unbound`); the
             app's answer replaced by a 403 when a block raised for the request was caught
-            on its way (:attr:`RequestContext.refused`)."""
-            nonlocal started, refusing, finished
+            on its way (:attr:`RequestContext.refused`), and once its headers went, none of
+            the rest of its body sent: the response is aborted."""
+            nonlocal started, refusing, finished, aborted
             if refusing:
                 return
             kind = message["type"]
+            if started and ctx.refused is not None:  # caught once the headers went
+                if not aborted:
+                    aborted = True
+                    refused(client, ctx, ctx.refused)
+                raise ResponseAborted(str(ctx.refused)) from ctx.refused
             if kind == "http.response.start":
                 started = True
                 if ctx.refused is not None:
@@ -169,19 +176,30 @@ class SqreenASGIMiddleware:
                     await _refuse(scope, send_unbound)
                     return
             await self.app(scope, tee.receive, send_unbound)
+            if aborted:  # the app went on after its send refused: the response is cut
+                raise ResponseAborted(str(ctx.refused)) from ctx.refused
         except BaseException as exc:
+            if aborted:
+                raise
             blocked = find_blocked(exc)
             if refusing:  # its 403 went out already
                 if blocked is None:
                     raise
                 return
+            if finished:  # raised after the response (a background task): nothing to refuse
+                if blocked is not None:
+                    refused(client, ctx, blocked)
+                rest = _without_blocks(exc)
+                if rest is exc:
+                    raise
+                if rest is not None:  # the app's own errors beside the block: said
+                    raise rest from None
+                logger.debug("sqreen: a block raised after the response ended: %s", blocked)
+                return
             blocked = blocked or ctx.refused
             if blocked is None:
                 raise
             refused(client, ctx, blocked)
-            if finished:  # raised after the response (a background task): nothing to abort
-                logger.debug("sqreen: a block raised after the response ended: %s", blocked)
-                return
             if started:
                 raise ResponseAborted(str(blocked)) from blocked
             refusing = True  # counted: its 403 goes out as is
@@ -190,6 +208,16 @@ class SqreenASGIMiddleware:
         finally:
             current_request.reset(token)
             _unstore(scope, ctx)
+
+
+def _without_blocks(exc: BaseException) -> BaseException | None:
+    """``exc`` without its :class:`Blocked`: None for a block alone, the rest of an
+    exception group (its other errors), ``exc`` itself when it holds none."""
+    if isinstance(exc, Blocked):
+        return None
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(Blocked)[1]
+    return exc
 
 
 async def started_off_the_loop(wait: bool = True) -> Client:

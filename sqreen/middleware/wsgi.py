@@ -176,6 +176,9 @@ class _Holding:
 
     def _written(self, data: bytes) -> None:
         if self.forward() and self._write is not None:
+            blocked = self._ctx.refused
+            if blocked is not None:  # caught once the headers went: none of the body goes
+                raise ResponseAborted(str(blocked)) from blocked
             self._write(data)
 
 
@@ -269,7 +272,10 @@ class _Response:
             return self._refuse_late(blocked)
         finally:
             current_request.reset(token)
-        if not start.forward():
+        if not start.forward() or ctx.refused is not None:
+            # A block kept for the request: a 403 while the headers are held; once they went
+            # (a stream's empty first chunk, or chunks before the app caught it), none of
+            # the rest of the body goes, and the connection is dropped.
             return self._refuse_late(ctx.refused)  # type: ignore[arg-type]
         return chunk
 

@@ -282,6 +282,64 @@ def test_blocked_after_the_response_ended_is_quiet(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+def test_a_block_caught_once_the_stream_started_sends_nothing_more(
+    sqreen_events: CapturedEvents,
+) -> None:
+    """A stream that catches the ``Blocked`` raised for it once its headers went: the rest
+    of its body is not sent (its send raises), and the response is aborted. (Only the
+    response's start was checked: a server-sent events stream went on to the blocked user.)"""
+    sqreen_events.block([{"id": "b1", "type": "block_user", "user": {"uid": "mallory"}}])
+    sent: list[Message] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"data: hello\n\n", "more_body": True})
+        try:
+            scope["state"]["sqreen"].identify({"uid": "mallory"})
+        except BaseException:
+            pass
+        try:
+            await send({"type": "http.response.body", "body": b"data: secret\n\n"})
+        except Exception:
+            pass  # an app that swallows the send's error: the response is cut all the same
+
+    async def server_send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    with pytest.raises(ResponseAborted):
+        asyncio.run(SqreenASGIMiddleware(app)(http_scope(), receive, server_send))
+    assert [m.get("body") for m in sent] == [None, b"data: hello\n\n"]
+    assert [e["name"] for e in sqreen_events] == ["security.blocked"]
+
+
+def test_the_app_s_own_errors_beside_a_block_after_the_response_are_raised(
+    sqreen_events: CapturedEvents,
+) -> None:
+    """A background task's group holding a block and the app's own error: the error reaches
+    the server (it vanished with the block)."""
+    sqreen_events.block([{"id": "b1", "type": "block_user", "user": {"uid": "mallory"}}])
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await ok(scope, receive, send)
+
+        async def bug() -> None:
+            raise ValueError("a real bug")
+
+        async def login() -> None:
+            sqreen.auth_track(True, uid="mallory")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(bug)
+            tg.start_soon(login)
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        asyncio.run(call(SqreenASGIMiddleware(app), http_scope()))
+    assert [type(e) for e in info.value.exceptions] == [ValueError]
+
+
 def test_blocked_inside_a_task_group(sqreen_events: CapturedEvents) -> None:
     sqreen_events.block([{"id": "b1", "type": "block_user", "user": {"uid": "mallory"}}])
 

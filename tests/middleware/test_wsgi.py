@@ -272,6 +272,34 @@ def test_an_empty_first_chunk_sends_the_headers_and_a_later_block_aborts(
     assert statuses == ["200 OK"] and chunks == [b""]
 
 
+@pytest.mark.parametrize("first", [b"", b"first "])
+def test_a_block_caught_once_the_headers_went_sends_nothing_more(
+    sqreen_events: CapturedEvents, first: bytes
+) -> None:
+    """A stream that catches the ``Blocked`` raised for it, after its headers went (an empty
+    first chunk, or some body): none of the rest of its body goes, and the connection is
+    dropped. (The headers were the only point checked: the rest of the body went out.)"""
+    sqreen_events.block([{"id": "b1", "type": "block_user", "user": {"uid": "mallory"}}])
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        yield first
+        try:
+            environ["sqreen.context"].identify({"uid": "mallory"})
+        except BaseException:
+            pass
+        yield b"data: secret\n\n"
+
+    environ = EnvironBuilder(path="/", environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()
+    result = SqreenWSGIMiddleware(app)(environ, lambda *a: lambda data: None)
+    chunks: list[bytes] = []
+    with pytest.raises(ResponseAborted):
+        for chunk in result:
+            chunks.append(chunk)
+    assert chunks == [first]
+    assert [e["name"] for e in sqreen_events] == ["security.blocked"]
+
+
 def test_blocked_once_the_body_started_aborts_the_response(sqreen_events: CapturedEvents) -> None:
     sqreen_events.block([{"id": "b1", "type": "block_user", "user": {"uid": "mallory"}}])
 
