@@ -502,6 +502,14 @@ def test_poisoned_events_are_shown(poisoned: tuple[str, str], browser: Any) -> N
         page.goto(f"{collector}/explorer/events?since=3650d")
         stamped_1970 = {"year-1", "year-1-east", "year-1969", "old-1"}
         assert rows.count() == len(shown - stamped_1970) + 1
+        # A burst larger than a poll shows (an attack's): the gap is said, not skipped.
+        burst = [wire_event(id=f"burst-{n}") for n in range(600)]
+        assert send(collector, token, burst)["accepted"] == 600
+        page.locator("#events tbody tr.gap").wait_for(timeout=15_000)
+        page.wait_for_timeout(3500)  # later polls, with nothing new: still said
+        assert "reload to see them all" in page.locator("#live").inner_text()
+        assert "burst-599" in page.locator("#events td.time a").first.get_attribute("href")
+        assert page.locator("#events tbody tr.gap").count() == 1
     finally:
         context.close()
     assert errors == []  # the icon included: the pages name theirs

@@ -289,6 +289,57 @@ def test_event_detail(client: TestClient, storage: Storage) -> None:
     assert missing.status_code == 404 and "no such event" in missing.text
 
 
+@pytest.mark.parametrize(
+    "user",
+    [
+        {"email": "user3@example.com,"},  # an attacker's typing, one comma more
+        {"name": "Smith, John"},
+        {"uid": "nl\nuser"},
+        {"uid": " padded "},
+        {"a=b": "c"},
+    ],
+)
+def test_block_this_user_blocks_exactly_the_event_s_identifiers(
+    client: TestClient, storage: Storage, user: dict[str, str]
+) -> None:
+    """The event page's "Block this user…" and the form it fills block the identifiers the
+    event carries, whatever they hold. Written as key=value lines, ``user3@example.com,``
+    became a block of ``user3@example.com``, the account's owner, and the attacker's
+    spelling stayed unblocked; others could not be blocked at all."""
+    store(storage, wire_event(id="ev-1", user=user))
+    page = client.get("/explorer/events/ev-1").text
+    link = re.search(r'<a href="([^"]+)">Block this user', page)
+    assert link is not None
+    form = client.get(html.unescape(link[1])).text
+    typed = html.unescape(re.search(r'<textarea name="user"[^>]*>([^<]*)</textarea>', form)[1])
+    token = csrf_of(client, "/explorer/blocks")
+    reply = client.post(
+        "/explorer/blocks",
+        data={"csrf_token": token, "kind": "user", "user": typed, "duration": "1h"},
+    )
+    assert reply.status_code == 200 and "Block #1 created" in reply.text, reply.text
+    (block,) = storage.list_blocks()
+    assert block.user == user
+
+
+def test_what_the_events_page_says_of_line_breaks_names_and_many_groups(
+    client: TestClient, storage: Storage
+) -> None:
+    """A line break in an identifier is written out on one line (it showed as a space, as
+    another identifier would); the name field suggests the standard names; a group by with
+    more groups than shown says so (25 of 40 addresses were shown as if all)."""
+    store(storage, wire_event(id="nl", user={"uid": "nl\nuser"}))
+    for n in range(30):
+        store(storage, wire_event(id=f"ip-{n}", request=request_from(f"198.51.100.{n + 1}")))
+    page = client.get("/explorer/events").text
+    assert "uid=nl\\nuser" in page
+    assert '<datalist id="names">' in page and '<option value="auth.login.failure">' in page
+    grouped = client.get("/explorer/events?group=ip").text
+    assert "The 25 largest groups are shown; there may be more" in grouped
+    few = client.get("/explorer/events?group=name").text
+    assert "largest groups" not in few
+
+
 def test_everything_an_event_carries_is_escaped(client: TestClient, storage: Storage) -> None:
     store(
         storage,

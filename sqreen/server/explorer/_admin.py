@@ -11,6 +11,7 @@ events).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -74,10 +75,14 @@ def _block_form(request: Request) -> BlockForm:
     """The form prefilled from the URL (the event page links ``?user=uid%3D42`` or ``?ip=``)."""
     params = request.query_params
     users = [u[:300] for u in params.getlist("user")[:16]]
+    as_json = params.get("user_json", "")[:4096]  # identifiers no key=value line can carry
     ip = params.get("ip", "")[:64]
     reason = params.get("reason", "")[:512]
     return BlockForm(
-        kind="ip" if ip and not users else "user", user="\n".join(users), ip=ip, reason=reason
+        kind="ip" if ip and not (users or as_json) else "user",
+        user=as_json or "\n".join(users),
+        ip=ip,
+        reason=reason,
     )
 
 
@@ -172,12 +177,31 @@ def _request(form: BlockForm) -> BlockRequest:
     duration = None if choice == FOREVER else choice
     reason = form.reason.strip()
     if form.kind == "user":
-        lines = [line.strip() for line in form.user.replace(",", "\n").splitlines()]
-        user = parse_pairs([line for line in lines if line], "user")
+        if form.user.strip().startswith("{"):  # a JSON object: identifiers as they are
+            user = _json_user(form.user)
+        else:
+            lines = [line.strip() for line in form.user.replace(",", "\n").splitlines()]
+            user = parse_pairs([line for line in lines if line], "user")
         return block_request("block_user", user=user, duration=duration, reason=reason)
     if form.kind == "ip":
         return block_request("block_ip", ip=form.ip.strip(), duration=duration, reason=reason)
     raise InvalidBlock("kind", "choose a user or an IP to block")
+
+
+def _json_user(text: str) -> dict[str, str]:
+    """Identifiers given as a JSON object of text values (what the event page links for
+    identifiers a ``key=value`` line cannot carry: a comma, a line break, spaces at an end)."""
+    try:
+        found = json.loads(text)
+    except ValueError:
+        raise InvalidBlock("user", "is not a JSON object (or key=value lines)") from None
+    if (
+        not isinstance(found, dict)
+        or not found
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in found.items())
+    ):
+        raise InvalidBlock("user", 'must be a JSON object of text values: {"uid": "42"}')
+    return found
 
 
 @form_endpoint

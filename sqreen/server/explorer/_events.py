@@ -10,6 +10,7 @@ page says so when that bound is reached), never a scan of the whole table.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -123,7 +124,12 @@ async def events_page(request: Request) -> Response:
     if not errors and request.url.query and canonical != _path_qs(request):
         # Blank form fields and repeated parameters: one canonical, shareable URL.
         return RedirectResponse(canonical, status_code=303)
-    context: dict[str, Any] = {"query": query, "nav": "events", "SAMPLE": SAMPLE}
+    context: dict[str, Any] = {
+        "query": query,
+        "nav": "events",
+        "SAMPLE": SAMPLE,
+        "GROUP_LIMIT": GROUP_LIMIT,
+    }
     if errors:
         context.update(errors=errors, view=None)
         return render(request, "events.html", context, status_code=400)
@@ -202,6 +208,26 @@ async def event_api(request: Request) -> JSONResponse:
     )
 
 
+#: What a ``key=value`` line cannot carry as it is: the form splits lines at commas and
+#: newlines, and strips each one.
+_NOT_A_PAIR: Final = (",", "\n", "\r")
+
+
+def _block_user_query(user: dict[str, str]) -> str:
+    """The block form's query for ``user``: its ``key=value`` lines, or, when an identifier
+    cannot be written so (a comma, a line break, spaces at its ends, ``=`` in a key), its
+    JSON (``user_json=``). Written as lines, ``user3@example.com,`` (an attacker's typing)
+    became a block of ``user3@example.com``: the account's owner, not the attacker."""
+    plain = all(
+        not any(c in text for c in _NOT_A_PAIR) and text == text.strip()
+        for pair in user.items()
+        for text in pair
+    ) and all(k and "=" not in k for k in user)
+    if plain:
+        return "?" + "&".join(f"user={quote(f'{k}={v}', safe='')}" for k, v in user.items())
+    return "?user_json=" + quote(json.dumps(user, ensure_ascii=False), safe="")
+
+
 async def event_page(request: Request) -> Response:
     # ``/events/?id=..``: the ids a path segment cannot carry (see _render.event_url).
     event_id = request.path_params["event_id"] or request.query_params.get("id", "")
@@ -221,11 +247,7 @@ async def event_page(request: Request) -> Response:
     if event.key_id:
         keys = await run_in_threadpool(storage.list_keys)
         key = next((k for k in keys if k.id == event.key_id), None)
-    block_user = (
-        "?" + "&".join(f"user={quote(f'{k}={v}', safe='')}" for k, v in event.user.items())
-        if event.user
-        else None
-    )
+    block_user = _block_user_query(event.user) if event.user else None
     context = {
         "event": event,
         "traits": traits,

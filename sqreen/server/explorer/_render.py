@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from ..._text import visible
-from ...events import severity
+from ...events import STANDARD_EVENTS, severity
 from ..times import when
 from ._forms import csrf_token
 
@@ -82,8 +82,11 @@ def short(value: object, width: int = 60) -> str:
 
 
 def pairs(mapping: dict[str, Any] | None, width: int = 60) -> str:
-    """``uid=42 email=a@b.c``, each value shortened."""
-    return " ".join(f"{k}={short(v, width)}" for k, v in (mapping or {}).items())
+    """``uid=42 email=a@b.c``, each value shortened, a line break in a key or value written
+    out (``\\n``: on one line, a page showed it as a space, another identifier)."""
+    return " ".join(
+        f"{visible(str(k))}={visible(short(v, width))}" for k, v in (mapping or {}).items()
+    )
 
 
 def summary(properties: dict[str, Any]) -> str:
@@ -150,7 +153,18 @@ def span(delta: timedelta | None) -> str:
     return " ".join(parts[:2])
 
 
+#: The standard event names, suggested by the events page's name field.
+_env.globals["standard_names"] = sorted(STANDARD_EVENTS)
+
+
+def oneline(value: object) -> str:
+    """Text for a table's cell: a line break written out (``\\n``), as any control
+    character is, where a page showed it as a space (another identifier, to the eye)."""
+    return visible(str(value))
+
+
 _env.filters.update(
+    oneline=oneline,
     when=when,
     iso=iso,
     ago=ago,

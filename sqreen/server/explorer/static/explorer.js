@@ -51,12 +51,28 @@
     return tr;
   }
 
+  // Once a poll could not show every new event: said until the page is reloaded.
+  var gapped = false;
+  var GAPPED = " · more arrived than shown: reload to see them all";
+
+  function gap() {
+    var tr = document.createElement("tr");
+    tr.className = "gap";
+    var td = document.createElement("td");
+    td.colSpan = 7;
+    td.textContent = "More events arrived here than live update shows: reload the page to see them all.";
+    tr.appendChild(td);
+    return tr;
+  }
+
   function show(text) { if (status) status.textContent = text; }
 
   function poll() {
     if (document.hidden) { schedule(); return; }
     var sep = table.dataset.api.indexOf("?") < 0 ? "?" : "&";
-    fetch(table.dataset.api + sep + "after=" + encodeURIComponent(String(floors[0])), {
+    // The API's most a page: newest first. More than that since the last poll (a burst of
+    // an attack) leaves a gap, which is said rather than skipped in silence.
+    fetch(table.dataset.api + sep + "limit=500&after=" + encodeURIComponent(String(floors[0])), {
       credentials: "same-origin",
       headers: { "Accept": "application/json" }
     }).then(function (response) {
@@ -72,14 +88,22 @@
       if (events.length) {
         var empty = body.querySelector("tr.empty");
         if (empty) empty.remove();
+        var marker = data.older ? gap() : null;
+        if (marker) body.insertBefore(marker, body.firstChild);
         for (i = events.length - 1; i >= 0; i--) {
           seen[events[i].seq] = true;
           body.insertBefore(row(events[i]), body.firstChild);
         }
         while (body.rows.length > maxRows) body.deleteRow(-1);
-        show(events.length + " new event" + (events.length > 1 ? "s" : "") + " · live");
+        if (marker && !marker.parentNode) {  // trimmed with the old rows: kept last
+          body.deleteRow(-1);
+          body.appendChild(marker);
+        }
+        if (marker) gapped = true;
+        show(events.length + (data.older ? "+" : "") + " new event" +
+             (events.length > 1 ? "s" : "") + " · live" + (gapped ? GAPPED : ""));
       } else {
-        show("live");
+        show("live" + (gapped ? GAPPED : ""));
       }
       floors.push(Math.max(floors[floors.length - 1], Number(data.newest_seq) || 0));
       if (floors.length > lookback + 1) floors.shift();
