@@ -93,7 +93,9 @@ class Queue(Exit):
         #: The names tracked under which an event is one of those (LiteSOC's spellings too).
         self.urgent = _DEFAULT_URGENT
         #: Set once an action set came from the collector (a set the spool kept is enforced
-        #: at once, but may be stale: ``block_on_start_timeout`` waits for the collector's).
+        #: at once, but may be stale: ``block_on_start_timeout`` waits for the collector's),
+        #: or once it cannot come soon (the long-poll found the collector unreachable, or
+        #: refusing the token: :meth:`Client._first_ask_failed`).
         self.first_actions = threading.Event()
         self._clock = clock
         # A generator of its own: the app's global random state is the app's.
