@@ -163,13 +163,15 @@ class ActionPoller:
 
 #: What a collector that is up answers while it cannot answer now: the set will come (with
 #: this poll's retry, or a batch's or heartbeat's reply), so the first request waits on.
-_BUSY: Final = ("HTTP 408 ", "HTTP 429 ", "HTTP 5")
+#: Not a 500, nor a proxy's 502 or 504 for a collector behind it that is down.
+_BUSY: Final = ("HTTP 408 ", "HTTP 429 ", "HTTP 503 ")
 
 
 def _unreachable(reply: Reply | None) -> bool:
     """Whether a failed poll says the set will not come soon: no answer at all (refused,
     no such host, a certificate refused), or a refusal of the key or the path (401, 403,
-    404...), but not a collector that is up and busy (429 at its polls' bound, 503)."""
+    404, 500, a proxy's 502), but not a collector that is up and busy (429 at its polls'
+    bound, 503 while it starts)."""
     if reply is None:  # the poll raised (logged): nothing to wait for
         return True
     return not reply.detail.startswith(_BUSY)

@@ -182,12 +182,29 @@ def test_a_refused_key_ends_the_first_request_s_wait_and_is_said_once(
     """The collector refuses the token: the first request waits no longer for a set that
     will not come (it waited ``block_on_start_timeout``), and the log says why no block
     arrives, once (it said nothing until an event was tracked)."""
+    asked = _first_request_ends_at_the_poll('HTTP 401 from /v1/actions: {"error": "no key"}')
+    assert asked.acquire(timeout=10)  # asked again (backoff), said no more
+    said = [r.getMessage() for r in caplog.records if "refuses this token" in r.getMessage()]
+    assert len(said) == 1 and "HTTP 401" in said[0] and "SQREEN_TOKEN" in said[0]
+
+
+@pytest.mark.parametrize("status", [500, 502, 504, 404])
+def test_a_failing_collector_ends_the_first_request_s_wait(status: int) -> None:
+    """A collector erring (500), or down behind its proxy (nginx's 502 or 504), or a wrong
+    path: the set will not come soon, and the first request goes on at once (it waited the
+    whole ``block_on_start_timeout``)."""
+    _first_request_ends_at_the_poll(f"HTTP {status} from /v1/actions: <html>bad gateway</html>")
+
+
+def _first_request_ends_at_the_poll(detail: str) -> threading.Semaphore:
+    """A client whose every call fails with ``detail``: its first request (``start()``,
+    waiting up to 60 s for the set) ends once the long-poll failed so; the polls, counted."""
     asked = threading.Semaphore(0)
 
     def answer(call: Any) -> Reply:
         if call.kind == "actions":
             asked.release()
-        return Reply("retry", detail='HTTP 401 from /v1/actions: {"error": "unknown token"}')
+        return Reply("retry", detail=detail)
 
     client = sqreen.init(
         transport=ScriptedTransport(answer), heartbeat_interval=3600, block_on_start_timeout=60
@@ -195,10 +212,8 @@ def test_a_refused_key_ends_the_first_request_s_wait_and_is_said_once(
     done = threading.Event()
     threading.Thread(target=lambda: (client.start(), done.set()), daemon=True).start()
     assert asked.acquire(timeout=10)
-    assert done.wait(10), "the first request waited on after the collector refused"
-    assert asked.acquire(timeout=10)  # asked again (backoff), said no more
-    said = [r.getMessage() for r in caplog.records if "refuses this token" in r.getMessage()]
-    assert len(said) == 1 and "HTTP 401" in said[0] and "SQREEN_TOKEN" in said[0]
+    assert done.wait(10), f"the first request waited on after {detail[:20]!r}"
+    return asked
 
 
 @pytest.mark.parametrize("status", [429, 503])

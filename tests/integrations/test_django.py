@@ -179,6 +179,59 @@ def test_code_run_while_the_body_streams_sees_its_request(
     assert all(e["request"]["ip"] == "127.0.0.1" for e in sqreen_events)
 
 
+@pytest.mark.parametrize("caught", [False, True])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_block_while_a_stream_goes_aborts_it(
+    sqreen_events: CapturedEvents, caught: bool, kind: str
+) -> None:
+    """A streaming response's generator meets a blocked user once its headers went: the
+    response is aborted (``ResponseAborted``, an error servers drop the connection for) and
+    none of the rest goes. The ``Blocked`` itself reached the server (gunicorn's threaded
+    worker died of it); a block the generator caught let the rest reach the user."""
+    from django.http import StreamingHttpResponse
+
+    from sqreen._context import RequestContext
+    from sqreen.integrations.django._streaming import bind_streaming
+    from sqreen.middleware._common import ResponseAborted
+
+    sqreen_events.block([{"id": "b1", "type": "block_user", "user": {"username": "mallory"}}])
+    ctx = RequestContext(sqreen_events.client, "wsgi", {"REMOTE_ADDR": "127.0.0.1"})
+
+    def login() -> None:
+        try:
+            sqreen.auth_track(True, username="mallory")
+        except BaseException:
+            if not caught:
+                raise
+
+    def chunks() -> Any:
+        yield b"start "
+        login()
+        yield b"SECRET"
+
+    async def achunks() -> Any:
+        yield b"start "
+        login()
+        yield b"SECRET"
+
+    response = StreamingHttpResponse(chunks() if kind == "sync" else achunks())
+    bind_streaming(response, ctx)
+    got: list[bytes] = []
+    with pytest.raises(ResponseAborted):
+        if kind == "sync":
+            for chunk in response.streaming_content:
+                got.append(chunk)
+        else:
+
+            async def read() -> None:
+                async for chunk in response.streaming_content:
+                    got.append(chunk)
+
+            asyncio.run(read())
+    assert got == [b"start "]
+    assert [e["name"] for e in sqreen_events][-1] == "security.blocked"
+
+
 def test_a_file_response_keeps_its_file_for_the_server(tmp_path: Any) -> None:
     from django.http import FileResponse
 

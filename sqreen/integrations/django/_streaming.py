@@ -18,6 +18,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from ..._context import RequestContext, current_request
+from ...middleware._common import ResponseAborted, find_blocked, refused
 
 __all__ = ["bind_streaming"]
 
@@ -40,8 +41,12 @@ def _bound(chunks: Iterable[bytes], ctx: RequestContext) -> Iterator[bytes]:
             chunk = next(iterator)
         except StopIteration:
             return
+        except BaseException as exc:
+            _abort_if_blocked(exc, ctx)
+            raise
         finally:
             current_request.reset(token)
+        _abort_if_refused(ctx)
         yield chunk
 
 
@@ -53,6 +58,30 @@ async def _abound(chunks: AsyncIterable[bytes], ctx: RequestContext) -> AsyncIte
             chunk = await anext(iterator)
         except StopAsyncIteration:
             return
+        except BaseException as exc:
+            _abort_if_blocked(exc, ctx)
+            raise
         finally:
             current_request.reset(token)
+        _abort_if_refused(ctx)
         yield chunk
+
+
+def _abort_if_blocked(exc: BaseException, ctx: RequestContext) -> None:
+    """A block raised while the response streams: its headers went, so the response is
+    aborted (:class:`ResponseAborted`, which servers take as an error of the app and drop
+    the connection for). As a ``BaseException``, the ``Blocked`` itself reached the server:
+    gunicorn's threaded worker died of it, its sync worker wrote a 500 into the body."""
+    blocked = find_blocked(exc)
+    if blocked is not None:
+        refused(ctx.client, ctx, blocked)
+        raise ResponseAborted(str(blocked)) from blocked
+
+
+def _abort_if_refused(ctx: RequestContext) -> None:
+    """A block the stream caught (kept on the request): none of the rest of it goes (the
+    rest went to the blocked user)."""
+    blocked = ctx.refused
+    if blocked is not None:
+        refused(ctx.client, ctx, blocked)
+        raise ResponseAborted(str(blocked)) from blocked
