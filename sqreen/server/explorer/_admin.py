@@ -75,7 +75,7 @@ def _block_form(request: Request) -> BlockForm:
     """The form prefilled from the URL (the event page links ``?user=uid%3D42`` or ``?ip=``)."""
     params = request.query_params
     users = [u[:300] for u in params.getlist("user")[:16]]
-    as_json = params.get("user_json", "")[:4096]  # identifiers no key=value line can carry
+    as_json = params.get("user_json", "")[:16384]  # identifiers no key=value line can carry
     ip = params.get("ip", "")[:64]
     reason = params.get("reason", "")[:512]
     return BlockForm(
