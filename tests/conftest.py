@@ -19,43 +19,47 @@ from tests.receiver import Receiver
 LONGEST_FIRST = (
     # By --durations=0 of a run with -n 2 (seconds of one worker), except the first two: on a
     # clean clone they build a virtualenv (Flask's suite x2, Django's; the demo's).
-    "tests/peers/test_framework_suites.py",  # 63 s, 97 s on a clean clone
+    "tests/peers/test_framework_suites.py",  # 44 s, 97 s on a clean clone
     "tests/test_demo.py",  # 7 s, 44 s on a clean clone
-    "tests/integrations/test_django_auth.py",  # 54 s (gunicorn, Django's login views)
-    "tests/servers/test_shutdown.py",  # 49 s (31 stops of real servers)
-    "tests/server/test_grouped_ingest_hostile.py",  # 38 s
-    "tests/integrations/test_scenarios.py",  # 36 s (every framework, real servers)
-    "tests/server/test_travel.py",  # 32 s
-    "tests/explorer/test_browser.py",  # 30 s
-    "tests/server/test_serve_signals.py",  # 24 s (real serves stopped by signals)
-    "tests/integrations/test_flask_binding.py",  # the 30 000-request crash loop
-    "tests/test_playbook_replay.py",  # 20 s
-    "tests/server/test_action_set.py",  # 20 s
-    "tests/server/test_export.py",  # 19 s
-    "tests/server/test_resilience.py",  # 19 s
-    "tests/server/test_playbooks.py",  # 19 s
-    "tests/explorer/test_login_attacks.py",  # 19 s
-    "tests/test_restarts.py",  # 16 s
-    "tests/integrations/test_fastapi.py",  # 15 s (real uvicorn and hypercorn)
-    "tests/server/test_window_log_hostile.py",  # 14 s
-    "tests/server/test_fair_ingest.py",  # 13 s
-    "tests/server/test_api.py",  # 13 s
-    "tests/integrations/test_auto_instrument.py",  # 13 s (8 gunicorns)
-    "tests/server/test_intel.py",  # 12 s
-    "tests/explorer/test_browser_layout.py",  # 12 s
-    "tests/test_wire_json.py",  # 12 s
-    "tests/test_delivery.py",  # 11 s
-    "tests/server/test_connections.py",  # 10 s
+    "tests/integrations/test_django_auth.py",  # 61 s (gunicorn, Django's login views)
+    "tests/servers/test_shutdown.py",  # 55 s
+    "tests/explorer/test_browser.py",  # 39 s
+    "tests/integrations/test_scenarios.py",  # 35 s
+    "tests/server/test_travel.py",  # 29 s
+    "tests/server/test_serve_signals.py",  # 23 s
+    "tests/server/test_grouped_ingest_hostile.py",  # 23 s
+    "tests/server/test_playbooks.py",  # 22 s
+    "tests/server/test_action_set.py",  # 22 s
+    "tests/server/test_export.py",  # 21 s
+    "tests/integrations/test_fastapi.py",  # 17 s
+    "tests/server/test_resilience.py",  # 17 s
+    "tests/explorer/test_login_attacks.py",  # 16 s
+    "tests/test_restarts.py",  # 15 s
+    "tests/test_playbook_replay.py",  # 15 s
+    "tests/explorer/test_browser_layout.py",  # 14 s
+    "tests/server/test_fair_ingest.py",  # 14 s
+    "tests/test_transport_http.py",  # 14 s
+    "tests/server/test_intel.py",  # 13 s
+    "tests/server/test_api.py",  # 12 s
+    "tests/test_delivery.py",  # 12 s
+    "tests/integrations/test_auto_instrument.py",  # 11 s
+    "tests/server/test_window_log_hostile.py",  # 11 s
+    "tests/test_wire_time.py",  # 11 s
     "tests/server/test_cli.py",  # 10 s
-    "tests/integrations/test_drf.py",  # 9 s (two gunicorns, DRF's token users)
+    "tests/server/test_connections.py",  # 10 s
+    "tests/server/test_watch_change.py",  # 9 s
     "tests/explorer/test_browser_intel.py",  # 9 s
-    "tests/server/test_cli_operator.py",
-    "tests/server/test_restore_served.py",
-    "tests/server/test_probes.py",
-    "tests/test_readme.py",
-    "tests/test_query.py",
-    "tests/server/test_metrics.py",
-    "tests/server/test_end_to_end.py",
+    "tests/server/test_restore_served.py",  # 8 s
+    "tests/middleware/test_asgi.py",  # 8 s
+    "tests/middleware/test_wsgi.py",  # 8 s
+    "tests/server/test_serve_listen.py",  # 8 s
+    "tests/server/test_probes.py",  # 8 s
+    "tests/server/test_playbook_marks.py",  # 8 s
+    "tests/explorer/test_pages.py",  # 8 s
+    "tests/test_fork_exit.py",  # 7 s
+    "tests/server/test_intel_paths_hostile.py",  # 7 s
+    "tests/server/test_webhook_lanes.py",  # 6 s
+    "tests/server/test_user_runs.py",  # 6 s
 )
 
 
