@@ -222,12 +222,14 @@ def test_a_busy_collector_does_not_end_the_first_request_s_wait(status: int) -> 
     bound, 503 while it restarts): the first request waits on, and the set comes with the
     heartbeat's reply. (Ending the wait there let a blocked user's first request through.)"""
     block = _set(3, "198.51.100.0/24")
+    polled = threading.Event()
 
     def answer(call: Any) -> Reply:
         if call.kind == "actions":
+            polled.set()
             return Reply("retry", detail=f"HTTP {status} from /v1/actions: busy")
         if call.kind == "heartbeat":
-            time.sleep(0.3)  # after the poll's answer
+            assert polled.wait(10)  # after the poll's answer
             return Reply("ok", actions=block)
         return Reply("ok")
 

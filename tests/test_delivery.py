@@ -323,8 +323,10 @@ def test_a_lifespan_that_gave_up_does_not_shorten_a_later_exit(
     batches again (the events tracked after were left undelivered)."""
     receiver.respond(503, times=1, path="/v1/events")
     client = _five_tracked(receiver, tmp_path, shutdown_timeout=30)
+    clock, ahead = client.queue._clock, [0.0]
+    client.queue._clock = lambda: clock() + ahead[0]  # driven below, not slept through
     assert not client.flush_or_spool(0.5)  # gave up: the collector failed
-    time.sleep(0.6)  # that lifespan's timeout is over
+    ahead[0] = 1.0  # that lifespan's timeout is over
     assert client.flush_or_spool(30)  # the next lifespan's: it takes them
     for i in range(3):
         sqreen.track("late.event", properties={"i": i})

@@ -157,12 +157,7 @@ class SqreenASGIMiddleware:
                 if ctx.refused is not None:
                     refusing = True
                     refused(client, ctx, ctx.refused)
-                    # Shielded: the app may answer from inside a task group the block left
-                    # cancelled on its way (BaseHTTPMiddleware's call_next, under a
-                    # middleware that turns errors into a 500): the 403's body was
-                    # cancelled at its first await, and the client got an empty body.
-                    with anyio.CancelScope(shield=True):
-                        await _refuse(scope, partial(unbound, send))
+                    await _refuse_shielded(scope, send)
                     return
             elif kind == "http.response.body" and not message.get("more_body", False):
                 finished = True
@@ -203,11 +198,19 @@ class SqreenASGIMiddleware:
             if started:
                 raise ResponseAborted(str(blocked)) from blocked
             refusing = True  # counted: its 403 goes out as is
-            with anyio.CancelScope(shield=True):  # as in send_unbound
-                await _refuse(scope, partial(unbound, send))
+            await _refuse_shielded(scope, send)
         finally:
             current_request.reset(token)
             _unstore(scope, ctx)
+
+
+async def _refuse_shielded(scope: Scope, send: Send) -> None:
+    """The 403 in place of the app's answer, to the server's ``send`` with no request bound,
+    shielded: the app may answer from inside a task group the block left cancelled on its way
+    (BaseHTTPMiddleware's ``call_next``, under a middleware that turns errors into a 500),
+    and the 403's body was cancelled at its first await: the client got an empty body."""
+    with anyio.CancelScope(shield=True):
+        await _refuse(scope, partial(unbound, send))
 
 
 def _without_blocks(exc: BaseException) -> BaseException | None:

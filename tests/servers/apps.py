@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -61,17 +60,16 @@ async def _asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def _wsgi_stream(environ: dict[str, Any], start_response: Any) -> Any:
-    """``/stream?flag=PATH``: server-sent events whose first event waits (20 s at most)
-    for the file ``PATH``; an empty chunk first, to send the headers at once."""
+    """``/stream?flag=PATH``: server-sent events whose first event waits for a byte from the
+    FIFO ``PATH`` (written once the client had the headers); an empty chunk first, to send
+    the headers at once."""
     flag = parse_qs(environ.get("QUERY_STRING", ""))["flag"][0]
     start_response("200 OK", [("Content-Type", "text/event-stream")])
 
     def events() -> Any:
         yield b""
-        for _ in range(200):
-            if os.path.exists(flag):
-                break
-            time.sleep(0.1)
+        with open(flag, "rb") as fifo:  # blocks until the test writes
+            fifo.read(1)
         yield b"data: hi\n\n"
 
     return events()

@@ -10,6 +10,7 @@ the server (outside), and what the middleware hands the app and what the app han
 from __future__ import annotations
 
 import io
+import os
 import socket
 import sys
 import threading
@@ -277,6 +278,7 @@ def test_a_stream_s_empty_first_chunk_sends_its_headers_at_once(tmp_path: Any) -
     before its first event, which may come minutes later (proxies and browsers time out
     meanwhile). The middleware held them until the first non-empty chunk."""
     flag = tmp_path / "go"
+    os.mkfifo(flag)
     server = Gunicorn("tests.servers.apps:wsgi_stream_app", {"SQREEN_TRANSPORT": "memory:"})
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
@@ -285,7 +287,7 @@ def test_a_stream_s_empty_first_chunk_sends_its_headers_at_once(tmp_path: Any) -
             while b"\r\n\r\n" not in head:  # the event waits for the flag, made below
                 head += conn.recv(65536)
             assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
-            flag.touch()
+            flag.write_bytes(b"1")  # the first event may go
             rest = head.partition(b"\r\n\r\n")[2]
             while b"data: hi" not in rest:
                 rest += conn.recv(65536)

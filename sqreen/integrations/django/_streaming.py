@@ -15,10 +15,13 @@ would lose the server's ``sendfile`` (``wsgi.file_wrapper``), and a file calls n
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..._context import RequestContext, current_request
 from ...middleware._common import ResponseAborted, find_blocked, refused
+
+if TYPE_CHECKING:
+    from ..._blocking import Blocked
 
 __all__ = ["bind_streaming"]
 
@@ -69,19 +72,22 @@ async def _abound(chunks: AsyncIterable[bytes], ctx: RequestContext) -> AsyncIte
 
 def _abort_if_blocked(exc: BaseException, ctx: RequestContext) -> None:
     """A block raised while the response streams: its headers went, so the response is
-    aborted (:class:`ResponseAborted`, which servers take as an error of the app and drop
-    the connection for). As a ``BaseException``, the ``Blocked`` itself reached the server:
-    gunicorn's threaded worker died of it, its sync worker wrote a 500 into the body."""
+    aborted (:func:`_abort`). As a ``BaseException``, the ``Blocked`` itself reached the
+    server: gunicorn's threaded worker died of it, its sync worker wrote a 500 into the body."""
     blocked = find_blocked(exc)
     if blocked is not None:
-        refused(ctx.client, ctx, blocked)
-        raise ResponseAborted(str(blocked)) from blocked
+        _abort(ctx, blocked)
 
 
 def _abort_if_refused(ctx: RequestContext) -> None:
     """A block the stream caught (kept on the request): none of the rest of it goes (the
     rest went to the blocked user)."""
-    blocked = ctx.refused
-    if blocked is not None:
-        refused(ctx.client, ctx, blocked)
-        raise ResponseAborted(str(blocked)) from blocked
+    if ctx.refused is not None:
+        _abort(ctx, ctx.refused)
+
+
+def _abort(ctx: RequestContext, blocked: Blocked) -> NoReturn:
+    """Count the refusal and raise :class:`ResponseAborted`, which servers take as an error
+    of the app and drop the connection for."""
+    refused(ctx.client, ctx, blocked)
+    raise ResponseAborted(str(blocked)) from blocked

@@ -84,9 +84,7 @@ def short(value: object, width: int = 60) -> str:
 def pairs(mapping: dict[str, Any] | None, width: int = 60) -> str:
     """``uid=42 email=a@b.c``, each value shortened, a line break in a key or value written
     out (``\\n``: on one line, a page showed it as a space, another identifier)."""
-    return " ".join(
-        f"{visible(str(k))}={visible(short(v, width))}" for k, v in (mapping or {}).items()
-    )
+    return " ".join(f"{oneline(k)}={oneline(short(v, width))}" for k, v in (mapping or {}).items())
 
 
 def summary(properties: dict[str, Any]) -> str:
