@@ -17,14 +17,15 @@ is given (the ``sqreen import`` command gives one: today's data, for events of t
 
 The collector's own JSON lines (``sqreen events --json``, ``sqreen export --format jsonl``)
 import back: a line holding both ``seq`` and ``received_at`` is one of those, and also may
-hold ``app``, ``host``, ``ip_info`` and ``enrichment`` (:data:`COLLECTOR_KEYS`). Its app and
-host are kept (``app`` given to :func:`import_lines` names only the app of lines without one),
-its ``ip_info`` and ``enrichment`` kept as stored (history is not enriched again), its ``seq``
-ignored (the database numbers what it stores), and its ``received_at`` kept only with
-``keep_received``: by default an imported event is received when imported, as every imported
-line is, so that retention counts from the import (an archive older than the retention,
-imported with its old receipt times, would be purged at the next purge). Any other line with
-one of those keys is refused as before, naming the keys.
+hold ``app``, ``host``, ``severity``, ``ip_info`` and ``enrichment`` (:data:`COLLECTOR_KEYS`).
+Its severity is left out (its name gives it again), its app and host kept (``app`` given to
+:func:`import_lines` names only the app of lines without one), its ``ip_info`` and
+``enrichment`` kept as stored (history is not enriched again), its ``seq`` ignored (the
+database numbers what it stores), and its ``received_at`` kept only with ``keep_received``:
+by default an imported event is received when imported, as every imported line is, so that
+retention counts from the import (an archive older than the retention, imported with its old
+receipt times, would be purged at the next purge). Any other line with one of those keys is
+refused as before, naming the keys.
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ BATCH: Final = 500
 #: Bad lines whose messages a report keeps (and ``sqreen import`` prints); the rest counted.
 MAX_BAD_KEPT: Final = 50
 #: What the collector adds to a wire event in its JSON lines (``StoredEvent.to_json``).
-COLLECTOR_KEYS: Final = frozenset({"seq", "received_at", "app", "host", "ip_info", "enrichment"})
+COLLECTOR_KEYS: Final = frozenset(
+    {"seq", "received_at", "app", "host", "severity", "ip_info", "enrichment"}
+)
 #: The longest app or host name kept from a line (as an SDK's batch may send).
 MAX_NAME: Final = 256
 

@@ -664,6 +664,11 @@ def test_sqreen_events_filters_by_severity_country_kind_and_asn(sqlite_storage: 
     ]
     assert by_name["order.created"].split()[3] == "info"
     assert by_name["order.created"].split("ip=")[1].split()[:3] == ["8.8.8.8", "[US", "hosting]"]
+    # And the JSON of every reader: events --json and the jsonl export, as ip_info is.
+    for dump in (["events", "--json"], ["export", "--format", "jsonl"]):
+        out = CliRunner().invoke(main, [*dump, "--db", db]).stdout
+        said = {(e["name"], e["severity"]) for e in map(json.loads, out.splitlines())}
+        assert said == {("auth.login.failure", "warning"), ("order.created", "info")}, dump
     for option, value, said in (
         ("--asn", "0", "must be an AS number (e.g. 15169 or AS15169), from 1 to 4294967295"),
         ("--country", "Germany", "must be a two-letter country code (e.g. DE)"),

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from ..._wire_time import EARLIEST, LATEST, format_timestamp
+from ...events import severity
 from ._control_values import (
     AGENT_TTL,
     KEY_SCOPES,
@@ -241,12 +242,14 @@ class StoredEvent:
 
     def to_json(self) -> dict[str, Any]:
         """The event as a JSON-ready dict: the wire event plus what the collector added:
-        ``ip_info`` (IP intelligence, when the event had an address) and ``enrichment``
-        (what other enrichers added), each only when there is something."""
+        its ``severity`` (from its name), ``ip_info`` (IP intelligence, when the event had an
+        address) and ``enrichment`` (what other enrichers added), each only when there is
+        something."""
         out = {
             "seq": self.seq,
             "id": self.id,
             "name": self.name,
+            "severity": severity(self.name),
             "timestamp": format_timestamp(self.timestamp),
             "received_at": format_timestamp(self.received_at),
             "app": self.app,
