@@ -67,7 +67,13 @@ def _place(ip_info: Any) -> str:
     callback=nonempty,
     help="Only events with this name (LiteSOC's other spellings too).",
 )
-@click.option("--user", "users", multiple=True, metavar="KEY=VALUE", help="User identifier.")
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="User identifier, in any case (as blocks and playbooks read it).",
+)
 @click.option(
     "--prop",
     "props",
@@ -146,8 +152,8 @@ def events(
     with opened(db, create=False, upgrade=False) as storage:
         found = storage.query_events(filters, limit=limit)
         if not found and not as_json and not follow:  # apart from the list, on stderr
-            exact = " (--user and --prop match values exactly, case included)"
-            click.echo("no events" + (exact if users or props else ""), err=True)
+            exact = " (--prop matches values exactly, case included)"
+            click.echo("no events" + (exact if props else ""), err=True)
         show(found)
         if follow:
             follower = Follower(storage, filters, last=found[0].seq if found else 0)

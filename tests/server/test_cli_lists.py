@@ -50,9 +50,10 @@ def failures(db: str, ip: str, users: list[str]) -> None:
         (["alerts", "--playbook", "brute-force-ip"], "no alerts of playbook brute-force-ip\n"),
         (["events"], "no events\n"),
         (["events", "--name", "auth.login.failure"], "no events\n"),
+        (["events", "--user", "username=ALICE"], "no events\n"),
         (
-            ["events", "--user", "username=ALICE"],
-            "no events (--user and --prop match values exactly, case included)\n",
+            ["events", "--prop", "reason=LOCKED"],
+            "no events (--prop matches values exactly, case included)\n",
         ),
     ],
 )

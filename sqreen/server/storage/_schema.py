@@ -1,7 +1,8 @@
 """The schema, as ordered migrations, written once for both back ends.
 
-Each migration is a list of statements; its position + 1 is the schema version it brings the
-database to (recorded in ``schema_version``). Append new migrations, never edit applied ones.
+Each migration is a list of statements (or of functions of the migration's cursor, for a
+change SQL cannot write in both dialects); its position + 1 is the schema version it brings
+the database to (recorded in ``schema_version``). Append new migrations, never edit applied ones.
 The dialects differ in the words substituted below and, where SQLite cannot alter a
 constraint in place, in a migration written for each (a dict by dialect: SQLite copies the
 table into a new one). Times are integer microseconds since the epoch, UTC; ``seq`` orders
@@ -10,12 +11,17 @@ events as they were stored (keyset paging, newest first).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Final, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, Literal
 
-__all__ = ["USER_BUCKET_SHIFT", "migrations"]
+from ._side_rows import indexed_identifier
+
+__all__ = ["USER_BUCKET_SHIFT", "Step", "migrations"]
 
 Dialect = Literal["sqlite", "postgresql"]
+
+#: A statement, or a function run with the migration's cursor (inside its transaction).
+Step = str | Callable[[Any], None]
 
 _WORDS: Final = {
     "sqlite": {
@@ -48,7 +54,44 @@ _AGENT_COPY: Final = (
     "app, host, pid, framework, sdk_name, sdk_version, stats_json, first_seen, last_seen"
 )
 
-_MIGRATIONS: Final[Sequence[Sequence[str] | Mapping[Dialect, Sequence[str]]]] = (
+
+def _fold_users_sqlite(cur: Any) -> None:
+    """Migration 21 on SQLite: every indexed identifier folded, by a function of this
+    connection (only rows it changes are written again, with their index entries)."""
+    cur.connection.create_function("sqreen_fold", 1, indexed_identifier, deterministic=True)
+    cur.execute(
+        "UPDATE event_users SET value = sqreen_fold(value) WHERE value <> sqreen_fold(value)"
+    )
+
+
+#: Rows a PostgreSQL migration reads at a time.
+_FOLD_CHUNK: Final = 5000
+
+
+def _fold_users_postgresql(cur: Any) -> None:
+    """Migration 21 on PostgreSQL, whose ``lower()`` depends on the database's locale and
+    has no casefold: the rows that may change (a character other than a lowercase letter,
+    a digit or ``@._+-``) read in chunks by key, folded here, written back if changed."""
+    last: tuple[int, str] = (-1, "")
+    while True:
+        rows = cur.execute(
+            "SELECT seq, key, value FROM event_users WHERE (seq, key) > (?, ?) "
+            "AND value ~ '[^a-z0-9@._+-]' ORDER BY seq, key LIMIT ?",
+            (*last, _FOLD_CHUNK),
+        ).fetchall()
+        if not rows:
+            return
+        changed = [
+            (folded, seq, key)
+            for seq, key, value in rows
+            if (folded := indexed_identifier(value)) != value
+        ]
+        if changed:
+            cur.executemany("UPDATE event_users SET value = ? WHERE seq = ? AND key = ?", changed)
+        last = rows[-1][0], rows[-1][1]
+
+
+_MIGRATIONS: Final[Sequence[Sequence[Step] | Mapping[Dialect, Sequence[Step]]]] = (
     (
         """CREATE TABLE events (
             seq {id},
@@ -426,12 +469,22 @@ _MIGRATIONS: Final[Sequence[Sequence[str] | Mapping[Dialect, Sequence[str]]]] = 
         ),
         "postgresql": ("SELECT 1",),
     },
+    # 21: user identifiers indexed folded, as blocks and playbooks compare them
+    # (``_side_rows.indexed_identifier``), so that a user filter finds every spelling the
+    # playbook counted as one user; the events keep theirs. Rows stored before are folded
+    # here.
+    {
+        "sqlite": (_fold_users_sqlite,),
+        "postgresql": (_fold_users_postgresql,),
+    },
 )
 
 
-def migrations(dialect: Dialect) -> tuple[tuple[str, ...], ...]:
+def migrations(dialect: Dialect) -> tuple[tuple[Step, ...], ...]:
     words = _WORDS[dialect]
     return tuple(
-        tuple(m[dialect]) if isinstance(m, Mapping) else tuple(s.format(**words) for s in m)
+        tuple(m[dialect])
+        if isinstance(m, Mapping)
+        else tuple(s.format(**words) if isinstance(s, str) else s for s in m)
         for m in _MIGRATIONS
     )

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ._parts import SqlPart
+from ._schema import Step
 
 if TYPE_CHECKING:
     from ._sql import Cursor
@@ -28,8 +29,9 @@ def newer(found: int, known: int) -> str:
 class SchemaParts(SqlPart):
     """Mixed into :class:`~._sql.SqlStorage`."""
 
-    #: Ordered schema migrations: each a list of statements; index + 1 is its version.
-    MIGRATIONS: Sequence[Sequence[str]] = ()
+    #: Ordered schema migrations: each a list of steps (statements, or functions of the
+    #: cursor); index + 1 is its version.
+    MIGRATIONS: Sequence[Sequence[Step]] = ()
 
     def _lock_schema(self, cur: Cursor) -> None:
         """Serialise migrations between processes (inside the migration transaction)."""
@@ -64,8 +66,11 @@ class SchemaParts(SqlPart):
             if current > len(self.MIGRATIONS):
                 raise RuntimeError(newer(current, len(self.MIGRATIONS)))
             for version in range(current + 1, len(self.MIGRATIONS) + 1):
-                for statement in self.MIGRATIONS[version - 1]:
-                    cur.execute(statement)
+                for step in self.MIGRATIONS[version - 1]:
+                    if isinstance(step, str):
+                        cur.execute(step)
+                    else:
+                        step(cur)
                 cur.execute("UPDATE schema_version SET version = ?", (version,))
         if 0 < current < len(self.MIGRATIONS):  # (a new database is not an upgrade)
             logger.warning(

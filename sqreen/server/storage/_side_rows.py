@@ -1,9 +1,11 @@
 """The side rows of events: ``event_props`` and ``event_users``, one row per indexed key.
 
 Top-level property values are indexed as text (:func:`index_value`, which the explorer's
-filters compare with), user traits as they are; keys and values are cleaned by the same rule
-as the event row's indexed columns (:func:`~._rows.clean`), a batch's keys once each, since
-they repeat.
+filters compare with), user identifiers folded as blocks and playbooks compare them
+(:func:`indexed_identifier`: ``Bob@Example.com`` is indexed, and found, as
+``bob@example.com``; the event keeps its spelling); keys and values are cleaned by the same
+rule as the event row's indexed columns (:func:`~._rows.clean`), a batch's keys once each,
+since they repeat.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Final
 
+from ..._block_index import fold_identifier
 from ..._wire import WireEvent
 from ._rows import clean, plain
 
-__all__ = ["INDEXED_VALUE_MAX", "index_rows", "index_value"]
+__all__ = ["INDEXED_VALUE_MAX", "index_rows", "index_value", "indexed_identifier"]
 
 #: Property values are indexed on this many characters (filters compare the same prefix).
 INDEXED_VALUE_MAX: Final = 200
@@ -32,6 +35,14 @@ def index_value(value: object) -> str | None:
     if type(value) is int:
         return str(value)[:INDEXED_VALUE_MAX]
     return None
+
+
+def indexed_identifier(value: str) -> str:
+    """The text a user identifier is indexed (and filtered) under: folded as blocks and
+    playbooks fold it (:func:`~sqreen._blocking.fold_identifier`: case, compatibility forms,
+    spaces at the ends), then cleaned."""
+    folded = fold_identifier(value)
+    return folded if plain(folded) else clean(folded)
 
 
 def _side_key(keys: dict[str, str], seen: set[str], key: str) -> str | None:
@@ -81,5 +92,5 @@ def index_rows(events: Iterable[WireEvent]) -> tuple[list[Any], list[Any]]:
             seen = set()
             for key, value in event["user"].items():
                 if (name := _side_key(keys, seen, key)) is not None:
-                    users += (position, name, value if plain(value) else clean(value))
+                    users += (position, name, indexed_identifier(value))
     return props, users

@@ -29,7 +29,7 @@ from typing import Any, Final, TypeVar
 
 from ...events import STANDARD_EVENTS
 from ._rows import clean
-from ._side_rows import index_value
+from ._side_rows import index_value, indexed_identifier
 from .model import MAX_IPS, EventFilter, to_us
 
 __all__ = ["EventWalks", "severity_names"]
@@ -146,7 +146,7 @@ class EventWalks:
 
     @staticmethod
     def _side_filters(f: EventFilter) -> list[tuple[str, str, str]]:
-        out = [("event_users", clean(k), clean(v)) for k, v in f.users]
+        out = [("event_users", clean(k), indexed_identifier(v)) for k, v in f.users]
         for k, v in f.properties:
             out.append(("event_props", clean(k), index_value(v) or ""))
         return out
