@@ -203,7 +203,13 @@ class Client(Users):
                     ctx = None
                 if ctx is not None:
                     snapshot = ctx.snapshot()
-                    if user is None:
+                    if user is None and (
+                        user_identifiers is None
+                        or (isinstance(user_identifiers, Mapping) and not user_identifiers)
+                    ):
+                        # None or empty: the request's user. Identifiers given but none
+                        # readable (``auth_track(False, username=None)``) are nobody's: not
+                        # the user identify() bound, whose failures they are not.
                         user = ctx.user
                     elif warn_other_user and ctx.user is not None and user != ctx.user:
                         other_user(ctx)

@@ -366,6 +366,42 @@ def test_other_user_identifiers_than_identifys_are_warned_once_a_request(
     assert users["other"] == {"uid": "2"} and users["next.request"] == {"uid": "3"}
 
 
+def test_identifiers_given_but_unreadable_are_nobody_s_not_the_identified_user_s(
+    client: sqreen.Client,
+) -> None:
+    """A login form's missing field (``username=None``) or a list for an email: the failure
+    is of nobody the SDK can name, not of the user identify() bound earlier in the request,
+    whose per-user counts (and blocks) it would feed. None given at all is the request's
+    user, as before."""
+    token = current_request.set(
+        RequestContext(client, "wsgi", {"REQUEST_METHOD": "POST", "REMOTE_ADDR": "::1"})
+    )
+    try:
+        sqreen.identify({"username": "victim"})
+        calls = [
+            lambda: sqreen.auth_track(False, username=None),
+            lambda: sqreen.signup_track(email=["a@example.com", "b@example.com"]),
+            lambda: sqreen.track("app.thing", {"user_identifiers": {"uid": object()}}),
+        ]
+        for call in calls:
+            if client.config.strict:
+                with pytest.raises(sqreen.InvalidEvent) as raised:
+                    call()
+                assert raised.value.field.startswith("user_identifiers")
+            else:
+                assert call()
+        assert sqreen.track("app.mine")
+        assert sqreen.track("app.mine.too", {"user_identifiers": {}})
+    finally:
+        current_request.reset(token)
+    users = {e["name"]: e["user"] for e in delivered(client)}
+    if not client.config.strict:
+        assert users["auth.login.failure"] is None
+        assert users["auth.signup"] is None
+        assert users["app.thing"] is None
+    assert users["app.mine"] == users["app.mine.too"] == {"username": "victim"}
+
+
 def test_a_login_refused_by_a_block_is_tracked_as_its_verdict_marked_blocked(
     client: sqreen.Client,
 ) -> None:
