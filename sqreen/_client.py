@@ -3,7 +3,7 @@
 ``track()`` on the caller's thread validates and copies its arguments, freezes a snapshot of
 the bound request, and appends to the queue: no I/O, no parsing, no id formatting. Bad input
 raises :class:`~sqreen.InvalidEvent` in strict mode and is otherwise logged once per (event
-name, rule), dropped and counted. Nothing else ever escapes ``track()``.
+name, argument, rule), dropped and counted. Nothing else ever escapes ``track()``.
 """
 
 from __future__ import annotations

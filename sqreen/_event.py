@@ -5,7 +5,7 @@ event the collector stores, and the reverse. One table of limits, :data:`LIMITS`
 
 Every validator takes ``notes``: a list in production mode, where what can be kept is kept
 (converted, truncated, the offending part dropped) and each fix is noted for one log line per
-(event name, rule); ``None`` in strict mode and in the collector, where a lossy fix raises
+(event name, argument, rule); ``None`` in strict mode and in the collector, where a lossy fix raises
 :class:`InvalidEvent` naming the field and the rule. Lossless conversions (a user id that is
 an int, a ``UUID`` property) are made in both modes. Only what leaves nothing to record drops
 an event: a name that is not a string, is empty, or starts with ``sq.``.

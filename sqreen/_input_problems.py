@@ -1,10 +1,12 @@
-"""Bad input to ``track()`` and ``identify()``: logged once per (event name, rule), counted,
-raised in strict mode.
+"""Bad input to ``track()`` and ``identify()``: logged once per (event name, argument, rule),
+counted, raised in strict mode.
 
 In production, a fix that keeps the event (a name cut, a property dropped) is logged as "kept,
 adjusted"; an event that cannot be kept is counted (the queue's ``invalid`` stat) and logged
-as "dropped". Each (event name, rule) is logged once, for at most 10 000 of them: an app that
-repeats a mistake on every request logs it once, not on every request. In strict mode the
+as "dropped". Each (event name, argument, rule) is logged once, for at most 10 000 of them: an
+app that repeats a mistake on every request logs it once, not on every request, and a wrong
+type for the properties does not hide one for the user's identifiers or the timestamp of the
+same event (the argument is the field's first part: ``properties``, ``user_identifiers``...). In strict mode the
 :class:`~sqreen.InvalidEvent` raises instead. Only these paths pay for it: an event without a
 problem never reaches this module.
 """
@@ -21,7 +23,7 @@ __all__ = ["Call", "InputProblems"]
 
 logger = logging.getLogger("sqreen")
 
-#: (event name, rule) pairs remembered as logged; past them nothing more is logged.
+#: (event name, argument, rule) remembered as logged; past them nothing more is logged.
 _MAX_LOGGED: Final = 10_000
 
 
@@ -31,13 +33,14 @@ class InputProblems:
     def __init__(self, strict: bool, count_invalid: Callable[[], None]) -> None:
         self._strict = strict
         self._count_invalid = count_invalid
-        self._logged: set[tuple[str, str, bool]] = set()
+        self._logged: set[tuple[str, str, str, bool]] = set()
 
     def _log_once(self, event_name: object, problem: InvalidEvent, what: str) -> None:
         # ``event_name`` is an event's name, or a call that is no event (``identify()``: a
         # str subclass, so that an event of that name is still said as an event).
         call = type(event_name) is Call
-        key = (str(event_name)[:128], problem.rule, call)
+        argument = problem.field.partition(".")[0].partition("[")[0][:64]
+        key = (str(event_name)[:128], argument, problem.rule, call)
         if key not in self._logged and len(self._logged) < _MAX_LOGGED:
             self._logged.add(key)
             if call:

@@ -37,7 +37,7 @@ class InvalidEvent(ValueError):
 
     ``field`` names what was wrong (``"name"``, ``"properties.foo"``, ``"timestamp"``...) and
     ``rule`` is a short stable identifier of the rule (``"too_long"``, ``"max_properties"``...),
-    used to log each (event name, rule) pair once.
+    used with the field's first part to log each (event name, argument, rule) once.
     """
 
     def __init__(self, field: str, rule: str, message: str) -> None:

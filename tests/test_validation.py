@@ -149,6 +149,25 @@ def test_production_mode_keeps_the_event_logs_once_and_counts(
         parse_event(event)
 
 
+def test_each_argument_s_problem_is_logged_even_when_another_of_the_rule_was(
+    sqreen_log: pytest.LogCaptureFixture,
+) -> None:
+    """Logged once per (event, argument, rule): a wrong type for the properties does not hide
+    one for the user's identifiers or the timestamp of the same event, nor identify()'s
+    traits its identifiers; each is said once however often it repeats."""
+    sqreen.init(transport="memory:")
+    for _ in range(3):
+        sqreen.identify({"username": "t"}, "traits")  # type: ignore[arg-type]
+        sqreen.identify("bob")  # type: ignore[arg-type]
+        sqreen.track("a.b", {"properties": "x"})
+        sqreen.track("a.b", {"user_identifiers": "x"})
+        sqreen.track("a.b", {"timestamp": "x"})
+    said = [r.getMessage() for r in sqreen_log.records if r.name == "sqreen"]
+    for field in ("traits", "user_identifiers", "properties", "timestamp"):
+        assert sum(f" {field}: " in m or f" {field}." in m for m in said) >= 1, (field, said)
+    assert len(said) == len(set(said)) == 5, said
+
+
 @pytest.mark.parametrize(
     ("kwargs", "expected"), [c[1:] for c in CONVERTED], ids=[c[0] for c in CONVERTED]
 )
