@@ -120,9 +120,9 @@ def track(
     request body the app read (capped, scrubbed). ``request``: the request, when no
     middleware bound one. ``target``: what was acted upon, ``{"id", "type", "name"}``.
 
-    Never blocks and never raises: what it had to fix is logged once per (event name, argument, rule).
-    In strict mode (``strict=True``, the pytest plugin) a fix that loses something raises
-    :class:`InvalidEvent` naming the field and the rule.
+    Never blocks and never raises: what it had to fix is logged once per (event name,
+    argument, rule). In strict mode (``strict=True``, the pytest plugin) a fix that loses
+    something raises :class:`InvalidEvent` naming the field and the rule.
     """
     client = _hub.client_or_inert()
     if request is None:

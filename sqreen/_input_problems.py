@@ -6,9 +6,9 @@ adjusted"; an event that cannot be kept is counted (the queue's ``invalid`` stat
 as "dropped". Each (event name, argument, rule) is logged once, for at most 10 000 of them: an
 app that repeats a mistake on every request logs it once, not on every request, and a wrong
 type for the properties does not hide one for the user's identifiers or the timestamp of the
-same event (the argument is the field's first part: ``properties``, ``user_identifiers``...). In strict mode the
-:class:`~sqreen.InvalidEvent` raises instead. Only these paths pay for it: an event without a
-problem never reaches this module.
+same event (the argument is the field's first part: ``properties``, ``user_identifiers``...).
+In strict mode the :class:`~sqreen.InvalidEvent` raises instead. Only these paths pay for it:
+an event without a problem never reaches this module.
 """
 
 from __future__ import annotations
