@@ -35,7 +35,7 @@ from typing import Any, Final
 import anyio
 
 from .ingest import Held, gunzip
-from .metrics import observe_group
+from .metrics import observe_batch, observe_group
 from .pipeline import IngestPipeline
 from .playbooks._fields import IPV6_PREFIX, ip_group
 
@@ -362,7 +362,9 @@ class IngestQueue:
         self._charge(group, outcomes, spent)
         for job, outcome in zip(group, outcomes, strict=True):
             future = job[2]
-            if future.done():  # its request went away meanwhile
+            if future.done():  # its request went away meanwhile: what it stored still counts
+                if not isinstance(outcome, Exception):
+                    observe_batch(outcome[0]["accepted"], outcome[0]["duplicates"], None)
                 continue
             if isinstance(outcome, Exception):
                 future.set_exception(outcome)

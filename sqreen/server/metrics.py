@@ -174,14 +174,16 @@ def observe_group(bodies: int) -> None:
     INGEST_GROUPS.observe(bodies)
 
 
-def observe_batch(accepted: int, duplicates: int, seconds: float) -> None:
+def observe_batch(accepted: int, duplicates: int, seconds: float | None) -> None:
     """Count a batch stored: a few increments a batch (``bench/bench_ingest.py``: within
-    the noise of µs an event)."""
+    the noise of µs an event). ``seconds`` None: stored after its client hung up (counted,
+    though no reply went out; its time is no request's)."""
     if accepted:
         EVENTS_ACCEPTED.inc(accepted)
     if duplicates:
         EVENTS_DUPLICATES.inc(duplicates)
-    BATCH_SECONDS.observe(seconds)
+    if seconds is not None:
+        BATCH_SECONDS.observe(seconds)
 
 
 @contextlib.contextmanager

@@ -740,6 +740,54 @@ def test_a_read_only_command_gives_no_postgresql_database_a_schema(postgres_db: 
     assert run("events", "--db", postgres_db).exit_code == 0
 
 
+def test_another_application_s_database_is_said_so_not_taken_for_a_bad_url(
+    postgres_db: str,
+) -> None:
+    """A database holding another application's ``events`` table: the server's words
+    (the table exists) and what to do, not "psycopg cannot parse" the URL; nothing is
+    left behind (the migration is rolled back)."""
+    import psycopg
+
+    with psycopg.connect(postgres_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE events (id int)")
+    for command in (["keys", "create"], ["serve", "--port", "1"]):
+        result = run(*command, "--db", postgres_db, ok=False)
+        assert result.exit_code == 1, result.output
+        assert 'relation "events" already exists' in result.output
+        assert "give sqreen a database of its own" in result.output
+        assert "cannot parse" not in result.output and "Traceback" not in result.output
+    with psycopg.connect(postgres_db) as conn:
+        tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        assert tables.fetchall() == [("events",)]
+
+
+def test_a_host_that_never_answers_is_given_up_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listener that takes the connection and never says a word (a firewall's tarpit, a
+    hung server): the command gives up after the connect timeout, saying so, rather than
+    waiting forever; a timeout the URL gives is its own."""
+    import socket
+
+    from sqreen.server.storage import postgres
+
+    monkeypatch.setattr(postgres, "CONNECT_TIMEOUT", 1)
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        port = mute.getsockname()[1]
+        for url, least, most in (
+            (f"postgresql://sq:Hunter2@127.0.0.1:{port}/sqreen", 0.9, 6),
+            (f"postgresql://sq:Hunter2@127.0.0.1:{port}/sqreen?connect_timeout=3", 2.9, 12),
+        ):
+            started = time.monotonic()
+            result = run("keys", "list", "--db", url, ok=False)
+            took = time.monotonic() - started
+            assert result.exit_code == 1 and "cannot connect to PostgreSQL" in result.output
+            assert "Hunter2" not in result.output
+            # Which timeout was waited for (a bound on a wait that had none, not a speed).
+            assert least < took < most, took
+
+
 def test_events_keeps_its_columns_near_their_place_whatever_the_user_s_names(db: str) -> None:
     long = {"username": "a" * 80, "email": "b" * 80 + "@example.com"}
     storage = open_storage(db)

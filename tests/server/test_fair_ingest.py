@@ -263,6 +263,34 @@ def test_bodies_whose_requests_went_away_take_no_place_and_are_not_stored(
     assert (queue.pending, queue.waiting, queue.senders, queue.grouped) == (0, 0, 0, 6)
 
 
+def test_a_body_stored_after_its_client_hung_up_is_counted_as_accepted(
+    sqlite_storage: Storage,
+) -> None:
+    """A client that hangs up while its body is being stored gets no reply, but its events
+    are stored: ``sqreen_events_accepted_total`` counts them (it missed them, so a client
+    that timed out and sent again left events counted nowhere)."""
+    from prometheus_client import REGISTRY
+
+    def accepted() -> float:
+        return REGISTRY.get_sample_value("sqreen_events_accepted_total") or 0.0
+
+    before = accepted()
+    recorder = Recorder(sqlite_storage)
+
+    async def run() -> None:
+        queue = IngestQueue(recorder, anyio.CapacityLimiter(1))
+        held = asyncio.create_task(queue.ingest(labelled("held"), 0, "holder"))
+        await until(recorder.started.is_set)
+        held.cancel()  # the client hangs up while the body is being stored
+        await asyncio.wait([held], timeout=0)
+        recorder.release.set()
+        await until(lambda: sqlite_storage.count_events() == 1 and queue.pending == 0)
+        await until(lambda: accepted() == before + 1, timeout=5)
+
+    asyncio.run(run())
+    assert [e.properties["b"] for e in sqlite_storage.query_events()] == ["held"]
+
+
 def test_an_app_of_many_processes_keeps_a_share_against_a_flood_from_many_addresses(
     sqlite_storage: Storage,
 ) -> None:

@@ -12,6 +12,7 @@ and cannot deadlock; they go through COPY and a staging table (``_pgcopy.py``).
 
 from __future__ import annotations
 
+import os
 import select
 import threading
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,11 @@ __all__ = ["PostgresStorage"]
 #: Connections a collector process opens at most (PostgreSQL allows 100 by default, and
 #: several collectors share them); requests beyond wait for a free one.
 MAX_CONNECTIONS: Final = 10
+
+#: Seconds a new connection may take to open, unless the URL (``connect_timeout``) or libpq's
+#: environment (``PGCONNECT_TIMEOUT``) says otherwise: a host that takes the connection and
+#: never answers held a command, or a collector's start, without end.
+CONNECT_TIMEOUT: Final = 10
 #: pg_advisory_xact_lock key for migrations ("sqreen" in ASCII).
 MIGRATION_LOCK: Final = 0x737172_65656E
 #: The export fence's advisory lock key ("sqrexp"): taken shared by every transaction that
@@ -98,6 +104,30 @@ def _usable(conn: psycopg.Connection[Any]) -> bool:
         return False
 
 
+def _connect_timeout(psycopg: Any, dsn: str) -> dict[str, Any]:
+    """``{"connect_timeout": CONNECT_TIMEOUT}``, unless the URL or the environment gives
+    one (a URL psycopg cannot read gets none: connecting says why, as before)."""
+    if os.environ.get("PGCONNECT_TIMEOUT"):
+        return {}
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return {}
+    return {} if "connect_timeout" in given else {"connect_timeout": CONNECT_TIMEOUT}
+
+
+def _refused_schema(exc: Any) -> str:
+    """What to say of an SQL error creating or reading the schema (the server's words)."""
+    message = exc.diag.message_primary or str(exc).strip()
+    if exc.sqlstate == "42P07":  # duplicate_table: another application's tables
+        return (
+            f"cannot use the PostgreSQL database: {message}, and it is not sqreen's "
+            "(the database holds another application's tables: give sqreen a database of "
+            "its own)"
+        )
+    return f"cannot use the PostgreSQL database: {message}"
+
+
 class PostgresStorage(WritesLog, SqlStorage):
     MIGRATIONS = migrations("postgresql")
     _ARRAYS = True
@@ -127,6 +157,7 @@ class PostgresStorage(WritesLog, SqlStorage):
         self._idle: list[psycopg.Connection[Any]] = []
         self._closed = False
         self._copier = EventCopier()
+        self._timeout = _connect_timeout(psycopg, dsn)
         try:
             if not create and not self._has_schema():
                 raise RuntimeError(
@@ -145,9 +176,11 @@ class PostgresStorage(WritesLog, SqlStorage):
             self.close()
             message = exc.diag.message_primary or "permission denied"
             raise RuntimeError(f"cannot use the PostgreSQL database: {message}") from None
-        except psycopg.ProgrammingError:
-            # psycopg's message quotes the URL, or a piece of it: its password, perhaps.
+        except psycopg.ProgrammingError as exc:
             self.close()
+            if exc.sqlstate is not None:  # the server's answer (which holds no URL)
+                raise RuntimeError(_refused_schema(exc)) from None
+            # psycopg's message quotes the URL, or a piece of it: its password, perhaps.
             raise RuntimeError(
                 "cannot use the PostgreSQL URL: psycopg cannot parse it (its host, port, "
                 "percent-escapes or options); it is not repeated here, as it may hold a password"
@@ -171,7 +204,7 @@ class PostgresStorage(WritesLog, SqlStorage):
                 conn.close()
                 conn = None
             if conn is None:
-                conn = self._psycopg.connect(self.dsn, autocommit=True)
+                conn = self._psycopg.connect(self.dsn, autocommit=True, **self._timeout)
             try:
                 yield conn
             finally:
