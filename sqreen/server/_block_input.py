@@ -41,9 +41,11 @@ class InvalidBlock(ValueError):
         self.message = message
 
 
-def parse_duration(value: object, field: str = "duration") -> timedelta:
+def parse_duration(
+    value: object, field: str = "duration", most: timedelta = MAX_DURATION
+) -> timedelta:
     """``30s``, ``15m``, ``1h``, ``7d``, ``2w`` (or a number of seconds, or a timedelta) as a
-    timedelta, from :data:`MIN_DURATION` to :data:`MAX_DURATION`."""
+    timedelta, from :data:`MIN_DURATION` to ``most`` (:data:`MAX_DURATION` by default)."""
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int) and not isinstance(value, bool):
@@ -57,8 +59,10 @@ def parse_duration(value: object, field: str = "duration") -> timedelta:
         seconds = float(m[1]) * _UNITS[m[2]]
     else:
         raise InvalidBlock(field, f"{_shown(value)} is not a duration like 30s, 15m, 1h or 7d")
-    if not MIN_DURATION.total_seconds() <= seconds <= MAX_DURATION.total_seconds():
-        raise InvalidBlock(field, "must be positive and at most 3650 days (1 second at least)")
+    if not MIN_DURATION.total_seconds() <= seconds <= most.total_seconds():
+        raise InvalidBlock(
+            field, f"must be positive and at most {most.days} days (1 second at least)"
+        )
     return timedelta(seconds=seconds)
 
 

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from datetime import timedelta
 from difflib import get_close_matches
+from typing import Final
 
 import click
 
 from .._text import visible
 from ..events import DERIVED_EVENTS, STANDARD_EVENTS
 from ._cli_common import counted, db_option, json_line, opened, time_range, when
-from .playbooks import TEMPLATES, Engine, Playbook, PlaybookError, is_exempt, load_playbooks
+from .playbooks import (
+    TEMPLATES,
+    Engine,
+    Playbook,
+    PlaybookError,
+    is_exempt,
+    load_playbooks,
+    unread_settings,
+)
 from .playbooks._alerts import PRIVATE_SPARED, alerts_for
 from .playbooks._fields import AtLeast
 from .playbooks._late import span
@@ -47,8 +56,27 @@ def playbooks_check(file: str) -> None:
     click.echo(f"{counted(len(loaded.playbooks), 'playbook')}; SDKs send at once: "
                f"{', '.join(sorted(loaded.watched())) or 'nothing'}")  # fmt: skip
     for p in loaded.playbooks:
-        for warning in derived_warnings(p) + name_warnings(p):
+        for warning in derived_warnings(p) + lockout_warnings(p) + name_warnings(p):
             click.echo(visible(f"warning: {warning}"), err=True)
+        for line in unread_settings(p):
+            click.echo(visible(f"warning: {line}"), err=True)
+
+
+#: Events anyone on the internet makes for any account: a failed login names the account
+#: typed, whoever typed it.
+FAILURES: Final = frozenset({"auth.login.failure"})
+
+
+def lockout_warnings(p: Playbook) -> list[str]:
+    """What to say of a playbook blocking users on failed logins: whoever types a username
+    can lock its owner out (the brute-force-account template alerts, for that reason)."""
+    if p.action != "block_user" or not FAILURES.intersection(p.events):
+        return []
+    return [
+        f"{p.id} blocks users on auth.login.failure: anyone who types a username can fail "
+        f'{p.threshold} times and lock its owner out; consider action = "alert", or '
+        "block_ip grouped by ip"
+    ]
 
 
 def name_warnings(p: Playbook) -> list[str]:

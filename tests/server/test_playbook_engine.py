@@ -144,6 +144,26 @@ def test_account_takeover_is_a_success_after_failures() -> None:
     assert "account-takeover" not in {f[0] for f in other.fired}
 
 
+def test_a_failure_stored_after_an_alert_with_an_earlier_time_counts_for_the_next() -> None:
+    """brute-force-account alerts on 10 failures; a failure stored after the alert whose own
+    time is earlier than the alert's last (another process's commit, an app server's clock
+    behind) was counted by no alert, so it counts for the next: with 9 more, 10 new ones
+    came after the alert, and it alerts again. (It counted for nothing: the next alert
+    needed an 11th.) Those the first alert counted never count again."""
+    feed = Feed()
+    for n in range(10):
+        feed.send("auth.login.failure", ip=None, ago=60 - n, uid="victim")
+    account = [f[:3] for f in feed.fired if f[0] == "brute-force-account"]
+    assert account == [("brute-force-account", '{"uid":"victim"}', 10)]
+    feed.send("auth.login.failure", ip=None, ago=55.5, uid="victim")  # late, stored after
+    for n in range(8):
+        feed.send("auth.login.failure", ip=None, ago=29 - n, uid="victim")
+    assert len([f for f in feed.fired if f[0] == "brute-force-account"]) == 1  # 9 new
+    feed.send("auth.login.failure", ip=None, ago=21, uid="victim")
+    account = [f[:3] for f in feed.fired if f[0] == "brute-force-account"]
+    assert account == [("brute-force-account", '{"uid":"victim"}', n) for n in (10, 10)]
+
+
 def test_a_takeover_alerts_once_for_its_failures_not_at_every_later_success() -> None:
     """One brute force then the owner logging in again and again within the window, no
     failure since: the later successes raise nothing (each did, on the same failures). A
@@ -337,6 +357,14 @@ BAD = [
         8,
         "where: ip.country: at_least is for numbers (ip.score, ip.asn)",
     ),
+    # One range said for a window, whatever is wrong with it.
+    ("window 0", variant(window="'0s'"), 6, "window: must be positive and at most 30 days"),
+    ("window 31d", variant(window="'31d'"), 6, "window: must be positive and at most 30 days"),
+    # An address is compared whole: a network or a name never matched.
+    ("a network", variant(where="{ ip = '198.51.100.0/24' }"), 8, "is not an IP address"),
+    ("not an address", variant(where="{ ip = 'not-an-ip' }"), 8, "'not-an-ip' is not an IP"),
+    # A whole user is its identifiers as JSON: a bare name never matched.
+    ("a bare user", variant(where="{ user = 'alice' }"), 8, "where: user: 'alice' is not a user"),
 ]
 
 
@@ -404,6 +432,60 @@ def test_a_provider_in_where_matches_in_any_case(spelled: str) -> None:
         )
     )
     assert [f.key for f in windows.run([tor, other], T0)] == ["185.220.101.1"]
+
+
+def test_where_reads_identifiers_methods_and_addresses_as_events_hold_them() -> None:
+    """``where`` on a user's identifier folds it as blocks and groups do, so that ``Admin``,
+    ``ADMIN`` and ``admin `` do not slip past a playbook guarding ``admin`` (they are one
+    user to a group and a block); a whole user is its identifiers as JSON in any order and
+    case; ``post`` is POST; an address in any spelling is its canonical text."""
+
+    def keys(where: str, views: list[EventView]) -> list[str]:
+        text = variant(events="['auth.login.failure']", group_by="'ip'", where=where)
+        windows = MemoryWindows(Engine(parse_playbooks(text)), is_exempt)
+        return [f.key for f in windows.run(views, T0)]
+
+    def failure(n: int, ip: str, method: str = "POST", **user: str) -> EventView:
+        request = {"path": "/login", "method": method}
+        return EventView(n, "auth.login.failure", T0, ip, user, {}, request)
+
+    spellings = ["Admin", "ADMIN", "admin ", "\uff41dmin"]
+    views = [failure(n, f"198.51.100.{n}", username=u) for n, u in enumerate(spellings, 1)]
+    views.append(failure(9, "198.51.100.9", username="administrator"))
+    expected = [f"198.51.100.{n}" for n in range(1, 5)]
+    assert keys("{ 'user.username' = 'admin' }", views) == expected
+    assert keys("{ 'user.username' = 'ADMIN' }", views) == expected
+    both = [failure(1, "192.0.2.1", uid="7", email="Bob@Example.com")]
+    assert keys("""{ user = '{"email": "bob@example.com", "uid": 7}' }""", both) == ["192.0.2.1"]
+    assert keys("""{ user = '{"uid": "7"}' }""", both) == []  # all of them, as a group
+    lower = [failure(1, "192.0.2.1", method="post"), failure(2, "192.0.2.2")]
+    assert keys("{ 'request.method' = 'post' }", lower) == ["192.0.2.1", "192.0.2.2"]
+    six = [failure(1, "2001:db8::1"), failure(2, "198.51.100.7")]
+    assert sorted(keys("{ ip = ['2001:DB8:0::1', '::ffff:198.51.100.7'] }", six)) == [
+        "198.51.100.7",
+        "2001:db8::/64",
+    ]
+
+
+def test_one_receiver_named_several_ways_is_notified_once() -> None:
+    urls = [
+        "http://127.0.0.1:20010/dn",
+        "http://127.0.0.1:20010/dn",
+        "HTTP://127.0.0.1:20010/dn",
+        "http://127.0.0.1:20010/dn?",
+        "https://Hooks.Example.com/x",
+        "https://hooks.example.com:443/x",
+        "https://hooks.example.com/x?team=2",
+    ]
+    secret = "webhook_secret = 'a long enough secret for signing'\n"
+    (playbook,) = parse_playbooks(secret + variant(notify=repr(urls))).playbooks
+    assert playbook.notify == (
+        "http://127.0.0.1:20010/dn",
+        "https://Hooks.Example.com/x",
+        "https://hooks.example.com/x?team=2",
+    )
+    with pytest.raises(PlaybookError, match="is not an http"):
+        parse_playbooks(secret + variant(notify="['http://h:99999/x']"))
 
 
 def test_bounds_leave_out_only_probes_that_cannot_reach_their_count() -> None:

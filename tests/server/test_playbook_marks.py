@@ -165,6 +165,33 @@ def test_two_processes_and_a_restart_alert_as_one(
             s.close()
 
 
+def test_a_failure_stored_late_with_an_earlier_time_counts_for_the_next_alert(
+    db_url: str, clock: Clock, tmp_path: Path
+) -> None:
+    """On both back ends, through two processes taking turns: 10 failures alert; one stored
+    after that alert with an earlier time of its own than the alert's last (a process that
+    committed after the one that alerted) and 9 more later make 10 new ones: it alerts
+    again (the late one counted for nothing before: the reviewer's 20 failures, one
+    alert). None of the first alert's failures counts again."""
+    storages = [open_storage(db_url, clock=clock) for _ in range(2)]
+    try:
+        site = Site(storages, clock, playbook_file(tmp_path))
+        for n in range(10):
+            site.send(site.event("auth.login.failure", f"198.51.100.{n}", 60 - n))
+        assert counted(storages[0]) == {"brute-force-account": 1}
+        site.send(site.event("auth.login.failure", "198.51.100.20", 55.5))
+        for n in range(8):
+            site.send(site.event("auth.login.failure", f"198.51.100.{30 + n}", 29 - n))
+        assert counted(storages[0]) == {"brute-force-account": 1}  # 9 new
+        site.send(site.event("auth.login.failure", "198.51.100.40", 21))
+        assert counted(storages[0]) == {"brute-force-account": 2}
+        first, second = per_user(storages[0])
+        assert not set(first.seqs) & set(second.seqs) and second.total == 10
+    finally:
+        for s in storages:
+            s.close()
+
+
 def test_the_backtest_agrees_with_the_collector(
     storage: Storage, clock: Clock, tmp_path: Path
 ) -> None:

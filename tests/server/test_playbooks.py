@@ -33,6 +33,7 @@ from sqreen.server.playbooks import (
     PlaybookRunner,
     PlaybookSource,
     load_playbooks,
+    never_firing,
     parse_playbooks,
 )
 from sqreen.server.storage import (
@@ -693,6 +694,53 @@ action = "alert"
         "risky": "by ip where ip.score>=50 and ip.kind=tor|vpn: 3 in 5m -> alert",
     }
     assert result.output.splitlines()[8].startswith("8 playbooks; SDKs send at once: ")
+
+
+def test_check_warns_of_a_lockout_and_of_exemptions_that_exempt_nothing(
+    tmp_path: Path, sqlite_storage: Storage
+) -> None:
+    """A playbook blocking users on failed logins lets anyone lock any account out; an
+    ``exempt_users`` in a playbook grouped by ip (or ``exempt_ips`` by user) is never read:
+    ``playbooks check`` says both, and ``serve`` the second at start."""
+    text = """
+[[playbook]]
+id = "lock"
+events = ["auth.login.failure"]
+group_by = "user"
+threshold = 4
+window = "10m"
+action = "block_user"
+duration = "1h"
+exempt_ips = ["198.51.100.230"]
+
+[[playbook]]
+id = "by-ip"
+events = ["auth.login.failure"]
+group_by = "ip"
+threshold = 3
+window = "10m"
+action = "block_ip"
+duration = "1h"
+exempt_users = [{ username = "ci-bot" }]
+"""
+    path = playbook_file(tmp_path, TEMPLATES + text)
+    checked = CliRunner().invoke(main, ["playbooks", "check", str(path)])
+    assert checked.exit_code == 0, checked.output
+    assert checked.stderr.splitlines() == [
+        "warning: lock blocks users on auth.login.failure: anyone who types a username can "
+        'fail 4 times and lock its owner out; consider action = "alert", or block_ip grouped '
+        "by ip",
+        "warning: playbook 'lock' has exempt_ips, which only a playbook grouped by ip reads "
+        "(this one is grouped by user): they exempt nothing here",
+        "warning: playbook 'by-ip' has exempt_users, which only a playbook grouped by user "
+        "reads (this one is grouped by ip): they exempt nothing here",
+    ]
+    said = never_firing(load_playbooks(str(path)).playbooks, ip_intel=True, geoip=True, travel=True)
+    assert [line.split(" has ")[0] for line in said] == ["playbook 'lock'", "playbook 'by-ip'"]
+    (tmp_path / "templates").mkdir()
+    templates = playbook_file(tmp_path / "templates", TEMPLATES)
+    quiet = CliRunner().invoke(main, ["playbooks", "check", str(templates)])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
 
 
 def test_check_and_test_warn_of_a_name_close_to_a_standard_one(

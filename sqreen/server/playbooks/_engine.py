@@ -16,8 +16,9 @@ A batch goes through in three steps, all pure here:
    cost no Python work.
 3. :meth:`Engine.decide`: for those keys, the exact rule (:func:`evaluate`) and the firings,
    each playbook at most once per key while the key is quiet for it (its block lasts, or its
-   cooldown); an alert playbook counts only the events after its key's **mark**, the last
-   event its previous alert there counted (:func:`marks_of`). The store writes the firings'
+   cooldown); an alert playbook counts only the events after its key's **mark**: later
+   than the last event its previous alert there counted, or stored after every one it
+   counted (:func:`marks_of`, :func:`~._hits.after_mark`). The store writes the firings'
    alerts and blocks, the quiet times and the marks in the same transaction, which holds
    the keys (two processes counting one key take turns, so a threshold crossed by events
    split over two processes fires once, at the crossing event).
@@ -48,6 +49,7 @@ from ._hits import (
     QuietKey,
     StreamKey,
     Triggered,
+    after_mark,
     evaluate,
 )
 from ._streams import US, Rule, group_streams, window_us_of
@@ -76,12 +78,6 @@ def _late(
             n, oldest = late.get(playbook, (0, 0))
             late[playbook] = (n + 1, max(oldest, age))
     return False
-
-
-def _from_mark(rule: Rule) -> bool:
-    """Whether ``rule`` counts its hits from its key's mark (an alert playbook's; not an
-    ``after`` rule's, whose mark its own events are compared with)."""
-    return rule.playbook.counts_once and rule.playbook.after is None
 
 
 def _check(
@@ -201,16 +197,15 @@ class Engine:
         quiet: Mapping[QuietKey, int],
         bounds: Mapping[StreamKey, Mapping[tuple[int, bool] | str, int]] | None = None,
         unseen: tuple[Mapping[StreamKey, int], int] | None = None,
-        marks: Mapping[QuietKey, Mark] | None = None,
     ) -> list[Probe]:
         """What to ask the store for the rules the plan checks: not those quiet now, nor
         those whose count in their window is known to be below their threshold (``bounds``:
         per key, (window µs, distinct?) -> at most that many, and alert playbook -> at most
         that many from its mark; ``unseen``: hits per key, and a time after which a window
-        holds no other hit). An alert playbook's rule counts from its key's mark when it is
-        later than the window's start (``marks``: a mark known, or an earlier one: marks
-        only move on), so that a key it alerted on is not read again until enough hits came
-        after."""
+        holds no other hit). An alert playbook's rule on a key it alerted on is probed over
+        its whole window, as any other: a hit stored after the alert may be older than the
+        alert's last event (:func:`~._hits.after_mark`); the bounds' count from the mark
+        keeps it unread until enough hits came after."""
         out = set()
         added, others = unseen if unseen is not None else ({}, 1 << 62)
         for stream_key, rules in plan.checks.items():
@@ -229,10 +224,7 @@ class Engine:
                 # A key first met, in a window of only hits this process added: as many.
                 if now_us - rule.window_us > others and added.get(stream_key, 0) < rule.need:
                     continue
-                since = now_us - rule.window_us
-                if marks and (mark := marks.get((rule.id, key))) and _from_mark(rule):
-                    since = max(since, mark[0])  # at its time: those after, and a few more
-                out.add((stream_key[0], key, since, rule.need, rule.distinct))
+                out.add((stream_key[0], key, now_us - rule.window_us, rule.need, rule.distinct))
         return [Probe._make(p) for p in out]
 
     def listening(
@@ -292,7 +284,7 @@ class Engine:
                 counted_from = found
                 if mark is not None and p.after is None:
                     # The events behind its previous alert count for nothing again.
-                    counted_from = [h for h in found if (h.ts, h.seq) > mark]
+                    counted_from = [h for h in found if after_mark(h, mark)]
                 fired = evaluate(p, counted_from, now_us)
                 if fired is None or (exempt is not None and exempt(p, key)):
                     continue

@@ -78,8 +78,9 @@ class FieldPath:
     #: For ``ip`` as a group or a distinct value: the IPv6 network length an address counts
     #: under (None: the address itself, as in ``where``).
     ipv6_prefix: int | None = None
-    #: Read case-folded: ``ip.provider`` in ``where``, whose values are names in any case
-    #: (``"tor"`` matches ``Tor``), as a country and a kind are.
+    #: Read case-folded in ``where``: ``ip.provider``, whose values are names in any case
+    #: (``"tor"`` matches ``Tor``), as a country and a kind are; ``request.method``; a
+    #: user's identifiers, folded as blocks compare them (``Admin`` is ``admin``).
     fold: bool = False
 
     def __str__(self) -> str:
@@ -117,15 +118,19 @@ class FieldPath:
             if not user:
                 return None
             if self.key is not None:
-                return user.get(self.key)
+                value = user.get(self.key)
+                if self.fold and isinstance(value, str):  # (where: as blocks compare it)
+                    return clean(fold_identifier(value))
+                return value
             return event.user_key if event.user_key is not None else user_key(user)
         if kind == "properties":
             return _text(event.properties.get(self.key)) if self.key else None
-        if kind == "request":
-            return _text((event.request or {}).get(self.key)) if self.key else None
         if kind == "app":
             return event.app
-        text = _text((event.ip_info or {}).get(self.key)) if self.key else None
+        if kind == "request":
+            text = _text((event.request or {}).get(self.key)) if self.key else None
+        else:
+            text = _text((event.ip_info or {}).get(self.key)) if self.key else None
         return text.casefold() if self.fold and text is not None else text
 
 

@@ -108,11 +108,22 @@ class Plan(NamedTuple):
 
 def marks_of(firings: Iterable[Firing]) -> dict[QuietKey, Mark]:
     """The marks the firings of alert playbooks leave on their keys (``counts_once``): the
-    time and seq of the last event each counted (an ``after`` rule's: the event that fired
-    it). An event no later than its key's mark counts for nothing again for that playbook."""
+    time of the last event each counted and the greatest seq it counted (an ``after``
+    rule's: the event that fired it, its time and seq). An event neither later than the
+    mark's time nor stored after its seq counts for nothing again for that playbook
+    (:func:`after_mark`): one stored after the alert with an earlier time of its own (another
+    process's commit, an app server's clock behind) still counts."""
     return {
-        (f.playbook.id, f.key): (f.last_us, f.last_seq) for f in firings if f.playbook.counts_once
+        (f.playbook.id, f.key): (f.last_us, f.last_seq if f.trigger else max(f.seqs))
+        for f in firings
+        if f.playbook.counts_once
     }
+
+
+def after_mark(hit: tuple[int, int, object], mark: Mark) -> bool:
+    """Whether ``hit`` (time, seq...) was not counted by the alert that left ``mark``
+    (:func:`marks_of`): later than its last event, or stored after every event it counted."""
+    return hit[0] > mark[0] or hit[1] > mark[1]
 
 
 def left_after(
@@ -127,8 +138,8 @@ def left_after(
         p = f.playbook
         if p.counts_once and p.after is None:
             key = (stream_of[p.id], f.key)
-            mark = (f.last_us, f.last_seq)
-            out.setdefault(key, {})[p.id] = sum(1 for h in hits.get(key, ()) if h[:2] > mark)
+            mark = (f.last_us, max(f.seqs))
+            out.setdefault(key, {})[p.id] = sum(1 for h in hits.get(key, ()) if after_mark(h, mark))
     return out
 
 

@@ -33,7 +33,7 @@ class MemoryWindows:
             kept = self.hits.get(key)
             if kept and kept[0].ts < horizon:
                 self.hits[key] = [h for h in kept if h.ts >= horizon]
-        probes = engine.probes(plan, now_us, self.quiet, marks=self.marks)
+        probes = engine.probes(plan, now_us, self.quiet)
         wanted = {(p.stream, p.key) for p in probes}
         fetched = {key: sorted(self.hits.get(key, ())) for key in wanted}
         firings, quieted = engine.decide(plan, fetched, self.quiet, now_us, self.exempt, self.marks)

@@ -1,5 +1,6 @@
-"""Playbooks that can never fire with the collector's enrichment as started: what
-``sqreen serve`` says at start, so that a detection switched off by an option is not
+"""Playbooks that can never fire with the collector's enrichment as started, and settings a
+playbook never reads: what ``sqreen serve`` says at start (and ``sqreen playbooks check``),
+so that a detection switched off by an option, or an exemption that exempts nothing, is not
 mistaken for a quiet site."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from collections.abc import Collection, Iterable
 from ...events import DERIVED_EVENTS
 from ._config import Playbook
 
-__all__ = ["never_firing"]
+__all__ = ["never_firing", "unread_settings"]
 
 #: What the ``--geoip-db`` files can give, as IP intelligence says it
 #: (:func:`sqreen.server.intel._mmdb_paths.layout_gives`; not imported: the playbooks'
@@ -49,6 +50,7 @@ def never_firing(
     no_asn = not geoip or ASNS not in gives
     out: list[str] = []
     for playbook in playbooks:
+        out += unread_settings(playbook)
         fields = [playbook.group_by, playbook.distinct, *(f for f, _ in playbook.where)]
         read = sorted({f"ip.{f.key}" for f in fields if f is not None and f.kind == "ip_info"})
         asn = [field for field in read if field.removeprefix("ip.") in _FROM_FILES_ONLY]
@@ -67,5 +69,25 @@ def never_firing(
             out.append(
                 f"playbook {playbook.id!r} acts on {derived}, which the collector does not "
                 f"raise here ({travel_off}): it never fires"
+            )
+    return out
+
+
+def unread_settings(playbook: Playbook) -> list[str]:
+    """A line for each exemption the playbook never reads: ``exempt_ips`` are read by a
+    playbook grouped by ``ip``, ``exempt_users`` by one grouped by a user (what is exempt
+    is a group: an address's events are not left out of a user's count, nor a user's of an
+    address's)."""
+    kind = playbook.group_by.kind
+    out = []
+    for setting, given, reader in (
+        ("exempt_ips", playbook.exempt_ips, "ip"),
+        ("exempt_users", playbook.exempt_users, "user"),
+    ):
+        if given and kind != reader:
+            out.append(
+                f"playbook {playbook.id!r} has {setting}, which only a playbook grouped by "
+                f"{reader} reads (this one is grouped by {playbook.group_by}): they exempt "
+                "nothing here"
             )
     return out

@@ -85,8 +85,6 @@ class PlaybookRunner:
         #: Until when each (playbook, group key) is quiet, as far as this process has read
         #: or written (so that it does not probe what cannot fire).
         self._known: dict[tuple[str, str], int] = {}
-        #: The marks of alert playbooks read or written (marks only move on), to probe from.
-        self._marks: dict[QuietKey, Mark] = {}
         self._bounds = Bounds()
         self._engine: Engine | None = None
         #: :meth:`~..storage.ControlStore.quiet_released` when the quiet times above were
@@ -135,7 +133,7 @@ class PlaybookRunner:
         is then returned too, to run once the hits are committed."""
         engine = self.source.current()
         if engine is not self._engine:
-            self._engine, self._quiet, self._known, self._marks = engine, {}, {}, {}
+            self._engine, self._quiet, self._known = engine, {}, {}
             self._bounds = Bounds(engine.counted_windows)
         if engine.empty:
             return _nothing
@@ -202,7 +200,7 @@ class PlaybookRunner:
     ) -> Callable[[], None]:
         """:meth:`_evaluate`'s windows' transaction, and what it tells this runner's memory
         (``hits_stored``: :meth:`~..storage.ControlStore.store_hits` stored the plan's)."""
-        quiet, known, marks = self._quiet, self._known, self._marks
+        quiet, known = self._quiet, self._known
         wanted: set[tuple[str, str]] = set()  # (playbook, key) of the alerts asking a block
         learned: dict[tuple[str, str], int] = {}  # quiet times read or set, once committed
         marked: dict[QuietKey, Mark] = {}  # marks read in the transaction, then those set
@@ -241,7 +239,7 @@ class PlaybookRunner:
 
         def probes(fresh: bool) -> list[Probe]:
             bounds.advance(plan.counts, now_us, fresh)
-            return engine.probes(plan, now_us, known, bounds.known, bounds.unseen, marks)
+            return engine.probes(plan, now_us, known, bounds.known, bounds.unseen)
 
         stored = self.store.update_windows(
             keys,
@@ -259,7 +257,6 @@ class PlaybookRunner:
             marked=marked.update,
             hits_stored=hits_stored,
         )
-        marks.update(marked)
         bounds.fired(left)
         by_id = {p.id: p for p in engine.playbooks.playbooks} if stored else {}
         refused = [a for a in stored if a.block_id is None and (a.playbook, a.group_key) in wanted]
@@ -276,8 +273,6 @@ class PlaybookRunner:
             self._known = {k: u for k, u in known.items() if u > now_us}
         if len(quiet) > MAX_QUIET:
             self._quiet = {k: u for k, u in quiet.items() if u > now_us}
-        if len(marks) > MAX_QUIET:  # those inside a window still save a read
-            self._marks = {k: m for k, m in marks.items() if m[0] > now_us - engine.max_window_us}
         if not stored:
             return _nothing
         return partial(self._tell, stored, by_id, refused, replaced)

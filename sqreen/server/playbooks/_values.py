@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 from datetime import timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from ..._blocking import fold_identifier
 from ..._event import InvalidEvent, validate_name, validate_user
+from ..._ip_syntax import normalize_ip
 from ...events import stored_name
 from ..blocks import InvalidBlock, parse_duration
+from ..storage import clean
 from ..storage.model import MAX_SCORE, ip_info_value
-from ._fields import AtLeast, FieldPath, parse_field
+from ._fields import AtLeast, FieldPath, parse_field, user_key
 
 __all__ = [
     "FieldError",
@@ -58,12 +62,9 @@ def check_int(table: dict[str, Any], key: str, value: object, low: int, high: in
 
 def check_duration(key: str, value: object, most: timedelta | None) -> timedelta:
     try:
-        duration = parse_duration(value, key)
+        return parse_duration(value, key, *(() if most is None else (most,)))
     except InvalidBlock as exc:
         raise FieldError(key, exc.message) from None
-    if most is not None and duration > most:
-        raise FieldError(key, f"at most {most.days} days")
-    return duration
 
 
 def check_events(table: dict[str, Any], key: str, value: object) -> tuple[str, ...]:
@@ -95,7 +96,11 @@ def check_where(table: dict[str, Any]) -> tuple[tuple[FieldPath, frozenset[str]]
     out = []
     for name, wanted in where.items():
         path = check_field(table, "where", name)
-        if path.kind == "ip_info" and path.key == "provider":  # a name, in any case
+        if (
+            path.kind == "user"  # identifiers, as blocks and groups compare them
+            or (path.kind == "ip_info" and path.key == "provider")  # a name, in any case
+            or (path.kind == "request" and path.key == "method")  # "post" is POST
+        ):
             path = dataclasses.replace(path, fold=True)
         values = wanted if isinstance(wanted, list) else [wanted]
         if not values or len(values) > MAX_VALUES:
@@ -135,10 +140,16 @@ def _lower_bound(path: FieldPath, name: str, bound: float) -> AtLeast:
 def _as_stored(path: FieldPath, name: str, text: str) -> str:
     """A ``where`` value as events store it, where the collector stores one spelling: an
     event name's standard one (``login.failure`` is stored as ``auth.login.failure``), an IP
-    field's as the explorer's filters take it (``"ip.country" = "gb"`` is ``GB``); a value
-    no event can have is refused rather than never matching."""
+    field's as the explorer's filters take it (``"ip.country" = "gb"`` is ``GB``), an
+    address's canonical text (``2001:DB8:0::1`` is ``2001:db8::1``); a user's identifiers
+    folded as blocks and groups compare them (``Admin`` is ``admin``); a value no event can
+    have is refused rather than never matching."""
     if path.kind == "name":
         return stored_name(text)
+    if path.kind == "ip":
+        return _address(name, text)
+    if path.kind == "user":
+        return clean(fold_identifier(text)) if path.key is not None else _user(name, text)
     if path.fold:
         return text.casefold()
     if path.kind == "ip_info" and path.key is not None:
@@ -147,6 +158,38 @@ def _as_stored(path: FieldPath, name: str, text: str) -> str:
         except ValueError as exc:
             raise FieldError("where", f"{name}: {text[:60]!r} {exc}") from None
     return text
+
+
+def _address(name: str, text: str) -> str:
+    """An address in ``where`` as events store one (their canonical text)."""
+    address = normalize_ip(text)
+    if address is None or "/" in text:
+        raise FieldError(
+            "where",
+            f"{name}: {text[:60]!r} is not an IP address (where compares one address: a "
+            "network is for exempt_ips, or group_by with ipv6_prefix)",
+        )
+    return address
+
+
+def _user(name: str, text: str) -> str:
+    """``where.user``: all of a user's identifiers, as JSON (``'{"uid": "42"}'``), as a
+    ``group_by = "user"`` key holds them (folded, keys sorted)."""
+    try:
+        identifiers = json.loads(text)
+    except ValueError:
+        identifiers = None
+    if not isinstance(identifiers, dict) or not identifiers:
+        raise FieldError(
+            "where",
+            f"{name}: {text[:60]!r} is not a user's identifiers as a JSON object "
+            '(e.g. \'{"uid": "42"}\'); for one identifier, use user.<key>',
+        )
+    try:
+        user = validate_user(identifiers, "where")
+    except InvalidEvent as exc:
+        raise FieldError("where", f"{name}: {exc}") from None
+    return user_key(user or {})
 
 
 def _as_text(value: object) -> str | None:
@@ -197,8 +240,18 @@ def check_notify(table: dict[str, Any]) -> tuple[str, ...]:
         raw = [raw]
     if not isinstance(raw, list) or len(raw) > MAX_NOTIFY:
         raise FieldError("notify", f"must be a list of at most {MAX_NOTIFY} URLs")
+    urls: dict[tuple[Any, ...], str] = {}  # one receiver -> its URL as first written
     for url in raw:
         parts = urlsplit(url) if isinstance(url, str) else None
+        try:
+            port = None if parts is None else parts.port
+        except ValueError:
+            parts = None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise FieldError("notify", f"{str(url)[:80]!r} is not an http(s) URL")
-    return tuple(raw)
+        # The same receiver named twice (its host in another case, an empty query, the
+        # scheme's own port) is sent each alert once.
+        port = port or (443 if parts.scheme == "https" else 80)
+        same = (parts.scheme, parts.username, parts.password, parts.hostname, port)
+        urls.setdefault((*same, parts.path or "/", parts.query, parts.fragment), url)
+    return tuple(urls.values())
