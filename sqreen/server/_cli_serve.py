@@ -13,6 +13,8 @@ import json
 import logging
 import logging.config
 import os
+import signal
+import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Final
@@ -32,7 +34,7 @@ from .explorer._cli import explorer_startup
 from .intel import DEFAULT_MAX_SPEED, MIN_MAX_SPEED, GeoIpError, IpIntel, Reputation
 from .logs import LOG_FORMATS, json_log_config, text_log_config
 from .playbooks import NONE_IN_FORCE, PlaybookError, PlaybookSource, never_firing
-from .storage import Storage, serving
+from .storage import DatabaseUnreachable, Storage, serving
 
 __all__ = ["GC_GEN0", "WORKER_ENV", "serve", "worker_app"]
 
@@ -341,9 +343,13 @@ def worker_app() -> Starlette:
     from .storage import open_storage
 
     config = json.loads(os.environ[WORKER_ENV])
+    stop_when_orphaned(config.get("supervisor") or os.getppid())
     # The supervisor watches the file, and passes SIGHUP on once it holds (_supervisor.py).
     source = _playbook_source(config.get("playbooks"), supervised=True)
-    storage = open_storage(config["db"])
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    storage = _worker_storage(partial(open_storage, config["db"]))
+    for signum, handler in handlers.items():  # uvicorn's again, if a wait replaced them
+        signal.signal(signum, handler)
     app = create_app(
         storage,
         retention_days=config["retention_days"],
@@ -361,9 +367,51 @@ def worker_app() -> Starlette:
         metrics_token=config.get("metrics_token"),
     )
     reload_on_sighup(source)
-    stop_when_orphaned(config.get("supervisor") or os.getppid())
     _settle_gc()
     return app
+
+
+def _stop_on_signals() -> None:
+    """While a worker waits for its database, in the app factory, uvicorn holds SIGTERM and
+    SIGINT for when the app is made (never, while the database is away): a stop (the
+    supervisor's, or the orphan watch's) ends the wait, and the process, at once."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+
+
+#: Seconds between a worker's tries at a database it cannot reach, and between its lines
+#: saying so.
+WORKER_RETRY: Final = 2.0
+WORKER_SAY_EVERY: Final = 60.0
+
+
+def _worker_storage(
+    opener: Callable[[], Storage], sleep: Callable[[float], None] = time.sleep
+) -> Storage:
+    """A worker's storage. The supervisor opened (and migrated) it at start, so a database
+    this worker cannot reach went away since: a worker started again meanwhile (after a
+    crash, or one killed) waits for it, saying so once a minute, rather than dying at once
+    with a traceback and being started again, twice a second, for the whole outage."""
+    said = -WORKER_SAY_EVERY
+    while True:
+        try:
+            return opener()
+        except DatabaseUnreachable as exc:
+            _stop_on_signals()
+            now = time.monotonic()
+            if now - said >= WORKER_SAY_EVERY:
+                said = now
+                logging.getLogger("sqreen.server").warning(
+                    "sqreen: worker %d waits for the database (tried every %g s): %s",
+                    os.getpid(),
+                    WORKER_RETRY,
+                    exc,
+                )
+            sleep(WORKER_RETRY)
 
 
 #: The youngest generation's threshold in the collector (CPython's default: 700). A batch of

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Final
 
 from .storage import ControlStore
+from .unavailable import unavailable
 
 __all__ = ["RETRY_AFTER", "WatchedNames"]
 
@@ -91,12 +92,22 @@ class WatchedNames:
     def _record(self, names: frozenset[str]) -> None:
         try:
             taken = self.store.note_watched(names)
-        except Exception:  # (a locked or read-only database): replies go on as they were
+        except Exception as exc:  # (a locked or read-only database): replies go on as they were
             now = time.monotonic()
             self._retry_at = now + RETRY_AFTER
             if now - self._logged_at >= LOG_EVERY:
                 self._logged_at = now
-                logger.exception("sqreen: recording the watched event names failed")
+                if unavailable(exc):  # the database away: said, not a bug's traceback
+                    logger.warning(
+                        "sqreen: recording the watched event names failed (the database is "
+                        "unavailable: %s); tried again in %d s",
+                        str(exc).strip().splitlines()[0]
+                        if str(exc).strip()
+                        else type(exc).__name__,
+                        RETRY_AFTER,
+                    )
+                else:
+                    logger.exception("sqreen: recording the watched event names failed")
         else:
             self._recorded = names
             if taken is not None and self._on_change is not None:

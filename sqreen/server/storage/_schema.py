@@ -81,14 +81,13 @@ def _fold_users_postgresql(cur: Any) -> None:
         ).fetchall()
         if not rows:
             return
-        changed = [
-            (folded, seq, key)
-            for seq, key, value in rows
-            if (folded := indexed_identifier(value)) != value
-        ]
+        changed = []
+        for seq, key, value in rows:
+            if (folded := indexed_identifier(value)) != value:
+                changed.append((folded, seq, key))
+            last = (seq, key)
         if changed:
             cur.executemany("UPDATE event_users SET value = ? WHERE seq = ? AND key = ?", changed)
-        last = rows[-1][0], rows[-1][1]
 
 
 _MIGRATIONS: Final[Sequence[Sequence[Step] | Mapping[Dialect, Sequence[Step]]]] = (

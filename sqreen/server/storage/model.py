@@ -66,6 +66,7 @@ __all__ = [
     "BlockSpec",
     "BlockType",
     "Clock",
+    "DatabaseUnreachable",
     "EventFilter",
     "Heartbeat",
     "InsertResult",
@@ -116,6 +117,11 @@ def from_us(us: int) -> datetime:
     carry (1970 to 9000): a time stored before they were checked (year 1, year 9999) reads
     as one every reader can compute with, never as an OverflowError."""
     return EPOCH + timedelta(microseconds=min(max(us, _MIN_US), _MAX_US))
+
+
+class DatabaseUnreachable(RuntimeError):
+    """The database could not be reached (its server down, refusing, or silent past the
+    connect timeout), as opposed to one that answered with a refusal."""
 
 
 @dataclass(frozen=True, slots=True)

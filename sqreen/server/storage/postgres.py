@@ -25,7 +25,7 @@ from ._pgcopy import EventCopier, hits_text
 from ._rows import EventRecord
 from ._schema import migrations
 from ._sql import Cursor, SqlStorage
-from .model import Clock, utc_now
+from .model import Clock, DatabaseUnreachable, utc_now
 
 if TYPE_CHECKING:
     import psycopg
@@ -171,7 +171,7 @@ class PostgresStorage(WritesLog, SqlStorage):
                 self.check_schema()
         except psycopg.OperationalError as exc:
             self.close()
-            raise RuntimeError(f"cannot connect to PostgreSQL: {exc}".strip()) from None
+            raise DatabaseUnreachable(f"cannot connect to PostgreSQL: {exc}".strip()) from None
         except psycopg.errors.InsufficientPrivilege as exc:
             self.close()
             message = exc.diag.message_primary or "permission denied"
