@@ -148,12 +148,14 @@ class Client(Users):
         target: Mapping[str, Any] | None = None,
         *,
         warn_other_user: bool = True,
+        nobody: bool = False,
     ) -> bool:
         """Queue an event; return whether it was accepted (see :func:`sqreen.track`).
 
         ``warn_other_user=False``: ``user_identifiers`` other than the request's user (bound
         by :meth:`identify`) are meant, so no warning says they differ (``for_user()``,
-        ``auth_track()``)."""
+        ``auth_track()``). ``nobody``: the event is of no user the SDK can name, not the
+        request's (a failed login whose username could not be read)."""
         if self.disabled:
             return False
         notes: list[InvalidEvent] | None = None if self.config.strict else []
@@ -203,9 +205,13 @@ class Client(Users):
                     ctx = None
                 if ctx is not None:
                     snapshot = ctx.snapshot()
-                    if user is None and (
-                        user_identifiers is None
-                        or (isinstance(user_identifiers, Mapping) and not user_identifiers)
+                    if (
+                        user is None
+                        and not nobody
+                        and (
+                            user_identifiers is None
+                            or (isinstance(user_identifiers, Mapping) and not user_identifiers)
+                        )
                     ):
                         # None or empty: the request's user. Identifiers given but none
                         # readable (``auth_track(False, username=None)``) are nobody's: not

@@ -28,6 +28,7 @@ LONGEST_FIRST = (
     "tests/server/test_travel.py",  # 29 s
     "tests/server/test_serve_signals.py",  # 23 s
     "tests/server/test_grouped_ingest_hostile.py",  # 23 s
+    "tests/server/test_worker_outage.py",  # 16-25 s (two collectors, an outage each)
     "tests/server/test_playbooks.py",  # 22 s
     "tests/server/test_action_set.py",  # 22 s
     "tests/server/test_export.py",  # 21 s

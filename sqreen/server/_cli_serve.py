@@ -344,12 +344,13 @@ def worker_app() -> Starlette:
 
     config = json.loads(os.environ[WORKER_ENV])
     stop_when_orphaned(config.get("supervisor") or os.getppid())
-    # The supervisor watches the file, and passes SIGHUP on once it holds (_supervisor.py).
-    source = _playbook_source(config.get("playbooks"), supervised=True)
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    handlers = {signum: signal.getsignal(signum) for signum in WAIT_SIGNALS}
     storage = _worker_storage(partial(open_storage, config["db"]))
-    for signum, handler in handlers.items():  # uvicorn's again, if a wait replaced them
+    for signum, handler in handlers.items():  # as they were, if a wait replaced them
         signal.signal(signum, handler)
+    # The supervisor watches the file, and passes SIGHUP on once it holds (_supervisor.py).
+    # Read after the wait: the rules of now, whatever changed meanwhile.
+    source = _playbook_source(config.get("playbooks"), supervised=True)
     app = create_app(
         storage,
         retention_days=config["retention_days"],
@@ -371,16 +372,23 @@ def worker_app() -> Starlette:
     return app
 
 
+#: What a worker waiting for its database answers itself (:func:`_stop_on_signals`).
+WAIT_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def _stop_on_signals() -> None:
     """While a worker waits for its database, in the app factory, uvicorn holds SIGTERM and
     SIGINT for when the app is made (never, while the database is away): a stop (the
-    supervisor's, or the orphan watch's) ends the wait, and the process, at once."""
+    supervisor's, or the orphan watch's) ends the wait, and the process, at once. A reload
+    (SIGHUP, which the supervisor passes on when the playbooks change) is left for later:
+    the worker reads the playbooks once its database is back."""
 
     def stop(signum: int, frame: Any) -> None:
         raise SystemExit(0)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, stop)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 #: Seconds between a worker's tries at a database it cannot reach, and between its lines

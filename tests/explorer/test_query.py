@@ -161,3 +161,25 @@ def test_the_chart_scales_bars_and_links_each_to_its_bucket() -> None:
     assert [b.height for b in chart.bars] == [0.0, 39.0, 78.0, 19.5]
     assert chart.bars[1].href == "?{'since': '2026-11-22T10:31:00', 'until': '2026-11-22T10:32:00'}"
     assert all(0 <= b.x < chart.view_width for b in chart.bars)
+
+
+def test_an_alert_s_link_to_a_user_whose_folded_name_grew_is_read() -> None:
+    """A username of 20 U+FDFA (each 18 characters once folded) is a group key of 360
+    characters: the alert's link to its events was refused (at most 256); an identifier of
+    the longest length an SDK sends, folded, is read too, and longer text still refused."""
+    from urllib.parse import urlencode
+
+    from sqreen.server.explorer._alerts import group_of
+    from sqreen.server.playbooks._fields import user_key
+
+    folded = user_key({"username": "\ufdfa" * 20})
+    group = group_of("/explorer", "user", folded)
+    assert group.href is not None
+    query, errors = parse_query(parse_qsl(urlsplit(group.href).query), NOW)
+    assert errors == []
+    ((key, value),) = query.filters.users  # type: ignore[attr-defined]
+    assert key == "username" and len(value) == 360
+    longest = "\ufdfa" * 256
+    assert parse(urlencode({"user": "username=" + longest}))[1] == []
+    _, refused = parse(urlencode({"user": "username=" + "x" * (18 * 256 + 1)}))
+    assert refused and refused[0].startswith("user:")

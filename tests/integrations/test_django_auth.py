@@ -501,6 +501,35 @@ def run_alone(script: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
+def test_a_failure_whose_username_cannot_be_read_is_nobody_s() -> None:
+    """``user_login_failed`` whose credentials name no username (a backend of the app's
+    logging in by phone number, say): the failure is of nobody, not of the user the
+    request identified before (whose per-user counts and blocks it fed)."""
+    script = """
+import django
+from django.conf import settings
+settings.configure(
+    INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes"], DATABASES={}
+)
+django.setup()
+import sqreen
+from sqreen._context import RequestContext, current_request
+from sqreen.integrations.django.auth import receivers
+client = sqreen.init(transport="memory:")
+environ = {"REQUEST_METHOD": "POST", "REMOTE_ADDR": "::1"}
+current_request.set(RequestContext(client, "wsgi", environ))
+sqreen.identify({"username": "victim"})
+receivers.failed(sender=None, credentials={"phone": "+33 6", "password": "********"})
+receivers.failed(sender=None, credentials={"username": "mallory", "password": "********"})
+sqreen.flush(5)
+print([(e["name"], e["user"]) for e in client.transport.events if e["name"] != "sq.identify"])
+"""
+    done = run_alone(script)
+    assert done.stdout.strip() == (
+        "[('auth.login.failure', None), ('auth.login.failure', {'username': 'mallory'})]"
+    ), done.stdout
+
+
 def test_the_app_alone_checks_the_middleware() -> None:
     # Without the middleware the receivers find no request to track with: manage.py check
     # says so, even when "sqreen.integrations.django" itself is not installed.

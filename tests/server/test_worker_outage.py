@@ -126,6 +126,7 @@ def test_a_worker_started_again_during_an_outage_waits_for_the_database(
     os.kill(first, signal.SIGKILL)
     wait_for(lambda: "waits for the database" in log.read_text(errors="replace"))
     (waiting,) = set(_workers(server.proc.pid)) - {second}
+    os.kill(waiting, signal.SIGHUP)  # a reload meanwhile (new playbooks) leaves it waiting
     wait_for(lambda: httpx.get(server.url + "/livez").status_code == 200)
     # Some seconds of outage: the same worker still waits (not one started again a second),
     # said once, with no traceback.

@@ -28,6 +28,11 @@ from ..storage.model import ip_info_value, ip_selection
 
 __all__ = ["GROUPS", "Query", "QueryError", "parse_query"]
 
+#: The longest user identifier a filter takes: one of ``identifier_max`` characters folded
+#: (:func:`~..storage._side_rows.indexed_identifier`), each character NFKC's longest
+#: expansion (U+FDFA is 18 characters).
+FOLDED_MAX: Final = 18 * LIMITS.identifier_max
+
 #: Parameters of a view, in the order links spell them.
 FILTER_PARAMS: Final = (
     "name", "severity", "user", "ip", "prop", "app", "country", "kind", "asn", "since", "until",
@@ -215,7 +220,9 @@ def parse_query(
                 found = users if name == "user" else props
                 if len(found) >= MAX_PAIRS:
                     raise QueryError(name, f"at most {MAX_PAIRS} {name} filters")
-                limit_ = LIMITS.identifier_max if name == "user" else LIMITS.str_value_max
+                # A user's value may be folded already (an alert's or a group's link), and
+                # folding makes an identifier up to 18 times longer (NFKC's U+FDFA).
+                limit_ = FOLDED_MAX if name == "user" else LIMITS.str_value_max
                 key, val = _pair(name, raw, limit_)
                 found.append((key, val))
                 value = f"{key}={val}"

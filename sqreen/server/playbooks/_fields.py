@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Final, NamedTuple
 
-from ..._block_index import Network, embedded_ipv4
+from ..._block_index import Network, address_of, embedded_ipv4
 from ..._blocking import fold_identifier
 from ..._json import dumps_utf8
 from ..blocks import INTERNAL_NETWORKS
@@ -32,6 +32,7 @@ __all__ = [
     "AtLeast",
     "EventView",
     "FieldPath",
+    "InNetwork",
     "group_covers",
     "internal_group",
     "ip_group",
@@ -373,13 +374,37 @@ class AtLeast(str):
             return False
 
 
+class InNetwork(str):
+    """A ``where`` value of ``ip`` that is a network (``ip = "10.0.0.0/8"``): an address
+    matches when the network holds it. Its text is the network's."""
+
+    version: int
+    prefix: int  # the network's address, shifted right past its host bits
+    shift: int
+
+    def __new__(cls, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> InNetwork:
+        made = super().__new__(cls, network.with_prefixlen)
+        made.version = network.version
+        made.shift = network.max_prefixlen - network.prefixlen
+        made.prefix = int(network.network_address) >> made.shift
+        return made
+
+    def holds(self, value: str) -> bool:
+        found = address_of(value)
+        return (
+            found is not None and found[0] == self.version and found[1] >> self.shift == self.prefix
+        )
+
+
 def matches(where: tuple[tuple[FieldPath, frozenset[str]], ...], event: EventView) -> bool:
     """Whether ``event`` has, for each field of ``where``, one of its values (or a number at
-    least an :class:`AtLeast` bound among them)."""
+    least an :class:`AtLeast` bound, or an address in an :class:`InNetwork`, among them)."""
     for path, wanted in where:
         value = path.read(event)
         if value in wanted:
             continue
-        if value is None or not any(isinstance(w, AtLeast) and w.holds(value) for w in wanted):
+        if value is None or not any(
+            isinstance(w, AtLeast | InNetwork) and w.holds(value) for w in wanted
+        ):
             return False
     return True

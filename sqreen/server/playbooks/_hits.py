@@ -120,6 +120,21 @@ def marks_of(firings: Iterable[Firing]) -> dict[QuietKey, Mark]:
     }
 
 
+def merged_marks(
+    known: Mapping[QuietKey, Mark], new: Mapping[QuietKey, Mark]
+) -> dict[QuietKey, Mark]:
+    """The marks ``new`` leaves on keys that may hold ``known`` ones: each field the greater
+    (a mark's time and seq are not ordered together: an alert on events stored late has the
+    greater seq and the earlier time, and the events of both alerts stay counted), as the
+    store writes them."""
+    out = dict(new)
+    for key, (ts, seq) in new.items():
+        old = known.get(key)
+        if old is not None:
+            out[key] = (max(old[0], ts), max(old[1], seq))
+    return out
+
+
 def after_mark(hit: tuple[int, int, object], mark: Mark) -> bool:
     """Whether ``hit`` (time, seq...) was not counted by the alert that left ``mark``
     (:func:`marks_of`): later than its last event, or stored after every event it counted."""

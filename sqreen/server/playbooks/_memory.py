@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from ._engine import Engine
 from ._fields import EventView
-from ._hits import Firing, Hit, Mark, QuietKey, StreamKey, marks_of
+from ._hits import Firing, Hit, Mark, QuietKey, StreamKey, marks_of, merged_marks
 
 __all__ = ["MemoryWindows"]
 
@@ -38,5 +38,5 @@ class MemoryWindows:
         fetched = {key: sorted(self.hits.get(key, ())) for key in wanted}
         firings, quieted = engine.decide(plan, fetched, self.quiet, now_us, self.exempt, self.marks)
         self.quiet.update(quieted)
-        self.marks.update(marks_of(firings))
+        self.marks.update(merged_marks(self.marks, marks_of(firings)))
         return firings

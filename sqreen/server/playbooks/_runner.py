@@ -32,7 +32,17 @@ from ._bounds import Bounds
 from ._config import Playbook
 from ._engine import Engine, is_exempt
 from ._fields import EventView, FieldPath, spellings
-from ._hits import Hit, Mark, Plan, Probe, QuietKey, StreamKey, left_after, marks_of
+from ._hits import (
+    Hit,
+    Mark,
+    Plan,
+    Probe,
+    QuietKey,
+    StreamKey,
+    left_after,
+    marks_of,
+    merged_marks,
+)
 from ._late import LateEvents, Throttle
 from ._notify import Notifier
 from ._source import PlaybookSource
@@ -228,7 +238,7 @@ class PlaybookRunner:
             learned.update(quieted)
             alerts = [a for f in firings if (a := new_alert(f, self.max_blocks, spell)) is not None]
             wanted.update((a.playbook, a.group_key) for a in alerts if a.block is not None)
-            moved = marks_of(firings)
+            moved = merged_marks(marked, marks_of(firings))
             marked.update(moved)
             left.update(left_after(firings, hits, engine.stream_of))
             return WindowWrite(quieted, alerts, moved)

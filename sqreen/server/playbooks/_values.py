@@ -20,7 +20,7 @@ from ...events import stored_name
 from ..blocks import InvalidBlock, parse_duration
 from ..storage import clean
 from ..storage.model import MAX_SCORE, ip_info_value
-from ._fields import AtLeast, FieldPath, parse_field, user_key
+from ._fields import AtLeast, FieldPath, InNetwork, parse_field, user_key
 
 __all__ = [
     "FieldError",
@@ -161,15 +161,20 @@ def _as_stored(path: FieldPath, name: str, text: str) -> str:
 
 
 def _address(name: str, text: str) -> str:
-    """An address in ``where`` as events store one (their canonical text)."""
-    address = normalize_ip(text)
-    if address is None or "/" in text:
-        raise FieldError(
-            "where",
-            f"{name}: {text[:60]!r} is not an IP address (where compares one address: a "
-            "network is for exempt_ips, or group_by with ipv6_prefix)",
-        )
-    return address
+    """An address in ``where`` as events store one (their canonical text), or a network
+    that holds the addresses it matches (:class:`~._fields.InNetwork`)."""
+    if "/" in text:
+        try:
+            return InNetwork(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            pass
+    else:
+        address = normalize_ip(text)
+        if address is not None:
+            return address
+    raise FieldError(
+        "where", f"{name}: {text[:60]!r} is not an IP address or network (CIDR, e.g. 10.0.0.0/8)"
+    )
 
 
 def _user(name: str, text: str) -> str:

@@ -71,11 +71,14 @@ LOG_COUNTS_FOR: Final = 60_000_000
 #: How long (µs) rows of the windows' log are kept: each is read by the other processes at
 #: their next batch; one idle longer finds the gap and counts again.
 LOG_KEPT: Final = 120_000_000
-#: How the quiet times and marks are written: a quiet time replaced, a mark only moved on.
+#: How the quiet times and marks are written: a quiet time replaced, a mark only moved on,
+#: its time and its seq each to the greater (``_hits.merged_marks``).
 QUIET_UPSERT: Final = " ON CONFLICT (playbook, key) DO UPDATE SET until_at = excluded.until_at"
 MARK_UPSERT: Final = (
-    " ON CONFLICT (playbook, key) DO UPDATE SET ts = excluded.ts, seq = excluded.seq"
-    " WHERE (excluded.ts, excluded.seq) > (playbook_marks.ts, playbook_marks.seq)"
+    " ON CONFLICT (playbook, key) DO UPDATE SET"
+    " ts = CASE WHEN excluded.ts > playbook_marks.ts THEN excluded.ts ELSE playbook_marks.ts END,"
+    " seq = CASE WHEN excluded.seq > playbook_marks.seq THEN excluded.seq"
+    " ELSE playbook_marks.seq END"
 )
 
 

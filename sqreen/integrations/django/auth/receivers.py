@@ -58,8 +58,8 @@ def failed(
         with handle.client.guard("the account's lookup"):
             username = account_username(username) or username
     identifiers = _identifiers(username)
-    if identifiers is None:
-        handle.track(AUTH_LOGIN_FAILURE)
+    if identifiers is None:  # a failure of nobody named: not the user identify() bound
+        handle.client.track(AUTH_LOGIN_FAILURE, request=handle, nobody=True)
     else:
         _auth_track(handle, False, identifiers)
 
