@@ -28,7 +28,6 @@ LONGEST_FIRST = (
     "tests/server/test_travel.py",  # 29 s
     "tests/server/test_serve_signals.py",  # 23 s
     "tests/server/test_grouped_ingest_hostile.py",  # 23 s
-    "tests/server/test_worker_outage.py",  # 16-25 s (two collectors, an outage each)
     "tests/server/test_playbooks.py",  # 22 s
     "tests/server/test_action_set.py",  # 22 s
     "tests/server/test_export.py",  # 21 s
@@ -47,6 +46,7 @@ LONGEST_FIRST = (
     "tests/server/test_window_log_hostile.py",  # 11 s
     "tests/test_wire_time.py",  # 11 s
     "tests/server/test_cli.py",  # 10 s
+    "tests/server/test_worker_outage.py",  # 10 s (a collector on PostgreSQL, two outages)
     "tests/server/test_connections.py",  # 10 s
     "tests/server/test_watch_change.py",  # 9 s
     "tests/explorer/test_browser_intel.py",  # 9 s
