@@ -14,7 +14,9 @@
 
 ``Sqreen`` is ``Annotated[SqreenHandle, Depends(sqreen_handle)]``; spell it
 ``handle: SqreenHandle = Depends(sqreen_handle)`` if you prefer. Events carry the route
-template FastAPI matched (``/items/{item_id}``) and its path parameters. Sync endpoints run in
+template FastAPI matched (``/items/{item_id}``, with the prefixes its routers were included
+and mounted under); its path parameters are read to scrub the path (a ``{token}`` segment
+is redacted), not sent apart. Sync endpoints run in
 the thread pool with a copy of the request's context, and background tasks run before the
 middleware returns: both see the user ``identify()`` bound, since the handle is one object.
 In a websocket endpoint the dependency gives the handle without a request (no request is bound

@@ -125,25 +125,48 @@ def _route(scope: Scope) -> tuple[str | None, Mapping[str, Any] | None]:
     path_params = scope.get("path_params")
     route = scope.get("route")  # the innermost route that matched
     router = scope.get("router")  # the outermost router
+    whole = _included_path(scope, route)
     if "app_root_path" not in scope or router is None:  # no Mount entered: the path is whole
+        if whole is not None:
+            return whole, path_params
         return (getattr(route, "path", None) if route is not None else None), path_params
     # Inside mounts the route's path is relative: match from the top again (the mounts have
     # moved root_path along, to the concrete prefix, where the template is wanted).
     top = {**scope, "root_path": scope["app_root_path"]}
-    return _template(getattr(router, "routes", ()), top, "", 0), path_params
+    return _template(getattr(router, "routes", ()), top, "", 0, whole), path_params
 
 
-def _template(routes: Iterable[BaseRoute], scope: Scope, prefix: str, depth: int) -> str | None:
+def _included_path(scope: Scope, route: object) -> str | None:
+    """The whole path of ``route`` within its app, include prefixes and nested routers' ones
+    too, where FastAPI (0.165 and later) keeps it apart: an included route is no longer
+    copied with its prefix, so ``scope["route"].path`` is ``/users/{uid}`` for
+    ``/api/v1/users/{uid}``. None before those versions (their ``route.path`` is whole)."""
+    fastapi_scope = scope.get("fastapi")
+    if not isinstance(fastapi_scope, dict):
+        return None
+    context = fastapi_scope.get("effective_route_context")
+    if context is None or getattr(context, "original_route", None) is not route:
+        return None
+    path = getattr(context, "path_format", None)
+    return path if isinstance(path, str) else None
+
+
+def _template(
+    routes: Iterable[BaseRoute], scope: Scope, prefix: str, depth: int, whole: str | None
+) -> str | None:
+    """The template of the route ``scope`` matches among ``routes``, after ``prefix``;
+    ``whole``: the matched route's path within its app (:func:`_included_path`), for a
+    router FastAPI included, which has no path of its own."""
     for route in routes:
         match, child = route.matches(scope)
         if match is not Match.FULL:
             continue
         path = getattr(route, "path", None)
         if not isinstance(path, str):
-            return None
+            return None if whole is None else prefix + whole
         if isinstance(route, Mount):
             if depth >= 8:
                 return None
-            return _template(route.routes, {**scope, **child}, prefix + path, depth + 1)
-        return prefix + path
+            return _template(route.routes, {**scope, **child}, prefix + path, depth + 1, whole)
+        return prefix + (path if whole is None else whole)
     return None

@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
+import fastapi
 from fastapi import Depends, FastAPI, WebSocket
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -73,6 +74,72 @@ def test_middleware_keywords_configure_the_sdk(receiver: Receiver) -> None:
     assert event["request"]["route"] == "/items/{item_id}"
     assert receiver.batches[0]["app"]["framework"] == "fastapi"
     assert receiver.batches[0]["app"]["name"] == "fastapi-kw"
+
+
+def test_routers_included_with_prefixes_nested_and_mounted_give_the_whole_template(
+    sqreen_events: CapturedEvents,
+) -> None:
+    """FastAPI 0.165 stopped copying included routes with their prefix: ``scope["route"]``
+    is ``/users/{uid}`` for ``/api/v1/users/5``, and an ``APIRouter`` in a mounted app had no
+    route at all. A playbook reading ``request.route`` (a login route's brute force) never
+    fired, and two endpoints of one router were one route."""
+    app = FastAPI()
+    users = fastapi.APIRouter()
+
+    @users.post("/login")
+    async def login(sq: Sqreen) -> Any:
+        sq.track("login")
+        return {}
+
+    @users.get("/users/{uid}")
+    async def user(uid: str, sq: Sqreen) -> Any:
+        sq.track("user")
+        return {}
+
+    outer, inner = fastapi.APIRouter(prefix="/outer"), fastapi.APIRouter(prefix="/r")
+
+    @inner.get("/{z}")
+    async def nested(z: str, sq: Sqreen) -> Any:
+        sq.track("nested")
+        return {}
+
+    outer.include_router(inner)
+    app.include_router(users, prefix="/api/v1")
+    app.include_router(users, prefix="/admin")
+    app.include_router(outer)
+    sub, deep = FastAPI(), fastapi.APIRouter(prefix="/deep")
+
+    @deep.get("/x/{a}/{b}")
+    async def mounted(a: str, b: str, sq: Sqreen) -> Any:
+        sq.track("mounted")
+        return {}
+
+    @sub.get("/things/{thing}")
+    async def thing(thing: str, sq: Sqreen) -> Any:
+        sq.track("thing")
+        return {}
+
+    sub.include_router(deep)
+    app.mount("/v2", sub)
+    app.add_middleware(SqreenMiddleware)
+    with client(app) as c:
+        for method, path in (
+            ("POST", "/api/v1/login"),
+            ("POST", "/admin/login"),
+            ("GET", "/api/v1/users/5"),
+            ("GET", "/outer/r/9"),
+            ("GET", "/v2/deep/x/1/2"),
+            ("GET", "/v2/things/3"),
+        ):
+            assert c.request(method, path).status_code == 200, path
+    assert [(e["request"]["path"], e["request"]["route"]) for e in sqreen_events] == [
+        ("/api/v1/login", "/api/v1/login"),
+        ("/admin/login", "/admin/login"),
+        ("/api/v1/users/5", "/api/v1/users/{uid}"),
+        ("/outer/r/9", "/outer/r/{z}"),
+        ("/v2/deep/x/1/2", "/v2/deep/x/{a}/{b}"),
+        ("/v2/things/3", "/v2/things/{thing}"),
+    ]
 
 
 def test_plain_starlette_finds_the_route_template_through_mounts(
