@@ -153,8 +153,10 @@ def time_range(since: str | None, until: str | None) -> tuple[datetime | None, d
     where it begins, or before, is refused (it holds nothing: an empty answer would say
     that nothing happened)."""
     now = datetime.now(UTC)  # one now: --since 2h --until 2h is empty
-    start = parse_when(since, "--since", now) if since else None
-    end = parse_when(until, "--until", now) if until else None
+    # Given empty (an unset shell variable: --since "$FROM"), not taken for no bound: the
+    # whole history would be read as what was asked.
+    start = parse_when(since, "--since", now) if since is not None else None
+    end = parse_when(until, "--until", now) if until is not None else None
     if start is not None and end is not None and end <= start:
         raise click.BadParameter(
             f"must be later than --since (--since {since} is {when(start)}, "

@@ -317,7 +317,7 @@ async def metrics_endpoint(request: Request) -> Response:
         await authenticate(request, admin=True)
     started = time.perf_counter()
     forwarder = getattr(state, "forwarder", None)
-    export = None if forwarder is None else forwarder.destination.name
+    export = None if forwarder is None else forwarder.destination.key
     blocks = getattr(state, "blocks", None)
     max_blocks = None if blocks is None else blocks.max_active
     body = await run_in_threadpool(render, state.storage, export, max_blocks)

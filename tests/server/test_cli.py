@@ -287,6 +287,9 @@ def test_a_network_with_an_ipv6_zone_is_refused(db: str, network: str) -> None:
         (["events", "--since", "4000d"], "'4000d': must be positive and at most 3650 days"),
         (["events", "--since", "1d", "--until", "3d"], "--until: must be later than --since"),
         (["export", "--since", "2h", "--until", "2h"], "--until: must be later than --since"),
+        # Empty (an unset shell variable) is not "no bound": it exported everything.
+        (["export", "--since", "", "--until", ""], "--since: '' is neither a duration"),
+        (["events", "--until", ""], "--until: '' is neither a duration"),
         (["events", "--since", "0001-01-01T00:00:00+05:00"], "between 1970 and 9000"),
         (["events", "--until", "9999-12-31T23:59:59-23:00"], "between 1970 and 9000"),
         (["events", "--user", "uid"], "not key=value"),

@@ -359,7 +359,7 @@ def test_one_forwarder_of_several_sends_each_record_once(storage: Storage) -> No
         f.start()
     try:
         wait_for(lambda: sum(len(s.records) for s in sinks) >= 701)
-        assert export_lag(storage, destination.name).events == 0
+        assert export_lag(storage, destination.key).events == 0
         forwarders[0].close()  # whichever held the lease gives it up
         store(storage, 300)
         wait_for(lambda: sum(len(s.records) for s in sinks) >= 1001)
@@ -373,7 +373,7 @@ def test_one_forwarder_of_several_sends_each_record_once(storage: Storage) -> No
     )
     assert len(sent) == 1001 and set(sent.values()) == {1}
     assert {kind for kind, _ in sent} == {"event", "alert"}
-    assert export_lag(storage, destination.name).events == 0
+    assert export_lag(storage, destination.key).events == 0
 
 
 @pytest.mark.postgres
@@ -401,7 +401,7 @@ def test_a_lower_seq_committed_late_is_sent_before_the_cursor_passes_it(
         wait_for(lambda: len(sink.records) >= 2)
         forwarder.close()
         assert [r.name for _, r in sink.records] == ["batch.a", "batch.b"]  # type: ignore[union-attr]
-        assert export_lag(storage, forwarder.destination.name).events == 0
+        assert export_lag(storage, forwarder.destination.key).events == 0
     finally:
         forwarder.close()
         other.close()
@@ -498,7 +498,7 @@ def test_serve_forwards_every_event_once_across_an_outage_and_a_restart(
     def lag() -> tuple[int, int]:
         storage = open_storage(db)
         try:
-            behind = export_lag(storage, parse_destination(export[1]).name)
+            behind = export_lag(storage, parse_destination(export[1]).key)
         finally:
             storage.close()
         return behind.events, behind.alerts
@@ -524,6 +524,65 @@ def test_destination_names_leave_credentials_out() -> None:
     assert parse_destination("jsonl+tcp://10.0.0.1:5140").url == "10.0.0.1:5140"
     with pytest.raises(ValueError):
         parse_destination("jsonl+tcp://10.0.0.1")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # Base64 passwords hold "/": the host then ends there, the password's start taken
+        # for a host and a port (an http one started, and logged it at every retry).
+        "jsonl+https://elastic:Zm9vYmFy/c2VjcmV0@127.0.0.1:25104/in",
+        "jsonl+tcp://user:SECRET/PW@h:5140",
+        "jsonl+tcp://u:SECRET#x@h:5140",
+        "jsonl+http://u:SECRET?x@[::1/x",
+        "jsonl+http://user:SECRET@host:badport/x",
+        "otlp+https://SECRET:SECRET@host:99999999/v1/logs",
+    ],
+)
+def test_a_url_whose_password_broke_it_is_refused_without_showing_it(url: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        parse_destination(url)
+    said = str(refused.value)
+    assert "SECRET" not in said and "Zm9vYmFy" not in said and "c2VjcmV0" not in said, said
+    assert "percent-encoded" in said or "no host" in said, said
+    encoded = parse_destination("jsonl+https://elastic:Zm9vYmFy%2Fc2VjcmV0@127.0.0.1:25104/in")
+    assert encoded.name == "jsonl+https://127.0.0.1:25104/in"
+
+
+def test_two_tenants_of_one_endpoint_are_two_destinations(storage: Storage) -> None:
+    """``?tenant=a`` and ``?tenant=b`` (or two users) shared one cursor and lease: one
+    collector sent everything, the other nothing, its lag 0. Each now has its own, named
+    without the query's text (a token there stays out of the database); a destination with
+    a query goes on from the cursor it had under the name without it, not from the start."""
+    a = parse_destination("jsonl+http://127.0.0.1:9/in?tenant=a&token=s3cret")
+    b = parse_destination("jsonl+http://127.0.0.1:9/in?tenant=b&token=s3cret")
+    plain = parse_destination("jsonl+http://127.0.0.1:9/in")
+    assert a.name == b.name == plain.name == plain.key == "jsonl+http://127.0.0.1:9/in"
+    assert len({a.key, b.key, plain.key}) == 3 and "s3cret" not in a.key + b.key
+    assert (
+        parse_destination("jsonl+http://alice:pw1@127.0.0.1:9/in").key
+        == parse_destination("jsonl+http://alice:pw2@127.0.0.1:9/in").key
+    )  # a new password: the same destination
+    store(storage, 30)
+    # A collector of the build before had sent 10 events to ?tenant=a, under the plain name.
+    assert storage.take_export_lease("lease " + plain.name, 1, 30.0)
+    assert storage.move_export_cursor("lease " + plain.name, 1, "events " + plain.name, 10)
+    storage.release_export_lease("lease " + plain.name, 1)
+    sinks = {a.key: RecordingSink(), b.key: RecordingSink()}
+    forwarders = [
+        Forwarder(storage, d, sink=sinks[d.key], interval=0.02, batch=100) for d in (a, b)
+    ]
+    for f in forwarders:
+        f.start()
+    try:
+        wait_for(lambda: all(len(s.records) >= 20 for s in sinks.values()))
+        wait_for(lambda: all(export_lag(storage, d.key).events == 0 for d in (a, b)))
+    finally:
+        for f in forwarders:
+            f.close()
+    seqs = {key: [r.seq for _, r in sink.records] for key, sink in sinks.items()}
+    assert seqs[a.key] == seqs[b.key] == list(range(11, 31))  # each from the old cursor
+    assert export_lag(storage, a.key).events == export_lag(storage, b.key).events == 0
 
 
 def test_alert_documents_round_trip(storage: Storage) -> None:
@@ -570,7 +629,7 @@ def test_json_lines_over_tcp_and_http_carry_each_document(sqlite_storage: Storag
             forwarder = Forwarder(sqlite_storage, destination, batch=50, interval=0.05)
             forwarder.start()
             try:
-                name = destination.name
+                name = destination.key
                 wait_for(lambda: export_lag(sqlite_storage, name).events == 0)  # noqa: B023
             finally:
                 forwarder.close()

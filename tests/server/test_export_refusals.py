@@ -142,7 +142,7 @@ def test_a_record_too_large_alone_is_set_aside_and_the_rest_sent_in_halves(
     ids += store(sqlite_storage, [big, *(wire_event() for _ in range(19))])
     caplog.set_level(logging.WARNING, "sqreen.server")
     forwarder = forwarding(endpoint.url, batch=40)
-    wait_for(lambda: export_lag(sqlite_storage, forwarder.destination.name).events == 0)
+    wait_for(lambda: export_lag(sqlite_storage, forwarder.destination.key).events == 0)
     assert sorted(endpoint.ids()) == sorted(set(ids) - {big["id"]})
     assert 413 in endpoint.statuses and forwarder.set_aside == 1
     assert set_aside_count("event", "too_large") == before + 1
@@ -166,7 +166,7 @@ def test_a_record_refused_alone_is_set_aside_and_alerts_go_on(
     ids += store(sqlite_storage, [bad, *(wire_event() for _ in range(17))])
     raise_alert(sqlite_storage, "203.0.113.9")
     forwarder = forwarding(endpoint.url, batch=500)
-    name = forwarder.destination.name
+    name = forwarder.destination.key
     wait_for(lambda: export_lag(sqlite_storage, name) == ExportLag(0, 0))
     assert sorted(endpoint.ids()) == sorted(set(ids) - {bad["id"]})
     assert len(endpoint.ids("alert")) == 1
@@ -186,9 +186,9 @@ def test_an_endpoint_refusing_everything_has_nothing_set_aside(
     forwarder = forwarding(endpoint.url, max_backoff=0.2)
     wait_for(lambda: forwarder.failures >= 3)
     assert forwarder.set_aside == 0 and endpoint.documents == []
-    assert export_lag(sqlite_storage, forwarder.destination.name).events == 6
+    assert export_lag(sqlite_storage, forwarder.destination.key).events == 6
     status[0] = 200  # fixed: everything is delivered
-    wait_for(lambda: export_lag(sqlite_storage, forwarder.destination.name).events == 0)
+    wait_for(lambda: export_lag(sqlite_storage, forwarder.destination.key).events == 0)
     assert sorted(set(endpoint.ids())) == sorted(ids) and forwarder.set_aside == 0
 
 
@@ -204,7 +204,7 @@ def test_an_endpoint_that_starts_refusing_everything_has_one_record_set_aside(
     endpoint = endpoints(lambda docs: status[0])
     ids = store(sqlite_storage, [wire_event() for _ in range(3)])
     forwarder = forwarding(endpoint.url, max_backoff=0.2)
-    name = forwarder.destination.name
+    name = forwarder.destination.key
     wait_for(lambda: export_lag(sqlite_storage, name).events == 0)
     status[0] = 400
     ids += store(sqlite_storage, [wire_event() for _ in range(5)])
@@ -231,7 +231,7 @@ def test_alerts_do_not_wait_behind_events_that_keep_failing(
     forwarder = forwarding(endpoint.url, max_backoff=0.2)
     wait_for(lambda: len(endpoint.ids("alert")) == 1)
     assert endpoint.ids() == [] and 503 in endpoint.statuses
-    assert export_lag(sqlite_storage, forwarder.destination.name).alerts == 0
+    assert export_lag(sqlite_storage, forwarder.destination.key).alerts == 0
 
 
 def test_a_record_that_cannot_be_encoded_is_set_aside(
@@ -254,7 +254,7 @@ def test_a_record_that_cannot_be_encoded_is_set_aside(
     endpoint = endpoints(lambda docs: 200)
     ids = store(sqlite_storage, [wire_event(), bad, wire_event()])
     forwarder = forwarding(endpoint.url)
-    wait_for(lambda: export_lag(sqlite_storage, forwarder.destination.name).events == 0)
+    wait_for(lambda: export_lag(sqlite_storage, forwarder.destination.key).events == 0)
     assert sorted(endpoint.ids()) == sorted(set(ids) - {bad["id"]}) and forwarder.set_aside == 1
 
 
@@ -330,3 +330,80 @@ def test_otlp_attributes_have_unique_keys_and_homogeneous_arrays() -> None:
         "a",
         "b",
     ]
+
+
+class CountingSink:
+    """A sink answering each batch by ``answer`` (a status refuses it, None takes it),
+    counting the batches."""
+
+    def __init__(self, answer: Callable[[list[int]], int | None]) -> None:
+        self.answer = answer
+        self.sent = 0
+        self.taken: list[int] = []
+
+    def send(self, records: Any) -> None:
+        self.sent += 1
+        seqs = [record.seq for _, record in records]
+        status = self.answer(seqs)
+        if status is not None:
+            raise sinks.Refused(status)
+        self.taken += seqs
+
+    def close(self) -> None:
+        pass
+
+
+class _Seq:
+    """A record's stand-in: what :class:`CountingSink` reads of it."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+
+
+def test_a_batch_to_an_endpoint_refusing_everything_is_a_few_posts_not_one_a_record() -> None:
+    """Split down to single records and each refused, a batch of 500 was 999 posts a try
+    (two million bytes in 20 s); the split now stops once 16 records were refused alone with
+    none taken. Bad records among good ones are still found and set aside, all of them."""
+    from sqreen.server.export.delivery import MAX_UNTOLD, deliver
+
+    records = [("event", _Seq(seq)) for seq in range(500)]
+    everything = CountingSink(lambda seqs: 400)
+    done = deliver(everything, records)  # type: ignore[arg-type]
+    assert done.settled == 0 and done.set_aside == [] and done.error is not None
+    assert everything.sent <= 9 + 2 * MAX_UNTOLD, everything.sent
+    bad = {0, 7, 250, 499}
+    some = CountingSink(lambda seqs: 400 if bad & set(seqs) else None)
+    done = deliver(some, records)  # type: ignore[arg-type]
+    assert done.error is None and done.settled == 500
+    assert sorted(a.index for a in done.set_aside) == sorted(bad)
+    assert len(some.taken) == 496
+
+
+def test_a_receiver_slower_than_the_timeout_is_waited_for_longer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An endpoint answering after 1.5 s with a 1 s timeout: the first post times out and
+    the timeout doubles (up to MAX_TIMEOUT), so the batch goes through the next time (it
+    was sent again and again, never caught up)."""
+    import time
+
+    monkeypatch.setattr(sinks, "TIMEOUT", 1.0)
+    monkeypatch.setattr(sinks, "MAX_TIMEOUT", 1.7)
+
+    def slow(body: bytes) -> int:
+        time.sleep(1.5)
+        return 200
+
+    server = serve_posts(slow)
+    try:
+        url = f"jsonl+http://127.0.0.1:{server.server_port}/in"
+        sink = sinks.open_sink(parse_destination(url))
+        sink.body = lambda records: (b"{}\n", "application/x-ndjson")  # type: ignore[attr-defined]
+        with pytest.raises(sinks.SinkError, match="Timeout"):
+            sink.send([])
+        assert sink.timeout == 1.7  # type: ignore[attr-defined]  # doubled, capped
+        sink.send([])
+        sink.close()
+    finally:
+        server.shutdown()
+        server.server_close()

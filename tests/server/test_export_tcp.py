@@ -141,7 +141,7 @@ def test_a_restarted_receiver_gets_every_record(
             receiver.restart()
         sent += store(sqlite_storage, 50)
         wait_for(lambda: set(sent) <= set(receiver.ids))
-        wait_for(lambda: export_lag(sqlite_storage, forwarder.destination.name).events == 0)
+        wait_for(lambda: export_lag(sqlite_storage, forwarder.destination.key).events == 0)
     finally:
         forwarder.close()
     assert set(receiver.ids) == set(sent)

@@ -262,7 +262,7 @@ def test_the_export_lag_is_a_metric(
     assert behind["sqreen_export_lag_records", (("kind", "alert"),)] == 0
     forwarder.start()
     try:
-        wait_for(lambda: export_lag(sqlite_storage, destination.name).events == 0)
+        wait_for(lambda: export_lag(sqlite_storage, destination.key).events == 0)
     finally:
         forwarder.close()
     assert len(sent) == 7

@@ -13,7 +13,9 @@ What is done with a batch by the endpoint's answer (:mod:`.sinks`):
   either, the endpoint may be refusing everything (a wrong path or format, a body limit
   set to nothing): nothing is set aside, and the record is sent again later with those
   after it (an endpoint that starts refusing everything has one record set aside a lane,
-  at most);
+  at most). The split stops there once :data:`MAX_UNTOLD` records were refused alone with
+  none taken: a batch of 500 to an endpoint refusing everything was 999 posts a try;
+  it is about 25;
 - a record that cannot be encoded (:class:`~.records.Unencodable`: nothing was sent) is set
   aside at once: no endpoint can change that;
 - anything else (a network error, a timeout, any other status: 401, 403, 404, 408, 429,
@@ -32,7 +34,11 @@ from prometheus_client import Counter
 from .records import Unencodable
 from .sinks import Record, Refused, Sink, SinkError
 
-__all__ = ["SET_ASIDE", "Delivery", "SetAside", "deliver"]
+__all__ = ["MAX_UNTOLD", "SET_ASIDE", "Delivery", "SetAside", "deliver"]
+
+#: Records refused alone, none taken in the delivery, after which it stops (the endpoint
+#: may refuse everything: see the module).
+MAX_UNTOLD: Final = 16
 
 SET_ASIDE: Final = Counter(
     "sqreen_export_set_aside",
@@ -91,6 +97,8 @@ def deliver(sink: Sink, records: Sequence[Record], took_last: bool = False) -> D
             else:
                 reason = "too_large" if exc.status == 413 else "refused"
                 pending.append(SetAside(start, reason, str(exc)))
+                if not trusted and len(pending) >= MAX_UNTOLD:
+                    break  # nothing taken to tell bad records from an endpoint refusing all
             continue
         except SinkError as exc:
             out.error = exc

@@ -104,7 +104,11 @@ class Forwarder:
         self._marks = (0, 0)  # (event seq, alert id): every row up to them is committed
         self.lease_ttl = lease_ttl
         self.max_backoff = max_backoff
-        self.lease, self.cursors = _names(destination.name)
+        self.lease, self.cursors = _names(destination.key)
+        #: The cursors as named before a user or a query told destinations apart (by
+        #: :attr:`~.sinks.Destination.name`): where the new ones were never moved, the
+        #: forwarder goes on from these, not from the first record.
+        self._before = None if destination.key == destination.name else _names(destination.name)[1]
         self.holder = secrets.randbelow(2**62) + 1
         self.sent = 0
         self.failures = 0
@@ -135,7 +139,7 @@ class Forwarder:
         self.sink.close()
 
     def lag(self) -> ExportLag:
-        return export_lag(self.storage, self.destination.name)
+        return export_lag(self.storage, self.destination.key)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -159,8 +163,16 @@ class Forwarder:
             return False
         self._renewed = time.monotonic()
         if self._positions is None:
-            self._positions = {k: self.storage.export_cursor(n) for k, n in self.cursors.items()}
+            self._positions = {k: self._cursor(k) for k in self.cursors}
         return True
+
+    def _cursor(self, kind: Kind) -> int:
+        """Where ``kind``'s lane stands: its cursor, else the one of the same destination
+        named as before (a cursor never moved is at 0, the first record)."""
+        found = self.storage.export_cursor(self.cursors[kind])
+        if found == 0 and self._before is not None:
+            found = self.storage.export_cursor(self._before[kind])
+        return found
 
     def step(self) -> float:
         """Send a batch of events and one of alerts, each if its lane has any and is not

@@ -18,6 +18,7 @@ batch holds, which sending it again will not change (the forwarder splits it), a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import sys
@@ -48,7 +49,11 @@ __all__ = [
 ]
 
 SCHEMES: Final = ("otlp+http", "otlp+https", "jsonl+http", "jsonl+https", "jsonl+tcp")
+#: Seconds a batch may take to be acknowledged, at first; doubled after each batch that
+#: timed out, up to :data:`MAX_TIMEOUT` (kept for the process): a receiver slower than that
+#: (an index answering after 12 s) was sent the same batch again and again, never caught up.
 TIMEOUT: Final = 10.0
+MAX_TIMEOUT: Final = 120.0
 #: Characters of an error's text logged at most.
 ERROR_TEXT: Final = 200
 Record = tuple[Kind, StoredEvent | Alert]
@@ -81,8 +86,21 @@ class Destination:
 
     @property
     def name(self) -> str:
-        """The destination as cursors are named: the URL without credentials or query."""
+        """The destination as logs say it: the URL without credentials or query."""
         return f"{self.scheme}://{self.url.split('://')[-1].rpartition('@')[2].split('?')[0]}"
+
+    @property
+    def key(self) -> str:
+        """The destination as its cursors and lease are named: :attr:`name`, and when the
+        URL holds a user or a query, a digest of them, so that two tenants of one endpoint
+        (``?tenant=a``, ``?tenant=b``) are two destinations, each sent every record (they
+        shared one cursor: one got nothing). A digest keeps a query's token out of the
+        database; a password is left out (changing it is the same destination)."""
+        parts = urlsplit(self.url if "://" in self.url else f"tcp://{self.url}")
+        extra = f"{parts.username or ''}?{parts.query}"
+        if extra == "?":
+            return self.name
+        return f"{self.name}#{hashlib.sha256(extra.encode()).hexdigest()[:16]}"
 
 
 def parse_destination(value: str, format: str = "ecs") -> Destination:
@@ -94,7 +112,22 @@ def parse_destination(value: str, format: str = "ecs") -> Destination:
         raise ValueError(f"format {format!r} is not one of {', '.join(FORMATS)}")
     transport = scheme.partition("+")[2]
     parts = urlsplit(f"{transport}://{rest}")
-    if not parts.hostname or (transport == "tcp" and parts.port is None):
+    try:
+        port = parts.port
+    except ValueError:  # its text quotes the "port": a password's start, perhaps
+        port = None
+        broken = True
+    else:
+        # An "@" after the host: the URL's password held a "/", "?" or "#", which ended the
+        # host there (the rest of the password is then taken for a path, and the start for
+        # a host and a port).
+        broken = parts.username is None and "@" in rest
+    if broken:
+        raise ValueError(
+            f"{_shown(value)!r}: not a host and a port; a user or password holding '/', "
+            "'?' or '#' must be percent-encoded (%2F, %3F, %23)"
+        )
+    if not parts.hostname or (transport == "tcp" and port is None):
         raise ValueError(f"{_shown(value)!r}: no host{' and port' if transport == 'tcp' else ''}")
     url = f"{parts.hostname}:{parts.port}" if transport == "tcp" else f"{transport}://{rest}"
     return Destination(scheme, url, format)
@@ -106,8 +139,10 @@ def _shown(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "", url
-    _, at, rest = rest.split("?")[0].rpartition("@")
-    return f"{scheme}{sep}{'***@' if at else ''}{rest}"[:80]
+    # Everything up to the last "@" may be credentials, wherever a "?" or "#" in a password
+    # would put the query.
+    _, at, rest = rest.rpartition("@")
+    return f"{scheme}{sep}{'***@' if at else ''}{rest.split('?')[0].split('#')[0]}"[:80]
 
 
 class Sink(Protocol):
@@ -130,8 +165,9 @@ class HttpSink:
         # Each send ends within TIMEOUT, whole: an endpoint trickling its status line a byte
         # at a time held the forwarder for ever (httpx's timeouts are each a read's).
         self._deadline = Deadline()
+        self.timeout = TIMEOUT
         transport = DeadlineTransport(trust(None), self._deadline)
-        self._client = httpx.Client(timeout=TIMEOUT, trust_env=False, transport=transport)
+        self._client = httpx.Client(timeout=MAX_TIMEOUT, trust_env=False, transport=transport)
 
     def body(self, records: Sequence[Record]) -> tuple[bytes, str]:
         if self.otlp:
@@ -147,13 +183,15 @@ class HttpSink:
             # 4.7 GB of memory in 12 s; one stalling mid-body failed the batch at the read
             # timeout, again and again. Closed unread, the connection is dropped, not reused.
             with (
-                self._deadline.within(TIMEOUT),
+                self._deadline.within(self.timeout),
                 self._client.stream(
                     "POST", self.destination.url, content=body, headers=headers
                 ) as response,
             ):
                 status = response.status_code
         except httpx.HTTPError as exc:
+            if isinstance(exc, httpx.TimeoutException):
+                self.timeout = min(self.timeout * 2, MAX_TIMEOUT)
             raise SinkError(_described(exc)) from None
         if status in REFUSING:
             raise Refused(status)
@@ -180,6 +218,7 @@ class TcpSink:
     def __init__(self, destination: Destination) -> None:
         self.destination = destination
         self._socket: socket.socket | None = None
+        self.timeout = TIMEOUT
 
     def send(self, records: Sequence[Record]) -> None:
         data = lines(records, self.destination.format)  # Unencodable: nothing sent
@@ -188,10 +227,13 @@ class TcpSink:
             if self._socket is not None and peer_closed(self._socket):
                 self.close()
             if self._socket is None:
-                self._socket = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+                self._socket = socket.create_connection((host, int(port)), timeout=self.timeout)
+            self._socket.settimeout(self.timeout)
             self._socket.sendall(data)
-            flushed(self._socket, time.monotonic() + TIMEOUT)
+            flushed(self._socket, time.monotonic() + self.timeout)
         except OSError as exc:
+            if isinstance(exc, TimeoutError):  # (socket.timeout is TimeoutError)
+                self.timeout = min(self.timeout * 2, MAX_TIMEOUT)
             self.close()
             raise SinkError(_described(exc)) from None
 
