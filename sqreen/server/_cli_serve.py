@@ -252,6 +252,8 @@ def serve(
             )
         url = f"{'https' if tls else 'http'}://{url_host(host)}:{port}"
         explorer_startup(storage, url, say, note, db=db)
+        if target is not None:  # (named without its credentials and query)
+            note(f"exporting events and alerts to {target.name} ({target.format})")
         if source is not None:
             (note if source.playbooks.playbooks else say)(_playbooks_loaded(source))
             source.unreachable = lambda found: never_firing(

@@ -507,6 +507,10 @@ def test_serve_forwards_every_event_once_across_an_outage_and_a_restart(
     # any duplicate has been recorded already.
     wait_for(lambda: lag() == (0, 0))
     assert Counter(receiver.ids) == Counter(set(sent))
+    # What the log says of it: where it exports, at start, and that it works again.
+    said = log.read_text()
+    assert f"exporting events and alerts to otlp+http://127.0.0.1:{receiver.port}/v1/logs" in said
+    wait_for(lambda: "export of events to" in log.read_text() and "works again" in log.read_text())
 
 
 def test_a_bad_export_url_stops_serve(tmp_path: Path) -> None:

@@ -201,6 +201,10 @@ class Forwarder:
                     backoff,
                 )
                 continue
+            if self._backoff[kind]:  # said as its failures were
+                logger.warning(
+                    "sqreen: export of %ss to %s works again", kind, self.destination.name
+                )
             self._backoff[kind] = 0.0
             if moved:
                 pause = 0.0
