@@ -19,8 +19,9 @@ and mounted under); its path parameters are read to scrub the path (a ``{token}`
 is redacted), not sent apart. Sync endpoints run in
 the thread pool with a copy of the request's context, and background tasks run before the
 middleware returns: both see the user ``identify()`` bound, since the handle is one object.
-In a websocket endpoint the dependency gives the handle without a request (no request is bound
-to a websocket): events are tracked as :func:`sqreen.track` tracks them, without request data.
+In a websocket endpoint the dependency gives the handshake's handle: events carry the
+client's address, user agent and path, and a blocked user's ``auth_track()`` refuses the
+connection (its handshake, or a close with 1008 once accepted).
 
 .. versionadded:: 0.1
 """

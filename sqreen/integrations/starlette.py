@@ -107,9 +107,9 @@ class SqreenMiddleware(SqreenASGIMiddleware):
 def sqreen_handle(request: HTTPConnection) -> SqreenHandle:
     """The request's handle (``request.state.sqreen``); a FastAPI dependency too.
 
-    A websocket has no request bound (see :mod:`sqreen.middleware.asgi`): its handle is the
-    one without a request, which tracks as :func:`sqreen.track` does (no request data) and
-    whose ``identify()`` binds nothing; blocked IPs are refused at the handshake."""
+    A websocket's handshake is bound as a request (see :mod:`sqreen.middleware.asgi`); one
+    the middleware did not see (disabled, or an error of ours) gets the handle without a
+    request, which tracks as :func:`sqreen.track` does."""
     handle = (request.scope.get("state") or {}).get("sqreen")
     if handle is None and request.scope.get("type") == "websocket":
         return REQUESTLESS

@@ -24,10 +24,11 @@ the server, and what is left is written to the spool and said, as at exit (uvico
 process with SIGTERM right after: see :func:`sqreen._exit_hooks.exit_hooks`). A ``websocket``
 scope from a blocked client IP is refused before the app runs: a 403 when the server offers the
 websocket denial response extension, else a close with code 1008 (policy violation) in answer
-to ``websocket.connect``, which servers send as a 403 to the handshake. No request is bound for
-a websocket (its events are tracked without request data, and ``identify()`` binds nothing
-there: FastAPI's ``Sqreen`` dependency gives a websocket the handle without a request, see
-:mod:`sqreen._requestless`). Other scopes pass through. Nothing of it waits in the event loop:
+to ``websocket.connect``, which servers send as a 403 to the handshake. A websocket's
+handshake is bound as a request: its events carry the client's address, user agent and path,
+``identify()`` binds the user for the connection, and a user found blocked while it runs
+(``auth_track()``, ``identify()``) is refused, the handshake if not accepted yet, else the
+connection closed with 1008. Other scopes pass through. Nothing of it waits in the event loop:
 the client is made and started, and the first request waits for the action set, on a worker
 thread (``anyio.to_thread``), as the delivery at shutdown is.
 
@@ -106,17 +107,55 @@ class SqreenASGIMiddleware:
             await self.app(scope, receive, send)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A websocket: its handshake bound as a request (its events carry the client's
+        address, user agent and path; ``identify()`` binds the user for the connection), a
+        blocked IP refused before the app runs, and a user found blocked while it runs
+        (``auth_track()``, ``identify()``) refused: the handshake if not accepted yet, else
+        the connection closed with 1008 (policy violation)."""
+        client = ctx = None
         blocked = None
         with _GUARD:
             # As for a request: the action set fetched.
             client = ready_client() or await started_off_the_loop()
             if not client.disabled:
+                route = None if self.route is None else partial(self.route, scope)
+                ctx = RequestContext(client, "asgi", scope, None, route, receive)
                 if client.blocklist.has_ips:
-                    # Unbound: only to resolve the client IP as for a request.
-                    ctx = RequestContext(client, "asgi", scope, receive=receive)
                     blocked = blocked_ip(client, ctx)
-        if blocked is None:
+        if blocked is not None:
+            await _refuse_websocket(scope, receive, send)
+            return
+        if ctx is None or client is None:  # disabled, or an error of ours (logged)
             await self.app(scope, receive, send)
+            return
+        _store(scope, ctx)
+        token = current_request.set(ctx)
+        accepted = ended = False
+
+        async def watched(message: Message) -> None:
+            nonlocal accepted, ended
+            kind = message["type"]
+            if kind == "websocket.accept":
+                accepted = True
+            elif kind in ("websocket.close", "websocket.http.response.start"):
+                ended = True
+            await unbound(send, message)
+
+        try:
+            await self.app(scope, receive, watched)
+            blocked = ctx.refused  # raised, then caught on its way: refused all the same
+        except BaseException as exc:
+            blocked = find_blocked(exc) or ctx.refused
+            if blocked is None:
+                raise
+        finally:
+            current_request.reset(token)
+            _unstore(scope, ctx)
+        if blocked is None or ended:
+            return
+        refused(client, ctx, blocked)
+        if accepted:
+            await send({"type": "websocket.close", "code": 1008})
         else:
             await _refuse_websocket(scope, receive, send)
 

@@ -259,12 +259,19 @@ def test_a_block_set_before_the_middleware_replaces_the_client(
     assert TestClient(app, client=("198.51.100.7", 50000)).get("/").status_code == 200
 
 
-def test_the_dependency_in_a_websocket_tracks_without_a_request(
+def test_a_websocket_is_bound_as_its_handshake_and_a_blocked_user_refused(
     sqreen_events: CapturedEvents,
 ) -> None:
-    """The reported bug: ``sqreen: Sqreen`` in a websocket endpoint raised "add the
-    middleware first" with the middleware added. No request is bound to a websocket: the
-    handle tracks as sqreen.track() does there."""
+    """``sqreen: Sqreen`` in a websocket endpoint is the handshake's handle: its events carry
+    the client's address and path and the user ``identify()`` bound (they had no request,
+    and no user). A blocked user's ``auth_track()`` is refused: before the app accepts, the
+    handshake (a 403); after, the connection closed with 1008 (a blocked user went on,
+    ``auth_track()`` returning True)."""
+    from starlette.testclient import WebSocketDenialResponse
+    from starlette.websockets import WebSocketDisconnect
+
+    from sqreen import _hub
+
     app = FastAPI()
     app.add_middleware(SqreenMiddleware)
 
@@ -272,17 +279,61 @@ def test_the_dependency_in_a_websocket_tracks_without_a_request(
     async def ws(websocket: WebSocket, sqreen: Sqreen) -> None:
         await websocket.accept()
         text = await websocket.receive_text()
-        sqreen.identify({"uid": "ws-1"})  # binds nothing
+        sqreen.identify({"uid": "ws-1"})
         sqreen.track("ws.message", properties={"text": text})
         await websocket.send_text(text.upper())
         await websocket.close()
 
-    with client(app).websocket_connect("/ws") as connection:
-        connection.send_text("hi")
-        assert connection.receive_text() == "HI"
-    (event,) = sqreen_events
-    assert (event["name"], event["properties"]) == ("ws.message", {"text": "hi"})
-    assert event["request"] is None and event["user"] is None
+    @app.websocket("/login")
+    async def login(websocket: WebSocket, sqreen: Sqreen) -> None:
+        sqreen.auth_track(True, username=websocket.query_params["user"])
+        await websocket.accept()
+        await websocket.send_text("welcome")
+        await websocket.close()
+
+    @app.websocket("/later")
+    async def later(websocket: WebSocket, sqreen: Sqreen) -> None:
+        await websocket.accept()
+        sqreen.auth_track(True, username=await websocket.receive_text())
+        await websocket.send_text("welcome")
+        await websocket.close()
+
+    with client(app) as c:
+        with c.websocket_connect("/ws", headers={"User-Agent": "ws-test"}) as connection:
+            connection.send_text("hi")
+            assert connection.receive_text() == "HI"
+        active = _hub.active
+        assert active is not None
+        active.blocklist.apply(
+            {
+                "version": 1,
+                "items": [{"id": "u", "type": "block_user", "user": {"username": "mallory"}}],
+            }
+        )
+        with c.websocket_connect("/login?user=alice") as connection:
+            assert connection.receive_text() == "welcome"
+        with pytest.raises(WebSocketDenialResponse) as denied:
+            with c.websocket_connect("/login?user=mallory"):
+                pass
+        assert denied.value.status_code == 403
+        with c.websocket_connect("/later") as connection:
+            connection.send_text("mallory")
+            with pytest.raises(WebSocketDisconnect) as closed:
+                connection.receive_text()
+            assert closed.value.code == 1008
+    message = next(e for e in sqreen_events if e["name"] == "ws.message")
+    assert message["properties"] == {"text": "hi"} and message["user"] == {"uid": "ws-1"}
+    request = message["request"]
+    assert (request["ip"], request["path"], request["route"]) == ("127.0.0.1", "/ws", "/ws")
+    assert request["user_agent"] == "ws-test"
+    logins = [
+        (e["user"], e["properties"]) for e in sqreen_events if e["name"] == "auth.login.success"
+    ]
+    assert logins == [
+        ({"username": "alice"}, {}),
+        ({"username": "mallory"}, {"blocked": True}),
+        ({"username": "mallory"}, {"blocked": True}),
+    ]
 
 
 BAD_OPTION_APP = """

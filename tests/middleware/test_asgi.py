@@ -371,14 +371,19 @@ def test_a_blocked_ip_is_refused_before_the_app_runs(sqreen_events: CapturedEven
     assert calls == ["/a"]
 
 
-def test_websockets_pass_through(sqreen_events: CapturedEvents) -> None:
+def test_a_websocket_is_bound_while_the_app_runs_and_unbound_after(
+    sqreen_events: CapturedEvents,
+) -> None:
     seen: list[Any] = []
+    scope: dict[str, Any] = {"type": "websocket"}
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        seen.append((scope["type"], scope.get("state"), current()))
+        handle = current()
+        seen.append((scope["type"], scope["state"]["sqreen"] is handle, handle is not None))
 
-    asyncio.run(SqreenASGIMiddleware(app)({"type": "websocket"}, None, None))
-    assert seen == [("websocket", None, None)]
+    asyncio.run(SqreenASGIMiddleware(app)(scope, None, None))
+    assert seen == [("websocket", True, True)]
+    assert current() is None and "sqreen" not in scope["state"]
 
 
 def test_an_internal_error_is_logged_not_served(

@@ -1,4 +1,6 @@
-"""Websockets behind the ASGI middleware: a blocked client IP is refused before the app runs.
+"""Websockets behind the ASGI middleware: a blocked client IP is refused before the app runs,
+the handshake is bound as the connection's request, and a user found blocked while the app
+runs is refused (the handshake, or a close with 1008 once accepted).
 
 A real Starlette app with a websocket route, driven by Starlette's ``TestClient``, which
 offers the websocket denial response extension (the refusal is then a 403); a server without
@@ -38,7 +40,8 @@ def loopback_client(app: Any) -> TestClient:
 def make_app(runs: list[str]) -> Starlette:
     async def echo(websocket: WebSocket) -> None:
         runs.append("echo")
-        assert current() is None  # no request is bound for a websocket
+        handle = current()  # the handshake, bound as the connection's request
+        assert handle is not None and websocket.scope["state"]["sqreen"] is handle
         await websocket.accept()
         text = await websocket.receive_text()
         sqreen.track("ws.message", properties={"text": text})
@@ -74,7 +77,8 @@ def test_a_websocket_from_an_allowed_ip_works_as_before(
         assert ws.receive_text() == "HELLO"
     assert runs == ["echo"]
     (event,) = sqreen_events
-    assert event["name"] == "ws.message" and event["request"] is None
+    assert event["name"] == "ws.message"
+    assert (event["request"]["ip"], event["request"]["path"]) == ("198.51.100.7", "/ws")
 
 
 def test_a_websocket_works_when_nothing_is_blocked(
@@ -115,6 +119,29 @@ def test_without_the_extension_a_blocked_ip_is_closed_with_1008(
         ws.send_text("ok")
         assert ws.receive_text() == "OK"
     assert runs == ["echo"]
+
+
+def test_without_the_extension_a_user_blocked_before_accept_is_closed_with_1008(
+    sqreen_events: CapturedEvents,
+) -> None:
+    """A blocked user's ``auth_track()`` before the app accepts, on a server without the
+    denial response: the handshake is answered with a close 1008, the app's error quiet."""
+
+    async def login(websocket: WebSocket) -> None:
+        sqreen.auth_track(True, username=websocket.query_params["user"])
+        await websocket.accept()
+        await websocket.send_text("welcome")
+        await websocket.close()
+
+    sqreen_events.block([{"id": "u", "type": "block_user", "user": {"username": "mallory"}}])
+    app = Starlette(routes=[WebSocketRoute("/login", login)])
+    client = loopback_client(without_denial_response(SqreenASGIMiddleware(app)))
+    with pytest.raises(WebSocketDisconnect) as closed:
+        with client.websocket_connect("/login?user=mallory", headers=ALLOWED):
+            pass  # pragma: no cover
+    assert closed.value.code == 1008
+    with client.websocket_connect("/login?user=alice", headers=ALLOWED) as ws:
+        assert ws.receive_text() == "welcome"
 
 
 def test_a_client_gone_before_connect_gets_nothing(sqreen_events: CapturedEvents) -> None:
