@@ -17,79 +17,50 @@ from tests.receiver import Receiver
 #: and the run ends on short files instead of one worker finishing a minute-long test alone.
 #: Only the order changes: every test still runs. A file missing here runs after them.
 LONGEST_FIRST = (
-    # By --durations=0 of a run with -n 2 (seconds of one worker, setup and teardown
-    # included), except the first two: on a clean clone they build a virtualenv (Flask's
-    # suite x2, Django's; the demo's).
-    "tests/peers/test_framework_suites.py",  # 49 s, about 100 s on a clean clone
+    # By --durations=0 of a run with -n 2 (seconds of one worker), except the first two: on a
+    # clean clone they build a virtualenv (Flask's suite x2, Django's; the demo's).
+    "tests/peers/test_framework_suites.py",  # 44 s, 97 s on a clean clone
     "tests/test_demo.py",  # 7 s, 44 s on a clean clone
-    "tests/integrations/test_django_auth.py",  # 73 s
-    "tests/servers/test_shutdown.py",  # 56 s
-    "tests/server/test_travel.py",  # 49 s
-    "tests/explorer/test_browser.py",  # 42 s
-    "tests/integrations/test_scenarios.py",  # 38 s
-    "tests/server/test_serve_signals.py",  # 30 s
-    "tests/server/test_grouped_ingest_hostile.py",  # 30 s
-    "tests/server/test_playbooks.py",  # 30 s
-    "tests/server/test_action_set.py",  # 23 s
-    "tests/server/test_export.py",  # 22 s
-    "tests/integrations/test_fastapi.py",  # 21 s
-    "tests/server/test_api.py",  # 20 s
-    "tests/server/test_cli.py",  # 19 s
-    "tests/explorer/test_login_attacks.py",  # 19 s
-    "tests/test_restarts.py",  # 19 s
-    "tests/server/test_intel.py",  # 18 s
-    "tests/server/test_resilience.py",  # 18 s
-    "tests/test_playbook_replay.py",  # 17 s
-    "tests/server/test_fair_ingest.py",  # 16 s
-    "tests/server/test_window_log_hostile.py",  # 15 s
+    "tests/integrations/test_django_auth.py",  # 61 s (gunicorn, Django's login views)
+    "tests/servers/test_shutdown.py",  # 55 s
+    "tests/explorer/test_browser.py",  # 39 s
+    "tests/integrations/test_scenarios.py",  # 35 s
+    "tests/server/test_travel.py",  # 29 s
+    "tests/server/test_serve_signals.py",  # 23 s
+    "tests/server/test_grouped_ingest_hostile.py",  # 23 s
+    "tests/server/test_playbooks.py",  # 22 s
+    "tests/server/test_action_set.py",  # 22 s
+    "tests/server/test_export.py",  # 21 s
+    "tests/integrations/test_fastapi.py",  # 17 s
+    "tests/server/test_resilience.py",  # 17 s
+    "tests/explorer/test_login_attacks.py",  # 16 s
+    "tests/test_restarts.py",  # 15 s
+    "tests/test_playbook_replay.py",  # 15 s
     "tests/explorer/test_browser_layout.py",  # 14 s
-    "tests/test_wire_json.py",  # 14 s
-    "tests/integrations/test_auto_instrument.py",  # 14 s
-    "tests/explorer/test_pages.py",  # 12 s
+    "tests/server/test_fair_ingest.py",  # 14 s
+    "tests/test_transport_http.py",  # 14 s
+    "tests/server/test_intel.py",  # 13 s
+    "tests/server/test_api.py",  # 12 s
     "tests/test_delivery.py",  # 12 s
-    "tests/server/test_connections.py",  # 11 s
-    "tests/explorer/test_browser_intel.py",  # 11 s
-    "tests/server/test_restore_served.py",  # 11 s
-    "tests/server/test_playbook_marks.py",  # 11 s
-    "tests/server/test_worker_outage.py",  # 10 s
-    "tests/test_wire.py",  # 10 s
+    "tests/integrations/test_auto_instrument.py",  # 11 s
+    "tests/server/test_window_log_hostile.py",  # 11 s
+    "tests/test_wire_time.py",  # 11 s
+    "tests/server/test_cli.py",  # 10 s
+    "tests/server/test_worker_outage.py",  # 10 s (a collector on PostgreSQL, two outages)
+    "tests/server/test_connections.py",  # 10 s
     "tests/server/test_watch_change.py",  # 9 s
-    "tests/server/test_probes.py",  # 9 s
-    "tests/test_transport_http.py",  # 9 s
+    "tests/explorer/test_browser_intel.py",  # 9 s
+    "tests/server/test_restore_served.py",  # 8 s
+    "tests/middleware/test_asgi.py",  # 8 s
     "tests/middleware/test_wsgi.py",  # 8 s
-    "tests/server/test_intel_paths_hostile.py",  # 8 s
-    "tests/test_fork_exit.py",  # 8 s
-    "tests/server/test_export_refusals.py",  # 8 s
     "tests/server/test_serve_listen.py",  # 8 s
-    "tests/middleware/test_asgi.py",  # 7 s
-    "tests/test_scrub.py",  # 7 s
-    "tests/integrations/test_drf.py",  # 7 s
-    "tests/server/test_storage.py",  # 6 s
+    "tests/server/test_probes.py",  # 8 s
+    "tests/server/test_playbook_marks.py",  # 8 s
+    "tests/explorer/test_pages.py",  # 8 s
+    "tests/test_fork_exit.py",  # 7 s
+    "tests/server/test_intel_paths_hostile.py",  # 7 s
     "tests/server/test_webhook_lanes.py",  # 6 s
-    "tests/explorer/test_access.py",  # 6 s
-    "tests/server/test_https.py",  # 6 s
-    "tests/servers/test_idle_workers.py",  # 6 s
     "tests/server/test_user_runs.py",  # 6 s
-    "tests/test_hostile_collector.py",  # 5 s
-    "tests/server/test_pg_writes_log.py",  # 5 s
-    "tests/server/test_metrics.py",  # 5 s
-    "tests/server/test_import_roundtrip.py",  # 5 s
-    "tests/integrations/test_flask_binding.py",  # 5 s
-    "tests/server/test_hostile_events.py",  # 5 s
-    "tests/test_readme.py",  # 5 s
-    "tests/server/test_intel_tree.py",  # 5 s
-    "tests/server/test_fastparse.py",  # 4 s
-    "tests/server/test_cli_operator.py",  # 4 s
-    "tests/explorer/test_plans.py",  # 4 s
-    "tests/server/test_wal_workers.py",  # 4 s
-    "tests/test_actions.py",  # 4 s
-    "tests/server/test_cli_startup.py",  # 4 s
-    "tests/integrations/test_event_loop.py",  # 4 s
-    "tests/server/test_hit_log.py",  # 4 s
-    "tests/integrations/test_examples.py",  # 4 s
-    "tests/test_client_ip.py",  # 3 s
-    "tests/server/test_admin_input.py",  # 3 s
-    "tests/integrations/test_dev_servers.py",  # 3 s
 )
 
 
