@@ -399,19 +399,19 @@ WORKER_RETRY: Final = 2.0
 WORKER_SAY_EVERY: Final = 60.0
 
 
-def _worker_storage(
-    opener: Callable[[], Storage], sleep: Callable[[float], None] = time.sleep
-) -> Storage:
+def _worker_storage(opener: Callable[[], Storage]) -> Storage:
     """A worker's storage. The supervisor opened (and migrated) it at start, so a database
     this worker cannot reach went away since: a worker started again meanwhile (after a
     crash, or one killed) waits for it, saying so once a minute, rather than dying at once
     with a traceback and being started again, twice a second, for the whole outage."""
-    said = -WORKER_SAY_EVERY
+    said: float | None = None
     while True:
         try:
             return opener()
         except DatabaseUnreachable as exc:
-            _stop_on_signals()
+            if said is None:  # the first failure: the wait begins
+                _stop_on_signals()
+                said = -WORKER_SAY_EVERY
             now = time.monotonic()
             if now - said >= WORKER_SAY_EVERY:
                 said = now
@@ -421,7 +421,7 @@ def _worker_storage(
                     WORKER_RETRY,
                     exc,
                 )
-            sleep(WORKER_RETRY)
+            time.sleep(WORKER_RETRY)
 
 
 #: The youngest generation's threshold in the collector (CPython's default: 700). A batch of

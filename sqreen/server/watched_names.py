@@ -98,12 +98,11 @@ class WatchedNames:
             if now - self._logged_at >= LOG_EVERY:
                 self._logged_at = now
                 if unavailable(exc):  # the database away: said, not a bug's traceback
+                    said = str(exc).strip()
                     logger.warning(
                         "sqreen: recording the watched event names failed (the database is "
                         "unavailable: %s); tried again in %d s",
-                        str(exc).strip().splitlines()[0]
-                        if str(exc).strip()
-                        else type(exc).__name__,
+                        said.splitlines()[0] if said else type(exc).__name__,
                         RETRY_AFTER,
                     )
                 else:

@@ -191,7 +191,7 @@ class HttpSink:
                 status = response.status_code
         except httpx.HTTPError as exc:
             if isinstance(exc, httpx.TimeoutException):
-                self.timeout = min(self.timeout * 2, MAX_TIMEOUT)
+                self.timeout = longer(self.timeout)
             raise SinkError(_described(exc)) from None
         if status in REFUSING:
             raise Refused(status)
@@ -233,7 +233,7 @@ class TcpSink:
             flushed(self._socket, time.monotonic() + self.timeout)
         except OSError as exc:
             if isinstance(exc, TimeoutError):  # (socket.timeout is TimeoutError)
-                self.timeout = min(self.timeout * 2, MAX_TIMEOUT)
+                self.timeout = longer(self.timeout)
             self.close()
             raise SinkError(_described(exc)) from None
 
@@ -241,6 +241,11 @@ class TcpSink:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+
+
+def longer(timeout: float) -> float:
+    """The timeout after a batch that timed out (see :data:`TIMEOUT`)."""
+    return min(timeout * 2, MAX_TIMEOUT)
 
 
 def peer_closed(sock: socket.socket) -> bool:

@@ -172,11 +172,7 @@ class PostgresStorage(WritesLog, SqlStorage):
         except psycopg.OperationalError as exc:
             self.close()
             raise DatabaseUnreachable(f"cannot connect to PostgreSQL: {exc}".strip()) from None
-        except psycopg.errors.InsufficientPrivilege as exc:
-            self.close()
-            message = exc.diag.message_primary or "permission denied"
-            raise RuntimeError(f"cannot use the PostgreSQL database: {message}") from None
-        except psycopg.ProgrammingError as exc:
+        except psycopg.ProgrammingError as exc:  # (InsufficientPrivilege among them)
             self.close()
             if exc.sqlstate is not None:  # the server's answer (which holds no URL)
                 raise RuntimeError(_refused_schema(exc)) from None
