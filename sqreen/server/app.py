@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -67,7 +67,7 @@ from .probes import PROBE_ROUTES
 from .storage import AGENT_TTL, Storage
 from .storage.sqlite import SQLiteStorage
 from .times import days as days_text
-from .unavailable import unavailable_handlers
+from .unavailable import UnavailableLog, unavailable, unavailable_handlers
 
 if TYPE_CHECKING:  # imported by `sqreen serve --export` only (protobuf's import is not free)
     from .export import Forwarder
@@ -107,16 +107,32 @@ API_ROUTES: Sequence[BaseRoute] = (
 )
 
 
-async def _every(seconds: float, job: Callable[[], int], done: str) -> None:
-    """Run ``job`` in a thread every ``seconds``; log ``done`` with what it returns."""
+class _Job(NamedTuple):
+    """A periodic job: every ``seconds``, ``run`` (in a thread); ``done`` is logged with
+    what it returns (when not 0); ``what`` names it in a failure."""
+
+    seconds: float
+    run: Callable[[], int]
+    done: str
+    what: str
+
+
+async def _every(job: _Job) -> None:
+    """Run ``job`` now, then every ``job.seconds``. A database away (PostgreSQL stopped, a
+    SQLite file locked) is said once a minute at most, as requests meeting it are, not with a
+    traceback at each try; anything else is logged with its traceback."""
+    away = UnavailableLog(f"{job.what}: tried again every {job.seconds:g} s")
     while True:
         try:
-            count = await run_in_threadpool(job)
+            count = await run_in_threadpool(job.run)
             if count:
-                logger.info(done, count)
-        except Exception:
-            logger.exception("sqreen: periodic job %r failed", job)
-        await asyncio.sleep(seconds)
+                logger.info(job.done, count)
+        except Exception as exc:
+            if unavailable(exc):
+                away.met(exc)
+            else:
+                logger.exception("sqreen: %s failed", job.what)
+        await asyncio.sleep(job.seconds)
 
 
 class _Collector(Starlette):
@@ -181,28 +197,32 @@ def create_app(
         ip_intel = next((e for e in enrichers if isinstance(e, IpIntel)), None)
     source = playbooks or PlaybookSource()
     feed = ActionFeed(storage, source.watched, max_polls_per_key=max_polls_per_key)
-    jobs: list[tuple[float, Callable[[], int], str]] = [
-        (
+    jobs = [
+        _Job(
             purge_every,
             storage.purge_agents,
             f"sqreen: forgot %d SDK processes silent for over {AGENT_TTL.days} days",
+            "forgetting silent SDK processes",
         )
     ]
     if retention_days is not None:
         days = retention_days
         jobs.append(
-            (
+            _Job(
                 purge_every,
                 lambda: storage.purge_older_than(days),
                 f"sqreen: purged %d events received over {days_text(days)} ago",
+                f"purging events received over {days_text(days)} ago",
             )
         )
         jobs.append(
-            (
+            _Job(
                 purge_every,
                 lambda: sum(storage.purge_records(days)),
                 f"sqreen: purged %d alerts, ended blocks, users' traits and export cursors "
                 f"over {days_text(days)} old",
+                f"purging alerts, ended blocks, users' traits and export cursors over "
+                f"{days_text(days)} old",
             )
         )
     if playbooks is not None:
@@ -218,7 +238,14 @@ def create_app(
         )
         declare_playbooks(p.id for p in source.playbooks.playbooks)
         hooks = [*hooks, runner]
-        jobs.append((PURGE_HITS_EVERY, runner.purge, "sqreen: purged %d playbook hits"))
+        jobs.append(
+            _Job(
+                PURGE_HITS_EVERY,
+                runner.purge,
+                "sqreen: purged %d playbook hits",
+                "purging playbook hits out of their windows",
+            )
+        )
     if explorer:
         # The Event Explorer (sqreen/server/explorer) at /explorer, and / leading there: its
         # own login, session cookie and CSRF checks; the /v1 API keeps its bearer tokens.
@@ -229,7 +256,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(_every(*job)) for job in jobs]
+        tasks = [asyncio.create_task(_every(job)) for job in jobs]
         # The playbook file re-read as it changes and on SIGHUP, in a thread, at once:
         # never on the ingest path, nor waiting for the next batch to say a bad edit.
         tasks.append(asyncio.create_task(source.watch()))

@@ -3,6 +3,8 @@ SDK's clock sets): on SQLite and PostgreSQL, in storage, the CLI and the running
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,6 +68,45 @@ def test_a_restarted_collector_keeps_what_it_just_acknowledged(sqlite_storage: S
         server.stop()
     assert sqlite_storage.count_events() == 50
     assert sqlite_storage.get_event(old["id"]) is None
+
+
+def test_purges_meeting_a_database_away_say_so_once_and_a_bug_is_named(
+    sqlite_storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A purge that meets the database away (PostgreSQL stopped, a SQLite file locked) is
+    said once a minute, naming the job, with no traceback (each worker's purges, run at its
+    start, logged one a try, as ``<function create_app.<locals>.<lambda>>``); a purge that
+    fails otherwise (a bug) is named, with its traceback."""
+    tries: list[int] = []
+
+    def away(days: float) -> int:
+        tries.append(1)
+        raise sqlite3.OperationalError("database is locked")
+
+    def bug() -> int:
+        raise KeyError("a bug")
+
+    sqlite_storage.purge_older_than = away  # type: ignore[method-assign]
+    sqlite_storage.purge_agents = bug  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="sqreen.server")
+    app = create_app(sqlite_storage, retention_days=30, purge_every=0.05, explorer=False)
+    server = UvicornThread(app, lifespan="on")
+    try:
+        deadline = time.monotonic() + 10
+        while len(tries) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.stop()
+    assert len(tries) >= 4  # it went on trying
+    records = [r for r in caplog.records if r.name == "sqreen.server"]
+    locked = [r for r in records if "database is locked" in r.getMessage()]
+    assert len(locked) == 1, [r.getMessage() for r in records]
+    assert locked[0].levelno == logging.WARNING and locked[0].exc_info is None
+    assert "purging events received over 30 days ago" in locked[0].getMessage()
+    failed = [r for r in records if r.getMessage().startswith("sqreen: forgetting silent")]
+    assert failed and all(r.exc_info is not None for r in failed)
+    assert not [r for r in records if "<lambda>" in r.getMessage()]
+    caplog.clear()  # the bug's tracebacks are this test's, not the suite's
 
 
 def _received_days_ago(db: str, days: float, *also: dict[str, object]) -> None:
