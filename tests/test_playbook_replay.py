@@ -262,5 +262,17 @@ def test_attackers_are_refused_soon_after_crossing_and_nobody_else_ever(
     assert len(received) == 3
     for body, signature in received:
         assert verify_signature(SECRET, body, signature)
-        assert json.loads(body)["alert"]["playbook"] == "brute-force-ip"
+        payload = json.loads(body)
+        alert = payload["alert"]
+        assert alert["playbook"] == "brute-force-ip"
+        # Beside the alert, the addresses and users of the events it counted (read when
+        # posted): the attacker's address alone, and the accounts it tried.
+        ip, counted = alert["group_key"], len(alert["events"])
+        assert [(a["ip"], a["events"]) for a in payload["addresses"]] == [(ip, counted)]
+        users = [(u["user"]["username"], u["events"]) for u in payload["users"]]
+        assert sum(n for _, n in users) == counted
+        tried = {name for name, _ in attackers[ip]}
+        assert {name for name, _ in users} <= tried, (ip, users)
+        if ip == "198.51.100.10":  # the brute force: one account
+            assert users == [("user0", counted)]
     print("time to block (s):", {ip: round(d, 3) for ip, d in delays.items()})

@@ -235,6 +235,7 @@ def create_app(
             max_blocks=max_blocks,
             on_cap=count_at_cap,
             on_late=count_late,
+            events=storage.events_by_seq,
         )
         declare_playbooks(p.id for p in source.playbooks.playbooks)
         hooks = [*hooks, runner]

@@ -405,8 +405,8 @@ class Posted:
     def __init__(self) -> None:
         self.posts: list[tuple[tuple[str, ...], Any]] = []
 
-    def submit(self, urls: tuple[str, ...], payload: Any) -> None:
-        self.posts.append((urls, payload))
+    def submit(self, urls: tuple[str, ...], payload: Any, more: Any = None) -> None:
+        self.posts.append((urls, payload if more is None else {**payload, **more()}))
 
 
 def test_a_takeover_alert_holds_the_success_with_the_attackers_ip(
@@ -419,7 +419,12 @@ def test_a_takeover_alert_holds_the_success_with_the_attackers_ip(
     )
     posted = Posted()
     source = PlaybookSource(playbook_file(tmp_path, text))
-    runner = PlaybookRunner(storage, source, posted)  # type: ignore[arg-type]
+    runner = PlaybookRunner(
+        storage,
+        source,
+        posted,  # type: ignore[arg-type]
+        events=storage.events_by_seq,
+    )
     pipeline = IngestPipeline(storage, hooks=[runner])
     carol = {"username": "carol"}
 
@@ -446,6 +451,12 @@ def test_a_takeover_alert_holds_the_success_with_the_attackers_ip(
     ((urls, payload),) = posted.posts
     assert urls == ("https://hooks.example",) and payload["alert"] == alert.to_json()
     assert payload["alert"]["events"][-1] == payload["alert"]["last_seq"] == success
+    # Where the tries came from, and the success's address: the events it counted.
+    assert payload["addresses"] == [
+        {"ip": "198.51.100.3", "events": 12},
+        {"ip": "81.2.69.99", "events": 1},
+    ]
+    assert payload["users"] == [{"user": carol, "events": 13}]
 
 
 def test_the_backtest_lists_alerts_in_time_order_across_pages(

@@ -340,3 +340,48 @@ def test_a_redirect_is_said_as_one_and_not_followed(caplog: pytest.LogCaptureFix
     assert "failed after 1 try (" in said
     assert "HTTP 302, a redirect to https://hooks.example.com/... (not followed" in said
     assert "NEWTOKEN" not in said and "\x1b" not in said
+
+
+def test_what_an_alert_s_events_say_is_read_when_posted_once_and_never_for_a_summary(
+    receiver: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``more`` (the addresses and users behind an alert, read from the store) is read on a
+    lane's thread when the alert is first posted: once for several URLs, never for the
+    alerts merged into a summary (a flood reads nothing more per alert), and a failure
+    posts the alert without it."""
+    second = Recorder()
+    second.gate.set()
+    reads: list[int] = []
+    ingest = threading.get_ident()
+
+    def more(n: int) -> Callable[[], dict[str, Any]]:
+        def read() -> dict[str, Any]:
+            assert threading.get_ident() != ingest  # never on the submitting thread
+            reads.append(n)
+            if n == 3:
+                raise OSError("the database is away")
+            return {"addresses": [{"ip": f"12.0.0.{n}", "events": n}], "users": []}
+
+        return read
+
+    notifier = Notifier("s", backoff=0.01)
+    try:
+        notifier.submit((receiver.url, second.url), alert("p", 0), more(0))
+        assert receiver.holding.wait(10)
+        for n in range(1, 40):  # BURST wait alone, the rest are merged
+            notifier.submit((receiver.url,), alert("p", n), more(n))
+        receiver.gate.set()
+        assert notifier.join(30)
+    finally:
+        notifier.close()
+        second.close()
+    assert sorted(reads) == list(range(BURST + 1))  # each once, the merged ones never
+    by_id = {p["alert"]["id"]: p for p in receiver.posts if "alert" in p}
+    assert by_id[2]["addresses"] == [{"ip": "12.0.0.2", "events": 2}]
+    assert "addresses" not in by_id[3] and by_id[3]["alert"]["id"] == 3  # posted without
+    assert second.posts == [by_id[0]]  # the same body to both URLs
+    said = [r.getMessage() for r in caplog.records if "without its events" in r.getMessage()]
+    assert said == [
+        "sqreen: a webhook alert is posted without its events' addresses and users: "
+        "OSError: the database is away"
+    ]

@@ -6,19 +6,20 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 from ..._text import visible
 from ..blocks import InvalidBlock, ip_block, user_block
-from ..storage import Alert, BlockSpec, NewAlert
+from ..storage import Alert, BlockSpec, NewAlert, StoredEvent
 from ..storage.model import from_us
 from ._config import Playbook
-from ._fields import internal_group, ip_group
+from ._fields import internal_group, ip_group, user_key
 from ._hits import Firing
 from ._streams import US
 
-__all__ = ["PRIVATE_SPARED", "alerts_for", "new_alert", "retry_us"]
+__all__ = ["MOST_LISTED", "PRIVATE_SPARED", "alerts_for", "behind", "new_alert", "retry_us"]
 
 logger = logging.getLogger("sqreen.server")
 
@@ -156,3 +157,36 @@ def retry_us(p: Playbook) -> int:
     if p.duration is not None:
         seconds = min(seconds, p.duration.total_seconds())
     return int(seconds * US)
+
+
+#: Addresses and users a webhook's alert lists at most (the most events first).
+MOST_LISTED: Final = 20
+
+
+def behind(events: Sequence[StoredEvent]) -> dict[str, Any]:
+    """What a webhook receiver needs beside an alert (the events it counted, read by their
+    seqs): the client addresses, each with its events and what IP intelligence stored
+    (country, network kind), and the users, each with its events; :data:`MOST_LISTED` of each
+    at most, the most events first, then as first met. An alert on a user thus says where
+    its logins came from, and one on an address whom it tried. A user is listed as its first
+    event spelled it, and counts the events of every spelling of its identifiers."""
+    ips: Counter[str] = Counter()
+    info: dict[str, dict[str, Any]] = {}
+    users: Counter[str] = Counter()
+    spelled: dict[str, dict[str, str]] = {}
+    for event in events:
+        if event.ip:
+            ips[event.ip] += 1
+            found = event.enrichment.get("ip_info") if event.enrichment else None
+            if isinstance(found, Mapping) and event.ip not in info:
+                info[event.ip] = {k: found[k] for k in ("country", "kind") if k in found}
+        if event.user:
+            key = user_key(event.user)  # one account in any spelling, as playbooks count
+            users[key] += 1
+            spelled.setdefault(key, event.user)
+    return {
+        "addresses": [
+            {"ip": ip, "events": n, **info.get(ip, {})} for ip, n in ips.most_common(MOST_LISTED)
+        ],
+        "users": [{"user": spelled[k], "events": n} for k, n in users.most_common(MOST_LISTED)],
+    }

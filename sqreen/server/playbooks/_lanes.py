@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
@@ -88,7 +88,7 @@ class Summary:
 class Waiting(NamedTuple):
     """The next post of a lane: an alert's body, or a summary (encoded by the poster)."""
 
-    body: bytes | None
+    body: Callable[[], bytes] | None  # encoded when posted
     summary: Summary | None
 
     @property
@@ -102,7 +102,7 @@ class _Queue:
     __slots__ = ("alone", "summary")
 
     def __init__(self) -> None:
-        self.alone: deque[bytes] = deque()
+        self.alone: deque[Callable[[], bytes]] = deque()
         self.summary: Summary | None = None
 
 
@@ -122,7 +122,7 @@ class Lane:
         self.waiting = 0  # posts: alerts to post alone, and open summaries
         self.unfinished = 0  # waiting, or being posted
 
-    def put(self, playbook: str, alert: Mapping[str, Any], body: bytes) -> bool:
+    def put(self, playbook: str, alert: Mapping[str, Any], body: Callable[[], bytes]) -> bool:
         """Queue ``alert`` (``body``, its post) in its playbook's turn; True when it went
         into the playbook's summary instead of a post of its own."""
         with self._cond:

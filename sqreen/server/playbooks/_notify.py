@@ -70,6 +70,40 @@ def _encode(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), default=str).encode()
 
 
+class _Body:
+    """An alert's post, encoded once, when a lane first posts it: ``more`` (what the store
+    holds of the events behind the alert) is read then, on the lane's thread, never on the
+    ingest path, and never for an alert merged into a summary. Read by one lane or several
+    (one a URL), it is read once; if it fails (the database away), the alert goes without."""
+
+    __slots__ = ("_encoded", "_lock", "_more", "_payload")
+
+    def __init__(
+        self, payload: Mapping[str, Any], more: Callable[[], Mapping[str, Any]] | None
+    ) -> None:
+        self._payload = payload
+        self._more = more
+        self._lock = threading.Lock()
+        self._encoded: bytes | None = None
+
+    def __call__(self) -> bytes:
+        with self._lock:
+            if self._encoded is None:
+                payload = self._payload
+                if self._more is not None:
+                    try:
+                        payload = {**payload, **self._more()}
+                    except Exception as exc:
+                        logger.warning(
+                            "sqreen: a webhook alert is posted without its events' addresses "
+                            "and users: %s: %s",
+                            type(exc).__name__,
+                            str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "",
+                        )
+                self._encoded = _encode(payload)
+            return self._encoded
+
+
 def verify_signature(
     secret: str,
     body: bytes,
@@ -148,12 +182,19 @@ class Notifier:
             for outcome in ("sent", "failed"):
                 ALERTS.labels(post, outcome)
 
-    def submit(self, urls: tuple[str, ...], payload: Mapping[str, Any]) -> None:
+    def submit(
+        self,
+        urls: tuple[str, ...],
+        payload: Mapping[str, Any],
+        more: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
         """Queue ``payload`` (``{"alert": {...}}``) for each URL, in its playbook's turn;
-        never blocks (past ``burst`` of its playbook waiting, it joins their summary)."""
+        never blocks (past ``burst`` of its playbook waiting, it joins their summary).
+        ``more`` gives what else the post says (read when it is first posted, see
+        :class:`_Body`)."""
         if not urls:
             return
-        body = _encode(payload)
+        body = _Body(payload, more)
         alert = payload.get("alert")
         if not isinstance(alert, Mapping):
             alert = {}
@@ -186,8 +227,11 @@ class Notifier:
 
     def _send(self, client: httpx.Client, deadline: Deadline, url: str, waiting: Waiting) -> None:
         summary = waiting.summary
-        body = waiting.body if summary is None else _encode(summary.payload())
-        sent = self._post(client, deadline, url, body or b"")
+        if summary is not None:
+            body = _encode(summary.payload())
+        else:
+            body = waiting.body() if waiting.body is not None else b""
+        sent = self._post(client, deadline, url, body)
         kind = "alert" if summary is None else "summary"
         ALERTS.labels(kind, "sent" if sent else "failed").inc(waiting.alerts)
         if summary is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ..._text import visible
 from ..storage import (
@@ -27,7 +27,7 @@ from ..storage import (
 )
 from ..storage.model import from_us, to_us
 from ..unavailable import UnavailableLog, unavailable
-from ._alerts import new_alert, retry_us
+from ._alerts import behind, new_alert, retry_us
 from ._bounds import Bounds
 from ._config import Playbook
 from ._engine import Engine, is_exempt
@@ -73,8 +73,12 @@ class PlaybookRunner:
         max_blocks: int | None = None,
         on_cap: Callable[[str, int], None] | None = None,
         on_late: Callable[[str, int], None] | None = None,
+        events: Callable[[Sequence[int]], list[StoredEvent]] | None = None,
     ) -> None:
         self.store = store
+        #: The stored events of seqs (the storage's ``events_by_seq``): a webhook's alert
+        #: lists the addresses and users behind it (read when posted, off the ingest path).
+        self.events = events
         self.source = source
         self.notifier = notifier
         self.on_block = on_block
@@ -307,7 +311,8 @@ class PlaybookRunner:
             # The summary names the group key, which an event named: no terminal escapes.
             logger.warning("sqreen: playbook alert #%d: %s", alert.id, visible(alert.summary))
             if playbook is not None and playbook.notify and self.notifier is not None:
-                self.notifier.submit(playbook.notify, {"alert": alert.to_json()})
+                more = None if self.events is None else partial(_behind, self.events, alert.seqs)
+                self.notifier.submit(playbook.notify, {"alert": alert.to_json()}, more)
 
     def _log_unblocked(self, alerts: list[Alert]) -> None:
         """Alerts whose block was not made (as many blocks as allowed are in force, all of
@@ -369,3 +374,9 @@ def _views(
         return out
 
     return views
+
+
+def _behind(
+    events: Callable[[Sequence[int]], list[StoredEvent]], seqs: Sequence[int]
+) -> dict[str, Any]:
+    return behind(events(seqs))

@@ -1,0 +1,60 @@
+"""What a webhook's alert says of the events behind it (:func:`behind`): their addresses
+with what IP intelligence stored, and their users, one account in any spelling."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqreen.server.playbooks._alerts import MOST_LISTED, behind
+from sqreen.server.storage import StoredEvent
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def stored(seq: int, ip: str | None, user: dict[str, str] | None, **info: Any) -> StoredEvent:
+    return StoredEvent(
+        seq=seq,
+        id=f"e{seq}",
+        name="auth.login.failure",
+        timestamp=NOW,
+        received_at=NOW,
+        app="shop",
+        host=None,
+        ip=ip,
+        user=user,
+        properties={},
+        target=None,
+        request=None if ip is None else {"ip": ip},
+        enrichment={"ip_info": info} if info else {},
+    )
+
+
+def test_addresses_and_users_most_events_first_one_account_in_any_spelling() -> None:
+    events = [
+        stored(1, "185.220.101.1", {"username": "Alice"}, country="DE", kind="tor", score=80),
+        stored(2, "203.0.113.9", {"username": "alice "}),
+        stored(3, "185.220.101.1", {"username": "bob"}, country="DE", kind="tor"),
+        stored(4, "185.220.101.1", None, country="DE", kind="tor"),
+        stored(5, None, {"username": "ALICE"}),
+    ]
+    assert behind(events) == {
+        "addresses": [
+            {"ip": "185.220.101.1", "events": 3, "country": "DE", "kind": "tor"},
+            {"ip": "203.0.113.9", "events": 1},
+        ],
+        "users": [
+            {"user": {"username": "Alice"}, "events": 3},  # as first spelled
+            {"user": {"username": "bob"}, "events": 1},
+        ],
+    }
+
+
+def test_at_most_the_listed_many_and_nothing_for_no_event() -> None:
+    events = [stored(n, f"198.51.100.{n}", {"username": f"u{n}"}) for n in range(1, 60)]
+    events += [stored(99, "198.51.100.59", {"username": "u59"})]
+    said = behind(events)
+    assert len(said["addresses"]) == len(said["users"]) == MOST_LISTED
+    assert said["addresses"][0] == {"ip": "198.51.100.59", "events": 2}
+    assert said["users"][0] == {"user": {"username": "u59"}, "events": 2}
+    assert behind([]) == {"addresses": [], "users": []}
