@@ -94,13 +94,15 @@ class _Body:
                     try:
                         payload = {**payload, **self._more()}
                     except Exception as exc:
+                        said = str(exc).strip()
                         logger.warning(
                             "sqreen: a webhook alert is posted without its events' addresses "
                             "and users: %s: %s",
                             type(exc).__name__,
-                            str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "",
+                            visible(said.splitlines()[0][:200]) if said else "",
                         )
                 self._encoded = _encode(payload)
+                self._payload, self._more = {}, None  # what a waiting post holds: its bytes
             return self._encoded
 
 
