@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from ._blocking import PACE, Blocklist
 from ._errors import InternalErrors
+from ._text import visible
 from ._threads import start_thread
 from .transports.base import Reply
 
@@ -59,8 +60,11 @@ class ActionPoller:
         cpu: Callable[[], float] = time.thread_time,
         on_answer: Callable[[], None] | None = None,
         on_failure: Callable[[], None] | None = None,
+        tokenless: bool = False,
     ) -> None:
         self._poll = poll
+        #: No token was set (an endpoint alone): the refusal says so, not "this token".
+        self._tokenless = tokenless
         #: Told when the collector answers after failing (the delivery then retries at once).
         self._on_answer = on_answer
         #: Told when a poll fails (the first request then waits no longer for the set).
@@ -154,10 +158,20 @@ class ActionPoller:
         if self._refusal_said or not reply.detail.startswith(("HTTP 401 ", "HTTP 403 ")):
             return
         self._refusal_said = True
+        if self._tokenless:
+            logger.warning(
+                "sqreen: the collector refuses requests without a token (%s), and none is "
+                "set: no event nor block goes through until one is; create one with "
+                "`sqreen keys create` on the collector and set it (SQREEN_TOKEN, the "
+                "framework's SQREEN_TOKEN setting, or token=)",
+                visible(reply.detail[:200]),
+            )
+            return
         logger.warning(
             "sqreen: the collector refuses this token (%s): no block reaches this process "
-            "until it is accepted; check SQREEN_TOKEN (sqreen keys list on the collector)",
-            reply.detail[:200],
+            "until it is accepted; check the token set (SQREEN_TOKEN, the framework's "
+            "SQREEN_TOKEN setting, or token=; `sqreen keys list` on the collector)",
+            visible(reply.detail[:200]),
         )
 
 

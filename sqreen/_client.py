@@ -99,6 +99,7 @@ class Client(Users):
                 self.errors,
                 on_answer=self.queue.collector_answered,
                 on_failure=self._first_ask_failed,
+                tokenless=not self.config.token,
             )
         )
         self.refusals = Refusals()

@@ -186,13 +186,31 @@ def _url(value: str, schemes: tuple[str, ...]) -> bool:
     return bool(parts.path) if parts.scheme == "file" else bool(parts.netloc)
 
 
+#: The collector's own routes: an endpoint ending with one is the address of a route, to
+#: which the SDK would add its routes again (``/v1/events/v1/events``: 404s, and blocks that
+#: never arrive).
+_API_PATHS: Final = ("/v1", "/v1/events", "/v1/heartbeat", "/v1/actions", "/v1/blocks")
+
+
 def endpoint(name: str, value: object) -> str | None:
     if value is None:
         return None
     url = _text(name, value)
     if not _url(url, ("http", "https")):
         raise ConfigError(f"{name} must be an http:// or https:// URL, not {shown(value)}")
+    _not_a_route(name, url)
     return url
+
+
+def _not_a_route(name: str, url: str) -> None:
+    path = urlsplit(url).path.rstrip("/")
+    for route in _API_PATHS:
+        if path.endswith(route):
+            base = url[: url.index(path) + len(path) - len(route)] if path else url
+            raise ConfigError(
+                f"{name} is the collector's address, without {route!r} (the SDK adds its "
+                f"routes): did you mean {shown(base)}?"
+            )
 
 
 def transport(name: str, value: object) -> Any:
@@ -206,12 +224,18 @@ def transport(name: str, value: object) -> Any:
         raise ConfigError(
             f"{name} must be http(s)://host, file:///path.jsonl or memory:, not {shown(value)}"
         )
+    if not value.startswith("file:"):
+        _not_a_route(name, value)
     return value
 
 
 def header_name(name: str, value: object) -> str:
     if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value):
         raise ConfigError(f"{name} must be an HTTP header name, not {shown(value)}")
+    if value[:5].upper() == "HTTP_" and len(value) > 5:
+        # Django's and WSGI's spelling (request.META["HTTP_X_REAL_IP"]) of X-Real-IP: no
+        # client sends a header of that name (nginx drops names with underscores).
+        value = "-".join(part.capitalize() for part in value[5:].split("_"))
     if value.lower() in NEVER_COLLECTED_HEADERS:
         raise ConfigError(f"{name} cannot be {value!r}: that header is never read")
     return value

@@ -157,6 +157,17 @@ class RequestContext:
         #: and :data:`IN_SIGNAL` while Django's auth signals track one.
         self.auth_sources = 0
 
+    def pin_route(self) -> None:
+        """Read the route now, while the framework holds its request: a refusal's event is
+        recorded once the app returned, when Flask has taken its request out of the environ
+        (the route was then unknown)."""
+        route = self.route
+        if route is None:
+            return
+        with self._client.errors.guard("reading a refused request's route"):
+            found = route()
+            self.route = lambda: found
+
     # -- for middlewares ---------------------------------------------------------------
 
     @property

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from time import thread_time  # this thread's CPU time
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 from ._blocking import MAX_BLOCKS, PACE
 from ._drops import DROP_NOTE_INTERVAL
@@ -229,10 +230,11 @@ class Delivery:
                 delay = self._back_off(reply.retry_after)
                 if self._attempt in (1, 5) or self._attempt % 20 == 0:
                     logger.warning(
-                        "sqreen: delivery failed (%s), retrying in %.1fs (attempt %d)",
+                        "sqreen: delivery failed (%s), retrying in %.1fs (attempt %d%s)",
                         visible(reply.detail),  # the collector's words: no line of their own
                         delay,
                         self._attempt,
+                        _to(self.transport),
                     )
                 self._expire()
                 return False
@@ -415,3 +417,18 @@ class Delivery:
         return kept
 
     # -- the flusher's side ----------------------------------------------------------------
+
+
+def _to(transport: object) -> str:
+    """``; collector <where>`` for an HTTP transport: the collector's scheme, host, port and
+    path, never its credentials or query (a typo in the port is read from the log)."""
+    endpoint = getattr(transport, "endpoint", None)
+    if not isinstance(endpoint, str):
+        return ""
+    try:
+        parts = urlsplit(endpoint)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return ""
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
+    return f"; collector {visible(f'{parts.scheme}://{host}{port}{parts.path}')[:200]}"

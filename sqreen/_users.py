@@ -242,4 +242,5 @@ def _refuse(blocked: Blocked, ctx: Any) -> NoReturn:
     served = _served(ctx)
     if served is not None and served.bound:
         served.refused = blocked
+        served.pin_route()  # its refusal is recorded once the app is done with the request
     raise blocked

@@ -182,10 +182,21 @@ def test_a_refused_key_ends_the_first_request_s_wait_and_is_said_once(
     """The collector refuses the token: the first request waits no longer for a set that
     will not come (it waited ``block_on_start_timeout``), and the log says why no block
     arrives, once (it said nothing until an event was tracked)."""
-    asked = _first_request_ends_at_the_poll('HTTP 401 from /v1/actions: {"error": "no key"}')
+    asked = _first_request_ends_at_the_poll(
+        'HTTP 401 from /v1/actions: {"error": "no key"}', token="wrong"
+    )
     assert asked.acquire(timeout=10)  # asked again (backoff), said no more
     said = [r.getMessage() for r in caplog.records if "refuses this token" in r.getMessage()]
     assert len(said) == 1 and "HTTP 401" in said[0] and "SQREEN_TOKEN" in said[0]
+
+
+def test_a_refusal_when_no_token_is_set_says_none_is(caplog: pytest.LogCaptureFixture) -> None:
+    """An endpoint set, and no token: the log blamed "this token", which there was none of."""
+    asked = _first_request_ends_at_the_poll('HTTP 401 from /v1/actions: {"error": "missing"}')
+    assert asked.acquire(timeout=10)
+    said = [r.getMessage() for r in caplog.records if "token" in r.getMessage()]
+    assert len(said) == 1 and "without a token" in said[0] and "none is set" in said[0]
+    assert "this token" not in said[0] and "sqreen keys create" in said[0]
 
 
 @pytest.mark.parametrize("status", [500, 502, 504, 404])
@@ -196,7 +207,7 @@ def test_a_failing_collector_ends_the_first_request_s_wait(status: int) -> None:
     _first_request_ends_at_the_poll(f"HTTP {status} from /v1/actions: <html>bad gateway</html>")
 
 
-def _first_request_ends_at_the_poll(detail: str) -> threading.Semaphore:
+def _first_request_ends_at_the_poll(detail: str, token: str | None = None) -> threading.Semaphore:
     """A client whose every call fails with ``detail``: its first request (``start()``,
     waiting up to 60 s for the set) ends once the long-poll failed so; the polls, counted."""
     asked = threading.Semaphore(0)
@@ -207,7 +218,10 @@ def _first_request_ends_at_the_poll(detail: str) -> threading.Semaphore:
         return Reply("retry", detail=detail)
 
     client = sqreen.init(
-        transport=ScriptedTransport(answer), heartbeat_interval=3600, block_on_start_timeout=60
+        transport=ScriptedTransport(answer),
+        token=token,
+        heartbeat_interval=3600,
+        block_on_start_timeout=60,
     )
     done = threading.Event()
     threading.Thread(target=lambda: (client.start(), done.set()), daemon=True).start()

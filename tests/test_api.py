@@ -144,6 +144,36 @@ def test_bad_options_name_the_field(options: dict[str, object], field: str) -> N
         sqreen.init(**options)
 
 
+@pytest.mark.parametrize(
+    ("url", "meant"),
+    [
+        ("http://127.0.0.1:8000/v1/events", "http://127.0.0.1:8000"),
+        ("https://collector.example/sqreen/v1/", "https://collector.example/sqreen"),
+        ("https://collector.example/v1/actions?x=1", "https://collector.example"),
+    ],
+)
+@pytest.mark.parametrize("option", ["endpoint", "transport"])
+def test_an_endpoint_naming_an_api_route_is_refused_saying_the_address(
+    option: str, url: str, meant: str
+) -> None:
+    """The collector's address with one of its routes (copied from its API docs): the SDK
+    added its routes again (``/v1/events/v1/events``: every batch a 404, and the action
+    long-poll's 404s left the app without its blocks, said nowhere)."""
+    with pytest.raises(ConfigError, match=option) as caught:
+        sqreen.init(token="t", **{option: url})
+    assert f"did you mean {meant!r}?" in str(caught.value)
+    client = sqreen.init(token="t", **{option: "https://collector.example/sqreen"})
+    assert client.transport.endpoint == "https://collector.example/sqreen"  # a prefix is fine
+
+
+def test_a_header_named_as_django_s_meta_names_it_is_that_header() -> None:
+    """``HTTP_X_REAL_IP`` (``request.META``'s spelling) was taken as a header of that name,
+    which no client sends: the address was the proxy's, and nothing said so."""
+    assert sqreen.init(client_ip_header="HTTP_X_REAL_IP").config.client_ip_header == "X-Real-Ip"
+    with pytest.raises(ConfigError, match="never read"):
+        sqreen.init(client_ip_header="HTTP_AUTHORIZATION")
+
+
 def test_transport_choices(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from sqreen.transports import FileTransport, HTTPTransport, MemoryTransport
 

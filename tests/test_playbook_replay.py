@@ -270,7 +270,7 @@ def test_attackers_are_refused_soon_after_crossing_and_nobody_else_ever(
         ip, counted = alert["group_key"], len(alert["events"])
         assert [(a["ip"], a["events"]) for a in payload["addresses"]] == [(ip, counted)]
         users = [(u["user"]["username"], u["events"]) for u in payload["users"]]
-        assert sum(n for _, n in users) == counted
+        assert sum(n for _, n in users) == counted == payload["from_events"]
         tried = {name for name, _ in attackers[ip]}
         assert {name for name, _ in users} <= tried, (ip, users)
         if ip == "198.51.100.10":  # the brute force: one account

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 import tracemalloc
 import zlib
 from itertools import count
@@ -25,6 +26,7 @@ from sqreen._config import Config
 from sqreen._errors import InternalErrors
 from sqreen._queue import Queue
 from sqreen.transports.http import HTTPTransport
+from tests._ports import free_port
 from tests.receiver import RawServer, Receiver, http_reply
 from tests.test_queue import Clock, encode, put
 
@@ -166,6 +168,28 @@ def test_a_2xx_that_is_not_the_collectors_json_is_a_failed_delivery(
     assert client.stats()["sent"] == 1 and client.stats()["dropped"]["rejected"] == 0
     (warning,) = [r.getMessage() for r in sqreen_log.records if "delivery failed" in r.getMessage()]
     assert "not the collector's reply" in warning and "captive portal" in warning
+    # Where it failed, said (a typo in the port was read from nowhere): no credentials.
+    assert warning.endswith(f"(attempt 1; collector {receiver.url})"), warning
+
+
+def test_a_failed_delivery_names_the_collector_without_its_credentials(
+    sqreen_log: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    sqreen.init(
+        endpoint=f"http://user:SECRET@127.0.0.1:{port}/prefix?token=SECRET",
+        token="t",
+        flush_interval=0.05,
+        heartbeat_interval=3600,
+    )
+    sqreen.track("kept")
+    deadline = time.monotonic() + 10
+    said: list[str] = []
+    while not said and time.monotonic() < deadline:
+        said = [r.getMessage() for r in sqreen_log.records if "delivery failed" in r.getMessage()]
+        time.sleep(0.02)
+    assert said and said[0].endswith(f"(attempt 1; collector http://127.0.0.1:{port}/prefix)")
+    assert "SECRET" not in said[0]
 
 
 @pytest.mark.parametrize("body", [b"", b"[1, 2]", b"[" * 100_000 + b"]" * 100_000, b"null"])

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -105,6 +105,10 @@ API_ROUTES: Sequence[BaseRoute] = (
     *PROBE_ROUTES,
     *METRICS_ROUTES,
 )
+
+
+#: Seconds a stopping collector gives its webhooks to post the alerts waiting.
+NOTIFY_AT_STOP: Final = 2.0
 
 
 class _Job(NamedTuple):
@@ -278,8 +282,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await feed.close()
-            if notifier is not None:
-                notifier.close()
+            if notifier is not None:  # what waits posted, within the server's grace
+                await run_in_threadpool(notifier.close, NOTIFY_AT_STOP)
             if owns_storage:
                 storage.close()
             worker_stopped()

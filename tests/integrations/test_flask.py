@@ -280,3 +280,42 @@ def test_the_readme_recipes_for_an_app_factory(sqreen_events: CapturedEvents) ->
     assert other.get("/account").status_code == 200
     from_there = {"REMOTE_ADDR": "203.0.113.5"}
     assert other.get("/account", environ_base=from_there).status_code == 403
+
+
+def test_a_refusal_s_event_names_the_route_it_was_refused_on(
+    sqreen_events: CapturedEvents,
+) -> None:
+    """A blocked user refused in a view or in ``before_request``: its ``security.blocked``
+    event named no route (recorded once the app returned, when Flask had taken its request
+    out of the environ), where FastAPI's named it."""
+    app = make_app()
+    Sqreen(app)
+    sqreen_events.block(
+        [
+            {"id": "b", "type": "block_user", "user": {"uid": "mallory"}},
+            {"id": "c", "type": "block_user", "user": {"uid": "eve"}},  # a refusal event each
+        ]
+    )
+
+    @app.before_request
+    def session_user() -> None:
+        if flask.request.headers.get("X-User"):
+            flask.request.sqreen.identify({"uid": flask.request.headers["X-User"]})
+
+    @app.post("/login/<kind>")
+    def login(kind: str) -> Any:
+        flask.request.sqreen.auth_track(True, uid="mallory")
+        return "in"
+
+    @app.get("/me")
+    def me() -> Any:
+        return "me"
+
+    client = app.test_client()
+    assert client.post("/login/password").status_code == 403
+    assert client.get("/me", headers={"X-User": "eve"}).status_code == 403
+    refusals = [e for e in sqreen_events if e["name"] == "security.blocked"]
+    assert [(e["request"]["path"], e["request"]["route"]) for e in refusals] == [
+        ("/login/password", "/login/<kind>"),
+        ("/me", "/me"),
+    ]

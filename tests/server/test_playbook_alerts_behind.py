@@ -47,6 +47,7 @@ def test_addresses_and_users_most_events_first_one_account_in_any_spelling() -> 
             {"user": {"username": "Alice"}, "events": 3},  # as first spelled
             {"user": {"username": "bob"}, "events": 1},
         ],
+        "from_events": 5,
     }
 
 
@@ -57,4 +58,17 @@ def test_at_most_the_listed_many_and_nothing_for_no_event() -> None:
     assert len(said["addresses"]) == len(said["users"]) == MOST_LISTED
     assert said["addresses"][0] == {"ip": "198.51.100.59", "events": 2}
     assert said["users"][0] == {"user": {"username": "u59"}, "events": 2}
-    assert behind([]) == {"addresses": [], "users": []}
+    assert behind([]) == {"addresses": [], "users": [], "from_events": 0}
+
+
+def test_the_event_that_fired_comes_first_however_few_its_events() -> None:
+    """An account takeover after failures from 25 addresses: the success's address (the
+    lead) was cut, seen last among 26 addresses of one event each."""
+    events = [stored(n, f"79.{n}.1.1", {"username": "gina"}) for n in range(1, 26)]
+    events.append(stored(26, "81.2.69.203", {"username": "Gina"}))
+    said = behind(events, fired=26)
+    assert said["addresses"][0] == {"ip": "81.2.69.203", "events": 1}
+    assert len(said["addresses"]) == MOST_LISTED
+    assert [a["ip"] for a in said["addresses"][1:]] == [f"79.{n}.1.1" for n in range(1, 20)]
+    assert said["users"] == [{"user": {"username": "gina"}, "events": 26}]
+    assert behind(events, fired=999)["addresses"][0]["ip"] == "79.1.1.1"  # no such event

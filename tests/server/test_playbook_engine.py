@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Final
 
@@ -497,6 +498,7 @@ def test_one_receiver_named_several_ways_is_notified_once() -> None:
         "https://Hooks.Example.com/x",
         "https://hooks.example.com:443/x",
         "https://hooks.example.com/x?team=2",
+        "http://127.0.0.1:20010/dn#anchor",  # a fragment is never sent: the same receiver
     ]
     secret = "webhook_secret = 'a long enough secret for signing'\n"
     (playbook,) = parse_playbooks(secret + variant(notify=repr(urls))).playbooks
@@ -505,8 +507,28 @@ def test_one_receiver_named_several_ways_is_notified_once() -> None:
         "https://Hooks.Example.com/x",
         "https://hooks.example.com/x?team=2",
     )
-    with pytest.raises(PlaybookError, match="is not an http"):
+    with pytest.raises(PlaybookError, match="not an http"):
         parse_playbooks(secret + variant(notify="['http://h:99999/x']"))
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("htps://hooks.slack.com/services/T0/B0/SECRETPART", "htps://hooks.slack.com/..."),
+        ("http://[::1/x?token=SECRETPART", "a URL that cannot be read"),
+        ("https://u:SECRETPART@/x", "https:///..."),
+        (5, "a value of type int"),
+    ],
+)
+def test_a_notify_url_refused_is_said_without_its_token(url: object, said: str) -> None:
+    """A webhook's URL is often its secret (Slack's token is its path): a mistyped one is
+    refused naming its scheme and host only, as failed posts are logged (the whole URL
+    went to the log at every reload, and to `sqreen playbooks check`)."""
+    secret = "webhook_secret = 'a long enough secret for signing'\n"
+    with pytest.raises(PlaybookError) as caught:
+        parse_playbooks(secret + variant(notify=json.dumps([url])))
+    assert f"notify: not an http(s) URL: {said}" in str(caught.value)
+    assert "SECRETPART" not in str(caught.value)
 
 
 def test_bounds_leave_out_only_probes_that_cannot_reach_their_count() -> None:

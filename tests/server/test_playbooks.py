@@ -451,12 +451,13 @@ def test_a_takeover_alert_holds_the_success_with_the_attackers_ip(
     ((urls, payload),) = posted.posts
     assert urls == ("https://hooks.example",) and payload["alert"] == alert.to_json()
     assert payload["alert"]["events"][-1] == payload["alert"]["last_seq"] == success
-    # Where the tries came from, and the success's address: the events it counted.
+    # The success's address first (the lead), then where the tries came from.
     assert payload["addresses"] == [
-        {"ip": "198.51.100.3", "events": 12},
         {"ip": "81.2.69.99", "events": 1},
+        {"ip": "198.51.100.3", "events": 12},
     ]
     assert payload["users"] == [{"user": carol, "events": 13}]
+    assert payload["from_events"] == 13
 
 
 def test_the_backtest_lists_alerts_in_time_order_across_pages(

@@ -385,3 +385,27 @@ def test_what_an_alert_s_events_say_is_read_when_posted_once_and_never_for_a_sum
         "sqreen: a webhook alert is posted without its events' addresses and users: "
         "OSError: the database is away"
     ]
+
+
+def test_alerts_left_at_stop_are_said_by_receiver(
+    receiver: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A collector stopping while alerts wait (a receiver hanging): they went unsaid."""
+    notifier = Notifier("s", backoff=0.01)
+    notifier.submit((receiver.url + "?token=SECRET",), alert("p", 0))
+    assert receiver.holding.wait(10)  # the first is being posted, held
+    for n in range(1, 4):
+        notifier.submit((receiver.url + "?token=SECRET",), alert("p", n))
+    notifier.close(wait=0.2)
+    receiver.gate.set()
+    said = [r.getMessage() for r in caplog.records if "at stop" in r.getMessage()]
+    host = receiver.url.split("/hook")[0]
+    assert said == [
+        f"sqreen: webhook {host}/...: 3 alerts not posted at stop, 1 being posted "
+        "(`sqreen alerts` lists them all)"
+    ]
+    quiet = Notifier("s")
+    quiet.submit((receiver.url,), alert("p", 9))
+    quiet.close(wait=10)  # posted within the wait: nothing to say
+    assert [a["id"] for a in receiver.alone][-1] == 9
+    assert len([r for r in caplog.records if "at stop" in r.getMessage()]) == 1

@@ -67,11 +67,12 @@ def _start_with_the_server() -> None:
     the client then, not at the first request (as the ASGI middleware does at the lifespan,
     which Django does not handle). Its long-poll brings a block to a worker with no traffic
     yet; before, a block made while the worker was idle let its first requests through.
-    Only where an event loop runs: uvicorn, hypercorn and granian load the app in the worker,
-    inside its loop; a ``gunicorn --preload`` master (``UvicornWorker`` too) loads it with
-    none, then forks, and a thread started there would serve no worker (the master would
-    heartbeat for nothing). There, and under WSGI, the client starts with the first request,
-    and ``block_on_start_timeout`` makes that request wait for the collector's set."""
+    Only where an event loop runs: a ``gunicorn --preload`` master loads the app with none,
+    then forks, and a thread started there would serve no worker (the master would heartbeat
+    for nothing). uvicorn 0.55's ``run()`` and gunicorn's ``UvicornWorker`` also import the
+    app before their loop runs (a server that loads it inside its loop starts the client
+    here). Elsewhere, and under WSGI, the client starts with the first request, and
+    ``block_on_start_timeout`` makes that request wait for the collector's set."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -163,30 +163,46 @@ def retry_us(p: Playbook) -> int:
 MOST_LISTED: Final = 20
 
 
-def behind(events: Sequence[StoredEvent]) -> dict[str, Any]:
+def behind(events: Sequence[StoredEvent], fired: int | None = None) -> dict[str, Any]:
     """What a webhook receiver needs beside an alert (the events it counted, read by their
-    seqs): the client addresses, each with its events and what IP intelligence stored
-    (country, network kind), and the users, each with its events; :data:`MOST_LISTED` of each
-    at most, the most events first, then as first met. An alert on a user thus says where
-    its logins came from, and one on an address whom it tried. A user is listed as its first
-    event spelled it, and counts the events of every spelling of its identifiers."""
+    seqs: the last 100 an alert keeps): the client addresses, each with its events and what
+    IP intelligence stored (country, network kind), and the users, each with its events;
+    :data:`MOST_LISTED` of each at most. The address and user of the event that fired it
+    (seq ``fired``: an account takeover's success) come first, then the most events first,
+    then as first met. An alert on a user thus says where its logins came from, and one on
+    an address whom it tried. A user is listed as its first event spelled it, and counts
+    the events of every spelling of its identifiers. ``from_events`` says how many events
+    the lists count."""
     ips: Counter[str] = Counter()
     info: dict[str, dict[str, Any]] = {}
     users: Counter[str] = Counter()
     spelled: dict[str, dict[str, str]] = {}
+    first_ip = first_user = None
     for event in events:
+        spelling = event.user
+        user = None if not spelling else user_key(spelling)  # any spelling, one account
+        if event.seq == fired:
+            first_ip, first_user = event.ip, user
         if event.ip:
             ips[event.ip] += 1
             found = event.enrichment.get("ip_info") if event.enrichment else None
             if isinstance(found, Mapping) and event.ip not in info:
                 info[event.ip] = {k: found[k] for k in ("country", "kind") if k in found}
-        if event.user:
-            key = user_key(event.user)  # one account in any spelling, as playbooks count
-            users[key] += 1
-            spelled.setdefault(key, event.user)
+        if user is not None and spelling:
+            users[user] += 1
+            spelled.setdefault(user, spelling)
     return {
         "addresses": [
-            {"ip": ip, "events": n, **info.get(ip, {})} for ip, n in ips.most_common(MOST_LISTED)
+            {"ip": ip, "events": n, **info.get(ip, {})} for ip, n in _listed(ips, first_ip)
         ],
-        "users": [{"user": spelled[k], "events": n} for k, n in users.most_common(MOST_LISTED)],
+        "users": [{"user": spelled[k], "events": n} for k, n in _listed(users, first_user)],
+        "from_events": len(events),
     }
+
+
+def _listed(counts: Counter[str], first: str | None) -> list[tuple[str, int]]:
+    """:data:`MOST_LISTED` of ``counts``: ``first`` (when counted), then the most first."""
+    top = counts.most_common(MOST_LISTED + 1)
+    if first is not None and first in counts:
+        top = [(first, counts[first]), *(kv for kv in top if kv[0] != first)]
+    return top[:MOST_LISTED]

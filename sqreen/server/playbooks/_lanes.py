@@ -167,7 +167,14 @@ class Lane:
         with self._cond:
             self.unfinished -= 1
 
-    def close(self) -> None:
+    def close(self) -> tuple[int, int]:
+        """Stop: the lane's thread ends after its post in flight. Return the alerts left
+        unposted: those waiting (alone or in summaries), and those being posted."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            left = sum(
+                len(q.alone) + (q.summary.alerts if q.summary is not None else 0)
+                for q in self._queues.values()
+            )
+            return left, self.unfinished - self.waiting

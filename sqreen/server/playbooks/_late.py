@@ -89,11 +89,11 @@ class LateEvents:
         )
         more = len(ordered) - NAMED_MAX
         logger.warning(
-            "sqreen: %d events reached the playbooks too late to count (%s%s): delivered "
-            "after their windows had passed (a collector behind its ingest, an SDK's spool "
-            "sent after an outage), or stamped by an app host whose clock runs behind (an "
-            "event's own time is what counts); sqreen_playbook_late_events_total counts them",
-            sum(n for n, _, _ in pending.values()),
+            "sqreen: events reached playbooks too late to count (%s%s; an event is named "
+            "for each playbook it was too late for): delivered after their windows had "
+            "passed (a collector behind its ingest, an SDK's spool sent after an outage), or "
+            "stamped by an app host whose clock runs behind (an event's own time is what "
+            "counts); sqreen_playbook_late_events_total counts them",
             said,
             f"; {more} more playbooks" if more > 0 else "",
         )

@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import httpx2 as httpx
 from prometheus_client import Counter
@@ -36,6 +35,7 @@ from ..._threads import start_thread
 from ...transports._deadline import Deadline, DeadlineTransport
 from ._config import SECRET_VARIABLE
 from ._lanes import BURST, MOST_KEYS, Lane, Waiting
+from ._values import shown
 
 __all__ = ["ALERTS", "Notifier", "sign", "verify_signature", "webhook_secret"]
 
@@ -129,22 +129,6 @@ def verify_signature(
         return False
     expected = sign(secret, body, at).partition("v1=")[2]
     return hmac.compare_digest(expected, parts.get("v1", ""))
-
-
-def shown(url: str) -> str:
-    """``url`` as logs say it: its scheme, host and port, the rest elided. A webhook's URL
-    is often its secret (Slack's and Teams' carry their token in the path; others put one
-    in the query, or credentials before the host)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
-    rest = "/..." if (parts.path not in ("", "/") or parts.query or parts.fragment) else ""
-    return f"{parts.scheme}://{host}{port}{rest}"
 
 
 class Notifier:
@@ -300,6 +284,18 @@ class Notifier:
             time.sleep(0.01)
         return True
 
-    def close(self) -> None:
-        for lane in list(self._lanes.values()):
-            lane.close()
+    def close(self, wait: float = 0.0) -> None:
+        """Stop posting, once what waits was posted or within ``wait`` seconds: what was
+        not is said, by receiver (`sqreen alerts` lists every alert)."""
+        if wait > 0:
+            self.join(wait)
+        for url, lane in list(self._lanes.items()):
+            left, posting = lane.close()
+            if left or posting:
+                logger.warning(
+                    "sqreen: webhook %s: %d alerts not posted at stop, %d being posted "
+                    "(`sqreen alerts` lists them all)",
+                    shown(url),
+                    left,
+                    posting,
+                )

@@ -311,7 +311,7 @@ class PlaybookRunner:
             # The summary names the group key, which an event named: no terminal escapes.
             logger.warning("sqreen: playbook alert #%d: %s", alert.id, visible(alert.summary))
             if playbook is not None and playbook.notify and self.notifier is not None:
-                more = None if self.events is None else partial(_behind, self.events, alert.seqs)
+                more = None if self.events is None else partial(_behind, self.events, alert)
                 self.notifier.submit(playbook.notify, {"alert": alert.to_json()}, more)
 
     def _log_unblocked(self, alerts: list[Alert]) -> None:
@@ -376,7 +376,5 @@ def _views(
     return views
 
 
-def _behind(
-    events: Callable[[Sequence[int]], list[StoredEvent]], seqs: Sequence[int]
-) -> dict[str, Any]:
-    return behind(events(seqs))
+def _behind(events: Callable[[Sequence[int]], list[StoredEvent]], alert: Alert) -> dict[str, Any]:
+    return behind(events(alert.seqs), alert.last_seq)

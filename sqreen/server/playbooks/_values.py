@@ -33,6 +33,7 @@ __all__ = [
     "check_notify",
     "check_where",
     "required",
+    "shown",
 ]
 
 MAX_EVENTS: Final = 32
@@ -247,16 +248,38 @@ def check_notify(table: dict[str, Any]) -> tuple[str, ...]:
         raise FieldError("notify", f"must be a list of at most {MAX_NOTIFY} URLs")
     urls: dict[tuple[Any, ...], str] = {}  # one receiver -> its URL as first written
     for url in raw:
-        parts = urlsplit(url) if isinstance(url, str) else None
         try:
+            parts = urlsplit(url) if isinstance(url, str) else None
             port = None if parts is None else parts.port
         except ValueError:
             parts = None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise FieldError("notify", f"{str(url)[:80]!r} is not an http(s) URL")
+            # Said as logs say a webhook (its token is often in the path or the query).
+            said = shown(url) if isinstance(url, str) else f"a value of type {type(url).__name__}"
+            raise FieldError("notify", f"not an http(s) URL: {said}")
         # The same receiver named twice (its host in another case, an empty query, the
         # scheme's own port) is sent each alert once.
         port = port or (443 if parts.scheme == "https" else 80)
         same = (parts.scheme, parts.username, parts.password, parts.hostname, port)
-        urls.setdefault((*same, parts.path or "/", parts.query, parts.fragment), url)
+        # (A fragment is never sent: the same receiver too.)
+        urls.setdefault((*same, parts.path or "/", parts.query), url)
     return tuple(urls.values())
+
+
+def shown(url: str) -> str:
+    """``url`` as logs say it: its scheme, host and port, the rest elided. A webhook's URL
+    is often its secret (Slack's and Teams' carry their token in the path; others put one
+    in the query, or credentials before the host)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "http://[bad": nothing of it is said
+        return "a URL that cannot be read"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    rest = "/..." if (parts.path not in ("", "/") or parts.query or parts.fragment) else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
