@@ -20,6 +20,7 @@ The times events carry, their bounds and wire form, are :mod:`sqreen._wire_time`
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Mapping
@@ -275,6 +276,7 @@ def validate_timestamp(timestamp: object, notes: Notes = None) -> float | None:
         return None
     if timestamp.tzinfo is None:
         timestamp = timestamp.replace(tzinfo=UTC)
+        _say_naive()
     if not in_range(timestamp):
         note(notes, "timestamp", "range", f"{_RANGE}: the current time is used")
         return None
@@ -290,6 +292,21 @@ def validate_timestamp(timestamp: object, notes: Notes = None) -> float | None:
         )
         return None
     return posix
+
+
+_naive_said = False
+
+
+def _say_naive() -> None:
+    """Once a process, at INFO, as Sqreen's agent said it: a naive timestamp is UTC (a local
+    time given so is hours off)."""
+    global _naive_said
+    if not _naive_said:
+        _naive_said = True
+        logging.getLogger("sqreen").info(
+            "sqreen: a timestamp without a time zone is taken as UTC (said once): give an "
+            "aware datetime (datetime.now(timezone.utc)) if it is a local time"
+        )
 
 
 def _duration(seconds: float) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import decimal
 import enum
+import logging
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 import sqreen
+from sqreen import _event
 from sqreen._context import RequestContext, current_request
 
 
@@ -49,13 +51,21 @@ def test_the_documented_options_dict(client: sqreen.Client) -> None:
     assert event["user"] == {"uid": "42"}
 
 
-def test_options_as_a_keyword_and_a_past_timestamp_inside(client: sqreen.Client) -> None:
+def test_options_as_a_keyword_and_a_past_timestamp_inside(
+    client: sqreen.Client, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_event, "_naive_said", False)
+    caplog.set_level(logging.INFO, logger="sqreen")
     when = datetime(2018, 3, 15, 14, 42, tzinfo=timezone(timedelta(hours=1)))  # the guide's
     assert sqreen.track("import.past", options={"properties": {"foo": "bar"}, "timestamp": when})
     assert sqreen.track("naive.past", {"timestamp": datetime(2018, 3, 15, 13, 42)})
-    first, second = delivered(client)
+    assert sqreen.track("naive.again", {"timestamp": datetime(2018, 3, 15, 13, 43)})
+    first, second, _ = delivered(client)
     assert first["timestamp"] == second["timestamp"] == "2018-03-15T13:42:00.000000Z"
     assert first["properties"] == {"foo": "bar"}
+    # As the agent did, a naive one is said at INFO (once a process: not a line an event).
+    said = [r for r in caplog.records if "without a time zone" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.INFO
 
 
 def test_every_key_of_the_options_dict(client: sqreen.Client) -> None:
