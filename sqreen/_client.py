@@ -99,7 +99,7 @@ class Client(Users):
                 self.errors,
                 on_answer=self.queue.collector_answered,
                 on_failure=self._first_ask_failed,
-                tokenless=not self.config.token,
+                tokenless=not (self.config.token or getattr(self.transport, "token", None)),
             )
         )
         self.refusals = Refusals()

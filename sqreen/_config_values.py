@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from ._client_ip import TrustedProxies
 from ._scrub import NEVER_COLLECTED_HEADERS, Scrubber
+from ._text import visible
 
 __all__ = ["ALIASES", "CHECKS", "ConfigError", "from_text", "shown"]
 
@@ -188,8 +189,18 @@ def _url(value: str, schemes: tuple[str, ...]) -> bool:
 
 #: The collector's own routes: an endpoint ending with one is the address of a route, to
 #: which the SDK would add its routes again (``/v1/events/v1/events``: 404s, and blocks that
-#: never arrive).
-_API_PATHS: Final = ("/v1", "/v1/events", "/v1/heartbeat", "/v1/actions", "/v1/blocks")
+#: never arrive). ``/v1`` alone is not one: a proxy may serve the collector under ``/api/v1``.
+_API_PATHS: Final = (
+    "/v1/events",
+    "/v1/heartbeat",
+    "/v1/actions",
+    "/v1/blocks",
+    "/explorer",
+    "/healthz",
+    "/readyz",
+    "/livez",
+    "/metrics",
+)
 
 
 def endpoint(name: str, value: object) -> str | None:
@@ -203,13 +214,18 @@ def endpoint(name: str, value: object) -> str | None:
 
 
 def _not_a_route(name: str, url: str) -> None:
-    path = urlsplit(url).path.rstrip("/")
+    parts = urlsplit(url)
+    path = parts.path.split(";")[0].rstrip("/")
+    lowered = path.lower()
     for route in _API_PATHS:
-        if path.endswith(route):
-            base = url[: url.index(path) + len(path) - len(route)] if path else url
+        # (The explorer's pages too: its address, copied from a browser, ends with one.)
+        if lowered.endswith(route) or (route == "/explorer" and "/explorer/" in lowered):
+            prefix = path[: lowered.rindex(route)]
+            host = parts.netloc.rpartition("@")[2]  # never the credentials
+            meant = visible(f"{parts.scheme}://{host}{prefix}")[:200]
             raise ConfigError(
                 f"{name} is the collector's address, without {route!r} (the SDK adds its "
-                f"routes): did you mean {shown(base)}?"
+                f"routes): did you mean {meant!r}?"
             )
 
 
@@ -236,7 +252,7 @@ def header_name(name: str, value: object) -> str:
         # Django's and WSGI's spelling (request.META["HTTP_X_REAL_IP"]) of X-Real-IP: no
         # client sends a header of that name (nginx drops names with underscores).
         value = "-".join(part.capitalize() for part in value[5:].split("_"))
-    if value.lower() in NEVER_COLLECTED_HEADERS:
+    if value.lower().replace("_", "-") in NEVER_COLLECTED_HEADERS:  # WSGI reads _ as -
         raise ConfigError(f"{name} cannot be {value!r}: that header is never read")
     return value
 

@@ -430,5 +430,7 @@ def _to(transport: object) -> str:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return ""
+    if not parts.netloc:  # "http:user:pass@host": no host to say, only what may be secret
+        return ""
     host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
     return f"; collector {visible(f'{parts.scheme}://{host}{port}{parts.path}')[:200]}"

@@ -190,6 +190,14 @@ def test_a_refused_key_ends_the_first_request_s_wait_and_is_said_once(
     assert len(said) == 1 and "HTTP 401" in said[0] and "SQREEN_TOKEN" in said[0]
 
 
+def test_a_token_set_on_the_transport_is_a_token(caplog: pytest.LogCaptureFixture) -> None:
+    """``init(transport=HTTPTransport(url, token=...))``: its refusal is of that token."""
+    asked = _first_request_ends_at_the_poll("HTTP 401 from /v1/actions: {}", transport_token="x")
+    assert asked.acquire(timeout=10)
+    said = [r.getMessage() for r in caplog.records if "token" in r.getMessage()]
+    assert len(said) == 1 and "refuses this token" in said[0]
+
+
 def test_a_refusal_when_no_token_is_set_says_none_is(caplog: pytest.LogCaptureFixture) -> None:
     """An endpoint set, and no token: the log blamed "this token", which there was none of."""
     asked = _first_request_ends_at_the_poll('HTTP 401 from /v1/actions: {"error": "missing"}')
@@ -207,7 +215,9 @@ def test_a_failing_collector_ends_the_first_request_s_wait(status: int) -> None:
     _first_request_ends_at_the_poll(f"HTTP {status} from /v1/actions: <html>bad gateway</html>")
 
 
-def _first_request_ends_at_the_poll(detail: str, token: str | None = None) -> threading.Semaphore:
+def _first_request_ends_at_the_poll(
+    detail: str, token: str | None = None, transport_token: str | None = None
+) -> threading.Semaphore:
     """A client whose every call fails with ``detail``: its first request (``start()``,
     waiting up to 60 s for the set) ends once the long-poll failed so; the polls, counted."""
     asked = threading.Semaphore(0)
@@ -217,8 +227,11 @@ def _first_request_ends_at_the_poll(detail: str, token: str | None = None) -> th
             asked.release()
         return Reply("retry", detail=detail)
 
+    transport = ScriptedTransport(answer)
+    if transport_token is not None:
+        transport.token = transport_token  # type: ignore[attr-defined]  # as HTTPTransport's
     client = sqreen.init(
-        transport=ScriptedTransport(answer),
+        transport=transport,
         token=token,
         heartbeat_interval=3600,
         block_on_start_timeout=60,

@@ -148,8 +148,16 @@ def test_bad_options_name_the_field(options: dict[str, object], field: str) -> N
     ("url", "meant"),
     [
         ("http://127.0.0.1:8000/v1/events", "http://127.0.0.1:8000"),
-        ("https://collector.example/sqreen/v1/", "https://collector.example/sqreen"),
         ("https://collector.example/v1/actions?x=1", "https://collector.example"),
+        # Never the credentials, never clipped (the address is the point of the message).
+        ("https://svc:SECRET@collector.example/v1/events", "https://collector.example"),
+        (
+            "https://sqreen-collector.internal.example.com/V1/Events",
+            "https://sqreen-collector.internal.example.com",
+        ),
+        ("https://c.example:8000/explorer/events?app=x", "https://c.example:8000"),
+        ("https://c.example/sqreen/v1/events;x", "https://c.example/sqreen"),
+        ("https://c.example/healthz", "https://c.example"),
     ],
 )
 @pytest.mark.parametrize("option", ["endpoint", "transport"])
@@ -162,16 +170,19 @@ def test_an_endpoint_naming_an_api_route_is_refused_saying_the_address(
     with pytest.raises(ConfigError, match=option) as caught:
         sqreen.init(token="t", **{option: url})
     assert f"did you mean {meant!r}?" in str(caught.value)
-    client = sqreen.init(token="t", **{option: "https://collector.example/sqreen"})
-    assert client.transport.endpoint == "https://collector.example/sqreen"  # a prefix is fine
+    assert "SECRET" not in str(caught.value)
+    for prefix in ("https://collector.example/sqreen", "https://collector.example/api/v1"):
+        client = sqreen.init(token="t", **{option: prefix})  # a proxy's prefix is fine
+        assert client.transport.endpoint == prefix
 
 
 def test_a_header_named_as_django_s_meta_names_it_is_that_header() -> None:
     """``HTTP_X_REAL_IP`` (``request.META``'s spelling) was taken as a header of that name,
     which no client sends: the address was the proxy's, and nothing said so."""
     assert sqreen.init(client_ip_header="HTTP_X_REAL_IP").config.client_ip_header == "X-Real-Ip"
-    with pytest.raises(ConfigError, match="never read"):
-        sqreen.init(client_ip_header="HTTP_AUTHORIZATION")
+    for credential in ("HTTP_AUTHORIZATION", "Proxy_Authorization", "X_Api_Key"):
+        with pytest.raises(ConfigError, match="never read"):  # WSGI reads _ as -
+            sqreen.init(client_ip_header=credential)
 
 
 def test_transport_choices(tmp_path) -> None:  # type: ignore[no-untyped-def]

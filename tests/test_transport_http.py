@@ -391,3 +391,15 @@ def _wait_for(condition: Any, timeout: float = 10.0) -> bool:
             return True
         done.wait(0.01)
     return bool(condition())
+
+
+def test_a_collector_url_without_a_host_is_not_said() -> None:
+    """``http:user:pass@host/x`` (no ``//``: a hand-made HTTPTransport takes it) has no
+    host to say, only what may be secret."""
+    from types import SimpleNamespace
+
+    assert _delivery._to(SimpleNamespace(endpoint="http:user:pass@host/x")) == ""
+    assert (
+        _delivery._to(SimpleNamespace(endpoint="http://u:p@h:1/x?t=1"))
+        == "; collector http://h:1/x"
+    )

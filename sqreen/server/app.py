@@ -67,7 +67,7 @@ from .probes import PROBE_ROUTES
 from .storage import AGENT_TTL, Storage
 from .storage.sqlite import SQLiteStorage
 from .times import days as days_text
-from .unavailable import UnavailableLog, unavailable, unavailable_handlers
+from .unavailable import UnavailableLog, away, unavailable_handlers
 
 if TYPE_CHECKING:  # imported by `sqreen serve --export` only (protobuf's import is not free)
     from .export import Forwarder
@@ -125,15 +125,15 @@ async def _every(job: _Job) -> None:
     """Run ``job`` now, then every ``job.seconds``. A database away (PostgreSQL stopped, a
     SQLite file locked) is said once a minute at most, as requests meeting it are, not with a
     traceback at each try; anything else is logged with its traceback."""
-    away = UnavailableLog(f"{job.what}: tried again every {job.seconds:g} s")
+    outage = UnavailableLog(f"{job.what}: tried again every {job.seconds:g} s")
     while True:
         try:
             count = await run_in_threadpool(job.run)
             if count:
                 logger.info(job.done, count)
         except Exception as exc:
-            if unavailable(exc):
-                away.met(exc)
+            if away(exc):
+                outage.met(exc)
             else:
                 logger.exception("sqreen: %s failed", job.what)
         await asyncio.sleep(job.seconds)

@@ -23,9 +23,10 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .._text import visible
 from .errors import ApiError
 
-__all__ = ["UnavailableLog", "recent_failure", "unavailable", "unavailable_handlers"]
+__all__ = ["UnavailableLog", "away", "recent_failure", "unavailable", "unavailable_handlers"]
 
 logger = logging.getLogger("sqreen.server")
 
@@ -64,6 +65,18 @@ def _what(exc: BaseException) -> str:
     return next((s for s in _SQLITE_SAYS if s in said), type(exc).__name__)
 
 
+def away(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database itself cannot be reached or written now: SQLite's
+    file (locked, full, unreadable), PostgreSQL's connection (no SQLSTATE: refused, cut) or
+    server (class 08, a connection exception; 57P, shutting down or starting). Not a
+    statement's own failure (a timeout, a deadlock, a limit), which :func:`unavailable`
+    answers 503 too (a retry may pass) but a periodic job must say as an error."""
+    if not unavailable(exc):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith(("08", "57P"))
+
+
 def unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database cannot be reached or written now (not a bug)."""
     if isinstance(exc, sqlite3.OperationalError):
@@ -95,7 +108,7 @@ class UnavailableLog:
             "sqreen: the database is unavailable (%s: %s): %s (%d time%s since the last "
             "such line; said once a minute at most)",
             type(exc).__name__,
-            str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "",
+            visible(str(exc).strip().splitlines()[0][:200]) if str(exc).strip() else "",
             self.what,
             count,
             "" if count == 1 else "s",

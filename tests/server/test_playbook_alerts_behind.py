@@ -3,10 +3,11 @@ with what IP intelligence stored, and their users, one account in any spelling."
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqreen.server.playbooks._alerts import MOST_LISTED, behind
+from sqreen.server.playbooks._alerts import MOST_LISTED, MOST_USER_BYTES, behind
 from sqreen.server.storage import StoredEvent
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -72,3 +73,18 @@ def test_the_event_that_fired_comes_first_however_few_its_events() -> None:
     assert [a["ip"] for a in said["addresses"][1:]] == [f"79.{n}.1.1" for n in range(1, 20)]
     assert said["users"] == [{"user": {"username": "gina"}, "events": 26}]
     assert behind(events, fired=999)["addresses"][0]["ip"] == "79.1.1.1"  # no such event
+
+
+def test_users_are_listed_within_a_byte_budget() -> None:
+    """20 users of 16 identifiers of 256 emoji made a post of 1.4 MB (JSON escapes each in
+    12 bytes), which receivers' body limits refuse: past the first, users stop at the
+    budget."""
+    big = {f"k{i:02d}": "\U0001f600" * 256 for i in range(16)}
+    events = [
+        stored(n, "198.51.100.9", {**big, "k00": f"{n}" + "\U0001f600" * 200}) for n in range(20)
+    ]
+    said = behind(events, fired=19)
+    sizes = [len(json.dumps(u)) for u in said["users"]]
+    assert said["users"][0]["user"]["k00"].startswith("19")  # the firing one, whole
+    assert 1 <= len(sizes) < 20 and sum(sizes[1:]) <= MOST_USER_BYTES
+    assert len(json.dumps(said)) < 3 * MOST_USER_BYTES

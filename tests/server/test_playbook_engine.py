@@ -518,6 +518,8 @@ def test_one_receiver_named_several_ways_is_notified_once() -> None:
         ("http://[::1/x?token=SECRETPART", "a URL that cannot be read"),
         ("https://u:SECRETPART@/x", "https:///..."),
         (5, "a value of type int"),
+        ("xoxb-123456-SECRETPART:x", "a text that is no URL"),
+        ("alertbot:SECRETPART@hooks.example.com/x", "a text that is no URL"),
     ],
 )
 def test_a_notify_url_refused_is_said_without_its_token(url: object, said: str) -> None:
@@ -618,3 +620,11 @@ def test_wire_views_are_the_new_events_of_the_names_read_never_later_than_receiv
         (14, received, None, "shop"),  # an address too long to be one
     ]
     assert views[0].ip_info == {"country": "FR"} and views[1].ip_info is None
+
+
+def test_a_webhook_s_host_is_said_in_visible_characters() -> None:
+    from sqreen._text import visible
+    from sqreen.server.playbooks._values import shown
+
+    assert shown("http://ho\x1bst/x?t=SECRET") == visible("http://ho\x1bst") + "/..."
+    assert "\u202e" not in shown("http://h\u202eost/")

@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -81,13 +82,19 @@ def test_purges_meeting_a_database_away_say_so_once_and_a_bug_is_named(
 
     def away(days: float) -> int:
         tries.append(1)
-        raise sqlite3.OperationalError("database is locked")
+        raise sqlite3.OperationalError("database is locked\x1b[2J")  # said visibly
 
     def bug() -> int:
         raise KeyError("a bug")
 
+    def timed_out(days: float) -> list[int]:
+        # A statement's own failure (psycopg's OperationalError subclasses: a timeout, a
+        # deadlock) is no outage: a purge that always fails so must be an error.
+        raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+
     sqlite_storage.purge_older_than = away  # type: ignore[method-assign]
     sqlite_storage.purge_agents = bug  # type: ignore[method-assign]
+    sqlite_storage.purge_records = timed_out  # type: ignore[method-assign]
     caplog.set_level(logging.INFO, logger="sqreen.server")
     app = create_app(sqlite_storage, retention_days=30, purge_every=0.05, explorer=False)
     server = UvicornThread(app, lifespan="on")
@@ -103,8 +110,12 @@ def test_purges_meeting_a_database_away_say_so_once_and_a_bug_is_named(
     assert len(locked) == 1, [r.getMessage() for r in records]
     assert locked[0].levelno == logging.WARNING and locked[0].exc_info is None
     assert "purging events received over 30 days ago" in locked[0].getMessage()
+    assert "\x1b" not in locked[0].getMessage()
     failed = [r for r in records if r.getMessage().startswith("sqreen: forgetting silent")]
     assert failed and all(r.exc_info is not None for r in failed)
+    canceled = [r for r in records if r.getMessage().startswith("sqreen: purging alerts")]
+    assert canceled and all(r.exc_info is not None for r in canceled)
+    assert not [r for r in records if "QueryCanceled" in r.getMessage()]  # never "away"
     assert not [r for r in records if "<lambda>" in r.getMessage()]
     caplog.clear()  # the bug's tracebacks are this test's, not the suite's
 

@@ -391,13 +391,20 @@ def test_alerts_left_at_stop_are_said_by_receiver(
     receiver: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A collector stopping while alerts wait (a receiver hanging): they went unsaid."""
+    before = set(threading.enumerate())
     notifier = Notifier("s", backoff=0.01)
     notifier.submit((receiver.url + "?token=SECRET",), alert("p", 0))
     assert receiver.holding.wait(10)  # the first is being posted, held
+    (lane,) = [t for t in set(threading.enumerate()) - before if t.name == "sqreen-webhook"]
     for n in range(1, 4):
         notifier.submit((receiver.url + "?token=SECRET",), alert("p", n))
     notifier.close(wait=0.2)
     receiver.gate.set()
+    # What was said unposted stays so: the lane's thread ends after its post in flight
+    # (it went on posting them, reading a store the collector had closed).
+    lane.join(10)
+    assert not lane.is_alive()
+    assert [a["id"] for a in receiver.alone] == [0]
     said = [r.getMessage() for r in caplog.records if "at stop" in r.getMessage()]
     host = receiver.url.split("/hook")[0]
     assert said == [

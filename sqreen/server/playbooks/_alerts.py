@@ -19,7 +19,15 @@ from ._fields import internal_group, ip_group, user_key
 from ._hits import Firing
 from ._streams import US
 
-__all__ = ["MOST_LISTED", "PRIVATE_SPARED", "alerts_for", "behind", "new_alert", "retry_us"]
+__all__ = [
+    "MOST_LISTED",
+    "MOST_USER_BYTES",
+    "PRIVATE_SPARED",
+    "alerts_for",
+    "behind",
+    "new_alert",
+    "retry_us",
+]
 
 logger = logging.getLogger("sqreen.server")
 
@@ -195,9 +203,30 @@ def behind(events: Sequence[StoredEvent], fired: int | None = None) -> dict[str,
         "addresses": [
             {"ip": ip, "events": n, **info.get(ip, {})} for ip, n in _listed(ips, first_ip)
         ],
-        "users": [{"user": spelled[k], "events": n} for k, n in _listed(users, first_user)],
+        "users": _users_listed(_listed(users, first_user), spelled),
         "from_events": len(events),
     }
+
+
+#: JSON bytes of users a webhook's alert lists at most, past its first: a user is up to 16
+#: identifiers of 256 characters, 70 KB written as JSON escapes them, and 20 of them made a
+#: post of 1.4 MB, which receivers' body limits refuse (the alert then lost).
+MOST_USER_BYTES: Final = 64 * 1024
+
+
+def _users_listed(
+    top: list[tuple[str, int]], spelled: Mapping[str, dict[str, str]]
+) -> list[dict[str, Any]]:
+    listed: list[dict[str, Any]] = []
+    spent = 0
+    for key, n in top:
+        entry = {"user": spelled[key], "events": n}
+        size = len(json.dumps(entry))
+        if listed and spent + size > MOST_USER_BYTES:
+            break
+        listed.append(entry)
+        spent += size
+    return listed
 
 
 def _listed(counts: Counter[str], first: str | None) -> list[tuple[str, int]]:

@@ -146,11 +146,12 @@ class Lane:
         self._cond.notify()
 
     def get(self) -> Waiting | None:
-        """The next post in turn (blocking), or None once closed."""
+        """The next post in turn (blocking), or None once closed (what waits then stays
+        unposted: :meth:`close` counts it)."""
         with self._cond:
             while not self.waiting and not self._closed:
                 self._cond.wait()
-            if not self.waiting:
+            if self._closed:
                 return None
             playbook, queue_ = next(iter(self._queues.items()))
             del self._queues[playbook]

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from ..._blocking import fold_identifier
 from ..._event import InvalidEvent, validate_name, validate_user
 from ..._ip_syntax import normalize_ip
+from ..._text import visible
 from ...events import stored_name
 from ..blocks import InvalidBlock, parse_duration
 from ..storage import clean
@@ -274,6 +275,8 @@ def shown(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:  # "http://[bad": nothing of it is said
         return "a URL that cannot be read"
+    if not parts.netloc:  # "xoxb-token:x", "bot:password@hooks...": no scheme nor host to say
+        return "a text that is no URL"
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
@@ -282,4 +285,4 @@ def shown(url: str) -> str:
     except ValueError:
         port = ""
     rest = "/..." if (parts.path not in ("", "/") or parts.query or parts.fragment) else ""
-    return f"{parts.scheme}://{host}{port}{rest}"
+    return visible(f"{parts.scheme}://{host}{port}{rest}")[:200]
