@@ -221,11 +221,11 @@ def _users_listed(
     spent = 0
     for key, n in top:
         entry = {"user": spelled[key], "events": n}
-        size = len(json.dumps(entry))
-        if listed and spent + size > MOST_USER_BYTES:
-            break
+        if listed:  # the first (the firing event's user) whole, whatever its size
+            spent += len(json.dumps(entry))
+            if spent > MOST_USER_BYTES:
+                break
         listed.append(entry)
-        spent += size
     return listed
 
 
