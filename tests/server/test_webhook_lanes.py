@@ -304,6 +304,8 @@ def test_a_failed_post_is_said_without_the_url_s_secrets(caplog: pytest.LogCaptu
     assert f"webhook http://127.0.0.1:{port}/... failed after 2 tries" in said
     for secret in ("p4ss", "SECRETTOKEN", "abc", "user"):
         assert secret not in said
+    # Which alert was lost, for `sqreen alerts` (the line named none).
+    assert said.endswith("; alert #1 of brute-force-ip not posted"), said
 
 
 def test_a_redirect_is_said_as_one_and_not_followed(caplog: pytest.LogCaptureFixture) -> None:

@@ -76,7 +76,7 @@ class _Body:
     ingest path, and never for an alert merged into a summary. Read by one lane or several
     (one a URL), it is read once; if it fails (the database away), the alert goes without."""
 
-    __slots__ = ("_encoded", "_lock", "_more", "_payload")
+    __slots__ = ("_encoded", "_lock", "_more", "_payload", "what")
 
     def __init__(
         self, payload: Mapping[str, Any], more: Callable[[], Mapping[str, Any]] | None
@@ -85,6 +85,10 @@ class _Body:
         self._more = more
         self._lock = threading.Lock()
         self._encoded: bytes | None = None
+        alert = payload.get("alert")
+        alert = alert if isinstance(alert, Mapping) else {}
+        #: The alert as a failed post's line names it (``sqreen alerts`` finds it by id).
+        self.what = visible(f"alert #{alert.get('id')} of {str(alert.get('playbook'))[:100]}")
 
     def __call__(self) -> bytes:
         with self._lock:
@@ -215,9 +219,11 @@ class Notifier:
         summary = waiting.summary
         if summary is not None:
             body = _encode(summary.payload())
+            what = f"a summary of {summary.alerts} alerts of {visible(summary.playbook[:100])}"
         else:
             body = waiting.body() if waiting.body is not None else b""
-        sent = self._post(client, deadline, url, body)
+            what = getattr(waiting.body, "what", "an alert")
+        sent = self._post(client, deadline, url, body, what)
         kind = "alert" if summary is None else "summary"
         ALERTS.labels(kind, "sent" if sent else "failed").inc(waiting.alerts)
         if summary is not None:
@@ -232,9 +238,12 @@ class Notifier:
                 summary.unlisted,
             )
 
-    def _post(self, client: httpx.Client, deadline: Deadline, url: str, body: bytes) -> bool:
-        """Post ``body``; whether the receiver took it. Said, when it did not, with the
-        URL's scheme and host only (see :func:`shown`)."""
+    def _post(
+        self, client: httpx.Client, deadline: Deadline, url: str, body: bytes, what: str
+    ) -> bool:
+        """Post ``body`` (``what``: the alert or summary, for the log); whether the receiver
+        took it. Said, when it did not, with the URL's scheme and host only (see
+        :func:`shown`)."""
         headers = {"Content-Type": "application/json", "User-Agent": "sqreen-collector"}
         for attempt in range(self.tries):
             secret = self.secret() if callable(self.secret) else self.secret
@@ -267,11 +276,12 @@ class Notifier:
                 self._sleep(self.backoff * 2**attempt)
         self.failed += 1
         logger.warning(
-            "sqreen: webhook %s failed after %s (%.0f s each at most): %s",
+            "sqreen: webhook %s failed after %s (%.0f s each at most): %s; %s not posted",
             shown(url),
             "1 try" if attempt == 0 else f"{attempt + 1} tries",
             self.timeout,
             outcome,
+            what,
         )
         return False
 
