@@ -13,18 +13,25 @@ from sqreen.server.storage import StoredEvent
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def stored(seq: int, ip: str | None, user: dict[str, str] | None, **info: Any) -> StoredEvent:
+def stored(
+    seq: int,
+    ip: str | None,
+    user: dict[str, str] | None,
+    name: str = "auth.login.failure",
+    properties: dict[str, Any] | None = None,
+    **info: Any,
+) -> StoredEvent:
     return StoredEvent(
         seq=seq,
         id=f"e{seq}",
-        name="auth.login.failure",
+        name=name,
         timestamp=NOW,
         received_at=NOW,
         app="shop",
         host=None,
         ip=ip,
         user=user,
-        properties={},
+        properties=properties or {},
         target=None,
         request=None if ip is None else {"ip": ip},
         enrichment={"ip_info": info} if info else {},
@@ -88,3 +95,23 @@ def test_users_are_listed_within_a_byte_budget() -> None:
     assert said["users"][0]["user"]["k00"].startswith("19")  # the firing one, whole
     assert 1 <= len(sizes) < 20 and sum(sizes[1:]) <= MOST_USER_BYTES
     assert len(json.dumps(said)) < 3 * MOST_USER_BYTES
+
+
+def test_an_impossible_travel_lists_both_places() -> None:
+    """The travel event is the later login: its post listed only the later address (the
+    earlier one was in its properties)."""
+    travel = stored(
+        7,
+        "1.128.0.9",
+        {"username": "ana"},
+        name="security.impossible_travel",
+        properties={"from_ip": "81.2.69.160", "from_country": "GB", "to_country": "AU"},
+        country="AU",
+    )
+    assert behind([travel], fired=7)["addresses"] == [
+        {"ip": "1.128.0.9", "events": 1, "country": "AU"},
+        {"ip": "81.2.69.160", "events": 1, "country": "GB"},
+    ]
+    same = stored(8, "1.128.0.9", None, name="security.impossible_travel",
+                  properties={"from_ip": "1.128.0.9"})  # fmt: skip
+    assert behind([same])["addresses"] == [{"ip": "1.128.0.9", "events": 1}]

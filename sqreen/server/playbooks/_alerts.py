@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from ..._text import visible
+from ...events import SECURITY_IMPOSSIBLE_TRAVEL
 from ..blocks import InvalidBlock, ip_block, user_block
 from ..storage import Alert, BlockSpec, NewAlert, StoredEvent
 from ..storage.model import from_us
@@ -196,6 +197,8 @@ def behind(events: Sequence[StoredEvent], fired: int | None = None) -> dict[str,
             found = event.enrichment.get("ip_info") if event.enrichment else None
             if isinstance(found, Mapping) and event.ip not in info:
                 info[event.ip] = {k: found[k] for k in ("country", "kind") if k in found}
+        if event.name == SECURITY_IMPOSSIBLE_TRAVEL:
+            _earlier(event, ips, info)  # the login before: the other half of the story
         if user is not None and spelling:
             users[user] += 1
             spelled.setdefault(user, spelling)
@@ -227,6 +230,18 @@ def _users_listed(
                 break
         listed.append(entry)
     return listed
+
+
+def _earlier(event: StoredEvent, ips: Counter[str], info: dict[str, dict[str, Any]]) -> None:
+    """An impossible travel's earlier login (its address in ``from_ip``, its country in
+    ``from_country``), counted as the login it was: the event itself is the later one."""
+    earlier = event.properties.get("from_ip")
+    if not isinstance(earlier, str) or not earlier or earlier == event.ip:
+        return
+    ips[earlier] += 1
+    country = event.properties.get("from_country")
+    if isinstance(country, str) and earlier not in info:
+        info[earlier] = {"country": country}
 
 
 def _listed(counts: Counter[str], first: str | None) -> list[tuple[str, int]]:
