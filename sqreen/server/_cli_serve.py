@@ -7,6 +7,7 @@ app from the options passed in :data:`WORKER_ENV` (:func:`worker_app`, a uvicorn
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import ipaddress
 import json
@@ -14,9 +15,11 @@ import logging
 import logging.config
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
+from pathlib import Path
 from typing import Any, Final
 
 import click
@@ -311,7 +314,11 @@ def serve(
             _settle_gc()
             uvicorn.run(app, **options)
             return
-    # Several processes: each opens its own storage (see worker_app).
+    # Several processes: each opens its own storage (see worker_app). The playbooks in force
+    # are copied for a worker that starts while the file does not hold (_supervisor.py).
+    kept_dir: Any = tempfile.TemporaryDirectory(prefix="sqreen-playbooks-") if source else None
+    kept_dir = kept_dir or contextlib.nullcontext()
+    in_force = Path(kept_dir.name) / "in-force.toml" if source else None
     os.environ[WORKER_ENV] = json.dumps(
         {
             "db": db,
@@ -325,14 +332,15 @@ def serve(
             "export": [export_url, export_format] if export_url else None,
             "metrics_token": metrics_token,
             "supervisor": os.getpid(),
+            "in_force": str(in_force) if in_force else None,
         }
     )
     # Several processes: their counters in files of one directory, summed at each scrape.
     from ._supervisor import supervise
     from .metrics import multiprocess_dir
 
-    with multiprocess_dir(), serving(db.removeprefix("sqlite://")):
-        supervise(f"{__name__}:worker_app", workers, source, **options)
+    with multiprocess_dir(), serving(db.removeprefix("sqlite://")), kept_dir:
+        supervise(f"{__name__}:worker_app", workers, source, in_force, **options)
 
 
 WORKER_ENV = "SQREEN_SERVE_WORKER"
@@ -352,7 +360,7 @@ def worker_app() -> Starlette:
         signal.signal(signum, handler)
     # The supervisor watches the file, and passes SIGHUP on once it holds (_supervisor.py).
     # Read after the wait: the rules of now, whatever changed meanwhile.
-    source = _playbook_source(config.get("playbooks"), supervised=True)
+    source = _worker_playbooks(config.get("playbooks"), config.get("in_force"))
     app = create_app(
         storage,
         retention_days=config["retention_days"],
@@ -459,6 +467,26 @@ def _playbook_source(path: str | None, supervised: bool = False) -> PlaybookSour
         return PlaybookSource(path, supervised=supervised)
     except PlaybookError as exc:
         raise click.ClickException(f"playbooks not loaded: {exc}") from None
+
+
+def _worker_playbooks(path: str | None, in_force: str | None) -> PlaybookSource | None:
+    """A worker's playbooks: the file, or, when it does not hold as this worker starts (a
+    bad edit saved while a worker was replaced), the copy the supervisor keeps of the set
+    in force, said: such a worker died at start, again at each replacement, until fixed."""
+    if path is None:
+        return None
+    try:
+        return PlaybookSource(path, supervised=True)
+    except PlaybookError as exc:
+        if in_force is None or not os.path.exists(in_force):
+            raise click.ClickException(f"playbooks not loaded: {exc}") from None
+        source = PlaybookSource(in_force, supervised=True)
+        logging.getLogger("sqreen.server").error(
+            "sqreen: playbooks not loaded at this worker's start: %s; the %d in force stay",
+            exc,
+            len(source.playbooks.playbooks),
+        )
+        return source
 
 
 def _ip_intel(paths: Iterable[str], storage: Storage | None = None) -> IpIntel:

@@ -17,22 +17,47 @@ import contextlib
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from uvicorn import Config
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from .playbooks import PlaybookSource
+from .playbooks import PlaybookError, PlaybookSource, load_playbooks
 from .playbooks._source import CHECK_EVERY
 
 __all__ = ["Supervisor", "supervise"]
 
 
 class Supervisor(Multiprocess):
-    def __init__(self, config: Config, sockets: list[Any], playbooks: PlaybookSource | None):
+    def __init__(
+        self,
+        config: Config,
+        sockets: list[Any],
+        playbooks: PlaybookSource | None,
+        in_force: Path | None = None,
+    ):
         super().__init__(config, sockets)
         self.playbooks = playbooks
+        #: A copy of the file as last loaded, for a worker started while the file does not
+        #: hold (a bad edit saved as a worker is replaced): it starts with the rules in force.
+        self.in_force = in_force
         self._looked = time.monotonic()
+        self._keep_in_force()
+
+    def _keep_in_force(self) -> None:
+        """Copy the file to :attr:`in_force` if it holds now (its bytes read once, checked,
+        then written whole: an edit saved meanwhile never leaves a bad copy)."""
+        if self.in_force is None or self.playbooks is None or self.playbooks.path is None:
+            return
+        try:
+            data = self.playbooks.path.read_bytes()
+            draft = self.in_force.with_suffix(".new")
+            draft.write_bytes(data)
+            load_playbooks(draft)
+            os.replace(draft, self.in_force)
+        except (OSError, PlaybookError):
+            pass  # the copy in force stays (or none: a worker then says the file's error)
 
     def handle_hup(self) -> None:
         if self.playbooks is None:
@@ -50,19 +75,26 @@ class Supervisor(Multiprocess):
         self._looked = time.monotonic()
         if not self.playbooks.check(force):
             return  # unchanged, or refused (said once, here): the workers keep theirs
+        self._keep_in_force()  # before the workers read it again
         for process in self.processes:
             if process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):  # gone: its successor reads it
                     os.kill(process.pid, signal.SIGHUP)
 
 
-def supervise(app: str, workers: int, playbooks: PlaybookSource | None, **options: Any) -> None:
+def supervise(
+    app: str,
+    workers: int,
+    playbooks: PlaybookSource | None,
+    in_force: Path | None = None,
+    **options: Any,
+) -> None:
     """What ``uvicorn.run(app, factory=True, workers=workers, **options)`` does, with
-    :class:`Supervisor` for uvicorn's own."""
+    :class:`Supervisor` for uvicorn's own (``in_force``: see :attr:`Supervisor.in_force`)."""
     config = Config(app, factory=True, workers=workers, **options)
     sock = config.bind_socket()
     try:
-        Supervisor(config, [sock], playbooks).run()
+        Supervisor(config, [sock], playbooks, in_force).run()
     except KeyboardInterrupt:
         pass
     finally:

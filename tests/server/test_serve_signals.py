@@ -4,6 +4,7 @@ edit of the playbook file reloads the playbooks at once, in every worker, saying
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -232,3 +233,43 @@ def test_the_workers_stop_when_their_supervisor_is_killed(
     with socket.socket() as again:  # the port is free for a new collector
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", server.port))
+
+
+def test_a_worker_started_while_the_file_does_not_hold_keeps_the_rules_in_force(
+    tmp_path: Path, serve: Callable[..., ServeProcess]
+) -> None:
+    """`--workers 2`: a worker replaced (killed, or started late) while a bad edit is saved
+    read the file, refused it, and died at start with a traceback, again at each
+    replacement, until the file was fixed. It now starts with the set the supervisor holds
+    in force, says so in one line, and follows the next good edit as its siblings do."""
+    db = str(tmp_path / "sqreen.db")
+    token = add_key(db)
+    file = tmp_path / "playbooks.toml"
+    file.write_text(TEMPLATES)
+    log = tmp_path / "serve.log"
+    server = serve(
+        db, None, "--workers", "2", "--playbooks", str(file), "--log-level", "info", log=log
+    )
+    assert server.proc is not None
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def said(text: str) -> int:
+        return log.read_text(errors="replace").count(text)
+
+    def watch() -> set[str]:
+        replies = [httpx.get(server.url + "/v1/actions", headers=headers) for _ in range(8)]
+        return {" ".join(r.json()["actions"]["watch"]) for r in replies}
+
+    wait_for(lambda: said("Application startup complete") == 2)
+    file.write_text(TEMPLATES + "\ngarbage = [\n")
+    wait_for(lambda: said("playbooks not reloaded") == 1)
+    workers = [p for p in _children(server.proc.pid) if b"resource_tracker" not in
+               (Path("/proc") / str(p) / "cmdline").read_bytes()]  # fmt: skip
+    os.kill(workers[0], signal.SIGKILL)
+    wait_for(lambda: said("Application startup complete") == 3)  # its replacement serves
+    assert said("playbooks not loaded at this worker's start") == 1
+    assert "Traceback" not in log.read_text(errors="replace")
+    assert watch() == {"auth.login.failure auth.signup"}  # every worker: the rules in force
+    # The next good edit reaches the replacement too (the copy is updated before SIGHUP).
+    file.write_text(TEMPLATES.replace('"auth.signup"', '"auth.password.reset"'))
+    wait_for(lambda: watch() == {"auth.login.failure auth.password.reset"})
