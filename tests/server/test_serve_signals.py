@@ -97,6 +97,20 @@ def test_sigterm_answers_the_held_long_polls_and_stops_cleanly(
     assert "ERROR" not in text and "Cancel" not in text, text
 
 
+def _with_playbooks(
+    tmp_path: Path, serve: Callable[..., ServeProcess], workers: int, level: str
+) -> tuple[ServeProcess, str, Path, Path]:
+    """``serve --workers N --playbooks`` (the templates) logging at ``level`` to a file: the
+    server, an ingest token, the playbook file and the log."""
+    db = str(tmp_path / "sqreen.db")
+    token = add_key(db)
+    file = tmp_path / "playbooks.toml"
+    file.write_text(TEMPLATES)
+    log = tmp_path / "serve.log"
+    args = ("--workers", str(workers), "--playbooks", str(file), "--log-level", level)
+    return serve(db, None, *args, log=log), token, file, log
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_reload_is_done_and_said_at_once_in_every_worker(
     tmp_path: Path, serve: Callable[..., ServeProcess], workers: int
@@ -105,15 +119,7 @@ def test_a_reload_is_done_and_said_at_once_in_every_worker(
     file, its line and the reason, as at start, and the rules in force stay; SIGHUP re-reads
     at once, changed or not; a good file is loaded and said (by the supervisor, once, with
     --workers N: every worker re-reads it, at DEBUG)."""
-    db = str(tmp_path / "sqreen.db")
-    token = add_key(db)
-    file = tmp_path / "playbooks.toml"
-    file.write_text(TEMPLATES)
-    log = tmp_path / "serve.log"
-    server = serve(
-        db, None, "--workers", str(workers), "--playbooks", str(file), "--log-level", "debug",
-        log=log,
-    )  # fmt: skip
+    server, token, file, log = _with_playbooks(tmp_path, serve, workers, "debug")
     assert server.proc is not None
     headers = {"Authorization": f"Bearer {token}"}
 
@@ -242,14 +248,7 @@ def test_a_worker_started_while_the_file_does_not_hold_keeps_the_rules_in_force(
     read the file, refused it, and died at start with a traceback, again at each
     replacement, until the file was fixed. It now starts with the set the supervisor holds
     in force, says so in one line, and follows the next good edit as its siblings do."""
-    db = str(tmp_path / "sqreen.db")
-    token = add_key(db)
-    file = tmp_path / "playbooks.toml"
-    file.write_text(TEMPLATES)
-    log = tmp_path / "serve.log"
-    server = serve(
-        db, None, "--workers", "2", "--playbooks", str(file), "--log-level", "info", log=log
-    )
+    server, token, file, log = _with_playbooks(tmp_path, serve, 2, "info")
     assert server.proc is not None
     headers = {"Authorization": f"Bearer {token}"}
 
