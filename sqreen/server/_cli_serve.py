@@ -316,9 +316,8 @@ def serve(
             return
     # Several processes: each opens its own storage (see worker_app). The playbooks in force
     # are copied for a worker that starts while the file does not hold (_supervisor.py).
-    kept_dir: Any = tempfile.TemporaryDirectory(prefix="sqreen-playbooks-") if source else None
-    kept_dir = kept_dir or contextlib.nullcontext()
-    in_force = Path(kept_dir.name) / "in-force.toml" if source else None
+    kept = tempfile.TemporaryDirectory(prefix="sqreen-playbooks-") if source else None
+    in_force = Path(kept.name) / "in-force.toml" if kept else None
     os.environ[WORKER_ENV] = json.dumps(
         {
             "db": db,
@@ -339,7 +338,11 @@ def serve(
     from ._supervisor import supervise
     from .metrics import multiprocess_dir
 
-    with multiprocess_dir(), serving(db.removeprefix("sqlite://")), kept_dir:
+    with (
+        multiprocess_dir(),
+        serving(db.removeprefix("sqlite://")),
+        kept or contextlib.nullcontext(),
+    ):
         supervise(f"{__name__}:worker_app", workers, source, in_force, **options)
 
 
@@ -360,7 +363,7 @@ def worker_app() -> Starlette:
         signal.signal(signum, handler)
     # The supervisor watches the file, and passes SIGHUP on once it holds (_supervisor.py).
     # Read after the wait: the rules of now, whatever changed meanwhile.
-    source = _worker_playbooks(config.get("playbooks"), config.get("in_force"))
+    source = _playbook_source(config.get("playbooks"), config.get("in_force"))
     app = create_app(
         storage,
         retention_days=config["retention_days"],
@@ -460,33 +463,27 @@ def _playbooks_loaded(source: PlaybookSource) -> str:
     )
 
 
-def _playbook_source(path: str | None, supervised: bool = False) -> PlaybookSource | None:
+def _playbook_source(path: str | None, in_force: str | None = None) -> PlaybookSource | None:
+    """The playbooks of ``serve``, or of a worker of ``--workers N`` (``in_force`` given: the
+    copy its supervisor keeps of the set in force; the worker re-reads on SIGHUP only). A
+    worker that starts while the file does not hold (a bad edit saved while a worker was
+    replaced) takes that copy, said: it died at start, again at each replacement, until the
+    file was fixed."""
     if path is None:
         return None
     try:
-        return PlaybookSource(path, supervised=supervised)
-    except PlaybookError as exc:
-        raise click.ClickException(f"playbooks not loaded: {exc}") from None
-
-
-def _worker_playbooks(path: str | None, in_force: str | None) -> PlaybookSource | None:
-    """A worker's playbooks: the file, or, when it does not hold as this worker starts (a
-    bad edit saved while a worker was replaced), the copy the supervisor keeps of the set
-    in force, said: such a worker died at start, again at each replacement, until fixed."""
-    if path is None:
-        return None
-    try:
-        return PlaybookSource(path, supervised=True)
+        return PlaybookSource(path, supervised=in_force is not None)
     except PlaybookError as exc:
         if in_force is None or not os.path.exists(in_force):
             raise click.ClickException(f"playbooks not loaded: {exc}") from None
-        source = PlaybookSource(in_force, supervised=True)
-        logging.getLogger("sqreen.server").error(
-            "sqreen: playbooks not loaded at this worker's start: %s; the %d in force stay",
-            exc,
-            len(source.playbooks.playbooks),
-        )
-        return source
+        refused = exc
+    source = PlaybookSource(in_force, supervised=True)
+    logging.getLogger("sqreen.server").error(
+        "sqreen: playbooks not loaded at this worker's start: %s; the %d in force stay",
+        refused,
+        len(source.playbooks.playbooks),
+    )
+    return source
 
 
 def _ip_intel(paths: Iterable[str], storage: Storage | None = None) -> IpIntel:

@@ -23,7 +23,7 @@ from typing import Any
 from uvicorn import Config
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from .playbooks import PlaybookError, PlaybookSource, load_playbooks
+from .playbooks import PlaybookSource
 from .playbooks._source import CHECK_EVERY
 
 __all__ = ["Supervisor", "supervise"]
@@ -46,17 +46,15 @@ class Supervisor(Multiprocess):
         self._keep_in_force()
 
     def _keep_in_force(self) -> None:
-        """Copy the file to :attr:`in_force` if it holds now (its bytes read once, checked,
-        then written whole: an edit saved meanwhile never leaves a bad copy)."""
-        if self.in_force is None or self.playbooks is None or self.playbooks.path is None:
+        """Write the text of the set in force to :attr:`in_force` (whole: a worker never
+        reads half of it)."""
+        if self.in_force is None or self.playbooks is None:
             return
+        draft = self.in_force.with_suffix(".new")
         try:
-            data = self.playbooks.path.read_bytes()
-            draft = self.in_force.with_suffix(".new")
-            draft.write_bytes(data)
-            load_playbooks(draft)
+            draft.write_text(self.playbooks.text, encoding="utf-8")
             os.replace(draft, self.in_force)
-        except (OSError, PlaybookError):
+        except OSError:
             pass  # the copy in force stays (or none: a worker then says the file's error)
 
     def handle_hup(self) -> None:

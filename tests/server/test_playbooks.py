@@ -866,10 +866,10 @@ def test_an_error_of_ours_at_a_reload_is_said_once_per_content(
     path = playbook_file(tmp_path)
     source = PlaybookSource(path)
 
-    def broken(path: Path) -> None:
+    def broken(text: str, source: str) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(_source, "load_playbooks", broken)
+    monkeypatch.setattr(_source, "parse_playbooks", broken)
     path.write_text(TEMPLATES + "\n")
     for _ in range(3):
         source.check()

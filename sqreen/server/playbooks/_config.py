@@ -59,6 +59,7 @@ __all__ = [
     "PlaybookSet",
     "load_playbooks",
     "parse_playbooks",
+    "read_playbooks",
 ]
 
 Action = Literal["block_ip", "block_user", "alert"]
@@ -193,6 +194,12 @@ class PlaybookSet:
 def load_playbooks(path: str | Path) -> PlaybookSet:
     """Read and check the playbook file at ``path``; :class:`PlaybookError` if it does not
     hold (the message names the file and the line)."""
+    return parse_playbooks(read_playbooks(path), str(path))
+
+
+def read_playbooks(path: str | Path) -> str:
+    """The text of the playbook file at ``path``, unchecked; :class:`PlaybookError` if it
+    cannot be read, is too large, or is not UTF-8."""
     source = str(path)
     try:
         with open(path, "rb") as f:
@@ -211,7 +218,7 @@ def load_playbooks(path: str | Path) -> PlaybookSet:
             line,
             source,
         ) from None
-    return parse_playbooks(text, source)
+    return text
 
 
 def parse_playbooks(text: str, source: str = "playbooks.toml") -> PlaybookSet:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from ._config import PlaybookError, PlaybookSet, load_playbooks
+from ._config import PlaybookError, PlaybookSet, parse_playbooks, read_playbooks
 from ._engine import Engine
 
 __all__ = ["CHECK_EVERY", "PlaybookSource"]
@@ -58,6 +58,8 @@ class PlaybookSource:
         self._wake: Callable[[], None] | None = None  # the watcher's, while it runs
         self.playbooks = PlaybookSet()
         self.engine = Engine(self.playbooks)
+        #: The file's text :attr:`playbooks` were read from ("" before any).
+        self.text = ""
         self._watched: frozenset[str] = frozenset()  # of self.playbooks (every reply asks)
         #: What a reload says too, of the set it loaded: the playbooks that can never fire
         #: with the collector's enrichment (``sqreen serve`` sets it; see ``_reach.py``).
@@ -76,7 +78,8 @@ class PlaybookSource:
         assert self.path is not None
         stamp = self._file_stamp()
         try:
-            playbooks = load_playbooks(self.path)
+            text = read_playbooks(self.path)
+            playbooks = parse_playbooks(text, str(self.path))
         except PlaybookError as exc:
             if first:
                 raise
@@ -99,6 +102,7 @@ class PlaybookSource:
             self._stamp = stamp
             return False
         self.playbooks, self.engine, self._stamp = playbooks, Engine(playbooks), stamp
+        self.text = text
         self._watched = playbooks.watched()
         if not first:
             n = len(playbooks.playbooks)
