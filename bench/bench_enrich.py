@@ -66,7 +66,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sqreen._wire_time import format_timestamp  # noqa: E402
-from sqreen.server._cli_serve import GC_GEN0 as GC_YOUNG  # noqa: E402
+from sqreen.server._serve_worker import GC_GEN0 as GC_YOUNG  # noqa: E402
 from sqreen.server.intel import parse_address, special_kind  # noqa: E402
 from tests.mmdb import write_mmdb  # noqa: E402
 

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace, tmp: str, db: Any) -> None:
     if args.against:
         name = load_revision(args.against, tmp)
         variants[f"+ travel, {args.against}"] = pipeline(name, db("against"), mmdb, True, True)
-    gc.freeze()  # as the collector runs (sqreen/server/_cli_serve.py)
+    gc.freeze()  # as the collector runs (sqreen/server/_serve_worker.py)
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
     times: dict[str, list[tuple[float, ...]]] = {label: [] for label in variants}
     clock = time.process_time

@@ -2,44 +2,48 @@
 
 A bad playbook file, ``--geoip-db``, ``--export`` or TLS file stops the command before
 anything listens, with the option and the reason; ``--workers N`` processes each build their
-app from the options passed in :data:`WORKER_ENV` (:func:`worker_app`, a uvicorn factory).
+app from the options passed in the environment (:mod:`._serve_worker`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import ipaddress
 import json
 import logging
 import logging.config
 import os
-import signal
 import tempfile
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
 import click
-from starlette.applications import Starlette
 
 from ._cli_blocks import max_blocks_option
 from ._cli_common import Days, Finite, db_option, opened, with_db
 from ._cli_export import destination, export_options, forwarder
 from ._cli_https import https_options, https_settings
 from ._listen import check_listen, url_host
-from ._signals import exit_zero_after_sigterm, reload_on_sighup, stop_when_orphaned
+from ._serve_worker import (
+    WORKER_ENV,
+    enrichment,
+    open_ip_intel,
+    playbook_source,
+    settle_gc,
+    worker_app,
+)
+from ._signals import exit_zero_after_sigterm, reload_on_sighup
 from .actions import MAX_POLLS_PER_KEY
 from .connections import PROTOCOL, ConnectionLimits, fit_to_open_files
 from .explorer._cli import explorer_startup
-from .intel import DEFAULT_MAX_SPEED, MIN_MAX_SPEED, GeoIpError, IpIntel, Reputation
+from .intel import DEFAULT_MAX_SPEED, MIN_MAX_SPEED
 from .logs import LOG_FORMATS, json_log_config, text_log_config
-from .playbooks import NONE_IN_FORCE, PlaybookError, PlaybookSource, never_firing
-from .storage import DatabaseUnreachable, Storage, serving
+from .playbooks import NONE_IN_FORCE, PlaybookSource, never_firing
+from .storage import serving
 
-__all__ = ["GC_GEN0", "WORKER_ENV", "serve", "worker_app"]
+__all__ = ["GRACEFUL_SHUTDOWN", "serve"]
 
 #: --travel-speed at most (km/h): a hundred times a rifle bullet; more is a typing mistake.
 MAX_TRAVEL_SPEED = 1_000_000
@@ -217,7 +221,7 @@ def serve(
         logging.config.dictConfig(log_config)
         say = logging.getLogger("sqreen.server").warning
         note = logging.getLogger("sqreen.server").info
-    source = _playbook_source(playbooks_file)  # a bad file stops here, with its line
+    source = playbook_source(playbooks_file)  # a bad file stops here, with its line
     https = https_settings(ssl_certfile, ssl_keyfile, forwarded_allow_ips)  # and bad TLS files
     tls = "ssl_certfile" in https
     fitted = fit_to_open_files(max_connections)
@@ -236,7 +240,7 @@ def serve(
             "--travel-speed: impossible travel places logins with IP intelligence, which "
             "--no-ip-intel turns off: drop one of them"
         )
-    opened_intel = _ip_intel(geoip_dbs)  # and so does a bad --geoip-db, before anything starts
+    opened_intel = open_ip_intel(geoip_dbs)  # and so does a bad --geoip-db, before anything starts
     gives = opened_intel.gives()
     opened_intel.close()
     target = destination(export_url, export_format)  # and a bad --export
@@ -305,13 +309,13 @@ def serve(
                 playbooks=source,
                 max_blocks=max_blocks,
                 max_polls_per_key=max_polls_per_key,
-                **_enrichment(ip_intel, _ip_intel(geoip_dbs, storage), travel_speed),
+                **enrichment(ip_intel, open_ip_intel(geoip_dbs, storage), travel_speed),
                 forwarder=forwarder(storage, target),
                 metrics_token=metrics_token,
             )
             reload_on_sighup(source)
             exit_zero_after_sigterm()
-            _settle_gc()
+            settle_gc()
             uvicorn.run(app, **options)
             return
     # Several processes: each opens its own storage (see worker_app). The playbooks in force
@@ -343,111 +347,10 @@ def serve(
         serving(db.removeprefix("sqlite://")),
         kept or contextlib.nullcontext(),
     ):
-        supervise(f"{__name__}:worker_app", workers, source, in_force, **options)
+        supervise(f"{worker_app.__module__}:worker_app", workers, source, in_force, **options)
 
 
-WORKER_ENV = "SQREEN_SERVE_WORKER"
-GRACEFUL_SHUTDOWN = 3
-
-
-def worker_app() -> Starlette:
-    """The app of one ``sqreen serve --workers N`` process (a uvicorn factory)."""
-    from .app import create_app
-    from .storage import open_storage
-
-    config = json.loads(os.environ[WORKER_ENV])
-    stop_when_orphaned(config.get("supervisor") or os.getppid())
-    handlers = {signum: signal.getsignal(signum) for signum in WAIT_SIGNALS}
-    storage = _worker_storage(partial(open_storage, config["db"]))
-    for signum, handler in handlers.items():  # as they were, if a wait replaced them
-        signal.signal(signum, handler)
-    # The supervisor watches the file, and passes SIGHUP on once it holds (_supervisor.py).
-    # Read after the wait: the rules of now, whatever changed meanwhile.
-    source = _playbook_source(config.get("playbooks"), config.get("in_force"))
-    app = create_app(
-        storage,
-        retention_days=config["retention_days"],
-        owns_storage=True,
-        workers=config["workers"],
-        playbooks=source,
-        max_blocks=config["max_blocks"],
-        max_polls_per_key=config["max_polls_per_key"],
-        **_enrichment(
-            config.get("ip_intel", True),
-            _ip_intel(config.get("geoip", ()), storage),
-            config.get("travel_speed"),
-        ),
-        forwarder=forwarder(storage, destination(*config["export"] or (None, ""))),
-        metrics_token=config.get("metrics_token"),
-    )
-    reload_on_sighup(source)
-    _settle_gc()
-    return app
-
-
-#: What a worker waiting for its database answers itself (:func:`_stop_on_signals`).
-WAIT_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-def _stop_on_signals() -> None:
-    """While a worker waits for its database, in the app factory, uvicorn holds SIGTERM and
-    SIGINT for when the app is made (never, while the database is away): a stop (the
-    supervisor's, or the orphan watch's) ends the wait, and the process, at once. A reload
-    (SIGHUP, which the supervisor passes on when the playbooks change) is left for later:
-    the worker reads the playbooks once its database is back."""
-
-    def stop(signum: int, frame: Any) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
-
-#: Seconds between a worker's tries at a database it cannot reach, and between its lines
-#: saying so.
-WORKER_RETRY: Final = 2.0
-WORKER_SAY_EVERY: Final = 60.0
-
-
-def _worker_storage(opener: Callable[[], Storage]) -> Storage:
-    """A worker's storage. The supervisor opened (and migrated) it at start, so a database
-    this worker cannot reach went away since: a worker started again meanwhile (after a
-    crash, or one killed) waits for it, saying so once a minute, rather than dying at once
-    with a traceback and being started again, twice a second, for the whole outage."""
-    said: float | None = None
-    while True:
-        try:
-            return opener()
-        except DatabaseUnreachable as exc:
-            if said is None:  # the first failure: the wait begins
-                _stop_on_signals()
-                said = -WORKER_SAY_EVERY
-            now = time.monotonic()
-            if now - said >= WORKER_SAY_EVERY:
-                said = now
-                logging.getLogger("sqreen.server").warning(
-                    "sqreen: worker %d waits for the database (tried every %g s): %s",
-                    os.getpid(),
-                    WORKER_RETRY,
-                    exc,
-                )
-            time.sleep(WORKER_RETRY)
-
-
-#: The youngest generation's threshold in the collector (CPython's default: 700). A batch of
-#: 500 events makes thousands of containers (parsed events, enrichment, rows, playbook views)
-#: that live until it is stored: at 700 each is walked by several young collections and
-#: promoted, and then walked again by full ones, along with the IP cache. Above a batch's
-#: allocations most of them are freed before a collection sees them. bench/bench_gc.py (one
-#: process, alternated, three runs at load 1-9 on 2 cores, CPU per event): lower in 9 of 12
-#: comparisons, by 1.5 to 15 % (cold addresses with IP intelligence 134 -> 125, 114 -> 108 µs).
-GC_GEN0: Final = 50_000
-
-
-def _settle_gc() -> None:
-    gc.freeze()  # what startup built lives on: keep the collector's scans off it (-3% CPU)
-    gc.set_threshold(GC_GEN0, *gc.get_threshold()[1:])
+GRACEFUL_SHUTDOWN: Final = 3
 
 
 def _playbooks_loaded(source: PlaybookSource) -> str:
@@ -461,50 +364,6 @@ def _playbooks_loaded(source: PlaybookSource) -> str:
         f"{len(found)} playbook{'' if len(found) == 1 else 's'} loaded from {source.path} "
         f"({blocking} blocking; SDKs send at once: {watched})"
     )
-
-
-def _playbook_source(path: str | None, in_force: str | None = None) -> PlaybookSource | None:
-    """The playbooks of ``serve``, or of a worker of ``--workers N`` (``in_force`` given: the
-    copy its supervisor keeps of the set in force; the worker re-reads on SIGHUP only). A
-    worker that starts while the file does not hold (a bad edit saved while a worker was
-    replaced) takes that copy, said: it died at start, again at each replacement, until the
-    file was fixed."""
-    if path is None:
-        return None
-    try:
-        return PlaybookSource(path, supervised=in_force is not None)
-    except PlaybookError as exc:
-        if in_force is None or not os.path.exists(in_force):
-            raise click.ClickException(f"playbooks not loaded: {exc}") from None
-        refused = exc
-    source = PlaybookSource(in_force, supervised=True)
-    logging.getLogger("sqreen.server").error(
-        "sqreen: playbooks not loaded at this worker's start: %s; the %d in force stay",
-        refused,
-        len(source.playbooks.playbooks),
-    )
-    return source
-
-
-def _ip_intel(paths: Iterable[str], storage: Storage | None = None) -> IpIntel:
-    """IP intelligence with the ``--geoip-db`` files; a file that cannot be used stops the
-    command with its path and the reason."""
-    try:
-        intel = IpIntel.open(paths)
-    except GeoIpError as exc:
-        raise click.ClickException(f"--geoip-db {exc}") from None
-    if storage is not None:
-        intel.reputation = Reputation(storage)
-    return intel
-
-
-def _enrichment(on: bool, intel: IpIntel, travel_speed: float | None) -> dict[str, Any]:
-    """What :func:`~.app.create_app` is given for ``--ip-intel`` and ``--travel-speed``
-    (0: off): IP intelligence and impossible travel, or no enricher at all."""
-    if not on:
-        intel.close()
-        return {"enrichers": []}
-    return {"ip_intel": intel, "travel_speed": travel_speed or None}
 
 
 def _is_loopback(host: str) -> bool:

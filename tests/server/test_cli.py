@@ -686,7 +686,7 @@ def test_a_worker_collects_young_garbage_past_a_batch(
     allocates (bench/bench_gc.py), and freezes what start-up built."""
     import gc
 
-    from sqreen.server import _cli_serve as cli
+    from sqreen.server import _serve_worker as cli
 
     before = gc.get_threshold()
     config = {

@@ -160,7 +160,7 @@ def test_days_that_no_date_can_be_counted_back_are_refused_naming_the_option(
     def started(*_: object) -> None:
         raise AssertionError("serve started")
 
-    monkeypatch.setattr(_cli_serve, "_playbook_source", started)  # the first thing it does
+    monkeypatch.setattr(_cli_serve, "playbook_source", started)  # the first thing it does
     db = str(tmp_path / "days.db")
     open_storage(db).close()
     for value in ("inf", "-inf", "nan", "1e9", "800000", "36500.5", "-1"):
