@@ -98,6 +98,8 @@ def _normalized_key(key: str) -> str:
 
 
 _candidate: Final = CANDIDATE.search
+#: How many User-Agents a scrubber remembers (:meth:`Scrubber.scrub_agent`).
+AGENTS_KEPT: Final = 1024
 
 
 class _Rule:
@@ -153,6 +155,8 @@ class Scrubber(BodyScrubbing):
         self.value_patterns: tuple[re.Pattern[str], ...] = tuple(patterns)
         self._cache: dict[str, bool] = {}
         self._property_cache: dict[str, bool] = {}
+        #: User-Agents scrubbed (:meth:`scrub_agent`): a few browsers send most of them.
+        self._agents: dict[str, str] = {}
         self._strict = _Rule(self.is_sensitive_key)
         #: The decided keys of request data (:meth:`key_kind`), to look up before calling it.
         self.key_kinds: dict[str, int] = {}
@@ -220,6 +224,18 @@ class Scrubber(BodyScrubbing):
         for pattern in self.value_patterns:
             value = pattern.sub(REDACTED, value)
         return value
+
+    def scrub_agent(self, agent: str) -> str:
+        """A User-Agent, scrubbed as any value (an app's own client may put its token in
+        it), remembered: the same few come again and again. At most :data:`AGENTS_KEPT`
+        (any client chooses the text), forgotten all at once past them."""
+        scrubbed = self._agents.get(agent)
+        if scrubbed is None:
+            scrubbed = self.scrub_value(agent)
+            if len(self._agents) >= AGENTS_KEPT:
+                self._agents.clear()
+            self._agents[agent] = scrubbed
+        return scrubbed
 
     def scrub(self, obj: Any) -> Any:
         """A scrubbed copy of ``obj`` (dicts, lists, tuples, strings; other values as they

@@ -88,7 +88,9 @@ def encode_event(event: QueuedEvent, event_id: str, config: Config) -> WireEvent
         if event.properties
         else {},
         "user": event.user,
-        "target": event.target,
+        "target": None
+        if event.target is None
+        else {k: config.scrubber.scrub_value(v) for k, v in event.target.items()},
         "request": None if request is None else encode_request(request, config, event.collect_body),
     }
 
@@ -103,8 +105,8 @@ def encode_request(snapshot: RequestSnapshot, config: Config, collect_body: bool
         forwarded = text(forwarded)  # bytes from ASGI headers, or None
     if type(agent) is not str:
         agent = text(agent)
-    if agent is not None and len(agent) > CLIP:
-        agent = agent[:CLIP]
+    if agent is not None:
+        agent = scrubber.scrub_agent(agent if len(agent) <= CLIP else agent[:CLIP])
     peer, rewritten = snapshot.peer, snapshot.peer_rewritten
     key = (id(trusted), peer, forwarded, header, rewritten, trusted)
     last_key, ip = _last_client

@@ -96,7 +96,10 @@ def test_parse_event_accepts_what_encode_event_builds(
     assert parsed["id"] == "p-1" and parsed["name"] == name
     assert parsed["timestamp"] == wire["timestamp"]
     assert parsed["properties"] == sent["properties"]
-    assert parsed["user"] == user and parsed["target"] == target
+    scrubbed = (
+        None if target is None else {k: CONFIG.scrubber.scrub_value(v) for k, v in target.items()}
+    )
+    assert parsed["user"] == user and parsed["target"] == scrubbed
     assert parsed["request"] == sent["request"]
 
 
@@ -129,6 +132,46 @@ def test_the_encoded_request_is_scrubbed_and_resolved() -> None:
     }
     assert request["body"] is not None and "hunter2" not in request["body"]["content"]
     assert wire["timestamp"] == "1970-01-01T00:00:00.000000Z"
+
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+
+
+def test_the_user_agent_and_the_target_are_scrubbed_as_every_value() -> None:
+    """An app's own client may put its token in its User-Agent, and a target's id may be a
+    card number: both left the process as sent, the configured patterns not applied."""
+    config = Config.resolve({"scrub_values": [r"ACME-\d{6}"]}, environ={})
+    agent = f"MyApp/1.0 (token={JWT}; card 4111 1111 1111 1111; "
+    agent += "Bearer abcdefghijklmnopqrstuvwxyz012345; ACME-654321)"
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_USER_AGENT": agent}
+    snapshot = snapshot_wsgi(environ, "HTTP_X_FORWARDED_FOR", None, None)
+    target = {"type": "card", "id": "4111111111111111", "name": "ACME-123456 Bearer " + "x" * 30}
+    event = QueuedEvent(1, "payment.refused", 0.0, {}, None, target, snapshot, False, 0)
+    for _ in range(2):  # the second from the scrubber's memory of User-Agents
+        wire = encode_event(event, "x-1", config)
+        assert wire["request"] is not None
+        sent = json.dumps(wire)
+        for secret in (JWT, "4111 1111 1111 1111", "abcdefghijklmnopqrstuvwxyz012345"):
+            assert secret not in sent
+        assert "ACME-654321" not in sent and "ACME-123456" not in sent
+        assert "4111111111111111" not in sent
+        assert wire["request"]["user_agent"].startswith("MyApp/1.0 (token=[redacted]")
+        assert wire["target"] == {
+            "type": "card",
+            "id": "[redacted]",
+            "name": wire["target"]["name"],
+        }
+        assert "[redacted]" in wire["target"]["name"]
+
+
+def test_the_user_agents_a_scrubber_remembers_are_bounded() -> None:
+    from sqreen._scrub import AGENTS_KEPT, Scrubber
+
+    scrubber = Scrubber()
+    for n in range(AGENTS_KEPT * 3):
+        assert scrubber.scrub_agent(f"client/{n}") == f"client/{n}"
+    assert len(scrubber._agents) <= AGENTS_KEPT
+    assert scrubber.scrub_agent(f"x Bearer {'y' * 30}") == "x Bearer [redacted]"
 
 
 def test_times_no_reader_can_use_are_brought_within_1970_to_9000() -> None:
