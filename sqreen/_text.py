@@ -11,10 +11,20 @@ and those that show nothing (``\\u200b``).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Final
 
-__all__ = ["CONTROLS", "REPLACEMENT", "SURROGATES", "first_hidden", "utf8_text", "visible"]
+__all__ = [
+    "CONTROLS",
+    "REPLACEMENT",
+    "SURROGATES",
+    "first_hidden",
+    "pair",
+    "quoted",
+    "utf8_text",
+    "visible",
+]
 
 #: DEL, C1 controls, the bidirectional marks, embeddings, overrides and isolates, and the
 #: line and paragraph separators (a new line where none shows).
@@ -69,3 +79,24 @@ def first_hidden(text: str) -> str | None:
     one-line text that people read, such as a block's reason, may not hold)."""
     match = None if text.isascii() and text.isprintable() else _SHOWN_RE.search(text)
     return None if match is None else match[0]
+
+
+#: A word of a ``k=v`` list: what needs no quotes to be read as one key or one value.
+_WORD_RE: Final = re.compile(r"""[^\s=,"'\\]+""")
+
+
+def quoted(text: str) -> str:
+    """``text`` as it is when it reads as one word of a ``k=v`` list, else in double quotes
+    (JSON's escapes): a value sent as ``bad mfa=passed`` read as two pairs, one of them
+    made up by whoever chose the value."""
+    return text if _WORD_RE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+
+
+def pair(key: str, value: object, width: int | None = None) -> str:
+    """``key=value`` for a list of pairs: the value's JSON when it is not text (numbers as
+    they print), cut to ``width`` characters (``…``) if given, and each side :func:`quoted`
+    when it is text that would not read as one word."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if width is not None and len(text) > width:
+        text = text[: width - 1] + "…"
+    return f"{quoted(key)}={quoted(text) if isinstance(value, str) else text}"

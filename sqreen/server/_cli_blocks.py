@@ -11,7 +11,7 @@ from typing import Any, Final
 import click
 
 from .._blocking import fold_identifier
-from .._text import visible
+from .._text import pair, visible
 from ._cli_common import db_option, json_line, opened, pairs, when
 from .blocks import (
     ENDED_LISTED,
@@ -72,7 +72,7 @@ def _placed(placed: PlacedBlock) -> str:
 
 
 def _describe(b: Block) -> str:
-    who = " ".join(f"{k}={v}" for k, v in (b.user or {}).items()) if b.user else str(b.ip)
+    who = " ".join(pair(k, v) for k, v in (b.user or {}).items()) if b.user else str(b.ip)
     until = "until lifted" if b.expires_at is None else f"until {when(b.expires_at)}"
     if b.lifted_at:
         state = f" (lifted {when(b.lifted_at)} by {b.lifted_by})"

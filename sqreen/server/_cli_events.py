@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from .._text import visible
+from .._text import pair, visible
 from ..events import SEVERITIES, severity, stored_name
 from ._cli_common import (
     Finite,
@@ -46,8 +46,8 @@ def _short(value: Any, width: int = 40) -> str:
 def _line(e: StoredEvent) -> str:
     # At most 32 characters (whatever an app sends as a name), so that the columns after
     # it stay within a few of their place: --json has every identifier whole.
-    user = _short(",".join(f"{k}={v}" for k, v in (e.user or {}).items()) or "-", 32)
-    props = " ".join(f"{k}={_short(v)}" for k, v in e.properties.items())
+    user = _short(",".join(pair(k, v) for k, v in (e.user or {}).items()) or "-", 32)
+    props = " ".join(pair(k, v, 40) for k, v in e.properties.items())
     name = f"{e.name:<28} {severity(e.name):<8}"  # the name stays the third field
     ip = f"{e.ip or '-':<15}{_place(e.enrichment.get('ip_info'))}"
     return visible(f"{when(e.timestamp)}  {name} user={user:<16} ip={ip} {props}")

@@ -141,7 +141,7 @@ def test_block_this_user_blocks_the_identifier_itself_not_how_it_is_shown(
     (block,) = storage.list_blocks()
     assert block.user == {"username": HIDDEN}
     listing = html.unescape(client.get("/explorer/blocks").text)
-    assert "username=\\u202eevil" in listing and HIDDEN not in listing
+    assert 'username="\\u202eevil' in listing and HIDDEN not in listing
 
 
 def test_filter_fields_send_back_what_they_filter_on(client: TestClient) -> None:

@@ -332,7 +332,7 @@ def test_what_the_events_page_says_of_line_breaks_names_and_many_groups(
     for n in range(30):
         store(storage, wire_event(id=f"ip-{n}", request=request_from(f"198.51.100.{n + 1}")))
     page = client.get("/explorer/events").text
-    assert "uid=nl\\nuser" in page
+    assert 'uid="nl\\nuser"' in html.unescape(page)  # written out, and quoted
     assert '<datalist id="names">' in page and '<option value="auth.login.failure">' in page
     grouped = client.get("/explorer/events?group=ip").text
     assert "The 25 largest groups are shown; there may be more" in grouped
@@ -371,6 +371,26 @@ def test_everything_an_event_carries_is_escaped(client: TestClient, storage: Sto
         assert "<svg onload" not in page and "<img src=x" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[0]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[3]
+
+
+def test_a_value_that_looks_like_more_pairs_is_quoted_on_rows_and_blocks(
+    client: TestClient, storage: Storage
+) -> None:
+    """A value chosen by whoever sends the event (``bad_password mfa=passed``) read as two
+    properties; an identifier with a space as two identifiers, on the events' rows and in
+    the blocks' "Who"."""
+    store(
+        storage,
+        wire_event(
+            user={"email": "eve@evil.example uid=1"}, properties={"reason": "bad mfa=passed"}
+        ),
+    )
+    page = html.unescape(client.get("/explorer/events").text)
+    assert 'email="eve@evil.example uid=1"' in page
+    assert 'reason="bad mfa=passed"' in page
+    storage.create_block("block_user", user={"email": "eve@evil.example uid=1"})
+    blocks = html.unescape(client.get("/explorer/blocks").text)
+    assert 'email="eve@evil.example uid=1"' in blocks
 
 
 def test_blocks_created_listed_and_lifted_from_the_page(
@@ -523,6 +543,18 @@ def test_an_older_page_of_events_links_back_to_the_newest(
     second = client.get(older).text
     assert "Older events" in second
     assert '<a href="/explorer/events?name=auth.login.failure">← Newest</a>' in second
+
+
+def test_login_failures_by_country_keep_the_filters_of_the_view(
+    client: TestClient, traffic: Storage
+) -> None:
+    """The shortcut narrows the view to login failures, grouped by country: a view of the
+    last day stays the last day's (it showed all of history)."""
+    page = client.get("/explorer/events?since=1d&ip=203.0.113.0%2F24&name=x&before=9").text
+    (href,) = re.findall(r'<a href="([^"]*)" id="failures-by-country">', page)
+    assert html.unescape(href) == (
+        "/explorer/events?name=auth.login.failure&ip=203.0.113.0%2F24&since=1d&group=country"
+    )
 
 
 def test_group_by_shortcuts_offer_the_user_keys_the_events_carry(

@@ -791,6 +791,20 @@ def test_a_host_that_never_answers_is_given_up_on(monkeypatch: pytest.MonkeyPatc
             assert least < took < most, took
 
 
+def test_events_and_blocks_quote_a_value_that_looks_like_more_pairs(db: str) -> None:
+    storage = open_storage(db)
+    try:
+        storage.insert_events(
+            [parse_event(wire_event(user={"uid": "a,b=c"}, properties={"why": "bad mfa=ok"}))]
+        )
+    finally:
+        storage.close()
+    (line,) = run("events", "--db", db).output.splitlines()
+    assert 'user="a,b=c"' in line.replace("uid=", "") and 'why="bad mfa=ok"' in line
+    run("block", "user", "email=eve x=1", "--db", db)
+    assert 'email="eve x=1"' in run("blocks", "--db", db).output
+
+
 def test_events_keeps_its_columns_near_their_place_whatever_the_user_s_names(db: str) -> None:
     long = {"username": "a" * 80, "email": "b" * 80 + "@example.com"}
     storage = open_storage(db)

@@ -262,6 +262,37 @@ def test_count_by_and_histogram(storage: Storage) -> None:
     assert sum(n for _, n in storage.histogram(EventFilter(users=(("uid", "a"),)))) == 6
 
 
+@pytest.mark.parametrize(
+    "f",
+    [
+        EventFilter(),
+        EventFilter(name="auth.login.failure"),
+        EventFilter(ip="203.0.113.7"),
+        EventFilter(users=(("uid", "a"),)),
+        EventFilter(properties=(("plan", "pro"),)),
+        EventFilter(since=datetime(2025, 1, 1, tzinfo=UTC)),
+    ],
+    ids=["none", "name", "ip", "user", "property", "time"],
+)
+def test_the_span_of_events_stored_out_of_time_order(storage: Storage, f: EventFilter) -> None:
+    """Spools, imports and late senders store events out of time order: the span (where
+    the explorer's chart starts) is the earliest and latest time of the sample, not the
+    times of its lowest and highest seq, and a chart from it counts every event."""
+    times = ["2026-01-03T00:00:00Z", "2026-01-01T00:00:00Z", "2026-01-05T00:00:00Z"]
+    times += ["2026-01-02T00:00:00Z"]
+    events = [wire_event(timestamp=t, user={"uid": "a"}, properties={"plan": "pro"}) for t in times]
+    for event in events:
+        storage.insert_events(stored(event))
+    count, oldest, latest = storage.span(f, newest=100)
+    assert count == 4
+    assert oldest == datetime(2026, 1, 1, tzinfo=UTC)
+    assert latest == datetime(2026, 1, 5, tzinfo=UTC)
+    hist = storage.histogram(
+        f, buckets=10, newest=100, start=oldest, end=datetime(2026, 1, 6, tzinfo=UTC)
+    )
+    assert sum(n for _, n in hist) == 4
+
+
 def test_purge_older_than(storage: Storage) -> None:
     """By the time an event was received (its own time is the SDK's clock's)."""
     old = wire_event(timestamp="2000-01-01T00:00:00Z", properties={"k": "v"})

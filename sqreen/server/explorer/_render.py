@@ -19,7 +19,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from ..._text import visible
+from ..._text import pair, visible
 from ...events import STANDARD_EVENTS, severity
 from ..times import when
 from ._forms import csrf_token
@@ -82,9 +82,16 @@ def short(value: object, width: int = 60) -> str:
 
 
 def pairs(mapping: dict[str, Any] | None, width: int = 60) -> str:
-    """``uid=42 email=a@b.c``, each value shortened, a line break in a key or value written
-    out (``\\n``: on one line, a page showed it as a space, another identifier)."""
-    return " ".join(f"{oneline(k)}={oneline(short(v, width))}" for k, v in (mapping or {}).items())
+    """``uid=42 email=a@b.c``, each value shortened, a key or value that would not read as
+    one word in quotes (``reason="bad mfa=passed"``: a value read as two pairs), a line
+    break written out (``\\n``: on one line, a page showed it as a space, another
+    identifier)."""
+    return " ".join(one_pair(k, v, width) for k, v in (mapping or {}).items())
+
+
+def one_pair(key: str, value: object, width: int = 60) -> str:
+    """One ``key=value`` of :func:`pairs`, for a table's cell."""
+    return oneline(pair(key, value, width))
 
 
 def summary(properties: dict[str, Any]) -> str:
@@ -168,6 +175,7 @@ _env.filters.update(
     ago=ago,
     short=short,
     pairs=pairs,
+    pair=one_pair,
     pretty=pretty,
     number=number,
     events=events,

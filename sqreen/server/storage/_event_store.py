@@ -211,8 +211,8 @@ class EventStore(Clocked, Protocol):
         self, filters: EventFilter = NO_FILTER, *, newest: int
     ) -> tuple[int, datetime | None, datetime | None]:
         """How many of the newest ``newest`` matching events there are (what a bounded
-        :meth:`histogram` or :meth:`count_by` covers), and the times of the oldest and the
-        newest of them by ``seq`` (by time too, when events are stored in time order).
+        :meth:`histogram` or :meth:`count_by` covers), and the earliest and the latest of
+        their times (whatever order they were stored in).
 
         .. versionadded:: 0.1 (for the Event Explorer)
         """

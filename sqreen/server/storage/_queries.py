@@ -109,18 +109,12 @@ class EventQueries(EventWalks):
     def span(
         self, filters: EventFilter = NO_FILTER, *, newest: int
     ) -> tuple[int, datetime | None, datetime | None]:
-        if self._time_only(filters):
-            sample, params = self._newest(filters, "e.ts AS ts", newest, sample=True)
-            sql = f"SELECT count(*), min(m.ts), max(m.ts) FROM ({sample}) m"
-        else:
-            # Seqs only (index-only walks), then the times of the two ends: two lookups.
-            sample, params = self._newest(filters, "{seq} AS seq", newest, sample=True)
-            at = "(SELECT ts FROM events WHERE seq = x.{})"
-            sql = (
-                f"SELECT x.n, {at.format('lo')}, {at.format('hi')} FROM (SELECT count(*) AS n, "
-                f"min(m.seq) AS lo, max(m.seq) AS hi FROM ({sample}) m) x"
-            )
-        count, oldest, latest = self._one(sql, params)
+        # The times of the whole sample, not of its two ends by seq: events arrive out of
+        # time order (spools, imports, late senders), and the chart starts at the oldest.
+        sample, params = self._newest(filters, "e.ts AS ts", newest, sample=True)
+        count, oldest, latest = self._one(
+            f"SELECT count(*), min(m.ts), max(m.ts) FROM ({sample}) m", params
+        )
         return int(count), opt_time(oldest), opt_time(latest)
 
     def get_event(self, event_id: str, *, seq: int | None = None) -> StoredEvent | None:
