@@ -153,11 +153,16 @@ class Exit(Delivery):
         self._say_refused(final=True)
         if self._pending:
             kept = self._spool_the_rest() + self._late_kept
+            spooling = self.spool is not None and self.spool.enabled
+            lost = self._pending - kept if kept and self.spool is not None else self._pending
             logger.warning(
-                "sqreen: %d events not delivered at shutdown%s",
+                "sqreen: %d events not delivered at shutdown%s%s",
                 self._pending,
                 f"; {kept} kept in {self.spool.directory} for the next process"
                 if kept and self.spool is not None
+                else "",
+                f"; {lost} lost{'' if spooling else ' (no spool: SQREEN_SPOOL=off)'}"
+                if lost > 0
                 else "",
             )
         if self.spool is not None:

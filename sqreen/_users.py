@@ -31,6 +31,7 @@ logger = logging.getLogger("sqreen")
 
 #: How its log lines name ``identify()``: no event of that name.
 _IDENTIFY_CALL: Final = Call("identify()")
+_AUTH_CALL: Final = Call("auth_track()")
 
 #: "The request bound to the running code, whatever it is" (an argument not given).
 SENTINEL_CTX: Any = object()
@@ -77,6 +78,17 @@ class Users:
         """Bind the user to the request (always, whatever the traits hold), send the traits
         when they changed, and raise :class:`Blocked` if the user is blocked. In strict mode,
         a lossy fix of the identifiers or traits raises after that."""
+        self._bind(user_identifiers, traits, ctx, _IDENTIFY_CALL)
+
+    def _bind(
+        self,
+        user_identifiers: Mapping[str, Any],
+        traits: Mapping[str, Any] | None,
+        ctx: Any,
+        call: Call,
+    ) -> None:
+        """:meth:`identify`, for ``call`` (what the log names: ``auth_track()`` binds the user
+        of a success)."""
         if self.disabled:
             return
         if ctx is SENTINEL_CTX:
@@ -95,14 +107,15 @@ class Users:
                 if trait_copy:
                     self._send_traits(user, trait_copy)
                 if notes and not self.config.strict:
-                    self._noted(_IDENTIFY_CALL, notes)
+                    self._noted(call, notes)
         if user is None:
             problem = notes[0] if notes else None
-            self._invalid(
-                _IDENTIFY_CALL,
-                problem
-                or InvalidEvent("user_identifiers", "empty", "identify() needs an identifier"),
+            needs = f"{call} needs an identifier" + (
+                ""
+                if call is _IDENTIFY_CALL
+                else " to bind the user (the login is tracked without one)"
             )
+            self._invalid(call, problem or InvalidEvent("user_identifiers", "empty", needs))
             return
         blocked = self.blocklist.user_block(user) if ctx is not None else None
         if blocked is not None:
@@ -134,7 +147,7 @@ class Users:
         )
         self._refuse_if_ip_blocked(ctx)
         if success:
-            self.identify(user_identifiers, None, ctx)
+            self._bind(user_identifiers, None, ctx, _AUTH_CALL)
         else:
             self.refuse_if_blocked(user_identifiers, ctx)
         return accepted

@@ -413,6 +413,24 @@ def test_the_last_heartbeat_at_shutdown_gets_only_the_time_left() -> None:
     assert last.timeout is not None and 0 < last.timeout <= 0.5
 
 
+def test_events_not_delivered_at_shutdown_without_a_spool_are_said_lost(
+    sqreen_log: pytest.LogCaptureFixture,
+) -> None:
+    """ "Not delivered" left open whether they were kept anywhere: with no spool, they are
+    lost, and the line says so and how the spool was turned off."""
+
+    def down(call: Any) -> Reply:
+        clock.advance(0.6)  # each try takes its time, as a refused connection's
+        return Reply("retry", detail="down")
+
+    queue, _, clock = make(handler=down)
+    put(queue, 2)
+    queue.shutdown(1.0)
+    assert _said(sqreen_log, "not delivered at shutdown") == [
+        "sqreen: 2 events not delivered at shutdown; 2 lost (no spool: SQREEN_SPOOL=off)"
+    ]
+
+
 def test_only_the_last_heartbeat_says_the_process_stopped() -> None:
     queue, transport, _ = make()
     put(queue, 2)

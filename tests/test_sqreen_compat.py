@@ -241,6 +241,25 @@ def test_identify_names_its_traits_in_what_it_says_of_them(
     ]
 
 
+def test_a_successful_login_without_identifiers_is_said_of_auth_track(
+    sqreen_log: pytest.LogCaptureFixture,
+) -> None:
+    """The user of a success cannot be bound: the line names ``auth_track()``, the call the
+    app made, not ``identify()``, which it never called; the login is still tracked."""
+    client = sqreen.init(transport="memory:")
+    sqreen.auth_track(True)
+    (line,) = [
+        r.getMessage() for r in sqreen_log.records if "needs an identifier" in r.getMessage()
+    ]
+    assert line.startswith("sqreen: auth_track() ") and "identify()" not in line
+    assert "the login is tracked without one" in line
+    assert [(e["name"], e["user"]) for e in delivered(client)] == [("auth.login.success", None)]
+    sqreen.shutdown()
+    sqreen.init(transport="memory:", strict=True)
+    with pytest.raises(sqreen.InvalidEvent, match=r"auth_track\(\) needs an identifier"):
+        sqreen.auth_track(True)
+
+
 def test_start_is_the_agents_first_line_and_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SQREEN_TRANSPORT", "memory:")
     monkeypatch.setenv("SQREEN_APP_NAME", "legacy")

@@ -191,6 +191,26 @@ def test_a_failed_delivery_names_the_collector_without_its_credentials(
     assert "SECRET" not in said()[0]
 
 
+def test_what_a_wrong_endpoint_most_likely_means_is_said(receiver: Receiver) -> None:
+    """A 404 (an endpoint with a wrong path prefix, or the app's own address) and an
+    https:// endpoint on a plain-HTTP server say what to check, not only what failed."""
+    receiver.respond(404, path="/v1/events", body=b"Not Found")
+    transport = HTTPTransport(receiver.url, None)
+    try:
+        reply = transport.send({"sdk": {}}, [b'{"n":1}'])
+    finally:
+        transport.close()
+    assert reply.outcome == "retry"
+    assert reply.detail.endswith("is the endpoint the collector's address?)"), reply.detail
+    transport = HTTPTransport(receiver.url.replace("http://", "https://"), None)
+    try:
+        reply = transport.send({"sdk": {}}, [b'{"n":1}'])
+    finally:
+        transport.close()
+    assert reply.outcome == "retry" and "WRONG_VERSION_NUMBER" in reply.detail
+    assert reply.detail.endswith("answered in plain HTTP: use http://)"), reply.detail
+
+
 @pytest.mark.parametrize("body", [b"", b"[1, 2]", b"[" * 100_000 + b"]" * 100_000, b"null"])
 def test_a_2xx_whose_body_is_not_a_json_object_is_retried(receiver: Receiver, body: bytes) -> None:
     receiver.respond(200, path="/v1/events", body=body)

@@ -157,7 +157,7 @@ class HTTPTransport:
             if monotonic() >= ends:
                 why = f"no complete reply from {path} within {limit:.3g} s"
                 return Reply("retry", detail=f"{why} ({type(exc).__name__})")
-            return Reply("retry", detail=f"{type(exc).__name__}: {exc}")
+            return Reply("retry", detail=f"{type(exc).__name__}: {exc}{_hint(exc)}")
         finally:
             deadline.at = None
         if 200 <= status < 300:
@@ -174,6 +174,8 @@ class HTTPTransport:
             reply.cost = thread_time() - began
             return reply
         detail = f"HTTP {status} from {path}: {_shown(body)}"
+        if status in (404, 405):
+            detail += " (no such route there: is the endpoint the collector's address?)"
         if status == 413:
             return Reply("split", detail=detail)
         if status in (400, 422):
@@ -192,6 +194,14 @@ class HTTPTransport:
         self._client = None
         self._lock = threading.Lock()
         self._deadline = Deadline()
+
+
+def _hint(exc: Exception) -> str:
+    """What a failure to connect most likely means, when it says: an ``https://`` endpoint
+    answered in plain HTTP (OpenSSL's "wrong version number")."""
+    if "WRONG_VERSION_NUMBER" in str(exc):
+        return " (the endpoint is https:// and the server answered in plain HTTP: use http://)"
+    return ""
 
 
 def trust(ca_bundle: str | None) -> ssl.SSLContext | bool:
