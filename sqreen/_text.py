@@ -87,9 +87,12 @@ _WORD_RE: Final = re.compile(r"""[^\s=,"'\\]+""")
 
 def quoted(text: str) -> str:
     """``text`` as it is when it reads as one word of a ``k=v`` list, else in double quotes
-    (JSON's escapes): a value sent as ``bad mfa=passed`` read as two pairs, one of them
-    made up by whoever chose the value."""
-    return text if _WORD_RE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+    (``"`` and ``\\`` escaped with a backslash; other characters as they are, for
+    :func:`visible` to write out): a value sent as ``bad mfa=passed`` read as two pairs,
+    one of them made up by whoever chose the value."""
+    if _WORD_RE.fullmatch(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def pair(key: str, value: object, width: int | None = None) -> str:

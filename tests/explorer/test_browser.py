@@ -316,6 +316,17 @@ def test_walkthrough(servers: tuple[str, str, str], traffic: None, page: Any) ->
     page.locator("#events tbody tr.new").first.wait_for(timeout=15_000)
     assert page.locator("#events tbody tr").count() == before + 1
     assert "203.0.113.99" in page.locator("#events tbody tr").first.inner_text()
+    # Its cells link as the page's own rows do: the view narrowed by one value.
+    new_row = page.locator("#events tbody tr.new").first
+    assert new_row.locator("a:has-text('203.0.113.99')").get_attribute("href") == (
+        "/explorer/events?name=auth.login.failure&ip=203.0.113.99"
+    )
+    assert new_row.locator("a:has-text('username=bob')").get_attribute("href") == (
+        "/explorer/events?name=auth.login.failure&user=username%3Dbob"
+    )
+    assert new_row.locator("td.severity a").get_attribute("href") == (
+        "/explorer/events?name=auth.login.failure&severity=warning"
+    )
     # Later polls ask again from two polls back (late commits): still shown once.
     page.locator("#live", has_text=re.compile("^live$")).wait_for(timeout=15_000)
     page.wait_for_timeout(3500)

@@ -27,7 +27,7 @@ from ...events import severity
 from ..storage import Storage, StoredEvent
 from ._chart import Chart, bucketing, draw
 from ._query import MAX_SEQ_DIGITS, Query, QueryError, parse_query
-from ._render import event_url, pairs, render, shown, summary, when
+from ._render import event_url, one_pair, pairs, render, shown, summary, when
 
 __all__ = ["event_api", "event_page", "events_page"]
 
@@ -147,26 +147,31 @@ def _path_qs(request: Request) -> str:
 
 def display(base: str, event: StoredEvent) -> dict[str, Any]:
     """What a row of the events table shows, for the live update to build the same row
-    (with the text's control characters written out, as the page writes them)."""
+    (with the text's control characters written out, as the page writes them), and the
+    filter each of its links adds: ``users`` (``[filter, text]`` an identifier),
+    ``country``, ``kind`` and ``score``."""
+    info = _ip_info(event)
     return {
         "url": event_url(event, base),
         "time": when(event.timestamp),
         "user": shown(pairs(event.user, 40)),
+        "users": [[f"{k}={v}", shown(one_pair(k, v, 40))] for k, v in (event.user or {}).items()],
         "summary": shown(summary(event.properties)),
         "network": network(event),
+        **{k: str(info[k]) for k in ("country", "kind", "score") if info.get(k)},
         "severity": severity(event.name),
     }
 
 
+def _ip_info(event: StoredEvent) -> dict[str, Any]:
+    info = event.enrichment.get("ip_info") if event.enrichment else None
+    return info if isinstance(info, dict) else {}
+
+
 def network(event: StoredEvent) -> str:
     """The row's network cell as text: country, network kind, threat score (if above 0)."""
-    info = event.enrichment.get("ip_info") if event.enrichment else None
-    if not isinstance(info, dict):
-        return ""
-    parts = [str(info[k]) for k in ("country", "kind") if info.get(k)]
-    if info.get("score"):
-        parts.append(str(info["score"]))
-    return " ".join(parts)
+    info = _ip_info(event)
+    return " ".join(str(info[k]) for k in ("country", "kind", "score") if info.get(k))
 
 
 async def event_api(request: Request) -> JSONResponse:

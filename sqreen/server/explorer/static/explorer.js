@@ -38,16 +38,48 @@
     return td;
   }
 
+  // The page's view narrowed by one more value, as the page's own rows link: `name` set
+  // (or, with `add`, one more condition of that name), no `before`. The server answers with
+  // the view's canonical URL.
+  function narrowed(name, value, add) {
+    var params = new URLSearchParams(window.location.search), pairs = [];
+    params.delete("before");
+    if (!add) params.delete(name);
+    params.forEach(function (v, k) { pairs.push(k + "\u0000" + v); });
+    if (pairs.indexOf(name + "\u0000" + value) < 0) params.append(name, value);
+    return window.location.pathname + "?" + params.toString();
+  }
+
+  function filterLink(name, value, text, className, add) {
+    var a = link(narrowed(name, value, add), text);
+    if (className) a.className = className;
+    return a;
+  }
+
   function row(event) {
-    var tr = document.createElement("tr");
+    var d = event.display, tr = document.createElement("tr"), td, i;
     tr.className = "new";
-    cell(tr, link(event.display.url, event.display.time), "time");
-    cell(tr, clipped(event.name));
-    cell(tr, event.display.user ? clipped(event.display.user) : "");
-    cell(tr, event.ip || "");
-    cell(tr, event.display.network || "", "network");
-    cell(tr, event.display.summary, "props");
-    cell(tr, event.display.severity || "", "severity");
+    cell(tr, link(d.url, d.time), "time");
+    td = cell(tr, null);
+    td.appendChild(filterLink("name", event.name, event.name, "clip"));
+    td.firstChild.title = event.name;
+    td = cell(tr, null);
+    for (i = 0; i < (d.users || []).length; i++) {
+      td.appendChild(filterLink("user", d.users[i][0], d.users[i][1], "clip", true));
+      td.appendChild(document.createTextNode(" "));
+    }
+    td = cell(tr, null);
+    if (event.ip) td.appendChild(filterLink("ip", event.ip, event.ip));
+    td = cell(tr, null, "network");
+    if (d.country) td.appendChild(filterLink("country", d.country, d.country));
+    if (d.kind) {
+      if (d.country) td.appendChild(document.createTextNode(" "));
+      td.appendChild(filterLink("kind", d.kind, d.kind, "kind kind-" + d.kind));
+    }
+    if (d.score) td.appendChild(document.createTextNode(" " + d.score));
+    cell(tr, d.summary, "props");
+    td = cell(tr, null, "severity");
+    if (d.severity) td.appendChild(filterLink("severity", d.severity, d.severity, "sev sev-" + d.severity));
     return tr;
   }
 
