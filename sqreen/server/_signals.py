@@ -89,13 +89,20 @@ def reload_on_sighup(source: PlaybookSource | None) -> None:
     process, or be ignored: ``nohup`` ignores it, and ``kill -HUP`` then did nothing, said
     nowhere; a terminal's hang-up now re-reads the file, which changes nothing when it has
     not changed): the source's watcher wakes (see :meth:`PlaybookSource.request_reload`).
-    A handler of someone else's is left in place."""
-    if source is None or threading.current_thread() is not threading.main_thread():
+    A handler of someone else's is left in place. Without playbooks, SIGHUP is said and
+    changes nothing (``systemctl reload`` and logrotate send it: it ended the collector, with
+    status 129 and not a line)."""
+    if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGHUP) in (signal.SIG_DFL, signal.SIG_IGN):
 
         def reload(signum: int, frame: object) -> None:
-            source.request_reload()
+            if source is not None:
+                source.request_reload()
+            else:
+                logging.getLogger("sqreen.server").info(
+                    "sqreen: SIGHUP: no --playbooks to re-read; nothing else reloads"
+                )
 
         signal.signal(signal.SIGHUP, reload)
 

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from .storage import Storage
-from .unavailable import recent_failure
+from .unavailable import recent_failure, what_failed
 
 __all__ = ["PROBE_ROUTES", "READY_TIMEOUT"]
 
@@ -79,7 +79,7 @@ async def ready_endpoint(request: Request) -> JSONResponse:
         except _Busy:
             reason = _BUSY
         except Exception as exc:  # whatever the driver raises: the probe says not ready
-            reason = f"database: {type(exc).__name__}"
+            reason = f"database: {what_failed(exc)}"
         else:
             failed = recent_failure(state)
             if ok and failed is None:

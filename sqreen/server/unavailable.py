@@ -26,7 +26,14 @@ from starlette.responses import Response
 from .._text import visible
 from .errors import ApiError
 
-__all__ = ["UnavailableLog", "away", "recent_failure", "unavailable", "unavailable_handlers"]
+__all__ = [
+    "UnavailableLog",
+    "away",
+    "recent_failure",
+    "unavailable",
+    "unavailable_handlers",
+    "what_failed",
+]
 
 logger = logging.getLogger("sqreen.server")
 
@@ -40,6 +47,7 @@ _SQLITE_SAYS: Final = (
     "unable to open database file",
     "database or disk is full",
     "attempt to write a readonly database",
+    "database file removed or replaced",  # (storage/_wal.py: REPLACED)
 )
 
 
@@ -60,7 +68,9 @@ def recent_failure(state: Any) -> str | None:
     return f"database: a request failed {elapsed:.0f} s ago ({found[1]})"
 
 
-def _what(exc: BaseException) -> str:
+def what_failed(exc: BaseException) -> str:
+    """What ``exc`` says of the database in words that name no path or value: SQLite's
+    phrase ("database or disk is full"), else the exception's class."""
     said = str(exc).lower()
     return next((s for s in _SQLITE_SAYS if s in said), type(exc).__name__)
 
@@ -122,7 +132,7 @@ async def _answer(request: Request, exc: Exception) -> Response:
     if not unavailable(exc):
         raise exc  # a bug: the usual 500, and its traceback
     # (what failed, never a path or a value: /readyz says it)
-    request.app.state.database_failure = (time.monotonic(), _what(exc))
+    request.app.state.database_failure = (time.monotonic(), what_failed(exc))
     _REQUESTS.met(exc)
     return ApiError(
         503,

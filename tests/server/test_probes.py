@@ -17,6 +17,7 @@ import httpx2 as httpx
 import pytest
 
 from sqreen.server import probes
+from sqreen.server.storage import open_storage
 from tests._postgres import Cluster
 
 from .conftest import Collector, ServeProcess, add_key, envelope, wait_for, wire_event
@@ -40,7 +41,9 @@ def test_a_failing_database_is_503_naming_the_error_not_its_message(
     monkeypatch.setattr(collector.storage, "set_setting", broken)
     reply = httpx.get(collector.url + "/readyz")
     assert reply.status_code == 503
-    assert reply.json() == {"status": "unavailable", "reason": "database: OperationalError"}
+    # SQLite's words for what failed, never the message's path.
+    assert reply.json() == {"status": "unavailable", "reason": "database: disk i/o error"}
+    assert "secret" not in reply.text
     assert httpx.get(collector.url + "/livez").status_code == 200  # the process still is
 
 
@@ -181,6 +184,41 @@ def test_readyz_is_503_while_the_sqlite_file_is_unwritable_and_200_after(
         else:
             assert _poll(collector.url + "/readyz", 200).json() == {"status": "ready"}
         assert httpx.get(collector.url + "/livez").status_code == 200
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_database_file_removed_or_replaced_under_the_collector_is_refused_not_acknowledged(
+    tmp_path: Path, serve: Callable[..., ServeProcess], how: str
+) -> None:
+    """SQLite writes on into the file it holds open: batches were answered 200 and lost
+    with the removed file, ``/readyz`` said ready, and the readers' connections made a new,
+    empty file at the path (0644, tables missing: 500s with tracebacks)."""
+    db = tmp_path / "sqreen.db"
+    token = add_key(str(db))
+    log = tmp_path / "serve.log"
+    collector = serve(str(db), None, log=log)
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def post_batch() -> httpx.Response:
+        return httpx.post(
+            collector.url + "/v1/events", json=envelope([wire_event()]), headers=headers
+        )
+
+    assert post_batch().json()["accepted"] == 1
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    if how == "replaced":
+        open_storage(str(tmp_path / "other.db")).close()
+        os.replace(tmp_path / "other.db", db)
+    reply = post_batch()
+    assert reply.status_code == 503 and reply.headers["retry-after"] == "5"
+    probe = _poll(collector.url + "/readyz", 503)
+    assert probe.status_code == 503
+    assert "database file removed or replaced" in probe.json()["reason"]
+    assert db.exists() == (how == "replaced")  # nothing made at the path
+    for page in ("/v1/actions?version=0", "/healthz"):  # reads too: refused, never a 500
+        assert httpx.get(collector.url + page, headers=headers).status_code in (200, 503)
+    assert "Traceback" not in log.read_text()
 
 
 #: Impossible travel's reads of a batch, on the writer's connection, once another connection

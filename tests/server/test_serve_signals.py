@@ -195,6 +195,22 @@ def test_sighup_reloads_a_collector_started_under_nohup(
     assert server.proc.poll() is None
 
 
+def test_sighup_without_playbooks_is_said_and_the_collector_goes_on(
+    tmp_path: Path, serve: Callable[..., ServeProcess]
+) -> None:
+    """``systemctl reload`` and logrotate send SIGHUP: the default collector (one process, no
+    --playbooks) ended at once with status 129, said nowhere."""
+    db = str(tmp_path / "sqreen.db")
+    add_key(db)
+    log = tmp_path / "serve.log"
+    server = serve(db, None, "--log-level", "info", log=log)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "SIGHUP: no --playbooks to re-read" in log.read_text())
+    assert server.proc.poll() is None
+    assert httpx.get(server.url + "/healthz").status_code == 200
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Sequence
+from typing import Final
 
 
 class WalRestarts:
@@ -61,26 +62,41 @@ class WalRestarts:
         # the next checkpoint, which that one may make needless.
 
 
-class ShmGuard:
-    """Refuses a transaction, as SQLite refuses a read-only database, once the WAL index
-    (``PATH-shm``) it could write when the storage opened can be written no more.
+class FileGuard:
+    """Refuses a transaction, as SQLite refuses a file it cannot open or write, once the
+    database file is not the one the storage opened, or its WAL index can be written no more.
 
-    SQLite maps that file into memory and writes to it as each transaction starts, a read's
-    too. On a file that can no longer be written (a disk remounted read-only after errors, an
-    immutable file), the kernel answers the write to a mapped page with SIGBUS, and the
-    process died without a word, where a batch should be answered 503 and ``/readyz`` say
-    why. One ``access()`` a transaction (about a microsecond). A database opened on read-only
-    media, whose index SQLite keeps in its own memory, is left alone."""
+    **The file.** A database file removed or replaced while the collector runs (``rm``, a
+    backup copied over it, a volume remounted) is still open: SQLite went on writing into the
+    removed file, and every batch was answered 200, then lost with it, while ``/readyz`` said
+    ready. Its device and inode are compared with the path's at each transaction (one
+    ``stat()``, about a microsecond): it is then refused, a 503 with ``/readyz`` saying why,
+    until the collector is restarted on the database it should use.
 
-    __slots__ = ("_path", "_watch")
+    **The WAL index** (``PATH-shm``). SQLite maps that file into memory and writes to it as
+    each transaction starts, a read's too. On a file that can no longer be written (a disk
+    remounted read-only after errors, an immutable file), the kernel answers the write to a
+    mapped page with SIGBUS, and the process died without a word, where a batch should be
+    answered 503 and ``/readyz`` say why. One ``access()`` a transaction. A database opened
+    on read-only media, whose index SQLite keeps in its own memory, is left alone."""
+
+    __slots__ = ("_db", "_file", "_path", "_watch")
 
     def __init__(self, path: str) -> None:
+        self._db = path
+        #: The database file's (device, inode) when opened; None for one in memory.
+        self._file = None if path in ("", ":memory:") or path.startswith("file:") else _id(path)
         self._path = path + "-shm"
         #: Whether to look: the index could be written when first seen (None: not yet made,
         #: as in a database whose first transaction has not begun).
         self._watch: bool | None = None
 
     def check(self) -> None:
+        if self._file is not None and _id(self._db) != self._file:
+            raise sqlite3.OperationalError(
+                f"{REPLACED} ({self._db!r} is not the file the collector opened: restart it on "
+                "the database it should use; nothing is acknowledged meanwhile)"
+            )
         watch = self._watch
         if watch is None:
             if not os.path.exists(self._path):
@@ -91,3 +107,16 @@ class ShmGuard:
                 "attempt to write a readonly database (its -shm file can no longer be "
                 "written: SQLite would crash on its shared memory)"
             )
+
+
+#: What :class:`FileGuard` says of a database file removed or replaced (read as "the
+#: database is away" by :mod:`sqreen.server.unavailable`).
+REPLACED: Final = "database file removed or replaced"
+
+
+def _id(path: str) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino

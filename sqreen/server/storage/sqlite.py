@@ -20,6 +20,7 @@ import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final
+from urllib.parse import quote
 
 from ._hit_log import HitLog
 from ._places import LatestPlaces
@@ -27,7 +28,7 @@ from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import USER_BUCKET_SHIFT, migrations
 from ._sql import INSERT_CHUNK, Cursor, SqlStorage, logger
 from ._temp_store import WRITER_TEMP_STORE, begin_write
-from ._wal import ShmGuard, WalRestarts
+from ._wal import FileGuard, WalRestarts
 from ._window_reads import WindowKey, adds_of, adds_text
 from ._write_lock import WriteLock
 from .model import Clock, utc_now
@@ -99,13 +100,18 @@ class SQLiteStorage(HitLog, SqlStorage):
         self._latest_places = LatestPlaces()
         self._journals_in_memory = False
         create_private(path)
+        #: What each connection opens: the file, never created again (``mode=rw``: a
+        #: connection opened after the file was removed made a new, empty one).
+        self._target = path
+        if path not in ("", ":memory:") and not path.startswith("file:"):
+            self._target = f"file:{quote(os.path.abspath(path))}?mode=rw"
         self._writer = self._connect()
         try:
             # Before WAL mode and the first table; no effect on an existing database.
             self._writer.execute(f"PRAGMA page_size={PAGE_SIZE}")
             self._writer.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
             self._writer.execute("PRAGMA journal_mode=WAL")
-            self._shm = ShmGuard(path)  # (the WAL index exists now)
+            self._guard = FileGuard(path)  # (the WAL index exists now)
             # Checkpoints copy the WAL into the database and fsync it: let writers not wait for
             # that (see _checkpoint).
             self._writer.execute("PRAGMA wal_autocheckpoint=0")
@@ -185,7 +191,11 @@ class SQLiteStorage(HitLog, SqlStorage):
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+                self._target,
+                timeout=BUSY_TIMEOUT,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=self._target is not self.path,
             )
         except sqlite3.OperationalError as exc:
             raise RuntimeError(f"cannot open the SQLite database {self.path!r}: {exc}") from None
@@ -203,7 +213,7 @@ class SQLiteStorage(HitLog, SqlStorage):
     @contextmanager
     def _transaction(self, weight: int) -> Iterator[Cursor]:
         self._not_tied()
-        self._shm.check()
+        self._guard.check()
         with self._lock.held():
             cur = self._writer.cursor()
             try:  # (what fails once BEGIN is done is rolled back)
@@ -274,7 +284,7 @@ class SQLiteStorage(HitLog, SqlStorage):
         """``VACUUM``: the database written again without its free pages (those of purged
         rows), under the write lock, which every writer (ingest too) waits for meanwhile;
         then the WAL, which held the whole copy, cut to nothing."""
-        self._shm.check()
+        self._guard.check()
         with self._lock.held():
             self._writer.execute("VACUUM")  # (its copy of the database: a file)
         if self.path not in ("", ":memory:"):
@@ -293,7 +303,7 @@ class SQLiteStorage(HitLog, SqlStorage):
     def _checkpoint_alone(self, wait: float, mode: str) -> tuple[int, int, int] | None:
         """A checkpoint of ``mode`` on a connection of its own that waits ``wait`` seconds at
         most: SQLite's (busy, frames, frames copied), None when locked past the wait."""
-        self._shm.check()
+        self._guard.check()
         conn = self._connect()
         try:
             conn.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
@@ -320,7 +330,7 @@ class SQLiteStorage(HitLog, SqlStorage):
         # connection commits (each seek then read its pages again from the WAL: a batch's
         # impossible-travel reads cost 23 µs a statement on a reader, 4-5 here, measured).
         # The write lock is held for them: a few ms a batch.
-        self._shm.check()
+        self._guard.check()
         with self._lock.thread:
             conn = self._writer
             conn.execute("BEGIN")
@@ -330,12 +340,12 @@ class SQLiteStorage(HitLog, SqlStorage):
                 conn.execute("COMMIT")
 
     def _places_version(self) -> object:
-        self._shm.check()
+        self._guard.check()
         with self._lock.thread:
             return self._windows_version(self._writer.cursor())
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        self._shm.check()
+        self._guard.check()
         with self._pool_lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
