@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -64,7 +64,7 @@ from .metrics import (
 from .pipeline import AfterStoreHook, Enricher, IngestPipeline
 from .playbooks import Notifier, PlaybookRunner, PlaybookSource, webhook_secret
 from .probes import PROBE_ROUTES
-from .storage import AGENT_TTL, Storage
+from .storage import AGENT_TTL, Purged, Storage
 from .storage.sqlite import SQLiteStorage
 from .times import days as days_text
 from .unavailable import UnavailableLog, away, unavailable_handlers
@@ -112,13 +112,37 @@ NOTIFY_AT_STOP: Final = 2.0
 
 
 class _Job(NamedTuple):
-    """A periodic job: every ``seconds``, ``run`` (in a thread); ``done`` is logged with
-    what it returns (when not 0); ``what`` names it in a failure."""
+    """A periodic job: every ``seconds``, ``run`` (in a thread); ``done`` says what it
+    returned (None: nothing to say); ``what`` names it in a failure."""
 
     seconds: float
-    run: Callable[[], int]
-    done: str
+    run: Callable[[], Any]
+    done: Callable[[Any], str | None]
     what: str
+
+
+def _count(said: str) -> Callable[[int], str | None]:
+    """``said`` with a job's count, when it is not 0."""
+    return lambda n: said % n if n else None
+
+
+def _purged(days: float) -> Callable[[Purged], str | None]:
+    """What a purge of records says: each kind's count (one line summed them all as
+    "alerts": an export lease released at a stop read as an alert over 90 days old)."""
+
+    def said(purged: Purged) -> str | None:
+        parts = [
+            f"{n} {what}"
+            for n, what in zip(
+                purged,
+                ("alerts", "ended blocks", "users' traits", "export cursors or leases"),
+                strict=True,
+            )
+            if n
+        ]
+        return f"sqreen: purged {', '.join(parts)} unused for {days_text(days)}" if parts else None
+
+    return said
 
 
 async def _every(job: _Job) -> None:
@@ -128,9 +152,9 @@ async def _every(job: _Job) -> None:
     outage = UnavailableLog(f"{job.what}: tried again every {job.seconds:g} s")
     while True:
         try:
-            count = await run_in_threadpool(job.run)
-            if count:
-                logger.info(job.done, count)
+            said = job.done(await run_in_threadpool(job.run))
+            if said:
+                logger.info("%s", said)
         except Exception as exc:
             if away(exc):
                 outage.met(exc)
@@ -205,7 +229,7 @@ def create_app(
         _Job(
             purge_every,
             storage.purge_agents,
-            f"sqreen: forgot %d SDK processes silent for over {AGENT_TTL.days} days",
+            _count(f"sqreen: forgot %d SDK processes silent for over {AGENT_TTL.days} days"),
             "forgetting silent SDK processes",
         )
     ]
@@ -215,16 +239,15 @@ def create_app(
             _Job(
                 purge_every,
                 lambda: storage.purge_older_than(days),
-                f"sqreen: purged %d events received over {days_text(days)} ago",
+                _count(f"sqreen: purged %d events received over {days_text(days)} ago"),
                 f"purging events received over {days_text(days)} ago",
             )
         )
         jobs.append(
             _Job(
                 purge_every,
-                lambda: sum(storage.purge_records(days)),
-                f"sqreen: purged %d alerts, ended blocks, users' traits and export cursors "
-                f"over {days_text(days)} old",
+                lambda: storage.purge_records(days),
+                _purged(days),
                 f"purging alerts, ended blocks, users' traits and export cursors over "
                 f"{days_text(days)} old",
             )
@@ -247,7 +270,7 @@ def create_app(
             _Job(
                 PURGE_HITS_EVERY,
                 runner.purge,
-                "sqreen: purged %d playbook hits",
+                _count("sqreen: purged %d playbook hits"),
                 "purging playbook hits out of their windows",
             )
         )

@@ -54,6 +54,9 @@ async def ready_endpoint(request: Request) -> JSONResponse:
     busy = getattr(state, "probe_busy", None)
     if busy is None:
         busy = state.probe_busy = threading.Lock()
+    said: _Said | None = getattr(state, "probe_said", None)
+    if said is None:
+        said = state.probe_said = _Said()
 
     def round_trip() -> bool:
         # The lock is taken in the thread, so that a check cancelled before its thread ran
@@ -83,10 +86,44 @@ async def ready_endpoint(request: Request) -> JSONResponse:
         else:
             failed = recent_failure(state)
             if ok and failed is None:
+                said.ready()
                 return JSONResponse({"status": "ready"})
             reason = failed or "database: a value written could not be read back"
-    logger.warning("sqreen: /readyz: %s", reason)
+    said.unready(reason)
     return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+
+
+class _Said:
+    """What ``/readyz`` says in the log: a failure when its reason changes, else once a
+    minute with how many probes answered it (load balancers and Kubernetes probe every few
+    seconds: a line each was most of an outage's log), and when it is ready again."""
+
+    EVERY: Final = 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reason: str | None = None
+        self._at = 0.0
+        self._since = 0
+
+    def unready(self, reason: str) -> None:
+        # (a reason's count of seconds, "failed 3 s ago", is not a change)
+        kind = reason.split(" s ago", 1)[-1] if " s ago" in reason else reason
+        now = time.monotonic()
+        with self._lock:
+            self._since += 1
+            if kind == self._reason and now - self._at < self.EVERY:
+                return
+            count, self._since, self._reason, self._at = self._since, 0, kind, now
+        more = f" ({count} probes answered 503 since the last line)" if count > 1 else ""
+        logger.warning("sqreen: /readyz: %s%s", reason, more)
+
+    def ready(self) -> None:
+        with self._lock:
+            if self._reason is None:
+                return
+            self._reason, self._since = None, 0
+        logger.info("sqreen: /readyz: ready again")
 
 
 PROBE_ROUTES: Final[Sequence[BaseRoute]] = (

@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from .._text import visible
 from .errors import ApiError
+from .storage._away import away, unavailable, what_failed
 
 __all__ = [
     "UnavailableLog",
@@ -39,18 +40,6 @@ logger = logging.getLogger("sqreen.server")
 
 #: Seconds an SDK is asked to wait before it tries again.
 RETRY_AFTER: Final = 5
-#: What SQLite says when the file, not the SQL, is the problem.
-_SQLITE_SAYS: Final = (
-    "database is locked",
-    "database table is locked",
-    "disk i/o error",
-    "unable to open database file",
-    "database or disk is full",
-    "attempt to write a readonly database",
-    "database file removed or replaced",  # (storage/_wal.py: REPLACED)
-)
-
-
 #: How long a request refused for the database keeps ``/readyz`` at 503 (seconds): a small
 #: write may succeed in pages SQLite already holds while every batch fails (a full disk).
 FAILED_RECENTLY: Final = 10.0
@@ -66,34 +55,6 @@ def recent_failure(state: Any) -> str | None:
     if not 0 <= elapsed < FAILED_RECENTLY:
         return None
     return f"database: a request failed {elapsed:.0f} s ago ({found[1]})"
-
-
-def what_failed(exc: BaseException) -> str:
-    """What ``exc`` says of the database in words that name no path or value: SQLite's
-    phrase ("database or disk is full"), else the exception's class."""
-    said = str(exc).lower()
-    return next((s for s in _SQLITE_SAYS if s in said), type(exc).__name__)
-
-
-def away(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database itself cannot be reached or written now: SQLite's
-    file (locked, full, unreadable), PostgreSQL's connection (no SQLSTATE: refused, cut) or
-    server (class 08, a connection exception; 57P, shutting down or starting). Not a
-    statement's own failure (a timeout, a deadlock, a limit), which :func:`unavailable`
-    answers 503 too (a retry may pass) but a periodic job must say as an error."""
-    if not unavailable(exc):
-        return False
-    state = getattr(exc, "sqlstate", None)
-    return state is None or state.startswith(("08", "57P"))
-
-
-def unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database cannot be reached or written now (not a bug)."""
-    if isinstance(exc, sqlite3.OperationalError):
-        said = str(exc).lower()
-        return any(s in said for s in _SQLITE_SAYS)
-    psycopg = sys.modules.get("psycopg")
-    return psycopg is not None and isinstance(exc, psycopg.OperationalError)
 
 
 class UnavailableLog:

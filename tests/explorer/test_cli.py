@@ -46,6 +46,15 @@ def test_admin_password_prompts_twice(tmp_path: Path) -> None:
     assert verify_password("same password", stored(db))
 
 
+def test_admin_password_without_a_terminal_or_input_says_to_pipe_it(tmp_path: Path) -> None:
+    """Run from a script with no input (cron, CI): click said only "Aborted!"."""
+    db = str(tmp_path / "s.db")
+    result = CliRunner().invoke(main, ["admin-password", "--db", db], input="")
+    assert result.exit_code == 2 and stored(db) is None
+    assert "no password read" in result.output and "--password-stdin" in result.output
+    assert "Aborted" not in result.output
+
+
 def test_admin_password_refuses_a_short_one(tmp_path: Path) -> None:
     db = str(tmp_path / "s.db")
     result = CliRunner().invoke(

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import sqlite3
 import threading
 import traceback
 from collections.abc import Sequence
@@ -87,6 +88,31 @@ def test_a_batch_that_fails_in_a_group_fails_alone(
     assert {e.id for e in storage.query_events()} == {good["id"], later["id"]}
     # The batches that were stored were stored once (the failed transaction left nothing).
     assert storage.count_events() == 2
+
+
+def test_a_group_meeting_a_full_disk_is_said_once_a_minute_without_a_traceback(
+    storage: Storage, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk logged a traceback for each group that failed (nine in 20 s). The
+    database away is said in one line once a minute; each batch is still tried alone (a
+    connection cut passes then), and gets the error it meets (a 503, said by the app)."""
+    tries: list[int] = []
+
+    def full(cur: object, p: object) -> None:
+        tries.append(1)
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(storage, "_store_rows", full)
+    with caplog.at_level(logging.WARNING, logger="sqreen.server"):
+        for _ in range(3):
+            results = storage.store_prepared([prepared(storage, wire_event()) for _ in range(3)])
+            assert all(isinstance(r, sqlite3.OperationalError) for r in results)
+    assert len(tries) == 3 * (1 + 3)  # together, then each alone
+    assert [r.getMessage() for r in caplog.records] == [
+        "sqreen: 3 batches failed to store together (database or disk is full); storing each "
+        "alone (said once a minute at most)"
+    ]
+    assert caplog.records[0].exc_info is None
 
 
 class Hooks:

@@ -222,7 +222,9 @@ def test_terminal_escapes_are_printed_escaped(explorer: Explorer, db_url: str) -
     table = events_cli(db_url)
     # Escaped, and cut at 32 characters of the name (the rest of the line keeps its place):
     # the forged line shows as text up to the cut, which says that more follows.
-    assert "user=username=mallory\\x1b[2K\\r\\x1b[1A2026-1… ip=" in table
+    # (Quoted: a carriage return is a space between words, and a value with one would read
+    # as two.)
+    assert 'user=username="mallory\\x1b[2K\\r\\x1b[1A2026-… ip=' in table
     assert "\\x7f\\x9b\\u202e\\u2066\\u202egnp.exe" in table
     line = json.loads(events_cli(db_url, "--json"))
     assert line["user"] == {"username": f"mallory{FORGED}"}  # JSON keeps the data exact
@@ -281,7 +283,7 @@ def test_the_explorer_shows_control_characters_visibly(explorer: Explorer) -> No
     assert "\\u202egnp.exe" in pages[1]
     # The live update builds its rows from the API's display fields: escaped the same way.
     (event,) = explorer.client.get("/explorer/api/events").json()["events"]
-    assert event["display"]["user"].startswith("username=mallory\\x1b[2K\\r\\x1b[1A")
+    assert event["display"]["user"].startswith('username="mallory\\x1b[2K\\r\\x1b[1A')
     assert "\\u202egnp.exe" in event["display"]["summary"]
 
 

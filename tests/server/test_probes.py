@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import sqlite3
@@ -68,6 +69,25 @@ def test_readyz_is_503_while_batches_fail_though_its_own_small_write_succeeds(
     )
     monkeypatch.setattr(unavailable, "FAILED_RECENTLY", 0.2)
     assert _poll(collector.url + "/readyz", 200).json() == {"status": "ready"}
+
+
+def test_failing_probes_are_said_once_a_minute_and_ready_again_once(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Load balancers probe every few seconds: a line each was most of an outage's log."""
+
+    def broken(key: str, value: str) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with caplog.at_level(logging.INFO, logger="sqreen.server"):
+        with monkeypatch.context() as patch:
+            patch.setattr(collector.storage, "set_setting", broken)
+            for _ in range(5):
+                assert httpx.get(collector.url + "/readyz").status_code == 503
+        for _ in range(3):
+            assert httpx.get(collector.url + "/readyz").status_code == 200
+    said = [r.getMessage() for r in caplog.records if "/readyz" in r.getMessage()]
+    assert said == ["sqreen: /readyz: database: disk i/o error", "sqreen: /readyz: ready again"]
 
 
 def test_a_stuck_database_is_503_in_time_and_holds_one_thread(

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from sqreen._wire import parse_event
 from sqreen.server.app import create_app
 from sqreen.server.cli import main
-from sqreen.server.storage import EventFilter, Storage, open_storage
-from tests.integrations._servers import UvicornThread
+from sqreen.server.storage import EventFilter, Purged, Storage, open_storage
+from tests.integrations._servers import UvicornThread, wait_until
 
 from .conftest import Clock, recent, wire_event
 
@@ -119,6 +119,30 @@ def test_purges_meeting_a_database_away_say_so_once_and_a_bug_is_named(
     assert not [r for r in records if "QueryCanceled" in r.getMessage()]  # never "away"
     assert not [r for r in records if "<lambda>" in r.getMessage()]
     caplog.clear()  # the bug's tracebacks are this test's, not the suite's
+
+
+def test_what_a_purge_of_records_removed_is_said_kind_by_kind(
+    sqlite_storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One count for all the kinds read as alerts: "purged 1 alerts, ended blocks, ..." for
+    an export lease released at a stop."""
+    done = threading.Event()
+
+    def purged(days: float) -> Purged:
+        done.set()
+        return Purged(alerts=0, blocks=2, users=0, export_cursors=1)
+
+    sqlite_storage.purge_records = purged  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="sqreen.server")
+    app = create_app(sqlite_storage, retention_days=30, purge_every=60, explorer=False)
+    server = UvicornThread(app, lifespan="on")
+    try:
+        assert done.wait(10)
+        wait_until(lambda: any("purged 2" in r.getMessage() for r in caplog.records))
+    finally:
+        server.stop()
+    said = [r.getMessage() for r in caplog.records if "purged 2" in r.getMessage()]
+    assert said == ["sqreen: purged 2 ended blocks, 1 export cursors or leases unused for 30 days"]
 
 
 def _received_days_ago(db: str, days: float, *also: dict[str, object]) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
+import warnings
 from collections.abc import Callable
 from functools import partial
 
@@ -30,7 +32,19 @@ def admin_password(password_stdin: bool, db: str) -> None:
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = click.prompt("Admin password", hide_input=True, confirmation_prompt=True)
+        with warnings.catch_warnings():  # (no terminal: getpass reads stdin, and says so)
+            warnings.simplefilter("ignore", getpass.GetPassWarning)
+            try:
+                password = click.prompt("Admin password", hide_input=True, confirmation_prompt=True)
+            except click.Abort:
+                if sys.stdin.isatty():
+                    raise  # Ctrl-C or Ctrl-D at the prompt
+                # the end of a script's input, no terminal: click said only "Aborted!"
+                raise click.UsageError(
+                    "no password read (no terminal, and the input ended): pipe it with "
+                    "--password-stdin: printf '%s\\n' \"$PASSWORD\" | sqreen "
+                    "admin-password --password-stdin"
+                ) from None
     with opened(db) as storage:
         try:
             set_admin_password(storage, password)

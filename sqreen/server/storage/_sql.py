@@ -16,6 +16,7 @@ from typing import Any, Final, Protocol
 
 from ..._wire import WireEvent
 from ._after_commit import AfterCommit
+from ._away import OncePer, away, what_failed
 from ._entity_rows import AGENT_COLUMNS, KEY_COLUMNS, AgentRow, KeyRow, agent_from_row, key_from_row
 from ._export import ExportQueries
 from ._intel import IntelQueries
@@ -97,6 +98,7 @@ class SqlStorage(
 
     def __init__(self, clock: Clock = utc_now) -> None:
         self._clock = clock
+        self._said_away = OncePer()  # batches that failed together for the database away
 
     def now(self) -> datetime:
         return self._clock()
@@ -204,11 +206,21 @@ class SqlStorage(
                 if not began:  # no transaction (the database locked, or gone): no batch's
                     # fault, and each alone would wait for the lock again
                     return [p.result(()) if not p.rows else exc for p in batches]
-                logger.warning(
-                    "sqreen: %d batches failed to store together; storing each alone",
-                    len(todo),
-                    exc_info=True,
-                )
+                if not away(exc):
+                    logger.warning(
+                        "sqreen: %d batches failed to store together; storing each alone",
+                        len(todo),
+                        exc_info=True,
+                    )
+                elif self._said_away.due():  # (a connection cut: each alone may pass; a
+                    # full disk: a traceback each, nine in 20 s; what each alone meets is
+                    # answered 503 and said once a minute)
+                    logger.warning(
+                        "sqreen: %d batches failed to store together (%s); storing each "
+                        "alone (said once a minute at most)",
+                        len(todo),
+                        what_failed(exc),
+                    )
             else:
                 for p in todo:
                     self._places_stored(_new_places(p, seqs[id(p)]))
