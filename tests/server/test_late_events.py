@@ -110,3 +110,22 @@ def test_an_import_of_past_events_is_not_late(
     armed.post("/v1/events", envelope(failures(armed, 1, seconds=5)))  # the playbooks run
     assert added(before) == {} and lines(caplog) == []
     assert armed.storage.list_alerts() == []
+
+
+def test_alerts_get_a_line_each_up_to_a_limit_a_playbook_a_minute(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An attack on many accounts logged a line an alert: 2 233 in 25 s."""
+    now = [1000.0]
+    monkeypatch.setattr(_late.time, "monotonic", lambda: now[0])
+    lines = _late.AlertLines(per_minute=3)
+    with caplog.at_level(logging.WARNING, logger="sqreen.server"):
+        said = [lines.say("brute-force-account") for _ in range(6)]
+        assert lines.say("brute-force-ip")  # each playbook its own
+        now[0] += _late.LOG_EVERY
+        again = lines.say("brute-force-account")
+    assert said == [True, True, True, False, False, False] and again
+    assert [r.getMessage() for r in caplog.records] == [
+        "sqreen: playbook brute-force-account: 3 alerts within a minute: the rest of the "
+        "minute's are not logged one by one (sqreen alerts lists them all)"
+    ]

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Final
 
-__all__ = ["LOG_EVERY", "LateEvents", "Throttle", "span"]
+__all__ = ["ALERT_LINES", "LOG_EVERY", "AlertLines", "LateEvents", "Throttle", "span"]
 
 logger = logging.getLogger("sqreen.server")
 
@@ -58,6 +58,38 @@ class Throttle:
             return None
         count, self.count, self._said = self.count, 0, now
         return count
+
+
+#: The alerts of one playbook logged one by one in a minute at most.
+ALERT_LINES: Final = 20
+
+
+class AlertLines:
+    """Which alerts get a line of their own: :data:`ALERT_LINES` of each playbook a minute.
+    An attack on many accounts made thousands a minute (2 233 lines in 25 s), a log nobody
+    could read; past them, one line says that the rest of the minute's are not logged one
+    by one (``sqreen alerts`` and the explorer list them all, and webhooks get each)."""
+
+    def __init__(self, per_minute: int = ALERT_LINES) -> None:
+        self.per_minute = per_minute
+        #: Per playbook: (when its minute began, lines said in it).
+        self._minutes: dict[str, tuple[float, int]] = {}
+
+    def say(self, playbook: str) -> bool:
+        """Whether this alert of ``playbook`` gets its line (the one past the limit says so)."""
+        now = time.monotonic()
+        began, said = self._minutes.get(playbook, (now, 0))
+        if now - began >= LOG_EVERY:
+            began, said = now, 0
+        self._minutes[playbook] = (began, said + 1)
+        if said == self.per_minute:
+            logger.warning(
+                "sqreen: playbook %s: %d alerts within a minute: the rest of the minute's are "
+                "not logged one by one (sqreen alerts lists them all)",
+                playbook,
+                self.per_minute,
+            )
+        return said < self.per_minute
 
 
 class LateEvents:

@@ -43,7 +43,7 @@ from ._hits import (
     marks_of,
     merged_marks,
 )
-from ._late import LateEvents, Throttle
+from ._late import AlertLines, LateEvents, Throttle
 from ._notify import Notifier
 from ._source import PlaybookSource
 from ._views import event_view, wire_views
@@ -89,6 +89,7 @@ class PlaybookRunner:
         self.on_cap = on_cap
         self.late = LateEvents(on_late)  # events older than a window: on_late is told (metrics)
         self._unblocked = Throttle()  # alerts stored without their block, said once a minute
+        self._alert_lines = AlertLines()
         self._replaced = Throttle()  # blocks that replaced another, said once a minute
         # Keys every reader of whose stream is quiet (an IP blocked for an hour): until when
         # (µs), no hit of theirs can matter. Quiet only lengthens (but when a block is replaced
@@ -309,7 +310,8 @@ class PlaybookRunner:
         for alert in stored:
             playbook = by_id.get(alert.playbook)
             # The summary names the group key, which an event named: no terminal escapes.
-            logger.warning("sqreen: playbook alert #%d: %s", alert.id, visible(alert.summary))
+            if self._alert_lines.say(alert.playbook):
+                logger.warning("sqreen: playbook alert #%d: %s", alert.id, visible(alert.summary))
             if playbook is not None and playbook.notify and self.notifier is not None:
                 more = None if self.events is None else partial(_behind, self.events, alert)
                 self.notifier.submit(playbook.notify, {"alert": alert.to_json()}, more)
