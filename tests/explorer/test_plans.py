@@ -127,7 +127,7 @@ def full_scans(lines: list[str], sql: str = "") -> list[str]:
 def test_each_filter_reads_through_an_index(filled: Storage, label: str) -> None:
     args, index, lookup = FILTERS[label]
     found = statements(filled, args)
-    assert len(found) >= 3  # the page, the span of the sample, the histogram
+    assert len(found) >= 2  # the page, the times of the sample (its span and histogram)
     plans = []
     for sql, params in found:
         lines = plan(filled, sql, params)

@@ -260,6 +260,14 @@ def test_count_by_and_histogram(storage: Storage) -> None:
     assert [t for t, _ in hist] == [start + timedelta(minutes=2 * i) for i in range(5)]
     assert [n for _, n in hist] == [2, 2, 2, 2, 2]
     assert sum(n for _, n in storage.histogram(EventFilter(users=(("uid", "a"),)))) == 6
+    # A sample's histogram (counted in Python from its times) is the SQL one's.
+    for f in (EventFilter(), EventFilter(users=(("uid", "a"),)), EventFilter(name="x")):
+        for begin, end in (
+            (start, start + timedelta(minutes=10)),
+            (None, start + timedelta(hours=2)),
+        ):
+            whole = storage.histogram(f, buckets=7, start=begin, end=end)
+            assert storage.histogram(f, buckets=7, newest=100, start=begin, end=end) == whole
 
 
 @pytest.mark.parametrize(

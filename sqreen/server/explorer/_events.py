@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ..._event import LIMITS
 from ...events import severity
-from ..storage import Storage, StoredEvent
+from ..storage import Storage, StoredEvent, histogram_of, span_of
 from ._chart import Chart, bucketing, draw
 from ._query import MAX_SEQ_DIGITS, Query, QueryError, parse_query
 from ._render import event_url, one_pair, pairs, render, shown, summary, when
@@ -84,7 +84,8 @@ def load(storage: Storage, query: Query, path: str, now: datetime) -> EventsView
     if len(events) > PAGE_SIZE:
         events = events[:PAGE_SIZE]
         older = query.url(path, before=str(events[-1].seq))
-    sampled, oldest, newest = storage.span(f, newest=SAMPLE)
+    times = storage.sample_times(f, newest=SAMPLE)  # read once: the span and the chart
+    sampled, oldest, newest = span_of(times)
     bounded = sampled >= SAMPLE
     chart = None
     if oldest is not None and newest is not None:
@@ -95,7 +96,7 @@ def load(storage: Storage, query: Query, path: str, now: datetime) -> EventsView
             since = min(since, until - MIN_RANGE)  # a few fresh events: the last hour
         start, buckets, step, per = bucketing(since, until, align=f.since is None)
         end = f.until or start + step * buckets
-        points = storage.histogram(f, buckets, newest=SAMPLE, start=start, end=end)
+        points = histogram_of(times, buckets, start, end)
         chart = draw(points, end, per, lambda **kw: query.url(path, drop=["before"], **kw))
     groups = None
     if query.group_field is not None:

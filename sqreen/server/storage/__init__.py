@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ._places import LatestPlaces, PlaceAsk, PlaceRow
 from ._prepared import PreparedEvents, TiedStep
-from ._queries import MAX_IDS
+from ._queries import MAX_IDS, histogram_of, span_of
 from ._rows import clean, new_events
 from ._serve_lock import serving
 from .base import ControlStore, EventStore, Storage
@@ -93,10 +93,12 @@ __all__ = [
     "block_target",
     "by_playbook",
     "clean",
+    "histogram_of",
     "new_events",
     "newer",
     "open_storage",
     "serving",
+    "span_of",
     "utc_now",
 ]
 

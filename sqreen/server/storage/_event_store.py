@@ -207,6 +207,16 @@ class EventStore(Clocked, Protocol):
         """
         ...
 
+    def sample_times(self, filters: EventFilter = NO_FILTER, *, newest: int) -> list[int]:
+        """The times (µs since the epoch) of the newest ``newest`` matching events (by
+        ``seq``; by time for a filter on time alone): what a bounded :meth:`histogram` counts
+        and :meth:`span` spans, read once for both (:func:`~._queries.span_of`,
+        :func:`~._queries.histogram_of`).
+
+        .. versionadded:: 0.1 (for the Event Explorer)
+        """
+        ...
+
     def span(
         self, filters: EventFilter = NO_FILTER, *, newest: int
     ) -> tuple[int, datetime | None, datetime | None]:

@@ -9,10 +9,38 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Final, TypeVar
 
-from ._entity_rows import opt_time
 from ._rows import EVENT_COLUMNS, clean, event_from_row
 from ._walks import EventWalks
 from .model import NO_FILTER, EventFilter, StoredEvent, from_us, to_us
+
+HOUR_US: Final = 3_600_000_000
+
+
+def span_of(times: list[int]) -> tuple[int, datetime | None, datetime | None]:
+    """How many ``times`` (µs) there are, and the earliest and the latest (events arrive out
+    of time order: spools, imports, late senders; a chart starts at the earliest)."""
+    if not times:
+        return 0, None, None
+    return len(times), from_us(min(times)), from_us(max(times))
+
+
+def histogram_of(
+    times: list[int], buckets: int, start: datetime | None, end: datetime
+) -> list[tuple[datetime, int]]:
+    """Counts of ``times`` (µs) in ``buckets`` equal slices of [start, end) (``start``
+    None: an hour before ``end``), as :meth:`EventQueries.histogram` gives them."""
+    buckets = max(1, buckets)
+    until = to_us(end)
+    since = until - HOUR_US if start is None else min(to_us(start), until - 1)
+    width = max(1, -(-(until - since) // buckets))
+    counts = [0] * buckets
+    last = buckets - 1
+    for ts in times:
+        if since <= ts < until:
+            bucket = (ts - since) // width
+            counts[bucket if bucket < last else last] += 1
+    return [(from_us(since + i * width), n) for i, n in enumerate(counts)]
+
 
 __all__ = ["MAX_IDS", "EventQueries", "id_list"]
 
@@ -109,13 +137,11 @@ class EventQueries(EventWalks):
     def span(
         self, filters: EventFilter = NO_FILTER, *, newest: int
     ) -> tuple[int, datetime | None, datetime | None]:
-        # The times of the whole sample, not of its two ends by seq: events arrive out of
-        # time order (spools, imports, late senders), and the chart starts at the oldest.
+        return span_of(self.sample_times(filters, newest=newest))
+
+    def sample_times(self, filters: EventFilter = NO_FILTER, *, newest: int) -> list[int]:
         sample, params = self._newest(filters, "e.ts AS ts", newest, sample=True)
-        count, oldest, latest = self._one(
-            f"SELECT count(*), min(m.ts), max(m.ts) FROM ({sample}) m", params
-        )
-        return int(count), opt_time(oldest), opt_time(latest)
+        return [int(ts) for (ts,) in self._read(sample, params)]
 
     def get_event(self, event_id: str, *, seq: int | None = None) -> StoredEvent | None:
         """The event of this id: ids are unique per key, so the first stored of them, or the
@@ -214,29 +240,24 @@ class EventQueries(EventWalks):
         end: datetime | None = None,
     ) -> list[tuple[datetime, int]]:
         buckets = max(1, buckets)
-        until = to_us(end or filters.until or self.now())
-        first = start or filters.since
-        if first is not None:
-            since = to_us(first)
+        end = end or filters.until or self.now()
+        start = start or filters.since
+        if newest is not None:  # the sample's times, read once, counted here
+            times = self.sample_times(filters, newest=newest)
+            return histogram_of(times, buckets, start or span_of(times)[1], end)
+        until = to_us(end)
+        if start is not None:
+            since = to_us(start)
         else:
-            if newest is None:
-                conds, params = self._where(filters)
-                where = f"WHERE {' AND '.join(conds)}" if conds else ""
-                oldest = self._scalar(f"SELECT min(e.ts) FROM events e {where}", params)
-            else:
-                _, found, _ = self.span(filters, newest=newest)
-                oldest = None if found is None else to_us(found)
-            since = until - 3_600_000_000 if oldest is None else min(oldest, until - 1)
-        width = max(1, -(-(until - since) // buckets))
-        if newest is None:
             conds, params = self._where(filters)
-            source = "events e"
-        else:
-            sample, params = self._newest(filters, "e.ts AS ts", newest, sample=True)
-            conds, source = [], f"({sample}) e"
+            where = f"WHERE {' AND '.join(conds)}" if conds else ""
+            oldest = self._scalar(f"SELECT min(e.ts) FROM events e {where}", params)
+            since = until - HOUR_US if oldest is None else min(oldest, until - 1)
+        width = max(1, -(-(until - since) // buckets))
+        conds, params = self._where(filters)
         conds += ["e.ts >= ?", "e.ts < ?"]
         rows = self._read(
-            f"SELECT (e.ts - ?) / CAST(? AS BIGINT), count(*) FROM {source} "
+            f"SELECT (e.ts - ?) / CAST(? AS BIGINT), count(*) FROM events e "
             f"WHERE {' AND '.join(conds)} GROUP BY 1",
             [since, width, *params, since, until],
         )
