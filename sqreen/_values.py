@@ -22,6 +22,7 @@ every count.
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import date, time
 from decimal import Decimal
@@ -162,7 +163,7 @@ def _key(field: str, raw: object, notes: list[InvalidEvent] | None) -> str | Non
     if isinstance(raw, str):
         key = str(raw)
     elif isinstance(raw, int | float) and not isinstance(raw, Enum):
-        key = str(raw)  # as json.dumps writes it
+        key = json.dumps(raw)  # as json.dumps writes a dict's key: True is "true"
     else:
         note(
             notes,

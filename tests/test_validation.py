@@ -82,6 +82,9 @@ CONVERTED: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("props-set", {"properties": {"tags": {2, 1}}}, {"properties": {"tags": [1, 2]}}),
     ("props-bytes-utf8", {"properties": {"raw": b"x"}}, {"properties": {"raw": "x"}}),
     ("props-int-key", {"properties": {1: "x"}}, {"properties": {"1": "x"}}),
+    # (JSON's spellings, as json.dumps writes a dict's keys: str(True) was "True")
+    ("props-bool-key", {"properties": {True: "x"}}, {"properties": {"true": "x"}}),
+    ("props-inf-key", {"properties": {math.inf: "x"}}, {"properties": {"Infinity": "x"}}),
     ("user-float", {"user_identifiers": {"uid": 4.2}}, {"user": {"uid": "4.2"}}),
     ("collect-body", {"collect_body": "yes"}, {}),
 ]
