@@ -571,6 +571,8 @@ def test_an_unopenable_database_is_a_clear_error(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "cannot open the SQLite database" in result.output
     result = run("blocks", "--db", "postgresql://nobody@127.0.0.1:1/none", ok=False)
     assert result.exit_code == 1 and "cannot connect to PostgreSQL" in result.output
+    # One line: libpq puts its hint ("Is the server running...") on a line of its own.
+    assert result.output.count("\n") == 1, result.output
 
 
 @pytest.mark.slow

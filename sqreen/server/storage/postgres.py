@@ -171,7 +171,10 @@ class PostgresStorage(WritesLog, SqlStorage):
                 self.check_schema()
         except psycopg.OperationalError as exc:
             self.close()
-            raise DatabaseUnreachable(f"cannot connect to PostgreSQL: {exc}".strip()) from None
+            # libpq's hint goes on a line of its own ("\n\tIs the server running..."): one
+            # line, for the CLI's error and the worker's "waits for the database".
+            said = " ".join(str(exc).split())
+            raise DatabaseUnreachable(f"cannot connect to PostgreSQL: {said}".strip()) from None
         except psycopg.ProgrammingError as exc:  # (InsufficientPrivilege among them)
             self.close()
             if exc.sqlstate is not None:  # the server's answer (which holds no URL)
