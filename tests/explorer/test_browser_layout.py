@@ -11,6 +11,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx2 as httpx
 import pytest
@@ -38,6 +39,7 @@ LONG_NAME = "app." + "verylongeventname" * 14 + "x" * 3  # 245 characters, no br
 BLOB = "A" * 3000
 HOST = "h" * 256
 USER = "u" * 256
+ZALGO = "a" + "\u0301" * 200  # combining marks, stacked above one letter
 WIDTHS = (1280, 390)
 PLAYBOOK = f"""\
 [[playbook]]
@@ -71,9 +73,10 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         properties = {"blob": BLOB, "k" * 128: "a long key"}
         events.append(wire_event(name="app.page", properties=properties))
         events.append(wire_event(name=LONG_NAME, user={"username": USER}))
+        events.append(wire_event(name=ZALGO))
         body = envelope(events, host=HOST, name="shop")
         reply = httpx.post(url + "/v1/events", json=body, headers=auth)
-        assert reply.json()["accepted"] == 5, reply.text
+        assert reply.json()["accepted"] == 6, reply.text
         stats = {"queue_depth": 0, "sent": 5, "tracked": 5}
         beat = {"sdk": {"name": "sqreen-python", "version": "0.1"}, "app": body["app"]}
         reply = httpx.post(url + "/v1/heartbeat", json={**beat, "stats": stats}, headers=auth)
@@ -147,6 +150,14 @@ def test_long_strings_keep_every_page_within_the_window(collector: str, page: An
     page.wait_for_url(re.compile(r".*/explorer/events/[^?]+\?seq=[0-9]+$"))
     fits(page, "event with a long name and user")
     assert LONG_NAME in page.locator("h1").inner_text().replace("\n", "")
+
+    # 200 combining marks over one letter: the heading stays within its own box (it drew
+    # over the header and the nav, and widened the page to 4 378 px).
+    page.goto(collector + "/explorer/events?name=" + quote(ZALGO))
+    page.locator("#events tbody td.time a").first.click()
+    page.wait_for_url(re.compile(r".*/explorer/events/[^?]+\?seq=[0-9]+$"))
+    fits(page, "event with a name of stacked combining marks")
+    assert page.locator("h1").evaluate("e => getComputedStyle(e).overflow") == "hidden"
 
     page.goto(collector + "/explorer/alerts")
     fits(page, "alerts")
