@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
 from ._limits import LIMITS, InvalidEvent, Limits
-from ._text import CONTROLS, REPLACEMENT, SURROGATES, utf8_text
+from ._text import CONTROLS, REPLACEMENT, SURROGATES, clipped, utf8_text
 from ._values import TRUNCATED, note, validate_mapping
 from ._wire_time import in_range
 
@@ -358,6 +358,6 @@ def validate_target(target: object, notes: Notes = None) -> dict[str, str] | Non
                 if k == "id":
                     return None
                 continue
-            text = text[: LIMITS.target_field_max]
+            text = clipped(text, LIMITS.target_field_max)  # at a word: scrubbed after
         out[k] = text
     return out

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._limits import InvalidEvent
 from ._request_params import MAX_PARAMS, parse_body, parse_query
+from ._text import clipped
 from ._values import note
 
 if TYPE_CHECKING:
@@ -111,7 +112,8 @@ class RequestSnapshot:
         )
 
     def slimmed(self, clip: int) -> RequestSnapshot:
-        """A copy without the body, its query and User-Agent cut to ``clip`` characters and
+        """A copy without the body, its query and User-Agent cut to ``clip`` characters (at a
+        word: they are scrubbed after, and a secret cut in two no longer looks like one) and
         its forwarded header to its last ``clip`` (the hops nearest this server, from which
         the client IP is read): what a client can pad, bounded (see :mod:`sqreen._reserve`).
         A copy: a request's snapshot may be shared by several of its events."""
@@ -119,9 +121,9 @@ class RequestSnapshot:
         return RequestSnapshot(
             self.method,
             self.path,
-            self.query[:clip],
+            clipped(self.query, clip),
             self.peer,
-            user_agent[:clip] if user_agent else user_agent,
+            clipped(user_agent, clip) if user_agent else user_agent,
             forwarded[-clip:] if forwarded else forwarded,
             self.content_type,
             self.route,

@@ -100,6 +100,8 @@ def _normalized_key(key: str) -> str:
 _candidate: Final = CANDIDATE.search
 #: How many User-Agents a scrubber remembers (:meth:`Scrubber.scrub_agent`).
 AGENTS_KEPT: Final = 1024
+#: The longest User-Agent a scrubber remembers (a browser's is a few hundred characters).
+AGENT_KEPT_CHARS: Final = 1024
 
 
 class _Rule:
@@ -228,13 +230,15 @@ class Scrubber(BodyScrubbing):
     def scrub_agent(self, agent: str) -> str:
         """A User-Agent, scrubbed as any value (an app's own client may put its token in
         it), remembered: the same few come again and again. At most :data:`AGENTS_KEPT`
-        (any client chooses the text), forgotten all at once past them."""
+        of :data:`AGENT_KEPT_CHARS` at most (any client chooses the text), forgotten all at
+        once past them."""
         scrubbed = self._agents.get(agent)
         if scrubbed is None:
             scrubbed = self.scrub_value(agent)
-            if len(self._agents) >= AGENTS_KEPT:
-                self._agents.clear()
-            self._agents[agent] = scrubbed
+            if len(agent) <= AGENT_KEPT_CHARS:  # (a padded one is not kept: memory)
+                if len(self._agents) >= AGENTS_KEPT:
+                    self._agents.clear()
+                self._agents[agent] = scrubbed
         return scrubbed
 
     def scrub(self, obj: Any) -> Any:

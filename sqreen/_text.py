@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Final
+from typing import Final, overload
 
 __all__ = [
     "CONTROLS",
     "REPLACEMENT",
     "SURROGATES",
+    "clipped",
     "first_hidden",
     "pair",
     "quoted",
@@ -37,9 +38,13 @@ REPLACEMENT: Final = "\ufffd"
 
 #: Characters that show nothing where they stand (a soft hyphen, the Mongolian vowel
 #: separator, zero-width spaces and joiners, the word joiner and invisible operators, the
-#: byte-order mark): stored and sent as they are, but written out on a screen, where
-#: ``admin\u200b`` would read as ``admin``.
-_INVISIBLE: Final = "\u00ad\u180e\u200b-\u200d\u2060-\u2064\ufeff"
+#: deprecated format controls, the byte-order mark, the Hangul fillers and the braille
+#: blank, which fonts draw as a space, and the tag characters): stored and sent as they
+#: are, but written out on a screen, where ``admin\u200b`` would read as ``admin``.
+_INVISIBLE: Final = (
+    "\u00ad\u115f\u1160\u180e\u200b-\u200d\u2060-\u2064\u206a-\u206f\u2800\u3164"
+    "\ufeff\uffa0\U000e0000-\U000e007f"
+)
 
 _SURROGATE_RE: Final = re.compile(f"[{SURROGATES}]")
 _SHOWN_RE: Final = re.compile(f"[{CONTROLS}{_INVISIBLE}{SURROGATES}]")
@@ -62,7 +67,9 @@ def _escape(match: re.Match[str]) -> str:
     if named is not None:
         return named
     code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def visible(text: str, *, lines: bool = False) -> str:
@@ -81,8 +88,10 @@ def first_hidden(text: str) -> str | None:
     return None if match is None else match[0]
 
 
-#: A word of a ``k=v`` list: what needs no quotes to be read as one key or one value.
-_WORD_RE: Final = re.compile(r"""[^\s=,"'\\]+""")
+#: What a word of a ``k=v`` list may hold without quotes: printable ASCII but the space, and
+#: ``=``, ``,``, quotes and the backslash (anything else, an equals sign's lookalike or a
+#: space of another script included, is quoted).
+_WORD_RE: Final = re.compile(r"""[!#-&(-+\--<>-\[\]-~]+""")
 
 
 def quoted(text: str) -> str:
@@ -103,3 +112,31 @@ def pair(key: str, value: object, width: int | None = None) -> str:
     if width is not None and len(text) > width:
         text = text[: width - 1] + "…"
     return f"{quoted(key)}={quoted(text) if isinstance(value, str) else text}"
+
+
+#: What a cut leaves at a text's end, read backwards (the text reversed): the part of its last
+#: word, then the digits, spaces, dashes and dots before it (a card's other groups). Matched
+#: from the start of the reversed text: linear, whatever the text (no ``\Z`` to backtrack to).
+_TAIL: Final = r"[^\s;,&|()\[\]{}<>\"'`]*[\d\s.\-]*"
+_TAIL_TEXT_RE: Final = re.compile(_TAIL)
+_TAIL_BYTES_RE: Final = re.compile(_TAIL.encode())
+
+
+@overload
+def clipped(text: str, limit: int) -> str: ...
+@overload
+def clipped(text: bytes, limit: int) -> bytes: ...
+def clipped(text: str | bytes, limit: int) -> str | bytes:
+    """``text`` (str or bytes) cut to at most ``limit`` characters, for text scrubbed after
+    the cut: the part of a word the cut leaves is dropped too, and the digits, spaces and
+    dashes before it, so that no piece of a secret is left that no longer looks like one
+    (15 digits of a card, a URL's password before its ``@``, half a key went out as they
+    were)."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    if isinstance(cut, bytes):
+        found_bytes = _TAIL_BYTES_RE.match(cut[::-1])
+        return cut[: limit - found_bytes.end()] if found_bytes else cut
+    found = _TAIL_TEXT_RE.match(cut[::-1])
+    return cut[: limit - found.end()] if found else cut

@@ -31,7 +31,7 @@ from typing import Any, Final
 from uuid import UUID
 
 from ._limits import LIMITS, InvalidEvent
-from ._text import utf8_text
+from ._text import clipped, utf8_text
 
 __all__ = ["TRUNCATED", "note", "validate_mapping", "validate_value"]
 
@@ -53,7 +53,7 @@ def note(notes: list[InvalidEvent] | None, field: str, rule: str, message: str) 
 
 def _truncated(notes: list[InvalidEvent] | None, field: str, value: str) -> str:
     note(notes, field, "value_too_long", f"string of {len(value)} characters, at most {_STR_MAX}")
-    return value[: _STR_MAX - len(TRUNCATED)] + TRUNCATED
+    return clipped(value, _STR_MAX - len(TRUNCATED)) + TRUNCATED  # at a word: scrubbed after
 
 
 def validate_value(

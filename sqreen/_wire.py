@@ -105,8 +105,10 @@ def encode_request(snapshot: RequestSnapshot, config: Config, collect_body: bool
         forwarded = text(forwarded)  # bytes from ASGI headers, or None
     if type(agent) is not str:
         agent = text(agent)
-    if agent is not None:
-        agent = scrubber.scrub_agent(agent if len(agent) <= CLIP else agent[:CLIP])
+    if agent is not None:  # scrubbed whole, then cut (a secret across the cut went out)
+        agent = scrubber.scrub_agent(agent)
+        if len(agent) > CLIP:
+            agent = agent[:CLIP]
     peer, rewritten = snapshot.peer, snapshot.peer_rewritten
     key = (id(trusted), peer, forwarded, header, rewritten, trusted)
     last_key, ip = _last_client

@@ -164,6 +164,48 @@ def test_the_user_agent_and_the_target_are_scrubbed_as_every_value() -> None:
         assert "[redacted]" in wire["target"]["name"]
 
 
+SECRETS = {  # what the scrubber redacts whole, and the piece a cut must not leave
+    "4111 1111 1111 1111": "4111 1111 1111",
+    "https://alice:SuperSecretPassw0rd@host/": "SuperSecret",
+    "ghp_" + "a1B2c3D4e5" * 3 + "f6G7h8": "ghp_a1B2c3D4e5",
+    "ACME-654321": "ACME-6543",
+    JWT: JWT[:40],
+}
+
+
+@pytest.mark.parametrize("secret", list(SECRETS))
+def test_a_secret_across_a_cut_leaves_no_piece_of_itself(secret: str) -> None:
+    """The User-Agent, a target's value and a long property were cut before they were
+    scrubbed: a secret across the cut was no longer one to the scrubber, and its first part
+    went out (15 digits of a card, a URL's whole password, half a key)."""
+    from sqreen._event import validate_target
+    from sqreen._limits import LIMITS
+
+    config = Config.resolve({"scrub_values": [r"ACME-\d{6}"]}, environ={})
+    piece = SECRETS[secret]
+    for at in range(3, len(secret) - 1, 3):  # every place of the cut within the secret
+
+        def around(limit: int, at: int = at) -> str:  # the cut at ``limit``, ``at`` in
+            return ("x " * limit)[: limit - at - 1] + " " + secret
+
+        agent = around(2048)
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_USER_AGENT": agent}
+        snapshot = snapshot_wsgi(environ, "HTTP_X_FORWARDED_FOR", None, None)
+        target = validate_target({"id": around(LIMITS.target_field_max)}, [])
+        props, size = validate_properties({"note": around(4096 - 11)}, [])
+        event = QueuedEvent(1, "e", 0.0, props, None, target, snapshot, False, size)
+        for wire in (
+            encode_event(event, "x-1", config),
+            encode_event(
+                QueuedEvent(1, "e", 0.0, props, None, target, snapshot.slimmed(512), False, 0),
+                "x-2",
+                config,
+            ),
+        ):
+            sent = json.dumps(wire, ensure_ascii=False)
+            assert piece not in sent, (secret, at)
+
+
 def test_the_user_agents_a_scrubber_remembers_are_bounded() -> None:
     from sqreen._scrub import AGENTS_KEPT, Scrubber
 

@@ -393,6 +393,27 @@ def test_a_value_that_looks_like_more_pairs_is_quoted_on_rows_and_blocks(
     assert 'email="eve@evil.example uid=1"' in blocks
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (
+            "bad\u2800mfa\uff1dpassed",
+            '"bad\\u2800mfa\uff1dpassed"',
+        ),  # a braille blank, a fullwidth =
+        ("x\u3164role\ua78aadmin", '"x\\u3164role\ua78aadmin"'),  # a Hangul filler, an = lookalike
+        ("admin\U000e0020", '"admin\\U000e0020"'),  # a tag character: no glyph at all
+        ("José", '"José"'),  # any text not plain ASCII is quoted
+        ("a-b_c.d@e:f/g", "a-b_c.d@e:f/g"),  # plain ASCII words as they are
+    ],
+)
+def test_lookalikes_of_spaces_and_equals_signs_are_quoted_and_written_out(
+    client: TestClient, storage: Storage, value: str, shown: str
+) -> None:
+    store(storage, wire_event(user={"uid": value}))
+    page = html.unescape(client.get("/explorer/events").text)
+    assert f"uid={shown}" in page
+
+
 def test_blocks_created_listed_and_lifted_from_the_page(
     client: TestClient, storage: Storage
 ) -> None:

@@ -45,6 +45,22 @@ def test_a_new_database_its_wal_and_shm_are_private(tmp_path: Path) -> None:
         storage.close()
 
 
+def test_a_database_path_linked_to_a_file_not_made_yet_is_made_there(tmp_path: Path) -> None:
+    """A symbolic link into a fresh volume: the file is made where it points, private (the
+    first open refused the link itself, and no later connection creates a file)."""
+    (tmp_path / "volume").mkdir()
+    link = tmp_path / "sqreen.db"
+    link.symlink_to(tmp_path / "volume" / "real.db")
+    storage = open_storage(str(link))
+    try:
+        storage.insert_events([parse_event(wire_event())])
+        assert storage.count_events() == 1
+    finally:
+        storage.close()
+    assert (tmp_path / "volume" / "real.db").is_file() and link.is_symlink()
+    assert mode(str(tmp_path / "volume" / "real.db")) == 0o600
+
+
 def test_an_existing_databases_mode_is_kept(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"
     open_storage(str(db)).close()

@@ -56,17 +56,19 @@ def unavailable(exc: BaseException) -> bool:
 
 
 class OncePer:
-    """:meth:`due` once every ``seconds`` at most (a line said once a minute)."""
+    """:meth:`due` once every ``seconds`` at most for each ``what`` (a line said once a
+    minute a reason: a locked database said first must not hide a full disk)."""
 
     def __init__(self, seconds: float = 60.0) -> None:
         self.seconds = seconds
-        self._at: float | None = None
+        self._at: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def due(self) -> bool:
+    def due(self, what: str = "") -> bool:
         now = time.monotonic()
         with self._lock:
-            if self._at is not None and now - self._at < self.seconds:
+            at = self._at.get(what)
+            if at is not None and now - at < self.seconds:
                 return False
-            self._at = now
+            self._at[what] = now
             return True

@@ -212,7 +212,9 @@ class SqlStorage(
                         len(todo),
                         exc_info=True,
                     )
-                elif self._said_away.due():  # (a connection cut: each alone may pass; a
+                elif self._said_away.due(
+                    what_failed(exc)
+                ):  # (a connection cut: each alone may pass; a
                     # full disk: a traceback each, nine in 20 s; what each alone meets is
                     # answered 503 and said once a minute)
                     logger.warning(

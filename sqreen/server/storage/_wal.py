@@ -67,9 +67,12 @@ class FileGuard:
     database file is not the one the storage opened, or its WAL index can be written no more.
 
     **The file.** A database file removed or replaced while the collector runs (``rm``, a
-    backup copied over it, a volume remounted) is still open: SQLite went on writing into the
-    removed file, and every batch was answered 200, then lost with it, while ``/readyz`` said
-    ready. Its device and inode are compared with the path's at each transaction (one
+    file moved over it, a volume mounted over its directory) is still open: SQLite went on
+    writing into the removed file, and every batch was answered 200, then lost with it, while
+    ``/readyz`` said ready. (A file copied *into* it, ``cp backup.db sqreen.db``, keeps its
+    inode: that rewrites the database under SQLite, which then finds it malformed; the way
+    back to a backup is ``sqreen restore``, which refuses a database being served.) Its
+    device and inode are compared with the path's at each transaction (one
     ``stat()``, about a microsecond): it is then refused, a 503 with ``/readyz`` saying why,
     until the collector is restarted on the database it should use.
 

@@ -384,8 +384,8 @@ def create_private(path: str) -> None:
     existing file keeps the mode its operator gave it."""
     if path in ("", ":memory:") or path.startswith("file:"):
         return
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:  # (through a symbolic link to a file not made yet: O_EXCL refuses the link itself)
+        os.close(os.open(os.path.realpath(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError:  # it exists (kept as it is), or SQLite will say why it cannot open it
         pass
 
