@@ -127,5 +127,8 @@ def test_alerts_get_a_line_each_up_to_a_limit_a_playbook_a_minute(
     assert said == [True, True, True, False, False, False] and again
     assert [r.getMessage() for r in caplog.records] == [
         "sqreen: playbook brute-force-account: 3 alerts within a minute: the rest of the "
-        "minute's are not logged one by one (sqreen alerts lists them all)"
+        "minute's are not logged one by one (sqreen alerts lists them all)",
+        # The next minute's first alert says how many the last one held back.
+        "sqreen: playbook brute-force-account: 3 more of its alerts were not logged one by "
+        "one in the minute that began 60 s ago (sqreen alerts lists them all)",
     ]

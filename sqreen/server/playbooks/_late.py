@@ -72,14 +72,23 @@ class AlertLines:
 
     def __init__(self, per_minute: int = ALERT_LINES) -> None:
         self.per_minute = per_minute
-        #: Per playbook: (when its minute began, lines said in it).
+        #: Per playbook: (when its minute began, its alerts in it).
         self._minutes: dict[str, tuple[float, int]] = {}
 
     def say(self, playbook: str) -> bool:
-        """Whether this alert of ``playbook`` gets its line (the one past the limit says so)."""
+        """Whether this alert of ``playbook`` gets its line (the one past the limit says so,
+        and the first of a later minute how many the last one held back)."""
         now = time.monotonic()
         began, said = self._minutes.get(playbook, (now, 0))
         if now - began >= LOG_EVERY:
+            if said > self.per_minute:
+                logger.warning(
+                    "sqreen: playbook %s: %d more of its alerts were not logged one by one in "
+                    "the minute that began %.0f s ago (sqreen alerts lists them all)",
+                    playbook,
+                    said - self.per_minute,
+                    now - began,
+                )
             began, said = now, 0
         self._minutes[playbook] = (began, said + 1)
         if said == self.per_minute:
