@@ -61,6 +61,23 @@ def test_a_database_path_linked_to_a_file_not_made_yet_is_made_there(tmp_path: P
     assert mode(str(tmp_path / "volume" / "real.db")) == 0o600
 
 
+def test_a_relative_database_path_holds_after_the_working_directory_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database's identity is checked at each transaction against the file the storage
+    opened, not against what a relative path names from wherever the process is now."""
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path / "data")
+    storage = open_storage("rel.db")
+    try:
+        monkeypatch.chdir(tmp_path)
+        storage.insert_events([parse_event(wire_event())])
+        assert storage.count_events() == 1
+    finally:
+        storage.close()
+    assert not (tmp_path / "rel.db").exists()
+
+
 def test_an_existing_databases_mode_is_kept(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"
     open_storage(str(db)).close()

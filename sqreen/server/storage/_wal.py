@@ -86,9 +86,10 @@ class FileGuard:
     __slots__ = ("_db", "_file", "_path", "_watch")
 
     def __init__(self, path: str) -> None:
-        self._db = path
+        memory = path in ("", ":memory:") or path.startswith("file:")
+        self._db = path if memory else os.path.abspath(path)  # (as the connections open it)
         #: The database file's (device, inode) when opened; None for one in memory.
-        self._file = None if path in ("", ":memory:") or path.startswith("file:") else _id(path)
+        self._file = None if memory else _id(self._db)
         self._path = path + "-shm"
         #: Whether to look: the index could be written when first seen (None: not yet made,
         #: as in a database whose first transaction has not begun).
