@@ -154,7 +154,7 @@ class Exit(Delivery):
         if self._pending:
             kept = self._spool_the_rest() + self._late_kept
             spooling = self.spool is not None and self.spool.enabled
-            lost = self._pending - kept if kept and self.spool is not None else self._pending
+            lost = self._pending - kept  # (nothing is kept without a spool)
             logger.warning(
                 "sqreen: %d events not delivered at shutdown%s%s",
                 self._pending,

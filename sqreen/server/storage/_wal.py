@@ -86,10 +86,10 @@ class FileGuard:
     __slots__ = ("_db", "_file", "_path", "_watch")
 
     def __init__(self, path: str) -> None:
-        memory = path in ("", ":memory:") or path.startswith("file:")
-        self._db = path if memory else os.path.abspath(path)  # (as the connections open it)
+        file = file_path(path)
+        self._db = path if file is None else file  # (as the connections open it)
         #: The database file's (device, inode) when opened; None for one in memory.
-        self._file = None if memory else _id(self._db)
+        self._file = None if file is None else _id(file)
         self._path = path + "-shm"
         #: Whether to look: the index could be written when first seen (None: not yet made,
         #: as in a database whose first transaction has not begun).
@@ -116,6 +116,14 @@ class FileGuard:
 #: What :class:`FileGuard` says of a database file removed or replaced (read as "the
 #: database is away" by :mod:`sqreen.server.unavailable`).
 REPLACED: Final = "database file removed or replaced"
+
+
+def file_path(path: str) -> str | None:
+    """The absolute path of the file a SQLite ``path`` names; None for a database in memory
+    or a ``file:`` URI (whose file SQLite reads from the URI)."""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return None
+    return os.path.abspath(path)
 
 
 def _id(path: str) -> tuple[int, int] | None:

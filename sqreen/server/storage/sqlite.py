@@ -28,7 +28,7 @@ from ._rows import EVENT_COLUMNS, EventRecord, dumps
 from ._schema import USER_BUCKET_SHIFT, migrations
 from ._sql import INSERT_CHUNK, Cursor, SqlStorage, logger
 from ._temp_store import WRITER_TEMP_STORE, begin_write
-from ._wal import FileGuard, WalRestarts
+from ._wal import FileGuard, WalRestarts, file_path
 from ._window_reads import WindowKey, adds_of, adds_text
 from ._write_lock import WriteLock
 from .model import Clock, utc_now
@@ -102,9 +102,9 @@ class SQLiteStorage(HitLog, SqlStorage):
         create_private(path)
         #: What each connection opens: the file, never created again (``mode=rw``: a
         #: connection opened after the file was removed made a new, empty one).
-        self._target = path
-        if path not in ("", ":memory:") and not path.startswith("file:"):
-            self._target = f"file:{quote(os.path.abspath(path))}?mode=rw"
+        file = file_path(path)
+        self._uri = file is not None
+        self._target = path if file is None else f"file:{quote(file)}?mode=rw"
         self._writer = self._connect()
         try:
             # Before WAL mode and the first table; no effect on an existing database.
@@ -195,7 +195,7 @@ class SQLiteStorage(HitLog, SqlStorage):
                 timeout=BUSY_TIMEOUT,
                 isolation_level=None,
                 check_same_thread=False,
-                uri=self._target is not self.path,
+                uri=self._uri,
             )
         except sqlite3.OperationalError as exc:
             raise RuntimeError(f"cannot open the SQLite database {self.path!r}: {exc}") from None
@@ -382,10 +382,11 @@ def create_private(path: str) -> None:
     exists: it holds every event, the admin password's hash and the explorer's session
     secret, and SQLite creates its ``-wal`` and ``-shm`` with the database's permissions. An
     existing file keeps the mode its operator gave it."""
-    if path in ("", ":memory:") or path.startswith("file:"):
+    file = file_path(path)
+    if file is None:
         return
     try:  # (through a symbolic link to a file not made yet: O_EXCL refuses the link itself)
-        os.close(os.open(os.path.realpath(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.close(os.open(os.path.realpath(file), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError:  # it exists (kept as it is), or SQLite will say why it cannot open it
         pass
 
