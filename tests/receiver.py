@@ -7,6 +7,7 @@ the SDK sent. Tests that need the real collector use ``sqreen serve`` instead.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import socket
@@ -34,6 +35,8 @@ class Receiver:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
+        #: The connections open to it (an HTTP/1.1 client keeps one alive between requests).
+        self._connections: set[socket.socket] = set()
         self.port = port
         self.start()
 
@@ -49,6 +52,16 @@ class Receiver:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with receiver._lock:
+                    receiver._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with receiver._lock:
+                    receiver._connections.discard(self.connection)
+                super().finish()
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
@@ -133,11 +146,18 @@ class Receiver:
         ).start()
 
     def stop(self) -> None:
-        """Go down: the port refuses connections until :meth:`start`."""
+        """Go down: the port refuses connections until :meth:`start`, and the connections
+        open are cut (a client's kept-alive connection delivered batches to a receiver that
+        was "down")."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            open_now = list(self._connections)
+        for conn in open_now:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def respond(
         self,
