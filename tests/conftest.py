@@ -13,7 +13,7 @@ from tests.receiver import Receiver
 
 #: The test files that take longest, longest first (``--durations`` of a clean-clone run, 2
 #: cores, -n 2; seconds are their slowest phases summed). ``scripts/pytest.sh`` hands whole
-#: files to the two workers in collection order (``--dist loadfile``), so these start first
+#: files to its workers (three) in collection order (``--dist loadfile``), so these start first
 #: and the run ends on short files instead of one worker finishing a minute-long test alone.
 #: Only the order changes: every test still runs. A file missing here runs after them.
 LONGEST_FIRST = (
