@@ -12,7 +12,7 @@ import click
 
 from .._blocking import fold_identifier
 from .._text import pair, visible
-from ._cli_common import db_option, json_line, opened, pairs, when
+from ._cli_common import EnvOption, db_option, json_line, opened, pairs, when
 from .blocks import (
     ENDED_LISTED,
     MAX_ACTIVE_BLOCKS,
@@ -92,6 +92,7 @@ for_option = click.option(
 reason_option = click.option("--reason", default="", help="Why (shown to operators).")
 max_blocks_option = click.option(
     "--max-blocks",
+    cls=EnvOption,
     envvar="SQREEN_MAX_BLOCKS",
     default=MAX_ACTIVE_BLOCKS,
     show_default=True,

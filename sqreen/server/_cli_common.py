@@ -131,9 +131,26 @@ def checked_db(value: str) -> str:
     )
 
 
+class EnvOption(click.Option):
+    """An option that the environment may set: a bad value read there names its variable
+    (click named the option alone, which the command line did not give)."""
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        hint = super().get_error_hint(ctx)
+        if (
+            ctx is not None
+            and self.name is not None
+            and isinstance(self.envvar, str)
+            and ctx.get_parameter_source(self.name) is click.core.ParameterSource.ENVIRONMENT
+        ):
+            return f"{self.envvar} (from the environment, for {hint})"
+        return hint
+
+
 def db_option(f: F) -> F:
     return click.option(
         "--db",
+        cls=EnvOption,
         envvar="SQREEN_DB",
         default=DEFAULT_DB,
         show_default=True,

@@ -14,7 +14,7 @@ from typing import Any, TypeVar, get_args
 
 import click
 
-from ._cli_common import db_option, json_line, opened, time_range, when_options
+from ._cli_common import EnvOption, db_option, json_line, opened, time_range, when_options
 from .export import (
     FORMATS,
     Destination,
@@ -91,6 +91,7 @@ def export_options(f: F) -> F:
     """``sqreen serve``'s ``--export URL`` and ``--export-format``."""
     f = click.option(
         "--export-format",
+        cls=EnvOption,
         envvar="SQREEN_EXPORT_FORMAT",
         type=click.Choice(get_args(Format)),
         default="ecs",
@@ -101,6 +102,7 @@ def export_options(f: F) -> F:
     return click.option(
         "--export",
         "export_url",
+        cls=EnvOption,
         envvar="SQREEN_EXPORT",
         metavar="URL",
         help="Forward every stored event and alert, at least once, to otlp+http(s)://HOST:PORT"

@@ -13,6 +13,8 @@ from typing import Any, Final, TypeVar
 
 import click
 
+from ._cli_common import EnvOption
+
 __all__ = ["https_options", "https_settings"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -44,7 +46,9 @@ _OPTIONS: Final = (
 def https_options(f: F) -> F:
     for name, envvar, text in reversed(_OPTIONS):
         kind = click.Path(dir_okay=False) if name.startswith("--ssl") else None
-        f = click.option(name, envvar=envvar, type=kind, help=f"{text} (env: {envvar})")(f)
+        f = click.option(
+            name, cls=EnvOption, envvar=envvar, type=kind, help=f"{text} (env: {envvar})"
+        )(f)
     return f
 
 

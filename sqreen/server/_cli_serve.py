@@ -22,7 +22,7 @@ from typing import Any, Final
 import click
 
 from ._cli_blocks import max_blocks_option
-from ._cli_common import Days, Finite, db_option, opened, with_db
+from ._cli_common import EnvOption, Days, Finite, db_option, opened, with_db
 from ._cli_export import destination, export_options, forwarder
 from ._cli_https import https_options, https_settings
 from ._listen import check_listen, url_host
@@ -91,6 +91,7 @@ class TravelSpeed(Finite):
 @click.option(
     "--playbooks",
     "playbooks_file",
+    cls=EnvOption,
     envvar="SQREEN_PLAYBOOKS",
     type=click.Path(dir_okay=False),
     help="A playbook file (TOML; see `sqreen playbooks init`), re-read when it changes and "
@@ -164,6 +165,7 @@ class TravelSpeed(Finite):
 @export_options
 @click.option(
     "--metrics-token",
+    cls=EnvOption,
     envvar="SQREEN_METRICS_TOKEN",
     help="A bearer token for GET /metrics alone, for Prometheus (an admin key works too; "
     "env: SQREEN_METRICS_TOKEN).",
@@ -178,6 +180,7 @@ class TravelSpeed(Finite):
 )
 @click.option(
     "--log-format",
+    cls=EnvOption,
     envvar="SQREEN_LOG_FORMAT",
     default="text",
     show_default=True,

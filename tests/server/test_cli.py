@@ -103,6 +103,28 @@ def test_db_defaults_to_sqreen_db_env(db: str, monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.parametrize(
+    ("variable", "value", "option", "command"),
+    [
+        ("SQREEN_MAX_BLOCKS", "abc", "--max-blocks", ("serve", "--port", "1")),
+        ("SQREEN_LOG_FORMAT", "xml", "--log-format", ("serve", "--port", "1")),
+        ("SQREEN_DB", "ftp://x/y", "--db", ("events",)),
+        ("SQREEN_EXPORT_FORMAT", "csv", "--export-format", ("serve", "--port", "1")),
+    ],
+)
+def test_a_bad_value_from_the_environment_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, option: str, command: tuple[str]
+) -> None:
+    """The command line did not give the option: the error says where the value came from."""
+    monkeypatch.setenv(variable, value)
+    refused = CliRunner().invoke(main, list(command))
+    said = f"Invalid value for {variable} (from the environment, for '{option}')"
+    assert refused.exit_code == 2 and said in refused.output, refused.output
+    monkeypatch.delenv(variable)
+    given = CliRunner().invoke(main, [*command, option, value])
+    assert given.exit_code == 2 and f"Invalid value for '{option}'" in given.output
+
+
+@pytest.mark.parametrize(
     ("value", "said"),
     [
         ("", "empty: a SQLite file's path, or a postgresql:// URL"),
