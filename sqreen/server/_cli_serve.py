@@ -22,7 +22,7 @@ from typing import Any, Final
 import click
 
 from ._cli_blocks import max_blocks_option
-from ._cli_common import EnvOption, Days, Finite, db_option, opened, with_db
+from ._cli_common import Days, EnvOption, Finite, db_option, opened, with_db
 from ._cli_export import destination, export_options, forwarder
 from ._cli_https import https_options, https_settings
 from ._listen import check_listen, url_host
