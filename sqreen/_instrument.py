@@ -11,8 +11,10 @@ explicit set-up stays the documented way, and an app that has both gets each onc
 
 :func:`note_unbound` is the other half: a ``track()`` or ``identify()`` that finds no request
 bound while a Flask request is being served by an app without the integration (and nothing
-will instrument it) says so once, on the ``sqreen`` logger, naming the integration to add:
-its events carry no request, its ``identify()`` binds no user and no block is enforced.
+will instrument it), or in a Starlette or FastAPI app while no sqreen ASGI middleware was
+made in the process (``start()`` does not instrument them), says so once, on the ``sqreen``
+logger, naming the integration to add: its events carry no request, its ``identify()``
+binds no user and no block is enforced.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import importlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
@@ -42,6 +45,9 @@ _HOOKS = "sqreen.integrations._auto"
 _installed = False
 #: Whether the warning of :func:`note_unbound` was given (once per process).
 _warned = False
+#: Set by the ASGI middleware when one is made: a ``track()`` with no request bound in a
+#: Starlette app is then outside its requests (a task of its own), not in an app without it.
+asgi_middleware = False
 
 
 def enabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -158,22 +164,41 @@ def undo() -> None:
 
 def note_unbound(what: str) -> None:
     """``what`` (``track``, ``identify``) ran with no request bound: warn once if a Flask
-    request is being served by an app that the integration does not serve."""
+    request is being served by an app that the integration does not serve, or if this runs
+    for a Starlette or FastAPI app (in its event loop or one of its worker threads) while
+    no sqreen ASGI middleware was ever set up in this process."""
     global _warned
-    if _warned or _installed:
+    if _warned:
         return
+    if not _installed and _unserved_flask_app(what):
+        _warned = True
+    elif not asgi_middleware and _in_starlette_app():
+        _warned = True
+        logger.warning(
+            "sqreen: %s() ran in a Starlette or FastAPI app that no sqreen middleware serves: "
+            "its events carry no request (client IP, path, parameters), identify() binds no "
+            "user and no block is enforced (sqreen.start() does not set these frameworks "
+            "up). Add the middleware: `from sqreen.integrations.fastapi import "
+            "SqreenMiddleware; app.add_middleware(SqreenMiddleware)` (Starlette: "
+            "sqreen.integrations.starlette).",
+            what,
+        )
+
+
+def _unserved_flask_app(what: str) -> bool:
+    """Whether a Flask request is being served by an app the integration does not serve
+    (said, then)."""
     flask = sys.modules.get("flask")
     if flask is None:  # not a Flask app: nothing imported, nothing to check
-        return
+        return False
     try:
         if not flask.has_request_context():
-            return
+            return False
         app = flask.current_app
         if "sqreen" in app.extensions:  # set up: a view tested in test_request_context()
-            return
+            return False
     except Exception:  # a Flask we do not know: no warning rather than an error
-        return
-    _warned = True
+        return False
     logger.warning(
         "sqreen: %s() ran in a request of the Flask app %r, which sqreen does not serve: its "
         "events carry no request (client IP, path, parameters), identify() binds no user and "
@@ -183,3 +208,21 @@ def note_unbound(what: str) -> None:
         getattr(app, "name", app),
         ENV_VARIABLE,
     )
+    return True
+
+
+def _in_starlette_app() -> bool:
+    """Whether Starlette is loaded and this runs in an event loop, or in one of the worker
+    threads where Starlette and FastAPI run sync endpoints and dependencies."""
+    if "starlette" not in sys.modules:
+        return False
+    if threading.current_thread().name == "AnyIO worker thread":
+        return True
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -133,3 +135,75 @@ def test_sqreen_s_middleware_under_another_wrapper_is_found(
     assert app.test_client().get("/login").status_code == 200
     assert "sqreen" not in app.extensions  # no second layer
     assert [(e["request"] or {}).get("path") for e in sqreen_events] == ["/login"] * 2
+
+
+@pytest.mark.parametrize("endpoint", ["async", "sync"])
+def test_a_fastapi_app_without_the_middleware_is_said_once(
+    sqreen_events: CapturedEvents,
+    sqreen_log: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    endpoint: str,
+) -> None:
+    """Code moved from an app of Sqreen's agent: ``start()`` sets Flask and Django up, not
+    FastAPI, whose requests then track without a request, bind no user and block no one."""
+    fastapi = pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setattr(_instrument, "asgi_middleware", False)  # none made in this process
+    sqreen.start()
+    app = fastapi.FastAPI()
+
+    def login() -> str:
+        sqreen.identify({"username": "mallory"})
+        sqreen.track("after.login")
+        return "ok"
+
+    async def login_async() -> str:
+        return login()
+
+    app.get("/login")(login_async if endpoint == "async" else login)
+    assert TestClient(app).get("/login").status_code == 200
+    assert TestClient(app).get("/login").status_code == 200
+    said = [r.getMessage() for r in sqreen_log.records if "no sqreen middleware" in r.getMessage()]
+    assert said == [
+        "sqreen: identify() ran in a Starlette or FastAPI app that no sqreen middleware serves: "
+        "its events carry no request (client IP, path, parameters), identify() binds no user "
+        "and no block is enforced (sqreen.start() does not set these frameworks up). Add the "
+        "middleware: `from sqreen.integrations.fastapi import SqreenMiddleware; "
+        "app.add_middleware(SqreenMiddleware)` (Starlette: sqreen.integrations.starlette)."
+    ]
+    assert [e["request"] for e in sqreen_events] == [None, None]
+
+
+def test_no_fastapi_warning_where_the_middleware_serves_or_outside_an_app(
+    sqreen_events: CapturedEvents, sqreen_log: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fastapi = pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from sqreen.integrations.fastapi import SqreenMiddleware
+
+    monkeypatch.setattr(_instrument, "asgi_middleware", False)
+    sqreen.track("a.script.s.own")  # Starlette loaded, but no event loop here: not an app's
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        sqreen.track("at.startup")  # in the loop, outside requests, of an app that has it
+        yield
+
+    app = fastapi.FastAPI(lifespan=lifespan)
+    app.add_middleware(SqreenMiddleware)
+
+    @app.get("/")
+    async def index() -> str:
+        sqreen.track("in.a.request")
+        return "ok"
+
+    with TestClient(app) as client:
+        assert client.get("/").status_code == 200
+    assert not [r for r in sqreen_log.records if "no sqreen middleware" in r.getMessage()]
+    assert [(e["name"], e["request"] is None) for e in sqreen_events] == [
+        ("a.script.s.own", True),
+        ("at.startup", True),
+        ("in.a.request", False),
+    ]

@@ -47,7 +47,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .. import _hub
+from .. import _hub, _instrument
 from .._blocking import Blocked
 from .._client import Client
 from .._context import RequestContext, current_request, unbound
@@ -88,6 +88,7 @@ class SqreenASGIMiddleware:
     def __init__(self, app: ASGIApp, route: RouteOf | None = None) -> None:
         self.app = app
         self.route = route
+        _instrument.asgi_middleware = True  # (see sqreen._instrument.note_unbound)
         with _GUARD:
             _hub.exit_hooks()  # now, on the main thread: see sqreen._exit_hooks.exit_hooks
 
