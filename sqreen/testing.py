@@ -136,6 +136,18 @@ def _action(n: int, item: object) -> dict[str, Any]:
     if not ok:
         raise ValueError(f"sqreen_events.block: item {n} must be {_SHAPES}, not {item!r:.200}")
     assert isinstance(item, dict)
+    if item["type"] == "block_user":  # integers as the collector takes them: their text
+        user = {}
+        for key, value in item["user"].items():
+            if type(value) is int:
+                value = str(value)
+            elif not isinstance(value, str):
+                raise ValueError(
+                    f"sqreen_events.block: item {n}'s identifier {key!r} must be text or an "
+                    f"integer, not {type(value).__name__}"
+                )
+            user[key] = value
+        item = {**item, "user": user}
     return {"id": f"test-{n + 1}", **item}
 
 

@@ -789,6 +789,18 @@ def test_the_fixture_says_which_block_the_sdk_refuses(sqreen_events: CapturedEve
     assert sqreen.is_blocked({"uid": "42"})
 
 
+def test_the_fixture_takes_integer_identifiers_as_the_collector_does(
+    sqreen_events: CapturedEvents,
+) -> None:
+    """``auth_track(False, user_id=42)`` is tracked, and the collector blocks ``{"user_id":
+    42}`` as ``"42"``: the fixture refused it as "it needs a non-empty user"."""
+    sqreen_events.block([{"type": "block_user", "user": {"user_id": 42}}])
+    assert sqreen.is_blocked({"user_id": 42}) and sqreen.is_blocked({"user_id": "42"})
+    for value in (4.2, True, None, ["42"]):
+        with pytest.raises(ValueError, match="item 0's identifier 'user_id' must be text or an"):
+            sqreen_events.block([{"type": "block_user", "user": {"user_id": value}}])
+
+
 def test_trusted_proxies_as_text_read_as_in_the_environment() -> None:
     """A Flask config or Django setting read from the environment holds text: it reads as
     ``SQREEN_TRUSTED_PROXIES`` does (it was refused as "not a list")."""
