@@ -530,6 +530,32 @@ print([(e["name"], e["user"]) for e in client.transport.events if e["name"] != "
     ), done.stdout
 
 
+def test_a_username_of_any_length_is_tracked_cut_in_strict_mode_too() -> None:
+    """The name a client types is its own choice: a view's ``authenticate()`` (or DRF's
+    basic authentication) takes one of 300 characters, and strict mode (the pytest plugin,
+    ``SQREEN_STRICT``) raised ``InvalidEvent`` in the signal's receiver: the login was
+    answered 500."""
+    script = """
+import django
+from django.conf import settings
+settings.configure(
+    INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes"], DATABASES={}
+)
+django.setup()
+import sqreen
+from sqreen._context import RequestContext, current_request
+from sqreen.integrations.django.auth import receivers
+client = sqreen.init(transport="memory:", strict=True)
+environ = {"REQUEST_METHOD": "POST", "REMOTE_ADDR": "::1"}
+current_request.set(RequestContext(client, "wsgi", environ))
+receivers.failed(sender=None, credentials={"username": "x" * 300, "password": "********"})
+sqreen.flush(5)
+print([(e["name"], len(e["user"]["username"])) for e in client.transport.events])
+"""
+    done = run_alone(script)
+    assert done.stdout.strip() == "[('auth.login.failure', 256)]", done.stdout + done.stderr
+
+
 def test_the_app_alone_checks_the_middleware() -> None:
     # Without the middleware the receivers find no request to track with: manage.py check
     # says so, even when "sqreen.integrations.django" itself is not installed.

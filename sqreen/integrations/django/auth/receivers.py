@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 
 from ...._context import IN_SIGNAL, RequestContext, current_request
+from ...._limits import LIMITS
 from ....events import AUTH_LOGIN_FAILURE, AUTH_LOGOUT
 from ._accounts import account_username
 
@@ -24,7 +25,12 @@ def handle_of(request: Any) -> RequestContext | None:
 
 
 def _identifiers(username: object) -> dict[str, str] | None:
-    return {"username": str(username)} if username not in (None, "") else None
+    """The identifiers of a login's username, cut as ``track()`` cuts them outside strict
+    mode: the name is the client's choice (a view or DRF's basic authentication takes any
+    length), and strict mode raising for it answered the login 500."""
+    if username in (None, ""):
+        return None
+    return {"username": str(username)[: LIMITS.identifier_max]}
 
 
 def logged_in(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
