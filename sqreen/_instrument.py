@@ -32,7 +32,15 @@ from ._config_values import boolean
 if TYPE_CHECKING:
     from ._client import Client
 
-__all__ = ["ENV_VARIABLE", "auto_instrument", "enabled", "note_unbound", "reloader_parent", "undo"]
+__all__ = [
+    "ENV_VARIABLE",
+    "auto_instrument",
+    "enabled",
+    "installed",
+    "note_unbound",
+    "reloader_parent",
+    "undo",
+]
 
 logger = logging.getLogger("sqreen")
 
@@ -70,6 +78,11 @@ def auto_instrument(client: Client) -> None:
         return
     importlib.import_module(_HOOKS).install()
     _installed = True
+
+
+def installed() -> bool:
+    """Whether :func:`sqreen.start` instrumented the frameworks in this process."""
+    return _installed
 
 
 def reloader_parent(

@@ -66,6 +66,30 @@ def test_the_system_check() -> None:
         assert len(found) == 21 and "and 1980 more wrong options" in found[-1].msg
 
 
+def test_the_system_check_of_a_project_configured_by_the_environment_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No ``SQREEN`` setting: the check read nothing, ``manage.py check`` passed, and the
+    middleware refused to start under gunicorn."""
+    from django.conf import settings
+
+    monkeypatch.setenv("SQREEN_FLUSH_INTERVAL", "abc")
+    with override_settings():
+        del settings.SQREEN
+        (message,) = check_middleware()
+    assert message.id == "sqreen.E002", message
+    assert message.msg.startswith("sqreen's configuration: flush_interval"), message.msg
+    assert "SQREEN_FLUSH_INTERVAL" in message.msg
+
+
+def test_no_middleware_warning_where_sqreen_start_adds_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SQREEN_TRANSPORT", "memory:")
+    with override_settings(MIDDLEWARE=[SESSION]):
+        assert ids(check_middleware()) == ["sqreen.W002"]
+        sqreen.start()  # as code written for Sqreen's agent does: the middleware comes first
+        assert ids(check_middleware()) == []
+
+
 def test_a_wrong_sqreen_setting_fails_at_start() -> None:
     with override_settings(SQREEN="http://127.0.0.1:8000"), pytest.raises(ImproperlyConfigured):
         SqreenMiddleware(lambda request: HttpResponse())

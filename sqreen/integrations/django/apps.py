@@ -45,4 +45,9 @@ class SqreenConfig(AppConfig):  # type: ignore[misc]
         except (ImproperlyConfigured, ConfigError) as exc:
             # The check reports it, the middleware raises it; a process without either
             # (a Celery worker) tracks by the environment, and says so.
-            logger.warning("sqreen: the Django settings are not applied: %s", exc)
+            from django.conf import settings
+
+            what = (
+                "the Django settings are" if hasattr(settings, "SQREEN") else "the configuration is"
+            )
+            logger.warning("sqreen: %s not applied: %s", what, exc)

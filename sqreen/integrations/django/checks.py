@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
+from ... import _instrument
 from ..._config import Config, ConfigError
 from ._drf_check import check_rest_framework
 
@@ -54,18 +55,22 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="sqreen.E001",
             )
         )
-    elif config is not None:
-        try:  # the values too, as the middleware will read them (and the environment)
-            problems = Config.problems({}, config)
+    else:
+        try:  # the values too, as the middleware will read them, with the environment (the
+            # only source of a project configured by SQREEN_* variables alone)
+            problems = Config.problems({}, config or {})
         except ConfigError as exc:  # sqreen.ini or a SQREEN_* variable that cannot be read
             problems = [str(exc)]
         shown = problems[:MAX_PROBLEMS]
         if len(problems) > MAX_PROBLEMS:  # (a dict of thousands of wrong keys)
             shown.append(f"and {len(problems) - MAX_PROBLEMS} more wrong options")
-        messages.extend(checks.Error(f"settings.SQREEN: {p}", id="sqreen.E002") for p in shown)
+        where = "settings.SQREEN" if config is not None else "sqreen's configuration"
+        messages.extend(checks.Error(f"{where}: {p}", id="sqreen.E002") for p in shown)
     middleware = [str(m) for m in getattr(settings, "MIDDLEWARE", None) or ()]
     ours = [i for i, path in enumerate(middleware) if is_ours(path)]
     if not ours:
+        if _instrument.installed():  # sqreen.start() puts it first when a handler loads them
+            return messages
         messages.append(
             checks.Warning(
                 f"{MIDDLEWARE_PATH} is not in settings.MIDDLEWARE: nothing is tracked with "
