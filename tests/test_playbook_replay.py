@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -223,8 +224,12 @@ def test_attackers_are_refused_soon_after_crossing_and_nobody_else_ever(
     def key(user: str) -> str:
         return json.dumps({"username": user}, separators=(",", ":"))
 
+    # An address that failed on 5 accounts (the stuffing and the spray) crosses
+    # credential-stuffing at the same failure as brute-force-ip: its longer block too.
+    stuffers = [ip for ip, tries in attackers.items() if len(dict(tries[: failures[ip]])) >= 5]
     expected = sorted(
         [("brute-force-ip", ip) for ip in attackers]
+        + [("credential-stuffing", ip) for ip in stuffers]
         + [
             ("brute-force-account", key(u))
             for u, n in failed_logins.items()
@@ -250,6 +255,9 @@ def test_attackers_are_refused_soon_after_crossing_and_nobody_else_ever(
     assert fired == expected, failed_logins  # each once
     assert set(read["takeovers"]) <= targeted, (read["takeovers"], failed_logins)
     assert sorted(b.ip or "" for b in blocks) == sorted(f"{ip}/32" for ip in attackers)
+    # One block an address: credential-stuffing's extends brute-force-ip's to its 6 hours.
+    hours = {b.ip: round((b.expires_at - b.created_at) / timedelta(hours=1)) for b in blocks}
+    assert hours == {f"{ip}/32": 6 if ip in stuffers else 1 for ip in attackers}, hours
     assert {b.created_by for b in blocks} == {"playbook:brute-force-ip"}
 
     deadline = time.monotonic() + 10  # the webhook: off the ingest path, but on its way

@@ -18,6 +18,7 @@ from .playbooks import (
     PlaybookError,
     is_exempt,
     load_playbooks,
+    shadowed,
     unread_settings,
 )
 from .playbooks._alerts import PRIVATE_SPARED, alerts_for
@@ -60,6 +61,8 @@ def playbooks_check(file: str) -> None:
             click.echo(visible(f"warning: {warning}"), err=True)
         for line in unread_settings(p):
             click.echo(visible(f"warning: {line}"), err=True)
+    for line in shadowed(loaded.playbooks):
+        click.echo(visible(f"warning: {line}"), err=True)
 
 
 #: Events anyone on the internet makes for any account: a failed login names the account

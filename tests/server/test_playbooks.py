@@ -696,7 +696,7 @@ action = "alert"
     assert rules == {
         "brute-force-ip": "by ip: 5 in 5m -> block_ip for 1h",
         "brute-force-account": "by user: 10 in 1h -> alert",
-        "credential-stuffing": "by ip: 15 distinct user in 15m -> block_ip for 6h",
+        "credential-stuffing": "by ip: 5 distinct user in 5m -> block_ip for 6h",
         "password-spray": "by ip: 10 distinct user in 1h -> block_ip for 6h",
         "account-takeover": "by user: 1 after 10 auth.login.failure in 10m -> alert",
         "signup-abuse": "by ip: 5 in 10m -> block_ip for 1h",
@@ -731,8 +731,7 @@ events = ["auth.login.failure"]
 group_by = "ip"
 threshold = 3
 window = "10m"
-action = "block_ip"
-duration = "1h"
+action = "alert"
 exempt_users = [{ username = "ci-bot" }]
 """
     path = playbook_file(tmp_path, TEMPLATES + text)
@@ -753,6 +752,44 @@ exempt_users = [{ username = "ci-bot" }]
     templates = playbook_file(tmp_path / "templates", TEMPLATES)
     quiet = CliRunner().invoke(main, ["playbooks", "check", str(templates)])
     assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_check_and_serve_warn_of_a_playbook_another_s_blocks_keep_under_its_threshold(
+    tmp_path: Path,
+) -> None:
+    """The templates' credential stuffing counted 15 accounts in 15 minutes from one IP,
+    which brute-force-ip blocks at 5 failures in 5 minutes for an hour: an address made 13
+    at most, and it never fired."""
+    old = TEMPLATES.replace(
+        'threshold = 5\nwindow = "5m"\naction = "block_ip"\nduration = "6h"',
+        'threshold = 15\nwindow = "15m"\naction = "block_ip"\nduration = "6h"',
+    )
+    assert old != TEMPLATES
+    path = playbook_file(tmp_path, old)
+    checked = CliRunner().invoke(main, ["playbooks", "check", str(path)])
+    assert checked.exit_code == 0, checked.output
+    said = (
+        "playbook 'credential-stuffing' can fire only where 'brute-force-ip' does not block: "
+        "'brute-force-ip' blocks an address at 5 of its events in 5m for 1h, so an address "
+        "makes at most 13 in the 15m window of 'credential-stuffing', under its threshold of 15"
+    )
+    assert checked.stderr.splitlines() == [f"warning: {said}"]
+    playbooks = load_playbooks(str(path)).playbooks
+    assert never_firing(playbooks, ip_intel=True, geoip=True, travel=True) == [said]
+    # Reachable: 13 (or fewer) in 15m; a blocker in monitor mode, with a `where`, or whose
+    # block ends within the window lets addresses go on.
+    for reachable in (
+        old.replace("threshold = 15\n", "threshold = 13\n"),
+        old.replace('id = "brute-force-ip"\n', 'id = "brute-force-ip"\nmode = "monitor"\n'),
+        old.replace(
+            'window = "5m"\naction = "block_ip"\nduration = "1h"',
+            'window = "5m"\naction = "block_ip"\nduration = "10m"',
+        ),
+        old.replace('id = "brute-force-ip"\n', 'id = "brute-force-ip"\nwhere = { app = "x" }\n'),
+    ):
+        assert reachable != old
+        books = parse_playbooks(reachable).playbooks
+        assert never_firing(books, ip_intel=True, geoip=True, travel=True) == []
 
 
 def test_check_and_test_warn_of_a_name_close_to_a_standard_one(

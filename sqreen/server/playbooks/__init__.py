@@ -13,7 +13,7 @@ from ._engine import Engine, is_exempt
 from ._fields import EventView, FieldPath, parse_field, user_key
 from ._hits import Firing, Hit, HitRow, Probe, StreamKey, evaluate
 from ._notify import Notifier, sign, verify_signature, webhook_secret
-from ._reach import never_firing, unread_settings
+from ._reach import never_firing, shadowed, unread_settings
 from ._runner import PlaybookRunner, PlaybookSource, event_view
 from ._source import NONE_IN_FORCE
 from ._templates import TEMPLATES
@@ -43,6 +43,7 @@ __all__ = [
     "never_firing",
     "parse_field",
     "parse_playbooks",
+    "shadowed",
     "sign",
     "unread_settings",
     "user_key",

@@ -5,12 +5,15 @@ mistaken for a quiet site."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import math
+from collections.abc import Collection, Iterable, Sequence
+from datetime import timedelta
 
 from ...events import DERIVED_EVENTS
 from ._config import Playbook
+from ._late import span
 
-__all__ = ["never_firing", "unread_settings"]
+__all__ = ["never_firing", "shadowed", "unread_settings"]
 
 #: What the ``--geoip-db`` files can give, as IP intelligence says it
 #: (:func:`sqreen.server.intel._mmdb_paths.layout_gives`; not imported: the playbooks'
@@ -48,7 +51,8 @@ def never_firing(
         else None
     )
     no_asn = not geoip or ASNS not in gives
-    out: list[str] = []
+    playbooks = list(playbooks)
+    out: list[str] = shadowed(playbooks)
     for playbook in playbooks:
         out += unread_settings(playbook)
         fields = [playbook.group_by, playbook.distinct, *(f for f, _ in playbook.where)]
@@ -91,3 +95,46 @@ def unread_settings(playbook: Playbook) -> list[str]:
                 "nothing here"
             )
     return out
+
+
+def shadowed(playbooks: Sequence[Playbook]) -> list[str]:
+    """A line for each playbook grouped by ``ip`` that another one's blocks keep under its
+    threshold. A playbook blocking an address at ``t`` of the events it counts in a window
+    ``w``, for at least the other's window ``W``, lets an address make at most
+    ``(t - 1) * ceil(W / w) + 1`` of them in ``W``: a threshold above that is never reached
+    but by addresses it does not block (private ones, its exemptions) or events on their way
+    when the block lands. (The templates' credential stuffing, 15 accounts in 15 minutes,
+    was so under brute force's 5 failures in 5 minutes: at most 13.)"""
+    out = []
+    for counted in playbooks:
+        if counted.group_by.kind != "ip" or counted.after is not None:
+            continue
+        for blocker in playbooks:
+            if (
+                blocker is counted
+                or not blocker.blocks
+                or blocker.action != "block_ip"
+                or blocker.group_by != counted.group_by
+                or blocker.where
+                or blocker.after is not None
+                or blocker.distinct is not None
+                or blocker.duration is None
+                or blocker.duration < counted.window
+                or not set(counted.events) <= set(blocker.events)
+            ):
+                continue
+            most = (blocker.threshold - 1) * math.ceil(counted.window / blocker.window) + 1
+            if counted.threshold > most:
+                out.append(
+                    f"playbook {counted.id!r} can fire only where {blocker.id!r} does not block: "
+                    f"{blocker.id!r} blocks an address at {blocker.threshold} of its events in "
+                    f"{_span(blocker.window)} for {_span(blocker.duration)}, so an address "
+                    f"makes at most {most} in the {_span(counted.window)} window of "
+                    f"{counted.id!r}, under its threshold of {counted.threshold}"
+                )
+                break
+    return out
+
+
+def _span(delta: timedelta) -> str:
+    return span(int(delta.total_seconds() * 1_000_000))

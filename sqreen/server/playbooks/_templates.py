@@ -52,12 +52,15 @@ action = "alert"
 
 [[playbook]]
 id = "credential-stuffing"
-description = "One IP trying many different accounts (leaked credential lists; OWASP)."
+description = """One IP failing on 5 different accounts in 5 minutes: a list of leaked \
+credentials tried, not a user's typos (OWASP). brute-force-ip blocks it for 1h at the same \
+failure; this, for 6h. (A threshold above brute-force-ip's could never be reached: that \
+block comes first.)"""
 events = ["auth.login.failure"]
 group_by = "ip"
 distinct = "user"
-threshold = 15
-window = "15m"
+threshold = 5
+window = "5m"
 action = "block_ip"
 duration = "6h"
 
