@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from difflib import get_close_matches
 from typing import Final
 
 import click
 
 from .._text import visible
-from ..events import DERIVED_EVENTS, STANDARD_EVENTS
+from ..events import DERIVED_EVENTS
 from ._cli_common import counted, db_option, json_line, opened, time_range, when
 from .playbooks import (
     TEMPLATES,
@@ -18,6 +17,7 @@ from .playbooks import (
     PlaybookError,
     is_exempt,
     load_playbooks,
+    name_warnings,
     shadowed,
     unread_settings,
 )
@@ -80,21 +80,6 @@ def lockout_warnings(p: Playbook) -> list[str]:
         f'{p.threshold} times and lock its owner out; consider action = "alert", or '
         "block_ip grouped by ip"
     ]
-
-
-def name_warnings(p: Playbook) -> list[str]:
-    """What to say of an event name close to a standard one but not it (a typo: the
-    playbook would read events nobody sends). An app's own names are fine."""
-    out = []
-    for name in sorted(p.watched - STANDARD_EVENTS.keys()):
-        close = get_close_matches(name, STANDARD_EVENTS, n=1, cutoff=0.85)
-        if close:
-            out.append(
-                f"{p.id} reads {name!r}, which is not a standard event name: did you mean "
-                f"{close[0]!r}? (an app's own event names are fine; this one fires only if "
-                "the app tracks it)"
-            )
-    return out
 
 
 def rule(p: Playbook) -> str:

@@ -170,3 +170,18 @@ def test_a_reload_says_it_too(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
     said_lines = [r for r in caplog.records if "never fires" in r.getMessage()]
     assert [r.levelname for r in said_lines] == ["WARNING"] * 3
     assert "playbook 'by-net' reads ip.asn" in said_lines[1].getMessage()
+
+
+def test_a_name_close_to_a_standard_one_is_said_at_start_too() -> None:
+    """``playbooks check`` said it; a collector started on the file said nothing, and the
+    playbook went to production reading events nobody sends."""
+    typo = BY_COUNTRY.replace('events = ["auth.login.failure"]', 'events = ["auth.login.failur"]')
+    lines = _said(True, True, True, typo)
+    assert lines == [
+        "tor-failures reads 'auth.login.failur', which is not a standard event name: did you "
+        "mean 'auth.login.failure'? (an app's own event names are fine; this one fires only "
+        "if the app tracks it)",
+        "by-network reads 'auth.login.failur', which is not a standard event name: did you "
+        "mean 'auth.login.failure'? (an app's own event names are fine; this one fires only "
+        "if the app tracks it)",
+    ]

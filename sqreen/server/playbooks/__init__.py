@@ -13,7 +13,7 @@ from ._engine import Engine, is_exempt
 from ._fields import EventView, FieldPath, parse_field, user_key
 from ._hits import Firing, Hit, HitRow, Probe, StreamKey, evaluate
 from ._notify import Notifier, sign, verify_signature, webhook_secret
-from ._reach import never_firing, shadowed, unread_settings
+from ._reach import name_warnings, never_firing, shadowed, unread_settings
 from ._runner import PlaybookRunner, PlaybookSource, event_view
 from ._source import NONE_IN_FORCE
 from ._templates import TEMPLATES
@@ -40,6 +40,7 @@ __all__ = [
     "event_view",
     "is_exempt",
     "load_playbooks",
+    "name_warnings",
     "never_firing",
     "parse_field",
     "parse_playbooks",

@@ -8,12 +8,13 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterable, Sequence
 from datetime import timedelta
+from difflib import get_close_matches
 
-from ...events import DERIVED_EVENTS
+from ...events import DERIVED_EVENTS, STANDARD_EVENTS
 from ._config import Playbook
 from ._late import span
 
-__all__ = ["never_firing", "shadowed", "unread_settings"]
+__all__ = ["name_warnings", "never_firing", "shadowed", "unread_settings"]
 
 #: What the ``--geoip-db`` files can give, as IP intelligence says it
 #: (:func:`sqreen.server.intel._mmdb_paths.layout_gives`; not imported: the playbooks'
@@ -54,7 +55,7 @@ def never_firing(
     playbooks = list(playbooks)
     out: list[str] = shadowed(playbooks)
     for playbook in playbooks:
-        out += unread_settings(playbook)
+        out += unread_settings(playbook) + name_warnings(playbook)
         fields = [playbook.group_by, playbook.distinct, *(f for f, _ in playbook.where)]
         read = sorted({f"ip.{f.key}" for f in fields if f is not None and f.kind == "ip_info"})
         asn = [field for field in read if field.removeprefix("ip.") in _FROM_FILES_ONLY]
@@ -138,3 +139,18 @@ def shadowed(playbooks: Sequence[Playbook]) -> list[str]:
 
 def _span(delta: timedelta) -> str:
     return span(int(delta.total_seconds() * 1_000_000))
+
+
+def name_warnings(p: Playbook) -> list[str]:
+    """What to say of an event name close to a standard one but not it (a typo: the
+    playbook would read events nobody sends). An app's own names are fine."""
+    out = []
+    for name in sorted(p.watched - STANDARD_EVENTS.keys()):
+        close = get_close_matches(name, STANDARD_EVENTS, n=1, cutoff=0.85)
+        if close:
+            out.append(
+                f"{p.id} reads {name!r}, which is not a standard event name: did you mean "
+                f"{close[0]!r}? (an app's own event names are fine; this one fires only if "
+                "the app tracks it)"
+            )
+    return out
