@@ -28,8 +28,12 @@ MIN_DURATION: Final = timedelta(seconds=1)
 MAX_DURATION: Final = timedelta(days=3650)
 #: Characters in the number of a duration written as text (``3650d`` is 4, ``0.5s`` 3).
 MAX_DURATION_DIGITS: Final = 12
-_DURATION_RE: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhdw])")
-_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_UNITS: Final = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+#: One number and unit, or several, each unit once and larger first, as durations are shown
+#: (``1h30m``, ``7m05s``: :func:`sqreen.server.playbooks._late.span`).
+_DURATION_RE: Final = re.compile(
+    "".join(rf"(?:([0-9]+(?:\.[0-9]+)?)\s*{unit}\s*)?" for unit in _UNITS)
+)
 
 
 class InvalidBlock(ValueError):
@@ -53,17 +57,25 @@ def parse_duration(
         seconds = float(value) if abs(value) < 10**MAX_DURATION_DIGITS else math.inf
     elif isinstance(value, float):
         seconds = value if math.isfinite(value) else math.inf
-    elif isinstance(value, str) and (m := _DURATION_RE.fullmatch(value.strip().lower())):
-        if len(m[1]) > MAX_DURATION_DIGITS:
+    elif isinstance(value, str) and (m := _duration_text(value)):
+        if any(len(n) > MAX_DURATION_DIGITS for n in m.groups() if n):
             raise InvalidBlock(field, f"at most {MAX_DURATION_DIGITS} digits, like 30s or 7d")
-        seconds = float(m[1]) * _UNITS[m[2]]
+        seconds = sum(float(n) * size for n, size in zip(m.groups(), _UNITS.values()) if n)
     else:
-        raise InvalidBlock(field, f"{_shown(value)} is not a duration like 30s, 15m, 1h or 7d")
+        raise InvalidBlock(
+            field, f"{_shown(value)} is not a duration like 30s, 15m, 1h, 1h30m or 7d"
+        )
     if not MIN_DURATION.total_seconds() <= seconds <= most.total_seconds():
         raise InvalidBlock(
             field, f"must be positive and at most {most.days} days (1 second at least)"
         )
     return timedelta(seconds=seconds)
+
+
+def _duration_text(text: str) -> re.Match[str] | None:
+    """The numbers of a duration's text by unit, or None when it is none."""
+    m = _DURATION_RE.fullmatch(text.strip().lower())
+    return m if m is not None and any(m.groups()) else None
 
 
 def _shown(value: object) -> str:
@@ -77,7 +89,7 @@ def parse_when(value: str, now: datetime, field: str) -> datetime:
     try:
         return now - parse_duration(value, field)
     except InvalidBlock as exc:
-        if _DURATION_RE.fullmatch(value.strip().lower()):
+        if _duration_text(value):
             # A duration out of its range (4000d): say that, not that it is none.
             raise InvalidBlock(
                 field, f"{_shown(value)}: {exc.message}, or an ISO 8601 time"
