@@ -60,7 +60,8 @@ def parse_duration(
     elif isinstance(value, str) and (m := _duration_text(value)):
         if any(len(n) > MAX_DURATION_DIGITS for n in m.groups() if n):
             raise InvalidBlock(field, f"at most {MAX_DURATION_DIGITS} digits, like 30s or 7d")
-        seconds = sum(float(n) * size for n, size in zip(m.groups(), _UNITS.values()) if n)
+        numbers = zip(m.groups(), _UNITS.values(), strict=True)
+        seconds = sum(float(n) * size for n, size in numbers if n)
     else:
         raise InvalidBlock(
             field, f"{_shown(value)} is not a duration like 30s, 15m, 1h, 1h30m or 7d"

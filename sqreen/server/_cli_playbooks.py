@@ -72,14 +72,23 @@ FAILURES: Final = frozenset({"auth.login.failure"})
 
 def lockout_warnings(p: Playbook) -> list[str]:
     """What to say of a playbook blocking users on failed logins: whoever types a username
-    can lock its owner out (the brute-force-account template alerts, for that reason)."""
-    if p.action != "block_user" or not FAILURES.intersection(p.events):
-        return []
-    return [
-        f"{p.id} blocks users on auth.login.failure: anyone who types a username can fail "
-        f'{p.threshold} times and lock its owner out; consider action = "alert", or '
-        "block_ip grouped by ip"
-    ]
+    can lock its owner out (the brute-force-account template alerts, for that reason); and
+    of a block shorter than the window: the events before it still count when it ends, and
+    the key's next one blocks again."""
+    out = []
+    if p.action == "block_user" and FAILURES.intersection(p.events):
+        out.append(
+            f"{p.id} blocks users on auth.login.failure: anyone who types a username can fail "
+            f'{p.threshold} times and lock its owner out; consider action = "alert", or '
+            "block_ip grouped by ip"
+        )
+    if p.action != "alert" and p.duration is not None and p.duration < p.window:
+        out.append(
+            f"{p.id} blocks for {span(_us(p.duration))}, less than its window "
+            f"({span(_us(p.window))}): when a block ends, the events before it are still in "
+            "the window, and the key's next one blocks it again at once"
+        )
+    return out
 
 
 def rule(p: Playbook) -> str:

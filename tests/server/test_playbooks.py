@@ -992,3 +992,25 @@ def test_an_sdk_watches_the_templates_enforcing_events_before_the_collector_says
     from sqreen._delivery import DEFAULT_WATCH
 
     assert parse_playbooks(TEMPLATES).watched() == DEFAULT_WATCH
+
+
+def test_check_warns_of_a_block_shorter_than_its_window(tmp_path: Path) -> None:
+    """A block of 1 minute in a window of 10: once it ended, the user's next failure blocked
+    them again (the failures before the block still in the window), which nothing said."""
+    text = """
+[[playbook]]
+id = "short"
+events = ["login.failed"]
+group_by = "ip"
+threshold = 3
+window = "10m"
+action = "block_ip"
+duration = "1m"
+"""
+    checked = CliRunner().invoke(main, ["playbooks", "check", str(playbook_file(tmp_path, text))])
+    assert checked.exit_code == 0, checked.output
+    assert checked.stderr.splitlines() == [
+        "warning: short blocks for 1m, less than its window (10m): when a block ends, the "
+        "events before it are still in the window, and the key's next one blocks it again "
+        "at once"
+    ]
