@@ -37,6 +37,11 @@ from .transports.base import Reply
 __all__ = ["ActionPoller"]
 
 logger = logging.getLogger("sqreen")
+#: Where a token is set, in each way an app configures sqreen.
+_TOKEN_SETTINGS: Final = (
+    "SQREEN_TOKEN in the environment or a Flask config, 'token' in Django's settings.SQREEN, "
+    "add_middleware(SqreenMiddleware, token=...), or init(token=...)"
+)
 
 WAIT: Final = 30.0
 MAX_BACKOFF: Final = 30.0
@@ -162,16 +167,17 @@ class ActionPoller:
             logger.warning(
                 "sqreen: the collector refuses requests without a token (%s), and none is "
                 "set: no event nor block goes through until one is; create one with "
-                "`sqreen keys create` on the collector and set it (SQREEN_TOKEN, the "
-                "framework's SQREEN_TOKEN setting, or token=)",
+                "`sqreen keys create` on the collector and set it (%s)",
                 visible(reply.detail[:200]),
+                _TOKEN_SETTINGS,
             )
             return
         logger.warning(
             "sqreen: the collector refuses this token (%s): no block reaches this process "
-            "until it is accepted; check the token set (SQREEN_TOKEN, the framework's "
-            "SQREEN_TOKEN setting, or token=; `sqreen keys list` on the collector)",
+            "until it is accepted; check the token set (%s; `sqreen keys list` on the "
+            "collector)",
             visible(reply.detail[:200]),
+            _TOKEN_SETTINGS,
         )
 
 

@@ -188,6 +188,7 @@ def test_a_refused_key_ends_the_first_request_s_wait_and_is_said_once(
     assert asked.acquire(timeout=10)  # asked again (backoff), said no more
     said = [r.getMessage() for r in caplog.records if "refuses this token" in r.getMessage()]
     assert len(said) == 1 and "HTTP 401" in said[0] and "SQREEN_TOKEN" in said[0]
+    assert "'token' in Django's settings.SQREEN" in said[0]  # the Django app's own setting
 
 
 def test_a_token_set_on_the_transport_is_a_token(caplog: pytest.LogCaptureFixture) -> None:
