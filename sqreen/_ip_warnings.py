@@ -93,7 +93,7 @@ def watch_peer(
 ) -> None:
     """Log what one event's peer and forwarded header say of the set-up, once each."""
     if rewritten:
-        if not _watch.rewritten_warned:
+        if not _watch.rewritten_warned and (header_value or not _is_loopback(peer)):
             _warn_rewritten(peer, header)
         return
     maybe_warn_untrusted_proxy(peer, header_value, trusted, header)
@@ -202,6 +202,13 @@ def _reset() -> None:
     """For tests: forget what was seen and warned."""
     with _watch.lock:
         _watch.reset()
+
+
+def _is_loopback(peer: str | None) -> bool:
+    """Whether ``peer`` is a loopback address: with no forwarded header, a port 0 there is a
+    test client's (Django's async one says 127.0.0.1, port 0), not a server's rewrite."""
+    parsed = parse_ip(peer) if peer else None
+    return parsed is not None and ipaddress.ip_address(parsed[2]).is_loopback
 
 
 def _is_internal(parsed: Parsed) -> bool:

@@ -429,6 +429,31 @@ def test_under_an_asgi_server_that_rewrote_the_peer_the_header_is_walked(
     assert ips == ["203.0.113.7", "203.0.113.20"]
 
 
+def test_django_s_async_test_client_is_no_server_s_rewrite(
+    sqreen_events: CapturedEvents, sqreen_log: pytest.LogCaptureFixture
+) -> None:
+    """Django's ``AsyncClient`` says its client is 127.0.0.1, port 0, with no forwarded
+    header: the warning of a server that rewrote the peer from a header (turn uvicorn's
+    proxy headers off...) came out of a test suite's first async request."""
+    from sqreen import _ip_warnings
+
+    _ip_warnings._reset()
+
+    async def main() -> None:
+        assert (await AsyncClient().get("/async/1")).status_code == 200
+
+    asyncio.run(main())
+    assert sqreen.flush(5)  # (the flusher reads the peers, and says what they show)
+    said = [r.getMessage() for r in sqreen_log.records if "replaced the address" in r.getMessage()]
+    assert said == []
+    assert [e["request"]["ip"] for e in sqreen_events if e["name"] == "async.view"] == ["127.0.0.1"]
+    # A header there: a server's rewrite (daphne --proxy-headers), said.
+    asyncio.run(AsyncClient().get("/async/2", headers={"X-Forwarded-For": "203.0.113.7"}))
+    assert sqreen.flush(5)
+    said = [r.getMessage() for r in sqreen_log.records if "replaced the address" in r.getMessage()]
+    assert len(said) == 1
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_a_request_is_freed_once_done_with_not_by_a_collection(
     sqreen_events: CapturedEvents, kind: str
