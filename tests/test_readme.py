@@ -233,3 +233,20 @@ def test_the_readmes_playbooks_parse() -> None:
     assert len(files) >= 3
     for text in files:
         assert parse_playbooks(text, "README.md").playbooks
+
+
+def test_the_unittest_capture_runs() -> None:
+    """The README's capture for ``manage.py test`` and ``unittest``, as written."""
+    import unittest
+
+    namespace: dict[str, Any] = {}
+    exec(block("class SqreenTestCase(unittest.TestCase)"), namespace)
+
+    class LoginTests(namespace["SqreenTestCase"]):  # type: ignore[misc,name-defined]
+        def test_failed_login_is_tracked(self) -> None:
+            namespace["sqreen"].auth_track(False, username="alice")
+            self.assertEqual(self.sqreen_events.names(), ["auth.login.failure"])
+
+    result = unittest.TestResult()
+    LoginTests("test_failed_login_is_tracked").run(result)
+    assert result.wasSuccessful() and result.testsRun == 1, result.failures + result.errors
