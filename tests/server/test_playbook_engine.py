@@ -382,6 +382,23 @@ BAD = [
     ("bad network", variant(where="{ ip = '10.0.0.0/33' }"), 8, "'10.0.0.0/33' is not an IP"),
     # A whole user is its identifiers as JSON: a bare name never matched.
     ("a bare user", variant(where="{ user = 'alice' }"), 8, "where: user: 'alice' is not a user"),
+    # A field written after the [playbook.where] header is TOML's key of that table: it was
+    # said "group_by: missing", or "where: 'mode' is not a field" at the playbook's first line.
+    (
+        "a field under where",
+        "[[playbook]]\nid = 'x'\nevents = ['a']\nthreshold = 3\nwindow = '5m'\n"
+        "action = 'alert'\n[playbook.where]\n'request.path' = '/login'\ngroup_by = 'ip'\n",
+        9,
+        "playbook 'x': group_by is inside [playbook.where]: TOML puts every line after a "
+        "table's header in that table; write group_by above the header",
+    ),
+    (
+        "mode under where",
+        "[[playbook]]\nid = 'x'\nevents = ['a']\ngroup_by = 'ip'\nthreshold = 3\n"
+        "window = '5m'\naction = 'alert'\n[playbook.where]\nname = 'a'\nmode = 'monitor'\n",
+        10,
+        "playbook 'x': mode is inside [playbook.where]",
+    ),
 ]
 
 

@@ -269,6 +269,15 @@ def _parse_playbooks(text: str, source: str) -> PlaybookSet:
             # (an id refused for its length is said by its start: it may be 10 000 characters)
             shown = name if not isinstance(name, str) or len(name) <= 64 else name[:64] + "..."
             label = f"playbook {shown!r}" if isinstance(name, str) else f"playbook #{index + 1}"
+            misplaced = _misplaced(table, exc.key)
+            if misplaced is not None:  # a field written after a [playbook.where] header
+                key, sub = misplaced
+                raise PlaybookError(
+                    f"{label}: {key} is inside [playbook.{sub}]: TOML puts every line after a "
+                    f"table's header in that table; write {key} above the header",
+                    locate.field(index, key),
+                    source,
+                ) from None
             raise PlaybookError(f"{label}: {exc}", locate.field(index, exc.key), source) from None
         if playbook.id in seen:
             raise PlaybookError(
@@ -294,6 +303,25 @@ def _parse_playbooks(text: str, source: str) -> PlaybookSet:
         source,
         {name: tuple(found) for name, found in by_event.items()},
     )
+
+
+def _misplaced(table: object, key: str) -> tuple[str, str] | None:
+    """``(field, sub-table)`` when the error on ``key`` comes of a playbook's field written in
+    its ``where`` or ``after`` table (after their ``[playbook.where]`` header): the field
+    missing from the playbook and found there, or the sub-table refusing a playbook field."""
+    if not isinstance(table, dict):
+        return None
+    for sub in ("where", "after"):
+        inner = table.get(sub)
+        if not isinstance(inner, dict):
+            continue
+        if key in _KEYS and key not in table and key in inner:
+            return key, sub
+        if key == sub:
+            stray = sorted(k for k in inner if k in _KEYS and k not in table)
+            if stray:
+                return stray[0], sub
+    return None
 
 
 def _playbook(table: object) -> Playbook:
