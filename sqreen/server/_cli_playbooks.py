@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from typing import Final
 
@@ -22,6 +23,7 @@ from .playbooks import (
     unread_settings,
 )
 from .playbooks._alerts import PRIVATE_SPARED, alerts_for
+from .playbooks._config import SECRET_VARIABLE
 from .playbooks._fields import AtLeast
 from .playbooks._late import span
 from .playbooks._memory import MemoryWindows
@@ -63,8 +65,19 @@ def playbooks_check(file: str) -> None:
             click.echo(visible(f"warning: {line}"), err=True)
     for line in shadowed(loaded.playbooks):
         click.echo(visible(f"warning: {line}"), err=True)
+    secret = loaded.webhook_secret or os.environ.get(SECRET_VARIABLE) or ""
+    if secret and any(p.notify for p in loaded.playbooks) and len(secret) < MIN_SECRET:
+        click.echo(
+            f"warning: the webhook secret is {len(secret)} characters: the signature of a "
+            f"post is no stronger than it; use {MIN_SECRET} random characters or more "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+            err=True,
+        )
 
 
+#: The length under which ``check`` says a webhook secret is weak (a guessable one lets
+#: anybody who can reach a receiver forge alerts).
+MIN_SECRET: Final = 16
 #: Events anyone on the internet makes for any account: a failed login names the account
 #: typed, whoever typed it.
 FAILURES: Final = frozenset({"auth.login.failure"})

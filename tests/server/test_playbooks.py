@@ -1014,3 +1014,31 @@ duration = "1m"
         "events before it are still in the window, and the key's next one blocks it again "
         "at once"
     ]
+
+
+def test_check_warns_of_a_short_webhook_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``webhook_secret = "a"`` was taken without a word: anybody able to reach the receiver
+    could then forge signed alerts."""
+    hook = """
+[[playbook]]
+id = "x"
+events = ["auth.login.failure"]
+group_by = "ip"
+threshold = 3
+window = "5m"
+action = "alert"
+notify = ["https://hooks.example.com/x"]
+"""
+    for top, said in (
+        ('webhook_secret = "a"\n', True),
+        ('webhook_secret = "' + "k" * 32 + '"\n', False),
+    ):
+        path = playbook_file(tmp_path, top + hook)
+        checked = CliRunner().invoke(main, ["playbooks", "check", str(path)])
+        assert checked.exit_code == 0, checked.output
+        assert ("the webhook secret is 1 characters" in checked.stderr) is said, checked.stderr
+    monkeypatch.setenv("SQREEN_WEBHOOK_SECRET", "short")
+    checked = CliRunner().invoke(main, ["playbooks", "check", str(playbook_file(tmp_path, hook))])
+    assert "the webhook secret is 5 characters" in checked.stderr, checked.stderr
