@@ -88,14 +88,14 @@ def test_an_import_of_past_events_fires_nothing() -> None:
 
 def test_credential_stuffing_counts_distinct_users() -> None:
     feed = Feed()
-    for i in range(4):
+    for i in range(7):
         feed.send("auth.login.failure", ip="198.51.100.7", uid=str(i))
         feed.send("auth.login.failure", ip="198.51.100.7", uid=str(i))  # one account twice
-        feed.wait(30)
+        feed.wait(100)
     fired = {f[0] for f in feed.fired}
     assert "credential-stuffing" not in fired
-    feed.send("auth.login.failure", ip="198.51.100.7", uid="4")
-    assert ("credential-stuffing", "198.51.100.7", 5, 9) in feed.fired  # 5 accounts, 9 tries
+    feed.send("auth.login.failure", ip="198.51.100.7", uid="7")
+    assert ("credential-stuffing", "198.51.100.7", 8, 15) in feed.fired  # 8 accounts, 15 tries
 
 
 def test_password_spray_counts_users_however_many_tries_each() -> None:

@@ -696,7 +696,7 @@ action = "alert"
     assert rules == {
         "brute-force-ip": "by ip: 5 in 5m -> block_ip for 1h",
         "brute-force-account": "by user: 10 in 1h -> alert",
-        "credential-stuffing": "by ip: 5 distinct user in 5m -> block_ip for 6h",
+        "credential-stuffing": "by ip: 8 distinct user in 15m -> block_ip for 6h",
         "password-spray": "by ip: 10 distinct user in 1h -> block_ip for 6h",
         "account-takeover": "by user: 1 after 10 auth.login.failure in 10m -> alert",
         "signup-abuse": "by ip: 5 in 10m -> block_ip for 1h",
@@ -761,7 +761,7 @@ def test_check_and_serve_warn_of_a_playbook_another_s_blocks_keep_under_its_thre
     which brute-force-ip blocks at 5 failures in 5 minutes for an hour: an address made 13
     at most, and it never fired."""
     old = TEMPLATES.replace(
-        'threshold = 5\nwindow = "5m"\naction = "block_ip"\nduration = "6h"',
+        'threshold = 8\nwindow = "15m"\naction = "block_ip"\nduration = "6h"',
         'threshold = 15\nwindow = "15m"\naction = "block_ip"\nduration = "6h"',
     )
     assert old != TEMPLATES
@@ -786,6 +786,7 @@ def test_check_and_serve_warn_of_a_playbook_another_s_blocks_keep_under_its_thre
             'window = "5m"\naction = "block_ip"\nduration = "10m"',
         ),
         old.replace('id = "brute-force-ip"\n', 'id = "brute-force-ip"\nwhere = { app = "x" }\n'),
+        old.replace('id = "brute-force-ip"\n', 'id = "brute-force-ip"\ncooldown = "1d"\n'),
     ):
         assert reachable != old
         books = parse_playbooks(reachable).playbooks

@@ -104,8 +104,10 @@ def shadowed(playbooks: Sequence[Playbook]) -> list[str]:
     ``w``, for at least the other's window ``W``, lets an address make at most
     ``(t - 1) * ceil(W / w) + 1`` of them in ``W``: a threshold above that is never reached
     but by addresses it does not block (private ones, its exemptions) or events on their way
-    when the block lands. (The templates' credential stuffing, 15 accounts in 15 minutes,
-    was so under brute force's 5 failures in 5 minutes: at most 13.)"""
+    when the block lands. A blocker whose ``cooldown`` outlasts its block is no bound: once
+    the block ends it stays quiet for that address, which then makes as many as it likes.
+    (The templates' credential stuffing, 15 accounts in 15 minutes, was so under brute
+    force's 5 failures in 5 minutes: at most 13.)"""
     out = []
     for counted in playbooks:
         if counted.group_by.kind != "ip" or counted.after is not None:
@@ -121,6 +123,8 @@ def shadowed(playbooks: Sequence[Playbook]) -> list[str]:
                 or blocker.distinct is not None
                 or blocker.duration is None
                 or blocker.duration < counted.window
+                # quiet longer than its block: an address goes on freely once it ends
+                or (blocker.cooldown is not None and blocker.cooldown > blocker.duration)
                 or not set(counted.events) <= set(blocker.events)
             ):
                 continue

@@ -52,15 +52,15 @@ action = "alert"
 
 [[playbook]]
 id = "credential-stuffing"
-description = """One IP failing on 5 different accounts in 5 minutes: a list of leaked \
-credentials tried, not a user's typos (OWASP). brute-force-ip blocks it for 1h at the same \
-failure; this, for 6h. (A threshold above brute-force-ip's could never be reached: that \
-block comes first.)"""
+description = """One IP failing on 8 different accounts in 15 minutes: a list of leaked \
+credentials tried at a pace that stays under brute-force-ip's 5 failures in 5 minutes \
+(OWASP). At most 13 failures fit in 15 minutes under brute-force-ip: a threshold above \
+that could never be reached (`sqreen playbooks check` says so)."""
 events = ["auth.login.failure"]
 group_by = "ip"
 distinct = "user"
-threshold = 5
-window = "5m"
+threshold = 8
+window = "15m"
 action = "block_ip"
 duration = "6h"
 
