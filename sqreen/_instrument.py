@@ -56,6 +56,10 @@ _warned = False
 #: Set by the ASGI middleware when one is made: a ``track()`` with no request bound in a
 #: Starlette app is then outside its requests (a task of its own), not in an app without it.
 asgi_middleware = False
+#: How many unbound calls :func:`_in_starlette_app` looks at, and how deep.
+_CHECKS: Final = 1000
+_FRAMES: Final = 64
+_checks = _CHECKS
 
 
 def enabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -168,11 +172,12 @@ def _word(value: str | None) -> bool | None:
 def undo() -> None:
     """Remove what :func:`auto_instrument` installed (for tests: an app already set up keeps
     its integration)."""
-    global _installed, _warned
+    global _installed, _warned, _checks
     hooks = sys.modules.get(_HOOKS)
     if hooks is not None:
         hooks.uninstall()
     _installed = _warned = False
+    _checks = _CHECKS
 
 
 def note_unbound(what: str) -> None:
@@ -225,12 +230,32 @@ def _unserved_flask_app(what: str) -> bool:
 
 
 def _in_starlette_app() -> bool:
-    """Whether Starlette is loaded and this runs in an event loop, or in one of the worker
-    threads where Starlette and FastAPI run sync endpoints and dependencies."""
-    if "starlette" not in sys.modules:
+    """Whether this runs for a Starlette or FastAPI app: in one of the worker threads where
+    they run sync endpoints and dependencies, or in an event loop under one of their frames
+    (an endpoint's coroutine runs under the router's; an async script that imports FastAPI
+    has none). Looked for in :data:`_CHECKS` calls at most, then never again (a process
+    tracking outside requests for good must not pay the walk at each call)."""
+    global _checks
+    if "starlette" not in sys.modules or _checks <= 0:
         return False
+    _checks -= 1
     if threading.current_thread().name == "AnyIO worker thread":
         return True
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    frame = sys._getframe(1)
+    for _ in range(_FRAMES):
+        if frame is None:
+            return False
+        if str(frame.f_globals.get("__name__", "")).startswith(("starlette.", "fastapi.")):
+            return True
+        frame = frame.f_back
+    return False
     asyncio = sys.modules.get("asyncio")
     if asyncio is None:
         return False

@@ -53,16 +53,6 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def setup(self) -> None:
-                super().setup()
-                with receiver._lock:
-                    receiver._connections.add(self.connection)
-
-            def finish(self) -> None:
-                with receiver._lock:
-                    receiver._connections.discard(self.connection)
-                super().finish()
-
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
@@ -135,6 +125,17 @@ class Receiver:
 
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a client that hung up mid-reply (a long-poll at shutdown): not news
+
+            def process_request(self, request: Any, client_address: Any) -> None:
+                # Known from its accept, before its thread runs: stop() cuts it then too.
+                with receiver._lock:
+                    receiver._connections.add(request)
+                super().process_request(request, client_address)
+
+            def shutdown_request(self, request: Any) -> None:
+                with receiver._lock:
+                    receiver._connections.discard(request)
+                super().shutdown_request(request)
 
         server = Server(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -186,6 +187,11 @@ def test_no_fastapi_warning_where_the_middleware_serves_or_outside_an_app(
     monkeypatch.setattr(_instrument, "asgi_middleware", False)
     sqreen.track("a.script.s.own")  # Starlette loaded, but no event loop here: not an app's
 
+    async def job() -> None:  # an async script (a worker) that imports the FastAPI app
+        sqreen.track("a.job.s.own")
+
+    asyncio.run(job())
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         sqreen.track("at.startup")  # in the loop, outside requests, of an app that has it
@@ -204,6 +210,7 @@ def test_no_fastapi_warning_where_the_middleware_serves_or_outside_an_app(
     assert not [r for r in sqreen_log.records if "no sqreen middleware" in r.getMessage()]
     assert [(e["name"], e["request"] is None) for e in sqreen_events] == [
         ("a.script.s.own", True),
+        ("a.job.s.own", True),
         ("at.startup", True),
         ("in.a.request", False),
     ]
