@@ -137,14 +137,27 @@ class EnvOption(click.Option):
 
     def get_error_hint(self, ctx: click.Context | None) -> str:
         hint = super().get_error_hint(ctx)
-        if (
+        return f"{hint} ({self.envvar} in the environment)" if self.from_env(ctx) else hint
+
+    def from_env(self, ctx: click.Context | None) -> bool:
+        """Whether the environment gave this option's value."""
+        return (
             ctx is not None
             and self.name is not None
             and isinstance(self.envvar, str)
             and ctx.get_parameter_source(self.name) is click.core.ParameterSource.ENVIRONMENT
-        ):
-            return f"{self.envvar} (from the environment, for {hint})"
-        return hint
+        )
+
+
+def named(option: str) -> str:
+    """``option`` as an error found after parsing names it: with the variable that gave its
+    value when the environment did (``--ssl-certfile (SQREEN_SSL_CERTFILE in the
+    environment)``)."""
+    ctx = click.get_current_context(silent=True)
+    for param in ctx.command.params if ctx is not None else ():
+        if isinstance(param, EnvOption) and option in param.opts and param.from_env(ctx):
+            return f"{option} ({param.envvar} in the environment)"
+    return option
 
 
 def db_option(f: F) -> F:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar, get_args
 
 import click
 
-from ._cli_common import EnvOption, db_option, json_line, opened, time_range, when_options
+from ._cli_common import EnvOption, db_option, json_line, named, opened, time_range, when_options
 from .export import (
     FORMATS,
     Destination,
@@ -119,7 +119,7 @@ def destination(url: str | None, format: str) -> Destination | None:
     try:
         return parse_destination(url, format)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--export") from None
+        raise click.BadParameter(str(exc), param_hint=named("--export")) from None
 
 
 def forwarder(storage: Storage, target: Destination | None) -> Forwarder | None:

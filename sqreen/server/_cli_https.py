@@ -13,7 +13,7 @@ from typing import Any, Final, TypeVar
 
 import click
 
-from ._cli_common import EnvOption
+from ._cli_common import EnvOption, named
 
 __all__ = ["https_options", "https_settings"]
 
@@ -104,7 +104,7 @@ def https_settings(
             with open(path, "rb"):
                 pass
         except OSError as exc:
-            raise click.ClickException(f"{option} {path}: {exc.strerror or exc}") from None
+            raise click.ClickException(f"{named(option)} {path}: {exc.strerror or exc}") from None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         # An encrypted key would make OpenSSL ask for its password on the terminal: refuse.

@@ -117,11 +117,26 @@ def test_a_bad_value_from_the_environment_names_its_variable(
     """The command line did not give the option: the error says where the value came from."""
     monkeypatch.setenv(variable, value)
     refused = CliRunner().invoke(main, list(command))
-    said = f"Invalid value for {variable} (from the environment, for '{option}')"
+    said = f"Invalid value for '{option}' ({variable} in the environment)"
     assert refused.exit_code == 2 and said in refused.output, refused.output
     monkeypatch.delenv(variable)
     given = CliRunner().invoke(main, [*command, option, value])
     assert given.exit_code == 2 and f"Invalid value for '{option}'" in given.output
+    assert variable not in given.output
+
+
+def test_a_file_or_url_from_the_environment_refused_after_parsing_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "x.db")
+    monkeypatch.setenv("SQREEN_SSL_CERTFILE", str(tmp_path / "none.pem"))
+    refused = CliRunner().invoke(main, ["serve", "--db", db, "--port", "1"])
+    assert "--ssl-certfile (SQREEN_SSL_CERTFILE in the environment) " in refused.output
+    monkeypatch.delenv("SQREEN_SSL_CERTFILE")
+    monkeypatch.setenv("SQREEN_EXPORT", "ftp://u:secret@h/x")
+    refused = CliRunner().invoke(main, ["serve", "--db", db, "--port", "1"])
+    assert "--export (SQREEN_EXPORT in the environment)" in refused.output, refused.output
+    assert "secret" not in refused.output
 
 
 @pytest.mark.parametrize(
