@@ -25,6 +25,7 @@ import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, Final
 
 from ._config_values import boolean
@@ -248,7 +249,7 @@ def _in_starlette_app() -> bool:
         asyncio.get_running_loop()
     except RuntimeError:
         return False
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     for _ in range(_FRAMES):
         if frame is None:
             return False
@@ -256,11 +257,3 @@ def _in_starlette_app() -> bool:
             return True
         frame = frame.f_back
     return False
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is None:
-        return False
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
