@@ -249,7 +249,9 @@ def _in_starlette_app() -> bool:
         asyncio.get_running_loop()
     except RuntimeError:
         return False
-    frame: FrameType | None = sys._getframe(1)
+    import inspect  # (here: once warned, or with Starlette in an event loop only)
+
+    frame: FrameType | None = inspect.currentframe()
     for _ in range(_FRAMES):
         if frame is None:
             return False
