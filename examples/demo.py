@@ -60,14 +60,27 @@ def sqreen_cli(*args: str, db: bool = True) -> str:
     return out.stdout.strip()
 
 
-def wait_http(url: str, timeout: float = 20.0) -> None:
+def wait_http(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    token: str | None = None,
+    timeout: float = 20.0,
+) -> None:
+    """Until ``proc`` answers ``url`` (with ``token``: answers it as ours: a server of
+    another demo started at the same moment may hold the port, and refuse our key)."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise SystemExit(f"demo: the server of {log.name} exited: " + " / ".join(tail))
         try:
-            httpx.get(url, timeout=1.0)
-            return
+            if httpx.get(url, headers=headers, timeout=1.0).status_code < 400:
+                return
         except httpx.HTTPError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     raise SystemExit(f"demo: {url} did not come up within {timeout:.0f} s")
 
 
@@ -228,11 +241,12 @@ def demo(opts: argparse.Namespace) -> None:
         "warning",
     ]
     with (
-        process(serve, env, DATA / "collector.log"),
-        process(uvicorn, app_env, DATA / "app.log"),
+        process(serve, env, DATA / "collector.log") as served,
+        process(uvicorn, app_env, DATA / "app.log") as app_server,
     ):
-        wait_http(collector + "/healthz")
-        wait_http(app + "/")
+        # /healthz?verbose=1 takes a key: only the collector holding ours answers it.
+        wait_http(collector + "/healthz?verbose=1", served, DATA / "collector.log", token)
+        wait_http(app + "/", app_server, DATA / "app.log")
         counts = traffic(app)
         print(
             f"demo: {counts['signups']} sign-ups, {counts['logins_ok']} logins, "

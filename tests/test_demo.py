@@ -61,3 +61,40 @@ def test_the_demo_stops_the_attacker_and_ctrl_c_stops_it_once(tmp_path: Path) ->
     for log in ("app.log", "collector.log"):
         content = (tmp_path / "demo-data" / log).read_text()
         assert "Traceback" not in content, content[-3000:]
+
+
+def test_a_port_another_server_holds_is_not_taken_for_the_demo_s(tmp_path: Path) -> None:
+    """Two demos started at once both found 8000 free: the second's collector could not bind
+    it and exited, and the demo went on with the first's collector (which refuses its key),
+    saying nothing of it. It now waits for its own collector, and says when it exited."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from examples.demo import wait_http
+
+    class OtherCollector(BaseHTTPRequestHandler):  # the other demo's: our key is not its
+        def do_GET(self) -> None:
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), OtherCollector)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    log = tmp_path / "collector.log"
+    log.write_text("ERROR: [Errno 98] error while attempting to bind on address\n")
+    # Ours: up a moment, while the other answers, then gone.
+    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
+    try:
+        url = f"http://127.0.0.1:{other.server_address[1]}/healthz?verbose=1"
+        with pytest.raises(SystemExit) as exited:
+            wait_http(url, ours, log, token="demo-key", timeout=15)
+        assert "the server of collector.log exited" in str(exited.value)
+        assert "error while attempting to bind" in str(exited.value)
+    finally:
+        ours.kill()
+        ours.wait()
+        other.shutdown()
+        other.server_close()
