@@ -174,12 +174,14 @@ def until_refused(
 def guess(app: str) -> tuple[int, int, float | None]:
     """The attacker guesses alice's password until refused: how many guesses it made up to
     its 5th failure (brute-force-ip's threshold), how many more went through while the block
-    came (it keeps guessing every 50 ms), and how long after the 5th the first 403 came."""
+    came (it keeps guessing every 50 ms), and how long after the 5th the first 403 came
+    (negative: refused before its 5th, a block already in force)."""
     guesses = ["123456", "password", "qwerty", "letmein", "alice2024"]
+    started = time.monotonic()
     for n, password in enumerate(guesses, 1):
         status = login(app, ATTACKER, "alice", password)
         if status == 403:
-            return n - 1, 0, None
+            return n - 1, 0, started - time.monotonic()
     fifth = time.monotonic()
     delay, more = until_refused(app, ATTACKER, fifth)
     return len(guesses), more, delay
@@ -215,7 +217,7 @@ def demo(opts: argparse.Namespace) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SQREEN_")}
     env.update(
         SQREEN_DB=str(DATA / "sqreen.db"),
-        SQREEN_ADMIN_PASSWORD=env.get("SQREEN_ADMIN_PASSWORD", "demo-admin"),
+        SQREEN_ADMIN_PASSWORD=os.environ.get("SQREEN_ADMIN_PASSWORD", "demo-admin"),
         PYTHONPATH=str(ROOT),
     )
     app_env = {
@@ -261,6 +263,9 @@ def demo(opts: argparse.Namespace) -> None:
             + (
                 f"{delay:.2f} s after its 5th failure it was refused (403): the built-in "
                 "playbook brute-force-ip blocked it for 1 h"
+                if delay is not None and delay >= 0
+                else "it was refused (403) before its 5th failure: a block was already in "
+                "force (see demo-data/collector.log)"
                 if delay is not None
                 else "it was never refused: see demo-data/collector.log"
             )
