@@ -249,7 +249,7 @@ def _in_starlette_app() -> bool:
         asyncio.get_running_loop()
     except RuntimeError:
         return False
-    import inspect  # (here: once warned, or with Starlette in an event loop only)
+    import inspect  # (imported here: with Starlette loaded, in an event loop, unwarned)
 
     frame: FrameType | None = inspect.currentframe()
     for _ in range(_FRAMES):
