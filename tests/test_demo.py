@@ -72,8 +72,11 @@ def test_a_port_another_server_holds_is_not_taken_for_the_demo_s(tmp_path: Path)
 
     from examples.demo import wait_http
 
+    asked = threading.Event()
+
     class OtherCollector(BaseHTTPRequestHandler):  # the other demo's: our key is not its
         def do_GET(self) -> None:
+            asked.set()
             self.send_response(401)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -85,8 +88,12 @@ def test_a_port_another_server_holds_is_not_taken_for_the_demo_s(tmp_path: Path)
     threading.Thread(target=other.serve_forever, daemon=True).start()
     log = tmp_path / "collector.log"
     log.write_text("ERROR: [Errno 98] error while attempting to bind on address\n")
-    # Ours: up a moment, while the other answers, then gone.
-    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
+    # Ours: up until the other has refused the demo's key, then gone.
+    ours = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    assert ours.stdin is not None
+    threading.Thread(target=lambda: asked.wait(15) and ours.stdin.close(), daemon=True).start()
     try:
         url = f"http://127.0.0.1:{other.server_address[1]}/healthz?verbose=1"
         with pytest.raises(SystemExit) as exited:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 from typing import Final
 
 import click
@@ -25,7 +24,7 @@ from .playbooks import (
 from .playbooks._alerts import PRIVATE_SPARED, alerts_for
 from .playbooks._config import SECRET_VARIABLE
 from .playbooks._fields import AtLeast
-from .playbooks._late import span
+from .playbooks._late import span_of
 from .playbooks._memory import MemoryWindows
 from .playbooks._runner import event_view
 from .storage import Alert, EventFilter, Storage
@@ -97,8 +96,8 @@ def lockout_warnings(p: Playbook) -> list[str]:
         )
     if p.action != "alert" and p.duration is not None and p.duration < p.window:
         out.append(
-            f"{p.id} blocks for {span(_us(p.duration))}, less than its window "
-            f"({span(_us(p.window))}): when a block ends, the events before it are still in "
+            f"{p.id} blocks for {span_of(p.duration)}, less than its window "
+            f"({span_of(p.window)}): when a block ends, the events before it are still in "
             "the window, and the key's next one blocks it again at once"
         )
     return out
@@ -116,13 +115,13 @@ def rule(p: Playbook) -> str:
     where = " and ".join(_condition(str(path), values) for path, values in p.where)
     action: str = p.action
     if p.duration is not None and p.action != "alert":
-        action += f" for {span(_us(p.duration))}"
+        action += f" for {span_of(p.duration)}"
     if p.block_private:
         action += ", private addresses too"
     if p.cooldown is not None:
-        action += f", quiet {span(_us(p.cooldown))}"
+        action += f", quiet {span_of(p.cooldown)}"
     where = f" where {where}" if where else ""
-    return f"by {p.group_by.spec}{where}: {counted} in {span(_us(p.window))} -> {action}"
+    return f"by {p.group_by.spec}{where}: {counted} in {span_of(p.window)} -> {action}"
 
 
 def _condition(path: str, values: frozenset[str]) -> str:
@@ -130,10 +129,6 @@ def _condition(path: str, values: frozenset[str]) -> str:
     if len(values) == 1 and isinstance(bound := next(iter(values)), AtLeast):
         return f"{path}{bound}"
     return f"{path}={'|'.join(sorted(values))}"
-
-
-def _us(delta: timedelta) -> int:
-    return int(delta.total_seconds() * 1_000_000)
 
 
 def derived_warnings(p: Playbook) -> list[str]:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Final
 
-__all__ = ["ALERT_LINES", "LOG_EVERY", "AlertLines", "LateEvents", "Throttle", "span"]
+__all__ = ["ALERT_LINES", "LOG_EVERY", "AlertLines", "LateEvents", "Throttle", "span", "span_of"]
 
 logger = logging.getLogger("sqreen.server")
 
@@ -41,6 +42,11 @@ def span(us: int) -> str:
     if len(parts) == 2 and parts[1].startswith("00"):
         parts.pop()
     return "".join(parts) or "0s"
+
+
+def span_of(delta: timedelta) -> str:
+    """:func:`span` of a timedelta (a playbook's window, duration or cooldown)."""
+    return span(int(delta.total_seconds() * 1_000_000))
 
 
 class Throttle:

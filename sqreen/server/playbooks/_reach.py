@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Iterable, Sequence
-from datetime import timedelta
 from difflib import get_close_matches
 
 from ...events import DERIVED_EVENTS, STANDARD_EVENTS
 from ._config import Playbook
-from ._late import span
+from ._late import span_of
 
 __all__ = ["name_warnings", "never_firing", "shadowed", "unread_settings"]
 
@@ -133,16 +132,12 @@ def shadowed(playbooks: Sequence[Playbook]) -> list[str]:
                 out.append(
                     f"playbook {counted.id!r} can fire only where {blocker.id!r} does not block: "
                     f"{blocker.id!r} blocks an address at {blocker.threshold} of its events in "
-                    f"{_span(blocker.window)} for {_span(blocker.duration)}, so an address "
-                    f"makes at most {most} in the {_span(counted.window)} window of "
+                    f"{span_of(blocker.window)} for {span_of(blocker.duration)}, so an address "
+                    f"makes at most {most} in the {span_of(counted.window)} window of "
                     f"{counted.id!r}, under its threshold of {counted.threshold}"
                 )
                 break
     return out
-
-
-def _span(delta: timedelta) -> str:
-    return span(int(delta.total_seconds() * 1_000_000))
 
 
 def name_warnings(p: Playbook) -> list[str]:
